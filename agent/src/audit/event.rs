@@ -1,0 +1,98 @@
+//! The audit event model: what happened to one connection, as data.
+//!
+//! Events are encoded to OCSF 1.8 JSON by `audit::ocsf` when they are
+//! committed; the exact stored bytes are what later issues hash-chain.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Process-unique id of one proxied connection (also the audit session id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(pub u64);
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// OCSF Network Activity activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnActivity {
+    /// A connection was accepted and relayed to its target (OCSF activity_id 1).
+    Open,
+    /// A relayed connection ended (OCSF activity_id 2).
+    Close,
+    /// A connection was refused by Warden (OCSF activity_id 5).
+    Refuse,
+}
+
+/// What Warden decided for the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Allowed,
+    Refused,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Refused => "refused",
+        }
+    }
+}
+
+/// Who made the connection, as recorded by the kernel at connect() time and
+/// completed from /proc where still possible. Fields that could not be learnt
+/// are `None`, never guessed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub pid: Option<u32>,
+    pub tgid: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Kernel `comm` (task name).
+    pub comm: Option<String>,
+    /// Path of the executable (`/proc/<tgid>/exe`).
+    pub exe: Option<String>,
+    pub cgroup_id: Option<u64>,
+    /// cgroup2 path relative to the cgroup2 mount.
+    pub cgroup_path: Option<String>,
+}
+
+/// One connection-level audit event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionEvent {
+    /// Wall-clock time of the event, milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    pub activity: ConnActivity,
+    pub decision: Decision,
+    /// Machine-readable reason for refusals and abnormal closes, e.g.
+    /// `unredirected`, `target_not_granted`, `unknown_account`,
+    /// `unknown_target`, `upstream_connect_failed`, `connection_limit`,
+    /// `audit_unavailable`. `None` for ordinary opens and closes.
+    pub reason: Option<String>,
+    /// Human-readable detail for the reason (no secrets, no payload bytes).
+    pub detail: Option<String>,
+    pub session: SessionId,
+    pub account: Option<String>,
+    pub target: Option<String>,
+    /// `tcp` for now; later `postgres`, `mysql`, `http`.
+    pub protocol: String,
+    pub process: ProcessInfo,
+    /// The workload's side of the connection as the proxy saw it.
+    pub client: SocketAddr,
+    /// Where the workload wanted to go (`None` when the kernel left no record).
+    pub orig_dst: Option<SocketAddr>,
+    /// Bytes from client to upstream (set on close).
+    pub bytes_up: u64,
+    /// Bytes from upstream to client (set on close).
+    pub bytes_down: u64,
+    /// Connection duration in milliseconds (set on close).
+    pub duration_ms: u64,
+}

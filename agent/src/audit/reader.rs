@@ -1,0 +1,507 @@
+//! Read-only access to the audit store for the CLI (`warden audit tail`).
+//!
+//! Opens the database read-only, so it can run while the daemon writes (WAL:
+//! readers see every committed transaction and never block the writer).
+//! Every query is its own read transaction, so polling [`AuditReader::query`]
+//! with the last seen `seq` follows the store.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, ToSql};
+
+use super::AuditError;
+use super::ocsf::{CLASS_UID_NETWORK_ACTIVITY, decode_connection};
+use super::store::{
+    BUSY_TIMEOUT, check_schema_version, max_seq, read_chain_id, read_schema_version,
+};
+
+/// Which events to show; `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TailFilter {
+    pub account: Option<String>,
+    /// `allowed` or `refused` (case-insensitive).
+    pub decision: Option<String>,
+    /// Session id as printed (16 hex digits); shorter hex is accepted too.
+    pub session: Option<String>,
+}
+
+/// One stored row: the indexed columns plus the exact OCSF bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub time_ms: i64,
+    /// OCSF class of `data` (4001 for connection events).
+    pub class_uid: u32,
+    pub activity: String,
+    pub decision: String,
+    pub account: Option<String>,
+    pub target: Option<String>,
+    pub session: String,
+    pub reason: Option<String>,
+    /// The exact stored OCSF JSON bytes.
+    pub data: Vec<u8>,
+}
+
+/// A read-only connection to an audit store.
+pub struct AuditReader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const SELECT_EVENTS: &str = "SELECT seq, time_ms, class_uid, activity, decision, account, \
+    target, session, reason, data FROM events";
+
+impl AuditReader {
+    /// Open the store at `path` read-only. Fails with
+    /// [`AuditError::NotFound`] when there is no file there.
+    pub fn open(path: &Path) -> Result<Self, AuditError> {
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => {
+                return Err(AuditError::Schema {
+                    path: path.to_owned(),
+                    detail: "is a directory, not an audit store".into(),
+                });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(AuditError::NotFound {
+                    path: path.to_owned(),
+                });
+            }
+            Err(source) => {
+                return Err(AuditError::Io {
+                    op: "stat",
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+        let open_err = |op: &'static str| {
+            move |source| AuditError::Open {
+                path: path.to_owned(),
+                op,
+                source,
+            }
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err("open read-only"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(open_err("set busy_timeout"))?;
+        let has_meta: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(open_err("read schema"))?;
+        if !has_meta {
+            return Err(AuditError::Schema {
+                path: path.to_owned(),
+                detail: "not a Warden audit store (no meta table)".into(),
+            });
+        }
+        let version = read_schema_version(&conn).map_err(open_err("read schema_version"))?;
+        check_schema_version(path, version)?;
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The store's chain id.
+    #[allow(dead_code, reason = "for `warden audit verify`; not wired yet")]
+    pub fn chain_id(&self) -> Result<String, AuditError> {
+        read_chain_id(&self.conn)
+            .map_err(|source| AuditError::Query {
+                op: "read chain_id",
+                source,
+            })?
+            .ok_or_else(|| AuditError::Schema {
+                path: self.path.clone(),
+                detail: "meta has no chain_id".into(),
+            })
+    }
+
+    /// Highest stored `seq` (0 when empty).
+    pub fn last_seq(&self) -> Result<u64, AuditError> {
+        max_seq(&self.conn).map_err(|source| AuditError::Query {
+            op: "read last seq",
+            source,
+        })
+    }
+
+    /// Up to `limit` events matching `filter` with `seq > after_seq`, in
+    /// `seq` order.
+    pub fn query(
+        &self,
+        filter: &TailFilter,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, AuditError> {
+        let (where_sql, mut args) = filter_sql(filter);
+        let sql = format!("{SELECT_EVENTS} WHERE seq > ? {where_sql} ORDER BY seq LIMIT ?");
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        args.insert(0, Box::new(after_seq));
+        args.push(Box::new(limit));
+        let query_err = |source| AuditError::Query {
+            op: "select events",
+            source,
+        };
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(query_err)?;
+        let params: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
+        let rows = stmt
+            .query_map(params.as_slice(), |row| {
+                Ok(StoredEvent {
+                    seq: row.get(0)?,
+                    time_ms: row.get(1)?,
+                    class_uid: row.get(2)?,
+                    activity: row.get(3)?,
+                    decision: row.get(4)?,
+                    account: row.get(5)?,
+                    target: row.get(6)?,
+                    session: row.get(7)?,
+                    reason: row.get(8)?,
+                    data: row.get(9)?,
+                })
+            })
+            .map_err(query_err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(query_err)
+    }
+
+    /// The `after_seq` to start a tail from so that the first
+    /// [`query`](Self::query) returns the last `last_n` events matching
+    /// `filter` (fewer if there are fewer); with `last_n == 0`, only events
+    /// written from now on.
+    pub fn tail_start(&self, filter: &TailFilter, last_n: usize) -> Result<u64, AuditError> {
+        if last_n == 0 {
+            return self.last_seq();
+        }
+        let (where_sql, mut args) = filter_sql(filter);
+        let sql = format!(
+            "SELECT seq FROM events WHERE 1 = 1 {where_sql} ORDER BY seq DESC LIMIT 1 OFFSET ?"
+        );
+        let offset = i64::try_from(last_n - 1).unwrap_or(i64::MAX);
+        args.push(Box::new(offset));
+        let query_err = |source| AuditError::Query {
+            op: "find tail start",
+            source,
+        };
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(query_err)?;
+        let params: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
+        let mut rows = stmt.query(params.as_slice()).map_err(query_err)?;
+        match rows.next().map_err(query_err)? {
+            Some(row) => {
+                let seq: u64 = row.get(0).map_err(query_err)?;
+                Ok(seq.saturating_sub(1))
+            }
+            // Fewer than last_n matches: show them all.
+            None => Ok(0),
+        }
+    }
+}
+
+/// `AND ...` clauses and their parameters for `filter`.
+fn filter_sql(filter: &TailFilter) -> (String, Vec<Box<dyn ToSql>>) {
+    let mut sql = String::new();
+    let mut args: Vec<Box<dyn ToSql>> = Vec::new();
+    if let Some(account) = &filter.account {
+        sql.push_str(" AND account = ?");
+        args.push(Box::new(account.clone()));
+    }
+    if let Some(decision) = &filter.decision {
+        sql.push_str(" AND decision = ?");
+        args.push(Box::new(decision.to_ascii_lowercase()));
+    }
+    if let Some(session) = &filter.session {
+        sql.push_str(" AND session = ?");
+        args.push(Box::new(normalize_session(session)));
+    }
+    (sql, args)
+}
+
+/// Accept `4d2`, `0x4d2` or `00000000000004d2` for the stored form.
+fn normalize_session(s: &str) -> String {
+    let t = s.trim();
+    let t = t
+        .strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .unwrap_or(t);
+    match u64::from_str_radix(t, 16) {
+        Ok(v) if t.len() <= 16 => format!("{v:016x}"),
+        _ => s.to_owned(),
+    }
+}
+
+/// RFC 3339 UTC with milliseconds; the raw number if out of range.
+fn format_time(ms: i64) -> String {
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(fmt).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// A value for `key=value` output: bare when safe, else quoted with escapes
+/// (workload-controlled strings such as `comm` must not reach the terminal
+/// raw).
+fn val(s: &str) -> Cow<'_, str> {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| !c.is_control() && !c.is_whitespace() && !matches!(c, '"' | '\\' | '='));
+    if plain {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(format!("{s:?}"))
+    }
+}
+
+/// One human-readable line for `ev`, e.g.
+/// `2026-11-23T13:05:02.123Z #42 open allowed account=orders-api
+/// target=orders-db pid=1234 comm=curl exe=/usr/bin/curl src=127.0.0.1:40000
+/// dst=10.0.0.5:5432 up=0 down=0 dur=0ms session=00000000000004d2`.
+/// Absent values are left out (`account=-`/`target=-` when unknown).
+pub fn format_text(ev: &StoredEvent) -> String {
+    let mut line = format!(
+        "{} #{} {} {}",
+        format_time(ev.time_ms),
+        ev.seq,
+        val(&ev.activity),
+        val(&ev.decision)
+    );
+    let decoded = if ev.class_uid == CLASS_UID_NETWORK_ACTIVITY {
+        decode_connection(&ev.data).ok()
+    } else {
+        None
+    };
+    // Writing to a String cannot fail; the results are ignored below.
+    let account = ev.account.as_deref().map_or(Cow::Borrowed("-"), val);
+    let target = ev.target.as_deref().map_or(Cow::Borrowed("-"), val);
+    let _ = write!(line, " account={account} target={target}");
+    match decoded {
+        Some(d) => {
+            let e = d.event;
+            let p = &e.process;
+            if let Some(pid) = p.pid {
+                let _ = write!(line, " pid={pid}");
+            }
+            if let Some(uid) = p.uid {
+                let _ = write!(line, " uid={uid}");
+            }
+            if let Some(comm) = &p.comm {
+                let _ = write!(line, " comm={}", val(comm));
+            }
+            if let Some(exe) = &p.exe {
+                let _ = write!(line, " exe={}", val(exe));
+            }
+            let _ = write!(line, " src={}", e.client);
+            if let Some(dst) = e.orig_dst {
+                let _ = write!(line, " dst={dst}");
+            }
+            let _ = write!(
+                line,
+                " up={} down={} dur={}ms session={}",
+                e.bytes_up,
+                e.bytes_down,
+                e.duration_ms,
+                val(&ev.session)
+            );
+            if let Some(reason) = &e.reason {
+                let _ = write!(line, " reason={}", val(reason));
+            }
+            if let Some(detail) = &e.detail {
+                let _ = write!(line, " detail={}", val(detail));
+            }
+        }
+        None => {
+            let _ = write!(line, " session={}", val(&ev.session));
+            if let Some(reason) = &ev.reason {
+                let _ = write!(line, " reason={}", val(reason));
+            }
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::event::{ConnActivity, ConnectionEvent, Decision, SessionId};
+    use crate::audit::ocsf::tests::sample;
+    use crate::audit::store::{SyncMode, spawn_writer};
+
+    fn ev(i: u64, account: &str, decision: Decision) -> ConnectionEvent {
+        let activity = match decision {
+            Decision::Allowed => ConnActivity::Open,
+            Decision::Refused => ConnActivity::Refuse,
+        };
+        let mut e = sample(activity, decision);
+        e.session = SessionId(i);
+        e.account = Some(account.into());
+        if decision == Decision::Refused {
+            e.reason = Some("target_not_granted".into());
+        }
+        e
+    }
+
+    #[test]
+    fn missing_store_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nope/audit.db");
+        let err = AuditReader::open(&path).err().unwrap();
+        assert!(matches!(err, AuditError::NotFound { .. }));
+        assert_eq!(
+            err.to_string(),
+            format!("no audit store at {} (is state_dir right?)", path.display())
+        );
+        assert!(!path.exists(), "the reader must not create anything");
+    }
+
+    #[tokio::test]
+    async fn reader_follows_a_running_writer_with_filters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let (h, task) = spawn_writer(&path, SyncMode::Full, 32, "h".into()).unwrap();
+        for i in 1..=10u64 {
+            let (acct, dec) = match i % 3 {
+                0 => ("billing", Decision::Refused),
+                1 => ("orders-api", Decision::Allowed),
+                _ => ("billing", Decision::Allowed),
+            };
+            assert_eq!(h.record(ev(i, acct, dec)).await.unwrap(), i);
+        }
+
+        let r = AuditReader::open(&path).unwrap();
+        assert_eq!(r.chain_id().unwrap(), h.chain_id());
+        assert_eq!(r.last_seq().unwrap(), 10);
+        let all = TailFilter::default();
+        let got = r.query(&all, 0, 100).unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=10).collect::<Vec<_>>()
+        );
+        assert_eq!(r.query(&all, 8, 100).unwrap().len(), 2);
+        assert_eq!(r.query(&all, 0, 3).unwrap().len(), 3);
+
+        let orders = TailFilter {
+            account: Some("orders-api".into()),
+            ..TailFilter::default()
+        };
+        let seqs = |v: Vec<StoredEvent>| v.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(r.query(&orders, 0, 100).unwrap()), vec![1, 4, 7, 10]);
+        let refused = TailFilter {
+            decision: Some("REFUSED".into()),
+            ..TailFilter::default()
+        };
+        let got = r.query(&refused, 0, 100).unwrap();
+        assert_eq!(seqs(got.clone()), vec![3, 6, 9]);
+        assert!(
+            got.iter().all(
+                |e| e.activity == "refuse" && e.reason.as_deref() == Some("target_not_granted")
+            )
+        );
+        let billing_allowed = TailFilter {
+            account: Some("billing".into()),
+            decision: Some("allowed".into()),
+            session: None,
+        };
+        assert_eq!(
+            seqs(r.query(&billing_allowed, 0, 100).unwrap()),
+            vec![2, 5, 8]
+        );
+        for s in ["5", "0x5", "0000000000000005"] {
+            let by_session = TailFilter {
+                session: Some(s.into()),
+                ..TailFilter::default()
+            };
+            assert_eq!(seqs(r.query(&by_session, 0, 100).unwrap()), vec![5], "{s}");
+        }
+
+        // tail_start picks the last N matches.
+        assert_eq!(r.tail_start(&all, 3).unwrap(), 7);
+        assert_eq!(seqs(r.query(&all, 7, 100).unwrap()), vec![8, 9, 10]);
+        assert_eq!(r.tail_start(&orders, 2).unwrap(), 6);
+        assert_eq!(seqs(r.query(&orders, 6, 100).unwrap()), vec![7, 10]);
+        assert_eq!(r.tail_start(&orders, 50).unwrap(), 0);
+        assert_eq!(r.tail_start(&all, 0).unwrap(), 10);
+
+        // New commits are visible to the open reader (WAL, writer running).
+        let after = r.last_seq().unwrap();
+        h.record(ev(11, "orders-api", Decision::Allowed))
+            .await
+            .unwrap();
+        let new = r.query(&all, after, 100).unwrap();
+        assert_eq!(seqs(new.clone()), vec![11]);
+        let d = decode_connection(&new[0].data).unwrap();
+        assert_eq!(d.event.session, SessionId(11));
+
+        h.shutdown().await;
+        task.join().unwrap();
+        // Still readable after the writer closed.
+        assert_eq!(r.last_seq().unwrap(), 11);
+    }
+
+    #[tokio::test]
+    async fn format_text_has_the_key_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let (h, task) = spawn_writer(&path, SyncMode::Normal, 32, "h".into()).unwrap();
+        h.record(sample(ConnActivity::Open, Decision::Allowed))
+            .await
+            .unwrap();
+        let mut refused = sample(ConnActivity::Refuse, Decision::Refused);
+        refused.reason = Some("unknown_account".into());
+        refused.detail = Some("no enrollment for uid 1000".into());
+        refused.account = None;
+        refused.process.comm = Some("evil\u{1b}[2J".into());
+        h.record(refused).await.unwrap();
+        let mut close = sample(ConnActivity::Close, Decision::Allowed);
+        close.bytes_up = 10;
+        close.bytes_down = 20;
+        close.duration_ms = 30;
+        close.client = "[::1]:40000".parse().unwrap();
+        h.record(close).await.unwrap();
+        h.shutdown().await;
+        task.join().unwrap();
+
+        let r = AuditReader::open(&path).unwrap();
+        let evs = r.query(&TailFilter::default(), 0, 10).unwrap();
+        let lines: Vec<String> = evs.iter().map(format_text).collect();
+        assert_eq!(
+            lines[0],
+            "2026-11-29T13:05:02.123Z #1 open allowed account=orders-api target=orders-db \
+             pid=1234 uid=1000 comm=curl exe=/usr/bin/curl src=127.0.0.1:40000 \
+             dst=10.0.0.5:5432 up=0 down=0 dur=0ms session=00000000000004d2"
+        );
+        let l = &lines[1];
+        assert!(
+            l.contains("#2 refuse refused account=- target=orders-db"),
+            "{l}"
+        );
+        assert!(l.contains("reason=unknown_account"), "{l}");
+        assert!(l.contains("detail=\"no enrollment for uid 1000\""), "{l}");
+        assert!(!l.contains('\u{1b}'), "control characters are escaped: {l}");
+        assert!(l.contains(r#"comm="evil\u{1b}[2J""#), "{l}");
+        let l = &lines[2];
+        assert!(l.contains("#3 close allowed"), "{l}");
+        assert!(
+            l.contains("src=[::1]:40000 dst=10.0.0.5:5432 up=10 down=20 dur=30ms"),
+            "{l}"
+        );
+
+        // Rows that are not connection events still print their columns.
+        let mut other = evs[1].clone();
+        other.class_uid = 6005;
+        let l = format_text(&other);
+        assert!(
+            l.ends_with("session=00000000000004d2 reason=unknown_account"),
+            "{l}"
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! What each CLI command does; talks to the daemon over the control socket or
+//! reads local state (config, audit store, pins).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::audit::reader::{AuditReader, TailFilter, format_text};
+use crate::cli::{AuditCommand, Cli, Command, SelectorArgs};
+use crate::config::Config;
+use crate::control::{Request, Response, client};
+use crate::identity::Selector;
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { detach_on_exit } => {
+            init_tracing();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("warden")
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(crate::daemon::run(&cli.config, detach_on_exit))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig => match Config::load(&cli.config) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok ({} targets, {} accounts, sha256 {})",
+                    cfg.source.display(),
+                    cfg.targets.len(),
+                    cfg.accounts.len(),
+                    cfg.sha256
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Status { json } => {
+            let cfg = Config::load(&cli.config)?;
+            let resp = client::call(&cfg.agent.control_socket, &Request::Status)?;
+            let Response::Status(st) = resp else {
+                bail!("unexpected answer from the daemon");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print_status(&st);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Enroll(args) => {
+            let cfg = Config::load(&cli.config)?;
+            let req = Request::Enroll {
+                account: args.account,
+                selector: selector(args.selector)?,
+            };
+            done(client::call(&cfg.agent.control_socket, &req)?)
+        }
+        Command::Unenroll(args) => {
+            let cfg = Config::load(&cli.config)?;
+            let req = Request::Unenroll {
+                account: args.account,
+                selector: selector(args.selector)?,
+            };
+            done(client::call(&cfg.agent.control_socket, &req)?)
+        }
+        Command::Uninstall => {
+            let cfg = Config::load(&cli.config)?;
+            let sock = &cfg.agent.control_socket;
+            if sock.exists()
+                && let Ok(resp) = client::call(sock, &Request::Shutdown { detach: true })
+            {
+                if let Response::Done { message } = resp {
+                    println!("daemon: {message}");
+                }
+                // Wait for it to go away (it removes its socket last).
+                for _ in 0..200 {
+                    if !sock.exists() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            let report = crate::ebpf::uninstall(&cfg.agent.bpf_pin_dir)?;
+            println!(
+                "uninstalled: {} links released, {} map pins removed under {}",
+                report.links_released,
+                report.pins_removed,
+                cfg.agent.bpf_pin_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCommand::Tail {
+            follow,
+            account,
+            decision,
+            lines,
+            json,
+        }) => {
+            let cfg = Config::load(&cli.config)?;
+            let reader = AuditReader::open(&cfg.audit_path())?;
+            let filter = TailFilter {
+                account,
+                decision,
+                session: None,
+            };
+            let mut after = reader.tail_start(&filter, lines)?;
+            loop {
+                let events = reader.query(&filter, after, 1000)?;
+                for ev in &events {
+                    if json {
+                        println!("{}", String::from_utf8_lossy(&ev.data));
+                    } else {
+                        println!("{}", format_text(ev));
+                    }
+                    after = ev.seq;
+                }
+                if !follow {
+                    break;
+                }
+                if events.is_empty() {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn selector(s: SelectorArgs) -> anyhow::Result<Selector> {
+    match (s.cgroup, s.uid) {
+        (Some(c), None) => Ok(Selector::Cgroup(c)),
+        (None, Some(u)) => Ok(Selector::Uid(u)),
+        _ => bail!("give exactly one of --cgroup or --uid"),
+    }
+}
+
+fn done(resp: Response) -> anyhow::Result<ExitCode> {
+    if let Response::Done { message } = resp {
+        println!("{message}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(st: &crate::control::StatusReport) {
+    println!("warden {} (pid {})", st.version, st.pid);
+    println!(
+        "  config:   {} (sha256 {})",
+        st.config.display(),
+        &st.config_sha256
+    );
+    let listen: Vec<String> = st.listen.iter().map(ToString::to_string).collect();
+    println!("  proxy:    {}", listen.join(", "));
+    println!(
+        "  attached: {} at {}",
+        st.programs.len(),
+        st.attach_cgroup.display()
+    );
+    for p in &st.programs {
+        println!(
+            "            {} prog_id={} link_id={}",
+            p.program, p.program_id, p.link_id
+        );
+    }
+    println!("  pins:     {}", st.pin_dir.display());
+    println!("  fail mode: {}", st.fail_mode);
+    println!(
+        "  audit:    {} ({})",
+        st.audit_path.display(),
+        if st.audit_healthy {
+            "healthy"
+        } else {
+            "FAILING"
+        }
+    );
+    println!("  targets:");
+    for t in &st.targets {
+        println!(
+            "    {} {} {} fail_mode={} accounts=[{}]",
+            t.name,
+            t.protocol,
+            t.address,
+            t.fail_mode,
+            t.accounts.join(", ")
+        );
+    }
+    println!("  enrollments:");
+    for e in &st.enrollments {
+        let id = e.cgroup_id.map(|i| format!(" id={i}")).unwrap_or_default();
+        println!("    {} {}{} ({:?})", e.account, e.selector, id, e.source);
+    }
+    println!(
+        "  connections: {} open, {} relayed, {} closed, {} refused",
+        st.open_connections.len(),
+        st.connections_relayed,
+        st.connections_closed,
+        st.connections_refused
+    );
+    for c in &st.open_connections {
+        println!(
+            "    {} {} -> {} ({}) pid={} client={}",
+            c.session, c.conn.account, c.conn.target, c.conn.orig_dst, c.conn.pid, c.conn.client
+        );
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,422 @@
+//! Configuration: owns the TOML model, its defaults, loading and validation.
+//!
+//! Problems are never reported one at a time: [`Config::load`] returns all of
+//! them at once, each as `file:line:column: key: message`.
+//!
+//! Loading happens in passes, each of which reports all it finds:
+//! 1. TOML syntax (`load::parse_document`); a broken document stops here.
+//! 2. Shape and types (`load::decode`): unknown keys, missing required keys and
+//!    values that do not deserialise, element by element and key by key.
+//! 3. Meaning (`validate`): ranges, paths, addresses, names, references.
+//!
+//! The defaults of every key are written out in `config/warden.toml`, which a
+//! test below keeps valid and complete.
+
+mod error;
+mod load;
+pub mod model;
+mod validate;
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use error::{ConfigError, Diagnostic};
+pub use model::*;
+
+use error::{Diags, LineIndex};
+
+impl Config {
+    /// Reads and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let bytes = fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        match std::str::from_utf8(&bytes) {
+            Ok(src) => Self::parse(src, path),
+            Err(e) => {
+                let before = String::from_utf8_lossy(&bytes[..e.valid_up_to()]);
+                let d = LineIndex::new(&before).diagnostic(
+                    "syntax",
+                    before.len(),
+                    "the file is not valid UTF-8".to_owned(),
+                );
+                Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    diagnostics: vec![d],
+                })
+            }
+        }
+    }
+
+    /// Validates configuration text; `path` is recorded as `source` and used
+    /// in messages.
+    pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |diagnostics| ConfigError::Invalid {
+            path: path.to_owned(),
+            diagnostics,
+        };
+        let root = load::parse_document(src).map_err(invalid)?;
+        let mut diags = Diags::new(src, load::value_spans(&root));
+        let decoded = load::decode(root, &mut diags);
+        validate::validate(&decoded, &mut diags);
+        if !diags.is_empty() {
+            return Err(invalid(diags.finish()));
+        }
+        // No diagnostics, so every element deserialised (each `None` was reported).
+        Ok(Config {
+            agent: decoded.agent,
+            audit: decoded.audit,
+            targets: decoded.targets.into_iter().flatten().collect(),
+            accounts: decoded.accounts.into_iter().flatten().collect(),
+            source: path.to_owned(),
+            sha256: hex::encode(Sha256::digest(src.as_bytes())),
+        })
+    }
+
+    /// The audit database: `audit.path`, or `<state_dir>/audit.db`.
+    pub fn audit_path(&self) -> PathBuf {
+        self.audit
+            .path
+            .clone()
+            .unwrap_or_else(|| self.agent.state_dir.join("audit.db"))
+    }
+
+    /// The IPv6 listener address, if one is to be opened: the explicit
+    /// address; for `"auto"`, `[::1]` with the port of `listen` when some
+    /// target has an IPv6 (not IPv4-mapped) address; `None` for `"off"`.
+    pub fn listen6_addr(&self) -> Option<SocketAddr> {
+        validate::effective_listen6(self.agent.listen, &self.agent.listen6, self.targets.iter())
+    }
+
+    /// The fail mode in effect for `t`: its own, else `agent.fail_mode`.
+    pub fn fail_mode_of(&self, t: &Target) -> FailMode {
+        t.fail_mode.unwrap_or(self.agent.fail_mode)
+    }
+
+    /// The `[[target]]` named `name`.
+    #[cfg(test)]
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+
+    /// The `[[account]]` named `name`.
+    pub fn account(&self, name: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"[agent]
+listen = "127.0.0.1:15001"
+state_dir = "/var/lib/warden"
+bpf_pin_dir = "/sys/fs/bpf/warden"
+control_socket = "/run/warden/control.sock"
+cgroup_root = "auto"        # or a cgroup2 directory to attach at
+fail_mode = "closed"        # or "open"
+[[target]]
+name = "orders-db"
+protocol = "tcp"            # later: postgres, mysql, http
+address = "10.0.0.5:5432"   # IPv4 or [IPv6]:port
+[[account]]
+name = "orders-api"
+cgroups = ["/system.slice/orders-api.service"]   # cgroup2 paths, relative to the cgroup2 mount
+uids = [1001]
+targets = ["orders-db"]
+"#;
+
+    const REFERENCE: &str = include_str!("../../../config/warden.toml");
+
+    fn parse(src: &str) -> Result<Config, ConfigError> {
+        Config::parse(src, Path::new("/etc/warden/warden.toml"))
+    }
+
+    fn diagnostics(src: &str) -> Vec<Diagnostic> {
+        match parse(src) {
+            Ok(_) => panic!("expected errors"),
+            Err(e) => e.diagnostics().to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_design_example_parses() {
+        let c = match parse(EXAMPLE) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(c.agent, AgentSection::default());
+        assert_eq!(c.targets.len(), 1);
+        let t = &c.targets[0];
+        assert_eq!(t.name, "orders-db");
+        assert_eq!(t.protocol, Protocol::Tcp);
+        assert_eq!(t.address, SocketAddr::from(([10, 0, 0, 5], 5432)));
+        assert_eq!(t.fail_mode, None);
+        assert_eq!(
+            c.accounts,
+            vec![Account {
+                name: "orders-api".into(),
+                cgroups: vec!["/system.slice/orders-api.service".into()],
+                uids: vec![1001],
+                targets: vec!["orders-db".into()],
+            }]
+        );
+        assert_eq!(c.source, PathBuf::from("/etc/warden/warden.toml"));
+        assert_eq!(c.sha256, hex::encode(Sha256::digest(EXAMPLE.as_bytes())));
+    }
+
+    #[test]
+    fn defaults_apply_to_missing_keys_and_tables() {
+        let c = match parse("") {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(c.agent.listen, SocketAddr::from(([127, 0, 0, 1], 15001)));
+        assert_eq!(c.agent.listen6, Listen6::Auto);
+        assert_eq!(c.agent.state_dir, PathBuf::from("/var/lib/warden"));
+        assert_eq!(c.agent.bpf_pin_dir, PathBuf::from("/sys/fs/bpf/warden"));
+        assert_eq!(
+            c.agent.control_socket,
+            PathBuf::from("/run/warden/control.sock")
+        );
+        assert_eq!(c.agent.cgroup_root, CgroupRoot::Auto);
+        assert_eq!(c.agent.agent_cgroup, AgentCgroup::Auto);
+        assert_eq!(c.agent.fail_mode, FailMode::Closed);
+        assert_eq!(c.agent.upstream_mark, 0x5744_0001);
+        assert_eq!(c.agent.connect_timeout_ms, 5_000);
+        assert_eq!(c.agent.relay_buffer_bytes, 65_536);
+        assert_eq!(c.agent.max_connections, 10_000);
+        assert_eq!(c.audit.path, None);
+        assert_eq!(c.audit.synchronous, Synchronous::Full);
+        assert_eq!(c.audit.batch_max, 256);
+        assert!(c.targets.is_empty() && c.accounts.is_empty());
+        // The well-known digest of the empty input.
+        assert_eq!(
+            c.sha256,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+
+        // Keys left out of a table that is present get the same defaults.
+        let c = match parse("[agent]\nfail_mode = \"open\"\n[audit]\nsynchronous = \"normal\"\n") {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            c.agent,
+            AgentSection {
+                fail_mode: FailMode::Open,
+                ..AgentSection::default()
+            }
+        );
+        assert_eq!(
+            c.audit,
+            AuditSection {
+                synchronous: Synchronous::Normal,
+                ..AuditSection::default()
+            }
+        );
+    }
+
+    #[test]
+    fn several_independent_mistakes_are_all_reported() {
+        let src = r#"[agent]
+listen = "127.0.0.1:15001"
+listn = "127.0.0.1:15002"
+fail-mode = "open"
+
+[[target]]
+name = "orders-db"
+protocol = "tcp"
+address = "10.0.0.5:5432"
+
+[[target]]
+name = "cache"
+protocol = "tcp"
+address = "10.0.0.7"
+
+[[account]]
+name = "orders-api"
+uids = [1001]
+targets = ["orders-db", "payments-db"]
+
+[[account]]
+name = "batch"
+uids = [1002, 1001]
+targets = ["cache"]
+"#;
+        let list = diagnostics(src);
+        let got: Vec<(usize, &str)> = list.iter().map(|d| (d.line, d.key.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (3, "agent.listn"),
+                (4, "agent.fail-mode"),
+                (14, "target[1].address"),
+                (19, "account[0].targets[1]"),
+                (23, "account[1].uids[1]"),
+            ],
+            "{list:#?}"
+        );
+        assert!(list[0].message.contains("unknown key `listn`"));
+        assert!(list[1].message.contains("unknown key `fail-mode`"));
+        assert!(
+            list[2]
+                .message
+                .contains("invalid socket address \"10.0.0.7\"")
+        );
+        assert!(list[3].message.contains("unknown target \"payments-db\""));
+        assert!(list[4].message.contains(
+            "uid 1001 is claimed by both account \"orders-api\" (line 18) and account \"batch\""
+        ));
+
+        let text = match parse(src) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("expected errors"),
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6);
+        assert!(lines[0].starts_with("/etc/warden/warden.toml:3:1: agent.listn: unknown key"));
+        assert!(lines[2].starts_with("/etc/warden/warden.toml:14:11: target[1].address: "));
+        assert_eq!(lines[5], "5 errors in /etc/warden/warden.toml");
+    }
+
+    #[test]
+    fn syntax_errors_report_their_line() {
+        let src = "[agent]\nlisten = \"127.0.0.1:15001\"\nfail_mode = closed\n";
+        let list = diagnostics(src);
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!((list[0].line, list[0].column), (3, 13));
+        assert_eq!(list[0].key, "syntax");
+
+        let list = diagnostics("[agent]\n\n[agent]\n");
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(list[0].line, 3);
+    }
+
+    #[test]
+    fn load_reads_the_file() {
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("{e}"),
+        };
+        let path = dir.path().join("warden.toml");
+        if let Err(e) = fs::write(&path, EXAMPLE) {
+            panic!("{e}");
+        }
+        let c = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(c.source, path);
+        assert_eq!(c.sha256, hex::encode(Sha256::digest(EXAMPLE.as_bytes())));
+
+        match Config::load(&dir.path().join("missing.toml")) {
+            Err(ConfigError::Read { path: p, source }) => {
+                assert_eq!(p, dir.path().join("missing.toml"));
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("expected a read error, got {other:?}"),
+        }
+
+        let bad = dir.path().join("bad.toml");
+        if let Err(e) = fs::write(&bad, b"[agent]\nstate_dir = \"/x\xff\"\n") {
+            panic!("{e}");
+        }
+        match Config::load(&bad) {
+            Err(e @ ConfigError::Invalid { .. }) => {
+                let d = &e.diagnostics()[0];
+                assert_eq!((d.line, d.column), (2, 16));
+                assert!(d.message.contains("UTF-8"));
+            }
+            other => panic!("expected invalid UTF-8, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accessors() {
+        let src = format!(
+            "{EXAMPLE}[audit]\npath = \"/srv/audit.db\"\n[[target]]\nname = \"v6\"\n\
+             protocol = \"tcp\"\naddress = \"[fd00::1]:443\"\nfail_mode = \"open\"\n"
+        );
+        let c = match parse(&src) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(c.audit_path(), PathBuf::from("/srv/audit.db"));
+        assert_eq!(c.listen6_addr(), "[::1]:15001".parse().ok());
+        let db = c.target("orders-db");
+        let v6 = c.target("v6");
+        assert_eq!(db.map(|t| c.fail_mode_of(t)), Some(FailMode::Closed));
+        assert_eq!(v6.map(|t| c.fail_mode_of(t)), Some(FailMode::Open));
+        assert!(c.target("nope").is_none());
+        assert_eq!(
+            c.account("orders-api").map(|a| a.uids.clone()),
+            Some(vec![1001])
+        );
+        assert!(c.account("nope").is_none());
+
+        // Defaults: audit.db under state_dir; no IPv6 target, no IPv6 listener.
+        let c = match parse(&EXAMPLE.replace("/var/lib/warden", "/tmp/w")) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(c.audit_path(), PathBuf::from("/tmp/w/audit.db"));
+        assert_eq!(c.listen6_addr(), None);
+
+        // IPv4-mapped targets do not need the IPv6 listener.
+        let mapped = EXAMPLE.replace("10.0.0.5:5432", "[::ffff:10.0.0.5]:5432");
+        assert_eq!(parse(&mapped).ok().and_then(|c| c.listen6_addr()), None);
+        // Explicit address and "off".
+        let explicit = EXAMPLE.replace("[agent]\n", "[agent]\nlisten6 = \"[::1]:16000\"\n");
+        assert_eq!(
+            parse(&explicit).ok().and_then(|c| c.listen6_addr()),
+            "[::1]:16000".parse().ok()
+        );
+        let off = EXAMPLE.replace("[agent]\n", "[agent]\nlisten6 = \"off\"\n");
+        let off = parse(&off);
+        assert!(off.is_ok());
+        assert_eq!(off.ok().and_then(|c| c.listen6_addr()), None);
+    }
+
+    #[test]
+    fn reference_config_is_valid_and_shows_the_defaults() {
+        let c = match parse(REFERENCE) {
+            Ok(c) => c,
+            Err(e) => panic!("config/warden.toml is invalid:\n{e}"),
+        };
+        assert_eq!(c.agent, AgentSection::default());
+        assert_eq!(c.audit, AuditSection::default());
+        assert_eq!(c.targets.len(), 1);
+        assert_eq!(c.accounts.len(), 1);
+    }
+
+    #[test]
+    fn reference_config_mentions_every_key() {
+        let tables: [(&str, &[&str]); 4] = [
+            ("[agent]", load::field_names::<AgentSection>()),
+            ("[audit]", load::field_names::<AuditSection>()),
+            ("[[target]]", load::field_names::<Target>()),
+            ("[[account]]", load::field_names::<Account>()),
+        ];
+        for (header, fields) in tables {
+            let Some(start) = REFERENCE.find(&format!("\n{header}\n")) else {
+                panic!("config/warden.toml has no {header}");
+            };
+            // The table's text runs to the next header.
+            let body = &REFERENCE[start + header.len() + 2..];
+            let body = body.find("\n[").map_or(body, |end| &body[..end]);
+            for f in fields {
+                let written = body.lines().any(|l| {
+                    let l = l.trim_start_matches('#').trim_start();
+                    l.starts_with(&format!("{f} = "))
+                });
+                assert!(written, "config/warden.toml does not show {header} {f}");
+            }
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The configuration model: what `/etc/warden/warden.toml` deserialises into.
+//!
+//! Every table denies unknown keys. Optional keys have the defaults written out
+//! in `config/warden.toml`; nothing else is filled in silently.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::de::{self, Unexpected, Visitor};
+use serde::{Deserialize, Deserializer};
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub agent: AgentSection,
+    pub audit: AuditSection,
+    pub targets: Vec<Target>,
+    pub accounts: Vec<Account>,
+    /// File the configuration was read from (for messages and audit).
+    pub source: PathBuf,
+    /// Hex SHA-256 of the file's exact bytes.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// IPv4 loopback address the proxy listens on. Default `127.0.0.1:15001`.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// IPv6 loopback listener, used for IPv6 targets. Default: `[::1]` with the
+    /// port of `listen`, only when an IPv6 target exists. `"off"` disables it
+    /// (IPv6 targets are then a config error).
+    #[serde(default)]
+    pub listen6: Listen6,
+    #[serde(default = "defaults::state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default = "defaults::bpf_pin_dir")]
+    pub bpf_pin_dir: PathBuf,
+    #[serde(default = "defaults::control_socket")]
+    pub control_socket: PathBuf,
+    /// cgroup2 path (relative to the cgroup2 mount, starting with `/`) where the
+    /// programs are attached, or `"auto"` for the cgroup2 root.
+    #[serde(default)]
+    pub cgroup_root: CgroupRoot,
+    /// cgroup2 path the agent moves itself into at start, or `"auto"`: stay in
+    /// the current cgroup when started by systemd (the unit's own cgroup),
+    /// otherwise `/warden.agent`.
+    #[serde(default)]
+    pub agent_cgroup: AgentCgroup,
+    /// What enrolled connections to protected targets get while the agent is
+    /// down: `"closed"` (refused) or `"open"` (passed through untouched).
+    #[serde(default)]
+    pub fail_mode: FailMode,
+    /// SO_MARK put on the agent's upstream sockets (never redirected). Non-zero.
+    #[serde(default = "defaults::upstream_mark")]
+    pub upstream_mark: u32,
+    /// Upstream connect timeout in milliseconds.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Per-direction relay buffer in bytes (bounds memory per connection).
+    #[serde(default = "defaults::relay_buffer_bytes")]
+    pub relay_buffer_bytes: usize,
+    /// Maximum concurrently relayed connections; beyond it new ones are refused
+    /// and audited.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// SQLite file; default `<state_dir>/audit.db`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `"full"` (default, fsync per commit) or `"normal"`.
+    #[serde(default)]
+    pub synchronous: Synchronous,
+    /// Most events in one commit.
+    #[serde(default = "defaults::batch_max")]
+    pub batch_max: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub name: String,
+    pub protocol: Protocol,
+    /// `a.b.c.d:port` or `[v6]:port`.
+    pub address: SocketAddr,
+    /// Overrides `agent.fail_mode` for this target.
+    #[serde(default)]
+    pub fail_mode: Option<FailMode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    pub name: String,
+    /// cgroup2 paths relative to the cgroup2 mount, e.g. `/system.slice/x.service`.
+    #[serde(default)]
+    pub cgroups: Vec<String>,
+    #[serde(default)]
+    pub uids: Vec<u32>,
+    /// Names of `[[target]]`s this account may reach.
+    #[serde(default)]
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    #[default]
+    Closed,
+    Open,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Postgres,
+    Mysql,
+    Http,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    #[default]
+    Full,
+    Normal,
+}
+
+/// `"auto"` or a cgroup2 path starting with `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CgroupRoot {
+    #[default]
+    Auto,
+    Path(String),
+}
+
+/// `"auto"` or a cgroup2 path starting with `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AgentCgroup {
+    #[default]
+    Auto,
+    Path(String),
+}
+
+/// `"auto"`, `"off"` or an `[addr]:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Listen6 {
+    #[default]
+    Auto,
+    Off,
+    Addr(SocketAddr),
+}
+
+impl Default for AgentSection {
+    /// The same values serde fills in for an empty `[agent]` table.
+    fn default() -> Self {
+        Self {
+            listen: defaults::listen(),
+            listen6: Listen6::default(),
+            state_dir: defaults::state_dir(),
+            bpf_pin_dir: defaults::bpf_pin_dir(),
+            control_socket: defaults::control_socket(),
+            cgroup_root: CgroupRoot::default(),
+            agent_cgroup: AgentCgroup::default(),
+            fail_mode: FailMode::default(),
+            upstream_mark: defaults::upstream_mark(),
+            connect_timeout_ms: defaults::connect_timeout_ms(),
+            relay_buffer_bytes: defaults::relay_buffer_bytes(),
+            max_connections: defaults::max_connections(),
+        }
+    }
+}
+
+impl Default for AuditSection {
+    /// The same values serde fills in for an empty `[audit]` table.
+    fn default() -> Self {
+        Self {
+            path: None,
+            synchronous: Synchronous::default(),
+            batch_max: defaults::batch_max(),
+        }
+    }
+}
+
+impl Protocol {
+    /// The spelling used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Postgres => "postgres",
+            Protocol::Mysql => "mysql",
+            Protocol::Http => "http",
+        }
+    }
+}
+
+impl FailMode {
+    /// The spelling used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailMode::Closed => "closed",
+            FailMode::Open => "open",
+        }
+    }
+}
+
+impl CgroupRoot {
+    /// The configured path, or `None` for `"auto"`.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            CgroupRoot::Auto => None,
+            CgroupRoot::Path(p) => Some(p),
+        }
+    }
+}
+
+impl AgentCgroup {
+    /// The configured path, or `None` for `"auto"`.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            AgentCgroup::Auto => None,
+            AgentCgroup::Path(p) => Some(p),
+        }
+    }
+}
+
+/// Deserialises a string, with `expecting` as the description in type errors.
+fn string_with<'de, D: Deserializer<'de>>(
+    d: D,
+    expecting: &'static str,
+) -> Result<String, D::Error> {
+    struct StrVisitor(&'static str);
+    impl Visitor<'_> for StrVisitor {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+    }
+    d.deserialize_str(StrVisitor(expecting))
+}
+
+const CGROUP_EXPECTING: &str = "\"auto\" or a cgroup2 path starting with \"/\"";
+
+/// `"auto"` or a string starting with `/`; the path's shape is checked by validation.
+fn auto_or_cgroup_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = string_with(d, CGROUP_EXPECTING)?;
+    if s == "auto" {
+        Ok(None)
+    } else if s.starts_with('/') {
+        Ok(Some(s))
+    } else {
+        Err(de::Error::invalid_value(
+            Unexpected::Str(&s),
+            &CGROUP_EXPECTING,
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for CgroupRoot {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(auto_or_cgroup_path(d)?.map_or(CgroupRoot::Auto, CgroupRoot::Path))
+    }
+}
+
+impl<'de> Deserialize<'de> for AgentCgroup {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(auto_or_cgroup_path(d)?.map_or(AgentCgroup::Auto, AgentCgroup::Path))
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen6 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const EXPECTING: &str = "\"auto\", \"off\" or an \"[IPv6]:port\" address";
+        let s = string_with(d, EXPECTING)?;
+        match s.as_str() {
+            "auto" => Ok(Listen6::Auto),
+            "off" => Ok(Listen6::Off),
+            other => other
+                .parse::<SocketAddr>()
+                .map(Listen6::Addr)
+                .map_err(|_| de::Error::invalid_value(Unexpected::Str(other), &EXPECTING)),
+        }
+    }
+}
+
+pub mod defaults {
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 15001))
+    }
+    pub fn state_dir() -> PathBuf {
+        PathBuf::from("/var/lib/warden")
+    }
+    pub fn bpf_pin_dir() -> PathBuf {
+        PathBuf::from("/sys/fs/bpf/warden")
+    }
+    pub fn control_socket() -> PathBuf {
+        PathBuf::from("/run/warden/control.sock")
+    }
+    pub fn upstream_mark() -> u32 {
+        0x5744_0001
+    }
+    pub fn connect_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn relay_buffer_bytes() -> usize {
+        64 * 1024
+    }
+    pub fn max_connections() -> usize {
+        10_000
+    }
+    pub fn batch_max() -> usize {
+        256
+    }
+}

@@ -1,0 +1,767 @@
+//! Semantic checks on the deserialised sections: ranges, paths, addresses,
+//! names and cross-references. Every problem is reported; none stops the pass.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use super::error::{Diags, index, join};
+use super::load::Decoded;
+use super::model::{Listen6, Protocol, Target};
+
+/// Protocols this build can relay.
+const SUPPORTED_PROTOCOLS: &[Protocol] = &[Protocol::Tcp];
+const MAX_CONNECT_TIMEOUT_MS: u64 = 600_000;
+const MIN_RELAY_BUFFER: usize = 4096;
+const MAX_RELAY_BUFFER: usize = 16 * 1024 * 1024;
+const MAX_BATCH: usize = 10_000;
+
+pub(crate) fn validate(d: &Decoded, diags: &mut Diags<'_>) {
+    check_agent(d, diags);
+    check_audit(d, diags);
+    check_targets(d, diags);
+    check_accounts(d, diags);
+}
+
+/// True for an IPv6 address that is not an IPv4-mapped one (`::ffff:a.b.c.d`
+/// is IPv4 on the wire).
+pub(crate) fn is_ipv6(addr: &SocketAddr) -> bool {
+    match addr.ip() {
+        IpAddr::V4(_) => false,
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().is_none(),
+    }
+}
+
+/// The IPv6 listener address in effect, given `listen6` and the targets.
+pub(crate) fn effective_listen6<'a>(
+    listen: SocketAddr,
+    listen6: &Listen6,
+    mut targets: impl Iterator<Item = &'a Target>,
+) -> Option<SocketAddr> {
+    match listen6 {
+        Listen6::Off => None,
+        Listen6::Addr(a) => Some(*a),
+        Listen6::Auto => targets
+            .any(|t| is_ipv6(&t.address))
+            .then(|| SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], listen.port()))),
+    }
+}
+
+/// The address with IPv4-mapped IPv6 folded to IPv4, for comparisons.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+fn check_agent(d: &Decoded, diags: &mut Diags<'_>) {
+    let a = &d.agent;
+
+    if !(a.listen.is_ipv4() && a.listen.ip().is_loopback()) || a.listen.port() == 0 {
+        diags.at(
+            "agent.listen",
+            format!(
+                "must be an IPv4 loopback address (127.0.0.0/8) with a non-zero port, got {}",
+                a.listen
+            ),
+        );
+    }
+    if let Listen6::Addr(l6) = a.listen6 {
+        let loopback = matches!(l6.ip(), IpAddr::V6(v6) if v6.is_loopback());
+        if !loopback || l6.port() == 0 {
+            diags.at(
+                "agent.listen6",
+                format!(
+                    "must be \"auto\", \"off\" or the IPv6 loopback address [::1] with a \
+                     non-zero port, got {l6}"
+                ),
+            );
+        }
+    }
+
+    for (key, path) in [
+        ("agent.state_dir", &a.state_dir),
+        ("agent.bpf_pin_dir", &a.bpf_pin_dir),
+        ("agent.control_socket", &a.control_socket),
+    ] {
+        check_absolute(key, path, diags);
+    }
+
+    if let Some(p) = a.cgroup_root.path() {
+        check_cgroup("agent.cgroup_root", p, true, diags);
+    }
+    if let Some(p) = a.agent_cgroup.path() {
+        check_cgroup("agent.agent_cgroup", p, false, diags);
+    }
+
+    if a.upstream_mark == 0 {
+        diags.at(
+            "agent.upstream_mark",
+            "must be non-zero (0 means \"no mark\", so the agent's own upstream \
+             connections would be redirected back to it)",
+        );
+    }
+    if !(1..=MAX_CONNECT_TIMEOUT_MS).contains(&a.connect_timeout_ms) {
+        diags.at(
+            "agent.connect_timeout_ms",
+            format!(
+                "must be between 1 and {MAX_CONNECT_TIMEOUT_MS} (10 minutes), got {}",
+                a.connect_timeout_ms
+            ),
+        );
+    }
+    if !(MIN_RELAY_BUFFER..=MAX_RELAY_BUFFER).contains(&a.relay_buffer_bytes) {
+        diags.at(
+            "agent.relay_buffer_bytes",
+            format!(
+                "must be between {MIN_RELAY_BUFFER} and {MAX_RELAY_BUFFER} (16 MiB), got {}",
+                a.relay_buffer_bytes
+            ),
+        );
+    }
+    if a.max_connections == 0 {
+        diags.at("agent.max_connections", "must be at least 1");
+    }
+}
+
+fn check_audit(d: &Decoded, diags: &mut Diags<'_>) {
+    if let Some(p) = &d.audit.path {
+        check_absolute("audit.path", p, diags);
+    }
+    if !(1..=MAX_BATCH).contains(&d.audit.batch_max) {
+        diags.at(
+            "audit.batch_max",
+            format!(
+                "must be between 1 and {MAX_BATCH}, got {}",
+                d.audit.batch_max
+            ),
+        );
+    }
+}
+
+fn check_targets(d: &Decoded, diags: &mut Diags<'_>) {
+    let listen = canonical(d.agent.listen);
+    let listen6 = effective_listen6(d.agent.listen, &d.agent.listen6, d.targets.iter().flatten())
+        .map(canonical);
+    let mut names: HashMap<&str, String> = HashMap::new();
+    let mut addrs: HashMap<SocketAddr, String> = HashMap::new();
+
+    for (i, t) in d.targets.iter().enumerate() {
+        let Some(t) = t else { continue };
+        let at = index("target", i);
+        let name_key = join(&at, "name");
+        let addr_key = join(&at, "address");
+
+        if t.name.is_empty() {
+            diags.at(&name_key, "must not be empty");
+        } else if let Some(first) = names.get(t.name.as_str()) {
+            let line = diags.line_of(first);
+            diags.at(
+                &name_key,
+                format!(
+                    "duplicate target name {:?} (also used at line {line})",
+                    t.name
+                ),
+            );
+        } else {
+            names.insert(&t.name, name_key.clone());
+        }
+
+        if !SUPPORTED_PROTOCOLS.contains(&t.protocol) {
+            let supported: Vec<&str> = SUPPORTED_PROTOCOLS.iter().map(|p| p.as_str()).collect();
+            diags.at(
+                &join(&at, "protocol"),
+                format!(
+                    "protocol {:?} is not supported yet by this build (supported: {})",
+                    t.protocol.as_str(),
+                    supported.join(", ")
+                ),
+            );
+        }
+
+        let addr = canonical(t.address);
+        if t.address.port() == 0 {
+            diags.at(&addr_key, "port must not be 0");
+        }
+        if addr == listen || Some(addr) == listen6 {
+            diags.at(
+                &addr_key,
+                format!(
+                    "{} is the agent's own proxy listen address; a target cannot be the proxy",
+                    t.address
+                ),
+            );
+        }
+        if is_ipv6(&t.address) && d.agent.listen6 == Listen6::Off {
+            let line = diags.line_of("agent.listen6");
+            diags.at(
+                &addr_key,
+                format!(
+                    "IPv6 target {} needs the IPv6 listener, but agent.listen6 = \"off\" \
+                     (line {line})",
+                    t.address
+                ),
+            );
+        }
+        if let Some(first) = addrs.get(&addr) {
+            let line = diags.line_of(first);
+            diags.at(
+                &addr_key,
+                format!(
+                    "duplicate target address {} (also used by {} at line {line})",
+                    t.address,
+                    first.trim_end_matches(".address")
+                ),
+            );
+        } else {
+            addrs.insert(addr, addr_key);
+        }
+    }
+}
+
+fn check_accounts(d: &Decoded, diags: &mut Diags<'_>) {
+    let target_names: HashSet<&str> = d
+        .target_names
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let mut names: HashMap<&str, String> = HashMap::new();
+    // First claim of each cgroup path / uid: (account index, key of the claim).
+    let mut cgroups: HashMap<&str, (usize, String)> = HashMap::new();
+    let mut uids: HashMap<u32, (usize, String)> = HashMap::new();
+    let label = |i: usize| match d.accounts.get(i) {
+        Some(Some(a)) => format!("account {:?}", a.name),
+        _ => index("account", i),
+    };
+
+    for (i, a) in d.accounts.iter().enumerate() {
+        let Some(a) = a else { continue };
+        let at = index("account", i);
+        let name_key = join(&at, "name");
+
+        if a.name.is_empty() {
+            diags.at(&name_key, "must not be empty");
+        } else if !a
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            diags.at(
+                &name_key,
+                format!(
+                    "invalid account name {:?}: use only letters, digits, '.', '_' and '-'",
+                    a.name
+                ),
+            );
+        }
+        if !a.name.is_empty() {
+            if let Some(first) = names.get(a.name.as_str()) {
+                let line = diags.line_of(first);
+                diags.at(
+                    &name_key,
+                    format!(
+                        "duplicate account name {:?} (also used at line {line})",
+                        a.name
+                    ),
+                );
+            } else {
+                names.insert(&a.name, name_key.clone());
+            }
+        }
+
+        for (j, cg) in a.cgroups.iter().enumerate() {
+            let key = index(&join(&at, "cgroups"), j);
+            check_cgroup(&key, cg, false, diags);
+            match cgroups.get(cg.as_str()) {
+                Some((owner, first)) if *owner != i => {
+                    let line = diags.line_of(first);
+                    diags.at(
+                        &key,
+                        format!(
+                            "cgroup {cg:?} is claimed by both {} (line {line}) and {}",
+                            label(*owner),
+                            label(i)
+                        ),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    cgroups.insert(cg, (i, key));
+                }
+            }
+        }
+
+        for (j, uid) in a.uids.iter().enumerate() {
+            let key = index(&join(&at, "uids"), j);
+            match uids.get(uid) {
+                Some((owner, first)) if *owner != i => {
+                    let line = diags.line_of(first);
+                    diags.at(
+                        &key,
+                        format!(
+                            "uid {uid} is claimed by both {} (line {line}) and {}",
+                            label(*owner),
+                            label(i)
+                        ),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    uids.insert(*uid, (i, key));
+                }
+            }
+        }
+
+        for (j, t) in a.targets.iter().enumerate() {
+            if !target_names.contains(t.as_str()) {
+                diags.at(
+                    &index(&join(&at, "targets"), j),
+                    format!("unknown target {t:?} (no [[target]] has name = {t:?})"),
+                );
+            }
+        }
+    }
+}
+
+fn check_absolute(key: &str, path: &Path, diags: &mut Diags<'_>) {
+    if !path.is_absolute() {
+        diags.at(
+            key,
+            format!(
+                "must be an absolute path, got {:?}",
+                path.display().to_string()
+            ),
+        );
+    }
+}
+
+/// A cgroup2 path relative to the cgroup2 mount: `/a/b`, no `.`/`..` or empty
+/// segments, no trailing `/`. The root `/` itself only when `allow_root`.
+fn check_cgroup(key: &str, path: &str, allow_root: bool, diags: &mut Diags<'_>) {
+    let problem = if path == "/" {
+        (!allow_root).then_some("the cgroup2 root \"/\" is not allowed here")
+    } else if !path.starts_with('/') {
+        Some("must start with \"/\" (a path relative to the cgroup2 mount)")
+    } else if path == "/sys/fs/cgroup" || path.starts_with("/sys/fs/cgroup/") {
+        Some(
+            "must be relative to the cgroup2 mount: write \"/x.service\", not \
+             \"/sys/fs/cgroup/x.service\"",
+        )
+    } else if path.ends_with('/') {
+        Some("must not end with \"/\"")
+    } else if path[1..].split('/').any(str::is_empty) {
+        Some("must not contain an empty segment (\"//\")")
+    } else if path[1..].split('/').any(|s| s == "." || s == "..") {
+        Some("must not contain \".\" or \"..\" segments")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        diags.at(key, format!("invalid cgroup path {path:?}: {problem}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, Diagnostic};
+
+    /// A valid configuration: one IPv4 target, one account.
+    const BASE: &str = r#"[agent]
+listen = "127.0.0.1:15001"
+
+[[target]]
+name = "db"
+protocol = "tcp"
+address = "10.0.0.5:5432"
+
+[[account]]
+name = "api"
+cgroups = ["/system.slice/api.service"]
+uids = [1001]
+targets = ["db"]
+"#;
+
+    fn diagnostics(src: &str) -> Vec<Diagnostic> {
+        match Config::parse(src, Path::new("t.toml")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.diagnostics().to_vec(),
+        }
+    }
+
+    /// Asserts that exactly one diagnostic exists, for `key` at `line`, whose
+    /// message contains `needle`.
+    #[track_caller]
+    fn only(src: &str, key: &str, line: usize, needle: &str) {
+        let list = diagnostics(src);
+        assert_eq!(list.len(), 1, "expected one diagnostic, got {list:#?}");
+        let d = &list[0];
+        assert_eq!((d.key.as_str(), d.line), (key, line), "{d:?}");
+        assert!(
+            d.message.contains(needle),
+            "{:?} does not contain {needle:?}",
+            d.message
+        );
+    }
+
+    /// BASE with an extra key in [agent].
+    fn agent(line: &str) -> String {
+        BASE.replacen("[agent]\n", &format!("[agent]\n{line}\n"), 1)
+    }
+
+    fn with(extra: &str) -> String {
+        format!("{BASE}{extra}")
+    }
+
+    #[test]
+    fn base_is_valid() {
+        assert_eq!(diagnostics(BASE), Vec::new());
+    }
+
+    #[test]
+    fn listen_must_be_ipv4_loopback_with_a_port() {
+        for bad in [
+            "0.0.0.0:15001",
+            "10.0.0.1:15001",
+            "127.0.0.1:0",
+            "[::1]:15001",
+        ] {
+            let src = BASE.replace("127.0.0.1:15001", bad);
+            only(&src, "agent.listen", 2, "IPv4 loopback");
+        }
+        assert_eq!(
+            diagnostics(&BASE.replace("127.0.0.1:15001", "127.0.0.2:1")),
+            Vec::new()
+        );
+    }
+
+    #[test]
+    fn listen6_must_be_ipv6_loopback_with_a_port() {
+        for bad in [
+            "[::]:15001",
+            "[::ffff:127.0.0.1]:15001",
+            "127.0.0.1:15002",
+            "[::1]:0",
+        ] {
+            only(
+                &agent(&format!("listen6 = {bad:?}")),
+                "agent.listen6",
+                2,
+                "[::1]",
+            );
+        }
+        assert_eq!(diagnostics(&agent("listen6 = \"[::1]:15002\"")), Vec::new());
+    }
+
+    #[test]
+    fn ipv6_targets_need_listen6() {
+        let v6 =
+            with("[[target]]\nname = \"v6\"\nprotocol = \"tcp\"\naddress = \"[fd00::5]:5432\"\n");
+        assert_eq!(diagnostics(&v6), Vec::new());
+        let off = v6.replacen("[agent]\n", "[agent]\nlisten6 = \"off\"\n", 1);
+        only(
+            &off,
+            "target[1].address",
+            18,
+            "agent.listen6 = \"off\" (line 2)",
+        );
+        // An IPv4-mapped address is IPv4 on the wire: no IPv6 listener needed.
+        let mapped = off.replace("[fd00::5]:5432", "[::ffff:10.0.0.6]:5432");
+        assert_eq!(diagnostics(&mapped), Vec::new());
+    }
+
+    #[test]
+    fn paths_must_be_absolute() {
+        for key in ["state_dir", "bpf_pin_dir", "control_socket"] {
+            only(
+                &agent(&format!("{key} = \"var/x\"")),
+                &format!("agent.{key}"),
+                2,
+                "absolute",
+            );
+        }
+        only(
+            &with("[audit]\npath = \"audit.db\"\n"),
+            "audit.path",
+            15,
+            "absolute",
+        );
+        assert_eq!(
+            diagnostics(&with("[audit]\npath = \"/tmp/a.db\"\n")),
+            Vec::new()
+        );
+    }
+
+    #[test]
+    fn cgroup_paths_are_checked() {
+        for bad in [
+            "/a/../b",
+            "/a/./b",
+            "/a//b",
+            "/a/",
+            "/sys/fs/cgroup/system.slice/api.service",
+            "/",
+        ] {
+            let src = BASE.replace("/system.slice/api.service", bad);
+            only(&src, "account[0].cgroups[0]", 11, "invalid cgroup path");
+        }
+        // A cgroup that does not start with "/".
+        only(
+            &BASE.replace("/system.slice/api.service", "system.slice/x"),
+            "account[0].cgroups[0]",
+            11,
+            "must start with \"/\"",
+        );
+
+        for bad in ["/a/", "/a//b", "/..", "/sys/fs/cgroup"] {
+            only(
+                &agent(&format!("cgroup_root = {bad:?}")),
+                "agent.cgroup_root",
+                2,
+                "invalid cgroup path",
+            );
+            only(
+                &agent(&format!("agent_cgroup = {bad:?}")),
+                "agent.agent_cgroup",
+                2,
+                "invalid cgroup path",
+            );
+        }
+        // The root is fine to attach at, not to move the agent into.
+        assert_eq!(diagnostics(&agent("cgroup_root = \"/\"")), Vec::new());
+        only(
+            &agent("agent_cgroup = \"/\""),
+            "agent.agent_cgroup",
+            2,
+            "root",
+        );
+        assert_eq!(
+            diagnostics(&agent("agent_cgroup = \"/warden.agent\"")),
+            Vec::new()
+        );
+    }
+
+    #[test]
+    fn numeric_ranges() {
+        only(
+            &agent("upstream_mark = 0"),
+            "agent.upstream_mark",
+            2,
+            "non-zero",
+        );
+        only(
+            &agent("connect_timeout_ms = 0"),
+            "agent.connect_timeout_ms",
+            2,
+            "between 1 and 600000",
+        );
+        only(
+            &agent("connect_timeout_ms = 600001"),
+            "agent.connect_timeout_ms",
+            2,
+            "between",
+        );
+        assert_eq!(
+            diagnostics(&agent("connect_timeout_ms = 600000")),
+            Vec::new()
+        );
+        only(
+            &agent("relay_buffer_bytes = 4095"),
+            "agent.relay_buffer_bytes",
+            2,
+            "between 4096",
+        );
+        only(
+            &agent("relay_buffer_bytes = 16777217"),
+            "agent.relay_buffer_bytes",
+            2,
+            "16 MiB",
+        );
+        assert_eq!(diagnostics(&agent("relay_buffer_bytes = 4096")), Vec::new());
+        assert_eq!(
+            diagnostics(&agent("relay_buffer_bytes = 16777216")),
+            Vec::new()
+        );
+        only(
+            &agent("max_connections = 0"),
+            "agent.max_connections",
+            2,
+            "at least 1",
+        );
+        assert_eq!(diagnostics(&agent("max_connections = 1")), Vec::new());
+        only(
+            &with("[audit]\nbatch_max = 0\n"),
+            "audit.batch_max",
+            15,
+            "between 1 and 10000",
+        );
+        only(
+            &with("[audit]\nbatch_max = 10001\n"),
+            "audit.batch_max",
+            15,
+            "between 1 and 10000",
+        );
+        assert_eq!(
+            diagnostics(&with("[audit]\nbatch_max = 10000\n")),
+            Vec::new()
+        );
+    }
+
+    #[test]
+    fn target_names_are_non_empty_and_unique() {
+        let empty = BASE
+            .replace("name = \"db\"", "name = \"\"")
+            .replace("targets = [\"db\"]", "targets = []");
+        only(&empty, "target[0].name", 5, "must not be empty");
+        let dup =
+            with("[[target]]\nname = \"db\"\nprotocol = \"tcp\"\naddress = \"10.0.0.6:5432\"\n");
+        only(
+            &dup,
+            "target[1].name",
+            15,
+            "duplicate target name \"db\" (also used at line 5)",
+        );
+    }
+
+    #[test]
+    fn target_addresses_are_unique() {
+        let dup =
+            with("[[target]]\nname = \"db2\"\nprotocol = \"tcp\"\naddress = \"10.0.0.5:5432\"\n");
+        only(
+            &dup,
+            "target[1].address",
+            17,
+            "duplicate target address 10.0.0.5:5432 (also used by target[0] at line 7)",
+        );
+        // The same address spelt as IPv4-mapped IPv6 is the same address.
+        let mapped = with(
+            "[[target]]\nname = \"db2\"\nprotocol = \"tcp\"\naddress = \"[::ffff:10.0.0.5]:5432\"\n",
+        );
+        let list = diagnostics(&mapped);
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert!(list[0].message.contains("duplicate target address"));
+        // Same IP, other port: fine.
+        let other_port =
+            with("[[target]]\nname = \"db2\"\nprotocol = \"tcp\"\naddress = \"10.0.0.5:5433\"\n");
+        assert_eq!(diagnostics(&other_port), Vec::new());
+    }
+
+    #[test]
+    fn unsupported_protocols_are_rejected() {
+        for p in ["postgres", "mysql", "http"] {
+            only(
+                &BASE.replace("protocol = \"tcp\"", &format!("protocol = \"{p}\"")),
+                "target[0].protocol",
+                6,
+                &format!("protocol \"{p}\" is not supported yet by this build (supported: tcp)"),
+            );
+        }
+    }
+
+    #[test]
+    fn target_port_zero_is_rejected() {
+        only(
+            &BASE.replace("10.0.0.5:5432", "10.0.0.5:0"),
+            "target[0].address",
+            7,
+            "port must not be 0",
+        );
+    }
+
+    #[test]
+    fn target_cannot_be_the_proxy() {
+        only(
+            &BASE.replace("10.0.0.5:5432", "127.0.0.1:15001"),
+            "target[0].address",
+            7,
+            "own proxy listen address",
+        );
+        // Also when the listen address is the default (not written).
+        let src = BASE
+            .replace("listen = \"127.0.0.1:15001\"\n", "")
+            .replace("10.0.0.5:5432", "127.0.0.1:15001");
+        only(&src, "target[0].address", 6, "own proxy listen address");
+        // And the IPv6 listener, explicit or implied by "auto".
+        let v6 = agent("listen6 = \"[::1]:15009\"").replace("10.0.0.5:5432", "[::1]:15009");
+        only(&v6, "target[0].address", 8, "own proxy listen address");
+        only(
+            &BASE.replace("10.0.0.5:5432", "[::1]:15001"),
+            "target[0].address",
+            7,
+            "own proxy listen address",
+        );
+    }
+
+    #[test]
+    fn account_names_are_valid_and_unique() {
+        only(
+            &BASE.replace("name = \"api\"", "name = \"\""),
+            "account[0].name",
+            10,
+            "must not be empty",
+        );
+        only(
+            &BASE.replace("name = \"api\"", "name = \"my api\""),
+            "account[0].name",
+            10,
+            "invalid account name",
+        );
+        only(
+            &BASE.replace("name = \"api\"", "name = \"a/b\""),
+            "account[0].name",
+            10,
+            "invalid account name",
+        );
+        assert_eq!(
+            diagnostics(&BASE.replace("name = \"api\"", "name = \"A-z_0.9\"")),
+            Vec::new()
+        );
+        only(
+            &with("[[account]]\nname = \"api\"\n"),
+            "account[1].name",
+            15,
+            "duplicate account name \"api\" (also used at line 10)",
+        );
+    }
+
+    #[test]
+    fn account_targets_must_exist() {
+        only(
+            &BASE.replace("targets = [\"db\"]", "targets = [\"db\", \"cache\"]"),
+            "account[0].targets[1]",
+            13,
+            "unknown target \"cache\"",
+        );
+    }
+
+    #[test]
+    fn a_reference_to_a_broken_target_is_not_also_unknown() {
+        let src = BASE.replace("10.0.0.5:5432", "10.0.0.5");
+        let list = diagnostics(&src);
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(list[0].key, "target[0].address");
+    }
+
+    #[test]
+    fn cgroups_and_uids_belong_to_one_account() {
+        let second = "[[account]]\nname = \"batch\"\ncgroups = [\"/x.service\", \"/system.slice/api.service\"]\n";
+        only(
+            &with(second),
+            "account[1].cgroups[1]",
+            16,
+            "cgroup \"/system.slice/api.service\" is claimed by both account \"api\" (line 11) and account \"batch\"",
+        );
+        let second = "[[account]]\nname = \"batch\"\nuids = [7, 1001]\n";
+        only(
+            &with(second),
+            "account[1].uids[1]",
+            16,
+            "uid 1001 is claimed by both account \"api\" (line 12) and account \"batch\"",
+        );
+        // Repeating a claim inside one account is harmless.
+        assert_eq!(
+            diagnostics(&BASE.replace("uids = [1001]", "uids = [1001, 1001]")),
+            Vec::new()
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! The control socket: a root-only unix socket through which the `warden` CLI
+//! asks the running daemon for its status and changes enrollments live.
+//! One JSON request per connection, one JSON response back.
+
+pub mod client;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::daemon::OpenConn;
+use crate::ebpf::AttachedProgram;
+use crate::identity::Selector;
+use crate::identity::enrollment::EnrollmentView;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("is the daemon running? cannot connect to {path}: {source}")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("malformed control message: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Enroll {
+        account: String,
+        selector: Selector,
+    },
+    Unenroll {
+        account: String,
+        selector: Selector,
+    },
+    /// Stop the daemon; with `detach`, also detach the programs and remove pins.
+    Shutdown {
+        detach: bool,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Status(Box<StatusReport>),
+    Done { message: String },
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusReport {
+    pub version: String,
+    pub pid: u32,
+    pub started_ms: i64,
+    pub config: PathBuf,
+    pub config_sha256: String,
+    pub listen: Vec<SocketAddr>,
+    pub pin_dir: PathBuf,
+    pub attach_cgroup: PathBuf,
+    pub programs: Vec<AttachedProgram>,
+    pub fail_mode: String,
+    pub targets: Vec<TargetStatus>,
+    pub enrollments: Vec<EnrollmentView>,
+    pub open_connections: Vec<OpenConnView>,
+    pub connections_relayed: u64,
+    pub connections_closed: u64,
+    pub connections_refused: u64,
+    pub audit_path: PathBuf,
+    pub audit_healthy: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TargetStatus {
+    pub name: String,
+    pub protocol: String,
+    pub address: SocketAddr,
+    pub fail_mode: String,
+    pub accounts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OpenConnView {
+    pub session: String,
+    #[serde(flatten)]
+    pub conn: OpenConn,
+}

@@ -1,0 +1,191 @@
+//! Daemon side of the control socket: mode 0600, and every peer's uid is
+//! checked with SO_PEERCRED (only root may talk to it).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{ControlError, OpenConnView, Request, Response, StatusReport, TargetStatus};
+use crate::daemon::{Shared, lock};
+
+/// Largest request accepted (a request is a few hundred bytes).
+const MAX_REQUEST: u64 = 64 * 1024;
+
+pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    let io = |source| ControlError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    // A stale socket from a killed daemon; a live daemon would still answer.
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another warden daemon is answering on this socket",
+            )));
+        }
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    // Bind with a restrictive umask so the socket is never briefly open to others.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = listener.map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(listener)
+}
+
+pub async fn serve(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => if *shutdown.borrow() { break },
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let shared = Arc::clone(&shared);
+                    tokio::spawn(async move {
+                        if let Err(e) = handle(stream, &shared).await {
+                            warn!(error = %e, "control request failed");
+                        }
+                    });
+                }
+                Err(e) => warn!(error = %e, "control accept failed"),
+            }
+        }
+    }
+}
+
+async fn handle(stream: UnixStream, shared: &Shared) -> Result<(), ControlError> {
+    let io = |source| ControlError::Io {
+        path: shared.config.agent.control_socket.clone(),
+        source,
+    };
+    let cred = stream.peer_cred().map_err(io)?;
+    let (r, mut w) = stream.into_split();
+    let response = if cred.uid() != 0 {
+        warn!(peer.uid = cred.uid(), peer.pid = ?cred.pid(), "control request from non-root peer refused");
+        Response::Error {
+            message: "permission denied: the control socket is for root only".into(),
+        }
+    } else {
+        let mut line = String::new();
+        let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(r, MAX_REQUEST));
+        reader.read_line(&mut line).await.map_err(io)?;
+        match serde_json::from_str::<Request>(&line) {
+            Ok(req) => dispatch(req, shared, cred.pid()),
+            Err(e) => Response::Error {
+                message: format!("malformed request: {e}"),
+            },
+        }
+    };
+    let mut bytes =
+        serde_json::to_vec(&response).map_err(|e| ControlError::Protocol(e.to_string()))?;
+    bytes.push(b'\n');
+    w.write_all(&bytes).await.map_err(io)?;
+    w.shutdown().await.map_err(io)
+}
+
+fn dispatch(req: Request, shared: &Shared, peer_pid: Option<i32>) -> Response {
+    match req {
+        Request::Status => Response::Status(Box::new(status(shared))),
+        Request::Enroll { account, selector } => {
+            let r = lock(&shared.enrollments).enroll(&account, selector.clone());
+            match r
+                .map_err(|e| e.to_string())
+                .and_then(|()| shared.sync_enrollments().map_err(|e| e.to_string()))
+            {
+                Ok(()) => {
+                    info!(account = %account, selector = %selector, peer.pid = ?peer_pid, "enrolled");
+                    Response::Done {
+                        message: format!("enrolled {selector} as account {account}"),
+                    }
+                }
+                Err(message) => Response::Error { message },
+            }
+        }
+        Request::Unenroll { account, selector } => {
+            let r = lock(&shared.enrollments).unenroll(&account, &selector);
+            match r
+                .map_err(|e| e.to_string())
+                .and_then(|()| shared.sync_enrollments().map_err(|e| e.to_string()))
+            {
+                Ok(()) => {
+                    info!(account = %account, selector = %selector, peer.pid = ?peer_pid, "unenrolled");
+                    Response::Done {
+                        message: format!("unenrolled {selector} from account {account}"),
+                    }
+                }
+                Err(message) => Response::Error { message },
+            }
+        }
+        Request::Shutdown { detach } => {
+            info!(detach, peer.pid = ?peer_pid, "shutdown requested");
+            shared.request_shutdown(detach);
+            Response::Done {
+                message: if detach {
+                    "stopping; programs will be detached and pins removed".into()
+                } else {
+                    "stopping".into()
+                },
+            }
+        }
+    }
+}
+
+fn status(shared: &Shared) -> StatusReport {
+    let cfg = &shared.config;
+    StatusReport {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        started_ms: shared.started_ms,
+        config: cfg.source.clone(),
+        config_sha256: cfg.sha256.clone(),
+        listen: shared.listen.clone(),
+        pin_dir: shared.datapath.pin_dir().to_path_buf(),
+        attach_cgroup: shared.datapath.attach_dir().to_path_buf(),
+        programs: shared.datapath.attached().to_vec(),
+        fail_mode: cfg.agent.fail_mode.as_str().to_owned(),
+        targets: cfg
+            .targets
+            .iter()
+            .map(|t| TargetStatus {
+                name: t.name.clone(),
+                protocol: t.protocol.as_str().to_owned(),
+                address: t.address,
+                fail_mode: cfg.fail_mode_of(t).as_str().to_owned(),
+                accounts: cfg
+                    .accounts
+                    .iter()
+                    .filter(|a| a.targets.contains(&t.name))
+                    .map(|a| a.name.clone())
+                    .collect(),
+            })
+            .collect(),
+        enrollments: lock(&shared.enrollments).list(),
+        open_connections: shared
+            .open_conns()
+            .into_iter()
+            .map(|(s, conn)| OpenConnView {
+                session: s.to_string(),
+                conn,
+            })
+            .collect(),
+        connections_relayed: shared.metrics.accepted.load(Ordering::Relaxed),
+        connections_closed: shared.metrics.closed.load(Ordering::Relaxed),
+        connections_refused: shared.metrics.refused.load(Ordering::Relaxed),
+        audit_path: cfg.audit_path(),
+        audit_healthy: shared.audit.is_healthy(),
+    }
+}

@@ -1,0 +1,415 @@
+//! `warden run`: wires the subsystems together for the life of the daemon —
+//! config, agent cgroup, audit writer, enrollments, datapath, listeners,
+//! control socket, heartbeat — and tears them down in order on shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+use warden_common::{ConnMeta, TARGET_FAIL_OPEN, TargetKey, TargetValue};
+
+use crate::audit::event::SessionId;
+use crate::audit::store::{AuditHandle, SyncMode};
+use crate::config::{AgentCgroup, CgroupRoot, Config, FailMode, Synchronous, Target};
+use crate::control;
+use crate::ebpf::{self, Datapath, DatapathOptions, cgroup, keys};
+use crate::identity::Enrollments;
+use crate::proxy::{self, OrigDst};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Datapath(#[from] ebpf::DatapathError),
+    #[error(transparent)]
+    Enroll(#[from] crate::identity::EnrollError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Proxy(#[from] proxy::ProxyError),
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One relayed connection, for `warden status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OpenConn {
+    pub account: String,
+    pub target: String,
+    pub client: SocketAddr,
+    pub orig_dst: SocketAddr,
+    pub pid: u32,
+    pub since_ms: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub accepted: AtomicU64,
+    pub refused: AtomicU64,
+    pub closed: AtomicU64,
+}
+
+/// State shared by the accept loop, the control socket and the heartbeat.
+pub struct Shared {
+    pub config: Config,
+    pub cgroup_mount: PathBuf,
+    pub datapath: Datapath,
+    pub enrollments: Mutex<Enrollments>,
+    pub audit: AuditHandle,
+    pub listen: Vec<SocketAddr>,
+    pub metrics: Metrics,
+    pub started_ms: i64,
+    pub detach_on_exit: AtomicBool,
+    shutdown: watch::Sender<bool>,
+    targets_by_key: HashMap<TargetKey, usize>,
+    conns: Mutex<HashMap<SessionId, OpenConn>>,
+    session_base: u64,
+    session_ctr: AtomicU64,
+    active: AtomicUsize,
+}
+
+/// Releases a connection slot when the relay ends.
+pub struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Shared {
+    pub fn next_session(&self) -> SessionId {
+        SessionId(
+            self.session_base
+                .wrapping_add(self.session_ctr.fetch_add(1, Ordering::Relaxed)),
+        )
+    }
+
+    pub fn target_for(&self, orig: OrigDst) -> Option<&Target> {
+        self.targets_by_key
+            .get(&keys::target_key(orig.0))
+            .and_then(|&i| self.config.targets.get(i))
+    }
+
+    pub fn account_for(&self, meta: &ConnMeta) -> Option<(String, Option<String>)> {
+        lock(&self.enrollments).account_for(meta)
+    }
+
+    pub fn try_acquire_slot(&self) -> Option<Slot<'_>> {
+        let max = self.config.agent.max_connections;
+        let prev = self.active.fetch_add(1, Ordering::AcqRel);
+        if prev >= max {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(&self.active))
+    }
+
+    pub fn conns_insert(&self, s: SessionId, c: OpenConn) {
+        lock(&self.conns).insert(s, c);
+        self.metrics.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn conns_remove(&self, s: SessionId) {
+        lock(&self.conns).remove(&s);
+    }
+
+    pub fn open_conns(&self) -> Vec<(SessionId, OpenConn)> {
+        let mut v: Vec<_> = lock(&self.conns)
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        v.sort_by_key(|(_, c)| c.since_ms);
+        v
+    }
+
+    /// Re-resolves enrolled cgroups and pushes enrollments to the kernel.
+    pub fn sync_enrollments(&self) -> Result<(), ebpf::DatapathError> {
+        let (cg, uids) = {
+            let mut e = lock(&self.enrollments);
+            e.resolve(&self.cgroup_mount);
+            (e.cgroup_entries(), e.uid_entries())
+        };
+        self.datapath.sync_cgroups(&cg)?;
+        self.datapath.sync_uids(&uids)
+    }
+
+    pub fn request_shutdown(&self, detach: bool) {
+        if detach {
+            self.detach_on_exit.store(true, Ordering::SeqCst);
+        }
+        let _ = self.shutdown.send(true);
+    }
+}
+
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded values stay consistent across a panic (each update is a
+    // single assignment or a map call), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Where the agent puts itself: its systemd unit's cgroup when started by
+/// systemd, otherwise a dedicated cgroup.
+fn agent_cgroup_path(cfg: &AgentCgroup) -> String {
+    match cfg {
+        AgentCgroup::Path(p) => p.clone(),
+        AgentCgroup::Auto => {
+            let under_systemd = std::env::var_os("INVOCATION_ID").is_some();
+            let current = cgroup::process_cgroup_path(std::process::id()).ok();
+            match current {
+                Some(c) if under_systemd && c != "/" => c,
+                _ => "/warden.agent".to_owned(),
+            }
+        }
+    }
+}
+
+fn target_entries(config: &Config) -> Vec<(TargetKey, TargetValue)> {
+    config
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let flags = match config.fail_mode_of(t) {
+                FailMode::Open => TARGET_FAIL_OPEN,
+                FailMode::Closed => 0,
+            };
+            (
+                keys::target_key(t.address),
+                TargetValue {
+                    flags,
+                    target_id: i as u32,
+                },
+            )
+        })
+        .collect()
+}
+
+pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonError> {
+    let config = Config::load(config_path)?;
+    let mount = cgroup::cgroup2_mount()?;
+
+    let agent_cg = agent_cgroup_path(&config.agent.agent_cgroup);
+    let agent_dir = cgroup::cgroup_dir(&mount, &agent_cg);
+    if !nix::unistd::geteuid().is_root() {
+        return Err(ebpf::DatapathError::NotRoot.into());
+    }
+    let current = cgroup::process_cgroup_path(std::process::id()).ok();
+    if current.as_deref() != Some(agent_cg.as_str()) {
+        cgroup::move_self_into(&agent_dir)?;
+    }
+    let agent_cgroup_id = cgroup::cgroup_id(&agent_dir).map_err(|source| DaemonError::Io {
+        what: format!("reading cgroup id of {}", agent_dir.display()),
+        source,
+    })?;
+
+    create_private_dir(&config.agent.state_dir)?;
+    let sync = match config.audit.synchronous {
+        Synchronous::Full => SyncMode::Full,
+        Synchronous::Normal => SyncMode::Normal,
+    };
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    let (audit, writer) = crate::audit::store::spawn_writer(
+        &config.audit_path(),
+        sync,
+        config.audit.batch_max,
+        host,
+    )?;
+
+    let mut enrollments =
+        Enrollments::load(&config, config.agent.state_dir.join("enrollments.json"))?;
+    enrollments.resolve(&mount);
+
+    let attach_cgroup = match &config.agent.cgroup_root {
+        CgroupRoot::Auto => "/".to_owned(),
+        CgroupRoot::Path(p) => p.clone(),
+    };
+    let listen6 = config.listen6_addr();
+    let mut datapath = Datapath::load(&DatapathOptions {
+        pin_base: config.agent.bpf_pin_dir.clone(),
+        cgroup_mount: mount.clone(),
+        attach_cgroup,
+        proxy_addr4: config.agent.listen,
+        proxy_addr6: listen6,
+        mark: config.agent.upstream_mark,
+        agent_cgroup_id,
+    })?;
+    datapath.sync_targets(&target_entries(&config))?;
+    datapath.sync_cgroups(&enrollments.cgroup_entries())?;
+    datapath.sync_uids(&enrollments.uid_entries())?;
+
+    // Listeners exist before anything is redirected to them.
+    let mut listeners = vec![proxy::bind(config.agent.listen).await?];
+    if let Some(a6) = listen6 {
+        listeners.push(proxy::bind(a6).await?);
+    }
+    let listen: Vec<SocketAddr> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    datapath.publish_config()?;
+    datapath.attach()?;
+    info!(
+        pin_dir = %datapath.pin_dir().display(),
+        cgroup = %datapath.attach_dir().display(),
+        agent.cgroup = %agent_cg,
+        "eBPF programs attached"
+    );
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let session_base = rand::random::<u64>() & 0xffff_ffff_0000_0000;
+    let shared = Arc::new(Shared {
+        cgroup_mount: mount,
+        datapath,
+        enrollments: Mutex::new(enrollments),
+        audit,
+        listen: listen.clone(),
+        metrics: Metrics::default(),
+        started_ms: now_ms(),
+        detach_on_exit: AtomicBool::new(detach_on_exit),
+        shutdown: shutdown_tx,
+        targets_by_key: target_entries(&config)
+            .into_iter()
+            .map(|(k, v)| (k, v.target_id as usize))
+            .collect(),
+        conns: Mutex::new(HashMap::new()),
+        session_base,
+        session_ctr: AtomicU64::new(1),
+        active: AtomicUsize::new(0),
+        config,
+    });
+
+    let control = control::server::bind(&shared.config.agent.control_socket)?;
+    let mut tasks = Vec::new();
+    for l in listeners {
+        tasks.push(tokio::spawn(proxy::serve(
+            l,
+            Arc::clone(&shared),
+            shutdown_rx.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(control::server::serve(
+        control,
+        Arc::clone(&shared),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(heartbeat(
+        Arc::clone(&shared),
+        shutdown_rx.clone(),
+    )));
+
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    info!(listen = ?listen, "warden is running");
+
+    wait_for_stop(Arc::clone(&shared), shutdown_rx.clone()).await;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    shared.request_shutdown(false);
+    if let Err(e) = shared.datapath.mark_down() {
+        warn!(error = %e, "could not mark the agent down in the kernel");
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    // Let relays finish for a moment; the process exit closes the rest.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !shared.open_conns().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = std::fs::remove_file(&shared.config.agent.control_socket);
+    if shared.detach_on_exit.load(Ordering::SeqCst) {
+        // Unpinning releases the kernel's references; ours close at exit.
+        let report = ebpf::uninstall(&shared.config.agent.bpf_pin_dir)?;
+        info!(
+            links = report.links_released,
+            pins = report.pins_removed,
+            "programs detached and pins removed"
+        );
+    }
+    // Commit what is queued, refuse anything later, then wait for the writer.
+    shared.audit.clone().shutdown().await;
+    drop(shared);
+    match tokio::task::spawn_blocking(move || writer.join()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "audit writer ended with an error"),
+        Err(e) => warn!(error = %e, "audit writer task failed"),
+    }
+    info!("warden stopped");
+    Ok(())
+}
+
+async fn wait_for_stop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    let mut int = match signal(SignalKind::interrupt()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot listen for SIGINT");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: stopping"),
+        _ = int.recv() => info!("SIGINT: stopping"),
+        _ = async { while shutdown.changed().await.is_ok() { if *shutdown.borrow() { break; } } } => info!("stop requested over the control socket"),
+    }
+    drop(shared);
+}
+
+/// Every second: tell the kernel side the agent is alive, and re-resolve
+/// enrolled cgroups (systemd recreates them on unit restart).
+async fn heartbeat(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = shared.datapath.heartbeat() {
+                    warn!(error = %e, "heartbeat failed");
+                }
+                if let Err(e) = shared.sync_enrollments() {
+                    warn!(error = %e, "syncing enrollments failed");
+                }
+            }
+            _ = shutdown.changed() => if *shutdown.borrow() { break },
+        }
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| DaemonError::Io {
+            what: format!("creating state_dir {}", dir.display()),
+            source,
+        })
+}

@@ -1,0 +1,562 @@
+//! The kernel side as seen from userspace: loading the embedded eBPF object,
+//! pinning maps and links under `<bpf_pin_dir>/v<layout>`, attaching at the
+//! configured cgroup, re-adopting pins left by a previous run, and the map
+//! accesses the rest of the agent needs (targets, enrollments, original
+//! destinations, the agent-config slot). No other module touches aya.
+
+pub mod cgroup;
+pub mod keys;
+
+use std::fs::{self, File};
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps};
+use aya::{Ebpf, EbpfLoader};
+use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
+use serde::Serialize;
+use warden_common::{
+    AgentConfig, ConnMeta, LAYOUT_VERSION, TargetKey, TargetValue, TupleKey, maps, programs,
+};
+
+/// The eBPF object built from `agent-ebpf` by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/warden"));
+
+/// How long the kernel side keeps counting the agent as alive after the last
+/// heartbeat (fail-open targets pass through once it lapses).
+pub const HEARTBEAT_GRACE_NS: u64 = 3_000_000_000;
+
+const LINK_PREFIX: &str = "link_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("warden must run as root (it loads eBPF programs and attaches them to cgroups)")]
+    NotRoot,
+    #[error("no cgroup v2 hierarchy is mounted (none of type cgroup2 in /proc/self/mounts)")]
+    NoCgroup2,
+    #[error("cgroup {path} does not exist under the cgroup2 mount {mount}")]
+    NoSuchCgroup { path: String, mount: PathBuf },
+    #[error(
+        "bpf_pin_dir {path} is not on a bpf filesystem and bpffs could not be mounted: {detail}"
+    )]
+    NoBpffs { path: PathBuf, detail: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("loading the eBPF object failed (does this kernel have BPF and BTF?): {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("eBPF object is missing {what} {name}")]
+    Missing {
+        what: &'static str,
+        name: &'static str,
+    },
+    #[error("pinning {what}: {detail}")]
+    Pin { what: String, detail: String },
+}
+
+/// What the datapath needs to know about the agent.
+#[derive(Debug, Clone)]
+pub struct DatapathOptions {
+    /// `agent.bpf_pin_dir`; the versioned directory is created below it.
+    pub pin_base: PathBuf,
+    /// cgroup2 mount point.
+    pub cgroup_mount: PathBuf,
+    /// cgroup2 path to attach at (`/` for the root).
+    pub attach_cgroup: String,
+    pub proxy_addr4: SocketAddr,
+    pub proxy_addr6: Option<SocketAddr>,
+    pub mark: u32,
+    pub agent_cgroup_id: u64,
+}
+
+/// One attached program, for `warden status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct AttachedProgram {
+    pub program: String,
+    pub program_id: u32,
+    pub link_id: u32,
+    pub pin: PathBuf,
+}
+
+/// The loaded and attached datapath. Dropping it leaves the pinned links in
+/// place (fail closed across restarts); [`Datapath::detach`] removes them.
+pub struct Datapath {
+    _ebpf: Ebpf,
+    pin_dir: PathBuf,
+    attach_dir: PathBuf,
+    attached: Vec<AttachedProgram>,
+    links: Vec<PinnedLink>,
+    agent_config: Mutex<(Array<MapData, AgentConfig>, AgentConfig)>,
+    cgroups: Mutex<BpfHashMap<MapData, u64, u32>>,
+    uids: Mutex<BpfHashMap<MapData, u32, u32>>,
+    targets: Mutex<BpfHashMap<MapData, TargetKey, TargetValue>>,
+    orig_dst: Mutex<BpfHashMap<MapData, TupleKey, ConnMeta>>,
+}
+
+impl Datapath {
+    /// Loads the object, adopting maps pinned by a previous run (same layout
+    /// version) or pinning fresh ones. Nothing is attached yet: fill the maps,
+    /// then call [`Datapath::attach`].
+    pub fn load(opts: &DatapathOptions) -> Result<Self, DatapathError> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(DatapathError::NotRoot);
+        }
+        let attach_dir = cgroup::cgroup_dir(&opts.cgroup_mount, &opts.attach_cgroup);
+        if !attach_dir.is_dir() {
+            return Err(DatapathError::NoSuchCgroup {
+                path: opts.attach_cgroup.clone(),
+                mount: opts.cgroup_mount.clone(),
+            });
+        }
+        ensure_bpffs(&opts.pin_base)?;
+        let pin_dir = versioned_dir(&opts.pin_base);
+        fs::create_dir_all(&pin_dir).map_err(|source| DatapathError::Io {
+            what: format!("creating pin directory {}", pin_dir.display()),
+            source,
+        })?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&pin_dir)
+            .load(EBPF_OBJECT)?;
+
+        let config_map: Array<MapData, AgentConfig> = take_map(&mut ebpf, maps::CONFIG)?;
+        let cgroups = take_map(&mut ebpf, maps::ENROLLED_CGROUPS)?;
+        let uids = take_map(&mut ebpf, maps::ENROLLED_UIDS)?;
+        let targets = take_map(&mut ebpf, maps::TARGETS)?;
+        let orig_dst = take_map(&mut ebpf, maps::ORIG_DST)?;
+
+        let cfg = AgentConfig {
+            proxy_addr4: keys::addr_bytes(opts.proxy_addr4.ip()),
+            proxy_addr6: opts
+                .proxy_addr6
+                .map(|a| keys::addr_bytes(a.ip()))
+                .unwrap_or([0; 16]),
+            proxy_port: opts.proxy_addr4.port(),
+            _pad0: 0,
+            mark: opts.mark,
+            agent_cgroup_id: opts.agent_cgroup_id,
+            alive_until_ns: 0,
+            ready: 0,
+            _pad1: 0,
+        };
+        Ok(Self {
+            _ebpf: ebpf,
+            pin_dir,
+            attach_dir,
+            attached: Vec::new(),
+            links: Vec::new(),
+            agent_config: Mutex::new((config_map, cfg)),
+            cgroups: Mutex::new(cgroups),
+            uids: Mutex::new(uids),
+            targets: Mutex::new(targets),
+            orig_dst: Mutex::new(orig_dst),
+        })
+    }
+
+    /// Publishes the agent settings to the kernel side and marks it ready and
+    /// alive; call after the maps hold the targets and enrollments.
+    pub fn publish_config(&self) -> Result<(), DatapathError> {
+        self.update_config(|c| {
+            c.ready = 1;
+            c.alive_until_ns = monotonic_ns().saturating_add(HEARTBEAT_GRACE_NS);
+        })
+    }
+
+    /// Pushes the liveness deadline forward (called every second).
+    pub fn heartbeat(&self) -> Result<(), DatapathError> {
+        self.update_config(|c| {
+            c.alive_until_ns = monotonic_ns().saturating_add(HEARTBEAT_GRACE_NS);
+        })
+    }
+
+    /// Marks the agent down at once (graceful stop): fail-open targets pass
+    /// through, fail-closed ones are refused by the absent listener.
+    pub fn mark_down(&self) -> Result<(), DatapathError> {
+        self.update_config(|c| c.alive_until_ns = 0)
+    }
+
+    fn update_config(&self, f: impl FnOnce(&mut AgentConfig)) -> Result<(), DatapathError> {
+        let mut guard = lock(&self.agent_config);
+        let (map, cfg) = &mut *guard;
+        f(cfg);
+        map.set(0, *cfg, 0).map_err(|source| DatapathError::Map {
+            name: maps::CONFIG,
+            source,
+        })
+    }
+
+    /// Attaches the three programs at the configured cgroup and pins their
+    /// links, replacing the links a previous run pinned. The new programs are
+    /// attached before the old links are released, so coverage has no gap.
+    pub fn attach(&mut self) -> Result<(), DatapathError> {
+        let cgroup = File::open(&self.attach_dir).map_err(|source| DatapathError::Io {
+            what: format!("opening cgroup {}", self.attach_dir.display()),
+            source,
+        })?;
+        // Leftovers of an interrupted start.
+        remove_matching(&self.pin_dir, |n| n.ends_with(".new"));
+
+        let mut fresh: Vec<(&'static str, FdLink, u32)> = Vec::new();
+        for name in [programs::CONNECT4, programs::CONNECT6] {
+            let prog: &mut CgroupSockAddr = self
+                ._ebpf
+                .program_mut(name)
+                .ok_or(DatapathError::Missing {
+                    what: "program",
+                    name,
+                })?
+                .try_into()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            let prog_id = prog
+                .info()
+                .map_err(|source| DatapathError::Program { name, source })?
+                .id();
+            let id = prog
+                .attach(&cgroup, CgroupAttachMode::AllowMultiple)
+                .map_err(|source| DatapathError::Program { name, source })?;
+            let link = prog
+                .take_link(id)
+                .map_err(|source| DatapathError::Program { name, source })?;
+            let link = FdLink::try_from(link).map_err(|e| DatapathError::Pin {
+                what: format!("link of {name}"),
+                detail: e.to_string(),
+            })?;
+            fresh.push((name, link, prog_id));
+        }
+        {
+            let name = programs::SOCK_OPS;
+            let prog: &mut SockOps = self
+                ._ebpf
+                .program_mut(name)
+                .ok_or(DatapathError::Missing {
+                    what: "program",
+                    name,
+                })?
+                .try_into()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            let prog_id = prog
+                .info()
+                .map_err(|source| DatapathError::Program { name, source })?
+                .id();
+            let id = prog
+                .attach(&cgroup, CgroupAttachMode::AllowMultiple)
+                .map_err(|source| DatapathError::Program { name, source })?;
+            let link = prog
+                .take_link(id)
+                .map_err(|source| DatapathError::Program { name, source })?;
+            let link = FdLink::try_from(link).map_err(|e| DatapathError::Pin {
+                what: format!("link of {name}"),
+                detail: e.to_string(),
+            })?;
+            fresh.push((name, link, prog_id));
+        }
+
+        for (name, link, program_id) in fresh {
+            let pin = self.pin_dir.join(format!("{LINK_PREFIX}{name}"));
+            if pin.exists() {
+                release_pinned_link(&pin)?;
+            }
+            let link_id = link
+                .info()
+                .map(|i| i.id())
+                .map_err(|e| DatapathError::Pin {
+                    what: format!("link info of {name}"),
+                    detail: e.to_string(),
+                })?;
+            let pinned = link.pin(&pin).map_err(|e| DatapathError::Pin {
+                what: pin.display().to_string(),
+                detail: e.to_string(),
+            })?;
+            self.links.push(pinned);
+            self.attached.push(AttachedProgram {
+                program: name.to_owned(),
+                program_id,
+                link_id,
+                pin,
+            });
+        }
+        // Pins of other layout versions belong to agents that no longer run.
+        if let Some(base) = self.pin_dir.parent() {
+            let current = self.pin_dir.clone();
+            for dir in version_dirs(base) {
+                if dir != current {
+                    let _ = remove_version_dir(&dir);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the protected-targets map contents with `desired`.
+    pub fn sync_targets(&self, desired: &[(TargetKey, TargetValue)]) -> Result<(), DatapathError> {
+        sync_map(&self.targets, maps::TARGETS, desired)
+    }
+
+    /// Replaces the enrolled-cgroups map contents with `desired` (cgroup id → tag).
+    pub fn sync_cgroups(&self, desired: &[(u64, u32)]) -> Result<(), DatapathError> {
+        sync_map(&self.cgroups, maps::ENROLLED_CGROUPS, desired)
+    }
+
+    /// Replaces the enrolled-uids map contents with `desired` (uid → tag).
+    pub fn sync_uids(&self, desired: &[(u32, u32)]) -> Result<(), DatapathError> {
+        sync_map(&self.uids, maps::ENROLLED_UIDS, desired)
+    }
+
+    /// Looks up and deletes the kernel's record for an accepted connection.
+    pub fn take_orig_dst(&self, key: &TupleKey) -> Result<Option<ConnMeta>, DatapathError> {
+        let mut map = lock(&self.orig_dst);
+        match map.get(key, 0) {
+            Ok(meta) => {
+                // A failed delete only leaves an entry that sock_ops invalidates
+                // when the tuple is reused, or LRU evicts.
+                let _ = map.remove(key);
+                Ok(Some(meta))
+            }
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(DatapathError::Map {
+                name: maps::ORIG_DST,
+                source,
+            }),
+        }
+    }
+
+    pub fn attached(&self) -> &[AttachedProgram] {
+        &self.attached
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    pub fn attach_dir(&self) -> &Path {
+        &self.attach_dir
+    }
+}
+
+/// What `uninstall` removed.
+#[derive(Debug, Default, Serialize)]
+pub struct UninstallReport {
+    pub links_released: usize,
+    pub pins_removed: usize,
+}
+
+/// Removes every pinned link and map under `pin_base` (all layout versions).
+/// Programs stay attached only while some other process holds their links.
+pub fn uninstall(pin_base: &Path) -> Result<UninstallReport, DatapathError> {
+    let mut report = UninstallReport::default();
+    if !pin_base.exists() {
+        return Ok(report);
+    }
+    for dir in version_dirs(pin_base) {
+        let r = remove_version_dir(&dir)?;
+        report.links_released += r.links_released;
+        report.pins_removed += r.pins_removed;
+    }
+    // Only remove the base if nothing else lives there.
+    let _ = fs::remove_dir(pin_base);
+    Ok(report)
+}
+
+fn remove_version_dir(dir: &Path) -> Result<UninstallReport, DatapathError> {
+    let mut report = UninstallReport::default();
+    let entries = fs::read_dir(dir).map_err(|source| DatapathError::Io {
+        what: format!("listing {}", dir.display()),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_link = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(LINK_PREFIX));
+        if is_link {
+            release_pinned_link(&path)?;
+            report.links_released += 1;
+        } else {
+            fs::remove_file(&path).map_err(|source| DatapathError::Io {
+                what: format!("removing pin {}", path.display()),
+                source,
+            })?;
+            report.pins_removed += 1;
+        }
+    }
+    fs::remove_dir(dir).map_err(|source| DatapathError::Io {
+        what: format!("removing {}", dir.display()),
+        source,
+    })?;
+    Ok(report)
+}
+
+fn release_pinned_link(pin: &Path) -> Result<(), DatapathError> {
+    match PinnedLink::from_pin(pin) {
+        Ok(link) => {
+            link.unpin().map_err(|source| DatapathError::Io {
+                what: format!("unpinning {}", pin.display()),
+                source,
+            })?;
+            Ok(())
+        }
+        // Not a link (or already gone): remove whatever is there.
+        Err(_) => match fs::remove_file(pin) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(DatapathError::Io {
+                what: format!("removing {}", pin.display()),
+                source,
+            }),
+        },
+    }
+}
+
+fn version_dirs(base: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(base) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name().to_str().is_some_and(|n| {
+                n.strip_prefix('v')
+                    .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            })
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+fn remove_matching(dir: &Path, pred: impl Fn(&str) -> bool) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_str().is_some_and(&pred) {
+                let _ = release_pinned_link(&e.path());
+            }
+        }
+    }
+}
+
+/// `<base>/v<LAYOUT_VERSION>`.
+pub fn versioned_dir(base: &Path) -> PathBuf {
+    base.join(format!("v{LAYOUT_VERSION}"))
+}
+
+/// Makes sure `pin_base` lives on a bpf filesystem, mounting bpffs at
+/// `/sys/fs/bpf` when that is where it should be and nothing is mounted yet.
+fn ensure_bpffs(pin_base: &Path) -> Result<(), DatapathError> {
+    if on_bpffs(pin_base) {
+        return Ok(());
+    }
+    let default = Path::new("/sys/fs/bpf");
+    if pin_base.starts_with(default) && !on_bpffs(default) {
+        fs::create_dir_all(default).map_err(|source| DatapathError::Io {
+            what: "creating /sys/fs/bpf".into(),
+            source,
+        })?;
+        nix::mount::mount(
+            Some("bpf"),
+            default,
+            Some("bpf"),
+            nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC,
+            Some("mode=0700"),
+        )
+        .map_err(|e| DatapathError::NoBpffs {
+            path: pin_base.to_path_buf(),
+            detail: format!("mount -t bpf bpf /sys/fs/bpf: {e}"),
+        })?;
+        tracing::info!(path = "/sys/fs/bpf", "mounted bpffs");
+    }
+    if on_bpffs(pin_base) {
+        return Ok(());
+    }
+    Err(DatapathError::NoBpffs {
+        path: pin_base.to_path_buf(),
+        detail: "mount bpffs there or choose a directory under /sys/fs/bpf".into(),
+    })
+}
+
+/// True when the nearest existing ancestor of `path` is on bpffs.
+fn on_bpffs(path: &Path) -> bool {
+    let mut p = Some(path);
+    while let Some(cur) = p {
+        if cur.exists() {
+            return statfs(cur).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC);
+        }
+        p = cur.parent();
+    }
+    false
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DatapathError::Missing { what: "map", name })?;
+    T::try_from(map).map_err(|source| DatapathError::Map { name, source })
+}
+
+fn sync_map<K, V>(
+    map: &Mutex<BpfHashMap<MapData, K, V>>,
+    name: &'static str,
+    desired: &[(K, V)],
+) -> Result<(), DatapathError>
+where
+    K: aya::Pod + PartialEq,
+    V: aya::Pod,
+{
+    let mut map = lock(map);
+    for (k, v) in desired {
+        map.insert(k, v, 0)
+            .map_err(|source| DatapathError::Map { name, source })?;
+    }
+    let stale: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !desired.iter().any(|(d, _)| d == k))
+        .collect();
+    for k in stale {
+        map.remove(&k)
+            .map_err(|source| DatapathError::Map { name, source })?;
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave a map handle in a
+    // torn state (the kernel owns the data), so poisoning is safe to ignore.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock of `bpf_ktime_get_ns()`.
+pub fn monotonic_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(ts) => (ts.tv_sec() as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(ts.tv_nsec() as u64),
+        Err(_) => 0,
+    }
+}

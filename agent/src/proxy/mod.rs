@@ -1,0 +1,320 @@
+//! The proxy: listeners on loopback, the accept loop, the original-destination
+//! lookup, the account and target decision, the marked upstream connect and
+//! the relay. Protocol handlers (PostgreSQL, MySQL, HTTP) plug in where the
+//! `tcp` relay is chosen today.
+
+pub mod relay;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::audit::event::{ConnActivity, ConnectionEvent, Decision, ProcessInfo, SessionId};
+use crate::daemon::{OpenConn, Shared};
+use crate::ebpf::keys;
+
+/// The destination the workload asked for, as recorded by the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OrigDst(pub SocketAddr);
+
+/// The workload's end of the connection as the proxy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl std::fmt::Display for OrigDst {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("binding proxy listener {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds one proxy listener.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(|source| ProxyError::Bind { addr, source })?;
+    sock.set_reuseaddr(true)
+        .map_err(|source| ProxyError::Bind { addr, source })?;
+    if addr.is_ipv6() {
+        socket2::SockRef::from(&sock)
+            .set_only_v6(true)
+            .map_err(|source| ProxyError::Bind { addr, source })?;
+    }
+    sock.bind(addr)
+        .map_err(|source| ProxyError::Bind { addr, source })?;
+    sock.listen(1024)
+        .map_err(|source| ProxyError::Bind { addr, source })
+}
+
+/// Accepts until `shutdown` turns true; each connection runs in its own task.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() { break; }
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let shared = Arc::clone(&shared);
+                    let session = shared.next_session();
+                    let span = tracing::info_span!("conn", session = %session, src.addr = %peer);
+                    tokio::spawn(handle(stream, ClientAddr(peer), session, shared).instrument(span));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+struct Pending {
+    session: SessionId,
+    client: ClientAddr,
+    orig_dst: Option<OrigDst>,
+    account: Option<String>,
+    target: Option<String>,
+    protocol: &'static str,
+    process: ProcessInfo,
+}
+
+impl Pending {
+    fn event(&self, activity: ConnActivity, decision: Decision) -> ConnectionEvent {
+        ConnectionEvent {
+            time_ms: now_ms(),
+            activity,
+            decision,
+            reason: None,
+            detail: None,
+            session: self.session,
+            account: self.account.clone(),
+            target: self.target.clone(),
+            protocol: self.protocol.to_owned(),
+            process: self.process.clone(),
+            client: self.client.0,
+            orig_dst: self.orig_dst.map(|o| o.0),
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_ms: 0,
+        }
+    }
+}
+
+/// Refuses a connection: audit first, then reset the client so it sees the
+/// refusal at once (plain TCP has no error message to carry).
+async fn refuse(shared: &Shared, stream: TcpStream, p: &Pending, reason: &str, detail: String) {
+    let mut ev = p.event(ConnActivity::Refuse, Decision::Refused);
+    ev.reason = Some(reason.to_owned());
+    ev.detail = Some(detail.clone());
+    shared.metrics.refused.fetch_add(1, Ordering::Relaxed);
+    info!(reason, detail = %detail, account = p.account.as_deref().unwrap_or("-"), "connection refused");
+    if let Err(e) = shared.audit.record(ev).await {
+        tracing::error!(error = %e, reason, "could not audit a refused connection");
+    }
+    reset_on_close(&stream);
+    drop(stream);
+}
+
+async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, shared: Arc<Shared>) {
+    let started = Instant::now();
+    let local = match stream.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            debug!(error = %e, "connection vanished before it could be inspected");
+            return;
+        }
+    };
+    let key = keys::tuple_key(client.0, local);
+    let mut p = Pending {
+        session,
+        client,
+        orig_dst: None,
+        account: None,
+        target: None,
+        protocol: "tcp",
+        process: ProcessInfo::default(),
+    };
+    let meta = match shared.datapath.take_orig_dst(&key) {
+        Ok(Some(meta)) => meta,
+        Ok(None) => {
+            return refuse(
+                &shared,
+                stream,
+                &p,
+                "unredirected",
+                "no kernel record for this connection: it did not come through Warden's redirect"
+                    .into(),
+            )
+            .await;
+        }
+        Err(e) => {
+            return refuse(
+                &shared,
+                stream,
+                &p,
+                "unredirected",
+                format!("original destination lookup failed: {e}"),
+            )
+            .await;
+        }
+    };
+    let orig = OrigDst(keys::orig_dst(&meta));
+    p.orig_dst = Some(orig);
+    let resolved = shared.account_for(&meta);
+    p.process = crate::identity::process_info(
+        &meta,
+        &shared.cgroup_mount,
+        resolved.as_ref().and_then(|(_, path)| path.as_deref()),
+    );
+    let Some(target) = shared.target_for(orig) else {
+        return refuse(
+            &shared,
+            stream,
+            &p,
+            "unknown_target",
+            format!("{orig} is not a configured target"),
+        )
+        .await;
+    };
+    p.target = Some(target.name.clone());
+    p.protocol = target.protocol.as_str();
+    let Some((account, _)) = resolved else {
+        return refuse(
+            &shared,
+            stream,
+            &p,
+            "unknown_account",
+            "the caller's enrollment was removed before the connection was accepted".into(),
+        )
+        .await;
+    };
+    p.account = Some(account.clone());
+    let granted = shared
+        .config
+        .account(&account)
+        .is_some_and(|a| a.targets.iter().any(|t| t == &target.name));
+    if !granted {
+        return refuse(
+            &shared,
+            stream,
+            &p,
+            "target_not_granted",
+            format!("account {account} is not granted target {}", target.name),
+        )
+        .await;
+    }
+    let Some(_slot) = shared.try_acquire_slot() else {
+        return refuse(
+            &shared,
+            stream,
+            &p,
+            "connection_limit",
+            format!(
+                "max_connections ({}) reached",
+                shared.config.agent.max_connections
+            ),
+        )
+        .await;
+    };
+    let upstream = match upstream::connect(
+        target.address,
+        shared.config.agent.upstream_mark,
+        Duration::from_millis(shared.config.agent.connect_timeout_ms),
+    )
+    .await
+    {
+        Ok(u) => u,
+        Err(e) => {
+            return refuse(
+                &shared,
+                stream,
+                &p,
+                "upstream_connect_failed",
+                e.to_string(),
+            )
+            .await;
+        }
+    };
+    // Audit before effect: no byte is relayed before the open is committed.
+    if let Err(e) = shared
+        .audit
+        .record(p.event(ConnActivity::Open, Decision::Allowed))
+        .await
+    {
+        tracing::error!(error = %e, "audit store unavailable; refusing connection");
+        reset_on_close(&upstream);
+        drop(upstream);
+        return refuse(&shared, stream, &p, "audit_unavailable", e.to_string()).await;
+    }
+    shared.conns_insert(
+        session,
+        OpenConn {
+            account: account.clone(),
+            target: target.name.clone(),
+            client: client.0,
+            orig_dst: orig.0,
+            pid: meta.tgid,
+            since_ms: now_ms(),
+        },
+    );
+    info!(account = %account, target = %target.name, dst.addr = %orig, pid = meta.tgid, "relaying");
+    let _ = stream.set_nodelay(true);
+    let counts = relay::relay(stream, upstream, shared.config.agent.relay_buffer_bytes).await;
+    shared.conns_remove(session);
+    let mut ev = p.event(ConnActivity::Close, Decision::Allowed);
+    ev.bytes_up = counts.up;
+    ev.bytes_down = counts.down;
+    ev.duration_ms = started.elapsed().as_millis() as u64;
+    if let Some(err) = counts.error {
+        ev.reason = Some("relay_error".into());
+        ev.detail = Some(err);
+    }
+    if let Err(e) = shared.audit.record(ev).await {
+        tracing::error!(error = %e, "could not audit a connection close");
+    }
+    shared.metrics.closed.fetch_add(1, Ordering::Relaxed);
+}
+
+/// SO_LINGER 0: closing sends RST, so the peer sees the refusal at once. The
+/// socket is non-blocking, so the close never blocks the runtime.
+fn reset_on_close(s: &TcpStream) {
+    let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+}

@@ -1,0 +1,212 @@
+//! Types shared by Warden's eBPF programs (`agent-ebpf`) and the userspace agent.
+//!
+//! Everything here is `#[repr(C)]`, `Copy` and free of implicit padding, because the
+//! same bytes are read by the kernel-side programs and by userspace through map
+//! syscalls. Addresses are always stored in IPv6 form, network byte order
+//! (`::ffff:a.b.c.d` for IPv4), and ports in host byte order, so that the key a
+//! program writes and the key the proxy computes from `accept()` are identical.
+#![no_std]
+
+/// Version of the map and program layout. It is part of the pin path
+/// (`<bpf_pin_dir>/v<LAYOUT_VERSION>`), so an agent never adopts maps whose
+/// layout it does not understand.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// How many ancestor levels of the caller's cgroup are checked for enrollment.
+pub const MAX_CGROUP_DEPTH: i32 = 16;
+
+/// `TargetValue::flags`: when the agent is down, let connections to this target
+/// through untouched instead of refusing them.
+pub const TARGET_FAIL_OPEN: u32 = 1;
+
+/// `ConnMeta::match_kind`: the caller was enrolled through its cgroup (or an ancestor).
+pub const MATCH_CGROUP: u32 = 1;
+/// `ConnMeta::match_kind`: the caller was enrolled through its uid.
+pub const MATCH_UID: u32 = 2;
+
+/// Length of `comm` as the kernel keeps it (TASK_COMM_LEN).
+pub const COMM_LEN: usize = 16;
+
+/// Map names, shared so that the loader and the programs cannot disagree.
+pub mod maps {
+    pub const CONFIG: &str = "WARDEN_CONFIG";
+    pub const ENROLLED_CGROUPS: &str = "WARDEN_ENR_CGROUPS";
+    pub const ENROLLED_UIDS: &str = "WARDEN_ENR_UIDS";
+    pub const TARGETS: &str = "WARDEN_TARGETS";
+    pub const PENDING: &str = "WARDEN_PENDING";
+    pub const ORIG_DST: &str = "WARDEN_ORIG_DST";
+}
+
+/// Program names (the Rust function names in `agent-ebpf`).
+pub mod programs {
+    pub const CONNECT4: &str = "warden_connect4";
+    pub const CONNECT6: &str = "warden_connect6";
+    pub const SOCK_OPS: &str = "warden_sock_ops";
+}
+
+/// Capacity of the maps; the LRU maps evict their oldest entries when full.
+pub mod capacity {
+    pub const ENROLLED_CGROUPS: u32 = 4096;
+    pub const ENROLLED_UIDS: u32 = 4096;
+    pub const TARGETS: u32 = 4096;
+    pub const PENDING: u32 = 65536;
+    pub const ORIG_DST: u32 = 65536;
+}
+
+/// Single slot of agent settings read by every program (array map, index 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// IPv4 listen address of the proxy, in IPv4-mapped IPv6 form.
+    pub proxy_addr4: [u8; 16],
+    /// IPv6 listen address of the proxy (`::1` by default); all zero when the
+    /// proxy has no IPv6 listener.
+    pub proxy_addr6: [u8; 16],
+    /// Proxy port, host byte order.
+    pub proxy_port: u16,
+    pub _pad0: u16,
+    /// SO_MARK carried by the agent's own upstream sockets; never redirected.
+    pub mark: u32,
+    /// cgroup id (cgroup2 inode) of the agent; sockets created there are never redirected.
+    pub agent_cgroup_id: u64,
+    /// `bpf_ktime_get_ns()` deadline until which the agent counts as alive. The
+    /// agent pushes it forward every second; targets marked fail-open are passed
+    /// through once it is in the past.
+    pub alive_until_ns: u64,
+    /// Non-zero once userspace filled this slot; until then nothing is redirected.
+    pub ready: u32,
+    pub _pad1: u32,
+}
+
+/// Key of the protected-targets map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TargetKey {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub _pad: [u8; 6],
+}
+
+/// Value of the protected-targets map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TargetValue {
+    pub flags: u32,
+    /// Index of the target in the agent's configuration (informational).
+    pub target_id: u32,
+}
+
+/// Key of the original-destination map: the connection as the proxy sees it
+/// (`src` = client, `dst` = proxy listener).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TupleKey {
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub _pad: u32,
+}
+
+/// What the kernel saw when an enrolled workload called `connect()`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnMeta {
+    /// Destination the workload asked for (IPv6 form, network byte order).
+    pub orig_addr: [u8; 16],
+    /// Destination port, host byte order.
+    pub orig_port: u16,
+    /// Address family of the workload's socket (AF_INET = 2, AF_INET6 = 10).
+    pub family: u16,
+    /// `MATCH_CGROUP` or `MATCH_UID`.
+    pub match_kind: u32,
+    pub tgid: u32,
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// cgroup id of the calling task.
+    pub cgroup_id: u64,
+    /// The enrolled cgroup id (the caller's or an ancestor's) or the enrolled uid.
+    pub matched_id: u64,
+    /// `bpf_ktime_get_ns()` at connect time (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    pub comm: [u8; COMM_LEN],
+    /// `TargetValue::target_id` of the destination.
+    pub target_id: u32,
+    pub _pad: u32,
+}
+
+/// Converts an IPv4 address (network-order octets) to its IPv4-mapped IPv6 form.
+pub const fn v4_mapped(octets: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, octets[0], octets[1], octets[2], octets[3],
+    ]
+}
+
+/// True when `addr` is an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`).
+pub const fn is_v4_mapped(addr: &[u8; 16]) -> bool {
+    addr[0] == 0
+        && addr[1] == 0
+        && addr[2] == 0
+        && addr[3] == 0
+        && addr[4] == 0
+        && addr[5] == 0
+        && addr[6] == 0
+        && addr[7] == 0
+        && addr[8] == 0
+        && addr[9] == 0
+        && addr[10] == 0xff
+        && addr[11] == 0xff
+}
+
+// SAFETY (for the `Pod` impls below): every type is `#[repr(C)]`, `Copy`, made
+// only of integers and byte arrays, and has no implicit padding (checked by the
+// size asserts), so any bit pattern is a valid value.
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for AgentConfig {}
+    unsafe impl aya::Pod for TargetKey {}
+    unsafe impl aya::Pod for TargetValue {}
+    unsafe impl aya::Pod for TupleKey {}
+    unsafe impl aya::Pod for ConnMeta {}
+}
+
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 64);
+const _: () = assert!(core::mem::size_of::<TargetKey>() == 24);
+const _: () = assert!(core::mem::size_of::<TargetValue>() == 8);
+const _: () = assert!(core::mem::size_of::<TupleKey>() == 40);
+const _: () = assert!(core::mem::size_of::<ConnMeta>() == 88);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, offset_of, size_of};
+
+    #[test]
+    fn layouts_have_no_hidden_padding() {
+        assert_eq!(
+            size_of::<AgentConfig>(),
+            16 + 16 + 2 + 2 + 4 + 8 + 8 + 4 + 4
+        );
+        assert_eq!(size_of::<TargetKey>(), 16 + 2 + 6);
+        assert_eq!(size_of::<TupleKey>(), 16 + 16 + 2 + 2 + 4);
+        assert_eq!(
+            size_of::<ConnMeta>(),
+            16 + 2 + 2 + 4 + 4 * 4 + 8 + 8 + 8 + COMM_LEN + 4 + 4
+        );
+        assert_eq!(offset_of!(ConnMeta, cgroup_id) % 8, 0);
+        assert_eq!(offset_of!(AgentConfig, agent_cgroup_id) % 8, 0);
+        assert_eq!(align_of::<ConnMeta>(), 8);
+    }
+
+    #[test]
+    fn v4_mapping_round_trips() {
+        let m = v4_mapped([127, 0, 0, 2]);
+        assert!(is_v4_mapped(&m));
+        assert_eq!(&m[12..], &[127, 0, 0, 2]);
+        let mut loopback6 = [0u8; 16];
+        loopback6[15] = 1;
+        assert!(!is_v4_mapped(&loopback6));
+    }
+}

@@ -1,0 +1,549 @@
+//! Privileged end-to-end tests of the TCP spine: the real `warden` binary,
+//! real eBPF programs on this kernel, clients placed in test cgroups, echo
+//! servers on loopback addresses other than 127.0.0.1.
+//!
+//! Run as root, one at a time: `cargo xtask test` (or
+//! `cargo test -p warden --test e2e_tcp -- --test-threads=1`).
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const MIB: usize = 1 << 20;
+
+fn tcp_target(name: &str, addr: &str) -> String {
+    format!("[[target]]\nname = \"{name}\"\nprotocol = \"tcp\"\naddress = \"{addr}\"\n")
+}
+
+fn account(name: &str, cgroups: &[&str], uids: &[u32], targets: &[&str]) -> String {
+    let q = |v: &[&str]| {
+        v.iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let u = uids
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "[[account]]\nname = \"{name}\"\ncgroups = [{}]\nuids = [{u}]\ntargets = [{}]\n",
+        q(cgroups),
+        q(targets)
+    )
+}
+
+fn event_of<'a>(evs: &'a [Value], activity: &str) -> Option<&'a Value> {
+    evs.iter().find(|e| {
+        e["unmapped"]["warden"]["activity"].as_str() == Some(activity)
+            || e["activity_name"]
+                .as_str()
+                .is_some_and(|a| a.eq_ignore_ascii_case(activity))
+    })
+}
+
+fn activity_ids(evs: &[Value]) -> Vec<u64> {
+    evs.iter()
+        .filter_map(|e| e["activity_id"].as_u64())
+        .collect()
+}
+
+/// Attached at the test's own cgroup: relaying, byte identity, who is left alone.
+#[test]
+fn enrolled_client_is_relayed_byte_identical_and_others_are_untouched() {
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let other = env.cgroup("other");
+    let db = EchoServer::start("127.0.0.2:0");
+    let unprotected = EchoServer::start("127.0.0.3:0");
+    env.write_config(&format!(
+        "{}{}{}",
+        env.agent_table(false, ""),
+        tcp_target("db", &db.addr.to_string()),
+        account("app", &[&app], &[], &["db"]),
+    ));
+    env.start();
+
+    // Enrolled client → protected target: relayed, 8 MiB both ways, checksummed.
+    let r = env.client(&app, "127.0.0.2", db.addr.port(), 8 * MIB, None);
+    assert!(
+        r.same_bytes_back(),
+        "relay failed: {:?}\nlog:\n{}",
+        r.json,
+        env.log()
+    );
+    let port = r.local_port().unwrap();
+    assert!(
+        !db.saw_direct_from(port),
+        "the enrolled client reached the server directly"
+    );
+    let evs = env.events_for_client_port(port, 2);
+    assert_eq!(activity_ids(&evs), vec![1, 2], "open then close: {evs:#?}");
+    let close = &evs[1];
+    let w = &close["unmapped"]["warden"];
+    assert_eq!(w["account"], "app");
+    assert_eq!(w["target"], "db");
+    assert_eq!(w["decision"], "allowed");
+    assert_eq!(
+        close["traffic"]["bytes_out"].as_u64(),
+        Some((8 * MIB) as u64)
+    );
+    assert_eq!(
+        close["traffic"]["bytes_in"].as_u64(),
+        Some((8 * MIB) as u64)
+    );
+    assert!(close["duration"].as_u64().is_some());
+    assert_eq!(close["dst_endpoint"]["ip"], "127.0.0.2");
+    assert_eq!(
+        close["dst_endpoint"]["port"].as_u64(),
+        Some(u64::from(db.addr.port()))
+    );
+    let proc_ = &close["actor"]["process"];
+    assert!(proc_["pid"].as_u64().unwrap() > 1);
+    assert!(
+        proc_["name"].as_str().unwrap().starts_with("python3"),
+        "{proc_}"
+    );
+    assert!(
+        proc_["file"]["path"].as_str().unwrap().contains("python3"),
+        "exe path: {proc_}"
+    );
+    assert_eq!(proc_["user"]["uid"].as_u64(), Some(0), "{proc_}");
+    assert_eq!(w["cgroup_path"], app.as_str());
+    assert!(w["gid"].as_u64().is_some());
+
+    // Not enrolled → untouched and not audited.
+    let r = env.client(&other, "127.0.0.2", db.addr.port(), 64 * 1024, None);
+    assert!(r.same_bytes_back(), "{:?}", r.json);
+    let port = r.local_port().unwrap();
+    assert!(
+        db.saw_direct_from(port),
+        "a non-enrolled client was redirected"
+    );
+    assert!(env.events_for_client_port(port, 1).is_empty());
+
+    // Enrolled → address that is not a target: untouched and not audited.
+    let r = env.client(&app, "127.0.0.3", unprotected.addr.port(), 64 * 1024, None);
+    assert!(r.same_bytes_back(), "{:?}", r.json);
+    let port = r.local_port().unwrap();
+    assert!(unprotected.saw_direct_from(port));
+    assert!(env.events_for_client_port(port, 1).is_empty());
+}
+
+/// IPv6 targets and IPv4-mapped IPv6 destinations are redirected too.
+#[test]
+fn ipv6_and_ipv4_mapped_destinations_are_redirected() {
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let db4 = EchoServer::start("127.0.0.2:0");
+    let db6 = EchoServer::start("[::1]:0");
+    env.write_config(&format!(
+        "{}{}{}{}",
+        env.agent_table(false, ""),
+        tcp_target("db4", &db4.addr.to_string()),
+        tcp_target("db6", &db6.addr.to_string()),
+        account("app", &[&app], &[], &["db4", "db6"]),
+    ));
+    env.start();
+
+    let r = env.client(&app, "::ffff:127.0.0.2", db4.addr.port(), MIB, None);
+    assert!(
+        r.same_bytes_back(),
+        "v4-mapped: {:?}\n{}",
+        r.json,
+        env.log()
+    );
+    let port = r.local_port().unwrap();
+    assert!(!db4.saw_direct_from(port));
+    let evs = env.events_for_client_port(port, 2);
+    assert_eq!(activity_ids(&evs), vec![1, 2]);
+    assert_eq!(evs[0]["unmapped"]["warden"]["target"], "db4");
+
+    let r = env.client(&app, "::1", db6.addr.port(), MIB, None);
+    assert!(r.same_bytes_back(), "v6: {:?}\n{}", r.json, env.log());
+    let port = r.local_port().unwrap();
+    assert!(!db6.saw_direct_from(port));
+    let evs = env.events_for_client_port(port, 2);
+    assert_eq!(activity_ids(&evs), vec![1, 2]);
+    assert_eq!(evs[0]["unmapped"]["warden"]["target"], "db6");
+    assert_eq!(evs[0]["dst_endpoint"]["ip"], "::1");
+}
+
+/// A target the account is not granted is refused and audited; a connection
+/// that reaches the proxy without a kernel record is refused as unredirected.
+#[test]
+fn ungranted_target_and_unredirected_connections_are_refused_and_audited() {
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let db = EchoServer::start("127.0.0.2:0");
+    let billing = EchoServer::start("127.0.0.2:0");
+    env.write_config(&format!(
+        "{}{}{}{}{}",
+        env.agent_table(false, ""),
+        tcp_target("db", &db.addr.to_string()),
+        tcp_target("billing", &billing.addr.to_string()),
+        account("app", &[&app], &[], &["db"]),
+        account("billing-svc", &[], &[], &["billing"]),
+    ));
+    env.start();
+
+    let r = env.client(&app, "127.0.0.2", billing.addr.port(), 0, None);
+    assert!(!r.ok(), "ungranted target was reachable: {:?}", r.json);
+    assert_eq!(
+        billing.connections(),
+        0,
+        "nothing may reach the ungranted server"
+    );
+    let evs = env.events_for_client_port(r.local_port().unwrap(), 1);
+    assert_eq!(activity_ids(&evs), vec![5], "{evs:#?}");
+    let w = &evs[0]["unmapped"]["warden"];
+    assert_eq!(w["reason"], "target_not_granted");
+    assert_eq!(w["decision"], "refused");
+    assert_eq!(w["account"], "app");
+    assert_eq!(w["target"], "billing");
+
+    // The test process itself is not enrolled: its direct connection to the
+    // proxy port carries no kernel record.
+    let proxy = format!("127.0.0.1:{}", env.listen_port).parse().unwrap();
+    let mut s = connect_direct(proxy).expect("proxy listens");
+    let port = s.local_addr().unwrap().port();
+    use std::io::Read;
+    let mut buf = [0u8; 1];
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let n = s.read(&mut buf);
+    assert!(
+        matches!(n, Ok(0) | Err(_)),
+        "unredirected connection was served"
+    );
+    let evs = env.events_for_client_port(port, 1);
+    assert_eq!(activity_ids(&evs), vec![5]);
+    assert_eq!(evs[0]["unmapped"]["warden"]["reason"], "unredirected");
+}
+
+/// Enrollment by uid (attached at the test cgroup, so no other process of
+/// that uid on the host can be affected).
+#[test]
+fn uid_enrollment_redirects_that_uid_only() {
+    let mut env = TestEnv::new();
+    let cg = env.cgroup("mixed");
+    let db = EchoServer::start("127.0.0.2:0");
+    let uid = 64_000 + (std::process::id() % 1000);
+    env.write_config(&format!(
+        "{}{}{}",
+        env.agent_table(false, ""),
+        tcp_target("db", &db.addr.to_string()),
+        account("batch", &[], &[uid], &["db"]),
+    ));
+    env.start();
+
+    let r = env.client(&cg, "127.0.0.2", db.addr.port(), MIB, Some(uid));
+    assert!(r.same_bytes_back(), "{:?}\n{}", r.json, env.log());
+    let port = r.local_port().unwrap();
+    assert!(!db.saw_direct_from(port));
+    let evs = env.events_for_client_port(port, 2);
+    assert_eq!(evs[0]["unmapped"]["warden"]["account"], "batch");
+    assert_eq!(
+        evs[0]["actor"]["process"]["user"]["uid"].as_u64(),
+        Some(u64::from(uid))
+    );
+
+    let r = env.client(&cg, "127.0.0.2", db.addr.port(), 1024, None);
+    assert!(r.same_bytes_back());
+    assert!(
+        db.saw_direct_from(r.local_port().unwrap()),
+        "root was redirected by a uid rule"
+    );
+}
+
+/// Attached at the cgroup2 root with only test cgroups enrolled: SIGKILL
+/// leaves the pinned programs in place, so enrolled connections to protected
+/// targets are refused while everything else works; a restart re-adopts the
+/// pins and relaying resumes.
+#[test]
+fn agent_killed_fails_closed_and_restart_readopts_pins() {
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let other = env.cgroup("other");
+    let db = EchoServer::start("127.0.0.2:0");
+    env.write_config(&format!(
+        "{}{}{}",
+        env.agent_table(true, ""),
+        tcp_target("db", &db.addr.to_string()),
+        account("app", &[&app], &[], &["db"]),
+    ));
+    env.start();
+    let st = env.status_json();
+    assert_eq!(st["programs"].as_array().unwrap().len(), 3, "{st:#}");
+    assert_eq!(
+        st["attach_cgroup"].as_str().unwrap(),
+        env.mount.to_str().unwrap()
+    );
+    let r = env.client(&app, "127.0.0.2", db.addr.port(), MIB, None);
+    assert!(r.same_bytes_back(), "{:?}", r.json);
+
+    env.kill9();
+    assert!(env.pin_dir.join("v1").exists(), "pins must survive SIGKILL");
+    let attached = programs_attached_at(&env.mount);
+    assert!(
+        attached.iter().any(|n| n == "warden_connect4"),
+        "programs must stay attached: {attached:?}"
+    );
+    let r = env.client(&app, "127.0.0.2", db.addr.port(), 1024, None);
+    assert!(
+        r.refused_at_connect(),
+        "fail closed expected, got {:?}",
+        r.json
+    );
+    let before = db.connections();
+    let r = env.client(&other, "127.0.0.2", db.addr.port(), 1024, None);
+    assert!(
+        r.same_bytes_back(),
+        "non-enrolled traffic must still work: {:?}",
+        r.json
+    );
+    assert_eq!(db.connections(), before + 1);
+
+    env.start();
+    let st = env.status_json();
+    assert_eq!(st["programs"].as_array().unwrap().len(), 3);
+    let r = env.client(&app, "127.0.0.2", db.addr.port(), MIB, None);
+    assert!(
+        r.same_bytes_back(),
+        "after restart: {:?}\n{}",
+        r.json,
+        env.log()
+    );
+    assert!(!db.saw_direct_from(r.local_port().unwrap()));
+    // Re-adoption replaced the links instead of stacking a second set.
+    let count = programs_attached_at(&env.mount)
+        .iter()
+        .filter(|n| *n == "warden_connect4")
+        .count();
+    assert_eq!(count, 1, "exactly one connect4 attached after restart");
+}
+
+/// `fail_mode = "open"`: while the agent is down, enrolled connections to the
+/// target pass through untouched; when it is back they are relayed again.
+#[test]
+fn fail_open_passes_traffic_through_while_agent_is_down() {
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let db = EchoServer::start("127.0.0.2:0");
+    let strict = EchoServer::start("127.0.0.2:0");
+    env.write_config(&format!(
+        "{}{}[[target]]\nname = \"strict\"\nprotocol = \"tcp\"\naddress = \"{}\"\nfail_mode = \"closed\"\n{}",
+        env.agent_table(false, "fail_mode = \"open\""),
+        tcp_target("db", &db.addr.to_string()),
+        strict.addr,
+        account("app", &[&app], &[], &["db", "strict"]),
+    ));
+    env.start();
+    let r = env.client(&app, "127.0.0.2", db.addr.port(), 1024, None);
+    assert!(r.same_bytes_back() && !db.saw_direct_from(r.local_port().unwrap()));
+
+    env.kill9();
+    // The kernel side stops counting the agent alive within its grace period.
+    let start = Instant::now();
+    let r = loop {
+        let r = env.client(&app, "127.0.0.2", db.addr.port(), 1024, None);
+        if r.ok() || start.elapsed() > Duration::from_secs(10) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        r.same_bytes_back(),
+        "fail-open target should pass: {:?}",
+        r.json
+    );
+    assert!(
+        db.saw_direct_from(r.local_port().unwrap()),
+        "passed through directly"
+    );
+    let r = env.client(&app, "127.0.0.2", strict.addr.port(), 1024, None);
+    assert!(
+        r.refused_at_connect(),
+        "per-target fail_mode=closed overrides: {:?}",
+        r.json
+    );
+
+    env.start();
+    let r = env.client(&app, "127.0.0.2", db.addr.port(), 1024, None);
+    assert!(r.same_bytes_back());
+    assert!(
+        !db.saw_direct_from(r.local_port().unwrap()),
+        "relayed again after restart"
+    );
+}
+
+/// `warden enroll` / `unenroll` apply at once and survive a restart.
+#[test]
+fn live_enroll_and_unenroll_take_effect_without_restart() {
+    let mut env = TestEnv::new();
+    let late = env.cgroup("late");
+    let db = EchoServer::start("127.0.0.2:0");
+    env.write_config(&format!(
+        "{}{}{}",
+        env.agent_table(false, ""),
+        tcp_target("db", &db.addr.to_string()),
+        account("app", &[], &[], &["db"]),
+    ));
+    env.start();
+
+    let direct = |env: &TestEnv| {
+        let r = env.client(&late, "127.0.0.2", db.addr.port(), 4096, None);
+        assert!(r.same_bytes_back(), "{:?}", r.json);
+        db.saw_direct_from(r.local_port().unwrap())
+    };
+    assert!(direct(&env), "not enrolled yet");
+    let out = env.warden(&["enroll", "app", "--cgroup", &late]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!direct(&env), "enrolled live");
+
+    // Persisted: still enrolled after a restart.
+    env.stop();
+    env.start();
+    assert!(!direct(&env), "enrollment survived the restart");
+    let st = env.status_json();
+    assert!(
+        st["enrollments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["selector"]["cgroup"] == late.as_str())
+    );
+
+    let out = env.warden(&["unenroll", "app", "--cgroup", &late]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(direct(&env), "unenrolled live");
+
+    // Claiming a selector for an unknown account is refused with a reason.
+    let out = env.warden(&["enroll", "nobody", "--uid", "4242"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no account named"));
+}
+
+/// `warden uninstall` stops the daemon, detaches everything and removes pins.
+#[test]
+fn uninstall_leaves_no_program_attached() {
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let db = EchoServer::start("127.0.0.2:0");
+    env.write_config(&format!(
+        "{}{}{}",
+        env.agent_table(false, ""),
+        tcp_target("db", &db.addr.to_string()),
+        account("app", &[&app], &[], &["db"]),
+    ));
+    env.start();
+    let ids: HashSet<u64> = env.status_json()["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["program_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    let cg_dir = env.cg_dir(&env.cg_root.clone());
+    assert_eq!(programs_attached_at(&cg_dir).len(), 3);
+
+    let out = env.warden(&["uninstall"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Some(mut c) = env.daemon.take() {
+        let start = Instant::now();
+        while c.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "daemon did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(
+        programs_attached_at(&cg_dir).is_empty(),
+        "still attached after uninstall"
+    );
+    let start = Instant::now();
+    loop {
+        let loaded: HashSet<u64> = loaded_warden_programs()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        if ids.is_disjoint(&loaded) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "programs still loaded: {loaded:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!env.pin_dir.exists(), "pin dir removed");
+    let r = env.client(&app, "127.0.0.2", db.addr.port(), 1024, None);
+    assert!(r.same_bytes_back() && db.saw_direct_from(r.local_port().unwrap()));
+}
+
+/// An invalid config lists every error with file:line and exits non-zero,
+/// both for `check-config` and for `run`.
+#[test]
+fn invalid_config_reports_every_error() {
+    let env = TestEnv::new();
+    env.write_config(
+        "[agent]\nlisten = \"127.0.0.1:15001\"\nbogus = 1\n\n[[target]]\nname = \"db\"\nprotocol = \"tcp\"\naddress = \"not-an-address\"\n\n[[account]]\nname = \"a\"\ntargets = [\"missing\"]\n",
+    );
+    for args in [&["check-config"][..], &["run"][..]] {
+        let out = env.warden(args);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        let path = env.config_path.display().to_string();
+        assert!(
+            err.contains(&format!("{path}:3:")),
+            "unknown key on line 3: {err}"
+        );
+        assert!(
+            err.contains(&format!("{path}:8:")),
+            "bad address on line 8: {err}"
+        );
+        assert!(
+            err.contains(&format!("{path}:12:")),
+            "unknown target on line 12: {err}"
+        );
+    }
+}
+
+/// Without root the daemon says, in one sentence, what is missing.
+#[test]
+fn not_root_is_one_clear_sentence() {
+    let env = TestEnv::new();
+    env.write_config(&env.agent_table(false, ""));
+    // Readable by the unprivileged user.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(env.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&env.config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", WARDEN, "--config"])
+        .arg(&env.config_path)
+        .arg("run")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must run as root"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+}

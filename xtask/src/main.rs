@@ -1,0 +1,137 @@
+//! Developer tasks: `cargo xtask setup | build | test | lint | demo | bench`.
+
+mod bench;
+mod demo;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what this machine lacks (apt packages, rust-src, bpf-linker). Idempotent.
+    Setup,
+    /// Build target/release/warden (eBPF object embedded).
+    Build,
+    /// Setup, lint, then the whole test suite (unit + privileged end-to-end).
+    Test,
+    /// rustfmt check and clippy with -D warnings.
+    Lint,
+    /// One-command tour: a demo service, Warden, an enrolled client, the audit trail.
+    Demo,
+    /// Benchmarks that print figures (relay: direct vs through Warden).
+    Bench {
+        #[arg(default_value = "relay")]
+        which: String,
+    },
+    /// Internal: the bench's client, run inside a bench cgroup.
+    #[command(hide = true)]
+    BenchClient { mode: String, addr: String },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.cmd {
+        Cmd::Setup => setup::run(),
+        Cmd::Build => {
+            setup::run()?;
+            build_release(&root)
+        }
+        Cmd::Lint => lint(&root),
+        Cmd::Test => {
+            setup::run()?;
+            lint(&root)?;
+            test(&root)
+        }
+        Cmd::Demo => {
+            setup::run()?;
+            build_release(&root)?;
+            demo::run(&root)
+        }
+        Cmd::BenchClient { mode, addr } => bench::client_main(&mode, &addr),
+        Cmd::Bench { which } => {
+            setup::run()?;
+            build_release(&root)?;
+            bench::run(&root, &which)
+        }
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs a command, echoing it, failing on a non-zero exit.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+pub fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn build_release(root: &Path) -> Result<()> {
+    run(cargo()
+        .current_dir(root)
+        .args(["build", "--release", "-p", "warden", "--bin", "warden"]))
+}
+
+fn lint(root: &Path) -> Result<()> {
+    run(cargo()
+        .current_dir(root)
+        .args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().current_dir(root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+fn test(root: &Path) -> Result<()> {
+    if !nix_is_root() {
+        bail!("the end-to-end tests load eBPF programs: run `cargo xtask test` as root");
+    }
+    // Unit tests of every crate, then the privileged end-to-end suites one at a
+    // time (they attach programs and create cgroups).
+    run(cargo()
+        .current_dir(root)
+        .args(["test", "--workspace", "--lib", "--bins"]))?;
+    run(cargo().current_dir(root).args([
+        "test",
+        "-p",
+        "warden",
+        "--tests",
+        "--",
+        "--test-threads=1",
+    ]))
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}

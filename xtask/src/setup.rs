@@ -1,0 +1,131 @@
+//! `cargo xtask setup`: make a fresh machine able to build and test Warden.
+//! Every step checks first and does nothing when already done.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::run;
+
+/// Debian packages the build, the tests and the demo use.
+const APT_PACKAGES: &[(&str, &str)] = &[
+    // (package, a file it provides that tells us it is installed)
+    ("bpftool", "/usr/sbin/bpftool"),
+    ("python3", "/usr/bin/python3"),
+    ("systemd", "/usr/bin/systemd-analyze"),
+    ("iproute2", "/usr/bin/ss"),
+];
+
+/// The bpf-linker release known to build against the nightly's LLVM 22.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> Result<()> {
+    apt()?;
+    rust_src()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+fn apt() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .filter(|(_, probe)| !std::path::Path::new(probe).exists())
+        .map(|(p, _)| *p)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing {}", missing.join(" "));
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing))
+}
+
+fn rust_src() -> Result<()> {
+    let out = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .context("running rustup (is the nightly toolchain installed?)")?;
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn bpf_linker() -> Result<()> {
+    let sysroot = Command::new("rustc")
+        .args(["+nightly", "--print", "sysroot"])
+        .output()
+        .context("rustc +nightly --print sysroot")?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    let libdir = sysroot.join("lib");
+    let llvm = std::fs::read_dir(&libdir)
+        .with_context(|| format!("listing {}", libdir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so.") || n.starts_with("libLLVM-"))
+        })
+        .with_context(|| format!("no libLLVM in {}", libdir.display()))?;
+    let llvm_major = llvm
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| {
+            n.trim_start_matches("libLLVM.so.")
+                .trim_start_matches("libLLVM-")
+                .split(['.', '-'])
+                .next()
+                .map(str::to_owned)
+        })
+        .context("cannot read the LLVM version of the nightly toolchain")?;
+
+    // Already built against this very libLLVM? (the stamp names it)
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .context("neither CARGO_HOME nor HOME is set")?;
+    let stamp = home.join("warden-bpf-linker.stamp");
+    let want = llvm.display().to_string();
+    let have_linker = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if have_linker && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == want) {
+        return Ok(());
+    }
+
+    let prefix = std::env::temp_dir().join("warden-llvm-prefix");
+    let lib = prefix.join("lib");
+    std::fs::create_dir_all(&lib)?;
+    let link = lib.join("libLLVM.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&llvm, &link)
+        .with_context(|| format!("symlinking {} -> {}", link.display(), llvm.display()))?;
+    let status = Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--force",
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{llvm_major}"),
+        ])
+        .env("LLVM_PREFIX", &prefix)
+        .status()
+        .context("cargo install bpf-linker")?;
+    if !status.success() {
+        bail!("cargo install bpf-linker failed: {status}");
+    }
+    std::fs::write(&stamp, want)?;
+    Ok(())
+}
