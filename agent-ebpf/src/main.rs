@@ -14,6 +14,8 @@
 #![no_std]
 #![no_main]
 
+use core::ptr::read_volatile;
+
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_SOCK_OPS_TCP_CONNECT_CB, bpf_sock_addr},
@@ -108,36 +110,59 @@ pub fn warden_sock_ops(ctx: SockOpsContext) -> u32 {
     if ctx.op() != BPF_SOCK_OPS_TCP_CONNECT_CB {
         return 1;
     }
-    let family = ctx.family();
-    let (src, dst) = if family == u32::from(AF_INET) {
+    // Every context field is read once, up front, with a volatile load at a
+    // constant offset: the verifier rejects loads through a context pointer
+    // that the compiler offset and then selected between branches.
+    let ops = ctx.ops;
+    // SAFETY: `ops` is the context pointer of this sock_ops invocation and
+    // every field read here is readable for sock_ops programs.
+    let (family, lip4, rip4, lip6, rip6, lport, rport) = unsafe {
         (
-            v4_mapped(ctx.local_ip4().to_ne_bytes()),
-            v4_mapped(ctx.remote_ip4().to_ne_bytes()),
+            read_volatile(&(*ops).family),
+            read_volatile(&(*ops).local_ip4),
+            read_volatile(&(*ops).remote_ip4),
+            [
+                read_volatile(&(*ops).local_ip6[0]),
+                read_volatile(&(*ops).local_ip6[1]),
+                read_volatile(&(*ops).local_ip6[2]),
+                read_volatile(&(*ops).local_ip6[3]),
+            ],
+            [
+                read_volatile(&(*ops).remote_ip6[0]),
+                read_volatile(&(*ops).remote_ip6[1]),
+                read_volatile(&(*ops).remote_ip6[2]),
+                read_volatile(&(*ops).remote_ip6[3]),
+            ],
+            read_volatile(&(*ops).local_port),
+            read_volatile(&(*ops).remote_port),
         )
+    };
+    let (src, dst) = if family == u32::from(AF_INET) {
+        (v4_mapped(lip4.to_ne_bytes()), v4_mapped(rip4.to_ne_bytes()))
     } else if family == u32::from(AF_INET6) {
-        let remote = words_to_bytes(ctx.remote_ip6());
+        let remote = words_to_bytes(rip6);
         if warden_common::is_v4_mapped(&remote) {
             // IPv4-mapped connect on a dual-stack socket: the IPv6 view of the
             // local address is only filled in after the IPv4 connect returns,
-            // so read the IPv4 fields the kernel already set.
-            (
-                v4_mapped(ctx.local_ip4().to_ne_bytes()),
-                v4_mapped(ctx.remote_ip4().to_ne_bytes()),
-            )
+            // so use the IPv4 fields the kernel already set.
+            (v4_mapped(lip4.to_ne_bytes()), v4_mapped(rip4.to_ne_bytes()))
         } else {
-            (words_to_bytes(ctx.local_ip6()), remote)
+            (words_to_bytes(lip6), remote)
         }
     } else {
         return 1;
     };
     // local_port is in host byte order; remote_port holds the network-order
     // port in one of its 16-bit halves depending on the kernel's conversion.
-    let rp = ctx.remote_port();
-    let rp = if rp & 0xffff == 0 { rp >> 16 } else { rp };
+    let rp = if rport & 0xffff == 0 {
+        rport >> 16
+    } else {
+        rport
+    };
     let key = TupleKey {
         src_addr: src,
         dst_addr: dst,
-        src_port: ctx.local_port() as u16,
+        src_port: lport as u16,
         dst_port: u16::from_be(rp as u16),
         _pad: 0,
     };
@@ -255,21 +280,20 @@ fn enrolled_cgroup(cgroup_id: u64) -> Option<u64> {
     if unsafe { ENROLLED_CGROUPS.get(&cgroup_id) }.is_some() {
         return Some(cgroup_id);
     }
-    let mut found = None;
-    let mut level = 0;
-    while level < MAX_CGROUP_DEPTH {
+    // Deepest level first, so the most specific enrollment wins; levels past
+    // the caller's depth return 0. Returning at the first hit keeps the
+    // verifier's view simple (no pointer merging across iterations).
+    let mut level = MAX_CGROUP_DEPTH - 1;
+    while level >= 0 {
         // SAFETY: no preconditions; returns 0 past the caller's depth.
         let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
-        if id == 0 {
-            break;
-        }
         // SAFETY: value unused, presence only.
-        if unsafe { ENROLLED_CGROUPS.get(&id) }.is_some() {
-            found = Some(id);
+        if id != 0 && unsafe { ENROLLED_CGROUPS.get(&id) }.is_some() {
+            return Some(id);
         }
-        level += 1;
+        level -= 1;
     }
-    found
+    None
 }
 
 fn proxy_port() -> u16 {

@@ -32,6 +32,12 @@ pub const HEARTBEAT_GRACE_NS: u64 = 3_000_000_000;
 
 const LINK_PREFIX: &str = "link_";
 
+/// Attach flags for cgroup links. `BPF_LINK_CREATE` refuses any flag for
+/// cgroup attach types: a link attachment always behaves as
+/// `BPF_F_ALLOW_MULTI`, so Warden's programs coexist with others (systemd's,
+/// a previous Warden's during a restart) at the same cgroup.
+const LINK_ATTACH_MODE: CgroupAttachMode = CgroupAttachMode::Single;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     #[error("warden must run as root (it loads eBPF programs and attaches them to cgroups)")]
@@ -232,7 +238,7 @@ impl Datapath {
                 .map_err(|source| DatapathError::Program { name, source })?
                 .id();
             let id = prog
-                .attach(&cgroup, CgroupAttachMode::AllowMultiple)
+                .attach(&cgroup, LINK_ATTACH_MODE)
                 .map_err(|source| DatapathError::Program { name, source })?;
             let link = prog
                 .take_link(id)
@@ -261,7 +267,7 @@ impl Datapath {
                 .map_err(|source| DatapathError::Program { name, source })?
                 .id();
             let id = prog
-                .attach(&cgroup, CgroupAttachMode::AllowMultiple)
+                .attach(&cgroup, LINK_ATTACH_MODE)
                 .map_err(|source| DatapathError::Program { name, source })?;
             let link = prog
                 .take_link(id)
