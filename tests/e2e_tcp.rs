@@ -38,15 +38,6 @@ fn account(name: &str, cgroups: &[&str], uids: &[u32], targets: &[&str]) -> Stri
     )
 }
 
-fn event_of<'a>(evs: &'a [Value], activity: &str) -> Option<&'a Value> {
-    evs.iter().find(|e| {
-        e["unmapped"]["warden"]["activity"].as_str() == Some(activity)
-            || e["activity_name"]
-                .as_str()
-                .is_some_and(|a| a.eq_ignore_ascii_case(activity))
-    })
-}
-
 fn activity_ids(evs: &[Value]) -> Vec<u64> {
     evs.iter()
         .filter_map(|e| e["activity_id"].as_u64())

@@ -170,16 +170,16 @@ pub fn warden_sock_ops(ctx: SockOpsContext) -> u32 {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: the value is copied out at once; PENDING entries are only written
     // by the connect programs for this same socket, which already returned.
-    match unsafe { PENDING.get(&cookie) } {
+    match unsafe { PENDING.get(cookie) } {
         Some(meta) => {
             let meta = *meta;
-            let _ = ORIG_DST.insert(&key, &meta, 0);
-            let _ = PENDING.remove(&cookie);
+            let _ = ORIG_DST.insert(key, meta, 0);
+            let _ = PENDING.remove(cookie);
         }
         None => {
             // Not one of ours: make sure no stale entry for this tuple (left by a
             // connection the proxy never accepted) can be claimed by it.
-            let _ = ORIG_DST.remove(&key);
+            let _ = ORIG_DST.remove(key);
         }
     }
     1
@@ -207,7 +207,7 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Optio
         _pad: [0; 6],
     };
     // SAFETY: copied out at once; TARGETS is only written by userspace.
-    let target = unsafe { *TARGETS.get(&tkey)? };
+    let target = unsafe { *TARGETS.get(tkey)? };
 
     // SAFETY: the helper has no preconditions in this program type.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
@@ -238,7 +238,7 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Optio
         Some(id) => (MATCH_CGROUP, id),
         None => {
             // SAFETY: the value is not used, only its presence.
-            if unsafe { ENROLLED_UIDS.get(&uid) }.is_some() {
+            if unsafe { ENROLLED_UIDS.get(uid) }.is_some() {
                 (MATCH_UID, u64::from(uid))
             } else {
                 return None;
@@ -268,7 +268,7 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Optio
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // If this insert fails the connection is still redirected: the proxy then
     // finds no metadata, refuses it and audits it. Never a silent bypass.
-    let _ = PENDING.insert(&cookie, &meta, 0);
+    let _ = PENDING.insert(cookie, meta, 0);
     Some(proxy_addr)
 }
 
@@ -277,7 +277,7 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Optio
 #[inline(always)]
 fn enrolled_cgroup(cgroup_id: u64) -> Option<u64> {
     // SAFETY: value unused, presence only.
-    if unsafe { ENROLLED_CGROUPS.get(&cgroup_id) }.is_some() {
+    if unsafe { ENROLLED_CGROUPS.get(cgroup_id) }.is_some() {
         return Some(cgroup_id);
     }
     // Deepest level first, so the most specific enrollment wins; levels past
@@ -288,7 +288,7 @@ fn enrolled_cgroup(cgroup_id: u64) -> Option<u64> {
         // SAFETY: no preconditions; returns 0 past the caller's depth.
         let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
         // SAFETY: value unused, presence only.
-        if id != 0 && unsafe { ENROLLED_CGROUPS.get(&id) }.is_some() {
+        if id != 0 && unsafe { ENROLLED_CGROUPS.get(id) }.is_some() {
             return Some(id);
         }
         level -= 1;

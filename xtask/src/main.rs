@@ -102,11 +102,30 @@ fn lint(root: &Path) -> Result<()> {
     run(cargo().current_dir(root).args([
         "clippy",
         "--workspace",
+        "--exclude",
+        "warden-ebpf",
         "--all-targets",
         "--",
         "-D",
         "warnings",
-    ]))
+    ]))?;
+    // The eBPF crate only builds for the BPF target, with the nightly toolchain.
+    run(Command::new("rustup")
+        .current_dir(root.join("agent-ebpf"))
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "clippy",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ]))
 }
 
 fn test(root: &Path) -> Result<()> {
