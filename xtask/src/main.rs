@@ -134,14 +134,20 @@ fn test(root: &Path) -> Result<()> {
     }
     // Unit tests of every crate, then the privileged end-to-end suites one at a
     // time (they attach programs and create cgroups).
-    run(cargo()
-        .current_dir(root)
-        .args(["test", "--workspace", "--lib", "--bins"]))?;
+    run(cargo().current_dir(root).args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "warden-ebpf",
+        "--lib",
+        "--bins",
+    ]))?;
     run(cargo().current_dir(root).args([
         "test",
         "-p",
         "warden",
-        "--tests",
+        "--test",
+        "*",
         "--",
         "--test-threads=1",
     ]))
