@@ -94,8 +94,11 @@ fn bpf_linker() -> Result<()> {
         .context("neither CARGO_HOME nor HOME is set")?;
     let stamp = home.join("warden-bpf-linker.stamp");
     let want = llvm.display().to_string();
+    // bpf-linker loads the nightly's libLLVM at run time (rustup puts the
+    // toolchain's lib dir on the library path when cargo runs it).
     let have_linker = Command::new("bpf-linker")
         .arg("--version")
+        .env("LD_LIBRARY_PATH", &libdir)
         .output()
         .is_ok_and(|o| o.status.success());
     if have_linker && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == want) {
