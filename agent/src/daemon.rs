@@ -337,7 +337,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
     while !shared.open_conns().is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = std::fs::remove_file(&shared.config.agent.control_socket);
+    let control_socket = shared.config.agent.control_socket.clone();
     if shared.detach_on_exit.load(Ordering::SeqCst) {
         // Unpinning releases the kernel's references; ours close at exit.
         let report = ebpf::uninstall(&shared.config.agent.bpf_pin_dir)?;
@@ -355,6 +355,8 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         Ok(Err(e)) => warn!(error = %e, "audit writer ended with an error"),
         Err(e) => warn!(error = %e, "audit writer task failed"),
     }
+    // Last: `warden uninstall` waits for the socket to disappear.
+    let _ = std::fs::remove_file(&control_socket);
     info!("warden stopped");
     Ok(())
 }

@@ -387,10 +387,16 @@ pub fn uninstall(pin_base: &Path) -> Result<UninstallReport, DatapathError> {
 
 fn remove_version_dir(dir: &Path) -> Result<UninstallReport, DatapathError> {
     let mut report = UninstallReport::default();
-    let entries = fs::read_dir(dir).map_err(|source| DatapathError::Io {
-        what: format!("listing {}", dir.display()),
-        source,
-    })?;
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
+        Err(source) => {
+            return Err(DatapathError::Io {
+                what: format!("listing {}", dir.display()),
+                source,
+            });
+        }
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let is_link = entry
@@ -401,29 +407,39 @@ fn remove_version_dir(dir: &Path) -> Result<UninstallReport, DatapathError> {
             release_pinned_link(&path)?;
             report.links_released += 1;
         } else {
-            fs::remove_file(&path).map_err(|source| DatapathError::Io {
-                what: format!("removing pin {}", path.display()),
-                source,
-            })?;
-            report.pins_removed += 1;
+            match fs::remove_file(&path) {
+                Ok(()) => report.pins_removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(DatapathError::Io {
+                        what: format!("removing pin {}", path.display()),
+                        source,
+                    });
+                }
+            }
         }
     }
-    fs::remove_dir(dir).map_err(|source| DatapathError::Io {
-        what: format!("removing {}", dir.display()),
-        source,
-    })?;
-    Ok(report)
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(report),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(report),
+        Err(source) => Err(DatapathError::Io {
+            what: format!("removing {}", dir.display()),
+            source,
+        }),
+    }
 }
 
 fn release_pinned_link(pin: &Path) -> Result<(), DatapathError> {
     match PinnedLink::from_pin(pin) {
-        Ok(link) => {
-            link.unpin().map_err(|source| DatapathError::Io {
+        Ok(link) => match link.unpin() {
+            Ok(_) => Ok(()),
+            // Someone else (a stopping daemon) unpinned it first.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(DatapathError::Io {
                 what: format!("unpinning {}", pin.display()),
                 source,
-            })?;
-            Ok(())
-        }
+            }),
+        },
         // Not a link (or already gone): remove whatever is there.
         Err(_) => match fs::remove_file(pin) {
             Ok(()) => Ok(()),
