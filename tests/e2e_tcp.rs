@@ -176,15 +176,30 @@ fn ungranted_target_and_unredirected_connections_are_refused_and_audited() {
     let app = env.cgroup("app");
     let db = EchoServer::start("127.0.0.2:0");
     let billing = EchoServer::start("127.0.0.2:0");
+    // Granted, but nothing listens there.
+    let down = format!("127.0.0.2:{}", free_port("127.0.0.2"));
     env.write_config(&format!(
-        "{}{}{}{}{}",
+        "{}{}{}{}{}{}",
         env.agent_table(false, ""),
         tcp_target("db", &db.addr.to_string()),
         tcp_target("billing", &billing.addr.to_string()),
-        account("app", &[&app], &[], &["db"]),
+        tcp_target("down", &down),
+        account("app", &[&app], &[], &["db", "down"]),
         account("billing-svc", &[], &[], &["billing"]),
     ));
     env.start();
+
+    // The open is on record before the upstream answers; its failure is
+    // recorded as the close, with the reason.
+    let port: u16 = down.rsplit(':').next().unwrap().parse().unwrap();
+    let r = env.client(&app, "127.0.0.2", port, 0, None);
+    assert!(!r.ok(), "a dead upstream cannot answer: {:?}", r.json);
+    let evs = env.events_for_client_port(r.local_port().unwrap(), 2);
+    assert_eq!(activity_ids(&evs), vec![1, 2], "{evs:#?}");
+    assert_eq!(
+        evs[1]["unmapped"]["warden"]["reason"],
+        "upstream_connect_failed"
+    );
 
     let r = env.client(&app, "127.0.0.2", billing.addr.port(), 0, None);
     assert!(!r.ok(), "ungranted target was reachable: {:?}", r.json);

@@ -54,9 +54,10 @@ pub fn run(root: &Path, which: &str) -> Result<()> {
 
     let listen_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let cfg = format!(
-        "[agent]\nlisten = \"127.0.0.1:{listen_port}\"\nstate_dir = \"{state}\"\nbpf_pin_dir = \"/sys/fs/bpf/warden-bench-{id}\"\ncontrol_socket = \"{sock}\"\ncgroup_root = \"/{base}\"\nagent_cgroup = \"/{base}-agent\"\nmax_connections = 20000\n\n[[target]]\nname = \"sink\"\nprotocol = \"tcp\"\naddress = \"{sink_addr}\"\n\n[[target]]\nname = \"echo\"\nprotocol = \"tcp\"\naddress = \"{echo_addr}\"\n\n[[account]]\nname = \"bench\"\ncgroups = [\"/{base}/enrolled\"]\ntargets = [\"sink\", \"echo\"]\n",
+        "[agent]\nlisten = \"127.0.0.1:{listen_port}\"\nstate_dir = \"{state}\"\nbpf_pin_dir = \"/sys/fs/bpf/warden-bench-{id}\"\ncontrol_socket = \"{sock}\"\ncgroup_root = \"/{base}\"\nagent_cgroup = \"/{base}-agent\"\nmax_connections = 20000\n{extra}\n\n[[target]]\nname = \"sink\"\nprotocol = \"tcp\"\naddress = \"{sink_addr}\"\n\n[[target]]\nname = \"echo\"\nprotocol = \"tcp\"\naddress = \"{echo_addr}\"\n\n[[account]]\nname = \"bench\"\ncgroups = [\"/{base}/enrolled\"]\ntargets = [\"sink\", \"echo\"]\n",
         state = tmp.join("state").display(),
         sock = tmp.join("control.sock").display(),
+        extra = std::env::var("WARDEN_BENCH_AGENT_EXTRA").unwrap_or_default(),
     );
     std::fs::write(&guard.config, cfg)?;
     let log = std::fs::File::create(tmp.join("warden.log"))?;

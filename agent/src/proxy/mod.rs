@@ -254,36 +254,42 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         )
         .await;
     };
-    let upstream = match upstream::connect(
-        target.address,
-        shared.config.agent.upstream_mark,
-        Duration::from_millis(shared.config.agent.connect_timeout_ms),
-    )
-    .await
-    {
-        Ok(u) => u,
-        Err(e) => {
-            return refuse(
-                &shared,
-                stream,
-                &p,
-                "upstream_connect_failed",
-                e.to_string(),
-            )
-            .await;
+    // The upstream connect and the commit of the open event run side by side;
+    // no byte is relayed before both are done (audit before effect).
+    let (upstream, audited) = tokio::join!(
+        upstream::connect(
+            target.address,
+            shared.config.agent.upstream_mark,
+            Duration::from_millis(shared.config.agent.connect_timeout_ms),
+        ),
+        shared
+            .audit
+            .record(p.event(ConnActivity::Open, Decision::Allowed)),
+    );
+    let upstream = match (upstream, audited) {
+        (Ok(u), Ok(_)) => u,
+        (upstream, Err(e)) => {
+            tracing::error!(error = %e, "audit store unavailable; refusing connection");
+            if let Ok(u) = upstream {
+                reset_on_close(&u);
+            }
+            return refuse(&shared, stream, &p, "audit_unavailable", e.to_string()).await;
+        }
+        (Err(e), Ok(_)) => {
+            // The open is on record, so the failure is recorded as its close.
+            info!(error = %e, "upstream connect failed");
+            reset_on_close(&stream);
+            drop(stream);
+            let mut ev = p.event(ConnActivity::Close, Decision::Allowed);
+            ev.reason = Some("upstream_connect_failed".into());
+            ev.detail = Some(e.to_string());
+            ev.duration_ms = started.elapsed().as_millis() as u64;
+            if let Err(e) = shared.audit.record(ev).await {
+                tracing::error!(error = %e, "could not audit a failed upstream connect");
+            }
+            return;
         }
     };
-    // Audit before effect: no byte is relayed before the open is committed.
-    if let Err(e) = shared
-        .audit
-        .record(p.event(ConnActivity::Open, Decision::Allowed))
-        .await
-    {
-        tracing::error!(error = %e, "audit store unavailable; refusing connection");
-        reset_on_close(&upstream);
-        drop(upstream);
-        return refuse(&shared, stream, &p, "audit_unavailable", e.to_string()).await;
-    }
     shared.conns_insert(
         session,
         OpenConn {

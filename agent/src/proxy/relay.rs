@@ -1,8 +1,15 @@
-//! The byte relay for `protocol = "tcp"`: both directions at once, half-close
-//! passed through (EOF on one side shuts down writing on the other), bounded
-//! buffers, byte counts kept even when a side fails.
+//! The byte relay for `protocol = "tcp"`: both directions at once, with
+//! splice(2) through a pipe so payload bytes never enter userspace; half-close
+//! passed through (EOF on one side shuts down writing on the other); bounded
+//! by the pipe size; byte counts kept even when a side fails. Pipes are
+//! created on a direction's first data, so idle connections hold none.
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::OwnedFd;
+
+use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -15,15 +22,13 @@ pub struct RelayCounts {
     pub error: Option<String>,
 }
 
-pub async fn relay(mut client: TcpStream, mut upstream: TcpStream, buf_size: usize) -> RelayCounts {
-    let (mut cr, mut cw) = client.split();
-    let (mut ur, mut uw) = upstream.split();
+pub async fn relay(client: TcpStream, upstream: TcpStream, pipe_size: usize) -> RelayCounts {
     let mut up = 0u64;
     let mut down = 0u64;
     let mut error = None;
     {
-        let up_fut = pump(&mut cr, &mut uw, buf_size, &mut up);
-        let down_fut = pump(&mut ur, &mut cw, buf_size, &mut down);
+        let up_fut = pump(&client, &upstream, pipe_size, &mut up);
+        let down_fut = pump(&upstream, &client, pipe_size, &mut down);
         tokio::pin!(up_fut, down_fut);
         let (mut up_done, mut down_done) = (false, false);
         while !(up_done && down_done) {
@@ -42,27 +47,72 @@ pub async fn relay(mut client: TcpStream, mut upstream: TcpStream, buf_size: usi
     RelayCounts { up, down, error }
 }
 
-async fn pump<R, W>(r: &mut R, w: &mut W, buf_size: usize, count: &mut u64) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; buf_size];
+const SPLICE_FLAGS: SpliceFFlags =
+    SpliceFFlags::SPLICE_F_NONBLOCK.union(SpliceFFlags::SPLICE_F_MOVE);
+
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    size: usize,
+}
+
+fn new_pipe(want: usize) -> io::Result<Pipe> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+    // A larger pipe means fewer splice calls per byte; the kernel may cap the
+    // size (fs.pipe-max-size), in which case the default stays.
+    let size = fcntl(&write, FcntlArg::F_SETPIPE_SZ(want as i32))
+        .map(|s| s as usize)
+        .unwrap_or(64 * 1024);
+    Ok(Pipe { read, write, size })
+}
+
+/// One direction: `src` → pipe → `dst` until `src` reaches EOF (then `dst`'s
+/// write side is shut down) or an error.
+async fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    pipe_size: usize,
+    count: &mut u64,
+) -> io::Result<()> {
+    let mut pipe: Option<Pipe> = None;
     loop {
-        let n = r.read(&mut buf).await?;
+        src.readable().await?;
+        let p = match &mut pipe {
+            Some(p) => p,
+            None => pipe.insert(new_pipe(pipe_size)?),
+        };
+        let n = match src.try_io(Interest::READABLE, || {
+            splice(src, None, &p.write, None, p.size, SPLICE_FLAGS).map_err(io::Error::from)
+        }) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             // Half-close: tell the other side we are done sending.
-            w.shutdown().await?;
-            return Ok(());
+            return socket2::SockRef::from(dst).shutdown(Shutdown::Write);
         }
-        w.write_all(&buf[..n]).await?;
-        *count += n as u64;
+        let mut left = n;
+        while left > 0 {
+            dst.writable().await?;
+            match dst.try_io(Interest::WRITABLE, || {
+                splice(&p.read, None, dst, None, left, SPLICE_FLAGS).map_err(io::Error::from)
+            }) {
+                Ok(m) => {
+                    left -= m;
+                    *count += m as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     async fn pair() -> (TcpStream, TcpStream) {
