@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 const BULK_BYTES: u64 = 1 << 30; // 1 GiB per throughput run
+const BULK_RUNS: usize = 3;
 const LATENCY_ITERS: usize = 2000;
 const IDLE_CONNS: usize = 1000;
 
@@ -53,65 +54,64 @@ pub fn run(root: &Path, which: &str) -> Result<()> {
     std::thread::spawn(move || serve(echo, true));
 
     let listen_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let cfg = format!(
-        "[agent]\nlisten = \"127.0.0.1:{listen_port}\"\nstate_dir = \"{state}\"\nbpf_pin_dir = \"/sys/fs/bpf/warden-bench-{id}\"\ncontrol_socket = \"{sock}\"\ncgroup_root = \"/{base}\"\nagent_cgroup = \"/{base}-agent\"\nmax_connections = 20000\n{extra}\n\n[[target]]\nname = \"sink\"\nprotocol = \"tcp\"\naddress = \"{sink_addr}\"\n\n[[target]]\nname = \"echo\"\nprotocol = \"tcp\"\naddress = \"{echo_addr}\"\n\n[[account]]\nname = \"bench\"\ncgroups = [\"/{base}/enrolled\"]\ntargets = [\"sink\", \"echo\"]\n",
-        state = tmp.join("state").display(),
-        sock = tmp.join("control.sock").display(),
-        extra = std::env::var("WARDEN_BENCH_AGENT_EXTRA").unwrap_or_default(),
-    );
-    std::fs::write(&guard.config, cfg)?;
-    let log = std::fs::File::create(tmp.join("warden.log"))?;
-    let child = Command::new(&guard.warden)
-        .arg("--config")
-        .arg(&guard.config)
-        .arg("run")
-        .stderr(log)
-        .stdout(Stdio::null())
-        .spawn()?;
-    let pid = child.id();
-    guard.daemon = Some(child);
-    let start = Instant::now();
-    while std::os::unix::net::UnixStream::connect(tmp.join("control.sock")).is_err() {
-        if start.elapsed() > Duration::from_secs(20) {
-            bail!(
-                "warden did not start: {}",
-                std::fs::read_to_string(tmp.join("warden.log"))?
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let config = |sync: &str| {
+        format!(
+            "[agent]\nlisten = \"127.0.0.1:{listen_port}\"\nstate_dir = \"{state}\"\nbpf_pin_dir = \"/sys/fs/bpf/warden-bench-{id}\"\ncontrol_socket = \"{sock}\"\ncgroup_root = \"/{base}\"\nagent_cgroup = \"/{base}-agent\"\nmax_connections = 20000\n\n[audit]\nsynchronous = \"{sync}\"\n\n[[target]]\nname = \"sink\"\nprotocol = \"tcp\"\naddress = \"{sink_addr}\"\n\n[[target]]\nname = \"echo\"\nprotocol = \"tcp\"\naddress = \"{echo_addr}\"\n\n[[account]]\nname = \"bench\"\ncgroups = [\"/{base}/enrolled\"]\ntargets = [\"sink\", \"echo\"]\n",
+            state = tmp.join("state").display(),
+            sock = tmp.join("control.sock").display(),
+        )
+    };
+    std::fs::write(&guard.config, config("full"))?;
+    let pid = guard.start()?;
     let rss_start = rss_kib(pid)?;
 
-    println!("relay benchmark (loopback, 127.0.0.2), Warden audit synchronous=full");
+    println!("relay benchmark on this host (loopback, server on 127.0.0.2), one run");
     println!(
-        "{:<28} {:>14} {:>14} {:>9}",
-        "", "direct", "via warden", "ratio"
+        "{:<34} {:>13} {:>13} {:>10}",
+        "", "direct", "via warden", ""
     );
-    let t_direct = client(&direct, "bulk", sink_addr)?;
-    let t_warden = client(&enrolled, "bulk", sink_addr)?;
-    let (d, w) = (t_direct.value("mib_s")?, t_warden.value("mib_s")?);
+    // Bulk: alternate direct and Warden runs, report the median of each.
+    let mut bulk_d = Vec::new();
+    let mut bulk_w = Vec::new();
+    for _ in 0..BULK_RUNS {
+        bulk_d.push(client(&direct, "bulk", sink_addr)?.value("mib_s")?);
+        bulk_w.push(client(&enrolled, "bulk", sink_addr)?.value("mib_s")?);
+    }
+    // Reference: the same transfer through socat, a plain userspace copy
+    // relay, shows what relaying through any local proxy costs on this host.
+    let mut bulk_s = Vec::new();
+    if let Some(mut socat) = start_socat(sink_addr)? {
+        for _ in 0..BULK_RUNS {
+            bulk_s.push(client(&direct, "bulk", SOCAT_ADDR.parse()?)?.value("mib_s")?);
+        }
+        let _ = socat.kill();
+        let _ = socat.wait();
+    }
+    let (d, w) = (median(&mut bulk_d), median(&mut bulk_w));
     println!(
-        "{:<28} {:>10.0} MiB/s {:>10.0} MiB/s {:>8.1}%",
-        "bulk upload 1 GiB",
+        "{:<34} {:>7.0} MiB/s {:>7.0} MiB/s {:>9.1}%",
+        format!("bulk 1 GiB upload (median of {BULK_RUNS})"),
         d,
         w,
         100.0 * w / d
     );
 
-    let l_direct = client(&direct, "latency", echo_addr)?;
-    let l_warden = client(&enrolled, "latency", echo_addr)?;
-    for key in ["p50_us", "p99_us"] {
-        let (d, w) = (l_direct.value(key)?, l_warden.value(key)?);
+    if !bulk_s.is_empty() {
+        let s = median(&mut bulk_s);
         println!(
-            "{:<28} {:>11.0} µs {:>11.0} µs {:>+8.0} µs",
-            format!("connect+echo {}", &key[..3]),
-            d,
-            w,
-            w - d
+            "{:<34} {:>13} {:>7.0} MiB/s {:>9.1}%   (reference: socat relay)",
+            "bulk 1 GiB upload via socat",
+            "",
+            s,
+            100.0 * s / d
         );
     }
 
-    let idle = Command::new("sh")
+    let l_direct = client(&direct, "latency", echo_addr)?;
+    let l_warden = client(&enrolled, "latency", echo_addr)?;
+    print_latency("synchronous=full", &l_direct, &l_warden)?;
+
+    let mut idle = Command::new("sh")
         .arg("-c")
         .arg(format!(
             "echo $$ > '{}' && exec '{}' bench-client idle {echo_addr}",
@@ -121,7 +121,6 @@ pub fn run(root: &Path, which: &str) -> Result<()> {
         .stdout(Stdio::piped())
         .stdin(Stdio::piped())
         .spawn()?;
-    let mut idle = idle;
     let mut out = idle.stdout.take().context("idle client stdout")?;
     let mut ready = [0u8; 6];
     out.read_exact(&mut ready)?; // "ready\n" once all connections are open
@@ -130,12 +129,20 @@ pub fn run(root: &Path, which: &str) -> Result<()> {
     drop(idle.stdin.take()); // EOF tells the client to close everything
     let _ = idle.wait();
     println!(
-        "{:<28} {:>14} {:>11.1} MB {:>9}",
-        format!("agent RSS, {IDLE_CONNS} idle conns"),
+        "{:<34} {:>13} {:>10.1} MB   (agent RSS at start: {:.1} MB)",
+        format!("agent RSS, {IDLE_CONNS} idle relayed conns"),
         "",
         rss_idle as f64 / 1024.0,
-        format!("(idle {:.1} MB)", rss_start as f64 / 1024.0)
+        rss_start as f64 / 1024.0
     );
+
+    // The same latency run with the audit store's fsync per commit off.
+    guard.stop();
+    std::fs::write(&guard.config, config("normal"))?;
+    guard.start()?;
+    let l_direct = client(&direct, "latency", echo_addr)?;
+    let l_warden = client(&enrolled, "latency", echo_addr)?;
+    print_latency("synchronous=normal", &l_direct, &l_warden)?;
     guard.stop();
     Ok(())
 }
@@ -195,6 +202,47 @@ pub fn client_main(mode: &str, addr: &str) -> Result<()> {
             drop(conns);
         }
         other => bail!("unknown client mode {other}"),
+    }
+    Ok(())
+}
+
+const SOCAT_ADDR: &str = "127.0.0.4:17099";
+
+/// socat relaying SOCAT_ADDR → `to`, when socat is installed.
+fn start_socat(to: SocketAddr) -> Result<Option<Child>> {
+    let Ok(child) = Command::new("socat")
+        .arg("TCP-LISTEN:17099,bind=127.0.0.4,reuseaddr,fork")
+        .arg(format!("TCP:{to}"))
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return Ok(None);
+    };
+    let start = Instant::now();
+    while TcpStream::connect_timeout(&SOCAT_ADDR.parse()?, Duration::from_millis(100)).is_err() {
+        if start.elapsed() > Duration::from_secs(5) {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Some(child))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn print_latency(label: &str, d: &Figures, w: &Figures) -> Result<()> {
+    for key in ["p50_us", "p99_us"] {
+        let (d, w) = (d.value(key)?, w.value(key)?);
+        println!(
+            "{:<34} {:>10.0} µs {:>10.0} µs {:>+7.0} µs",
+            format!("connect+echo {} ({label})", &key[..3]),
+            d,
+            w,
+            w - d
+        );
     }
     Ok(())
 }
@@ -274,6 +322,34 @@ struct Guard {
 }
 
 impl Guard {
+    /// Starts Warden with `self.config`; returns its pid once it answers.
+    fn start(&mut self) -> Result<u32> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.tmp.join("warden.log"))?;
+        let child = Command::new(&self.warden)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .stderr(log)
+            .stdout(Stdio::null())
+            .spawn()?;
+        let pid = child.id();
+        self.daemon = Some(child);
+        let start = Instant::now();
+        while std::os::unix::net::UnixStream::connect(self.tmp.join("control.sock")).is_err() {
+            if start.elapsed() > Duration::from_secs(20) {
+                bail!(
+                    "warden did not start: {}",
+                    std::fs::read_to_string(self.tmp.join("warden.log"))?
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(pid)
+    }
+
     fn stop(&mut self) {
         let _ = Command::new(&self.warden)
             .arg("--config")

@@ -15,6 +15,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("python3", "/usr/bin/python3"),
     ("systemd", "/usr/bin/systemd-analyze"),
     ("iproute2", "/usr/bin/ss"),
+    ("socat", "/usr/bin/socat"),
 ];
 
 /// The bpf-linker release known to build against the nightly's LLVM 22.
