@@ -553,3 +553,54 @@ fn not_root_is_one_clear_sentence() {
     assert!(err.contains("must run as root"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
 }
+
+/// The control socket is root-only twice over: mode 0600, and a peer that is
+/// not uid 0 is refused by SO_PEERCRED even if the mode were loosened.
+#[test]
+fn control_socket_refuses_non_root_peers() {
+    let mut env = TestEnv::new();
+    env.write_config(&env.agent_table(false, ""));
+    env.start();
+    use std::os::unix::fs::PermissionsExt;
+    let sock = env.control_socket();
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "control socket mode");
+    std::fs::set_permissions(env.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&env.config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let as_nobody = || {
+        std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", WARDEN, "--config"])
+            .arg(&env.config_path)
+            .arg("status")
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+    // Loosen the mode: the daemon itself must still refuse.
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = as_nobody();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the control socket is for root only"), "{err}");
+}
+
+/// Under systemd (`Type=notify`) the daemon reports READY=1 once its
+/// programs are attached and the proxy listens.
+#[test]
+fn daemon_notifies_systemd_when_ready() {
+    let mut env = TestEnv::new();
+    env.write_config(&env.agent_table(false, ""));
+    let notify = env.tmp.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    env.start_with_env(&[("NOTIFY_SOCKET", notify.to_str().unwrap())]);
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("a notification");
+    let msg = String::from_utf8_lossy(&buf[..n]);
+    assert!(msg.contains("READY=1"), "{msg}");
+    // By the time READY=1 is sent, the programs are attached.
+    assert_eq!(env.status_json()["programs"].as_array().unwrap().len(), 3);
+}

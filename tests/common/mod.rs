@@ -207,6 +207,12 @@ impl TestEnv {
     }
 
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts the daemon with extra environment variables and waits until its
+    /// control socket answers.
+    pub fn start_with_env(&mut self, envs: &[(&str, &str)]) {
         assert!(self.daemon.is_none(), "daemon already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -218,6 +224,7 @@ impl TestEnv {
             .arg(&self.config_path)
             .arg("run")
             .env("WARDEN_LOG", "debug")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -16,6 +16,8 @@ use crate::daemon::{Shared, lock};
 
 /// Largest request accepted (a request is a few hundred bytes).
 const MAX_REQUEST: u64 = 64 * 1024;
+/// A client that sends no complete request within this time is dropped.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     let io = |source| ControlError::Io {
@@ -74,15 +76,22 @@ async fn handle(stream: UnixStream, shared: &Shared) -> Result<(), ControlError>
     };
     let cred = stream.peer_cred().map_err(io)?;
     let (r, mut w) = stream.into_split();
+    // Read the request first, from every peer (bounded in size and time), so
+    // a refused client gets its answer instead of a broken pipe.
+    let mut line = String::new();
+    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(r, MAX_REQUEST));
+    match tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line)).await {
+        Ok(read) => {
+            read.map_err(io)?;
+        }
+        Err(_) => return Ok(()),
+    }
     let response = if cred.uid() != 0 {
         warn!(peer.uid = cred.uid(), peer.pid = ?cred.pid(), "control request from non-root peer refused");
         Response::Error {
             message: "permission denied: the control socket is for root only".into(),
         }
     } else {
-        let mut line = String::new();
-        let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(r, MAX_REQUEST));
-        reader.read_line(&mut line).await.map_err(io)?;
         match serde_json::from_str::<Request>(&line) {
             Ok(req) => dispatch(req, shared, cred.pid()),
             Err(e) => Response::Error {
