@@ -48,7 +48,6 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// The diagnostics of an `Invalid` error (empty for `Read`).
-    #[cfg(test)]
     pub fn diagnostics(&self) -> &[Diagnostic] {
         match self {
             ConfigError::Read { .. } => &[],

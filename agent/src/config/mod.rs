@@ -98,7 +98,6 @@ impl Config {
     }
 
     /// The `[[target]]` named `name`.
-    #[cfg(test)]
     pub fn target(&self, name: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.name == name)
     }

@@ -1,0 +1,14 @@
+//! Warden's userspace agent as a library: the daemon (`daemon`), its
+//! subsystems, and the CLI commands. The `warden` binary is a thin `main`
+//! over [`commands::dispatch`]; fuzz targets and benches use the modules
+//! directly.
+
+pub mod audit;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod ebpf;
+pub mod identity;
+pub mod proxy;
