@@ -21,7 +21,7 @@ use aya_ebpf::{
     bindings::{BPF_SOCK_OPS_TCP_CONNECT_CB, bpf_sock_addr},
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_socket_cookie,
-        bpf_ktime_get_ns,
+        bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
     },
     macros::{cgroup_sock_addr, map, sock_ops},
     maps::{Array, HashMap, LruHashMap},
@@ -258,8 +258,10 @@ fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Optio
         gid: ctx.gid(),
         cgroup_id,
         matched_id,
+        // CLOCK_BOOTTIME, the clock of a process's start time in /proc, so
+        // userspace can tell a reused pid from the caller.
         // SAFETY: no preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
         comm,
         target_id: target.target_id,
         _pad: 0,

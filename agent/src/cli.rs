@@ -53,6 +53,9 @@ pub struct SelectorArgs {
     /// cgroup2 path relative to the cgroup2 mount, e.g. /system.slice/orders-api.service
     #[arg(long)]
     pub cgroup: Option<String>,
+    /// systemd unit, e.g. orders-api.service (follows the unit across restarts)
+    #[arg(long)]
+    pub unit: Option<String>,
     /// Numeric uid.
     #[arg(long)]
     pub uid: Option<u32>,

@@ -133,10 +133,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn selector(s: SelectorArgs) -> anyhow::Result<Selector> {
-    match (s.cgroup, s.uid) {
-        (Some(c), None) => Ok(Selector::Cgroup(c)),
-        (None, Some(u)) => Ok(Selector::Uid(u)),
-        _ => bail!("give exactly one of --cgroup or --uid"),
+    match (s.cgroup, s.unit, s.uid) {
+        (Some(c), None, None) => Ok(Selector::Cgroup(c)),
+        (None, Some(u), None) => Ok(Selector::Unit(u)),
+        (None, None, Some(u)) => Ok(Selector::Uid(u)),
+        _ => bail!("give exactly one of --cgroup, --unit or --uid"),
     }
 }
 
@@ -192,7 +193,15 @@ fn print_status(st: &crate::control::StatusReport) {
     println!("  enrollments:");
     for e in &st.enrollments {
         let id = e.cgroup_id.map(|i| format!(" id={i}")).unwrap_or_default();
-        println!("    {} {}{} ({:?})", e.account, e.selector, id, e.source);
+        let path = e
+            .cgroup_path
+            .as_ref()
+            .map(|p| format!(" -> {p}"))
+            .unwrap_or_default();
+        println!(
+            "    {} {}{}{} ({:?})",
+            e.account, e.selector, path, id, e.source
+        );
     }
     println!(
         "  connections: {} open, {} relayed, {} closed, {} refused",

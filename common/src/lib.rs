@@ -128,7 +128,8 @@ pub struct ConnMeta {
     pub cgroup_id: u64,
     /// The enrolled cgroup id (the caller's or an ancestor's) or the enrolled uid.
     pub matched_id: u64,
-    /// `bpf_ktime_get_ns()` at connect time (CLOCK_MONOTONIC).
+    /// `bpf_ktime_get_boot_ns()` at connect time (CLOCK_BOOTTIME, the clock
+    /// of `/proc/<pid>/stat`'s start time).
     pub ts_ns: u64,
     pub comm: [u8; COMM_LEN],
     /// `TargetValue::target_id` of the destination.

@@ -331,7 +331,9 @@ mod tests {
         );
         assert_eq!(
             field_names::<Account>(),
-            ["name", "cgroups", "uids", "targets"]
+            [
+                "name", "units", "cgroups", "uids", "targets", "exe", "identity"
+            ]
         );
         assert!(field_names::<AgentSection>().contains(&"relay_buffer_bytes"));
         assert_eq!(

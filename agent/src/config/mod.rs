@@ -15,7 +15,7 @@
 mod error;
 mod load;
 pub mod model;
-mod validate;
+pub mod validate;
 
 use std::fs;
 use std::net::SocketAddr;
@@ -160,9 +160,12 @@ targets = ["orders-db"]
             c.accounts,
             vec![Account {
                 name: "orders-api".into(),
+                units: vec![],
                 cgroups: vec!["/system.slice/orders-api.service".into()],
                 uids: vec![1001],
                 targets: vec!["orders-db".into()],
+                exe: None,
+                identity: None,
             }]
         );
         assert_eq!(c.source, PathBuf::from("/etc/warden/warden.toml"));

@@ -97,6 +97,11 @@ pub struct Target {
 #[serde(deny_unknown_fields)]
 pub struct Account {
     pub name: String,
+    /// systemd units whose cgroup belongs to this account, e.g.
+    /// `orders-api.service`; resolved to the unit's cgroup2 path under its
+    /// slice, and re-resolved when the unit restarts.
+    #[serde(default)]
+    pub units: Vec<String>,
     /// cgroup2 paths relative to the cgroup2 mount, e.g. `/system.slice/x.service`.
     #[serde(default)]
     pub cgroups: Vec<String>,
@@ -105,6 +110,86 @@ pub struct Account {
     /// Names of `[[target]]`s this account may reach.
     #[serde(default)]
     pub targets: Vec<String>,
+    /// Executable pin: connections whose process runs another binary are
+    /// refused (`identity_mismatch`).
+    #[serde(default)]
+    pub exe: Option<ExePin>,
+    /// Where the account's identity token comes from.
+    #[serde(default)]
+    pub identity: Option<IdentityConfig>,
+}
+
+/// `exe = { path = "/usr/bin/orders-api", sha256 = "…" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExePin {
+    /// Absolute path of the executable (`/proc/<pid>/exe`).
+    pub path: PathBuf,
+    /// Lowercase hex SHA-256 of the executable's bytes.
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+/// `identity = { kind = "token_file", … }` or `identity = { kind = "mint" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub kind: IdentityKind,
+    /// `token_file`: the JWT on disk (re-read when it changes).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// `token_file`: JWKS on disk; exactly one of `jwks_file`, `jwks_url`.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// `token_file`: JWKS over HTTPS.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// `token_file`: CA bundle for `jwks_url` (default: the system roots).
+    #[serde(default)]
+    pub jwks_ca_file: Option<PathBuf>,
+    /// `token_file`: required `iss`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Required `aud` (`token_file`), or the `aud` of minted tokens (`mint`).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// `token_file`: exact `sub` the token must carry.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// `token_file`: `sub` must be `spiffe://<domain>/…`.
+    #[serde(default)]
+    pub spiffe_trust_domain: Option<String>,
+    /// `token_file`: accepted `alg`s (RS256, RS384, RS512, PS256, ES256, ES384, EdDSA).
+    #[serde(default = "defaults::algorithms")]
+    pub algorithms: Vec<String>,
+    /// `token_file`: clock leeway in seconds (at most 60).
+    #[serde(default = "defaults::leeway_secs")]
+    pub leeway_secs: u64,
+    /// `token_file`: least time between two JWKS fetches caused by an unknown `kid`.
+    #[serde(default = "defaults::refresh_cooldown_secs")]
+    pub refresh_cooldown_secs: u64,
+    /// `token_file`: check the token once per connection (default) or before
+    /// every command of protocols that have commands.
+    #[serde(default)]
+    pub recheck: Recheck,
+    /// `mint`: lifetime of minted tokens in seconds.
+    #[serde(default = "defaults::mint_ttl_secs")]
+    pub ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityKind {
+    TokenFile,
+    Mint,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recheck {
+    #[default]
+    PerConnection,
+    PerCommand,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -319,6 +404,21 @@ pub mod defaults {
     }
     pub fn relay_buffer_bytes() -> usize {
         64 * 1024
+    }
+    pub fn algorithms() -> Vec<String> {
+        ["RS256", "PS256", "ES256", "ES384", "EdDSA"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+    pub fn leeway_secs() -> u64 {
+        30
+    }
+    pub fn refresh_cooldown_secs() -> u64 {
+        30
+    }
+    pub fn mint_ttl_secs() -> u64 {
+        300
     }
     pub fn max_connections() -> usize {
         10_000

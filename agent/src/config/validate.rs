@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::error::{Diags, index, join};
 use super::load::Decoded;
-use super::model::{Listen6, Protocol, Target};
+use super::model::{IdentityConfig, IdentityKind, Listen6, Protocol, Target};
 
 /// Protocols this build can relay.
 const SUPPORTED_PROTOCOLS: &[Protocol] = &[Protocol::Tcp];
@@ -228,6 +228,7 @@ fn check_accounts(d: &Decoded, diags: &mut Diags<'_>) {
     // First claim of each cgroup path / uid: (account index, key of the claim).
     let mut cgroups: HashMap<&str, (usize, String)> = HashMap::new();
     let mut uids: HashMap<u32, (usize, String)> = HashMap::new();
+    let mut units: HashMap<&str, (usize, String)> = HashMap::new();
     let label = |i: usize| match d.accounts.get(i) {
         Some(Some(a)) => format!("account {:?}", a.name),
         _ => index("account", i),
@@ -311,11 +312,149 @@ fn check_accounts(d: &Decoded, diags: &mut Diags<'_>) {
             }
         }
 
+        for (j, unit) in a.units.iter().enumerate() {
+            let key = index(&join(&at, "units"), j);
+            if let Some(problem) = unit_name_problem(unit) {
+                diags.at(&key, format!("invalid unit name {unit:?}: {problem}"));
+            }
+            match units.get(unit.as_str()) {
+                Some((owner, first)) if *owner != i => {
+                    let line = diags.line_of(first);
+                    diags.at(
+                        &key,
+                        format!(
+                            "unit {unit:?} is claimed by both {} (line {line}) and {}",
+                            label(*owner),
+                            label(i)
+                        ),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    units.insert(unit, (i, key));
+                }
+            }
+        }
+
+        if let Some(exe) = &a.exe {
+            let key = join(&at, "exe");
+            check_absolute(&join(&key, "path"), &exe.path, diags);
+            if let Some(h) = &exe.sha256
+                && !(h.len() == 64
+                    && h.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            {
+                diags.at(
+                    &join(&key, "sha256"),
+                    "must be 64 lowercase hex digits (the output of sha256sum)",
+                );
+            }
+        }
+
+        if let Some(id) = &a.identity {
+            check_identity(&join(&at, "identity"), id, diags);
+        }
+
         for (j, t) in a.targets.iter().enumerate() {
             if !target_names.contains(t.as_str()) {
                 diags.at(
                     &index(&join(&at, "targets"), j),
                     format!("unknown target {t:?} (no [[target]] has name = {t:?})"),
+                );
+            }
+        }
+    }
+}
+
+/// Algorithms an identity token may be signed with. Never `none`, never HS*.
+pub const TOKEN_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA",
+];
+
+fn check_identity(key: &str, id: &IdentityConfig, diags: &mut Diags<'_>) {
+    let field = |name: &str| join(key, name);
+    match id.kind {
+        IdentityKind::TokenFile => {
+            match &id.token_file {
+                Some(p) => check_absolute(&field("token_file"), p, diags),
+                None => diags.at(key, "kind = \"token_file\" needs token_file"),
+            }
+            match (&id.jwks_file, &id.jwks_url) {
+                (Some(p), None) => check_absolute(&field("jwks_file"), p, diags),
+                (None, Some(u)) => {
+                    if !u.starts_with("https://") {
+                        diags.at(
+                            &field("jwks_url"),
+                            format!("must be an https:// URL, got {u:?}"),
+                        );
+                    }
+                }
+                (Some(_), Some(_)) => {
+                    diags.at(&field("jwks_url"), "give jwks_file or jwks_url, not both")
+                }
+                (None, None) => diags.at(key, "kind = \"token_file\" needs jwks_file or jwks_url"),
+            }
+            if let Some(p) = &id.jwks_ca_file {
+                check_absolute(&field("jwks_ca_file"), p, diags);
+                if id.jwks_url.is_none() {
+                    diags.at(&field("jwks_ca_file"), "only used with jwks_url");
+                }
+            }
+            for (name, v) in [("issuer", &id.issuer), ("audience", &id.audience)] {
+                match v {
+                    Some(v) if v.is_empty() => diags.at(&field(name), "must not be empty"),
+                    Some(_) => {}
+                    None => diags.at(key, format!("kind = \"token_file\" needs {name}")),
+                }
+            }
+            if id.subject.is_some() && id.spiffe_trust_domain.is_some() {
+                diags.at(
+                    &field("spiffe_trust_domain"),
+                    "give subject or spiffe_trust_domain, not both",
+                );
+            }
+            if id.algorithms.is_empty() {
+                diags.at(&field("algorithms"), "must name at least one algorithm");
+            }
+            for (j, alg) in id.algorithms.iter().enumerate() {
+                if !TOKEN_ALGORITHMS.contains(&alg.as_str()) {
+                    diags.at(
+                        &index(&field("algorithms"), j),
+                        format!(
+                            "algorithm {alg:?} is not allowed (allowed: {})",
+                            TOKEN_ALGORITHMS.join(", ")
+                        ),
+                    );
+                }
+            }
+            if id.leeway_secs > 60 {
+                diags.at(
+                    &field("leeway_secs"),
+                    format!("must be at most 60, got {}", id.leeway_secs),
+                );
+            }
+        }
+        IdentityKind::Mint => {
+            for (name, set) in [
+                ("token_file", id.token_file.is_some()),
+                ("jwks_file", id.jwks_file.is_some()),
+                ("jwks_url", id.jwks_url.is_some()),
+                ("jwks_ca_file", id.jwks_ca_file.is_some()),
+                ("issuer", id.issuer.is_some()),
+                ("subject", id.subject.is_some()),
+                ("spiffe_trust_domain", id.spiffe_trust_domain.is_some()),
+            ] {
+                if set {
+                    diags.at(
+                        &field(name),
+                        format!("{name} is not used with kind = \"mint\""),
+                    );
+                }
+            }
+            if !(10..=3600).contains(&id.ttl_secs) {
+                diags.at(
+                    &field("ttl_secs"),
+                    format!("must be between 10 and 3600, got {}", id.ttl_secs),
                 );
             }
         }
@@ -337,7 +476,15 @@ fn check_absolute(key: &str, path: &Path, diags: &mut Diags<'_>) {
 /// A cgroup2 path relative to the cgroup2 mount: `/a/b`, no `.`/`..` or empty
 /// segments, no trailing `/`. The root `/` itself only when `allow_root`.
 fn check_cgroup(key: &str, path: &str, allow_root: bool, diags: &mut Diags<'_>) {
-    let problem = if path == "/" {
+    if let Some(problem) = cgroup_path_problem(path, allow_root) {
+        diags.at(key, format!("invalid cgroup path {path:?}: {problem}"));
+    }
+}
+
+/// What is wrong with a cgroup2 path (relative to the mount), if anything.
+/// Shared by the config checks and live `warden enroll`.
+pub fn cgroup_path_problem(path: &str, allow_root: bool) -> Option<&'static str> {
+    if path == "/" {
         (!allow_root).then_some("the cgroup2 root \"/\" is not allowed here")
     } else if !path.starts_with('/') {
         Some("must start with \"/\" (a path relative to the cgroup2 mount)")
@@ -354,9 +501,25 @@ fn check_cgroup(key: &str, path: &str, allow_root: bool, diags: &mut Diags<'_>) 
         Some("must not contain \".\" or \"..\" segments")
     } else {
         None
+    }
+}
+
+/// What is wrong with a systemd unit name, if anything.
+pub fn unit_name_problem(unit: &str) -> Option<&'static str> {
+    let Some((stem, kind)) = unit.rsplit_once('.') else {
+        return Some("must end in .service or .scope");
     };
-    if let Some(problem) = problem {
-        diags.at(key, format!("invalid cgroup path {path:?}: {problem}"));
+    if !matches!(kind, "service" | "scope") {
+        Some("must end in .service or .scope")
+    } else if stem.is_empty() {
+        Some("has an empty name")
+    } else if !stem
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '.' | '\\' | '@'))
+    {
+        Some("may contain only letters, digits and \":-_.\\@\"")
+    } else {
+        None
     }
 }
 
@@ -762,6 +925,136 @@ targets = ["db"]
         assert_eq!(
             diagnostics(&BASE.replace("uids = [1001]", "uids = [1001, 1001]")),
             Vec::new()
+        );
+    }
+
+    /// BASE plus lines appended to its [[account]] (which starts at line 9).
+    fn account_with(extra: &str) -> String {
+        format!("{BASE}{extra}")
+    }
+
+    #[test]
+    fn units_are_named_like_units_and_belong_to_one_account() {
+        assert!(diagnostics(&account_with("units = [\"api.service\", \"x.scope\"]\n")).is_empty());
+        only(
+            &account_with("units = [\"api\"]\n"),
+            "account[0].units[0]",
+            14,
+            "must end in .service or .scope",
+        );
+        only(
+            &account_with("units = [\"a/b.service\"]\n"),
+            "account[0].units[0]",
+            14,
+            "may contain only",
+        );
+        let src = account_with(
+            "units = [\"api.service\"]\n[[account]]\nname = \"batch\"\nunits = [\"api.service\"]\n",
+        );
+        only(
+            &src,
+            "account[1].units[0]",
+            17,
+            "unit \"api.service\" is claimed by both account \"api\" (line 14) and account \"batch\"",
+        );
+    }
+
+    #[test]
+    fn exe_pins_are_absolute_with_a_real_digest() {
+        let good = format!(
+            "exe = {{ path = \"/usr/bin/api\", sha256 = \"{}\" }}\n",
+            "ab".repeat(32)
+        );
+        assert!(diagnostics(&account_with(&good)).is_empty());
+        only(
+            &account_with("exe = { path = \"bin/api\" }\n"),
+            "account[0].exe.path",
+            14,
+            "absolute",
+        );
+        only(
+            &account_with(&format!(
+                "exe = {{ path = \"/usr/bin/api\", sha256 = \"{}\" }}\n",
+                "AB".repeat(32)
+            )),
+            "account[0].exe.sha256",
+            14,
+            "64 lowercase hex",
+        );
+        let list = diagnostics(&account_with(
+            "exe = { path = \"/usr/bin/api\", md5 = \"x\" }\n",
+        ));
+        assert_eq!(list.len(), 1, "{list:#?}");
+        assert!(list[0].message.contains("md5"), "{list:#?}");
+    }
+
+    #[test]
+    fn token_file_identity_needs_its_keys() {
+        let ok = "identity = { kind = \"token_file\", token_file = \"/run/t\", jwks_url = \"https://idp/jwks\", issuer = \"https://idp\", audience = \"warden\" }\n";
+        assert!(
+            diagnostics(&account_with(ok)).is_empty(),
+            "{:#?}",
+            diagnostics(&account_with(ok))
+        );
+        let list = diagnostics(&account_with("identity = { kind = \"token_file\" }\n"));
+        let msgs: Vec<&str> = list.iter().map(|d| d.message.as_str()).collect();
+        for needle in [
+            "needs token_file",
+            "needs jwks_file or jwks_url",
+            "needs issuer",
+            "needs audience",
+        ] {
+            assert!(
+                msgs.iter().any(|m| m.contains(needle)),
+                "{needle}: {msgs:#?}"
+            );
+        }
+        only(
+            &account_with(&ok.replace("https://idp/jwks", "http://idp/jwks")),
+            "account[0].identity.jwks_url",
+            14,
+            "https://",
+        );
+        only(
+            &account_with(&ok.replace(" }", ", algorithms = [\"RS256\", \"HS256\"] }")),
+            "account[0].identity.algorithms[1]",
+            14,
+            "\"HS256\" is not allowed",
+        );
+        only(
+            &account_with(&ok.replace(" }", ", algorithms = [\"none\"] }")),
+            "account[0].identity.algorithms[0]",
+            14,
+            "\"none\" is not allowed",
+        );
+        only(
+            &account_with(&ok.replace(" }", ", leeway_secs = 61 }")),
+            "account[0].identity.leeway_secs",
+            14,
+            "at most 60",
+        );
+        only(
+            &account_with(&ok.replace(" }", ", subject = \"a\", spiffe_trust_domain = \"b\" }")),
+            "account[0].identity.spiffe_trust_domain",
+            14,
+            "not both",
+        );
+    }
+
+    #[test]
+    fn mint_identity_takes_no_token_source() {
+        assert!(diagnostics(&account_with("identity = { kind = \"mint\" }\n")).is_empty());
+        only(
+            &account_with("identity = { kind = \"mint\", jwks_file = \"/x\" }\n"),
+            "account[0].identity.jwks_file",
+            14,
+            "not used with kind = \"mint\"",
+        );
+        only(
+            &account_with("identity = { kind = \"mint\", ttl_secs = 5 }\n"),
+            "account[0].identity.ttl_secs",
+            14,
+            "between 10 and 3600",
         );
     }
 }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use warden_common::{ConnMeta, MATCH_CGROUP, MATCH_UID};
 
+use super::unit;
 use crate::config::Config;
 use crate::ebpf::cgroup;
 
@@ -21,6 +22,8 @@ use crate::ebpf::cgroup;
 #[serde(rename_all = "snake_case")]
 pub enum Selector {
     Cgroup(String),
+    /// A systemd unit, resolved to its cgroup under its slice.
+    Unit(String),
     Uid(u32),
 }
 
@@ -28,6 +31,7 @@ impl std::fmt::Display for Selector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Selector::Cgroup(p) => write!(f, "cgroup {p}"),
+            Selector::Unit(u) => write!(f, "unit {u}"),
             Selector::Uid(u) => write!(f, "uid {u}"),
         }
     }
@@ -54,6 +58,8 @@ pub enum EnrollError {
         account: String,
         file: PathBuf,
     },
+    #[error("invalid unit name {unit:?}: {reason}")]
+    InvalidUnit { unit: String, reason: &'static str },
     #[error("invalid cgroup path {path:?}: {reason}")]
     InvalidCgroup { path: String, reason: &'static str },
     #[error("saving enrollments to {path}: {source}")]
@@ -94,6 +100,9 @@ pub struct EnrollmentView {
     pub source: SelectorSource,
     /// Resolved cgroup id; `None` for uids, and for cgroups that do not exist (yet).
     pub cgroup_id: Option<u64>,
+    /// For units: the cgroup2 path the unit currently has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_path: Option<String>,
 }
 
 pub struct Enrollments {
@@ -103,6 +112,7 @@ pub struct Enrollments {
     account_tags: HashMap<String, u32>,
     cgroup_ids: HashMap<u64, (String, String)>,
     path_ids: BTreeMap<String, u64>,
+    unit_paths: BTreeMap<String, String>,
     uids: HashMap<u32, String>,
 }
 
@@ -113,6 +123,13 @@ impl Enrollments {
     pub fn load(config: &Config, persist_path: PathBuf) -> Result<Self, EnrollError> {
         let mut entries = Vec::new();
         for a in &config.accounts {
+            for u in &a.units {
+                entries.push(Entry {
+                    account: a.name.clone(),
+                    selector: Selector::Unit(u.clone()),
+                    source: SelectorSource::Config,
+                });
+            }
             for c in &a.cgroups {
                 entries.push(Entry {
                     account: a.name.clone(),
@@ -140,6 +157,7 @@ impl Enrollments {
                 .collect(),
             cgroup_ids: HashMap::new(),
             path_ids: BTreeMap::new(),
+            unit_paths: BTreeMap::new(),
             uids: HashMap::new(),
         };
         match fs::read(&me.persist_path) {
@@ -179,8 +197,17 @@ impl Enrollments {
                 account: account.to_owned(),
             });
         }
-        if let Selector::Cgroup(p) = selector {
-            validate_cgroup_path(p)?;
+        match selector {
+            Selector::Cgroup(p) => validate_cgroup_path(p)?,
+            Selector::Unit(u) => {
+                if let Some(reason) = crate::config::validate::unit_name_problem(u) {
+                    return Err(EnrollError::InvalidUnit {
+                        unit: u.clone(),
+                        reason,
+                    });
+                }
+            }
+            Selector::Uid(_) => {}
         }
         if let Some(e) = self.entries.iter().find(|e| &e.selector == selector) {
             return Err(EnrollError::Claimed {
@@ -271,34 +298,51 @@ impl Enrollments {
             .iter()
             .filter_map(|e| match e.selector {
                 Selector::Uid(u) => Some((u, e.account.clone())),
-                Selector::Cgroup(_) => None,
+                Selector::Cgroup(_) | Selector::Unit(_) => None,
             })
             .collect();
     }
 
-    /// Re-reads the cgroup id of every enrolled cgroup path. Returns true when
-    /// anything changed (the kernel map must then be synced).
+    /// Re-reads the cgroup id of every enrolled cgroup path, and the cgroup
+    /// of every enrolled unit. Returns true when anything changed (the kernel
+    /// map must then be synced). When two selectors land on the same cgroup,
+    /// the first keeps it and the clash is logged.
     pub fn resolve(&mut self, mount: &Path) -> bool {
-        let mut ids = HashMap::new();
+        let mut ids: HashMap<u64, (String, String)> = HashMap::new();
         let mut path_ids = BTreeMap::new();
+        let mut unit_paths = BTreeMap::new();
         for e in &self.entries {
-            if let Selector::Cgroup(p) = &e.selector {
-                match cgroup::cgroup_id(&cgroup::cgroup_dir(mount, p)) {
-                    Ok(id) => {
-                        ids.insert(id, (e.account.clone(), p.clone()));
-                        path_ids.insert(p.clone(), id);
+            let path = match &e.selector {
+                Selector::Cgroup(p) => p.clone(),
+                Selector::Unit(u) => match unit::resolve(mount, u) {
+                    Some(p) => {
+                        unit_paths.insert(u.clone(), p.clone());
+                        p
                     }
-                    Err(err) => {
-                        if self.path_ids.contains_key(p) || self.cgroup_ids.is_empty() {
-                            tracing::debug!(cgroup = %p, error = %err, "enrolled cgroup does not exist (yet)");
+                    None => continue,
+                },
+                Selector::Uid(_) => continue,
+            };
+            match cgroup::cgroup_id(&cgroup::cgroup_dir(mount, &path)) {
+                Ok(id) => {
+                    if let Some((other, _)) = ids.get(&id) {
+                        if other != &e.account {
+                            tracing::warn!(cgroup = %path, account = %e.account, other.account = %other, "cgroup claimed by two accounts; keeping the first");
                         }
+                        continue;
                     }
+                    ids.insert(id, (e.account.clone(), path.clone()));
+                    path_ids.insert(path, id);
+                }
+                Err(err) => {
+                    tracing::debug!(cgroup = %path, error = %err, "enrolled cgroup does not exist (yet)");
                 }
             }
         }
         let changed = ids != self.cgroup_ids;
         self.cgroup_ids = ids;
         self.path_ids = path_ids;
+        self.unit_paths = unit_paths;
         changed
     }
 
@@ -347,38 +391,32 @@ impl Enrollments {
                 source: e.source,
                 cgroup_id: match &e.selector {
                     Selector::Cgroup(p) => self.path_ids.get(p).copied(),
+                    Selector::Unit(u) => self
+                        .unit_paths
+                        .get(u)
+                        .and_then(|p| self.path_ids.get(p))
+                        .copied(),
                     Selector::Uid(_) => None,
+                },
+                cgroup_path: match &e.selector {
+                    Selector::Unit(u) => self.unit_paths.get(u).cloned(),
+                    _ => None,
                 },
             })
             .collect()
     }
 }
 
-/// A cgroup2 path relative to the mount: `/`-rooted, no empty, `.` or `..`
-/// segments, no trailing slash.
+/// A cgroup2 path relative to the mount, checked as the config file's are.
+/// The root cannot be enrolled: it would cover every process.
 pub fn validate_cgroup_path(p: &str) -> Result<(), EnrollError> {
-    let bad = |reason| {
-        Err(EnrollError::InvalidCgroup {
+    match crate::config::validate::cgroup_path_problem(p, false) {
+        Some(reason) => Err(EnrollError::InvalidCgroup {
             path: p.to_owned(),
             reason,
-        })
-    };
-    if !p.starts_with('/') {
-        return bad("must start with '/' (it is relative to the cgroup2 mount)");
+        }),
+        None => Ok(()),
     }
-    if p == "/" {
-        return bad("the root cgroup cannot be enrolled (it would cover every process)");
-    }
-    if p.ends_with('/') {
-        return bad("must not end with '/'");
-    }
-    if p[1..]
-        .split('/')
-        .any(|s| s.is_empty() || s == "." || s == "..")
-    {
-        return bad("must not contain empty, '.' or '..' segments");
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -494,5 +532,52 @@ targets = ["db"]
         fs::create_dir(mount.path().join("a.slice")).unwrap();
         assert!(e.resolve(mount.path()));
         assert_eq!(e.account_for(&meta), None);
+    }
+
+    #[test]
+    fn units_follow_their_cgroup_across_restarts() {
+        let mount = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let cfg = config(&CFG.replace(
+            "name = \"b\"\n",
+            "name = \"b\"\nunits = [\"api.service\"]\n",
+        ));
+        let mut e = Enrollments::load(&cfg, state.path().join("e.json")).unwrap();
+        // Not started yet: nothing to enroll, nothing claimed.
+        e.resolve(mount.path());
+        assert!(e.cgroup_entries().is_empty());
+        let unit_dir = mount.path().join("app.slice/api.service");
+        fs::create_dir_all(&unit_dir).unwrap();
+        assert!(e.resolve(mount.path()));
+        let id = cgroup::cgroup_id(&unit_dir).unwrap();
+        let meta = ConnMeta {
+            match_kind: MATCH_CGROUP,
+            matched_id: id,
+            ..Default::default()
+        };
+        assert_eq!(
+            e.account_for(&meta),
+            Some(("b".into(), Some("/app.slice/api.service".into())))
+        );
+        let view = e
+            .list()
+            .into_iter()
+            .find(|v| v.selector == Selector::Unit("api.service".into()))
+            .unwrap();
+        assert_eq!(view.cgroup_path.as_deref(), Some("/app.slice/api.service"));
+        assert_eq!(view.cgroup_id, Some(id));
+        // systemd restarts the unit: a new cgroup, a new id, followed.
+        fs::remove_dir(&unit_dir).unwrap();
+        fs::create_dir(mount.path().join("app.slice/spacer")).unwrap();
+        fs::create_dir(&unit_dir).unwrap();
+        assert!(e.resolve(mount.path()));
+        let new_id = cgroup::cgroup_id(&unit_dir).unwrap();
+        assert_ne!(new_id, id);
+        assert_eq!(e.cgroup_entries(), vec![(new_id, 1)]);
+        // Live enrollment of units is validated like the config's.
+        assert!(matches!(
+            e.enroll("a", Selector::Unit("nope".into())),
+            Err(EnrollError::InvalidUnit { .. })
+        ));
     }
 }

@@ -3,7 +3,9 @@
 //! process facts read from `/proc` for each connection.
 
 pub mod enrollment;
+pub mod facts;
 pub mod process;
+pub mod unit;
 
 pub use enrollment::{EnrollError, Enrollments, Selector};
 pub use process::process_info;

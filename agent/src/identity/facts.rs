@@ -1,0 +1,303 @@
+//! Process facts for one connection, read once from `/proc/<tgid>`: exe path,
+//! exe SHA-256 (cached by device, inode, size and mtime), cmdline and start
+//! time, checked against the kernel's record so that a pid reused after the
+//! caller exited is detected instead of trusted.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+use warden_common::{ConnMeta, MATCH_CGROUP};
+
+use crate::ebpf::{cgroup, keys};
+
+/// Longest cmdline kept (arguments beyond it are cut, and it says so).
+const MAX_CMDLINE: usize = 1024;
+/// Most cached executable hashes; the cache is cleared when it fills.
+const MAX_CACHED_HASHES: usize = 4096;
+
+/// What Warden knows about the caller of one connection. Facts that could
+/// not be read, or cannot be trusted, are `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessFacts {
+    pub pid: u32,
+    pub tgid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: Option<String>,
+    pub exe: Option<String>,
+    pub exe_sha256: Option<String>,
+    pub cmdline: Option<String>,
+    /// Process start, nanoseconds since boot (CLOCK_BOOTTIME).
+    pub start_boot_ns: Option<u64>,
+    pub cgroup_id: u64,
+    pub cgroup_path: Option<String>,
+    /// The pid now belongs to a process that started after the connect: the
+    /// /proc facts above were discarded.
+    pub pid_reused: bool,
+}
+
+/// Executable hashes by file identity, so a busy binary is hashed once.
+#[derive(Debug, Default)]
+pub struct ExeHashCache {
+    map: Mutex<HashMap<(u64, u64, u64, i64, i64), String>>,
+}
+
+impl ExeHashCache {
+    /// SHA-256 of the file behind `path` (opened once; identity from fstat).
+    pub fn hash(&self, path: &Path) -> io::Result<String> {
+        let mut f = File::open(path)?;
+        let m = f.metadata()?;
+        let key = (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec());
+        if let Some(h) = lock(&self.map).get(&key) {
+            return Ok(h.clone());
+        }
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let h = hex::encode(hasher.finalize());
+        let mut map = lock(&self.map);
+        if map.len() >= MAX_CACHED_HASHES {
+            map.clear();
+        }
+        map.insert(key, h.clone());
+        Ok(h)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned cache is still a valid cache (each insert is one call).
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Reads the facts (blocking: call from `spawn_blocking`). `enrolled_path`
+/// is the enrolled cgroup the kernel matched, used when /proc cannot tell.
+pub fn read_facts(
+    meta: &ConnMeta,
+    cgroup_mount: &Path,
+    enrolled_path: Option<&str>,
+    cache: &ExeHashCache,
+) -> ProcessFacts {
+    let tgid = meta.tgid;
+    let comm = keys::comm(meta);
+    let mut f = ProcessFacts {
+        pid: meta.pid,
+        tgid,
+        uid: meta.uid,
+        gid: meta.gid,
+        comm: (!comm.is_empty()).then_some(comm),
+        cgroup_id: meta.cgroup_id,
+        ..Default::default()
+    };
+    let enrolled_fallback = || {
+        (meta.match_kind == MATCH_CGROUP && meta.matched_id == meta.cgroup_id)
+            .then(|| enrolled_path.map(str::to_owned))
+            .flatten()
+    };
+    let proc_dir = format!("/proc/{tgid}");
+    let before = start_boot_ns(&proc_dir);
+    let Some(started) = before else {
+        // The process is gone: only what the kernel recorded remains.
+        f.cgroup_path = enrolled_fallback();
+        return f;
+    };
+    if started > meta.ts_ns.saturating_add(clock_tick_ns()) {
+        f.pid_reused = true;
+        f.cgroup_path = enrolled_fallback();
+        return f;
+    }
+    f.start_boot_ns = Some(started);
+    f.exe = fs::read_link(format!("{proc_dir}/exe"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned());
+    f.exe_sha256 = cache.hash(Path::new(&format!("{proc_dir}/exe"))).ok();
+    f.cmdline = read_cmdline(&proc_dir);
+    f.cgroup_path = cgroup::process_cgroup_path(tgid)
+        .ok()
+        .filter(|p| {
+            cgroup::cgroup_id(&cgroup::cgroup_dir(cgroup_mount, p)).ok() == Some(meta.cgroup_id)
+        })
+        .or_else(enrolled_fallback);
+    // The same process must still be there after the reads.
+    if start_boot_ns(&proc_dir) != Some(started) {
+        return ProcessFacts {
+            pid_reused: true,
+            exe: None,
+            exe_sha256: None,
+            cmdline: None,
+            start_boot_ns: None,
+            cgroup_path: enrolled_fallback(),
+            ..f
+        };
+    }
+    f
+}
+
+/// Start time of the process in nanoseconds since boot (field 22 of
+/// `/proc/<pid>/stat`, in clock ticks).
+fn start_boot_ns(proc_dir: &str) -> Option<u64> {
+    let stat = fs::read_to_string(format!("{proc_dir}/stat")).ok()?;
+    parse_start_ticks(&stat).map(|t| t.saturating_mul(clock_tick_ns()))
+}
+
+/// Field 22 of a stat line; the comm (field 2) may contain spaces and
+/// parentheses, so fields are counted after its last ')'.
+fn parse_start_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After ')' come field 3 (state) onwards; starttime is field 22.
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+fn clock_tick_ns() -> u64 {
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&v| v > 0)
+        .unwrap_or(100) as u64;
+    1_000_000_000 / hz
+}
+
+fn read_cmdline(proc_dir: &str) -> Option<String> {
+    let raw = fs::read(format!("{proc_dir}/cmdline")).ok()?;
+    if raw.is_empty() {
+        return None;
+    }
+    let mut s: String = raw
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(" ");
+    if s.len() > MAX_CMDLINE {
+        let mut cut = MAX_CMDLINE;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str(" …");
+    }
+    Some(s)
+}
+
+/// Boot-clock nanoseconds now (CLOCK_BOOTTIME), for tests and callers that
+/// build a record by hand.
+pub fn boot_ns_now() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
+        Ok(ts) => (ts.tv_sec() as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(ts.tv_nsec() as u64),
+        Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own_meta(ts_ns: u64) -> ConnMeta {
+        let mut m = ConnMeta {
+            tgid: std::process::id(),
+            pid: std::process::id(),
+            ts_ns,
+            ..Default::default()
+        };
+        m.comm[..4].copy_from_slice(b"test");
+        m
+    }
+
+    #[test]
+    fn own_process_is_described_and_hashed() {
+        let cache = ExeHashCache::default();
+        let f = read_facts(
+            &own_meta(boot_ns_now()),
+            Path::new("/nonexistent"),
+            None,
+            &cache,
+        );
+        assert!(!f.pid_reused);
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(f.exe.as_deref(), exe.to_str());
+        let bytes = fs::read(&exe).unwrap();
+        assert_eq!(f.exe_sha256, Some(hex::encode(Sha256::digest(&bytes))));
+        assert!(f.cmdline.is_some());
+        assert!(f.start_boot_ns.unwrap() <= boot_ns_now());
+        assert_eq!(f.comm.as_deref(), Some("test"));
+        // The cgroup cannot be confirmed under a bogus mount: not guessed.
+        assert_eq!(f.cgroup_path, None);
+        // Second time from the cache: same answer.
+        assert_eq!(cache.hash(&exe).unwrap(), f.exe_sha256.unwrap());
+    }
+
+    #[test]
+    fn a_pid_reused_after_the_connect_is_not_trusted() {
+        // The kernel's record says the connect happened at boot time 1 ns,
+        // long before this process started: this pid is not the caller.
+        let f = read_facts(
+            &ConnMeta {
+                match_kind: MATCH_CGROUP,
+                cgroup_id: 7,
+                matched_id: 7,
+                ..own_meta(1)
+            },
+            Path::new("/sys/fs/cgroup"),
+            Some("/app.slice/x"),
+            &ExeHashCache::default(),
+        );
+        assert!(f.pid_reused);
+        assert_eq!(f.exe, None);
+        assert_eq!(f.exe_sha256, None);
+        assert_eq!(f.cmdline, None);
+        assert_eq!(f.cgroup_path.as_deref(), Some("/app.slice/x"));
+    }
+
+    #[test]
+    fn vanished_process_keeps_kernel_facts_only() {
+        let meta = ConnMeta {
+            tgid: u32::MAX - 1,
+            pid: u32::MAX - 1,
+            uid: 1001,
+            ts_ns: boot_ns_now(),
+            ..Default::default()
+        };
+        let f = read_facts(
+            &meta,
+            Path::new("/sys/fs/cgroup"),
+            None,
+            &ExeHashCache::default(),
+        );
+        assert_eq!(f.exe, None);
+        assert_eq!(f.uid, 1001);
+        assert!(!f.pid_reused);
+    }
+
+    #[test]
+    fn stat_start_time_survives_odd_comms() {
+        let line =
+            "1234 (a) b (c)) S 1 1234 1234 0 -1 4194304 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 50";
+        assert_eq!(parse_start_ticks(line), Some(987_654));
+        assert_eq!(parse_start_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn long_cmdlines_are_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut raw = b"prog\0".to_vec();
+        raw.extend(std::iter::repeat_n(b'x', 5000));
+        raw.push(0);
+        fs::write(dir.path().join("cmdline"), raw).unwrap();
+        let c = read_cmdline(dir.path().to_str().unwrap()).unwrap();
+        assert!(c.starts_with("prog xxx"));
+        assert!(c.ends_with(" …"));
+        assert!(c.len() <= MAX_CMDLINE + 4);
+    }
+}
