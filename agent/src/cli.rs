@@ -87,4 +87,20 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Recompute the hash chain and check every signed checkpoint; exit 0
+    /// only when the chain is intact.
+    Verify {
+        /// A checkpoint kept off-host earlier (`warden audit checkpoint`):
+        /// also proves nothing it covers was removed or rewritten since.
+        #[arg(long, value_name = "FILE")]
+        from_checkpoint: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the latest signed checkpoint (JSON), to keep off-host.
+    Checkpoint {
+        /// Write it to this file instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }

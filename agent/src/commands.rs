@@ -129,6 +129,49 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit(AuditCommand::Verify {
+            from_checkpoint,
+            json,
+        }) => {
+            let cfg = Config::load(&cli.config)?;
+            let anchor = from_checkpoint
+                .as_deref()
+                .map(crate::audit::Checkpoint::from_json_file)
+                .transpose()?;
+            let report = crate::audit::verify(&cfg.audit_path(), anchor.as_ref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(if report.is_intact() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Audit(AuditCommand::Checkpoint { out }) => {
+            let cfg = Config::load(&cli.config)?;
+            let Some(cp) = crate::audit::latest_checkpoint(&cfg.audit_path())? else {
+                bail!(
+                    "no checkpoint has been signed yet in {}",
+                    cfg.audit_path().display()
+                );
+            };
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, cp.to_json())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    println!(
+                        "checkpoint at seq {} written to {}",
+                        cp.size(),
+                        path.display()
+                    );
+                }
+                None => println!("{}", cp.to_json()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -70,6 +70,7 @@ pub struct Shared {
     pub enrollments: Mutex<Enrollments>,
     pub audit: AuditHandle,
     pub listen: Vec<SocketAddr>,
+    pub exe_hashes: crate::identity::facts::ExeHashCache,
     pub metrics: Metrics,
     pub started_ms: i64,
     pub detach_on_exit: AtomicBool,
@@ -231,11 +232,15 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown".into());
-    let (audit, writer) = crate::audit::store::spawn_writer(
+    let (audit, writer) = crate::audit::spawn_writer(
         &config.audit_path(),
-        sync,
-        config.audit.batch_max,
-        host,
+        crate::audit::WriterOptions {
+            sync,
+            batch_max: config.audit.batch_max,
+            host,
+            checkpoint_every: config.audit.checkpoint_every,
+            checkpoint_interval: Duration::from_secs(config.audit.checkpoint_interval_secs),
+        },
     )?;
 
     let mut enrollments =
@@ -286,6 +291,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         enrollments: Mutex::new(enrollments),
         audit,
         listen: listen.clone(),
+        exe_hashes: Default::default(),
         metrics: Metrics::default(),
         started_ms: now_ms(),
         detach_on_exit: AtomicBool::new(detach_on_exit),

@@ -146,7 +146,8 @@ impl TestEnv {
             COUNTER.fetch_add(1, Ordering::SeqCst)
         );
         let mount = cgroup2_mount();
-        let cg_root = format!("/warden-e2e-{id}");
+        // A slice, so systemd-style units can live below it in tests.
+        let cg_root = format!("/warden-e2e-{id}.slice");
         std::fs::create_dir_all(mount.join(cg_root.trim_start_matches('/'))).unwrap();
         let tmp = tempfile::Builder::new()
             .prefix("warden-e2e-")

@@ -63,6 +63,44 @@ pub struct ProcessInfo {
     pub cgroup_id: Option<u64>,
     /// cgroup2 path relative to the cgroup2 mount.
     pub cgroup_path: Option<String>,
+    /// Lowercase hex SHA-256 of the running executable.
+    #[serde(default)]
+    pub exe_sha256: Option<String>,
+    /// Command line (arguments joined by spaces, cut at 1 KiB).
+    #[serde(default)]
+    pub cmdline: Option<String>,
+    /// Process start, nanoseconds since boot.
+    #[serde(default)]
+    pub start_boot_ns: Option<u64>,
+    /// The pid belonged to another process by the time Warden looked: the
+    /// /proc facts were discarded and only the kernel's record is kept.
+    #[serde(default)]
+    pub pid_reused: bool,
+    /// systemd unit the process runs in (from its cgroup path).
+    #[serde(default)]
+    pub unit: Option<String>,
+}
+
+/// The validated identity token bound to a connection (never the token of a
+/// `token_file` source itself).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenIdentity {
+    /// `token_file` or `mint`.
+    pub source: String,
+    pub iss: String,
+    pub sub: String,
+    pub aud: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    pub alg: String,
+    /// For `mint`: the token Warden minted for this connection, a signed
+    /// statement of who called that a collector verifies with the keys
+    /// `warden identity jwks` prints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<String>,
 }
 
 /// One connection-level audit event.
@@ -95,4 +133,8 @@ pub struct ConnectionEvent {
     pub bytes_down: u64,
     /// Connection duration in milliseconds (set on close).
     pub duration_ms: u64,
+    /// The account's identity token, when the account has an identity source
+    /// and the token validated.
+    #[serde(default)]
+    pub identity: Option<TokenIdentity>,
 }

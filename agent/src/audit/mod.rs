@@ -8,21 +8,37 @@
 //! - the SQLite store and its single writer ([`store`]): WAL, group commit,
 //!   gap-free `seq`, a random `chain_id` per store; `record` resolves only
 //!   after the event's transaction committed (audit before effect);
+//! - the hash chain ([`chain`]): every stored event's `hash` covers its
+//!   exact bytes, its seq, the chain id and the previous hash;
+//! - signed checkpoints ([`checkpoint`]): an Ed25519 key next to the store
+//!   signs (size, head hash, time, link to the previous checkpoint) every N
+//!   events / T seconds and at shutdown; each checkpoint is also an event of
+//!   the chain, so it travels with the stream;
+//! - verification ([`verify`]): recomputes the chain, checks every
+//!   checkpoint (and optionally an exported anchor) and names the first
+//!   damaged seq and how it was damaged;
 //! - read-only access for the CLI ([`reader`]): `warden audit tail`, usable
 //!   while the daemon writes.
 //!
-//! Hash chain, signed checkpoints, recordings, export and forwarder cursors
-//! build on this store in later layers (see DESIGN.md §2).
+//! Recordings, export and forwarder cursors build on this store in later
+//! layers (see DESIGN.md §2).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod chain;
+pub mod checkpoint;
 pub mod event;
 pub mod ocsf;
 pub mod reader;
 pub mod store;
+#[cfg(test)]
+mod testutil;
+pub mod verify;
 
 // Convenience paths (`audit::AuditHandle`); a binary need not use them all.
+#[allow(unused_imports)]
+pub use checkpoint::{Checkpoint, CheckpointBody, latest_checkpoint};
 #[allow(unused_imports)]
 pub use event::{ConnActivity, ConnectionEvent, Decision, ProcessInfo, SessionId};
 #[allow(unused_imports)]
@@ -30,7 +46,22 @@ pub use ocsf::encode_connection;
 #[allow(unused_imports)]
 pub use reader::{AuditReader, StoredEvent, TailFilter, format_text};
 #[allow(unused_imports)]
-pub use store::{AuditHandle, SyncMode, WriterStats, WriterTask, spawn_writer};
+pub use store::{AuditHandle, SyncMode, WriterOptions, WriterStats, WriterTask};
+#[allow(unused_imports)]
+pub use verify::{Damage, Problem, VerifyReport, verify};
+
+/// Open (creating, or migrating from schema 1, if needed) the store at
+/// `path`, load or create its checkpoint key (`checkpoint.key`, 0600, and
+/// `checkpoint.pub` in the same directory) and start its writer.
+///
+/// The parent directory is created with mode 0700 when missing, a new store
+/// file with mode 0600.
+pub fn spawn_writer(
+    path: &Path,
+    opts: WriterOptions,
+) -> Result<(AuditHandle, WriterTask), AuditError> {
+    store::spawn(path, opts)
+}
 
 /// Everything that can go wrong in the audit trail.
 #[derive(thiserror::Error, Debug)]
@@ -87,4 +118,10 @@ pub enum AuditError {
         #[source]
         source: serde_json::Error,
     },
+    /// The checkpoint signing key cannot be used.
+    #[error("audit checkpoint key {path}: {detail}", path = path.display())]
+    Key { path: PathBuf, detail: String },
+    /// A checkpoint (an exported file, or the store's latest) is unusable.
+    #[error("audit checkpoint: {detail}")]
+    Checkpoint { detail: String },
 }

@@ -12,9 +12,12 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, ToSql};
 
 use super::AuditError;
-use super::ocsf::{CLASS_UID_NETWORK_ACTIVITY, decode_connection};
+use super::ocsf::{
+    CLASS_UID_APPLICATION_LIFECYCLE, CLASS_UID_NETWORK_ACTIVITY, decode_checkpoint,
+    decode_connection,
+};
 use super::store::{
-    BUSY_TIMEOUT, check_schema_version, max_seq, read_chain_id, read_schema_version,
+    BUSY_TIMEOUT, SCHEMA_VERSION, check_schema_version, max_seq, read_chain_id, read_schema_version,
 };
 
 /// Which events to show; `None` matches everything.
@@ -48,6 +51,7 @@ pub struct StoredEvent {
 pub struct AuditReader {
     conn: Connection,
     path: PathBuf,
+    schema_version: i64,
 }
 
 const SELECT_EVENTS: &str = "SELECT seq, time_ms, class_uid, activity, decision, account, \
@@ -106,15 +110,33 @@ impl AuditReader {
             });
         }
         let version = read_schema_version(&conn).map_err(open_err("read schema_version"))?;
-        check_schema_version(path, version)?;
+        // Version 1 (before the hash chain) has the same event columns; the
+        // writer migrates it at its next start.
+        let schema_version = match version {
+            Some(v @ (1 | SCHEMA_VERSION)) => v,
+            other => {
+                check_schema_version(path, other)?;
+                SCHEMA_VERSION
+            }
+        };
         Ok(Self {
             conn,
             path: path.to_owned(),
+            schema_version,
         })
     }
 
+    /// The open connection (read-only).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The store's schema version (1 or [`SCHEMA_VERSION`]).
+    pub(crate) fn schema_version(&self) -> i64 {
+        self.schema_version
+    }
+
     /// The store's chain id.
-    #[allow(dead_code, reason = "for `warden audit verify`; not wired yet")]
     pub fn chain_id(&self) -> Result<String, AuditError> {
         read_chain_id(&self.conn)
             .map_err(|source| AuditError::Query {
@@ -267,6 +289,8 @@ fn val(s: &str) -> Cow<'_, str> {
 /// target=orders-db pid=1234 comm=curl exe=/usr/bin/curl src=127.0.0.1:40000
 /// dst=10.0.0.5:5432 up=0 down=0 dur=0ms session=00000000000004d2`.
 /// Absent values are left out (`account=-`/`target=-` when unknown).
+/// Checkpoints print as `... #1001 checkpoint n/a size=1000 head=<hex>
+/// key=<key id>`.
 pub fn format_text(ev: &StoredEvent) -> String {
     let mut line = format!(
         "{} #{} {} {}",
@@ -275,6 +299,19 @@ pub fn format_text(ev: &StoredEvent) -> String {
         val(&ev.activity),
         val(&ev.decision)
     );
+    if ev.class_uid == CLASS_UID_APPLICATION_LIFECYCLE
+        && let Ok(d) = decode_checkpoint(&ev.data)
+    {
+        let cp = &d.checkpoint;
+        let _ = write!(
+            line,
+            " size={} head={} key={}",
+            cp.size(),
+            hex::encode(cp.head_hash()),
+            val(cp.key_id())
+        );
+        return line;
+    }
     let decoded = if ev.class_uid == CLASS_UID_NETWORK_ACTIVITY {
         decode_connection(&ev.data).ok()
     } else {
@@ -334,7 +371,17 @@ mod tests {
     use super::*;
     use crate::audit::event::{ConnActivity, ConnectionEvent, Decision, SessionId};
     use crate::audit::ocsf::tests::sample;
-    use crate::audit::store::{SyncMode, spawn_writer};
+    use crate::audit::spawn_writer;
+    use crate::audit::store::{SyncMode, WriterOptions};
+
+    fn opts(sync: SyncMode) -> WriterOptions {
+        WriterOptions {
+            sync,
+            batch_max: 32,
+            host: "h".into(),
+            ..WriterOptions::default()
+        }
+    }
 
     fn ev(i: u64, account: &str, decision: Decision) -> ConnectionEvent {
         let activity = match decision {
@@ -367,7 +414,7 @@ mod tests {
     async fn reader_follows_a_running_writer_with_filters() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
-        let (h, task) = spawn_writer(&path, SyncMode::Full, 32, "h".into()).unwrap();
+        let (h, task) = spawn_writer(&path, opts(SyncMode::Full)).unwrap();
         for i in 1..=10u64 {
             let (acct, dec) = match i % 3 {
                 0 => ("billing", Decision::Refused),
@@ -443,15 +490,26 @@ mod tests {
 
         h.shutdown().await;
         task.join().unwrap();
-        // Still readable after the writer closed.
-        assert_eq!(r.last_seq().unwrap(), 11);
+        // Still readable after the writer closed; the writer signed a
+        // checkpoint (event 12) at shutdown.
+        assert_eq!(r.last_seq().unwrap(), 12);
+        let cp = r.query(&all, 11, 10).unwrap();
+        assert_eq!(cp.len(), 1);
+        assert_eq!(
+            (
+                cp[0].class_uid,
+                cp[0].activity.as_str(),
+                cp[0].decision.as_str()
+            ),
+            (6002, "checkpoint", "n/a")
+        );
     }
 
     #[tokio::test]
     async fn format_text_has_the_key_fields() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
-        let (h, task) = spawn_writer(&path, SyncMode::Normal, 32, "h".into()).unwrap();
+        let (h, task) = spawn_writer(&path, opts(SyncMode::Normal)).unwrap();
         h.record(sample(ConnActivity::Open, Decision::Allowed))
             .await
             .unwrap();
@@ -492,6 +550,17 @@ mod tests {
         assert!(l.contains("#3 close allowed"), "{l}");
         assert!(
             l.contains("src=[::1]:40000 dst=10.0.0.5:5432 up=10 down=20 dur=30ms"),
+            "{l}"
+        );
+        // The checkpoint signed at shutdown.
+        let l = &lines[3];
+        let cp = crate::audit::latest_checkpoint(&path).unwrap().unwrap();
+        assert!(
+            l.ends_with(&format!(
+                "#4 checkpoint n/a size=3 head={} key={}",
+                hex::encode(cp.head_hash()),
+                cp.key_id()
+            )),
             "{l}"
         );
 

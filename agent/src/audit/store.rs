@@ -1,47 +1,80 @@
-//! The SQLite audit store and its single writer.
+//! The SQLite audit store, its single writer, and the writer's side of the
+//! hash chain and signed checkpoints.
 //!
 //! One dedicated OS thread owns the read-write connection (rusqlite is
 //! blocking). Producers hand events over a bounded channel through
 //! [`AuditHandle::record`]; the writer takes everything queued (up to
 //! `batch_max`), assigns gap-free sequence numbers, encodes each event to
-//! OCSF once, inserts the batch in ONE transaction (group commit) and only
-//! then answers each producer. So a successful `record` means the event is
-//! committed (durable with [`SyncMode::Full`]): audit before effect.
+//! OCSF once, hashes the stored bytes into the chain, inserts the batch in
+//! ONE transaction (group commit) and only then answers each producer. So a
+//! successful `record` means the event is committed (durable with
+//! [`SyncMode::Full`]): audit before effect.
 //!
 //! If a commit fails, every event of that batch gets an error, their
-//! sequence numbers are reused by the next batch (no gaps), the handle
-//! reports unhealthy, and the writer carries on with the next batch.
+//! sequence numbers are reused by the next batch (no gaps), the in-memory
+//! chain state is left as it was before the batch, the handle reports
+//! unhealthy, and the writer carries on with the next batch.
+//!
+//! Checkpoints (see [`super::checkpoint`]): after every `checkpoint_every`
+//! recorded events (inside the same transaction as the event that reaches
+//! the count), every `checkpoint_interval` if events were recorded since
+//! the last one, and when the writer stops. A checkpoint covering seq N is
+//! itself event N + 1 of the chain and a row of `checkpoints`, written in
+//! one transaction. Recorded events therefore get gap-free seqs except for
+//! the seqs taken by checkpoints.
 //!
 //! Schema (version [`SCHEMA_VERSION`]):
 //! - `meta(key, value)`: `schema_version`, `chain_id` (hex of 16 random
 //!   bytes, fixed when the store is created; the `metadata.uid` prefix);
 //! - `events`: one row per event, `seq` gap-free from 1, a few indexed
-//!   columns for the CLI, and `data` = the exact OCSF JSON bytes. Later
-//!   schema versions add the hash chain and forwarder cursors beside these.
+//!   columns for the CLI (derived from `data`), `data` = the exact OCSF JSON
+//!   bytes, `hash` = the chain hash over `data` (see [`super::chain`]);
+//! - `checkpoints`: every signed checkpoint, in signing order;
+//! - `keys`: every public key that signed checkpoints of this store.
+//!
+//! Version 1 (no `hash`, no checkpoints) is migrated in place at open, in one
+//! transaction that hashes the existing rows in seq order. Newer or unknown
+//! versions are refused.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{
+    CachedStatement, Connection, OptionalExtension, Transaction, TransactionBehavior, params,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::AuditError;
+use super::chain::{ChainKey, GENESIS, Hash, as_hash, event_hash, sha256};
+use super::checkpoint::{CheckpointBody, CheckpointSigner, ORIGIN_PREFIX};
 use super::event::ConnectionEvent;
-use super::ocsf::{CLASS_UID_NETWORK_ACTIVITY, activity_str, encode_connection};
+use super::ocsf::{
+    CHECKPOINT_ACTIVITY, CHECKPOINT_DECISION, CLASS_UID_APPLICATION_LIFECYCLE,
+    CLASS_UID_NETWORK_ACTIVITY, activity_str, encode_checkpoint, encode_connection,
+};
 
 /// Version of the store layout written by this build.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// Capacity of the channel between producers and the writer.
 pub const CHANNEL_CAPACITY: usize = 8192;
 /// How long SQLite waits on a lock held by another connection.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`WriterOptions::batch_max`].
+pub const DEFAULT_BATCH_MAX: usize = 256;
+/// Default [`WriterOptions::checkpoint_every`].
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
+/// Default [`WriterOptions::checkpoint_interval`].
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
 
 pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
 pub(crate) const META_CHAIN_ID: &str = "chain_id";
+
+/// Rows hashed per step of the v1 → v2 migration.
+const MIGRATION_CHUNK: usize = 1024;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE meta (
@@ -66,9 +99,34 @@ CREATE INDEX events_session ON events(session, seq);
 CREATE INDEX events_decision ON events(decision, seq);
 ";
 
+/// Applied to a v1 store, and to a new store after [`SCHEMA_V1`], so both
+/// end up with the same layout.
+const SCHEMA_V1_TO_V2: &str = "
+ALTER TABLE events ADD COLUMN hash BLOB NOT NULL DEFAULT x''; -- chain hash over data
+CREATE TABLE checkpoints (
+    id        INTEGER PRIMARY KEY,  -- 1, 2, ... in signing order
+    size      INTEGER NOT NULL,     -- last seq covered; the checkpoint is event size + 1
+    head_hash BLOB NOT NULL,        -- hash of event `size`
+    time_ms   INTEGER NOT NULL,
+    prev_hash BLOB NOT NULL,        -- SHA-256 of the previous body; empty for the first
+    key_id    TEXT NOT NULL,
+    body      BLOB NOT NULL,        -- the exact signed bytes (canonical JSON)
+    signature BLOB NOT NULL         -- Ed25519 over body
+);
+CREATE TABLE keys (
+    key_id     TEXT PRIMARY KEY NOT NULL,  -- hex of SHA-256(public_key)[..16]
+    public_key BLOB NOT NULL,              -- raw 32-byte Ed25519 public key
+    added_ms   INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
 const INSERT_EVENT: &str = "INSERT INTO events \
-    (seq, time_ms, class_uid, activity, decision, account, target, session, reason, data) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+    (seq, time_ms, class_uid, activity, decision, account, target, session, reason, data, hash) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+const INSERT_CHECKPOINT: &str = "INSERT INTO checkpoints \
+    (size, head_hash, time_ms, prev_hash, key_id, body, signature) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 /// SQLite `synchronous` setting of the writer connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,6 +147,35 @@ impl SyncMode {
     }
 }
 
+/// How the writer runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// SQLite `synchronous` of the writer connection.
+    pub sync: SyncMode,
+    /// Most events per transaction (at least 1).
+    pub batch_max: usize,
+    /// Goes into each event's `device.hostname` (omitted when empty).
+    pub host: String,
+    /// Sign a checkpoint after this many recorded events; 0 = never by
+    /// count.
+    pub checkpoint_every: u64,
+    /// Sign a checkpoint this long after the last one if events were
+    /// recorded since; zero = never by time.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            sync: SyncMode::Full,
+            batch_max: DEFAULT_BATCH_MAX,
+            host: String::new(),
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+        }
+    }
+}
+
 /// Counters of the writer, for `warden status` and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WriterStats {
@@ -96,8 +183,10 @@ pub struct WriterStats {
     pub commits: u64,
     /// Transactions that failed (their events were answered with errors).
     pub failed_commits: u64,
-    /// Events committed.
+    /// Recorded events committed (checkpoint events not included).
     pub events: u64,
+    /// Checkpoints signed and committed by this writer.
+    pub checkpoints: u64,
     /// Highest committed `seq` (0 when the store is empty).
     pub last_seq: u64,
 }
@@ -107,8 +196,10 @@ struct Shared {
     commits: AtomicU64,
     failed_commits: AtomicU64,
     events: AtomicU64,
+    checkpoints: AtomicU64,
     last_seq: AtomicU64,
     chain_id: String,
+    key_id: String,
 }
 
 enum Msg {
@@ -119,6 +210,8 @@ enum Msg {
     Shutdown {
         done: oneshot::Sender<()>,
     },
+    /// Wakes the writer to check whether a checkpoint is due by time.
+    Tick,
     /// Runs SQL on the writer connection, in order with the records (tests
     /// use it to make the store fail, e.g. `PRAGMA query_only=ON`).
     #[cfg(test)]
@@ -173,6 +266,11 @@ impl AuditHandle {
         &self.shared.chain_id
     }
 
+    /// Id of the key that signs this writer's checkpoints.
+    pub fn key_id(&self) -> &str {
+        &self.shared.key_id
+    }
+
     /// Writer counters.
     #[allow(dead_code, reason = "for `warden status`; not wired yet")]
     pub fn stats(&self) -> WriterStats {
@@ -180,12 +278,14 @@ impl AuditHandle {
             commits: self.shared.commits.load(Ordering::Acquire),
             failed_commits: self.shared.failed_commits.load(Ordering::Acquire),
             events: self.shared.events.load(Ordering::Acquire),
+            checkpoints: self.shared.checkpoints.load(Ordering::Acquire),
             last_seq: self.shared.last_seq.load(Ordering::Acquire),
         }
     }
 
     /// Stop the writer: everything queued before and during the shutdown is
-    /// still committed and answered; later `record`s fail with
+    /// still committed and answered, then a final checkpoint is signed (if
+    /// events were recorded since the last one); later `record`s fail with
     /// [`AuditError::Closed`]. Resolves when the store is closed.
     pub async fn shutdown(self) {
         let (done, finished) = oneshot::channel();
@@ -205,35 +305,41 @@ impl WriterTask {
     }
 }
 
-/// Open (creating if needed) the store at `path` and start its writer.
+/// Open (creating or migrating if needed) the store at `path`, load or
+/// create its checkpoint key (`checkpoint.key` / `checkpoint.pub` in the
+/// same directory) and start its writer. Re-exported as
+/// `audit::spawn_writer`.
 ///
 /// The parent directory is created with mode 0700 when missing, a new store
-/// file with mode 0600. `batch_max` bounds the events per transaction
-/// (at least 1); `host` goes into each event's `device.hostname`.
-pub fn spawn_writer(
-    path: &Path,
-    sync: SyncMode,
-    batch_max: usize,
-    host: String,
-) -> Result<(AuditHandle, WriterTask), AuditError> {
-    spawn_writer_inner(path, sync, batch_max, host, None)
+/// file with mode 0600.
+pub fn spawn(path: &Path, opts: WriterOptions) -> Result<(AuditHandle, WriterTask), AuditError> {
+    spawn_inner(path, opts, None)
 }
 
 /// `start_gate`: when set, the writer waits for it before taking its first
 /// message (tests use it to queue a known set of events first).
-fn spawn_writer_inner(
+fn spawn_inner(
     path: &Path,
-    sync: SyncMode,
-    batch_max: usize,
-    host: String,
+    opts: WriterOptions,
     start_gate: Option<std::sync::mpsc::Receiver<()>>,
 ) -> Result<(AuditHandle, WriterTask), AuditError> {
-    let (conn, chain_id, last_seq) = open_store(path, sync)?;
+    let (conn, chain_id, chain_key, state) = open_store(path, opts.sync)?;
+    let signer = CheckpointSigner::load_or_create(path)?;
+    conn.execute(
+        "INSERT OR IGNORE INTO keys (key_id, public_key, added_ms) VALUES (?1, ?2, ?3)",
+        params![signer.key_id(), &signer.public_key()[..], now_ms()],
+    )
+    .map_err(|source| AuditError::Open {
+        path: path.to_owned(),
+        op: "register checkpoint key",
+        source,
+    })?;
     tracing::info!(
         audit.path = %path.display(),
         audit.chain_id = %chain_id,
-        audit.last_seq = last_seq,
-        audit.synchronous = sync.pragma_value(),
+        audit.last_seq = state.next_seq - 1,
+        audit.key_id = %signer.key_id(),
+        audit.synchronous = opts.sync.pragma_value(),
         "audit store open"
     );
     let shared = Arc::new(Shared {
@@ -241,18 +347,33 @@ fn spawn_writer_inner(
         commits: AtomicU64::new(0),
         failed_commits: AtomicU64::new(0),
         events: AtomicU64::new(0),
-        last_seq: AtomicU64::new(last_seq),
+        checkpoints: AtomicU64::new(0),
+        last_seq: AtomicU64::new(state.next_seq - 1),
         chain_id: chain_id.clone(),
+        key_id: signer.key_id().to_owned(),
     });
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let interval = (!opts.checkpoint_interval.is_zero()).then_some(opts.checkpoint_interval);
+    let ticker_stop = match interval {
+        Some(interval) => Some(spawn_ticker(path, tx.downgrade(), interval)?),
+        None => None,
+    };
     let writer = Writer {
         conn: Some(conn),
         path: path.to_owned(),
-        chain_id,
-        host,
-        next_seq: last_seq + 1,
-        batch_max: batch_max.max(1),
+        ctx: ChainCtx {
+            chain_id,
+            key: chain_key,
+            host: opts.host,
+            signer,
+            every: opts.checkpoint_every,
+        },
+        state,
+        batch_max: opts.batch_max.max(1),
+        interval,
+        last_checkpoint_at: Instant::now(),
         shared: Arc::clone(&shared),
+        _ticker_stop: ticker_stop,
     };
     let thread = std::thread::Builder::new()
         .name("warden-audit".into())
@@ -271,10 +392,50 @@ fn spawn_writer_inner(
     Ok((AuditHandle { tx, shared }, WriterTask { thread }))
 }
 
+/// A thread that wakes the writer often enough for time-based checkpoints.
+/// It holds only a weak sender (so it never keeps the writer alive) and
+/// ends when the writer drops the returned sender or the channel closes.
+fn spawn_ticker(
+    path: &Path,
+    weak: mpsc::WeakSender<Msg>,
+    interval: Duration,
+) -> Result<std::sync::mpsc::Sender<()>, AuditError> {
+    let period = (interval / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("warden-audit-tick".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(period)
+            {
+                let Some(tx) = weak.upgrade() else { return };
+                // Full: the writer is busy and checks the time after each
+                // batch anyway.
+                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Msg::Tick) {
+                    return;
+                }
+            }
+        })
+        .map_err(|source| AuditError::Io {
+            op: "spawn checkpoint timer thread for",
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(stop_tx)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Create the directory and file with tight modes, open the connection,
-/// apply pragmas and the schema. Returns the connection, the chain id and
-/// the highest stored `seq`.
-fn open_store(path: &Path, sync: SyncMode) -> Result<(Connection, String, u64), AuditError> {
+/// apply pragmas and the schema (migrating v1). Returns the connection, the
+/// chain id (hex and raw) and the chain state at the end of the store.
+fn open_store(
+    path: &Path,
+    sync: SyncMode,
+) -> Result<(Connection, String, ChainKey, ChainState), AuditError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.exists()
     {
@@ -345,9 +506,12 @@ fn open_store(path: &Path, sync: SyncMode) -> Result<(Connection, String, u64), 
             |row| row.get(0),
         )
         .map_err(open_err("read schema"))?;
-    if has_meta {
+    let version = if has_meta {
         let version = read_schema_version(&tx).map_err(open_err("read schema_version"))?;
-        check_schema_version(path, version)?;
+        if version != Some(1) {
+            check_schema_version(path, version)?;
+        }
+        version
     } else {
         let tables: i64 = tx
             .query_row(
@@ -365,6 +529,8 @@ fn open_store(path: &Path, sync: SyncMode) -> Result<(Connection, String, u64), 
         let chain_id = hex::encode(rand::random::<[u8; 16]>());
         tx.execute_batch(SCHEMA_V1)
             .map_err(open_err("create schema"))?;
+        tx.execute_batch(SCHEMA_V1_TO_V2)
+            .map_err(open_err("create schema"))?;
         tx.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2), (?3, ?4)",
             params![
@@ -375,7 +541,8 @@ fn open_store(path: &Path, sync: SyncMode) -> Result<(Connection, String, u64), 
             ],
         )
         .map_err(open_err("write meta"))?;
-    }
+        Some(SCHEMA_VERSION)
+    };
     let chain_id = read_chain_id(&tx).map_err(open_err("read chain_id"))?;
     let Some(chain_id) = chain_id else {
         return Err(AuditError::Schema {
@@ -383,9 +550,58 @@ fn open_store(path: &Path, sync: SyncMode) -> Result<(Connection, String, u64), 
             detail: "meta has no chain_id".into(),
         });
     };
-    let last_seq = max_seq(&tx).map_err(open_err("read last seq"))?;
+    let chain_key = ChainKey::parse(&chain_id).map_err(|e| AuditError::Schema {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })?;
+    if version == Some(1) {
+        let hashed =
+            migrate_v1_to_v2(&tx, &chain_key).map_err(open_err("migrate schema 1 to 2"))?;
+        tracing::info!(
+            audit.path = %path.display(),
+            audit.events = hashed,
+            "audit store migrated from schema 1 to 2 (existing events hash-chained)"
+        );
+    }
+    let state = load_chain_state(&tx).map_err(open_err("read chain head"))?;
     tx.commit().map_err(open_err("commit schema"))?;
-    Ok((conn, chain_id, last_seq))
+    Ok((conn, chain_id, chain_key, state))
+}
+
+/// Add the hash column and checkpoint tables, hash every existing row in
+/// seq order, and record version 2. Runs inside the open transaction.
+fn migrate_v1_to_v2(tx: &Transaction<'_>, key: &ChainKey) -> rusqlite::Result<u64> {
+    tx.execute_batch(SCHEMA_V1_TO_V2)?;
+    let mut select =
+        tx.prepare("SELECT seq, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+    let mut update = tx.prepare("UPDATE events SET hash = ?1 WHERE seq = ?2")?;
+    let mut head = GENESIS;
+    let mut after: i64 = i64::MIN;
+    let mut hashed = 0u64;
+    loop {
+        // Read a chunk, then update it: no update while a select runs over
+        // the same rows.
+        let chunk: Vec<(i64, Vec<u8>)> = select
+            .query_map(params![after, MIGRATION_CHUNK], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let Some(&(last, _)) = chunk.last() else {
+            break;
+        };
+        for (seq, data) in &chunk {
+            let hash = event_hash(key, u64::try_from(*seq).unwrap_or(0), &head, data);
+            update.execute(params![&hash[..], seq])?;
+            head = hash;
+            hashed += 1;
+        }
+        after = last;
+    }
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = ?2",
+        params![SCHEMA_VERSION.to_string(), META_SCHEMA_VERSION],
+    )?;
+    Ok(hashed)
 }
 
 pub(crate) fn read_schema_version(conn: &Connection) -> rusqlite::Result<Option<i64>> {
@@ -430,21 +646,96 @@ pub(crate) fn max_seq(conn: &Connection) -> rusqlite::Result<u64> {
     })
 }
 
+/// Where the chain ends, as the writer needs it. Advanced on a copy while
+/// a transaction is built; stored back only after the commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ChainState {
+    /// Seq of the next event.
+    next_seq: u64,
+    /// Stored hash of event `next_seq - 1` ([`GENESIS`] for an empty store).
+    head: Hash,
+    /// Recorded events since the last checkpoint.
+    since_checkpoint: u64,
+    /// SHA-256 of the last checkpoint's body.
+    last_checkpoint: Option<Hash>,
+}
+
+/// Read the chain state from the last event and the last checkpoint.
+fn load_chain_state(conn: &Connection) -> rusqlite::Result<ChainState> {
+    let last: Option<(u64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let checkpoint: Option<(u64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT size, body FROM checkpoints ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (last_seq, head) = match last {
+        Some((seq, hash)) => {
+            let head = as_hash(&hash).unwrap_or_else(|| {
+                tracing::warn!(
+                    audit.seq = seq,
+                    "hash of the last audit event is malformed; `warden audit verify` reports it"
+                );
+                GENESIS
+            });
+            (seq, head)
+        }
+        None => (0, GENESIS),
+    };
+    let since_checkpoint = match &checkpoint {
+        // The checkpoint covering `size` is event size + 1.
+        Some((size, _)) => last_seq.saturating_sub(size.saturating_add(1)),
+        None => last_seq,
+    };
+    Ok(ChainState {
+        next_seq: last_seq + 1,
+        head,
+        since_checkpoint,
+        last_checkpoint: checkpoint.map(|(_, body)| sha256(&body)),
+    })
+}
+
 struct Pending {
     ev: Box<ConnectionEvent>,
     reply: oneshot::Sender<Result<u64, AuditError>>,
 }
 
+/// What the writer needs to hash, encode and sign, fixed at open.
+struct ChainCtx {
+    chain_id: String,
+    key: ChainKey,
+    host: String,
+    signer: CheckpointSigner,
+    /// Checkpoint after this many recorded events (0 = never by count).
+    every: u64,
+}
+
+type DbError = (&'static str, rusqlite::Error);
+
+/// Per-event outcomes of a batch and the number of checkpoints it wrote.
+type BatchResult = Result<(Vec<Result<u64, AuditError>>, u64), DbError>;
+
 struct Writer {
     /// `None` only after [`Writer::close`].
     conn: Option<Connection>,
     path: PathBuf,
-    chain_id: String,
-    host: String,
-    /// Seq of the next event to commit; advances only on commit.
-    next_seq: u64,
+    ctx: ChainCtx,
+    /// Advances only on commit.
+    state: ChainState,
     batch_max: usize,
+    /// Checkpoint by time (None = never).
+    interval: Option<Duration>,
+    last_checkpoint_at: Instant,
     shared: Arc<Shared>,
+    /// Dropped with the writer, which stops the ticker thread.
+    _ticker_stop: Option<std::sync::mpsc::Sender<()>>,
 }
 
 impl Writer {
@@ -463,6 +754,7 @@ impl Writer {
                         rx.close();
                         shutdown_acks.push(done);
                     }
+                    Msg::Tick => {}
                     #[cfg(test)]
                     Msg::TestSql { sql, done } => {
                         self.commit(&mut batch);
@@ -476,11 +768,23 @@ impl Writer {
                 }
             }
             self.commit(&mut batch);
+            if self.checkpoint_due() {
+                self.checkpoint("interval");
+            }
+        }
+        if self.state.since_checkpoint > 0 {
+            self.checkpoint("shutdown");
         }
         self.close();
         for done in shutdown_acks {
             let _ = done.send(());
         }
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        self.interval.is_some_and(|interval| {
+            self.state.since_checkpoint > 0 && self.last_checkpoint_at.elapsed() >= interval
+        })
     }
 
     fn close(&mut self) {
@@ -504,23 +808,13 @@ impl Writer {
             return;
         }
         let n = batch.len();
-        match self.write_batch(batch) {
-            Ok(outcomes) => {
+        match self.write(batch, false) {
+            Ok((outcomes, checkpoints)) => {
                 let committed = outcomes.iter().filter(|o| o.is_ok()).count() as u64;
-                self.shared.commits.fetch_add(1, Ordering::AcqRel);
-                self.shared.events.fetch_add(committed, Ordering::AcqRel);
-                self.shared
-                    .last_seq
-                    .store(self.next_seq - 1, Ordering::Release);
-                if !self.shared.healthy.swap(true, Ordering::AcqRel) {
-                    tracing::info!(
-                        audit.path = %self.path.display(),
-                        "audit store writable again"
-                    );
-                }
+                self.committed(committed, checkpoints);
                 tracing::trace!(
                     audit.batch_size = n,
-                    audit.last_seq = self.next_seq - 1,
+                    audit.last_seq = self.state.next_seq - 1,
                     "audit batch committed"
                 );
                 for (p, outcome) in batch.drain(..).zip(outcomes) {
@@ -529,23 +823,7 @@ impl Writer {
                 }
             }
             Err((op, e)) => {
-                self.shared.failed_commits.fetch_add(1, Ordering::AcqRel);
-                if self.shared.healthy.swap(false, Ordering::AcqRel) {
-                    tracing::error!(
-                        audit.path = %self.path.display(),
-                        audit.op = op,
-                        audit.batch_size = n,
-                        audit.error = %e,
-                        "audit commit failed; events of this batch are refused"
-                    );
-                } else {
-                    tracing::debug!(
-                        audit.op = op,
-                        audit.batch_size = n,
-                        audit.error = %e,
-                        "audit commit failed again"
-                    );
-                }
+                self.failed(op, n, &e);
                 let source = Arc::new(e);
                 for p in batch.drain(..) {
                     let _ = p.reply.send(Err(AuditError::Write {
@@ -558,35 +836,93 @@ impl Writer {
         }
     }
 
-    /// Insert the batch in one transaction. Per-event outcomes: `Ok(seq)`,
-    /// or an encoding error for that event alone. A database error fails
-    /// the whole batch (and consumes no seq).
-    #[allow(clippy::type_complexity)]
-    fn write_batch(
-        &mut self,
-        batch: &[Pending],
-    ) -> Result<Vec<Result<u64, AuditError>>, (&'static str, rusqlite::Error)> {
+    /// Sign and commit a checkpoint of everything recorded so far (a no-op
+    /// when nothing was recorded since the last one).
+    fn checkpoint(&mut self, why: &'static str) {
+        match self.write(&[], true) {
+            Ok((_, checkpoints)) => {
+                self.committed(0, checkpoints);
+                tracing::debug!(
+                    audit.trigger = why,
+                    audit.size = self.state.next_seq.saturating_sub(2),
+                    "audit checkpoint committed"
+                );
+            }
+            Err((op, e)) => {
+                self.failed(op, 0, &e);
+                self.recover();
+            }
+        }
+    }
+
+    fn committed(&mut self, events: u64, checkpoints: u64) {
+        self.shared.commits.fetch_add(1, Ordering::AcqRel);
+        self.shared.events.fetch_add(events, Ordering::AcqRel);
+        self.shared
+            .checkpoints
+            .fetch_add(checkpoints, Ordering::AcqRel);
+        self.shared
+            .last_seq
+            .store(self.state.next_seq - 1, Ordering::Release);
+        if !self.shared.healthy.swap(true, Ordering::AcqRel) {
+            tracing::info!(
+                audit.path = %self.path.display(),
+                "audit store writable again"
+            );
+        }
+    }
+
+    fn failed(&mut self, op: &'static str, n: usize, e: &rusqlite::Error) {
+        self.shared.failed_commits.fetch_add(1, Ordering::AcqRel);
+        if self.shared.healthy.swap(false, Ordering::AcqRel) {
+            tracing::error!(
+                audit.path = %self.path.display(),
+                audit.op = op,
+                audit.batch_size = n,
+                audit.error = %e,
+                "audit commit failed; events of this batch are refused"
+            );
+        } else {
+            tracing::debug!(
+                audit.op = op,
+                audit.batch_size = n,
+                audit.error = %e,
+                "audit commit failed again"
+            );
+        }
+    }
+
+    /// Insert the batch in one transaction, chaining each event, with a
+    /// checkpoint wherever the count is reached and (with `force`) one at
+    /// the end if anything is uncovered. Per-event outcomes: `Ok(seq)`, or
+    /// an encoding error for that event alone. A database error fails the
+    /// whole batch (and consumes no seq).
+    fn write(&mut self, batch: &[Pending], force: bool) -> BatchResult {
         let Some(conn) = self.conn.as_mut() else {
             return Err(("write", rusqlite::Error::InvalidQuery));
         };
+        let ctx = &self.ctx;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| ("begin", e))?;
-        let mut seq = self.next_seq;
+        let mut st = self.state;
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut checkpoints = 0;
         {
             let mut insert = tx
                 .prepare_cached(INSERT_EVENT)
                 .map_err(|e| ("prepare", e))?;
             for p in batch {
                 let ev = &p.ev;
-                let data = match encode_connection(ev, seq, &self.chain_id, &self.host) {
+                let seq = st.next_seq;
+                let data = match encode_connection(ev, seq, &ctx.chain_id, &ctx.host) {
                     Ok(data) => data,
                     Err(e) => {
                         outcomes.push(Err(e));
                         continue;
                     }
                 };
+                let hash = event_hash(&ctx.key, seq, &st.head, &data);
                 insert
                     .execute(params![
                         seq,
@@ -599,19 +935,33 @@ impl Writer {
                         ev.session.to_string(),
                         ev.reason,
                         data,
+                        &hash[..],
                     ])
                     .map_err(|e| ("insert", e))?;
                 outcomes.push(Ok(seq));
-                seq += 1;
+                st.head = hash;
+                st.next_seq += 1;
+                st.since_checkpoint += 1;
+                if ctx.every > 0 && st.since_checkpoint >= ctx.every {
+                    insert_checkpoint(ctx, &tx, &mut insert, &mut st)?;
+                    checkpoints += 1;
+                }
+            }
+            if force && st.since_checkpoint > 0 {
+                insert_checkpoint(ctx, &tx, &mut insert, &mut st)?;
+                checkpoints += 1;
             }
         }
         tx.commit().map_err(|e| ("commit", e))?;
-        self.next_seq = seq;
-        Ok(outcomes)
+        self.state = st;
+        if checkpoints > 0 {
+            self.last_checkpoint_at = Instant::now();
+        }
+        Ok((outcomes, checkpoints))
     }
 
     /// After a failed batch: make sure no transaction is left open and
-    /// re-read the last seq (another process may have written).
+    /// re-read the chain state (another process may have written).
     fn recover(&mut self) {
         let Some(conn) = self.conn.as_ref() else {
             return;
@@ -621,11 +971,77 @@ impl Writer {
         {
             tracing::debug!(audit.error = %e, "audit rollback failed");
         }
-        match max_seq(conn) {
-            Ok(last) => self.next_seq = last + 1,
-            Err(e) => tracing::debug!(audit.error = %e, "cannot re-read audit last seq"),
+        match load_chain_state(conn) {
+            Ok(state) => self.state = state,
+            Err(e) => tracing::debug!(audit.error = %e, "cannot re-read audit chain head"),
         }
     }
+}
+
+/// Sign a checkpoint of the chain up to `st` and insert it as the next
+/// event and as a `checkpoints` row, advancing `st`.
+fn insert_checkpoint(
+    ctx: &ChainCtx,
+    tx: &Transaction<'_>,
+    insert_event: &mut CachedStatement<'_>,
+    st: &mut ChainState,
+) -> Result<(), DbError> {
+    // Signing and encoding cannot fail for these inputs; should they, the
+    // batch fails like a database error rather than losing a checkpoint.
+    let conversion = |op: &'static str| {
+        move |e: AuditError| (op, rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+    };
+    let size = st.next_seq - 1;
+    let body = CheckpointBody {
+        origin: format!("{ORIGIN_PREFIX}{}", ctx.chain_id),
+        size,
+        head_hash: hex::encode(st.head),
+        time_ms: now_ms(),
+        prev_checkpoint_hash: st.last_checkpoint.map(hex::encode).unwrap_or_default(),
+        key_id: ctx.signer.key_id().to_owned(),
+    };
+    let cp = ctx
+        .signer
+        .sign(&body)
+        .map_err(conversion("sign checkpoint"))?;
+    let seq = st.next_seq;
+    let data = encode_checkpoint(&cp, seq, &ctx.chain_id, &ctx.host)
+        .map_err(conversion("encode checkpoint"))?;
+    let hash = event_hash(&ctx.key, seq, &st.head, &data);
+    insert_event
+        .execute(params![
+            seq,
+            body.time_ms,
+            CLASS_UID_APPLICATION_LIFECYCLE,
+            CHECKPOINT_ACTIVITY,
+            CHECKPOINT_DECISION,
+            None::<&str>,
+            None::<&str>,
+            "",
+            None::<&str>,
+            data,
+            &hash[..],
+        ])
+        .map_err(|e| ("insert checkpoint event", e))?;
+    let prev = st.last_checkpoint.map(|h| h.to_vec()).unwrap_or_default();
+    tx.prepare_cached(INSERT_CHECKPOINT)
+        .and_then(|mut s| {
+            s.execute(params![
+                size,
+                &st.head[..],
+                body.time_ms,
+                prev,
+                body.key_id,
+                cp.body_bytes(),
+                cp.signature(),
+            ])
+        })
+        .map_err(|e| ("insert checkpoint", e))?;
+    st.head = hash;
+    st.next_seq += 1;
+    st.since_checkpoint = 0;
+    st.last_checkpoint = Some(cp.digest());
+    Ok(())
 }
 
 #[cfg(test)]
@@ -653,10 +1069,22 @@ mod tests {
         rx.await.unwrap();
     }
 
+    /// Checkpoints only at shutdown, so seqs of recorded events are 1, 2, ...
+    fn opts(sync: SyncMode, batch_max: usize, host: &str) -> WriterOptions {
+        WriterOptions {
+            sync,
+            batch_max,
+            host: host.into(),
+            checkpoint_every: 0,
+            checkpoint_interval: Duration::ZERO,
+        }
+    }
+
+    /// Connection events (checkpoint events left out).
     fn rows(path: &Path) -> Vec<(u64, String, Vec<u8>)> {
         let c = Connection::open(path).unwrap();
         let mut s = c
-            .prepare("SELECT seq, session, data FROM events ORDER BY seq")
+            .prepare("SELECT seq, session, data FROM events WHERE class_uid = 4001 ORDER BY seq")
             .unwrap();
         s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
@@ -668,7 +1096,7 @@ mod tests {
     async fn concurrent_records_get_gap_free_seqs_and_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/audit.db");
-        let (h, task) = spawn_writer(&path, SyncMode::Normal, 64, "host1".into()).unwrap();
+        let (h, task) = spawn(&path, opts(SyncMode::Normal, 64, "host1")).unwrap();
         let mut tasks = Vec::new();
         for t in 0..50u64 {
             let h = h.clone();
@@ -714,9 +1142,10 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(path.parent().unwrap()), 0o700);
-        let (h, task) = spawn_writer(&path, SyncMode::Full, 64, String::new()).unwrap();
+        let (h, task) = spawn(&path, opts(SyncMode::Full, 64, "")).unwrap();
         assert_eq!(h.chain_id(), chain_id);
-        assert_eq!(h.record(ev(1)).await.unwrap(), 1001);
+        // 1001 is the checkpoint signed at shutdown.
+        assert_eq!(h.record(ev(1)).await.unwrap(), 1002);
         let c = Connection::open(&path).unwrap();
         let jm: String = c
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -732,8 +1161,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
         let (gate_tx, gate) = std::sync::mpsc::channel();
-        let (h, task) =
-            spawn_writer_inner(&path, SyncMode::Full, 10, String::new(), Some(gate)).unwrap();
+        let (h, task) = spawn_inner(&path, opts(SyncMode::Full, 10, ""), Some(gate)).unwrap();
         // Queue 25 events while the writer is held at its start gate.
         let mut pending = Vec::new();
         for i in 0..25 {
@@ -763,7 +1191,7 @@ mod tests {
     async fn failing_store_returns_errors_and_recovers_without_gaps() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
-        let (h, task) = spawn_writer(&path, SyncMode::Full, 16, String::new()).unwrap();
+        let (h, task) = spawn(&path, opts(SyncMode::Full, 16, "")).unwrap();
         assert_eq!(h.record(ev(1)).await.unwrap(), 1);
         assert!(h.is_healthy());
 
@@ -794,22 +1222,24 @@ mod tests {
         h.shutdown().await;
         task.join().unwrap();
         assert_eq!(rows(&path).len(), 2);
+        // Failed batches left no trace in the chain.
+        let report = crate::audit::verify(&path, None).unwrap();
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.last_seq, 3, "2 events + the shutdown checkpoint");
     }
 
     #[tokio::test]
     async fn unusable_paths_fail_at_open() {
         let dir = tempfile::tempdir().unwrap();
         // The path is a directory.
-        let err = spawn_writer(dir.path(), SyncMode::Full, 16, String::new())
+        let err = spawn(dir.path(), opts(SyncMode::Full, 16, ""))
             .err()
             .unwrap();
         assert!(matches!(err, AuditError::Io { .. }), "{err}");
         // A file that is not a SQLite database.
         let junk = dir.path().join("junk.db");
         std::fs::write(&junk, vec![b'z'; 8192]).unwrap();
-        let err = spawn_writer(&junk, SyncMode::Full, 16, String::new())
-            .err()
-            .unwrap();
+        let err = spawn(&junk, opts(SyncMode::Full, 16, "")).err().unwrap();
         assert!(matches!(err, AuditError::Open { .. }), "{err}");
         // A SQLite database that is not ours.
         let other = dir.path().join("other.db");
@@ -817,9 +1247,7 @@ mod tests {
             .unwrap()
             .execute_batch("CREATE TABLE t (x)")
             .unwrap();
-        let err = spawn_writer(&other, SyncMode::Full, 16, String::new())
-            .err()
-            .unwrap();
+        let err = spawn(&other, opts(SyncMode::Full, 16, "")).err().unwrap();
         assert!(matches!(err, AuditError::Schema { .. }), "{err}");
     }
 
@@ -828,8 +1256,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
         let (gate_tx, gate) = std::sync::mpsc::channel();
-        let (h, task) =
-            spawn_writer_inner(&path, SyncMode::Full, 4, String::new(), Some(gate)).unwrap();
+        let (h, task) = spawn_inner(&path, opts(SyncMode::Full, 4, ""), Some(gate)).unwrap();
         let mut pending = Vec::new();
         for i in 0..10 {
             let h = h.clone();
@@ -860,13 +1287,348 @@ mod tests {
     #[tokio::test]
     async fn dropping_all_handles_stops_the_writer() {
         let dir = tempfile::tempdir().unwrap();
-        let (h, task) =
-            spawn_writer(&dir.path().join("a.db"), SyncMode::Full, 4, String::new()).unwrap();
+        let (h, task) = spawn(&dir.path().join("a.db"), opts(SyncMode::Full, 4, "")).unwrap();
         h.record(ev(1)).await.unwrap();
         drop(h);
         tokio::task::spawn_blocking(move || task.join())
             .await
             .unwrap()
             .unwrap();
+    }
+
+    /// (size, prev_hash, body, signature) of every checkpoint row.
+    type CheckpointRow = (u64, Vec<u8>, Vec<u8>, Vec<u8>);
+
+    fn checkpoint_rows(path: &Path) -> Vec<CheckpointRow> {
+        let c = Connection::open(path).unwrap();
+        let mut s = c
+            .prepare("SELECT size, prev_hash, body, signature FROM checkpoints ORDER BY id")
+            .unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn classes(path: &Path) -> Vec<(u64, u32, String, String)> {
+        let c = Connection::open(path).unwrap();
+        let mut s = c
+            .prepare("SELECT seq, class_uid, activity, decision FROM events ORDER BY seq")
+            .unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn checkpoints_every_n_events_and_at_shutdown_are_chain_events() {
+        use crate::audit::chain::event_hash;
+        use crate::audit::ocsf::decode_checkpoint;
+        use crate::audit::testutil::{ev, opts};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let (h, task) = spawn(&path, opts(10)).unwrap();
+        let mut seqs = Vec::new();
+        for i in 1..=25 {
+            seqs.push(h.record(ev(i)).await.unwrap());
+        }
+        let stats = h.stats();
+        assert_eq!(
+            (stats.events, stats.checkpoints, stats.last_seq),
+            (25, 2, 27)
+        );
+        let key_id = h.key_id().to_owned();
+        h.shutdown().await;
+        task.join().unwrap();
+        let expected: Vec<u64> = (1..=10).chain(12..=21).chain(23..=27).collect();
+        assert_eq!(seqs, expected, "checkpoints take seqs 11 and 22");
+
+        let cps = checkpoint_rows(&path);
+        assert_eq!(
+            cps.iter().map(|c| c.0).collect::<Vec<_>>(),
+            vec![10, 21, 27],
+            "every 10 events, then the rest at shutdown"
+        );
+        let kinds = classes(&path);
+        assert_eq!(kinds.len(), 28);
+        for (seq, class, activity, decision) in &kinds {
+            let is_cp = [11, 22, 28].contains(seq);
+            assert_eq!(*class == 6002, is_cp, "seq {seq}");
+            assert_eq!(activity == "checkpoint", is_cp, "seq {seq}");
+            assert_eq!(decision == "n/a", is_cp, "seq {seq}");
+        }
+
+        // Each checkpoint event carries exactly its table row, signs the
+        // hash of the event before it and links to the previous one.
+        let c = Connection::open(&path).unwrap();
+        let chain = crate::audit::testutil::chain_key(&c);
+        let mut prev_body: Option<Vec<u8>> = None;
+        for ((size, prev_hash, body, sig), event_seq) in cps.iter().zip([11u64, 22, 28]) {
+            let d = decode_checkpoint(&crate::audit::testutil::data(&c, event_seq)).unwrap();
+            assert_eq!(d.seq, event_seq);
+            assert_eq!(d.checkpoint.body_bytes(), &body[..]);
+            assert_eq!(d.checkpoint.signature(), &sig[..]);
+            assert_eq!(d.checkpoint.size(), *size);
+            assert_eq!(d.checkpoint.key_id(), key_id);
+            assert_eq!(
+                &d.checkpoint.head_hash()[..],
+                &crate::audit::testutil::hash(&c, *size)[..]
+            );
+            assert_eq!(
+                d.checkpoint.body().origin,
+                format!("warden:{}", h_chain_id(&c))
+            );
+            match &prev_body {
+                None => {
+                    assert!(prev_hash.is_empty() && d.checkpoint.prev_checkpoint_hash().is_none())
+                }
+                Some(p) => {
+                    assert_eq!(prev_hash, &sha256(p).to_vec());
+                    assert_eq!(d.checkpoint.prev_checkpoint_hash(), Some(&sha256(p)));
+                }
+            }
+            prev_body = Some(body.clone());
+            // The checkpoint event is hashed into the chain like any other.
+            let h = event_hash(
+                &chain,
+                event_seq,
+                &crate::audit::testutil::hash(&c, event_seq - 1),
+                &crate::audit::testutil::data(&c, event_seq),
+            );
+            assert_eq!(&h[..], &crate::audit::testutil::hash(&c, event_seq)[..]);
+        }
+        let report = crate::audit::verify(&path, None).unwrap();
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.key_ids, vec![key_id]);
+
+        // Reopen and stop without new events: no empty checkpoint.
+        let (h, task) = spawn(&path, opts(10)).unwrap();
+        h.shutdown().await;
+        task.join().unwrap();
+        assert_eq!(checkpoint_rows(&path).len(), 3);
+    }
+
+    fn h_chain_id(c: &Connection) -> String {
+        read_chain_id(c).unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn checkpoints_by_time_only_when_events_were_added() {
+        use crate::audit::testutil::ev;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let opts = WriterOptions {
+            checkpoint_every: 0,
+            checkpoint_interval: Duration::from_millis(40),
+            ..WriterOptions::default()
+        };
+        let (h, task) = spawn(&path, opts).unwrap();
+        let wait_for = |n: u64| {
+            let h = h.clone();
+            async move {
+                let start = Instant::now();
+                while h.stats().checkpoints < n {
+                    assert!(
+                        start.elapsed() < Duration::from_secs(10),
+                        "no checkpoint {n}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        // Idle and empty: nothing to sign.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(h.stats().checkpoints, 0);
+        assert_eq!(h.record(ev(1)).await.unwrap(), 1);
+        wait_for(1).await;
+        assert_eq!(h.stats().last_seq, 2);
+        // Idle again: no further checkpoint.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(h.stats().checkpoints, 1);
+        assert_eq!(h.record(ev(2)).await.unwrap(), 3);
+        wait_for(2).await;
+        h.shutdown().await;
+        task.join().unwrap();
+        // Nothing new since the last one: no shutdown checkpoint.
+        assert_eq!(
+            checkpoint_rows(&path)
+                .iter()
+                .map(|c| c.0)
+                .collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        assert!(crate::audit::verify(&path, None).unwrap().is_intact());
+    }
+
+    #[tokio::test]
+    async fn v1_store_migrates_to_a_verifying_chain() {
+        use crate::audit::chain::{ChainKey, GENESIS, event_hash};
+        use crate::audit::testutil::{ev, opts};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let chain_id = "00112233445566778899aabbccddeeff";
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA_V1).unwrap();
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', '1'), ('chain_id', ?1)",
+                [chain_id],
+            )
+            .unwrap();
+            for seq in 1..=5u64 {
+                let e = ev(seq);
+                let data = encode_connection(&e, seq, chain_id, "old").unwrap();
+                c.execute(
+                    "INSERT INTO events (seq, time_ms, class_uid, activity, decision, account, \
+                     target, session, reason, data) VALUES (?1, ?2, 4001, 'open', 'allowed', \
+                     ?3, ?4, ?5, NULL, ?6)",
+                    params![
+                        seq,
+                        e.time_ms,
+                        e.account,
+                        e.target,
+                        e.session.to_string(),
+                        data
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        // A v1 store is still readable for `audit tail`, but not verifiable.
+        let r = crate::audit::AuditReader::open(&path).unwrap();
+        assert_eq!(r.last_seq().unwrap(), 5);
+        drop(r);
+        let err = crate::audit::verify(&path, None).unwrap_err();
+        assert!(matches!(err, AuditError::Schema { .. }), "{err}");
+
+        let (h, task) = spawn(&path, opts(0)).unwrap();
+        assert_eq!(h.chain_id(), chain_id);
+        assert_eq!(h.record(ev(6)).await.unwrap(), 6);
+        h.shutdown().await;
+        task.join().unwrap();
+
+        let c = Connection::open(&path).unwrap();
+        assert_eq!(read_schema_version(&c).unwrap(), Some(2));
+        // Migrated hashes are the chain over the stored v1 bytes.
+        let key = ChainKey::parse(chain_id).unwrap();
+        let mut prev = GENESIS.to_vec();
+        for seq in 1..=7u64 {
+            let data = crate::audit::testutil::data(&c, seq);
+            let stored = crate::audit::testutil::hash(&c, seq);
+            assert_eq!(
+                &event_hash(&key, seq, &prev, &data)[..],
+                &stored[..],
+                "seq {seq}"
+            );
+            prev = stored;
+        }
+        let report = crate::audit::verify(&path, None).unwrap();
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(
+            (report.events, report.checkpoints, report.signed_through),
+            (7, 1, 6)
+        );
+    }
+
+    #[tokio::test]
+    async fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        crate::audit::testutil::build_store(&path, 0, 1).await;
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
+                [],
+            )
+            .unwrap();
+        let err = spawn(&path, opts(SyncMode::Full, 1, "")).err().unwrap();
+        assert!(err.to_string().contains("schema version 3"), "{err}");
+        let err = crate::audit::AuditReader::open(&path).err().unwrap();
+        assert!(matches!(err, AuditError::Schema { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn key_file_is_0600_and_reused_across_reopen() {
+        use crate::audit::checkpoint::key_paths;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/audit.db");
+        let (h, task) = spawn(&path, opts(SyncMode::Full, 8, "")).unwrap();
+        let first = h.key_id().to_owned();
+        h.record(crate::audit::testutil::ev(1)).await.unwrap();
+        h.shutdown().await;
+        task.join().unwrap();
+        let (key, public) = key_paths(&path);
+        assert_eq!(key, dir.path().join("state/checkpoint.key"));
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(public.exists());
+
+        let (h, task) = spawn(&path, opts(SyncMode::Full, 8, "")).unwrap();
+        assert_eq!(h.key_id(), first);
+        h.record(crate::audit::testutil::ev(2)).await.unwrap();
+        h.shutdown().await;
+        task.join().unwrap();
+        let report = crate::audit::verify(&path, None).unwrap();
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.key_ids, vec![first.clone()]);
+
+        // A replaced key: old checkpoints stay verifiable through the keys
+        // table, new ones use the new key.
+        std::fs::remove_file(&key).unwrap();
+        let (h, task) = spawn(&path, opts(SyncMode::Full, 8, "")).unwrap();
+        let second = h.key_id().to_owned();
+        assert_ne!(second, first);
+        h.record(crate::audit::testutil::ev(3)).await.unwrap();
+        h.shutdown().await;
+        task.join().unwrap();
+        let report = crate::audit::verify(&path, None).unwrap();
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.key_ids, vec![first, second]);
+    }
+
+    /// Throughput sanity: many producers, group commit, checkpoints inline;
+    /// the result is one intact chain. (No timing assertions.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_concurrent_events_chain_and_verify() {
+        use crate::audit::testutil::ev;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let (h, task) = spawn(
+            &path,
+            WriterOptions {
+                sync: SyncMode::Normal,
+                batch_max: 256,
+                checkpoint_every: 1000,
+                ..WriterOptions::default()
+            },
+        )
+        .unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..20u64 {
+            let h = h.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..250u64 {
+                    h.record(ev(t * 1000 + i)).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let stats = h.stats();
+        assert_eq!((stats.events, stats.checkpoints), (5000, 5));
+        h.shutdown().await;
+        tokio::task::spawn_blocking(move || task.join())
+            .await
+            .unwrap()
+            .unwrap();
+        let report = crate::audit::verify(&path, None).unwrap();
+        assert!(report.is_intact(), "{report}");
+        assert_eq!((report.events, report.checkpoints), (5005, 5));
+        assert_eq!(report.signed_through, 5004);
     }
 }

@@ -338,7 +338,13 @@ mod tests {
         assert!(field_names::<AgentSection>().contains(&"relay_buffer_bytes"));
         assert_eq!(
             field_names::<AuditSection>(),
-            ["path", "synchronous", "batch_max"]
+            [
+                "path",
+                "synchronous",
+                "batch_max",
+                "checkpoint_every",
+                "checkpoint_interval_secs"
+            ]
         );
     }
 

@@ -79,6 +79,13 @@ pub struct AuditSection {
     /// Most events in one commit.
     #[serde(default = "defaults::batch_max")]
     pub batch_max: usize,
+    /// Sign a checkpoint after this many events (0: never by count).
+    #[serde(default = "defaults::checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Sign a checkpoint this many seconds after the last one when events
+    /// were recorded since (0: never by time). One is always signed at shutdown.
+    #[serde(default = "defaults::checkpoint_interval_secs")]
+    pub checkpoint_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -269,6 +276,8 @@ impl Default for AuditSection {
             path: None,
             synchronous: Synchronous::default(),
             batch_max: defaults::batch_max(),
+            checkpoint_every: defaults::checkpoint_every(),
+            checkpoint_interval_secs: defaults::checkpoint_interval_secs(),
         }
     }
 }
@@ -422,6 +431,12 @@ pub mod defaults {
     }
     pub fn max_connections() -> usize {
         10_000
+    }
+    pub fn checkpoint_every() -> u64 {
+        1000
+    }
+    pub fn checkpoint_interval_secs() -> u64 {
+        60
     }
     pub fn batch_max() -> usize {
         256

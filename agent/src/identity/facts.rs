@@ -41,10 +41,13 @@ pub struct ProcessFacts {
     pub pid_reused: bool,
 }
 
+/// A file's identity: device, inode, size, mtime seconds and nanoseconds.
+type FileIdentity = (u64, u64, u64, i64, i64);
+
 /// Executable hashes by file identity, so a busy binary is hashed once.
 #[derive(Debug, Default)]
 pub struct ExeHashCache {
-    map: Mutex<HashMap<(u64, u64, u64, i64, i64), String>>,
+    map: Mutex<HashMap<FileIdentity, String>>,
 }
 
 impl ExeHashCache {

@@ -16,9 +16,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::audit::event::{ConnActivity, ConnectionEvent, Decision, ProcessInfo, SessionId};
+use crate::audit::event::{
+    ConnActivity, ConnectionEvent, Decision, ProcessInfo, SessionId, TokenIdentity,
+};
+use crate::config::ExePin;
 use crate::daemon::{OpenConn, Shared};
 use crate::ebpf::keys;
+use crate::identity::facts;
 
 /// The destination the workload asked for, as recorded by the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -114,6 +118,7 @@ struct Pending {
     target: Option<String>,
     protocol: &'static str,
     process: ProcessInfo,
+    identity: Option<TokenIdentity>,
 }
 
 impl Pending {
@@ -134,6 +139,7 @@ impl Pending {
             bytes_up: 0,
             bytes_down: 0,
             duration_ms: 0,
+            identity: self.identity.clone(),
         }
     }
 }
@@ -171,6 +177,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         target: None,
         protocol: "tcp",
         process: ProcessInfo::default(),
+        identity: None,
     };
     let meta = match shared.datapath.take_orig_dst(&key) {
         Ok(Some(meta)) => meta,
@@ -199,11 +206,31 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
     let orig = OrigDst(keys::orig_dst(&meta));
     p.orig_dst = Some(orig);
     let resolved = shared.account_for(&meta);
-    p.process = crate::identity::process_info(
-        &meta,
-        &shared.cgroup_mount,
-        resolved.as_ref().and_then(|(_, path)| path.as_deref()),
-    );
+    let facts = {
+        let shared = Arc::clone(&shared);
+        let enrolled = resolved.as_ref().and_then(|(_, path)| path.clone());
+        // /proc reads and (first time per binary) hashing block: off the runtime.
+        tokio::task::spawn_blocking(move || {
+            facts::read_facts(
+                &meta,
+                &shared.cgroup_mount,
+                enrolled.as_deref(),
+                &shared.exe_hashes,
+            )
+        })
+        .await
+        .ok()
+    };
+    // A failed fact-reading task leaves only the kernel's record.
+    let facts = facts.unwrap_or_else(|| facts::ProcessFacts {
+        pid: meta.pid,
+        tgid: meta.tgid,
+        uid: meta.uid,
+        gid: meta.gid,
+        cgroup_id: meta.cgroup_id,
+        ..Default::default()
+    });
+    p.process = process_info(&facts);
     let Some(target) = shared.target_for(orig) else {
         return refuse(
             &shared,
@@ -240,6 +267,11 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
             format!("account {account} is not granted target {}", target.name),
         )
         .await;
+    }
+    if let Some(pin) = shared.config.account(&account).and_then(|a| a.exe.as_ref())
+        && let Err(why) = exe_matches(pin, &facts)
+    {
+        return refuse(&shared, stream, &p, "identity_mismatch", why).await;
     }
     let Some(_slot) = shared.try_acquire_slot() else {
         return refuse(
@@ -317,6 +349,63 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         tracing::error!(error = %e, "could not audit a connection close");
     }
     shared.metrics.closed.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The audit view of the caller.
+fn process_info(f: &facts::ProcessFacts) -> ProcessInfo {
+    ProcessInfo {
+        pid: Some(f.pid),
+        tgid: Some(f.tgid),
+        uid: Some(f.uid),
+        gid: Some(f.gid),
+        comm: f.comm.clone(),
+        exe: f.exe.clone(),
+        cgroup_id: Some(f.cgroup_id),
+        cgroup_path: f.cgroup_path.clone(),
+        exe_sha256: f.exe_sha256.clone(),
+        cmdline: f.cmdline.clone(),
+        start_boot_ns: f.start_boot_ns,
+        pid_reused: f.pid_reused,
+        unit: f.cgroup_path.as_deref().and_then(unit_of),
+    }
+}
+
+/// The systemd unit a cgroup path belongs to: its deepest `.service` or
+/// `.scope` segment.
+fn unit_of(cgroup_path: &str) -> Option<String> {
+    cgroup_path
+        .rsplit('/')
+        .find(|s| s.ends_with(".service") || s.ends_with(".scope"))
+        .map(str::to_owned)
+}
+
+/// Checks the account's executable pin against what the caller runs. Facts
+/// that could not be read (or a reused pid) never match: fail closed.
+fn exe_matches(pin: &ExePin, f: &facts::ProcessFacts) -> Result<(), String> {
+    if f.pid_reused {
+        return Err(format!(
+            "pid {} was reused after the connect; the executable cannot be confirmed",
+            f.tgid
+        ));
+    }
+    let want = pin.path.to_string_lossy();
+    match f.exe.as_deref() {
+        Some(exe) if exe == want => {}
+        Some(exe) => return Err(format!("executable {exe} is not the pinned {want}")),
+        None => return Err(format!("executable of pid {} could not be read", f.tgid)),
+    }
+    if let Some(sha) = &pin.sha256 {
+        match f.exe_sha256.as_deref() {
+            Some(h) if h == sha => {}
+            Some(h) => {
+                return Err(format!(
+                    "executable {want} has sha256 {h}, not the pinned {sha}"
+                ));
+            }
+            None => return Err(format!("executable {want} could not be hashed")),
+        }
+    }
+    Ok(())
 }
 
 /// SO_LINGER 0: closing sends RST, so the peer sees the refusal at once. The
