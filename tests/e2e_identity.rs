@@ -113,3 +113,188 @@ fn exe_pin_mismatch_is_refused_as_identity_mismatch() {
         );
     }
 }
+
+mod tokens {
+    use base64::Engine;
+    use ed25519_dalek::SigningKey;
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::json;
+
+    pub const ISSUER: &str = "https://idp.test";
+    pub const SUBJECT: &str = "spiffe://test.example/orders";
+
+    pub fn key() -> SigningKey {
+        SigningKey::from_bytes(&[7u8; 32])
+    }
+
+    pub fn jwks(key: &SigningKey, kid: &str) -> String {
+        let x =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes());
+        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"}]})
+            .to_string()
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    /// An EdDSA token; `exp_in` seconds from now (negative: already expired).
+    pub fn token(key: &SigningKey, kid: &str, aud: &str, exp_in: i64) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.to_owned());
+        let claims = json!({
+            "iss": ISSUER, "sub": SUBJECT, "aud": aud, "jti": "jti-1",
+            "iat": now() - 10, "exp": now() + exp_in,
+        });
+        let der = key.to_pkcs8_der().unwrap();
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
+    }
+}
+
+/// An account whose identity is a token file validated against a JWKS: a
+/// valid token is bound to the connection and its audit events (claims,
+/// never the token); expired, wrong-audience and missing tokens refuse new
+/// connections, each audited with its own reason.
+#[test]
+fn token_file_identity_is_validated_bound_and_audited() {
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let db = EchoServer::start("127.0.0.2:0");
+    let key = tokens::key();
+    let token_path = env.tmp.path().join("token");
+    let jwks_path = env.tmp.path().join("jwks.json");
+    std::fs::write(&jwks_path, tokens::jwks(&key, "k1")).unwrap();
+    let good = tokens::token(&key, "k1", "warden", 600);
+    std::fs::write(&token_path, &good).unwrap();
+    env.write_config(&format!(
+        "{}{}[[account]]\nname = \"orders\"\ncgroups = [\"{app}\"]\ntargets = [\"db\"]\nidentity = {{ kind = \"token_file\", token_file = \"{}\", jwks_file = \"{}\", issuer = \"{}\", audience = \"warden\", spiffe_trust_domain = \"test.example\" }}\n",
+        env.agent_table(false, ""),
+        tcp_target("db", &db.addr.to_string()),
+        token_path.display(),
+        jwks_path.display(),
+        tokens::ISSUER,
+    ));
+    env.start();
+
+    let r = env.client(&app, "127.0.0.2", db.addr.port(), 4096, None);
+    assert!(r.same_bytes_back(), "{:?}\n{}", r.json, env.log());
+    let evs = env.events_for_client_port(r.local_port().unwrap(), 2);
+    let id = &evs[0]["unmapped"]["warden"]["identity"];
+    assert_eq!(id["source"], "token_file", "{:#}", evs[0]);
+    assert_eq!(id["iss"], tokens::ISSUER);
+    assert_eq!(id["sub"], tokens::SUBJECT);
+    assert_eq!(id["aud"][0], "warden");
+    assert_eq!(id["kid"], "k1");
+    assert_eq!(id["jti"], "jti-1");
+    assert!(id["exp"].as_i64().is_some());
+    let raw = serde_json::to_string(&evs).unwrap();
+    assert!(
+        !raw.contains(&good),
+        "the token itself must never be stored"
+    );
+
+    for (token, reason) in [
+        (
+            Some(tokens::token(&key, "k1", "warden", -3600)),
+            "token_expired",
+        ),
+        (
+            Some(tokens::token(&key, "k1", "someone-else", 600)),
+            "token_wrong_audience",
+        ),
+        (None, "token_file_missing"),
+    ] {
+        match &token {
+            Some(t) => std::fs::write(&token_path, t).unwrap(),
+            None => std::fs::remove_file(&token_path).unwrap(),
+        }
+        let r = env.client(&app, "127.0.0.2", db.addr.port(), 0, None);
+        assert!(!r.ok(), "{reason}: {:?}", r.json);
+        let evs = env.events_for_client_port(r.local_port().unwrap(), 1);
+        assert_eq!(
+            evs[0]["unmapped"]["warden"]["reason"], reason,
+            "{:#}",
+            evs[0]
+        );
+        assert_eq!(evs[0]["unmapped"]["warden"]["decision"], "refused");
+    }
+
+    // The token file is re-read when it changes: a good token again works.
+    std::fs::write(&token_path, tokens::token(&key, "k1", "warden", 600)).unwrap();
+    let r = env.client(&app, "127.0.0.2", db.addr.port(), 1024, None);
+    assert!(r.same_bytes_back(), "{:?}", r.json);
+}
+
+/// With `kind = "mint"` Warden signs a token per connection binding who
+/// called; it travels in the audit event and verifies against the keys
+/// `warden identity jwks` prints.
+#[test]
+fn minted_tokens_verify_against_the_published_jwks() {
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let db = EchoServer::start("127.0.0.2:0");
+    env.write_config(&format!(
+        "{}{}[[account]]\nname = \"orders\"\ncgroups = [\"{app}\"]\ntargets = [\"db\"]\nidentity = {{ kind = \"mint\", audience = \"collector\", ttl_secs = 120 }}\n",
+        env.agent_table(false, ""),
+        tcp_target("db", &db.addr.to_string()),
+    ));
+    env.start();
+    let r = env.client(&app, "127.0.0.2", db.addr.port(), 1024, None);
+    assert!(r.same_bytes_back(), "{:?}\n{}", r.json, env.log());
+    let evs = env.events_for_client_port(r.local_port().unwrap(), 1);
+    let id = &evs[0]["unmapped"]["warden"]["identity"];
+    assert_eq!(id["source"], "mint", "{:#}", evs[0]);
+    let token = id["attestation"]
+        .as_str()
+        .expect("minted token in the event");
+
+    let out = env.warden(&["identity", "jwks"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jwks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = warden::identity::token::verify_with_jwks(
+        token,
+        &jwks,
+        id["iss"].as_str().unwrap(),
+        "collector",
+    )
+    .expect("minted token verifies with the published JWKS");
+    assert_eq!(v.sub, id["sub"].as_str().unwrap());
+    // The claims bind the caller.
+    let payload = token.split('.').nth(1).unwrap();
+    use base64::Engine;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["account"], "orders", "{claims:#}");
+    assert_eq!(
+        claims["pid"], evs[0]["actor"]["process"]["pid"],
+        "{claims:#}"
+    );
+    assert_eq!(
+        claims["exe_sha256"], evs[0]["actor"]["process"]["file"]["hashes"][0]["value"],
+        "{claims:#}"
+    );
+    // A token altered by one byte does not verify.
+    let mut forged = token.to_owned();
+    forged.push('A');
+    assert!(
+        warden::identity::token::verify_with_jwks(
+            &forged,
+            &jwks,
+            id["iss"].as_str().unwrap(),
+            "collector"
+        )
+        .is_err()
+    );
+}

@@ -45,6 +45,16 @@ pub enum Command {
     /// Read the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Workload identity tools.
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    /// Print the JWKS (public keys) that verify tokens Warden mints, for a
+    /// collector to check the `attestation` of audit events.
+    Jwks,
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::audit::reader::{AuditReader, TailFilter, format_text};
-use crate::cli::{AuditCommand, Cli, Command, SelectorArgs};
+use crate::cli::{AuditCommand, Cli, Command, IdentityCommand, SelectorArgs};
 use crate::config::Config;
 use crate::control::{Request, Response, client};
 use crate::identity::Selector;
@@ -149,6 +149,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Identity(IdentityCommand::Jwks) => {
+            let cfg = Config::load(&cli.config)?;
+            let jwks = crate::identity::sources::mint_jwks(&cfg, &crate::daemon::host_name())?;
+            println!("{}", serde_json::to_string_pretty(&jwks)?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Checkpoint { out }) => {
             let cfg = Config::load(&cli.config)?;

@@ -36,6 +36,8 @@ pub enum DaemonError {
     Proxy(#[from] proxy::ProxyError),
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    #[error("identity source: {0}")]
+    Identity(#[from] crate::identity::token::TokenError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -71,6 +73,7 @@ pub struct Shared {
     pub audit: AuditHandle,
     pub listen: Vec<SocketAddr>,
     pub exe_hashes: crate::identity::facts::ExeHashCache,
+    pub identities: crate::identity::sources::IdentitySources,
     pub metrics: Metrics,
     pub started_ms: i64,
     pub detach_on_exit: AtomicBool,
@@ -229,9 +232,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         Synchronous::Full => SyncMode::Full,
         Synchronous::Normal => SyncMode::Normal,
     };
-    let host = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "unknown".into());
+    let host = host_name();
     let (audit, writer) = crate::audit::spawn_writer(
         &config.audit_path(),
         crate::audit::WriterOptions {
@@ -243,6 +244,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         },
     )?;
 
+    let identities = crate::identity::sources::IdentitySources::from_config(&config, &host_name())?;
     let mut enrollments =
         Enrollments::load(&config, config.agent.state_dir.join("enrollments.json"))?;
     enrollments.resolve(&mount);
@@ -292,6 +294,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         audit,
         listen: listen.clone(),
         exe_hashes: Default::default(),
+        identities,
         metrics: Metrics::default(),
         started_ms: now_ms(),
         detach_on_exit: AtomicBool::new(detach_on_exit),
@@ -408,6 +411,13 @@ async fn heartbeat(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => if *shutdown.borrow() { break },
         }
     }
+}
+
+/// This host's name, as audit events and minted tokens carry it.
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {

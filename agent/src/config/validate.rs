@@ -366,11 +366,6 @@ fn check_accounts(d: &Decoded, diags: &mut Diags<'_>) {
     }
 }
 
-/// Algorithms an identity token may be signed with. Never `none`, never HS*.
-pub const TOKEN_ALGORITHMS: &[&str] = &[
-    "RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA",
-];
-
 fn check_identity(key: &str, id: &IdentityConfig, diags: &mut Diags<'_>) {
     let field = |name: &str| join(key, name);
     match id.kind {
@@ -417,12 +412,12 @@ fn check_identity(key: &str, id: &IdentityConfig, diags: &mut Diags<'_>) {
                 diags.at(&field("algorithms"), "must name at least one algorithm");
             }
             for (j, alg) in id.algorithms.iter().enumerate() {
-                if !TOKEN_ALGORITHMS.contains(&alg.as_str()) {
+                if !crate::identity::token::SUPPORTED_ALGORITHMS.contains(&alg.as_str()) {
                     diags.at(
                         &index(&field("algorithms"), j),
                         format!(
                             "algorithm {alg:?} is not allowed (allowed: {})",
-                            TOKEN_ALGORITHMS.join(", ")
+                            crate::identity::token::SUPPORTED_ALGORITHMS.join(", ")
                         ),
                     );
                 }

@@ -4,6 +4,8 @@
 
 pub mod enrollment;
 pub mod facts;
+pub mod sources;
+pub mod token;
 pub mod unit;
 
 pub use enrollment::{EnrollError, Enrollments, Selector};

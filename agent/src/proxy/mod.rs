@@ -273,6 +273,13 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
     {
         return refuse(&shared, stream, &p, "identity_mismatch", why).await;
     }
+    match shared.identities.identify(&account, &facts).await {
+        Ok(id) => p.identity = id,
+        Err(e) => {
+            let reason = e.reason();
+            return refuse(&shared, stream, &p, reason, e.to_string()).await;
+        }
+    }
     let Some(_slot) = shared.try_acquire_slot() else {
         return refuse(
             &shared,
