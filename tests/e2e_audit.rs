@@ -124,3 +124,156 @@ fn daemon_written_chain_verifies_and_tampering_is_caught() {
     assert_eq!(report["problem"]["kind"], "truncated", "{report:#}");
     assert_eq!(report["problem"]["seq"], 4, "{report:#}");
 }
+
+/// Crash safety: under sustained load through the proxy, SIGKILL the agent.
+/// Every connection a client saw answered has its audit record after the
+/// restart, and the chain verifies with no gap.
+#[test]
+fn sigkill_under_load_loses_no_answered_connection() {
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let db = EchoServer::start("127.0.0.2:0");
+    env.write_config(&format!(
+        "{}[[target]]\nname = \"db\"\nprotocol = \"tcp\"\naddress = \"{}\"\n[[account]]\nname = \"app\"\ncgroups = [\"{app}\"]\ntargets = [\"db\"]\n",
+        env.agent_table(false, ""),
+        db.addr
+    ));
+    env.start();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/loop_client.py");
+    let procs = env.cg_dir(&app).join("cgroup.procs");
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "echo $$ > '{}' && exec /usr/bin/python3 '{}' 127.0.0.2 {} 4",
+                    procs.display(),
+                    script.display(),
+                    db.addr.port()
+                ))
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    env.kill9();
+    let mut answered = Vec::new();
+    for c in clients {
+        let out = c.wait_with_output().unwrap();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Ok(port) = line.trim().parse::<u16>() {
+                answered.push(port);
+            }
+        }
+    }
+    assert!(
+        answered.len() > 20,
+        "the load ran: {} answered",
+        answered.len()
+    );
+
+    env.start();
+    let events = env.audit_events();
+    let opened: std::collections::HashSet<u64> = events
+        .iter()
+        .filter(|e| e["activity_id"] == 1)
+        .filter_map(|e| e["src_endpoint"]["port"].as_u64())
+        .collect();
+    let missing: Vec<u16> = answered
+        .iter()
+        .copied()
+        .filter(|p| !opened.contains(&u64::from(*p)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered connections have no audit record: {missing:?}",
+        missing.len(),
+        answered.len()
+    );
+    let out = env.warden(&["audit", "verify", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{report:#}");
+    assert_eq!(report["first_seq"], 1, "{report:#}");
+    assert!(report["problem"].is_null(), "{report:#}");
+}
+
+/// Disk full: traffic is refused with a clear reason in Warden's log, no
+/// partial record is left, and relaying resumes when space returns.
+#[test]
+fn full_disk_refuses_traffic_then_recovers() {
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let db = EchoServer::start("127.0.0.2:0");
+    let state = env.state_dir();
+    std::fs::create_dir_all(&state).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs"])
+        .arg(&state)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mounting a small tmpfs as the state dir");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    env.write_config(&format!(
+        "{}[[target]]\nname = \"db\"\nprotocol = \"tcp\"\naddress = \"{}\"\n[[account]]\nname = \"app\"\ncgroups = [\"{app}\"]\ntargets = [\"db\"]\n",
+        env.agent_table(false, ""),
+        db.addr
+    ));
+    env.start();
+    let r = env.client(&app, "127.0.0.2", db.addr.port(), 1024, None);
+    assert!(r.same_bytes_back(), "{:?}", r.json);
+
+    // Fill the file system.
+    let filler = state.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let before = db.connections();
+    let r = env.client(&app, "127.0.0.2", db.addr.port(), 1024, None);
+    assert!(
+        !r.ok(),
+        "traffic must be refused while the audit store cannot write: {:?}",
+        r.json
+    );
+    assert_eq!(db.connections(), before, "nothing reached the server");
+    let log = env.log();
+    assert!(
+        log.contains("audit store unavailable"),
+        "Warden says why: {log}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let start = std::time::Instant::now();
+    let port = loop {
+        let r = env.client(&app, "127.0.0.2", db.addr.port(), 1024, None);
+        if r.same_bytes_back() {
+            break r.local_port().unwrap();
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "did not recover: {:?}",
+            r.json
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(env.events_for_client_port(port, 2).len(), 2);
+    env.stop();
+    let out = env.warden(&["audit", "verify", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "no partial record: {report:#}");
+}

@@ -120,10 +120,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     after = ev.seq;
                 }
-                if !follow {
-                    break;
-                }
                 if events.is_empty() {
+                    // Caught up: stop, or wait for more when following.
+                    if !follow {
+                        break;
+                    }
                     std::thread::sleep(Duration::from_millis(250));
                 }
             }

@@ -293,28 +293,25 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         )
         .await;
     };
-    // The upstream connect and the commit of the open event run side by side;
-    // no byte is relayed before both are done (audit before effect).
-    let (upstream, audited) = tokio::join!(
-        upstream::connect(
-            target.address,
-            shared.config.agent.upstream_mark,
-            Duration::from_millis(shared.config.agent.connect_timeout_ms),
-        ),
-        shared
-            .audit
-            .record(p.event(ConnActivity::Open, Decision::Allowed)),
-    );
-    let upstream = match (upstream, audited) {
-        (Ok(u), Ok(_)) => u,
-        (upstream, Err(e)) => {
-            tracing::error!(error = %e, "audit store unavailable; refusing connection");
-            if let Ok(u) = upstream {
-                reset_on_close(&u);
-            }
-            return refuse(&shared, stream, &p, "audit_unavailable", e.to_string()).await;
-        }
-        (Err(e), Ok(_)) => {
+    // Audit before effect: the upstream is not even contacted before the
+    // open event is committed.
+    if let Err(e) = shared
+        .audit
+        .record(p.event(ConnActivity::Open, Decision::Allowed))
+        .await
+    {
+        tracing::error!(error = %e, "audit store unavailable; refusing connection");
+        return refuse(&shared, stream, &p, "audit_unavailable", e.to_string()).await;
+    }
+    let upstream = match upstream::connect(
+        target.address,
+        shared.config.agent.upstream_mark,
+        Duration::from_millis(shared.config.agent.connect_timeout_ms),
+    )
+    .await
+    {
+        Ok(u) => u,
+        Err(e) => {
             // The open is on record, so the failure is recorded as its close.
             info!(error = %e, "upstream connect failed");
             reset_on_close(&stream);
