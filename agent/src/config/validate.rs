@@ -336,6 +336,30 @@ fn check_accounts(d: &Decoded, diags: &mut Diags<'_>) {
             }
         }
 
+        // A unit and a cgroup path naming the same cgroup, in two accounts.
+        for (j, unit) in a.units.iter().enumerate() {
+            for (k, other) in d.accounts.iter().enumerate() {
+                let Some(other) = other else { continue };
+                if k == i {
+                    continue;
+                }
+                if let Some(cg) = other
+                    .cgroups
+                    .iter()
+                    .find(|cg| cg.rsplit('/').next() == Some(unit.as_str()))
+                {
+                    diags.at(
+                        &index(&join(&at, "units"), j),
+                        format!(
+                            "unit {unit:?} of {} is the cgroup {cg:?} that {} claims",
+                            label(i),
+                            label(k)
+                        ),
+                    );
+                }
+            }
+        }
+
         if let Some(exe) = &a.exe {
             let key = join(&at, "exe");
             check_absolute(&join(&key, "path"), &exe.path, diags);
@@ -930,7 +954,7 @@ targets = ["db"]
 
     #[test]
     fn units_are_named_like_units_and_belong_to_one_account() {
-        assert!(diagnostics(&account_with("units = [\"api.service\", \"x.scope\"]\n")).is_empty());
+        assert!(diagnostics(&account_with("units = [\"web.service\", \"x.scope\"]\n")).is_empty());
         only(
             &account_with("units = [\"api\"]\n"),
             "account[0].units[0]",
@@ -944,13 +968,24 @@ targets = ["db"]
             "may contain only",
         );
         let src = account_with(
-            "units = [\"api.service\"]\n[[account]]\nname = \"batch\"\nunits = [\"api.service\"]\n",
+            "units = [\"web.service\"]\n[[account]]\nname = \"batch\"\nunits = [\"web.service\"]\n",
         );
         only(
             &src,
             "account[1].units[0]",
             17,
-            "unit \"api.service\" is claimed by both account \"api\" (line 14) and account \"batch\"",
+            "unit \"web.service\" is claimed by both account \"api\" (line 14) and account \"batch\"",
+        );
+    }
+
+    #[test]
+    fn a_unit_and_a_cgroup_path_of_two_accounts_cannot_overlap() {
+        let src = account_with("[[account]]\nname = \"batch\"\nunits = [\"api.service\"]\n");
+        only(
+            &src,
+            "account[1].units[0]",
+            16,
+            "unit \"api.service\" of account \"batch\" is the cgroup \"/system.slice/api.service\" that account \"api\" claims",
         );
     }
 
