@@ -10,5 +10,6 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod ebpf;
+pub mod fsutil;
 pub mod identity;
 pub mod proxy;

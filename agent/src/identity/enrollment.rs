@@ -281,15 +281,10 @@ impl Enrollments {
             source,
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| err(io::Error::other(e)))?;
-        let tmp = self.persist_path.with_extension("json.tmp");
         if let Some(dir) = self.persist_path.parent() {
             fs::create_dir_all(dir).map_err(err)?;
         }
-        fs::write(&tmp, bytes).map_err(err)?;
-        fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(err)?;
-        fs::rename(&tmp, &self.persist_path).map_err(err)
+        crate::fsutil::replace_atomic(&self.persist_path, &bytes, 0o600).map_err(err)
     }
 
     fn rebuild_uids(&mut self) {

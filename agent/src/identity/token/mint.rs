@@ -6,8 +6,8 @@
 //! starting agents agree on one key). [`Minter::jwks`] publishes the public
 //! key, with an RFC 7638 thumbprint as kid, for collectors.
 
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -118,7 +118,7 @@ impl Minter {
             .map_err(|e| key_err(format!("creating the key directory: {e}")))?;
         let signing = match read_key(&key_path)? {
             Some(k) => k,
-            None => create_key(dir, &key_path)?,
+            None => create_key(&key_path)?,
         };
         let der = signing
             .to_pkcs8_der()
@@ -245,7 +245,7 @@ fn read_key(path: &Path) -> Result<Option<SigningKey>, TokenError> {
 
 /// Generates a key and links it into place atomically; if another process
 /// got there first, its key is used.
-fn create_key(dir: &Path, path: &Path) -> Result<SigningKey, TokenError> {
+fn create_key(path: &Path) -> Result<SigningKey, TokenError> {
     let key_err = |detail: String| TokenError::SigningKey {
         path: path.to_owned(),
         detail,
@@ -260,38 +260,13 @@ fn create_key(dir: &Path, path: &Path) -> Result<SigningKey, TokenError> {
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| key_err(format!("encoding: {e}")))?;
 
-    let mut nonce = [0u8; 8];
-    rand::rngs::OsRng
-        .try_fill_bytes(&mut nonce)
-        .map_err(|e| key_err(format!("no randomness: {e}")))?;
-    let tmp = dir.join(format!(
-        ".{KEY_FILE_NAME}.{}.{}.tmp",
-        std::process::id(),
-        hex::encode(nonce)
-    ));
-    let written = (|| -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        f.write_all(pem.as_bytes())?;
-        f.sync_all()
-    })();
-    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
+    match crate::fsutil::create_exclusive(path, pem.as_bytes(), 0o600) {
+        Ok(true) => {
             tracing::info!(key.path = %path.display(), "generated the identity token signing key");
             Ok(signing)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            read_key(path)?.ok_or_else(|| key_err("vanished while being created".into()))
-        }
+        // Another agent got there first: use its key.
+        Ok(false) => read_key(path)?.ok_or_else(|| key_err("vanished while being created".into())),
         Err(e) => Err(key_err(format!("storing: {e}"))),
     }
 }
