@@ -80,6 +80,9 @@ pub fn run(root: &Path) -> Result<()> {
             .args(["audit", "tail", "-n", "20"]),
     )?;
 
+    step("warden audit verify (recomputes the hash chain, checks signed checkpoints)");
+    show(Command::new(&warden).arg("-c").arg(&config).args(["audit", "verify"]))?;
+
     step("warden uninstall (stops the daemon, detaches the programs, removes the pins)");
     show(
         Command::new(&warden)
