@@ -81,7 +81,12 @@ pub fn run(root: &Path) -> Result<()> {
     )?;
 
     step("warden audit verify (recomputes the hash chain, checks signed checkpoints)");
-    show(Command::new(&warden).arg("-c").arg(&config).args(["audit", "verify"]))?;
+    show(
+        Command::new(&warden)
+            .arg("-c")
+            .arg(&config)
+            .args(["audit", "verify"]),
+    )?;
 
     step("warden uninstall (stops the daemon, detaches the programs, removes the pins)");
     show(
