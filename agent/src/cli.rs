@@ -78,6 +78,15 @@ pub struct EnrollArgs {
     pub selector: SelectorArgs,
 }
 
+/// Output of `warden audit tail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TailFormat {
+    /// One human-readable line per event.
+    Text,
+    /// The stored OCSF 1.8 JSON, one event per line.
+    Ocsf,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Print the latest events, and with -f keep following.
@@ -87,13 +96,25 @@ pub enum AuditCommand {
         /// Only this account's events.
         #[arg(long)]
         account: Option<String>,
-        /// Only events with this decision (allowed, refused).
+        /// Only events with this decision (allowed, refused; n/a for
+        /// checkpoints, configuration changes and prunes).
         #[arg(long)]
         decision: Option<String>,
-        /// How many past events to show first.
-        #[arg(short = 'n', long, default_value_t = 20)]
-        lines: usize,
-        /// Print the stored OCSF JSON, one event per line.
+        /// Only events at or after T: RFC 3339 (2026-11-23T00:00:00Z), a
+        /// date (2026-11-23), relative (-90s, -30m, -24h, -7d, -2w) or now.
+        /// Prints every such event unless -n is given.
+        #[arg(long, value_name = "T", allow_hyphen_values = true)]
+        since: Option<String>,
+        /// Only this session's events (the id as printed; shorter hex works).
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
+        /// How many past events to show first (default 20; with --since, all).
+        #[arg(short = 'n', long)]
+        lines: Option<usize>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = TailFormat::Text)]
+        format: TailFormat,
+        /// Same as --format ocsf.
         #[arg(long)]
         json: bool,
     },
@@ -113,4 +134,107 @@ pub enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Write a signed evidence bundle of the events in [FROM, TO) into DIR
+    /// (events, configuration changes, checkpoints, verification, summary,
+    /// manifest). T: RFC 3339, a date, relative (-24h, -7d) or now.
+    Export {
+        /// Start of the range (inclusive).
+        #[arg(long, value_name = "T", allow_hyphen_values = true)]
+        from: String,
+        /// End of the range (exclusive).
+        #[arg(long, value_name = "T", allow_hyphen_values = true)]
+        to: String,
+        /// New or empty directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Check an evidence bundle offline (signature, every file's hash,
+    /// contents, chain against its checkpoints); exit 0 only when valid.
+    VerifyExport {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn audit(args: &[&str]) -> AuditCommand {
+        let mut all = vec!["warden", "audit"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Audit(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tail_takes_relative_times_and_both_format_spellings() {
+        match audit(&["tail", "--since", "-24h", "--session", "4d2", "--json"]) {
+            AuditCommand::Tail {
+                since,
+                session,
+                json,
+                format,
+                lines,
+                ..
+            } => {
+                assert_eq!(since.as_deref(), Some("-24h"));
+                assert_eq!(session.as_deref(), Some("4d2"));
+                assert!(json);
+                assert_eq!(format, TailFormat::Text);
+                assert_eq!(lines, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        match audit(&[
+            "tail",
+            "--format",
+            "ocsf",
+            "-n",
+            "5",
+            "--decision",
+            "refused",
+        ]) {
+            AuditCommand::Tail {
+                format,
+                lines,
+                decision,
+                json,
+                ..
+            } => {
+                assert_eq!(format, TailFormat::Ocsf);
+                assert_eq!(lines, Some(5));
+                assert_eq!(decision.as_deref(), Some("refused"));
+                assert!(!json);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["warden", "audit", "tail", "--format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn export_and_verify_export_arguments() {
+        match audit(&["export", "--from", "-7d", "--to", "now", "--out", "/tmp/b"]) {
+            AuditCommand::Export { from, to, out } => {
+                assert_eq!((from.as_str(), to.as_str()), ("-7d", "now"));
+                assert_eq!(out, PathBuf::from("/tmp/b"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["warden", "audit", "export", "--from", "now", "--out", "x"])
+                .is_err(),
+            "--to is required"
+        );
+        match audit(&["verify-export", "/tmp/b"]) {
+            AuditCommand::VerifyExport { dir, json } => {
+                assert_eq!(dir, PathBuf::from("/tmp/b"));
+                assert!(!json);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -6,11 +6,16 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::audit::parse_time;
 use crate::audit::reader::{AuditReader, TailFilter, format_text};
-use crate::cli::{AuditCommand, Cli, Command, IdentityCommand, SelectorArgs};
+use crate::audit::store::now_ms;
+use crate::cli::{AuditCommand, Cli, Command, IdentityCommand, SelectorArgs, TailFormat};
 use crate::config::Config;
 use crate::control::{Request, Response, client};
 use crate::identity::Selector;
+
+/// Events `warden audit tail` shows first without `-n` or `--since`.
+const DEFAULT_TAIL_LINES: usize = 20;
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
@@ -99,36 +104,83 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             follow,
             account,
             decision,
+            since,
+            session,
             lines,
+            format,
             json,
         }) => {
             let cfg = Config::load(&cli.config)?;
             let reader = AuditReader::open(&cfg.audit_path())?;
+            let since_ms = since
+                .as_deref()
+                .map(|t| parse_time(t, now_ms()))
+                .transpose()?;
             let filter = TailFilter {
                 account,
                 decision,
-                session: None,
+                session,
+                since_ms,
             };
-            let mut after = reader.tail_start(&filter, lines)?;
+            let ocsf = json || format == TailFormat::Ocsf;
+            let mut after = match (lines, since_ms) {
+                (Some(n), _) => reader.tail_start(&filter, n)?,
+                (None, Some(_)) => 0,
+                (None, None) => reader.tail_start(&filter, DEFAULT_TAIL_LINES)?,
+            };
             loop {
                 let events = reader.query(&filter, after, 1000)?;
                 for ev in &events {
-                    if json {
+                    if ocsf {
                         println!("{}", String::from_utf8_lossy(&ev.data));
                     } else {
                         println!("{}", format_text(ev));
                     }
                     after = ev.seq;
                 }
+                if !follow && events.len() < 1000 {
+                    break;
+                }
                 if events.is_empty() {
-                    // Caught up: stop, or wait for more when following.
-                    if !follow {
-                        break;
-                    }
                     std::thread::sleep(Duration::from_millis(250));
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCommand::Export { from, to, out }) => {
+            let cfg = Config::load(&cli.config)?;
+            let now = now_ms();
+            let from = parse_time(&from, now)?;
+            let to = parse_time(&to, now)?;
+            let report = crate::audit::export(&cfg.audit_path(), from, to, &out)?;
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCommand::VerifyExport { dir, json }) => {
+            match crate::audit::verify_export(&dir) {
+                Ok(v) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&v)?);
+                    } else {
+                        println!("{v}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(crate::audit::AuditError::Bundle { dir, file, detail }) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"valid": false, "file": file, "detail": detail})
+                        );
+                    }
+                    eprintln!(
+                        "INVALID: evidence bundle {}: {file}: {detail}",
+                        dir.display()
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Command::Audit(AuditCommand::Verify {
             from_checkpoint,

@@ -244,6 +244,16 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         },
     )?;
 
+    // The configuration being enforced is on record before anything is.
+    audit
+        .record_config(crate::audit::event::ConfigChange {
+            time_ms: now_ms(),
+            path: config.source.display().to_string(),
+            sha256: config.sha256.clone(),
+            action: crate::audit::event::ConfigAction::Load,
+            detail: None,
+        })
+        .await?;
     let identities = crate::identity::sources::IdentitySources::from_config(&config, &host_name())?;
     let mut enrollments =
         Enrollments::load(&config, config.agent.state_dir.join("enrollments.json"))?;

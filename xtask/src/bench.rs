@@ -2,6 +2,11 @@
 //! run on this host. Prints bulk throughput, connect+echo latency (p50/p99)
 //! and the agent's RSS with 1,000 idle relayed connections.
 //!
+//! `cargo xtask bench audit`: the audit store (append rate with hash chain
+//! and group commit, added latency per record, `verify` speed), measured
+//! in-process on the real `warden::audit` code by the `audit` bench target
+//! of the agent crate (`agent/benches/audit.rs`).
+//!
 //! The client runs in a cgroup created for the bench (enrolled for the
 //! Warden runs, a sibling cgroup for the direct runs); Warden's programs are
 //! attached at the bench's own cgroup, so nothing else on the host is touched.
@@ -19,9 +24,18 @@ const BULK_RUNS: usize = 3;
 const LATENCY_ITERS: usize = 2000;
 const IDLE_CONNS: usize = 1000;
 
+/// `cargo xtask bench audit`: the agent's `audit` bench target, optimised.
+pub fn audit(root: &Path) -> Result<()> {
+    crate::run(
+        crate::cargo()
+            .current_dir(root)
+            .args(["bench", "-p", "warden", "--bench", "audit"]),
+    )
+}
+
 pub fn run(root: &Path, which: &str) -> Result<()> {
     if which != "relay" {
-        bail!("unknown bench {which:?} (available: relay)");
+        bail!("unknown bench {which:?} (available: relay, audit)");
     }
     let mount = crate::demo::cgroup2_mount()?;
     let id = std::process::id();

@@ -29,7 +29,8 @@ enum Cmd {
     Lint,
     /// One-command tour: a demo service, Warden, an enrolled client, the audit trail.
     Demo,
-    /// Benchmarks that print figures (relay: direct vs through Warden).
+    /// Benchmarks that print figures (relay: direct vs through Warden;
+    /// audit: the audit store's append rate, latency and verify speed).
     Bench {
         #[arg(default_value = "relay")]
         which: String,
@@ -62,6 +63,10 @@ fn main() -> Result<()> {
         Cmd::BenchClient { mode, addr } => bench::client_main(&mode, &addr),
         Cmd::Bench { which } => {
             setup::run()?;
+            if which == "audit" {
+                // In-process: needs no release binary, no root, no eBPF.
+                return bench::audit(&root);
+            }
             build_release(&root)?;
             bench::run(&root, &which)
         }

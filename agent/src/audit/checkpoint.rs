@@ -429,8 +429,30 @@ impl CheckpointSigner {
         })
     }
 
+    /// Load `checkpoint.key` next to `store_path`; unlike
+    /// [`load_or_create`](Self::load_or_create), a missing key is an error
+    /// (tools that sign on the store's behalf must not invent a key).
+    pub(crate) fn load_existing(store_path: &Path) -> Result<Self, AuditError> {
+        let (key_path, _) = key_paths(store_path);
+        let key = read_key(&key_path)?.ok_or_else(|| AuditError::Key {
+            path: key_path.clone(),
+            detail: "no such key (the daemon creates it at its first start)".into(),
+        })?;
+        let public = key.verifying_key().to_bytes();
+        Ok(Self {
+            key,
+            public,
+            key_id: key_id(&public),
+        })
+    }
+
     pub(crate) fn key_id(&self) -> &str {
         &self.key_id
+    }
+
+    /// Ed25519 signature of `bytes`.
+    pub(crate) fn sign_bytes(&self, bytes: &[u8]) -> [u8; 64] {
+        self.key.sign(bytes).to_bytes()
     }
 
     pub(crate) fn public_key(&self) -> &[u8; 32] {

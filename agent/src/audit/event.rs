@@ -138,3 +138,66 @@ pub struct ConnectionEvent {
     #[serde(default)]
     pub identity: Option<TokenIdentity>,
 }
+
+/// What happened to the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigAction {
+    /// The configuration the agent started with.
+    Load,
+    /// A configuration loaded while running, replacing the previous one.
+    Reload,
+}
+
+impl ConfigAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfigAction::Load => "load",
+            ConfigAction::Reload => "reload",
+        }
+    }
+}
+
+/// A configuration the agent loaded: a chain event of its own, so what
+/// Warden enforced at any time can be proven from the trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigChange {
+    /// When it took effect, milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// The file it was read from.
+    pub path: String,
+    /// Lowercase hex SHA-256 of the file's bytes.
+    pub sha256: String,
+    pub action: ConfigAction,
+    /// Free text, e.g. what changed or who asked for the reload (no secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A retention prune: events `from_seq..=through_seq` were deleted from the
+/// store. Written by the writer as a chain event in the same transaction as
+/// the deletion, so removal is visible in the trail; the checkpoint of
+/// `through_seq` (kept) anchors the chain that remains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneRecord {
+    /// When the prune ran, milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// First seq removed.
+    pub from_seq: u64,
+    /// Last seq removed; the checkpoint of this seq is kept.
+    pub through_seq: u64,
+    /// Rows removed.
+    pub events: u64,
+    /// Why: `retention`.
+    pub reason: String,
+    /// The retention in force, in days.
+    pub retention_days: u64,
+    /// Every removed event is older than this (ms since the Unix epoch).
+    pub cutoff_ms: i64,
+    /// Lowest seq acknowledged by every forwarder; absent when no
+    /// forwarder holds events back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked_through: Option<u64>,
+    /// Hex head hash of the kept checkpoint of `through_seq`.
+    pub checkpoint_head_hash: String,
+}

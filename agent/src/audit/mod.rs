@@ -18,10 +18,19 @@
 //!   checkpoint (and optionally an exported anchor) and names the first
 //!   damaged seq and how it was damaged;
 //! - read-only access for the CLI ([`reader`]): `warden audit tail`, usable
-//!   while the daemon writes.
+//!   while the daemon writes;
+//! - configuration changes ([`event::ConfigChange`]): each load/reload is a
+//!   chain event (OCSF Device Config State Change);
+//! - retention ([`store::Retention`]): the writer prunes events past
+//!   retention and acknowledged by every forwarder, only at a kept
+//!   checkpoint, and records each prune as a chain event, so `verify`
+//!   accepts the shortened chain and still catches other deletions;
+//! - evidence export ([`export`]): a signed bundle of a time range for
+//!   auditors, and its offline check;
+//! - time arguments of the CLI ([`timespec`]).
 //!
-//! Recordings, export and forwarder cursors build on this store in later
-//! layers (see DESIGN.md §2).
+//! Recordings and forwarders build on this store in later layers (see
+//! DESIGN.md §2); the store already has the forwarders' cursor table.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,30 +38,42 @@ use std::sync::Arc;
 pub mod chain;
 pub mod checkpoint;
 pub mod event;
+pub mod export;
 pub mod ocsf;
 pub mod reader;
 pub mod store;
 #[cfg(test)]
 mod testutil;
+pub mod timespec;
 pub mod verify;
 
 // Convenience paths (`audit::AuditHandle`); a binary need not use them all.
 #[allow(unused_imports)]
 pub use checkpoint::{Checkpoint, CheckpointBody, latest_checkpoint};
 #[allow(unused_imports)]
-pub use event::{ConnActivity, ConnectionEvent, Decision, ProcessInfo, SessionId};
+pub use event::{
+    ConfigAction, ConfigChange, ConnActivity, ConnectionEvent, Decision, ProcessInfo, PruneRecord,
+    SessionId,
+};
+#[allow(unused_imports)]
+pub use export::{ExportReport, ExportVerification, export, verify_export};
 #[allow(unused_imports)]
 pub use ocsf::encode_connection;
 #[allow(unused_imports)]
 pub use reader::{AuditReader, StoredEvent, TailFilter, format_text};
 #[allow(unused_imports)]
-pub use store::{AuditHandle, SyncMode, WriterOptions, WriterStats, WriterTask};
+pub use store::{
+    AuditHandle, PruneReport, Retention, SyncMode, WriterOptions, WriterStats, WriterTask,
+};
+#[allow(unused_imports)]
+pub use timespec::parse_time;
 #[allow(unused_imports)]
 pub use verify::{Damage, Problem, VerifyReport, verify};
 
-/// Open (creating, or migrating from schema 1, if needed) the store at
-/// `path`, load or create its checkpoint key (`checkpoint.key`, 0600, and
-/// `checkpoint.pub` in the same directory) and start its writer.
+/// Open (creating, or migrating from an older schema, if needed) the store
+/// at `path`, load or create its checkpoint key (`checkpoint.key`, 0600,
+/// and `checkpoint.pub` in the same directory) and start its writer, with
+/// the default retention (400 days, pruned at start and daily).
 ///
 /// The parent directory is created with mode 0700 when missing, a new store
 /// file with mode 0600.
@@ -61,6 +82,16 @@ pub fn spawn_writer(
     opts: WriterOptions,
 ) -> Result<(AuditHandle, WriterTask), AuditError> {
     store::spawn(path, opts)
+}
+
+/// [`spawn_writer`] with an explicit retention (`[audit] retention_days`:
+/// `Some(Retention::days(n))`; `None` never prunes).
+pub fn spawn_writer_with(
+    path: &Path,
+    opts: WriterOptions,
+    retention: Option<Retention>,
+) -> Result<(AuditHandle, WriterTask), AuditError> {
+    store::spawn_with(path, opts, retention)
 }
 
 /// Everything that can go wrong in the audit trail.
@@ -124,4 +155,18 @@ pub enum AuditError {
     /// A checkpoint (an exported file, or the store's latest) is unusable.
     #[error("audit checkpoint: {detail}")]
     Checkpoint { detail: String },
+    /// A time argument (`--from`, `--to`, `--since`) is not understood.
+    #[error("invalid time {spec:?}: {detail}")]
+    Time { spec: String, detail: String },
+    /// An evidence export cannot be written.
+    #[error("evidence export to {dir}: {detail}", dir = dir.display())]
+    Export { dir: PathBuf, detail: String },
+    /// An evidence bundle does not verify; `file` names the file at fault
+    /// (`manifest.json` for the manifest or its signature).
+    #[error("evidence bundle {dir}: {file}: {detail}", dir = dir.display())]
+    Bundle {
+        dir: PathBuf,
+        file: String,
+        detail: String,
+    },
 }

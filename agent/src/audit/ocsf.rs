@@ -1,10 +1,14 @@
 //! OCSF 1.8 encoding of audit events: connection events (Network Activity,
-//! class 4001) and chain checkpoints (Application Lifecycle, class 6002).
+//! class 4001), configuration changes (Device Config State Change, 5019),
+//! and the chain's own events, checkpoints and retention prunes
+//! (Application Lifecycle, 6002).
 //!
-//! Each event is encoded exactly once, by the writer when it assigns `seq`;
-//! the resulting bytes are stored verbatim and are what the hash chain covers.
-//! The encoding is deterministic: fixed struct field order, absent values are
-//! omitted (never `null`).
+//! Each event is encoded exactly once and the resulting bytes are stored
+//! verbatim; they are what the hash chain covers. Producers encode their
+//! event into a [`SeqTemplate`] (everything but the seq) and the writer
+//! splices in the seq it assigns; the bytes are identical to serializing
+//! the whole document with that seq. The encoding is deterministic: fixed
+//! struct field order, absent values are omitted (never `null`).
 //!
 //! Connection mapping:
 //! - `activity_id` 1 Open / 2 Close / 5 Refuse, `type_uid = 400100 + activity_id`;
@@ -25,6 +29,20 @@
 //! - everything Warden-specific (account, decision, gid, tgid, cgroup, ...) is
 //!   under `unmapped.warden`.
 //!
+//! Configuration change mapping (each load and reload of the configuration
+//! file is evidence of what Warden enforced from then on):
+//! - class 5019 Device Config State Change, category 5 Discovery,
+//!   `activity_id` 99 Other with `activity_name` "Load" or "Reload",
+//!   `type_uid` 501999; severity 1 Informational, status Success;
+//! - `time` = when it took effect; `message` = "configuration loaded from
+//!   <path> (sha256 <hex>)"; `device` = the host (when known);
+//! - `metadata` as for connections, without `correlation_uid`;
+//! - `unmapped.warden.config` = `action` (`load`/`reload`), `path`,
+//!   `sha256` (of the file's bytes), `detail` when given;
+//!   `unmapped.warden.seq` = seq;
+//! - store columns: `class_uid` 5019, `activity` "config", `decision`
+//!   "n/a", `session` "", `reason` = the action, no account/target.
+//!
 //! Checkpoint mapping (a signed checkpoint travels in the stream as an event
 //! of its own, so forwarders ship it off-host with the events it covers):
 //! - class 6002 Application Lifecycle, category 6 Application Activity,
@@ -43,15 +61,32 @@
 //!   event `size` it received. `unmapped.warden.seq` = seq;
 //! - store columns: `class_uid` 6002, `activity` "checkpoint", `decision`
 //!   "n/a", `session` "", no account/target/reason.
+//!
+//! Prune mapping (retention deleted old events; the deletion itself stays
+//! in the trail):
+//! - class 6002 Application Lifecycle, `activity_id` 99 Other with
+//!   `activity_name` "Prune", `type_uid` 600299; severity 1, status
+//!   Success; `time` = when the prune ran; `message` = "audit events
+//!   A..=B removed (retention, retention N days)";
+//! - `unmapped.warden.prune` = [`PruneRecord`] (`from_seq`, `through_seq`,
+//!   `events`, `reason`, `retention_days`, `cutoff_ms`, `acked_through`,
+//!   `checkpoint_head_hash`); `unmapped.warden.seq` = seq;
+//! - store columns: `class_uid` 6002, `activity` "prune", `decision` "n/a",
+//!   `session` "", `reason` = the prune's reason (`retention`).
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::LazyLock;
+
+use memchr::memmem;
 
 use serde::{Deserialize, Serialize};
 
 use super::AuditError;
 use super::checkpoint::Checkpoint;
 use super::event::{
-    ConnActivity, ConnectionEvent, Decision, ProcessInfo, SessionId, TokenIdentity,
+    ConfigAction, ConfigChange, ConnActivity, ConnectionEvent, Decision, ProcessInfo, PruneRecord,
+    SessionId, TokenIdentity,
 };
 
 /// OCSF schema version written into `metadata.version`.
@@ -72,6 +107,19 @@ pub const ACTIVITY_ID_OTHER: u8 = 99;
 pub const CHECKPOINT_ACTIVITY: &str = "checkpoint";
 /// Store `decision` column of checkpoint events.
 pub const CHECKPOINT_DECISION: &str = "n/a";
+/// Store `decision` column of every event that is not a decision
+/// (checkpoints, configuration changes, prunes).
+pub const NO_DECISION: &str = "n/a";
+/// OCSF Device Config State Change class (configuration loads/reloads).
+pub const CLASS_UID_DEVICE_CONFIG_STATE_CHANGE: u32 = 5019;
+/// OCSF Discovery category.
+pub const CATEGORY_UID_DISCOVERY: u32 = 5;
+/// Store `activity` column of configuration events.
+pub const CONFIG_ACTIVITY: &str = "config";
+/// Store `activity` column of prune events.
+pub const PRUNE_ACTIVITY: &str = "prune";
+/// OCSF `activity_name` of prune events.
+pub const PRUNE_ACTIVITY_NAME: &str = "Prune";
 
 /// OCSF `activity_id` of a connection activity.
 pub fn activity_id(activity: ConnActivity) -> u8 {
@@ -99,7 +147,8 @@ fn activity_name(activity: ConnActivity) -> &'static str {
     }
 }
 
-fn activity_from_id(id: u8) -> Option<ConnActivity> {
+/// The connection activity of an OCSF `activity_id`.
+pub fn activity_from_id(id: u8) -> Option<ConnActivity> {
     match id {
         1 => Some(ConnActivity::Open),
         2 => Some(ConnActivity::Close),
@@ -309,62 +358,412 @@ struct WardenExt {
     seq: u64,
 }
 
-fn endpoint(addr: SocketAddr, svc_name: Option<String>) -> Endpoint {
-    Endpoint {
-        ip: Some(addr.ip().to_string()),
+/// Encoded event bytes with the seq left out: the decimal digits of the
+/// seq go at each of `slots` (ascending byte offsets into `bytes`).
+///
+/// Producers encode their event into a template (the costly part: serde,
+/// escaping, allocation) before handing it to the writer, which only has to
+/// splice the seq it assigns into the three places an event carries it
+/// (`metadata.uid`, `metadata.sequence`, `unmapped.warden.seq`). The result
+/// is byte for byte what serializing the whole document with that seq gives
+/// (tests compare both).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeqTemplate {
+    bytes: Vec<u8>,
+    slots: [usize; 3],
+}
+
+impl SeqTemplate {
+    /// Append the event bytes for `seq` to `out`.
+    pub fn fill_into(&self, seq: u64, out: &mut Vec<u8>) {
+        let digits = itoa_u64(seq);
+        let digits = digits.as_bytes();
+        out.reserve(self.bytes.len() + 3 * digits.len());
+        let mut at = 0;
+        for &slot in &self.slots {
+            out.extend_from_slice(&self.bytes[at..slot]);
+            out.extend_from_slice(digits);
+            at = slot;
+        }
+        out.extend_from_slice(&self.bytes[at..]);
+    }
+
+    /// The event bytes for `seq`.
+    pub fn fill(&self, seq: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.fill_into(seq, &mut out);
+        out
+    }
+}
+
+/// Decimal digits of `v` without allocating.
+fn itoa_u64(mut v: u64) -> Digits {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        // `v % 10` is a single digit.
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    Digits { buf, start: i }
+}
+
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+/// Builds a [`SeqTemplate`] from serde pieces in document order.
+struct TemplateBuilder {
+    bytes: Vec<u8>,
+    slots: [usize; 3],
+    used: usize,
+}
+
+impl TemplateBuilder {
+    fn new() -> Self {
+        Self {
+            bytes: Vec::with_capacity(2048),
+            slots: [0; 3],
+            used: 0,
+        }
+    }
+
+    fn raw(&mut self, s: &str) {
+        self.bytes.extend_from_slice(s.as_bytes());
+    }
+
+    fn value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), AuditError> {
+        serde_json::to_writer(&mut self.bytes, v).map_err(|source| AuditError::Encode { source })
+    }
+
+    /// Serialize the struct `v` and append its members without the braces
+    /// (preceded by a comma unless `first`). Returns whether it had any.
+    fn members<T: Serialize>(&mut self, v: &T, first: bool) -> Result<bool, AuditError> {
+        let mark = self.bytes.len();
+        if !first {
+            self.bytes.push(b',');
+        }
+        let open = self.bytes.len();
+        self.value(v)?;
+        // serde_json writes a struct as `{...}`.
+        let empty = self.bytes.len() - open <= 2;
+        if empty {
+            self.bytes.truncate(mark);
+            return Ok(false);
+        }
+        self.bytes.pop();
+        self.bytes.remove(open);
+        Ok(true)
+    }
+
+    fn slot(&mut self) {
+        if let Some(s) = self.slots.get_mut(self.used) {
+            *s = self.bytes.len();
+        }
+        self.used += 1;
+    }
+
+    /// `"metadata":{...}` with the seq slots for `uid` and `sequence`.
+    fn metadata(
+        &mut self,
+        chain_id: &str,
+        correlation_uid: Option<&str>,
+    ) -> Result<(), AuditError> {
+        self.raw("\"metadata\":{\"version\":");
+        self.value(OCSF_VERSION)?;
+        self.raw(",\"product\":");
+        self.value(&ProductSer::WARDEN)?;
+        self.raw(",\"uid\":");
+        // `"<chain_id>:<seq>"`: ':' and digits need no escaping.
+        self.value(chain_id)?;
+        self.bytes.pop();
+        self.raw(":");
+        self.slot();
+        self.raw("\",\"sequence\":");
+        self.slot();
+        if let Some(c) = correlation_uid {
+            self.raw(",\"correlation_uid\":");
+            self.value(c)?;
+        }
+        self.raw(",\"log_name\":");
+        self.value(LOG_NAME)?;
+        self.raw("}");
+        Ok(())
+    }
+
+    /// `"unmapped":{"warden":{<members of ext>,"seq":<slot>}}}` (the last
+    /// brace closes the document).
+    fn unmapped_and_close<T: Serialize>(mut self, ext: &T) -> Result<SeqTemplate, AuditError> {
+        self.raw(",\"unmapped\":{\"warden\":{");
+        if self.members(ext, true)? {
+            self.raw(",");
+        }
+        self.raw("\"seq\":");
+        self.slot();
+        self.raw("}}}");
+        if self.used != 3 {
+            return Err(AuditError::Decode {
+                detail: format!("event template has {} seq slots, not 3", self.used),
+            });
+        }
+        Ok(SeqTemplate {
+            bytes: self.bytes,
+            slots: self.slots,
+        })
+    }
+}
+
+/// `metadata.product` and `app` of every event.
+#[derive(Serialize)]
+struct ProductSer {
+    name: &'static str,
+    vendor_name: &'static str,
+    version: &'static str,
+}
+
+impl ProductSer {
+    const WARDEN: ProductSer = ProductSer {
+        name: "Warden",
+        vendor_name: "Warden",
+        version: env!("CARGO_PKG_VERSION"),
+    };
+}
+
+#[derive(Serialize)]
+struct DeviceSer<'a> {
+    hostname: &'a str,
+    type_id: u8,
+    #[serde(rename = "type")]
+    type_name: &'static str,
+}
+
+fn device_ser(host: &str) -> Option<DeviceSer<'_>> {
+    (!host.is_empty()).then_some(DeviceSer {
+        hostname: host,
+        type_id: 0,
+        type_name: "Unknown",
+    })
+}
+
+/// Serializes with `Display` (addresses, numbers as OCSF strings) without
+/// an intermediate `String`.
+struct Shown<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Shown<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// The members of a Network Activity event before `metadata`.
+#[derive(Serialize)]
+struct ConnHead<'a> {
+    activity_id: u8,
+    activity_name: &'static str,
+    category_uid: u32,
+    category_name: &'static str,
+    class_uid: u32,
+    class_name: &'static str,
+    type_uid: u32,
+    type_name: &'static str,
+    time: i64,
+    severity_id: u8,
+    severity: &'static str,
+    status_id: u8,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_detail: Option<&'a str>,
+    action_id: u8,
+    action: &'static str,
+    disposition_id: u8,
+    disposition: &'static str,
+}
+
+#[derive(Serialize)]
+struct EndpointSer<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: Option<Shown<IpAddr>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    svc_name: Option<&'a str>,
+}
+
+fn endpoint_ser(addr: SocketAddr, svc_name: Option<&str>) -> EndpointSer<'_> {
+    EndpointSer {
+        ip: Some(Shown(addr.ip())),
         port: Some(addr.port()),
         svc_name,
     }
 }
 
-fn actor(p: &ProcessInfo) -> Option<Actor> {
-    let file = p.exe.as_ref().map(|path| File {
-        name: path.rsplit('/').next().unwrap_or(path).to_owned(),
-        path: path.clone(),
+#[derive(Serialize)]
+struct ActorSer<'a> {
+    process: ProcessSer<'a>,
+}
+
+#[derive(Serialize)]
+struct ProcessSer<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cmd_line: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<FileSer<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<UserSer>,
+}
+
+#[derive(Serialize)]
+struct FileSer<'a> {
+    name: &'a str,
+    path: &'a str,
+    type_id: u8,
+    #[serde(rename = "type")]
+    type_name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hashes: Option<[FingerprintSer<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+struct FingerprintSer<'a> {
+    algorithm_id: u8,
+    algorithm: &'static str,
+    value: &'a str,
+}
+
+#[derive(Serialize)]
+struct UserSer {
+    uid: Shown<u32>,
+}
+
+fn actor_ser(p: &ProcessInfo) -> Option<ActorSer<'_>> {
+    let file = p.exe.as_deref().map(|path| FileSer {
+        name: path.rsplit('/').next().unwrap_or(path),
+        path,
         type_id: 1,
-        type_name: "Regular File".to_owned(),
-        hashes: p
-            .exe_sha256
-            .iter()
-            .map(|h| Fingerprint {
+        type_name: "Regular File",
+        hashes: p.exe_sha256.as_deref().map(|value| {
+            [FingerprintSer {
                 algorithm_id: 3,
-                algorithm: "SHA-256".to_owned(),
-                value: h.clone(),
-            })
-            .collect(),
+                algorithm: "SHA-256",
+                value,
+            }]
+        }),
     });
-    let user = p.uid.map(|uid| User {
-        uid: uid.to_string(),
-    });
+    let user = p.uid.map(|uid| UserSer { uid: Shown(uid) });
     if p.pid.is_none() && p.comm.is_none() && file.is_none() && user.is_none() {
         return None;
     }
-    Some(Actor {
-        process: Process {
+    Some(ActorSer {
+        process: ProcessSer {
             pid: p.pid,
-            name: p.comm.clone(),
-            cmd_line: p.cmdline.clone(),
+            name: p.comm.as_deref(),
+            cmd_line: p.cmdline.as_deref(),
             file,
             user,
         },
     })
 }
 
-/// Encode `ev` as OCSF 1.8 Network Activity JSON; `seq` is the sequence
-/// number the writer assigned, `chain_id` the store's chain id and `host` the
-/// reporting host name (omitted when empty).
-pub fn encode_connection(
+/// The members of a Network Activity event between `metadata` and
+/// `unmapped`.
+#[derive(Serialize)]
+struct ConnMiddle<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<DeviceSer<'a>>,
+    src_endpoint: EndpointSer<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dst_endpoint: Option<EndpointSer<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<ActorSer<'a>>,
+    connection_info: ConnectionInfoSer,
+    traffic: Traffic,
+    duration: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_time: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_time: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct ConnectionInfoSer {
+    protocol_name: &'static str,
+    protocol_num: u8,
+    direction_id: u8,
+    direction: &'static str,
+}
+
+/// `unmapped.warden` of a connection event, without `seq`.
+#[derive(Serialize)]
+struct WardenExtSer<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'a str>,
+    decision: Decision,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+    session: &'a str,
+    protocol: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tgid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process_start_boot_ns: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pid_reused: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<&'a TokenIdentity>,
+}
+
+fn type_name(activity: ConnActivity) -> &'static str {
+    match activity {
+        ConnActivity::Open => "Network Activity: Open",
+        ConnActivity::Close => "Network Activity: Close",
+        ConnActivity::Refuse => "Network Activity: Refuse",
+    }
+}
+
+/// Encode `ev` as OCSF 1.8 Network Activity JSON with the seq left open
+/// (see [`SeqTemplate`]); `chain_id` is the store's chain id and `host` the
+/// reporting host name (omitted when empty). `session` is
+/// `ev.session.to_string()` (passed in so callers format it once).
+pub fn connection_template(
     ev: &ConnectionEvent,
-    seq: u64,
+    session: &str,
     chain_id: &str,
     host: &str,
-) -> Result<Vec<u8>, AuditError> {
+) -> Result<SeqTemplate, AuditError> {
     let id = activity_id(ev.activity);
     let allowed = ev.decision == Decision::Allowed;
-    let session = ev.session.to_string();
-    let dst_endpoint = match (ev.orig_dst, ev.target.clone()) {
-        (Some(addr), svc) => Some(endpoint(addr, svc)),
-        (None, Some(svc)) => Some(Endpoint {
+    let dst_endpoint = match (ev.orig_dst, ev.target.as_deref()) {
+        (Some(addr), svc) => Some(endpoint_ser(addr, svc)),
+        (None, Some(svc)) => Some(EndpointSer {
             ip: None,
             port: None,
             svc_name: Some(svc),
@@ -378,73 +777,203 @@ pub fn encode_connection(
         ),
         ConnActivity::Open | ConnActivity::Refuse => (None, None),
     };
-    let doc = NetworkActivity {
-        activity_id: id,
-        activity_name: activity_name(ev.activity).to_owned(),
-        category_uid: CATEGORY_UID_NETWORK,
-        category_name: "Network Activity".to_owned(),
-        class_uid: CLASS_UID_NETWORK_ACTIVITY,
-        class_name: "Network Activity".to_owned(),
-        type_uid: CLASS_UID_NETWORK_ACTIVITY * 100 + u32::from(id),
-        type_name: format!("Network Activity: {}", activity_name(ev.activity)),
-        time: ev.time_ms,
-        severity_id: if allowed { 1 } else { 3 },
-        severity: if allowed { "Informational" } else { "Medium" }.to_owned(),
-        status_id: if allowed { 1 } else { 2 },
-        status: if allowed { "Success" } else { "Failure" }.to_owned(),
-        status_code: ev.reason.clone(),
-        status_detail: ev.detail.clone(),
-        action_id: if allowed { 1 } else { 2 },
-        action: if allowed { "Allowed" } else { "Denied" }.to_owned(),
-        disposition_id: if allowed { 1 } else { 2 },
-        disposition: if allowed { "Allowed" } else { "Blocked" }.to_owned(),
-        metadata: metadata(chain_id, seq, Some(session.clone())),
-        device: device(host),
-        src_endpoint: endpoint(ev.client, None),
-        dst_endpoint,
-        actor: actor(&ev.process),
-        connection_info: ConnectionInfo {
-            protocol_name: "tcp".to_owned(),
-            protocol_num: 6,
-            direction_id: 2,
-            direction: "Outbound".to_owned(),
+    let mut b = TemplateBuilder::new();
+    b.raw("{");
+    b.members(
+        &ConnHead {
+            activity_id: id,
+            activity_name: activity_name(ev.activity),
+            category_uid: CATEGORY_UID_NETWORK,
+            category_name: "Network Activity",
+            class_uid: CLASS_UID_NETWORK_ACTIVITY,
+            class_name: "Network Activity",
+            type_uid: CLASS_UID_NETWORK_ACTIVITY * 100 + u32::from(id),
+            type_name: type_name(ev.activity),
+            time: ev.time_ms,
+            severity_id: if allowed { 1 } else { 3 },
+            severity: if allowed { "Informational" } else { "Medium" },
+            status_id: if allowed { 1 } else { 2 },
+            status: if allowed { "Success" } else { "Failure" },
+            status_code: ev.reason.as_deref(),
+            status_detail: ev.detail.as_deref(),
+            action_id: if allowed { 1 } else { 2 },
+            action: if allowed { "Allowed" } else { "Denied" },
+            disposition_id: if allowed { 1 } else { 2 },
+            disposition: if allowed { "Allowed" } else { "Blocked" },
         },
-        traffic: Traffic {
-            bytes_in: ev.bytes_down,
-            bytes_out: ev.bytes_up,
-            bytes: ev.bytes_down.saturating_add(ev.bytes_up),
-        },
-        duration: ev.duration_ms,
-        start_time,
-        end_time,
-        unmapped: Unmapped {
-            warden: WardenExt {
-                account: ev.account.clone(),
-                target: ev.target.clone(),
-                decision: ev.decision,
-                reason: ev.reason.clone(),
-                detail: ev.detail.clone(),
-                session,
-                protocol: ev.protocol.clone(),
-                cgroup_id: ev.process.cgroup_id,
-                cgroup_path: ev.process.cgroup_path.clone(),
-                tgid: ev.process.tgid,
-                gid: ev.process.gid,
-                unit: ev.process.unit.clone(),
-                process_start_boot_ns: ev.process.start_boot_ns,
-                pid_reused: ev.process.pid_reused,
-                identity: ev.identity.clone(),
-                seq,
+        true,
+    )?;
+    b.raw(",");
+    b.metadata(chain_id, Some(session))?;
+    b.members(
+        &ConnMiddle {
+            device: device_ser(host),
+            src_endpoint: endpoint_ser(ev.client, None),
+            dst_endpoint,
+            actor: actor_ser(&ev.process),
+            connection_info: ConnectionInfoSer {
+                protocol_name: "tcp",
+                protocol_num: 6,
+                direction_id: 2,
+                direction: "Outbound",
             },
+            traffic: Traffic {
+                bytes_in: ev.bytes_down,
+                bytes_out: ev.bytes_up,
+                bytes: ev.bytes_down.saturating_add(ev.bytes_up),
+            },
+            duration: ev.duration_ms,
+            start_time,
+            end_time,
         },
+        false,
+    )?;
+    let p = &ev.process;
+    b.unmapped_and_close(&WardenExtSer {
+        account: ev.account.as_deref(),
+        target: ev.target.as_deref(),
+        decision: ev.decision,
+        reason: ev.reason.as_deref(),
+        detail: ev.detail.as_deref(),
+        session,
+        protocol: &ev.protocol,
+        cgroup_id: p.cgroup_id,
+        cgroup_path: p.cgroup_path.as_deref(),
+        tgid: p.tgid,
+        gid: p.gid,
+        unit: p.unit.as_deref(),
+        process_start_boot_ns: p.start_boot_ns,
+        pid_reused: p.pid_reused,
+        identity: ev.identity.as_ref(),
+    })
+}
+
+/// Encode `ev` as OCSF 1.8 Network Activity JSON; `seq` is the sequence
+/// number the writer assigned, `chain_id` the store's chain id and `host` the
+/// reporting host name (omitted when empty).
+pub fn encode_connection(
+    ev: &ConnectionEvent,
+    seq: u64,
+    chain_id: &str,
+    host: &str,
+) -> Result<Vec<u8>, AuditError> {
+    Ok(connection_template(ev, &ev.session.to_string(), chain_id, host)?.fill(seq))
+}
+
+/// The members of a Device Config State Change event before `metadata`.
+#[derive(Serialize)]
+struct ConfigHead<'a> {
+    activity_id: u8,
+    activity_name: &'static str,
+    category_uid: u32,
+    category_name: &'static str,
+    class_uid: u32,
+    class_name: &'static str,
+    type_uid: u32,
+    type_name: &'static str,
+    time: i64,
+    severity_id: u8,
+    severity: &'static str,
+    status_id: u8,
+    status: &'static str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct ConfigMiddle<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<DeviceSer<'a>>,
+}
+
+#[derive(Serialize)]
+struct ConfigExtSer<'a> {
+    config: ConfigDocSer<'a>,
+}
+
+#[derive(Serialize)]
+struct ConfigDocSer<'a> {
+    action: ConfigAction,
+    path: &'a str,
+    sha256: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+}
+
+fn config_activity_name(action: ConfigAction) -> &'static str {
+    match action {
+        ConfigAction::Load => "Load",
+        ConfigAction::Reload => "Reload",
+    }
+}
+
+/// Encode a configuration load/reload as OCSF 1.8 Device Config State
+/// Change JSON with the seq left open (see the module docs).
+pub fn config_template(
+    change: &ConfigChange,
+    chain_id: &str,
+    host: &str,
+) -> Result<SeqTemplate, AuditError> {
+    let verb = match change.action {
+        ConfigAction::Load => "loaded",
+        ConfigAction::Reload => "reloaded",
     };
-    serde_json::to_vec(&doc).map_err(|source| AuditError::Encode { source })
+    let message = format!(
+        "configuration {verb} from {} (sha256 {})",
+        change.path, change.sha256
+    );
+    let mut b = TemplateBuilder::new();
+    b.raw("{");
+    b.members(
+        &ConfigHead {
+            activity_id: ACTIVITY_ID_OTHER,
+            activity_name: config_activity_name(change.action),
+            category_uid: CATEGORY_UID_DISCOVERY,
+            category_name: "Discovery",
+            class_uid: CLASS_UID_DEVICE_CONFIG_STATE_CHANGE,
+            class_name: "Device Config State Change",
+            type_uid: CLASS_UID_DEVICE_CONFIG_STATE_CHANGE * 100 + u32::from(ACTIVITY_ID_OTHER),
+            type_name: "Device Config State Change: Other",
+            time: change.time_ms,
+            severity_id: 1,
+            severity: "Informational",
+            status_id: 1,
+            status: "Success",
+            message: &message,
+        },
+        true,
+    )?;
+    b.raw(",");
+    b.metadata(chain_id, None)?;
+    b.members(
+        &ConfigMiddle {
+            device: device_ser(host),
+        },
+        false,
+    )?;
+    b.unmapped_and_close(&ConfigExtSer {
+        config: ConfigDocSer {
+            action: change.action,
+            path: &change.path,
+            sha256: &change.sha256,
+            detail: change.detail.as_deref(),
+        },
+    })
+}
+
+/// Encode `change` as event `seq` (see [`config_template`]).
+pub fn encode_config(
+    change: &ConfigChange,
+    seq: u64,
+    chain_id: &str,
+    host: &str,
+) -> Result<Vec<u8>, AuditError> {
+    Ok(config_template(change, chain_id, host)?.fill(seq))
 }
 
 /// OCSF Application Lifecycle event carrying a checkpoint, in
 /// serialization order.
 #[derive(Debug, Serialize, Deserialize)]
-struct ApplicationLifecycle {
+struct ApplicationLifecycle<U> {
     activity_id: u8,
     activity_name: String,
     category_uid: u32,
@@ -463,7 +992,7 @@ struct ApplicationLifecycle {
     #[serde(skip_serializing_if = "Option::is_none")]
     device: Option<Device>,
     app: Product,
-    unmapped: CheckpointUnmapped,
+    unmapped: U,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -554,7 +1083,7 @@ pub struct DecodedCheckpoint {
 /// Decode stored checkpoint event bytes (the inverse of
 /// [`encode_checkpoint`]). The signature is NOT checked here.
 pub fn decode_checkpoint(data: &[u8]) -> Result<DecodedCheckpoint, AuditError> {
-    let doc: ApplicationLifecycle = serde_json::from_slice(data)
+    let doc: ApplicationLifecycle<CheckpointUnmapped> = serde_json::from_slice(data)
         .map_err(|e| decode_err(format!("not a checkpoint event: {e}")))?;
     if doc.class_uid != CLASS_UID_APPLICATION_LIFECYCLE || doc.activity_id != ACTIVITY_ID_OTHER {
         return Err(decode_err(format!(
@@ -582,6 +1111,418 @@ pub fn decode_checkpoint(data: &[u8]) -> Result<DecodedCheckpoint, AuditError> {
         uid: doc.metadata.uid,
         host: doc.device.map(|d| d.hostname),
     })
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PruneUnmapped {
+    warden: PruneExt,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PruneExt {
+    prune: PruneRecord,
+    seq: u64,
+}
+
+/// Encode a retention prune, carried as event `seq`, as OCSF Application
+/// Lifecycle JSON (see the module docs).
+pub fn encode_prune(
+    p: &PruneRecord,
+    seq: u64,
+    chain_id: &str,
+    host: &str,
+) -> Result<Vec<u8>, AuditError> {
+    let doc = ApplicationLifecycle {
+        activity_id: ACTIVITY_ID_OTHER,
+        activity_name: PRUNE_ACTIVITY_NAME.to_owned(),
+        category_uid: CATEGORY_UID_APPLICATION,
+        category_name: "Application Activity".to_owned(),
+        class_uid: CLASS_UID_APPLICATION_LIFECYCLE,
+        class_name: "Application Lifecycle".to_owned(),
+        type_uid: CLASS_UID_APPLICATION_LIFECYCLE * 100 + u32::from(ACTIVITY_ID_OTHER),
+        type_name: "Application Lifecycle: Other".to_owned(),
+        time: p.time_ms,
+        severity_id: 1,
+        severity: "Informational".to_owned(),
+        status_id: 1,
+        status: "Success".to_owned(),
+        message: format!(
+            "audit events {}..={} removed ({}, retention {} days)",
+            p.from_seq, p.through_seq, p.reason, p.retention_days
+        ),
+        metadata: metadata(chain_id, seq, None),
+        device: device(host),
+        app: product(),
+        unmapped: PruneUnmapped {
+            warden: PruneExt {
+                prune: p.clone(),
+                seq,
+            },
+        },
+    };
+    serde_json::to_vec(&doc).map_err(|source| AuditError::Encode { source })
+}
+
+/// A prune event decoded back from stored OCSF bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedPrune {
+    pub prune: PruneRecord,
+    pub seq: u64,
+    /// `metadata.uid`, i.e. `"<chain_id>:<seq>"`.
+    pub uid: String,
+}
+
+/// Decode stored prune event bytes (the inverse of [`encode_prune`]).
+pub fn decode_prune(data: &[u8]) -> Result<DecodedPrune, AuditError> {
+    let doc: ApplicationLifecycle<PruneUnmapped> =
+        serde_json::from_slice(data).map_err(|e| decode_err(format!("not a prune event: {e}")))?;
+    if doc.class_uid != CLASS_UID_APPLICATION_LIFECYCLE
+        || doc.activity_id != ACTIVITY_ID_OTHER
+        || doc.activity_name != PRUNE_ACTIVITY_NAME
+    {
+        return Err(decode_err(format!(
+            "class_uid {} activity {:?} is not a prune",
+            doc.class_uid, doc.activity_name
+        )));
+    }
+    Ok(DecodedPrune {
+        prune: doc.unmapped.warden.prune,
+        seq: doc.unmapped.warden.seq,
+        uid: doc.metadata.uid,
+    })
+}
+
+/// OCSF Device Config State Change event, for decoding.
+#[derive(Debug, Deserialize)]
+struct DeviceConfigStateChange {
+    activity_id: u8,
+    class_uid: u32,
+    time: i64,
+    metadata: Metadata,
+    #[serde(default)]
+    device: Option<Device>,
+    unmapped: ConfigUnmapped,
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigUnmapped {
+    warden: ConfigExt,
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigExt {
+    config: ConfigDoc,
+    seq: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigDoc {
+    action: ConfigAction,
+    path: String,
+    sha256: String,
+    #[serde(default)]
+    detail: Option<String>,
+}
+
+/// A configuration event decoded back from stored OCSF bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedConfig {
+    pub change: ConfigChange,
+    pub seq: u64,
+    /// `metadata.uid`, i.e. `"<chain_id>:<seq>"`.
+    pub uid: String,
+    /// `device.hostname`, when it was recorded.
+    pub host: Option<String>,
+}
+
+/// Decode stored configuration event bytes (the inverse of
+/// [`encode_config`]).
+pub fn decode_config(data: &[u8]) -> Result<DecodedConfig, AuditError> {
+    let doc: DeviceConfigStateChange = serde_json::from_slice(data)
+        .map_err(|e| decode_err(format!("not a configuration event: {e}")))?;
+    if doc.class_uid != CLASS_UID_DEVICE_CONFIG_STATE_CHANGE || doc.activity_id != ACTIVITY_ID_OTHER
+    {
+        return Err(decode_err(format!(
+            "class_uid {} activity_id {} is not a configuration event",
+            doc.class_uid, doc.activity_id
+        )));
+    }
+    let c = doc.unmapped.warden.config;
+    Ok(DecodedConfig {
+        change: ConfigChange {
+            time_ms: doc.time,
+            path: c.path,
+            sha256: c.sha256,
+            action: c.action,
+            detail: c.detail,
+        },
+        seq: doc.unmapped.warden.seq,
+        uid: doc.metadata.uid,
+        host: doc.device.map(|d| d.hostname),
+    })
+}
+
+/// What a stored event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Network Activity (4001): open, close, refuse.
+    Connection,
+    /// Device Config State Change (5019): a configuration load or reload.
+    Config,
+    /// Application Lifecycle (6002) "Checkpoint".
+    Checkpoint,
+    /// Application Lifecycle (6002) "Prune".
+    Prune,
+}
+
+impl EventKind {
+    /// The kind of an event of OCSF class `class_uid` whose store
+    /// `activity` column is `activity`.
+    pub fn from_columns(class_uid: u32, activity: &str) -> Option<Self> {
+        match (class_uid, activity) {
+            (CLASS_UID_NETWORK_ACTIVITY, _) => Some(EventKind::Connection),
+            (CLASS_UID_DEVICE_CONFIG_STATE_CHANGE, _) => Some(EventKind::Config),
+            (CLASS_UID_APPLICATION_LIFECYCLE, CHECKPOINT_ACTIVITY) => Some(EventKind::Checkpoint),
+            (CLASS_UID_APPLICATION_LIFECYCLE, PRUNE_ACTIVITY) => Some(EventKind::Prune),
+            _ => None,
+        }
+    }
+}
+
+/// The fields of a stored event that the store's columns are derived from,
+/// read without building the whole document (strings borrowed where they
+/// need no unescaping). Used where every event is looked at (verify,
+/// export).
+#[derive(Debug, Deserialize)]
+pub(crate) struct Probe<'a> {
+    pub class_uid: u32,
+    pub activity_id: u8,
+    #[serde(borrow)]
+    pub activity_name: Cow<'a, str>,
+    pub time: i64,
+    #[serde(borrow)]
+    pub metadata: ProbeMeta<'a>,
+    #[serde(borrow)]
+    pub unmapped: ProbeUnmapped<'a>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ProbeMeta<'a> {
+    #[serde(borrow)]
+    pub uid: Cow<'a, str>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ProbeUnmapped<'a> {
+    #[serde(borrow)]
+    pub warden: ProbeWarden<'a>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ProbeWarden<'a> {
+    #[serde(borrow, default)]
+    pub account: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub target: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub decision: Option<Decision>,
+    #[serde(borrow, default)]
+    pub reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub session: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub config: Option<ProbeConfig>,
+    #[serde(borrow, default)]
+    pub prune: Option<ProbePrune<'a>>,
+    pub seq: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ProbeConfig {
+    pub action: ConfigAction,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ProbePrune<'a> {
+    pub through_seq: u64,
+    #[serde(borrow)]
+    pub reason: Cow<'a, str>,
+}
+
+impl Probe<'_> {
+    /// What the event is, from its own content.
+    pub fn kind(&self) -> Option<EventKind> {
+        match (self.class_uid, self.activity_name.as_ref()) {
+            (CLASS_UID_NETWORK_ACTIVITY, _) => Some(EventKind::Connection),
+            (CLASS_UID_DEVICE_CONFIG_STATE_CHANGE, _) => Some(EventKind::Config),
+            (CLASS_UID_APPLICATION_LIFECYCLE, "Checkpoint") => Some(EventKind::Checkpoint),
+            (CLASS_UID_APPLICATION_LIFECYCLE, PRUNE_ACTIVITY_NAME) => Some(EventKind::Prune),
+            _ => None,
+        }
+    }
+}
+
+/// Read the [`Probe`] fields of stored event bytes.
+pub(crate) fn probe(data: &[u8]) -> Result<Probe<'_>, AuditError> {
+    serde_json::from_slice(data).map_err(|e| decode_err(format!("not a Warden OCSF event: {e}")))
+}
+
+/// [`probe`], reading events in this module's own encoding without parsing
+/// the whole document: the top-level fields before any free text (fixed
+/// order) are found by their keys, and only `unmapped.warden` (the last
+/// member) goes through serde. Falls back to [`probe`] whenever the bytes
+/// are not laid out that way.
+///
+/// In bytes this encoder wrote, a key with its quotes (`"time":`) cannot
+/// occur inside a string value (quotes in values are escaped) and each key
+/// searched for occurs once at top level before any other use, so the
+/// first match is the member. Used where every event is read (verify,
+/// export) after the event's hash was checked.
+pub(crate) fn probe_fast(data: &[u8]) -> Result<Probe<'_>, AuditError> {
+    match probe_layout(data) {
+        Some(p) => Ok(p),
+        None => probe(data),
+    }
+}
+
+/// Keys the fast reader looks for, with their searchers built once.
+struct Keys {
+    activity_name: memmem::Finder<'static>,
+    class_uid: memmem::Finder<'static>,
+    time: memmem::Finder<'static>,
+    uid: memmem::Finder<'static>,
+    unmapped: memmem::FinderRev<'static>,
+    account: memmem::Finder<'static>,
+    target: memmem::Finder<'static>,
+    decision: memmem::Finder<'static>,
+    reason: memmem::Finder<'static>,
+    session: memmem::Finder<'static>,
+    seq: memmem::FinderRev<'static>,
+}
+
+static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
+    activity_name: memmem::Finder::new(b"\"activity_name\":\""),
+    class_uid: memmem::Finder::new(b"\"class_uid\":"),
+    time: memmem::Finder::new(b"\"time\":"),
+    uid: memmem::Finder::new(b"\"uid\":\""),
+    unmapped: memmem::FinderRev::new(UNMAPPED),
+    account: memmem::Finder::new(b"\"account\":\""),
+    target: memmem::Finder::new(b"\"target\":\""),
+    decision: memmem::Finder::new(b"\"decision\":\""),
+    reason: memmem::Finder::new(b"\"reason\":\""),
+    session: memmem::Finder::new(b"\"session\":\""),
+    seq: memmem::FinderRev::new(b",\"seq\":"),
+});
+
+const UNMAPPED: &[u8] = b",\"unmapped\":{\"warden\":";
+
+fn probe_layout(data: &[u8]) -> Option<Probe<'_>> {
+    const FIRST: &[u8] = b"{\"activity_id\":";
+    let k = &*KEYS;
+    let (activity_id, at) = int_at(data, FIRST.len())?;
+    if !data.starts_with(FIRST) {
+        return None;
+    }
+    let (activity_name, at) = str_after(data, at, &k.activity_name)?;
+    let (class_uid, at) = int_after(data, at, &k.class_uid)?;
+    let (time, at) = int_after(data, at, &k.time)?;
+    let (uid, at) = str_after(data, at, &k.uid)?;
+    let start = k.unmapped.rfind(data)?;
+    if start < at || !data.ends_with(b"}}}") {
+        return None;
+    }
+    let object = data.get(start + UNMAPPED.len()..data.len() - 2)?;
+    let class_uid = u32::try_from(class_uid).ok()?;
+    let fast = if class_uid == CLASS_UID_NETWORK_ACTIVITY {
+        connection_warden(object)
+    } else {
+        None
+    };
+    let warden = match fast {
+        Some(w) => w,
+        None => serde_json::from_slice(object).ok()?,
+    };
+    Some(Probe {
+        class_uid,
+        activity_id: u8::try_from(activity_id).ok()?,
+        activity_name: Cow::Borrowed(activity_name),
+        time,
+        metadata: ProbeMeta {
+            uid: Cow::Borrowed(uid),
+        },
+        unmapped: ProbeUnmapped { warden },
+    })
+}
+
+/// `unmapped.warden` of a connection event without serde: each key read
+/// occurs once in that object (the identity claims nested in it use other
+/// names), and `seq` is its last member. `None` (full parse) for anything
+/// unexpected, e.g. a value with escapes.
+fn connection_warden(o: &[u8]) -> Option<ProbeWarden<'_>> {
+    let k = &*KEYS;
+    let opt = |f: &memmem::Finder<'static>| -> Option<Option<Cow<'_, str>>> {
+        match f.find(o) {
+            None => Some(None),
+            Some(_) => str_after(o, 0, f).map(|(s, _)| Some(Cow::Borrowed(s))),
+        }
+    };
+    let decision = match str_after(o, 0, &k.decision)?.0 {
+        "allowed" => Decision::Allowed,
+        "refused" => Decision::Refused,
+        _ => return None,
+    };
+    let seq_at = k.seq.rfind(o)? + b",\"seq\":".len();
+    let (seq, end) = int_at(o, seq_at)?;
+    if o.get(end..) != Some(&b"}"[..]) {
+        return None;
+    }
+    Some(ProbeWarden {
+        account: opt(&k.account)?,
+        target: opt(&k.target)?,
+        decision: Some(decision),
+        reason: opt(&k.reason)?,
+        session: opt(&k.session)?,
+        config: None,
+        prune: None,
+        seq: u64::try_from(seq).ok()?,
+    })
+}
+
+/// The integer right after the first `key` at or after `from`, and the
+/// position after it.
+fn int_after(data: &[u8], from: usize, key: &memmem::Finder<'_>) -> Option<(i64, usize)> {
+    let start = from + key.find(data.get(from..)?)? + key.needle().len();
+    int_at(data, start)
+}
+
+/// The integer at `start`, and the position after it.
+fn int_at(data: &[u8], start: usize) -> Option<(i64, usize)> {
+    let rest = data.get(start..)?;
+    let neg = rest.first() == Some(&b'-');
+    let digits = rest.get(usize::from(neg)..)?;
+    let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    if n == 0 || n > 19 {
+        return None;
+    }
+    let v: i64 = std::str::from_utf8(digits.get(..n)?).ok()?.parse().ok()?;
+    Some((if neg { -v } else { v }, start + usize::from(neg) + n))
+}
+
+/// The string (without escapes) right after the first `key` (which ends
+/// with the opening quote) at or after `from`, and the position after it.
+fn str_after<'a>(
+    data: &'a [u8],
+    from: usize,
+    key: &memmem::Finder<'_>,
+) -> Option<(&'a str, usize)> {
+    let start = from + key.find(data.get(from..)?)? + key.needle().len();
+    let rest = data.get(start..)?;
+    let len = memchr::memchr2(b'"', b'\\', rest)?;
+    if rest.get(len) != Some(&b'"') {
+        return None;
+    }
+    Some((std::str::from_utf8(rest.get(..len)?).ok()?, start + len + 1))
 }
 
 /// The `class_uid` of stored event bytes, if they are a JSON object with one.
@@ -883,6 +1824,187 @@ pub(crate) mod tests {
         assert_no_nulls(&v, "");
     }
 
+    // The encoder before templates: the whole document as one struct.
+    fn ref_endpoint(addr: SocketAddr, svc_name: Option<String>) -> Endpoint {
+        Endpoint {
+            ip: Some(addr.ip().to_string()),
+            port: Some(addr.port()),
+            svc_name,
+        }
+    }
+
+    fn ref_actor(p: &ProcessInfo) -> Option<Actor> {
+        let file = p.exe.as_ref().map(|path| File {
+            name: path.rsplit('/').next().unwrap_or(path).to_owned(),
+            path: path.clone(),
+            type_id: 1,
+            type_name: "Regular File".to_owned(),
+            hashes: p
+                .exe_sha256
+                .iter()
+                .map(|h| Fingerprint {
+                    algorithm_id: 3,
+                    algorithm: "SHA-256".to_owned(),
+                    value: h.clone(),
+                })
+                .collect(),
+        });
+        let user = p.uid.map(|uid| User {
+            uid: uid.to_string(),
+        });
+        if p.pid.is_none() && p.comm.is_none() && file.is_none() && user.is_none() {
+            return None;
+        }
+        Some(Actor {
+            process: Process {
+                pid: p.pid,
+                name: p.comm.clone(),
+                cmd_line: p.cmdline.clone(),
+                file,
+                user,
+            },
+        })
+    }
+
+    /// Encode `ev` as OCSF 1.8 Network Activity JSON; `seq` is the sequence
+    /// number the writer assigned, `chain_id` the store's chain id and `host` the
+    /// reporting host name (omitted when empty).
+    fn reference_connection(
+        ev: &ConnectionEvent,
+        seq: u64,
+        chain_id: &str,
+        host: &str,
+    ) -> Result<Vec<u8>, AuditError> {
+        let id = activity_id(ev.activity);
+        let allowed = ev.decision == Decision::Allowed;
+        let session = ev.session.to_string();
+        let dst_endpoint = match (ev.orig_dst, ev.target.clone()) {
+            (Some(addr), svc) => Some(ref_endpoint(addr, svc)),
+            (None, Some(svc)) => Some(Endpoint {
+                ip: None,
+                port: None,
+                svc_name: Some(svc),
+            }),
+            (None, None) => None,
+        };
+        let (start_time, end_time) = match ev.activity {
+            ConnActivity::Close => (
+                Some(ev.time_ms.saturating_sub_unsigned(ev.duration_ms)),
+                Some(ev.time_ms),
+            ),
+            ConnActivity::Open | ConnActivity::Refuse => (None, None),
+        };
+        let doc = NetworkActivity {
+            activity_id: id,
+            activity_name: activity_name(ev.activity).to_owned(),
+            category_uid: CATEGORY_UID_NETWORK,
+            category_name: "Network Activity".to_owned(),
+            class_uid: CLASS_UID_NETWORK_ACTIVITY,
+            class_name: "Network Activity".to_owned(),
+            type_uid: CLASS_UID_NETWORK_ACTIVITY * 100 + u32::from(id),
+            type_name: format!("Network Activity: {}", activity_name(ev.activity)),
+            time: ev.time_ms,
+            severity_id: if allowed { 1 } else { 3 },
+            severity: if allowed { "Informational" } else { "Medium" }.to_owned(),
+            status_id: if allowed { 1 } else { 2 },
+            status: if allowed { "Success" } else { "Failure" }.to_owned(),
+            status_code: ev.reason.clone(),
+            status_detail: ev.detail.clone(),
+            action_id: if allowed { 1 } else { 2 },
+            action: if allowed { "Allowed" } else { "Denied" }.to_owned(),
+            disposition_id: if allowed { 1 } else { 2 },
+            disposition: if allowed { "Allowed" } else { "Blocked" }.to_owned(),
+            metadata: metadata(chain_id, seq, Some(session.clone())),
+            device: device(host),
+            src_endpoint: ref_endpoint(ev.client, None),
+            dst_endpoint,
+            actor: ref_actor(&ev.process),
+            connection_info: ConnectionInfo {
+                protocol_name: "tcp".to_owned(),
+                protocol_num: 6,
+                direction_id: 2,
+                direction: "Outbound".to_owned(),
+            },
+            traffic: Traffic {
+                bytes_in: ev.bytes_down,
+                bytes_out: ev.bytes_up,
+                bytes: ev.bytes_down.saturating_add(ev.bytes_up),
+            },
+            duration: ev.duration_ms,
+            start_time,
+            end_time,
+            unmapped: Unmapped {
+                warden: WardenExt {
+                    account: ev.account.clone(),
+                    target: ev.target.clone(),
+                    decision: ev.decision,
+                    reason: ev.reason.clone(),
+                    detail: ev.detail.clone(),
+                    session,
+                    protocol: ev.protocol.clone(),
+                    cgroup_id: ev.process.cgroup_id,
+                    cgroup_path: ev.process.cgroup_path.clone(),
+                    tgid: ev.process.tgid,
+                    gid: ev.process.gid,
+                    unit: ev.process.unit.clone(),
+                    process_start_boot_ns: ev.process.start_boot_ns,
+                    pid_reused: ev.process.pid_reused,
+                    identity: ev.identity.clone(),
+                    seq,
+                },
+            },
+        };
+        serde_json::to_vec(&doc).map_err(|source| AuditError::Encode { source })
+    }
+
+    #[test]
+    fn templates_equal_whole_document_serialization() {
+        let mut close = sample(ConnActivity::Close, Decision::Allowed);
+        close.bytes_up = 5;
+        close.bytes_down = 6;
+        close.duration_ms = 7;
+        close.reason = Some("upstream_closed".into());
+        close.detail = Some("a \"quoted\" \u{1b} detail\n".into());
+        let mut bare = sample(ConnActivity::Refuse, Decision::Refused);
+        bare.process = ProcessInfo::default();
+        bare.account = None;
+        bare.target = None;
+        bare.orig_dst = None;
+        bare.identity = None;
+        let mut svc_only = bare.clone();
+        svc_only.target = Some("t\u{e9}".into());
+        svc_only.process.exe = Some("noslash".into());
+        svc_only.process.pid_reused = true;
+        for ev in [
+            sample(ConnActivity::Open, Decision::Allowed),
+            close,
+            bare,
+            svc_only,
+        ] {
+            for (seq, chain, host) in [
+                (1, "c0ffee", "h"),
+                (u64::MAX, "a\"b", ""),
+                (42, "", "h\u{0}"),
+            ] {
+                let want = reference_connection(&ev, seq, chain, host).unwrap();
+                let got = encode_connection(&ev, seq, chain, host).unwrap();
+                assert_eq!(
+                    String::from_utf8(got).unwrap(),
+                    String::from_utf8(want).unwrap()
+                );
+            }
+        }
+        // One template, many seqs.
+        let ev = sample(ConnActivity::Open, Decision::Allowed);
+        let t = connection_template(&ev, &ev.session.to_string(), "c", "h").unwrap();
+        for seq in [0, 9, 10, 12345, u64::MAX] {
+            assert_eq!(
+                t.fill(seq),
+                reference_connection(&ev, seq, "c", "h").unwrap()
+            );
+        }
+    }
+
     #[test]
     fn encoding_is_deterministic_and_host_optional() {
         let ev = sample(ConnActivity::Open, Decision::Allowed);
@@ -916,6 +2038,88 @@ pub(crate) mod tests {
             assert_eq!(d.host.as_deref(), Some("h"));
         }
         assert!(decode_connection(b"{}").is_err());
+    }
+
+    /// The probe's fields, comparable.
+    fn probed(p: &Probe<'_>) -> String {
+        format!("{p:?}")
+    }
+
+    #[test]
+    fn fast_probe_reads_what_the_full_probe_reads() {
+        let mut docs = Vec::new();
+        let mut refuse = sample(ConnActivity::Refuse, Decision::Refused);
+        refuse.reason = Some("unknown_account".into());
+        refuse.detail = Some("\"unmapped\":{\"warden\":{\"seq\":1}} \\ \"time\":5".into());
+        refuse.process.cmdline = Some(",\"unmapped\":{\"warden\":{\"account\":\"x\"}}}".into());
+        refuse.account = None;
+        let mut escaped = sample(ConnActivity::Close, Decision::Allowed);
+        escaped.account = Some("acct \"q\"".into());
+        escaped.target = Some("t\\1".into());
+        escaped.identity = None;
+        for ev in [
+            sample(ConnActivity::Open, Decision::Allowed),
+            refuse,
+            escaped,
+        ] {
+            docs.push(encode_connection(&ev, 7, "c0ffee", "h").unwrap());
+        }
+        let change = ConfigChange {
+            time_ms: -5,
+            path: "/etc/w\"arden.toml".into(),
+            sha256: "ab".repeat(32),
+            action: ConfigAction::Reload,
+            detail: Some("x".into()),
+        };
+        docs.push(encode_config(&change, 8, "c0ffee", "").unwrap());
+        let prune = PruneRecord {
+            time_ms: 9,
+            from_seq: 1,
+            through_seq: 5,
+            events: 5,
+            reason: "retention".into(),
+            retention_days: 400,
+            cutoff_ms: 3,
+            acked_through: Some(4),
+            checkpoint_head_hash: "00".repeat(32),
+        };
+        docs.push(encode_prune(&prune, 9, "c0ffee", "h").unwrap());
+        for d in &docs {
+            assert!(probe_layout(d).is_some(), "{}", String::from_utf8_lossy(d));
+            assert_eq!(probed(&probe_fast(d).unwrap()), probed(&probe(d).unwrap()));
+        }
+        let p = probe_fast(&docs[1]).unwrap();
+        assert_eq!(p.unmapped.warden.account, None);
+        assert_eq!(p.unmapped.warden.reason.as_deref(), Some("unknown_account"));
+        assert_eq!(p.unmapped.warden.seq, 7);
+        assert_eq!(
+            probe_fast(&docs[2])
+                .unwrap()
+                .unmapped
+                .warden
+                .account
+                .as_deref(),
+            Some("acct \"q\"")
+        );
+        assert_eq!(probe_fast(&docs[3]).unwrap().time, -5);
+        // Other layouts of the same content go through the full parse.
+        let v: serde_json::Value = serde_json::from_slice(&docs[0]).unwrap();
+        let pretty = serde_json::to_vec_pretty(&v).unwrap();
+        assert!(probe_layout(&pretty).is_none());
+        assert_eq!(
+            probed(&probe_fast(&pretty).unwrap()),
+            probed(&probe(&docs[0]).unwrap())
+        );
+        for junk in [
+            &b""[..],
+            b"{",
+            b"{\"activity_id\":",
+            b"{\"activity_id\":1}}}",
+            b"\xff\xfe",
+        ] {
+            assert!(probe_layout(junk).is_none());
+            assert!(probe_fast(junk).is_err());
+        }
     }
 
     #[test]

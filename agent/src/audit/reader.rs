@@ -13,8 +13,8 @@ use rusqlite::{Connection, OpenFlags, ToSql};
 
 use super::AuditError;
 use super::ocsf::{
-    CLASS_UID_APPLICATION_LIFECYCLE, CLASS_UID_NETWORK_ACTIVITY, decode_checkpoint,
-    decode_connection,
+    CLASS_UID_NETWORK_ACTIVITY, EventKind, decode_checkpoint, decode_config, decode_connection,
+    decode_prune,
 };
 use super::store::{
     BUSY_TIMEOUT, SCHEMA_VERSION, check_schema_version, max_seq, read_chain_id, read_schema_version,
@@ -28,6 +28,8 @@ pub struct TailFilter {
     pub decision: Option<String>,
     /// Session id as printed (16 hex digits); shorter hex is accepted too.
     pub session: Option<String>,
+    /// Only events at or after this time (ms since the Unix epoch).
+    pub since_ms: Option<i64>,
 }
 
 /// One stored row: the indexed columns plus the exact OCSF bytes.
@@ -110,10 +112,11 @@ impl AuditReader {
             });
         }
         let version = read_schema_version(&conn).map_err(open_err("read schema_version"))?;
-        // Version 1 (before the hash chain) has the same event columns; the
-        // writer migrates it at its next start.
+        // Versions 1 (before the hash chain) and 2 (before forwarder
+        // cursors) have the same event columns; the writer migrates them at
+        // its next start.
         let schema_version = match version {
-            Some(v @ (1 | SCHEMA_VERSION)) => v,
+            Some(v @ (1 | 2 | SCHEMA_VERSION)) => v,
             other => {
                 check_schema_version(path, other)?;
                 SCHEMA_VERSION
@@ -131,7 +134,7 @@ impl AuditReader {
         &self.conn
     }
 
-    /// The store's schema version (1 or [`SCHEMA_VERSION`]).
+    /// The store's schema version (1, 2 or [`SCHEMA_VERSION`]).
     pub(crate) fn schema_version(&self) -> i64 {
         self.schema_version
     }
@@ -236,12 +239,22 @@ fn filter_sql(filter: &TailFilter) -> (String, Vec<Box<dyn ToSql>>) {
         args.push(Box::new(account.clone()));
     }
     if let Some(decision) = &filter.decision {
+        let decision = decision.to_ascii_lowercase();
+        // The decision index holds only decisions other than `allowed`;
+        // saying so lets SQLite use it.
+        if decision != "allowed" {
+            sql.push_str(" AND decision <> 'allowed'");
+        }
         sql.push_str(" AND decision = ?");
-        args.push(Box::new(decision.to_ascii_lowercase()));
+        args.push(Box::new(decision));
     }
     if let Some(session) = &filter.session {
         sql.push_str(" AND session = ?");
         args.push(Box::new(normalize_session(session)));
+    }
+    if let Some(since) = filter.since_ms {
+        sql.push_str(" AND time_ms >= ?");
+        args.push(Box::new(since));
     }
     (sql, args)
 }
@@ -260,7 +273,7 @@ fn normalize_session(s: &str) -> String {
 }
 
 /// RFC 3339 UTC with milliseconds; the raw number if out of range.
-fn format_time(ms: i64) -> String {
+pub fn format_time(ms: i64) -> String {
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
@@ -290,7 +303,9 @@ fn val(s: &str) -> Cow<'_, str> {
 /// dst=10.0.0.5:5432 up=0 down=0 dur=0ms session=00000000000004d2`.
 /// Absent values are left out (`account=-`/`target=-` when unknown).
 /// Checkpoints print as `... #1001 checkpoint n/a size=1000 head=<hex>
-/// key=<key id>`.
+/// key=<key id>`, configuration changes as `... #1 config n/a action=load
+/// path=/etc/warden/warden.toml sha256=<hex>`, prunes as `... #2001 prune
+/// n/a removed=1..=1000 events=1000 reason=retention retention_days=400`.
 pub fn format_text(ev: &StoredEvent) -> String {
     let mut line = format!(
         "{} #{} {} {}",
@@ -299,7 +314,39 @@ pub fn format_text(ev: &StoredEvent) -> String {
         val(&ev.activity),
         val(&ev.decision)
     );
-    if ev.class_uid == CLASS_UID_APPLICATION_LIFECYCLE
+    let kind = EventKind::from_columns(ev.class_uid, &ev.activity);
+    if kind == Some(EventKind::Config)
+        && let Ok(d) = decode_config(&ev.data)
+    {
+        let c = &d.change;
+        let _ = write!(
+            line,
+            " action={} path={} sha256={}",
+            c.action.as_str(),
+            val(&c.path),
+            val(&c.sha256)
+        );
+        if let Some(detail) = &c.detail {
+            let _ = write!(line, " detail={}", val(detail));
+        }
+        return line;
+    }
+    if kind == Some(EventKind::Prune)
+        && let Ok(d) = decode_prune(&ev.data)
+    {
+        let p = &d.prune;
+        let _ = write!(
+            line,
+            " removed={}..={} events={} reason={} retention_days={}",
+            p.from_seq,
+            p.through_seq,
+            p.events,
+            val(&p.reason),
+            p.retention_days
+        );
+        return line;
+    }
+    if kind == Some(EventKind::Checkpoint)
         && let Ok(d) = decode_checkpoint(&ev.data)
     {
         let cp = &d.checkpoint;
@@ -456,7 +503,7 @@ mod tests {
         let billing_allowed = TailFilter {
             account: Some("billing".into()),
             decision: Some("allowed".into()),
-            session: None,
+            ..TailFilter::default()
         };
         assert_eq!(
             seqs(r.query(&billing_allowed, 0, 100).unwrap()),
@@ -572,5 +619,71 @@ mod tests {
             l.ends_with("session=00000000000004d2 reason=unknown_account"),
             "{l}"
         );
+    }
+
+    #[tokio::test]
+    async fn since_session_and_decision_filters_combine() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let (h, task) = spawn_writer(&path, opts(SyncMode::Normal)).unwrap();
+        let base = 1_795_957_500_000i64;
+        for i in 1..=9u64 {
+            let dec = if i % 4 == 0 {
+                Decision::Refused
+            } else {
+                Decision::Allowed
+            };
+            let mut e = ev(i % 3, "orders-api", dec);
+            e.time_ms = base + i as i64 * 1000;
+            assert_eq!(h.record(e).await.unwrap(), i);
+        }
+        h.shutdown().await;
+        task.join().unwrap();
+        let r = AuditReader::open(&path).unwrap();
+        let seqs = |f: &TailFilter| {
+            r.query(f, 0, 100)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>()
+        };
+        let since = |ms: i64| TailFilter {
+            since_ms: Some(ms),
+            ..TailFilter::default()
+        };
+        // At or after; the shutdown checkpoint (seq 10) is stamped with
+        // the real clock, before these made-up times.
+        assert_eq!(seqs(&since(base + 6000)), vec![6, 7, 8, 9]);
+        assert_eq!(seqs(&since(base + 5999)), vec![6, 7, 8, 9]);
+        assert_eq!(seqs(&since(base + 10_000)), Vec::<u64>::new());
+        assert_eq!(seqs(&since(0)).len(), 10);
+        let f = TailFilter {
+            session: Some("1".into()),
+            since_ms: Some(base + 2000),
+            ..TailFilter::default()
+        };
+        assert_eq!(seqs(&f), vec![4, 7]);
+        let f = TailFilter {
+            decision: Some("refused".into()),
+            since_ms: Some(base + 5000),
+            ..TailFilter::default()
+        };
+        assert_eq!(seqs(&f), vec![8]);
+        let f = TailFilter {
+            decision: Some("n/a".into()),
+            ..TailFilter::default()
+        };
+        assert_eq!(seqs(&f), vec![10]);
+        let f = TailFilter {
+            decision: Some("allowed".into()),
+            session: Some("0".into()),
+            ..TailFilter::default()
+        };
+        assert_eq!(seqs(&f), vec![3, 6, 9]);
+        // The last N among the events since T.
+        let f = since(base + 3000);
+        let after = r.tail_start(&f, 2).unwrap();
+        assert_eq!(r.query(&f, after, 100).unwrap().len(), 2);
+        assert_eq!(r.query(&f, after, 100).unwrap()[0].seq, 8);
     }
 }

@@ -1,19 +1,28 @@
 //! The SQLite audit store, its single writer, and the writer's side of the
-//! hash chain and signed checkpoints.
+//! hash chain, signed checkpoints and retention.
 //!
 //! One dedicated OS thread owns the read-write connection (rusqlite is
-//! blocking). Producers hand events over a bounded channel through
-//! [`AuditHandle::record`]; the writer takes everything queued (up to
-//! `batch_max`), assigns gap-free sequence numbers, encodes each event to
-//! OCSF once, hashes the stored bytes into the chain, inserts the batch in
-//! ONE transaction (group commit) and only then answers each producer. So a
-//! successful `record` means the event is committed (durable with
-//! [`SyncMode::Full`]): audit before effect.
+//! blocking). Producers encode their event into a [`SeqTemplate`] (OCSF
+//! JSON with the seq left open; the costly part, done in parallel on the
+//! producers' threads) and hand it over a bounded channel through
+//! [`AuditHandle::record`] / [`AuditHandle::record_config`]; the writer
+//! takes everything queued (up to `batch_max`), assigns gap-free sequence
+//! numbers, splices each seq into its template, hashes the resulting bytes
+//! into the chain, inserts the batch in ONE transaction (group commit) and
+//! only then answers each producer. So a successful `record` means the
+//! event is committed (durable with [`SyncMode::Full`]): audit before
+//! effect.
 //!
 //! If a commit fails, every event of that batch gets an error, their
 //! sequence numbers are reused by the next batch (no gaps), the in-memory
 //! chain state is left as it was before the batch, the handle reports
 //! unhealthy, and the writer carries on with the next batch.
+//!
+//! WAL checkpoints (copying committed pages from the `-wal` file into the
+//! database) do not run in the writer: a second thread with its own
+//! connection runs a PASSIVE checkpoint whenever the writer has committed
+//! a few MiB since the last one (and every few seconds), so the writer
+//! never waits for it and readers never block it.
 //!
 //! Checkpoints (see [`super::checkpoint`]): after every `checkpoint_every`
 //! recorded events (inside the same transaction as the event that reaches
@@ -21,20 +30,35 @@
 //! the last one, and when the writer stops. A checkpoint covering seq N is
 //! itself event N + 1 of the chain and a row of `checkpoints`, written in
 //! one transaction. Recorded events therefore get gap-free seqs except for
-//! the seqs taken by checkpoints.
+//! the seqs taken by checkpoints (and prunes).
+//!
+//! Retention ([`Retention`]): at start and then every `Retention::every`
+//! (daily), the writer deletes events that are older than the retention AND
+//! acknowledged by every forwarder (`forward_cursors`; no row = nothing held
+//! back), but only up to a checkpoint whose event is kept, so the remaining
+//! chain starts right after a signed head (see [`Writer::prune_step`]).
+//! The deletion and a *prune* event recording it are one transaction.
 //!
 //! Schema (version [`SCHEMA_VERSION`]):
 //! - `meta(key, value)`: `schema_version`, `chain_id` (hex of 16 random
 //!   bytes, fixed when the store is created; the `metadata.uid` prefix);
-//! - `events`: one row per event, `seq` gap-free from 1, a few indexed
-//!   columns for the CLI (derived from `data`), `data` = the exact OCSF JSON
-//!   bytes, `hash` = the chain hash over `data` (see [`super::chain`]);
-//! - `checkpoints`: every signed checkpoint, in signing order;
-//! - `keys`: every public key that signed checkpoints of this store.
+//! - `events`: one row per event, `seq` gap-free from 1 (or from just after
+//!   the last prune), a few indexed columns for the CLI (derived from
+//!   `data`), `data` = the exact OCSF JSON bytes, `hash` = the chain hash
+//!   over `data` (see [`super::chain`]);
+//! - `checkpoints`: every signed checkpoint, in signing order (never
+//!   pruned: they are small and keep the signed history linked);
+//! - `keys`: every public key that signed checkpoints of this store;
+//! - `forward_cursors(name, acked_seq, updated_ms)`: how far each forwarder
+//!   has been acknowledged (written by forwarders; read by retention).
 //!
 //! Version 1 (no `hash`, no checkpoints) is migrated in place at open, in one
-//! transaction that hashes the existing rows in seq order. Newer or unknown
-//! versions are refused.
+//! transaction that hashes the existing rows in seq order; version 2 gains
+//! `forward_cursors` and a partial `decision` index (only decisions other
+//! than `allowed` are indexed: the common case costs no index update, and
+//! `tail --decision allowed` finds its rows by scanning from the end).
+//! Newer or unknown versions are refused. New stores use
+//! [`NEW_STORE_PAGE_SIZE`]-byte pages (fewer, larger writes per commit).
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -50,15 +74,16 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::AuditError;
 use super::chain::{ChainKey, GENESIS, Hash, as_hash, event_hash, sha256};
-use super::checkpoint::{CheckpointBody, CheckpointSigner, ORIGIN_PREFIX};
-use super::event::ConnectionEvent;
+use super::checkpoint::{Checkpoint, CheckpointBody, CheckpointSigner, ORIGIN_PREFIX, known_keys};
+use super::event::{ConfigChange, ConnectionEvent, PruneRecord};
 use super::ocsf::{
-    CHECKPOINT_ACTIVITY, CHECKPOINT_DECISION, CLASS_UID_APPLICATION_LIFECYCLE,
-    CLASS_UID_NETWORK_ACTIVITY, activity_str, encode_checkpoint, encode_connection,
+    CHECKPOINT_ACTIVITY, CLASS_UID_APPLICATION_LIFECYCLE, CLASS_UID_DEVICE_CONFIG_STATE_CHANGE,
+    CLASS_UID_NETWORK_ACTIVITY, CONFIG_ACTIVITY, NO_DECISION, PRUNE_ACTIVITY, SeqTemplate,
+    activity_str, config_template, connection_template, encode_checkpoint, encode_prune,
 };
 
 /// Version of the store layout written by this build.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// Capacity of the channel between producers and the writer.
 pub const CHANNEL_CAPACITY: usize = 8192;
 /// How long SQLite waits on a lock held by another connection.
@@ -69,12 +94,25 @@ pub const DEFAULT_BATCH_MAX: usize = 256;
 pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
 /// Default [`WriterOptions::checkpoint_interval`].
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+/// Page size of stores created by this build (existing stores keep theirs).
+pub const NEW_STORE_PAGE_SIZE: u32 = 4096;
+/// Most events one prune step deletes (when a checkpoint allows a cut that
+/// small), so a large backlog is pruned in steps between event batches.
+pub const PRUNE_STEP_MAX: u64 = 20_000;
 
 pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
 pub(crate) const META_CHAIN_ID: &str = "chain_id";
 
 /// Rows hashed per step of the v1 → v2 migration.
 const MIGRATION_CHUNK: usize = 1024;
+/// Event bytes committed between two requests to the WAL checkpointer.
+const WAL_CHECKPOINT_BYTES: usize = 8 << 20;
+/// The WAL checkpointer also runs this long after its last run.
+const WAL_CHECKPOINT_PERIOD: Duration = Duration::from_secs(5);
+/// Page cache of the writer connection, in KiB.
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
+/// Longest the writer sleeps between checks for due checkpoints/prunes.
+const MAX_TICK: Duration = Duration::from_secs(1);
 
 const SCHEMA_V1: &str = "
 CREATE TABLE meta (
@@ -118,6 +156,17 @@ CREATE TABLE keys (
     public_key BLOB NOT NULL,              -- raw 32-byte Ed25519 public key
     added_ms   INTEGER NOT NULL
 ) WITHOUT ROWID;
+";
+
+/// Applied to a v2 store (and to a new one after the above).
+const SCHEMA_V2_TO_V3: &str = "
+CREATE TABLE forward_cursors (
+    name       TEXT PRIMARY KEY,  -- forwarder name
+    acked_seq  INTEGER,           -- every event with seq <= acked_seq was acknowledged
+    updated_ms INTEGER
+);
+DROP INDEX events_decision;
+CREATE INDEX events_decision ON events(decision, seq) WHERE decision <> 'allowed';
 ";
 
 const INSERT_EVENT: &str = "INSERT INTO events \
@@ -176,6 +225,76 @@ impl Default for WriterOptions {
     }
 }
 
+/// How long events are kept (`[audit] retention_days`), and how often the
+/// writer prunes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Events older than this may be pruned.
+    pub max_age: Duration,
+    /// The writer prunes at start and then this often.
+    pub every: Duration,
+}
+
+impl Retention {
+    /// Default `retention_days`.
+    pub const DEFAULT_DAYS: u32 = 400;
+
+    /// Keep events `days` days; prune daily.
+    pub fn days(days: u32) -> Self {
+        Self {
+            max_age: Duration::from_secs(u64::from(days) * 86_400),
+            every: Duration::from_secs(86_400),
+        }
+    }
+
+    fn max_age_ms(&self) -> i64 {
+        i64::try_from(self.max_age.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self::days(Self::DEFAULT_DAYS)
+    }
+}
+
+/// What one prune step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Events older than this were eligible (ms since the Unix epoch).
+    pub cutoff_ms: i64,
+    /// Lowest seq acknowledged by every forwarder (`None`: no forwarder
+    /// holds events back).
+    pub acked_through: Option<u64>,
+    /// Seqs removed (`from..=through`), `None` when nothing was removed.
+    pub removed: Option<(u64, u64)>,
+    /// Rows removed.
+    pub events_removed: u64,
+    /// Seq of the prune event recorded for this step.
+    pub prune_seq: Option<u64>,
+    /// More events can be pruned now (this step was capped at
+    /// [`PRUNE_STEP_MAX`]).
+    pub more: bool,
+    /// Events are past retention but were NOT pruned because the chain
+    /// they are part of does not verify (evidence is never deleted):
+    /// why.
+    pub refused: Option<String>,
+}
+
+impl PruneReport {
+    fn nothing(cutoff_ms: i64, acked_through: Option<u64>) -> Self {
+        Self {
+            cutoff_ms,
+            acked_through,
+            removed: None,
+            events_removed: 0,
+            prune_seq: None,
+            more: false,
+            refused: None,
+        }
+    }
+}
+
 /// Counters of the writer, for `warden status` and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WriterStats {
@@ -183,7 +302,7 @@ pub struct WriterStats {
     pub commits: u64,
     /// Transactions that failed (their events were answered with errors).
     pub failed_commits: u64,
-    /// Recorded events committed (checkpoint events not included).
+    /// Recorded events committed (checkpoint and prune events not included).
     pub events: u64,
     /// Checkpoints signed and committed by this writer.
     pub checkpoints: u64,
@@ -200,17 +319,69 @@ struct Shared {
     last_seq: AtomicU64,
     chain_id: String,
     key_id: String,
+    host: String,
+}
+
+/// An event ready for the writer: its store columns and its encoding with
+/// the seq left open.
+struct Prepared {
+    class_uid: u32,
+    time_ms: i64,
+    activity: &'static str,
+    decision: &'static str,
+    account: Option<String>,
+    target: Option<String>,
+    session: String,
+    reason: Option<String>,
+    template: SeqTemplate,
+}
+
+impl Prepared {
+    fn connection(ev: ConnectionEvent, chain_id: &str, host: &str) -> Result<Self, AuditError> {
+        let session = ev.session.to_string();
+        let template = connection_template(&ev, &session, chain_id, host)?;
+        Ok(Self {
+            class_uid: CLASS_UID_NETWORK_ACTIVITY,
+            time_ms: ev.time_ms,
+            activity: activity_str(ev.activity),
+            decision: ev.decision.as_str(),
+            account: ev.account,
+            target: ev.target,
+            session,
+            reason: ev.reason,
+            template,
+        })
+    }
+
+    fn config(change: &ConfigChange, chain_id: &str, host: &str) -> Result<Self, AuditError> {
+        Ok(Self {
+            class_uid: CLASS_UID_DEVICE_CONFIG_STATE_CHANGE,
+            time_ms: change.time_ms,
+            activity: CONFIG_ACTIVITY,
+            decision: NO_DECISION,
+            account: None,
+            target: None,
+            session: String::new(),
+            reason: Some(change.action.as_str().to_owned()),
+            template: config_template(change, chain_id, host)?,
+        })
+    }
 }
 
 enum Msg {
     Record {
-        ev: Box<ConnectionEvent>,
+        rec: Box<Prepared>,
         reply: oneshot::Sender<Result<u64, AuditError>>,
+    },
+    /// One prune step as of `now_ms` (tests, and a future CLI).
+    Prune {
+        now_ms: i64,
+        reply: oneshot::Sender<Result<PruneReport, AuditError>>,
     },
     Shutdown {
         done: oneshot::Sender<()>,
     },
-    /// Wakes the writer to check whether a checkpoint is due by time.
+    /// Wakes the writer to check whether a checkpoint or prune is due.
     Tick,
     /// Runs SQL on the writer connection, in order with the records (tests
     /// use it to make the store fail, e.g. `PRAGMA query_only=ON`).
@@ -240,15 +411,43 @@ impl AuditHandle {
     /// has committed. An `Err` means the event is NOT in the store: the
     /// caller must not let the audited effect happen.
     ///
+    /// The event is encoded here, on the caller's task; only the seq is
+    /// filled in by the writer.
+    ///
     /// Cancel safety: if this future is dropped after the event was queued,
     /// the event is still committed; only the answer is lost.
     pub async fn record(&self, ev: ConnectionEvent) -> Result<u64, AuditError> {
+        let rec = Prepared::connection(ev, &self.shared.chain_id, &self.shared.host)?;
+        self.submit(rec).await
+    }
+
+    /// Record a configuration load or reload (OCSF Device Config State
+    /// Change); committed like [`record`](Self::record).
+    pub async fn record_config(&self, change: ConfigChange) -> Result<u64, AuditError> {
+        let rec = Prepared::config(&change, &self.shared.chain_id, &self.shared.host)?;
+        self.submit(rec).await
+    }
+
+    async fn submit(&self, rec: Prepared) -> Result<u64, AuditError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Msg::Record {
-                ev: Box::new(ev),
+                rec: Box::new(rec),
                 reply,
             })
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        answer.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Run one retention prune step now, as if the time were `now_ms` (ms
+    /// since the Unix epoch), in order with the records queued before it.
+    /// The writer also prunes on its own, at start and every
+    /// [`Retention::every`].
+    pub async fn prune_at(&self, now_ms: i64) -> Result<PruneReport, AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Msg::Prune { now_ms, reply })
             .await
             .map_err(|_| AuditError::Closed)?;
         answer.await.map_err(|_| AuditError::Closed)?
@@ -307,13 +506,23 @@ impl WriterTask {
 
 /// Open (creating or migrating if needed) the store at `path`, load or
 /// create its checkpoint key (`checkpoint.key` / `checkpoint.pub` in the
-/// same directory) and start its writer. Re-exported as
-/// `audit::spawn_writer`.
+/// same directory) and start its writer, with the default [`Retention`].
+/// Re-exported as `audit::spawn_writer`.
 ///
 /// The parent directory is created with mode 0700 when missing, a new store
 /// file with mode 0600.
 pub fn spawn(path: &Path, opts: WriterOptions) -> Result<(AuditHandle, WriterTask), AuditError> {
-    spawn_inner(path, opts, None)
+    spawn_inner(path, opts, Some(Retention::default()), None)
+}
+
+/// [`spawn`] with an explicit retention (`None`: never prune).
+/// Re-exported as `audit::spawn_writer_with`.
+pub fn spawn_with(
+    path: &Path,
+    opts: WriterOptions,
+    retention: Option<Retention>,
+) -> Result<(AuditHandle, WriterTask), AuditError> {
+    spawn_inner(path, opts, retention, None)
 }
 
 /// `start_gate`: when set, the writer waits for it before taking its first
@@ -321,6 +530,7 @@ pub fn spawn(path: &Path, opts: WriterOptions) -> Result<(AuditHandle, WriterTas
 fn spawn_inner(
     path: &Path,
     opts: WriterOptions,
+    retention: Option<Retention>,
     start_gate: Option<std::sync::mpsc::Receiver<()>>,
 ) -> Result<(AuditHandle, WriterTask), AuditError> {
     let (conn, chain_id, chain_key, state) = open_store(path, opts.sync)?;
@@ -334,6 +544,31 @@ fn spawn_inner(
         op: "register checkpoint key",
         source,
     })?;
+    // WAL checkpoints run on their own thread; without it, SQLite's
+    // automatic checkpoints in the writer stay on.
+    let checkpointer = match if std::env::var("XP_NOCK").is_ok() {
+        Err(AuditError::Closed)
+    } else {
+        WalCheckpointer::spawn(path, opts.sync)
+    } {
+        Ok(c) => {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)
+                .map_err(|source| AuditError::Open {
+                    path: path.to_owned(),
+                    op: "set wal_autocheckpoint",
+                    source,
+                })?;
+            Some(c)
+        }
+        Err(e) => {
+            tracing::warn!(
+                audit.path = %path.display(),
+                audit.error = %e,
+                "no background WAL checkpointer; the writer checkpoints itself"
+            );
+            None
+        }
+    };
     tracing::info!(
         audit.path = %path.display(),
         audit.chain_id = %chain_id,
@@ -351,11 +586,17 @@ fn spawn_inner(
         last_seq: AtomicU64::new(state.next_seq - 1),
         chain_id: chain_id.clone(),
         key_id: signer.key_id().to_owned(),
+        host: opts.host.clone(),
     });
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let interval = (!opts.checkpoint_interval.is_zero()).then_some(opts.checkpoint_interval);
-    let ticker_stop = match interval {
-        Some(interval) => Some(spawn_ticker(path, tx.downgrade(), interval)?),
+    let tick = match (interval, retention) {
+        (Some(i), _) => Some((i / 4).clamp(Duration::from_millis(10), MAX_TICK)),
+        (None, Some(_)) => Some(MAX_TICK),
+        (None, None) => None,
+    };
+    let ticker_stop = match tick {
+        Some(period) => Some(spawn_ticker(path, tx.downgrade(), period)?),
         None => None,
     };
     let writer = Writer {
@@ -372,6 +613,13 @@ fn spawn_inner(
         batch_max: opts.batch_max.max(1),
         interval,
         last_checkpoint_at: Instant::now(),
+        retention,
+        next_prune_at: Instant::now(),
+        prune_more: false,
+        checkpointer,
+        wal_bytes: 0,
+        wal_poked: false,
+        buf: Vec::with_capacity(4096),
         shared: Arc::clone(&shared),
         _ticker_stop: ticker_stop,
     };
@@ -392,15 +640,15 @@ fn spawn_inner(
     Ok((AuditHandle { tx, shared }, WriterTask { thread }))
 }
 
-/// A thread that wakes the writer often enough for time-based checkpoints.
-/// It holds only a weak sender (so it never keeps the writer alive) and
-/// ends when the writer drops the returned sender or the channel closes.
+/// A thread that wakes the writer every `period` (time-based checkpoints
+/// and prunes). It holds only a weak sender (so it never keeps the writer
+/// alive) and ends when the writer drops the returned sender or the
+/// channel closes.
 fn spawn_ticker(
     path: &Path,
     weak: mpsc::WeakSender<Msg>,
-    interval: Duration,
+    period: Duration,
 ) -> Result<std::sync::mpsc::Sender<()>, AuditError> {
-    let period = (interval / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("warden-audit-tick".into())
@@ -423,15 +671,106 @@ fn spawn_ticker(
     Ok(stop_tx)
 }
 
-fn now_ms() -> i64 {
+/// The background WAL checkpointer: its own connection, a PASSIVE
+/// checkpoint when asked (and every [`WAL_CHECKPOINT_PERIOD`]). PASSIVE
+/// never waits for the writer or for readers. It copies the bulk of the
+/// WAL into the database; the writer then copies the few frames committed
+/// meanwhile itself (see [`Writer::wal_maintenance`]), which lets its next
+/// transaction restart the WAL from the beginning: the file is reused
+/// instead of growing (writes into a growing file cost the kernel far more
+/// than overwrites).
+struct WalCheckpointer {
+    tx: Option<std::sync::mpsc::SyncSender<()>>,
+    /// Set after each completed background run.
+    ran: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WalCheckpointer {
+    fn spawn(path: &Path, sync: SyncMode) -> Result<Self, AuditError> {
+        let open_err = |op: &'static str| {
+            move |source| AuditError::Open {
+                path: path.to_owned(),
+                op,
+                source,
+            }
+        };
+        let conn = Connection::open(path).map_err(open_err("open checkpointer connection"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(open_err("set busy_timeout"))?;
+        conn.pragma_update(None, "synchronous", sync.pragma_value())
+            .map_err(open_err("set synchronous"))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let ran = Arc::new(AtomicBool::new(false));
+        let ran_flag = Arc::clone(&ran);
+        let thread = std::thread::Builder::new()
+            .name("warden-audit-wal".into())
+            .spawn(move || {
+                // Asked, or the period passed; stops when the writer hangs up.
+                while let Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    rx.recv_timeout(WAL_CHECKPOINT_PERIOD)
+                {
+                    if let Err(e) = wal_checkpoint(&conn) {
+                        tracing::debug!(audit.error = %e, "background WAL checkpoint failed");
+                    }
+                    ran_flag.store(true, Ordering::Release);
+                }
+                // Closing this connection never checkpoints while the
+                // writer's connection is open.
+                drop(conn);
+            })
+            .map_err(|source| AuditError::Io {
+                op: "spawn WAL checkpointer thread for",
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            ran,
+            thread: Some(thread),
+        })
+    }
+
+    /// Ask for a run (never blocks: one request pending is enough).
+    fn poke(&self) {
+        self.ran.store(false, Ordering::Release);
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(());
+        }
+    }
+
+    /// Whether a run completed since the last [`poke`](Self::poke).
+    fn has_run(&self) -> bool {
+        self.ran.load(Ordering::Acquire)
+    }
+
+    fn stop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::warn!("audit WAL checkpointer thread panicked");
+        }
+    }
+}
+
+/// A PASSIVE WAL checkpoint on `conn`: (frames in the WAL, frames copied).
+fn wal_checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })
+}
+
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Create the directory and file with tight modes, open the connection,
-/// apply pragmas and the schema (migrating v1). Returns the connection, the
-/// chain id (hex and raw) and the chain state at the end of the store.
+/// apply pragmas and the schema (migrating v1 and v2). Returns the
+/// connection, the chain id (hex and raw) and the chain state at the end of
+/// the store.
 fn open_store(
     path: &Path,
     sync: SyncMode,
@@ -463,14 +802,16 @@ fn open_store(
             path: path.to_owned(),
             source,
         })?;
-    if let Ok(meta) = file.metadata()
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(
-            audit.path = %path.display(),
-            audit.mode = format_args!("{:o}", meta.permissions().mode() & 0o7777),
-            "audit store is accessible to group/others"
-        );
+    let mut empty_file = false;
+    if let Ok(meta) = file.metadata() {
+        empty_file = meta.len() == 0;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                audit.path = %path.display(),
+                audit.mode = format_args!("{:o}", meta.permissions().mode() & 0o7777),
+                "audit store is accessible to group/others"
+            );
+        }
     }
     drop(file);
 
@@ -484,6 +825,12 @@ fn open_store(
     let mut conn = Connection::open(path).map_err(open_err("open"))?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(open_err("set busy_timeout"))?;
+    if empty_file {
+        // Only takes effect before the first write (WAL mode writes the
+        // header).
+        conn.pragma_update(None, "page_size", NEW_STORE_PAGE_SIZE)
+            .map_err(open_err("set page_size"))?;
+    }
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .map_err(open_err("set journal_mode"))?;
@@ -495,6 +842,9 @@ fn open_store(
     }
     conn.pragma_update(None, "synchronous", sync.pragma_value())
         .map_err(open_err("set synchronous"))?;
+    // Keep the index pages every insert touches in memory.
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+        .map_err(open_err("set cache_size"))?;
 
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -508,7 +858,7 @@ fn open_store(
         .map_err(open_err("read schema"))?;
     let version = if has_meta {
         let version = read_schema_version(&tx).map_err(open_err("read schema_version"))?;
-        if version != Some(1) {
+        if !matches!(version, Some(1 | 2)) {
             check_schema_version(path, version)?;
         }
         version
@@ -527,10 +877,9 @@ fn open_store(
             });
         }
         let chain_id = hex::encode(rand::random::<[u8; 16]>());
-        tx.execute_batch(SCHEMA_V1)
-            .map_err(open_err("create schema"))?;
-        tx.execute_batch(SCHEMA_V1_TO_V2)
-            .map_err(open_err("create schema"))?;
+        for step in [SCHEMA_V1, SCHEMA_V1_TO_V2, SCHEMA_V2_TO_V3] {
+            tx.execute_batch(step).map_err(open_err("create schema"))?;
+        }
         tx.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2), (?3, ?4)",
             params![
@@ -561,6 +910,13 @@ fn open_store(
             audit.path = %path.display(),
             audit.events = hashed,
             "audit store migrated from schema 1 to 2 (existing events hash-chained)"
+        );
+    }
+    if matches!(version, Some(1 | 2)) {
+        migrate_v2_to_v3(&tx).map_err(open_err("migrate schema 2 to 3"))?;
+        tracing::info!(
+            audit.path = %path.display(),
+            "audit store migrated from schema 2 to 3 (forwarder cursors, partial decision index)"
         );
     }
     let state = load_chain_state(&tx).map_err(open_err("read chain head"))?;
@@ -598,10 +954,21 @@ fn migrate_v1_to_v2(tx: &Transaction<'_>, key: &ChainKey) -> rusqlite::Result<u6
         after = last;
     }
     tx.execute(
+        "UPDATE meta SET value = '2' WHERE key = ?1",
+        params![META_SCHEMA_VERSION],
+    )?;
+    Ok(hashed)
+}
+
+/// Add `forward_cursors`, make the decision index partial, record version
+/// 3. Runs inside the open transaction.
+fn migrate_v2_to_v3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(SCHEMA_V2_TO_V3)?;
+    tx.execute(
         "UPDATE meta SET value = ?1 WHERE key = ?2",
         params![SCHEMA_VERSION.to_string(), META_SCHEMA_VERSION],
     )?;
-    Ok(hashed)
+    Ok(())
 }
 
 pub(crate) fn read_schema_version(conn: &Connection) -> rusqlite::Result<Option<i64>> {
@@ -646,6 +1013,18 @@ pub(crate) fn max_seq(conn: &Connection) -> rusqlite::Result<u64> {
     })
 }
 
+/// Lowest seq acknowledged by every forwarder; `None` when no forwarder has
+/// a cursor (nothing holds events back). A cursor without a seq holds
+/// everything back.
+pub(crate) fn acked_through(conn: &Connection) -> rusqlite::Result<Option<u64>> {
+    let (n, min): (i64, Option<i64>) = conn.query_row(
+        "SELECT count(*), MIN(COALESCE(acked_seq, 0)) FROM forward_cursors",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((n > 0).then(|| min.and_then(|m| u64::try_from(m).ok()).unwrap_or(0)))
+}
+
 /// Where the chain ends, as the writer needs it. Advanced on a copy while
 /// a transaction is built; stored back only after the commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -654,7 +1033,7 @@ struct ChainState {
     next_seq: u64,
     /// Stored hash of event `next_seq - 1` ([`GENESIS`] for an empty store).
     head: Hash,
-    /// Recorded events since the last checkpoint.
+    /// Events since the last checkpoint.
     since_checkpoint: u64,
     /// SHA-256 of the last checkpoint's body.
     last_checkpoint: Option<Hash>,
@@ -703,7 +1082,7 @@ fn load_chain_state(conn: &Connection) -> rusqlite::Result<ChainState> {
 }
 
 struct Pending {
-    ev: Box<ConnectionEvent>,
+    rec: Box<Prepared>,
     reply: oneshot::Sender<Result<u64, AuditError>>,
 }
 
@@ -713,14 +1092,22 @@ struct ChainCtx {
     key: ChainKey,
     host: String,
     signer: CheckpointSigner,
-    /// Checkpoint after this many recorded events (0 = never by count).
+    /// Checkpoint after this many events (0 = never by count).
     every: u64,
 }
 
 type DbError = (&'static str, rusqlite::Error);
 
-/// Per-event outcomes of a batch and the number of checkpoints it wrote.
-type BatchResult = Result<(Vec<Result<u64, AuditError>>, u64), DbError>;
+/// The seqs of a batch's events, and the number of checkpoints it wrote.
+type BatchResult = Result<(Vec<u64>, u64), DbError>;
+
+/// Store columns of an event the writer makes itself.
+struct Columns {
+    time_ms: i64,
+    class_uid: u32,
+    activity: &'static str,
+    reason: Option<String>,
+}
 
 struct Writer {
     /// `None` only after [`Writer::close`].
@@ -733,6 +1120,20 @@ struct Writer {
     /// Checkpoint by time (None = never).
     interval: Option<Duration>,
     last_checkpoint_at: Instant,
+    /// `None`: never prune.
+    retention: Option<Retention>,
+    next_prune_at: Instant,
+    /// The last scheduled prune step was capped: continue after the next
+    /// batch.
+    prune_more: bool,
+    checkpointer: Option<WalCheckpointer>,
+    /// Event bytes committed since the WAL was last fully checkpointed.
+    wal_bytes: usize,
+    /// The background checkpointer was asked to run and has not been
+    /// followed up yet.
+    wal_poked: bool,
+    /// Reused buffer for one event's bytes.
+    buf: Vec<u8>,
     shared: Arc<Shared>,
     /// Dropped with the writer, which stops the ticker thread.
     _ticker_stop: Option<std::sync::mpsc::Sender<()>>,
@@ -743,12 +1144,17 @@ impl Writer {
         let mut msgs = Vec::with_capacity(self.batch_max);
         let mut batch = Vec::with_capacity(self.batch_max);
         let mut shutdown_acks = Vec::new();
+        self.scheduled_prune();
         // Blocks for the first message, then takes what is queued, up to
         // batch_max. Returns 0 once the channel is closed and drained.
         while rx.blocking_recv_many(&mut msgs, self.batch_max) > 0 {
             for msg in msgs.drain(..) {
                 match msg {
-                    Msg::Record { ev, reply } => batch.push(Pending { ev, reply }),
+                    Msg::Record { rec, reply } => batch.push(Pending { rec, reply }),
+                    Msg::Prune { now_ms, reply } => {
+                        self.commit(&mut batch);
+                        let _ = reply.send(self.prune_step(now_ms));
+                    }
                     Msg::Shutdown { done } => {
                         // Stop accepting; what is already queued is drained.
                         rx.close();
@@ -771,6 +1177,8 @@ impl Writer {
             if self.checkpoint_due() {
                 self.checkpoint("interval");
             }
+            self.scheduled_prune();
+            self.wal_maintenance();
         }
         if self.state.since_checkpoint > 0 {
             self.checkpoint("shutdown");
@@ -781,14 +1189,84 @@ impl Writer {
         }
     }
 
+    /// Keep the WAL small and reused: once [`WAL_CHECKPOINT_BYTES`] were
+    /// committed, the background checkpointer copies them; after it ran,
+    /// the writer copies what was committed meanwhile (little) and the next
+    /// transaction restarts the WAL. If the background run falls far
+    /// behind, the writer checkpoints everything itself.
+    fn wal_maintenance(&mut self) {
+        if self.wal_bytes < WAL_CHECKPOINT_BYTES {
+            return;
+        }
+        let follow_up = match &self.checkpointer {
+            Some(c) if !self.wal_poked => {
+                c.poke();
+                self.wal_poked = true;
+                false
+            }
+            Some(c) => c.has_run() || self.wal_bytes >= 4 * WAL_CHECKPOINT_BYTES,
+            None => false,
+        };
+        if !follow_up {
+            return;
+        }
+        if let Some(conn) = &self.conn {
+            match wal_checkpoint(conn) {
+                Ok((log, copied)) if log == copied => {}
+                Ok((log, copied)) => tracing::debug!(
+                    audit.wal_frames = log,
+                    audit.copied = copied,
+                    "WAL not fully checkpointed (a reader holds an older snapshot)"
+                ),
+                Err(e) => tracing::debug!(audit.error = %e, "WAL checkpoint failed"),
+            }
+        }
+        self.wal_bytes = 0;
+        self.wal_poked = false;
+    }
+
     fn checkpoint_due(&self) -> bool {
         self.interval.is_some_and(|interval| {
             self.state.since_checkpoint > 0 && self.last_checkpoint_at.elapsed() >= interval
         })
     }
 
+    /// A prune step when one is due (at start, every `Retention::every`, and
+    /// right after a capped step).
+    fn scheduled_prune(&mut self) {
+        let Some(retention) = self.retention else {
+            return;
+        };
+        if !self.prune_more && Instant::now() < self.next_prune_at {
+            return;
+        }
+        match self.prune_step(now_ms()) {
+            Ok(report) => {
+                self.prune_more = report.more;
+                if let Some(why) = &report.refused {
+                    tracing::error!(
+                        audit.path = %self.path.display(),
+                        audit.reason = %why,
+                        "audit retention: events past retention are kept because the chain \
+                         does not verify; run `warden audit verify`"
+                    );
+                }
+            }
+            Err(e) => {
+                self.prune_more = false;
+                tracing::warn!(audit.error = %e, "audit retention prune failed; retrying later");
+            }
+        }
+        if !self.prune_more {
+            self.next_prune_at = Instant::now() + retention.every;
+        }
+    }
+
     fn close(&mut self) {
         self.shared.healthy.store(false, Ordering::Release);
+        if let Some(c) = self.checkpointer.as_mut() {
+            c.stop();
+        }
         if let Some(conn) = self.conn.take() {
             if let Err((_, e)) = conn.close() {
                 tracing::warn!(
@@ -809,17 +1287,16 @@ impl Writer {
         }
         let n = batch.len();
         match self.write(batch, false) {
-            Ok((outcomes, checkpoints)) => {
-                let committed = outcomes.iter().filter(|o| o.is_ok()).count() as u64;
-                self.committed(committed, checkpoints);
+            Ok((seqs, checkpoints)) => {
+                self.committed(seqs.len() as u64, checkpoints);
                 tracing::trace!(
                     audit.batch_size = n,
                     audit.last_seq = self.state.next_seq - 1,
                     "audit batch committed"
                 );
-                for (p, outcome) in batch.drain(..).zip(outcomes) {
+                for (p, seq) in batch.drain(..).zip(seqs) {
                     // The producer may have gone away; the event is stored.
-                    let _ = p.reply.send(outcome);
+                    let _ = p.reply.send(Ok(seq));
                 }
             }
             Err((op, e)) => {
@@ -894,51 +1371,48 @@ impl Writer {
 
     /// Insert the batch in one transaction, chaining each event, with a
     /// checkpoint wherever the count is reached and (with `force`) one at
-    /// the end if anything is uncovered. Per-event outcomes: `Ok(seq)`, or
-    /// an encoding error for that event alone. A database error fails the
-    /// whole batch (and consumes no seq).
+    /// the end if anything is uncovered. A database error fails the whole
+    /// batch (and consumes no seq).
     fn write(&mut self, batch: &[Pending], force: bool) -> BatchResult {
         let Some(conn) = self.conn.as_mut() else {
             return Err(("write", rusqlite::Error::InvalidQuery));
         };
         let ctx = &self.ctx;
+        let buf = &mut self.buf;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| ("begin", e))?;
         let mut st = self.state;
-        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut seqs = Vec::with_capacity(batch.len());
         let mut checkpoints = 0;
+        let mut bytes = 0;
         {
             let mut insert = tx
                 .prepare_cached(INSERT_EVENT)
                 .map_err(|e| ("prepare", e))?;
             for p in batch {
-                let ev = &p.ev;
+                let rec = &p.rec;
                 let seq = st.next_seq;
-                let data = match encode_connection(ev, seq, &ctx.chain_id, &ctx.host) {
-                    Ok(data) => data,
-                    Err(e) => {
-                        outcomes.push(Err(e));
-                        continue;
-                    }
-                };
-                let hash = event_hash(&ctx.key, seq, &st.head, &data);
+                buf.clear();
+                rec.template.fill_into(seq, buf);
+                let hash = event_hash(&ctx.key, seq, &st.head, buf);
                 insert
                     .execute(params![
                         seq,
-                        ev.time_ms,
-                        CLASS_UID_NETWORK_ACTIVITY,
-                        activity_str(ev.activity),
-                        ev.decision.as_str(),
-                        ev.account,
-                        ev.target,
-                        ev.session.to_string(),
-                        ev.reason,
-                        data,
+                        rec.time_ms,
+                        rec.class_uid,
+                        rec.activity,
+                        rec.decision,
+                        rec.account,
+                        rec.target,
+                        rec.session,
+                        rec.reason,
+                        &buf[..],
                         &hash[..],
                     ])
                     .map_err(|e| ("insert", e))?;
-                outcomes.push(Ok(seq));
+                bytes += buf.len();
+                seqs.push(seq);
                 st.head = hash;
                 st.next_seq += 1;
                 st.since_checkpoint += 1;
@@ -954,10 +1428,11 @@ impl Writer {
         }
         tx.commit().map_err(|e| ("commit", e))?;
         self.state = st;
+        self.wal_bytes += bytes;
         if checkpoints > 0 {
             self.last_checkpoint_at = Instant::now();
         }
-        Ok((outcomes, checkpoints))
+        Ok((seqs, checkpoints))
     }
 
     /// After a failed batch: make sure no transaction is left open and
@@ -976,6 +1451,302 @@ impl Writer {
             Err(e) => tracing::debug!(audit.error = %e, "cannot re-read audit chain head"),
         }
     }
+
+    /// One retention step as of `now_ms`: delete the events older than
+    /// the retention and acknowledged by every forwarder, up to the
+    /// largest checkpoint that allows (at most [`PRUNE_STEP_MAX`] rows
+    /// when a checkpoint allows a cut that small), and record a prune
+    /// event, in one transaction.
+    ///
+    /// The cut is always at a checkpoint of seq S whose event (S + 1) is
+    /// kept: the remaining chain starts right after a signed head, which
+    /// `verify` uses as its anchor. Before deleting, the rows to delete are
+    /// checked: contiguous, hash-chained from the previous anchor (genesis
+    /// or the last prune's checkpoint) to the signed head of S, and all
+    /// older than the cutoff; otherwise nothing is deleted (damage must
+    /// stay visible) and the report says why.
+    fn prune_step(&mut self, now_ms: i64) -> Result<PruneReport, AuditError> {
+        let Some(retention) = self.retention else {
+            return Ok(PruneReport::nothing(now_ms, None));
+        };
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(AuditError::Closed);
+        };
+        let cutoff = now_ms.saturating_sub(retention.max_age_ms());
+        let wrap = |op: &'static str| {
+            move |e: rusqlite::Error| AuditError::Write {
+                op,
+                source: Arc::new(e),
+            }
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(wrap("begin prune"))?;
+        let acked = acked_through(&tx).map_err(wrap("read forward cursors"))?;
+        let mut report = PruneReport::nothing(cutoff, acked);
+        let plan = plan_prune(&tx, &self.path, cutoff, acked, self.state.next_seq)
+            .map_err(wrap("plan prune"))?;
+        let plan = match plan {
+            PrunePlan::Nothing => return Ok(report),
+            PrunePlan::Refused(why) => {
+                report.refused = Some(why);
+                return Ok(report);
+            }
+            PrunePlan::Cut(cut) => cut,
+        };
+        let deleted = tx
+            .execute(
+                "DELETE FROM events WHERE seq >= ?1 AND seq <= ?2",
+                params![plan.from, plan.through],
+            )
+            .map_err(wrap("delete pruned events"))?;
+        let record = PruneRecord {
+            time_ms: now_ms,
+            from_seq: plan.from,
+            through_seq: plan.through,
+            events: deleted as u64,
+            reason: "retention".into(),
+            retention_days: retention.max_age.as_secs() / 86_400,
+            cutoff_ms: cutoff,
+            acked_through: acked,
+            checkpoint_head_hash: hex::encode(plan.head),
+        };
+        let ctx = &self.ctx;
+        let mut st = self.state;
+        let data = encode_prune(&record, st.next_seq, &ctx.chain_id, &ctx.host)?;
+        let prune_seq = st.next_seq;
+        {
+            let mut insert = tx.prepare_cached(INSERT_EVENT).map_err(wrap("prepare"))?;
+            insert_own_event(
+                ctx,
+                &tx,
+                &mut insert,
+                &mut st,
+                &Columns {
+                    time_ms: now_ms,
+                    class_uid: CLASS_UID_APPLICATION_LIFECYCLE,
+                    activity: PRUNE_ACTIVITY,
+                    reason: Some(record.reason.clone()),
+                },
+                &data,
+            )
+            .map_err(|(op, e)| wrap(op)(e))?;
+        }
+        tx.commit().map_err(wrap("commit prune"))?;
+        self.state = st;
+        self.committed(0, 0);
+        tracing::info!(
+            audit.from_seq = plan.from,
+            audit.through_seq = plan.through,
+            audit.events = deleted,
+            audit.prune_seq = prune_seq,
+            "audit retention: pruned events past retention"
+        );
+        report.removed = Some((plan.from, plan.through));
+        report.events_removed = deleted as u64;
+        report.prune_seq = Some(prune_seq);
+        report.more = plan.more;
+        Ok(report)
+    }
+}
+
+/// A cut the prune may make.
+struct PruneCut {
+    from: u64,
+    through: u64,
+    /// Signed head hash of `through`.
+    head: Hash,
+    /// A later checkpoint would allow pruning more right away.
+    more: bool,
+}
+
+enum PrunePlan {
+    Nothing,
+    Refused(String),
+    Cut(PruneCut),
+}
+
+/// (size, body, signature) of a checkpoint row.
+type CheckpointParts = (u64, Vec<u8>, Vec<u8>);
+
+/// Decide what a prune may delete (see [`Writer::prune_step`]).
+fn plan_prune(
+    conn: &Connection,
+    store: &Path,
+    cutoff: i64,
+    acked: Option<u64>,
+    next_seq: u64,
+) -> rusqlite::Result<PrunePlan> {
+    let Some(first) = conn.query_row("SELECT MIN(seq) FROM events", [], |r| {
+        r.get::<_, Option<u64>>(0)
+    })?
+    else {
+        return Ok(PrunePlan::Nothing);
+    };
+    // Every event before the first one that is not past retention.
+    let first_recent: Option<u64> = conn.query_row(
+        "SELECT MIN(seq) FROM events WHERE time_ms >= ?1",
+        [cutoff],
+        |r| r.get(0),
+    )?;
+    let mut limit = first_recent.unwrap_or(next_seq).saturating_sub(1);
+    if let Some(a) = acked {
+        limit = limit.min(a);
+    }
+    if limit < first {
+        return Ok(PrunePlan::Nothing);
+    }
+    let pick = |sql: &str, a: u64, b: u64| -> rusqlite::Result<Option<CheckpointParts>> {
+        conn.query_row(sql, params![a, b], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()
+    };
+    // The largest checkpoint within one step, else the smallest beyond.
+    let capped = limit.min(first.saturating_add(PRUNE_STEP_MAX - 1));
+    let chosen = match pick(
+        "SELECT size, body, signature FROM checkpoints WHERE size >= ?1 AND size <= ?2 \
+         ORDER BY size DESC LIMIT 1",
+        first,
+        capped,
+    )? {
+        Some(c) => Some(c),
+        None => pick(
+            "SELECT size, body, signature FROM checkpoints WHERE size >= ?1 AND size <= ?2 \
+             ORDER BY size ASC LIMIT 1",
+            first,
+            limit,
+        )?,
+    };
+    let Some((through, body, signature)) = chosen else {
+        // No checkpoint to cut at yet.
+        return Ok(PrunePlan::Nothing);
+    };
+    let more: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM checkpoints WHERE size > ?1 AND size <= ?2)",
+        params![through, limit],
+        |r| r.get(0),
+    )?;
+    let refused = |why: String| Ok(PrunePlan::Refused(why));
+    // The checkpoint must be genuine, and its event must stay.
+    let keys = known_keys(conn, store)?;
+    let cp = match Checkpoint::from_parts(body, signature, None) {
+        Ok(cp) => cp,
+        Err(e) => return refused(format!("checkpoint of seq {through} is unreadable: {e}")),
+    };
+    if !keys.get(cp.key_id()).is_some_and(|k| cp.signature_valid(k)) {
+        return refused(format!("checkpoint of seq {through} does not verify"));
+    }
+    let event_kept: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE seq = ?1 AND activity = ?2)",
+        params![through + 1, CHECKPOINT_ACTIVITY],
+        |r| r.get(0),
+    )?;
+    if !event_kept {
+        return refused(format!(
+            "the event of the checkpoint of seq {through} (seq {}) is missing",
+            through + 1
+        ));
+    }
+    // Where the rows to delete chain from.
+    let mut prev: Hash = if first == 1 {
+        GENESIS
+    } else {
+        let anchor: Option<(Vec<u8>, Vec<u8>)> = conn
+            .query_row(
+                "SELECT body, signature FROM checkpoints WHERE size = ?1 LIMIT 1",
+                [first - 1],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let anchor = anchor.and_then(|(b, s)| Checkpoint::from_parts(b, s, None).ok());
+        match anchor {
+            Some(a) if keys.get(a.key_id()).is_some_and(|k| a.signature_valid(k)) => *a.head_hash(),
+            _ => {
+                return refused(format!(
+                    "the store starts at seq {first} without a valid checkpoint of seq {} \
+                     before it",
+                    first - 1
+                ));
+            }
+        }
+    };
+    let key = ChainKey::parse(&read_chain_id(conn)?.unwrap_or_default())
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let mut stmt = conn.prepare(
+        "SELECT seq, time_ms, data, hash FROM events WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq",
+    )?;
+    let mut rows = stmt.query(params![first, through])?;
+    let mut expected = first;
+    while let Some(row) = rows.next()? {
+        let seq: u64 = row.get(0)?;
+        let time_ms: i64 = row.get(1)?;
+        let data = row.get_ref(2)?.as_bytes().unwrap_or_default();
+        let stored = row.get_ref(3)?.as_bytes().unwrap_or_default();
+        if seq != expected {
+            return refused(format!("event {expected} is missing"));
+        }
+        let h = event_hash(&key, seq, &prev, data);
+        if h[..] != *stored {
+            return refused(format!("event {seq} does not chain"));
+        }
+        if time_ms >= cutoff {
+            // Cannot happen: `through` < the first recent seq.
+            return refused(format!("event {seq} is not past retention"));
+        }
+        prev = h;
+        expected = seq + 1;
+    }
+    if expected != through + 1 {
+        return refused(format!("event {expected} is missing"));
+    }
+    if prev != *cp.head_hash() {
+        return refused(format!(
+            "the chain's hash of event {through} differs from its signed checkpoint"
+        ));
+    }
+    Ok(PrunePlan::Cut(PruneCut {
+        from: first,
+        through,
+        head: prev,
+        more,
+    }))
+}
+
+/// Insert an event the writer makes itself (prune) as the next event,
+/// advancing `st`, with a checkpoint after it when the count is reached.
+fn insert_own_event(
+    ctx: &ChainCtx,
+    tx: &Transaction<'_>,
+    insert: &mut CachedStatement<'_>,
+    st: &mut ChainState,
+    cols: &Columns,
+    data: &[u8],
+) -> Result<(), DbError> {
+    let seq = st.next_seq;
+    let hash = event_hash(&ctx.key, seq, &st.head, data);
+    insert
+        .execute(params![
+            seq,
+            cols.time_ms,
+            cols.class_uid,
+            cols.activity,
+            NO_DECISION,
+            None::<&str>,
+            None::<&str>,
+            "",
+            cols.reason,
+            data,
+            &hash[..],
+        ])
+        .map_err(|e| ("insert event", e))?;
+    st.head = hash;
+    st.next_seq += 1;
+    st.since_checkpoint += 1;
+    if ctx.every > 0 && st.since_checkpoint >= ctx.every {
+        insert_checkpoint(ctx, tx, insert, st)?;
+    }
+    Ok(())
 }
 
 /// Sign a checkpoint of the chain up to `st` and insert it as the next
@@ -1014,7 +1785,7 @@ fn insert_checkpoint(
             body.time_ms,
             CLASS_UID_APPLICATION_LIFECYCLE,
             CHECKPOINT_ACTIVITY,
-            CHECKPOINT_DECISION,
+            NO_DECISION,
             None::<&str>,
             None::<&str>,
             "",
@@ -1048,7 +1819,7 @@ fn insert_checkpoint(
 mod tests {
     use super::*;
     use crate::audit::event::{ConnActivity, Decision, SessionId};
-    use crate::audit::ocsf::{decode_connection, tests::sample};
+    use crate::audit::ocsf::{decode_connection, encode_connection, tests::sample};
 
     fn ev(i: u64) -> ConnectionEvent {
         let mut e = sample(ConnActivity::Open, Decision::Allowed);
@@ -1161,7 +1932,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
         let (gate_tx, gate) = std::sync::mpsc::channel();
-        let (h, task) = spawn_inner(&path, opts(SyncMode::Full, 10, ""), Some(gate)).unwrap();
+        let (h, task) = spawn_inner(&path, opts(SyncMode::Full, 10, ""), None, Some(gate)).unwrap();
         // Queue 25 events while the writer is held at its start gate.
         let mut pending = Vec::new();
         for i in 0..25 {
@@ -1256,7 +2027,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
         let (gate_tx, gate) = std::sync::mpsc::channel();
-        let (h, task) = spawn_inner(&path, opts(SyncMode::Full, 4, ""), Some(gate)).unwrap();
+        let (h, task) = spawn_inner(&path, opts(SyncMode::Full, 4, ""), None, Some(gate)).unwrap();
         let mut pending = Vec::new();
         for i in 0..10 {
             let h = h.clone();
@@ -1509,7 +2280,7 @@ mod tests {
         task.join().unwrap();
 
         let c = Connection::open(&path).unwrap();
-        assert_eq!(read_schema_version(&c).unwrap(), Some(2));
+        assert_eq!(read_schema_version(&c).unwrap(), Some(3));
         // Migrated hashes are the chain over the stored v1 bytes.
         let key = ChainKey::parse(chain_id).unwrap();
         let mut prev = GENESIS.to_vec();
@@ -1539,12 +2310,12 @@ mod tests {
         Connection::open(&path)
             .unwrap()
             .execute(
-                "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
+                "UPDATE meta SET value = '4' WHERE key = 'schema_version'",
                 [],
             )
             .unwrap();
         let err = spawn(&path, opts(SyncMode::Full, 1, "")).err().unwrap();
-        assert!(err.to_string().contains("schema version 3"), "{err}");
+        assert!(err.to_string().contains("schema version 4"), "{err}");
         let err = crate::audit::AuditReader::open(&path).err().unwrap();
         assert!(matches!(err, AuditError::Schema { .. }), "{err}");
     }
@@ -1630,5 +2401,414 @@ mod tests {
         assert!(report.is_intact(), "{report}");
         assert_eq!((report.events, report.checkpoints), (5005, 5));
         assert_eq!(report.signed_through, 5004);
+    }
+
+    #[tokio::test]
+    async fn config_changes_are_queryable_chain_events() {
+        use crate::audit::event::{ConfigAction, ConfigChange};
+        use crate::audit::ocsf::decode_config;
+        use crate::audit::reader::{AuditReader, TailFilter, format_text};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let (h, task) = spawn(&path, opts(SyncMode::Full, 16, "host1")).unwrap();
+        let load = ConfigChange {
+            time_ms: 1_795_957_500_000,
+            path: "/etc/warden/warden.toml".into(),
+            sha256: "ab".repeat(32),
+            action: ConfigAction::Load,
+            detail: None,
+        };
+        assert_eq!(h.record_config(load.clone()).await.unwrap(), 1);
+        assert_eq!(h.record(ev(2)).await.unwrap(), 2);
+        let reload = ConfigChange {
+            action: ConfigAction::Reload,
+            sha256: "cd".repeat(32),
+            detail: Some("SIGHUP by uid 0".into()),
+            ..load.clone()
+        };
+        assert_eq!(h.record_config(reload.clone()).await.unwrap(), 3);
+        assert_eq!(h.stats().events, 3);
+        let chain_id = h.chain_id().to_owned();
+        h.shutdown().await;
+        task.join().unwrap();
+
+        let c = Connection::open(&path).unwrap();
+        type Cols = (
+            u64,
+            u32,
+            String,
+            String,
+            Option<String>,
+            String,
+            Option<String>,
+        );
+        let cols: Vec<Cols> = c
+            .prepare(
+                "SELECT seq, class_uid, activity, decision, account, session, reason FROM events \
+                 WHERE class_uid = 5019 ORDER BY seq",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            cols,
+            vec![
+                (
+                    1,
+                    5019,
+                    "config".into(),
+                    "n/a".into(),
+                    None,
+                    String::new(),
+                    Some("load".into())
+                ),
+                (
+                    3,
+                    5019,
+                    "config".into(),
+                    "n/a".into(),
+                    None,
+                    String::new(),
+                    Some("reload".into())
+                ),
+            ]
+        );
+        for (seq, want) in [(1, &load), (3, &reload)] {
+            let data = crate::audit::testutil::data(&c, seq);
+            let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
+            assert_eq!(v["class_uid"], 5019);
+            assert_eq!(v["category_uid"], 5);
+            assert_eq!(v["type_uid"], 501999);
+            assert_eq!(v["metadata"]["uid"], format!("{chain_id}:{seq}"));
+            assert_eq!(v["device"]["hostname"], "host1");
+            let d = decode_config(&data).unwrap();
+            assert_eq!((&d.change, d.seq), (want, seq));
+        }
+        let report = crate::audit::verify(&path, None).unwrap();
+        assert!(report.is_intact(), "{report}");
+
+        // Queryable through the reader; readable as text.
+        let r = AuditReader::open(&path).unwrap();
+        let configs = TailFilter {
+            decision: Some("n/a".into()),
+            ..TailFilter::default()
+        };
+        let got = r.query(&configs, 0, 10).unwrap();
+        assert_eq!(
+            got.iter()
+                .map(|e| (e.seq, e.activity.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(1, "config"), (3, "config"), (4, "checkpoint")]
+        );
+        let line = format_text(&got[1]);
+        assert!(
+            line.ends_with(&format!(
+                "#3 config n/a action=reload path=/etc/warden/warden.toml sha256={} \
+                 detail=\"SIGHUP by uid 0\"",
+                "cd".repeat(32)
+            )),
+            "{line}"
+        );
+
+        // A reload whose column was edited is caught like any other column.
+        c.execute("UPDATE events SET reason = 'load' WHERE seq = 3", [])
+            .unwrap();
+        let p = crate::audit::verify(&path, None).unwrap().problem.unwrap();
+        assert_eq!(
+            (p.seq, p.kind),
+            (3, crate::audit::Damage::Modified),
+            "{}",
+            p.detail
+        );
+        assert!(p.detail.contains("column reason"), "{}", p.detail);
+    }
+
+    mod retention {
+        use super::*;
+        use crate::audit::testutil::{data, edit_data, raw};
+        use crate::audit::{Damage, verify};
+
+        const DAY: i64 = 86_400_000;
+
+        fn at(i: u64, time_ms: i64) -> ConnectionEvent {
+            let mut e = ev(i);
+            e.time_ms = time_ms;
+            e
+        }
+
+        /// Checkpoints every 10 events, retention 1 day. 20 events of now
+        /// (seqs 1..=10, checkpoint of 10 at 11, 12..=21, checkpoint of 21
+        /// at 22), then 10 events 30 days ahead (23..=32, checkpoint of 32
+        /// at 33).
+        async fn fixture() -> (tempfile::TempDir, PathBuf, AuditHandle, WriterTask, i64) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.db");
+            let o = WriterOptions {
+                checkpoint_every: 10,
+                checkpoint_interval: Duration::ZERO,
+                ..opts(SyncMode::Normal, 64, "")
+            };
+            let (h, task) = spawn_inner(&path, o, Some(Retention::days(1)), None).unwrap();
+            let now = now_ms();
+            for i in 1..=20 {
+                h.record(at(i, now + i as i64)).await.unwrap();
+            }
+            for i in 21..=30 {
+                h.record(at(i, now + 30 * DAY + i as i64)).await.unwrap();
+            }
+            assert_eq!(h.stats().last_seq, 33);
+            (dir, path, h, task, now)
+        }
+
+        fn seqs(path: &Path) -> Vec<u64> {
+            Connection::open(path)
+                .unwrap()
+                .prepare("SELECT seq FROM events ORDER BY seq")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        }
+
+        #[tokio::test]
+        async fn events_past_retention_are_pruned_only_up_to_a_checkpoint() {
+            let (_dir, path, h, task, now) = fixture().await;
+            // Nothing is a day old yet.
+            let r = h.prune_at(now).await.unwrap();
+            assert_eq!((r.removed, r.events_removed, r.prune_seq), (None, 0, None));
+            assert_eq!(seqs(&path).len(), 33);
+
+            // Five days on: the 20 events of "now" are past retention, the
+            // later ones are not; the cut is at the checkpoint of 21, whose
+            // event (22) is kept.
+            let r = h.prune_at(now + 5 * DAY).await.unwrap();
+            assert_eq!(r.cutoff_ms, now + 4 * DAY);
+            assert_eq!(r.acked_through, None);
+            assert_eq!(r.removed, Some((1, 21)));
+            assert_eq!(r.events_removed, 21);
+            assert_eq!(r.prune_seq, Some(34));
+            assert!(!r.more && r.refused.is_none());
+            assert_eq!(seqs(&path), (22..=34).collect::<Vec<_>>());
+            let report = verify(&path, None).unwrap();
+            assert!(report.is_intact(), "{report}");
+            assert_eq!((report.first_seq, report.pruned_through), (22, 21));
+            assert!(
+                report.to_string().contains("pruned:      events 1..=21"),
+                "{report}"
+            );
+
+            // The prune is in the trail, as its own event.
+            let c = raw(&path);
+            let d = crate::audit::ocsf::decode_prune(&data(&c, 34)).unwrap();
+            assert_eq!(
+                (d.prune.from_seq, d.prune.through_seq, d.prune.events),
+                (1, 21, 21)
+            );
+            assert_eq!(d.prune.reason, "retention");
+            assert_eq!(d.prune.retention_days, 1);
+            let head: Vec<u8> = c
+                .query_row(
+                    "SELECT head_hash FROM checkpoints WHERE size = 21",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(d.prune.checkpoint_head_hash, hex::encode(head));
+            let r = crate::audit::AuditReader::open(&path).unwrap();
+            let got = r
+                .query(&crate::audit::TailFilter::default(), 33, 1)
+                .unwrap();
+            let line = crate::audit::format_text(&got[0]);
+            assert!(
+                line.contains(
+                    "#34 prune n/a removed=1..=21 events=21 reason=retention retention_days=1"
+                ),
+                "{line}"
+            );
+
+            // Again at the same time: nothing more is old enough.
+            let r = h.prune_at(now + 5 * DAY).await.unwrap();
+            assert_eq!(r.removed, None);
+            // Forty days on everything is old; the cut moves to the
+            // checkpoint of 32, from the anchor the first prune kept.
+            let r = h.prune_at(now + 40 * DAY).await.unwrap();
+            assert_eq!(r.removed, Some((22, 32)));
+            assert_eq!(seqs(&path), (33..=35).collect::<Vec<_>>());
+            h.shutdown().await;
+            task.join().unwrap();
+            let report = verify(&path, None).unwrap();
+            assert!(report.is_intact(), "{report}");
+            assert_eq!((report.pruned_through, report.last_seq), (32, 36));
+            // The writer resumes the chain after a prune.
+            let (h, task) = spawn_inner(&path, opts(SyncMode::Normal, 8, ""), None, None).unwrap();
+            assert_eq!(h.record(ev(99)).await.unwrap(), 37);
+            h.shutdown().await;
+            task.join().unwrap();
+            assert!(verify(&path, None).unwrap().is_intact());
+        }
+
+        #[tokio::test]
+        async fn events_not_acknowledged_by_every_forwarder_are_kept() {
+            let (_dir, path, h, task, now) = fixture().await;
+            let c = raw(&path);
+            c.execute(
+                "INSERT INTO forward_cursors (name, acked_seq, updated_ms) VALUES ('siem', 15, 0)",
+                [],
+            )
+            .unwrap();
+            // Acknowledged through 15: the cut is at the checkpoint of 10.
+            let r = h.prune_at(now + 5 * DAY).await.unwrap();
+            assert_eq!(r.acked_through, Some(15));
+            assert_eq!(r.removed, Some((1, 10)));
+            assert_eq!(seqs(&path)[0], 11);
+            // A forwarder that has acknowledged nothing holds everything.
+            c.execute(
+                "INSERT INTO forward_cursors (name, acked_seq, updated_ms) VALUES ('archive', NULL, 0)",
+                [],
+            )
+            .unwrap();
+            let r = h.prune_at(now + 5 * DAY).await.unwrap();
+            assert_eq!((r.acked_through, r.removed), (Some(0), None));
+            // Both caught up: the rest past retention goes.
+            c.execute("UPDATE forward_cursors SET acked_seq = 1000", [])
+                .unwrap();
+            let r = h.prune_at(now + 5 * DAY).await.unwrap();
+            assert_eq!((r.acked_through, r.removed), (Some(1000), Some((11, 21))));
+            h.shutdown().await;
+            task.join().unwrap();
+            let report = verify(&path, None).unwrap();
+            assert!(report.is_intact(), "{report}");
+            assert_eq!(report.pruned_through, 21);
+        }
+
+        #[tokio::test]
+        async fn a_damaged_range_is_never_pruned() {
+            let (_dir, path, h, task, now) = fixture().await;
+            edit_data(&raw(&path), 5, "\"acct-2\"", "\"acct-9\"");
+            let r = h.prune_at(now + 5 * DAY).await.unwrap();
+            assert_eq!(r.removed, None);
+            let why = r.refused.unwrap();
+            assert!(why.contains("event 5 does not chain"), "{why}");
+            assert_eq!(seqs(&path).len(), 33);
+            h.shutdown().await;
+            task.join().unwrap();
+            let p = verify(&path, None).unwrap().problem.unwrap();
+            assert_eq!((p.seq, p.kind), (5, Damage::Modified), "{}", p.detail);
+        }
+
+        #[tokio::test]
+        async fn deletions_that_are_not_prunes_are_still_deleted() {
+            // At a checkpoint boundary, but no prune recorded it.
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.db");
+            crate::audit::testutil::build_store(&path, 10, 25).await;
+            raw(&path)
+                .execute("DELETE FROM events WHERE seq <= 10", [])
+                .unwrap();
+            let p = verify(&path, None).unwrap().problem.unwrap();
+            assert_eq!((p.seq, p.kind), (1, Damage::Deleted), "{}", p.detail);
+            assert!(p.detail.contains("no prune event"), "{}", p.detail);
+
+            // Not at a checkpoint boundary.
+            let path = dir.path().join("b/audit.db");
+            crate::audit::testutil::build_store(&path, 10, 25).await;
+            raw(&path)
+                .execute("DELETE FROM events WHERE seq <= 5", [])
+                .unwrap();
+            let p = verify(&path, None).unwrap().problem.unwrap();
+            assert_eq!((p.seq, p.kind), (1, Damage::Deleted), "{}", p.detail);
+            assert!(
+                p.detail.contains("no valid checkpoint of seq 5"),
+                "{}",
+                p.detail
+            );
+
+            // More than the last prune removed.
+            let (_dir, path, h, task, now) = fixture().await;
+            assert_eq!(
+                h.prune_at(now + 5 * DAY).await.unwrap().removed,
+                Some((1, 21))
+            );
+            h.shutdown().await;
+            task.join().unwrap();
+            raw(&path)
+                .execute("DELETE FROM events WHERE seq <= 32", [])
+                .unwrap();
+            let p = verify(&path, None).unwrap().problem.unwrap();
+            assert_eq!((p.seq, p.kind), (22, Damage::Deleted), "{}", p.detail);
+            assert!(p.detail.contains("only through seq 21"), "{}", p.detail);
+        }
+
+        #[tokio::test]
+        async fn the_writer_prunes_at_start() {
+            let (_dir, path, h, task, _now) = fixture().await;
+            h.shutdown().await;
+            task.join().unwrap();
+            // Reopened with a retention shorter than the events' age: the
+            // start-up prune removes what the checkpoints allow.
+            let o = opts(SyncMode::Normal, 8, "");
+            let mut r = Retention::days(1);
+            r.max_age = Duration::from_millis(1);
+            // Past every time the fixture wrote "now" (events are stamped
+            // up to 20 ms ahead).
+            let done = now_ms();
+            while now_ms() <= done + 25 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let (h, task) = spawn_inner(&path, o, Some(r), None).unwrap();
+            h.record(ev(1)).await.unwrap();
+            h.shutdown().await;
+            task.join().unwrap();
+            let first = seqs(&path)[0];
+            assert_eq!(first, 22, "pruned through the checkpoint of 21 at start");
+            assert!(verify(&path, None).unwrap().is_intact());
+        }
+    }
+
+    #[tokio::test]
+    async fn v2_store_migrates_to_v3() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        crate::audit::testutil::build_store(&path, 0, 3).await;
+        {
+            // Back to the v2 layout.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "DROP TABLE forward_cursors; DROP INDEX events_decision; \
+                 CREATE INDEX events_decision ON events(decision, seq); \
+                 UPDATE meta SET value = '2' WHERE key = 'schema_version';",
+            )
+            .unwrap();
+        }
+        assert!(crate::audit::verify(&path, None).unwrap().is_intact());
+        let (h, task) = spawn(&path, opts(SyncMode::Full, 4, "")).unwrap();
+        assert_eq!(h.record(ev(9)).await.unwrap(), 5);
+        h.shutdown().await;
+        task.join().unwrap();
+        let c = Connection::open(&path).unwrap();
+        assert_eq!(read_schema_version(&c).unwrap(), Some(3));
+        assert_eq!(acked_through(&c).unwrap(), None);
+        let index: String = c
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'events_decision'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(index.contains("WHERE decision <> 'allowed'"), "{index}");
+        assert!(crate::audit::verify(&path, None).unwrap().is_intact());
     }
 }

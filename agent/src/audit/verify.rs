@@ -3,9 +3,14 @@
 //! the daemon keeps writing).
 //!
 //! What is checked:
-//! - every event, in seq order: seqs start at 1 without gaps, the stored
-//!   hash equals the hash recomputed from the stored bytes and the previous
-//!   row's stored hash, and the indexed columns agree with the hashed data;
+//! - every event, in seq order: seqs start at 1 without gaps (or, after a
+//!   retention prune, right after a valid checkpoint of the store, from
+//!   whose signed head the walk starts), the stored hash equals the hash
+//!   recomputed from the stored bytes and the previous row's stored hash,
+//!   and the indexed columns agree with the hashed data;
+//! - a store that starts after seq 1 must have been cut there by a prune:
+//!   the latest prune event in the chain must record removing exactly the
+//!   events before the start; any other missing prefix is `Deleted`;
 //! - every `checkpoints` row, in id order: canonical body, columns equal to
 //!   the body, origin = this chain, signature under a known key (the `keys`
 //!   table or `checkpoint.pub`), `prev_checkpoint_hash` links to the row
@@ -15,6 +20,11 @@
 //! - every valid checkpoint, and the optional anchor (a checkpoint exported
 //!   earlier, e.g. kept off-host), against the chain: the hash of event
 //!   `size` equals its `head_hash`, and the store still reaches `size + 1`.
+//!
+//! The per-row checks need only the row and the previous row's stored
+//! hash, so worker threads run them over chunks of rows while this thread
+//! reads the next chunk; results are applied in seq order, so the report is
+//! the same as a sequential walk's.
 //!
 //! The report names the FIRST damaged seq and classifies it (see
 //! [`Damage`]). Comparing each row with its neighbours' stored hashes
@@ -40,12 +50,12 @@ use serde::Serialize;
 use super::AuditError;
 use super::chain::{ChainKey, GENESIS, Hash, event_hash};
 use super::checkpoint::{Checkpoint, ORIGIN_PREFIX, known_keys};
+use super::event::Decision;
 use super::ocsf::{
-    CHECKPOINT_ACTIVITY, CHECKPOINT_DECISION, CLASS_UID_APPLICATION_LIFECYCLE,
-    CLASS_UID_NETWORK_ACTIVITY, activity_str, class_of, decode_checkpoint, decode_connection,
+    CHECKPOINT_ACTIVITY, CLASS_UID_APPLICATION_LIFECYCLE, CONFIG_ACTIVITY, EventKind, NO_DECISION,
+    PRUNE_ACTIVITY, Probe, activity_from_id, activity_str, class_of, decode_checkpoint, probe_fast,
 };
 use super::reader::AuditReader;
-use super::store::SCHEMA_VERSION;
 
 /// How many rows after a broken link are examined to classify it.
 const CLASSIFY_WINDOW: usize = 1024;
@@ -116,6 +126,10 @@ pub struct VerifyReport {
     /// Highest seq vouched for by a valid checkpoint (or the anchor) whose
     /// head matched the chain; 0 when none.
     pub signed_through: u64,
+    /// Events up to this seq were removed by retention (recorded by a
+    /// prune event; the chain resumes after the checkpoint of this seq); 0
+    /// when nothing was pruned.
+    pub pruned_through: u64,
     /// `size` of the anchor checkpoint, when one was given.
     pub anchor_size: Option<u64>,
     /// Ids of the keys that signed the store's checkpoints, in order of
@@ -142,6 +156,14 @@ impl fmt::Display for VerifyReport {
                 f,
                 "  events:      {} (seq {}..={})",
                 self.events, self.first_seq, self.last_seq
+            )?;
+        }
+        if self.pruned_through > 0 {
+            writeln!(
+                f,
+                "  pruned:      events 1..={} removed by retention; the chain resumes at the \
+                 checkpoint of seq {}",
+                self.pruned_through, self.pruned_through
             )?;
         }
         write!(f, "  checkpoints: {}", self.checkpoints)?;
@@ -176,7 +198,7 @@ impl fmt::Display for VerifyReport {
 /// signature. Damage is reported in [`VerifyReport::problem`].
 pub fn verify(path: &Path, anchor: Option<&Checkpoint>) -> Result<VerifyReport, AuditError> {
     let reader = AuditReader::open(path)?;
-    if reader.schema_version() != SCHEMA_VERSION {
+    if reader.schema_version() < 2 {
         return Err(AuditError::Schema {
             path: path.to_owned(),
             detail: format!(
@@ -187,6 +209,10 @@ pub fn verify(path: &Path, anchor: Option<&Checkpoint>) -> Result<VerifyReport, 
     }
     let conn = reader.conn();
     let q = |op: &'static str| move |source| AuditError::Query { op, source };
+    // Read the database file through a memory map rather than a copy per
+    // page (the walk reads every page once). Best effort.
+    let file_size = std::fs::metadata(path).map_or(0, |m| m.len());
+    let _ = conn.pragma_update(None, "mmap_size", file_size.min(MAX_MMAP));
     // One snapshot for every query below.
     let snapshot = conn.unchecked_transaction().map_err(q("begin read"))?;
     let chain_id = reader.chain_id()?;
@@ -213,16 +239,23 @@ pub fn verify(path: &Path, anchor: Option<&Checkpoint>) -> Result<VerifyReport, 
         by_event_seq: HashMap::new(),
         key_ids: Vec::new(),
         signed_through: 0,
+        pruned_through: 0,
+        prune_claims: 0,
     };
     v.check_checkpoint_rows(&rows, &keys);
     if let Some(anchor) = anchor {
         v.add_anchor(anchor, &keys)?;
     }
     v.vouchers.sort_by_key(|x| x.size);
+    let first_seq = u64::try_from(first).unwrap_or(0);
     let last_seq = u64::try_from(last).unwrap_or(0);
-    let walked = v.walk(conn).map_err(q("read events"))?;
+    let walked = v.walk(conn, first_seq).map_err(q("read events"))?;
     if walked {
         v.check_truncation(last_seq);
+        v.check_prunes(first_seq);
+    }
+    if let Some(anchor) = anchor {
+        v.check_pruned_anchor(anchor, &rows);
     }
     drop(snapshot);
 
@@ -241,6 +274,7 @@ pub fn verify(path: &Path, anchor: Option<&Checkpoint>) -> Result<VerifyReport, 
         first_seq: u64::try_from(first).unwrap_or(0),
         last_seq,
         signed_through: v.signed_through,
+        pruned_through: v.pruned_through,
         anchor_size: anchor.map(Checkpoint::size),
         key_ids: v.key_ids,
         problem,
@@ -275,16 +309,6 @@ fn int_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<i64>> {
     })
 }
 
-/// A TEXT value (`None` for NULL; other types as their bytes, lossily).
-fn text_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<String>> {
-    Ok(match row.get_ref(idx)? {
-        ValueRef::Null => None,
-        ValueRef::Text(b) | ValueRef::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        ValueRef::Integer(i) => Some(i.to_string()),
-        ValueRef::Real(r) => Some(r.to_string()),
-    })
-}
-
 fn read_checkpoint_rows(conn: &Connection) -> rusqlite::Result<Vec<CheckpointRow>> {
     let mut stmt = conn.prepare(
         "SELECT id, size, head_hash, time_ms, prev_hash, key_id, body, signature \
@@ -305,38 +329,106 @@ fn read_checkpoint_rows(conn: &Connection) -> rusqlite::Result<Vec<CheckpointRow
     rows.collect()
 }
 
-/// One stored event row.
-struct EventRow {
+/// Where a value lies in [`RowChunk::buf`].
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    len: usize,
+}
+
+/// One stored event row; variable-length values live in its chunk.
+#[derive(Debug, Clone, Copy)]
+struct RowAt {
     seq: i64,
     time_ms: Option<i64>,
     class_uid: Option<i64>,
-    activity: Option<String>,
-    decision: Option<String>,
-    account: Option<String>,
-    target: Option<String>,
-    session: Option<String>,
-    reason: Option<String>,
-    data: Vec<u8>,
-    hash: Vec<u8>,
+    activity: Option<Span>,
+    decision: Option<Span>,
+    account: Option<Span>,
+    target: Option<Span>,
+    session: Option<Span>,
+    reason: Option<Span>,
+    data: Span,
+    hash: Span,
+}
+
+/// Consecutive event rows (a unit of work of the walk), with every
+/// variable-length value in one buffer: reading a row costs a copy, not an
+/// allocation per column.
+#[derive(Default)]
+struct RowChunk {
+    buf: Vec<u8>,
+    rows: Vec<RowAt>,
 }
 
 const SELECT_ROWS: &str = "SELECT seq, time_ms, class_uid, activity, decision, account, target, \
     session, reason, data, hash FROM events";
 
-fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
-    Ok(EventRow {
-        seq: r.get(0)?,
-        time_ms: int_at(r, 1)?,
-        class_uid: int_at(r, 2)?,
-        activity: text_at(r, 3)?,
-        decision: text_at(r, 4)?,
-        account: text_at(r, 5)?,
-        target: text_at(r, 6)?,
-        session: text_at(r, 7)?,
-        reason: text_at(r, 8)?,
-        data: bytes_at(r, 9)?,
-        hash: bytes_at(r, 10)?,
-    })
+impl RowChunk {
+    fn with_capacity(rows: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(rows * 2048),
+            rows: Vec::with_capacity(rows),
+        }
+    }
+
+    fn bytes(&mut self, b: &[u8]) -> Span {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(b);
+        Span {
+            start,
+            len: b.len(),
+        }
+    }
+
+    /// A TEXT value (`None` for NULL; BLOBs as their bytes, numbers as
+    /// their decimal text: tampering is reported, never a failed read).
+    fn text(&mut self, row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Span>> {
+        Ok(match row.get_ref(idx)? {
+            ValueRef::Null => None,
+            ValueRef::Text(b) | ValueRef::Blob(b) => Some(self.bytes(b)),
+            ValueRef::Integer(i) => Some(self.bytes(i.to_string().as_bytes())),
+            ValueRef::Real(r) => Some(self.bytes(r.to_string().as_bytes())),
+        })
+    }
+
+    /// A BLOB or TEXT value's bytes; empty for anything else.
+    fn blob(&mut self, row: &Row<'_>, idx: usize) -> rusqlite::Result<Span> {
+        Ok(match row.get_ref(idx)? {
+            ValueRef::Text(b) | ValueRef::Blob(b) => self.bytes(b),
+            _ => self.bytes(&[]),
+        })
+    }
+
+    fn push(&mut self, r: &Row<'_>) -> rusqlite::Result<()> {
+        let row = RowAt {
+            seq: r.get(0)?,
+            time_ms: int_at(r, 1)?,
+            class_uid: int_at(r, 2)?,
+            activity: self.text(r, 3)?,
+            decision: self.text(r, 4)?,
+            account: self.text(r, 5)?,
+            target: self.text(r, 6)?,
+            session: self.text(r, 7)?,
+            reason: self.text(r, 8)?,
+            data: self.blob(r, 9)?,
+            hash: self.blob(r, 10)?,
+        };
+        self.rows.push(row);
+        Ok(())
+    }
+
+    fn get(&self, s: Span) -> &[u8] {
+        self.buf.get(s.start..s.start + s.len).unwrap_or_default()
+    }
+
+    fn opt(&self, s: Option<Span>) -> Option<&[u8]> {
+        s.map(|s| self.get(s))
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
 }
 
 /// A checkpoint trusted to say what the hash of event `size` is.
@@ -344,6 +436,8 @@ struct Voucher {
     size: u64,
     head: Hash,
     label: String,
+    /// A row of the store's `checkpoints` (not the anchor).
+    from_store: bool,
 }
 
 struct Verifier {
@@ -357,6 +451,10 @@ struct Verifier {
     by_event_seq: HashMap<u64, (i64, Vec<u8>, Vec<u8>)>,
     key_ids: Vec<String>,
     signed_through: u64,
+    /// The walk started after the checkpoint of this seq (0: at seq 1).
+    pruned_through: u64,
+    /// Highest `through_seq` of the prune events seen by the walk.
+    prune_claims: u64,
 }
 
 impl Verifier {
@@ -450,6 +548,7 @@ impl Verifier {
                     size,
                     head: *cp.head_hash(),
                     label: format!("checkpoint #{}", row.id),
+                    from_store: true,
                 }),
             }
             prev = Some((row.id, cp.digest(), size));
@@ -486,133 +585,334 @@ impl Verifier {
             size: anchor.size(),
             head: *anchor.head_hash(),
             label: "the anchor".into(),
+            from_store: false,
         });
         Ok(())
     }
 
-    /// Walk the events in seq order. Returns true when it reached the end
-    /// (false when it stopped at damage).
-    fn walk(&mut self, conn: &Connection) -> rusqlite::Result<bool> {
-        // A voucher of size 0 vouches for the empty chain.
-        let mut vi = 0;
-        while let Some(v) = self.vouchers.get(vi).filter(|v| v.size == 0) {
-            if v.head != GENESIS {
-                let detail = format!("{} covers no event but its head is not empty", v.label);
-                self.note(1, Damage::Modified, detail);
-                return Ok(false);
-            }
-            vi += 1;
-        }
+    /// Walk the events in seq order (from seq 1, or right after the
+    /// checkpoint a retention prune kept). Returns true when it reached the
+    /// end (false when it stopped at damage).
+    ///
+    /// The per-row work (hash, columns against the data, checkpoint rows)
+    /// needs only the row and the previous row's stored hash, so it runs on
+    /// worker threads over chunks of rows; this thread reads the rows and
+    /// applies the results in seq order.
+    fn walk(&mut self, conn: &Connection, first: u64) -> rusqlite::Result<bool> {
+        let Some((expected, prev)) = self.walk_start(first) else {
+            return Ok(false);
+        };
+        let mut w = WalkState {
+            expected,
+            prev: prev.to_vec(),
+            prev2: None,
+            vi: self.vouchers.partition_point(|v| v.size < expected),
+        };
+        let by_event_seq = std::mem::take(&mut self.by_event_seq);
+        let ctx = RowCtx {
+            key: self.key,
+            chain_id: self.chain_id.clone(),
+            by_event_seq: &by_event_seq,
+        };
+        // This thread reads rows; the others check them.
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get().saturating_sub(1))
+            .clamp(1, MAX_WORKERS);
+        let in_flight = (workers * 2).max(4);
         let mut stmt = conn.prepare(&format!("{SELECT_ROWS} ORDER BY seq"))?;
         let mut rows = stmt.query([])?;
-        let mut expected: u64 = 1;
-        let mut prev: Vec<u8> = GENESIS.to_vec();
-        let mut prev2: Option<Vec<u8>> = None;
-        while let Some(row) = rows.next()? {
-            let r = event_row(row)?;
-            let Some(seq) = u64::try_from(r.seq).ok().filter(|s| *s >= 1) else {
-                self.note(
-                    0,
-                    Damage::Inserted,
-                    format!("a row has seq {} (seqs start at 1)", r.seq),
-                );
-                return Ok(false);
-            };
-            if seq > expected {
-                let detail = if seq == expected + 1 {
-                    format!("event {expected} is missing")
-                } else {
-                    format!("events {expected}..={} are missing", seq - 1)
-                };
-                self.note(expected, Damage::Deleted, detail);
-                return Ok(false);
-            }
-            let h = event_hash(&self.key, seq, &prev, &r.data);
-            if h[..] != r.hash[..] {
-                let next = window(conn, seq)?;
-                let p = classify(
-                    &self.key,
-                    &prev,
-                    prev2.as_deref(),
-                    &Raw {
-                        seq,
-                        data: r.data,
-                        hash: r.hash,
-                    },
-                    &next,
-                    &self.vouchers,
-                );
-                self.problems.push(p);
-                return Ok(false);
-            }
-            if let Some(detail) = column_mismatch(&r, seq, &self.chain_id) {
-                self.note(seq, Damage::Modified, detail);
-                return Ok(false);
-            }
-            if let Some(detail) = self.checkpoint_event_mismatch(&r, seq) {
-                self.note(seq, Damage::BadCheckpoint, detail);
-                return Ok(false);
-            }
-            while let Some(v) = self.vouchers.get(vi).filter(|v| v.size <= seq) {
-                // Smaller sizes were matched at their own seq (no gaps).
-                if v.size == seq {
-                    if v.head[..] != r.hash[..] {
-                        let from = self.signed_through + 1;
-                        let detail = format!(
-                            "events {from}..={seq} were rewritten: the chain's hash of event \
-                             {seq} is {}, {} signed {}",
-                            hex::encode(&r.hash),
-                            v.label,
-                            hex::encode(v.head)
-                        );
-                        self.note(from, Damage::Modified, detail);
-                        return Ok(false);
+        let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(workers * 2);
+        let job_rx = std::sync::Mutex::new(job_rx);
+        let (res_tx, res_rx) = std::sync::mpsc::channel::<Done>();
+        let outcome = std::thread::scope(|scope| -> rusqlite::Result<bool> {
+            for _ in 0..workers {
+                let (job_rx, res_tx, ctx) = (&job_rx, res_tx.clone(), &ctx);
+                scope.spawn(move || {
+                    loop {
+                        let job = match job_rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok((id, prev, chunk)) = job else { return };
+                        let verdicts = check_rows(ctx, prev, &chunk);
+                        if res_tx.send((id, chunk, verdicts)).is_err() {
+                            return;
+                        }
                     }
-                    self.signed_through = seq;
-                }
-                vi += 1;
+                });
             }
-            prev2 = Some(std::mem::replace(&mut prev, r.hash));
-            expected = seq + 1;
+            drop(res_tx);
+            // Every way out of the loop must drop `job_tx`, or the workers
+            // wait forever and the scope never ends.
+            let mut feed_and_apply = || -> rusqlite::Result<bool> {
+                let mut chunk = RowChunk::with_capacity(CHUNK_ROWS);
+                // Chunks the workers handed back, for reuse.
+                let mut spare: Vec<RowChunk> = Vec::new();
+                let mut chunk_prev = w.prev.clone();
+                let (mut sent, mut applied) = (0usize, 0usize);
+                let mut done: std::collections::BTreeMap<usize, (RowChunk, Vec<Verdict>)> =
+                    Default::default();
+                let mut reading = true;
+                loop {
+                    // Keep the workers fed.
+                    while reading && sent - applied < in_flight {
+                        match rows.next()? {
+                            Some(row) => chunk.push(row)?,
+                            None => reading = false,
+                        }
+                        if chunk.len() == CHUNK_ROWS || (!reading && chunk.len() > 0) {
+                            let last = chunk
+                                .rows
+                                .last()
+                                .map(|r| chunk.get(r.hash).to_vec())
+                                .unwrap_or_default();
+                            let next = spare
+                                .pop()
+                                .unwrap_or_else(|| RowChunk::with_capacity(CHUNK_ROWS));
+                            let full = std::mem::replace(&mut chunk, next);
+                            let job = (sent, std::mem::replace(&mut chunk_prev, last), full);
+                            if job_tx.send(job).is_err() {
+                                break;
+                            }
+                            sent += 1;
+                        }
+                    }
+                    if applied == sent {
+                        break Ok(true);
+                    }
+                    let Ok((id, rows_done, verdicts)) = res_rx.recv() else {
+                        // Workers are gone (a panic): nothing more to learn.
+                        break Ok(true);
+                    };
+                    done.insert(id, (rows_done, verdicts));
+                    let mut stopped = false;
+                    while let Some((mut rows_done, verdicts)) = done.remove(&applied) {
+                        applied += 1;
+                        for (i, v) in verdicts.into_iter().enumerate() {
+                            if !self.apply(conn, &mut w, &rows_done, i, v)? {
+                                stopped = true;
+                                break;
+                            }
+                        }
+                        if stopped {
+                            break;
+                        }
+                        rows_done.buf.clear();
+                        rows_done.rows.clear();
+                        spare.push(rows_done);
+                    }
+                    if stopped {
+                        break Ok(false);
+                    }
+                }
+            };
+            let result = feed_and_apply();
+            drop(job_tx);
+            result
+        });
+        self.by_event_seq = by_event_seq;
+        outcome
+    }
+
+    /// Where the walk starts: seq 1 from genesis, or (after a retention
+    /// prune) right after a valid checkpoint of the store, from its signed
+    /// head. `None` (with the problem noted) when neither applies.
+    fn walk_start(&mut self, first: u64) -> Option<(u64, Hash)> {
+        let (expected, head) = if first > 1 {
+            let Some(v) = self
+                .vouchers
+                .iter()
+                .find(|v| v.from_store && v.size + 1 == first)
+            else {
+                let detail = format!(
+                    "events 1..={} are missing, and no valid checkpoint of seq {} anchors the \
+                     rest (a retention prune always cuts at one)",
+                    first - 1,
+                    first - 1
+                );
+                self.note(1, Damage::Deleted, detail);
+                return None;
+            };
+            self.pruned_through = first - 1;
+            self.signed_through = first - 1;
+            (first, v.head)
+        } else {
+            (1, GENESIS)
+        };
+        // Whatever else vouches for the seq before the start must agree.
+        let disagree = self
+            .vouchers
+            .iter()
+            .find(|v| v.size + 1 == expected && v.head != head)
+            .map(|v| (v.size, v.label.clone()));
+        if let Some((size, label)) = disagree {
+            let (seq, kind, detail) = if size == 0 {
+                (
+                    1,
+                    Damage::Modified,
+                    format!("{label} covers no event but its head is not empty"),
+                )
+            } else {
+                (
+                    expected,
+                    Damage::BadCheckpoint,
+                    format!(
+                        "{label} of seq {size} disagrees with the store's checkpoint of that \
+                         seq, where the chain resumes after pruning"
+                    ),
+                )
+            };
+            self.note(seq, kind, detail);
+            return None;
         }
+        Some((expected, head))
+    }
+
+    /// Apply one checked row in seq order. Returns false at the first
+    /// damage (noted).
+    fn apply(
+        &mut self,
+        conn: &Connection,
+        w: &mut WalkState,
+        chunk: &RowChunk,
+        i: usize,
+        c: Verdict,
+    ) -> rusqlite::Result<bool> {
+        let Some(&r) = chunk.rows.get(i) else {
+            return Ok(true);
+        };
+        let Some(seq) = u64::try_from(r.seq).ok().filter(|s| *s >= 1) else {
+            self.note(
+                0,
+                Damage::Inserted,
+                format!("a row has seq {} (seqs start at 1)", r.seq),
+            );
+            return Ok(false);
+        };
+        if seq > w.expected {
+            let expected = w.expected;
+            let detail = if seq == expected + 1 {
+                format!("event {expected} is missing")
+            } else {
+                format!("events {expected}..={} are missing", seq - 1)
+            };
+            self.note(expected, Damage::Deleted, detail);
+            return Ok(false);
+        }
+        if !c.hash_ok {
+            let next = window(conn, seq)?;
+            let p = classify(
+                &self.key,
+                &w.prev,
+                w.prev2.as_deref(),
+                &Raw {
+                    seq,
+                    data: chunk.get(r.data).to_vec(),
+                    hash: chunk.get(r.hash).to_vec(),
+                },
+                &next,
+                &self.vouchers,
+            );
+            self.problems.push(p);
+            return Ok(false);
+        }
+        if let Some(detail) = c.column {
+            self.note(seq, Damage::Modified, detail);
+            return Ok(false);
+        }
+        if let Some(detail) = c.checkpoint {
+            self.note(seq, Damage::BadCheckpoint, detail);
+            return Ok(false);
+        }
+        if let Some(through) = c.prune_through {
+            self.prune_claims = self.prune_claims.max(through);
+        }
+        let hash = chunk.get(r.hash);
+        while let Some(v) = self.vouchers.get(w.vi).filter(|v| v.size <= seq) {
+            // Smaller sizes were matched at their own seq (no gaps).
+            if v.size == seq {
+                if v.head[..] != *hash {
+                    let from = self.signed_through + 1;
+                    let detail = format!(
+                        "events {from}..={seq} were rewritten: the chain's hash of event \
+                         {seq} is {}, {} signed {}",
+                        hex::encode(hash),
+                        v.label,
+                        hex::encode(v.head)
+                    );
+                    self.note(from, Damage::Modified, detail);
+                    return Ok(false);
+                }
+                self.signed_through = seq;
+            }
+            w.vi += 1;
+        }
+        let prev2 = w.prev2.get_or_insert_with(Vec::new);
+        std::mem::swap(prev2, &mut w.prev);
+        w.prev.clear();
+        w.prev.extend_from_slice(hash);
+        w.expected = seq + 1;
         Ok(true)
     }
 
-    /// Checkpoint events and `checkpoints` rows must correspond one to one.
-    fn checkpoint_event_mismatch(&self, r: &EventRow, seq: u64) -> Option<String> {
-        let row = self.by_event_seq.get(&seq);
-        if class_of(&r.data) != Some(CLASS_UID_APPLICATION_LIFECYCLE) {
-            return row.map(|(id, _, _)| {
-                format!(
-                    "checkpoint #{id} is event {seq} of the chain, but event {seq} is not a \
-                     checkpoint"
+    /// After a complete walk: a store that starts after seq 1 must have
+    /// been pruned to exactly there, as recorded by the latest prune event
+    /// in the chain; rows removed any other way are deletions.
+    fn check_prunes(&mut self, first: u64) {
+        let start = self.pruned_through;
+        let claimed = self.prune_claims;
+        if claimed < start {
+            let (from, detail) = if claimed == 0 {
+                (
+                    1,
+                    format!(
+                        "events 1..={start} are missing and no prune event records removing \
+                         them (the store resumes at the checkpoint of seq {start})"
+                    ),
                 )
-            });
+            } else {
+                (
+                    claimed + 1,
+                    format!(
+                        "events {}..={start} are missing: the last prune removed events only \
+                         through seq {claimed}",
+                        claimed + 1
+                    ),
+                )
+            };
+            self.note(from, Damage::Deleted, detail);
+        } else if claimed > start {
+            let from = first.max(1);
+            self.note(
+                from,
+                Damage::Inserted,
+                format!(
+                    "a prune event records removing events through seq {claimed}, but the \
+                     store holds events from seq {from}"
+                ),
+            );
         }
-        let d = match decode_checkpoint(&r.data) {
-            Ok(d) => d,
-            Err(e) => return Some(format!("checkpoint event cannot be read: {e}")),
-        };
-        if d.checkpoint.size().saturating_add(1) != seq {
-            return Some(format!(
-                "checkpoint event covers seq {}, but a checkpoint covers the events before it",
-                d.checkpoint.size()
-            ));
+    }
+
+    /// An anchor whose events were pruned cannot be compared with events;
+    /// it must then be one of the store's own (linked, verified)
+    /// checkpoints.
+    fn check_pruned_anchor(&mut self, anchor: &Checkpoint, rows: &[CheckpointRow]) {
+        let size = anchor.size();
+        if self.pruned_through == 0 || size >= self.pruned_through {
+            return;
         }
-        match row {
-            None => Some(
-                "checkpoint event has no row in the checkpoints table (rows deleted?)".to_owned(),
+        if rows.iter().any(|r| r.body[..] == *anchor.body_bytes()) {
+            return;
+        }
+        self.note(
+            size.saturating_add(1),
+            Damage::BadCheckpoint,
+            format!(
+                "the anchor (checkpoint of seq {size}) covers pruned events and is not among \
+                 the store's checkpoints: the checkpoint history differs from the one exported"
             ),
-            Some((id, body, sig))
-                if body[..] != *d.checkpoint.body_bytes()
-                    || sig[..] != *d.checkpoint.signature() =>
-            {
-                Some(format!(
-                    "checkpoint event differs from checkpoint #{id} in the checkpoints table"
-                ))
-            }
-            Some(_) => None,
-        }
+        );
     }
 
     /// After a complete walk: vouchers beyond the end mean the tail is gone.
@@ -808,80 +1108,236 @@ fn classify(
     problem(s, Damage::Modified, detail)
 }
 
+/// Largest memory map `verify` asks SQLite for.
+const MAX_MMAP: u64 = 1 << 36;
+
+/// Most worker threads of a walk.
+const MAX_WORKERS: usize = 4;
+/// Rows per unit of work of a walk.
+const CHUNK_ROWS: usize = 512;
+
+/// A chunk of rows for a worker: (chunk number, stored hash of the row
+/// before the chunk, rows).
+type Job = (usize, Vec<u8>, RowChunk);
+
+/// A worker's answer: the chunk back, and a verdict per row.
+type Done = (usize, RowChunk, Vec<Verdict>);
+
+/// Where the walk is.
+struct WalkState {
+    expected: u64,
+    /// Stored hash of the last good row (or the start's head).
+    prev: Vec<u8>,
+    prev2: Option<Vec<u8>>,
+    /// Next voucher to match.
+    vi: usize,
+}
+
+/// What the workers need, shared read-only.
+struct RowCtx<'a> {
+    key: ChainKey,
+    chain_id: String,
+    /// Checkpoint rows by the seq of their chain event: (id, body,
+    /// signature).
+    by_event_seq: &'a HashMap<u64, (i64, Vec<u8>, Vec<u8>)>,
+}
+
+/// What a worker found about one row on its own.
+struct Verdict {
+    /// The stored hash is the hash of the row's data chained from the
+    /// previous row's stored hash.
+    hash_ok: bool,
+    /// An indexed column differs from the hashed data.
+    column: Option<String>,
+    /// A checkpoint event and the `checkpoints` table disagree.
+    checkpoint: Option<String>,
+    /// For a prune event: the last seq it removed.
+    prune_through: Option<u64>,
+}
+
+fn check_rows(ctx: &RowCtx<'_>, prev: Vec<u8>, chunk: &RowChunk) -> Vec<Verdict> {
+    let mut out = Vec::with_capacity(chunk.len());
+    let mut prev_span: Option<Span> = None;
+    for r in &chunk.rows {
+        let seq = u64::try_from(r.seq).unwrap_or(0);
+        let before = prev_span.map_or(&prev[..], |s| chunk.get(s));
+        let data = chunk.get(r.data);
+        let hash_ok = event_hash(&ctx.key, seq, before, data)[..] == *chunk.get(r.hash);
+        let (column, checkpoint, prune_through) = if hash_ok {
+            inspect(ctx, chunk, r, seq)
+        } else {
+            (None, None, None)
+        };
+        prev_span = Some(r.hash);
+        out.push(Verdict {
+            hash_ok,
+            column,
+            checkpoint,
+            prune_through,
+        });
+    }
+    out
+}
+
+/// Column and checkpoint checks of a row whose hash verified.
+fn inspect(
+    ctx: &RowCtx<'_>,
+    chunk: &RowChunk,
+    r: &RowAt,
+    seq: u64,
+) -> (Option<String>, Option<String>, Option<u64>) {
+    let data = chunk.get(r.data);
+    let probed = probe_fast(data).ok();
+    let kind = probed.as_ref().and_then(Probe::kind);
+    let column = probed
+        .as_ref()
+        .and_then(|p| column_mismatch(chunk, r, seq, &ctx.chain_id, p, kind));
+    let checkpoint = checkpoint_event_mismatch(ctx.by_event_seq, data, seq, kind);
+    let prune_through = match (kind, &probed) {
+        (Some(EventKind::Prune), Some(p)) => {
+            p.unmapped.warden.prune.as_ref().map(|x| x.through_seq)
+        }
+        _ => None,
+    };
+    (column, checkpoint, prune_through)
+}
+
+/// Checkpoint events and `checkpoints` rows must correspond one to one.
+fn checkpoint_event_mismatch(
+    by_event_seq: &HashMap<u64, (i64, Vec<u8>, Vec<u8>)>,
+    data: &[u8],
+    seq: u64,
+    kind: Option<EventKind>,
+) -> Option<String> {
+    let row = by_event_seq.get(&seq);
+    if kind != Some(EventKind::Checkpoint) {
+        // A row that claims to be a checkpoint must be one.
+        if kind.is_none() && class_of(data) == Some(CLASS_UID_APPLICATION_LIFECYCLE) {
+            return Some(format!("event {seq} is an unreadable lifecycle event"));
+        }
+        return row.map(|(id, _, _)| {
+            format!(
+                "checkpoint #{id} is event {seq} of the chain, but event {seq} is not a \
+                 checkpoint"
+            )
+        });
+    }
+    let d = match decode_checkpoint(data) {
+        Ok(d) => d,
+        Err(e) => return Some(format!("checkpoint event cannot be read: {e}")),
+    };
+    if d.checkpoint.size().saturating_add(1) != seq {
+        return Some(format!(
+            "checkpoint event covers seq {}, but a checkpoint covers the events before it",
+            d.checkpoint.size()
+        ));
+    }
+    match row {
+        None => {
+            Some("checkpoint event has no row in the checkpoints table (rows deleted?)".to_owned())
+        }
+        Some((id, body, sig))
+            if body[..] != *d.checkpoint.body_bytes() || sig[..] != *d.checkpoint.signature() =>
+        {
+            Some(format!(
+                "checkpoint event differs from checkpoint #{id} in the checkpoints table"
+            ))
+        }
+        Some(_) => None,
+    }
+}
+
+/// The text columns an event's data implies.
+struct Derived<'a> {
+    activity: Option<&'a str>,
+    decision: Option<&'a str>,
+    account: Option<&'a str>,
+    target: Option<&'a str>,
+    session: Option<&'a str>,
+    reason: Option<&'a str>,
+}
+
+/// Whether `uid` is `"<chain_id>:<seq>"`.
+fn uid_matches(uid: &str, chain_id: &str, seq: u64) -> bool {
+    uid.strip_prefix(chain_id)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .is_some_and(|n| n.parse::<u64>().ok() == Some(seq) && !n.starts_with('0'))
+}
+
 /// The indexed columns are derived from the hashed data; a difference
 /// means they were edited (e.g. to hide events from `audit tail --account`).
-fn column_mismatch(r: &EventRow, seq: u64, chain_id: &str) -> Option<String> {
-    let uid = format!("{chain_id}:{seq}");
+fn column_mismatch(
+    chunk: &RowChunk,
+    r: &RowAt,
+    seq: u64,
+    chain_id: &str,
+    p: &Probe<'_>,
+    kind: Option<EventKind>,
+) -> Option<String> {
     let differs = |col: &str, stored: &dyn fmt::Debug, data: &dyn fmt::Debug| {
         Some(format!(
             "column {col} of event {seq} is {stored:?}, but its hashed data says {data:?}"
         ))
     };
-    match class_of(&r.data) {
-        Some(CLASS_UID_NETWORK_ACTIVITY) => {
-            // Data this build cannot decode is left to the chain check.
-            let d = decode_connection(&r.data).ok()?;
-            let e = &d.event;
-            if d.seq != seq || d.uid != uid {
-                return differs("seq", &seq, &d.uid);
-            }
-            if r.class_uid != Some(i64::from(CLASS_UID_NETWORK_ACTIVITY)) {
-                return differs("class_uid", &r.class_uid, &CLASS_UID_NETWORK_ACTIVITY);
-            }
-            if r.time_ms != Some(e.time_ms) {
-                return differs("time_ms", &r.time_ms, &e.time_ms);
-            }
-            if r.activity.as_deref() != Some(activity_str(e.activity)) {
-                return differs("activity", &r.activity, &activity_str(e.activity));
-            }
-            if r.decision.as_deref() != Some(e.decision.as_str()) {
-                return differs("decision", &r.decision, &e.decision.as_str());
-            }
-            if r.account != e.account {
-                return differs("account", &r.account, &e.account);
-            }
-            if r.target != e.target {
-                return differs("target", &r.target, &e.target);
-            }
-            if r.session.as_deref() != Some(e.session.to_string().as_str()) {
-                return differs("session", &r.session, &e.session.to_string());
-            }
-            if r.reason != e.reason {
-                return differs("reason", &r.reason, &e.reason);
-            }
-            None
-        }
-        Some(CLASS_UID_APPLICATION_LIFECYCLE) => {
-            let d = decode_checkpoint(&r.data).ok()?;
-            if d.seq != seq || d.uid != uid {
-                return differs("seq", &seq, &d.uid);
-            }
-            let expected = (
-                Some(i64::from(CLASS_UID_APPLICATION_LIFECYCLE)),
-                Some(d.checkpoint.body().time_ms),
-                Some(CHECKPOINT_ACTIVITY),
-                Some(CHECKPOINT_DECISION),
-                Some(""),
-            );
-            let stored = (
-                r.class_uid,
-                r.time_ms,
-                r.activity.as_deref(),
-                r.decision.as_deref(),
-                r.session.as_deref(),
-            );
-            if stored != expected || r.account.is_some() || r.target.is_some() || r.reason.is_some()
-            {
-                return differs(
-                    "class_uid/time_ms/activity/decision/session",
-                    &stored,
-                    &expected,
-                );
-            }
-            None
-        }
-        _ => None,
+    let w = &p.unmapped.warden;
+    let kind = kind?;
+    if w.seq != seq || !uid_matches(&p.metadata.uid, chain_id, seq) {
+        return differs("seq", &seq, &p.metadata.uid);
     }
+    if r.class_uid != Some(i64::from(p.class_uid)) {
+        return differs("class_uid", &r.class_uid, &p.class_uid);
+    }
+    if r.time_ms != Some(p.time) {
+        return differs("time_ms", &r.time_ms, &p.time);
+    }
+    let lifecycle = |activity, reason| Derived {
+        activity: Some(activity),
+        decision: Some(NO_DECISION),
+        account: None,
+        target: None,
+        session: Some(""),
+        reason,
+    };
+    let expected = match kind {
+        EventKind::Connection => Derived {
+            activity: activity_from_id(p.activity_id).map(activity_str),
+            decision: w.decision.map(Decision::as_str),
+            account: w.account.as_deref(),
+            target: w.target.as_deref(),
+            session: w.session.as_deref(),
+            reason: w.reason.as_deref(),
+        },
+        EventKind::Config => lifecycle(
+            CONFIG_ACTIVITY,
+            w.config.as_ref().map(|c| c.action.as_str()),
+        ),
+        EventKind::Prune => lifecycle(PRUNE_ACTIVITY, w.prune.as_ref().map(|x| x.reason.as_ref())),
+        EventKind::Checkpoint => lifecycle(CHECKPOINT_ACTIVITY, None),
+    };
+    let Derived {
+        activity,
+        decision,
+        account,
+        target,
+        session,
+        reason,
+    } = expected;
+    let columns = [
+        ("activity", r.activity, activity),
+        ("decision", r.decision, decision),
+        ("account", r.account, account),
+        ("target", r.target, target),
+        ("session", r.session, session),
+        ("reason", r.reason, reason),
+    ];
+    for (col, stored, data) in columns {
+        let stored = chunk.opt(stored);
+        if stored != data.map(str::as_bytes) {
+            let stored = stored.map(String::from_utf8_lossy);
+            return differs(col, &stored, &data);
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -343,7 +343,8 @@ mod tests {
                 "synchronous",
                 "batch_max",
                 "checkpoint_every",
-                "checkpoint_interval_secs"
+                "checkpoint_interval_secs",
+                "retention_days"
             ]
         );
     }

@@ -86,6 +86,10 @@ pub struct AuditSection {
     /// were recorded since (0: never by time). One is always signed at shutdown.
     #[serde(default = "defaults::checkpoint_interval_secs")]
     pub checkpoint_interval_secs: u64,
+    /// Keep events this many days (1..=36500); older events that every
+    /// forwarder has acknowledged are pruned, at a signed checkpoint.
+    #[serde(default = "defaults::retention_days")]
+    pub retention_days: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -278,6 +282,7 @@ impl Default for AuditSection {
             batch_max: defaults::batch_max(),
             checkpoint_every: defaults::checkpoint_every(),
             checkpoint_interval_secs: defaults::checkpoint_interval_secs(),
+            retention_days: defaults::retention_days(),
         }
     }
 }
@@ -440,5 +445,8 @@ pub mod defaults {
     }
     pub fn batch_max() -> usize {
         256
+    }
+    pub fn retention_days() -> u32 {
+        400
     }
 }

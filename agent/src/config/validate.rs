@@ -15,6 +15,7 @@ const MAX_CONNECT_TIMEOUT_MS: u64 = 600_000;
 const MIN_RELAY_BUFFER: usize = 4096;
 const MAX_RELAY_BUFFER: usize = 16 * 1024 * 1024;
 const MAX_BATCH: usize = 10_000;
+const MAX_RETENTION_DAYS: u32 = 36_500;
 
 pub(crate) fn validate(d: &Decoded, diags: &mut Diags<'_>) {
     check_agent(d, diags);
@@ -132,6 +133,15 @@ fn check_audit(d: &Decoded, diags: &mut Diags<'_>) {
             format!(
                 "must be between 1 and {MAX_BATCH}, got {}",
                 d.audit.batch_max
+            ),
+        );
+    }
+    if !(1..=MAX_RETENTION_DAYS).contains(&d.audit.retention_days) {
+        diags.at(
+            "audit.retention_days",
+            format!(
+                "must be between 1 and {MAX_RETENTION_DAYS} (100 years), got {}",
+                d.audit.retention_days
             ),
         );
     }
@@ -787,6 +797,25 @@ targets = ["db"]
             diagnostics(&with("[audit]\nbatch_max = 10000\n")),
             Vec::new()
         );
+        only(
+            &with("[audit]\nretention_days = 0\n"),
+            "audit.retention_days",
+            15,
+            "between 1 and 36500",
+        );
+        only(
+            &with("[audit]\nretention_days = 36501\n"),
+            "audit.retention_days",
+            15,
+            "between 1 and 36500",
+        );
+        for ok in ["1", "400", "36500"] {
+            assert_eq!(
+                diagnostics(&with(&format!("[audit]\nretention_days = {ok}\n"))),
+                Vec::new(),
+                "{ok}"
+            );
+        }
     }
 
     #[test]
