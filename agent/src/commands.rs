@@ -328,3 +328,77 @@ fn init_tracing() {
         .with_writer(std::io::stderr)
         .init();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn run(args: &[&str]) -> ExitCode {
+        dispatch(Cli::try_parse_from(args).unwrap()).unwrap()
+    }
+
+    /// The audit commands against a real store, end to end through clap.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn export_then_verify_export_and_tail_through_the_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        crate::audit::testutil::build_store(&state.join("audit.db"), 5, 12).await;
+        let cfg = dir.path().join("warden.toml");
+        std::fs::write(
+            &cfg,
+            format!("[agent]\nstate_dir = \"{}\"\n", state.display()),
+        )
+        .unwrap();
+        let cfg = cfg.to_str().unwrap().to_owned();
+        let out = dir.path().join("bundle");
+        let out_s = out.to_str().unwrap().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let base = ["warden", "--config", cfg.as_str(), "audit"];
+            let with = |rest: &[&str]| {
+                let mut v = base.to_vec();
+                v.extend_from_slice(rest);
+                run(&v)
+            };
+            // The test events are stamped 2026-11-29T13:05:02.124Z onwards.
+            let export = [
+                "export",
+                "--from",
+                "2026-11-29",
+                "--to",
+                "2026-11-30T00:00:00Z",
+                "--out",
+                out_s.as_str(),
+            ];
+            assert_eq!(with(&export), ExitCode::SUCCESS);
+            assert_eq!(with(&["verify-export", out_s.as_str()]), ExitCode::SUCCESS);
+            // Exporting into the same directory again is refused.
+            assert!(dispatch(Cli::try_parse_from(base.iter().chain(&export)).unwrap()).is_err());
+            let events = out.join("events.jsonl");
+            let mut b = std::fs::read(&events).unwrap();
+            b[10] ^= 1;
+            std::fs::write(&events, b).unwrap();
+            assert_eq!(with(&["verify-export", out_s.as_str()]), ExitCode::FAILURE);
+            assert_eq!(
+                with(&["verify-export", "--json", out_s.as_str()]),
+                ExitCode::FAILURE
+            );
+            for tail in [
+                &["tail", "--since", "2026-11-29T13:05:02.130Z"][..],
+                &["tail", "--since", "-7d", "--format", "ocsf"],
+                &["tail", "--session", "3", "--json"],
+                &["tail", "-n", "2", "--decision", "allowed"],
+            ] {
+                assert_eq!(with(tail), ExitCode::SUCCESS, "{tail:?}");
+            }
+            assert!(
+                dispatch(
+                    Cli::try_parse_from(base.iter().chain(&["tail", "--since", "soon"])).unwrap()
+                )
+                .is_err()
+            );
+        })
+        .await
+        .unwrap();
+    }
+}

@@ -1452,10 +1452,18 @@ mod tests {
         let err = verify_export(&out).unwrap_err();
         assert!(err.to_string().contains("signature"), "{err}");
         assert_eq!(bundle_file(err), MANIFEST_FILE);
-        // The signature itself.
+        // The signature itself: another valid signature encoding fails to
+        // verify the manifest; something that is no signature is named.
         let (_d, _p, out) = bundle().await;
-        flip_byte(&out.join(SIGNATURE_FILE), 3);
+        let sig = std::fs::read_to_string(out.join(SIGNATURE_FILE)).unwrap();
+        let other = if sig.starts_with('0') { "1" } else { "0" };
+        std::fs::write(out.join(SIGNATURE_FILE), format!("{other}{}", &sig[1..])).unwrap();
         assert_eq!(bundle_file(verify_export(&out).unwrap_err()), MANIFEST_FILE);
+        std::fs::write(out.join(SIGNATURE_FILE), "not hex\n").unwrap();
+        assert_eq!(
+            bundle_file(verify_export(&out).unwrap_err()),
+            SIGNATURE_FILE
+        );
         // A byte appended.
         let (_d, _p, out) = bundle().await;
         let mut b = std::fs::read(out.join(EVENTS_FILE)).unwrap();

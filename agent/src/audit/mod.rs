@@ -25,7 +25,7 @@
 //!   retention and acknowledged by every forwarder, only at a kept
 //!   checkpoint, and records each prune as a chain event, so `verify`
 //!   accepts the shortened chain and still catches other deletions;
-//! - evidence export ([`export`]): a signed bundle of a time range for
+//! - evidence export ([`export`](mod@export)): a signed bundle of a time range for
 //!   auditors, and its offline check;
 //! - time arguments of the CLI ([`timespec`]).
 //!
@@ -43,7 +43,7 @@ pub mod ocsf;
 pub mod reader;
 pub mod store;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 pub mod timespec;
 pub mod verify;
 

@@ -34,8 +34,8 @@
 //! - class 5019 Device Config State Change, category 5 Discovery,
 //!   `activity_id` 99 Other with `activity_name` "Load" or "Reload",
 //!   `type_uid` 501999; severity 1 Informational, status Success;
-//! - `time` = when it took effect; `message` = "configuration loaded from
-//!   <path> (sha256 <hex>)"; `device` = the host (when known);
+//! - `time` = when it took effect; `message` = `"configuration loaded from
+//!   PATH (sha256 HEX)"`; `device` = the host (when known);
 //! - `metadata` as for connections, without `correlation_uid`;
 //! - `unmapped.warden.config` = `action` (`load`/`reload`), `path`,
 //!   `sha256` (of the file's bytes), `detail` when given;

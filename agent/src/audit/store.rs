@@ -19,10 +19,14 @@
 //! unhealthy, and the writer carries on with the next batch.
 //!
 //! WAL checkpoints (copying committed pages from the `-wal` file into the
-//! database) do not run in the writer: a second thread with its own
-//! connection runs a PASSIVE checkpoint whenever the writer has committed
-//! a few MiB since the last one (and every few seconds), so the writer
-//! never waits for it and readers never block it.
+//! database): SQLite's automatic checkpoint in the writer is off. A second
+//! thread with its own connection runs a PASSIVE checkpoint whenever the
+//! writer has committed a couple of MiB since the last one (and every few
+//! seconds); it copies the bulk while the writer goes on. Then the writer
+//! copies the few frames committed meanwhile itself, so its next
+//! transaction restarts the WAL from the beginning: the file is reused
+//! rather than grown, which keeps each commit's writes and fsync cheap
+//! (see `Writer::wal_maintenance`). Readers never block either.
 //!
 //! Checkpoints (see [`super::checkpoint`]): after every `checkpoint_every`
 //! recorded events (inside the same transaction as the event that reaches
@@ -36,7 +40,7 @@
 //! (daily), the writer deletes events that are older than the retention AND
 //! acknowledged by every forwarder (`forward_cursors`; no row = nothing held
 //! back), but only up to a checkpoint whose event is kept, so the remaining
-//! chain starts right after a signed head (see [`Writer::prune_step`]).
+//! chain starts right after a signed head (see `Writer::prune_step`).
 //! The deletion and a *prune* event recording it are one transaction.
 //!
 //! Schema (version [`SCHEMA_VERSION`]):
@@ -57,8 +61,7 @@
 //! `forward_cursors` and a partial `decision` index (only decisions other
 //! than `allowed` are indexed: the common case costs no index update, and
 //! `tail --decision allowed` finds its rows by scanning from the end).
-//! Newer or unknown versions are refused. New stores use
-//! [`NEW_STORE_PAGE_SIZE`]-byte pages (fewer, larger writes per commit).
+//! Newer or unknown versions are refused.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -94,8 +97,6 @@ pub const DEFAULT_BATCH_MAX: usize = 256;
 pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
 /// Default [`WriterOptions::checkpoint_interval`].
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
-/// Page size of stores created by this build (existing stores keep theirs).
-pub const NEW_STORE_PAGE_SIZE: u32 = 4096;
 /// Most events one prune step deletes (when a checkpoint allows a cut that
 /// small), so a large backlog is pruned in steps between event batches.
 pub const PRUNE_STEP_MAX: u64 = 20_000;
@@ -105,10 +106,16 @@ pub(crate) const META_CHAIN_ID: &str = "chain_id";
 
 /// Rows hashed per step of the v1 → v2 migration.
 const MIGRATION_CHUNK: usize = 1024;
-/// Event bytes committed between two requests to the WAL checkpointer.
-const WAL_CHECKPOINT_BYTES: usize = 8 << 20;
+/// Event bytes committed between two requests to the WAL checkpointer
+/// (the WAL then holds about twice that: whole pages, index pages). Small
+/// enough that the WAL file is soon reused from its start instead of
+/// growing, which makes each commit's fsync cheaper.
+const WAL_CHECKPOINT_BYTES: usize = 2 << 20;
 /// The WAL checkpointer also runs this long after its last run.
 const WAL_CHECKPOINT_PERIOD: Duration = Duration::from_secs(5);
+/// Pause between the steps of a prune that was capped at
+/// [`PRUNE_STEP_MAX`].
+const PRUNE_STEP_PAUSE: Duration = Duration::from_secs(1);
 /// Page cache of the writer connection, in KiB.
 const WRITER_CACHE_KIB: i64 = 32 * 1024;
 /// Longest the writer sleeps between checks for due checkpoints/prunes.
@@ -546,11 +553,7 @@ fn spawn_inner(
     })?;
     // WAL checkpoints run on their own thread; without it, SQLite's
     // automatic checkpoints in the writer stay on.
-    let checkpointer = match if std::env::var("XP_NOCK").is_ok() {
-        Err(AuditError::Closed)
-    } else {
-        WalCheckpointer::spawn(path, opts.sync)
-    } {
+    let checkpointer = match WalCheckpointer::spawn(path, opts.sync) {
         Ok(c) => {
             conn.pragma_update(None, "wal_autocheckpoint", 0)
                 .map_err(|source| AuditError::Open {
@@ -802,16 +805,14 @@ fn open_store(
             path: path.to_owned(),
             source,
         })?;
-    let mut empty_file = false;
-    if let Ok(meta) = file.metadata() {
-        empty_file = meta.len() == 0;
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                audit.path = %path.display(),
-                audit.mode = format_args!("{:o}", meta.permissions().mode() & 0o7777),
-                "audit store is accessible to group/others"
-            );
-        }
+    if let Ok(meta) = file.metadata()
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            audit.path = %path.display(),
+            audit.mode = format_args!("{:o}", meta.permissions().mode() & 0o7777),
+            "audit store is accessible to group/others"
+        );
     }
     drop(file);
 
@@ -825,12 +826,6 @@ fn open_store(
     let mut conn = Connection::open(path).map_err(open_err("open"))?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(open_err("set busy_timeout"))?;
-    if empty_file {
-        // Only takes effect before the first write (WAL mode writes the
-        // header).
-        conn.pragma_update(None, "page_size", NEW_STORE_PAGE_SIZE)
-            .map_err(open_err("set page_size"))?;
-    }
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .map_err(open_err("set journal_mode"))?;
@@ -1123,8 +1118,8 @@ struct Writer {
     /// `None`: never prune.
     retention: Option<Retention>,
     next_prune_at: Instant,
-    /// The last scheduled prune step was capped: continue after the next
-    /// batch.
+    /// The last scheduled prune step was capped: the next one follows
+    /// after [`PRUNE_STEP_PAUSE`].
     prune_more: bool,
     checkpointer: Option<WalCheckpointer>,
     /// Event bytes committed since the WAL was last fully checkpointed.
@@ -1237,7 +1232,7 @@ impl Writer {
         let Some(retention) = self.retention else {
             return;
         };
-        if !self.prune_more && Instant::now() < self.next_prune_at {
+        if Instant::now() < self.next_prune_at {
             return;
         }
         match self.prune_step(now_ms()) {
@@ -1257,9 +1252,14 @@ impl Writer {
                 tracing::warn!(audit.error = %e, "audit retention prune failed; retrying later");
             }
         }
-        if !self.prune_more {
-            self.next_prune_at = Instant::now() + retention.every;
-        }
+        // A capped step continues a second later, so a large backlog is
+        // worked off without holding up event batches for long.
+        self.next_prune_at = Instant::now()
+            + if self.prune_more {
+                PRUNE_STEP_PAUSE
+            } else {
+                retention.every
+            };
     }
 
     fn close(&mut self) {

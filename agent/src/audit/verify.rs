@@ -645,46 +645,77 @@ impl Verifier {
             // Every way out of the loop must drop `job_tx`, or the workers
             // wait forever and the scope never ends.
             let mut feed_and_apply = || -> rusqlite::Result<bool> {
-                let mut chunk = RowChunk::with_capacity(CHUNK_ROWS);
-                // Chunks the workers handed back, for reuse.
+                // Chunks handed back, for reuse.
                 let mut spare: Vec<RowChunk> = Vec::new();
                 let mut chunk_prev = w.prev.clone();
                 let (mut sent, mut applied) = (0usize, 0usize);
                 let mut done: std::collections::BTreeMap<usize, (RowChunk, Vec<Verdict>)> =
                     Default::default();
                 let mut reading = true;
+                // The next chunk of rows and the stored hash before it.
+                let mut next_chunk =
+                    |spare: &mut Vec<RowChunk>,
+                     reading: &mut bool|
+                     -> rusqlite::Result<Option<(Vec<u8>, RowChunk)>> {
+                        let mut chunk = spare
+                            .pop()
+                            .unwrap_or_else(|| RowChunk::with_capacity(CHUNK_ROWS));
+                        while chunk.len() < CHUNK_ROWS {
+                            match rows.next()? {
+                                Some(row) => chunk.push(row)?,
+                                None => {
+                                    *reading = false;
+                                    break;
+                                }
+                            }
+                        }
+                        let Some(last) = chunk.rows.last().map(|r| chunk.get(r.hash).to_vec())
+                        else {
+                            spare.push(chunk);
+                            return Ok(None);
+                        };
+                        Ok(Some((std::mem::replace(&mut chunk_prev, last), chunk)))
+                    };
                 loop {
                     // Keep the workers fed.
                     while reading && sent - applied < in_flight {
-                        match rows.next()? {
-                            Some(row) => chunk.push(row)?,
-                            None => reading = false,
+                        let Some((prev, chunk)) = next_chunk(&mut spare, &mut reading)? else {
+                            break;
+                        };
+                        if job_tx.send((sent, prev, chunk)).is_err() {
+                            break;
                         }
-                        if chunk.len() == CHUNK_ROWS || (!reading && chunk.len() > 0) {
-                            let last = chunk
-                                .rows
-                                .last()
-                                .map(|r| chunk.get(r.hash).to_vec())
-                                .unwrap_or_default();
-                            let next = spare
-                                .pop()
-                                .unwrap_or_else(|| RowChunk::with_capacity(CHUNK_ROWS));
-                            let full = std::mem::replace(&mut chunk, next);
-                            let job = (sent, std::mem::replace(&mut chunk_prev, last), full);
-                            if job_tx.send(job).is_err() {
-                                break;
-                            }
-                            sent += 1;
-                        }
+                        sent += 1;
                     }
                     if applied == sent {
                         break Ok(true);
                     }
-                    let Ok((id, rows_done, verdicts)) = res_rx.recv() else {
-                        // Workers are gone (a panic): nothing more to learn.
-                        break Ok(true);
+                    // A finished chunk; while there is none, check the next
+                    // chunk on this thread rather than wait.
+                    let finished = match res_rx.try_recv() {
+                        Ok(d) => Some(d),
+                        Err(std::sync::mpsc::TryRecvError::Empty)
+                            if reading && sent - applied < in_flight * 4 =>
+                        {
+                            match next_chunk(&mut spare, &mut reading)? {
+                                Some((prev, chunk)) => {
+                                    let verdicts = check_rows(&ctx, prev, &chunk);
+                                    sent += 1;
+                                    Some((sent - 1, chunk, verdicts))
+                                }
+                                None => None,
+                            }
+                        }
+                        Err(std::sync::mpsc::TryRecvError::Empty) => match res_rx.recv() {
+                            Ok(d) => Some(d),
+                            // Workers are gone (a panic): nothing more to learn.
+                            Err(_) => break Ok(true),
+                        },
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => break Ok(true),
                     };
-                    done.insert(id, (rows_done, verdicts));
+                    if let Some((id, rows_done, verdicts)) = finished {
+                        done.insert(id, (rows_done, verdicts));
+                    }
                     let mut stopped = false;
                     while let Some((mut rows_done, verdicts)) = done.remove(&applied) {
                         applied += 1;
@@ -1741,6 +1772,48 @@ mod tests {
         let forged = Checkpoint::from_json(&v.to_string()).unwrap();
         let err = verify(&path, Some(&forged)).unwrap_err();
         assert!(err.to_string().contains("signature"), "{err}");
+    }
+
+    /// Many chunks of rows (the walk checks them on several threads and
+    /// applies the results in order): damage far into the store is found
+    /// exactly where it is, and nothing after it is reported instead.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn damage_deep_in_a_large_store_is_found_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        build_store(&path, 100, 3000).await;
+        let report = verify(&path, None).unwrap();
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.events, 3030);
+        assert_eq!(report.signed_through, 3029);
+        let copy = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::copy(&path, &p).unwrap();
+            p
+        };
+        // Two damages: the earlier one is reported.
+        let p = copy("a.db");
+        let c = raw(&p);
+        edit_data(&c, 2500, "\"acct-", "\"evil-");
+        c.execute("UPDATE events SET account = 'x' WHERE seq = 2900", [])
+            .unwrap();
+        assert_problem(&p, 2500, Damage::Modified);
+        let p = copy("b.db");
+        raw(&p)
+            .execute("DELETE FROM events WHERE seq = 1700", [])
+            .unwrap();
+        assert_problem(&p, 1700, Damage::Deleted);
+        let p = copy("c.db");
+        raw(&p)
+            .execute("UPDATE events SET session = 'x' WHERE seq = 1101", [])
+            .unwrap();
+        let got = assert_problem(&p, 1101, Damage::Modified);
+        assert!(got.detail.contains("column session"), "{}", got.detail);
+        // A checkpoint event in the last chunk (checkpoints are every
+        // 101st event).
+        let p = copy("d.db");
+        edit_data(&raw(&p), 2929, "\"size\":2928", "\"size\":2927");
+        assert_problem(&p, 2929, Damage::Modified);
     }
 
     #[tokio::test]
