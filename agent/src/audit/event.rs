@@ -201,3 +201,133 @@ pub struct PruneRecord {
     /// Hex head hash of the kept checkpoint of `through_seq`.
     pub checkpoint_head_hash: String,
 }
+
+/// Which half of a statement's life a [`StatementEvent`] records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatementPhase {
+    /// The decision, committed BEFORE an allowed statement is forwarded
+    /// (audit before effect). Refused statements only have this phase.
+    Request,
+    /// What came back: rows, masking, duration, error. Recorded after the
+    /// upstream answered; not awaited by the data path.
+    Result,
+}
+
+impl StatementPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatementPhase::Request => "request",
+            StatementPhase::Result => "result",
+        }
+    }
+}
+
+/// What the policy decided for one statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatementDecision {
+    /// Forwarded to the upstream.
+    Allowed,
+    /// A `block` rule matched.
+    Blocked,
+    /// No rule allowed it (the policy's default).
+    Denied,
+    /// An `approve` rule matched and approvals are not available (or the
+    /// approval was refused or timed out).
+    ApprovalRequired,
+    /// Refused before any rule: the statement could not be parsed or
+    /// classified, or a protocol rule was broken (fail closed).
+    Rejected,
+}
+
+impl StatementDecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatementDecision::Allowed => "allowed",
+            StatementDecision::Blocked => "blocked",
+            StatementDecision::Denied => "denied",
+            StatementDecision::ApprovalRequired => "approval_required",
+            StatementDecision::Rejected => "rejected",
+        }
+    }
+}
+
+/// The masked result summary kept with a statement's `result` event (for
+/// `warden audit replay`): column names and the first rows, masked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultSummary {
+    pub columns: Vec<String>,
+    /// The first few rows, values already masked (`None` = SQL NULL or a
+    /// binary value that is not text).
+    pub sample: Vec<Vec<Option<String>>>,
+}
+
+/// One database statement (OCSF Datastore Activity 6005): who ran what on
+/// which target, what Warden decided and why, and (in the `result` phase)
+/// what came back. Statement text and every value in it are masked by the
+/// masking detectors before they get here: nothing unmasked is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatementEvent {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    pub phase: StatementPhase,
+    pub decision: StatementDecision,
+    /// The connection this statement ran on (ties to its connection events).
+    pub session: SessionId,
+    /// 1-based position of the statement within its session; the request and
+    /// the result of one statement share it.
+    pub statement_seq: u64,
+    pub account: String,
+    pub target: String,
+    /// `postgres` (later `mysql`).
+    pub protocol: String,
+    /// Upstream database the statement ran in.
+    pub database: String,
+    /// Upstream role Warden authenticated as.
+    pub upstream_user: String,
+    /// The caller, as recorded for the connection.
+    pub process: ProcessInfo,
+    #[serde(default)]
+    pub identity: Option<TokenIdentity>,
+    /// How it was sent: `simple` (Query), `extended` (Parse/Bind/Execute),
+    /// `function_call`, `prepared` (SQL EXECUTE of a PREPAREd statement).
+    pub via: String,
+    /// Statement text with literals and sensitive values masked.
+    pub statement: String,
+    /// Most severe statement class: read, write, ddl, privileged, unknown.
+    pub class: String,
+    /// Normalised `schema.table` names it touches.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Normalised function names it calls.
+    #[serde(default)]
+    pub functions: Vec<String>,
+    /// Policy that decided.
+    pub policy: Option<String>,
+    /// The rule that decided (`rules[2]` or its name); `None` = default.
+    pub rule: Option<String>,
+    /// Why, in words (for refusals: what the client was told).
+    pub reason: Option<String>,
+    /// Result phase: rows returned or affected.
+    #[serde(default)]
+    pub rows: Option<u64>,
+    /// Result phase: values masked in what was returned.
+    #[serde(default)]
+    pub values_masked: Option<u64>,
+    /// Result phase: time from forwarding to completion, microseconds.
+    #[serde(default)]
+    pub duration_us: Option<u64>,
+    /// Result phase: the command tag (`SELECT 3`, `UPDATE 1`).
+    #[serde(default)]
+    pub command_tag: Option<String>,
+    /// SQLSTATE of the error the client received (ours or the upstream's).
+    #[serde(default)]
+    pub sqlstate: Option<String>,
+    /// Upstream error message, masked.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Result phase: columns and first rows, masked.
+    #[serde(default)]
+    pub result: Option<ResultSummary>,
+}
