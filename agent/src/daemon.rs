@@ -38,6 +38,8 @@ pub enum DaemonError {
     Control(#[from] control::ControlError),
     #[error("identity source: {0}")]
     Identity(#[from] crate::identity::token::TokenError),
+    #[error("PostgreSQL targets: {0}")]
+    Postgres(#[from] crate::proxy::postgres::PgSetupError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -75,6 +77,8 @@ pub struct Shared {
     pub exe_hashes: crate::identity::facts::ExeHashCache,
     pub identities: crate::identity::sources::IdentitySources,
     pub metrics: Metrics,
+    /// PostgreSQL targets: grants, compiled policies and masking, TLS.
+    pub pg: crate::proxy::postgres::PgRuntime,
     pub started_ms: i64,
     pub detach_on_exit: AtomicBool,
     shutdown: watch::Sender<bool>,
@@ -255,6 +259,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         })
         .await?;
     let identities = crate::identity::sources::IdentitySources::from_config(&config, &host_name())?;
+    let pg = crate::proxy::postgres::PgRuntime::build(&config)?;
     let mut enrollments =
         Enrollments::load(&config, config.agent.state_dir.join("enrollments.json"))?;
     enrollments.resolve(&mount);
@@ -306,6 +311,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         exe_hashes: Default::default(),
         identities,
         metrics: Metrics::default(),
+        pg,
         started_ms: now_ms(),
         detach_on_exit: AtomicBool::new(detach_on_exit),
         shutdown: shutdown_tx,

@@ -15,13 +15,18 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::Diagnostic;
 use super::error::{Diags, LineIndex, index, join};
-use super::model::{Account, AgentSection, AuditSection, Target};
+use super::model::{Account, AgentSection, AuditSection, Grant, Target};
+use crate::masking::model::MaskingConfig;
+use crate::policy::model::PolicyConfig;
 
 /// Keys every `[[target]]` must have.
 const TARGET_REQUIRED: &[&str] = &["name", "protocol", "address"];
 /// Keys every `[[account]]` must have.
 const ACCOUNT_REQUIRED: &[&str] = &["name"];
-const TOP_LEVEL: &str = "[agent], [audit], [[target]] or [[account]]";
+/// Keys every `[[grant]]` must have.
+const GRANT_REQUIRED: &[&str] = &["account", "target"];
+const TOP_LEVEL: &str =
+    "[agent], [audit], [[target]], [[account]], [[grant]], [policy.NAME] or [masking.NAME]";
 
 /// The sections as far as they could be deserialised. Problems are in `Diags`.
 pub(crate) struct Decoded {
@@ -36,6 +41,13 @@ pub(crate) struct Decoded {
     pub target_names: Vec<Option<String>>,
     /// One entry per `[[account]]`, in file order.
     pub accounts: Vec<Option<Account>>,
+    /// One entry per `[[grant]]`, in file order.
+    pub grants: Vec<Option<Grant>>,
+    /// `[policy.NAME]` tables in file order; `None` where one did not
+    /// deserialise (its name still counts as defined).
+    pub policies: Vec<(String, Option<PolicyConfig>)>,
+    /// `[masking.NAME]` tables in file order.
+    pub maskings: Vec<(String, Option<MaskingConfig>)>,
 }
 
 /// Parses TOML syntax. On syntax errors returns all of them (and nothing else:
@@ -93,6 +105,9 @@ pub(crate) fn decode(root: DeTable<'_>, diags: &mut Diags<'_>) -> Decoded {
         targets: Vec::new(),
         target_names: Vec::new(),
         accounts: Vec::new(),
+        grants: Vec::new(),
+        policies: Vec::new(),
+        maskings: Vec::new(),
     };
     for (key, value) in root {
         match key.get_ref().as_ref() {
@@ -127,6 +142,15 @@ pub(crate) fn decode(root: DeTable<'_>, diags: &mut Diags<'_>) -> Decoded {
                         .push(decode_table(&path, element, ACCOUNT_REQUIRED, diags));
                 }
             }
+            "grant" => {
+                for (i, element) in array_of_tables("grant", value, diags) {
+                    let path = index("grant", i);
+                    out.grants
+                        .push(decode_table(&path, element, GRANT_REQUIRED, diags));
+                }
+            }
+            "policy" => out.policies = named_tables("policy", value, diags),
+            "masking" => out.maskings = named_tables("masking", value, diags),
             other => {
                 let msg = format!("unknown top-level key `{other}` (expected {TOP_LEVEL})");
                 diags.at_span(&join("", other), key.span(), msg);
@@ -134,6 +158,40 @@ pub(crate) fn decode(root: DeTable<'_>, diags: &mut Diags<'_>) -> Decoded {
         }
     }
     out
+}
+
+/// The tables of `[name.NAME]`, each deserialised on its own, in file order.
+fn named_tables<T: DeserializeOwned>(
+    name: &str,
+    value: Spanned<DeValue<'_>>,
+    diags: &mut Diags<'_>,
+) -> Vec<(String, Option<T>)> {
+    let span = value.span();
+    match value.into_inner() {
+        DeValue::Table(t) => {
+            let mut items: Vec<_> = t.into_iter().collect();
+            items.sort_by_key(|(k, _)| k.span().start);
+            items
+                .into_iter()
+                .map(|(k, v)| {
+                    let key = k.get_ref().to_string();
+                    let decoded = decode_table(&join(name, &key), v, &[], diags);
+                    (key, decoded)
+                })
+                .collect()
+        }
+        other => {
+            diags.at_span(
+                name,
+                span,
+                format!(
+                    "expected [{name}.NAME] tables, found a {}",
+                    other.type_str()
+                ),
+            );
+            Vec::new()
+        }
+    }
 }
 
 /// The elements of `[[name]]`, numbered. Anything else is reported.

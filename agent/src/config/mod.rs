@@ -72,6 +72,17 @@ impl Config {
             audit: decoded.audit,
             targets: decoded.targets.into_iter().flatten().collect(),
             accounts: decoded.accounts.into_iter().flatten().collect(),
+            grants: decoded.grants.into_iter().flatten().collect(),
+            policies: decoded
+                .policies
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect(),
+            maskings: decoded
+                .maskings
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect(),
             source: path.to_owned(),
             sha256: hex::encode(Sha256::digest(src.as_bytes())),
         })
@@ -100,6 +111,22 @@ impl Config {
     /// The `[[target]]` named `name`.
     pub fn target(&self, name: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.name == name)
+    }
+
+    /// The `[[grant]]` of `account` on `target`, if any.
+    pub fn grant(&self, account: &str, target: &str) -> Option<&Grant> {
+        self.grants
+            .iter()
+            .find(|g| g.account == account && g.target == target)
+    }
+
+    /// May `account` reach `target`: listed in the account's `targets` (plain
+    /// TCP targets) or granted by a `[[grant]]`.
+    pub fn is_granted(&self, account: &str, target: &str) -> bool {
+        self.grant(account, target).is_some()
+            || self
+                .account(account)
+                .is_some_and(|a| a.targets.iter().any(|t| t == target))
     }
 
     /// The `[[account]]` named `name`.

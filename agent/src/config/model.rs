@@ -16,6 +16,13 @@ pub struct Config {
     pub audit: AuditSection,
     pub targets: Vec<Target>,
     pub accounts: Vec<Account>,
+    /// `[[grant]]`s: what an account may do on a target (required for
+    /// protocol targets, which need upstream credentials and a policy).
+    pub grants: Vec<Grant>,
+    /// `[policy.NAME]` tables, by name.
+    pub policies: std::collections::BTreeMap<String, crate::policy::model::PolicyConfig>,
+    /// `[masking.NAME]` tables, by name.
+    pub maskings: std::collections::BTreeMap<String, crate::masking::model::MaskingConfig>,
     /// File the configuration was read from (for messages and audit).
     pub source: PathBuf,
     /// Hex SHA-256 of the file's exact bytes.
@@ -102,6 +109,97 @@ pub struct Target {
     /// Overrides `agent.fail_mode` for this target.
     #[serde(default)]
     pub fail_mode: Option<FailMode>,
+    /// Protocol targets: TLS from Warden to the upstream,
+    /// `{ mode = "disable" | "require" | "verify-full", ca_file, server_name }`.
+    /// Default: `disable` (say so explicitly for anything off-host).
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+    /// Protocol targets: TLS between the workload and Warden, terminated with
+    /// this certificate (PEM chain and key). Without it, a PostgreSQL
+    /// SSLRequest is answered `N` (loopback only, the bytes never leave the
+    /// host).
+    #[serde(default)]
+    pub client_tls: Option<ClientTls>,
+    /// Protocol targets: largest single protocol message accepted from
+    /// either side, in bytes; larger ones end the session with an error.
+    #[serde(default = "defaults::max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+/// `tls = { mode = "verify-full", ca_file = "/etc/warden/pg-ca.pem" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    pub mode: TlsMode,
+    /// CA bundle (PEM) to verify the upstream against; default: the system
+    /// roots. Only with `verify-full`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Name the certificate must carry (and SNI); default: the target's IP
+    /// address.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Plain TCP to the upstream.
+    Disable,
+    /// TLS, certificate not verified (encryption only; active attackers win).
+    Require,
+    /// TLS, certificate chain and name verified.
+    VerifyFull,
+}
+
+impl TlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Disable => "disable",
+            TlsMode::Require => "require",
+            TlsMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// `client_tls = { cert_file = "...", key_file = "..." }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    /// PEM certificate chain presented to workloads.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1), readable only by the agent.
+    pub key_file: PathBuf,
+}
+
+/// `[[grant]]`: one account on one target, with the upstream identity Warden
+/// uses for it and the rules it is held to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub account: String,
+    pub target: String,
+    /// Upstream database the account works in; a client may ask for this
+    /// one (or none, meaning this one) and no other.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Role Warden authenticates as upstream.
+    #[serde(default)]
+    pub upstream_user: Option<String>,
+    /// File holding that role's password (first line), readable only by the
+    /// agent; never sent by, or shown to, the workload.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Name of the `[policy.NAME]` the account's statements are held to.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// Name of the `[masking.NAME]` applied to what comes back.
+    #[serde(default)]
+    pub masking: Option<String>,
+    /// The grant is read-only: the upstream session is started with
+    /// `default_transaction_read_only = on` and a client may not turn it off.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -433,6 +531,9 @@ pub mod defaults {
     }
     pub fn mint_ttl_secs() -> u64 {
         300
+    }
+    pub fn max_message_bytes() -> usize {
+        16 * 1024 * 1024
     }
     pub fn max_connections() -> usize {
         10_000

@@ -7,10 +7,12 @@ use std::path::Path;
 
 use super::error::{Diags, index, join};
 use super::load::Decoded;
-use super::model::{IdentityConfig, IdentityKind, Listen6, Protocol, Target};
+use super::model::{IdentityConfig, IdentityKind, Listen6, Protocol, Target, TlsMode};
 
 /// Protocols this build can relay.
-const SUPPORTED_PROTOCOLS: &[Protocol] = &[Protocol::Tcp];
+const SUPPORTED_PROTOCOLS: &[Protocol] = &[Protocol::Tcp, Protocol::Postgres];
+const MIN_MESSAGE_BYTES: usize = 1024;
+const MAX_MESSAGE_BYTES: usize = 1 << 30;
 const MAX_CONNECT_TIMEOUT_MS: u64 = 600_000;
 const MIN_RELAY_BUFFER: usize = 4096;
 const MAX_RELAY_BUFFER: usize = 16 * 1024 * 1024;
@@ -22,6 +24,8 @@ pub(crate) fn validate(d: &Decoded, diags: &mut Diags<'_>) {
     check_audit(d, diags);
     check_targets(d, diags);
     check_accounts(d, diags);
+    check_grants(d, diags);
+    check_policies(d, diags);
 }
 
 /// True for an IPv6 address that is not an IPv4-mapped one (`::ffff:a.b.c.d`
@@ -186,6 +190,8 @@ fn check_targets(d: &Decoded, diags: &mut Diags<'_>) {
                 ),
             );
         }
+
+        check_protocol_options(&at, t, diags);
 
         let addr = canonical(t.address);
         if t.address.port() == 0 {
@@ -390,13 +396,233 @@ fn check_accounts(d: &Decoded, diags: &mut Diags<'_>) {
         }
 
         for (j, t) in a.targets.iter().enumerate() {
+            let key = index(&join(&at, "targets"), j);
             if !target_names.contains(t.as_str()) {
                 diags.at(
-                    &index(&join(&at, "targets"), j),
+                    &key,
                     format!("unknown target {t:?} (no [[target]] has name = {t:?})"),
+                );
+            } else if let Some(p) = protocol_of(d, t)
+                && p != Protocol::Tcp
+            {
+                diags.at(
+                    &key,
+                    format!(
+                        "{t:?} is a {} target: it needs a [[grant]] (upstream_user, \
+                         password_file, policy), not an entry in targets",
+                        p.as_str()
+                    ),
                 );
             }
         }
+    }
+}
+
+/// The protocol of the target named `name`, when it deserialised.
+fn protocol_of(d: &Decoded, name: &str) -> Option<Protocol> {
+    d.targets
+        .iter()
+        .flatten()
+        .find(|t| t.name == name)
+        .map(|t| t.protocol)
+}
+
+/// Options that only protocol targets have, and their values.
+fn check_protocol_options(at: &str, t: &Target, diags: &mut Diags<'_>) {
+    let plain = t.protocol == Protocol::Tcp;
+    if let Some(tls) = &t.tls {
+        let key = join(at, "tls");
+        if plain {
+            diags.at(
+                &key,
+                "tcp targets are relayed byte for byte: TLS to the upstream is the \
+                 workload's own (remove tls)",
+            );
+        }
+        if let Some(ca) = &tls.ca_file {
+            check_absolute(&join(&key, "ca_file"), ca, diags);
+            if tls.mode != TlsMode::VerifyFull {
+                diags.at(
+                    &join(&key, "ca_file"),
+                    format!(
+                        "ca_file is only used with mode = \"verify-full\" (mode is {:?})",
+                        tls.mode.as_str()
+                    ),
+                );
+            }
+        }
+        if let Some(name) = &tls.server_name
+            && (name.is_empty() || rustls_pki_types::ServerName::try_from(name.as_str()).is_err())
+        {
+            diags.at(
+                &join(&key, "server_name"),
+                format!("{name:?} is not a valid DNS name or IP address"),
+            );
+        }
+    }
+    if let Some(c) = &t.client_tls {
+        let key = join(at, "client_tls");
+        if plain {
+            diags.at(&key, "tcp targets cannot terminate TLS (remove client_tls)");
+        }
+        check_absolute(&join(&key, "cert_file"), &c.cert_file, diags);
+        check_absolute(&join(&key, "key_file"), &c.key_file, diags);
+    }
+    if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&t.max_message_bytes) {
+        diags.at(
+            &join(at, "max_message_bytes"),
+            format!(
+                "must be between {MIN_MESSAGE_BYTES} and {MAX_MESSAGE_BYTES}, got {}",
+                t.max_message_bytes
+            ),
+        );
+    }
+}
+
+fn check_grants(d: &Decoded, diags: &mut Diags<'_>) {
+    let accounts: HashSet<&str> = d.accounts.iter().flatten().map(|a| a.name.as_str()).collect();
+    let target_names: HashSet<&str> = d
+        .target_names
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let policies: HashSet<&str> = d.policies.iter().map(|(k, _)| k.as_str()).collect();
+    let maskings: HashSet<&str> = d.maskings.iter().map(|(k, _)| k.as_str()).collect();
+    let mut pairs: HashMap<(&str, &str), String> = HashMap::new();
+    for (i, g) in d.grants.iter().enumerate() {
+        let Some(g) = g else { continue };
+        let at = index("grant", i);
+        if !accounts.contains(g.account.as_str()) {
+            diags.at(
+                &join(&at, "account"),
+                format!("unknown account {:?} (no [[account]] has that name)", g.account),
+            );
+        }
+        if !target_names.contains(g.target.as_str()) {
+            diags.at(
+                &join(&at, "target"),
+                format!("unknown target {:?} (no [[target]] has that name)", g.target),
+            );
+        }
+        if let Some(first) = pairs.get(&(g.account.as_str(), g.target.as_str())) {
+            let line = diags.line_of(first);
+            diags.at(
+                &at,
+                format!(
+                    "a second grant of {:?} on {:?} (the first is at line {line})",
+                    g.account, g.target
+                ),
+            );
+        } else {
+            pairs.insert((&g.account, &g.target), at.clone());
+        }
+        let Some(protocol) = protocol_of(d, &g.target) else {
+            continue;
+        };
+        if protocol == Protocol::Tcp {
+            for (key, set) in [
+                ("database", g.database.is_some()),
+                ("upstream_user", g.upstream_user.is_some()),
+                ("password_file", g.password_file.is_some()),
+                ("policy", g.policy.is_some()),
+                ("masking", g.masking.is_some()),
+                ("read_only", g.read_only),
+            ] {
+                if set {
+                    diags.at(
+                        &join(&at, key),
+                        format!(
+                            "{:?} is a tcp target: Warden does not speak its protocol, \
+                             so `{key}` cannot apply",
+                            g.target
+                        ),
+                    );
+                }
+            }
+            continue;
+        }
+        for (key, missing) in [
+            ("database", g.database.is_none()),
+            ("upstream_user", g.upstream_user.is_none()),
+            ("password_file", g.password_file.is_none()),
+            ("policy", g.policy.is_none()),
+        ] {
+            if missing {
+                diags.at(
+                    &at,
+                    format!(
+                        "missing `{key}`: a grant on the {} target {:?} needs database, \
+                         upstream_user, password_file and policy",
+                        protocol.as_str(),
+                        g.target
+                    ),
+                );
+            }
+        }
+        for (key, v) in [("database", &g.database), ("upstream_user", &g.upstream_user)] {
+            if let Some(v) = v
+                && (v.is_empty() || v.contains('\0'))
+            {
+                diags.at(&join(&at, key), "must be a non-empty name without NUL");
+            }
+        }
+        if let Some(p) = &g.password_file {
+            check_absolute(&join(&at, "password_file"), p, diags);
+        }
+        if let Some(p) = &g.policy
+            && !policies.contains(p.as_str())
+        {
+            diags.at(
+                &join(&at, "policy"),
+                format!("unknown policy {p:?} (no [policy.{p}] table)"),
+            );
+        }
+        if let Some(m) = &g.masking
+            && !maskings.contains(m.as_str())
+        {
+            diags.at(
+                &join(&at, "masking"),
+                format!("unknown masking {m:?} (no [masking.{m}] table)"),
+            );
+        }
+    }
+}
+
+/// Each `[policy.NAME]` and `[masking.NAME]` compiles; every problem of
+/// each is reported at its key.
+fn check_policies(d: &Decoded, diags: &mut Diags<'_>) {
+    for (name, cfg) in &d.policies {
+        let Some(cfg) = cfg else { continue };
+        if let Err(problems) = crate::policy::Policy::compile(name, cfg) {
+            let at = join("policy", name);
+            for p in problems {
+                diags.at(&sub_key(&at, &p.key), p.message);
+            }
+        }
+    }
+    for (name, cfg) in &d.maskings {
+        let Some(cfg) = cfg else { continue };
+        let at = join("masking", name);
+        if let Some(f) = &cfg.hmac_key_file {
+            check_absolute(&join(&at, "hmac_key_file"), f, diags);
+        }
+        // The key itself is read at start; a stand-in lets the rest be checked.
+        let key = cfg.hmac_key_file.as_ref().map(|_| vec![0u8; 32]);
+        if let Err(problems) = crate::masking::Masker::compile(cfg, key) {
+            for p in problems {
+                diags.at(&sub_key(&at, &p.key), p.message);
+            }
+        }
+    }
+}
+
+/// `parent.key` for a key path relative to `parent` (`rules[2].tables[0]`).
+fn sub_key(parent: &str, key: &str) -> String {
+    if key.is_empty() {
+        parent.to_owned()
+    } else {
+        format!("{parent}.{key}")
     }
 }
 

@@ -3,6 +3,7 @@
 //! the relay. Protocol handlers (PostgreSQL, MySQL, HTTP) plug in where the
 //! `tcp` relay is chosen today.
 
+pub mod postgres;
 pub mod relay;
 pub mod upstream;
 
@@ -254,10 +255,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         .await;
     };
     p.account = Some(account.clone());
-    let granted = shared
-        .config
-        .account(&account)
-        .is_some_and(|a| a.targets.iter().any(|t| t == &target.name));
+    let granted = shared.config.is_granted(&account, &target.name);
     if !granted {
         return refuse(
             &shared,
@@ -302,6 +300,9 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
     {
         tracing::error!(error = %e, "audit store unavailable; refusing connection");
         return refuse(&shared, stream, &p, "audit_unavailable", e.to_string()).await;
+    }
+    if target.protocol == crate::config::Protocol::Postgres {
+        return serve_postgres(&shared, target, &p, account, meta.tgid, stream, started).await;
     }
     let upstream = match upstream::connect(
         target.address,
@@ -349,6 +350,58 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         ev.reason = Some("relay_error".into());
         ev.detail = Some(err);
     }
+    if let Err(e) = shared.audit.record(ev).await {
+        tracing::error!(error = %e, "could not audit a connection close");
+    }
+    shared.metrics.closed.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A connection to a PostgreSQL target: served by [`postgres::serve`]
+/// between the open event (already committed) and the close event.
+async fn serve_postgres(
+    shared: &Arc<Shared>,
+    target: &crate::config::Target,
+    p: &Pending,
+    account: String,
+    pid: u32,
+    stream: TcpStream,
+    started: Instant,
+) {
+    let client = p.client;
+    shared.conns_insert(
+        p.session,
+        OpenConn {
+            account: account.clone(),
+            target: target.name.clone(),
+            client: client.0,
+            orig_dst: p.orig_dst.map_or(client.0, |o| o.0),
+            pid,
+            since_ms: now_ms(),
+        },
+    );
+    info!(account = %account, target = %target.name, pid, "postgres session");
+    let caller = postgres::Caller {
+        session: p.session,
+        account,
+        process: p.process.clone(),
+        identity: p.identity.clone(),
+    };
+    let outcome = postgres::serve(
+        &shared.pg,
+        &shared.config,
+        &shared.audit,
+        target,
+        caller,
+        stream,
+    )
+    .await;
+    shared.conns_remove(p.session);
+    let mut ev = p.event(ConnActivity::Close, Decision::Allowed);
+    ev.bytes_up = outcome.bytes_up;
+    ev.bytes_down = outcome.bytes_down;
+    ev.duration_ms = started.elapsed().as_millis() as u64;
+    ev.reason = outcome.reason;
+    ev.detail = outcome.detail;
     if let Err(e) = shared.audit.record(ev).await {
         tracing::error!(error = %e, "could not audit a connection close");
     }

@@ -1,0 +1,340 @@
+//! Statement decisions for one session: parse (sqlparser, through
+//! `policy::sql`), check session settings, apply the grant's policy, and
+//! remember what later messages depend on (the tracked `search_path`, SQL
+//! `PREPARE`d statements for their `EXECUTE`s). Fail closed: anything that
+//! cannot be parsed, resolved or classified is refused.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::audit::event::StatementDecision;
+use crate::policy::sql::{Analysis, analyze};
+use crate::policy::{Action, SessionContext, Verdict};
+
+use super::SessionInfo;
+
+/// Most decisions cached per session (statement text → decision).
+const CACHE_MAX: usize = 512;
+
+/// The decision on one statement string, with what the audit trail and the
+/// client are told.
+#[derive(Debug)]
+pub struct Decided {
+    pub decision: StatementDecision,
+    /// Most severe class (`read`, `write`, …); `unknown` when not parsed.
+    pub class: String,
+    pub tables: Vec<String>,
+    pub functions: Vec<String>,
+    /// The rule that decided (`rules[2]` or its name).
+    pub rule: Option<String>,
+    /// Why (for refusals, what the client is told).
+    pub reason: Option<String>,
+    /// Statement text, masked for the audit trail.
+    pub statement: String,
+    /// The parse, kept for the session state it changes.
+    pub analysis: Option<Analysis>,
+}
+
+impl Decided {
+    pub fn allowed(&self) -> bool {
+        self.decision == StatementDecision::Allowed
+    }
+
+    /// An empty query string (nothing to decide).
+    pub fn is_empty(&self) -> bool {
+        self.allowed() && self.analysis.as_ref().is_some_and(|a| a.statements.is_empty())
+    }
+
+    /// The ErrorResponse message.
+    pub fn client_message(&self) -> String {
+        let why = self.reason.as_deref().unwrap_or("refused by policy");
+        match self.decision {
+            StatementDecision::ApprovalRequired => format!(
+                "statement requires approval ({why}); approvals are not available on this \
+                 agent, so it is refused"
+            ),
+            StatementDecision::Rejected => format!("statement refused: {why}"),
+            _ => format!("statement refused: {why}"),
+        }
+    }
+
+    /// The ErrorResponse detail: the rule.
+    pub fn detail(&self) -> Option<String> {
+        self.rule.as_ref().map(|r| format!("policy rule: {r}"))
+    }
+
+    pub fn hint(&self) -> Option<&'static str> {
+        match self.decision {
+            StatementDecision::Rejected => {
+                Some("Warden refuses what it cannot parse or classify (fail closed)")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Decides statements for one session.
+pub struct Decider {
+    info: Arc<SessionInfo>,
+    search_path: Vec<String>,
+    /// SQL-level prepared statements (PREPARE name AS …) and their decisions.
+    prepared: HashMap<String, Arc<Decided>>,
+    cache: HashMap<String, Arc<Decided>>,
+}
+
+impl Decider {
+    pub fn new(info: Arc<SessionInfo>) -> Self {
+        let search_path = info.initial_search_path();
+        Self {
+            info,
+            search_path,
+            prepared: HashMap::new(),
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The decision for `sql` as sent by the client.
+    pub fn decide(&mut self, sql: &str) -> Arc<Decided> {
+        if let Some(d) = self.cache.get(sql) {
+            return Arc::clone(d);
+        }
+        let d = Arc::new(self.decide_uncached(sql));
+        // Only decisions that depend on nothing but the text (and the search
+        // path, which empties the cache when it changes) are cached.
+        if self.cacheable(&d) {
+            if self.cache.len() >= CACHE_MAX {
+                self.cache.clear();
+            }
+            self.cache.insert(sql.to_owned(), Arc::clone(&d));
+        }
+        d
+    }
+
+    fn cacheable(&self, d: &Decided) -> bool {
+        d.analysis.as_ref().is_some_and(|a| {
+            a.statements.iter().all(|s| {
+                s.settings.is_empty()
+                    && s.prepare.is_none()
+                    && s.execute.is_none()
+                    && s.deallocate.is_none()
+            })
+        })
+    }
+
+    fn decide_uncached(&self, sql: &str) -> Decided {
+        let statement = self.info.mask_statement(sql);
+        let analysis = match analyze(sql) {
+            Ok(a) => a,
+            Err(e) => {
+                return self.rejected(statement, format!("it could not be parsed ({e})"));
+            }
+        };
+        self.decide_analysis(analysis, statement)
+    }
+
+    fn decide_analysis(&self, analysis: Analysis, statement: String) -> Decided {
+        // Session rules that no policy can waive.
+        for s in &analysis.statements {
+            for set in &s.settings {
+                if let Err(why) = crate::policy::settings::check_setting(&set.name, set.value.as_deref())
+                {
+                    return self.rejected(statement, why);
+                }
+                if set.name == "default_transaction_read_only"
+                    && self.info.read_only
+                    && !is_on(set.value.as_deref())
+                {
+                    return self.rejected(
+                        statement,
+                        "the grant is read-only: default_transaction_read_only stays on".into(),
+                    );
+                }
+            }
+            if let Some(name) = &s.execute {
+                match self.prepared.get(name) {
+                    None => {
+                        return self.rejected(
+                            statement,
+                            format!(
+                                "EXECUTE {name}: no statement of that name was prepared \
+                                 through Warden in this session"
+                            ),
+                        );
+                    }
+                    Some(d) if !d.allowed() => {
+                        return Decided {
+                            statement,
+                            analysis: Some(analysis),
+                            ..clone_decided(d)
+                        };
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        let ctx = self.context();
+        let verdict = self.info.policy.decide(&analysis, &ctx);
+        self.from_verdict(verdict, statement, analysis)
+    }
+
+    fn context(&self) -> SessionContext {
+        SessionContext {
+            search_path: self.search_path.clone(),
+            ..Default::default()
+        }
+    }
+
+    fn from_verdict(&self, v: Verdict, statement: String, analysis: Analysis) -> Decided {
+        let decision = match v.action {
+            Action::Allow => StatementDecision::Allowed,
+            Action::Block => StatementDecision::Blocked,
+            Action::Approve => StatementDecision::ApprovalRequired,
+            Action::Deny => StatementDecision::Denied,
+        };
+        Decided {
+            decision,
+            class: v.class.as_str().to_owned(),
+            tables: v.tables,
+            functions: v.functions,
+            rule: v.rule.map(|r| r.label),
+            reason: Some(v.reason),
+            statement,
+            analysis: Some(analysis),
+        }
+    }
+
+    fn rejected(&self, statement: String, why: String) -> Decided {
+        Decided {
+            decision: StatementDecision::Rejected,
+            class: "unknown".into(),
+            tables: Vec::new(),
+            functions: Vec::new(),
+            rule: None,
+            reason: Some(why),
+            statement,
+            analysis: None,
+        }
+    }
+
+    /// An Execute of a portal Warden has no decision for.
+    pub fn unknown_portal(&self, portal: &str) -> Arc<Decided> {
+        Arc::new(self.rejected(
+            format!("EXECUTE portal {portal:?}"),
+            format!("portal {portal:?} is not bound to a statement Warden has seen"),
+        ))
+    }
+
+    /// A FunctionCall message: decided as `SELECT schema.name()`.
+    pub fn function_call(&self, oid: u32, name: Option<&str>) -> Arc<Decided> {
+        let Some(name) = name else {
+            return Arc::new(self.rejected(
+                format!("FunctionCall oid {oid}"),
+                format!("function oid {oid} could not be resolved to a name"),
+            ));
+        };
+        let quoted: Vec<String> = name.split('.').map(quote_ident).collect();
+        let sql = format!("SELECT {}()", quoted.join("."));
+        let statement = format!("FunctionCall {name} (oid {oid})");
+        Arc::new(match analyze(&sql) {
+            Ok(a) => self.decide_analysis(a, statement),
+            Err(e) => self.rejected(statement, format!("it could not be analysed ({e})")),
+        })
+    }
+
+    /// Applies what an allowed statement changes in the session.
+    pub fn after_allowed(&mut self, d: &Decided) {
+        let Some(a) = &d.analysis else { return };
+        for s in &a.statements {
+            for set in &s.settings {
+                if set.name == "search_path" {
+                    self.search_path = match &set.value {
+                        Some(v) => parse_search_path(v, &self.info.upstream_user),
+                        None => self.info.initial_search_path(),
+                    };
+                    self.cache.clear();
+                } else if set.name == "all" && set.value.is_none() {
+                    // RESET ALL
+                    self.search_path = self.info.initial_search_path();
+                    self.cache.clear();
+                }
+            }
+            if let Some((name, inner)) = &s.prepare {
+                let inner_decided = self.decide_analysis((**inner).clone(), d.statement.clone());
+                self.prepared.insert(name.clone(), Arc::new(inner_decided));
+            }
+            match &s.deallocate {
+                Some(Some(name)) => {
+                    self.prepared.remove(name);
+                }
+                Some(None) => self.prepared.clear(),
+                None => {}
+            }
+        }
+    }
+}
+
+fn clone_decided(d: &Decided) -> Decided {
+    Decided {
+        decision: d.decision,
+        class: d.class.clone(),
+        tables: d.tables.clone(),
+        functions: d.functions.clone(),
+        rule: d.rule.clone(),
+        reason: d.reason.clone(),
+        statement: d.statement.clone(),
+        analysis: None,
+    }
+}
+
+fn is_on(v: Option<&str>) -> bool {
+    matches!(
+        v.map(|s| s.trim().trim_matches('\'').to_ascii_lowercase())
+            .as_deref(),
+        Some("on" | "true" | "yes" | "1")
+    )
+}
+
+/// `"$user", public` → lower-cased names with `$user` resolved.
+pub fn parse_search_path(v: &str, user: &str) -> Vec<String> {
+    v.split(',')
+        .map(|p| {
+            let p = p.trim().trim_matches('\'');
+            if p.starts_with('"') && p.ends_with('"') && p.len() >= 2 {
+                p[1..p.len() - 1].replace("\"\"", "\"")
+            } else {
+                p.to_ascii_lowercase()
+            }
+        })
+        .filter(|p| !p.is_empty())
+        .map(|p| if p == "$user" { user.to_owned() } else { p })
+        .collect()
+}
+
+/// A quoted identifier.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_paths_are_normalised() {
+        assert_eq!(
+            parse_search_path("\"$user\", public", "orders_ro"),
+            vec!["orders_ro", "public"]
+        );
+        assert_eq!(
+            parse_search_path("Sales, \"Mixed Case\"", "u"),
+            vec!["sales", "Mixed Case"]
+        );
+        assert_eq!(parse_search_path("''", "u"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("lo_open"), "\"lo_open\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

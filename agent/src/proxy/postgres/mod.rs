@@ -1,0 +1,913 @@
+//! The PostgreSQL proxy: a target with `protocol = "postgres"` is served
+//! here instead of being relayed byte for byte.
+//!
+//! What it owns:
+//! - the client side of startup ([`serve`]): SSLRequest answered `N` (or TLS
+//!   terminated with the target's `client_tls` certificate), GSSENCRequest
+//!   answered `N`, CancelRequest mapped to the upstream's key (a client can
+//!   only cancel a query of its own account), StartupMessage parameters
+//!   checked (database within the grant; `replication`, role and
+//!   tokenisation settings refused); the client's password is never asked
+//!   for;
+//! - the upstream session ([`upstream`]): the grant's role, database and
+//!   password, TLS per `tls.mode`;
+//! - the per-grant runtime built at start ([`PgRuntime`]): compiled policy
+//!   and masking, TLS configurations, the catalog map of masked columns per
+//!   database (cached), the cancel-key registry;
+//! - the query loop ([`relay`]) and statement decisions ([`decide`]).
+
+pub mod decide;
+pub mod relay;
+pub mod stream;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use crate::audit::AuditHandle;
+use crate::audit::event::{
+    ProcessInfo, SessionId, StatementDecision, StatementEvent, StatementPhase, TokenIdentity,
+};
+use crate::config::{Config, Grant, Protocol, Target};
+use crate::masking::{Masker, Strategy};
+use crate::policy::Policy;
+use crate::protocol::postgres::backend;
+use crate::protocol::postgres::frame::decode_frame;
+use crate::protocol::postgres::startup::{
+    CancelRequest, StartupMessage, StartupPacket, decode_startup,
+};
+
+use decide::Decided;
+use stream::Stream;
+
+/// Longest a client may take to finish startup.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest startup packet accepted (PostgreSQL's own limit is 10,000).
+const MAX_STARTUP: usize = 10_000;
+/// How long a database's catalog map of masked columns is reused.
+const CATALOG_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgSetupError {
+    #[error("target {target}: {source}")]
+    Tls {
+        target: String,
+        #[source]
+        source: stream::TlsSetupError,
+    },
+    #[error("policy {name}: {problems}")]
+    Policy { name: String, problems: String },
+    #[error("masking {name}: {problems}")]
+    Masking { name: String, problems: String },
+    #[error("masking {name}: reading hmac_key_file {path}: {source}")]
+    HmacKey {
+        name: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One `[[grant]]` on a PostgreSQL target, ready to serve.
+pub struct PgGrant {
+    pub grant: Grant,
+    pub policy: Arc<Policy>,
+    pub masker: Option<Arc<Masker>>,
+}
+
+/// TLS of one PostgreSQL target.
+struct PgTarget {
+    upstream_tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
+    client_tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Where a client's cancel key leads.
+struct CancelEntry {
+    account: String,
+    target: String,
+    process_id: i32,
+    secret_key: Vec<u8>,
+}
+
+type CatalogKey = (String, String, String);
+
+/// Everything PostgreSQL sessions share, built once at start.
+pub struct PgRuntime {
+    grants: HashMap<(String, String), Arc<PgGrant>>,
+    targets: HashMap<String, PgTarget>,
+    /// Statement text in the audit trail is masked with every built-in
+    /// detector when the grant has no masking of its own.
+    builtin: Arc<Masker>,
+    cancels: Mutex<HashMap<(i32, Vec<u8>), CancelEntry>>,
+    catalog: Mutex<HashMap<CatalogKey, (Instant, Arc<HashMap<(u32, i16), Strategy>>)>>,
+}
+
+impl PgRuntime {
+    pub fn build(config: &Config) -> Result<Self, PgSetupError> {
+        let mut policies = HashMap::new();
+        for (name, cfg) in &config.policies {
+            let p = Policy::compile(name, cfg).map_err(|problems| PgSetupError::Policy {
+                name: name.clone(),
+                problems: problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.key, p.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })?;
+            policies.insert(name.clone(), Arc::new(p));
+        }
+        let mut maskers = HashMap::new();
+        for (name, cfg) in &config.maskings {
+            let key = match &cfg.hmac_key_file {
+                Some(path) => Some(std::fs::read(path).map_err(|source| PgSetupError::HmacKey {
+                    name: name.clone(),
+                    path: path.display().to_string(),
+                    source,
+                })?),
+                None => None,
+            };
+            let m = Masker::compile(cfg, key).map_err(|problems| PgSetupError::Masking {
+                name: name.clone(),
+                problems: problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.key, p.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })?;
+            maskers.insert(name.clone(), Arc::new(m));
+        }
+        let mut targets = HashMap::new();
+        for t in config.targets.iter().filter(|t| t.protocol == Protocol::Postgres) {
+            let tls_err = |source| PgSetupError::Tls {
+                target: t.name.clone(),
+                source,
+            };
+            let upstream_tls = match &t.tls {
+                Some(tls) => stream::client_config(tls, t.address).map_err(tls_err)?,
+                None => None,
+            };
+            let client_tls = match &t.client_tls {
+                Some(c) => Some(stream::server_config(c).map_err(tls_err)?),
+                None => None,
+            };
+            targets.insert(
+                t.name.clone(),
+                PgTarget {
+                    upstream_tls,
+                    client_tls,
+                },
+            );
+        }
+        let mut grants = HashMap::new();
+        for g in &config.grants {
+            if !targets.contains_key(&g.target) {
+                continue;
+            }
+            // Validation guarantees the policy exists for protocol grants.
+            let Some(policy) = g.policy.as_ref().and_then(|p| policies.get(p)) else {
+                continue;
+            };
+            let masker = g.masking.as_ref().and_then(|m| maskers.get(m)).cloned();
+            grants.insert(
+                (g.account.clone(), g.target.clone()),
+                Arc::new(PgGrant {
+                    grant: g.clone(),
+                    policy: Arc::clone(policy),
+                    masker,
+                }),
+            );
+        }
+        Ok(Self {
+            grants,
+            targets,
+            builtin: Arc::new(Masker::builtin()),
+            cancels: Mutex::new(HashMap::new()),
+            catalog: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn grant(&self, account: &str, target: &str) -> Option<Arc<PgGrant>> {
+        self.grants
+            .get(&(account.to_owned(), target.to_owned()))
+            .cloned()
+    }
+}
+
+/// One session's fixed facts, shared by its two halves.
+pub struct SessionInfo {
+    pub session: SessionId,
+    pub account: String,
+    pub target: String,
+    pub database: String,
+    pub upstream_user: String,
+    pub process: ProcessInfo,
+    pub identity: Option<TokenIdentity>,
+    pub policy: Arc<Policy>,
+    pub masker: Option<Arc<Masker>>,
+    /// Masks statement text and error messages for the audit trail.
+    pub text_masker: Arc<Masker>,
+    /// (table oid, attribute number) → column strategy.
+    pub column_rules: Arc<HashMap<(u32, i16), Strategy>>,
+    pub audit: AuditHandle,
+    pub max_message: usize,
+    pub read_only: bool,
+    /// `search_path` the client asked for at startup.
+    pub startup_search_path: Option<String>,
+}
+
+impl SessionInfo {
+    pub fn initial_search_path(&self) -> Vec<String> {
+        decide::parse_search_path(
+            self.startup_search_path
+                .as_deref()
+                .unwrap_or("\"$user\", public"),
+            &self.upstream_user,
+        )
+    }
+
+    pub fn mask_statement(&self, sql: &str) -> String {
+        self.text_masker.mask_str(sql).0.into_owned()
+    }
+
+    pub fn statement_event(
+        &self,
+        seq: u64,
+        d: &Decided,
+        via: &str,
+        phase: StatementPhase,
+    ) -> StatementEvent {
+        StatementEvent {
+            time_ms: now_ms(),
+            phase,
+            decision: d.decision,
+            session: self.session,
+            statement_seq: seq,
+            account: self.account.clone(),
+            target: self.target.clone(),
+            protocol: "postgres".into(),
+            database: self.database.clone(),
+            upstream_user: self.upstream_user.clone(),
+            process: self.process.clone(),
+            identity: self.identity.clone(),
+            via: via.to_owned(),
+            statement: d.statement.clone(),
+            class: d.class.clone(),
+            tables: d.tables.clone(),
+            functions: d.functions.clone(),
+            policy: Some(self.policy.name().to_owned()),
+            rule: d.rule.clone(),
+            reason: d.reason.clone(),
+            rows: None,
+            values_masked: None,
+            duration_us: None,
+            command_tag: None,
+            sqlstate: (d.decision != StatementDecision::Allowed).then(|| "42501".to_owned()),
+            error: None,
+            result: None,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Who is connecting, as the generic proxy established it.
+pub struct Caller {
+    pub session: SessionId,
+    pub account: String,
+    pub process: ProcessInfo,
+    pub identity: Option<TokenIdentity>,
+}
+
+/// How a PostgreSQL connection ended, for its close event.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// Machine-readable reason when it did not end normally.
+    pub reason: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Serves one accepted connection to a PostgreSQL target.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve(
+    rt: &PgRuntime,
+    config: &Config,
+    audit: &AuditHandle,
+    target: &Target,
+    caller: Caller,
+    tcp: TcpStream,
+) -> Outcome {
+    let mut out = Outcome::default();
+    let Some(grant) = rt.grant(&caller.account, &target.name) else {
+        out.reason = Some("target_not_granted".into());
+        out.detail = Some(format!("no [[grant]] of {} on {}", caller.account, target.name));
+        return out;
+    };
+    let Some(pg_target) = rt.targets.get(&target.name) else {
+        out.reason = Some("unknown_target".into());
+        return out;
+    };
+    let _ = tcp.set_nodelay(true);
+    let mut client = Stream::Plain(tcp);
+    let mut buf = BytesMut::with_capacity(1024);
+    // Startup: at most one SSLRequest and one GSSENCRequest before the
+    // StartupMessage or CancelRequest.
+    let first = tokio::time::timeout(STARTUP_TIMEOUT, async {
+        let mut negotiated = 0;
+        loop {
+            let packet = loop {
+                match decode_startup(&mut buf, MAX_STARTUP) {
+                    Ok(Some(p)) => break Ok(p),
+                    Ok(None) => {}
+                    Err(e) => break Err(format!("malformed startup packet: {e}")),
+                }
+                match client.read_buf(&mut buf).await {
+                    Ok(0) => break Err("client closed during startup".to_owned()),
+                    Ok(_) => {}
+                    Err(e) => break Err(format!("reading startup: {e}")),
+                }
+            }?;
+            negotiated += 1;
+            if negotiated > 3 {
+                return Err("too many negotiation requests".to_owned());
+            }
+            match packet {
+                StartupPacket::SslRequest => {
+                    if !buf.is_empty() {
+                        // Bytes after SSLRequest before the handshake: a
+                        // buffer-stuffing attack (CVE-2021-23214 class).
+                        return Err("data after SSLRequest before the TLS handshake".into());
+                    }
+                    match (&pg_target.client_tls, client) {
+                        (Some(cfg), Stream::Plain(mut tcp)) => {
+                            tcp.write_all(b"S").await.map_err(|e| e.to_string())?;
+                            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(cfg));
+                            let tls = acceptor
+                                .accept(tcp)
+                                .await
+                                .map_err(|e| format!("client TLS handshake: {e}"))?;
+                            client = Stream::ServerTls(Box::new(tls));
+                        }
+                        (_, mut c) => {
+                            c.write_all(b"N").await.map_err(|e| e.to_string())?;
+                            client = c;
+                        }
+                    }
+                }
+                StartupPacket::GssEncRequest => {
+                    client.write_all(b"N").await.map_err(|e| e.to_string())?;
+                }
+                other => return Ok((client, other)),
+            }
+        }
+    })
+    .await;
+    let (mut client, packet) = match first {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            out.reason = Some("protocol_error".into());
+            out.detail = Some(e);
+            return out;
+        }
+        Err(_) => {
+            out.reason = Some("startup_timeout".into());
+            out.detail = Some(format!("no startup packet within {STARTUP_TIMEOUT:?}"));
+            return out;
+        }
+    };
+    let startup = match packet {
+        StartupPacket::Cancel(c) => {
+            cancel(rt, config, target, &caller, c, pg_target, &mut out).await;
+            return out;
+        }
+        StartupPacket::Startup(m) => m,
+        StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+            out.reason = Some("protocol_error".into());
+            return out;
+        }
+    };
+
+    let checked = match check_startup(&startup, &grant.grant) {
+        Ok(c) => c,
+        Err(why) => {
+            refuse_startup(&mut client, "42501", &why).await;
+            out.reason = Some("startup_refused".into());
+            out.detail = Some(why);
+            return out;
+        }
+    };
+    let g = &grant.grant;
+    // Validation guarantees these for protocol grants.
+    let (Some(user), Some(database), Some(password_file)) =
+        (&g.upstream_user, &g.database, &g.password_file)
+    else {
+        out.reason = Some("grant_incomplete".into());
+        return out;
+    };
+    let password = match upstream::read_password(password_file) {
+        Ok(p) => p,
+        Err(why) => {
+            warn!(error = %why, "upstream credential unusable");
+            refuse_startup(
+                &mut client,
+                "08004",
+                "Warden cannot use the upstream credential for this grant (see the agent's log)",
+            )
+            .await;
+            out.reason = Some("credential_unusable".into());
+            out.detail = Some(why);
+            return out;
+        }
+    };
+    let params = upstream::UpstreamParams {
+        addr: target.address,
+        mark: config.agent.upstream_mark,
+        connect_timeout: Duration::from_millis(config.agent.connect_timeout_ms),
+        tls: pg_target.upstream_tls.as_ref(),
+        user,
+        database,
+        password: &password,
+        params: &checked.forward,
+        max_message: target.max_message_bytes,
+    };
+    let mut up = match upstream::open(&params).await {
+        Ok(u) => u,
+        Err(e) => {
+            info!(error = %e, "upstream session failed");
+            let msg = match &e {
+                upstream::UpstreamError::Refused { sqlstate, message } => {
+                    format!("the upstream refused Warden's session: {sqlstate} {message}")
+                }
+                _ => "Warden could not open the upstream session".to_owned(),
+            };
+            refuse_startup(&mut client, "08004", &msg).await;
+            out.reason = Some("upstream_connect_failed".into());
+            out.detail = Some(e.to_string());
+            return out;
+        }
+    };
+    drop(password);
+
+    let column_rules = match &grant.masker {
+        Some(m) => match column_map(rt, &target.name, database, g, m, &mut up, target).await {
+            Ok(map) => map,
+            Err(why) => {
+                refuse_startup(
+                    &mut client,
+                    "08004",
+                    "Warden could not resolve the masked columns of this database",
+                )
+                .await;
+                out.reason = Some("catalog_lookup_failed".into());
+                out.detail = Some(why);
+                return out;
+            }
+        },
+        None => Arc::new(HashMap::new()),
+    };
+
+    // Our own cancel key for the client, mapped to the upstream's.
+    let (pid, key) = loop {
+        let pid = (rand::random::<u32>() >> 1) as i32;
+        let key = rand::random::<[u8; 4]>().to_vec();
+        let mut map = rt.cancels.lock().unwrap_or_else(|p| p.into_inner());
+        if pid != 0 && !map.contains_key(&(pid, key.clone())) {
+            map.insert(
+                (pid, key.clone()),
+                CancelEntry {
+                    account: caller.account.clone(),
+                    target: target.name.clone(),
+                    process_id: up.process_id,
+                    secret_key: up.secret_key.clone(),
+                },
+            );
+            break (pid, key);
+        }
+    };
+    let _cancel_guard = CancelGuard {
+        rt,
+        key: (pid, key.clone()),
+    };
+
+    let mut hello = BytesMut::new();
+    if checked.negotiate {
+        backend::negotiate_protocol_version(&mut hello, 0, &checked.unrecognised);
+    }
+    backend::authentication_ok(&mut hello);
+    for (name, value) in &up.parameters {
+        backend::parameter_status(&mut hello, name, value);
+    }
+    backend::backend_key_data(&mut hello, pid, &key);
+    backend::ready_for_query(&mut hello, up.status);
+    if let Err(e) = client.write_all(&hello).await {
+        out.reason = Some("client_gone".into());
+        out.detail = Some(e.to_string());
+        return out;
+    }
+
+    let info = Arc::new(SessionInfo {
+        session: caller.session,
+        account: caller.account.clone(),
+        target: target.name.clone(),
+        database: database.clone(),
+        upstream_user: user.clone(),
+        process: caller.process,
+        identity: caller.identity,
+        policy: Arc::clone(&grant.policy),
+        masker: grant.masker.clone(),
+        text_masker: grant
+            .masker
+            .clone()
+            .unwrap_or_else(|| Arc::clone(&rt.builtin)),
+        column_rules,
+        audit: audit.clone(),
+        max_message: target.max_message_bytes,
+        read_only: g.read_only,
+        startup_search_path: checked.search_path,
+    });
+    let counters = Arc::new(relay::Counters::default());
+    let end = relay::run(
+        info,
+        client,
+        buf,
+        up.stream,
+        std::mem::take(&mut up.rest),
+        up.status,
+        Arc::clone(&counters),
+    )
+    .await;
+    debug!(?end, "postgres session ended");
+    out.bytes_up = counters.up.load(std::sync::atomic::Ordering::Relaxed);
+    out.bytes_down = counters.down.load(std::sync::atomic::Ordering::Relaxed);
+    if let relay::End::Error(e) = end {
+        out.reason = Some("session_error".into());
+        out.detail = Some(e);
+    }
+    out
+}
+
+struct CancelGuard<'a> {
+    rt: &'a PgRuntime,
+    key: (i32, Vec<u8>),
+}
+
+impl Drop for CancelGuard<'_> {
+    fn drop(&mut self) {
+        self.rt
+            .cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+/// What the startup packet asks for, once checked.
+#[derive(Debug, Default, PartialEq)]
+struct Checked {
+    /// Parameters passed on to the upstream.
+    forward: Vec<(String, String)>,
+    search_path: Option<String>,
+    /// The client asked for a newer minor version or `_pq_.` options.
+    negotiate: bool,
+    unrecognised: Vec<String>,
+}
+
+/// Checks the client's StartupMessage against the grant: the database, and
+/// no parameter that changes privileges or how SQL is tokenised.
+fn check_startup(m: &StartupMessage, g: &Grant) -> Result<Checked, String> {
+    let mut c = Checked::default();
+    if m.version.major != 3 {
+        return Err(format!(
+            "unsupported protocol version {}.{}",
+            m.version.major, m.version.minor
+        ));
+    }
+    c.negotiate = m.version.minor > 0;
+    let mut settings: Vec<(String, String)> = Vec::new();
+    for (name, value) in &m.params {
+        match name.as_str() {
+            // The client's own user name is not an upstream identity.
+            "user" => {}
+            "database" => {
+                if let Some(granted) = &g.database
+                    && value != granted
+                {
+                    return Err(format!(
+                        "database {value:?} is not granted to account {} on target {} \
+                         (granted: {granted:?})",
+                        g.account, g.target
+                    ));
+                }
+            }
+            "replication" => {
+                if !matches!(
+                    value.to_ascii_lowercase().as_str(),
+                    "false" | "off" | "no" | "0"
+                ) {
+                    return Err("replication connections are not allowed through Warden".into());
+                }
+            }
+            "options" => {
+                for (k, v) in crate::policy::settings::parse_options(value)? {
+                    settings.push((k, v));
+                }
+            }
+            n if n.starts_with("_pq_.") => {
+                c.negotiate = true;
+                c.unrecognised.push(n.to_owned());
+            }
+            _ => settings.push((name.to_ascii_lowercase(), value.clone())),
+        }
+    }
+    for (name, value) in settings {
+        crate::policy::settings::check_setting(&name, Some(&value))?;
+        if name == "default_transaction_read_only" && g.read_only {
+            continue;
+        }
+        if name == "search_path" {
+            c.search_path = Some(value.clone());
+        }
+        c.forward.push((name, value));
+    }
+    if g.read_only {
+        c.forward
+            .push(("default_transaction_read_only".into(), "on".into()));
+    }
+    Ok(c)
+}
+
+async fn refuse_startup(client: &mut Stream, code: &str, message: &str) {
+    let mut b = BytesMut::new();
+    backend::error_response(&mut b, "FATAL", code, &format!("Warden: {message}"), None, None);
+    let _ = client.write_all(&b).await;
+    let _ = client.shutdown().await;
+}
+
+/// A CancelRequest: forwarded to the upstream with the upstream's key, only
+/// for a session of the same account on the same target.
+async fn cancel(
+    rt: &PgRuntime,
+    config: &Config,
+    target: &Target,
+    caller: &Caller,
+    c: CancelRequest,
+    pg_target: &PgTarget,
+    out: &mut Outcome,
+) {
+    let entry = {
+        let map = rt.cancels.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(c.process_id, c.secret_key.clone()))
+            .filter(|e| e.account == caller.account && e.target == target.name)
+            .map(|e| (e.process_id, e.secret_key.clone()))
+    };
+    let Some((process_id, secret_key)) = entry else {
+        // As PostgreSQL does: no answer either way.
+        out.reason = Some("cancel_unknown".into());
+        out.detail = Some("cancel request with a key of no session of this account".into());
+        return;
+    };
+    let sent = async {
+        let mut s = upstream::connect(
+            target.address,
+            config.agent.upstream_mark,
+            Duration::from_millis(config.agent.connect_timeout_ms),
+            pg_target.upstream_tls.as_ref(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut b = BytesMut::new();
+        CancelRequest {
+            process_id,
+            secret_key,
+        }
+        .encode(&mut b);
+        s.write_all(&b).await.map_err(|e| e.to_string())?;
+        let _ = s.shutdown().await;
+        Ok::<(), String>(())
+    }
+    .await;
+    out.reason = Some("cancel_request".into());
+    out.detail = Some(match sent {
+        Ok(()) => "cancel request forwarded to the upstream".into(),
+        Err(e) => format!("cancel request could not be forwarded: {e}"),
+    });
+}
+
+/// The catalog map of masked columns for this grant's database: (table
+/// oid, attribute number) → strategy. Looked up on the fresh upstream
+/// session before the client gets it, cached per target, database and
+/// masking for [`CATALOG_TTL`].
+async fn column_map(
+    rt: &PgRuntime,
+    target_name: &str,
+    database: &str,
+    g: &Grant,
+    masker: &Masker,
+    up: &mut upstream::Upstream,
+    target: &Target,
+) -> Result<Arc<HashMap<(u32, i16), Strategy>>, String> {
+    let key = (
+        target_name.to_owned(),
+        database.to_owned(),
+        g.masking.clone().unwrap_or_default(),
+    );
+    if let Some((at, map)) = rt
+        .catalog
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        && at.elapsed() < CATALOG_TTL
+    {
+        return Ok(Arc::clone(map));
+    }
+    if !masker.has_column_rules() {
+        return Ok(Arc::new(HashMap::new()));
+    }
+    let sql = "SELECT c.oid, a.attnum, n.nspname, c.relname, a.attname \
+               FROM pg_catalog.pg_attribute a \
+               JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+               WHERE a.attnum > 0 AND NOT a.attisdropped \
+               AND c.relkind IN ('r', 'v', 'm', 'p', 'f') \
+               AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'";
+    let rows = simple_query(up, sql, target.max_message_bytes).await?;
+    let mut map = HashMap::new();
+    for row in rows {
+        let [Some(oid), Some(attnum), Some(schema), Some(table), Some(column)] = &row[..] else {
+            continue;
+        };
+        let (Ok(oid), Ok(attnum)) = (oid.parse::<u32>(), attnum.parse::<i16>()) else {
+            continue;
+        };
+        if let Some(s) = masker.column_strategy(schema, table, column) {
+            map.insert((oid, attnum), s);
+        }
+    }
+    let map = Arc::new(map);
+    rt.catalog
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, (Instant::now(), Arc::clone(&map)));
+    Ok(map)
+}
+
+/// Runs one query of Warden's own on an idle upstream session and returns
+/// its rows as text.
+async fn simple_query(
+    up: &mut upstream::Upstream,
+    sql: &str,
+    max_message: usize,
+) -> Result<Vec<Vec<Option<String>>>, String> {
+    use crate::protocol::postgres::backend::BackendMessage;
+    let mut out = BytesMut::new();
+    crate::protocol::postgres::frontend::query(&mut out, sql);
+    up.stream
+        .write_all(&out)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    let mut error = None;
+    loop {
+        let frame = loop {
+            if let Some(f) = decode_frame(&mut up.rest, max_message).map_err(|e| e.to_string())? {
+                break f;
+            }
+            if up
+                .stream
+                .read_buf(&mut up.rest)
+                .await
+                .map_err(|e| e.to_string())?
+                == 0
+            {
+                return Err("upstream closed".into());
+            }
+        };
+        match BackendMessage::parse(&frame).map_err(|e| e.to_string())? {
+            BackendMessage::DataRow { values } => rows.push(
+                values
+                    .iter()
+                    .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
+                    .collect(),
+            ),
+            BackendMessage::ErrorResponse(f) => {
+                error = Some(f.get(b'M').unwrap_or("error").to_owned());
+            }
+            BackendMessage::ReadyForQuery { status } => {
+                up.status = status;
+                return match error {
+                    Some(e) => Err(e),
+                    None => Ok(rows),
+                };
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::postgres::startup::ProtocolVersion;
+
+    fn grant(read_only: bool) -> Grant {
+        Grant {
+            account: "orders-api".into(),
+            target: "orders-db".into(),
+            database: Some("orders".into()),
+            upstream_user: Some("orders_ro".into()),
+            password_file: Some("/etc/warden/secrets/orders_ro".into()),
+            policy: Some("ro".into()),
+            masking: None,
+            read_only,
+        }
+    }
+
+    fn startup(params: &[(&str, &str)]) -> StartupMessage {
+        StartupMessage {
+            version: ProtocolVersion { major: 3, minor: 0 },
+            params: params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn startup_keeps_harmless_parameters_and_drops_the_user() {
+        let c = check_startup(
+            &startup(&[
+                ("user", "someone"),
+                ("database", "orders"),
+                ("application_name", "psql"),
+                ("client_encoding", "UTF8"),
+            ]),
+            &grant(false),
+        )
+        .unwrap();
+        assert_eq!(
+            c.forward,
+            vec![
+                ("application_name".to_owned(), "psql".to_owned()),
+                ("client_encoding".to_owned(), "UTF8".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn startup_refuses_other_databases_replication_and_role_options() {
+        let g = grant(false);
+        let e = check_startup(&startup(&[("database", "postgres")]), &g).unwrap_err();
+        assert!(e.contains("not granted"), "{e}");
+        assert!(check_startup(&startup(&[("replication", "database")]), &g).is_err());
+        assert!(check_startup(&startup(&[("replication", "false")]), &g).is_ok());
+        assert!(check_startup(&startup(&[("options", "-c role=admin")]), &g).is_err());
+        assert!(check_startup(&startup(&[("options", "--role=admin")]), &g).is_err());
+        assert!(
+            check_startup(
+                &startup(&[("options", "-c standard_conforming_strings=off")]),
+                &g
+            )
+            .is_err()
+        );
+        assert!(check_startup(&startup(&[("client_encoding", "SJIS")]), &g).is_err());
+    }
+
+    #[test]
+    fn read_only_grants_force_read_only_transactions() {
+        let c = check_startup(
+            &startup(&[("options", "-c default_transaction_read_only=off")]),
+            &grant(true),
+        )
+        .unwrap();
+        assert_eq!(
+            c.forward,
+            vec![(
+                "default_transaction_read_only".to_owned(),
+                "on".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn newer_minor_versions_are_negotiated_down() {
+        let mut m = startup(&[("_pq_.foo", "1")]);
+        m.version.minor = 2;
+        let c = check_startup(&m, &grant(false)).unwrap();
+        assert!(c.negotiate);
+        assert_eq!(c.unrecognised, vec!["_pq_.foo".to_owned()]);
+        m.version.major = 2;
+        assert!(check_startup(&m, &grant(false)).is_err());
+    }
+}

@@ -1,0 +1,1138 @@
+//! The query loop of a PostgreSQL session, after startup: every client
+//! message is parsed, every statement decided by the grant's policy and
+//! audited before it is forwarded, and every response message that can carry
+//! data is masked before the client sees it.
+//!
+//! Two halves run concurrently:
+//! - **client → upstream** decides. Allowed messages are forwarded byte for
+//!   byte; a refused statement is never forwarded: the client gets an
+//!   `ErrorResponse` (SQLSTATE 42501) at the point of the stream where the
+//!   server's answer would have been, and, inside an extended-protocol batch,
+//!   the rest of the batch is discarded up to `Sync` as the server itself
+//!   does after an error.
+//! - **upstream → client** masks and summarises. For each forwarded message
+//!   that the server answers, the client half first queues an [`Expect`];
+//!   the upstream half pops them as the answers arrive, so it always knows
+//!   which statement (and which columns) a `DataRow` belongs to. Refusals are
+//!   queued the same way, so they reach the client in order with the
+//!   answers to earlier pipelined messages.
+//!
+//! Memory per session is bounded by the largest single message
+//! (`max_message_bytes`) plus small buffers: results are streamed message by
+//! message, never collected.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use super::SessionInfo;
+use super::decide::{Decided, Decider};
+use crate::audit::event::{ResultSummary, StatementDecision, StatementEvent, StatementPhase};
+use crate::masking::{Masked, Masker, Strategy};
+use crate::protocol::postgres::backend::{self, BackendMessage, FieldDescription};
+use crate::protocol::postgres::frame::{Frame, decode_frame};
+use crate::protocol::postgres::frontend::{self, FrontendMessage, Target as DescribeTarget};
+
+/// Rows kept (masked) in a statement's result summary.
+const SAMPLE_ROWS: usize = 3;
+/// Longest value kept in a result summary, in characters.
+const SAMPLE_VALUE_CHARS: usize = 200;
+/// Flush buffered output once it holds this much.
+const FLUSH_BYTES: usize = 64 * 1024;
+
+/// Bytes moved, for the connection's close event.
+#[derive(Default)]
+pub struct Counters {
+    pub up: AtomicU64,
+    pub down: AtomicU64,
+}
+
+/// How the session ended.
+#[derive(Debug)]
+pub enum End {
+    /// The client said Terminate or closed its side.
+    ClientClosed,
+    /// The upstream closed the connection.
+    UpstreamClosed,
+    /// A protocol or I/O error; the client was told when possible.
+    Error(String),
+}
+
+/// One column of a result, resolved for masking.
+#[derive(Debug, Clone)]
+struct Column {
+    name: String,
+    /// Column rule from the grant's masking, through the catalog map.
+    strategy: Option<Strategy>,
+    /// Text format, or a binary value whose bytes are text (text, varchar,
+    /// name, json…): the pattern backstop can read and rewrite it.
+    textual: bool,
+}
+
+type Columns = Arc<Vec<Column>>;
+
+/// What the upstream owes the client next, queued by the client half.
+enum Expect {
+    ParseComplete,
+    BindComplete,
+    CloseComplete,
+    /// A Describe; `portal` names the portal described (for its columns);
+    /// `swallow`: Warden sent it (to learn the columns), the client did not.
+    Describe { portal: Option<String>, swallow: bool },
+    /// An Execute of an audited statement.
+    Execute { stmt: Arc<Running>, portal: String },
+    /// A simple Query, answered up to and including ReadyForQuery.
+    Query { stmt: Arc<Running> },
+    /// A FunctionCall, answered up to and including ReadyForQuery.
+    FunctionCall { stmt: Arc<Running> },
+    /// ReadyForQuery for a Sync.
+    Sync,
+    /// Warden's own query (catalog lookups): rows go to `reply`, nothing to
+    /// the client.
+    Internal { reply: oneshot::Sender<Result<Vec<Vec<Option<String>>>, String>> },
+    /// A refusal: send `error` to the client when its turn comes, followed
+    /// by ReadyForQuery when `ready` (simple query; in a batch the Sync's
+    /// ReadyForQuery follows).
+    Refusal { error: Bytes, ready: bool },
+}
+
+impl Expect {
+    /// Answered without waiting for the upstream.
+    fn is_local(&self) -> bool {
+        matches!(self, Expect::Refusal { .. })
+    }
+}
+
+/// A forwarded statement whose results are being summarised.
+pub(super) struct Running {
+    pub seq: u64,
+    pub decided: Arc<Decided>,
+    pub via: &'static str,
+    pub started: Instant,
+}
+
+/// Entry point: runs both halves until either side ends.
+#[allow(clippy::too_many_arguments)]
+pub async fn run<C, U>(
+    info: Arc<SessionInfo>,
+    client: C,
+    client_rest: BytesMut,
+    upstream: U,
+    upstream_rest: BytesMut,
+    status: u8,
+    counters: Arc<Counters>,
+) -> End
+where
+    C: AsyncRead + AsyncWrite + Send + 'static,
+    U: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (cr, cw) = tokio::io::split(client);
+    let (ur, uw) = tokio::io::split(upstream);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let down = Downstream {
+        info: Arc::clone(&info),
+        upstream: ur,
+        buf: upstream_rest,
+        client: cw,
+        out: BytesMut::with_capacity(16 * 1024),
+        expect: rx,
+        queue: VecDeque::new(),
+        status,
+        portal_columns: HashMap::new(),
+        current: None,
+        counters: Arc::clone(&counters),
+    };
+    let up = Upstream {
+        decider: Decider::new(Arc::clone(&info)),
+        info,
+        client: cr,
+        buf: client_rest,
+        upstream: uw,
+        out: BytesMut::with_capacity(16 * 1024),
+        expect: tx,
+        statements: HashMap::new(),
+        portals: HashMap::new(),
+        described: None,
+        skipping: false,
+        seq: 0,
+        counters,
+        functions: HashMap::new(),
+    };
+    tokio::select! {
+        end = up.run() => end,
+        end = down.run() => end,
+    }
+}
+
+/// Client → upstream.
+struct Upstream<R, W> {
+    info: Arc<SessionInfo>,
+    decider: Decider,
+    client: R,
+    buf: BytesMut,
+    upstream: W,
+    out: BytesMut,
+    expect: mpsc::UnboundedSender<Expect>,
+    /// Parsed statements by name ("" = unnamed) and their decisions.
+    statements: HashMap<String, Arc<Decided>>,
+    /// Bound portals by name and the statement each runs.
+    portals: HashMap<String, Option<Arc<Decided>>>,
+    /// The portal the client described since it was bound.
+    described: Option<String>,
+    /// An error in an extended-protocol batch: discard until Sync.
+    skipping: bool,
+    /// Statements audited in this session.
+    seq: u64,
+    counters: Arc<Counters>,
+    /// FunctionCall oid → `schema.name`, looked up once per session.
+    functions: HashMap<u32, String>,
+}
+
+impl<R, W> Upstream<R, W>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    async fn run(mut self) -> End {
+        let end = self.pump().await;
+        let _ = self.flush().await;
+        let _ = self.upstream.shutdown().await;
+        end
+    }
+
+    async fn pump(&mut self) -> End {
+        loop {
+            loop {
+                let frame = match decode_frame(&mut self.buf, self.info.max_message) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.fatal("08P01", &format!("protocol violation: {e}"));
+                        return End::Error(format!("client protocol error: {e}"));
+                    }
+                };
+                self.counters
+                    .up
+                    .fetch_add(frame.raw.len() as u64, Ordering::Relaxed);
+                match self.message(frame).await {
+                    Ok(true) => {}
+                    Ok(false) => return End::ClientClosed,
+                    Err(e) => return End::Error(e),
+                }
+                if self.out.len() >= FLUSH_BYTES
+                    && let Err(e) = self.flush().await
+                {
+                    return End::Error(format!("writing to upstream: {e}"));
+                }
+            }
+            if let Err(e) = self.flush().await {
+                return End::Error(format!("writing to upstream: {e}"));
+            }
+            match self.client.read_buf(&mut self.buf).await {
+                Ok(0) => return End::ClientClosed,
+                Ok(_) => {}
+                Err(e) => return End::Error(format!("reading from client: {e}")),
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.upstream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    fn forward(&mut self, frame: &Frame) {
+        self.out.extend_from_slice(&frame.raw);
+    }
+
+    fn queue(&self, e: Expect) {
+        // The receiver lives as long as the session: a send error means the
+        // other half ended and the session is closing anyway.
+        let _ = self.expect.send(e);
+    }
+
+    /// A fatal protocol error: tell the client (through the other half, in
+    /// order) and end.
+    fn fatal(&self, code: &str, message: &str) {
+        let mut b = BytesMut::new();
+        backend::error_response(&mut b, "FATAL", code, &format!("Warden: {message}"), None, None);
+        self.queue(Expect::Refusal {
+            error: b.freeze(),
+            ready: false,
+        });
+    }
+
+    /// Handles one client message; `Ok(false)` ends the session.
+    async fn message(&mut self, frame: Frame) -> Result<bool, String> {
+        let msg = match FrontendMessage::parse(&frame) {
+            Ok(m) => m,
+            Err(e) => {
+                self.fatal("08P01", &format!("malformed message: {e}"));
+                return Err(format!("client sent a malformed message: {e}"));
+            }
+        };
+        match msg {
+            FrontendMessage::Query { sql } => {
+                let sql = sql.to_owned();
+                self.query(&frame, &sql).await?;
+            }
+            FrontendMessage::Parse { name, query, .. } => {
+                if self.skipping {
+                    return Ok(true);
+                }
+                let (name, query) = (name.to_owned(), query.to_owned());
+                let d = self.decider.decide(&query);
+                if d.allowed() {
+                    self.statements.insert(name, d);
+                    self.forward(&frame);
+                    self.queue(Expect::ParseComplete);
+                } else {
+                    self.seq += 1;
+                    self.refuse(&d, "extended", false).await?;
+                    self.skipping = true;
+                }
+            }
+            FrontendMessage::Bind {
+                portal, statement, ..
+            } => {
+                if self.skipping {
+                    return Ok(true);
+                }
+                let stmt = self.statements.get(statement).cloned();
+                self.portals.insert(portal.to_owned(), stmt);
+                if self.described.as_deref() == Some(portal) {
+                    self.described = None;
+                }
+                self.forward(&frame);
+                self.queue(Expect::BindComplete);
+            }
+            FrontendMessage::Describe { kind, name } => {
+                if self.skipping {
+                    return Ok(true);
+                }
+                let portal = match kind {
+                    DescribeTarget::Portal => {
+                        self.described = Some(name.to_owned());
+                        Some(name.to_owned())
+                    }
+                    DescribeTarget::Statement => None,
+                };
+                self.forward(&frame);
+                self.queue(Expect::Describe {
+                    portal,
+                    swallow: false,
+                });
+            }
+            FrontendMessage::Execute { portal, .. } => {
+                if self.skipping {
+                    return Ok(true);
+                }
+                let portal = portal.to_owned();
+                let Some(Some(d)) = self.portals.get(&portal).cloned() else {
+                    // A portal bound to a statement Warden never saw parsed
+                    // (or none at all): nothing to decide on, so refuse.
+                    self.seq += 1;
+                    let d = self.decider.unknown_portal(&portal);
+                    self.refuse(&d, "extended", false).await?;
+                    self.skipping = true;
+                    return Ok(true);
+                };
+                self.seq += 1;
+                let stmt = self.audit_request(&d, "extended").await?;
+                let Some(stmt) = stmt else {
+                    self.skipping = true;
+                    return Ok(true);
+                };
+                if self.info.masker.is_some() && self.described.as_deref() != Some(&portal) {
+                    // Learn the portal's columns so its rows can be masked
+                    // by column even when the client did not ask.
+                    frontend::describe(&mut self.out, DescribeTarget::Portal, &portal);
+                    self.queue(Expect::Describe {
+                        portal: Some(portal.clone()),
+                        swallow: true,
+                    });
+                    self.described = Some(portal.clone());
+                }
+                self.forward(&frame);
+                self.queue(Expect::Execute { stmt, portal });
+            }
+            FrontendMessage::Close { kind, name } => {
+                if self.skipping {
+                    return Ok(true);
+                }
+                match kind {
+                    DescribeTarget::Statement => {
+                        self.statements.remove(name);
+                    }
+                    DescribeTarget::Portal => {
+                        self.portals.remove(name);
+                    }
+                }
+                self.forward(&frame);
+                self.queue(Expect::CloseComplete);
+            }
+            FrontendMessage::Sync => {
+                self.skipping = false;
+                // The unnamed portal does not survive the transaction's end
+                // in every case; forget what was described.
+                self.described = None;
+                self.forward(&frame);
+                self.queue(Expect::Sync);
+            }
+            FrontendMessage::Flush => {
+                if !self.skipping {
+                    self.forward(&frame);
+                }
+            }
+            FrontendMessage::CopyData(_)
+            | FrontendMessage::CopyDone
+            | FrontendMessage::CopyFail { .. } => {
+                // Only meaningful after the server's CopyInResponse to a
+                // statement already decided and audited (COPY … FROM STDIN);
+                // elsewhere the server ignores them.
+                self.forward(&frame);
+            }
+            FrontendMessage::FunctionCall { oid, .. } => {
+                self.function_call(&frame, oid).await?;
+            }
+            FrontendMessage::Terminate => {
+                self.forward(&frame);
+                return Ok(false);
+            }
+            FrontendMessage::Password(_) => {
+                self.fatal("08P01", "unexpected password message after startup");
+                return Err("client sent a password message after startup".into());
+            }
+        }
+        Ok(true)
+    }
+
+    async fn query(&mut self, frame: &Frame, sql: &str) -> Result<(), String> {
+        let d = self.decider.decide(sql);
+        if d.is_empty() {
+            // An empty query string: the server answers EmptyQueryResponse.
+            self.forward(frame);
+            self.queue(Expect::Sync);
+            return Ok(());
+        }
+        self.seq += 1;
+        if let Some(stmt) = self.audit_request(&d, "simple").await? {
+            self.decider.after_allowed(&d);
+            self.forward(frame);
+            self.queue(Expect::Query { stmt });
+        }
+        Ok(())
+    }
+
+    /// Audits the request phase of an allowed statement (committed before
+    /// the caller forwards it). A refused one is audited and refused here;
+    /// `None` then.
+    async fn audit_request(
+        &mut self,
+        d: &Arc<Decided>,
+        via: &'static str,
+    ) -> Result<Option<Arc<Running>>, String> {
+        if !d.allowed() {
+            self.refuse(d, via, via == "simple").await?;
+            return Ok(None);
+        }
+        let ev = self.info.statement_event(self.seq, d, via, StatementPhase::Request);
+        if let Err(e) = self.info.audit.record_statement(ev).await {
+            tracing::error!(error = %e, "audit store unavailable; refusing statement");
+            let mut b = BytesMut::new();
+            backend::error_response(
+                &mut b,
+                "ERROR",
+                "42501",
+                "Warden: statement refused: the audit trail cannot be written",
+                Some(&e.to_string()),
+                None,
+            );
+            self.queue(Expect::Refusal {
+                error: b.freeze(),
+                ready: via == "simple" || via == "function_call",
+            });
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(Running {
+            seq: self.seq,
+            decided: Arc::clone(d),
+            via,
+            started: Instant::now(),
+        })))
+    }
+
+    /// Records a refusal and queues the client's error. `ready`: follow it
+    /// with ReadyForQuery (simple query and function call).
+    async fn refuse(&mut self, d: &Decided, via: &'static str, ready: bool) -> Result<(), String> {
+        let ev = self.info.statement_event(self.seq, d, via, StatementPhase::Request);
+        if let Err(e) = self.info.audit.record_statement(ev).await {
+            tracing::error!(error = %e, "could not audit a refused statement");
+        }
+        let mut b = BytesMut::new();
+        backend::error_response(
+            &mut b,
+            "ERROR",
+            "42501",
+            &format!("Warden: {}", d.client_message()),
+            d.detail().as_deref(),
+            d.hint(),
+        );
+        self.queue(Expect::Refusal {
+            error: b.freeze(),
+            ready,
+        });
+        Ok(())
+    }
+
+    async fn function_call(&mut self, frame: &Frame, oid: u32) -> Result<(), String> {
+        let name = match self.functions.get(&oid) {
+            Some(n) => Some(n.clone()),
+            None => {
+                let n = self.lookup_function(oid).await;
+                if let Some(n) = &n {
+                    self.functions.insert(oid, n.clone());
+                }
+                n
+            }
+        };
+        let d = self.decider.function_call(oid, name.as_deref());
+        self.seq += 1;
+        if !d.allowed() {
+            self.refuse(&d, "function_call", true).await?;
+            return Ok(());
+        }
+        if let Some(stmt) = self.audit_request(&d, "function_call").await? {
+            self.forward(frame);
+            self.queue(Expect::FunctionCall { stmt });
+        }
+        Ok(())
+    }
+
+    /// `schema.name` of a function by oid, asked of the upstream on this
+    /// session's connection (a FunctionCall is only sent when nothing else
+    /// is in flight).
+    async fn lookup_function(&mut self, oid: u32) -> Option<String> {
+        let sql = format!(
+            "SELECT n.nspname, p.proname FROM pg_catalog.pg_proc p \
+             JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = {oid}"
+        );
+        let rows = self.internal_query(&sql).await.ok()?;
+        let row = rows.first()?;
+        match (row.first()?, row.get(1)?) {
+            (Some(s), Some(n)) => Some(format!("{s}.{n}")),
+            _ => None,
+        }
+    }
+
+    /// Runs a query of Warden's own on the upstream connection; its answers
+    /// never reach the client.
+    async fn internal_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        let (reply, answer) = oneshot::channel();
+        frontend::query(&mut self.out, sql);
+        self.queue(Expect::Internal { reply });
+        self.flush().await.map_err(|e| e.to_string())?;
+        answer.await.map_err(|_| "session closed".to_owned())?
+    }
+}
+
+/// Upstream → client.
+struct Downstream<R, W> {
+    info: Arc<SessionInfo>,
+    upstream: R,
+    buf: BytesMut,
+    client: W,
+    out: BytesMut,
+    expect: mpsc::UnboundedReceiver<Expect>,
+    queue: VecDeque<Expect>,
+    /// Transaction status of the last ReadyForQuery.
+    status: u8,
+    /// Columns of described portals.
+    portal_columns: HashMap<String, Columns>,
+    /// Result being summarised (the statement at the head of the queue).
+    current: Option<Summary>,
+    counters: Arc<Counters>,
+}
+
+/// What came back for one statement so far.
+#[derive(Default)]
+struct Summary {
+    columns: Option<Columns>,
+    rows: u64,
+    masked: u64,
+    sample: Vec<Vec<Option<String>>>,
+    tags: Vec<String>,
+    sqlstate: Option<String>,
+    error: Option<String>,
+    /// Rows of an internal query.
+    internal: Vec<Vec<Option<String>>>,
+}
+
+impl<R, W> Downstream<R, W>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    async fn run(mut self) -> End {
+        let end = self.pump().await;
+        let _ = self.flush().await;
+        end
+    }
+
+    async fn pump(&mut self) -> End {
+        loop {
+            // Everything that needs no upstream answer goes out first.
+            self.take_queued();
+            self.local();
+            loop {
+                let frame = match decode_frame(&mut self.buf, self.info.max_message) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => {
+                        let mut b = BytesMut::new();
+                        backend::error_response(
+                            &mut b,
+                            "FATAL",
+                            "08P01",
+                            "Warden: the upstream sent a malformed or oversized message",
+                            Some(&e.to_string()),
+                            None,
+                        );
+                        self.out.extend_from_slice(&b);
+                        return End::Error(format!("upstream protocol error: {e}"));
+                    }
+                };
+                self.take_queued();
+                if let Err(e) = self.message(frame) {
+                    return End::Error(e);
+                }
+                self.local();
+                if self.out.len() >= FLUSH_BYTES
+                    && let Err(e) = self.flush().await
+                {
+                    return End::Error(format!("writing to client: {e}"));
+                }
+            }
+            if let Err(e) = self.flush().await {
+                return End::Error(format!("writing to client: {e}"));
+            }
+            tokio::select! {
+                read = self.upstream.read_buf(&mut self.buf) => match read {
+                    Ok(0) => return End::UpstreamClosed,
+                    Ok(_) => {}
+                    Err(e) => return End::Error(format!("reading from upstream: {e}")),
+                },
+                e = self.expect.recv() => match e {
+                    Some(e) => self.queue.push_back(e),
+                    None => return End::ClientClosed,
+                },
+            }
+        }
+    }
+
+    fn take_queued(&mut self) {
+        while let Ok(e) = self.expect.try_recv() {
+            self.queue.push_back(e);
+        }
+    }
+
+    /// Sends queued refusals that have reached the head of the queue.
+    fn local(&mut self) {
+        while self.queue.front().is_some_and(Expect::is_local) {
+            if let Some(Expect::Refusal { error, ready }) = self.queue.pop_front() {
+                self.out.extend_from_slice(&error);
+                if ready {
+                    backend::ready_for_query(&mut self.out, self.status);
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.counters
+                .down
+                .fetch_add(self.out.len() as u64, Ordering::Relaxed);
+            self.client.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    fn pass(&mut self, frame: &Frame) {
+        self.out.extend_from_slice(&frame.raw);
+    }
+
+    fn message(&mut self, frame: Frame) -> Result<(), String> {
+        let msg = BackendMessage::parse(&frame)
+            .map_err(|e| format!("upstream sent a malformed message: {e}"))?;
+        let internal = matches!(self.queue.front(), Some(Expect::Internal { .. }));
+        match msg {
+            // Asynchronous messages, valid at any time.
+            BackendMessage::NoticeResponse(fields) => {
+                if !internal {
+                    self.masked_fields(&frame, &fields.0, false);
+                }
+            }
+            BackendMessage::ParameterStatus { .. } => self.pass(&frame),
+            BackendMessage::NotificationResponse {
+                process_id,
+                channel,
+                payload,
+            } => match self.mask_str(payload) {
+                Some(p) => backend::notification_response(&mut self.out, process_id, channel, &p),
+                None => self.pass(&frame),
+            },
+            BackendMessage::ParseComplete
+            | BackendMessage::BindComplete
+            | BackendMessage::CloseComplete => {
+                if matches!(
+                    self.queue.front(),
+                    Some(Expect::ParseComplete | Expect::BindComplete | Expect::CloseComplete)
+                ) {
+                    self.queue.pop_front();
+                }
+                self.pass(&frame);
+            }
+            BackendMessage::ParameterDescription { .. } => {
+                if !self.swallowing() {
+                    self.pass(&frame);
+                }
+            }
+            BackendMessage::RowDescription { fields } => {
+                let cols = self.columns(&fields);
+                match self.queue.front() {
+                    Some(Expect::Describe { portal, swallow }) => {
+                        if let Some(p) = portal {
+                            self.portal_columns.insert(p.clone(), Arc::clone(&cols));
+                        }
+                        let swallow = *swallow;
+                        self.queue.pop_front();
+                        if !swallow {
+                            self.pass(&frame);
+                        }
+                    }
+                    Some(Expect::Internal { .. }) => {}
+                    _ => {
+                        self.summary().columns = Some(cols);
+                        self.pass(&frame);
+                    }
+                }
+            }
+            BackendMessage::NoData => {
+                if let Some(Expect::Describe { portal, swallow }) = self.queue.front() {
+                    if let Some(p) = portal {
+                        self.portal_columns.remove(p);
+                    }
+                    let swallow = *swallow;
+                    self.queue.pop_front();
+                    if !swallow {
+                        self.pass(&frame);
+                    }
+                } else {
+                    self.pass(&frame);
+                }
+            }
+            BackendMessage::DataRow { values } => {
+                if internal {
+                    let row = values
+                        .iter()
+                        .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
+                        .collect();
+                    self.summary().internal.push(row);
+                    return Ok(());
+                }
+                self.data_row(&frame, &values);
+            }
+            BackendMessage::CommandComplete { tag } => {
+                if internal {
+                    return Ok(());
+                }
+                let tag = tag.to_owned();
+                self.summary().tags.push(tag.clone());
+                if let Some(n) = rows_of(&tag) {
+                    let s = self.summary();
+                    // SELECT/COPY counts are the rows sent; for writes the
+                    // tag's count is what was affected.
+                    if s.rows == 0 {
+                        s.rows = n;
+                    }
+                }
+                self.pass(&frame);
+                if matches!(self.queue.front(), Some(Expect::Execute { .. })) {
+                    self.finish_front();
+                }
+            }
+            BackendMessage::EmptyQueryResponse | BackendMessage::PortalSuspended => {
+                self.pass(&frame);
+                if matches!(self.queue.front(), Some(Expect::Execute { .. })) {
+                    self.finish_front();
+                }
+            }
+            BackendMessage::ErrorResponse(fields) => {
+                if internal {
+                    let msg = fields.get(b'M').unwrap_or("error").to_owned();
+                    self.summary().error = Some(msg);
+                    return Ok(());
+                }
+                {
+                    let code = fields.get(b'C').map(str::to_owned);
+                    let msg = fields.get(b'M').map(|m| self.masked_text(m));
+                    let s = self.summary();
+                    s.sqlstate = code;
+                    s.error = msg;
+                }
+                self.masked_fields(&frame, &fields.0, true);
+                self.after_error();
+            }
+            BackendMessage::CopyOutResponse(ref f) | BackendMessage::CopyBothResponse(ref f) => {
+                if f.overall != 0 && self.info.masker.is_some() {
+                    // Binary COPY rows cannot be masked value by value:
+                    // fail closed rather than send them unmasked.
+                    return Err(
+                        "binary COPY out with masking configured; session ended".to_owned(),
+                    );
+                }
+                self.pass(&frame);
+            }
+            BackendMessage::CopyData(data) => {
+                if internal {
+                    return Ok(());
+                }
+                let masked = self
+                    .info
+                    .masker
+                    .as_ref()
+                    .filter(|m| m.has_patterns())
+                    .and_then(|m| m.mask_patterns(data));
+                match masked {
+                    Some((bytes, n)) => {
+                        self.summary().masked += n as u64;
+                        backend::copy_data(&mut self.out, &bytes);
+                    }
+                    None => self.pass(&frame),
+                }
+            }
+            BackendMessage::FunctionCallResponse { value } => {
+                let masked = value.and_then(|v| {
+                    self.info
+                        .masker
+                        .as_ref()
+                        .filter(|m| m.has_patterns())
+                        .and_then(|m| m.mask_patterns(v))
+                });
+                match masked {
+                    Some((bytes, n)) => {
+                        self.summary().masked += n as u64;
+                        backend::function_call_response(&mut self.out, Some(&bytes));
+                    }
+                    None => self.pass(&frame),
+                }
+            }
+            BackendMessage::ReadyForQuery { status } => {
+                self.status = status;
+                // Everything before the Sync/Query that this answers is done.
+                while let Some(front) = self.queue.front() {
+                    match front {
+                        Expect::Sync => {
+                            self.queue.pop_front();
+                            self.pass(&frame);
+                            return Ok(());
+                        }
+                        Expect::Query { .. } | Expect::FunctionCall { .. } => {
+                            self.finish_front();
+                            self.pass(&frame);
+                            return Ok(());
+                        }
+                        Expect::Internal { .. } => {
+                            let s = self.current.take().unwrap_or_default();
+                            if let Some(Expect::Internal { reply }) = self.queue.pop_front() {
+                                let _ = reply.send(match s.error {
+                                    Some(e) => Err(e),
+                                    None => Ok(s.internal),
+                                });
+                            }
+                            return Ok(());
+                        }
+                        Expect::Refusal { .. } => self.local(),
+                        _ => {
+                            self.finish_front();
+                        }
+                    }
+                }
+                self.pass(&frame);
+            }
+            BackendMessage::CopyInResponse(_)
+            | BackendMessage::CopyDone
+            | BackendMessage::Authentication(_)
+            | BackendMessage::BackendKeyData { .. }
+            | BackendMessage::NegotiateProtocolVersion { .. } => self.pass(&frame),
+        }
+        Ok(())
+    }
+
+    fn swallowing(&self) -> bool {
+        matches!(
+            self.queue.front(),
+            Some(Expect::Describe { swallow: true, .. } | Expect::Internal { .. })
+        )
+    }
+
+    /// After an ErrorResponse: the server skips to the next Sync in
+    /// extended mode; drop what it will not answer. A simple query's error
+    /// is followed by its ReadyForQuery.
+    fn after_error(&mut self) {
+        match self.queue.front() {
+            Some(Expect::Query { .. } | Expect::FunctionCall { .. } | Expect::Sync) | None => {}
+            Some(_) => {
+                while let Some(front) = self.queue.front() {
+                    if matches!(front, Expect::Sync) {
+                        break;
+                    }
+                    // Refusals queued after the failing message would not
+                    // have been reached by the server either.
+                    self.finish_front();
+                }
+            }
+        }
+    }
+
+    /// Pops the head expectation; for a statement, records its result.
+    fn finish_front(&mut self) {
+        let Some(front) = self.queue.pop_front() else {
+            return;
+        };
+        let summary = self.current.take().unwrap_or_default();
+        let stmt = match front {
+            Expect::Execute { stmt, .. } | Expect::Query { stmt } | Expect::FunctionCall { stmt } => {
+                stmt
+            }
+            Expect::Internal { reply } => {
+                let _ = reply.send(Err("interrupted".into()));
+                return;
+            }
+            _ => return,
+        };
+        let mut ev = self.info.statement_event(
+            stmt.seq,
+            &stmt.decided,
+            stmt.via,
+            StatementPhase::Result,
+        );
+        ev.rows = Some(summary.rows);
+        ev.values_masked = Some(summary.masked);
+        ev.duration_us = Some(stmt.started.elapsed().as_micros() as u64);
+        ev.command_tag = (!summary.tags.is_empty()).then(|| summary.tags.join("; "));
+        ev.sqlstate = summary.sqlstate;
+        ev.error = summary.error;
+        ev.result = summary.columns.map(|cols| ResultSummary {
+            columns: cols.iter().map(|c| c.name.clone()).collect(),
+            sample: summary.sample,
+        });
+        self.info.audit.record_statement_detached(ev);
+    }
+
+    fn summary(&mut self) -> &mut Summary {
+        self.current.get_or_insert_with(Summary::default)
+    }
+
+    /// Resolves a RowDescription's columns for masking.
+    fn columns(&self, fields: &[FieldDescription<'_>]) -> Columns {
+        Arc::new(
+            fields
+                .iter()
+                .map(|f| Column {
+                    name: f.name.to_owned(),
+                    strategy: self
+                        .info
+                        .column_rules
+                        .get(&(f.table_oid, f.column_attr))
+                        .copied(),
+                    textual: f.format == 0 || textual_type(f.type_oid),
+                })
+                .collect(),
+        )
+    }
+
+    fn data_row(&mut self, frame: &Frame, values: &[Option<&[u8]>]) {
+        let cols = match self.queue.front() {
+            Some(Expect::Execute { portal, .. }) => self.portal_columns.get(portal).cloned(),
+            _ => self.current.as_ref().and_then(|s| s.columns.clone()),
+        };
+        let Some(masker) = self.info.masker.clone() else {
+            self.count_row(values, None);
+            self.pass(frame);
+            return;
+        };
+        let mut changed: Vec<(usize, Masked)> = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            let Some(v) = v else { continue };
+            let col = cols.as_ref().and_then(|c| c.get(i));
+            let textual = col.is_none_or(|c| c.textual);
+            match col.and_then(|c| c.strategy) {
+                Some(strategy) => {
+                    changed.push((
+                        i,
+                        if textual {
+                            masker.apply(strategy, v)
+                        } else {
+                            // A binary non-text value cannot hold a marker.
+                            Masked::Null
+                        },
+                    ));
+                }
+                None if textual && masker.has_patterns() => {
+                    if let Some((bytes, _)) = masker.mask_patterns(v) {
+                        changed.push((i, Masked::Value(bytes)));
+                    }
+                }
+                None => {}
+            }
+        }
+        if changed.is_empty() {
+            self.count_row(values, cols.as_deref().map(|c| c.as_slice()));
+            self.pass(frame);
+            return;
+        }
+        let masked_count = changed.len() as u64;
+        let mut next = changed.iter().peekable();
+        let new_values: Vec<Option<&[u8]>> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match next.peek() {
+                Some((j, m)) if *j == i => {
+                    next.next();
+                    match m {
+                        Masked::Null => None,
+                        Masked::Value(b) => Some(b.as_slice()),
+                    }
+                }
+                _ => *v,
+            })
+            .collect();
+        backend::encode_data_row(&mut self.out, new_values.iter().copied());
+        self.summary().masked += masked_count;
+        self.count_row(&new_values, cols.as_deref().map(|c| c.as_slice()));
+    }
+
+    /// Counts a row sent to the client and keeps the first few (already
+    /// masked) for the summary.
+    fn count_row(&mut self, values: &[Option<&[u8]>], cols: Option<&[Column]>) {
+        let s = self.current.get_or_insert_with(Summary::default);
+        s.rows += 1;
+        if s.sample.len() < SAMPLE_ROWS {
+            let row = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let textual = cols.and_then(|c| c.get(i)).is_none_or(|c| c.textual);
+                    v.filter(|_| textual).map(|b| {
+                        String::from_utf8_lossy(b)
+                            .chars()
+                            .take(SAMPLE_VALUE_CHARS)
+                            .collect()
+                    })
+                })
+                .collect();
+            s.sample.push(row);
+        }
+    }
+
+    /// ErrorResponse / NoticeResponse with every text field masked.
+    fn masked_fields(&mut self, frame: &Frame, fields: &[(u8, &str)], error: bool) {
+        let mut any = false;
+        let new: Vec<(u8, String)> = fields
+            .iter()
+            .map(|(code, v)| match self.mask_str(v) {
+                Some(m) => {
+                    any = true;
+                    (*code, m)
+                }
+                None => (*code, (*v).to_owned()),
+            })
+            .collect();
+        if !any {
+            self.pass(frame);
+            return;
+        }
+        let borrowed: Vec<(u8, &str)> = new.iter().map(|(c, v)| (*c, v.as_str())).collect();
+        if error {
+            backend::encode_error_fields(&mut self.out, &borrowed);
+        } else {
+            backend::encode_notice_fields(&mut self.out, &borrowed);
+        }
+    }
+
+    /// Pattern-masked text, or `None` when nothing matched.
+    fn mask_str(&self, s: &str) -> Option<String> {
+        let m: &Masker = self.info.masker.as_deref()?;
+        let (out, n) = m.mask_str(s);
+        (n > 0).then(|| out.into_owned())
+    }
+
+    /// Text for the audit trail: masked with the audit detectors.
+    fn masked_text(&self, s: &str) -> String {
+        self.info.text_masker.mask_str(s).0.into_owned()
+    }
+}
+
+/// The row count in a command tag (`SELECT 5`, `INSERT 0 5`, `UPDATE 5`).
+fn rows_of(tag: &str) -> Option<u64> {
+    let mut it = tag.split(' ');
+    let cmd = it.next()?;
+    let last = tag.rsplit(' ').next()?;
+    match cmd {
+        "SELECT" | "UPDATE" | "DELETE" | "INSERT" | "MERGE" | "FETCH" | "MOVE" | "COPY" => {
+            last.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// Types whose binary representation is the text itself: the pattern
+/// backstop applies to them in binary format too.
+fn textual_type(oid: u32) -> bool {
+    // text, varchar, bpchar, name, char, json, xml, unknown, citext-like
+    // domains are resolved to their base type by the server.
+    matches!(oid, 25 | 1043 | 1042 | 19 | 18 | 114 | 142 | 705)
+}
+
+impl Drop for Summary {
+    fn drop(&mut self) {
+        if !self.internal.is_empty() {
+            debug!(rows = self.internal.len(), "internal query rows dropped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_counts_come_from_command_tags() {
+        assert_eq!(rows_of("SELECT 5"), Some(5));
+        assert_eq!(rows_of("INSERT 0 7"), Some(7));
+        assert_eq!(rows_of("UPDATE 0"), Some(0));
+        assert_eq!(rows_of("COPY 12"), Some(12));
+        assert_eq!(rows_of("CREATE TABLE"), None);
+        assert_eq!(rows_of("BEGIN"), None);
+    }
+
+    #[test]
+    fn textual_types() {
+        assert!(textual_type(25));
+        assert!(textual_type(1043));
+        assert!(!textual_type(23));
+        assert!(!textual_type(3802), "jsonb binary has a version byte");
+    }
+}
