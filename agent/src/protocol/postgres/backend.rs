@@ -1,0 +1,817 @@
+//! Server → client messages, parsed from a [`Frame`] and borrowing from it,
+//! and their encoders. DataRow is the hottest message: [`DataRowValues`]
+//! walks its values without allocating, and [`encode_data_row`] writes a
+//! row back from any exact-size iterator of values.
+
+use bytes::BytesMut;
+
+use super::frame::Frame;
+use super::wire::{self, Reader};
+use super::{CodecError, Direction};
+
+/// An 'R' authentication request (or the final AuthenticationOk).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authentication<'a> {
+    /// 0: AuthenticationOk.
+    Ok,
+    /// 2: AuthenticationKerberosV5 (no longer supported by servers).
+    KerberosV5,
+    /// 3: AuthenticationCleartextPassword.
+    CleartextPassword,
+    /// 5: AuthenticationMD5Password.
+    Md5Password { salt: [u8; 4] },
+    /// 7: AuthenticationGSS.
+    Gss,
+    /// 8: AuthenticationGSSContinue.
+    GssContinue(&'a [u8]),
+    /// 9: AuthenticationSSPI.
+    Sspi,
+    /// 10: AuthenticationSASL, the mechanisms in the server's order of
+    /// preference.
+    Sasl { mechanisms: Vec<&'a str> },
+    /// 11: AuthenticationSASLContinue.
+    SaslContinue(&'a [u8]),
+    /// 12: AuthenticationSASLFinal.
+    SaslFinal(&'a [u8]),
+    /// Any other code; its body is not kept (forward the frame as is).
+    Other(i32),
+}
+
+/// One column of a RowDescription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldDescription<'a> {
+    pub name: &'a str,
+    /// Table OID, or 0 if the column is not a plain table column.
+    pub table_oid: u32,
+    /// Attribute number within that table, or 0.
+    pub column_attr: i16,
+    pub type_oid: u32,
+    /// `pg_type.typlen` (negative: variable width).
+    pub type_size: i16,
+    pub type_modifier: i32,
+    /// 0 text, 1 binary (0 when not yet known, as in Describe of a
+    /// statement).
+    pub format: i16,
+}
+
+/// The fields of an ErrorResponse or NoticeResponse: (code byte, value) in
+/// the order sent (S, V, C, M, D, H, P, W, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fields<'a>(pub Vec<(u8, &'a str)>);
+
+impl<'a> Fields<'a> {
+    /// The first field with this code (e.g. `b'C'` for the SQLSTATE).
+    pub fn get(&self, code: u8) -> Option<&'a str> {
+        self.0.iter().find(|(c, _)| *c == code).map(|(_, v)| *v)
+    }
+}
+
+/// A CopyInResponse/CopyOutResponse/CopyBothResponse: the overall format
+/// (0 text, 1 binary) and one format code per column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyFormat {
+    pub overall: u8,
+    pub columns: Vec<i16>,
+}
+
+/// One server → client message (every backend message of the protocol's
+/// "Message Formats").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendMessage<'a> {
+    /// 'R'.
+    Authentication(Authentication<'a>),
+    /// 'K': 4-byte key in protocol 3.0, 4 to 256 bytes in 3.2.
+    BackendKeyData {
+        process_id: i32,
+        secret_key: &'a [u8],
+    },
+    /// 'S'.
+    ParameterStatus { name: &'a str, value: &'a str },
+    /// 'Z': `status` is b'I' (idle), b'T' (in transaction) or b'E' (failed
+    /// transaction).
+    ReadyForQuery { status: u8 },
+    /// 'T'.
+    RowDescription { fields: Vec<FieldDescription<'a>> },
+    /// 'D' (see [`DataRowValues`] for the allocation-free path).
+    DataRow { values: Vec<Option<&'a [u8]>> },
+    /// 'C'.
+    CommandComplete { tag: &'a str },
+    /// 'E'.
+    ErrorResponse(Fields<'a>),
+    /// 'N'.
+    NoticeResponse(Fields<'a>),
+    /// 'A'.
+    NotificationResponse {
+        process_id: i32,
+        channel: &'a str,
+        payload: &'a str,
+    },
+    /// 'G'.
+    CopyInResponse(CopyFormat),
+    /// 'H'.
+    CopyOutResponse(CopyFormat),
+    /// 'W'.
+    CopyBothResponse(CopyFormat),
+    /// 'd'.
+    CopyData(&'a [u8]),
+    /// 'c'.
+    CopyDone,
+    /// 'I'.
+    EmptyQueryResponse,
+    /// '1'.
+    ParseComplete,
+    /// '2'.
+    BindComplete,
+    /// '3'.
+    CloseComplete,
+    /// 'n'.
+    NoData,
+    /// 't'.
+    ParameterDescription { types: Vec<u32> },
+    /// 's'.
+    PortalSuspended,
+    /// 'V'.
+    FunctionCallResponse { value: Option<&'a [u8]> },
+    /// 'v': the newest minor version the server supports for the requested
+    /// major, and the `_pq_.` options it did not recognise.
+    NegotiateProtocolVersion {
+        newest_minor: i32,
+        unrecognised: Vec<&'a str>,
+    },
+}
+
+/// The documented name of a backend tag, `None` for unknown tags.
+pub fn name_of(tag: u8) -> Option<&'static str> {
+    Some(match tag {
+        b'R' => "Authentication",
+        b'K' => "BackendKeyData",
+        b'S' => "ParameterStatus",
+        b'Z' => "ReadyForQuery",
+        b'T' => "RowDescription",
+        b'D' => "DataRow",
+        b'C' => "CommandComplete",
+        b'E' => "ErrorResponse",
+        b'N' => "NoticeResponse",
+        b'A' => "NotificationResponse",
+        b'G' => "CopyInResponse",
+        b'H' => "CopyOutResponse",
+        b'W' => "CopyBothResponse",
+        b'd' => "CopyData",
+        b'c' => "CopyDone",
+        b'I' => "EmptyQueryResponse",
+        b'1' => "ParseComplete",
+        b'2' => "BindComplete",
+        b'3' => "CloseComplete",
+        b'n' => "NoData",
+        b't' => "ParameterDescription",
+        b's' => "PortalSuspended",
+        b'V' => "FunctionCallResponse",
+        b'v' => "NegotiateProtocolVersion",
+        _ => return None,
+    })
+}
+
+impl<'a> BackendMessage<'a> {
+    /// Parses a frame sent by a server. Unknown tags are an error.
+    pub fn parse(frame: &'a Frame) -> Result<Self, CodecError> {
+        Self::parse_body(frame.tag, frame.body())
+    }
+
+    /// Parses a message from its tag and body.
+    pub fn parse_body(tag: u8, body: &'a [u8]) -> Result<Self, CodecError> {
+        let name = name_of(tag).ok_or(CodecError::UnknownTag {
+            direction: Direction::Backend,
+            tag,
+        })?;
+        let mut r = Reader::new(body, name);
+        let msg = match tag {
+            b'R' => BackendMessage::Authentication(read_authentication(&mut r)?),
+            b'K' => {
+                let process_id = r.i32("process id")?;
+                let secret_key = r.rest();
+                if !(4..=256).contains(&secret_key.len()) {
+                    return Err(CodecError::InvalidKeyLength {
+                        msg: name,
+                        len: secret_key.len(),
+                    });
+                }
+                BackendMessage::BackendKeyData {
+                    process_id,
+                    secret_key,
+                }
+            }
+            b'S' => BackendMessage::ParameterStatus {
+                name: r.cstr("parameter name")?,
+                value: r.cstr("parameter value")?,
+            },
+            b'Z' => {
+                let status = r.u8("transaction status")?;
+                if !matches!(status, b'I' | b'T' | b'E') {
+                    return Err(r.invalid("transaction status", status.into()));
+                }
+                BackendMessage::ReadyForQuery { status }
+            }
+            b'T' => {
+                let n = r.count16("field count")?;
+                // A field is at least 19 bytes (empty name).
+                let mut fields = Vec::with_capacity(r.capacity(n, 19));
+                for _ in 0..n {
+                    fields.push(FieldDescription {
+                        name: r.cstr("field name")?,
+                        table_oid: r.u32("table oid")?,
+                        column_attr: r.i16("column attribute")?,
+                        type_oid: r.u32("type oid")?,
+                        type_size: r.i16("type size")?,
+                        type_modifier: r.i32("type modifier")?,
+                        format: r.format("format code")?,
+                    });
+                }
+                BackendMessage::RowDescription { fields }
+            }
+            b'D' => {
+                let values = DataRowValues::new(r.rest())?;
+                BackendMessage::DataRow {
+                    values: values.collect(),
+                }
+            }
+            b'C' => BackendMessage::CommandComplete {
+                tag: r.cstr("command tag")?,
+            },
+            b'E' => BackendMessage::ErrorResponse(read_fields(&mut r)?),
+            b'N' => BackendMessage::NoticeResponse(read_fields(&mut r)?),
+            b'A' => BackendMessage::NotificationResponse {
+                process_id: r.i32("process id")?,
+                channel: r.cstr("channel")?,
+                payload: r.cstr("payload")?,
+            },
+            b'G' => BackendMessage::CopyInResponse(read_copy_format(&mut r)?),
+            b'H' => BackendMessage::CopyOutResponse(read_copy_format(&mut r)?),
+            b'W' => BackendMessage::CopyBothResponse(read_copy_format(&mut r)?),
+            b'd' => BackendMessage::CopyData(r.rest()),
+            b'c' => BackendMessage::CopyDone,
+            b'I' => BackendMessage::EmptyQueryResponse,
+            b'1' => BackendMessage::ParseComplete,
+            b'2' => BackendMessage::BindComplete,
+            b'3' => BackendMessage::CloseComplete,
+            b'n' => BackendMessage::NoData,
+            b't' => {
+                let n = r.count16("parameter count")?;
+                let mut types = Vec::with_capacity(r.capacity(n, 4));
+                for _ in 0..n {
+                    types.push(r.u32("parameter type")?);
+                }
+                BackendMessage::ParameterDescription { types }
+            }
+            b's' => BackendMessage::PortalSuspended,
+            b'V' => BackendMessage::FunctionCallResponse {
+                value: r.value("result value")?,
+            },
+            b'v' => {
+                let newest_minor = r.i32("newest minor version")?;
+                let n = r.count32("option count")?;
+                let mut unrecognised = Vec::with_capacity(r.capacity(n, 1));
+                for _ in 0..n {
+                    unrecognised.push(r.cstr("option name")?);
+                }
+                BackendMessage::NegotiateProtocolVersion {
+                    newest_minor,
+                    unrecognised,
+                }
+            }
+            // name_of() returned Some only for the tags above.
+            _ => {
+                return Err(CodecError::UnknownTag {
+                    direction: Direction::Backend,
+                    tag,
+                });
+            }
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+
+    /// The tag byte.
+    pub fn tag(&self) -> u8 {
+        match self {
+            BackendMessage::Authentication(_) => b'R',
+            BackendMessage::BackendKeyData { .. } => b'K',
+            BackendMessage::ParameterStatus { .. } => b'S',
+            BackendMessage::ReadyForQuery { .. } => b'Z',
+            BackendMessage::RowDescription { .. } => b'T',
+            BackendMessage::DataRow { .. } => b'D',
+            BackendMessage::CommandComplete { .. } => b'C',
+            BackendMessage::ErrorResponse(_) => b'E',
+            BackendMessage::NoticeResponse(_) => b'N',
+            BackendMessage::NotificationResponse { .. } => b'A',
+            BackendMessage::CopyInResponse(_) => b'G',
+            BackendMessage::CopyOutResponse(_) => b'H',
+            BackendMessage::CopyBothResponse(_) => b'W',
+            BackendMessage::CopyData(_) => b'd',
+            BackendMessage::CopyDone => b'c',
+            BackendMessage::EmptyQueryResponse => b'I',
+            BackendMessage::ParseComplete => b'1',
+            BackendMessage::BindComplete => b'2',
+            BackendMessage::CloseComplete => b'3',
+            BackendMessage::NoData => b'n',
+            BackendMessage::ParameterDescription { .. } => b't',
+            BackendMessage::PortalSuspended => b's',
+            BackendMessage::FunctionCallResponse { .. } => b'V',
+            BackendMessage::NegotiateProtocolVersion { .. } => b'v',
+        }
+    }
+
+    /// The message's name in the protocol documentation.
+    pub fn name(&self) -> &'static str {
+        name_of(self.tag()).unwrap_or("unknown")
+    }
+
+    /// Appends the message.
+    pub fn encode(&self, out: &mut BytesMut) -> Result<(), CodecError> {
+        let empty = |out: &mut BytesMut, tag| {
+            wire::encode_empty(out, tag);
+            Ok(())
+        };
+        match self {
+            BackendMessage::Authentication(a) => authentication(out, a),
+            BackendMessage::BackendKeyData {
+                process_id,
+                secret_key,
+            } => backend_key_data(out, *process_id, secret_key),
+            BackendMessage::ParameterStatus { name, value } => parameter_status(out, name, value),
+            BackendMessage::ReadyForQuery { status } => {
+                ready_for_query(out, *status);
+                Ok(())
+            }
+            BackendMessage::RowDescription { fields } => row_description(out, fields),
+            BackendMessage::DataRow { values } => encode_data_row(out, values.iter().copied()),
+            BackendMessage::CommandComplete { tag } => command_complete(out, tag),
+            BackendMessage::ErrorResponse(f) => error_fields(out, f),
+            BackendMessage::NoticeResponse(f) => notice_fields(out, f),
+            BackendMessage::NotificationResponse {
+                process_id,
+                channel,
+                payload,
+            } => notification_response(out, *process_id, channel, payload),
+            BackendMessage::CopyInResponse(c) => copy_response(out, b'G', c),
+            BackendMessage::CopyOutResponse(c) => copy_response(out, b'H', c),
+            BackendMessage::CopyBothResponse(c) => copy_response(out, b'W', c),
+            BackendMessage::CopyData(d) => copy_data(out, d),
+            BackendMessage::CopyDone => empty(out, b'c'),
+            BackendMessage::EmptyQueryResponse => empty(out, b'I'),
+            BackendMessage::ParseComplete => empty(out, b'1'),
+            BackendMessage::BindComplete => empty(out, b'2'),
+            BackendMessage::CloseComplete => empty(out, b'3'),
+            BackendMessage::NoData => empty(out, b'n'),
+            BackendMessage::ParameterDescription { types } => parameter_description(out, types),
+            BackendMessage::PortalSuspended => empty(out, b's'),
+            BackendMessage::FunctionCallResponse { value } => function_call_response(out, *value),
+            BackendMessage::NegotiateProtocolVersion {
+                newest_minor,
+                unrecognised,
+            } => negotiate_protocol_version(out, *newest_minor, unrecognised),
+        }
+    }
+}
+
+fn read_authentication<'a>(r: &mut Reader<'a>) -> Result<Authentication<'a>, CodecError> {
+    Ok(match r.i32("authentication code")? {
+        0 => Authentication::Ok,
+        2 => Authentication::KerberosV5,
+        3 => Authentication::CleartextPassword,
+        5 => Authentication::Md5Password {
+            salt: r.array("salt")?,
+        },
+        7 => Authentication::Gss,
+        8 => Authentication::GssContinue(r.rest()),
+        9 => Authentication::Sspi,
+        10 => {
+            let mut mechanisms = Vec::new();
+            loop {
+                let m = r.cstr("mechanism")?;
+                if m.is_empty() {
+                    break;
+                }
+                mechanisms.push(m);
+            }
+            Authentication::Sasl { mechanisms }
+        }
+        11 => Authentication::SaslContinue(r.rest()),
+        12 => Authentication::SaslFinal(r.rest()),
+        other => {
+            r.rest();
+            Authentication::Other(other)
+        }
+    })
+}
+
+fn read_fields<'a>(r: &mut Reader<'a>) -> Result<Fields<'a>, CodecError> {
+    let mut fields = Vec::new();
+    loop {
+        let code = r.u8("field type")?;
+        if code == 0 {
+            return Ok(Fields(fields));
+        }
+        fields.push((code, r.cstr("field value")?));
+    }
+}
+
+fn read_copy_format(r: &mut Reader<'_>) -> Result<CopyFormat, CodecError> {
+    let overall = r.u8("overall format")?;
+    if overall > 1 {
+        return Err(r.invalid("overall format", overall.into()));
+    }
+    let n = r.count16("column count")?;
+    let mut columns = Vec::with_capacity(r.capacity(n, 2));
+    for _ in 0..n {
+        columns.push(r.format("column format")?);
+    }
+    Ok(CopyFormat { overall, columns })
+}
+
+/// The values of a DataRow, walked without allocating. Construction checks
+/// the whole row (count, every length, no trailing bytes), so iteration
+/// cannot fail.
+#[derive(Debug, Clone)]
+pub struct DataRowValues<'a> {
+    rest: &'a [u8],
+    left: usize,
+}
+
+impl<'a> DataRowValues<'a> {
+    /// Checks a DataRow body and returns an iterator over its values.
+    pub fn new(body: &'a [u8]) -> Result<Self, CodecError> {
+        let mut r = Reader::new(body, "DataRow");
+        let left = r.count16("column count")?;
+        let mut check = r.clone();
+        for _ in 0..left {
+            check.value("column value")?;
+        }
+        check.finish()?;
+        Ok(Self {
+            rest: r.rest(),
+            left,
+        })
+    }
+
+    /// The values of a 'D' frame.
+    pub fn from_frame(frame: &'a Frame) -> Result<Self, CodecError> {
+        if frame.tag != b'D' {
+            return Err(CodecError::WrongTag {
+                expected: b'D',
+                got: frame.tag,
+            });
+        }
+        Self::new(frame.body())
+    }
+}
+
+impl<'a> Iterator for DataRowValues<'a> {
+    type Item = Option<&'a [u8]>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        // new() checked every length; the fallbacks below end the walk
+        // instead of panicking should that ever not hold.
+        let Some((len, tail)) = self.rest.split_first_chunk::<4>() else {
+            self.left = 0;
+            return None;
+        };
+        self.left -= 1;
+        let Ok(len) = usize::try_from(i32::from_be_bytes(*len)) else {
+            self.rest = tail;
+            return Some(None);
+        };
+        let Some((value, tail)) = tail.split_at_checked(len) else {
+            self.left = 0;
+            return None;
+        };
+        self.rest = tail;
+        Some(Some(value))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for DataRowValues<'_> {}
+
+// ---- encoders ----
+
+/// 'R' any authentication message. `Other(code)` is written with an empty
+/// body.
+pub fn authentication(out: &mut BytesMut, auth: &Authentication<'_>) -> Result<(), CodecError> {
+    wire::encode(out, Some(b'R'), "Authentication", |w| {
+        match auth {
+            Authentication::Ok => w.i32(0),
+            Authentication::KerberosV5 => w.i32(2),
+            Authentication::CleartextPassword => w.i32(3),
+            Authentication::Md5Password { salt } => {
+                w.i32(5);
+                w.bytes(salt);
+            }
+            Authentication::Gss => w.i32(7),
+            Authentication::GssContinue(d) => {
+                w.i32(8);
+                w.bytes(d);
+            }
+            Authentication::Sspi => w.i32(9),
+            Authentication::Sasl { mechanisms } => {
+                w.i32(10);
+                for m in mechanisms {
+                    if m.is_empty() {
+                        return Err(w.fail("mechanism", "empty name ends the list"));
+                    }
+                    w.cstr(m, "mechanism")?;
+                }
+                w.u8(0);
+            }
+            Authentication::SaslContinue(d) => {
+                w.i32(11);
+                w.bytes(d);
+            }
+            Authentication::SaslFinal(d) => {
+                w.i32(12);
+                w.bytes(d);
+            }
+            Authentication::Other(code) => w.i32(*code),
+        }
+        Ok(())
+    })
+}
+
+/// 'R' AuthenticationOk: `R 00 00 00 08 00 00 00 00`.
+pub fn authentication_ok(out: &mut BytesMut) {
+    out.extend_from_slice(b"R\0\0\0\x08\0\0\0\0");
+}
+
+/// 'K' BackendKeyData with a key of any length (4 bytes for protocol 3.0
+/// clients, up to 256 for 3.2).
+pub fn backend_key_data(
+    out: &mut BytesMut,
+    process_id: i32,
+    secret_key: &[u8],
+) -> Result<(), CodecError> {
+    wire::encode(out, Some(b'K'), "BackendKeyData", |w| {
+        w.i32(process_id);
+        w.bytes(secret_key);
+        Ok(())
+    })
+}
+
+/// 'S' ParameterStatus.
+pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) -> Result<(), CodecError> {
+    wire::encode(out, Some(b'S'), "ParameterStatus", |w| {
+        w.cstr(name, "parameter name")?;
+        w.cstr(value, "parameter value")
+    })
+}
+
+/// 'Z' ReadyForQuery (`status` b'I', b'T' or b'E').
+pub fn ready_for_query(out: &mut BytesMut, status: u8) {
+    out.extend_from_slice(&[b'Z', 0, 0, 0, 5, status]);
+}
+
+/// 'T' RowDescription.
+pub fn row_description(
+    out: &mut BytesMut,
+    fields: &[FieldDescription<'_>],
+) -> Result<(), CodecError> {
+    wire::encode(out, Some(b'T'), "RowDescription", |w| {
+        w.count16(fields.len(), "field count")?;
+        for f in fields {
+            w.cstr(f.name, "field name")?;
+            w.u32(f.table_oid);
+            w.i16(f.column_attr);
+            w.u32(f.type_oid);
+            w.i16(f.type_size);
+            w.i32(f.type_modifier);
+            w.i16(f.format);
+        }
+        Ok(())
+    })
+}
+
+/// 'D' DataRow from any exact-size iterator of values (`None` is NULL),
+/// e.g. a [`DataRowValues`] mapped through masking.
+pub fn encode_data_row<'v>(
+    out: &mut BytesMut,
+    values: impl ExactSizeIterator<Item = Option<&'v [u8]>>,
+) -> Result<(), CodecError> {
+    wire::encode(out, Some(b'D'), "DataRow", |w| {
+        let expected = values.len();
+        w.count16(expected, "column count")?;
+        let mut count = 0usize;
+        for v in values {
+            w.value(v, "column value")?;
+            count += 1;
+        }
+        if count != expected {
+            return Err(w.fail("column count", "iterator length was not exact"));
+        }
+        Ok(())
+    })
+}
+
+/// 'C' CommandComplete (e.g. `SELECT 3`, `INSERT 0 1`).
+pub fn command_complete(out: &mut BytesMut, tag: &str) -> Result<(), CodecError> {
+    wire::encode(out, Some(b'C'), "CommandComplete", |w| {
+        w.cstr(tag, "command tag")
+    })
+}
+
+fn fields_message(
+    out: &mut BytesMut,
+    tag: u8,
+    msg: &'static str,
+    fields: &[(u8, &str)],
+) -> Result<(), CodecError> {
+    wire::encode(out, Some(tag), msg, |w| {
+        for &(code, value) in fields {
+            if code == 0 {
+                return Err(w.fail("field type", "zero ends the list"));
+            }
+            w.u8(code);
+            w.cstr(value, "field value")?;
+        }
+        w.u8(0);
+        Ok(())
+    })
+}
+
+/// 'E' ErrorResponse with these fields, in this order.
+pub fn error_fields(out: &mut BytesMut, fields: &Fields<'_>) -> Result<(), CodecError> {
+    fields_message(out, b'E', "ErrorResponse", &fields.0)
+}
+
+/// 'N' NoticeResponse with these fields, in this order.
+pub fn notice_fields(out: &mut BytesMut, fields: &Fields<'_>) -> Result<(), CodecError> {
+    fields_message(out, b'N', "NoticeResponse", &fields.0)
+}
+
+fn standard_fields<'s>(
+    severity: &'s str,
+    sqlstate: &'s str,
+    message: &'s str,
+    detail: Option<&'s str>,
+    hint: Option<&'s str>,
+) -> Vec<(u8, &'s str)> {
+    let mut f = vec![
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', sqlstate),
+        (b'M', message),
+    ];
+    f.extend(detail.map(|d| (b'D', d)));
+    f.extend(hint.map(|h| (b'H', h)));
+    f
+}
+
+/// 'E' ErrorResponse written by the proxy itself: S and V (`severity`,
+/// e.g. "ERROR" or "FATAL", not localised), C (`sqlstate`), M, and D / H
+/// when given.
+pub fn error_response(
+    out: &mut BytesMut,
+    severity: &str,
+    sqlstate: &str,
+    message: &str,
+    detail: Option<&str>,
+    hint: Option<&str>,
+) -> Result<(), CodecError> {
+    let f = standard_fields(severity, sqlstate, message, detail, hint);
+    fields_message(out, b'E', "ErrorResponse", &f)
+}
+
+/// 'N' NoticeResponse written by the proxy itself (severity e.g. "NOTICE",
+/// "WARNING"); fields as [`error_response`].
+pub fn notice_response(
+    out: &mut BytesMut,
+    severity: &str,
+    sqlstate: &str,
+    message: &str,
+    detail: Option<&str>,
+    hint: Option<&str>,
+) -> Result<(), CodecError> {
+    let f = standard_fields(severity, sqlstate, message, detail, hint);
+    fields_message(out, b'N', "NoticeResponse", &f)
+}
+
+/// 'A' NotificationResponse.
+pub fn notification_response(
+    out: &mut BytesMut,
+    process_id: i32,
+    channel: &str,
+    payload: &str,
+) -> Result<(), CodecError> {
+    wire::encode(out, Some(b'A'), "NotificationResponse", |w| {
+        w.i32(process_id);
+        w.cstr(channel, "channel")?;
+        w.cstr(payload, "payload")
+    })
+}
+
+fn copy_response(out: &mut BytesMut, tag: u8, format: &CopyFormat) -> Result<(), CodecError> {
+    let msg = name_of(tag).unwrap_or("CopyResponse");
+    wire::encode(out, Some(tag), msg, |w| {
+        w.u8(format.overall);
+        w.count16(format.columns.len(), "column count")?;
+        for &c in &format.columns {
+            w.i16(c);
+        }
+        Ok(())
+    })
+}
+
+/// 'G' CopyInResponse.
+pub fn copy_in_response(out: &mut BytesMut, format: &CopyFormat) -> Result<(), CodecError> {
+    copy_response(out, b'G', format)
+}
+
+/// 'H' CopyOutResponse.
+pub fn copy_out_response(out: &mut BytesMut, format: &CopyFormat) -> Result<(), CodecError> {
+    copy_response(out, b'H', format)
+}
+
+/// 'W' CopyBothResponse.
+pub fn copy_both_response(out: &mut BytesMut, format: &CopyFormat) -> Result<(), CodecError> {
+    copy_response(out, b'W', format)
+}
+
+/// 'd' CopyData.
+pub fn copy_data(out: &mut BytesMut, data: &[u8]) -> Result<(), CodecError> {
+    wire::encode(out, Some(b'd'), "CopyData", |w| {
+        w.bytes(data);
+        Ok(())
+    })
+}
+
+/// 'c' CopyDone.
+pub fn copy_done(out: &mut BytesMut) {
+    wire::encode_empty(out, b'c');
+}
+
+/// 'I' EmptyQueryResponse.
+pub fn empty_query_response(out: &mut BytesMut) {
+    wire::encode_empty(out, b'I');
+}
+
+/// '1' ParseComplete.
+pub fn parse_complete(out: &mut BytesMut) {
+    wire::encode_empty(out, b'1');
+}
+
+/// '2' BindComplete.
+pub fn bind_complete(out: &mut BytesMut) {
+    wire::encode_empty(out, b'2');
+}
+
+/// '3' CloseComplete.
+pub fn close_complete(out: &mut BytesMut) {
+    wire::encode_empty(out, b'3');
+}
+
+/// 'n' NoData.
+pub fn no_data(out: &mut BytesMut) {
+    wire::encode_empty(out, b'n');
+}
+
+/// 's' PortalSuspended.
+pub fn portal_suspended(out: &mut BytesMut) {
+    wire::encode_empty(out, b's');
+}
+
+/// 't' ParameterDescription.
+pub fn parameter_description(out: &mut BytesMut, types: &[u32]) -> Result<(), CodecError> {
+    wire::encode(out, Some(b't'), "ParameterDescription", |w| {
+        w.count16(types.len(), "parameter count")?;
+        for &t in types {
+            w.u32(t);
+        }
+        Ok(())
+    })
+}
+
+/// 'V' FunctionCallResponse.
+pub fn function_call_response(out: &mut BytesMut, value: Option<&[u8]>) -> Result<(), CodecError> {
+    wire::encode(out, Some(b'V'), "FunctionCallResponse", |w| {
+        w.value(value, "result value")
+    })
+}
+
+/// 'v' NegotiateProtocolVersion.
+pub fn negotiate_protocol_version(
+    out: &mut BytesMut,
+    newest_minor: i32,
+    unrecognised: &[&str],
+) -> Result<(), CodecError> {
+    wire::encode(out, Some(b'v'), "NegotiateProtocolVersion", |w| {
+        w.i32(newest_minor);
+        w.count32(unrecognised.len(), "option count")?;
+        for o in unrecognised {
+            w.cstr(o, "option name")?;
+        }
+        Ok(())
+    })
+}
