@@ -173,7 +173,11 @@ impl PgRuntime {
             let Some(policy) = g.policy.as_ref().and_then(|p| policies.get(p)) else {
                 continue;
             };
-            let masker = g.masking.as_ref().and_then(|m| maskers.get(m)).cloned();
+            let masker = g
+                .masking
+                .as_ref()
+                .and_then(|m| maskers.get(m))
+                .map(Arc::clone);
             grants.insert(
                 (g.account.clone(), g.target.clone()),
                 Arc::new(PgGrant {
@@ -501,16 +505,28 @@ pub async fn serve(
         key: (pid, key.clone()),
     };
 
-    let mut hello = BytesMut::new();
-    if checked.negotiate {
-        backend::negotiate_protocol_version(&mut hello, 0, &checked.unrecognised);
-    }
-    backend::authentication_ok(&mut hello);
-    for (name, value) in &up.parameters {
-        backend::parameter_status(&mut hello, name, value);
-    }
-    backend::backend_key_data(&mut hello, pid, &key);
-    backend::ready_for_query(&mut hello, up.status);
+    let hello = (|| {
+        let mut hello = BytesMut::new();
+        if checked.negotiate {
+            let names: Vec<&str> = checked.unrecognised.iter().map(String::as_str).collect();
+            backend::negotiate_protocol_version(&mut hello, 0, &names)?;
+        }
+        backend::authentication_ok(&mut hello);
+        for (name, value) in &up.parameters {
+            backend::parameter_status(&mut hello, name, value)?;
+        }
+        backend::backend_key_data(&mut hello, pid, &key)?;
+        backend::ready_for_query(&mut hello, up.status);
+        Ok::<_, crate::protocol::postgres::CodecError>(hello)
+    })();
+    let hello = match hello {
+        Ok(h) => h,
+        Err(e) => {
+            out.reason = Some("protocol_error".into());
+            out.detail = Some(e.to_string());
+            return out;
+        }
+    };
     if let Err(e) = client.write_all(&hello).await {
         out.reason = Some("client_gone".into());
         out.detail = Some(e.to_string());
@@ -648,9 +664,26 @@ fn check_startup(m: &StartupMessage, g: &Grant) -> Result<Checked, String> {
     Ok(c)
 }
 
-async fn refuse_startup(client: &mut Stream, code: &str, message: &str) {
+/// An ErrorResponse as bytes. Falls back to a fixed message if the text
+/// cannot be encoded (an interior NUL).
+pub(crate) fn error_bytes(
+    severity: &str,
+    code: &str,
+    message: &str,
+    detail: Option<&str>,
+    hint: Option<&str>,
+) -> bytes::Bytes {
     let mut b = BytesMut::new();
-    backend::error_response(&mut b, "FATAL", code, &format!("Warden: {message}"), None, None);
+    if backend::error_response(&mut b, severity, code, message, detail, hint).is_err() {
+        b.clear();
+        // Fixed ASCII text without NUL: encoding cannot fail.
+        let _ = backend::error_response(&mut b, severity, code, "Warden: refused", None, None);
+    }
+    b.freeze()
+}
+
+async fn refuse_startup(client: &mut Stream, code: &str, message: &str) {
+    let b = error_bytes("FATAL", code, &format!("Warden: {message}"), None, None);
     let _ = client.write_all(&b).await;
     let _ = client.shutdown().await;
 }
@@ -692,7 +725,8 @@ async fn cancel(
             process_id,
             secret_key,
         }
-        .encode(&mut b);
+        .encode(&mut b)
+        .map_err(|e| e.to_string())?;
         s.write_all(&b).await.map_err(|e| e.to_string())?;
         let _ = s.shutdown().await;
         Ok::<(), String>(())
@@ -772,7 +806,7 @@ async fn simple_query(
 ) -> Result<Vec<Vec<Option<String>>>, String> {
     use crate::protocol::postgres::backend::BackendMessage;
     let mut out = BytesMut::new();
-    crate::protocol::postgres::frontend::query(&mut out, sql);
+    crate::protocol::postgres::frontend::query(&mut out, sql).map_err(|e| e.to_string())?;
     up.stream
         .write_all(&out)
         .await

@@ -33,7 +33,7 @@ use tracing::debug;
 
 use super::SessionInfo;
 use super::decide::{Decided, Decider};
-use crate::audit::event::{ResultSummary, StatementDecision, StatementEvent, StatementPhase};
+use crate::audit::event::{ResultSummary, StatementPhase};
 use crate::masking::{Masked, Masker, Strategy};
 use crate::protocol::postgres::backend::{self, BackendMessage, FieldDescription};
 use crate::protocol::postgres::frame::{Frame, decode_frame};
@@ -263,10 +263,8 @@ where
     /// A fatal protocol error: tell the client (through the other half, in
     /// order) and end.
     fn fatal(&self, code: &str, message: &str) {
-        let mut b = BytesMut::new();
-        backend::error_response(&mut b, "FATAL", code, &format!("Warden: {message}"), None, None);
         self.queue(Expect::Refusal {
-            error: b.freeze(),
+            error: super::error_bytes("FATAL", code, &format!("Warden: {message}"), None, None),
             ready: false,
         });
     }
@@ -355,7 +353,8 @@ where
                 if self.info.masker.is_some() && self.described.as_deref() != Some(&portal) {
                     // Learn the portal's columns so its rows can be masked
                     // by column even when the client did not ask.
-                    frontend::describe(&mut self.out, DescribeTarget::Portal, &portal);
+                    frontend::describe(&mut self.out, DescribeTarget::Portal, &portal)
+                        .map_err(|e| e.to_string())?;
                     self.queue(Expect::Describe {
                         portal: Some(portal.clone()),
                         swallow: true,
@@ -448,9 +447,7 @@ where
         let ev = self.info.statement_event(self.seq, d, via, StatementPhase::Request);
         if let Err(e) = self.info.audit.record_statement(ev).await {
             tracing::error!(error = %e, "audit store unavailable; refusing statement");
-            let mut b = BytesMut::new();
-            backend::error_response(
-                &mut b,
+            let error = super::error_bytes(
                 "ERROR",
                 "42501",
                 "Warden: statement refused: the audit trail cannot be written",
@@ -458,7 +455,7 @@ where
                 None,
             );
             self.queue(Expect::Refusal {
-                error: b.freeze(),
+                error,
                 ready: via == "simple" || via == "function_call",
             });
             return Ok(None);
@@ -478,19 +475,14 @@ where
         if let Err(e) = self.info.audit.record_statement(ev).await {
             tracing::error!(error = %e, "could not audit a refused statement");
         }
-        let mut b = BytesMut::new();
-        backend::error_response(
-            &mut b,
+        let error = super::error_bytes(
             "ERROR",
             "42501",
             &format!("Warden: {}", d.client_message()),
             d.detail().as_deref(),
             d.hint(),
         );
-        self.queue(Expect::Refusal {
-            error: b.freeze(),
-            ready,
-        });
+        self.queue(Expect::Refusal { error, ready });
         Ok(())
     }
 
@@ -538,7 +530,7 @@ where
     /// never reach the client.
     async fn internal_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
         let (reply, answer) = oneshot::channel();
-        frontend::query(&mut self.out, sql);
+        frontend::query(&mut self.out, sql).map_err(|e| e.to_string())?;
         self.queue(Expect::Internal { reply });
         self.flush().await.map_err(|e| e.to_string())?;
         answer.await.map_err(|_| "session closed".to_owned())?
@@ -598,9 +590,7 @@ where
                     Ok(Some(f)) => f,
                     Ok(None) => break,
                     Err(e) => {
-                        let mut b = BytesMut::new();
-                        backend::error_response(
-                            &mut b,
+                        let b = super::error_bytes(
                             "FATAL",
                             "08P01",
                             "Warden: the upstream sent a malformed or oversized message",
@@ -680,7 +670,7 @@ where
             // Asynchronous messages, valid at any time.
             BackendMessage::NoticeResponse(fields) => {
                 if !internal {
-                    self.masked_fields(&frame, &fields.0, false);
+                    self.masked_fields(&frame, &fields.0, false)?;
                 }
             }
             BackendMessage::ParameterStatus { .. } => self.pass(&frame),
@@ -689,7 +679,8 @@ where
                 channel,
                 payload,
             } => match self.mask_str(payload) {
-                Some(p) => backend::notification_response(&mut self.out, process_id, channel, &p),
+                Some(p) => backend::notification_response(&mut self.out, process_id, channel, &p)
+                    .map_err(|e| e.to_string())?,
                 None => self.pass(&frame),
             },
             BackendMessage::ParseComplete
@@ -751,7 +742,7 @@ where
                     self.summary().internal.push(row);
                     return Ok(());
                 }
-                self.data_row(&frame, &values);
+                self.data_row(&frame, &values)?;
             }
             BackendMessage::CommandComplete { tag } => {
                 if internal {
@@ -791,7 +782,7 @@ where
                     s.sqlstate = code;
                     s.error = msg;
                 }
-                self.masked_fields(&frame, &fields.0, true);
+                self.masked_fields(&frame, &fields.0, true)?;
                 self.after_error();
             }
             BackendMessage::CopyOutResponse(ref f) | BackendMessage::CopyBothResponse(ref f) => {
@@ -817,7 +808,7 @@ where
                 match masked {
                     Some((bytes, n)) => {
                         self.summary().masked += n as u64;
-                        backend::copy_data(&mut self.out, &bytes);
+                        backend::copy_data(&mut self.out, &bytes).map_err(|e| e.to_string())?;
                     }
                     None => self.pass(&frame),
                 }
@@ -833,7 +824,8 @@ where
                 match masked {
                     Some((bytes, n)) => {
                         self.summary().masked += n as u64;
-                        backend::function_call_response(&mut self.out, Some(&bytes));
+                        backend::function_call_response(&mut self.out, Some(&bytes))
+                            .map_err(|e| e.to_string())?;
                     }
                     None => self.pass(&frame),
                 }
@@ -963,7 +955,7 @@ where
         )
     }
 
-    fn data_row(&mut self, frame: &Frame, values: &[Option<&[u8]>]) {
+    fn data_row(&mut self, frame: &Frame, values: &[Option<&[u8]>]) -> Result<(), String> {
         let cols = match self.queue.front() {
             Some(Expect::Execute { portal, .. }) => self.portal_columns.get(portal).cloned(),
             _ => self.current.as_ref().and_then(|s| s.columns.clone()),
@@ -971,7 +963,7 @@ where
         let Some(masker) = self.info.masker.clone() else {
             self.count_row(values, None);
             self.pass(frame);
-            return;
+            return Ok(());
         };
         let mut changed: Vec<(usize, Masked)> = Vec::new();
         for (i, v) in values.iter().enumerate() {
@@ -1001,7 +993,7 @@ where
         if changed.is_empty() {
             self.count_row(values, cols.as_deref().map(|c| c.as_slice()));
             self.pass(frame);
-            return;
+            return Ok(());
         }
         let masked_count = changed.len() as u64;
         let mut next = changed.iter().peekable();
@@ -1019,9 +1011,11 @@ where
                 _ => *v,
             })
             .collect();
-        backend::encode_data_row(&mut self.out, new_values.iter().copied());
+        backend::encode_data_row(&mut self.out, new_values.iter().copied())
+            .map_err(|e| e.to_string())?;
         self.summary().masked += masked_count;
         self.count_row(&new_values, cols.as_deref().map(|c| c.as_slice()));
+        Ok(())
     }
 
     /// Counts a row sent to the client and keeps the first few (already
@@ -1048,7 +1042,12 @@ where
     }
 
     /// ErrorResponse / NoticeResponse with every text field masked.
-    fn masked_fields(&mut self, frame: &Frame, fields: &[(u8, &str)], error: bool) {
+    fn masked_fields(
+        &mut self,
+        frame: &Frame,
+        fields: &[(u8, &str)],
+        error: bool,
+    ) -> Result<(), String> {
         let mut any = false;
         let new: Vec<(u8, String)> = fields
             .iter()
@@ -1062,14 +1061,15 @@ where
             .collect();
         if !any {
             self.pass(frame);
-            return;
+            return Ok(());
         }
-        let borrowed: Vec<(u8, &str)> = new.iter().map(|(c, v)| (*c, v.as_str())).collect();
+        let borrowed = backend::Fields(new.iter().map(|(c, v)| (*c, v.as_str())).collect());
         if error {
-            backend::encode_error_fields(&mut self.out, &borrowed);
+            backend::error_fields(&mut self.out, &borrowed)
         } else {
-            backend::encode_notice_fields(&mut self.out, &borrowed);
+            backend::notice_fields(&mut self.out, &borrowed)
         }
+        .map_err(|e| e.to_string())
     }
 
     /// Pattern-masked text, or `None` when nothing matched.

@@ -132,7 +132,7 @@ async fn open_inner(p: &UpstreamParams<'_>) -> Result<Upstream, UpstreamError> {
         params,
     };
     let mut out = BytesMut::new();
-    startup.encode(&mut out);
+    startup.encode(&mut out)?;
     stream.write_all(&out).await?;
 
     let mut buf = BytesMut::with_capacity(8192);
@@ -153,11 +153,11 @@ async fn open_inner(p: &UpstreamParams<'_>) -> Result<Upstream, UpstreamError> {
             BackendMessage::Authentication(auth) => match auth {
                 Authentication::Ok => {}
                 Authentication::CleartextPassword => {
-                    frontend::password_message(&mut out, p.password);
+                    frontend::password_message(&mut out, p.password)?;
                 }
                 Authentication::Md5Password { salt } => {
                     let hashed = md5_hash(p.user.as_bytes(), p.password, salt);
-                    frontend::password_message(&mut out, hashed.as_bytes());
+                    frontend::password_message(&mut out, hashed.as_bytes())?;
                 }
                 Authentication::Sasl { mechanisms } => {
                     if !mechanisms.contains(&SCRAM_SHA_256) {
@@ -170,7 +170,7 @@ async fn open_inner(p: &UpstreamParams<'_>) -> Result<Upstream, UpstreamError> {
                     // offer SCRAM-SHA-256-PLUS too; the TLS layer
                     // (verify-full) authenticates the server.
                     let s = ScramSha256::new(p.password, ChannelBinding::unsupported());
-                    frontend::sasl_initial_response(&mut out, SCRAM_SHA_256, s.message());
+                    frontend::sasl_initial_response(&mut out, SCRAM_SHA_256, s.message())?;
                     scram = Some(s);
                 }
                 Authentication::SaslContinue(data) => {
@@ -178,18 +178,18 @@ async fn open_inner(p: &UpstreamParams<'_>) -> Result<Upstream, UpstreamError> {
                         .as_mut()
                         .ok_or_else(|| UpstreamError::Unexpected("SASLContinue".into()))?;
                     s.update(data).map_err(UpstreamError::Scram)?;
-                    frontend::sasl_response(&mut out, s.message());
+                    frontend::sasl_response(&mut out, s.message())?;
                 }
                 Authentication::SaslFinal(data) => {
-                    let s = scram
+                    let mut s = scram
                         .take()
                         .ok_or_else(|| UpstreamError::Unexpected("SASLFinal".into()))?;
                     // Verifies the server's signature: the server knew the
                     // password too.
                     s.finish(data).map_err(UpstreamError::Scram)?;
                 }
-                Authentication::Other(code) => {
-                    return Err(UpstreamError::UnsupportedAuth(format!("code {code}")));
+                other => {
+                    return Err(UpstreamError::UnsupportedAuth(format!("{other:?}")));
                 }
             },
             BackendMessage::ParameterStatus { name, value } => {
