@@ -13,4 +13,5 @@ pub mod ebpf;
 pub mod fsutil;
 pub mod identity;
 pub mod protocol;
+pub mod masking;
 pub mod proxy;

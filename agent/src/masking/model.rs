@@ -1,0 +1,201 @@
+//! The masking configuration as written in `[masking.NAME]` (deserialised by
+//! the config loader), the strategy names, and the two small value types of
+//! the API: [`Masked`] (a masked value or SQL NULL) and [`MaskingProblem`]
+//! (one configuration problem, reported all at once by
+//! [`Masker::compile`](super::Masker::compile)).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// One `[masking.NAME]` table.
+///
+/// ```toml
+/// [masking.pii]
+/// columns = [ { column = "customers.email", strategy = "redact" },
+///             { column = "customers.card", strategy = "last4" } ]
+/// patterns = ["card", "email", "ssn", "iban", "token", "employee_id"]
+/// pattern_strategy = "redact"
+/// custom = [ { name = "employee_id", regex = "EMP-[0-9]{6}" } ]
+/// hmac_key_file = "/etc/warden/masking.key"
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskingConfig {
+    /// Column rules, matched against the names the proxy resolves from
+    /// RowDescription (table OID + attribute number).
+    #[serde(default)]
+    pub columns: Vec<ColumnRuleConfig>,
+    /// Detectors applied to every value: the built-in `card`, `email`,
+    /// `ssn`, `iban`, `token`, or the `name` of an entry of `custom`.
+    #[serde(default)]
+    pub patterns: Vec<String>,
+    /// Strategy for pattern hits; default `redact`.
+    #[serde(default)]
+    pub pattern_strategy: Option<Strategy>,
+    /// Extra detectors (`regex` crate syntax). Each must be listed in
+    /// `patterns` to be active.
+    #[serde(default)]
+    pub custom: Vec<CustomPattern>,
+    /// File holding the HMAC key; required when any strategy is `hmac`.
+    #[serde(default)]
+    pub hmac_key_file: Option<PathBuf>,
+}
+
+/// `{ column = "table.column", strategy = "redact" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnRuleConfig {
+    /// `table.column` or `schema.table.column`. An unqualified table matches
+    /// any schema; unquoted parts match case-insensitively, `"Quoted"` parts
+    /// exactly (`""` inside quotes is one `"`).
+    pub column: String,
+    pub strategy: Strategy,
+}
+
+/// `{ name = "employee_id", regex = "EMP-[0-9]{6}" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomPattern {
+    /// Detector name: lowercase ASCII letters, digits and `_`; it appears in
+    /// the redaction marker `[MASKED:name]`.
+    pub name: String,
+    pub regex: String,
+}
+
+/// What happens to a value (column rule) or to a match (pattern rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Replace with a fixed marker: `[MASKED]` for a column, `[MASKED:kind]`
+    /// for a pattern match.
+    Redact,
+    /// Keep the last four letters/digits (when at least eight are present),
+    /// `*` for the rest; spaces and dashes are kept.
+    Last4,
+    /// `tok_` + 16 hex digits of HMAC-SHA256(key, value): deterministic, so
+    /// equality (joins, GROUP BY) survives.
+    Hmac,
+    /// SQL NULL (for a pattern match: the whole value).
+    Null,
+}
+
+impl Strategy {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Redact => "redact",
+            Strategy::Last4 => "last4",
+            Strategy::Hmac => "hmac",
+            Strategy::Null => "null",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A masked value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Masked {
+    /// Send SQL NULL instead of the value.
+    Null,
+    /// Send these bytes instead of the value.
+    Value(Vec<u8>),
+}
+
+/// One configuration problem. `key` is relative to the `[masking.NAME]`
+/// table: `columns[1].column`, `patterns[0]`, `custom[0].regex`,
+/// `hmac_key_file`, ...
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskingProblem {
+    pub key: String,
+    pub message: String,
+}
+
+impl MaskingProblem {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for MaskingProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Doc {
+        masking: std::collections::BTreeMap<String, MaskingConfig>,
+    }
+
+    #[test]
+    fn the_issue_example_deserialises() {
+        let doc: Doc = toml::from_str(
+            r#"
+[masking.pii]
+columns = [ { column = "customers.email", strategy = "redact" }, { column = "customers.card", strategy = "last4" } ]
+patterns = ["card", "email", "ssn", "iban", "token"]
+"#,
+        )
+        .unwrap();
+        let pii = &doc.masking["pii"];
+        assert_eq!(pii.columns.len(), 2);
+        assert_eq!(pii.columns[1].column, "customers.card");
+        assert_eq!(pii.columns[1].strategy, Strategy::Last4);
+        assert_eq!(pii.patterns, ["card", "email", "ssn", "iban", "token"]);
+        assert_eq!(pii.pattern_strategy, None);
+        assert!(pii.custom.is_empty());
+        assert_eq!(pii.hmac_key_file, None);
+    }
+
+    #[test]
+    fn every_field_and_strategy_spelling() {
+        let cfg: MaskingConfig = toml::from_str(
+            r#"
+columns = [ { column = "a.b", strategy = "hmac" }, { column = "a.c", strategy = "null" },
+            { column = "a.d", strategy = "redact" }, { column = "a.e", strategy = "last4" } ]
+pattern_strategy = "hmac"
+custom = [ { name = "employee_id", regex = "EMP-[0-9]{6}" } ]
+hmac_key_file = "/k"
+"#,
+        )
+        .unwrap();
+        let got: Vec<_> = cfg.columns.iter().map(|c| c.strategy.as_str()).collect();
+        assert_eq!(got, ["hmac", "null", "redact", "last4"]);
+        assert_eq!(cfg.pattern_strategy, Some(Strategy::Hmac));
+        assert_eq!(cfg.custom[0].name, "employee_id");
+        assert_eq!(cfg.hmac_key_file, Some(PathBuf::from("/k")));
+    }
+
+    #[test]
+    fn unknown_keys_and_strategies_are_refused() {
+        assert!(toml::from_str::<MaskingConfig>("colums = []").is_err());
+        assert!(
+            toml::from_str::<MaskingConfig>(r#"columns = [{ column = "a.b", strategy = "hash" }]"#)
+                .is_err()
+        );
+        assert!(
+            toml::from_str::<MaskingConfig>(
+                r#"columns = [{ column = "a.b", strategy = "redact", extra = 1 }]"#
+            )
+            .is_err()
+        );
+        assert!(
+            toml::from_str::<MaskingConfig>(r#"custom = [{ name = "x", regex = "y", z = 1 }]"#)
+                .is_err()
+        );
+    }
+}
