@@ -16,7 +16,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use super::Diagnostic;
 use super::error::{Diags, LineIndex, index, join};
 use super::model::{Account, AgentSection, AuditSection, Grant, Target};
-use crate::masking::model::MaskingConfig;
+use crate::masking::MaskingConfig;
 use crate::policy::model::PolicyConfig;
 
 /// Keys every `[[target]]` must have.

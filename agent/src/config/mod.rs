@@ -420,17 +420,31 @@ targets = ["cache"]
         };
         assert_eq!(c.agent, AgentSection::default());
         assert_eq!(c.audit, AuditSection::default());
-        assert_eq!(c.targets.len(), 1);
+        assert_eq!(c.targets.len(), 2);
         assert_eq!(c.accounts.len(), 1);
+        assert_eq!(c.grants.len(), 1);
+        assert!(c.policies.contains_key("orders-readonly"));
+        assert!(c.maskings.contains_key("pii"));
+        assert!(c.is_granted("orders-api", "orders-pg"));
+        assert!(c.is_granted("orders-api", "orders-db"));
     }
 
     #[test]
     fn reference_config_mentions_every_key() {
-        let tables: [(&str, &[&str]); 4] = [
+        let tables: [(&str, &[&str]); 7] = [
             ("[agent]", load::field_names::<AgentSection>()),
             ("[audit]", load::field_names::<AuditSection>()),
             ("[[target]]", load::field_names::<Target>()),
             ("[[account]]", load::field_names::<Account>()),
+            ("[[grant]]", load::field_names::<Grant>()),
+            (
+                "[policy.orders-readonly]",
+                load::field_names::<crate::policy::PolicyConfig>(),
+            ),
+            (
+                "[masking.pii]",
+                load::field_names::<crate::masking::MaskingConfig>(),
+            ),
         ];
         for (header, fields) in tables {
             let Some(start) = REFERENCE.find(&format!("\n{header}\n")) else {

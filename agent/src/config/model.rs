@@ -22,7 +22,7 @@ pub struct Config {
     /// `[policy.NAME]` tables, by name.
     pub policies: std::collections::BTreeMap<String, crate::policy::model::PolicyConfig>,
     /// `[masking.NAME]` tables, by name.
-    pub maskings: std::collections::BTreeMap<String, crate::masking::model::MaskingConfig>,
+    pub maskings: std::collections::BTreeMap<String, crate::masking::MaskingConfig>,
     /// File the configuration was read from (for messages and audit).
     pub source: PathBuf,
     /// Hex SHA-256 of the file's exact bytes.

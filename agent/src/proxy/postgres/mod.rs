@@ -190,7 +190,7 @@ impl PgRuntime {
         Ok(Self {
             grants,
             targets,
-            builtin: Arc::new(Masker::builtin()),
+            builtin: Arc::new(Masker::all_builtin()),
             cancels: Mutex::new(HashMap::new()),
             catalog: Mutex::new(HashMap::new()),
         })
@@ -766,7 +766,7 @@ async fn column_map(
     {
         return Ok(Arc::clone(map));
     }
-    if !masker.has_column_rules() {
+    if !masker.has_columns() {
         return Ok(Arc::new(HashMap::new()));
     }
     let sql = "SELECT c.oid, a.attnum, n.nspname, c.relname, a.attname \
