@@ -5,13 +5,13 @@
 //!
 //! | file | content |
 //! | --- | --- |
-//! | `events.jsonl` | connection events (OCSF Network Activity), the exact stored bytes, one per line, in seq order |
+//! | `events.jsonl` | connection events (OCSF Network Activity) and database statements (OCSF Datastore Activity), the exact stored bytes, one per line, in seq order |
 //! | `config-changes.jsonl` | configuration loads/reloads (OCSF Device Config State Change), likewise |
 //! | `checkpoints.jsonl` | checkpoint events (OCSF, carrying the signed body, signature and public key) in the range and every later one |
 //! | `other-events.jsonl` | other chain events in the range (retention prunes) |
 //! | `approvals.jsonl` | approval decisions: empty, this version records none (the manifest says so) |
 //! | `verification.txt` | chain id, exported seq range, gaps, the full `verify` report, key fingerprints |
-//! | `summary.json` | counts of connection events per account, target, decision and (account, target, decision) |
+//! | `summary.json` | counts of connection events per account, target, decision and (account, target, decision); under `statements`, counts of statements per account, target, decision, class and (account, target, decision), and of results |
 //! | `manifest.json` | SHA-256 and size of every file above, chain id, range, creation time, Warden version, signing key |
 //! | `manifest.sig` | hex Ed25519 signature (by the store's checkpoint key) over the exact bytes of `manifest.json` |
 //!
@@ -49,9 +49,9 @@ use sha2::{Digest, Sha256};
 use super::AuditError;
 use super::chain::{ChainKey, GENESIS, Hash, event_hash};
 use super::checkpoint::{CheckpointSigner, ORIGIN_PREFIX, key_id};
+use super::event::StatementPhase;
 use super::ocsf::{
-    CLASS_UID_APPLICATION_LIFECYCLE, CLASS_UID_DEVICE_CONFIG_STATE_CHANGE,
-    CLASS_UID_NETWORK_ACTIVITY, EventKind, activity_from_id, activity_str, decode_checkpoint,
+    CLASS_UID_APPLICATION_LIFECYCLE, EventKind, activity_from_id, activity_str, decode_checkpoint,
     probe_fast,
 };
 use super::reader::{AuditReader, format_time};
@@ -134,6 +134,28 @@ pub struct Summary {
     pub by_decision: BTreeMap<String, u64>,
     pub by_activity: BTreeMap<String, u64>,
     pub by_account_target_decision: Vec<TripleCount>,
+    /// Database statements (absent in bundles from before statements were
+    /// recorded).
+    #[serde(default)]
+    pub statements: StatementSummary,
+}
+
+/// `summary.json`'s `statements`: one count per statement Warden decided
+/// (its request event), and how many results were recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatementSummary {
+    /// Request events: statements decided.
+    pub statements: u64,
+    /// Result events: statements that were forwarded and answered.
+    pub results: u64,
+    pub by_account: BTreeMap<String, u64>,
+    pub by_target: BTreeMap<String, u64>,
+    /// `allowed`, `blocked`, `denied`, `approval_required`, `rejected`.
+    pub by_decision: BTreeMap<String, u64>,
+    /// `read`, `write`, `ddl`, `privileged`, `unknown`.
+    pub by_class: BTreeMap<String, u64>,
+    pub by_account_target_decision: Vec<TripleCount>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,18 +167,20 @@ pub struct TripleCount {
     pub events: u64,
 }
 
+/// Counts per account, target, decision, and one more key (connection
+/// activity or statement class).
 #[derive(Default)]
-struct SummaryBuilder {
+struct Tally {
     n: u64,
     account: BTreeMap<String, u64>,
     target: BTreeMap<String, u64>,
     decision: BTreeMap<String, u64>,
-    activity: BTreeMap<String, u64>,
+    other: BTreeMap<String, u64>,
     triple: BTreeMap<(Option<String>, Option<String>, String), u64>,
 }
 
-impl SummaryBuilder {
-    fn add(&mut self, account: Option<&str>, target: Option<&str>, decision: &str, activity: &str) {
+impl Tally {
+    fn add(&mut self, account: Option<&str>, target: Option<&str>, decision: &str, other: &str) {
         self.n += 1;
         *self
             .account
@@ -167,7 +191,7 @@ impl SummaryBuilder {
             .entry(target.unwrap_or(NONE_KEY).to_owned())
             .or_default() += 1;
         *self.decision.entry(decision.to_owned()).or_default() += 1;
-        *self.activity.entry(activity.to_owned()).or_default() += 1;
+        *self.other.entry(other.to_owned()).or_default() += 1;
         *self
             .triple
             .entry((
@@ -178,39 +202,80 @@ impl SummaryBuilder {
             .or_default() += 1;
     }
 
-    /// Add a connection event's stored bytes.
+    fn triples(
+        triple: BTreeMap<(Option<String>, Option<String>, String), u64>,
+    ) -> Vec<TripleCount> {
+        triple
+            .into_iter()
+            .map(|((account, target, decision), events)| TripleCount {
+                account,
+                target,
+                decision,
+                events,
+            })
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct SummaryBuilder {
+    connections: Tally,
+    statements: Tally,
+    results: u64,
+}
+
+impl SummaryBuilder {
+    /// Add the stored bytes of an event of `events.jsonl` (a connection or
+    /// a statement event).
     fn add_event(&mut self, data: &[u8]) -> Result<(), String> {
         let p = probe_fast(data).map_err(|e| e.to_string())?;
         let w = &p.unmapped.warden;
-        let decision = w.decision.map_or("unknown", |d| d.as_str());
-        let activity = activity_from_id(p.activity_id).map_or("unknown", activity_str);
-        self.add(
-            w.account.as_deref(),
-            w.target.as_deref(),
-            decision,
-            activity,
-        );
+        let decision = w.decision.as_deref().unwrap_or("unknown");
+        match p.kind() {
+            Some(EventKind::Connection) => {
+                let activity = activity_from_id(p.activity_id).map_or("unknown", activity_str);
+                self.connections.add(
+                    w.account.as_deref(),
+                    w.target.as_deref(),
+                    decision,
+                    activity,
+                );
+            }
+            Some(EventKind::Statement) => match &w.statement {
+                Some(s) if s.phase == StatementPhase::Result => self.results += 1,
+                Some(s) => self.statements.add(
+                    w.account.as_deref(),
+                    w.target.as_deref(),
+                    decision,
+                    &s.class,
+                ),
+                None => return Err("statement event without unmapped.warden.statement".into()),
+            },
+            _ => return Err(format!("an event of class {} is not counted", p.class_uid)),
+        }
         Ok(())
     }
 
     fn finish(self) -> Summary {
+        let c = self.connections;
+        let s = self.statements;
         Summary {
             format: SUMMARY_FORMAT.into(),
-            connection_events: self.n,
-            by_account: self.account,
-            by_target: self.target,
-            by_decision: self.decision,
-            by_activity: self.activity,
-            by_account_target_decision: self
-                .triple
-                .into_iter()
-                .map(|((account, target, decision), events)| TripleCount {
-                    account,
-                    target,
-                    decision,
-                    events,
-                })
-                .collect(),
+            connection_events: c.n,
+            by_account: c.account,
+            by_target: c.target,
+            by_decision: c.decision,
+            by_activity: c.other,
+            by_account_target_decision: Tally::triples(c.triple),
+            statements: StatementSummary {
+                statements: s.n,
+                results: self.results,
+                by_account: s.account,
+                by_target: s.target,
+                by_decision: s.decision,
+                by_class: s.other,
+                by_account_target_decision: Tally::triples(s.triple),
+            },
         }
     }
 }
@@ -250,8 +315,8 @@ impl fmt::Display for ExportReport {
         let c = &self.counts;
         writeln!(
             f,
-            "  exported:    {} connection events, {} configuration changes, {} checkpoints, {} \
-             other events, {} approvals",
+            "  exported:    {} connection and statement events, {} configuration changes, {} \
+             checkpoints, {} other events, {} approvals",
             c.events, c.config_changes, c.checkpoints, c.other_events, c.approvals
         )?;
         writeln!(f, "  gaps:        {}", format_gaps(&self.gaps))?;
@@ -484,7 +549,7 @@ pub fn export(
                 )));
             }
             match probe_fast(data).ok().and_then(|p| p.kind()) {
-                Some(EventKind::Connection) => {
+                Some(EventKind::Connection | EventKind::Statement) => {
                     summary
                         .add_event(data)
                         .map_err(|e| err(format!("event {seq}: {e}")))?;
@@ -565,8 +630,8 @@ pub fn export(
     let _ = writeln!(v, "gaps in range:   {}", format_gaps(&gaps));
     let _ = writeln!(
         v,
-        "exported:        {} connection events, {} configuration changes, {} checkpoints, {} \
-         other events",
+        "exported:        {} connection and statement events, {} configuration changes, {} \
+         checkpoints, {} other events",
         counts.events, counts.config_changes, counts.checkpoints, counts.other_events
     );
     let _ = writeln!(v, "approvals:       {APPROVALS_NOTE}");
@@ -690,8 +755,8 @@ impl fmt::Display for ExportVerification {
         let c = &self.counts;
         writeln!(
             f,
-            "  contents:    {} connection events, {} configuration changes, {} checkpoints, {} \
-             other events, {} approvals",
+            "  contents:    {} connection and statement events, {} configuration changes, {} \
+             checkpoints, {} other events, {} approvals",
             c.events, c.config_changes, c.checkpoints, c.other_events, c.approvals
         )?;
         writeln!(f, "  files:       {} (hashes and sizes match)", self.files)?;
@@ -1023,14 +1088,14 @@ impl<'a> ContentCheck<'a> {
                 ),
             ));
         }
-        let expected_class = match kind {
-            EventKind::Connection => CLASS_UID_NETWORK_ACTIVITY,
-            EventKind::Config => CLASS_UID_DEVICE_CONFIG_STATE_CHANGE,
-            EventKind::Checkpoint | EventKind::Prune => CLASS_UID_APPLICATION_LIFECYCLE,
-        };
         let in_place = match kind {
             EventKind::Prune => {
-                p.class_uid == expected_class && p.kind() != Some(EventKind::Checkpoint)
+                p.class_uid == CLASS_UID_APPLICATION_LIFECYCLE
+                    && p.kind() != Some(EventKind::Checkpoint)
+            }
+            // events.jsonl: connections and statements.
+            EventKind::Connection | EventKind::Statement => {
+                matches!(p.kind(), Some(EventKind::Connection | EventKind::Statement))
             }
             _ => p.kind() == Some(kind),
         };
@@ -1065,7 +1130,7 @@ impl<'a> ContentCheck<'a> {
                 format!("line {at}: seq {seq} is outside the exported range"),
             ));
         }
-        if kind == EventKind::Connection {
+        if matches!(kind, EventKind::Connection | EventKind::Statement) {
             self.summary
                 .add_event(&data)
                 .map_err(|e| bundle_err(dir, rd.name, format!("line {at}: {e}")))?;

@@ -1,7 +1,8 @@
 //! OCSF 1.8 encoding of audit events: connection events (Network Activity,
-//! class 4001), configuration changes (Device Config State Change, 5019),
-//! and the chain's own events, checkpoints and retention prunes
-//! (Application Lifecycle, 6002).
+//! class 4001), database statements (Datastore Activity, 6005),
+//! configuration changes (Device Config State Change, 5019), and the
+//! chain's own events, checkpoints and retention prunes (Application
+//! Lifecycle, 6002).
 //!
 //! Each event is encoded exactly once and the resulting bytes are stored
 //! verbatim; they are what the hash chain covers. Producers encode their
@@ -28,6 +29,41 @@
 //!   `unmapped.warden`;
 //! - everything Warden-specific (account, decision, gid, tgid, cgroup, ...) is
 //!   under `unmapped.warden`.
+//!
+//! Statement mapping (one event when Warden decided, the *request* phase,
+//! and one when the upstream answered, the *result* phase; both carry the
+//! same `statement_seq`):
+//! - class 6005 Datastore Activity, category 6 Application Activity,
+//!   `activity_id` 4 Query for both phases, `type_uid` 600504; the phase is
+//!   `unmapped.warden.statement.phase` (`request`/`result`);
+//! - allowed: severity 1 Informational, action Allowed, disposition
+//!   Allowed; every refusal (blocked, denied, approval_required, rejected):
+//!   severity 3 Medium, action Denied, disposition Blocked (action and
+//!   disposition as for connections, security-control profile); `status`
+//!   Success when allowed and no error came back, else Failure, with the
+//!   SQLSTATE as `status_code` and the (masked) error, or for a refusal the
+//!   reason, as `status_detail`; `message` = e.g. "write statement blocked";
+//! - `metadata` as for connections, `correlation_uid` = session;
+//! - `src_endpoint` = `hostname` (the host, when known: the workload runs
+//!   there) and `name` = the account; the client's address is on the
+//!   connection events of the same `correlation_uid`; `dst_endpoint` =
+//!   `svc_name` target; `actor.process` as for connections;
+//! - `database` = `name` (the upstream database), `type_id` 1 Relational;
+//!   `table.name` when the statement touches exactly one table; `type_id`
+//!   1 Database; `query_info` = `query_string` (the statement, masked by
+//!   the caller), `uid` = `"<session>:<statement_seq>"`; `duration` (ms)
+//!   in the result phase;
+//! - `unmapped.warden` = `account`, `target`, `decision` (a
+//!   `StatementDecision`), `reason`, `session`, `protocol`, the process
+//!   facts and `identity` as for connections, and `statement` = `phase`,
+//!   `statement_seq`, `via`, `class`, `tables`, `functions`, `policy`,
+//!   `rule`, `upstream_user`, and in the result phase `rows`,
+//!   `values_masked`, `duration_us`, `command_tag`, `sqlstate`, `error`,
+//!   `result` (`columns`, `sample`: masked rows, where SQL NULL is JSON
+//!   `null`, the only nulls Warden writes); `unmapped.warden.seq` = seq;
+//! - store columns: `class_uid` 6005, `activity` "statement" (request) or
+//!   "result", `decision` = the statement decision, `account`, `target`,
+//!   `session`, `reason`.
 //!
 //! Configuration change mapping (each load and reload of the configuration
 //! file is evidence of what Warden enforced from then on):
@@ -86,7 +122,7 @@ use super::AuditError;
 use super::checkpoint::Checkpoint;
 use super::event::{
     ConfigAction, ConfigChange, ConnActivity, ConnectionEvent, Decision, ProcessInfo, PruneRecord,
-    SessionId, TokenIdentity,
+    ResultSummary, SessionId, StatementDecision, StatementEvent, StatementPhase, TokenIdentity,
 };
 
 /// OCSF schema version written into `metadata.version`.
@@ -120,6 +156,8 @@ pub const CONFIG_ACTIVITY: &str = "config";
 pub const PRUNE_ACTIVITY: &str = "prune";
 /// OCSF `activity_name` of prune events.
 pub const PRUNE_ACTIVITY_NAME: &str = "Prune";
+/// OCSF Datastore Activity class (database statements).
+pub const CLASS_UID_DATASTORE_ACTIVITY: u32 = 6005;
 
 /// OCSF `activity_id` of a connection activity.
 pub fn activity_id(activity: ConnActivity) -> u8 {
@@ -1262,6 +1300,468 @@ pub fn decode_config(data: &[u8]) -> Result<DecodedConfig, AuditError> {
     })
 }
 
+/// OCSF `activity_id` Query of Datastore Activity (both phases of a
+/// statement).
+pub const ACTIVITY_ID_QUERY: u8 = 4;
+/// Store `activity` column of a statement's request event.
+pub const STATEMENT_ACTIVITY: &str = "statement";
+/// Store `activity` column of a statement's result event.
+pub const RESULT_ACTIVITY: &str = "result";
+
+/// The store's `activity` column of a statement event of `phase`.
+pub fn statement_activity_str(phase: StatementPhase) -> &'static str {
+    match phase {
+        StatementPhase::Request => STATEMENT_ACTIVITY,
+        StatementPhase::Result => RESULT_ACTIVITY,
+    }
+}
+
+/// The members of a Datastore Activity event before `metadata`.
+#[derive(Serialize)]
+struct StmtHead<'a> {
+    activity_id: u8,
+    activity_name: &'static str,
+    category_uid: u32,
+    category_name: &'static str,
+    class_uid: u32,
+    class_name: &'static str,
+    type_uid: u32,
+    type_name: &'static str,
+    time: i64,
+    severity_id: u8,
+    severity: &'static str,
+    status_id: u8,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_detail: Option<&'a str>,
+    action_id: u8,
+    action: &'static str,
+    disposition_id: u8,
+    disposition: &'static str,
+    message: &'a str,
+}
+
+/// The members of a Datastore Activity event between `metadata` and
+/// `unmapped`.
+#[derive(Serialize)]
+struct StmtMiddle<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<DeviceSer<'a>>,
+    src_endpoint: SrcEndpointSer<'a>,
+    dst_endpoint: SvcEndpointSer<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<ActorSer<'a>>,
+    database: DatabaseSer<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    table: Option<NameSer<'a>>,
+    query_info: QueryInfoSer<'a>,
+    type_id: u8,
+    #[serde(rename = "type")]
+    type_name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct SrcEndpointSer<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<&'a str>,
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct SvcEndpointSer<'a> {
+    svc_name: &'a str,
+}
+
+#[derive(Serialize)]
+struct DatabaseSer<'a> {
+    name: &'a str,
+    type_id: u8,
+    #[serde(rename = "type")]
+    type_name: &'static str,
+}
+
+#[derive(Serialize)]
+struct NameSer<'a> {
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct QueryInfoSer<'a> {
+    query_string: &'a str,
+    uid: &'a str,
+}
+
+/// `unmapped.warden` of a statement event, without `seq`: the columns'
+/// sources (account, target, decision, reason, session) where connection
+/// events have them, then the process facts, then `statement`.
+#[derive(Serialize)]
+struct StmtExtSer<'a> {
+    account: &'a str,
+    target: &'a str,
+    decision: StatementDecision,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    session: &'a str,
+    protocol: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tgid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process_start_boot_ns: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pid_reused: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<&'a TokenIdentity>,
+    statement: StmtDocSer<'a>,
+}
+
+/// `unmapped.warden.statement`. No key here may be named like a member of
+/// `unmapped.warden` that the fast probe reads (account, target, decision,
+/// reason, session, seq).
+#[derive(Serialize)]
+struct StmtDocSer<'a> {
+    phase: StatementPhase,
+    statement_seq: u64,
+    via: &'a str,
+    class: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    tables: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    functions: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<&'a str>,
+    upstream_user: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    values_masked: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command_tag: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sqlstate: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a ResultSummary>,
+}
+
+/// `message` of a statement event, e.g. "write statement blocked" or
+/// "read statement result: SELECT 3".
+fn statement_message(ev: &StatementEvent) -> String {
+    match ev.phase {
+        StatementPhase::Request => format!("{} statement {}", ev.class, ev.decision.as_str()),
+        StatementPhase::Result => match (&ev.command_tag, &ev.sqlstate) {
+            (_, Some(state)) => format!("{} statement failed (SQLSTATE {state})", ev.class),
+            (Some(tag), None) => format!("{} statement result: {tag}", ev.class),
+            (None, None) => format!("{} statement result", ev.class),
+        },
+    }
+}
+
+/// Encode a database statement as OCSF 1.8 Datastore Activity JSON with
+/// the seq left open (see the module docs and [`SeqTemplate`]). `session`
+/// is `ev.session.to_string()`.
+pub fn statement_template(
+    ev: &StatementEvent,
+    session: &str,
+    chain_id: &str,
+    host: &str,
+) -> Result<SeqTemplate, AuditError> {
+    let allowed = ev.decision == StatementDecision::Allowed;
+    let failed = !allowed || ev.sqlstate.is_some() || ev.error.is_some();
+    let message = statement_message(ev);
+    let query_uid = format!("{session}:{}", ev.statement_seq);
+    let mut b = TemplateBuilder::new();
+    b.raw("{");
+    b.members(
+        &StmtHead {
+            activity_id: ACTIVITY_ID_QUERY,
+            activity_name: "Query",
+            category_uid: CATEGORY_UID_APPLICATION,
+            category_name: "Application Activity",
+            class_uid: CLASS_UID_DATASTORE_ACTIVITY,
+            class_name: "Datastore Activity",
+            type_uid: CLASS_UID_DATASTORE_ACTIVITY * 100 + u32::from(ACTIVITY_ID_QUERY),
+            type_name: "Datastore Activity: Query",
+            time: ev.time_ms,
+            severity_id: if allowed { 1 } else { 3 },
+            severity: if allowed { "Informational" } else { "Medium" },
+            status_id: if failed { 2 } else { 1 },
+            status: if failed { "Failure" } else { "Success" },
+            status_code: ev.sqlstate.as_deref(),
+            status_detail: ev.error.as_deref().or(if allowed {
+                None
+            } else {
+                ev.reason.as_deref()
+            }),
+            action_id: if allowed { 1 } else { 2 },
+            action: if allowed { "Allowed" } else { "Denied" },
+            disposition_id: if allowed { 1 } else { 2 },
+            disposition: if allowed { "Allowed" } else { "Blocked" },
+            message: &message,
+        },
+        true,
+    )?;
+    b.raw(",");
+    b.metadata(chain_id, Some(session))?;
+    b.members(
+        &StmtMiddle {
+            device: device_ser(host),
+            src_endpoint: SrcEndpointSer {
+                hostname: (!host.is_empty()).then_some(host),
+                name: &ev.account,
+            },
+            dst_endpoint: SvcEndpointSer {
+                svc_name: &ev.target,
+            },
+            actor: actor_ser(&ev.process),
+            database: DatabaseSer {
+                name: &ev.database,
+                type_id: 1,
+                type_name: "Relational",
+            },
+            table: match ev.tables.as_slice() {
+                [one] => Some(NameSer { name: one }),
+                _ => None,
+            },
+            query_info: QueryInfoSer {
+                query_string: &ev.statement,
+                uid: &query_uid,
+            },
+            type_id: 1,
+            type_name: "Database",
+            duration: ev.duration_us.map(|us| us / 1000),
+        },
+        false,
+    )?;
+    let p = &ev.process;
+    b.unmapped_and_close(&StmtExtSer {
+        account: &ev.account,
+        target: &ev.target,
+        decision: ev.decision,
+        reason: ev.reason.as_deref(),
+        session,
+        protocol: &ev.protocol,
+        cgroup_id: p.cgroup_id,
+        cgroup_path: p.cgroup_path.as_deref(),
+        tgid: p.tgid,
+        gid: p.gid,
+        unit: p.unit.as_deref(),
+        process_start_boot_ns: p.start_boot_ns,
+        pid_reused: p.pid_reused,
+        identity: ev.identity.as_ref(),
+        statement: StmtDocSer {
+            phase: ev.phase,
+            statement_seq: ev.statement_seq,
+            via: &ev.via,
+            class: &ev.class,
+            tables: &ev.tables,
+            functions: &ev.functions,
+            policy: ev.policy.as_deref(),
+            rule: ev.rule.as_deref(),
+            upstream_user: &ev.upstream_user,
+            rows: ev.rows,
+            values_masked: ev.values_masked,
+            duration_us: ev.duration_us,
+            command_tag: ev.command_tag.as_deref(),
+            sqlstate: ev.sqlstate.as_deref(),
+            error: ev.error.as_deref(),
+            result: ev.result.as_ref(),
+        },
+    })
+}
+
+/// Encode `ev` as event `seq` (see [`statement_template`]).
+pub fn encode_statement(
+    ev: &StatementEvent,
+    seq: u64,
+    chain_id: &str,
+    host: &str,
+) -> Result<Vec<u8>, AuditError> {
+    Ok(statement_template(ev, &ev.session.to_string(), chain_id, host)?.fill(seq))
+}
+
+/// OCSF Datastore Activity event, for decoding.
+#[derive(Debug, Deserialize)]
+struct DatastoreActivity {
+    activity_id: u8,
+    class_uid: u32,
+    time: i64,
+    metadata: Metadata,
+    #[serde(default)]
+    device: Option<Device>,
+    #[serde(default)]
+    actor: Option<Actor>,
+    database: DatabaseDoc,
+    query_info: QueryInfoDoc,
+    unmapped: StmtUnmapped,
+}
+
+#[derive(Debug, Deserialize)]
+struct DatabaseDoc {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct QueryInfoDoc {
+    query_string: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct StmtUnmapped {
+    warden: StmtExt,
+}
+
+#[derive(Debug, Deserialize)]
+struct StmtExt {
+    account: String,
+    target: String,
+    decision: StatementDecision,
+    #[serde(default)]
+    reason: Option<String>,
+    session: String,
+    protocol: String,
+    #[serde(default)]
+    cgroup_id: Option<u64>,
+    #[serde(default)]
+    cgroup_path: Option<String>,
+    #[serde(default)]
+    tgid: Option<u32>,
+    #[serde(default)]
+    gid: Option<u32>,
+    #[serde(default)]
+    unit: Option<String>,
+    #[serde(default)]
+    process_start_boot_ns: Option<u64>,
+    #[serde(default)]
+    pid_reused: bool,
+    #[serde(default)]
+    identity: Option<TokenIdentity>,
+    statement: StmtDoc,
+    seq: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct StmtDoc {
+    phase: StatementPhase,
+    statement_seq: u64,
+    via: String,
+    class: String,
+    #[serde(default)]
+    tables: Vec<String>,
+    #[serde(default)]
+    functions: Vec<String>,
+    #[serde(default)]
+    policy: Option<String>,
+    #[serde(default)]
+    rule: Option<String>,
+    upstream_user: String,
+    #[serde(default)]
+    rows: Option<u64>,
+    #[serde(default)]
+    values_masked: Option<u64>,
+    #[serde(default)]
+    duration_us: Option<u64>,
+    #[serde(default)]
+    command_tag: Option<String>,
+    #[serde(default)]
+    sqlstate: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    result: Option<ResultSummary>,
+}
+
+/// A statement event decoded back from stored OCSF bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedStatement {
+    pub event: StatementEvent,
+    pub seq: u64,
+    /// `metadata.uid`, i.e. `"<chain_id>:<seq>"`.
+    pub uid: String,
+    /// `device.hostname`, when it was recorded.
+    pub host: Option<String>,
+}
+
+/// Decode stored Datastore Activity bytes back into the event model (the
+/// inverse of [`encode_statement`]).
+pub fn decode_statement(data: &[u8]) -> Result<DecodedStatement, AuditError> {
+    let doc: DatastoreActivity = serde_json::from_slice(data)
+        .map_err(|e| decode_err(format!("not a statement event: {e}")))?;
+    if doc.class_uid != CLASS_UID_DATASTORE_ACTIVITY || doc.activity_id != ACTIVITY_ID_QUERY {
+        return Err(decode_err(format!(
+            "class_uid {} activity_id {} is not a statement",
+            doc.class_uid, doc.activity_id
+        )));
+    }
+    let w = doc.unmapped.warden;
+    let session = u64::from_str_radix(&w.session, 16)
+        .map_err(|_| decode_err("unmapped.warden.session is not hex"))?;
+    let process = decode_process(
+        doc.actor,
+        ProcessInfo {
+            tgid: w.tgid,
+            gid: w.gid,
+            cgroup_id: w.cgroup_id,
+            cgroup_path: w.cgroup_path,
+            unit: w.unit,
+            start_boot_ns: w.process_start_boot_ns,
+            pid_reused: w.pid_reused,
+            ..ProcessInfo::default()
+        },
+    )?;
+    let s = w.statement;
+    Ok(DecodedStatement {
+        event: StatementEvent {
+            time_ms: doc.time,
+            phase: s.phase,
+            decision: w.decision,
+            session: SessionId(session),
+            statement_seq: s.statement_seq,
+            account: w.account,
+            target: w.target,
+            protocol: w.protocol,
+            database: doc.database.name,
+            upstream_user: s.upstream_user,
+            process,
+            identity: w.identity,
+            via: s.via,
+            statement: doc.query_info.query_string,
+            class: s.class,
+            tables: s.tables,
+            functions: s.functions,
+            policy: s.policy,
+            rule: s.rule,
+            reason: w.reason,
+            rows: s.rows,
+            values_masked: s.values_masked,
+            duration_us: s.duration_us,
+            command_tag: s.command_tag,
+            sqlstate: s.sqlstate,
+            error: s.error,
+            result: s.result,
+        },
+        seq: w.seq,
+        uid: doc.metadata.uid,
+        host: doc.device.map(|d| d.hostname),
+    })
+}
+
 /// What a stored event is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -1274,6 +1774,8 @@ pub enum EventKind {
     Checkpoint,
     /// Application Lifecycle (6002) "Prune".
     Prune,
+    /// Datastore Activity (6005): a database statement's request or result.
+    Statement,
 }
 
 impl EventKind {
@@ -1285,6 +1787,7 @@ impl EventKind {
             (CLASS_UID_DEVICE_CONFIG_STATE_CHANGE, _) => Some(EventKind::Config),
             (CLASS_UID_APPLICATION_LIFECYCLE, CHECKPOINT_ACTIVITY) => Some(EventKind::Checkpoint),
             (CLASS_UID_APPLICATION_LIFECYCLE, PRUNE_ACTIVITY) => Some(EventKind::Prune),
+            (CLASS_UID_DATASTORE_ACTIVITY, _) => Some(EventKind::Statement),
             _ => None,
         }
     }
@@ -1325,8 +1828,10 @@ pub(crate) struct ProbeWarden<'a> {
     pub account: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub target: Option<Cow<'a, str>>,
-    #[serde(default)]
-    pub decision: Option<Decision>,
+    /// `allowed`/`refused` for connections, a [`StatementDecision`] for
+    /// statements.
+    #[serde(borrow, default)]
+    pub decision: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub reason: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -1335,7 +1840,16 @@ pub(crate) struct ProbeWarden<'a> {
     pub config: Option<ProbeConfig>,
     #[serde(borrow, default)]
     pub prune: Option<ProbePrune<'a>>,
+    #[serde(borrow, default)]
+    pub statement: Option<ProbeStatement<'a>>,
     pub seq: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ProbeStatement<'a> {
+    pub phase: StatementPhase,
+    #[serde(borrow)]
+    pub class: Cow<'a, str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1358,6 +1872,7 @@ impl Probe<'_> {
             (CLASS_UID_DEVICE_CONFIG_STATE_CHANGE, _) => Some(EventKind::Config),
             (CLASS_UID_APPLICATION_LIFECYCLE, "Checkpoint") => Some(EventKind::Checkpoint),
             (CLASS_UID_APPLICATION_LIFECYCLE, PRUNE_ACTIVITY_NAME) => Some(EventKind::Prune),
+            (CLASS_UID_DATASTORE_ACTIVITY, _) => Some(EventKind::Statement),
             _ => None,
         }
     }
@@ -1398,6 +1913,8 @@ struct Keys {
     decision: memmem::Finder<'static>,
     reason: memmem::Finder<'static>,
     session: memmem::Finder<'static>,
+    phase: memmem::Finder<'static>,
+    class: memmem::Finder<'static>,
     seq: memmem::FinderRev<'static>,
 }
 
@@ -1412,6 +1929,8 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
     decision: memmem::Finder::new(b"\"decision\":\""),
     reason: memmem::Finder::new(b"\"reason\":\""),
     session: memmem::Finder::new(b"\"session\":\""),
+    phase: memmem::Finder::new(b"\"phase\":\""),
+    class: memmem::Finder::new(b"\"class\":\""),
     seq: memmem::FinderRev::new(b",\"seq\":"),
 });
 
@@ -1434,10 +1953,10 @@ fn probe_layout(data: &[u8]) -> Option<Probe<'_>> {
     }
     let object = data.get(start + UNMAPPED.len()..data.len() - 2)?;
     let class_uid = u32::try_from(class_uid).ok()?;
-    let fast = if class_uid == CLASS_UID_NETWORK_ACTIVITY {
-        connection_warden(object)
-    } else {
-        None
+    let fast = match class_uid {
+        CLASS_UID_NETWORK_ACTIVITY => fast_warden(object, false),
+        CLASS_UID_DATASTORE_ACTIVITY => fast_warden(object, true),
+        _ => None,
     };
     let warden = match fast {
         Some(w) => w,
@@ -1455,11 +1974,12 @@ fn probe_layout(data: &[u8]) -> Option<Probe<'_>> {
     })
 }
 
-/// `unmapped.warden` of a connection event without serde: each key read
-/// occurs once in that object (the identity claims nested in it use other
-/// names), and `seq` is its last member. `None` (full parse) for anything
-/// unexpected, e.g. a value with escapes.
-fn connection_warden(o: &[u8]) -> Option<ProbeWarden<'_>> {
+/// `unmapped.warden` of a connection or (`statement`) statement event
+/// without serde: each key read occurs once in that object (the identity
+/// claims and the `statement` object nested in it use other names; the
+/// statement's `phase` occurs only there), and `seq` is its last member.
+/// `None` (full parse) for anything unexpected, e.g. a value with escapes.
+fn fast_warden(o: &[u8], statement: bool) -> Option<ProbeWarden<'_>> {
     let k = &*KEYS;
     let opt = |f: &memmem::Finder<'static>| -> Option<Option<Cow<'_, str>>> {
         match f.find(o) {
@@ -1467,10 +1987,20 @@ fn connection_warden(o: &[u8]) -> Option<ProbeWarden<'_>> {
             Some(_) => str_after(o, 0, f).map(|(s, _)| Some(Cow::Borrowed(s))),
         }
     };
-    let decision = match str_after(o, 0, &k.decision)?.0 {
-        "allowed" => Decision::Allowed,
-        "refused" => Decision::Refused,
-        _ => return None,
+    let decision = str_after(o, 0, &k.decision)?.0;
+    let statement = if statement {
+        let phase = match str_after(o, 0, &k.phase)?.0 {
+            "request" => StatementPhase::Request,
+            "result" => StatementPhase::Result,
+            _ => return None,
+        };
+        let class = str_after(o, 0, &k.class)?.0;
+        Some(ProbeStatement {
+            phase,
+            class: Cow::Borrowed(class),
+        })
+    } else {
+        None
     };
     let seq_at = k.seq.rfind(o)? + b",\"seq\":".len();
     let (seq, end) = int_at(o, seq_at)?;
@@ -1480,11 +2010,12 @@ fn connection_warden(o: &[u8]) -> Option<ProbeWarden<'_>> {
     Some(ProbeWarden {
         account: opt(&k.account)?,
         target: opt(&k.target)?,
-        decision: Some(decision),
+        decision: Some(Cow::Borrowed(decision)),
         reason: opt(&k.reason)?,
         session: opt(&k.session)?,
         config: None,
         prune: None,
+        statement,
         seq: u64::try_from(seq).ok()?,
     })
 }
@@ -1566,6 +2097,37 @@ fn decode_addr(ep: &Endpoint, what: &str) -> Result<Option<SocketAddr>, AuditErr
     }
 }
 
+/// `process` (the facts kept under `unmapped.warden`) completed with what
+/// `actor.process` says.
+fn decode_process(
+    actor: Option<Actor>,
+    mut process: ProcessInfo,
+) -> Result<ProcessInfo, AuditError> {
+    if let Some(actor) = actor {
+        let p = actor.process;
+        process.pid = p.pid;
+        process.comm = p.name;
+        process.cmdline = p.cmd_line;
+        if let Some(f) = p.file {
+            process.exe_sha256 = f
+                .hashes
+                .into_iter()
+                .find(|h| h.algorithm_id == 3)
+                .map(|h| h.value);
+            process.exe = Some(f.path);
+        }
+        process.uid = match p.user {
+            Some(u) => Some(
+                u.uid
+                    .parse()
+                    .map_err(|_| decode_err("actor.process.user.uid is not numeric"))?,
+            ),
+            None => None,
+        };
+    }
+    Ok(process)
+}
+
 /// Decode stored Network Activity bytes back into the event model (the
 /// inverse of [`encode_connection`]); used by the CLI and by tests.
 pub fn decode_connection(data: &[u8]) -> Result<DecodedConnection, AuditError> {
@@ -1588,38 +2150,19 @@ pub fn decode_connection(data: &[u8]) -> Result<DecodedConnection, AuditError> {
         Some(ep) => decode_addr(ep, "dst_endpoint")?,
         None => None,
     };
-    let mut process = ProcessInfo {
-        tgid: w.tgid,
-        gid: w.gid,
-        cgroup_id: w.cgroup_id,
-        cgroup_path: w.cgroup_path,
-        unit: w.unit,
-        start_boot_ns: w.process_start_boot_ns,
-        pid_reused: w.pid_reused,
-        ..ProcessInfo::default()
-    };
-    if let Some(actor) = doc.actor {
-        let p = actor.process;
-        process.pid = p.pid;
-        process.comm = p.name;
-        process.cmdline = p.cmd_line;
-        if let Some(f) = p.file {
-            process.exe_sha256 = f
-                .hashes
-                .into_iter()
-                .find(|h| h.algorithm_id == 3)
-                .map(|h| h.value);
-            process.exe = Some(f.path);
-        }
-        process.uid = match p.user {
-            Some(u) => Some(
-                u.uid
-                    .parse()
-                    .map_err(|_| decode_err("actor.process.user.uid is not numeric"))?,
-            ),
-            None => None,
-        };
-    }
+    let process = decode_process(
+        doc.actor,
+        ProcessInfo {
+            tgid: w.tgid,
+            gid: w.gid,
+            cgroup_id: w.cgroup_id,
+            cgroup_path: w.cgroup_path,
+            unit: w.unit,
+            start_boot_ns: w.process_start_boot_ns,
+            pid_reused: w.pid_reused,
+            ..ProcessInfo::default()
+        },
+    )?;
     Ok(DecodedConnection {
         event: ConnectionEvent {
             time_ms: doc.time,
@@ -1693,6 +2236,65 @@ pub(crate) mod tests {
                 attestation: None,
             }),
         }
+    }
+
+    /// A statement of session 0x4d2 by the process of [`sample`].
+    pub(crate) fn sample_statement(
+        phase: StatementPhase,
+        decision: StatementDecision,
+        statement_seq: u64,
+    ) -> StatementEvent {
+        let conn = sample(ConnActivity::Open, Decision::Allowed);
+        let mut ev = StatementEvent {
+            time_ms: conn.time_ms + statement_seq as i64 * 10,
+            phase,
+            decision,
+            session: conn.session,
+            statement_seq,
+            account: "orders-api".into(),
+            target: "orders-db".into(),
+            protocol: "postgres".into(),
+            database: "orders".into(),
+            upstream_user: "orders_rw".into(),
+            process: conn.process,
+            identity: conn.identity,
+            via: "simple".into(),
+            statement: "SELECT id, email FROM public.orders WHERE id = $1".into(),
+            class: "read".into(),
+            tables: vec!["public.orders".into()],
+            functions: Vec::new(),
+            policy: Some("orders-policy".into()),
+            rule: Some("rules[0]".into()),
+            reason: None,
+            rows: None,
+            values_masked: None,
+            duration_us: None,
+            command_tag: None,
+            sqlstate: None,
+            error: None,
+            result: None,
+        };
+        if decision != StatementDecision::Allowed {
+            ev.statement = "DELETE FROM public.orders".into();
+            ev.class = "write".into();
+            ev.rule = Some("no-deletes".into());
+            ev.reason = Some("statement blocked by rule no-deletes".into());
+            ev.sqlstate = Some("42501".into());
+        }
+        if phase == StatementPhase::Result {
+            ev.rows = Some(2);
+            ev.values_masked = Some(1);
+            ev.duration_us = Some(1_234);
+            ev.command_tag = Some("SELECT 2".into());
+            ev.result = Some(ResultSummary {
+                columns: vec!["id".into(), "email".into()],
+                sample: vec![
+                    vec![Some("1".into()), Some("***".into())],
+                    vec![Some("2".into()), None],
+                ],
+            });
+        }
+        ev
     }
 
     fn encode(ev: &ConnectionEvent, seq: u64) -> Value {
@@ -2170,5 +2772,184 @@ pub(crate) mod tests {
             encode_connection(&sample(ConnActivity::Open, Decision::Allowed), 1, "c", "").unwrap();
         assert!(decode_checkpoint(&conn).is_err());
         assert_eq!(class_of(&conn), Some(4001));
+    }
+
+    #[test]
+    fn statement_request_is_datastore_activity_query() {
+        let ev = sample_statement(StatementPhase::Request, StatementDecision::Allowed, 3);
+        let bytes = encode_statement(&ev, 42, "c0ffee", "host1").unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["class_uid"], 6005);
+        assert_eq!(v["class_name"], "Datastore Activity");
+        assert_eq!(v["category_uid"], 6);
+        assert_eq!(v["activity_id"], 4);
+        assert_eq!(v["activity_name"], "Query");
+        assert_eq!(v["type_uid"], 600504);
+        assert_eq!(v["time"], ev.time_ms);
+        assert_eq!(
+            (v["severity_id"].clone(), v["status_id"].clone()),
+            (1.into(), 1.into())
+        );
+        assert_eq!(v["status"], "Success");
+        assert_eq!(v["action"], "Allowed");
+        assert_eq!(v["disposition_id"], 1);
+        assert_eq!(v["disposition"], "Allowed");
+        assert!(v.get("status_code").is_none());
+        assert_eq!(v["message"], "read statement allowed");
+        assert_eq!(v["metadata"]["uid"], "c0ffee:42");
+        assert_eq!(v["metadata"]["sequence"], 42);
+        assert_eq!(v["metadata"]["correlation_uid"], "00000000000004d2");
+        assert_eq!(v["src_endpoint"]["hostname"], "host1");
+        assert_eq!(v["src_endpoint"]["name"], "orders-api");
+        assert_eq!(v["dst_endpoint"]["svc_name"], "orders-db");
+        assert_eq!(v["actor"]["process"]["pid"], 1234);
+        assert_eq!(v["actor"]["process"]["file"]["path"], "/usr/bin/curl");
+        assert_eq!(v["database"]["name"], "orders");
+        assert_eq!(v["database"]["type_id"], 1);
+        assert_eq!(v["table"]["name"], "public.orders");
+        assert_eq!(v["type_id"], 1);
+        assert_eq!(v["query_info"]["query_string"], ev.statement);
+        assert_eq!(v["query_info"]["uid"], "00000000000004d2:3");
+        assert!(v.get("duration").is_none());
+        let w = &v["unmapped"]["warden"];
+        assert_eq!(w["account"], "orders-api");
+        assert_eq!(w["decision"], "allowed");
+        assert_eq!(w["session"], "00000000000004d2");
+        assert_eq!(w["identity"]["sub"], "system:serviceaccount:orders:api");
+        assert_eq!(w["unit"], "orders.service");
+        assert_eq!(w["seq"], 42);
+        let st = &w["statement"];
+        assert_eq!(st["phase"], "request");
+        assert_eq!(st["statement_seq"], 3);
+        assert_eq!(st["class"], "read");
+        assert_eq!(st["rule"], "rules[0]");
+        assert_eq!(st["policy"], "orders-policy");
+        assert_eq!(st["via"], "simple");
+        assert_eq!(st["tables"][0], "public.orders");
+        assert!(st.get("functions").is_none(), "empty lists are omitted");
+        assert!(st.get("rows").is_none());
+        assert_no_nulls(&v, "");
+        assert_eq!(class_of(&bytes), Some(6005));
+    }
+
+    #[test]
+    fn refused_and_result_statements_map_status_and_disposition() {
+        let ev = sample_statement(StatementPhase::Request, StatementDecision::Blocked, 4);
+        let v: Value = serde_json::from_slice(&encode_statement(&ev, 7, "c", "").unwrap()).unwrap();
+        assert_eq!(v["severity_id"], 3);
+        assert_eq!(v["status_id"], 2);
+        assert_eq!(v["status"], "Failure");
+        assert_eq!(v["status_code"], "42501");
+        assert_eq!(v["status_detail"], "statement blocked by rule no-deletes");
+        assert_eq!(v["action_id"], 2);
+        assert_eq!(v["disposition_id"], 2);
+        assert_eq!(v["disposition"], "Blocked");
+        assert_eq!(v["message"], "write statement blocked");
+        assert!(v.get("device").is_none());
+        assert!(v["src_endpoint"].get("hostname").is_none());
+        assert_eq!(v["unmapped"]["warden"]["decision"], "blocked");
+        assert_eq!(
+            v["unmapped"]["warden"]["reason"],
+            "statement blocked by rule no-deletes"
+        );
+
+        let mut ev = sample_statement(StatementPhase::Result, StatementDecision::Allowed, 5);
+        ev.tables.push("public.items".into());
+        let v: Value =
+            serde_json::from_slice(&encode_statement(&ev, 8, "c", "h").unwrap()).unwrap();
+        assert_eq!(v["status"], "Success");
+        assert_eq!(v["duration"], 1);
+        assert!(
+            v.get("table").is_none(),
+            "two tables: no single table object"
+        );
+        assert_eq!(v["message"], "read statement result: SELECT 2");
+        let st = &v["unmapped"]["warden"]["statement"];
+        assert_eq!(st["phase"], "result");
+        assert_eq!(st["rows"], 2);
+        assert_eq!(st["values_masked"], 1);
+        assert_eq!(st["duration_us"], 1234);
+        assert_eq!(st["command_tag"], "SELECT 2");
+        assert_eq!(st["result"]["columns"][1], "email");
+        assert_eq!(st["result"]["sample"][0][1], "***");
+        assert!(st["result"]["sample"][1][1].is_null(), "SQL NULL");
+
+        // An allowed statement the upstream failed.
+        ev.sqlstate = Some("23505".into());
+        ev.error = Some("duplicate key value violates unique constraint".into());
+        let v: Value =
+            serde_json::from_slice(&encode_statement(&ev, 9, "c", "h").unwrap()).unwrap();
+        assert_eq!(v["status"], "Failure");
+        assert_eq!(v["disposition"], "Allowed");
+        assert_eq!(v["status_code"], "23505");
+        assert_eq!(
+            v["status_detail"],
+            "duplicate key value violates unique constraint"
+        );
+        assert_eq!(v["message"], "read statement failed (SQLSTATE 23505)");
+    }
+
+    #[test]
+    fn decode_statement_inverts_encode() {
+        let mut odd = sample_statement(StatementPhase::Result, StatementDecision::Allowed, 9);
+        odd.statement = "SELECT '\"unmapped\":{' || $1 -- \u{1b}\n".into();
+        odd.process = ProcessInfo::default();
+        odd.identity = None;
+        odd.policy = None;
+        odd.rule = None;
+        odd.functions = vec!["pg_catalog.now".into()];
+        odd.error = Some("\"seq\":1".into());
+        let mut rejected =
+            sample_statement(StatementPhase::Request, StatementDecision::Rejected, 1);
+        rejected.class = "unknown".into();
+        rejected.tables.clear();
+        for ev in [
+            sample_statement(StatementPhase::Request, StatementDecision::Allowed, 1),
+            sample_statement(StatementPhase::Result, StatementDecision::Allowed, 1),
+            sample_statement(
+                StatementPhase::Request,
+                StatementDecision::ApprovalRequired,
+                2,
+            ),
+            sample_statement(StatementPhase::Request, StatementDecision::Denied, 3),
+            rejected,
+            odd,
+        ] {
+            for seq in [1, 99, u64::MAX] {
+                let bytes = encode_statement(&ev, seq, "abc", "h").unwrap();
+                let d = decode_statement(&bytes).unwrap();
+                assert_eq!(d.event, ev);
+                assert_eq!(d.seq, seq);
+                assert_eq!(d.uid, format!("abc:{seq}"));
+                assert_eq!(d.host.as_deref(), Some("h"));
+                // The fast probe reads what the full probe reads.
+                assert!(
+                    probe_layout(&bytes).is_some(),
+                    "{}",
+                    String::from_utf8_lossy(&bytes)
+                );
+                let fast = probe_fast(&bytes).unwrap();
+                assert_eq!(probed(&fast), probed(&probe(&bytes).unwrap()));
+                assert_eq!(fast.kind(), Some(EventKind::Statement));
+                let w = &fast.unmapped.warden;
+                assert_eq!(w.decision.as_deref(), Some(ev.decision.as_str()));
+                let st = w.statement.as_ref().unwrap();
+                assert_eq!((st.phase, st.class.as_ref()), (ev.phase, ev.class.as_str()));
+                assert_eq!(w.seq, seq);
+            }
+        }
+        // Neither decoder accepts the other's events.
+        let conn =
+            encode_connection(&sample(ConnActivity::Open, Decision::Allowed), 1, "c", "").unwrap();
+        assert!(decode_statement(&conn).is_err());
+        let stmt = encode_statement(
+            &sample_statement(StatementPhase::Request, StatementDecision::Allowed, 1),
+            1,
+            "c",
+            "",
+        )
+        .unwrap();
+        assert!(decode_connection(&stmt).is_err());
+        assert!(decode_statement(b"{}").is_err());
     }
 }

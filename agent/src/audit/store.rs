@@ -5,13 +5,23 @@
 //! blocking). Producers encode their event into a [`SeqTemplate`] (OCSF
 //! JSON with the seq left open; the costly part, done in parallel on the
 //! producers' threads) and hand it over a bounded channel through
-//! [`AuditHandle::record`] / [`AuditHandle::record_config`]; the writer
-//! takes everything queued (up to `batch_max`), assigns gap-free sequence
-//! numbers, splices each seq into its template, hashes the resulting bytes
-//! into the chain, inserts the batch in ONE transaction (group commit) and
-//! only then answers each producer. So a successful `record` means the
-//! event is committed (durable with [`SyncMode::Full`]): audit before
-//! effect.
+//! [`AuditHandle::record`] / [`AuditHandle::record_config`] /
+//! [`AuditHandle::record_statement`]; the writer takes everything queued
+//! (up to `batch_max`), assigns gap-free sequence numbers, splices each seq
+//! into its template, hashes the resulting bytes into the chain, inserts
+//! the batch in ONE transaction (group commit) and only then answers each
+//! producer. So a successful `record` means the event is committed (durable
+//! with [`SyncMode::Full`]): audit before effect.
+//!
+//! [`AuditHandle::record_statement_detached`] (a statement's result phase)
+//! queues without waiting for the commit and never blocks: when the channel
+//! is full the event waits in an in-memory overflow queue drained in order
+//! by one task (records queued meanwhile, awaited or not, go behind it, so
+//! the order is kept and producers that await are still held back by the
+//! writer's pace). Nothing is dropped silently: an event that cannot be
+//! stored is logged as an error and counted ([`WriterStats::detached_lost`]).
+//! A bounded `try_send` that drops on a full channel was rejected: it would
+//! lose evidence exactly under load.
 //!
 //! If a commit fails, every event of that batch gets an error, their
 //! sequence numbers are reused by the next batch (no gaps), the in-memory
@@ -78,11 +88,12 @@ use tokio::sync::{mpsc, oneshot};
 use super::AuditError;
 use super::chain::{ChainKey, GENESIS, Hash, as_hash, event_hash, sha256};
 use super::checkpoint::{Checkpoint, CheckpointBody, CheckpointSigner, ORIGIN_PREFIX, known_keys};
-use super::event::{ConfigChange, ConnectionEvent, PruneRecord};
+use super::event::{ConfigChange, ConnectionEvent, PruneRecord, StatementEvent};
 use super::ocsf::{
-    CHECKPOINT_ACTIVITY, CLASS_UID_APPLICATION_LIFECYCLE, CLASS_UID_DEVICE_CONFIG_STATE_CHANGE,
-    CLASS_UID_NETWORK_ACTIVITY, CONFIG_ACTIVITY, NO_DECISION, PRUNE_ACTIVITY, SeqTemplate,
-    activity_str, config_template, connection_template, encode_checkpoint, encode_prune,
+    CHECKPOINT_ACTIVITY, CLASS_UID_APPLICATION_LIFECYCLE, CLASS_UID_DATASTORE_ACTIVITY,
+    CLASS_UID_DEVICE_CONFIG_STATE_CHANGE, CLASS_UID_NETWORK_ACTIVITY, CONFIG_ACTIVITY, NO_DECISION,
+    PRUNE_ACTIVITY, SeqTemplate, activity_str, config_template, connection_template,
+    encode_checkpoint, encode_prune, statement_activity_str, statement_template,
 };
 
 /// Version of the store layout written by this build.
@@ -315,6 +326,14 @@ pub struct WriterStats {
     pub checkpoints: u64,
     /// Highest committed `seq` (0 when the store is empty).
     pub last_seq: u64,
+    /// Records waiting in the in-memory overflow queue now (see
+    /// [`AuditHandle::record_statement_detached`]).
+    pub detached_backlog: u64,
+    /// Detached records that found the writer's channel full (total).
+    pub detached_overflowed: u64,
+    /// Detached records that could not be stored (each logged as an
+    /// error).
+    pub detached_lost: u64,
 }
 
 struct Shared {
@@ -324,6 +343,9 @@ struct Shared {
     events: AtomicU64,
     checkpoints: AtomicU64,
     last_seq: AtomicU64,
+    detached_backlog: AtomicU64,
+    detached_overflowed: AtomicU64,
+    detached_lost: AtomicU64,
     chain_id: String,
     key_id: String,
     host: String,
@@ -360,6 +382,22 @@ impl Prepared {
         })
     }
 
+    fn statement(ev: &StatementEvent, chain_id: &str, host: &str) -> Result<Self, AuditError> {
+        let session = ev.session.to_string();
+        let template = statement_template(ev, &session, chain_id, host)?;
+        Ok(Self {
+            class_uid: CLASS_UID_DATASTORE_ACTIVITY,
+            time_ms: ev.time_ms,
+            activity: statement_activity_str(ev.phase),
+            decision: ev.decision.as_str(),
+            account: Some(ev.account.clone()),
+            target: Some(ev.target.clone()),
+            session,
+            reason: ev.reason.clone(),
+            template,
+        })
+    }
+
     fn config(change: &ConfigChange, chain_id: &str, host: &str) -> Result<Self, AuditError> {
         Ok(Self {
             class_uid: CLASS_UID_DEVICE_CONFIG_STATE_CHANGE,
@@ -376,9 +414,11 @@ impl Prepared {
 }
 
 enum Msg {
+    /// `reply: None`: a detached record; the writer logs and counts it if
+    /// it cannot be committed.
     Record {
         rec: Box<Prepared>,
-        reply: oneshot::Sender<Result<u64, AuditError>>,
+        reply: Option<oneshot::Sender<Result<u64, AuditError>>>,
     },
     /// One prune step as of `now_ms` (tests, and a future CLI).
     Prune {
@@ -405,6 +445,39 @@ enum Msg {
 pub struct AuditHandle {
     tx: mpsc::Sender<Msg>,
     shared: Arc<Shared>,
+    overflow: Arc<Overflow>,
+}
+
+/// Records that found the channel full while being queued detached
+/// ([`AuditHandle::record_statement_detached`]), and every record queued
+/// after them while they wait: a single drainer task feeds them to the
+/// channel in order, so records keep the order they were queued in.
+///
+/// Unbounded, but not in practice: producers that await their records
+/// (the statement request phase) go through the same queue while it is in
+/// use, so each producer adds at most the detached records of the
+/// statements it already had recorded. Its length is in
+/// [`WriterStats::detached_backlog`].
+#[derive(Default)]
+struct Overflow {
+    state: std::sync::Mutex<OverflowState>,
+}
+
+#[derive(Default)]
+struct OverflowState {
+    queue: std::collections::VecDeque<Msg>,
+    /// A drainer runs; it clears this when it leaves the queue empty.
+    draining: bool,
+}
+
+impl Overflow {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OverflowState> {
+        // The lock is held for plain queue operations only; a poisoned
+        // lock still holds a consistent queue.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// The writer thread. [`WriterTask::join`] waits for it to finish, which
@@ -435,16 +508,187 @@ impl AuditHandle {
         self.submit(rec).await
     }
 
+    /// Record one database statement (OCSF Datastore Activity); committed
+    /// like [`record`](Self::record). Used for the request phase: the
+    /// statement must not reach the database unless this returned `Ok`.
+    pub async fn record_statement(&self, ev: StatementEvent) -> Result<u64, AuditError> {
+        let rec = Prepared::statement(&ev, &self.shared.chain_id, &self.shared.host)?;
+        self.submit(rec).await
+    }
+
+    /// Queue one database statement event without waiting for its commit
+    /// (the result phase: the answer is already on its way to the client).
+    ///
+    /// Never blocks and never drops: the event is encoded here and queued
+    /// in order with every record queued after it. When the writer's
+    /// channel is full it waits in an in-memory overflow queue that a
+    /// single task drains in order (see [`WriterStats::detached_backlog`]).
+    /// An event that cannot be stored (encoding failed, writer stopped,
+    /// commit failed) is logged as an error and counted in
+    /// [`WriterStats::detached_lost`], and a failed commit marks the handle
+    /// unhealthy as for any record.
+    ///
+    /// Outside a Tokio runtime the drainer is a short-lived thread.
+    pub fn record_statement_detached(&self, ev: StatementEvent) {
+        let rec = match Prepared::statement(&ev, &self.shared.chain_id, &self.shared.host) {
+            Ok(rec) => rec,
+            Err(e) => {
+                self.lost(1, "cannot encode the statement event", &e.to_string());
+                return;
+            }
+        };
+        self.enqueue_detached(Msg::Record {
+            rec: Box::new(rec),
+            reply: None,
+        });
+    }
+
+    fn lost(&self, n: u64, what: &str, error: &str) {
+        self.shared.detached_lost.fetch_add(n, Ordering::AcqRel);
+        tracing::error!(
+            audit.events = n,
+            audit.error = error,
+            "audit event NOT recorded: {what}"
+        );
+    }
+
+    fn enqueue_detached(&self, msg: Msg) {
+        let mut st = self.overflow.lock();
+        let msg = if st.queue.is_empty() && !st.draining {
+            match self.tx.try_send(msg) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    drop(st);
+                    self.lost(1, "the audit writer is not running", "closed");
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Full(msg)) => msg,
+            }
+        } else {
+            msg
+        };
+        st.queue.push_back(msg);
+        self.shared.detached_backlog.fetch_add(1, Ordering::AcqRel);
+        self.shared
+            .detached_overflowed
+            .fetch_add(1, Ordering::AcqRel);
+        if !st.draining {
+            st.draining = true;
+            drop(st);
+            tracing::warn!("audit writer queue full; statement results wait in memory");
+            self.spawn_drainer();
+        }
+    }
+
+    /// Start the task that feeds the overflow queue to the writer in order.
+    fn spawn_drainer(&self) {
+        let h = self.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    while let Some(msg) = h.next_overflow() {
+                        if let Err(mpsc::error::SendError(msg)) = h.tx.send(msg).await {
+                            h.drain_closed(msg);
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(_) => {
+                let spawned = std::thread::Builder::new()
+                    .name("warden-audit-overflow".into())
+                    .spawn(move || {
+                        while let Some(msg) = h.next_overflow() {
+                            if let Err(mpsc::error::SendError(msg)) = h.tx.blocking_send(msg) {
+                                h.drain_closed(msg);
+                                return;
+                            }
+                        }
+                    });
+                if let Err(e) = spawned {
+                    // Without a drainer the queue would never move.
+                    let n = {
+                        let mut st = self.overflow.lock();
+                        st.draining = false;
+                        let n = st.queue.len() as u64;
+                        st.queue.clear();
+                        n
+                    };
+                    self.shared.detached_backlog.fetch_sub(n, Ordering::AcqRel);
+                    self.lost(n, "cannot start the overflow drainer", &e.to_string());
+                }
+            }
+        }
+    }
+
+    /// The next queued record, or `None` (and the drainer's end) when the
+    /// queue is empty.
+    fn next_overflow(&self) -> Option<Msg> {
+        let mut st = self.overflow.lock();
+        match st.queue.pop_front() {
+            Some(msg) => {
+                self.shared.detached_backlog.fetch_sub(1, Ordering::AcqRel);
+                Some(msg)
+            }
+            None => {
+                st.draining = false;
+                None
+            }
+        }
+    }
+
+    /// The writer stopped while the overflow queue held `first` and more:
+    /// awaited records get [`AuditError::Closed`], detached ones are lost.
+    fn drain_closed(&self, first: Msg) {
+        let rest: Vec<Msg> = {
+            let mut st = self.overflow.lock();
+            st.draining = false;
+            st.queue.drain(..).collect()
+        };
+        self.shared
+            .detached_backlog
+            .fetch_sub(rest.len() as u64, Ordering::AcqRel);
+        let mut lost = 0;
+        for msg in std::iter::once(first).chain(rest) {
+            match msg {
+                Msg::Record {
+                    reply: Some(reply), ..
+                } => {
+                    let _ = reply.send(Err(AuditError::Closed));
+                }
+                Msg::Record { reply: None, .. } => lost += 1,
+                _ => {}
+            }
+        }
+        if lost > 0 {
+            self.lost(lost, "the audit writer stopped", "closed");
+        }
+    }
+
     async fn submit(&self, rec: Prepared) -> Result<u64, AuditError> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Msg::Record {
-                rec: Box::new(rec),
-                reply,
-            })
-            .await
-            .map_err(|_| AuditError::Closed)?;
+        let msg = Msg::Record {
+            rec: Box::new(rec),
+            reply: Some(reply),
+        };
+        if let Some(msg) = self.behind_overflow(msg) {
+            self.tx.send(msg).await.map_err(|_| AuditError::Closed)?;
+        }
         answer.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// While records wait in the overflow queue, queue `msg` behind them
+    /// (keeping the order) and return `None`; else give it back to be sent
+    /// directly.
+    fn behind_overflow(&self, msg: Msg) -> Option<Msg> {
+        let mut st = self.overflow.lock();
+        if st.draining {
+            st.queue.push_back(msg);
+            self.shared.detached_backlog.fetch_add(1, Ordering::AcqRel);
+            None
+        } else {
+            Some(msg)
+        }
     }
 
     /// Run one retention prune step now, as if the time were `now_ms` (ms
@@ -486,6 +730,9 @@ impl AuditHandle {
             events: self.shared.events.load(Ordering::Acquire),
             checkpoints: self.shared.checkpoints.load(Ordering::Acquire),
             last_seq: self.shared.last_seq.load(Ordering::Acquire),
+            detached_backlog: self.shared.detached_backlog.load(Ordering::Acquire),
+            detached_overflowed: self.shared.detached_overflowed.load(Ordering::Acquire),
+            detached_lost: self.shared.detached_lost.load(Ordering::Acquire),
         }
     }
 
@@ -495,10 +742,14 @@ impl AuditHandle {
     /// [`AuditError::Closed`]. Resolves when the store is closed.
     pub async fn shutdown(self) {
         let (done, finished) = oneshot::channel();
-        if self.tx.send(Msg::Shutdown { done }).await.is_ok() {
-            // An Err only means the writer already stopped.
-            let _ = finished.await;
+        // Behind any records still in the overflow queue.
+        if let Some(msg) = self.behind_overflow(Msg::Shutdown { done })
+            && self.tx.send(msg).await.is_err()
+        {
+            return;
         }
+        // An Err only means the writer already stopped.
+        let _ = finished.await;
     }
 }
 
@@ -587,6 +838,9 @@ fn spawn_inner(
         events: AtomicU64::new(0),
         checkpoints: AtomicU64::new(0),
         last_seq: AtomicU64::new(state.next_seq - 1),
+        detached_backlog: AtomicU64::new(0),
+        detached_overflowed: AtomicU64::new(0),
+        detached_lost: AtomicU64::new(0),
         chain_id: chain_id.clone(),
         key_id: signer.key_id().to_owned(),
         host: opts.host.clone(),
@@ -640,7 +894,14 @@ fn spawn_inner(
             path: path.to_owned(),
             source,
         })?;
-    Ok((AuditHandle { tx, shared }, WriterTask { thread }))
+    Ok((
+        AuditHandle {
+            tx,
+            shared,
+            overflow: Arc::default(),
+        },
+        WriterTask { thread },
+    ))
 }
 
 /// A thread that wakes the writer every `period` (time-based checkpoints
@@ -1078,7 +1339,8 @@ fn load_chain_state(conn: &Connection) -> rusqlite::Result<ChainState> {
 
 struct Pending {
     rec: Box<Prepared>,
-    reply: oneshot::Sender<Result<u64, AuditError>>,
+    /// `None` for detached records.
+    reply: Option<oneshot::Sender<Result<u64, AuditError>>>,
 }
 
 /// What the writer needs to hash, encode and sign, fixed at open.
@@ -1296,17 +1558,34 @@ impl Writer {
                 );
                 for (p, seq) in batch.drain(..).zip(seqs) {
                     // The producer may have gone away; the event is stored.
-                    let _ = p.reply.send(Ok(seq));
+                    if let Some(reply) = p.reply {
+                        let _ = reply.send(Ok(seq));
+                    }
                 }
             }
             Err((op, e)) => {
                 self.failed(op, n, &e);
                 let source = Arc::new(e);
+                let mut lost = 0u64;
                 for p in batch.drain(..) {
-                    let _ = p.reply.send(Err(AuditError::Write {
-                        op,
-                        source: Arc::clone(&source),
-                    }));
+                    match p.reply {
+                        Some(reply) => {
+                            let _ = reply.send(Err(AuditError::Write {
+                                op,
+                                source: Arc::clone(&source),
+                            }));
+                        }
+                        None => lost += 1,
+                    }
+                }
+                if lost > 0 {
+                    self.shared.detached_lost.fetch_add(lost, Ordering::AcqRel);
+                    tracing::error!(
+                        audit.events = lost,
+                        audit.op = op,
+                        audit.error = %source,
+                        "audit events NOT recorded: commit of detached statement events failed"
+                    );
                 }
                 self.recover();
             }
@@ -2810,5 +3089,216 @@ mod tests {
             .unwrap();
         assert!(index.contains("WHERE decision <> 'allowed'"), "{index}");
         assert!(crate::audit::verify(&path, None).unwrap().is_intact());
+    }
+
+    mod statements {
+        use super::*;
+        use crate::audit::event::{StatementDecision, StatementPhase};
+        use crate::audit::ocsf::decode_statement;
+        use crate::audit::ocsf::tests::sample_statement;
+
+        fn stmt(phase: StatementPhase, decision: StatementDecision, n: u64) -> StatementEvent {
+            sample_statement(phase, decision, n)
+        }
+
+        type Cols = (
+            u64,
+            u32,
+            String,
+            String,
+            Option<String>,
+            String,
+            Option<String>,
+        );
+
+        fn columns(path: &Path) -> Vec<Cols> {
+            let c = Connection::open(path).unwrap();
+            c.prepare(
+                "SELECT seq, class_uid, activity, decision, account, session, reason FROM events \
+                 WHERE class_uid = 6005 ORDER BY seq",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        }
+
+        #[tokio::test]
+        async fn statements_are_chain_events_with_columns_and_verify() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.db");
+            let (h, task) = spawn(&path, opts(SyncMode::Full, 16, "host1")).unwrap();
+            let mut open = sample(ConnActivity::Open, Decision::Allowed);
+            open.protocol = "postgres".into();
+            assert_eq!(h.record(open).await.unwrap(), 1);
+            let req = stmt(StatementPhase::Request, StatementDecision::Allowed, 1);
+            assert_eq!(h.record_statement(req.clone()).await.unwrap(), 2);
+            let res = stmt(StatementPhase::Result, StatementDecision::Allowed, 1);
+            h.record_statement_detached(res.clone());
+            let blocked = stmt(StatementPhase::Request, StatementDecision::Blocked, 2);
+            // In order behind the detached result.
+            assert_eq!(h.record_statement(blocked.clone()).await.unwrap(), 4);
+            let stats = h.stats();
+            assert_eq!((stats.events, stats.detached_lost), (4, 0));
+            h.shutdown().await;
+            task.join().unwrap();
+
+            let cols = columns(&path);
+            let s = "00000000000004d2".to_owned();
+            let acct = Some("orders-api".to_owned());
+            let why = Some("statement blocked by rule no-deletes".to_owned());
+            assert_eq!(
+                cols,
+                vec![
+                    (
+                        2,
+                        6005,
+                        "statement".into(),
+                        "allowed".into(),
+                        acct.clone(),
+                        s.clone(),
+                        None
+                    ),
+                    (
+                        3,
+                        6005,
+                        "result".into(),
+                        "allowed".into(),
+                        acct.clone(),
+                        s.clone(),
+                        None
+                    ),
+                    (4, 6005, "statement".into(), "blocked".into(), acct, s, why),
+                ]
+            );
+            let c = Connection::open(&path).unwrap();
+            for (seq, want) in [(2u64, &req), (3, &res), (4, &blocked)] {
+                let data: Vec<u8> = c
+                    .query_row("SELECT data FROM events WHERE seq = ?1", [seq], |r| {
+                        r.get(0)
+                    })
+                    .unwrap();
+                let d = decode_statement(&data).unwrap();
+                assert_eq!((&d.event, d.seq), (want, seq));
+            }
+            drop(c);
+            // The chain covers statement events, and their columns are
+            // checked against the hashed data.
+            let report = crate::audit::verify(&path, None).unwrap();
+            assert!(report.is_intact(), "{report}");
+            assert_eq!(report.last_seq, 5, "4 events + the shutdown checkpoint");
+            let c = crate::audit::testutil::raw(&path);
+            c.execute("UPDATE events SET decision = 'allowed' WHERE seq = 4", [])
+                .unwrap();
+            let report = crate::audit::verify(&path, None).unwrap();
+            let p = report.problem.expect("edited column detected");
+            assert_eq!(p.seq, 4, "{p:?}");
+            assert!(p.detail.contains("column decision"), "{}", p.detail);
+        }
+
+        #[tokio::test]
+        async fn detached_statements_overflow_in_order_and_are_never_dropped() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.db");
+            let (gate_tx, gate) = std::sync::mpsc::channel();
+            let (h, task) =
+                spawn_inner(&path, opts(SyncMode::Normal, 256, ""), None, Some(gate)).unwrap();
+            // The writer is held at its gate: the channel fills, then the
+            // overflow queue takes the rest without blocking this task.
+            let n = CHANNEL_CAPACITY as u64 + 50;
+            for i in 1..=n {
+                h.record_statement_detached(stmt(
+                    StatementPhase::Result,
+                    StatementDecision::Allowed,
+                    i,
+                ));
+            }
+            let st = h.stats();
+            assert_eq!(
+                (st.detached_overflowed, st.detached_backlog),
+                (50, 50),
+                "{st:?}"
+            );
+            // An awaited record queues behind them.
+            let h2 = h.clone();
+            let awaited = tokio::spawn(async move {
+                h2.record_statement(stmt(
+                    StatementPhase::Request,
+                    StatementDecision::Allowed,
+                    n + 1,
+                ))
+                .await
+            });
+            tokio::task::yield_now().await;
+            gate_tx.send(()).unwrap();
+            assert_eq!(awaited.await.unwrap().unwrap(), n + 1);
+            let st = h.stats();
+            assert_eq!(
+                (st.events, st.detached_backlog, st.detached_lost),
+                (n + 1, 0, 0)
+            );
+            h.shutdown().await;
+            task.join().unwrap();
+
+            let c = Connection::open(&path).unwrap();
+            let mut q = c
+                .prepare("SELECT seq, data FROM events WHERE class_uid = 6005 ORDER BY seq")
+                .unwrap();
+            let rows: Vec<(u64, Vec<u8>)> = q
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(rows.len() as u64, n + 1);
+            for (seq, data) in rows {
+                let d = decode_statement(&data).unwrap();
+                assert_eq!(d.event.statement_seq, seq, "recorded in the order queued");
+            }
+        }
+
+        #[tokio::test]
+        async fn detached_statements_that_cannot_be_stored_are_counted() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.db");
+            let (h, task) = spawn(&path, opts(SyncMode::Full, 16, "")).unwrap();
+            // A failing commit.
+            test_sql(&h, "PRAGMA query_only = ON").await;
+            h.record_statement_detached(stmt(
+                StatementPhase::Result,
+                StatementDecision::Allowed,
+                1,
+            ));
+            // In order: the detached event's batch is committed (and fails)
+            // before this runs.
+            test_sql(&h, "PRAGMA query_only = OFF").await;
+            assert_eq!(h.stats().detached_lost, 1);
+            assert!(!h.is_healthy());
+            let seq = h
+                .record_statement(stmt(StatementPhase::Request, StatementDecision::Denied, 2))
+                .await
+                .unwrap();
+            assert_eq!(seq, 1, "no gap");
+            // A stopped writer.
+            let h2 = h.clone();
+            h.shutdown().await;
+            task.join().unwrap();
+            h2.record_statement_detached(stmt(
+                StatementPhase::Result,
+                StatementDecision::Allowed,
+                2,
+            ));
+            assert_eq!(h2.stats().detached_lost, 2);
+        }
     }
 }

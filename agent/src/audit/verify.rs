@@ -50,10 +50,10 @@ use serde::Serialize;
 use super::AuditError;
 use super::chain::{ChainKey, GENESIS, Hash, event_hash};
 use super::checkpoint::{Checkpoint, ORIGIN_PREFIX, known_keys};
-use super::event::Decision;
 use super::ocsf::{
     CHECKPOINT_ACTIVITY, CLASS_UID_APPLICATION_LIFECYCLE, CONFIG_ACTIVITY, EventKind, NO_DECISION,
     PRUNE_ACTIVITY, Probe, activity_from_id, activity_str, class_of, decode_checkpoint, probe_fast,
+    statement_activity_str,
 };
 use super::reader::AuditReader;
 
@@ -1332,7 +1332,18 @@ fn column_mismatch(
     let expected = match kind {
         EventKind::Connection => Derived {
             activity: activity_from_id(p.activity_id).map(activity_str),
-            decision: w.decision.map(Decision::as_str),
+            decision: w.decision.as_deref(),
+            account: w.account.as_deref(),
+            target: w.target.as_deref(),
+            session: w.session.as_deref(),
+            reason: w.reason.as_deref(),
+        },
+        EventKind::Statement => Derived {
+            activity: w
+                .statement
+                .as_ref()
+                .map(|s| statement_activity_str(s.phase)),
+            decision: w.decision.as_deref(),
             account: w.account.as_deref(),
             target: w.target.as_deref(),
             session: w.session.as_deref(),
