@@ -4,6 +4,8 @@
 //! creates is removed in `Drop`, also when a test fails.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
