@@ -815,3 +815,482 @@ pub fn negotiate_protocol_version(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::postgres::frame::{DEFAULT_MAX_MESSAGE, decode_frame};
+
+    fn framed(tag: u8, body: &[u8]) -> Frame {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        let mut b = BytesMut::from(&v[..]);
+        let f = decode_frame(&mut b, DEFAULT_MAX_MESSAGE).unwrap().unwrap();
+        assert!(b.is_empty());
+        f
+    }
+
+    fn all_messages() -> Vec<BackendMessage<'static>> {
+        use Authentication as A;
+        let copy = || CopyFormat {
+            overall: 1,
+            columns: vec![1, 1, 1],
+        };
+        vec![
+            BackendMessage::Authentication(A::Ok),
+            BackendMessage::Authentication(A::KerberosV5),
+            BackendMessage::Authentication(A::CleartextPassword),
+            BackendMessage::Authentication(A::Md5Password {
+                salt: [1, 0, 0xff, 7],
+            }),
+            BackendMessage::Authentication(A::Gss),
+            BackendMessage::Authentication(A::GssContinue(b"tok\0en")),
+            BackendMessage::Authentication(A::Sspi),
+            BackendMessage::Authentication(A::Sasl {
+                mechanisms: vec!["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"],
+            }),
+            BackendMessage::Authentication(A::SaslContinue(b"r=abc,s=salt,i=4096")),
+            BackendMessage::Authentication(A::SaslFinal(b"v=sig")),
+            BackendMessage::Authentication(A::Other(99)),
+            BackendMessage::BackendKeyData {
+                process_id: 4242,
+                secret_key: b"\xde\xad\xbe\xef",
+            },
+            BackendMessage::BackendKeyData {
+                process_id: -1,
+                secret_key: &[0x5a; 32],
+            },
+            BackendMessage::ParameterStatus {
+                name: "client_encoding",
+                value: "UTF8",
+            },
+            BackendMessage::ReadyForQuery { status: b'I' },
+            BackendMessage::ReadyForQuery { status: b'E' },
+            BackendMessage::RowDescription {
+                fields: vec![
+                    FieldDescription {
+                        name: "id",
+                        table_oid: 16384,
+                        column_attr: 1,
+                        type_oid: 23,
+                        type_size: 4,
+                        type_modifier: -1,
+                        format: 0,
+                    },
+                    FieldDescription {
+                        name: "",
+                        table_oid: 0,
+                        column_attr: 0,
+                        type_oid: 25,
+                        type_size: -1,
+                        type_modifier: -1,
+                        format: 1,
+                    },
+                ],
+            },
+            BackendMessage::RowDescription { fields: vec![] },
+            BackendMessage::DataRow {
+                values: vec![Some(b"42"), None, Some(b""), Some(b"\0\xff")],
+            },
+            BackendMessage::DataRow { values: vec![] },
+            BackendMessage::CommandComplete { tag: "SELECT 4" },
+            BackendMessage::ErrorResponse(Fields(vec![
+                (b'S', "ERROR"),
+                (b'C', "42P01"),
+                (b'M', "relation \"t\" does not exist"),
+            ])),
+            BackendMessage::NoticeResponse(Fields(vec![])),
+            BackendMessage::NotificationResponse {
+                process_id: 7,
+                channel: "jobs",
+                payload: "{\"id\": 1}",
+            },
+            BackendMessage::CopyInResponse(CopyFormat {
+                overall: 0,
+                columns: vec![0, 0],
+            }),
+            BackendMessage::CopyOutResponse(copy()),
+            BackendMessage::CopyBothResponse(CopyFormat {
+                overall: 0,
+                columns: vec![],
+            }),
+            BackendMessage::CopyData(b"1\t2\n"),
+            BackendMessage::CopyDone,
+            BackendMessage::EmptyQueryResponse,
+            BackendMessage::ParseComplete,
+            BackendMessage::BindComplete,
+            BackendMessage::CloseComplete,
+            BackendMessage::NoData,
+            BackendMessage::ParameterDescription {
+                types: vec![23, 25, 0],
+            },
+            BackendMessage::PortalSuspended,
+            BackendMessage::FunctionCallResponse { value: Some(b"x") },
+            BackendMessage::FunctionCallResponse { value: None },
+            BackendMessage::NegotiateProtocolVersion {
+                newest_minor: 0,
+                unrecognised: vec!["_pq_.foo", "_pq_.bar"],
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let msgs = all_messages();
+        let mut out = BytesMut::new();
+        for m in &msgs {
+            m.encode(&mut out).unwrap();
+        }
+        let mut tags = std::collections::HashSet::new();
+        for m in &msgs {
+            let f = decode_frame(&mut out, DEFAULT_MAX_MESSAGE)
+                .unwrap()
+                .unwrap();
+            assert_eq!(f.tag, m.tag(), "{}", m.name());
+            assert_eq!(&BackendMessage::parse(&f).unwrap(), m);
+            tags.insert(f.tag);
+        }
+        assert!(out.is_empty());
+        // Every backend tag is covered.
+        let all: Vec<u8> = (0..=255u8).filter(|&t| name_of(t).is_some()).collect();
+        assert_eq!(tags.len(), all.len());
+    }
+
+    #[test]
+    fn free_encoders_match_enum_encoding() {
+        let mut a = BytesMut::new();
+        let mut b = BytesMut::new();
+        authentication_ok(&mut a);
+        BackendMessage::Authentication(Authentication::Ok)
+            .encode(&mut b)
+            .unwrap();
+        ready_for_query(&mut a, b'T');
+        BackendMessage::ReadyForQuery { status: b'T' }
+            .encode(&mut b)
+            .unwrap();
+        for (f, m) in [
+            (
+                empty_query_response as fn(&mut BytesMut),
+                BackendMessage::EmptyQueryResponse,
+            ),
+            (parse_complete, BackendMessage::ParseComplete),
+            (bind_complete, BackendMessage::BindComplete),
+            (close_complete, BackendMessage::CloseComplete),
+            (no_data, BackendMessage::NoData),
+            (portal_suspended, BackendMessage::PortalSuspended),
+            (copy_done, BackendMessage::CopyDone),
+        ] {
+            f(&mut a);
+            m.encode(&mut b).unwrap();
+        }
+        let c = CopyFormat {
+            overall: 0,
+            columns: vec![0],
+        };
+        copy_in_response(&mut a, &c).unwrap();
+        copy_out_response(&mut a, &c).unwrap();
+        copy_both_response(&mut a, &c).unwrap();
+        BackendMessage::CopyInResponse(c.clone())
+            .encode(&mut b)
+            .unwrap();
+        BackendMessage::CopyOutResponse(c.clone())
+            .encode(&mut b)
+            .unwrap();
+        BackendMessage::CopyBothResponse(c).encode(&mut b).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn fixture_error_response() {
+        // An ErrorResponse as a server sends it for a missing table.
+        let wire: &[u8] = b"E\0\0\0\x37SERROR\0VERROR\0C42P01\0Mrelation \"t\" does not exist\0\0";
+        // Check the hand-written length: tag not counted.
+        assert_eq!(wire.len(), 1 + 0x37);
+        let mut b = BytesMut::from(wire);
+        let f = decode_frame(&mut b, DEFAULT_MAX_MESSAGE).unwrap().unwrap();
+        let BackendMessage::ErrorResponse(fields) = BackendMessage::parse(&f).unwrap() else {
+            panic!("not an ErrorResponse");
+        };
+        assert_eq!(fields.get(b'C'), Some("42P01"));
+        assert_eq!(fields.get(b'S'), Some("ERROR"));
+        assert_eq!(fields.get(b'M'), Some("relation \"t\" does not exist"));
+        assert_eq!(fields.get(b'D'), None);
+        let mut out = BytesMut::new();
+        error_response(
+            &mut out,
+            "ERROR",
+            "42P01",
+            "relation \"t\" does not exist",
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(&out[..], wire);
+    }
+
+    #[test]
+    fn error_and_notice_response_fields() {
+        let mut out = BytesMut::new();
+        error_response(&mut out, "FATAL", "28000", "denied", Some("d"), Some("h")).unwrap();
+        notice_response(&mut out, "WARNING", "01000", "careful", None, Some("h")).unwrap();
+        let f = decode_frame(&mut out, 1000).unwrap().unwrap();
+        assert_eq!(
+            BackendMessage::parse(&f).unwrap(),
+            BackendMessage::ErrorResponse(Fields(vec![
+                (b'S', "FATAL"),
+                (b'V', "FATAL"),
+                (b'C', "28000"),
+                (b'M', "denied"),
+                (b'D', "d"),
+                (b'H', "h"),
+            ]))
+        );
+        let f = decode_frame(&mut out, 1000).unwrap().unwrap();
+        let BackendMessage::NoticeResponse(n) = BackendMessage::parse(&f).unwrap() else {
+            panic!("not a notice");
+        };
+        assert_eq!(n.get(b'V'), Some("WARNING"));
+        assert_eq!(n.get(b'D'), None);
+        assert!(matches!(
+            error_response(&mut out, "ERROR", "XX000", "a\0b", None, None),
+            Err(CodecError::Unencodable { .. })
+        ));
+        assert!(matches!(
+            error_fields(&mut out, &Fields(vec![(0, "x")])),
+            Err(CodecError::Unencodable { .. })
+        ));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn fixture_data_row_and_values_iterator() {
+        // 3 columns: "1", NULL, "" .
+        let wire: &[u8] = b"D\0\0\0\x13\0\x03\0\0\0\x011\xff\xff\xff\xff\0\0\0\0";
+        let mut b = BytesMut::from(wire);
+        let f = decode_frame(&mut b, 100).unwrap().unwrap();
+        let values = DataRowValues::from_frame(&f).unwrap();
+        assert_eq!(values.len(), 3);
+        let got: Vec<_> = values.clone().collect();
+        assert_eq!(got, vec![Some(&b"1"[..]), None, Some(&b""[..])]);
+        // Masking path: map values, re-encode.
+        let mut out = BytesMut::new();
+        encode_data_row(&mut out, values.map(|v| v.map(|_| &b"***"[..]))).unwrap();
+        let f2 = decode_frame(&mut out, 100).unwrap().unwrap();
+        assert_eq!(
+            BackendMessage::parse(&f2).unwrap(),
+            BackendMessage::DataRow {
+                values: vec![Some(b"***"), None, Some(b"***")]
+            }
+        );
+        // Unchanged values re-encode byte for byte.
+        encode_data_row(&mut out, DataRowValues::from_frame(&f).unwrap()).unwrap();
+        assert_eq!(&out[..], wire);
+        assert_eq!(DataRowValues::from_frame(&f2).map(|v| v.len()), Ok(3),);
+        let not_d = framed(b'C', b"SELECT 1\0");
+        assert_eq!(
+            DataRowValues::from_frame(&not_d).err(),
+            Some(CodecError::WrongTag {
+                expected: b'D',
+                got: b'C'
+            })
+        );
+    }
+
+    /// An iterator whose `len()` lies.
+    struct Liar(usize);
+    impl Iterator for Liar {
+        type Item = Option<&'static [u8]>;
+        fn next(&mut self) -> Option<Self::Item> {
+            (self.0 > 0).then(|| {
+                self.0 -= 1;
+                None
+            })
+        }
+    }
+    impl ExactSizeIterator for Liar {
+        fn len(&self) -> usize {
+            self.0 + 1
+        }
+    }
+
+    #[test]
+    fn data_row_encoder_rejects_bad_counts() {
+        let mut out = BytesMut::from(&b"keep"[..]);
+        assert!(matches!(
+            encode_data_row(&mut out, Liar(2)),
+            Err(CodecError::Unencodable { msg: "DataRow", .. })
+        ));
+        assert!(matches!(
+            encode_data_row(&mut out, std::iter::repeat_n(None, 65_536)),
+            Err(CodecError::Unencodable { msg: "DataRow", .. })
+        ));
+        assert_eq!(&out[..], b"keep");
+    }
+
+    #[test]
+    fn malformed() {
+        let cases: Vec<(Frame, CodecError)> = vec![
+            (
+                framed(b'x', b""),
+                CodecError::UnknownTag {
+                    direction: Direction::Backend,
+                    tag: b'x',
+                },
+            ),
+            (
+                framed(b'R', b"\0\0"),
+                CodecError::Truncated {
+                    msg: "Authentication",
+                    field: "authentication code",
+                },
+            ),
+            (
+                framed(b'R', b"\0\0\0\0\0"),
+                CodecError::TrailingBytes {
+                    msg: "Authentication",
+                    extra: 1,
+                },
+            ),
+            (
+                framed(b'R', b"\0\0\0\x05ab"),
+                CodecError::Truncated {
+                    msg: "Authentication",
+                    field: "salt",
+                },
+            ),
+            (
+                framed(b'R', b"\0\0\0\x0aSCRAM-SHA-256\0"),
+                CodecError::MissingNul {
+                    msg: "Authentication",
+                    field: "mechanism",
+                },
+            ),
+            (
+                framed(b'K', b"\0\0\0\x01abc"),
+                CodecError::InvalidKeyLength {
+                    msg: "BackendKeyData",
+                    len: 3,
+                },
+            ),
+            (
+                framed(b'Z', b"Q"),
+                CodecError::InvalidValue {
+                    msg: "ReadyForQuery",
+                    field: "transaction status",
+                    value: i64::from(b'Q'),
+                },
+            ),
+            (
+                framed(b'Z', b""),
+                CodecError::Truncated {
+                    msg: "ReadyForQuery",
+                    field: "transaction status",
+                },
+            ),
+            // DataRow: value length -2.
+            (
+                framed(b'D', b"\0\x01\xff\xff\xff\xfe"),
+                CodecError::InvalidValueLength {
+                    msg: "DataRow",
+                    len: -2,
+                },
+            ),
+            // DataRow: value longer than the message.
+            (
+                framed(b'D', b"\0\x01\0\0\0\x09abc"),
+                CodecError::Truncated {
+                    msg: "DataRow",
+                    field: "column value",
+                },
+            ),
+            // DataRow: 65535 columns claimed, none present.
+            (
+                framed(b'D', b"\xff\xff"),
+                CodecError::Truncated {
+                    msg: "DataRow",
+                    field: "column value",
+                },
+            ),
+            (
+                framed(b'D', b"\0\x01\xff\xff\xff\xffZ"),
+                CodecError::TrailingBytes {
+                    msg: "DataRow",
+                    extra: 1,
+                },
+            ),
+            (
+                framed(b'T', b"\0\x01id\0\0\0"),
+                CodecError::Truncated {
+                    msg: "RowDescription",
+                    field: "table oid",
+                },
+            ),
+            (
+                framed(b'C', b"SELECT \xff\0"),
+                CodecError::InvalidUtf8 {
+                    msg: "CommandComplete",
+                    field: "command tag",
+                },
+            ),
+            (
+                framed(b'E', b"SERROR\0"),
+                CodecError::Truncated {
+                    msg: "ErrorResponse",
+                    field: "field type",
+                },
+            ),
+            (
+                framed(b'N', b"SWARN"),
+                CodecError::MissingNul {
+                    msg: "NoticeResponse",
+                    field: "field value",
+                },
+            ),
+            (
+                framed(b'G', b"\x02\0\0"),
+                CodecError::InvalidValue {
+                    msg: "CopyInResponse",
+                    field: "overall format",
+                    value: 2,
+                },
+            ),
+            (
+                framed(b'v', b"\0\0\0\0\xff\xff\xff\xff"),
+                CodecError::NegativeCount {
+                    msg: "NegotiateProtocolVersion",
+                    field: "option count",
+                    count: -1,
+                },
+            ),
+            // Huge count, no bytes: error, no huge allocation.
+            (
+                framed(b'v', b"\0\0\0\0\x7f\xff\xff\xff"),
+                CodecError::MissingNul {
+                    msg: "NegotiateProtocolVersion",
+                    field: "option name",
+                },
+            ),
+            (
+                framed(b'V', b"\xff\xff\xff\xf0"),
+                CodecError::InvalidValueLength {
+                    msg: "FunctionCallResponse",
+                    len: -16,
+                },
+            ),
+            (
+                framed(b'I', b"\0"),
+                CodecError::TrailingBytes {
+                    msg: "EmptyQueryResponse",
+                    extra: 1,
+                },
+            ),
+        ];
+        for (f, want) in cases {
+            assert_eq!(BackendMessage::parse(&f), Err(want.clone()));
+            if f.tag == b'D' {
+                assert_eq!(DataRowValues::from_frame(&f).err(), Some(want));
+            }
+        }
+    }
+}
