@@ -96,8 +96,9 @@ pub enum AuditCommand {
         /// Only this account's events.
         #[arg(long)]
         account: Option<String>,
-        /// Only events with this decision (allowed, refused; n/a for
-        /// checkpoints, configuration changes and prunes).
+        /// Only events with this decision (allowed, refused; for
+        /// statements also blocked, denied, approval_required, rejected;
+        /// n/a for checkpoints, configuration changes and prunes).
         #[arg(long)]
         decision: Option<String>,
         /// Only events at or after T: RFC 3339 (2026-11-23T00:00:00Z), a
@@ -115,6 +116,19 @@ pub enum AuditCommand {
         #[arg(long, value_enum, default_value_t = TailFormat::Text)]
         format: TailFormat,
         /// Same as --format ocsf.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one session as it happened: the connection (who), each
+    /// statement (decision, rule, masked text, result: columns, sample rows,
+    /// row count, duration, error) and the close. Exit 1 when the store has
+    /// no event of the session.
+    Replay {
+        /// Session id: the 16 hex digits `tail` prints (0x-prefixed hex
+        /// works too), or the decimal number.
+        #[arg(value_name = "SESSION")]
+        session: String,
+        /// Print the replay as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -236,5 +250,17 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn replay_takes_a_session_and_json() {
+        match audit(&["replay", "00000000000004d2", "--json"]) {
+            AuditCommand::Replay { session, json } => {
+                assert_eq!(session, "00000000000004d2");
+                assert!(json);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["warden", "audit", "replay"]).is_err());
     }
 }

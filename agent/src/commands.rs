@@ -147,6 +147,29 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit(AuditCommand::Replay { session, json }) => {
+            let cfg = Config::load(&cli.config)?;
+            let id = crate::audit::replay::parse_session(&session)?;
+            let path = cfg.audit_path();
+            match crate::audit::replay::load(&path, id)? {
+                Some(replay) if json => {
+                    println!("{}", serde_json::to_string_pretty(&replay)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(replay) => {
+                    print!("{replay}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!(
+                        "no audit events for session {id} ({}) in {}",
+                        id.0,
+                        path.display()
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Command::Audit(AuditCommand::Export { from, to, out }) => {
             let cfg = Config::load(&cli.config)?;
             let now = now_ms();
@@ -397,6 +420,81 @@ mod tests {
                 )
                 .is_err()
             );
+        })
+        .await
+        .unwrap();
+    }
+
+    /// `audit replay` against a real store, through clap.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replay_through_the_cli() {
+        use crate::audit::event::{
+            ConnActivity, Decision, SessionId, StatementDecision, StatementPhase,
+        };
+        use crate::audit::ocsf::tests::{sample, sample_statement};
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (h, task) =
+            crate::audit::spawn_writer(&state.join("audit.db"), crate::audit::testutil::opts(0))
+                .unwrap();
+        h.record(sample(ConnActivity::Open, Decision::Allowed))
+            .await
+            .unwrap();
+        for (phase, decision, n) in [
+            (StatementPhase::Request, StatementDecision::Allowed, 1),
+            (StatementPhase::Result, StatementDecision::Allowed, 1),
+            (StatementPhase::Request, StatementDecision::Blocked, 2),
+        ] {
+            h.record_statement(sample_statement(phase, decision, n))
+                .await
+                .unwrap();
+        }
+        let mut other = sample(ConnActivity::Open, Decision::Allowed);
+        other.session = SessionId(0x99);
+        h.record(other).await.unwrap();
+        h.shutdown().await;
+        tokio::task::spawn_blocking(move || task.join())
+            .await
+            .unwrap()
+            .unwrap();
+        let cfg = dir.path().join("warden.toml");
+        std::fs::write(
+            &cfg,
+            format!("[agent]\nstate_dir = \"{}\"\n", state.display()),
+        )
+        .unwrap();
+        let cfg = cfg.to_str().unwrap().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let base = ["warden", "--config", cfg.as_str(), "audit", "replay"];
+            let with = |rest: &[&str]| {
+                let mut v = base.to_vec();
+                v.extend_from_slice(rest);
+                dispatch(Cli::try_parse_from(v).unwrap())
+            };
+            for ok in [
+                &["00000000000004d2"][..],
+                &["0x4d2", "--json"],
+                &["1234"],
+                &["0000000000000099"],
+                &["153"],
+            ] {
+                assert_eq!(with(ok).unwrap(), ExitCode::SUCCESS, "{ok:?}");
+            }
+            // No events: exit 1; not a session id: an error.
+            assert_eq!(with(&["5"]).unwrap(), ExitCode::FAILURE);
+            assert_eq!(with(&["00000000000004d3"]).unwrap(), ExitCode::FAILURE);
+            assert!(with(&["not-a-session"]).is_err());
+            // Tail shows the statements readably.
+            let tail = ["warden", "--config", cfg.as_str(), "audit", "tail"];
+            for args in [
+                &["--decision", "blocked"][..],
+                &["--session", "4d2", "--format", "ocsf"],
+                &["--account", "orders-api"],
+            ] {
+                let mut v = tail.to_vec();
+                v.extend_from_slice(args);
+                assert_eq!(run(&v), ExitCode::SUCCESS, "{args:?}");
+            }
         })
         .await
         .unwrap();

@@ -1677,4 +1677,108 @@ mod tests {
                 .contains("pruned:      events 1..=5")
         );
     }
+
+    #[tokio::test]
+    async fn statements_are_exported_with_events_and_counted_in_the_summary() {
+        use crate::audit::event::{StatementDecision, StatementEvent};
+        use crate::audit::ocsf::tests::{sample, sample_statement};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/audit.db");
+        let (h, task) = crate::audit::spawn_writer(&path, opts(0)).unwrap();
+        let at = |mut e: StatementEvent, i: i64| {
+            e.time_ms = T0 + i * 1000;
+            e
+        };
+        let mut open = sample(ConnActivity::Open, Decision::Allowed);
+        open.time_ms = T0;
+        h.record(open).await.unwrap();
+        let allowed = |n| sample_statement(StatementPhase::Request, StatementDecision::Allowed, n);
+        let result = |n| sample_statement(StatementPhase::Result, StatementDecision::Allowed, n);
+        h.record_statement(at(allowed(1), 1)).await.unwrap();
+        h.record_statement(at(result(1), 2)).await.unwrap();
+        let mut ddl = allowed(2);
+        ddl.class = "ddl".into();
+        ddl.account = "migrations".into();
+        h.record_statement(at(ddl, 3)).await.unwrap();
+        let blocked = sample_statement(StatementPhase::Request, StatementDecision::Blocked, 3);
+        h.record_statement(at(blocked, 4)).await.unwrap();
+        let denied = sample_statement(StatementPhase::Request, StatementDecision::Denied, 4);
+        h.record_statement(at(denied, 5)).await.unwrap();
+        h.shutdown().await;
+        task.join().unwrap();
+
+        let out = dir.path().join("bundle");
+        let r = export(&path, T0, T0 + 10_000, &out).unwrap();
+        assert_eq!(r.counts.events, 6, "the open and five statement events");
+        assert_eq!(seqs_of(&out, EVENTS_FILE), vec![1, 2, 3, 4, 5, 6]);
+        let classes: Vec<u64> = lines(&out, EVENTS_FILE)
+            .iter()
+            .map(|v| v["class_uid"].as_u64().unwrap())
+            .collect();
+        assert_eq!(classes, vec![4001, 6005, 6005, 6005, 6005, 6005]);
+        let s: Summary =
+            serde_json::from_slice(&std::fs::read(out.join(SUMMARY_FILE)).unwrap()).unwrap();
+        assert_eq!(s.connection_events, 1);
+        let st = &s.statements;
+        assert_eq!((st.statements, st.results), (4, 1));
+        assert_eq!(
+            st.by_decision,
+            BTreeMap::from([
+                ("allowed".to_owned(), 2),
+                ("blocked".to_owned(), 1),
+                ("denied".to_owned(), 1)
+            ])
+        );
+        assert_eq!(
+            st.by_class,
+            BTreeMap::from([
+                ("ddl".to_owned(), 1),
+                ("read".to_owned(), 1),
+                ("write".to_owned(), 2)
+            ])
+        );
+        assert_eq!(
+            st.by_account,
+            BTreeMap::from([("migrations".to_owned(), 1), ("orders-api".to_owned(), 3)])
+        );
+        assert_eq!(st.by_target, BTreeMap::from([("orders-db".to_owned(), 4)]));
+        assert_eq!(st.by_account_target_decision.len(), 4);
+        assert_eq!(
+            st.by_account_target_decision[1],
+            TripleCount {
+                account: Some("orders-api".into()),
+                target: Some("orders-db".into()),
+                decision: "allowed".into(),
+                events: 1,
+            }
+        );
+        let v = verify_export(&out).unwrap();
+        assert_eq!(v.counts, r.counts);
+
+        // A summary that hides a blocked statement does not verify.
+        let out2 = dir.path().join("bundle2");
+        export(&path, T0, T0 + 10_000, &out2).unwrap();
+        let text = std::fs::read_to_string(out2.join(SUMMARY_FILE)).unwrap();
+        let mut forged: Summary = serde_json::from_str(&text).unwrap();
+        forged.statements.by_decision.remove("blocked");
+        let forged = serde_json::to_vec_pretty(&forged).unwrap();
+        std::fs::write(out2.join(SUMMARY_FILE), &forged).unwrap();
+        // Re-sign so only the content check can catch it.
+        let mut m: Manifest =
+            serde_json::from_slice(&std::fs::read(out2.join(MANIFEST_FILE)).unwrap()).unwrap();
+        let entry = m.files.get_mut(SUMMARY_FILE).unwrap();
+        entry.sha256 = hex::encode(Sha256::digest(&forged));
+        entry.size = forged.len() as u64;
+        let mut bytes = serde_json::to_vec_pretty(&m).unwrap();
+        bytes.push(b'\n');
+        let signer = CheckpointSigner::load_existing(&path).unwrap();
+        std::fs::write(out2.join(MANIFEST_FILE), &bytes).unwrap();
+        std::fs::write(
+            out2.join(SIGNATURE_FILE),
+            format!("{}\n", hex::encode(signer.sign_bytes(&bytes))),
+        )
+        .unwrap();
+        let err = verify_export(&out2).unwrap_err();
+        assert_eq!(bundle_file(err), SUMMARY_FILE);
+    }
 }

@@ -17,8 +17,14 @@
 //! - verification ([`verify`]): recomputes the chain, checks every
 //!   checkpoint (and optionally an exported anchor) and names the first
 //!   damaged seq and how it was damaged;
+//! - database statements ([`event::StatementEvent`], OCSF Datastore
+//!   Activity): a request event committed before the statement is
+//!   forwarded, and a result event queued without waiting
+//!   ([`AuditHandle::record_statement_detached`]);
 //! - read-only access for the CLI ([`reader`]): `warden audit tail`, usable
 //!   while the daemon writes;
+//! - session replay ([`replay`]): `warden audit replay`, one connection's
+//!   open, statements (request and result merged) and close, in order;
 //! - configuration changes ([`event::ConfigChange`]): each load/reload is a
 //!   chain event (OCSF Device Config State Change);
 //! - retention ([`store::Retention`]): the writer prunes events past
@@ -41,6 +47,7 @@ pub mod event;
 pub mod export;
 pub mod ocsf;
 pub mod reader;
+pub mod replay;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -53,12 +60,12 @@ pub use checkpoint::{Checkpoint, CheckpointBody, latest_checkpoint};
 #[allow(unused_imports)]
 pub use event::{
     ConfigAction, ConfigChange, ConnActivity, ConnectionEvent, Decision, ProcessInfo, PruneRecord,
-    SessionId,
+    ResultSummary, SessionId, StatementDecision, StatementEvent, StatementPhase,
 };
 #[allow(unused_imports)]
 pub use export::{ExportReport, ExportVerification, export, verify_export};
 #[allow(unused_imports)]
-pub use ocsf::encode_connection;
+pub use ocsf::{encode_connection, encode_statement};
 #[allow(unused_imports)]
 pub use reader::{AuditReader, StoredEvent, TailFilter, format_text};
 #[allow(unused_imports)]

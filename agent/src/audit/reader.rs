@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, ToSql};
 
 use super::AuditError;
+use super::event::{StatementEvent, StatementPhase};
 use super::ocsf::{
     CLASS_UID_NETWORK_ACTIVITY, EventKind, decode_checkpoint, decode_config, decode_connection,
-    decode_prune,
+    decode_prune, decode_statement,
 };
 use super::store::{
     BUSY_TIMEOUT, SCHEMA_VERSION, check_schema_version, max_seq, read_chain_id, read_schema_version,
@@ -24,7 +25,9 @@ use super::store::{
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TailFilter {
     pub account: Option<String>,
-    /// `allowed` or `refused` (case-insensitive).
+    /// `allowed` or `refused` for connections; `allowed`, `blocked`,
+    /// `denied`, `approval_required` or `rejected` for statements
+    /// (case-insensitive).
     pub decision: Option<String>,
     /// Session id as printed (16 hex digits); shorter hex is accepted too.
     pub session: Option<String>,
@@ -305,7 +308,13 @@ fn val(s: &str) -> Cow<'_, str> {
 /// Checkpoints print as `... #1001 checkpoint n/a size=1000 head=<hex>
 /// key=<key id>`, configuration changes as `... #1 config n/a action=load
 /// path=/etc/warden/warden.toml sha256=<hex>`, prunes as `... #2001 prune
-/// n/a removed=1..=1000 events=1000 reason=retention retention_days=400`.
+/// n/a removed=1..=1000 events=1000 reason=retention retention_days=400`,
+/// statements as `... #2 statement allowed session=00000000000004d2
+/// orders-api@orders-db stmt=1 class=read rule=rules[0] via=simple
+/// statement="SELECT ..."` and their results as `... #3 result allowed
+/// session=... orders-api@orders-db stmt=1 class=read rows=2 masked=1
+/// dur=1.234ms tag="SELECT 2"` (plus `reason=`, `sqlstate=`, `error=` when
+/// present).
 pub fn format_text(ev: &StoredEvent) -> String {
     let mut line = format!(
         "{} #{} {} {}",
@@ -357,6 +366,12 @@ pub fn format_text(ev: &StoredEvent) -> String {
             hex::encode(cp.head_hash()),
             val(cp.key_id())
         );
+        return line;
+    }
+    if kind == Some(EventKind::Statement)
+        && let Ok(d) = decode_statement(&ev.data)
+    {
+        statement_text(&mut line, &d.event);
         return line;
     }
     let decoded = if ev.class_uid == CLASS_UID_NETWORK_ACTIVITY {
@@ -411,6 +426,60 @@ pub fn format_text(ev: &StoredEvent) -> String {
         }
     }
     line
+}
+
+/// The statement part of a [`format_text`] line.
+fn statement_text(line: &mut String, e: &StatementEvent) {
+    // Writing to a String cannot fail.
+    let _ = write!(
+        line,
+        " session={} {}@{} stmt={} class={}",
+        e.session,
+        val(&e.account),
+        val(&e.target),
+        e.statement_seq,
+        val(&e.class)
+    );
+    match e.phase {
+        StatementPhase::Request => {
+            if let Some(rule) = &e.rule {
+                let _ = write!(line, " rule={}", val(rule));
+            }
+            let _ = write!(line, " via={} statement={}", val(&e.via), val(&e.statement));
+            if let Some(reason) = &e.reason {
+                let _ = write!(line, " reason={}", val(reason));
+            }
+        }
+        StatementPhase::Result => {
+            if let Some(rows) = e.rows {
+                let _ = write!(line, " rows={rows}");
+            }
+            if let Some(masked) = e.values_masked {
+                let _ = write!(line, " masked={masked}");
+            }
+            if let Some(us) = e.duration_us {
+                let _ = write!(line, " dur={}", format_us(us));
+            }
+            if let Some(tag) = &e.command_tag {
+                let _ = write!(line, " tag={}", val(tag));
+            }
+        }
+    }
+    if let Some(state) = &e.sqlstate {
+        let _ = write!(line, " sqlstate={}", val(state));
+    }
+    if let Some(error) = &e.error {
+        let _ = write!(line, " error={}", val(error));
+    }
+}
+
+/// Microseconds as `850us`, `1.234ms` or `2.500s`.
+pub fn format_us(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us}us"),
+        1_000..1_000_000 => format!("{}.{:03}ms", us / 1_000, us % 1_000),
+        _ => format!("{}.{:03}s", us / 1_000_000, (us / 1_000) % 1_000),
+    }
 }
 
 #[cfg(test)]
@@ -685,5 +754,89 @@ mod tests {
         let after = r.tail_start(&f, 2).unwrap();
         assert_eq!(r.query(&f, after, 100).unwrap().len(), 2);
         assert_eq!(r.query(&f, after, 100).unwrap()[0].seq, 8);
+    }
+
+    #[tokio::test]
+    async fn statements_are_found_by_filters_and_read_as_text() {
+        use crate::audit::event::{StatementDecision, StatementPhase};
+        use crate::audit::ocsf::tests::sample_statement;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let (h, task) = spawn_writer(&path, opts(SyncMode::Normal)).unwrap();
+        h.record(sample(ConnActivity::Open, Decision::Allowed))
+            .await
+            .unwrap();
+        let req = sample_statement(StatementPhase::Request, StatementDecision::Allowed, 1);
+        h.record_statement(req).await.unwrap();
+        let mut res = sample_statement(StatementPhase::Result, StatementDecision::Allowed, 1);
+        res.statement = "SELECT\n1".into();
+        h.record_statement(res).await.unwrap();
+        let blocked = sample_statement(StatementPhase::Request, StatementDecision::Blocked, 2);
+        h.record_statement(blocked).await.unwrap();
+        let mut other = sample_statement(StatementPhase::Request, StatementDecision::Denied, 1);
+        other.session = SessionId(7);
+        other.account = "billing".into();
+        other.reason = Some("no rule allows it".into());
+        other.sqlstate = None;
+        h.record_statement(other).await.unwrap();
+        h.shutdown().await;
+        task.join().unwrap();
+
+        let r = AuditReader::open(&path).unwrap();
+        let seqs = |f: TailFilter| {
+            r.query(&f, 0, 100)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>()
+        };
+        let by =
+            |account: Option<&str>, decision: Option<&str>, session: Option<&str>| TailFilter {
+                account: account.map(Into::into),
+                decision: decision.map(Into::into),
+                session: session.map(Into::into),
+                since_ms: None,
+            };
+        assert_eq!(seqs(by(Some("billing"), None, None)), vec![5]);
+        assert_eq!(seqs(by(None, Some("BLOCKED"), None)), vec![4]);
+        assert_eq!(seqs(by(None, Some("denied"), None)), vec![5]);
+        assert_eq!(
+            seqs(by(Some("orders-api"), Some("allowed"), None)),
+            vec![1, 2, 3]
+        );
+        assert_eq!(seqs(by(None, None, Some("4d2"))), vec![1, 2, 3, 4]);
+        assert_eq!(seqs(by(None, None, Some("7"))), vec![5]);
+
+        let evs = r.query(&TailFilter::default(), 0, 100).unwrap();
+        let lines: Vec<String> = evs.iter().map(format_text).collect();
+        assert_eq!(
+            lines[1],
+            "2026-11-29T13:05:02.133Z #2 statement allowed session=00000000000004d2 \
+             orders-api@orders-db stmt=1 class=read rule=rules[0] via=simple \
+             statement=\"SELECT id, email FROM public.orders WHERE id = $1\""
+        );
+        assert_eq!(
+            lines[2],
+            "2026-11-29T13:05:02.133Z #3 result allowed session=00000000000004d2 \
+             orders-api@orders-db stmt=1 class=read rows=2 masked=1 dur=1.234ms \
+             tag=\"SELECT 2\""
+        );
+        let l = &lines[3];
+        assert!(l.contains("#4 statement blocked"), "{l}");
+        assert!(l.contains("rule=no-deletes"), "{l}");
+        assert!(l.contains("statement=\"DELETE FROM public.orders\""), "{l}");
+        assert!(
+            l.ends_with("reason=\"statement blocked by rule no-deletes\" sqlstate=42501"),
+            "{l}"
+        );
+        assert!(lines[4].contains("session=0000000000000007 billing@orders-db"));
+        assert!(
+            lines[4].ends_with("reason=\"no rule allows it\""),
+            "{}",
+            lines[4]
+        );
+        assert!(lines.iter().all(|l| !l.contains('\n')));
+        assert_eq!(format_us(850), "850us");
+        assert_eq!(format_us(2_500_000), "2.500s");
     }
 }
