@@ -17,7 +17,7 @@ use super::Diagnostic;
 use super::error::{Diags, LineIndex, index, join};
 use super::model::{Account, AgentSection, AuditSection, Grant, Target};
 use crate::masking::MaskingConfig;
-use crate::policy::model::PolicyConfig;
+use crate::policy::PolicyConfig;
 
 /// Keys every `[[target]]` must have.
 const TARGET_REQUIRED: &[&str] = &["name", "protocol", "address"];
@@ -385,7 +385,15 @@ mod tests {
     fn known_fields_come_from_the_model() {
         assert_eq!(
             field_names::<Target>(),
-            ["name", "protocol", "address", "fail_mode"]
+            [
+                "name",
+                "protocol",
+                "address",
+                "fail_mode",
+                "tls",
+                "client_tls",
+                "max_message_bytes"
+            ]
         );
         assert_eq!(
             field_names::<Account>(),

@@ -20,7 +20,7 @@ pub struct Config {
     /// protocol targets, which need upstream credentials and a policy).
     pub grants: Vec<Grant>,
     /// `[policy.NAME]` tables, by name.
-    pub policies: std::collections::BTreeMap<String, crate::policy::model::PolicyConfig>,
+    pub policies: std::collections::BTreeMap<String, crate::policy::PolicyConfig>,
     /// `[masking.NAME]` tables, by name.
     pub maskings: std::collections::BTreeMap<String, crate::masking::MaskingConfig>,
     /// File the configuration was read from (for messages and audit).

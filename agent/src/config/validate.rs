@@ -404,6 +404,7 @@ fn check_accounts(d: &Decoded, diags: &mut Diags<'_>) {
                 );
             } else if let Some(p) = protocol_of(d, t)
                 && p != Protocol::Tcp
+                && SUPPORTED_PROTOCOLS.contains(&p)
             {
                 diags.at(
                     &key,
@@ -480,7 +481,12 @@ fn check_protocol_options(at: &str, t: &Target, diags: &mut Diags<'_>) {
 }
 
 fn check_grants(d: &Decoded, diags: &mut Diags<'_>) {
-    let accounts: HashSet<&str> = d.accounts.iter().flatten().map(|a| a.name.as_str()).collect();
+    let accounts: HashSet<&str> = d
+        .accounts
+        .iter()
+        .flatten()
+        .map(|a| a.name.as_str())
+        .collect();
     let target_names: HashSet<&str> = d
         .target_names
         .iter()
@@ -496,13 +502,19 @@ fn check_grants(d: &Decoded, diags: &mut Diags<'_>) {
         if !accounts.contains(g.account.as_str()) {
             diags.at(
                 &join(&at, "account"),
-                format!("unknown account {:?} (no [[account]] has that name)", g.account),
+                format!(
+                    "unknown account {:?} (no [[account]] has that name)",
+                    g.account
+                ),
             );
         }
         if !target_names.contains(g.target.as_str()) {
             diags.at(
                 &join(&at, "target"),
-                format!("unknown target {:?} (no [[target]] has that name)", g.target),
+                format!(
+                    "unknown target {:?} (no [[target]] has that name)",
+                    g.target
+                ),
             );
         }
         if let Some(first) = pairs.get(&(g.account.as_str(), g.target.as_str())) {
@@ -560,7 +572,10 @@ fn check_grants(d: &Decoded, diags: &mut Diags<'_>) {
                 );
             }
         }
-        for (key, v) in [("database", &g.database), ("upstream_user", &g.upstream_user)] {
+        for (key, v) in [
+            ("database", &g.database),
+            ("upstream_user", &g.upstream_user),
+        ] {
             if let Some(v) = v
                 && (v.is_empty() || v.contains('\0'))
             {
@@ -831,6 +846,141 @@ targets = ["db"]
         format!("{BASE}{extra}")
     }
 
+    /// BASE plus a PostgreSQL target, its grant, a policy and a masking.
+    const PG: &str = r#"
+[[target]]
+name = "pg"
+protocol = "postgres"
+address = "10.0.0.6:5432"
+
+[[grant]]
+account = "api"
+target = "pg"
+database = "orders"
+upstream_user = "orders_ro"
+password_file = "/etc/warden/secrets/ro"
+policy = "ro"
+masking = "pii"
+
+[policy.ro]
+rules = [{ action = "allow", classes = ["read"] }]
+
+[masking.pii]
+patterns = ["email"]
+"#;
+
+    #[test]
+    fn a_postgres_grant_is_valid() {
+        let src = with(PG);
+        assert_eq!(diagnostics(&src), Vec::new());
+        let c = Config::parse(&src, Path::new("t.toml")).unwrap();
+        assert!(c.is_granted("api", "pg"));
+        assert!(c.is_granted("api", "db"));
+        assert!(!c.is_granted("other", "pg"));
+        assert_eq!(
+            c.grant("api", "pg").unwrap().database.as_deref(),
+            Some("orders")
+        );
+    }
+
+    #[test]
+    fn grants_are_checked_all_at_once() {
+        let src = with(PG)
+            .replace(
+                "account = \"api\"\ntarget = \"pg\"",
+                "account = \"nobody\"\ntarget = \"pg\"",
+            )
+            .replace("policy = \"ro\"", "policy = \"missing\"")
+            .replace("masking = \"pii\"", "masking = \"nope\"")
+            .replace(
+                "password_file = \"/etc/warden/secrets/ro\"",
+                "password_file = \"secrets/ro\"",
+            );
+        let keys: Vec<String> = diagnostics(&src).into_iter().map(|d| d.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "grant[0].account",
+                "grant[0].password_file",
+                "grant[0].policy",
+                "grant[0].masking"
+            ],
+            "{src}"
+        );
+        // Protocol grants need their four keys.
+        let src = with(PG).replace("upstream_user = \"orders_ro\"\n", "");
+        let list = diagnostics(&src);
+        assert_eq!(list.len(), 1, "{list:#?}");
+        assert!(
+            list[0].message.contains("missing `upstream_user`"),
+            "{list:?}"
+        );
+        // A second grant of the same pair.
+        let twice = format!(
+            "{}\n[[grant]]\naccount = \"api\"\ntarget = \"pg\"\ndatabase = \"o\"\nupstream_user = \"u\"\npassword_file = \"/p\"\npolicy = \"ro\"\n",
+            with(PG)
+        );
+        let list = diagnostics(&twice);
+        assert_eq!(list.len(), 1, "{list:#?}");
+        assert!(list[0].message.contains("a second grant"), "{list:?}");
+    }
+
+    #[test]
+    fn tcp_targets_take_no_protocol_options() {
+        let src = with("[[grant]]\naccount = \"api\"\ntarget = \"db\"\npolicy = \"x\"\n");
+        only(&src, "grant[0].policy", 17, "tcp target");
+        let src = BASE.replace(
+            "address = \"10.0.0.5:5432\"",
+            "address = \"10.0.0.5:5432\"\ntls = { mode = \"require\" }",
+        );
+        only(&src, "target[0].tls", 8, "byte for byte");
+    }
+
+    #[test]
+    fn protocol_targets_are_reached_through_grants_only() {
+        let src = with(PG).replace("targets = [\"db\"]", "targets = [\"db\", \"pg\"]");
+        only(&src, "account[0].targets[1]", 13, "needs a [[grant]]");
+    }
+
+    #[test]
+    fn target_tls_options_are_checked() {
+        let src = with(PG).replace(
+            "address = \"10.0.0.6:5432\"",
+            "address = \"10.0.0.6:5432\"\ntls = { mode = \"require\", ca_file = \"/ca.pem\", server_name = \"bad name!\" }\nclient_tls = { cert_file = \"c.pem\", key_file = \"/k.pem\" }\nmax_message_bytes = 10",
+        );
+        let keys: Vec<String> = diagnostics(&src).into_iter().map(|d| d.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "target[1].tls.ca_file",
+                "target[1].tls.server_name",
+                "target[1].client_tls.cert_file",
+                "target[1].max_message_bytes"
+            ]
+        );
+    }
+
+    #[test]
+    fn policy_and_masking_problems_are_reported_at_their_keys() {
+        let src = with(PG)
+            .replace(
+                "rules = [{ action = \"allow\", classes = [\"read\"] }]",
+                "rules = [{ action = \"allow\", classes = [\"read\"] }, { action = \"block\", functions = [\"\"] }]",
+            )
+            .replace("patterns = [\"email\"]", "patterns = [\"email\", \"nosuch\"]");
+        let keys: Vec<String> = diagnostics(&src).into_iter().map(|d| d.key).collect();
+        assert_eq!(
+            keys,
+            ["policy.ro.rules[1].functions[0]", "masking.pii.patterns[1]"],
+            "{src}"
+        );
+        // An unknown key in a policy table is a shape error with its line.
+        let src = with(PG).replace("[policy.ro]\n", "[policy.ro]\ndefualt = \"deny\"\n");
+        let list = diagnostics(&src);
+        assert_eq!(list.len(), 1, "{list:#?}");
+        assert_eq!(list[0].key, "policy.ro.defualt");
+    }
+
     #[test]
     fn base_is_valid() {
         assert_eq!(diagnostics(BASE), Vec::new());
@@ -1085,12 +1235,14 @@ targets = ["db"]
 
     #[test]
     fn unsupported_protocols_are_rejected() {
-        for p in ["postgres", "mysql", "http"] {
+        for p in ["mysql", "http"] {
             only(
                 &BASE.replace("protocol = \"tcp\"", &format!("protocol = \"{p}\"")),
                 "target[0].protocol",
                 6,
-                &format!("protocol \"{p}\" is not supported yet by this build (supported: tcp)"),
+                &format!(
+                    "protocol \"{p}\" is not supported yet by this build (supported: tcp, postgres)"
+                ),
             );
         }
     }

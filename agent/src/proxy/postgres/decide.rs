@@ -42,7 +42,11 @@ impl Decided {
 
     /// An empty query string (nothing to decide).
     pub fn is_empty(&self) -> bool {
-        self.allowed() && self.analysis.as_ref().is_some_and(|a| a.statements.is_empty())
+        self.allowed()
+            && self
+                .analysis
+                .as_ref()
+                .is_some_and(|a| a.statements.is_empty())
     }
 
     /// The ErrorResponse message.
@@ -76,19 +80,18 @@ impl Decided {
 /// Decides statements for one session.
 pub struct Decider {
     info: Arc<SessionInfo>,
-    search_path: Vec<String>,
-    /// SQL-level prepared statements (PREPARE name AS …) and their decisions.
-    prepared: HashMap<String, Arc<Decided>>,
+    /// Tracked search_path and SQL-level prepared statements (PREPARE name
+    /// AS …) with their verdicts, for EXECUTE.
+    ctx: SessionContext,
     cache: HashMap<String, Arc<Decided>>,
 }
 
 impl Decider {
     pub fn new(info: Arc<SessionInfo>) -> Self {
-        let search_path = info.initial_search_path();
+        let ctx = SessionContext::new(info.initial_search_path());
         Self {
             info,
-            search_path,
-            prepared: HashMap::new(),
+            ctx,
             cache: HashMap::new(),
         }
     }
@@ -136,7 +139,8 @@ impl Decider {
         // Session rules that no policy can waive.
         for s in &analysis.statements {
             for set in &s.settings {
-                if let Err(why) = crate::policy::settings::check_setting(&set.name, set.value.as_deref())
+                if let Err(why) =
+                    crate::policy::settings::check_setting(&set.name, set.value.as_deref())
                 {
                     return self.rejected(statement, why);
                 }
@@ -150,57 +154,9 @@ impl Decider {
                     );
                 }
             }
-            if let Some(name) = &s.execute {
-                match self.prepared.get(name) {
-                    None => {
-                        return self.rejected(
-                            statement,
-                            format!(
-                                "EXECUTE {name}: no statement of that name was prepared \
-                                 through Warden in this session"
-                            ),
-                        );
-                    }
-                    Some(d) if !d.allowed() => {
-                        return Decided {
-                            statement,
-                            analysis: Some(analysis),
-                            ..clone_decided(d)
-                        };
-                    }
-                    Some(_) => {}
-                }
-            }
         }
-        let ctx = self.context();
-        let verdict = self.info.policy.decide(&analysis, &ctx);
-        self.from_verdict(verdict, statement, analysis)
-    }
-
-    fn context(&self) -> SessionContext {
-        SessionContext {
-            search_path: self.search_path.clone(),
-            ..Default::default()
-        }
-    }
-
-    fn from_verdict(&self, v: Verdict, statement: String, analysis: Analysis) -> Decided {
-        let decision = match v.action {
-            Action::Allow => StatementDecision::Allowed,
-            Action::Block => StatementDecision::Blocked,
-            Action::Approve => StatementDecision::ApprovalRequired,
-            Action::Deny => StatementDecision::Denied,
-        };
-        Decided {
-            decision,
-            class: v.class.as_str().to_owned(),
-            tables: v.tables,
-            functions: v.functions,
-            rule: v.rule.map(|r| r.label),
-            reason: Some(v.reason),
-            statement,
-            analysis: Some(analysis),
-        }
+        let verdict = self.info.policy.decide(&analysis, &self.ctx);
+        decided_from(verdict, statement, analysis)
     }
 
     fn rejected(&self, statement: String, why: String) -> Decided {
@@ -247,42 +203,51 @@ impl Decider {
         for s in &a.statements {
             for set in &s.settings {
                 if set.name == "search_path" {
-                    self.search_path = match &set.value {
+                    self.ctx.search_path = match &set.value {
                         Some(v) => parse_search_path(v, &self.info.upstream_user),
                         None => self.info.initial_search_path(),
                     };
                     self.cache.clear();
                 } else if set.name == "all" && set.value.is_none() {
                     // RESET ALL
-                    self.search_path = self.info.initial_search_path();
+                    self.ctx.search_path = self.info.initial_search_path();
                     self.cache.clear();
                 }
             }
-            if let Some((name, inner)) = &s.prepare {
-                let inner_decided = self.decide_analysis((**inner).clone(), d.statement.clone());
-                self.prepared.insert(name.clone(), Arc::new(inner_decided));
+            if let Some((name, verdict)) = self.info.policy.decide_prepared(s, &self.ctx) {
+                // Over the limit: EXECUTE of it is then refused as unknown.
+                if let Err(e) = self.ctx.prepared.insert(&name, verdict) {
+                    tracing::warn!(error = %e, "prepared statement not remembered");
+                }
             }
             match &s.deallocate {
                 Some(Some(name)) => {
-                    self.prepared.remove(name);
+                    self.ctx.prepared.remove(name);
                 }
-                Some(None) => self.prepared.clear(),
+                Some(None) => self.ctx.prepared.clear(),
                 None => {}
             }
         }
     }
 }
 
-fn clone_decided(d: &Decided) -> Decided {
+/// The session decision for a policy verdict.
+fn decided_from(v: Verdict, statement: String, analysis: Analysis) -> Decided {
+    let decision = match v.action {
+        Action::Allow => StatementDecision::Allowed,
+        Action::Block => StatementDecision::Blocked,
+        Action::Approve => StatementDecision::ApprovalRequired,
+        Action::Deny => StatementDecision::Denied,
+    };
     Decided {
-        decision: d.decision,
-        class: d.class.clone(),
-        tables: d.tables.clone(),
-        functions: d.functions.clone(),
-        rule: d.rule.clone(),
-        reason: d.reason.clone(),
-        statement: d.statement.clone(),
-        analysis: None,
+        decision,
+        class: v.class.as_str().to_owned(),
+        tables: v.tables,
+        functions: v.functions,
+        rule: v.rule.map(|r| r.label),
+        reason: Some(v.reason),
+        statement,
+        analysis: Some(analysis),
     }
 }
 

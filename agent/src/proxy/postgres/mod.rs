@@ -83,7 +83,10 @@ pub struct PgGrant {
 
 /// TLS of one PostgreSQL target.
 struct PgTarget {
-    upstream_tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
+    upstream_tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     client_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -96,6 +99,8 @@ struct CancelEntry {
 }
 
 type CatalogKey = (String, String, String);
+/// (table oid, attribute number) → column strategy.
+pub type ColumnRules = Arc<HashMap<(u32, i16), Strategy>>;
 
 /// Everything PostgreSQL sessions share, built once at start.
 pub struct PgRuntime {
@@ -105,7 +110,7 @@ pub struct PgRuntime {
     /// detector when the grant has no masking of its own.
     builtin: Arc<Masker>,
     cancels: Mutex<HashMap<(i32, Vec<u8>), CancelEntry>>,
-    catalog: Mutex<HashMap<CatalogKey, (Instant, Arc<HashMap<(u32, i16), Strategy>>)>>,
+    catalog: Mutex<HashMap<CatalogKey, (Instant, ColumnRules)>>,
 }
 
 impl PgRuntime {
@@ -125,11 +130,13 @@ impl PgRuntime {
         let mut maskers = HashMap::new();
         for (name, cfg) in &config.maskings {
             let key = match &cfg.hmac_key_file {
-                Some(path) => Some(std::fs::read(path).map_err(|source| PgSetupError::HmacKey {
-                    name: name.clone(),
-                    path: path.display().to_string(),
-                    source,
-                })?),
+                Some(path) => {
+                    Some(std::fs::read(path).map_err(|source| PgSetupError::HmacKey {
+                        name: name.clone(),
+                        path: path.display().to_string(),
+                        source,
+                    })?)
+                }
                 None => None,
             };
             let m = Masker::compile(cfg, key).map_err(|problems| PgSetupError::Masking {
@@ -143,7 +150,11 @@ impl PgRuntime {
             maskers.insert(name.clone(), Arc::new(m));
         }
         let mut targets = HashMap::new();
-        for t in config.targets.iter().filter(|t| t.protocol == Protocol::Postgres) {
+        for t in config
+            .targets
+            .iter()
+            .filter(|t| t.protocol == Protocol::Postgres)
+        {
             let tls_err = |source| PgSetupError::Tls {
                 target: t.name.clone(),
                 source,
@@ -316,7 +327,10 @@ pub async fn serve(
     let mut out = Outcome::default();
     let Some(grant) = rt.grant(&caller.account, &target.name) else {
         out.reason = Some("target_not_granted".into());
-        out.detail = Some(format!("no [[grant]] of {} on {}", caller.account, target.name));
+        out.detail = Some(format!(
+            "no [[grant]] of {} on {}",
+            caller.account, target.name
+        ));
         return out;
     };
     let Some(pg_target) = rt.targets.get(&target.name) else {
@@ -779,7 +793,14 @@ async fn column_map(
     let rows = simple_query(up, sql, target.max_message_bytes).await?;
     let mut map = HashMap::new();
     for row in rows {
-        let [Some(oid), Some(attnum), Some(schema), Some(table), Some(column)] = &row[..] else {
+        let [
+            Some(oid),
+            Some(attnum),
+            Some(schema),
+            Some(table),
+            Some(column),
+        ] = &row[..]
+        else {
             continue;
         };
         let (Ok(oid), Ok(attnum)) = (oid.parse::<u32>(), attnum.parse::<i16>()) else {
@@ -807,10 +828,7 @@ async fn simple_query(
     use crate::protocol::postgres::backend::BackendMessage;
     let mut out = BytesMut::new();
     crate::protocol::postgres::frontend::query(&mut out, sql).map_err(|e| e.to_string())?;
-    up.stream
-        .write_all(&out)
-        .await
-        .map_err(|e| e.to_string())?;
+    up.stream.write_all(&out).await.map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
     let mut error = None;
     loop {
@@ -927,10 +945,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.forward,
-            vec![(
-                "default_transaction_read_only".to_owned(),
-                "on".to_owned()
-            )]
+            vec![("default_transaction_read_only".to_owned(), "on".to_owned())]
         );
     }
 

@@ -29,7 +29,6 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
-use tracing::debug;
 
 use super::SessionInfo;
 use super::decide::{Decided, Decider};
@@ -84,22 +83,37 @@ enum Expect {
     CloseComplete,
     /// A Describe; `portal` names the portal described (for its columns);
     /// `swallow`: Warden sent it (to learn the columns), the client did not.
-    Describe { portal: Option<String>, swallow: bool },
+    Describe {
+        portal: Option<String>,
+        swallow: bool,
+    },
     /// An Execute of an audited statement.
-    Execute { stmt: Arc<Running>, portal: String },
+    Execute {
+        stmt: Arc<Running>,
+        portal: String,
+    },
     /// A simple Query, answered up to and including ReadyForQuery.
-    Query { stmt: Arc<Running> },
+    Query {
+        stmt: Arc<Running>,
+    },
     /// A FunctionCall, answered up to and including ReadyForQuery.
-    FunctionCall { stmt: Arc<Running> },
+    FunctionCall {
+        stmt: Arc<Running>,
+    },
     /// ReadyForQuery for a Sync.
     Sync,
     /// Warden's own query (catalog lookups): rows go to `reply`, nothing to
     /// the client.
-    Internal { reply: oneshot::Sender<Result<Vec<Vec<Option<String>>>, String>> },
+    Internal {
+        reply: oneshot::Sender<Result<Vec<Vec<Option<String>>>, String>>,
+    },
     /// A refusal: send `error` to the client when its turn comes, followed
     /// by ReadyForQuery when `ready` (simple query; in a batch the Sync's
     /// ReadyForQuery follows).
-    Refusal { error: Bytes, ready: bool },
+    Refusal {
+        error: Bytes,
+        ready: bool,
+    },
 }
 
 impl Expect {
@@ -444,7 +458,9 @@ where
             self.refuse(d, via, via == "simple").await?;
             return Ok(None);
         }
-        let ev = self.info.statement_event(self.seq, d, via, StatementPhase::Request);
+        let ev = self
+            .info
+            .statement_event(self.seq, d, via, StatementPhase::Request);
         if let Err(e) = self.info.audit.record_statement(ev).await {
             tracing::error!(error = %e, "audit store unavailable; refusing statement");
             let error = super::error_bytes(
@@ -471,7 +487,9 @@ where
     /// Records a refusal and queues the client's error. `ready`: follow it
     /// with ReadyForQuery (simple query and function call).
     async fn refuse(&mut self, d: &Decided, via: &'static str, ready: bool) -> Result<(), String> {
-        let ev = self.info.statement_event(self.seq, d, via, StatementPhase::Request);
+        let ev = self
+            .info
+            .statement_event(self.seq, d, via, StatementPhase::Request);
         if let Err(e) = self.info.audit.record_statement(ev).await {
             tracing::error!(error = %e, "could not audit a refused statement");
         }
@@ -789,9 +807,7 @@ where
                 if f.overall != 0 && self.info.masker.is_some() {
                     // Binary COPY rows cannot be masked value by value:
                     // fail closed rather than send them unmasked.
-                    return Err(
-                        "binary COPY out with masking configured; session ended".to_owned(),
-                    );
+                    return Err("binary COPY out with masking configured; session ended".to_owned());
                 }
                 self.pass(&frame);
             }
@@ -905,21 +921,18 @@ where
         };
         let summary = self.current.take().unwrap_or_default();
         let stmt = match front {
-            Expect::Execute { stmt, .. } | Expect::Query { stmt } | Expect::FunctionCall { stmt } => {
-                stmt
-            }
+            Expect::Execute { stmt, .. }
+            | Expect::Query { stmt }
+            | Expect::FunctionCall { stmt } => stmt,
             Expect::Internal { reply } => {
                 let _ = reply.send(Err("interrupted".into()));
                 return;
             }
             _ => return,
         };
-        let mut ev = self.info.statement_event(
-            stmt.seq,
-            &stmt.decided,
-            stmt.via,
-            StatementPhase::Result,
-        );
+        let mut ev =
+            self.info
+                .statement_event(stmt.seq, &stmt.decided, stmt.via, StatementPhase::Result);
         ev.rows = Some(summary.rows);
         ev.values_masked = Some(summary.masked);
         ev.duration_us = Some(stmt.started.elapsed().as_micros() as u64);
@@ -1104,14 +1117,6 @@ fn textual_type(oid: u32) -> bool {
     // text, varchar, bpchar, name, char, json, xml, unknown, citext-like
     // domains are resolved to their base type by the server.
     matches!(oid, 25 | 1043 | 1042 | 19 | 18 | 114 | 142 | 705)
-}
-
-impl Drop for Summary {
-    fn drop(&mut self) {
-        if !self.internal.is_empty() {
-            debug!(rows = self.internal.len(), "internal query rows dropped");
-        }
-    }
 }
 
 #[cfg(test)]

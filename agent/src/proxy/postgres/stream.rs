@@ -145,7 +145,9 @@ pub fn client_config(
     addr: std::net::SocketAddr,
 ) -> Result<Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>, TlsSetupError> {
     let name = match &tls.server_name {
-        Some(n) => ServerName::try_from(n.clone()).map_err(|_| TlsSetupError::ServerName(n.clone()))?,
+        Some(n) => {
+            ServerName::try_from(n.clone()).map_err(|_| TlsSetupError::ServerName(n.clone()))?
+        }
         None => ServerName::IpAddress(addr.ip().into()),
     };
     let builder = rustls::ClientConfig::builder_with_provider(provider())

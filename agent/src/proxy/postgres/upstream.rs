@@ -15,13 +15,11 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::stream::Stream;
+use crate::protocol::postgres::CodecError;
 use crate::protocol::postgres::backend::{Authentication, BackendMessage};
 use crate::protocol::postgres::frame::decode_frame;
 use crate::protocol::postgres::frontend;
-use crate::protocol::postgres::startup::{
-    ProtocolVersion, StartupMessage, encode_ssl_request,
-};
-use crate::protocol::postgres::CodecError;
+use crate::protocol::postgres::startup::{ProtocolVersion, StartupMessage, encode_ssl_request};
 
 /// Why the upstream session could not be opened. Messages name no secret.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +28,9 @@ pub enum UpstreamError {
     Connect(#[from] crate::proxy::upstream::UpstreamError),
     #[error("upstream I/O: {0}")]
     Io(#[from] std::io::Error),
-    #[error("upstream {addr} refused TLS (answered {answer:?} to SSLRequest) but the target requires it")]
+    #[error(
+        "upstream {addr} refused TLS (answered {answer:?} to SSLRequest) but the target requires it"
+    )]
     TlsRefused { addr: SocketAddr, answer: char },
     #[error("TLS handshake with the upstream failed: {0}")]
     TlsHandshake(std::io::Error),
