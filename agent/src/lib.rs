@@ -12,4 +12,5 @@ pub mod daemon;
 pub mod ebpf;
 pub mod fsutil;
 pub mod identity;
+pub mod policy;
 pub mod proxy;
