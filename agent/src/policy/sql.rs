@@ -329,6 +329,25 @@ fn is_trivia(t: &Token) -> bool {
 
 /// Token-level refusals: constructs sqlparser would misread.
 fn check_tokens(tokens: &[TokenWithSpan]) -> Result<(), AnalyzeError> {
+    // PostgreSQL's dollar-quote tags start with a letter or `_` and go on
+    // with letters, digits and `_`; sqlparser also takes `$1$...$1$`, which
+    // PostgreSQL reads as a parameter followed by code.
+    for t in tokens {
+        if let Token::DollarQuotedString(d) = &t.token
+            && let Some(tag) = &d.tag
+        {
+            let ok_start = tag
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_');
+            let ok_rest = tag.chars().all(|c| c.is_alphanumeric() || c == '_');
+            if !(ok_start && ok_rest) {
+                return Err(AnalyzeError::Unsupported {
+                    reason: "dollar-quote tag PostgreSQL would not read as one".into(),
+                });
+            }
+        }
+    }
     for w in tokens.windows(3) {
         if let (Token::Word(u), Token::Ampersand, Token::Word(q)) =
             (&w[0].token, &w[1].token, &w[2].token)
@@ -755,11 +774,56 @@ impl Walker {
             | Statement::CreateTextSearch(_)
             | Statement::AlterTextSearch(_)
             | Statement::CreateCollation(_)
-            | Statement::AlterCollation(_)
-            | Statement::Comment { .. } => {
+            | Statement::AlterCollation(_) => {
                 let cmd = command_words(st);
                 self.set_command(&cmd);
                 self.bump(Ddl, None);
+            }
+            Statement::Grant(sqlparser::ast::Grant {
+                objects: Some(objects),
+                ..
+            })
+            | Statement::Revoke(sqlparser::ast::Revoke {
+                objects: Some(objects),
+                ..
+            }) => {
+                let cmd = command_words(st);
+                self.set_command(&cmd);
+                self.bump(Privileged, None);
+                use sqlparser::ast::GrantObjects;
+                if let GrantObjects::Tables(names)
+                | GrantObjects::Views(names)
+                | GrantObjects::Sequences(names) = objects
+                {
+                    for n in names {
+                        self.add_table(n, true);
+                    }
+                }
+            }
+            Statement::Comment {
+                object_type,
+                object_name,
+                ..
+            } => {
+                use sqlparser::ast::CommentObject;
+                self.set_command("COMMENT");
+                self.bump(Ddl, None);
+                match object_type {
+                    CommentObject::Table
+                    | CommentObject::View
+                    | CommentObject::MaterializedView
+                    | CommentObject::Sequence
+                    | CommentObject::Index => self.add_table(object_name, true),
+                    CommentObject::Column => {
+                        // table.column or schema.table.column
+                        let mut parts = object_name.0.clone();
+                        parts.pop();
+                        if !parts.is_empty() {
+                            self.add_table(&ObjectName(parts), true);
+                        }
+                    }
+                    _ => {}
+                }
             }
             Statement::Grant(_)
             | Statement::Revoke(_)
@@ -788,6 +852,10 @@ impl Walker {
     }
 
     fn write_target(&mut self, tf: &TableFactor) {
+        if let Some(real) = only_target(tf) {
+            self.add_table(&real, true);
+            return;
+        }
         match tf {
             TableFactor::Table {
                 name, args: None, ..
@@ -972,6 +1040,14 @@ impl Visitor for Walker {
     }
 
     fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<()> {
+        if let Some(real) = only_target(tf) {
+            // `FROM ONLY t` reads as table `only` with alias `t`.
+            self.add_table(&real, false);
+            if let TableFactor::Table { name, .. } = tf {
+                self.skip_relation = Some(name as *const ObjectName);
+            }
+            return ControlFlow::Continue(());
+        }
         match tf {
             TableFactor::Table {
                 name,
@@ -1005,6 +1081,29 @@ impl Visitor for Walker {
             self.add_function(&f.name);
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// sqlparser reads PostgreSQL's `ONLY t` as table `only` aliased `t`; an
+/// unquoted `only` cannot be a table name (it is reserved), so the alias
+/// is the real table.
+fn only_target(tf: &TableFactor) -> Option<ObjectName> {
+    let TableFactor::Table {
+        name,
+        alias: Some(alias),
+        args: None,
+        ..
+    } = tf
+    else {
+        return None;
+    };
+    match name.0.as_slice() {
+        [ObjectNamePart::Identifier(id)]
+            if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("only") =>
+        {
+            Some(ObjectName::from(vec![alias.name.clone()]))
+        }
+        _ => None,
     }
 }
 
