@@ -14,4 +14,5 @@ pub mod fsutil;
 pub mod identity;
 pub mod protocol;
 pub mod masking;
+pub mod policy;
 pub mod proxy;

@@ -1,0 +1,37 @@
+//! The SQL policy engine of the PostgreSQL proxy: a pure module (no I/O).
+//!
+//! - [`model`]: the `[policy.NAME]` TOML model.
+//! - [`sql`]: classification of query texts with `sqlparser` into
+//!   [`Analysis`] (classes, tables, functions, settings, PREPARE/EXECUTE).
+//! - [`rules`]: the compiled [`Policy`] and its [`Verdict`]s.
+//! - [`settings`]: which session settings may change (tokenisation safety).
+//! - [`cache`]: the [`DecisionCache`].
+//!
+//! The proxy's flow for a Query (or Parse) message: `cache.decide(text,
+//! &policy, &ctx)`; an `Err` analysis or a non-`Allow` verdict is refused
+//! with SQLSTATE 42501 and the verdict's reason (`Approve`: "requires
+//! approval", naming the rule) and never forwarded; an empty analysis gets
+//! EmptyQueryResponse. After the server accepted the statements the proxy
+//! applies their effects to the [`SessionContext`]: `search_path` changes
+//! (see [`sql::parse_search_path`]), PREPARE (with
+//! [`Policy::decide_prepared`]) and Parse of a named statement record the
+//! verdict in [`SessionContext::prepared`], DEALLOCATE / DISCARD ALL /
+//! Close forget it. Everything is fail-closed: see [`sql`] and [`rules`]
+//! for the exact semantics.
+
+pub mod cache;
+pub mod model;
+pub mod rules;
+pub mod settings;
+pub mod sql;
+
+pub use cache::{Decision, DecisionCache};
+pub use model::{DefaultAction, PolicyConfig, RuleAction, RuleConfig, StatementClass};
+pub use rules::{
+    Action, Policy, PolicyProblem, PreparedStatements, RuleRef, SessionContext, Verdict,
+};
+pub use settings::{check_setting, parse_options};
+pub use sql::{Analysis, AnalyzeError, FuncRef, SettingChange, StatementFacts, TableRef, analyze};
+
+#[cfg(test)]
+mod corpus;
