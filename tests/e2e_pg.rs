@@ -1,0 +1,284 @@
+//! PostgreSQL through the real `warden` binary: a workload in an enrolled
+//! test cgroup runs psql/pgbench against a real PostgreSQL 15 (started by
+//! the harness, SCRAM + TLS) without holding any password. Warden injects
+//! the credentials, decides every statement, masks results and audits.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+
+use common::pg::{self, PgServer};
+use common::*;
+use serde_json::Value;
+
+/// A running agent in front of the shared PostgreSQL.
+struct PgEnv {
+    env: TestEnv,
+    pg: &'static PgServer,
+    app: String,
+}
+
+const POLICY: &str = r#"
+[policy.ro]
+default = "deny"
+rules = [
+  { action = "allow", classes = ["read"] },
+  { action = "block", tables = ["secrets", "public.payroll"], name = "no-secrets" },
+  { action = "approve", classes = ["write"], tables = ["orders"], name = "orders-writes" },
+  { action = "block", functions = ["pg_read_file", "dblink*", "lo_*", "set_config", "query_to_xml"], name = "no-file-access" },
+]
+
+[masking.pii]
+columns = [ { column = "customers.card", strategy = "last4" } ]
+patterns = ["card", "email", "ssn", "iban", "token"]
+"#;
+
+impl PgEnv {
+    fn start(extra: &str) -> Self {
+        let pg = PgServer::shared();
+        let mut env = TestEnv::new();
+        let app = env.cgroup("app");
+        let pw = env.tmp.path().join("orders_ro.pw");
+        std::fs::write(&pw, format!("{}\n", pg.password(pg::ORDERS_RO))).unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        env.write_config(&format!(
+            "{agent}
+[[target]]
+name = \"pg\"
+protocol = \"postgres\"
+address = \"{addr}\"
+tls = {{ mode = \"verify-full\", ca_file = \"{ca}\" }}
+
+[[account]]
+name = \"app\"
+cgroups = [\"{app}\"]
+
+[[grant]]
+account = \"app\"
+target = \"pg\"
+database = \"{db}\"
+upstream_user = \"{user}\"
+password_file = \"{pw}\"
+policy = \"ro\"
+masking = \"pii\"
+{POLICY}
+{extra}",
+            agent = env.agent_table(false, ""),
+            addr = pg.addr(),
+            ca = pg.ca_pem_path().display(),
+            db = pg::DB,
+            user = pg::ORDERS_RO,
+            pw = pw.display(),
+        ));
+        env.start();
+        Self { env, pg, app }
+    }
+
+    /// A command run inside the enrolled cgroup, with no PostgreSQL
+    /// password anywhere in its environment.
+    fn in_app(&self, program: &std::path::Path, args: &[&str]) -> Output {
+        let procs = self.env.cg_dir(&self.app).join("cgroup.procs");
+        let mut quoted = String::new();
+        for a in args {
+            quoted.push_str(" '");
+            quoted.push_str(&a.replace('\'', "'\\''"));
+            quoted.push('\'');
+        }
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > '{}' && exec '{}'{quoted}",
+                procs.display(),
+                program.display()
+            ))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.pg.port().to_string())
+            .env("PGUSER", "workload")
+            .env("PGDATABASE", pg::DB)
+            .env("PGPASSFILE", "/dev/null")
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .unwrap()
+    }
+
+    fn psql(&self, sql: &str) -> Output {
+        self.in_app(
+            &self.pg.bin("psql"),
+            &["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        )
+    }
+
+    fn psql_ok(&self, sql: &str) -> String {
+        let out = self.psql(sql);
+        assert!(
+            out.status.success(),
+            "psql through Warden failed for {sql:?}: {}\n{}\nwarden log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.env.log())
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn statements(&self) -> Vec<Value> {
+        self.env
+            .audit_events()
+            .into_iter()
+            .filter(|e| e["class_uid"] == 6005)
+            .collect()
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_workload_without_a_password_reads_through_warden_with_masking() {
+    let e = PgEnv::start("");
+    let out = e.psql_ok("SELECT name, email, card, ssn FROM customers ORDER BY id");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), pg::CUSTOMERS.len(), "{out}");
+    for (line, c) in lines.iter().zip(pg::CUSTOMERS) {
+        let cols: Vec<&str> = line.split('|').collect();
+        assert_eq!(cols[0], c.name, "{line}");
+        assert!(!line.contains(c.email), "email leaked: {line}");
+        assert!(!line.contains(c.card), "card leaked: {line}");
+        assert!(!line.contains(c.ssn), "ssn leaked: {line}");
+        // The column rule keeps the last four digits of the card.
+        assert!(cols[2].ends_with(&c.card[c.card.len() - 4..]), "{line}");
+    }
+    // Aliases and expressions are caught by the pattern backstop.
+    let out = e.psql_ok("SELECT email || '' AS x, upper(card) FROM customers WHERE id = 1");
+    assert!(!out.contains("alice@example.com") && !out.contains("4111111111111111"), "{out}");
+    // Errors are masked too.
+    let out = e.psql("SELECT 'alice@example.com'::int");
+    assert!(!out.status.success());
+    assert!(!stderr(&out).contains("alice@example.com"), "{}", stderr(&out));
+
+    // The upstream saw Warden's role, not the workload's user name.
+    assert_eq!(e.psql_ok("SELECT current_user"), pg::ORDERS_RO);
+
+    let stmts = e.statements();
+    let req = stmts
+        .iter()
+        .find(|s| {
+            s["unmapped"]["warden"]["statement"]["phase"] == "request"
+                && s["query_info"]["query_string"]
+                    .as_str()
+                    .is_some_and(|q| q.contains("FROM customers ORDER BY id"))
+        })
+        .unwrap_or_else(|| panic!("no request event: {stmts:#?}"));
+    assert_eq!(req["unmapped"]["warden"]["statement"]["decision"], "allowed", "{req:#}");
+    let res = stmts
+        .iter()
+        .find(|s| {
+            s["unmapped"]["warden"]["statement"]["phase"] == "result"
+                && s["query_info"]["query_string"] == req["query_info"]["query_string"]
+        })
+        .unwrap_or_else(|| panic!("no result event: {stmts:#?}"));
+    let st = &res["unmapped"]["warden"]["statement"];
+    assert_eq!(st["rows"], pg::CUSTOMERS.len() as u64, "{res:#}");
+    assert!(st["values_masked"].as_u64().unwrap() >= 3 * pg::CUSTOMERS.len() as u64, "{res:#}");
+    let dump = serde_json::to_string(&stmts).unwrap();
+    for c in pg::CUSTOMERS {
+        assert!(!dump.contains(c.email) && !dump.contains(c.card), "audit holds unmasked data");
+    }
+}
+
+#[test]
+fn bypass_attempts_are_refused_with_42501_and_audited() {
+    let e = PgEnv::start("");
+    let refused = [
+        "SELECT 1; DROP TABLE orders",
+        "WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d",
+        "EXPLAIN ANALYZE DELETE FROM orders",
+        "DO $$BEGIN EXECUTE 'DROP TABLE orders'; END$$",
+        "COPY orders TO PROGRAM 'id'",
+        "SELECT pg_catalog.PG_READ_FILE('/etc/passwd')",
+        "SELECT \"set_config\"('role','admin',false)",
+        "SELECT * FROM \"Secrets\"",
+        "SELECT * FROM secrets",
+        "SELECT * FROM public.payroll",
+        "DELETE FROM orders",
+        "SET standard_conforming_strings = off",
+        "SELECT * FROM orders WHERE note = 'unterminated",
+    ];
+    for sql in refused {
+        let out = e.psql(sql);
+        assert!(!out.status.success(), "{sql:?} was not refused");
+        let err = stderr(&out);
+        assert!(err.contains("Warden"), "{sql:?}: {err}");
+    }
+    // SQLSTATE is 42501 (psql shows it with VERBOSITY verbose).
+    let out = e.in_app(
+        &e.pg.bin("psql"),
+        &["-X", "-v", "VERBOSITY=verbose", "-c", "DELETE FROM orders"],
+    );
+    assert!(stderr(&out).contains("42501"), "{}", stderr(&out));
+    // Nothing changed upstream.
+    assert_eq!(
+        e.pg.psql_ok(pg::SUPERUSER, pg::DB, "SELECT count(*) FROM orders"),
+        pg::ORDERS.len().to_string()
+    );
+    let stmts = e.statements();
+    let decisions: Vec<&str> = stmts
+        .iter()
+        .filter_map(|s| s["unmapped"]["warden"]["statement"]["decision"].as_str())
+        .collect();
+    assert!(decisions.contains(&"blocked"), "{decisions:?}");
+    assert!(decisions.contains(&"denied"), "{decisions:?}");
+    assert!(decisions.contains(&"rejected"), "{decisions:?}");
+    assert!(decisions.contains(&"approval_required"), "{decisions:?}");
+    // The session still works after a refusal.
+    let out = e.in_app(
+        &e.pg.bin("psql"),
+        &["-X", "-A", "-t", "-c", "DELETE FROM orders", "-c", "SELECT count(*) FROM orders"],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&pg::ORDERS.len().to_string()));
+}
+
+#[test]
+fn extended_protocol_and_pgbench_work_and_parse_refusals_hold() {
+    let e = PgEnv::start("");
+    // pgbench's own tables, created directly by the superuser.
+    let init = e
+        .pg
+        .pgbench_cmd(pg::SUPERUSER, pg::DB, "require")
+        .args(["-i", "-s", "1", "-q"])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", stderr(&init));
+    e.pg.psql_ok(
+        pg::SUPERUSER,
+        pg::DB,
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO orders_ro",
+    );
+    for mode in ["simple", "extended", "prepared"] {
+        let out = e.in_app(
+            &e.pg.bin("pgbench"),
+            &["-n", "-S", "-M", mode, "-c", "2", "-t", "50"],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("number of transactions actually processed: 100/100"),
+            "pgbench -M {mode}: {text}\n{}\nwarden log:\n{}",
+            stderr(&out),
+            tail(&e.env.log())
+        );
+    }
+    // The write transaction is refused statement by statement, in every mode.
+    for mode in ["simple", "extended", "prepared"] {
+        let out = e.in_app(&e.pg.bin("pgbench"), &["-n", "-M", mode, "-c", "1", "-t", "1"]);
+        assert!(!out.status.success(), "pgbench tpcb -M {mode} must fail");
+        assert!(stderr(&out).contains("Warden"), "{}", stderr(&out));
+    }
+}
