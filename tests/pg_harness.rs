@@ -279,7 +279,7 @@ fn privileges_and_data_set() {
 fn pgbouncer_session_mode_answers() {
     let pg = PgServer::shared();
     let t = Instant::now();
-    let bouncer = PgBouncer::start(&pg, PoolMode::Session);
+    let bouncer = PgBouncer::start(pg, PoolMode::Session);
     eprintln!("PgBouncer::start took {:?}", t.elapsed());
     assert_ne!(bouncer.port(), pg.port());
     for (role, mode) in [
@@ -354,6 +354,43 @@ fn pgbench_runs_against_the_server() {
         text.contains("number of transactions actually processed: 100/100"),
         "{text}"
     );
+}
+
+/// The benchmarks hold 500 sessions open at once, directly and through
+/// PgBouncer (session mode: one server connection per client).
+#[test]
+fn five_hundred_concurrent_sessions() {
+    let pg = PgServer::start(PgOptions {
+        stream_rows: 10,
+        log_connections: false,
+        ..PgOptions::default()
+    });
+    let bouncer = PgBouncer::start(&pg, PoolMode::Session);
+    let script = pg.dir().join("bench-sleep.sql");
+    // Every client holds its session until all 500 are in.
+    std::fs::write(
+        &script,
+        "SELECT pg_sleep(0.05) WHERE (SELECT count(*) FROM pg_stat_activity \
+         WHERE usename = 'orders_ro') < 500;\n",
+    )
+    .unwrap();
+    for (what, port) in [("direct", pg.port()), ("pgbouncer", bouncer.port())] {
+        let t = Instant::now();
+        let out = pg
+            .pgbench_cmd(ORDERS_RO, DB, "disable")
+            .env("PGPORT", port.to_string())
+            .args(["-n", "-c", "500", "-j", "4", "-t", "4", "-f"])
+            .arg(&script)
+            .output()
+            .unwrap();
+        eprintln!("500 sessions {what}: {:?}", t.elapsed());
+        assert!(out.status.success(), "{what}: {}", show(&out));
+        let text = stdout(&out);
+        assert!(
+            text.contains("number of transactions actually processed: 2000/2000"),
+            "{what}: {text}"
+        );
+    }
 }
 
 #[test]

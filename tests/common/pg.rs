@@ -17,8 +17,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::free_port;
@@ -131,6 +131,8 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 const TMP_PREFIX: &str = "warden-pg-";
 const BOUNCER_PREFIX: &str = "warden-pgb-";
 const APT_LOCK: &str = "/tmp/warden-pgapt.lock";
+/// Bump when the initdb arguments change, so old templates are not used.
+const TEMPLATE_REV: u32 = 1;
 
 #[derive(Debug, Clone)]
 pub struct PgOptions {
@@ -159,6 +161,8 @@ impl Default for PgOptions {
 #[derive(Debug, Clone, Default)]
 pub struct StartTimings {
     pub packages: Duration,
+    /// Copying the initdb template (and making it, the first time on this
+    /// machine).
     pub initdb: Duration,
     pub start: Duration,
     pub setup: Duration,
@@ -174,6 +178,9 @@ pub struct PgServer {
     passwords: HashMap<&'static str, String>,
     ca_pem: PathBuf,
     postmaster: Option<i32>,
+    /// Superuser password of the template, until `create_data` changes it.
+    template_password: String,
+    watchdog: Option<Child>,
     pub opts: PgOptions,
     pub timings: StartTimings,
 }
@@ -209,21 +216,17 @@ impl PgServer {
             );
         }
 
-        // initdb
+        // A copy of the machine's initdb template (the superuser password
+        // is changed first thing in `create_data`).
         let t = Instant::now();
-        let pwfile = tmp.path().join("pwfile");
-        fs::write(&pwfile, format!("{}\n", passwords[SUPERUSER])).unwrap();
-        give_to_postgres(&pwfile, owner, 0o600);
-        let out = as_owner(Command::new(bindir.join("initdb")), owner, tmp.path())
-            .arg("-D")
+        let (template, template_password) = template(&bindir, owner);
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(&template)
             .arg(&data)
-            .args(["-U", SUPERUSER, "--auth=scram-sha-256", "--encoding=UTF8"])
-            .args(["--locale=C", "--no-sync"])
-            .arg(format!("--pwfile={}", pwfile.display()))
             .output()
             .unwrap();
-        assert!(out.status.success(), "initdb failed: {}", show(&out));
-        let _ = fs::remove_file(&pwfile);
+        assert!(out.status.success(), "copying the template: {}", show(&out));
         let initdb = t.elapsed();
 
         // TLS material and configuration.
@@ -234,6 +237,8 @@ impl PgServer {
         fs::write(data.join("pg_hba.conf"), HBA).unwrap();
 
         let mut server = Self {
+            watchdog: Some(watchdog(tmp.path(), owner, &bindir)),
+            template_password,
             data,
             bindir,
             port: 0,
@@ -287,21 +292,22 @@ impl PgServer {
             setup,
             total: t0.elapsed(),
         };
+        eprintln!(
+            "pg harness: PostgreSQL on {} up in {:?} ({:?})",
+            server.addr(),
+            server.timings.total,
+            server.timings
+        );
         server
     }
 
-    /// One server shared by the tests of a binary that are running at the
-    /// same time; it stops when the last of them drops its handle. For tests
-    /// that only read, or that clean up what they write.
-    pub fn shared() -> Arc<PgServer> {
-        static SHARED: Mutex<Weak<PgServer>> = Mutex::new(Weak::new());
-        let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = slot.upgrade() {
-            return s;
-        }
-        let s = Arc::new(PgServer::start(PgOptions::default()));
-        *slot = Arc::downgrade(&s);
-        s
+    /// One server (default options) for all the tests of a test binary,
+    /// started by the first that asks. For tests that only read, or that
+    /// undo what they write. It is never dropped: its watchdog stops it and
+    /// removes its directory when the test process has exited.
+    pub fn shared() -> &'static PgServer {
+        static SHARED: OnceLock<PgServer> = OnceLock::new();
+        SHARED.get_or_init(|| PgServer::start(PgOptions::default()))
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -585,7 +591,9 @@ impl PgServer {
             "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {ORDERS_RO}, {MD5_USER}, {PLAIN_USER};\n\
              GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {ORDERS_RW};\n\
              GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {ORDERS_RW};\n\
-             ANALYZE;\n"
+             ANALYZE;\n\
+             ALTER ROLE {SUPERUSER} PASSWORD {};\n",
+            pw(SUPERUSER)
         ));
         let file = self.tmp.path().join("setup.sql");
         fs::write(&file, sql).unwrap();
@@ -595,7 +603,7 @@ impl PgServer {
             .arg(self.tmp.path())
             .args(["-p", &self.port.to_string(), "-U", SUPERUSER, "-f"])
             .arg(&file)
-            .env("PGPASSWORD", self.password(SUPERUSER))
+            .env("PGPASSWORD", &self.template_password)
             .env("PGPASSFILE", "/dev/null")
             .output()
             .unwrap();
@@ -616,6 +624,10 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
         if self.postmaster.is_some() || self.data.join("postmaster.pid").exists() {
             let _ = self
                 .pg_ctl()
@@ -829,6 +841,90 @@ pub fn pg_bindir() -> PathBuf {
     }
     best.expect("no /usr/lib/postgresql/<ver>/bin with initdb and psql")
         .1
+}
+
+/// The machine's initdb template for this PostgreSQL version, made once
+/// (under a lock, then renamed into place) and copied by every start: initdb
+/// costs a second or more, a copy a fraction of that. Returns the template's
+/// data dir and its superuser password.
+fn template(bindir: &Path, owner: Option<(u32, u32)>) -> (PathBuf, String) {
+    let ver = bindir
+        .parent()
+        .and_then(Path::file_name)
+        .map(|v| v.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Per owner too: `cp -a` keeps the files' owner.
+    let uid = owner.map_or_else(|| nix::unistd::geteuid().as_raw(), |(u, _)| u);
+    let dir = PathBuf::from(format!("/tmp/warden-pgtmpl-{ver}-r{TEMPLATE_REV}-u{uid}"));
+    let read = || -> Option<(PathBuf, String)> {
+        let pw = fs::read_to_string(dir.join("superuser.pw")).ok()?;
+        let data = dir.join("data");
+        data.join("PG_VERSION")
+            .exists()
+            .then(|| (data, pw.trim().to_owned()))
+    };
+    if let Some(t) = read() {
+        return t;
+    }
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(format!("/tmp/warden-pgtmpl-{ver}.lock"))
+        .unwrap();
+    let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    if let Some(t) = read() {
+        return t;
+    }
+    let building = PathBuf::from(format!("{}.building", dir.display()));
+    let _ = fs::remove_dir_all(&building);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir(&building).unwrap();
+    give_to_postgres(&building, owner, 0o700);
+    let pw = hex::encode(rand::random::<[u8; 16]>());
+    let pwfile = building.join("superuser.pw");
+    fs::write(&pwfile, format!("{pw}\n")).unwrap();
+    give_to_postgres(&pwfile, owner, 0o600);
+    let out = as_owner(Command::new(bindir.join("initdb")), owner, &building)
+        .arg("-D")
+        .arg(building.join("data"))
+        .args(["-U", SUPERUSER, "--auth=scram-sha-256", "--encoding=UTF8"])
+        .args(["--locale=C", "--no-sync"])
+        .arg(format!("--pwfile={}", pwfile.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "initdb failed: {}", show(&out));
+    fs::rename(&building, &dir).unwrap();
+    read().expect("template just made")
+}
+
+/// A process (as the postgres user, in its own process group so a Ctrl-C
+/// aimed at the tests does not reach it) that waits for this test process to
+/// end, then stops whatever runs from `dir` and removes it. It covers what
+/// `Drop` cannot: statics, aborts, SIGKILL. `Drop` kills it first.
+fn watchdog(dir: &Path, owner: Option<(u32, u32)>, bindir: &Path) -> Child {
+    let script = r#"
+        while [ -d "/proc/$1" ]; do sleep 1; done
+        [ -f "$2/data/postmaster.pid" ] && "$3/pg_ctl" -D "$2/data" -m immediate -w -t 20 stop
+        pid=$(head -n 1 "$2/data/postmaster.pid" 2>/dev/null)
+        [ -n "$pid" ] && [ "$(cat /proc/$pid/comm 2>/dev/null)" = postgres ] && kill -9 "$pid"
+        rm -rf "$2"
+    "#;
+    as_owner(Command::new("sh"), owner, Path::new("/"))
+        .arg("-c")
+        .arg(script)
+        .arg("warden-pg-watchdog")
+        .arg(std::process::id().to_string())
+        .arg(dir)
+        .arg(bindir)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// Installs whatever of `PG_PACKAGES` is missing (once per machine; other
