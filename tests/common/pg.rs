@@ -2,7 +2,7 @@
 //! (SCRAM, md5 and cleartext roles, TLS with a CA made here, a fixed data
 //! set with sensitive-looking values), and a PgBouncer in front of it for the
 //! benchmarks. Everything runs as the `postgres` user (PostgreSQL and
-//! PgBouncer refuse root) in a temp dir under /tmp that `Drop` removes after
+//! PgBouncer refuse root) in a temp dir (tmpfs when there is one) that `Drop` removes after
 //! stopping the processes; a later start sweeps what a killed test left.
 //!
 //! Missing Debian packages are installed on first use (`apt-get`, under a
@@ -196,15 +196,13 @@ impl PgServer {
         let packages = t0.elapsed();
         let bindir = pg_bindir();
         let owner = postgres_owner();
-        // Under /tmp rather than $TMPDIR: the postgres user must be able to
-        // reach it.
         let tmp = tempfile::Builder::new()
             .prefix(&format!(
                 "{TMP_PREFIX}{}-{}-",
                 std::process::id(),
                 COUNTER.fetch_add(1, Ordering::SeqCst)
             ))
-            .tempdir_in("/tmp")
+            .tempdir_in(base_dir())
             .unwrap();
         give_to_postgres(tmp.path(), owner, 0o700);
         let data = tmp.path().join("data");
@@ -708,7 +706,7 @@ impl PgBouncer {
                 std::process::id(),
                 COUNTER.fetch_add(1, Ordering::SeqCst)
             ))
-            .tempdir_in("/tmp")
+            .tempdir_in(base_dir())
             .unwrap();
         give_to_postgres(tmp.path(), pg.owner, 0o700);
         let dir = tmp.path().to_owned();
@@ -843,6 +841,25 @@ pub fn pg_bindir() -> PathBuf {
         .1
 }
 
+/// Where servers and the template live: /dev/shm when it is a tmpfs with
+/// room (the data is thrown away; copies and writes stay off the disk, which
+/// other builds keep busy), else /tmp. Not $TMPDIR: the postgres user must
+/// be able to reach it.
+pub fn base_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let shm = Path::new("/dev/shm");
+        let roomy = nix::sys::statvfs::statvfs(shm)
+            .is_ok_and(|v| v.blocks_available() * v.fragment_size() >= 2 << 30);
+        let sticky = fs::metadata(shm).is_ok_and(|m| m.permissions().mode() & 0o1777 == 0o1777);
+        if roomy && sticky {
+            shm.to_owned()
+        } else {
+            PathBuf::from("/tmp")
+        }
+    })
+}
+
 /// The machine's initdb template for this PostgreSQL version, made once
 /// (under a lock, then renamed into place) and copied by every start: initdb
 /// costs a second or more, a copy a fraction of that. Returns the template's
@@ -855,7 +872,7 @@ fn template(bindir: &Path, owner: Option<(u32, u32)>) -> (PathBuf, String) {
         .unwrap_or_default();
     // Per owner too: `cp -a` keeps the files' owner.
     let uid = owner.map_or_else(|| nix::unistd::geteuid().as_raw(), |(u, _)| u);
-    let dir = PathBuf::from(format!("/tmp/warden-pgtmpl-{ver}-r{TEMPLATE_REV}-u{uid}"));
+    let dir = base_dir().join(format!("warden-pgtmpl-{ver}-r{TEMPLATE_REV}-u{uid}"));
     let read = || -> Option<(PathBuf, String)> {
         let pw = fs::read_to_string(dir.join("superuser.pw")).ok()?;
         let data = dir.join("data");
@@ -870,7 +887,7 @@ fn template(bindir: &Path, owner: Option<(u32, u32)>) -> (PathBuf, String) {
         .create(true)
         .truncate(false)
         .write(true)
-        .open(format!("/tmp/warden-pgtmpl-{ver}.lock"))
+        .open(base_dir().join(format!("warden-pgtmpl-{ver}.lock")))
         .unwrap();
     let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
@@ -978,9 +995,10 @@ pub fn ensure_packages() {
 /// Stops servers and bouncers left by test processes that no longer exist
 /// (killed before their `Drop` ran) and removes their directories.
 fn sweep_stale() {
-    let Ok(entries) = fs::read_dir("/tmp") else {
-        return;
-    };
+    let entries = ["/tmp", "/dev/shm"]
+        .into_iter()
+        .filter_map(|d| fs::read_dir(d).ok())
+        .flatten();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let (rest, pidfile, comm) = if let Some(r) = name.strip_prefix(BOUNCER_PREFIX) {
