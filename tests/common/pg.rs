@@ -214,8 +214,8 @@ impl PgServer {
             );
         }
 
-        // A copy of the machine's initdb template (the superuser password
-        // is changed first thing in `create_data`).
+        // A copy of the machine's initdb template (`create_data` gives the
+        // superuser this server's own password).
         let t = Instant::now();
         let (template, template_password) = template(&bindir, owner);
         let out = Command::new("cp")
@@ -682,6 +682,7 @@ impl Default for PgBouncerOptions {
 pub struct PgBouncer {
     tmp: tempfile::TempDir,
     child: Option<Child>,
+    watchdog: Option<Child>,
     port: u16,
     passwords: HashMap<&'static str, String>,
     ca_pem: PathBuf,
@@ -717,6 +718,7 @@ impl PgBouncer {
         fs::write(dir.join("userlist.txt"), userlist).unwrap();
         give_to_postgres(&dir.join("userlist.txt"), pg.owner, 0o600);
         let mut me = Self {
+            watchdog: Some(watchdog(&dir, pg.owner, &pg.bindir)),
             child: None,
             port: 0,
             passwords: pg.passwords.clone(),
@@ -812,6 +814,10 @@ impl PgBouncer {
 
 impl Drop for PgBouncer {
     fn drop(&mut self) {
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -919,14 +925,20 @@ fn template(bindir: &Path, owner: Option<(u32, u32)>) -> (PathBuf, String) {
 
 /// A process (as the postgres user, in its own process group so a Ctrl-C
 /// aimed at the tests does not reach it) that waits for this test process to
-/// end, then stops whatever runs from `dir` and removes it. It covers what
+/// end, then stops the server or bouncer running from `dir` and removes it. It covers what
 /// `Drop` cannot: statics, aborts, SIGKILL. `Drop` kills it first.
 fn watchdog(dir: &Path, owner: Option<(u32, u32)>, bindir: &Path) -> Child {
     let script = r#"
         while [ -d "/proc/$1" ]; do sleep 1; done
-        [ -f "$2/data/postmaster.pid" ] && "$3/pg_ctl" -D "$2/data" -m immediate -w -t 20 stop
-        pid=$(head -n 1 "$2/data/postmaster.pid" 2>/dev/null)
-        [ -n "$pid" ] && [ "$(cat /proc/$pid/comm 2>/dev/null)" = postgres ] && kill -9 "$pid"
+        if [ -f "$2/data/postmaster.pid" ]; then
+            "$3/pg_ctl" -D "$2/data" -m immediate -w -t 20 stop
+        fi
+        for f in "$2/data/postmaster.pid:postgres" "$2/pgbouncer.pid:pgbouncer"; do
+            pid=$(head -n 1 "${f%:*}" 2>/dev/null)
+            if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "${f##*:}" ]; then
+                kill -9 "$pid"
+            fi
+        done
         rm -rf "$2"
     "#;
     as_owner(Command::new("sh"), owner, Path::new("/"))
