@@ -279,7 +279,7 @@ fn privileges_and_data_set() {
 fn pgbouncer_session_mode_answers() {
     let pg = PgServer::shared();
     let t = Instant::now();
-    let bouncer = PgBouncer::start(&pg, PoolMode::Session);
+    let bouncer = PgBouncer::start(pg, PoolMode::Session);
     eprintln!("PgBouncer::start took {:?}", t.elapsed());
     assert_ne!(bouncer.port(), pg.port());
     for (role, mode) in [
@@ -354,6 +354,81 @@ fn pgbench_runs_against_the_server() {
         text.contains("number of transactions actually processed: 100/100"),
         "{text}"
     );
+}
+
+/// The benchmarks hold 500 sessions open at once, directly and through
+/// PgBouncer in session mode (one server connection per client). A barrier:
+/// the test holds an advisory lock, each of 500 pgbench clients queues for
+/// it, and the lock is released only once all 500 are seen waiting in
+/// pg_stat_activity.
+#[test]
+fn five_hundred_concurrent_sessions() {
+    use std::io::Write;
+
+    let pg = PgServer::start(PgOptions {
+        stream_rows: 10,
+        log_connections: false,
+        ..PgOptions::default()
+    });
+    let bouncer = PgBouncer::start(&pg, PoolMode::Session);
+    let script = pg.dir().join("bench-barrier.sql");
+    std::fs::write(
+        &script,
+        "SELECT pg_advisory_lock_shared(4242);\nSELECT pg_advisory_unlock_shared(4242);\n",
+    )
+    .unwrap();
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE usename = 'orders_ro' AND wait_event_type = 'Lock'";
+    for (what, port) in [("direct", pg.port()), ("pgbouncer", bouncer.port())] {
+        let t = Instant::now();
+        let mut holder = pg
+            .psql_cmd(SUPERUSER, DB, "disable")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = holder.stdin.take().unwrap();
+        writeln!(stdin, "SELECT pg_advisory_lock(4242);").unwrap();
+        while pg.psql_ok(
+            SUPERUSER,
+            DB,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+        ) != "1"
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let bench = pg
+            .pgbench_cmd(ORDERS_RO, DB, "disable")
+            .env("PGPORT", port.to_string())
+            .args(["-n", "-c", "500", "-j", "4", "-t", "1", "-f"])
+            .arg(&script)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut seen = 0;
+        while seen < 500 && t.elapsed() < std::time::Duration::from_secs(180) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            seen = seen.max(pg.psql_ok(SUPERUSER, DB, waiting).parse().unwrap());
+        }
+        let all_in = t.elapsed();
+        // Release (also on failure, so pgbench ends).
+        writeln!(stdin, "SELECT pg_advisory_unlock(4242);").unwrap();
+        drop(stdin);
+        let out = bench.wait_with_output().unwrap();
+        let _ = holder.wait();
+        eprintln!(
+            "500 sessions {what}: all waiting after {all_in:?}, done after {:?}",
+            t.elapsed()
+        );
+        assert_eq!(seen, 500, "{what}: at most {seen} sessions at once");
+        assert!(out.status.success(), "{what}: {}", show(&out));
+        let text = stdout(&out);
+        assert!(
+            text.contains("number of transactions actually processed: 500/500"),
+            "{what}: {text}"
+        );
+    }
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! (SCRAM, md5 and cleartext roles, TLS with a CA made here, a fixed data
 //! set with sensitive-looking values), and a PgBouncer in front of it for the
 //! benchmarks. Everything runs as the `postgres` user (PostgreSQL and
-//! PgBouncer refuse root) in a temp dir under /tmp that `Drop` removes after
+//! PgBouncer refuse root) in a temp dir (tmpfs when there is one) that `Drop` removes after
 //! stopping the processes; a later start sweeps what a killed test left.
 //!
 //! Missing Debian packages are installed on first use (`apt-get`, under a
@@ -17,8 +17,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::free_port;
@@ -131,6 +131,8 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 const TMP_PREFIX: &str = "warden-pg-";
 const BOUNCER_PREFIX: &str = "warden-pgb-";
 const APT_LOCK: &str = "/tmp/warden-pgapt.lock";
+/// Bump when the initdb arguments change, so old templates are not used.
+const TEMPLATE_REV: u32 = 1;
 
 #[derive(Debug, Clone)]
 pub struct PgOptions {
@@ -159,6 +161,8 @@ impl Default for PgOptions {
 #[derive(Debug, Clone, Default)]
 pub struct StartTimings {
     pub packages: Duration,
+    /// Copying the initdb template (and making it, the first time on this
+    /// machine).
     pub initdb: Duration,
     pub start: Duration,
     pub setup: Duration,
@@ -174,6 +178,9 @@ pub struct PgServer {
     passwords: HashMap<&'static str, String>,
     ca_pem: PathBuf,
     postmaster: Option<i32>,
+    /// Superuser password of the template, until `create_data` changes it.
+    template_password: String,
+    watchdog: Option<Child>,
     pub opts: PgOptions,
     pub timings: StartTimings,
 }
@@ -189,15 +196,13 @@ impl PgServer {
         let packages = t0.elapsed();
         let bindir = pg_bindir();
         let owner = postgres_owner();
-        // Under /tmp rather than $TMPDIR: the postgres user must be able to
-        // reach it.
         let tmp = tempfile::Builder::new()
             .prefix(&format!(
                 "{TMP_PREFIX}{}-{}-",
                 std::process::id(),
                 COUNTER.fetch_add(1, Ordering::SeqCst)
             ))
-            .tempdir_in("/tmp")
+            .tempdir_in(base_dir())
             .unwrap();
         give_to_postgres(tmp.path(), owner, 0o700);
         let data = tmp.path().join("data");
@@ -209,21 +214,17 @@ impl PgServer {
             );
         }
 
-        // initdb
+        // A copy of the machine's initdb template (`create_data` gives the
+        // superuser this server's own password).
         let t = Instant::now();
-        let pwfile = tmp.path().join("pwfile");
-        fs::write(&pwfile, format!("{}\n", passwords[SUPERUSER])).unwrap();
-        give_to_postgres(&pwfile, owner, 0o600);
-        let out = as_owner(Command::new(bindir.join("initdb")), owner, tmp.path())
-            .arg("-D")
+        let (template, template_password) = template(&bindir, owner);
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(&template)
             .arg(&data)
-            .args(["-U", SUPERUSER, "--auth=scram-sha-256", "--encoding=UTF8"])
-            .args(["--locale=C", "--no-sync"])
-            .arg(format!("--pwfile={}", pwfile.display()))
             .output()
             .unwrap();
-        assert!(out.status.success(), "initdb failed: {}", show(&out));
-        let _ = fs::remove_file(&pwfile);
+        assert!(out.status.success(), "copying the template: {}", show(&out));
         let initdb = t.elapsed();
 
         // TLS material and configuration.
@@ -234,6 +235,8 @@ impl PgServer {
         fs::write(data.join("pg_hba.conf"), HBA).unwrap();
 
         let mut server = Self {
+            watchdog: Some(watchdog(tmp.path(), owner, &bindir)),
+            template_password,
             data,
             bindir,
             port: 0,
@@ -287,21 +290,22 @@ impl PgServer {
             setup,
             total: t0.elapsed(),
         };
+        eprintln!(
+            "pg harness: PostgreSQL on {} up in {:?} ({:?})",
+            server.addr(),
+            server.timings.total,
+            server.timings
+        );
         server
     }
 
-    /// One server shared by the tests of a binary that are running at the
-    /// same time; it stops when the last of them drops its handle. For tests
-    /// that only read, or that clean up what they write.
-    pub fn shared() -> Arc<PgServer> {
-        static SHARED: Mutex<Weak<PgServer>> = Mutex::new(Weak::new());
-        let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = slot.upgrade() {
-            return s;
-        }
-        let s = Arc::new(PgServer::start(PgOptions::default()));
-        *slot = Arc::downgrade(&s);
-        s
+    /// One server (default options) for all the tests of a test binary,
+    /// started by the first that asks. For tests that only read, or that
+    /// undo what they write. It is never dropped: its watchdog stops it and
+    /// removes its directory when the test process has exited.
+    pub fn shared() -> &'static PgServer {
+        static SHARED: OnceLock<PgServer> = OnceLock::new();
+        SHARED.get_or_init(|| PgServer::start(PgOptions::default()))
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -585,7 +589,9 @@ impl PgServer {
             "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {ORDERS_RO}, {MD5_USER}, {PLAIN_USER};\n\
              GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {ORDERS_RW};\n\
              GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {ORDERS_RW};\n\
-             ANALYZE;\n"
+             ANALYZE;\n\
+             ALTER ROLE {SUPERUSER} PASSWORD {};\n",
+            pw(SUPERUSER)
         ));
         let file = self.tmp.path().join("setup.sql");
         fs::write(&file, sql).unwrap();
@@ -595,7 +601,7 @@ impl PgServer {
             .arg(self.tmp.path())
             .args(["-p", &self.port.to_string(), "-U", SUPERUSER, "-f"])
             .arg(&file)
-            .env("PGPASSWORD", self.password(SUPERUSER))
+            .env("PGPASSWORD", &self.template_password)
             .env("PGPASSFILE", "/dev/null")
             .output()
             .unwrap();
@@ -616,6 +622,10 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
         if self.postmaster.is_some() || self.data.join("postmaster.pid").exists() {
             let _ = self
                 .pg_ctl()
@@ -672,6 +682,7 @@ impl Default for PgBouncerOptions {
 pub struct PgBouncer {
     tmp: tempfile::TempDir,
     child: Option<Child>,
+    watchdog: Option<Child>,
     port: u16,
     passwords: HashMap<&'static str, String>,
     ca_pem: PathBuf,
@@ -696,7 +707,7 @@ impl PgBouncer {
                 std::process::id(),
                 COUNTER.fetch_add(1, Ordering::SeqCst)
             ))
-            .tempdir_in("/tmp")
+            .tempdir_in(base_dir())
             .unwrap();
         give_to_postgres(tmp.path(), pg.owner, 0o700);
         let dir = tmp.path().to_owned();
@@ -707,6 +718,7 @@ impl PgBouncer {
         fs::write(dir.join("userlist.txt"), userlist).unwrap();
         give_to_postgres(&dir.join("userlist.txt"), pg.owner, 0o600);
         let mut me = Self {
+            watchdog: Some(watchdog(&dir, pg.owner, &pg.bindir)),
             child: None,
             port: 0,
             passwords: pg.passwords.clone(),
@@ -802,6 +814,10 @@ impl PgBouncer {
 
 impl Drop for PgBouncer {
     fn drop(&mut self) {
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -829,6 +845,115 @@ pub fn pg_bindir() -> PathBuf {
     }
     best.expect("no /usr/lib/postgresql/<ver>/bin with initdb and psql")
         .1
+}
+
+/// Where servers and the template live: /dev/shm when it is a tmpfs with
+/// room (the data is thrown away; copies and writes stay off the disk, which
+/// other builds keep busy), else /tmp. Not $TMPDIR: the postgres user must
+/// be able to reach it.
+pub fn base_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let shm = Path::new("/dev/shm");
+        let roomy = nix::sys::statvfs::statvfs(shm)
+            .is_ok_and(|v| v.blocks_available() * v.fragment_size() >= 2 << 30);
+        let sticky = fs::metadata(shm).is_ok_and(|m| m.permissions().mode() & 0o1777 == 0o1777);
+        if roomy && sticky {
+            shm.to_owned()
+        } else {
+            PathBuf::from("/tmp")
+        }
+    })
+}
+
+/// The machine's initdb template for this PostgreSQL version, made once
+/// (under a lock, then renamed into place) and copied by every start: initdb
+/// costs a second or more, a copy a fraction of that. Returns the template's
+/// data dir and its superuser password.
+fn template(bindir: &Path, owner: Option<(u32, u32)>) -> (PathBuf, String) {
+    let ver = bindir
+        .parent()
+        .and_then(Path::file_name)
+        .map(|v| v.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Per owner too: `cp -a` keeps the files' owner.
+    let uid = owner.map_or_else(|| nix::unistd::geteuid().as_raw(), |(u, _)| u);
+    let dir = base_dir().join(format!("warden-pgtmpl-{ver}-r{TEMPLATE_REV}-u{uid}"));
+    let read = || -> Option<(PathBuf, String)> {
+        let pw = fs::read_to_string(dir.join("superuser.pw")).ok()?;
+        let data = dir.join("data");
+        data.join("PG_VERSION")
+            .exists()
+            .then(|| (data, pw.trim().to_owned()))
+    };
+    if let Some(t) = read() {
+        return t;
+    }
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(base_dir().join(format!("warden-pgtmpl-{ver}.lock")))
+        .unwrap();
+    let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    if let Some(t) = read() {
+        return t;
+    }
+    let building = PathBuf::from(format!("{}.building", dir.display()));
+    let _ = fs::remove_dir_all(&building);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir(&building).unwrap();
+    give_to_postgres(&building, owner, 0o700);
+    let pw = hex::encode(rand::random::<[u8; 16]>());
+    let pwfile = building.join("superuser.pw");
+    fs::write(&pwfile, format!("{pw}\n")).unwrap();
+    give_to_postgres(&pwfile, owner, 0o600);
+    let out = as_owner(Command::new(bindir.join("initdb")), owner, &building)
+        .arg("-D")
+        .arg(building.join("data"))
+        .args(["-U", SUPERUSER, "--auth=scram-sha-256", "--encoding=UTF8"])
+        .args(["--locale=C", "--no-sync"])
+        .arg(format!("--pwfile={}", pwfile.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "initdb failed: {}", show(&out));
+    fs::rename(&building, &dir).unwrap();
+    read().expect("template just made")
+}
+
+/// A process (as the postgres user, in its own process group so a Ctrl-C
+/// aimed at the tests does not reach it) that waits for this test process to
+/// end, then stops the server or bouncer running from `dir` and removes it. It covers what
+/// `Drop` cannot: statics, aborts, SIGKILL. `Drop` kills it first.
+fn watchdog(dir: &Path, owner: Option<(u32, u32)>, bindir: &Path) -> Child {
+    let script = r#"
+        while [ -d "/proc/$1" ]; do sleep 1; done
+        if [ -f "$2/data/postmaster.pid" ]; then
+            "$3/pg_ctl" -D "$2/data" -m immediate -w -t 20 stop
+        fi
+        for f in "$2/data/postmaster.pid:postgres" "$2/pgbouncer.pid:pgbouncer"; do
+            pid=$(head -n 1 "${f%:*}" 2>/dev/null)
+            if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "${f##*:}" ]; then
+                kill -9 "$pid"
+            fi
+        done
+        rm -rf "$2"
+    "#;
+    as_owner(Command::new("sh"), owner, Path::new("/"))
+        .arg("-c")
+        .arg(script)
+        .arg("warden-pg-watchdog")
+        .arg(std::process::id().to_string())
+        .arg(dir)
+        .arg(bindir)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// Installs whatever of `PG_PACKAGES` is missing (once per machine; other
@@ -882,9 +1007,10 @@ pub fn ensure_packages() {
 /// Stops servers and bouncers left by test processes that no longer exist
 /// (killed before their `Drop` ran) and removes their directories.
 fn sweep_stale() {
-    let Ok(entries) = fs::read_dir("/tmp") else {
-        return;
-    };
+    let entries = ["/tmp", "/dev/shm"]
+        .into_iter()
+        .filter_map(|d| fs::read_dir(d).ok())
+        .flatten();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let (rest, pidfile, comm) = if let Some(r) = name.strip_prefix(BOUNCER_PREFIX) {

@@ -16,6 +16,14 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("systemd", "/usr/bin/systemd-analyze"),
     ("iproute2", "/usr/bin/ss"),
     ("socat", "/usr/bin/socat"),
+    // PostgreSQL tests (tests/common/pg.rs keeps the same list).
+    ("postgresql", "/usr/lib/postgresql/15/bin/initdb"),
+    ("postgresql-client", "/usr/lib/postgresql/15/bin/psql"),
+    ("pgbouncer", "/usr/sbin/pgbouncer"),
+    (
+        "python3-psycopg2",
+        "/usr/lib/python3/dist-packages/psycopg2/__init__.py",
+    ),
 ];
 
 /// The bpf-linker release known to build against the nightly's LLVM 22.
