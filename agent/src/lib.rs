@@ -12,7 +12,7 @@ pub mod daemon;
 pub mod ebpf;
 pub mod fsutil;
 pub mod identity;
-pub mod protocol;
 pub mod masking;
 pub mod policy;
+pub mod protocol;
 pub mod proxy;

@@ -420,11 +420,22 @@ fn process_info(f: &facts::ProcessFacts) -> ProcessInfo {
         cgroup_id: Some(f.cgroup_id),
         cgroup_path: f.cgroup_path.clone(),
         exe_sha256: f.exe_sha256.clone(),
-        cmdline: f.cmdline.clone(),
+        // Command lines carry arguments (`psql -c '…'`, `--token=…`): masked
+        // with every built-in detector before they reach the audit trail.
+        cmdline: f
+            .cmdline
+            .as_deref()
+            .map(|c| builtin_masker().mask_str(c).0.into_owned()),
         start_boot_ns: f.start_boot_ns,
         pid_reused: f.pid_reused,
         unit: f.cgroup_path.as_deref().and_then(unit_of),
     }
+}
+
+/// Every built-in masking detector, compiled once.
+fn builtin_masker() -> &'static crate::masking::Masker {
+    static M: std::sync::OnceLock<crate::masking::Masker> = std::sync::OnceLock::new();
+    M.get_or_init(crate::masking::builtin)
 }
 
 /// The systemd unit a cgroup path belongs to: its deepest `.service` or

@@ -547,20 +547,27 @@ pub async fn serve(
         return out;
     }
 
+    let text_masker = grant
+        .masker
+        .clone()
+        .unwrap_or_else(|| Arc::clone(&rt.builtin));
+    let mut process = caller.process;
+    // The connection's command line was masked with the built-in detectors;
+    // the grant's own (custom) detectors apply to its statements too.
+    process.cmdline = process
+        .cmdline
+        .map(|c| text_masker.mask_str(&c).0.into_owned());
     let info = Arc::new(SessionInfo {
         session: caller.session,
         account: caller.account.clone(),
         target: target.name.clone(),
         database: database.clone(),
         upstream_user: user.clone(),
-        process: caller.process,
+        process,
         identity: caller.identity,
         policy: Arc::clone(&grant.policy),
         masker: grant.masker.clone(),
-        text_masker: grant
-            .masker
-            .clone()
-            .unwrap_or_else(|| Arc::clone(&rt.builtin)),
+        text_masker,
         column_rules,
         audit: audit.clone(),
         max_message: target.max_message_bytes,
