@@ -495,7 +495,7 @@ fn every_corner_is_reached() {
         format!("INSERT INTO t VALUES (1) RETURNING {f}"),
         format!("INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET a = {f}"),
         format!("SELECT * FROM t WHERE a = (SELECT {f})"),
-        format!("SELECT * FROM t, ROWS FROM (pg_read_file('/x')) x"),
+        "SELECT * FROM t, ROWS FROM (pg_read_file('/x')) x".to_string(),
         "SELECT * FROM pg_read_file('/x')".to_string(),
         "SELECT * FROM t JOIN pg_read_file('/x') p ON true".to_string(),
         "SELECT * FROM secrets TABLESAMPLE SYSTEM (10)".to_string(),

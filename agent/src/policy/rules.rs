@@ -423,6 +423,12 @@ impl Policy {
         let mut functions = Vec::new();
         let mut class = StatementClass::Read;
         let mut best: Option<Decision> = None;
+        // A `SET search_path` earlier in the same text changes how later
+        // statements resolve: they are checked against the old and the new
+        // path together (an unknown new path, RESET, empties it: block
+        // rules then match any schema and qualified allow entries none).
+        let mut path: std::borrow::Cow<'_, [String]> =
+            std::borrow::Cow::Borrowed(self.effective_search_path(ctx));
         for st in &analysis.statements {
             class = class.max(st.class);
             for t in &st.tables {
@@ -437,7 +443,26 @@ impl Policy {
                     functions.push(d);
                 }
             }
-            let d = self.decide_statement(st, ctx);
+            let d = self.decide_statement(st, ctx, &path);
+            if self.search_path.is_none() {
+                for s in &st.settings {
+                    match (s.name.as_str(), &s.value) {
+                        ("search_path", Some(v)) => {
+                            let mut p = path.to_vec();
+                            for schema in super::sql::parse_search_path(v) {
+                                if !p.contains(&schema) {
+                                    p.push(schema);
+                                }
+                            }
+                            path = std::borrow::Cow::Owned(p);
+                        }
+                        ("search_path", None) | ("all", None) => {
+                            path = std::borrow::Cow::Owned(Vec::new());
+                        }
+                        _ => {}
+                    }
+                }
+            }
             if best
                 .as_ref()
                 .is_none_or(|b| d.action.rank() > b.action.rank())
@@ -472,7 +497,12 @@ impl Policy {
         Some((name.clone(), self.decide(inner, ctx)))
     }
 
-    fn decide_statement(&self, st: &StatementFacts, ctx: &SessionContext) -> Decision {
+    fn decide_statement(
+        &self,
+        st: &StatementFacts,
+        ctx: &SessionContext,
+        path: &[String],
+    ) -> Decision {
         for s in &st.settings {
             if let Err(reason) = check_setting(&s.name, s.value.as_deref()) {
                 return Decision::block(format!("setting refused: {reason}"));
@@ -482,7 +512,7 @@ impl Policy {
                 return Decision::block(format!("search_path is fixed by policy {}", self.name));
             }
         }
-        let own = self.decide_rules(st, ctx);
+        let own = self.decide_rules(st, path);
         let Some(name) = &st.execute else {
             return own;
         };
@@ -509,8 +539,7 @@ impl Policy {
         }
     }
 
-    fn decide_rules(&self, st: &StatementFacts, ctx: &SessionContext) -> Decision {
-        let path = self.effective_search_path(ctx);
+    fn decide_rules(&self, st: &StatementFacts, path: &[String]) -> Decision {
         let mut found: [Option<(&Rule, String)>; 3] = [None, None, None];
         for rule in &self.rules {
             let slot = match rule.action {
@@ -628,7 +657,9 @@ fn describe_statement(st: &StatementFacts) -> String {
 fn rule_matches(rule: &Rule, st: &StatementFacts, path: &[String]) -> Option<String> {
     let mut what = Vec::new();
     if rule.classes.is_empty() {
-        if st.class == StatementClass::Unknown {
+        // Only a rule naming `unknown` may allow what the classifier does
+        // not understand; block and approve rules still apply to it.
+        if st.class == StatementClass::Unknown && rule.action == RuleAction::Allow {
             return None;
         }
     } else if rule.classes.contains(&st.class) {
@@ -1016,6 +1047,13 @@ rules = [{ action = "block", tables = ["hr.payroll"] }]
         let ctx = SessionContext::new(vec!["public".into()]);
         let d = forced.decide(&analyze("SELECT * FROM payroll").unwrap(), &ctx);
         assert_eq!(d.action, Action::Block);
+        let d = p.decide(
+            &analyze("SET search_path = hr; SELECT * FROM payroll").unwrap(),
+            &ctx,
+        );
+        assert_eq!(d.action, Action::Block, "{}", d.reason);
+        let d = p.decide(&analyze("RESET ALL; SELECT * FROM payroll").unwrap(), &ctx);
+        assert_eq!(d.action, Action::Block, "{}", d.reason);
         let d = forced.decide(&analyze("SET search_path = public").unwrap(), &ctx);
         assert_eq!(d.action, Action::Block);
         assert!(d.reason.contains("search_path"), "{}", d.reason);
@@ -1029,6 +1067,41 @@ rules = [{ action = "block", tables = ["hr.payroll"] }]
         assert_eq!(v.action, Action::Deny, "{}", v.reason);
         let p = policy(r#"rules = [{ action = "allow", classes = ["unknown"] }]"#);
         assert_eq!(decide(&p, "KILL 5").action, Action::Allow);
+    }
+
+    #[test]
+    fn policy_is_shareable() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<Policy>();
+        shareable::<Verdict>();
+        shareable::<crate::policy::DecisionCache>();
+    }
+
+    #[test]
+    fn block_rules_apply_to_unknown_statements() {
+        let p = policy(
+            r#"
+rules = [
+  { action = "allow", classes = ["unknown"] },
+  { action = "block", tables = ["secrets"] },
+]
+"#,
+        );
+        let a = analyze("KILL 5").unwrap();
+        assert_eq!(
+            p.decide(&a, &SessionContext::default()).action,
+            Action::Allow
+        );
+        let mut a = a;
+        a.statements[0].tables.push(TableRef {
+            schema: None,
+            name: "secrets".into(),
+            write: false,
+        });
+        assert_eq!(
+            p.decide(&a, &SessionContext::default()).action,
+            Action::Block
+        );
     }
 
     #[test]

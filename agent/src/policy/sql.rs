@@ -18,7 +18,10 @@
 //!   `REINDEX`, `CLUSTER`, `REFRESH MATERIALIZED VIEW`) are recognised from
 //!   the token stream by strict patterns; anything else stays an error.
 //! - Unicode-escaped identifiers (`U&"..."`) are refused: sqlparser reads
-//!   them as `U & "..."`, which would hide the real name.
+//!   them as `U & "..."`, which would hide the real name. So are
+//!   dollar-quote tags PostgreSQL would not read as tags (`$1$...$1$`).
+//! - `FROM ONLY t` / `UPDATE ONLY t` (which sqlparser reads as table `only`
+//!   aliased `t`) are taken as table `t`.
 //! - Tokenisation assumes `standard_conforming_strings = on` and a UTF-8
 //!   client encoding; [`super::settings`] keeps the session there.
 //! - Dangerous built-in functions (server files, large objects, dblink,
