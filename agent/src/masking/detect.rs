@@ -98,13 +98,13 @@ const MAX_GROUPS: usize = 24;
 /// searched for a 16-digit card inside it.
 pub(crate) fn find_cards(v: &[u8], out: &mut Vec<Hit>) {
     let n = v.len();
+    let mut groups = [(0usize, 0usize); MAX_GROUPS];
     let mut i = 0;
     while i < n {
         if !v[i].is_ascii_digit() {
             i += 1;
             continue;
         }
-        let mut groups = [(0usize, 0usize); MAX_GROUPS];
         let mut g = 0;
         let mut pos = i;
         loop {

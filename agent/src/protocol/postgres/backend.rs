@@ -958,6 +958,28 @@ mod tests {
     }
 
     #[test]
+    fn stream_fed_byte_by_byte() {
+        let msgs = all_messages();
+        let mut wire = BytesMut::new();
+        for m in &msgs {
+            m.encode(&mut wire).unwrap();
+        }
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for &byte in wire.iter() {
+            buf.extend_from_slice(&[byte]);
+            while let Some(f) = decode_frame(&mut buf, DEFAULT_MAX_MESSAGE).unwrap() {
+                frames.push(f);
+            }
+        }
+        assert!(buf.is_empty());
+        assert_eq!(frames.len(), msgs.len());
+        for (f, m) in frames.iter().zip(&msgs) {
+            assert_eq!(&BackendMessage::parse(f).unwrap(), m);
+        }
+    }
+
+    #[test]
     fn free_encoders_match_enum_encoding() {
         let mut a = BytesMut::new();
         let mut b = BytesMut::new();
