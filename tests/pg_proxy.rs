@@ -1406,3 +1406,69 @@ fn startup_parameters_outside_the_grant_are_refused() {
         assert_eq!(db, pg::DB);
     });
 }
+
+#[test]
+fn a_refusal_in_a_pipeline_rolls_back_the_implicit_transaction_like_a_server_error() {
+    run(|pg| async move {
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP TABLE IF EXISTS public.pipe_t; CREATE TABLE public.pipe_t (id int); \
+             GRANT SELECT, INSERT ON public.pipe_t TO orders_rw",
+        );
+        let policy = r#"default = "deny"
+rules = [
+  { action = "allow", classes = ["read", "write"] },
+  { action = "block", tables = ["secrets"] },
+]"#;
+        let p = Proxy::start(
+            pg,
+            Spec {
+                role: pg::ORDERS_RW,
+                policy,
+                ..Spec::default()
+            },
+        )
+        .await;
+        let count = || pg.psql_ok(pg::SUPERUSER, pg::DB, "SELECT count(*) FROM public.pipe_t");
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        // INSERT, then a refused statement, one batch: as with a server
+        // error, nothing of the batch commits.
+        let mut b = BytesMut::new();
+        frontend::parse(&mut b, "", "INSERT INTO public.pipe_t VALUES (1)", &[]).unwrap();
+        frontend::bind(&mut b, "", "", &[], &[], &[]).unwrap();
+        frontend::execute(&mut b, "", 0).unwrap();
+        frontend::parse(&mut b, "", "SELECT * FROM secrets", &[]).unwrap();
+        frontend::bind(&mut b, "", "", &[], &[], &[]).unwrap();
+        frontend::execute(&mut b, "", 0).unwrap();
+        frontend::sync(&mut b);
+        r.send(&b).await;
+        let msgs = r.until_ready().await;
+        let errs = errors(&msgs);
+        assert_eq!(errs.len(), 1, "{msgs:?}");
+        assert_eq!(errs[0].1, "42501");
+        assert!(matches!(msgs.last(), Some(Msg::Ready(b'I'))), "{msgs:?}");
+        assert_eq!(count(), "0");
+        // The same INSERT alone commits (the check can fail).
+        let mut b = BytesMut::new();
+        frontend::parse(&mut b, "", "INSERT INTO public.pipe_t VALUES (2)", &[]).unwrap();
+        frontend::bind(&mut b, "", "", &[], &[], &[]).unwrap();
+        frontend::execute(&mut b, "", 0).unwrap();
+        frontend::sync(&mut b);
+        r.send(&b).await;
+        let msgs = r.until_ready().await;
+        assert!(errors(&msgs).is_empty(), "{msgs:?}");
+        assert_eq!(count(), "1");
+        // In an explicit transaction (simple protocol): the refusal leaves
+        // it aborted, ReadyForQuery says so, COMMIT rolls back.
+        let msgs = r.query("BEGIN; INSERT INTO public.pipe_t VALUES (3)").await;
+        assert!(matches!(msgs.last(), Some(Msg::Ready(b'T'))), "{msgs:?}");
+        let msgs = r.query("SELECT * FROM secrets").await;
+        assert_eq!(errors(&msgs)[0].1, "42501");
+        assert!(matches!(msgs.last(), Some(Msg::Ready(b'E'))), "{msgs:?}");
+        let msgs = r.query("COMMIT").await;
+        assert!(matches!(msgs.last(), Some(Msg::Ready(b'I'))), "{msgs:?}");
+        assert_eq!(count(), "1");
+        pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP TABLE public.pipe_t");
+    });
+}
