@@ -18,15 +18,22 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(m) = FrontendMessage::parse(&frame) {
             let mut out = BytesMut::new();
             m.encode(&mut out).expect("a parsed message encodes");
-            let again = decode_frame(&mut out, 1 << 16).expect("frames").expect("whole");
+            let again = decode_frame(&mut out, 1 << 16)
+                .expect("frames")
+                .expect("whole");
             assert_eq!(FrontendMessage::parse(&again).as_ref(), Ok(&m));
             assert_eq!(again.raw, frame.raw, "frontend re-encoding is byte-exact");
         }
         if let Ok(m) = BackendMessage::parse(&frame) {
             let mut out = BytesMut::new();
             m.encode(&mut out).expect("a parsed message encodes");
-            let again = decode_frame(&mut out, 1 << 16).expect("frames").expect("whole");
-            if !matches!(m, BackendMessage::Authentication(backend::Authentication::Other(_))) {
+            let again = decode_frame(&mut out, 1 << 16)
+                .expect("frames")
+                .expect("whole");
+            if !matches!(
+                m,
+                BackendMessage::Authentication(backend::Authentication::Other(_))
+            ) {
                 assert_eq!(BackendMessage::parse(&again).as_ref(), Ok(&m));
                 assert_eq!(again.raw, frame.raw, "backend re-encoding is byte-exact");
             }

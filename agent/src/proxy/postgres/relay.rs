@@ -9,13 +9,22 @@
 //!   `ErrorResponse` (SQLSTATE 42501) at the point of the stream where the
 //!   server's answer would have been, and, inside an extended-protocol batch,
 //!   the rest of the batch is discarded up to `Sync` as the server itself
-//!   does after an error.
+//!   does after an error. In its place Warden sends the upstream an
+//!   `Execute` of a portal that does not exist, whose error (never shown to
+//!   the client) has the server's own effect of an error: an open
+//!   transaction block is aborted, an implicit one (the rest of an
+//!   extended batch) rolled back, so what surrounded the refused statement
+//!   commits, or not, exactly as if the server had rejected it.
 //! - **upstream → client** masks and summarises. For each forwarded message
 //!   that the server answers, the client half first queues an [`Expect`];
 //!   the upstream half pops them as the answers arrive, so it always knows
 //!   which statement (and which columns) a `DataRow` belongs to. Refusals are
 //!   queued the same way, so they reach the client in order with the
 //!   answers to earlier pipelined messages.
+//!
+//! When the client half ends on a protocol error, the upstream half is
+//! given a few seconds to deliver the queued FATAL error before the session
+//! closes.
 //!
 //! Memory per session is bounded by the largest single message
 //! (`max_message_bytes`) plus small buffers: results are streamed message by
@@ -44,6 +53,13 @@ const SAMPLE_ROWS: usize = 3;
 const SAMPLE_VALUE_CHARS: usize = 200;
 /// Flush buffered output once it holds this much.
 const FLUSH_BYTES: usize = 64 * 1024;
+/// Portal Warden executes upstream in place of a refused statement: it
+/// never exists, so the server answers with an error (and aborts the
+/// transaction as the statement's own error would have).
+const ABORT_PORTAL: &str = "warden: statement refused";
+/// How long the upstream half may take to deliver a FATAL error queued by
+/// the client half before the session closes.
+const FATAL_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Bytes moved, for the connection's close event.
 #[derive(Default)]
@@ -106,6 +122,13 @@ enum Expect {
     /// the client.
     Internal {
         reply: oneshot::Sender<Result<Vec<Vec<Option<String>>>, String>>,
+    },
+    /// Warden's Execute of [`ABORT_PORTAL`] in place of a refused statement:
+    /// its ErrorResponse is not the client's; with `sync`, Warden sent a
+    /// Sync too and its ReadyForQuery (the new transaction status) is not
+    /// the client's either.
+    Abort {
+        sync: bool,
     },
     /// A refusal: send `error` to the client when its turn comes, followed
     /// by ReadyForQuery when `ready` (simple query; in a batch the Sync's
@@ -178,9 +201,19 @@ where
         counters,
         functions: HashMap::new(),
     };
+    let up = up.run();
+    let down = down.run();
+    tokio::pin!(up, down);
     tokio::select! {
-        end = up.run() => end,
-        end = down.run() => end,
+        end = &mut up => {
+            if matches!(end, End::Error(_)) {
+                // The client half queued a FATAL error for the client; the
+                // upstream half sends it (after any answer still owed).
+                let _ = tokio::time::timeout(FATAL_GRACE, down).await;
+            }
+            end
+        }
+        end = &mut down => end,
     }
 }
 
@@ -223,6 +256,15 @@ where
     async fn pump(&mut self) -> End {
         loop {
             loop {
+                // An unknown type is refused from its first byte, as the
+                // server does, rather than after waiting for a body.
+                if let Some(&tag) = self.buf.first()
+                    && frontend::name_of(tag).is_none()
+                {
+                    let e = format!("unknown message type 0x{tag:02x}");
+                    self.fatal("08P01", &format!("protocol violation: {e}"));
+                    return End::Error(format!("client protocol error: {e}"));
+                }
                 let frame = match decode_frame(&mut self.buf, self.info.max_message) {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
@@ -470,10 +512,9 @@ where
                 Some(&e.to_string()),
                 None,
             );
-            self.queue(Expect::Refusal {
-                error,
-                ready: via == "simple" || via == "function_call",
-            });
+            let ready = via == "simple" || via == "function_call";
+            self.abort_upstream(ready)?;
+            self.queue(Expect::Refusal { error, ready });
             return Ok(None);
         }
         Ok(Some(Arc::new(Running {
@@ -500,7 +541,22 @@ where
             d.detail().as_deref(),
             d.hint(),
         );
+        self.abort_upstream(ready)?;
         self.queue(Expect::Refusal { error, ready });
+        Ok(())
+    }
+
+    /// Gives the upstream an error where the refused statement was, so the
+    /// transaction around it ends as the server would end it: `Execute` of
+    /// a portal that does not exist (the unnamed statement and portal are
+    /// left alone); `sync` (simple query, function call): followed by a
+    /// Sync, whose ReadyForQuery tells the client the new status.
+    fn abort_upstream(&mut self, sync: bool) -> Result<(), String> {
+        frontend::execute(&mut self.out, ABORT_PORTAL, 0).map_err(|e| e.to_string())?;
+        if sync {
+            frontend::sync(&mut self.out);
+        }
+        self.queue(Expect::Abort { sync });
         Ok(())
     }
 
@@ -788,6 +844,14 @@ where
                 }
             }
             BackendMessage::ErrorResponse(fields) => {
+                if let Some(Expect::Abort { sync }) = self.queue.front() {
+                    // Warden's own abort: the client already has (or will
+                    // get, in order) the refusal instead.
+                    if !*sync {
+                        self.queue.pop_front();
+                    }
+                    return Ok(());
+                }
                 if internal {
                     let msg = fields.get(b'M').unwrap_or("error").to_owned();
                     self.summary().error = Some(msg);
@@ -872,6 +936,12 @@ where
                             return Ok(());
                         }
                         Expect::Refusal { .. } => self.local(),
+                        Expect::Abort { sync: true } => {
+                            // The status after the abort is what the
+                            // refusal's own ReadyForQuery reports.
+                            self.queue.pop_front();
+                            return Ok(());
+                        }
                         _ => {
                             self.finish_front();
                         }
