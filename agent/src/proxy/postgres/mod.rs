@@ -417,7 +417,7 @@ pub async fn serve(
         }
     };
 
-    let checked = match check_startup(&startup, &grant.grant) {
+    let checked = match check_startup(&startup, &grant.grant, grant.policy.forced_search_path()) {
         Ok(c) => c,
         Err(why) => {
             refuse_startup(&mut client, "42501", &why).await;
@@ -477,6 +477,20 @@ pub async fn serve(
         }
     };
     drop(password);
+    // The policy parsed SQL assuming the tokenisation PostgreSQL uses by
+    // default; a server configured otherwise is refused (fail closed).
+    if let Err(why) = check_server_parameters(&up.parameters) {
+        warn!(error = %why, "upstream session unsafe to parse");
+        refuse_startup(
+            &mut client,
+            "08004",
+            "the upstream's settings would make Warden misread statements (see the agent's log)",
+        )
+        .await;
+        out.reason = Some("upstream_unsafe_settings".into());
+        out.detail = Some(why);
+        return out;
+    }
 
     let column_rules = match &grant.masker {
         Some(m) => match column_map(rt, &target.name, database, g, m, &mut up, target).await {
@@ -623,7 +637,31 @@ struct Checked {
 
 /// Checks the client's StartupMessage against the grant: the database, and
 /// no parameter that changes privileges or how SQL is tokenised.
-fn check_startup(m: &StartupMessage, g: &Grant) -> Result<Checked, String> {
+/// The server's reported settings that decide how SQL is tokenised must be
+/// the ones Warden's parser assumes.
+pub(crate) fn check_server_parameters(params: &[(String, String)]) -> Result<(), String> {
+    for (name, value) in params {
+        check_server_parameter(name, value)?;
+    }
+    Ok(())
+}
+
+/// One ParameterStatus (at startup or later in the session).
+pub(crate) fn check_server_parameter(name: &str, value: &str) -> Result<(), String> {
+    match name {
+        "standard_conforming_strings" | "client_encoding" => {
+            crate::policy::settings::check_setting(name, Some(value))
+                .map_err(|why| format!("server reports {name} = {value}: {why}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_startup(
+    m: &StartupMessage,
+    g: &Grant,
+    forced_search_path: Option<&[String]>,
+) -> Result<Checked, String> {
     let mut c = Checked::default();
     if m.version.major != 3 {
         return Err(format!(
@@ -674,9 +712,21 @@ fn check_startup(m: &StartupMessage, g: &Grant) -> Result<Checked, String> {
             continue;
         }
         if name == "search_path" {
+            if forced_search_path.is_some() {
+                return Err(
+                    "search_path is fixed by the grant's policy and cannot be set at startup"
+                        .into(),
+                );
+            }
             c.search_path = Some(value.clone());
         }
         c.forward.push((name, value));
+    }
+    if let Some(path) = forced_search_path {
+        // The server resolves names through the same path the policy does.
+        let v: Vec<String> = path.iter().map(|p| decide::quote_ident(p)).collect();
+        c.search_path = Some(v.join(", "));
+        c.forward.push(("search_path".into(), v.join(", ")));
     }
     if g.read_only {
         c.forward
@@ -913,6 +963,7 @@ mod tests {
                 ("client_encoding", "UTF8"),
             ]),
             &grant(false),
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -927,20 +978,21 @@ mod tests {
     #[test]
     fn startup_refuses_other_databases_replication_and_role_options() {
         let g = grant(false);
-        let e = check_startup(&startup(&[("database", "postgres")]), &g).unwrap_err();
+        let e = check_startup(&startup(&[("database", "postgres")]), &g, None).unwrap_err();
         assert!(e.contains("not granted"), "{e}");
-        assert!(check_startup(&startup(&[("replication", "database")]), &g).is_err());
-        assert!(check_startup(&startup(&[("replication", "false")]), &g).is_ok());
-        assert!(check_startup(&startup(&[("options", "-c role=admin")]), &g).is_err());
-        assert!(check_startup(&startup(&[("options", "--role=admin")]), &g).is_err());
+        assert!(check_startup(&startup(&[("replication", "database")]), &g, None).is_err());
+        assert!(check_startup(&startup(&[("replication", "false")]), &g, None).is_ok());
+        assert!(check_startup(&startup(&[("options", "-c role=admin")]), &g, None).is_err());
+        assert!(check_startup(&startup(&[("options", "--role=admin")]), &g, None).is_err());
         assert!(
             check_startup(
                 &startup(&[("options", "-c standard_conforming_strings=off")]),
-                &g
+                &g,
+                None
             )
             .is_err()
         );
-        assert!(check_startup(&startup(&[("client_encoding", "SJIS")]), &g).is_err());
+        assert!(check_startup(&startup(&[("client_encoding", "SJIS")]), &g, None).is_err());
     }
 
     #[test]
@@ -948,6 +1000,7 @@ mod tests {
         let c = check_startup(
             &startup(&[("options", "-c default_transaction_read_only=off")]),
             &grant(true),
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -957,13 +1010,44 @@ mod tests {
     }
 
     #[test]
+    fn a_forced_search_path_is_sent_and_cannot_be_overridden() {
+        let forced = vec!["app".to_owned(), "public".to_owned()];
+        let c = check_startup(&startup(&[]), &grant(false), Some(&forced)).unwrap();
+        assert_eq!(
+            c.forward,
+            vec![("search_path".to_owned(), "\"app\", \"public\"".to_owned())]
+        );
+        assert_eq!(c.search_path.as_deref(), Some("\"app\", \"public\""));
+        let e = check_startup(
+            &startup(&[("options", "-c search_path=evil")]),
+            &grant(false),
+            Some(&forced),
+        )
+        .unwrap_err();
+        assert!(e.contains("fixed by the grant's policy"), "{e}");
+    }
+
+    #[test]
+    fn server_settings_that_change_tokenisation_are_refused() {
+        let ok = [
+            ("standard_conforming_strings".to_owned(), "on".to_owned()),
+            ("client_encoding".to_owned(), "UTF8".to_owned()),
+            ("server_version".to_owned(), "15.18".to_owned()),
+        ];
+        assert!(check_server_parameters(&ok).is_ok());
+        assert!(check_server_parameter("standard_conforming_strings", "off").is_err());
+        assert!(check_server_parameter("client_encoding", "SJIS").is_err());
+        assert!(check_server_parameter("DateStyle", "ISO, MDY").is_ok());
+    }
+
+    #[test]
     fn newer_minor_versions_are_negotiated_down() {
         let mut m = startup(&[("_pq_.foo", "1")]);
         m.version.minor = 2;
-        let c = check_startup(&m, &grant(false)).unwrap();
+        let c = check_startup(&m, &grant(false), None).unwrap();
         assert!(c.negotiate);
         assert_eq!(c.unrecognised, vec!["_pq_.foo".to_owned()]);
         m.version.major = 2;
-        assert!(check_startup(&m, &grant(false)).is_err());
+        assert!(check_startup(&m, &grant(false), None).is_err());
     }
 }

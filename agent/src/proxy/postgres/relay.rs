@@ -747,7 +747,13 @@ where
                     self.masked_fields(&frame, &fields.0, false)?;
                 }
             }
-            BackendMessage::ParameterStatus { .. } => self.pass(&frame),
+            BackendMessage::ParameterStatus { name, value } => {
+                // A setting that changes how SQL is tokenised, changed by
+                // some path the policy did not see: stop rather than parse
+                // the rest of the session wrongly.
+                super::check_server_parameter(name, value)?;
+                self.pass(&frame);
+            }
             BackendMessage::NotificationResponse {
                 process_id,
                 channel,
