@@ -381,6 +381,10 @@ enum Msg {
         secret_key: Vec<u8>,
     },
     CopyData(Vec<u8>),
+    Notice {
+        message: String,
+    },
+    FunctionResult(Option<Vec<u8>>),
     Other(u8),
 }
 
@@ -503,6 +507,12 @@ fn to_msg(frame: &Frame) -> Msg {
             secret_key: secret_key.to_vec(),
         },
         BackendMessage::CopyData(d) => Msg::CopyData(d.to_vec()),
+        BackendMessage::NoticeResponse(f) => Msg::Notice {
+            message: f.get(b'M').unwrap_or("").to_owned(),
+        },
+        BackendMessage::FunctionCallResponse { value } => {
+            Msg::FunctionResult(value.map(<[u8]>::to_vec))
+        }
         _ => Msg::Other(frame.tag),
     }
 }
@@ -1470,5 +1480,201 @@ rules = [
         assert!(matches!(msgs.last(), Some(Msg::Ready(b'I'))), "{msgs:?}");
         assert_eq!(count(), "1");
         pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP TABLE public.pipe_t");
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Every detector in every message type that can carry data
+// ---------------------------------------------------------------------------
+
+/// Every statement class allowed: DO (for RAISE NOTICE) is privileged.
+const ALLOW_EVERY_CLASS: &str = r#"default = "deny"
+rules = [ { action = "allow", classes = ["read", "write", "ddl", "privileged"] } ]"#;
+
+/// One sample per detector, and a piece of it that must not survive.
+const SAMPLES: &[(&str, &str, &str)] = &[
+    ("card", "4111 1111 1111 1111", "4111 1111 1111"),
+    ("email", "alice@example.com", "alice@example"),
+    ("ssn", "123-45-6789", "123-45-6789"),
+    ("iban", "DE89370400440532013000", "DE8937040044053201"),
+    ("token", "AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
+];
+
+#[test]
+fn every_detector_is_masked_in_every_message_type() {
+    run(|pg| async move {
+        let p = Proxy::start(
+            pg,
+            Spec {
+                policy: ALLOW_EVERY_CLASS,
+                masking: Some(PII),
+                ..Spec::default()
+            },
+        )
+        .await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let client = p.connect().await;
+        let direct = connect(&direct_conn(pg, pg::ORDERS_RO)).await;
+        let msgs = r.query("LISTEN warden_detectors").await;
+        assert!(errors(&msgs).is_empty(), "{msgs:?}");
+        for (kind, sample, piece) in SAMPLES {
+            let value = format!("value {sample} end");
+            let check = |what: &str, got: &str| {
+                assert!(
+                    !got.contains(piece),
+                    "{kind} in {what} was not masked: {got:?}"
+                );
+                assert!(got.contains("value "), "{kind} in {what}: {got:?}");
+            };
+            // DataRow, text format.
+            let msgs = r.query(&format!("SELECT {}::text", pg::lit(&value))).await;
+            let got = rows(&msgs);
+            assert_eq!(got.len(), 1, "{msgs:?}");
+            check("DataRow (text)", &text(&got[0][0]));
+            // DataRow, binary format (tokio-postgres asks for binary results).
+            let row = client
+                .query_one("SELECT $1::text", &[&value])
+                .await
+                .unwrap();
+            check("DataRow (binary)", row.get::<_, &str>(0));
+            // CopyData out.
+            let msgs = r
+                .query(&format!(
+                    "COPY (SELECT {}::text) TO STDOUT",
+                    pg::lit(&value)
+                ))
+                .await;
+            let copied: Vec<String> = msgs
+                .iter()
+                .filter_map(|m| match m {
+                    Msg::CopyData(d) => Some(String::from_utf8_lossy(d).into_owned()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(copied.len(), 1, "{msgs:?}");
+            check("CopyData", &copied[0]);
+            // ErrorResponse: the server quotes the bad input in its message.
+            let msgs = r.query(&format!("SELECT {}::int", pg::lit(&value))).await;
+            let errs = errors(&msgs);
+            assert_eq!(errs.len(), 1, "{msgs:?}");
+            assert_eq!(errs[0].1, "22P02", "{errs:?}");
+            check("ErrorResponse", &errs[0].2);
+            // NoticeResponse.
+            let msgs = r
+                .query(&format!(
+                    "DO $$BEGIN RAISE NOTICE '%', {}; END$$",
+                    pg::lit(&value)
+                ))
+                .await;
+            let notices: Vec<String> = msgs
+                .iter()
+                .filter_map(|m| match m {
+                    Msg::Notice { message } => Some(message.clone()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(notices.len(), 1, "{msgs:?}");
+            check("NoticeResponse", &notices[0]);
+            // NotificationResponse.
+            direct
+                .simple_query(&format!("NOTIFY warden_detectors, {}", pg::lit(&value)))
+                .await
+                .unwrap();
+            let payload = loop {
+                match r.recv().await {
+                    Some(Msg::Notification { payload, .. }) => break payload,
+                    Some(_) => {}
+                    None => panic!("closed before the notification"),
+                }
+            };
+            check("NotificationResponse", &payload);
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// FunctionCall (the fast-path interface libpq's large objects use)
+// ---------------------------------------------------------------------------
+
+async fn function_call(r: &mut Raw, oid: u32, args: &[&str]) -> Vec<Msg> {
+    let mut b = BytesMut::new();
+    let args: Vec<Option<&[u8]>> = args.iter().map(|a| Some(a.as_bytes())).collect();
+    frontend::function_call(&mut b, oid, &[], &args, 0).unwrap();
+    r.send(&b).await;
+    r.until_ready().await
+}
+
+#[test]
+fn function_calls_are_decided_by_name_and_their_results_masked() {
+    run(|pg| async move {
+        let direct = connect(&direct_conn(pg, pg::ORDERS_RO)).await;
+        let oid_of = |sig: &'static str| {
+            let direct = &direct;
+            async move {
+                let row = direct
+                    .query_one(&format!("SELECT '{sig}'::regprocedure::oid"), &[])
+                    .await
+                    .unwrap();
+                row.get::<_, u32>(0)
+            }
+        };
+        let textcat = oid_of("textcat(text,text)").await;
+        let lo_creat = oid_of("lo_creat(integer)").await;
+
+        // Allowed: textcat(text, text) runs, its result is masked.
+        let p = Proxy::start(
+            pg,
+            Spec {
+                policy: READ_ONLY,
+                masking: Some(PII),
+                ..Spec::default()
+            },
+        )
+        .await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let msgs = function_call(&mut r, textcat, &["plain ", "words"]).await;
+        assert!(errors(&msgs).is_empty(), "{msgs:?}");
+        assert!(
+            msgs.iter()
+                .any(|m| matches!(m, Msg::FunctionResult(Some(v)) if v == b"plain words")),
+            "{msgs:?}"
+        );
+        let msgs = function_call(&mut r, textcat, &["mail ", "alice@example.com"]).await;
+        let result = msgs
+            .iter()
+            .find_map(|m| match m {
+                Msg::FunctionResult(Some(v)) => Some(String::from_utf8_lossy(v).into_owned()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no FunctionCallResponse: {msgs:?}"));
+        assert!(result.starts_with("mail "), "{result}");
+        assert!(
+            !result.to_lowercase().contains("alice@example.com"),
+            "{result}"
+        );
+
+        // Refused by name: lo_creat is a large-object function.
+        let msgs = function_call(&mut r, lo_creat, &["0"]).await;
+        let errs = errors(&msgs);
+        assert_eq!(errs.len(), 1, "{msgs:?}");
+        assert_eq!(errs[0].1, "42501", "{errs:?}");
+        assert!(matches!(msgs.last(), Some(Msg::Ready(b'I'))), "{msgs:?}");
+        // An oid that names no function is refused too (fail closed).
+        let msgs = function_call(&mut r, 4_000_000_000, &[]).await;
+        assert_eq!(
+            errors(&msgs).first().map(|e| e.1.as_str()),
+            Some("42501"),
+            "{msgs:?}"
+        );
+        // The session is still usable.
+        let msgs = r.query("SELECT 1").await;
+        assert_eq!(rows(&msgs).len(), 1, "{msgs:?}");
+        let stmts = p.statements(4).await;
+        assert!(
+            stmts
+                .iter()
+                .any(|s| sql_of(s).contains("lo_creat") && refused(s)),
+            "{stmts:#?}"
+        );
     });
 }
