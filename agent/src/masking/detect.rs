@@ -41,12 +41,15 @@ pub(crate) struct Features {
     pub upper: usize,
     pub at: bool,
     pub dash_or_space: bool,
+    /// Any ASCII letter (every token keyword has some).
+    pub letters: bool,
 }
 
 const C_DIGIT: u8 = 1;
 const C_UPPER: u8 = 2;
 const C_AT: u8 = 4;
 const C_SEP: u8 = 8;
+const C_LOWER: u8 = 16;
 
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -57,6 +60,8 @@ static CLASS: [u8; 256] = {
             C_DIGIT
         } else if b.is_ascii_uppercase() {
             C_UPPER
+        } else if b.is_ascii_lowercase() {
+            C_LOWER
         } else if b == b'@' {
             C_AT
         } else if b == b'-' || b == b' ' {
@@ -82,6 +87,7 @@ pub(crate) fn features(v: &[u8]) -> Features {
         upper,
         at: flags & C_AT != 0,
         dash_or_space: flags & C_SEP != 0,
+        letters: flags & (C_UPPER | C_LOWER) != 0,
     }
 }
 
@@ -878,8 +884,10 @@ mod tests {
         let f = features(b"Ab 12-@x9");
         assert_eq!(f.digits, 3);
         assert_eq!(f.upper, 1);
-        assert!(f.at && f.dash_or_space);
+        assert!(f.at && f.dash_or_space && f.letters);
+        assert!(!features(b"2025-01-02 03:04:05+00").letters);
         let f = features(b"abc");
+        assert!(f.letters);
         assert_eq!(
             (f.digits, f.upper, f.at, f.dash_or_space),
             (0, 0, false, false)

@@ -80,8 +80,8 @@
 //! letters, `@`, dashes and spaces, and each scanner runs only when its
 //! precondition holds (≥ 13 digits for cards, `@` for emails, ≥ 9 digits
 //! and a separator for SSNs, ≥ 2 uppercase letters, ≥ 2 digits and ≥ 15
-//! bytes for IBANs, a secret keyword found by one Aho-Corasick DFA pass for
-//! tokens). Custom regexes run on every value (the `regex` crate's own
+//! bytes for IBANs, an ASCII letter and then a secret keyword found by one
+//! Aho-Corasick DFA pass for tokens). Custom regexes run on every value (the `regex` crate's own
 //! literal prefilters apply). `cargo bench -p warden --bench masking`
 //! prints the figures.
 //!
@@ -535,7 +535,7 @@ impl Masker {
         if self.iban && f.upper >= 2 && f.digits >= 2 && v.len() >= 15 {
             detect::find_ibans(v, &mut out);
         }
-        if self.token {
+        if self.token && f.letters {
             detect::tokens().find(v, &mut out);
         }
         for (i, c) in self.custom.iter().enumerate() {
