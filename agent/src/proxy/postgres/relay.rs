@@ -1072,8 +1072,10 @@ where
                     ));
                 }
                 None if textual && masker.has_patterns() => {
-                    if let Some((bytes, _)) = masker.mask_patterns(v) {
-                        changed.push((i, Masked::Value(bytes)));
+                    // mask_value: a pattern hit under `pattern_strategy =
+                    // "null"` makes the whole value SQL NULL.
+                    if let Some((masked, _)) = masker.mask_value(v) {
+                        changed.push((i, masked));
                     }
                 }
                 None => {}
