@@ -19,7 +19,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     (
         "rsyslog-gnutls",
         "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so",
-    ), // forward tests; pulls rsyslog
+    ),
     // PostgreSQL tests (tests/common/pg.rs keeps the same list).
     ("postgresql", "/usr/lib/postgresql/15/bin/initdb"),
     ("postgresql-client", "/usr/lib/postgresql/15/bin/psql"),
