@@ -222,13 +222,13 @@ fn serve_conn(
         let now = fault.lock().unwrap().clone();
         let reply = match now {
             Fault::Hang => {
+                log.lock().unwrap().push(req);
                 let start = Instant::now();
                 while *fault.lock().unwrap() == Fault::Hang
                     && start.elapsed() < Duration::from_secs(60)
                 {
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                log.lock().unwrap().push(req);
                 return;
             }
             Fault::AcceptThenLose => {
@@ -268,7 +268,12 @@ fn serve_conn(
                 std::thread::sleep(d);
                 handler(&req)
             }
-            Fault::None | Fault::Refuse => handler(&req),
+            // The server went away: open connections die too.
+            Fault::Refuse => {
+                let _ = tls.sock.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            Fault::None => handler(&req),
         };
         req.status = reply.status;
         req.kept = (200..300).contains(&reply.status);
