@@ -565,6 +565,8 @@ fn run_output(plan: Plan, mut sink: Box<dyn Sink>, store: &Path, out: &OutputSha
                 Ok(()) => break,
                 Err(Failure::Retry { error, after }) => {
                     note_failure(out, name, &error, "retrying");
+                    // An outage is when the backlog grows: say so.
+                    backlog_check(&plan, &source, acked, out, &mut last_warn);
                     let pause = backoff.delay(after);
                     tracing::warn!(
                         forward.output = name,
