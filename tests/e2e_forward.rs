@@ -549,13 +549,6 @@ fn splunk_hec_events_and_indexer_acknowledgment() {
     let state = Arc::clone(&hec);
     let handler: Handler = Arc::new(move |req: &HttpRequest| {
         let mut h = state.lock().unwrap();
-        let token = req.header("authorization").unwrap_or("");
-        if token != "Splunk 0c1d2e3f-hec" {
-            return HttpReply {
-                status: 403,
-                body: br#"{"text":"Invalid token","code":4}"#.to_vec(),
-            };
-        }
         let channel = req
             .header("x-splunk-request-channel")
             .unwrap_or("")
@@ -568,6 +561,13 @@ fn splunk_hec_events_and_indexer_acknowledgment() {
                 .push(format!("channel {channel:?} is not a GUID"));
         }
         h.channels.insert(channel);
+        let token = req.header("authorization").unwrap_or("");
+        if token != "Splunk 0c1d2e3f-hec" {
+            return HttpReply {
+                status: 403,
+                body: br#"{"text":"Invalid token","code":4}"#.to_vec(),
+            };
+        }
         match req.path.as_str() {
             "/services/collector/event" => {
                 let mut events = Vec::new();
