@@ -374,7 +374,7 @@ fn elasticsearch_bulk_requests_and_partial_failures() {
             bad("body must end with a newline".into());
         }
         let lines: Vec<&str> = text.lines().collect();
-        if lines.len() % 2 != 0 {
+        if !lines.len().is_multiple_of(2) {
             bad(format!(
                 "{} lines: action/document pairs expected",
                 lines.len()
@@ -755,15 +755,10 @@ fn rsyslog_over_tls_and_a_rotating_file_receive_every_event() {
     });
     f.env.stop();
     // The final checkpoint, sent at stop.
-    wait_until(
-        10,
-        "final checkpoint",
-        || String::new(),
-        || {
-            let msgs: Vec<Vec<u8>> = rs.raw_lines().iter().map(|l| parse(l).3).collect();
-            complete(&db, &msgs)
-        },
-    );
+    wait_until(10, "final checkpoint", String::new, || {
+        let msgs: Vec<Vec<u8>> = rs.raw_lines().iter().map(|l| parse(l).3).collect();
+        complete(&db, &msgs)
+    });
     let stored = stored_events(&db);
     let chain: String = {
         let first: Value = serde_json::from_slice(&stored[0].1).unwrap();
