@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -128,21 +128,31 @@ pub struct Collector {
     pub port: u16,
     pub fault: Arc<Mutex<Fault>>,
     pub requests: Arc<Mutex<Vec<HttpRequest>>>,
+    /// Lines (events) of the requests kept so far.
+    pub lines_kept: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
 impl Collector {
     pub fn start(certs: &Certs, handler: Handler) -> Self {
+        Self::start_with(certs, handler, true)
+    }
+
+    /// With `keep_bodies = false` the bodies are counted (`lines_kept`)
+    /// and dropped, so a benchmark's million events do not stay in memory.
+    pub fn start_with(certs: &Certs, handler: Handler, keep_bodies: bool) -> Self {
+        let lines_kept = Arc::new(AtomicU64::new(0));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let fault = Arc::new(Mutex::new(Fault::None));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (f, r, s, cfg) = (
+        let (f, r, s, cfg, lk) = (
             Arc::clone(&fault),
             Arc::clone(&requests),
             Arc::clone(&stop),
             Arc::clone(&certs.server),
+            Arc::clone(&lines_kept),
         );
         std::thread::spawn(move || {
             let mut listener = Some(listener);
@@ -161,13 +171,16 @@ impl Collector {
                 match l.accept() {
                     Ok((sock, _)) => {
                         sock.set_nonblocking(false).unwrap();
-                        let (f, r, cfg, h) = (
+                        let (f, r, cfg, h, lk) = (
                             Arc::clone(&f),
                             Arc::clone(&r),
                             Arc::clone(&cfg),
                             Arc::clone(&handler),
+                            Arc::clone(&lk),
                         );
-                        std::thread::spawn(move || serve_conn(sock, cfg, &f, &r, &h));
+                        std::thread::spawn(move || {
+                            serve_conn(sock, cfg, &f, &r, &h, &lk, keep_bodies)
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -177,6 +190,7 @@ impl Collector {
             port,
             fault,
             requests,
+            lines_kept,
             stop,
         }
     }
@@ -207,6 +221,8 @@ fn serve_conn(
     fault: &Mutex<Fault>,
     log: &Mutex<Vec<HttpRequest>>,
     handler: &Handler,
+    lines_kept: &AtomicU64,
+    keep_bodies: bool,
 ) {
     sock.set_read_timeout(Some(Duration::from_secs(30))).ok();
     let conn = match rustls::ServerConnection::new(cfg) {
@@ -277,6 +293,17 @@ fn serve_conn(
         };
         req.status = reply.status;
         req.kept = (200..300).contains(&reply.status);
+        if req.kept {
+            let n = req
+                .body
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count();
+            lines_kept.fetch_add(n as u64, Ordering::AcqRel);
+        }
+        if !keep_bodies {
+            req.body = Vec::new();
+        }
         log.lock().unwrap().push(req);
         let head = format!(
             "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
@@ -498,14 +525,23 @@ pub const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
 
 impl Rsyslog {
     pub fn start(dir: &Path, certs: &Certs) -> Self {
+        Self::start_with(dir, certs, true)
+    }
+
+    /// With `keep = false` messages are received and parsed, then written
+    /// to /dev/null (benchmarks).
+    pub fn start_with(dir: &Path, certs: &Certs, keep: bool) -> Self {
         assert!(
             Path::new(RSYSLOGD).exists(),
             "rsyslog is not installed (cargo xtask setup installs rsyslog-gnutls)"
         );
         std::fs::create_dir_all(dir.join("work")).unwrap();
         let port = super::free_port("127.0.0.1");
-        let raw = dir.join("raw.log");
-        let fields = dir.join("fields.log");
+        let (raw, fields) = if keep {
+            (dir.join("raw.log"), dir.join("fields.log"))
+        } else {
+            (PathBuf::from("/dev/null"), PathBuf::from("/dev/null"))
+        };
         let conf = dir.join("rsyslog.conf");
         std::fs::write(
             &conf,
