@@ -40,6 +40,8 @@ pub enum DaemonError {
     Identity(#[from] crate::identity::token::TokenError),
     #[error("PostgreSQL targets: {0}")]
     Postgres(#[from] crate::proxy::postgres::PgSetupError),
+    #[error(transparent)]
+    Forward(#[from] crate::forward::ForwardError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -47,6 +49,9 @@ pub enum DaemonError {
         source: std::io::Error,
     },
 }
+
+/// How long forwarders may keep sending at shutdown.
+const FORWARD_GRACE: Duration = Duration::from_secs(3);
 
 /// One relayed connection, for `warden status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -79,6 +84,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// PostgreSQL targets: grants, compiled policies and masking, TLS.
     pub pg: crate::proxy::postgres::PgRuntime,
+    /// `[[forward]]` outputs shipping the audit trail off the host.
+    pub forward: crate::forward::Forwarders,
     pub started_ms: i64,
     pub detach_on_exit: AtomicBool,
     shutdown: watch::Sender<bool>,
@@ -258,6 +265,11 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
             detail: None,
         })
         .await?;
+    // Forwarders start before anything is enforced, so a broken output
+    // (unreadable CA or token file) stops the start instead of silently
+    // keeping the trail on this host.
+    let forward =
+        crate::forward::Forwarders::start(&config.forwards, &config.audit_path(), &host_name())?;
     let identities = crate::identity::sources::IdentitySources::from_config(&config, &host_name())?;
     let pg = crate::proxy::postgres::PgRuntime::build(&config)?;
     let mut enrollments =
@@ -312,6 +324,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         identities,
         metrics: Metrics::default(),
         pg,
+        forward,
         started_ms: now_ms(),
         detach_on_exit: AtomicBool::new(detach_on_exit),
         shutdown: shutdown_tx,
@@ -374,6 +387,10 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
     }
     // Commit what is queued, refuse anything later, then wait for the writer.
     shared.audit.clone().shutdown().await;
+    // The writer signed its final checkpoint; give the forwarders a moment
+    // to ship it and whatever else is left (the rest goes at next start).
+    let fwd = Arc::clone(&shared);
+    let _ = tokio::task::spawn_blocking(move || fwd.forward.shutdown(FORWARD_GRACE)).await;
     drop(shared);
     match tokio::task::spawn_blocking(move || writer.join()).await {
         Ok(Ok(())) => {}

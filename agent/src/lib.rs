@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod ebpf;
+pub mod forward;
 pub mod fsutil;
 pub mod identity;
 pub mod masking;

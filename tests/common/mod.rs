@@ -4,6 +4,7 @@
 //! creates is removed in `Drop`, also when a test fails.
 #![allow(dead_code)]
 
+pub mod forward;
 pub mod pg;
 
 use std::io::{Read, Write};

@@ -16,6 +16,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("systemd", "/usr/bin/systemd-analyze"),
     ("iproute2", "/usr/bin/ss"),
     ("socat", "/usr/bin/socat"),
+    ("rsyslog-gnutls", "/usr/share/doc/rsyslog-gnutls/copyright"),
     // PostgreSQL tests (tests/common/pg.rs keeps the same list).
     ("postgresql", "/usr/lib/postgresql/15/bin/initdb"),
     ("postgresql-client", "/usr/lib/postgresql/15/bin/psql"),

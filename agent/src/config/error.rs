@@ -140,6 +140,11 @@ impl<'s> Diags<'s> {
         self.index.position(self.span_of(key).start).0
     }
 
+    /// True when `key` itself is written in the file (not a default).
+    pub(crate) fn is_written(&self, key: &str) -> bool {
+        self.spans.contains_key(key)
+    }
+
     fn span_of(&self, key: &str) -> Range<usize> {
         let mut k = key;
         loop {

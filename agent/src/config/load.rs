@@ -15,7 +15,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::Diagnostic;
 use super::error::{Diags, LineIndex, index, join};
-use super::model::{Account, AgentSection, AuditSection, Grant, Target};
+use super::model::{Account, AgentSection, AuditSection, Forward, Grant, Target};
 use crate::masking::MaskingConfig;
 use crate::policy::PolicyConfig;
 
@@ -25,8 +25,10 @@ const TARGET_REQUIRED: &[&str] = &["name", "protocol", "address"];
 const ACCOUNT_REQUIRED: &[&str] = &["name"];
 /// Keys every `[[grant]]` must have.
 const GRANT_REQUIRED: &[&str] = &["account", "target"];
-const TOP_LEVEL: &str =
-    "[agent], [audit], [[target]], [[account]], [[grant]], [policy.NAME] or [masking.NAME]";
+/// Keys every `[[forward]]` must have.
+const FORWARD_REQUIRED: &[&str] = &["name", "kind"];
+const TOP_LEVEL: &str = "[agent], [audit], [[target]], [[account]], [[grant]], [[forward]], \
+     [policy.NAME] or [masking.NAME]";
 
 /// The sections as far as they could be deserialised. Problems are in `Diags`.
 pub(crate) struct Decoded {
@@ -48,6 +50,8 @@ pub(crate) struct Decoded {
     pub policies: Vec<(String, Option<PolicyConfig>)>,
     /// `[masking.NAME]` tables in file order.
     pub maskings: Vec<(String, Option<MaskingConfig>)>,
+    /// One entry per `[[forward]]`, in file order.
+    pub forwards: Vec<Option<Forward>>,
 }
 
 /// Parses TOML syntax. On syntax errors returns all of them (and nothing else:
@@ -108,6 +112,7 @@ pub(crate) fn decode(root: DeTable<'_>, diags: &mut Diags<'_>) -> Decoded {
         grants: Vec::new(),
         policies: Vec::new(),
         maskings: Vec::new(),
+        forwards: Vec::new(),
     };
     for (key, value) in root {
         match key.get_ref().as_ref() {
@@ -147,6 +152,13 @@ pub(crate) fn decode(root: DeTable<'_>, diags: &mut Diags<'_>) -> Decoded {
                     let path = index("grant", i);
                     out.grants
                         .push(decode_table(&path, element, GRANT_REQUIRED, diags));
+                }
+            }
+            "forward" => {
+                for (i, element) in array_of_tables("forward", value, diags) {
+                    let path = index("forward", i);
+                    out.forwards
+                        .push(decode_table(&path, element, FORWARD_REQUIRED, diags));
                 }
             }
             "policy" => out.policies = named_tables("policy", value, diags),

@@ -83,6 +83,7 @@ impl Config {
                 .into_iter()
                 .filter_map(|(k, v)| Some((k, v?)))
                 .collect(),
+            forwards: decoded.forwards.into_iter().flatten().collect(),
             source: path.to_owned(),
             sha256: hex::encode(Sha256::digest(src.as_bytes())),
         })
@@ -427,16 +428,40 @@ targets = ["cache"]
         assert!(c.maskings.contains_key("pii"));
         assert!(c.is_granted("orders-api", "orders-pg"));
         assert!(c.is_granted("orders-api", "orders-db"));
+        assert_eq!(c.forwards.len(), 1);
+        let f = &c.forwards[0];
+        assert_eq!(
+            (f.kind, f.format),
+            (ForwardKind::Https, ForwardFormat::Ocsf)
+        );
+        // Every default the reference writes out is the model's default.
+        let bare = match parse(
+            "[[forward]]\nname = \"x\"\nkind = \"https\"\nurl = \"https://c.example/\"\n\
+             auth = \"bearer\"\ntoken_file = \"/t\"\n",
+        ) {
+            Ok(c) => c.forwards[0].clone(),
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            Forward {
+                name: f.name.clone(),
+                url: f.url.clone(),
+                token_file: f.token_file.clone(),
+                ..bare
+            },
+            *f
+        );
     }
 
     #[test]
     fn reference_config_mentions_every_key() {
-        let tables: [(&str, &[&str]); 7] = [
+        let tables: [(&str, &[&str]); 8] = [
             ("[agent]", load::field_names::<AgentSection>()),
             ("[audit]", load::field_names::<AuditSection>()),
             ("[[target]]", load::field_names::<Target>()),
             ("[[account]]", load::field_names::<Account>()),
             ("[[grant]]", load::field_names::<Grant>()),
+            ("[[forward]]", load::field_names::<Forward>()),
             (
                 "[policy.orders-readonly]",
                 load::field_names::<crate::policy::PolicyConfig>(),

@@ -23,6 +23,8 @@ pub struct Config {
     pub policies: std::collections::BTreeMap<String, crate::policy::PolicyConfig>,
     /// `[masking.NAME]` tables, by name.
     pub maskings: std::collections::BTreeMap<String, crate::masking::MaskingConfig>,
+    /// `[[forward]]` outputs: where audit events are shipped off the host.
+    pub forwards: Vec<Forward>,
     /// File the configuration was read from (for messages and audit).
     pub source: PathBuf,
     /// Hex SHA-256 of the file's exact bytes.
@@ -427,6 +429,197 @@ impl AgentCgroup {
     }
 }
 
+/// `[[forward]]`: one output that ships every audit event (checkpoints
+/// included) off the host, at least once, with its own cursor in the store.
+/// Which keys apply depends on `kind`; validation rejects the others.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forward {
+    /// Unique name; also the key of the output's cursor in the store.
+    pub name: String,
+    pub kind: ForwardKind,
+    /// How each event is written: the stored OCSF bytes, ECS JSON or CEF.
+    #[serde(default)]
+    pub format: ForwardFormat,
+    /// `https`, `splunk-hec`, `elasticsearch`: an `https://` URL (for HEC
+    /// and Elasticsearch the base URL; the API path is appended).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `syslog`: `host:port` of the receiver.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// `syslog`: `tls` (RFC 5425, default), `tcp` or `udp` (labs only).
+    #[serde(default)]
+    pub transport: Option<SyslogTransport>,
+    /// `file`: the NDJSON file written (rotated next to itself).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// CA bundle (PEM) the collector's certificate must chain to; default:
+    /// the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `client_cert_file`.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    /// `syslog` over TLS: the name the receiver's certificate must carry
+    /// (and SNI); default: the host of `address`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// `https`, `elasticsearch`: `none`, `bearer` or `apikey` (token from
+    /// `token_file`), `basic` (`user:password` from `credentials_file`).
+    #[serde(default)]
+    pub auth: ForwardAuth,
+    /// Bearer/API-key token (`auth`), or the HEC token (`splunk-hec`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// `auth = "basic"`: first line `user:password`.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// HTTP outputs: gzip request bodies.
+    #[serde(default = "defaults::forward_gzip")]
+    pub gzip: bool,
+    /// `elasticsearch`: index (or data stream) written; `splunk-hec`:
+    /// optional index of every event.
+    #[serde(default)]
+    pub index: Option<String>,
+    /// `splunk-hec`: sourcetype of every event; default `warden:<format>`.
+    #[serde(default)]
+    pub sourcetype: Option<String>,
+    /// `splunk-hec`: wait for indexer acknowledgment before advancing.
+    #[serde(default)]
+    pub ack: bool,
+    /// `splunk-hec` with `ack`: give up waiting and resend after this long.
+    #[serde(default = "defaults::forward_ack_timeout_secs")]
+    pub ack_timeout_secs: u64,
+    /// `syslog`: facility name (`kern` .. `local7`).
+    #[serde(default = "defaults::forward_facility")]
+    pub facility: String,
+    /// `file`: rotate when the file would grow past this many bytes.
+    #[serde(default = "defaults::forward_rotate_bytes")]
+    pub rotate_bytes: u64,
+    /// `file`: rotated files kept (`path.1` newest .. `path.N`).
+    #[serde(default = "defaults::forward_keep_files")]
+    pub keep_files: u32,
+    /// Most events per batch.
+    #[serde(default = "defaults::forward_batch_max_events")]
+    pub batch_max_events: usize,
+    /// Most bytes (formatted, before compression) per batch; one larger
+    /// event still goes alone.
+    #[serde(default = "defaults::forward_batch_max_bytes")]
+    pub batch_max_bytes: usize,
+    /// A batch that is not full is sent this long after its first event
+    /// was read.
+    #[serde(default = "defaults::forward_batch_wait_ms")]
+    pub batch_wait_ms: u64,
+    /// Network timeout of one request or connection, in seconds.
+    #[serde(default = "defaults::forward_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Longest pause between two retries, in seconds.
+    #[serde(default = "defaults::forward_retry_max_secs")]
+    pub retry_max_secs: u64,
+    /// Warn (log and status) when more events than this wait.
+    #[serde(default = "defaults::forward_backlog_warn")]
+    pub backlog_warn: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardKind {
+    Https,
+    SplunkHec,
+    Elasticsearch,
+    Syslog,
+    File,
+}
+
+impl ForwardKind {
+    /// The spelling used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardKind::Https => "https",
+            ForwardKind::SplunkHec => "splunk-hec",
+            ForwardKind::Elasticsearch => "elasticsearch",
+            ForwardKind::Syslog => "syslog",
+            ForwardKind::File => "file",
+        }
+    }
+
+    /// Kinds that speak HTTP (and take `url`, `gzip`, auth).
+    pub fn is_http(self) -> bool {
+        matches!(
+            self,
+            ForwardKind::Https | ForwardKind::SplunkHec | ForwardKind::Elasticsearch
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardFormat {
+    /// The stored OCSF 1.8 JSON bytes, unchanged.
+    #[default]
+    Ocsf,
+    /// Elastic Common Schema JSON.
+    Ecs,
+    /// ArcSight Common Event Format lines.
+    Cef,
+}
+
+impl ForwardFormat {
+    /// The spelling used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardFormat::Ocsf => "ocsf",
+            ForwardFormat::Ecs => "ecs",
+            ForwardFormat::Cef => "cef",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogTransport {
+    Tls,
+    Tcp,
+    Udp,
+}
+
+impl SyslogTransport {
+    /// The spelling used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyslogTransport::Tls => "tls",
+            SyslogTransport::Tcp => "tcp",
+            SyslogTransport::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardAuth {
+    #[default]
+    None,
+    Bearer,
+    Basic,
+    Apikey,
+}
+
+impl ForwardAuth {
+    /// The spelling used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardAuth::None => "none",
+            ForwardAuth::Bearer => "bearer",
+            ForwardAuth::Basic => "basic",
+            ForwardAuth::Apikey => "apikey",
+        }
+    }
+}
+
 /// Deserialises a string, with `expecting` as the description in type errors.
 fn string_with<'de, D: Deserializer<'de>>(
     d: D,
@@ -549,5 +742,38 @@ pub mod defaults {
     }
     pub fn retention_days() -> u32 {
         400
+    }
+    pub fn forward_gzip() -> bool {
+        true
+    }
+    pub fn forward_ack_timeout_secs() -> u64 {
+        300
+    }
+    pub fn forward_facility() -> String {
+        "local0".to_owned()
+    }
+    pub fn forward_rotate_bytes() -> u64 {
+        100 * 1024 * 1024
+    }
+    pub fn forward_keep_files() -> u32 {
+        5
+    }
+    pub fn forward_batch_max_events() -> usize {
+        1000
+    }
+    pub fn forward_batch_max_bytes() -> usize {
+        1024 * 1024
+    }
+    pub fn forward_batch_wait_ms() -> u64 {
+        1000
+    }
+    pub fn forward_timeout_secs() -> u64 {
+        30
+    }
+    pub fn forward_retry_max_secs() -> u64 {
+        60
+    }
+    pub fn forward_backlog_warn() -> u64 {
+        100_000
     }
 }

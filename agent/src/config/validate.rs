@@ -7,7 +7,10 @@ use std::path::Path;
 
 use super::error::{Diags, index, join};
 use super::load::Decoded;
-use super::model::{IdentityConfig, IdentityKind, Listen6, Protocol, Target, TlsMode};
+use super::model::{
+    Forward, ForwardAuth, ForwardFormat, ForwardKind, IdentityConfig, IdentityKind, Listen6,
+    Protocol, SyslogTransport, Target, TlsMode,
+};
 
 /// Protocols this build can relay.
 const SUPPORTED_PROTOCOLS: &[Protocol] = &[Protocol::Tcp, Protocol::Postgres];
@@ -26,6 +29,7 @@ pub(crate) fn validate(d: &Decoded, diags: &mut Diags<'_>) {
     check_accounts(d, diags);
     check_grants(d, diags);
     check_policies(d, diags);
+    check_forwards(d, diags);
 }
 
 /// True for an IPv6 address that is not an IPv4-mapped one (`::ffff:a.b.c.d`
@@ -632,6 +636,372 @@ fn check_policies(d: &Decoded, diags: &mut Diags<'_>) {
     }
 }
 
+/// Syslog facility names, in code order (`kern` = 0 .. `local7` = 23).
+pub const SYSLOG_FACILITIES: &[&str] = &[
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
+    "ftp", "ntp", "audit", "alert", "clock", "local0", "local1", "local2", "local3", "local4",
+    "local5", "local6", "local7",
+];
+
+/// Keys of `[[forward]]` that apply to `kind` (besides those every kind
+/// takes); a key written for another kind is reported.
+fn forward_keys(kind: ForwardKind, transport: SyslogTransport) -> &'static [&'static str] {
+    match kind {
+        ForwardKind::Https => &[
+            "url",
+            "ca_file",
+            "client_cert_file",
+            "client_key_file",
+            "auth",
+            "token_file",
+            "credentials_file",
+            "gzip",
+            "timeout_secs",
+        ],
+        ForwardKind::SplunkHec => &[
+            "url",
+            "ca_file",
+            "client_cert_file",
+            "client_key_file",
+            "token_file",
+            "gzip",
+            "index",
+            "sourcetype",
+            "ack",
+            "ack_timeout_secs",
+            "timeout_secs",
+        ],
+        ForwardKind::Elasticsearch => &[
+            "url",
+            "ca_file",
+            "client_cert_file",
+            "client_key_file",
+            "auth",
+            "token_file",
+            "credentials_file",
+            "gzip",
+            "index",
+            "timeout_secs",
+        ],
+        ForwardKind::Syslog => match transport {
+            SyslogTransport::Tls => &[
+                "address",
+                "transport",
+                "ca_file",
+                "client_cert_file",
+                "client_key_file",
+                "server_name",
+                "facility",
+                "timeout_secs",
+            ],
+            SyslogTransport::Tcp | SyslogTransport::Udp => {
+                &["address", "transport", "facility", "timeout_secs"]
+            }
+        },
+        ForwardKind::File => &["path", "rotate_bytes", "keep_files"],
+    }
+}
+
+/// Keys every `[[forward]]` takes.
+const FORWARD_COMMON: &[&str] = &[
+    "name",
+    "kind",
+    "format",
+    "batch_max_events",
+    "batch_max_bytes",
+    "batch_wait_ms",
+    "retry_max_secs",
+    "backlog_warn",
+];
+
+fn check_forwards(d: &Decoded, diags: &mut Diags<'_>) {
+    let mut names: HashMap<&str, String> = HashMap::new();
+    for (i, f) in d.forwards.iter().enumerate() {
+        let Some(f) = f else { continue };
+        let at = index("forward", i);
+        let name_key = join(&at, "name");
+        if f.name.is_empty() {
+            diags.at(&name_key, "must not be empty");
+        } else if !f
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            diags.at(
+                &name_key,
+                format!(
+                    "may contain only letters, digits, '.', '_' and '-', got {:?}",
+                    f.name
+                ),
+            );
+        } else if let Some(first) = names.get(f.name.as_str()) {
+            let line = diags.line_of(first);
+            diags.at(
+                &name_key,
+                format!(
+                    "duplicate forward name {:?} (also used at line {line}); each output \
+                     has its own cursor, kept under its name",
+                    f.name
+                ),
+            );
+        } else {
+            names.insert(&f.name, name_key.clone());
+        }
+        check_forward(&at, f, diags);
+    }
+}
+
+fn check_forward(at: &str, f: &Forward, diags: &mut Diags<'_>) {
+    let field = |name: &str| join(at, name);
+    let kind = f.kind.as_str();
+    let transport = f.transport.unwrap_or(SyslogTransport::Tls);
+    let allowed = forward_keys(f.kind, transport);
+    for key in super::load::field_names::<Forward>() {
+        if FORWARD_COMMON.contains(key) || allowed.contains(key) {
+            continue;
+        }
+        if diags.is_written(&field(key)) {
+            let why = if f.kind == ForwardKind::Syslog && transport != SyslogTransport::Tls {
+                format!(
+                    "{key} is not used with kind = \"syslog\", transport = \"{}\"",
+                    transport.as_str()
+                )
+            } else {
+                format!("{key} is not used with kind = \"{kind}\"")
+            };
+            diags.at(&field(key), why);
+        }
+    }
+    for (key, path) in [
+        ("path", &f.path),
+        ("ca_file", &f.ca_file),
+        ("client_cert_file", &f.client_cert_file),
+        ("client_key_file", &f.client_key_file),
+        ("token_file", &f.token_file),
+        ("credentials_file", &f.credentials_file),
+    ] {
+        if let Some(p) = path {
+            check_absolute(&field(key), p, diags);
+        }
+    }
+    if f.client_cert_file.is_some() != f.client_key_file.is_some() {
+        let key = if f.client_cert_file.is_some() {
+            "client_cert_file"
+        } else {
+            "client_key_file"
+        };
+        diags.at(
+            &field(key),
+            "client_cert_file and client_key_file go together (mutual TLS)",
+        );
+    }
+
+    match f.kind {
+        ForwardKind::Https | ForwardKind::SplunkHec | ForwardKind::Elasticsearch => match &f.url {
+            None => diags.at(at, format!("kind = \"{kind}\" needs url")),
+            Some(u) => {
+                if let Some(problem) = https_url_problem(u) {
+                    diags.at(&field("url"), format!("{problem}, got {u:?}"));
+                }
+            }
+        },
+        ForwardKind::Syslog => match &f.address {
+            None => diags.at(at, "kind = \"syslog\" needs address (\"host:port\")"),
+            Some(a) => {
+                if let Some(problem) = host_port_problem(a) {
+                    diags.at(&field("address"), format!("{problem}, got {a:?}"));
+                }
+            }
+        },
+        ForwardKind::File => {
+            if f.path.is_none() {
+                diags.at(at, "kind = \"file\" needs path");
+            }
+        }
+    }
+
+    match f.kind {
+        ForwardKind::Https | ForwardKind::Elasticsearch => {
+            let needs = |diags: &mut Diags<'_>, key: &str, set: bool| {
+                if !set {
+                    diags.at(
+                        &field("auth"),
+                        format!("auth = \"{}\" needs {key}", f.auth.as_str()),
+                    );
+                }
+            };
+            match f.auth {
+                ForwardAuth::None => {}
+                ForwardAuth::Bearer => needs(diags, "token_file", f.token_file.is_some()),
+                ForwardAuth::Apikey => {
+                    needs(diags, "token_file", f.token_file.is_some());
+                    if f.kind != ForwardKind::Elasticsearch {
+                        diags.at(
+                            &field("auth"),
+                            "auth = \"apikey\" is for kind = \"elasticsearch\"; use \"bearer\"",
+                        );
+                    }
+                }
+                ForwardAuth::Basic => {
+                    needs(diags, "credentials_file", f.credentials_file.is_some())
+                }
+            }
+            let token_used = matches!(f.auth, ForwardAuth::Bearer | ForwardAuth::Apikey);
+            if f.token_file.is_some() && !token_used {
+                diags.at(
+                    &field("token_file"),
+                    "token_file is used with auth = \"bearer\" or \"apikey\"",
+                );
+            }
+            if f.credentials_file.is_some() && f.auth != ForwardAuth::Basic {
+                diags.at(
+                    &field("credentials_file"),
+                    "credentials_file is used with auth = \"basic\"",
+                );
+            }
+        }
+        ForwardKind::SplunkHec => {
+            if f.token_file.is_none() {
+                diags.at(at, "kind = \"splunk-hec\" needs token_file (the HEC token)");
+            }
+            if !(1..=3600).contains(&f.ack_timeout_secs) {
+                diags.at(
+                    &field("ack_timeout_secs"),
+                    format!("must be between 1 and 3600, got {}", f.ack_timeout_secs),
+                );
+            }
+        }
+        _ => {}
+    }
+
+    if f.kind == ForwardKind::Elasticsearch {
+        match &f.index {
+            None => diags.at(at, "kind = \"elasticsearch\" needs index"),
+            Some(ix) => {
+                if let Some(problem) = es_index_problem(ix) {
+                    diags.at(&field("index"), format!("{problem}, got {ix:?}"));
+                }
+            }
+        }
+        if f.format == ForwardFormat::Cef {
+            diags.at(
+                &field("format"),
+                "Elasticsearch stores JSON documents: use \"ocsf\" or \"ecs\"",
+            );
+        }
+    }
+    for key in ["index", "sourcetype"] {
+        let v = if key == "index" {
+            &f.index
+        } else {
+            &f.sourcetype
+        };
+        if v.as_deref().is_some_and(str::is_empty) {
+            diags.at(&field(key), "must not be empty");
+        }
+    }
+    if f.kind == ForwardKind::Syslog && !SYSLOG_FACILITIES.contains(&f.facility.as_str()) {
+        diags.at(
+            &field("facility"),
+            format!(
+                "unknown syslog facility {:?} (known: {})",
+                f.facility,
+                SYSLOG_FACILITIES.join(", ")
+            ),
+        );
+    }
+    if f.server_name.as_deref().is_some_and(str::is_empty) {
+        diags.at(&field("server_name"), "must not be empty");
+    }
+
+    let ranges: [(&str, u64, u64, u64); 7] = [
+        ("batch_max_events", f.batch_max_events as u64, 1, 100_000),
+        ("batch_max_bytes", f.batch_max_bytes as u64, 1024, 64 << 20),
+        ("batch_wait_ms", f.batch_wait_ms, 0, 60_000),
+        ("timeout_secs", f.timeout_secs, 1, 600),
+        ("retry_max_secs", f.retry_max_secs, 1, 3600),
+        ("backlog_warn", f.backlog_warn, 1, u64::MAX),
+        ("keep_files", u64::from(f.keep_files), 1, 1000),
+    ];
+    for (key, v, lo, hi) in ranges {
+        if !(lo..=hi).contains(&v) {
+            let msg = if hi == u64::MAX {
+                format!("must be at least {lo}, got {v}")
+            } else {
+                format!("must be between {lo} and {hi}, got {v}")
+            };
+            diags.at(&field(key), msg);
+        }
+    }
+    if f.kind == ForwardKind::File && f.rotate_bytes < 4096 {
+        diags.at(
+            &field("rotate_bytes"),
+            format!("must be at least 4096, got {}", f.rotate_bytes),
+        );
+    }
+}
+
+/// What is wrong with a collector URL, if anything: `https://host[:port][/path]`,
+/// no credentials, query or fragment (they would end up in logs and status).
+pub fn https_url_problem(url: &str) -> Option<&'static str> {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return Some("must be an https:// URL");
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() {
+        return Some("has no host");
+    }
+    if authority.contains('@') {
+        return Some("must not carry credentials (use token_file or credentials_file)");
+    }
+    if url.contains('?') || url.contains('#') {
+        return Some("must not have a query or fragment");
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("must not contain spaces or control characters");
+    }
+    None
+}
+
+/// What is wrong with a `host:port` (or `[IPv6]:port`) address, if anything.
+pub fn host_port_problem(addr: &str) -> Option<&'static str> {
+    let (host, port) = match addr.rsplit_once(':') {
+        Some(hp) => hp,
+        None => return Some("must be \"host:port\""),
+    };
+    let bad = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_err(),
+        None => host.is_empty() || host.contains(':'),
+    };
+    if bad {
+        return Some("must be \"host:port\" (IPv6 in brackets)");
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => None,
+        _ => Some("needs a port between 1 and 65535"),
+    }
+}
+
+/// What Elasticsearch would refuse in an index name, if anything.
+fn es_index_problem(ix: &str) -> Option<&'static str> {
+    if ix.is_empty() {
+        Some("must not be empty")
+    } else if ix.chars().any(|c| c.is_ascii_uppercase()) {
+        Some("must be lowercase")
+    } else if ix.starts_with(['-', '_', '+']) || ix == "." || ix == ".." {
+        Some("must not start with '-', '_' or '+', nor be '.' or '..'")
+    } else if ix.chars().any(|c| {
+        matches!(
+            c,
+            '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ' ' | ',' | '#' | ':'
+        )
+    }) {
+        Some("must not contain \\ / * ? \" < > | space , # or :")
+    } else {
+        None
+    }
+}
+
 /// `parent.key` for a key path relative to `parent` (`rules[2].tables[0]`).
 fn sub_key(parent: &str, key: &str) -> String {
     if key.is_empty() {
@@ -797,7 +1167,7 @@ pub fn unit_name_problem(unit: &str) -> Option<&'static str> {
 mod tests {
     use std::path::Path;
 
-    use crate::config::{Config, Diagnostic};
+    use crate::config::{Config, Diagnostic, ForwardFormat};
 
     /// A valid configuration: one IPv4 target, one account.
     const BASE: &str = r#"[agent]
@@ -868,6 +1238,206 @@ rules = [{ action = "allow", classes = ["read"] }]
 [masking.pii]
 patterns = ["email"]
 "#;
+
+    #[test]
+    fn every_forward_kind_has_a_valid_form() {
+        let src = with(
+            r#"
+[[forward]]
+name = "vector"
+kind = "https"
+url = "https://collector.example:8443/warden"
+auth = "basic"
+credentials_file = "/etc/warden/basic"
+ca_file = "/etc/warden/ca.pem"
+client_cert_file = "/etc/warden/c.pem"
+client_key_file = "/etc/warden/c.key"
+
+[[forward]]
+name = "splunk"
+kind = "splunk-hec"
+url = "https://splunk.example:8088"
+token_file = "/etc/warden/hec"
+ack = true
+format = "cef"
+
+[[forward]]
+name = "es"
+kind = "elasticsearch"
+url = "https://es.example:9200"
+index = "warden-audit"
+auth = "apikey"
+token_file = "/etc/warden/es"
+format = "ecs"
+
+[[forward]]
+name = "siem"
+kind = "syslog"
+address = "[fd00::5]:6514"
+server_name = "siem.example"
+facility = "authpriv"
+
+[[forward]]
+name = "lab"
+kind = "syslog"
+address = "127.0.0.1:514"
+transport = "udp"
+
+[[forward]]
+name = "disk"
+kind = "file"
+path = "/var/log/warden/audit.ndjson"
+keep_files = 3
+"#,
+        );
+        assert_eq!(diagnostics(&src), Vec::new());
+        let c = Config::parse(&src, Path::new("t.toml")).unwrap();
+        let kinds: Vec<&str> = c.forwards.iter().map(|f| f.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "https",
+                "splunk-hec",
+                "elasticsearch",
+                "syslog",
+                "syslog",
+                "file"
+            ]
+        );
+        assert!(c.forwards[1].ack);
+        assert_eq!(c.forwards[2].format, ForwardFormat::Ecs);
+    }
+
+    #[test]
+    fn forward_problems_are_all_reported_with_lines() {
+        // Line numbers: BASE is 14 lines; the extra text starts at line 15.
+        let src = with(
+            r#"
+[[forward]]
+name = "a b"
+kind = "https"
+url = "http://collector.example/"
+auth = "bearer"
+index = "x"
+batch_max_events = 0
+
+[[forward]]
+name = "es"
+kind = "elasticsearch"
+url = "https://user:pw@es.example:9200"
+format = "cef"
+client_cert_file = "relative.pem"
+
+[[forward]]
+name = "es"
+kind = "syslog"
+address = "siem.example"
+transport = "udp"
+ca_file = "/etc/ca.pem"
+facility = "local9"
+
+[[forward]]
+name = "disk"
+kind = "file"
+gzip = false
+rotate_bytes = 10
+[[forward]]
+name = "hec"
+kind = "splunk-hec"
+url = "https://splunk.example:8088"
+auth = "bearer"
+"#,
+        );
+        let got: Vec<(usize, String)> = diagnostics(&src)
+            .into_iter()
+            .map(|d| (d.line, format!("{}: {}", d.key, d.message)))
+            .collect();
+        let expect: &[(usize, &str)] = &[
+            (16, "forward[0].name: may contain only"),
+            (18, "forward[0].url: must be an https:// URL"),
+            (19, "forward[0].auth: auth = \"bearer\" needs token_file"),
+            (
+                20,
+                "forward[0].index: index is not used with kind = \"https\"",
+            ),
+            (
+                21,
+                "forward[0].batch_max_events: must be between 1 and 100000",
+            ),
+            (23, "forward[1]: kind = \"elasticsearch\" needs index"),
+            (26, "forward[1].url: must not carry credentials"),
+            (27, "forward[1].format: Elasticsearch stores JSON"),
+            (28, "forward[1].client_cert_file: must be an absolute path"),
+            (
+                28,
+                "forward[1].client_cert_file: client_cert_file and client_key_file go together",
+            ),
+            (
+                31,
+                "forward[2].name: duplicate forward name \"es\" (also used at line 24)",
+            ),
+            (33, "forward[2].address: must be \"host:port\""),
+            (
+                35,
+                "forward[2].ca_file: ca_file is not used with kind = \"syslog\", transport = \"udp\"",
+            ),
+            (
+                36,
+                "forward[2].facility: unknown syslog facility \"local9\"",
+            ),
+            (38, "forward[3]: kind = \"file\" needs path"),
+            (41, "forward[3].gzip: gzip is not used with kind = \"file\""),
+            (42, "forward[3].rotate_bytes: must be at least 4096"),
+            (43, "forward[4]: kind = \"splunk-hec\" needs token_file"),
+            (
+                47,
+                "forward[4].auth: auth is not used with kind = \"splunk-hec\"",
+            ),
+        ];
+        assert_eq!(got.len(), expect.len(), "{got:#?}");
+        for ((line, text), (want_line, want)) in got.iter().zip(expect) {
+            assert_eq!(line, want_line, "{text}");
+            assert!(
+                text.starts_with(want),
+                "{text:?} does not start with {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn forward_shape_errors_come_from_the_loader() {
+        let list = diagnostics(&with(
+            "\n[[forward]]\nname = \"x\"\n[[forward]]\nkind = \"kafka\"\nname = \"y\"\nbogus = 1\n",
+        ));
+        let got: Vec<(usize, &str)> = list.iter().map(|d| (d.line, d.key.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (15, "forward[0]"),
+                (18, "forward[1].kind"),
+                (20, "forward[1].bogus")
+            ],
+            "{list:#?}"
+        );
+        assert_eq!(list[0].message, "missing required key `kind`");
+        assert!(
+            list[1].message.contains("unknown variant `kafka`"),
+            "{}",
+            list[1].message
+        );
+    }
+
+    #[test]
+    fn url_and_address_checks() {
+        assert_eq!(super::https_url_problem("https://c.example:8443/x/y"), None);
+        assert!(super::https_url_problem("https:///x").is_some());
+        assert!(super::https_url_problem("https://c.example/?token=1").is_some());
+        assert_eq!(super::host_port_problem("siem.example:6514"), None);
+        assert_eq!(super::host_port_problem("[::1]:6514"), None);
+        assert!(super::host_port_problem("::1:6514").is_some());
+        assert!(super::host_port_problem("siem.example:0").is_some());
+        assert!(super::host_port_problem(":514").is_some());
+    }
 
     #[test]
     fn a_postgres_grant_is_valid() {

@@ -81,6 +81,9 @@ pub struct StatusReport {
     pub connections_refused: u64,
     pub audit_path: PathBuf,
     pub audit_healthy: bool,
+    /// `[[forward]]` outputs: backlog, last error, last acknowledgment.
+    #[serde(default)]
+    pub forwarders: Vec<crate::forward::ForwardStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
