@@ -25,8 +25,8 @@ const TARGET_REQUIRED: &[&str] = &["name", "protocol", "address"];
 const ACCOUNT_REQUIRED: &[&str] = &["name"];
 /// Keys every `[[grant]]` must have.
 const GRANT_REQUIRED: &[&str] = &["account", "target"];
-const TOP_LEVEL: &str =
-    "[agent], [audit], [[target]], [[account]], [[grant]], [policy.NAME] or [masking.NAME]";
+const TOP_LEVEL: &str = "[agent], [audit], [[target]], [[account]], [[grant]], [policy.NAME], [masking.NAME] or \
+     [approvals]";
 
 /// The sections as far as they could be deserialised. Problems are in `Diags`.
 pub(crate) struct Decoded {
@@ -48,6 +48,8 @@ pub(crate) struct Decoded {
     pub policies: Vec<(String, Option<PolicyConfig>)>,
     /// `[masking.NAME]` tables in file order.
     pub maskings: Vec<(String, Option<MaskingConfig>)>,
+    /// `[approvals]`; defaults when absent or broken.
+    pub approvals: super::approvals::ApprovalsSection,
 }
 
 /// Parses TOML syntax. On syntax errors returns all of them (and nothing else:
@@ -108,6 +110,7 @@ pub(crate) fn decode(root: DeTable<'_>, diags: &mut Diags<'_>) -> Decoded {
         grants: Vec::new(),
         policies: Vec::new(),
         maskings: Vec::new(),
+        approvals: Default::default(),
     };
     for (key, value) in root {
         match key.get_ref().as_ref() {
@@ -147,6 +150,11 @@ pub(crate) fn decode(root: DeTable<'_>, diags: &mut Diags<'_>) -> Decoded {
                     let path = index("grant", i);
                     out.grants
                         .push(decode_table(&path, element, GRANT_REQUIRED, diags));
+                }
+            }
+            "approvals" => {
+                if let Some(a) = decode_table("approvals", value, &[], diags) {
+                    out.approvals = a;
                 }
             }
             "policy" => out.policies = named_tables("policy", value, diags),

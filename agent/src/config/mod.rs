@@ -12,6 +12,7 @@
 //! The defaults of every key are written out in `config/warden.toml`, which a
 //! test below keeps valid and complete.
 
+pub mod approvals;
 mod error;
 mod load;
 pub mod model;
@@ -83,6 +84,7 @@ impl Config {
                 .into_iter()
                 .filter_map(|(k, v)| Some((k, v?)))
                 .collect(),
+            approvals: decoded.approvals,
             source: path.to_owned(),
             sha256: hex::encode(Sha256::digest(src.as_bytes())),
         })
@@ -427,11 +429,16 @@ targets = ["cache"]
         assert!(c.maskings.contains_key("pii"));
         assert!(c.is_granted("orders-api", "orders-pg"));
         assert!(c.is_granted("orders-api", "orders-db"));
+        assert_eq!(c.approvals, approvals::ApprovalsSection::default());
     }
 
     #[test]
     fn reference_config_mentions_every_key() {
-        let tables: [(&str, &[&str]); 7] = [
+        let tables: [(&str, &[&str]); 8] = [
+            (
+                "[approvals]",
+                load::field_names::<approvals::ApprovalsSection>(),
+            ),
             ("[agent]", load::field_names::<AgentSection>()),
             ("[audit]", load::field_names::<AuditSection>()),
             ("[[target]]", load::field_names::<Target>()),

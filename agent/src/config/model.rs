@@ -23,6 +23,8 @@ pub struct Config {
     pub policies: std::collections::BTreeMap<String, crate::policy::PolicyConfig>,
     /// `[masking.NAME]` tables, by name.
     pub maskings: std::collections::BTreeMap<String, crate::masking::MaskingConfig>,
+    /// `[approvals]`: approvers, hold timeout, webhooks.
+    pub approvals: super::approvals::ApprovalsSection,
     /// File the configuration was read from (for messages and audit).
     pub source: PathBuf,
     /// Hex SHA-256 of the file's exact bytes.
