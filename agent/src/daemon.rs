@@ -79,6 +79,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// PostgreSQL targets: grants, compiled policies and masking, TLS.
     pub pg: crate::proxy::postgres::PgRuntime,
+    /// Held statements, decisions and grants (`[approvals]`).
+    pub approvals: Arc<crate::approval::Approvals>,
     pub started_ms: i64,
     pub detach_on_exit: AtomicBool,
     shutdown: watch::Sender<bool>,
@@ -259,7 +261,13 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         })
         .await?;
     let identities = crate::identity::sources::IdentitySources::from_config(&config, &host_name())?;
-    let pg = crate::proxy::postgres::PgRuntime::build(&config)?;
+    let approvals = crate::approval::Approvals::new(
+        config.approvals.clone(),
+        audit.clone(),
+        approver_cli(&config),
+    );
+    let pg =
+        crate::proxy::postgres::PgRuntime::build(&config)?.with_approvals(Arc::clone(&approvals));
     let mut enrollments =
         Enrollments::load(&config, config.agent.state_dir.join("enrollments.json"))?;
     enrollments.resolve(&mount);
@@ -312,6 +320,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         identities,
         metrics: Metrics::default(),
         pg,
+        approvals,
         started_ms: now_ms(),
         detach_on_exit: AtomicBool::new(detach_on_exit),
         shutdown: shutdown_tx,
@@ -335,6 +344,12 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
             shutdown_rx.clone(),
         )));
     }
+    let approvals_listener = control::approvals::bind(&shared.config.approvals.socket)?;
+    tasks.push(tokio::spawn(control::approvals::serve(
+        approvals_listener,
+        Arc::clone(&shared.approvals),
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(control::server::serve(
         control,
         Arc::clone(&shared),
@@ -363,6 +378,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let control_socket = shared.config.agent.control_socket.clone();
+    let _ = std::fs::remove_file(&shared.config.approvals.socket);
     if shared.detach_on_exit.load(Ordering::SeqCst) {
         // Unpinning releases the kernel's references; ours close at exit.
         let report = ebpf::uninstall(&shared.config.agent.bpf_pin_dir)?;
@@ -384,6 +400,18 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
     let _ = std::fs::remove_file(&control_socket);
     info!("warden stopped");
     Ok(())
+}
+
+/// How an approver invokes Warden to reach this daemon's approvals socket.
+fn approver_cli(config: &Config) -> String {
+    if config.approvals.socket == crate::config::approvals::defaults::socket() {
+        "warden approvals".to_owned()
+    } else {
+        format!(
+            "warden approvals --socket {}",
+            config.approvals.socket.display()
+        )
+    }
 }
 
 async fn wait_for_stop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {

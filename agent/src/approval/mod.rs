@@ -209,12 +209,13 @@ pub struct Approvals {
     audit: AuditHandle,
     state: Mutex<State>,
     notifier: Option<Notifier>,
-    /// `warden` plus the options an approver needs (e.g. `--socket`).
+    /// How an approver runs the approvals CLI (`warden approvals`, with
+    /// `--socket` when it is not the default).
     cli: String,
 }
 
 impl Approvals {
-    /// `cli`: how an approver invokes Warden (`warden`, or with options).
+    /// `cli`: how an approver runs the approvals CLI (`warden approvals`).
     pub fn new(cfg: ApprovalsSection, audit: AuditHandle, cli: String) -> Arc<Self> {
         let notifier = Notifier::start(cfg.webhooks.clone());
         Arc::new(Self {
@@ -240,11 +241,11 @@ impl Approvals {
 
     /// The command an approver runs.
     pub fn approve_line(&self, id: &str) -> String {
-        format!("{} approvals approve {id}", self.cli)
+        format!("{} approve {id}", self.cli)
     }
 
     fn deny_line(&self, id: &str) -> String {
-        format!("{} approvals deny {id}", self.cli)
+        format!("{} deny {id}", self.cli)
     }
 
     /// Asks for approval: through a live grant, or held. `Err` (the audit

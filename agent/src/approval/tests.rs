@@ -90,7 +90,7 @@ async fn approve_deny_timeout_withdraw_and_refusals_are_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
     let (audit, task) = crate::audit::spawn_writer(&path, opts()).unwrap();
-    let svc = Approvals::new(cfg(1), audit.clone(), "warden".into());
+    let svc = Approvals::new(cfg(1), audit.clone(), "warden approvals".into());
 
     // Approved by another uid.
     let mut h = held(&svc, "DELETE FROM orders WHERE id = 1").await;
@@ -206,7 +206,7 @@ async fn grants_cover_the_fingerprint_until_revoked_or_expired() {
     let (audit, task) = crate::audit::spawn_writer(&path, opts()).unwrap();
     let mut c = cfg(5);
     c.require_reason = true;
-    let svc = Approvals::new(c, audit.clone(), "warden".into());
+    let svc = Approvals::new(c, audit.clone(), "warden approvals".into());
 
     let mut h = held(&svc, "DELETE FROM orders WHERE id = 1").await;
     let no_reason = Decision {
