@@ -255,8 +255,7 @@ impl Approvals {
         let grant = {
             let mut st = self.lock();
             st.grants.retain(|_, g| g.until_ms > now);
-            let hit = st
-                .grants
+            st.grants
                 .values_mut()
                 .find(|g| {
                     g.account == spec.account
@@ -266,8 +265,7 @@ impl Approvals {
                 .map(|g| {
                     g.uses += 1;
                     (g.id.clone(), g.request_id.clone(), g.until_ms)
-                });
-            hit
+                })
         };
         if let Some((grant_id, request_id, until)) = grant {
             let mut ev = event(&spec, ApprovalStatus::GrantUsed, now, now);
