@@ -510,7 +510,7 @@ fn approvals(config: &std::path::Path, args: ApprovalsArgs) -> anyhow::Result<Ex
     let socket = match args.socket {
         Some(s) => s,
         None => Config::load(config)
-            .map(|c| c.approvals.socket)
+            .map(|c| c.approvals.socket_path(&c.agent.control_socket))
             .unwrap_or_else(|_| crate::config::approvals::defaults::socket()),
     };
     let req = match args.command {

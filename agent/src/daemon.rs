@@ -261,11 +261,10 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         })
         .await?;
     let identities = crate::identity::sources::IdentitySources::from_config(&config, &host_name())?;
-    let approvals = crate::approval::Approvals::new(
-        config.approvals.clone(),
-        audit.clone(),
-        approver_cli(&config),
-    );
+    let mut approvals_cfg = config.approvals.clone();
+    approvals_cfg.socket = Some(config.approvals.socket_path(&config.agent.control_socket));
+    let approvals =
+        crate::approval::Approvals::new(approvals_cfg, audit.clone(), approver_cli(&config));
     let pg =
         crate::proxy::postgres::PgRuntime::build(&config)?.with_approvals(Arc::clone(&approvals));
     let mut enrollments =
@@ -344,7 +343,11 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
             shutdown_rx.clone(),
         )));
     }
-    let approvals_listener = control::approvals::bind(&shared.config.approvals.socket)?;
+    let approvals_socket = shared
+        .config
+        .approvals
+        .socket_path(&shared.config.agent.control_socket);
+    let approvals_listener = control::approvals::bind(&approvals_socket)?;
     tasks.push(tokio::spawn(control::approvals::serve(
         approvals_listener,
         Arc::clone(&shared.approvals),
@@ -378,7 +381,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let control_socket = shared.config.agent.control_socket.clone();
-    let _ = std::fs::remove_file(&shared.config.approvals.socket);
+    let _ = std::fs::remove_file(&approvals_socket);
     if shared.detach_on_exit.load(Ordering::SeqCst) {
         // Unpinning releases the kernel's references; ours close at exit.
         let report = ebpf::uninstall(&shared.config.agent.bpf_pin_dir)?;
@@ -404,13 +407,11 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
 
 /// How an approver invokes Warden to reach this daemon's approvals socket.
 fn approver_cli(config: &Config) -> String {
-    if config.approvals.socket == crate::config::approvals::defaults::socket() {
+    let socket = config.approvals.socket_path(&config.agent.control_socket);
+    if socket == crate::config::approvals::defaults::socket() {
         "warden approvals".to_owned()
     } else {
-        format!(
-            "warden approvals --socket {}",
-            config.approvals.socket.display()
-        )
+        format!("warden approvals --socket {}", socket.display())
     }
 }
 

@@ -31,9 +31,10 @@ pub struct ApprovalsSection {
     #[serde(default = "defaults::max_grant_secs")]
     pub max_grant_secs: u64,
     /// The approvals socket (mode 0666: every peer is checked by
-    /// SO_PEERCRED against `approvers`).
-    #[serde(default = "defaults::socket")]
-    pub socket: PathBuf,
+    /// SO_PEERCRED against `approvers`). Default: `approvals.sock` next to
+    /// `agent.control_socket` (see [`ApprovalsSection::socket_path`]).
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
     /// Notified of each new request (JSON POST, retried, never blocking).
     #[serde(default)]
     pub webhooks: Vec<Webhook>,
@@ -90,8 +91,21 @@ impl Default for ApprovalsSection {
             approval_timeout_secs: defaults::approval_timeout_secs(),
             require_reason: false,
             max_grant_secs: defaults::max_grant_secs(),
-            socket: defaults::socket(),
+            socket: None,
             webhooks: Vec::new(),
+        }
+    }
+}
+
+impl ApprovalsSection {
+    /// The approvals socket: `socket`, or `approvals.sock` in the directory
+    /// of the control socket.
+    pub fn socket_path(&self, control_socket: &std::path::Path) -> PathBuf {
+        match &self.socket {
+            Some(s) => s.clone(),
+            None => control_socket
+                .parent()
+                .map_or_else(defaults::socket, |d| d.join("approvals.sock")),
         }
     }
 }
@@ -133,16 +147,18 @@ pub(crate) fn check(a: &ApprovalsSection, control_socket: &std::path::Path, diag
             ),
         );
     }
-    if !a.socket.is_absolute() {
+    // A derived path is as absolute as agent.control_socket (checked there).
+    let socket = a.socket_path(control_socket);
+    if a.socket.is_some() && !socket.is_absolute() {
         diags.at(
             "approvals.socket",
             format!(
                 "must be an absolute path, got {:?}",
-                a.socket.display().to_string()
+                socket.display().to_string()
             ),
         );
     }
-    if a.socket == control_socket {
+    if socket == control_socket {
         diags.at(
             "approvals.socket",
             "must differ from agent.control_socket (that one is root-only)",

@@ -72,7 +72,7 @@ pub async fn serve(
 }
 
 async fn handle(stream: UnixStream, approvals: &Approvals) -> Result<(), ControlError> {
-    let path = approvals.config().socket.clone();
+    let path = approvals.config().socket.clone().unwrap_or_default();
     let io = |source| ControlError::Io {
         path: path.clone(),
         source,
