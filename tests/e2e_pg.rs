@@ -32,6 +32,10 @@ rules = [
 [masking.pii]
 columns = [ { column = "customers.card", strategy = "last4" } ]
 patterns = ["card", "email", "ssn", "iban", "token"]
+
+# Nobody approves in these tests: `approve` statements are refused after 1 s.
+[approvals]
+approval_timeout_secs = 1
 "#;
 
 impl PgEnv {

@@ -48,6 +48,51 @@ pub enum Command {
     /// Workload identity tools.
     #[command(subcommand)]
     Identity(IdentityCommand),
+    /// Just-in-time approvals of held statements (for approvers).
+    Approvals(ApprovalsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApprovalsArgs {
+    /// The approvals socket (default: `[approvals] socket` of the
+    /// configuration when readable, else /run/warden/approvals.sock).
+    #[arg(long, env = "WARDEN_APPROVALS_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: ApprovalsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Pending requests and live grants.
+    List,
+    /// One request, pending or recently decided.
+    Show { id: String },
+    /// Let a held statement through.
+    Approve {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Also let the same statement (literals aside) of the same account
+        /// on the same target through for this long, e.g. 30m, 2h, 90s.
+        #[arg(long = "for")]
+        duration: Option<String>,
+    },
+    /// Refuse a held statement.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// End a grant before it expires.
+    Revoke {
+        grant_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

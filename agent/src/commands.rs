@@ -9,7 +9,10 @@ use anyhow::{Context, bail};
 use crate::audit::parse_time;
 use crate::audit::reader::{AuditReader, TailFilter, format_text};
 use crate::audit::store::now_ms;
-use crate::cli::{AuditCommand, Cli, Command, IdentityCommand, SelectorArgs, TailFormat};
+use crate::cli::{
+    ApprovalsArgs, ApprovalsCommand, AuditCommand, Cli, Command, IdentityCommand, SelectorArgs,
+    TailFormat,
+};
 use crate::config::Config;
 use crate::control::{Request, Response, client};
 use crate::identity::Selector;
@@ -74,6 +77,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             done(client::call(&cfg.agent.control_socket, &req)?)
         }
+        Command::Approvals(args) => approvals(&cli.config, args),
         Command::Uninstall => {
             let cfg = Config::load(&cli.config)?;
             let sock = &cfg.agent.control_socket;
@@ -498,5 +502,117 @@ mod tests {
         })
         .await
         .unwrap();
+    }
+}
+
+/// `warden approvals ...`: through the approvals socket, as the caller's uid.
+fn approvals(config: &std::path::Path, args: ApprovalsArgs) -> anyhow::Result<ExitCode> {
+    let socket = match args.socket {
+        Some(s) => s,
+        None => Config::load(config)
+            .map(|c| c.approvals.socket_path(&c.agent.control_socket))
+            .unwrap_or_else(|_| crate::config::approvals::defaults::socket()),
+    };
+    let req = match args.command {
+        ApprovalsCommand::List => Request::ApprovalsList,
+        ApprovalsCommand::Show { id } => Request::ApprovalsShow { id },
+        ApprovalsCommand::Approve {
+            id,
+            reason,
+            duration,
+        } => Request::ApprovalsDecide {
+            id,
+            decision: crate::approval::Decision {
+                approve: true,
+                reason,
+                grant_secs: duration.as_deref().map(parse_duration).transpose()?,
+            },
+        },
+        ApprovalsCommand::Deny { id, reason } => Request::ApprovalsDecide {
+            id,
+            decision: crate::approval::Decision {
+                approve: false,
+                reason,
+                grant_secs: None,
+            },
+        },
+        ApprovalsCommand::Revoke { grant_id, reason } => {
+            Request::ApprovalsRevoke { grant_id, reason }
+        }
+    };
+    let resp = client::call(&socket, &req)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&resp)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match resp {
+        Response::Approvals(l) => {
+            println!("pending requests: {}", l.pending.len());
+            for r in &l.pending {
+                println!(
+                    "  {} {}@{} risk={} rule={} pid={} uid={} expires={} statement={:?}",
+                    r.id,
+                    r.account,
+                    r.target,
+                    r.risk,
+                    r.rule.as_deref().unwrap_or("-"),
+                    r.process.pid.map_or("-".into(), |p| p.to_string()),
+                    r.process.uid.map_or("-".into(), |u| u.to_string()),
+                    crate::audit::reader::format_time(r.expires_ms),
+                    r.statement
+                );
+            }
+            println!("grants: {}", l.grants.len());
+            for g in &l.grants {
+                println!(
+                    "  {} {}@{} until={} uses={} by uid {} (request {}) statement={:?}",
+                    g.id,
+                    g.account,
+                    g.target,
+                    crate::audit::reader::format_time(g.until_ms),
+                    g.uses,
+                    g.approver.uid,
+                    g.request_id,
+                    g.statement
+                );
+            }
+        }
+        Response::Approval(r) => println!("{}", serde_json::to_string_pretty(&r)?),
+        other => return done(other),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `30m`, `2h`, `90s`, `1d` or plain seconds.
+fn parse_duration(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("invalid duration {s:?} (e.g. 30m, 2h, 90s)"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("invalid duration {s:?}: unit must be s, m, h or d"),
+    };
+    n.checked_mul(mult)
+        .filter(|&v| v > 0)
+        .with_context(|| format!("invalid duration {s:?}"))
+}
+
+#[cfg(test)]
+mod approval_cli_tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30m").unwrap(), 1800);
+        assert_eq!(parse_duration("2h").unwrap(), 7200);
+        assert_eq!(parse_duration("90").unwrap(), 90);
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5w").is_err());
+        assert!(parse_duration("m").is_err());
     }
 }

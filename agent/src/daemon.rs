@@ -86,6 +86,8 @@ pub struct Shared {
     pub pg: crate::proxy::postgres::PgRuntime,
     /// `[[forward]]` outputs shipping the audit trail off the host.
     pub forward: crate::forward::Forwarders,
+    /// Held statements, decisions and grants (`[approvals]`).
+    pub approvals: Arc<crate::approval::Approvals>,
     pub started_ms: i64,
     pub detach_on_exit: AtomicBool,
     shutdown: watch::Sender<bool>,
@@ -271,7 +273,12 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
     let forward =
         crate::forward::Forwarders::start(&config.forwards, &config.audit_path(), &host_name())?;
     let identities = crate::identity::sources::IdentitySources::from_config(&config, &host_name())?;
-    let pg = crate::proxy::postgres::PgRuntime::build(&config)?;
+    let mut approvals_cfg = config.approvals.clone();
+    approvals_cfg.socket = Some(config.approvals.socket_path(&config.agent.control_socket));
+    let approvals =
+        crate::approval::Approvals::new(approvals_cfg, audit.clone(), approver_cli(&config));
+    let pg =
+        crate::proxy::postgres::PgRuntime::build(&config)?.with_approvals(Arc::clone(&approvals));
     let mut enrollments =
         Enrollments::load(&config, config.agent.state_dir.join("enrollments.json"))?;
     enrollments.resolve(&mount);
@@ -325,6 +332,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         metrics: Metrics::default(),
         pg,
         forward,
+        approvals,
         started_ms: now_ms(),
         detach_on_exit: AtomicBool::new(detach_on_exit),
         shutdown: shutdown_tx,
@@ -348,6 +356,16 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
             shutdown_rx.clone(),
         )));
     }
+    let approvals_socket = shared
+        .config
+        .approvals
+        .socket_path(&shared.config.agent.control_socket);
+    let approvals_listener = control::approvals::bind(&approvals_socket)?;
+    tasks.push(tokio::spawn(control::approvals::serve(
+        approvals_listener,
+        Arc::clone(&shared.approvals),
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(control::server::serve(
         control,
         Arc::clone(&shared),
@@ -376,6 +394,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let control_socket = shared.config.agent.control_socket.clone();
+    let _ = std::fs::remove_file(&approvals_socket);
     if shared.detach_on_exit.load(Ordering::SeqCst) {
         // Unpinning releases the kernel's references; ours close at exit.
         let report = ebpf::uninstall(&shared.config.agent.bpf_pin_dir)?;
@@ -401,6 +420,16 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
     let _ = std::fs::remove_file(&control_socket);
     info!("warden stopped");
     Ok(())
+}
+
+/// How an approver invokes Warden to reach this daemon's approvals socket.
+fn approver_cli(config: &Config) -> String {
+    let socket = config.approvals.socket_path(&config.agent.control_socket);
+    if socket == crate::config::approvals::defaults::socket() {
+        "warden approvals".to_owned()
+    } else {
+        format!("warden approvals --socket {}", socket.display())
+    }
 }
 
 async fn wait_for_stop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {

@@ -3,6 +3,7 @@
 //! over [`commands::dispatch`]; fuzz targets and benches use the modules
 //! directly.
 
+pub mod approval;
 pub mod audit;
 pub mod cli;
 pub mod commands;

@@ -331,3 +331,119 @@ pub struct StatementEvent {
     #[serde(default)]
     pub result: Option<ResultSummary>,
 }
+
+/// One step in the life of an approval request or grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    /// A statement matched an `approve` rule and is held.
+    Requested,
+    /// An approver let it through (with `grant_id`: and created a grant).
+    Approved,
+    /// An approver refused it.
+    Denied,
+    /// Nobody decided within the timeout (a refusal).
+    TimedOut,
+    /// The client cancelled or went away while it was held.
+    Withdrawn,
+    /// A statement matched a live grant and went through without a hold.
+    GrantUsed,
+    /// A grant was revoked before it expired.
+    Revoked,
+    /// Someone tried to decide or revoke and was not allowed to (their own
+    /// request, not an approver, reason missing).
+    DecisionRefused,
+}
+
+impl ApprovalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Requested => "requested",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Denied => "denied",
+            ApprovalStatus::TimedOut => "timed_out",
+            ApprovalStatus::Withdrawn => "withdrawn",
+            ApprovalStatus::GrantUsed => "grant_used",
+            ApprovalStatus::Revoked => "revoked",
+            ApprovalStatus::DecisionRefused => "decision_refused",
+        }
+    }
+
+    /// Every status, for parsing and tests.
+    pub const ALL: [ApprovalStatus; 8] = [
+        ApprovalStatus::Requested,
+        ApprovalStatus::Approved,
+        ApprovalStatus::Denied,
+        ApprovalStatus::TimedOut,
+        ApprovalStatus::Withdrawn,
+        ApprovalStatus::GrantUsed,
+        ApprovalStatus::Revoked,
+        ApprovalStatus::DecisionRefused,
+    ];
+}
+
+/// Who decided (or tried to): the approvals socket's peer as the kernel
+/// reported it (SO_PEERCRED) and its groups from `/proc`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApproverIdentity {
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// User name of `uid`, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Primary and supplementary groups, by name (or number when unnamed).
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// An approval transition (OCSF User Access Management 3005): what was
+/// asked, by whom, for what, and what became of it. Statement text is
+/// masked by the protocol handler before it gets here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalEvent {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    pub status: ApprovalStatus,
+    /// The request this step belongs to (absent for a revocation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The grant created (approved with a duration), used or revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<String>,
+    pub account: String,
+    pub target: String,
+    /// `postgres` (later `mysql`, `http`).
+    pub protocol: String,
+    /// The connection the statement was held on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionId>,
+    /// The requesting process, as recorded for its connection.
+    #[serde(default)]
+    pub process: ProcessInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<TokenIdentity>,
+    /// The statement, masked.
+    pub statement: String,
+    /// Hex SHA-256 of the statement with its literals normalised.
+    pub fingerprint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Risk class (the statement's class: write, ddl, ...).
+    pub risk: String,
+    /// When the request was made (ms since the Unix epoch).
+    pub requested_ms: i64,
+    /// Requested: when it times out; with a grant: when the grant ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<i64>,
+    /// Who decided, revoked or tried to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<ApproverIdentity>,
+    /// The approver's reason, or why the step happened (timeout, cancel,
+    /// refusal of a decision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}

@@ -9,7 +9,7 @@
 //! | `config-changes.jsonl` | configuration loads/reloads (OCSF Device Config State Change), likewise |
 //! | `checkpoints.jsonl` | checkpoint events (OCSF, carrying the signed body, signature and public key) in the range and every later one |
 //! | `other-events.jsonl` | other chain events in the range (retention prunes) |
-//! | `approvals.jsonl` | approval decisions: empty, this version records none (the manifest says so) |
+//! | `approvals.jsonl` | approval transitions (OCSF User Access Management: requested, approved, denied, timed out, withdrawn, grant used, revoked, refused decisions), the exact stored bytes, in seq order |
 //! | `verification.txt` | chain id, exported seq range, gaps, the full `verify` report, key fingerprints |
 //! | `summary.json` | counts of connection events per account, target, decision and (account, target, decision); under `statements`, counts of statements per account, target, decision, class and (account, target, decision), and of results |
 //! | `manifest.json` | SHA-256 and size of every file above, chain id, range, creation time, Warden version, signing key |
@@ -73,7 +73,7 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const SIGNATURE_FILE: &str = "manifest.sig";
 /// What `manifest.json` says about approvals in this version.
 pub const APPROVALS_NOTE: &str =
-    "none: this version of Warden records no approval events (approvals.jsonl is empty)";
+    "approval transitions (OCSF User Access Management 3005) are in approvals.jsonl";
 /// Key of an absent account/target in `summary.json`'s maps.
 pub const NONE_KEY: &str = "-";
 
@@ -523,7 +523,7 @@ pub fn export(
     let mut configs = Out::create(out_dir, CONFIG_FILE)?;
     let mut checkpoints = Out::create(out_dir, CHECKPOINTS_FILE)?;
     let mut others = Out::create(out_dir, OTHER_FILE)?;
-    let approvals = Out::create(out_dir, APPROVALS_FILE)?;
+    let mut approvals = Out::create(out_dir, APPROVALS_FILE)?;
     let mut summary = SummaryBuilder::default();
     let mut gaps = Vec::new();
     if let (Some(first), Some(last)) = (first, last) {
@@ -556,6 +556,7 @@ pub fn export(
                     events.line(out_dir, data)?;
                 }
                 Some(EventKind::Config) => configs.line(out_dir, data)?,
+                Some(EventKind::Approval) => approvals.line(out_dir, data)?,
                 Some(EventKind::Checkpoint) => checkpoints.line(out_dir, data)?,
                 Some(EventKind::Prune) | None => others.line(out_dir, data)?,
             }
@@ -594,7 +595,7 @@ pub fn export(
         config_changes: configs.lines,
         checkpoints: checkpoints.lines,
         other_events: others.lines,
-        approvals: 0,
+        approvals: approvals.lines,
     };
     let mut files = BTreeMap::new();
     for out in [events, configs, checkpoints, others, approvals] {
@@ -634,7 +635,11 @@ pub fn export(
          checkpoints, {} other events",
         counts.events, counts.config_changes, counts.checkpoints, counts.other_events
     );
-    let _ = writeln!(v, "approvals:       {APPROVALS_NOTE}");
+    let _ = writeln!(
+        v,
+        "approvals:       {} approval transitions ({APPROVALS_NOTE})",
+        counts.approvals
+    );
     let _ = writeln!(
         v,
         "full chain:      {}",
@@ -979,7 +984,7 @@ struct Line {
 /// Reads one `.jsonl` file of a bundle in order.
 struct LineReader {
     name: &'static str,
-    /// Which [`EventKind`] the file holds (`None`: approvals, none yet).
+    /// Which [`EventKind`] the file holds.
     kind: Option<EventKind>,
     r: BufReader<File>,
     last_seq: Option<u64>,
@@ -993,7 +998,7 @@ const LINE_FILES: [(&str, Option<EventKind>); 5] = [
     (CONFIG_FILE, Some(EventKind::Config)),
     (CHECKPOINTS_FILE, Some(EventKind::Checkpoint)),
     (OTHER_FILE, Some(EventKind::Prune)),
-    (APPROVALS_FILE, None),
+    (APPROVALS_FILE, Some(EventKind::Approval)),
 ];
 
 struct ContentCheck<'a> {
@@ -1066,7 +1071,7 @@ impl<'a> ContentCheck<'a> {
             return Err(bundle_err(
                 dir,
                 rd.name,
-                "this version of Warden records no approvals, but the file has lines",
+                "this file holds no chain events, but it has lines",
             ));
         };
         let p =
@@ -1624,7 +1629,7 @@ mod tests {
         assert!(err.to_string().contains("metadata.uid"), "{err}");
         assert_eq!(bundle_file(err), CONFIG_FILE);
 
-        // A line in approvals.jsonl, which this version never writes.
+        // A line in approvals.jsonl that is no approval event.
         let (_d, path, out) = bundle().await;
         resign(&out, &path, APPROVALS_FILE, b"{}\n");
         assert_eq!(

@@ -109,6 +109,32 @@
 //!   `checkpoint_head_hash`); `unmapped.warden.seq` = seq;
 //! - store columns: `class_uid` 6002, `activity` "prune", `decision` "n/a",
 //!   `session` "", `reason` = the prune's reason (`retention`).
+//!
+//! Approval mapping (just-in-time approvals, `approval/`: each transition
+//! of a request or grant is its own chain event). OCSF has no "approval
+//! request" class; a held statement that a human lets through is a
+//! privilege granted to the account for that statement (or, with a grant,
+//! for that statement fingerprint for a while), so the closest fit is
+//! class 3005 User Access Management (category 3 Identity & Access
+//! Management):
+//! - `activity_id` 1 Assign Privileges for `approved`, 2 Revoke Privileges
+//!   for `revoked`, 99 Other for the rest, with `activity_name` the status
+//!   (`Requested`, `Denied`, `Timed Out`, `Withdrawn`, `Grant Used`,
+//!   `Decision Refused`); `type_uid` = 300500 + activity_id;
+//! - approved/grant_used: severity 1, status Success; requested: severity 2
+//!   Low, status Other; denied/timed_out/withdrawn/revoked: severity 1,
+//!   status Failure (the statement did not run); decision_refused:
+//!   severity 3 Medium, status Failure;
+//! - `message` e.g. "approval ab12cd34 approved for orders-api on
+//!   orders-db"; `metadata` as for statements (`correlation_uid` = the
+//!   session, when there is one); `user.name` = the account (whose
+//!   privilege it is), `privileges` = [`statement:<fingerprint>`];
+//!   `actor.user` = the approver (uid, name, groups), when there is one;
+//! - `unmapped.warden` = `account`, `target`, `decision` (the status),
+//!   `reason`, `session` ("" when none), and `approval` = the whole
+//!   [`ApprovalEvent`] (decoded back by [`decode_approval`]);
+//! - store columns: `class_uid` 3005, `activity` "approval", `decision` =
+//!   the status, `account`, `target`, `session`, `reason`.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -121,8 +147,9 @@ use serde::{Deserialize, Serialize};
 use super::AuditError;
 use super::checkpoint::Checkpoint;
 use super::event::{
-    ConfigAction, ConfigChange, ConnActivity, ConnectionEvent, Decision, ProcessInfo, PruneRecord,
-    ResultSummary, SessionId, StatementDecision, StatementEvent, StatementPhase, TokenIdentity,
+    ApprovalEvent, ApprovalStatus, ConfigAction, ConfigChange, ConnActivity, ConnectionEvent,
+    Decision, ProcessInfo, PruneRecord, ResultSummary, SessionId, StatementDecision,
+    StatementEvent, StatementPhase, TokenIdentity,
 };
 
 /// OCSF schema version written into `metadata.version`.
@@ -158,6 +185,10 @@ pub const PRUNE_ACTIVITY: &str = "prune";
 pub const PRUNE_ACTIVITY_NAME: &str = "Prune";
 /// OCSF Datastore Activity class (database statements).
 pub const CLASS_UID_DATASTORE_ACTIVITY: u32 = 6005;
+/// OCSF User Access Management class (approval transitions).
+pub const CLASS_UID_USER_ACCESS_MANAGEMENT: u32 = 3005;
+/// Store `activity` column of approval events.
+pub const APPROVAL_ACTIVITY: &str = "approval";
 
 /// OCSF `activity_id` of a connection activity.
 pub fn activity_id(activity: ConnActivity) -> u8 {
@@ -1776,6 +1807,8 @@ pub enum EventKind {
     Prune,
     /// Datastore Activity (6005): a database statement's request or result.
     Statement,
+    /// User Access Management (3005): an approval transition.
+    Approval,
 }
 
 impl EventKind {
@@ -1788,6 +1821,7 @@ impl EventKind {
             (CLASS_UID_APPLICATION_LIFECYCLE, CHECKPOINT_ACTIVITY) => Some(EventKind::Checkpoint),
             (CLASS_UID_APPLICATION_LIFECYCLE, PRUNE_ACTIVITY) => Some(EventKind::Prune),
             (CLASS_UID_DATASTORE_ACTIVITY, _) => Some(EventKind::Statement),
+            (CLASS_UID_USER_ACCESS_MANAGEMENT, _) => Some(EventKind::Approval),
             _ => None,
         }
     }
@@ -1873,6 +1907,7 @@ impl Probe<'_> {
             (CLASS_UID_APPLICATION_LIFECYCLE, "Checkpoint") => Some(EventKind::Checkpoint),
             (CLASS_UID_APPLICATION_LIFECYCLE, PRUNE_ACTIVITY_NAME) => Some(EventKind::Prune),
             (CLASS_UID_DATASTORE_ACTIVITY, _) => Some(EventKind::Statement),
+            (CLASS_UID_USER_ACCESS_MANAGEMENT, _) => Some(EventKind::Approval),
             _ => None,
         }
     }
@@ -2077,6 +2112,222 @@ pub struct DecodedConnection {
     pub uid: String,
     /// `device.hostname`, when it was recorded.
     pub host: Option<String>,
+}
+
+/// The members of a User Access Management event before `metadata`.
+#[derive(Serialize)]
+struct ApprovalHead<'a> {
+    activity_id: u8,
+    activity_name: &'static str,
+    category_uid: u32,
+    category_name: &'static str,
+    class_uid: u32,
+    class_name: &'static str,
+    type_uid: u32,
+    type_name: String,
+    time: i64,
+    severity_id: u8,
+    severity: &'static str,
+    status_id: u8,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_detail: Option<&'a str>,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct ApprovalMiddle<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<DeviceSer<'a>>,
+    user: UserNameSer<'a>,
+    privileges: [String; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<ApproverActorSer<'a>>,
+}
+
+#[derive(Serialize)]
+struct UserNameSer<'a> {
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct ApproverActorSer<'a> {
+    user: ApproverUserSer<'a>,
+}
+
+#[derive(Serialize)]
+struct ApproverUserSer<'a> {
+    uid: Shown<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[GroupSer<'_>]>::is_empty")]
+    groups: Vec<GroupSer<'a>>,
+}
+
+#[derive(Serialize)]
+struct GroupSer<'a> {
+    name: &'a str,
+}
+
+/// `unmapped.warden` of an approval event, without `seq`.
+#[derive(Serialize)]
+struct ApprovalExtSer<'a> {
+    account: &'a str,
+    target: &'a str,
+    decision: ApprovalStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    session: &'a str,
+    approval: &'a ApprovalEvent,
+}
+
+/// OCSF `activity_id` and `activity_name` of an approval status.
+pub fn approval_activity(status: ApprovalStatus) -> (u8, &'static str) {
+    match status {
+        ApprovalStatus::Approved => (1, "Assign Privileges"),
+        ApprovalStatus::Revoked => (2, "Revoke Privileges"),
+        ApprovalStatus::Requested => (ACTIVITY_ID_OTHER, "Requested"),
+        ApprovalStatus::Denied => (ACTIVITY_ID_OTHER, "Denied"),
+        ApprovalStatus::TimedOut => (ACTIVITY_ID_OTHER, "Timed Out"),
+        ApprovalStatus::Withdrawn => (ACTIVITY_ID_OTHER, "Withdrawn"),
+        ApprovalStatus::GrantUsed => (ACTIVITY_ID_OTHER, "Grant Used"),
+        ApprovalStatus::DecisionRefused => (ACTIVITY_ID_OTHER, "Decision Refused"),
+    }
+}
+
+/// Encode an approval transition as OCSF 1.8 User Access Management JSON
+/// with the seq left open (see the module docs).
+pub fn approval_template(
+    ev: &ApprovalEvent,
+    session: &str,
+    chain_id: &str,
+    host: &str,
+) -> Result<SeqTemplate, AuditError> {
+    let (activity_id, activity_name) = approval_activity(ev.status);
+    let (severity_id, severity, status_id, status) = match ev.status {
+        ApprovalStatus::Approved | ApprovalStatus::GrantUsed => (1, "Informational", 1, "Success"),
+        ApprovalStatus::Requested => (2, "Low", 99, "Other"),
+        ApprovalStatus::DecisionRefused => (3, "Medium", 2, "Failure"),
+        _ => (1, "Informational", 2, "Failure"),
+    };
+    let id = ev
+        .request_id
+        .as_deref()
+        .or(ev.grant_id.as_deref())
+        .unwrap_or("-");
+    let message = format!(
+        "approval {id} {} for {} on {}",
+        ev.status.as_str(),
+        ev.account,
+        ev.target
+    );
+    let mut b = TemplateBuilder::new();
+    b.raw("{");
+    b.members(
+        &ApprovalHead {
+            activity_id,
+            activity_name,
+            category_uid: 3,
+            category_name: "Identity & Access Management",
+            class_uid: CLASS_UID_USER_ACCESS_MANAGEMENT,
+            class_name: "User Access Management",
+            type_uid: CLASS_UID_USER_ACCESS_MANAGEMENT * 100 + u32::from(activity_id),
+            type_name: format!("User Access Management: {activity_name}"),
+            time: ev.time_ms,
+            severity_id,
+            severity,
+            status_id,
+            status,
+            status_detail: ev.reason.as_deref(),
+            message: &message,
+        },
+        true,
+    )?;
+    b.raw(",");
+    b.metadata(chain_id, (!session.is_empty()).then_some(session))?;
+    b.members(
+        &ApprovalMiddle {
+            device: device_ser(host),
+            user: UserNameSer { name: &ev.account },
+            privileges: [format!("statement:{}", ev.fingerprint)],
+            actor: ev.approver.as_ref().map(|a| ApproverActorSer {
+                user: ApproverUserSer {
+                    uid: Shown(a.uid),
+                    name: a.user.as_deref(),
+                    groups: a.groups.iter().map(|g| GroupSer { name: g }).collect(),
+                },
+            }),
+        },
+        false,
+    )?;
+    b.unmapped_and_close(&ApprovalExtSer {
+        account: &ev.account,
+        target: &ev.target,
+        decision: ev.status,
+        reason: ev.reason.as_deref(),
+        session,
+        approval: ev,
+    })
+}
+
+/// Encode `ev` as event `seq` (see [`approval_template`]).
+pub fn encode_approval(
+    ev: &ApprovalEvent,
+    seq: u64,
+    chain_id: &str,
+    host: &str,
+) -> Result<Vec<u8>, AuditError> {
+    let session = ev.session.map(|s| s.to_string()).unwrap_or_default();
+    Ok(approval_template(ev, &session, chain_id, host)?.fill(seq))
+}
+
+#[derive(Deserialize)]
+struct ApprovalDoc {
+    class_uid: u32,
+    metadata: MetaUid,
+    unmapped: ApprovalUnmapped,
+}
+
+#[derive(Deserialize)]
+struct MetaUid {
+    uid: String,
+}
+
+#[derive(Deserialize)]
+struct ApprovalUnmapped {
+    warden: ApprovalWarden,
+}
+
+#[derive(Deserialize)]
+struct ApprovalWarden {
+    approval: ApprovalEvent,
+    seq: u64,
+}
+
+/// An approval event decoded back from stored OCSF bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedApproval {
+    pub event: ApprovalEvent,
+    pub seq: u64,
+    /// `metadata.uid`, i.e. `"<chain_id>:<seq>"`.
+    pub uid: String,
+}
+
+/// Decode stored approval event bytes (the inverse of [`encode_approval`]).
+pub fn decode_approval(data: &[u8]) -> Result<DecodedApproval, AuditError> {
+    let doc: ApprovalDoc = serde_json::from_slice(data)
+        .map_err(|e| decode_err(format!("not an approval event: {e}")))?;
+    if doc.class_uid != CLASS_UID_USER_ACCESS_MANAGEMENT {
+        return Err(decode_err(format!(
+            "class_uid {} is not an approval event",
+            doc.class_uid
+        )));
+    }
+    Ok(DecodedApproval {
+        event: doc.unmapped.warden.approval,
+        seq: doc.unmapped.warden.seq,
+        uid: doc.metadata.uid,
+    })
 }
 
 fn decode_err(detail: impl Into<String>) -> AuditError {

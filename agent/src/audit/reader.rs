@@ -14,8 +14,8 @@ use rusqlite::{Connection, OpenFlags, ToSql};
 use super::AuditError;
 use super::event::{StatementEvent, StatementPhase};
 use super::ocsf::{
-    CLASS_UID_NETWORK_ACTIVITY, EventKind, decode_checkpoint, decode_config, decode_connection,
-    decode_prune, decode_statement,
+    CLASS_UID_NETWORK_ACTIVITY, EventKind, decode_approval, decode_checkpoint, decode_config,
+    decode_connection, decode_prune, decode_statement,
 };
 use super::store::{
     BUSY_TIMEOUT, SCHEMA_VERSION, check_schema_version, max_seq, read_chain_id, read_schema_version,
@@ -368,6 +368,12 @@ pub fn format_text(ev: &StoredEvent) -> String {
         );
         return line;
     }
+    if kind == Some(EventKind::Approval)
+        && let Ok(d) = decode_approval(&ev.data)
+    {
+        approval_text(&mut line, &d.event);
+        return line;
+    }
     if kind == Some(EventKind::Statement)
         && let Ok(d) = decode_statement(&ev.data)
     {
@@ -429,6 +435,44 @@ pub fn format_text(ev: &StoredEvent) -> String {
 }
 
 /// The statement part of a [`format_text`] line.
+fn approval_text(line: &mut String, e: &super::event::ApprovalEvent) {
+    if let Some(id) = &e.request_id {
+        let _ = write!(line, " request={}", val(id));
+    }
+    if let Some(id) = &e.grant_id {
+        let _ = write!(line, " grant={}", val(id));
+    }
+    let _ = write!(
+        line,
+        " account={} target={} risk={}",
+        val(&e.account),
+        val(&e.target),
+        val(&e.risk)
+    );
+    if let Some(s) = e.session {
+        let _ = write!(line, " session={s}");
+    }
+    if let Some(r) = &e.rule {
+        let _ = write!(line, " rule={}", val(r));
+    }
+    if let Some(a) = &e.approver {
+        let _ = write!(
+            line,
+            " approver.uid={} approver.user={} approver.groups={}",
+            a.uid,
+            val(a.user.as_deref().unwrap_or("-")),
+            val(&a.groups.join(","))
+        );
+    }
+    if let Some(ms) = e.expires_ms {
+        let _ = write!(line, " expires={}", format_time(ms));
+    }
+    if let Some(r) = &e.reason {
+        let _ = write!(line, " reason={}", val(r));
+    }
+    let _ = write!(line, " statement={}", val(&e.statement));
+}
+
 fn statement_text(line: &mut String, e: &StatementEvent) {
     // Writing to a String cannot fail.
     let _ = write!(

@@ -88,7 +88,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::AuditError;
 use super::chain::{ChainKey, GENESIS, Hash, as_hash, event_hash, sha256};
 use super::checkpoint::{Checkpoint, CheckpointBody, CheckpointSigner, ORIGIN_PREFIX, known_keys};
-use super::event::{ConfigChange, ConnectionEvent, PruneRecord, StatementEvent};
+use super::event::{ApprovalEvent, ConfigChange, ConnectionEvent, PruneRecord, StatementEvent};
+use super::ocsf::{APPROVAL_ACTIVITY, CLASS_UID_USER_ACCESS_MANAGEMENT, approval_template};
 use super::ocsf::{
     CHECKPOINT_ACTIVITY, CLASS_UID_APPLICATION_LIFECYCLE, CLASS_UID_DATASTORE_ACTIVITY,
     CLASS_UID_DEVICE_CONFIG_STATE_CHANGE, CLASS_UID_NETWORK_ACTIVITY, CONFIG_ACTIVITY, NO_DECISION,
@@ -398,6 +399,22 @@ impl Prepared {
         })
     }
 
+    fn approval(ev: &ApprovalEvent, chain_id: &str, host: &str) -> Result<Self, AuditError> {
+        let session = ev.session.map(|s| s.to_string()).unwrap_or_default();
+        let template = approval_template(ev, &session, chain_id, host)?;
+        Ok(Self {
+            class_uid: CLASS_UID_USER_ACCESS_MANAGEMENT,
+            time_ms: ev.time_ms,
+            activity: APPROVAL_ACTIVITY,
+            decision: ev.status.as_str(),
+            account: Some(ev.account.clone()),
+            target: Some(ev.target.clone()),
+            session,
+            reason: ev.reason.clone(),
+            template,
+        })
+    }
+
     fn config(change: &ConfigChange, chain_id: &str, host: &str) -> Result<Self, AuditError> {
         Ok(Self {
             class_uid: CLASS_UID_DEVICE_CONFIG_STATE_CHANGE,
@@ -513,6 +530,14 @@ impl AuditHandle {
     /// statement must not reach the database unless this returned `Ok`.
     pub async fn record_statement(&self, ev: StatementEvent) -> Result<u64, AuditError> {
         let rec = Prepared::statement(&ev, &self.shared.chain_id, &self.shared.host)?;
+        self.submit(rec).await
+    }
+
+    /// Record one approval transition (OCSF User Access Management);
+    /// committed like [`record`](Self::record): an approval takes effect
+    /// only once its record is in the store.
+    pub async fn record_approval(&self, ev: ApprovalEvent) -> Result<u64, AuditError> {
+        let rec = Prepared::approval(&ev, &self.shared.chain_id, &self.shared.host)?;
         self.submit(rec).await
     }
 

@@ -51,9 +51,9 @@ use super::AuditError;
 use super::chain::{ChainKey, GENESIS, Hash, event_hash};
 use super::checkpoint::{Checkpoint, ORIGIN_PREFIX, known_keys};
 use super::ocsf::{
-    CHECKPOINT_ACTIVITY, CLASS_UID_APPLICATION_LIFECYCLE, CONFIG_ACTIVITY, EventKind, NO_DECISION,
-    PRUNE_ACTIVITY, Probe, activity_from_id, activity_str, class_of, decode_checkpoint, probe_fast,
-    statement_activity_str,
+    APPROVAL_ACTIVITY, CHECKPOINT_ACTIVITY, CLASS_UID_APPLICATION_LIFECYCLE, CONFIG_ACTIVITY,
+    EventKind, NO_DECISION, PRUNE_ACTIVITY, Probe, activity_from_id, activity_str, class_of,
+    decode_checkpoint, probe_fast, statement_activity_str,
 };
 use super::reader::AuditReader;
 
@@ -1343,6 +1343,14 @@ fn column_mismatch(
                 .statement
                 .as_ref()
                 .map(|s| statement_activity_str(s.phase)),
+            decision: w.decision.as_deref(),
+            account: w.account.as_deref(),
+            target: w.target.as_deref(),
+            session: w.session.as_deref(),
+            reason: w.reason.as_deref(),
+        },
+        EventKind::Approval => Derived {
+            activity: Some(APPROVAL_ACTIVITY),
             decision: w.decision.as_deref(),
             account: w.account.as_deref(),
             target: w.target.as_deref(),

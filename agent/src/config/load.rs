@@ -28,7 +28,7 @@ const GRANT_REQUIRED: &[&str] = &["account", "target"];
 /// Keys every `[[forward]]` must have.
 const FORWARD_REQUIRED: &[&str] = &["name", "kind"];
 const TOP_LEVEL: &str = "[agent], [audit], [[target]], [[account]], [[grant]], [[forward]], \
-     [policy.NAME] or [masking.NAME]";
+     [policy.NAME], [masking.NAME] or [approvals]";
 
 /// The sections as far as they could be deserialised. Problems are in `Diags`.
 pub(crate) struct Decoded {
@@ -52,6 +52,8 @@ pub(crate) struct Decoded {
     pub maskings: Vec<(String, Option<MaskingConfig>)>,
     /// One entry per `[[forward]]`, in file order.
     pub forwards: Vec<Option<Forward>>,
+    /// `[approvals]`; defaults when absent or broken.
+    pub approvals: super::approvals::ApprovalsSection,
 }
 
 /// Parses TOML syntax. On syntax errors returns all of them (and nothing else:
@@ -113,6 +115,7 @@ pub(crate) fn decode(root: DeTable<'_>, diags: &mut Diags<'_>) -> Decoded {
         policies: Vec::new(),
         maskings: Vec::new(),
         forwards: Vec::new(),
+        approvals: Default::default(),
     };
     for (key, value) in root {
         match key.get_ref().as_ref() {
@@ -159,6 +162,11 @@ pub(crate) fn decode(root: DeTable<'_>, diags: &mut Diags<'_>) -> Decoded {
                     let path = index("forward", i);
                     out.forwards
                         .push(decode_table(&path, element, FORWARD_REQUIRED, diags));
+                }
+            }
+            "approvals" => {
+                if let Some(a) = decode_table("approvals", value, &[], diags) {
+                    out.approvals = a;
                 }
             }
             "policy" => out.policies = named_tables("policy", value, diags),

@@ -12,6 +12,7 @@
 //! The defaults of every key are written out in `config/warden.toml`, which a
 //! test below keeps valid and complete.
 
+pub mod approvals;
 mod error;
 mod load;
 pub mod model;
@@ -84,6 +85,7 @@ impl Config {
                 .filter_map(|(k, v)| Some((k, v?)))
                 .collect(),
             forwards: decoded.forwards.into_iter().flatten().collect(),
+            approvals: decoded.approvals,
             source: path.to_owned(),
             sha256: hex::encode(Sha256::digest(src.as_bytes())),
         })
@@ -451,11 +453,16 @@ targets = ["cache"]
             },
             *f
         );
+        assert_eq!(c.approvals, approvals::ApprovalsSection::default());
     }
 
     #[test]
     fn reference_config_mentions_every_key() {
-        let tables: [(&str, &[&str]); 8] = [
+        let tables: [(&str, &[&str]); 9] = [
+            (
+                "[approvals]",
+                load::field_names::<approvals::ApprovalsSection>(),
+            ),
             ("[agent]", load::field_names::<AgentSection>()),
             ("[audit]", load::field_names::<AuditSection>()),
             ("[[target]]", load::field_names::<Target>()),

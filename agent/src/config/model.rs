@@ -25,6 +25,8 @@ pub struct Config {
     pub maskings: std::collections::BTreeMap<String, crate::masking::MaskingConfig>,
     /// `[[forward]]` outputs: where audit events are shipped off the host.
     pub forwards: Vec<Forward>,
+    /// `[approvals]`: approvers, hold timeout, webhooks.
+    pub approvals: super::approvals::ApprovalsSection,
     /// File the configuration was read from (for messages and audit).
     pub source: PathBuf,
     /// Hex SHA-256 of the file's exact bytes.

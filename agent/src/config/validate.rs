@@ -30,6 +30,7 @@ pub(crate) fn validate(d: &Decoded, diags: &mut Diags<'_>) {
     check_grants(d, diags);
     check_policies(d, diags);
     check_forwards(d, diags);
+    super::approvals::check(&d.approvals, &d.agent.control_socket, diags);
 }
 
 /// True for an IPv6 address that is not an IPv4-mapped one (`::ffff:a.b.c.d`

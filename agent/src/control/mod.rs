@@ -1,7 +1,9 @@
-//! The control socket: a root-only unix socket through which the `warden` CLI
+//! The control socket: a root-only unix socket (and the approvals socket,
+//! open to approvers, see [`approvals`]) through which the `warden` CLI
 //! asks the running daemon for its status and changes enrollments live.
 //! One JSON request per connection, one JSON response back.
 
+pub mod approvals;
 pub mod client;
 pub mod server;
 
@@ -51,12 +53,42 @@ pub enum Request {
     Shutdown {
         detach: bool,
     },
+    /// Pending approval requests and live grants (approvals socket).
+    ApprovalsList,
+    ApprovalsShow {
+        id: String,
+    },
+    ApprovalsDecide {
+        id: String,
+        #[serde(flatten)]
+        decision: crate::approval::Decision,
+    },
+    ApprovalsRevoke {
+        grant_id: String,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+}
+
+impl Request {
+    /// Served on the approvals socket (every other request is root-only).
+    pub fn is_approval(&self) -> bool {
+        matches!(
+            self,
+            Request::ApprovalsList
+                | Request::ApprovalsShow { .. }
+                | Request::ApprovalsDecide { .. }
+                | Request::ApprovalsRevoke { .. }
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     Status(Box<StatusReport>),
+    Approvals(Box<crate::approval::Listing>),
+    Approval(Box<crate::approval::RequestView>),
     Done { message: String },
     Error { message: String },
 }

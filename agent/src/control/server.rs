@@ -93,6 +93,14 @@ async fn handle(stream: UnixStream, shared: &Shared) -> Result<(), ControlError>
         }
     } else {
         match serde_json::from_str::<Request>(&line) {
+            Ok(req) if req.is_approval() => {
+                let peer = crate::approval::peer::Peer::from_cred(
+                    cred.uid(),
+                    cred.gid(),
+                    cred.pid().and_then(|p| u32::try_from(p).ok()),
+                );
+                super::approvals::dispatch(req, &shared.approvals, &peer).await
+            }
             Ok(req) => dispatch(req, shared, cred.pid()),
             Err(e) => Response::Error {
                 message: format!("malformed request: {e}"),
@@ -139,6 +147,12 @@ fn dispatch(req: Request, shared: &Shared, peer_pid: Option<i32>) -> Response {
                 Err(message) => Response::Error { message },
             }
         }
+        Request::ApprovalsList
+        | Request::ApprovalsShow { .. }
+        | Request::ApprovalsDecide { .. }
+        | Request::ApprovalsRevoke { .. } => Response::Error {
+            message: "approval requests are served separately".into(),
+        },
         Request::Shutdown { detach } => {
             info!(detach, peer.pid = ?peer_pid, "shutdown requested");
             shared.request_shutdown(detach);

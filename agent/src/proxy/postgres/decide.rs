@@ -53,12 +53,30 @@ impl Decided {
     pub fn client_message(&self) -> String {
         let why = self.reason.as_deref().unwrap_or("refused by policy");
         match self.decision {
-            StatementDecision::ApprovalRequired => format!(
-                "statement requires approval ({why}); approvals are not available on this \
-                 agent, so it is refused"
-            ),
+            StatementDecision::ApprovalRequired => {
+                format!("statement requires approval and was not approved: {why}")
+            }
             StatementDecision::Rejected => format!("statement refused: {why}"),
             _ => format!("statement refused: {why}"),
+        }
+    }
+
+    /// This decision after an approval step: allowed (`allow`) or refused
+    /// with `why`, keeping the statement's facts.
+    pub fn after_approval(&self, allow: bool, why: String) -> Decided {
+        Decided {
+            decision: if allow {
+                StatementDecision::Allowed
+            } else {
+                StatementDecision::ApprovalRequired
+            },
+            class: self.class.clone(),
+            tables: self.tables.clone(),
+            functions: self.functions.clone(),
+            rule: self.rule.clone(),
+            reason: Some(why),
+            statement: self.statement.clone(),
+            analysis: self.analysis.clone(),
         }
     }
 

@@ -96,6 +96,23 @@ struct CancelEntry {
     target: String,
     process_id: i32,
     secret_key: Vec<u8>,
+    /// The session's held statement, if any: a cancel withdraws it.
+    hold: Arc<HoldSlot>,
+}
+
+/// The approval request a session's statement is held on (its id), so a
+/// CancelRequest can withdraw it.
+#[derive(Debug, Default)]
+pub struct HoldSlot(Mutex<Option<String>>);
+
+impl HoldSlot {
+    pub fn set(&self, id: Option<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = id;
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 type CatalogKey = (String, String, String);
@@ -111,6 +128,10 @@ pub struct PgRuntime {
     builtin: Arc<Masker>,
     cancels: Mutex<HashMap<(i32, Vec<u8>), CancelEntry>>,
     catalog: Mutex<HashMap<CatalogKey, (Instant, ColumnRules)>>,
+    /// Holds statements of `approve` rules; without it they are refused.
+    approvals: Option<Arc<crate::approval::Approvals>>,
+    /// Enrolled uids of each account (they can never approve its requests).
+    account_uids: HashMap<String, Vec<u32>>,
 }
 
 impl PgRuntime {
@@ -204,7 +225,19 @@ impl PgRuntime {
             builtin: Arc::new(Masker::all_builtin()),
             cancels: Mutex::new(HashMap::new()),
             catalog: Mutex::new(HashMap::new()),
+            approvals: None,
+            account_uids: config
+                .accounts
+                .iter()
+                .map(|a| (a.name.clone(), a.uids.clone()))
+                .collect(),
         })
+    }
+
+    /// Statements of `approve` rules are held for a decision.
+    pub fn with_approvals(mut self, approvals: Arc<crate::approval::Approvals>) -> Self {
+        self.approvals = Some(approvals);
+        self
     }
 
     pub fn grant(&self, account: &str, target: &str) -> Option<Arc<PgGrant>> {
@@ -234,6 +267,12 @@ pub struct SessionInfo {
     pub read_only: bool,
     /// `search_path` the client asked for at startup.
     pub startup_search_path: Option<String>,
+    /// Holds statements of `approve` rules (`None`: they are refused).
+    pub approvals: Option<Arc<crate::approval::Approvals>>,
+    /// The account's enrolled uids (never approvers of its requests).
+    pub account_uids: Vec<u32>,
+    /// The request this session's statement is held on.
+    pub hold: Arc<HoldSlot>,
 }
 
 impl SessionInfo {
@@ -511,6 +550,7 @@ pub async fn serve(
     };
 
     // Our own cancel key for the client, mapped to the upstream's.
+    let hold = Arc::new(HoldSlot::default());
     let (pid, key) = loop {
         let pid = (rand::random::<u32>() >> 1) as i32;
         let key = rand::random::<[u8; 4]>().to_vec();
@@ -523,6 +563,7 @@ pub async fn serve(
                     target: target.name.clone(),
                     process_id: up.process_id,
                     secret_key: up.secret_key.clone(),
+                    hold: Arc::clone(&hold),
                 },
             );
             break (pid, key);
@@ -587,6 +628,13 @@ pub async fn serve(
         max_message: target.max_message_bytes,
         read_only: g.read_only,
         startup_search_path: checked.search_path,
+        approvals: rt.approvals.clone(),
+        account_uids: rt
+            .account_uids
+            .get(&caller.account)
+            .cloned()
+            .unwrap_or_default(),
+        hold,
     });
     let counters = Arc::new(relay::Counters::default());
     let end = relay::run(
@@ -774,14 +822,25 @@ async fn cancel(
         let map = rt.cancels.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&(c.process_id, c.secret_key.clone()))
             .filter(|e| e.account == caller.account && e.target == target.name)
-            .map(|e| (e.process_id, e.secret_key.clone()))
+            .map(|e| (e.process_id, e.secret_key.clone(), Arc::clone(&e.hold)))
     };
-    let Some((process_id, secret_key)) = entry else {
+    let Some((process_id, secret_key, hold)) = entry else {
         // As PostgreSQL does: no answer either way.
         out.reason = Some("cancel_unknown".into());
         out.detail = Some("cancel request with a key of no session of this account".into());
         return;
     };
+    // A statement held for approval never reached the upstream: the cancel
+    // withdraws the request (the client gets 57014, as from the server).
+    if let (Some(id), Some(approvals)) = (hold.get(), &rt.approvals)
+        && approvals
+            .withdraw(&id, "cancel request from the client")
+            .await
+    {
+        out.reason = Some("cancel_request".into());
+        out.detail = Some(format!("cancel request withdrew approval request {id}"));
+        return;
+    }
     let sent = async {
         let mut s = upstream::connect(
             target.address,

@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::SessionInfo;
 use super::decide::{Decided, Decider};
-use crate::audit::event::{ResultSummary, StatementPhase};
+use crate::audit::event::{ResultSummary, StatementDecision, StatementPhase};
 use crate::masking::{Masked, Masker, Strategy};
 use crate::protocol::postgres::backend::{self, BackendMessage, FieldDescription};
 use crate::protocol::postgres::frame::{Frame, decode_frame};
@@ -144,6 +144,14 @@ impl Expect {
     fn is_local(&self) -> bool {
         matches!(self, Expect::Refusal { .. })
     }
+}
+
+/// What became of a statement after the approval step.
+enum Held {
+    /// Go on with this decision (approved statements are allowed).
+    Go(Arc<Decided>),
+    /// Refuse it with this SQLSTATE.
+    Refuse(Arc<Decided>, &'static str),
 }
 
 /// A forwarded statement whose results are being summarised.
@@ -345,6 +353,15 @@ where
                 }
                 let (name, query) = (name.to_owned(), query.to_owned());
                 let d = self.decider.decide(&query);
+                let d = match self.approval(d, &query).await? {
+                    Held::Go(d) => d,
+                    Held::Refuse(d, code) => {
+                        self.seq += 1;
+                        self.refuse_with(&d, "extended", false, code).await?;
+                        self.skipping = true;
+                        return Ok(true);
+                    }
+                };
                 if d.allowed() {
                     self.statements.insert(name, d);
                     self.forward(&frame);
@@ -473,6 +490,13 @@ where
 
     async fn query(&mut self, frame: &Frame, sql: &str) -> Result<(), String> {
         let d = self.decider.decide(sql);
+        let d = match self.approval(d, sql).await? {
+            Held::Go(d) => d,
+            Held::Refuse(d, code) => {
+                self.seq += 1;
+                return self.refuse_with(&d, "simple", true, code).await;
+            }
+        };
         if d.is_empty() {
             // An empty query string: the server answers EmptyQueryResponse.
             self.forward(frame);
@@ -528,19 +552,174 @@ where
     /// Records a refusal and queues the client's error. `ready`: follow it
     /// with ReadyForQuery (simple query and function call).
     async fn refuse(&mut self, d: &Decided, via: &'static str, ready: bool) -> Result<(), String> {
+        self.refuse_with(d, via, ready, "42501").await
+    }
+
+    /// A statement of an `approve` rule: asks the approval service and
+    /// waits (nothing is forwarded; the client gets a NoticeResponse with
+    /// the request id) until it is approved, denied, withdrawn (cancel, or
+    /// the client closing) or timed out. Other decisions pass unchanged.
+    async fn approval(&mut self, d: Arc<Decided>, sql: &str) -> Result<Held, String> {
+        use crate::approval::{Gate, RequestSpec, Resolution};
+        if d.decision != StatementDecision::ApprovalRequired {
+            return Ok(Held::Go(d));
+        }
+        let Some(approvals) = self.info.approvals.clone() else {
+            return Ok(Held::Go(d));
+        };
+        // What was forwarded before must be answered while this waits.
+        self.flush()
+            .await
+            .map_err(|e| format!("writing to upstream: {e}"))?;
+        let spec = RequestSpec {
+            account: self.info.account.clone(),
+            target: self.info.target.clone(),
+            protocol: "postgres".into(),
+            session: Some(self.info.session),
+            process: self.info.process.clone(),
+            identity: self.info.identity.clone(),
+            statement: d.statement.clone(),
+            fingerprint: crate::approval::fingerprint::sql_fingerprint(
+                &sqlparser::dialect::PostgreSqlDialect {},
+                sql,
+            ),
+            policy: Some(self.info.policy.name().to_owned()),
+            rule: d.rule.clone(),
+            risk: d.class.clone(),
+            account_uids: self.info.account_uids.clone(),
+        };
+        let mut hold = match approvals.request(spec).await {
+            Ok(Gate::Granted { grant_id }) => {
+                return Ok(Held::Go(Arc::new(
+                    d.after_approval(true, format!("approved by grant {grant_id}")),
+                )));
+            }
+            Ok(Gate::Held(h)) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "approval request could not be recorded");
+                return Ok(Held::Refuse(
+                    Arc::new(d.after_approval(
+                        false,
+                        "the approval request could not be recorded".into(),
+                    )),
+                    "42501",
+                ));
+            }
+        };
+        let id = hold.id.clone();
+        let mut notice = BytesMut::new();
+        backend::notice_response(
+            &mut notice,
+            "NOTICE",
+            "01000",
+            &format!("Warden: statement held for approval (request {id})"),
+            Some(&format!(
+                "{}; waiting up to {}s",
+                d.detail().unwrap_or_else(|| "policy".into()),
+                approvals.config().approval_timeout_secs
+            )),
+            Some(&format!("an approver runs: {}", hold.approve_line())),
+        )
+        .map_err(|e| e.to_string())?;
+        self.queue(Expect::Refusal {
+            error: notice.freeze(),
+            ready: false,
+        });
+        self.info.hold.set(Some(id.clone()));
+        let res = {
+            let wait = hold.wait();
+            tokio::pin!(wait);
+            let cap = self.info.max_message.saturating_mul(2);
+            loop {
+                if self.buf.len() >= cap {
+                    break (&mut wait).await;
+                }
+                tokio::select! {
+                    r = &mut wait => break r,
+                    read = self.client.read_buf(&mut self.buf) => match read {
+                        Ok(0) | Err(_) => {
+                            approvals.withdraw(&id, "the client closed its connection").await;
+                            break (&mut wait).await;
+                        }
+                        Ok(_) => {}
+                    },
+                }
+            }
+        };
+        self.info.hold.set(None);
+        let who = |a: &crate::audit::event::ApproverIdentity| {
+            a.user.clone().unwrap_or_else(|| format!("uid {}", a.uid))
+        };
+        let with = |r: &Option<String>| r.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
+        Ok(match res {
+            Resolution::Approved {
+                approver,
+                reason,
+                grant_id,
+            } => Held::Go(Arc::new(d.after_approval(
+                true,
+                format!(
+                    "approval {id} approved by {}{}{}",
+                    who(&approver),
+                    grant_id.map(|g| format!(" (grant {g})")).unwrap_or_default(),
+                    with(&reason)
+                ),
+            ))),
+            Resolution::Denied { approver, reason } => Held::Refuse(
+                Arc::new(d.after_approval(
+                    false,
+                    format!(
+                        "approval {id} denied by {}{}",
+                        who(&approver),
+                        with(&reason)
+                    ),
+                )),
+                "42501",
+            ),
+            Resolution::TimedOut => Held::Refuse(
+                Arc::new(d.after_approval(
+                    false,
+                    format!(
+                        "approval {id} timed out after {}s",
+                        approvals.config().approval_timeout_secs
+                    ),
+                )),
+                "42501",
+            ),
+            Resolution::Withdrawn { why } => Held::Refuse(
+                Arc::new(d.after_approval(false, format!("approval {id} withdrawn ({why})"))),
+                "57014",
+            ),
+            Resolution::Failed { why } => Held::Refuse(
+                Arc::new(d.after_approval(false, format!("approval {id} failed: {why}"))),
+                "42501",
+            ),
+        })
+    }
+
+    /// [`refuse`](Self::refuse) with a SQLSTATE of the caller's.
+    async fn refuse_with(
+        &mut self,
+        d: &Decided,
+        via: &'static str,
+        ready: bool,
+        code: &str,
+    ) -> Result<(), String> {
         let ev = self
             .info
             .statement_event(self.seq, d, via, StatementPhase::Request);
         if let Err(e) = self.info.audit.record_statement(ev).await {
             tracing::error!(error = %e, "could not audit a refused statement");
         }
-        let error = super::error_bytes(
-            "ERROR",
-            "42501",
-            &format!("Warden: {}", d.client_message()),
-            d.detail().as_deref(),
-            d.hint(),
-        );
+        let message = if code == "57014" {
+            format!(
+                "canceling statement due to user request (Warden: {})",
+                d.reason.as_deref().unwrap_or("withdrawn")
+            )
+        } else {
+            format!("Warden: {}", d.client_message())
+        };
+        let error = super::error_bytes("ERROR", code, &message, d.detail().as_deref(), d.hint());
         self.abort_upstream(ready)?;
         self.queue(Expect::Refusal { error, ready });
         Ok(())

@@ -1,0 +1,92 @@
+//! Statement fingerprints for grants: the statement's tokens with every
+//! literal replaced by `?`, whitespace and comments dropped and unquoted
+//! words lower-cased, hashed with SHA-256. `DELETE FROM orders WHERE id = 7`
+//! and `delete from orders where id=8` share a fingerprint; a different
+//! table, column or operator does not. The dialect is the caller's (the
+//! approval module knows no protocol).
+
+use sha2::{Digest, Sha256};
+use sqlparser::dialect::Dialect;
+use sqlparser::tokenizer::{Token, Tokenizer};
+
+/// Hex SHA-256 of the normalised statement, or of the raw text when it does
+/// not tokenise (such a statement is never allowed anyway: the policy
+/// refuses what it cannot parse).
+pub fn sql_fingerprint(dialect: &dyn Dialect, sql: &str) -> String {
+    let normal = normalise(dialect, sql).unwrap_or_else(|| format!("raw:{sql}"));
+    hex::encode(Sha256::digest(normal.as_bytes()))
+}
+
+/// The normalised token text (`None` when the text does not tokenise).
+pub fn normalise(dialect: &dyn Dialect, sql: &str) -> Option<String> {
+    let tokens = Tokenizer::new(dialect, sql).tokenize().ok()?;
+    let mut out: Vec<String> = Vec::with_capacity(tokens.len());
+    for t in tokens {
+        let s = match t {
+            Token::Whitespace(_) | Token::EOF => continue,
+            Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::DoubleQuotedByteStringLiteral(_)
+            | Token::SingleQuotedByteStringLiteral(_)
+            | Token::TripleSingleQuotedString(_)
+            | Token::TripleDoubleQuotedString(_)
+            | Token::NationalStringLiteral(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::UnicodeStringLiteral(_)
+            | Token::HexStringLiteral(_)
+            | Token::DollarQuotedString(_) => "?".to_owned(),
+            Token::Word(w) => match w.quote_style {
+                Some(q) => format!("{q}{}{q}", w.value),
+                None => w.value.to_lowercase(),
+            },
+            Token::SemiColon => continue,
+            other => other.to_string(),
+        };
+        out.push(s);
+    }
+    Some(out.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlparser::dialect::PostgreSqlDialect;
+
+    fn fp(s: &str) -> String {
+        sql_fingerprint(&PostgreSqlDialect {}, s)
+    }
+
+    #[test]
+    fn literals_case_and_spacing_do_not_matter() {
+        assert_eq!(
+            fp("DELETE FROM orders WHERE id = 7"),
+            fp("delete  from orders\nwhere id=8 -- again")
+        );
+        assert_eq!(
+            fp("UPDATE t SET note = 'a' WHERE x = $$y$$"),
+            fp("update t set note = 'something else' where x = 'z';")
+        );
+        assert_eq!(
+            normalise(&PostgreSqlDialect {}, "DELETE FROM orders WHERE id = 7").unwrap(),
+            "delete from orders where id = ?"
+        );
+    }
+
+    #[test]
+    fn structure_matters() {
+        assert_ne!(
+            fp("DELETE FROM orders WHERE id = 7"),
+            fp("DELETE FROM orders")
+        );
+        assert_ne!(
+            fp("DELETE FROM orders WHERE id = 7"),
+            fp("DELETE FROM other WHERE id = 7")
+        );
+        assert_ne!(
+            fp("DELETE FROM orders WHERE id = 7"),
+            fp("DELETE FROM orders WHERE id > 7")
+        );
+        assert_ne!(fp("SELECT \"A\""), fp("SELECT a"));
+        assert_ne!(fp("SELECT $1"), fp("SELECT 1"));
+    }
+}

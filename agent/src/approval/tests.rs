@@ -1,0 +1,277 @@
+//! Unit tests of the approval service against a real audit store.
+
+use super::*;
+use crate::audit::reader::{AuditReader, TailFilter, format_text};
+use crate::audit::{WriterOptions, store::SyncMode};
+use crate::config::approvals::Approvers;
+
+fn opts() -> WriterOptions {
+    WriterOptions {
+        sync: SyncMode::Normal,
+        batch_max: 64,
+        host: "h".into(),
+        checkpoint_every: 0,
+        checkpoint_interval: Duration::ZERO,
+    }
+}
+
+fn cfg(timeout: u64) -> ApprovalsSection {
+    ApprovalsSection {
+        approvers: Approvers {
+            groups: vec![],
+            uids: vec![5001, 1000],
+        },
+        approval_timeout_secs: timeout,
+        ..ApprovalsSection::default()
+    }
+}
+
+fn spec(stmt: &str) -> RequestSpec {
+    RequestSpec {
+        account: "orders-api".into(),
+        target: "orders-pg".into(),
+        protocol: "postgres".into(),
+        session: Some(SessionId(7)),
+        process: ProcessInfo {
+            pid: Some(42),
+            uid: Some(1000),
+            ..ProcessInfo::default()
+        },
+        identity: None,
+        statement: stmt.into(),
+        fingerprint: fingerprint::sql_fingerprint(&sqlparser::dialect::PostgreSqlDialect {}, stmt),
+        policy: Some("p".into()),
+        rule: Some("deletes".into()),
+        risk: "write".into(),
+        account_uids: vec![1001],
+    }
+}
+
+fn peer(uid: u32) -> Peer {
+    Peer {
+        uid,
+        gid: uid,
+        pid: None,
+        gids: vec![uid],
+    }
+}
+
+fn approve(reason: &str, grant_secs: Option<u64>) -> Decision {
+    Decision {
+        approve: true,
+        reason: Some(reason.into()),
+        grant_secs,
+    }
+}
+
+async fn held(svc: &Arc<Approvals>, stmt: &str) -> Hold {
+    match svc.request(spec(stmt)).await.unwrap() {
+        Gate::Held(h) => h,
+        Gate::Granted { .. } => panic!("expected a hold"),
+    }
+}
+
+fn statuses(path: &std::path::Path) -> Vec<String> {
+    let r = AuditReader::open(path).unwrap();
+    r.query(&TailFilter::default(), 0, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.activity == "approval")
+        .map(|e| {
+            let line = format_text(&e);
+            assert!(line.contains("account=orders-api"), "{line}");
+            e.decision
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn approve_deny_timeout_withdraw_and_refusals_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let (audit, task) = crate::audit::spawn_writer(&path, opts()).unwrap();
+    let svc = Approvals::new(cfg(1), audit.clone(), "warden approvals".into());
+
+    // Approved by another uid.
+    let mut h = held(&svc, "DELETE FROM orders WHERE id = 1").await;
+    assert_eq!(h.id.len(), ID_LEN);
+    assert!(
+        h.approve_line()
+            .ends_with(&format!("approvals approve {}", h.id))
+    );
+    assert_eq!(svc.list().pending.len(), 1);
+    // The requester's own uid (process uid 1000) is an approver but cannot
+    // decide; an enrolled uid of the account neither; a stranger is no
+    // approver.
+    let e = svc
+        .decide(&h.id, &peer(1000), approve("mine", None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ApprovalError::OwnRequest { uid: 1000, .. }),
+        "{e}"
+    );
+    let e = svc
+        .decide(&h.id, &peer(4000), approve("x", None))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ApprovalError::NotApprover { uid: 4000 }), "{e}");
+    let id = h.id.clone();
+    let s2 = Arc::clone(&svc);
+    let decided =
+        tokio::spawn(async move { s2.decide(&id, &peer(5001), approve("ok", None)).await });
+    let r = h.wait().await;
+    assert!(r.approved(), "{r:?}");
+    assert!(decided.await.unwrap().unwrap().approved());
+    assert_eq!(svc.show(&h.id).unwrap().status, "approved");
+    assert!(svc.list().pending.is_empty());
+
+    // Denied with a reason.
+    let mut h = held(&svc, "DELETE FROM orders WHERE id = 2").await;
+    let d = Decision {
+        approve: false,
+        reason: Some("not today".into()),
+        grant_secs: None,
+    };
+    svc.decide(&h.id, &peer(5001), d).await.unwrap();
+    match h.wait().await {
+        Resolution::Denied { reason, approver } => {
+            assert_eq!(reason.as_deref(), Some("not today"));
+            assert_eq!(approver.uid, 5001);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Timed out (1 s).
+    let mut h = held(&svc, "DELETE FROM orders WHERE id = 3").await;
+    let t = std::time::Instant::now();
+    assert_eq!(h.wait().await, Resolution::TimedOut);
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    assert!(
+        svc.decide(&h.id, &peer(5001), approve("late", None))
+            .await
+            .is_err()
+    );
+
+    // Withdrawn (cancel), and withdrawn by dropping the hold.
+    let mut h = held(&svc, "DELETE FROM orders WHERE id = 4").await;
+    assert!(svc.withdraw(&h.id, "cancel request").await);
+    assert!(matches!(h.wait().await, Resolution::Withdrawn { .. }));
+    let h = held(&svc, "DELETE FROM orders WHERE id = 5").await;
+    let id = h.id.clone();
+    drop(h);
+    for _ in 0..100 {
+        if svc.show(&id).is_some_and(|v| v.status == "withdrawn") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(svc.show(&id).unwrap().status, "withdrawn");
+
+    audit.clone().shutdown().await;
+    tokio::task::spawn_blocking(move || task.join())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        statuses(&path),
+        vec![
+            "requested",
+            "decision_refused",
+            "decision_refused",
+            "approved",
+            "requested",
+            "denied",
+            "requested",
+            "timed_out",
+            "requested",
+            "withdrawn",
+            "requested",
+            "withdrawn",
+        ]
+    );
+    let report = crate::audit::verify(&path, None).unwrap();
+    assert!(report.is_intact(), "{report}");
+    let out = dir.path().join("bundle");
+    let rep = crate::audit::export(&path, 0, i64::MAX / 2, &out).unwrap();
+    let lines = std::fs::read_to_string(out.join(crate::audit::export::APPROVALS_FILE)).unwrap();
+    assert_eq!(lines.lines().count(), 12, "{rep:?}");
+    crate::audit::verify_export(&out).unwrap();
+}
+
+#[tokio::test]
+async fn grants_cover_the_fingerprint_until_revoked_or_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let (audit, task) = crate::audit::spawn_writer(&path, opts()).unwrap();
+    let mut c = cfg(5);
+    c.require_reason = true;
+    let svc = Approvals::new(c, audit.clone(), "warden approvals".into());
+
+    let mut h = held(&svc, "DELETE FROM orders WHERE id = 1").await;
+    let no_reason = Decision {
+        approve: true,
+        reason: None,
+        grant_secs: Some(60),
+    };
+    assert!(matches!(
+        svc.decide(&h.id, &peer(5001), no_reason).await,
+        Err(ApprovalError::ReasonRequired)
+    ));
+    svc.decide(&h.id, &peer(5001), approve("batch job", Some(60)))
+        .await
+        .unwrap();
+    let grant_id = match h.wait().await {
+        Resolution::Approved {
+            grant_id: Some(g), ..
+        } => g,
+        other => panic!("{other:?}"),
+    };
+    assert!(grant_id.starts_with("g-"));
+    // Same fingerprint (other literal): through; another statement: held.
+    match svc
+        .request(spec("delete from orders where id = 99"))
+        .await
+        .unwrap()
+    {
+        Gate::Granted { grant_id: g } => assert_eq!(g, grant_id),
+        Gate::Held(_) => panic!("the grant should cover it"),
+    }
+    let other = held(&svc, "DELETE FROM orders").await;
+    svc.withdraw(&other.id, "test").await;
+    let l = svc.list();
+    assert_eq!(l.grants.len(), 1);
+    assert_eq!(l.grants[0].uses, 1);
+    // Only approvers revoke.
+    assert!(svc.revoke(&grant_id, &peer(4000), None).await.is_err());
+    svc.revoke(&grant_id, &peer(5001), Some("done".into()))
+        .await
+        .unwrap();
+    assert!(svc.list().grants.is_empty());
+    let h = held(&svc, "DELETE FROM orders WHERE id = 3").await;
+    svc.withdraw(&h.id, "test").await;
+
+    // A grant that expires.
+    let mut h = held(&svc, "UPDATE orders SET x = 1").await;
+    svc.decide(&h.id, &peer(5001), approve("short", Some(1)))
+        .await
+        .unwrap();
+    assert!(h.wait().await.approved());
+    assert!(matches!(
+        svc.request(spec("UPDATE orders SET x = 2")).await.unwrap(),
+        Gate::Granted { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let h = held(&svc, "UPDATE orders SET x = 3").await;
+    svc.withdraw(&h.id, "test").await;
+
+    audit.clone().shutdown().await;
+    tokio::task::spawn_blocking(move || task.join())
+        .await
+        .unwrap()
+        .unwrap();
+    let s = statuses(&path);
+    assert_eq!(s.iter().filter(|x| *x == "grant_used").count(), 2, "{s:?}");
+    assert_eq!(s.iter().filter(|x| *x == "revoked").count(), 1, "{s:?}");
+    assert!(crate::audit::verify(&path, None).unwrap().is_intact());
+}

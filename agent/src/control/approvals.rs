@@ -1,0 +1,163 @@
+//! The approvals socket (`[approvals] socket`, mode 0666): serves only the
+//! approval requests, to any local peer, and hands each peer's SO_PEERCRED
+//! credentials (completed with its groups) to the approval service, which
+//! decides whether that peer may list, decide or revoke. Listing and
+//! showing need an approver or root; deciding and revoking need an
+//! approver who is not of the requesting account.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{ControlError, Request, Response};
+use crate::approval::Approvals;
+use crate::approval::peer::Peer;
+
+const MAX_REQUEST: u64 = 64 * 1024;
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Binds the approvals socket, replacing a stale one, mode 0666 (the
+/// directory must let approvers through: it is made 0755 when created).
+pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    let io = |source| ControlError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another warden daemon is answering on this socket",
+            )));
+        }
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(io)?;
+    Ok(listener)
+}
+
+pub async fn serve(
+    listener: UnixListener,
+    approvals: Arc<Approvals>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => if *shutdown.borrow() { break },
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let a = Arc::clone(&approvals);
+                    tokio::spawn(async move {
+                        if let Err(e) = handle(stream, &a).await {
+                            warn!(error = %e, "approvals request failed");
+                        }
+                    });
+                }
+                Err(e) => warn!(error = %e, "approvals accept failed"),
+            }
+        }
+    }
+}
+
+async fn handle(stream: UnixStream, approvals: &Approvals) -> Result<(), ControlError> {
+    let path = approvals.config().socket.clone().unwrap_or_default();
+    let io = |source| ControlError::Io {
+        path: path.clone(),
+        source,
+    };
+    let cred = stream.peer_cred().map_err(io)?;
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(r, MAX_REQUEST));
+    match tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line)).await {
+        Ok(read) => {
+            read.map_err(io)?;
+        }
+        Err(_) => return Ok(()),
+    }
+    let peer = Peer::from_cred(
+        cred.uid(),
+        cred.gid(),
+        cred.pid().and_then(|p| u32::try_from(p).ok()),
+    );
+    let response = match serde_json::from_str::<Request>(&line) {
+        Ok(req) if req.is_approval() => dispatch(req, approvals, &peer).await,
+        Ok(_) => Response::Error {
+            message: "only approval requests are served on this socket".into(),
+        },
+        Err(e) => Response::Error {
+            message: format!("malformed request: {e}"),
+        },
+    };
+    let mut bytes =
+        serde_json::to_vec(&response).map_err(|e| ControlError::Protocol(e.to_string()))?;
+    bytes.push(b'\n');
+    w.write_all(&bytes).await.map_err(io)?;
+    w.shutdown().await.map_err(io)
+}
+
+/// One approval request from `peer` (also used by the root control socket).
+pub async fn dispatch(req: Request, approvals: &Approvals, peer: &Peer) -> Response {
+    let may_read = peer.uid == 0 || peer.is_approver(&approvals.config().approvers);
+    match req {
+        Request::ApprovalsList | Request::ApprovalsShow { .. } if !may_read => Response::Error {
+            message: format!(
+                "permission denied: uid {} is not an approver (see [approvals] approvers)",
+                peer.uid
+            ),
+        },
+        Request::ApprovalsList => Response::Approvals(Box::new(approvals.list())),
+        Request::ApprovalsShow { id } => match approvals.show(&id) {
+            Some(v) => Response::Approval(Box::new(v)),
+            None => Response::Error {
+                message: format!("no approval request {id}"),
+            },
+        },
+        Request::ApprovalsDecide { id, decision } => {
+            let approve = decision.approve;
+            let grant = decision.grant_secs;
+            match approvals.decide(&id, peer, decision).await {
+                Ok(_) => {
+                    info!(request = %id, approve, peer.uid = peer.uid, "approval decided");
+                    Response::Done {
+                        message: match (approve, grant) {
+                            (true, Some(s)) => {
+                                format!("approved {id}; the same statement is granted for {s}s")
+                            }
+                            (true, None) => format!("approved {id}"),
+                            (false, _) => format!("denied {id}"),
+                        },
+                    }
+                }
+                Err(e) => Response::Error {
+                    message: e.to_string(),
+                },
+            }
+        }
+        Request::ApprovalsRevoke { grant_id, reason } => {
+            match approvals.revoke(&grant_id, peer, reason).await {
+                Ok(()) => Response::Done {
+                    message: format!("revoked {grant_id}"),
+                },
+                Err(e) => Response::Error {
+                    message: e.to_string(),
+                },
+            }
+        }
+        _ => Response::Error {
+            message: "not an approval request".into(),
+        },
+    }
+}

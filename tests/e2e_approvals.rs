@@ -1,0 +1,467 @@
+//! Just-in-time approvals through the real `warden` binary against a real
+//! PostgreSQL: a psql session in an enrolled cgroup holds on a DELETE
+//! (policy `approve`) while approvers (other uids, run with setpriv) decide
+//! through the approvals socket; grants, timeouts, cancel, concurrency,
+//! webhooks, `audit tail` and `audit export` are checked on the way.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::pg::{self, PgServer};
+use common::*;
+use serde_json::Value;
+
+struct Env {
+    env: TestEnv,
+    pg: &'static PgServer,
+    app: String,
+    table: String,
+    socket: std::path::PathBuf,
+    hooks: Arc<Mutex<Vec<Value>>>,
+}
+
+/// A system user created for the test, removed on drop.
+struct User {
+    name: String,
+    uid: u32,
+}
+
+impl User {
+    fn create(name: &str) -> User {
+        let _ = Command::new("userdel").arg(name).output();
+        let out = Command::new("useradd")
+            .args(["-M", "-r", "-s", "/usr/sbin/nologin", name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "useradd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = Command::new("id").args(["-u", name]).output().unwrap();
+        let uid = String::from_utf8_lossy(&id.stdout).trim().parse().unwrap();
+        User {
+            name: name.into(),
+            uid,
+        }
+    }
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).output();
+    }
+}
+
+/// A webhook receiver: records every JSON body, answers 200.
+fn webhook_server(store: Arc<Mutex<Vec<Value>>>) -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_ok()
+                && let Ok(v) = serde_json::from_slice(&body)
+            {
+                store.lock().unwrap().push(v);
+            }
+            let mut s = s;
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    url
+}
+
+impl Env {
+    fn start(approver: u32) -> Env {
+        let pg = PgServer::shared();
+        let mut env = TestEnv::new();
+        let app = env.cgroup("app");
+        let table = format!("appr_{}", std::process::id());
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            &format!(
+                "DROP TABLE IF EXISTS public.{table}; \
+                 CREATE TABLE public.{table} (id int PRIMARY KEY, note text); \
+                 INSERT INTO public.{table} SELECT g, 'n' || g FROM generate_series(1, 20) g; \
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON public.{table} TO {};",
+                pg::ORDERS_RW
+            ),
+        );
+        let pw = env.tmp.path().join("orders_rw.pw");
+        std::fs::write(&pw, format!("{}\n", pg.password(pg::ORDERS_RW))).unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let sock_dir = std::path::PathBuf::from(format!("/tmp/warden-appr-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&sock_dir);
+        let socket = sock_dir.join("approvals.sock");
+        let hooks = Arc::new(Mutex::new(Vec::new()));
+        let url = webhook_server(Arc::clone(&hooks));
+        env.write_config(&format!(
+            "{agent}
+[[target]]
+name = \"pg\"
+protocol = \"postgres\"
+address = \"{addr}\"
+tls = {{ mode = \"verify-full\", ca_file = \"{ca}\" }}
+
+[[account]]
+name = \"app\"
+cgroups = [\"{app}\"]
+
+[[grant]]
+account = \"app\"
+target = \"pg\"
+database = \"{db}\"
+upstream_user = \"{user}\"
+password_file = \"{pw}\"
+policy = \"p\"
+
+[policy.p]
+default = \"deny\"
+rules = [
+  {{ action = \"allow\", classes = [\"read\"] }},
+  {{ action = \"approve\", classes = [\"write\"], tables = [\"{table}\"], name = \"deletes\" }},
+]
+
+[approvals]
+approvers = {{ groups = [], uids = [{approver}, 0] }}
+approval_timeout_secs = 3
+socket = \"{socket}\"
+webhooks = [{{ url = \"{url}\", kind = \"generic\" }}]
+",
+            agent = env.agent_table(false, ""),
+            addr = pg.addr(),
+            ca = pg.ca_pem_path().display(),
+            db = pg::DB,
+            user = pg::ORDERS_RW,
+            pw = pw.display(),
+            socket = socket.display(),
+        ));
+        env.start();
+        Env {
+            env,
+            pg,
+            app,
+            table,
+            socket,
+            hooks,
+        }
+    }
+
+    fn psql(&self, sql: &str) -> Child {
+        let procs = self.env.cg_dir(&self.app).join("cgroup.procs");
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > '{}' && exec '{}' -X -A -t -v VERBOSITY=verbose -v ON_ERROR_STOP=1 -c \"$0\"",
+                procs.display(),
+                self.pg.bin("psql").display()
+            ))
+            .arg(sql)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.pg.port().to_string())
+            .env("PGUSER", "workload")
+            .env("PGDATABASE", pg::DB)
+            .env("PGPASSFILE", "/dev/null")
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// `warden approvals ARGS` as `uid` (0: root, directly).
+    fn approvals_as(&self, uid: u32, args: &[&str]) -> Output {
+        let mut cmd = if uid == 0 {
+            Command::new(WARDEN)
+        } else {
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={uid}"))
+                .arg("--clear-groups")
+                .arg(WARDEN);
+            c
+        };
+        cmd.arg("--config")
+            .arg("/nonexistent/warden.toml")
+            .arg("approvals")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn pending(&self) -> Vec<Value> {
+        let out = self.approvals_as(0, &["--json", "list"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["pending"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until `n` requests are pending; their ids, oldest first.
+    fn wait_pending(&self, n: usize) -> Vec<String> {
+        let t = Instant::now();
+        loop {
+            let p = self.pending();
+            if p.len() >= n {
+                return p
+                    .iter()
+                    .map(|r| r["id"].as_str().unwrap().to_owned())
+                    .collect();
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{} pending, wanted {n}\n{}",
+                p.len(),
+                self.env.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn exists(&self, id: i32) -> bool {
+        self.pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            &format!("SELECT count(*) FROM public.{} WHERE id = {id}", self.table),
+        ) == "1"
+    }
+}
+
+fn finish(c: Child, within: Duration) -> Output {
+    let t = Instant::now();
+    let mut c = c;
+    while c.try_wait().unwrap().is_none() {
+        assert!(t.elapsed() < within, "psql still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn statements_are_held_and_approved_denied_timed_out_granted_and_withdrawn() {
+    let approver = User::create("wdn-approver");
+    let stranger = User::create("wdn-stranger");
+    let e = Env::start(approver.uid);
+    let t = &e.table;
+
+    // Held, then approved by another uid: the DELETE runs.
+    let c = e.psql(&format!("DELETE FROM {t} WHERE id = 1"));
+    let id = e.wait_pending(1).remove(0);
+    // The requesting process runs as root: root cannot approve its own.
+    let own = e.approvals_as(0, &["approve", &id, "--reason", "mine"]);
+    assert!(!own.status.success());
+    assert!(
+        text(&own).contains("cannot decide its own request"),
+        "{}",
+        text(&own)
+    );
+    let other = e.approvals_as(stranger.uid, &["approve", &id]);
+    assert!(!other.status.success());
+    assert!(text(&other).contains("not an approver"), "{}", text(&other));
+    assert!(e.exists(1), "nothing ran while held");
+    let ok = e.approvals_as(approver.uid, &["approve", &id, "--reason", "ticket 42"]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    let out = finish(c, Duration::from_secs(10));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("held for approval (request {id})")),
+        "{}",
+        text(&out)
+    );
+    assert!(!e.exists(1));
+
+    // Denied: 42501 with the reason, nothing changed.
+    let c = e.psql(&format!("DELETE FROM {t} WHERE id = 2"));
+    let id = e.wait_pending(1).remove(0);
+    let d = e.approvals_as(approver.uid, &["deny", &id, "--reason", "not now"]);
+    assert!(d.status.success(), "{}", text(&d));
+    let out = finish(c, Duration::from_secs(10));
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("42501") && text(&out).contains("not now"),
+        "{}",
+        text(&out)
+    );
+    assert!(e.exists(2));
+
+    // Timeout (3 s): refused.
+    let started = Instant::now();
+    let out = finish(
+        e.psql(&format!("DELETE FROM {t} WHERE id = 3")),
+        Duration::from_secs(15),
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("timed out"), "{}", text(&out));
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert!(e.exists(3));
+
+    // Cancel (SIGINT) withdraws: 57014.
+    let c = e.psql(&format!("DELETE FROM {t} WHERE id = 4"));
+    e.wait_pending(1);
+    assert!(nix_kill(c.id(), "INT"));
+    let out = finish(c, Duration::from_secs(5));
+    assert!(
+        text(&out).contains("57014") && text(&out).contains("canceling statement"),
+        "{}",
+        text(&out)
+    );
+    assert!(e.pending().is_empty());
+    assert!(e.exists(4));
+
+    // Concurrent requests resolve independently.
+    let c5 = e.psql(&format!("DELETE FROM {t} WHERE id = 5"));
+    let c6 = e.psql(&format!("DELETE FROM {t} WHERE note = 'n6'"));
+    let ids = e.wait_pending(2);
+    let list = e.pending();
+    let id_of = |needle: &str| {
+        list.iter()
+            .find(|r| r["statement"].as_str().unwrap().contains(needle))
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    let (i5, i6) = (id_of("id ="), id_of("note ="));
+    assert_eq!(ids.len(), 2);
+    assert!(
+        e.approvals_as(approver.uid, &["deny", &i6])
+            .status
+            .success()
+    );
+    assert!(
+        e.approvals_as(approver.uid, &["approve", &i5])
+            .status
+            .success()
+    );
+    assert!(finish(c5, Duration::from_secs(10)).status.success());
+    assert!(!finish(c6, Duration::from_secs(10)).status.success());
+    assert!(!e.exists(5) && e.exists(6));
+
+    // A grant lets the same statement (other literal) through, until revoked.
+    let c = e.psql(&format!("DELETE FROM {t} WHERE id = 7"));
+    let id = e.wait_pending(1).remove(0);
+    let g = e.approvals_as(
+        approver.uid,
+        &["approve", &id, "--for", "1m", "--reason", "batch"],
+    );
+    assert!(g.status.success(), "{}", text(&g));
+    assert!(finish(c, Duration::from_secs(10)).status.success());
+    let quick = Instant::now();
+    let out = finish(
+        e.psql(&format!("DELETE FROM {t} WHERE id = 8")),
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(quick.elapsed() < Duration::from_secs(3));
+    assert!(!e.exists(8));
+    let l = e.approvals_as(0, &["--json", "list"]);
+    let lv: Value = serde_json::from_slice(&l.stdout).unwrap();
+    let grant = lv["grants"][0]["id"].as_str().unwrap().to_owned();
+    assert!(
+        e.approvals_as(stranger.uid, &["revoke", &grant])
+            .status
+            .code()
+            != Some(0)
+    );
+    assert!(
+        e.approvals_as(approver.uid, &["revoke", &grant])
+            .status
+            .success()
+    );
+    let out = finish(
+        e.psql(&format!("DELETE FROM {t} WHERE id = 9")),
+        Duration::from_secs(15),
+    );
+    assert!(
+        !out.status.success(),
+        "after revocation the statement is held again"
+    );
+    assert!(e.exists(9));
+
+    // The webhook heard of the requests.
+    let hooks = e.hooks.lock().unwrap().clone();
+    assert!(
+        hooks.iter().any(|h| h["id"].as_str() == Some(i5.as_str())),
+        "{hooks:?}"
+    );
+    assert!(
+        hooks
+            .iter()
+            .all(|h| h["approve"].as_str().unwrap().contains("approve"))
+    );
+
+    // Every transition is in the trail, and in the export.
+    let tail = e.env.warden(&["audit", "tail", "-n", "500"]);
+    let tail = String::from_utf8_lossy(&tail.stdout).into_owned();
+    for s in [
+        "approval requested",
+        "approval approved",
+        "approval denied",
+        "approval timed_out",
+        "approval withdrawn",
+        "approval grant_used",
+        "approval revoked",
+        "approval decision_refused",
+    ] {
+        assert!(tail.contains(s), "audit tail lacks {s:?}:\n{tail}");
+    }
+    assert!(
+        tail.contains(&format!("approver.uid={}", approver.uid)),
+        "{tail}"
+    );
+    let out_dir = e.env.tmp.path().join("bundle");
+    let ex = e.env.warden(&[
+        "audit",
+        "export",
+        "--from",
+        "-1h",
+        "--to",
+        "now",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(ex.status.success(), "{}", text(&ex));
+    let lines = std::fs::read_to_string(out_dir.join("approvals.jsonl")).unwrap();
+    assert!(lines.lines().count() >= 20, "{lines}");
+    assert!(lines.contains("\"class_uid\":3005"));
+    let v = e
+        .env
+        .warden(&["audit", "verify-export", out_dir.to_str().unwrap()]);
+    assert!(v.status.success(), "{}", text(&v));
+    let _ = std::fs::remove_dir_all(e.socket.parent().unwrap());
+}
