@@ -3,8 +3,10 @@
 //! Starts two demo TCP services on 127.0.0.2, starts Warden with
 //! `config/demo.toml` (state in /tmp/warden-demo, programs attached at the
 //! demo's own cgroup), runs clients inside and outside the enrolled cgroup,
-//! shows `warden status` and `warden audit tail`, then uninstalls and removes
-//! everything it created, also when a step fails.
+//! shows `warden status` and `warden audit tail`, then uninstalls. Then a
+//! PostgreSQL act (`demo/pg.rs`): a throwaway PostgreSQL, a workload with no
+//! password, an allowed query, a masked e-mail, a refused DELETE and their
+//! audit trail. Everything it created is removed, also when a step fails.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -13,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+mod pg;
 
 const STATE: &str = "/tmp/warden-demo";
 const DEMO_CGROUP: &str = "warden-demo";
@@ -43,20 +47,7 @@ pub fn run(root: &Path) -> Result<()> {
     }
     println!("== demo services: orders-db on 127.0.0.2:7070, billing-db on 127.0.0.2:7071");
 
-    let log = std::fs::File::create(Path::new(STATE).join("warden.log"))?;
-    let child = Command::new(&warden)
-        .args(["--config"])
-        .arg(&config)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting warden")?;
-    guard.daemon = Some(child);
-    wait_for(
-        Path::new(STATE).join("control.sock").as_path(),
-        guard.daemon.as_mut(),
-    )?;
+    guard.start(&config)?;
 
     step("warden status");
     show(Command::new(&warden).arg("-c").arg(&config).arg("status"))?;
@@ -98,6 +89,8 @@ pub fn run(root: &Path) -> Result<()> {
     if let Some(mut c) = guard.daemon.take() {
         let _ = c.wait();
     }
+
+    pg::act(root, &mut guard, &mount)?;
     println!("\nDemo finished; Warden's log was {STATE}/warden.log (removed with the demo state).");
     Ok(())
 }
@@ -190,6 +183,28 @@ struct Cleanup {
 }
 
 impl Cleanup {
+    /// Starts `warden run` with `config` (log appended to STATE/warden.log)
+    /// and waits for its control socket.
+    fn start(&mut self, config: &Path) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(Path::new(STATE).join("warden.log"))?;
+        let child = Command::new(&self.warden)
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting warden")?;
+        self.daemon = Some(child);
+        wait_for(
+            Path::new(STATE).join("control.sock").as_path(),
+            self.daemon.as_mut(),
+        )
+    }
+
     fn clean(&mut self) {
         if Path::new(STATE).exists() || Path::new("/sys/fs/bpf/warden-demo").exists() {
             let _ = Command::new(&self.warden)
@@ -206,6 +221,7 @@ impl Cleanup {
         for dir in [
             self.mount.join(DEMO_CGROUP).join("orders-api"),
             self.mount.join(DEMO_CGROUP).join("reporting"),
+            self.mount.join(DEMO_CGROUP).join(pg::CGROUP),
             self.mount.join(DEMO_CGROUP),
         ] {
             let _ = std::fs::remove_dir(dir);

@@ -8,7 +8,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::run as sh;
 
-/// Debian packages the build, the tests and the demo use.
+/// Debian packages the build, the tests and the demo use, besides
+/// `pgkit::PG_PACKAGES` (PostgreSQL, PgBouncer, psycopg2).
 const APT_PACKAGES: &[(&str, &str)] = &[
     // (package, a file it provides that tells us it is installed)
     ("bpftool", "/usr/sbin/bpftool"),
@@ -16,14 +17,6 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("systemd", "/usr/bin/systemd-analyze"),
     ("iproute2", "/usr/bin/ss"),
     ("socat", "/usr/bin/socat"),
-    // PostgreSQL tests (tests/common/pg.rs keeps the same list).
-    ("postgresql", "/usr/lib/postgresql/15/bin/initdb"),
-    ("postgresql-client", "/usr/lib/postgresql/15/bin/psql"),
-    ("pgbouncer", "/usr/sbin/pgbouncer"),
-    (
-        "python3-psycopg2",
-        "/usr/lib/python3/dist-packages/psycopg2/__init__.py",
-    ),
 ];
 
 /// The bpf-linker release known to build against the nightly's LLVM 22.
@@ -39,6 +32,7 @@ pub fn run() -> Result<()> {
 fn apt() -> Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
+        .chain(pgkit::PG_PACKAGES)
         .filter(|(_, probe)| !std::path::Path::new(probe).exists())
         .map(|(p, _)| *p)
         .collect();
