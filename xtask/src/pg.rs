@@ -100,7 +100,9 @@ pub fn workload(pg: &PgServer, cgroup: &Path, program: &Path, args: &[&str]) -> 
         .env("PGUSER", "workload")
         .env("PGDATABASE", pgkit::DB)
         .env("PGSSLMODE", "disable")
-        .env("PGPASSFILE", "/dev/null")
+        // A path that cannot exist: libpq then reads no password file
+        // (quietly; /dev/null itself draws a warning).
+        .env("PGPASSFILE", "/dev/null/none")
         .env("PGCONNECT_TIMEOUT", "10");
     c
 }
