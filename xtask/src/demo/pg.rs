@@ -60,7 +60,7 @@ pub fn act(root: &Path, guard: &mut Cleanup, mount: &Path) -> Result<()> {
         "Warden restarted with a postgres target; what the demo added to config/demo.toml ({}):",
         config.display()
     ));
-    for line in sections.lines() {
+    for line in sections.trim().lines() {
         println!("   | {line}");
     }
     guard.start(&config)?;
@@ -92,7 +92,8 @@ pub fn act(root: &Path, guard: &mut Cleanup, mount: &Path) -> Result<()> {
         println!("   {mark} {line}");
     }
     println!(
-        "   (psql exit status: {status}; the e-mails came back masked, the DELETE was refused)"
+        "   (psql exit code {}: the e-mails came back masked, the DELETE was refused)",
+        status.code().unwrap_or(-1)
     );
     let left = pg.psql_ok(
         pgkit::SUPERUSER,
