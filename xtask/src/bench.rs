@@ -464,6 +464,9 @@ impl Guard {
     }
 
     fn stop(&mut self) {
+        if !self.config.exists() {
+            return; // never started
+        }
         let _ = Command::new(&self.warden)
             .arg("--config")
             .arg(&self.config)

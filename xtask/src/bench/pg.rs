@@ -7,7 +7,9 @@
 //!
 //! Settings (environment): `WARDEN_BENCH_PG_SECS` (per run, default 20),
 //! `WARDEN_BENCH_PG_CLIENTS` (8), `WARDEN_BENCH_PG_SCALE` (10),
-//! `WARDEN_BENCH_PG_SESSIONS` (500).
+//! `WARDEN_BENCH_PG_SESSIONS` (500); `WARDEN_BENCH_PG_PERF` (set: `perf
+//! record` the agent during the simple-protocol Warden run and print its
+//! hottest symbols; that run's figures then include perf's overhead).
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -63,7 +65,7 @@ pub fn run(root: &Path) -> Result<()> {
     pg.psql_ok(
         pgkit::SUPERUSER,
         pgkit::DB,
-        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO orders_ro; VACUUM ANALYZE",
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO orders_ro",
     );
     let version = pg.psql_ok(pgkit::SUPERUSER, pgkit::DB, "SHOW server_version");
 
@@ -96,26 +98,22 @@ pub fn run(root: &Path) -> Result<()> {
     );
     let pgbench = pg.bin("pgbench");
     let mut summary = Vec::new();
-    for mode in ["simple", "prepared"] {
-        let args = [
-            "-n",
-            "-S",
-            "-M",
-            mode,
-            "-c",
-            &clients.to_string(),
-            "-j",
-            &threads.to_string(),
-            "-T",
-            &secs.to_string(),
-        ];
+    let perf_wanted = std::env::var_os("WARDEN_BENCH_PG_PERF").is_some();
+    let mut profile = None;
+    for mode in MODES {
+        let args = pgbench_args(mode, clients, threads, secs);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut direct = crate::pg::in_cgroup(&guard.direct, &pgbench, &args);
         pg.client_env(&mut direct, pgkit::ORDERS_RO, pgkit::DB, "disable");
         let d = Figures::measure(direct, None)?;
         d.print(mode, "direct", None);
 
         let warden = crate::pg::workload(&pg, &guard.enrolled, &pgbench, &args);
+        let perf = (mode == "simple" && perf_wanted).then(|| Perf::start(agent, &guard.tmp));
         let w = Figures::measure(warden, Some(agent))?;
+        if let Some(p) = perf {
+            profile = Some(p?.report()?);
+        }
         w.print(mode, "warden", Some(&d));
 
         let mut via = crate::pg::in_cgroup(&guard.direct, &pgbench, &args);
@@ -181,10 +179,35 @@ pub fn run(root: &Path) -> Result<()> {
         opened.as_secs_f64()
     ));
     println!("  (goal: <= 100 MB at 500 sessions)");
+    let audited: f64 = summary.iter().map(|(_, _, w, _)| w.tx).sum();
+    let store = dir_bytes(&guard.tmp.join("state")) as f64;
     println!(
-        "audit store after the runs: {:.1} MB",
-        dir_bytes(&guard.tmp.join("state")) as f64 / 1e6
+        "\naudit store after the Warden runs: {:.1} MB, {:.0} bytes per pgbench transaction \
+         ({audited:.0} transactions, each audited as a request and a result event)",
+        store / 1e6,
+        store / audited.max(1.0)
     );
+
+    // The cost of the fsync per audit commit: the same Warden runs with
+    // synchronous=normal.
+    guard.stop();
+    let config = guard.agent_toml(listen_port, "normal")
+        + &crate::pg::sections(&pg, "bench", &guard.enrolled_cgroup(), &guard.tmp, false)?;
+    std::fs::write(&guard.config, config)?;
+    let agent = guard.start()?;
+    println!("\nfor comparison, Warden with audit synchronous=normal (no fsync per commit):");
+    for (mode, d, _, _) in &summary {
+        let args = pgbench_args(mode, clients, threads, secs);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let warden = crate::pg::workload(&pg, &guard.enrolled, &pgbench, &args);
+        Figures::measure(warden, Some(agent))?.print(mode, "warden", Some(d));
+    }
+    if let Some(profile) = profile {
+        println!(
+            "\nagent CPU profile during the simple-protocol Warden run (synchronous=full; its \
+             figures include perf's overhead), self time:\n{profile}"
+        );
+    }
     warn_if_busy(cpus)?;
     guard.stop();
     Ok(())
@@ -192,6 +215,8 @@ pub fn run(root: &Path) -> Result<()> {
 
 /// One pgbench run's figures.
 struct Figures {
+    /// Transactions completed.
+    tx: f64,
     tps: f64,
     lat_ms: f64,
     failed: u64,
@@ -227,6 +252,7 @@ impl Figures {
             _ => None,
         };
         Ok(Self {
+            tx,
             tps: field("tps = ")?,
             lat_ms: field("latency average = ")?,
             failed: field("number of failed transactions: ").unwrap_or(0.0) as u64,
@@ -272,6 +298,73 @@ impl Mem {
             self.rss as f64 / 1024.0,
             self.hwm as f64 / 1024.0
         );
+    }
+}
+
+const MODES: [&str; 2] = ["simple", "prepared"];
+
+fn pgbench_args(mode: &str, clients: u64, threads: u64, secs: u64) -> Vec<String> {
+    let mut args: Vec<String> = ["-n", "-S", "-M", mode].map(str::to_owned).into();
+    for (flag, v) in [("-c", clients), ("-j", threads), ("-T", secs)] {
+        args.push(flag.to_owned());
+        args.push(v.to_string());
+    }
+    args
+}
+
+/// `perf record` of one process while a run lasts (WARDEN_BENCH_PG_PERF).
+struct Perf {
+    child: std::process::Child,
+    data: std::path::PathBuf,
+}
+
+impl Perf {
+    fn start(pid: u32, dir: &Path) -> Result<Self> {
+        let data = dir.join("perf.data");
+        let child = Command::new("perf")
+            .args([
+                "record",
+                "-q",
+                "-F",
+                "499",
+                "-g",
+                "-p",
+                &pid.to_string(),
+                "-o",
+            ])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting perf (WARDEN_BENCH_PG_PERF is set)")?;
+        Ok(Self { child, data })
+    }
+
+    /// Stops the recording; the hottest symbols by self time.
+    fn report(mut self) -> Result<String> {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let out = Command::new("perf")
+            .args([
+                "report",
+                "--stdio",
+                "--no-children",
+                "-g",
+                "none",
+                "--percent-limit",
+                "1",
+            ])
+            .args(["--sort", "dso,symbol", "-i"])
+            .arg(&self.data)
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n"))
     }
 }
 
