@@ -50,7 +50,7 @@ pub fn run(root: &Path) -> Result<()> {
     guard.start(&config)?;
 
     step("warden status");
-    show(Command::new(&warden).arg("-c").arg(&config).arg("status"))?;
+    guard.warden(&config, &["status"])?;
 
     step(
         "an enrolled client (cgroup /warden-demo/orders-api) connects to orders-db: relayed through Warden",
@@ -64,31 +64,13 @@ pub fn run(root: &Path) -> Result<()> {
     // The close event is written when the relay ends; give it a moment.
     std::thread::sleep(Duration::from_millis(500));
     step("warden audit tail");
-    show(
-        Command::new(&warden)
-            .arg("-c")
-            .arg(&config)
-            .args(["audit", "tail", "-n", "20"]),
-    )?;
+    guard.warden(&config, &["audit", "tail", "-n", "20"])?;
 
     step("warden audit verify (recomputes the hash chain, checks signed checkpoints)");
-    show(
-        Command::new(&warden)
-            .arg("-c")
-            .arg(&config)
-            .args(["audit", "verify"]),
-    )?;
+    guard.warden(&config, &["audit", "verify"])?;
 
     step("warden uninstall (stops the daemon, detaches the programs, removes the pins)");
-    show(
-        Command::new(&warden)
-            .arg("-c")
-            .arg(&config)
-            .arg("uninstall"),
-    )?;
-    if let Some(mut c) = guard.daemon.take() {
-        let _ = c.wait();
-    }
+    guard.uninstall(&config)?;
 
     pg::act(root, &mut guard, &mount)?;
     println!("\nDemo finished; Warden's log was {STATE}/warden.log (removed with the demo state).");
@@ -203,6 +185,21 @@ impl Cleanup {
             Path::new(STATE).join("control.sock").as_path(),
             self.daemon.as_mut(),
         )
+    }
+
+    /// `warden -c CONFIG ARGS…`, its output shown; fails on a non-zero exit.
+    fn warden(&self, config: &Path, args: &[&str]) -> Result<()> {
+        show(Command::new(&self.warden).arg("-c").arg(config).args(args))
+    }
+
+    /// `warden uninstall` (stops the daemon, detaches the programs, removes
+    /// the pins), then reaps the daemon.
+    fn uninstall(&mut self, config: &Path) -> Result<()> {
+        self.warden(config, &["uninstall"])?;
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.wait();
+        }
+        Ok(())
     }
 
     fn clean(&mut self) {

@@ -109,7 +109,7 @@ pub fn run(root: &Path) -> Result<()> {
         d.print(mode, "direct", None);
 
         let warden = crate::pg::workload(&pg, &guard.enrolled, &pgbench, &args);
-        let perf = (mode == "simple" && perf_wanted).then(|| Perf::start(agent, &guard.tmp));
+        let perf = (mode == "simple" && perf_wanted).then(|| Perf::start(agent));
         let w = Figures::measure(warden, Some(agent))?;
         if let Some(p) = perf {
             profile = Some(p?.report()?);
@@ -319,8 +319,9 @@ struct Perf {
 }
 
 impl Perf {
-    fn start(pid: u32, dir: &Path) -> Result<Self> {
-        let data = dir.join("perf.data");
+    /// Records into /tmp/warden-bench-pg.perf.data (kept for `perf report -i`).
+    fn start(pid: u32) -> Result<Self> {
+        let data = std::env::temp_dir().join("warden-bench-pg.perf.data");
         let child = Command::new("perf")
             .args([
                 "record",
@@ -340,31 +341,50 @@ impl Perf {
         Ok(Self { child, data })
     }
 
-    /// Stops the recording; the hottest symbols by self time.
+    /// Stops the recording; where the agent's CPU time went: by binary
+    /// (self time), then the agent's own functions including what they call.
     fn report(mut self) -> Result<String> {
         let _ = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
-        let out = Command::new("perf")
-            .args([
-                "report",
-                "--stdio",
-                "--no-children",
-                "-g",
-                "none",
+        let report = |args: &[&str], lines: usize| -> Result<String> {
+            let out = Command::new("perf")
+                .args(["report", "--stdio", "-g", "none", "-i"])
+                .arg(&self.data)
+                .args(args)
+                .output()?;
+            Ok(String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .take(lines)
+                .map(str::trim_end)
+                .collect::<Vec<_>>()
+                .join("\n"))
+        };
+        let by_dso = report(
+            &["--no-children", "--sort", "dso", "--percent-limit", "1"],
+            8,
+        )?;
+        let inclusive = report(
+            &[
+                "--children",
+                "--sort",
+                "sym",
+                "--dsos",
+                "warden",
                 "--percent-limit",
-                "1",
-            ])
-            .args(["--sort", "dso,symbol", "-i"])
-            .arg(&self.data)
-            .output()?;
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n"))
+                "4",
+                "--fields",
+                "children,self,sym",
+            ],
+            40,
+        )?;
+        Ok(format!(
+            "by binary (self):\n{by_dso}\nthe agent's functions (with callees, self):\n{inclusive}\n\
+             (recording kept: perf report -i {})",
+            self.data.display()
+        ))
     }
 }
 

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result};
 use pgkit::{PgOptions, PgServer};
 
-use super::{Cleanup, STATE, show, step};
+use super::{Cleanup, STATE, step};
 
 /// The workload's cgroup under the demo's cgroup.
 pub const CGROUP: &str = "reports-job";
@@ -126,31 +126,13 @@ pub fn act(root: &Path, guard: &mut Cleanup, mount: &Path) -> Result<()> {
     step(&format!(
         "warden audit replay {session} (the session as it happened: who, each statement, results)"
     ));
-    show(
-        Command::new(&guard.warden)
-            .arg("-c")
-            .arg(&config)
-            .args(["audit", "replay", session]),
-    )?;
+    guard.warden(&config, &["audit", "replay", session])?;
 
     step("warden audit verify");
-    show(
-        Command::new(&guard.warden)
-            .arg("-c")
-            .arg(&config)
-            .args(["audit", "verify"]),
-    )?;
+    guard.warden(&config, &["audit", "verify"])?;
 
     step("warden uninstall; the PostgreSQL server is stopped and removed");
-    show(
-        Command::new(&guard.warden)
-            .arg("-c")
-            .arg(&config)
-            .arg("uninstall"),
-    )?;
-    if let Some(mut c) = guard.daemon.take() {
-        let _ = c.wait();
-    }
+    guard.uninstall(&config)?;
     drop(pg);
     Ok(())
 }
