@@ -348,40 +348,45 @@ impl Perf {
             .args(["-INT", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
-        let report = |args: &[&str], lines: usize| -> Result<String> {
+        let report = |args: &[&str], keep: &dyn Fn(&str) -> bool, lines: usize| {
             let out = Command::new("perf")
                 .args(["report", "--stdio", "-g", "none", "-i"])
                 .arg(&self.data)
                 .args(args)
                 .output()?;
-            Ok(String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-                .take(lines)
-                .map(str::trim_end)
-                .collect::<Vec<_>>()
-                .join("\n"))
+            Ok::<_, anyhow::Error>(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|l| !l.starts_with('#') && !l.trim().is_empty() && keep(l))
+                    .take(lines)
+                    .map(str::trim_end)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
         };
-        let by_dso = report(
-            &["--no-children", "--sort", "dso", "--percent-limit", "1"],
+        let all = |_: &str| true;
+        let by_dso = report(&["--no-children", "--sort", "dso"], &all, 6)?;
+        // User stacks are not unwound (no frame pointers in the release
+        // build), but the kernel's are: time spent in each system call.
+        let syscalls = report(
+            &["--children", "--sort", "sym"],
+            &|l: &str| l.contains("__x64_sys_"),
             8,
         )?;
-        let inclusive = report(
+        let user = report(
             &[
-                "--children",
+                "--no-children",
                 "--sort",
-                "sym",
+                "dso,sym",
                 "--dsos",
-                "warden",
-                "--percent-limit",
-                "4",
-                "--fields",
-                "children,self,sym",
+                "warden,libc.so.6",
             ],
-            40,
+            &all,
+            15,
         )?;
         Ok(format!(
-            "by binary (self):\n{by_dso}\nthe agent's functions (with callees, self):\n{inclusive}\n\
+            "by binary (self time):\n{by_dso}\nin system calls (with the kernel work they \
+             cause):\n{syscalls}\nhottest user-space symbols (self time):\n{user}\n\
              (recording kept: perf report -i {})",
             self.data.display()
         ))
