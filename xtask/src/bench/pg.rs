@@ -205,7 +205,7 @@ pub fn run(root: &Path) -> Result<()> {
     if let Some(profile) = profile {
         println!(
             "\nagent CPU profile during the simple-protocol Warden run (synchronous=full; its \
-             figures include perf's overhead), self time:\n{profile}"
+             figures include perf's overhead):\n{profile}"
         );
     }
     warn_if_busy(cpus)?;
