@@ -1,15 +1,23 @@
-//! `cargo xtask bench relay`: the TCP relay, direct vs through Warden, in one
-//! run on this host. Prints bulk throughput, connect+echo latency (p50/p99)
-//! and the agent's RSS with 1,000 idle relayed connections.
+//! `cargo xtask bench [NAME]`: benchmarks that print figures and assert
+//! nothing. Without a name, every one of them in turn.
 //!
-//! `cargo xtask bench audit`: the audit store (append rate with hash chain
-//! and group commit, added latency per record, `verify` speed), measured
-//! in-process on the real `warden::audit` code by the `audit` bench target
-//! of the agent crate (`agent/benches/audit.rs`).
+//! `relay`: the TCP relay, direct vs through Warden, in one run on this
+//! host. Prints bulk throughput, connect+echo latency (p50/p99) and the
+//! agent's RSS with 1,000 idle relayed connections.
 //!
-//! The client runs in a cgroup created for the bench (enrolled for the
+//! `pg` (`bench/pg.rs`): pgbench against PostgreSQL directly, through
+//! Warden and through PgBouncer, and the agent's memory with 500 sessions.
+//!
+//! `audit`, `masking`, `policy`, …: the agent crate's `[[bench]]` targets
+//! (`agent/benches/*.rs`), measured in-process on the real library code:
+//! e.g. the audit store's append rate with hash chain and group commit,
+//! added latency per record and `verify` speed.
+//!
+//! The clients run in cgroups created for the bench (enrolled for the
 //! Warden runs, a sibling cgroup for the direct runs); Warden's programs are
 //! attached at the bench's own cgroup, so nothing else on the host is touched.
+
+mod pg;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -24,40 +32,73 @@ const BULK_RUNS: usize = 3;
 const LATENCY_ITERS: usize = 2000;
 const IDLE_CONNS: usize = 1000;
 
-/// `cargo xtask bench audit`: the agent's `audit` bench target, optimised.
-pub fn audit(root: &Path) -> Result<()> {
-    crate::run(
-        crate::cargo()
-            .current_dir(root)
-            .args(["bench", "-p", "warden", "--bench", "audit"]),
-    )
+/// The system benches (release binary, root, eBPF); the others are the
+/// agent crate's `[[bench]]` targets.
+const SYSTEM: &[&str] = &["relay", "pg"];
+
+/// The agent crate's `[[bench]]` targets, from agent/Cargo.toml.
+pub fn micro_benches(root: &Path) -> Result<Vec<String>> {
+    let manifest = std::fs::read_to_string(root.join("agent/Cargo.toml"))?;
+    let mut names = Vec::new();
+    let mut in_bench = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bench = line == "[[bench]]";
+        } else if in_bench && let Some(v) = line.strip_prefix("name") {
+            names.push(
+                v.trim_start_matches([' ', '='])
+                    .trim_matches('"')
+                    .to_owned(),
+            );
+        }
+    }
+    Ok(names)
 }
 
-pub fn run(root: &Path, which: &str) -> Result<()> {
-    if which != "relay" {
-        bail!("unknown bench {which:?} (available: relay, audit)");
-    }
-    let mount = crate::demo::cgroup2_mount()?;
-    let id = std::process::id();
-    let base = format!("warden-bench-{id}");
-    let enrolled = mount.join(&base).join("enrolled");
-    let direct = mount.join(&base).join("direct");
-    std::fs::create_dir_all(&enrolled)?;
-    std::fs::create_dir_all(&direct)?;
-    let tmp = std::env::temp_dir().join(format!("warden-bench-{id}"));
-    std::fs::create_dir_all(&tmp)?;
-    let mut guard = Guard {
-        warden: root.join("target/release/warden"),
-        config: tmp.join("warden.toml"),
-        tmp: tmp.clone(),
-        cgroups: vec![
-            enrolled.clone(),
-            direct.clone(),
-            mount.join(&base),
-            mount.join(format!("{base}-agent")),
-        ],
-        daemon: None,
+/// `cargo xtask bench [NAME]`; `build` makes target/release/warden, called
+/// only when a system bench runs.
+pub fn main(root: &Path, which: Option<&str>, build: impl Fn() -> Result<()>) -> Result<()> {
+    let micro = micro_benches(root)?;
+    let all: Vec<&str> = micro
+        .iter()
+        .map(String::as_str)
+        .chain(SYSTEM.iter().copied())
+        .collect();
+    let chosen: Vec<&str> = match which {
+        None => all.clone(),
+        Some(w) if all.contains(&w) => vec![w],
+        Some(w) => bail!("unknown bench {w:?} (available: {})", all.join(", ")),
     };
+    let mut built = false;
+    for name in &chosen {
+        if chosen.len() > 1 {
+            println!("\n==== cargo xtask bench {name}");
+        }
+        if micro.iter().any(|m| m == name) {
+            // In-process: needs no release binary, no root, no eBPF.
+            crate::run(
+                crate::cargo()
+                    .current_dir(root)
+                    .args(["bench", "-p", "warden", "--bench", name]),
+            )?;
+            continue;
+        }
+        if !built {
+            build()?;
+            built = true;
+        }
+        match *name {
+            "relay" => relay(root)?,
+            "pg" => pg::run(root)?,
+            other => bail!("no runner for {other}"),
+        }
+    }
+    Ok(())
+}
+
+fn relay(root: &Path) -> Result<()> {
+    let mut guard = Guard::new(root)?;
+    let (enrolled, direct) = (guard.enrolled.clone(), guard.direct.clone());
 
     // Servers: a sink (counts bytes, answers once at EOF) and an echo.
     let sink = TcpListener::bind("127.0.0.2:0")?;
@@ -68,14 +109,14 @@ pub fn run(root: &Path, which: &str) -> Result<()> {
     std::thread::spawn(move || serve(echo, true));
 
     let listen_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let config = |sync: &str| {
-        format!(
-            "[agent]\nlisten = \"127.0.0.1:{listen_port}\"\nstate_dir = \"{state}\"\nbpf_pin_dir = \"/sys/fs/bpf/warden-bench-{id}\"\ncontrol_socket = \"{sock}\"\ncgroup_root = \"/{base}\"\nagent_cgroup = \"/{base}-agent\"\nmax_connections = 20000\n\n[audit]\nsynchronous = \"{sync}\"\n\n[[target]]\nname = \"sink\"\nprotocol = \"tcp\"\naddress = \"{sink_addr}\"\n\n[[target]]\nname = \"echo\"\nprotocol = \"tcp\"\naddress = \"{echo_addr}\"\n\n[[account]]\nname = \"bench\"\ncgroups = [\"/{base}/enrolled\"]\ntargets = [\"sink\", \"echo\"]\n",
-            state = tmp.join("state").display(),
-            sock = tmp.join("control.sock").display(),
-        )
-    };
-    std::fs::write(&guard.config, config("full"))?;
+    let targets = format!(
+        "\n[[target]]\nname = \"sink\"\nprotocol = \"tcp\"\naddress = \"{sink_addr}\"\n\n[[target]]\nname = \"echo\"\nprotocol = \"tcp\"\naddress = \"{echo_addr}\"\n\n[[account]]\nname = \"bench\"\ncgroups = [\"{cg}\"]\ntargets = [\"sink\", \"echo\"]\n",
+        cg = guard.enrolled_cgroup(),
+    );
+    std::fs::write(
+        &guard.config,
+        guard.agent_toml(listen_port, "full") + &targets,
+    )?;
     let pid = guard.start()?;
     let rss_start = rss_kib(pid)?;
 
@@ -152,7 +193,10 @@ pub fn run(root: &Path, which: &str) -> Result<()> {
 
     // The same latency run with the audit store's fsync per commit off.
     guard.stop();
-    std::fs::write(&guard.config, config("normal"))?;
+    std::fs::write(
+        &guard.config,
+        guard.agent_toml(listen_port, "normal") + &targets,
+    )?;
     guard.start()?;
     let l_direct = client(&direct, "latency", echo_addr)?;
     let l_warden = client(&enrolled, "latency", echo_addr)?;
@@ -318,24 +362,79 @@ fn serve(l: TcpListener, echo: bool) {
 }
 
 fn rss_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// A `kB` field of /proc/PID/status (VmRSS, VmHWM, …).
+fn status_kib(pid: u32, key: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .context("no VmRSS")
+        .with_context(|| format!("no {key} in /proc/{pid}/status"))
 }
 
+/// A bench's cgroups (its own root with `enrolled` and `direct`, the
+/// agent's cgroup beside it), temp dir and Warden daemon; `Drop` uninstalls
+/// Warden and removes them.
 struct Guard {
     warden: PathBuf,
     config: PathBuf,
     tmp: PathBuf,
+    /// `warden-bench-<pid>`: the cgroup the programs attach at.
+    base: String,
+    enrolled: PathBuf,
+    direct: PathBuf,
     cgroups: Vec<PathBuf>,
     daemon: Option<Child>,
 }
 
 impl Guard {
+    fn new(root: &Path) -> Result<Self> {
+        let mount = crate::demo::cgroup2_mount()?;
+        let base = format!("warden-bench-{}", std::process::id());
+        let enrolled = mount.join(&base).join("enrolled");
+        let direct = mount.join(&base).join("direct");
+        let tmp = std::env::temp_dir().join(&base);
+        let guard = Guard {
+            warden: root.join("target/release/warden"),
+            config: tmp.join("warden.toml"),
+            tmp: tmp.clone(),
+            enrolled: enrolled.clone(),
+            direct: direct.clone(),
+            cgroups: vec![
+                enrolled.clone(),
+                direct.clone(),
+                mount.join(&base),
+                mount.join(format!("{base}-agent")),
+            ],
+            base,
+            daemon: None,
+        };
+        std::fs::create_dir_all(&enrolled)?;
+        std::fs::create_dir_all(&direct)?;
+        std::fs::create_dir_all(&tmp)?;
+        Ok(guard)
+    }
+
+    /// The enrolled cgroup as the config names it (relative to the mount).
+    fn enrolled_cgroup(&self) -> String {
+        format!("/{}/enrolled", self.base)
+    }
+
+    /// The `[agent]` and `[audit]` tables: everything under the bench's temp
+    /// dir (on disk: /tmp), programs attached at the bench's cgroup.
+    fn agent_toml(&self, listen_port: u16, synchronous: &str) -> String {
+        format!(
+            "[agent]\nlisten = \"127.0.0.1:{listen_port}\"\nstate_dir = \"{state}\"\nbpf_pin_dir = \"/sys/fs/bpf/{base}\"\ncontrol_socket = \"{sock}\"\ncgroup_root = \"/{base}\"\nagent_cgroup = \"/{base}-agent\"\nmax_connections = 20000\n\n[audit]\nsynchronous = \"{synchronous}\"\n",
+            state = self.tmp.join("state").display(),
+            sock = self.tmp.join("control.sock").display(),
+            base = self.base,
+        )
+    }
+
     /// Starts Warden with `self.config`; returns its pid once it answers.
     fn start(&mut self) -> Result<u32> {
         let log = std::fs::OpenOptions::new()
@@ -365,6 +464,9 @@ impl Guard {
     }
 
     fn stop(&mut self) {
+        if !self.config.exists() {
+            return; // never started
+        }
         let _ = Command::new(&self.warden)
             .arg("--config")
             .arg(&self.config)

@@ -3,8 +3,10 @@
 //! Starts two demo TCP services on 127.0.0.2, starts Warden with
 //! `config/demo.toml` (state in /tmp/warden-demo, programs attached at the
 //! demo's own cgroup), runs clients inside and outside the enrolled cgroup,
-//! shows `warden status` and `warden audit tail`, then uninstalls and removes
-//! everything it created, also when a step fails.
+//! shows `warden status` and `warden audit tail`, then uninstalls. Then a
+//! PostgreSQL act (`demo/pg.rs`): a throwaway PostgreSQL, a workload with no
+//! password, an allowed query, a masked e-mail, a refused DELETE and their
+//! audit trail. Everything it created is removed, also when a step fails.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -13,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+mod pg;
 
 const STATE: &str = "/tmp/warden-demo";
 const DEMO_CGROUP: &str = "warden-demo";
@@ -43,23 +47,10 @@ pub fn run(root: &Path) -> Result<()> {
     }
     println!("== demo services: orders-db on 127.0.0.2:7070, billing-db on 127.0.0.2:7071");
 
-    let log = std::fs::File::create(Path::new(STATE).join("warden.log"))?;
-    let child = Command::new(&warden)
-        .args(["--config"])
-        .arg(&config)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting warden")?;
-    guard.daemon = Some(child);
-    wait_for(
-        Path::new(STATE).join("control.sock").as_path(),
-        guard.daemon.as_mut(),
-    )?;
+    guard.start(&config)?;
 
     step("warden status");
-    show(Command::new(&warden).arg("-c").arg(&config).arg("status"))?;
+    guard.warden(&config, &["status"])?;
 
     step(
         "an enrolled client (cgroup /warden-demo/orders-api) connects to orders-db: relayed through Warden",
@@ -73,31 +64,15 @@ pub fn run(root: &Path) -> Result<()> {
     // The close event is written when the relay ends; give it a moment.
     std::thread::sleep(Duration::from_millis(500));
     step("warden audit tail");
-    show(
-        Command::new(&warden)
-            .arg("-c")
-            .arg(&config)
-            .args(["audit", "tail", "-n", "20"]),
-    )?;
+    guard.warden(&config, &["audit", "tail", "-n", "20"])?;
 
     step("warden audit verify (recomputes the hash chain, checks signed checkpoints)");
-    show(
-        Command::new(&warden)
-            .arg("-c")
-            .arg(&config)
-            .args(["audit", "verify"]),
-    )?;
+    guard.warden(&config, &["audit", "verify"])?;
 
     step("warden uninstall (stops the daemon, detaches the programs, removes the pins)");
-    show(
-        Command::new(&warden)
-            .arg("-c")
-            .arg(&config)
-            .arg("uninstall"),
-    )?;
-    if let Some(mut c) = guard.daemon.take() {
-        let _ = c.wait();
-    }
+    guard.uninstall(&config)?;
+
+    pg::act(root, &mut guard, &mount)?;
     println!("\nDemo finished; Warden's log was {STATE}/warden.log (removed with the demo state).");
     Ok(())
 }
@@ -190,6 +165,43 @@ struct Cleanup {
 }
 
 impl Cleanup {
+    /// Starts `warden run` with `config` (log appended to STATE/warden.log)
+    /// and waits for its control socket.
+    fn start(&mut self, config: &Path) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(Path::new(STATE).join("warden.log"))?;
+        let child = Command::new(&self.warden)
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting warden")?;
+        self.daemon = Some(child);
+        wait_for(
+            Path::new(STATE).join("control.sock").as_path(),
+            self.daemon.as_mut(),
+        )
+    }
+
+    /// `warden -c CONFIG ARGS…`, its output shown; fails on a non-zero exit.
+    fn warden(&self, config: &Path, args: &[&str]) -> Result<()> {
+        show(Command::new(&self.warden).arg("-c").arg(config).args(args))
+    }
+
+    /// `warden uninstall` (stops the daemon, detaches the programs, removes
+    /// the pins), then reaps the daemon.
+    fn uninstall(&mut self, config: &Path) -> Result<()> {
+        self.warden(config, &["uninstall"])?;
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.wait();
+        }
+        Ok(())
+    }
+
     fn clean(&mut self) {
         if Path::new(STATE).exists() || Path::new("/sys/fs/bpf/warden-demo").exists() {
             let _ = Command::new(&self.warden)
@@ -206,6 +218,7 @@ impl Cleanup {
         for dir in [
             self.mount.join(DEMO_CGROUP).join("orders-api"),
             self.mount.join(DEMO_CGROUP).join("reporting"),
+            self.mount.join(DEMO_CGROUP).join(pg::CGROUP),
             self.mount.join(DEMO_CGROUP),
         ] {
             let _ = std::fs::remove_dir(dir);

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod pg;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -29,11 +30,13 @@ enum Cmd {
     Lint,
     /// One-command tour: a demo service, Warden, an enrolled client, the audit trail.
     Demo,
-    /// Benchmarks that print figures (relay: direct vs through Warden;
-    /// audit: the audit store's append rate, latency and verify speed).
+    /// Benchmarks that print figures; without NAME, all of them. relay: TCP
+    /// direct vs through Warden; pg: pgbench direct, through Warden and
+    /// through PgBouncer, agent RSS at 500 sessions; audit, masking, policy…:
+    /// the agent crate's in-process benches (agent/benches/).
     Bench {
-        #[arg(default_value = "relay")]
-        which: String,
+        #[arg(value_name = "NAME")]
+        which: Option<String>,
     },
     /// Internal: the bench's client, run inside a bench cgroup.
     #[command(hide = true)]
@@ -63,12 +66,7 @@ fn main() -> Result<()> {
         Cmd::BenchClient { mode, addr } => bench::client_main(&mode, &addr),
         Cmd::Bench { which } => {
             setup::run()?;
-            if which == "audit" {
-                // In-process: needs no release binary, no root, no eBPF.
-                return bench::audit(&root);
-            }
-            build_release(&root)?;
-            bench::run(&root, &which)
+            bench::main(&root, which.as_deref(), || build_release(&root))
         }
     }
 }

@@ -8,7 +8,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::run as sh;
 
-/// Debian packages the build, the tests and the demo use.
+/// Debian packages the build, the tests and the demo use, besides
+/// `pgkit::PG_PACKAGES` (PostgreSQL, PgBouncer, psycopg2).
 const APT_PACKAGES: &[(&str, &str)] = &[
     // (package, a file it provides that tells us it is installed)
     ("bpftool", "/usr/sbin/bpftool"),
@@ -17,14 +18,6 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "/usr/bin/ss"),
     ("socat", "/usr/bin/socat"),
     ("rsyslog-gnutls", "/usr/share/doc/rsyslog-gnutls/copyright"),
-    // PostgreSQL tests (tests/common/pg.rs keeps the same list).
-    ("postgresql", "/usr/lib/postgresql/15/bin/initdb"),
-    ("postgresql-client", "/usr/lib/postgresql/15/bin/psql"),
-    ("pgbouncer", "/usr/sbin/pgbouncer"),
-    (
-        "python3-psycopg2",
-        "/usr/lib/python3/dist-packages/psycopg2/__init__.py",
-    ),
 ];
 
 /// The bpf-linker release known to build against the nightly's LLVM 22.
@@ -40,6 +33,7 @@ pub fn run() -> Result<()> {
 fn apt() -> Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
+        .chain(pgkit::PG_PACKAGES)
         .filter(|(_, probe)| !std::path::Path::new(probe).exists())
         .map(|(p, _)| *p)
         .collect();
