@@ -40,6 +40,8 @@ pub enum DaemonError {
     Identity(#[from] crate::identity::token::TokenError),
     #[error("PostgreSQL targets: {0}")]
     Postgres(#[from] crate::proxy::postgres::PgSetupError),
+    #[error("HTTP targets: {0}")]
+    Http(#[from] crate::proxy::http::HttpSetupError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -79,6 +81,7 @@ pub struct Shared {
     pub metrics: Metrics,
     /// PostgreSQL targets: grants, compiled policies and masking, TLS.
     pub pg: crate::proxy::postgres::PgRuntime,
+    pub http: crate::proxy::http::HttpRuntime,
     pub started_ms: i64,
     pub detach_on_exit: AtomicBool,
     shutdown: watch::Sender<bool>,
@@ -260,6 +263,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         .await?;
     let identities = crate::identity::sources::IdentitySources::from_config(&config, &host_name())?;
     let pg = crate::proxy::postgres::PgRuntime::build(&config)?;
+    let http = crate::proxy::http::HttpRuntime::build(&config)?;
     let mut enrollments =
         Enrollments::load(&config, config.agent.state_dir.join("enrollments.json"))?;
     enrollments.resolve(&mount);
@@ -312,6 +316,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         identities,
         metrics: Metrics::default(),
         pg,
+        http,
         started_ms: now_ms(),
         detach_on_exit: AtomicBool::new(detach_on_exit),
         shutdown: shutdown_tx,
