@@ -417,10 +417,7 @@ impl Conn<'_> {
             identity: self.caller.identity.clone(),
             method: r.method.clone(),
             path: r.path.clone(),
-            query: r
-                .query
-                .as_deref()
-                .map(|q| self.masker().mask_str(q).0.into_owned()),
+            query: r.query.as_deref().map(|q| mask_query(self.masker(), q)),
             request_headers: r.headers.clone(),
             policy: Some(self.grant.policy.name().to_owned()),
             rule: None,
@@ -521,7 +518,7 @@ impl Conn<'_> {
                 Err(e) => return self.bad(c, 400, e.to_string(), None).await,
             }
         };
-        let _ = bytes::Buf::advance(&mut c.buf, n);
+        bytes::Buf::advance(&mut c.buf, n);
         *seq += 1;
         let mut req = Req {
             seq: *seq,
@@ -628,9 +625,8 @@ impl Conn<'_> {
             // A body the client sends anyway is read and dropped; after
             // `Expect: 100-continue` the client may or may not send it, so
             // the connection cannot stay in step: close it.
-            let keep = !client_close
-                && !(expect_continue && kind != BodyKind::Empty)
-                && self.drain(c, kind).await?;
+            let in_step = !(client_close || expect_continue && kind != BodyKind::Empty);
+            let keep = in_step && self.drain(c, kind).await?;
             c.send(&error_response(403, "Forbidden", &body, !keep))
                 .await?;
             self.result(&req, c, decision, 403, 0, &[], None);
@@ -1146,6 +1142,32 @@ fn body_class(content_type: Option<&str>) -> Option<BodyClass> {
     } else {
         None
     }
+}
+
+/// A query string for the audit trail: each value is masked decoded (so
+/// `bob%40example.com` is seen as the email it is), then the whole text
+/// once more as it was sent.
+fn mask_query(m: &Masker, q: &str) -> String {
+    let pairs: Vec<String> = q
+        .split('&')
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let decoded = percent_encoding::percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned();
+            match m.mask_str(&decoded) {
+                (std::borrow::Cow::Owned(masked), n) if n > 0 => format!(
+                    "{k}={}",
+                    percent_encoding::utf8_percent_encode(
+                        &masked,
+                        percent_encoding::NON_ALPHANUMERIC
+                    )
+                ),
+                _ => pair.to_owned(),
+            }
+        })
+        .collect();
+    m.mask_str(&pairs.join("&")).0.into_owned()
 }
 
 /// The header a credential sets, read from its file at each request (so a

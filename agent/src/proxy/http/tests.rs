@@ -359,3 +359,78 @@ fn body_classes_and_credentials() {
         "group/world-readable secrets are refused"
     );
 }
+
+#[tokio::test]
+async fn audit_events_are_committed_with_masked_query_and_no_credentials() {
+    let r = rig(true).await;
+    let mut s = TcpStream::connect(r.addr).await.unwrap();
+    let mut buf = BytesMut::new();
+    s.write_all(b"GET /find?email=bob%40example.com&x=1 HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer workload-secret\r\nUser-Agent: t\r\n\r\nDELETE /admin/z HTTP/1.1\r\nHost: api\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(response(&mut s, &mut buf).await.0.status, 200);
+    assert_eq!(response(&mut s, &mut buf).await.0.status, 403);
+    // Result events are queued detached: give the writer a moment.
+    let db = r._dir.path().join("a.db");
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let mut st = c
+            .prepare("SELECT activity, decision, CAST(data AS TEXT) FROM events WHERE class_uid = 6003 ORDER BY seq")
+            .unwrap();
+        rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        if rows.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let summary: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|(a, d, _)| (a.as_str(), d.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("api_request", "allowed"),
+            ("api_result", "allowed"),
+            ("api_request", "blocked"),
+            ("api_result", "blocked")
+        ]
+    );
+    for (_, _, data) in &rows {
+        assert!(
+            !data.contains("bob%40example.com") && !data.contains("bob@example.com"),
+            "{data}"
+        );
+        assert!(
+            !data.contains("workload-secret") && !data.contains("s3cret"),
+            "{data}"
+        );
+    }
+    let v: serde_json::Value = serde_json::from_str(&rows[1].2).unwrap();
+    assert_eq!(v["class_uid"], 6003);
+    assert_eq!(v["http_request"]["url"]["path"], "/find");
+    assert_eq!(v["http_response"]["code"], 200);
+    assert!(
+        v["unmapped"]["warden"]["api"]["values_masked"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
+    let blocked: serde_json::Value = serde_json::from_str(&rows[2].2).unwrap();
+    assert_eq!(
+        blocked["unmapped"]["warden"]["api"]["rule"],
+        "no-admin-delete"
+    );
+    assert_eq!(blocked["activity_id"], 4);
+}
