@@ -20,6 +20,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("postgresql", "/usr/lib/postgresql/15/bin/initdb"),
     ("postgresql-client", "/usr/lib/postgresql/15/bin/psql"),
     ("pgbouncer", "/usr/sbin/pgbouncer"),
+    ("nginx", "/usr/sbin/nginx"),
     (
         "python3-psycopg2",
         "/usr/lib/python3/dist-packages/psycopg2/__init__.py",
