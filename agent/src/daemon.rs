@@ -42,6 +42,8 @@ pub enum DaemonError {
     Postgres(#[from] crate::proxy::postgres::PgSetupError),
     #[error(transparent)]
     Forward(#[from] crate::forward::ForwardError),
+    #[error("HTTP targets: {0}")]
+    Http(#[from] crate::proxy::http::HttpSetupError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -88,6 +90,7 @@ pub struct Shared {
     pub forward: crate::forward::Forwarders,
     /// Held statements, decisions and grants (`[approvals]`).
     pub approvals: Arc<crate::approval::Approvals>,
+    pub http: crate::proxy::http::HttpRuntime,
     pub started_ms: i64,
     pub detach_on_exit: AtomicBool,
     shutdown: watch::Sender<bool>,
@@ -279,6 +282,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         crate::approval::Approvals::new(approvals_cfg, audit.clone(), approver_cli(&config));
     let pg =
         crate::proxy::postgres::PgRuntime::build(&config)?.with_approvals(Arc::clone(&approvals));
+    let http = crate::proxy::http::HttpRuntime::build(&config)?;
     let mut enrollments =
         Enrollments::load(&config, config.agent.state_dir.join("enrollments.json"))?;
     enrollments.resolve(&mount);
@@ -333,6 +337,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         pg,
         forward,
         approvals,
+        http,
         started_ms: now_ms(),
         detach_on_exit: AtomicBool::new(detach_on_exit),
         shutdown: shutdown_tx,

@@ -18,6 +18,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "/usr/bin/ss"),
     ("socat", "/usr/bin/socat"),
     ("rsyslog-gnutls", "/usr/share/doc/rsyslog-gnutls/copyright"),
+    // HTTP tests (upstream server).
+    ("nginx", "/usr/sbin/nginx"),
 ];
 
 /// The bpf-linker release known to build against the nightly's LLVM 22.

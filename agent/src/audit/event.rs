@@ -447,3 +447,60 @@ pub struct ApprovalEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
+
+// --- HTTP API activity -------------------------------------------------------
+
+/// One HTTP request (OCSF API Activity 6003): who called which target with
+/// what, what Warden decided and why, and (in the `result` phase) what came
+/// back. The query and header values are masked by the caller; only
+/// allow-listed headers are kept, never credentials or cookies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiEvent {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// `request` is committed before the request is forwarded; `result`
+    /// after the response went back.
+    pub phase: StatementPhase,
+    pub decision: StatementDecision,
+    pub session: SessionId,
+    /// 1-based position of the request on its connection.
+    pub request_seq: u64,
+    pub account: String,
+    pub target: String,
+    pub process: ProcessInfo,
+    #[serde(default)]
+    pub identity: Option<TokenIdentity>,
+    pub method: String,
+    /// The normalised path (what the policy matched and what was forwarded).
+    pub path: String,
+    /// The query string, masked.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// Allow-listed request headers (name lower-case, value masked).
+    #[serde(default)]
+    pub request_headers: Vec<(String, String)>,
+    pub policy: Option<String>,
+    pub rule: Option<String>,
+    pub reason: Option<String>,
+    /// Result phase: the status the client received.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Request bytes read from the workload (head and body).
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Response bytes written to the workload.
+    #[serde(default)]
+    pub bytes_out: u64,
+    /// Result phase: from the request head to the end of the response.
+    #[serde(default)]
+    pub duration_us: Option<u64>,
+    /// Result phase: values masked in the response body.
+    #[serde(default)]
+    pub values_masked: Option<u64>,
+    /// Allow-listed response headers (name lower-case, value masked).
+    #[serde(default)]
+    pub response_headers: Vec<(String, String)>,
+    /// What went wrong upstream, if anything (masked).
+    #[serde(default)]
+    pub error: Option<String>,
+}

@@ -251,6 +251,15 @@ impl SummaryBuilder {
                 ),
                 None => return Err("statement event without unmapped.warden.statement".into()),
             },
+            // HTTP requests are counted with statements, class "http".
+            Some(EventKind::Api) => match &w.api {
+                Some(a) if a.phase == StatementPhase::Result => self.results += 1,
+                Some(_) => {
+                    self.statements
+                        .add(w.account.as_deref(), w.target.as_deref(), decision, "http")
+                }
+                None => return Err("API event without unmapped.warden.api".into()),
+            },
             _ => return Err(format!("an event of class {} is not counted", p.class_uid)),
         }
         Ok(())
@@ -549,7 +558,7 @@ pub fn export(
                 )));
             }
             match probe_fast(data).ok().and_then(|p| p.kind()) {
-                Some(EventKind::Connection | EventKind::Statement) => {
+                Some(EventKind::Connection | EventKind::Statement | EventKind::Api) => {
                     summary
                         .add_event(data)
                         .map_err(|e| err(format!("event {seq}: {e}")))?;
@@ -1099,8 +1108,11 @@ impl<'a> ContentCheck<'a> {
                     && p.kind() != Some(EventKind::Checkpoint)
             }
             // events.jsonl: connections and statements.
-            EventKind::Connection | EventKind::Statement => {
-                matches!(p.kind(), Some(EventKind::Connection | EventKind::Statement))
+            EventKind::Connection | EventKind::Statement | EventKind::Api => {
+                matches!(
+                    p.kind(),
+                    Some(EventKind::Connection | EventKind::Statement | EventKind::Api)
+                )
             }
             _ => p.kind() == Some(kind),
         };
@@ -1135,7 +1147,10 @@ impl<'a> ContentCheck<'a> {
                 format!("line {at}: seq {seq} is outside the exported range"),
             ));
         }
-        if matches!(kind, EventKind::Connection | EventKind::Statement) {
+        if matches!(
+            kind,
+            EventKind::Connection | EventKind::Statement | EventKind::Api
+        ) {
             self.summary
                 .add_event(&data)
                 .map_err(|e| bundle_err(dir, rd.name, format!("line {at}: {e}")))?;

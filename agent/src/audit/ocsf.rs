@@ -1809,6 +1809,8 @@ pub enum EventKind {
     Statement,
     /// User Access Management (3005): an approval transition.
     Approval,
+    /// API Activity (6003): an HTTP request's decision or result.
+    Api,
 }
 
 impl EventKind {
@@ -1822,6 +1824,7 @@ impl EventKind {
             (CLASS_UID_APPLICATION_LIFECYCLE, PRUNE_ACTIVITY) => Some(EventKind::Prune),
             (CLASS_UID_DATASTORE_ACTIVITY, _) => Some(EventKind::Statement),
             (CLASS_UID_USER_ACCESS_MANAGEMENT, _) => Some(EventKind::Approval),
+            (CLASS_UID_API_ACTIVITY, _) => Some(EventKind::Api),
             _ => None,
         }
     }
@@ -1876,6 +1879,8 @@ pub(crate) struct ProbeWarden<'a> {
     pub prune: Option<ProbePrune<'a>>,
     #[serde(borrow, default)]
     pub statement: Option<ProbeStatement<'a>>,
+    #[serde(default)]
+    pub api: Option<ProbeApi>,
     pub seq: u64,
 }
 
@@ -1908,6 +1913,7 @@ impl Probe<'_> {
             (CLASS_UID_APPLICATION_LIFECYCLE, PRUNE_ACTIVITY_NAME) => Some(EventKind::Prune),
             (CLASS_UID_DATASTORE_ACTIVITY, _) => Some(EventKind::Statement),
             (CLASS_UID_USER_ACCESS_MANAGEMENT, _) => Some(EventKind::Approval),
+            (CLASS_UID_API_ACTIVITY, _) => Some(EventKind::Api),
             _ => None,
         }
     }
@@ -2051,6 +2057,7 @@ fn fast_warden(o: &[u8], statement: bool) -> Option<ProbeWarden<'_>> {
         config: None,
         prune: None,
         statement,
+        api: None,
         seq: u64::try_from(seq).ok()?,
     })
 }
@@ -3203,4 +3210,271 @@ pub(crate) mod tests {
         assert!(decode_connection(&stmt).is_err());
         assert!(decode_statement(b"{}").is_err());
     }
+}
+
+// --- HTTP API activity (6003) -----------------------------------------------
+//
+// API Activity mapping (one event when Warden decided, the *request* phase,
+// committed before the request is forwarded, and one when the response went
+// back, the *result* phase; both carry the same `request_seq`):
+// - class 6003 API Activity, category 6; `activity_id` from the method:
+//   1 Create (POST), 2 Read (GET, HEAD, OPTIONS), 3 Update (PUT, PATCH),
+//   4 Delete (DELETE), 99 Other; `type_uid = 600300 + activity_id`;
+// - severity, status, action and disposition as for statements; the HTTP
+//   status the client got is `status_code` in the result phase;
+// - `api.operation` = method, `api.request.uid` = `"<session>:<seq>"`,
+//   `api.response.code` (result); `http_request` = `http_method`, `url`
+//   (`path`, the normalised path; `query_string`, masked); `http_response`
+//   = `code`; `src_endpoint.name` = account, `dst_endpoint.svc_name` =
+//   target; `actor.process` as for connections; `duration` (ms);
+// - `unmapped.warden` = account, target, decision, reason, session,
+//   process facts, identity, and `api` = phase, request_seq, policy, rule,
+//   bytes_in, bytes_out, duration_us, values_masked, allow-listed request
+//   and response headers (values masked), error;
+// - store columns: `class_uid` 6003, `activity` "api_request" / "api_result".
+
+/// OCSF class of HTTP requests.
+pub const CLASS_UID_API_ACTIVITY: u32 = 6003;
+/// Store `activity` of an API event's request phase.
+pub const API_REQUEST_ACTIVITY: &str = "api_request";
+/// Store `activity` of an API event's result phase.
+pub const API_RESULT_ACTIVITY: &str = "api_result";
+
+/// The store `activity` of an API event phase.
+pub fn api_activity_str(phase: StatementPhase) -> &'static str {
+    match phase {
+        StatementPhase::Request => API_REQUEST_ACTIVITY,
+        StatementPhase::Result => API_RESULT_ACTIVITY,
+    }
+}
+
+/// OCSF API Activity `activity_id` and name of an HTTP method.
+pub fn api_activity(method: &str) -> (u8, &'static str) {
+    match method {
+        "POST" => (1, "Create"),
+        "GET" | "HEAD" | "OPTIONS" => (2, "Read"),
+        "PUT" | "PATCH" => (3, "Update"),
+        "DELETE" => (4, "Delete"),
+        _ => (99, "Other"),
+    }
+}
+
+#[derive(Serialize)]
+struct ApiMiddle<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<DeviceSer<'a>>,
+    src_endpoint: SrcEndpointSer<'a>,
+    dst_endpoint: SvcEndpointSer<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<ActorSer<'a>>,
+    api: ApiSer<'a>,
+    http_request: HttpRequestSer<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_response: Option<HttpResponseSer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ApiSer<'a> {
+    operation: &'a str,
+    request: ApiRequestSer<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<HttpResponseSer>,
+}
+
+#[derive(Serialize)]
+struct ApiRequestSer<'a> {
+    uid: &'a str,
+}
+
+#[derive(Serialize)]
+struct HttpRequestSer<'a> {
+    http_method: &'a str,
+    url: UrlSer<'a>,
+}
+
+#[derive(Serialize)]
+struct UrlSer<'a> {
+    path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query_string: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct HttpResponseSer {
+    code: u16,
+}
+
+#[derive(Serialize)]
+struct ApiExtSer<'a> {
+    account: &'a str,
+    target: &'a str,
+    decision: StatementDecision,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    session: &'a str,
+    protocol: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tgid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<&'a TokenIdentity>,
+    api: ApiDocSer<'a>,
+}
+
+/// `unmapped.warden.api`. No key here may be named like a member of
+/// `unmapped.warden` that the fast probe reads.
+#[derive(Serialize)]
+struct ApiDocSer<'a> {
+    phase: StatementPhase,
+    request_seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<&'a str>,
+    bytes_in: u64,
+    bytes_out: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    values_masked: Option<u64>,
+    #[serde(skip_serializing_if = "<[(String, String)]>::is_empty")]
+    request_headers: &'a [(String, String)],
+    #[serde(skip_serializing_if = "<[(String, String)]>::is_empty")]
+    response_headers: &'a [(String, String)],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+/// Encode an HTTP request event as OCSF 1.8 API Activity JSON with the seq
+/// left open. `session` is `ev.session.to_string()`.
+pub fn api_template(
+    ev: &crate::audit::event::ApiEvent,
+    session: &str,
+    chain_id: &str,
+    host: &str,
+) -> Result<SeqTemplate, AuditError> {
+    let allowed = ev.decision == StatementDecision::Allowed;
+    let failed = !allowed || ev.error.is_some() || ev.status.is_some_and(|s| s >= 500);
+    let (activity_id, activity_name) = api_activity(&ev.method);
+    let message = match ev.phase {
+        StatementPhase::Request => format!("{} {} {}", ev.method, ev.path, ev.decision.as_str()),
+        StatementPhase::Result => format!(
+            "{} {} answered {}",
+            ev.method,
+            ev.path,
+            ev.status.map_or("-".to_owned(), |s| s.to_string())
+        ),
+    };
+    let status_code = ev.status.map(|s| s.to_string());
+    let request_uid = format!("{session}:{}", ev.request_seq);
+    let mut b = TemplateBuilder::new();
+    b.raw("{");
+    b.members(
+        &StmtHead {
+            activity_id,
+            activity_name,
+            category_uid: CATEGORY_UID_APPLICATION,
+            category_name: "Application Activity",
+            class_uid: CLASS_UID_API_ACTIVITY,
+            class_name: "API Activity",
+            type_uid: CLASS_UID_API_ACTIVITY * 100 + u32::from(activity_id),
+            type_name: match activity_id {
+                1 => "API Activity: Create",
+                2 => "API Activity: Read",
+                3 => "API Activity: Update",
+                4 => "API Activity: Delete",
+                _ => "API Activity: Other",
+            },
+            time: ev.time_ms,
+            severity_id: if allowed { 1 } else { 3 },
+            severity: if allowed { "Informational" } else { "Medium" },
+            status_id: if failed { 2 } else { 1 },
+            status: if failed { "Failure" } else { "Success" },
+            status_code: status_code.as_deref(),
+            status_detail: ev.error.as_deref().or(if allowed {
+                None
+            } else {
+                ev.reason.as_deref()
+            }),
+            action_id: if allowed { 1 } else { 2 },
+            action: if allowed { "Allowed" } else { "Denied" },
+            disposition_id: if allowed { 1 } else { 2 },
+            disposition: if allowed { "Allowed" } else { "Blocked" },
+            message: &message,
+        },
+        true,
+    )?;
+    b.raw(",");
+    b.metadata(chain_id, Some(session))?;
+    b.members(
+        &ApiMiddle {
+            device: device_ser(host),
+            src_endpoint: SrcEndpointSer {
+                hostname: (!host.is_empty()).then_some(host),
+                name: &ev.account,
+            },
+            dst_endpoint: SvcEndpointSer {
+                svc_name: &ev.target,
+            },
+            actor: actor_ser(&ev.process),
+            api: ApiSer {
+                operation: &ev.method,
+                request: ApiRequestSer { uid: &request_uid },
+                response: ev.status.map(|code| HttpResponseSer { code }),
+            },
+            http_request: HttpRequestSer {
+                http_method: &ev.method,
+                url: UrlSer {
+                    path: &ev.path,
+                    query_string: ev.query.as_deref(),
+                },
+            },
+            http_response: ev.status.map(|code| HttpResponseSer { code }),
+            duration: ev.duration_us.map(|us| us / 1000),
+        },
+        false,
+    )?;
+    let p = &ev.process;
+    b.unmapped_and_close(&ApiExtSer {
+        account: &ev.account,
+        target: &ev.target,
+        decision: ev.decision,
+        reason: ev.reason.as_deref(),
+        session,
+        protocol: "http",
+        cgroup_id: p.cgroup_id,
+        cgroup_path: p.cgroup_path.as_deref(),
+        tgid: p.tgid,
+        gid: p.gid,
+        unit: p.unit.as_deref(),
+        identity: ev.identity.as_ref(),
+        api: ApiDocSer {
+            phase: ev.phase,
+            request_seq: ev.request_seq,
+            policy: ev.policy.as_deref(),
+            rule: ev.rule.as_deref(),
+            bytes_in: ev.bytes_in,
+            bytes_out: ev.bytes_out,
+            duration_us: ev.duration_us,
+            values_masked: ev.values_masked,
+            request_headers: &ev.request_headers,
+            response_headers: &ev.response_headers,
+            error: ev.error.as_deref(),
+        },
+    })
+}
+
+/// `unmapped.warden.api` as the verifier and readers need it.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ProbeApi {
+    pub phase: StatementPhase,
 }

@@ -380,6 +380,12 @@ pub fn format_text(ev: &StoredEvent) -> String {
         statement_text(&mut line, &d.event);
         return line;
     }
+    if kind == Some(EventKind::Api)
+        && let Some(text) = api_text(ev)
+    {
+        line.push_str(&text);
+        return line;
+    }
     let decoded = if ev.class_uid == CLASS_UID_NETWORK_ACTIVITY {
         decode_connection(&ev.data).ok()
     } else {
@@ -524,6 +530,57 @@ pub fn format_us(us: u64) -> String {
         1_000..1_000_000 => format!("{}.{:03}ms", us / 1_000, us % 1_000),
         _ => format!("{}.{:03}s", us / 1_000_000, (us / 1_000) % 1_000),
     }
+}
+
+/// The rest of an HTTP request event's line: `session=... svc@api req=1
+/// GET /orders query="id=1" status=200 rule=... in=120 out=512 masked=2
+/// dur=1.234ms` (fields left out when absent), read from the stored OCSF
+/// document.
+fn api_text(ev: &StoredEvent) -> Option<String> {
+    let doc: serde_json::Value = serde_json::from_slice(&ev.data).ok()?;
+    let w = doc.get("unmapped")?.get("warden")?;
+    let a = w.get("api")?;
+    let s = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        " session={} {}@{} req={} {} {}",
+        val(&ev.session),
+        ev.account.as_deref().map_or(Cow::Borrowed("-"), val),
+        ev.target.as_deref().map_or(Cow::Borrowed("-"), val),
+        a.get("request_seq")?.as_u64()?,
+        val(&s(doc.get("api").and_then(|x| x.get("operation")))?),
+        val(&s(doc.pointer("/http_request/url/path"))?),
+    );
+    if let Some(q) = s(doc.pointer("/http_request/url/query_string")) {
+        let _ = write!(out, " query={}", val(&q));
+    }
+    if let Some(code) = doc.pointer("/http_response/code").and_then(|c| c.as_u64()) {
+        let _ = write!(out, " status={code}");
+    }
+    if let Some(rule) = s(a.get("rule")) {
+        let _ = write!(out, " rule={}", val(&rule));
+    }
+    for key in ["bytes_in", "bytes_out", "values_masked"] {
+        if let Some(n) = a.get(key).and_then(|n| n.as_u64()) {
+            let name = match key {
+                "bytes_in" => "in",
+                "bytes_out" => "out",
+                _ => "masked",
+            };
+            let _ = write!(out, " {name}={n}");
+        }
+    }
+    if let Some(us) = a.get("duration_us").and_then(|n| n.as_u64()) {
+        let _ = write!(out, " dur={}.{:03}ms", us / 1000, us % 1000);
+    }
+    if let Some(reason) = s(w.get("reason")) {
+        let _ = write!(out, " reason={}", val(&reason));
+    }
+    if let Some(e) = s(a.get("error")) {
+        let _ = write!(out, " error={}", val(&e));
+    }
+    Some(out)
 }
 
 #[cfg(test)]

@@ -415,6 +415,22 @@ impl Prepared {
         })
     }
 
+    fn api(ev: &super::event::ApiEvent, chain_id: &str, host: &str) -> Result<Self, AuditError> {
+        let session = ev.session.to_string();
+        let template = super::ocsf::api_template(ev, &session, chain_id, host)?;
+        Ok(Self {
+            class_uid: super::ocsf::CLASS_UID_API_ACTIVITY,
+            time_ms: ev.time_ms,
+            activity: super::ocsf::api_activity_str(ev.phase),
+            decision: ev.decision.as_str(),
+            account: Some(ev.account.clone()),
+            target: Some(ev.target.clone()),
+            session,
+            reason: ev.reason.clone(),
+            template,
+        })
+    }
+
     fn config(change: &ConfigChange, chain_id: &str, host: &str) -> Result<Self, AuditError> {
         Ok(Self {
             class_uid: CLASS_UID_DEVICE_CONFIG_STATE_CHANGE,
@@ -559,6 +575,31 @@ impl AuditHandle {
             Ok(rec) => rec,
             Err(e) => {
                 self.lost(1, "cannot encode the statement event", &e.to_string());
+                return;
+            }
+        };
+        self.enqueue_detached(Msg::Record {
+            rec: Box::new(rec),
+            reply: None,
+        });
+    }
+
+    /// Record one HTTP request event (OCSF API Activity); committed like
+    /// [`record`](Self::record). The request phase is awaited: the request
+    /// must not reach the upstream unless this returned `Ok`.
+    pub async fn record_api(&self, ev: super::event::ApiEvent) -> Result<u64, AuditError> {
+        let rec = Prepared::api(&ev, &self.shared.chain_id, &self.shared.host)?;
+        self.submit(rec).await
+    }
+
+    /// Queue one HTTP request event without waiting for its commit (result
+    /// phase, and rejections that forward nothing); as
+    /// [`record_statement_detached`](Self::record_statement_detached).
+    pub fn record_api_detached(&self, ev: super::event::ApiEvent) {
+        let rec = match Prepared::api(&ev, &self.shared.chain_id, &self.shared.host) {
+            Ok(rec) => rec,
+            Err(e) => {
+                self.lost(1, "cannot encode the API event", &e.to_string());
                 return;
             }
         };

@@ -1357,6 +1357,17 @@ fn column_mismatch(
             session: w.session.as_deref(),
             reason: w.reason.as_deref(),
         },
+        EventKind::Api => Derived {
+            activity: w
+                .api
+                .as_ref()
+                .map(|a| super::ocsf::api_activity_str(a.phase)),
+            decision: w.decision.as_deref(),
+            account: w.account.as_deref(),
+            target: w.target.as_deref(),
+            session: w.session.as_deref(),
+            reason: w.reason.as_deref(),
+        },
         EventKind::Config => lifecycle(
             CONFIG_ACTIVITY,
             w.config.as_ref().map(|c| c.action.as_str()),

@@ -15,7 +15,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::Diagnostic;
 use super::error::{Diags, LineIndex, index, join};
-use super::model::{Account, AgentSection, AuditSection, Forward, Grant, Target};
+use super::model::{Account, AgentSection, AuditSection, Forward, Grant, HttpCredential, Target};
 use crate::masking::MaskingConfig;
 use crate::policy::PolicyConfig;
 
@@ -45,6 +45,9 @@ pub(crate) struct Decoded {
     pub accounts: Vec<Option<Account>>,
     /// One entry per `[[grant]]`, in file order.
     pub grants: Vec<Option<Grant>>,
+    /// The `credential` of each `[[grant]]` (same order), decoded apart
+    /// from the grant itself.
+    pub credentials: Vec<Option<HttpCredential>>,
     /// `[policy.NAME]` tables in file order; `None` where one did not
     /// deserialise (its name still counts as defined).
     pub policies: Vec<(String, Option<PolicyConfig>)>,
@@ -112,6 +115,7 @@ pub(crate) fn decode(root: DeTable<'_>, diags: &mut Diags<'_>) -> Decoded {
         target_names: Vec::new(),
         accounts: Vec::new(),
         grants: Vec::new(),
+        credentials: Vec::new(),
         policies: Vec::new(),
         maskings: Vec::new(),
         forwards: Vec::new(),
@@ -153,6 +157,10 @@ pub(crate) fn decode(root: DeTable<'_>, diags: &mut Diags<'_>) -> Decoded {
             "grant" => {
                 for (i, element) in array_of_tables("grant", value, diags) {
                     let path = index("grant", i);
+                    let (element, credential) = take_key(element, "credential");
+                    out.credentials.push(credential.and_then(|c| {
+                        decode_table(&join(&path, "credential"), c, &["kind", "file"], diags)
+                    }));
                     out.grants
                         .push(decode_table(&path, element, GRANT_REQUIRED, diags));
                 }
@@ -178,6 +186,22 @@ pub(crate) fn decode(root: DeTable<'_>, diags: &mut Diags<'_>) -> Decoded {
         }
     }
     out
+}
+
+/// Removes `key` from a table value (HTTP grant keys kept apart from
+/// [`Grant`]).
+fn take_key<'i>(
+    mut value: Spanned<DeValue<'i>>,
+    key: &str,
+) -> (Spanned<DeValue<'i>>, Option<Spanned<DeValue<'i>>>) {
+    let mut taken = None;
+    if let DeValue::Table(t) = value.get_mut() {
+        let found = t.keys().find(|k| k.get_ref().as_ref() == key).cloned();
+        if let Some(k) = found {
+            taken = t.remove(&k);
+        }
+    }
+    (value, taken)
 }
 
 /// The tables of `[name.NAME]`, each deserialised on its own, in file order.

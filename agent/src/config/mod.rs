@@ -73,6 +73,15 @@ impl Config {
             audit: decoded.audit,
             targets: decoded.targets.into_iter().flatten().collect(),
             accounts: decoded.accounts.into_iter().flatten().collect(),
+            credentials: decoded
+                .grants
+                .iter()
+                .zip(&decoded.credentials)
+                .filter_map(|(g, c)| {
+                    let g = g.as_ref()?;
+                    Some(((g.account.clone(), g.target.clone()), c.clone()?))
+                })
+                .collect(),
             grants: decoded.grants.into_iter().flatten().collect(),
             policies: decoded
                 .policies

@@ -27,6 +27,8 @@ pub struct Config {
     pub forwards: Vec<Forward>,
     /// `[approvals]`: approvers, hold timeout, webhooks.
     pub approvals: super::approvals::ApprovalsSection,
+    /// HTTP grants' `credential`s, by (account, target).
+    pub credentials: std::collections::BTreeMap<(String, String), HttpCredential>,
     /// File the configuration was read from (for messages and audit).
     pub source: PathBuf,
     /// Hex SHA-256 of the file's exact bytes.
@@ -204,6 +206,38 @@ pub struct Grant {
     /// `default_transaction_read_only = on` and a client may not turn it off.
     #[serde(default)]
     pub read_only: bool,
+}
+
+/// `credential = { kind = "bearer", file = "/etc/warden/secrets/api" }`,
+/// `{ kind = "basic", username = "svc", file = "..." }` or
+/// `{ kind = "header", header = "X-Api-Key", file = "..." }` in a
+/// `[[grant]]` on an HTTP target: the credential Warden sets on every
+/// request (the workload's own `Authorization`, `Proxy-Authorization` and
+/// `Cookie` headers are always removed). The file's first line is the
+/// secret; it must be owned by the agent and mode 0600. Kept beside the
+/// grant in [`Config::credentials`] (keyed by account and target).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCredential {
+    pub kind: CredentialKind,
+    pub file: PathBuf,
+    /// `basic` only: the user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// `header` only: the header's name.
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialKind {
+    /// `Authorization: Bearer <secret>`.
+    Bearer,
+    /// `Authorization: Basic base64(username:secret)`.
+    Basic,
+    /// `<header>: <secret>`.
+    Header,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -115,6 +115,7 @@
 
 mod column;
 mod detect;
+pub mod json;
 mod model;
 mod strategy;
 
@@ -125,7 +126,10 @@ use std::path::{Path, PathBuf};
 use hmac::Mac;
 use regex::bytes::RegexBuilder;
 
-pub use model::{ColumnRuleConfig, CustomPattern, Masked, MaskingConfig, MaskingProblem, Strategy};
+pub use model::{
+    ColumnRuleConfig, CustomPattern, FieldRuleConfig, Masked, MaskingConfig, MaskingProblem,
+    Strategy,
+};
 pub use strategy::{LAST4_MIN_ALNUM, REDACTED, TOKEN_HEX_LEN, TOKEN_PREFIX};
 
 use column::ColumnRule;

@@ -41,6 +41,26 @@ pub struct MaskingConfig {
     /// File holding the HMAC key; required when any strategy is `hmac`.
     #[serde(default)]
     pub hmac_key_file: Option<PathBuf>,
+    /// HTTP bodies: JSON members masked by name (anywhere in the document)
+    /// or by JSON pointer, and form fields by name.
+    #[serde(default)]
+    pub fields: Vec<FieldRuleConfig>,
+}
+
+/// `{ field = "email", strategy = "redact" }` or
+/// `{ pointer = "/customer/card", strategy = "last4" }` (exactly one of
+/// `field`, `pointer`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldRuleConfig {
+    /// Member name, matched case-insensitively at any depth (also form
+    /// field names).
+    #[serde(default)]
+    pub field: Option<String>,
+    /// RFC 6901 JSON pointer; array indexes may be `*`.
+    #[serde(default)]
+    pub pointer: Option<String>,
+    pub strategy: Strategy,
 }
 
 /// `{ column = "table.column", strategy = "redact" }`.

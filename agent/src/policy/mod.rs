@@ -6,6 +6,8 @@
 //! - [`rules`]: the compiled [`Policy`] and its [`Verdict`]s.
 //! - [`settings`]: which session settings may change (tokenisation safety).
 //! - [`cache`]: the [`DecisionCache`].
+//! - [`http`]: HTTP rules (methods, paths, query, headers, body size) of the
+//!   same tables, compiled into an [`HttpPolicy`].
 //!
 //! The proxy's flow for a Query (or Parse) message: `cache.decide(text,
 //! &policy, &ctx)`; an `Err` analysis or a non-`Allow` verdict is refused
@@ -20,13 +22,15 @@
 //! for the exact semantics.
 
 pub mod cache;
+pub mod http;
 pub mod model;
 pub mod rules;
 pub mod settings;
 pub mod sql;
 
 pub use cache::{Decision, DecisionCache};
-pub use model::{DefaultAction, PolicyConfig, RuleAction, RuleConfig, StatementClass};
+pub use http::{HttpPolicy, HttpRequestFacts, HttpVerdict};
+pub use model::{DefaultAction, PathCase, PolicyConfig, RuleAction, RuleConfig, StatementClass};
 pub use rules::{
     Action, Policy, PolicyProblem, PreparedStatements, RuleRef, SessionContext, Verdict,
 };

@@ -19,6 +19,19 @@ pub struct PolicyConfig {
     /// `SET search_path` (or the startup parameter) is refused.
     #[serde(default)]
     pub search_path: Option<Vec<String>>,
+    /// HTTP targets: whether `paths` globs match case-sensitively (the
+    /// default) or not (`"insensitive"`: both sides are lower-cased).
+    #[serde(default)]
+    pub path_case: PathCase,
+}
+
+/// How HTTP path globs compare letters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathCase {
+    #[default]
+    Sensitive,
+    Insensitive,
 }
 
 /// The action for statements no rule matches.
@@ -52,6 +65,70 @@ pub struct RuleConfig {
     /// A label for audit events and messages (`rules[N]` when absent).
     #[serde(default)]
     pub name: Option<String>,
+    /// HTTP: request methods (`GET`, `DELETE`...; case-insensitive).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// HTTP: path globs over the normalised path (`*` within a segment,
+    /// `**` any number of segments), e.g. `/admin/**`.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// HTTP: query parameters that must be present with a value matching
+    /// the glob (`*` only), e.g. `{ dry_run = "true" }`.
+    #[serde(default)]
+    pub query: std::collections::BTreeMap<String, String>,
+    /// HTTP: request headers that must be present with a value matching
+    /// the glob (names case-insensitive).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// HTTP: the rule matches only requests whose body is at most this many
+    /// bytes (a chunked body of unknown size is cut off, and the request
+    /// abandoned, once it grows past it).
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+}
+
+impl RuleConfig {
+    /// A rule with `action` and no criteria.
+    pub fn new(action: RuleAction) -> Self {
+        Self {
+            action,
+            classes: Vec::new(),
+            tables: Vec::new(),
+            functions: Vec::new(),
+            name: None,
+            methods: Vec::new(),
+            paths: Vec::new(),
+            query: Default::default(),
+            headers: Default::default(),
+            max_body_bytes: None,
+        }
+    }
+
+    /// True when the rule has SQL criteria (classes, tables, functions).
+    pub fn is_sql(&self) -> bool {
+        !self.classes.is_empty() || !self.tables.is_empty() || !self.functions.is_empty()
+    }
+
+    /// True when the rule has HTTP criteria.
+    pub fn is_http(&self) -> bool {
+        !self.methods.is_empty()
+            || !self.paths.is_empty()
+            || !self.query.is_empty()
+            || !self.headers.is_empty()
+            || self.max_body_bytes.is_some()
+    }
+}
+
+impl PolicyConfig {
+    /// True when some rule has SQL criteria.
+    pub fn has_sql_rules(&self) -> bool {
+        self.rules.iter().any(RuleConfig::is_sql)
+    }
+
+    /// True when some rule has HTTP criteria.
+    pub fn has_http_rules(&self) -> bool {
+        self.rules.iter().any(RuleConfig::is_http)
+    }
 }
 
 /// What a matching rule does.

@@ -297,6 +297,19 @@ impl Policy {
         let mut labels: HashMap<String, usize> = HashMap::new();
         for (i, rc) in cfg.rules.iter().enumerate() {
             let key = format!("rules[{i}]");
+            if rc.is_http() {
+                // HTTP rules are compiled by `HttpPolicy`; with SQL criteria
+                // too the rule is refused there. They never match a statement.
+                if rc.is_sql() {
+                    problem(
+                        key.clone(),
+                        "rule mixes SQL criteria (classes, tables, functions) with HTTP criteria \
+                         (methods, paths, query, headers, max_body_bytes)"
+                            .into(),
+                    );
+                }
+                continue;
+            }
             if rc.classes.is_empty() && rc.tables.is_empty() && rc.functions.is_empty() {
                 problem(
                     key.clone(),
@@ -1160,6 +1173,7 @@ rules = [
                     tables: vec![],
                     functions: vec![],
                     name: None,
+                    ..RuleConfig::new(RuleAction::Allow)
                 },
                 RuleConfig {
                     action: RuleAction::Block,
@@ -1167,6 +1181,7 @@ rules = [
                     tables: vec!["".into(), "a.b.c.d".into(), "\"open".into()],
                     functions: vec!["pg_read_file".into(), "db?link".into()],
                     name: Some("".into()),
+                    ..RuleConfig::new(RuleAction::Allow)
                 },
                 RuleConfig {
                     action: RuleAction::Block,
@@ -1174,6 +1189,7 @@ rules = [
                     tables: vec![],
                     functions: vec![],
                     name: Some("x".into()),
+                    ..RuleConfig::new(RuleAction::Allow)
                 },
                 RuleConfig {
                     action: RuleAction::Block,
@@ -1181,6 +1197,7 @@ rules = [
                     tables: vec![],
                     functions: vec![],
                     name: Some("x".into()),
+                    ..RuleConfig::new(RuleAction::Allow)
                 },
             ],
             ..Default::default()

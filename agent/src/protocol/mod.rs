@@ -1,4 +1,5 @@
 //! Wire-protocol codecs for the protocols the proxy understands: bytes in,
 //! typed messages out, and back. Pure code: no I/O, no policy.
 
+pub mod http;
 pub mod postgres;

@@ -3,6 +3,7 @@
 //! the relay. Protocol handlers (PostgreSQL, MySQL, HTTP) plug in where the
 //! `tcp` relay is chosen today.
 
+pub mod http;
 pub mod postgres;
 pub mod relay;
 pub mod upstream;
@@ -304,6 +305,9 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
     if target.protocol == crate::config::Protocol::Postgres {
         return serve_postgres(&shared, target, &p, account, meta.tgid, stream, started).await;
     }
+    if target.protocol == crate::config::Protocol::Http {
+        return serve_http(&shared, target, &p, account, meta.tgid, stream, started).await;
+    }
     let upstream = match upstream::connect(
         target.address,
         shared.config.agent.upstream_mark,
@@ -388,6 +392,58 @@ async fn serve_postgres(
     };
     let outcome = postgres::serve(
         &shared.pg,
+        &shared.config,
+        &shared.audit,
+        target,
+        caller,
+        stream,
+    )
+    .await;
+    shared.conns_remove(p.session);
+    let mut ev = p.event(ConnActivity::Close, Decision::Allowed);
+    ev.bytes_up = outcome.bytes_up;
+    ev.bytes_down = outcome.bytes_down;
+    ev.duration_ms = started.elapsed().as_millis() as u64;
+    ev.reason = outcome.reason;
+    ev.detail = outcome.detail;
+    if let Err(e) = shared.audit.record(ev).await {
+        tracing::error!(error = %e, "could not audit a connection close");
+    }
+    shared.metrics.closed.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A connection to an HTTP target: served by [`http::serve`] between the
+/// open event (already committed) and the close event.
+async fn serve_http(
+    shared: &Arc<Shared>,
+    target: &crate::config::Target,
+    p: &Pending,
+    account: String,
+    pid: u32,
+    stream: TcpStream,
+    started: Instant,
+) {
+    let client = p.client;
+    shared.conns_insert(
+        p.session,
+        OpenConn {
+            account: account.clone(),
+            target: target.name.clone(),
+            client: client.0,
+            orig_dst: p.orig_dst.map_or(client.0, |o| o.0),
+            pid,
+            since_ms: now_ms(),
+        },
+    );
+    info!(account = %account, target = %target.name, pid, "http session");
+    let caller = http::Caller {
+        session: p.session,
+        account,
+        process: p.process.clone(),
+        identity: p.identity.clone(),
+    };
+    let outcome = http::serve(
+        &shared.http,
         &shared.config,
         &shared.audit,
         target,

@@ -1,0 +1,416 @@
+//! HTTP rules: the same `[policy.NAME]` tables as SQL, with rules that
+//! carry HTTP criteria (`methods`, `paths`, `query`, `headers`,
+//! `max_body_bytes`) compiled into an [`HttpPolicy`]. Pure code.
+//!
+//! A rule matches when every criterion it has matches: the method is
+//! listed, a path glob matches the normalised path (see
+//! [`crate::protocol::http::path`]; lower-cased on both sides with
+//! `path_case = "insensitive"`), each `query` parameter is present with a
+//! value matching its glob, each header likewise, and the body is at most
+//! `max_body_bytes` (a body of unknown size matches, with the bound
+//! enforced while it streams). The most restrictive match wins (block >
+//! approve > allow); nothing matching means the policy's default (deny
+//! unless `default = "allow"`). SQL rules in the table are ignored here.
+
+use std::collections::HashMap;
+
+use super::model::{DefaultAction, PathCase, PolicyConfig, RuleAction};
+use super::rules::{Action, PolicyProblem, RuleRef, glob_match};
+use crate::protocol::http::path::path_glob;
+
+/// One request as the policy sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRequestFacts<'a> {
+    /// Upper-case method.
+    pub method: &'a str,
+    /// Normalised match path (see `Target::match_path`).
+    pub path: &'a str,
+    /// Decoded query pairs.
+    pub query: &'a [(String, String)],
+    /// Request headers (name, value).
+    pub headers: &'a [(String, String)],
+    /// Declared body size; `None` when chunked (unknown).
+    pub body_len: Option<u64>,
+}
+
+/// The decision on one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpVerdict {
+    pub action: Action,
+    /// The deciding rule; `None` = the default.
+    pub rule: Option<RuleRef>,
+    /// Human text naming the rule or saying why.
+    pub reason: String,
+    /// For an allowed body of unknown size: the most bytes it may have.
+    pub body_limit: Option<u64>,
+}
+
+impl HttpVerdict {
+    pub fn is_allowed(&self) -> bool {
+        self.action == Action::Allow
+    }
+}
+
+#[derive(Debug, Clone)]
+struct HttpRule {
+    index: usize,
+    label: String,
+    action: RuleAction,
+    methods: Vec<String>,
+    paths: Vec<String>,
+    query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+    max_body_bytes: Option<u64>,
+}
+
+/// A compiled HTTP policy.
+#[derive(Debug, Clone)]
+pub struct HttpPolicy {
+    name: String,
+    default: DefaultAction,
+    insensitive: bool,
+    rules: Vec<HttpRule>,
+}
+
+impl HttpPolicy {
+    /// Validate and compile the HTTP rules of `[policy.NAME]`.
+    pub fn compile(name: &str, cfg: &PolicyConfig) -> Result<HttpPolicy, Vec<PolicyProblem>> {
+        let mut problems = Vec::new();
+        let mut problem = |key: String, message: String| {
+            problems.push(PolicyProblem { key, message });
+        };
+        let insensitive = cfg.path_case == PathCase::Insensitive;
+        let mut labels: HashMap<String, usize> = HashMap::new();
+        let mut rules = Vec::new();
+        for (i, rc) in cfg.rules.iter().enumerate() {
+            if !rc.is_http() {
+                continue;
+            }
+            let key = format!("rules[{i}]");
+            let label = match &rc.name {
+                Some(n) if n.trim().is_empty() => {
+                    problem(format!("{key}.name"), "rule name is empty".into());
+                    key.clone()
+                }
+                Some(n) => {
+                    if let Some(prev) = labels.insert(n.clone(), i) {
+                        problem(
+                            format!("{key}.name"),
+                            format!("rule name {n:?} is already used by rules[{prev}]"),
+                        );
+                    }
+                    n.clone()
+                }
+                None => key.clone(),
+            };
+            let mut methods = Vec::new();
+            for (j, m) in rc.methods.iter().enumerate() {
+                if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-') {
+                    problem(
+                        format!("{key}.methods[{j}]"),
+                        format!("{m:?} is not a method name"),
+                    );
+                }
+                methods.push(m.to_ascii_uppercase());
+            }
+            let mut paths = Vec::new();
+            for (j, p) in rc.paths.iter().enumerate() {
+                if !p.starts_with('/') {
+                    problem(
+                        format!("{key}.paths[{j}]"),
+                        format!("{p:?} must start with '/'"),
+                    );
+                } else if p.contains(['?', '#', '%', '\\']) {
+                    problem(
+                        format!("{key}.paths[{j}]"),
+                        format!(
+                            "{p:?}: write the decoded path, without query, fragment or escapes"
+                        ),
+                    );
+                } else if p
+                    .split('/')
+                    .any(|s| s == "." || s == ".." || (s.contains("**") && s != "**"))
+                {
+                    problem(
+                        format!("{key}.paths[{j}]"),
+                        format!("{p:?}: no '.'/'..' segments; '**' must be a whole segment"),
+                    );
+                }
+                paths.push(if insensitive {
+                    p.to_lowercase()
+                } else {
+                    p.clone()
+                });
+            }
+            if rc.max_body_bytes == Some(0) && rc.action != RuleAction::Allow {
+                problem(
+                    format!("{key}.max_body_bytes"),
+                    "0 with a block/approve rule matches only empty bodies; say what is meant"
+                        .into(),
+                );
+            }
+            rules.push(HttpRule {
+                index: i,
+                label,
+                action: rc.action,
+                methods,
+                paths,
+                query: rc
+                    .query
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                headers: rc
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .collect(),
+                max_body_bytes: rc.max_body_bytes,
+            });
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(HttpPolicy {
+            name: name.to_owned(),
+            default: cfg.default,
+            insensitive,
+            rules,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Decide on one request.
+    pub fn decide(&self, req: &HttpRequestFacts<'_>) -> HttpVerdict {
+        let lowered;
+        let path = if self.insensitive {
+            lowered = req.path.to_lowercase();
+            lowered.as_str()
+        } else {
+            req.path
+        };
+        let mut best: Option<(&HttpRule, Action)> = None;
+        for r in &self.rules {
+            if !self.matches(r, req, path) {
+                continue;
+            }
+            let action = match r.action {
+                RuleAction::Allow => Action::Allow,
+                RuleAction::Approve => Action::Approve,
+                RuleAction::Block => Action::Block,
+            };
+            let rank = |a: Action| match a {
+                Action::Allow => 0,
+                Action::Approve => 1,
+                Action::Deny => 2,
+                Action::Block => 3,
+            };
+            if best.is_none_or(|(_, b)| rank(action) > rank(b)) {
+                best = Some((r, action));
+            }
+        }
+        match best {
+            Some((r, action)) => {
+                let verb = match action {
+                    Action::Allow => "allowed",
+                    Action::Approve => "requires approval",
+                    _ => "blocked",
+                };
+                HttpVerdict {
+                    action,
+                    rule: Some(RuleRef {
+                        index: r.index,
+                        label: r.label.clone(),
+                    }),
+                    reason: format!("{verb} by rule {:?} of policy {:?}", r.label, self.name),
+                    body_limit: if action == Action::Allow && req.body_len.is_none() {
+                        r.max_body_bytes
+                    } else {
+                        None
+                    },
+                }
+            }
+            None => match self.default {
+                DefaultAction::Allow => HttpVerdict {
+                    action: Action::Allow,
+                    rule: None,
+                    reason: format!("allowed by the default of policy {:?}", self.name),
+                    body_limit: None,
+                },
+                DefaultAction::Deny => HttpVerdict {
+                    action: Action::Deny,
+                    rule: None,
+                    reason: format!("no rule of policy {:?} allows this request", self.name),
+                    body_limit: None,
+                },
+            },
+        }
+    }
+
+    fn matches(&self, r: &HttpRule, req: &HttpRequestFacts<'_>, path: &str) -> bool {
+        if !r.methods.is_empty() && !r.methods.iter().any(|m| m == req.method) {
+            return false;
+        }
+        if !r.paths.is_empty() && !r.paths.iter().any(|p| path_glob(p, path)) {
+            return false;
+        }
+        for (k, glob) in &r.query {
+            if !req
+                .query
+                .iter()
+                .any(|(qk, qv)| qk == k && glob_match(glob, qv))
+            {
+                return false;
+            }
+        }
+        for (k, glob) in &r.headers {
+            if !req
+                .headers
+                .iter()
+                .any(|(hk, hv)| hk.eq_ignore_ascii_case(k) && glob_match(glob, hv))
+            {
+                return false;
+            }
+        }
+        if let (Some(max), Some(len)) = (r.max_body_bytes, req.body_len)
+            && len > max
+        {
+            return false;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(text: &str) -> HttpPolicy {
+        let cfg: PolicyConfig = toml::from_str(text).unwrap();
+        HttpPolicy::compile("api", &cfg).unwrap()
+    }
+
+    fn decide(p: &HttpPolicy, method: &str, path: &str) -> HttpVerdict {
+        p.decide(&HttpRequestFacts {
+            method,
+            path,
+            query: &[],
+            headers: &[],
+            body_len: Some(0),
+        })
+    }
+
+    const POLICY: &str = r#"
+rules = [
+  { action = "allow", methods = ["GET", "post"], paths = ["/**"] },
+  { action = "block", methods = ["DELETE"], paths = ["/admin/**"], name = "no-admin-delete" },
+  { action = "block", paths = ["/admin/**"], name = "no-admin" },
+  { action = "approve", methods = ["PUT"], paths = ["/orders/*"] },
+  { action = "allow", methods = ["DELETE"], paths = ["/tmp/*"], query = { dry_run = "true" } },
+  { action = "allow", methods = ["PUT"], paths = ["/upload"], max_body_bytes = 10 },
+]
+"#;
+
+    #[test]
+    fn most_restrictive_match_wins_and_default_denies() {
+        let p = policy(POLICY);
+        assert!(decide(&p, "GET", "/orders/1").is_allowed());
+        let v = decide(&p, "DELETE", "/admin/x");
+        assert_eq!(v.action, Action::Block);
+        assert_eq!(v.rule.as_ref().unwrap().label, "no-admin-delete");
+        assert_eq!(decide(&p, "GET", "/admin").action, Action::Block);
+        assert_eq!(decide(&p, "PUT", "/orders/1").action, Action::Approve);
+        let v = decide(&p, "PATCH", "/orders/1");
+        assert_eq!(v.action, Action::Deny);
+        assert!(v.rule.is_none());
+        assert_eq!(decide(&p, "DELETE", "/tmp/x").action, Action::Deny);
+        assert!(decide(&p, "POST", "/x").is_allowed());
+    }
+
+    #[test]
+    fn query_headers_and_body_size() {
+        let p = policy(POLICY);
+        let q = vec![("dry_run".to_string(), "true".to_string())];
+        let facts = |body_len| HttpRequestFacts {
+            method: "DELETE",
+            path: "/tmp/x",
+            query: &q,
+            headers: &[],
+            body_len,
+        };
+        assert!(p.decide(&facts(Some(0))).is_allowed());
+        let put = |body_len| {
+            p.decide(&HttpRequestFacts {
+                method: "PUT",
+                path: "/upload",
+                query: &[],
+                headers: &[],
+                body_len,
+            })
+        };
+        assert!(put(Some(10)).is_allowed());
+        assert_eq!(put(Some(11)).action, Action::Deny);
+        let v = put(None);
+        assert!(v.is_allowed());
+        assert_eq!(v.body_limit, Some(10));
+        let h = policy(
+            r#"rules = [{ action = "allow", paths = ["/x"], headers = { "X-Env" = "prod*" } }]"#,
+        );
+        let hd = vec![("x-env".to_string(), "production".to_string())];
+        let f = HttpRequestFacts {
+            method: "GET",
+            path: "/x",
+            query: &[],
+            headers: &hd,
+            body_len: Some(0),
+        };
+        assert!(h.decide(&f).is_allowed());
+        assert_eq!(decide(&h, "GET", "/x").action, Action::Deny);
+    }
+
+    #[test]
+    fn case_insensitive_paths() {
+        let text = "path_case = \"insensitive\"\nrules = [{ action = \"block\", paths = [\"/Admin/**\"] }, { action = \"allow\", paths = [\"/**\"] }]";
+        let p = policy(text);
+        assert_eq!(decide(&p, "GET", "/ADMIN").action, Action::Block);
+        assert_eq!(decide(&p, "GET", "/aDmIn/x").action, Action::Block);
+        let s = policy(&text.replace("path_case = \"insensitive\"", ""));
+        assert!(decide(&s, "GET", "/ADMIN").is_allowed());
+    }
+
+    #[test]
+    fn compile_problems_and_sql_rules_ignored() {
+        let cfg: PolicyConfig = toml::from_str(
+            r#"rules = [
+  { action = "allow", paths = ["admin"] },
+  { action = "allow", methods = ["G E T"] },
+  { action = "allow", paths = ["/a/../b", "/a**"] },
+  { action = "allow", classes = ["read"] },
+]"#,
+        )
+        .unwrap();
+        let problems = HttpPolicy::compile("p", &cfg).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "rules[0].paths[0]",
+                "rules[1].methods[0]",
+                "rules[2].paths[0]",
+                "rules[2].paths[1]"
+            ]
+        );
+        // The SQL compiler skips HTTP rules and refuses mixed ones.
+        let sql: PolicyConfig = toml::from_str(
+            r#"rules = [{ action = "allow", paths = ["/x"] }, { action = "allow", classes = ["read"], methods = ["GET"] }]"#,
+        )
+        .unwrap();
+        let problems = crate::policy::Policy::compile("p", &sql).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "rules[1]");
+        assert!(sql.has_http_rules() && sql.has_sql_rules());
+    }
+}

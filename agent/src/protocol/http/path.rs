@@ -1,0 +1,299 @@
+//! Request-target normalisation: what policy matches and what is forwarded
+//! are the same path, so an upstream cannot read a request differently
+//! from the way the policy did.
+//!
+//! Steps: absolute-form (`http://host/p`) is reduced to origin-form;
+//! the query is split off; the path is percent-decoded; `//` collapse;
+//! `.` and `..` segments are resolved (RFC 3986 §5.2.4, never above the
+//! root); the result is re-encoded canonically (unreserved characters
+//! plain, everything else `%XX` upper-case) and forwarded in place of the
+//! original. For matching, `;parameters` are cut from each segment and,
+//! when the policy says so, the path is lower-cased.
+//!
+//! Refused outright (fail closed, `400`): encoded `/` or `\` (`%2F`,
+//! `%5C`), a literal `\`, NUL, invalid `%` escapes, decoded bytes that are
+//! not UTF-8, a fragment, and dot segments carrying parameters (`..;x`),
+//! which servers disagree about.
+
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("request target {0:?} is not origin-form")]
+    NotOriginForm(String),
+    #[error("invalid percent escape in the path")]
+    BadEscape,
+    #[error("encoded '/' or '\\' in the path (refused: servers disagree about them)")]
+    EncodedSeparator,
+    #[error("'\\' or NUL in the path")]
+    ForbiddenByte,
+    #[error("the path is not UTF-8 once decoded")]
+    NotUtf8,
+    #[error("a '.' or '..' segment with parameters")]
+    DotParams,
+}
+
+/// A normalised request target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Canonical, encoded path to forward (always starts with `/`).
+    pub path: String,
+    /// Decoded path with `;params` cut from each segment: what rules match.
+    pub match_path: String,
+    /// The raw query (after `?`), forwarded as is.
+    pub query: Option<String>,
+}
+
+impl Target {
+    /// Origin-form target to forward.
+    pub fn forward(&self) -> String {
+        match &self.query {
+            Some(q) => format!("{}?{q}", self.path),
+            None => self.path.clone(),
+        }
+    }
+}
+
+/// Characters escaped when re-encoding a segment: everything but
+/// unreserved, sub-delims, `:` and `@` (RFC 3986 pchar).
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// Normalises a request target (see the module docs). `*` (for OPTIONS)
+/// is returned as the path `*`.
+pub fn normalize(target: &str) -> Result<Target, PathError> {
+    if target == "*" {
+        return Ok(Target {
+            path: "*".into(),
+            match_path: "*".into(),
+            query: None,
+        });
+    }
+    let origin = if let Some(rest) = strip_scheme(target) {
+        match rest.find(['/', '?']) {
+            Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
+            Some(i) => return normalize(&format!("/{}", &rest[i..])),
+            None => "/",
+        }
+    } else {
+        target
+    };
+    if !origin.starts_with('/') || origin.contains('#') {
+        return Err(PathError::NotOriginForm(target.chars().take(64).collect()));
+    }
+    let (raw, query) = match origin.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_owned())),
+        None => (origin, None),
+    };
+    check_escapes(raw)?;
+    let decoded = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| PathError::NotUtf8)?;
+    if decoded.contains(['\\', '\0']) {
+        return Err(PathError::ForbiddenByte);
+    }
+    let trailing = decoded.len() > 1 && decoded.ends_with('/');
+    let mut out: Vec<&str> = Vec::new();
+    let mut last_was_dir = false;
+    for seg in decoded.split('/') {
+        let bare = seg.split(';').next().unwrap_or("");
+        if (bare == "." || bare == "..") && bare != seg {
+            return Err(PathError::DotParams);
+        }
+        match seg {
+            "" => {}
+            "." => last_was_dir = true,
+            ".." => {
+                out.pop();
+                last_was_dir = true;
+            }
+            s => {
+                out.push(s);
+                last_was_dir = false;
+            }
+        }
+    }
+    let dir = trailing || (last_was_dir && !out.is_empty());
+    let mut path = String::with_capacity(raw.len());
+    let mut match_path = String::with_capacity(raw.len());
+    for s in &out {
+        path.push('/');
+        path.extend(utf8_percent_encode(s, SEGMENT));
+        match_path.push('/');
+        match_path.push_str(s.split(';').next().unwrap_or(""));
+    }
+    if out.is_empty() || dir {
+        path.push('/');
+        match_path.push('/');
+    }
+    Ok(Target {
+        path,
+        match_path,
+        query,
+    })
+}
+
+fn strip_scheme(t: &str) -> Option<&str> {
+    for scheme in ["http://", "https://"] {
+        if t.len() >= scheme.len() && t[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            return Some(&t[scheme.len()..]);
+        }
+    }
+    None
+}
+
+/// Every `%` starts a valid escape, and none encodes a separator.
+fn check_escapes(raw: &str) -> Result<(), PathError> {
+    let b = raw.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3).ok_or(PathError::BadEscape)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return Err(PathError::BadEscape);
+            }
+            let v = u8::from_str_radix(
+                std::str::from_utf8(hex).map_err(|_| PathError::BadEscape)?,
+                16,
+            )
+            .map_err(|_| PathError::BadEscape)?;
+            if v == b'/' || v == b'\\' {
+                return Err(PathError::EncodedSeparator);
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Decoded `name=value` pairs of a query (`+` is a space).
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode_component(k), decode_component(v))
+        })
+        .collect()
+}
+
+fn decode_component(s: &str) -> String {
+    let s = s.replace('+', " ");
+    percent_decode_str(&s).decode_utf8_lossy().into_owned()
+}
+
+/// Glob match of a normalised path against a pattern of `/`-separated
+/// segments: `**` is any number of segments (including none), `*` inside
+/// a segment any run of characters but `/`.
+pub fn path_glob(pattern: &str, path: &str) -> bool {
+    let p: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
+    let t: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    segs_match(&p, &t)
+}
+
+fn segs_match(p: &[&str], t: &[&str]) -> bool {
+    match p.split_first() {
+        None => t.is_empty(),
+        Some((&"**", rest)) => (0..=t.len()).any(|i| segs_match(rest, &t[i..])),
+        Some((seg, rest)) => match t.split_first() {
+            Some((ts, trest)) => {
+                crate::policy::rules::glob_match(seg, ts) && segs_match(rest, trest)
+            }
+            None => false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(t: &str) -> String {
+        normalize(t).unwrap().match_path
+    }
+
+    #[test]
+    fn bypass_attempts_normalise_to_the_same_path() {
+        for t in [
+            "/admin",
+            "//admin",
+            "/%61dmin",
+            "/a/../admin",
+            "/admin/../admin",
+            "/./admin",
+            "/../admin",
+            "/admin;jsessionid=1",
+            "http://example.com/admin",
+        ] {
+            assert_eq!(m(t), "/admin", "{t}");
+        }
+        assert_eq!(m("/ADMIN"), "/ADMIN");
+        assert_eq!(m("/admin/"), "/admin/");
+        assert_eq!(m("/admin/x/.."), "/admin/");
+        assert_eq!(m("/"), "/");
+        assert_eq!(m("/a/.."), "/");
+    }
+
+    #[test]
+    fn refuses_ambiguous_targets() {
+        assert_eq!(normalize("/%2fadmin"), Err(PathError::EncodedSeparator));
+        assert_eq!(normalize("/admin%2F.."), Err(PathError::EncodedSeparator));
+        assert_eq!(normalize("/a%5cb"), Err(PathError::EncodedSeparator));
+        assert_eq!(normalize("/a\\b"), Err(PathError::ForbiddenByte));
+        assert_eq!(normalize("/a%00"), Err(PathError::ForbiddenByte));
+        assert_eq!(normalize("/a%zz"), Err(PathError::BadEscape));
+        assert_eq!(normalize("/a%4"), Err(PathError::BadEscape));
+        assert_eq!(normalize("/%ff"), Err(PathError::NotUtf8));
+        assert_eq!(normalize("/..;/admin"), Err(PathError::DotParams));
+        assert!(normalize("admin").is_err());
+        assert!(normalize("/a#b").is_err());
+    }
+
+    #[test]
+    fn forwards_the_canonical_form_and_keeps_the_query() {
+        let t = normalize("//a/./b%20c/../%7euser?x=%2F&y=1").unwrap();
+        assert_eq!(t.path, "/a/~user");
+        assert_eq!(t.query.as_deref(), Some("x=%2F&y=1"));
+        assert_eq!(t.forward(), "/a/~user?x=%2F&y=1");
+        assert_eq!(normalize("/caf%C3%A9").unwrap().path, "/caf%C3%A9");
+        assert_eq!(
+            query_pairs("a=1&b=x+y&c=%41&d"),
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "x y".into()),
+                ("c".into(), "A".into()),
+                ("d".into(), "".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn globs() {
+        assert!(path_glob("/admin/**", "/admin"));
+        assert!(path_glob("/admin/**", "/admin/x/y"));
+        assert!(!path_glob("/admin/**", "/administrator"));
+        assert!(path_glob("/api/*/orders", "/api/v1/orders"));
+        assert!(!path_glob("/api/*/orders", "/api/v1/x/orders"));
+        assert!(path_glob("/**/secret", "/a/b/secret"));
+        assert!(path_glob("/v*", "/v2"));
+        assert!(!path_glob("/a", "/a/b"));
+    }
+}

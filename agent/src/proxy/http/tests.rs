@@ -1,0 +1,436 @@
+//! In-process tests of the HTTP proxy: a small upstream on loopback that
+//! answers with what it received, a real audit store, and raw HTTP/1.1 on
+//! the client side (so pipelining, malformed input and the HTTP/2 preface
+//! can be sent byte for byte).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+use crate::audit::event::SessionId;
+use crate::audit::testutil::opts;
+
+/// An upstream that answers each request with a JSON body holding the
+/// request line, the Authorization and Cookie it got, the body length,
+/// and some PII; `/close` answers without a length and closes.
+async fn upstream() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = BytesMut::new();
+                loop {
+                    let (head, n) = loop {
+                        if let Ok(Some(h)) = parse_request(&buf, 1 << 16) {
+                            break h;
+                        }
+                        if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                    };
+                    bytes::Buf::advance(&mut buf, n);
+                    let kind = request_body(&head).unwrap();
+                    let mut dec = BodyDecoder::new(kind);
+                    let mut len = 0;
+                    loop {
+                        match dec.decode(&mut buf, 1 << 16).unwrap() {
+                            Some(BodyEvent::Data(d)) => len += d.len(),
+                            Some(BodyEvent::End) => break,
+                            None => {
+                                if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    let body = serde_json::json!({
+                        "line": format!("{} {}", head.method, head.target),
+                        "auth": head.get("authorization"),
+                        "cookie": head.get("cookie"),
+                        "len": len,
+                        "user": {"email": "bob@example.com", "cards": ["4111 1111 1111 1111"]},
+                    })
+                    .to_string();
+                    let resp = if head.target == "/close" {
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n{body}"
+                        )
+                    } else {
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                    };
+                    if s.write_all(resp.as_bytes()).await.is_err() || head.target == "/close" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn config(dir: &Path, up: std::net::SocketAddr, masking: bool) -> Config {
+    let secret = dir.join("token");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = format!(
+        r#"[agent]
+listen = "127.0.0.1:15001"
+
+[[target]]
+name = "api"
+protocol = "http"
+address = "{up}"
+max_message_bytes = 65536
+
+[[account]]
+name = "svc"
+uids = [1001]
+
+[[grant]]
+account = "svc"
+target = "api"
+policy = "p"
+{masking}
+credential = {{ kind = "bearer", file = "{secret}" }}
+
+[policy.p]
+rules = [
+  {{ action = "allow", methods = ["GET", "POST", "PUT"], paths = ["/**"] }},
+  {{ action = "block", methods = ["DELETE"], paths = ["/admin/**"], name = "no-admin-delete" }},
+  {{ action = "block", paths = ["/admin/**"], name = "no-admin" }},
+]
+
+[masking.m]
+patterns = ["card", "email"]
+"#,
+        masking = if masking { "masking = \"m\"" } else { "" },
+        secret = secret.display()
+    );
+    Config::parse(&text, Path::new("t.toml")).unwrap()
+}
+
+struct Rig {
+    addr: std::net::SocketAddr,
+    audit: AuditHandle,
+    _dir: tempfile::TempDir,
+}
+
+async fn rig(masking: bool) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream().await;
+    let cfg = Arc::new(config(dir.path(), up, masking));
+    let rt = Arc::new(HttpRuntime::build(&cfg).unwrap());
+    let (audit, _task) = crate::audit::spawn_writer(&dir.path().join("a.db"), opts(0)).unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = audit.clone();
+    tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            n += 1;
+            let (cfg, rt, h) = (Arc::clone(&cfg), Arc::clone(&rt), h.clone());
+            tokio::spawn(async move {
+                let caller = Caller {
+                    session: SessionId(n),
+                    account: "svc".into(),
+                    process: ProcessInfo::default(),
+                    identity: None,
+                };
+                serve(&rt, &cfg, &h, &cfg.targets[0], caller, s).await;
+            });
+        }
+    });
+    Rig {
+        addr,
+        audit,
+        _dir: dir,
+    }
+}
+
+/// Reads one response (head and Content-Length or chunked body).
+async fn response(s: &mut TcpStream, buf: &mut BytesMut) -> (ResponseHead, String) {
+    let (head, n) = loop {
+        if let Some(h) = parse_response(buf, 1 << 16).unwrap() {
+            break h;
+        }
+        assert!(
+            s.read_buf(buf).await.unwrap() > 0,
+            "closed before a response"
+        );
+    };
+    bytes::Buf::advance(buf, n);
+    let mut dec = BodyDecoder::new(response_body("GET", &head).unwrap());
+    let mut body = Vec::new();
+    loop {
+        match dec.decode(buf, 1 << 16).unwrap() {
+            Some(BodyEvent::Data(d)) => body.extend_from_slice(&d),
+            Some(BodyEvent::End) => break,
+            None => {
+                if s.read_buf(buf).await.unwrap() == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    (head, String::from_utf8(body).unwrap())
+}
+
+async fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test]
+async fn keep_alive_mixing_allowed_and_blocked_with_credential_injection() {
+    let r = rig(false).await;
+    let mut s = TcpStream::connect(r.addr).await.unwrap();
+    let mut buf = BytesMut::new();
+    s.write_all(b"GET /orders?id=1 HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer mine\r\nCookie: a=b\r\n\r\n")
+        .await
+        .unwrap();
+    let (h, body) = response(&mut s, &mut buf).await;
+    assert_eq!(h.status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["line"], "GET /orders?id=1");
+    assert_eq!(v["auth"], "Bearer s3cret", "the workload's header replaced");
+    assert_eq!(v["cookie"], serde_json::Value::Null, "cookie stripped");
+    // Blocked, on the same connection, then allowed again.
+    s.write_all(b"DELETE /admin/x HTTP/1.1\r\nHost: api\r\n\r\n")
+        .await
+        .unwrap();
+    let (h, body) = response(&mut s, &mut buf).await;
+    assert_eq!(h.status, 403);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["rule"], "no-admin-delete");
+    for bypass in [
+        "/ADMIN/x",
+        "/a/../admin/x",
+        "//admin/x",
+        "/%61dmin/x",
+        "/admin;p=1/x",
+    ] {
+        let req = format!("GET {bypass} HTTP/1.1\r\nHost: api\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let (h, body) = response(&mut s, &mut buf).await;
+        if bypass == "/ADMIN/x" {
+            // Case-sensitive policy: /ADMIN is another path, allowed.
+            assert_eq!(h.status, 200, "{bypass}: {body}");
+        } else {
+            assert_eq!(h.status, 403, "{bypass}: {body}");
+        }
+    }
+    // Pipelined: three requests in one write, answered in order; one with a
+    // chunked body.
+    s.write_all(
+        b"GET /p1 HTTP/1.1\r\nHost: api\r\n\r\nPOST /p2 HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\nDELETE /admin/y HTTP/1.1\r\nHost: api\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (h1, b1) = response(&mut s, &mut buf).await;
+    let (h2, b2) = response(&mut s, &mut buf).await;
+    let (h3, _) = response(&mut s, &mut buf).await;
+    assert_eq!((h1.status, h2.status, h3.status), (200, 200, 403));
+    assert!(b1.contains("GET /p1"));
+    let v: serde_json::Value = serde_json::from_str(&b2).unwrap();
+    assert_eq!(v["len"], 11);
+    // Ambiguous paths: 400 and a close.
+    s.write_all(b"GET /%2fadmin HTTP/1.1\r\nHost: api\r\n\r\n")
+        .await
+        .unwrap();
+    let (h, _) = response(&mut s, &mut buf).await;
+    assert_eq!(h.status, 400);
+    assert!(closed(&mut s).await);
+    drop(r.audit);
+}
+
+#[tokio::test]
+async fn malformed_smuggling_and_h2_get_an_error_and_a_close() {
+    let r = rig(false).await;
+    for (input, status) in [
+        (&b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"[..], 400),
+        (b"GET\x01/ HTTP/1.1\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+        (b"GET /%2fadmin HTTP/1.1\r\n\r\n", 400),
+        (b"GET /admin%2F.. HTTP/1.1\r\n\r\n", 400),
+        (b"GET /ws HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", 403),
+    ] {
+        let mut s = TcpStream::connect(r.addr).await.unwrap();
+        s.write_all(input).await.unwrap();
+        let mut buf = BytesMut::new();
+        let (h, _) = response(&mut s, &mut buf).await;
+        assert_eq!(h.status, status, "{:?}", String::from_utf8_lossy(input));
+        if status != 403 {
+            assert!(closed(&mut s).await);
+        }
+    }
+}
+
+#[tokio::test]
+async fn json_responses_are_masked_and_others_streamed() {
+    let r = rig(true).await;
+    let mut s = TcpStream::connect(r.addr).await.unwrap();
+    let mut buf = BytesMut::new();
+    s.write_all(b"GET /u HTTP/1.1\r\nHost: api\r\nAccept-Encoding: gzip\r\n\r\n")
+        .await
+        .unwrap();
+    let (h, body) = response(&mut s, &mut buf).await;
+    assert_eq!(h.status, 200);
+    assert!(!body.contains("bob@example.com"), "{body}");
+    assert!(!body.contains("4111"), "{body}");
+    assert_eq!(h.get("content-length").unwrap(), body.len().to_string());
+    // Not JSON: streamed untouched (re-chunked, as the upstream closes).
+    s.write_all(b"GET /close HTTP/1.1\r\nHost: api\r\n\r\n")
+        .await
+        .unwrap();
+    let (h, body) = response(&mut s, &mut buf).await;
+    assert_eq!(h.status, 200);
+    assert!(body.contains("bob@example.com"));
+    // Expect: 100-continue on an allowed upload: Warden says continue.
+    let mut s = TcpStream::connect(r.addr).await.unwrap();
+    let mut buf = BytesMut::new();
+    s.write_all(
+        b"PUT /up HTTP/1.1\r\nHost: api\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (h, _) = response(&mut s, &mut buf).await;
+    assert_eq!(h.status, 100);
+    s.write_all(b"abcd").await.unwrap();
+    let (h, body) = response(&mut s, &mut buf).await;
+    assert_eq!(h.status, 200);
+    assert!(body.contains("\"len\":4"), "{body}");
+}
+
+#[test]
+fn body_classes_and_credentials() {
+    assert_eq!(
+        body_class(Some("application/json; charset=utf-8")),
+        Some(BodyClass::Json)
+    );
+    assert_eq!(
+        body_class(Some("application/problem+json")),
+        Some(BodyClass::Json)
+    );
+    assert_eq!(body_class(Some("text/plain")), Some(BodyClass::Text));
+    assert_eq!(body_class(Some("image/png")), None);
+    assert_eq!(body_class(None), None);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("s");
+    std::fs::write(&f, "pw\n").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let basic = HttpCredential {
+        kind: CredentialKind::Basic,
+        file: f.clone(),
+        username: Some("u".into()),
+        header: None,
+    };
+    assert_eq!(
+        credential_header(&basic).unwrap(),
+        ("Authorization".into(), b"Basic dTpwdw==".to_vec())
+    );
+    let hdr = HttpCredential {
+        kind: CredentialKind::Header,
+        file: f.clone(),
+        username: None,
+        header: Some("X-Api-Key".into()),
+    };
+    assert_eq!(
+        credential_header(&hdr).unwrap(),
+        ("X-Api-Key".into(), b"pw".to_vec())
+    );
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(
+        credential_header(&hdr).is_err(),
+        "group/world-readable secrets are refused"
+    );
+}
+
+#[tokio::test]
+async fn audit_events_are_committed_with_masked_query_and_no_credentials() {
+    let r = rig(true).await;
+    let mut s = TcpStream::connect(r.addr).await.unwrap();
+    let mut buf = BytesMut::new();
+    s.write_all(b"GET /find?email=bob%40example.com&x=1 HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer workload-secret\r\nUser-Agent: t\r\n\r\nDELETE /admin/z HTTP/1.1\r\nHost: api\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(response(&mut s, &mut buf).await.0.status, 200);
+    assert_eq!(response(&mut s, &mut buf).await.0.status, 403);
+    // Result events are queued detached: give the writer a moment.
+    let db = r._dir.path().join("a.db");
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let mut st = c
+            .prepare("SELECT activity, decision, CAST(data AS TEXT) FROM events WHERE class_uid = 6003 ORDER BY seq")
+            .unwrap();
+        rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        if rows.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let summary: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|(a, d, _)| (a.as_str(), d.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("api_request", "allowed"),
+            ("api_result", "allowed"),
+            ("api_request", "blocked"),
+            ("api_result", "blocked")
+        ]
+    );
+    for (_, _, data) in &rows {
+        assert!(
+            !data.contains("bob%40example.com") && !data.contains("bob@example.com"),
+            "{data}"
+        );
+        assert!(
+            !data.contains("workload-secret") && !data.contains("s3cret"),
+            "{data}"
+        );
+    }
+    let v: serde_json::Value = serde_json::from_str(&rows[1].2).unwrap();
+    assert_eq!(v["class_uid"], 6003);
+    assert_eq!(v["http_request"]["url"]["path"], "/find");
+    assert_eq!(v["http_response"]["code"], 200);
+    assert!(
+        v["unmapped"]["warden"]["api"]["values_masked"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
+    let blocked: serde_json::Value = serde_json::from_str(&rows[2].2).unwrap();
+    assert_eq!(
+        blocked["unmapped"]["warden"]["api"]["rule"],
+        "no-admin-delete"
+    );
+    assert_eq!(blocked["activity_id"], 4);
+}
