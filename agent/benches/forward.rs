@@ -162,6 +162,37 @@ fn main() {
         size as f64 / 1e6
     );
 
+    // The agent's own share: read, frame and gzip every batch, no network.
+    let src = warden::forward::source::EventSource::open(&store).expect("source");
+    let start = Instant::now();
+    let (mut after, mut raw, mut packed) = (0u64, 0usize, 0usize);
+    let mut t_read = Duration::ZERO;
+    let mut t_gzip = Duration::ZERO;
+    loop {
+        let t = Instant::now();
+        let rows = src.read(after, 1000, 1 << 20).expect("read");
+        t_read += t.elapsed();
+        let Some(last) = rows.last() else { break };
+        after = last.seq;
+        let mut body = Vec::with_capacity(1 << 20);
+        for r in &rows {
+            body.extend_from_slice(&r.data);
+            body.push(b'\n');
+        }
+        raw += body.len();
+        let t = Instant::now();
+        packed += warden::forward::http::gzip(&body).expect("gzip").len();
+        t_gzip += t.elapsed();
+    }
+    let local = head as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "  local share (read + frame + gzip, no network): {local:.0} events/s (read {:.2} s, gzip {:.2} s, {:.0} MB -> {:.0} MB)",
+        t_read.as_secs_f64(),
+        t_gzip.as_secs_f64(),
+        raw as f64 / 1e6,
+        packed as f64 / 1e6
+    );
+
     let collector = harness::Collector::start_with(
         &certs,
         Arc::new(|_r: &harness::HttpRequest| harness::HttpReply::ok("{}")),

@@ -225,6 +225,8 @@ fn serve_conn(
     keep_bodies: bool,
 ) {
     sock.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    // As real collectors do; without it every answer waits for a delayed ACK.
+    sock.set_nodelay(true).ok();
     let conn = match rustls::ServerConnection::new(cfg) {
         Ok(c) => c,
         Err(_) => return,
@@ -305,12 +307,14 @@ fn serve_conn(
             req.body = Vec::new();
         }
         log.lock().unwrap().push(req);
-        let head = format!(
+        let mut answer = format!(
             "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
             reply.status,
             reply.body.len()
-        );
-        if tls.write_all(head.as_bytes()).is_err() || tls.write_all(&reply.body).is_err() {
+        )
+        .into_bytes();
+        answer.extend_from_slice(&reply.body);
+        if tls.write_all(&answer).is_err() {
             return;
         }
         let _ = tls.flush();

@@ -673,16 +673,23 @@ fn collect(
             return None;
         }
         let room = plan.max_events - batch.items.len();
-        let bytes_left = plan.max_bytes.saturating_sub(batch.bytes).max(1);
-        match source.read(after, room, bytes_left) {
-            Ok(rows) => {
+        // An empty batch takes one event of any size; else what fits.
+        let bytes_left = if batch.items.is_empty() {
+            plan.max_bytes
+        } else {
+            plan.max_bytes.saturating_sub(batch.bytes)
+        };
+        let mut full = bytes_left == 0;
+        let read = if full {
+            Ok((Vec::new(), true))
+        } else {
+            source.read_bounded(after, room, bytes_left)
+        };
+        match read {
+            Ok((rows, bytes_full)) => {
                 read_failures = 0;
+                full |= bytes_full;
                 for r in rows {
-                    // The byte bound lets one event through when the batch
-                    // is empty; otherwise a row that would pass it waits.
-                    if !batch.items.is_empty() && batch.bytes + r.data.len() > plan.max_bytes {
-                        break;
-                    }
                     let uid = format!("{}:{}", source.chain_id(), r.seq);
                     let line = format::format_event(plan.format, r.data, &uid, r.seq);
                     batch.bytes += line.len();
@@ -709,7 +716,7 @@ fn collect(
             first_at = Some(Instant::now());
             backlog_check(plan, source, acked, out, last_warn);
         }
-        let full = batch.items.len() >= plan.max_events || batch.bytes >= plan.max_bytes;
+        let full = full || batch.items.len() >= plan.max_events || batch.bytes >= plan.max_bytes;
         let due = first_at.is_some_and(|t| t.elapsed() >= plan.wait);
         if full || due || (!batch.items.is_empty() && stop.draining()) {
             return Some(batch);

@@ -62,15 +62,26 @@ impl EventSource {
     }
 
     /// Events with `seq > after`, in order: at most `max_events`, and no
-    /// more once `max_bytes` of event data is reached (the first event is
-    /// always returned, however large). Rows are read one by one, so a
-    /// large backlog never costs more memory than this batch.
+    /// more than `max_bytes` of event data (the first event is always
+    /// returned, however large). Rows are read one by one, so a large
+    /// backlog never costs more memory than this batch.
     pub fn read(
         &self,
         after: u64,
         max_events: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredRow>, ForwardError> {
+        Ok(self.read_bounded(after, max_events, max_bytes)?.0)
+    }
+
+    /// [`read`](Self::read), and whether it stopped at the byte bound (a
+    /// next event exists that did not fit, or the bound was reached).
+    pub fn read_bounded(
+        &self,
+        after: u64,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<StoredRow>, bool), ForwardError> {
         let q = |source| ForwardError::Read { source };
         let mut stmt = self
             .reader
@@ -84,9 +95,11 @@ impl EventSource {
         let mut rows = stmt.query(params![after, limit]).map_err(q)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
+        let mut full = false;
         while let Some(row) = rows.next().map_err(q)? {
             let data: Vec<u8> = row.get(3).map_err(q)?;
             if !out.is_empty() && bytes + data.len() > max_bytes {
+                full = true;
                 break;
             }
             bytes += data.len();
@@ -97,10 +110,11 @@ impl EventSource {
                 data,
             });
             if bytes >= max_bytes {
+                full = true;
                 break;
             }
         }
-        Ok(out)
+        Ok((out, full))
     }
 
     /// Names of every output with a cursor in the store.

@@ -272,3 +272,34 @@ fn stop_wakes_sleepers_and_ends_after_the_grace() {
     assert!(!stop.sleep(Duration::from_secs(30)), "ends at the deadline");
     assert!(stop.stopped());
 }
+
+#[tokio::test]
+async fn full_batches_go_at_once_and_partial_ones_wait() {
+    let (_d, path) = store(30).await;
+    let one = source::EventSource::open(&path)
+        .unwrap()
+        .read(0, 1, usize::MAX)
+        .unwrap()[0]
+        .data
+        .len();
+    let sink = Script::default();
+    let mut f = output("w");
+    f.batch_max_events = 1000;
+    f.batch_max_bytes = one * 4 + one / 2;
+    f.batch_wait_ms = 3_000;
+    let start = Instant::now();
+    let fw = Forwarders::spawn(vec![(&f, Box::new(sink.clone()))], &path).unwrap();
+    // 31 events: seven full batches of 4 go without waiting...
+    wait_for("full batches", || sink.acked.lock().unwrap().len() >= 28);
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "full batches waited: {:?}",
+        start.elapsed()
+    );
+    // ...the last 3 wait for batch_wait_ms.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.acked.lock().unwrap().len(), 28);
+    wait_for("the rest", || sink.acked.lock().unwrap().len() == 31);
+    assert!(start.elapsed() >= Duration::from_millis(2900));
+    fw.shutdown(Duration::from_secs(1));
+}
