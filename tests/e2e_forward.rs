@@ -247,6 +247,17 @@ fn a_refusing_collector_parks_the_output_loudly() {
     assert!(st["backlog_over_warn"].as_bool().unwrap(), "{st:#}");
     assert!(f.env.log().contains("FORWARD OUTPUT PARKED"));
     assert_eq!(cursor(&f.db_path(), "collector"), None);
+    // The operator's view says the same.
+    let out = f.env.warden(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("forwarding:") && text.contains("collector https") && text.contains("parked"),
+        "{text}"
+    );
+    assert!(
+        text.contains("over backlog_warn 3") && text.contains("401"),
+        "{text}"
+    );
 }
 
 /// Many events while the collector is down (a long outage, compressed in

@@ -319,6 +319,29 @@ fn print_status(st: &crate::control::StatusReport) {
             t.accounts.join(", ")
         );
     }
+    if !st.forwarders.is_empty() {
+        println!("  forwarding:");
+    }
+    for f in &st.forwarders {
+        println!(
+            "    {} {} {} -> {}: {} acked_seq={} backlog={}{}",
+            f.name,
+            f.kind,
+            f.format,
+            f.destination,
+            f.state,
+            f.acked_seq,
+            f.backlog,
+            if f.backlog_over_warn {
+                format!(" (over backlog_warn {})", f.backlog_warn)
+            } else {
+                String::new()
+            }
+        );
+        if let Some(e) = &f.last_error {
+            println!("      last error: {e}");
+        }
+    }
     println!("  enrollments:");
     for e in &st.enrollments {
         let id = e.cgroup_id.map(|i| format!(" id={i}")).unwrap_or_default();
