@@ -11,7 +11,9 @@ use anyhow::Result;
 use pgkit::PgServer;
 
 /// The statement policy: reads allowed, secrets blocked, writes to orders
-/// waiting for an approval that does not exist yet, anything else denied.
+/// held for an approval (nobody approves in the demo or the bench: the
+/// hold times out after a few seconds and the statement is refused),
+/// anything else denied.
 const POLICY: &str = r#"
 [policy.ro]
 default = "deny"
@@ -21,6 +23,9 @@ rules = [
   { action = "approve", classes = ["write"], tables = ["orders"], name = "orders-writes" },
   { action = "block", functions = ["pg_read_file", "dblink*", "lo_*", "set_config"], name = "no-file-access" },
 ]
+
+[approvals]
+approval_timeout_secs = 3
 "#;
 
 /// Masking: column rules plus every built-in pattern detector, which runs

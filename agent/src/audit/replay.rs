@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::AuditError;
 use super::event::{ConnActivity, ConnectionEvent, SessionId, StatementEvent, StatementPhase};
-use super::ocsf::{EventKind, activity_str, decode_connection, decode_statement};
+use super::ocsf::{EventKind, activity_str, decode_approval, decode_connection, decode_statement};
 use super::reader::{AuditReader, StoredEvent, TailFilter, format_time, format_us};
 
 /// Rows read from the store per query.
@@ -76,6 +76,11 @@ pub enum Step {
     },
     /// A statement: its request and result merged.
     Statement(ReplayStatement),
+    /// An approval transition of a statement held on this session.
+    Approval {
+        seq: u64,
+        event: Box<super::event::ApprovalEvent>,
+    },
     /// A stored event of this session that cannot be decoded.
     Unreadable {
         seq: u64,
@@ -163,8 +168,12 @@ pub fn build(session: SessionId, events: &[StoredEvent]) -> Replay {
                 }
                 Err(e) => Err(e),
             },
+            Some(EventKind::Approval) => decode_approval(&ev.data).map(|d| Step::Approval {
+                seq: ev.seq,
+                event: Box::new(d.event),
+            }),
             _ => Err(AuditError::Decode {
-                detail: "not a connection or statement event".into(),
+                detail: "not a connection, statement or approval event".into(),
             }),
         };
         steps.push(decoded.unwrap_or_else(|e| Step::Unreadable {
@@ -424,7 +433,7 @@ impl fmt::Display for Replay {
             Step::Statement(st) => st
                 .main()
                 .map(|m| (m.account.as_str(), Some(m.target.as_str()))),
-            Step::Unreadable { .. } => None,
+            Step::Approval { .. } | Step::Unreadable { .. } => None,
         });
         write!(f, "session {} ({})", self.session, self.session.0)?;
         if let Some((account, target)) = who {
@@ -440,6 +449,33 @@ impl fmt::Display for Replay {
             match step {
                 Step::Connection { seq, event } => write_connection(f, *seq, event)?,
                 Step::Statement(st) => write_statement(f, st)?,
+                Step::Approval { seq, event } => {
+                    write!(
+                        f,
+                        "{} #{seq} approval {}",
+                        format_time(event.time_ms),
+                        event.status.as_str()
+                    )?;
+                    if let Some(id) = &event.request_id {
+                        write!(f, " request={}", val(id))?;
+                    }
+                    if let Some(g) = &event.grant_id {
+                        write!(f, " grant={}", val(g))?;
+                    }
+                    if let Some(rule) = &event.rule {
+                        write!(f, " rule={}", val(rule))?;
+                    }
+                    if let Some(a) = &event.approver {
+                        write!(f, " approver.uid={}", a.uid)?;
+                        if let Some(u) = &a.user {
+                            write!(f, " approver.user={}", val(u))?;
+                        }
+                    }
+                    writeln!(f)?;
+                    if let Some(r) = &event.reason {
+                        writeln!(f, "    reason: {}", clean(r))?;
+                    }
+                }
                 Step::Unreadable {
                     seq,
                     time_ms,
@@ -668,5 +704,62 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains('\u{1b}'));
+    }
+
+    #[test]
+    fn approval_transitions_are_steps_of_the_session() {
+        use crate::audit::event::{ApprovalEvent, ApprovalStatus};
+        let ev = |status: ApprovalStatus, reason: &str| ApprovalEvent {
+            time_ms: 1_795_957_502_123,
+            status,
+            request_id: Some("az6h4xyj".into()),
+            grant_id: None,
+            account: "orders-api".into(),
+            target: "orders-db".into(),
+            protocol: "postgres".into(),
+            session: Some(SessionId(0x4d2)),
+            process: Default::default(),
+            identity: None,
+            statement: "DELETE FROM orders WHERE id = ?".into(),
+            fingerprint: "f".repeat(64),
+            policy: Some("ro".into()),
+            rule: Some("orders-writes".into()),
+            risk: "write".into(),
+            requested_ms: 1_795_957_502_000,
+            expires_ms: None,
+            approver: None,
+            reason: Some(reason.into()),
+        };
+        let row = |seq: u64, e: &ApprovalEvent| StoredEvent {
+            seq,
+            time_ms: e.time_ms,
+            class_uid: crate::audit::ocsf::CLASS_UID_USER_ACCESS_MANAGEMENT,
+            activity: crate::audit::ocsf::APPROVAL_ACTIVITY.into(),
+            decision: e.status.as_str().into(),
+            account: Some(e.account.clone()),
+            target: Some(e.target.clone()),
+            session: "00000000000004d2".into(),
+            reason: e.reason.clone(),
+            data: crate::audit::ocsf::encode_approval(e, seq, "c", "").unwrap(),
+        };
+        let requested = ev(ApprovalStatus::Requested, "held");
+        let timed_out = ev(ApprovalStatus::TimedOut, "nobody decided within 3s");
+        let r = build(
+            SessionId(0x4d2),
+            &[row(12, &requested), row(13, &timed_out)],
+        );
+        assert_eq!(r.steps.len(), 2, "{r:?}");
+        assert!(
+            matches!(&r.steps[1], Step::Approval { seq: 13, .. }),
+            "{r:?}"
+        );
+        let text = r.to_string();
+        assert!(
+            text.contains("#12 approval requested request=az6h4xyj rule=orders-writes"),
+            "{text}"
+        );
+        assert!(text.contains("#13 approval timed_out"), "{text}");
+        assert!(text.contains("reason: nobody decided within 3s"), "{text}");
+        assert!(!text.contains("cannot be read"), "{text}");
     }
 }
