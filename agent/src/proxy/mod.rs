@@ -105,7 +105,27 @@ pub async fn serve(
     }
 }
 
-fn now_ms() -> i64 {
+/// Who is connecting to a protocol target, as the accept path established
+/// it (handed to the protocol handlers).
+pub struct Caller {
+    pub session: SessionId,
+    pub account: String,
+    pub process: ProcessInfo,
+    pub identity: Option<TokenIdentity>,
+}
+
+/// How a protocol connection ended, for its close event.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// Machine-readable reason when it did not end normally.
+    pub reason: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -302,11 +322,11 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         tracing::error!(error = %e, "audit store unavailable; refusing connection");
         return refuse(&shared, stream, &p, "audit_unavailable", e.to_string()).await;
     }
-    if target.protocol == crate::config::Protocol::Postgres {
-        return serve_postgres(&shared, target, &p, account, meta.tgid, stream, started).await;
-    }
-    if target.protocol == crate::config::Protocol::Http {
-        return serve_http(&shared, target, &p, account, meta.tgid, stream, started).await;
+    if matches!(
+        target.protocol,
+        crate::config::Protocol::Postgres | crate::config::Protocol::Http
+    ) {
+        return serve_protocol(&shared, target, &p, account, meta.tgid, stream, started).await;
     }
     let upstream = match upstream::connect(
         target.address,
@@ -360,9 +380,9 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
     shared.metrics.closed.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A connection to a PostgreSQL target: served by [`postgres::serve`]
-/// between the open event (already committed) and the close event.
-async fn serve_postgres(
+/// A connection to a protocol target (PostgreSQL or HTTP): served by its
+/// handler between the open event (already committed) and the close event.
+async fn serve_protocol(
     shared: &Arc<Shared>,
     target: &crate::config::Target,
     p: &Pending,
@@ -383,74 +403,28 @@ async fn serve_postgres(
             since_ms: now_ms(),
         },
     );
-    info!(account = %account, target = %target.name, pid, "postgres session");
-    let caller = postgres::Caller {
+    info!(account = %account, target = %target.name, pid, protocol = target.protocol.as_str(), "protocol session");
+    let caller = Caller {
         session: p.session,
         account,
         process: p.process.clone(),
         identity: p.identity.clone(),
     };
-    let outcome = postgres::serve(
-        &shared.pg,
-        &shared.config,
-        &shared.audit,
-        target,
-        caller,
-        stream,
-    )
-    .await;
-    shared.conns_remove(p.session);
-    let mut ev = p.event(ConnActivity::Close, Decision::Allowed);
-    ev.bytes_up = outcome.bytes_up;
-    ev.bytes_down = outcome.bytes_down;
-    ev.duration_ms = started.elapsed().as_millis() as u64;
-    ev.reason = outcome.reason;
-    ev.detail = outcome.detail;
-    if let Err(e) = shared.audit.record(ev).await {
-        tracing::error!(error = %e, "could not audit a connection close");
-    }
-    shared.metrics.closed.fetch_add(1, Ordering::Relaxed);
-}
-
-/// A connection to an HTTP target: served by [`http::serve`] between the
-/// open event (already committed) and the close event.
-async fn serve_http(
-    shared: &Arc<Shared>,
-    target: &crate::config::Target,
-    p: &Pending,
-    account: String,
-    pid: u32,
-    stream: TcpStream,
-    started: Instant,
-) {
-    let client = p.client;
-    shared.conns_insert(
-        p.session,
-        OpenConn {
-            account: account.clone(),
-            target: target.name.clone(),
-            client: client.0,
-            orig_dst: p.orig_dst.map_or(client.0, |o| o.0),
-            pid,
-            since_ms: now_ms(),
+    let (config, audit) = (&shared.config, &shared.audit);
+    let outcome = match target.protocol {
+        crate::config::Protocol::Postgres => {
+            postgres::serve(&shared.pg, config, audit, target, caller, stream).await
+        }
+        crate::config::Protocol::Http => {
+            http::serve(&shared.http, config, audit, target, caller, stream).await
+        }
+        // Validation refuses these for protocol handling; fail closed.
+        other => Outcome {
+            reason: Some("unsupported_protocol".into()),
+            detail: Some(format!("no handler for protocol {}", other.as_str())),
+            ..Outcome::default()
         },
-    );
-    info!(account = %account, target = %target.name, pid, "http session");
-    let caller = http::Caller {
-        session: p.session,
-        account,
-        process: p.process.clone(),
-        identity: p.identity.clone(),
     };
-    let outcome = http::serve(
-        &shared.http,
-        &shared.config,
-        &shared.audit,
-        target,
-        caller,
-        stream,
-    )
-    .await;
     shared.conns_remove(p.session);
     let mut ev = p.event(ConnActivity::Close, Decision::Allowed);
     ev.bytes_up = outcome.bytes_up;

@@ -26,7 +26,7 @@
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::BytesMut;
@@ -35,9 +35,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use crate::audit::AuditHandle;
-use crate::audit::event::{
-    ApiEvent, ProcessInfo, SessionId, StatementDecision, StatementPhase, TokenIdentity,
-};
+use crate::audit::event::{ApiEvent, StatementDecision, StatementPhase};
 use crate::config::{Config, CredentialKind, HttpCredential, Protocol, Target};
 use crate::masking::Masker;
 use crate::masking::json::{FieldRules, mask_form, mask_json};
@@ -223,29 +221,8 @@ impl HttpRuntime {
     }
 }
 
-/// Who is calling, as established by the accept path.
-pub struct Caller {
-    pub session: SessionId,
-    pub account: String,
-    pub process: ProcessInfo,
-    pub identity: Option<TokenIdentity>,
-}
-
-/// How a connection ended, for its close event.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    pub bytes_up: u64,
-    pub bytes_down: u64,
-    pub reason: Option<String>,
-    pub detail: Option<String>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use super::now_ms;
+pub use super::{Caller, Outcome};
 
 /// Why a connection ends early.
 #[derive(Debug, thiserror::Error)]

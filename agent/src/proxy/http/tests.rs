@@ -144,7 +144,7 @@ async fn rig(masking: bool) -> Rig {
                 let caller = Caller {
                     session: SessionId(n),
                     account: "svc".into(),
-                    process: ProcessInfo::default(),
+                    process: crate::audit::event::ProcessInfo::default(),
                     identity: None,
                 };
                 serve(&rt, &cfg, &h, &cfg.targets[0], caller, s).await;

@@ -23,7 +23,7 @@ pub mod upstream;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -328,30 +328,8 @@ impl SessionInfo {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// Who is connecting, as the generic proxy established it.
-pub struct Caller {
-    pub session: SessionId,
-    pub account: String,
-    pub process: ProcessInfo,
-    pub identity: Option<TokenIdentity>,
-}
-
-/// How a PostgreSQL connection ended, for its close event.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    pub bytes_up: u64,
-    pub bytes_down: u64,
-    /// Machine-readable reason when it did not end normally.
-    pub reason: Option<String>,
-    pub detail: Option<String>,
-}
+use super::now_ms;
+pub use super::{Caller, Outcome};
 
 /// Serves one accepted connection to a PostgreSQL target.
 #[allow(clippy::too_many_arguments)]
