@@ -25,39 +25,6 @@ struct Env {
     hooks: Arc<Mutex<Vec<Value>>>,
 }
 
-/// A system user created for the test, removed on drop.
-struct User {
-    name: String,
-    uid: u32,
-}
-
-impl User {
-    fn create(name: &str) -> User {
-        let _ = Command::new("userdel").arg(name).output();
-        let out = Command::new("useradd")
-            .args(["-M", "-r", "-s", "/usr/sbin/nologin", name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "useradd: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let id = Command::new("id").args(["-u", name]).output().unwrap();
-        let uid = String::from_utf8_lossy(&id.stdout).trim().parse().unwrap();
-        User {
-            name: name.into(),
-            uid,
-        }
-    }
-}
-
-impl Drop for User {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).output();
-    }
-}
-
 /// A webhook receiver: records every JSON body, answers 200.
 fn webhook_server(store: Arc<Mutex<Vec<Value>>>) -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

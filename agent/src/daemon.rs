@@ -282,7 +282,8 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         crate::approval::Approvals::new(approvals_cfg, audit.clone(), approver_cli(&config));
     let pg =
         crate::proxy::postgres::PgRuntime::build(&config)?.with_approvals(Arc::clone(&approvals));
-    let http = crate::proxy::http::HttpRuntime::build(&config)?;
+    let http =
+        crate::proxy::http::HttpRuntime::build(&config)?.with_approvals(Arc::clone(&approvals));
     let mut enrollments =
         Enrollments::load(&config, config.agent.state_dir.join("enrollments.json"))?;
     enrollments.resolve(&mount);

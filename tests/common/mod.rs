@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod forward;
+pub mod nginx;
 pub mod pg;
 
 use std::io::{Read, Write};
@@ -493,4 +494,37 @@ pub fn loaded_warden_programs() -> Vec<(u64, String)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A system user created for the test, removed on drop.
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+}
+
+impl User {
+    pub fn create(name: &str) -> User {
+        let _ = Command::new("userdel").arg(name).output();
+        let out = Command::new("useradd")
+            .args(["-M", "-r", "-s", "/usr/sbin/nologin", name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "useradd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = Command::new("id").args(["-u", name]).output().unwrap();
+        let uid = String::from_utf8_lossy(&id.stdout).trim().parse().unwrap();
+        User {
+            name: name.into(),
+            uid,
+        }
+    }
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).output();
+    }
 }

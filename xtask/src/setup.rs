@@ -18,8 +18,13 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "/usr/bin/ss"),
     ("socat", "/usr/bin/socat"),
     ("rsyslog-gnutls", "/usr/share/doc/rsyslog-gnutls/copyright"),
-    // HTTP tests (upstream server).
+    // HTTP tests (upstream server, a Python client) and `bench http`.
     ("nginx", "/usr/sbin/nginx"),
+    (
+        "python3-requests",
+        "/usr/lib/python3/dist-packages/requests/__init__.py",
+    ),
+    ("wrk", "/usr/bin/wrk"),
 ];
 
 /// The bpf-linker release known to build against the nightly's LLVM 22.

@@ -17,6 +17,21 @@ pub fn sql_fingerprint(dialect: &dyn Dialect, sql: &str) -> String {
     hex::encode(Sha256::digest(normal.as_bytes()))
 }
 
+/// Hex SHA-256 of an HTTP request's shape: method, normalised path and the
+/// sorted, de-duplicated query parameter names (values do not matter, path
+/// segments do: `/orders/7` and `/orders/8` differ).
+pub fn http_fingerprint(method: &str, path: &str, query_names: &[&str]) -> String {
+    let mut names: Vec<&str> = query_names.to_vec();
+    names.sort_unstable();
+    names.dedup();
+    let normal = format!(
+        "http\0{}\0{path}\0{}",
+        method.to_ascii_uppercase(),
+        names.join("&")
+    );
+    hex::encode(Sha256::digest(normal.as_bytes()))
+}
+
 /// The normalised token text (`None` when the text does not tokenise).
 pub fn normalise(dialect: &dyn Dialect, sql: &str) -> Option<String> {
     let tokens = Tokenizer::new(dialect, sql).tokenize().ok()?;
@@ -54,6 +69,21 @@ mod tests {
 
     fn fp(s: &str) -> String {
         sql_fingerprint(&PostgreSqlDialect {}, s)
+    }
+
+    #[test]
+    fn http_shapes_share_a_fingerprint_only_when_method_path_and_names_match() {
+        let a = http_fingerprint("delete", "/orders/7", &["force", "why"]);
+        assert_eq!(
+            a,
+            http_fingerprint("DELETE", "/orders/7", &["why", "force", "why"])
+        );
+        assert_ne!(
+            a,
+            http_fingerprint("DELETE", "/orders/8", &["force", "why"])
+        );
+        assert_ne!(a, http_fingerprint("POST", "/orders/7", &["force", "why"]));
+        assert_ne!(a, http_fingerprint("DELETE", "/orders/7", &["force"]));
     }
 
     #[test]

@@ -113,6 +113,34 @@ impl Resolution {
     pub fn approved(&self) -> bool {
         matches!(self, Resolution::Approved { .. })
     }
+
+    /// How request `id` ended, for the audit trail and the client, e.g.
+    /// `approval k3x9m2pq denied by alice: not during the freeze`.
+    pub fn describe(&self, id: &str, timeout_secs: u64) -> String {
+        let who = |a: &ApproverIdentity| a.user.clone().unwrap_or_else(|| format!("uid {}", a.uid));
+        let with = |r: &Option<String>| r.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
+        match self {
+            Resolution::Approved {
+                approver,
+                reason,
+                grant_id,
+            } => format!(
+                "approval {id} approved by {}{}{}",
+                who(approver),
+                grant_id
+                    .as_ref()
+                    .map(|g| format!(" (grant {g})"))
+                    .unwrap_or_default(),
+                with(reason)
+            ),
+            Resolution::Denied { approver, reason } => {
+                format!("approval {id} denied by {}{}", who(approver), with(reason))
+            }
+            Resolution::TimedOut => format!("approval {id} timed out after {timeout_secs}s"),
+            Resolution::Withdrawn { why } => format!("approval {id} withdrawn ({why})"),
+            Resolution::Failed { why } => format!("approval {id} failed: {why}"),
+        }
+    }
 }
 
 /// The handler's answer from [`Approvals::request`].

@@ -175,12 +175,12 @@ fn read_cmdline(proc_dir: &str) -> Option<String> {
     if raw.is_empty() {
         return None;
     }
-    let mut s: String = raw
+    let args: Vec<String> = raw
         .split(|&b| b == 0)
         .filter(|a| !a.is_empty())
-        .map(String::from_utf8_lossy)
-        .collect::<Vec<_>>()
-        .join(" ");
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let mut s = redact_secret_args(args).join(" ");
     if s.len() > MAX_CMDLINE {
         let mut cut = MAX_CMDLINE;
         while !s.is_char_boundary(cut) {
@@ -190,6 +190,111 @@ fn read_cmdline(proc_dir: &str) -> Option<String> {
         s.push_str(" …");
     }
     Some(s)
+}
+
+/// Replaced argument values in command lines.
+const REDACTED_ARG: &str = "[MASKED]";
+/// Header names whose values are credentials (`-H 'Cookie: …'`).
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "x-auth-token",
+];
+/// Flag name parts whose values are credentials (`--password=…`,
+/// `--token …`, curl's `-u user:pw` and `-b cookie`).
+const SECRET_FLAG_WORDS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "cookie",
+    "apikey",
+    "api-key",
+    "api_key",
+    "auth",
+    "credential",
+];
+/// Short flags whose value is a credential (curl's `-b cookie`).
+const SECRET_SHORT_FLAGS: &[&str] = &["-b"];
+/// Flags whose value may be `user:password` (curl's `-u`): the part after
+/// the first `:` is a credential.
+const USER_FLAGS: &[&str] = &["-u", "--user", "--proxy-user"];
+
+/// What the argument after a flag is.
+#[derive(Clone, Copy, PartialEq)]
+enum NextArg {
+    Plain,
+    Secret,
+    UserPassword,
+}
+
+/// Command-line arguments with credential values replaced, one argument at
+/// a time (before they are joined, so a value's extent is known): header
+/// arguments of credential headers keep their name, `--flag=value` and
+/// `--flag value` forms of credential-looking flags lose the value, and
+/// `-u user:password` keeps the user. The built-in masking detectors run on
+/// the joined line afterwards.
+fn redact_secret_args(args: Vec<String>) -> Vec<String> {
+    let secret_flag = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        SECRET_SHORT_FLAGS.contains(&name.as_str())
+            || name.starts_with("--")
+                && !USER_FLAGS.contains(&name.as_str())
+                && SECRET_FLAG_WORDS.iter().any(|w| name.contains(w))
+    };
+    let user_password = |v: &str| match v.split_once(':') {
+        Some((user, _)) => format!("{user}:{REDACTED_ARG}"),
+        None => v.to_owned(),
+    };
+    let mut out = Vec::with_capacity(args.len());
+    let mut next = NextArg::Plain;
+    for a in args {
+        match std::mem::replace(&mut next, NextArg::Plain) {
+            NextArg::Secret => {
+                out.push(REDACTED_ARG.to_owned());
+                continue;
+            }
+            NextArg::UserPassword => {
+                out.push(user_password(&a));
+                continue;
+            }
+            NextArg::Plain => {}
+        }
+        if let Some((name, _)) = a.split_once(':')
+            && SECRET_HEADERS.contains(&name.trim().to_ascii_lowercase().as_str())
+        {
+            out.push(format!("{}: {REDACTED_ARG}", name.trim()));
+            continue;
+        }
+        if !a.starts_with('-') {
+            out.push(a);
+            continue;
+        }
+        let (flag, value) = match a.split_once('=') {
+            Some((f, v)) => (f, Some(v)),
+            None => (a.as_str(), None),
+        };
+        let kind = if USER_FLAGS.contains(&flag) {
+            NextArg::UserPassword
+        } else if secret_flag(flag) {
+            NextArg::Secret
+        } else {
+            NextArg::Plain
+        };
+        match (kind, value) {
+            (NextArg::Plain, _) => out.push(a),
+            (NextArg::Secret, Some(_)) => out.push(format!("{flag}={REDACTED_ARG}")),
+            (NextArg::UserPassword, Some(v)) => out.push(format!("{flag}={}", user_password(v))),
+            (k, None) => {
+                out.push(a);
+                next = k;
+            }
+        }
+    }
+    out
 }
 
 /// Boot-clock nanoseconds now (CLOCK_BOOTTIME), for tests and callers that
@@ -289,6 +394,38 @@ mod tests {
             "1234 (a) b (c)) S 1 1234 1234 0 -1 4194304 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 50";
         assert_eq!(parse_start_ticks(line), Some(987_654));
         assert_eq!(parse_start_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn credential_arguments_are_redacted() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let got = redact_secret_args(args(&[
+            "curl",
+            "-H",
+            "Cookie: session=abc",
+            "-H",
+            "authorization : Basic dXNlcjpwdw==",
+            "-H",
+            "Accept: text/plain",
+            "-u",
+            "bob:hunter2",
+            "-p",
+            "5432",
+            "--db-password=hunter3",
+            "--token",
+            "t0k",
+            "--verbose",
+            "http://x/",
+        ]))
+        .join(" ");
+        assert_eq!(
+            got,
+            "curl -H Cookie: [MASKED] -H authorization: [MASKED] -H Accept: text/plain \
+             -u bob:[MASKED] -p 5432 --db-password=[MASKED] --token [MASKED] --verbose http://x/"
+        );
+        for secret in ["abc", "dXNlcjpwdw", "hunter2", "hunter3", "t0k"] {
+            assert!(!got.contains(secret), "{secret} in {got}");
+        }
     }
 
     #[test]

@@ -34,6 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
+use crate::approval::{Approvals, Gate, RequestSpec};
 use crate::audit::AuditHandle;
 use crate::audit::event::{ApiEvent, StatementDecision, StatementPhase};
 use crate::config::{Config, CredentialKind, HttpCredential, Protocol, Target};
@@ -114,6 +115,10 @@ pub struct HttpRuntime {
     grants: HashMap<(String, String), Arc<HttpGrant>>,
     targets: HashMap<String, HttpTarget>,
     builtin: Arc<Masker>,
+    /// Requests of `approve` rules are held here; without it they are refused.
+    approvals: Option<Arc<Approvals>>,
+    /// Enrolled uids per account: they can never approve their own requests.
+    account_uids: HashMap<String, Vec<u32>>,
 }
 
 fn joined<P: std::fmt::Display>(problems: &[P]) -> String {
@@ -210,7 +215,19 @@ impl HttpRuntime {
             grants,
             targets,
             builtin: Arc::new(crate::masking::builtin()),
+            approvals: None,
+            account_uids: config
+                .accounts
+                .iter()
+                .map(|a| (a.name.clone(), a.uids.clone()))
+                .collect(),
         })
+    }
+
+    /// Requests of `approve` rules are held for a decision.
+    pub fn with_approvals(mut self, approvals: Arc<Approvals>) -> Self {
+        self.approvals = Some(approvals);
+        self
     }
 
     /// The grant of `account` on `target`, if any.
@@ -223,6 +240,16 @@ impl HttpRuntime {
 
 use super::now_ms;
 pub use super::{Caller, Outcome};
+
+/// How a held request ended.
+struct Held {
+    /// `allow` when approved; otherwise still `approve`, with why.
+    verdict: HttpVerdict,
+    /// The approval request id, when one was made.
+    request: Option<String>,
+    /// The client went away while waiting.
+    gone: bool,
+}
 
 /// Why a connection ends early.
 #[derive(Debug, thiserror::Error)]
@@ -282,7 +309,6 @@ fn reason_phrase(status: u16) -> &'static str {
         403 => "Forbidden",
         405 => "Method Not Allowed",
         413 => "Content Too Large",
-        431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         505 => "HTTP Version Not Supported",
@@ -489,7 +515,12 @@ impl Conn<'_> {
                 }
                 Err(HttpError::HeadTooLarge { .. }) => {
                     return self
-                        .bad(c, 431, "request head too large".into(), None)
+                        .bad(
+                            c,
+                            400,
+                            format!("request head too large (limit {} KiB)", MAX_HEAD / 1024),
+                            None,
+                        )
                         .await;
                 }
                 Err(e) => return self.bad(c, 400, e.to_string(), None).await,
@@ -568,6 +599,27 @@ impl Conn<'_> {
                 },
             })
         };
+        // An `approve` rule holds the request (its body unread) for a
+        // human decision; the final decision is what gets recorded.
+        let (verdict, approval) = if verdict.action == Action::Approve {
+            let held = self.hold(c, &req, verdict, &query_pairs).await;
+            if held.gone {
+                let mut ev = self.event(
+                    &req,
+                    StatementPhase::Request,
+                    StatementDecision::ApprovalRequired,
+                );
+                ev.rule = held.verdict.rule.as_ref().map(|r| r.label.clone());
+                ev.reason = Some(held.verdict.reason.clone());
+                if let Err(e) = self.audit.record_api(ev).await {
+                    warn!(error = %e, "could not audit a withdrawn request");
+                }
+                return Ok(false);
+            }
+            (held.verdict, held.request)
+        } else {
+            (verdict, None)
+        };
         let decision = match verdict.action {
             Action::Allow => StatementDecision::Allowed,
             Action::Block => StatementDecision::Blocked,
@@ -598,6 +650,7 @@ impl Conn<'_> {
                 "policy": self.grant.policy.name(),
                 "rule": verdict.rule.as_ref().map(|r| r.label.clone()),
                 "reason": verdict.reason,
+                "approval_request": approval,
             });
             // A body the client sends anyway is read and dropped; after
             // `Expect: 100-continue` the client may or may not send it, so
@@ -765,6 +818,108 @@ impl Conn<'_> {
             return Ok(false);
         }
         Ok(!close)
+    }
+
+    /// A request of an `approve` rule: asks the approval service and waits
+    /// until it is approved (the verdict becomes `allow`), denied, timed out
+    /// or withdrawn because the client went away. Nothing is forwarded and
+    /// the body stays unread meanwhile (what the client sends anyway waits
+    /// in the buffer, up to twice `max_message_bytes`). Without an approval
+    /// service the request stays refused.
+    async fn hold<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        c: &mut Client<S>,
+        req: &Req,
+        mut verdict: HttpVerdict,
+        query: &[(String, String)],
+    ) -> Held {
+        let not_gone = |verdict, request| Held {
+            verdict,
+            request,
+            gone: false,
+        };
+        let Some(approvals) = self.rt.approvals.clone() else {
+            return not_gone(verdict, None);
+        };
+        let statement = match &req.query {
+            Some(q) => format!(
+                "{} {}?{}",
+                req.method,
+                req.path,
+                mask_query(self.masker(), q)
+            ),
+            None => format!("{} {}", req.method, req.path),
+        };
+        let names: Vec<&str> = query.iter().map(|(k, _)| k.as_str()).collect();
+        let spec = RequestSpec {
+            account: self.caller.account.clone(),
+            target: self.target.name.clone(),
+            protocol: "http".into(),
+            session: Some(self.caller.session),
+            process: self.caller.process.clone(),
+            identity: self.caller.identity.clone(),
+            statement,
+            fingerprint: crate::approval::fingerprint::http_fingerprint(
+                &req.method,
+                &req.path,
+                &names,
+            ),
+            policy: Some(self.grant.policy.name().to_owned()),
+            rule: verdict.rule.as_ref().map(|r| r.label.clone()),
+            risk: if matches!(req.method.as_str(), "GET" | "HEAD" | "OPTIONS") {
+                "read".into()
+            } else {
+                "write".into()
+            },
+            account_uids: self
+                .rt
+                .account_uids
+                .get(&self.caller.account)
+                .cloned()
+                .unwrap_or_default(),
+        };
+        let mut hold = match approvals.request(spec).await {
+            Ok(Gate::Granted { grant_id }) => {
+                verdict.action = Action::Allow;
+                verdict.reason = format!("approved by grant {grant_id}");
+                return not_gone(verdict, None);
+            }
+            Ok(Gate::Held(h)) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "approval request could not be recorded");
+                verdict.reason = "the approval request could not be recorded".into();
+                return not_gone(verdict, None);
+            }
+        };
+        let id = hold.id.clone();
+        info!(request = %id, method = %req.method, path = %req.path, "http request held for approval");
+        let cap = self.target.max_message_bytes.saturating_mul(2);
+        let mut gone = false;
+        let res = {
+            let wait = hold.wait();
+            tokio::pin!(wait);
+            loop {
+                if gone || c.buf.len() >= cap {
+                    break (&mut wait).await;
+                }
+                tokio::select! {
+                    r = &mut wait => break r,
+                    read = c.fill() => if !matches!(read, Ok(n) if n > 0) {
+                        gone = true;
+                        approvals.withdraw(&id, "the client closed its connection").await;
+                    },
+                }
+            }
+        };
+        if res.approved() {
+            verdict.action = Action::Allow;
+        }
+        verdict.reason = res.describe(&id, approvals.config().approval_timeout_secs);
+        Held {
+            verdict,
+            request: Some(id),
+            gone,
+        }
     }
 
     /// Queues the result event of an answered request.
