@@ -8,6 +8,9 @@
 //! `pg` (`bench/pg.rs`): pgbench against PostgreSQL directly, through
 //! Warden and through PgBouncer, and the agent's memory with 500 sessions.
 //!
+//! `http` (`bench/http.rs`): wrk keep-alive GETs against nginx directly and
+//! through Warden (policy, credential, masking, audit on).
+//!
 //! `audit`, `masking`, `policy`, …: the agent crate's `[[bench]]` targets
 //! (`agent/benches/*.rs`), measured in-process on the real library code:
 //! e.g. the audit store's append rate with hash chain and group commit,
@@ -17,6 +20,7 @@
 //! Warden runs, a sibling cgroup for the direct runs); Warden's programs are
 //! attached at the bench's own cgroup, so nothing else on the host is touched.
 
+mod http;
 mod pg;
 
 use std::io::{Read, Write};
@@ -34,7 +38,7 @@ const IDLE_CONNS: usize = 1000;
 
 /// The system benches (release binary, root, eBPF); the others are the
 /// agent crate's `[[bench]]` targets.
-const SYSTEM: &[&str] = &["relay", "pg"];
+const SYSTEM: &[&str] = &["relay", "pg", "http"];
 
 /// The agent crate's `[[bench]]` targets, from agent/Cargo.toml.
 pub fn micro_benches(root: &Path) -> Result<Vec<String>> {
@@ -90,6 +94,7 @@ pub fn main(root: &Path, which: Option<&str>, build: impl Fn() -> Result<()>) ->
         match *name {
             "relay" => relay(root)?,
             "pg" => pg::run(root)?,
+            "http" => http::run(root)?,
             other => bail!("no runner for {other}"),
         }
     }

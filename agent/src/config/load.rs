@@ -436,7 +436,8 @@ mod tests {
                 "fail_mode",
                 "tls",
                 "client_tls",
-                "max_message_bytes"
+                "max_message_bytes",
+                "allow_upgrade"
             ]
         );
         assert_eq!(

@@ -130,6 +130,12 @@ pub struct Target {
     /// either side, in bytes; larger ones end the session with an error.
     #[serde(default = "defaults::max_message_bytes")]
     pub max_message_bytes: usize,
+    /// HTTP targets: protocols a request may upgrade to (`Upgrade:`
+    /// tokens, e.g. `["websocket"]`), after the policy allowed the request.
+    /// The upgraded connection is relayed byte for byte: no further policy
+    /// or masking applies to it. Default: none (upgrades get 403).
+    #[serde(default)]
+    pub allow_upgrade: Vec<String>,
 }
 
 /// `tls = { mode = "verify-full", ca_file = "/etc/warden/pg-ca.pem" }`.

@@ -197,6 +197,7 @@ fn check_targets(d: &Decoded, diags: &mut Diags<'_>) {
         }
 
         check_protocol_options(&at, t, diags);
+        check_upgrades(&at, t, diags);
 
         let addr = canonical(t.address);
         if t.address.port() == 0 {
@@ -482,6 +483,37 @@ fn check_protocol_options(at: &str, t: &Target, diags: &mut Diags<'_>) {
                 t.max_message_bytes
             ),
         );
+    }
+}
+
+/// `allow_upgrade`: HTTP targets only, plain protocol tokens, never h2c
+/// (HTTP/2 is refused until Warden speaks it).
+fn check_upgrades(at: &str, t: &Target, diags: &mut Diags<'_>) {
+    if t.allow_upgrade.is_empty() {
+        return;
+    }
+    let key = join(at, "allow_upgrade");
+    if t.protocol != Protocol::Http {
+        diags.at(&key, "only http targets have protocol upgrades");
+        return;
+    }
+    for (i, u) in t.allow_upgrade.iter().enumerate() {
+        let k = index(&key, i);
+        if u.is_empty()
+            || !u
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._/".contains(&b))
+        {
+            diags.at(
+                &k,
+                format!("{u:?} is not an Upgrade protocol token (e.g. \"websocket\")"),
+            );
+        } else if u.eq_ignore_ascii_case("h2c") || u.to_ascii_lowercase().starts_with("http/2") {
+            diags.at(
+                &k,
+                "HTTP/2 is not supported by Warden yet: h2c upgrades cannot be allowed",
+            );
+        }
     }
 }
 
@@ -1671,6 +1703,25 @@ auth = "bearer"
                 "target[1].client_tls.cert_file",
                 "target[1].max_message_bytes"
             ]
+        );
+    }
+
+    #[test]
+    fn upgrades_are_http_only_plain_tokens_and_never_h2c() {
+        let src = with(PG).replace(
+            "address = \"10.0.0.6:5432\"",
+            "address = \"10.0.0.6:5432\"\nallow_upgrade = [\"websocket\"]",
+        );
+        only(&src, "target[1].allow_upgrade", 19, "only http targets");
+        let http = "[[target]]\nname = \"api\"\nprotocol = \"http\"\naddress = \"10.0.0.7:80\"\nallow_upgrade = [\"websocket\", \"h2c\", \"bad token\"]\n";
+        let keys: Vec<String> = diagnostics(&with(http))
+            .into_iter()
+            .filter(|d| d.key.contains("allow_upgrade"))
+            .map(|d| d.key)
+            .collect();
+        assert_eq!(
+            keys,
+            ["target[1].allow_upgrade[1]", "target[1].allow_upgrade[2]"]
         );
     }
 

@@ -393,7 +393,7 @@ impl Perf {
     }
 }
 
-fn env_num(name: &str, default: u64) -> Result<u64> {
+pub(super) fn env_num(name: &str, default: u64) -> Result<u64> {
     match std::env::var(name) {
         Ok(v) => v
             .parse()
@@ -402,7 +402,7 @@ fn env_num(name: &str, default: u64) -> Result<u64> {
     }
 }
 
-fn machine_facts(cpus: usize) -> Result<()> {
+pub(super) fn machine_facts(cpus: usize) -> Result<()> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -424,19 +424,19 @@ fn machine_facts(cpus: usize) -> Result<()> {
 
 /// Prints the load averages, with a warning when other work competes for
 /// the CPUs (the figures are then noisy, and low for every path).
-fn warn_if_busy(cpus: usize) -> Result<()> {
+pub(super) fn warn_if_busy(cpus: usize) -> Result<()> {
     let (l1, l5, l15) = load_avg()?;
     println!("load average: {l1:.2} {l5:.2} {l15:.2}");
     if l1 > 0.5 * cpus as f64 || l5 > 0.5 * cpus as f64 {
         println!(
             "WARNING: this machine is busy (load {l1:.2} on {cpus} CPUs): other work shares the \
-             CPUs with PostgreSQL, the proxies and pgbench; compare paths within this run only"
+             CPUs with the servers, the proxies and the load generator; compare paths within this run only"
         );
     }
     Ok(())
 }
 
-fn load_avg() -> Result<(f64, f64, f64)> {
+pub(super) fn load_avg() -> Result<(f64, f64, f64)> {
     let s = std::fs::read_to_string("/proc/loadavg")?;
     let v: Vec<f64> = s
         .split_whitespace()
@@ -450,7 +450,7 @@ fn load_avg() -> Result<(f64, f64, f64)> {
 }
 
 /// utime + stime of a process (all its threads), in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
+pub(super) fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the parenthesised command name start at field 3 (state);
     // utime and stime are fields 14 and 15.
@@ -464,7 +464,7 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(get(11)? + get(12)?)
 }
 
-fn clock_ticks() -> Result<u64> {
+pub(super) fn clock_ticks() -> Result<u64> {
     let out = Command::new("getconf").arg("CLK_TCK").output()?;
     String::from_utf8_lossy(&out.stdout)
         .trim()
@@ -472,7 +472,7 @@ fn clock_ticks() -> Result<u64> {
         .context("getconf CLK_TCK")
 }
 
-fn fs_type(path: &Path) -> String {
+pub(super) fn fs_type(path: &Path) -> String {
     Command::new("stat")
         .args(["-f", "-c", "%T"])
         .arg(path)

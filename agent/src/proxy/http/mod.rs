@@ -579,11 +579,12 @@ impl Conn<'_> {
                 )
             })
             .collect();
-        let verdict = if head.all("upgrade").next().is_some() {
+        let upgrade = upgrade_of(&head, &self.target.allow_upgrade);
+        let verdict = if let Err(why) = &upgrade {
             HttpVerdict {
                 action: Action::Block,
                 rule: None,
-                reason: "protocol upgrades are refused".into(),
+                reason: why.clone(),
                 body_limit: None,
             }
         } else {
@@ -670,6 +671,12 @@ impl Conn<'_> {
         }
         remove_header(&mut out_headers, "expect");
         remove_header(&mut out_headers, "content-length");
+        // An allowed upgrade keeps its hop-by-hop pair.
+        let upgrade = upgrade.ok().flatten();
+        if let Some(u) = &upgrade {
+            set_header(&mut out_headers, "connection", "upgrade");
+            set_header(&mut out_headers, "upgrade", u.as_bytes());
+        }
         match kind {
             BodyKind::Length(n) => set_header(&mut out_headers, "Content-Length", n.to_string()),
             BodyKind::Chunked => set_header(&mut out_headers, "Transfer-Encoding", "chunked"),
@@ -780,10 +787,15 @@ impl Conn<'_> {
         };
         bytes::Buf::advance(ubuf, n);
         if resp.status == 101 {
-            *upstream = None;
-            return self
-                .bad(c, 502, "upstream switched protocols unasked".into(), None)
-                .await;
+            let Some((up, ubuf)) = upstream.take() else {
+                return Err(Stop::Upstream("no upstream".into()));
+            };
+            if upgrade.is_none() {
+                return self
+                    .bad(c, 502, "upstream switched protocols unasked".into(), None)
+                    .await;
+            }
+            return self.tunnel(c, up, ubuf, &req, decision, &resp).await;
         }
         let rkind = match response_body(&head.method, &resp) {
             Ok(k) => k,
@@ -920,6 +932,48 @@ impl Conn<'_> {
             request: Some(id),
             gone,
         }
+    }
+
+    /// An allowed upgrade the upstream accepted (101): the response goes to
+    /// the client, then bytes flow both ways untouched until either side
+    /// closes. The result event records the 101 and the bytes of the whole
+    /// upgraded exchange. The connection ends with the tunnel.
+    async fn tunnel<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        c: &mut Client<S>,
+        mut up: Stream,
+        ubuf: BytesMut,
+        req: &Req,
+        decision: StatementDecision,
+        resp: &ResponseHead,
+    ) -> Result<bool, Stop> {
+        let mut out = Vec::with_capacity(256);
+        write_response(resp, &mut out);
+        out.extend_from_slice(&ubuf);
+        c.send(&out).await?;
+        let early = c.buf.split();
+        up.write_all(&early)
+            .await
+            .map_err(|e| Stop::Upstream(e.to_string()))?;
+        let resp_audit = self.audit_headers(&resp.headers, AUDIT_RESPONSE_HEADERS);
+        let copied = tokio::io::copy_bidirectional(&mut c.io, &mut up).await;
+        let (to_up, to_client) = match &copied {
+            Ok((a, b)) => (*a, *b),
+            Err(_) => (0, 0),
+        };
+        c.read += to_up;
+        c.written += to_client;
+        info!(method = %req.method, path = %req.path, bytes.up = to_up, bytes.down = to_client, "upgraded connection ended");
+        self.result(
+            req,
+            c,
+            decision,
+            101,
+            0,
+            &resp_audit,
+            copied.err().map(|e| format!("upgraded connection: {e}")),
+        );
+        Ok(false)
     }
 
     /// Queues the result event of an answered request.
@@ -1258,6 +1312,41 @@ enum BodyClass {
 }
 
 /// Which bodies are masked, by content type.
+/// The request's protocol upgrade: `Ok(None)` without `Upgrade`,
+/// `Ok(Some(value))` when every offered protocol is in the target's
+/// `allow_upgrade` and `Connection` lists `upgrade`, else why it is refused.
+fn upgrade_of(head: &RequestHead, allowed: &[String]) -> Result<Option<String>, String> {
+    let values: Vec<String> = head
+        .all("upgrade")
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let offered: Vec<&str> = values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    let name = |t: &str| t.split('/').next().unwrap_or(t).to_ascii_lowercase();
+    let refused: Vec<&str> = offered
+        .iter()
+        .copied()
+        .filter(|t| !allowed.iter().any(|a| a.eq_ignore_ascii_case(&name(t))))
+        .collect();
+    if offered.is_empty() || !refused.is_empty() {
+        return Err(format!(
+            "protocol upgrade to {:?} is not allowed on this target (allow_upgrade)",
+            refused.join(", ")
+        ));
+    }
+    if !head.has_token("connection", "upgrade") {
+        return Err("Upgrade without Connection: upgrade".into());
+    }
+    Ok(Some(offered.join(", ")))
+}
+
 fn body_class(content_type: Option<&str>) -> Option<BodyClass> {
     let ct = content_type?
         .split(';')

@@ -36,6 +36,20 @@ async fn upstream() -> std::net::SocketAddr {
                         }
                     };
                     bytes::Buf::advance(&mut buf, n);
+                    if head.has_token("connection", "upgrade") {
+                        // Switch, then echo raw bytes until the peer closes.
+                        let hello = format!(
+                            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: {}\r\nConnection: Upgrade\r\n\r\nup:",
+                            head.get("upgrade").unwrap_or("")
+                        );
+                        if s.write_all(hello.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let (mut r, mut w) = s.split();
+                        let _ = w.write_all(&buf).await;
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                        return;
+                    }
                     let kind = request_body(&head).unwrap();
                     let mut dec = BodyDecoder::new(kind);
                     let mut len = 0;
@@ -91,6 +105,7 @@ name = "api"
 protocol = "http"
 address = "{up}"
 max_message_bytes = 65536
+allow_upgrade = ["websocket"]
 
 [[account]]
 name = "svc"
@@ -267,7 +282,9 @@ async fn malformed_smuggling_and_h2_get_an_error_and_a_close() {
         (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
         (b"GET /%2fadmin HTTP/1.1\r\n\r\n", 400),
         (b"GET /admin%2F.. HTTP/1.1\r\n\r\n", 400),
-        (b"GET /ws HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", 403),
+        (b"GET /ws HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n", 403),
+        (b"GET /ws HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket, h2c\r\n\r\n", 403),
+        (b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", 403),
     ] {
         let mut s = TcpStream::connect(r.addr).await.unwrap();
         s.write_all(input).await.unwrap();
@@ -371,29 +388,7 @@ async fn audit_events_are_committed_with_masked_query_and_no_credentials() {
     assert_eq!(response(&mut s, &mut buf).await.0.status, 200);
     assert_eq!(response(&mut s, &mut buf).await.0.status, 403);
     // Result events are queued detached: give the writer a moment.
-    let db = r._dir.path().join("a.db");
-    let mut rows = Vec::new();
-    for _ in 0..100 {
-        let c = rusqlite::Connection::open(&db).unwrap();
-        let mut st = c
-            .prepare("SELECT activity, decision, CAST(data AS TEXT) FROM events WHERE class_uid = 6003 ORDER BY seq")
-            .unwrap();
-        rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        if rows.len() >= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let rows = api_rows(&r, 4).await;
     let summary: Vec<(&str, &str)> = rows
         .iter()
         .map(|(a, d, _)| (a.as_str(), d.as_str()))
@@ -433,4 +428,81 @@ async fn audit_events_are_committed_with_masked_query_and_no_credentials() {
         "no-admin-delete"
     );
     assert_eq!(blocked["activity_id"], 4);
+}
+
+#[tokio::test]
+async fn an_allowed_upgrade_is_tunnelled_after_the_policy_allowed_it() {
+    let r = rig(false).await;
+    let mut s = TcpStream::connect(r.addr).await.unwrap();
+    // Refused by the policy even though websocket upgrades are allowed.
+    s.write_all(
+        b"GET /admin/ws HTTP/1.1\r\nHost: api\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = BytesMut::new();
+    let (head, body) = response(&mut s, &mut buf).await;
+    assert_eq!(head.status, 403, "{body}");
+    // Allowed: 101, then bytes flow both ways untouched (no masking).
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: api\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = buf.to_vec();
+    while !got.windows(7).any(|w| w == b"\r\n\r\nup:") {
+        let mut b = [0u8; 1024];
+        let n = s.read(&mut b).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&b[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    s.write_all(b"ping bob@example.com").await.unwrap();
+    let mut echo = Vec::new();
+    while echo.len() < 20 {
+        let mut b = [0u8; 64];
+        let n = s.read(&mut b).await.unwrap();
+        assert!(n > 0);
+        echo.extend_from_slice(&b[..n]);
+    }
+    assert_eq!(&echo[..], b"ping bob@example.com");
+    s.shutdown().await.unwrap();
+    assert!(closed(&mut s).await);
+    // The result event has the 101.
+    let rows = api_rows(&r, 4).await;
+    assert!(
+        rows.iter()
+            .any(|(act, _, data)| act == "api_result" && data.contains("\"code\":101")),
+        "{rows:?}"
+    );
+}
+
+/// The API events in the store (activity, decision, data), once at least
+/// `want` are there (result events are queued detached) or after 2 s.
+async fn api_rows(r: &Rig, want: usize) -> Vec<(String, String, String)> {
+    let db = r._dir.path().join("a.db");
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let mut st = c
+            .prepare("SELECT activity, decision, CAST(data AS TEXT) FROM events WHERE class_uid = 6003 ORDER BY seq")
+            .unwrap();
+        rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        if rows.len() >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rows
 }
