@@ -1757,7 +1757,7 @@ rules = [{ action = "allow", methods = ["GET"], paths = ["/**"] }]
             let c = Config::parse(&src, Path::new("t.toml")).unwrap();
             let t = &c.targets[1];
             let tls = t.effective_upstream_tls().unwrap();
-            assert_eq!(tls.mode, TlsMode::VerifyFull, "{lines}");
+            assert_eq!(tls.mode, crate::config::TlsMode::VerifyFull, "{lines}");
             assert_eq!(
                 tls.server_name.is_some(),
                 lines.contains("server_name"),

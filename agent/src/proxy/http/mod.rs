@@ -301,11 +301,14 @@ struct Client<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     async fn fill(&mut self) -> Result<usize, Stop> {
-        let n = self
-            .io
-            .read_buf(&mut self.buf)
-            .await
-            .map_err(Stop::Client)?;
+        let n = match self.io.read_buf(&mut self.buf).await {
+            Ok(n) => n,
+            // A TLS client that closes without close_notify (many do): an
+            // end like any other; the request loop tells a close between
+            // requests from a truncated message.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(Stop::Client(e)),
+        };
         self.read += n as u64;
         Ok(n)
     }
@@ -818,7 +821,7 @@ impl Conn<'_> {
                     c.send(&error_response(
                         502,
                         "Bad Gateway",
-                        &serde_json::json!({"error": "upstream unreachable"}),
+                        &serde_json::json!({"error": "upstream unreachable", "reason": e}),
                         true,
                     ))
                     .await?;
@@ -1345,3 +1348,5 @@ fn credential_header(c: &HttpCredential) -> Result<(String, Vec<u8>), String> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
