@@ -524,7 +524,7 @@ fn check_http_tls(at: &str, t: &Target, diags: &mut Diags<'_>) {
                      tls.mode is {:?} (line {}); set mode = \"verify-full\" (or leave \
                      tls out to verify against the system roots)",
                     tls.mode.as_str(),
-                    diags.line_of(&join(at, "tls.mode"))
+                    diags.line_of(&join(&join(at, "tls"), "mode"))
                 ),
             );
         }
@@ -1720,7 +1720,8 @@ auth = "bearer"
         );
     }
 
-    /// BASE plus an HTTP target (line 19 on), its grant and a policy.
+    /// BASE plus an HTTP target (its address on line 18), its grant and a
+    /// policy.
     const HTTP: &str = r#"
 [[target]]
 name = "web"
@@ -1776,15 +1777,15 @@ rules = [{ action = "allow", methods = ["GET"], paths = ["/**"] }]
         only(
             &src,
             "target[1].upstream_tls",
-            20,
-            "tls.mode is \"disable\" (line 21)",
+            19,
+            "tls.mode is \"disable\" (line 20)",
         );
         let src = http_target("intercept_tls = true\ntls = { mode = \"require\" }");
-        only(&src, "target[1].intercept_tls", 20, "verify-full");
+        only(&src, "target[1].intercept_tls", 19, "verify-full");
         let src = http_target(
             "intercept_tls = true\nclient_tls = { cert_file = \"/c.pem\", key_file = \"/k.pem\" }",
         );
-        only(&src, "target[1].client_tls", 21, "intercept_tls = true");
+        only(&src, "target[1].client_tls", 20, "intercept_tls = true");
         // Both keys on a postgres and a tcp target: one error per key.
         let src = with(PG).replace(
             "address = \"10.0.0.6:5432\"",
@@ -1797,8 +1798,8 @@ rules = [{ action = "allow", methods = ["GET"], paths = ["/**"] }]
         assert_eq!(
             got,
             [
-                ("target[1].upstream_tls".to_owned(), 20),
-                ("target[1].intercept_tls".to_owned(), 21)
+                ("target[1].upstream_tls".to_owned(), 19),
+                ("target[1].intercept_tls".to_owned(), 20)
             ]
         );
         let src = BASE.replace(
@@ -1811,7 +1812,7 @@ rules = [{ action = "allow", methods = ["GET"], paths = ["/**"] }]
         assert_eq!(list.len(), 1, "{list:#?}");
         assert_eq!(
             (list[0].key.as_str(), list[0].line),
-            ("target[1].intercept_tsl", 20)
+            ("target[1].intercept_tsl", 19)
         );
     }
 
