@@ -50,6 +50,15 @@ pub enum Command {
     Identity(IdentityCommand),
     /// Just-in-time approvals of held statements (for approvers).
     Approvals(ApprovalsArgs),
+    /// The local CA of intercept_tls HTTP targets.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Print the CA certificate (PEM) to install in workloads' trust stores.
+    Cert,
 }
 
 #[derive(Debug, Args)]

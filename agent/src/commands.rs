@@ -10,8 +10,8 @@ use crate::audit::parse_time;
 use crate::audit::reader::{AuditReader, TailFilter, format_text};
 use crate::audit::store::now_ms;
 use crate::cli::{
-    ApprovalsArgs, ApprovalsCommand, AuditCommand, Cli, Command, IdentityCommand, SelectorArgs,
-    TailFormat,
+    ApprovalsArgs, ApprovalsCommand, AuditCommand, CaCommand, Cli, Command, IdentityCommand,
+    SelectorArgs, TailFormat,
 };
 use crate::config::Config;
 use crate::control::{Request, Response, client};
@@ -236,6 +236,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&jwks)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ca(CaCommand::Cert) => {
+            let cfg = Config::load(&cli.config)?;
+            let pem = crate::proxy::http::ca::LocalCa::read_cert_pem(&cfg.agent.state_dir)?;
+            print!("{pem}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit(AuditCommand::Checkpoint { out }) => {
             let cfg = Config::load(&cli.config)?;
             let Some(cp) = crate::audit::latest_checkpoint(&cfg.audit_path())? else {
@@ -450,6 +456,29 @@ mod tests {
         })
         .await
         .unwrap();
+    }
+
+    /// `ca cert`: an error naming the cause before the CA exists, the PEM
+    /// after.
+    #[test]
+    fn ca_cert_through_the_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let cfg = dir.path().join("warden.toml");
+        std::fs::write(
+            &cfg,
+            format!("[agent]\nstate_dir = \"{}\"\n", state.display()),
+        )
+        .unwrap();
+        let args = ["warden", "--config", cfg.to_str().unwrap(), "ca", "cert"];
+        let e = dispatch(Cli::try_parse_from(args).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("intercept_tls"), "{e}");
+        assert!(!state.join("ca.key").exists(), "reading never creates");
+        crate::proxy::http::ca::LocalCa::load_or_create(&state).unwrap();
+        assert_eq!(run(&args), ExitCode::SUCCESS);
+        // The certificate is readable without the key.
+        std::fs::remove_file(state.join("ca.key")).unwrap();
+        assert_eq!(run(&args), ExitCode::SUCCESS);
     }
 
     /// `audit replay` against a real store, through clap.

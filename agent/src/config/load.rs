@@ -436,6 +436,8 @@ mod tests {
                 "fail_mode",
                 "tls",
                 "client_tls",
+                "upstream_tls",
+                "intercept_tls",
                 "max_message_bytes",
                 "allow_upgrade"
             ]

@@ -126,6 +126,17 @@ pub struct Target {
     /// host).
     #[serde(default)]
     pub client_tls: Option<ClientTls>,
+    /// HTTP targets: the workload speaks plain HTTP to the original address
+    /// and Warden originates TLS, verified (`verify-full`: the system roots
+    /// or `tls.ca_file`, the name `tls.server_name`, default the address).
+    #[serde(default)]
+    pub upstream_tls: bool,
+    /// HTTP targets: the workload speaks HTTPS; Warden terminates it with a
+    /// certificate for the requested SNI issued by its local CA (`warden ca
+    /// cert`) and re-originates TLS upstream, verified against the SNI (or
+    /// `tls.server_name`).
+    #[serde(default)]
+    pub intercept_tls: bool,
     /// Protocol targets: largest single protocol message accepted from
     /// either side, in bytes; larger ones end the session with an error.
     #[serde(default = "defaults::max_message_bytes")]
@@ -136,6 +147,23 @@ pub struct Target {
     /// or masking applies to it. Default: none (upgrades get 403).
     #[serde(default)]
     pub allow_upgrade: Vec<String>,
+}
+
+impl Target {
+    /// The TLS Warden uses towards the upstream: `upstream_tls` and
+    /// `intercept_tls` mean `verify-full` with the `tls` table's `ca_file`
+    /// and `server_name`; otherwise the `tls` table as written.
+    pub fn effective_upstream_tls(&self) -> Option<UpstreamTls> {
+        if self.upstream_tls || self.intercept_tls {
+            Some(UpstreamTls {
+                mode: TlsMode::VerifyFull,
+                ca_file: self.tls.as_ref().and_then(|t| t.ca_file.clone()),
+                server_name: self.tls.as_ref().and_then(|t| t.server_name.clone()),
+            })
+        } else {
+            self.tls.clone()
+        }
+    }
 }
 
 /// `tls = { mode = "verify-full", ca_file = "/etc/warden/pg-ca.pem" }`.

@@ -467,10 +467,17 @@ fn check_protocol_options(at: &str, t: &Target, diags: &mut Diags<'_>) {
             );
         }
     }
+    check_http_tls(at, t, diags);
     if let Some(c) = &t.client_tls {
         let key = join(at, "client_tls");
         if plain {
             diags.at(&key, "tcp targets cannot terminate TLS (remove client_tls)");
+        } else if t.protocol == Protocol::Http {
+            diags.at(
+                &key,
+                "http targets terminate the workload's TLS with intercept_tls = true \
+                 (certificates from Warden's local CA), not client_tls",
+            );
         }
         check_absolute(&join(&key, "cert_file"), &c.cert_file, diags);
         check_absolute(&join(&key, "key_file"), &c.key_file, diags);
@@ -512,6 +519,45 @@ fn check_upgrades(at: &str, t: &Target, diags: &mut Diags<'_>) {
             diags.at(
                 &k,
                 "HTTP/2 is not supported by Warden yet: h2c upgrades cannot be allowed",
+            );
+        }
+    }
+}
+
+/// `upstream_tls` and `intercept_tls`: HTTP targets only, and never with a
+/// `tls` table that says something else than `verify-full`.
+fn check_http_tls(at: &str, t: &Target, diags: &mut Diags<'_>) {
+    for (set, name) in [
+        (t.upstream_tls, "upstream_tls"),
+        (t.intercept_tls, "intercept_tls"),
+    ] {
+        if !set {
+            continue;
+        }
+        let key = join(at, name);
+        if t.protocol != Protocol::Http {
+            diags.at(
+                &key,
+                format!(
+                    "only http targets take {name} (this target's protocol is {:?}); \
+                     use tls = {{ mode = ... }} for postgres",
+                    t.protocol.as_str()
+                ),
+            );
+            continue;
+        }
+        if let Some(tls) = &t.tls
+            && tls.mode != TlsMode::VerifyFull
+        {
+            diags.at(
+                &key,
+                format!(
+                    "{name} = true means TLS verified upstream (verify-full), but \
+                     tls.mode is {:?} (line {}); set mode = \"verify-full\" (or leave \
+                     tls out to verify against the system roots)",
+                    tls.mode.as_str(),
+                    diags.line_of(&join(&join(at, "tls"), "mode"))
+                ),
             );
         }
     }
@@ -1703,6 +1749,102 @@ auth = "bearer"
                 "target[1].client_tls.cert_file",
                 "target[1].max_message_bytes"
             ]
+        );
+    }
+
+    /// BASE plus an HTTP target (its address on line 18), its grant and a
+    /// policy.
+    const HTTP: &str = r#"
+[[target]]
+name = "web"
+protocol = "http"
+address = "10.0.0.7:443"
+
+[[grant]]
+account = "api"
+target = "web"
+policy = "web"
+
+[policy.web]
+rules = [{ action = "allow", methods = ["GET"], paths = ["/**"] }]
+"#;
+
+    fn http_target(lines: &str) -> String {
+        with(HTTP).replace(
+            "address = \"10.0.0.7:443\"",
+            &format!("address = \"10.0.0.7:443\"\n{lines}"),
+        )
+    }
+
+    #[test]
+    fn http_tls_modes_are_accepted_and_resolved_to_verify_full() {
+        for lines in [
+            "upstream_tls = true",
+            "intercept_tls = true",
+            "upstream_tls = true\nintercept_tls = true",
+            "intercept_tls = true\ntls = { mode = \"verify-full\", ca_file = \"/ca.pem\", server_name = \"api.internal\" }",
+            "upstream_tls = true\ntls = { mode = \"verify-full\", server_name = \"api.internal\" }",
+        ] {
+            let src = http_target(lines);
+            assert_eq!(diagnostics(&src), Vec::new(), "{lines}");
+            let c = Config::parse(&src, Path::new("t.toml")).unwrap();
+            let t = &c.targets[1];
+            let tls = t.effective_upstream_tls().unwrap();
+            assert_eq!(tls.mode, crate::config::TlsMode::VerifyFull, "{lines}");
+            assert_eq!(
+                tls.server_name.is_some(),
+                lines.contains("server_name"),
+                "{lines}"
+            );
+            assert_eq!(t.intercept_tls, lines.contains("intercept_tls"));
+        }
+        // Neither key: the tls table as written (or none).
+        let c = Config::parse(&with(HTTP), Path::new("t.toml")).unwrap();
+        assert_eq!(c.targets[1].effective_upstream_tls(), None);
+    }
+
+    #[test]
+    fn http_tls_contradictions_are_reported_with_lines() {
+        let src = http_target("upstream_tls = true\ntls = { mode = \"disable\" }");
+        only(
+            &src,
+            "target[1].upstream_tls",
+            19,
+            "tls.mode is \"disable\" (line 20)",
+        );
+        let src = http_target("intercept_tls = true\ntls = { mode = \"require\" }");
+        only(&src, "target[1].intercept_tls", 19, "verify-full");
+        let src = http_target(
+            "intercept_tls = true\nclient_tls = { cert_file = \"/c.pem\", key_file = \"/k.pem\" }",
+        );
+        only(&src, "target[1].client_tls", 20, "intercept_tls = true");
+        // Both keys on a postgres and a tcp target: one error per key.
+        let src = with(PG).replace(
+            "address = \"10.0.0.6:5432\"",
+            "address = \"10.0.0.6:5432\"\nupstream_tls = true\nintercept_tls = true",
+        );
+        let got: Vec<(String, usize)> = diagnostics(&src)
+            .into_iter()
+            .map(|d| (d.key, d.line))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("target[1].upstream_tls".to_owned(), 19),
+                ("target[1].intercept_tls".to_owned(), 20)
+            ]
+        );
+        let src = BASE.replace(
+            "address = \"10.0.0.5:5432\"",
+            "address = \"10.0.0.5:5432\"\nintercept_tls = true",
+        );
+        only(&src, "target[0].intercept_tls", 8, "only http targets");
+        // A typo is an unknown key, with its line.
+        let list = diagnostics(&http_target("intercept_tsl = true"));
+        assert_eq!(list.len(), 1, "{list:#?}");
+        assert_eq!(
+            (list[0].key.as_str(), list[0].line),
+            ("target[1].intercept_tsl", 19)
         );
     }
 

@@ -22,6 +22,17 @@
 //!    with a recomputed `Content-Length`. `Accept-Encoding` is removed
 //!    upstream when masking applies, so most upstreams answer uncompressed;
 //! 6. the result event is queued.
+//!
+//! TLS: `upstream_tls` (or a `tls` table) makes Warden originate TLS to the
+//! upstream; `intercept_tls` makes it terminate the workload's TLS first,
+//! with a leaf of the local CA ([`ca`]) for the SNI, and verify the upstream
+//! against that SNI (or `tls.server_name`). A failed handshake ends the
+//! connection with reason `tls_handshake_failed` (`tls_no_sni` when the
+//! client named no server and none is configured); the SNI of an
+//! intercepted connection is in each request event as the pseudo-header
+//! `:sni`.
+
+pub mod ca;
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -82,6 +93,12 @@ pub enum HttpSetupError {
         #[source]
         source: stream::TlsSetupError,
     },
+    #[error("target {target}: local CA: {source}")]
+    Ca {
+        target: String,
+        #[source]
+        source: ca::CaError,
+    },
     #[error("policy {name}: {problems}")]
     Policy { name: String, problems: String },
     #[error("masking {name}: {problems}")]
@@ -104,10 +121,16 @@ pub struct HttpGrant {
 }
 
 struct HttpTarget {
+    /// TLS towards the upstream, and the name to verify (and send as SNI);
+    /// `None`: the workload's SNI (intercepted targets without
+    /// `tls.server_name`).
     tls: Option<(
         Arc<rustls::ClientConfig>,
-        rustls::pki_types::ServerName<'static>,
+        Option<rustls::pki_types::ServerName<'static>>,
     )>,
+    /// `intercept_tls`: the server side, presenting leaves of the local CA,
+    /// and whether it has names for clients that send no SNI.
+    intercept: Option<(Arc<rustls::ServerConfig>, bool)>,
 }
 
 /// Everything HTTP connections share, built once at start.
@@ -132,12 +155,18 @@ fn joined<P: std::fmt::Display>(problems: &[P]) -> String {
 impl HttpRuntime {
     pub fn build(config: &Config) -> Result<Self, HttpSetupError> {
         let mut targets = HashMap::new();
+        let mut local_ca: Option<Arc<ca::LocalCa>> = None;
         for t in config
             .targets
             .iter()
             .filter(|t| t.protocol == Protocol::Http)
         {
-            let tls = match &t.tls {
+            let ca_err = |source| HttpSetupError::Ca {
+                target: t.name.clone(),
+                source,
+            };
+            let server_name = t.tls.as_ref().and_then(|x| x.server_name.as_deref());
+            let tls = match &t.effective_upstream_tls() {
                 Some(tls) => stream::client_config(tls, t.address)
                     .map_err(|source| HttpSetupError::Tls {
                         target: t.name.clone(),
@@ -146,11 +175,38 @@ impl HttpRuntime {
                     .map(|(cfg, name)| {
                         let mut c = (*cfg).clone();
                         c.alpn_protocols = vec![b"http/1.1".to_vec()];
-                        (Arc::new(c), name)
+                        // Intercepted: the workload's SNI unless configured.
+                        let fixed = !t.intercept_tls || server_name.is_some();
+                        (Arc::new(c), fixed.then_some(name))
                     }),
                 None => None,
             };
-            targets.insert(t.name.clone(), HttpTarget { tls });
+            let intercept = if t.intercept_tls {
+                let ca = match &local_ca {
+                    Some(ca) => Arc::clone(ca),
+                    None => {
+                        let ca = Arc::new(
+                            ca::LocalCa::load_or_create(&config.agent.state_dir).map_err(ca_err)?,
+                        );
+                        local_ca = Some(Arc::clone(&ca));
+                        ca
+                    }
+                };
+                // A client that sends no SNI gets the configured name and
+                // the target's address; without a configured name it fails.
+                let fallback = match server_name {
+                    Some(n) => vec![
+                        ca::LeafName::parse(n).map_err(ca_err)?,
+                        ca::LeafName::Ip(t.address.ip()),
+                    ],
+                    None => Vec::new(),
+                };
+                let has_fallback = !fallback.is_empty();
+                Some((ca.server_config(fallback).map_err(ca_err)?, has_fallback))
+            } else {
+                None
+            };
+            targets.insert(t.name.clone(), HttpTarget { tls, intercept });
         }
         let mut grants = HashMap::new();
         for g in &config.grants {
@@ -272,11 +328,14 @@ struct Client<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     async fn fill(&mut self) -> Result<usize, Stop> {
-        let n = self
-            .io
-            .read_buf(&mut self.buf)
-            .await
-            .map_err(Stop::Client)?;
+        let n = match self.io.read_buf(&mut self.buf).await {
+            Ok(n) => n,
+            // A TLS client that closes without close_notify (many do): an
+            // end like any other; the request loop tells a close between
+            // requests from a truncated message.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(Stop::Client(e)),
+        };
         self.read += n as u64;
         Ok(n)
     }
@@ -316,7 +375,11 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// Serves one HTTP connection until it closes.
+/// Longest a workload may take to complete the TLS handshake.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Serves one HTTP connection until it closes (after terminating the
+/// workload's TLS when the target intercepts it).
 pub async fn serve(
     rt: &HttpRuntime,
     config: &Config,
@@ -326,6 +389,98 @@ pub async fn serve(
     client: TcpStream,
 ) -> Outcome {
     let _ = client.set_nodelay(true);
+    let Some(server) = rt
+        .targets
+        .get(&target.name)
+        .and_then(|t| t.intercept.clone())
+    else {
+        return serve_on(rt, config, audit, target, caller, client, None).await;
+    };
+    match accept_tls(server, client).await {
+        Ok((tls, sni)) => serve_on(rt, config, audit, target, caller, tls, sni).await,
+        Err(outcome) => outcome,
+    }
+}
+
+/// The workload's TLS handshake, with Warden's leaf for its SNI. The SNI is
+/// read from the ClientHello first so that a refusal can say why.
+async fn accept_tls(
+    (server, fallback): (Arc<rustls::ServerConfig>, bool),
+    client: TcpStream,
+) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Option<String>), Outcome> {
+    let failed = |reason: &str, detail: String| {
+        info!(reason, detail = %detail, "tls handshake refused");
+        Outcome {
+            reason: Some(reason.into()),
+            detail: Some(detail),
+            ..Outcome::default()
+        }
+    };
+    let handshake = async {
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client)
+                .await
+                .map_err(|e| {
+                    (
+                        "tls_handshake_failed",
+                        format!("reading the ClientHello: {e}"),
+                    )
+                })?;
+        let sni = start
+            .client_hello()
+            .server_name()
+            .map(str::to_ascii_lowercase);
+        // Without a name the resolver has none to issue for, and rustls
+        // answers with an alert.
+        let no_name = sni.is_none() && !fallback;
+        let tls = start.into_stream(server).await.map_err(|e| {
+            if no_name {
+                return (
+                    "tls_no_sni",
+                    format!("the client sent no SNI and the target has no tls.server_name: {e}"),
+                );
+            }
+            let distrust = matches!(
+                e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+                Some(rustls::Error::AlertReceived(
+                    rustls::AlertDescription::UnknownCA
+                        | rustls::AlertDescription::BadCertificate
+                        | rustls::AlertDescription::CertificateUnknown
+                ))
+            );
+            let hint = if distrust {
+                " (does the workload trust Warden's CA? install `warden ca cert` in its trust store)"
+            } else {
+                ""
+            };
+            (
+                "tls_handshake_failed",
+                format!("sni {}: {e}{hint}", sni.as_deref().unwrap_or("none")),
+            )
+        })?;
+        Ok::<_, (&str, String)>((tls, sni))
+    };
+    match tokio::time::timeout(HANDSHAKE, handshake).await {
+        Ok(Ok(x)) => Ok(x),
+        Ok(Err((reason, detail))) => Err(failed(reason, detail)),
+        Err(_) => Err(failed(
+            "tls_handshake_failed",
+            format!("no complete handshake within {HANDSHAKE:?}"),
+        )),
+    }
+}
+
+/// Serves the request loop over the workload's (plain or TLS) stream.
+#[allow(clippy::too_many_arguments)]
+async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(
+    rt: &HttpRuntime,
+    config: &Config,
+    audit: &AuditHandle,
+    target: &Target,
+    caller: Caller,
+    client: S,
+    sni: Option<String>,
+) -> Outcome {
     let mut c = Client {
         io: client,
         buf: BytesMut::with_capacity(8192),
@@ -353,6 +508,7 @@ pub async fn serve(
         target,
         caller: &caller,
         grant: &grant,
+        sni,
     };
     let mut upstream: Option<(Stream, BytesMut)> = None;
     let mut seq = 0u64;
@@ -388,6 +544,8 @@ struct Conn<'a> {
     target: &'a Target,
     caller: &'a Caller,
     grant: &'a HttpGrant,
+    /// The SNI of an intercepted connection.
+    sni: Option<String>,
 }
 
 /// The parts of one request kept for its events.
@@ -421,7 +579,15 @@ impl Conn<'_> {
             method: r.method.clone(),
             path: r.path.clone(),
             query: r.query.as_deref().map(|q| mask_query(self.masker(), q)),
-            request_headers: r.headers.clone(),
+            request_headers: match &self.sni {
+                // A pseudo-header (no real header has a ':'), beside Host.
+                Some(sni) => {
+                    let mut h = r.headers.clone();
+                    h.push((":sni".into(), sni.clone()));
+                    h
+                }
+                None => r.headers.clone(),
+            },
             policy: Some(self.grant.policy.name().to_owned()),
             rule: None,
             reason: None,
@@ -715,7 +881,7 @@ impl Conn<'_> {
                     c.send(&error_response(
                         502,
                         "Bad Gateway",
-                        &serde_json::json!({"error": "upstream unreachable"}),
+                        &serde_json::json!({"error": "upstream unreachable", "reason": e}),
                         true,
                     ))
                     .await?;
@@ -1015,10 +1181,19 @@ impl Conn<'_> {
         {
             None => Ok(Stream::Plain(tcp)),
             Some((cfg, name)) => {
+                let name = match (name, &self.sni) {
+                    (Some(n), _) => n.clone(),
+                    // Intercepted: verify the upstream as the workload
+                    // would have (the handshake guarantees an SNI here).
+                    (None, Some(sni)) => rustls::pki_types::ServerName::try_from(sni.clone())
+                        .map_err(|_| format!("SNI {sni:?} is not a valid server name"))?,
+                    (None, None) => return Err("no SNI to verify the upstream against".into()),
+                };
+                let shown = format!("{name:?}");
                 let tls = tokio_rustls::TlsConnector::from(Arc::clone(cfg))
-                    .connect(name.clone(), tcp)
+                    .connect(name, tcp)
                     .await
-                    .map_err(|e| format!("TLS to {}: {e}", self.target.address))?;
+                    .map_err(|e| format!("TLS to {} as {shown}: {e}", self.target.address))?;
                 Ok(Stream::ClientTls(Box::new(tls)))
             }
         }
@@ -1417,3 +1592,5 @@ fn credential_header(c: &HttpCredential) -> Result<(String, Vec<u8>), String> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
