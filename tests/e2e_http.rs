@@ -66,6 +66,13 @@ protocol = "http"
 address = "127.0.0.1:{tls_port}"
 tls = {{ mode = "verify-full", ca_file = "{ca}", server_name = "localhost" }}
 
+[[target]]
+name = "api-intercept"
+protocol = "http"
+address = "127.0.0.1:{tls_port2}"
+intercept_tls = true
+tls = {{ mode = "verify-full", ca_file = "{ca}" }}
+
 [[account]]
 name = "app"
 cgroups = ["{app}"]
@@ -82,6 +89,13 @@ account = "app"
 target = "api-tls"
 policy = "api"
 credential = {{ kind = "header", header = "X-Api-Key", file = "{key}" }}
+
+[[grant]]
+account = "app"
+target = "api-intercept"
+policy = "api"
+masking = "pii"
+credential = {{ kind = "bearer", file = "{bearer}" }}
 
 [policy.api]
 default = "deny"
@@ -105,6 +119,7 @@ socket = "{socket}"
             agent = env.agent_table(false, ""),
             port = nginx.port,
             tls_port = nginx.tls_port,
+            tls_port2 = nginx.tls_port2,
             ca = certs.ca.display(),
             approver = approver.uid,
             socket = sock_dir.join("approvals.sock").display(),
@@ -635,7 +650,6 @@ fn upstream_tls_is_originated_by_warden() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&direct.stdout), "400");
-    let _ = &e.certs;
 }
 
 #[test]
@@ -732,6 +746,85 @@ fn approve_rules_hold_requests_until_an_approver_decides() {
     let api = e.api_events();
     let s = serde_json::to_string(&api).unwrap();
     assert!(s.contains("ticket 7") && s.contains("not now"), "{s}");
+}
+
+#[test]
+fn intercepted_tls_works_only_for_workloads_that_trust_the_warden_ca() {
+    let e = HttpEnv::start();
+    let ca = e.env.warden(&["ca", "cert"]);
+    assert!(ca.status.success(), "{}", text(&ca));
+    let pem = String::from_utf8_lossy(&ca.stdout).into_owned();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    let ca_file = e.env.tmp.path().join("warden-ca.pem");
+    std::fs::write(&ca_file, &pem).unwrap();
+    let port = e.nginx.tls_port2;
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let url = |p: &str| format!("https://localhost:{port}{p}");
+
+    // Trusting Warden's CA: HTTPS works end to end, keep-alive, policy and
+    // masking apply inside the TLS, and nginx gets TLS from Warden with the
+    // injected credential.
+    let ca_arg = ca_file.display().to_string();
+    let out = e.run(
+        "curl",
+        &[
+            "-sS",
+            "--cacert",
+            &ca_arg,
+            "--resolve",
+            &resolve,
+            "-H",
+            "Authorization: Bearer the-workloads-own-token",
+            "-w",
+            "\n@@%{http_code} %{num_connects}\n",
+            &url("/hello.txt"),
+            &url("/admin/x"),
+            &url("/customers.json"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        tail(&e.env.log())
+    );
+    assert_eq!(
+        codes(&out),
+        [(200, 1), (403, 0), (200, 0)],
+        "{}",
+        text(&out)
+    );
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("hello from nginx"), "{body}");
+    assert!(!body.contains("ann@example.com"), "not masked: {body}");
+    let seen = e.nginx.access();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    for r in &seen {
+        assert_eq!(r["https"], "on", "{r}");
+        assert_eq!(r["sni"], "localhost", "{r}");
+        assert_eq!(r["authorization"], format!("Bearer {INJECTED}"), "{r}");
+    }
+
+    // Not trusting it (even trusting nginx's real CA): the handshake fails
+    // at the workload and nothing reaches nginx.
+    let real_ca = e.certs.ca.display().to_string();
+    for trust in [vec![], vec!["--cacert", real_ca.as_str()]] {
+        let mut args = vec!["-sS", "--resolve", &resolve];
+        args.extend(trust);
+        let u = url("/hello.txt");
+        args.push(&u);
+        let out = e.run("curl", &args);
+        assert_eq!(out.status.code(), Some(60), "{}", text(&out));
+    }
+    assert_eq!(e.nginx.access().len(), 2, "{:#?}", e.nginx.access());
+    // The refused handshakes are on record.
+    let closes: Vec<Value> = e
+        .env
+        .audit_events()
+        .into_iter()
+        .filter(|v| v.to_string().contains("tls_handshake_failed"))
+        .collect();
+    assert!(closes.len() >= 2, "{}", tail(&e.env.log()));
 }
 
 fn sha256_hex(b: &[u8]) -> String {
