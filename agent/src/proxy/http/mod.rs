@@ -368,6 +368,7 @@ fn reason_phrase(status: u16) -> &'static str {
         403 => "Forbidden",
         405 => "Method Not Allowed",
         413 => "Content Too Large",
+        421 => "Misdirected Request",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         505 => "HTTP Version Not Supported",
@@ -723,6 +724,14 @@ impl Conn<'_> {
             return self
                 .bad(c, 405, "CONNECT is not proxied".into(), Some(&req))
                 .await;
+        }
+        // Intercepted TLS: the upstream is verified as the SNI, so the
+        // request must be for that name too (no routing to another virtual
+        // host of the same server under the verified name).
+        if let Some(sni) = &self.sni
+            && let Err(why) = host_matches(head.get("host"), sni)
+        {
+            return self.bad(c, 421, why, Some(&req)).await;
         }
         let client_close = head.version == 0 && !head.has_token("connection", "keep-alive")
             || head.has_token("connection", "close");
@@ -1487,6 +1496,31 @@ enum BodyClass {
 }
 
 /// Which bodies are masked, by content type.
+/// Whether a `Host` header names `sni` (case-insensitive, any port).
+fn host_matches(host: Option<&str>, sni: &str) -> Result<(), String> {
+    let Some(host) = host.map(str::trim) else {
+        return Err("a Host header is required".into());
+    };
+    let name = match host.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        }),
+    };
+    if name.eq_ignore_ascii_case(sni) {
+        Ok(())
+    } else {
+        Err(format!(
+            "Host {name:?} is not the TLS server name {sni:?} of this connection"
+        ))
+    }
+}
+
 /// The request's protocol upgrade: `Ok(None)` without `Upgrade`,
 /// `Ok(Some(value))` when every offered protocol is in the target's
 /// `allow_upgrade` and `Connection` lists `upgrade`, else why it is refused.

@@ -506,3 +506,14 @@ async fn api_rows(r: &Rig, want: usize) -> Vec<(String, String, String)> {
     }
     rows
 }
+
+#[test]
+fn intercepted_requests_must_name_the_tls_server_name() {
+    assert!(host_matches(Some("api.example"), "api.example").is_ok());
+    assert!(host_matches(Some(" API.Example:443"), "api.example").is_ok());
+    assert!(host_matches(Some("[::1]:8443"), "::1").is_ok());
+    assert!(host_matches(Some("admin.example"), "api.example").is_err());
+    assert!(host_matches(Some("api.example.evil"), "api.example").is_err());
+    assert!(host_matches(Some("api.example:x"), "api.example").is_err());
+    assert!(host_matches(None, "api.example").is_err());
+}

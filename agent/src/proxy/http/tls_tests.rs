@@ -272,7 +272,15 @@ async fn tls_client(
 
 /// Sends one GET and reads the (Content-Length) response.
 async fn get<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, path: &str) -> (u16, String) {
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: api.test\r\n\r\n").as_bytes())
+    get_host(s, path, "api.test").await
+}
+
+async fn get_host<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    path: &str,
+    host: &str,
+) -> (u16, String) {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut buf = BytesMut::new();
@@ -399,7 +407,7 @@ async fn an_sni_the_upstream_cannot_prove_gets_502_and_nothing_is_sent() {
     // upstream against that name: the upstream's certificate is for api.test.
     let name = ServerName::try_from("evil.test").unwrap();
     let mut s = tls_client(r.addr, r.warden_ca(), name).await.unwrap();
-    let (status, body) = get(&mut s, "/").await;
+    let (status, body) = get_host(&mut s, "/", "evil.test").await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("upstream"), "{body}");
     let o = r.outcome().await;
@@ -440,5 +448,16 @@ async fn upstream_tls_originates_verified_tls_for_plain_http_clients() {
     let o = r.outcome().await;
     assert_eq!(o.reason.as_deref(), Some("upstream_error"), "{o:?}");
     assert_eq!(r.seen.handshakes.load(Ordering::SeqCst), 0);
+    assert_eq!(r.seen.requests.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_intercepted_request_for_another_host_gets_421_and_nothing_is_sent() {
+    let r = rig(INTERCEPT).await;
+    let name = ServerName::try_from("api.test").unwrap();
+    let mut s = tls_client(r.addr, r.warden_ca(), name).await.unwrap();
+    let (status, body) = get_host(&mut s, "/", "admin.test").await;
+    assert_eq!(status, 421, "{body}");
+    assert!(body.contains("admin.test"), "{body}");
     assert_eq!(r.seen.requests.load(Ordering::SeqCst), 0);
 }
