@@ -6,7 +6,9 @@
 //! shows `warden status` and `warden audit tail`, then uninstalls. Then a
 //! PostgreSQL act (`demo/pg.rs`): a throwaway PostgreSQL, a workload with no
 //! password, an allowed query, a masked e-mail, a refused DELETE and their
-//! audit trail. Everything it created is removed, also when a step fails.
+//! audit trail. Then an HTTP act (`demo/http.rs`): nginx as a payments API,
+//! the credential injected by Warden, masked JSON, a refused `/admin`.
+//! Everything it created is removed, also when a step fails.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+mod http;
 mod pg;
 
 const STATE: &str = "/tmp/warden-demo";
@@ -73,6 +76,7 @@ pub fn run(root: &Path) -> Result<()> {
     guard.uninstall(&config)?;
 
     pg::act(root, &mut guard, &mount)?;
+    http::act(root, &mut guard, &mount)?;
     println!("\nDemo finished; Warden's log was {STATE}/warden.log (removed with the demo state).");
     Ok(())
 }
@@ -219,6 +223,7 @@ impl Cleanup {
             self.mount.join(DEMO_CGROUP).join("orders-api"),
             self.mount.join(DEMO_CGROUP).join("reporting"),
             self.mount.join(DEMO_CGROUP).join(pg::CGROUP),
+            self.mount.join(DEMO_CGROUP).join(http::CGROUP),
             self.mount.join(DEMO_CGROUP),
         ] {
             let _ = std::fs::remove_dir(dir);

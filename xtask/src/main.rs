@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod nginx;
 mod pg;
 mod setup;
 

@@ -11,17 +11,15 @@
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
 use super::Guard;
 use super::pg::{clock_ticks, cpu_ticks, env_num, fs_type, machine_facts, warn_if_busy};
+use crate::nginx::{NGINX, Nginx};
 
 const WRK: &str = "/usr/bin/wrk";
-const NGINX: &str = "/usr/sbin/nginx";
 
 pub fn run(root: &Path) -> Result<()> {
     let secs = env_num("WARDEN_BENCH_HTTP_SECS", 10)?;
@@ -37,7 +35,10 @@ pub fn run(root: &Path) -> Result<()> {
     let threads = (conns as usize).min(cpus).max(1);
 
     let mut guard = Guard::new(root)?;
-    let nginx = Nginx::start(&guard.tmp.join("nginx"))?;
+    let nginx = Nginx::start(
+        &guard.tmp.join("nginx"),
+        r#"location / { default_type text/plain; return 200 "hello from nginx 42\n"; }"#,
+    )?;
     let listen_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let secret = guard.tmp.join("api.token");
     std::fs::write(&secret, "bench-token\n")?;
@@ -262,89 +263,4 @@ fn duration_ms(v: &str) -> Result<f64> {
         .parse::<f64>()
         .with_context(|| format!("duration {v:?}"))?
         * scale)
-}
-
-/// nginx serving one small text body, keep-alive without a request limit.
-struct Nginx {
-    port: u16,
-    child: Child,
-}
-
-impl Nginx {
-    fn start(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir.join("tmp"))?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let conf: PathBuf = dir.join("nginx.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/tmp;
-    proxy_temp_path {dir}/tmp;
-    fastcgi_temp_path {dir}/tmp;
-    uwsgi_temp_path {dir}/tmp;
-    scgi_temp_path {dir}/tmp;
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    server {{
-        listen 127.0.0.1:{port} reuseport;
-        location / {{ default_type text/plain; return 200 "hello from nginx 42\n"; }}
-    }}
-}}
-"#,
-                dir = dir.display()
-            ),
-        )?;
-        let child = Command::new(NGINX)
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting nginx")?;
-        let mut n = Nginx { port, child };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(s) = n.child.try_wait()? {
-                bail!(
-                    "nginx exited ({s}): {}",
-                    std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-                );
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                bail!("nginx did not start");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(n)
-    }
-
-    fn version(&self) -> String {
-        Command::new(NGINX)
-            .arg("-v")
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stderr)
-                    .trim()
-                    .trim_start_matches("nginx version: nginx/")
-                    .to_owned()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
