@@ -81,9 +81,9 @@ patterns = ["card", "email", "ssn", "iban", "token"]
 
     let url = format!("http://127.0.0.1:{}/v1/small", nginx.port);
     println!(
-        "\nwrk, {conns} keep-alive connections, {threads} threads, {secs} s per run, GET {} \
-         (nginx {}: 20-byte text/plain body), {rounds} rounds, direct and warden interleaved",
-        "/v1/small",
+        "\nwrk, {conns} keep-alive connections, {threads} threads, {secs} s per run, GET \
+         /v1/small (nginx {}: 20-byte text/plain body), {rounds} rounds, direct and warden \
+         interleaved",
         nginx.version()
     );
     println!(
