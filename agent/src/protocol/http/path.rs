@@ -150,8 +150,12 @@ pub fn normalize(target: &str) -> Result<Target, PathError> {
 
 fn strip_scheme(t: &str) -> Option<&str> {
     for scheme in ["http://", "https://"] {
-        if t.len() >= scheme.len() && t[..scheme.len()].eq_ignore_ascii_case(scheme) {
-            return Some(&t[scheme.len()..]);
+        // Byte-wise: the target may hold multi-byte characters anywhere.
+        if t.as_bytes()
+            .get(..scheme.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(scheme.as_bytes()))
+        {
+            return t.get(scheme.len()..);
         }
     }
     None
@@ -228,6 +232,22 @@ mod tests {
 
     fn m(t: &str) -> String {
         normalize(t).unwrap().match_path
+    }
+
+    #[test]
+    fn multi_byte_characters_where_a_scheme_could_start_do_not_panic() {
+        // Found by `cargo fuzz run http_request`: "kkkkkk" then a two-byte
+        // character across byte 7 (the length of "http://").
+        for t in [
+            "kkkkkk\u{4eb}P+",
+            "kkkk+\u{4eb}P+",
+            "\u{4eb}\u{4eb}\u{4eb}\u{4eb}",
+            "httpsé//x",
+        ] {
+            let _ = normalize(t);
+        }
+        assert!(strip_scheme("HTTP://a/b").is_some());
+        assert!(strip_scheme("kkkkkk\u{4eb}").is_none());
     }
 
     #[test]
