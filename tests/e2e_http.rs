@@ -316,6 +316,12 @@ print(json.dumps(out))
         .filter(|v| v["unmapped"]["warden"]["api"]["phase"] == "result")
         .collect();
     assert!(!results.is_empty(), "{events:#?}");
+    // Who called is in each request event; results refer to it by session
+    // and request_seq.
+    for v in &events {
+        let request = v["unmapped"]["warden"]["api"]["phase"] == "request";
+        assert_eq!(v["actor"]["process"]["pid"].is_number(), request, "{v:#}");
+    }
     let blocked: Vec<&Value> = events
         .iter()
         .filter(|v| v["http_request"]["url"]["path"] == "/admin/users")

@@ -575,8 +575,24 @@ impl Conn<'_> {
             request_seq: r.seq,
             account: self.caller.account.clone(),
             target: self.target.name.clone(),
-            process: self.caller.process.clone(),
-            identity: self.caller.identity.clone(),
+            // Who called goes with the request; the result is tied to it by
+            // session and request_seq. A minted token's attestation belongs
+            // to the connection (its open event carries it), not to every
+            // request.
+            process: if phase == StatementPhase::Request {
+                self.caller.process.clone()
+            } else {
+                crate::audit::event::ProcessInfo::default()
+            },
+            identity: self
+                .caller
+                .identity
+                .as_ref()
+                .filter(|_| phase == StatementPhase::Request)
+                .map(|i| crate::audit::event::TokenIdentity {
+                    attestation: None,
+                    ..i.clone()
+                }),
             method: r.method.clone(),
             path: r.path.clone(),
             query: r.query.as_deref().map(|q| mask_query(self.masker(), q)),
