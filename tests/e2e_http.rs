@@ -31,6 +31,12 @@ struct HttpEnv {
 
 impl HttpEnv {
     fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// [`start`](Self::start), with `before` run on the environment just
+    /// before the daemon starts (e.g. to mount the state dir).
+    fn start_with(before: impl FnOnce(&TestEnv)) -> Self {
         let mut env = TestEnv::new();
         let app = env.cgroup("app");
         let dir = env.tmp.path().to_owned();
@@ -124,6 +130,7 @@ socket = "{socket}"
             approver = approver.uid,
             socket = sock_dir.join("approvals.sock").display(),
         ));
+        before(&env);
         env.start();
         HttpEnv {
             env,
@@ -861,6 +868,94 @@ fn intercepted_tls_works_only_for_workloads_that_trust_the_warden_ca() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Unmounts (lazily) on drop.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+const TWO_STEPS: &str = r#"
+import json, sys, requests
+s = requests.Session()
+r1 = s.get(sys.argv[1])
+print(json.dumps({"first": r1.status_code}), flush=True)
+sys.stdin.readline()
+r2 = s.get(sys.argv[1])
+print(json.dumps({"second": r2.status_code, "body": r2.text}), flush=True)
+"#;
+
+#[test]
+fn requests_are_refused_with_503_while_the_audit_store_cannot_write() {
+    let state_mount = std::cell::RefCell::new(None);
+    let e = HttpEnv::start_with(|env| {
+        let state = env.state_dir();
+        std::fs::create_dir_all(&state).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs"])
+            .arg(&state)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a small tmpfs as the state dir");
+        *state_mount.borrow_mut() = Some(Unmount(state));
+    });
+    let _unmount = state_mount.into_inner();
+    // One keep-alive session: a request, the disk fills, another request.
+    let mut child = e
+        .in_app("/usr/bin/python3", &["-c", TWO_STEPS, &e.url("/hello.txt")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(line.contains("\"first\": 200"), "{line}");
+    let filler = e.env.state_dir().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+    }
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let _ = child.wait();
+    let v: Value = serde_json::from_str(line.trim())
+        .unwrap_or_else(|err| panic!("{err}: {line:?}\n{}", tail(&e.env.log())));
+    assert_eq!(v["second"], 503, "{v}");
+    assert!(v["body"].as_str().unwrap().contains("audit"), "{v}");
+    assert_eq!(
+        e.nginx.requests_to("/hello.txt").len(),
+        1,
+        "the refused request reached nginx"
+    );
+    assert!(e.env.log().contains("audit store unavailable"));
+    std::fs::remove_file(&filler).unwrap();
+    // Space is back: requests flow again.
+    let t = Instant::now();
+    loop {
+        let ok = e.run("curl", &["-sS", "-f", "-o", "/dev/null", &e.url("/small")]);
+        if ok.status.success() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", text(&ok));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The daemon stops before its state dir is unmounted.
+    drop(e);
 }
 
 fn sha256_hex(b: &[u8]) -> String {
