@@ -8,13 +8,19 @@ use serde_json::Value;
 
 use super::{Masked, Masker, MaskingConfig, MaskingProblem, Strategy};
 
-/// Field rules compiled from `fields` of a `[masking.NAME]`.
+/// Content codings the proxy decodes itself (never passed unmasked).
+pub const DECODED_ENCODINGS: &[&str] = &["gzip", "x-gzip", "deflate"];
+
+/// HTTP body rules compiled from a `[masking.NAME]`: `fields` and
+/// `unmasked_encodings`.
 #[derive(Debug, Clone, Default)]
 pub struct FieldRules {
     /// Lower-case member names.
     names: Vec<(String, Strategy)>,
     /// Pointer segments (unescaped; `*` matches any array index).
     pointers: Vec<(Vec<String>, Strategy)>,
+    /// Lower-case content codings that pass through unmasked.
+    unmasked_encodings: Vec<String>,
 }
 
 impl FieldRules {
@@ -45,11 +51,41 @@ impl FieldRules {
                 }),
             }
         }
+        for (i, e) in cfg.unmasked_encodings.iter().enumerate() {
+            let lower = e.trim().to_ascii_lowercase();
+            let key = format!("unmasked_encodings[{i}]");
+            if lower.is_empty()
+                || !lower
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                problems.push(MaskingProblem {
+                    key,
+                    message: format!("{e:?} is not a content coding (e.g. \"br\")"),
+                });
+            } else if DECODED_ENCODINGS.contains(&lower.as_str()) || lower == "identity" {
+                problems.push(MaskingProblem {
+                    key,
+                    message: format!(
+                        "{lower} bodies are decoded and masked; only codings Warden cannot decode \
+                         may pass unmasked"
+                    ),
+                });
+            } else {
+                out.unmasked_encodings.push(lower);
+            }
+        }
         if problems.is_empty() {
             Ok(out)
         } else {
             Err(problems)
         }
+    }
+
+    /// Whether a body in content coding `encoding` (lower case) may pass
+    /// through unmasked.
+    pub fn passes_unmasked(&self, encoding: &str) -> bool {
+        self.unmasked_encodings.iter().any(|e| e == encoding)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -194,6 +230,30 @@ mod tests {
             Masker::compile(&cfg, None).unwrap(),
             FieldRules::compile(&cfg).unwrap(),
         )
+    }
+
+    #[test]
+    fn unmasked_encodings_are_codings_warden_cannot_decode() {
+        let (_, r) = setup("unmasked_encodings = [\"br\", \"ZSTD\"]");
+        assert!(r.passes_unmasked("br") && r.passes_unmasked("zstd"));
+        assert!(!r.passes_unmasked("gzip") && !r.passes_unmasked("compress"));
+        let cfg: MaskingConfig =
+            toml::from_str("unmasked_encodings = [\"gzip\", \"\", \"br\", \"a b\", \"identity\"]")
+                .unwrap();
+        let keys: Vec<String> = FieldRules::compile(&cfg)
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "unmasked_encodings[0]",
+                "unmasked_encodings[1]",
+                "unmasked_encodings[3]",
+                "unmasked_encodings[4]"
+            ]
+        );
     }
 
     #[test]

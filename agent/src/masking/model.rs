@@ -45,6 +45,12 @@ pub struct MaskingConfig {
     /// or by JSON pointer, and form fields by name.
     #[serde(default)]
     pub fields: Vec<FieldRuleConfig>,
+    /// HTTP bodies: content codings Warden cannot decode (e.g. `br`,
+    /// `zstd`) that may pass through *unmasked*, recorded as such. Default:
+    /// none (such a body is refused with 502). gzip and deflate are always
+    /// decoded and masked.
+    #[serde(default)]
+    pub unmasked_encodings: Vec<String>,
 }
 
 /// `{ field = "email", strategy = "redact" }` or

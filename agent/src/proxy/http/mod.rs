@@ -18,8 +18,11 @@
 //! 5. the response streams back untouched, unless the grant has a masking
 //!    and the body is JSON, form-urlencoded or text: such a body is read
 //!    whole up to the target's `max_message_bytes` (larger: `502`, fail
-//!    closed), gzip is decoded (other codings: `502`), masked, and sent
-//!    with a recomputed `Content-Length`. `Accept-Encoding` is removed
+//!    closed), gzip and deflate are decoded, the body masked and sent with a
+//!    recomputed `Content-Length` (gzip-ed again when it came gzip-ed and the
+//!    client takes gzip); other codings get `502` before their body is read
+//!    unless the masking lists them in `unmasked_encodings`, which lets them
+//!    through unmasked and says so in the event. `Accept-Encoding` is removed
 //!    upstream when masking applies, so most upstreams answer uncompressed;
 //! 6. the result event is queued.
 //!
@@ -50,7 +53,7 @@ use crate::audit::AuditHandle;
 use crate::audit::event::{ApiEvent, StatementDecision, StatementPhase};
 use crate::config::{Config, CredentialKind, HttpCredential, Protocol, Target};
 use crate::masking::Masker;
-use crate::masking::json::{FieldRules, mask_form, mask_json};
+use crate::masking::json::{DECODED_ENCODINGS, FieldRules, mask_form, mask_json};
 use crate::policy::{Action, HttpPolicy, HttpRequestFacts, HttpVerdict};
 use crate::protocol::http::{
     BodyDecoder, BodyEvent, BodyKind, Header, Headers, HttpError, LAST_CHUNK, RequestHead,
@@ -1000,14 +1003,37 @@ impl Conn<'_> {
             || rkind == BodyKind::UntilClose;
         let close = client_close;
         let resp_audit = self.audit_headers(&resp.headers, AUDIT_RESPONSE_HEADERS);
+        // A body in a coding Warden cannot decode passes unmasked only when
+        // the masking lists that coding; it is recorded as unmasked.
+        let encoding = content_encoding(&resp);
+        let unmasked = (self.grant.masker.is_some()
+            && body_class(resp.get("content-type")).is_some()
+            && !encoding.is_empty()
+            && encoding != "identity"
+            && !DECODED_ENCODINGS.contains(&encoding.as_str())
+            && self.grant.fields.passes_unmasked(&encoding))
+        .then(|| {
+            format!("not masked: content-encoding {encoding} passes unmasked (unmasked_encodings)")
+        });
+        let client_gzip = accepts_gzip(&head);
         let (masked, err) = self
-            .respond(c, up, ubuf, resp, rkind, close, head.version)
+            .respond(
+                c,
+                up,
+                ubuf,
+                resp,
+                rkind,
+                close,
+                head.version,
+                unmasked.is_none(),
+                client_gzip,
+            )
             .await?;
         if upstream_close {
             *upstream = None;
         }
         let status_sent = masked.0;
-        self.result(
+        let mut ev = self.result_event(
             &req,
             c,
             decision,
@@ -1016,6 +1042,11 @@ impl Conn<'_> {
             &resp_audit,
             err.clone(),
         );
+        if let Some(note) = unmasked {
+            info!(method = %req.method, path = %req.path, %encoding, "response passed unmasked by configuration");
+            ev.reason = Some(note);
+        }
+        self.audit.record_api_detached(ev);
         if err.is_some() {
             *upstream = None;
             return Ok(false);
@@ -1179,6 +1210,22 @@ impl Conn<'_> {
         resp_headers: &[(String, String)],
         error: Option<String>,
     ) {
+        let ev = self.result_event(r, c, decision, status, masked, resp_headers, error);
+        self.audit.record_api_detached(ev);
+    }
+
+    /// The result event of an answered request.
+    #[allow(clippy::too_many_arguments)]
+    fn result_event<S>(
+        &self,
+        r: &Req,
+        c: &Client<S>,
+        decision: StatementDecision,
+        status: u16,
+        masked: u64,
+        resp_headers: &[(String, String)],
+        error: Option<String>,
+    ) -> ApiEvent {
         let mut ev = self.event(r, StatementPhase::Result, decision);
         ev.status = Some(status);
         ev.bytes_in = c.read - c.buf.len() as u64 - r.read_before;
@@ -1187,7 +1234,7 @@ impl Conn<'_> {
         ev.values_masked = Some(masked);
         ev.response_headers = resp_headers.to_vec();
         ev.error = error.map(|e| self.masker().mask_str(&e).0.into_owned());
-        self.audit.record_api_detached(ev);
+        ev
     }
 
     async fn connect(&self) -> Result<Stream, String> {
@@ -1337,6 +1384,8 @@ impl Conn<'_> {
         kind: BodyKind,
         close: bool,
         client_version: u8,
+        mask: bool,
+        client_gzip: bool,
     ) -> Result<((u16, u64), Option<String>), Stop> {
         let status = resp.status;
         let mask_kind = self
@@ -1344,7 +1393,18 @@ impl Conn<'_> {
             .masker
             .as_ref()
             .and_then(|_| body_class(resp.get("content-type")))
-            .filter(|_| kind != BodyKind::Empty);
+            .filter(|_| mask && kind != BodyKind::Empty);
+        let encoding = content_encoding(&resp);
+        if mask_kind.is_some()
+            && !encoding.is_empty()
+            && encoding != "identity"
+            && !DECODED_ENCODINGS.contains(&encoding.as_str())
+        {
+            // Refused before its body is read.
+            return self
+                .fail(c, format!("content-encoding {encoding:?} cannot be masked"))
+                .await;
+        }
         strip_hop_by_hop(&mut resp.headers);
         if close {
             set_header(&mut resp.headers, "Connection", "close");
@@ -1385,29 +1445,34 @@ impl Conn<'_> {
                     Err(e) => return self.fail(c, e.to_string()).await,
                 }
             }
-            let encoding = resp
-                .get("content-encoding")
-                .map(|e| e.trim().to_ascii_lowercase())
-                .unwrap_or_default();
-            if encoding == "gzip" || encoding == "x-gzip" {
-                let mut plain = Vec::new();
-                let mut dec = flate2::read::GzDecoder::new(&body[..]).take(limit as u64 + 1);
-                if dec.read_to_end(&mut plain).is_err() || plain.len() > limit {
+            let gzip = encoding == "gzip" || encoding == "x-gzip";
+            if gzip || encoding == "deflate" {
+                let Some(plain) = decode_body(&body, gzip, limit) else {
                     return self
-                        .fail(c, "gzip body could not be decoded within the limit".into())
+                        .fail(
+                            c,
+                            format!("{encoding} body could not be decoded within the limit"),
+                        )
                         .await;
-                }
+                };
                 body = plain;
                 remove_header(&mut resp.headers, "content-encoding");
-            } else if !encoding.is_empty() && encoding != "identity" {
-                return self
-                    .fail(c, format!("content-encoding {encoding:?} cannot be masked"))
-                    .await;
             }
-            let (body, n) = match self.mask_body(class, &body) {
+            let (mut body, n) = match self.mask_body(class, &body) {
                 Ok(x) => x,
                 Err(why) => return self.fail(c, why).await,
             };
+            // Re-encoded when it came gzip-ed and the client takes gzip.
+            if gzip && client_gzip {
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                if std::io::Write::write_all(&mut enc, &body).is_ok()
+                    && let Ok(z) = enc.finish()
+                {
+                    body = z;
+                    set_header(&mut resp.headers, "Content-Encoding", "gzip");
+                }
+            }
             set_header(&mut resp.headers, "Content-Length", body.len().to_string());
             let mut out = Vec::with_capacity(body.len() + 512);
             write_response(&resp, &mut out);
@@ -1512,6 +1577,60 @@ enum BodyClass {
 }
 
 /// Which bodies are masked, by content type.
+/// The response's content coding, lower case ("" when none).
+fn content_encoding(resp: &ResponseHead) -> String {
+    resp.get("content-encoding")
+        .map(|e| e.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Whether the request's `Accept-Encoding` takes gzip (not `gzip;q=0`).
+fn accepts_gzip(head: &RequestHead) -> bool {
+    head.all("accept-encoding")
+        .flat_map(|v| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .any(|t| {
+            let mut parts = t.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let q_zero = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (name == "gzip" || name == "x-gzip") && !q_zero
+        })
+}
+
+/// A gzip (`gzip`) or deflate (zlib, else raw deflate) body decoded, at
+/// most `limit` bytes; `None` when it does not decode or is larger.
+fn decode_body(body: &[u8], gzip: bool, limit: usize) -> Option<Vec<u8>> {
+    let cap = limit as u64 + 1;
+    let mut plain = Vec::new();
+    let ok = if gzip {
+        flate2::read::GzDecoder::new(body)
+            .take(cap)
+            .read_to_end(&mut plain)
+            .is_ok()
+    } else {
+        let zlib = flate2::read::ZlibDecoder::new(body)
+            .take(cap)
+            .read_to_end(&mut plain)
+            .is_ok();
+        zlib || {
+            plain.clear();
+            flate2::read::DeflateDecoder::new(body)
+                .take(cap)
+                .read_to_end(&mut plain)
+                .is_ok()
+        }
+    };
+    (ok && plain.len() <= limit).then_some(plain)
+}
+
 /// Whether a `Host` header names `sni` (case-insensitive, any port).
 fn host_matches(host: Option<&str>, sni: &str) -> Result<(), String> {
     let Some(host) = host.map(str::trim) else {

@@ -72,6 +72,40 @@ async fn upstream() -> std::net::SocketAddr {
                         "user": {"email": "bob@example.com", "cards": ["4111 1111 1111 1111"]},
                     })
                     .to_string();
+                    if let Some(coding) = head.target.strip_prefix("/enc/") {
+                        // The JSON body in a content coding.
+                        use std::io::Write as _;
+                        let coded = match coding {
+                            "gzip" => {
+                                let mut e = flate2::write::GzEncoder::new(
+                                    Vec::new(),
+                                    flate2::Compression::fast(),
+                                );
+                                e.write_all(body.as_bytes()).unwrap();
+                                e.finish().unwrap()
+                            }
+                            "deflate" => {
+                                let mut e = flate2::write::ZlibEncoder::new(
+                                    Vec::new(),
+                                    flate2::Compression::fast(),
+                                );
+                                e.write_all(body.as_bytes()).unwrap();
+                                e.finish().unwrap()
+                            }
+                            // Not really encoded: Warden must not look.
+                            _ => body.clone().into_bytes(),
+                        };
+                        let mut resp = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: {coding}\r\nContent-Length: {}\r\n\r\n",
+                            coded.len()
+                        )
+                        .into_bytes();
+                        resp.extend_from_slice(&coded);
+                        if s.write_all(&resp).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     let resp = if head.target == "/close" {
                         format!(
                             "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n{body}"
@@ -127,6 +161,7 @@ rules = [
 
 [masking.m]
 patterns = ["card", "email"]
+unmasked_encodings = ["br"]
 "#,
         masking = if masking { "masking = \"m\"" } else { "" },
         secret = secret.display()
@@ -516,4 +551,79 @@ fn intercepted_requests_must_name_the_tls_server_name() {
     assert!(host_matches(Some("api.example.evil"), "api.example").is_err());
     assert!(host_matches(Some("api.example:x"), "api.example").is_err());
     assert!(host_matches(None, "api.example").is_err());
+}
+
+#[tokio::test]
+async fn compressed_bodies_are_decoded_masked_and_re_encoded_or_refused() {
+    let r = rig(true).await;
+    let mut s = TcpStream::connect(r.addr).await.unwrap();
+    let mut buf = BytesMut::new();
+    // gzip, client takes gzip: masked, then gzip again.
+    s.write_all(b"GET /enc/gzip HTTP/1.1\r\nHost: api\r\nAccept-Encoding: br, gzip\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, n) = loop {
+        if let Some(h) = parse_response(&buf, 1 << 16).unwrap() {
+            break h;
+        }
+        assert!(s.read_buf(&mut buf).await.unwrap() > 0);
+    };
+    bytes::Buf::advance(&mut buf, n);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.get("content-encoding"), Some("gzip"));
+    let len: usize = head.get("content-length").unwrap().parse().unwrap();
+    while buf.len() < len {
+        assert!(s.read_buf(&mut buf).await.unwrap() > 0);
+    }
+    let zipped = buf.split_to(len);
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_string(&mut plain)
+        .unwrap();
+    assert!(
+        plain.contains("\"line\"") && !plain.contains("bob@example.com"),
+        "{plain}"
+    );
+    // gzip, client does not take it (q=0): masked, sent plain.
+    s.write_all(b"GET /enc/gzip HTTP/1.1\r\nHost: api\r\nAccept-Encoding: gzip;q=0\r\n\r\n")
+        .await
+        .unwrap();
+    let (h, body) = response(&mut s, &mut buf).await;
+    assert_eq!(h.get("content-encoding"), None);
+    assert!(
+        !body.contains("bob@example.com") && body.contains("\"line\""),
+        "{body}"
+    );
+    // deflate (zlib): decoded and masked.
+    s.write_all(b"GET /enc/deflate HTTP/1.1\r\nHost: api\r\n\r\n")
+        .await
+        .unwrap();
+    let (h, body) = response(&mut s, &mut buf).await;
+    assert_eq!(h.status, 200);
+    assert!(
+        !body.contains("bob@example.com") && body.contains("\"line\""),
+        "{body}"
+    );
+    // br is listed in unmasked_encodings: passes as it came, recorded so.
+    s.write_all(b"GET /enc/br HTTP/1.1\r\nHost: api\r\n\r\n")
+        .await
+        .unwrap();
+    let (h, body) = response(&mut s, &mut buf).await;
+    assert_eq!(h.get("content-encoding"), Some("br"));
+    assert!(body.contains("bob@example.com"), "{body}");
+    // zstd is not: 502 and a close, body never read.
+    s.write_all(b"GET /enc/zstd HTTP/1.1\r\nHost: api\r\n\r\n")
+        .await
+        .unwrap();
+    let (h, body) = response(&mut s, &mut buf).await;
+    assert_eq!(h.status, 502, "{body}");
+    assert!(body.contains("zstd"), "{body}");
+    assert!(closed(&mut s).await);
+    let rows = api_rows(&r, 10).await;
+    assert!(
+        rows.iter().any(|(a, _, d)| a == "api_result"
+            && d.contains("/enc/br")
+            && d.contains("not masked: content-encoding br")),
+        "{rows:#?}"
+    );
 }
