@@ -36,6 +36,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make the running daemon re-read and apply its configuration (like
+    /// SIGHUP); on any problem nothing changes and every error is printed.
+    Reload,
     /// Enroll a cgroup or uid as ACCOUNT, live and persisted.
     Enroll(EnrollArgs),
     /// Remove a live enrollment.

@@ -61,6 +61,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reload => {
+            let cfg = Config::load(&cli.config)
+                .context("the configuration must be valid to reach the daemon")?;
+            done(client::call(&cfg.agent.control_socket, &Request::Reload)?)
+        }
         Command::Enroll(args) => {
             let cfg = Config::load(&cli.config)?;
             let req = Request::Enroll {
@@ -290,6 +295,26 @@ fn print_status(st: &crate::control::StatusReport) {
         st.config.display(),
         &st.config_sha256
     );
+    println!(
+        "            {} {} ({} reloads since start)",
+        if st.config_action == "reload" {
+            "reloaded"
+        } else {
+            "loaded"
+        },
+        crate::audit::reader::format_time(st.config_loaded_ms),
+        st.config_reloads
+    );
+    if let Some(f) = &st.last_reload_failure {
+        println!(
+            "            last reload refused {} (sha256 {}):",
+            crate::audit::reader::format_time(f.time_ms),
+            if f.sha256.is_empty() { "-" } else { &f.sha256 }
+        );
+        for e in &f.errors {
+            println!("              {e}");
+        }
+    }
     let listen: Vec<String> = st.listen.iter().map(ToString::to_string).collect();
     println!("  proxy:    {}", listen.join(", "));
     println!(
