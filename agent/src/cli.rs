@@ -38,7 +38,12 @@ pub enum Command {
     },
     /// Make the running daemon re-read and apply its configuration (like
     /// SIGHUP); on any problem nothing changes and every error is printed.
-    Reload,
+    Reload {
+        /// The daemon's control socket (default: `[agent] control_socket`
+        /// of the configuration, read even when the file is invalid).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Enroll a cgroup or uid as ACCOUNT, live and persisted.
     Enroll(EnrollArgs),
     /// Remove a live enrollment.

@@ -49,8 +49,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Status { json } => {
-            let cfg = Config::load(&cli.config)?;
-            let resp = client::call(&cfg.agent.control_socket, &Request::Status)?;
+            // Reachable while the file is being edited (and invalid).
+            let resp = client::call(&control_socket_of(&cli.config), &Request::Status)?;
             let Response::Status(st) = resp else {
                 bail!("unexpected answer from the daemon");
             };
@@ -61,10 +61,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Reload => {
-            let cfg = Config::load(&cli.config)
-                .context("the configuration must be valid to reach the daemon")?;
-            done(client::call(&cfg.agent.control_socket, &Request::Reload)?)
+        Command::Reload { socket } => {
+            let socket = socket.unwrap_or_else(|| control_socket_of(&cli.config));
+            done(client::call(&socket, &Request::Reload)?)
         }
         Command::Enroll(args) => {
             let cfg = Config::load(&cli.config)?;
@@ -279,6 +278,25 @@ fn selector(s: SelectorArgs) -> anyhow::Result<Selector> {
         (None, None, Some(u)) => Ok(Selector::Uid(u)),
         _ => bail!("give exactly one of --cgroup, --unit or --uid"),
     }
+}
+
+/// The control socket the configuration names, read leniently: `warden
+/// reload` must reach the daemon even when the edited file is invalid (the
+/// daemon then answers with, and records, every problem).
+fn control_socket_of(path: &std::path::Path) -> std::path::PathBuf {
+    if let Ok(cfg) = Config::load(path) {
+        return cfg.agent.control_socket;
+    }
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.parse::<toml::Table>().ok())
+        .and_then(|t| {
+            t.get("agent")?
+                .get("control_socket")?
+                .as_str()
+                .map(std::path::PathBuf::from)
+        })
+        .unwrap_or_else(crate::config::model::defaults::control_socket)
 }
 
 fn done(resp: Response) -> anyhow::Result<ExitCode> {
