@@ -224,8 +224,18 @@ fn reload_applies_grants_to_new_connections_and_refuses_bad_or_restart_only_chan
         r.json
     );
 
-    // SIGHUP: grant both.
-    let v3 = format!("{agent}{targets}{}", account("app", &app, &["t1", "t2"]));
+    // Not enrolled yet: untouched by Warden.
+    let app2 = env.cgroup("app2");
+    let r = env.client(&app2, "127.0.0.2", t2.addr.port(), 1024, None);
+    assert!(r.same_bytes_back(), "{:?}", r.json);
+    assert!(t2.saw_direct_from(r.local_port().unwrap()));
+
+    // SIGHUP: grant both, and enroll a second cgroup as a new account.
+    let v3 = format!(
+        "{agent}{targets}{}{}",
+        account("app", &app, &["t1", "t2"]),
+        account("app2", &app2, &["t2"])
+    );
     env.write_config(&v3);
     let pid = env.daemon.as_ref().unwrap().id();
     assert!(nix_kill(pid, "HUP"));
@@ -240,6 +250,13 @@ fn reload_applies_grants_to_new_connections_and_refuses_bad_or_restart_only_chan
     }
     let r = env.client(&app, "127.0.0.2", t1.addr.port(), 1024, None);
     assert!(r.same_bytes_back(), "t1 after SIGHUP: {:?}", r.json);
+    // The new account's cgroup is in the kernel's map now: redirected.
+    let r = env.client(&app2, "127.0.0.2", t2.addr.port(), 1024, None);
+    assert!(r.same_bytes_back(), "app2 after SIGHUP: {:?}", r.json);
+    let port = r.local_port().unwrap();
+    assert!(!t2.saw_direct_from(port), "app2 was not redirected");
+    let evs = env.events_for_client_port(port, 2);
+    assert_eq!(evs[0]["unmapped"]["warden"]["account"], "app2", "{evs:#?}");
 
     // A restart-only key: refused, naming it.
     let other_port = free_port("127.0.0.1");

@@ -377,13 +377,17 @@ fn apply(shared: &Shared, live: Live, enrollments: Enrollments) -> Vec<String> {
         // Re-read under the lock so a live enroll since `prepare` is kept.
         let mut guard = lock(&shared.enrollments);
         let config = &shared.live().config;
-        *guard = match Enrollments::load(config, enrollments_path(config)) {
+        let mut fresh = match Enrollments::load(config, enrollments_path(config)) {
             Ok(e) => e,
             Err(e) => {
                 warn!(error = %e, "re-reading live enrollments failed; using those read before");
                 enrollments
             }
         };
+        // Resolved before it replaces the old set, so no accept in between
+        // finds an enrolled caller unknown.
+        fresh.resolve(&shared.cgroup_mount);
+        *guard = fresh;
     }
     if let Err(e) = shared.datapath.sync_targets(&targets) {
         error!(error = %e, "syncing targets to the kernel failed after a reload");
