@@ -39,6 +39,7 @@ fn unit_has_notify_restart_and_no_uid_bypass() {
     for needed in [
         "Type=notify",
         "Restart=on-failure",
+        "ExecReload=/bin/kill -HUP $MAINPID",
         "CAP_BPF",
         "CAP_NET_ADMIN",
         "NoNewPrivileges=yes",

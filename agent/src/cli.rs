@@ -36,6 +36,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make the running daemon re-read and apply its configuration (like
+    /// SIGHUP); on any problem nothing changes and every error is printed.
+    Reload {
+        /// The daemon's control socket (default: `[agent] control_socket`
+        /// of the configuration, read even when the file is invalid).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Enroll a cgroup or uid as ACCOUNT, live and persisted.
     Enroll(EnrollArgs),
     /// Remove a live enrollment.

@@ -49,8 +49,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Status { json } => {
-            let cfg = Config::load(&cli.config)?;
-            let resp = client::call(&cfg.agent.control_socket, &Request::Status)?;
+            // Reachable while the file is being edited (and invalid).
+            let resp = client::call(&control_socket_of(&cli.config), &Request::Status)?;
             let Response::Status(st) = resp else {
                 bail!("unexpected answer from the daemon");
             };
@@ -60,6 +60,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_status(&st);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Reload { socket } => {
+            let socket = socket.unwrap_or_else(|| control_socket_of(&cli.config));
+            done(client::call(&socket, &Request::Reload)?)
         }
         Command::Enroll(args) => {
             let cfg = Config::load(&cli.config)?;
@@ -276,6 +280,25 @@ fn selector(s: SelectorArgs) -> anyhow::Result<Selector> {
     }
 }
 
+/// The control socket the configuration names, read leniently: `warden
+/// reload` must reach the daemon even when the edited file is invalid (the
+/// daemon then answers with, and records, every problem).
+fn control_socket_of(path: &std::path::Path) -> std::path::PathBuf {
+    if let Ok(cfg) = Config::load(path) {
+        return cfg.agent.control_socket;
+    }
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.parse::<toml::Table>().ok())
+        .and_then(|t| {
+            t.get("agent")?
+                .get("control_socket")?
+                .as_str()
+                .map(std::path::PathBuf::from)
+        })
+        .unwrap_or_else(crate::config::model::defaults::control_socket)
+}
+
 fn done(resp: Response) -> anyhow::Result<ExitCode> {
     if let Response::Done { message } = resp {
         println!("{message}");
@@ -290,6 +313,26 @@ fn print_status(st: &crate::control::StatusReport) {
         st.config.display(),
         &st.config_sha256
     );
+    println!(
+        "            {} {} ({} reloads since start)",
+        if st.config_action == "reload" {
+            "reloaded"
+        } else {
+            "loaded"
+        },
+        crate::audit::reader::format_time(st.config_loaded_ms),
+        st.config_reloads
+    );
+    if let Some(f) = &st.last_reload_failure {
+        println!(
+            "            last reload refused {} (sha256 {}):",
+            crate::audit::reader::format_time(f.time_ms),
+            if f.sha256.is_empty() { "-" } else { &f.sha256 }
+        );
+        for e in &f.errors {
+            println!("              {e}");
+        }
+    }
     let listen: Vec<String> = st.listen.iter().map(ToString::to_string).collect();
     println!("  proxy:    {}", listen.join(", "));
     println!(

@@ -14,13 +14,15 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 use warden_common::{ConnMeta, TARGET_FAIL_OPEN, TargetKey, TargetValue};
 
+use crate::audit::event::ConfigAction;
 use crate::audit::event::SessionId;
 use crate::audit::store::{AuditHandle, SyncMode};
-use crate::config::{AgentCgroup, CgroupRoot, Config, FailMode, Synchronous, Target};
+use crate::config::{AgentCgroup, CgroupRoot, Config, FailMode, Synchronous};
 use crate::control;
 use crate::ebpf::{self, Datapath, DatapathOptions, cgroup, keys};
 use crate::identity::Enrollments;
-use crate::proxy::{self, OrigDst};
+use crate::proxy;
+use crate::reload::{Live, Snapshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -44,6 +46,8 @@ pub enum DaemonError {
     Forward(#[from] crate::forward::ForwardError),
     #[error("HTTP targets: {0}")]
     Http(#[from] crate::proxy::http::HttpSetupError),
+    #[error(transparent)]
+    Reload(#[from] crate::reload::ReloadError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -74,27 +78,26 @@ pub struct Metrics {
 }
 
 /// State shared by the accept loop, the control socket and the heartbeat.
+/// What a reload replaces lives in [`Live`], read once per connection.
 pub struct Shared {
-    pub config: Config,
+    live: Snapshot<Live>,
+    /// Serialises reloads (SIGHUP and `warden reload`).
+    pub reload_lock: tokio::sync::Mutex<()>,
+    pub reload_state: Mutex<crate::reload::ReloadState>,
     pub cgroup_mount: PathBuf,
     pub datapath: Datapath,
     pub enrollments: Mutex<Enrollments>,
     pub audit: AuditHandle,
     pub listen: Vec<SocketAddr>,
     pub exe_hashes: crate::identity::facts::ExeHashCache,
-    pub identities: crate::identity::sources::IdentitySources,
     pub metrics: Metrics,
-    /// PostgreSQL targets: grants, compiled policies and masking, TLS.
-    pub pg: crate::proxy::postgres::PgRuntime,
     /// `[[forward]]` outputs shipping the audit trail off the host.
     pub forward: crate::forward::Forwarders,
     /// Held statements, decisions and grants (`[approvals]`).
     pub approvals: Arc<crate::approval::Approvals>,
-    pub http: crate::proxy::http::HttpRuntime,
     pub started_ms: i64,
     pub detach_on_exit: AtomicBool,
     shutdown: watch::Sender<bool>,
-    targets_by_key: HashMap<TargetKey, usize>,
     conns: Mutex<HashMap<SessionId, OpenConn>>,
     session_base: u64,
     session_ctr: AtomicU64,
@@ -118,18 +121,24 @@ impl Shared {
         )
     }
 
-    pub fn target_for(&self, orig: OrigDst) -> Option<&Target> {
-        self.targets_by_key
-            .get(&keys::target_key(orig.0))
-            .and_then(|&i| self.config.targets.get(i))
+    /// The configuration in force now; a connection takes it once and keeps
+    /// it until it closes.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load()
+    }
+
+    /// Puts a new configuration in force for new connections (see
+    /// [`crate::reload`]); returns the one it replaced.
+    pub fn swap_live(&self, live: Arc<Live>) -> Arc<Live> {
+        self.live.swap(live)
     }
 
     pub fn account_for(&self, meta: &ConnMeta) -> Option<(String, Option<String>)> {
         lock(&self.enrollments).account_for(meta)
     }
 
-    pub fn try_acquire_slot(&self) -> Option<Slot<'_>> {
-        let max = self.config.agent.max_connections;
+    /// A connection slot, unless `max` connections are relayed already.
+    pub fn try_acquire_slot(&self, max: usize) -> Option<Slot<'_>> {
         let prev = self.active.fetch_add(1, Ordering::AcqRel);
         if prev >= max {
             self.active.fetch_sub(1, Ordering::AcqRel);
@@ -204,7 +213,7 @@ fn agent_cgroup_path(cfg: &AgentCgroup) -> String {
     }
 }
 
-fn target_entries(config: &Config) -> Vec<(TargetKey, TargetValue)> {
+pub(crate) fn target_entries(config: &Config) -> Vec<(TargetKey, TargetValue)> {
     config
         .targets
         .iter()
@@ -266,8 +275,11 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
             time_ms: now_ms(),
             path: config.source.display().to_string(),
             sha256: config.sha256.clone(),
-            action: crate::audit::event::ConfigAction::Load,
+            action: ConfigAction::Load,
             detail: None,
+            previous_sha256: None,
+            outcome: crate::audit::event::ConfigOutcome::Applied,
+            reason: None,
         })
         .await?;
     // Forwarders start before anything is enforced, so a broken output
@@ -275,17 +287,14 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
     // keeping the trail on this host.
     let forward =
         crate::forward::Forwarders::start(&config.forwards, &config.audit_path(), &host_name())?;
-    let identities = crate::identity::sources::IdentitySources::from_config(&config, &host_name())?;
     let mut approvals_cfg = config.approvals.clone();
     approvals_cfg.socket = Some(config.approvals.socket_path(&config.agent.control_socket));
     let approvals =
         crate::approval::Approvals::new(approvals_cfg, audit.clone(), approver_cli(&config));
-    let pg =
-        crate::proxy::postgres::PgRuntime::build(&config)?.with_approvals(Arc::clone(&approvals));
-    let http =
-        crate::proxy::http::HttpRuntime::build(&config)?.with_approvals(Arc::clone(&approvals));
+    let live = Live::build(config, &approvals, &host_name(), ConfigAction::Load)?;
+    let config = &live.config;
     let mut enrollments =
-        Enrollments::load(&config, config.agent.state_dir.join("enrollments.json"))?;
+        Enrollments::load(config, config.agent.state_dir.join("enrollments.json"))?;
     enrollments.resolve(&mount);
 
     let attach_cgroup = match &config.agent.cgroup_root {
@@ -302,7 +311,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         mark: config.agent.upstream_mark,
         agent_cgroup_id,
     })?;
-    datapath.sync_targets(&target_entries(&config))?;
+    datapath.sync_targets(&target_entries(config))?;
     datapath.sync_cgroups(&enrollments.cgroup_entries())?;
     datapath.sync_uids(&enrollments.uid_entries())?;
 
@@ -327,33 +336,37 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let session_base = rand::random::<u64>() & 0xffff_ffff_0000_0000;
     let shared = Arc::new(Shared {
+        live: Snapshot::new(Arc::new(live)),
+        reload_lock: tokio::sync::Mutex::new(()),
+        reload_state: Mutex::new(Default::default()),
         cgroup_mount: mount,
         datapath,
         enrollments: Mutex::new(enrollments),
         audit,
         listen: listen.clone(),
         exe_hashes: Default::default(),
-        identities,
         metrics: Metrics::default(),
-        pg,
         forward,
         approvals,
-        http,
         started_ms: now_ms(),
         detach_on_exit: AtomicBool::new(detach_on_exit),
         shutdown: shutdown_tx,
-        targets_by_key: target_entries(&config)
-            .into_iter()
-            .map(|(k, v)| (k, v.target_id as usize))
-            .collect(),
         conns: Mutex::new(HashMap::new()),
         session_base,
         session_ctr: AtomicU64::new(1),
         active: AtomicUsize::new(0),
-        config,
     });
+    // Restart-only settings: a reload never changes them.
+    let fixed = shared.live().config.agent.clone();
+    // SIGHUP is caught from here on (its default action would end the daemon).
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(
+        |source| DaemonError::Io {
+            what: "listening for SIGHUP".into(),
+            source,
+        },
+    )?;
 
-    let control = control::server::bind(&shared.config.agent.control_socket)?;
+    let control = control::server::bind(&fixed.control_socket)?;
     let mut tasks = Vec::new();
     for l in listeners {
         tasks.push(tokio::spawn(proxy::serve(
@@ -362,10 +375,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
             shutdown_rx.clone(),
         )));
     }
-    let approvals_socket = shared
-        .config
-        .approvals
-        .socket_path(&shared.config.agent.control_socket);
+    let approvals_socket = shared.approvals.config().socket_path(&fixed.control_socket);
     let approvals_listener = control::approvals::bind(&approvals_socket)?;
     tasks.push(tokio::spawn(control::approvals::serve(
         approvals_listener,
@@ -378,6 +388,11 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         shutdown_rx.clone(),
     )));
     tasks.push(tokio::spawn(heartbeat(
+        Arc::clone(&shared),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(reload_on_hangup(
+        hangup,
         Arc::clone(&shared),
         shutdown_rx.clone(),
     )));
@@ -399,11 +414,11 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
     while !shared.open_conns().is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let control_socket = shared.config.agent.control_socket.clone();
+    let control_socket = fixed.control_socket.clone();
     let _ = std::fs::remove_file(&approvals_socket);
     if shared.detach_on_exit.load(Ordering::SeqCst) {
         // Unpinning releases the kernel's references; ours close at exit.
-        let report = ebpf::uninstall(&shared.config.agent.bpf_pin_dir)?;
+        let report = ebpf::uninstall(&fixed.bpf_pin_dir)?;
         info!(
             links = report.links_released,
             pins = report.pins_removed,
@@ -460,6 +475,26 @@ async fn wait_for_stop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
         _ = async { while shutdown.changed().await.is_ok() { if *shutdown.borrow() { break; } } } => info!("stop requested over the control socket"),
     }
     drop(shared);
+}
+
+/// SIGHUP: reload the configuration (see [`crate::reload`]); the outcome is
+/// logged and recorded there.
+async fn reload_on_hangup(
+    mut hangup: tokio::signal::unix::Signal,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            got = hangup.recv() => {
+                if got.is_none() { break }
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+                let _ = crate::reload::reload(&shared, crate::reload::Trigger::Signal).await;
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            }
+            _ = shutdown.changed() => if *shutdown.borrow() { break },
+        }
+    }
 }
 
 /// Every second: tell the kernel side the agent is alive, and re-resolve

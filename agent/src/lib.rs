@@ -18,3 +18,4 @@ pub mod masking;
 pub mod policy;
 pub mod protocol;
 pub mod proxy;
+pub mod reload;

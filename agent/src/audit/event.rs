@@ -172,6 +172,36 @@ pub struct ConfigChange {
     /// Free text, e.g. what changed or who asked for the reload (no secrets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// For a reload: the sha256 of the configuration in force before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_sha256: Option<String>,
+    /// Whether it took effect; a failed reload changed nothing.
+    #[serde(default)]
+    pub outcome: ConfigOutcome,
+    /// Why a reload failed: every problem, one per line (no secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Whether a configuration change took effect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigOutcome {
+    /// In force from `time_ms` on.
+    #[default]
+    Applied,
+    /// Refused (invalid, needs a restart, or could not be built): the
+    /// previous configuration stayed in force.
+    Failed,
+}
+
+impl ConfigOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfigOutcome::Applied => "applied",
+            ConfigOutcome::Failed => "failed",
+        }
+    }
 }
 
 /// A retention prune: events `from_seq..=through_seq` were deleted from the

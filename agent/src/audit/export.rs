@@ -1318,6 +1318,9 @@ mod tests {
             sha256: "ab".repeat(32),
             action,
             detail: None,
+            previous_sha256: None,
+            outcome: Default::default(),
+            reason: None,
         };
         h.record_config(change(T0, ConfigAction::Load))
             .await

@@ -147,9 +147,9 @@ use serde::{Deserialize, Serialize};
 use super::AuditError;
 use super::checkpoint::Checkpoint;
 use super::event::{
-    ApprovalEvent, ApprovalStatus, ConfigAction, ConfigChange, ConnActivity, ConnectionEvent,
-    Decision, ProcessInfo, PruneRecord, ResultSummary, SessionId, StatementDecision,
-    StatementEvent, StatementPhase, TokenIdentity,
+    ApprovalEvent, ApprovalStatus, ConfigAction, ConfigChange, ConfigOutcome, ConnActivity,
+    ConnectionEvent, Decision, ProcessInfo, PruneRecord, ResultSummary, SessionId,
+    StatementDecision, StatementEvent, StatementPhase, TokenIdentity,
 };
 
 /// OCSF schema version written into `metadata.version`.
@@ -966,6 +966,11 @@ struct ConfigDocSer<'a> {
     sha256: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_sha256: Option<&'a str>,
+    outcome: ConfigOutcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
 }
 
 fn config_activity_name(action: ConfigAction) -> &'static str {
@@ -986,6 +991,10 @@ pub fn config_template(
         ConfigAction::Load => "loaded",
         ConfigAction::Reload => "reloaded",
     };
+    let (verb, status_id, status) = match change.outcome {
+        ConfigOutcome::Applied => (verb, 1, "Success"),
+        ConfigOutcome::Failed => ("reload failed", 2, "Failure"),
+    };
     let message = format!(
         "configuration {verb} from {} (sha256 {})",
         change.path, change.sha256
@@ -1005,8 +1014,8 @@ pub fn config_template(
             time: change.time_ms,
             severity_id: 1,
             severity: "Informational",
-            status_id: 1,
-            status: "Success",
+            status_id,
+            status,
             message: &message,
         },
         true,
@@ -1025,6 +1034,9 @@ pub fn config_template(
             path: &change.path,
             sha256: &change.sha256,
             detail: change.detail.as_deref(),
+            previous_sha256: change.previous_sha256.as_deref(),
+            outcome: change.outcome,
+            reason: change.reason.as_deref(),
         },
     })
 }
@@ -1291,6 +1303,12 @@ struct ConfigDoc {
     sha256: String,
     #[serde(default)]
     detail: Option<String>,
+    #[serde(default)]
+    previous_sha256: Option<String>,
+    #[serde(default)]
+    outcome: ConfigOutcome,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 /// A configuration event decoded back from stored OCSF bytes.
@@ -1324,6 +1342,9 @@ pub fn decode_config(data: &[u8]) -> Result<DecodedConfig, AuditError> {
             sha256: c.sha256,
             action: c.action,
             detail: c.detail,
+            previous_sha256: c.previous_sha256,
+            outcome: c.outcome,
+            reason: c.reason,
         },
         seq: doc.unmapped.warden.seq,
         uid: doc.metadata.uid,
@@ -2930,6 +2951,9 @@ pub(crate) mod tests {
             sha256: "ab".repeat(32),
             action: ConfigAction::Reload,
             detail: Some("x".into()),
+            previous_sha256: Some("cd".repeat(32)),
+            outcome: ConfigOutcome::Failed,
+            reason: Some("agent.listen: restart required".into()),
         };
         docs.push(encode_config(&change, 8, "c0ffee", "").unwrap());
         let prune = PruneRecord {

@@ -335,8 +335,17 @@ pub fn format_text(ev: &StoredEvent) -> String {
             val(&c.path),
             val(&c.sha256)
         );
+        if let Some(prev) = &c.previous_sha256 {
+            let _ = write!(line, " previous_sha256={}", val(prev));
+        }
+        if c.outcome != crate::audit::event::ConfigOutcome::Applied {
+            let _ = write!(line, " outcome={}", c.outcome.as_str());
+        }
         if let Some(detail) = &c.detail {
             let _ = write!(line, " detail={}", val(detail));
+        }
+        if let Some(reason) = &c.reason {
+            let _ = write!(line, " reason={}", val(reason));
         }
         return line;
     }

@@ -2762,6 +2762,9 @@ mod tests {
             sha256: "ab".repeat(32),
             action: ConfigAction::Load,
             detail: None,
+            previous_sha256: None,
+            outcome: Default::default(),
+            reason: None,
         };
         assert_eq!(h.record_config(load.clone()).await.unwrap(), 1);
         assert_eq!(h.record(ev(2)).await.unwrap(), 2);

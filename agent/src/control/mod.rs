@@ -53,6 +53,8 @@ pub enum Request {
     Shutdown {
         detach: bool,
     },
+    /// Re-read the configuration file and apply it (see `crate::reload`).
+    Reload,
     /// Pending approval requests and live grants (approvals socket).
     ApprovalsList,
     ApprovalsShow {
@@ -100,6 +102,18 @@ pub struct StatusReport {
     pub started_ms: i64,
     pub config: PathBuf,
     pub config_sha256: String,
+    /// When the configuration in force took effect (ms since the Unix epoch).
+    #[serde(default)]
+    pub config_loaded_ms: i64,
+    /// `load` (at start) or `reload`.
+    #[serde(default)]
+    pub config_action: String,
+    /// Successful reloads since start.
+    #[serde(default)]
+    pub config_reloads: u64,
+    /// The last refused reload, if any.
+    #[serde(default)]
+    pub last_reload_failure: Option<crate::reload::ReloadFailure>,
     pub listen: Vec<SocketAddr>,
     pub pin_dir: PathBuf,
     pub attach_cgroup: PathBuf,

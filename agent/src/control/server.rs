@@ -70,8 +70,9 @@ pub async fn serve(
 }
 
 async fn handle(stream: UnixStream, shared: &Shared) -> Result<(), ControlError> {
+    let socket = shared.live().config.agent.control_socket.clone();
     let io = |source| ControlError::Io {
-        path: shared.config.agent.control_socket.clone(),
+        path: socket.clone(),
         source,
     };
     let cred = stream.peer_cred().map_err(io)?;
@@ -101,6 +102,7 @@ async fn handle(stream: UnixStream, shared: &Shared) -> Result<(), ControlError>
                 );
                 super::approvals::dispatch(req, &shared.approvals, &peer).await
             }
+            Ok(Request::Reload) => reload(shared, cred.pid()).await,
             Ok(req) => dispatch(req, shared, cred.pid()),
             Err(e) => Response::Error {
                 message: format!("malformed request: {e}"),
@@ -153,6 +155,9 @@ fn dispatch(req: Request, shared: &Shared, peer_pid: Option<i32>) -> Response {
         | Request::ApprovalsRevoke { .. } => Response::Error {
             message: "approval requests are served separately".into(),
         },
+        Request::Reload => Response::Error {
+            message: "reload requests are served separately".into(),
+        },
         Request::Shutdown { detach } => {
             info!(detach, peer.pid = ?peer_pid, "shutdown requested");
             shared.request_shutdown(detach);
@@ -167,14 +172,46 @@ fn dispatch(req: Request, shared: &Shared, peer_pid: Option<i32>) -> Response {
     }
 }
 
+/// `warden reload`: every problem of a refused reload goes back to the CLI.
+async fn reload(shared: &Shared, peer_pid: Option<i32>) -> Response {
+    let trigger = crate::reload::Trigger::Control { pid: peer_pid };
+    match crate::reload::reload(shared, trigger).await {
+        Ok(r) => {
+            let mut message = format!(
+                "reloaded {}: sha256 {} (was {})",
+                shared.live().config.source.display(),
+                r.sha256,
+                r.previous_sha256
+            );
+            for w in &r.warnings {
+                message.push_str("\nwarning: ");
+                message.push_str(w);
+            }
+            Response::Done { message }
+        }
+        Err(e) => Response::Error {
+            message: format!(
+                "reload refused; the running configuration is unchanged:\n{}",
+                crate::reload::error_lines(&e).join("\n")
+            ),
+        },
+    }
+}
+
 fn status(shared: &Shared) -> StatusReport {
-    let cfg = &shared.config;
+    let live = shared.live();
+    let cfg = &live.config;
+    let reload = lock(&shared.reload_state);
     StatusReport {
         version: env!("CARGO_PKG_VERSION").into(),
         pid: std::process::id(),
         started_ms: shared.started_ms,
         config: cfg.source.clone(),
         config_sha256: cfg.sha256.clone(),
+        config_loaded_ms: live.loaded_ms,
+        config_action: live.action.as_str().to_owned(),
+        config_reloads: reload.reloads,
+        last_reload_failure: reload.last_failure.clone(),
         listen: shared.listen.clone(),
         pin_dir: shared.datapath.pin_dir().to_path_buf(),
         attach_cgroup: shared.datapath.attach_dir().to_path_buf(),

@@ -183,6 +183,9 @@ async fn refuse(shared: &Shared, stream: TcpStream, p: &Pending, reason: &str, d
 
 async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, shared: Arc<Shared>) {
     let started = Instant::now();
+    // One configuration for the whole connection: a reload while it is open
+    // applies to later connections only.
+    let live = shared.live();
     let local = match stream.local_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -253,7 +256,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         ..Default::default()
     });
     p.process = process_info(&facts);
-    let Some(target) = shared.target_for(orig) else {
+    let Some(target) = live.target_for(orig) else {
         return refuse(
             &shared,
             stream,
@@ -276,7 +279,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         .await;
     };
     p.account = Some(account.clone());
-    let granted = shared.config.is_granted(&account, &target.name);
+    let granted = live.config.is_granted(&account, &target.name);
     if !granted {
         return refuse(
             &shared,
@@ -287,19 +290,19 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         )
         .await;
     }
-    if let Some(pin) = shared.config.account(&account).and_then(|a| a.exe.as_ref())
+    if let Some(pin) = live.config.account(&account).and_then(|a| a.exe.as_ref())
         && let Err(why) = exe_matches(pin, &facts)
     {
         return refuse(&shared, stream, &p, "identity_mismatch", why).await;
     }
-    match shared.identities.identify(&account, &facts).await {
+    match live.identities.identify(&account, &facts).await {
         Ok(id) => p.identity = id,
         Err(e) => {
             let reason = e.reason();
             return refuse(&shared, stream, &p, reason, e.to_string()).await;
         }
     }
-    let Some(_slot) = shared.try_acquire_slot() else {
+    let Some(_slot) = shared.try_acquire_slot(live.config.agent.max_connections) else {
         return refuse(
             &shared,
             stream,
@@ -307,7 +310,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
             "connection_limit",
             format!(
                 "max_connections ({}) reached",
-                shared.config.agent.max_connections
+                live.config.agent.max_connections
             ),
         )
         .await;
@@ -326,12 +329,15 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         target.protocol,
         crate::config::Protocol::Postgres | crate::config::Protocol::Http
     ) {
-        return serve_protocol(&shared, target, &p, account, meta.tgid, stream, started).await;
+        return serve_protocol(
+            &shared, &live, target, &p, account, meta.tgid, stream, started,
+        )
+        .await;
     }
     let upstream = match upstream::connect(
         target.address,
-        shared.config.agent.upstream_mark,
-        Duration::from_millis(shared.config.agent.connect_timeout_ms),
+        live.config.agent.upstream_mark,
+        Duration::from_millis(live.config.agent.connect_timeout_ms),
     )
     .await
     {
@@ -364,7 +370,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
     );
     info!(account = %account, target = %target.name, dst.addr = %orig, pid = meta.tgid, "relaying");
     let _ = stream.set_nodelay(true);
-    let counts = relay::relay(stream, upstream, shared.config.agent.relay_buffer_bytes).await;
+    let counts = relay::relay(stream, upstream, live.config.agent.relay_buffer_bytes).await;
     shared.conns_remove(session);
     let mut ev = p.event(ConnActivity::Close, Decision::Allowed);
     ev.bytes_up = counts.up;
@@ -382,8 +388,10 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
 
 /// A connection to a protocol target (PostgreSQL or HTTP): served by its
 /// handler between the open event (already committed) and the close event.
+#[allow(clippy::too_many_arguments)]
 async fn serve_protocol(
     shared: &Arc<Shared>,
+    live: &crate::reload::Live,
     target: &crate::config::Target,
     p: &Pending,
     account: String,
@@ -410,13 +418,13 @@ async fn serve_protocol(
         process: p.process.clone(),
         identity: p.identity.clone(),
     };
-    let (config, audit) = (&shared.config, &shared.audit);
+    let (config, audit) = (&live.config, &shared.audit);
     let outcome = match target.protocol {
         crate::config::Protocol::Postgres => {
-            postgres::serve(&shared.pg, config, audit, target, caller, stream).await
+            postgres::serve(&live.pg, config, audit, target, caller, stream).await
         }
         crate::config::Protocol::Http => {
-            http::serve(&shared.http, config, audit, target, caller, stream).await
+            http::serve(&live.http, config, audit, target, caller, stream).await
         }
         // Validation refuses these for protocol handling; fail closed.
         other => Outcome {
