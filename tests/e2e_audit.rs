@@ -207,24 +207,7 @@ fn full_disk_refuses_traffic_then_recovers() {
     let app = env.cgroup("app");
     let db = EchoServer::start("127.0.0.2:0");
     let state = env.state_dir();
-    std::fs::create_dir_all(&state).unwrap();
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs"])
-        .arg(&state)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "mounting a small tmpfs as the state dir");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _unmount = Unmount(state.clone());
+    let _unmount = mount_tmpfs(&state, "3m");
     env.write_config(&format!(
         "{}[[target]]\nname = \"db\"\nprotocol = \"tcp\"\naddress = \"{}\"\n[[account]]\nname = \"app\"\ncgroups = [\"{app}\"]\ntargets = [\"db\"]\n",
         env.agent_table(false, ""),

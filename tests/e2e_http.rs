@@ -870,15 +870,6 @@ fn intercepted_tls_works_only_for_workloads_that_trust_the_warden_ca() {
     }
 }
 
-/// Unmounts (lazily) on drop.
-struct Unmount(std::path::PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 const TWO_STEPS: &str = r#"
 import json, sys, requests
 s = requests.Session()
@@ -893,16 +884,7 @@ print(json.dumps({"second": r2.status_code, "body": r2.text}), flush=True)
 fn requests_are_refused_with_503_while_the_audit_store_cannot_write() {
     let state_mount = std::cell::RefCell::new(None);
     let e = HttpEnv::start_with(|env| {
-        let state = env.state_dir();
-        std::fs::create_dir_all(&state).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs"])
-            .arg(&state)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mounting a small tmpfs as the state dir");
-        *state_mount.borrow_mut() = Some(Unmount(state));
+        *state_mount.borrow_mut() = Some(mount_tmpfs(&env.state_dir(), "3m"));
     });
     let _unmount = state_mount.into_inner();
     // One keep-alive session: a request, the disk fills, another request.

@@ -528,3 +528,32 @@ impl Drop for User {
         let _ = Command::new("userdel").arg(&self.name).output();
     }
 }
+
+/// A mount removed (lazily) on drop.
+pub struct Unmount(pub PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Mounts a tmpfs of `size` (e.g. "3m") on `dir`, created if missing: a
+/// small file system to fill up.
+pub fn mount_tmpfs(dir: &Path, size: &str) -> Unmount {
+    std::fs::create_dir_all(dir).unwrap();
+    let ok = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=0700"),
+            "tmpfs",
+        ])
+        .arg(dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mounting a {size} tmpfs on {}", dir.display());
+    Unmount(dir.to_owned())
+}

@@ -120,6 +120,15 @@ impl Config {
         t.fail_mode.unwrap_or(self.agent.fail_mode)
     }
 
+    /// Each account's enrolled uids (they may never approve the account's
+    /// own held requests).
+    pub fn account_uids(&self) -> std::collections::HashMap<String, Vec<u32>> {
+        self.accounts
+            .iter()
+            .map(|a| (a.name.clone(), a.uids.clone()))
+            .collect()
+    }
+
     /// The `[[target]]` named `name`.
     pub fn target(&self, name: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.name == name)

@@ -275,11 +275,7 @@ impl HttpRuntime {
             targets,
             builtin: Arc::new(crate::masking::builtin()),
             approvals: None,
-            account_uids: config
-                .accounts
-                .iter()
-                .map(|a| (a.name.clone(), a.uids.clone()))
-                .collect(),
+            account_uids: config.account_uids(),
         })
     }
 
@@ -854,7 +850,7 @@ impl Conn<'_> {
             let keep = in_step && self.drain(c, kind).await?;
             c.send(&error_response(403, "Forbidden", &body, !keep))
                 .await?;
-            self.result(&req, c, decision, 403, 0, &[], None);
+            self.result(&req, c, decision, 403, 0, &[], None, None);
             return Ok(keep);
         }
         // 4. Forward.
@@ -891,7 +887,7 @@ impl Conn<'_> {
                         true,
                     ))
                     .await?;
-                    self.result(&req, c, decision, 502, 0, &[], Some(why));
+                    self.result(&req, c, decision, 502, 0, &[], Some(why), None);
                     return Ok(false);
                 }
             }
@@ -913,7 +909,7 @@ impl Conn<'_> {
                         true,
                     ))
                     .await?;
-                    self.result(&req, c, decision, 502, 0, &[], Some(e.clone()));
+                    self.result(&req, c, decision, 502, 0, &[], Some(e.clone()), None);
                     return Err(Stop::Upstream(e));
                 }
             }
@@ -961,7 +957,16 @@ impl Conn<'_> {
                             true,
                         ))
                         .await?;
-                        self.result(&req, c, decision, 502, 0, &[], Some("no response".into()));
+                        self.result(
+                            &req,
+                            c,
+                            decision,
+                            502,
+                            0,
+                            &[],
+                            Some("no response".into()),
+                            None,
+                        );
                         return Ok(false);
                     }
                 }
@@ -974,7 +979,7 @@ impl Conn<'_> {
                         true,
                     ))
                     .await?;
-                    self.result(&req, c, decision, 502, 0, &[], Some(e.to_string()));
+                    self.result(&req, c, decision, 502, 0, &[], Some(e.to_string()), None);
                     return Ok(false);
                 }
             }
@@ -1033,7 +1038,10 @@ impl Conn<'_> {
             *upstream = None;
         }
         let status_sent = masked.0;
-        let mut ev = self.result_event(
+        if unmasked.is_some() {
+            info!(method = %req.method, path = %req.path, %encoding, "response passed unmasked by configuration");
+        }
+        self.result(
             &req,
             c,
             decision,
@@ -1041,12 +1049,8 @@ impl Conn<'_> {
             masked.1,
             &resp_audit,
             err.clone(),
+            unmasked,
         );
-        if let Some(note) = unmasked {
-            info!(method = %req.method, path = %req.path, %encoding, "response passed unmasked by configuration");
-            ev.reason = Some(note);
-        }
-        self.audit.record_api_detached(ev);
         if err.is_some() {
             *upstream = None;
             return Ok(false);
@@ -1194,11 +1198,13 @@ impl Conn<'_> {
             0,
             &resp_audit,
             copied.err().map(|e| format!("upgraded connection: {e}")),
+            None,
         );
         Ok(false)
     }
 
-    /// Queues the result event of an answered request.
+    /// Queues the result event of an answered request; `note` says what
+    /// else the auditor must know (e.g. a body passed unmasked).
     #[allow(clippy::too_many_arguments)]
     fn result<S>(
         &self,
@@ -1209,23 +1215,8 @@ impl Conn<'_> {
         masked: u64,
         resp_headers: &[(String, String)],
         error: Option<String>,
+        note: Option<String>,
     ) {
-        let ev = self.result_event(r, c, decision, status, masked, resp_headers, error);
-        self.audit.record_api_detached(ev);
-    }
-
-    /// The result event of an answered request.
-    #[allow(clippy::too_many_arguments)]
-    fn result_event<S>(
-        &self,
-        r: &Req,
-        c: &Client<S>,
-        decision: StatementDecision,
-        status: u16,
-        masked: u64,
-        resp_headers: &[(String, String)],
-        error: Option<String>,
-    ) -> ApiEvent {
         let mut ev = self.event(r, StatementPhase::Result, decision);
         ev.status = Some(status);
         ev.bytes_in = c.read - c.buf.len() as u64 - r.read_before;
@@ -1234,7 +1225,10 @@ impl Conn<'_> {
         ev.values_masked = Some(masked);
         ev.response_headers = resp_headers.to_vec();
         ev.error = error.map(|e| self.masker().mask_str(&e).0.into_owned());
-        ev
+        if note.is_some() {
+            ev.reason = note;
+        }
+        self.audit.record_api_detached(ev);
     }
 
     async fn connect(&self) -> Result<Stream, String> {

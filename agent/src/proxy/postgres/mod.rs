@@ -226,11 +226,7 @@ impl PgRuntime {
             cancels: Mutex::new(HashMap::new()),
             catalog: Mutex::new(HashMap::new()),
             approvals: None,
-            account_uids: config
-                .accounts
-                .iter()
-                .map(|a| (a.name.clone(), a.uids.clone()))
-                .collect(),
+            account_uids: config.account_uids(),
         })
     }
 
