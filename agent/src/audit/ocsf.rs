@@ -1474,8 +1474,41 @@ struct StmtExtSer<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pid_reused: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    identity: Option<&'a TokenIdentity>,
+    identity: Option<StmtIdentitySer<'a>>,
     statement: StmtDocSer<'a>,
+}
+
+/// The identity token's claims in a statement request event: a
+/// [`TokenIdentity`] without the minted attestation, which belongs to the
+/// connection (its open event carries it) and would be repeated, unchanged,
+/// in every statement of the session.
+#[derive(Serialize)]
+struct StmtIdentitySer<'a> {
+    source: &'a str,
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jti: Option<&'a str>,
+    exp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kid: Option<&'a str>,
+    alg: &'a str,
+}
+
+impl<'a> StmtIdentitySer<'a> {
+    fn of(t: &'a TokenIdentity) -> Self {
+        Self {
+            source: &t.source,
+            iss: &t.iss,
+            sub: &t.sub,
+            aud: &t.aud,
+            jti: t.jti.as_deref(),
+            exp: t.exp,
+            kid: t.kid.as_deref(),
+            alg: &t.alg,
+        }
+    }
 }
 
 /// `unmapped.warden.statement`. No key here may be named like a member of
@@ -1538,6 +1571,13 @@ pub fn statement_template(
     let failed = !allowed || ev.sqlstate.is_some() || ev.error.is_some();
     let message = statement_message(ev);
     let query_uid = format!("{session}:{}", ev.statement_seq);
+    // Who called is recorded with the request; the result is tied to it
+    // (and to the connection's open event, which has every process fact)
+    // by session and statement_seq.
+    let request = ev.phase == StatementPhase::Request;
+    let p = &ev.process;
+    let no_process = ProcessInfo::default();
+    let p = if request { p } else { &no_process };
     let mut b = TemplateBuilder::new();
     b.raw("{");
     b.members(
@@ -1581,7 +1621,7 @@ pub fn statement_template(
             dst_endpoint: SvcEndpointSer {
                 svc_name: &ev.target,
             },
-            actor: actor_ser(&ev.process),
+            actor: actor_ser(p),
             database: DatabaseSer {
                 name: &ev.database,
                 type_id: 1,
@@ -1601,7 +1641,6 @@ pub fn statement_template(
         },
         false,
     )?;
-    let p = &ev.process;
     b.unmapped_and_close(&StmtExtSer {
         account: &ev.account,
         target: &ev.target,
@@ -1616,7 +1655,11 @@ pub fn statement_template(
         unit: p.unit.as_deref(),
         process_start_boot_ns: p.start_boot_ns,
         pid_reused: p.pid_reused,
-        identity: ev.identity.as_ref(),
+        identity: ev
+            .identity
+            .as_ref()
+            .filter(|_| request)
+            .map(StmtIdentitySer::of),
         statement: StmtDocSer {
             phase: ev.phase,
             statement_seq: ev.statement_seq,
@@ -3171,6 +3214,61 @@ pub(crate) mod tests {
         assert_eq!(v["message"], "read statement failed (SQLSTATE 23505)");
     }
 
+    /// What a statement event decodes to: a result without process facts
+    /// and identity (the request and the open event have them), no
+    /// attestation in either phase.
+    pub(crate) fn as_stored(ev: &StatementEvent) -> StatementEvent {
+        let mut ev = ev.clone();
+        if ev.phase == StatementPhase::Result {
+            ev.process = ProcessInfo::default();
+            ev.identity = None;
+        }
+        if let Some(id) = ev.identity.as_mut() {
+            id.attestation = None;
+        }
+        ev
+    }
+
+    #[test]
+    fn statement_results_leave_who_called_to_the_request() {
+        let mut req = sample_statement(StatementPhase::Request, StatementDecision::Allowed, 4);
+        if let Some(id) = req.identity.as_mut() {
+            id.attestation = Some("eyJhbGciOiJFZERTQSJ9.claims.signature".into());
+        }
+        let mut res = sample_statement(StatementPhase::Result, StatementDecision::Allowed, 4);
+        res.identity = req.identity.clone();
+        let req_json: Value =
+            serde_json::from_slice(&encode_statement(&req, 7, "c", "h").unwrap()).unwrap();
+        let res_bytes = encode_statement(&res, 8, "c", "h").unwrap();
+        let res_json: Value = serde_json::from_slice(&res_bytes).unwrap();
+        // The request names the caller: process, cgroup, unit, token claims.
+        assert_eq!(req_json["actor"]["process"]["pid"], 1234, "{req_json:#}");
+        let w = &req_json["unmapped"]["warden"];
+        assert_eq!(w["unit"], "orders.service");
+        assert_eq!(w["cgroup_id"], 77);
+        assert_eq!(w["identity"]["sub"], "system:serviceaccount:orders:api");
+        assert!(w["identity"].get("attestation").is_none(), "{w:#}");
+        // The result: account, target, session and statement, no caller.
+        assert!(res_json.get("actor").is_none(), "{res_json:#}");
+        let w = &res_json["unmapped"]["warden"];
+        for key in [
+            "identity",
+            "unit",
+            "cgroup_id",
+            "cgroup_path",
+            "tgid",
+            "gid",
+        ] {
+            assert!(w.get(key).is_none(), "{key} in {w:#}");
+        }
+        assert_eq!(w["account"], "orders-api");
+        assert_eq!(w["session"], "00000000000004d2");
+        assert_eq!(w["statement"]["statement_seq"], 4);
+        assert_eq!(w["statement"]["rows"], 2);
+        let full = encode_statement(&req, 8, "c", "h").unwrap().len();
+        assert!(res_bytes.len() < full, "{} >= {full}", res_bytes.len());
+    }
+
     #[test]
     fn decode_statement_inverts_encode() {
         let mut odd = sample_statement(StatementPhase::Result, StatementDecision::Allowed, 9);
@@ -3200,7 +3298,7 @@ pub(crate) mod tests {
             for seq in [1, 99, u64::MAX] {
                 let bytes = encode_statement(&ev, seq, "abc", "h").unwrap();
                 let d = decode_statement(&bytes).unwrap();
-                assert_eq!(d.event, ev);
+                assert_eq!(d.event, as_stored(&ev));
                 assert_eq!(d.seq, seq);
                 assert_eq!(d.uid, format!("abc:{seq}"));
                 assert_eq!(d.host.as_deref(), Some("h"));

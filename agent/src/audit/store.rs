@@ -130,6 +130,9 @@ const WAL_CHECKPOINT_PERIOD: Duration = Duration::from_secs(5);
 const PRUNE_STEP_PAUSE: Duration = Duration::from_secs(1);
 /// Page cache of the writer connection, in KiB.
 const WRITER_CACHE_KIB: i64 = 32 * 1024;
+/// Longest a batch of detached records alone (statement results nobody
+/// awaits) waits for an awaited record to share its commit with.
+const DETACHED_LINGER: Duration = Duration::from_millis(5);
 /// Longest the writer sleeps between checks for due checkpoints/prunes.
 const MAX_TICK: Duration = Duration::from_secs(1);
 
@@ -1403,6 +1406,12 @@ fn load_chain_state(conn: &Connection) -> rusqlite::Result<ChainState> {
     })
 }
 
+/// Whether the writer may hold `batch` back for [`DETACHED_LINGER`]: it is
+/// not empty, not full, and nobody awaits its commit.
+fn lingers(batch: &[Pending], batch_max: usize) -> bool {
+    !batch.is_empty() && batch.len() < batch_max && batch.iter().all(|p| p.reply.is_none())
+}
+
 struct Pending {
     rec: Box<Prepared>,
     /// `None` for detached records.
@@ -1465,15 +1474,62 @@ struct Writer {
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut msgs = Vec::with_capacity(self.batch_max);
-        let mut batch = Vec::with_capacity(self.batch_max);
+        let mut batch: Vec<Pending> = Vec::with_capacity(self.batch_max);
         let mut shutdown_acks = Vec::new();
+        // Only to wait for messages with a time limit (see DETACHED_LINGER);
+        // every store operation runs on this thread outside it.
+        let waiter = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                tracing::warn!(audit.error = %e, "no timer for the audit writer; results commit at once");
+                None
+            }
+        };
         self.scheduled_prune();
-        // Blocks for the first message, then takes what is queued, up to
-        // batch_max. Returns 0 once the channel is closed and drained.
-        while rx.blocking_recv_many(&mut msgs, self.batch_max) > 0 {
+        // When the first record of the current batch arrived.
+        let mut linger_start = Instant::now();
+        loop {
+            // Blocks for the first message, then takes what is queued, up to
+            // batch_max; 0 once the channel is closed and drained. While the
+            // batch holds only detached records (statement results), waits
+            // at most DETACHED_LINGER: they then ride in the transaction of
+            // the next awaited record instead of costing a commit (and, with
+            // synchronous = FULL, an fsync the next request would queue
+            // behind) of their own.
+            let room = self.batch_max.saturating_sub(batch.len()).max(1);
+            let received = match &waiter {
+                Some(rt) if lingers(&batch, self.batch_max) && shutdown_acks.is_empty() => {
+                    let left = DETACHED_LINGER.saturating_sub(linger_start.elapsed());
+                    rt.block_on(async {
+                        tokio::time::timeout(left, rx.recv_many(&mut msgs, room)).await
+                    })
+                    .ok()
+                }
+                Some(rt) => Some(rt.block_on(rx.recv_many(&mut msgs, room))),
+                None => Some(rx.blocking_recv_many(&mut msgs, room)),
+            };
+            match received {
+                // Closed and drained.
+                Some(0) => break,
+                Some(_) => {}
+                // Lingered long enough: commit what waits.
+                None => {
+                    self.commit(&mut batch);
+                    self.after_batch();
+                    continue;
+                }
+            }
             for msg in msgs.drain(..) {
                 match msg {
-                    Msg::Record { rec, reply } => batch.push(Pending { rec, reply }),
+                    Msg::Record { rec, reply } => {
+                        if batch.is_empty() {
+                            linger_start = Instant::now();
+                        }
+                        batch.push(Pending { rec, reply });
+                    }
                     Msg::Prune { now_ms, reply } => {
                         self.commit(&mut batch);
                         let _ = reply.send(self.prune_step(now_ms));
@@ -1496,13 +1552,16 @@ impl Writer {
                     }
                 }
             }
-            self.commit(&mut batch);
-            if self.checkpoint_due() {
-                self.checkpoint("interval");
+            let hold = lingers(&batch, self.batch_max)
+                && waiter.is_some()
+                && shutdown_acks.is_empty()
+                && linger_start.elapsed() < DETACHED_LINGER;
+            if !hold {
+                self.commit(&mut batch);
             }
-            self.scheduled_prune();
-            self.wal_maintenance();
+            self.after_batch();
         }
+        self.commit(&mut batch);
         if self.state.since_checkpoint > 0 {
             self.checkpoint("shutdown");
         }
@@ -1510,6 +1569,15 @@ impl Writer {
         for done in shutdown_acks {
             let _ = done.send(());
         }
+    }
+
+    /// Time-based checkpoint, retention and WAL upkeep, after each batch.
+    fn after_batch(&mut self) {
+        if self.checkpoint_due() {
+            self.checkpoint("interval");
+        }
+        self.scheduled_prune();
+        self.wal_maintenance();
     }
 
     /// Keep the WAL small and reused: once [`WAL_CHECKPOINT_BYTES`] were
@@ -3259,6 +3327,7 @@ mod tests {
                     })
                     .unwrap();
                 let d = decode_statement(&data).unwrap();
+                let want = &crate::audit::ocsf::tests::as_stored(want);
                 assert_eq!((&d.event, d.seq), (want, seq));
             }
             drop(c);
@@ -3274,6 +3343,69 @@ mod tests {
             let p = report.problem.expect("edited column detected");
             assert_eq!(p.seq, 4, "{p:?}");
             assert!(p.detail.contains("column decision"), "{}", p.detail);
+        }
+
+        #[tokio::test]
+        async fn detached_results_alone_commit_after_the_linger() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.db");
+            let (h, task) = spawn(&path, opts(SyncMode::Normal, 256, "")).unwrap();
+            h.record_statement_detached(stmt(
+                StatementPhase::Result,
+                StatementDecision::Allowed,
+                1,
+            ));
+            // Nothing else comes: the result is committed on its own.
+            let start = Instant::now();
+            while h.stats().events < 1 {
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "a lone detached record was never committed"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            assert!(
+                start.elapsed() >= DETACHED_LINGER / 2,
+                "{:?}",
+                start.elapsed()
+            );
+            assert_eq!(h.stats().commits, 1);
+            h.shutdown().await;
+            task.join().unwrap();
+        }
+
+        #[tokio::test]
+        async fn detached_results_share_the_next_awaited_commit() {
+            // Without the linger the result would be committed alone at
+            // once and the request a millisecond later in a second
+            // transaction. A loaded machine can stall this task past the
+            // linger, so one of a few attempts must show a shared commit.
+            let mut seen = Vec::new();
+            for _ in 0..5 {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("audit.db");
+                let (h, task) = spawn(&path, opts(SyncMode::Normal, 256, "")).unwrap();
+                h.record_statement_detached(stmt(
+                    StatementPhase::Result,
+                    StatementDecision::Allowed,
+                    1,
+                ));
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let seq = h
+                    .record_statement(stmt(StatementPhase::Request, StatementDecision::Allowed, 2))
+                    .await
+                    .unwrap();
+                assert_eq!(seq, 2, "recorded in the order queued");
+                let st = h.stats();
+                h.shutdown().await;
+                task.join().unwrap();
+                assert_eq!(st.events, 2);
+                if st.commits == 1 {
+                    return;
+                }
+                seen.push(st.commits);
+            }
+            panic!("result and request never shared a commit: commits {seen:?}");
         }
 
         #[tokio::test]

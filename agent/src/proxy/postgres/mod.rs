@@ -303,8 +303,15 @@ impl SessionInfo {
             protocol: "postgres".into(),
             database: self.database.clone(),
             upstream_user: self.upstream_user.clone(),
-            process: self.process.clone(),
-            identity: self.identity.clone(),
+            // Stored with the request only (see `ocsf::statement_template`).
+            process: match phase {
+                StatementPhase::Request => self.process.clone(),
+                StatementPhase::Result => Default::default(),
+            },
+            identity: match phase {
+                StatementPhase::Request => self.identity.clone(),
+                StatementPhase::Result => None,
+            },
             via: via.to_owned(),
             statement: d.statement.clone(),
             class: d.class.clone(),
