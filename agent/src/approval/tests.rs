@@ -275,3 +275,49 @@ async fn grants_cover_the_fingerprint_until_revoked_or_expired() {
     assert_eq!(s.iter().filter(|x| *x == "revoked").count(), 1, "{s:?}");
     assert!(crate::audit::verify(&path, None).unwrap().is_intact());
 }
+
+#[test]
+fn resolutions_describe_who_decided_and_why() {
+    let alice = ApproverIdentity {
+        uid: 1001,
+        user: Some("alice".into()),
+        ..Default::default()
+    };
+    let nameless = ApproverIdentity {
+        uid: 1002,
+        ..Default::default()
+    };
+    let cases = [
+        (
+            Resolution::Approved {
+                approver: alice.clone(),
+                reason: Some("ticket 7".into()),
+                grant_id: Some("g-abc".into()),
+            },
+            "approval r1 approved by alice (grant g-abc): ticket 7",
+        ),
+        (
+            Resolution::Denied {
+                approver: nameless,
+                reason: None,
+            },
+            "approval r1 denied by uid 1002",
+        ),
+        (Resolution::TimedOut, "approval r1 timed out after 30s"),
+        (
+            Resolution::Withdrawn {
+                why: "the client closed its connection".into(),
+            },
+            "approval r1 withdrawn (the client closed its connection)",
+        ),
+        (
+            Resolution::Failed {
+                why: "audit down".into(),
+            },
+            "approval r1 failed: audit down",
+        ),
+    ];
+    for (res, want) in cases {
+        assert_eq!(res.describe("r1", 30), want);
+    }
+}

@@ -647,53 +647,16 @@ where
             }
         };
         self.info.hold.set(None);
-        let who = |a: &crate::audit::event::ApproverIdentity| {
-            a.user.clone().unwrap_or_else(|| format!("uid {}", a.uid))
-        };
-        let with = |r: &Option<String>| r.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
+        let why = res.describe(&id, approvals.config().approval_timeout_secs);
         Ok(match res {
-            Resolution::Approved {
-                approver,
-                reason,
-                grant_id,
-            } => Held::Go(Arc::new(d.after_approval(
-                true,
-                format!(
-                    "approval {id} approved by {}{}{}",
-                    who(&approver),
-                    grant_id.map(|g| format!(" (grant {g})")).unwrap_or_default(),
-                    with(&reason)
-                ),
-            ))),
-            Resolution::Denied { approver, reason } => Held::Refuse(
-                Arc::new(d.after_approval(
-                    false,
-                    format!(
-                        "approval {id} denied by {}{}",
-                        who(&approver),
-                        with(&reason)
-                    ),
-                )),
-                "42501",
-            ),
-            Resolution::TimedOut => Held::Refuse(
-                Arc::new(d.after_approval(
-                    false,
-                    format!(
-                        "approval {id} timed out after {}s",
-                        approvals.config().approval_timeout_secs
-                    ),
-                )),
-                "42501",
-            ),
-            Resolution::Withdrawn { why } => Held::Refuse(
-                Arc::new(d.after_approval(false, format!("approval {id} withdrawn ({why})"))),
-                "57014",
-            ),
-            Resolution::Failed { why } => Held::Refuse(
-                Arc::new(d.after_approval(false, format!("approval {id} failed: {why}"))),
-                "42501",
-            ),
+            Resolution::Approved { .. } => Held::Go(Arc::new(d.after_approval(true, why))),
+            // A withdrawal (cancel, the client gone) reads like a cancel.
+            Resolution::Withdrawn { .. } => {
+                Held::Refuse(Arc::new(d.after_approval(false, why)), "57014")
+            }
+            Resolution::Denied { .. } | Resolution::TimedOut | Resolution::Failed { .. } => {
+                Held::Refuse(Arc::new(d.after_approval(false, why)), "42501")
+            }
         })
     }
 
