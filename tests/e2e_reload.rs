@@ -277,6 +277,23 @@ fn reload_applies_grants_to_new_connections_and_refuses_bad_or_restart_only_chan
     let r = env.client(&app, "127.0.0.2", t2.addr.port(), 1024, None);
     assert!(r.same_bytes_back(), "{:?}", r.json);
     assert_eq!(held.echo("still-open")["ok"], true);
+
+    // A file that validates but whose runtime cannot be built (a CA file
+    // that is not there): refused with the reason, nothing changes.
+    let unbuildable = format!(
+        "{v3}\n[[target]]\nname = \"api\"\nprotocol = \"http\"\naddress = \"127.0.0.9:8080\"\nupstream_tls = true\ntls = {{ mode = \"verify-full\", ca_file = \"/nonexistent/warden-test-ca.pem\" }}\n"
+    );
+    env.write_config(&unbuildable);
+    let check = env.warden(&["check-config"]);
+    assert!(check.status.success(), "the file itself is valid");
+    let out = reload(&env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an unbuildable config was applied");
+    assert!(stderr.contains("warden-test-ca.pem"), "{stderr}");
+    assert_eq!(status_sha(&env), sha256_of(&v3));
+    let r = env.client(&app, "127.0.0.2", t2.addr.port(), 1024, None);
+    assert!(r.same_bytes_back(), "{:?}", r.json);
+    assert_eq!(held.echo("still-open-2")["ok"], true);
     drop(held);
 
     // Every attempt is in the trail, in order, with both hashes.
@@ -306,6 +323,7 @@ fn reload_applies_grants_to_new_connections_and_refuses_bad_or_restart_only_chan
             owned("reload", "failed", s(&bad), s(&v2)),
             owned("reload", "applied", s(&v3), s(&v2)),
             owned("reload", "failed", s(&moved), s(&v3)),
+            owned("reload", "failed", s(&unbuildable), s(&v3)),
         ],
         "{evs:#?}"
     );
@@ -324,6 +342,14 @@ fn reload_applies_grants_to_new_connections_and_refuses_bad_or_restart_only_chan
         docs[4]["reason"].as_str().unwrap().contains("agent.listen"),
         "{}",
         docs[4]
+    );
+    assert!(
+        docs[5]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("warden-test-ca.pem"),
+        "{}",
+        docs[5]
     );
     let text = env.warden(&["audit", "tail", "-n", "1000"]);
     let text = String::from_utf8_lossy(&text.stdout);
