@@ -358,6 +358,35 @@ print(json.dumps(out))
     let t = String::from_utf8_lossy(&out.stdout);
     assert!(t.contains("/admin/users"), "{t}");
     assert!(!t.contains("/hello.txt"), "{t}");
+
+    // `audit replay` of the curl connection: its requests in order, with
+    // decisions and results.
+    let session = blocked[0]["unmapped"]["warden"]["session"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = e.env.warden(&["audit", "replay", &session]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r = String::from_utf8_lossy(&out.stdout);
+    assert!(r.contains("app@api, 5 HTTP requests"), "{r}");
+    let order: Vec<&str> = r
+        .lines()
+        .filter(|l| l.contains(" api_request "))
+        .map(|l| {
+            if l.contains("/admin/") {
+                "blocked"
+            } else {
+                "allowed"
+            }
+        })
+        .collect();
+    assert_eq!(
+        order,
+        ["allowed", "blocked", "allowed", "blocked", "allowed"],
+        "{r}"
+    );
+    assert_eq!(r.matches(" api_result ").count(), 5, "{r}");
+    assert!(!r.contains("cannot be read"), "{r}");
 }
 
 #[test]

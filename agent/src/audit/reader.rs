@@ -545,7 +545,7 @@ pub fn format_us(us: u64) -> String {
 /// GET /orders query="id=1" status=200 rule=... in=120 out=512 masked=2
 /// dur=1.234ms` (fields left out when absent), read from the stored OCSF
 /// document.
-fn api_text(ev: &StoredEvent) -> Option<String> {
+pub(crate) fn api_text(ev: &StoredEvent) -> Option<String> {
     let doc: serde_json::Value = serde_json::from_slice(&ev.data).ok()?;
     let w = doc.get("unmapped")?.get("warden")?;
     let a = w.get("api")?;

@@ -81,6 +81,19 @@ pub enum Step {
         seq: u64,
         event: Box<super::event::ApprovalEvent>,
     },
+    /// An HTTP request's decision (`api_request`) or result (`api_result`),
+    /// as stored.
+    Api {
+        seq: u64,
+        time_ms: i64,
+        activity: String,
+        decision: String,
+        /// The stored OCSF document.
+        event: Box<serde_json::Value>,
+        /// What `warden audit tail` prints for it.
+        #[serde(skip)]
+        line: String,
+    },
     /// A stored event of this session that cannot be decoded.
     Unreadable {
         seq: u64,
@@ -118,6 +131,14 @@ impl Replay {
         self.steps
             .iter()
             .filter(|s| matches!(s, Step::Statement(_)))
+            .count()
+    }
+
+    /// Number of HTTP requests (their decisions).
+    pub fn requests(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s, Step::Api { activity, .. } if activity == super::ocsf::API_REQUEST_ACTIVITY))
             .count()
     }
 }
@@ -172,8 +193,26 @@ pub fn build(session: SessionId, events: &[StoredEvent]) -> Replay {
                 seq: ev.seq,
                 event: Box::new(d.event),
             }),
+            Some(EventKind::Api) => {
+                match (
+                    serde_json::from_slice::<serde_json::Value>(&ev.data),
+                    super::reader::api_text(ev),
+                ) {
+                    (Ok(doc), Some(line)) => Ok(Step::Api {
+                        seq: ev.seq,
+                        time_ms: ev.time_ms,
+                        activity: ev.activity.clone(),
+                        decision: ev.decision.clone(),
+                        event: Box::new(doc),
+                        line,
+                    }),
+                    _ => Err(AuditError::Decode {
+                        detail: "API event does not decode".into(),
+                    }),
+                }
+            }
             _ => Err(AuditError::Decode {
-                detail: "not a connection, statement or approval event".into(),
+                detail: "not a connection, statement, API or approval event".into(),
             }),
         };
         steps.push(decoded.unwrap_or_else(|e| Step::Unreadable {
@@ -433,6 +472,17 @@ impl fmt::Display for Replay {
             Step::Statement(st) => st
                 .main()
                 .map(|m| (m.account.as_str(), Some(m.target.as_str()))),
+            Step::Api { event, .. } => event
+                .pointer("/unmapped/warden/account")
+                .and_then(|a| a.as_str())
+                .map(|a| {
+                    (
+                        a,
+                        event
+                            .pointer("/unmapped/warden/target")
+                            .and_then(|t| t.as_str()),
+                    )
+                }),
             Step::Approval { .. } | Step::Unreadable { .. } => None,
         });
         write!(f, "session {} ({})", self.session, self.session.0)?;
@@ -444,11 +494,28 @@ impl fmt::Display for Replay {
                 target.map_or(Cow::Borrowed("-"), val)
             )?;
         }
-        writeln!(f, ", {} statements", self.statements())?;
+        match self.requests() {
+            0 => writeln!(f, ", {} statements", self.statements())?,
+            n => writeln!(f, ", {n} HTTP requests")?,
+        }
         for step in &self.steps {
             match step {
                 Step::Connection { seq, event } => write_connection(f, *seq, event)?,
                 Step::Statement(st) => write_statement(f, st)?,
+                Step::Api {
+                    seq,
+                    time_ms,
+                    activity,
+                    decision,
+                    line,
+                    ..
+                } => writeln!(
+                    f,
+                    "{} #{seq} {} {}{line}",
+                    format_time(*time_ms),
+                    val(activity),
+                    val(decision)
+                )?,
                 Step::Approval { seq, event } => {
                     write!(
                         f,
