@@ -9,7 +9,13 @@ use serde_json::Value;
 use super::{Masked, Masker, MaskingConfig, MaskingProblem, Strategy};
 
 /// Content codings the proxy decodes itself (never passed unmasked).
-pub const DECODED_ENCODINGS: &[&str] = &["gzip", "x-gzip", "deflate"];
+const DECODED_ENCODINGS: &[&str] = &["gzip", "x-gzip", "deflate"];
+
+/// Whether a body in content coding `encoding` (lower case, "" for none)
+/// is one Warden cannot decode to mask it.
+pub fn undecodable(encoding: &str) -> bool {
+    !encoding.is_empty() && encoding != "identity" && !DECODED_ENCODINGS.contains(&encoding)
+}
 
 /// HTTP body rules compiled from a `[masking.NAME]`: `fields` and
 /// `unmasked_encodings`.
@@ -63,7 +69,7 @@ impl FieldRules {
                     key,
                     message: format!("{e:?} is not a content coding (e.g. \"br\")"),
                 });
-            } else if DECODED_ENCODINGS.contains(&lower.as_str()) || lower == "identity" {
+            } else if !undecodable(&lower) {
                 problems.push(MaskingProblem {
                     key,
                     message: format!(

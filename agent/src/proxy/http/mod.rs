@@ -53,7 +53,7 @@ use crate::audit::AuditHandle;
 use crate::audit::event::{ApiEvent, StatementDecision, StatementPhase};
 use crate::config::{Config, CredentialKind, HttpCredential, Protocol, Target};
 use crate::masking::Masker;
-use crate::masking::json::{DECODED_ENCODINGS, FieldRules, mask_form, mask_json};
+use crate::masking::json::{FieldRules, mask_form, mask_json, undecodable};
 use crate::policy::{Action, HttpPolicy, HttpRequestFacts, HttpVerdict};
 use crate::protocol::http::{
     BodyDecoder, BodyEvent, BodyKind, Header, Headers, HttpError, LAST_CHUNK, RequestHead,
@@ -1013,9 +1013,7 @@ impl Conn<'_> {
         let encoding = content_encoding(&resp);
         let unmasked = (self.grant.masker.is_some()
             && body_class(resp.get("content-type")).is_some()
-            && !encoding.is_empty()
-            && encoding != "identity"
-            && !DECODED_ENCODINGS.contains(&encoding.as_str())
+            && undecodable(&encoding)
             && self.grant.fields.passes_unmasked(&encoding))
         .then(|| {
             format!("not masked: content-encoding {encoding} passes unmasked (unmasked_encodings)")
@@ -1030,6 +1028,7 @@ impl Conn<'_> {
                 rkind,
                 close,
                 head.version,
+                &encoding,
                 unmasked.is_none(),
                 client_gzip,
             )
@@ -1378,6 +1377,7 @@ impl Conn<'_> {
         kind: BodyKind,
         close: bool,
         client_version: u8,
+        encoding: &str,
         mask: bool,
         client_gzip: bool,
     ) -> Result<((u16, u64), Option<String>), Stop> {
@@ -1388,12 +1388,7 @@ impl Conn<'_> {
             .as_ref()
             .and_then(|_| body_class(resp.get("content-type")))
             .filter(|_| mask && kind != BodyKind::Empty);
-        let encoding = content_encoding(&resp);
-        if mask_kind.is_some()
-            && !encoding.is_empty()
-            && encoding != "identity"
-            && !DECODED_ENCODINGS.contains(&encoding.as_str())
-        {
+        if mask_kind.is_some() && undecodable(encoding) {
             // Refused before its body is read.
             return self
                 .fail(c, format!("content-encoding {encoding:?} cannot be masked"))
