@@ -1297,7 +1297,8 @@ mod tests {
     use crate::audit::testutil::{ev, opts};
     use std::time::Duration;
 
-    const T0: i64 = 1_795_957_500_000;
+    /// After the real clock (checkpoint events carry the real time).
+    const T0: i64 = 4_102_444_800_000;
 
     /// Config load (seq 1), e1..=e12 at T0 + i s with a checkpoint every 5
     /// events, a reload, the shutdown checkpoint: seqs 1 config, 2..=5

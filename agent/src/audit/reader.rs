@@ -115,11 +115,11 @@ impl AuditReader {
             });
         }
         let version = read_schema_version(&conn).map_err(open_err("read schema_version"))?;
-        // Versions 1 (before the hash chain) and 2 (before forwarder
-        // cursors) have the same event columns; the writer migrates them at
-        // its next start.
+        // Versions 1 (before the hash chain), 2 (before forwarder cursors)
+        // and 3 (with an account index) have the same event columns; the
+        // writer migrates them at its next start.
         let schema_version = match version {
-            Some(v @ (1 | 2 | SCHEMA_VERSION)) => v,
+            Some(v @ (1..=SCHEMA_VERSION)) => v,
             other => {
                 check_schema_version(path, other)?;
                 SCHEMA_VERSION
@@ -137,7 +137,7 @@ impl AuditReader {
         &self.conn
     }
 
-    /// The store's schema version (1, 2 or [`SCHEMA_VERSION`]).
+    /// The store's schema version (1 to [`SCHEMA_VERSION`]).
     pub(crate) fn schema_version(&self) -> i64 {
         self.schema_version
     }
@@ -805,7 +805,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
         let (h, task) = spawn_writer(&path, opts(SyncMode::Normal)).unwrap();
-        let base = 1_795_957_500_000i64;
+        let base = 4_102_444_800_000i64; // 2100, after the real clock
         for i in 1..=9u64 {
             let dec = if i % 4 == 0 {
                 Decision::Refused

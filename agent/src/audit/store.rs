@@ -70,7 +70,9 @@
 //! transaction that hashes the existing rows in seq order; version 2 gains
 //! `forward_cursors` and a partial `decision` index (only decisions other
 //! than `allowed` are indexed: the common case costs no index update, and
-//! `tail --decision allowed` finds its rows by scanning from the end).
+//! `tail --decision allowed` finds its rows by scanning from the end);
+//! version 3 loses the account index (`tail --account` scans from the end:
+//! the index cost a third of every append). New stores use 16 KiB pages.
 //! Newer or unknown versions are refused.
 
 use std::fs::{DirBuilder, OpenOptions};
@@ -98,7 +100,7 @@ use super::ocsf::{
 };
 
 /// Version of the store layout written by this build.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 /// Capacity of the channel between producers and the writer.
 pub const CHANNEL_CAPACITY: usize = 8192;
 /// How long SQLite waits on a lock held by another connection.
@@ -130,6 +132,8 @@ const WAL_CHECKPOINT_PERIOD: Duration = Duration::from_secs(5);
 const PRUNE_STEP_PAUSE: Duration = Duration::from_secs(1);
 /// Page cache of the writer connection, in KiB.
 const WRITER_CACHE_KIB: i64 = 32 * 1024;
+/// Page size of a new store, in bytes.
+const PAGE_SIZE: i64 = 16 * 1024;
 /// Longest a batch of detached records alone (statement results nobody
 /// awaits) waits for an awaited record to share its commit with.
 const DETACHED_LINGER: Duration = Duration::from_millis(5);
@@ -190,6 +194,13 @@ CREATE TABLE forward_cursors (
 DROP INDEX events_decision;
 CREATE INDEX events_decision ON events(decision, seq) WHERE decision <> 'allowed';
 ";
+
+/// Applied to a v3 store (and to a new one after the above): the account
+/// index goes. Its entries land on as many leaf pages as there are
+/// accounts in a batch, each rewritten whole into the WAL at every commit;
+/// on this kind of host that was a third of the append cost. `tail
+/// --account` scans from the end instead.
+const SCHEMA_V3_TO_V4: &str = "DROP INDEX IF EXISTS events_account;";
 
 const INSERT_EVENT: &str = "INSERT INTO events \
     (seq, time_ms, class_uid, activity, decision, account, target, session, reason, data, hash) \
@@ -1156,6 +1167,12 @@ fn open_store(
     let mut conn = Connection::open(path).map_err(open_err("open"))?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(open_err("set busy_timeout"))?;
+    // Only takes effect on a new, empty file (an existing store keeps its
+    // page size). 16 KiB pages hold eight ~1.8 KB events: fewer, larger
+    // WAL frames per commit than 4 KiB pages (measured with `cargo xtask
+    // bench audit`: 8 and 64 KiB were both slower).
+    conn.pragma_update(None, "page_size", PAGE_SIZE)
+        .map_err(open_err("set page_size"))?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .map_err(open_err("set journal_mode"))?;
@@ -1183,7 +1200,7 @@ fn open_store(
         .map_err(open_err("read schema"))?;
     let version = if has_meta {
         let version = read_schema_version(&tx).map_err(open_err("read schema_version"))?;
-        if !matches!(version, Some(1 | 2)) {
+        if !matches!(version, Some(1..=3)) {
             check_schema_version(path, version)?;
         }
         version
@@ -1202,7 +1219,7 @@ fn open_store(
             });
         }
         let chain_id = hex::encode(rand::random::<[u8; 16]>());
-        for step in [SCHEMA_V1, SCHEMA_V1_TO_V2, SCHEMA_V2_TO_V3] {
+        for step in [SCHEMA_V1, SCHEMA_V1_TO_V2, SCHEMA_V2_TO_V3, SCHEMA_V3_TO_V4] {
             tx.execute_batch(step).map_err(open_err("create schema"))?;
         }
         tx.execute(
@@ -1242,6 +1259,13 @@ fn open_store(
         tracing::info!(
             audit.path = %path.display(),
             "audit store migrated from schema 2 to 3 (forwarder cursors, partial decision index)"
+        );
+    }
+    if matches!(version, Some(1..=3)) {
+        migrate_v3_to_v4(&tx).map_err(open_err("migrate schema 3 to 4"))?;
+        tracing::info!(
+            audit.path = %path.display(),
+            "audit store migrated from schema 3 to 4 (no account index)"
         );
     }
     let state = load_chain_state(&tx).map_err(open_err("read chain head"))?;
@@ -1289,6 +1313,17 @@ fn migrate_v1_to_v2(tx: &Transaction<'_>, key: &ChainKey) -> rusqlite::Result<u6
 /// 3. Runs inside the open transaction.
 fn migrate_v2_to_v3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(SCHEMA_V2_TO_V3)?;
+    tx.execute(
+        "UPDATE meta SET value = '3' WHERE key = ?1",
+        params![META_SCHEMA_VERSION],
+    )?;
+    Ok(())
+}
+
+/// Drop the account index, record version 4. Runs inside the open
+/// transaction.
+fn migrate_v3_to_v4(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(SCHEMA_V3_TO_V4)?;
     tx.execute(
         "UPDATE meta SET value = ?1 WHERE key = ?2",
         params![SCHEMA_VERSION.to_string(), META_SCHEMA_VERSION],
@@ -2693,7 +2728,7 @@ mod tests {
         task.join().unwrap();
 
         let c = Connection::open(&path).unwrap();
-        assert_eq!(read_schema_version(&c).unwrap(), Some(3));
+        assert_eq!(read_schema_version(&c).unwrap(), Some(SCHEMA_VERSION));
         // Migrated hashes are the chain over the stored v1 bytes.
         let key = ChainKey::parse(chain_id).unwrap();
         let mut prev = GENESIS.to_vec();
@@ -2723,12 +2758,12 @@ mod tests {
         Connection::open(&path)
             .unwrap()
             .execute(
-                "UPDATE meta SET value = '4' WHERE key = 'schema_version'",
+                "UPDATE meta SET value = '5' WHERE key = 'schema_version'",
                 [],
             )
             .unwrap();
         let err = spawn(&path, opts(SyncMode::Full, 1, "")).err().unwrap();
-        assert!(err.to_string().contains("schema version 4"), "{err}");
+        assert!(err.to_string().contains("schema version 5"), "{err}");
         let err = crate::audit::AuditReader::open(&path).err().unwrap();
         assert!(matches!(err, AuditError::Schema { .. }), "{err}");
     }
@@ -3195,7 +3230,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn v2_store_migrates_to_v3() {
+    async fn v2_store_migrates_to_v4() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
         crate::audit::testutil::build_store(&path, 0, 3).await;
@@ -3205,6 +3240,7 @@ mod tests {
             c.execute_batch(
                 "DROP TABLE forward_cursors; DROP INDEX events_decision; \
                  CREATE INDEX events_decision ON events(decision, seq); \
+                 CREATE INDEX events_account ON events(account, seq); \
                  UPDATE meta SET value = '2' WHERE key = 'schema_version';",
             )
             .unwrap();
@@ -3215,7 +3251,11 @@ mod tests {
         h.shutdown().await;
         task.join().unwrap();
         let c = Connection::open(&path).unwrap();
-        assert_eq!(read_schema_version(&c).unwrap(), Some(3));
+        assert_eq!(read_schema_version(&c).unwrap(), Some(4));
+        assert_eq!(
+            index_names(&c),
+            ["events_decision", "events_session", "events_time_ms"]
+        );
         assert_eq!(acked_through(&c).unwrap(), None);
         let index: String = c
             .query_row(
@@ -3225,6 +3265,58 @@ mod tests {
             )
             .unwrap();
         assert!(index.contains("WHERE decision <> 'allowed'"), "{index}");
+        assert!(crate::audit::verify(&path, None).unwrap().is_intact());
+    }
+
+    fn index_names(c: &Connection) -> Vec<String> {
+        let mut st = c
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' \
+                 AND sql IS NOT NULL ORDER BY name",
+            )
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn v3_store_loses_the_account_index_and_new_stores_use_16k_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        crate::audit::testutil::build_store(&path, 0, 3).await;
+        let c = Connection::open(&path).unwrap();
+        let page_size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        assert_eq!(page_size, PAGE_SIZE);
+        assert_eq!(
+            index_names(&c),
+            ["events_decision", "events_session", "events_time_ms"]
+        );
+        // Back to the v3 layout.
+        c.execute_batch(
+            "CREATE INDEX events_account ON events(account, seq); \
+             UPDATE meta SET value = '3' WHERE key = 'schema_version';",
+        )
+        .unwrap();
+        drop(c);
+        assert_eq!(
+            crate::audit::AuditReader::open(&path)
+                .unwrap()
+                .schema_version(),
+            3
+        );
+        assert!(crate::audit::verify(&path, None).unwrap().is_intact());
+        let (h, task) = spawn(&path, opts(SyncMode::Full, 4, "")).unwrap();
+        assert_eq!(h.record(ev(9)).await.unwrap(), 5);
+        h.shutdown().await;
+        task.join().unwrap();
+        let c = Connection::open(&path).unwrap();
+        assert_eq!(read_schema_version(&c).unwrap(), Some(4));
+        assert_eq!(
+            index_names(&c),
+            ["events_decision", "events_session", "events_time_ms"]
+        );
         assert!(crate::audit::verify(&path, None).unwrap().is_intact());
     }
 
