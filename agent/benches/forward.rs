@@ -120,7 +120,7 @@ fn forward_config(toml: &str) -> Forward {
 /// Run `f` until its cursor reaches `head`; returns the elapsed time.
 fn catch_up(f: &Forward, store: &Path, head: u64) -> Duration {
     let start = Instant::now();
-    let fw = Forwarders::start(std::slice::from_ref(f), store, "bench-host").expect("start");
+    let fw = Forwarders::start(std::slice::from_ref(f), store, "bench-host", None).expect("start");
     loop {
         let st = &fw.status(Some(head))[0];
         if st.acked_seq >= head {
@@ -239,8 +239,13 @@ fn main() {
 
     // Sustained: both outputs follow while 200,000 more events are written.
     let live = 200_000u64;
-    let fw =
-        Forwarders::start(&[https.clone(), syslog.clone()], &store, "bench-host").expect("start");
+    let fw = Forwarders::start(
+        &[https.clone(), syslog.clone()],
+        &store,
+        "bench-host",
+        Some(h.durable()),
+    )
+    .expect("start");
     let start = Instant::now();
     let write_rate = append(&rt, &h, total, live);
     let head2 = h.stats().last_seq;

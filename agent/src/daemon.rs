@@ -285,8 +285,12 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
     // Forwarders start before anything is enforced, so a broken output
     // (unreadable CA or token file) stops the start instead of silently
     // keeping the trail on this host.
-    let forward =
-        crate::forward::Forwarders::start(&config.forwards, &config.audit_path(), &host_name())?;
+    let forward = crate::forward::Forwarders::start(
+        &config.forwards,
+        &config.audit_path(),
+        &host_name(),
+        Some(audit.durable()),
+    )?;
     let mut approvals_cfg = config.approvals.clone();
     approvals_cfg.socket = Some(config.approvals.socket_path(&config.agent.control_socket));
     let approvals =

@@ -70,7 +70,8 @@ pub use ocsf::{encode_connection, encode_statement};
 pub use reader::{AuditReader, StoredEvent, TailFilter, format_text};
 #[allow(unused_imports)]
 pub use store::{
-    AuditHandle, PruneReport, Retention, SyncMode, WriterOptions, WriterStats, WriterTask,
+    AuditHandle, DurableSeq, PruneReport, Retention, SyncMode, WriterOptions, WriterStats,
+    WriterTask,
 };
 #[allow(unused_imports)]
 pub use timespec::parse_time;
@@ -130,6 +131,14 @@ pub enum AuditError {
         op: &'static str,
         #[source]
         source: Arc<rusqlite::Error>,
+    },
+    /// A commit could not be made durable (fsync of the WAL failed); every
+    /// record it covered gets this error.
+    #[error("audit store {path}: fsync of the WAL failed: {source}", path = path.display())]
+    Sync {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
     },
     /// The writer is not running (shut down or never started).
     #[error("audit writer is not running")]

@@ -50,6 +50,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::DurableSeq;
 use crate::config::{Forward, ForwardFormat, ForwardKind};
 use source::{Cursor, EventSource, now_ms};
 
@@ -335,20 +336,27 @@ impl Forwarders {
     /// Build every output's sink (reading its CA, certificates and
     /// credentials now, so a broken file stops the start) and start one
     /// thread per output reading the store at `store`. `host` names this
-    /// machine in syslog headers and HEC events.
-    pub fn start(outputs: &[Forward], store: &Path, host: &str) -> Result<Self, ForwardError> {
+    /// machine in syslog headers and HEC events. With `durable` (the
+    /// writer's [`DurableSeq`]), no event is read before it is on disk.
+    pub fn start(
+        outputs: &[Forward],
+        store: &Path,
+        host: &str,
+        durable: Option<DurableSeq>,
+    ) -> Result<Self, ForwardError> {
         let mut built = Vec::new();
         for f in outputs {
             built.push((f, build_sink(f, host)?));
         }
         warn_stale_cursors(outputs, store);
-        Self::spawn(built, store)
+        Self::spawn(built, store, durable)
     }
 
     /// Start one thread per `(output, sink)`.
     pub(crate) fn spawn(
         built: Vec<(&Forward, Box<dyn Sink>)>,
         store: &Path,
+        durable: Option<DurableSeq>,
     ) -> Result<Self, ForwardError> {
         let stop = Arc::new(Stop::default());
         let mut shared = Vec::new();
@@ -383,9 +391,10 @@ impl Forwarders {
                 backlog_warn: f.backlog_warn,
             };
             let (o, st, path) = (Arc::clone(&out), Arc::clone(&stop), store.to_owned());
+            let durable = durable.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("warden-fwd-{}", f.name))
-                .spawn(move || run_output(plan, sink, &path, &o, &st))
+                .spawn(move || run_output(plan, sink, &path, durable, &o, &st))
                 .map_err(|source| ForwardError::Spawn {
                     output: f.name.clone(),
                     source,
@@ -507,12 +516,22 @@ fn build_sink(f: &Forward, host: &str) -> Result<Box<dyn Sink>, ForwardError> {
 }
 
 /// Run one output until stopped (see [`Stop`]).
-fn run_output(plan: Plan, mut sink: Box<dyn Sink>, store: &Path, out: &OutputShared, stop: &Stop) {
+fn run_output(
+    plan: Plan,
+    mut sink: Box<dyn Sink>,
+    store: &Path,
+    durable: Option<DurableSeq>,
+    out: &OutputShared,
+    stop: &Stop,
+) {
     let name = plan.name.as_str();
     let mut backoff = Backoff::new(plan.retry_max);
     // Open the store; a failure here (locked, damaged) is retried like any.
     let (source, cursor) = loop {
-        match EventSource::open(store).and_then(|s| Ok((s, Cursor::open(store, name)?))) {
+        match EventSource::open(store)
+            .map(|s| s.bounded(durable.clone()))
+            .and_then(|s| Ok((s, Cursor::open(store, name)?)))
+        {
             Ok(sc) => break sc,
             Err(e) => {
                 note_failure(out, name, &e.to_string(), "retrying");

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::ForwardError;
+use crate::audit::DurableSeq;
 use crate::audit::reader::AuditReader;
 use crate::audit::store::BUSY_TIMEOUT;
 
@@ -40,6 +41,8 @@ pub struct StoredRow {
 pub struct EventSource {
     reader: AuditReader,
     chain_id: String,
+    /// Read no event past this (`None`: up to the last committed one).
+    horizon: Option<DurableSeq>,
 }
 
 impl EventSource {
@@ -53,7 +56,19 @@ impl EventSource {
             op: "read the chain id",
             source: Box::new(source),
         })?;
-        Ok(Self { reader, chain_id })
+        Ok(Self {
+            reader,
+            chain_id,
+            horizon: None,
+        })
+    }
+
+    /// Read only events at or below `durable`: an event is sent off the
+    /// host only once it is on this host's disk, so a power cut can never
+    /// make the store reuse the seq of an event a collector already has.
+    pub fn bounded(mut self, durable: Option<DurableSeq>) -> Self {
+        self.horizon = durable;
+        self
     }
 
     /// The store's chain id (`metadata.uid` prefix).
@@ -88,11 +103,15 @@ impl EventSource {
             .conn()
             .prepare_cached(
                 "SELECT seq, time_ms, decision, data FROM events WHERE seq > ?1 \
-                 ORDER BY seq LIMIT ?2",
+                 AND seq <= ?3 ORDER BY seq LIMIT ?2",
             )
             .map_err(q)?;
         let limit = i64::try_from(max_events).unwrap_or(i64::MAX);
-        let mut rows = stmt.query(params![after, limit]).map_err(q)?;
+        let through = self
+            .horizon
+            .as_ref()
+            .map_or(i64::MAX, |d| i64::try_from(d.get()).unwrap_or(i64::MAX));
+        let mut rows = stmt.query(params![after, limit, through]).map_err(q)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut full = false;

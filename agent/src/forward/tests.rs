@@ -107,7 +107,7 @@ async fn every_event_arrives_in_order_after_failures_and_the_cursor_follows_acks
         },
     ]);
     let f = output("a");
-    let fw = Forwarders::spawn(vec![(&f, Box::new(sink.clone()))], &path).unwrap();
+    let fw = Forwarders::spawn(vec![(&f, Box::new(sink.clone()))], &path, None).unwrap();
     wait_for("all acked", || sink.acked.lock().unwrap().len() == 41);
     let acked = sink.acked.lock().unwrap().clone();
     assert_eq!(acked, (1..=41).collect::<Vec<u64>>());
@@ -136,7 +136,7 @@ async fn a_restart_resumes_from_the_cursor() {
         .unwrap();
     let sink = Script::default();
     let f = output("a");
-    let fw = Forwarders::spawn(vec![(&f, Box::new(sink.clone()))], &path).unwrap();
+    let fw = Forwarders::spawn(vec![(&f, Box::new(sink.clone()))], &path, None).unwrap();
     wait_for("rest acked", || sink.acked.lock().unwrap().len() == 9);
     assert_eq!(*sink.acked.lock().unwrap(), (13..=21).collect::<Vec<u64>>());
     fw.shutdown(Duration::from_secs(1));
@@ -151,7 +151,7 @@ async fn a_refusal_parks_the_output_and_keeps_the_cursor() {
     });
     let mut f = output("p");
     f.batch_max_events = 100;
-    let fw = Forwarders::spawn(vec![(&f, Box::new(sink.clone()))], &path).unwrap();
+    let fw = Forwarders::spawn(vec![(&f, Box::new(sink.clone()))], &path, None).unwrap();
     wait_for("parked", || fw.status(None)[0].state == "parked");
     std::thread::sleep(Duration::from_millis(300));
     // One attempt only: parked, not looping.
@@ -186,6 +186,7 @@ async fn outputs_are_independent_and_new_events_are_followed() {
     let fw = Forwarders::spawn(
         vec![(&a, Box::new(ok.clone())), (&b, Box::new(down.clone()))],
         &path,
+        None,
     )
     .unwrap();
     wait_for("first 5", || ok.acked.lock().unwrap().len() == 5);
@@ -211,6 +212,42 @@ async fn outputs_are_independent_and_new_events_are_followed() {
 }
 
 #[tokio::test]
+async fn events_not_yet_fsynced_are_not_forwarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let opts = crate::audit::WriterOptions {
+        sync: crate::audit::SyncMode::Full,
+        ..testutil::opts(0)
+    };
+    let (h, w) = crate::audit::spawn_writer(&path, opts).unwrap();
+    for i in 1..=5 {
+        h.record(testutil::ev(i)).await.unwrap();
+    }
+    // Events 6 and 7 are committed, but their fsync failed.
+    h.fail_next_syncs(2);
+    assert!(h.record(testutil::ev(6)).await.is_err());
+    assert!(h.record(testutil::ev(7)).await.is_err());
+    assert_eq!((h.stats().last_seq, h.stats().durable_seq), (7, 5));
+    let sink = Script::default();
+    let f = output("a");
+    let fw =
+        Forwarders::spawn(vec![(&f, Box::new(sink.clone()))], &path, Some(h.durable())).unwrap();
+    wait_for("first 5", || sink.acked.lock().unwrap().len() == 5);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(*sink.acked.lock().unwrap(), (1..=5).collect::<Vec<u64>>());
+    // The next fsync covers them all.
+    h.record(testutil::ev(8)).await.unwrap();
+    wait_for("all 8", || sink.acked.lock().unwrap().len() == 8);
+    assert_eq!(*sink.acked.lock().unwrap(), (1..=8).collect::<Vec<u64>>());
+    fw.shutdown(Duration::from_secs(1));
+    h.shutdown().await;
+    tokio::task::spawn_blocking(move || w.join())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
 async fn batches_are_bounded_by_bytes_and_wait_for_time() {
     let (_d, path) = store(30).await;
     let one = source::EventSource::open(&path)
@@ -223,7 +260,7 @@ async fn batches_are_bounded_by_bytes_and_wait_for_time() {
     let mut f = output("b");
     f.batch_max_events = 1000;
     f.batch_max_bytes = one * 3 + one / 2;
-    let fw = Forwarders::spawn(vec![(&f, Box::new(sink.clone()))], &path).unwrap();
+    let fw = Forwarders::spawn(vec![(&f, Box::new(sink.clone()))], &path, None).unwrap();
     wait_for("all", || sink.acked.lock().unwrap().len() == 31);
     fw.shutdown(Duration::from_secs(1));
     let attempts = sink.attempts.lock().unwrap().clone();
@@ -288,7 +325,7 @@ async fn full_batches_go_at_once_and_partial_ones_wait() {
     f.batch_max_bytes = one * 4 + one / 2;
     f.batch_wait_ms = 3_000;
     let start = Instant::now();
-    let fw = Forwarders::spawn(vec![(&f, Box::new(sink.clone()))], &path).unwrap();
+    let fw = Forwarders::spawn(vec![(&f, Box::new(sink.clone()))], &path, None).unwrap();
     // 31 events: seven full batches of 4 go without waiting...
     wait_for("full batches", || sink.acked.lock().unwrap().len() >= 28);
     assert!(
