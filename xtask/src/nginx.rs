@@ -20,6 +20,12 @@ impl Nginx {
     /// Starts nginx with its files under `dir` and `locations` inside the
     /// server block; returns once it accepts connections.
     pub fn start(dir: &Path, locations: &str) -> Result<Self> {
+        Self::start_with(dir, "", locations)
+    }
+
+    /// [`start`](Self::start) with `http_extra` (e.g. `upstream` blocks) in
+    /// the `http` block.
+    pub fn start_with(dir: &Path, http_extra: &str, locations: &str) -> Result<Self> {
         if !Path::new(NGINX).exists() {
             bail!("nginx is missing ({NGINX}): run `cargo xtask setup`");
         }
@@ -44,6 +50,7 @@ http {{
     scgi_temp_path {dir}/tmp;
     keepalive_requests 10000000;
     keepalive_timeout 300s;
+    {http_extra}
     server {{
         listen 127.0.0.1:{port} reuseport;
         {locations}
@@ -77,6 +84,11 @@ http {{
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(n)
+    }
+
+    /// The nginx process (one process: `master_process off`).
+    pub fn pid(&self) -> Option<u32> {
+        Some(self.child.id())
     }
 
     pub fn version(&self) -> String {

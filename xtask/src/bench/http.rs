@@ -2,7 +2,9 @@
 //! nginx on loopback, small keep-alive GETs, directly and through the real
 //! `warden` binary (client in an enrolled cgroup; policy, credential
 //! injection, masking of the text body and audit with synchronous=full all
-//! on), interleaved in one run. Prints requests/s, latency p50/p99, the
+//! on), interleaved in one run, with nginx itself as a keep-alive reverse
+//! proxy (no policy, no audit) as a reference for what an optimised proxy
+//! costs on the same machine. Prints requests/s, latency p50/p99, the
 //! proxy's CPU time per request and its memory. Asserts nothing.
 //!
 //! Settings (environment): `WARDEN_BENCH_HTTP_SECS` (per run, default 10),
@@ -38,6 +40,18 @@ pub fn run(root: &Path) -> Result<()> {
     let nginx = Nginx::start(
         &guard.tmp.join("nginx"),
         r#"location / { default_type text/plain; return 200 "hello from nginx 42\n"; }"#,
+    )?;
+    // A reference: nginx itself as a keep-alive reverse proxy in front of
+    // the same nginx (no policy, no audit), i.e. what an optimised C proxy
+    // costs on this machine.
+    let reference = Nginx::start_with(
+        &guard.tmp.join("nginx-proxy"),
+        &format!(
+            "upstream origin {{ server 127.0.0.1:{}; keepalive 64; }}",
+            nginx.port
+        ),
+        "location / { proxy_pass http://origin; proxy_http_version 1.1; \
+         proxy_set_header Connection \"\"; }",
     )?;
     let listen_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let secret = guard.tmp.join("api.token");
@@ -80,6 +94,7 @@ patterns = ["card", "email", "ssn", "iban", "token"]
     let idle_kib = super::status_kib(agent, "VmRSS")?;
 
     let url = format!("http://127.0.0.1:{}/v1/small", nginx.port);
+    let proxy_url = format!("http://127.0.0.1:{}/v1/small", reference.port);
     println!(
         "\nwrk, {conns} keep-alive connections, {threads} threads, {secs} s per run, GET \
          /v1/small (nginx {}: 20-byte text/plain body), {rounds} rounds, direct and warden \
@@ -98,19 +113,32 @@ patterns = ["card", "email", "ssn", "iban", "token"]
     );
     let mut direct = Vec::new();
     let mut warden = Vec::new();
+    let mut proxied = Vec::new();
     for _ in 0..rounds {
         let d = Wrk::run(&guard.direct, &url, threads, conns, secs, None)?;
         d.print("direct", None);
         let w = Wrk::run(&guard.enrolled, &url, threads, conns, secs, Some(agent))?;
         w.print("warden", Some(&d));
+        let p = Wrk::run(
+            &guard.direct,
+            &proxy_url,
+            threads,
+            conns,
+            secs,
+            reference.pid(),
+        )?;
+        p.print("nginx-rp", Some(&d));
         direct.push(d);
         warden.push(w);
+        proxied.push(p);
     }
     let mean = |v: &[Wrk]| v.iter().map(|w| w.rps).sum::<f64>() / v.len() as f64;
-    let (d, w) = (mean(&direct), mean(&warden));
+    let (d, w, p) = (mean(&direct), mean(&warden), mean(&proxied));
     println!(
-        "\nmean: direct {d:.0} req/s, warden {w:.0} req/s = {:.1}% of direct (goal >= 80%)",
-        100.0 * w / d
+        "\nmean: direct {d:.0} req/s, warden {w:.0} req/s = {:.1}% of direct (goal >= 80%); \
+         nginx as a reverse proxy (no policy, no audit) {p:.0} req/s = {:.1}% of direct",
+        100.0 * w / d,
+        100.0 * p / d
     );
     let busy_kib = super::status_kib(agent, "VmRSS")?;
     let hwm_kib = super::status_kib(agent, "VmHWM")?;
@@ -131,6 +159,7 @@ patterns = ["card", "email", "ssn", "iban", "token"]
         );
     }
     warn_if_busy(cpus)?;
+    drop(reference);
     drop(nginx);
     guard.stop();
     Ok(())
