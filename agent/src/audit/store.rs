@@ -2034,6 +2034,14 @@ impl Writer {
             .checkpoints
             .fetch_add(checkpoints, Ordering::AcqRel);
         self.shared.last_seq.store(last, Ordering::Release);
+        // Healthy before anyone is answered: a producer that got its answer
+        // must never see the store unhealthy because of an older failure.
+        if !self.shared.healthy.swap(true, Ordering::AcqRel) {
+            tracing::info!(
+                audit.path = %self.path.display(),
+                "audit store writable again"
+            );
+        }
         match &self.syncer {
             // Anything the syncer still holds is older than this commit;
             // its own fsync answers it.
@@ -2059,12 +2067,6 @@ impl Writer {
                     let _ = reply.send(Ok(seq));
                 }
             }
-        }
-        if !self.shared.healthy.swap(true, Ordering::AcqRel) {
-            tracing::info!(
-                audit.path = %self.path.display(),
-                "audit store writable again"
-            );
         }
     }
 
@@ -2720,10 +2722,11 @@ mod tests {
             5 => assert_eq!(ok, (1..=20).collect::<Vec<_>>()),
             n => panic!("{n} records failed"),
         }
-        // The last fsync covered everything: healthy, all durable.
-        assert!(h.is_healthy());
-        assert_eq!(h.stats().durable_seq, 25);
         assert_eq!(h.stats().last_seq, 25);
+        // The next fsync covers everything: healthy, all durable.
+        assert_eq!(h.record(ev(99)).await.unwrap(), 26);
+        assert!(h.is_healthy());
+        assert_eq!(h.stats().durable_seq, 26);
         h.shutdown().await;
         task.join().unwrap();
         assert!(crate::audit::verify(&path, None).unwrap().is_intact());
