@@ -96,6 +96,9 @@ struct Ended {
 
 struct Proxy {
     addrs: HashMap<String, SocketAddr>,
+    /// The runtime new connections get; [`Proxy::reload`] replaces it.
+    runtime: Arc<std::sync::RwLock<Arc<PgRuntime>>>,
+    config: Arc<Config>,
     store: PathBuf,
     ended: Arc<Mutex<HashMap<u64, Ended>>>,
     /// Session id of each accepted connection, by the client's port.
@@ -153,6 +156,7 @@ impl Proxy {
         let config = Config::parse(&toml, &dir.path().join("warden.toml"))
             .unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
         let rt = Arc::new(PgRuntime::build(&config).unwrap_or_else(|e| panic!("runtime: {e}")));
+        let runtime = Arc::new(std::sync::RwLock::new(rt));
         let config = Arc::new(config);
         let store = dir.path().join("audit.db");
         let opts = WriterOptions {
@@ -168,7 +172,8 @@ impl Proxy {
         for account in spec.accounts {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             addrs.insert((*account).to_owned(), listener.local_addr().unwrap());
-            let (rt, config, audit) = (Arc::clone(&rt), Arc::clone(&config), audit.clone());
+            let (runtime, config, audit) =
+                (Arc::clone(&runtime), Arc::clone(&config), audit.clone());
             let (ended, sessions, next) =
                 (Arc::clone(&ended), Arc::clone(&sessions), Arc::clone(&next));
             let account = (*account).to_owned();
@@ -179,7 +184,9 @@ impl Proxy {
                     };
                     let id = next.fetch_add(1, Ordering::SeqCst);
                     sessions.lock().unwrap().insert(peer.port(), id);
-                    let (rt, config, audit) = (Arc::clone(&rt), Arc::clone(&config), audit.clone());
+                    // As the daemon does: the runtime in force at accept.
+                    let rt = Arc::clone(&runtime.read().unwrap());
+                    let (config, audit) = (Arc::clone(&config), audit.clone());
                     let ended = Arc::clone(&ended);
                     let account = account.clone();
                     tokio::spawn(async move {
@@ -211,6 +218,8 @@ impl Proxy {
         }
         Self {
             addrs,
+            runtime,
+            config,
             store,
             ended,
             sessions,
@@ -223,6 +232,15 @@ impl Proxy {
 
     fn addr(&self) -> SocketAddr {
         self.addrs["app"]
+    }
+
+    /// What a configuration reload does to the PostgreSQL runtime: a new
+    /// one for new connections, keeping the previous one's cancel keys.
+    fn reload(&self) {
+        let mut next = PgRuntime::build(&self.config).unwrap();
+        let mut slot = self.runtime.write().unwrap();
+        next.keep_cancels_of(&slot);
+        *slot = Arc::new(next);
     }
 
     fn conn_string(&self) -> String {
@@ -1118,6 +1136,30 @@ fn cancel_requests_only_cancel_with_the_sessions_own_key_and_account() {
             !upstream_pids.split(',').any(|x| x == pid.to_string()),
             "{upstream_pids} / {pid}"
         );
+        let msgs = a.query("SELECT 1").await;
+        assert_eq!(rows(&msgs).len(), 1, "{msgs:?}");
+    });
+}
+
+#[test]
+fn a_session_opened_before_a_reload_can_still_be_cancelled() {
+    run(|pg| async move {
+        let p = Proxy::start(pg, Spec::default()).await;
+        let (mut a, pid, key) = Raw::session(p.addr()).await;
+        p.reload();
+        let mut sleep = BytesMut::new();
+        frontend::query(&mut sleep, "SELECT pg_sleep(5)").unwrap();
+        a.send(&sleep).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let t = Instant::now();
+        // Served by the new runtime.
+        send_cancel(p.addr(), pid, key).await;
+        let msgs = a.until_ready().await;
+        let errs = errors(&msgs);
+        assert_eq!(errs.len(), 1, "{msgs:?}");
+        assert_eq!(errs[0].1, "57014", "{errs:?}");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        // The session goes on.
         let msgs = a.query("SELECT 1").await;
         assert_eq!(rows(&msgs).len(), 1, "{msgs:?}");
     });

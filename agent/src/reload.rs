@@ -268,7 +268,7 @@ pub async fn reload(shared: &Shared, trigger: Trigger) -> Result<Reloaded, Reloa
     let path = current.config.source.clone();
     let previous_sha256 = current.config.sha256.clone();
     info!(path = %path.display(), by = %trigger, "reloading configuration");
-    let prepared = prepare(shared, &current.config, &path);
+    let prepared = prepare(shared, &current, &path);
     let (live, enrollments) = match prepared {
         Ok(p) => p,
         Err(e) => {
@@ -306,23 +306,21 @@ pub async fn reload(shared: &Shared, trigger: Trigger) -> Result<Reloaded, Reloa
 
 /// Loads, checks and builds everything the new configuration needs, without
 /// touching what is running.
-fn prepare(
-    shared: &Shared,
-    current: &Config,
-    path: &Path,
-) -> Result<(Live, Enrollments), ReloadError> {
+fn prepare(shared: &Shared, current: &Live, path: &Path) -> Result<(Live, Enrollments), ReloadError> {
     let config = Config::load(path)?;
-    let restart = restart_required(current, &config);
+    let restart = restart_required(&current.config, &config);
     if !restart.is_empty() {
         return Err(ReloadError::RestartRequired(restart));
     }
     let enrollments = Enrollments::load(&config, enrollments_path(&config))?;
-    let live = Live::build(
+    let mut live = Live::build(
         config,
         &shared.approvals,
         &crate::daemon::host_name(),
         ConfigAction::Reload,
     )?;
+    // Sessions opened before the reload stay cancellable.
+    live.pg.keep_cancels_of(&current.pg);
     Ok((live, enrollments))
 }
 

@@ -38,7 +38,8 @@
 //! The price of determinism: equal values are visibly equal, and the
 //! proxy is a tokenisation oracle (see below). Tokens are truncated to 64
 //! bits; collisions need about 2^32 distinct values under one key. The key
-//! comes from `hmac_key_file` and must be at least 16 bytes.
+//! comes from `hmac_key_file` (the file's bytes without trailing whitespace,
+//! see [`read_hmac_key`]) and must be at least 16 bytes.
 //!
 //! # Detectors (see `detect.rs` for the exact rules)
 //!

@@ -106,12 +106,11 @@ pub enum HttpSetupError {
     Policy { name: String, problems: String },
     #[error("masking {name}: {problems}")]
     Masking { name: String, problems: String },
-    #[error("masking {name}: reading hmac_key_file {path}: {source}")]
+    #[error("masking {name}: {source}")]
     HmacKey {
         name: String,
-        path: String,
         #[source]
-        source: std::io::Error,
+        source: crate::masking::MaskingError,
     },
 }
 
@@ -236,13 +235,12 @@ impl HttpRuntime {
                 Some((name, cfg)) => {
                     let key =
                         match &cfg.hmac_key_file {
-                            Some(path) => Some(std::fs::read(path).map_err(|source| {
-                                HttpSetupError::HmacKey {
+                            Some(path) => Some(crate::masking::read_hmac_key(path).map_err(
+                                |source| HttpSetupError::HmacKey {
                                     name: name.clone(),
-                                    path: path.display().to_string(),
                                     source,
-                                }
-                            })?),
+                                },
+                            )?),
                             None => None,
                         };
                     let m = Masker::compile(cfg, key).map_err(|p| HttpSetupError::Masking {

@@ -22,6 +22,7 @@ pub mod stream;
 pub mod upstream;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,12 +66,11 @@ pub enum PgSetupError {
     Policy { name: String, problems: String },
     #[error("masking {name}: {problems}")]
     Masking { name: String, problems: String },
-    #[error("masking {name}: reading hmac_key_file {path}: {source}")]
+    #[error("masking {name}: {source}")]
     HmacKey {
         name: String,
-        path: String,
         #[source]
-        source: std::io::Error,
+        source: crate::masking::MaskingError,
     },
 }
 
@@ -94,6 +94,9 @@ struct PgTarget {
 struct CancelEntry {
     account: String,
     target: String,
+    /// The server the session is connected to (the target's address may
+    /// change in a reload while the session lives on).
+    upstream: SocketAddr,
     process_id: i32,
     secret_key: Vec<u8>,
     /// The session's held statement, if any: a cancel withdraws it.
@@ -126,7 +129,10 @@ pub struct PgRuntime {
     /// Statement text in the audit trail is masked with every built-in
     /// detector when the grant has no masking of its own.
     builtin: Arc<Masker>,
-    cancels: Mutex<HashMap<(i32, Vec<u8>), CancelEntry>>,
+    /// Shared by every runtime a reload builds from this one, so a client
+    /// can cancel its query whichever configuration its CancelRequest
+    /// meets.
+    cancels: Arc<Mutex<HashMap<(i32, Vec<u8>), CancelEntry>>>,
     catalog: Mutex<HashMap<CatalogKey, (Instant, ColumnRules)>>,
     /// Holds statements of `approve` rules; without it they are refused.
     approvals: Option<Arc<crate::approval::Approvals>>,
@@ -151,13 +157,12 @@ impl PgRuntime {
         let mut maskers = HashMap::new();
         for (name, cfg) in &config.maskings {
             let key = match &cfg.hmac_key_file {
-                Some(path) => {
-                    Some(std::fs::read(path).map_err(|source| PgSetupError::HmacKey {
+                Some(path) => Some(crate::masking::read_hmac_key(path).map_err(|source| {
+                    PgSetupError::HmacKey {
                         name: name.clone(),
-                        path: path.display().to_string(),
                         source,
-                    })?)
-                }
+                    }
+                })?),
                 None => None,
             };
             let m = Masker::compile(cfg, key).map_err(|problems| PgSetupError::Masking {
@@ -223,7 +228,7 @@ impl PgRuntime {
             grants,
             targets,
             builtin: Arc::new(Masker::all_builtin()),
-            cancels: Mutex::new(HashMap::new()),
+            cancels: Arc::default(),
             catalog: Mutex::new(HashMap::new()),
             approvals: None,
             account_uids: config.account_uids(),
@@ -234,6 +239,12 @@ impl PgRuntime {
     pub fn with_approvals(mut self, approvals: Arc<crate::approval::Approvals>) -> Self {
         self.approvals = Some(approvals);
         self
+    }
+
+    /// Take over `previous`'s cancel keys (a reload): sessions opened
+    /// under it stay cancellable through this runtime.
+    pub fn keep_cancels_of(&mut self, previous: &PgRuntime) {
+        self.cancels = Arc::clone(&previous.cancels);
     }
 
     pub fn grant(&self, account: &str, target: &str) -> Option<Arc<PgGrant>> {
@@ -542,6 +553,7 @@ pub async fn serve(
                 CancelEntry {
                     account: caller.account.clone(),
                     target: target.name.clone(),
+                    upstream: target.address,
                     process_id: up.process_id,
                     secret_key: up.secret_key.clone(),
                     hold: Arc::clone(&hold),
@@ -803,9 +815,16 @@ async fn cancel(
         let map = rt.cancels.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&(c.process_id, c.secret_key.clone()))
             .filter(|e| e.account == caller.account && e.target == target.name)
-            .map(|e| (e.process_id, e.secret_key.clone(), Arc::clone(&e.hold)))
+            .map(|e| {
+                (
+                    e.upstream,
+                    e.process_id,
+                    e.secret_key.clone(),
+                    Arc::clone(&e.hold),
+                )
+            })
     };
-    let Some((process_id, secret_key, hold)) = entry else {
+    let Some((upstream_addr, process_id, secret_key, hold)) = entry else {
         // As PostgreSQL does: no answer either way.
         out.reason = Some("cancel_unknown".into());
         out.detail = Some("cancel request with a key of no session of this account".into());
@@ -824,7 +843,7 @@ async fn cancel(
     }
     let sent = async {
         let mut s = upstream::connect(
-            target.address,
+            upstream_addr,
             config.agent.upstream_mark,
             Duration::from_millis(config.agent.connect_timeout_ms),
             pg_target.upstream_tls.as_ref(),
@@ -1089,5 +1108,101 @@ mod tests {
         assert_eq!(c.unrecognised, vec!["_pq_.foo".to_owned()]);
         m.version.major = 2;
         assert!(check_startup(&m, &grant(false), None).is_err());
+    }
+
+    /// A config with one PostgreSQL target and grant whose masking uses
+    /// HMAC tokens with the key in `key_file`.
+    fn hmac_config(dir: &std::path::Path, key_file: &std::path::Path) -> Config {
+        let toml = format!(
+            r#"
+[agent]
+state_dir = "{state}"
+
+[[target]]
+name = "db"
+protocol = "postgres"
+address = "127.0.0.1:5432"
+
+[[account]]
+name = "app"
+uids = [4242]
+
+[[grant]]
+account = "app"
+target = "db"
+database = "orders"
+upstream_user = "orders_ro"
+password_file = "{state}/pw"
+policy = "p"
+masking = "m"
+
+[policy.p]
+rules = [{{ action = "allow", classes = ["read"] }}]
+
+[masking.m]
+patterns = ["email"]
+pattern_strategy = "hmac"
+hmac_key_file = "{key}"
+"#,
+            state = dir.display(),
+            key = key_file.display(),
+        );
+        Config::parse(&toml, &dir.join("warden.toml")).unwrap()
+    }
+
+    #[test]
+    fn the_hmac_key_file_loses_its_final_newline_and_must_be_long_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("mask.key");
+        std::fs::write(&key, "0123456789abcdef-key\n").unwrap();
+        let rt = PgRuntime::build(&hmac_config(dir.path(), &key)).unwrap();
+        let masker = rt.grant("app", "db").unwrap().masker.clone().unwrap();
+        // The same token as the key's text without the newline gives.
+        let cfg = hmac_config(dir.path(), &key).maskings["m"].clone();
+        let expected = Masker::compile(&cfg, Some(b"0123456789abcdef-key".to_vec())).unwrap();
+        let value = b"write to ana@example.com";
+        let (got, n) = masker.mask_patterns(value).unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(got, expected.mask_patterns(value).unwrap().0);
+
+        std::fs::write(&key, "short\n").unwrap();
+        let err = PgRuntime::build(&hmac_config(dir.path(), &key))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("masking m") && err.contains("at least"), "{err}");
+    }
+
+    #[test]
+    fn a_reloaded_runtime_keeps_the_cancel_keys_of_the_previous_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("mask.key");
+        std::fs::write(&key, "0123456789abcdef-key").unwrap();
+        let first = PgRuntime::build(&hmac_config(dir.path(), &key)).unwrap();
+        first.cancels.lock().unwrap().insert(
+            (7, vec![1, 2, 3, 4]),
+            CancelEntry {
+                account: "app".into(),
+                target: "db".into(),
+                upstream: "127.0.0.1:5432".parse().unwrap(),
+                process_id: 99,
+                secret_key: vec![9; 4],
+                hold: Arc::default(),
+            },
+        );
+        let mut second = PgRuntime::build(&hmac_config(dir.path(), &key)).unwrap();
+        assert!(second.cancels.lock().unwrap().is_empty());
+        second.keep_cancels_of(&first);
+        assert_eq!(
+            second.cancels.lock().unwrap()[&(7, vec![1, 2, 3, 4])].process_id,
+            99
+        );
+        // A session that ends under the new runtime removes its key from
+        // the shared registry.
+        drop(CancelGuard {
+            rt: &second,
+            key: (7, vec![1, 2, 3, 4]),
+        });
+        assert!(first.cancels.lock().unwrap().is_empty());
     }
 }
