@@ -306,7 +306,11 @@ pub async fn reload(shared: &Shared, trigger: Trigger) -> Result<Reloaded, Reloa
 
 /// Loads, checks and builds everything the new configuration needs, without
 /// touching what is running.
-fn prepare(shared: &Shared, current: &Live, path: &Path) -> Result<(Live, Enrollments), ReloadError> {
+fn prepare(
+    shared: &Shared,
+    current: &Live,
+    path: &Path,
+) -> Result<(Live, Enrollments), ReloadError> {
     let config = Config::load(path)?;
     let restart = restart_required(&current.config, &config);
     if !restart.is_empty() {

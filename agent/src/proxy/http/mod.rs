@@ -233,16 +233,17 @@ impl HttpRuntime {
                 .and_then(|m| config.maskings.get_key_value(m))
             {
                 Some((name, cfg)) => {
-                    let key =
-                        match &cfg.hmac_key_file {
-                            Some(path) => Some(crate::masking::read_hmac_key(path).map_err(
-                                |source| HttpSetupError::HmacKey {
+                    let key = match &cfg.hmac_key_file {
+                        Some(path) => {
+                            Some(crate::masking::read_hmac_key(path).map_err(|source| {
+                                HttpSetupError::HmacKey {
                                     name: name.clone(),
                                     source,
-                                },
-                            )?),
-                            None => None,
-                        };
+                                }
+                            })?)
+                        }
+                        None => None,
+                    };
                     let m = Masker::compile(cfg, key).map_err(|p| HttpSetupError::Masking {
                         name: name.clone(),
                         problems: joined(&p),

@@ -90,6 +90,9 @@ struct PgTarget {
     client_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
+/// Cancel keys handed to clients: (process id, secret key) → where it leads.
+type CancelKeys = Mutex<HashMap<(i32, Vec<u8>), CancelEntry>>;
+
 /// Where a client's cancel key leads.
 struct CancelEntry {
     account: String,
@@ -132,7 +135,7 @@ pub struct PgRuntime {
     /// Shared by every runtime a reload builds from this one, so a client
     /// can cancel its query whichever configuration its CancelRequest
     /// meets.
-    cancels: Arc<Mutex<HashMap<(i32, Vec<u8>), CancelEntry>>>,
+    cancels: Arc<CancelKeys>,
     catalog: Mutex<HashMap<CatalogKey, (Instant, ColumnRules)>>,
     /// Holds statements of `approve` rules; without it they are refused.
     approvals: Option<Arc<crate::approval::Approvals>>,
@@ -1170,7 +1173,10 @@ hmac_key_file = "{key}"
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("masking m") && err.contains("at least"), "{err}");
+        assert!(
+            err.contains("masking m") && err.contains("at least"),
+            "{err}"
+        );
     }
 
     #[test]
