@@ -412,6 +412,35 @@ fn body_classes_and_credentials() {
     );
 }
 
+#[test]
+fn a_credential_is_read_again_once_its_ttl_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("s");
+    std::fs::write(&f, "one\n").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cred = Credential::new(HttpCredential {
+        kind: CredentialKind::Header,
+        file: f.clone(),
+        username: None,
+        header: Some("X-Api-Key".into()),
+    });
+    let t0 = Instant::now();
+    assert_eq!(cred.header(t0).unwrap().1, b"one");
+    // Rotated on disk: the old value until the TTL passed, then the new.
+    std::fs::write(&f, "two\n").unwrap();
+    assert_eq!(cred.header(t0 + CREDENTIAL_TTL / 2).unwrap().1, b"one");
+    assert_eq!(cred.header(t0 + CREDENTIAL_TTL).unwrap().1, b"two");
+    // A file that becomes unusable refuses after the TTL, and recovers.
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(cred.header(t0 + CREDENTIAL_TTL * 2).is_err());
+    assert!(
+        cred.header(t0 + CREDENTIAL_TTL * 2 + CREDENTIAL_TTL / 2)
+            .is_err()
+    );
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(cred.header(t0 + CREDENTIAL_TTL * 3).unwrap().1, b"two");
+}
+
 #[tokio::test]
 async fn audit_events_are_committed_with_masked_query_and_no_credentials() {
     let r = rig(true).await;
