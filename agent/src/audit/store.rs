@@ -75,7 +75,7 @@
 //! than `allowed` are indexed: the common case costs no index update, and
 //! `tail --decision allowed` finds its rows by scanning from the end);
 //! version 3 loses the account index (`tail --account` scans from the end:
-//! the index cost a third of every append). New stores use 16 KiB pages.
+//! the index cost a third of every append). New stores use 8 KiB pages.
 //! Newer or unknown versions are refused.
 
 use std::fs::{DirBuilder, OpenOptions};
@@ -136,7 +136,7 @@ const PRUNE_STEP_PAUSE: Duration = Duration::from_secs(1);
 /// Page cache of the writer connection, in KiB.
 const WRITER_CACHE_KIB: i64 = 32 * 1024;
 /// Page size of a new store, in bytes.
-const PAGE_SIZE: i64 = 16 * 1024;
+const PAGE_SIZE: i64 = 8 * 1024;
 /// Longest a batch of detached records alone (statement results nobody
 /// awaits) waits for an awaited record to share its commit with.
 const DETACHED_LINGER: Duration = Duration::from_millis(5);
@@ -1396,9 +1396,13 @@ fn open_store(
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(open_err("set busy_timeout"))?;
     // Only takes effect on a new, empty file (an existing store keeps its
-    // page size). 16 KiB pages hold eight ~1.8 KB events: fewer, larger
-    // WAL frames per commit than 4 KiB pages (measured with `cargo xtask
-    // bench audit`: 8 and 64 KiB were both slower).
+    // page size). Every commit rewrites the last page of the table and of
+    // each index into the WAL, so the size trades large commits (bulk
+    // appends: fewer, larger frames) against small ones (a proxy's
+    // requests: less rewritten per commit). Measured here: `bench audit`
+    // (512 producers, FULL) 87k events/s with 4 KiB, 113k with 8 KiB, 114k
+    // with 16 KiB; `bench http` through Warden 11.6k req/s with 4 KiB,
+    // 11.2k with 8 KiB, 9.4k with 16 KiB.
     conn.pragma_update(None, "page_size", PAGE_SIZE)
         .map_err(open_err("set page_size"))?;
     let mode: String = conn
@@ -3670,7 +3674,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn v3_store_loses_the_account_index_and_new_stores_use_16k_pages() {
+    async fn v3_store_loses_the_account_index_and_new_stores_use_8k_pages() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
         crate::audit::testutil::build_store(&path, 0, 3).await;
