@@ -1155,14 +1155,17 @@ impl WalSyncer {
         })
     }
 
-    fn submit(&self, job: SyncJob) {
+    /// Hand `job` to the thread, or (`here`, or the thread is gone) fsync
+    /// and answer it on the caller's thread. Anything the thread still
+    /// holds is older than `job`; its own fsync answers it.
+    fn submit(&self, job: SyncJob, here: bool) {
         let job = match &self.tx {
-            Some(tx) => match tx.send(job) {
+            Some(tx) if !here => match tx.send(job) {
                 Ok(()) => return,
-                // The thread is gone only if it panicked: sync here.
+                // The thread is gone only if it panicked.
                 Err(std::sync::mpsc::SendError(job)) => job,
             },
-            None => job,
+            _ => job,
         };
         let result = sync_wal_of(&self.shared, &self.path);
         answer(&self.shared, &self.path, result, &mut vec![job]);
@@ -1487,14 +1490,14 @@ fn open_store(
         );
     }
     if matches!(version, Some(1 | 2)) {
-        migrate_v2_to_v3(&tx).map_err(open_err("migrate schema 2 to 3"))?;
+        migrate_step(&tx, SCHEMA_V2_TO_V3, 3).map_err(open_err("migrate schema 2 to 3"))?;
         tracing::info!(
             audit.path = %path.display(),
             "audit store migrated from schema 2 to 3 (forwarder cursors, partial decision index)"
         );
     }
     if matches!(version, Some(1..=3)) {
-        migrate_v3_to_v4(&tx).map_err(open_err("migrate schema 3 to 4"))?;
+        migrate_step(&tx, SCHEMA_V3_TO_V4, 4).map_err(open_err("migrate schema 3 to 4"))?;
         tracing::info!(
             audit.path = %path.display(),
             "audit store migrated from schema 3 to 4 (no account index)"
@@ -1541,24 +1544,13 @@ fn migrate_v1_to_v2(tx: &Transaction<'_>, key: &ChainKey) -> rusqlite::Result<u6
     Ok(hashed)
 }
 
-/// Add `forward_cursors`, make the decision index partial, record version
-/// 3. Runs inside the open transaction.
-fn migrate_v2_to_v3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    tx.execute_batch(SCHEMA_V2_TO_V3)?;
-    tx.execute(
-        "UPDATE meta SET value = '3' WHERE key = ?1",
-        params![META_SCHEMA_VERSION],
-    )?;
-    Ok(())
-}
-
-/// Drop the account index, record version 4. Runs inside the open
-/// transaction.
-fn migrate_v3_to_v4(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    tx.execute_batch(SCHEMA_V3_TO_V4)?;
+/// Apply one schema step (`SCHEMA_V2_TO_V3`, `SCHEMA_V3_TO_V4`) and
+/// record version `to`. Runs inside the open transaction.
+fn migrate_step(tx: &Transaction<'_>, sql: &str, to: i64) -> rusqlite::Result<()> {
+    tx.execute_batch(sql)?;
     tx.execute(
         "UPDATE meta SET value = ?1 WHERE key = ?2",
-        params![SCHEMA_VERSION.to_string(), META_SCHEMA_VERSION],
+        params![to.to_string(), META_SCHEMA_VERSION],
     )?;
     Ok(())
 }
@@ -2047,24 +2039,13 @@ impl Writer {
             );
         }
         match &self.syncer {
-            // Anything the syncer still holds is older than this commit;
-            // its own fsync answers it.
-            Some(_) if self.sync_inline => {
-                let result = sync_wal_of(&self.shared, &self.path);
-                answer(
-                    &self.shared,
-                    &self.path,
-                    result,
-                    &mut vec![SyncJob {
-                        through: last,
-                        replies,
-                    }],
-                );
-            }
-            Some(s) => s.submit(SyncJob {
-                through: last,
-                replies,
-            }),
+            Some(s) => s.submit(
+                SyncJob {
+                    through: last,
+                    replies,
+                },
+                self.sync_inline,
+            ),
             None => {
                 self.shared.durable_seq.store(last, Ordering::Release);
                 for (reply, seq) in replies {
