@@ -25,6 +25,9 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "/usr/lib/python3/dist-packages/requests/__init__.py",
     ),
     ("wrk", "/usr/bin/wrk"),
+    // pg_query (PostgreSQL's own parser, libpg_query) generates its bindings
+    // with bindgen, which needs libclang.
+    ("libclang-dev", "/usr/lib/llvm-14/lib/libclang.so"),
 ];
 
 /// The bpf-linker release known to build against the nightly's LLVM 22.
