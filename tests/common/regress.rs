@@ -99,7 +99,10 @@ pub fn suite() -> Suite {
     if complete.exists() {
         return suite(Duration::ZERO);
     }
-    eprintln!("regress: fetching {package}={version} (source) into {}", cache.display());
+    eprintln!(
+        "regress: fetching {package}={version} (source) into {}",
+        cache.display()
+    );
     let work = tempfile::Builder::new()
         .prefix("fetch-")
         .tempdir_in(&cache)
