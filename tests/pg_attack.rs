@@ -1,0 +1,830 @@
+//! Attacks on the SQL policy (branch `attack`): every test here asserts the
+//! SECURE behaviour, so a test FAILS while the bypass it describes works.
+//! Findings and what held are written up in `attack-findings.md` at the
+//! worktree's parent (`/work/wt/attack-findings.md`).
+//!
+//! Unit-level cases call `warden::policy::analyze` and `Policy::decide`;
+//! end-to-end cases run through the in-process proxy (copied from
+//! `pg_proxy.rs`) in front of the harness's real PostgreSQL 15.
+//!
+//! `cargo test -p warden --test pg_attack -- --test-threads=1`
+
+#![allow(dead_code, unused_imports)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::pg::{self, PgServer};
+use tokio::net::TcpListener;
+use tokio_postgres::{NoTls, SimpleQueryMessage};
+use warden::audit::event::{ProcessInfo, SessionId, StatementDecision};
+use warden::audit::replay::{ReplayStatement, Step};
+use warden::audit::{AuditHandle, WriterOptions, WriterTask};
+use warden::config::Config;
+use warden::policy::{
+    Action, Policy, PolicyConfig, SessionContext, StatementClass, analyze,
+};
+use warden::proxy::postgres::{Caller, PgRuntime, serve};
+
+// ---------------------------------------------------------------------------
+// Harness (from pg_proxy.rs)
+// ---------------------------------------------------------------------------
+
+const ALLOW_ALL: &str = "default = \"allow\"";
+
+/// Reads and writes, nothing else.
+const READ_WRITE: &str = r#"default = "deny"
+rules = [ { action = "allow", classes = ["read", "write"] } ]"#;
+
+/// The policy under attack (as `BLOCK_SECRETS` in pg_proxy.rs).
+const BLOCK_SECRETS: &str = r#"default = "deny"
+rules = [
+  { action = "allow", classes = ["read"] },
+  { action = "block", tables = ["secrets", "public.payroll"], name = "no-secrets" },
+]"#;
+
+fn refused(s: &ReplayStatement) -> bool {
+    s.request
+        .as_ref()
+        .is_some_and(|r| r.decision != StatementDecision::Allowed)
+}
+
+/// One in-process Warden in front of the shared PostgreSQL.
+struct Spec<'a> {
+    role: &'a str,
+    policy: &'a str,
+    masking: Option<&'a str>,
+    /// Extra keys of the `[[target]]` table.
+    target_extra: &'a str,
+    /// Overrides the role's real password.
+    password: Option<&'a str>,
+    password_mode: u32,
+    /// Accounts, each with its own listener and the same grant.
+    accounts: &'a [&'a str],
+    /// Extra keys of each `[[grant]]` table.
+    grant_extra: &'a str,
+}
+
+impl Default for Spec<'_> {
+    fn default() -> Self {
+        Self {
+            role: pg::ORDERS_RO,
+            policy: ALLOW_ALL,
+            masking: None,
+            target_extra: "",
+            password: None,
+            password_mode: 0o600,
+            accounts: &["app"],
+            grant_extra: "",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Ended {
+    reason: Option<String>,
+    detail: Option<String>,
+}
+
+struct Proxy {
+    addrs: HashMap<String, SocketAddr>,
+    /// The runtime new connections get; [`Proxy::reload`] replaces it.
+    runtime: Arc<std::sync::RwLock<Arc<PgRuntime>>>,
+    config: Arc<Config>,
+    store: PathBuf,
+    ended: Arc<Mutex<HashMap<u64, Ended>>>,
+    /// Session id of each accepted connection, by the client's port.
+    sessions: Arc<Mutex<HashMap<u16, u64>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _audit: AuditHandle,
+    _writer: WriterTask,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Proxy {
+    async fn start(pg: &PgServer, spec: Spec<'_>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("password");
+        let password = spec.password.unwrap_or_else(|| pg.password(spec.role));
+        std::fs::write(&pw, format!("{password}\n")).unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(spec.password_mode)).unwrap();
+        let mut toml = format!(
+            "[agent]\nstate_dir = \"{state}\"\n\n\
+             [[target]]\nname = \"pg\"\nprotocol = \"postgres\"\naddress = \"{addr}\"\n\
+             tls = {{ mode = \"verify-full\", ca_file = \"{ca}\" }}\n{extra}\n\n",
+            state = dir.path().join("state").display(),
+            addr = pg.addr(),
+            ca = pg.ca_pem_path().display(),
+            extra = spec.target_extra,
+        );
+        for (i, a) in spec.accounts.iter().enumerate() {
+            toml.push_str(&format!(
+                "[[account]]\nname = \"{a}\"\nuids = [{uid}]\n\n\
+                 [[grant]]\naccount = \"{a}\"\ntarget = \"pg\"\ndatabase = \"{db}\"\n\
+                 upstream_user = \"{role}\"\npassword_file = \"{pw}\"\npolicy = \"p\"\n{masking}\n{grant_extra}\n\n",
+                uid = 42_000 + i,
+                db = pg::DB,
+                role = spec.role,
+                grant_extra = spec.grant_extra,
+                pw = pw.display(),
+                masking = if spec.masking.is_some() {
+                    "masking = \"m\""
+                } else {
+                    ""
+                },
+            ));
+        }
+        toml.push_str(&format!("[policy.p]\n{}\n\n", spec.policy));
+        if let Some(m) = spec.masking {
+            toml.push_str(&format!("[masking.m]\n{m}\n"));
+        }
+        let config = Config::parse(&toml, &dir.path().join("warden.toml"))
+            .unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
+        let rt = Arc::new(PgRuntime::build(&config).unwrap_or_else(|e| panic!("runtime: {e}")));
+        let runtime = Arc::new(std::sync::RwLock::new(rt));
+        let config = Arc::new(config);
+        let store = dir.path().join("audit.db");
+        let opts = WriterOptions {
+            sync: warden::audit::SyncMode::Normal,
+            ..WriterOptions::default()
+        };
+        let (audit, writer) = warden::audit::spawn_writer(&store, opts).unwrap();
+        let ended = Arc::new(Mutex::new(HashMap::new()));
+        let sessions = Arc::new(Mutex::new(HashMap::new()));
+        let next = Arc::new(AtomicU64::new(1));
+        let mut addrs = HashMap::new();
+        let mut tasks = Vec::new();
+        for account in spec.accounts {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.insert((*account).to_owned(), listener.local_addr().unwrap());
+            let (runtime, config, audit) =
+                (Arc::clone(&runtime), Arc::clone(&config), audit.clone());
+            let (ended, sessions, next) =
+                (Arc::clone(&ended), Arc::clone(&sessions), Arc::clone(&next));
+            let account = (*account).to_owned();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let Ok((tcp, peer)) = listener.accept().await else {
+                        return;
+                    };
+                    let id = next.fetch_add(1, Ordering::SeqCst);
+                    sessions.lock().unwrap().insert(peer.port(), id);
+                    // As the daemon does: the runtime in force at accept.
+                    let rt = Arc::clone(&runtime.read().unwrap());
+                    let (config, audit) = (Arc::clone(&config), audit.clone());
+                    let ended = Arc::clone(&ended);
+                    let account = account.clone();
+                    tokio::spawn(async move {
+                        let served = tokio::spawn(async move {
+                            let caller = Caller {
+                                session: SessionId(id),
+                                account,
+                                process: ProcessInfo::default(),
+                                identity: None,
+                            };
+                            let target = &config.targets[0];
+                            serve(&rt, &config, &audit, target, caller, tcp).await
+                        })
+                        .await;
+                        let e = match served {
+                            Ok(o) => Ended {
+                                reason: o.reason,
+                                detail: o.detail,
+                            },
+                            Err(e) => Ended {
+                                reason: Some("PANIC".into()),
+                                detail: Some(e.to_string()),
+                            },
+                        };
+                        ended.lock().unwrap().insert(id, e);
+                    });
+                }
+            }));
+        }
+        Self {
+            addrs,
+            runtime,
+            config,
+            store,
+            ended,
+            sessions,
+            tasks,
+            _audit: audit,
+            _writer: writer,
+            _dir: dir,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addrs["app"]
+    }
+
+    /// What a configuration reload does to the PostgreSQL runtime: a new
+    /// one for new connections, keeping the previous one's cancel keys.
+    fn reload(&self) {
+        let mut next = PgRuntime::build(&self.config).unwrap();
+        let mut slot = self.runtime.write().unwrap();
+        next.keep_cancels_of(&slot);
+        *slot = Arc::new(next);
+    }
+
+    fn conn_string(&self) -> String {
+        self.conn_string_for("app")
+    }
+
+    fn conn_string_for(&self, account: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=workload dbname={} sslmode=disable",
+            self.addrs[account].port(),
+            pg::DB
+        )
+    }
+
+    async fn connect(&self) -> tokio_postgres::Client {
+        connect(&self.conn_string()).await
+    }
+
+    /// How the session of the client at `port` ended (waits up to 10 s).
+    async fn ended(&self, port: u16) -> Ended {
+        let start = Instant::now();
+        loop {
+            let id = self.sessions.lock().unwrap().get(&port).copied();
+            if let Some(e) = id.and_then(|id| self.ended.lock().unwrap().get(&id).cloned()) {
+                assert_ne!(e.reason.as_deref(), Some("PANIC"), "{e:?}");
+                return e;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "session of port {port} did not end"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn any_panic(&self) -> Option<Ended> {
+        self.ended
+            .lock()
+            .unwrap()
+            .values()
+            .find(|e| e.reason.as_deref() == Some("PANIC"))
+            .cloned()
+    }
+
+    /// Statements of every session, in store order (waits until `want`
+    /// have both request and result, or 5 s).
+    async fn statements(&self, want: usize) -> Vec<ReplayStatement> {
+        let start = Instant::now();
+        loop {
+            let ids: Vec<u64> = self.ended_or_open_ids();
+            let mut out = Vec::new();
+            for id in ids {
+                if let Some(r) = warden::audit::replay::load(&self.store, SessionId(id)).unwrap() {
+                    for s in r.steps {
+                        if let Step::Statement(st) = s {
+                            out.push(st);
+                        }
+                    }
+                }
+            }
+            let complete = out
+                .iter()
+                .filter(|s| s.request.is_some() && (s.result.is_some() || refused(s)))
+                .count();
+            if complete >= want || start.elapsed() > Duration::from_secs(5) {
+                return out;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn ended_or_open_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.sessions.lock().unwrap().values().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+async fn connect(conn: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(conn, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {conn}: {e:?}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+fn direct_conn(pg: &PgServer, role: &str) -> String {
+    format!("{} sslmode=disable", pg.conn_string(role, pg::DB))
+}
+
+/// Runs `f` on a fresh runtime after the shared server is up (its start
+/// blocks).
+fn run<F: std::future::Future<Output = ()>>(f: impl FnOnce(&'static PgServer) -> F) {
+    let pg = PgServer::shared();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(120), f(pg)).await })
+        .expect("test timed out");
+}
+
+fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_owned())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e:?}"))
+}
+
+fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+fn simple_summary(r: Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>) -> Vec<String> {
+    match r {
+        Err(e) => vec![format!("ERROR {}", sqlstate(&e))],
+        Ok(msgs) => msgs
+            .iter()
+            .map(|m| match m {
+                SimpleQueryMessage::Row(row) => {
+                    let cols: Vec<String> = row
+                        .columns()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| format!("{}={:?}", c.name(), row.get(i)))
+                        .collect();
+                    format!("ROW {}", cols.join(" "))
+                }
+                SimpleQueryMessage::CommandComplete(n) => format!("COMPLETE {n}"),
+                SimpleQueryMessage::RowDescription(cols) => format!(
+                    "DESC {:?}",
+                    cols.iter().map(|c| c.name().to_owned()).collect::<Vec<_>>()
+                ),
+                other => format!("OTHER {other:?}"),
+            })
+            .collect(),
+    }
+}
+
+
+// ---------------------------------------------------------------------------
+// Attack helpers
+// ---------------------------------------------------------------------------
+
+fn policy(text: &str) -> Policy {
+    let cfg: PolicyConfig = toml::from_str(text).unwrap();
+    Policy::compile("p", &cfg).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+/// The verdict of `BLOCK_SECRETS` on `sql` (search path as forced by default).
+fn verdict(sql: &str) -> (Action, StatementClass, String) {
+    let p = policy(BLOCK_SECRETS);
+    let ctx = SessionContext::new(vec!["orders_ro".into(), "public".into()]);
+    let a = analyze(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let v = p.decide(&a, &ctx);
+    (v.action, v.class, v.reason)
+}
+
+fn class(sql: &str) -> StatementClass {
+    analyze(sql).unwrap_or_else(|e| panic!("{sql}: {e}")).class()
+}
+
+/// A proxy with the `BLOCK_SECRETS` policy and a client connected to it.
+async fn block_secrets(pg: &PgServer) -> (Proxy, tokio_postgres::Client) {
+    let p = Proxy::start(
+        pg,
+        Spec {
+            policy: BLOCK_SECRETS,
+            ..Spec::default()
+        },
+    )
+    .await;
+    let c = p.connect().await;
+    (p, c)
+}
+
+/// Every statement that the proxy let through (no error at all): each is a
+/// bypass when the caller expects all of them to be refused.
+async fn let_through(c: &tokio_postgres::Client, sqls: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for sql in sqls {
+        if let Ok(r) = c.simple_query(sql).await {
+            out.push(format!("{sql} => {:?}", simple_summary(Ok(r))));
+        }
+    }
+    out
+}
+
+/// Every secret value of the data set (secrets and payroll rows).
+fn secret_values() -> Vec<String> {
+    let mut v: Vec<String> = pg::SECRETS.iter().map(|(_, s)| (*s).to_owned()).collect();
+    v.extend(pg::PAYROLL.iter().map(|(_, _, iban)| (*iban).to_owned()));
+    v.extend(pg::PAYROLL.iter().map(|(_, salary, _)| (*salary).to_owned()));
+    v
+}
+
+fn leaks(text: &str) -> Option<String> {
+    secret_values()
+        .into_iter()
+        .find(|s| text.contains(s.as_str()))
+}
+
+// ---------------------------------------------------------------------------
+// Unit level: classification and functions
+// ---------------------------------------------------------------------------
+
+/// FINDING: `ORDER BY x USING op` names an operator (SortBy.useOp) that the
+/// walker never reports: an operator outside the safe list (an extension's,
+/// or any schema-qualified one) runs without the statement being raised to
+/// privileged. `OPERATOR(public.+)` in an expression is refused today.
+#[test]
+fn unit_order_by_using_operator_is_checked_against_the_safe_list() {
+    let (a, _, _) = verdict("SELECT 1 OPERATOR(public.+) 1");
+    assert_ne!(a, Action::Allow, "control: an expression operator is checked");
+    for sql in [
+        "SELECT id FROM orders ORDER BY id USING OPERATOR(public.<)",
+        "SELECT id FROM orders ORDER BY id USING OPERATOR(attacker.<<<)",
+        "SELECT array_agg(id ORDER BY id USING OPERATOR(public.>)) FROM orders",
+    ] {
+        let (a, c, why) = verdict(sql);
+        assert_ne!(a, Action::Allow, "{sql}: allowed as {c}: {why}");
+    }
+}
+
+/// FINDING: `ALTER TABLE/SEQUENCE/VIEW … OWNER TO` is an AlterTableStmt and
+/// is classed `ddl`, while every other ownership change (AlterOwnerStmt) is
+/// `privileged` as the module documentation promises ("ownership changes").
+#[test]
+fn unit_ownership_changes_of_relations_are_privileged() {
+    assert_eq!(class("ALTER SCHEMA s OWNER TO postgres"), StatementClass::Privileged);
+    let mut wrong = Vec::new();
+    for sql in [
+        "ALTER TABLE orders OWNER TO postgres",
+        "ALTER SEQUENCE orders_id_seq OWNER TO postgres",
+        "ALTER VIEW v OWNER TO postgres",
+        "ALTER MATERIALIZED VIEW m OWNER TO postgres",
+        "ALTER FOREIGN TABLE f OWNER TO postgres",
+        "ALTER INDEX i OWNER TO postgres",
+    ] {
+        let c = class(sql);
+        if c != StatementClass::Privileged {
+            wrong.push(format!("{sql}: {c}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// FINDING: `COPY rel TO STDOUT` adds the relation without the statistics
+/// check `range_var` does, so `COPY pg_statistic TO STDOUT` is `read` while
+/// `SELECT * FROM pg_statistic` is `privileged`.
+#[test]
+fn unit_copy_of_a_statistics_relation_is_privileged() {
+    assert_eq!(class("SELECT * FROM pg_statistic"), StatementClass::Privileged);
+    for sql in [
+        "COPY pg_statistic TO STDOUT",
+        "COPY pg_catalog.pg_statistic_ext_data TO STDOUT",
+        "COPY pg_statistic (stavalues1) TO STDOUT",
+    ] {
+        assert_eq!(class(sql), StatementClass::Privileged, "{sql}");
+    }
+}
+
+/// FINDING: functions on the safe list that change the database are classed
+/// `read`: BRIN summarisation and GIN pending-list cleanup rewrite index
+/// pages (the server lets the index owner run them, also in a read-only
+/// transaction); `txid_current`/`pg_current_xact_id` assign a transaction id.
+#[test]
+fn unit_safe_functions_with_side_effects_are_not_read() {
+    let mut wrong = Vec::new();
+    for sql in [
+        "SELECT brin_summarize_new_values('i'::regclass)",
+        "SELECT brin_summarize_range('i'::regclass, 0)",
+        "SELECT brin_desummarize_range('i'::regclass, 0)",
+        "SELECT gin_clean_pending_list('i'::regclass)",
+    ] {
+        let c = class(sql);
+        if c == StatementClass::Read {
+            wrong.push(sql.to_owned());
+        }
+    }
+    assert!(wrong.is_empty(), "classed read: {wrong:#?}");
+}
+
+/// FINDING: catalog views that call functions excluded from the safe list
+/// are plain relations to the policy: reading them runs
+/// `pg_get_replication_slots`, `pg_stat_get_activity`,
+/// `pg_stat_get_progress_info`, `pg_lock_status`-like functions the list
+/// refuses when called by name. Only a fixed deny-list of eight statistics
+/// relations is checked.
+#[test]
+fn unit_catalog_views_over_excluded_functions_are_privileged() {
+    let mut wrong = Vec::new();
+    for (view, func) in [
+        ("pg_replication_slots", "pg_get_replication_slots()"),
+        ("pg_stat_replication", "pg_stat_get_activity(NULL)"),
+        ("pg_stat_ssl", "pg_stat_get_activity(NULL)"),
+        ("pg_stat_gssapi", "pg_stat_get_activity(NULL)"),
+        ("pg_stat_progress_vacuum", "pg_stat_get_progress_info('VACUUM')"),
+        ("pg_stat_progress_copy", "pg_stat_get_progress_info('COPY')"),
+        ("pg_stat_progress_create_index", "pg_stat_get_progress_info('CREATE INDEX')"),
+    ] {
+        let by_name = verdict(&format!("SELECT * FROM {func}"));
+        assert_ne!(by_name.0, Action::Allow, "control: {func} by name");
+        let (a, c, why) = verdict(&format!("SELECT * FROM {view}"));
+        if a == Action::Allow {
+            wrong.push(format!("{view} ({c}: {why})"));
+        }
+    }
+    assert!(wrong.is_empty(), "allowed: {wrong:#?}");
+}
+
+// ---------------------------------------------------------------------------
+// End to end: the policy under attack
+// ---------------------------------------------------------------------------
+
+/// Ways to reach the blocked tables' rows: none may return a secret value,
+/// in rows or in error texts (simple and extended protocol).
+#[test]
+fn attack_no_statement_returns_a_blocked_row() {
+    run(|pg| async move {
+        let (_p, c) = block_secrets(pg).await;
+        let sqls = [
+            "TABLE secrets",
+            "SELECT * FROM ONLY secrets",
+            "SELECT * FROM ONLY public.payroll",
+            "SELECT * FROM \"secrets\"",
+            "SELECT * FROM SECRETS",
+            "SELECT * FROM U&\"secr\\0065ts\"",
+            "SELECT * FROM U&\"secr!0065ts\" UESCAPE '!'",
+            "SELECT * FROM orders.public.secrets",
+            "SELECT * FROM \"public\" . \"payroll\"",
+            "select * from PUBLIC.PAYROLL",
+            "SELECT * FROM payroll",
+            "SELECT * FROM pg_temp.secrets",
+            "WITH secrets AS (SELECT * FROM secrets) SELECT * FROM secrets",
+            "WITH RECURSIVE secrets AS (SELECT * FROM public.secrets) SELECT * FROM secrets",
+            "WITH a AS (SELECT * FROM secrets), secrets AS (SELECT 1) SELECT * FROM a",
+            "WITH secrets AS (SELECT 1 AS v) SELECT * FROM (WITH secrets AS (SELECT * FROM secrets) SELECT * FROM secrets) x",
+            "SELECT * FROM orders o, LATERAL (SELECT value FROM secrets) s",
+            "SELECT * FROM ROWS FROM (json_populate_record(NULL::secrets, '{}'))",
+            "SELECT * FROM XMLTABLE('/r' PASSING (SELECT xmlelement(name r, string_agg(value, ',')) FROM secrets) COLUMNS v text PATH '.')",
+            "COPY secrets TO STDOUT",
+            "COPY (TABLE secrets) TO STDOUT",
+            "COPY public.payroll (iban) TO STDOUT",
+            "BEGIN; DECLARE c CURSOR FOR SELECT * FROM secrets; FETCH ALL FROM c; COMMIT",
+            "PREPARE s AS SELECT * FROM secrets",
+            "EXECUTE s",
+            "EXPLAIN ANALYZE SELECT * FROM secrets",
+            "EXPLAIN (VERBOSE, COSTS OFF) SELECT * FROM secrets",
+            "SELECT histogram_bounds::text, most_common_vals::text FROM pg_stats WHERE tablename IN ('secrets', 'payroll')",
+            "SELECT most_common_vals::text FROM \"pg_catalog\".\"pg_stats\"",
+            "SELECT * FROM pg_stats_ext",
+            "SELECT row_to_json(s) FROM secrets s",
+            "SELECT (SELECT string_agg(value, ',') FROM secrets)",
+            "SELECT * FROM orders WHERE note NOT IN (SELECT value FROM secrets)",
+            "SELECT p.* FROM orders o JOIN payroll p ON true",
+            "SELECT s.* FROM (TABLE secrets) s",
+            "VALUES ((SELECT value FROM secrets LIMIT 1))",
+            "SELECT value::int FROM secrets",
+            "SELECT * FROM (SELECT * FROM secrets) AS orders",
+            "SELECT query_to_xml('SELECT * FROM secrets', true, true, '')",
+            "SELECT cursor_to_xml('c', 10, true, true, '')",
+            "SELECT ts_rewrite('a'::tsquery, 'SELECT value::tsquery, value::tsquery FROM secrets')",
+            "SELECT * FROM ts_stat('SELECT to_tsvector(value) FROM secrets')",
+            "SELECT xpath('/x', table_to_xml('secrets', true, true, ''))",
+            "SELECT 1 WHERE EXISTS (SELECT FROM secrets)",
+            "SELECT * FROM orders ORDER BY (SELECT value FROM secrets LIMIT 1)",
+            "SELECT * FROM orders GROUP BY id HAVING (SELECT count(*) FROM payroll) > 0",
+            "SELECT * FROM orders WINDOW w AS (ORDER BY (SELECT value FROM secrets LIMIT 1))",
+            "SELECT * FROM orders TABLESAMPLE system (100) JOIN secrets ON true",
+            "SELECT * FROM json_to_recordset((SELECT json_agg(s) FROM secrets s)) AS x(value text)",
+        ];
+        let mut found = Vec::new();
+        for sql in sqls {
+            match c.simple_query(sql).await {
+                Ok(r) => {
+                    let s = format!("{:?}", simple_summary(Ok(r)));
+                    if let Some(v) = leaks(&s) {
+                        found.push(format!("simple {sql}: {v}"));
+                    }
+                }
+                Err(e) => {
+                    let s = format!("{e:?}");
+                    if let Some(v) = leaks(&s) {
+                        found.push(format!("simple error {sql}: {v}"));
+                    }
+                }
+            }
+            match c.query(sql, &[]).await {
+                Ok(rows) => {
+                    let s: Vec<String> = rows
+                        .iter()
+                        .map(|r| {
+                            (0..r.len())
+                                .map(|i| format!("{:?}", r.try_get::<_, Option<String>>(i).ok()))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .collect();
+                    if let Some(v) = leaks(&s.join("\n")) {
+                        found.push(format!("extended {sql}: {v}"));
+                    }
+                }
+                Err(e) => {
+                    if let Some(v) = leaks(&format!("{e:?}")) {
+                        found.push(format!("extended error {sql}: {v}"));
+                    }
+                }
+            }
+        }
+        assert!(found.is_empty(), "secret values returned: {found:#?}");
+    });
+}
+
+/// Catalog views that run functions outside the safe list are readable
+/// (`pg_get_replication_slots`, `pg_stat_get_activity`,
+/// `pg_stat_get_progress_info`), though each function is refused by name.
+#[test]
+fn attack_catalog_views_run_functions_outside_the_safe_list() {
+    run(|pg| async move {
+        let (_p, c) = block_secrets(pg).await;
+        // Control: the functions by name are refused.
+        for sql in [
+            "SELECT * FROM pg_get_replication_slots()",
+            "SELECT * FROM pg_stat_get_activity(NULL)",
+            "SELECT * FROM pg_stat_get_progress_info('VACUUM')",
+        ] {
+            let e = c.simple_query(sql).await.unwrap_err();
+            assert_eq!(sqlstate(&e), "42501", "{sql}");
+        }
+        let through = let_through(
+            &c,
+            &[
+                "SELECT * FROM pg_replication_slots",
+                "SELECT pid, usename, application_name, client_addr FROM pg_stat_replication",
+                "SELECT pid, ssl, client_dn FROM pg_stat_ssl",
+                "SELECT * FROM pg_stat_gssapi",
+                "SELECT * FROM pg_stat_progress_vacuum",
+                "SELECT * FROM pg_stat_progress_copy",
+            ],
+        )
+        .await;
+        assert!(through.is_empty(), "allowed: {through:#?}");
+    });
+}
+
+/// search_path and role: tricks that must leave both as forced.
+#[test]
+fn attack_search_path_and_role_stay_fixed() {
+    run(|pg| async move {
+        let (_p, c) = block_secrets(pg).await;
+        let path0: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+        for sql in [
+            "RESET ROLE",
+            "SET ROLE NONE",
+            "SET SESSION AUTHORIZATION DEFAULT",
+            "RESET SESSION AUTHORIZATION",
+            "SET search_path FROM CURRENT",
+            "SET \"SEARCH_PATH\" = nosuch",
+            "SET LOCAL \"search_path\" TO nosuch",
+            "SET SCHEMA 'nosuch'",
+            "BEGIN; SET LOCAL search_path = nosuch; COMMIT",
+            "SELECT set_config('search_path', 'nosuch', false) WHERE false",
+            "SELECT pg_catalog.set_config(current_setting('search_path'), 'x', false)",
+            "SET SESSION search_path = nosuch",
+            "SET role = postgres",
+            "SET session_authorization = postgres",
+            "PREPARE q AS SELECT set_config('search_path', 'nosuch', false)",
+        ] {
+            let _ = c.simple_query(sql).await;
+            let path: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+            let user: String = c.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+            assert_eq!(path, path0, "after {sql}");
+            assert_eq!(user, pg::ORDERS_RO, "after {sql}");
+        }
+        let e = c.simple_query("SELECT * FROM payroll").await.unwrap_err();
+        assert_eq!(sqlstate(&e), "42501");
+    });
+}
+
+/// FINDING: a `read_only = true` grant relies on the server's read-only
+/// transactions, which PostgreSQL 15 lets run LOCK TABLE in every mode
+/// (ACCESS EXCLUSIVE blocks every other session's reads), NOTIFY and
+/// pg_notify, and BRIN/GIN maintenance functions. Warden classes LOCK and
+/// NOTIFY as `write` itself, and the grant's read+write policy allows them.
+#[test]
+fn attack_read_only_grant_cannot_write_lock_or_notify() {
+    run(|pg| async move {
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP TABLE IF EXISTS public.ro_attack; \
+             CREATE TABLE public.ro_attack (id int, t tsvector); \
+             ALTER TABLE public.ro_attack OWNER TO orders_rw; \
+             CREATE INDEX ro_attack_brin ON public.ro_attack USING brin (id); \
+             CREATE INDEX ro_attack_gin ON public.ro_attack USING gin (t) WITH (fastupdate = on); \
+             ALTER INDEX ro_attack_brin OWNER TO orders_rw; \
+             ALTER INDEX ro_attack_gin OWNER TO orders_rw; \
+             INSERT INTO public.ro_attack SELECT g, to_tsvector('x' || g) FROM generate_series(1, 1000) g",
+        );
+        let p = Proxy::start(
+            pg,
+            Spec {
+                role: pg::ORDERS_RW,
+                policy: READ_WRITE,
+                grant_extra: "read_only = true",
+                ..Spec::default()
+            },
+        )
+        .await;
+        let c = p.connect().await;
+        // Control: writes are refused by the server (25006).
+        let e = c
+            .simple_query("INSERT INTO public.ro_attack VALUES (1)")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "25006");
+        let through = let_through(
+            &c,
+            &[
+                "BEGIN; LOCK TABLE public.orders IN ACCESS EXCLUSIVE MODE; COMMIT",
+                "BEGIN; LOCK TABLE public.ro_attack IN EXCLUSIVE MODE; COMMIT",
+                "NOTIFY attack, 'forged payload'",
+                "SELECT pg_notify('attack', 'forged payload')",
+                "SELECT brin_summarize_new_values('public.ro_attack_brin'::regclass)",
+                "SELECT brin_desummarize_range('public.ro_attack_brin'::regclass, 0)",
+                "SELECT gin_clean_pending_list('public.ro_attack_gin'::regclass)",
+            ],
+        )
+        .await;
+        pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP TABLE public.ro_attack");
+        assert!(through.is_empty(), "ran on a read-only grant: {through:#?}");
+    });
+}
+
+/// Ways to leave read-only that must all be refused (these held).
+#[test]
+fn attack_read_only_grant_cannot_be_made_writable() {
+    run(|pg| async move {
+        let p = Proxy::start(
+            pg,
+            Spec {
+                role: pg::ORDERS_RW,
+                policy: READ_WRITE,
+                grant_extra: "read_only = true",
+                ..Spec::default()
+            },
+        )
+        .await;
+        let c = p.connect().await;
+        for sql in [
+            "SET default_transaction_read_only = 'of'",
+            "SET default_transaction_read_only TO DEFAULT",
+            "SET transaction_read_only = 0",
+            "BEGIN TRANSACTION READ ONLY, READ WRITE",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY, READ WRITE",
+            "BEGIN; SET LOCAL default_transaction_read_only = off; COMMIT",
+            "SET \"DEFAULT_TRANSACTION_READ_ONLY\" = off",
+            "PREPARE w AS INSERT INTO orders (note) VALUES ('x')",
+            "RESET ALL",
+            "DISCARD ALL",
+            "SET SESSION AUTHORIZATION DEFAULT",
+            "RESET ROLE",
+        ] {
+            let _ = c.simple_query(sql).await;
+            let _ = c.simple_query("ROLLBACK").await;
+            let ro: String = c
+                .query_one("SHOW default_transaction_read_only", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(ro, "on", "after {sql}");
+            let e = c
+                .simple_query("INSERT INTO orders (note) VALUES ('ro-attack')")
+                .await
+                .unwrap_err();
+            assert_eq!(sqlstate(&e), "25006", "after {sql}: {e:?}");
+            if let Ok(r) = c.simple_query("EXECUTE w").await {
+                panic!("after {sql}: EXECUTE w wrote: {:?}", simple_summary(Ok(r)));
+            }
+        }
+    });
+}
