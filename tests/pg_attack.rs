@@ -828,3 +828,91 @@ fn attack_read_only_grant_cannot_be_made_writable() {
         }
     });
 }
+
+/// FINDING: operators are trusted by symbol. An operator with a built-in
+/// symbol that resolves to a non-built-in function (an extension's, or one
+/// any role with CREATE on a path schema made: `+` on (text, text) has no
+/// pg_catalog competitor, so the path's wins) runs that function inside a
+/// `read` statement: here it returns every row of the blocked `secrets`.
+#[test]
+fn attack_builtin_operator_symbols_resolve_to_user_functions() {
+    run(|pg| async move {
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP OPERATOR IF EXISTS public.+ (text, text); \
+             DROP FUNCTION IF EXISTS public.attack_plus(text, text); \
+             CREATE FUNCTION public.attack_plus(text, text) RETURNS text LANGUAGE sql \
+               AS $$ SELECT string_agg(value, ',') FROM public.secrets $$; \
+             CREATE OPERATOR public.+ (LEFTARG = text, RIGHTARG = text, FUNCTION = public.attack_plus)",
+        );
+        let (_p, c) = block_secrets(pg).await;
+        // Control: the function by name is refused.
+        let e = c
+            .simple_query("SELECT public.attack_plus('a', 'b')")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "42501");
+        let r = c.simple_query("SELECT 'a'::text + 'b'::text").await;
+        let r2 = c
+            .simple_query("SELECT note + note FROM orders LIMIT 1")
+            .await;
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP OPERATOR public.+ (text, text); DROP FUNCTION public.attack_plus(text, text)",
+        );
+        for (sql, r) in [("'a'::text + 'b'::text", r), ("note + note", r2)] {
+            if let Ok(rows) = r {
+                let s = format!("{:?}", simple_summary(Ok(rows)));
+                panic!("{sql}: not refused, leaks {:?}: {s}", leaks(&s));
+            }
+        }
+    });
+}
+
+/// FINDING: with a policy that allows `ddl` (only temporary objects are
+/// needed: every role has TEMP), a function body given as a string is never
+/// analysed, and CREATE TRIGGER names its function without a call the
+/// walker sees. A trigger on a temporary table then reads the blocked
+/// table on each INSERT (`write`), and a SELECT returns its rows.
+#[test]
+fn attack_ddl_policy_trigger_with_opaque_body_reads_blocked_table() {
+    run(|pg| async move {
+        let p = Proxy::start(
+            pg,
+            Spec {
+                policy: r#"default = "deny"
+rules = [
+  { action = "allow", classes = ["read", "write", "ddl"] },
+  { action = "block", tables = ["secrets", "public.payroll"], name = "no-secrets" },
+]"#,
+                ..Spec::default()
+            },
+        )
+        .await;
+        let c = p.connect().await;
+        let e = c.simple_query("SELECT * FROM secrets").await.unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "control");
+        let steps = [
+            "CREATE TEMP TABLE grab (v text)",
+            "CREATE FUNCTION pg_temp.grab() RETURNS trigger LANGUAGE plpgsql AS \
+             $$BEGIN NEW.v := (SELECT string_agg(value, ',') FROM public.secrets); RETURN NEW; END$$",
+            "CREATE TRIGGER grab BEFORE INSERT ON grab FOR EACH ROW EXECUTE FUNCTION pg_temp.grab()",
+            "INSERT INTO grab VALUES ('x')",
+            "SELECT v FROM grab",
+        ];
+        let mut out = Vec::new();
+        for sql in steps {
+            match c.simple_query(sql).await {
+                Ok(r) => out.push(format!("{:?}", simple_summary(Ok(r)))),
+                Err(e) => {
+                    out.push(format!("refused {sql}: {}", sqlstate(&e)));
+                    break;
+                }
+            }
+        }
+        let all = out.join("\n");
+        assert!(leaks(&all).is_none(), "secrets read through a trigger: {all}");
+    });
+}
