@@ -21,7 +21,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use common::pg::{self, PgServer};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use warden::protocol::postgres::backend::BackendMessage;
+use warden::protocol::postgres::frame::{Frame, decode_frame};
+use warden::protocol::postgres::frontend;
+use warden::protocol::postgres::startup::{
+    CancelRequest, ProtocolVersion, StartupMessage, encode_ssl_request,
+};
 use tokio::net::TcpListener;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 use warden::audit::event::{ProcessInfo, SessionId, StatementDecision};
@@ -384,6 +394,200 @@ fn simple_summary(r: Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>) -> 
     }
 }
 
+
+/// A client speaking the wire protocol directly, through Warden's codec.
+struct Raw {
+    tcp: TcpStream,
+    buf: BytesMut,
+}
+
+/// A server message as the tests look at it (fields not compared are kept
+/// for failure messages).
+#[derive(Debug, Clone)]
+#[allow(dead_code)]
+enum Msg {
+    Error {
+        code: String,
+        message: String,
+        severity: String,
+    },
+    Row(Vec<Option<Vec<u8>>>),
+    Ready(u8),
+    Notification {
+        channel: String,
+        payload: String,
+    },
+    Key {
+        process_id: i32,
+        secret_key: Vec<u8>,
+    },
+    CopyData(Vec<u8>),
+    Notice {
+        message: String,
+    },
+    FunctionResult(Option<Vec<u8>>),
+    Other(u8),
+}
+
+impl Raw {
+    async fn tcp(addr: SocketAddr) -> Self {
+        Self {
+            tcp: TcpStream::connect(addr).await.unwrap(),
+            buf: BytesMut::new(),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.tcp.local_addr().unwrap().port()
+    }
+
+    async fn startup(addr: SocketAddr, params: &[(&str, &str)]) -> (Self, Vec<Msg>) {
+        let mut r = Self::tcp(addr).await;
+        let mut b = BytesMut::new();
+        StartupMessage {
+            version: ProtocolVersion::V3_0,
+            params: params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+        .encode(&mut b)
+        .unwrap();
+        r.send(&b).await;
+        let msgs = r.until_ready().await;
+        (r, msgs)
+    }
+
+    async fn session(addr: SocketAddr) -> (Self, i32, Vec<u8>) {
+        let (r, msgs) = Self::startup(addr, &[("user", "workload"), ("database", pg::DB)]).await;
+        let key = msgs.iter().find_map(|m| match m {
+            Msg::Key {
+                process_id,
+                secret_key,
+            } => Some((*process_id, secret_key.clone())),
+            _ => None,
+        });
+        let (pid, key) = key.unwrap_or_else(|| panic!("no BackendKeyData: {msgs:?}"));
+        (r, pid, key)
+    }
+
+    async fn send(&mut self, b: &[u8]) {
+        self.tcp.write_all(b).await.unwrap();
+    }
+
+    /// The next message, or `None` when the connection closed (10 s limit).
+    async fn recv(&mut self) -> Option<Msg> {
+        let frame = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(f) = decode_frame(&mut self.buf, 1 << 30).unwrap() {
+                    return Some(f);
+                }
+                match self.tcp.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("no answer within 10 s")?;
+        Some(to_msg(&frame))
+    }
+
+    /// Messages up to and including ReadyForQuery, or up to the close.
+    async fn until_ready(&mut self) -> Vec<Msg> {
+        let mut out = Vec::new();
+        while let Some(m) = self.recv().await {
+            let done = matches!(m, Msg::Ready(_));
+            out.push(m);
+            if done {
+                break;
+            }
+        }
+        out
+    }
+
+    async fn query(&mut self, sql: &str) -> Vec<Msg> {
+        let mut b = BytesMut::new();
+        frontend::query(&mut b, sql).unwrap();
+        self.send(&b).await;
+        self.until_ready().await
+    }
+
+    /// Everything until the connection closes (10 s limit).
+    async fn until_closed(&mut self) -> Vec<Msg> {
+        let mut out = Vec::new();
+        while let Some(m) = self.recv().await {
+            out.push(m);
+        }
+        out
+    }
+}
+
+fn to_msg(frame: &Frame) -> Msg {
+    match BackendMessage::parse(frame).unwrap() {
+        BackendMessage::ErrorResponse(f) => Msg::Error {
+            code: f.get(b'C').unwrap_or("").to_owned(),
+            message: f.get(b'M').unwrap_or("").to_owned(),
+            severity: f.get(b'S').unwrap_or("").to_owned(),
+        },
+        BackendMessage::DataRow { values } => {
+            Msg::Row(values.iter().map(|v| v.map(<[u8]>::to_vec)).collect())
+        }
+        BackendMessage::ReadyForQuery { status } => Msg::Ready(status),
+        BackendMessage::NotificationResponse {
+            channel, payload, ..
+        } => Msg::Notification {
+            channel: channel.to_owned(),
+            payload: payload.to_owned(),
+        },
+        BackendMessage::BackendKeyData {
+            process_id,
+            secret_key,
+        } => Msg::Key {
+            process_id,
+            secret_key: secret_key.to_vec(),
+        },
+        BackendMessage::CopyData(d) => Msg::CopyData(d.to_vec()),
+        BackendMessage::NoticeResponse(f) => Msg::Notice {
+            message: f.get(b'M').unwrap_or("").to_owned(),
+        },
+        BackendMessage::FunctionCallResponse { value } => {
+            Msg::FunctionResult(value.map(<[u8]>::to_vec))
+        }
+        _ => Msg::Other(frame.tag),
+    }
+}
+
+fn errors(msgs: &[Msg]) -> Vec<(String, String, String)> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            Msg::Error {
+                code,
+                message,
+                severity,
+            } => Some((severity.clone(), code.clone(), message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn rows(msgs: &[Msg]) -> Vec<Vec<Option<Vec<u8>>>> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            Msg::Row(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn text(v: &Option<Vec<u8>>) -> String {
+    v.as_deref()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_else(|| "NULL".into())
+}
+
+/// Every sensitive value of the data set that must never come out masked
+/// grants.
 
 // ---------------------------------------------------------------------------
 // Attack helpers
@@ -914,5 +1118,56 @@ rules = [
         }
         let all = out.join("\n");
         assert!(leaks(&all).is_none(), "secrets read through a trigger: {all}");
+    });
+}
+
+async fn function_call(r: &mut Raw, oid: u32, args: &[&str]) -> Vec<Msg> {
+    let mut b = BytesMut::new();
+    let args: Vec<Option<&[u8]>> = args.iter().map(|a| Some(a.as_bytes())).collect();
+    frontend::function_call(&mut b, oid, &[], &args, 0).unwrap();
+    r.send(&b).await;
+    r.until_ready().await
+}
+
+/// FINDING: a FunctionCall is decided as `SELECT schema.name()` built by
+/// splitting the looked-up `nspname.proname` on '.', but PostgreSQL names
+/// may contain dots: `public."pg_catalog.lower"` becomes
+/// `"public"."pg_catalog"."lower"()`, read as catalog.schema.name, i.e. the
+/// built-in safe `lower`. Its body here returns the blocked table.
+#[test]
+fn attack_function_call_with_a_dotted_name_is_taken_for_a_builtin() {
+    run(|pg| async move {
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP FUNCTION IF EXISTS public.\"pg_catalog.lower\"(); \
+             CREATE FUNCTION public.\"pg_catalog.lower\"() RETURNS text LANGUAGE sql \
+               AS $$ SELECT string_agg(value, ',') FROM public.secrets $$; \
+             GRANT EXECUTE ON FUNCTION public.\"pg_catalog.lower\"() TO PUBLIC",
+        );
+        let direct = connect(&direct_conn(pg, pg::ORDERS_RO)).await;
+        let oid: u32 = direct
+            .query_one("SELECT 'public.\"pg_catalog.lower\"()'::regprocedure::oid", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let (p, c) = block_secrets(pg).await;
+        // Control: by SQL the function is refused.
+        let e = c
+            .simple_query("SELECT public.\"pg_catalog.lower\"()")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "42501");
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let msgs = function_call(&mut r, oid, &[]).await;
+        pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP FUNCTION public.\"pg_catalog.lower\"()");
+        let result = msgs.iter().find_map(|m| match m {
+            Msg::FunctionResult(Some(v)) => Some(String::from_utf8_lossy(v).into_owned()),
+            _ => None,
+        });
+        assert!(
+            result.is_none(),
+            "FunctionCall ran public.\"pg_catalog.lower\"(): {result:?}"
+        );
     });
 }
