@@ -1171,3 +1171,40 @@ fn attack_function_call_with_a_dotted_name_is_taken_for_a_builtin() {
         );
     });
 }
+
+/// FINDING (unit level of the trigger attack): with `ddl` allowed, a
+/// function body given as a string is opaque to the walker: the block on
+/// `secrets` does not see it, and neither do CREATE TRIGGER / CREATE
+/// OPERATOR / CREATE CAST / CREATE AGGREGATE, which name functions without
+/// a call. (A SQL-standard `BEGIN ATOMIC` body is parsed and caught.)
+#[test]
+fn unit_ddl_function_bodies_and_references_are_seen() {
+    let p = policy(
+        r#"default = "deny"
+rules = [
+  { action = "allow", classes = ["read", "write", "ddl"] },
+  { action = "block", tables = ["secrets", "public.payroll"], name = "no-secrets" },
+]"#,
+    );
+    let ctx = SessionContext::new(vec!["orders_ro".into(), "public".into()]);
+    let decide = |sql: &str| p.decide(&analyze(sql).unwrap(), &ctx);
+    let control = decide(
+        "CREATE FUNCTION pg_temp.f() RETURNS SETOF text LANGUAGE sql BEGIN ATOMIC SELECT value FROM secrets; END",
+    );
+    assert_ne!(control.action, Action::Allow, "control: parsed body");
+    let mut wrong = Vec::new();
+    for sql in [
+        "CREATE FUNCTION pg_temp.f() RETURNS SETOF text LANGUAGE sql AS 'SELECT value FROM secrets'",
+        "CREATE FUNCTION pg_temp.g() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN PERFORM * FROM payroll; RETURN NEW; END$$",
+        "CREATE TRIGGER t BEFORE INSERT ON tt FOR EACH ROW EXECUTE FUNCTION pg_temp.g()",
+        "CREATE OPERATOR public.+ (LEFTARG = text, RIGHTARG = text, FUNCTION = pg_temp.h)",
+        "CREATE CAST (text AS pg_temp.t) WITH FUNCTION pg_temp.k(text) AS IMPLICIT",
+        "CREATE AGGREGATE pg_temp.a(text) (SFUNC = pg_temp.s, STYPE = text)",
+    ] {
+        let v = decide(sql);
+        if v.action == Action::Allow {
+            wrong.push(format!("{sql}: {}", v.reason));
+        }
+    }
+    assert!(wrong.is_empty(), "allowed: {wrong:#?}");
+}
