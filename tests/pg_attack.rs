@@ -1208,3 +1208,46 @@ rules = [
     }
     assert!(wrong.is_empty(), "allowed: {wrong:#?}");
 }
+
+/// FINDING (the function form of the operator finding): a safe-listed name
+/// resolves to the path's function when it matches the arguments better
+/// (`public.lower(integer)` beats `pg_catalog.lower(text)` for `lower(1)`);
+/// extensions install such overloads in `public`.
+#[test]
+fn attack_safe_function_names_resolve_to_user_overloads() {
+    run(|pg| async move {
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP FUNCTION IF EXISTS public.lower(integer); \
+             CREATE FUNCTION public.lower(integer) RETURNS text LANGUAGE sql \
+               AS $$ SELECT string_agg(value, ',') FROM public.secrets $$",
+        );
+        let (_p, c) = block_secrets(pg).await;
+        let r = c.simple_query("SELECT lower(1)").await;
+        pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP FUNCTION public.lower(integer)");
+        if let Ok(rows) = r {
+            let s = format!("{:?}", simple_summary(Ok(rows)));
+            panic!("lower(1): not refused, leaks {:?}: {s}", leaks(&s));
+        }
+    });
+}
+
+/// FINDING (low): safe-listed functions that take a relation by name or
+/// regclass report facts of a blocked table without it being a table
+/// reference: size, live row count, whether a tuple id exists.
+#[test]
+fn unit_blocked_tables_are_not_reachable_by_regclass_functions() {
+    let mut wrong = Vec::new();
+    for sql in [
+        "SELECT pg_relation_size('secrets')",
+        "SELECT pg_stat_get_live_tuples('public.payroll'::regclass)",
+        "SELECT currtid2('secrets', '(0,1)'::tid)",
+    ] {
+        let (a, c, why) = verdict(sql);
+        if a == Action::Allow {
+            wrong.push(format!("{sql} ({c}: {why})"));
+        }
+    }
+    assert!(wrong.is_empty(), "allowed: {wrong:#?}");
+}
