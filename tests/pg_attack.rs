@@ -971,6 +971,8 @@ fn attack_read_only_grant_cannot_write_lock_or_notify() {
             &[
                 "BEGIN; LOCK TABLE public.orders IN ACCESS EXCLUSIVE MODE; COMMIT",
                 "BEGIN; LOCK TABLE public.ro_attack IN EXCLUSIVE MODE; COMMIT",
+                "SELECT id FROM public.orders LIMIT 1 FOR UPDATE",
+                "SELECT txid_current() IS NULL",
                 "NOTIFY attack, 'forged payload'",
                 "SELECT pg_notify('attack', 'forged payload')",
                 "SELECT brin_summarize_new_values('public.ro_attack_brin'::regclass)",
