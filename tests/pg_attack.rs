@@ -25,21 +25,19 @@ use bytes::BytesMut;
 use common::pg::{self, PgServer};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use warden::protocol::postgres::backend::BackendMessage;
-use warden::protocol::postgres::frame::{Frame, decode_frame};
-use warden::protocol::postgres::frontend;
-use warden::protocol::postgres::startup::{
-    CancelRequest, ProtocolVersion, StartupMessage, encode_ssl_request,
-};
 use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 use warden::audit::event::{ProcessInfo, SessionId, StatementDecision};
 use warden::audit::replay::{ReplayStatement, Step};
 use warden::audit::{AuditHandle, WriterOptions, WriterTask};
 use warden::config::Config;
-use warden::policy::{
-    Action, Policy, PolicyConfig, SessionContext, StatementClass, analyze,
+use warden::policy::{Action, Policy, PolicyConfig, SessionContext, StatementClass, analyze};
+use warden::protocol::postgres::backend::BackendMessage;
+use warden::protocol::postgres::frame::{Frame, decode_frame};
+use warden::protocol::postgres::frontend;
+use warden::protocol::postgres::startup::{
+    CancelRequest, ProtocolVersion, StartupMessage, encode_ssl_request,
 };
 use warden::proxy::postgres::{Caller, PgRuntime, serve};
 
@@ -394,7 +392,6 @@ fn simple_summary(r: Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>) -> 
     }
 }
 
-
 /// A client speaking the wire protocol directly, through Warden's codec.
 struct Raw {
     tcp: TcpStream,
@@ -608,7 +605,9 @@ fn verdict(sql: &str) -> (Action, StatementClass, String) {
 }
 
 fn class(sql: &str) -> StatementClass {
-    analyze(sql).unwrap_or_else(|e| panic!("{sql}: {e}")).class()
+    analyze(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .class()
 }
 
 /// A proxy with the `BLOCK_SECRETS` policy and a client connected to it.
@@ -641,7 +640,11 @@ async fn let_through(c: &tokio_postgres::Client, sqls: &[&str]) -> Vec<String> {
 fn secret_values() -> Vec<String> {
     let mut v: Vec<String> = pg::SECRETS.iter().map(|(_, s)| (*s).to_owned()).collect();
     v.extend(pg::PAYROLL.iter().map(|(_, _, iban)| (*iban).to_owned()));
-    v.extend(pg::PAYROLL.iter().map(|(_, salary, _)| (*salary).to_owned()));
+    v.extend(
+        pg::PAYROLL
+            .iter()
+            .map(|(_, salary, _)| (*salary).to_owned()),
+    );
     v
 }
 
@@ -662,7 +665,11 @@ fn leaks(text: &str) -> Option<String> {
 #[test]
 fn unit_order_by_using_operator_is_checked_against_the_safe_list() {
     let (a, _, _) = verdict("SELECT 1 OPERATOR(public.+) 1");
-    assert_ne!(a, Action::Allow, "control: an expression operator is checked");
+    assert_ne!(
+        a,
+        Action::Allow,
+        "control: an expression operator is checked"
+    );
     for sql in [
         "SELECT id FROM orders ORDER BY id USING OPERATOR(public.<)",
         "SELECT id FROM orders ORDER BY id USING OPERATOR(attacker.<<<)",
@@ -678,7 +685,10 @@ fn unit_order_by_using_operator_is_checked_against_the_safe_list() {
 /// `privileged` as the module documentation promises ("ownership changes").
 #[test]
 fn unit_ownership_changes_of_relations_are_privileged() {
-    assert_eq!(class("ALTER SCHEMA s OWNER TO postgres"), StatementClass::Privileged);
+    assert_eq!(
+        class("ALTER SCHEMA s OWNER TO postgres"),
+        StatementClass::Privileged
+    );
     let mut wrong = Vec::new();
     for sql in [
         "ALTER TABLE orders OWNER TO postgres",
@@ -701,7 +711,10 @@ fn unit_ownership_changes_of_relations_are_privileged() {
 /// `SELECT * FROM pg_statistic` is `privileged`.
 #[test]
 fn unit_copy_of_a_statistics_relation_is_privileged() {
-    assert_eq!(class("SELECT * FROM pg_statistic"), StatementClass::Privileged);
+    assert_eq!(
+        class("SELECT * FROM pg_statistic"),
+        StatementClass::Privileged
+    );
     for sql in [
         "COPY pg_statistic TO STDOUT",
         "COPY pg_catalog.pg_statistic_ext_data TO STDOUT",
@@ -746,9 +759,15 @@ fn unit_catalog_views_over_excluded_functions_are_privileged() {
         ("pg_stat_replication", "pg_stat_get_activity(NULL)"),
         ("pg_stat_ssl", "pg_stat_get_activity(NULL)"),
         ("pg_stat_gssapi", "pg_stat_get_activity(NULL)"),
-        ("pg_stat_progress_vacuum", "pg_stat_get_progress_info('VACUUM')"),
+        (
+            "pg_stat_progress_vacuum",
+            "pg_stat_get_progress_info('VACUUM')",
+        ),
         ("pg_stat_progress_copy", "pg_stat_get_progress_info('COPY')"),
-        ("pg_stat_progress_create_index", "pg_stat_get_progress_info('CREATE INDEX')"),
+        (
+            "pg_stat_progress_create_index",
+            "pg_stat_get_progress_info('CREATE INDEX')",
+        ),
     ] {
         let by_name = verdict(&format!("SELECT * FROM {func}"));
         assert_ne!(by_name.0, Action::Allow, "control: {func} by name");
@@ -920,7 +939,11 @@ fn attack_search_path_and_role_stay_fixed() {
         ] {
             let _ = c.simple_query(sql).await;
             let path: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
-            let user: String = c.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+            let user: String = c
+                .query_one("SELECT current_user::text", &[])
+                .await
+                .unwrap()
+                .get(0);
             assert_eq!(path, path0, "after {sql}");
             assert_eq!(user, pg::ORDERS_RO, "after {sql}");
         }
@@ -1119,7 +1142,10 @@ rules = [
             }
         }
         let all = out.join("\n");
-        assert!(leaks(&all).is_none(), "secrets read through a trigger: {all}");
+        assert!(
+            leaks(&all).is_none(),
+            "secrets read through a trigger: {all}"
+        );
     });
 }
 
@@ -1149,7 +1175,10 @@ fn attack_function_call_with_a_dotted_name_is_taken_for_a_builtin() {
         );
         let direct = connect(&direct_conn(pg, pg::ORDERS_RO)).await;
         let oid: u32 = direct
-            .query_one("SELECT 'public.\"pg_catalog.lower\"()'::regprocedure::oid", &[])
+            .query_one(
+                "SELECT 'public.\"pg_catalog.lower\"()'::regprocedure::oid",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
@@ -1162,7 +1191,11 @@ fn attack_function_call_with_a_dotted_name_is_taken_for_a_builtin() {
         assert_eq!(sqlstate(&e), "42501");
         let (mut r, _, _) = Raw::session(p.addr()).await;
         let msgs = function_call(&mut r, oid, &[]).await;
-        pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP FUNCTION public.\"pg_catalog.lower\"()");
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP FUNCTION public.\"pg_catalog.lower\"()",
+        );
         let result = msgs.iter().find_map(|m| match m {
             Msg::FunctionResult(Some(v)) => Some(String::from_utf8_lossy(v).into_owned()),
             _ => None,
@@ -1252,4 +1285,21 @@ fn unit_blocked_tables_are_not_reachable_by_regclass_functions() {
         }
     }
     assert!(wrong.is_empty(), "allowed: {wrong:#?}");
+}
+
+/// Probe (held if it passes): XML constructs are not function calls to the
+/// walker (XmlExpr); an external entity must not read a server file.
+#[test]
+fn attack_xml_external_entities_do_not_read_files() {
+    run(|pg| async move {
+        let (_p, c) = block_secrets(pg).await;
+        for sql in [
+            "SELECT xmlparse(document '<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><x>&e;</x>')::text",
+            "SELECT xpath('/x/text()', xmlparse(document '<!DOCTYPE x [<!ENTITY e SYSTEM \"/etc/passwd\">]><x>&e;</x>'))::text",
+            "SELECT xmlserialize(document xmlparse(document '<!DOCTYPE x SYSTEM \"/etc/passwd\"><x/>') as text)",
+        ] {
+            let s = format!("{:?}", simple_summary(c.simple_query(sql).await));
+            assert!(!s.contains("root:"), "{sql}: {s}");
+        }
+    });
 }
