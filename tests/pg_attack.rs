@@ -583,9 +583,6 @@ fn text(v: &Option<Vec<u8>>) -> String {
         .unwrap_or_else(|| "NULL".into())
 }
 
-/// Every sensitive value of the data set that must never come out masked
-/// grants.
-
 // ---------------------------------------------------------------------------
 // Attack helpers
 // ---------------------------------------------------------------------------
