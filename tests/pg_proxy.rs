@@ -1720,3 +1720,71 @@ fn function_calls_are_decided_by_name_and_their_results_masked() {
         );
     });
 }
+
+// ---------------------------------------------------------------------------
+// Protocol fidelity: how a session ends, large messages, approvals per
+// execution
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_server_reported_tokenisation_change_ends_the_session_with_a_fatal_naming_it() {
+    run(|pg| async move {
+        let p = Proxy::start(pg, Spec::default()).await;
+        for (sql, setting, value) in [
+            (
+                "SELECT set_config('client_encoding', 'LATIN1', false)",
+                "client_encoding",
+                "LATIN1",
+            ),
+            (
+                "SELECT set_config('standard_conforming_strings', 'off', false)",
+                "standard_conforming_strings",
+                "off",
+            ),
+        ] {
+            let (mut r, _, _) = Raw::session(p.addr()).await;
+            let mut b = BytesMut::new();
+            frontend::query(&mut b, sql).unwrap();
+            r.send(&b).await;
+            let msgs = r.until_closed().await;
+            // The statement ran: its row reaches the client, then a FATAL
+            // error that names the setting, then the close.
+            assert_eq!(rows(&msgs).len(), 1, "{sql}: {msgs:?}");
+            let errs = errors(&msgs);
+            assert_eq!(errs.len(), 1, "{sql}: {msgs:?}");
+            assert_eq!(errs[0].0, "FATAL", "{errs:?}");
+            assert!(
+                errs[0].2.contains("Warden")
+                    && errs[0].2.contains(setting)
+                    && errs[0].2.contains(value),
+                "{errs:?}"
+            );
+            assert!(
+                matches!(msgs.last(), Some(Msg::Error { .. })),
+                "nothing may follow the FATAL error: {msgs:?}"
+            );
+            let e = p.ended(r.port()).await;
+            assert_eq!(e.reason.as_deref(), Some("session_error"), "{e:?}");
+            assert!(e.detail.unwrap_or_default().contains(setting));
+        }
+        // Both statements have their result on record: the row, the tag and
+        // why the session ended.
+        let stmts = p.statements(2).await;
+        assert_eq!(stmts.len(), 2, "{stmts:#?}");
+        for (s, setting) in stmts
+            .iter()
+            .zip(["client_encoding", "standard_conforming_strings"])
+        {
+            let r = s
+                .result
+                .as_ref()
+                .unwrap_or_else(|| panic!("no result event: {s:#?}"));
+            assert_eq!(r.rows, Some(1), "{r:#?}");
+            assert_eq!(r.command_tag.as_deref(), Some("SELECT 1"), "{r:#?}");
+            assert!(
+                r.error.as_deref().unwrap_or_default().contains(setting),
+                "{r:#?}"
+            );
+        }
+    });
+}

@@ -43,6 +43,7 @@ use super::SessionInfo;
 use super::decide::{Decided, Decider};
 use crate::audit::event::{ResultSummary, StatementDecision, StatementPhase};
 use crate::masking::{Masked, Masker, Strategy};
+use crate::protocol::postgres::CodecError;
 use crate::protocol::postgres::backend::{self, BackendMessage, FieldDescription};
 use crate::protocol::postgres::frame::{Frame, decode_frame};
 use crate::protocol::postgres::frontend::{self, FrontendMessage, Target as DescribeTarget};
@@ -77,6 +78,52 @@ pub enum End {
     UpstreamClosed,
     /// A protocol or I/O error; the client was told when possible.
     Error(String),
+}
+
+/// Why the upstream half ends a session. The client is told with a FATAL
+/// ErrorResponse carrying [`Fatal::sqlstate`] and this text, and the
+/// statement being answered gets its result event with the same reason.
+#[derive(Debug, thiserror::Error)]
+enum Fatal {
+    /// The server reports a setting that changes how SQL is tokenised
+    /// (`client_encoding`, `standard_conforming_strings`): statements after
+    /// it could be read differently by Warden and by the server.
+    #[error("{0}; Warden closes the session")]
+    UnsafeSetting(String),
+    /// Binary COPY rows cannot be masked value by value.
+    #[error(
+        "binary COPY out cannot be masked and the grant has masking; Warden closes the session"
+    )]
+    BinaryCopyOut,
+    /// A message that must be read whole (to be masked or summarised) is
+    /// larger than the target's `max_message_bytes`.
+    #[error(
+        "the upstream sent a {what} of {len} bytes, which Warden must read whole{why} and which \
+         exceeds the target's max_message_bytes ({max}); Warden closes the session"
+    )]
+    TooLarge {
+        what: &'static str,
+        why: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("the upstream sent a malformed message: {0}")]
+    Malformed(CodecError),
+    #[error("a masked message could not be encoded: {0}")]
+    Encode(#[from] CodecError),
+}
+
+impl Fatal {
+    fn sqlstate(&self) -> &'static str {
+        match self {
+            // Changing these settings is refused by policy (SET of them is
+            // refused with 42501 too).
+            Fatal::UnsafeSetting(_) => "42501",
+            Fatal::BinaryCopyOut => "0A000",
+            Fatal::TooLarge { .. } => "54000",
+            Fatal::Malformed(_) | Fatal::Encode(_) => "08P01",
+        }
+    }
 }
 
 /// One column of a result, resolved for masking.
@@ -805,21 +852,11 @@ where
                 let frame = match decode_frame(&mut self.buf, self.info.max_message) {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
-                    Err(e) => {
-                        let b = super::error_bytes(
-                            "FATAL",
-                            "08P01",
-                            "Warden: the upstream sent a malformed or oversized message",
-                            Some(&e.to_string()),
-                            None,
-                        );
-                        self.out.extend_from_slice(&b);
-                        return End::Error(format!("upstream protocol error: {e}"));
-                    }
+                    Err(e) => return self.fatal(Fatal::Malformed(e)),
                 };
                 self.take_queued();
-                if let Err(e) = self.message(frame) {
-                    return End::Error(e);
+                if let Err(f) = self.message(frame) {
+                    return self.fatal(f);
                 }
                 self.local();
                 if self.out.len() >= FLUSH_BYTES
@@ -843,6 +880,37 @@ where
                 },
             }
         }
+    }
+
+    /// Ends the session: the client gets a FATAL error after what it was
+    /// already sent, and every statement still owed an answer gets its
+    /// result event (the one being answered with the reason, the others
+    /// with the fact that the session ended before their answer).
+    fn fatal(&mut self, f: Fatal) -> End {
+        let why = f.to_string();
+        let code = f.sqlstate();
+        self.take_queued();
+        let mut first = true;
+        while let Some(front) = self.queue.front() {
+            if matches!(
+                front,
+                Expect::Execute { .. } | Expect::Query { .. } | Expect::FunctionCall { .. }
+            ) {
+                let s = self.summary();
+                s.sqlstate = Some(code.to_owned());
+                s.error = Some(if first {
+                    why.clone()
+                } else {
+                    format!("the session ended before this statement was answered: {why}")
+                });
+                first = false;
+            }
+            self.finish_front();
+        }
+        let b = super::error_bytes("FATAL", code, &format!("Warden: {why}"), None, None);
+        self.out.extend_from_slice(&b);
+        tracing::warn!(error = %why, "postgres session ended by the upstream half");
+        End::Error(why)
     }
 
     fn take_queued(&mut self) {
@@ -878,9 +946,8 @@ where
         self.out.extend_from_slice(&frame.raw);
     }
 
-    fn message(&mut self, frame: Frame) -> Result<(), String> {
-        let msg = BackendMessage::parse(&frame)
-            .map_err(|e| format!("upstream sent a malformed message: {e}"))?;
+    fn message(&mut self, frame: Frame) -> Result<(), Fatal> {
+        let msg = BackendMessage::parse(&frame).map_err(Fatal::Malformed)?;
         let internal = matches!(self.queue.front(), Some(Expect::Internal { .. }));
         match msg {
             // Asynchronous messages, valid at any time.
@@ -892,8 +959,9 @@ where
             BackendMessage::ParameterStatus { name, value } => {
                 // A setting that changes how SQL is tokenised, changed by
                 // some path the policy did not see: stop rather than parse
-                // the rest of the session wrongly.
-                super::check_server_parameter(name, value)?;
+                // the rest of the session wrongly. The client does not get
+                // the new value (it would switch its own encoding).
+                super::check_server_parameter(name, value).map_err(Fatal::UnsafeSetting)?;
                 self.pass(&frame);
             }
             BackendMessage::NotificationResponse {
@@ -901,8 +969,7 @@ where
                 channel,
                 payload,
             } => match self.mask_str(payload) {
-                Some(p) => backend::notification_response(&mut self.out, process_id, channel, &p)
-                    .map_err(|e| e.to_string())?,
+                Some(p) => backend::notification_response(&mut self.out, process_id, channel, &p)?,
                 None => self.pass(&frame),
             },
             BackendMessage::ParseComplete
@@ -1019,7 +1086,7 @@ where
                 if f.overall != 0 && self.info.masker.is_some() {
                     // Binary COPY rows cannot be masked value by value:
                     // fail closed rather than send them unmasked.
-                    return Err("binary COPY out with masking configured; session ended".to_owned());
+                    return Err(Fatal::BinaryCopyOut);
                 }
                 self.pass(&frame);
             }
@@ -1036,7 +1103,7 @@ where
                 match masked {
                     Some((bytes, n)) => {
                         self.summary().masked += n as u64;
-                        backend::copy_data(&mut self.out, &bytes).map_err(|e| e.to_string())?;
+                        backend::copy_data(&mut self.out, &bytes)?;
                     }
                     None => self.pass(&frame),
                 }
@@ -1052,8 +1119,7 @@ where
                 match masked {
                     Some((bytes, n)) => {
                         self.summary().masked += n as u64;
-                        backend::function_call_response(&mut self.out, Some(&bytes))
-                            .map_err(|e| e.to_string())?;
+                        backend::function_call_response(&mut self.out, Some(&bytes))?;
                     }
                     None => self.pass(&frame),
                 }
@@ -1186,7 +1252,7 @@ where
         )
     }
 
-    fn data_row(&mut self, frame: &Frame, values: &[Option<&[u8]>]) -> Result<(), String> {
+    fn data_row(&mut self, frame: &Frame, values: &[Option<&[u8]>]) -> Result<(), Fatal> {
         let cols = match self.queue.front() {
             Some(Expect::Execute { portal, .. }) => self.portal_columns.get(portal).cloned(),
             _ => self.current.as_ref().and_then(|s| s.columns.clone()),
@@ -1244,8 +1310,7 @@ where
                 _ => *v,
             })
             .collect();
-        backend::encode_data_row(&mut self.out, new_values.iter().copied())
-            .map_err(|e| e.to_string())?;
+        backend::encode_data_row(&mut self.out, new_values.iter().copied())?;
         self.summary().masked += masked_count;
         self.count_row(&new_values, cols.as_deref().map(|c| c.as_slice()));
         Ok(())
@@ -1280,7 +1345,7 @@ where
         frame: &Frame,
         fields: &[(u8, &str)],
         error: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), Fatal> {
         let mut any = false;
         let new: Vec<(u8, String)> = fields
             .iter()
@@ -1301,8 +1366,8 @@ where
             backend::error_fields(&mut self.out, &borrowed)
         } else {
             backend::notice_fields(&mut self.out, &borrowed)
-        }
-        .map_err(|e| e.to_string())
+        }?;
+        Ok(())
     }
 
     /// Pattern-masked text, or `None` when nothing matched.
