@@ -403,6 +403,13 @@ enum Msg {
         message: String,
     },
     FunctionResult(Option<Vec<u8>>),
+    /// A message read by [`Raw::recv_streaming`] without being held: its
+    /// tag, its length field and the first bytes of its body.
+    Big {
+        tag: u8,
+        len: usize,
+        head: Vec<u8>,
+    },
     Other(u8),
 }
 
@@ -468,6 +475,70 @@ impl Raw {
         .await
         .expect("no answer within 10 s")?;
         Some(to_msg(&frame))
+    }
+
+    /// Like [`recv`](Self::recv), but a message whose length field is
+    /// above `big` is read and dropped piece by piece (so that the test
+    /// process, which also runs Warden, does not hold it) and returned as
+    /// [`Msg::Big`].
+    async fn recv_streaming(&mut self, big: usize) -> Option<Msg> {
+        let read = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if self.buf.len() >= 5 {
+                    let len = u32::from_be_bytes(self.buf[1..5].try_into().unwrap()) as usize;
+                    if len > big {
+                        let tag = self.buf[0];
+                        let mut remaining = len + 1;
+                        let mut head = Vec::new();
+                        loop {
+                            let n = remaining.min(self.buf.len());
+                            let piece = self.buf.split_to(n);
+                            let body = if head.is_empty() && n >= 5 {
+                                &piece[5..]
+                            } else {
+                                &piece[..]
+                            };
+                            head.extend_from_slice(
+                                &body[..body.len().min(64 - head.len().min(64))],
+                            );
+                            remaining -= n;
+                            if remaining == 0 {
+                                return Some(Msg::Big { tag, len, head });
+                            }
+                            self.buf.reserve(64 * 1024);
+                            match self.tcp.read_buf(&mut self.buf).await {
+                                Ok(0) | Err(_) => return None,
+                                Ok(_) => {}
+                            }
+                        }
+                    }
+                }
+                if let Some(f) = decode_frame(&mut self.buf, 1 << 30).unwrap() {
+                    return Some(to_msg(&f));
+                }
+                self.buf.reserve(64 * 1024);
+                match self.tcp.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        read.expect("no answer within 60 s")
+    }
+
+    /// [`recv_streaming`](Self::recv_streaming) up to and including
+    /// ReadyForQuery, or up to the close.
+    async fn until_ready_streaming(&mut self, big: usize) -> Vec<Msg> {
+        let mut out = Vec::new();
+        while let Some(m) = self.recv_streaming(big).await {
+            let done = matches!(m, Msg::Ready(_));
+            out.push(m);
+            if done {
+                break;
+            }
+        }
+        out
     }
 
     /// Messages up to and including ReadyForQuery, or up to the close.
@@ -1786,5 +1857,223 @@ fn a_server_reported_tokenisation_change_ends_the_session_with_a_fatal_naming_it
                 "{r:#?}"
             );
         }
+    });
+}
+
+/// Peak resident memory of this process (which runs Warden's sessions),
+/// in KiB, after `reset` sets the peak back to the current size.
+fn vm_hwm_kib(reset: bool) -> u64 {
+    if reset {
+        std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    }
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Masking with a column rule and no patterns: only rows with that column
+/// need masking.
+const CARD_COLUMN_ONLY: &str = r#"columns = [ { column = "customers.card", strategy = "last4" } ]"#;
+
+#[test]
+fn rows_over_max_message_bytes_stream_through_when_nothing_in_them_is_masked() {
+    run(|pg| async move {
+        // 40 MB, over the default max_message_bytes of 16 MiB.
+        const BIG: usize = 40_000_000;
+        const GROWTH_KIB: u64 = 16 * 1024;
+        let select = format!("SELECT 1 AS n, repeat('x', {BIG}) AS big");
+        let copy = format!("COPY (SELECT repeat('x', {BIG})) TO STDOUT");
+        for masking in [None, Some(CARD_COLUMN_ONLY)] {
+            let p = Proxy::start(
+                pg,
+                Spec {
+                    masking,
+                    ..Spec::default()
+                },
+            )
+            .await;
+            let (mut r, _, _) = Raw::session(p.addr()).await;
+            let before = vm_hwm_kib(true);
+            // Simple query, extended protocol without Describe (Warden
+            // injects one when the grant has masking), and COPY out.
+            let mut q = BytesMut::new();
+            frontend::query(&mut q, &select).unwrap();
+            let mut ext = BytesMut::new();
+            frontend::parse(&mut ext, "", &select, &[]).unwrap();
+            frontend::bind(&mut ext, "", "", &[], &[], &[]).unwrap();
+            frontend::execute(&mut ext, "", 0).unwrap();
+            frontend::sync(&mut ext);
+            let mut c = BytesMut::new();
+            frontend::query(&mut c, &copy).unwrap();
+            for (what, bytes, tag) in [
+                ("query", &q, b'D'),
+                ("extended", &ext, b'D'),
+                ("copy", &c, b'd'),
+            ] {
+                r.send(bytes).await;
+                let msgs = r.until_ready_streaming(1 << 20).await;
+                assert!(errors(&msgs).is_empty(), "{what} {masking:?}: {msgs:?}");
+                let big: Vec<_> = msgs
+                    .iter()
+                    .filter_map(|m| match m {
+                        Msg::Big { tag, len, head } => Some((*tag, *len, head.clone())),
+                        _ => None,
+                    })
+                    .collect();
+                assert_eq!(big.len(), 1, "{what} {masking:?}: {msgs:?}");
+                assert_eq!(big[0].0, tag, "{what}");
+                assert!(big[0].1 > BIG, "{what}: {}", big[0].1);
+                assert!(big[0].2.ends_with(b"xxxxxxxx"), "{what}: {:?}", big[0].2);
+                assert!(matches!(msgs.last(), Some(Msg::Ready(b'I'))), "{msgs:?}");
+            }
+            let after = vm_hwm_kib(false);
+            eprintln!("masking {masking:?}: peak memory {before} KiB before, {after} KiB after");
+            assert!(
+                after < before + GROWTH_KIB,
+                "peak memory grew by {} KiB for 40 MB rows (masking {masking:?})",
+                after - before
+            );
+            // The session goes on, and the statements are on record with
+            // their row counts and a sample cut to a few hundred characters.
+            let msgs = r.query("SELECT 2").await;
+            assert_eq!(rows(&msgs).len(), 1, "{msgs:?}");
+            let stmts = p.statements(4).await;
+            let big: Vec<_> = stmts
+                .iter()
+                .filter(|s| sql_of(s).contains("repeat"))
+                .collect();
+            assert_eq!(big.len(), 3, "{stmts:#?}");
+            for s in big {
+                let res = s.result.as_ref().unwrap_or_else(|| panic!("{s:#?}"));
+                assert_eq!(res.rows, Some(1), "{res:#?}");
+                assert_eq!(res.error, None, "{res:#?}");
+                // Execute without Describe on a grant without masking: the
+                // columns (and so the sample) are not known.
+                if sql_of(s).starts_with("SELECT") && res.via == "simple" {
+                    let sample = &res.result.as_ref().unwrap().sample;
+                    assert_eq!(sample.len(), 1, "{res:#?}");
+                    assert_eq!(sample[0][0].as_deref(), Some("1"));
+                    let v = sample[0][1].as_deref().unwrap();
+                    assert!(v.len() <= 200 && v.chars().all(|c| c == 'x'), "{v}");
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn rows_over_max_message_bytes_that_must_be_masked_end_the_session_naming_the_limit() {
+    run(|pg| async move {
+        const BIG: usize = 40_000_000;
+        // Patterns apply to every text value: every text row must be read
+        // whole. A column rule applies to the rows that carry its column.
+        for (masking, sql) in [
+            (PII, format!("SELECT repeat('x', {BIG})")),
+            (
+                CARD_COLUMN_ONLY,
+                format!("SELECT card, repeat('x', {BIG}) FROM customers ORDER BY id LIMIT 1"),
+            ),
+        ] {
+            let p = Proxy::start(
+                pg,
+                Spec {
+                    masking: Some(masking),
+                    ..Spec::default()
+                },
+            )
+            .await;
+            let (mut r, _, _) = Raw::session(p.addr()).await;
+            let mut b = BytesMut::new();
+            frontend::query(&mut b, &sql).unwrap();
+            r.send(&b).await;
+            let mut msgs = Vec::new();
+            while let Some(m) = r.recv_streaming(1 << 20).await {
+                msgs.push(m);
+            }
+            assert!(
+                !msgs
+                    .iter()
+                    .any(|m| matches!(m, Msg::Big { .. } | Msg::Row(_))),
+                "{sql}: no part of the row may reach the client: {msgs:?}"
+            );
+            let errs = errors(&msgs);
+            assert_eq!(errs.len(), 1, "{sql}: {msgs:?}");
+            assert_eq!((errs[0].0.as_str(), errs[0].1.as_str()), ("FATAL", "54000"));
+            assert!(
+                errs[0].2.contains("max_message_bytes") && errs[0].2.contains("16777216"),
+                "{errs:?}"
+            );
+            let e = p.ended(r.port()).await;
+            assert_eq!(e.reason.as_deref(), Some("session_error"), "{e:?}");
+            let stmts = p.statements(1).await;
+            let res = stmts[0]
+                .result
+                .as_ref()
+                .unwrap_or_else(|| panic!("{stmts:#?}"));
+            assert_eq!(res.sqlstate.as_deref(), Some("54000"), "{res:#?}");
+            assert!(
+                res.error
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("max_message_bytes"),
+                "{res:#?}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_statement_over_4_mib_within_max_message_bytes_runs() {
+    run(|pg| async move {
+        // 6 MiB of statement text, under the default max_message_bytes
+        // (16 MiB): PostgreSQL runs it, so Warden must too.
+        let p = Proxy::start(pg, Spec::default()).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let n = 6 << 20;
+        let msgs = r
+            .query(&format!("SELECT length('{}')", "x".repeat(n)))
+            .await;
+        assert!(errors(&msgs).is_empty(), "{:?}", errors(&msgs));
+        assert_eq!(
+            rows(&msgs).iter().map(|r| text(&r[0])).collect::<Vec<_>>(),
+            [n.to_string()]
+        );
+    });
+}
+
+#[test]
+fn a_client_message_over_max_message_bytes_ends_the_session_naming_the_limit() {
+    run(|pg| async move {
+        let p = Proxy::start(
+            pg,
+            Spec {
+                target_extra: "max_message_bytes = 1048576",
+                ..Spec::default()
+            },
+        )
+        .await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        // Under the limit: runs.
+        let msgs = r
+            .query(&format!("SELECT length('{}')", "x".repeat(900_000)))
+            .await;
+        assert_eq!(rows(&msgs).len(), 1, "{:?}", errors(&msgs));
+        // Over it: a FATAL error that names the setting, then the close.
+        let mut b = BytesMut::new();
+        frontend::query(&mut b, &format!("SELECT length('{}')", "x".repeat(2 << 20))).unwrap();
+        r.send(&b).await;
+        let msgs = r.until_closed().await;
+        let errs = errors(&msgs);
+        assert_eq!(errs.len(), 1, "{msgs:?}");
+        assert_eq!((errs[0].0.as_str(), errs[0].1.as_str()), ("FATAL", "54000"));
+        assert!(
+            errs[0].2.contains("max_message_bytes (1048576)") && errs[0].2.contains("Query"),
+            "{errs:?}"
+        );
+        let e = p.ended(r.port()).await;
+        assert_eq!(e.reason.as_deref(), Some("session_error"), "{e:?}");
     });
 }

@@ -43,10 +43,10 @@ use super::SessionInfo;
 use super::decide::{Decided, Decider};
 use crate::audit::event::{ResultSummary, StatementDecision, StatementPhase};
 use crate::masking::{Masked, Masker, Strategy};
-use crate::protocol::postgres::CodecError;
 use crate::protocol::postgres::backend::{self, BackendMessage, FieldDescription};
-use crate::protocol::postgres::frame::{Frame, decode_frame};
+use crate::protocol::postgres::frame::{self, Frame, decode_frame};
 use crate::protocol::postgres::frontend::{self, FrontendMessage, Target as DescribeTarget};
+use crate::protocol::postgres::{CodecError, DataRowScanner};
 
 /// Rows kept (masked) in a statement's result summary.
 const SAMPLE_ROWS: usize = 3;
@@ -54,6 +54,11 @@ const SAMPLE_ROWS: usize = 3;
 const SAMPLE_VALUE_CHARS: usize = 200;
 /// Flush buffered output once it holds this much.
 const FLUSH_BYTES: usize = 64 * 1024;
+/// Messages longer than this (or than `max_message_bytes` when smaller)
+/// are passed on as they arrive when nothing in them must be read whole.
+const STREAM_FROM: usize = 1 << 20;
+/// Most bytes read from the upstream at once while streaming a message.
+const STREAM_CHUNK: usize = 64 * 1024;
 /// Portal Warden executes upstream in place of a refused statement: it
 /// never exists, so the server answers with an error (and aborts the
 /// transaction as the statement's own error would have).
@@ -323,6 +328,15 @@ where
                 let frame = match decode_frame(&mut self.buf, self.info.max_message) {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
+                    Err(CodecError::TooLong { tag, len, max }) => {
+                        let what = tag.and_then(frontend::name_of).unwrap_or("message");
+                        let e = format!(
+                            "a {what} message of {len} bytes exceeds the target's \
+                             max_message_bytes ({max})"
+                        );
+                        self.fatal("54000", &e);
+                        return End::Error(format!("client message too large: {e}"));
+                    }
                     Err(e) => {
                         self.fatal("08P01", &format!("protocol violation: {e}"));
                         return End::Error(format!("client protocol error: {e}"));
@@ -849,6 +863,34 @@ where
             self.take_queued();
             self.local();
             loop {
+                // A large message is passed on as it arrives when nothing
+                // in it has to be read whole; else it is held, up to
+                // `max_message_bytes`.
+                match frame::header(&self.buf, frame::DEFAULT_MAX_MESSAGE) {
+                    Ok(Some((tag, total))) if total > self.stream_from() => {
+                        self.take_queued();
+                        match self.must_hold(tag) {
+                            None => {
+                                if let Err(end) = self.stream(tag, total).await {
+                                    return end;
+                                }
+                                self.local();
+                                continue;
+                            }
+                            Some((what, why)) if total - 1 > self.info.max_message => {
+                                return self.fatal(Fatal::TooLarge {
+                                    what,
+                                    why,
+                                    len: total - 1,
+                                    max: self.info.max_message,
+                                });
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => return self.fatal(Fatal::Malformed(e)),
+                }
                 let frame = match decode_frame(&mut self.buf, self.info.max_message) {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
@@ -880,6 +922,113 @@ where
                 },
             }
         }
+    }
+
+    /// Messages longer than this are streamed when they can be.
+    fn stream_from(&self) -> usize {
+        STREAM_FROM.min(self.info.max_message)
+    }
+
+    /// Whether a message with this tag, arriving now, must be read whole:
+    /// `None` when it can be passed on as it streams, else what it is and
+    /// why it must be held (for [`Fatal::TooLarge`]).
+    fn must_hold(&self, tag: u8) -> Option<(&'static str, &'static str)> {
+        let ours = matches!(
+            self.queue.front(),
+            Some(Expect::Internal { .. } | Expect::Describe { swallow: true, .. })
+        );
+        let patterns = self.info.masker.as_ref().is_some_and(|m| m.has_patterns());
+        match tag {
+            _ if ours => Some(("message", " (an answer to Warden's own query)")),
+            b'D' if self.row_needs_masking() => Some(("result row", " to mask it")),
+            b'd' if patterns => Some(("COPY data message", " to mask it")),
+            b'V' if patterns => Some(("function result", " to mask it")),
+            b'D' | b'd' | b'V' => None,
+            _ => Some((backend::name_of(tag).unwrap_or("message"), " to read it")),
+        }
+    }
+
+    /// The columns of the rows arriving now.
+    fn row_columns(&self) -> Option<Columns> {
+        match self.queue.front() {
+            Some(Expect::Execute { portal, .. }) => self.portal_columns.get(portal).cloned(),
+            _ => self.current.as_ref().and_then(|s| s.columns.clone()),
+        }
+    }
+
+    /// A row arriving now needs masking when the grant masks and one of
+    /// its columns has a column rule, or is text and the masking has
+    /// patterns (they apply to every text value, so with patterns every
+    /// text row is read whole), or its columns are not known.
+    fn row_needs_masking(&self) -> bool {
+        let Some(masker) = &self.info.masker else {
+            return false;
+        };
+        self.row_columns().is_none_or(|cols| {
+            cols.iter()
+                .any(|c| c.strategy.is_some() || (c.textual && masker.has_patterns()))
+        })
+    }
+
+    /// Passes on a message of `total` bytes (tag included) from the
+    /// upstream to the client as it arrives, holding at most a read's
+    /// worth of it. A DataRow is walked on its way for the row count and
+    /// the sample.
+    async fn stream(&mut self, tag: u8, total: usize) -> Result<(), End> {
+        self.flush()
+            .await
+            .map_err(|e| End::Error(format!("writing to client: {e}")))?;
+        let body = total - frame::HEADER_LEN;
+        let sampling = self
+            .current
+            .as_ref()
+            .is_none_or(|s| s.sample.len() < SAMPLE_ROWS);
+        let keep = if sampling { SAMPLE_VALUE_CHARS * 4 } else { 0 };
+        let mut scan = (tag == b'D').then(|| DataRowScanner::new(body, keep));
+        let mut remaining = total;
+        let mut header = frame::HEADER_LEN;
+        loop {
+            if !self.buf.is_empty() {
+                let piece = self.buf.split_to(remaining.min(self.buf.len()));
+                let skip = header.min(piece.len());
+                header -= skip;
+                if let Some(s) = scan.as_mut()
+                    && let Err(e) = s.feed(&piece[skip..])
+                {
+                    return Err(self.fatal(Fatal::Malformed(e)));
+                }
+                self.client
+                    .write_all(&piece)
+                    .await
+                    .map_err(|e| End::Error(format!("writing to client: {e}")))?;
+                self.counters
+                    .down
+                    .fetch_add(piece.len() as u64, Ordering::Relaxed);
+                remaining -= piece.len();
+                if remaining == 0 {
+                    break;
+                }
+            }
+            self.buf.reserve(STREAM_CHUNK);
+            match self.upstream.read_buf(&mut self.buf).await {
+                Ok(0) => return Err(End::UpstreamClosed),
+                Ok(_) => {}
+                Err(e) => return Err(End::Error(format!("reading from upstream: {e}"))),
+            }
+        }
+        if let Some(s) = scan {
+            let values = match s.finish() {
+                Ok(v) => v,
+                Err(e) => return Err(self.fatal(Fatal::Malformed(e))),
+            };
+            let values: Vec<Option<&[u8]>> = values
+                .iter()
+                .map(|v| v.as_deref().map(utf8_prefix))
+                .collect();
+            let cols = self.row_columns();
+            self.count_row(&values, cols.as_deref().map(|c| c.as_slice()));
+        }
+        Ok(())
     }
 
     /// Ends the session: the client gets a FATAL error after what it was
@@ -1253,10 +1402,7 @@ where
     }
 
     fn data_row(&mut self, frame: &Frame, values: &[Option<&[u8]>]) -> Result<(), Fatal> {
-        let cols = match self.queue.front() {
-            Some(Expect::Execute { portal, .. }) => self.portal_columns.get(portal).cloned(),
-            _ => self.current.as_ref().and_then(|s| s.columns.clone()),
-        };
+        let cols = self.row_columns();
         let Some(masker) = self.info.masker.clone() else {
             self.count_row(values, None);
             self.pass(frame);
@@ -1393,6 +1539,15 @@ fn rows_of(tag: &str) -> Option<u64> {
             last.parse().ok()
         }
         _ => None,
+    }
+}
+
+/// `b` without an incomplete UTF-8 sequence at its end (a value cut for a
+/// sample).
+fn utf8_prefix(b: &[u8]) -> &[u8] {
+    match std::str::from_utf8(b) {
+        Err(e) if e.error_len().is_none() => &b[..e.valid_up_to()],
+        _ => b,
     }
 }
 
