@@ -27,6 +27,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
+use warden::approval::peer::Peer;
+use warden::approval::{Approvals, Decision, RequestView};
 use warden::audit::event::{ProcessInfo, SessionId, StatementDecision};
 use warden::audit::replay::{ReplayStatement, Step};
 use warden::audit::{AuditHandle, WriterOptions, WriterTask};
@@ -72,6 +74,8 @@ struct Spec<'a> {
     password_mode: u32,
     /// Accounts, each with its own listener and the same grant.
     accounts: &'a [&'a str],
+    /// The `[approvals]` table.
+    approvals: &'a str,
 }
 
 impl Default for Spec<'_> {
@@ -84,6 +88,7 @@ impl Default for Spec<'_> {
             password: None,
             password_mode: 0o600,
             accounts: &["app"],
+            approvals: "",
         }
     }
 }
@@ -104,6 +109,8 @@ struct Proxy {
     /// Session id of each accepted connection, by the client's port.
     sessions: Arc<Mutex<HashMap<u16, u64>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Statements of `approve` rules wait here, as in the daemon.
+    approvals: Arc<Approvals>,
     _audit: AuditHandle,
     _writer: WriterTask,
     _dir: tempfile::TempDir,
@@ -153,17 +160,27 @@ impl Proxy {
         if let Some(m) = spec.masking {
             toml.push_str(&format!("[masking.m]\n{m}\n"));
         }
+        toml.push_str(&format!("\n[approvals]\n{}\n", spec.approvals));
         let config = Config::parse(&toml, &dir.path().join("warden.toml"))
             .unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
-        let rt = Arc::new(PgRuntime::build(&config).unwrap_or_else(|e| panic!("runtime: {e}")));
-        let runtime = Arc::new(std::sync::RwLock::new(rt));
-        let config = Arc::new(config);
         let store = dir.path().join("audit.db");
         let opts = WriterOptions {
             sync: warden::audit::SyncMode::Normal,
             ..WriterOptions::default()
         };
         let (audit, writer) = warden::audit::spawn_writer(&store, opts).unwrap();
+        let approvals = Approvals::new(
+            config.approvals.clone(),
+            audit.clone(),
+            "warden approvals".into(),
+        );
+        let rt = Arc::new(
+            PgRuntime::build(&config)
+                .unwrap_or_else(|e| panic!("runtime: {e}"))
+                .with_approvals(Arc::clone(&approvals)),
+        );
+        let runtime = Arc::new(std::sync::RwLock::new(rt));
+        let config = Arc::new(config);
         let ended = Arc::new(Mutex::new(HashMap::new()));
         let sessions = Arc::new(Mutex::new(HashMap::new()));
         let next = Arc::new(AtomicU64::new(1));
@@ -224,6 +241,7 @@ impl Proxy {
             ended,
             sessions,
             tasks,
+            approvals,
             _audit: audit,
             _writer: writer,
             _dir: dir,
@@ -237,7 +255,9 @@ impl Proxy {
     /// What a configuration reload does to the PostgreSQL runtime: a new
     /// one for new connections, keeping the previous one's cancel keys.
     fn reload(&self) {
-        let mut next = PgRuntime::build(&self.config).unwrap();
+        let mut next = PgRuntime::build(&self.config)
+            .unwrap()
+            .with_approvals(Arc::clone(&self.approvals));
         let mut slot = self.runtime.write().unwrap();
         next.keep_cancels_of(&slot);
         *slot = Arc::new(next);
@@ -2075,5 +2095,161 @@ fn a_client_message_over_max_message_bytes_ends_the_session_naming_the_limit() {
         );
         let e = p.ended(r.port()).await;
         assert_eq!(e.reason.as_deref(), Some("session_error"), "{e:?}");
+    });
+}
+
+impl Proxy {
+    /// The one pending approval request, once there is one (10 s limit).
+    async fn pending(&self) -> RequestView {
+        let start = Instant::now();
+        loop {
+            let mut l = self.approvals.list().pending;
+            if let Some(v) = l.pop() {
+                assert!(l.is_empty(), "more than one pending: {l:#?} and {v:#?}");
+                return v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no approval request"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// An approver's decision (uid 5001, listed in [`APPROVERS`]).
+    async fn decide(&self, id: &str, approve: bool, grant_secs: Option<u64>) {
+        let approver = Peer {
+            uid: 5001,
+            gid: 5001,
+            pid: None,
+            gids: vec![5001],
+        };
+        let d = Decision {
+            approve,
+            reason: Some("test".into()),
+            grant_secs,
+        };
+        self.approvals.decide(id, &approver, d).await.unwrap();
+    }
+}
+
+const APPROVERS: &str = "approvers = { groups = [], uids = [5001] }\napproval_timeout_secs = 30";
+
+/// Bind of statement `s1` to the unnamed portal with one text parameter,
+/// Execute, Sync.
+fn bind_execute(value: &str) -> BytesMut {
+    let mut b = BytesMut::new();
+    frontend::bind(&mut b, "", "s1", &[], &[Some(value.as_bytes())], &[]).unwrap();
+    frontend::execute(&mut b, "", 0).unwrap();
+    frontend::sync(&mut b);
+    b
+}
+
+#[test]
+fn extended_protocol_approvals_are_asked_per_execution_with_the_bound_parameters() {
+    run(|pg| async move {
+        let p = Proxy::start(
+            pg,
+            Spec {
+                policy: r#"default = "allow"
+rules = [ { action = "approve", tables = ["customers"], name = "customer-lookups" } ]"#,
+                masking: Some(PII),
+                approvals: APPROVERS,
+                ..Spec::default()
+            },
+        )
+        .await;
+        let (alice, bob) = (&pg::CUSTOMERS[0], &pg::CUSTOMERS[1]);
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        // Parse once; nothing is asked until an Execute.
+        let mut b = BytesMut::new();
+        frontend::parse(
+            &mut b,
+            "s1",
+            "SELECT id FROM customers WHERE name = $1 OR email = $1",
+            &[],
+        )
+        .unwrap();
+        b.extend_from_slice(&bind_execute(alice.name));
+        r.send(&b).await;
+        // The approver sees the statement with the value bound to it.
+        let req = p.pending().await;
+        assert!(
+            req.statement.contains("email = $1")
+                && req.statement.contains(&format!("$1 = '{}'", alice.name)),
+            "{req:#?}"
+        );
+        p.decide(&req.id, true, None).await;
+        let msgs = r.until_ready().await;
+        assert_eq!(
+            rows(&msgs).iter().map(|r| text(&r[0])).collect::<Vec<_>>(),
+            ["1"],
+            "{msgs:?}"
+        );
+
+        // The same statement with another value is asked again; the value
+        // is shown masked by the detectors (an e-mail address here).
+        r.send(&bind_execute(bob.email)).await;
+        let req = p.pending().await;
+        assert!(req.statement.contains("$1 = '"), "{req:#?}");
+        assert!(!req.statement.contains(bob.email), "unmasked: {req:#?}");
+        p.decide(&req.id, false, None).await;
+        let msgs = r.until_ready().await;
+        let errs = errors(&msgs);
+        assert_eq!(errs.len(), 1, "{msgs:?}");
+        assert_eq!(errs[0].1, "42501", "{errs:?}");
+        assert!(rows(&msgs).is_empty(), "{msgs:?}");
+
+        // An approval with --for grants the statement (whatever its
+        // parameters) for a while: later executions pass without asking.
+        r.send(&bind_execute(alice.name)).await;
+        let req = p.pending().await;
+        p.decide(&req.id, true, Some(60)).await;
+        let msgs = r.until_ready().await;
+        assert_eq!(rows(&msgs).len(), 1, "{msgs:?}");
+        r.send(&bind_execute(bob.email)).await;
+        let msgs = r.until_ready().await;
+        assert_eq!(
+            rows(&msgs).iter().map(|r| text(&r[0])).collect::<Vec<_>>(),
+            ["2"],
+            "{msgs:?}"
+        );
+        assert!(p.approvals.list().pending.is_empty());
+        drop(r);
+
+        // Binary parameters (tokio-postgres) are shown in their text form,
+        // with the types the server described.
+        p.approvals.list().grants.iter().for_each(|_| ());
+        let client = p.connect().await;
+        let q = tokio::spawn(async move {
+            client
+                .query(
+                    "SELECT name FROM customers WHERE id = $1 AND $2",
+                    &[&2i32, &true],
+                )
+                .await
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| r.get::<_, String>(0))
+                        .collect::<Vec<_>>()
+                })
+        });
+        let req = p.pending().await;
+        assert!(
+            req.statement.contains("$1 = '2'") && req.statement.contains("$2 = 't'"),
+            "{req:#?}"
+        );
+        p.decide(&req.id, true, None).await;
+        assert_eq!(q.await.unwrap().unwrap(), [bob.name]);
+
+        // Every execution is on record with the values it ran with.
+        let stmts = p.statements(4).await;
+        let executed: Vec<String> = stmts
+            .iter()
+            .filter(|s| s.result.is_some() && !refused(s))
+            .map(sql_of)
+            .filter(|s| s.contains("$1 = "))
+            .collect();
+        assert_eq!(executed.len(), 4, "{stmts:#?}");
     });
 }
