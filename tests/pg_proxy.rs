@@ -1821,14 +1821,32 @@ fn function_calls_are_decided_by_name_and_their_results_masked() {
 fn a_server_reported_tokenisation_change_ends_the_session_with_a_fatal_naming_it() {
     run(|pg| async move {
         let p = Proxy::start(pg, Spec::default()).await;
+        // Named by a literal, the change is refused before it runs.
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let msgs = r
+            .query("SELECT set_config('client_encoding', 'LATIN1', false)")
+            .await;
+        let errs = errors(&msgs);
+        assert_eq!(errs.len(), 1, "{msgs:?}");
+        assert_eq!(errs[0].1, "42501", "{errs:?}");
+        assert_eq!(rows(&r.query("SELECT 1").await).len(), 1);
+        drop(r);
+        // Changed inside a function (or named at run time, also refused
+        // now), Warden cannot know before the server reports it.
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "CREATE OR REPLACE FUNCTION public.warden_set_setting(n text, v text) RETURNS text \
+             LANGUAGE sql AS $$ SELECT set_config(n, v, false) $$",
+        );
         for (sql, setting, value) in [
             (
-                "SELECT set_config('client_encoding', 'LATIN1', false)",
+                "SELECT public.warden_set_setting('client_encoding', 'LATIN1')",
                 "client_encoding",
                 "LATIN1",
             ),
             (
-                "SELECT set_config('standard_conforming_strings', 'off', false)",
+                "SELECT public.warden_set_setting('standard_conforming_strings', 'off')",
                 "standard_conforming_strings",
                 "off",
             ),
@@ -1860,10 +1878,14 @@ fn a_server_reported_tokenisation_change_ends_the_session_with_a_fatal_naming_it
         }
         // Both statements have their result on record: the row, the tag and
         // why the session ended.
-        let stmts = p.statements(2).await;
-        assert_eq!(stmts.len(), 2, "{stmts:#?}");
-        for (s, setting) in stmts
+        let stmts = p.statements(4).await;
+        let ran: Vec<_> = stmts
             .iter()
+            .filter(|s| sql_of(s).contains("warden_set_setting"))
+            .collect();
+        assert_eq!(ran.len(), 2, "{stmts:#?}");
+        for (s, setting) in ran
+            .into_iter()
             .zip(["client_encoding", "standard_conforming_strings"])
         {
             let r = s
@@ -2042,6 +2064,79 @@ fn rows_over_max_message_bytes_that_must_be_masked_end_the_session_naming_the_li
                 "{res:#?}"
             );
         }
+    });
+}
+
+/// Code, message and position of an error as a client sees it.
+fn server_error(e: &tokio_postgres::Error) -> (String, String, Option<String>) {
+    let pos = e
+        .as_db_error()
+        .and_then(|d| d.position())
+        .map(|p| format!("{p:?}"));
+    (sqlstate(e), message(e), pos)
+}
+
+#[test]
+fn statements_the_server_rejects_anyway_get_the_servers_own_error() {
+    run(|pg| async move {
+        let p = Proxy::start(
+            pg,
+            Spec {
+                policy: READ_ONLY,
+                ..Spec::default()
+            },
+        )
+        .await;
+        let direct = connect(&direct_conn(pg, pg::ORDERS_RO)).await;
+        let through = p.connect().await;
+        // Syntax errors (42601, the parser's message and position, counted
+        // in characters) and EXECUTE of a statement never prepared (26000).
+        let rejected = [
+            "SELEC 1",
+            "SELECT 1 FROM",
+            "SELECT 'é', 'ü' FROM WHERE",
+            "SELECT * FROM orders WHERE id = 1 ORDER",
+            "SELECT 'unterminated",
+            "SELECT 'ü', 1 /* open comment",
+            "SELECT \"open identifier",
+            "SELECT $$open dollar",
+            "EXECUTE nosuch",
+            "EXECUTE nosuch(1, 'x')",
+            "SELECT 1; EXECUTE nosuch",
+        ];
+        for sql in rejected {
+            let want = server_error(&direct.simple_query(sql).await.unwrap_err());
+            let got = server_error(&through.simple_query(sql).await.unwrap_err());
+            assert_eq!(got, want, "simple query {sql:?}");
+            assert!(matches!(want.0.as_str(), "42601" | "26000"), "{want:?}");
+        }
+        // Parse of text the grammar rejects: the server's answer to Parse.
+        for sql in ["SELEC $1", "SELECT 'é' FROM WHERE $1"] {
+            let want = server_error(&direct.prepare(sql).await.unwrap_err());
+            let got = server_error(&through.prepare(sql).await.unwrap_err());
+            assert_eq!(got, want, "Parse {sql:?}");
+        }
+        // The session goes on, and a statement refused by the policy is
+        // still the policy's 42501.
+        let e = through
+            .simple_query("DELETE FROM orders")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{e:?}");
+        assert!(message(&e).contains("Warden"), "{e:?}");
+        through.simple_query("SELECT 1").await.unwrap();
+        // On record with the SQLSTATE the client got.
+        let stmts = p.statements(15).await;
+        let code_of = |sql: &str| {
+            stmts
+                .iter()
+                .find(|s| sql_of(s) == sql)
+                .and_then(|s| s.request.as_ref())
+                .and_then(|r| r.sqlstate.clone())
+        };
+        assert_eq!(code_of("SELEC 1").as_deref(), Some("42601"), "{stmts:#?}");
+        assert_eq!(code_of("EXECUTE nosuch").as_deref(), Some("26000"));
+        assert_eq!(code_of("DELETE FROM orders").as_deref(), Some("42501"));
     });
 }
 
