@@ -1407,10 +1407,14 @@ fn malformed_messages_end_in_an_error_or_a_close_never_a_panic() {
         fatal_08p01("negative length", &msgs);
         // Past max_message_bytes, and a 2 GiB declaration: refused from the
         // header alone, before any body is buffered (we never send one).
-        let (msgs, _) = after_startup(&p, &header(b'Q', 65_537 + 4), false).await;
-        fatal_08p01("past the maximum", &msgs);
-        let (msgs, _) = after_startup(&p, &header(b'Q', 0x7fff_ffff), false).await;
-        fatal_08p01("2 GiB", &msgs);
+        // The limit is Warden's, named in a 54000 (program limit exceeded).
+        for (what, len) in [("past the maximum", 65_537 + 4), ("2 GiB", 0x7fff_ffff)] {
+            let (msgs, _) = after_startup(&p, &header(b'Q', len), false).await;
+            let errs = errors(&msgs);
+            assert_eq!(errs.len(), 1, "{what}: {msgs:?}");
+            assert_eq!((errs[0].0.as_str(), errs[0].1.as_str()), ("FATAL", "54000"));
+            assert!(errs[0].2.contains("max_message_bytes (65536)"), "{errs:?}");
+        }
         // Just under the maximum is accepted (the limit is the configured one).
         let sql = format!("SELECT '{}'", "x".repeat(60_000));
         let (mut r, _, _) = Raw::session(p.addr()).await;
@@ -2338,7 +2342,7 @@ rules = [ { action = "approve", tables = ["customers"], name = "customer-lookups
         assert_eq!(q.await.unwrap().unwrap(), [bob.name]);
 
         // Every execution is on record with the values it ran with.
-        let stmts = p.statements(4).await;
+        let stmts = p.statements(5).await;
         let executed: Vec<String> = stmts
             .iter()
             .filter(|s| s.result.is_some() && !refused(s))
@@ -2346,5 +2350,84 @@ rules = [ { action = "approve", tables = ["customers"], name = "customer-lookups
             .filter(|s| s.contains("$1 = "))
             .collect();
         assert_eq!(executed.len(), 4, "{stmts:#?}");
+    });
+}
+
+/// Whether the client was told its statement is held for approval.
+fn held(msgs: &[Msg]) -> bool {
+    msgs.iter()
+        .any(|m| matches!(m, Msg::Notice { message } if message.contains("held for approval")))
+}
+
+#[test]
+fn privileged_statements_are_granted_only_for_the_exact_values_approved() {
+    run(|pg| async move {
+        let p = Proxy::start(
+            pg,
+            Spec {
+                policy: r#"default = "allow"
+rules = [ { action = "approve", classes = ["privileged"], name = "privileged" } ]"#,
+                approvals: APPROVERS,
+                ..Spec::default()
+            },
+        )
+        .await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let mut b = BytesMut::new();
+        frontend::parse(
+            &mut b,
+            "s1",
+            "SELECT query_to_xml($1, true, false, '')",
+            &[],
+        )
+        .unwrap();
+        b.extend_from_slice(&bind_execute("SELECT 1"));
+        r.send(&b).await;
+        let req = p.pending().await;
+        assert!(req.statement.contains("$1 = 'SELECT 1'"), "{req:#?}");
+        // Approved for a minute: it runs, and runs again with the same
+        // value unasked.
+        p.decide(&req.id, true, Some(60)).await;
+        let msgs = r.until_ready().await;
+        assert!(held(&msgs), "{msgs:?}");
+        assert_eq!(rows(&msgs).len(), 1, "{msgs:?}");
+        r.send(&bind_execute("SELECT 1")).await;
+        let msgs = r.until_ready().await;
+        assert!(!held(&msgs), "{msgs:?}");
+        assert_eq!(rows(&msgs).len(), 1, "{msgs:?}");
+        // Another value is another statement to the approver.
+        r.send(&bind_execute("SELECT 2")).await;
+        let req = p.pending().await;
+        assert!(req.statement.contains("$1 = 'SELECT 2'"), "{req:#?}");
+        p.decide(&req.id, false, None).await;
+        let msgs = r.until_ready().await;
+        let errs = errors(&msgs);
+        assert!(
+            errs.len() == 1 && errs[0].1 == "42501" && errs[0].2.contains("Warden"),
+            "{msgs:?}"
+        );
+        // The same in the simple protocol: a grant is for the exact text.
+        let text = |sql: &str| {
+            let mut q = BytesMut::new();
+            frontend::query(
+                &mut q,
+                &format!("SELECT query_to_xml('{sql}', true, false, '')"),
+            )
+            .unwrap();
+            q
+        };
+        r.send(&text("SELECT 1")).await;
+        let req = p.pending().await;
+        p.decide(&req.id, true, Some(60)).await;
+        assert!(held(&r.until_ready().await));
+        r.send(&text("SELECT 1")).await;
+        assert!(!held(&r.until_ready().await));
+        r.send(&text("SELECT 2")).await;
+        let req = p.pending().await;
+        assert!(req.statement.contains("SELECT 2"), "{req:#?}");
+        p.decide(&req.id, false, None).await;
+        let errs = errors(&r.until_ready().await);
+        assert!(errs.len() == 1 && errs[0].2.contains("Warden"), "{errs:?}");
+        drop(r);
     });
 }

@@ -150,9 +150,12 @@ enum Expect {
     BindComplete,
     CloseComplete,
     /// A Describe; `portal` names the portal described (for its columns);
-    /// `swallow`: Warden sent it (to learn the columns), the client did not.
+    /// `statement`: the id of a described statement whose parameter types
+    /// Warden keeps (see [`ParamTypes`]); `swallow`: Warden sent it (to
+    /// learn the columns), the client did not.
     Describe {
         portal: Option<String>,
+        statement: Option<u64>,
         swallow: bool,
     },
     /// An Execute of an audited statement.
@@ -206,6 +209,47 @@ enum Held {
     Refuse(Arc<Decided>, &'static str),
 }
 
+/// A statement the client parsed (extended protocol), as Warden decided it.
+struct Prepared {
+    /// Distinguishes successive statements of one name (for [`ParamTypes`]).
+    id: u64,
+    decided: Arc<Decided>,
+    /// For a statement of an `approve` rule: its approval fingerprint
+    /// (see [`statement_fingerprint`]) and whether a grant must also match
+    /// the exact parameter values (every class but read and write).
+    approval: Option<(String, bool)>,
+}
+
+/// A bound portal and what its Execute needs.
+#[derive(Clone)]
+struct Portal {
+    decided: Arc<Decided>,
+    /// Asked of the approvers at the portal's first Execute; `None` once
+    /// approved (a later Execute continues the same execution: same
+    /// statement, same values) or when no approval is needed.
+    ask: Option<Ask>,
+}
+
+/// An approval request for one execution.
+#[derive(Clone)]
+struct Ask {
+    /// The statement and its bound values, masked, as the approver sees it.
+    statement: String,
+    fingerprint: String,
+}
+
+/// Parameter types of statements that need approval, by statement id: the
+/// types the client declared at Parse, replaced by the server's
+/// ParameterDescription when the client describes the statement. Written
+/// by both halves; an entry exists only while the statement does.
+type ParamTypes = Arc<std::sync::Mutex<HashMap<u64, Vec<u32>>>>;
+
+fn lock_types(t: &ParamTypes) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<u32>>> {
+    // A panic while holding the lock leaves a map of plain values: still
+    // consistent.
+    t.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A forwarded statement whose results are being summarised.
 pub(super) struct Running {
     pub seq: u64,
@@ -232,7 +276,9 @@ where
     let (cr, cw) = tokio::io::split(client);
     let (ur, uw) = tokio::io::split(upstream);
     let (tx, rx) = mpsc::unbounded_channel();
+    let param_types = ParamTypes::default();
     let down = Downstream {
+        param_types: Arc::clone(&param_types),
         info: Arc::clone(&info),
         upstream: ur,
         buf: upstream_rest,
@@ -255,6 +301,8 @@ where
         expect: tx,
         statements: HashMap::new(),
         portals: HashMap::new(),
+        param_types,
+        next_statement: 0,
         described: None,
         skipping: false,
         seq: 0,
@@ -287,9 +335,12 @@ struct Upstream<R, W> {
     out: BytesMut,
     expect: mpsc::UnboundedSender<Expect>,
     /// Parsed statements by name ("" = unnamed) and their decisions.
-    statements: HashMap<String, Arc<Decided>>,
+    statements: HashMap<String, Arc<Prepared>>,
     /// Bound portals by name and the statement each runs.
-    portals: HashMap<String, Option<Arc<Decided>>>,
+    portals: HashMap<String, Option<Portal>>,
+    param_types: ParamTypes,
+    /// Ids given to parsed statements so far.
+    next_statement: u64,
     /// The portal the client described since it was bound.
     described: Option<String>,
     /// An error in an extended-protocol batch: discard until Sync.
@@ -408,23 +459,44 @@ where
                 let sql = sql.to_owned();
                 self.query(&frame, &sql).await?;
             }
-            FrontendMessage::Parse { name, query, .. } => {
+            FrontendMessage::Parse {
+                name,
+                query,
+                param_types,
+            } => {
                 if self.skipping {
                     return Ok(true);
                 }
                 let (name, query) = (name.to_owned(), query.to_owned());
                 let d = self.decider.decide(&query);
-                let d = match self.approval(d, &query).await? {
-                    Held::Go(d) => d,
-                    Held::Refuse(d, code) => {
-                        self.seq += 1;
-                        self.refuse_with(&d, "extended", false, code).await?;
-                        self.skipping = true;
-                        return Ok(true);
+                // A statement of an `approve` rule is parsed (which runs
+                // nothing) and asked about at each execution, with the
+                // values bound to it.
+                let ask = d.decision == StatementDecision::ApprovalRequired
+                    && self.info.approvals.is_some();
+                if d.allowed() || ask {
+                    self.next_statement += 1;
+                    let id = self.next_statement;
+                    let approval = ask.then(|| {
+                        let exact = !matches!(d.class.as_str(), "read" | "write");
+                        (statement_fingerprint(&d.class, &query), exact)
+                    });
+                    let mut types = lock_types(&self.param_types);
+                    if ask {
+                        types.insert(id, param_types.clone());
                     }
-                };
-                if d.allowed() {
-                    self.statements.insert(name, d);
+                    let old = self.statements.insert(
+                        name,
+                        Arc::new(Prepared {
+                            id,
+                            decided: d,
+                            approval,
+                        }),
+                    );
+                    if let Some(old) = old {
+                        types.remove(&old.id);
+                    }
+                    drop(types);
                     self.forward(&frame);
                     self.queue(Expect::ParseComplete);
                 } else {
@@ -434,13 +506,20 @@ where
                 }
             }
             FrontendMessage::Bind {
-                portal, statement, ..
+                portal,
+                statement,
+                param_formats,
+                params,
+                ..
             } => {
                 if self.skipping {
                     return Ok(true);
                 }
-                let stmt = self.statements.get(statement).cloned();
-                self.portals.insert(portal.to_owned(), stmt);
+                let bound = self
+                    .statements
+                    .get(statement)
+                    .map(|p| self.bound(p, &param_formats, &params));
+                self.portals.insert(portal.to_owned(), bound);
                 if self.described.as_deref() == Some(portal) {
                     self.described = None;
                 }
@@ -451,16 +530,23 @@ where
                 if self.skipping {
                     return Ok(true);
                 }
-                let portal = match kind {
+                let (portal, statement) = match kind {
                     DescribeTarget::Portal => {
                         self.described = Some(name.to_owned());
-                        Some(name.to_owned())
+                        (Some(name.to_owned()), None)
                     }
-                    DescribeTarget::Statement => None,
+                    DescribeTarget::Statement => (
+                        None,
+                        self.statements
+                            .get(name)
+                            .filter(|p| p.approval.is_some())
+                            .map(|p| p.id),
+                    ),
                 };
                 self.forward(&frame);
                 self.queue(Expect::Describe {
                     portal,
+                    statement,
                     swallow: false,
                 });
             }
@@ -469,7 +555,7 @@ where
                     return Ok(true);
                 }
                 let portal = portal.to_owned();
-                let Some(Some(d)) = self.portals.get(&portal).cloned() else {
+                let Some(Some(bound)) = self.portals.get(&portal).cloned() else {
                     // A portal bound to a statement Warden never saw parsed
                     // (or none at all): nothing to decide on, so refuse.
                     self.seq += 1;
@@ -477,6 +563,30 @@ where
                     self.refuse(&d, "extended", false).await?;
                     self.skipping = true;
                     return Ok(true);
+                };
+                let d = match bound.ask {
+                    None => bound.decided,
+                    Some(ask) => {
+                        match self
+                            .approval(bound.decided, ask.statement, ask.fingerprint)
+                            .await?
+                        {
+                            Held::Go(d) => {
+                                let approved = Portal {
+                                    decided: Arc::clone(&d),
+                                    ask: None,
+                                };
+                                self.portals.insert(portal.clone(), Some(approved));
+                                d
+                            }
+                            Held::Refuse(d, code) => {
+                                self.seq += 1;
+                                self.refuse_with(&d, "extended", false, code).await?;
+                                self.skipping = true;
+                                return Ok(true);
+                            }
+                        }
+                    }
                 };
                 self.seq += 1;
                 let stmt = self.audit_request(&d, "extended").await?;
@@ -491,6 +601,7 @@ where
                         .map_err(|e| e.to_string())?;
                     self.queue(Expect::Describe {
                         portal: Some(portal.clone()),
+                        statement: None,
                         swallow: true,
                     });
                     self.described = Some(portal.clone());
@@ -504,7 +615,9 @@ where
                 }
                 match kind {
                     DescribeTarget::Statement => {
-                        self.statements.remove(name);
+                        if let Some(p) = self.statements.remove(name) {
+                            lock_types(&self.param_types).remove(&p.id);
+                        }
                     }
                     DescribeTarget::Portal => {
                         self.portals.remove(name);
@@ -551,7 +664,8 @@ where
 
     async fn query(&mut self, frame: &Frame, sql: &str) -> Result<(), String> {
         let d = self.decider.decide(sql);
-        let d = match self.approval(d, sql).await? {
+        let (shown, fingerprint) = (d.statement.clone(), statement_fingerprint(&d.class, sql));
+        let d = match self.approval(d, shown, fingerprint).await? {
             Held::Go(d) => d,
             Held::Refuse(d, code) => {
                 self.seq += 1;
@@ -571,6 +685,41 @@ where
             self.queue(Expect::Query { stmt });
         }
         Ok(())
+    }
+
+    /// What a Bind of `p` with these values gives its portal: for a
+    /// statement of an `approve` rule, the request its Execute will ask,
+    /// showing the values (masked) and, for every class but read and write,
+    /// with a fingerprint that covers them exactly.
+    fn bound(&self, p: &Prepared, formats: &[i16], params: &[Option<&[u8]>]) -> Portal {
+        let ask = p.approval.as_ref().map(|(fingerprint, exact)| {
+            let types = lock_types(&self.param_types)
+                .get(&p.id)
+                .cloned()
+                .unwrap_or_default();
+            let shown = super::params::show(params, formats, &types, &self.info.text_masker);
+            if params.is_empty() {
+                return Ask {
+                    statement: p.decided.statement.clone(),
+                    fingerprint: fingerprint.clone(),
+                };
+            }
+            Ask {
+                statement: format!("{}\n-- parameters: {}", p.decided.statement, shown.text),
+                fingerprint: if *exact {
+                    crate::approval::fingerprint::exact_fingerprint(
+                        "postgres",
+                        &format!("{fingerprint}\0parameters\0{}", shown.digest),
+                    )
+                } else {
+                    fingerprint.clone()
+                },
+            }
+        });
+        Portal {
+            decided: Arc::clone(&p.decided),
+            ask,
+        }
     }
 
     /// Audits the request phase of an allowed statement (committed before
@@ -620,7 +769,16 @@ where
     /// waits (nothing is forwarded; the client gets a NoticeResponse with
     /// the request id) until it is approved, denied, withdrawn (cancel, or
     /// the client closing) or timed out. Other decisions pass unchanged.
-    async fn approval(&mut self, d: Arc<Decided>, sql: &str) -> Result<Held, String> {
+    /// `shown` is what the approver sees (and what the audit trail records
+    /// for this execution): the masked statement, with its bound values in
+    /// the extended protocol; a grant matching `fingerprint` answers
+    /// without asking.
+    async fn approval(
+        &mut self,
+        d: Arc<Decided>,
+        shown: String,
+        fingerprint: String,
+    ) -> Result<Held, String> {
         use crate::approval::{Gate, RequestSpec, Resolution};
         if d.decision != StatementDecision::ApprovalRequired {
             return Ok(Held::Go(d));
@@ -639,27 +797,31 @@ where
             session: Some(self.info.session),
             process: self.info.process.clone(),
             identity: self.info.identity.clone(),
-            statement: d.statement.clone(),
-            fingerprint: statement_fingerprint(&d.class, sql),
+            statement: shown.clone(),
+            fingerprint,
             policy: Some(self.info.policy.name().to_owned()),
             rule: d.rule.clone(),
             risk: d.class.clone(),
             account_uids: self.info.account_uids.clone(),
         };
+        // This execution's decision, recorded with what the approver saw.
+        let after = |allow: bool, why: String| {
+            let mut a = d.after_approval(allow, why);
+            a.statement.clone_from(&shown);
+            Arc::new(a)
+        };
         let mut hold = match approvals.request(spec).await {
             Ok(Gate::Granted { grant_id }) => {
-                return Ok(Held::Go(Arc::new(
-                    d.after_approval(true, format!("approved by grant {grant_id}")),
+                return Ok(Held::Go(after(
+                    true,
+                    format!("approved by grant {grant_id}"),
                 )));
             }
             Ok(Gate::Held(h)) => h,
             Err(e) => {
                 tracing::error!(error = %e, "approval request could not be recorded");
                 return Ok(Held::Refuse(
-                    Arc::new(d.after_approval(
-                        false,
-                        "the approval request could not be recorded".into(),
-                    )),
+                    after(false, "the approval request could not be recorded".into()),
                     "42501",
                 ));
             }
@@ -707,13 +869,11 @@ where
         self.info.hold.set(None);
         let why = res.describe(&id, approvals.config().approval_timeout_secs);
         Ok(match res {
-            Resolution::Approved { .. } => Held::Go(Arc::new(d.after_approval(true, why))),
+            Resolution::Approved { .. } => Held::Go(after(true, why)),
             // A withdrawal (cancel, the client gone) reads like a cancel.
-            Resolution::Withdrawn { .. } => {
-                Held::Refuse(Arc::new(d.after_approval(false, why)), "57014")
-            }
+            Resolution::Withdrawn { .. } => Held::Refuse(after(false, why), "57014"),
             Resolution::Denied { .. } | Resolution::TimedOut | Resolution::Failed { .. } => {
-                Held::Refuse(Arc::new(d.after_approval(false, why)), "42501")
+                Held::Refuse(after(false, why), "42501")
             }
         })
     }
@@ -845,6 +1005,7 @@ struct Downstream<R, W> {
     status: u8,
     /// Columns of described portals.
     portal_columns: HashMap<String, Columns>,
+    param_types: ParamTypes,
     /// Result being summarised (the statement at the head of the queue).
     current: Option<Summary>,
     counters: Arc<Counters>,
@@ -1150,7 +1311,17 @@ where
                 }
                 self.pass(&frame);
             }
-            BackendMessage::ParameterDescription { .. } => {
+            BackendMessage::ParameterDescription { types } => {
+                if let Some(Expect::Describe {
+                    statement: Some(id),
+                    ..
+                }) = self.queue.front()
+                    && let Some(known) = lock_types(&self.param_types).get_mut(id)
+                {
+                    // The server's types, for showing binary values to an
+                    // approver.
+                    *known = types;
+                }
                 if !self.swallowing() {
                     self.pass(&frame);
                 }
@@ -1158,7 +1329,9 @@ where
             BackendMessage::RowDescription { fields } => {
                 let cols = self.columns(&fields);
                 match self.queue.front() {
-                    Some(Expect::Describe { portal, swallow }) => {
+                    Some(Expect::Describe {
+                        portal, swallow, ..
+                    }) => {
                         if let Some(p) = portal {
                             self.portal_columns.insert(p.clone(), Arc::clone(&cols));
                         }
@@ -1176,7 +1349,10 @@ where
                 }
             }
             BackendMessage::NoData => {
-                if let Some(Expect::Describe { portal, swallow }) = self.queue.front() {
+                if let Some(Expect::Describe {
+                    portal, swallow, ..
+                }) = self.queue.front()
+                {
                     if let Some(p) = portal {
                         self.portal_columns.remove(p);
                     }
