@@ -2164,6 +2164,34 @@ fn a_statement_over_4_mib_within_max_message_bytes_runs() {
 }
 
 #[test]
+fn many_large_statements_do_not_accumulate_in_the_session() {
+    run(|pg| async move {
+        // 96 distinct statements of 1 MiB each: a session keeps none of
+        // their text once they are answered (the per-session decision
+        // cache holds short texts only; it kept them all: 250 MiB more).
+        // The audit writer's page cache (32 MiB) fills with them.
+        const N: usize = 96;
+        const GROWTH_KIB: u64 = 128 * 1024;
+        let p = Proxy::start(pg, Spec::default()).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let before = vm_hwm_kib(true);
+        for i in 0..N {
+            let msgs = r
+                .query(&format!("SELECT {i}, length('{}')", "x".repeat(1 << 20)))
+                .await;
+            assert_eq!(rows(&msgs).len(), 1, "{:?}", errors(&msgs));
+        }
+        let after = vm_hwm_kib(false);
+        eprintln!("{N} statements of 1 MiB: peak memory {before} KiB before, {after} KiB after");
+        assert!(
+            after < before + GROWTH_KIB,
+            "peak memory grew by {} KiB",
+            after - before
+        );
+    });
+}
+
+#[test]
 fn a_client_message_over_max_message_bytes_ends_the_session_naming_the_limit() {
     run(|pg| async move {
         let p = Proxy::start(
