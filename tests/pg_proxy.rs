@@ -2160,6 +2160,20 @@ fn a_statement_over_4_mib_within_max_message_bytes_runs() {
             rows(&msgs).iter().map(|r| text(&r[0])).collect::<Vec<_>>(),
             [n.to_string()]
         );
+        // The same through Parse/Bind/Execute.
+        let mut b = BytesMut::new();
+        let sql = format!("SELECT length('{}') + $1::int", "y".repeat(n));
+        frontend::parse(&mut b, "", &sql, &[]).unwrap();
+        frontend::bind(&mut b, "", "", &[], &[Some(b"1".as_slice())], &[]).unwrap();
+        frontend::execute(&mut b, "", 0).unwrap();
+        frontend::sync(&mut b);
+        r.send(&b).await;
+        let msgs = r.until_ready().await;
+        assert!(errors(&msgs).is_empty(), "{:?}", errors(&msgs));
+        assert_eq!(
+            rows(&msgs).iter().map(|r| text(&r[0])).collect::<Vec<_>>(),
+            [(n + 1).to_string()]
+        );
     });
 }
 
