@@ -15,6 +15,9 @@
 //!   transaction block is aborted, an implicit one (the rest of an
 //!   extended batch) rolled back, so what surrounded the refused statement
 //!   commits, or not, exactly as if the server had rejected it.
+//!   A statement of an `approve` rule is held until an approver decides:
+//!   a simple Query as a whole, an extended-protocol statement at the
+//!   first Execute of each bound portal, showing the values bound to it.
 //! - **upstream → client** masks and summarises. For each forwarded message
 //!   that the server answers, the client half first queues an [`Expect`];
 //!   the upstream half pops them as the answers arrive, so it always knows
