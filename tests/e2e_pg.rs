@@ -242,7 +242,6 @@ fn bypass_attempts_are_refused_with_42501_and_audited() {
         "SELECT * FROM public.payroll",
         "DELETE FROM orders",
         "SET standard_conforming_strings = off",
-        "SELECT * FROM orders WHERE note = 'unterminated",
     ];
     for sql in refused {
         let out = e.psql(sql);
@@ -250,6 +249,24 @@ fn bypass_attempts_are_refused_with_42501_and_audited() {
         let err = stderr(&out);
         assert!(err.contains("Warden"), "{sql:?}: {err}");
     }
+    // Text PostgreSQL's grammar rejects gets the server's own answer:
+    // 42601, its message and position (nothing forwarded).
+    let out = e.in_app(
+        &e.pg.bin("psql"),
+        &[
+            "-X",
+            "-v",
+            "VERBOSITY=verbose",
+            "-c",
+            "SELECT * FROM orders WHERE note = 'unterminated",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("42601: unterminated quoted string") && err.contains("LINE 1:"),
+        "{err}"
+    );
     // SQLSTATE is 42501 (psql shows it with VERBOSITY verbose).
     let out = e.in_app(
         &e.pg.bin("psql"),

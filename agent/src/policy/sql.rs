@@ -1846,7 +1846,17 @@ mod tests {
             ),
             "{e:?}"
         );
-        let e = analyze("SELECT 'unterminated").unwrap_err();
+        // A lexer error is placed where its token starts, as the server
+        // places it.
+        let e = analyze("SELECT 'é', 'unterminated").unwrap_err();
+        assert_eq!(
+            e,
+            AnalyzeError::Syntax {
+                message: "unterminated quoted string at or near \"'unterminated\"".into(),
+                position: Some(13)
+            }
+        );
+        let e = analyze("SELECT 1 /* open").unwrap_err();
         assert!(e.is_syntax(), "{e:?}");
         // Positions the server reports (its regression suite's expected
         // output): scanner errors, errors inside a literal, and errors the

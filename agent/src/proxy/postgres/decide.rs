@@ -160,8 +160,10 @@ impl Decider {
         }
         let d = Arc::new(self.decide_uncached(sql));
         // Only decisions that depend on nothing but the text (and the search
-        // path, which empties the cache when it changes) are cached.
-        if self.cacheable(&d) {
+        // path, which empties the cache when it changes) are cached, and
+        // only for short texts: a session's memory stays bounded by one
+        // message, not by CACHE_MAX of them.
+        if sql.len() <= crate::policy::cache::MAX_CACHED_TEXT && self.cacheable(&d) {
             if self.cache.len() >= CACHE_MAX {
                 self.cache.clear();
             }

@@ -17,6 +17,7 @@
 //! - the query loop ([`relay`]) and statement decisions ([`decide`]).
 
 pub mod decide;
+mod params;
 pub mod relay;
 pub mod stream;
 pub mod upstream;
