@@ -137,11 +137,19 @@ webhooks = [{{ url = \"{url}\", kind = \"generic\" }}]
     }
 
     fn psql(&self, sql: &str) -> Child {
+        self.psql_as(None, sql)
+    }
+
+    /// psql in the enrolled cgroup, as root or (setpriv) as `uid`.
+    fn psql_as(&self, uid: Option<u32>, sql: &str) -> Child {
         let procs = self.env.cg_dir(&self.app).join("cgroup.procs");
+        let setpriv = uid
+            .map(|u| format!("setpriv --reuid={u} --regid={u} --clear-groups "))
+            .unwrap_or_default();
         Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "echo $$ > '{}' && exec '{}' -X -A -t -v VERBOSITY=verbose -v ON_ERROR_STOP=1 -c \"$0\"",
+                "echo $$ > '{}' && exec {setpriv}'{}' -X -A -t -v VERBOSITY=verbose -v ON_ERROR_STOP=1 -c \"$0\"",
                 procs.display(),
                 self.pg.bin("psql").display()
             ))
@@ -172,6 +180,11 @@ webhooks = [{{ url = \"{url}\", kind = \"generic\" }}]
                 .arg(WARDEN);
             c
         };
+        self.approvals_by(&mut cmd, args)
+    }
+
+    /// `cmd` (ending in the warden binary) given `approvals --socket … ARGS`.
+    fn approvals_by(&self, cmd: &mut Command, args: &[&str]) -> Output {
         cmd.arg("--config")
             .arg("/nonexistent/warden.toml")
             .arg("approvals")
@@ -180,6 +193,17 @@ webhooks = [{{ url = \"{url}\", kind = \"generic\" }}]
             .args(args)
             .output()
             .unwrap()
+    }
+
+    /// `warden approvals ARGS` as root from inside cgroup `cg`.
+    fn approvals_in(&self, cg: &str, args: &[&str]) -> Output {
+        let procs = self.env.cg_dir(cg).join("cgroup.procs");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("echo $$ > '{}' && exec \"$@\"", procs.display()))
+            .arg("sh")
+            .arg(WARDEN);
+        self.approvals_by(&mut cmd, args)
     }
 
     fn pending(&self) -> Vec<Value> {
@@ -430,5 +454,57 @@ fn statements_are_held_and_approved_denied_timed_out_granted_and_withdrawn() {
         .env
         .warden(&["audit", "verify-export", out_dir.to_str().unwrap()]);
     assert!(v.status.success(), "{}", text(&v));
+    let _ = std::fs::remove_dir_all(e.socket.parent().unwrap());
+}
+
+/// A root process inside the requesting account's cgroup, or below it, is
+/// an approver by uid but can never decide that account's requests; root
+/// outside it still can. The workload runs as another uid, so the uid rule
+/// (the requesting process's own uid) does not catch it.
+#[test]
+fn a_root_approver_inside_the_enrolled_cgroup_cannot_decide_for_its_account() {
+    let workload = User::create("wdn-workload");
+    let e = Env::start(0);
+    let t = &e.table;
+    let below = e.env.cgroup("app/shell");
+    let c = e.psql_as(
+        Some(workload.uid),
+        &format!("DELETE FROM {t} WHERE id = 11"),
+    );
+    let id = e.wait_pending(1).remove(0);
+    for cg in [e.app.as_str(), below.as_str()] {
+        let own = e.approvals_in(cg, &["approve", &id, "--reason", "self-service"]);
+        assert!(
+            !own.status.success(),
+            "root in {cg} approved its own account's request: {}",
+            text(&own)
+        );
+        assert!(
+            text(&own).contains("enrolled for the requesting account app"),
+            "{}",
+            text(&own)
+        );
+        assert!(e.exists(11), "nothing ran while held");
+    }
+    // Denying is deciding too.
+    let deny = e.approvals_in(&e.app, &["deny", &id]);
+    assert!(!deny.status.success(), "{}", text(&deny));
+    assert_eq!(e.wait_pending(1), vec![id.clone()], "still pending");
+    // Root outside the account's cgroups decides.
+    let ok = e.approvals_as(0, &["approve", &id, "--reason", "ticket 7"]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    let out = finish(c, Duration::from_secs(10));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!e.exists(11));
+    // The refusals are in the trail, naming the cgroup.
+    let refused: Vec<String> = e
+        .env
+        .audit_events()
+        .iter()
+        .map(|v| v.to_string())
+        .filter(|s| s.contains("decision_refused"))
+        .collect();
+    assert_eq!(refused.len(), 3, "{refused:#?}");
+    assert!(refused.iter().any(|s| s.contains(&below)), "{refused:#?}");
     let _ = std::fs::remove_dir_all(e.socket.parent().unwrap());
 }

@@ -10,7 +10,9 @@
 //! before it takes effect: a statement is released only once its approval
 //! is on record). Who may decide is checked here ([`peer::Peer`] against
 //! `[approvals] approvers`); a uid of the requesting account (its enrolled
-//! uids or the requesting process's uid) can never decide its own request.
+//! uids or the requesting process's uid), and a process that runs in or
+//! below a cgroup enrolled for the account (learnt when it connected), can
+//! never decide the account's requests, root included.
 //! New requests are announced to webhooks ([`webhook`]) off the data path.
 //!
 //! This module knows nothing of any wire protocol: the handler supplies
@@ -57,6 +59,12 @@ pub enum ApprovalError {
         "uid {uid} belongs to the requesting account {account} and cannot decide its own request"
     )]
     OwnRequest { uid: u32, account: String },
+    #[error(
+        "the deciding process runs in cgroup {cgroup}, enrolled for the requesting account {account}, and cannot decide its requests"
+    )]
+    EnrolledPeer { cgroup: String, account: String },
+    #[error("where the deciding process runs is unknown ({why}), so it cannot decide")]
+    UnplacedPeer { why: String },
     #[error("a reason is required ([approvals] require_reason = true)")]
     ReasonRequired,
     #[error("grant duration {secs}s exceeds [approvals] max_grant_secs = {max}")]
@@ -425,6 +433,8 @@ impl Approvals {
                 uid: peer.uid,
                 account: spec.account.clone(),
             })
+        } else if let Some(err) = enrolled_refusal(peer, &spec.account) {
+            Some(err)
         } else if self.cfg.require_reason && reason.is_none() {
             Some(ApprovalError::ReasonRequired)
         } else {
@@ -716,6 +726,24 @@ fn view(id: &str, spec: &RequestSpec, now: i64, expires: i64) -> RequestView {
         approver: None,
         reason: None,
         grant_id: None,
+    }
+}
+
+/// Why `peer` may not decide a request of `account` because of where it
+/// runs: in, or below, a cgroup (or unit) enrolled for the account, or
+/// enrolled for it by uid; or nowhere that could be established.
+fn enrolled_refusal(peer: &Peer, account: &str) -> Option<ApprovalError> {
+    match &peer.place {
+        peer::Place::Known { cgroup, accounts } => {
+            accounts
+                .iter()
+                .any(|a| a == account)
+                .then(|| ApprovalError::EnrolledPeer {
+                    cgroup: cgroup.clone(),
+                    account: account.to_owned(),
+                })
+        }
+        peer::Place::Unknown { why } => Some(ApprovalError::UnplacedPeer { why: why.clone() }),
     }
 }
 

@@ -53,6 +53,10 @@ fn peer(uid: u32) -> Peer {
         gid: uid,
         pid: None,
         gids: vec![uid],
+        place: peer::Place::Known {
+            cgroup: "/user.slice/approver".into(),
+            accounts: vec![],
+        },
     }
 }
 
@@ -116,6 +120,31 @@ async fn approve_deny_timeout_withdraw_and_refusals_are_recorded() {
         .await
         .unwrap_err();
     assert!(matches!(e, ApprovalError::NotApprover { uid: 4000 }), "{e}");
+    // An approver uid whose process sits in (or below) a cgroup enrolled for
+    // the account cannot decide; one that could not be located neither.
+    let mut inside = peer(5001);
+    inside.place = peer::Place::Known {
+        cgroup: "/system.slice/orders-api.service/shell".into(),
+        accounts: vec!["other".into(), "orders-api".into()],
+    };
+    let e = svc
+        .decide(&h.id, &inside, approve("self-service", None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ApprovalError::EnrolledPeer { cgroup, account }
+            if cgroup.ends_with("/shell") && account == "orders-api"),
+        "{e}"
+    );
+    let mut unplaced = peer(5001);
+    unplaced.place = peer::Place::Unknown {
+        why: "process 9 ended before it could be located".into(),
+    };
+    let e = svc
+        .decide(&h.id, &unplaced, approve("x", None))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ApprovalError::UnplacedPeer { .. }), "{e}");
     let id = h.id.clone();
     let s2 = Arc::clone(&svc);
     let decided =
@@ -179,6 +208,8 @@ async fn approve_deny_timeout_withdraw_and_refusals_are_recorded() {
             "requested",
             "decision_refused",
             "decision_refused",
+            "decision_refused",
+            "decision_refused",
             "approved",
             "requested",
             "denied",
@@ -195,7 +226,7 @@ async fn approve_deny_timeout_withdraw_and_refusals_are_recorded() {
     let out = dir.path().join("bundle");
     let rep = crate::audit::export(&path, 0, i64::MAX / 2, &out).unwrap();
     let lines = std::fs::read_to_string(out.join(crate::audit::export::APPROVALS_FILE)).unwrap();
-    assert_eq!(lines.lines().count(), 12, "{rep:?}");
+    assert_eq!(lines.lines().count(), 14, "{rep:?}");
     crate::audit::verify_export(&out).unwrap();
 }
 

@@ -76,6 +76,8 @@ async fn handle(stream: UnixStream, shared: &Shared) -> Result<(), ControlError>
         source,
     };
     let cred = stream.peer_cred().map_err(io)?;
+    // Learnt before the request is read, like on the approvals socket.
+    let peer = super::approvals::peer_of(&stream, shared).map_err(io)?;
     let (r, mut w) = stream.into_split();
     // Read the request first, from every peer (bounded in size and time), so
     // a refused client gets its answer instead of a broken pipe.
@@ -95,11 +97,6 @@ async fn handle(stream: UnixStream, shared: &Shared) -> Result<(), ControlError>
     } else {
         match serde_json::from_str::<Request>(&line) {
             Ok(req) if req.is_approval() => {
-                let peer = crate::approval::peer::Peer::from_cred(
-                    cred.uid(),
-                    cred.gid(),
-                    cred.pid().and_then(|p| u32::try_from(p).ok()),
-                );
                 super::approvals::dispatch(req, &shared.approvals, &peer).await
             }
             Ok(Request::Reload) => reload(shared, cred.pid()).await,

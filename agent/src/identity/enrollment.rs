@@ -377,6 +377,20 @@ impl Enrollments {
         }
     }
 
+    /// The accounts a process belongs to by enrollment: those enrolled for
+    /// one of `cgroup_ids` (its cgroup and every ancestor; any of them, not
+    /// only the nearest) or for `uid`.
+    pub fn accounts_of(&self, cgroup_ids: &[u64], uid: u32) -> Vec<String> {
+        let mut out: Vec<String> = cgroup_ids
+            .iter()
+            .filter_map(|id| self.cgroup_ids.get(id).map(|(a, _)| a.clone()))
+            .chain(self.uids.get(&uid).cloned())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     pub fn list(&self) -> Vec<EnrollmentView> {
         self.entries
             .iter()
