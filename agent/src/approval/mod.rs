@@ -10,9 +10,11 @@
 //! before it takes effect: a statement is released only once its approval
 //! is on record). Who may decide is checked here ([`peer::Peer`] against
 //! `[approvals] approvers`); a uid of the requesting account (its enrolled
-//! uids or the requesting process's uid), and a process that runs in or
-//! below a cgroup enrolled for the account (learnt when it connected), can
-//! never decide the account's requests, root included.
+//! uids or the requesting process's uid, checked against every uid the
+//! deciding process holds), and a process that runs in or below a cgroup
+//! enrolled for the account, or in or below the requesting process's own
+//! cgroup (learnt when it connected, [`peer`]), can never decide the
+//! account's requests, root included; nor can one whose place is unknown.
 //! New requests are announced to webhooks ([`webhook`]) off the data path.
 //!
 //! This module knows nothing of any wire protocol: the handler supplies
@@ -63,6 +65,10 @@ pub enum ApprovalError {
         "the deciding process runs in cgroup {cgroup}, enrolled for the requesting account {account}, and cannot decide its requests"
     )]
     EnrolledPeer { cgroup: String, account: String },
+    #[error(
+        "the deciding process runs in cgroup {cgroup}, in or below the requesting process's cgroup {requester}, and cannot decide its requests"
+    )]
+    RequesterCgroup { cgroup: String, requester: String },
     #[error("where the deciding process runs is unknown ({why}), so it cannot decide")]
     UnplacedPeer { why: String },
     #[error("a reason is required ([approvals] require_reason = true)")]
@@ -428,12 +434,16 @@ impl Approvals {
         let reason = d.reason.clone().filter(|r| !r.trim().is_empty());
         let refusal = if !peer.is_approver(&self.cfg.approvers) {
             Some(ApprovalError::NotApprover { uid: peer.uid })
-        } else if spec.account_uids.contains(&peer.uid) || spec.process.uid == Some(peer.uid) {
+        } else if let Some(&uid) = peer
+            .uids
+            .iter()
+            .find(|u| spec.account_uids.contains(u) || spec.process.uid == Some(**u))
+        {
             Some(ApprovalError::OwnRequest {
-                uid: peer.uid,
+                uid,
                 account: spec.account.clone(),
             })
-        } else if let Some(err) = enrolled_refusal(peer, &spec.account) {
+        } else if let Some(err) = placement_refusal(peer, &spec) {
             Some(err)
         } else if self.cfg.require_reason && reason.is_none() {
             Some(ApprovalError::ReasonRequired)
@@ -729,19 +739,35 @@ fn view(id: &str, spec: &RequestSpec, now: i64, expires: i64) -> RequestView {
     }
 }
 
-/// Why `peer` may not decide a request of `account` because of where it
-/// runs: in, or below, a cgroup (or unit) enrolled for the account, or
-/// enrolled for it by uid; or nowhere that could be established.
-fn enrolled_refusal(peer: &Peer, account: &str) -> Option<ApprovalError> {
+/// Why `peer` may not decide `spec` because of where it runs: in, or
+/// below, a cgroup (or unit) enrolled for the requesting account, or
+/// enrolled for it by uid; in or below the requesting process's own cgroup
+/// (unless that is the root cgroup); or nowhere that could be established.
+fn placement_refusal(peer: &Peer, spec: &RequestSpec) -> Option<ApprovalError> {
     match &peer.place {
-        peer::Place::Known { cgroup, accounts } => {
-            accounts
-                .iter()
-                .any(|a| a == account)
-                .then(|| ApprovalError::EnrolledPeer {
-                    cgroup: cgroup.clone(),
-                    account: account.to_owned(),
+        peer::Place::Known {
+            cgroups,
+            cgroup_ids,
+            accounts,
+        } => {
+            let cgroup = || cgroups.join(", ");
+            if accounts.iter().any(|a| a == &spec.account) {
+                Some(ApprovalError::EnrolledPeer {
+                    cgroup: cgroup(),
+                    account: spec.account.clone(),
                 })
+            } else if spec
+                .process
+                .cgroup_id
+                .is_some_and(|id| cgroup_ids.contains(&id))
+            {
+                Some(ApprovalError::RequesterCgroup {
+                    cgroup: cgroup(),
+                    requester: spec.process.cgroup_path.clone().unwrap_or_default(),
+                })
+            } else {
+                None
+            }
         }
         peer::Place::Unknown { why } => Some(ApprovalError::UnplacedPeer { why: why.clone() }),
     }

@@ -53,8 +53,10 @@ fn peer(uid: u32) -> Peer {
         gid: uid,
         pid: None,
         gids: vec![uid],
+        uids: vec![uid],
         place: peer::Place::Known {
-            cgroup: "/user.slice/approver".into(),
+            cgroups: vec!["/user.slice/approver".into()],
+            cgroup_ids: vec![77, 7],
             accounts: vec![],
         },
     }
@@ -124,8 +126,9 @@ async fn approve_deny_timeout_withdraw_and_refusals_are_recorded() {
     // the account cannot decide; one that could not be located neither.
     let mut inside = peer(5001);
     inside.place = peer::Place::Known {
-        cgroup: "/system.slice/orders-api.service/shell".into(),
-        accounts: vec!["other".into(), "orders-api".into()],
+        cgroups: vec!["/system.slice/orders-api.service/shell".into()],
+        cgroup_ids: vec![12, 11, 10],
+        accounts: vec!["orders-api".into(), "other".into()],
     };
     let e = svc
         .decide(&h.id, &inside, approve("self-service", None))
@@ -351,4 +354,71 @@ fn resolutions_describe_who_decided_and_why() {
     for (res, want) in cases {
         assert_eq!(res.describe("r1", 30), want);
     }
+}
+
+#[tokio::test]
+async fn a_decider_holding_an_account_uid_or_below_the_requesters_cgroup_cannot_decide() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let (audit, task) = crate::audit::spawn_writer(&path, opts()).unwrap();
+    let svc = Approvals::new(cfg(5), audit.clone(), "warden approvals".into());
+    let mut s = spec("DELETE FROM orders WHERE id = 9");
+    s.process.cgroup_id = Some(11);
+    s.process.cgroup_path = Some("/user.slice/session-3.scope".into());
+    let Gate::Held(mut h) = svc.request(s).await.unwrap() else {
+        panic!("expected a hold");
+    };
+    // Effective uid 5001 (an approver), but the real or saved uid is the
+    // requester's (1000) or an enrolled uid of the account (1001).
+    for own in [1000, 1001] {
+        let mut setuid = peer(5001);
+        setuid.uids = vec![5001, own];
+        let e = svc
+            .decide(&h.id, &setuid, approve("x", None))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ApprovalError::OwnRequest { uid, .. } if uid == own),
+            "{e}"
+        );
+    }
+    // In a cgroup below the requesting process's (id 11), enrolled or not.
+    let mut below = peer(5001);
+    below.place = peer::Place::Known {
+        cgroups: vec!["/user.slice/session-3.scope/sudo".into()],
+        cgroup_ids: vec![12, 11, 10],
+        accounts: vec![],
+    };
+    let e = svc
+        .decide(&h.id, &below, approve("x", None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ApprovalError::RequesterCgroup { requester, .. }
+            if requester == "/user.slice/session-3.scope"),
+        "{e}"
+    );
+    // Beside it: decides.
+    assert!(
+        svc.decide(&h.id, &peer(5001), approve("ok", None))
+            .await
+            .unwrap()
+            .approved()
+    );
+    assert!(h.wait().await.approved());
+    audit.clone().shutdown().await;
+    tokio::task::spawn_blocking(move || task.join())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        statuses(&path),
+        vec![
+            "requested",
+            "decision_refused",
+            "decision_refused",
+            "decision_refused",
+            "approved"
+        ]
+    );
 }

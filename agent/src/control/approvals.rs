@@ -61,9 +61,12 @@ pub async fn serve(
             _ = shutdown.changed() => if *shutdown.borrow() { break },
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    // Placed here, in the accept loop, as close to the
+                    // connect as the agent gets (a few reads of /proc).
+                    let peer = peer_of(&stream, &shared);
                     let shared = Arc::clone(&shared);
                     tokio::spawn(async move {
-                        if let Err(e) = handle(stream, &shared).await {
+                        if let Err(e) = handle(stream, peer, &shared).await {
                             warn!(error = %e, "approvals request failed");
                         }
                     });
@@ -75,21 +78,25 @@ pub async fn serve(
 }
 
 /// The peer of a just-accepted connection to either socket, with the
-/// accounts its cgroup (or an ancestor) or its uid is enrolled for.
+/// accounts its cgroups (or their ancestors) or its uids are enrolled for.
 pub fn peer_of(stream: &UnixStream, shared: &Shared) -> std::io::Result<Peer> {
-    Peer::of_stream(stream, &shared.cgroup_mount, |ids, uid| {
-        lock(&shared.enrollments).accounts_of(ids, uid)
+    Peer::of_stream(stream, &shared.cgroup_mount, |l| {
+        lock(&shared.enrollments).accounts_of(&l.cgroup_ids, &l.cgroups, &l.uids)
     })
 }
 
-async fn handle(stream: UnixStream, shared: &Shared) -> Result<(), ControlError> {
+async fn handle(
+    stream: UnixStream,
+    peer: std::io::Result<Peer>,
+    shared: &Shared,
+) -> Result<(), ControlError> {
     let approvals: &Approvals = &shared.approvals;
     let path = approvals.config().socket.clone().unwrap_or_default();
     let io = |source| ControlError::Io {
         path: path.clone(),
         source,
     };
-    let peer = peer_of(&stream, shared).map_err(io)?;
+    let peer = peer.map_err(io)?;
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(r, MAX_REQUEST));
