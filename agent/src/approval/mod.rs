@@ -62,7 +62,7 @@ pub enum ApprovalError {
     )]
     OwnRequest { uid: u32, account: String },
     #[error(
-        "the deciding process runs in cgroup {cgroup}, enrolled for the requesting account {account}, and cannot decide its requests"
+        "the deciding process (in cgroup {cgroup}) is enrolled for the requesting account {account}, by its cgroup or one of its uids, and cannot decide its requests"
     )]
     EnrolledPeer { cgroup: String, account: String },
     #[error(

@@ -216,10 +216,10 @@ fn read_proc(pid: u32, mount: &Path) -> Result<(Vec<u32>, Located), String> {
         .map_err(|e| format!("the threads of process {pid} are unreadable: {e}"))?;
     for t in tasks.flatten() {
         let cg = std::fs::read_to_string(t.path().join("cgroup")).ok();
-        if let Some(path) = cg.as_deref().and_then(cgroup2_line) {
-            if !cgroups.iter().any(|c| c == path) {
-                cgroups.push(path.to_owned());
-            }
+        if let Some(path) = cg.as_deref().and_then(cgroup2_line)
+            && !cgroups.iter().any(|c| c == path)
+        {
+            cgroups.push(path.to_owned());
         }
     }
     let mut cgroup_ids = Vec::new();

@@ -77,6 +77,20 @@ async fn held(svc: &Arc<Approvals>, stmt: &str) -> Hold {
     }
 }
 
+/// Stops the audit writer and returns the approval statuses it recorded.
+async fn stop(
+    audit: crate::audit::AuditHandle,
+    task: crate::audit::WriterTask,
+    path: &std::path::Path,
+) -> Vec<String> {
+    audit.shutdown().await;
+    tokio::task::spawn_blocking(move || task.join())
+        .await
+        .unwrap()
+        .unwrap();
+    statuses(path)
+}
+
 fn statuses(path: &std::path::Path) -> Vec<String> {
     let r = AuditReader::open(path).unwrap();
     r.query(&TailFilter::default(), 0, 1000)
@@ -200,13 +214,8 @@ async fn approve_deny_timeout_withdraw_and_refusals_are_recorded() {
     }
     assert_eq!(svc.show(&id).unwrap().status, "withdrawn");
 
-    audit.clone().shutdown().await;
-    tokio::task::spawn_blocking(move || task.join())
-        .await
-        .unwrap()
-        .unwrap();
     assert_eq!(
-        statuses(&path),
+        stop(audit, task, &path).await,
         vec![
             "requested",
             "decision_refused",
@@ -299,12 +308,7 @@ async fn grants_cover_the_fingerprint_until_revoked_or_expired() {
     let h = held(&svc, "UPDATE orders SET x = 3").await;
     svc.withdraw(&h.id, "test").await;
 
-    audit.clone().shutdown().await;
-    tokio::task::spawn_blocking(move || task.join())
-        .await
-        .unwrap()
-        .unwrap();
-    let s = statuses(&path);
+    let s = stop(audit, task, &path).await;
     assert_eq!(s.iter().filter(|x| *x == "grant_used").count(), 2, "{s:?}");
     assert_eq!(s.iter().filter(|x| *x == "revoked").count(), 1, "{s:?}");
     assert!(crate::audit::verify(&path, None).unwrap().is_intact());
@@ -406,13 +410,8 @@ async fn a_decider_holding_an_account_uid_or_below_the_requesters_cgroup_cannot_
             .approved()
     );
     assert!(h.wait().await.approved());
-    audit.clone().shutdown().await;
-    tokio::task::spawn_blocking(move || task.join())
-        .await
-        .unwrap()
-        .unwrap();
     assert_eq!(
-        statuses(&path),
+        stop(audit, task, &path).await,
         vec![
             "requested",
             "decision_refused",
