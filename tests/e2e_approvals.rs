@@ -499,6 +499,30 @@ fn a_root_approver_inside_the_enrolled_cgroup_cannot_decide_for_its_account() {
         );
         assert!(e.exists(11), "nothing ran while held");
     }
+    // Nor may it change its enrollment (or reload, or stop Warden) through
+    // the root control socket; reading the status is fine.
+    let procs = e.env.cg_dir(&below).join("cgroup.procs");
+    let control = |args: &[&str]| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo $$ > '{}' && exec \"$@\"", procs.display()))
+            .arg("sh")
+            .arg(WARDEN)
+            .arg("--config")
+            .arg(&e.env.config_path)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let un = control(&["unenroll", "app", "--cgroup", &e.app]);
+    assert!(!un.status.success(), "{}", text(&un));
+    assert!(
+        text(&un).contains("enrolled for account app"),
+        "{}",
+        text(&un)
+    );
+    let st = control(&["status"]);
+    assert!(st.status.success(), "{}", text(&st));
     // Denying is deciding too.
     let deny = e.approvals_in(&e.app, &["deny", &id]);
     assert!(!deny.status.success(), "{}", text(&deny));

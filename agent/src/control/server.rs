@@ -1,5 +1,10 @@
 //! Daemon side of the control socket: mode 0600, and every peer's uid is
-//! checked with SO_PEERCRED (only root may talk to it).
+//! checked with SO_PEERCRED (only root may talk to it). A root process
+//! that is itself enrolled (in or below an enrolled cgroup or unit, or by
+//! one of its uids), or that could not be placed, may only read the status
+//! (and decide approvals under their own rules): it must not change
+//! enrollments, reload the configuration or stop the agent that enforces
+//! on it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -12,6 +17,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::{ControlError, OpenConnView, Request, Response, StatusReport, TargetStatus};
+use crate::approval::peer::{Peer, Place};
 use crate::daemon::{Shared, lock};
 
 /// Largest request accepted (a request is a few hundred bytes).
@@ -99,6 +105,12 @@ async fn handle(stream: UnixStream, shared: &Shared) -> Result<(), ControlError>
             Ok(req) if req.is_approval() => {
                 super::approvals::dispatch(req, &shared.approvals, &peer).await
             }
+            Ok(req) if let Some(why) = enrolled_refusal(&peer, &req) => {
+                warn!(peer.pid = ?cred.pid(), error = %why, "control request from an enrolled peer refused");
+                Response::Error {
+                    message: format!("permission denied: {why}"),
+                }
+            }
             Ok(Request::Reload) => reload(shared, cred.pid()).await,
             Ok(req) => dispatch(req, shared, cred.pid()),
             Err(e) => Response::Error {
@@ -111,6 +123,27 @@ async fn handle(stream: UnixStream, shared: &Shared) -> Result<(), ControlError>
     bytes.push(b'\n');
     w.write_all(&bytes).await.map_err(io)?;
     w.shutdown().await.map_err(io)
+}
+
+/// Why `peer` may not make `req`: anything but the status from a process
+/// enrolled for an account, or one that could not be placed.
+fn enrolled_refusal(peer: &Peer, req: &Request) -> Option<String> {
+    if matches!(req, Request::Status) {
+        return None;
+    }
+    match &peer.place {
+        Place::Known {
+            cgroups, accounts, ..
+        } if !accounts.is_empty() => Some(format!(
+            "the requesting process (in cgroup {}) is enrolled for account {}; an enrolled process cannot change enrollments, reload or stop Warden",
+            cgroups.join(", "),
+            accounts.join(", ")
+        )),
+        Place::Known { .. } => None,
+        Place::Unknown { why } => Some(format!(
+            "where the requesting process runs is unknown ({why})"
+        )),
+    }
 }
 
 fn dispatch(req: Request, shared: &Shared, peer_pid: Option<i32>) -> Response {
