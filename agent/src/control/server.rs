@@ -280,3 +280,52 @@ fn status(shared: &Shared) -> StatusReport {
         forwarders: shared.forward.status(Some(shared.audit.stats().last_seq)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(place: Place) -> Peer {
+        Peer {
+            uid: 0,
+            gid: 0,
+            pid: Some(1),
+            gids: vec![0],
+            uids: vec![0],
+            place,
+        }
+    }
+
+    #[test]
+    fn an_enrolled_or_unplaced_root_peer_only_reads_the_status() {
+        let enrolled = peer(Place::Known {
+            cgroups: vec!["/app.slice/shell".into()],
+            cgroup_ids: vec![2, 1],
+            accounts: vec!["app".into()],
+        });
+        let unplaced = peer(Place::Unknown {
+            why: "the kernel reported no pid".into(),
+        });
+        let admin = peer(Place::Known {
+            cgroups: vec!["/user.slice/session-1.scope".into()],
+            cgroup_ids: vec![4, 3],
+            accounts: vec![],
+        });
+        let unenroll = Request::Unenroll {
+            account: "app".into(),
+            selector: crate::identity::enrollment::Selector::Cgroup("/app.slice".into()),
+        };
+        for req in [
+            Request::Reload,
+            Request::Shutdown { detach: true },
+            unenroll.clone(),
+        ] {
+            let why = enrolled_refusal(&enrolled, &req).unwrap();
+            assert!(why.contains("enrolled for account app"), "{why}");
+            assert!(enrolled_refusal(&unplaced, &req).is_some());
+            assert_eq!(enrolled_refusal(&admin, &req), None);
+        }
+        assert_eq!(enrolled_refusal(&enrolled, &Request::Status), None);
+        assert_eq!(enrolled_refusal(&unplaced, &Request::Status), None);
+    }
+}
