@@ -222,6 +222,13 @@ fn read_proc(pid: u32, mount: &Path) -> Result<(Vec<u32>, Located), String> {
             cgroups.push(path.to_owned());
         }
     }
+    // A cgroup outside the agent's own cgroup namespace reads as `/..`;
+    // it cannot be looked up under the mount.
+    if let Some(p) = cgroups.iter().find(|p| outside_namespace(p)) {
+        return Err(format!(
+            "process {pid} runs in cgroup {p}, outside the agent's cgroup namespace"
+        ));
+    }
     let mut cgroup_ids = Vec::new();
     for path in &cgroups {
         for id in
@@ -240,6 +247,10 @@ fn read_proc(pid: u32, mount: &Path) -> Result<(Vec<u32>, Located), String> {
             uids,
         },
     ))
+}
+
+fn outside_namespace(cgroup_path: &str) -> bool {
+    cgroup_path.split('/').any(|c| c == "..")
 }
 
 fn cgroup2_line(text: &str) -> Option<&str> {
@@ -377,6 +388,17 @@ mod tests {
         assert_eq!(parse_status_uids(s), Some(vec![1000, 0]));
         assert_eq!(parse_status_uids("Uid:\tx\n"), None);
         assert_eq!(parse_status_uids("Name: x\n"), None);
+    }
+
+    #[test]
+    fn cgroup_lines_and_foreign_namespaces_are_read() {
+        assert_eq!(
+            cgroup2_line("1:name=systemd:/\n0::/app.slice/x\n"),
+            Some("/app.slice/x")
+        );
+        assert_eq!(cgroup2_line("1:cpu:/\n"), None);
+        assert!(outside_namespace("/../../system.slice/app.service"));
+        assert!(!outside_namespace("/app.slice/x..y"));
     }
 
     #[test]
