@@ -62,9 +62,11 @@ pub async fn serve(
             _ = shutdown.changed() => if *shutdown.borrow() { break },
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    // Placed in the accept loop, like on the approvals socket.
+                    let peer = super::approvals::peer_of(&stream, &shared);
                     let shared = Arc::clone(&shared);
                     tokio::spawn(async move {
-                        if let Err(e) = handle(stream, &shared).await {
+                        if let Err(e) = handle(stream, peer, &shared).await {
                             warn!(error = %e, "control request failed");
                         }
                     });
@@ -75,15 +77,18 @@ pub async fn serve(
     }
 }
 
-async fn handle(stream: UnixStream, shared: &Shared) -> Result<(), ControlError> {
+async fn handle(
+    stream: UnixStream,
+    peer: std::io::Result<Peer>,
+    shared: &Shared,
+) -> Result<(), ControlError> {
     let socket = shared.live().config.agent.control_socket.clone();
     let io = |source| ControlError::Io {
         path: socket.clone(),
         source,
     };
     let cred = stream.peer_cred().map_err(io)?;
-    // Learnt before the request is read, like on the approvals socket.
-    let peer = super::approvals::peer_of(&stream, shared).map_err(io)?;
+    let peer = peer.map_err(io)?;
     let (r, mut w) = stream.into_split();
     // Read the request first, from every peer (bounded in size and time), so
     // a refused client gets its answer instead of a broken pipe.
