@@ -1906,6 +1906,10 @@ fn a_server_reported_tokenisation_change_ends_the_session_with_a_fatal_naming_it
     });
 }
 
+/// Held by the tests that measure this process's peak memory: one at a
+/// time, or each would see (and reset) the other's peak.
+static MEMORY_TESTS: Mutex<()> = Mutex::new(());
+
 /// Peak resident memory of this process (which runs Warden's sessions),
 /// in KiB, after `reset` sets the peak back to the current size.
 fn vm_hwm_kib(reset: bool) -> u64 {
@@ -1926,6 +1930,9 @@ const CARD_COLUMN_ONLY: &str = r#"columns = [ { column = "customers.card", strat
 
 #[test]
 fn rows_over_max_message_bytes_stream_through_when_nothing_in_them_is_masked() {
+    let _one = MEMORY_TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     run(|pg| async move {
         // 40 MB, over the default max_message_bytes of 16 MiB.
         const BIG: usize = 40_000_000;
@@ -2179,6 +2186,9 @@ fn a_statement_over_4_mib_within_max_message_bytes_runs() {
 
 #[test]
 fn many_large_statements_do_not_accumulate_in_the_session() {
+    let _one = MEMORY_TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     run(|pg| async move {
         // 96 distinct statements of 1 MiB each: a session keeps none of
         // their text once they are answered (the per-session decision
