@@ -2483,3 +2483,37 @@ rules = [ { action = "approve", classes = ["privileged"], name = "privileged" } 
         drop(r);
     });
 }
+
+#[test]
+fn an_execute_the_server_will_skip_is_not_asked_about() {
+    run(|pg| async move {
+        let p = Proxy::start(
+            pg,
+            Spec {
+                policy: r#"default = "allow"
+rules = [ { action = "approve", classes = ["privileged"], name = "privileged" } ]"#,
+                approvals: APPROVERS,
+                ..Spec::default()
+            },
+        )
+        .await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        // The role may not call pg_read_file: the server refuses the Bind
+        // and skips the Execute, so no approver is asked about it.
+        let mut b = BytesMut::new();
+        frontend::parse(&mut b, "s1", "SELECT pg_read_file($1)", &[]).unwrap();
+        b.extend_from_slice(&bind_execute("/etc/hostname"));
+        r.send(&b).await;
+        let msgs = r.until_ready().await;
+        let errs = errors(&msgs);
+        assert_eq!(errs.len(), 1, "{msgs:?}");
+        assert!(
+            errs[0].1 == "42501" && errs[0].2.contains("permission denied"),
+            "{errs:?}"
+        );
+        assert!(!held(&msgs), "{msgs:?}");
+        let l = p.approvals.list();
+        assert!(l.pending.is_empty(), "{:#?}", l.pending);
+        assert_eq!(rows(&r.query("SELECT 1").await).len(), 1);
+    });
+}
