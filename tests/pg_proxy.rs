@@ -2411,20 +2411,26 @@ fn held(msgs: &[Msg]) -> bool {
         .any(|m| matches!(m, Msg::Notice { message } if message.contains("held for approval")))
 }
 
+/// Warden with approvals for privileged statements, and a session.
+async fn privileged_approvals(pg: &PgServer) -> (Proxy, Raw) {
+    let p = Proxy::start(
+        pg,
+        Spec {
+            policy: r#"default = "allow"
+rules = [ { action = "approve", classes = ["privileged"], name = "privileged" } ]"#,
+            approvals: APPROVERS,
+            ..Spec::default()
+        },
+    )
+    .await;
+    let (r, _, _) = Raw::session(p.addr()).await;
+    (p, r)
+}
+
 #[test]
 fn privileged_statements_are_granted_only_for_the_exact_values_approved() {
     run(|pg| async move {
-        let p = Proxy::start(
-            pg,
-            Spec {
-                policy: r#"default = "allow"
-rules = [ { action = "approve", classes = ["privileged"], name = "privileged" } ]"#,
-                approvals: APPROVERS,
-                ..Spec::default()
-            },
-        )
-        .await;
-        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let (p, mut r) = privileged_approvals(pg).await;
         let mut b = BytesMut::new();
         frontend::parse(
             &mut b,
@@ -2487,17 +2493,7 @@ rules = [ { action = "approve", classes = ["privileged"], name = "privileged" } 
 #[test]
 fn an_execute_the_server_will_skip_is_not_asked_about() {
     run(|pg| async move {
-        let p = Proxy::start(
-            pg,
-            Spec {
-                policy: r#"default = "allow"
-rules = [ { action = "approve", classes = ["privileged"], name = "privileged" } ]"#,
-                approvals: APPROVERS,
-                ..Spec::default()
-            },
-        )
-        .await;
-        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let (p, mut r) = privileged_approvals(pg).await;
         // The role may not call pg_read_file: the server refuses the Bind
         // and skips the Execute, so no approver is asked about it.
         let mut b = BytesMut::new();
