@@ -1910,6 +1910,10 @@ fn a_server_reported_tokenisation_change_ends_the_session_with_a_fatal_naming_it
     });
 }
 
+/// Held by the tests that measure this process's peak memory: one at a
+/// time, or each would see (and reset) the other's peak.
+static MEMORY_TESTS: Mutex<()> = Mutex::new(());
+
 /// Peak resident memory of this process (which runs Warden's sessions),
 /// in KiB, after `reset` sets the peak back to the current size.
 fn vm_hwm_kib(reset: bool) -> u64 {
@@ -1930,6 +1934,9 @@ const CARD_COLUMN_ONLY: &str = r#"columns = [ { column = "customers.card", strat
 
 #[test]
 fn rows_over_max_message_bytes_stream_through_when_nothing_in_them_is_masked() {
+    let _one = MEMORY_TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     run(|pg| async move {
         // 40 MB, over the default max_message_bytes of 16 MiB.
         const BIG: usize = 40_000_000;
@@ -2183,6 +2190,9 @@ fn a_statement_over_4_mib_within_max_message_bytes_runs() {
 
 #[test]
 fn many_large_statements_do_not_accumulate_in_the_session() {
+    let _one = MEMORY_TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     run(|pg| async move {
         // 96 distinct statements of 1 MiB each: a session keeps none of
         // their text once they are answered (the per-session decision
@@ -2405,20 +2415,26 @@ fn held(msgs: &[Msg]) -> bool {
         .any(|m| matches!(m, Msg::Notice { message } if message.contains("held for approval")))
 }
 
+/// Warden with approvals for privileged statements, and a session.
+async fn privileged_approvals(pg: &PgServer) -> (Proxy, Raw) {
+    let p = Proxy::start(
+        pg,
+        Spec {
+            policy: r#"default = "allow"
+rules = [ { action = "approve", classes = ["privileged"], name = "privileged" } ]"#,
+            approvals: APPROVERS,
+            ..Spec::default()
+        },
+    )
+    .await;
+    let (r, _, _) = Raw::session(p.addr()).await;
+    (p, r)
+}
+
 #[test]
 fn privileged_statements_are_granted_only_for_the_exact_values_approved() {
     run(|pg| async move {
-        let p = Proxy::start(
-            pg,
-            Spec {
-                policy: r#"default = "allow"
-rules = [ { action = "approve", classes = ["privileged"], name = "privileged" } ]"#,
-                approvals: APPROVERS,
-                ..Spec::default()
-            },
-        )
-        .await;
-        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let (p, mut r) = privileged_approvals(pg).await;
         let mut b = BytesMut::new();
         frontend::parse(
             &mut b,
@@ -2708,5 +2724,26 @@ fn a_read_only_grant_cannot_be_made_writable() {
             "0"
         );
         pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP TABLE public.ro_probe");
+#[test]
+fn an_execute_the_server_will_skip_is_not_asked_about() {
+    run(|pg| async move {
+        let (p, mut r) = privileged_approvals(pg).await;
+        // The role may not call pg_read_file: the server refuses the Bind
+        // and skips the Execute, so no approver is asked about it.
+        let mut b = BytesMut::new();
+        frontend::parse(&mut b, "s1", "SELECT pg_read_file($1)", &[]).unwrap();
+        b.extend_from_slice(&bind_execute("/etc/hostname"));
+        r.send(&b).await;
+        let msgs = r.until_ready().await;
+        let errs = errors(&msgs);
+        assert_eq!(errs.len(), 1, "{msgs:?}");
+        assert!(
+            errs[0].1 == "42501" && errs[0].2.contains("permission denied"),
+            "{errs:?}"
+        );
+        assert!(!held(&msgs), "{msgs:?}");
+        let l = p.approvals.list();
+        assert!(l.pending.is_empty(), "{:#?}", l.pending);
+        assert_eq!(rows(&r.query("SELECT 1").await).len(), 1);
     });
 }

@@ -195,12 +195,18 @@ enum Expect {
         error: Bytes,
         ready: bool,
     },
+    /// Everything before it has been answered: `reply` gets whether the
+    /// server is skipping to the next Sync after an error (it would skip
+    /// what follows too). An error that drops it answers `true`.
+    Barrier {
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 impl Expect {
     /// Answered without waiting for the upstream.
     fn is_local(&self) -> bool {
-        matches!(self, Expect::Refusal { .. })
+        matches!(self, Expect::Refusal { .. } | Expect::Barrier { .. })
     }
 }
 
@@ -290,6 +296,7 @@ where
         expect: rx,
         queue: VecDeque::new(),
         status,
+        failed: false,
         portal_columns: HashMap::new(),
         current: None,
         counters: Arc::clone(&counters),
@@ -569,6 +576,13 @@ where
                 };
                 let d = match bound.ask {
                     None => bound.decided,
+                    Some(_) if self.batch_failed().await? => {
+                        // The server is skipping to Sync after an error
+                        // earlier in the batch (a failed Bind…): it would
+                        // not run this Execute, so there is nothing to ask.
+                        self.skipping = true;
+                        return Ok(true);
+                    }
                     Some(ask) => {
                         match self
                             .approval(bound.decided, ask.statement, ask.fingerprint)
@@ -688,6 +702,19 @@ where
             self.queue(Expect::Query { stmt });
         }
         Ok(())
+    }
+
+    /// Whether the server is skipping to the next Sync after an error
+    /// earlier in this batch: what was forwarded is sent with a Flush (so
+    /// that the server answers it now) and Warden waits for the answers.
+    async fn batch_failed(&mut self) -> Result<bool, String> {
+        let (reply, answer) = oneshot::channel();
+        frontend::flush(&mut self.out);
+        self.queue(Expect::Barrier { reply });
+        self.flush()
+            .await
+            .map_err(|e| format!("writing to upstream: {e}"))?;
+        answer.await.map_err(|_| "session closed".to_owned())
     }
 
     /// What a Bind of `p` with these values gives its portal: for a
@@ -1006,6 +1033,9 @@ struct Downstream<R, W> {
     queue: VecDeque<Expect>,
     /// Transaction status of the last ReadyForQuery.
     status: u8,
+    /// An error since the last ReadyForQuery: the server skips extended
+    /// protocol messages up to the next Sync.
+    failed: bool,
     /// Columns of described portals.
     portal_columns: HashMap<String, Columns>,
     param_types: ParamTypes,
@@ -1253,11 +1283,17 @@ where
     /// Sends queued refusals that have reached the head of the queue.
     fn local(&mut self) {
         while self.queue.front().is_some_and(Expect::is_local) {
-            if let Some(Expect::Refusal { error, ready }) = self.queue.pop_front() {
-                self.out.extend_from_slice(&error);
-                if ready {
-                    backend::ready_for_query(&mut self.out, self.status);
+            match self.queue.pop_front() {
+                Some(Expect::Refusal { error, ready }) => {
+                    self.out.extend_from_slice(&error);
+                    if ready {
+                        backend::ready_for_query(&mut self.out, self.status);
+                    }
                 }
+                Some(Expect::Barrier { reply }) => {
+                    let _ = reply.send(self.failed);
+                }
+                _ => {}
             }
         }
     }
@@ -1472,6 +1508,7 @@ where
             }
             BackendMessage::ReadyForQuery { status } => {
                 self.status = status;
+                self.failed = false;
                 // Everything before the Sync/Query that this answers is done.
                 while let Some(front) = self.queue.front() {
                     match front {
@@ -1495,7 +1532,7 @@ where
                             }
                             return Ok(());
                         }
-                        Expect::Refusal { .. } => self.local(),
+                        Expect::Refusal { .. } | Expect::Barrier { .. } => self.local(),
                         Expect::Abort { sync: true } => {
                             // The status after the abort is what the
                             // refusal's own ReadyForQuery reports.
@@ -1530,8 +1567,10 @@ where
     /// is followed by its ReadyForQuery.
     fn after_error(&mut self) {
         match self.queue.front() {
-            Some(Expect::Query { .. } | Expect::FunctionCall { .. } | Expect::Sync) | None => {}
+            Some(Expect::Query { .. } | Expect::FunctionCall { .. }) => {}
+            Some(Expect::Sync) | None => self.failed = true,
             Some(_) => {
+                self.failed = true;
                 while let Some(front) = self.queue.front() {
                     if matches!(front, Expect::Sync) {
                         break;
@@ -1549,6 +1588,12 @@ where
         let Some(front) = self.queue.pop_front() else {
             return;
         };
+        if let Expect::Barrier { reply } = front {
+            // Dropped by an error (or the session's end): what follows it
+            // is skipped by the server.
+            let _ = reply.send(true);
+            return;
+        }
         let summary = self.current.take().unwrap_or_default();
         let stmt = match front {
             Expect::Execute { stmt, .. }
