@@ -128,8 +128,8 @@ use hmac::Mac;
 use regex::bytes::RegexBuilder;
 
 pub use model::{
-    ColumnRuleConfig, CustomPattern, FieldRuleConfig, Masked, MaskingConfig, MaskingProblem,
-    Strategy,
+    ColumnRuleConfig, CustomPattern, FieldRuleConfig, Masked, MaskedInPredicates, MaskingConfig,
+    MaskingProblem, Strategy,
 };
 pub use strategy::{LAST4_MIN_ALNUM, REDACTED, TOKEN_HEX_LEN, TOKEN_PREFIX};
 
@@ -192,6 +192,7 @@ pub struct Masker {
     custom: Vec<CustomDetector>,
     pattern_strategy: Strategy,
     hmac: Option<HmacSha256>,
+    masked_in_predicates: MaskedInPredicates,
 }
 
 impl fmt::Debug for Masker {
@@ -238,6 +239,7 @@ impl Masker {
             custom: Vec::new(),
             pattern_strategy: Strategy::Redact,
             hmac: None,
+            masked_in_predicates: MaskedInPredicates::default(),
         }
     }
 
@@ -267,7 +269,7 @@ impl Masker {
                         continue;
                     }
                     seen_keys.push((key.clone(), i));
-                    columns.push(ColumnRule::new(key, rule.strategy));
+                    columns.push(ColumnRule::new(key, rule.strategy, &rule.column));
                 }
                 Err(msg) => problems.push(MaskingProblem::new(format!("columns[{i}].column"), msg)),
             }
@@ -339,6 +341,7 @@ impl Masker {
             custom: Vec::new(),
             pattern_strategy: cfg.pattern_strategy.unwrap_or(Strategy::Redact),
             hmac: None,
+            masked_in_predicates: cfg.masked_in_predicates,
         };
         let mut listed_custom = vec![false; cfg.custom.len()];
         for (i, name) in cfg.patterns.iter().enumerate() {
@@ -432,6 +435,29 @@ impl Masker {
     /// from the catalog), or `None` when no column rule covers it.
     pub fn column_strategy(&self, schema: &str, table: &str, column: &str) -> Option<Strategy> {
         column::lookup(&self.columns, schema, table, column)
+    }
+
+    /// The column rule covering `schema.table.column`: its spec as written
+    /// and its strategy.
+    pub fn column_rule(&self, schema: &str, table: &str, column: &str) -> Option<(&str, Strategy)> {
+        column::lookup_rule(&self.columns, schema, table, column).map(|r| (r.spec(), r.strategy()))
+    }
+
+    /// The strictest column rule that could cover a column of a relation
+    /// Warden has no catalog entry for: `schema` `None` matches any schema,
+    /// `column` `None` any column.
+    pub fn column_rule_loose(
+        &self,
+        schema: Option<&str>,
+        table: &str,
+        column: Option<&str>,
+    ) -> Option<(&str, Strategy)> {
+        column::lookup_loose(&self.columns, schema, table, column).map(|r| (r.spec(), r.strategy()))
+    }
+
+    /// Where masked columns may be used outside the select list.
+    pub fn masked_in_predicates(&self) -> MaskedInPredicates {
+        self.masked_in_predicates
     }
 
     /// Whether any pattern detector is active (else the backstop can be

@@ -22,6 +22,7 @@
 //! for the exact semantics.
 
 pub mod cache;
+pub mod columns;
 pub mod http;
 pub mod model;
 pub mod rules;
