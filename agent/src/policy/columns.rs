@@ -197,6 +197,229 @@ pub struct CopyMasking {
     pub fields: Vec<Option<Strategy>>,
 }
 
+impl CopyMasking {
+    /// One CopyData row of COPY TO with its masked fields rewritten by
+    /// `apply` (a masked value, or SQL NULL). `Ok(None)`: nothing to
+    /// change (a NULL, or every masked field NULL). A row whose shape is
+    /// not the expected one is an error (the caller fails closed).
+    pub fn mask_row(
+        &self,
+        row: &[u8],
+        apply: &dyn Fn(Strategy, &[u8]) -> crate::masking::Masked,
+    ) -> Result<Option<Vec<u8>>, String> {
+        use crate::masking::Masked;
+        let (body, eol) = match row.strip_suffix(b"\n") {
+            Some(b) => (b, &b"\n"[..]),
+            None => (row, &b""[..]),
+        };
+        let fields = if self.csv {
+            csv_fields(body, self.delimiter, self.quote, self.escape)?
+        } else {
+            text_fields(body, self.delimiter)
+        };
+        if fields.len() != self.fields.len() {
+            return Err(format!(
+                "a COPY row has {} fields where {} were expected",
+                fields.len(),
+                self.fields.len()
+            ));
+        }
+        let mut changed = false;
+        let mut out = Vec::with_capacity(row.len() + 16);
+        for (i, (raw, quoted)) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(self.delimiter);
+            }
+            let strategy = self.fields.get(i).copied().flatten();
+            let is_null = !quoted && *raw == self.null.as_bytes();
+            match strategy {
+                Some(strategy) if !is_null => {
+                    changed = true;
+                    let value = if self.csv {
+                        csv_unquote(raw, *quoted, self.quote, self.escape)
+                    } else {
+                        text_unescape(raw)
+                    };
+                    match apply(strategy, &value) {
+                        Masked::Null => out.extend_from_slice(self.null.as_bytes()),
+                        Masked::Value(v) if self.csv => {
+                            out.push(self.quote);
+                            for &b in &v {
+                                if b == self.quote || b == self.escape {
+                                    out.push(self.escape);
+                                }
+                                out.push(b);
+                            }
+                            out.push(self.quote);
+                        }
+                        Masked::Value(v) => text_escape(&v, self.delimiter, &mut out),
+                    }
+                }
+                _ => out.extend_from_slice(raw),
+            }
+        }
+        out.extend_from_slice(eol);
+        Ok(changed.then_some(out))
+    }
+}
+
+/// Raw fields of a text-format row (escapes kept), unquoted.
+fn text_fields(body: &[u8], delimiter: u8) -> Vec<(&[u8], bool)> {
+    let mut out = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < body.len() {
+        if body[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if body[i] == delimiter {
+            out.push((&body[start..i], false));
+            start = i + 1;
+        }
+        i += 1;
+    }
+    out.push((&body[start.min(body.len())..], false));
+    out
+}
+
+/// PostgreSQL's text-format escapes decoded.
+fn text_unescape(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        i += 1;
+        if b != b'\\' || i >= raw.len() {
+            out.push(b);
+            continue;
+        }
+        let c = raw[i];
+        i += 1;
+        match c {
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(11),
+            b'0'..=b'7' => {
+                let mut v = u32::from(c - b'0');
+                for _ in 0..2 {
+                    match raw.get(i) {
+                        Some(d @ b'0'..=b'7') => {
+                            v = v * 8 + u32::from(d - b'0');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push((v & 0xff) as u8);
+            }
+            b'x' if raw.get(i).is_some_and(u8::is_ascii_hexdigit) => {
+                let mut v = 0u32;
+                for _ in 0..2 {
+                    match raw.get(i).and_then(|d| (*d as char).to_digit(16)) {
+                        Some(d) => {
+                            v = v * 16 + d;
+                            i += 1;
+                        }
+                        None => break,
+                    }
+                }
+                out.push((v & 0xff) as u8);
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn text_escape(v: &[u8], delimiter: u8, out: &mut Vec<u8>) {
+    for &b in v {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            d if d == delimiter => {
+                out.push(b'\\');
+                out.push(d);
+            }
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Raw fields of a CSV row (a quoted field with its quotes) and whether
+/// each was quoted.
+fn csv_fields(
+    body: &[u8],
+    delimiter: u8,
+    quote: u8,
+    escape: u8,
+) -> Result<Vec<(&[u8], bool)>, String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    loop {
+        let start = i;
+        if body.get(i) == Some(&quote) {
+            i += 1;
+            loop {
+                match body.get(i) {
+                    None => return Err("an unterminated quoted CSV field".into()),
+                    Some(&b)
+                        if b == escape
+                            && body.get(i + 1).is_some_and(|n| *n == quote || *n == escape)
+                            && (escape != quote || body.get(i + 1) == Some(&quote)) =>
+                    {
+                        i += 2
+                    }
+                    Some(&b) if b == quote => {
+                        i += 1;
+                        break;
+                    }
+                    Some(_) => i += 1,
+                }
+            }
+            out.push((&body[start..i], true));
+        } else {
+            while i < body.len() && body[i] != delimiter {
+                i += 1;
+            }
+            out.push((&body[start..i], false));
+        }
+        match body.get(i) {
+            None => return Ok(out),
+            Some(&b) if b == delimiter => i += 1,
+            Some(_) => return Err("a CSV field continues after its closing quote".into()),
+        }
+    }
+}
+
+fn csv_unquote(raw: &[u8], quoted: bool, quote: u8, escape: u8) -> Vec<u8> {
+    if !quoted || raw.len() < 2 {
+        return raw.to_vec();
+    }
+    let inner = &raw[1..raw.len() - 1];
+    let mut out = Vec::with_capacity(inner.len());
+    let mut i = 0;
+    while i < inner.len() {
+        let b = inner[i];
+        if b == escape
+            && inner
+                .get(i + 1)
+                .is_some_and(|n| *n == quote || *n == escape)
+        {
+            out.push(inner[i + 1]);
+            i += 2;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// What the analysis found in an allowed query text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ColumnFacts {

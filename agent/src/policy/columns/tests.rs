@@ -491,3 +491,52 @@ fn unparsable_text_is_an_error() {
         Err(ColumnError::Analyze(_))
     ));
 }
+
+#[test]
+fn copy_rows_are_rewritten_field_by_field() {
+    use crate::masking::Masked;
+    let apply = |st: Strategy, v: &[u8]| match st {
+        Strategy::Null => Masked::Null,
+        _ => Masked::Value(format!("<{}>", String::from_utf8_lossy(v)).into_bytes()),
+    };
+    let f = allowed("COPY customers (id, name, ssn, note) TO STDOUT", Any);
+    let c = f.copy.unwrap();
+    let row = c
+        .mask_row(b"1\tAna\\tB\\\\x\t078-05-1120\tn\\no\n", &apply)
+        .unwrap()
+        .unwrap();
+    assert_eq!(row, b"1\t<Ana\\tB\\\\x>\t\\N\tn\\no\n");
+    // NULLs stay NULL; nothing to change.
+    assert_eq!(c.mask_row(b"2\t\\N\t\\N\tx\n", &apply).unwrap(), None);
+    assert!(c.mask_row(b"1\t2\n", &apply).is_err());
+    // Octal and hex escapes decode before masking.
+    let row = c
+        .mask_row(b"1\t\\101\\x42\t\\N\tx\n", &apply)
+        .unwrap()
+        .unwrap();
+    assert_eq!(row, b"1\t<AB>\t\\N\tx\n");
+
+    let f = allowed(
+        "COPY customers (id, name, note) TO STDOUT (FORMAT csv)",
+        Any,
+    );
+    let c = f.copy.unwrap();
+    let row = c
+        .mask_row(b"1,\"A, \"\"q\"\"\",note\n", &apply)
+        .unwrap()
+        .unwrap();
+    assert_eq!(row, b"1,\"<A, \"\"q\"\">\",note\n");
+    // Empty unquoted is NULL in CSV; quoted empty is a value.
+    assert_eq!(c.mask_row(b"1,,x\n", &apply).unwrap(), None);
+    let row = c.mask_row(b"1,\"\",x\n", &apply).unwrap().unwrap();
+    assert_eq!(row, b"1,\"<>\",x\n");
+    assert!(c.mask_row(b"1,\"open,x\n", &apply).is_err());
+    let f = allowed(
+        "COPY customers (id, email) TO STDOUT (FORMAT csv, DELIMITER '|', QUOTE '''', ESCAPE '\\', NULL 'NULL')",
+        Any,
+    );
+    let c = f.copy.unwrap();
+    let row = c.mask_row(b"1|'a\\'b'\n", &apply).unwrap().unwrap();
+    assert_eq!(row, b"1|'<a\\'b>'\n");
+    assert_eq!(c.mask_row(b"1|NULL\n", &apply).unwrap(), None);
+}
