@@ -122,12 +122,18 @@ impl CatalogRelation {
 pub struct ColumnCatalog {
     relations: HashMap<String, Vec<CatalogRelation>>,
     rules: Option<Arc<Masker>>,
+    /// The masking's name (`[masking.NAME]`), for refusals.
+    masking: String,
 }
 
 impl ColumnCatalog {
     /// A catalog of `relations`; relations not among them are judged by
     /// `rules` (the masking's column rules, by name).
-    pub fn new(relations: Vec<CatalogRelation>, rules: Option<Arc<Masker>>) -> Self {
+    pub fn new(
+        masking: &str,
+        relations: Vec<CatalogRelation>,
+        rules: Option<Arc<Masker>>,
+    ) -> Self {
         let mut by_name: HashMap<String, Vec<CatalogRelation>> = HashMap::new();
         for r in relations {
             by_name.entry(r.name.clone()).or_default().push(r);
@@ -135,7 +141,13 @@ impl ColumnCatalog {
         Self {
             relations: by_name,
             rules,
+            masking: masking.to_owned(),
         }
+    }
+
+    /// The masking's name.
+    pub fn masking(&self) -> &str {
+        &self.masking
     }
 
     /// Whether any relation or rule masks a column.

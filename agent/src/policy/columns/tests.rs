@@ -51,6 +51,7 @@ fn catalog() -> ColumnCatalog {
         });
     }
     ColumnCatalog::new(
+        "pii",
         vec![
             rel(
                 "public",
