@@ -129,11 +129,7 @@ pub struct ColumnCatalog {
 impl ColumnCatalog {
     /// A catalog of `relations`; relations not among them are judged by
     /// `rules` (the masking's column rules, by name).
-    pub fn new(
-        masking: &str,
-        relations: Vec<CatalogRelation>,
-        rules: Option<Arc<Masker>>,
-    ) -> Self {
+    pub fn new(masking: &str, relations: Vec<CatalogRelation>, rules: Option<Arc<Masker>>) -> Self {
         let mut by_name: HashMap<String, Vec<CatalogRelation>> = HashMap::new();
         for r in relations {
             by_name.entry(r.name.clone()).or_default().push(r);

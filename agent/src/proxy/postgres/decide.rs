@@ -210,7 +210,11 @@ impl Decider {
             }
         };
         let d = self.decide_analysis(analysis, statement);
-        if d.allowed() { self.check_columns(sql, d) } else { d }
+        if d.allowed() {
+            self.check_columns(sql, d)
+        } else {
+            d
+        }
     }
 
     /// An allowed statement under column masking: every masked column it
@@ -229,7 +233,8 @@ impl Decider {
             Ok(f) => f,
             Err(e) => {
                 let rule = match &e {
-                    ColumnError::MaskedUse { rule, .. } | ColumnError::UnknownColumns { rule, .. } => {
+                    ColumnError::MaskedUse { rule, .. }
+                    | ColumnError::UnknownColumns { rule, .. } => {
                         format!("[masking.{masking}] column rule \"{rule}\"")
                     }
                     _ => format!("[masking.{masking}]"),
@@ -246,7 +251,11 @@ impl Decider {
             }
         };
         for s in d.analysis.iter().flat_map(|a| &a.statements) {
-            let Some(name) = s.execute.as_ref().filter(|n| self.masked_prepared.contains(*n)) else {
+            let Some(name) = s
+                .execute
+                .as_ref()
+                .filter(|n| self.masked_prepared.contains(*n))
+            else {
                 continue;
             };
             if matches!(

@@ -992,7 +992,14 @@ fn build_catalog(
     }
     let mut rels: std::collections::BTreeMap<u32, Rel> = std::collections::BTreeMap::new();
     for row in columns {
-        let [Some(oid), Some(schema), Some(table), Some(attnum), Some(column)] = &row[..] else {
+        let [
+            Some(oid),
+            Some(schema),
+            Some(table),
+            Some(attnum),
+            Some(column),
+        ] = &row[..]
+        else {
             continue;
         };
         let (Ok(oid), Ok(attnum)) = (oid.parse::<u32>(), attnum.parse::<i16>()) else {
@@ -1068,7 +1075,9 @@ fn build_catalog(
                 continue;
             };
             for (_, _, m) in v.cols.iter_mut() {
-                if m.as_ref().is_none_or(|m| strictness(m.strategy) < strictness(source.strategy)) {
+                if m.as_ref()
+                    .is_none_or(|m| strictness(m.strategy) < strictness(source.strategy))
+                {
                     *m = Some(source.clone());
                     changed = true;
                 }
@@ -1098,7 +1107,11 @@ fn build_catalog(
     }
     MaskedCatalog {
         rules: Arc::new(rules),
-        columns: Arc::new(ColumnCatalog::new(name, relations, Some(Arc::clone(masker)))),
+        columns: Arc::new(ColumnCatalog::new(
+            name,
+            relations,
+            Some(Arc::clone(masker)),
+        )),
     }
 }
 

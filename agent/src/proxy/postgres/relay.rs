@@ -90,6 +90,10 @@ struct Column {
     /// Text format, or a binary value whose bytes are text (text, varchar,
     /// name, json…): the pattern backstop can read and rewrite it.
     textual: bool,
+    /// A column rule's marker can stand for the value: text format, or a
+    /// binary type whose value is text of any length (not `"char"`, one
+    /// byte). Otherwise a masked value is sent as NULL.
+    marker_fits: bool,
 }
 
 type Columns = Arc<Vec<Column>>;
@@ -1149,9 +1153,9 @@ where
     /// The statement at the head of the queue (the one being answered).
     fn front_statement(&self) -> Option<&Arc<Running>> {
         match self.queue.front()? {
-            Expect::Execute { stmt, .. } | Expect::Query { stmt } | Expect::FunctionCall { stmt } => {
-                Some(stmt)
-            }
+            Expect::Execute { stmt, .. }
+            | Expect::Query { stmt }
+            | Expect::FunctionCall { stmt } => Some(stmt),
             _ => None,
         }
     }
@@ -1184,7 +1188,9 @@ where
         }
         let out = copy
             .mask_row(row, &|strategy, v| masker.apply(strategy, v))
-            .map_err(|e| format!("COPY row of masked columns not understood ({e}); session ended"))?;
+            .map_err(|e| {
+                format!("COPY row of masked columns not understood ({e}); session ended")
+            })?;
         if out.is_some() {
             self.summary().masked += copy.fields.iter().filter(|f| f.is_some()).count() as u64;
         }
@@ -1286,6 +1292,7 @@ where
                         .get(&(f.table_oid, f.column_attr))
                         .copied(),
                     textual: f.format == 0 || textual_type(f.type_oid),
+                    marker_fits: f.format == 0 || (textual_type(f.type_oid) && f.type_oid != 18),
                 })
                 .collect(),
         )
@@ -1310,7 +1317,7 @@ where
                 Some(strategy) => {
                     changed.push((
                         i,
-                        if textual {
+                        if col.is_some_and(|c| c.marker_fits) {
                             masker.apply(strategy, v)
                         } else {
                             // A binary non-text value cannot hold a marker.
