@@ -963,7 +963,7 @@ impl Analyzer<'_> {
         let mut scope: Vec<Level> = outer.to_vec();
         scope.push(Vec::new());
         for item in list_field(f, "from_clause") {
-            let entries = self.from_item(item, &scope, depth + 1)?;
+            let entries = self.range_item(item, &scope, depth + 1)?;
             if let Some(level) = scope.last_mut() {
                 level.extend(entries);
             }
@@ -1268,7 +1268,7 @@ impl Analyzer<'_> {
                     "using_clause"
                 };
                 for item in list_field(f, key) {
-                    let entries = self.from_item(item, &scope, depth + 1)?;
+                    let entries = self.range_item(item, &scope, depth + 1)?;
                     if let Some(level) = scope.last_mut() {
                         level.extend(entries);
                     }
@@ -1280,7 +1280,7 @@ impl Analyzer<'_> {
             }
             _ => {
                 if let Some(src) = f.get("source_relation") {
-                    let entries = self.from_item(src, &scope, depth + 1)?;
+                    let entries = self.range_item(src, &scope, depth + 1)?;
                     if let Some(level) = scope.last_mut() {
                         level.extend(entries);
                     }
@@ -1489,7 +1489,7 @@ impl Analyzer<'_> {
     }
 
     /// Entries a FROM item adds to its level.
-    fn from_item(&mut self, item: &Value, scope: &[Level], depth: usize) -> R<Vec<Entry>> {
+    fn range_item(&mut self, item: &Value, scope: &[Level], depth: usize) -> R<Vec<Entry>> {
         Self::too_deep(depth)?;
         let Some((ty, f)) = as_node(item) else {
             return Ok(Vec::new());
@@ -1580,7 +1580,7 @@ impl Analyzer<'_> {
             }
             "RangeTableSample" => {
                 let mut entries = match f.get("relation") {
-                    Some(r) => self.from_item(r, scope, depth + 1)?,
+                    Some(r) => self.range_item(r, scope, depth + 1)?,
                     None => Vec::new(),
                 };
                 let mut sc = scope.to_vec();
@@ -1615,7 +1615,7 @@ impl Analyzer<'_> {
 
     fn join(&mut self, f: &Obj, scope: &[Level], depth: usize) -> R<Vec<Entry>> {
         let mut left = match f.get("larg") {
-            Some(l) => self.from_item(l, scope, depth + 1)?,
+            Some(l) => self.range_item(l, scope, depth + 1)?,
             None => Vec::new(),
         };
         // The right side of a join sees the left (LATERAL).
@@ -1624,7 +1624,7 @@ impl Analyzer<'_> {
             level.extend(left.iter().cloned());
         }
         let right = match f.get("rarg") {
-            Some(r) => self.from_item(r, &sc, depth + 1)?,
+            Some(r) => self.range_item(r, &sc, depth + 1)?,
             None => Vec::new(),
         };
         if let Some(level) = sc.last_mut() {
