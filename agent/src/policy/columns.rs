@@ -892,27 +892,7 @@ impl Analyzer<'_> {
                     o.taint.extend(derive(&c.taint));
                 }
             }
-            // ORDER BY / LIMIT of the set operation: by output column.
-            let scope = [
-                outer.to_vec(),
-                vec![vec![Entry {
-                    refname: None,
-                    schema: None,
-                    cols: Cols::Known(out.clone()),
-                    merged: false,
-                }]],
-            ]
-            .concat();
-            self.sort_items(
-                list_field(f, "sort_clause"),
-                &scope,
-                &out,
-                true,
-                "ORDER BY",
-                depth,
-            )?;
-            self.limits(f, &scope, depth)?;
-            return Ok(out);
+            return self.over_outputs(f, outer, out, depth);
         }
         let values = list_field(f, "values_lists");
         if !values.is_empty() {
@@ -938,26 +918,7 @@ impl Analyzer<'_> {
                     out[i].taint.extend(derive(&t));
                 }
             }
-            let scope = [
-                outer.to_vec(),
-                vec![vec![Entry {
-                    refname: None,
-                    schema: None,
-                    cols: Cols::Known(out.clone()),
-                    merged: false,
-                }]],
-            ]
-            .concat();
-            self.sort_items(
-                list_field(f, "sort_clause"),
-                &scope,
-                &out,
-                true,
-                "ORDER BY",
-                depth,
-            )?;
-            self.limits(f, &scope, depth)?;
-            return Ok(out);
+            return self.over_outputs(f, outer, out, depth);
         }
         // FROM: one new level, LATERAL items see the items before them.
         let mut scope: Vec<Level> = outer.to_vec();
@@ -1014,18 +975,31 @@ impl Analyzer<'_> {
         Ok(out)
     }
 
+    /// ORDER BY / LIMIT of a set operation or VALUES: over its output
+    /// columns.
+    fn over_outputs(
+        &mut self,
+        f: &Obj,
+        outer: &[Level],
+        out: Vec<Col>,
+        depth: usize,
+    ) -> R<Vec<Col>> {
+        let mut scope = outer.to_vec();
+        scope.push(vec![Entry {
+            refname: None,
+            schema: None,
+            cols: Cols::Known(out.clone()),
+            merged: false,
+        }]);
+        let sort = list_field(f, "sort_clause");
+        self.sort_items(sort, &scope, &out, true, "ORDER BY", depth)?;
+        self.limits(f, &scope, depth)?;
+        Ok(out)
+    }
+
     fn limits(&mut self, f: &Obj, scope: &[Level], depth: usize) -> R<()> {
-        for key in ["limit_count", "limit_offset"] {
-            if let Some(v) = f.get(key) {
-                self.expr(
-                    v,
-                    scope,
-                    &Pos::new(Region::Inner("in LIMIT/OFFSET")),
-                    depth + 1,
-                )?;
-            }
-        }
-        Ok(())
+        let pos = Pos::new(Region::Inner("in LIMIT/OFFSET"));
+        self.fields_at(f, &["limit_count", "limit_offset"], scope, &pos, depth)
     }
 
     /// A select list; returns its output columns and whether they are
@@ -1191,14 +1165,22 @@ impl Analyzer<'_> {
             "a window's ORDER BY",
             depth,
         )?;
-        for key in ["start_offset", "end_offset"] {
-            if let Some(v) = wd.get(key) {
-                self.expr(
-                    v,
-                    scope,
-                    &Pos::new(Region::Inner("in a window frame")),
-                    depth + 1,
-                )?;
+        let frame = Pos::new(Region::Inner("in a window frame"));
+        self.fields_at(wd, &["start_offset", "end_offset"], scope, &frame, depth)
+    }
+
+    /// The expressions in fields `keys` of `f`, at `pos`.
+    fn fields_at(
+        &mut self,
+        f: &Obj,
+        keys: &[&str],
+        scope: &[Level],
+        pos: &Pos,
+        depth: usize,
+    ) -> R<()> {
+        for key in keys {
+            if let Some(v) = f.get(*key) {
+                self.expr(v, scope, pos, depth + 1)?;
             }
         }
         Ok(())
@@ -1559,24 +1541,10 @@ impl Analyzer<'_> {
                         }
                     }
                 }
-                Ok(vec![Entry {
-                    refname: alias.map(|a| str_field(a, "aliasname").to_owned()),
-                    schema: None,
-                    cols: if names.is_empty() {
-                        Cols::Unknown { table: None }
-                    } else {
-                        Cols::Known(
-                            names
-                                .into_iter()
-                                .map(|name| Col {
-                                    name,
-                                    taint: Vec::new(),
-                                })
-                                .collect(),
-                        )
-                    },
-                    merged: false,
-                }])
+                Ok(vec![result_entry(
+                    alias.map(|a| str_field(a, "aliasname").to_owned()),
+                    names,
+                )])
             }
             "RangeTableSample" => {
                 let mut entries = match f.get("relation") {
@@ -1978,30 +1946,8 @@ impl Analyzer<'_> {
             };
             self.expr(filter, scope, &Pos::new(region), depth + 1)?;
         }
-        if let Some(over) = f.get("over").and_then(Value::as_object) {
-            let none: &[Col] = &[];
-            let what = "a window's PARTITION BY / ORDER BY";
-            self.sort_items(
-                list_field(over, "partition_clause"),
-                scope,
-                none,
-                true,
-                what,
-                depth,
-            )?;
-            self.sort_items(
-                list_field(over, "order_clause"),
-                scope,
-                none,
-                true,
-                what,
-                depth,
-            )?;
-            for key in ["start_offset", "end_offset"] {
-                if let Some(v) = over.get(key) {
-                    self.expr(v, scope, &inner, depth + 1)?;
-                }
-            }
+        if let Some(over) = f.get("over") {
+            self.window(over, scope, depth)?;
         }
         Ok(derive(&taint))
     }
@@ -2238,8 +2184,14 @@ fn function_entry(f: &Obj, alias_key: &str, coldef_key: &str) -> Entry {
             .map(|c| str_field(c, "colname").to_owned())
             .collect();
     }
+    result_entry(alias.map(|a| str_field(a, "aliasname").to_owned()), names)
+}
+
+/// A FROM item whose columns come from a function (no masked sources):
+/// known by name when `names` is not empty.
+fn result_entry(refname: Option<String>, names: Vec<String>) -> Entry {
     Entry {
-        refname: alias.map(|a| str_field(a, "aliasname").to_owned()),
+        refname,
         schema: None,
         cols: if names.is_empty() {
             Cols::Unknown { table: None }
