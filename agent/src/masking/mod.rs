@@ -9,13 +9,18 @@
 //! - **Column rules** (`customers.card` → `last4`): the proxy resolves each
 //!   result column's table OID and attribute number to names and asks
 //!   [`Masker::column_strategy`] once per RowDescription, then calls
-//!   [`Masker::apply`] on every value of a masked column.
+//!   [`Masker::apply`] on every value of a masked column. That holds only
+//!   for a bare column of the select list, so the PostgreSQL proxy first
+//!   refuses every statement that uses a masked column any other way
+//!   (expressions, sub-queries, set operations, whole rows; conditions as
+//!   [`MaskedInPredicates`] allows): see [`crate::policy::columns`].
 //! - **Pattern rules** (`card`, `email`, `ssn`, `iban`, `token`, custom
-//!   regexes): a backstop run on every value with [`Masker::mask_patterns`] /
-//!   [`Masker::mask_value`] / [`Masker::mask_str`]. It catches the values
-//!   that column rules cannot see: aliases (`ssn AS x`), expressions
-//!   (`ssn || ''`, `upper(email)`), whole-row conversions (`row_to_json(u)`),
-//!   values echoed in error messages, notifications and statement text.
+//!   regexes): a backstop only, run on every value with
+//!   [`Masker::mask_patterns`] / [`Masker::mask_value`] /
+//!   [`Masker::mask_str`]: values of columns no rule names, values echoed
+//!   in notifications and statement text. A value transformed so that no
+//!   detector recognises it (`translate(email, '@.', '#,')`) passes them;
+//!   only a column rule protects a column.
 //!
 //! # Strategies
 //!
@@ -93,11 +98,12 @@
 //! The real controls are the policy layer and a least-privilege upstream
 //! role per account.
 //!
-//! - **Inference through predicates:** `WHERE ssn LIKE '1%'`,
-//!   `WHERE card = '4111…'`, `ORDER BY ssn`, `count(*) … GROUP BY
-//!   left(ssn, 3)`, timing: the result's shape reveals the value without
-//!   the value ever being returned.
-//! - **Transformations the patterns do not recognise:** `reverse(ssn)`,
+//! - **Inference through predicates:** for columns with a rule, what
+//!   `masked_in_predicates` allows (`equality`, the default: confirming a
+//!   guessed value, `WHERE card = '4111…'`; `any`: `WHERE ssn LIKE '1%'`,
+//!   `ORDER BY ssn`); for other columns anything, and timing.
+//! - **Transformations the patterns do not recognise** (of values no
+//!   column rule covers): `reverse(ssn)`,
 //!   `translate(card, '0123456789', 'abcdefghij')`, `encode(…, 'base64')`,
 //!   `md5(ssn)` (dictionary-attackable), arithmetic on numbers,
 //!   `substr(card, 1, 8)` returned piecewise, digits glued to other digits
@@ -110,9 +116,10 @@
 //!   SELECTs out of policy.
 //! - **Side channels of the marker:** `last4` keeps lengths and separator
 //!   positions; a masked value's presence still shows a match happened.
-//! - **Data outside masked messages:** anything the proxy does not pass
-//!   through masking (e.g. binary-format values of non-text types) is not
-//!   covered here.
+//! - **Data outside masked messages:** values of columns no rule covers in
+//!   binary format of non-text types pass the pattern backstop unread (a
+//!   masked column in binary is sent as its marker, or NULL where no
+//!   marker fits the type).
 
 mod column;
 mod detect;
