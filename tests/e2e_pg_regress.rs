@@ -138,6 +138,7 @@ synchronous = \"{sync}\"
 
 [policy.all]
 default = \"allow\"
+manage_search_path = true
 rules = [
   {{ action = \"allow\", classes = [\"read\", \"write\", \"ddl\", \"privileged\", \"unknown\"] }},
 ]
