@@ -2171,3 +2171,51 @@ fn masked_columns_hold_in_expressions_conditions_copy_views_and_errors() {
         pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP VIEW public.customer_labels");
     });
 }
+
+#[test]
+fn psql_meta_commands_pass_with_column_masking() {
+    run(|pg| async move {
+        let p = Proxy::start(
+            pg,
+            Spec {
+                policy: ALLOW_ALL,
+                masking: Some(COLUMN_RULES),
+                ..Spec::default()
+            },
+        )
+        .await;
+        let conn = p.conn_string();
+        let psql = pg.bin("psql");
+        let out = tokio::task::spawn_blocking(move || {
+            let mut c = std::process::Command::new(psql);
+            c.args(["-X", "-v", "ON_ERROR_STOP=1", "-d", &conn]);
+            for meta in [
+                "\\d customers",
+                "\\d+ customers",
+                "\\dt",
+                "\\dt+",
+                "\\dv",
+                "\\di",
+                "\\ds",
+                "\\dn",
+                "\\du",
+                "\\l",
+                "\\df",
+                "\\dT",
+                "\\dx",
+                "\\dp customers",
+                "\\d orders",
+            ] {
+                c.args(["-c", meta]);
+            }
+            c.output().unwrap()
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("Warden"), "{stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("email"), "{stdout}");
+    });
+}
