@@ -2151,6 +2151,27 @@ fn masked_columns_hold_in_expressions_conditions_copy_views_and_errors() {
             .await
             .unwrap_err();
         assert_eq!(sqlstate(&e), "42501", "{e:?}");
+        // Through a cursor: rows masked, FETCH errors withheld.
+        c2.batch_execute(
+            "BEGIN; DECLARE cur CURSOR FOR SELECT id, name FROM customers ORDER BY id",
+        )
+        .await
+        .unwrap();
+        let fetched = format!(
+            "{:?}",
+            simple_summary(c2.simple_query("FETCH 2 FROM cur").await)
+        );
+        assert!(fetched.contains("[MASKED]"), "{fetched}");
+        assert_no_names("FETCH", &fetched);
+        c2.batch_execute("DECLARE bad CURSOR FOR SELECT id FROM customers WHERE name::int = 1")
+            .await
+            .unwrap();
+        let e = c2.simple_query("FETCH ALL FROM bad").await.unwrap_err();
+        assert_eq!(sqlstate(&e), "22P02", "{e:?}");
+        let m = format!("{:?}", e.as_db_error());
+        assert!(m.contains("withheld"), "{m}");
+        assert_no_names("FETCH error", &m);
+        c2.batch_execute("ROLLBACK").await.unwrap();
         // Direct, the same error shows the name (the check can fail).
         let d = connect(&direct_conn(pg, pg::ORDERS_RO)).await;
         let e = d

@@ -44,7 +44,7 @@ impl Answer {
 
 /// The decision on one statement string, with what the audit trail and the
 /// client are told.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Decided {
     pub decision: StatementDecision,
     /// How a refusal is answered (`Policy` when allowed).
@@ -110,14 +110,8 @@ impl Decided {
                 StatementDecision::ApprovalRequired
             },
             answer: Answer::Policy,
-            class: self.class.clone(),
-            tables: self.tables.clone(),
-            functions: self.functions.clone(),
-            rule: self.rule.clone(),
             reason: Some(why),
-            statement: self.statement.clone(),
-            analysis: self.analysis.clone(),
-            columns: self.columns.clone(),
+            ..self.clone()
         }
     }
 
@@ -155,6 +149,8 @@ pub struct Decider {
     /// SQL-level prepared statements that read masked columns: their
     /// EXECUTEs do too.
     masked_prepared: std::collections::HashSet<String>,
+    /// A cursor over masked columns was declared (see `through_cursors`).
+    masked_cursors: bool,
 }
 
 impl Decider {
@@ -165,11 +161,40 @@ impl Decider {
             ctx,
             cache: HashMap::new(),
             masked_prepared: Default::default(),
+            masked_cursors: false,
         }
     }
 
     /// The decision for `sql` as sent by the client.
     pub fn decide(&mut self, sql: &str) -> Arc<Decided> {
+        let d = self.decide_text(sql);
+        self.through_cursors(d)
+    }
+
+    /// A cursor declared over masked columns: its rows come back through
+    /// FETCH/MOVE, whose errors may then quote them too. Once such a
+    /// cursor was declared in the session, every FETCH and MOVE counts as
+    /// reading masked columns.
+    fn through_cursors(&mut self, d: Arc<Decided>) -> Arc<Decided> {
+        let statements = || d.analysis.iter().flat_map(|a| &a.statements);
+        if d.allowed() && d.reads_masked() && statements().any(|s| s.command == "DECLARE") {
+            self.masked_cursors = true;
+        }
+        if !self.masked_cursors
+            || d.reads_masked()
+            || !statements().any(|s| matches!(s.command.as_str(), "FETCH" | "MOVE"))
+        {
+            return d;
+        }
+        let mut facts = d.columns.as_deref().cloned().unwrap_or_default();
+        facts.masked.push("a cursor over masked columns".into());
+        Arc::new(Decided {
+            columns: Some(Arc::new(facts)),
+            ..(*d).clone()
+        })
+    }
+
+    fn decide_text(&mut self, sql: &str) -> Arc<Decided> {
         if let Some(d) = self.cache.get(sql) {
             return Arc::clone(d);
         }
