@@ -541,3 +541,54 @@ fn copy_rows_are_rewritten_field_by_field() {
     assert_eq!(row, b"1|'<a\\'b>'\n");
     assert_eq!(c.mask_row(b"1|NULL\n", &apply).unwrap(), None);
 }
+
+#[test]
+fn more_forms_of_select_and_dml() {
+    for sql in [
+        "TABLE customers",
+        "SELECT name FROM ONLY customers",
+        "SELECT name FROM customers TABLESAMPLE SYSTEM (50)",
+        "SELECT c1.name, c2.email FROM customers c1 JOIN customers c2 ON c1.id = c2.id",
+        "SELECT email FROM customers WHERE id IN (SELECT customer_id FROM orders)",
+        "SELECT DISTINCT ON (id) name FROM customers ORDER BY id",
+        "SELECT \"name\" FROM \"customers\"",
+        "SELECT NAME FROM CUSTOMERS",
+        "SELECT email FROM customers WHERE id = 1 FOR UPDATE",
+        "WITH o AS (SELECT customer_id FROM orders) SELECT c.email FROM customers c JOIN o ON o.customer_id = c.id",
+        "SELECT c.email FROM customers c LEFT JOIN LATERAL (SELECT count(*) FROM orders o WHERE o.customer_id = c.id) n ON true",
+        "MERGE INTO customers c USING orders o ON o.customer_id = c.id WHEN MATCHED THEN UPDATE SET note = o.note",
+        "EXPLAIN (ANALYZE, BUFFERS) SELECT * FROM customers",
+    ] {
+        allowed(sql, Refuse);
+    }
+    for sql in [
+        "SELECT id FROM customers GROUP BY ROLLUP (email)",
+        "SELECT id FROM customers WHERE (name, email) = ('a', 'b')",
+        "SELECT id FROM customers c WHERE c = ROW(1, 'a', 'b', 'c', 'd', 'e')",
+        "SELECT id FROM customers WHERE email = $1 OR email LIKE 'a%'",
+        "SELECT name FROM customers GROUP BY name",
+        "SELECT ntile(4) OVER (ORDER BY ssn) FROM customers",
+        "SELECT id FROM customers WHERE card = ANY(SELECT card FROM customers)",
+    ] {
+        refused(sql, Equality);
+        allowed(sql, Any);
+    }
+    for sql in [
+        // The aggregate returns a card: its ORDER BY is its input.
+        "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY card) FROM customers",
+        "INSERT INTO orders (note) SELECT email FROM customers WHERE id = 1 RETURNING id",
+        "SELECT * FROM customers c, LATERAL (SELECT c.card) x",
+        "SELECT * FROM ROWS FROM (unnest(ARRAY[1]), generate_series(1, (SELECT length(name) FROM customers LIMIT 1))) r",
+        "SELECT xmlserialize(content xmlelement(name e, email) AS text) FROM customers",
+        "SELECT * FROM XMLTABLE('/a' PASSING ((SELECT email FROM customers LIMIT 1)::xml) COLUMNS x text)",
+        "SELECT string_agg(id::text, ',' ORDER BY email) FROM customers",
+        "SELECT email FROM customers UNION ALL SELECT 'x' ORDER BY 1",
+        "DECLARE c CURSOR FOR SELECT * FROM (SELECT email FROM customers) s",
+        "SELECT name FROM customers EXCEPT ALL SELECT name FROM customers WHERE id = 1",
+    ] {
+        for mode in [Refuse, Equality, Any] {
+            let e = refused(sql, mode);
+            assert!(e.contains("masked column"), "{sql}: {e}");
+        }
+    }
+}

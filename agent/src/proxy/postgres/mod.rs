@@ -1358,6 +1358,57 @@ hmac_key_file = "{key}"
     }
 
     #[test]
+    fn views_and_child_tables_inherit_column_masks_from_the_catalog() {
+        let cfg: crate::masking::MaskingConfig = toml::from_str(
+            r#"columns = [ { column = "customers.email", strategy = "redact" },
+                          { column = "customers.ssn", strategy = "null" } ]"#,
+        )
+        .unwrap();
+        let masker = Arc::new(Masker::compile(&cfg, None).unwrap());
+        let row = |v: &[&str]| v.iter().map(|s| Some((*s).to_owned())).collect::<Vec<_>>();
+        let columns = [
+            // customers (10): id, email, ssn
+            row(&["10", "public", "customers", "1", "id"]),
+            row(&["10", "public", "customers", "2", "email"]),
+            row(&["10", "public", "customers", "3", "ssn"]),
+            // a partition of customers (11)
+            row(&["11", "public", "customers_2024", "1", "id"]),
+            row(&["11", "public", "customers_2024", "2", "email"]),
+            // v1 (20) reads customers.email; v2 (21) reads v1; v3 (22)
+            // reads only customers.id.
+            row(&["20", "public", "v1", "1", "id"]),
+            row(&["20", "public", "v1", "2", "contact"]),
+            row(&["21", "public", "v2", "1", "x"]),
+            row(&["22", "public", "v3", "1", "id"]),
+            row(&["30", "public", "orders", "1", "id"]),
+        ];
+        let views = [
+            row(&["20", "10", "1"]),
+            row(&["20", "10", "2"]),
+            row(&["21", "20", "2"]),
+            row(&["22", "10", "1"]),
+            row(&["22", "30", "1"]),
+        ];
+        let inherits = [row(&["11", "10"])];
+        let c = build_catalog("pii", &masker, &columns, &views, &inherits);
+        let mut masked: Vec<_> = c.rules.iter().map(|(k, s)| (*k, *s)).collect();
+        masked.sort_by_key(|(k, _)| *k);
+        assert_eq!(
+            masked,
+            vec![
+                ((10, 2), Strategy::Redact),
+                ((10, 3), Strategy::Null),
+                ((11, 2), Strategy::Redact),
+                ((20, 1), Strategy::Redact),
+                ((20, 2), Strategy::Redact),
+                ((21, 1), Strategy::Redact),
+            ]
+        );
+        assert_eq!(c.columns.masking(), "pii");
+        assert!(c.columns.masks_anything());
+    }
+
+    #[test]
     fn a_reloaded_runtime_keeps_the_cancel_keys_of_the_previous_one() {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("mask.key");
