@@ -2240,3 +2240,51 @@ fn psql_meta_commands_pass_with_column_masking() {
         assert!(stdout.contains("email"), "{stdout}");
     });
 }
+
+#[test]
+fn errors_about_a_written_row_of_a_masked_table_are_withheld() {
+    run(|pg| async move {
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP TABLE IF EXISTS public.card_notes; \
+             CREATE TABLE public.card_notes (id int PRIMARY KEY, card text, \
+               note text CHECK (length(note) < 5)); \
+             INSERT INTO public.card_notes VALUES (1, '4111111111111111', 'ok'); \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON public.card_notes TO orders_rw",
+        );
+        let p = Proxy::start(
+            pg,
+            Spec {
+                role: pg::ORDERS_RW,
+                policy: READ_WRITE,
+                // No pattern backstop: only the column rule protects it.
+                masking: Some(
+                    r#"columns = [ { column = "card_notes.card", strategy = "last4" } ]"#,
+                ),
+                ..Spec::default()
+            },
+        )
+        .await;
+        let c = p.connect().await;
+        let sql = "UPDATE card_notes SET note = 'toolong' WHERE id = 1";
+        let e = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "23514", "{e:?}");
+        let shown = format!("{:?}", e.as_db_error());
+        assert!(!shown.contains("4111111111111111"), "{shown}");
+        assert!(shown.contains("withheld"), "{shown}");
+        let card: String = c
+            .query_one("SELECT card FROM card_notes WHERE id = 1", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(card, "************1111");
+        // Direct, the server quotes the whole failing row (the check can fail).
+        let d = connect(&direct_conn(pg, pg::ORDERS_RW)).await;
+        let e = d.simple_query(sql).await.unwrap_err();
+        let direct = format!("{:?}", e.as_db_error());
+        assert!(direct.contains("4111111111111111"), "{direct}");
+        drop((c, d));
+        pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP TABLE public.card_notes");
+    });
+}

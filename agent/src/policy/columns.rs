@@ -432,8 +432,9 @@ fn csv_unquote(raw: &[u8], quoted: bool, quote: u8, escape: u8) -> Vec<u8> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ColumnFacts {
     /// Masked columns the text reads (bare outputs and allowed
-    /// conditions), `schema.table.column`, deduplicated: the server's
-    /// errors and notices for it may quote their values.
+    /// conditions), `schema.table.column`, and tables with masked columns
+    /// it writes, deduplicated: the server's errors and notices for it may
+    /// quote their values.
     pub masked: Vec<String>,
     /// A COPY TO STDOUT that copies masked columns.
     pub copy: Option<CopyMasking>,
@@ -1204,6 +1205,27 @@ impl Analyzer<'_> {
                 merged: false,
             },
         };
+        // The server's errors about a written row quote it whole
+        // ("Failing row contains (...)"), masked columns included.
+        let masked_target = match &target.cols {
+            Cols::Known(cols) => cols.iter().any(|c| !c.taint.is_empty()),
+            Cols::Unknown {
+                table: Some((schema, name)),
+            } => self
+                .catalog
+                .loose_rule(schema.as_deref(), name, None)
+                .is_some(),
+            Cols::Unknown { table: None } => false,
+        };
+        if masked_target {
+            let marker = format!(
+                "writes {}, which has masked columns",
+                target.refname.as_deref().unwrap_or("a table")
+            );
+            if !self.masked.contains(&marker) {
+                self.masked.push(marker);
+            }
+        }
         let written = match ty {
             "InsertStmt" => "as a value written by INSERT",
             "UpdateStmt" => "as a value written by UPDATE",

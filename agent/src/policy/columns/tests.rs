@@ -155,9 +155,6 @@ fn statements_without_masked_columns_are_untouched() {
         "COPY customers (id, note) TO STDOUT (FORMAT binary)",
         "COPY customers FROM STDIN",
         "VALUES (1, 'a')",
-        "UPDATE customers SET name = 'x' WHERE id = 1",
-        "INSERT INTO customers (id, name, email) VALUES (1, $1, $2)",
-        "INSERT INTO customers (id, email) VALUES (1, 'a') ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email",
         "SELECT row_to_json(o) FROM orders o",
     ] {
         let f = allowed(sql, Refuse);
@@ -591,4 +588,25 @@ fn more_forms_of_select_and_dml() {
             assert!(e.contains("masked column"), "{sql}: {e}");
         }
     }
+}
+
+#[test]
+fn writes_to_a_table_with_masked_columns_withhold_the_servers_texts() {
+    for sql in [
+        "UPDATE customers SET name = 'x' WHERE id = 1",
+        "UPDATE customers SET note = 'x' WHERE id = 1",
+        "INSERT INTO customers (id, name, email) VALUES (1, $1, $2)",
+        "INSERT INTO customers (id, email) VALUES (1, 'a') ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email",
+        "DELETE FROM customers WHERE id = 1",
+        "MERGE INTO customers c USING orders o ON o.customer_id = c.id WHEN MATCHED THEN DELETE",
+        "UPDATE staff SET note = 'x'",
+    ] {
+        let f = allowed(sql, Refuse);
+        assert!(f.reads_masked(), "{sql}");
+        assert!(
+            f.masked.iter().any(|m| m.starts_with("writes ")),
+            "{sql}: {f:?}"
+        );
+    }
+    assert!(!allowed("UPDATE orders SET note = 'x'", Refuse).reads_masked());
 }
