@@ -177,8 +177,18 @@ impl Decider {
     /// reading masked columns.
     fn through_cursors(&mut self, d: Arc<Decided>) -> Arc<Decided> {
         let statements = || d.analysis.iter().flat_map(|a| &a.statements);
-        if d.allowed() && d.reads_masked() && statements().any(|s| s.command == "DECLARE") {
-            self.masked_cursors = true;
+        if d.allowed() && d.reads_masked() {
+            // Registered when decided (by Query or Parse), so EXECUTE and
+            // FETCH through either protocol know; forgetting is
+            // `after_allowed`'s (a name kept too long only withholds more).
+            for s in statements() {
+                if s.command == "DECLARE" {
+                    self.masked_cursors = true;
+                }
+                if let Some((name, _)) = &s.prepare {
+                    self.masked_prepared.insert(name.clone());
+                }
+            }
         }
         if !self.masked_cursors
             || d.reads_masked()
@@ -404,9 +414,7 @@ impl Decider {
         let Some(a) = &d.analysis else { return };
         for s in &a.statements {
             match (&s.prepare, &s.deallocate) {
-                (Some((name, _)), _) if d.reads_masked() => {
-                    self.masked_prepared.insert(name.clone());
-                }
+                (Some(_), _) if d.reads_masked() => {}
                 (Some((name, _)), _) | (_, Some(Some(name))) => {
                     self.masked_prepared.remove(name);
                 }

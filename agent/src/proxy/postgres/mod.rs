@@ -893,8 +893,9 @@ async fn cancel(
 
 /// The catalog of masked columns for this grant's database: every
 /// relation of the user schemas with its columns, masked by the rules
-/// that name them; a child table (inheritance, partitions) inherits its
-/// parent's masks by column name, and every column of a view or
+/// that name them; a child table (inheritance, partitions) and its parent
+/// share their masks by column name (rows of one are read through the
+/// other), and every column of a view or
 /// materialized view whose definition reads a masked column (directly or
 /// through other views) is masked with the strictest of them, as Warden
 /// cannot see which output column derives from which. Looked up on the
@@ -1044,7 +1045,11 @@ fn build_catalog(
     // or stops; bounded by the number of columns).
     loop {
         let mut changed = false;
-        for &(child, parent, _) in &inherits {
+        // Both ways: a child's rows are read through its parent too.
+        let both_ways = inherits
+            .iter()
+            .flat_map(|&(child, parent, _)| [(child, parent), (parent, child)]);
+        for (child, parent) in both_ways {
             let masked: Vec<(String, ColumnMask)> = rels
                 .get(&parent)
                 .map(|p| {
@@ -1381,6 +1386,8 @@ hmac_key_file = "{key}"
             row(&["21", "public", "v2", "1", "x"]),
             row(&["22", "public", "v3", "1", "id"]),
             row(&["30", "public", "orders", "1", "id"]),
+            row(&["40", "public", "people", "1", "ssn"]),
+            row(&["41", "hr", "customers", "1", "ssn"]),
         ];
         let views = [
             row(&["20", "10", "1"]),
@@ -1389,7 +1396,9 @@ hmac_key_file = "{key}"
             row(&["22", "10", "1"]),
             row(&["22", "30", "1"]),
         ];
-        let inherits = [row(&["11", "10"])];
+        // customers_2024 (11) is a partition of customers (10); hr.customers (41)
+        // a child of people (40), masked by its own rule.
+        let inherits = [row(&["11", "10"]), row(&["41", "40"])];
         let c = build_catalog("pii", &masker, &columns, &views, &inherits);
         let mut masked: Vec<_> = c.rules.iter().map(|(k, s)| (*k, *s)).collect();
         masked.sort_by_key(|(k, _)| *k);
@@ -1402,6 +1411,8 @@ hmac_key_file = "{key}"
                 ((20, 1), Strategy::Redact),
                 ((20, 2), Strategy::Redact),
                 ((21, 1), Strategy::Redact),
+                ((40, 1), Strategy::Null),
+                ((41, 1), Strategy::Null),
             ]
         );
         assert_eq!(c.columns.masking(), "pii");
