@@ -1053,7 +1053,7 @@ impl Analyzer<'_> {
         if role == Role::Copy {
             if !exact && copy_fields.iter().any(Option::is_some) {
                 return Err(ColumnError::Unsupported(
-                    "COPY of masked columns with * over relations whose columns Warden does not know"
+                    "COPY of masked columns through * over a join or a relation whose columns Warden does not know: name the columns"
                         .into(),
                 ));
             }
