@@ -610,3 +610,56 @@ fn writes_to_a_table_with_masked_columns_withhold_the_servers_texts() {
     }
     assert!(!allowed("UPDATE orders SET note = 'x'", Refuse).reads_masked());
 }
+
+#[test]
+#[ignore = "needs WARDEN_REGRESS_SQL (a directory of .sql files)"]
+fn the_regression_suite_analyses_without_panics() {
+    let dir = std::env::var("WARDEN_REGRESS_SQL").unwrap();
+    let (mut n, mut refused_n, mut other) = (0, 0, Vec::new());
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let Ok(stmts) = pg_query::split_with_parser(&text) else { continue };
+        for s in stmts {
+            n += 1;
+            match run(s, Any) {
+                Ok(_) => {}
+                Err(ColumnError::MaskedUse { .. } | ColumnError::UnknownColumns { .. }) => {
+                    refused_n += 1
+                }
+                Err(e) => other.push(format!("{}: {e}: {s}", path.display())),
+            }
+        }
+    }
+    eprintln!("{n} statements, {refused_n} refused, {} other", other.len());
+    for o in other.iter().take(20) {
+        eprintln!("{o}");
+    }
+}
+
+#[test]
+fn deep_statements_end_in_an_error_not_a_stack_overflow() {
+    // Run where the proxy runs: a thread with a 2 MiB stack.
+    let h = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            let chain = format!("SELECT id FROM customers WHERE id = 1{}", " + 1".repeat(20_000));
+            let nested = format!(
+                "SELECT {}email{} FROM customers",
+                "upper(".repeat(900),
+                ")".repeat(900)
+            );
+            let subs = format!(
+                "SELECT {}1{}",
+                "(SELECT ".repeat(300),
+                ")".repeat(300)
+            );
+            [chain, nested, subs]
+                .iter()
+                .map(|s| run(s, Any).is_ok())
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    let r = h.join().expect("no stack overflow");
+    assert_eq!(r.len(), 3);
+}
