@@ -540,6 +540,9 @@ struct Entry {
     cols: Cols,
     /// Columns merged by JOIN USING / NATURAL JOIN (visible unqualified).
     merged: bool,
+    /// `cols` holds more than `*` expands to (several relations a name
+    /// may denote), so output positions are not known.
+    inexact: bool,
 }
 
 type Level = Vec<Entry>;
@@ -991,6 +994,7 @@ impl Analyzer<'_> {
             schema: None,
             cols: Cols::Known(out.clone()),
             merged: false,
+            inexact: false,
         }]);
         let sort = list_field(f, "sort_clause");
         self.sort_items(sort, &scope, &out, true, "ORDER BY", depth)?;
@@ -1203,6 +1207,7 @@ impl Analyzer<'_> {
                 schema: None,
                 cols: Cols::Unknown { table: None },
                 merged: false,
+                inexact: false,
             },
         };
         // The server's errors about a written row quote it whole
@@ -1393,6 +1398,11 @@ impl Analyzer<'_> {
                 "COPY of all its columns",
             )?;
             if !exact {
+                if cols.iter().any(|c| !c.taint.is_empty()) {
+                    return Err(ColumnError::Unsupported(
+                        "COPY of a relation whose name denotes several relations with masked columns: qualify it with its schema".into(),
+                    ));
+                }
                 // Unknown columns, but no rule names the relation.
                 return Ok(Vec::new());
             }
@@ -1414,24 +1424,25 @@ impl Analyzer<'_> {
         let schema = Some(str_field(rv, "schemaname")).filter(|s| !s.is_empty());
         let name = str_field(rv, "relname");
         let alias = rv.get("alias").and_then(Value::as_object);
+        let colnames = alias.map(|a| list_field(a, "colnames")).unwrap_or_default();
         let refname = alias
             .map(|a| str_field(a, "aliasname").to_owned())
             .filter(|a| !a.is_empty())
             .unwrap_or_else(|| name.to_owned());
-        let mut cols = if may_be_cte
+        let (cols, inexact) = if may_be_cte
             && schema.is_none()
             && let Some(c) = self.cte(name)
         {
             match c {
-                Some(cols) => Cols::Known(cols),
-                None => Cols::Unknown { table: None },
+                Some(mut cols) => {
+                    rename(&mut cols, colnames);
+                    (Cols::Known(cols), false)
+                }
+                None => (Cols::Unknown { table: None }, false),
             }
         } else {
-            self.relation_cols(schema, name)
+            self.relation_cols(schema, name, colnames)
         };
-        if let (Some(a), Cols::Known(cols)) = (alias, &mut cols) {
-            rename(cols, list_field(a, "colnames"));
-        }
         Entry {
             refname: Some(refname),
             schema: if alias.is_some() {
@@ -1441,55 +1452,64 @@ impl Analyzer<'_> {
             },
             cols,
             merged: false,
+            inexact,
         }
     }
 
-    /// The columns of a catalog relation (every relation of the name when
-    /// unqualified; their masks merged by position).
-    fn relation_cols(&self, schema: Option<&str>, name: &str) -> Cols {
+    /// The columns of a catalog relation, renamed by an alias list. An
+    /// unqualified name may be any relation of that name: of the same
+    /// shape, their masks are merged by position; of different shapes,
+    /// the entry has the columns of all of them (`true`: `*` is then not
+    /// exactly known).
+    fn relation_cols(&self, schema: Option<&str>, name: &str, colnames: &[Value]) -> (Cols, bool) {
         let cands = self.catalog.candidates(schema, name);
-        let Some(first) = cands.first() else {
-            return Cols::Unknown {
-                table: Some((schema.map(str::to_owned), name.to_owned())),
-            };
-        };
-        let same_shape = cands.iter().all(|c| {
-            c.columns.len() == first.columns.len()
-                && c.columns
-                    .iter()
-                    .zip(&first.columns)
-                    .all(|(a, b)| a.name == b.name)
-        });
-        if !same_shape {
-            return Cols::Unknown {
-                table: Some((schema.map(str::to_owned), name.to_owned())),
-            };
+        if cands.is_empty() {
+            let table = Some((schema.map(str::to_owned), name.to_owned()));
+            return (Cols::Unknown { table }, false);
         }
-        let cols = first
-            .columns
+        let per: Vec<Vec<Col>> = cands
             .iter()
-            .enumerate()
-            .map(|(i, c)| Col {
-                name: c.name.clone(),
-                taint: cands
+            .map(|r| {
+                let mut cols: Vec<Col> = r
+                    .columns
                     .iter()
-                    .filter_map(|r| {
-                        let col = r.columns.get(i)?;
-                        Some(Src {
-                            column: format!(
-                                "{}.{}",
-                                display_rel(Some(&r.schema), &r.name),
-                                col.name
-                            ),
-                            mask: col.mask.clone()?,
-                            derived: false,
-                            cataloged: true,
-                        })
+                    .map(|c| Col {
+                        name: c.name.clone(),
+                        taint: c
+                            .mask
+                            .clone()
+                            .map(|mask| Src {
+                                column: format!(
+                                    "{}.{}",
+                                    display_rel(Some(&r.schema), &r.name),
+                                    c.name
+                                ),
+                                mask,
+                                derived: false,
+                                cataloged: true,
+                            })
+                            .into_iter()
+                            .collect(),
                     })
-                    .collect(),
+                    .collect();
+                rename(&mut cols, colnames);
+                cols
             })
             .collect();
-        Cols::Known(cols)
+        let first = &per[0];
+        let same_shape = per.iter().all(|cols| {
+            cols.len() == first.len() && cols.iter().zip(first).all(|(a, b)| a.name == b.name)
+        });
+        if !same_shape {
+            return (Cols::Known(per.concat()), true);
+        }
+        let mut merged = first.clone();
+        for cols in &per[1..] {
+            for (m, c) in merged.iter_mut().zip(cols) {
+                m.taint.extend(c.taint.iter().cloned());
+            }
+        }
+        (Cols::Known(merged), false)
     }
 
     /// Entries a FROM item adds to its level.
@@ -1527,6 +1547,7 @@ impl Analyzer<'_> {
                     schema: None,
                     cols: Cols::Known(cols.iter().map(derived_col).collect()),
                     merged: false,
+                    inexact: false,
                 }])
             }
             "RangeFunction" => {
@@ -1598,6 +1619,7 @@ impl Analyzer<'_> {
                     schema: None,
                     cols: Cols::Unknown { table: None },
                     merged: false,
+                    inexact: false,
                 }])
             }
         }
@@ -1676,6 +1698,7 @@ impl Analyzer<'_> {
                 schema: None,
                 cols: Cols::Known(merged_cols.clone()),
                 merged: true,
+                inexact: false,
             });
         }
         if let Some(alias) = f.get("alias").and_then(Value::as_object) {
@@ -1707,6 +1730,7 @@ impl Analyzer<'_> {
                     Cols::Unknown { table: None }
                 },
                 merged: false,
+                inexact: false,
             });
         }
         entries.append(&mut left);
@@ -1727,7 +1751,7 @@ impl Analyzer<'_> {
         let mut out = Vec::new();
         let mut exact = true;
         for e in entries {
-            exact &= !e.merged;
+            exact &= !e.merged && !e.inexact;
             match &e.cols {
                 Cols::Known(cols) => out.extend(cols.iter().cloned()),
                 Cols::Unknown { table } => {
@@ -2229,6 +2253,7 @@ fn result_entry(refname: Option<String>, names: Vec<String>) -> Entry {
             )
         },
         merged: false,
+        inexact: false,
     }
 }
 
