@@ -296,41 +296,12 @@ pub(crate) fn parse_tree(sql: &str) -> Result<Value, AnalyzeError> {
 }
 
 /// Where the parser stopped, as the server reports it (1-based character
-/// position). libpg_query's Rust binding returns only the message, so the
-/// position is recovered from the parser itself: the error token is the
-/// first token such that the text up to and including it fails with the
-/// same message (the grammar is deterministic left to right, so every
-/// shorter prefix parses or fails only at its end). An error at the end of
-/// the input is placed just after the text.
+/// position, the `P` field): libpg_query's own cursor position, which its
+/// Rust binding drops (`warden_common::pg_parse_error`).
 fn error_position(sql: &str, message: &str) -> Option<u32> {
-    let char_pos =
-        |byte: usize| -> Option<u32> { u32::try_from(sql.get(..byte)?.chars().count() + 1).ok() };
-    if message.ends_with("at end of input") {
-        return char_pos(sql.trim_end().len());
-    }
-    let tokens = pg_query::scan(sql).ok()?.tokens;
-    let same_error = |end: usize| -> bool {
-        let Some(prefix) = sql.get(..end) else {
-            return false;
-        };
-        matches!(pg_query::parse(prefix, 0), Err(pg_query::Error::Parse(m)) if m == message)
-    };
-    let ends: Vec<usize> = tokens
-        .iter()
-        .filter_map(|t| usize::try_from(t.end).ok())
-        .collect();
-    // Smallest i with same_error(ends[i]); the full text has the error.
-    let (mut lo, mut hi) = (0usize, ends.len());
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if same_error(ends[mid]) {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    let start = usize::try_from(tokens.get(lo)?.start).ok()?;
-    char_pos(start)
+    let e = warden_common::pg_parse_error::parse_error(sql)?;
+    // The same parser on the same text: the messages agree.
+    (e.message == message).then_some(e.position).flatten()
 }
 
 /// The statement's shape, for approval grants: PostgreSQL's own tokens
@@ -1877,6 +1848,26 @@ mod tests {
         );
         let e = analyze("SELECT 'unterminated").unwrap_err();
         assert!(e.is_syntax(), "{e:?}");
+        // Positions the server reports (its regression suite's expected
+        // output): scanner errors, errors inside a literal, and errors the
+        // grammar's actions place on an earlier token.
+        for (sql, want) in [
+            ("SELECT 123abc", 8),
+            ("SELECT E'wrong: \\udb99xy'", 23),
+            ("SELECT U&'wrong: \\061'", 18),
+            ("CREATE TABLE p (a int) PARTITION BY MAGIC (a)", 37),
+            (
+                "SELECT * FROM t ORDER BY a FETCH FIRST 1 ROW WITH TIES FOR UPDATE SKIP LOCKED",
+                46,
+            ),
+        ] {
+            match analyze(sql) {
+                Err(AnalyzeError::Syntax { position, .. }) => {
+                    assert_eq!(position, Some(want), "{sql}")
+                }
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
         assert!(analyze("SELECT '\u{0}'").unwrap_err().is_syntax());
         let deep = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
         let _ = analyze(&deep);

@@ -1462,6 +1462,23 @@ fn textual_type(oid: u32) -> bool {
     matches!(oid, 25 | 1043 | 1042 | 19 | 18 | 114 | 142 | 705)
 }
 
+/// The approval fingerprint of a statement: its shape (literals
+/// generalised) for reads and writes; the exact text for DDL, privileged
+/// and unknown statements, whose literals are code, commands, paths,
+/// setting or object names that the approver saw and a grant must not
+/// generalise.
+fn statement_fingerprint(class: &str, sql: &str) -> String {
+    use crate::approval::fingerprint::{exact_fingerprint, shape_fingerprint};
+    match class {
+        "read" | "write" => shape_fingerprint(
+            "postgres",
+            crate::policy::sql::statement_shape(sql).as_deref(),
+            sql,
+        ),
+        _ => exact_fingerprint("postgres", sql),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1482,22 +1499,5 @@ mod tests {
         assert!(textual_type(1043));
         assert!(!textual_type(23));
         assert!(!textual_type(3802), "jsonb binary has a version byte");
-    }
-}
-
-/// The approval fingerprint of a statement: its shape (literals
-/// generalised) for reads and writes; the exact text for DDL, privileged
-/// and unknown statements, whose literals are code, commands, paths,
-/// setting or object names that the approver saw and a grant must not
-/// generalise.
-fn statement_fingerprint(class: &str, sql: &str) -> String {
-    use crate::approval::fingerprint::{exact_fingerprint, shape_fingerprint};
-    match class {
-        "read" | "write" => shape_fingerprint(
-            "postgres",
-            crate::policy::sql::statement_shape(sql).as_deref(),
-            sql,
-        ),
-        _ => exact_fingerprint("postgres", sql),
     }
 }
