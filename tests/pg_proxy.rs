@@ -2747,3 +2747,334 @@ fn an_execute_the_server_will_skip_is_not_asked_about() {
         assert_eq!(rows(&r.query("SELECT 1").await).len(), 1);
     });
 }
+
+// ---------------------------------------------------------------------------
+// Masking that holds however a masked column is used (issue 15, item 6)
+// ---------------------------------------------------------------------------
+
+/// Column rules on every sensitive column of `customers`; only the e-mail
+/// detector as a backstop, so names (which no pattern matches) show what
+/// the column analysis alone holds.
+const COLUMN_RULES: &str = r#"columns = [
+  { column = "customers.name", strategy = "redact" },
+  { column = "customers.email", strategy = "redact" },
+  { column = "customers.card", strategy = "last4" },
+  { column = "customers.ssn", strategy = "null" },
+]
+patterns = ["email"]"#;
+
+fn assert_no_names(what: &str, s: &str) {
+    for c in pg::CUSTOMERS {
+        assert!(!s.contains(c.name), "{what}: name leaked: {s}");
+        assert!(
+            !s.contains(c.name.to_uppercase().as_str()),
+            "{what}: name leaked: {s}"
+        );
+    }
+    assert_no_pii(what, s);
+}
+
+#[test]
+fn masked_columns_hold_in_expressions_conditions_copy_views_and_errors() {
+    run(|pg| async move {
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP VIEW IF EXISTS public.customer_labels; \
+             CREATE VIEW public.customer_labels AS \
+               SELECT id, upper(name) AS label FROM public.customers; \
+             GRANT SELECT ON public.customer_labels TO orders_ro",
+        );
+        let p = Proxy::start(
+            pg,
+            Spec {
+                policy: READ_ONLY,
+                masking: Some(COLUMN_RULES),
+                ..Spec::default()
+            },
+        )
+        .await;
+        let c = p.connect().await;
+        // Every way around a column rule, simple and extended protocol:
+        // refused with 42501 naming the column and the rule, and the
+        // session goes on.
+        for sql in [
+            "SELECT name || '' FROM customers",
+            "SELECT name::varchar FROM customers",
+            "SELECT format('%s', name) FROM customers",
+            "SELECT row_to_json(c) FROM customers c",
+            "SELECT c::text FROM customers c",
+            "SELECT ARRAY[email, card] FROM customers",
+            "SELECT string_agg(name, ',') FROM customers",
+            "SELECT (SELECT name FROM customers LIMIT 1)",
+            "WITH x AS (SELECT name FROM customers) SELECT * FROM x",
+            "SELECT name FROM customers UNION SELECT 'x'",
+            "SELECT translate(email, '@.', '#,') FROM customers",
+            "SELECT encode(convert_to(card, 'UTF8'), 'base64') FROM customers",
+            "SELECT replace(ssn, '-', '/') FROM customers",
+            "SELECT name::int FROM customers",
+            "SELECT x.n FROM customers c, LATERAL (SELECT c.name AS n) x",
+            "SELECT lower(label) FROM customer_labels",
+            "SELECT id FROM customers WHERE name LIKE 'A%'",
+            "SELECT id FROM customers ORDER BY name",
+            "SELECT id FROM customers c JOIN customers d USING (email)",
+            "EXPLAIN ANALYZE SELECT id FROM customers WHERE ssn > '3'",
+        ] {
+            let e = c.simple_query(sql).await.unwrap_err();
+            assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}");
+            let m = message(&e);
+            assert!(m.contains("masked column public.customer"), "{sql}: {m}");
+            assert!(m.contains("masking rule \"customers."), "{sql}: {m}");
+            assert_no_names(sql, &m);
+            let e = c.query(sql, &[]).await.unwrap_err();
+            assert_eq!(sqlstate(&e), "42501", "extended {sql}: {e:?}");
+        }
+        let one: i32 = c.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1);
+
+        // Bare columns are masked, in text and binary format, however
+        // they are selected.
+        for sql in [
+            "SELECT id, name, email, card, ssn FROM customers ORDER BY id",
+            "SELECT c.id, c.name AS n, c.email, c.card, c.ssn FROM customers c ORDER BY 1",
+            "SELECT * FROM customers ORDER BY id",
+        ] {
+            let rows = c.query(sql, &[]).await.unwrap();
+            assert_eq!(rows.len(), pg::CUSTOMERS.len());
+            for (row, cust) in rows.iter().zip(pg::CUSTOMERS) {
+                assert_eq!(row.get::<_, String>(1), "[MASKED]", "{sql}");
+                assert_eq!(row.get::<_, String>(2), "[MASKED]", "{sql}");
+                let card: String = row.get(3);
+                assert!(card.ends_with(&cust.card[cust.card.len() - 4..]), "{card}");
+                assert_ne!(card, cust.card);
+                assert_eq!(row.get::<_, Option<String>>(4), None, "{sql}");
+            }
+            let text = format!("{:?}", simple_summary(c.simple_query(sql).await));
+            assert_no_names(sql, &text);
+            assert!(text.contains("[MASKED]"), "{text}");
+        }
+        // A view over a masked column: its columns are masked.
+        let text = format!(
+            "{:?}",
+            simple_summary(c.simple_query("SELECT label FROM customer_labels").await)
+        );
+        assert_no_names("view", &text);
+        assert!(text.contains("[MASKED]"), "{text}");
+        // Looked up by equality with a parameter (the default): allowed.
+        let id: i32 = c
+            .query_one(
+                "SELECT id FROM customers WHERE email = $1",
+                &[&pg::CUSTOMERS[1].email],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(id, 2);
+
+        // COPY TO STDOUT: masked by column in text and CSV, refused in
+        // binary.
+        let copy = |sql: &'static str| {
+            let c = &c;
+            async move {
+                let stream = c.copy_out(sql).await?;
+                let mut stream = std::pin::pin!(stream);
+                let mut data = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    data.extend_from_slice(&chunk?);
+                }
+                Ok::<String, tokio_postgres::Error>(String::from_utf8(data).unwrap())
+            }
+        };
+        let out = copy("COPY customers (id, name, ssn) TO STDOUT")
+            .await
+            .unwrap();
+        assert_eq!(out.lines().count(), pg::CUSTOMERS.len(), "{out}");
+        assert!(out.lines().all(|l| l.ends_with("\t[MASKED]\t\\N")), "{out}");
+        let out = copy("COPY customers TO STDOUT WITH (FORMAT csv, HEADER)")
+            .await
+            .unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "id,name,email,card,ssn", "{out}");
+        let first = lines.iter().find(|l| l.starts_with("1,")).unwrap();
+        assert!(first.starts_with("1,\"[MASKED]\",\"[MASKED]\",\""), "{out}");
+        assert!(first.ends_with("1111\","), "{out}");
+        assert_no_names("COPY csv", &out);
+        let e = copy("COPY customers (id, card) TO STDOUT (FORMAT binary)")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{e:?}");
+        let one: i32 = c.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1);
+
+        // masked_in_predicates = "any": conditions may use them, values
+        // still never leave, and the server's error texts about a
+        // statement reading masked columns are withheld (SQLSTATE kept).
+        let any = format!("{COLUMN_RULES}\nmasked_in_predicates = \"any\"");
+        let p2 = Proxy::start(
+            pg,
+            Spec {
+                policy: READ_ONLY,
+                masking: Some(&any),
+                ..Spec::default()
+            },
+        )
+        .await;
+        let c2 = p2.connect().await;
+        let rows = c2
+            .query(
+                "SELECT id FROM customers WHERE name LIKE 'Bob%' ORDER BY name",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        let e = c2
+            .simple_query("SELECT id FROM customers WHERE name::int = 1")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "22P02", "{e:?}");
+        let m = format!("{:?}", e.as_db_error());
+        assert!(m.contains("withheld"), "{m}");
+        assert_no_names("22P02", &m);
+        let e = c2
+            .simple_query("SELECT name || '' FROM customers")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{e:?}");
+        // Through a cursor: rows masked, FETCH errors withheld.
+        c2.batch_execute(
+            "BEGIN; DECLARE cur CURSOR FOR SELECT id, name FROM customers ORDER BY id",
+        )
+        .await
+        .unwrap();
+        let fetched = format!(
+            "{:?}",
+            simple_summary(c2.simple_query("FETCH 2 FROM cur").await)
+        );
+        assert!(fetched.contains("[MASKED]"), "{fetched}");
+        assert_no_names("FETCH", &fetched);
+        c2.batch_execute("DECLARE bad CURSOR FOR SELECT id FROM customers WHERE name::int = 1")
+            .await
+            .unwrap();
+        let e = c2.simple_query("FETCH ALL FROM bad").await.unwrap_err();
+        assert_eq!(sqlstate(&e), "22P02", "{e:?}");
+        let m = format!("{:?}", e.as_db_error());
+        assert!(m.contains("withheld"), "{m}");
+        assert_no_names("FETCH error", &m);
+        c2.batch_execute("ROLLBACK").await.unwrap();
+        // Direct, the same error shows the name (the check can fail).
+        let d = connect(&direct_conn(pg, pg::ORDERS_RO)).await;
+        let e = d
+            .simple_query("SELECT id FROM customers WHERE name::int = 1")
+            .await
+            .unwrap_err();
+        let m = message(&e);
+        assert!(pg::CUSTOMERS.iter().any(|c| m.contains(c.name)), "{e:?}");
+        drop((c, c2, d));
+        let stmts = p.statements(10).await;
+        assert!(
+            stmts
+                .iter()
+                .any(|s| sql_of(s).contains("format('%s', name)") && refused(s)),
+            "{stmts:#?}"
+        );
+        assert!(p.any_panic().is_none());
+        pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP VIEW public.customer_labels");
+    });
+}
+
+#[test]
+fn psql_meta_commands_pass_with_column_masking() {
+    run(|pg| async move {
+        let p = Proxy::start(
+            pg,
+            Spec {
+                policy: ALLOW_ALL,
+                masking: Some(COLUMN_RULES),
+                ..Spec::default()
+            },
+        )
+        .await;
+        let conn = p.conn_string();
+        let psql = pg.bin("psql");
+        let out = tokio::task::spawn_blocking(move || {
+            let mut c = std::process::Command::new(psql);
+            c.args(["-X", "-v", "ON_ERROR_STOP=1", "-d", &conn]);
+            for meta in [
+                "\\d customers",
+                "\\d+ customers",
+                "\\dt",
+                "\\dt+",
+                "\\dv",
+                "\\di",
+                "\\ds",
+                "\\dn",
+                "\\du",
+                "\\l",
+                "\\df",
+                "\\dT",
+                "\\dx",
+                "\\dp customers",
+                "\\d orders",
+            ] {
+                c.args(["-c", meta]);
+            }
+            c.output().unwrap()
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("Warden"), "{stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("email"), "{stdout}");
+    });
+}
+
+#[test]
+fn errors_about_a_written_row_of_a_masked_table_are_withheld() {
+    run(|pg| async move {
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP TABLE IF EXISTS public.card_notes; \
+             CREATE TABLE public.card_notes (id int PRIMARY KEY, card text, \
+               note text CHECK (length(note) < 5)); \
+             INSERT INTO public.card_notes VALUES (1, '4111111111111111', 'ok'); \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON public.card_notes TO orders_rw",
+        );
+        let p = Proxy::start(
+            pg,
+            Spec {
+                role: pg::ORDERS_RW,
+                policy: READ_WRITE,
+                // No pattern backstop: only the column rule protects it.
+                masking: Some(
+                    r#"columns = [ { column = "card_notes.card", strategy = "last4" } ]"#,
+                ),
+                ..Spec::default()
+            },
+        )
+        .await;
+        let c = p.connect().await;
+        let sql = "UPDATE card_notes SET note = 'toolong' WHERE id = 1";
+        let e = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "23514", "{e:?}");
+        let shown = format!("{:?}", e.as_db_error());
+        assert!(!shown.contains("4111111111111111"), "{shown}");
+        assert!(shown.contains("withheld"), "{shown}");
+        let card: String = c
+            .query_one("SELECT card FROM card_notes WHERE id = 1", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(card, "************1111");
+        // Direct, the server quotes the whole failing row (the check can fail).
+        let d = connect(&direct_conn(pg, pg::ORDERS_RW)).await;
+        let e = d.simple_query(sql).await.unwrap_err();
+        let direct = format!("{:?}", e.as_db_error());
+        assert!(direct.contains("4111111111111111"), "{direct}");
+        drop((c, d));
+        pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP TABLE public.card_notes");
+    });
+}

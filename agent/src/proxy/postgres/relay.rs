@@ -51,6 +51,8 @@ use crate::protocol::postgres::frame::{self, Frame, decode_frame};
 use crate::protocol::postgres::frontend::{self, FrontendMessage, Target as DescribeTarget};
 use crate::protocol::postgres::{CodecError, DataRowScanner};
 
+/// The message of an error or notice whose text was withheld.
+const WITHHELD: &str = "Warden: the server's message is withheld because the statement reads masked columns (SQLSTATE kept)";
 /// Rows kept (masked) in a statement's result summary.
 const SAMPLE_ROWS: usize = 3;
 /// Longest value kept in a result summary, in characters.
@@ -143,6 +145,10 @@ struct Column {
     /// Text format, or a binary value whose bytes are text (text, varchar,
     /// name, json…): the pattern backstop can read and rewrite it.
     textual: bool,
+    /// A column rule's marker can stand for the value: text format, or a
+    /// binary type whose value is text of any length (not `"char"`, one
+    /// byte). Otherwise a masked value is sent as NULL.
+    marker_fits: bool,
 }
 
 type Columns = Arc<Vec<Column>>;
@@ -1056,6 +1062,8 @@ struct Summary {
     error: Option<String>,
     /// Rows of an internal query.
     internal: Vec<Vec<Option<String>>>,
+    /// CopyData rows seen (COPY TO).
+    copy_rows: u64,
 }
 
 impl<R, W> Downstream<R, W>
@@ -1320,7 +1328,11 @@ where
             // Asynchronous messages, valid at any time.
             BackendMessage::NoticeResponse(fields) => {
                 if !internal {
-                    self.masked_fields(&frame, &fields.0, false)?;
+                    if self.front_reads_masked() {
+                        self.withheld_fields(&fields.0, false)?;
+                    } else {
+                        self.masked_fields(&frame, &fields.0, false)?;
+                    }
                 }
             }
             BackendMessage::ParameterStatus { name, value } => {
@@ -1454,14 +1466,23 @@ where
                     self.summary().error = Some(msg);
                     return Ok(());
                 }
+                let withheld = self.front_reads_masked();
                 {
                     let code = fields.get(b'C').map(str::to_owned);
-                    let msg = fields.get(b'M').map(|m| self.masked_text(m));
+                    let msg = if withheld {
+                        Some(WITHHELD.to_owned())
+                    } else {
+                        fields.get(b'M').map(|m| self.masked_text(m))
+                    };
                     let s = self.summary();
                     s.sqlstate = code;
                     s.error = msg;
                 }
-                self.masked_fields(&frame, &fields.0, true)?;
+                if withheld {
+                    self.withheld_fields(&fields.0, true)?;
+                } else {
+                    self.masked_fields(&frame, &fields.0, true)?;
+                }
                 self.after_error();
             }
             BackendMessage::CopyOutResponse(ref f) | BackendMessage::CopyBothResponse(ref f) => {
@@ -1476,18 +1497,23 @@ where
                 if internal {
                     return Ok(());
                 }
+                let by_column = self.copy_columns(data)?;
+                let row: &[u8] = by_column.as_deref().unwrap_or(data);
                 let masked = self
                     .info
                     .masker
                     .as_ref()
                     .filter(|m| m.has_patterns())
-                    .and_then(|m| m.mask_patterns(data));
-                match masked {
-                    Some((bytes, n)) => {
+                    .and_then(|m| m.mask_patterns(row));
+                match (masked, by_column.is_some()) {
+                    (Some((bytes, n)), _) => {
                         self.summary().masked += n as u64;
                         backend::copy_data(&mut self.out, &bytes)?;
                     }
-                    None => self.pass(&frame),
+                    (None, true) => {
+                        backend::copy_data(&mut self.out, row).map_err(|e| e.to_string())?;
+                    }
+                    (None, false) => self.pass(&frame),
                 }
             }
             BackendMessage::FunctionCallResponse { value } => {
@@ -1553,6 +1579,73 @@ where
             | BackendMessage::NegotiateProtocolVersion { .. } => self.pass(&frame),
         }
         Ok(())
+    }
+
+    /// The statement at the head of the queue (the one being answered).
+    fn front_statement(&self) -> Option<&Arc<Running>> {
+        match self.queue.front()? {
+            Expect::Execute { stmt, .. }
+            | Expect::Query { stmt }
+            | Expect::FunctionCall { stmt } => Some(stmt),
+            _ => None,
+        }
+    }
+
+    /// Whether the statement being answered reads a masked column.
+    fn front_reads_masked(&self) -> bool {
+        self.front_statement()
+            .is_some_and(|s| s.decided.reads_masked())
+    }
+
+    /// A COPY TO row of a statement that copies masked columns, with
+    /// those fields masked by their rule (`None`: not such a row, or
+    /// nothing to change). A row that does not split as expected ends
+    /// the session (fail closed).
+    fn copy_columns(&mut self, row: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        let Some(copy) = self
+            .front_statement()
+            .and_then(|s| s.decided.columns.as_ref())
+            .and_then(|c| c.copy.clone())
+        else {
+            return Ok(None);
+        };
+        let Some(masker) = self.info.masker.clone() else {
+            return Ok(None);
+        };
+        let s = self.summary();
+        s.copy_rows += 1;
+        if copy.header && s.copy_rows == 1 {
+            return Ok(None);
+        }
+        let out = copy
+            .mask_row(row, &|strategy, v| masker.apply(strategy, v))
+            .map_err(|e| {
+                format!("COPY row of masked columns not understood ({e}); session ended")
+            })?;
+        if out.is_some() {
+            self.summary().masked += copy.fields.iter().filter(|f| f.is_some()).count() as u64;
+        }
+        Ok(out)
+    }
+
+    /// ErrorResponse / NoticeResponse of a statement that reads masked
+    /// columns: its texts may quote a value (`invalid input syntax for
+    /// type integer: "Ana"`), so only severity, SQLSTATE, position and
+    /// the server's source location are kept; the message is generic.
+    fn withheld_fields(&mut self, fields: &[(u8, &str)], error: bool) -> Result<(), String> {
+        let mut kept: Vec<(u8, &str)> = fields
+            .iter()
+            .filter(|(code, _)| matches!(code, b'S' | b'V' | b'C' | b'P' | b'F' | b'L' | b'R'))
+            .copied()
+            .collect();
+        kept.push((b'M', WITHHELD));
+        let f = backend::Fields(kept);
+        if error {
+            backend::error_fields(&mut self.out, &f)
+        } else {
+            backend::notice_fields(&mut self.out, &f)
+        }
+        .map_err(|e| e.to_string())
     }
 
     fn swallowing(&self) -> bool {
@@ -1638,6 +1731,7 @@ where
                         .get(&(f.table_oid, f.column_attr))
                         .copied(),
                     textual: f.format == 0 || textual_type(f.type_oid),
+                    marker_fits: f.format == 0 || (textual_type(f.type_oid) && f.type_oid != 18),
                 })
                 .collect(),
         )
@@ -1650,6 +1744,17 @@ where
             self.pass(frame);
             return Ok(());
         };
+        if cols.is_none() && self.front_reads_masked() {
+            // Rows of a statement that reads masked columns, with no
+            // column description to find them by: every value is withheld
+            // (fail closed; not expected, as Warden describes every portal).
+            let nulls: Vec<Option<&[u8]>> = vec![None; values.len()];
+            backend::encode_data_row(&mut self.out, nulls.iter().copied())
+                .map_err(|e| e.to_string())?;
+            self.summary().masked += values.len() as u64;
+            self.count_row(&nulls, None);
+            return Ok(());
+        }
         let mut changed: Vec<(usize, Masked)> = Vec::new();
         for (i, v) in values.iter().enumerate() {
             let Some(v) = v else { continue };
@@ -1659,7 +1764,7 @@ where
                 Some(strategy) => {
                     changed.push((
                         i,
-                        if textual {
+                        if col.is_some_and(|c| c.marker_fits) {
                             masker.apply(strategy, v)
                         } else {
                             // A binary non-text value cannot hold a marker.
