@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
-use warden::approval::peer::Peer;
+use warden::approval::peer::{Peer, Place};
 use warden::approval::{Approvals, Decision, RequestView};
 use warden::audit::event::{ProcessInfo, SessionId, StatementDecision};
 use warden::audit::replay::{ReplayStatement, Step};
@@ -2278,6 +2278,12 @@ impl Proxy {
             gid: 5001,
             pid: None,
             gids: vec![5001],
+            uids: vec![5001],
+            place: Place::Known {
+                cgroups: vec!["/user.slice/approver".into()],
+                cgroup_ids: vec![77],
+                accounts: vec![],
+            },
         };
         let d = Decision {
             approve,
@@ -2491,6 +2497,30 @@ fn privileged_statements_are_granted_only_for_the_exact_values_approved() {
         let errs = errors(&r.until_ready().await);
         assert!(errs.len() == 1 && errs[0].2.contains("Warden"), "{errs:?}");
         drop(r);
+    });
+}
+
+#[test]
+fn an_execute_the_server_will_skip_is_not_asked_about() {
+    run(|pg| async move {
+        let (p, mut r) = privileged_approvals(pg).await;
+        // The role may not call pg_read_file: the server refuses the Bind
+        // and skips the Execute, so no approver is asked about it.
+        let mut b = BytesMut::new();
+        frontend::parse(&mut b, "s1", "SELECT pg_read_file($1)", &[]).unwrap();
+        b.extend_from_slice(&bind_execute("/etc/hostname"));
+        r.send(&b).await;
+        let msgs = r.until_ready().await;
+        let errs = errors(&msgs);
+        assert_eq!(errs.len(), 1, "{msgs:?}");
+        assert!(
+            errs[0].1 == "42501" && errs[0].2.contains("permission denied"),
+            "{errs:?}"
+        );
+        assert!(!held(&msgs), "{msgs:?}");
+        let l = p.approvals.list();
+        assert!(l.pending.is_empty(), "{:#?}", l.pending);
+        assert_eq!(rows(&r.query("SELECT 1").await).len(), 1);
     });
 }
 
@@ -2724,27 +2754,6 @@ fn a_read_only_grant_cannot_be_made_writable() {
             "0"
         );
         pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP TABLE public.ro_probe");
-#[test]
-fn an_execute_the_server_will_skip_is_not_asked_about() {
-    run(|pg| async move {
-        let (p, mut r) = privileged_approvals(pg).await;
-        // The role may not call pg_read_file: the server refuses the Bind
-        // and skips the Execute, so no approver is asked about it.
-        let mut b = BytesMut::new();
-        frontend::parse(&mut b, "s1", "SELECT pg_read_file($1)", &[]).unwrap();
-        b.extend_from_slice(&bind_execute("/etc/hostname"));
-        r.send(&b).await;
-        let msgs = r.until_ready().await;
-        let errs = errors(&msgs);
-        assert_eq!(errs.len(), 1, "{msgs:?}");
-        assert!(
-            errs[0].1 == "42501" && errs[0].2.contains("permission denied"),
-            "{errs:?}"
-        );
-        assert!(!held(&msgs), "{msgs:?}");
-        let l = p.approvals.list();
-        assert!(l.pending.is_empty(), "{:#?}", l.pending);
-        assert_eq!(rows(&r.query("SELECT 1").await).len(), 1);
     });
 }
 

@@ -119,6 +119,10 @@ enum Fatal {
     },
     #[error("the upstream sent a malformed message: {0}")]
     Malformed(CodecError),
+    /// A COPY TO row of masked columns that does not split as its format
+    /// says: it cannot be masked field by field.
+    #[error("a COPY row of masked columns was not understood ({0}); Warden closes the session")]
+    MaskedCopyRow(String),
     #[error("a masked message could not be encoded: {0}")]
     Encode(#[from] CodecError),
 }
@@ -131,7 +135,7 @@ impl Fatal {
             Fatal::UnsafeSetting(_) => "42501",
             Fatal::BinaryCopyOut => "0A000",
             Fatal::TooLarge { .. } => "54000",
-            Fatal::Malformed(_) | Fatal::Encode(_) => "08P01",
+            Fatal::Malformed(_) | Fatal::Encode(_) | Fatal::MaskedCopyRow(_) => "08P01",
         }
     }
 }
@@ -1511,7 +1515,7 @@ where
                         backend::copy_data(&mut self.out, &bytes)?;
                     }
                     (None, true) => {
-                        backend::copy_data(&mut self.out, row).map_err(|e| e.to_string())?;
+                        backend::copy_data(&mut self.out, row)?;
                     }
                     (None, false) => self.pass(&frame),
                 }
@@ -1601,7 +1605,7 @@ where
     /// those fields masked by their rule (`None`: not such a row, or
     /// nothing to change). A row that does not split as expected ends
     /// the session (fail closed).
-    fn copy_columns(&mut self, row: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    fn copy_columns(&mut self, row: &[u8]) -> Result<Option<Vec<u8>>, Fatal> {
         let Some(copy) = self
             .front_statement()
             .and_then(|s| s.decided.columns.as_ref())
@@ -1619,9 +1623,7 @@ where
         }
         let out = copy
             .mask_row(row, &|strategy, v| masker.apply(strategy, v))
-            .map_err(|e| {
-                format!("COPY row of masked columns not understood ({e}); session ended")
-            })?;
+            .map_err(|e| Fatal::MaskedCopyRow(e.to_string()))?;
         if out.is_some() {
             self.summary().masked += copy.fields.iter().filter(|f| f.is_some()).count() as u64;
         }
@@ -1632,7 +1634,7 @@ where
     /// columns: its texts may quote a value (`invalid input syntax for
     /// type integer: "Ana"`), so only severity, SQLSTATE, position and
     /// the server's source location are kept; the message is generic.
-    fn withheld_fields(&mut self, fields: &[(u8, &str)], error: bool) -> Result<(), String> {
+    fn withheld_fields(&mut self, fields: &[(u8, &str)], error: bool) -> Result<(), Fatal> {
         let mut kept: Vec<(u8, &str)> = fields
             .iter()
             .filter(|(code, _)| matches!(code, b'S' | b'V' | b'C' | b'P' | b'F' | b'L' | b'R'))
@@ -1645,7 +1647,7 @@ where
         } else {
             backend::notice_fields(&mut self.out, &f)
         }
-        .map_err(|e| e.to_string())
+        .map_err(Fatal::Encode)
     }
 
     fn swallowing(&self) -> bool {
@@ -1749,8 +1751,7 @@ where
             // column description to find them by: every value is withheld
             // (fail closed; not expected, as Warden describes every portal).
             let nulls: Vec<Option<&[u8]>> = vec![None; values.len()];
-            backend::encode_data_row(&mut self.out, nulls.iter().copied())
-                .map_err(|e| e.to_string())?;
+            backend::encode_data_row(&mut self.out, nulls.iter().copied())?;
             self.summary().masked += values.len() as u64;
             self.count_row(&nulls, None);
             return Ok(());
