@@ -90,7 +90,8 @@ pub struct RequestSpec {
     pub identity: Option<TokenIdentity>,
     /// Masked.
     pub statement: String,
-    /// [`fingerprint::sql_fingerprint`] (or a protocol's equivalent).
+    /// [`fingerprint::shape_fingerprint`], [`fingerprint::exact_fingerprint`]
+    /// or [`fingerprint::http_fingerprint`].
     pub fingerprint: String,
     pub policy: Option<String>,
     pub rule: Option<String>,

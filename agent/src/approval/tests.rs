@@ -39,7 +39,11 @@ fn spec(stmt: &str) -> RequestSpec {
         },
         identity: None,
         statement: stmt.into(),
-        fingerprint: fingerprint::sql_fingerprint(&sqlparser::dialect::PostgreSqlDialect {}, stmt),
+        fingerprint: fingerprint::shape_fingerprint(
+            "postgres",
+            crate::policy::sql::statement_shape(stmt).as_deref(),
+            stmt,
+        ),
         policy: Some("p".into()),
         rule: Some("deletes".into()),
         risk: "write".into(),

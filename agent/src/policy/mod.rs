@@ -1,8 +1,9 @@
 //! The SQL policy engine of the PostgreSQL proxy: a pure module (no I/O).
 //!
 //! - [`model`]: the `[policy.NAME]` TOML model.
-//! - [`sql`]: classification of query texts with `sqlparser` into
-//!   [`Analysis`] (classes, tables, functions, settings, PREPARE/EXECUTE).
+//! - [`sql`]: classification of query texts on PostgreSQL's own parse tree
+//!   (`pg_query`) into [`Analysis`] (classes, tables, functions and
+//!   operators, settings, read-write, PREPARE/EXECUTE).
 //! - [`columns`]: where each reference to a masked column stands (bare
 //!   output, condition, anything else), for column masking that holds
 //!   however the column is used.
