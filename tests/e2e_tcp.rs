@@ -44,6 +44,104 @@ fn activity_ids(evs: &[Value]) -> Vec<u64> {
         .collect()
 }
 
+fn kernel_script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/kernel_client.py")
+}
+
+/// Runs `kernel_client.py ARGS` inside `cgroup` and parses its JSON answer.
+fn kernel_client(env: &TestEnv, cgroup: &str, args: &[&str]) -> Value {
+    let procs = env.cg_dir(cgroup).join("cgroup.procs");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > '{}' && exec /usr/bin/python3 \"$0\" \"$@\"",
+            procs.display()
+        ))
+        .arg(kernel_script())
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "kernel_client output not JSON ({e}): {stdout} / {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// `connect()` failed with EPERM: the kernel side refused it.
+fn denied(v: &Value) -> bool {
+    ClientResult { json: v.clone() }.denied_at_connect()
+}
+
+/// A long-running `kernel_client.py` child (squatter, holder) placed in `cgroup`.
+struct Helper {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Helper {
+    fn spawn(env: &TestEnv, cgroup: &str, args: &[&str]) -> Helper {
+        use std::io::BufRead;
+        let procs = env.cg_dir(cgroup).join("cgroup.procs");
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > '{}' && exec /usr/bin/python3 -u \"$0\" \"$@\"",
+                procs.display()
+            ))
+            .arg(kernel_script())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Helper { child, lines: rx }
+    }
+
+    fn next_line(&self, within: Duration) -> Option<String> {
+        self.lines.recv_timeout(within).ok()
+    }
+
+    /// Every line printed so far, without waiting.
+    fn drain(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// TIME_WAIT sockets whose local port is `port`.
+fn time_wait_on(port: u16) -> usize {
+    let out = std::process::Command::new("ss")
+        .args(["-Htan", "state", "time-wait"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .find(|f| f.contains(':'))
+                .and_then(|local| local.rsplit(':').next())
+                .is_some_and(|p| p == port.to_string())
+        })
+        .count()
+}
+
 /// Attached at the test's own cgroup: relaying, byte identity, who is left alone.
 #[test]
 fn enrolled_client_is_relayed_byte_identical_and_others_are_untouched() {
@@ -301,7 +399,7 @@ fn agent_killed_fails_closed_and_restart_readopts_pins() {
     );
     let r = env.client(&app, "127.0.0.2", db.addr.port(), 1024, None);
     assert!(
-        r.refused_at_connect(),
+        r.denied_at_connect(),
         "fail closed expected, got {:?}",
         r.json
     );
@@ -373,7 +471,7 @@ fn fail_open_passes_traffic_through_while_agent_is_down() {
     );
     let r = env.client(&app, "127.0.0.2", strict.addr.port(), 1024, None);
     assert!(
-        r.refused_at_connect(),
+        r.denied_at_connect(),
         "per-target fail_mode=closed overrides: {:?}",
         r.json
     );
@@ -603,4 +701,94 @@ fn daemon_notifies_systemd_when_ready() {
     assert!(msg.contains("READY=1"), "{msg}");
     // By the time READY=1 is sent, the programs are attached.
     assert_eq!(env.status_json()["programs"].as_array().unwrap().len(), 3);
+}
+
+/// Issue 16, item 1: while the agent is down nobody can borrow its port. The
+/// agent is SIGKILLed; an unprivileged, non-enrolled user binds the proxy
+/// port on 127.0.0.1 and [::1] (the test uses a port above
+/// ip_unprivileged_port_start on purpose); an enrolled workload's connections
+/// to protected targets (IPv4 and IPv6) fail with EPERM at connect() and the
+/// squatter receives nothing. The agent's own TIME_WAIT sockets on the port
+/// do not keep it from rebinding, and the restarted agent serves again.
+#[test]
+fn squatter_on_the_proxy_port_receives_nothing_while_the_agent_is_down() {
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let other = env.cgroup("other");
+    let db4 = EchoServer::start("127.0.0.2:0");
+    let db6 = EchoServer::start("[::1]:0");
+    let uid = 64_000 + (std::process::id() % 1000);
+    env.write_config(&format!(
+        "{}{}{}{}{}",
+        env.agent_table(false, ""),
+        tcp_target("db4", &db4.addr.to_string()),
+        tcp_target("db6", &db6.addr.to_string()),
+        account("app", &[&app], &[], &["db4", "db6"]),
+        account("batch", &[], &[uid], &["db4", "db6"]),
+    ));
+    env.start();
+    let port = env.listen_port.to_string();
+    let uid_s = uid.to_string();
+    let p4 = db4.addr.port().to_string();
+    let p6 = db6.addr.port().to_string();
+
+    // A relayed connection open when the agent dies: the agent's side closes
+    // first and stays in TIME_WAIT on the proxy port.
+    let holder = Helper::spawn(&env, &app, &["hold", "127.0.0.2", &p4]);
+    let held = holder
+        .next_line(Duration::from_secs(10))
+        .expect("holder connected through the agent");
+    assert!(!db4.saw_direct_from(held.parse().unwrap()), "relayed");
+
+    env.kill9();
+    assert_eq!(
+        holder.next_line(Duration::from_secs(10)).as_deref(),
+        Some("closed")
+    );
+    drop(holder);
+
+    let squatter = Helper::spawn(
+        &env,
+        &other,
+        &["squat", &port, "127.0.0.1", "::1", "--uid", "65534"],
+    );
+    assert_eq!(
+        squatter.next_line(Duration::from_secs(10)).as_deref(),
+        Some("ready"),
+        "the unprivileged user could not bind the (unprivileged) proxy port"
+    );
+    for (host, p) in [("127.0.0.2", &p4), ("::ffff:127.0.0.2", &p4), ("::1", &p6)] {
+        let r = kernel_client(&env, &app, &["connect", host, p]);
+        assert!(denied(&r), "{host}: expected EPERM, got {r}");
+    }
+    // The same for a workload enrolled by uid.
+    for (host, p) in [("127.0.0.2", &p4), ("::1", &p6)] {
+        let r = kernel_client(&env, &other, &["connect", host, p, "--uid", &uid_s]);
+        assert!(denied(&r), "uid {uid} to {host}: expected EPERM, got {r}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let got = squatter.drain();
+    assert!(got.is_empty(), "the squatter received connections: {got:?}");
+    // Non-enrolled traffic is untouched.
+    let r = kernel_client(&env, &other, &["connect", "127.0.0.2", &p4]);
+    assert_eq!(r["ok"], true, "{r}");
+    drop(squatter);
+
+    let tw = time_wait_on(env.listen_port);
+    env.start();
+    eprintln!("restarted with {tw} TIME_WAIT sockets on the proxy port");
+    assert!(tw > 0, "the test meant to leave TIME_WAIT on the port");
+    for (host, p, server) in [("127.0.0.2", &p4, &db4), ("::1", &p6, &db6)] {
+        let r = kernel_client(&env, &app, &["connect", host, p]);
+        assert_eq!(r["ok"], true, "{host} after restart: {r}\n{}", env.log());
+        let lp = r["local_port"].as_u64().unwrap() as u16;
+        assert!(!server.saw_direct_from(lp), "relayed after restart");
+    }
+
+    // A graceful stop refuses at once too.
+    env.stop();
+    for (host, p) in [("127.0.0.2", &p4), ("::1", &p6)] {
+        let r = kernel_client(&env, &app, &["connect", host, p]);
+        assert!(denied(&r), "{host} after SIGTERM: expected EPERM, got {r}");
+    }
 }

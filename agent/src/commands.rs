@@ -41,6 +41,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     cfg.accounts.len(),
                     cfg.sha256
                 );
+                // Valid, but weaker than it looks on this host: said, not refused.
+                for w in crate::config::warnings::host_warnings(&cfg) {
+                    eprintln!("warning: {w}");
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {

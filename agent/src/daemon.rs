@@ -319,11 +319,16 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
     datapath.sync_cgroups(&enrollments.cgroup_entries())?;
     datapath.sync_uids(&enrollments.uid_entries())?;
 
-    // Listeners exist before anything is redirected to them.
+    // Listeners exist before anything is redirected to them, and carry the
+    // agent's mark: the kernel side redirects only to a listener that does.
     let mut listeners = vec![proxy::bind(config.agent.listen).await?];
     if let Some(a6) = listen6 {
         listeners.push(proxy::bind(a6).await?);
     }
+    for l in &listeners {
+        mark_listener(l, config.agent.upstream_mark)?;
+    }
+    log_host_warnings(config);
     let listen: Vec<SocketAddr> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
@@ -391,7 +396,8 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         Arc::clone(&shared),
         shutdown_rx.clone(),
     )));
-    tasks.push(tokio::spawn(heartbeat(
+    let beat = Heartbeat::start(Arc::clone(&shared))?;
+    tasks.push(tokio::spawn(resync_enrollments(
         Arc::clone(&shared),
         shutdown_rx.clone(),
     )));
@@ -407,6 +413,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
     wait_for_stop(Arc::clone(&shared), shutdown_rx.clone()).await;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     shared.request_shutdown(false);
+    beat.stop();
     if let Err(e) = shared.datapath.mark_down() {
         warn!(error = %e, "could not mark the agent down in the kernel");
     }
@@ -501,22 +508,81 @@ async fn reload_on_hangup(
     }
 }
 
-/// Every second: tell the kernel side the agent is alive, and re-resolve
-/// enrolled cgroups (systemd recreates them on unit restart).
-async fn heartbeat(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+/// The agent's liveness in the kernel: a thread of its own (so a busy async
+/// runtime cannot starve it) pushes the deadline forward every
+/// [`ebpf::HEARTBEAT_INTERVAL`]. Once the deadline lapses, enrolled
+/// connections to fail-closed targets fail with EPERM and fail-open ones pass.
+struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Heartbeat {
+    fn start(shared: Arc<Shared>) -> Result<Self, DaemonError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("warden-heartbeat".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Acquire) {
+                    if let Err(e) = shared.datapath.heartbeat() {
+                        warn!(error = %e, "heartbeat failed");
+                    }
+                    std::thread::park_timeout(ebpf::HEARTBEAT_INTERVAL);
+                }
+            })
+            .map_err(|source| DaemonError::Io {
+                what: "starting the heartbeat thread".into(),
+                source,
+            })?;
+        Ok(Self { stop, thread })
+    }
+
+    /// Stops beating; the caller then marks the agent down.
+    fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        self.thread.thread().unpark();
+        let _ = self.thread.join();
+    }
+}
+
+/// Every second: re-resolve enrolled cgroups (systemd recreates them on unit
+/// restart) and push them to the kernel.
+async fn resync_enrollments(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Err(e) = shared.datapath.heartbeat() {
-                    warn!(error = %e, "heartbeat failed");
-                }
                 if let Err(e) = shared.sync_enrollments() {
                     warn!(error = %e, "syncing enrollments failed");
                 }
             }
             _ = shutdown.changed() => if *shutdown.borrow() { break },
         }
+    }
+}
+
+/// Puts the agent's mark on a proxy listener (see [`mark_listener`]'s use in
+/// [`run`]); only a process with CAP_NET_ADMIN or CAP_NET_RAW can set one.
+fn mark_listener(l: &tokio::net::TcpListener, mark: u32) -> Result<(), DaemonError> {
+    socket2::SockRef::from(l)
+        .set_mark(mark)
+        .map_err(|source| DaemonError::Io {
+            what: format!(
+                "setting SO_MARK {mark:#x} on the proxy listener {}",
+                l.local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|_| "?".into())
+            ),
+            source,
+        })
+}
+
+/// Logs what `warden check-config` warns about (a proxy port any local user
+/// could bind while the agent is down, local targets served on every address).
+fn log_host_warnings(config: &Config) {
+    for w in crate::config::warnings::host_warnings(config) {
+        warn!(warning = %w, "configuration weakens enforcement on this host");
     }
 }
 

@@ -12,8 +12,12 @@
 /// layout it does not understand.
 pub const LAYOUT_VERSION: u32 = 1;
 
-/// How many ancestor levels of the caller's cgroup are checked for enrollment.
-pub const MAX_CGROUP_DEPTH: i32 = 16;
+/// Deepest cgroup level (the root is level 0, `/a` level 1) at which a cgroup
+/// can be enrolled. The kernel side checks every ancestor of the caller from
+/// this level up to level 1, so a caller at any depth below an enrolled cgroup
+/// is covered; deeper enrolled cgroups are refused by the agent. systemd units
+/// cannot be this deep (a unit name, slices included, has at most 255 bytes).
+pub const MAX_ENROLLED_LEVEL: i32 = 127;
 
 /// `TargetValue::flags`: when the agent is down, let connections to this target
 /// through untouched instead of refusing them.

@@ -114,10 +114,12 @@ impl ClientResult {
             self.json["write_error"].as_str().unwrap_or("")
         )
     }
-    pub fn refused_at_connect(&self) -> bool {
+    /// `connect()` failed with EPERM: the kernel side refused it (an
+    /// enrolled connection to a fail-closed target while the agent is down).
+    pub fn denied_at_connect(&self) -> bool {
         self.json["error"]
             .as_str()
-            .is_some_and(|e| e.contains("ConnectionRefused"))
+            .is_some_and(|e| e.contains("PermissionError"))
     }
     pub fn same_bytes_back(&self) -> bool {
         self.ok() && self.json["sent_sha"] == self.json["recv_sha"]

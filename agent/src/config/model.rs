@@ -38,7 +38,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSection {
-    /// IPv4 loopback address the proxy listens on. Default `127.0.0.1:15001`.
+    /// IPv4 loopback address the proxy listens on. Default `127.0.0.1:965`, a
+    /// port below `ip_unprivileged_port_start`, so only root can bind it.
     #[serde(default = "defaults::listen")]
     pub listen: SocketAddr,
     /// IPv6 loopback listener, used for IPv6 targets. Default: `[::1]` with the
@@ -760,7 +761,7 @@ pub mod defaults {
     use std::path::PathBuf;
 
     pub fn listen() -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], 15001))
+        SocketAddr::from(([127, 0, 0, 1], 965))
     }
     pub fn state_dir() -> PathBuf {
         PathBuf::from("/var/lib/warden")

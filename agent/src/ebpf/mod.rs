@@ -27,8 +27,13 @@ use warden_common::{
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/warden"));
 
 /// How long the kernel side keeps counting the agent as alive after the last
-/// heartbeat (fail-open targets pass through once it lapses).
-pub const HEARTBEAT_GRACE_NS: u64 = 3_000_000_000;
+/// heartbeat. Once it lapses, enrolled connections to fail-closed targets
+/// fail with EPERM and fail-open ones pass through. (A dead agent is noticed
+/// at once anyway: its listener, which carries its mark, is gone.)
+pub const HEARTBEAT_GRACE_NS: u64 = 1_000_000_000;
+
+/// How often the agent pushes the deadline forward.
+pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 const LINK_PREFIX: &str = "link_";
 
@@ -194,7 +199,7 @@ impl Datapath {
     }
 
     /// Marks the agent down at once (graceful stop): fail-open targets pass
-    /// through, fail-closed ones are refused by the absent listener.
+    /// through, fail-closed ones fail with EPERM.
     pub fn mark_down(&self) -> Result<(), DatapathError> {
         self.update_config(|c| c.alive_until_ns = 0)
     }

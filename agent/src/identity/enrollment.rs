@@ -403,9 +403,10 @@ impl Enrollments {
 }
 
 /// A cgroup2 path relative to the mount, checked as the config file's are.
-/// The root cannot be enrolled: it would cover every process.
+/// The root cannot be enrolled: it would cover every process; nor can a
+/// cgroup deeper than the kernel side's ancestor walk reaches.
 pub fn validate_cgroup_path(p: &str) -> Result<(), EnrollError> {
-    match crate::config::validate::cgroup_path_problem(p, false) {
+    match crate::config::validate::enrolled_cgroup_problem(p) {
         Some(reason) => Err(EnrollError::InvalidCgroup {
             path: p.to_owned(),
             reason,
