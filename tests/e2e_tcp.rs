@@ -729,6 +729,14 @@ fn squatter_on_the_proxy_port_receives_nothing_while_the_agent_is_down() {
     env.start();
     let port = env.listen_port.to_string();
     let uid_s = uid.to_string();
+    // The test's port is above ip_unprivileged_port_start on purpose, and
+    // check-config says what that means.
+    let out = env.warden(&["check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("can be bound by any local user"),
+        "{err}"
+    );
     let p4 = db4.addr.port().to_string();
     let p6 = db6.addr.port().to_string();
 
@@ -784,6 +792,18 @@ fn squatter_on_the_proxy_port_receives_nothing_while_the_agent_is_down() {
         let lp = r["local_port"].as_u64().unwrap() as u16;
         assert!(!server.saw_direct_from(lp), "relayed after restart");
     }
+
+    // A hung agent (its listener still there) is refused once the heartbeat
+    // lapses: within HEARTBEAT_GRACE_NS (1 s).
+    let pid = env.daemon.as_ref().unwrap().id();
+    assert!(nix_kill(pid, "STOP"));
+    std::thread::sleep(Duration::from_millis(1300));
+    let r = kernel_client(&env, &app, &["connect", "127.0.0.2", &p4]);
+    assert!(nix_kill(pid, "CONT"));
+    assert!(denied(&r), "hung agent: expected EPERM, got {r}");
+    std::thread::sleep(Duration::from_millis(500));
+    let r = kernel_client(&env, &app, &["connect", "127.0.0.2", &p4]);
+    assert_eq!(r["ok"], true, "after SIGCONT: {r}");
 
     // A graceful stop refuses at once too.
     env.stop();
