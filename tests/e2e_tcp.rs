@@ -812,3 +812,77 @@ fn squatter_on_the_proxy_port_receives_nothing_while_the_agent_is_down() {
         assert!(denied(&r), "{host} after SIGTERM: expected EPERM, got {r}");
     }
 }
+
+/// Issue 16, item 1b: destinations the kernel rewrites after the connect hook.
+/// `0.0.0.0`, `[::]` and `[::ffff:0.0.0.0]` are not protected targets, but the
+/// kernel turns them into the socket's bound address or loopback after
+/// connect4/connect6 ran. For enrolled workloads (by cgroup and by uid) every
+/// spelling that lands on a protected host-local target is relayed through
+/// the agent and audited, never a direct connection; others are untouched.
+#[test]
+fn unspecified_destinations_are_resolved_before_the_lookup() {
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let other = env.cgroup("other");
+    let db4 = EchoServer::start("127.0.0.4:0");
+    let lo4 = EchoServer::start("127.0.0.1:0");
+    let lo6 = EchoServer::start("[::1]:0");
+    let uid = 64_000 + (std::process::id() % 1000);
+    env.write_config(&format!(
+        "{}{}{}{}{}{}",
+        env.agent_table(false, ""),
+        tcp_target("db4", &db4.addr.to_string()),
+        tcp_target("lo4", &lo4.addr.to_string()),
+        tcp_target("lo6", &lo6.addr.to_string()),
+        account("app", &[&app], &[], &["db4", "lo4", "lo6"]),
+        account("batch", &[], &[uid], &["db4", "lo4", "lo6"]),
+    ));
+    env.start();
+    let uid_s = uid.to_string();
+    let (p4, pl4, pl6) = (
+        db4.addr.port().to_string(),
+        lo4.addr.port().to_string(),
+        lo6.addr.port().to_string(),
+    );
+    // (destination, bound source or "", port, server the kernel would reach)
+    let cases: [(&str, &str, &str, &EchoServer); 6] = [
+        ("0.0.0.0", "127.0.0.4", &p4, &db4),
+        ("0.0.0.0", "", &pl4, &lo4),
+        ("::", "", &pl6, &lo6),
+        ("::", "::ffff:127.0.0.4", &pl4, &lo4),
+        ("::ffff:0.0.0.0", "::ffff:127.0.0.4", &p4, &db4),
+        ("::ffff:0.0.0.0", "", &pl4, &lo4),
+    ];
+    for (who, cg, extra) in [
+        ("cgroup", &app, vec![]),
+        ("uid", &other, vec!["--uid", uid_s.as_str()]),
+    ] {
+        for (dst, bind, port, server) in cases {
+            let mut args = vec!["connect", dst, port];
+            if !bind.is_empty() {
+                args.extend(["--bind", bind]);
+            }
+            args.extend(extra.iter().copied());
+            let r = kernel_client(&env, cg, &args);
+            assert_eq!(r["ok"], true, "{who}: {dst} bound {bind:?}: {r}");
+            let lp = r["local_port"].as_u64().unwrap() as u16;
+            assert!(
+                !server.saw_direct_from(lp),
+                "{who}: {dst}:{port} bound {bind:?} reached the server directly: {r}"
+            );
+            let evs = env.events_for_client_port(lp, 1);
+            assert!(
+                !evs.is_empty(),
+                "{who}: {dst} bound {bind:?}: no audit event"
+            );
+        }
+    }
+    // Not enrolled: the kernel's own resolution, untouched.
+    let r = kernel_client(
+        &env,
+        &other,
+        &["connect", "0.0.0.0", &p4, "--bind", "127.0.0.4"],
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(db4.saw_direct_from(r["local_port"].as_u64().unwrap() as u16));
+}
