@@ -886,3 +886,86 @@ fn unspecified_destinations_are_resolved_before_the_lookup() {
     assert_eq!(r["ok"], true, "{r}");
     assert!(db4.saw_direct_from(r["local_port"].as_u64().unwrap() as u16));
 }
+
+/// Gives `uid` a cgroup the way systemd's `Delegate=yes` does: the directory
+/// and its delegation files belong to the user.
+fn delegate(env: &TestEnv, cg: &str, uid: u32) {
+    let dir = env.cg_dir(cg);
+    for f in [
+        "",
+        "cgroup.procs",
+        "cgroup.threads",
+        "cgroup.subtree_control",
+    ] {
+        let p = if f.is_empty() {
+            dir.clone()
+        } else {
+            dir.join(f)
+        };
+        let ok = std::process::Command::new("chown")
+            .arg(format!("{uid}:{uid}"))
+            .arg(&p)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "chown {}", p.display());
+    }
+}
+
+/// Issue 16, item 1c: enrollment at any depth. An enrolled cgroup at level 16
+/// (past the old walk's levels 0–15) and one at level 2 are delegated to an
+/// unprivileged user, who creates nested child cgroups (5 below the deep one,
+/// 140 below the shallow one), moves into the deepest and connects: relayed
+/// through the agent both times. An enrolled cgroup deeper than the walk
+/// reaches is refused by check-config and by `warden enroll`.
+#[test]
+fn enrollment_covers_delegated_cgroups_at_any_depth() {
+    let mut env = TestEnv::new();
+    let db = EchoServer::start("127.0.0.2:0");
+    // The test root is level 1; level 16 is 15 names below it.
+    let mut deep = env.cg_root.clone();
+    for i in 2..=16 {
+        deep = format!("{deep}/l{i}");
+    }
+    std::fs::create_dir_all(env.cg_dir(&deep)).unwrap();
+    let shallow = env.cgroup("shallow");
+    let user = 65534;
+    delegate(&env, &deep, user);
+    delegate(&env, &shallow, user);
+    env.write_config(&format!(
+        "{}{}{}{}",
+        env.agent_table(false, ""),
+        tcp_target("db", &db.addr.to_string()),
+        account("deep", &[&deep], &[], &["db"]),
+        account("shallow", &[&shallow], &[], &["db"]),
+    ));
+    env.start();
+    let port = db.addr.port().to_string();
+    for (cg, n) in [(&deep, "5"), (&shallow, "140")] {
+        let r = kernel_client(
+            &env,
+            cg,
+            &["nest", n, "127.0.0.2", &port, "--uid", &user.to_string()],
+        );
+        assert_eq!(r["ok"], true, "{cg} + {n} levels: {r}");
+        let inside = r["cgroup"].as_str().unwrap();
+        assert!(
+            inside.starts_with(cg.as_str()) && inside.len() > cg.len(),
+            "the client did not move below {cg}: {r}"
+        );
+        let lp = r["local_port"].as_u64().unwrap() as u16;
+        assert!(
+            !db.saw_direct_from(lp),
+            "{cg} + {n} levels connected directly"
+        );
+        let evs = env.events_for_client_port(lp, 1);
+        assert!(!evs.is_empty(), "{cg} + {n} levels: no audit event");
+    }
+
+    // Deeper than level 127 cannot be enrolled.
+    let too_deep = format!("{}{}", env.cg_root, "/x".repeat(127));
+    let out = env.warden(&["enroll", "deep", "--cgroup", &too_deep]);
+    assert!(!out.status.success(), "enroll accepted {too_deep}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("deeper than level 127"), "{err}");
+}
