@@ -538,6 +538,32 @@ fn live_enroll_and_unenroll_take_effect_without_restart() {
     let out = env.warden(&["enroll", "nobody", "--uid", "4242"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no account named"));
+
+    // A service unit enrolled live gets its boot-order drop-in (issue 16,
+    // item 6), and loses it when unenrolled.
+    let sd = env.tmp.path().join("systemd");
+    let sd_s = sd.to_str().unwrap();
+    let unit = format!("warden-e2e-{}.service", env.id);
+    let out = env.warden(&["enroll", "app", "--unit", &unit, "--systemd-dir", sd_s]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drop_in = sd.join(format!("{unit}.d/50-warden.conf"));
+    let text = std::fs::read_to_string(&drop_in).unwrap();
+    assert!(text.contains("After=warden.service"), "{text}");
+    assert!(
+        text.contains(&format!("--config {} status", env.config_path.display())),
+        "{text}"
+    );
+    let out = env.warden(&["unenroll", "app", "--unit", &unit, "--systemd-dir", sd_s]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!drop_in.exists());
 }
 
 /// `warden uninstall` stops the daemon, detaches everything and removes pins.
