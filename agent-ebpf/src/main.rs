@@ -29,15 +29,17 @@ use aya_ebpf::{
     },
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_socket_cookie,
-        bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_sk_lookup_tcp, bpf_sk_release,
+        bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes,
+        bpf_sk_lookup_tcp, bpf_sk_release,
     },
-    macros::{cgroup_sock_addr, map, sock_ops},
+    macros::{cgroup_sock_addr, map, sock_ops, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
-    programs::{SockAddrContext, SockOpsContext},
+    programs::{SockAddrContext, SockOpsContext, TracePointContext},
 };
 use warden_common::{
-    AgentConfig, COMM_LEN, ConnMeta, MATCH_CGROUP, MATCH_UID, MAX_ENROLLED_LEVEL, TARGET_FAIL_OPEN,
-    TargetKey, TargetValue, TupleKey, capacity, v4_mapped,
+    AgentConfig, COMM_LEN, ConnMeta, MATCH_CGROUP, MATCH_UID, MAX_ENROLLED_LEVEL, MkdirFormat,
+    TAG_FROM_MKDIR, TARGET_FAIL_OPEN, TargetKey, TargetValue, TupleKey, UNIT_PATH_LEN, UnitPathKey,
+    capacity, v4_mapped,
 };
 
 const AF_INET: u16 = 2;
@@ -72,6 +74,16 @@ static SCRATCH: PerCpuArray<ConnMeta> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "WARDEN_ORIG_DST")]
 static ORIG_DST: LruHashMap<TupleKey, ConnMeta> = LruHashMap::pinned(capacity::ORIG_DST, 0);
+
+#[map(name = "WARDEN_UNIT_PATHS")]
+static UNIT_PATHS: HashMap<UnitPathKey, u32> = HashMap::pinned(capacity::UNIT_PATHS, 0);
+
+#[map(name = "WARDEN_MKDIR_FMT")]
+static MKDIR_FMT: Array<MkdirFormat> = Array::pinned(1, 0);
+
+/// One path buffer per CPU for the `cgroup_mkdir` program (scratch only).
+#[map]
+static PATH_SCRATCH: PerCpuArray<UnitPathKey> = PerCpuArray::with_max_entries(1, 0);
 
 #[cgroup_sock_addr(connect4)]
 pub fn warden_connect4(ctx: SockAddrContext) -> i32 {
@@ -202,6 +214,53 @@ pub fn warden_sock_ops(ctx: SockOpsContext) -> u32 {
         }
     }
     1
+}
+
+/// `cgroup:cgroup_mkdir`: when the cgroup2 cgroup of an enrolled unit is
+/// (re)created, enroll its new id before `mkdir()` returns — before any
+/// process can be moved into it — instead of at the agent's next resolution.
+#[tracepoint]
+pub fn warden_cgroup_mkdir(ctx: TracePointContext) -> u32 {
+    let _ = enroll_new_unit_cgroup(&ctx);
+    0
+}
+
+#[inline(always)]
+fn enroll_new_unit_cgroup(ctx: &TracePointContext) -> Option<()> {
+    let fmt = MKDIR_FMT.get(0)?;
+    if fmt.path_off == 0 || fmt.id_off == 0 {
+        return None;
+    }
+    // SAFETY: the offsets are the tracepoint's own (read from its format by
+    // the agent); the reads go through bpf_probe_read_kernel.
+    let root: i32 = unsafe { ctx.read_at(fmt.root_off as usize) }.ok()?;
+    if root != 0 {
+        // A cgroup v1 hierarchy: its ids are another numbering.
+        return None;
+    }
+    // SAFETY: as above.
+    let id: u64 = unsafe { ctx.read_at(fmt.id_off as usize) }.ok()?;
+    // SAFETY: as above.
+    let loc: u32 = unsafe { ctx.read_at(fmt.path_off as usize) }.ok()?;
+    let key = PATH_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot of PATH_SCRATCH; programs do not migrate
+    // between CPUs while running. The string is read from the tracepoint
+    // record (`__data_loc`: offset in the low 16 bits) with the checked
+    // helper, into a buffer zeroed first so the key is NUL-padded.
+    let len = unsafe {
+        (*key).path = [0u8; UNIT_PATH_LEN];
+        let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
+        bpf_probe_read_kernel_str_bytes(src, &mut (*key).path)
+            .ok()?
+            .len()
+    };
+    if len >= UNIT_PATH_LEN - 1 {
+        // Possibly truncated: never match a prefix.
+        return None;
+    }
+    // SAFETY: copied out at once; the key is valid (above).
+    let tag = unsafe { UNIT_PATHS.get(&*key) }.copied()?;
+    ENROLLED_CGROUPS.insert(id, tag | TAG_FROM_MKDIR, 0).ok()
 }
 
 /// What a connect program does with the call.

@@ -133,7 +133,19 @@ impl Shared {
         self.live.swap(live)
     }
 
+    /// The account the kernel matched for this connection. A cgroup the
+    /// kernel enrolled on its own (an enrolled unit's cgroup, recreated since
+    /// the last resolution) is resolved now rather than refused.
     pub fn account_for(&self, meta: &ConnMeta) -> Option<(String, Option<String>)> {
+        if let Some(found) = lock(&self.enrollments).account_for(meta) {
+            return Some(found);
+        }
+        if meta.match_kind != warden_common::MATCH_CGROUP {
+            return None;
+        }
+        if let Err(e) = self.sync_enrollments() {
+            warn!(error = %e, "syncing enrollments failed");
+        }
         lock(&self.enrollments).account_for(meta)
     }
 
@@ -167,11 +179,12 @@ impl Shared {
 
     /// Re-resolves enrolled cgroups and pushes enrollments to the kernel.
     pub fn sync_enrollments(&self) -> Result<(), ebpf::DatapathError> {
-        let (cg, uids) = {
+        let (cg, uids, units) = {
             let mut e = lock(&self.enrollments);
             e.resolve(&self.cgroup_mount);
-            (e.cgroup_entries(), e.uid_entries())
+            (e.cgroup_entries(), e.uid_entries(), e.unit_path_entries())
         };
+        self.datapath.sync_unit_paths(&units)?;
         self.datapath.sync_cgroups(&cg)?;
         self.datapath.sync_uids(&uids)
     }
@@ -316,6 +329,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         agent_cgroup_id,
     })?;
     datapath.sync_targets(&target_entries(config))?;
+    datapath.sync_unit_paths(&enrollments.unit_path_entries())?;
     datapath.sync_cgroups(&enrollments.cgroup_entries())?;
     datapath.sync_uids(&enrollments.uid_entries())?;
 
