@@ -129,6 +129,59 @@ fn restarted_unit_is_enrolled_before_it_can_connect() {
     }
 }
 
+/// Issue 16, item 2: the executable is bound at connect time. A process
+/// connects (TCP_FASTOPEN_CONNECT: no SYN until the first write), forks, and
+/// execs the pinned binary itself, while its child, which inherited the
+/// socket, finishes the connection and talks. The proxy, reading /proc only
+/// at accept, would see the pinned binary; the kernel recorded that the
+/// caller exec'ed after its connect, so the connection is refused as
+/// `identity_mismatch` and the audit carries no executable of the wrong program.
+#[test]
+fn exec_after_connect_is_refused_as_identity_mismatch() {
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let db = EchoServer::start("127.0.0.2:0");
+    env.write_config(&format!(
+        "{}{}[[account]]\nname = \"pinned\"\ncgroups = [\"{app}\"]\ntargets = [\"db\"]\nexe = {{ path = \"/usr/bin/sleep\" }}\n",
+        env.agent_table(false, ""),
+        tcp_target("db", &db.addr.to_string()),
+    ));
+    env.start();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/kernel_client.py");
+    let procs = env.cg_dir(&app).join("cgroup.procs");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > '{}' && exec /usr/bin/python3 \"$0\" exec-after-connect 127.0.0.2 {} /usr/bin/sleep 2",
+            procs.display(),
+            db.addr.port()
+        ))
+        .arg(&script)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
+    let lp = r["local_port"].as_u64().unwrap() as u16;
+    assert_eq!(r["ok"], false, "the connection was served: {r}");
+    assert!(!db.saw_direct_from(lp), "connected directly: {r}");
+    let evs = env.events_for_client_port(lp, 1);
+    assert!(!evs.is_empty(), "no audit event: {r}\n{}", env.log());
+    let w = &evs[0]["unmapped"]["warden"];
+    assert_eq!(w["reason"], "identity_mismatch", "{:#}", evs[0]);
+    assert!(
+        w["detail"].as_str().unwrap().contains("after its connect"),
+        "{:#}",
+        evs[0]
+    );
+    assert!(
+        evs[0]["actor"]["process"]["file"]["path"].is_null(),
+        "the audit names the program exec'ed after the connect: {:#}",
+        evs[0]
+    );
+}
+
 /// An account pinned to an executable refuses callers running anything else.
 #[test]
 fn exe_pin_mismatch_is_refused_as_identity_mismatch() {

@@ -382,7 +382,7 @@ fn agent_killed_fails_closed_and_restart_readopts_pins() {
     ));
     env.start();
     let st = env.status_json();
-    assert_eq!(st["programs"].as_array().unwrap().len(), 4, "{st:#}");
+    assert_eq!(st["programs"].as_array().unwrap().len(), 5, "{st:#}");
     assert_eq!(
         st["attach_cgroup"].as_str().unwrap(),
         env.mount.to_str().unwrap()
@@ -414,7 +414,7 @@ fn agent_killed_fails_closed_and_restart_readopts_pins() {
 
     env.start();
     let st = env.status_json();
-    assert_eq!(st["programs"].as_array().unwrap().len(), 4);
+    assert_eq!(st["programs"].as_array().unwrap().len(), 5);
     let r = env.client(&app, "127.0.0.2", db.addr.port(), MIB, None);
     assert!(
         r.same_bytes_back(),
@@ -585,7 +585,7 @@ fn uninstall_leaves_no_program_attached() {
         .iter()
         .map(|p| p["program_id"].as_u64().unwrap())
         .collect();
-    assert_eq!(ids.len(), 4);
+    assert_eq!(ids.len(), 5);
     let cg_dir = env.cg_dir(&env.cg_root.clone());
     assert_eq!(programs_attached_at(&cg_dir).len(), 3);
 
@@ -726,7 +726,7 @@ fn daemon_notifies_systemd_when_ready() {
     let msg = String::from_utf8_lossy(&buf[..n]);
     assert!(msg.contains("READY=1"), "{msg}");
     // By the time READY=1 is sent, the programs are attached.
-    assert_eq!(env.status_json()["programs"].as_array().unwrap().len(), 4);
+    assert_eq!(env.status_json()["programs"].as_array().unwrap().len(), 5);
 }
 
 /// Issue 16, item 1: while the agent is down nobody can borrow its port. The

@@ -28,9 +28,9 @@ use aya_ebpf::{
         bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2,
     },
     helpers::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_socket_cookie,
-        bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes,
-        bpf_sk_lookup_tcp, bpf_sk_release,
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
+        bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
+        bpf_probe_read_kernel_str_bytes, bpf_sk_lookup_tcp, bpf_sk_release,
     },
     macros::{cgroup_sock_addr, map, sock_ops, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
@@ -80,6 +80,11 @@ static UNIT_PATHS: HashMap<UnitPathKey, u32> = HashMap::pinned(capacity::UNIT_PA
 
 #[map(name = "WARDEN_MKDIR_FMT")]
 static MKDIR_FMT: Array<MkdirFormat> = Array::pinned(1, 0);
+
+/// Last `execve` of each process (tgid → CLOCK_BOOTTIME ns), so the proxy can
+/// tell that a caller ran another program after its connect.
+#[map(name = "WARDEN_EXEC_TIMES")]
+static EXEC_TIMES: LruHashMap<u32, u64> = LruHashMap::pinned(capacity::EXEC_TIMES, 0);
 
 /// One path buffer per CPU for the `cgroup_mkdir` program (scratch only).
 #[map]
@@ -261,6 +266,20 @@ fn enroll_new_unit_cgroup(ctx: &TracePointContext) -> Option<()> {
     // SAFETY: copied out at once; the key is valid (above).
     let tag = unsafe { UNIT_PATHS.get(&*key) }.copied()?;
     ENROLLED_CGROUPS.insert(id, tag | TAG_FROM_MKDIR, 0).ok()
+}
+
+/// `sched:sched_process_exec`: remember when each process last exec'ed (on
+/// the clock of `ConnMeta::ts_ns`). The executable the proxy reads from
+/// /proc at accept is the one that connected only if this is older than the
+/// connect.
+#[tracepoint]
+pub fn warden_sched_exec(_ctx: TracePointContext) -> u32 {
+    // After exec the caller is its process's leader: pid_tgid >> 32 is the tgid.
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let _ = EXEC_TIMES.insert(&tgid, &now, 0);
+    0
 }
 
 /// What a connect program does with the call.

@@ -41,6 +41,7 @@ pub mod maps {
     pub const ORIG_DST: &str = "WARDEN_ORIG_DST";
     pub const UNIT_PATHS: &str = "WARDEN_UNIT_PATHS";
     pub const MKDIR_FORMAT: &str = "WARDEN_MKDIR_FMT";
+    pub const EXEC_TIMES: &str = "WARDEN_EXEC_TIMES";
 }
 
 /// Program names (the Rust function names in `agent-ebpf`).
@@ -49,6 +50,7 @@ pub mod programs {
     pub const CONNECT6: &str = "warden_connect6";
     pub const SOCK_OPS: &str = "warden_sock_ops";
     pub const CGROUP_MKDIR: &str = "warden_cgroup_mkdir";
+    pub const SCHED_EXEC: &str = "warden_sched_exec";
 }
 
 /// Capacity of the maps; the LRU maps evict their oldest entries when full.
@@ -59,6 +61,7 @@ pub mod capacity {
     pub const PENDING: u32 = 65536;
     pub const ORIG_DST: u32 = 65536;
     pub const UNIT_PATHS: u32 = 1024;
+    pub const EXEC_TIMES: u32 = 65536;
 }
 
 /// Longest cgroup2 path (with its NUL) of an enrolled unit that the

@@ -17,6 +17,12 @@ usage:
       creates DEPTH nested child cgroups below the current one, moves itself
       into the deepest, then does what `connect` does.
 
+  kernel_client.py exec-after-connect HOST PORT PROGRAM [ARG...]
+      connect() with TCP_FASTOPEN_CONNECT (the SYN leaves only at the first
+      write), fork; the parent then execs PROGRAM while the child, which
+      inherited the socket, waits 0.5 s, talks as `connect` does and prints
+      its JSON (the parent's exec output is not captured).
+
 Every mode that connects uses an IPv6 socket when HOST contains ':'.
 """
 import json
@@ -147,6 +153,36 @@ def main():
         res = connect(args[2], int(args[3]), bind)
         res["cgroup"] = own_cgroup()
         print(json.dumps(res), flush=True)
+    elif mode == "exec-after-connect":
+        import time
+
+        s = socket.socket(family_of(args[1]), socket.SOCK_STREAM)
+        s.setsockopt(socket.IPPROTO_TCP, 30, 1)  # TCP_FASTOPEN_CONNECT
+        s.connect((args[1], int(args[2])))
+        if os.fork() == 0:
+            time.sleep(0.5)
+            res = {"local_port": s.getsockname()[1]}
+            try:
+                s.settimeout(5)
+                s.sendall(b"0123456789abcdef")
+                got = b""
+                while len(got) < 16:
+                    b = s.recv(64)
+                    if not b:
+                        break
+                    got += b
+                res["ok"] = got == b"0123456789abcdef"
+                if not res["ok"]:
+                    res["error"] = f"short echo: {got!r}"
+            except Exception as e:
+                res["ok"] = False
+                res["error"] = f"{type(e).__name__}: {e}"
+            print(json.dumps(res), flush=True)
+            os._exit(0)
+        s.close()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.execv(args[3], args[3:])
     else:
         sys.exit(f"unknown mode {mode}")
 

@@ -124,6 +124,10 @@ pub struct Datapath {
     orig_dst: Mutex<BpfHashMap<MapData, TupleKey, ConnMeta>>,
     unit_paths: Mutex<BpfHashMap<MapData, UnitPathKey, u32>>,
     mkdir_format: Mutex<Array<MapData, MkdirFormat>>,
+    exec_times: Mutex<BpfHashMap<MapData, u32, u64>>,
+    /// Whether the `sched_process_exec` program is attached (else an exec
+    /// after connect cannot be seen).
+    exec_tracked: bool,
     /// Entries the `cgroup_mkdir` program added that the agent's resolution
     /// did not include at the last sync (removed at the next one if still
     /// not included: the cgroup was created and removed in between).
@@ -198,6 +202,7 @@ impl Datapath {
         let orig_dst = take_map(&mut ebpf, maps::ORIG_DST)?;
         let unit_paths = take_map(&mut ebpf, maps::UNIT_PATHS)?;
         let mkdir_format = take_map(&mut ebpf, maps::MKDIR_FORMAT)?;
+        let exec_times = take_map(&mut ebpf, maps::EXEC_TIMES)?;
 
         let cfg = AgentConfig {
             proxy_addr4: keys::addr_bytes(opts.proxy_addr4.ip()),
@@ -226,6 +231,8 @@ impl Datapath {
             orig_dst: Mutex::new(orig_dst),
             unit_paths: Mutex::new(unit_paths),
             mkdir_format: Mutex::new(mkdir_format),
+            exec_times: Mutex::new(exec_times),
+            exec_tracked: false,
             mkdir_unadopted: Mutex::new(Vec::new()),
         })
     }
@@ -287,6 +294,18 @@ impl Datapath {
             // Enrolled units are then re-resolved once a second only.
             Err(e) => {
                 tracing::warn!(error = %e, "cgroup_mkdir tracepoint not attached: a restarted enrolled unit is covered within a second, not at once")
+            }
+        }
+
+        if ensure_tracefs().is_some() {
+            match self.attach_sched_exec() {
+                Ok(attached) => {
+                    fresh.push(attached);
+                    self.exec_tracked = true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "sched_process_exec tracepoint not attached: a caller that execs another program after its connect is not detected")
+                }
             }
         }
 
@@ -356,6 +375,27 @@ impl Datapath {
             })?;
         Ok(Some(load_and_attach!(self, TracePoint, name, |p| p
             .attach("cgroup", "cgroup_mkdir"))))
+    }
+
+    /// Loads and attaches the `sched:sched_process_exec` program.
+    fn attach_sched_exec(&mut self) -> Result<(&'static str, FdLink, u32), DatapathError> {
+        Ok(load_and_attach!(
+            self,
+            TracePoint,
+            programs::SCHED_EXEC,
+            |p| p.attach("sched", "sched_process_exec")
+        ))
+    }
+
+    /// When process `tgid` last exec'ed (CLOCK_BOOTTIME ns, the clock of
+    /// `ConnMeta::ts_ns`); `None` when not since tracking began (or evicted
+    /// from the LRU map), or when execs are not tracked (no tracefs: logged
+    /// at attach).
+    pub fn last_exec_ns(&self, tgid: u32) -> Option<u64> {
+        if !self.exec_tracked {
+            return None;
+        }
+        lock(&self.exec_times).get(&tgid, 0).ok()
     }
 
     /// Replaces the enrolled-unit paths the `cgroup_mkdir` program matches

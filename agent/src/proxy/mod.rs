@@ -241,6 +241,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
                 &shared.cgroup_mount,
                 enrolled.as_deref(),
                 &shared.exe_hashes,
+                |tgid| shared.datapath.last_exec_ns(tgid),
             )
         })
         .await
@@ -488,6 +489,12 @@ fn unit_of(cgroup_path: &str) -> Option<String> {
 /// Checks the account's executable pin against what the caller runs. Facts
 /// that could not be read (or a reused pid) never match: fail closed.
 fn exe_matches(pin: &ExePin, f: &facts::ProcessFacts) -> Result<(), String> {
+    if f.exec_after_connect {
+        return Err(format!(
+            "pid {} executed another program after its connect; the executable that connected cannot be confirmed",
+            f.tgid
+        ));
+    }
     if f.pid_reused {
         return Err(format!(
             "pid {} was reused after the connect; the executable cannot be confirmed",
