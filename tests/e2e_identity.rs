@@ -83,8 +83,7 @@ fn restarted_unit_is_enrolled_before_it_can_connect() {
         tcp_target("db", &db.addr.to_string()),
     ));
     env.start();
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/kernel_client.py");
+    let script = kernel_script();
     let port = db.addr.port().to_string();
     let mut direct = Vec::new();
     let mut ports = Vec::new();
@@ -147,22 +146,17 @@ fn exec_after_connect_is_refused_as_identity_mismatch() {
         tcp_target("db", &db.addr.to_string()),
     ));
     env.start();
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/kernel_client.py");
-    let procs = env.cg_dir(&app).join("cgroup.procs");
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > '{}' && exec /usr/bin/python3 \"$0\" exec-after-connect 127.0.0.2 {} /usr/bin/sleep 2",
-            procs.display(),
-            db.addr.port()
-        ))
-        .arg(&script)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let r: serde_json::Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
+    let port = db.addr.port().to_string();
+    let r = env.kernel_client(
+        &app,
+        &[
+            "exec-after-connect",
+            "127.0.0.2",
+            &port,
+            "/usr/bin/sleep",
+            "2",
+        ],
+    );
     let lp = r["local_port"].as_u64().unwrap() as u16;
     assert_eq!(r["ok"], false, "the connection was served: {r}");
     assert!(!db.saw_direct_from(lp), "connected directly: {r}");

@@ -44,32 +44,6 @@ fn activity_ids(evs: &[Value]) -> Vec<u64> {
         .collect()
 }
 
-fn kernel_script() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/kernel_client.py")
-}
-
-/// Runs `kernel_client.py ARGS` inside `cgroup` and parses its JSON answer.
-fn kernel_client(env: &TestEnv, cgroup: &str, args: &[&str]) -> Value {
-    let procs = env.cg_dir(cgroup).join("cgroup.procs");
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > '{}' && exec /usr/bin/python3 \"$0\" \"$@\"",
-            procs.display()
-        ))
-        .arg(kernel_script())
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "kernel_client output not JSON ({e}): {stdout} / {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
 /// `connect()` failed with EPERM: the kernel side refused it.
 fn denied(v: &Value) -> bool {
     ClientResult { json: v.clone() }.denied_at_connect()
@@ -792,19 +766,19 @@ fn squatter_on_the_proxy_port_receives_nothing_while_the_agent_is_down() {
         "the unprivileged user could not bind the (unprivileged) proxy port"
     );
     for (host, p) in [("127.0.0.2", &p4), ("::ffff:127.0.0.2", &p4), ("::1", &p6)] {
-        let r = kernel_client(&env, &app, &["connect", host, p]);
+        let r = env.kernel_client(&app, &["connect", host, p]);
         assert!(denied(&r), "{host}: expected EPERM, got {r}");
     }
     // The same for a workload enrolled by uid.
     for (host, p) in [("127.0.0.2", &p4), ("::1", &p6)] {
-        let r = kernel_client(&env, &other, &["connect", host, p, "--uid", &uid_s]);
+        let r = env.kernel_client(&other, &["connect", host, p, "--uid", &uid_s]);
         assert!(denied(&r), "uid {uid} to {host}: expected EPERM, got {r}");
     }
     std::thread::sleep(Duration::from_millis(300));
     let got = squatter.drain();
     assert!(got.is_empty(), "the squatter received connections: {got:?}");
     // Non-enrolled traffic is untouched.
-    let r = kernel_client(&env, &other, &["connect", "127.0.0.2", &p4]);
+    let r = env.kernel_client(&other, &["connect", "127.0.0.2", &p4]);
     assert_eq!(r["ok"], true, "{r}");
     drop(squatter);
 
@@ -813,7 +787,7 @@ fn squatter_on_the_proxy_port_receives_nothing_while_the_agent_is_down() {
     eprintln!("restarted with {tw} TIME_WAIT sockets on the proxy port");
     assert!(tw > 0, "the test meant to leave TIME_WAIT on the port");
     for (host, p, server) in [("127.0.0.2", &p4, &db4), ("::1", &p6, &db6)] {
-        let r = kernel_client(&env, &app, &["connect", host, p]);
+        let r = env.kernel_client(&app, &["connect", host, p]);
         assert_eq!(r["ok"], true, "{host} after restart: {r}\n{}", env.log());
         let lp = r["local_port"].as_u64().unwrap() as u16;
         assert!(!server.saw_direct_from(lp), "relayed after restart");
@@ -824,17 +798,17 @@ fn squatter_on_the_proxy_port_receives_nothing_while_the_agent_is_down() {
     let pid = env.daemon.as_ref().unwrap().id();
     assert!(nix_kill(pid, "STOP"));
     std::thread::sleep(Duration::from_millis(1300));
-    let r = kernel_client(&env, &app, &["connect", "127.0.0.2", &p4]);
+    let r = env.kernel_client(&app, &["connect", "127.0.0.2", &p4]);
     assert!(nix_kill(pid, "CONT"));
     assert!(denied(&r), "hung agent: expected EPERM, got {r}");
     std::thread::sleep(Duration::from_millis(500));
-    let r = kernel_client(&env, &app, &["connect", "127.0.0.2", &p4]);
+    let r = env.kernel_client(&app, &["connect", "127.0.0.2", &p4]);
     assert_eq!(r["ok"], true, "after SIGCONT: {r}");
 
     // A graceful stop refuses at once too.
     env.stop();
     for (host, p) in [("127.0.0.2", &p4), ("::1", &p6)] {
-        let r = kernel_client(&env, &app, &["connect", host, p]);
+        let r = env.kernel_client(&app, &["connect", host, p]);
         assert!(denied(&r), "{host} after SIGTERM: expected EPERM, got {r}");
     }
 }
@@ -889,7 +863,7 @@ fn unspecified_destinations_are_resolved_before_the_lookup() {
                 args.extend(["--bind", bind]);
             }
             args.extend(extra.iter().copied());
-            let r = kernel_client(&env, cg, &args);
+            let r = env.kernel_client(cg, &args);
             assert_eq!(r["ok"], true, "{who}: {dst} bound {bind:?}: {r}");
             let lp = r["local_port"].as_u64().unwrap() as u16;
             assert!(
@@ -904,11 +878,7 @@ fn unspecified_destinations_are_resolved_before_the_lookup() {
         }
     }
     // Not enrolled: the kernel's own resolution, untouched.
-    let r = kernel_client(
-        &env,
-        &other,
-        &["connect", "0.0.0.0", &p4, "--bind", "127.0.0.4"],
-    );
+    let r = env.kernel_client(&other, &["connect", "0.0.0.0", &p4, "--bind", "127.0.0.4"]);
     assert_eq!(r["ok"], true, "{r}");
     assert!(db4.saw_direct_from(r["local_port"].as_u64().unwrap() as u16));
 }
@@ -968,8 +938,7 @@ fn enrollment_covers_delegated_cgroups_at_any_depth() {
     env.start();
     let port = db.addr.port().to_string();
     for (cg, n) in [(&deep, "5"), (&shallow, "140")] {
-        let r = kernel_client(
-            &env,
+        let r = env.kernel_client(
             cg,
             &["nest", n, "127.0.0.2", &port, "--uid", &user.to_string()],
         );

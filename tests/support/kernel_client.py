@@ -51,6 +51,21 @@ def family_of(host):
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+def talk(s, res):
+    """Sends 16 bytes on the connected socket `s`, reads them back, and sets
+    res["ok"] (and res["error"] when short)."""
+    s.sendall(b"0123456789abcdef")
+    got = b""
+    while len(got) < 16:
+        b = s.recv(64)
+        if not b:
+            break
+        got += b
+    res["ok"] = got == b"0123456789abcdef"
+    if not res["ok"]:
+        res["error"] = f"short echo: {got!r}"
+
+
 def connect(host, port, bind=None):
     res = {}
     try:
@@ -63,17 +78,8 @@ def connect(host, port, bind=None):
         res["local_addr"] = name[0]
         res["local_port"] = name[1]
         res["peer"] = list(s.getpeername()[:2])
-        s.sendall(b"0123456789abcdef")
-        got = b""
-        while len(got) < 16:
-            b = s.recv(64)
-            if not b:
-                break
-            got += b
+        talk(s, res)
         s.close()
-        res["ok"] = got == b"0123456789abcdef"
-        if not res["ok"]:
-            res["error"] = f"short echo: {got!r}"
     except Exception as e:
         res["error"] = f"{type(e).__name__}: {e}"
         res["ok"] = False
@@ -164,16 +170,7 @@ def main():
             res = {"local_port": s.getsockname()[1]}
             try:
                 s.settimeout(5)
-                s.sendall(b"0123456789abcdef")
-                got = b""
-                while len(got) < 16:
-                    b = s.recv(64)
-                    if not b:
-                        break
-                    got += b
-                res["ok"] = got == b"0123456789abcdef"
-                if not res["ok"]:
-                    res["error"] = f"short echo: {got!r}"
+                talk(s, res)
             except Exception as e:
                 res["ok"] = False
                 res["error"] = f"{type(e).__name__}: {e}"
