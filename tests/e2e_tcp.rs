@@ -964,3 +964,80 @@ fn enrollment_covers_delegated_cgroups_at_any_depth() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("deeper than level 127"), "{err}");
 }
+
+/// Issue 16, item 4 (first part): a flood of connections to the proxy port
+/// from a non-enrolled local user grows the audit trail by a bounded number
+/// of events (at most 20 individual ones a second plus one summary with the
+/// count), and the agent keeps serving enrolled workloads meanwhile.
+#[test]
+fn unredirected_flood_is_audited_in_bounded_events() {
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let other = env.cgroup("other");
+    let db = EchoServer::start("127.0.0.2:0");
+    env.write_config(&format!(
+        "{}{}{}",
+        env.agent_table(false, ""),
+        tcp_target("db", &db.addr.to_string()),
+        account("app", &[&app], &[], &["db"]),
+    ));
+    env.start();
+    let before = env.audit_events().len();
+    let n = 30_000;
+    let port = env.listen_port.to_string();
+    let flood = env.kernel_client(
+        &other,
+        &[
+            "flood",
+            "127.0.0.1",
+            &port,
+            &n.to_string(),
+            "--uid",
+            "65534",
+        ],
+    );
+    let opened = flood["opened"].as_u64().unwrap();
+    assert!(opened > 0, "{flood}");
+    // Served right after the flood.
+    let r = env.client(&app, "127.0.0.2", db.addr.port(), 4096, None);
+    assert!(r.same_bytes_back(), "{:?}", r.json);
+    // The last window's summary comes with the agent's once-a-second tick.
+    std::thread::sleep(Duration::from_millis(2500));
+    let evs = env.audit_events();
+    let unredirected: Vec<&Value> = evs[before..]
+        .iter()
+        .filter(|e| e["unmapped"]["warden"]["reason"] == "unredirected")
+        .collect();
+    let seconds = flood["seconds"].as_f64().unwrap().ceil() as usize + 3;
+    assert!(
+        unredirected.len() <= seconds * 21,
+        "{} events for {opened} connections in {seconds} s",
+        unredirected.len()
+    );
+    let summarized: u64 = unredirected
+        .iter()
+        .filter_map(|e| {
+            let d = e["unmapped"]["warden"]["detail"].as_str()?;
+            d.split_once(" more connections")?.0.parse::<u64>().ok()
+        })
+        .sum();
+    let individual = unredirected.len() as u64
+        - unredirected
+            .iter()
+            .filter(|e| {
+                e["unmapped"]["warden"]["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(" more connections"))
+            })
+            .count() as u64;
+    eprintln!(
+        "flood: {flood}; {} events ({individual} individual, {summarized} summarized)",
+        unredirected.len()
+    );
+    assert!(summarized > 0, "nothing summarized");
+    assert!(individual + summarized <= opened);
+    assert!(
+        individual + summarized >= opened * 9 / 10,
+        "{individual} + {summarized} of {opened} accounted for"
+    );
+}

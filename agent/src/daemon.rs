@@ -90,6 +90,8 @@ pub struct Shared {
     pub audit: AuditHandle,
     pub listen: Vec<SocketAddr>,
     pub exe_hashes: crate::identity::facts::ExeHashCache,
+    /// Bounds the audit events of connections without a kernel record.
+    pub unredirected: crate::proxy::refusals::RefusalLimiter,
     pub metrics: Metrics,
     /// `[[forward]]` outputs shipping the audit trail off the host.
     pub forward: crate::forward::Forwarders,
@@ -368,6 +370,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         audit,
         listen: listen.clone(),
         exe_hashes: Default::default(),
+        unredirected: Default::default(),
         metrics: Metrics::default(),
         forward,
         approvals,
@@ -561,7 +564,8 @@ impl Heartbeat {
 }
 
 /// Every second: re-resolve enrolled cgroups (systemd recreates them on unit
-/// restart) and push them to the kernel.
+/// restart) and push them to the kernel, and record the summary of
+/// unredirected connections refused without an event each.
 async fn resync_enrollments(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -570,6 +574,7 @@ async fn resync_enrollments(shared: Arc<Shared>, mut shutdown: watch::Receiver<b
                 if let Err(e) = shared.sync_enrollments() {
                     warn!(error = %e, "syncing enrollments failed");
                 }
+                crate::proxy::flush_unredirected(&shared).await;
             }
             _ = shutdown.changed() => if *shutdown.borrow() { break },
         }

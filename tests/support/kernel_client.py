@@ -23,6 +23,10 @@ usage:
       inherited the socket, waits 0.5 s, talks as `connect` does and prints
       its JSON (the parent's exec output is not captured).
 
+  kernel_client.py flood HOST PORT N [--uid UID]
+      Opens and at once resets (SO_LINGER 0) N connections; prints
+      {"opened": n, "failed": m, "seconds": s}.
+
 Every mode that connects uses an IPv6 socket when HOST contains ':'.
 """
 import json
@@ -159,6 +163,25 @@ def main():
         res = connect(args[2], int(args[3]), bind)
         res["cgroup"] = own_cgroup()
         print(json.dumps(res), flush=True)
+    elif mode == "flood":
+        import struct
+        import time
+
+        drop(uid)
+        opened = failed = 0
+        t0 = time.monotonic()
+        linger = struct.pack("ii", 1, 0)
+        for _ in range(int(args[3])):
+            s = socket.socket(family_of(args[1]), socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            try:
+                s.connect((args[1], int(args[2])))
+                opened += 1
+            except OSError:
+                failed += 1
+            s.close()
+        print(json.dumps({"opened": opened, "failed": failed,
+                          "seconds": time.monotonic() - t0}), flush=True)
     elif mode == "exec-after-connect":
         import time
 

@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod postgres;
+pub mod refusals;
 pub mod relay;
 pub mod upstream;
 
@@ -144,6 +145,20 @@ struct Pending {
 }
 
 impl Pending {
+    /// A connection nothing is known about yet but its session and client.
+    fn new(session: SessionId, client: ClientAddr) -> Self {
+        Pending {
+            session,
+            client,
+            orig_dst: None,
+            account: None,
+            target: None,
+            protocol: "tcp",
+            process: ProcessInfo::default(),
+            identity: None,
+        }
+    }
+
     fn event(&self, activity: ConnActivity, decision: Decision) -> ConnectionEvent {
         ConnectionEvent {
             time_ms: now_ms(),
@@ -181,6 +196,43 @@ async fn refuse(shared: &Shared, stream: TcpStream, p: &Pending, reason: &str, d
     drop(stream);
 }
 
+/// One event for `n` unredirected connections refused without their own
+/// (see [`refusals`]); `p` is the connection that closed the window, or any.
+async fn record_unredirected_summary(shared: &Shared, p: &Pending, n: u64) {
+    let mut ev = p.event(ConnActivity::Refuse, Decision::Refused);
+    ev.reason = Some("unredirected".into());
+    ev.detail = Some(format!(
+        "{n} more connections without a kernel record were refused in the last {} s without an event each (at most {} a second are recorded individually)",
+        refusals::RefusalLimiter::WINDOW.as_secs(),
+        refusals::RefusalLimiter::PER_WINDOW
+    ));
+    warn!(
+        refused = n,
+        "unredirected connections refused beyond the audit rate limit"
+    );
+    if let Err(e) = shared.audit.record(ev).await {
+        tracing::error!(error = %e, "could not audit unredirected connections");
+    }
+}
+
+/// Records the summary of a finished window of unredirected connections
+/// when no connection arrived to close it (called once a second).
+pub async fn flush_unredirected(shared: &Shared) {
+    if let Some(n) = shared.unredirected.flush(Instant::now()) {
+        let p = Pending::new(
+            SessionId(0),
+            ClientAddr(
+                shared
+                    .listen
+                    .first()
+                    .copied()
+                    .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            ),
+        );
+        record_unredirected_summary(shared, &p, n).await;
+    }
+}
+
 async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, shared: Arc<Shared>) {
     let started = Instant::now();
     // One configuration for the whole connection: a reload while it is open
@@ -194,38 +246,26 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         }
     };
     let key = keys::tuple_key(client.0, local);
-    let mut p = Pending {
-        session,
-        client,
-        orig_dst: None,
-        account: None,
-        target: None,
-        protocol: "tcp",
-        process: ProcessInfo::default(),
-        identity: None,
-    };
+    let mut p = Pending::new(session, client);
     let meta = match shared.datapath.take_orig_dst(&key) {
         Ok(Some(meta)) => meta,
-        Ok(None) => {
-            return refuse(
-                &shared,
-                stream,
-                &p,
-                "unredirected",
-                "no kernel record for this connection: it did not come through Warden's redirect"
+        lookup => {
+            let detail = match lookup {
+                Err(e) => format!("original destination lookup failed: {e}"),
+                Ok(_) => "no kernel record for this connection: it did not come through Warden's redirect"
                     .into(),
-            )
-            .await;
-        }
-        Err(e) => {
-            return refuse(
-                &shared,
-                stream,
-                &p,
-                "unredirected",
-                format!("original destination lookup failed: {e}"),
-            )
-            .await;
+            };
+            // Anyone can open these in a loop: a bounded number of events.
+            let admission = shared.unredirected.admit(Instant::now());
+            if let Some(n) = admission.summary {
+                record_unredirected_summary(&shared, &p, n).await;
+            }
+            if !admission.record {
+                shared.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                reset_on_close(&stream);
+                return;
+            }
+            return refuse(&shared, stream, &p, "unredirected", detail).await;
         }
     };
     let orig = OrigDst(keys::orig_dst(&meta));
