@@ -1041,3 +1041,66 @@ fn unredirected_flood_is_audited_in_bounded_events() {
         "{individual} + {summarized} of {opened} accounted for"
     );
 }
+
+/// Issue 16, item 4: one account cannot take every connection slot. With
+/// `max_connections_per_account = 2`, an account holding two connections has
+/// its third refused (`connection_limit`, audited) while another account's
+/// connections pass; once one closes, the account connects again.
+#[test]
+fn per_account_connection_cap() {
+    let mut env = TestEnv::new();
+    let greedy = env.cgroup("greedy");
+    let polite = env.cgroup("polite");
+    let db = EchoServer::start("127.0.0.2:0");
+    env.write_config(&format!(
+        "{}{}{}{}",
+        env.agent_table(false, "max_connections_per_account = 2"),
+        tcp_target("db", &db.addr.to_string()),
+        account("greedy", &[&greedy], &[], &["db"]),
+        account("polite", &[&polite], &[], &["db"]),
+    ));
+    env.start();
+    let port = db.addr.port().to_string();
+    let h1 = Helper::spawn(&env, &greedy, &["hold", "127.0.0.2", &port]);
+    let h2 = Helper::spawn(&env, &greedy, &["hold", "127.0.0.2", &port]);
+    for h in [&h1, &h2] {
+        assert!(
+            h.next_line(Duration::from_secs(10)).is_some(),
+            "holder connected"
+        );
+    }
+    let r = env.client(&greedy, "127.0.0.2", db.addr.port(), 1024, None);
+    assert!(
+        !r.ok(),
+        "third connection of the account served: {:?}",
+        r.json
+    );
+    let evs = env.events_for_client_port(r.local_port().unwrap(), 1);
+    let w = &evs[0]["unmapped"]["warden"];
+    assert_eq!(w["reason"], "connection_limit", "{:#}", evs[0]);
+    assert!(
+        w["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_connections_per_account (2) reached by account greedy"),
+        "{:#}",
+        evs[0]
+    );
+    for _ in 0..3 {
+        let r = env.client(&polite, "127.0.0.2", db.addr.port(), 1024, None);
+        assert!(r.same_bytes_back(), "other account: {:?}", r.json);
+    }
+    drop(h1);
+    let start = Instant::now();
+    loop {
+        let r = env.client(&greedy, "127.0.0.2", db.addr.port(), 1024, None);
+        if r.same_bytes_back() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "slot not released"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

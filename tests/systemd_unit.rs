@@ -47,6 +47,8 @@ fn unit_has_notify_restart_and_no_uid_bypass() {
         "ReadWritePaths=/sys/fs/bpf /sys/fs/cgroup",
         "Before=network-online.target",
         "CAP_NET_BIND_SERVICE",
+        "MemoryMax=",
+        "TasksMax=",
     ] {
         assert!(text.contains(needed), "unit lacks {needed}");
     }

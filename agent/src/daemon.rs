@@ -104,15 +104,36 @@ pub struct Shared {
     session_base: u64,
     session_ctr: AtomicU64,
     active: AtomicUsize,
+    /// Relayed connections per account (absent: none).
+    active_per_account: Mutex<HashMap<String, usize>>,
 }
 
-/// Releases a connection slot when the relay ends.
-pub struct Slot<'a>(&'a AtomicUsize);
+/// Releases a connection slot (global and the account's) when the relay ends.
+pub struct Slot<'a> {
+    shared: &'a Shared,
+    account: String,
+}
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.shared.active.fetch_sub(1, Ordering::AcqRel);
+        let mut per = lock(&self.shared.active_per_account);
+        if let Some(n) = per.get_mut(&self.account) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per.remove(&self.account);
+            }
+        }
     }
+}
+
+/// Why no connection slot was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotRefusal {
+    /// `max_connections` connections are relayed already.
+    Global(usize),
+    /// The account has `max_connections_per_account` already.
+    Account(usize),
 }
 
 impl Shared {
@@ -151,14 +172,33 @@ impl Shared {
         lock(&self.enrollments).account_for(meta)
     }
 
-    /// A connection slot, unless `max` connections are relayed already.
-    pub fn try_acquire_slot(&self, max: usize) -> Option<Slot<'_>> {
+    /// A connection slot for `account`, unless `max` connections are
+    /// relayed already or the account has `max_per_account`.
+    pub fn try_acquire_slot(
+        &self,
+        account: &str,
+        max: usize,
+        max_per_account: usize,
+    ) -> Result<Slot<'_>, SlotRefusal> {
         let prev = self.active.fetch_add(1, Ordering::AcqRel);
         if prev >= max {
             self.active.fetch_sub(1, Ordering::AcqRel);
-            return None;
+            return Err(SlotRefusal::Global(max));
         }
-        Some(Slot(&self.active))
+        let mut per = lock(&self.active_per_account);
+        let n = per.entry(account.to_owned()).or_insert(0);
+        if *n >= max_per_account {
+            if *n == 0 {
+                per.remove(account);
+            }
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            return Err(SlotRefusal::Account(max_per_account));
+        }
+        *n += 1;
+        Ok(Slot {
+            shared: self,
+            account: account.to_owned(),
+        })
     }
 
     pub fn conns_insert(&self, s: SessionId, c: OpenConn) {
@@ -381,6 +421,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         session_base,
         session_ctr: AtomicU64::new(1),
         active: AtomicUsize::new(0),
+        active_per_account: Mutex::new(HashMap::new()),
     });
     // Restart-only settings: a reload never changes them.
     let fixed = shared.live().config.agent.clone();

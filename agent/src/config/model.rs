@@ -79,6 +79,11 @@ pub struct AgentSection {
     /// and audited.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Maximum concurrently relayed connections of one account, so that one
+    /// workload cannot take every slot; beyond it new ones are refused and
+    /// audited.
+    #[serde(default = "defaults::max_connections_per_account")]
+    pub max_connections_per_account: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -440,6 +445,7 @@ impl Default for AgentSection {
             connect_timeout_ms: defaults::connect_timeout_ms(),
             relay_buffer_bytes: defaults::relay_buffer_bytes(),
             max_connections: defaults::max_connections(),
+            max_connections_per_account: defaults::max_connections_per_account(),
         }
     }
 }
@@ -801,6 +807,9 @@ pub mod defaults {
     }
     pub fn max_connections() -> usize {
         10_000
+    }
+    pub fn max_connections_per_account() -> usize {
+        1_000
     }
     pub fn checkpoint_every() -> u64 {
         1000

@@ -127,6 +127,9 @@ fn check_agent(d: &Decoded, diags: &mut Diags<'_>) {
             ),
         );
     }
+    if a.max_connections_per_account == 0 {
+        diags.at("agent.max_connections_per_account", "must be at least 1");
+    }
     if a.max_connections == 0 {
         diags.at("agent.max_connections", "must be at least 1");
     }
@@ -2104,6 +2107,12 @@ rules = [{ action = "allow", methods = ["GET"], paths = ["/**"] }]
             "at least 1",
         );
         assert_eq!(diagnostics(&agent("max_connections = 1")), Vec::new());
+        only(
+            &agent("max_connections_per_account = 0"),
+            "agent.max_connections_per_account",
+            2,
+            "at least 1",
+        );
         only(
             &with("[audit]\nbatch_max = 0\n"),
             "audit.batch_max",

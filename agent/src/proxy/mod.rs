@@ -23,7 +23,7 @@ use crate::audit::event::{
     ConnActivity, ConnectionEvent, Decision, ProcessInfo, SessionId, TokenIdentity,
 };
 use crate::config::ExePin;
-use crate::daemon::{OpenConn, Shared};
+use crate::daemon::{OpenConn, Shared, SlotRefusal};
 use crate::ebpf::keys;
 use crate::identity::facts;
 
@@ -343,18 +343,22 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
             return refuse(&shared, stream, &p, reason, e.to_string()).await;
         }
     }
-    let Some(_slot) = shared.try_acquire_slot(live.config.agent.max_connections) else {
-        return refuse(
-            &shared,
-            stream,
-            &p,
-            "connection_limit",
-            format!(
-                "max_connections ({}) reached",
-                live.config.agent.max_connections
-            ),
-        )
-        .await;
+    let agent = &live.config.agent;
+    let _slot = match shared.try_acquire_slot(
+        &account,
+        agent.max_connections,
+        agent.max_connections_per_account,
+    ) {
+        Ok(slot) => slot,
+        Err(why) => {
+            let detail = match why {
+                SlotRefusal::Global(n) => format!("max_connections ({n}) reached"),
+                SlotRefusal::Account(n) => {
+                    format!("max_connections_per_account ({n}) reached by account {account}")
+                }
+            };
+            return refuse(&shared, stream, &p, "connection_limit", detail).await;
+        }
     };
     // Audit before effect: the upstream is not even contacted before the
     // open event is committed.
