@@ -113,6 +113,10 @@ pub struct Enrollments {
     cgroup_ids: HashMap<u64, (String, String)>,
     path_ids: BTreeMap<String, u64>,
     unit_paths: BTreeMap<String, String>,
+    /// Where each enrolled unit's cgroup was last seen, kept while the unit
+    /// is down (between a restart's rmdir and mkdir), so the kernel keeps
+    /// watching that path for the cgroup's return.
+    last_unit_paths: BTreeMap<String, String>,
     uids: HashMap<u32, String>,
 }
 
@@ -158,6 +162,7 @@ impl Enrollments {
             cgroup_ids: HashMap::new(),
             path_ids: BTreeMap::new(),
             unit_paths: BTreeMap::new(),
+            last_unit_paths: BTreeMap::new(),
             uids: HashMap::new(),
         };
         match fs::read(&me.persist_path) {
@@ -337,6 +342,9 @@ impl Enrollments {
         let changed = ids != self.cgroup_ids;
         self.cgroup_ids = ids;
         self.path_ids = path_ids;
+        for (u, p) in &unit_paths {
+            self.last_unit_paths.insert(u.clone(), p.clone());
+        }
         self.unit_paths = unit_paths;
         changed
     }
@@ -346,6 +354,27 @@ impl Enrollments {
         self.cgroup_ids
             .iter()
             .map(|(id, (acct, _))| (*id, self.tag(acct)))
+            .collect()
+    }
+
+    /// Contents for the kernel's enrolled-unit paths: each enrolled unit's
+    /// cgroup2 path (where it was last seen, also while it is down; else
+    /// where systemd puts a service by default, `/system.slice/UNIT`) and its
+    /// account's tag, so the kernel enrolls the unit's cgroup the moment it
+    /// is created.
+    pub fn unit_path_entries(&self) -> Vec<(String, u32)> {
+        self.entries
+            .iter()
+            .filter_map(|e| match &e.selector {
+                Selector::Unit(u) => Some((
+                    self.last_unit_paths
+                        .get(u)
+                        .cloned()
+                        .unwrap_or_else(|| format!("/system.slice/{u}")),
+                    self.tag(&e.account),
+                )),
+                Selector::Cgroup(_) | Selector::Uid(_) => None,
+            })
             .collect()
     }
 
@@ -448,9 +477,10 @@ fn cgroup_within(path: &str, ancestor: &str) -> bool {
 }
 
 /// A cgroup2 path relative to the mount, checked as the config file's are.
-/// The root cannot be enrolled: it would cover every process.
+/// The root cannot be enrolled: it would cover every process; nor can a
+/// cgroup deeper than the kernel side's ancestor walk reaches.
 pub fn validate_cgroup_path(p: &str) -> Result<(), EnrollError> {
-    match crate::config::validate::cgroup_path_problem(p, false) {
+    match crate::config::validate::enrolled_cgroup_problem(p) {
         Some(reason) => Err(EnrollError::InvalidCgroup {
             path: p.to_owned(),
             reason,
@@ -627,6 +657,11 @@ targets = ["db"]
         // Not started yet: nothing to enroll, nothing claimed.
         e.resolve(mount.path());
         assert!(e.cgroup_entries().is_empty());
+        // The kernel watches where systemd puts a service by default...
+        assert_eq!(
+            e.unit_path_entries(),
+            vec![("/system.slice/api.service".to_owned(), 1)]
+        );
         let unit_dir = mount.path().join("app.slice/api.service");
         fs::create_dir_all(&unit_dir).unwrap();
         assert!(e.resolve(mount.path()));
@@ -650,6 +685,13 @@ targets = ["db"]
         // systemd restarts the unit: a new cgroup, a new id, followed.
         // (Moved aside, not removed: see the test above.)
         fs::rename(&unit_dir, mount.path().join("app.slice/old")).unwrap();
+        // ...and, once seen, where the unit was, also while it is down.
+        e.resolve(mount.path());
+        assert_eq!(
+            e.unit_path_entries(),
+            vec![("/app.slice/api.service".to_owned(), 1)]
+        );
+        fs::create_dir(mount.path().join("app.slice/spacer")).unwrap();
         fs::create_dir(&unit_dir).unwrap();
         assert!(e.resolve(mount.path()));
         let new_id = cgroup::cgroup_id(&unit_dir).unwrap();
