@@ -72,6 +72,8 @@ struct Spec<'a> {
     password_mode: u32,
     /// Accounts, each with its own listener and the same grant.
     accounts: &'a [&'a str],
+    /// Extra keys of each `[[grant]]` table.
+    grant_extra: &'a str,
 }
 
 impl Default for Spec<'_> {
@@ -84,6 +86,7 @@ impl Default for Spec<'_> {
             password: None,
             password_mode: 0o600,
             accounts: &["app"],
+            grant_extra: "",
         }
     }
 }
@@ -137,10 +140,11 @@ impl Proxy {
             toml.push_str(&format!(
                 "[[account]]\nname = \"{a}\"\nuids = [{uid}]\n\n\
                  [[grant]]\naccount = \"{a}\"\ntarget = \"pg\"\ndatabase = \"{db}\"\n\
-                 upstream_user = \"{role}\"\npassword_file = \"{pw}\"\npolicy = \"p\"\n{masking}\n\n",
+                 upstream_user = \"{role}\"\npassword_file = \"{pw}\"\npolicy = \"p\"\n{masking}\n{grant_extra}\n\n",
                 uid = 42_000 + i,
                 db = pg::DB,
                 role = spec.role,
+                grant_extra = spec.grant_extra,
                 pw = pw.display(),
                 masking = if spec.masking.is_some() {
                     "masking = \"m\""
@@ -1718,5 +1722,238 @@ fn function_calls_are_decided_by_name_and_their_results_masked() {
                 .any(|s| sql_of(s).contains("lo_creat") && refused(s)),
             "{stmts:#?}"
         );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// PostgreSQL's own grammar and the soundness of the SQL policy
+// ---------------------------------------------------------------------------
+
+/// The issue's policy, without any function rule: what reaches data
+/// through a function is refused by the safe list, not by naming it.
+const BLOCK_SECRETS: &str = r#"default = "deny"
+rules = [
+  { action = "allow", classes = ["read"] },
+  { action = "block", tables = ["secrets", "public.payroll"], name = "no-secrets" },
+]"#;
+
+/// A proxy with the `BLOCK_SECRETS` policy and a client connected to it.
+async fn block_secrets(pg: &PgServer) -> (Proxy, tokio_postgres::Client) {
+    let p = Proxy::start(
+        pg,
+        Spec {
+            policy: BLOCK_SECRETS,
+            ..Spec::default()
+        },
+    )
+    .await;
+    let c = p.connect().await;
+    (p, c)
+}
+
+/// Every statement of `sqls` in its own simple Query: each must be refused
+/// with 42501 and return no row.
+async fn all_refused(c: &tokio_postgres::Client, sqls: &[&str]) {
+    for sql in sqls {
+        match c.simple_query(sql).await {
+            Ok(r) => panic!("{sql}: not refused: {:?}", simple_summary(Ok(r))),
+            Err(e) => assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}"),
+        }
+    }
+}
+
+#[test]
+fn syntax_errors_are_the_servers_42601_and_unknown_prepared_statements_26000() {
+    run(|pg| async move {
+        let p = Proxy::start(pg, Spec::default()).await;
+        let c = p.connect().await;
+        let direct = connect(&direct_conn(pg, pg::ORDERS_RO)).await;
+        for sql in [
+            "SELEC 1",
+            "SELECT * FROM customers WHERE",
+            "SELECT 1; SELECT FROM FROM",
+            "SELECT 'é' FROM FROM",
+        ] {
+            let ours = c.simple_query(sql).await.unwrap_err();
+            let theirs = direct.simple_query(sql).await.unwrap_err();
+            let (o, t) = (ours.as_db_error().unwrap(), theirs.as_db_error().unwrap());
+            assert_eq!(o.code().code(), "42601", "{sql}: {ours:?}");
+            assert_eq!(o.message(), t.message(), "{sql}");
+            assert_eq!(o.position(), t.position(), "{sql}");
+        }
+        let e = c.simple_query("EXECUTE nosuch").await.unwrap_err();
+        assert_eq!(sqlstate(&e), "26000", "{e:?}");
+        assert_eq!(message(&e), "prepared statement \"nosuch\" does not exist");
+        // Statements PostgreSQL accepts and sqlparser could not read.
+        c.simple_query("PREPARE q(int) AS SELECT $1 + 1")
+            .await
+            .unwrap();
+        let r = c.simple_query("EXECUTE q(41)").await.unwrap();
+        assert_eq!(
+            simple_summary(Ok(r)),
+            simple_summary(direct.simple_query("SELECT 42").await)
+        );
+        for sql in [
+            "SELECT name 'x' = name 'x'",
+            "SELECT concat(VARIADIC array['a','b'])",
+            "SELECT 'a'\n'b' AS x",
+            "BEGIN; DECLARE c SCROLL CURSOR FOR SELECT generate_series(1, 5); FETCH ABSOLUTE -1 FROM c; MOVE FIRST IN c; CLOSE c; COMMIT",
+            "START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE; SET CONSTRAINTS ALL DEFERRED; COMMIT",
+        ] {
+            let ours = simple_summary(c.simple_query(sql).await);
+            let theirs = simple_summary(direct.simple_query(sql).await);
+            assert_eq!(ours, theirs, "{sql}");
+            assert!(!ours[0].starts_with("ERROR"), "{sql}: {ours:?}");
+        }
+        // A statement longer than the 4 MiB sqlparser limit of old.
+        let long = format!("SELECT 1 /* {} */", "x".repeat(6 << 20));
+        let r = c.simple_query(&long).await.unwrap();
+        assert_eq!(
+            simple_summary(Ok(r)),
+            simple_summary(direct.simple_query("SELECT 1").await)
+        );
+    });
+}
+
+#[test]
+fn search_path_cannot_drift_from_what_the_policy_resolves() {
+    run(|pg| async move {
+        let (_p, c) = block_secrets(pg).await;
+        // Every way to change the path is refused, so `payroll` resolves to
+        // public.payroll, which the block entry names; and the block entry
+        // matches the unqualified name whatever the path anyway.
+        all_refused(
+            &c,
+            &[
+                "SET LOCAL search_path = nosuch",
+                "SET search_path = nosuch",
+                "RESET search_path",
+                "SET SCHEMA 'nosuch'",
+                "SELECT set_config('search_path', 'nosuch', false)",
+                "SET ROLE orders_rw",
+                "SET SESSION AUTHORIZATION orders_rw",
+                "SELECT * FROM payroll",
+            ],
+        )
+        .await;
+        // Through the extended protocol too.
+        for sql in ["SET search_path = nosuch", "SELECT * FROM payroll"] {
+            let e = c.query(sql, &[]).await.unwrap_err();
+            assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}");
+        }
+        c.simple_query("BEGIN").await.unwrap();
+        let e = c
+            .simple_query("SET search_path = nosuch")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "42501");
+        c.simple_query("ROLLBACK").await.unwrap();
+        all_refused(&c, &["SELECT * FROM payroll"]).await;
+        let forced: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+        assert!(
+            matches!(
+                forced.as_str(),
+                "\"$user\", public" | "\"$user\", \"public\""
+            ),
+            "{forced}"
+        );
+        // RESET ALL and DISCARD ALL return to the forced startup value.
+        c.simple_query("RESET ALL").await.unwrap();
+        c.simple_query("DISCARD ALL").await.unwrap();
+        let path: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+        assert_eq!(path, forced);
+    });
+}
+
+#[test]
+fn functions_outside_the_safe_list_are_privileged() {
+    run(|pg| async move {
+        let (_p, c) = block_secrets(pg).await;
+        all_refused(
+            &c,
+            &[
+                "SELECT ts_rewrite('a'::tsquery, 'SELECT ''a''::tsquery, name::tsquery FROM secrets')",
+                "SELECT query_to_xml('SELECT * FROM secrets', true, true, '')",
+                "SELECT table_to_xml('secrets', true, true, '')",
+                "SELECT database_to_xml(true, true, '')",
+                "SELECT schema_to_xml('public', true, true, '')",
+                "SELECT * FROM ts_stat('SELECT to_tsvector(name) FROM secrets')",
+                "SELECT histogram_bounds FROM pg_stats WHERE tablename = 'secrets'",
+                "SELECT most_common_vals FROM pg_catalog.pg_stats",
+                "SELECT * FROM pg_stat_activity",
+                "SELECT pg_read_file('/etc/hostname')",
+                "SELECT lo_get(1)",
+                "SELECT pg_advisory_lock(1)",
+                "SELECT public.lower('x')",
+                "SELECT 1 OPERATOR(public.+) 1",
+            ],
+        )
+        .await;
+        // Built-in functions stay allowed.
+        let r = c
+            .simple_query("SELECT lower('A'), count(*), now() IS NOT NULL FROM customers")
+            .await
+            .unwrap();
+        let rows = simple_summary(Ok(r));
+        assert!(rows.iter().any(|r| r.starts_with("ROW ")), "{rows:?}");
+    });
+}
+
+#[test]
+fn a_read_only_grant_cannot_be_made_writable() {
+    run(|pg| async move {
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP TABLE IF EXISTS public.ro_probe; CREATE TABLE public.ro_probe (id int);              GRANT SELECT, INSERT ON public.ro_probe TO orders_rw",
+        );
+        let p = Proxy::start(
+            pg,
+            Spec {
+                role: pg::ORDERS_RW,
+                policy: READ_WRITE,
+                grant_extra: "read_only = true",
+                ..Spec::default()
+            },
+        )
+        .await;
+        let c = p.connect().await;
+        all_refused(
+            &c,
+            &[
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+                "BEGIN READ WRITE",
+                "START TRANSACTION READ WRITE",
+                "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE",
+                "SET transaction_read_only = off",
+                "SET default_transaction_read_only = off",
+                "RESET default_transaction_read_only",
+                "SELECT set_config('transaction_read_only', 'off', false)",
+                "SELECT set_config('default_transaction_read_only', 'off', false)",
+            ],
+        )
+        .await;
+        c.simple_query("BEGIN").await.unwrap();
+        let e = c
+            .simple_query("SET TRANSACTION READ WRITE")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "42501");
+        c.simple_query("ROLLBACK").await.unwrap();
+        // The server itself still refuses the write (25006): read-only holds.
+        let e = c
+            .simple_query("INSERT INTO public.ro_probe VALUES (1)")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "25006", "{e:?}");
+        assert_eq!(
+            pg.psql_ok(
+                pg::SUPERUSER,
+                pg::DB,
+                "SELECT count(*) FROM public.ro_probe"
+            ),
+            "0"
+        );
+        pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP TABLE public.ro_probe");
     });
 }

@@ -39,6 +39,23 @@ pub const PG_PACKAGES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Debian packages PostgreSQL's own regression suite needs
+/// (`tests/e2e_pg_regress.rs`): `dpkg-source` for `apt-get source`, the
+/// server headers and a C toolchain to build `regress.so`, bzip2 for the
+/// source tarball. `pg_regress` itself and PGXS come with
+/// `postgresql-client-15` (in `PG_PACKAGES`).
+pub const REGRESS_PACKAGES: &[(&str, &str)] = &[
+    ("dpkg-dev", "/usr/bin/dpkg-source"),
+    (
+        "postgresql-server-dev-15",
+        "/usr/include/postgresql/15/server/postgres.h",
+    ),
+    ("make", "/usr/bin/make"),
+    ("gcc", "/usr/bin/gcc"),
+    ("libc6-dev", "/usr/include/stdio.h"),
+    ("bzip2", "/bin/bzip2"),
+];
+
 pub const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
 
 /// Roles created on start. `postgres` is the superuser.
@@ -983,8 +1000,14 @@ fn watchdog(dir: &Path, owner: Option<(u32, u32)>, bindir: &Path) -> Child {
 /// Installs whatever of `PG_PACKAGES` is missing (once per machine; other
 /// test binaries wait on the lock and then find everything there).
 pub fn ensure_packages() {
+    ensure_apt(PG_PACKAGES);
+}
+
+/// Installs whatever of `packages` (name, probe file) is missing, under a
+/// machine-wide lock, each as [`apt_name`] spells it.
+pub fn ensure_apt(packages: &[(&'static str, &'static str)]) {
     let missing = || -> Vec<&'static str> {
-        PG_PACKAGES
+        packages
             .iter()
             .filter(|(_, probe)| !Path::new(probe).exists())
             .map(|(p, _)| *p)
@@ -1010,7 +1033,8 @@ pub fn ensure_packages() {
         nix::unistd::geteuid().is_root(),
         "missing {todo:?}: install them (cargo xtask setup) or run the tests as root"
     );
-    eprintln!("pg harness: installing {}", todo.join(" "));
+    let names: Vec<String> = todo.iter().map(|p| apt_name(p)).collect();
+    eprintln!("pg harness: installing {}", names.join(" "));
     let out = Command::new("apt-get")
         .args(["update", "-q"])
         .output()
@@ -1020,12 +1044,37 @@ pub fn ensure_packages() {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(["-o", "DPkg::Lock::Timeout=300"])
-        .args(&todo)
+        .args(&names)
         .output()
         .unwrap();
     assert!(out.status.success(), "apt-get install: {}", show(&out));
     let still = missing();
     assert!(still.is_empty(), "still missing after install: {still:?}");
+}
+
+/// The name to give `apt-get install` for `package`: the server headers
+/// (`postgresql-server-dev-N`) pinned to the version of the installed
+/// server (`postgresql-N`), so what is built against them (`regress.so`)
+/// matches the server that loads it; any other package as it is.
+pub fn apt_name(package: &str) -> String {
+    let Some(major) = package.strip_prefix("postgresql-server-dev-") else {
+        return package.to_owned();
+    };
+    match installed_version(&format!("postgresql-{major}")) {
+        Some(v) => format!("{package}={v}"),
+        None => package.to_owned(),
+    }
+}
+
+/// The Debian version of an installed package (`15.18-0+deb12u1`).
+pub fn installed_version(package: &str) -> Option<String> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${db:Status-Status} ${Version}", package])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text.trim().strip_prefix("installed ")?;
+    (out.status.success() && !v.is_empty()).then(|| v.to_owned())
 }
 
 /// Stops servers and bouncers left by test processes that no longer exist

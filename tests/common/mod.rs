@@ -7,6 +7,7 @@
 pub mod forward;
 pub mod nginx;
 pub mod pg;
+pub mod regress;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

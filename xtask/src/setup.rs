@@ -9,7 +9,9 @@ use anyhow::{Context, Result, bail};
 use crate::run as sh;
 
 /// Debian packages the build, the tests and the demo use, besides
-/// `pgkit::PG_PACKAGES` (PostgreSQL, PgBouncer, psycopg2).
+/// `pgkit::PG_PACKAGES` (PostgreSQL, PgBouncer, psycopg2) and
+/// `pgkit::REGRESS_PACKAGES` (what PostgreSQL's regression suite needs:
+/// dpkg-dev, the server headers, a C toolchain).
 const APT_PACKAGES: &[(&str, &str)] = &[
     // (package, a file it provides that tells us it is installed)
     ("bpftool", "/usr/sbin/bpftool"),
@@ -44,18 +46,21 @@ fn apt() -> Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
         .chain(pgkit::PG_PACKAGES)
+        .chain(pgkit::REGRESS_PACKAGES)
         .filter(|(_, probe)| !std::path::Path::new(probe).exists())
         .map(|(p, _)| *p)
         .collect();
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("setup: installing {}", missing.join(" "));
+    // The server headers pinned to the installed server's version.
+    let names: Vec<String> = missing.iter().map(|p| pgkit::apt_name(p)).collect();
+    eprintln!("setup: installing {}", names.join(" "));
     sh(Command::new("apt-get").arg("update").arg("-q"))?;
     sh(Command::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing))
+        .args(&names))
 }
 
 fn rust_src() -> Result<()> {

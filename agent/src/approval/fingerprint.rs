@@ -17,6 +17,24 @@ pub fn sql_fingerprint(dialect: &dyn Dialect, sql: &str) -> String {
     hex::encode(Sha256::digest(normal.as_bytes()))
 }
 
+/// Hex SHA-256 of a statement's shape as a protocol normalised it (for
+/// PostgreSQL, `policy::sql::statement_shape`: PostgreSQL's own tokens
+/// with constants generalised). Falls back to the exact text when there is
+/// no shape.
+pub fn shape_fingerprint(protocol: &str, shape: Option<&str>, text: &str) -> String {
+    match shape {
+        Some(shape) => hex::encode(Sha256::digest(format!("{protocol}\0shape\0{shape}"))),
+        None => exact_fingerprint(protocol, text),
+    }
+}
+
+/// Hex SHA-256 of the exact statement text: a grant for it covers that
+/// very text and nothing else (DDL and privileged statements, whose
+/// literals are code, commands, paths, setting or object names).
+pub fn exact_fingerprint(protocol: &str, text: &str) -> String {
+    hex::encode(Sha256::digest(format!("{protocol}\0exact\0{text}")))
+}
+
 /// Hex SHA-256 of an HTTP request's shape: method, normalised path and the
 /// sorted, de-duplicated query parameter names (values do not matter, path
 /// segments do: `/orders/7` and `/orders/8` differ).

@@ -15,10 +15,19 @@ pub struct PolicyConfig {
     /// The rules; the most restrictive match wins (block > approve > allow).
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
-    /// A forced search path: unqualified names resolve through it, and
-    /// `SET search_path` (or the startup parameter) is refused.
+    /// A forced search path: unqualified names resolve through it. Without
+    /// one the server's default (`"$user", public`) is forced. Either way
+    /// it is sent at startup and every way to change it (`SET`/`RESET
+    /// search_path`, `set_config`, `SET ROLE`, `SET SESSION AUTHORIZATION`,
+    /// the startup parameter) is refused, unless `manage_search_path`.
     #[serde(default)]
     pub search_path: Option<Vec<String>>,
+    /// Let the workload manage its own `search_path`. Warden then cannot
+    /// know where an unqualified name resolves: block entries still match
+    /// it by name in any schema, and only unqualified allow entries cover
+    /// it (a schema-qualified allow entry covers only qualified names).
+    #[serde(default)]
+    pub manage_search_path: bool,
     /// HTTP targets: whether `paths` globs match case-sensitively (the
     /// default) or not (`"insensitive"`: both sides are lower-cased).
     #[serde(default)]

@@ -280,8 +280,22 @@ pub struct Policy {
     version: u64,
     default: DefaultAction,
     rules: Vec<Rule>,
-    search_path: Option<Vec<String>>,
+    search_path: SearchPathRule,
 }
+
+/// How a policy treats the session's `search_path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SearchPathRule {
+    /// The policy's own path, forced.
+    Forced(Vec<String>),
+    /// The server's default path, forced.
+    ServerDefault,
+    /// The workload's business (`manage_search_path = true`).
+    Managed,
+}
+
+/// PostgreSQL's default `search_path`, forced when a policy names none.
+const SERVER_DEFAULT_PATH: &[&str] = &["$user", "public"];
 
 impl Policy {
     /// Validate and compile `[policy.NAME]`, reporting every problem.
@@ -373,7 +387,16 @@ impl Policy {
             });
         }
         let search_path = match &cfg.search_path {
-            None => None,
+            None if cfg.manage_search_path => SearchPathRule::Managed,
+            None => SearchPathRule::ServerDefault,
+            Some(_) if cfg.manage_search_path => {
+                problem(
+                    "manage_search_path".into(),
+                    "a policy that forces a search_path cannot also let the workload manage it"
+                        .into(),
+                );
+                SearchPathRule::Managed
+            }
             Some(entries) => {
                 let mut out = Vec::new();
                 for (j, e) in entries.iter().enumerate() {
@@ -394,7 +417,7 @@ impl Policy {
                         Err(m) => problem(key, m),
                     }
                 }
-                Some(out)
+                SearchPathRule::Forced(out)
             }
         };
         if !problems.is_empty() {
@@ -419,15 +442,29 @@ impl Policy {
         self.version
     }
 
-    /// The forced search path, if the policy has one (the proxy then
-    /// refuses a `search_path` startup parameter).
-    pub fn forced_search_path(&self) -> Option<&[String]> {
-        self.search_path.as_deref()
+    /// The search path the proxy sends at startup (the proxy then refuses
+    /// a `search_path` startup parameter): the policy's, or the server's
+    /// default; `None` when the workload manages its own.
+    pub fn forced_search_path(&self) -> Option<Vec<String>> {
+        match &self.search_path {
+            SearchPathRule::Forced(p) => Some(p.clone()),
+            SearchPathRule::ServerDefault => {
+                Some(SERVER_DEFAULT_PATH.iter().map(|s| (*s).to_owned()).collect())
+            }
+            SearchPathRule::Managed => None,
+        }
     }
 
-    /// The search path unqualified names resolve through.
+    /// The search path unqualified names resolve through: the forced one
+    /// (the server's default as the session resolved it, `$user` being the
+    /// grant's role), or none at all when the workload manages it (then
+    /// nothing unqualified provably resolves to a schema).
     pub fn effective_search_path<'a>(&'a self, ctx: &'a SessionContext) -> &'a [String] {
-        self.search_path.as_deref().unwrap_or(&ctx.search_path)
+        match &self.search_path {
+            SearchPathRule::Forced(p) => p,
+            SearchPathRule::ServerDefault => &ctx.search_path,
+            SearchPathRule::Managed => &[],
+        }
     }
 
     /// Decide on an analysed query text.
@@ -436,13 +473,11 @@ impl Policy {
         let mut functions = Vec::new();
         let mut class = StatementClass::Read;
         let mut best: Option<Decision> = None;
-        // A `SET search_path` earlier in the same text changes how later
-        // statements resolve: they are checked against the old and the new
-        // path together (an unknown new path, RESET, empties it: block
-        // rules then match any schema and qualified allow entries none).
-        let mut path: std::borrow::Cow<'_, [String]> =
-            std::borrow::Cow::Borrowed(self.effective_search_path(ctx));
+        // The path cannot change within the text: changes are refused
+        // unless the workload manages it, and then no path is trusted.
+        let path = self.effective_search_path(ctx);
         for st in &analysis.statements {
+            let st = &*self.effective(st);
             class = class.max(st.class);
             for t in &st.tables {
                 let d = t.display();
@@ -456,26 +491,7 @@ impl Policy {
                     functions.push(d);
                 }
             }
-            let d = self.decide_statement(st, ctx, &path);
-            if self.search_path.is_none() {
-                for s in &st.settings {
-                    match (s.name.as_str(), &s.value) {
-                        ("search_path", Some(v)) => {
-                            let mut p = path.to_vec();
-                            for schema in super::sql::parse_search_path(v) {
-                                if !p.contains(&schema) {
-                                    p.push(schema);
-                                }
-                            }
-                            path = std::borrow::Cow::Owned(p);
-                        }
-                        ("search_path", None) | ("all", None) => {
-                            path = std::borrow::Cow::Owned(Vec::new());
-                        }
-                        _ => {}
-                    }
-                }
-            }
+            let d = self.decide_statement(st, ctx, path);
             if best
                 .as_ref()
                 .is_none_or(|b| d.action.rank() > b.action.rank())
@@ -510,6 +526,38 @@ impl Policy {
         Some((name.clone(), self.decide(inner, ctx)))
     }
 
+    /// The statement with its class raised to `privileged` when it calls a
+    /// function or operator that is neither on the built-in safe list nor
+    /// named by an allow rule (`functions = ["app.*"]`): what an unknown
+    /// function does cannot be seen from the statement.
+    fn effective<'a>(&self, st: &'a StatementFacts) -> std::borrow::Cow<'a, StatementFacts> {
+        let untrusted: Vec<String> = st
+            .functions
+            .iter()
+            .filter(|f| !f.safe && !self.trusted_function(f))
+            .map(FuncRef::display)
+            .collect();
+        if untrusted.is_empty() {
+            return std::borrow::Cow::Borrowed(st);
+        }
+        let mut st = st.clone();
+        st.bump(
+            StatementClass::Privileged,
+            Some(format!(
+                "calls {}, which is not a built-in safe function and not named by an allow rule",
+                untrusted.join(", ")
+            )),
+        );
+        std::borrow::Cow::Owned(st)
+    }
+
+    fn trusted_function(&self, f: &FuncRef) -> bool {
+        self.rules
+            .iter()
+            .filter(|r| r.action == RuleAction::Allow)
+            .any(|r| r.functions.iter().any(|p| function_matches_exact(p, f)))
+    }
+
     fn decide_statement(
         &self,
         st: &StatementFacts,
@@ -520,9 +568,26 @@ impl Policy {
             if let Err(reason) = check_setting(&s.name, s.value.as_deref()) {
                 return Decision::block(format!("setting refused: {reason}"));
             }
-            // RESET ALL returns to the startup value, which the proxy set.
-            if self.search_path.is_some() && s.name == "search_path" {
-                return Decision::block(format!("search_path is fixed by policy {}", self.name));
+            // RESET ALL and DISCARD ALL return to the startup value, which
+            // the proxy set. A role change would change what `$user` and
+            // the role's own settings resolve to.
+            let changes_path = match s.name.as_str() {
+                "search_path" | "?" => true,
+                // RESET ROLE returns to the session's own role, which SET
+                // ROLE (refused) is the only way to leave.
+                "role" | "session_authorization" => s.value.is_some(),
+                _ => false,
+            };
+            if self.search_path != SearchPathRule::Managed && changes_path {
+                let what = match s.name.as_str() {
+                    "?" => "a setting named at run time".to_owned(),
+                    n => format!("changing {n}"),
+                };
+                return Decision::block(format!(
+                    "{what} is refused: search_path is fixed by policy {} \
+                     (manage_search_path = true lets the workload change it)",
+                    self.name
+                ));
             }
         }
         let own = self.decide_rules(st, path);
@@ -686,7 +751,7 @@ fn rule_matches(rule: &Rule, st: &StatementFacts, path: &[String]) -> Option<Str
             let hit = st
                 .tables
                 .iter()
-                .find(|t| rule.tables.iter().any(|p| table_matches_loose(p, t, path)))?;
+                .find(|t| rule.tables.iter().any(|p| table_matches_loose(p, t)))?;
             what.push(format!("table {}", hit.display()));
         } else {
             if st.tables.is_empty()
@@ -724,20 +789,19 @@ fn rule_matches(rule: &Rule, st: &StatementFacts, path: &[String]) -> Option<Str
     Some(what.join(" on "))
 }
 
-fn table_matches_loose(p: &NamePattern, t: &TableRef, path: &[String]) -> bool {
+fn table_matches_loose(p: &NamePattern, t: &TableRef) -> bool {
     if !p.name.matches_loose(&t.name) {
         return false;
     }
     let Some(ps) = &p.schema else {
         return true;
     };
+    // An unqualified name matches a schema-qualified block entry whatever
+    // the path: block is conservative (the path the server uses may not be
+    // the one Warden believes).
     match &t.schema {
         Some(s) => ps.matches_loose(s),
-        None => {
-            path.is_empty()
-                || ps.matches_loose("pg_catalog")
-                || path.iter().any(|s| ps.matches_loose(s))
-        }
+        None => true,
     }
 }
 
@@ -933,6 +997,16 @@ mod tests {
         p.decide(&analyze(sql).unwrap(), &ctx)
     }
 
+    /// A statement the classifier does not understand (PostgreSQL's
+    /// grammar produces none today: every statement type it has is
+    /// classified), built by hand.
+    fn unknown_statement() -> crate::policy::Analysis {
+        let mut a = analyze("SELECT 1").unwrap();
+        a.statements[0].class = StatementClass::Unknown;
+        a.statements[0].command = "FROBNICATE".into();
+        a
+    }
+
     const ISSUE: &str = r#"
 default = "deny"
 rules = [
@@ -1046,8 +1120,11 @@ rules = [{ action = "block", tables = ["hr.payroll"] }]
             let ctx = SessionContext::new(path.iter().map(|s| s.to_string()).collect());
             p.decide(&analyze(sql).unwrap(), &ctx).action
         };
-        assert_eq!(v(&["public"], "SELECT * FROM payroll"), Action::Allow);
+        // Block is conservative: an unqualified name matches a qualified
+        // block entry whatever the path Warden believes in.
+        assert_eq!(v(&["public"], "SELECT * FROM payroll"), Action::Block);
         assert_eq!(v(&["hr", "public"], "SELECT * FROM payroll"), Action::Block);
+        assert_eq!(v(&["public"], "SELECT * FROM public.payroll"), Action::Allow);
         assert_eq!(v(&[], "SELECT * FROM payroll"), Action::Block);
         assert_eq!(v(&["public"], "SELECT * FROM HR.PAYROLL"), Action::Block);
         let forced = policy(
@@ -1075,11 +1152,12 @@ rules = [{ action = "block", tables = ["hr.payroll"] }]
     #[test]
     fn unknown_needs_an_explicit_rule() {
         let p = policy(r#"default = "allow""#);
-        let v = decide(&p, "KILL 5");
+        let ctx = SessionContext::new(vec!["public".into()]);
+        let v = p.decide(&unknown_statement(), &ctx);
         assert_eq!(v.class, StatementClass::Unknown);
         assert_eq!(v.action, Action::Deny, "{}", v.reason);
         let p = policy(r#"rules = [{ action = "allow", classes = ["unknown"] }]"#);
-        assert_eq!(decide(&p, "KILL 5").action, Action::Allow);
+        assert_eq!(p.decide(&unknown_statement(), &ctx).action, Action::Allow);
     }
 
     #[test]
@@ -1100,7 +1178,7 @@ rules = [
 ]
 "#,
         );
-        let a = analyze("KILL 5").unwrap();
+        let a = unknown_statement();
         assert_eq!(
             p.decide(&a, &SessionContext::default()).action,
             Action::Allow
@@ -1235,8 +1313,9 @@ rules = [
     #[test]
     fn prepared_statements_are_bounded() {
         let mut ps = PreparedStatements::new(2);
-        let v = Verdict::unparsable(&AnalyzeError::Parse {
+        let v = Verdict::unparsable(&AnalyzeError::Syntax {
             message: "x".into(),
+            position: None,
         });
         ps.insert("a", v.clone()).unwrap();
         ps.insert("b", v.clone()).unwrap();

@@ -684,6 +684,22 @@ pub fn error_response(
     fields_message(out, b'E', "ErrorResponse", &f)
 }
 
+/// 'E' ErrorResponse as the server writes a syntax error: S, V, C
+/// (`sqlstate`), M and P (1-based character position in the query text)
+/// when known.
+pub fn error_response_at(
+    out: &mut BytesMut,
+    severity: &str,
+    sqlstate: &str,
+    message: &str,
+    position: Option<u32>,
+) -> Result<(), CodecError> {
+    let position = position.map(|p| p.to_string());
+    let mut f = standard_fields(severity, sqlstate, message, None, None);
+    f.extend(position.as_deref().map(|p| (b'P', p)));
+    fields_message(out, b'E', "ErrorResponse", &f)
+}
+
 /// 'N' NoticeResponse written by the proxy itself (severity e.g. "NOTICE",
 /// "WARNING"); fields as [`error_response`].
 pub fn notice_response(

@@ -1,5 +1,5 @@
-//! Statement decisions for one session: parse (sqlparser, through
-//! `policy::sql`), check session settings, apply the grant's policy, and
+//! Statement decisions for one session: parse (PostgreSQL's own grammar,
+//! through `policy::sql`), check session settings, apply the grant's policy, and
 //! remember what later messages depend on (the tracked `search_path`, SQL
 //! `PREPARE`d statements for their `EXECUTE`s). Fail closed: anything that
 //! cannot be parsed, resolved or classified is refused.
@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::audit::event::StatementDecision;
-use crate::policy::sql::{Analysis, analyze};
+use crate::policy::sql::{Analysis, AnalyzeError, analyze};
 use crate::policy::{Action, SessionContext, Verdict};
 
 use super::SessionInfo;
@@ -16,11 +16,38 @@ use super::SessionInfo;
 /// Most decisions cached per session (statement text → decision).
 const CACHE_MAX: usize = 512;
 
+/// How a refused statement is answered: as the server itself would have
+/// answered a statement it rejects anyway, or as a policy refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Refused by Warden (policy, settings, fail closed): SQLSTATE 42501.
+    Policy,
+    /// PostgreSQL's grammar rejects the text: SQLSTATE 42601 with the
+    /// parser's own message and position, as the server answers.
+    Syntax { position: Option<u32> },
+    /// `EXECUTE` of a prepared statement the session does not have:
+    /// SQLSTATE 26000, as the server answers.
+    UndefinedPrepared { name: String },
+}
+
+impl Answer {
+    /// The SQLSTATE of the ErrorResponse (and of the audit event).
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Answer::Policy => "42501",
+            Answer::Syntax { .. } => "42601",
+            Answer::UndefinedPrepared { .. } => "26000",
+        }
+    }
+}
+
 /// The decision on one statement string, with what the audit trail and the
 /// client are told.
 #[derive(Debug)]
 pub struct Decided {
     pub decision: StatementDecision,
+    /// How a refusal is answered (`Policy` when allowed).
+    pub answer: Answer,
     /// Most severe class (`read`, `write`, …); `unknown` when not parsed.
     pub class: String,
     pub tables: Vec<String>,
@@ -52,6 +79,14 @@ impl Decided {
     /// The ErrorResponse message.
     pub fn client_message(&self) -> String {
         let why = self.reason.as_deref().unwrap_or("refused by policy");
+        match &self.answer {
+            // The server's own words.
+            Answer::Syntax { .. } => return why.to_owned(),
+            Answer::UndefinedPrepared { name } => {
+                return format!("prepared statement \"{name}\" does not exist");
+            }
+            Answer::Policy => {}
+        }
         match self.decision {
             StatementDecision::ApprovalRequired => {
                 format!("statement requires approval and was not approved: {why}")
@@ -70,6 +105,7 @@ impl Decided {
             } else {
                 StatementDecision::ApprovalRequired
             },
+            answer: Answer::Policy,
             class: self.class.clone(),
             tables: self.tables.clone(),
             functions: self.functions.clone(),
@@ -86,6 +122,9 @@ impl Decided {
     }
 
     pub fn hint(&self) -> Option<&'static str> {
+        if self.answer != Answer::Policy {
+            return None;
+        }
         match self.decision {
             StatementDecision::Rejected => {
                 Some("Warden refuses what it cannot parse or classify (fail closed)")
@@ -146,14 +185,38 @@ impl Decider {
         let statement = self.info.mask_statement(sql);
         let analysis = match analyze(sql) {
             Ok(a) => a,
+            Err(AnalyzeError::Syntax { message, position }) => {
+                let mut d = self.rejected(statement, message);
+                d.answer = Answer::Syntax { position };
+                return d;
+            }
             Err(e) => {
-                return self.rejected(statement, format!("it could not be parsed ({e})"));
+                return self.rejected(statement, format!("it could not be analysed ({e})"));
             }
         };
         self.decide_analysis(analysis, statement)
     }
 
     fn decide_analysis(&self, analysis: Analysis, statement: String) -> Decided {
+        // EXECUTE of a statement the session never prepared: the server's
+        // own error (a PREPARE earlier in the same text counts).
+        let mut prepared_here: Vec<&str> = Vec::new();
+        for s in &analysis.statements {
+            if let Some((name, _)) = &s.prepare {
+                prepared_here.push(name);
+            }
+            if let Some(name) = &s.execute
+                && self.ctx.prepared.get(name).is_none()
+                && !prepared_here.contains(&name.as_str())
+            {
+                let mut d = self.rejected(
+                    statement,
+                    format!("prepared statement \"{name}\" does not exist"),
+                );
+                d.answer = Answer::UndefinedPrepared { name: name.clone() };
+                return d;
+            }
+        }
         // Session rules that no policy can waive.
         for s in &analysis.statements {
             for set in &s.settings {
@@ -162,15 +225,25 @@ impl Decider {
                 {
                     return self.rejected(statement, why);
                 }
-                if set.name == "default_transaction_read_only"
-                    && self.info.read_only
-                    && !is_on(set.value.as_deref())
-                {
+                if self.info.read_only && leaves_read_only(set) {
                     return self.rejected(
                         statement,
-                        "the grant is read-only: default_transaction_read_only stays on".into(),
+                        format!(
+                            "the grant is read-only: {} cannot be turned off",
+                            if set.name == "?" {
+                                "a setting named at run time"
+                            } else {
+                                set.name.as_str()
+                            }
+                        ),
                     );
                 }
+            }
+            if self.info.read_only && s.read_write {
+                return self.rejected(
+                    statement,
+                    "the grant is read-only: a read-write transaction cannot be started".into(),
+                );
             }
         }
         let verdict = self.info.policy.decide(&analysis, &self.ctx);
@@ -180,6 +253,7 @@ impl Decider {
     fn rejected(&self, statement: String, why: String) -> Decided {
         Decided {
             decision: StatementDecision::Rejected,
+            answer: Answer::Policy,
             class: "unknown".into(),
             tables: Vec::new(),
             functions: Vec::new(),
@@ -259,6 +333,7 @@ fn decided_from(v: Verdict, statement: String, analysis: Analysis) -> Decided {
     };
     Decided {
         decision,
+        answer: Answer::Policy,
         class: v.class.as_str().to_owned(),
         tables: v.tables,
         functions: v.functions,
@@ -266,6 +341,22 @@ fn decided_from(v: Verdict, statement: String, analysis: Analysis) -> Decided {
         reason: Some(v.reason),
         statement,
         analysis: Some(analysis),
+    }
+}
+
+/// Whether a setting change can make a read-only session writable:
+/// `transaction_read_only` / `default_transaction_read_only` set to
+/// anything but true (RESET and DEFAULT included: the server's default is
+/// off), or a `set_config` whose name or value is computed. `RESET ALL`
+/// returns `default_transaction_read_only` to the startup value, which
+/// Warden set to on.
+fn leaves_read_only(set: &crate::policy::SettingChange) -> bool {
+    match set.name.as_str() {
+        "?" => true,
+        "transaction_read_only" | "default_transaction_read_only" => {
+            set.computed || !is_on(set.value.as_deref())
+        }
+        _ => false,
     }
 }
 

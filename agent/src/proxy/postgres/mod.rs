@@ -338,7 +338,8 @@ impl SessionInfo {
             values_masked: None,
             duration_us: None,
             command_tag: None,
-            sqlstate: (d.decision != StatementDecision::Allowed).then(|| "42501".to_owned()),
+            sqlstate: (d.decision != StatementDecision::Allowed)
+                .then(|| d.answer.sqlstate().to_owned()),
             error: None,
             result: None,
         }
@@ -451,7 +452,8 @@ pub async fn serve(
         }
     };
 
-    let checked = match check_startup(&startup, &grant.grant, grant.policy.forced_search_path()) {
+    let forced_path = grant.policy.forced_search_path();
+    let checked = match check_startup(&startup, &grant.grant, forced_path.as_deref()) {
         Ok(c) => c,
         Err(why) => {
             refuse_startup(&mut client, "42501", &why).await;

@@ -40,7 +40,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::SessionInfo;
-use super::decide::{Decided, Decider};
+use super::decide::{Answer, Decided, Decider};
 use crate::audit::event::{ResultSummary, StatementDecision, StatementPhase};
 use crate::masking::{Masked, Masker, Strategy};
 use crate::protocol::postgres::backend::{self, BackendMessage, FieldDescription};
@@ -552,7 +552,7 @@ where
     /// Records a refusal and queues the client's error. `ready`: follow it
     /// with ReadyForQuery (simple query and function call).
     async fn refuse(&mut self, d: &Decided, via: &'static str, ready: bool) -> Result<(), String> {
-        self.refuse_with(d, via, ready, "42501").await
+        self.refuse_with(d, via, ready, d.answer.sqlstate()).await
     }
 
     /// A statement of an `approve` rule: asks the approval service and
@@ -579,10 +579,7 @@ where
             process: self.info.process.clone(),
             identity: self.info.identity.clone(),
             statement: d.statement.clone(),
-            fingerprint: crate::approval::fingerprint::sql_fingerprint(
-                &sqlparser::dialect::PostgreSqlDialect {},
-                sql,
-            ),
+            fingerprint: statement_fingerprint(&d.class, sql),
             policy: Some(self.info.policy.name().to_owned()),
             rule: d.rule.clone(),
             risk: d.class.clone(),
@@ -682,7 +679,23 @@ where
         } else {
             format!("Warden: {}", d.client_message())
         };
-        let error = super::error_bytes("ERROR", code, &message, d.detail().as_deref(), d.hint());
+        let error = match &d.answer {
+            // The server's own answer to text its grammar rejects.
+            Answer::Syntax { position } => {
+                let mut b = BytesMut::new();
+                match backend::error_response_at(&mut b, "ERROR", code, &d.client_message(), *position)
+                {
+                    Ok(()) => b.freeze(),
+                    Err(_) => super::error_bytes("ERROR", code, "syntax error", None, None),
+                }
+            }
+            Answer::UndefinedPrepared { .. } => {
+                super::error_bytes("ERROR", code, &d.client_message(), None, None)
+            }
+            Answer::Policy => {
+                super::error_bytes("ERROR", code, &message, d.detail().as_deref(), d.hint())
+            }
+        };
         self.abort_upstream(ready)?;
         self.queue(Expect::Refusal { error, ready });
         Ok(())
@@ -1359,5 +1372,22 @@ mod tests {
         assert!(textual_type(1043));
         assert!(!textual_type(23));
         assert!(!textual_type(3802), "jsonb binary has a version byte");
+    }
+}
+
+/// The approval fingerprint of a statement: its shape (literals
+/// generalised) for reads and writes; the exact text for DDL, privileged
+/// and unknown statements, whose literals are code, commands, paths,
+/// setting or object names that the approver saw and a grant must not
+/// generalise.
+fn statement_fingerprint(class: &str, sql: &str) -> String {
+    use crate::approval::fingerprint::{exact_fingerprint, shape_fingerprint};
+    match class {
+        "read" | "write" => shape_fingerprint(
+            "postgres",
+            crate::policy::sql::statement_shape(sql).as_deref(),
+            sql,
+        ),
+        _ => exact_fingerprint("postgres", sql),
     }
 }
