@@ -563,7 +563,10 @@ fn check_http_tls(at: &str, t: &Target, diags: &mut Diags<'_>) {
         // The one name the upstream is verified as and requests may name:
         // never whatever the workload asks for.
         if t.intercept_tls
-            && t.tls.as_ref().and_then(|x| x.server_name.as_ref()).is_none()
+            && t.tls
+                .as_ref()
+                .and_then(|x| x.server_name.as_ref())
+                .is_none()
         {
             diags.at(
                 &key,
@@ -1835,7 +1838,12 @@ rules = [{ action = "allow", methods = ["GET"], paths = ["/**"] }]
             "intercept_tls = true",
             "intercept_tls = true\ntls = { mode = \"verify-full\", ca_file = \"/ca.pem\" }",
         ] {
-            only(&http_target(lines), "target[1].intercept_tls", 19, "tls.server_name");
+            only(
+                &http_target(lines),
+                "target[1].intercept_tls",
+                19,
+                "tls.server_name",
+            );
         }
         // Both keys on a postgres and a tcp target: one error per key.
         let src = with(PG).replace(

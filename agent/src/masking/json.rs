@@ -125,7 +125,9 @@ impl FieldRules {
                              pass unmasked"
                         ))
                     } else if sub.contains('*') && sub != "*" {
-                        Some(format!("{t:?}: '*' stands only for a whole subtype (\"image/*\")"))
+                        Some(format!(
+                            "{t:?}: '*' stands only for a whole subtype (\"image/*\")"
+                        ))
                     } else {
                         None
                     }
@@ -157,7 +159,9 @@ impl FieldRules {
     pub fn passes_type(&self, essence: &str) -> bool {
         let ty = essence.split_once('/').map_or(essence, |(t, _)| t);
         self.unmasked_types.iter().any(|u| {
-            u == essence || u.strip_suffix("/*").is_some_and(|p| p == ty && essence.contains('/'))
+            u == essence
+                || u.strip_suffix("/*")
+                    .is_some_and(|p| p == ty && essence.contains('/'))
         })
     }
 
@@ -451,19 +455,23 @@ mod tests {
         )
     }
 
+    /// The keys of the problems `FieldRules::compile` finds in `text`.
+    fn problem_keys(text: &str) -> Vec<String> {
+        let cfg: MaskingConfig = toml::from_str(text).unwrap();
+        FieldRules::compile(&cfg)
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.key)
+            .collect()
+    }
+
     #[test]
     fn unmasked_encodings_are_codings_warden_cannot_decode() {
         let (_, r) = setup("unmasked_encodings = [\"br\", \"ZSTD\"]");
         assert!(r.passes_unmasked("br") && r.passes_unmasked("zstd"));
         assert!(!r.passes_unmasked("gzip") && !r.passes_unmasked("compress"));
-        let cfg: MaskingConfig =
-            toml::from_str("unmasked_encodings = [\"gzip\", \"\", \"br\", \"a b\", \"identity\"]")
-                .unwrap();
-        let keys: Vec<String> = FieldRules::compile(&cfg)
-            .unwrap_err()
-            .into_iter()
-            .map(|p| p.key)
-            .collect();
+        let keys =
+            problem_keys("unmasked_encodings = [\"gzip\", \"\", \"br\", \"a b\", \"identity\"]");
         assert_eq!(
             keys,
             [
@@ -523,21 +531,16 @@ fields = [{ field = "password", strategy = "redact" }]"#,
 
     #[test]
     fn unmasked_types_are_media_types_warden_cannot_mask() {
-        let (_, r) = setup(r#"unmasked_types = ["application/octet-stream", "Image/*", "text/csv"]"#);
+        let (_, r) =
+            setup(r#"unmasked_types = ["application/octet-stream", "Image/*", "text/csv"]"#);
         assert!(r.passes_type("application/octet-stream"));
         assert!(r.passes_type("image/png") && r.passes_type("text/csv"));
         assert!(!r.passes_type("application/x-ndjson") && !r.passes_type("image"));
         assert!(!r.passes_type("text/plain") && !r.passes_type(""));
-        let cfg: MaskingConfig = toml::from_str(
+        let keys = problem_keys(
             r#"unmasked_types = ["*/*", "application/json", "application/problem+json",
                "application/x-www-form-urlencoded", "text", "a/b; charset=x", "*/x", "a/b*", "text/html"]"#,
-        )
-        .unwrap();
-        let keys: Vec<String> = FieldRules::compile(&cfg)
-            .unwrap_err()
-            .into_iter()
-            .map(|p| p.key)
-            .collect();
+        );
         assert_eq!(
             keys,
             (0..8)
@@ -560,7 +563,11 @@ fields = [{ field = "password", strategy = "redact" }]"#,
         assert_eq!(n, 2);
         let s = v.to_string();
         assert!(!s.contains("@example"), "{s}");
-        assert_eq!(v.as_object().unwrap().len(), 3, "a colliding name is kept apart: {s}");
+        assert_eq!(
+            v.as_object().unwrap().len(),
+            3,
+            "a colliding name is kept apart: {s}"
+        );
     }
 
     #[test]
@@ -598,7 +605,9 @@ fields = [{ field = "name", strategy = "redact" }]"#,
     #[test]
     fn form_names_are_masked_and_non_utf8_forms_refused() {
         let (m, r) = setup(r#"patterns = ["email"]"#);
-        let (out, n) = mask_form(&m, &r, b"bob%40example.com=1&x=2").unwrap().unwrap();
+        let (out, n) = mask_form(&m, &r, b"bob%40example.com=1&x=2")
+            .unwrap()
+            .unwrap();
         let out = String::from_utf8(out).unwrap();
         assert_eq!(n, 1);
         assert!(!out.contains("bob") && out.ends_with("=1&x=2"), "{out}");

@@ -276,7 +276,11 @@ const CORPUS: &[(&str, E, E)] = &[
     ("SET search_path TO DEFAULT", B, B),
     ("SET SCHEMA 'evil'", B, B),
     ("SELECT set_config('search_path', 'evil', true)", B, B),
-    ("SELECT set_config(current_setting('x'), 'evil', true)", B, B),
+    (
+        "SELECT set_config(current_setting('x'), 'evil', true)",
+        B,
+        B,
+    ),
     ("RESET ALL", A, A),
     ("DISCARD ALL", A, A),
     ("SET ROLE postgres", B, B),

@@ -444,7 +444,13 @@ rules = [
     }
 
     /// `(method, query, body form, headers)` decided by `p` on `/tmp/x`.
-    fn facts_decide(p: &HttpPolicy, method: &str, q: &str, body: &str, h: &[(&str, &str)]) -> Action {
+    fn facts_decide(
+        p: &HttpPolicy,
+        method: &str,
+        q: &str,
+        body: &str,
+        h: &[(&str, &str)],
+    ) -> Action {
         let query = query_params(q);
         let body = body_params(&BodyFormat::Form, body.as_bytes()).unwrap();
         let headers = header_params(h.iter().map(|(k, v)| (*k, v.as_bytes())));
@@ -482,7 +488,9 @@ rules = [
             assert_eq!(d(q, body), Action::Deny, "?{q} body {body}");
         }
         // Headers: every line and every list member.
-        let h = policy(r#"rules = [{ action = "allow", paths = ["/**"], headers = { "X-Env" = "prod*" } }]"#);
+        let h = policy(
+            r#"rules = [{ action = "allow", paths = ["/**"], headers = { "X-Env" = "prod*" } }]"#,
+        );
         let hd = |hs: &[(&str, &str)]| facts_decide(&h, "GET", "", "", hs);
         assert_eq!(hd(&[("x-env", "production")]), Action::Allow);
         assert_eq!(hd(&[("X-Env", "prod"), ("x-env", "dev")]), Action::Deny);

@@ -448,9 +448,12 @@ impl Policy {
     pub fn forced_search_path(&self) -> Option<Vec<String>> {
         match &self.search_path {
             SearchPathRule::Forced(p) => Some(p.clone()),
-            SearchPathRule::ServerDefault => {
-                Some(SERVER_DEFAULT_PATH.iter().map(|s| (*s).to_owned()).collect())
-            }
+            SearchPathRule::ServerDefault => Some(
+                SERVER_DEFAULT_PATH
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect(),
+            ),
             SearchPathRule::Managed => None,
         }
     }
@@ -1124,7 +1127,10 @@ rules = [{ action = "block", tables = ["hr.payroll"] }]
         // block entry whatever the path Warden believes in.
         assert_eq!(v(&["public"], "SELECT * FROM payroll"), Action::Block);
         assert_eq!(v(&["hr", "public"], "SELECT * FROM payroll"), Action::Block);
-        assert_eq!(v(&["public"], "SELECT * FROM public.payroll"), Action::Allow);
+        assert_eq!(
+            v(&["public"], "SELECT * FROM public.payroll"),
+            Action::Allow
+        );
         assert_eq!(v(&[], "SELECT * FROM payroll"), Action::Block);
         assert_eq!(v(&["public"], "SELECT * FROM HR.PAYROLL"), Action::Block);
         let forced = policy(

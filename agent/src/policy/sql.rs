@@ -56,9 +56,7 @@
 
 use std::collections::BTreeMap;
 
-use pg_query::protobuf::{
-    DiscardMode, ObjectType, TransactionStmtKind, VariableSetKind,
-};
+use pg_query::protobuf::{DiscardMode, ObjectType, TransactionStmtKind, VariableSetKind};
 use serde_json::{Map, Value};
 
 use super::model::StatementClass;
@@ -305,9 +303,8 @@ fn parse_tree(sql: &str) -> Result<Value, AnalyzeError> {
 /// shorter prefix parses or fails only at its end). An error at the end of
 /// the input is placed just after the text.
 fn error_position(sql: &str, message: &str) -> Option<u32> {
-    let char_pos = |byte: usize| -> Option<u32> {
-        u32::try_from(sql.get(..byte)?.chars().count() + 1).ok()
-    };
+    let char_pos =
+        |byte: usize| -> Option<u32> { u32::try_from(sql.get(..byte)?.chars().count() + 1).ok() };
     if message.ends_with("at end of input") {
         return char_pos(sql.trim_end().len());
     }
@@ -590,7 +587,10 @@ impl Walker {
             }
             _ => self.bump(
                 StatementClass::Unknown,
-                Some(format!("relation name {} is not understood", parts.join("."))),
+                Some(format!(
+                    "relation name {} is not understood",
+                    parts.join(".")
+                )),
             ),
         }
     }
@@ -598,7 +598,8 @@ impl Walker {
     fn range_var(&mut self, o: &Obj, access: Access) {
         let schema = str_field(o, "schemaname");
         let name = str_field(o, "relname").to_owned();
-        if (schema.is_empty() || schema == "pg_catalog") && STATISTICS_RELATIONS.contains(&name.as_str())
+        if (schema.is_empty() || schema == "pg_catalog")
+            && STATISTICS_RELATIONS.contains(&name.as_str())
         {
             self.bump(
                 StatementClass::Privileged,
@@ -636,7 +637,10 @@ impl Walker {
         if n == 0 || n > 3 {
             self.bump(
                 StatementClass::Unknown,
-                Some(format!("function name {} is not understood", parts.join("."))),
+                Some(format!(
+                    "function name {} is not understood",
+                    parts.join(".")
+                )),
             );
             return;
         }
@@ -845,10 +849,7 @@ impl Walker {
             "SelectStmt" => {
                 self.set_command("SELECT");
                 if !list_field(f, "locking_clause").is_empty() {
-                    self.bump(
-                        Write,
-                        Some("SELECT ... FOR UPDATE/SHARE locks rows".into()),
-                    );
+                    self.bump(Write, Some("SELECT ... FOR UPDATE/SHARE locks rows".into()));
                 }
                 if let Some(into) = f.get("into_clause").and_then(Value::as_object) {
                     self.bump(Ddl, Some("SELECT ... INTO creates a table".into()));
@@ -1042,7 +1043,9 @@ impl Walker {
                     self.set_command(&command);
                     self.bump(
                         Unknown,
-                        Some(format!("{command} statements are not understood by the policy")),
+                        Some(format!(
+                            "{command} statements are not understood by the policy"
+                        )),
                     );
                 }
             }
@@ -1177,10 +1180,7 @@ impl Walker {
                     };
                     match parts {
                         Some(p) => self.add_table_names(&p, true),
-                        None => self.bump(
-                            Unknown,
-                            Some("DROP target is not understood".into()),
-                        ),
+                        None => self.bump(Unknown, Some("DROP target is not understood".into())),
                     }
                 }
             }
@@ -1845,7 +1845,16 @@ mod tests {
             }
         );
         let e = analyze("SELECT 1; FROBNICATE").unwrap_err();
-        assert!(matches!(e, AnalyzeError::Syntax { position: Some(11), .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                AnalyzeError::Syntax {
+                    position: Some(11),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         let e = analyze("SELECT * FROM t WHERE").unwrap_err();
         assert_eq!(
             e,
@@ -1856,7 +1865,16 @@ mod tests {
         );
         // Positions count characters, not bytes.
         let e = analyze("SELECT 'é' FROM FROM").unwrap_err();
-        assert!(matches!(e, AnalyzeError::Syntax { position: Some(17), .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                AnalyzeError::Syntax {
+                    position: Some(17),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         let e = analyze("SELECT 'unterminated").unwrap_err();
         assert!(e.is_syntax(), "{e:?}");
         assert!(analyze("SELECT '\u{0}'").unwrap_err().is_syntax());
@@ -1871,7 +1889,10 @@ mod tests {
         let f = functions("SELECT U&\"pg_read_fil\\0065\"('x')");
         assert_eq!(f, vec!["pg_read_file"]);
         assert!(!one("SELECT U&\"pg_read_fil\\0065\"('x')").functions[0].safe);
-        assert_eq!(tables("SELECT u&\"secr\\0065ts\".x FROM u&\"secr\\0065ts\""), vec!["secrets"]);
+        assert_eq!(
+            tables("SELECT u&\"secr\\0065ts\".x FROM u&\"secr\\0065ts\""),
+            vec!["secrets"]
+        );
     }
 
     #[test]
@@ -1899,10 +1920,7 @@ mod tests {
             assert_ne!(a.class(), Unknown, "{sql}: {a:?}");
         }
         assert_eq!(class("CREATE PUBLICATION p FOR TABLE t"), Privileged);
-        assert_eq!(
-            class("CREATE FOREIGN TABLE f (a int) SERVER s"),
-            Privileged
-        );
+        assert_eq!(class("CREATE FOREIGN TABLE f (a int) SERVER s"), Privileged);
         assert_eq!(class("COMMIT PREPARED 'x'"), Privileged);
         assert_eq!(class("ALTER SYSTEM SET work_mem = '1MB'"), Privileged);
         assert_eq!(one("MOVE NEXT IN c").command, "MOVE");
@@ -1919,7 +1937,11 @@ mod tests {
         ] {
             assert!(one(sql).read_write, "{sql}");
         }
-        for sql in ["BEGIN", "BEGIN READ ONLY", "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"] {
+        for sql in [
+            "BEGIN",
+            "BEGIN READ ONLY",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        ] {
             assert!(!one(sql).read_write, "{sql}");
         }
         let s = one("SELECT set_config('transaction_read_only', 'off', false)");
@@ -1938,7 +1960,9 @@ mod tests {
         // `secrets` in the first CTE is the real table: the second CTE of
         // that name is not visible there.
         assert_eq!(
-            tables("WITH a AS (SELECT * FROM secrets), secrets AS (SELECT 1) SELECT * FROM a, secrets"),
+            tables(
+                "WITH a AS (SELECT * FROM secrets), secrets AS (SELECT 1) SELECT * FROM a, secrets"
+            ),
             vec!["secrets"]
         );
         // A CTE named like the DML target does not hide the table.

@@ -259,11 +259,9 @@ pub fn media_type(value: &str) -> MediaType {
     };
     let charset = parts.find_map(|p| {
         let (k, v) = p.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("charset").then(|| {
-            v.trim()
-                .trim_matches('"')
-                .to_ascii_lowercase()
-        })
+        k.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| v.trim().trim_matches('"').to_ascii_lowercase())
     });
     MediaType { essence, charset }
 }

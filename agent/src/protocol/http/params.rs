@@ -35,7 +35,9 @@ pub struct Param {
 pub enum ParamError {
     #[error("several Content-Type headers")]
     SeveralTypes,
-    #[error("request body of type {0:?} cannot be judged (a form or JSON type Warden does not read)")]
+    #[error(
+        "request body of type {0:?} cannot be judged (a form or JSON type Warden does not read)"
+    )]
     UnknownType(String),
     #[error("multipart body without a boundary")]
     NoBoundary,
@@ -346,9 +348,8 @@ fn multipart(body: &[u8], boundary: &str) -> Result<Vec<Param>, ParamError> {
         let Some(d) = disposition else {
             return Err(bad("a part without Content-Disposition"));
         };
-        let (name, file) = disposition_name(&d).ok_or_else(|| {
-            bad("a Content-Disposition without exactly one plain name parameter")
-        })?;
+        let (name, file) = disposition_name(&d)
+            .ok_or_else(|| bad("a Content-Disposition without exactly one plain name parameter"))?;
         let value = (!file && !coded).then(|| String::from_utf8_lossy(content).into_owned());
         out.push(param(&name, value));
     }
@@ -530,8 +531,14 @@ mod tests {
             f(&["application/x-www-form-urlencodedx"]),
             Err(ParamError::UnknownType(_))
         ));
-        assert!(matches!(f(&["application/x-ndjson"]), Err(ParamError::UnknownType(_))));
-        assert_eq!(f(&["text/plain", "text/plain"]), Err(ParamError::SeveralTypes));
+        assert!(matches!(
+            f(&["application/x-ndjson"]),
+            Err(ParamError::UnknownType(_))
+        ));
+        assert_eq!(
+            f(&["text/plain", "text/plain"]),
+            Err(ParamError::SeveralTypes)
+        );
     }
 
     #[test]
@@ -552,7 +559,11 @@ mod tests {
                 ("l", None),
             ]
         );
-        assert!(body_params(&BodyFormat::Json, b"[1, 2]").unwrap().is_empty());
+        assert!(
+            body_params(&BodyFormat::Json, b"[1, 2]")
+                .unwrap()
+                .is_empty()
+        );
         assert!(body_params(&BodyFormat::Json, b"").unwrap().is_empty());
         assert!(body_params(&BodyFormat::Json, b"{\"a\":").is_err());
     }
@@ -563,7 +574,11 @@ mod tests {
         let ok = "preamble\r\n--XX\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--XX  \r\nContent-Disposition: form-data; name=\"f\"; filename=\"a;b.txt\"\r\nContent-Type: text/plain\r\n\r\nfile\r\n--XX\r\ncontent-disposition: form-data; name=plain\r\n\r\nv\r\n--XX--\r\nepilogue";
         assert_eq!(
             names(&mp(ok).unwrap()),
-            [("_method", Some("DELETE")), ("f", None), ("plain", Some("v"))]
+            [
+                ("_method", Some("DELETE")),
+                ("f", None),
+                ("plain", Some("v"))
+            ]
         );
         for bad in [
             // A delimiter after a bare LF.

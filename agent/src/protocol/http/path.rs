@@ -380,19 +380,20 @@ mod tests {
     #[test]
     fn characters_that_fold_into_others_are_refused() {
         for t in [
-            "/%EF%BD%81dmin",    // full-width a
-            "/admin%EF%BC%8Fx",  // full-width solidus
+            "/%EF%BD%81dmin",            // full-width a
+            "/admin%EF%BC%8Fx",          // full-width solidus
             "/%EF%BC%8E%EF%BC%8E/admin", // full-width full stops
-            "/adm%C4%B1n",       // dotless i: upper case is I
-            "/%C4%B0",           // dotted capital I: lower case is i + dot
-            "/ad%C2%ADmin",      // soft hyphen
-            "/ad%E2%80%8Bmin",   // zero-width space
-            "/%C5%BFecret",      // long s
-            "/%E2%84%AAey",      // Kelvin sign
-            "/cafe%CC%81",       // decomposed é (NFKC composes it)
-            "/a%C2%A0b",         // no-break space
-            "/a%C2%85b",         // NEL
-            "/\u{ff41}dmin",     // raw full-width a
+            "/adm%C4%B1n",               // dotless i: upper case is I
+            "/%C4%B0",                   // dotted capital I: lower case is i + dot
+            "/ad%C2%ADmin",              // soft hyphen
+            "/ad%E2%80%8Bmin",           // zero-width space
+            "/%C5%BFecret",              // long s
+            "/%E2%84%AAey",              // Kelvin sign
+            "/cafe%CC%81",               // decomposed é (NFKC composes it)
+            "/a%C2%A0b",                 // no-break space
+            "/a%C2%85b",                 // NEL
+            "/\u{ff41}dmin",             // raw full-width a
+            "/stra%C3%9Fe",              // sharp s: upper case is SS
         ] {
             assert!(
                 matches!(normalize(t), Err(PathError::Folds(_))),
@@ -400,7 +401,7 @@ mod tests {
                 normalize(t)
             );
         }
-        for t in ["/caf%C3%A9", "/%E6%97%A5%E6%9C%AC", "/stra%C3%9Fe"] {
+        for t in ["/caf%C3%A9", "/%E6%97%A5%E6%9C%AC", "/%D0%BC%D0%B8%D1%80"] {
             assert!(normalize(t).is_ok(), "{t}");
         }
     }
@@ -411,7 +412,10 @@ mod tests {
         assert_eq!(t.authority.as_deref(), Some("api.example:8080"));
         assert_eq!(t.forward(), "/a?b=1");
         let t = normalize("HTTPS://other?x").unwrap();
-        assert_eq!((t.authority.as_deref(), t.forward().as_str()), (Some("other"), "/?x"));
+        assert_eq!(
+            (t.authority.as_deref(), t.forward().as_str()),
+            (Some("other"), "/?x")
+        );
         assert_eq!(normalize("/a").unwrap().authority, None);
         assert!(normalize("http://user@api.example/a").is_err());
         assert!(normalize("http:///a").is_err());

@@ -15,9 +15,14 @@
 //! large binary body they would match by chance); the secret itself is
 //! always looked for.
 //!
-//! [`EchoFilter`] does it on a stream: it holds back the last
-//! `longest - 1` bytes of what it was given, so a match split across two
-//! pieces is found before any of its bytes are sent.
+//! [`EchoFilter`] does it on a stream: it holds back the bytes at the end
+//! of what it was given that could begin a match (the longest suffix that
+//! is a prefix of one of the forms), so a match split across two pieces is
+//! found before any of its bytes are sent, and everything else goes on at
+//! once (an interactive tunnel does not stall). At the end of the stream,
+//! or when a tunnel has been idle, the held bytes are released only when
+//! they are fewer than half the secret (at most [`MIN_ENCODED`]): a stream that stops on a long
+//! beginning of the secret is cut instead.
 
 use aho_corasick::AhoCorasick;
 use base64::Engine as _;
@@ -30,7 +35,11 @@ pub const MIN_ENCODED: usize = 8;
 pub struct Echo {
     ac: AhoCorasick,
     forms: Vec<&'static str>,
-    longest: usize,
+    /// The forms, for partial matches at the end of a stream piece.
+    patterns: Vec<Vec<u8>>,
+    /// Held bytes fewer than this may be released at the end or on idle:
+    /// half the secret, at most [`MIN_ENCODED`].
+    exposable: usize,
 }
 
 impl Echo {
@@ -84,10 +93,9 @@ impl Echo {
         };
         encoded(every(true), "percent-encoded");
         encoded(every(false), "percent-encoded");
-        let reserved =
-            percent_encoding::percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
-                .to_string()
-                .into_bytes();
+        let reserved = percent_encoding::percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
+            .to_string()
+            .into_bytes();
         encoded(reserved, "percent-encoded");
         if secret.contains(&b'/') {
             let escaped: Vec<u8> = secret
@@ -117,10 +125,27 @@ impl Echo {
                 encoded(escaped.into_bytes(), "JSON-escaped");
             }
         }
-        let longest = patterns.iter().map(|(p, _)| p.len()).max().unwrap_or(1);
         let forms = patterns.iter().map(|(_, f)| *f).collect();
         let ac = AhoCorasick::new(patterns.iter().map(|(p, _)| p)).ok()?;
-        Some(Echo { ac, forms, longest })
+        Some(Echo {
+            ac,
+            forms,
+            patterns: patterns.into_iter().map(|(p, _)| p).collect(),
+            exposable: (secret.len() / 2).clamp(1, MIN_ENCODED),
+        })
+    }
+
+    /// The length of the longest suffix of `hay` that is a proper prefix
+    /// of one of the forms (a match that may go on in the next piece).
+    fn partial(&self, hay: &[u8]) -> usize {
+        self.patterns
+            .iter()
+            .filter_map(|p| {
+                let most = (p.len() - 1).min(hay.len());
+                (1..=most).rev().find(|&k| hay.ends_with(&p[..k]))
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// The form of the secret found in `hay`, if any.
@@ -164,14 +189,28 @@ impl EchoFilter<'_> {
         if let Some(form) = self.echo.find(&self.held) {
             return Err(form);
         }
-        let keep = self.echo.longest.saturating_sub(1).min(self.held.len());
+        // Bytes before the longest possible beginning of a match can never
+        // be part of one (a match starting earlier would make a longer
+        // suffix a prefix of a form).
+        let keep = self.echo.partial(&self.held);
         let rest = self.held.split_off(self.held.len() - keep);
         Ok(std::mem::replace(&mut self.held, rest))
     }
 
-    /// The end of the stream: the bytes still held (already searched).
-    pub fn finish(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.held)
+    /// Whether bytes are held back (the stream ends in a possible
+    /// beginning of the secret).
+    pub fn holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// The end of the stream, or an idle tunnel: the bytes held back, when
+    /// they are too few to matter (see the module docs); else the stream
+    /// must be cut.
+    pub fn release(&mut self) -> Result<Vec<u8>, &'static str> {
+        if self.held.len() >= self.echo.exposable {
+            return Err("the beginning of one of its forms");
+        }
+        Ok(std::mem::take(&mut self.held))
     }
 }
 
@@ -195,7 +234,10 @@ mod tests {
             engine.encode(v)
         };
         let mut cases: Vec<(String, &str)> = vec![
-            (format!("x {} y", String::from_utf8_lossy(SECRET)), "as it is"),
+            (
+                format!("x {} y", String::from_utf8_lossy(SECRET)),
+                "as it is",
+            ),
             (hex::encode(SECRET), "hex"),
             (hex::encode_upper(SECRET), "hex"),
             (
@@ -218,8 +260,14 @@ mod tests {
             ),
         ];
         for prefix in [&b""[..], b"A", b"Authorization: Bearer "] {
-            cases.push((b64(prefix, base64::engine::general_purpose::STANDARD), "base64"));
-            cases.push((b64(prefix, base64::engine::general_purpose::URL_SAFE), "base64"));
+            cases.push((
+                b64(prefix, base64::engine::general_purpose::STANDARD),
+                "base64",
+            ));
+            cases.push((
+                b64(prefix, base64::engine::general_purpose::URL_SAFE),
+                "base64",
+            ));
         }
         for (text, form) in cases {
             assert_eq!(e.find(text.as_bytes()), Some(form), "{text}");
@@ -252,15 +300,40 @@ mod tests {
             assert_eq!(found, Some("as it is"), "step {step}");
             assert!(sent.len() <= 1000, "step {step}: {} bytes sent", sent.len());
         }
-        // A clean stream comes out whole.
+        // A clean stream comes out whole, and each piece at once (a
+        // tunnel does not wait for more to come).
         let mut f = e.filter();
         let clean = vec![b'c'; 10_000];
         let mut out = Vec::new();
         for piece in clean.chunks(333) {
-            out.extend_from_slice(&f.push(piece).unwrap());
+            let now = f.push(piece).unwrap();
+            assert_eq!(now, piece);
+            out.extend_from_slice(&now);
         }
-        out.extend_from_slice(&f.finish());
+        out.extend_from_slice(&f.release().unwrap());
         assert_eq!(out, clean);
         assert!(Echo::new(b"", b"").is_none());
+    }
+
+    #[test]
+    fn only_a_possible_beginning_is_held_and_a_long_one_is_never_released() {
+        let e = echo();
+        let mut f = e.filter();
+        // "tok" may begin the secret: held, then released when the
+        // stream ends (3 bytes of it are no secret).
+        assert_eq!(f.push(b"ping tok").unwrap(), b"ping ");
+        assert!(f.holding());
+        assert_eq!(f.push(b"en ").unwrap(), b"token ");
+        assert!(!f.holding());
+        assert_eq!(f.push(b"Bear").unwrap(), b"");
+        assert_eq!(f.release().unwrap(), b"Bear");
+        // A stream that stops on most of the secret is cut.
+        let mut f = e.filter();
+        assert_eq!(f.push(b"x: tok-3f9a/Z").unwrap(), b"x: ");
+        assert!(f.release().is_err());
+        // Split across pieces: found, nothing of it released.
+        let mut f = e.filter();
+        assert_eq!(f.push(b"a tok-3f").unwrap(), b"a ");
+        assert_eq!(f.push(b"9a/Zq+7"), Err("as it is"));
     }
 }

@@ -78,9 +78,9 @@ use crate::protocol::http::{
     ResponseHead, encode_chunk, looks_like_h2, parse_request, parse_response, path, remove_header,
     request_body, response_body, set_header, strip_hop_by_hop, write_request, write_response,
 };
+use crate::proxy::postgres::stream::{self, Stream};
 use echo::Echo;
 use response::{BodyClass, Coding, Plan};
-use crate::proxy::postgres::stream::{self, Stream};
 
 /// Largest request or response head.
 const MAX_HEAD: usize = 64 * 1024;
@@ -88,6 +88,9 @@ const MAX_HEAD: usize = 64 * 1024;
 const PIECE: usize = 64 * 1024;
 /// How long an idle keep-alive connection is kept.
 const IDLE: Duration = Duration::from_secs(300);
+/// How long a stream searched for the credential may hold back the few
+/// bytes that could begin it before they go on ([`echo::EchoFilter`]).
+const TUNNEL_IDLE: Duration = Duration::from_millis(100);
 /// Request headers kept in audit events (values masked).
 const AUDIT_REQUEST_HEADERS: &[&str] = &[
     "host",
@@ -415,6 +418,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.io.write_all(bytes).await.map_err(Stop::Client)?;
         self.written += bytes.len() as u64;
         Ok(())
+    }
+
+    /// Sends a piece of a response body, as a chunk when `rechunk`.
+    async fn send_body(&mut self, data: &[u8], rechunk: bool) -> Result<(), Stop> {
+        if rechunk {
+            let mut out = Vec::with_capacity(data.len() + 16);
+            encode_chunk(data, &mut out);
+            self.send(&out).await
+        } else {
+            self.send(data).await
+        }
     }
 }
 
@@ -834,8 +848,8 @@ impl Conn<'_> {
             .as_deref()
             .map(params::query_params)
             .unwrap_or_default();
-        if let Some(why) = request::header_override(&head)
-            .or_else(|| request::param_override(&query, "query"))
+        if let Some(why) =
+            request::header_override(&head).or_else(|| request::param_override(&query, "query"))
         {
             return self.bad(c, 403, why, Some(&req)).await;
         }
@@ -1354,7 +1368,11 @@ impl Conn<'_> {
         let mut cut: Option<String> = None;
         match filter.as_mut().map(|f| f.push(&ubuf)) {
             Some(Ok(safe)) => out.extend_from_slice(&safe),
-            Some(Err(form)) => cut = Some(format!("the upstream echoed the grant's credential ({form})")),
+            Some(Err(form)) => {
+                cut = Some(format!(
+                    "the upstream echoed the grant's credential ({form})"
+                ))
+            }
             None => out.extend_from_slice(&ubuf),
         }
         ubuf.clear();
@@ -1377,33 +1395,44 @@ impl Conn<'_> {
             let downward = async {
                 let mut buf = vec![0u8; PIECE];
                 let mut sent = 0u64;
+                let cut = |form: &str| {
+                    Err(format!(
+                        "the upstream echoed the grant's credential ({form}): tunnel cut"
+                    ))
+                };
                 loop {
-                    let n = match ur.read(&mut buf).await {
-                        Ok(n) => n,
-                        Err(e) => return (sent, Err(format!("upgraded connection: {e}"))),
+                    // Bytes held back (a possible beginning of the secret)
+                    // go on after a short idle time when they are few.
+                    let holding = filter.as_ref().is_some_and(|f| f.holding());
+                    let read = if holding {
+                        tokio::time::timeout(TUNNEL_IDLE, ur.read(&mut buf)).await
+                    } else {
+                        Ok(ur.read(&mut buf).await)
                     };
-                    let safe = match (n, filter.as_mut()) {
-                        (0, Some(f)) => f.finish(),
-                        (0, None) => Vec::new(),
-                        (_, Some(f)) => match f.push(&buf[..n]) {
-                            Ok(safe) => safe,
-                            Err(form) => {
-                                return (
-                                    sent,
-                                    Err(format!(
-                                        "the upstream echoed the grant's credential ({form}): \
-                                         tunnel cut"
-                                    )),
-                                );
-                            }
+                    let (n, safe) = match (read, filter.as_mut()) {
+                        (Err(_idle), Some(f)) => match f.release() {
+                            Ok(held) => (None, held),
+                            Err(form) => return (sent, cut(form)),
                         },
-                        (_, None) => buf[..n].to_vec(),
+                        (Err(_idle), None) => continue,
+                        (Ok(Err(e)), _) => {
+                            return (sent, Err(format!("upgraded connection: {e}")));
+                        }
+                        (Ok(Ok(0)), Some(f)) => match f.release() {
+                            Ok(held) => (Some(0), held),
+                            Err(form) => return (sent, cut(form)),
+                        },
+                        (Ok(Ok(n)), Some(f)) => match f.push(&buf[..n]) {
+                            Ok(safe) => (Some(n), safe),
+                            Err(form) => return (sent, cut(form)),
+                        },
+                        (Ok(Ok(n)), None) => (Some(n), buf[..n].to_vec()),
                     };
                     if cw.write_all(&safe).await.is_err() {
                         return (sent, Ok(()));
                     }
                     sent += safe.len() as u64;
-                    if n == 0 {
+                    if n == Some(0) {
                         let _ = cw.shutdown().await;
                         return (sent, Ok(()));
                     }
@@ -1754,7 +1783,9 @@ impl Conn<'_> {
                     return self
                         .fail(
                             c,
-                            format!("the upstream echoed the grant's credential in its body ({form})"),
+                            format!(
+                                "the upstream echoed the grant's credential in its body ({form})"
+                            ),
                         )
                         .await;
                 }
@@ -1805,7 +1836,10 @@ impl Conn<'_> {
         write_response(&resp, &mut out);
         c.send(&out).await?;
         let cut = |form: &str| {
-            warn!(form, "response cut: the upstream echoed the grant's credential");
+            warn!(
+                form,
+                "response cut: the upstream echoed the grant's credential"
+            );
             Ok((
                 (status, 0),
                 Some(format!(
@@ -1821,20 +1855,30 @@ impl Conn<'_> {
                         Some(Err(form)) => return cut(form),
                         None => d,
                     };
-                    out.clear();
-                    if rechunk {
-                        encode_chunk(&safe, &mut out);
-                        c.send(&out).await?;
-                    } else {
-                        c.send(&safe).await?;
-                    }
+                    c.send_body(&safe, rechunk).await?;
                 }
                 Ok(Some(BodyEvent::End)) => break,
                 Ok(None) => {
-                    let n = up
-                        .read_buf(ubuf)
-                        .await
-                        .map_err(|e| Stop::Upstream(e.to_string()))?;
+                    // Held bytes (a possible beginning of the secret) go
+                    // on after a short idle time when they are few: a
+                    // slow stream (events, long polls) does not stall.
+                    let read = match filter.as_mut() {
+                        Some(f) if f.holding() => {
+                            match tokio::time::timeout(TUNNEL_IDLE, up.read_buf(ubuf)).await {
+                                Ok(r) => r,
+                                Err(_idle) => {
+                                    let held = match f.release() {
+                                        Ok(held) => held,
+                                        Err(form) => return cut(form),
+                                    };
+                                    c.send_body(&held, rechunk).await?;
+                                    continue;
+                                }
+                            }
+                        }
+                        _ => up.read_buf(ubuf).await,
+                    };
+                    let n = read.map_err(|e| Stop::Upstream(e.to_string()))?;
                     if n == 0 {
                         if dec.eof().is_ok() {
                             break;
@@ -1848,14 +1892,11 @@ impl Conn<'_> {
             }
         }
         if let Some(f) = filter.as_mut() {
-            let rest = f.finish();
-            out.clear();
-            if rechunk {
-                encode_chunk(&rest, &mut out);
-                c.send(&out).await?;
-            } else {
-                c.send(&rest).await?;
-            }
+            let rest = match f.release() {
+                Ok(rest) => rest,
+                Err(form) => return cut(form),
+            };
+            c.send_body(&rest, rechunk).await?;
         }
         if rechunk {
             c.send(LAST_CHUNK).await?;
@@ -1890,7 +1931,8 @@ impl Conn<'_> {
         echo: Option<&Echo>,
     ) -> Result<(Vec<u8>, usize), String> {
         let m = self.masker();
-        let echoed = |form: &str| format!("the upstream echoed the grant's credential in its body ({form})");
+        let echoed =
+            |form: &str| format!("the upstream echoed the grant's credential in its body ({form})");
         let (out, n) = match class {
             BodyClass::Json => {
                 if body.iter().all(u8::is_ascii_whitespace) {

@@ -101,7 +101,11 @@ impl HostNames {
         let host = host.trim();
         let name = match host.strip_prefix('[') {
             Some(rest) => match rest.split_once(']') {
-                Some((v6, port)) if port.is_empty() || is_port(port) => v6,
+                Some((v6, rest))
+                    if rest.is_empty() || rest.strip_prefix(':').is_some_and(is_port) =>
+                {
+                    v6
+                }
                 _ => return false,
             },
             None => match host.rsplit_once(':') {
@@ -271,7 +275,13 @@ mod tests {
             "address = \"10.0.0.7:443\"\nupstream_tls = true\ntls = { mode = \"verify-full\", server_name = \"API.internal\" }",
         ));
         assert_eq!(named.authority(), "api.internal");
-        for ok in ["api.internal", "API.Internal:8443", "api.internal.", "10.0.0.7", "10.0.0.7:80"] {
+        for ok in [
+            "api.internal",
+            "API.Internal:8443",
+            "api.internal.",
+            "10.0.0.7",
+            "10.0.0.7:80",
+        ] {
             assert!(named.accepts(ok), "{ok}");
         }
         for no in [
@@ -303,21 +313,58 @@ mod tests {
         let ok = "GET / HTTP/1.1\r\nHost: api.internal\r\n";
         assert_eq!(check(&n, &format!("{ok}\r\n"), None), Ok(()));
         assert_eq!(check(&n, "GET / HTTP/1.0\r\n\r\n", None), Ok(()));
-        assert_eq!(check(&n, &format!("{ok}\r\n"), Some("api.internal")), Ok(()));
         assert_eq!(
-            check(&n, &format!("{ok}X-Forwarded-Host: api.internal\r\nForwarded: for=1.2.3.4;host=\"api.internal:80\"\r\n\r\n"), None),
+            check(&n, &format!("{ok}\r\n"), Some("api.internal")),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                &n,
+                &format!(
+                    "{ok}X-Forwarded-Host: api.internal\r\nForwarded: for=1.2.3.4;host=\"api.internal:80\"\r\n\r\n"
+                ),
+                None
+            ),
             Ok(())
         );
         for (text, sni, status) in [
             ("GET / HTTP/1.1\r\n\r\n", None, 400),
-            ("GET / HTTP/1.1\r\nHost: api.internal\r\nHost: other\r\n\r\n", None, 400),
+            (
+                "GET / HTTP/1.1\r\nHost: api.internal\r\nHost: other\r\n\r\n",
+                None,
+                400,
+            ),
             ("GET / HTTP/1.1\r\nHost: other\r\n\r\n", None, 421),
-            ("GET http://other/x HTTP/1.1\r\nHost: api.internal\r\n\r\n", None, 421),
-            ("GET / HTTP/1.1\r\nHost: api.internal\r\n\r\n", Some("other"), 421),
-            ("GET / HTTP/1.1\r\nHost: api.internal\r\nX-Forwarded-Host: other\r\n\r\n", None, 421),
-            ("GET / HTTP/1.1\r\nHost: api.internal\r\nX_Forwarded_Host: api.internal, other\r\n\r\n", None, 421),
-            ("GET / HTTP/1.1\r\nHost: api.internal\r\nForwarded: for=x, host=other\r\n\r\n", None, 421),
-            ("GET / HTTP/1.1\r\nHost: api.internal\r\nX-Original-Host: other\r\n\r\n", None, 421),
+            (
+                "GET http://other/x HTTP/1.1\r\nHost: api.internal\r\n\r\n",
+                None,
+                421,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: api.internal\r\n\r\n",
+                Some("other"),
+                421,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: api.internal\r\nX-Forwarded-Host: other\r\n\r\n",
+                None,
+                421,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: api.internal\r\nX_Forwarded_Host: api.internal, other\r\n\r\n",
+                None,
+                421,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: api.internal\r\nForwarded: for=x, host=other\r\n\r\n",
+                None,
+                421,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: api.internal\r\nX-Original-Host: other\r\n\r\n",
+                None,
+                421,
+            ),
         ] {
             assert_eq!(check(&n, text, sni), Err(status), "{text:?} {sni:?}");
         }
@@ -335,8 +382,16 @@ mod tests {
             let r = req(&format!("POST / HTTP/1.1\r\nHost: a\r\n{h}\r\n\r\n"));
             assert!(header_override(&r).is_some(), "{h}");
         }
-        assert!(header_override(&req("POST / HTTP/1.1\r\nHost: a\r\nX-Method: a\r\n\r\n")).is_none());
-        for q in ["_method=DELETE", "_METHOD=delete", "x=1;_method=DELETE", "_method[]=x", "%5Fmethod=PUT"] {
+        assert!(
+            header_override(&req("POST / HTTP/1.1\r\nHost: a\r\nX-Method: a\r\n\r\n")).is_none()
+        );
+        for q in [
+            "_method=DELETE",
+            "_METHOD=delete",
+            "x=1;_method=DELETE",
+            "_method[]=x",
+            "%5Fmethod=PUT",
+        ] {
             assert!(param_override(&query_params(q), "query").is_some(), "{q}");
         }
         assert!(param_override(&query_params("method=x&_methods=y"), "query").is_none());

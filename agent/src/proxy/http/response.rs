@@ -25,7 +25,7 @@
 //! phrase is replaced by the standard one.
 
 use crate::masking::Masker;
-use crate::masking::json::{FieldRules, FORM_TYPE, is_json_type, undecodable};
+use crate::masking::json::{FORM_TYPE, FieldRules, is_json_type, undecodable};
 use crate::protocol::http::{
     BodyKind, Header, Headers, ResponseHead, media_type, remove_header, tokens,
 };
@@ -132,9 +132,9 @@ pub fn plan(resp: &ResponseHead, kind: BodyKind, rules: Option<&FieldRules>) -> 
     let mt = types.first().map(|t| media_type(t));
     let essence = mt.as_ref().map_or("", |m| m.essence.as_str());
     let listed = || {
-        rules.passes_type(essence).then(|| {
-            format!("not masked: content-type {essence} passes unmasked (unmasked_types)")
-        })
+        rules
+            .passes_type(essence)
+            .then(|| format!("not masked: content-type {essence} passes unmasked (unmasked_types)"))
     };
     let unmaskable = |why: String| match listed() {
         Some(note) => Plan::Stream { note: Some(note) },
@@ -228,7 +228,12 @@ pub fn echo_in_head(e: &Echo, resp: &ResponseHead) -> Option<String> {
     resp.headers.iter().find_map(|h| {
         e.find_decoded(h.name.as_bytes())
             .or_else(|| e.find_decoded(&h.value))
-            .map(|form| format!("header {} ({form})", h.name.chars().take(64).collect::<String>()))
+            .map(|form| {
+                format!(
+                    "header {} ({form})",
+                    h.name.chars().take(64).collect::<String>()
+                )
+            })
     })
 }
 
@@ -345,13 +350,31 @@ mod tests {
         let mask = |class| Plan::Mask { class, note: None };
         for (lines, want) in [
             ("Content-Type: application/json\r\n", mask(BodyClass::Json)),
-            ("Content-Type: Application/Problem+JSON; charset=UTF-8\r\n", mask(BodyClass::Json)),
+            (
+                "Content-Type: Application/Problem+JSON; charset=UTF-8\r\n",
+                mask(BodyClass::Json),
+            ),
             ("Content-Type: text/json\r\n", mask(BodyClass::Json)),
-            ("Content-Type: application/x-www-form-urlencoded\r\n", mask(BodyClass::Form)),
-            ("Content-Type: text/html; charset=iso-8859-1\r\n", mask(BodyClass::Text)),
-            ("Content-Type: application/atom+xml\r\n", mask(BodyClass::Text)),
-            ("Content-Type: application/json\r\nContent-Encoding: gzip\r\n", mask(BodyClass::Json)),
-            ("Content-Type: application/json\r\nContent-Encoding: identity\r\n", mask(BodyClass::Json)),
+            (
+                "Content-Type: application/x-www-form-urlencoded\r\n",
+                mask(BodyClass::Form),
+            ),
+            (
+                "Content-Type: text/html; charset=iso-8859-1\r\n",
+                mask(BodyClass::Text),
+            ),
+            (
+                "Content-Type: application/atom+xml\r\n",
+                mask(BodyClass::Text),
+            ),
+            (
+                "Content-Type: application/json\r\nContent-Encoding: gzip\r\n",
+                mask(BodyClass::Json),
+            ),
+            (
+                "Content-Type: application/json\r\nContent-Encoding: identity\r\n",
+                mask(BodyClass::Json),
+            ),
         ] {
             assert_eq!(decide(&r, lines), want, "{lines}");
         }
@@ -370,21 +393,35 @@ mod tests {
             "Content-Type: application/json\r\nContent-Encoding: gzip, gzip\r\n",
             "Content-Type: application/json\r\nContent-Encoding: identity\r\nContent-Encoding: gzip\r\nContent-Encoding: br\r\n",
         ] {
-            assert!(refused(&decide(&r, lines)), "{lines}: {:?}", decide(&r, lines));
+            assert!(
+                refused(&decide(&r, lines)),
+                "{lines}: {:?}",
+                decide(&r, lines)
+            );
         }
-        for lines in ["Content-Type: application/octet-stream\r\n", "Content-Type: image/png\r\n"] {
+        for lines in [
+            "Content-Type: application/octet-stream\r\n",
+            "Content-Type: image/png\r\n",
+        ] {
             assert!(
                 matches!(decide(&r, lines), Plan::Stream { note: Some(n) } if n.contains("unmasked_types")),
                 "{lines}"
             );
         }
         // A partial response of a masked type.
-        let partial = head("HTTP/1.1 206 Partial Content\r\nContent-Type: application/json\r\n\r\n");
+        let partial =
+            head("HTTP/1.1 206 Partial Content\r\nContent-Type: application/json\r\n\r\n");
         assert!(refused(&plan(&partial, BodyKind::Length(5), Some(&r))));
         // No masking, or no body: nothing to do.
         let none = head("HTTP/1.1 200 OK\r\n\r\n");
-        assert_eq!(plan(&none, BodyKind::Length(5), None), Plan::Stream { note: None });
-        assert_eq!(plan(&none, BodyKind::Empty, Some(&r)), Plan::Stream { note: None });
+        assert_eq!(
+            plan(&none, BodyKind::Length(5), None),
+            Plan::Stream { note: None }
+        );
+        assert_eq!(
+            plan(&none, BodyKind::Empty, Some(&r)),
+            Plan::Stream { note: None }
+        );
     }
 
     #[test]
@@ -398,7 +435,10 @@ unmasked_types = ["text/csv"]"#,
         );
         assert!(matches!(
             decide(&r, "Content-Type: text/csv\r\n"),
-            Plan::Mask { class: BodyClass::Text, note: Some(_) }
+            Plan::Mask {
+                class: BodyClass::Text,
+                note: Some(_)
+            }
         ));
     }
 
@@ -420,7 +460,10 @@ unmasked_types = ["text/csv"]"#,
         let h = head("HTTP/1.1 200 OK\r\nLocation: /x?t=s3cret%2Dtoken%2D1234\r\n\r\n");
         assert!(echo_in_head(&e, &h).unwrap().contains("Location"));
         assert!(echo_in_head(&e, &head("HTTP/1.1 200 OK\r\nX: y\r\n\r\n")).is_none());
-        assert_eq!(unreadable_text(b"\xff\xfeb\0"), Some("a UTF-16/32 byte-order mark"));
+        assert_eq!(
+            unreadable_text(b"\xff\xfeb\0"),
+            Some("a UTF-16/32 byte-order mark")
+        );
         assert_eq!(unreadable_text(b"b\0o\0b\0"), Some("NUL bytes"));
         assert_eq!(unreadable_text(b"plain"), None);
     }

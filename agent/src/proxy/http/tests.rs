@@ -6,12 +6,86 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 use crate::audit::event::SessionId;
 use crate::audit::testutil::opts;
+
+/// A test upstream's next request head from `s` (`buf` keeps what follows
+/// it); `None` when the peer closed.
+pub(super) async fn read_head<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+) -> Option<RequestHead> {
+    loop {
+        if let Ok(Some((h, n))) = parse_request(buf, 1 << 16) {
+            bytes::Buf::advance(buf, n);
+            return Some(h);
+        }
+        if s.read_buf(buf).await.unwrap_or(0) == 0 {
+            return None;
+        }
+    }
+}
+
+/// The whole body of the request `head` read by [`read_head`]; `None`
+/// when the peer closed inside it.
+pub(super) async fn read_request_body<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    head: &RequestHead,
+) -> Option<Vec<u8>> {
+    let mut dec = BodyDecoder::new(request_body(head).unwrap());
+    let mut body = Vec::new();
+    loop {
+        match dec.decode(buf, 1 << 16).unwrap() {
+            Some(BodyEvent::Data(d)) => body.extend_from_slice(&d),
+            Some(BodyEvent::End) => return Some(body),
+            None => {
+                if s.read_buf(buf).await.unwrap_or(0) == 0 {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// A credential file holding `value` (mode 0600) in `dir`.
+pub(super) fn secret_file(dir: &Path, value: &str) -> std::path::PathBuf {
+    let secret = dir.join("token");
+    std::fs::write(&secret, format!("{value}\n")).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    secret
+}
+
+/// Warden serving `cfg`'s first target on a loopback port, each
+/// connection as the account `svc` with its own session.
+pub(super) async fn spawn_proxy(cfg: Arc<Config>, audit: &AuditHandle) -> std::net::SocketAddr {
+    let rt = Arc::new(HttpRuntime::build(&cfg).unwrap());
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = audit.clone();
+    tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            n += 1;
+            let (cfg, rt, h) = (Arc::clone(&cfg), Arc::clone(&rt), h.clone());
+            tokio::spawn(async move {
+                let caller = Caller {
+                    session: SessionId(n),
+                    account: "svc".into(),
+                    process: crate::audit::event::ProcessInfo::default(),
+                    identity: None,
+                };
+                serve(&rt, &cfg, &h, &cfg.targets[0], caller, s).await;
+            });
+        }
+    });
+    addr
+}
 
 /// An upstream that answers each request with a JSON body holding the
 /// request line, whether it got the injected Authorization, the Cookie it
@@ -28,15 +102,9 @@ async fn upstream() -> std::net::SocketAddr {
             tokio::spawn(async move {
                 let mut buf = BytesMut::new();
                 loop {
-                    let (head, n) = loop {
-                        if let Ok(Some(h)) = parse_request(&buf, 1 << 16) {
-                            break h;
-                        }
-                        if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
-                            return;
-                        }
+                    let Some(head) = read_head(&mut s, &mut buf).await else {
+                        return;
                     };
-                    bytes::Buf::advance(&mut buf, n);
                     if head.has_token("connection", "upgrade") {
                         // Switch, then echo raw bytes until the peer closes.
                         let hello = format!(
@@ -51,20 +119,10 @@ async fn upstream() -> std::net::SocketAddr {
                         let _ = tokio::io::copy(&mut r, &mut w).await;
                         return;
                     }
-                    let kind = request_body(&head).unwrap();
-                    let mut dec = BodyDecoder::new(kind);
-                    let mut len = 0;
-                    loop {
-                        match dec.decode(&mut buf, 1 << 16).unwrap() {
-                            Some(BodyEvent::Data(d)) => len += d.len(),
-                            Some(BodyEvent::End) => break,
-                            None => {
-                                if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
-                                    return;
-                                }
-                            }
-                        }
-                    }
+                    let Some(body) = read_request_body(&mut s, &mut buf, &head).await else {
+                        return;
+                    };
+                    let len = body.len();
                     let body = serde_json::json!({
                         "line": format!("{} {}", head.method, head.target),
                         "auth_injected": head.get("authorization") == Some("Bearer s3cret"),
@@ -129,9 +187,7 @@ async fn upstream() -> std::net::SocketAddr {
 }
 
 fn config(dir: &Path, up: std::net::SocketAddr, masking: bool) -> Config {
-    let secret = dir.join("token");
-    std::fs::write(&secret, "s3cret\n").unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let secret = secret_file(dir, "s3cret");
     let text = format!(
         r#"[agent]
 listen = "127.0.0.1:15001"
@@ -183,28 +239,8 @@ async fn rig(masking: bool) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let up = upstream().await;
     let cfg = Arc::new(config(dir.path(), up, masking));
-    let rt = Arc::new(HttpRuntime::build(&cfg).unwrap());
     let (audit, _task) = crate::audit::spawn_writer(&dir.path().join("a.db"), opts(0)).unwrap();
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let h = audit.clone();
-    tokio::spawn(async move {
-        let mut n = 0;
-        loop {
-            let (s, _) = l.accept().await.unwrap();
-            n += 1;
-            let (cfg, rt, h) = (Arc::clone(&cfg), Arc::clone(&rt), h.clone());
-            tokio::spawn(async move {
-                let caller = Caller {
-                    session: SessionId(n),
-                    account: "svc".into(),
-                    process: crate::audit::event::ProcessInfo::default(),
-                    identity: None,
-                };
-                serve(&rt, &cfg, &h, &cfg.targets[0], caller, s).await;
-            });
-        }
-    });
+    let addr = spawn_proxy(cfg, &audit).await;
     Rig {
         addr,
         audit,
@@ -321,9 +357,12 @@ async fn malformed_smuggling_and_h2_get_an_error_and_a_close() {
         (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
         (b"GET /%2fadmin HTTP/1.1\r\n\r\n", 400),
         (b"GET /admin%2F.. HTTP/1.1\r\n\r\n", 400),
-        (b"GET /ws HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n", 403),
-        (b"GET /ws HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket, h2c\r\n\r\n", 403),
-        (b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", 403),
+        // HTTP/1.1 without Host, or with two.
+        (b"GET / HTTP/1.1\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: api\r\nHost: api\r\n\r\n", 400),
+        (b"GET /ws HTTP/1.1\r\nHost: api\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n", 403),
+        (b"GET /ws HTTP/1.1\r\nHost: api\r\nConnection: upgrade\r\nUpgrade: websocket, h2c\r\n\r\n", 403),
+        (b"GET /ws HTTP/1.1\r\nHost: api\r\nUpgrade: websocket\r\n\r\n", 403),
     ] {
         let mut s = TcpStream::connect(r.addr).await.unwrap();
         s.write_all(input).await.unwrap();
@@ -386,7 +425,10 @@ fn credentials() {
         header: None,
     };
     let h = credential_header(&basic).unwrap();
-    assert_eq!((h.name.as_str(), &h.value[..]), ("Authorization", &b"Basic dTpwdw=="[..]));
+    assert_eq!(
+        (h.name.as_str(), &h.value[..]),
+        ("Authorization", &b"Basic dTpwdw=="[..])
+    );
     let hdr = HttpCredential {
         kind: CredentialKind::Header,
         file: f.clone(),
@@ -634,8 +676,9 @@ async fn compressed_bodies_are_decoded_masked_and_re_encoded_or_refused() {
     assert!(closed(&mut s).await);
     let rows = api_rows(&r, 10).await;
     assert!(
-        rows.iter()
-            .any(|(a, _, d)| a == "api_result" && d.contains("/enc/br") && d.contains("credential")),
+        rows.iter().any(|(a, _, d)| a == "api_result"
+            && d.contains("/enc/br")
+            && d.contains("credential")),
         "{rows:#?}"
     );
 }

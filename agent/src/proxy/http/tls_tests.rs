@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use super::tests::{read_head, secret_file};
 use super::*;
 use crate::audit::event::SessionId;
 use crate::audit::testutil::opts;
@@ -79,15 +80,9 @@ async fn tls_upstream(pki: &TestPki, seen: Arc<Seen>) -> std::net::SocketAddr {
                 seen.handshakes.fetch_add(1, Ordering::SeqCst);
                 let mut buf = BytesMut::new();
                 loop {
-                    let (head, n) = loop {
-                        if let Ok(Some(h)) = parse_request(&buf, 1 << 16) {
-                            break h;
-                        }
-                        if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
-                            return;
-                        }
+                    let Some(head) = read_head(&mut s, &mut buf).await else {
+                        return;
                     };
-                    bytes::Buf::advance(&mut buf, n);
                     seen.requests.fetch_add(1, Ordering::SeqCst);
                     let body = serde_json::json!({
                         "line": format!("{} {}", head.method, head.target),
@@ -112,9 +107,7 @@ async fn tls_upstream(pki: &TestPki, seen: Arc<Seen>) -> std::net::SocketAddr {
 /// A config with one http target at `up` carrying `target_lines`, masking
 /// emails, a bearer credential, and its state in `dir/state`.
 fn config(dir: &Path, up: std::net::SocketAddr, target_lines: &str) -> Config {
-    let secret = dir.join("token");
-    std::fs::write(&secret, "s3cret\n").unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let secret = secret_file(dir, "s3cret");
     let text = format!(
         r#"[agent]
 listen = "127.0.0.1:15001"
@@ -385,7 +378,10 @@ async fn a_client_hello_without_sni_gets_the_server_name_and_another_sni_gets_42
     let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
     let lines = "intercept_tls = true\ntls = { mode = \"verify-full\" }";
     let parsed = std::panic::catch_unwind(|| config(dir.path(), up, lines));
-    assert!(parsed.is_err(), "a config without tls.server_name was accepted");
+    assert!(
+        parsed.is_err(),
+        "a config without tls.server_name was accepted"
+    );
     // rustls sends no SNI when connecting to an IP address: the leaf names
     // the server name and the target's address, and the upstream is
     // verified as server_name.
@@ -432,7 +428,7 @@ async fn upstream_tls_originates_verified_tls_for_plain_http_clients() {
     )
     .await;
     let mut s = TcpStream::connect(r.addr).await.unwrap();
-    let (status, body) = get(&mut s, "/plain").await;
+    let (status, body) = get_host(&mut s, "/plain", "other.test").await;
     assert_eq!(status, 502, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(

@@ -683,8 +683,13 @@ where
             // The server's own answer to text its grammar rejects.
             Answer::Syntax { position } => {
                 let mut b = BytesMut::new();
-                match backend::error_response_at(&mut b, "ERROR", code, &d.client_message(), *position)
-                {
+                match backend::error_response_at(
+                    &mut b,
+                    "ERROR",
+                    code,
+                    &d.client_message(),
+                    *position,
+                ) {
                     Ok(()) => b.freeze(),
                     Err(_) => super::error_bytes("ERROR", code, "syntax error", None, None),
                 }
