@@ -447,20 +447,6 @@ fn error_response(status: u16, reason: &str, body: &serde_json::Value, close: bo
     out.into_bytes()
 }
 
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        400 => "Bad Request",
-        403 => "Forbidden",
-        405 => "Method Not Allowed",
-        413 => "Content Too Large",
-        421 => "Misdirected Request",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
-        _ => "Error",
-    }
-}
-
 /// Longest a workload may take to complete the TLS handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
 
@@ -744,7 +730,7 @@ impl Conn<'_> {
         info!(status, reason = %message, "http request rejected");
         c.send(&error_response(
             status,
-            reason_phrase(status),
+            response::reason_phrase(status),
             &serde_json::json!({ "error": message }),
             true,
         ))
@@ -857,6 +843,13 @@ impl Conn<'_> {
             Ok(f) => f.filter(|_| kind != BodyKind::Empty),
             Err(e) => return self.bad(c, 400, e.to_string(), Some(&req)).await,
         };
+        // Parameters in a coded body: frameworks that decompress requests
+        // would read what Warden cannot judge.
+        if body_format.is_some()
+            && let Some(why) = request::coded_params(&head)
+        {
+            return self.bad(c, 415, why, Some(&req)).await;
+        }
         let headers = params::header_params(
             head.headers
                 .iter()

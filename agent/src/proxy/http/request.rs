@@ -18,7 +18,8 @@
 //! `_method` parameter in the query or a form, multipart or JSON body) and
 //! a path other than the target's (`X-Original-URL`, `X-Rewrite-URL`,
 //! `X-Forwarded-Uri`, ...). The policy judges the request line, so such a
-//! request is refused (`403`) rather than guessed at.
+//! request is refused (`403`) rather than guessed at, and so is a body
+//! with parameters in a content coding (`415`, [`coded_params`]).
 
 use std::net::IpAddr;
 
@@ -230,6 +231,22 @@ pub fn header_override(head: &RequestHead) -> Option<String> {
         } else {
             None
         }
+    })
+}
+
+/// A body with parameters (form, multipart, JSON) in a content coding:
+/// why it is refused (`415`). Frameworks that decompress requests would
+/// read parameters Warden, which judges the bytes as sent, cannot see.
+pub fn coded_params(head: &RequestHead) -> Option<String> {
+    let codings: Vec<String> = crate::protocol::http::tokens(head, "content-encoding")
+        .into_iter()
+        .filter(|t| t != "identity")
+        .collect();
+    (!codings.is_empty()).then(|| {
+        format!(
+            "a request body with parameters in content-encoding {} cannot be judged",
+            codings.join(", ")
+        )
     })
 }
 

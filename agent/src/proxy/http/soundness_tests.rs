@@ -778,6 +778,14 @@ async fn duplicate_hidden_and_overriding_parameters_are_judged_or_refused() {
         // Bodies whose parameters cannot be read unambiguously.
         ("two types", b"POST /x HTTP/1.1\r\nHost: api.internal\r\nContent-Type: text/plain\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10\r\n\r\nforce=true".to_vec(), 400),
         ("bad json", with_body("POST /x", "application/json", "{\"force\":"), 400),
+        // A coded body whose parameters Warden would read as noise, which
+        // decompressing frameworks would read as `_method=DELETE`.
+        ("gzip form", {
+            let z = gzip(b"_method=DELETE");
+            let mut req = format!("POST /tmp/x HTTP/1.1\r\nHost: api.internal\r\nContent-Type: {FORM}\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n", z.len()).into_bytes();
+            req.extend_from_slice(&z);
+            req
+        }, 415),
     ];
     for (what, request, status) in &refused {
         let got = r.ask(request).await;
