@@ -3,6 +3,9 @@
 //! - [`model`]: the `[policy.NAME]` TOML model.
 //! - [`sql`]: classification of query texts with `sqlparser` into
 //!   [`Analysis`] (classes, tables, functions, settings, PREPARE/EXECUTE).
+//! - [`columns`]: where each reference to a masked column stands (bare
+//!   output, condition, anything else), for column masking that holds
+//!   however the column is used.
 //! - [`rules`]: the compiled [`Policy`] and its [`Verdict`]s.
 //! - [`settings`]: which session settings may change (tokenisation safety).
 //! - [`cache`]: the [`DecisionCache`].
@@ -22,6 +25,7 @@
 //! for the exact semantics.
 
 pub mod cache;
+pub mod columns;
 pub mod http;
 pub mod model;
 pub mod rules;
