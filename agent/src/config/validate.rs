@@ -565,6 +565,20 @@ fn check_http_tls(at: &str, t: &Target, diags: &mut Diags<'_>) {
                 ),
             );
         }
+        // The one name the upstream is verified as and requests may name:
+        // never whatever the workload asks for.
+        if t.intercept_tls
+            && t.tls
+                .as_ref()
+                .and_then(|x| x.server_name.as_ref())
+                .is_none()
+        {
+            diags.at(
+                &key,
+                "intercept_tls = true needs tls.server_name: the name the upstream is verified \
+                 as and the only host requests may name (the workload's SNI is not trusted)",
+            );
+        }
     }
 }
 
@@ -1804,8 +1818,7 @@ rules = [{ action = "allow", methods = ["GET"], paths = ["/**"] }]
     fn http_tls_modes_are_accepted_and_resolved_to_verify_full() {
         for lines in [
             "upstream_tls = true",
-            "intercept_tls = true",
-            "upstream_tls = true\nintercept_tls = true",
+            "upstream_tls = true\nintercept_tls = true\ntls = { mode = \"verify-full\", server_name = \"api.internal\" }",
             "intercept_tls = true\ntls = { mode = \"verify-full\", ca_file = \"/ca.pem\", server_name = \"api.internal\" }",
             "upstream_tls = true\ntls = { mode = \"verify-full\", server_name = \"api.internal\" }",
         ] {
@@ -1836,12 +1849,26 @@ rules = [{ action = "allow", methods = ["GET"], paths = ["/**"] }]
             19,
             "tls.mode is \"disable\" (line 20)",
         );
-        let src = http_target("intercept_tls = true\ntls = { mode = \"require\" }");
+        let src = http_target(
+            "intercept_tls = true\ntls = { mode = \"require\", server_name = \"api.internal\" }",
+        );
         only(&src, "target[1].intercept_tls", 19, "verify-full");
         let src = http_target(
-            "intercept_tls = true\nclient_tls = { cert_file = \"/c.pem\", key_file = \"/k.pem\" }",
+            "intercept_tls = true\ntls = { mode = \"verify-full\", server_name = \"a.b\" }\nclient_tls = { cert_file = \"/c.pem\", key_file = \"/k.pem\" }",
         );
-        only(&src, "target[1].client_tls", 20, "intercept_tls = true");
+        only(&src, "target[1].client_tls", 21, "intercept_tls = true");
+        // Intercepting needs the name the upstream is: never the workload's SNI.
+        for lines in [
+            "intercept_tls = true",
+            "intercept_tls = true\ntls = { mode = \"verify-full\", ca_file = \"/ca.pem\" }",
+        ] {
+            only(
+                &http_target(lines),
+                "target[1].intercept_tls",
+                19,
+                "tls.server_name",
+            );
+        }
         // Both keys on a postgres and a tcp target: one error per key.
         let src = with(PG).replace(
             "address = \"10.0.0.6:5432\"",

@@ -51,6 +51,14 @@ pub struct MaskingConfig {
     /// decoded and masked.
     #[serde(default)]
     pub unmasked_encodings: Vec<String>,
+    /// HTTP bodies: media types (`type/subtype` or `type/*`) Warden cannot
+    /// mask that may pass through *unmasked*, recorded as such (a listed
+    /// text type, which field rules cannot apply to, still gets the
+    /// patterns). Default: none: on a grant with this masking, a response
+    /// of any type but JSON, form-urlencoded and (without field rules)
+    /// text is refused with 502.
+    #[serde(default)]
+    pub unmasked_types: Vec<String>,
     /// PostgreSQL: where a column of `columns` may be used other than as a
     /// bare output column of the top-level select list (see
     /// [`MaskedInPredicates`]). Default `equality`.
