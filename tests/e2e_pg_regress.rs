@@ -48,15 +48,111 @@ const DB: &str = "regression";
 
 /// A refusal Warden makes by design, whatever the parser: the text its
 /// reason contains, and why.
-const BY_DESIGN: &[(&str, &str)] = &[(
-    "the account's upstream role is fixed",
-    "SET ROLE / SET SESSION AUTHORIZATION (and their RESET, set_config) would \
-     leave the grant's upstream role",
-)];
+const BY_DESIGN: &[(&str, &str)] = &[
+    (
+        "the account's upstream role is fixed",
+        "SET ROLE / SET SESSION AUTHORIZATION (and their RESET, set_config) would \
+         leave the grant's upstream role",
+    ),
+    (
+        "must stay on (it changes how SQL is tokenised)",
+        "standard_conforming_strings = off would make the server read string \
+         literals differently from the grammar Warden decides by",
+    ),
+    (
+        "cannot be changed through Warden",
+        "session_replication_role turns off triggers and foreign keys; the \
+         *_preload_libraries settings load server libraries",
+    ),
+];
 
-/// Tests that pass directly and fail through Warden by design: only
-/// refusals of a `BY_DESIGN` kind may happen in them.
-const EXCEPTIONS: &[(&str, &str)] = &[];
+/// Tests that pass directly and fail through Warden, grouped by why: only
+/// refusals of a `BY_DESIGN` kind, or of text the grammar rejects (which
+/// the server rejects too), may happen in them. Measured on PostgreSQL
+/// 15.18: 165 of 217 pass through Warden, every other test is here.
+const EXCEPTIONS: &[(&[&str], &str)] = &[
+    (
+        &[
+            "alter_generic",
+            "alter_operator",
+            "alter_table",
+            "cluster",
+            "constraints",
+            "conversion",
+            "copy2",
+            "create_function_sql",
+            "create_index",
+            "create_operator",
+            "create_procedure",
+            "create_role",
+            "create_schema",
+            "dependency",
+            "equivclass",
+            "event_trigger",
+            "foreign_data",
+            "foreign_key",
+            "generated",
+            "guc",
+            "identity",
+            "inherit",
+            "insert",
+            "lock",
+            "maintain_every",
+            "matview",
+            "merge",
+            "misc_functions",
+            "multirangetypes",
+            "privileges",
+            "psql",
+            "publication",
+            "rowsecurity",
+            "rules",
+            "select_into",
+            "select_parallel",
+            "select_views",
+            "sequence",
+            "stats_ext",
+            "subscription",
+            "tablespace",
+            "update",
+            "updatable_views",
+            "vacuum",
+        ],
+        "SET ROLE / SET SESSION AUTHORIZATION refused by design: the statements after \
+         them run as the grant's role, with other privileges, owners and outputs",
+    ),
+    (
+        &["largeobject", "fast_default"],
+        "objects left behind by earlier tests whose SET ROLE was refused (a large \
+         object of privileges, event_trigger's trigger): the suite shares one database",
+    ),
+    (
+        &["plpgsql", "strings"],
+        "standard_conforming_strings = off refused by design (and strings: see below)",
+    ),
+    (&["triggers"], "session_replication_role refused by design"),
+    (
+        &["errors", "strings"],
+        "libpg_query reports no HINT: the server adds one to a few grammar errors \
+         (missing operator argument, Unicode escapes); message and position are the server's",
+    ),
+    (
+        &["create_table", "limit"],
+        "libpg_query's grammar is PostgreSQL 18's, which places a position on errors \
+         PostgreSQL 15 reports without one (PARTITION BY MAGIC, WITH TIES)",
+    ),
+];
+
+/// Each excepted test with its reasons.
+fn exceptions() -> BTreeMap<&'static str, Vec<&'static str>> {
+    let mut m: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (tests, why) in EXCEPTIONS {
+        for t in *tests {
+            m.entry(t).or_default().push(why);
+        }
+    }
+    m
+}
 
 #[test]
 fn postgresql_regression_suite_passes_through_warden_as_it_does_directly() {
@@ -172,7 +268,7 @@ rules = [
     // The summary and the report.
     let direct_pass: BTreeSet<&str> = direct.passed().into_iter().collect();
     let through_pass: BTreeSet<&str> = through.passed().into_iter().collect();
-    let exceptions: BTreeMap<&str, &str> = EXCEPTIONS.iter().copied().collect();
+    let exceptions = exceptions();
     let regressions: Vec<&str> = direct_pass
         .iter()
         .filter(|t| !through_pass.contains(*t) && !exceptions.contains_key(*t))
@@ -208,17 +304,20 @@ rules = [
     );
     let _ = writeln!(
         summary,
-        "  statements Warden saw: {} (simple {}, extended {}, other {}), refused: {}",
+        "  statements Warden saw: {} ({}), refused: {}",
         a.statements,
-        a.via_simple,
-        a.via_extended,
-        a.via_other,
+        a.via
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         a.refused.len()
     );
     let _ = writeln!(summary, "  refusals by decision and reason:");
     for (k, n) in regress::tally(a.refused.iter().map(|r| r.kind.as_str())) {
         let _ = writeln!(summary, "    {n:6}  {k}");
     }
+    let _ = writeln!(summary, "  {}", analysis_time(&a.texts));
     let _ = writeln!(
         summary,
         "  tests failing through Warden that pass directly ({}): {}",
@@ -272,22 +371,54 @@ rules = [
     );
     // The exceptions still fail (else drop them from the list), and only
     // for their by-design reason.
-    for (test, why) in EXCEPTIONS {
+    for (test, why) in &exceptions {
         assert_ne!(
             through.outcome(test),
             Some(Outcome::Ok),
-            "{test} passes through Warden now: remove it from EXCEPTIONS ({why})"
+            "{test} passes through Warden now: remove it from EXCEPTIONS ({why:?})"
         );
         let other: Vec<&Refusal> = a
             .refused
             .iter()
-            .filter(|r| r.test.as_deref() == Some(test) && !r.by_design)
+            .filter(|r| r.test.as_deref() == Some(test) && !r.by_design && !r.grammar)
             .collect();
         assert!(
             other.is_empty(),
-            "{test} (an exception: {why}) has refusals of another kind: {other:#?}"
+            "{test} (an exception: {why:?}) has refusals of another kind: {other:#?}"
         );
     }
+}
+
+/// Time `warden::policy::analyze` (the proxy's statement analysis) takes
+/// on the statement texts Warden saw, in this test's build.
+fn analysis_time(texts: &[String]) -> String {
+    if texts.is_empty() {
+        return "analysis time: no statements".into();
+    }
+    let mut times: Vec<std::time::Duration> = texts
+        .iter()
+        .map(|t| {
+            let start = Instant::now();
+            let _ = std::hint::black_box(warden::policy::analyze(std::hint::black_box(t)));
+            start.elapsed()
+        })
+        .collect();
+    let total: std::time::Duration = times.iter().sum();
+    times.sort();
+    let pct = |p: usize| times[(times.len() - 1) * p / 100];
+    format!(
+        "analysis time per statement ({} build, {} texts): mean {:.1?}, median {:.1?}, p99 {:.1?}, max {:.1?}",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        texts.len(),
+        total / times.len() as u32,
+        pct(50),
+        pct(99),
+        times[times.len() - 1]
+    )
 }
 
 /// One refused statement.
@@ -300,28 +431,31 @@ struct Refusal {
     kind: String,
     statement: String,
     by_design: bool,
+    /// Refused as text PostgreSQL's grammar rejects (42601): the server
+    /// rejects it too, with the same message and position.
+    grammar: bool,
 }
 
 /// What the audit trail says about the run through Warden.
 struct Analysis {
     statements: usize,
-    via_simple: usize,
-    via_extended: usize,
-    via_other: usize,
+    /// Statements by how they were sent (`simple`, `extended`, `prepared`, …).
+    via: BTreeMap<String, usize>,
     refused: Vec<Refusal>,
     /// Statements seen per test.
     per_test: BTreeMap<String, usize>,
+    /// Every statement text, as recorded (no masking is configured).
+    texts: Vec<String>,
 }
 
 impl Analysis {
     fn of(events: &[Value], run: &Run) -> Self {
         let mut a = Analysis {
             statements: 0,
-            via_simple: 0,
-            via_extended: 0,
-            via_other: 0,
+            via: BTreeMap::new(),
             refused: Vec::new(),
             per_test: BTreeMap::new(),
+            texts: Vec::new(),
         };
         for e in events {
             let w = &e["unmapped"]["warden"];
@@ -329,11 +463,12 @@ impl Analysis {
                 continue;
             }
             a.statements += 1;
-            match w["statement"]["via"].as_str() {
-                Some("simple") => a.via_simple += 1,
-                Some("extended") => a.via_extended += 1,
-                _ => a.via_other += 1,
+            if let Some(t) = e["query_info"]["query_string"].as_str() {
+                a.texts.push(t.to_owned());
             }
+            *a.via
+                .entry(w["statement"]["via"].as_str().unwrap_or("?").to_owned())
+                .or_default() += 1;
             let test = e["time"].as_i64().and_then(|t| run.test_at(t));
             *a.per_test
                 .entry(test.unwrap_or("?").to_owned())
@@ -349,6 +484,7 @@ impl Analysis {
                 decision: decision.to_owned(),
                 kind: format!("{decision}: {head}"),
                 by_design: BY_DESIGN.iter().any(|(needle, _)| reason.contains(needle)),
+                grammar: e["status_code"] == "42601",
                 reason,
                 statement: e["query_info"]["query_string"]
                     .as_str()

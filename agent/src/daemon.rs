@@ -446,7 +446,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
     let approvals_listener = control::approvals::bind(&approvals_socket)?;
     tasks.push(tokio::spawn(control::approvals::serve(
         approvals_listener,
-        Arc::clone(&shared.approvals),
+        Arc::clone(&shared),
         shutdown_rx.clone(),
     )));
     tasks.push(tokio::spawn(control::server::serve(

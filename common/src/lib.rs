@@ -7,6 +7,9 @@
 //! program writes and the key the proxy computes from `accept()` are identical.
 #![no_std]
 
+#[cfg(feature = "pg")]
+pub mod pg_parse_error;
+
 /// Version of the map and program layout. It is part of the pin path
 /// (`<bpf_pin_dir>/v<LAYOUT_VERSION>`), so an agent never adopts maps whose
 /// layout it does not understand.

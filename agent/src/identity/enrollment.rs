@@ -406,6 +406,41 @@ impl Enrollments {
         }
     }
 
+    /// The accounts a process belongs to by enrollment, sorted: those
+    /// enrolled for one of `cgroup_ids` (its cgroups and every ancestor; any
+    /// of them, not only the nearest), for a cgroup path (or a unit's
+    /// current path) that is one of `cgroup_paths` or an ancestor of one
+    /// (which also holds between two resolutions, after a cgroup was
+    /// recreated, and for every account of a cgroup two accounts claim),
+    /// or for one of `uids`.
+    pub fn accounts_of(
+        &self,
+        cgroup_ids: &[u64],
+        cgroup_paths: &[String],
+        uids: &[u32],
+    ) -> Vec<String> {
+        let by_path = self.entries.iter().filter_map(|e| {
+            let enrolled = match &e.selector {
+                Selector::Cgroup(p) => Some(p.as_str()),
+                Selector::Unit(u) => self.unit_paths.get(u).map(String::as_str),
+                Selector::Uid(_) => None,
+            }?;
+            cgroup_paths
+                .iter()
+                .any(|p| cgroup_within(p, enrolled))
+                .then(|| e.account.clone())
+        });
+        let mut out: Vec<String> = cgroup_ids
+            .iter()
+            .filter_map(|id| self.cgroup_ids.get(id).map(|(a, _)| a.clone()))
+            .chain(by_path)
+            .chain(uids.iter().filter_map(|u| self.uids.get(u).cloned()))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     pub fn list(&self) -> Vec<EnrollmentView> {
         self.entries
             .iter()
@@ -429,6 +464,16 @@ impl Enrollments {
             })
             .collect()
     }
+}
+
+/// Whether cgroup `path` is `ancestor` or below it (both relative to the
+/// cgroup2 mount, `/`-separated).
+fn cgroup_within(path: &str, ancestor: &str) -> bool {
+    let a = ancestor.trim_end_matches('/');
+    a.is_empty()
+        || path
+            .strip_prefix(a)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// A cgroup2 path relative to the mount, checked as the config file's are.
@@ -551,12 +596,53 @@ targets = ["db"]
             ..Default::default()
         };
         assert_eq!(e.account_for(&by_uid), Some(("a".into(), None)));
-        // Recreated cgroup (as systemd does on restart) gets a new id.
-        fs::remove_dir(mount.path().join("a.slice")).unwrap();
-        fs::create_dir(mount.path().join("other")).unwrap();
+        // Recreated cgroup (as systemd does on restart) gets a new id. The
+        // old directory is moved aside, not removed: a removed directory's
+        // inode can be handed out again at once (ext4 does, when tests run
+        // in parallel), which cgroupfs ids never are.
+        fs::rename(mount.path().join("a.slice"), mount.path().join("old")).unwrap();
         fs::create_dir(mount.path().join("a.slice")).unwrap();
         assert!(e.resolve(mount.path()));
         assert_eq!(e.account_for(&meta), None);
+    }
+
+    #[test]
+    fn a_process_belongs_to_the_accounts_of_its_cgroups_ancestors_and_uids() {
+        let mount = tempfile::tempdir().unwrap();
+        fs::create_dir_all(mount.path().join("a.slice/shell")).unwrap();
+        let cfg = config(CFG);
+        let state = tempfile::tempdir().unwrap();
+        let mut e = Enrollments::load(&cfg, state.path().join("e.json")).unwrap();
+        e.resolve(mount.path());
+        let id = cgroup::cgroup_id(&mount.path().join("a.slice")).unwrap();
+        let none: [String; 0] = [];
+        assert_eq!(e.accounts_of(&[99, id], &none, &[]), vec!["a".to_owned()]);
+        assert_eq!(e.accounts_of(&[], &none, &[1001]), vec!["a".to_owned()]);
+        assert!(e.accounts_of(&[99], &none, &[0, 4000]).is_empty());
+        // By path: below, not beside; also when the ids are not (yet) the
+        // resolved ones (a cgroup recreated since the last resolution; not
+        // recreated here: freed inodes would disturb the inode test above).
+        let below = ["/a.slice/shell".to_owned()];
+        assert_eq!(e.accounts_of(&[], &below, &[]), vec!["a".to_owned()]);
+        assert!(
+            e.accounts_of(&[], &["/a.slice2".to_owned()], &[])
+                .is_empty()
+        );
+        assert_eq!(
+            e.accounts_of(&[u64::MAX], &["/a.slice".to_owned()], &[]),
+            vec!["a".to_owned()]
+        );
+        // A process in cgroups of two accounts belongs to both.
+        e.enroll("b", Selector::Cgroup("/a.slice/shell".into()))
+            .unwrap();
+        e.resolve(mount.path());
+        assert_eq!(
+            e.accounts_of(&[], &below, &[1001]),
+            vec!["a".to_owned(), "b".to_owned()]
+        );
+        assert!(cgroup_within("/x/y", "/"));
+        assert!(cgroup_within("/x/y", "/x/"));
+        assert!(!cgroup_within("/xy", "/x"));
     }
 
     #[test]
@@ -597,14 +683,14 @@ targets = ["db"]
         assert_eq!(view.cgroup_path.as_deref(), Some("/app.slice/api.service"));
         assert_eq!(view.cgroup_id, Some(id));
         // systemd restarts the unit: a new cgroup, a new id, followed.
-        fs::remove_dir(&unit_dir).unwrap();
+        // (Moved aside, not removed: see the test above.)
+        fs::rename(&unit_dir, mount.path().join("app.slice/old")).unwrap();
         // ...and, once seen, where the unit was, also while it is down.
         e.resolve(mount.path());
         assert_eq!(
             e.unit_path_entries(),
             vec![("/app.slice/api.service".to_owned(), 1)]
         );
-        fs::create_dir(mount.path().join("app.slice/spacer")).unwrap();
         fs::create_dir(&unit_dir).unwrap();
         assert!(e.resolve(mount.path()));
         let new_id = cgroup::cgroup_id(&unit_dir).unwrap();

@@ -66,9 +66,9 @@ const MAX_IDENT_BYTES: usize = 63;
 
 /// Deepest tree walked (PostgreSQL's own parser stops far earlier on
 /// expressions; this bounds the walker's recursion whatever the input).
-const MAX_DEPTH: usize = 2000;
+pub(crate) const MAX_DEPTH: usize = 2000;
 
-type Obj = Map<String, Value>;
+pub(crate) type Obj = Map<String, Value>;
 
 /// Why a query text could not be analysed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -271,7 +271,7 @@ pub fn analyze(sql: &str) -> Result<Analysis, AnalyzeError> {
 }
 
 /// PostgreSQL's parse tree of `sql` in its serde form.
-fn parse_tree(sql: &str) -> Result<Value, AnalyzeError> {
+pub(crate) fn parse_tree(sql: &str) -> Result<Value, AnalyzeError> {
     if sql.as_bytes().contains(&0) {
         return Err(AnalyzeError::Syntax {
             message: "invalid byte sequence: the statement contains a NUL byte".into(),
@@ -296,41 +296,12 @@ fn parse_tree(sql: &str) -> Result<Value, AnalyzeError> {
 }
 
 /// Where the parser stopped, as the server reports it (1-based character
-/// position). libpg_query's Rust binding returns only the message, so the
-/// position is recovered from the parser itself: the error token is the
-/// first token such that the text up to and including it fails with the
-/// same message (the grammar is deterministic left to right, so every
-/// shorter prefix parses or fails only at its end). An error at the end of
-/// the input is placed just after the text.
+/// position, the `P` field): libpg_query's own cursor position, which its
+/// Rust binding drops (`warden_common::pg_parse_error`).
 fn error_position(sql: &str, message: &str) -> Option<u32> {
-    let char_pos =
-        |byte: usize| -> Option<u32> { u32::try_from(sql.get(..byte)?.chars().count() + 1).ok() };
-    if message.ends_with("at end of input") {
-        return char_pos(sql.trim_end().len());
-    }
-    let tokens = pg_query::scan(sql).ok()?.tokens;
-    let same_error = |end: usize| -> bool {
-        let Some(prefix) = sql.get(..end) else {
-            return false;
-        };
-        matches!(pg_query::parse(prefix, 0), Err(pg_query::Error::Parse(m)) if m == message)
-    };
-    let ends: Vec<usize> = tokens
-        .iter()
-        .filter_map(|t| usize::try_from(t.end).ok())
-        .collect();
-    // Smallest i with same_error(ends[i]); the full text has the error.
-    let (mut lo, mut hi) = (0usize, ends.len());
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if same_error(ends[mid]) {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    let start = usize::try_from(tokens.get(lo)?.start).ok()?;
-    char_pos(start)
+    let e = warden_common::pg_parse_error::parse_error(sql)?;
+    // The same parser on the same text: the messages agree.
+    (e.message == message).then_some(e.position).flatten()
 }
 
 /// The statement's shape, for approval grants: PostgreSQL's own tokens
@@ -364,7 +335,7 @@ pub fn statement_shape(sql: &str) -> Option<String> {
 // Reading the serde form of the tree.
 
 /// `(type, fields)` of a `Node` wrapper (`{"node": {"SelectStmt": {...}}}`).
-fn as_node(v: &Value) -> Option<(&str, &Obj)> {
+pub(crate) fn as_node(v: &Value) -> Option<(&str, &Obj)> {
     let o = v.as_object()?;
     if o.len() != 1 {
         return None;
@@ -379,7 +350,7 @@ fn as_node(v: &Value) -> Option<(&str, &Obj)> {
 
 /// The fields of a node of type `ty`, whether `v` is a wrapper or the
 /// typed message itself.
-fn fields_of<'a>(v: &'a Value, ty: &str) -> Option<&'a Obj> {
+pub(crate) fn fields_of<'a>(v: &'a Value, ty: &str) -> Option<&'a Obj> {
     match as_node(v) {
         Some((t, f)) if t == ty => Some(f),
         Some(_) => None,
@@ -387,19 +358,19 @@ fn fields_of<'a>(v: &'a Value, ty: &str) -> Option<&'a Obj> {
     }
 }
 
-fn str_field<'a>(o: &'a Obj, key: &str) -> &'a str {
+pub(crate) fn str_field<'a>(o: &'a Obj, key: &str) -> &'a str {
     o.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
-fn int_field(o: &Obj, key: &str) -> i64 {
+pub(crate) fn int_field(o: &Obj, key: &str) -> i64 {
     o.get(key).and_then(Value::as_i64).unwrap_or(0)
 }
 
-fn bool_field(o: &Obj, key: &str) -> bool {
+pub(crate) fn bool_field(o: &Obj, key: &str) -> bool {
     o.get(key).and_then(Value::as_bool).unwrap_or(false)
 }
 
-fn list_field<'a>(o: &'a Obj, key: &str) -> &'a [Value] {
+pub(crate) fn list_field<'a>(o: &'a Obj, key: &str) -> &'a [Value] {
     o.get(key)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
@@ -407,7 +378,7 @@ fn list_field<'a>(o: &'a Obj, key: &str) -> &'a [Value] {
 }
 
 /// The text of a `String` node.
-fn string_node(v: &Value) -> Option<&str> {
+pub(crate) fn string_node(v: &Value) -> Option<&str> {
     match as_node(v)? {
         ("String", f) => f.get("sval")?.as_str(),
         _ => None,
@@ -415,7 +386,7 @@ fn string_node(v: &Value) -> Option<&str> {
 }
 
 /// A qualified name given as a list of `String` nodes.
-fn name_list(items: &[Value]) -> Option<Vec<String>> {
+pub(crate) fn name_list(items: &[Value]) -> Option<Vec<String>> {
     items
         .iter()
         .map(|i| string_node(i).map(str::to_owned))
@@ -424,7 +395,7 @@ fn name_list(items: &[Value]) -> Option<Vec<String>> {
 
 /// A constant's text: `AConst` (string, integer, float, boolean, bit
 /// string) or a `String`/`Integer` node; `None` for anything else.
-fn const_text(v: &Value) -> Option<String> {
+pub(crate) fn const_text(v: &Value) -> Option<String> {
     let (ty, f) = as_node(v)?;
     match ty {
         "AConst" => {
@@ -460,7 +431,7 @@ fn is_func_call(o: &Obj) -> bool {
     o.contains_key("funcname") && o.contains_key("agg_star")
 }
 
-fn enum_is<E: TryFrom<i32> + PartialEq>(o: &Obj, key: &str, want: E) -> bool {
+pub(crate) fn enum_is<E: TryFrom<i32> + PartialEq>(o: &Obj, key: &str, want: E) -> bool {
     i32::try_from(int_field(o, key))
         .ok()
         .and_then(|v| E::try_from(v).ok())
@@ -1875,8 +1846,38 @@ mod tests {
             ),
             "{e:?}"
         );
-        let e = analyze("SELECT 'unterminated").unwrap_err();
+        // A lexer error is placed where its token starts, as the server
+        // places it.
+        let e = analyze("SELECT 'é', 'unterminated").unwrap_err();
+        assert_eq!(
+            e,
+            AnalyzeError::Syntax {
+                message: "unterminated quoted string at or near \"'unterminated\"".into(),
+                position: Some(13)
+            }
+        );
+        let e = analyze("SELECT 1 /* open").unwrap_err();
         assert!(e.is_syntax(), "{e:?}");
+        // Positions the server reports (its regression suite's expected
+        // output): scanner errors, errors inside a literal, and errors the
+        // grammar's actions place on an earlier token.
+        for (sql, want) in [
+            ("SELECT 123abc", 8),
+            ("SELECT E'wrong: \\udb99xy'", 23),
+            ("SELECT U&'wrong: \\061'", 18),
+            ("CREATE TABLE p (a int) PARTITION BY MAGIC (a)", 37),
+            (
+                "SELECT * FROM t ORDER BY a FETCH FIRST 1 ROW WITH TIES FOR UPDATE SKIP LOCKED",
+                46,
+            ),
+        ] {
+            match analyze(sql) {
+                Err(AnalyzeError::Syntax { position, .. }) => {
+                    assert_eq!(position, Some(want), "{sql}")
+                }
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
         assert!(analyze("SELECT '\u{0}'").unwrap_err().is_syntax());
         let deep = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
         let _ = analyze(&deep);
