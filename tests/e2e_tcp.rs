@@ -700,7 +700,17 @@ fn daemon_notifies_systemd_when_ready() {
     let msg = String::from_utf8_lossy(&buf[..n]);
     assert!(msg.contains("READY=1"), "{msg}");
     // By the time READY=1 is sent, the programs are attached.
-    assert_eq!(env.status_json()["programs"].as_array().unwrap().len(), 5);
+    let st = env.status_json();
+    assert_eq!(st["programs"].as_array().unwrap().len(), 5);
+    // Whether BPF LSM is active is reported, as this kernel says (issue 16,
+    // item 5: without it a root workload is not contained).
+    let lsm = std::fs::read_to_string("/sys/kernel/security/lsm")
+        .ok()
+        .map(|l| l.trim().split(',').any(|m| m == "bpf"));
+    assert_eq!(st["bpf_lsm"].as_bool(), lsm, "{st:#}");
+    let out = env.warden(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("bpf lsm:"), "{text}");
 }
 
 /// Issue 16, item 1: while the agent is down nobody can borrow its port. The

@@ -402,6 +402,16 @@ fn print_status(st: &crate::control::StatusReport) {
         );
     }
     println!("  pins:     {}", st.pin_dir.display());
+    println!(
+        "  bpf lsm:  {}",
+        match st.bpf_lsm {
+            Some(true) => "active",
+            Some(false) =>
+                "NOT ACTIVE: a root workload in an enrolled cgroup can bypass Warden (detach its programs, leave its cgroup, set the agent's mark)",
+            None =>
+                "unknown (no /sys/kernel/security/lsm): a root workload in an enrolled cgroup may bypass Warden",
+        }
+    );
     println!("  fail mode: {}", st.fail_mode);
     println!(
         "  audit:    {} ({})",

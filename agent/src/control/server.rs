@@ -282,6 +282,7 @@ fn status(shared: &Shared) -> StatusReport {
         connections_refused: shared.metrics.refused.load(Ordering::Relaxed),
         audit_path: cfg.audit_path(),
         audit_healthy: shared.audit.is_healthy(),
+        bpf_lsm: crate::ebpf::bpf_lsm_active(),
         forwarders: shared.forward.status(Some(shared.audit.stats().last_seq)),
     }
 }

@@ -641,6 +641,36 @@ fn ensure_bpffs(pin_base: &Path) -> Result<(), DatapathError> {
     })
 }
 
+/// Whether `bpf` is among the kernel's active LSMs (securityfs's `lsm`,
+/// mounted at /sys/kernel/security once if nothing is); `None` when that
+/// cannot be read. Warden's own LSM programs are not built yet (issue 16,
+/// item 5): this tells whether they could run, and `warden status` warns
+/// when not.
+pub fn bpf_lsm_active() -> Option<bool> {
+    static MOUNT: std::sync::Once = std::sync::Once::new();
+    let lsm = Path::new("/sys/kernel/security/lsm");
+    MOUNT.call_once(|| {
+        if !lsm.exists() {
+            let _ = nix::mount::mount(
+                Some("securityfs"),
+                "/sys/kernel/security",
+                Some("securityfs"),
+                nix::mount::MsFlags::MS_NOSUID
+                    | nix::mount::MsFlags::MS_NODEV
+                    | nix::mount::MsFlags::MS_NOEXEC,
+                None::<&str>,
+            );
+        }
+    });
+    let text = fs::read_to_string(lsm).ok()?;
+    Some(lsm_list_has_bpf(&text))
+}
+
+/// Whether a comma-separated LSM list (`/sys/kernel/security/lsm`) names `bpf`.
+pub fn lsm_list_has_bpf(text: &str) -> bool {
+    text.trim().split(',').any(|l| l.trim() == "bpf")
+}
+
 /// The tracefs mount, mounted at /sys/kernel/tracing when nothing is.
 fn ensure_tracefs() -> Option<&'static Path> {
     let candidates = [
@@ -807,6 +837,13 @@ mod tests {
         // A kernel whose id is 32-bit (before 5.5) is not understood.
         let old = FORMAT_6_18.replace("u64 id;\toffset:16;\tsize:8", "int id;\toffset:16;\tsize:4");
         assert_eq!(mkdir_format(&old), None);
+    }
+
+    #[test]
+    fn bpf_in_the_lsm_list() {
+        assert!(lsm_list_has_bpf("lockdown,capability,landlock,yama,bpf\n"));
+        assert!(!lsm_list_has_bpf("lockdown,capability,apparmor"));
+        assert!(!lsm_list_has_bpf("bpfx,xbpf"));
     }
 
     #[test]
