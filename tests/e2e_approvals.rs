@@ -64,7 +64,14 @@ impl Env {
         let pg = PgServer::shared();
         let mut env = TestEnv::new();
         let app = env.cgroup("app");
-        let table = format!("appr_{}", std::process::id());
+        // Tests of this file run in parallel: each its own table and socket.
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let tag = format!(
+            "{}_{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let table = format!("appr_{tag}");
         pg.psql_ok(
             pg::SUPERUSER,
             pg::DB,
@@ -79,7 +86,7 @@ impl Env {
         let pw = env.tmp.path().join("orders_rw.pw");
         std::fs::write(&pw, format!("{}\n", pg.password(pg::ORDERS_RW))).unwrap();
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let sock_dir = std::path::PathBuf::from(format!("/tmp/warden-appr-{}", std::process::id()));
+        let sock_dir = std::path::PathBuf::from(format!("/tmp/warden-appr-{tag}"));
         let _ = std::fs::remove_dir_all(&sock_dir);
         let socket = sock_dir.join("approvals.sock");
         let hooks = Arc::new(Mutex::new(Vec::new()));
@@ -126,6 +133,12 @@ webhooks = [{{ url = \"{url}\", kind = \"generic\" }}]
             socket = socket.display(),
         ));
         env.start();
+        // The approvals socket is bound just after the control socket.
+        let t = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(10), "{}", env.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Env {
             env,
             pg,
@@ -137,11 +150,19 @@ webhooks = [{{ url = \"{url}\", kind = \"generic\" }}]
     }
 
     fn psql(&self, sql: &str) -> Child {
+        self.psql_as(None, sql)
+    }
+
+    /// psql in the enrolled cgroup, as root or (setpriv) as `uid`.
+    fn psql_as(&self, uid: Option<u32>, sql: &str) -> Child {
         let procs = self.env.cg_dir(&self.app).join("cgroup.procs");
+        let setpriv = uid
+            .map(|u| format!("setpriv --reuid={u} --regid={u} --clear-groups "))
+            .unwrap_or_default();
         Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "echo $$ > '{}' && exec '{}' -X -A -t -v VERBOSITY=verbose -v ON_ERROR_STOP=1 -c \"$0\"",
+                "echo $$ > '{}' && exec {setpriv}'{}' -X -A -t -v VERBOSITY=verbose -v ON_ERROR_STOP=1 -c \"$0\"",
                 procs.display(),
                 self.pg.bin("psql").display()
             ))
@@ -172,6 +193,11 @@ webhooks = [{{ url = \"{url}\", kind = \"generic\" }}]
                 .arg(WARDEN);
             c
         };
+        self.approvals_by(&mut cmd, args)
+    }
+
+    /// `cmd` (ending in the warden binary) given `approvals --socket … ARGS`.
+    fn approvals_by(&self, cmd: &mut Command, args: &[&str]) -> Output {
         cmd.arg("--config")
             .arg("/nonexistent/warden.toml")
             .arg("approvals")
@@ -180,6 +206,17 @@ webhooks = [{{ url = \"{url}\", kind = \"generic\" }}]
             .args(args)
             .output()
             .unwrap()
+    }
+
+    /// `warden approvals ARGS` as root from inside cgroup `cg`.
+    fn approvals_in(&self, cg: &str, args: &[&str]) -> Output {
+        let procs = self.env.cg_dir(cg).join("cgroup.procs");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("echo $$ > '{}' && exec \"$@\"", procs.display()))
+            .arg("sh")
+            .arg(WARDEN);
+        self.approvals_by(&mut cmd, args)
     }
 
     fn pending(&self) -> Vec<Value> {
@@ -430,5 +467,208 @@ fn statements_are_held_and_approved_denied_timed_out_granted_and_withdrawn() {
         .env
         .warden(&["audit", "verify-export", out_dir.to_str().unwrap()]);
     assert!(v.status.success(), "{}", text(&v));
+    let _ = std::fs::remove_dir_all(e.socket.parent().unwrap());
+}
+
+/// A root process inside the requesting account's cgroup, or below it, is
+/// an approver by uid but can never decide that account's requests; root
+/// outside it still can. The workload runs as another uid, so the uid rule
+/// (the requesting process's own uid) does not catch it.
+#[test]
+fn a_root_approver_inside_the_enrolled_cgroup_cannot_decide_for_its_account() {
+    let workload = User::create("wdn-workload1");
+    let e = Env::start(0);
+    let t = &e.table;
+    let below = e.env.cgroup("app/shell");
+    let c = e.psql_as(
+        Some(workload.uid),
+        &format!("DELETE FROM {t} WHERE id = 11"),
+    );
+    let id = e.wait_pending(1).remove(0);
+    for cg in [e.app.as_str(), below.as_str()] {
+        let own = e.approvals_in(cg, &["approve", &id, "--reason", "self-service"]);
+        assert!(
+            !own.status.success(),
+            "root in {cg} approved its own account's request: {}",
+            text(&own)
+        );
+        assert!(
+            text(&own).contains("enrolled for the requesting account app"),
+            "{}",
+            text(&own)
+        );
+        assert!(e.exists(11), "nothing ran while held");
+    }
+    // Nor may it change its enrollment (or reload, or stop Warden) through
+    // the root control socket; reading the status is fine.
+    let procs = e.env.cg_dir(&below).join("cgroup.procs");
+    let control = |args: &[&str]| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo $$ > '{}' && exec \"$@\"", procs.display()))
+            .arg("sh")
+            .arg(WARDEN)
+            .arg("--config")
+            .arg(&e.env.config_path)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let un = control(&["unenroll", "app", "--cgroup", &e.app]);
+    assert!(!un.status.success(), "{}", text(&un));
+    assert!(
+        text(&un).contains("enrolled for account app"),
+        "{}",
+        text(&un)
+    );
+    let st = control(&["status"]);
+    assert!(st.status.success(), "{}", text(&st));
+    // Denying is deciding too.
+    let deny = e.approvals_in(&e.app, &["deny", &id]);
+    assert!(!deny.status.success(), "{}", text(&deny));
+    assert_eq!(e.wait_pending(1), vec![id.clone()], "still pending");
+    // Root outside the account's cgroups decides.
+    let ok = e.approvals_as(0, &["approve", &id, "--reason", "ticket 7"]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    let out = finish(c, Duration::from_secs(10));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!e.exists(11));
+    // The refusals are in the trail, naming the cgroup.
+    let refused: Vec<String> = e
+        .env
+        .audit_events()
+        .iter()
+        .map(|v| v.to_string())
+        .filter(|s| s.contains("decision_refused"))
+        .collect();
+    assert_eq!(refused.len(), 3, "{refused:#?}");
+    assert!(refused.iter().any(|s| s.contains(&below)), "{refused:#?}");
+    let _ = std::fs::remove_dir_all(e.socket.parent().unwrap());
+}
+
+/// Run as root by [`decide_from_inside`]: joins cgroup `inside`, connects
+/// the approvals socket, then (`fork`) hands the connection to a child and
+/// exits, and (both modes) leaves for cgroup `outside` once Warden has
+/// accepted, before sending its decision; the answer goes to `out`.
+const LEAVER: &str = r#"
+import os, socket, sys, time
+mode, sock, inside, outside, req, out = sys.argv[1:7]
+open(inside, "w").write(str(os.getpid()))
+s = socket.socket(socket.AF_UNIX)
+s.connect(sock)
+if mode == "fork":
+    if os.fork() > 0:
+        os._exit(0)
+    time.sleep(0.3)
+time.sleep(0.3)
+open(outside, "w").write(str(os.getpid()))
+s.sendall(req.encode() + b"\n")
+data = b""
+while True:
+    c = s.recv(65536)
+    if not c:
+        break
+    data += c
+open(out + ".tmp", "w").write(data.decode())
+os.rename(out + ".tmp", out)
+"#;
+
+impl Env {
+    /// Approves `id` the [`LEAVER`] way; Warden's answer.
+    fn decide_from_inside(&self, mode: &str, id: &str, outside: &str) -> Value {
+        let out = self.env.tmp.path().join(format!("leaver-{mode}.json"));
+        let req = serde_json::json!({
+            "op": "approvals_decide", "id": id, "approve": true, "reason": mode,
+        });
+        let procs = |cg: &str| self.env.cg_dir(cg).join("cgroup.procs");
+        let status = Command::new("python3")
+            .arg("-c")
+            .arg(LEAVER)
+            .arg(mode)
+            .arg(&self.socket)
+            .arg(procs(&self.app))
+            .arg(procs(outside))
+            .arg(req.to_string())
+            .arg(&out)
+            .stdin(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let t = Instant::now();
+        while !out.exists() {
+            assert!(t.elapsed() < Duration::from_secs(5), "no answer ({mode})");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        serde_json::from_str(std::fs::read_to_string(&out).unwrap().trim()).unwrap()
+    }
+}
+
+/// What else reaches the same place: a root process that connects from
+/// inside the enrolled cgroup and leaves it before sending its decision
+/// (the peer is placed when Warden accepts, not when it reads the request),
+/// one that hands the connection to a forked child outside and exits (the
+/// connecting process is the peer; gone, it is placed nowhere), and an
+/// approver outside every cgroup whose uid is enrolled for the account
+/// (live, after the request was held). Each is refused and audited, nothing
+/// runs; root outside then decides.
+#[test]
+fn leaving_the_cgroup_after_connecting_handing_the_socket_on_or_an_enrolled_uid_cannot_decide() {
+    let workload = User::create("wdn-workload2");
+    let approver = User::create("wdn-approver2");
+    let e = Env::start(approver.uid);
+    let t = &e.table;
+    let outside = e.env.cgroup("outside");
+    for (n, mode) in [(12, "move"), (13, "fork")] {
+        let c = e.psql_as(
+            Some(workload.uid),
+            &format!("DELETE FROM {t} WHERE id = {n}"),
+        );
+        let id = e.wait_pending(1).remove(0);
+        let v = e.decide_from_inside(mode, &id, &outside);
+        assert_eq!(v["result"], "error", "{mode}: {v}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("cannot decide"),
+            "{mode}: {v}"
+        );
+        assert!(e.exists(n), "{mode}: nothing ran");
+        let deny = e.approvals_as(0, &["deny", &id, "--reason", "refused test"]);
+        assert!(deny.status.success(), "{}", text(&deny));
+        let out = finish(c, Duration::from_secs(10));
+        assert!(!out.status.success(), "{mode}: {}", text(&out));
+        assert!(e.exists(n));
+    }
+    // An approver by uid, enrolled for the account once its request is held.
+    let c = e.psql_as(
+        Some(workload.uid),
+        &format!("DELETE FROM {t} WHERE id = 14"),
+    );
+    let id = e.wait_pending(1).remove(0);
+    let uid = approver.uid.to_string();
+    let en = e.env.warden(&["enroll", "app", "--uid", &uid]);
+    assert!(en.status.success(), "{}", text(&en));
+    let own = e.approvals_as(approver.uid, &["approve", &id, "--reason", "mine now"]);
+    assert!(!own.status.success(), "{}", text(&own));
+    assert!(
+        text(&own).contains("requesting account app"),
+        "{}",
+        text(&own)
+    );
+    assert!(e.exists(14));
+    let ok = e.approvals_as(0, &["approve", &id, "--reason", "ticket 8"]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    let out = finish(c, Duration::from_secs(10));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!e.exists(14));
+    let refused = e
+        .env
+        .audit_events()
+        .iter()
+        .map(|v| v.to_string())
+        .filter(|s| s.contains("decision_refused"))
+        .count();
+    assert_eq!(refused, 3);
     let _ = std::fs::remove_dir_all(e.socket.parent().unwrap());
 }

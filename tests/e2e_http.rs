@@ -77,7 +77,7 @@ name = "api-intercept"
 protocol = "http"
 address = "127.0.0.1:{tls_port2}"
 intercept_tls = true
-tls = {{ mode = "verify-full", ca_file = "{ca}" }}
+tls = {{ mode = "verify-full", ca_file = "{ca}", server_name = "localhost" }}
 
 [[account]]
 name = "app"
@@ -116,6 +116,9 @@ rules = [
 [masking.pii]
 patterns = ["card", "email", "ssn"]
 fields = [{{ field = "name", strategy = "redact" }}, {{ pointer = "/customers/*/card/number", strategy = "last4" }}]
+# Downloads and plain text pass (text with the patterns only); any other
+# type Warden cannot mask is refused.
+unmasked_types = ["application/octet-stream", "text/plain"]
 
 [approvals]
 approval_timeout_secs = 30
@@ -598,37 +601,52 @@ print(json.dumps({"status_line": line, "closed": closed, "data": data[:400].deco
 #[test]
 fn malformed_requests_get_400_and_a_close() {
     let e = HttpEnv::start();
+    // The target's own host: these are refused for their framing, not
+    // for naming another host (421).
+    let host = format!("127.0.0.1:{}", e.nginx.port);
+    let with_host = |text: &str| text.replace("{host}", &host).into_bytes();
     let huge = format!(
-        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: {host}\r\nX-Big: {}\r\n\r\n",
         "a".repeat(70_000)
     );
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("bad request line", b"GET\x01/ HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()),
+        (
+            "bad request line",
+            with_host("GET\x01/ HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        ),
         ("no version", b"GET /\r\n\r\n".to_vec()),
         ("header overflow", huge.into_bytes()),
         (
             "invalid chunk size",
-            b"PUT /upload/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n".to_vec(),
+            with_host(
+                "PUT /upload/x HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+            ),
         ),
         (
             "smuggling: Content-Length and Transfer-Encoding",
-            b"PUT /upload/y HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin/x HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            with_host(
+                "PUT /upload/y HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin/x HTTP/1.1\r\nHost: {host}\r\n\r\n",
+            ),
         ),
         (
             "two Content-Lengths",
-            b"PUT /upload/z HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".to_vec(),
+            with_host(
+                "PUT /upload/z HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            ),
         ),
         (
             "obsolete line folding",
-            b"GET /small HTTP/1.1\r\nHost: a\r\nX-A: b\r\n  folded\r\n\r\n".to_vec(),
+            with_host("GET /small HTTP/1.1\r\nHost: {host}\r\nX-A: b\r\n  folded\r\n\r\n"),
         ),
         (
             "Transfer-Encoding without chunked last",
-            b"PUT /upload/w HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nabc".to_vec(),
+            with_host(
+                "PUT /upload/w HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+            ),
         ),
         (
             "space before the header colon",
-            b"GET /small HTTP/1.1\r\nHost: a\r\nContent-Length : 5\r\n\r\nhello".to_vec(),
+            with_host("GET /small HTTP/1.1\r\nHost: {host}\r\nContent-Length : 5\r\n\r\nhello"),
         ),
     ];
     for (what, bytes) in cases {
@@ -985,4 +1003,95 @@ fn sha256_hex(b: &[u8]) -> String {
         .next()
         .unwrap()
         .to_owned()
+}
+
+/// Issue 15, items 7–10 through the binary: what the upstream would read
+/// differently from the policy is refused before anything is forwarded,
+/// and a response Warden cannot mask never reaches the workload.
+#[test]
+fn requests_read_differently_upstream_and_unmaskable_responses_are_refused() {
+    let e = HttpEnv::start();
+    let fetch = |extra: &[&str], path: &str| {
+        let mut args = vec![
+            "-sS",
+            "--path-as-is",
+            "-w",
+            "\n@@%{http_code} %{num_connects}\n",
+        ];
+        args.extend_from_slice(extra);
+        let u = e.url(path);
+        args.push(&u);
+        let out = e.run("curl", &args);
+        let got = codes(&out);
+        assert_eq!(got.len(), 1, "{}", text(&out));
+        (got[0].0, String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // Another virtual host: 421, nothing forwarded.
+    for h in ["Host: admin.internal", "X-Forwarded-Host: admin.internal"] {
+        let (code, body) = fetch(&["-H", h], "/hello.txt");
+        assert_eq!(code, 421, "{h}: {body}");
+    }
+    // Method overrides: refused, never guessed at.
+    for h in [
+        "X-HTTP-Method-Override: DELETE",
+        "X-Method-Override: DELETE",
+        "X-HTTP-Method: DELETE",
+    ] {
+        let (code, body) = fetch(&["-H", h], "/orders/1");
+        assert_eq!(code, 403, "{h}: {body}");
+    }
+    let (code, body) = fetch(&[], "/orders/1?_method=DELETE");
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = fetch(
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/x-www-form-urlencoded",
+            "--data",
+            "_method=DELETE",
+        ],
+        "/upload/m.txt",
+    );
+    assert_eq!(code, 403, "{body}");
+    // Path characters frameworks fold (full-width dots and solidus).
+    for p in [
+        "/%EF%BC%8E%EF%BC%8E/admin/x",
+        "/admin%EF%BC%8Fx",
+        "/%EF%BD%81dmin/x",
+    ] {
+        let (code, body) = fetch(&[], p);
+        assert_eq!(code, 400, "{p}: {body}");
+    }
+    assert!(
+        e.nginx.access().is_empty(),
+        "a refused request reached nginx: {:#?}",
+        e.nginx.access()
+    );
+    // A type Warden cannot mask: 502 with a JSON reason, chosen by the
+    // upstream or asked for with Accept; never the e-mail.
+    let (code, body) = fetch(&["-H", "Accept: application/x-ndjson"], "/events.ndjson");
+    assert_eq!(code, 502, "{body}");
+    assert!(
+        body.contains("x-ndjson") && !body.contains("ann@example.com"),
+        "{body}"
+    );
+    // Range is not forwarded on a masked grant: the whole document, masked.
+    let (code, body) = fetch(&["-r", "0-40"], "/customers.json");
+    assert_eq!(code, 200, "{body}");
+    assert!(!body.contains("ann@example.com"), "{body}");
+    // The upstream got the target's own Host.
+    let seen = e.nginx.requests_to("/customers.json");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        seen[0]["host"],
+        format!("127.0.0.1:{}", e.nginx.port),
+        "{seen:?}"
+    );
+    let events = e.api_events();
+    let refused = events
+        .iter()
+        .filter(|v| v["http_response"]["code"] == 502)
+        .count();
+    assert!(refused >= 1, "the 502 is audited: {events:#?}");
 }

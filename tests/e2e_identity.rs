@@ -64,6 +64,118 @@ fn unit_enrollment_follows_the_units_cgroup() {
     }
 }
 
+/// Issue 16, item 3: no enrollment gap when a unit restarts. The unit's
+/// cgroup is removed and recreated 100 times, and each time a process moves
+/// into the new cgroup and connects at once (one shell: mkdir, write
+/// cgroup.procs, exec the client): not one connection reaches the target
+/// directly, and every one is audited as the unit's account. The kernel
+/// enrolls the new cgroup in `mkdir()` itself (cgroup_mkdir tracepoint).
+#[test]
+fn restarted_unit_is_enrolled_before_it_can_connect() {
+    let mut env = TestEnv::new();
+    let unit = format!("restarts-{}.service", env.id);
+    let cg = env.cgroup(&unit);
+    let dir = env.cg_dir(&cg);
+    let db = EchoServer::start("127.0.0.2:0");
+    env.write_config(&format!(
+        "{}{}[[account]]\nname = \"svc\"\nunits = [\"{unit}\"]\ntargets = [\"db\"]\n",
+        env.agent_table(false, ""),
+        tcp_target("db", &db.addr.to_string()),
+    ));
+    env.start();
+    let script = kernel_script();
+    let port = db.addr.port().to_string();
+    let mut direct = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..100 {
+        remove_cgroup_tree(&dir);
+        assert!(!dir.exists(), "could not remove {}", dir.display());
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "mkdir '{d}' && echo $$ > '{d}/cgroup.procs' && exec /usr/bin/python3 \"$0\" connect 127.0.0.2 {port}",
+                d = dir.display()
+            ))
+            .arg(&script)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "round {i}: {e}: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        assert_eq!(r["ok"], true, "round {i}: {r}\n{}", env.log());
+        let lp = r["local_port"].as_u64().unwrap() as u16;
+        if db.saw_direct_from(lp) {
+            direct.push(i);
+        }
+        ports.push(lp);
+    }
+    assert!(
+        direct.is_empty(),
+        "direct connections in rounds {direct:?}\n{}",
+        env.log()
+    );
+    let evs = env.audit_events();
+    for lp in ports {
+        let ev = evs
+            .iter()
+            .find(|e| e["src_endpoint"]["port"].as_u64() == Some(u64::from(lp)))
+            .unwrap_or_else(|| panic!("no event for client port {lp}"));
+        assert_eq!(ev["unmapped"]["warden"]["account"], "svc", "{ev}");
+    }
+}
+
+/// Issue 16, item 2: the executable is bound at connect time. A process
+/// connects (TCP_FASTOPEN_CONNECT: no SYN until the first write), forks, and
+/// execs the pinned binary itself, while its child, which inherited the
+/// socket, finishes the connection and talks. The proxy, reading /proc only
+/// at accept, would see the pinned binary; the kernel recorded that the
+/// caller exec'ed after its connect, so the connection is refused as
+/// `identity_mismatch` and the audit carries no executable of the wrong program.
+#[test]
+fn exec_after_connect_is_refused_as_identity_mismatch() {
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let db = EchoServer::start("127.0.0.2:0");
+    env.write_config(&format!(
+        "{}{}[[account]]\nname = \"pinned\"\ncgroups = [\"{app}\"]\ntargets = [\"db\"]\nexe = {{ path = \"/usr/bin/sleep\" }}\n",
+        env.agent_table(false, ""),
+        tcp_target("db", &db.addr.to_string()),
+    ));
+    env.start();
+    let port = db.addr.port().to_string();
+    let r = env.kernel_client(
+        &app,
+        &[
+            "exec-after-connect",
+            "127.0.0.2",
+            &port,
+            "/usr/bin/sleep",
+            "2",
+        ],
+    );
+    let lp = r["local_port"].as_u64().unwrap() as u16;
+    assert_eq!(r["ok"], false, "the connection was served: {r}");
+    assert!(!db.saw_direct_from(lp), "connected directly: {r}");
+    let evs = env.events_for_client_port(lp, 1);
+    assert!(!evs.is_empty(), "no audit event: {r}\n{}", env.log());
+    let w = &evs[0]["unmapped"]["warden"];
+    assert_eq!(w["reason"], "identity_mismatch", "{:#}", evs[0]);
+    assert!(
+        w["detail"].as_str().unwrap().contains("after its connect"),
+        "{:#}",
+        evs[0]
+    );
+    assert!(
+        evs[0]["actor"]["process"]["file"]["path"].is_null(),
+        "the audit names the program exec'ed after the connect: {:#}",
+        evs[0]
+    );
+}
+
 /// An account pinned to an executable refuses callers running anything else.
 #[test]
 fn exe_pin_mismatch_is_refused_as_identity_mismatch() {

@@ -304,17 +304,20 @@ rules = [
     );
     let _ = writeln!(
         summary,
-        "  statements Warden saw: {} (simple {}, extended {}, other {}), refused: {}",
+        "  statements Warden saw: {} ({}), refused: {}",
         a.statements,
-        a.via_simple,
-        a.via_extended,
-        a.via_other,
+        a.via
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         a.refused.len()
     );
     let _ = writeln!(summary, "  refusals by decision and reason:");
     for (k, n) in regress::tally(a.refused.iter().map(|r| r.kind.as_str())) {
         let _ = writeln!(summary, "    {n:6}  {k}");
     }
+    let _ = writeln!(summary, "  {}", analysis_time(&a.texts));
     let _ = writeln!(
         summary,
         "  tests failing through Warden that pass directly ({}): {}",
@@ -386,6 +389,38 @@ rules = [
     }
 }
 
+/// Time `warden::policy::analyze` (the proxy's statement analysis) takes
+/// on the statement texts Warden saw, in this test's build.
+fn analysis_time(texts: &[String]) -> String {
+    if texts.is_empty() {
+        return "analysis time: no statements".into();
+    }
+    let mut times: Vec<std::time::Duration> = texts
+        .iter()
+        .map(|t| {
+            let start = Instant::now();
+            let _ = std::hint::black_box(warden::policy::analyze(std::hint::black_box(t)));
+            start.elapsed()
+        })
+        .collect();
+    let total: std::time::Duration = times.iter().sum();
+    times.sort();
+    let pct = |p: usize| times[(times.len() - 1) * p / 100];
+    format!(
+        "analysis time per statement ({} build, {} texts): mean {:.1?}, median {:.1?}, p99 {:.1?}, max {:.1?}",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        texts.len(),
+        total / times.len() as u32,
+        pct(50),
+        pct(99),
+        times[times.len() - 1]
+    )
+}
+
 /// One refused statement.
 #[derive(Debug)]
 struct Refusal {
@@ -404,23 +439,23 @@ struct Refusal {
 /// What the audit trail says about the run through Warden.
 struct Analysis {
     statements: usize,
-    via_simple: usize,
-    via_extended: usize,
-    via_other: usize,
+    /// Statements by how they were sent (`simple`, `extended`, `prepared`, …).
+    via: BTreeMap<String, usize>,
     refused: Vec<Refusal>,
     /// Statements seen per test.
     per_test: BTreeMap<String, usize>,
+    /// Every statement text, as recorded (no masking is configured).
+    texts: Vec<String>,
 }
 
 impl Analysis {
     fn of(events: &[Value], run: &Run) -> Self {
         let mut a = Analysis {
             statements: 0,
-            via_simple: 0,
-            via_extended: 0,
-            via_other: 0,
+            via: BTreeMap::new(),
             refused: Vec::new(),
             per_test: BTreeMap::new(),
+            texts: Vec::new(),
         };
         for e in events {
             let w = &e["unmapped"]["warden"];
@@ -428,11 +463,12 @@ impl Analysis {
                 continue;
             }
             a.statements += 1;
-            match w["statement"]["via"].as_str() {
-                Some("simple") => a.via_simple += 1,
-                Some("extended") => a.via_extended += 1,
-                _ => a.via_other += 1,
+            if let Some(t) = e["query_info"]["query_string"].as_str() {
+                a.texts.push(t.to_owned());
             }
+            *a.via
+                .entry(w["statement"]["via"].as_str().unwrap_or("?").to_owned())
+                .or_default() += 1;
             let test = e["time"].as_i64().and_then(|t| run.test_at(t));
             *a.per_test
                 .entry(test.unwrap_or("?").to_owned())

@@ -44,6 +44,78 @@ fn activity_ids(evs: &[Value]) -> Vec<u64> {
         .collect()
 }
 
+/// `connect()` failed with EPERM: the kernel side refused it.
+fn denied(v: &Value) -> bool {
+    ClientResult { json: v.clone() }.denied_at_connect()
+}
+
+/// A long-running `kernel_client.py` child (squatter, holder) placed in `cgroup`.
+struct Helper {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Helper {
+    fn spawn(env: &TestEnv, cgroup: &str, args: &[&str]) -> Helper {
+        use std::io::BufRead;
+        let procs = env.cg_dir(cgroup).join("cgroup.procs");
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > '{}' && exec /usr/bin/python3 -u \"$0\" \"$@\"",
+                procs.display()
+            ))
+            .arg(kernel_script())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Helper { child, lines: rx }
+    }
+
+    fn next_line(&self, within: Duration) -> Option<String> {
+        self.lines.recv_timeout(within).ok()
+    }
+
+    /// Every line printed so far, without waiting.
+    fn drain(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// TIME_WAIT sockets whose local port is `port`.
+fn time_wait_on(port: u16) -> usize {
+    let out = std::process::Command::new("ss")
+        .args(["-Htan", "state", "time-wait"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .find(|f| f.contains(':'))
+                .and_then(|local| local.rsplit(':').next())
+                .is_some_and(|p| p == port.to_string())
+        })
+        .count()
+}
+
 /// Attached at the test's own cgroup: relaying, byte identity, who is left alone.
 #[test]
 fn enrolled_client_is_relayed_byte_identical_and_others_are_untouched() {
@@ -284,7 +356,7 @@ fn agent_killed_fails_closed_and_restart_readopts_pins() {
     ));
     env.start();
     let st = env.status_json();
-    assert_eq!(st["programs"].as_array().unwrap().len(), 3, "{st:#}");
+    assert_eq!(st["programs"].as_array().unwrap().len(), 5, "{st:#}");
     assert_eq!(
         st["attach_cgroup"].as_str().unwrap(),
         env.mount.to_str().unwrap()
@@ -301,7 +373,7 @@ fn agent_killed_fails_closed_and_restart_readopts_pins() {
     );
     let r = env.client(&app, "127.0.0.2", db.addr.port(), 1024, None);
     assert!(
-        r.refused_at_connect(),
+        r.denied_at_connect(),
         "fail closed expected, got {:?}",
         r.json
     );
@@ -316,7 +388,7 @@ fn agent_killed_fails_closed_and_restart_readopts_pins() {
 
     env.start();
     let st = env.status_json();
-    assert_eq!(st["programs"].as_array().unwrap().len(), 3);
+    assert_eq!(st["programs"].as_array().unwrap().len(), 5);
     let r = env.client(&app, "127.0.0.2", db.addr.port(), MIB, None);
     assert!(
         r.same_bytes_back(),
@@ -373,7 +445,7 @@ fn fail_open_passes_traffic_through_while_agent_is_down() {
     );
     let r = env.client(&app, "127.0.0.2", strict.addr.port(), 1024, None);
     assert!(
-        r.refused_at_connect(),
+        r.denied_at_connect(),
         "per-target fail_mode=closed overrides: {:?}",
         r.json
     );
@@ -440,6 +512,32 @@ fn live_enroll_and_unenroll_take_effect_without_restart() {
     let out = env.warden(&["enroll", "nobody", "--uid", "4242"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no account named"));
+
+    // A service unit enrolled live gets its boot-order drop-in (issue 16,
+    // item 6), and loses it when unenrolled.
+    let sd = env.tmp.path().join("systemd");
+    let sd_s = sd.to_str().unwrap();
+    let unit = format!("warden-e2e-{}.service", env.id);
+    let out = env.warden(&["enroll", "app", "--unit", &unit, "--systemd-dir", sd_s]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drop_in = sd.join(format!("{unit}.d/50-warden.conf"));
+    let text = std::fs::read_to_string(&drop_in).unwrap();
+    assert!(text.contains("After=warden.service"), "{text}");
+    assert!(
+        text.contains(&format!("--config {} status", env.config_path.display())),
+        "{text}"
+    );
+    let out = env.warden(&["unenroll", "app", "--unit", &unit, "--systemd-dir", sd_s]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!drop_in.exists());
 }
 
 /// `warden uninstall` stops the daemon, detaches everything and removes pins.
@@ -461,7 +559,7 @@ fn uninstall_leaves_no_program_attached() {
         .iter()
         .map(|p| p["program_id"].as_u64().unwrap())
         .collect();
-    assert_eq!(ids.len(), 3);
+    assert_eq!(ids.len(), 5);
     let cg_dir = env.cg_dir(&env.cg_root.clone());
     assert_eq!(programs_attached_at(&cg_dir).len(), 3);
 
@@ -602,5 +700,417 @@ fn daemon_notifies_systemd_when_ready() {
     let msg = String::from_utf8_lossy(&buf[..n]);
     assert!(msg.contains("READY=1"), "{msg}");
     // By the time READY=1 is sent, the programs are attached.
-    assert_eq!(env.status_json()["programs"].as_array().unwrap().len(), 3);
+    let st = env.status_json();
+    assert_eq!(st["programs"].as_array().unwrap().len(), 5);
+    // Whether BPF LSM is active is reported, as this kernel says (issue 16,
+    // item 5: without it a root workload is not contained).
+    let lsm = std::fs::read_to_string("/sys/kernel/security/lsm")
+        .ok()
+        .map(|l| l.trim().split(',').any(|m| m == "bpf"));
+    assert_eq!(st["bpf_lsm"].as_bool(), lsm, "{st:#}");
+    let out = env.warden(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("bpf lsm:"), "{text}");
+}
+
+/// Issue 16, item 1: while the agent is down nobody can borrow its port. The
+/// agent is SIGKILLed; an unprivileged, non-enrolled user binds the proxy
+/// port on 127.0.0.1 and [::1] (the test uses a port above
+/// ip_unprivileged_port_start on purpose); an enrolled workload's connections
+/// to protected targets (IPv4 and IPv6) fail with EPERM at connect() and the
+/// squatter receives nothing. The agent's own TIME_WAIT sockets on the port
+/// do not keep it from rebinding, and the restarted agent serves again.
+#[test]
+fn squatter_on_the_proxy_port_receives_nothing_while_the_agent_is_down() {
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let other = env.cgroup("other");
+    let db4 = EchoServer::start("127.0.0.2:0");
+    let db6 = EchoServer::start("[::1]:0");
+    let uid = 64_000 + (std::process::id() % 1000);
+    env.write_config(&format!(
+        "{}{}{}{}{}",
+        env.agent_table(false, ""),
+        tcp_target("db4", &db4.addr.to_string()),
+        tcp_target("db6", &db6.addr.to_string()),
+        account("app", &[&app], &[], &["db4", "db6"]),
+        account("batch", &[], &[uid], &["db4", "db6"]),
+    ));
+    env.start();
+    let port = env.listen_port.to_string();
+    let uid_s = uid.to_string();
+    // The test's port is above ip_unprivileged_port_start on purpose, and
+    // check-config says what that means.
+    let out = env.warden(&["check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("can be bound by any local user"),
+        "{err}"
+    );
+    let p4 = db4.addr.port().to_string();
+    let p6 = db6.addr.port().to_string();
+
+    // A relayed connection open when the agent dies: the agent's side closes
+    // first and stays in TIME_WAIT on the proxy port.
+    let holder = Helper::spawn(&env, &app, &["hold", "127.0.0.2", &p4]);
+    let held = holder
+        .next_line(Duration::from_secs(10))
+        .expect("holder connected through the agent");
+    assert!(!db4.saw_direct_from(held.parse().unwrap()), "relayed");
+
+    env.kill9();
+    assert_eq!(
+        holder.next_line(Duration::from_secs(10)).as_deref(),
+        Some("closed")
+    );
+    drop(holder);
+
+    let squatter = Helper::spawn(
+        &env,
+        &other,
+        &["squat", &port, "127.0.0.1", "::1", "--uid", "65534"],
+    );
+    assert_eq!(
+        squatter.next_line(Duration::from_secs(10)).as_deref(),
+        Some("ready"),
+        "the unprivileged user could not bind the (unprivileged) proxy port"
+    );
+    for (host, p) in [("127.0.0.2", &p4), ("::ffff:127.0.0.2", &p4), ("::1", &p6)] {
+        let r = env.kernel_client(&app, &["connect", host, p]);
+        assert!(denied(&r), "{host}: expected EPERM, got {r}");
+    }
+    // The same for a workload enrolled by uid.
+    for (host, p) in [("127.0.0.2", &p4), ("::1", &p6)] {
+        let r = env.kernel_client(&other, &["connect", host, p, "--uid", &uid_s]);
+        assert!(denied(&r), "uid {uid} to {host}: expected EPERM, got {r}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let got = squatter.drain();
+    assert!(got.is_empty(), "the squatter received connections: {got:?}");
+    // Non-enrolled traffic is untouched.
+    let r = env.kernel_client(&other, &["connect", "127.0.0.2", &p4]);
+    assert_eq!(r["ok"], true, "{r}");
+    drop(squatter);
+
+    let tw = time_wait_on(env.listen_port);
+    env.start();
+    eprintln!("restarted with {tw} TIME_WAIT sockets on the proxy port");
+    assert!(tw > 0, "the test meant to leave TIME_WAIT on the port");
+    for (host, p, server) in [("127.0.0.2", &p4, &db4), ("::1", &p6, &db6)] {
+        let r = env.kernel_client(&app, &["connect", host, p]);
+        assert_eq!(r["ok"], true, "{host} after restart: {r}\n{}", env.log());
+        let lp = r["local_port"].as_u64().unwrap() as u16;
+        assert!(!server.saw_direct_from(lp), "relayed after restart");
+    }
+
+    // A hung agent (its listener still there) is refused once the heartbeat
+    // lapses: within HEARTBEAT_GRACE_NS (1 s).
+    let pid = env.daemon.as_ref().unwrap().id();
+    assert!(nix_kill(pid, "STOP"));
+    std::thread::sleep(Duration::from_millis(1300));
+    let r = env.kernel_client(&app, &["connect", "127.0.0.2", &p4]);
+    assert!(nix_kill(pid, "CONT"));
+    assert!(denied(&r), "hung agent: expected EPERM, got {r}");
+    std::thread::sleep(Duration::from_millis(500));
+    let r = env.kernel_client(&app, &["connect", "127.0.0.2", &p4]);
+    assert_eq!(r["ok"], true, "after SIGCONT: {r}");
+
+    // A graceful stop refuses at once too.
+    env.stop();
+    for (host, p) in [("127.0.0.2", &p4), ("::1", &p6)] {
+        let r = env.kernel_client(&app, &["connect", host, p]);
+        assert!(denied(&r), "{host} after SIGTERM: expected EPERM, got {r}");
+    }
+}
+
+/// Issue 16, item 1b: destinations the kernel rewrites after the connect hook.
+/// `0.0.0.0`, `[::]` and `[::ffff:0.0.0.0]` are not protected targets, but the
+/// kernel turns them into the socket's bound address or loopback after
+/// connect4/connect6 ran. For enrolled workloads (by cgroup and by uid) every
+/// spelling that lands on a protected host-local target is relayed through
+/// the agent and audited, never a direct connection; others are untouched.
+#[test]
+fn unspecified_destinations_are_resolved_before_the_lookup() {
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let other = env.cgroup("other");
+    let db4 = EchoServer::start("127.0.0.4:0");
+    let lo4 = EchoServer::start("127.0.0.1:0");
+    let lo6 = EchoServer::start("[::1]:0");
+    let uid = 64_000 + (std::process::id() % 1000);
+    env.write_config(&format!(
+        "{}{}{}{}{}{}",
+        env.agent_table(false, ""),
+        tcp_target("db4", &db4.addr.to_string()),
+        tcp_target("lo4", &lo4.addr.to_string()),
+        tcp_target("lo6", &lo6.addr.to_string()),
+        account("app", &[&app], &[], &["db4", "lo4", "lo6"]),
+        account("batch", &[], &[uid], &["db4", "lo4", "lo6"]),
+    ));
+    env.start();
+    let uid_s = uid.to_string();
+    let (p4, pl4, pl6) = (
+        db4.addr.port().to_string(),
+        lo4.addr.port().to_string(),
+        lo6.addr.port().to_string(),
+    );
+    // (destination, bound source or "", port, server the kernel would reach)
+    let cases: [(&str, &str, &str, &EchoServer); 6] = [
+        ("0.0.0.0", "127.0.0.4", &p4, &db4),
+        ("0.0.0.0", "", &pl4, &lo4),
+        ("::", "", &pl6, &lo6),
+        ("::", "::ffff:127.0.0.4", &pl4, &lo4),
+        ("::ffff:0.0.0.0", "::ffff:127.0.0.4", &p4, &db4),
+        ("::ffff:0.0.0.0", "", &pl4, &lo4),
+    ];
+    for (who, cg, extra) in [
+        ("cgroup", &app, vec![]),
+        ("uid", &other, vec!["--uid", uid_s.as_str()]),
+    ] {
+        for (dst, bind, port, server) in cases {
+            let mut args = vec!["connect", dst, port];
+            if !bind.is_empty() {
+                args.extend(["--bind", bind]);
+            }
+            args.extend(extra.iter().copied());
+            let r = env.kernel_client(cg, &args);
+            assert_eq!(r["ok"], true, "{who}: {dst} bound {bind:?}: {r}");
+            let lp = r["local_port"].as_u64().unwrap() as u16;
+            assert!(
+                !server.saw_direct_from(lp),
+                "{who}: {dst}:{port} bound {bind:?} reached the server directly: {r}"
+            );
+            let evs = env.events_for_client_port(lp, 1);
+            assert!(
+                !evs.is_empty(),
+                "{who}: {dst} bound {bind:?}: no audit event"
+            );
+        }
+    }
+    // Not enrolled: the kernel's own resolution, untouched.
+    let r = env.kernel_client(&other, &["connect", "0.0.0.0", &p4, "--bind", "127.0.0.4"]);
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(db4.saw_direct_from(r["local_port"].as_u64().unwrap() as u16));
+}
+
+/// Gives `uid` a cgroup the way systemd's `Delegate=yes` does: the directory
+/// and its delegation files belong to the user.
+fn delegate(env: &TestEnv, cg: &str, uid: u32) {
+    let dir = env.cg_dir(cg);
+    for f in [
+        "",
+        "cgroup.procs",
+        "cgroup.threads",
+        "cgroup.subtree_control",
+    ] {
+        let p = if f.is_empty() {
+            dir.clone()
+        } else {
+            dir.join(f)
+        };
+        let ok = std::process::Command::new("chown")
+            .arg(format!("{uid}:{uid}"))
+            .arg(&p)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "chown {}", p.display());
+    }
+}
+
+/// Issue 16, item 1c: enrollment at any depth. An enrolled cgroup at level 16
+/// (past the old walk's levels 0–15) and one at level 2 are delegated to an
+/// unprivileged user, who creates nested child cgroups (5 below the deep one,
+/// 140 below the shallow one), moves into the deepest and connects: relayed
+/// through the agent both times. An enrolled cgroup deeper than the walk
+/// reaches is refused by check-config and by `warden enroll`.
+#[test]
+fn enrollment_covers_delegated_cgroups_at_any_depth() {
+    let mut env = TestEnv::new();
+    let db = EchoServer::start("127.0.0.2:0");
+    // The test root is level 1; level 16 is 15 names below it.
+    let mut deep = env.cg_root.clone();
+    for i in 2..=16 {
+        deep = format!("{deep}/l{i}");
+    }
+    std::fs::create_dir_all(env.cg_dir(&deep)).unwrap();
+    let shallow = env.cgroup("shallow");
+    let user = 65534;
+    delegate(&env, &deep, user);
+    delegate(&env, &shallow, user);
+    env.write_config(&format!(
+        "{}{}{}{}",
+        env.agent_table(false, ""),
+        tcp_target("db", &db.addr.to_string()),
+        account("deep", &[&deep], &[], &["db"]),
+        account("shallow", &[&shallow], &[], &["db"]),
+    ));
+    env.start();
+    let port = db.addr.port().to_string();
+    for (cg, n) in [(&deep, "5"), (&shallow, "140")] {
+        let r = env.kernel_client(
+            cg,
+            &["nest", n, "127.0.0.2", &port, "--uid", &user.to_string()],
+        );
+        assert_eq!(r["ok"], true, "{cg} + {n} levels: {r}");
+        let inside = r["cgroup"].as_str().unwrap();
+        assert!(
+            inside.starts_with(cg.as_str()) && inside.len() > cg.len(),
+            "the client did not move below {cg}: {r}"
+        );
+        let lp = r["local_port"].as_u64().unwrap() as u16;
+        assert!(
+            !db.saw_direct_from(lp),
+            "{cg} + {n} levels connected directly"
+        );
+        let evs = env.events_for_client_port(lp, 1);
+        assert!(!evs.is_empty(), "{cg} + {n} levels: no audit event");
+    }
+
+    // Deeper than level 127 cannot be enrolled.
+    let too_deep = format!("{}{}", env.cg_root, "/x".repeat(127));
+    let out = env.warden(&["enroll", "deep", "--cgroup", &too_deep]);
+    assert!(!out.status.success(), "enroll accepted {too_deep}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("deeper than level 127"), "{err}");
+}
+
+/// Issue 16, item 4 (first part): a flood of connections to the proxy port
+/// from a non-enrolled local user grows the audit trail by a bounded number
+/// of events (at most 20 individual ones a second plus one summary with the
+/// count), and the agent keeps serving enrolled workloads meanwhile.
+#[test]
+fn unredirected_flood_is_audited_in_bounded_events() {
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let other = env.cgroup("other");
+    let db = EchoServer::start("127.0.0.2:0");
+    env.write_config(&format!(
+        "{}{}{}",
+        env.agent_table(false, ""),
+        tcp_target("db", &db.addr.to_string()),
+        account("app", &[&app], &[], &["db"]),
+    ));
+    env.start();
+    let before = env.audit_events().len();
+    let n = 30_000;
+    let port = env.listen_port.to_string();
+    let flood = env.kernel_client(
+        &other,
+        &[
+            "flood",
+            "127.0.0.1",
+            &port,
+            &n.to_string(),
+            "--uid",
+            "65534",
+        ],
+    );
+    let opened = flood["opened"].as_u64().unwrap();
+    assert!(opened > 0, "{flood}");
+    // Served right after the flood.
+    let r = env.client(&app, "127.0.0.2", db.addr.port(), 4096, None);
+    assert!(r.same_bytes_back(), "{:?}", r.json);
+    // The last window's summary comes with the agent's once-a-second tick.
+    std::thread::sleep(Duration::from_millis(2500));
+    let evs = env.audit_events();
+    let unredirected: Vec<&Value> = evs[before..]
+        .iter()
+        .filter(|e| e["unmapped"]["warden"]["reason"] == "unredirected")
+        .collect();
+    let seconds = flood["seconds"].as_f64().unwrap().ceil() as usize + 3;
+    assert!(
+        unredirected.len() <= seconds * 21,
+        "{} events for {opened} connections in {seconds} s",
+        unredirected.len()
+    );
+    let summarized: u64 = unredirected
+        .iter()
+        .filter_map(|e| {
+            let d = e["unmapped"]["warden"]["detail"].as_str()?;
+            d.split_once(" more connections")?.0.parse::<u64>().ok()
+        })
+        .sum();
+    let individual = unredirected.len() as u64
+        - unredirected
+            .iter()
+            .filter(|e| {
+                e["unmapped"]["warden"]["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(" more connections"))
+            })
+            .count() as u64;
+    eprintln!(
+        "flood: {flood}; {} events ({individual} individual, {summarized} summarized)",
+        unredirected.len()
+    );
+    assert!(summarized > 0, "nothing summarized");
+    assert!(individual + summarized <= opened);
+    assert!(
+        individual + summarized >= opened * 9 / 10,
+        "{individual} + {summarized} of {opened} accounted for"
+    );
+}
+
+/// Issue 16, item 4: one account cannot take every connection slot. With
+/// `max_connections_per_account = 2`, an account holding two connections has
+/// its third refused (`connection_limit`, audited) while another account's
+/// connections pass; once one closes, the account connects again.
+#[test]
+fn per_account_connection_cap() {
+    let mut env = TestEnv::new();
+    let greedy = env.cgroup("greedy");
+    let polite = env.cgroup("polite");
+    let db = EchoServer::start("127.0.0.2:0");
+    env.write_config(&format!(
+        "{}{}{}{}",
+        env.agent_table(false, "max_connections_per_account = 2"),
+        tcp_target("db", &db.addr.to_string()),
+        account("greedy", &[&greedy], &[], &["db"]),
+        account("polite", &[&polite], &[], &["db"]),
+    ));
+    env.start();
+    let port = db.addr.port().to_string();
+    let h1 = Helper::spawn(&env, &greedy, &["hold", "127.0.0.2", &port]);
+    let h2 = Helper::spawn(&env, &greedy, &["hold", "127.0.0.2", &port]);
+    for h in [&h1, &h2] {
+        assert!(
+            h.next_line(Duration::from_secs(10)).is_some(),
+            "holder connected"
+        );
+    }
+    let r = env.client(&greedy, "127.0.0.2", db.addr.port(), 1024, None);
+    assert!(
+        !r.ok(),
+        "third connection of the account served: {:?}",
+        r.json
+    );
+    let evs = env.events_for_client_port(r.local_port().unwrap(), 1);
+    let w = &evs[0]["unmapped"]["warden"];
+    assert_eq!(w["reason"], "connection_limit", "{:#}", evs[0]);
+    assert!(
+        w["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_connections_per_account (2) reached by account greedy"),
+        "{:#}",
+        evs[0]
+    );
+    for _ in 0..3 {
+        let r = env.client(&polite, "127.0.0.2", db.addr.port(), 1024, None);
+        assert!(r.same_bytes_back(), "other account: {:?}", r.json);
+    }
+    drop(h1);
+    let start = Instant::now();
+    loop {
+        let r = env.client(&greedy, "127.0.0.2", db.addr.port(), 1024, None);
+        if r.same_bytes_back() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "slot not released"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -27,6 +27,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
+use warden::approval::peer::{Peer, Place};
+use warden::approval::{Approvals, Decision, RequestView};
 use warden::audit::event::{ProcessInfo, SessionId, StatementDecision};
 use warden::audit::replay::{ReplayStatement, Step};
 use warden::audit::{AuditHandle, WriterOptions, WriterTask};
@@ -72,6 +74,8 @@ struct Spec<'a> {
     password_mode: u32,
     /// Accounts, each with its own listener and the same grant.
     accounts: &'a [&'a str],
+    /// The `[approvals]` table.
+    approvals: &'a str,
     /// Extra keys of each `[[grant]]` table.
     grant_extra: &'a str,
 }
@@ -86,6 +90,7 @@ impl Default for Spec<'_> {
             password: None,
             password_mode: 0o600,
             accounts: &["app"],
+            approvals: "",
             grant_extra: "",
         }
     }
@@ -107,6 +112,8 @@ struct Proxy {
     /// Session id of each accepted connection, by the client's port.
     sessions: Arc<Mutex<HashMap<u16, u64>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Statements of `approve` rules wait here, as in the daemon.
+    approvals: Arc<Approvals>,
     _audit: AuditHandle,
     _writer: WriterTask,
     _dir: tempfile::TempDir,
@@ -157,17 +164,27 @@ impl Proxy {
         if let Some(m) = spec.masking {
             toml.push_str(&format!("[masking.m]\n{m}\n"));
         }
+        toml.push_str(&format!("\n[approvals]\n{}\n", spec.approvals));
         let config = Config::parse(&toml, &dir.path().join("warden.toml"))
             .unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
-        let rt = Arc::new(PgRuntime::build(&config).unwrap_or_else(|e| panic!("runtime: {e}")));
-        let runtime = Arc::new(std::sync::RwLock::new(rt));
-        let config = Arc::new(config);
         let store = dir.path().join("audit.db");
         let opts = WriterOptions {
             sync: warden::audit::SyncMode::Normal,
             ..WriterOptions::default()
         };
         let (audit, writer) = warden::audit::spawn_writer(&store, opts).unwrap();
+        let approvals = Approvals::new(
+            config.approvals.clone(),
+            audit.clone(),
+            "warden approvals".into(),
+        );
+        let rt = Arc::new(
+            PgRuntime::build(&config)
+                .unwrap_or_else(|e| panic!("runtime: {e}"))
+                .with_approvals(Arc::clone(&approvals)),
+        );
+        let runtime = Arc::new(std::sync::RwLock::new(rt));
+        let config = Arc::new(config);
         let ended = Arc::new(Mutex::new(HashMap::new()));
         let sessions = Arc::new(Mutex::new(HashMap::new()));
         let next = Arc::new(AtomicU64::new(1));
@@ -228,6 +245,7 @@ impl Proxy {
             ended,
             sessions,
             tasks,
+            approvals,
             _audit: audit,
             _writer: writer,
             _dir: dir,
@@ -241,7 +259,9 @@ impl Proxy {
     /// What a configuration reload does to the PostgreSQL runtime: a new
     /// one for new connections, keeping the previous one's cancel keys.
     fn reload(&self) {
-        let mut next = PgRuntime::build(&self.config).unwrap();
+        let mut next = PgRuntime::build(&self.config)
+            .unwrap()
+            .with_approvals(Arc::clone(&self.approvals));
         let mut slot = self.runtime.write().unwrap();
         next.keep_cancels_of(&slot);
         *slot = Arc::new(next);
@@ -407,6 +427,13 @@ enum Msg {
         message: String,
     },
     FunctionResult(Option<Vec<u8>>),
+    /// A message read by [`Raw::recv_streaming`] without being held: its
+    /// tag, its length field and the first bytes of its body.
+    Big {
+        tag: u8,
+        len: usize,
+        head: Vec<u8>,
+    },
     Other(u8),
 }
 
@@ -472,6 +499,70 @@ impl Raw {
         .await
         .expect("no answer within 10 s")?;
         Some(to_msg(&frame))
+    }
+
+    /// Like [`recv`](Self::recv), but a message whose length field is
+    /// above `big` is read and dropped piece by piece (so that the test
+    /// process, which also runs Warden, does not hold it) and returned as
+    /// [`Msg::Big`].
+    async fn recv_streaming(&mut self, big: usize) -> Option<Msg> {
+        let read = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if self.buf.len() >= 5 {
+                    let len = u32::from_be_bytes(self.buf[1..5].try_into().unwrap()) as usize;
+                    if len > big {
+                        let tag = self.buf[0];
+                        let mut remaining = len + 1;
+                        let mut head = Vec::new();
+                        loop {
+                            let n = remaining.min(self.buf.len());
+                            let piece = self.buf.split_to(n);
+                            let body = if head.is_empty() && n >= 5 {
+                                &piece[5..]
+                            } else {
+                                &piece[..]
+                            };
+                            head.extend_from_slice(
+                                &body[..body.len().min(64 - head.len().min(64))],
+                            );
+                            remaining -= n;
+                            if remaining == 0 {
+                                return Some(Msg::Big { tag, len, head });
+                            }
+                            self.buf.reserve(64 * 1024);
+                            match self.tcp.read_buf(&mut self.buf).await {
+                                Ok(0) | Err(_) => return None,
+                                Ok(_) => {}
+                            }
+                        }
+                    }
+                }
+                if let Some(f) = decode_frame(&mut self.buf, 1 << 30).unwrap() {
+                    return Some(to_msg(&f));
+                }
+                self.buf.reserve(64 * 1024);
+                match self.tcp.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        read.expect("no answer within 60 s")
+    }
+
+    /// [`recv_streaming`](Self::recv_streaming) up to and including
+    /// ReadyForQuery, or up to the close.
+    async fn until_ready_streaming(&mut self, big: usize) -> Vec<Msg> {
+        let mut out = Vec::new();
+        while let Some(m) = self.recv_streaming(big).await {
+            let done = matches!(m, Msg::Ready(_));
+            out.push(m);
+            if done {
+                break;
+            }
+        }
+        out
     }
 
     /// Messages up to and including ReadyForQuery, or up to the close.
@@ -1320,10 +1411,14 @@ fn malformed_messages_end_in_an_error_or_a_close_never_a_panic() {
         fatal_08p01("negative length", &msgs);
         // Past max_message_bytes, and a 2 GiB declaration: refused from the
         // header alone, before any body is buffered (we never send one).
-        let (msgs, _) = after_startup(&p, &header(b'Q', 65_537 + 4), false).await;
-        fatal_08p01("past the maximum", &msgs);
-        let (msgs, _) = after_startup(&p, &header(b'Q', 0x7fff_ffff), false).await;
-        fatal_08p01("2 GiB", &msgs);
+        // The limit is Warden's, named in a 54000 (program limit exceeded).
+        for (what, len) in [("past the maximum", 65_537 + 4), ("2 GiB", 0x7fff_ffff)] {
+            let (msgs, _) = after_startup(&p, &header(b'Q', len), false).await;
+            let errs = errors(&msgs);
+            assert_eq!(errs.len(), 1, "{what}: {msgs:?}");
+            assert_eq!((errs[0].0.as_str(), errs[0].1.as_str()), ("FATAL", "54000"));
+            assert!(errs[0].2.contains("max_message_bytes (65536)"), "{errs:?}");
+        }
         // Just under the maximum is accepted (the limit is the configured one).
         let sql = format!("SELECT '{}'", "x".repeat(60_000));
         let (mut r, _, _) = Raw::session(p.addr()).await;
@@ -1726,6 +1821,710 @@ fn function_calls_are_decided_by_name_and_their_results_masked() {
 }
 
 // ---------------------------------------------------------------------------
+// Protocol fidelity: how a session ends, large messages, approvals per
+// execution
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_server_reported_tokenisation_change_ends_the_session_with_a_fatal_naming_it() {
+    run(|pg| async move {
+        let p = Proxy::start(pg, Spec::default()).await;
+        // Named by a literal, the change is refused before it runs.
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let msgs = r
+            .query("SELECT set_config('client_encoding', 'LATIN1', false)")
+            .await;
+        let errs = errors(&msgs);
+        assert_eq!(errs.len(), 1, "{msgs:?}");
+        assert_eq!(errs[0].1, "42501", "{errs:?}");
+        assert_eq!(rows(&r.query("SELECT 1").await).len(), 1);
+        drop(r);
+        // Changed inside a function (or named at run time, also refused
+        // now), Warden cannot know before the server reports it.
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "CREATE OR REPLACE FUNCTION public.warden_set_setting(n text, v text) RETURNS text \
+             LANGUAGE sql AS $$ SELECT set_config(n, v, false) $$",
+        );
+        for (sql, setting, value) in [
+            (
+                "SELECT public.warden_set_setting('client_encoding', 'LATIN1')",
+                "client_encoding",
+                "LATIN1",
+            ),
+            (
+                "SELECT public.warden_set_setting('standard_conforming_strings', 'off')",
+                "standard_conforming_strings",
+                "off",
+            ),
+        ] {
+            let (mut r, _, _) = Raw::session(p.addr()).await;
+            let mut b = BytesMut::new();
+            frontend::query(&mut b, sql).unwrap();
+            r.send(&b).await;
+            let msgs = r.until_closed().await;
+            // The statement ran: its row reaches the client, then a FATAL
+            // error that names the setting, then the close.
+            assert_eq!(rows(&msgs).len(), 1, "{sql}: {msgs:?}");
+            let errs = errors(&msgs);
+            assert_eq!(errs.len(), 1, "{sql}: {msgs:?}");
+            assert_eq!(errs[0].0, "FATAL", "{errs:?}");
+            assert!(
+                errs[0].2.contains("Warden")
+                    && errs[0].2.contains(setting)
+                    && errs[0].2.contains(value),
+                "{errs:?}"
+            );
+            assert!(
+                matches!(msgs.last(), Some(Msg::Error { .. })),
+                "nothing may follow the FATAL error: {msgs:?}"
+            );
+            let e = p.ended(r.port()).await;
+            assert_eq!(e.reason.as_deref(), Some("session_error"), "{e:?}");
+            assert!(e.detail.unwrap_or_default().contains(setting));
+        }
+        // Both statements have their result on record: the row, the tag and
+        // why the session ended.
+        let stmts = p.statements(4).await;
+        let ran: Vec<_> = stmts
+            .iter()
+            .filter(|s| sql_of(s).contains("warden_set_setting"))
+            .collect();
+        assert_eq!(ran.len(), 2, "{stmts:#?}");
+        for (s, setting) in ran
+            .into_iter()
+            .zip(["client_encoding", "standard_conforming_strings"])
+        {
+            let r = s
+                .result
+                .as_ref()
+                .unwrap_or_else(|| panic!("no result event: {s:#?}"));
+            assert_eq!(r.rows, Some(1), "{r:#?}");
+            assert_eq!(r.command_tag.as_deref(), Some("SELECT 1"), "{r:#?}");
+            assert!(
+                r.error.as_deref().unwrap_or_default().contains(setting),
+                "{r:#?}"
+            );
+        }
+    });
+}
+
+/// Held by the tests that measure this process's peak memory: one at a
+/// time, or each would see (and reset) the other's peak.
+static MEMORY_TESTS: Mutex<()> = Mutex::new(());
+
+/// Peak resident memory of this process (which runs Warden's sessions),
+/// in KiB, after `reset` sets the peak back to the current size.
+fn vm_hwm_kib(reset: bool) -> u64 {
+    if reset {
+        std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    }
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Masking with a column rule and no patterns: only rows with that column
+/// need masking.
+const CARD_COLUMN_ONLY: &str = r#"columns = [ { column = "customers.card", strategy = "last4" } ]"#;
+
+#[test]
+fn rows_over_max_message_bytes_stream_through_when_nothing_in_them_is_masked() {
+    let _one = MEMORY_TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    run(|pg| async move {
+        // 40 MB, over the default max_message_bytes of 16 MiB.
+        const BIG: usize = 40_000_000;
+        const GROWTH_KIB: u64 = 16 * 1024;
+        let select = format!("SELECT 1 AS n, repeat('x', {BIG}) AS big");
+        let copy = format!("COPY (SELECT repeat('x', {BIG})) TO STDOUT");
+        for masking in [None, Some(CARD_COLUMN_ONLY)] {
+            let p = Proxy::start(
+                pg,
+                Spec {
+                    masking,
+                    ..Spec::default()
+                },
+            )
+            .await;
+            let (mut r, _, _) = Raw::session(p.addr()).await;
+            let before = vm_hwm_kib(true);
+            // Simple query, extended protocol without Describe (Warden
+            // injects one when the grant has masking), and COPY out.
+            let mut q = BytesMut::new();
+            frontend::query(&mut q, &select).unwrap();
+            let mut ext = BytesMut::new();
+            frontend::parse(&mut ext, "", &select, &[]).unwrap();
+            frontend::bind(&mut ext, "", "", &[], &[], &[]).unwrap();
+            frontend::execute(&mut ext, "", 0).unwrap();
+            frontend::sync(&mut ext);
+            let mut c = BytesMut::new();
+            frontend::query(&mut c, &copy).unwrap();
+            for (what, bytes, tag) in [
+                ("query", &q, b'D'),
+                ("extended", &ext, b'D'),
+                ("copy", &c, b'd'),
+            ] {
+                r.send(bytes).await;
+                let msgs = r.until_ready_streaming(1 << 20).await;
+                assert!(errors(&msgs).is_empty(), "{what} {masking:?}: {msgs:?}");
+                let big: Vec<_> = msgs
+                    .iter()
+                    .filter_map(|m| match m {
+                        Msg::Big { tag, len, head } => Some((*tag, *len, head.clone())),
+                        _ => None,
+                    })
+                    .collect();
+                assert_eq!(big.len(), 1, "{what} {masking:?}: {msgs:?}");
+                assert_eq!(big[0].0, tag, "{what}");
+                assert!(big[0].1 > BIG, "{what}: {}", big[0].1);
+                assert!(big[0].2.ends_with(b"xxxxxxxx"), "{what}: {:?}", big[0].2);
+                assert!(matches!(msgs.last(), Some(Msg::Ready(b'I'))), "{msgs:?}");
+            }
+            let after = vm_hwm_kib(false);
+            eprintln!("masking {masking:?}: peak memory {before} KiB before, {after} KiB after");
+            assert!(
+                after < before + GROWTH_KIB,
+                "peak memory grew by {} KiB for 40 MB rows (masking {masking:?})",
+                after - before
+            );
+            // The session goes on, and the statements are on record with
+            // their row counts and a sample cut to a few hundred characters.
+            let msgs = r.query("SELECT 2").await;
+            assert_eq!(rows(&msgs).len(), 1, "{msgs:?}");
+            let stmts = p.statements(4).await;
+            let big: Vec<_> = stmts
+                .iter()
+                .filter(|s| sql_of(s).contains("repeat"))
+                .collect();
+            assert_eq!(big.len(), 3, "{stmts:#?}");
+            for s in big {
+                let res = s.result.as_ref().unwrap_or_else(|| panic!("{s:#?}"));
+                assert_eq!(res.rows, Some(1), "{res:#?}");
+                assert_eq!(res.error, None, "{res:#?}");
+                // Execute without Describe on a grant without masking: the
+                // columns (and so the sample) are not known.
+                if sql_of(s).starts_with("SELECT") && res.via == "simple" {
+                    let sample = &res.result.as_ref().unwrap().sample;
+                    assert_eq!(sample.len(), 1, "{res:#?}");
+                    assert_eq!(sample[0][0].as_deref(), Some("1"));
+                    let v = sample[0][1].as_deref().unwrap();
+                    assert!(v.len() <= 200 && v.chars().all(|c| c == 'x'), "{v}");
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn rows_over_max_message_bytes_that_must_be_masked_end_the_session_naming_the_limit() {
+    run(|pg| async move {
+        const BIG: usize = 40_000_000;
+        // Patterns apply to every text value: every text row must be read
+        // whole. A column rule applies to the rows that carry its column.
+        for (masking, sql) in [
+            (PII, format!("SELECT repeat('x', {BIG})")),
+            (
+                CARD_COLUMN_ONLY,
+                format!("SELECT card, repeat('x', {BIG}) FROM customers ORDER BY id LIMIT 1"),
+            ),
+        ] {
+            let p = Proxy::start(
+                pg,
+                Spec {
+                    masking: Some(masking),
+                    ..Spec::default()
+                },
+            )
+            .await;
+            let (mut r, _, _) = Raw::session(p.addr()).await;
+            let mut b = BytesMut::new();
+            frontend::query(&mut b, &sql).unwrap();
+            r.send(&b).await;
+            let mut msgs = Vec::new();
+            while let Some(m) = r.recv_streaming(1 << 20).await {
+                msgs.push(m);
+            }
+            assert!(
+                !msgs
+                    .iter()
+                    .any(|m| matches!(m, Msg::Big { .. } | Msg::Row(_))),
+                "{sql}: no part of the row may reach the client: {msgs:?}"
+            );
+            let errs = errors(&msgs);
+            assert_eq!(errs.len(), 1, "{sql}: {msgs:?}");
+            assert_eq!((errs[0].0.as_str(), errs[0].1.as_str()), ("FATAL", "54000"));
+            assert!(
+                errs[0].2.contains("max_message_bytes") && errs[0].2.contains("16777216"),
+                "{errs:?}"
+            );
+            let e = p.ended(r.port()).await;
+            assert_eq!(e.reason.as_deref(), Some("session_error"), "{e:?}");
+            let stmts = p.statements(1).await;
+            let res = stmts[0]
+                .result
+                .as_ref()
+                .unwrap_or_else(|| panic!("{stmts:#?}"));
+            assert_eq!(res.sqlstate.as_deref(), Some("54000"), "{res:#?}");
+            assert!(
+                res.error
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("max_message_bytes"),
+                "{res:#?}"
+            );
+        }
+    });
+}
+
+/// Code, message and position of an error as a client sees it.
+fn server_error(e: &tokio_postgres::Error) -> (String, String, Option<String>) {
+    let pos = e
+        .as_db_error()
+        .and_then(|d| d.position())
+        .map(|p| format!("{p:?}"));
+    (sqlstate(e), message(e), pos)
+}
+
+#[test]
+fn statements_the_server_rejects_anyway_get_the_servers_own_error() {
+    run(|pg| async move {
+        let p = Proxy::start(
+            pg,
+            Spec {
+                policy: READ_ONLY,
+                ..Spec::default()
+            },
+        )
+        .await;
+        let direct = connect(&direct_conn(pg, pg::ORDERS_RO)).await;
+        let through = p.connect().await;
+        // Syntax errors (42601, the parser's message and position, counted
+        // in characters) and EXECUTE of a statement never prepared (26000).
+        let rejected = [
+            "SELEC 1",
+            "SELECT 1 FROM",
+            "SELECT 'é', 'ü' FROM WHERE",
+            "SELECT * FROM orders WHERE id = 1 ORDER",
+            "SELECT 'unterminated",
+            "SELECT 'ü', 1 /* open comment",
+            "SELECT \"open identifier",
+            "SELECT $$open dollar",
+            "EXECUTE nosuch",
+            "EXECUTE nosuch(1, 'x')",
+            "SELECT 1; EXECUTE nosuch",
+        ];
+        for sql in rejected {
+            let want = server_error(&direct.simple_query(sql).await.unwrap_err());
+            let got = server_error(&through.simple_query(sql).await.unwrap_err());
+            assert_eq!(got, want, "simple query {sql:?}");
+            assert!(matches!(want.0.as_str(), "42601" | "26000"), "{want:?}");
+        }
+        // Parse of text the grammar rejects: the server's answer to Parse.
+        for sql in ["SELEC $1", "SELECT 'é' FROM WHERE $1"] {
+            let want = server_error(&direct.prepare(sql).await.unwrap_err());
+            let got = server_error(&through.prepare(sql).await.unwrap_err());
+            assert_eq!(got, want, "Parse {sql:?}");
+        }
+        // The session goes on, and a statement refused by the policy is
+        // still the policy's 42501.
+        let e = through
+            .simple_query("DELETE FROM orders")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{e:?}");
+        assert!(message(&e).contains("Warden"), "{e:?}");
+        through.simple_query("SELECT 1").await.unwrap();
+        // On record with the SQLSTATE the client got.
+        let stmts = p.statements(15).await;
+        let code_of = |sql: &str| {
+            stmts
+                .iter()
+                .find(|s| sql_of(s) == sql)
+                .and_then(|s| s.request.as_ref())
+                .and_then(|r| r.sqlstate.clone())
+        };
+        assert_eq!(code_of("SELEC 1").as_deref(), Some("42601"), "{stmts:#?}");
+        assert_eq!(code_of("EXECUTE nosuch").as_deref(), Some("26000"));
+        assert_eq!(code_of("DELETE FROM orders").as_deref(), Some("42501"));
+    });
+}
+
+#[test]
+fn a_statement_over_4_mib_within_max_message_bytes_runs() {
+    run(|pg| async move {
+        // 6 MiB of statement text, under the default max_message_bytes
+        // (16 MiB): PostgreSQL runs it, so Warden must too.
+        let p = Proxy::start(pg, Spec::default()).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let n = 6 << 20;
+        let msgs = r
+            .query(&format!("SELECT length('{}')", "x".repeat(n)))
+            .await;
+        assert!(errors(&msgs).is_empty(), "{:?}", errors(&msgs));
+        assert_eq!(
+            rows(&msgs).iter().map(|r| text(&r[0])).collect::<Vec<_>>(),
+            [n.to_string()]
+        );
+        // The same through Parse/Bind/Execute.
+        let mut b = BytesMut::new();
+        let sql = format!("SELECT length('{}') + $1::int", "y".repeat(n));
+        frontend::parse(&mut b, "", &sql, &[]).unwrap();
+        frontend::bind(&mut b, "", "", &[], &[Some(b"1".as_slice())], &[]).unwrap();
+        frontend::execute(&mut b, "", 0).unwrap();
+        frontend::sync(&mut b);
+        r.send(&b).await;
+        let msgs = r.until_ready().await;
+        assert!(errors(&msgs).is_empty(), "{:?}", errors(&msgs));
+        assert_eq!(
+            rows(&msgs).iter().map(|r| text(&r[0])).collect::<Vec<_>>(),
+            [(n + 1).to_string()]
+        );
+    });
+}
+
+#[test]
+fn many_large_statements_do_not_accumulate_in_the_session() {
+    let _one = MEMORY_TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    run(|pg| async move {
+        // 96 distinct statements of 1 MiB each: a session keeps none of
+        // their text once they are answered (the per-session decision
+        // cache holds short texts only; it kept them all: 250 MiB more).
+        // The audit writer's page cache (32 MiB) fills with them.
+        const N: usize = 96;
+        const GROWTH_KIB: u64 = 128 * 1024;
+        let p = Proxy::start(pg, Spec::default()).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let before = vm_hwm_kib(true);
+        for i in 0..N {
+            let msgs = r
+                .query(&format!("SELECT {i}, length('{}')", "x".repeat(1 << 20)))
+                .await;
+            assert_eq!(rows(&msgs).len(), 1, "{:?}", errors(&msgs));
+        }
+        let after = vm_hwm_kib(false);
+        eprintln!("{N} statements of 1 MiB: peak memory {before} KiB before, {after} KiB after");
+        assert!(
+            after < before + GROWTH_KIB,
+            "peak memory grew by {} KiB",
+            after - before
+        );
+    });
+}
+
+#[test]
+fn a_client_message_over_max_message_bytes_ends_the_session_naming_the_limit() {
+    run(|pg| async move {
+        let p = Proxy::start(
+            pg,
+            Spec {
+                target_extra: "max_message_bytes = 1048576",
+                ..Spec::default()
+            },
+        )
+        .await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        // Under the limit: runs.
+        let msgs = r
+            .query(&format!("SELECT length('{}')", "x".repeat(900_000)))
+            .await;
+        assert_eq!(rows(&msgs).len(), 1, "{:?}", errors(&msgs));
+        // Over it: a FATAL error that names the setting, then the close.
+        let mut b = BytesMut::new();
+        frontend::query(&mut b, &format!("SELECT length('{}')", "x".repeat(2 << 20))).unwrap();
+        r.send(&b).await;
+        let msgs = r.until_closed().await;
+        let errs = errors(&msgs);
+        assert_eq!(errs.len(), 1, "{msgs:?}");
+        assert_eq!((errs[0].0.as_str(), errs[0].1.as_str()), ("FATAL", "54000"));
+        assert!(
+            errs[0].2.contains("max_message_bytes (1048576)") && errs[0].2.contains("Query"),
+            "{errs:?}"
+        );
+        let e = p.ended(r.port()).await;
+        assert_eq!(e.reason.as_deref(), Some("session_error"), "{e:?}");
+    });
+}
+
+impl Proxy {
+    /// The one pending approval request, once there is one (10 s limit).
+    async fn pending(&self) -> RequestView {
+        let start = Instant::now();
+        loop {
+            let mut l = self.approvals.list().pending;
+            if let Some(v) = l.pop() {
+                assert!(l.is_empty(), "more than one pending: {l:#?} and {v:#?}");
+                return v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no approval request"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// An approver's decision (uid 5001, listed in [`APPROVERS`]).
+    async fn decide(&self, id: &str, approve: bool, grant_secs: Option<u64>) {
+        let approver = Peer {
+            uid: 5001,
+            gid: 5001,
+            pid: None,
+            gids: vec![5001],
+            uids: vec![5001],
+            place: Place::Known {
+                cgroups: vec!["/user.slice/approver".into()],
+                cgroup_ids: vec![77],
+                accounts: vec![],
+            },
+        };
+        let d = Decision {
+            approve,
+            reason: Some("test".into()),
+            grant_secs,
+        };
+        self.approvals.decide(id, &approver, d).await.unwrap();
+    }
+}
+
+const APPROVERS: &str = "approvers = { groups = [], uids = [5001] }\napproval_timeout_secs = 30";
+
+/// Bind of statement `s1` to the unnamed portal with one text parameter,
+/// Execute, Sync.
+fn bind_execute(value: &str) -> BytesMut {
+    let mut b = BytesMut::new();
+    frontend::bind(&mut b, "", "s1", &[], &[Some(value.as_bytes())], &[]).unwrap();
+    frontend::execute(&mut b, "", 0).unwrap();
+    frontend::sync(&mut b);
+    b
+}
+
+#[test]
+fn extended_protocol_approvals_are_asked_per_execution_with_the_bound_parameters() {
+    run(|pg| async move {
+        let p = Proxy::start(
+            pg,
+            Spec {
+                policy: r#"default = "allow"
+rules = [ { action = "approve", tables = ["customers"], name = "customer-lookups" } ]"#,
+                masking: Some(PII),
+                approvals: APPROVERS,
+                ..Spec::default()
+            },
+        )
+        .await;
+        let (alice, bob) = (&pg::CUSTOMERS[0], &pg::CUSTOMERS[1]);
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        // Parse once; nothing is asked until an Execute.
+        let mut b = BytesMut::new();
+        frontend::parse(
+            &mut b,
+            "s1",
+            "SELECT id FROM customers WHERE name = $1 OR email = $1",
+            &[],
+        )
+        .unwrap();
+        b.extend_from_slice(&bind_execute(alice.name));
+        r.send(&b).await;
+        // The approver sees the statement with the value bound to it.
+        let req = p.pending().await;
+        assert!(
+            req.statement.contains("email = $1")
+                && req.statement.contains(&format!("$1 = '{}'", alice.name)),
+            "{req:#?}"
+        );
+        p.decide(&req.id, true, None).await;
+        let msgs = r.until_ready().await;
+        assert_eq!(
+            rows(&msgs).iter().map(|r| text(&r[0])).collect::<Vec<_>>(),
+            ["1"],
+            "{msgs:?}"
+        );
+
+        // The same statement with another value is asked again; the value
+        // is shown masked by the detectors (an e-mail address here).
+        r.send(&bind_execute(bob.email)).await;
+        let req = p.pending().await;
+        assert!(req.statement.contains("$1 = '"), "{req:#?}");
+        assert!(!req.statement.contains(bob.email), "unmasked: {req:#?}");
+        p.decide(&req.id, false, None).await;
+        let msgs = r.until_ready().await;
+        let errs = errors(&msgs);
+        assert_eq!(errs.len(), 1, "{msgs:?}");
+        assert_eq!(errs[0].1, "42501", "{errs:?}");
+        assert!(rows(&msgs).is_empty(), "{msgs:?}");
+
+        // An approval with --for grants the statement (whatever its
+        // parameters) for a while: later executions pass without asking.
+        r.send(&bind_execute(alice.name)).await;
+        let req = p.pending().await;
+        p.decide(&req.id, true, Some(60)).await;
+        let msgs = r.until_ready().await;
+        assert_eq!(rows(&msgs).len(), 1, "{msgs:?}");
+        r.send(&bind_execute(bob.email)).await;
+        let msgs = r.until_ready().await;
+        assert_eq!(
+            rows(&msgs).iter().map(|r| text(&r[0])).collect::<Vec<_>>(),
+            ["2"],
+            "{msgs:?}"
+        );
+        assert!(p.approvals.list().pending.is_empty());
+        drop(r);
+
+        // Binary parameters (tokio-postgres) are shown in their text form,
+        // with the types the server described.
+        p.approvals.list().grants.iter().for_each(|_| ());
+        let client = p.connect().await;
+        let q = tokio::spawn(async move {
+            client
+                .query(
+                    "SELECT name FROM customers WHERE id = $1 AND $2",
+                    &[&2i32, &true],
+                )
+                .await
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| r.get::<_, String>(0))
+                        .collect::<Vec<_>>()
+                })
+        });
+        let req = p.pending().await;
+        assert!(
+            req.statement.contains("$1 = '2'") && req.statement.contains("$2 = 't'"),
+            "{req:#?}"
+        );
+        p.decide(&req.id, true, None).await;
+        assert_eq!(q.await.unwrap().unwrap(), [bob.name]);
+
+        // Every execution is on record with the values it ran with.
+        let stmts = p.statements(5).await;
+        let executed: Vec<String> = stmts
+            .iter()
+            .filter(|s| s.result.is_some() && !refused(s))
+            .map(sql_of)
+            .filter(|s| s.contains("$1 = "))
+            .collect();
+        assert_eq!(executed.len(), 4, "{stmts:#?}");
+    });
+}
+
+/// Whether the client was told its statement is held for approval.
+fn held(msgs: &[Msg]) -> bool {
+    msgs.iter()
+        .any(|m| matches!(m, Msg::Notice { message } if message.contains("held for approval")))
+}
+
+/// Warden with approvals for privileged statements, and a session.
+async fn privileged_approvals(pg: &PgServer) -> (Proxy, Raw) {
+    let p = Proxy::start(
+        pg,
+        Spec {
+            policy: r#"default = "allow"
+rules = [ { action = "approve", classes = ["privileged"], name = "privileged" } ]"#,
+            approvals: APPROVERS,
+            ..Spec::default()
+        },
+    )
+    .await;
+    let (r, _, _) = Raw::session(p.addr()).await;
+    (p, r)
+}
+
+#[test]
+fn privileged_statements_are_granted_only_for_the_exact_values_approved() {
+    run(|pg| async move {
+        let (p, mut r) = privileged_approvals(pg).await;
+        let mut b = BytesMut::new();
+        frontend::parse(
+            &mut b,
+            "s1",
+            "SELECT query_to_xml($1, true, false, '')",
+            &[],
+        )
+        .unwrap();
+        b.extend_from_slice(&bind_execute("SELECT 1"));
+        r.send(&b).await;
+        let req = p.pending().await;
+        assert!(req.statement.contains("$1 = 'SELECT 1'"), "{req:#?}");
+        // Approved for a minute: it runs, and runs again with the same
+        // value unasked.
+        p.decide(&req.id, true, Some(60)).await;
+        let msgs = r.until_ready().await;
+        assert!(held(&msgs), "{msgs:?}");
+        assert_eq!(rows(&msgs).len(), 1, "{msgs:?}");
+        r.send(&bind_execute("SELECT 1")).await;
+        let msgs = r.until_ready().await;
+        assert!(!held(&msgs), "{msgs:?}");
+        assert_eq!(rows(&msgs).len(), 1, "{msgs:?}");
+        // Another value is another statement to the approver.
+        r.send(&bind_execute("SELECT 2")).await;
+        let req = p.pending().await;
+        assert!(req.statement.contains("$1 = 'SELECT 2'"), "{req:#?}");
+        p.decide(&req.id, false, None).await;
+        let msgs = r.until_ready().await;
+        let errs = errors(&msgs);
+        assert!(
+            errs.len() == 1 && errs[0].1 == "42501" && errs[0].2.contains("Warden"),
+            "{msgs:?}"
+        );
+        // The same in the simple protocol: a grant is for the exact text.
+        let text = |sql: &str| {
+            let mut q = BytesMut::new();
+            frontend::query(
+                &mut q,
+                &format!("SELECT query_to_xml('{sql}', true, false, '')"),
+            )
+            .unwrap();
+            q
+        };
+        r.send(&text("SELECT 1")).await;
+        let req = p.pending().await;
+        p.decide(&req.id, true, Some(60)).await;
+        assert!(held(&r.until_ready().await));
+        r.send(&text("SELECT 1")).await;
+        assert!(!held(&r.until_ready().await));
+        r.send(&text("SELECT 2")).await;
+        let req = p.pending().await;
+        assert!(req.statement.contains("SELECT 2"), "{req:#?}");
+        p.decide(&req.id, false, None).await;
+        let errs = errors(&r.until_ready().await);
+        assert!(errs.len() == 1 && errs[0].2.contains("Warden"), "{errs:?}");
+        drop(r);
+    });
+}
+
+#[test]
+fn an_execute_the_server_will_skip_is_not_asked_about() {
+    run(|pg| async move {
+        let (p, mut r) = privileged_approvals(pg).await;
+        // The role may not call pg_read_file: the server refuses the Bind
+        // and skips the Execute, so no approver is asked about it.
+        let mut b = BytesMut::new();
+        frontend::parse(&mut b, "s1", "SELECT pg_read_file($1)", &[]).unwrap();
+        b.extend_from_slice(&bind_execute("/etc/hostname"));
+        r.send(&b).await;
+        let msgs = r.until_ready().await;
+        let errs = errors(&msgs);
+        assert_eq!(errs.len(), 1, "{msgs:?}");
+        assert!(
+            errs[0].1 == "42501" && errs[0].2.contains("permission denied"),
+            "{errs:?}"
+        );
+        assert!(!held(&msgs), "{msgs:?}");
+        let l = p.approvals.list();
+        assert!(l.pending.is_empty(), "{:#?}", l.pending);
+        assert_eq!(rows(&r.query("SELECT 1").await).len(), 1);
+    });
+}
+
+// ---------------------------------------------------------------------------
 // PostgreSQL's own grammar and the soundness of the SQL policy
 // ---------------------------------------------------------------------------
 
@@ -1955,5 +2754,336 @@ fn a_read_only_grant_cannot_be_made_writable() {
             "0"
         );
         pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP TABLE public.ro_probe");
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Masking that holds however a masked column is used (issue 15, item 6)
+// ---------------------------------------------------------------------------
+
+/// Column rules on every sensitive column of `customers`; only the e-mail
+/// detector as a backstop, so names (which no pattern matches) show what
+/// the column analysis alone holds.
+const COLUMN_RULES: &str = r#"columns = [
+  { column = "customers.name", strategy = "redact" },
+  { column = "customers.email", strategy = "redact" },
+  { column = "customers.card", strategy = "last4" },
+  { column = "customers.ssn", strategy = "null" },
+]
+patterns = ["email"]"#;
+
+fn assert_no_names(what: &str, s: &str) {
+    for c in pg::CUSTOMERS {
+        assert!(!s.contains(c.name), "{what}: name leaked: {s}");
+        assert!(
+            !s.contains(c.name.to_uppercase().as_str()),
+            "{what}: name leaked: {s}"
+        );
+    }
+    assert_no_pii(what, s);
+}
+
+#[test]
+fn masked_columns_hold_in_expressions_conditions_copy_views_and_errors() {
+    run(|pg| async move {
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP VIEW IF EXISTS public.customer_labels; \
+             CREATE VIEW public.customer_labels AS \
+               SELECT id, upper(name) AS label FROM public.customers; \
+             GRANT SELECT ON public.customer_labels TO orders_ro",
+        );
+        let p = Proxy::start(
+            pg,
+            Spec {
+                policy: READ_ONLY,
+                masking: Some(COLUMN_RULES),
+                ..Spec::default()
+            },
+        )
+        .await;
+        let c = p.connect().await;
+        // Every way around a column rule, simple and extended protocol:
+        // refused with 42501 naming the column and the rule, and the
+        // session goes on.
+        for sql in [
+            "SELECT name || '' FROM customers",
+            "SELECT name::varchar FROM customers",
+            "SELECT format('%s', name) FROM customers",
+            "SELECT row_to_json(c) FROM customers c",
+            "SELECT c::text FROM customers c",
+            "SELECT ARRAY[email, card] FROM customers",
+            "SELECT string_agg(name, ',') FROM customers",
+            "SELECT (SELECT name FROM customers LIMIT 1)",
+            "WITH x AS (SELECT name FROM customers) SELECT * FROM x",
+            "SELECT name FROM customers UNION SELECT 'x'",
+            "SELECT translate(email, '@.', '#,') FROM customers",
+            "SELECT encode(convert_to(card, 'UTF8'), 'base64') FROM customers",
+            "SELECT replace(ssn, '-', '/') FROM customers",
+            "SELECT name::int FROM customers",
+            "SELECT x.n FROM customers c, LATERAL (SELECT c.name AS n) x",
+            "SELECT lower(label) FROM customer_labels",
+            "SELECT id FROM customers WHERE name LIKE 'A%'",
+            "SELECT id FROM customers ORDER BY name",
+            "SELECT id FROM customers c JOIN customers d USING (email)",
+            "EXPLAIN ANALYZE SELECT id FROM customers WHERE ssn > '3'",
+        ] {
+            let e = c.simple_query(sql).await.unwrap_err();
+            assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}");
+            let m = message(&e);
+            assert!(m.contains("masked column public.customer"), "{sql}: {m}");
+            assert!(m.contains("masking rule \"customers."), "{sql}: {m}");
+            assert_no_names(sql, &m);
+            let e = c.query(sql, &[]).await.unwrap_err();
+            assert_eq!(sqlstate(&e), "42501", "extended {sql}: {e:?}");
+        }
+        let one: i32 = c.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1);
+
+        // Bare columns are masked, in text and binary format, however
+        // they are selected.
+        for sql in [
+            "SELECT id, name, email, card, ssn FROM customers ORDER BY id",
+            "SELECT c.id, c.name AS n, c.email, c.card, c.ssn FROM customers c ORDER BY 1",
+            "SELECT * FROM customers ORDER BY id",
+        ] {
+            let rows = c.query(sql, &[]).await.unwrap();
+            assert_eq!(rows.len(), pg::CUSTOMERS.len());
+            for (row, cust) in rows.iter().zip(pg::CUSTOMERS) {
+                assert_eq!(row.get::<_, String>(1), "[MASKED]", "{sql}");
+                assert_eq!(row.get::<_, String>(2), "[MASKED]", "{sql}");
+                let card: String = row.get(3);
+                assert!(card.ends_with(&cust.card[cust.card.len() - 4..]), "{card}");
+                assert_ne!(card, cust.card);
+                assert_eq!(row.get::<_, Option<String>>(4), None, "{sql}");
+            }
+            let text = format!("{:?}", simple_summary(c.simple_query(sql).await));
+            assert_no_names(sql, &text);
+            assert!(text.contains("[MASKED]"), "{text}");
+        }
+        // A view over a masked column: its columns are masked.
+        let text = format!(
+            "{:?}",
+            simple_summary(c.simple_query("SELECT label FROM customer_labels").await)
+        );
+        assert_no_names("view", &text);
+        assert!(text.contains("[MASKED]"), "{text}");
+        // Looked up by equality with a parameter (the default): allowed.
+        let id: i32 = c
+            .query_one(
+                "SELECT id FROM customers WHERE email = $1",
+                &[&pg::CUSTOMERS[1].email],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(id, 2);
+
+        // COPY TO STDOUT: masked by column in text and CSV, refused in
+        // binary.
+        let copy = |sql: &'static str| {
+            let c = &c;
+            async move {
+                let stream = c.copy_out(sql).await?;
+                let mut stream = std::pin::pin!(stream);
+                let mut data = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    data.extend_from_slice(&chunk?);
+                }
+                Ok::<String, tokio_postgres::Error>(String::from_utf8(data).unwrap())
+            }
+        };
+        let out = copy("COPY customers (id, name, ssn) TO STDOUT")
+            .await
+            .unwrap();
+        assert_eq!(out.lines().count(), pg::CUSTOMERS.len(), "{out}");
+        assert!(out.lines().all(|l| l.ends_with("\t[MASKED]\t\\N")), "{out}");
+        let out = copy("COPY customers TO STDOUT WITH (FORMAT csv, HEADER)")
+            .await
+            .unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "id,name,email,card,ssn", "{out}");
+        let first = lines.iter().find(|l| l.starts_with("1,")).unwrap();
+        assert!(first.starts_with("1,\"[MASKED]\",\"[MASKED]\",\""), "{out}");
+        assert!(first.ends_with("1111\","), "{out}");
+        assert_no_names("COPY csv", &out);
+        let e = copy("COPY customers (id, card) TO STDOUT (FORMAT binary)")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{e:?}");
+        let one: i32 = c.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1);
+
+        // masked_in_predicates = "any": conditions may use them, values
+        // still never leave, and the server's error texts about a
+        // statement reading masked columns are withheld (SQLSTATE kept).
+        let any = format!("{COLUMN_RULES}\nmasked_in_predicates = \"any\"");
+        let p2 = Proxy::start(
+            pg,
+            Spec {
+                policy: READ_ONLY,
+                masking: Some(&any),
+                ..Spec::default()
+            },
+        )
+        .await;
+        let c2 = p2.connect().await;
+        let rows = c2
+            .query(
+                "SELECT id FROM customers WHERE name LIKE 'Bob%' ORDER BY name",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        let e = c2
+            .simple_query("SELECT id FROM customers WHERE name::int = 1")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "22P02", "{e:?}");
+        let m = format!("{:?}", e.as_db_error());
+        assert!(m.contains("withheld"), "{m}");
+        assert_no_names("22P02", &m);
+        let e = c2
+            .simple_query("SELECT name || '' FROM customers")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{e:?}");
+        // Through a cursor: rows masked, FETCH errors withheld.
+        c2.batch_execute(
+            "BEGIN; DECLARE cur CURSOR FOR SELECT id, name FROM customers ORDER BY id",
+        )
+        .await
+        .unwrap();
+        let fetched = format!(
+            "{:?}",
+            simple_summary(c2.simple_query("FETCH 2 FROM cur").await)
+        );
+        assert!(fetched.contains("[MASKED]"), "{fetched}");
+        assert_no_names("FETCH", &fetched);
+        c2.batch_execute("DECLARE bad CURSOR FOR SELECT id FROM customers WHERE name::int = 1")
+            .await
+            .unwrap();
+        let e = c2.simple_query("FETCH ALL FROM bad").await.unwrap_err();
+        assert_eq!(sqlstate(&e), "22P02", "{e:?}");
+        let m = format!("{:?}", e.as_db_error());
+        assert!(m.contains("withheld"), "{m}");
+        assert_no_names("FETCH error", &m);
+        c2.batch_execute("ROLLBACK").await.unwrap();
+        // Direct, the same error shows the name (the check can fail).
+        let d = connect(&direct_conn(pg, pg::ORDERS_RO)).await;
+        let e = d
+            .simple_query("SELECT id FROM customers WHERE name::int = 1")
+            .await
+            .unwrap_err();
+        let m = message(&e);
+        assert!(pg::CUSTOMERS.iter().any(|c| m.contains(c.name)), "{e:?}");
+        drop((c, c2, d));
+        let stmts = p.statements(10).await;
+        assert!(
+            stmts
+                .iter()
+                .any(|s| sql_of(s).contains("format('%s', name)") && refused(s)),
+            "{stmts:#?}"
+        );
+        assert!(p.any_panic().is_none());
+        pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP VIEW public.customer_labels");
+    });
+}
+
+#[test]
+fn psql_meta_commands_pass_with_column_masking() {
+    run(|pg| async move {
+        let p = Proxy::start(
+            pg,
+            Spec {
+                policy: ALLOW_ALL,
+                masking: Some(COLUMN_RULES),
+                ..Spec::default()
+            },
+        )
+        .await;
+        let conn = p.conn_string();
+        let psql = pg.bin("psql");
+        let out = tokio::task::spawn_blocking(move || {
+            let mut c = std::process::Command::new(psql);
+            c.args(["-X", "-v", "ON_ERROR_STOP=1", "-d", &conn]);
+            for meta in [
+                "\\d customers",
+                "\\d+ customers",
+                "\\dt",
+                "\\dt+",
+                "\\dv",
+                "\\di",
+                "\\ds",
+                "\\dn",
+                "\\du",
+                "\\l",
+                "\\df",
+                "\\dT",
+                "\\dx",
+                "\\dp customers",
+                "\\d orders",
+            ] {
+                c.args(["-c", meta]);
+            }
+            c.output().unwrap()
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("Warden"), "{stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("email"), "{stdout}");
+    });
+}
+
+#[test]
+fn errors_about_a_written_row_of_a_masked_table_are_withheld() {
+    run(|pg| async move {
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP TABLE IF EXISTS public.card_notes; \
+             CREATE TABLE public.card_notes (id int PRIMARY KEY, card text, \
+               note text CHECK (length(note) < 5)); \
+             INSERT INTO public.card_notes VALUES (1, '4111111111111111', 'ok'); \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON public.card_notes TO orders_rw",
+        );
+        let p = Proxy::start(
+            pg,
+            Spec {
+                role: pg::ORDERS_RW,
+                policy: READ_WRITE,
+                // No pattern backstop: only the column rule protects it.
+                masking: Some(
+                    r#"columns = [ { column = "card_notes.card", strategy = "last4" } ]"#,
+                ),
+                ..Spec::default()
+            },
+        )
+        .await;
+        let c = p.connect().await;
+        let sql = "UPDATE card_notes SET note = 'toolong' WHERE id = 1";
+        let e = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "23514", "{e:?}");
+        let shown = format!("{:?}", e.as_db_error());
+        assert!(!shown.contains("4111111111111111"), "{shown}");
+        assert!(shown.contains("withheld"), "{shown}");
+        let card: String = c
+            .query_one("SELECT card FROM card_notes WHERE id = 1", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(card, "************1111");
+        // Direct, the server quotes the whole failing row (the check can fail).
+        let d = connect(&direct_conn(pg, pg::ORDERS_RW)).await;
+        let e = d.simple_query(sql).await.unwrap_err();
+        let direct = format!("{:?}", e.as_db_error());
+        assert!(direct.contains("4111111111111111"), "{direct}");
+        drop((c, d));
+        pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP TABLE public.card_notes");
     });
 }

@@ -1,9 +1,13 @@
 //! Warden's kernel side: decide "redirect or not" and record who called.
 //!
 //! * `cgroup/connect4`, `cgroup/connect6`: when an enrolled workload (by cgroup,
-//!   ancestor cgroup, or uid) connects over TCP to a protected target, remember
-//!   who called under the socket cookie and rewrite the destination to the
-//!   local proxy. IPv4-mapped IPv6 destinations are treated as IPv4.
+//!   ancestor cgroup at any depth, or uid) connects over TCP to a protected
+//!   target, remember who called under the socket cookie and rewrite the
+//!   destination to the local proxy — if the agent is serving (heartbeat
+//!   current and the listener on the proxy port carries the agent's mark).
+//!   Otherwise the connect fails with EPERM (fail-closed targets) or passes
+//!   (fail-open ones). IPv4-mapped IPv6 destinations are treated as IPv4; the
+//!   unspecified address is resolved as the kernel would resolve it.
 //! * `sockops` (`TCP_CONNECT_CB`): once the source port exists, move that record
 //!   from the cookie to the connection's 4-tuple, where the proxy finds it on
 //!   `accept()`; stale tuple entries are dropped.
@@ -18,18 +22,24 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_SOCK_OPS_TCP_CONNECT_CB, bpf_sock_addr},
-    helpers::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_socket_cookie,
-        bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
+    bindings::{
+        BPF_F_CURRENT_NETNS, BPF_SOCK_OPS_TCP_CONNECT_CB, bpf_sock, bpf_sock_addr, bpf_sock_tuple,
+        bpf_sock_tuple__bindgen_ty_1, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2,
     },
-    macros::{cgroup_sock_addr, map, sock_ops},
-    maps::{Array, HashMap, LruHashMap},
-    programs::{SockAddrContext, SockOpsContext},
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
+        bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
+        bpf_probe_read_kernel_str_bytes, bpf_sk_lookup_tcp, bpf_sk_release,
+    },
+    macros::{cgroup_sock_addr, map, sock_ops, tracepoint},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    programs::{SockAddrContext, SockOpsContext, TracePointContext},
 };
 use warden_common::{
-    AgentConfig, COMM_LEN, ConnMeta, MATCH_CGROUP, MATCH_UID, MAX_CGROUP_DEPTH, TARGET_FAIL_OPEN,
-    TargetKey, TargetValue, TupleKey, capacity, v4_mapped,
+    AgentConfig, COMM_LEN, ConnMeta, MATCH_CGROUP, MATCH_UID, MAX_ENROLLED_LEVEL, MkdirFormat,
+    TAG_FROM_MKDIR, TARGET_FAIL_OPEN, TargetKey, TargetValue, TupleKey, UNIT_PATH_LEN, UnitPathKey,
+    capacity, v4_mapped,
 };
 
 const AF_INET: u16 = 2;
@@ -37,6 +47,11 @@ const AF_INET6: u16 = 10;
 const SOCK_STREAM: u32 = 1;
 /// Return value of a cgroup sock_addr program that lets the call proceed.
 const ALLOW: i32 = 1;
+/// Return value that fails the call with EPERM.
+const DENY: i32 = 0;
+/// `sizeof(bpf_sock_tuple.ipv4)` and `sizeof(bpf_sock_tuple.ipv6)`.
+const TUPLE4_LEN: u32 = 12;
+const TUPLE6_LEN: u32 = 36;
 
 #[map(name = "WARDEN_CONFIG")]
 static CONFIG: Array<AgentConfig> = Array::pinned(1, 0);
@@ -53,8 +68,27 @@ static TARGETS: HashMap<TargetKey, TargetValue> = HashMap::pinned(capacity::TARG
 #[map(name = "WARDEN_PENDING")]
 static PENDING: LruHashMap<u64, ConnMeta> = LruHashMap::pinned(capacity::PENDING, 0);
 
+/// One `ConnMeta` per CPU to build records in (not pinned: scratch only).
+#[map]
+static SCRATCH: PerCpuArray<ConnMeta> = PerCpuArray::with_max_entries(1, 0);
+
 #[map(name = "WARDEN_ORIG_DST")]
 static ORIG_DST: LruHashMap<TupleKey, ConnMeta> = LruHashMap::pinned(capacity::ORIG_DST, 0);
+
+#[map(name = "WARDEN_UNIT_PATHS")]
+static UNIT_PATHS: HashMap<UnitPathKey, u32> = HashMap::pinned(capacity::UNIT_PATHS, 0);
+
+#[map(name = "WARDEN_MKDIR_FMT")]
+static MKDIR_FMT: Array<MkdirFormat> = Array::pinned(1, 0);
+
+/// Last `execve` of each process (tgid → CLOCK_BOOTTIME ns), so the proxy can
+/// tell that a caller ran another program after its connect.
+#[map(name = "WARDEN_EXEC_TIMES")]
+static EXEC_TIMES: LruHashMap<u32, u64> = LruHashMap::pinned(capacity::EXEC_TIMES, 0);
+
+/// One path buffer per CPU for the `cgroup_mkdir` program (scratch only).
+#[map]
+static PATH_SCRATCH: PerCpuArray<UnitPathKey> = PerCpuArray::with_max_entries(1, 0);
 
 #[cgroup_sock_addr(connect4)]
 pub fn warden_connect4(ctx: SockAddrContext) -> i32 {
@@ -65,18 +99,19 @@ pub fn warden_connect4(ctx: SockAddrContext) -> i32 {
     if ty != SOCK_STREAM {
         return ALLOW;
     }
-    let dst = v4_mapped(ip4.to_ne_bytes());
     let port = u16::from_be(port as u16);
-    if let Some(new_dst) = decide(&ctx, dst, port, AF_INET) {
-        let octets = [new_dst[12], new_dst[13], new_dst[14], new_dst[15]];
-        let cfg_port = proxy_port();
-        // SAFETY: writing user_ip4/user_port is allowed for connect4 programs.
-        unsafe {
-            (*sa).user_ip4 = u32::from_ne_bytes(octets);
-            (*sa).user_port = u32::from(cfg_port.to_be());
+    match decide(&ctx, mapped4(ip4), port, AF_INET) {
+        Verdict::Pass => ALLOW,
+        Verdict::Deny => DENY,
+        Verdict::Rewrite(new_dst, new_port) => {
+            // SAFETY: writing user_ip4/user_port is allowed for connect4 programs.
+            unsafe {
+                (*sa).user_ip4 = new_dst[3];
+                (*sa).user_port = u32::from(new_port.to_be());
+            }
+            ALLOW
         }
     }
-    ALLOW
 }
 
 #[cgroup_sock_addr(connect6)]
@@ -87,22 +122,23 @@ pub fn warden_connect6(ctx: SockAddrContext) -> i32 {
     if ty != SOCK_STREAM {
         return ALLOW;
     }
-    let dst = words_to_bytes(ip6);
     let port = u16::from_be(port as u16);
-    if let Some(new_dst) = decide(&ctx, dst, port, AF_INET6) {
-        let cfg_port = proxy_port();
-        let words = bytes_to_words(new_dst);
-        // SAFETY: writing user_ip6/user_port is allowed for connect6 programs;
-        // each word is written separately as the verifier requires.
-        unsafe {
-            (*sa).user_ip6[0] = words[0];
-            (*sa).user_ip6[1] = words[1];
-            (*sa).user_ip6[2] = words[2];
-            (*sa).user_ip6[3] = words[3];
-            (*sa).user_port = u32::from(cfg_port.to_be());
+    match decide(&ctx, ip6, port, AF_INET6) {
+        Verdict::Pass => ALLOW,
+        Verdict::Deny => DENY,
+        Verdict::Rewrite(words, new_port) => {
+            // SAFETY: writing user_ip6/user_port is allowed for connect6
+            // programs; each word is written separately as the verifier requires.
+            unsafe {
+                (*sa).user_ip6[0] = words[0];
+                (*sa).user_ip6[1] = words[1];
+                (*sa).user_ip6[2] = words[2];
+                (*sa).user_ip6[3] = words[3];
+                (*sa).user_port = u32::from(new_port.to_be());
+            }
+            ALLOW
         }
     }
-    ALLOW
 }
 
 #[sock_ops]
@@ -185,121 +221,413 @@ pub fn warden_sock_ops(ctx: SockOpsContext) -> u32 {
     1
 }
 
-/// Returns the address to redirect to, or `None` to leave the call untouched.
+/// `cgroup:cgroup_mkdir`: when the cgroup2 cgroup of an enrolled unit is
+/// (re)created, enroll its new id before `mkdir()` returns — before any
+/// process can be moved into it — instead of at the agent's next resolution.
+#[tracepoint]
+pub fn warden_cgroup_mkdir(ctx: TracePointContext) -> u32 {
+    let _ = enroll_new_unit_cgroup(&ctx);
+    0
+}
+
 #[inline(always)]
-fn decide(ctx: &SockAddrContext, dst: [u8; 16], port: u16, family: u16) -> Option<[u8; 16]> {
-    let cfg = CONFIG.get(0)?;
-    if cfg.ready == 0 {
+fn enroll_new_unit_cgroup(ctx: &TracePointContext) -> Option<()> {
+    let fmt = MKDIR_FMT.get(0)?;
+    if fmt.path_off == 0 || fmt.id_off == 0 {
         return None;
     }
-    let mapped = warden_common::is_v4_mapped(&dst);
-    let proxy_addr = if mapped {
+    // SAFETY: the offsets are the tracepoint's own (read from its format by
+    // the agent); the reads go through bpf_probe_read_kernel.
+    let root: i32 = unsafe { ctx.read_at(fmt.root_off as usize) }.ok()?;
+    if root != 0 {
+        // A cgroup v1 hierarchy: its ids are another numbering.
+        return None;
+    }
+    // SAFETY: as above.
+    let id: u64 = unsafe { ctx.read_at(fmt.id_off as usize) }.ok()?;
+    // SAFETY: as above.
+    let loc: u32 = unsafe { ctx.read_at(fmt.path_off as usize) }.ok()?;
+    let key = PATH_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot of PATH_SCRATCH; programs do not migrate
+    // between CPUs while running. The string is read from the tracepoint
+    // record (`__data_loc`: offset in the low 16 bits) with the checked
+    // helper, into a buffer zeroed first so the key is NUL-padded.
+    let len = unsafe {
+        (*key).path = [0u8; UNIT_PATH_LEN];
+        let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
+        bpf_probe_read_kernel_str_bytes(src, &mut (*key).path)
+            .ok()?
+            .len()
+    };
+    if len >= UNIT_PATH_LEN - 1 {
+        // Possibly truncated: never match a prefix.
+        return None;
+    }
+    // SAFETY: copied out at once; the key is valid (above).
+    let tag = unsafe { UNIT_PATHS.get(&*key) }.copied()?;
+    ENROLLED_CGROUPS.insert(id, tag | TAG_FROM_MKDIR, 0).ok()
+}
+
+/// `sched:sched_process_exec`: remember when each process last exec'ed (on
+/// the clock of `ConnMeta::ts_ns`). The executable the proxy reads from
+/// /proc at accept is the one that connected only if this is older than the
+/// connect.
+#[tracepoint]
+pub fn warden_sched_exec(_ctx: TracePointContext) -> u32 {
+    // After exec the caller is its process's leader: pid_tgid >> 32 is the tgid.
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let _ = EXEC_TIMES.insert(&tgid, &now, 0);
+    0
+}
+
+/// What a connect program does with the call.
+enum Verdict {
+    /// Leave the call as it is.
+    Pass,
+    /// Connect to this address (IPv6 form) and port instead.
+    Rewrite(Addr, u16),
+    /// Fail the call with EPERM.
+    Deny,
+}
+
+/// Who an enrolled caller is: `MATCH_CGROUP` or `MATCH_UID`, and the
+/// enrolled cgroup id or uid.
+type Enrolled = (u32, u64);
+
+/// The decision for one TCP connect by the current task to `dst`:`port`
+/// (IPv6 form; IPv4 and IPv4-mapped destinations as `::ffff:a.b.c.d`).
+#[inline(always)]
+fn decide(ctx: &SockAddrContext, dst: Addr, port: u16, family: u16) -> Verdict {
+    let Some(cfg) = CONFIG.get(0) else {
+        return Verdict::Pass;
+    };
+    if cfg.ready == 0 {
+        return Verdict::Pass;
+    }
+    // SAFETY: the helper has no preconditions in this program type.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if cgroup_id == cfg.agent_cgroup_id {
+        return Verdict::Pass;
+    }
+    let sk = sock(ctx);
+    // SAFETY: `sk` is the caller's socket (PTR_TO_SOCKET); `mark` is readable.
+    let mark = unsafe { read_volatile(&(*sk).mark) };
+    if cfg.mark != 0 && mark == cfg.mark {
+        return Verdict::Pass;
+    }
+
+    // The unspecified address (0.0.0.0, ::, ::ffff:0.0.0.0) is not where the
+    // connection goes: the kernel turns it into the socket's bound address or
+    // loopback after this program ran. For enrolled callers, decide on the
+    // address it stands for, and make the kernel use exactly that address.
+    let unspecified = is_unspecified(&dst);
+    let mut who: Option<Enrolled> = None;
+    let dst = if unspecified {
+        match enrolled(ctx, cgroup_id) {
+            Some(w) => who = Some(w),
+            None => return Verdict::Pass,
+        }
+        resolve_unspecified(ctx, &dst, family)
+    } else {
+        dst
+    };
+    let unchanged = if unspecified {
+        Verdict::Rewrite(dst, port)
+    } else {
+        Verdict::Pass
+    };
+
+    let mapped = is_mapped(&dst);
+    let proxy_addr = words(if mapped {
         cfg.proxy_addr4
     } else {
         cfg.proxy_addr6
-    };
-    if port == cfg.proxy_port && dst == proxy_addr {
-        return None;
+    });
+    if port == cfg.proxy_port && same(&dst, &proxy_addr) {
+        return unchanged;
     }
     let tkey = TargetKey {
-        addr: dst,
+        addr: bytes(dst),
         port,
         _pad: [0; 6],
     };
     // SAFETY: copied out at once; TARGETS is only written by userspace.
-    let target = unsafe { *TARGETS.get(tkey)? };
-
-    // SAFETY: the helper has no preconditions in this program type.
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    if cgroup_id == cfg.agent_cgroup_id {
-        return None;
-    }
-    let sa: *mut bpf_sock_addr = ctx.sock_addr;
-    // SAFETY: `sk` is always set for sock_addr programs (PTR_TO_SOCKET) and
-    // `mark` is a readable field of bpf_sock.
-    let mark = unsafe { (*(*sa).__bindgen_anon_1.sk).mark };
-    if cfg.mark != 0 && mark == cfg.mark {
-        return None;
-    }
-    if target.flags & TARGET_FAIL_OPEN != 0 {
-        // SAFETY: no preconditions.
-        let now = unsafe { bpf_ktime_get_ns() };
-        if now > cfg.alive_until_ns {
-            return None;
-        }
-    }
-    if !mapped && proxy_addr == [0u8; 16] {
-        // No IPv6 listener: leave the call alone rather than break it.
-        return None;
-    }
-
-    let uid = ctx.uid();
-    let (match_kind, matched_id) = match enrolled_cgroup(cgroup_id) {
-        Some(id) => (MATCH_CGROUP, id),
-        None => {
-            // SAFETY: the value is not used, only its presence.
-            if unsafe { ENROLLED_UIDS.get(uid) }.is_some() {
-                (MATCH_UID, u64::from(uid))
-            } else {
-                return None;
-            }
-        }
+    let Some(target) = (unsafe { TARGETS.get(tkey) }).copied() else {
+        return unchanged;
+    };
+    let (match_kind, matched_id) = match who {
+        Some(w) => w,
+        None => match enrolled(ctx, cgroup_id) {
+            Some(w) => w,
+            None => return Verdict::Pass,
+        },
     };
 
-    let comm = ctx.command().unwrap_or([0u8; COMM_LEN]);
-    let meta = ConnMeta {
-        orig_addr: dst,
-        orig_port: port,
-        family,
-        match_kind,
-        tgid: ctx.tgid(),
-        pid: ctx.pid(),
-        uid,
-        gid: ctx.gid(),
-        cgroup_id,
-        matched_id,
+    if !agent_serving(ctx, cfg, mapped, &proxy_addr) {
+        // Nothing of the agent's listens on the proxy port (or its heartbeat
+        // lapsed): whoever holds the port now must not receive the workload.
+        if target.flags & TARGET_FAIL_OPEN != 0 {
+            return unchanged;
+        }
+        return Verdict::Deny;
+    }
+
+    // The record is built in a per-CPU scratch slot: the BPF stack (512
+    // bytes) cannot hold it next to everything else this program keeps.
+    let Some(meta) = SCRATCH.get_ptr_mut(0) else {
+        return Verdict::Deny;
+    };
+    // SAFETY: `meta` points to this CPU's slot of SCRATCH; programs do not
+    // migrate between CPUs while running, so nothing else touches it.
+    unsafe {
+        (*meta).orig_addr = bytes(dst);
+        (*meta).orig_port = port;
+        (*meta).family = family;
+        (*meta).match_kind = match_kind;
+        (*meta).tgid = ctx.tgid();
+        (*meta).pid = ctx.pid();
+        (*meta).uid = ctx.uid();
+        (*meta).gid = ctx.gid();
+        (*meta).cgroup_id = cgroup_id;
+        (*meta).matched_id = matched_id;
         // CLOCK_BOOTTIME, the clock of a process's start time in /proc, so
         // userspace can tell a reused pid from the caller.
-        // SAFETY: no preconditions.
-        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
-        comm,
-        target_id: target.target_id,
-        _pad: 0,
-    };
+        (*meta).ts_ns = bpf_ktime_get_boot_ns();
+        (*meta).comm = ctx.command().unwrap_or([0u8; COMM_LEN]);
+        (*meta).target_id = target.target_id;
+        (*meta)._pad = 0;
+    }
     // SAFETY: the context pointer is valid for the helper.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // If this insert fails the connection is still redirected: the proxy then
     // finds no metadata, refuses it and audits it. Never a silent bypass.
-    let _ = PENDING.insert(cookie, meta, 0);
-    Some(proxy_addr)
+    // SAFETY: `meta` is valid (above) and only read by the helper.
+    let _ = PENDING.insert(cookie, unsafe { &*meta }, 0);
+    Verdict::Rewrite(proxy_addr, cfg.proxy_port)
 }
 
-/// The enrolled cgroup id covering the caller (its own or the deepest enrolled
-/// ancestor), walking at most `MAX_CGROUP_DEPTH` levels.
+/// The caller's socket.
+#[inline(always)]
+fn sock(ctx: &SockAddrContext) -> *mut bpf_sock {
+    let sa: *mut bpf_sock_addr = ctx.sock_addr;
+    // SAFETY: `sk` is always set for sock_addr programs (PTR_TO_SOCKET).
+    unsafe { (*sa).__bindgen_anon_1.sk }
+}
+
+/// Whether the caller is enrolled, by cgroup (its own or an ancestor's) or
+/// else by uid.
+#[inline(always)]
+fn enrolled(ctx: &SockAddrContext, cgroup_id: u64) -> Option<Enrolled> {
+    if let Some(id) = enrolled_cgroup(cgroup_id) {
+        return Some((MATCH_CGROUP, id));
+    }
+    let uid = ctx.uid();
+    // SAFETY: the value is not used, only its presence.
+    if unsafe { ENROLLED_UIDS.get(uid) }.is_some() {
+        return Some((MATCH_UID, u64::from(uid)));
+    }
+    None
+}
+
+/// `0.0.0.0`, `::` or `::ffff:0.0.0.0`.
+#[inline(always)]
+fn is_unspecified(a: &Addr) -> bool {
+    a[0] == 0 && a[1] == 0 && (a[2] == 0 || a[2] == MAPPED_PREFIX) && a[3] == 0
+}
+
+/// The address the kernel connects to when asked for the unspecified one
+/// (`tcp_v4_connect` through the route lookup, `tcp_v6_connect`):
+/// * IPv4 socket, `0.0.0.0`: its bound address, else 127.0.0.1;
+/// * IPv6 socket, `::`: `::ffff:127.0.0.1` when bound to an IPv4-mapped
+///   address, else `::1`;
+/// * IPv6 socket, `::ffff:0.0.0.0` (IPv4 through the dual stack): the IPv4
+///   source the socket has — its bound IPv4-mapped address, 127.0.0.6
+///   (`LOOPBACK4_IPV6`) when bound to a real IPv6 address, else 127.0.0.1.
+///
+/// The connect program then writes the result back, so the kernel connects
+/// exactly where the decision was made even if this ever differed from its
+/// own choice.
+#[inline(always)]
+fn resolve_unspecified(ctx: &SockAddrContext, dst: &Addr, family: u16) -> Addr {
+    let sk = sock(ctx);
+    if family == AF_INET {
+        // SAFETY: `src_ip4` of the caller's socket is readable.
+        let bound = unsafe { read_volatile(&(*sk).src_ip4) };
+        return mapped4(if bound != 0 { bound } else { LOOPBACK4 });
+    }
+    // SAFETY: `src_ip6` of the caller's socket is readable, word by word.
+    let bound: Addr = unsafe {
+        [
+            read_volatile(&(*sk).src_ip6[0]),
+            read_volatile(&(*sk).src_ip6[1]),
+            read_volatile(&(*sk).src_ip6[2]),
+            read_volatile(&(*sk).src_ip6[3]),
+        ]
+    };
+    let bound_mapped = is_mapped(&bound);
+    if dst[2] == 0 {
+        // `::`
+        return if bound_mapped {
+            mapped4(LOOPBACK4)
+        } else {
+            [0, 0, 0, LOOPBACK6_LAST]
+        };
+    }
+    // `::ffff:0.0.0.0`
+    if bound_mapped {
+        return mapped4(if bound[3] != 0 { bound[3] } else { LOOPBACK4 });
+    }
+    if bound[0] == 0 && bound[1] == 0 && bound[2] == 0 && bound[3] == 0 {
+        return mapped4(LOOPBACK4);
+    }
+    mapped4(LOOPBACK4_IPV6)
+}
+
+/// True when the agent counts as serving: its heartbeat has not lapsed, and
+/// the listener a redirected connection would reach is the agent's own (it
+/// carries the agent's SO_MARK, which only a process with CAP_NET_ADMIN or
+/// CAP_NET_RAW can set). A port taken over by anyone else while the agent is
+/// down is therefore never handed a workload's connection.
+#[inline(always)]
+fn agent_serving(
+    ctx: &SockAddrContext,
+    cfg: &AgentConfig,
+    mapped: bool,
+    proxy_addr: &Addr,
+) -> bool {
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let unset =
+        proxy_addr[0] == 0 && proxy_addr[1] == 0 && proxy_addr[2] == 0 && proxy_addr[3] == 0;
+    if now > cfg.alive_until_ns || unset || cfg.mark == 0 {
+        return false;
+    }
+    let dport = cfg.proxy_port.to_be();
+    let mut tuple = bpf_sock_tuple {
+        __bindgen_anon_1: bpf_sock_tuple__bindgen_ty_1 {
+            ipv6: bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2 {
+                saddr: [0; 4],
+                daddr: [0; 4],
+                sport: 0,
+                dport: 0,
+            },
+        },
+    };
+    let size = if mapped {
+        tuple.__bindgen_anon_1.ipv4 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+            saddr: 0,
+            daddr: proxy_addr[3],
+            sport: 0,
+            dport,
+        };
+        TUPLE4_LEN
+    } else {
+        tuple.__bindgen_anon_1.ipv6 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2 {
+            saddr: [0; 4],
+            daddr: *proxy_addr,
+            sport: 0,
+            dport,
+        };
+        TUPLE6_LEN
+    };
+    // SAFETY: the tuple lives on this stack frame and is fully initialised;
+    // the returned socket, when not null, is released below on every path.
+    let listener = unsafe {
+        bpf_sk_lookup_tcp(
+            ctx.as_ptr(),
+            &mut tuple,
+            size,
+            BPF_F_CURRENT_NETNS as u64,
+            0,
+        )
+    };
+    if listener.is_null() {
+        return false;
+    }
+    // SAFETY: a non-null result is a referenced full socket; `mark` is readable.
+    let mark = unsafe { read_volatile(&(*listener).mark) };
+    // SAFETY: releases the reference the lookup took.
+    unsafe { bpf_sk_release(listener.cast()) };
+    mark == cfg.mark
+}
+
+/// The enrolled cgroup id covering the caller: its own, else the deepest
+/// enrolled ancestor. `bpf_get_current_ancestor_cgroup_id(level)` counts
+/// levels from the root, so an ancestor at a level up to
+/// `MAX_ENROLLED_LEVEL` is seen however deep below it the caller sits;
+/// enrolled cgroups deeper than that are refused by the agent.
 #[inline(always)]
 fn enrolled_cgroup(cgroup_id: u64) -> Option<u64> {
     // SAFETY: value unused, presence only.
     if unsafe { ENROLLED_CGROUPS.get(cgroup_id) }.is_some() {
         return Some(cgroup_id);
     }
-    // Deepest level first, so the most specific enrollment wins; levels past
-    // the caller's depth return 0. Returning at the first hit keeps the
-    // verifier's view simple (no pointer merging across iterations).
-    let mut level = MAX_CGROUP_DEPTH - 1;
-    while level >= 0 {
+    // From level 1 down to the caller's own level (ancestor ids are 0 past
+    // it), keeping the deepest hit, so the most specific enrollment wins. Only
+    // the id is carried across iterations (a scalar, never a map value
+    // pointer), so the verifier's states stay few; the cost is one helper
+    // call per level of the caller.
+    let mut best: u64 = 0;
+    let mut level: i32 = 1;
+    while level <= MAX_ENROLLED_LEVEL {
         // SAFETY: no preconditions; returns 0 past the caller's depth.
         let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
-        // SAFETY: value unused, presence only.
-        if id != 0 && unsafe { ENROLLED_CGROUPS.get(id) }.is_some() {
-            return Some(id);
+        if id == 0 {
+            break;
         }
-        level -= 1;
+        // SAFETY: value unused, presence only.
+        if unsafe { ENROLLED_CGROUPS.get(id) }.is_some() {
+            best = id;
+        }
+        level += 1;
+    }
+    if best != 0 {
+        return Some(best);
     }
     None
 }
 
-fn proxy_port() -> u16 {
-    CONFIG.get(0).map(|c| c.proxy_port).unwrap_or(0)
+/// An address as the four 32-bit words of its IPv6 form, each holding its
+/// bytes in network order (as `user_ip6` does); IPv4 as `::ffff:a.b.c.d`.
+type Addr = [u32; 4];
+/// Third word of an IPv4-mapped address (`0000:ffff`).
+const MAPPED_PREFIX: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+const LOOPBACK4: u32 = u32::from_ne_bytes([127, 0, 0, 1]);
+/// The IPv4 address the kernel gives a socket bound to a real IPv6 address.
+const LOOPBACK4_IPV6: u32 = u32::from_ne_bytes([127, 0, 0, 6]);
+/// Last word of `::1`.
+const LOOPBACK6_LAST: u32 = u32::from_ne_bytes([0, 0, 0, 1]);
+
+/// `::ffff:a.b.c.d` from an IPv4 address as `user_ip4` holds it.
+#[inline(always)]
+fn mapped4(ip4: u32) -> Addr {
+    [0, 0, MAPPED_PREFIX, ip4]
+}
+
+#[inline(always)]
+fn is_mapped(a: &Addr) -> bool {
+    a[0] == 0 && a[1] == 0 && a[2] == MAPPED_PREFIX
+}
+
+#[inline(always)]
+fn same(a: &Addr, b: &Addr) -> bool {
+    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3]
+}
+
+/// The map-key form (`[u8; 16]`, network order) of an address.
+#[inline(always)]
+fn bytes(a: Addr) -> [u8; 16] {
+    // SAFETY: both types are 16 plain bytes; any bit pattern is valid.
+    unsafe { core::mem::transmute::<Addr, [u8; 16]>(a) }
+}
+
+/// The inverse of [`bytes`].
+#[inline(always)]
+fn words(b: [u8; 16]) -> Addr {
+    // SAFETY: as for `bytes`.
+    unsafe { core::mem::transmute::<[u8; 16], Addr>(b) }
 }
 
 #[inline(always)]
@@ -311,16 +639,6 @@ fn words_to_bytes(w: [u32; 4]) -> [u8; 16] {
     [
         a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2],
         d[3],
-    ]
-}
-
-#[inline(always)]
-fn bytes_to_words(b: [u8; 16]) -> [u32; 4] {
-    [
-        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
-        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
-        u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
-        u32::from_ne_bytes([b[12], b[13], b[14], b[15]]),
     ]
 }
 

@@ -44,10 +44,19 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
-    /// Enroll a cgroup or uid as ACCOUNT, live and persisted.
+    /// Enroll a cgroup, systemd unit or uid as ACCOUNT, live and persisted.
+    /// For a service unit, also installs a drop-in that orders the unit
+    /// after Warden at boot (see `drop-in`).
     Enroll(EnrollArgs),
-    /// Remove a live enrollment.
+    /// Remove a live enrollment (and a unit's drop-in).
     Unenroll(EnrollArgs),
+    /// Print the systemd drop-in that keeps UNIT from starting before Warden
+    /// has attached (for units enrolled in the configuration file; install
+    /// it as /etc/systemd/system/UNIT.d/50-warden.conf).
+    DropIn {
+        /// A service unit, e.g. orders-api.service.
+        unit: String,
+    },
     /// Stop the daemon if it runs, detach every program and remove all pins.
     Uninstall,
     /// Read the audit trail.
@@ -138,6 +147,12 @@ pub struct EnrollArgs {
     pub account: String,
     #[command(flatten)]
     pub selector: SelectorArgs,
+    /// With --unit: leave the unit's boot-order drop-in alone.
+    #[arg(long)]
+    pub no_drop_in: bool,
+    /// Where unit drop-ins are written.
+    #[arg(long, value_name = "DIR", default_value = crate::bootorder::SYSTEMD_DIR)]
+    pub systemd_dir: PathBuf,
 }
 
 /// Output of `warden audit tail`.

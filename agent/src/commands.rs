@@ -41,6 +41,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     cfg.accounts.len(),
                     cfg.sha256
                 );
+                // Valid, but weaker than it looks on this host: said, not refused.
+                for w in crate::config::warnings::host_warnings(&cfg) {
+                    eprintln!("warning: {w}");
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -67,19 +71,47 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Enroll(args) => {
             let cfg = Config::load(&cli.config)?;
+            let unit = drop_in_unit(&args);
             let req = Request::Enroll {
                 account: args.account,
                 selector: selector(args.selector)?,
             };
-            done(client::call(&cfg.agent.control_socket, &req)?)
+            let code = done(client::call(&cfg.agent.control_socket, &req)?)?;
+            if let Some(unit) = unit {
+                let exe = std::env::current_exe().context("the path of this warden binary")?;
+                let config = std::path::absolute(&cli.config)
+                    .with_context(|| format!("the path of {}", cli.config.display()))?;
+                let path = crate::bootorder::install(&args.systemd_dir, &unit, &exe, &config)?;
+                println!(
+                    "{unit} starts only after Warden at boot: {}",
+                    path.display()
+                );
+                systemd_reload();
+            }
+            Ok(code)
         }
         Command::Unenroll(args) => {
             let cfg = Config::load(&cli.config)?;
+            let unit = drop_in_unit(&args);
             let req = Request::Unenroll {
                 account: args.account,
                 selector: selector(args.selector)?,
             };
-            done(client::call(&cfg.agent.control_socket, &req)?)
+            let code = done(client::call(&cfg.agent.control_socket, &req)?)?;
+            if let Some(unit) = unit
+                && crate::bootorder::remove(&args.systemd_dir, &unit)?
+            {
+                println!("removed {unit}'s boot-order drop-in");
+                systemd_reload();
+            }
+            Ok(code)
+        }
+        Command::DropIn { unit } => {
+            let exe = std::env::current_exe().context("the path of this warden binary")?;
+            let config = std::path::absolute(&cli.config)
+                .with_context(|| format!("the path of {}", cli.config.display()))?;
+            print!("{}", crate::bootorder::drop_in(&unit, &exe, &config)?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Approvals(args) => approvals(&cli.config, args),
         Command::Uninstall => {
@@ -271,6 +303,29 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The service unit of `warden enroll/unenroll --unit` whose boot-order
+/// drop-in is managed (not scopes, not with --no-drop-in).
+fn drop_in_unit(args: &crate::cli::EnrollArgs) -> Option<String> {
+    let unit = args.selector.unit.as_ref()?;
+    (!args.no_drop_in && unit.ends_with(".service")).then(|| unit.clone())
+}
+
+/// `systemctl daemon-reload`, so a changed drop-in applies; said, not
+/// fatal, when systemd is not running (the file applies at its next start).
+fn systemd_reload() {
+    match std::process::Command::new("systemctl")
+        .arg("daemon-reload")
+        .output()
+    {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => eprintln!(
+            "note: systemctl daemon-reload failed ({}); run it to apply the drop-in",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => eprintln!("note: could not run systemctl daemon-reload ({e})"),
+    }
+}
+
 fn selector(s: SelectorArgs) -> anyhow::Result<Selector> {
     match (s.cgroup, s.unit, s.uid) {
         (Some(c), None, None) => Ok(Selector::Cgroup(c)),
@@ -347,6 +402,16 @@ fn print_status(st: &crate::control::StatusReport) {
         );
     }
     println!("  pins:     {}", st.pin_dir.display());
+    println!(
+        "  bpf lsm:  {}",
+        match st.bpf_lsm {
+            Some(true) => "active",
+            Some(false) =>
+                "NOT ACTIVE: a root workload in an enrolled cgroup can bypass Warden (detach its programs, leave its cgroup, set the agent's mark)",
+            None =>
+                "unknown (no /sys/kernel/security/lsm): a root workload in an enrolled cgroup may bypass Warden",
+        }
+    );
     println!("  fail mode: {}", st.fail_mode);
     println!(
         "  audit:    {} ({})",

@@ -90,6 +90,8 @@ pub struct Shared {
     pub audit: AuditHandle,
     pub listen: Vec<SocketAddr>,
     pub exe_hashes: crate::identity::facts::ExeHashCache,
+    /// Bounds the audit events of connections without a kernel record.
+    pub unredirected: crate::proxy::refusals::RefusalLimiter,
     pub metrics: Metrics,
     /// `[[forward]]` outputs shipping the audit trail off the host.
     pub forward: crate::forward::Forwarders,
@@ -102,15 +104,36 @@ pub struct Shared {
     session_base: u64,
     session_ctr: AtomicU64,
     active: AtomicUsize,
+    /// Relayed connections per account (absent: none).
+    active_per_account: Mutex<HashMap<String, usize>>,
 }
 
-/// Releases a connection slot when the relay ends.
-pub struct Slot<'a>(&'a AtomicUsize);
+/// Releases a connection slot (global and the account's) when the relay ends.
+pub struct Slot<'a> {
+    shared: &'a Shared,
+    account: String,
+}
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.shared.active.fetch_sub(1, Ordering::AcqRel);
+        let mut per = lock(&self.shared.active_per_account);
+        if let Some(n) = per.get_mut(&self.account) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per.remove(&self.account);
+            }
+        }
     }
+}
+
+/// Why no connection slot was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotRefusal {
+    /// `max_connections` connections are relayed already.
+    Global(usize),
+    /// The account has `max_connections_per_account` already.
+    Account(usize),
 }
 
 impl Shared {
@@ -133,18 +156,49 @@ impl Shared {
         self.live.swap(live)
     }
 
+    /// The account the kernel matched for this connection. A cgroup the
+    /// kernel enrolled on its own (an enrolled unit's cgroup, recreated since
+    /// the last resolution) is resolved now rather than refused.
     pub fn account_for(&self, meta: &ConnMeta) -> Option<(String, Option<String>)> {
+        if let Some(found) = lock(&self.enrollments).account_for(meta) {
+            return Some(found);
+        }
+        if meta.match_kind != warden_common::MATCH_CGROUP {
+            return None;
+        }
+        if let Err(e) = self.sync_enrollments() {
+            warn!(error = %e, "syncing enrollments failed");
+        }
         lock(&self.enrollments).account_for(meta)
     }
 
-    /// A connection slot, unless `max` connections are relayed already.
-    pub fn try_acquire_slot(&self, max: usize) -> Option<Slot<'_>> {
+    /// A connection slot for `account`, unless `max` connections are
+    /// relayed already or the account has `max_per_account`.
+    pub fn try_acquire_slot(
+        &self,
+        account: &str,
+        max: usize,
+        max_per_account: usize,
+    ) -> Result<Slot<'_>, SlotRefusal> {
         let prev = self.active.fetch_add(1, Ordering::AcqRel);
         if prev >= max {
             self.active.fetch_sub(1, Ordering::AcqRel);
-            return None;
+            return Err(SlotRefusal::Global(max));
         }
-        Some(Slot(&self.active))
+        let mut per = lock(&self.active_per_account);
+        let n = per.entry(account.to_owned()).or_insert(0);
+        if *n >= max_per_account {
+            if *n == 0 {
+                per.remove(account);
+            }
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            return Err(SlotRefusal::Account(max_per_account));
+        }
+        *n += 1;
+        Ok(Slot {
+            shared: self,
+            account: account.to_owned(),
+        })
     }
 
     pub fn conns_insert(&self, s: SessionId, c: OpenConn) {
@@ -167,11 +221,12 @@ impl Shared {
 
     /// Re-resolves enrolled cgroups and pushes enrollments to the kernel.
     pub fn sync_enrollments(&self) -> Result<(), ebpf::DatapathError> {
-        let (cg, uids) = {
+        let (cg, uids, units) = {
             let mut e = lock(&self.enrollments);
             e.resolve(&self.cgroup_mount);
-            (e.cgroup_entries(), e.uid_entries())
+            (e.cgroup_entries(), e.uid_entries(), e.unit_path_entries())
         };
+        self.datapath.sync_unit_paths(&units)?;
         self.datapath.sync_cgroups(&cg)?;
         self.datapath.sync_uids(&uids)
     }
@@ -316,14 +371,20 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         agent_cgroup_id,
     })?;
     datapath.sync_targets(&target_entries(config))?;
+    datapath.sync_unit_paths(&enrollments.unit_path_entries())?;
     datapath.sync_cgroups(&enrollments.cgroup_entries())?;
     datapath.sync_uids(&enrollments.uid_entries())?;
 
-    // Listeners exist before anything is redirected to them.
+    // Listeners exist before anything is redirected to them, and carry the
+    // agent's mark: the kernel side redirects only to a listener that does.
     let mut listeners = vec![proxy::bind(config.agent.listen).await?];
     if let Some(a6) = listen6 {
         listeners.push(proxy::bind(a6).await?);
     }
+    for l in &listeners {
+        mark_listener(l, config.agent.upstream_mark)?;
+    }
+    log_host_warnings(config);
     let listen: Vec<SocketAddr> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
@@ -349,6 +410,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         audit,
         listen: listen.clone(),
         exe_hashes: Default::default(),
+        unredirected: Default::default(),
         metrics: Metrics::default(),
         forward,
         approvals,
@@ -359,6 +421,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         session_base,
         session_ctr: AtomicU64::new(1),
         active: AtomicUsize::new(0),
+        active_per_account: Mutex::new(HashMap::new()),
     });
     // Restart-only settings: a reload never changes them.
     let fixed = shared.live().config.agent.clone();
@@ -383,7 +446,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
     let approvals_listener = control::approvals::bind(&approvals_socket)?;
     tasks.push(tokio::spawn(control::approvals::serve(
         approvals_listener,
-        Arc::clone(&shared.approvals),
+        Arc::clone(&shared),
         shutdown_rx.clone(),
     )));
     tasks.push(tokio::spawn(control::server::serve(
@@ -391,7 +454,8 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         Arc::clone(&shared),
         shutdown_rx.clone(),
     )));
-    tasks.push(tokio::spawn(heartbeat(
+    let beat = Heartbeat::start(Arc::clone(&shared))?;
+    tasks.push(tokio::spawn(resync_enrollments(
         Arc::clone(&shared),
         shutdown_rx.clone(),
     )));
@@ -407,6 +471,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
     wait_for_stop(Arc::clone(&shared), shutdown_rx.clone()).await;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     shared.request_shutdown(false);
+    beat.stop();
     if let Err(e) = shared.datapath.mark_down() {
         warn!(error = %e, "could not mark the agent down in the kernel");
     }
@@ -501,22 +566,83 @@ async fn reload_on_hangup(
     }
 }
 
-/// Every second: tell the kernel side the agent is alive, and re-resolve
-/// enrolled cgroups (systemd recreates them on unit restart).
-async fn heartbeat(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+/// The agent's liveness in the kernel: a thread of its own (so a busy async
+/// runtime cannot starve it) pushes the deadline forward every
+/// [`ebpf::HEARTBEAT_INTERVAL`]. Once the deadline lapses, enrolled
+/// connections to fail-closed targets fail with EPERM and fail-open ones pass.
+struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Heartbeat {
+    fn start(shared: Arc<Shared>) -> Result<Self, DaemonError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("warden-heartbeat".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Acquire) {
+                    if let Err(e) = shared.datapath.heartbeat() {
+                        warn!(error = %e, "heartbeat failed");
+                    }
+                    std::thread::park_timeout(ebpf::HEARTBEAT_INTERVAL);
+                }
+            })
+            .map_err(|source| DaemonError::Io {
+                what: "starting the heartbeat thread".into(),
+                source,
+            })?;
+        Ok(Self { stop, thread })
+    }
+
+    /// Stops beating; the caller then marks the agent down.
+    fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        self.thread.thread().unpark();
+        let _ = self.thread.join();
+    }
+}
+
+/// Every second: re-resolve enrolled cgroups (systemd recreates them on unit
+/// restart) and push them to the kernel, and record the summary of
+/// unredirected connections refused without an event each.
+async fn resync_enrollments(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Err(e) = shared.datapath.heartbeat() {
-                    warn!(error = %e, "heartbeat failed");
-                }
                 if let Err(e) = shared.sync_enrollments() {
                     warn!(error = %e, "syncing enrollments failed");
                 }
+                crate::proxy::flush_unredirected(&shared).await;
             }
             _ = shutdown.changed() => if *shutdown.borrow() { break },
         }
+    }
+}
+
+/// Puts the agent's mark on a proxy listener (see [`mark_listener`]'s use in
+/// [`run`]); only a process with CAP_NET_ADMIN or CAP_NET_RAW can set one.
+fn mark_listener(l: &tokio::net::TcpListener, mark: u32) -> Result<(), DaemonError> {
+    socket2::SockRef::from(l)
+        .set_mark(mark)
+        .map_err(|source| DaemonError::Io {
+            what: format!(
+                "setting SO_MARK {mark:#x} on the proxy listener {}",
+                l.local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|_| "?".into())
+            ),
+            source,
+        })
+}
+
+/// Logs what `warden check-config` warns about (a proxy port any local user
+/// could bind while the agent is down, local targets served on every address).
+fn log_host_warnings(config: &Config) {
+    for w in crate::config::warnings::host_warnings(config) {
+        warn!(warning = %w, "configuration weakens enforcement on this host");
     }
 }
 

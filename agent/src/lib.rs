@@ -5,6 +5,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod bootorder;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -15,8 +15,12 @@ pub mod pg_parse_error;
 /// layout it does not understand.
 pub const LAYOUT_VERSION: u32 = 1;
 
-/// How many ancestor levels of the caller's cgroup are checked for enrollment.
-pub const MAX_CGROUP_DEPTH: i32 = 16;
+/// Deepest cgroup level (the root is level 0, `/a` level 1) at which a cgroup
+/// can be enrolled. The kernel side checks every ancestor of the caller from
+/// this level up to level 1, so a caller at any depth below an enrolled cgroup
+/// is covered; deeper enrolled cgroups are refused by the agent. systemd units
+/// cannot be this deep (a unit name, slices included, has at most 255 bytes).
+pub const MAX_ENROLLED_LEVEL: i32 = 127;
 
 /// `TargetValue::flags`: when the agent is down, let connections to this target
 /// through untouched instead of refusing them.
@@ -38,6 +42,9 @@ pub mod maps {
     pub const TARGETS: &str = "WARDEN_TARGETS";
     pub const PENDING: &str = "WARDEN_PENDING";
     pub const ORIG_DST: &str = "WARDEN_ORIG_DST";
+    pub const UNIT_PATHS: &str = "WARDEN_UNIT_PATHS";
+    pub const MKDIR_FORMAT: &str = "WARDEN_MKDIR_FMT";
+    pub const EXEC_TIMES: &str = "WARDEN_EXEC_TIMES";
 }
 
 /// Program names (the Rust function names in `agent-ebpf`).
@@ -45,6 +52,8 @@ pub mod programs {
     pub const CONNECT4: &str = "warden_connect4";
     pub const CONNECT6: &str = "warden_connect6";
     pub const SOCK_OPS: &str = "warden_sock_ops";
+    pub const CGROUP_MKDIR: &str = "warden_cgroup_mkdir";
+    pub const SCHED_EXEC: &str = "warden_sched_exec";
 }
 
 /// Capacity of the maps; the LRU maps evict their oldest entries when full.
@@ -54,6 +63,39 @@ pub mod capacity {
     pub const TARGETS: u32 = 4096;
     pub const PENDING: u32 = 65536;
     pub const ORIG_DST: u32 = 65536;
+    pub const UNIT_PATHS: u32 = 1024;
+    pub const EXEC_TIMES: u32 = 65536;
+}
+
+/// Longest cgroup2 path (with its NUL) of an enrolled unit that the
+/// `cgroup_mkdir` program can match; longer ones are re-resolved by the agent
+/// only (once a second).
+pub const UNIT_PATH_LEN: usize = 128;
+
+/// Set in an `ENROLLED_CGROUPS` value written by the `cgroup_mkdir` program
+/// (not by the agent): the agent keeps such an entry until its own
+/// resolution has caught up.
+pub const TAG_FROM_MKDIR: u32 = 1 << 31;
+
+/// Key of `UNIT_PATHS`: the cgroup2 path of an enrolled unit as the
+/// `cgroup:cgroup_mkdir` tracepoint reports it (`/system.slice/x.service`),
+/// NUL-padded. Value: the account tag.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnitPathKey {
+    pub path: [u8; UNIT_PATH_LEN],
+}
+
+/// Offsets of the `cgroup:cgroup_mkdir` tracepoint's fields, read by the agent
+/// from tracefs (`events/cgroup/cgroup_mkdir/format`); `path` is a
+/// `__data_loc` word. All zero: the program does nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MkdirFormat {
+    pub root_off: u32,
+    pub id_off: u32,
+    pub path_off: u32,
+    pub _pad: u32,
 }
 
 /// Single slot of agent settings read by every program (array map, index 0).
@@ -174,6 +216,8 @@ mod pod {
     unsafe impl aya::Pod for TargetValue {}
     unsafe impl aya::Pod for TupleKey {}
     unsafe impl aya::Pod for ConnMeta {}
+    unsafe impl aya::Pod for UnitPathKey {}
+    unsafe impl aya::Pod for MkdirFormat {}
 }
 
 const _: () = assert!(core::mem::size_of::<AgentConfig>() == 64);
@@ -181,6 +225,8 @@ const _: () = assert!(core::mem::size_of::<TargetKey>() == 24);
 const _: () = assert!(core::mem::size_of::<TargetValue>() == 8);
 const _: () = assert!(core::mem::size_of::<TupleKey>() == 40);
 const _: () = assert!(core::mem::size_of::<ConnMeta>() == 88);
+const _: () = assert!(core::mem::size_of::<UnitPathKey>() == UNIT_PATH_LEN);
+const _: () = assert!(core::mem::size_of::<MkdirFormat>() == 16);
 
 #[cfg(test)]
 mod tests {

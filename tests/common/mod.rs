@@ -26,6 +26,12 @@ pub fn client_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/client.py")
 }
 
+/// tests/support/kernel_client.py: connect, squat, hold, nest,
+/// exec-after-connect (see its docstring).
+pub fn kernel_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/kernel_client.py")
+}
+
 pub fn cgroup2_mount() -> PathBuf {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     mounts
@@ -115,10 +121,12 @@ impl ClientResult {
             self.json["write_error"].as_str().unwrap_or("")
         )
     }
-    pub fn refused_at_connect(&self) -> bool {
+    /// `connect()` failed with EPERM: the kernel side refused it (an
+    /// enrolled connection to a fail-closed target while the agent is down).
+    pub fn denied_at_connect(&self) -> bool {
         self.json["error"]
             .as_str()
-            .is_some_and(|e| e.contains("ConnectionRefused"))
+            .is_some_and(|e| e.contains("PermissionError"))
     }
     pub fn same_bytes_back(&self) -> bool {
         self.ok() && self.json["sent_sha"] == self.json["recv_sha"]
@@ -322,6 +330,28 @@ impl TestEnv {
             )
         });
         ClientResult { json }
+    }
+
+    /// Runs `kernel_client.py ARGS` inside `cgroup` and parses its JSON answer.
+    pub fn kernel_client(&self, cgroup: &str, args: &[&str]) -> Value {
+        let procs = self.cg_dir(cgroup).join("cgroup.procs");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > '{}' && exec /usr/bin/python3 \"$0\" \"$@\"",
+                procs.display()
+            ))
+            .arg(kernel_script())
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "kernel_client output not JSON ({e}): {stdout} / {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
     }
 
     /// All audit events, oldest first, as OCSF JSON.

@@ -62,7 +62,7 @@ pid {dir}/nginx.pid;
 error_log {dir}/error.log info;
 events {{ worker_connections 1024; }}
 http {{
-    log_format j escape=json '{{"request":"$request","method":"$request_method","uri":"$request_uri","status":$status,"authorization":"$http_authorization","cookie":"$http_cookie","api_key":"$http_x_api_key","https":"$https","port":"$server_port","sni":"$ssl_server_name","bytes_sent":$body_bytes_sent,"request_length":$request_length,"transfer_encoding":"$http_transfer_encoding","remote":"$remote_addr:$remote_port"}}';
+    log_format j escape=json '{{"request":"$request","host":"$http_host","method":"$request_method","uri":"$request_uri","status":$status,"authorization":"$http_authorization","cookie":"$http_cookie","api_key":"$http_x_api_key","https":"$https","port":"$server_port","sni":"$ssl_server_name","bytes_sent":$body_bytes_sent,"request_length":$request_length,"transfer_encoding":"$http_transfer_encoding","remote":"$remote_addr:$remote_port"}}';
     access_log {dir}/access.log j;
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
@@ -89,6 +89,7 @@ http {{
         location /admin/ {{ default_type text/plain; return 200 "admin area\n"; }}
         location /orders/ {{ default_type application/json; return 200 '{{"order":"done"}}'; }}
         location = /small {{ default_type text/plain; return 200 "ok\n"; }}
+        location = /events.ndjson {{ default_type application/x-ndjson; return 200 '{{"email":"ann@example.com"}}\n'; }}
     }}
 }}
 "#,

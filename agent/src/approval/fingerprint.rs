@@ -1,21 +1,13 @@
-//! Statement fingerprints for grants: the statement's tokens with every
-//! literal replaced by `?`, whitespace and comments dropped and unquoted
-//! words lower-cased, hashed with SHA-256. `DELETE FROM orders WHERE id = 7`
-//! and `delete from orders where id=8` share a fingerprint; a different
-//! table, column or operator does not. The dialect is the caller's (the
-//! approval module knows no protocol).
+//! Fingerprints for approval grants, hashed with SHA-256 and kept apart by
+//! protocol and kind: a statement's shape as its protocol normalised it
+//! (for PostgreSQL, the server's own tokens with constants as `?`:
+//! `DELETE FROM orders WHERE id = 7` and `delete from orders where id=8`
+//! share one; a different table, column or operator does not), its exact
+//! text (for statements whose literals are code, paths or names), or an
+//! HTTP request's method, path and parameter names. The approval module
+//! knows no protocol: callers normalise.
 
 use sha2::{Digest, Sha256};
-use sqlparser::dialect::Dialect;
-use sqlparser::tokenizer::{Token, Tokenizer};
-
-/// Hex SHA-256 of the normalised statement, or of the raw text when it does
-/// not tokenise (such a statement is never allowed anyway: the policy
-/// refuses what it cannot parse).
-pub fn sql_fingerprint(dialect: &dyn Dialect, sql: &str) -> String {
-    let normal = normalise(dialect, sql).unwrap_or_else(|| format!("raw:{sql}"));
-    hex::encode(Sha256::digest(normal.as_bytes()))
-}
 
 /// Hex SHA-256 of a statement's shape as a protocol normalised it (for
 /// PostgreSQL, `policy::sql::statement_shape`: PostgreSQL's own tokens
@@ -50,43 +42,13 @@ pub fn http_fingerprint(method: &str, path: &str, query_names: &[&str]) -> Strin
     hex::encode(Sha256::digest(normal.as_bytes()))
 }
 
-/// The normalised token text (`None` when the text does not tokenise).
-pub fn normalise(dialect: &dyn Dialect, sql: &str) -> Option<String> {
-    let tokens = Tokenizer::new(dialect, sql).tokenize().ok()?;
-    let mut out: Vec<String> = Vec::with_capacity(tokens.len());
-    for t in tokens {
-        let s = match t {
-            Token::Whitespace(_) | Token::EOF => continue,
-            Token::Number(..)
-            | Token::SingleQuotedString(_)
-            | Token::DoubleQuotedByteStringLiteral(_)
-            | Token::SingleQuotedByteStringLiteral(_)
-            | Token::TripleSingleQuotedString(_)
-            | Token::TripleDoubleQuotedString(_)
-            | Token::NationalStringLiteral(_)
-            | Token::EscapedStringLiteral(_)
-            | Token::UnicodeStringLiteral(_)
-            | Token::HexStringLiteral(_)
-            | Token::DollarQuotedString(_) => "?".to_owned(),
-            Token::Word(w) => match w.quote_style {
-                Some(q) => format!("{q}{}{q}", w.value),
-                None => w.value.to_lowercase(),
-            },
-            Token::SemiColon => continue,
-            other => other.to_string(),
-        };
-        out.push(s);
-    }
-    Some(out.join(" "))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlparser::dialect::PostgreSqlDialect;
+    use crate::policy::sql::statement_shape;
 
     fn fp(s: &str) -> String {
-        sql_fingerprint(&PostgreSqlDialect {}, s)
+        shape_fingerprint("postgres", statement_shape(s).as_deref(), s)
     }
 
     #[test]
@@ -115,8 +77,13 @@ mod tests {
             fp("update t set note = 'something else' where x = 'z';")
         );
         assert_eq!(
-            normalise(&PostgreSqlDialect {}, "DELETE FROM orders WHERE id = 7").unwrap(),
+            statement_shape("DELETE FROM orders WHERE id = 7").unwrap(),
             "delete from orders where id = ?"
+        );
+        // The exact text is another fingerprint than any shape.
+        assert_ne!(
+            exact_fingerprint("postgres", "DELETE FROM orders WHERE id = 7"),
+            fp("DELETE FROM orders WHERE id = 7")
         );
     }
 

@@ -10,7 +10,11 @@
 //! before it takes effect: a statement is released only once its approval
 //! is on record). Who may decide is checked here ([`peer::Peer`] against
 //! `[approvals] approvers`); a uid of the requesting account (its enrolled
-//! uids or the requesting process's uid) can never decide its own request.
+//! uids or the requesting process's uid, checked against every uid the
+//! deciding process holds), and a process that runs in or below a cgroup
+//! enrolled for the account, or in or below the requesting process's own
+//! cgroup (learnt when it connected, [`peer`]), can never decide the
+//! account's requests, root included; nor can one whose place is unknown.
 //! New requests are announced to webhooks ([`webhook`]) off the data path.
 //!
 //! This module knows nothing of any wire protocol: the handler supplies
@@ -57,6 +61,16 @@ pub enum ApprovalError {
         "uid {uid} belongs to the requesting account {account} and cannot decide its own request"
     )]
     OwnRequest { uid: u32, account: String },
+    #[error(
+        "the deciding process (in cgroup {cgroup}) is enrolled for the requesting account {account}, by its cgroup or one of its uids, and cannot decide its requests"
+    )]
+    EnrolledPeer { cgroup: String, account: String },
+    #[error(
+        "the deciding process runs in cgroup {cgroup}, in or below the requesting process's cgroup {requester}, and cannot decide its requests"
+    )]
+    RequesterCgroup { cgroup: String, requester: String },
+    #[error("where the deciding process runs is unknown ({why}), so it cannot decide")]
+    UnplacedPeer { why: String },
     #[error("a reason is required ([approvals] require_reason = true)")]
     ReasonRequired,
     #[error("grant duration {secs}s exceeds [approvals] max_grant_secs = {max}")]
@@ -76,7 +90,8 @@ pub struct RequestSpec {
     pub identity: Option<TokenIdentity>,
     /// Masked.
     pub statement: String,
-    /// [`fingerprint::sql_fingerprint`] (or a protocol's equivalent).
+    /// [`fingerprint::shape_fingerprint`], [`fingerprint::exact_fingerprint`]
+    /// or [`fingerprint::http_fingerprint`].
     pub fingerprint: String,
     pub policy: Option<String>,
     pub rule: Option<String>,
@@ -420,11 +435,17 @@ impl Approvals {
         let reason = d.reason.clone().filter(|r| !r.trim().is_empty());
         let refusal = if !peer.is_approver(&self.cfg.approvers) {
             Some(ApprovalError::NotApprover { uid: peer.uid })
-        } else if spec.account_uids.contains(&peer.uid) || spec.process.uid == Some(peer.uid) {
+        } else if let Some(&uid) = peer
+            .uids
+            .iter()
+            .find(|u| spec.account_uids.contains(u) || spec.process.uid == Some(**u))
+        {
             Some(ApprovalError::OwnRequest {
-                uid: peer.uid,
+                uid,
                 account: spec.account.clone(),
             })
+        } else if let Some(err) = placement_refusal(peer, &spec) {
+            Some(err)
         } else if self.cfg.require_reason && reason.is_none() {
             Some(ApprovalError::ReasonRequired)
         } else {
@@ -716,6 +737,40 @@ fn view(id: &str, spec: &RequestSpec, now: i64, expires: i64) -> RequestView {
         approver: None,
         reason: None,
         grant_id: None,
+    }
+}
+
+/// Why `peer` may not decide `spec` because of where it runs: in, or
+/// below, a cgroup (or unit) enrolled for the requesting account, or
+/// enrolled for it by uid; in or below the requesting process's own cgroup
+/// (unless that is the root cgroup); or nowhere that could be established.
+fn placement_refusal(peer: &Peer, spec: &RequestSpec) -> Option<ApprovalError> {
+    match &peer.place {
+        peer::Place::Known {
+            cgroups,
+            cgroup_ids,
+            accounts,
+        } => {
+            let cgroup = || cgroups.join(", ");
+            if accounts.iter().any(|a| a == &spec.account) {
+                Some(ApprovalError::EnrolledPeer {
+                    cgroup: cgroup(),
+                    account: spec.account.clone(),
+                })
+            } else if spec
+                .process
+                .cgroup_id
+                .is_some_and(|id| cgroup_ids.contains(&id))
+            {
+                Some(ApprovalError::RequesterCgroup {
+                    cgroup: cgroup(),
+                    requester: spec.process.cgroup_path.clone().unwrap_or_default(),
+                })
+            } else {
+                None
+            }
+        }
+        peer::Place::Unknown { why } => Some(ApprovalError::UnplacedPeer { why: why.clone() }),
     }
 }
 

@@ -39,7 +39,11 @@ fn spec(stmt: &str) -> RequestSpec {
         },
         identity: None,
         statement: stmt.into(),
-        fingerprint: fingerprint::sql_fingerprint(&sqlparser::dialect::PostgreSqlDialect {}, stmt),
+        fingerprint: fingerprint::shape_fingerprint(
+            "postgres",
+            crate::policy::sql::statement_shape(stmt).as_deref(),
+            stmt,
+        ),
         policy: Some("p".into()),
         rule: Some("deletes".into()),
         risk: "write".into(),
@@ -53,6 +57,12 @@ fn peer(uid: u32) -> Peer {
         gid: uid,
         pid: None,
         gids: vec![uid],
+        uids: vec![uid],
+        place: peer::Place::Known {
+            cgroups: vec!["/user.slice/approver".into()],
+            cgroup_ids: vec![77, 7],
+            accounts: vec![],
+        },
     }
 }
 
@@ -69,6 +79,20 @@ async fn held(svc: &Arc<Approvals>, stmt: &str) -> Hold {
         Gate::Held(h) => h,
         Gate::Granted { .. } => panic!("expected a hold"),
     }
+}
+
+/// Stops the audit writer and returns the approval statuses it recorded.
+async fn stop(
+    audit: crate::audit::AuditHandle,
+    task: crate::audit::WriterTask,
+    path: &std::path::Path,
+) -> Vec<String> {
+    audit.shutdown().await;
+    tokio::task::spawn_blocking(move || task.join())
+        .await
+        .unwrap()
+        .unwrap();
+    statuses(path)
 }
 
 fn statuses(path: &std::path::Path) -> Vec<String> {
@@ -116,6 +140,32 @@ async fn approve_deny_timeout_withdraw_and_refusals_are_recorded() {
         .await
         .unwrap_err();
     assert!(matches!(e, ApprovalError::NotApprover { uid: 4000 }), "{e}");
+    // An approver uid whose process sits in (or below) a cgroup enrolled for
+    // the account cannot decide; one that could not be located neither.
+    let mut inside = peer(5001);
+    inside.place = peer::Place::Known {
+        cgroups: vec!["/system.slice/orders-api.service/shell".into()],
+        cgroup_ids: vec![12, 11, 10],
+        accounts: vec!["orders-api".into(), "other".into()],
+    };
+    let e = svc
+        .decide(&h.id, &inside, approve("self-service", None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ApprovalError::EnrolledPeer { cgroup, account }
+            if cgroup.ends_with("/shell") && account == "orders-api"),
+        "{e}"
+    );
+    let mut unplaced = peer(5001);
+    unplaced.place = peer::Place::Unknown {
+        why: "process 9 ended before it could be located".into(),
+    };
+    let e = svc
+        .decide(&h.id, &unplaced, approve("x", None))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ApprovalError::UnplacedPeer { .. }), "{e}");
     let id = h.id.clone();
     let s2 = Arc::clone(&svc);
     let decided =
@@ -168,15 +218,12 @@ async fn approve_deny_timeout_withdraw_and_refusals_are_recorded() {
     }
     assert_eq!(svc.show(&id).unwrap().status, "withdrawn");
 
-    audit.clone().shutdown().await;
-    tokio::task::spawn_blocking(move || task.join())
-        .await
-        .unwrap()
-        .unwrap();
     assert_eq!(
-        statuses(&path),
+        stop(audit, task, &path).await,
         vec![
             "requested",
+            "decision_refused",
+            "decision_refused",
             "decision_refused",
             "decision_refused",
             "approved",
@@ -195,7 +242,7 @@ async fn approve_deny_timeout_withdraw_and_refusals_are_recorded() {
     let out = dir.path().join("bundle");
     let rep = crate::audit::export(&path, 0, i64::MAX / 2, &out).unwrap();
     let lines = std::fs::read_to_string(out.join(crate::audit::export::APPROVALS_FILE)).unwrap();
-    assert_eq!(lines.lines().count(), 12, "{rep:?}");
+    assert_eq!(lines.lines().count(), 14, "{rep:?}");
     crate::audit::verify_export(&out).unwrap();
 }
 
@@ -265,12 +312,7 @@ async fn grants_cover_the_fingerprint_until_revoked_or_expired() {
     let h = held(&svc, "UPDATE orders SET x = 3").await;
     svc.withdraw(&h.id, "test").await;
 
-    audit.clone().shutdown().await;
-    tokio::task::spawn_blocking(move || task.join())
-        .await
-        .unwrap()
-        .unwrap();
-    let s = statuses(&path);
+    let s = stop(audit, task, &path).await;
     assert_eq!(s.iter().filter(|x| *x == "grant_used").count(), 2, "{s:?}");
     assert_eq!(s.iter().filter(|x| *x == "revoked").count(), 1, "{s:?}");
     assert!(crate::audit::verify(&path, None).unwrap().is_intact());
@@ -320,4 +362,66 @@ fn resolutions_describe_who_decided_and_why() {
     for (res, want) in cases {
         assert_eq!(res.describe("r1", 30), want);
     }
+}
+
+#[tokio::test]
+async fn a_decider_holding_an_account_uid_or_below_the_requesters_cgroup_cannot_decide() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let (audit, task) = crate::audit::spawn_writer(&path, opts()).unwrap();
+    let svc = Approvals::new(cfg(5), audit.clone(), "warden approvals".into());
+    let mut s = spec("DELETE FROM orders WHERE id = 9");
+    s.process.cgroup_id = Some(11);
+    s.process.cgroup_path = Some("/user.slice/session-3.scope".into());
+    let Gate::Held(mut h) = svc.request(s).await.unwrap() else {
+        panic!("expected a hold");
+    };
+    // Effective uid 5001 (an approver), but the real or saved uid is the
+    // requester's (1000) or an enrolled uid of the account (1001).
+    for own in [1000, 1001] {
+        let mut setuid = peer(5001);
+        setuid.uids = vec![5001, own];
+        let e = svc
+            .decide(&h.id, &setuid, approve("x", None))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ApprovalError::OwnRequest { uid, .. } if uid == own),
+            "{e}"
+        );
+    }
+    // In a cgroup below the requesting process's (id 11), enrolled or not.
+    let mut below = peer(5001);
+    below.place = peer::Place::Known {
+        cgroups: vec!["/user.slice/session-3.scope/sudo".into()],
+        cgroup_ids: vec![12, 11, 10],
+        accounts: vec![],
+    };
+    let e = svc
+        .decide(&h.id, &below, approve("x", None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ApprovalError::RequesterCgroup { requester, .. }
+            if requester == "/user.slice/session-3.scope"),
+        "{e}"
+    );
+    // Beside it: decides.
+    assert!(
+        svc.decide(&h.id, &peer(5001), approve("ok", None))
+            .await
+            .unwrap()
+            .approved()
+    );
+    assert!(h.wait().await.approved());
+    assert_eq!(
+        stop(audit, task, &path).await,
+        vec![
+            "requested",
+            "decision_refused",
+            "decision_refused",
+            "decision_refused",
+            "approved"
+        ]
+    );
 }

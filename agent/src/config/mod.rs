@@ -17,6 +17,7 @@ mod error;
 mod load;
 pub mod model;
 pub mod validate;
+pub mod warnings;
 
 use std::fs;
 use std::net::SocketAddr;
@@ -161,7 +162,7 @@ mod tests {
     use super::*;
 
     const EXAMPLE: &str = r#"[agent]
-listen = "127.0.0.1:15001"
+listen = "127.0.0.1:965"
 state_dir = "/var/lib/warden"
 bpf_pin_dir = "/sys/fs/bpf/warden"
 control_socket = "/run/warden/control.sock"
@@ -226,7 +227,7 @@ targets = ["orders-db"]
             Ok(c) => c,
             Err(e) => panic!("{e}"),
         };
-        assert_eq!(c.agent.listen, SocketAddr::from(([127, 0, 0, 1], 15001)));
+        assert_eq!(c.agent.listen, SocketAddr::from(([127, 0, 0, 1], 965)));
         assert_eq!(c.agent.listen6, Listen6::Auto);
         assert_eq!(c.agent.state_dir, PathBuf::from("/var/lib/warden"));
         assert_eq!(c.agent.bpf_pin_dir, PathBuf::from("/sys/fs/bpf/warden"));
@@ -398,7 +399,7 @@ targets = ["cache"]
             Err(e) => panic!("{e}"),
         };
         assert_eq!(c.audit_path(), PathBuf::from("/srv/audit.db"));
-        assert_eq!(c.listen6_addr(), "[::1]:15001".parse().ok());
+        assert_eq!(c.listen6_addr(), "[::1]:965".parse().ok());
         let db = c.target("orders-db");
         let v6 = c.target("v6");
         assert_eq!(db.map(|t| c.fail_mode_of(t)), Some(FailMode::Closed));

@@ -38,7 +38,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSection {
-    /// IPv4 loopback address the proxy listens on. Default `127.0.0.1:15001`.
+    /// IPv4 loopback address the proxy listens on. Default `127.0.0.1:965`, a
+    /// port below `ip_unprivileged_port_start`, so only root can bind it.
     #[serde(default = "defaults::listen")]
     pub listen: SocketAddr,
     /// IPv6 loopback listener, used for IPv6 targets. Default: `[::1]` with the
@@ -78,6 +79,11 @@ pub struct AgentSection {
     /// and audited.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Maximum concurrently relayed connections of one account, so that one
+    /// workload cannot take every slot; beyond it new ones are refused and
+    /// audited.
+    #[serde(default = "defaults::max_connections_per_account")]
+    pub max_connections_per_account: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -439,6 +445,7 @@ impl Default for AgentSection {
             connect_timeout_ms: defaults::connect_timeout_ms(),
             relay_buffer_bytes: defaults::relay_buffer_bytes(),
             max_connections: defaults::max_connections(),
+            max_connections_per_account: defaults::max_connections_per_account(),
         }
     }
 }
@@ -760,7 +767,7 @@ pub mod defaults {
     use std::path::PathBuf;
 
     pub fn listen() -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], 15001))
+        SocketAddr::from(([127, 0, 0, 1], 965))
     }
     pub fn state_dir() -> PathBuf {
         PathBuf::from("/var/lib/warden")
@@ -800,6 +807,9 @@ pub mod defaults {
     }
     pub fn max_connections() -> usize {
         10_000
+    }
+    pub fn max_connections_per_account() -> usize {
+        1_000
     }
     pub fn checkpoint_every() -> u64 {
         1000

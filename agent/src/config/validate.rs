@@ -127,6 +127,9 @@ fn check_agent(d: &Decoded, diags: &mut Diags<'_>) {
             ),
         );
     }
+    if a.max_connections_per_account == 0 {
+        diags.at("agent.max_connections_per_account", "must be at least 1");
+    }
     if a.max_connections == 0 {
         diags.at("agent.max_connections", "must be at least 1");
     }
@@ -293,7 +296,9 @@ fn check_accounts(d: &Decoded, diags: &mut Diags<'_>) {
 
         for (j, cg) in a.cgroups.iter().enumerate() {
             let key = index(&join(&at, "cgroups"), j);
-            check_cgroup(&key, cg, false, diags);
+            if let Some(problem) = enrolled_cgroup_problem(cg) {
+                diags.at(&key, format!("invalid cgroup path {cg:?}: {problem}"));
+            }
             match cgroups.get(cg.as_str()) {
                 Some((owner, first)) if *owner != i => {
                     let line = diags.line_of(first);
@@ -558,6 +563,20 @@ fn check_http_tls(at: &str, t: &Target, diags: &mut Diags<'_>) {
                     tls.mode.as_str(),
                     diags.line_of(&join(&join(at, "tls"), "mode"))
                 ),
+            );
+        }
+        // The one name the upstream is verified as and requests may name:
+        // never whatever the workload asks for.
+        if t.intercept_tls
+            && t.tls
+                .as_ref()
+                .and_then(|x| x.server_name.as_ref())
+                .is_none()
+        {
+            diags.at(
+                &key,
+                "intercept_tls = true needs tls.server_name: the name the upstream is verified \
+                 as and the only host requests may name (the workload's SNI is not trusted)",
             );
         }
     }
@@ -1366,6 +1385,25 @@ pub fn cgroup_path_problem(path: &str, allow_root: bool) -> Option<&'static str>
     }
 }
 
+/// What is wrong with a cgroup2 path to enroll, if anything: a valid path
+/// (not the root) no deeper than the kernel side's ancestor walk reaches
+/// (`warden_common::MAX_ENROLLED_LEVEL`; callers below it are covered at any
+/// depth). Shared by the config checks and live `warden enroll`.
+pub fn enrolled_cgroup_problem(path: &str) -> Option<&'static str> {
+    cgroup_path_problem(path, false).or_else(|| {
+        (cgroup_level(path) > warden_common::MAX_ENROLLED_LEVEL as usize).then_some(
+            "is deeper than level 127, the deepest an enrolled cgroup may be (the \
+             kernel side checks a caller's ancestors from there up; enroll an \
+             ancestor instead, which covers every cgroup below it)",
+        )
+    })
+}
+
+/// Level of a cgroup2 path: `/` is 0, `/a` is 1, `/a/b` is 2.
+pub fn cgroup_level(path: &str) -> usize {
+    path.split('/').filter(|s| !s.is_empty()).count()
+}
+
 /// What is wrong with a systemd unit name, if anything.
 pub fn unit_name_problem(unit: &str) -> Option<&'static str> {
     let Some((stem, kind)) = unit.rsplit_once('.') else {
@@ -1780,8 +1818,7 @@ rules = [{ action = "allow", methods = ["GET"], paths = ["/**"] }]
     fn http_tls_modes_are_accepted_and_resolved_to_verify_full() {
         for lines in [
             "upstream_tls = true",
-            "intercept_tls = true",
-            "upstream_tls = true\nintercept_tls = true",
+            "upstream_tls = true\nintercept_tls = true\ntls = { mode = \"verify-full\", server_name = \"api.internal\" }",
             "intercept_tls = true\ntls = { mode = \"verify-full\", ca_file = \"/ca.pem\", server_name = \"api.internal\" }",
             "upstream_tls = true\ntls = { mode = \"verify-full\", server_name = \"api.internal\" }",
         ] {
@@ -1812,12 +1849,26 @@ rules = [{ action = "allow", methods = ["GET"], paths = ["/**"] }]
             19,
             "tls.mode is \"disable\" (line 20)",
         );
-        let src = http_target("intercept_tls = true\ntls = { mode = \"require\" }");
+        let src = http_target(
+            "intercept_tls = true\ntls = { mode = \"require\", server_name = \"api.internal\" }",
+        );
         only(&src, "target[1].intercept_tls", 19, "verify-full");
         let src = http_target(
-            "intercept_tls = true\nclient_tls = { cert_file = \"/c.pem\", key_file = \"/k.pem\" }",
+            "intercept_tls = true\ntls = { mode = \"verify-full\", server_name = \"a.b\" }\nclient_tls = { cert_file = \"/c.pem\", key_file = \"/k.pem\" }",
         );
-        only(&src, "target[1].client_tls", 20, "intercept_tls = true");
+        only(&src, "target[1].client_tls", 21, "intercept_tls = true");
+        // Intercepting needs the name the upstream is: never the workload's SNI.
+        for lines in [
+            "intercept_tls = true",
+            "intercept_tls = true\ntls = { mode = \"verify-full\", ca_file = \"/ca.pem\" }",
+        ] {
+            only(
+                &http_target(lines),
+                "target[1].intercept_tls",
+                19,
+                "tls.server_name",
+            );
+        }
         // Both keys on a postgres and a tcp target: one error per key.
         let src = with(PG).replace(
             "address = \"10.0.0.6:5432\"",
@@ -1980,6 +2031,25 @@ rules = [{ action = "allow", methods = ["GET"], paths = ["/**"] }]
             let src = BASE.replace("/system.slice/api.service", bad);
             only(&src, "account[0].cgroups[0]", 11, "invalid cgroup path");
         }
+        // Enrolled cgroups as deep as the kernel side's walk reaches, not deeper
+        // (issue 16, item 1c).
+        let deepest = "/d".repeat(warden_common::MAX_ENROLLED_LEVEL as usize);
+        assert_eq!(super::cgroup_level(&deepest), 127);
+        assert_eq!(
+            diagnostics(&BASE.replace("/system.slice/api.service", &deepest)),
+            Vec::new()
+        );
+        only(
+            &BASE.replace("/system.slice/api.service", &format!("{deepest}/x")),
+            "account[0].cgroups[0]",
+            11,
+            "deeper than level 127",
+        );
+        // Attaching at, or running the agent in, a deep cgroup is fine.
+        assert_eq!(
+            diagnostics(&agent(&format!("cgroup_root = \"{deepest}/x\""))),
+            Vec::new()
+        );
         // A cgroup that does not start with "/".
         only(
             &BASE.replace("/system.slice/api.service", "system.slice/x"),
@@ -2064,6 +2134,12 @@ rules = [{ action = "allow", methods = ["GET"], paths = ["/**"] }]
             "at least 1",
         );
         assert_eq!(diagnostics(&agent("max_connections = 1")), Vec::new());
+        only(
+            &agent("max_connections_per_account = 0"),
+            "agent.max_connections_per_account",
+            2,
+            "at least 1",
+        );
         only(
             &with("[audit]\nbatch_max = 0\n"),
             "audit.batch_max",
@@ -2171,7 +2247,7 @@ rules = [{ action = "allow", methods = ["GET"], paths = ["/**"] }]
         // Also when the listen address is the default (not written).
         let src = BASE
             .replace("listen = \"127.0.0.1:15001\"\n", "")
-            .replace("10.0.0.5:5432", "127.0.0.1:15001");
+            .replace("10.0.0.5:5432", "127.0.0.1:965");
         only(&src, "target[0].address", 6, "own proxy listen address");
         // And the IPv6 listener, explicit or implied by "auto".
         let v6 = agent("listen6 = \"[::1]:15009\"").replace("10.0.0.5:5432", "[::1]:15009");

@@ -1,9 +1,11 @@
 //! The approvals socket (`[approvals] socket`, mode 0666): serves only the
-//! approval requests, to any local peer, and hands each peer's SO_PEERCRED
-//! credentials (completed with its groups) to the approval service, which
-//! decides whether that peer may list, decide or revoke. Listing and
-//! showing need an approver or root; deciding and revoking need an
-//! approver who is not of the requesting account.
+//! approval requests, to any local peer, and hands each peer's facts,
+//! learnt as soon as the connection is accepted ([`peer_of`]: SO_PEERCRED
+//! credentials, groups, cgroup and the accounts it is enrolled for), to the
+//! approval service, which decides whether that peer may list, decide or
+//! revoke. Listing and showing need an approver or root; deciding and
+//! revoking need an approver who is not of the requesting account (by uid
+//! or by where it runs).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -17,6 +19,7 @@ use tracing::{info, warn};
 use super::{ControlError, Request, Response};
 use crate::approval::Approvals;
 use crate::approval::peer::Peer;
+use crate::daemon::{Shared, lock};
 
 const MAX_REQUEST: u64 = 64 * 1024;
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -50,7 +53,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 
 pub async fn serve(
     listener: UnixListener,
-    approvals: Arc<Approvals>,
+    shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -58,9 +61,12 @@ pub async fn serve(
             _ = shutdown.changed() => if *shutdown.borrow() { break },
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let a = Arc::clone(&approvals);
+                    // Placed here, in the accept loop, as close to the
+                    // connect as the agent gets (a few reads of /proc).
+                    let peer = peer_of(&stream, &shared);
+                    let shared = Arc::clone(&shared);
                     tokio::spawn(async move {
-                        if let Err(e) = handle(stream, &a).await {
+                        if let Err(e) = handle(stream, peer, &shared).await {
                             warn!(error = %e, "approvals request failed");
                         }
                     });
@@ -71,13 +77,26 @@ pub async fn serve(
     }
 }
 
-async fn handle(stream: UnixStream, approvals: &Approvals) -> Result<(), ControlError> {
+/// The peer of a just-accepted connection to either socket, with the
+/// accounts its cgroups (or their ancestors) or its uids are enrolled for.
+pub fn peer_of(stream: &UnixStream, shared: &Shared) -> std::io::Result<Peer> {
+    Peer::of_stream(stream, &shared.cgroup_mount, |l| {
+        lock(&shared.enrollments).accounts_of(&l.cgroup_ids, &l.cgroups, &l.uids)
+    })
+}
+
+async fn handle(
+    stream: UnixStream,
+    peer: std::io::Result<Peer>,
+    shared: &Shared,
+) -> Result<(), ControlError> {
+    let approvals: &Approvals = &shared.approvals;
     let path = approvals.config().socket.clone().unwrap_or_default();
     let io = |source| ControlError::Io {
         path: path.clone(),
         source,
     };
-    let cred = stream.peer_cred().map_err(io)?;
+    let peer = peer.map_err(io)?;
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(r, MAX_REQUEST));
@@ -87,11 +106,6 @@ async fn handle(stream: UnixStream, approvals: &Approvals) -> Result<(), Control
         }
         Err(_) => return Ok(()),
     }
-    let peer = Peer::from_cred(
-        cred.uid(),
-        cred.gid(),
-        cred.pid().and_then(|p| u32::try_from(p).ok()),
-    );
     let response = match serde_json::from_str::<Request>(&line) {
         Ok(req) if req.is_approval() => dispatch(req, approvals, &peer).await,
         Ok(_) => Response::Error {

@@ -130,6 +130,11 @@ pub struct StatusReport {
     /// `[[forward]]` outputs: backlog, last error, last acknowledgment.
     #[serde(default)]
     pub forwarders: Vec<crate::forward::ForwardStatus>,
+    /// Whether BPF LSM is active in this kernel (`None`: cannot tell).
+    /// Without it a root workload in an enrolled cgroup is not contained
+    /// (see the threat model in ARCHITECTURE.md).
+    #[serde(default)]
+    pub bpf_lsm: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

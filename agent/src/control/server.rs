@@ -1,5 +1,10 @@
 //! Daemon side of the control socket: mode 0600, and every peer's uid is
-//! checked with SO_PEERCRED (only root may talk to it).
+//! checked with SO_PEERCRED (only root may talk to it). A root process
+//! that is itself enrolled (in or below an enrolled cgroup or unit, or by
+//! one of its uids), or that could not be placed, may only read the status
+//! (and decide approvals under their own rules): it must not change
+//! enrollments, reload the configuration or stop the agent that enforces
+//! on it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -12,6 +17,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::{ControlError, OpenConnView, Request, Response, StatusReport, TargetStatus};
+use crate::approval::peer::{Peer, Place};
 use crate::daemon::{Shared, lock};
 
 /// Largest request accepted (a request is a few hundred bytes).
@@ -56,9 +62,11 @@ pub async fn serve(
             _ = shutdown.changed() => if *shutdown.borrow() { break },
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    // Placed in the accept loop, like on the approvals socket.
+                    let peer = super::approvals::peer_of(&stream, &shared);
                     let shared = Arc::clone(&shared);
                     tokio::spawn(async move {
-                        if let Err(e) = handle(stream, &shared).await {
+                        if let Err(e) = handle(stream, peer, &shared).await {
                             warn!(error = %e, "control request failed");
                         }
                     });
@@ -69,13 +77,18 @@ pub async fn serve(
     }
 }
 
-async fn handle(stream: UnixStream, shared: &Shared) -> Result<(), ControlError> {
+async fn handle(
+    stream: UnixStream,
+    peer: std::io::Result<Peer>,
+    shared: &Shared,
+) -> Result<(), ControlError> {
     let socket = shared.live().config.agent.control_socket.clone();
     let io = |source| ControlError::Io {
         path: socket.clone(),
         source,
     };
     let cred = stream.peer_cred().map_err(io)?;
+    let peer = peer.map_err(io)?;
     let (r, mut w) = stream.into_split();
     // Read the request first, from every peer (bounded in size and time), so
     // a refused client gets its answer instead of a broken pipe.
@@ -95,12 +108,13 @@ async fn handle(stream: UnixStream, shared: &Shared) -> Result<(), ControlError>
     } else {
         match serde_json::from_str::<Request>(&line) {
             Ok(req) if req.is_approval() => {
-                let peer = crate::approval::peer::Peer::from_cred(
-                    cred.uid(),
-                    cred.gid(),
-                    cred.pid().and_then(|p| u32::try_from(p).ok()),
-                );
                 super::approvals::dispatch(req, &shared.approvals, &peer).await
+            }
+            Ok(req) if let Some(why) = enrolled_refusal(&peer, &req) => {
+                warn!(peer.pid = ?cred.pid(), error = %why, "control request from an enrolled peer refused");
+                Response::Error {
+                    message: format!("permission denied: {why}"),
+                }
             }
             Ok(Request::Reload) => reload(shared, cred.pid()).await,
             Ok(req) => dispatch(req, shared, cred.pid()),
@@ -114,6 +128,27 @@ async fn handle(stream: UnixStream, shared: &Shared) -> Result<(), ControlError>
     bytes.push(b'\n');
     w.write_all(&bytes).await.map_err(io)?;
     w.shutdown().await.map_err(io)
+}
+
+/// Why `peer` may not make `req`: anything but the status from a process
+/// enrolled for an account, or one that could not be placed.
+fn enrolled_refusal(peer: &Peer, req: &Request) -> Option<String> {
+    if matches!(req, Request::Status) {
+        return None;
+    }
+    match &peer.place {
+        Place::Known {
+            cgroups, accounts, ..
+        } if !accounts.is_empty() => Some(format!(
+            "the requesting process (in cgroup {}) is enrolled for account {}; an enrolled process cannot change enrollments, reload or stop Warden",
+            cgroups.join(", "),
+            accounts.join(", ")
+        )),
+        Place::Known { .. } => None,
+        Place::Unknown { why } => Some(format!(
+            "where the requesting process runs is unknown ({why})"
+        )),
+    }
 }
 
 fn dispatch(req: Request, shared: &Shared, peer_pid: Option<i32>) -> Response {
@@ -247,6 +282,56 @@ fn status(shared: &Shared) -> StatusReport {
         connections_refused: shared.metrics.refused.load(Ordering::Relaxed),
         audit_path: cfg.audit_path(),
         audit_healthy: shared.audit.is_healthy(),
+        bpf_lsm: crate::ebpf::bpf_lsm_active(),
         forwarders: shared.forward.status(Some(shared.audit.stats().last_seq)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(place: Place) -> Peer {
+        Peer {
+            uid: 0,
+            gid: 0,
+            pid: Some(1),
+            gids: vec![0],
+            uids: vec![0],
+            place,
+        }
+    }
+
+    #[test]
+    fn an_enrolled_or_unplaced_root_peer_only_reads_the_status() {
+        let enrolled = peer(Place::Known {
+            cgroups: vec!["/app.slice/shell".into()],
+            cgroup_ids: vec![2, 1],
+            accounts: vec!["app".into()],
+        });
+        let unplaced = peer(Place::Unknown {
+            why: "the kernel reported no pid".into(),
+        });
+        let admin = peer(Place::Known {
+            cgroups: vec!["/user.slice/session-1.scope".into()],
+            cgroup_ids: vec![4, 3],
+            accounts: vec![],
+        });
+        let unenroll = Request::Unenroll {
+            account: "app".into(),
+            selector: crate::identity::enrollment::Selector::Cgroup("/app.slice".into()),
+        };
+        for req in [
+            Request::Reload,
+            Request::Shutdown { detach: true },
+            unenroll.clone(),
+        ] {
+            let why = enrolled_refusal(&enrolled, &req).unwrap();
+            assert!(why.contains("enrolled for account app"), "{why}");
+            assert!(enrolled_refusal(&unplaced, &req).is_some());
+            assert_eq!(enrolled_refusal(&admin, &req), None);
+        }
+        assert_eq!(enrolled_refusal(&enrolled, &Request::Status), None);
+        assert_eq!(enrolled_refusal(&unplaced, &Request::Status), None);
     }
 }

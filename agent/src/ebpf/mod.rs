@@ -15,20 +15,26 @@ use std::sync::Mutex;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError};
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 use serde::Serialize;
 use warden_common::{
-    AgentConfig, ConnMeta, LAYOUT_VERSION, TargetKey, TargetValue, TupleKey, maps, programs,
+    AgentConfig, ConnMeta, LAYOUT_VERSION, MkdirFormat, TAG_FROM_MKDIR, TargetKey, TargetValue,
+    TupleKey, UNIT_PATH_LEN, UnitPathKey, maps, programs,
 };
 
 /// The eBPF object built from `agent-ebpf` by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/warden"));
 
 /// How long the kernel side keeps counting the agent as alive after the last
-/// heartbeat (fail-open targets pass through once it lapses).
-pub const HEARTBEAT_GRACE_NS: u64 = 3_000_000_000;
+/// heartbeat. Once it lapses, enrolled connections to fail-closed targets
+/// fail with EPERM and fail-open ones pass through. (A dead agent is noticed
+/// at once anyway: its listener, which carries its mark, is gone.)
+pub const HEARTBEAT_GRACE_NS: u64 = 1_000_000_000;
+
+/// How often the agent pushes the deadline forward.
+pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 const LINK_PREFIX: &str = "link_";
 
@@ -116,6 +122,52 @@ pub struct Datapath {
     uids: Mutex<BpfHashMap<MapData, u32, u32>>,
     targets: Mutex<BpfHashMap<MapData, TargetKey, TargetValue>>,
     orig_dst: Mutex<BpfHashMap<MapData, TupleKey, ConnMeta>>,
+    unit_paths: Mutex<BpfHashMap<MapData, UnitPathKey, u32>>,
+    mkdir_format: Mutex<Array<MapData, MkdirFormat>>,
+    exec_times: Mutex<BpfHashMap<MapData, u32, u64>>,
+    /// Whether the `sched_process_exec` program is attached (else an exec
+    /// after connect cannot be seen).
+    exec_tracked: bool,
+    /// Entries the `cgroup_mkdir` program added that the agent's resolution
+    /// did not include at the last sync (removed at the next one if still
+    /// not included: the cgroup was created and removed in between).
+    mkdir_unadopted: Mutex<Vec<u64>>,
+}
+
+/// Loads program `$name` of type `$ty` from `$dp`'s object, attaches it with
+/// `|prog| attach-expression` (giving the link id), and gives
+/// `($name, link, program id)` with the link taken over as an [`FdLink`] to
+/// pin. A macro: every program type has its own attach signature and link
+/// type.
+macro_rules! load_and_attach {
+    ($dp:expr, $ty:ty, $name:expr, |$p:ident| $attach:expr) => {{
+        let name: &'static str = $name;
+        let prog: &mut $ty = $dp
+            ._ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::Missing {
+                what: "program",
+                name,
+            })?
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        prog.load()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        let prog_id = prog
+            .info()
+            .map_err(|source| DatapathError::Program { name, source })?
+            .id();
+        let $p = &mut *prog;
+        let id = $attach.map_err(|source| DatapathError::Program { name, source })?;
+        let link = prog
+            .take_link(id)
+            .map_err(|source| DatapathError::Program { name, source })?;
+        let link = FdLink::try_from(link).map_err(|e| DatapathError::Pin {
+            what: format!("link of {name}"),
+            detail: e.to_string(),
+        })?;
+        (name, link, prog_id)
+    }};
 }
 
 impl Datapath {
@@ -148,6 +200,9 @@ impl Datapath {
         let uids = take_map(&mut ebpf, maps::ENROLLED_UIDS)?;
         let targets = take_map(&mut ebpf, maps::TARGETS)?;
         let orig_dst = take_map(&mut ebpf, maps::ORIG_DST)?;
+        let unit_paths = take_map(&mut ebpf, maps::UNIT_PATHS)?;
+        let mkdir_format = take_map(&mut ebpf, maps::MKDIR_FORMAT)?;
+        let exec_times = take_map(&mut ebpf, maps::EXEC_TIMES)?;
 
         let cfg = AgentConfig {
             proxy_addr4: keys::addr_bytes(opts.proxy_addr4.ip()),
@@ -174,6 +229,11 @@ impl Datapath {
             uids: Mutex::new(uids),
             targets: Mutex::new(targets),
             orig_dst: Mutex::new(orig_dst),
+            unit_paths: Mutex::new(unit_paths),
+            mkdir_format: Mutex::new(mkdir_format),
+            exec_times: Mutex::new(exec_times),
+            exec_tracked: false,
+            mkdir_unadopted: Mutex::new(Vec::new()),
         })
     }
 
@@ -194,7 +254,7 @@ impl Datapath {
     }
 
     /// Marks the agent down at once (graceful stop): fail-open targets pass
-    /// through, fail-closed ones are refused by the absent listener.
+    /// through, fail-closed ones fail with EPERM.
     pub fn mark_down(&self) -> Result<(), DatapathError> {
         self.update_config(|c| c.alive_until_ns = 0)
     }
@@ -209,7 +269,8 @@ impl Datapath {
         })
     }
 
-    /// Attaches the three programs at the configured cgroup and pins their
+    /// Attaches the connect and sock_ops programs at the configured cgroup,
+    /// and the cgroup_mkdir tracepoint program when tracefs allows, and pins their
     /// links, replacing the links a previous run pinned. The new programs are
     /// attached before the old links are released, so coverage has no gap.
     pub fn attach(&mut self) -> Result<(), DatapathError> {
@@ -222,61 +283,30 @@ impl Datapath {
 
         let mut fresh: Vec<(&'static str, FdLink, u32)> = Vec::new();
         for name in [programs::CONNECT4, programs::CONNECT6] {
-            let prog: &mut CgroupSockAddr = self
-                ._ebpf
-                .program_mut(name)
-                .ok_or(DatapathError::Missing {
-                    what: "program",
-                    name,
-                })?
-                .try_into()
-                .map_err(|source| DatapathError::Program { name, source })?;
-            prog.load()
-                .map_err(|source| DatapathError::Program { name, source })?;
-            let prog_id = prog
-                .info()
-                .map_err(|source| DatapathError::Program { name, source })?
-                .id();
-            let id = prog
-                .attach(&cgroup, LINK_ATTACH_MODE)
-                .map_err(|source| DatapathError::Program { name, source })?;
-            let link = prog
-                .take_link(id)
-                .map_err(|source| DatapathError::Program { name, source })?;
-            let link = FdLink::try_from(link).map_err(|e| DatapathError::Pin {
-                what: format!("link of {name}"),
-                detail: e.to_string(),
-            })?;
-            fresh.push((name, link, prog_id));
+            fresh.push(load_and_attach!(self, CgroupSockAddr, name, |p| p
+                .attach(&cgroup, LINK_ATTACH_MODE)));
         }
-        {
-            let name = programs::SOCK_OPS;
-            let prog: &mut SockOps = self
-                ._ebpf
-                .program_mut(name)
-                .ok_or(DatapathError::Missing {
-                    what: "program",
-                    name,
-                })?
-                .try_into()
-                .map_err(|source| DatapathError::Program { name, source })?;
-            prog.load()
-                .map_err(|source| DatapathError::Program { name, source })?;
-            let prog_id = prog
-                .info()
-                .map_err(|source| DatapathError::Program { name, source })?
-                .id();
-            let id = prog
-                .attach(&cgroup, LINK_ATTACH_MODE)
-                .map_err(|source| DatapathError::Program { name, source })?;
-            let link = prog
-                .take_link(id)
-                .map_err(|source| DatapathError::Program { name, source })?;
-            let link = FdLink::try_from(link).map_err(|e| DatapathError::Pin {
-                what: format!("link of {name}"),
-                detail: e.to_string(),
-            })?;
-            fresh.push((name, link, prog_id));
+        fresh.push(load_and_attach!(self, SockOps, programs::SOCK_OPS, |p| p
+            .attach(&cgroup, LINK_ATTACH_MODE)));
+        match self.attach_cgroup_mkdir() {
+            Ok(Some(attached)) => fresh.push(attached),
+            Ok(None) => {}
+            // Enrolled units are then re-resolved once a second only.
+            Err(e) => {
+                tracing::warn!(error = %e, "cgroup_mkdir tracepoint not attached: a restarted enrolled unit is covered within a second, not at once")
+            }
+        }
+
+        if ensure_tracefs().is_some() {
+            match self.attach_sched_exec() {
+                Ok(attached) => {
+                    fresh.push(attached);
+                    self.exec_tracked = true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "sched_process_exec tracepoint not attached: a caller that execs another program after its connect is not detected")
+                }
+            }
         }
 
         for (name, link, program_id) in fresh {
@@ -315,14 +345,106 @@ impl Datapath {
         Ok(())
     }
 
+    /// Loads and attaches the `cgroup:cgroup_mkdir` program, with the field
+    /// offsets of this kernel's tracepoint format. `None` when the kernel has
+    /// no such tracepoint or tracefs is unavailable (said in the log).
+    fn attach_cgroup_mkdir(
+        &mut self,
+    ) -> Result<Option<(&'static str, FdLink, u32)>, DatapathError> {
+        let name = programs::CGROUP_MKDIR;
+        let Some(tracefs) = ensure_tracefs() else {
+            tracing::warn!(
+                "tracefs is not available: a restarted enrolled unit is covered within a second, not at once"
+            );
+            return Ok(None);
+        };
+        let format_path = tracefs.join("events/cgroup/cgroup_mkdir/format");
+        let text = fs::read_to_string(&format_path).map_err(|source| DatapathError::Io {
+            what: format!("reading {}", format_path.display()),
+            source,
+        })?;
+        let fmt = mkdir_format(&text).ok_or_else(|| DatapathError::Pin {
+            what: format_path.display().to_string(),
+            detail: "unexpected fields (root, id, path)".into(),
+        })?;
+        lock(&self.mkdir_format)
+            .set(0, fmt, 0)
+            .map_err(|source| DatapathError::Map {
+                name: maps::MKDIR_FORMAT,
+                source,
+            })?;
+        Ok(Some(load_and_attach!(self, TracePoint, name, |p| p
+            .attach("cgroup", "cgroup_mkdir"))))
+    }
+
+    /// Loads and attaches the `sched:sched_process_exec` program.
+    fn attach_sched_exec(&mut self) -> Result<(&'static str, FdLink, u32), DatapathError> {
+        Ok(load_and_attach!(
+            self,
+            TracePoint,
+            programs::SCHED_EXEC,
+            |p| p.attach("sched", "sched_process_exec")
+        ))
+    }
+
+    /// When process `tgid` last exec'ed (CLOCK_BOOTTIME ns, the clock of
+    /// `ConnMeta::ts_ns`); `None` when not since tracking began (or evicted
+    /// from the LRU map), or when execs are not tracked (no tracefs: logged
+    /// at attach).
+    pub fn last_exec_ns(&self, tgid: u32) -> Option<u64> {
+        if !self.exec_tracked {
+            return None;
+        }
+        lock(&self.exec_times).get(&tgid, 0).ok()
+    }
+
+    /// Replaces the enrolled-unit paths the `cgroup_mkdir` program matches
+    /// (cgroup2 path → account tag). Paths too long for the key are skipped
+    /// (those units are covered by the agent's own resolution only).
+    pub fn sync_unit_paths(&self, desired: &[(String, u32)]) -> Result<(), DatapathError> {
+        let keys: Vec<(UnitPathKey, u32)> = desired
+            .iter()
+            .filter_map(|(p, tag)| unit_path_key(p).map(|k| (k, *tag)))
+            .collect();
+        sync_map(&self.unit_paths, maps::UNIT_PATHS, &keys)
+    }
+
     /// Replaces the protected-targets map contents with `desired`.
     pub fn sync_targets(&self, desired: &[(TargetKey, TargetValue)]) -> Result<(), DatapathError> {
         sync_map(&self.targets, maps::TARGETS, desired)
     }
 
     /// Replaces the enrolled-cgroups map contents with `desired` (cgroup id → tag).
+    ///
+    /// Entries the `cgroup_mkdir` program added since the caller resolved
+    /// its `desired` set (a unit recreated in between) are kept until the
+    /// next sync, so a resolution racing with the mkdir never un-enrolls the
+    /// new cgroup.
     pub fn sync_cgroups(&self, desired: &[(u64, u32)]) -> Result<(), DatapathError> {
-        sync_map(&self.cgroups, maps::ENROLLED_CGROUPS, desired)
+        let name = maps::ENROLLED_CGROUPS;
+        let mut unadopted = lock(&self.mkdir_unadopted);
+        let mut map = lock(&self.cgroups);
+        for (k, v) in desired {
+            map.insert(k, v, 0)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        }
+        let present: Vec<(u64, u32)> = map.iter().filter_map(Result::ok).collect();
+        let mut kept = Vec::new();
+        for (id, tag) in present {
+            if desired.iter().any(|(d, _)| *d == id) {
+                continue;
+            }
+            // Added by the kernel, not seen by the last sync: keep it once.
+            // (An entry added after this read is not seen, so not removed.)
+            if tag & TAG_FROM_MKDIR != 0 && !unadopted.contains(&id) {
+                kept.push(id);
+                continue;
+            }
+            map.remove(&id)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        }
+        *unadopted = kept;
+        Ok(())
     }
 
     /// Replaces the enrolled-uids map contents with `desired` (uid → tag).
@@ -519,6 +641,112 @@ fn ensure_bpffs(pin_base: &Path) -> Result<(), DatapathError> {
     })
 }
 
+/// Whether `bpf` is among the kernel's active LSMs (securityfs's `lsm`,
+/// mounted at /sys/kernel/security once if nothing is); `None` when that
+/// cannot be read. Warden's own LSM programs are not built yet (issue 16,
+/// item 5): this tells whether they could run, and `warden status` warns
+/// when not.
+pub fn bpf_lsm_active() -> Option<bool> {
+    static MOUNT: std::sync::Once = std::sync::Once::new();
+    let lsm = Path::new("/sys/kernel/security/lsm");
+    MOUNT.call_once(|| {
+        if !lsm.exists() {
+            let _ = nix::mount::mount(
+                Some("securityfs"),
+                "/sys/kernel/security",
+                Some("securityfs"),
+                nix::mount::MsFlags::MS_NOSUID
+                    | nix::mount::MsFlags::MS_NODEV
+                    | nix::mount::MsFlags::MS_NOEXEC,
+                None::<&str>,
+            );
+        }
+    });
+    let text = fs::read_to_string(lsm).ok()?;
+    Some(lsm_list_has_bpf(&text))
+}
+
+/// Whether a comma-separated LSM list (`/sys/kernel/security/lsm`) names `bpf`.
+pub fn lsm_list_has_bpf(text: &str) -> bool {
+    text.trim().split(',').any(|l| l.trim() == "bpf")
+}
+
+/// The tracefs mount, mounted at /sys/kernel/tracing when nothing is.
+fn ensure_tracefs() -> Option<&'static Path> {
+    let candidates = [
+        Path::new("/sys/kernel/tracing"),
+        Path::new("/sys/kernel/debug/tracing"),
+    ];
+    let mounted = |p: &Path| p.join("events/cgroup/cgroup_mkdir/format").exists();
+    if let Some(p) = candidates.into_iter().find(|p| mounted(p)) {
+        return Some(p);
+    }
+    let p = candidates[0];
+    match nix::mount::mount(
+        Some("tracefs"),
+        p,
+        Some("tracefs"),
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
+        Some("mode=0700"),
+    ) {
+        Ok(()) => {
+            tracing::info!(path = %p.display(), "mounted tracefs");
+            mounted(p).then_some(p)
+        }
+        Err(e) => {
+            tracing::warn!(path = %p.display(), error = %e, "could not mount tracefs");
+            None
+        }
+    }
+}
+
+/// Offsets of `root`, `id` and `path` in a `cgroup:cgroup_mkdir` format
+/// file, when they have the expected types and sizes.
+pub fn mkdir_format(text: &str) -> Option<MkdirFormat> {
+    let field = |decl: &str, size: u32| -> Option<u32> {
+        text.lines().find_map(|l| {
+            let l = l.trim();
+            let rest = l.strip_prefix("field:")?;
+            let (d, rest) = rest.split_once(';')?;
+            if d.trim() != decl {
+                return None;
+            }
+            let mut off = None;
+            let mut sz = None;
+            for part in rest.split(';') {
+                let part = part.trim();
+                if let Some(v) = part.strip_prefix("offset:") {
+                    off = v.parse::<u32>().ok();
+                } else if let Some(v) = part.strip_prefix("size:") {
+                    sz = v.parse::<u32>().ok();
+                }
+            }
+            (sz? == size).then_some(off?)
+        })
+    };
+    Some(MkdirFormat {
+        root_off: field("int root", 4)?,
+        id_off: field("u64 id", 8)?,
+        path_off: field("__data_loc char[] path", 4)?,
+        _pad: 0,
+    })
+}
+
+/// The map key of a unit's cgroup2 path; `None` when it does not fit.
+pub fn unit_path_key(path: &str) -> Option<UnitPathKey> {
+    let b = path.as_bytes();
+    if b.is_empty() || b.len() >= UNIT_PATH_LEN - 1 || b.contains(&0) {
+        return None;
+    }
+    let mut key = UnitPathKey {
+        path: [0; UNIT_PATH_LEN],
+    };
+    key.path[..b.len()].copy_from_slice(b);
+    Some(key)
+}
+
 /// True when the nearest existing ancestor of `path` is on bpffs.
 fn on_bpffs(path: &Path) -> bool {
     let mut p = Some(path);
@@ -580,5 +808,51 @@ pub fn monotonic_ns() -> u64 {
             .saturating_mul(1_000_000_000)
             .saturating_add(ts.tv_nsec() as u64),
         Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORMAT_6_18: &str = "name: cgroup_mkdir\nID: 544\nformat:\n\
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\
+\tfield:int root;\toffset:8;\tsize:4;\tsigned:1;\n\
+\tfield:int level;\toffset:12;\tsize:4;\tsigned:1;\n\
+\tfield:u64 id;\toffset:16;\tsize:8;\tsigned:0;\n\
+\tfield:__data_loc char[] path;\toffset:24;\tsize:4;\tsigned:0;\n";
+
+    #[test]
+    fn reads_the_cgroup_mkdir_format() {
+        assert_eq!(
+            mkdir_format(FORMAT_6_18),
+            Some(MkdirFormat {
+                root_off: 8,
+                id_off: 16,
+                path_off: 24,
+                _pad: 0
+            })
+        );
+        // A kernel whose id is 32-bit (before 5.5) is not understood.
+        let old = FORMAT_6_18.replace("u64 id;\toffset:16;\tsize:8", "int id;\toffset:16;\tsize:4");
+        assert_eq!(mkdir_format(&old), None);
+    }
+
+    #[test]
+    fn bpf_in_the_lsm_list() {
+        assert!(lsm_list_has_bpf("lockdown,capability,landlock,yama,bpf\n"));
+        assert!(!lsm_list_has_bpf("lockdown,capability,apparmor"));
+        assert!(!lsm_list_has_bpf("bpfx,xbpf"));
+    }
+
+    #[test]
+    fn unit_path_keys_are_nul_padded_and_bounded() {
+        let k = unit_path_key("/system.slice/a.service").unwrap();
+        assert_eq!(&k.path[..23], b"/system.slice/a.service");
+        assert!(k.path[23..].iter().all(|b| *b == 0));
+        assert!(unit_path_key(&format!("/{}", "x".repeat(125))).is_some());
+        assert!(unit_path_key(&format!("/{}", "x".repeat(126))).is_none());
+        assert!(unit_path_key("").is_none());
     }
 }

@@ -113,6 +113,10 @@ pub struct Enrollments {
     cgroup_ids: HashMap<u64, (String, String)>,
     path_ids: BTreeMap<String, u64>,
     unit_paths: BTreeMap<String, String>,
+    /// Where each enrolled unit's cgroup was last seen, kept while the unit
+    /// is down (between a restart's rmdir and mkdir), so the kernel keeps
+    /// watching that path for the cgroup's return.
+    last_unit_paths: BTreeMap<String, String>,
     uids: HashMap<u32, String>,
 }
 
@@ -158,6 +162,7 @@ impl Enrollments {
             cgroup_ids: HashMap::new(),
             path_ids: BTreeMap::new(),
             unit_paths: BTreeMap::new(),
+            last_unit_paths: BTreeMap::new(),
             uids: HashMap::new(),
         };
         match fs::read(&me.persist_path) {
@@ -337,6 +342,9 @@ impl Enrollments {
         let changed = ids != self.cgroup_ids;
         self.cgroup_ids = ids;
         self.path_ids = path_ids;
+        for (u, p) in &unit_paths {
+            self.last_unit_paths.insert(u.clone(), p.clone());
+        }
         self.unit_paths = unit_paths;
         changed
     }
@@ -346,6 +354,27 @@ impl Enrollments {
         self.cgroup_ids
             .iter()
             .map(|(id, (acct, _))| (*id, self.tag(acct)))
+            .collect()
+    }
+
+    /// Contents for the kernel's enrolled-unit paths: each enrolled unit's
+    /// cgroup2 path (where it was last seen, also while it is down; else
+    /// where systemd puts a service by default, `/system.slice/UNIT`) and its
+    /// account's tag, so the kernel enrolls the unit's cgroup the moment it
+    /// is created.
+    pub fn unit_path_entries(&self) -> Vec<(String, u32)> {
+        self.entries
+            .iter()
+            .filter_map(|e| match &e.selector {
+                Selector::Unit(u) => Some((
+                    self.last_unit_paths
+                        .get(u)
+                        .cloned()
+                        .unwrap_or_else(|| format!("/system.slice/{u}")),
+                    self.tag(&e.account),
+                )),
+                Selector::Cgroup(_) | Selector::Uid(_) => None,
+            })
             .collect()
     }
 
@@ -377,6 +406,41 @@ impl Enrollments {
         }
     }
 
+    /// The accounts a process belongs to by enrollment, sorted: those
+    /// enrolled for one of `cgroup_ids` (its cgroups and every ancestor; any
+    /// of them, not only the nearest), for a cgroup path (or a unit's
+    /// current path) that is one of `cgroup_paths` or an ancestor of one
+    /// (which also holds between two resolutions, after a cgroup was
+    /// recreated, and for every account of a cgroup two accounts claim),
+    /// or for one of `uids`.
+    pub fn accounts_of(
+        &self,
+        cgroup_ids: &[u64],
+        cgroup_paths: &[String],
+        uids: &[u32],
+    ) -> Vec<String> {
+        let by_path = self.entries.iter().filter_map(|e| {
+            let enrolled = match &e.selector {
+                Selector::Cgroup(p) => Some(p.as_str()),
+                Selector::Unit(u) => self.unit_paths.get(u).map(String::as_str),
+                Selector::Uid(_) => None,
+            }?;
+            cgroup_paths
+                .iter()
+                .any(|p| cgroup_within(p, enrolled))
+                .then(|| e.account.clone())
+        });
+        let mut out: Vec<String> = cgroup_ids
+            .iter()
+            .filter_map(|id| self.cgroup_ids.get(id).map(|(a, _)| a.clone()))
+            .chain(by_path)
+            .chain(uids.iter().filter_map(|u| self.uids.get(u).cloned()))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     pub fn list(&self) -> Vec<EnrollmentView> {
         self.entries
             .iter()
@@ -402,10 +466,21 @@ impl Enrollments {
     }
 }
 
+/// Whether cgroup `path` is `ancestor` or below it (both relative to the
+/// cgroup2 mount, `/`-separated).
+fn cgroup_within(path: &str, ancestor: &str) -> bool {
+    let a = ancestor.trim_end_matches('/');
+    a.is_empty()
+        || path
+            .strip_prefix(a)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// A cgroup2 path relative to the mount, checked as the config file's are.
-/// The root cannot be enrolled: it would cover every process.
+/// The root cannot be enrolled: it would cover every process; nor can a
+/// cgroup deeper than the kernel side's ancestor walk reaches.
 pub fn validate_cgroup_path(p: &str) -> Result<(), EnrollError> {
-    match crate::config::validate::cgroup_path_problem(p, false) {
+    match crate::config::validate::enrolled_cgroup_problem(p) {
         Some(reason) => Err(EnrollError::InvalidCgroup {
             path: p.to_owned(),
             reason,
@@ -521,12 +596,53 @@ targets = ["db"]
             ..Default::default()
         };
         assert_eq!(e.account_for(&by_uid), Some(("a".into(), None)));
-        // Recreated cgroup (as systemd does on restart) gets a new id.
-        fs::remove_dir(mount.path().join("a.slice")).unwrap();
-        fs::create_dir(mount.path().join("other")).unwrap();
+        // Recreated cgroup (as systemd does on restart) gets a new id. The
+        // old directory is moved aside, not removed: a removed directory's
+        // inode can be handed out again at once (ext4 does, when tests run
+        // in parallel), which cgroupfs ids never are.
+        fs::rename(mount.path().join("a.slice"), mount.path().join("old")).unwrap();
         fs::create_dir(mount.path().join("a.slice")).unwrap();
         assert!(e.resolve(mount.path()));
         assert_eq!(e.account_for(&meta), None);
+    }
+
+    #[test]
+    fn a_process_belongs_to_the_accounts_of_its_cgroups_ancestors_and_uids() {
+        let mount = tempfile::tempdir().unwrap();
+        fs::create_dir_all(mount.path().join("a.slice/shell")).unwrap();
+        let cfg = config(CFG);
+        let state = tempfile::tempdir().unwrap();
+        let mut e = Enrollments::load(&cfg, state.path().join("e.json")).unwrap();
+        e.resolve(mount.path());
+        let id = cgroup::cgroup_id(&mount.path().join("a.slice")).unwrap();
+        let none: [String; 0] = [];
+        assert_eq!(e.accounts_of(&[99, id], &none, &[]), vec!["a".to_owned()]);
+        assert_eq!(e.accounts_of(&[], &none, &[1001]), vec!["a".to_owned()]);
+        assert!(e.accounts_of(&[99], &none, &[0, 4000]).is_empty());
+        // By path: below, not beside; also when the ids are not (yet) the
+        // resolved ones (a cgroup recreated since the last resolution; not
+        // recreated here: freed inodes would disturb the inode test above).
+        let below = ["/a.slice/shell".to_owned()];
+        assert_eq!(e.accounts_of(&[], &below, &[]), vec!["a".to_owned()]);
+        assert!(
+            e.accounts_of(&[], &["/a.slice2".to_owned()], &[])
+                .is_empty()
+        );
+        assert_eq!(
+            e.accounts_of(&[u64::MAX], &["/a.slice".to_owned()], &[]),
+            vec!["a".to_owned()]
+        );
+        // A process in cgroups of two accounts belongs to both.
+        e.enroll("b", Selector::Cgroup("/a.slice/shell".into()))
+            .unwrap();
+        e.resolve(mount.path());
+        assert_eq!(
+            e.accounts_of(&[], &below, &[1001]),
+            vec!["a".to_owned(), "b".to_owned()]
+        );
+        assert!(cgroup_within("/x/y", "/"));
+        assert!(cgroup_within("/x/y", "/x/"));
+        assert!(!cgroup_within("/xy", "/x"));
     }
 
     #[test]
@@ -541,6 +657,11 @@ targets = ["db"]
         // Not started yet: nothing to enroll, nothing claimed.
         e.resolve(mount.path());
         assert!(e.cgroup_entries().is_empty());
+        // The kernel watches where systemd puts a service by default...
+        assert_eq!(
+            e.unit_path_entries(),
+            vec![("/system.slice/api.service".to_owned(), 1)]
+        );
         let unit_dir = mount.path().join("app.slice/api.service");
         fs::create_dir_all(&unit_dir).unwrap();
         assert!(e.resolve(mount.path()));
@@ -562,7 +683,14 @@ targets = ["db"]
         assert_eq!(view.cgroup_path.as_deref(), Some("/app.slice/api.service"));
         assert_eq!(view.cgroup_id, Some(id));
         // systemd restarts the unit: a new cgroup, a new id, followed.
-        fs::remove_dir(&unit_dir).unwrap();
+        // (Moved aside, not removed: see the test above.)
+        fs::rename(&unit_dir, mount.path().join("app.slice/old")).unwrap();
+        // ...and, once seen, where the unit was, also while it is down.
+        e.resolve(mount.path());
+        assert_eq!(
+            e.unit_path_entries(),
+            vec![("/app.slice/api.service".to_owned(), 1)]
+        );
         fs::create_dir(mount.path().join("app.slice/spacer")).unwrap();
         fs::create_dir(&unit_dir).unwrap();
         assert!(e.resolve(mount.path()));

@@ -39,6 +39,10 @@ pub struct ProcessFacts {
     /// The pid now belongs to a process that started after the connect: the
     /// /proc facts above were discarded.
     pub pid_reused: bool,
+    /// The process exec'ed another program after its connect (the kernel
+    /// recorded the exec): exe, digest and command line read now are not
+    /// what connected, and were discarded.
+    pub exec_after_connect: bool,
 }
 
 /// A file's identity: device, inode, size, mtime seconds and nanoseconds.
@@ -90,6 +94,7 @@ pub fn read_facts(
     cgroup_mount: &Path,
     enrolled_path: Option<&str>,
     cache: &ExeHashCache,
+    last_exec_ns: impl Fn(u32) -> Option<u64>,
 ) -> ProcessFacts {
     let tgid = meta.tgid;
     let comm = keys::comm(meta);
@@ -131,6 +136,18 @@ pub fn read_facts(
             cgroup::cgroup_id(&cgroup::cgroup_dir(cgroup_mount, p)).ok() == Some(meta.cgroup_id)
         })
         .or_else(enrolled_fallback);
+    // What was read must be what connected: an exec since the connect (seen
+    // by the kernel; read after the /proc reads, so an exec before them is
+    // never missed) replaced it.
+    if last_exec_ns(tgid).is_some_and(|t| t > meta.ts_ns) {
+        return ProcessFacts {
+            exec_after_connect: true,
+            exe: None,
+            exe_sha256: None,
+            cmdline: None,
+            ..f
+        };
+    }
     // The same process must still be there after the reads.
     if start_boot_ns(&proc_dir) != Some(started) {
         return ProcessFacts {
@@ -331,8 +348,10 @@ mod tests {
             Path::new("/nonexistent"),
             None,
             &cache,
+            |_| None,
         );
         assert!(!f.pid_reused);
+        assert!(!f.exec_after_connect);
         let exe = std::env::current_exe().unwrap();
         assert_eq!(f.exe.as_deref(), exe.to_str());
         let bytes = fs::read(&exe).unwrap();
@@ -360,12 +379,41 @@ mod tests {
             Path::new("/sys/fs/cgroup"),
             Some("/app.slice/x"),
             &ExeHashCache::default(),
+            |_| None,
         );
         assert!(f.pid_reused);
         assert_eq!(f.exe, None);
         assert_eq!(f.exe_sha256, None);
         assert_eq!(f.cmdline, None);
         assert_eq!(f.cgroup_path.as_deref(), Some("/app.slice/x"));
+    }
+
+    #[test]
+    fn an_exec_after_the_connect_discards_what_proc_shows_now() {
+        let connected = boot_ns_now();
+        let me = std::process::id();
+        // The kernel saw this process exec after the connect: what /proc
+        // shows now is another program than the one that connected.
+        let f = read_facts(
+            &own_meta(connected),
+            Path::new("/nonexistent"),
+            None,
+            &ExeHashCache::default(),
+            |tgid| (tgid == me).then_some(connected + 1),
+        );
+        assert!(f.exec_after_connect && !f.pid_reused);
+        assert_eq!((f.exe, f.exe_sha256, f.cmdline), (None, None, None));
+        assert_eq!(f.tgid, me);
+        // An exec before the connect is the program that connected.
+        let f = read_facts(
+            &own_meta(connected),
+            Path::new("/nonexistent"),
+            None,
+            &ExeHashCache::default(),
+            |_| Some(connected - 1),
+        );
+        assert!(!f.exec_after_connect);
+        assert!(f.exe.is_some());
     }
 
     #[test]
@@ -382,6 +430,7 @@ mod tests {
             Path::new("/sys/fs/cgroup"),
             None,
             &ExeHashCache::default(),
+            |_| None,
         );
         assert_eq!(f.exe, None);
         assert_eq!(f.uid, 1001);

@@ -43,11 +43,26 @@ pub(crate) struct ColumnKey {
 pub(crate) struct ColumnRule {
     key: ColumnKey,
     strategy: Strategy,
+    /// The spec as written in the configuration (named in refusals).
+    spec: String,
 }
 
 impl ColumnRule {
-    pub(crate) fn new(key: ColumnKey, strategy: Strategy) -> Self {
-        Self { key, strategy }
+    pub(crate) fn new(key: ColumnKey, strategy: Strategy, spec: &str) -> Self {
+        Self {
+            key,
+            strategy,
+            spec: spec.to_owned(),
+        }
+    }
+
+    /// The spec as written (`customers.email`).
+    pub(crate) fn spec(&self) -> &str {
+        &self.spec
+    }
+
+    pub(crate) fn strategy(&self) -> Strategy {
+        self.strategy
     }
 }
 
@@ -69,7 +84,17 @@ pub(crate) fn lookup(
     table: &str,
     column: &str,
 ) -> Option<Strategy> {
-    let mut best: Option<(bool, Strategy)> = None;
+    lookup_rule(rules, schema, table, column).map(|r| r.strategy)
+}
+
+/// The rule that decides `schema.table.column` (see [`lookup`]).
+pub(crate) fn lookup_rule<'a>(
+    rules: &'a [ColumnRule],
+    schema: &str,
+    table: &str,
+    column: &str,
+) -> Option<&'a ColumnRule> {
+    let mut best: Option<(bool, &ColumnRule)> = None;
     for r in rules {
         let k = &r.key;
         if !k.column.matches(column) || !k.table.matches(table) {
@@ -82,15 +107,38 @@ pub(crate) fn lookup(
         };
         let better = match best {
             None => true,
-            Some((bq, bs)) => {
-                (qualified && !bq) || (qualified == bq && strictness(r.strategy) > strictness(bs))
+            Some((bq, b)) => {
+                (qualified && !bq)
+                    || (qualified == bq && strictness(r.strategy) > strictness(b.strategy))
             }
         };
         if better {
-            best = Some((qualified, r.strategy));
+            best = Some((qualified, r));
         }
     }
-    best.map(|(_, s)| s)
+    best.map(|(_, r)| r)
+}
+
+/// The strictest rule that could cover a column of a relation whose
+/// schema (`None`: any) or column (`None`: any) is not known: for
+/// relations Warden has no catalog entry for.
+pub(crate) fn lookup_loose<'a>(
+    rules: &'a [ColumnRule],
+    schema: Option<&str>,
+    table: &str,
+    column: Option<&str>,
+) -> Option<&'a ColumnRule> {
+    rules
+        .iter()
+        .filter(|r| {
+            r.key.table.matches(table)
+                && column.is_none_or(|c| r.key.column.matches(c))
+                && match (&r.key.schema, schema) {
+                    (Some(s), Some(schema)) => s.matches(schema),
+                    _ => true,
+                }
+        })
+        .max_by_key(|r| strictness(r.strategy))
 }
 
 /// Parse `table.column` or `schema.table.column`.
@@ -187,7 +235,7 @@ mod tests {
     fn rules(specs: &[(&str, Strategy)]) -> Vec<ColumnRule> {
         specs
             .iter()
-            .map(|(s, st)| ColumnRule::new(parse_spec(s).unwrap(), *st))
+            .map(|(s, st)| ColumnRule::new(parse_spec(s).unwrap(), *st, s))
             .collect()
     }
 

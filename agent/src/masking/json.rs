@@ -1,8 +1,15 @@
 //! Masking of HTTP bodies: JSON documents (field rules by member name or
-//! JSON pointer, then the pattern detectors on every string and number),
-//! `application/x-www-form-urlencoded` bodies (field rules by name, then
-//! patterns on values) and text (patterns). Works on whole, decoded
-//! bodies; the proxy bounds their size.
+//! JSON pointer, then the pattern detectors on every string, number and
+//! member name), `application/x-www-form-urlencoded` bodies (field rules by
+//! name, then patterns on names and values) and text (patterns). Works on
+//! whole, decoded bodies; the proxy bounds their size and decides which
+//! bodies can be masked at all ([`FieldRules::passes_type`],
+//! [`FieldRules::passes_unmasked`]).
+//!
+//! What a client could read differently from the masker is refused rather
+//! than guessed: a JSON document with a member name twice in one object
+//! (parsers disagree on which one wins) and a form body that is not UTF-8.
+//! A string member that holds a JSON object or array is masked inside too.
 
 use serde_json::Value;
 
@@ -17,8 +24,18 @@ pub fn undecodable(encoding: &str) -> bool {
     !encoding.is_empty() && encoding != "identity" && !DECODED_ENCODINGS.contains(&encoding)
 }
 
-/// HTTP body rules compiled from a `[masking.NAME]`: `fields` and
-/// `unmasked_encodings`.
+/// Whether a media type (`type/subtype`, lower case) is one of the JSON
+/// types Warden masks: `*/json`, `*/x-json` and `*/*+json`.
+pub fn is_json_type(essence: &str) -> bool {
+    let sub = essence.split_once('/').map_or("", |(_, s)| s);
+    sub == "json" || sub == "x-json" || sub.ends_with("+json")
+}
+
+/// The form type Warden masks.
+pub const FORM_TYPE: &str = "application/x-www-form-urlencoded";
+
+/// HTTP body rules compiled from a `[masking.NAME]`: `fields`,
+/// `unmasked_encodings` and `unmasked_types`.
 #[derive(Debug, Clone, Default)]
 pub struct FieldRules {
     /// Lower-case member names.
@@ -27,10 +44,21 @@ pub struct FieldRules {
     pointers: Vec<(Vec<String>, Strategy)>,
     /// Lower-case content codings that pass through unmasked.
     unmasked_encodings: Vec<String>,
+    /// Lower-case media types (`type/subtype` or `type/*`) that pass
+    /// through unmasked.
+    unmasked_types: Vec<String>,
+}
+
+/// Whether `t` is a media-type token (RFC 9110 `token`).
+fn is_token(t: &str) -> bool {
+    !t.is_empty()
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 impl FieldRules {
-    /// Validate and compile `cfg.fields`.
+    /// Validate and compile `cfg.fields`, `cfg.unmasked_encodings` and
+    /// `cfg.unmasked_types`.
     pub fn compile(cfg: &MaskingConfig) -> Result<FieldRules, Vec<MaskingProblem>> {
         let mut problems = Vec::new();
         let mut out = FieldRules::default();
@@ -81,6 +109,38 @@ impl FieldRules {
                 out.unmasked_encodings.push(lower);
             }
         }
+        for (i, t) in cfg.unmasked_types.iter().enumerate() {
+            let lower = t.trim().to_ascii_lowercase();
+            let key = format!("unmasked_types[{i}]");
+            let problem = match lower.split_once('/') {
+                _ if lower == "*/*" => Some(
+                    "\"*/*\" would let every response pass unmasked: remove the masking from \
+                     the grant instead"
+                        .to_owned(),
+                ),
+                Some((ty, sub)) if is_token(ty) && ty != "*" && is_token(sub) => {
+                    if is_json_type(&lower) || lower == FORM_TYPE {
+                        Some(format!(
+                            "{lower} bodies are always masked; only types Warden cannot mask may \
+                             pass unmasked"
+                        ))
+                    } else if sub.contains('*') && sub != "*" {
+                        Some(format!(
+                            "{t:?}: '*' stands only for a whole subtype (\"image/*\")"
+                        ))
+                    } else {
+                        None
+                    }
+                }
+                _ => Some(format!(
+                    "{t:?} is not a media type (\"type/subtype\" or \"type/*\", no parameters)"
+                )),
+            };
+            match problem {
+                Some(message) => problems.push(MaskingProblem { key, message }),
+                None => out.unmasked_types.push(lower),
+            }
+        }
         if problems.is_empty() {
             Ok(out)
         } else {
@@ -92,6 +152,22 @@ impl FieldRules {
     /// through unmasked.
     pub fn passes_unmasked(&self, encoding: &str) -> bool {
         self.unmasked_encodings.iter().any(|e| e == encoding)
+    }
+
+    /// Whether a body of media type `essence` (`type/subtype`, lower case)
+    /// that Warden cannot mask may pass through unmasked.
+    pub fn passes_type(&self, essence: &str) -> bool {
+        let ty = essence.split_once('/').map_or(essence, |(t, _)| t);
+        self.unmasked_types.iter().any(|u| {
+            u == essence
+                || u.strip_suffix("/*")
+                    .is_some_and(|p| p == ty && essence.contains('/'))
+        })
+    }
+
+    /// Whether there are field rules (which text bodies cannot honour).
+    pub fn has_fields(&self) -> bool {
+        !self.is_empty()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -119,13 +195,100 @@ impl FieldRules {
     }
 }
 
-/// Masks `v` in place; returns how many values were masked.
-pub fn mask_json(masker: &Masker, rules: &FieldRules, v: &mut Value) -> usize {
-    let mut path = Vec::new();
-    walk(masker, rules, v, &mut path)
+/// A JSON document whose objects each name a member at most once: parsers
+/// disagree on which of two equal names wins, so a masker that reads one
+/// and a client that reads the other would not see the same document.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
 }
 
-fn walk(masker: &Masker, rules: &FieldRules, v: &mut Value, path: &mut Vec<String>) -> usize {
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        serde::Deserialize::deserialize(d).map(|Strict(v)| v)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let Strict(v) = map.next_value()?;
+            if out.contains_key(&k) {
+                return Err(serde::de::Error::custom(format!(
+                    "member {:?} appears twice in one object",
+                    k.chars().take(64).collect::<String>()
+                )));
+            }
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Parses a JSON document, refusing one that names a member twice in an
+/// object (see [`Strict`]).
+pub fn parse_strict(body: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice::<Strict>(body)
+        .map(|Strict(v)| v)
+        .map_err(|e| format!("JSON body cannot be masked: {e}"))
+}
+
+/// How deep JSON held in JSON strings is opened.
+const MAX_NESTED: usize = 4;
+
+/// Masks `v` in place; returns how many values (and member names) were
+/// masked, or why the document cannot be masked.
+pub fn mask_json(masker: &Masker, rules: &FieldRules, v: &mut Value) -> Result<usize, String> {
+    let mut path = Vec::new();
+    walk(masker, rules, v, &mut path, 0)
+}
+
+fn walk(
+    masker: &Masker,
+    rules: &FieldRules,
+    v: &mut Value,
+    path: &mut Vec<String>,
+    nested: usize,
+) -> Result<usize, String> {
     if !path.is_empty() {
         let strategy = rules
             .by_pointer(path)
@@ -141,58 +304,108 @@ fn walk(masker: &Masker, rules: &FieldRules, v: &mut Value, path: &mut Vec<Strin
                 Masked::Null => Value::Null,
                 Masked::Value(b) => Value::String(String::from_utf8_lossy(&b).into_owned()),
             };
-            return 1;
+            return Ok(1);
         }
     }
     match v {
         Value::Object(map) => {
             let mut n = 0;
+            // Member names carry data too (maps keyed by e-mail): masked
+            // like values; a masked name that collides gets a suffix.
+            let renamed: Vec<(String, String)> = map
+                .keys()
+                .filter_map(|k| match masker.mask_str(k) {
+                    (std::borrow::Cow::Owned(m), c) if c > 0 => Some((k.clone(), m)),
+                    _ => None,
+                })
+                .collect();
+            for (old, new) in renamed {
+                if let Some(child) = map.remove(&old) {
+                    let mut name = new.clone();
+                    let mut i = 2;
+                    while map.contains_key(&name) {
+                        name = format!("{new}~{i}");
+                        i += 1;
+                    }
+                    map.insert(name, child);
+                    n += 1;
+                }
+            }
             for (k, child) in map.iter_mut() {
                 path.push(k.clone());
-                n += walk(masker, rules, child, path);
+                n += walk(masker, rules, child, path, nested)?;
                 path.pop();
             }
-            n
+            Ok(n)
         }
         Value::Array(items) => {
             let mut n = 0;
             for (i, child) in items.iter_mut().enumerate() {
                 path.push(i.to_string());
-                n += walk(masker, rules, child, path);
+                n += walk(masker, rules, child, path, nested)?;
                 path.pop();
             }
-            n
+            Ok(n)
         }
-        Value::String(s) => match masker.mask_str(s) {
-            (std::borrow::Cow::Owned(m), n) if n > 0 => {
-                *s = m;
-                n
+        Value::String(s) => {
+            // A document inside a string (`"payload": "{\"email\": …}"`):
+            // its members get the field rules too.
+            let t = s.trim_start();
+            if nested < MAX_NESTED
+                && (t.starts_with('{') || t.starts_with('['))
+                && let Ok(mut inner) = serde_json::from_str::<Value>(s)
+            {
+                parse_strict(s.as_bytes())?;
+                let mut inner_path = Vec::new();
+                let n = walk(masker, rules, &mut inner, &mut inner_path, nested + 1)?;
+                if n > 0 {
+                    *s = inner.to_string();
+                }
+                return Ok(n);
             }
-            _ => 0,
-        },
+            Ok(match masker.mask_str(s) {
+                (std::borrow::Cow::Owned(m), n) if n > 0 => {
+                    *s = m;
+                    n
+                }
+                _ => 0,
+            })
+        }
         Value::Number(num) => {
             let text = num.to_string();
-            match masker.mask_str(&text) {
+            Ok(match masker.mask_str(&text) {
                 (std::borrow::Cow::Owned(m), n) if n > 0 => {
                     *v = Value::String(m);
                     n
                 }
                 _ => 0,
-            }
+            })
         }
-        _ => 0,
+        _ => Ok(0),
     }
 }
 
-/// Masks a form-urlencoded body; `None` when nothing changed.
-pub fn mask_form(masker: &Masker, rules: &FieldRules, body: &[u8]) -> Option<(Vec<u8>, usize)> {
-    let text = std::str::from_utf8(body).ok()?;
+/// Masks a form-urlencoded body (names and values); `Ok(None)` when nothing
+/// changed; an error when it is not UTF-8 (a client could decode it in
+/// another charset than the detectors read).
+pub fn mask_form(
+    masker: &Masker,
+    rules: &FieldRules,
+    body: &[u8],
+) -> Result<Option<(Vec<u8>, usize)>, String> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| "form body is not UTF-8: it cannot be masked".to_owned())?;
     let mut n = 0;
     let mut parts = Vec::new();
     for pair in text.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let name = decode(k);
         let value = decode(v);
+        let (out_name, name_hits) = match masker.mask_str(&name) {
+            (std::borrow::Cow::Owned(m), c) if c > 0 => (encode(&m), c),
+            _ => (k.to_owned(), 0),
+        };
+        n += name_hits;
         let masked = if let Some(s) = rules.by_name(&name) {
             n += 1;
             match masker.apply(s, value.as_bytes()) {
@@ -205,15 +418,19 @@ pub fn mask_form(masker: &Masker, rules: &FieldRules, body: &[u8]) -> Option<(Ve
                     n += c;
                     m
                 }
+                _ if name_hits > 0 => {
+                    parts.push(format!("{out_name}={v}"));
+                    continue;
+                }
                 _ => {
                     parts.push(pair.to_owned());
                     continue;
                 }
             }
         };
-        parts.push(format!("{k}={}", encode(&masked)));
+        parts.push(format!("{out_name}={}", encode(&masked)));
     }
-    (n > 0).then(|| (parts.join("&").into_bytes(), n))
+    Ok((n > 0).then(|| (parts.join("&").into_bytes(), n)))
 }
 
 fn decode(s: &str) -> String {
@@ -238,19 +455,23 @@ mod tests {
         )
     }
 
+    /// The keys of the problems `FieldRules::compile` finds in `text`.
+    fn problem_keys(text: &str) -> Vec<String> {
+        let cfg: MaskingConfig = toml::from_str(text).unwrap();
+        FieldRules::compile(&cfg)
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.key)
+            .collect()
+    }
+
     #[test]
     fn unmasked_encodings_are_codings_warden_cannot_decode() {
         let (_, r) = setup("unmasked_encodings = [\"br\", \"ZSTD\"]");
         assert!(r.passes_unmasked("br") && r.passes_unmasked("zstd"));
         assert!(!r.passes_unmasked("gzip") && !r.passes_unmasked("compress"));
-        let cfg: MaskingConfig =
-            toml::from_str("unmasked_encodings = [\"gzip\", \"\", \"br\", \"a b\", \"identity\"]")
-                .unwrap();
-        let keys: Vec<String> = FieldRules::compile(&cfg)
-            .unwrap_err()
-            .into_iter()
-            .map(|p| p.key)
-            .collect();
+        let keys =
+            problem_keys("unmasked_encodings = [\"gzip\", \"\", \"br\", \"a b\", \"identity\"]");
         assert_eq!(
             keys,
             [
@@ -274,7 +495,7 @@ fields = [{ field = "SSN", strategy = "redact" }, { pointer = "/items/*/secret",
                 "ok":"plain"}"#,
         )
         .unwrap();
-        let n = mask_json(&m, &r, &mut v);
+        let n = mask_json(&m, &r, &mut v).unwrap();
         assert_eq!(n, 5);
         let s = v.to_string();
         assert!(!s.contains("bob@example.com"), "{s}");
@@ -291,12 +512,14 @@ fields = [{ field = "SSN", strategy = "redact" }, { pointer = "/items/*/secret",
             r#"patterns = ["email"]
 fields = [{ field = "password", strategy = "redact" }]"#,
         );
-        let (out, n) = mask_form(&m, &r, b"user=bob&password=hunter2&mail=a%40b.example").unwrap();
+        let (out, n) = mask_form(&m, &r, b"user=bob&password=hunter2&mail=a%40b.example")
+            .unwrap()
+            .unwrap();
         let out = String::from_utf8(out).unwrap();
         assert_eq!(n, 2);
         assert!(out.starts_with("user=bob&password="), "{out}");
         assert!(!out.contains("hunter2") && !out.contains("a%40b"), "{out}");
-        assert!(mask_form(&m, &r, b"user=bob").is_none());
+        assert!(mask_form(&m, &r, b"user=bob").unwrap().is_none());
         let cfg: MaskingConfig = toml::from_str(
             r#"fields = [{ strategy = "redact" }, { pointer = "x", strategy = "redact" }]"#,
         )
@@ -304,5 +527,90 @@ fields = [{ field = "password", strategy = "redact" }]"#,
         let p = FieldRules::compile(&cfg).unwrap_err();
         assert_eq!(p[0].key, "fields[0]");
         assert_eq!(p[1].key, "fields[1].pointer");
+    }
+
+    #[test]
+    fn unmasked_types_are_media_types_warden_cannot_mask() {
+        let (_, r) =
+            setup(r#"unmasked_types = ["application/octet-stream", "Image/*", "text/csv"]"#);
+        assert!(r.passes_type("application/octet-stream"));
+        assert!(r.passes_type("image/png") && r.passes_type("text/csv"));
+        assert!(!r.passes_type("application/x-ndjson") && !r.passes_type("image"));
+        assert!(!r.passes_type("text/plain") && !r.passes_type(""));
+        let keys = problem_keys(
+            r#"unmasked_types = ["*/*", "application/json", "application/problem+json",
+               "application/x-www-form-urlencoded", "text", "a/b; charset=x", "*/x", "a/b*", "text/html"]"#,
+        );
+        assert_eq!(
+            keys,
+            (0..8)
+                .map(|i| format!("unmasked_types[{i}]"))
+                .collect::<Vec<_>>()
+        );
+        assert!(is_json_type("application/json") && is_json_type("text/json"));
+        assert!(is_json_type("application/vnd.api+json") && is_json_type("application/x-json"));
+        assert!(!is_json_type("application/x-ndjson") && !is_json_type("application/json-seq"));
+    }
+
+    #[test]
+    fn member_names_are_masked_like_values() {
+        let (m, r) = setup(r#"patterns = ["email"]"#);
+        let mut v = parse_strict(
+            br#"{"bob@example.com": {"since": 2020}, "[MASKED:email]": 1, "ok": {"ann@example.org": true}}"#,
+        )
+        .unwrap();
+        let n = mask_json(&m, &r, &mut v).unwrap();
+        assert_eq!(n, 2);
+        let s = v.to_string();
+        assert!(!s.contains("@example"), "{s}");
+        assert_eq!(
+            v.as_object().unwrap().len(),
+            3,
+            "a colliding name is kept apart: {s}"
+        );
+    }
+
+    #[test]
+    fn duplicate_member_names_are_refused_at_any_depth() {
+        for doc in [
+            &br#"{"note":"bob@example.com","note":"hi"}"#[..],
+            br#"{"a":[{"x":1,"y":2,"x":3}]}"#,
+        ] {
+            let e = parse_strict(doc).unwrap_err();
+            assert!(e.contains("twice"), "{e}");
+        }
+        assert!(parse_strict(br#"{"a":{"x":1},"b":{"x":2}}"#).is_ok());
+    }
+
+    #[test]
+    fn json_inside_a_string_gets_the_field_rules() {
+        let (m, r) = setup(
+            r#"patterns = ["email"]
+fields = [{ field = "name", strategy = "redact" }]"#,
+        );
+        let mut v = parse_strict(
+            br#"{"payload":"{\"name\":\"Ann\",\"contact\":\"ann@example.org\"}","other":"[not json"}"#,
+        )
+        .unwrap();
+        let n = mask_json(&m, &r, &mut v).unwrap();
+        assert_eq!(n, 2);
+        let inner: Value = serde_json::from_str(v["payload"].as_str().unwrap()).unwrap();
+        assert_eq!(inner["name"], "[MASKED]");
+        assert!(!v.to_string().contains("ann@"), "{v}");
+        // A nested document with a duplicate name cannot be masked either.
+        let mut v = parse_strict(br#"{"p":"{\"name\":\"x\",\"name\":\"Ann\"}"}"#).unwrap();
+        assert!(mask_json(&m, &r, &mut v).is_err());
+    }
+
+    #[test]
+    fn form_names_are_masked_and_non_utf8_forms_refused() {
+        let (m, r) = setup(r#"patterns = ["email"]"#);
+        let (out, n) = mask_form(&m, &r, b"bob%40example.com=1&x=2")
+            .unwrap()
+            .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(n, 1);
+        assert!(!out.contains("bob") && out.ends_with("=1&x=2"), "{out}");
+        assert!(mask_form(&m, &r, b"a=\xff&mail=bob%40example.com").is_err());
     }
 }

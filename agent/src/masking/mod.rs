@@ -9,13 +9,18 @@
 //! - **Column rules** (`customers.card` → `last4`): the proxy resolves each
 //!   result column's table OID and attribute number to names and asks
 //!   [`Masker::column_strategy`] once per RowDescription, then calls
-//!   [`Masker::apply`] on every value of a masked column.
+//!   [`Masker::apply`] on every value of a masked column. That holds only
+//!   for a bare column of the select list, so the PostgreSQL proxy first
+//!   refuses every statement that uses a masked column any other way
+//!   (expressions, sub-queries, set operations, whole rows; conditions as
+//!   [`MaskedInPredicates`] allows): see [`crate::policy::columns`].
 //! - **Pattern rules** (`card`, `email`, `ssn`, `iban`, `token`, custom
-//!   regexes): a backstop run on every value with [`Masker::mask_patterns`] /
-//!   [`Masker::mask_value`] / [`Masker::mask_str`]. It catches the values
-//!   that column rules cannot see: aliases (`ssn AS x`), expressions
-//!   (`ssn || ''`, `upper(email)`), whole-row conversions (`row_to_json(u)`),
-//!   values echoed in error messages, notifications and statement text.
+//!   regexes): a backstop only, run on every value with
+//!   [`Masker::mask_patterns`] / [`Masker::mask_value`] /
+//!   [`Masker::mask_str`]: values of columns no rule names, values echoed
+//!   in notifications and statement text. A value transformed so that no
+//!   detector recognises it (`translate(email, '@.', '#,')`) passes them;
+//!   only a column rule protects a column.
 //!
 //! # Strategies
 //!
@@ -93,11 +98,12 @@
 //! The real controls are the policy layer and a least-privilege upstream
 //! role per account.
 //!
-//! - **Inference through predicates:** `WHERE ssn LIKE '1%'`,
-//!   `WHERE card = '4111…'`, `ORDER BY ssn`, `count(*) … GROUP BY
-//!   left(ssn, 3)`, timing: the result's shape reveals the value without
-//!   the value ever being returned.
-//! - **Transformations the patterns do not recognise:** `reverse(ssn)`,
+//! - **Inference through predicates:** for columns with a rule, what
+//!   `masked_in_predicates` allows (`equality`, the default: confirming a
+//!   guessed value, `WHERE card = '4111…'`; `any`: `WHERE ssn LIKE '1%'`,
+//!   `ORDER BY ssn`); for other columns anything, and timing.
+//! - **Transformations the patterns do not recognise** (of values no
+//!   column rule covers): `reverse(ssn)`,
 //!   `translate(card, '0123456789', 'abcdefghij')`, `encode(…, 'base64')`,
 //!   `md5(ssn)` (dictionary-attackable), arithmetic on numbers,
 //!   `substr(card, 1, 8)` returned piecewise, digits glued to other digits
@@ -110,9 +116,10 @@
 //!   SELECTs out of policy.
 //! - **Side channels of the marker:** `last4` keeps lengths and separator
 //!   positions; a masked value's presence still shows a match happened.
-//! - **Data outside masked messages:** anything the proxy does not pass
-//!   through masking (e.g. binary-format values of non-text types) is not
-//!   covered here.
+//! - **Data outside masked messages:** values of columns no rule covers in
+//!   binary format of non-text types pass the pattern backstop unread (a
+//!   masked column in binary is sent as its marker, or NULL where no
+//!   marker fits the type).
 
 mod column;
 mod detect;
@@ -128,8 +135,8 @@ use hmac::Mac;
 use regex::bytes::RegexBuilder;
 
 pub use model::{
-    ColumnRuleConfig, CustomPattern, FieldRuleConfig, Masked, MaskingConfig, MaskingProblem,
-    Strategy,
+    ColumnRuleConfig, CustomPattern, FieldRuleConfig, Masked, MaskedInPredicates, MaskingConfig,
+    MaskingProblem, Strategy,
 };
 pub use strategy::{LAST4_MIN_ALNUM, REDACTED, TOKEN_HEX_LEN, TOKEN_PREFIX};
 
@@ -192,6 +199,7 @@ pub struct Masker {
     custom: Vec<CustomDetector>,
     pattern_strategy: Strategy,
     hmac: Option<HmacSha256>,
+    masked_in_predicates: MaskedInPredicates,
 }
 
 impl fmt::Debug for Masker {
@@ -238,6 +246,7 @@ impl Masker {
             custom: Vec::new(),
             pattern_strategy: Strategy::Redact,
             hmac: None,
+            masked_in_predicates: MaskedInPredicates::default(),
         }
     }
 
@@ -267,7 +276,7 @@ impl Masker {
                         continue;
                     }
                     seen_keys.push((key.clone(), i));
-                    columns.push(ColumnRule::new(key, rule.strategy));
+                    columns.push(ColumnRule::new(key, rule.strategy, &rule.column));
                 }
                 Err(msg) => problems.push(MaskingProblem::new(format!("columns[{i}].column"), msg)),
             }
@@ -339,6 +348,7 @@ impl Masker {
             custom: Vec::new(),
             pattern_strategy: cfg.pattern_strategy.unwrap_or(Strategy::Redact),
             hmac: None,
+            masked_in_predicates: cfg.masked_in_predicates,
         };
         let mut listed_custom = vec![false; cfg.custom.len()];
         for (i, name) in cfg.patterns.iter().enumerate() {
@@ -432,6 +442,29 @@ impl Masker {
     /// from the catalog), or `None` when no column rule covers it.
     pub fn column_strategy(&self, schema: &str, table: &str, column: &str) -> Option<Strategy> {
         column::lookup(&self.columns, schema, table, column)
+    }
+
+    /// The column rule covering `schema.table.column`: its spec as written
+    /// and its strategy.
+    pub fn column_rule(&self, schema: &str, table: &str, column: &str) -> Option<(&str, Strategy)> {
+        column::lookup_rule(&self.columns, schema, table, column).map(|r| (r.spec(), r.strategy()))
+    }
+
+    /// The strictest column rule that could cover a column of a relation
+    /// Warden has no catalog entry for: `schema` `None` matches any schema,
+    /// `column` `None` any column.
+    pub fn column_rule_loose(
+        &self,
+        schema: Option<&str>,
+        table: &str,
+        column: Option<&str>,
+    ) -> Option<(&str, Strategy)> {
+        column::lookup_loose(&self.columns, schema, table, column).map(|r| (r.spec(), r.strategy()))
+    }
+
+    /// Where masked columns may be used outside the select list.
+    pub fn masked_in_predicates(&self) -> MaskedInPredicates {
+        self.masked_in_predicates
     }
 
     /// Whether any pattern detector is active (else the backstop can be

@@ -51,6 +51,54 @@ pub struct MaskingConfig {
     /// decoded and masked.
     #[serde(default)]
     pub unmasked_encodings: Vec<String>,
+    /// HTTP bodies: media types (`type/subtype` or `type/*`) Warden cannot
+    /// mask that may pass through *unmasked*, recorded as such (a listed
+    /// text type, which field rules cannot apply to, still gets the
+    /// patterns). Default: none: on a grant with this masking, a response
+    /// of any type but JSON, form-urlencoded and (without field rules)
+    /// text is refused with 502.
+    #[serde(default)]
+    pub unmasked_types: Vec<String>,
+    /// PostgreSQL: where a column of `columns` may be used other than as a
+    /// bare output column of the top-level select list (see
+    /// [`MaskedInPredicates`]). Default `equality`.
+    #[serde(default)]
+    pub masked_in_predicates: MaskedInPredicates,
+}
+
+/// Where a masked column may appear outside the select list of a
+/// PostgreSQL statement, and so what a workload can infer about its
+/// values without ever receiving them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskedInPredicates {
+    /// Nowhere: a masked column can only be returned (masked). Nothing is
+    /// inferred beyond what the masked value itself shows.
+    Refuse,
+    /// Compared with `=`, `<>`, `IN`, `NOT IN`, `IS [NOT] DISTINCT FROM`,
+    /// `= ANY(...)` or `IS [NOT] NULL` against literals or parameters, in
+    /// WHERE / JOIN ON / HAVING conditions (joined by AND, OR, NOT): a
+    /// workload can confirm a value it already guesses (look a row up by
+    /// e-mail; a dictionary attack on low-entropy values), never learn
+    /// one by ranges, patterns, ordering or grouping.
+    #[default]
+    Equality,
+    /// Anywhere a condition, ordering or grouping can use it (LIKE, ranges,
+    /// functions of it, ORDER BY, GROUP BY, DISTINCT, window partitions,
+    /// JOIN USING): values can be inferred bit by bit (`WHERE ssn LIKE
+    /// '1%'`) or by rank; they are still never returned unmasked.
+    Any,
+}
+
+impl MaskedInPredicates {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaskedInPredicates::Refuse => "refuse",
+            MaskedInPredicates::Equality => "equality",
+            MaskedInPredicates::Any => "any",
+        }
+    }
 }
 
 /// `{ field = "email", strategy = "redact" }` or

@@ -5,17 +5,32 @@
 //! A rule matches when every criterion it has matches: the method is
 //! listed, a path glob matches the normalised path (see
 //! [`crate::protocol::http::path`]; lower-cased on both sides with
-//! `path_case = "insensitive"`), each `query` parameter is present with a
-//! value matching its glob, each header likewise, and the body is at most
-//! `max_body_bytes` (a body of unknown size matches, with the bound
-//! enforced while it streams). The most restrictive match wins (block >
-//! approve > allow); nothing matching means the policy's default (deny
-//! unless `default = "allow"`). SQL rules in the table are ignored here.
+//! `path_case = "insensitive"`), its `query` and `headers` matchers match,
+//! and the body is at most `max_body_bytes` (a body of unknown size
+//! matches, with the bound enforced while it streams). The most
+//! restrictive match wins (block > approve > allow); nothing matching means
+//! the policy's default (deny unless `default = "allow"`). SQL rules in the
+//! table are ignored here.
+//!
+//! Parameters and headers are read as every framework may read them (see
+//! [`crate::protocol::http::params`]: folded names, `&`/`;` splitting,
+//! parameters in form, multipart and JSON bodies, header values whole and
+//! as lists), and a matcher must hold under every reading, in the
+//! direction that is safe for its rule:
+//! - an `allow` rule's matcher needs the parameter in the query (the
+//!   header in the head) and **every** occurrence, in the query and the
+//!   body, to be a string matching the glob: `?dry_run=true&dry_run=false`,
+//!   `?dry_run[]=true` or a body field `dry_run=false` do not match
+//!   `query = { dry_run = "true" }`;
+//! - a `block` or `approve` rule's matcher matches when **any** occurrence
+//!   matches (or is no plain string: an array or a file may be read as
+//!   anything), so a second copy cannot hide the value it looks for.
 
 use std::collections::HashMap;
 
 use super::model::{DefaultAction, PathCase, PolicyConfig, RuleAction};
 use super::rules::{Action, PolicyProblem, RuleRef, glob_match};
+use crate::protocol::http::params::{Param, fold_header, fold_name};
 use crate::protocol::http::path::path_glob;
 
 /// One request as the policy sees it.
@@ -25,10 +40,12 @@ pub struct HttpRequestFacts<'a> {
     pub method: &'a str,
     /// Normalised match path (see `Target::match_path`).
     pub path: &'a str,
-    /// Decoded query pairs.
-    pub query: &'a [(String, String)],
-    /// Request headers (name, value).
-    pub headers: &'a [(String, String)],
+    /// Query parameters, every reading ([`crate::protocol::http::params::query_params`]).
+    pub query: &'a [Param],
+    /// Parameters of a form, multipart or JSON body, when it was read.
+    pub body: &'a [Param],
+    /// Request headers ([`crate::protocol::http::params::header_params`]).
+    pub headers: &'a [Param],
     /// Declared body size; `None` when chunked (unknown).
     pub body_len: Option<u64>,
 }
@@ -158,12 +175,12 @@ impl HttpPolicy {
                 query: rc
                     .query
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .map(|(k, v)| (fold_name(k).0, v.clone()))
                     .collect(),
                 headers: rc
                     .headers
                     .iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .map(|(k, v)| (fold_header(k), v.clone()))
                     .collect(),
                 max_body_bytes: rc.max_body_bytes,
             });
@@ -194,7 +211,7 @@ impl HttpPolicy {
         };
         let mut best: Option<(&HttpRule, Action)> = None;
         for r in &self.rules {
-            if !self.matches(r, req, path) {
+            if !Self::matches(r, req, path) {
                 continue;
             }
             let action = match r.action {
@@ -250,30 +267,37 @@ impl HttpPolicy {
         }
     }
 
-    fn matches(&self, r: &HttpRule, req: &HttpRequestFacts<'_>, path: &str) -> bool {
+    fn matches(r: &HttpRule, req: &HttpRequestFacts<'_>, path: &str) -> bool {
         if !r.methods.is_empty() && !r.methods.iter().any(|m| m == req.method) {
             return false;
         }
         if !r.paths.is_empty() && !r.paths.iter().any(|p| path_glob(p, path)) {
             return false;
         }
-        for (k, glob) in &r.query {
-            if !req
-                .query
-                .iter()
-                .any(|(qk, qv)| qk == k && glob_match(glob, qv))
-            {
-                return false;
+        // See the module docs: every occurrence for allow, any for the rest.
+        let every = r.action == RuleAction::Allow;
+        let holds = |name: &str, glob: &str, first: &[Param], more: &[Param]| {
+            let mut all = first.iter().chain(more).filter(|p| p.name == name);
+            let fits = |p: &Param| p.value.as_deref().is_some_and(|v| glob_match(glob, v));
+            if every {
+                first.iter().any(|p| p.name == name) && all.all(fits)
+            } else {
+                all.any(|p| p.value.is_none() || fits(p))
             }
+        };
+        if !r
+            .query
+            .iter()
+            .all(|(k, glob)| holds(k, glob, req.query, req.body))
+        {
+            return false;
         }
-        for (k, glob) in &r.headers {
-            if !req
-                .headers
-                .iter()
-                .any(|(hk, hv)| hk.eq_ignore_ascii_case(k) && glob_match(glob, hv))
-            {
-                return false;
-            }
+        if !r
+            .headers
+            .iter()
+            .all(|(k, glob)| holds(k, glob, req.headers, &[]))
+        {
+            return false;
         }
         if let (Some(max), Some(len)) = (r.max_body_bytes, req.body_len)
             && len > max
@@ -287,6 +311,7 @@ impl HttpPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::http::params::{BodyFormat, body_params, header_params, query_params};
 
     fn policy(text: &str) -> HttpPolicy {
         let cfg: PolicyConfig = toml::from_str(text).unwrap();
@@ -298,6 +323,7 @@ mod tests {
             method,
             path,
             query: &[],
+            body: &[],
             headers: &[],
             body_len: Some(0),
         })
@@ -333,11 +359,12 @@ rules = [
     #[test]
     fn query_headers_and_body_size() {
         let p = policy(POLICY);
-        let q = vec![("dry_run".to_string(), "true".to_string())];
+        let q = query_params("dry_run=true");
         let facts = |body_len| HttpRequestFacts {
             method: "DELETE",
             path: "/tmp/x",
             query: &q,
+            body: &[],
             headers: &[],
             body_len,
         };
@@ -347,6 +374,7 @@ rules = [
                 method: "PUT",
                 path: "/upload",
                 query: &[],
+                body: &[],
                 headers: &[],
                 body_len,
             })
@@ -359,11 +387,12 @@ rules = [
         let h = policy(
             r#"rules = [{ action = "allow", paths = ["/x"], headers = { "X-Env" = "prod*" } }]"#,
         );
-        let hd = vec![("x-env".to_string(), "production".to_string())];
+        let hd = header_params([("x-env", &b"production"[..])]);
         let f = HttpRequestFacts {
             method: "GET",
             path: "/x",
             query: &[],
+            body: &[],
             headers: &hd,
             body_len: Some(0),
         };
@@ -412,5 +441,89 @@ rules = [
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].key, "rules[1]");
         assert!(sql.has_http_rules() && sql.has_sql_rules());
+    }
+
+    /// `(method, query, body form, headers)` decided by `p` on `/tmp/x`.
+    fn facts_decide(
+        p: &HttpPolicy,
+        method: &str,
+        q: &str,
+        body: &str,
+        h: &[(&str, &str)],
+    ) -> Action {
+        let query = query_params(q);
+        let body = body_params(&BodyFormat::Form, body.as_bytes()).unwrap();
+        let headers = header_params(h.iter().map(|(k, v)| (*k, v.as_bytes())));
+        p.decide(&HttpRequestFacts {
+            method,
+            path: "/tmp/x",
+            query: &query,
+            body: &body,
+            headers: &headers,
+            body_len: Some(0),
+        })
+        .action
+    }
+
+    #[test]
+    fn an_allow_matcher_holds_for_every_occurrence_and_reading() {
+        let p = policy(POLICY);
+        let d = |q: &str, body: &str| facts_decide(&p, "DELETE", q, body, &[]);
+        assert_eq!(d("dry_run=true", ""), Action::Allow);
+        assert_eq!(d("dry_run=true&x=1", "y=2"), Action::Allow);
+        for (q, body) in [
+            ("dry_run=true&dry_run=false", ""),
+            ("dry_run=false&dry_run=true", ""),
+            ("dry_run=true;dry_run=false", ""),
+            ("dry_run=true&DRY_RUN=false", ""),
+            ("dry_run=true&dry.run=false", ""),
+            ("dry_run=true&dry_run[]=true", ""),
+            ("dry_run[]=true", ""),
+            ("dry_run=true&%64ry_run=false", ""),
+            ("dry_run=true", "dry_run=false"),
+            ("dry_run=true", "dry_run[x]=true"),
+            ("", "dry_run=true"),
+            ("dry_run=true%00", ""),
+        ] {
+            assert_eq!(d(q, body), Action::Deny, "?{q} body {body}");
+        }
+        // Headers: every line and every list member.
+        let h = policy(
+            r#"rules = [{ action = "allow", paths = ["/**"], headers = { "X-Env" = "prod*" } }]"#,
+        );
+        let hd = |hs: &[(&str, &str)]| facts_decide(&h, "GET", "", "", hs);
+        assert_eq!(hd(&[("x-env", "production")]), Action::Allow);
+        assert_eq!(hd(&[("X-Env", "prod"), ("x-env", "dev")]), Action::Deny);
+        assert_eq!(hd(&[("X-Env", "prod"), ("X_Env", "dev")]), Action::Deny);
+        assert_eq!(hd(&[("X-Env", "prod, dev")]), Action::Deny);
+        assert_eq!(hd(&[("X_ENV", "prod")]), Action::Allow);
+    }
+
+    #[test]
+    fn a_block_matcher_holds_for_any_occurrence_and_reading() {
+        let p = policy(
+            r#"rules = [
+  { action = "allow", paths = ["/**"] },
+  { action = "block", paths = ["/**"], query = { force = "true" }, name = "no-force" },
+  { action = "approve", paths = ["/**"], headers = { "X-Sudo" = "1" } },
+]"#,
+        );
+        let d = |q: &str, body: &str| facts_decide(&p, "POST", q, body, &[]);
+        assert_eq!(d("force=false", ""), Action::Allow);
+        for (q, body) in [
+            ("force=true", ""),
+            ("force=false&force=true", ""),
+            ("x=1;force=true", ""),
+            ("FORCE=true", ""),
+            ("force[]=x", ""),
+            ("", "force=true"),
+            ("force=false", "a=1&force=true"),
+        ] {
+            assert_eq!(d(q, body), Action::Block, "?{q} body {body}");
+        }
+        let h = |hs: &[(&str, &str)]| facts_decide(&p, "GET", "", "", hs);
+        assert_eq!(h(&[("x-sudo", "0")]), Action::Allow);
+        assert_eq!(h(&[("x-sudo", "0"), ("X-Sudo", "1")]), Action::Approve);
+        assert_eq!(h(&[("x_sudo", "0, 1")]), Action::Approve);
     }
 }

@@ -1,8 +1,12 @@
 //! The SQL policy engine of the PostgreSQL proxy: a pure module (no I/O).
 //!
 //! - [`model`]: the `[policy.NAME]` TOML model.
-//! - [`sql`]: classification of query texts with `sqlparser` into
-//!   [`Analysis`] (classes, tables, functions, settings, PREPARE/EXECUTE).
+//! - [`sql`]: classification of query texts on PostgreSQL's own parse tree
+//!   (`pg_query`) into [`Analysis`] (classes, tables, functions and
+//!   operators, settings, read-write, PREPARE/EXECUTE).
+//! - [`columns`]: where each reference to a masked column stands (bare
+//!   output, condition, anything else), for column masking that holds
+//!   however the column is used.
 //! - [`rules`]: the compiled [`Policy`] and its [`Verdict`]s.
 //! - [`settings`]: which session settings may change (tokenisation safety).
 //! - [`cache`]: the [`DecisionCache`].
@@ -22,6 +26,7 @@
 //! for the exact semantics.
 
 pub mod cache;
+pub mod columns;
 pub mod http;
 pub mod model;
 pub mod rules;

@@ -66,9 +66,9 @@ const MAX_IDENT_BYTES: usize = 63;
 
 /// Deepest tree walked (PostgreSQL's own parser stops far earlier on
 /// expressions; this bounds the walker's recursion whatever the input).
-const MAX_DEPTH: usize = 2000;
+pub(crate) const MAX_DEPTH: usize = 2000;
 
-type Obj = Map<String, Value>;
+pub(crate) type Obj = Map<String, Value>;
 
 /// Why a query text could not be analysed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -271,7 +271,7 @@ pub fn analyze(sql: &str) -> Result<Analysis, AnalyzeError> {
 }
 
 /// PostgreSQL's parse tree of `sql` in its serde form.
-fn parse_tree(sql: &str) -> Result<Value, AnalyzeError> {
+pub(crate) fn parse_tree(sql: &str) -> Result<Value, AnalyzeError> {
     if sql.as_bytes().contains(&0) {
         return Err(AnalyzeError::Syntax {
             message: "invalid byte sequence: the statement contains a NUL byte".into(),
@@ -335,7 +335,7 @@ pub fn statement_shape(sql: &str) -> Option<String> {
 // Reading the serde form of the tree.
 
 /// `(type, fields)` of a `Node` wrapper (`{"node": {"SelectStmt": {...}}}`).
-fn as_node(v: &Value) -> Option<(&str, &Obj)> {
+pub(crate) fn as_node(v: &Value) -> Option<(&str, &Obj)> {
     let o = v.as_object()?;
     if o.len() != 1 {
         return None;
@@ -350,7 +350,7 @@ fn as_node(v: &Value) -> Option<(&str, &Obj)> {
 
 /// The fields of a node of type `ty`, whether `v` is a wrapper or the
 /// typed message itself.
-fn fields_of<'a>(v: &'a Value, ty: &str) -> Option<&'a Obj> {
+pub(crate) fn fields_of<'a>(v: &'a Value, ty: &str) -> Option<&'a Obj> {
     match as_node(v) {
         Some((t, f)) if t == ty => Some(f),
         Some(_) => None,
@@ -358,19 +358,19 @@ fn fields_of<'a>(v: &'a Value, ty: &str) -> Option<&'a Obj> {
     }
 }
 
-fn str_field<'a>(o: &'a Obj, key: &str) -> &'a str {
+pub(crate) fn str_field<'a>(o: &'a Obj, key: &str) -> &'a str {
     o.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
-fn int_field(o: &Obj, key: &str) -> i64 {
+pub(crate) fn int_field(o: &Obj, key: &str) -> i64 {
     o.get(key).and_then(Value::as_i64).unwrap_or(0)
 }
 
-fn bool_field(o: &Obj, key: &str) -> bool {
+pub(crate) fn bool_field(o: &Obj, key: &str) -> bool {
     o.get(key).and_then(Value::as_bool).unwrap_or(false)
 }
 
-fn list_field<'a>(o: &'a Obj, key: &str) -> &'a [Value] {
+pub(crate) fn list_field<'a>(o: &'a Obj, key: &str) -> &'a [Value] {
     o.get(key)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
@@ -378,7 +378,7 @@ fn list_field<'a>(o: &'a Obj, key: &str) -> &'a [Value] {
 }
 
 /// The text of a `String` node.
-fn string_node(v: &Value) -> Option<&str> {
+pub(crate) fn string_node(v: &Value) -> Option<&str> {
     match as_node(v)? {
         ("String", f) => f.get("sval")?.as_str(),
         _ => None,
@@ -386,7 +386,7 @@ fn string_node(v: &Value) -> Option<&str> {
 }
 
 /// A qualified name given as a list of `String` nodes.
-fn name_list(items: &[Value]) -> Option<Vec<String>> {
+pub(crate) fn name_list(items: &[Value]) -> Option<Vec<String>> {
     items
         .iter()
         .map(|i| string_node(i).map(str::to_owned))
@@ -395,7 +395,7 @@ fn name_list(items: &[Value]) -> Option<Vec<String>> {
 
 /// A constant's text: `AConst` (string, integer, float, boolean, bit
 /// string) or a `String`/`Integer` node; `None` for anything else.
-fn const_text(v: &Value) -> Option<String> {
+pub(crate) fn const_text(v: &Value) -> Option<String> {
     let (ty, f) = as_node(v)?;
     match ty {
         "AConst" => {
@@ -431,7 +431,7 @@ fn is_func_call(o: &Obj) -> bool {
     o.contains_key("funcname") && o.contains_key("agg_star")
 }
 
-fn enum_is<E: TryFrom<i32> + PartialEq>(o: &Obj, key: &str, want: E) -> bool {
+pub(crate) fn enum_is<E: TryFrom<i32> + PartialEq>(o: &Obj, key: &str, want: E) -> bool {
     i32::try_from(int_field(o, key))
         .ok()
         .and_then(|v| E::try_from(v).ok())
@@ -1846,7 +1846,17 @@ mod tests {
             ),
             "{e:?}"
         );
-        let e = analyze("SELECT 'unterminated").unwrap_err();
+        // A lexer error is placed where its token starts, as the server
+        // places it.
+        let e = analyze("SELECT 'é', 'unterminated").unwrap_err();
+        assert_eq!(
+            e,
+            AnalyzeError::Syntax {
+                message: "unterminated quoted string at or near \"'unterminated\"".into(),
+                position: Some(13)
+            }
+        );
+        let e = analyze("SELECT 1 /* open").unwrap_err();
         assert!(e.is_syntax(), "{e:?}");
         // Positions the server reports (its regression suite's expected
         // output): scanner errors, errors inside a literal, and errors the

@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod postgres;
+pub mod refusals;
 pub mod relay;
 pub mod upstream;
 
@@ -22,7 +23,7 @@ use crate::audit::event::{
     ConnActivity, ConnectionEvent, Decision, ProcessInfo, SessionId, TokenIdentity,
 };
 use crate::config::ExePin;
-use crate::daemon::{OpenConn, Shared};
+use crate::daemon::{OpenConn, Shared, SlotRefusal};
 use crate::ebpf::keys;
 use crate::identity::facts;
 
@@ -144,6 +145,20 @@ struct Pending {
 }
 
 impl Pending {
+    /// A connection nothing is known about yet but its session and client.
+    fn new(session: SessionId, client: ClientAddr) -> Self {
+        Pending {
+            session,
+            client,
+            orig_dst: None,
+            account: None,
+            target: None,
+            protocol: "tcp",
+            process: ProcessInfo::default(),
+            identity: None,
+        }
+    }
+
     fn event(&self, activity: ConnActivity, decision: Decision) -> ConnectionEvent {
         ConnectionEvent {
             time_ms: now_ms(),
@@ -181,6 +196,43 @@ async fn refuse(shared: &Shared, stream: TcpStream, p: &Pending, reason: &str, d
     drop(stream);
 }
 
+/// One event for `n` unredirected connections refused without their own
+/// (see [`refusals`]); `p` is the connection that closed the window, or any.
+async fn record_unredirected_summary(shared: &Shared, p: &Pending, n: u64) {
+    let mut ev = p.event(ConnActivity::Refuse, Decision::Refused);
+    ev.reason = Some("unredirected".into());
+    ev.detail = Some(format!(
+        "{n} more connections without a kernel record were refused in the last {} s without an event each (at most {} a second are recorded individually)",
+        refusals::RefusalLimiter::WINDOW.as_secs(),
+        refusals::RefusalLimiter::PER_WINDOW
+    ));
+    warn!(
+        refused = n,
+        "unredirected connections refused beyond the audit rate limit"
+    );
+    if let Err(e) = shared.audit.record(ev).await {
+        tracing::error!(error = %e, "could not audit unredirected connections");
+    }
+}
+
+/// Records the summary of a finished window of unredirected connections
+/// when no connection arrived to close it (called once a second).
+pub async fn flush_unredirected(shared: &Shared) {
+    if let Some(n) = shared.unredirected.flush(Instant::now()) {
+        let p = Pending::new(
+            SessionId(0),
+            ClientAddr(
+                shared
+                    .listen
+                    .first()
+                    .copied()
+                    .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            ),
+        );
+        record_unredirected_summary(shared, &p, n).await;
+    }
+}
+
 async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, shared: Arc<Shared>) {
     let started = Instant::now();
     // One configuration for the whole connection: a reload while it is open
@@ -194,38 +246,26 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         }
     };
     let key = keys::tuple_key(client.0, local);
-    let mut p = Pending {
-        session,
-        client,
-        orig_dst: None,
-        account: None,
-        target: None,
-        protocol: "tcp",
-        process: ProcessInfo::default(),
-        identity: None,
-    };
+    let mut p = Pending::new(session, client);
     let meta = match shared.datapath.take_orig_dst(&key) {
         Ok(Some(meta)) => meta,
-        Ok(None) => {
-            return refuse(
-                &shared,
-                stream,
-                &p,
-                "unredirected",
-                "no kernel record for this connection: it did not come through Warden's redirect"
+        lookup => {
+            let detail = match lookup {
+                Err(e) => format!("original destination lookup failed: {e}"),
+                Ok(_) => "no kernel record for this connection: it did not come through Warden's redirect"
                     .into(),
-            )
-            .await;
-        }
-        Err(e) => {
-            return refuse(
-                &shared,
-                stream,
-                &p,
-                "unredirected",
-                format!("original destination lookup failed: {e}"),
-            )
-            .await;
+            };
+            // Anyone can open these in a loop: a bounded number of events.
+            let admission = shared.unredirected.admit(Instant::now());
+            if let Some(n) = admission.summary {
+                record_unredirected_summary(&shared, &p, n).await;
+            }
+            if !admission.record {
+                shared.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                reset_on_close(&stream);
+                return;
+            }
+            return refuse(&shared, stream, &p, "unredirected", detail).await;
         }
     };
     let orig = OrigDst(keys::orig_dst(&meta));
@@ -241,6 +281,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
                 &shared.cgroup_mount,
                 enrolled.as_deref(),
                 &shared.exe_hashes,
+                |tgid| shared.datapath.last_exec_ns(tgid),
             )
         })
         .await
@@ -302,18 +343,22 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
             return refuse(&shared, stream, &p, reason, e.to_string()).await;
         }
     }
-    let Some(_slot) = shared.try_acquire_slot(live.config.agent.max_connections) else {
-        return refuse(
-            &shared,
-            stream,
-            &p,
-            "connection_limit",
-            format!(
-                "max_connections ({}) reached",
-                live.config.agent.max_connections
-            ),
-        )
-        .await;
+    let agent = &live.config.agent;
+    let _slot = match shared.try_acquire_slot(
+        &account,
+        agent.max_connections,
+        agent.max_connections_per_account,
+    ) {
+        Ok(slot) => slot,
+        Err(why) => {
+            let detail = match why {
+                SlotRefusal::Global(n) => format!("max_connections ({n}) reached"),
+                SlotRefusal::Account(n) => {
+                    format!("max_connections_per_account ({n}) reached by account {account}")
+                }
+            };
+            return refuse(&shared, stream, &p, "connection_limit", detail).await;
+        }
     };
     // Audit before effect: the upstream is not even contacted before the
     // open event is committed.
@@ -488,6 +533,12 @@ fn unit_of(cgroup_path: &str) -> Option<String> {
 /// Checks the account's executable pin against what the caller runs. Facts
 /// that could not be read (or a reused pid) never match: fail closed.
 fn exe_matches(pin: &ExePin, f: &facts::ProcessFacts) -> Result<(), String> {
+    if f.exec_after_connect {
+        return Err(format!(
+            "pid {} executed another program after its connect; the executable that connected cannot be confirmed",
+            f.tgid
+        ));
+    }
     if f.pid_reused {
         return Err(format!(
             "pid {} was reused after the connect; the executable cannot be confirmed",

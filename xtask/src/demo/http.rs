@@ -80,6 +80,7 @@ rules = [
 [masking.payments-pii]
 patterns = ["card", "email"]
 fields = [{{ pointer = "/customers/*/card", strategy = "last4" }}]
+unmasked_types = ["text/plain"]
 "#,
         port = nginx.port,
         demo = super::DEMO_CGROUP,
@@ -99,7 +100,8 @@ fields = [{{ pointer = "/customers/*/card", strategy = "last4" }}]
 
     let calls: [(&str, Vec<String>); 3] = [
         (
-            "the workload sends its own token; the API sees Warden's credential instead",
+            "the workload sends its own token; the API gets Warden's credential instead and \
+             echoes it: Warden never lets its own secret back to the workload (502)",
             vec![
                 "-H".into(),
                 "Authorization: Bearer the-workloads-own-token".into(),

@@ -11,6 +11,7 @@
 //! - chunk sizes that are not hex, overflow, or carry junk; chunk
 //!   extensions are skipped, trailers are read and dropped.
 
+pub mod params;
 pub mod path;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -220,9 +221,10 @@ fn content_length(h: &impl Headers) -> Result<Option<u64>, HttpError> {
     Ok(found)
 }
 
-/// Transfer-Encoding codings, lower-cased, in order.
-fn transfer_codings(h: &impl Headers) -> Vec<String> {
-    h.all("transfer-encoding")
+/// The comma-separated tokens of every `name` header, lower-cased, in
+/// order (`Transfer-Encoding`, `Content-Encoding`).
+pub fn tokens(h: &impl Headers, name: &str) -> Vec<String> {
+    h.all(name)
         .flat_map(|v| {
             String::from_utf8_lossy(v)
                 .split(',')
@@ -231,6 +233,37 @@ fn transfer_codings(h: &impl Headers) -> Vec<String> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+fn transfer_codings(h: &impl Headers) -> Vec<String> {
+    tokens(h, "transfer-encoding")
+}
+
+/// A `Content-Type` value read as a media type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaType {
+    /// `type/subtype`, lower case ("" when the value has none).
+    pub essence: String,
+    /// The `charset` parameter, lower case, unquoted.
+    pub charset: Option<String>,
+}
+
+/// Reads a `Content-Type` value.
+pub fn media_type(value: &str) -> MediaType {
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = if essence.contains('/') {
+        essence
+    } else {
+        String::new()
+    };
+    let charset = parts.find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| v.trim().trim_matches('"').to_ascii_lowercase())
+    });
+    MediaType { essence, charset }
 }
 
 /// The body framing of a request (RFC 9112 §6.3), refusing every

@@ -12,8 +12,13 @@
 //!
 //! Refused outright (fail closed, `400`): encoded `/` or `\` (`%2F`,
 //! `%5C`), a literal `\`, NUL, invalid `%` escapes, decoded bytes that are
-//! not UTF-8, a fragment, and dot segments carrying parameters (`..;x`),
-//! which servers disagree about.
+//! not UTF-8, a fragment, dot segments carrying parameters (`..;x`), which
+//! servers disagree about, userinfo in an absolute-form target, and
+//! characters outside ASCII that servers or frameworks may fold into
+//! others: anything Unicode compatibility normalisation (NFKC) changes
+//! (full-width `／` and `．`, `ﬀ`, `ſ`, `K`...), letters whose case
+//! mapping is ASCII (`ı`, `İ`), controls and invisible (default-ignorable)
+//! characters. Other non-ASCII text (`/café`, `/日本`) is kept.
 
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
@@ -31,6 +36,10 @@ pub enum PathError {
     NotUtf8,
     #[error("a '.' or '..' segment with parameters")]
     DotParams,
+    #[error(
+        "path character {0} may be read as another one by the upstream (Unicode folding): refused"
+    )]
+    Folds(String),
 }
 
 /// A normalised request target.
@@ -42,6 +51,9 @@ pub struct Target {
     pub match_path: String,
     /// The raw query (after `?`), forwarded as is.
     pub query: Option<String>,
+    /// The authority of an absolute-form target (`http://HOST:PORT/...`),
+    /// which names the host the request is for.
+    pub authority: Option<String>,
 }
 
 impl Target {
@@ -82,17 +94,26 @@ pub fn normalize(target: &str) -> Result<Target, PathError> {
             path: "*".into(),
             match_path: "*".into(),
             query: None,
+            authority: None,
         });
     }
-    let origin = if let Some(rest) = strip_scheme(target) {
-        match rest.find(['/', '?']) {
-            Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
-            Some(i) => return normalize(&format!("/{}", &rest[i..])),
-            None => "/",
+    let (origin, authority) = match strip_scheme(target) {
+        Some(rest) => {
+            let end = rest.find(['/', '?']).unwrap_or(rest.len());
+            let authority = &rest[..end];
+            if authority.is_empty() || authority.contains('@') {
+                return Err(PathError::NotOriginForm(target.chars().take(64).collect()));
+            }
+            let origin = match &rest[end..] {
+                "" => "/".to_owned(),
+                o if o.starts_with('?') => format!("/{o}"),
+                o => o.to_owned(),
+            };
+            (origin, Some(authority.to_owned()))
         }
-    } else {
-        target
+        None => (target.to_owned(), None),
     };
+    let origin = origin.as_str();
     if !origin.starts_with('/') || origin.contains('#') {
         return Err(PathError::NotOriginForm(target.chars().take(64).collect()));
     }
@@ -107,6 +128,7 @@ pub fn normalize(target: &str) -> Result<Target, PathError> {
     if decoded.contains(['\\', '\0']) {
         return Err(PathError::ForbiddenByte);
     }
+    check_unicode(&decoded)?;
     let trailing = decoded.len() > 1 && decoded.ends_with('/');
     let mut out: Vec<&str> = Vec::new();
     let mut last_was_dir = false;
@@ -145,7 +167,45 @@ pub fn normalize(target: &str) -> Result<Target, PathError> {
         path,
         match_path,
         query,
+        authority,
     })
+}
+
+/// Refuses non-ASCII characters that an upstream may fold into others
+/// (see the module docs).
+fn check_unicode(path: &str) -> Result<(), PathError> {
+    use unicode_normalization::UnicodeNormalization;
+    if path.is_ascii() {
+        return Ok(());
+    }
+    let named = |c: char| format!("U+{:04X}", c as u32);
+    for c in path.chars().filter(|c| !c.is_ascii()) {
+        if c.is_control()
+            || default_ignorable(c)
+            || c.to_lowercase().any(|l| l.is_ascii())
+            || c.to_uppercase().any(|u| u.is_ascii())
+        {
+            return Err(PathError::Folds(named(c)));
+        }
+    }
+    if !path.nfkc().eq(path.chars()) {
+        let first = path
+            .chars()
+            .find(|c| !c.to_string().nfkc().eq(std::iter::once(*c)))
+            .unwrap_or('?');
+        return Err(PathError::Folds(named(first)));
+    }
+    Ok(())
+}
+
+/// Unicode's Default_Ignorable_Code_Point: invisible characters that
+/// identifier and URL mappings drop.
+fn default_ignorable(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x034F | 0x061C | 0x115F..=0x1160 | 0x17B4..=0x17B5 | 0x180B..=0x180F
+        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F
+        | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFF8 | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A
+        | 0xE0000..=0xE0FFF)
 }
 
 fn strip_scheme(t: &str) -> Option<&str> {
@@ -315,5 +375,49 @@ mod tests {
         assert!(path_glob("/**/secret", "/a/b/secret"));
         assert!(path_glob("/v*", "/v2"));
         assert!(!path_glob("/a", "/a/b"));
+    }
+
+    #[test]
+    fn characters_that_fold_into_others_are_refused() {
+        for t in [
+            "/%EF%BD%81dmin",            // full-width a
+            "/admin%EF%BC%8Fx",          // full-width solidus
+            "/%EF%BC%8E%EF%BC%8E/admin", // full-width full stops
+            "/adm%C4%B1n",               // dotless i: upper case is I
+            "/%C4%B0",                   // dotted capital I: lower case is i + dot
+            "/ad%C2%ADmin",              // soft hyphen
+            "/ad%E2%80%8Bmin",           // zero-width space
+            "/%C5%BFecret",              // long s
+            "/%E2%84%AAey",              // Kelvin sign
+            "/cafe%CC%81",               // decomposed é (NFKC composes it)
+            "/a%C2%A0b",                 // no-break space
+            "/a%C2%85b",                 // NEL
+            "/\u{ff41}dmin",             // raw full-width a
+            "/stra%C3%9Fe",              // sharp s: upper case is SS
+        ] {
+            assert!(
+                matches!(normalize(t), Err(PathError::Folds(_))),
+                "{t}: {:?}",
+                normalize(t)
+            );
+        }
+        for t in ["/caf%C3%A9", "/%E6%97%A5%E6%9C%AC", "/%D0%BC%D0%B8%D1%80"] {
+            assert!(normalize(t).is_ok(), "{t}");
+        }
+    }
+
+    #[test]
+    fn absolute_form_keeps_its_authority() {
+        let t = normalize("http://api.example:8080/a?b=1").unwrap();
+        assert_eq!(t.authority.as_deref(), Some("api.example:8080"));
+        assert_eq!(t.forward(), "/a?b=1");
+        let t = normalize("HTTPS://other?x").unwrap();
+        assert_eq!(
+            (t.authority.as_deref(), t.forward().as_str()),
+            (Some("other"), "/?x")
+        );
+        assert_eq!(normalize("/a").unwrap().authority, None);
+        assert!(normalize("http://user@api.example/a").is_err());
+        assert!(normalize("http:///a").is_err());
     }
 }

@@ -498,6 +498,130 @@ impl<'a> Iterator for DataRowValues<'a> {
 
 impl ExactSizeIterator for DataRowValues<'_> {}
 
+/// A DataRow body walked as it streams past in pieces, for rows that are
+/// passed on without being held whole: checks the row as
+/// [`DataRowValues::new`] does and keeps the first `keep` bytes of each
+/// value (at most [`DataRowScanner::KEPT_MAX`] bytes in all), for a sample.
+/// Memory is bounded by what is kept, never by the row's size.
+#[derive(Debug)]
+pub struct DataRowScanner {
+    /// Body bytes not fed yet.
+    left: usize,
+    keep: usize,
+    /// Bytes that may still be kept, over all values.
+    budget: usize,
+    /// A fixed-size field being read across pieces (count: 2 bytes, value
+    /// length: 4).
+    field: [u8; 4],
+    have: usize,
+    /// Values still to come, once the count is read.
+    columns: Option<usize>,
+    /// Bytes of the current value still to come.
+    value_left: usize,
+    values: Vec<Option<Vec<u8>>>,
+}
+
+impl DataRowScanner {
+    /// Most bytes kept over all values of a row.
+    pub const KEPT_MAX: usize = 64 * 1024;
+
+    /// A scanner for a body of `body_len` bytes keeping `keep` bytes of
+    /// each value.
+    pub fn new(body_len: usize, keep: usize) -> Self {
+        Self {
+            left: body_len,
+            keep,
+            budget: Self::KEPT_MAX,
+            field: [0; 4],
+            have: 0,
+            columns: None,
+            value_left: 0,
+            values: Vec::new(),
+        }
+    }
+
+    /// The next piece of the body.
+    pub fn feed(&mut self, mut b: &[u8]) -> Result<(), CodecError> {
+        if b.len() > self.left {
+            return Err(CodecError::TrailingBytes {
+                msg: "DataRow",
+                extra: b.len() - self.left,
+            });
+        }
+        self.left -= b.len();
+        while !b.is_empty() {
+            if self.value_left > 0 {
+                let n = self.value_left.min(b.len());
+                if let Some(Some(v)) = self.values.last_mut() {
+                    let k = n.min(self.keep.saturating_sub(v.len())).min(self.budget);
+                    v.extend_from_slice(&b[..k]);
+                    self.budget -= k;
+                }
+                self.value_left -= n;
+                b = &b[n..];
+                continue;
+            }
+            let want = match self.columns {
+                None => 2,
+                Some(0) => {
+                    return Err(CodecError::TrailingBytes {
+                        msg: "DataRow",
+                        extra: b.len() + self.left,
+                    });
+                }
+                Some(_) => 4,
+            };
+            let n = (want - self.have).min(b.len());
+            self.field[self.have..self.have + n].copy_from_slice(&b[..n]);
+            self.have += n;
+            b = &b[n..];
+            if self.have < want {
+                continue;
+            }
+            self.have = 0;
+            let [a, c, d, e] = self.field;
+            match self.columns.as_mut() {
+                None => self.columns = Some(usize::from(u16::from_be_bytes([a, c]))),
+                Some(cols) => {
+                    *cols -= 1;
+                    let len = i32::from_be_bytes([a, c, d, e]);
+                    if len == -1 {
+                        self.values.push(None);
+                        continue;
+                    }
+                    let len = usize::try_from(len).map_err(|_| CodecError::InvalidValueLength {
+                        msg: "DataRow",
+                        len,
+                    })?;
+                    if len > b.len() + self.left {
+                        return Err(CodecError::Truncated {
+                            msg: "DataRow",
+                            field: "column value",
+                        });
+                    }
+                    self.values.push(Some(Vec::new()));
+                    self.value_left = len;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The kept beginning of each value (`None`: SQL NULL), once the
+    /// whole body was fed; an error if it was cut short.
+    pub fn finish(self) -> Result<Vec<Option<Vec<u8>>>, CodecError> {
+        let field = match self.columns {
+            None => "column count",
+            Some(0) if self.value_left == 0 && self.left == 0 => return Ok(self.values),
+            Some(_) => "column value",
+        };
+        Err(CodecError::Truncated {
+            msg: "DataRow",
+            field,
+        })
+    }
+}
+
 // ---- encoders ----
 
 /// 'R' any authentication message. `Other(code)` is written with an empty
@@ -1099,6 +1223,56 @@ mod tests {
             Err(CodecError::Unencodable { .. })
         ));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn data_row_scanner_walks_a_row_fed_in_any_pieces() {
+        // 3 columns: "hello", NULL, "".
+        let body: &[u8] = b"\0\x03\0\0\0\x05hello\xff\xff\xff\xff\0\0\0\0";
+        for piece in 1..=body.len() {
+            let mut s = DataRowScanner::new(body.len(), 3);
+            for chunk in body.chunks(piece) {
+                s.feed(chunk).unwrap();
+            }
+            assert_eq!(
+                s.finish().unwrap(),
+                vec![Some(b"hel".to_vec()), None, Some(Vec::new())],
+                "pieces of {piece}"
+            );
+        }
+        // Cut short, too long, a bad length, a value past the end.
+        let mut s = DataRowScanner::new(body.len(), 0);
+        s.feed(&body[..body.len() - 1]).unwrap();
+        assert!(matches!(s.finish(), Err(CodecError::Truncated { .. })));
+        let mut s = DataRowScanner::new(body.len() + 1, 0);
+        s.feed(body).unwrap();
+        assert!(matches!(
+            s.feed(b"x"),
+            Err(CodecError::TrailingBytes { .. })
+        ));
+        let mut s = DataRowScanner::new(6, 0);
+        assert!(matches!(
+            s.feed(b"\0\x01\xff\xff\xff\xfe"),
+            Err(CodecError::InvalidValueLength { len: -2, .. })
+        ));
+        let mut s = DataRowScanner::new(8, 0);
+        assert!(matches!(
+            s.feed(b"\0\x01\0\0\0\x09ab"),
+            Err(CodecError::Truncated { .. })
+        ));
+        // What is kept is bounded whatever the row holds.
+        let big = vec![b'x'; 3 * DataRowScanner::KEPT_MAX];
+        let mut row = vec![0, 3];
+        for _ in 0..3 {
+            row.extend_from_slice(&(big.len() as i32).to_be_bytes());
+            row.extend_from_slice(&big);
+        }
+        let mut s = DataRowScanner::new(row.len(), usize::MAX);
+        for chunk in row.chunks(1000) {
+            s.feed(chunk).unwrap();
+        }
+        let kept: usize = s.finish().unwrap().iter().flatten().map(Vec::len).sum();
+        assert_eq!(kept, DataRowScanner::KEPT_MAX);
     }
 
     #[test]

@@ -44,8 +44,11 @@ impl Frame {
 }
 
 /// Reads the header at the front of `buf`: `Ok(None)` if fewer than 5 bytes
-/// are there, else the tag and the total frame size (tag included).
-fn header(buf: &[u8], max_len: usize) -> Result<Option<(u8, usize)>, CodecError> {
+/// are there, else the tag and the total frame size (tag included). Checks
+/// the length like [`decode_frame`]. Lets a proxy decide what to do with a
+/// message (hold it whole, or pass it on as it streams) before its body is
+/// buffered.
+pub fn header(buf: &[u8], max_len: usize) -> Result<Option<(u8, usize)>, CodecError> {
     let Some((&[tag, a, b, c, d], _)) = buf.split_first_chunk::<HEADER_LEN>() else {
         return Ok(None);
     };

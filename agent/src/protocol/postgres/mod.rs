@@ -38,9 +38,10 @@ pub mod startup;
 mod wire;
 
 pub use backend::{
-    Authentication, BackendMessage, CopyFormat, DataRowValues, FieldDescription, Fields,
+    Authentication, BackendMessage, CopyFormat, DataRowScanner, DataRowValues, FieldDescription,
+    Fields,
 };
-pub use frame::{DEFAULT_MAX_MESSAGE, Frame, bytes_needed, decode_frame};
+pub use frame::{DEFAULT_MAX_MESSAGE, Frame, bytes_needed, decode_frame, header};
 pub use frontend::{FrontendMessage, Target};
 pub use startup::{
     CancelRequest, MAX_STARTUP_PACKET, ProtocolVersion, StartupMessage, StartupPacket,

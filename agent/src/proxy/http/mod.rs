@@ -5,37 +5,54 @@
 //! 1. the head is parsed ([`crate::protocol::http`]); malformed heads,
 //!    ambiguous framing (smuggling), bad targets and HTTP/2's prior-knowledge
 //!    preface get an error status and a close;
-//! 2. the target is normalised and the grant's [`HttpPolicy`] decides;
-//!    `Upgrade` requests are refused (`403`), as is `CONNECT`;
-//! 3. the request event is committed (audit before effect); a refusal gets
+//! 2. the target is normalised; a request for another host than the
+//!    target's gets `421`, one that asks the upstream for another method
+//!    or path (`X-HTTP-Method-Override`, `_method`, `X-Original-URL`...)
+//!    `403` ([`request`]); the grant's [`HttpPolicy`] decides on the
+//!    method, path, query parameters and headers (every occurrence, every
+//!    reading: see [`crate::policy::http`]); `Upgrade` requests are refused
+//!    (`403`, always on a grant with masking), as is `CONNECT`;
+//! 3. a request the policy would let through whose body holds parameters
+//!    (form, multipart, JSON) has its body read whole (up to
+//!    `max_message_bytes`, else `413`; `Expect: 100-continue` answered
+//!    first) and is decided again with them;
+//! 4. the request event is committed (audit before effect); a refusal gets
 //!    `403` with a JSON body naming the rule, its body is drained and the
 //!    connection stays usable;
-//! 4. allowed requests go upstream with the normalised target, hop-by-hop
-//!    headers and the workload's `Authorization`, `Proxy-Authorization`
-//!    and `Cookie` removed, and the grant's credential set; `Expect:
-//!    100-continue` is answered by Warden once the request is allowed;
-//!    bodies stream in bounded pieces (chunked bodies are re-chunked);
-//! 5. the response streams back untouched, unless the grant has a masking
-//!    and the body is JSON, form-urlencoded or text: such a body is read
-//!    whole up to the target's `max_message_bytes` (larger: `502`, fail
-//!    closed), gzip and deflate are decoded, the body masked and sent with a
-//!    recomputed `Content-Length` (gzip-ed again when it came gzip-ed and the
-//!    client takes gzip); other codings get `502` before their body is read
-//!    unless the masking lists them in `unmasked_encodings`, which lets them
-//!    through unmasked and says so in the event. `Accept-Encoding` is removed
-//!    upstream when masking applies, so most upstreams answer uncompressed;
-//! 6. the result event is queued.
+//! 5. allowed requests go upstream with the normalised target, the
+//!    target's own `Host`, hop-by-hop headers and the workload's
+//!    `Authorization`, `Proxy-Authorization` and `Cookie` removed, and the
+//!    grant's credential set; `Expect: 100-continue` is answered by Warden
+//!    once the request is allowed; bodies stream in bounded pieces (chunked
+//!    bodies are re-chunked). `Accept-Encoding` is removed on a grant with
+//!    masking or a credential, `Range` and `If-Range` on one with masking;
+//! 6. the response: on a grant with masking, what [`response::plan`]
+//!    says: JSON, form and text bodies are read whole up to
+//!    `max_message_bytes` (larger: `502`), gzip and deflate decoded, the
+//!    body masked and sent with a recomputed `Content-Length` (gzip-ed
+//!    again when it came gzip-ed and the client takes gzip); what cannot be
+//!    masked gets `502` before its body is read, unless the masking lists
+//!    its type in `unmasked_types` or its coding in `unmasked_encodings`
+//!    (it then passes unmasked and the event says so); the head's values
+//!    are masked too. On a grant with a credential, every response head and
+//!    body (a tunnel's too) is searched for the credential ([`echo`]): a
+//!    head or a whole body that holds it gets `502`, a streamed body is cut
+//!    (the connection closes) before the bytes that hold it;
+//! 7. the result event is queued.
 //!
 //! TLS: `upstream_tls` (or a `tls` table) makes Warden originate TLS to the
-//! upstream; `intercept_tls` makes it terminate the workload's TLS first,
-//! with a leaf of the local CA ([`ca`]) for the SNI, and verify the upstream
-//! against that SNI (or `tls.server_name`). A failed handshake ends the
-//! connection with reason `tls_handshake_failed` (`tls_no_sni` when the
-//! client named no server and none is configured); the SNI of an
-//! intercepted connection is in each request event as the pseudo-header
-//! `:sni`.
+//! upstream, verified as `tls.server_name` (default: the address);
+//! `intercept_tls` (which requires `tls.server_name`) makes it terminate
+//! the workload's TLS first, with a leaf of the local CA ([`ca`]) for the
+//! SNI. A failed handshake ends the connection with reason
+//! `tls_handshake_failed`; the SNI of an intercepted connection is in each
+//! request event as the pseudo-header `:sni`, and a request whose SNI is
+//! not the server name gets `421`.
 
 pub mod ca;
+mod echo;
+mod request;
+mod response;
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -53,14 +70,17 @@ use crate::audit::AuditHandle;
 use crate::audit::event::{ApiEvent, StatementDecision, StatementPhase};
 use crate::config::{Config, CredentialKind, HttpCredential, Protocol, Target};
 use crate::masking::Masker;
-use crate::masking::json::{FieldRules, mask_form, mask_json, undecodable};
+use crate::masking::json::{FieldRules, is_json_type, mask_form, mask_json, parse_strict};
 use crate::policy::{Action, HttpPolicy, HttpRequestFacts, HttpVerdict};
+use crate::protocol::http::params::{self, Param};
 use crate::protocol::http::{
     BodyDecoder, BodyEvent, BodyKind, Header, Headers, HttpError, LAST_CHUNK, RequestHead,
     ResponseHead, encode_chunk, looks_like_h2, parse_request, parse_response, path, remove_header,
     request_body, response_body, set_header, strip_hop_by_hop, write_request, write_response,
 };
 use crate::proxy::postgres::stream::{self, Stream};
+use echo::Echo;
+use response::{BodyClass, Coding, Plan};
 
 /// Largest request or response head.
 const MAX_HEAD: usize = 64 * 1024;
@@ -68,6 +88,9 @@ const MAX_HEAD: usize = 64 * 1024;
 const PIECE: usize = 64 * 1024;
 /// How long an idle keep-alive connection is kept.
 const IDLE: Duration = Duration::from_secs(300);
+/// How long a stream searched for the credential may hold back the few
+/// bytes that could begin it before they go on ([`echo::EchoFilter`]).
+const TUNNEL_IDLE: Duration = Duration::from_millis(100);
 /// Request headers kept in audit events (values masked).
 const AUDIT_REQUEST_HEADERS: &[&str] = &[
     "host",
@@ -136,8 +159,16 @@ pub struct Credential {
     last: std::sync::Mutex<Option<(Instant, HeaderOrWhy)>>,
 }
 
-/// A header (name, value), or why the credential cannot be used.
-type HeaderOrWhy = Result<(String, Vec<u8>), String>;
+/// The header a credential sets and what to look for in responses.
+#[derive(Debug, Clone)]
+struct CredHeader {
+    name: String,
+    value: Vec<u8>,
+    echo: Arc<Echo>,
+}
+
+/// A credential's header, or why it cannot be used.
+type HeaderOrWhy = Result<CredHeader, String>;
 
 impl Credential {
     pub fn new(config: HttpCredential) -> Self {
@@ -162,16 +193,16 @@ impl Credential {
 }
 
 struct HttpTarget {
-    /// TLS towards the upstream, and the name to verify (and send as SNI);
-    /// `None`: the workload's SNI (intercepted targets without
-    /// `tls.server_name`).
+    /// TLS towards the upstream, and the name to verify (and send as SNI).
     tls: Option<(
         Arc<rustls::ClientConfig>,
-        Option<rustls::pki_types::ServerName<'static>>,
+        rustls::pki_types::ServerName<'static>,
     )>,
     /// `intercept_tls`: the server side, presenting leaves of the local CA,
     /// and whether it has names for clients that send no SNI.
     intercept: Option<(Arc<rustls::ServerConfig>, bool)>,
+    /// The target's virtual host.
+    names: request::HostNames,
 }
 
 /// Everything HTTP connections share, built once at start.
@@ -216,9 +247,7 @@ impl HttpRuntime {
                     .map(|(cfg, name)| {
                         let mut c = (*cfg).clone();
                         c.alpn_protocols = vec![b"http/1.1".to_vec()];
-                        // Intercepted: the workload's SNI unless configured.
-                        let fixed = !t.intercept_tls || server_name.is_some();
-                        (Arc::new(c), fixed.then_some(name))
+                        (Arc::new(c), name)
                     }),
                 None => None,
             };
@@ -247,7 +276,14 @@ impl HttpRuntime {
             } else {
                 None
             };
-            targets.insert(t.name.clone(), HttpTarget { tls, intercept });
+            targets.insert(
+                t.name.clone(),
+                HttpTarget {
+                    tls,
+                    intercept,
+                    names: request::HostNames::new(t),
+                },
+            );
         }
         let mut grants = HashMap::new();
         for g in &config.grants {
@@ -383,6 +419,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.written += bytes.len() as u64;
         Ok(())
     }
+
+    /// Sends a piece of a response body, as a chunk when `rechunk`.
+    async fn send_body(&mut self, data: &[u8], rechunk: bool) -> Result<(), Stop> {
+        if rechunk {
+            let mut out = Vec::with_capacity(data.len() + 16);
+            encode_chunk(data, &mut out);
+            self.send(&out).await
+        } else {
+            self.send(data).await
+        }
+    }
 }
 
 /// A JSON error response; `close` adds `Connection: close`.
@@ -398,20 +445,6 @@ fn error_response(status: u16, reason: &str, body: &serde_json::Value, close: bo
     out.push_str("\r\n");
     out.push_str(&body);
     out.into_bytes()
-}
-
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        400 => "Bad Request",
-        403 => "Forbidden",
-        405 => "Method Not Allowed",
-        413 => "Content Too Large",
-        421 => "Misdirected Request",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
-        _ => "Error",
-    }
 }
 
 /// Longest a workload may take to complete the TLS handshake.
@@ -548,6 +581,10 @@ async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(
         caller: &caller,
         grant: &grant,
         sni,
+        names: rt
+            .targets
+            .get(&target.name)
+            .map_or_else(|| request::HostNames::new(target), |t| t.names.clone()),
     };
     let mut upstream: Option<(Stream, BytesMut)> = None;
     let mut seq = 0u64;
@@ -585,6 +622,8 @@ struct Conn<'a> {
     grant: &'a HttpGrant,
     /// The SNI of an intercepted connection.
     sni: Option<String>,
+    /// The target's virtual host.
+    names: request::HostNames,
 }
 
 /// The parts of one request kept for its events.
@@ -691,7 +730,7 @@ impl Conn<'_> {
         info!(status, reason = %message, "http request rejected");
         c.send(&error_response(
             status,
-            reason_phrase(status),
+            response::reason_phrase(status),
             &serde_json::json!({ "error": message }),
             true,
         ))
@@ -759,7 +798,7 @@ impl Conn<'_> {
             read_before,
             written_before,
         };
-        // 2. Framing, target, method.
+        // 2. Framing, target, method, host.
         let kind = match request_body(&head) {
             Ok(k) => k,
             Err(e) => return self.bad(c, 400, e.to_string(), Some(&req)).await,
@@ -779,58 +818,107 @@ impl Conn<'_> {
                 .bad(c, 405, "CONNECT is not proxied".into(), Some(&req))
                 .await;
         }
-        // Intercepted TLS: the upstream is verified as the SNI, so the
-        // request must be for that name too (no routing to another virtual
-        // host of the same server under the verified name).
-        if let Some(sni) = &self.sni
-            && let Err(why) = host_matches(head.get("host"), sni)
-        {
-            return self.bad(c, 421, why, Some(&req)).await;
+        // The target's one virtual host: the credential goes nowhere else.
+        if let Err((status, why)) = self.names.check(&head, &target, self.sni.as_deref()) {
+            return self.bad(c, status, why, Some(&req)).await;
         }
         let client_close = head.version == 0 && !head.has_token("connection", "keep-alive")
             || head.has_token("connection", "close");
         let expect_continue = head
             .get("expect")
             .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-        // 3. Decision.
-        let query_pairs = target
+        // 3. Decision: on the head first, then, when the policy would let
+        // it through, with the parameters of its body.
+        let query = target
+            .query
+            .as_deref()
+            .map(params::query_params)
+            .unwrap_or_default();
+        if let Some(why) =
+            request::header_override(&head).or_else(|| request::param_override(&query, "query"))
+        {
+            return self.bad(c, 403, why, Some(&req)).await;
+        }
+        let body_format = match params::body_format(head.all("content-type")) {
+            Ok(f) => f.filter(|_| kind != BodyKind::Empty),
+            Err(e) => return self.bad(c, 400, e.to_string(), Some(&req)).await,
+        };
+        // Parameters in a coded body: frameworks that decompress requests
+        // would read what Warden cannot judge.
+        if body_format.is_some()
+            && let Some(why) = request::coded_params(&head)
+        {
+            return self.bad(c, 415, why, Some(&req)).await;
+        }
+        let headers = params::header_params(
+            head.headers
+                .iter()
+                .map(|h| (h.name.as_str(), h.value.as_slice())),
+        );
+        let upgrade = upgrade_of(&head, &self.target.allow_upgrade).and_then(|u| match u {
+            Some(_) if self.grant.masker.is_some() => Err(
+                "protocol upgrades are refused on a grant with masking: an upgraded connection \
+                 cannot be masked"
+                    .to_owned(),
+            ),
+            u => Ok(u),
+        });
+        let decide = |body: &[Param], body_len: Option<u64>| {
+            if let Err(why) = &upgrade {
+                return HttpVerdict {
+                    action: Action::Block,
+                    rule: None,
+                    reason: why.clone(),
+                    body_limit: None,
+                };
+            }
+            self.grant.policy.decide(&HttpRequestFacts {
+                method: &req.method,
+                path: &target.match_path,
+                query: &query,
+                body,
+                headers: &headers,
+                body_len,
+            })
+        };
+        let declared = match kind {
+            BodyKind::Empty => Some(0),
+            BodyKind::Length(n) => Some(n),
+            _ => None,
+        };
+        let mut verdict = decide(&[], declared);
+        // The body, read whole when its parameters must be judged.
+        let mut body: Option<Vec<u8>> = None;
+        if let Some(format) = &body_format
+            && matches!(verdict.action, Action::Allow | Action::Approve)
+        {
+            if expect_continue {
+                c.send(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+            }
+            let bytes = match self.read_body(c, kind).await? {
+                Ok(b) => b,
+                Err((status, why)) => return self.bad(c, status, why, Some(&req)).await,
+            };
+            let found = match params::body_params(format, &bytes) {
+                Ok(p) => p,
+                Err(e) => return self.bad(c, 400, e.to_string(), Some(&req)).await,
+            };
+            if let Some(why) = request::param_override(&found, "body") {
+                return self.bad(c, 403, why, Some(&req)).await;
+            }
+            let again = decide(&found, Some(bytes.len() as u64));
+            // The body's parameters can only make the decision stricter
+            // (see policy::http); take it as it is.
+            verdict = again;
+            body = Some(bytes);
+        }
+        // An `approve` rule holds the request (its body unread) for a
+        // human decision; the final decision is what gets recorded.
+        let query_pairs: Vec<(String, String)> = target
             .query
             .as_deref()
             .map(path::query_pairs)
             .unwrap_or_default();
-        let header_pairs: Vec<(String, String)> = head
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.clone(),
-                    String::from_utf8_lossy(&h.value).into_owned(),
-                )
-            })
-            .collect();
-        let upgrade = upgrade_of(&head, &self.target.allow_upgrade);
-        let verdict = if let Err(why) = &upgrade {
-            HttpVerdict {
-                action: Action::Block,
-                rule: None,
-                reason: why.clone(),
-                body_limit: None,
-            }
-        } else {
-            self.grant.policy.decide(&HttpRequestFacts {
-                method: &req.method,
-                path: &target.match_path,
-                query: &query_pairs,
-                headers: &header_pairs,
-                body_len: match kind {
-                    BodyKind::Empty => Some(0),
-                    BodyKind::Length(n) => Some(n),
-                    _ => None,
-                },
-            })
-        };
-        // An `approve` rule holds the request (its body unread) for a
-        // human decision; the final decision is what gets recorded.
         let (verdict, approval) = if verdict.action == Action::Approve {
             let held = self.hold(c, &req, verdict, &query_pairs).await;
             if held.gone {
@@ -874,7 +962,7 @@ impl Conn<'_> {
         }
         if !verdict.is_allowed() {
             info!(method = %req.method, path = %req.path, reason = %verdict.reason, "http request refused");
-            let body = serde_json::json!({
+            let reply = serde_json::json!({
                 "error": "forbidden by policy",
                 "decision": decision.as_str(),
                 "policy": self.grant.policy.name(),
@@ -884,10 +972,15 @@ impl Conn<'_> {
             });
             // A body the client sends anyway is read and dropped; after
             // `Expect: 100-continue` the client may or may not send it, so
-            // the connection cannot stay in step: close it.
-            let in_step = !(client_close || expect_continue && kind != BodyKind::Empty);
-            let keep = in_step && self.drain(c, kind).await?;
-            c.send(&error_response(403, "Forbidden", &body, !keep))
+            // the connection cannot stay in step: close it (unless the body
+            // was read already).
+            let keep = if body.is_some() {
+                !client_close
+            } else {
+                let in_step = !(client_close || expect_continue && kind != BodyKind::Empty);
+                in_step && self.drain(c, kind).await?
+            };
+            c.send(&error_response(403, "Forbidden", &reply, !keep))
                 .await?;
             self.result(&req, c, decision, 403, 0, &[], None, None);
             return Ok(keep);
@@ -900,23 +993,40 @@ impl Conn<'_> {
         }
         remove_header(&mut out_headers, "expect");
         remove_header(&mut out_headers, "content-length");
+        // The upstream is addressed as the target's host, whatever the
+        // workload wrote (it was checked to name the same one).
+        set_header(&mut out_headers, "Host", self.names.authority());
         // An allowed upgrade keeps its hop-by-hop pair.
         let upgrade = upgrade.ok().flatten();
         if let Some(u) = &upgrade {
             set_header(&mut out_headers, "connection", "upgrade");
             set_header(&mut out_headers, "upgrade", u.as_bytes());
         }
-        match kind {
-            BodyKind::Length(n) => set_header(&mut out_headers, "Content-Length", n.to_string()),
-            BodyKind::Chunked => set_header(&mut out_headers, "Transfer-Encoding", "chunked"),
+        match (&body, kind) {
+            (Some(b), _) => set_header(&mut out_headers, "Content-Length", b.len().to_string()),
+            (None, BodyKind::Length(n)) => {
+                set_header(&mut out_headers, "Content-Length", n.to_string())
+            }
+            (None, BodyKind::Chunked) => {
+                set_header(&mut out_headers, "Transfer-Encoding", "chunked")
+            }
             _ => {}
         }
-        if self.grant.masker.is_some() {
+        // Responses must be readable to be masked and searched for the
+        // credential; a masked one is judged whole, never in ranges.
+        if self.grant.masker.is_some() || self.grant.credential.is_some() {
             remove_header(&mut out_headers, "accept-encoding");
         }
+        if self.grant.masker.is_some() {
+            response::strip_range(&mut out_headers);
+        }
+        let mut echo = None;
         if let Some(cred) = &self.grant.credential {
             match cred.header(Instant::now()) {
-                Ok((name, value)) => set_header(&mut out_headers, &name, value),
+                Ok(h) => {
+                    set_header(&mut out_headers, &h.name, h.value);
+                    echo = Some(h.echo);
+                }
                 Err(why) => {
                     warn!(error = %why, "credential unavailable");
                     c.send(&error_response(
@@ -932,7 +1042,8 @@ impl Conn<'_> {
             }
         }
         let up_head = RequestHead {
-            method: head.method.clone(),
+            // The method as the policy read it.
+            method: req.method.clone(),
             target: target.forward(),
             version: 1,
             headers: out_headers,
@@ -958,28 +1069,38 @@ impl Conn<'_> {
         };
         let mut bytes = Vec::with_capacity(1024);
         write_request(&up_head, &mut bytes);
+        if let Some(b) = &body {
+            bytes.extend_from_slice(b);
+        }
         up.write_all(&bytes)
             .await
             .map_err(|e| Stop::Upstream(e.to_string()))?;
-        if expect_continue && kind != BodyKind::Empty {
-            c.send(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
-        }
-        if let Err(e) = self.forward_body(c, up, kind, verdict.body_limit).await {
-            *upstream = None;
-            return Err(e);
+        if body.is_none() {
+            if expect_continue && kind != BodyKind::Empty {
+                c.send(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+            }
+            if let Err(e) = self.forward_body(c, up, kind, verdict.body_limit).await {
+                *upstream = None;
+                return Err(e);
+            }
         }
         up.flush()
             .await
             .map_err(|e| Stop::Upstream(e.to_string()))?;
         // 5. Response.
-        let (resp, n) = loop {
+        let scrub = self.grant.masker.is_some() || echo.is_some();
+        let (mut resp, n) = loop {
             match parse_response(ubuf, MAX_HEAD) {
                 Ok(Some((h, n))) if (100..200).contains(&h.status) && h.status != 101 => {
                     bytes::Buf::advance(ubuf, n);
-                    // Interim responses (103 Early Hints) go on as they are.
-                    let mut out = Vec::new();
-                    write_response(&h, &mut out);
-                    c.send(&out).await?;
+                    // Interim responses (103 Early Hints) go on as they
+                    // are, unless they must be judged: then they are
+                    // dropped (a client needs none of them).
+                    if !scrub {
+                        let mut out = Vec::new();
+                        write_response(&h, &mut out);
+                        c.send(&out).await?;
+                    }
                 }
                 Ok(Some(h)) => break h,
                 Ok(None) => {
@@ -1024,6 +1145,24 @@ impl Conn<'_> {
             }
         };
         bytes::Buf::advance(ubuf, n);
+        // The head: masked values, the standard reason phrase, and never
+        // the credential.
+        let mut head_masked = 0;
+        if scrub {
+            resp.reason = response::reason_phrase(resp.status).to_owned();
+        }
+        if let Some(m) = &self.grant.masker {
+            head_masked = response::mask_head(m, &mut resp.headers);
+        }
+        if let Some(e) = &echo
+            && let Some(place) = response::echo_in_head(e, &resp)
+        {
+            *upstream = None;
+            let why = format!("the upstream echoed the grant's credential in {place}");
+            let ((status, _), err) = self.fail(c, why).await?;
+            self.result(&req, c, decision, status, 0, &[], err, None);
+            return Ok(false);
+        }
         if resp.status == 101 {
             let Some((up, ubuf)) = upstream.take() else {
                 return Err(Stop::Upstream("no upstream".into()));
@@ -1033,7 +1172,9 @@ impl Conn<'_> {
                     .bad(c, 502, "upstream switched protocols unasked".into(), None)
                     .await;
             }
-            return self.tunnel(c, up, ubuf, &req, decision, &resp).await;
+            return self
+                .tunnel(c, up, ubuf, &req, decision, &resp, echo.as_deref())
+                .await;
         }
         let rkind = match response_body(&head.method, &resp) {
             Ok(k) => k,
@@ -1047,16 +1188,15 @@ impl Conn<'_> {
             || rkind == BodyKind::UntilClose;
         let close = client_close;
         let resp_audit = self.audit_headers(&resp.headers, AUDIT_RESPONSE_HEADERS);
-        // A body in a coding Warden cannot decode passes unmasked only when
-        // the masking lists that coding; it is recorded as unmasked.
-        let encoding = content_encoding(&resp);
-        let unmasked = (self.grant.masker.is_some()
-            && body_class(resp.get("content-type")).is_some()
-            && undecodable(&encoding)
-            && self.grant.fields.passes_unmasked(&encoding))
-        .then(|| {
-            format!("not masked: content-encoding {encoding} passes unmasked (unmasked_encodings)")
-        });
+        let plan = response::plan(
+            &resp,
+            rkind,
+            self.grant.masker.as_ref().map(|_| &*self.grant.fields),
+        );
+        let note = match &plan {
+            Plan::Mask { note, .. } | Plan::Stream { note } => note.clone(),
+            Plan::Refuse(_) => None,
+        };
         let client_gzip = accepts_gzip(&head);
         let (masked, err) = self
             .respond(
@@ -1067,27 +1207,27 @@ impl Conn<'_> {
                 rkind,
                 close,
                 head.version,
-                &encoding,
-                unmasked.is_none(),
+                plan,
                 client_gzip,
+                echo.as_deref(),
             )
             .await?;
         if upstream_close {
             *upstream = None;
         }
         let status_sent = masked.0;
-        if unmasked.is_some() {
-            info!(method = %req.method, path = %req.path, %encoding, "response passed unmasked by configuration");
+        if let Some(n) = &note {
+            info!(method = %req.method, path = %req.path, note = %n, "response not fully masked, by configuration");
         }
         self.result(
             &req,
             c,
             decision,
             status_sent,
-            masked.1,
+            masked.1 + head_masked as u64,
             &resp_audit,
             err.clone(),
-            unmasked,
+            note,
         );
         if err.is_some() {
             *upstream = None;
@@ -1201,43 +1341,128 @@ impl Conn<'_> {
     /// An allowed upgrade the upstream accepted (101): the response goes to
     /// the client, then bytes flow both ways untouched until either side
     /// closes. The result event records the 101 and the bytes of the whole
-    /// upgraded exchange. The connection ends with the tunnel.
+    /// upgraded exchange. The connection ends with the tunnel. With a
+    /// credential, what the upstream sends is searched for it and the
+    /// tunnel cut before the bytes that would carry it.
+    #[allow(clippy::too_many_arguments)]
     async fn tunnel<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         c: &mut Client<S>,
         mut up: Stream,
-        ubuf: BytesMut,
+        mut ubuf: BytesMut,
         req: &Req,
         decision: StatementDecision,
         resp: &ResponseHead,
+        echo: Option<&Echo>,
     ) -> Result<bool, Stop> {
+        let mut filter = echo.map(Echo::filter);
         let mut out = Vec::with_capacity(256);
         write_response(resp, &mut out);
-        out.extend_from_slice(&ubuf);
+        let mut cut: Option<String> = None;
+        match filter.as_mut().map(|f| f.push(&ubuf)) {
+            Some(Ok(safe)) => out.extend_from_slice(&safe),
+            Some(Err(form)) => {
+                cut = Some(format!(
+                    "the upstream echoed the grant's credential ({form})"
+                ))
+            }
+            None => out.extend_from_slice(&ubuf),
+        }
+        ubuf.clear();
         c.send(&out).await?;
         let early = c.buf.split();
         up.write_all(&early)
             .await
             .map_err(|e| Stop::Upstream(e.to_string()))?;
         let resp_audit = self.audit_headers(&resp.headers, AUDIT_RESPONSE_HEADERS);
-        let copied = tokio::io::copy_bidirectional(&mut c.io, &mut up).await;
-        let (to_up, to_client) = match &copied {
-            Ok((a, b)) => (*a, *b),
-            Err(_) => (0, 0),
-        };
+        let (mut to_up, mut to_client) = (0u64, 0u64);
+        let mut error: Option<String> = None;
+        if cut.is_none() {
+            let (mut cr, mut cw) = tokio::io::split(&mut c.io);
+            let (mut ur, mut uw) = tokio::io::split(&mut up);
+            let upward = async {
+                let n = tokio::io::copy(&mut cr, &mut uw).await;
+                let _ = uw.shutdown().await;
+                n
+            };
+            let downward = async {
+                let mut buf = vec![0u8; PIECE];
+                let mut sent = 0u64;
+                let cut = |form: &str| {
+                    Err(format!(
+                        "the upstream echoed the grant's credential ({form}): tunnel cut"
+                    ))
+                };
+                loop {
+                    // Bytes held back (a possible beginning of the secret)
+                    // go on after a short idle time when they are few.
+                    let holding = filter.as_ref().is_some_and(|f| f.holding());
+                    let read = if holding {
+                        tokio::time::timeout(TUNNEL_IDLE, ur.read(&mut buf)).await
+                    } else {
+                        Ok(ur.read(&mut buf).await)
+                    };
+                    let (n, safe) = match (read, filter.as_mut()) {
+                        (Err(_idle), Some(f)) => match f.release() {
+                            Ok(held) => (None, held),
+                            Err(form) => return (sent, cut(form)),
+                        },
+                        (Err(_idle), None) => continue,
+                        (Ok(Err(e)), _) => {
+                            return (sent, Err(format!("upgraded connection: {e}")));
+                        }
+                        (Ok(Ok(0)), Some(f)) => match f.release() {
+                            Ok(held) => (Some(0), held),
+                            Err(form) => return (sent, cut(form)),
+                        },
+                        (Ok(Ok(n)), Some(f)) => match f.push(&buf[..n]) {
+                            Ok(safe) => (Some(n), safe),
+                            Err(form) => return (sent, cut(form)),
+                        },
+                        (Ok(Ok(n)), None) => (Some(n), buf[..n].to_vec()),
+                    };
+                    if cw.write_all(&safe).await.is_err() {
+                        return (sent, Ok(()));
+                    }
+                    sent += safe.len() as u64;
+                    if n == Some(0) {
+                        let _ = cw.shutdown().await;
+                        return (sent, Ok(()));
+                    }
+                }
+            };
+            tokio::pin!(upward, downward);
+            let mut up_done = false;
+            loop {
+                tokio::select! {
+                    r = &mut upward, if !up_done => {
+                        up_done = true;
+                        match r {
+                            Ok(n) => to_up = n,
+                            Err(e) => error = Some(format!("upgraded connection: {e}")),
+                        }
+                    }
+                    (sent, r) = &mut downward => {
+                        to_client = sent;
+                        if let Err(e) = r {
+                            error = Some(e);
+                        }
+                        break;
+                    }
+                }
+            }
+        } else {
+            error = cut;
+        }
         c.read += to_up;
         c.written += to_client;
+        if let Some(e) = &error
+            && e.contains("credential")
+        {
+            warn!(method = %req.method, path = %req.path, "tunnel cut: the upstream echoed the credential");
+        }
         info!(method = %req.method, path = %req.path, bytes.up = to_up, bytes.down = to_client, "upgraded connection ended");
-        self.result(
-            req,
-            c,
-            decision,
-            101,
-            0,
-            &resp_audit,
-            copied.err().map(|e| format!("upgraded connection: {e}")),
-            None,
-        );
+        self.result(req, c, decision, 101, 0, &resp_audit, error, None);
         Ok(false)
     }
 
@@ -1285,20 +1510,57 @@ impl Conn<'_> {
         {
             None => Ok(Stream::Plain(tcp)),
             Some((cfg, name)) => {
-                let name = match (name, &self.sni) {
-                    (Some(n), _) => n.clone(),
-                    // Intercepted: verify the upstream as the workload
-                    // would have (the handshake guarantees an SNI here).
-                    (None, Some(sni)) => rustls::pki_types::ServerName::try_from(sni.clone())
-                        .map_err(|_| format!("SNI {sni:?} is not a valid server name"))?,
-                    (None, None) => return Err("no SNI to verify the upstream against".into()),
-                };
+                let name = name.clone();
                 let shown = format!("{name:?}");
                 let tls = tokio_rustls::TlsConnector::from(Arc::clone(cfg))
                     .connect(name, tcp)
                     .await
                     .map_err(|e| format!("TLS to {} as {shown}: {e}", self.target.address))?;
                 Ok(Stream::ClientTls(Box::new(tls)))
+            }
+        }
+    }
+
+    /// Reads a request body whole (its parameters are judged before it is
+    /// forwarded): `Ok(Err((status, why)))` when it is larger than
+    /// `max_message_bytes` (413) or malformed (400).
+    async fn read_body<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        c: &mut Client<S>,
+        kind: BodyKind,
+    ) -> Result<Result<Vec<u8>, (u16, String)>, Stop> {
+        let limit = self.target.max_message_bytes;
+        let too_large = || {
+            Ok(Err((
+                413,
+                format!(
+                    "a request body with parameters (form, multipart, JSON) is judged whole: \
+                     larger than {limit} bytes (max_message_bytes) is refused"
+                ),
+            )))
+        };
+        if let BodyKind::Length(n) = kind
+            && n > limit as u64
+        {
+            return too_large();
+        }
+        let mut dec = BodyDecoder::new(kind);
+        let mut body = Vec::new();
+        loop {
+            match dec.decode(&mut c.buf, PIECE) {
+                Ok(Some(BodyEvent::Data(d))) => {
+                    if body.len() + d.len() > limit {
+                        return too_large();
+                    }
+                    body.extend_from_slice(&d);
+                }
+                Ok(Some(BodyEvent::End)) => return Ok(Ok(body)),
+                Ok(None) => {
+                    if c.fill().await? == 0 {
+                        return Err(Stop::Protocol("client closed inside a request body".into()));
+                    }
+                }
+                Err(e) => return Ok(Err((400, e.to_string()))),
             }
         }
     }
@@ -1403,9 +1665,10 @@ impl Conn<'_> {
         }
     }
 
-    /// Sends the response: masked when it must be, else streamed. Returns
-    /// (status sent, values masked) and an error text when the response
-    /// could not be delivered as received.
+    /// Sends the response as `plan` says ([`response::plan`]), searching
+    /// it for the credential when `echo` is given. Returns (status sent,
+    /// values masked) and an error text when the response could not be
+    /// delivered as received.
     #[allow(clippy::too_many_arguments)]
     async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
@@ -1416,29 +1679,47 @@ impl Conn<'_> {
         kind: BodyKind,
         close: bool,
         client_version: u8,
-        encoding: &str,
-        mask: bool,
+        plan: Plan,
         client_gzip: bool,
+        echo: Option<&Echo>,
     ) -> Result<((u16, u64), Option<String>), Stop> {
         let status = resp.status;
-        let mask_kind = self
-            .grant
-            .masker
-            .as_ref()
-            .and_then(|_| body_class(resp.get("content-type")))
-            .filter(|_| mask && kind != BodyKind::Empty);
-        if mask_kind.is_some() && undecodable(encoding) {
-            // Refused before its body is read.
-            return self
-                .fail(c, format!("content-encoding {encoding:?} cannot be masked"))
-                .await;
-        }
+        let coding = Coding::of(&resp);
+        let json = resp
+            .get("content-type")
+            .is_some_and(|t| is_json_type(&crate::protocol::http::media_type(t).essence));
+        // Whole bodies: masked ones, and those that must be searched and
+        // can be read whole (coded ones, small ones: refused with a 502
+        // rather than cut).
+        let whole = match &plan {
+            Plan::Refuse(why) => return self.fail(c, why.clone()).await,
+            Plan::Mask { class, .. } => Some(Some(*class)),
+            Plan::Stream { .. } if echo.is_some() && kind != BodyKind::Empty => match &coding {
+                Coding::Identity if matches!(kind, BodyKind::Length(n) if n <= PIECE as u64) => {
+                    Some(None)
+                }
+                Coding::Identity => None,
+                Coding::Gzip | Coding::Deflate => Some(None),
+                Coding::Other(other) => {
+                    return self
+                        .fail(
+                            c,
+                            format!(
+                                "content-encoding {other:?} cannot be searched for the grant's \
+                                 credential"
+                            ),
+                        )
+                        .await;
+                }
+            },
+            Plan::Stream { .. } => None,
+        };
         strip_hop_by_hop(&mut resp.headers);
         if close {
             set_header(&mut resp.headers, "Connection", "close");
         }
         let mut dec = BodyDecoder::new(kind);
-        if let Some(class) = mask_kind {
+        if let Some(class) = whole {
             // Read the whole body, bounded.
             let limit = self.target.max_message_bytes;
             let mut body = Vec::new();
@@ -1450,7 +1731,8 @@ impl Conn<'_> {
                                 .fail(
                                     c,
                                     format!(
-                                        "response body larger than {limit} bytes cannot be masked"
+                                        "response body larger than {limit} bytes cannot be masked \
+                                         or searched"
                                     ),
                                 )
                                 .await;
@@ -1473,20 +1755,45 @@ impl Conn<'_> {
                     Err(e) => return self.fail(c, e.to_string()).await,
                 }
             }
-            let gzip = encoding == "gzip" || encoding == "x-gzip";
-            if gzip || encoding == "deflate" {
-                let Some(plain) = decode_body(&body, gzip, limit) else {
+            let gzip = coding == Coding::Gzip;
+            let plain = if gzip || coding == Coding::Deflate {
+                match decode_body(&body, gzip, limit) {
+                    Some(plain) => Some(plain),
+                    None => {
+                        return self
+                            .fail(c, "coded body could not be decoded within the limit".into())
+                            .await;
+                    }
+                }
+            } else {
+                None
+            };
+            let Some(class) = class else {
+                // Not masked, only searched: sent as it came.
+                if let Some(e) = echo
+                    && let Some(form) = body_echo(e, plain.as_deref().unwrap_or(&body), json)
+                {
                     return self
                         .fail(
                             c,
-                            format!("{encoding} body could not be decoded within the limit"),
+                            format!(
+                                "the upstream echoed the grant's credential in its body ({form})"
+                            ),
                         )
                         .await;
-                };
-                body = plain;
+                }
+                set_header(&mut resp.headers, "Content-Length", body.len().to_string());
+                let mut out = Vec::with_capacity(body.len() + 512);
+                write_response(&resp, &mut out);
+                out.extend_from_slice(&body);
+                c.send(&out).await?;
+                return Ok(((status, 0), None));
+            };
+            if let Some(p) = plain {
+                body = p;
                 remove_header(&mut resp.headers, "content-encoding");
             }
-            let (mut body, n) = match self.mask_body(class, &body) {
+            let (mut body, n) = match self.mask_body(class, &body, echo) {
                 Ok(x) => x,
                 Err(why) => return self.fail(c, why).await,
             };
@@ -1508,7 +1815,7 @@ impl Conn<'_> {
             c.send(&out).await?;
             return Ok(((status, n as u64), None));
         }
-        // Streamed untouched.
+        // Streamed untouched (but searched for the credential).
         let rechunk = matches!(kind, BodyKind::Chunked)
             || (kind == BodyKind::UntilClose && client_version == 1);
         if rechunk {
@@ -1517,26 +1824,54 @@ impl Conn<'_> {
         } else if kind == BodyKind::UntilClose {
             set_header(&mut resp.headers, "Connection", "close");
         }
+        let mut filter = echo.map(Echo::filter);
         let mut out = Vec::with_capacity(1024);
         write_response(&resp, &mut out);
         c.send(&out).await?;
+        let cut = |form: &str| {
+            warn!(
+                form,
+                "response cut: the upstream echoed the grant's credential"
+            );
+            Ok((
+                (status, 0),
+                Some(format!(
+                    "the upstream echoed the grant's credential in its body ({form}): response cut"
+                )),
+            ))
+        };
         loop {
             match dec.decode(ubuf, PIECE) {
                 Ok(Some(BodyEvent::Data(d))) => {
-                    out.clear();
-                    if rechunk {
-                        encode_chunk(&d, &mut out);
-                        c.send(&out).await?;
-                    } else {
-                        c.send(&d).await?;
-                    }
+                    let safe = match filter.as_mut().map(|f| f.push(&d)) {
+                        Some(Ok(safe)) => bytes::Bytes::from(safe),
+                        Some(Err(form)) => return cut(form),
+                        None => d,
+                    };
+                    c.send_body(&safe, rechunk).await?;
                 }
                 Ok(Some(BodyEvent::End)) => break,
                 Ok(None) => {
-                    let n = up
-                        .read_buf(ubuf)
-                        .await
-                        .map_err(|e| Stop::Upstream(e.to_string()))?;
+                    // Held bytes (a possible beginning of the secret) go
+                    // on after a short idle time when they are few: a
+                    // slow stream (events, long polls) does not stall.
+                    let read = match filter.as_mut() {
+                        Some(f) if f.holding() => {
+                            match tokio::time::timeout(TUNNEL_IDLE, up.read_buf(ubuf)).await {
+                                Ok(r) => r,
+                                Err(_idle) => {
+                                    let held = match f.release() {
+                                        Ok(held) => held,
+                                        Err(form) => return cut(form),
+                                    };
+                                    c.send_body(&held, rechunk).await?;
+                                    continue;
+                                }
+                            }
+                        }
+                        _ => up.read_buf(ubuf).await,
+                    };
+                    let n = read.map_err(|e| Stop::Upstream(e.to_string()))?;
                     if n == 0 {
                         if dec.eof().is_ok() {
                             break;
@@ -1549,67 +1884,109 @@ impl Conn<'_> {
                 Err(e) => return Ok(((status, 0), Some(e.to_string()))),
             }
         }
+        if let Some(f) = filter.as_mut() {
+            let rest = match f.release() {
+                Ok(rest) => rest,
+                Err(form) => return cut(form),
+            };
+            c.send_body(&rest, rechunk).await?;
+        }
         if rechunk {
             c.send(LAST_CHUNK).await?;
         }
         Ok(((status, 0), None))
     }
 
-    /// A response that cannot be delivered masked: 502 and a close.
+    /// A response that cannot be delivered (masked, without the grant's
+    /// credential): 502 and a close.
     async fn fail<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         c: &mut Client<S>,
         why: String,
     ) -> Result<((u16, u64), Option<String>), Stop> {
-        warn!(reason = %why, "response refused: it cannot be masked");
+        warn!(reason = %why, "response refused");
         c.send(&error_response(
             502,
             "Bad Gateway",
-            &serde_json::json!({"error": "response refused by Warden: it cannot be masked", "reason": why}),
+            &serde_json::json!({"error": "response refused by Warden", "reason": why}),
             true,
         ))
         .await?;
         Ok(((502, 0), Some(why)))
     }
 
-    fn mask_body(&self, class: BodyClass, body: &[u8]) -> Result<(Vec<u8>, usize), String> {
+    /// Masks a whole, decoded body of `class` and searches the result for
+    /// the credential; why it cannot be delivered otherwise.
+    fn mask_body(
+        &self,
+        class: BodyClass,
+        body: &[u8],
+        echo: Option<&Echo>,
+    ) -> Result<(Vec<u8>, usize), String> {
         let m = self.masker();
-        match class {
+        let echoed =
+            |form: &str| format!("the upstream echoed the grant's credential in its body ({form})");
+        let (out, n) = match class {
             BodyClass::Json => {
                 if body.iter().all(u8::is_ascii_whitespace) {
                     return Ok((body.to_vec(), 0));
                 }
-                let mut v: serde_json::Value = serde_json::from_slice(body)
-                    .map_err(|e| format!("JSON body does not parse: {e}"))?;
-                let n = mask_json(m, &self.grant.fields, &mut v);
-                if n == 0 {
-                    return Ok((body.to_vec(), 0));
+                let mut v = parse_strict(body)?;
+                let n = mask_json(m, &self.grant.fields, &mut v)?;
+                // Strings and names as a client decodes them (`\u0041`).
+                if let Some(e) = echo
+                    && let Some(form) = json_echo(e, &v)
+                {
+                    return Err(echoed(form));
                 }
-                serde_json::to_vec(&v)
-                    .map(|b| (b, n))
-                    .map_err(|e| e.to_string())
+                if n == 0 {
+                    (body.to_vec(), 0)
+                } else {
+                    (serde_json::to_vec(&v).map_err(|e| e.to_string())?, n)
+                }
             }
-            BodyClass::Form => {
-                Ok(mask_form(m, &self.grant.fields, body).unwrap_or_else(|| (body.to_vec(), 0)))
+            BodyClass::Form | BodyClass::Text => {
+                if let Some(what) = response::unreadable_text(body) {
+                    return Err(format!("a text or form body with {what} cannot be masked"));
+                }
+                let masked = if class == BodyClass::Form {
+                    mask_form(m, &self.grant.fields, body)?
+                } else {
+                    m.mask_patterns(body)
+                };
+                masked.unwrap_or_else(|| (body.to_vec(), 0))
             }
-            BodyClass::Text => Ok(m.mask_patterns(body).unwrap_or_else(|| (body.to_vec(), 0))),
+        };
+        if let Some(e) = echo
+            && let Some(form) = e.find_decoded(&out)
+        {
+            return Err(echoed(form));
         }
+        Ok((out, n))
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyClass {
-    Json,
-    Form,
-    Text,
+/// The form of the credential in a whole body (and, for JSON, in its
+/// strings and member names as a client decodes them).
+fn body_echo(e: &Echo, body: &[u8], json: bool) -> Option<&'static str> {
+    e.find_decoded(body).or_else(|| {
+        json.then(|| serde_json::from_slice::<serde_json::Value>(body).ok())
+            .flatten()
+            .and_then(|v| json_echo(e, &v))
+    })
 }
 
-/// Which bodies are masked, by content type.
-/// The response's content coding, lower case ("" when none).
-fn content_encoding(resp: &ResponseHead) -> String {
-    resp.get("content-encoding")
-        .map(|e| e.trim().to_ascii_lowercase())
-        .unwrap_or_default()
+/// The form of the credential in a JSON document's strings or member
+/// names, as a client decodes them.
+fn json_echo(e: &Echo, v: &serde_json::Value) -> Option<&'static str> {
+    match v {
+        serde_json::Value::String(s) => e.find_decoded(s.as_bytes()),
+        serde_json::Value::Array(items) => items.iter().find_map(|i| json_echo(e, i)),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .find_map(|(k, v)| e.find_decoded(k.as_bytes()).or_else(|| json_echo(e, v))),
+        _ => None,
+    }
 }
 
 /// Whether the request's `Accept-Encoding` takes gzip (not `gzip;q=0`).
@@ -1659,31 +2036,6 @@ fn decode_body(body: &[u8], gzip: bool, limit: usize) -> Option<Vec<u8>> {
     (ok && plain.len() <= limit).then_some(plain)
 }
 
-/// Whether a `Host` header names `sni` (case-insensitive, any port).
-fn host_matches(host: Option<&str>, sni: &str) -> Result<(), String> {
-    let Some(host) = host.map(str::trim) else {
-        return Err("a Host header is required".into());
-    };
-    let name = match host.strip_prefix('[') {
-        // [v6]:port
-        Some(rest) => rest.split(']').next().unwrap_or(""),
-        None => host.rsplit_once(':').map_or(host, |(h, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                h
-            } else {
-                host
-            }
-        }),
-    };
-    if name.eq_ignore_ascii_case(sni) {
-        Ok(())
-    } else {
-        Err(format!(
-            "Host {name:?} is not the TLS server name {sni:?} of this connection"
-        ))
-    }
-}
-
 /// The request's protocol upgrade: `Ok(None)` without `Upgrade`,
 /// `Ok(Some(value))` when every offered protocol is in the target's
 /// `allow_upgrade` and `Connection` lists `upgrade`, else why it is refused.
@@ -1719,24 +2071,6 @@ fn upgrade_of(head: &RequestHead, allowed: &[String]) -> Result<Option<String>, 
     Ok(Some(offered.join(", ")))
 }
 
-fn body_class(content_type: Option<&str>) -> Option<BodyClass> {
-    let ct = content_type?
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if ct == "application/json" || ct.ends_with("+json") {
-        Some(BodyClass::Json)
-    } else if ct == "application/x-www-form-urlencoded" {
-        Some(BodyClass::Form)
-    } else if ct.starts_with("text/") || ct == "application/xml" || ct.ends_with("+xml") {
-        Some(BodyClass::Text)
-    } else {
-        None
-    }
-}
-
 /// A query string for the audit trail: each value is masked decoded (so
 /// `bob%40example.com` is seen as the email it is), then the whole text
 /// once more as it was sent.
@@ -1763,14 +2097,15 @@ fn mask_query(m: &Masker, q: &str) -> String {
     m.mask_str(&pairs.join("&")).0.into_owned()
 }
 
-/// The header a credential sets, read from its file (see [`Credential`]).
+/// The header a credential sets, read from its file (see [`Credential`]),
+/// and the forms of its secret to look for in responses.
 fn credential_header(c: &HttpCredential) -> HeaderOrWhy {
     let secret = crate::proxy::postgres::upstream::read_password(&c.file)?;
-    Ok(match c.kind {
+    let (name, value) = match c.kind {
         CredentialKind::Bearer => {
             let mut v = b"Bearer ".to_vec();
             v.extend_from_slice(&secret);
-            ("Authorization".into(), v)
+            ("Authorization".to_owned(), v)
         }
         CredentialKind::Basic => {
             let mut raw = c.username.clone().unwrap_or_default().into_bytes();
@@ -1780,12 +2115,21 @@ fn credential_header(c: &HttpCredential) -> HeaderOrWhy {
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(raw)
             );
-            ("Authorization".into(), v.into_bytes())
+            ("Authorization".to_owned(), v.into_bytes())
         }
-        CredentialKind::Header => (c.header.clone().unwrap_or_default(), secret),
+        CredentialKind::Header => (c.header.clone().unwrap_or_default(), secret.clone()),
+    };
+    let echo = Echo::new(&secret, &value)
+        .ok_or_else(|| "the credential's secret cannot be searched for".to_owned())?;
+    Ok(CredHeader {
+        name,
+        value,
+        echo: Arc::new(echo),
     })
 }
 
+#[cfg(test)]
+mod soundness_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use super::tests::{read_head, secret_file};
 use super::*;
 use crate::audit::event::SessionId;
 use crate::audit::testutil::opts;
@@ -79,19 +80,13 @@ async fn tls_upstream(pki: &TestPki, seen: Arc<Seen>) -> std::net::SocketAddr {
                 seen.handshakes.fetch_add(1, Ordering::SeqCst);
                 let mut buf = BytesMut::new();
                 loop {
-                    let (head, n) = loop {
-                        if let Ok(Some(h)) = parse_request(&buf, 1 << 16) {
-                            break h;
-                        }
-                        if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
-                            return;
-                        }
+                    let Some(head) = read_head(&mut s, &mut buf).await else {
+                        return;
                     };
-                    bytes::Buf::advance(&mut buf, n);
                     seen.requests.fetch_add(1, Ordering::SeqCst);
                     let body = serde_json::json!({
                         "line": format!("{} {}", head.method, head.target),
-                        "auth": head.get("authorization"),
+                        "auth_injected": head.get("authorization") == Some("Bearer s3cret"),
                         "user": {"email": "bob@example.com"},
                     })
                     .to_string();
@@ -112,9 +107,7 @@ async fn tls_upstream(pki: &TestPki, seen: Arc<Seen>) -> std::net::SocketAddr {
 /// A config with one http target at `up` carrying `target_lines`, masking
 /// emails, a bearer credential, and its state in `dir/state`.
 fn config(dir: &Path, up: std::net::SocketAddr, target_lines: &str) -> Config {
-    let secret = dir.join("token");
-    std::fs::write(&secret, "s3cret\n").unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let secret = secret_file(dir, "s3cret");
     let text = format!(
         r#"[agent]
 listen = "127.0.0.1:15001"
@@ -301,8 +294,7 @@ async fn get_host<S: AsyncRead + AsyncWrite + Unpin>(
     (head.status, String::from_utf8(buf[..len].to_vec()).unwrap())
 }
 
-const INTERCEPT: &str =
-    "intercept_tls = true\ntls = { mode = \"verify-full\", ca_file = \"{ca}\" }";
+const INTERCEPT: &str = "intercept_tls = true\ntls = { mode = \"verify-full\", ca_file = \"{ca}\", server_name = \"api.test\" }";
 
 #[tokio::test]
 async fn intercepted_https_is_served_masked_and_audited_with_the_sni() {
@@ -326,7 +318,7 @@ async fn intercepted_https_is_served_masked_and_audited_with_the_sni() {
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["line"], "GET /orders?id=1");
-    assert_eq!(v["auth"], "Bearer s3cret", "credential injected");
+    assert_eq!(v["auth_injected"], true, "credential injected");
     assert!(!body.contains("bob@example.com"), "masked: {body}");
     // Keep-alive over the same TLS connection.
     assert_eq!(get(&mut s, "/two").await.0, 200);
@@ -379,41 +371,39 @@ async fn a_client_that_does_not_trust_the_warden_ca_fails_and_nothing_goes_upstr
 }
 
 #[tokio::test]
-async fn a_client_hello_without_sni_is_refused_unless_a_server_name_is_configured() {
+async fn a_client_hello_without_sni_gets_the_server_name_and_another_sni_gets_421() {
+    // Without tls.server_name an intercepting target is a config error:
+    // the workload's SNI never chooses what the upstream is verified as.
+    let dir = tempfile::tempdir().unwrap();
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let lines = "intercept_tls = true\ntls = { mode = \"verify-full\" }";
+    let parsed = std::panic::catch_unwind(|| config(dir.path(), up, lines));
+    assert!(
+        parsed.is_err(),
+        "a config without tls.server_name was accepted"
+    );
+    // rustls sends no SNI when connecting to an IP address: the leaf names
+    // the server name and the target's address, and the upstream is
+    // verified as server_name.
     let mut r = rig(INTERCEPT).await;
-    // rustls sends no SNI when connecting to an IP address.
     let ip = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
-    assert!(tls_client(r.addr, r.warden_ca(), ip.clone()).await.is_err());
-    let o = r.outcome().await;
-    assert_eq!(o.reason.as_deref(), Some("tls_no_sni"), "{o:?}");
-    assert_eq!(r.seen.requests.load(Ordering::SeqCst), 0);
-    // With tls.server_name: the leaf names it and the target's address,
-    // and the upstream is verified as server_name.
-    let mut r = rig(
-        "intercept_tls = true\ntls = { mode = \"verify-full\", ca_file = \"{ca}\", server_name = \"api.test\" }",
-    )
-    .await;
     let mut s = tls_client(r.addr, r.warden_ca(), ip).await.unwrap();
-    assert_eq!(get(&mut s, "/by-ip").await.0, 200);
+    assert_eq!(get_host(&mut s, "/by-ip", "127.0.0.1").await.0, 200);
     drop(s);
     assert_eq!(r.outcome().await.reason, None);
     assert_eq!(r.seen.requests.load(Ordering::SeqCst), 1);
-}
-
-#[tokio::test]
-async fn an_sni_the_upstream_cannot_prove_gets_502_and_nothing_is_sent() {
-    let mut r = rig(INTERCEPT).await;
-    // Warden issues for any name the workload asks, but then verifies the
-    // upstream against that name: the upstream's certificate is for api.test.
-    let name = ServerName::try_from("evil.test").unwrap();
-    let mut s = tls_client(r.addr, r.warden_ca(), name).await.unwrap();
-    let (status, body) = get_host(&mut s, "/", "evil.test").await;
-    assert_eq!(status, 502, "{body}");
-    assert!(body.contains("upstream"), "{body}");
-    let o = r.outcome().await;
-    assert_eq!(o.reason.as_deref(), Some("upstream_error"), "{o:?}");
-    assert!(o.detail.unwrap().contains("evil.test"));
-    assert_eq!(r.seen.requests.load(Ordering::SeqCst), 0);
+    // Another SNI: Warden's leaf names it, but a request on that
+    // connection is misdirected (421), whatever its Host, and nothing is
+    // sent upstream.
+    for host in ["evil.test", "api.test"] {
+        let name = ServerName::try_from("evil.test").unwrap();
+        let mut s = tls_client(r.addr, r.warden_ca(), name).await.unwrap();
+        let (status, body) = get_host(&mut s, "/", host).await;
+        assert_eq!(status, 421, "{body}");
+        assert!(body.contains("evil.test"), "{body}");
+    }
+    assert_eq!(r.seen.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(r.seen.handshakes.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
@@ -438,7 +428,7 @@ async fn upstream_tls_originates_verified_tls_for_plain_http_clients() {
     )
     .await;
     let mut s = TcpStream::connect(r.addr).await.unwrap();
-    let (status, body) = get(&mut s, "/plain").await;
+    let (status, body) = get_host(&mut s, "/plain", "other.test").await;
     assert_eq!(status, 502, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::audit::event::StatementDecision;
+use crate::policy::columns::{self, ColumnError, ColumnFacts};
 use crate::policy::sql::{Analysis, AnalyzeError, analyze};
 use crate::policy::{Action, SessionContext, Verdict};
 
@@ -43,7 +44,7 @@ impl Answer {
 
 /// The decision on one statement string, with what the audit trail and the
 /// client are told.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Decided {
     pub decision: StatementDecision,
     /// How a refusal is answered (`Policy` when allowed).
@@ -60,6 +61,9 @@ pub struct Decided {
     pub statement: String,
     /// The parse, kept for the session state it changes.
     pub analysis: Option<Analysis>,
+    /// Masked columns the statement reads and how a COPY of them is
+    /// masked (`None` without column rules or masked columns).
+    pub columns: Option<Arc<ColumnFacts>>,
 }
 
 impl Decided {
@@ -106,14 +110,15 @@ impl Decided {
                 StatementDecision::ApprovalRequired
             },
             answer: Answer::Policy,
-            class: self.class.clone(),
-            tables: self.tables.clone(),
-            functions: self.functions.clone(),
-            rule: self.rule.clone(),
             reason: Some(why),
-            statement: self.statement.clone(),
-            analysis: self.analysis.clone(),
+            ..self.clone()
         }
+    }
+
+    /// Whether the statement reads a masked column: the server's errors
+    /// and notices about it may quote the value.
+    pub fn reads_masked(&self) -> bool {
+        self.columns.as_ref().is_some_and(|c| c.reads_masked())
     }
 
     /// The ErrorResponse detail: the rule.
@@ -141,6 +146,11 @@ pub struct Decider {
     /// AS …) with their verdicts, for EXECUTE.
     ctx: SessionContext,
     cache: HashMap<String, Arc<Decided>>,
+    /// SQL-level prepared statements that read masked columns: their
+    /// EXECUTEs do too.
+    masked_prepared: std::collections::HashSet<String>,
+    /// A cursor over masked columns was declared (see `through_cursors`).
+    masked_cursors: bool,
 }
 
 impl Decider {
@@ -150,18 +160,60 @@ impl Decider {
             info,
             ctx,
             cache: HashMap::new(),
+            masked_prepared: Default::default(),
+            masked_cursors: false,
         }
     }
 
     /// The decision for `sql` as sent by the client.
     pub fn decide(&mut self, sql: &str) -> Arc<Decided> {
+        let d = self.decide_text(sql);
+        self.through_cursors(d)
+    }
+
+    /// A cursor declared over masked columns: its rows come back through
+    /// FETCH/MOVE, whose errors may then quote them too. Once such a
+    /// cursor was declared in the session, every FETCH and MOVE counts as
+    /// reading masked columns.
+    fn through_cursors(&mut self, d: Arc<Decided>) -> Arc<Decided> {
+        let statements = || d.analysis.iter().flat_map(|a| &a.statements);
+        if d.allowed() && d.reads_masked() {
+            // Registered when decided (by Query or Parse), so EXECUTE and
+            // FETCH through either protocol know; forgetting is
+            // `after_allowed`'s (a name kept too long only withholds more).
+            for s in statements() {
+                if s.command == "DECLARE" {
+                    self.masked_cursors = true;
+                }
+                if let Some((name, _)) = &s.prepare {
+                    self.masked_prepared.insert(name.clone());
+                }
+            }
+        }
+        if !self.masked_cursors
+            || d.reads_masked()
+            || !statements().any(|s| matches!(s.command.as_str(), "FETCH" | "MOVE"))
+        {
+            return d;
+        }
+        let mut facts = d.columns.as_deref().cloned().unwrap_or_default();
+        facts.masked.push("a cursor over masked columns".into());
+        Arc::new(Decided {
+            columns: Some(Arc::new(facts)),
+            ..(*d).clone()
+        })
+    }
+
+    fn decide_text(&mut self, sql: &str) -> Arc<Decided> {
         if let Some(d) = self.cache.get(sql) {
             return Arc::clone(d);
         }
         let d = Arc::new(self.decide_uncached(sql));
         // Only decisions that depend on nothing but the text (and the search
-        // path, which empties the cache when it changes) are cached.
-        if self.cacheable(&d) {
+        // path, which empties the cache when it changes) are cached, and
+        // only for short texts: a session's memory stays bounded by one
+        // message, not by CACHE_MAX of them.
+        if sql.len() <= crate::policy::cache::MAX_CACHED_TEXT && self.cacheable(&d) {
             if self.cache.len() >= CACHE_MAX {
                 self.cache.clear();
             }
@@ -194,7 +246,76 @@ impl Decider {
                 return self.rejected(statement, format!("it could not be analysed ({e})"));
             }
         };
-        self.decide_analysis(analysis, statement)
+        let d = self.decide_analysis(analysis, statement);
+        if d.allowed() {
+            self.check_columns(sql, d)
+        } else {
+            d
+        }
+    }
+
+    /// An allowed statement under column masking: every masked column it
+    /// references must stand where the masking holds
+    /// ([`crate::policy::columns`]); refused otherwise.
+    fn check_columns(&self, sql: &str, mut d: Decided) -> Decided {
+        let Some(masker) = &self.info.masker else {
+            return d;
+        };
+        let catalog = &self.info.columns;
+        if !catalog.masks_anything() {
+            return d;
+        }
+        let masking = catalog.masking().to_owned();
+        let mut facts = match columns::check(sql, catalog, masker.masked_in_predicates()) {
+            Ok(f) => f,
+            Err(e) => {
+                let rule = match &e {
+                    ColumnError::MaskedUse { rule, .. }
+                    | ColumnError::UnknownColumns { rule, .. } => {
+                        format!("[masking.{masking}] column rule \"{rule}\"")
+                    }
+                    _ => format!("[masking.{masking}]"),
+                };
+                tracing::info!(masking = %masking, reason = %e, "statement refused by column masking");
+                return Decided {
+                    decision: StatementDecision::Denied,
+                    answer: Answer::Policy,
+                    rule: Some(rule),
+                    reason: Some(e.to_string()),
+                    columns: None,
+                    ..d
+                };
+            }
+        };
+        for s in d.analysis.iter().flat_map(|a| &a.statements) {
+            let Some(name) = s
+                .execute
+                .as_ref()
+                .filter(|n| self.masked_prepared.contains(*n))
+            else {
+                continue;
+            };
+            if matches!(
+                s.command.as_str(),
+                "CREATE TABLE AS" | "SELECT INTO" | "CREATE MATERIALIZED VIEW"
+            ) {
+                return Decided {
+                    decision: StatementDecision::Denied,
+                    answer: Answer::Policy,
+                    rule: Some(format!("[masking.{masking}]")),
+                    reason: Some(format!(
+                        "prepared statement \"{name}\" reads masked columns and would be written to a new table"
+                    )),
+                    columns: None,
+                    ..d
+                };
+            }
+            facts.masked.push(format!("prepared statement {name}"));
+        }
+        if facts.reads_masked() || facts.copy.is_some() {
+            d.columns = Some(Arc::new(facts));
+        }
+        d
     }
 
     fn decide_analysis(&self, analysis: Analysis, statement: String) -> Decided {
@@ -261,6 +382,7 @@ impl Decider {
             reason: Some(why),
             statement,
             analysis: None,
+            columns: None,
         }
     }
 
@@ -293,6 +415,14 @@ impl Decider {
     pub fn after_allowed(&mut self, d: &Decided) {
         let Some(a) = &d.analysis else { return };
         for s in &a.statements {
+            match (&s.prepare, &s.deallocate) {
+                (Some(_), _) if d.reads_masked() => {}
+                (Some((name, _)), _) | (_, Some(Some(name))) => {
+                    self.masked_prepared.remove(name);
+                }
+                (_, Some(None)) => self.masked_prepared.clear(),
+                _ => {}
+            }
             for set in &s.settings {
                 if set.name == "search_path" {
                     self.ctx.search_path = match &set.value {
@@ -341,6 +471,7 @@ fn decided_from(v: Verdict, statement: String, analysis: Analysis) -> Decided {
         reason: Some(v.reason),
         statement,
         analysis: Some(analysis),
+        columns: None,
     }
 }
 

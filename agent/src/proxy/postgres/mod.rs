@@ -17,6 +17,7 @@
 //! - the query loop ([`relay`]) and statement decisions ([`decide`]).
 
 pub mod decide;
+mod params;
 pub mod relay;
 pub mod stream;
 pub mod upstream;
@@ -38,6 +39,7 @@ use crate::audit::event::{
 use crate::config::{Config, Grant, Protocol, Target};
 use crate::masking::{Masker, Strategy};
 use crate::policy::Policy;
+use crate::policy::columns::{CatalogColumn, CatalogRelation, ColumnCatalog, ColumnMask};
 use crate::protocol::postgres::backend;
 use crate::protocol::postgres::frame::decode_frame;
 use crate::protocol::postgres::startup::{
@@ -125,6 +127,15 @@ type CatalogKey = (String, String, String);
 /// (table oid, attribute number) → column strategy.
 pub type ColumnRules = Arc<HashMap<(u32, i16), Strategy>>;
 
+/// What a database's catalog says about a masking: the result columns to
+/// mask (by table OID and attribute number, as RowDescription names
+/// them) and the relations with their columns, for the statement
+/// analysis ([`crate::policy::columns`]).
+pub struct MaskedCatalog {
+    pub rules: ColumnRules,
+    pub columns: Arc<ColumnCatalog>,
+}
+
 /// Everything PostgreSQL sessions share, built once at start.
 pub struct PgRuntime {
     grants: HashMap<(String, String), Arc<PgGrant>>,
@@ -136,7 +147,7 @@ pub struct PgRuntime {
     /// can cancel its query whichever configuration its CancelRequest
     /// meets.
     cancels: Arc<CancelKeys>,
-    catalog: Mutex<HashMap<CatalogKey, (Instant, ColumnRules)>>,
+    catalog: Mutex<HashMap<CatalogKey, (Instant, Arc<MaskedCatalog>)>>,
     /// Holds statements of `approve` rules; without it they are refused.
     approvals: Option<Arc<crate::approval::Approvals>>,
     /// Enrolled uids of each account (they can never approve its requests).
@@ -272,6 +283,9 @@ pub struct SessionInfo {
     pub text_masker: Arc<Masker>,
     /// (table oid, attribute number) → column strategy.
     pub column_rules: Arc<HashMap<(u32, i16), Strategy>>,
+    /// The relations and masked columns the statement analysis resolves
+    /// names against (empty without column rules).
+    pub columns: Arc<ColumnCatalog>,
     pub audit: AuditHandle,
     pub max_message: usize,
     pub read_only: bool,
@@ -528,7 +542,7 @@ pub async fn serve(
         return out;
     }
 
-    let column_rules = match &grant.masker {
+    let catalog = match &grant.masker {
         Some(m) => match column_map(rt, &target.name, database, g, m, &mut up, target).await {
             Ok(map) => map,
             Err(why) => {
@@ -543,7 +557,10 @@ pub async fn serve(
                 return out;
             }
         },
-        None => Arc::new(HashMap::new()),
+        None => Arc::new(MaskedCatalog {
+            rules: Arc::new(HashMap::new()),
+            columns: Arc::new(ColumnCatalog::default()),
+        }),
     };
 
     // Our own cancel key for the client, mapped to the upstream's.
@@ -621,7 +638,8 @@ pub async fn serve(
         policy: Arc::clone(&grant.policy),
         masker: grant.masker.clone(),
         text_masker,
-        column_rules,
+        column_rules: Arc::clone(&catalog.rules),
+        columns: Arc::clone(&catalog.columns),
         audit: audit.clone(),
         max_message: target.max_message_bytes,
         read_only: g.read_only,
@@ -874,19 +892,25 @@ async fn cancel(
     });
 }
 
-/// The catalog map of masked columns for this grant's database: (table
-/// oid, attribute number) → strategy. Looked up on the fresh upstream
-/// session before the client gets it, cached per target, database and
-/// masking for [`CATALOG_TTL`].
+/// The catalog of masked columns for this grant's database: every
+/// relation of the user schemas with its columns, masked by the rules
+/// that name them; a child table (inheritance, partitions) and its parent
+/// share their masks by column name (rows of one are read through the
+/// other), and every column of a view or
+/// materialized view whose definition reads a masked column (directly or
+/// through other views) is masked with the strictest of them, as Warden
+/// cannot see which output column derives from which. Looked up on the
+/// fresh upstream session before the client gets it, cached per target,
+/// database and masking for [`CATALOG_TTL`].
 async fn column_map(
     rt: &PgRuntime,
     target_name: &str,
     database: &str,
     g: &Grant,
-    masker: &Masker,
+    masker: &Arc<Masker>,
     up: &mut upstream::Upstream,
     target: &Target,
-) -> Result<Arc<HashMap<(u32, i16), Strategy>>, String> {
+) -> Result<Arc<MaskedCatalog>, String> {
     let key = (
         target_name.to_owned(),
         database.to_owned(),
@@ -902,23 +926,79 @@ async fn column_map(
         return Ok(Arc::clone(map));
     }
     if !masker.has_columns() {
-        return Ok(Arc::new(HashMap::new()));
+        return Ok(Arc::new(MaskedCatalog {
+            rules: Arc::new(HashMap::new()),
+            columns: Arc::new(ColumnCatalog::default()),
+        }));
     }
-    let sql = "SELECT c.oid, a.attnum, n.nspname, c.relname, a.attname \
-               FROM pg_catalog.pg_attribute a \
-               JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-               WHERE a.attnum > 0 AND NOT a.attisdropped \
-               AND c.relkind IN ('r', 'v', 'm', 'p', 'f') \
-               AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'";
-    let rows = simple_query(up, sql, target.max_message_bytes).await?;
-    let mut map = HashMap::new();
-    for row in rows {
+    let max = target.max_message_bytes;
+    let columns = simple_query(
+        up,
+        "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname \
+         FROM pg_catalog.pg_attribute a \
+         JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE a.attnum > 0 AND NOT a.attisdropped \
+         AND c.relkind IN ('r', 'v', 'm', 'p', 'f') \
+         AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
+         ORDER BY c.oid, a.attnum",
+        max,
+    )
+    .await?;
+    let views = simple_query(
+        up,
+        "SELECT DISTINCT r.ev_class, d.refobjid, d.refobjsubid \
+         FROM pg_catalog.pg_rewrite r \
+         JOIN pg_catalog.pg_depend d ON d.objid = r.oid \
+         AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
+         WHERE d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+         AND d.refobjid <> r.ev_class",
+        max,
+    )
+    .await?;
+    let inherits = simple_query(
+        up,
+        "SELECT inhrelid, inhparent FROM pg_catalog.pg_inherits",
+        max,
+    )
+    .await?;
+    let map = Arc::new(build_catalog(
+        g.masking.as_deref().unwrap_or_default(),
+        masker,
+        &columns,
+        &views,
+        &inherits,
+    ));
+    rt.catalog
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, (Instant::now(), Arc::clone(&map)));
+    Ok(map)
+}
+
+type Rows = [Vec<Option<String>>];
+
+/// [`column_map`] from the rows of its three catalog queries.
+fn build_catalog(
+    name: &str,
+    masker: &Arc<Masker>,
+    columns: &Rows,
+    views: &Rows,
+    inherits: &Rows,
+) -> MaskedCatalog {
+    struct Rel {
+        schema: String,
+        name: String,
+        /// (attnum, attname, mask)
+        cols: Vec<(i16, String, Option<ColumnMask>)>,
+    }
+    let mut rels: std::collections::BTreeMap<u32, Rel> = std::collections::BTreeMap::new();
+    for row in columns {
         let [
             Some(oid),
-            Some(attnum),
             Some(schema),
             Some(table),
+            Some(attnum),
             Some(column),
         ] = &row[..]
         else {
@@ -927,16 +1007,118 @@ async fn column_map(
         let (Ok(oid), Ok(attnum)) = (oid.parse::<u32>(), attnum.parse::<i16>()) else {
             continue;
         };
-        if let Some(s) = masker.column_strategy(schema, table, column) {
-            map.insert((oid, attnum), s);
+        let mask = masker
+            .column_rule(schema, table, column)
+            .map(|(rule, strategy)| ColumnMask {
+                rule: rule.to_owned(),
+                strategy,
+            });
+        rels.entry(oid)
+            .or_insert_with(|| Rel {
+                schema: schema.clone(),
+                name: table.clone(),
+                cols: Vec::new(),
+            })
+            .cols
+            .push((attnum, column.clone(), mask));
+    }
+    let pairs = |rows: &Rows| -> Vec<(u32, u32, i16)> {
+        rows.iter()
+            .filter_map(|r| {
+                let a = r.first()?.as_deref()?.parse().ok()?;
+                let b = r.get(1)?.as_deref()?.parse().ok()?;
+                let sub = match r.get(2) {
+                    Some(Some(s)) => s.parse().ok()?,
+                    _ => 0,
+                };
+                Some((a, b, sub))
+            })
+            .collect()
+    };
+    let (views, inherits) = (pairs(views), pairs(inherits));
+    let strictness = |s: Strategy| match s {
+        Strategy::Last4 => 0,
+        Strategy::Hmac => 1,
+        Strategy::Redact => 2,
+        Strategy::Null => 3,
+    };
+    // Propagate to a fixpoint (each round masks at least one more column
+    // or stops; bounded by the number of columns).
+    loop {
+        let mut changed = false;
+        // Both ways: a child's rows are read through its parent too.
+        let both_ways = inherits
+            .iter()
+            .flat_map(|&(child, parent, _)| [(child, parent), (parent, child)]);
+        for (child, parent) in both_ways {
+            let masked: Vec<(String, ColumnMask)> = rels
+                .get(&parent)
+                .map(|p| {
+                    p.cols
+                        .iter()
+                        .filter_map(|(_, n, m)| Some((n.clone(), m.clone()?)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(c) = rels.get_mut(&child) {
+                for (_, n, m) in c.cols.iter_mut().filter(|(_, _, m)| m.is_none()) {
+                    if let Some((_, pm)) = masked.iter().find(|(pn, _)| pn == n) {
+                        *m = Some(pm.clone());
+                        changed = true;
+                    }
+                }
+            }
+        }
+        for &(view, refobj, sub) in &views {
+            let source = rels.get(&refobj).and_then(|r| {
+                r.cols
+                    .iter()
+                    .filter(|(a, _, _)| sub == 0 || *a == sub)
+                    .filter_map(|(_, _, m)| m.clone())
+                    .max_by_key(|m| strictness(m.strategy))
+            });
+            let (Some(source), Some(v)) = (source, rels.get_mut(&view)) else {
+                continue;
+            };
+            for (_, _, m) in v.cols.iter_mut() {
+                if m.as_ref()
+                    .is_none_or(|m| strictness(m.strategy) < strictness(source.strategy))
+                {
+                    *m = Some(source.clone());
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
         }
     }
-    let map = Arc::new(map);
-    rt.catalog
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(key, (Instant::now(), Arc::clone(&map)));
-    Ok(map)
+    let mut rules = HashMap::new();
+    let mut relations = Vec::with_capacity(rels.len());
+    for (oid, r) in rels {
+        for (attnum, _, m) in &r.cols {
+            if let Some(m) = m {
+                rules.insert((oid, *attnum), m.strategy);
+            }
+        }
+        relations.push(CatalogRelation {
+            schema: r.schema,
+            name: r.name,
+            columns: r
+                .cols
+                .into_iter()
+                .map(|(_, name, mask)| CatalogColumn { name, mask })
+                .collect(),
+        });
+    }
+    MaskedCatalog {
+        rules: Arc::new(rules),
+        columns: Arc::new(ColumnCatalog::new(
+            name,
+            relations,
+            Some(Arc::clone(masker)),
+        )),
+    }
 }
 
 /// Runs one query of Warden's own on an idle upstream session and returns
@@ -1179,6 +1361,63 @@ hmac_key_file = "{key}"
             err.contains("masking m") && err.contains("at least"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn views_and_child_tables_inherit_column_masks_from_the_catalog() {
+        let cfg: crate::masking::MaskingConfig = toml::from_str(
+            r#"columns = [ { column = "customers.email", strategy = "redact" },
+                          { column = "customers.ssn", strategy = "null" } ]"#,
+        )
+        .unwrap();
+        let masker = Arc::new(Masker::compile(&cfg, None).unwrap());
+        let row = |v: &[&str]| v.iter().map(|s| Some((*s).to_owned())).collect::<Vec<_>>();
+        let columns = [
+            // customers (10): id, email, ssn
+            row(&["10", "public", "customers", "1", "id"]),
+            row(&["10", "public", "customers", "2", "email"]),
+            row(&["10", "public", "customers", "3", "ssn"]),
+            // a partition of customers (11)
+            row(&["11", "public", "customers_2024", "1", "id"]),
+            row(&["11", "public", "customers_2024", "2", "email"]),
+            // v1 (20) reads customers.email; v2 (21) reads v1; v3 (22)
+            // reads only customers.id.
+            row(&["20", "public", "v1", "1", "id"]),
+            row(&["20", "public", "v1", "2", "contact"]),
+            row(&["21", "public", "v2", "1", "x"]),
+            row(&["22", "public", "v3", "1", "id"]),
+            row(&["30", "public", "orders", "1", "id"]),
+            row(&["40", "public", "people", "1", "ssn"]),
+            row(&["41", "hr", "customers", "1", "ssn"]),
+        ];
+        let views = [
+            row(&["20", "10", "1"]),
+            row(&["20", "10", "2"]),
+            row(&["21", "20", "2"]),
+            row(&["22", "10", "1"]),
+            row(&["22", "30", "1"]),
+        ];
+        // customers_2024 (11) is a partition of customers (10); hr.customers (41)
+        // a child of people (40), masked by its own rule.
+        let inherits = [row(&["11", "10"]), row(&["41", "40"])];
+        let c = build_catalog("pii", &masker, &columns, &views, &inherits);
+        let mut masked: Vec<_> = c.rules.iter().map(|(k, s)| (*k, *s)).collect();
+        masked.sort_by_key(|(k, _)| *k);
+        assert_eq!(
+            masked,
+            vec![
+                ((10, 2), Strategy::Redact),
+                ((10, 3), Strategy::Null),
+                ((11, 2), Strategy::Redact),
+                ((20, 1), Strategy::Redact),
+                ((20, 2), Strategy::Redact),
+                ((21, 1), Strategy::Redact),
+                ((40, 1), Strategy::Null),
+                ((41, 1), Strategy::Null),
+            ]
+        );
+        assert_eq!(c.columns.masking(), "pii");
+        assert!(c.columns.masks_anything());
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //!   transaction block is aborted, an implicit one (the rest of an
 //!   extended batch) rolled back, so what surrounded the refused statement
 //!   commits, or not, exactly as if the server had rejected it.
+//!   A statement of an `approve` rule is held until an approver decides:
+//!   a simple Query as a whole, an extended-protocol statement at the
+//!   first Execute of each bound portal, showing the values bound to it.
 //! - **upstream → client** masks and summarises. For each forwarded message
 //!   that the server answers, the client half first queues an [`Expect`];
 //!   the upstream half pops them as the answers arrive, so it always knows
@@ -44,15 +47,23 @@ use super::decide::{Answer, Decided, Decider};
 use crate::audit::event::{ResultSummary, StatementDecision, StatementPhase};
 use crate::masking::{Masked, Masker, Strategy};
 use crate::protocol::postgres::backend::{self, BackendMessage, FieldDescription};
-use crate::protocol::postgres::frame::{Frame, decode_frame};
+use crate::protocol::postgres::frame::{self, Frame, decode_frame};
 use crate::protocol::postgres::frontend::{self, FrontendMessage, Target as DescribeTarget};
+use crate::protocol::postgres::{CodecError, DataRowScanner};
 
+/// The message of an error or notice whose text was withheld.
+const WITHHELD: &str = "Warden: the server's message is withheld because the statement reads masked columns (SQLSTATE kept)";
 /// Rows kept (masked) in a statement's result summary.
 const SAMPLE_ROWS: usize = 3;
 /// Longest value kept in a result summary, in characters.
 const SAMPLE_VALUE_CHARS: usize = 200;
 /// Flush buffered output once it holds this much.
 const FLUSH_BYTES: usize = 64 * 1024;
+/// Messages longer than this (or than `max_message_bytes` when smaller)
+/// are passed on as they arrive when nothing in them must be read whole.
+const STREAM_FROM: usize = 1 << 20;
+/// Most bytes read from the upstream at once while streaming a message.
+const STREAM_CHUNK: usize = 64 * 1024;
 /// Portal Warden executes upstream in place of a refused statement: it
 /// never exists, so the server answers with an error (and aborts the
 /// transaction as the statement's own error would have).
@@ -79,6 +90,56 @@ pub enum End {
     Error(String),
 }
 
+/// Why the upstream half ends a session. The client is told with a FATAL
+/// ErrorResponse carrying [`Fatal::sqlstate`] and this text, and the
+/// statement being answered gets its result event with the same reason.
+#[derive(Debug, thiserror::Error)]
+enum Fatal {
+    /// The server reports a setting that changes how SQL is tokenised
+    /// (`client_encoding`, `standard_conforming_strings`): statements after
+    /// it could be read differently by Warden and by the server.
+    #[error("{0}; Warden closes the session")]
+    UnsafeSetting(String),
+    /// Binary COPY rows cannot be masked value by value.
+    #[error(
+        "binary COPY out cannot be masked and the grant has masking; Warden closes the session"
+    )]
+    BinaryCopyOut,
+    /// A message that must be read whole (to be masked or summarised) is
+    /// larger than the target's `max_message_bytes`.
+    #[error(
+        "the upstream sent a {what} of {len} bytes, which Warden must read whole{why} and which \
+         exceeds the target's max_message_bytes ({max}); Warden closes the session"
+    )]
+    TooLarge {
+        what: &'static str,
+        why: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("the upstream sent a malformed message: {0}")]
+    Malformed(CodecError),
+    /// A COPY TO row of masked columns that does not split as its format
+    /// says: it cannot be masked field by field.
+    #[error("a COPY row of masked columns was not understood ({0}); Warden closes the session")]
+    MaskedCopyRow(String),
+    #[error("a masked message could not be encoded: {0}")]
+    Encode(#[from] CodecError),
+}
+
+impl Fatal {
+    fn sqlstate(&self) -> &'static str {
+        match self {
+            // Changing these settings is refused by policy (SET of them is
+            // refused with 42501 too).
+            Fatal::UnsafeSetting(_) => "42501",
+            Fatal::BinaryCopyOut => "0A000",
+            Fatal::TooLarge { .. } => "54000",
+            Fatal::Malformed(_) | Fatal::Encode(_) | Fatal::MaskedCopyRow(_) => "08P01",
+        }
+    }
+}
+
 /// One column of a result, resolved for masking.
 #[derive(Debug, Clone)]
 struct Column {
@@ -88,6 +149,10 @@ struct Column {
     /// Text format, or a binary value whose bytes are text (text, varchar,
     /// name, json…): the pattern backstop can read and rewrite it.
     textual: bool,
+    /// A column rule's marker can stand for the value: text format, or a
+    /// binary type whose value is text of any length (not `"char"`, one
+    /// byte). Otherwise a masked value is sent as NULL.
+    marker_fits: bool,
 }
 
 type Columns = Arc<Vec<Column>>;
@@ -98,9 +163,12 @@ enum Expect {
     BindComplete,
     CloseComplete,
     /// A Describe; `portal` names the portal described (for its columns);
-    /// `swallow`: Warden sent it (to learn the columns), the client did not.
+    /// `statement`: the id of a described statement whose parameter types
+    /// Warden keeps (see [`ParamTypes`]); `swallow`: Warden sent it (to
+    /// learn the columns), the client did not.
     Describe {
         portal: Option<String>,
+        statement: Option<u64>,
         swallow: bool,
     },
     /// An Execute of an audited statement.
@@ -137,12 +205,18 @@ enum Expect {
         error: Bytes,
         ready: bool,
     },
+    /// Everything before it has been answered: `reply` gets whether the
+    /// server is skipping to the next Sync after an error (it would skip
+    /// what follows too). An error that drops it answers `true`.
+    Barrier {
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 impl Expect {
     /// Answered without waiting for the upstream.
     fn is_local(&self) -> bool {
-        matches!(self, Expect::Refusal { .. })
+        matches!(self, Expect::Refusal { .. } | Expect::Barrier { .. })
     }
 }
 
@@ -152,6 +226,47 @@ enum Held {
     Go(Arc<Decided>),
     /// Refuse it with this SQLSTATE.
     Refuse(Arc<Decided>, &'static str),
+}
+
+/// A statement the client parsed (extended protocol), as Warden decided it.
+struct Prepared {
+    /// Distinguishes successive statements of one name (for [`ParamTypes`]).
+    id: u64,
+    decided: Arc<Decided>,
+    /// For a statement of an `approve` rule: its approval fingerprint
+    /// (see [`statement_fingerprint`]) and whether a grant must also match
+    /// the exact parameter values (every class but read and write).
+    approval: Option<(String, bool)>,
+}
+
+/// A bound portal and what its Execute needs.
+#[derive(Clone)]
+struct Portal {
+    decided: Arc<Decided>,
+    /// Asked of the approvers at the portal's first Execute; `None` once
+    /// approved (a later Execute continues the same execution: same
+    /// statement, same values) or when no approval is needed.
+    ask: Option<Ask>,
+}
+
+/// An approval request for one execution.
+#[derive(Clone)]
+struct Ask {
+    /// The statement and its bound values, masked, as the approver sees it.
+    statement: String,
+    fingerprint: String,
+}
+
+/// Parameter types of statements that need approval, by statement id: the
+/// types the client declared at Parse, replaced by the server's
+/// ParameterDescription when the client describes the statement. Written
+/// by both halves; an entry exists only while the statement does.
+type ParamTypes = Arc<std::sync::Mutex<HashMap<u64, Vec<u32>>>>;
+
+fn lock_types(t: &ParamTypes) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<u32>>> {
+    // A panic while holding the lock leaves a map of plain values: still
+    // consistent.
+    t.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A forwarded statement whose results are being summarised.
@@ -180,7 +295,9 @@ where
     let (cr, cw) = tokio::io::split(client);
     let (ur, uw) = tokio::io::split(upstream);
     let (tx, rx) = mpsc::unbounded_channel();
+    let param_types = ParamTypes::default();
     let down = Downstream {
+        param_types: Arc::clone(&param_types),
         info: Arc::clone(&info),
         upstream: ur,
         buf: upstream_rest,
@@ -189,6 +306,7 @@ where
         expect: rx,
         queue: VecDeque::new(),
         status,
+        failed: false,
         portal_columns: HashMap::new(),
         current: None,
         counters: Arc::clone(&counters),
@@ -203,6 +321,8 @@ where
         expect: tx,
         statements: HashMap::new(),
         portals: HashMap::new(),
+        param_types,
+        next_statement: 0,
         described: None,
         skipping: false,
         seq: 0,
@@ -235,9 +355,12 @@ struct Upstream<R, W> {
     out: BytesMut,
     expect: mpsc::UnboundedSender<Expect>,
     /// Parsed statements by name ("" = unnamed) and their decisions.
-    statements: HashMap<String, Arc<Decided>>,
+    statements: HashMap<String, Arc<Prepared>>,
     /// Bound portals by name and the statement each runs.
-    portals: HashMap<String, Option<Arc<Decided>>>,
+    portals: HashMap<String, Option<Portal>>,
+    param_types: ParamTypes,
+    /// Ids given to parsed statements so far.
+    next_statement: u64,
     /// The portal the client described since it was bound.
     described: Option<String>,
     /// An error in an extended-protocol batch: discard until Sync.
@@ -276,6 +399,15 @@ where
                 let frame = match decode_frame(&mut self.buf, self.info.max_message) {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
+                    Err(CodecError::TooLong { tag, len, max }) => {
+                        let what = tag.and_then(frontend::name_of).unwrap_or("message");
+                        let e = format!(
+                            "a {what} message of {len} bytes exceeds the target's \
+                             max_message_bytes ({max})"
+                        );
+                        self.fatal("54000", &e);
+                        return End::Error(format!("client message too large: {e}"));
+                    }
                     Err(e) => {
                         self.fatal("08P01", &format!("protocol violation: {e}"));
                         return End::Error(format!("client protocol error: {e}"));
@@ -347,23 +479,44 @@ where
                 let sql = sql.to_owned();
                 self.query(&frame, &sql).await?;
             }
-            FrontendMessage::Parse { name, query, .. } => {
+            FrontendMessage::Parse {
+                name,
+                query,
+                param_types,
+            } => {
                 if self.skipping {
                     return Ok(true);
                 }
                 let (name, query) = (name.to_owned(), query.to_owned());
                 let d = self.decider.decide(&query);
-                let d = match self.approval(d, &query).await? {
-                    Held::Go(d) => d,
-                    Held::Refuse(d, code) => {
-                        self.seq += 1;
-                        self.refuse_with(&d, "extended", false, code).await?;
-                        self.skipping = true;
-                        return Ok(true);
+                // A statement of an `approve` rule is parsed (which runs
+                // nothing) and asked about at each execution, with the
+                // values bound to it.
+                let ask = d.decision == StatementDecision::ApprovalRequired
+                    && self.info.approvals.is_some();
+                if d.allowed() || ask {
+                    self.next_statement += 1;
+                    let id = self.next_statement;
+                    let approval = ask.then(|| {
+                        let exact = !matches!(d.class.as_str(), "read" | "write");
+                        (statement_fingerprint(&d.class, &query), exact)
+                    });
+                    let mut types = lock_types(&self.param_types);
+                    if ask {
+                        types.insert(id, param_types.clone());
                     }
-                };
-                if d.allowed() {
-                    self.statements.insert(name, d);
+                    let old = self.statements.insert(
+                        name,
+                        Arc::new(Prepared {
+                            id,
+                            decided: d,
+                            approval,
+                        }),
+                    );
+                    if let Some(old) = old {
+                        types.remove(&old.id);
+                    }
+                    drop(types);
                     self.forward(&frame);
                     self.queue(Expect::ParseComplete);
                 } else {
@@ -373,13 +526,20 @@ where
                 }
             }
             FrontendMessage::Bind {
-                portal, statement, ..
+                portal,
+                statement,
+                param_formats,
+                params,
+                ..
             } => {
                 if self.skipping {
                     return Ok(true);
                 }
-                let stmt = self.statements.get(statement).cloned();
-                self.portals.insert(portal.to_owned(), stmt);
+                let bound = self
+                    .statements
+                    .get(statement)
+                    .map(|p| self.bound(p, &param_formats, &params));
+                self.portals.insert(portal.to_owned(), bound);
                 if self.described.as_deref() == Some(portal) {
                     self.described = None;
                 }
@@ -390,16 +550,23 @@ where
                 if self.skipping {
                     return Ok(true);
                 }
-                let portal = match kind {
+                let (portal, statement) = match kind {
                     DescribeTarget::Portal => {
                         self.described = Some(name.to_owned());
-                        Some(name.to_owned())
+                        (Some(name.to_owned()), None)
                     }
-                    DescribeTarget::Statement => None,
+                    DescribeTarget::Statement => (
+                        None,
+                        self.statements
+                            .get(name)
+                            .filter(|p| p.approval.is_some())
+                            .map(|p| p.id),
+                    ),
                 };
                 self.forward(&frame);
                 self.queue(Expect::Describe {
                     portal,
+                    statement,
                     swallow: false,
                 });
             }
@@ -408,7 +575,7 @@ where
                     return Ok(true);
                 }
                 let portal = portal.to_owned();
-                let Some(Some(d)) = self.portals.get(&portal).cloned() else {
+                let Some(Some(bound)) = self.portals.get(&portal).cloned() else {
                     // A portal bound to a statement Warden never saw parsed
                     // (or none at all): nothing to decide on, so refuse.
                     self.seq += 1;
@@ -416,6 +583,37 @@ where
                     self.refuse(&d, "extended", false).await?;
                     self.skipping = true;
                     return Ok(true);
+                };
+                let d = match bound.ask {
+                    None => bound.decided,
+                    Some(_) if self.batch_failed().await? => {
+                        // The server is skipping to Sync after an error
+                        // earlier in the batch (a failed Bind…): it would
+                        // not run this Execute, so there is nothing to ask.
+                        self.skipping = true;
+                        return Ok(true);
+                    }
+                    Some(ask) => {
+                        match self
+                            .approval(bound.decided, ask.statement, ask.fingerprint)
+                            .await?
+                        {
+                            Held::Go(d) => {
+                                let approved = Portal {
+                                    decided: Arc::clone(&d),
+                                    ask: None,
+                                };
+                                self.portals.insert(portal.clone(), Some(approved));
+                                d
+                            }
+                            Held::Refuse(d, code) => {
+                                self.seq += 1;
+                                self.refuse_with(&d, "extended", false, code).await?;
+                                self.skipping = true;
+                                return Ok(true);
+                            }
+                        }
+                    }
                 };
                 self.seq += 1;
                 let stmt = self.audit_request(&d, "extended").await?;
@@ -430,6 +628,7 @@ where
                         .map_err(|e| e.to_string())?;
                     self.queue(Expect::Describe {
                         portal: Some(portal.clone()),
+                        statement: None,
                         swallow: true,
                     });
                     self.described = Some(portal.clone());
@@ -443,7 +642,9 @@ where
                 }
                 match kind {
                     DescribeTarget::Statement => {
-                        self.statements.remove(name);
+                        if let Some(p) = self.statements.remove(name) {
+                            lock_types(&self.param_types).remove(&p.id);
+                        }
                     }
                     DescribeTarget::Portal => {
                         self.portals.remove(name);
@@ -490,7 +691,8 @@ where
 
     async fn query(&mut self, frame: &Frame, sql: &str) -> Result<(), String> {
         let d = self.decider.decide(sql);
-        let d = match self.approval(d, sql).await? {
+        let (shown, fingerprint) = (d.statement.clone(), statement_fingerprint(&d.class, sql));
+        let d = match self.approval(d, shown, fingerprint).await? {
             Held::Go(d) => d,
             Held::Refuse(d, code) => {
                 self.seq += 1;
@@ -510,6 +712,54 @@ where
             self.queue(Expect::Query { stmt });
         }
         Ok(())
+    }
+
+    /// Whether the server is skipping to the next Sync after an error
+    /// earlier in this batch: what was forwarded is sent with a Flush (so
+    /// that the server answers it now) and Warden waits for the answers.
+    async fn batch_failed(&mut self) -> Result<bool, String> {
+        let (reply, answer) = oneshot::channel();
+        frontend::flush(&mut self.out);
+        self.queue(Expect::Barrier { reply });
+        self.flush()
+            .await
+            .map_err(|e| format!("writing to upstream: {e}"))?;
+        answer.await.map_err(|_| "session closed".to_owned())
+    }
+
+    /// What a Bind of `p` with these values gives its portal: for a
+    /// statement of an `approve` rule, the request its Execute will ask,
+    /// showing the values (masked) and, for every class but read and write,
+    /// with a fingerprint that covers them exactly.
+    fn bound(&self, p: &Prepared, formats: &[i16], params: &[Option<&[u8]>]) -> Portal {
+        let ask = p.approval.as_ref().map(|(fingerprint, exact)| {
+            let types = lock_types(&self.param_types)
+                .get(&p.id)
+                .cloned()
+                .unwrap_or_default();
+            let shown = super::params::show(params, formats, &types, &self.info.text_masker);
+            if params.is_empty() {
+                return Ask {
+                    statement: p.decided.statement.clone(),
+                    fingerprint: fingerprint.clone(),
+                };
+            }
+            Ask {
+                statement: format!("{}\n-- parameters: {}", p.decided.statement, shown.text),
+                fingerprint: if *exact {
+                    crate::approval::fingerprint::exact_fingerprint(
+                        "postgres",
+                        &format!("{fingerprint}\0parameters\0{}", shown.digest),
+                    )
+                } else {
+                    fingerprint.clone()
+                },
+            }
+        });
+        Portal {
+            decided: Arc::clone(&p.decided),
+            ask,
+        }
     }
 
     /// Audits the request phase of an allowed statement (committed before
@@ -559,7 +809,16 @@ where
     /// waits (nothing is forwarded; the client gets a NoticeResponse with
     /// the request id) until it is approved, denied, withdrawn (cancel, or
     /// the client closing) or timed out. Other decisions pass unchanged.
-    async fn approval(&mut self, d: Arc<Decided>, sql: &str) -> Result<Held, String> {
+    /// `shown` is what the approver sees (and what the audit trail records
+    /// for this execution): the masked statement, with its bound values in
+    /// the extended protocol; a grant matching `fingerprint` answers
+    /// without asking.
+    async fn approval(
+        &mut self,
+        d: Arc<Decided>,
+        shown: String,
+        fingerprint: String,
+    ) -> Result<Held, String> {
         use crate::approval::{Gate, RequestSpec, Resolution};
         if d.decision != StatementDecision::ApprovalRequired {
             return Ok(Held::Go(d));
@@ -578,27 +837,31 @@ where
             session: Some(self.info.session),
             process: self.info.process.clone(),
             identity: self.info.identity.clone(),
-            statement: d.statement.clone(),
-            fingerprint: statement_fingerprint(&d.class, sql),
+            statement: shown.clone(),
+            fingerprint,
             policy: Some(self.info.policy.name().to_owned()),
             rule: d.rule.clone(),
             risk: d.class.clone(),
             account_uids: self.info.account_uids.clone(),
         };
+        // This execution's decision, recorded with what the approver saw.
+        let after = |allow: bool, why: String| {
+            let mut a = d.after_approval(allow, why);
+            a.statement.clone_from(&shown);
+            Arc::new(a)
+        };
         let mut hold = match approvals.request(spec).await {
             Ok(Gate::Granted { grant_id }) => {
-                return Ok(Held::Go(Arc::new(
-                    d.after_approval(true, format!("approved by grant {grant_id}")),
+                return Ok(Held::Go(after(
+                    true,
+                    format!("approved by grant {grant_id}"),
                 )));
             }
             Ok(Gate::Held(h)) => h,
             Err(e) => {
                 tracing::error!(error = %e, "approval request could not be recorded");
                 return Ok(Held::Refuse(
-                    Arc::new(d.after_approval(
-                        false,
-                        "the approval request could not be recorded".into(),
-                    )),
+                    after(false, "the approval request could not be recorded".into()),
                     "42501",
                 ));
             }
@@ -646,13 +909,11 @@ where
         self.info.hold.set(None);
         let why = res.describe(&id, approvals.config().approval_timeout_secs);
         Ok(match res {
-            Resolution::Approved { .. } => Held::Go(Arc::new(d.after_approval(true, why))),
+            Resolution::Approved { .. } => Held::Go(after(true, why)),
             // A withdrawal (cancel, the client gone) reads like a cancel.
-            Resolution::Withdrawn { .. } => {
-                Held::Refuse(Arc::new(d.after_approval(false, why)), "57014")
-            }
+            Resolution::Withdrawn { .. } => Held::Refuse(after(false, why), "57014"),
             Resolution::Denied { .. } | Resolution::TimedOut | Resolution::Failed { .. } => {
-                Held::Refuse(Arc::new(d.after_approval(false, why)), "42501")
+                Held::Refuse(after(false, why), "42501")
             }
         })
     }
@@ -782,8 +1043,12 @@ struct Downstream<R, W> {
     queue: VecDeque<Expect>,
     /// Transaction status of the last ReadyForQuery.
     status: u8,
+    /// An error since the last ReadyForQuery: the server skips extended
+    /// protocol messages up to the next Sync.
+    failed: bool,
     /// Columns of described portals.
     portal_columns: HashMap<String, Columns>,
+    param_types: ParamTypes,
     /// Result being summarised (the statement at the head of the queue).
     current: Option<Summary>,
     counters: Arc<Counters>,
@@ -801,6 +1066,8 @@ struct Summary {
     error: Option<String>,
     /// Rows of an internal query.
     internal: Vec<Vec<Option<String>>>,
+    /// CopyData rows seen (COPY TO).
+    copy_rows: u64,
 }
 
 impl<R, W> Downstream<R, W>
@@ -820,24 +1087,42 @@ where
             self.take_queued();
             self.local();
             loop {
+                // A large message is passed on as it arrives when nothing
+                // in it has to be read whole; else it is held, up to
+                // `max_message_bytes`.
+                match frame::header(&self.buf, frame::DEFAULT_MAX_MESSAGE) {
+                    Ok(Some((tag, total))) if total > self.stream_from() => {
+                        self.take_queued();
+                        match self.must_hold(tag) {
+                            None => {
+                                if let Err(end) = self.stream(tag, total).await {
+                                    return end;
+                                }
+                                self.local();
+                                continue;
+                            }
+                            Some((what, why)) if total - 1 > self.info.max_message => {
+                                return self.fatal(Fatal::TooLarge {
+                                    what,
+                                    why,
+                                    len: total - 1,
+                                    max: self.info.max_message,
+                                });
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => return self.fatal(Fatal::Malformed(e)),
+                }
                 let frame = match decode_frame(&mut self.buf, self.info.max_message) {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
-                    Err(e) => {
-                        let b = super::error_bytes(
-                            "FATAL",
-                            "08P01",
-                            "Warden: the upstream sent a malformed or oversized message",
-                            Some(&e.to_string()),
-                            None,
-                        );
-                        self.out.extend_from_slice(&b);
-                        return End::Error(format!("upstream protocol error: {e}"));
-                    }
+                    Err(e) => return self.fatal(Fatal::Malformed(e)),
                 };
                 self.take_queued();
-                if let Err(e) = self.message(frame) {
-                    return End::Error(e);
+                if let Err(f) = self.message(frame) {
+                    return self.fatal(f);
                 }
                 self.local();
                 if self.out.len() >= FLUSH_BYTES
@@ -863,6 +1148,144 @@ where
         }
     }
 
+    /// Messages longer than this are streamed when they can be.
+    fn stream_from(&self) -> usize {
+        STREAM_FROM.min(self.info.max_message)
+    }
+
+    /// Whether a message with this tag, arriving now, must be read whole:
+    /// `None` when it can be passed on as it streams, else what it is and
+    /// why it must be held (for [`Fatal::TooLarge`]).
+    fn must_hold(&self, tag: u8) -> Option<(&'static str, &'static str)> {
+        let ours = matches!(
+            self.queue.front(),
+            Some(Expect::Internal { .. } | Expect::Describe { swallow: true, .. })
+        );
+        let patterns = self.info.masker.as_ref().is_some_and(|m| m.has_patterns());
+        match tag {
+            _ if ours => Some(("message", " (an answer to Warden's own query)")),
+            b'D' if self.row_needs_masking() => Some(("result row", " to mask it")),
+            b'd' if patterns => Some(("COPY data message", " to mask it")),
+            b'V' if patterns => Some(("function result", " to mask it")),
+            b'D' | b'd' | b'V' => None,
+            _ => Some((backend::name_of(tag).unwrap_or("message"), " to read it")),
+        }
+    }
+
+    /// The columns of the rows arriving now.
+    fn row_columns(&self) -> Option<Columns> {
+        match self.queue.front() {
+            Some(Expect::Execute { portal, .. }) => self.portal_columns.get(portal).cloned(),
+            _ => self.current.as_ref().and_then(|s| s.columns.clone()),
+        }
+    }
+
+    /// A row arriving now needs masking when the grant masks and one of
+    /// its columns has a column rule, or is text and the masking has
+    /// patterns (they apply to every text value, so with patterns every
+    /// text row is read whole), or its columns are not known.
+    fn row_needs_masking(&self) -> bool {
+        let Some(masker) = &self.info.masker else {
+            return false;
+        };
+        self.row_columns().is_none_or(|cols| {
+            cols.iter()
+                .any(|c| c.strategy.is_some() || (c.textual && masker.has_patterns()))
+        })
+    }
+
+    /// Passes on a message of `total` bytes (tag included) from the
+    /// upstream to the client as it arrives, holding at most a read's
+    /// worth of it. A DataRow is walked on its way for the row count and
+    /// the sample.
+    async fn stream(&mut self, tag: u8, total: usize) -> Result<(), End> {
+        self.flush()
+            .await
+            .map_err(|e| End::Error(format!("writing to client: {e}")))?;
+        let body = total - frame::HEADER_LEN;
+        let sampling = self
+            .current
+            .as_ref()
+            .is_none_or(|s| s.sample.len() < SAMPLE_ROWS);
+        let keep = if sampling { SAMPLE_VALUE_CHARS * 4 } else { 0 };
+        let mut scan = (tag == b'D').then(|| DataRowScanner::new(body, keep));
+        let mut remaining = total;
+        let mut header = frame::HEADER_LEN;
+        loop {
+            if !self.buf.is_empty() {
+                let piece = self.buf.split_to(remaining.min(self.buf.len()));
+                let skip = header.min(piece.len());
+                header -= skip;
+                if let Some(s) = scan.as_mut()
+                    && let Err(e) = s.feed(&piece[skip..])
+                {
+                    return Err(self.fatal(Fatal::Malformed(e)));
+                }
+                self.client
+                    .write_all(&piece)
+                    .await
+                    .map_err(|e| End::Error(format!("writing to client: {e}")))?;
+                self.counters
+                    .down
+                    .fetch_add(piece.len() as u64, Ordering::Relaxed);
+                remaining -= piece.len();
+                if remaining == 0 {
+                    break;
+                }
+            }
+            self.buf.reserve(STREAM_CHUNK);
+            match self.upstream.read_buf(&mut self.buf).await {
+                Ok(0) => return Err(End::UpstreamClosed),
+                Ok(_) => {}
+                Err(e) => return Err(End::Error(format!("reading from upstream: {e}"))),
+            }
+        }
+        if let Some(s) = scan {
+            let values = match s.finish() {
+                Ok(v) => v,
+                Err(e) => return Err(self.fatal(Fatal::Malformed(e))),
+            };
+            let values: Vec<Option<&[u8]>> = values
+                .iter()
+                .map(|v| v.as_deref().map(utf8_prefix))
+                .collect();
+            let cols = self.row_columns();
+            self.count_row(&values, cols.as_deref().map(|c| c.as_slice()));
+        }
+        Ok(())
+    }
+
+    /// Ends the session: the client gets a FATAL error after what it was
+    /// already sent, and every statement still owed an answer gets its
+    /// result event (the one being answered with the reason, the others
+    /// with the fact that the session ended before their answer).
+    fn fatal(&mut self, f: Fatal) -> End {
+        let why = f.to_string();
+        let code = f.sqlstate();
+        self.take_queued();
+        let mut first = true;
+        while let Some(front) = self.queue.front() {
+            if matches!(
+                front,
+                Expect::Execute { .. } | Expect::Query { .. } | Expect::FunctionCall { .. }
+            ) {
+                let s = self.summary();
+                s.sqlstate = Some(code.to_owned());
+                s.error = Some(if first {
+                    why.clone()
+                } else {
+                    format!("the session ended before this statement was answered: {why}")
+                });
+                first = false;
+            }
+            self.finish_front();
+        }
+        let b = super::error_bytes("FATAL", code, &format!("Warden: {why}"), None, None);
+        self.out.extend_from_slice(&b);
+        tracing::warn!(error = %why, "postgres session ended by the upstream half");
+        End::Error(why)
+    }
+
     fn take_queued(&mut self) {
         while let Ok(e) = self.expect.try_recv() {
             self.queue.push_back(e);
@@ -872,11 +1295,17 @@ where
     /// Sends queued refusals that have reached the head of the queue.
     fn local(&mut self) {
         while self.queue.front().is_some_and(Expect::is_local) {
-            if let Some(Expect::Refusal { error, ready }) = self.queue.pop_front() {
-                self.out.extend_from_slice(&error);
-                if ready {
-                    backend::ready_for_query(&mut self.out, self.status);
+            match self.queue.pop_front() {
+                Some(Expect::Refusal { error, ready }) => {
+                    self.out.extend_from_slice(&error);
+                    if ready {
+                        backend::ready_for_query(&mut self.out, self.status);
+                    }
                 }
+                Some(Expect::Barrier { reply }) => {
+                    let _ = reply.send(self.failed);
+                }
+                _ => {}
             }
         }
     }
@@ -896,22 +1325,26 @@ where
         self.out.extend_from_slice(&frame.raw);
     }
 
-    fn message(&mut self, frame: Frame) -> Result<(), String> {
-        let msg = BackendMessage::parse(&frame)
-            .map_err(|e| format!("upstream sent a malformed message: {e}"))?;
+    fn message(&mut self, frame: Frame) -> Result<(), Fatal> {
+        let msg = BackendMessage::parse(&frame).map_err(Fatal::Malformed)?;
         let internal = matches!(self.queue.front(), Some(Expect::Internal { .. }));
         match msg {
             // Asynchronous messages, valid at any time.
             BackendMessage::NoticeResponse(fields) => {
                 if !internal {
-                    self.masked_fields(&frame, &fields.0, false)?;
+                    if self.front_reads_masked() {
+                        self.withheld_fields(&fields.0, false)?;
+                    } else {
+                        self.masked_fields(&frame, &fields.0, false)?;
+                    }
                 }
             }
             BackendMessage::ParameterStatus { name, value } => {
                 // A setting that changes how SQL is tokenised, changed by
                 // some path the policy did not see: stop rather than parse
-                // the rest of the session wrongly.
-                super::check_server_parameter(name, value)?;
+                // the rest of the session wrongly. The client does not get
+                // the new value (it would switch its own encoding).
+                super::check_server_parameter(name, value).map_err(Fatal::UnsafeSetting)?;
                 self.pass(&frame);
             }
             BackendMessage::NotificationResponse {
@@ -919,8 +1352,7 @@ where
                 channel,
                 payload,
             } => match self.mask_str(payload) {
-                Some(p) => backend::notification_response(&mut self.out, process_id, channel, &p)
-                    .map_err(|e| e.to_string())?,
+                Some(p) => backend::notification_response(&mut self.out, process_id, channel, &p)?,
                 None => self.pass(&frame),
             },
             BackendMessage::ParseComplete
@@ -934,7 +1366,17 @@ where
                 }
                 self.pass(&frame);
             }
-            BackendMessage::ParameterDescription { .. } => {
+            BackendMessage::ParameterDescription { types } => {
+                if let Some(Expect::Describe {
+                    statement: Some(id),
+                    ..
+                }) = self.queue.front()
+                    && let Some(known) = lock_types(&self.param_types).get_mut(id)
+                {
+                    // The server's types, for showing binary values to an
+                    // approver.
+                    *known = types;
+                }
                 if !self.swallowing() {
                     self.pass(&frame);
                 }
@@ -942,7 +1384,9 @@ where
             BackendMessage::RowDescription { fields } => {
                 let cols = self.columns(&fields);
                 match self.queue.front() {
-                    Some(Expect::Describe { portal, swallow }) => {
+                    Some(Expect::Describe {
+                        portal, swallow, ..
+                    }) => {
                         if let Some(p) = portal {
                             self.portal_columns.insert(p.clone(), Arc::clone(&cols));
                         }
@@ -960,7 +1404,10 @@ where
                 }
             }
             BackendMessage::NoData => {
-                if let Some(Expect::Describe { portal, swallow }) = self.queue.front() {
+                if let Some(Expect::Describe {
+                    portal, swallow, ..
+                }) = self.queue.front()
+                {
                     if let Some(p) = portal {
                         self.portal_columns.remove(p);
                     }
@@ -1023,21 +1470,30 @@ where
                     self.summary().error = Some(msg);
                     return Ok(());
                 }
+                let withheld = self.front_reads_masked();
                 {
                     let code = fields.get(b'C').map(str::to_owned);
-                    let msg = fields.get(b'M').map(|m| self.masked_text(m));
+                    let msg = if withheld {
+                        Some(WITHHELD.to_owned())
+                    } else {
+                        fields.get(b'M').map(|m| self.masked_text(m))
+                    };
                     let s = self.summary();
                     s.sqlstate = code;
                     s.error = msg;
                 }
-                self.masked_fields(&frame, &fields.0, true)?;
+                if withheld {
+                    self.withheld_fields(&fields.0, true)?;
+                } else {
+                    self.masked_fields(&frame, &fields.0, true)?;
+                }
                 self.after_error();
             }
             BackendMessage::CopyOutResponse(ref f) | BackendMessage::CopyBothResponse(ref f) => {
                 if f.overall != 0 && self.info.masker.is_some() {
                     // Binary COPY rows cannot be masked value by value:
                     // fail closed rather than send them unmasked.
-                    return Err("binary COPY out with masking configured; session ended".to_owned());
+                    return Err(Fatal::BinaryCopyOut);
                 }
                 self.pass(&frame);
             }
@@ -1045,18 +1501,23 @@ where
                 if internal {
                     return Ok(());
                 }
+                let by_column = self.copy_columns(data)?;
+                let row: &[u8] = by_column.as_deref().unwrap_or(data);
                 let masked = self
                     .info
                     .masker
                     .as_ref()
                     .filter(|m| m.has_patterns())
-                    .and_then(|m| m.mask_patterns(data));
-                match masked {
-                    Some((bytes, n)) => {
+                    .and_then(|m| m.mask_patterns(row));
+                match (masked, by_column.is_some()) {
+                    (Some((bytes, n)), _) => {
                         self.summary().masked += n as u64;
-                        backend::copy_data(&mut self.out, &bytes).map_err(|e| e.to_string())?;
+                        backend::copy_data(&mut self.out, &bytes)?;
                     }
-                    None => self.pass(&frame),
+                    (None, true) => {
+                        backend::copy_data(&mut self.out, row)?;
+                    }
+                    (None, false) => self.pass(&frame),
                 }
             }
             BackendMessage::FunctionCallResponse { value } => {
@@ -1070,14 +1531,14 @@ where
                 match masked {
                     Some((bytes, n)) => {
                         self.summary().masked += n as u64;
-                        backend::function_call_response(&mut self.out, Some(&bytes))
-                            .map_err(|e| e.to_string())?;
+                        backend::function_call_response(&mut self.out, Some(&bytes))?;
                     }
                     None => self.pass(&frame),
                 }
             }
             BackendMessage::ReadyForQuery { status } => {
                 self.status = status;
+                self.failed = false;
                 // Everything before the Sync/Query that this answers is done.
                 while let Some(front) = self.queue.front() {
                     match front {
@@ -1101,7 +1562,7 @@ where
                             }
                             return Ok(());
                         }
-                        Expect::Refusal { .. } => self.local(),
+                        Expect::Refusal { .. } | Expect::Barrier { .. } => self.local(),
                         Expect::Abort { sync: true } => {
                             // The status after the abort is what the
                             // refusal's own ReadyForQuery reports.
@@ -1124,6 +1585,71 @@ where
         Ok(())
     }
 
+    /// The statement at the head of the queue (the one being answered).
+    fn front_statement(&self) -> Option<&Arc<Running>> {
+        match self.queue.front()? {
+            Expect::Execute { stmt, .. }
+            | Expect::Query { stmt }
+            | Expect::FunctionCall { stmt } => Some(stmt),
+            _ => None,
+        }
+    }
+
+    /// Whether the statement being answered reads a masked column.
+    fn front_reads_masked(&self) -> bool {
+        self.front_statement()
+            .is_some_and(|s| s.decided.reads_masked())
+    }
+
+    /// A COPY TO row of a statement that copies masked columns, with
+    /// those fields masked by their rule (`None`: not such a row, or
+    /// nothing to change). A row that does not split as expected ends
+    /// the session (fail closed).
+    fn copy_columns(&mut self, row: &[u8]) -> Result<Option<Vec<u8>>, Fatal> {
+        let Some(copy) = self
+            .front_statement()
+            .and_then(|s| s.decided.columns.as_ref())
+            .and_then(|c| c.copy.clone())
+        else {
+            return Ok(None);
+        };
+        let Some(masker) = self.info.masker.clone() else {
+            return Ok(None);
+        };
+        let s = self.summary();
+        s.copy_rows += 1;
+        if copy.header && s.copy_rows == 1 {
+            return Ok(None);
+        }
+        let out = copy
+            .mask_row(row, &|strategy, v| masker.apply(strategy, v))
+            .map_err(|e| Fatal::MaskedCopyRow(e.to_string()))?;
+        if out.is_some() {
+            self.summary().masked += copy.fields.iter().filter(|f| f.is_some()).count() as u64;
+        }
+        Ok(out)
+    }
+
+    /// ErrorResponse / NoticeResponse of a statement that reads masked
+    /// columns: its texts may quote a value (`invalid input syntax for
+    /// type integer: "Ana"`), so only severity, SQLSTATE, position and
+    /// the server's source location are kept; the message is generic.
+    fn withheld_fields(&mut self, fields: &[(u8, &str)], error: bool) -> Result<(), Fatal> {
+        let mut kept: Vec<(u8, &str)> = fields
+            .iter()
+            .filter(|(code, _)| matches!(code, b'S' | b'V' | b'C' | b'P' | b'F' | b'L' | b'R'))
+            .copied()
+            .collect();
+        kept.push((b'M', WITHHELD));
+        let f = backend::Fields(kept);
+        if error {
+            backend::error_fields(&mut self.out, &f)
+        } else {
+            backend::notice_fields(&mut self.out, &f)
+        }
+        .map_err(Fatal::Encode)
+    }
+
     fn swallowing(&self) -> bool {
         matches!(
             self.queue.front(),
@@ -1136,8 +1662,10 @@ where
     /// is followed by its ReadyForQuery.
     fn after_error(&mut self) {
         match self.queue.front() {
-            Some(Expect::Query { .. } | Expect::FunctionCall { .. } | Expect::Sync) | None => {}
+            Some(Expect::Query { .. } | Expect::FunctionCall { .. }) => {}
+            Some(Expect::Sync) | None => self.failed = true,
             Some(_) => {
+                self.failed = true;
                 while let Some(front) = self.queue.front() {
                     if matches!(front, Expect::Sync) {
                         break;
@@ -1155,6 +1683,12 @@ where
         let Some(front) = self.queue.pop_front() else {
             return;
         };
+        if let Expect::Barrier { reply } = front {
+            // Dropped by an error (or the session's end): what follows it
+            // is skipped by the server.
+            let _ = reply.send(true);
+            return;
+        }
         let summary = self.current.take().unwrap_or_default();
         let stmt = match front {
             Expect::Execute { stmt, .. }
@@ -1199,21 +1733,29 @@ where
                         .get(&(f.table_oid, f.column_attr))
                         .copied(),
                     textual: f.format == 0 || textual_type(f.type_oid),
+                    marker_fits: f.format == 0 || (textual_type(f.type_oid) && f.type_oid != 18),
                 })
                 .collect(),
         )
     }
 
-    fn data_row(&mut self, frame: &Frame, values: &[Option<&[u8]>]) -> Result<(), String> {
-        let cols = match self.queue.front() {
-            Some(Expect::Execute { portal, .. }) => self.portal_columns.get(portal).cloned(),
-            _ => self.current.as_ref().and_then(|s| s.columns.clone()),
-        };
+    fn data_row(&mut self, frame: &Frame, values: &[Option<&[u8]>]) -> Result<(), Fatal> {
+        let cols = self.row_columns();
         let Some(masker) = self.info.masker.clone() else {
             self.count_row(values, None);
             self.pass(frame);
             return Ok(());
         };
+        if cols.is_none() && self.front_reads_masked() {
+            // Rows of a statement that reads masked columns, with no
+            // column description to find them by: every value is withheld
+            // (fail closed; not expected, as Warden describes every portal).
+            let nulls: Vec<Option<&[u8]>> = vec![None; values.len()];
+            backend::encode_data_row(&mut self.out, nulls.iter().copied())?;
+            self.summary().masked += values.len() as u64;
+            self.count_row(&nulls, None);
+            return Ok(());
+        }
         let mut changed: Vec<(usize, Masked)> = Vec::new();
         for (i, v) in values.iter().enumerate() {
             let Some(v) = v else { continue };
@@ -1223,7 +1765,7 @@ where
                 Some(strategy) => {
                     changed.push((
                         i,
-                        if textual {
+                        if col.is_some_and(|c| c.marker_fits) {
                             masker.apply(strategy, v)
                         } else {
                             // A binary non-text value cannot hold a marker.
@@ -1262,8 +1804,7 @@ where
                 _ => *v,
             })
             .collect();
-        backend::encode_data_row(&mut self.out, new_values.iter().copied())
-            .map_err(|e| e.to_string())?;
+        backend::encode_data_row(&mut self.out, new_values.iter().copied())?;
         self.summary().masked += masked_count;
         self.count_row(&new_values, cols.as_deref().map(|c| c.as_slice()));
         Ok(())
@@ -1298,7 +1839,7 @@ where
         frame: &Frame,
         fields: &[(u8, &str)],
         error: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), Fatal> {
         let mut any = false;
         let new: Vec<(u8, String)> = fields
             .iter()
@@ -1319,8 +1860,8 @@ where
             backend::error_fields(&mut self.out, &borrowed)
         } else {
             backend::notice_fields(&mut self.out, &borrowed)
-        }
-        .map_err(|e| e.to_string())
+        }?;
+        Ok(())
     }
 
     /// Pattern-masked text, or `None` when nothing matched.
@@ -1346,6 +1887,15 @@ fn rows_of(tag: &str) -> Option<u64> {
             last.parse().ok()
         }
         _ => None,
+    }
+}
+
+/// `b` without an incomplete UTF-8 sequence at its end (a value cut for a
+/// sample).
+fn utf8_prefix(b: &[u8]) -> &[u8] {
+    match std::str::from_utf8(b) {
+        Err(e) if e.error_len().is_none() => &b[..e.valid_up_to()],
+        _ => b,
     }
 }
 
