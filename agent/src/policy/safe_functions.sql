@@ -19,7 +19,11 @@ WITH builtin AS (
         'pg\_%backup%', 'pg\_export\_snapshot', 'pg\_import\_system\_collations', 'pg\_stat\_reset%',
         'binary\_upgrade\_%', 'pg\_truncate\_visibility\_map', 'pg\_nextoid', 'pg\_log\_backend\_memory\_contexts',
         'pg\_promote', 'pg\_reload\_conf', 'pg\_rotate\_logfile', 'pg\_switch\_wal', 'pg\_wal\_replay\_%',
-        'pg\_create\_restore\_point', 'dblink%'])
+        'pg\_create\_restore\_point', 'dblink%',
+        -- Effects a read-only transaction still allows: index maintenance,
+        -- transaction ids, the session's random seed.
+        'brin\_%summarize%', 'gin\_clean\_pending\_list', 'txid\_current%',
+        'pg\_current\_xact\_id%', 'setseed'])
 )
 SELECT DISTINCT b.proname::text COLLATE "C" AS proname FROM builtin b
 WHERE b.proname NOT IN (SELECT proname FROM excluded)

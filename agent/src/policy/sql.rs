@@ -106,6 +106,38 @@ pub struct Analysis {
 }
 
 impl Analysis {
+    /// Withdraws the safe-list trust from every call whose unqualified (or
+    /// `pg_catalog.`-qualified) name is also the name of a function or
+    /// operator in another schema of the database: the server picks the
+    /// best-matching signature across the search path, so a user object
+    /// named like a safe built-in can win over it (`public.+(text, text)`,
+    /// `public.lower(integer)`). `shadowed` is the session's catalog
+    /// snapshot of such names.
+    pub fn distrust_shadowed(&mut self, shadowed: &std::collections::HashSet<String>) {
+        if shadowed.is_empty() {
+            return;
+        }
+        for st in &mut self.statements {
+            for f in &mut st.functions {
+                if f.safe && f.schema.is_none() && shadowed.contains(&f.name) {
+                    f.safe = false;
+                }
+            }
+            for op in &st.operators {
+                if shadowed.contains(op) && !st.functions.iter().any(|f| &f.name == op) {
+                    st.functions.push(FuncRef {
+                        schema: None,
+                        name: op.clone(),
+                        safe: false,
+                    });
+                }
+            }
+            if let Some((_, inner)) = &mut st.prepare {
+                inner.distrust_shadowed(shadowed);
+            }
+        }
+    }
+
     /// True for an empty or whitespace/comment-only query.
     pub fn is_empty(&self) -> bool {
         self.statements.is_empty()
@@ -138,6 +170,10 @@ pub struct StatementFacts {
     pub tables: Vec<TableRef>,
     /// Every function called (deduplicated).
     pub functions: Vec<FuncRef>,
+    /// Built-in operator symbols used unqualified (deduplicated): trusted
+    /// unless the database overloads the symbol elsewhere
+    /// ([`Analysis::distrust_shadowed`]).
+    pub operators: Vec<String>,
     /// Settings changed by SET/RESET/SET NAMES/DISCARD ALL/set_config.
     pub settings: Vec<SettingChange>,
     /// `PREPARE name AS stmt`: the name and the analysis of `stmt`.
@@ -166,6 +202,7 @@ impl StatementFacts {
             command: String::new(),
             tables: Vec::new(),
             functions: Vec::new(),
+            operators: Vec::new(),
             settings: Vec::new(),
             prepare: None,
             execute: None,
@@ -566,19 +603,25 @@ impl Walker {
         }
     }
 
-    fn range_var(&mut self, o: &Obj, access: Access) {
-        let schema = str_field(o, "schemaname");
-        let name = str_field(o, "relname").to_owned();
-        if (schema.is_empty() || schema == "pg_catalog")
-            && STATISTICS_RELATIONS.contains(&name.as_str())
-        {
+    /// A catalog relation that shows other tables' values, other sessions
+    /// or server internals (see [`is_statistics_relation`]) makes the
+    /// statement `privileged`, however it is read (FROM, COPY).
+    fn statistics_relation(&mut self, schema: &str, name: &str) {
+        if (schema.is_empty() || schema == "pg_catalog") && is_statistics_relation(name) {
             self.bump(
                 StatementClass::Privileged,
                 Some(format!(
-                    "reads {name}, which shows values or query texts of other tables and sessions"
+                    "reads {name}, which shows values of other tables, other sessions or \
+                     server internals"
                 )),
             );
         }
+    }
+
+    fn range_var(&mut self, o: &Obj, access: Access) {
+        let schema = str_field(o, "schemaname");
+        let name = str_field(o, "relname").to_owned();
+        self.statistics_relation(schema, &name);
         if schema.is_empty() {
             if access == Access::Read && self.is_cte(&name) {
                 return;
@@ -648,7 +691,11 @@ impl Walker {
         let Some(parts) = name_list(name) else {
             return;
         };
-        let (schema, op) = match parts.as_slice() {
+        self.add_operator_parts(&parts);
+    }
+
+    fn add_operator_parts(&mut self, parts: &[String]) {
+        let (schema, op) = match parts {
             [op] => (None, op.clone()),
             [.., schema, op] => (
                 Some(schema.clone()).filter(|s| s != "pg_catalog"),
@@ -663,6 +710,8 @@ impl Walker {
                 name: op,
                 safe,
             });
+        } else if !self.facts().operators.contains(&op) {
+            self.facts().operators.push(op);
         }
     }
 
@@ -805,12 +854,56 @@ impl Walker {
             "FuncCall" => self.func_call(f),
             "AExpr" => {
                 use pg_query::protobuf::AExprKind as K;
-                if enum_is(f, "kind", K::AexprOp)
-                    || enum_is(f, "kind", K::AexprOpAny)
-                    || enum_is(f, "kind", K::AexprOpAll)
-                {
+                let between = [
+                    K::AexprBetween,
+                    K::AexprNotBetween,
+                    K::AexprBetweenSym,
+                    K::AexprNotBetweenSym,
+                ];
+                if between.iter().any(|k| enum_is(f, "kind", *k)) {
+                    // `a BETWEEN x AND y` is `a >= x AND a <= y`, each
+                    // operator resolved through the path like any other.
+                    for op in [">=", "<="] {
+                        self.add_operator_parts(&[op.to_owned()]);
+                    }
+                } else {
+                    // Operators, IN (=, <>), LIKE/ILIKE/SIMILAR (~~, ~~*,
+                    // ~), NULLIF and IS DISTINCT FROM (=): all resolved by
+                    // name through the path.
                     self.add_operator(list_field(f, "name"));
                 }
+            }
+            "AlterTableCmd" => {
+                use pg_query::protobuf::AlterTableType as T;
+                // Giving a relation away, or turning off what guards its
+                // rows (row security, triggers, rules), changes who may do
+                // what: as privileged as ALTER ... OWNER of other objects.
+                let guarded = [
+                    T::AtChangeOwner,
+                    T::AtDisableRowSecurity,
+                    T::AtNoForceRowSecurity,
+                    T::AtDisableTrig,
+                    T::AtDisableTrigAll,
+                    T::AtDisableTrigUser,
+                    T::AtEnableAlwaysTrig,
+                    T::AtEnableReplicaTrig,
+                    T::AtDisableRule,
+                    T::AtEnableAlwaysRule,
+                    T::AtEnableReplicaRule,
+                ];
+                if guarded.iter().any(|t| enum_is(f, "subtype", *t)) {
+                    self.bump(
+                        Privileged,
+                        Some(
+                            "changes the owner, row security, triggers or rules of a relation"
+                                .into(),
+                        ),
+                    );
+                }
+            }
+            "SortBy" => {
+                // ORDER BY x USING op.
+                self.add_operator(list_field(f, "use_op"));
             }
             "SubLink" => self.add_operator(list_field(f, "oper_name")),
             "RangeTableSample" => {
@@ -859,6 +952,10 @@ impl Walker {
                     self.bump(Write, None);
                 }
                 if let Some(rel) = f.get("relation").and_then(Value::as_object) {
+                    self.statistics_relation(
+                        str_field(rel, "schemaname"),
+                        str_field(rel, "relname"),
+                    );
                     let access = if from { Access::Write } else { Access::Read };
                     // COPY names a table, never a CTE.
                     self.add_table(
@@ -1462,18 +1559,36 @@ pub fn is_safe_operator(op: &str) -> bool {
     SAFE_OPERATORS.contains(op)
 }
 
-/// Catalog relations that show other tables' values (column statistics)
-/// or other sessions' query texts: reading them is `privileged`.
+/// Catalog relations that show other tables' values (column statistics),
+/// other sessions (activity, query texts, locks, replication, SSL) or
+/// server internals (memory, configuration files): every `pg_stat_*` and
+/// `pg_statio_*` view (they call functions off the safe list), the
+/// statistics tables and views, and those below. Reading them is
+/// `privileged`. `pg_statistic_ext` itself (definitions, read by psql's
+/// `\d`) is not one of them.
 const STATISTICS_RELATIONS: &[&str] = &[
     "pg_stats",
     "pg_stats_ext",
     "pg_stats_ext_exprs",
     "pg_statistic",
     "pg_statistic_ext_data",
-    "pg_stat_activity",
-    "pg_stat_statements",
     "pg_locks",
+    "pg_replication_slots",
+    "pg_replication_origin_status",
+    "pg_prepared_xacts",
+    "pg_backend_memory_contexts",
+    "pg_shmem_allocations",
+    "pg_file_settings",
+    "pg_hba_file_rules",
+    "pg_ident_file_mappings",
 ];
+
+/// See [`STATISTICS_RELATIONS`].
+fn is_statistics_relation(name: &str) -> bool {
+    name.starts_with("pg_stat_")
+        || name.starts_with("pg_statio_")
+        || STATISTICS_RELATIONS.contains(&name)
+}
 
 /// Functions that change data though called from a SELECT.
 const WRITING_FUNCTIONS: &[&str] = &["nextval", "setval", "pg_notify"];

@@ -318,7 +318,8 @@ impl Decider {
         d
     }
 
-    fn decide_analysis(&self, analysis: Analysis, statement: String) -> Decided {
+    fn decide_analysis(&self, mut analysis: Analysis, statement: String) -> Decided {
+        analysis.distrust_shadowed(&self.info.shadowed);
         // EXECUTE of a statement the session never prepared: the server's
         // own error (a PREPARE earlier in the same text counts).
         let mut prepared_here: Vec<&str> = Vec::new();
@@ -368,6 +369,19 @@ impl Decider {
             }
         }
         let verdict = self.info.policy.decide(&analysis, &self.ctx);
+        // A read-only grant reads, whatever its policy allows: PostgreSQL
+        // itself lets a read-only transaction LOCK, NOTIFY, summarise
+        // indexes or run functions with effects, so nothing above `read`
+        // (functions off the safe list included) reaches the server.
+        if self.info.read_only && verdict.class > crate::policy::StatementClass::Read {
+            return self.rejected(
+                statement,
+                format!(
+                    "the grant is read-only: a {} statement is refused",
+                    verdict.class.as_str()
+                ),
+            );
+        }
         decided_from(verdict, statement, analysis)
     }
 
@@ -395,16 +409,18 @@ impl Decider {
     }
 
     /// A FunctionCall message: decided as `SELECT schema.name()`.
-    pub fn function_call(&self, oid: u32, name: Option<&str>) -> Arc<Decided> {
-        let Some(name) = name else {
+    pub fn function_call(&self, oid: u32, name: Option<(&str, &str)>) -> Arc<Decided> {
+        let Some((schema, name)) = name else {
             return Arc::new(self.rejected(
                 format!("FunctionCall oid {oid}"),
                 format!("function oid {oid} could not be resolved to a name"),
             ));
         };
-        let quoted: Vec<String> = name.split('.').map(quote_ident).collect();
-        let sql = format!("SELECT {}()", quoted.join("."));
-        let statement = format!("FunctionCall {name} (oid {oid})");
+        // Schema and name quoted apart: a name with a dot in it
+        // (`public."pg_catalog.lower"`) is not the built-in it spells.
+        let qualified = format!("{}.{}", quote_ident(schema), quote_ident(name));
+        let sql = format!("SELECT {qualified}()");
+        let statement = format!("FunctionCall {qualified} (oid {oid})");
         Arc::new(match analyze(&sql) {
             Ok(a) => self.decide_analysis(a, statement),
             Err(e) => self.rejected(statement, format!("it could not be analysed ({e})")),

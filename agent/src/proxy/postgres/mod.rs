@@ -22,7 +22,7 @@ pub mod relay;
 pub mod stream;
 pub mod upstream;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -289,6 +289,10 @@ pub struct SessionInfo {
     pub audit: AuditHandle,
     pub max_message: usize,
     pub read_only: bool,
+    /// Names of functions and operators outside `pg_catalog` that are also
+    /// safe built-in names, read from the catalog when the session began:
+    /// unqualified calls of them are not trusted by the safe list.
+    pub shadowed: Arc<HashSet<String>>,
     /// `search_path` the client asked for at startup.
     pub startup_search_path: Option<String>,
     /// Holds statements of `approve` rules (`None`: they are refused).
@@ -563,6 +567,21 @@ pub async fn serve(
         }),
     };
 
+    let shadowed = match shadowed_names(&mut up, target.max_message_bytes).await {
+        Ok(s) => Arc::new(s),
+        Err(why) => {
+            refuse_startup(
+                &mut client,
+                "08004",
+                "Warden could not read which built-in names this database overloads",
+            )
+            .await;
+            out.reason = Some("catalog_lookup_failed".into());
+            out.detail = Some(why);
+            return out;
+        }
+    };
+
     // Our own cancel key for the client, mapped to the upstream's.
     let hold = Arc::new(HoldSlot::default());
     let (pid, key) = loop {
@@ -643,6 +662,7 @@ pub async fn serve(
         audit: audit.clone(),
         max_message: target.max_message_bytes,
         read_only: g.read_only,
+        shadowed,
         startup_search_path: checked.search_path,
         approvals: rt.approvals.clone(),
         account_uids: rt
@@ -974,6 +994,33 @@ async fn column_map(
         .unwrap_or_else(|p| p.into_inner())
         .insert(key, (Instant::now(), Arc::clone(&map)));
     Ok(map)
+}
+
+/// The names of functions and operators outside `pg_catalog` that are
+/// also names on the safe lists, on the fresh upstream session (see
+/// [`crate::policy::Analysis::distrust_shadowed`]). Objects created later
+/// in the session by another role are not seen: keep the schemas on the
+/// path unwritable by others.
+async fn shadowed_names(
+    up: &mut upstream::Upstream,
+    max: usize,
+) -> Result<HashSet<String>, String> {
+    let rows = simple_query(
+        up,
+        "SELECT p.proname FROM pg_catalog.pg_proc p \
+         WHERE p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace \
+         UNION SELECT o.oprname FROM pg_catalog.pg_operator o \
+         WHERE o.oprnamespace <> 'pg_catalog'::pg_catalog.regnamespace",
+        max,
+    )
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .filter(|n| {
+            crate::policy::sql::is_safe_builtin(n) || crate::policy::sql::is_safe_operator(n)
+        })
+        .collect())
 }
 
 type Rows = [Vec<Option<String>>];

@@ -368,8 +368,9 @@ struct Upstream<R, W> {
     /// Statements audited in this session.
     seq: u64,
     counters: Arc<Counters>,
-    /// FunctionCall oid → `schema.name`, looked up once per session.
-    functions: HashMap<u32, String>,
+    /// FunctionCall oids resolved to (schema, name), kept apart: either
+    /// may contain a dot.
+    functions: HashMap<u32, (String, String)>,
 }
 
 impl<R, W> Upstream<R, W>
@@ -992,7 +993,9 @@ where
                 n
             }
         };
-        let d = self.decider.function_call(oid, name.as_deref());
+        let d = self
+            .decider
+            .function_call(oid, name.as_ref().map(|(s, n)| (s.as_str(), n.as_str())));
         self.seq += 1;
         if !d.allowed() {
             self.refuse(&d, "function_call", true).await?;
@@ -1008,7 +1011,7 @@ where
     /// `schema.name` of a function by oid, asked of the upstream on this
     /// session's connection (a FunctionCall is only sent when nothing else
     /// is in flight).
-    async fn lookup_function(&mut self, oid: u32) -> Option<String> {
+    async fn lookup_function(&mut self, oid: u32) -> Option<(String, String)> {
         let sql = format!(
             "SELECT n.nspname, p.proname FROM pg_catalog.pg_proc p \
              JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = {oid}"
@@ -1016,7 +1019,7 @@ where
         let rows = self.internal_query(&sql).await.ok()?;
         let row = rows.first()?;
         match (row.first()?, row.get(1)?) {
-            (Some(s), Some(n)) => Some(format!("{s}.{n}")),
+            (Some(s), Some(n)) => Some((s.clone(), n.clone())),
             _ => None,
         }
     }
