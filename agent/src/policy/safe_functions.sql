@@ -23,7 +23,10 @@ WITH builtin AS (
         -- Effects a read-only transaction still allows: index maintenance,
         -- transaction ids, the session's random seed.
         'brin\_%summarize%', 'gin\_clean\_pending\_list', 'txid\_current%',
-        'pg\_current\_xact\_id%', 'setseed'])
+        'pg\_current\_xact\_id%', 'setseed',
+        -- Statistics of named relations (live and dead rows, scans, blocks)
+        -- and tuple lookups by id: facts of tables the policy may block.
+        'pg\_stat\_get\_%', 'currtid%'])
 )
 SELECT DISTINCT b.proname::text COLLATE "C" AS proname FROM builtin b
 WHERE b.proname NOT IN (SELECT proname FROM excluded)
