@@ -263,8 +263,11 @@ fn enroll_new_unit_cgroup(ctx: &TracePointContext) -> Option<()> {
         // Possibly truncated: never match a prefix.
         return None;
     }
-    // SAFETY: copied out at once; the key is valid (above).
-    let tag = unsafe { UNIT_PATHS.get(&*key) }.copied()?;
+    // SAFETY: the key is valid (above). Passed by reference, not by value: the
+    // key is this CPU's scratch slot, too big to copy onto the BPF stack.
+    let key: &_ = unsafe { &*key };
+    // SAFETY: the value is copied out at once.
+    let tag = unsafe { UNIT_PATHS.get(key) }.copied()?;
     ENROLLED_CGROUPS.insert(id, tag | TAG_FROM_MKDIR, 0).ok()
 }
 
@@ -278,7 +281,7 @@ pub fn warden_sched_exec(_ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let _ = EXEC_TIMES.insert(&tgid, &now, 0);
+    let _ = EXEC_TIMES.insert(tgid, now, 0);
     0
 }
 
@@ -403,8 +406,10 @@ fn decide(ctx: &SockAddrContext, dst: Addr, port: u16, family: u16) -> Verdict {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // If this insert fails the connection is still redirected: the proxy then
     // finds no metadata, refuses it and audits it. Never a silent bypass.
-    // SAFETY: `meta` is valid (above) and only read by the helper.
-    let _ = PENDING.insert(cookie, unsafe { &*meta }, 0);
+    // SAFETY: `meta` is valid (above) and only read by the helper; it is
+    // passed by reference, not copied onto the BPF stack.
+    let meta: &_ = unsafe { &*meta };
+    let _ = PENDING.insert(cookie, meta, 0);
     Verdict::Rewrite(proxy_addr, cfg.proxy_port)
 }
 
