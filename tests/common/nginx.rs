@@ -140,10 +140,26 @@ http {{
     }
 
     /// Every request nginx answered, oldest first.
+    ///
+    /// nginx writes a request's line in its log phase, after the response has
+    /// left: a client can see its answer before the line exists. The log is
+    /// read until it has not changed for a moment (at most two seconds).
     pub fn access(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.join("access.log"))
-            .unwrap_or_default()
-            .lines()
+        let read = || std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default();
+        let start = Instant::now();
+        let mut last = read();
+        let mut stable_since = Instant::now();
+        while start.elapsed() < Duration::from_secs(2)
+            && stable_since.elapsed() < Duration::from_millis(250)
+        {
+            std::thread::sleep(Duration::from_millis(25));
+            let now = read();
+            if now != last {
+                last = now;
+                stable_since = Instant::now();
+            }
+        }
+        last.lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect()
     }

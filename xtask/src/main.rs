@@ -152,6 +152,8 @@ fn test(root: &Path) -> Result<()> {
         "warden",
         "--test",
         "*",
+        // Every suite runs even after one fails, so one CI run shows them all.
+        "--no-fail-fast",
         "--",
         "--test-threads=1",
     ]))

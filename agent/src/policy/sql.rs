@@ -1094,7 +1094,12 @@ impl Walker {
             other => {
                 if let Some((command, class)) = utility_class(other) {
                     self.set_command(command);
-                    self.bump(class, None);
+                    let why = defines_code(other).then(|| {
+                        "defines code that runs later, outside the analysis of the \
+                         statements that invoke it"
+                            .to_owned()
+                    });
+                    self.bump(class, why);
                     if class >= Ddl {
                         // The relation a DDL statement defines or alters.
                         for key in ["relation", "view", "table"] {
@@ -1424,8 +1429,37 @@ const OBJECT_WORDS: &[(&str, &str)] = &[
     ("OBJECT_TRANSFORM", "TRANSFORM"),
 ];
 
+/// Statements that define code the server runs later on its own: functions
+/// and procedures (their bodies are strings or bodies analysed only once),
+/// triggers, rules and row-security policies (run by other statements),
+/// operators, casts, aggregates, conversions, transforms, operator classes
+/// and access methods (invoked implicitly). What such code does is outside
+/// the analysis of the statements that later reach it, so defining or
+/// altering it is `privileged` whatever the policy allows for `ddl`.
+fn defines_code(ty: &str) -> bool {
+    matches!(
+        ty,
+        "CreateFunctionStmt"
+            | "AlterFunctionStmt"
+            | "DefineStmt"
+            | "CreateOpClassStmt"
+            | "CreateOpFamilyStmt"
+            | "AlterOpFamilyStmt"
+            | "AlterOperatorStmt"
+            | "CreateTrigStmt"
+            | "RuleStmt"
+            | "CreatePolicyStmt"
+            | "AlterPolicyStmt"
+            | "CreateConversionStmt"
+            | "CreateCastStmt"
+            | "CreateTransformStmt"
+            | "CreateAmStmt"
+    )
+}
+
 /// Command words and class of the utility statements not handled one by
-/// one in the walk. A statement type missing here is `unknown`.
+/// one in the walk. A statement type missing here is `unknown`; the ones
+/// that define code ([`defines_code`]) are `privileged`.
 fn utility_class(ty: &str) -> Option<(&'static str, StatementClass)> {
     use StatementClass::*;
     Some(match ty {
@@ -1438,8 +1472,8 @@ fn utility_class(ty: &str) -> Option<(&'static str, StatementClass)> {
         "CreateSchemaStmt" => ("CREATE SCHEMA", Ddl),
         "CreateSeqStmt" => ("CREATE SEQUENCE", Ddl),
         "AlterSeqStmt" => ("ALTER SEQUENCE", Ddl),
-        "CreateFunctionStmt" => ("CREATE FUNCTION", Ddl),
-        "AlterFunctionStmt" => ("ALTER FUNCTION", Ddl),
+        "CreateFunctionStmt" => ("CREATE FUNCTION", Privileged),
+        "AlterFunctionStmt" => ("ALTER FUNCTION", Privileged),
         "CreateDomainStmt" => ("CREATE DOMAIN", Ddl),
         "AlterDomainStmt" => ("ALTER DOMAIN", Ddl),
         "CompositeTypeStmt" => ("CREATE TYPE", Ddl),
@@ -1447,15 +1481,15 @@ fn utility_class(ty: &str) -> Option<(&'static str, StatementClass)> {
         "CreateRangeStmt" => ("CREATE TYPE", Ddl),
         "AlterEnumStmt" => ("ALTER TYPE", Ddl),
         "AlterTypeStmt" => ("ALTER TYPE", Ddl),
-        "DefineStmt" => ("CREATE", Ddl),
-        "CreateOpClassStmt" => ("CREATE OPERATOR CLASS", Ddl),
-        "CreateOpFamilyStmt" => ("CREATE OPERATOR FAMILY", Ddl),
-        "AlterOpFamilyStmt" => ("ALTER OPERATOR FAMILY", Ddl),
-        "AlterOperatorStmt" => ("ALTER OPERATOR", Ddl),
-        "CreateTrigStmt" => ("CREATE TRIGGER", Ddl),
-        "RuleStmt" => ("CREATE RULE", Ddl),
-        "CreatePolicyStmt" => ("CREATE POLICY", Ddl),
-        "AlterPolicyStmt" => ("ALTER POLICY", Ddl),
+        "DefineStmt" => ("CREATE", Privileged),
+        "CreateOpClassStmt" => ("CREATE OPERATOR CLASS", Privileged),
+        "CreateOpFamilyStmt" => ("CREATE OPERATOR FAMILY", Privileged),
+        "AlterOpFamilyStmt" => ("ALTER OPERATOR FAMILY", Privileged),
+        "AlterOperatorStmt" => ("ALTER OPERATOR", Privileged),
+        "CreateTrigStmt" => ("CREATE TRIGGER", Privileged),
+        "RuleStmt" => ("CREATE RULE", Privileged),
+        "CreatePolicyStmt" => ("CREATE POLICY", Privileged),
+        "AlterPolicyStmt" => ("ALTER POLICY", Privileged),
         "RenameStmt" => ("ALTER", Ddl),
         "AlterObjectSchemaStmt" => ("ALTER", Ddl),
         "AlterObjectDependsStmt" => ("ALTER", Ddl),
@@ -1463,10 +1497,10 @@ fn utility_class(ty: &str) -> Option<(&'static str, StatementClass)> {
         "AlterStatsStmt" => ("ALTER STATISTICS", Ddl),
         "AlterTsDictionaryStmt" => ("ALTER TEXT SEARCH DICTIONARY", Ddl),
         "AlterTsConfigurationStmt" => ("ALTER TEXT SEARCH CONFIGURATION", Ddl),
-        "CreateConversionStmt" => ("CREATE CONVERSION", Ddl),
-        "CreateCastStmt" => ("CREATE CAST", Ddl),
-        "CreateTransformStmt" => ("CREATE TRANSFORM", Ddl),
-        "CreateAmStmt" => ("CREATE ACCESS METHOD", Ddl),
+        "CreateConversionStmt" => ("CREATE CONVERSION", Privileged),
+        "CreateCastStmt" => ("CREATE CAST", Privileged),
+        "CreateTransformStmt" => ("CREATE TRANSFORM", Privileged),
+        "CreateAmStmt" => ("CREATE ACCESS METHOD", Privileged),
         "AlterCollationStmt" => ("ALTER COLLATION", Ddl),
         "AlterTableMoveAllStmt" => ("ALTER TABLE", Ddl),
         "ReplicaIdentityStmt" => ("ALTER TABLE", Ddl),
@@ -1713,6 +1747,56 @@ mod tests {
             let a = analyze(sql).unwrap();
             assert!(a.is_empty(), "{sql:?}: {a:?}");
         }
+    }
+
+    #[test]
+    fn statements_that_define_code_are_privileged() {
+        for sql in [
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            "CREATE OR REPLACE PROCEDURE p() LANGUAGE plpgsql AS $$BEGIN END$$",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END",
+            "ALTER FUNCTION f() SECURITY DEFINER",
+            "CREATE TRIGGER t BEFORE INSERT ON tt FOR EACH ROW EXECUTE FUNCTION g()",
+            "CREATE RULE r AS ON INSERT TO tt DO ALSO NOTIFY x",
+            "CREATE POLICY p ON tt USING (true)",
+            "ALTER POLICY p ON tt USING (false)",
+            "CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = f)",
+            "ALTER OPERATOR === (int, int) SET (RESTRICT = eqsel)",
+            "CREATE AGGREGATE a(int) (SFUNC = s, STYPE = int)",
+            "CREATE CAST (text AS t) WITH FUNCTION k(text) AS IMPLICIT",
+            "CREATE CONVERSION c FOR 'UTF8' TO 'LATIN1' FROM f",
+            "CREATE OPERATOR CLASS oc FOR TYPE int USING btree AS OPERATOR 1 <",
+            "CREATE OPERATOR FAMILY of USING btree",
+            "CREATE TRANSFORM FOR int LANGUAGE plpgsql (FROM SQL WITH FUNCTION f(internal))",
+            "CREATE ACCESS METHOD am TYPE TABLE HANDLER h",
+        ] {
+            assert_eq!(class(sql), Privileged, "{sql}");
+        }
+        // Every statement type that defines code is classed privileged.
+        for ty in [
+            "CreateFunctionStmt",
+            "AlterFunctionStmt",
+            "DefineStmt",
+            "CreateOpClassStmt",
+            "CreateOpFamilyStmt",
+            "AlterOpFamilyStmt",
+            "AlterOperatorStmt",
+            "CreateTrigStmt",
+            "RuleStmt",
+            "CreatePolicyStmt",
+            "AlterPolicyStmt",
+            "CreateConversionStmt",
+            "CreateCastStmt",
+            "CreateTransformStmt",
+            "CreateAmStmt",
+        ] {
+            assert!(defines_code(ty), "{ty}");
+            assert_eq!(utility_class(ty).map(|(_, c)| c), Some(Privileged), "{ty}");
+        }
+        // Plain data definitions stay ddl.
+        assert_eq!(class("CREATE TABLE t (a int)"), Ddl);
+        assert_eq!(class("CREATE INDEX ON t (a)"), Ddl);
+        assert_eq!(class("CREATE VIEW v AS SELECT 1"), Ddl);
     }
 
     #[test]
