@@ -558,8 +558,13 @@ enum Role {
     Inner(&'static str),
     /// Into a condition (a sub-query in WHERE...).
     Pred(Region),
-    /// Nowhere (the select list of EXISTS).
-    Ignored,
+    /// The select list of EXISTS, a condition on the sub-query's rows. No
+    /// place in a statement is evaluated for nothing: the list runs
+    /// (aggregates, set-returning functions, casts that fail...) and can
+    /// decide whether a row exists, so every expression in it is judged as
+    /// a condition; only a bare column reference, which can neither fail
+    /// nor change the rows, is left out.
+    Exists(Region),
 }
 
 /// The kind of place an expression stands in.
@@ -573,8 +578,6 @@ enum Region {
     Filter,
     /// Ordering or grouping.
     Order(&'static str),
-    /// Evaluated but its value goes nowhere.
-    Ignored,
 }
 
 /// How an expression stands in its region.
@@ -667,7 +670,6 @@ impl Analyzer<'_> {
         };
         let inside = |what: &str| format!("inside {what}");
         match (pos.region, &pos.shape) {
-            (Region::Ignored, _) => return Ok(()),
             (Region::Output, Shape::Bare) if !s.derived && s.cataloged => {}
             (Region::Output, Shape::Bare) if !s.derived => {
                 return Err(ColumnError::UnknownColumns {
@@ -727,10 +729,8 @@ impl Analyzer<'_> {
     }
 
     /// A side channel function: its arguments never see a masked value.
-    fn channel(&self, name: &str, taint: &[Src], pos: &Pos) -> R<()> {
-        if let Some(s) = taint.first()
-            && pos.region != Region::Ignored
-        {
+    fn channel(&self, name: &str, taint: &[Src]) -> R<()> {
+        if let Some(s) = taint.first() {
             return Err(ColumnError::MaskedUse {
                 column: s.column.clone(),
                 rule: s.mask.rule.clone(),
@@ -880,6 +880,8 @@ impl Analyzer<'_> {
                 Role::Top | Role::Copy => {
                     Role::Inner("in a set operation (UNION, INTERSECT, EXCEPT)")
                 }
+                // INTERSECT and EXCEPT compare the values of the branches.
+                Role::Exists(r) => Role::Pred(r),
                 r => r,
             };
             let left = match f.get("larg") {
@@ -901,8 +903,7 @@ impl Analyzer<'_> {
         let values = list_field(f, "values_lists");
         if !values.is_empty() {
             let pos = Pos::new(match role {
-                Role::Pred(r) => r,
-                Role::Ignored => Region::Ignored,
+                Role::Pred(r) | Role::Exists(r) => r,
                 _ => Region::Inner("in a VALUES list"),
             });
             let mut out: Vec<Col> = Vec::new();
@@ -955,10 +956,8 @@ impl Analyzer<'_> {
         if !distinct.is_empty() {
             if distinct.iter().all(|d| as_node(d).is_none()) {
                 // Plain DISTINCT: grouped by every output column.
-                if !matches!(role, Role::Ignored) {
-                    for c in &out {
-                        self.judge(&c.taint, &Pos::new(Region::Order("SELECT DISTINCT")))?;
-                    }
+                for c in &out {
+                    self.judge(&c.taint, &Pos::new(Region::Order("SELECT DISTINCT")))?;
                 }
             } else {
                 self.sort_items(distinct, &scope, &out, exact, "DISTINCT ON", depth)?;
@@ -1019,8 +1018,8 @@ impl Analyzer<'_> {
         let pos = Pos::new(match role {
             Role::Top | Role::Copy => Region::Output,
             Role::Inner(why) => Region::Inner(why),
-            Role::Pred(r) => return self.target_list_in(items, scope, r, depth),
-            Role::Ignored => Region::Ignored,
+            Role::Pred(r) => return self.target_list_in(items, scope, r, depth, false),
+            Role::Exists(r) => return self.target_list_in(items, scope, r, depth, true),
         });
         let mut out = Vec::new();
         let mut exact = true;
@@ -1073,6 +1072,7 @@ impl Analyzer<'_> {
         scope: &[Level],
         region: Region,
         depth: usize,
+        exists: bool,
     ) -> R<(Vec<Col>, bool)> {
         let pos = Pos::new(region).inside("a sub-query");
         let mut out = Vec::new();
@@ -1081,6 +1081,9 @@ impl Analyzer<'_> {
                 continue;
             };
             let Some(val) = rt.get("val") else { continue };
+            if exists && as_node(val).is_some_and(|(ty, _)| ty == "ColumnRef") {
+                continue;
+            }
             let taint = self.expr(val, scope, &pos, depth + 1)?;
             out.push(Col {
                 name: figure_colname(val),
@@ -1975,7 +1978,7 @@ impl Analyzer<'_> {
         let inner = pos.inside(format!("function {name}()"));
         let mut taint = self.expr_list(list_field(f, "args"), scope, &inner, depth)?;
         if CHANNEL_FUNCTIONS.contains(&name.as_str()) {
-            self.channel(&name, &taint, pos)?;
+            self.channel(&name, &taint)?;
         }
         // ORDER BY and FILTER of an aggregate shape its value.
         for o in list_field(f, "agg_order") {
@@ -1986,11 +1989,7 @@ impl Analyzer<'_> {
         }
         if let Some(filter) = f.get("agg_filter") {
             // FILTER (WHERE ...) selects rows as WHERE does.
-            let region = match pos.region {
-                Region::Ignored => Region::Ignored,
-                _ => Region::Filter,
-            };
-            self.expr(filter, scope, &Pos::new(region), depth + 1)?;
+            self.expr(filter, scope, &Pos::new(Region::Filter), depth + 1)?;
         }
         if let Some(over) = f.get("over") {
             self.window(over, scope, depth)?;
@@ -2013,10 +2012,15 @@ impl Analyzer<'_> {
             )?);
         }
         let role = if kind(K::ExistsSublink) {
-            Role::Ignored
+            // EXISTS is a condition on its sub-query's rows, and its select
+            // list is evaluated with them: a condition too.
+            match pos.region {
+                Region::Order(what) => Role::Exists(Region::Order(what)),
+                _ => Role::Exists(Region::Filter),
+            }
         } else {
             match pos.region {
-                Region::Filter | Region::Order(_) | Region::Ignored => Role::Pred(pos.region),
+                Region::Filter | Region::Order(_) => Role::Pred(pos.region),
                 Region::Output => Role::Inner("as the output of a sub-query"),
                 Region::Inner(why) => Role::Inner(why),
             }
@@ -2323,6 +2327,8 @@ fn copy_options(options: &[Value]) -> R<Option<CopyMasking>> {
             "quote" => m.quote = one_byte("QUOTE")?,
             "escape" => escape = Some(one_byte("ESCAPE")?),
             "null" => null = arg.clone(),
+            // CSV quoting of every field: the CSV reader takes quoted fields.
+            "force_quote" => {}
             "header" => {
                 m.header = arg
                     .as_deref()
@@ -2333,7 +2339,11 @@ fn copy_options(options: &[Value]) -> R<Option<CopyMasking>> {
                     "COPY with ENCODING cannot be masked".into(),
                 ));
             }
-            _ => {}
+            other => {
+                return Err(ColumnError::Unsupported(format!(
+                    "COPY option {other} is not understood when masked columns are copied"
+                )));
+            }
         }
     }
     if binary {
@@ -2341,7 +2351,22 @@ fn copy_options(options: &[Value]) -> R<Option<CopyMasking>> {
     }
     m.delimiter = delimiter.unwrap_or(if m.csv { b',' } else { b'\t' });
     m.escape = escape.unwrap_or(m.quote);
-    m.null = null.unwrap_or_else(|| if m.csv { String::new() } else { "\\N".into() });
+    m.null = if m.csv { String::new() } else { "\\N".into() };
+    match null {
+        // In CSV a value equal to the NULL marker is quoted, and the server
+        // refuses a marker with the delimiter or the quote in it.
+        Some(n) if m.csv => m.null = n,
+        // In text the server writes its NULL marker raw and does not escape
+        // a value equal to it: another marker would let a chosen value pass
+        // as NULL (an equality oracle), and one with a backslash would
+        // shift the fields the masker reads.
+        Some(n) if n != m.null => {
+            return Err(ColumnError::Unsupported(
+                "COPY in text format with a NULL marker other than \\N cannot be masked".into(),
+            ));
+        }
+        _ => {}
+    }
     Ok(Some(m))
 }
 

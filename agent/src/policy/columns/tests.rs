@@ -702,3 +702,73 @@ fn a_name_of_several_relations_is_judged_as_any_of_them() {
     // Output positions are not known: ORDER BY 2 may be a masked column.
     assert!(check("SELECT * FROM customers ORDER BY 2", &catalog, Equality).is_err());
 }
+
+/// The select list of EXISTS is evaluated (aggregates, set-returning
+/// functions, casts that fail, OFFSET...) and can decide whether a row
+/// exists: every expression in it is a condition. Only bare column
+/// references, which can neither fail nor change the rows, are left out.
+#[test]
+fn the_select_list_of_exists_is_a_condition() {
+    let leaks = [
+        "SELECT 1 WHERE EXISTS (SELECT string_agg(name, ',')::int FROM customers)",
+        "SELECT 1 WHERE EXISTS (SELECT name::int FROM customers WHERE id = 2 OFFSET 0)",
+        "SELECT c.id FROM customers c WHERE EXISTS (SELECT generate_series(1, CASE WHEN c.name LIKE 'B%' THEN 1 ELSE 0 END))",
+        "SELECT c.id FROM customers c WHERE NOT EXISTS (SELECT CASE WHEN c.name LIKE 'A%' THEN 1/0 END OFFSET 0)",
+        "SELECT EXISTS (SELECT length(name) FROM customers GROUP BY 1 HAVING count(*) > 0)",
+        "SELECT id FROM orders ORDER BY EXISTS (SELECT upper(email) FROM customers OFFSET 0)",
+        "SELECT 1 WHERE EXISTS (SELECT name FROM customers WHERE id = 1 INTERSECT SELECT 'Alice')",
+        "SELECT 1 WHERE EXISTS (SELECT name FROM customers WHERE id = 1 EXCEPT SELECT 'Alice')",
+        "SELECT 1 WHERE EXISTS (VALUES ((SELECT name FROM customers LIMIT 1)::int))",
+    ];
+    for sql in leaks {
+        refused(sql, Refuse);
+        refused(sql, Equality);
+    }
+    // A side channel inside EXISTS is one everywhere.
+    let notify =
+        "SELECT 1 WHERE EXISTS (SELECT pg_notify('leak', string_agg(name, ',')) FROM customers)";
+    for mode in [Refuse, Equality, Any] {
+        refused(notify, mode);
+    }
+    // Under "any" conditions are allowed, and reported: the server's texts
+    // about them are withheld.
+    let f = allowed(leaks[0], Any);
+    assert!(
+        f.masked.iter().any(|c| c.ends_with("customers.name")),
+        "{f:?}"
+    );
+    // The usual forms stay allowed.
+    for sql in [
+        "SELECT id FROM customers c WHERE EXISTS (SELECT * FROM customers c2 WHERE c2.id = c.id)",
+        "SELECT id FROM orders o WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = o.customer_id)",
+        "SELECT id FROM orders o WHERE NOT EXISTS (SELECT c.name, c.email FROM customers c WHERE c.id = o.customer_id)",
+    ] {
+        allowed(sql, Refuse);
+    }
+}
+
+/// COPY rows of masked columns are masked by position: every option that
+/// changes how a row splits must be one the masker reads exactly.
+#[test]
+fn copy_options_that_change_how_rows_split_are_refused() {
+    for sql in [
+        // A NULL marker with a backslash swallows the next delimiter.
+        r"COPY (SELECT (ROW('a'::text, 'b'::text)).*, name, NULL::text, 'x' FROM customers) TO STDOUT (NULL '\')",
+        // A chosen NULL marker: a value equal to it passes as NULL.
+        "COPY (SELECT id, name FROM customers) TO STDOUT (NULL 'Alice Anderson')",
+        "COPY customers (id, email) TO STDOUT (FORMAT csv, FORCE_NOT_NULL (email))",
+        "COPY customers (id, email) TO STDOUT (SOME_FUTURE_OPTION 'x')",
+    ] {
+        refused(sql, Any);
+    }
+    // The defaults, spelled out, and CSV quoting stay allowed.
+    for sql in [
+        r"COPY customers (id, name) TO STDOUT (NULL '\N')",
+        "COPY customers TO STDOUT (FORMAT csv, NULL '')",
+        "COPY customers TO STDOUT (FORMAT csv, NULL 'x')",
+        "COPY customers TO STDOUT (FORMAT csv, FORCE_QUOTE *)",
+        "COPY customers (id, name) TO STDOUT (FORMAT csv, FORCE_QUOTE (name), HEADER)",
+    ] {
+        assert!(allowed(sql, Equality).copy.is_some(), "{sql}");
+    }
+}

@@ -1498,6 +1498,23 @@ where
                     // fail closed rather than send them unmasked.
                     return Err(Fatal::BinaryCopyOut);
                 }
+                // Rows of masked columns are masked by position: the
+                // server's column count must be the one the analysis
+                // expects, or a field would be masked in another's place
+                // (`(row).*` expands to several).
+                if let Some(copy) = self
+                    .front_statement()
+                    .and_then(|s| s.decided.columns.as_ref())
+                    .and_then(|c| c.copy.as_ref())
+                    && self.info.masker.is_some()
+                    && copy.fields.len() != f.columns.len()
+                {
+                    return Err(Fatal::MaskedCopyRow(format!(
+                        "the server copies {} columns where {} were expected",
+                        f.columns.len(),
+                        copy.fields.len()
+                    )));
+                }
                 self.pass(&frame);
             }
             BackendMessage::CopyData(data) => {
