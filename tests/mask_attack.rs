@@ -1,9 +1,10 @@
-//! Attacks on the masking of PostgreSQL results (branch `attack2`): every
-//! test here asserts the SECURE behaviour, so a test FAILS while the bypass
-//! it describes works. Findings are written up in `ATTACK2-FINDINGS.md`.
+//! Attacks on the masking of PostgreSQL results and on approvals (branch
+//! `attack2`): every test here asserts the SECURE behaviour, so a test
+//! FAILS while the bypass it describes works. Findings are written up in
+//! `ATTACK2-FINDINGS.md`.
 //!
 //! End-to-end through the in-process proxy (harness copied from
-//! `pg_attack.rs`) in front of the harness's real PostgreSQL 15, with the
+//! `pg_proxy.rs`) in front of the harness's real PostgreSQL 15, with the
 //! column rules of `pg_proxy.rs` (`COLUMN_RULES`: name/email redact, card
 //! last4, ssn null; only the e-mail detector as a backstop).
 //!
@@ -25,14 +26,15 @@ use bytes::BytesMut;
 use common::pg::{self, PgServer};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
+use warden::approval::peer::{Peer, Place};
+use warden::approval::{Approvals, Decision, RequestView};
 use warden::audit::event::{ProcessInfo, SessionId, StatementDecision};
 use warden::audit::replay::{ReplayStatement, Step};
 use warden::audit::{AuditHandle, WriterOptions, WriterTask};
 use warden::config::Config;
-use warden::policy::{Action, Policy, PolicyConfig, SessionContext, StatementClass, analyze};
 use warden::protocol::postgres::backend::BackendMessage;
 use warden::protocol::postgres::frame::{Frame, decode_frame};
 use warden::protocol::postgres::frontend;
@@ -42,27 +44,25 @@ use warden::protocol::postgres::startup::{
 use warden::proxy::postgres::{Caller, PgRuntime, serve};
 
 // ---------------------------------------------------------------------------
-// Harness (from pg_proxy.rs)
+// Harness
 // ---------------------------------------------------------------------------
 
 const ALLOW_ALL: &str = "default = \"allow\"";
+
+/// Read-only with the refusals of the issue's example policy.
+const READ_ONLY: &str = r#"default = "deny"
+rules = [
+  { action = "allow", classes = ["read"] },
+  { action = "block", tables = ["secrets", "public.payroll"], name = "no-secrets" },
+  { action = "block", functions = ["pg_read_file", "dblink*", "lo_*", "set_config"], name = "no-file-access" },
+]"#;
 
 /// Reads and writes, nothing else.
 const READ_WRITE: &str = r#"default = "deny"
 rules = [ { action = "allow", classes = ["read", "write"] } ]"#;
 
-/// The policy under attack (as `BLOCK_SECRETS` in pg_proxy.rs).
-const BLOCK_SECRETS: &str = r#"default = "deny"
-rules = [
-  { action = "allow", classes = ["read"] },
-  { action = "block", tables = ["secrets", "public.payroll"], name = "no-secrets" },
-]"#;
-
-fn refused(s: &ReplayStatement) -> bool {
-    s.request
-        .as_ref()
-        .is_some_and(|r| r.decision != StatementDecision::Allowed)
-}
+const PII: &str = r#"columns = [ { column = "customers.card", strategy = "last4" } ]
+patterns = ["card", "email", "ssn", "iban", "token"]"#;
 
 /// One in-process Warden in front of the shared PostgreSQL.
 struct Spec<'a> {
@@ -76,6 +76,8 @@ struct Spec<'a> {
     password_mode: u32,
     /// Accounts, each with its own listener and the same grant.
     accounts: &'a [&'a str],
+    /// The `[approvals]` table.
+    approvals: &'a str,
     /// Extra keys of each `[[grant]]` table.
     grant_extra: &'a str,
 }
@@ -90,6 +92,7 @@ impl Default for Spec<'_> {
             password: None,
             password_mode: 0o600,
             accounts: &["app"],
+            approvals: "",
             grant_extra: "",
         }
     }
@@ -111,6 +114,8 @@ struct Proxy {
     /// Session id of each accepted connection, by the client's port.
     sessions: Arc<Mutex<HashMap<u16, u64>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Statements of `approve` rules wait here, as in the daemon.
+    approvals: Arc<Approvals>,
     _audit: AuditHandle,
     _writer: WriterTask,
     _dir: tempfile::TempDir,
@@ -161,17 +166,27 @@ impl Proxy {
         if let Some(m) = spec.masking {
             toml.push_str(&format!("[masking.m]\n{m}\n"));
         }
+        toml.push_str(&format!("\n[approvals]\n{}\n", spec.approvals));
         let config = Config::parse(&toml, &dir.path().join("warden.toml"))
             .unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
-        let rt = Arc::new(PgRuntime::build(&config).unwrap_or_else(|e| panic!("runtime: {e}")));
-        let runtime = Arc::new(std::sync::RwLock::new(rt));
-        let config = Arc::new(config);
         let store = dir.path().join("audit.db");
         let opts = WriterOptions {
             sync: warden::audit::SyncMode::Normal,
             ..WriterOptions::default()
         };
         let (audit, writer) = warden::audit::spawn_writer(&store, opts).unwrap();
+        let approvals = Approvals::new(
+            config.approvals.clone(),
+            audit.clone(),
+            "warden approvals".into(),
+        );
+        let rt = Arc::new(
+            PgRuntime::build(&config)
+                .unwrap_or_else(|e| panic!("runtime: {e}"))
+                .with_approvals(Arc::clone(&approvals)),
+        );
+        let runtime = Arc::new(std::sync::RwLock::new(rt));
+        let config = Arc::new(config);
         let ended = Arc::new(Mutex::new(HashMap::new()));
         let sessions = Arc::new(Mutex::new(HashMap::new()));
         let next = Arc::new(AtomicU64::new(1));
@@ -232,6 +247,7 @@ impl Proxy {
             ended,
             sessions,
             tasks,
+            approvals,
             _audit: audit,
             _writer: writer,
             _dir: dir,
@@ -245,7 +261,9 @@ impl Proxy {
     /// What a configuration reload does to the PostgreSQL runtime: a new
     /// one for new connections, keeping the previous one's cancel keys.
     fn reload(&self) {
-        let mut next = PgRuntime::build(&self.config).unwrap();
+        let mut next = PgRuntime::build(&self.config)
+            .unwrap()
+            .with_approvals(Arc::clone(&self.approvals));
         let mut slot = self.runtime.write().unwrap();
         next.keep_cancels_of(&slot);
         *slot = Arc::new(next);
@@ -327,6 +345,20 @@ impl Proxy {
     }
 }
 
+fn refused(s: &ReplayStatement) -> bool {
+    s.request
+        .as_ref()
+        .is_some_and(|r| r.decision != StatementDecision::Allowed)
+}
+
+fn sql_of(s: &ReplayStatement) -> String {
+    s.request
+        .as_ref()
+        .or(s.result.as_ref())
+        .map(|r| r.statement.clone())
+        .unwrap_or_default()
+}
+
 async fn connect(conn: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(conn, NoTls)
         .await
@@ -366,32 +398,6 @@ fn message(e: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| format!("{e:?}"))
 }
 
-fn simple_summary(r: Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>) -> Vec<String> {
-    match r {
-        Err(e) => vec![format!("ERROR {}", sqlstate(&e))],
-        Ok(msgs) => msgs
-            .iter()
-            .map(|m| match m {
-                SimpleQueryMessage::Row(row) => {
-                    let cols: Vec<String> = row
-                        .columns()
-                        .iter()
-                        .enumerate()
-                        .map(|(i, c)| format!("{}={:?}", c.name(), row.get(i)))
-                        .collect();
-                    format!("ROW {}", cols.join(" "))
-                }
-                SimpleQueryMessage::CommandComplete(n) => format!("COMPLETE {n}"),
-                SimpleQueryMessage::RowDescription(cols) => format!(
-                    "DESC {:?}",
-                    cols.iter().map(|c| c.name().to_owned()).collect::<Vec<_>>()
-                ),
-                other => format!("OTHER {other:?}"),
-            })
-            .collect(),
-    }
-}
-
 /// A client speaking the wire protocol directly, through Warden's codec.
 struct Raw {
     tcp: TcpStream,
@@ -423,6 +429,13 @@ enum Msg {
         message: String,
     },
     FunctionResult(Option<Vec<u8>>),
+    /// A message read by [`Raw::recv_streaming`] without being held: its
+    /// tag, its length field and the first bytes of its body.
+    Big {
+        tag: u8,
+        len: usize,
+        head: Vec<u8>,
+    },
     Other(u8),
 }
 
@@ -488,6 +501,70 @@ impl Raw {
         .await
         .expect("no answer within 10 s")?;
         Some(to_msg(&frame))
+    }
+
+    /// Like [`recv`](Self::recv), but a message whose length field is
+    /// above `big` is read and dropped piece by piece (so that the test
+    /// process, which also runs Warden, does not hold it) and returned as
+    /// [`Msg::Big`].
+    async fn recv_streaming(&mut self, big: usize) -> Option<Msg> {
+        let read = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if self.buf.len() >= 5 {
+                    let len = u32::from_be_bytes(self.buf[1..5].try_into().unwrap()) as usize;
+                    if len > big {
+                        let tag = self.buf[0];
+                        let mut remaining = len + 1;
+                        let mut head = Vec::new();
+                        loop {
+                            let n = remaining.min(self.buf.len());
+                            let piece = self.buf.split_to(n);
+                            let body = if head.is_empty() && n >= 5 {
+                                &piece[5..]
+                            } else {
+                                &piece[..]
+                            };
+                            head.extend_from_slice(
+                                &body[..body.len().min(64 - head.len().min(64))],
+                            );
+                            remaining -= n;
+                            if remaining == 0 {
+                                return Some(Msg::Big { tag, len, head });
+                            }
+                            self.buf.reserve(64 * 1024);
+                            match self.tcp.read_buf(&mut self.buf).await {
+                                Ok(0) | Err(_) => return None,
+                                Ok(_) => {}
+                            }
+                        }
+                    }
+                }
+                if let Some(f) = decode_frame(&mut self.buf, 1 << 30).unwrap() {
+                    return Some(to_msg(&f));
+                }
+                self.buf.reserve(64 * 1024);
+                match self.tcp.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        read.expect("no answer within 60 s")
+    }
+
+    /// [`recv_streaming`](Self::recv_streaming) up to and including
+    /// ReadyForQuery, or up to the close.
+    async fn until_ready_streaming(&mut self, big: usize) -> Vec<Msg> {
+        let mut out = Vec::new();
+        while let Some(m) = self.recv_streaming(big).await {
+            let done = matches!(m, Msg::Ready(_));
+            out.push(m);
+            if done {
+                break;
+            }
+        }
+        out
     }
 
     /// Messages up to and including ReadyForQuery, or up to the close.
@@ -583,19 +660,60 @@ fn text(v: &Option<Vec<u8>>) -> String {
         .unwrap_or_else(|| "NULL".into())
 }
 
+/// Every sensitive value of the data set that must never come out masked
+/// grants.
+impl Proxy {
+    /// The one pending approval request, once there is one (10 s limit).
+    async fn pending(&self) -> RequestView {
+        let start = Instant::now();
+        loop {
+            let mut l = self.approvals.list().pending;
+            if let Some(v) = l.pop() {
+                assert!(l.is_empty(), "more than one pending: {l:#?} and {v:#?}");
+                return v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no approval request"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// An approver's decision (uid 5001, listed in [`APPROVERS`]).
+    async fn decide(&self, id: &str, approve: bool, grant_secs: Option<u64>) {
+        let approver = Peer {
+            uid: 5001,
+            gid: 5001,
+            pid: None,
+            gids: vec![5001],
+            uids: vec![5001],
+            place: Place::Known {
+                cgroups: vec!["/user.slice/approver".into()],
+                cgroup_ids: vec![77],
+                accounts: vec![],
+            },
+        };
+        let d = Decision {
+            approve,
+            reason: Some("test".into()),
+            grant_secs,
+        };
+        self.approvals.decide(id, &approver, d).await.unwrap();
+    }
+}
+
+const APPROVERS: &str = "approvers = { groups = [], uids = [5001] }\napproval_timeout_secs = 30";
+
+/// Whether the client was told its statement is held for approval.
+fn held_notice(msgs: &[Msg]) -> bool {
+    msgs.iter()
+        .any(|m| matches!(m, Msg::Notice { message } if message.contains("approval")))
+}
 
 // ---------------------------------------------------------------------------
 // The setting under attack
 // ---------------------------------------------------------------------------
-
-/// Read-only with the refusals of the issue's example policy (as
-/// `READ_ONLY` in pg_proxy.rs).
-const READ_ONLY: &str = r#"default = "deny"
-rules = [
-  { action = "allow", classes = ["read"] },
-  { action = "block", tables = ["secrets", "public.payroll"], name = "no-secrets" },
-  { action = "block", functions = ["pg_read_file", "dblink*", "lo_*", "set_config"], name = "no-file-access" },
-]"#;
 
 /// Column rules on every sensitive column of `customers` (as in
 /// pg_proxy.rs): names are matched by no detector, so a name in any
@@ -794,4 +912,379 @@ fn m3_with_hold_cursor_errors_at_commit_are_not_withheld() {
             leaked(&all)
         );
     });
+}
+
+// ---------------------------------------------------------------------------
+// M4 / A1: a protocol-level statement name is re-pointed in Warden's books
+// by a Parse the server refuses (42P05 "prepared statement already
+// exists"): Warden records the new text at Parse, before the server
+// answers, and keeps it after the error. Bind/Execute of that name then run
+// the server's (first) statement under the decision Warden made for the
+// second one: its COPY masking, its "reads masked columns", its approval.
+// ---------------------------------------------------------------------------
+
+fn parse_sync(name: &str, sql: &str) -> BytesMut {
+    let mut b = BytesMut::new();
+    frontend::parse(&mut b, name, sql, &[]).unwrap();
+    frontend::sync(&mut b);
+    b
+}
+
+fn bind_execute_sync(statement: &str, params: &[Option<&[u8]>]) -> BytesMut {
+    let mut b = BytesMut::new();
+    frontend::bind(&mut b, "", statement, &[], params, &[]).unwrap();
+    frontend::execute(&mut b, "", 0).unwrap();
+    frontend::sync(&mut b);
+    b
+}
+
+#[test]
+fn m4_statement_name_redefined_by_a_failed_parse_copies_masked_columns_unmasked() {
+    run(|pg| async move {
+        let p = masked_proxy(pg, "equality", READ_ONLY, pg::ORDERS_RO).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        // Control: the COPY through the statement is masked.
+        r.send(&parse_sync("s1", "COPY (SELECT id, name FROM customers ORDER BY id) TO STDOUT"))
+            .await;
+        let msgs = r.until_ready().await;
+        assert!(errors(&msgs).is_empty(), "{}", dump(&msgs));
+        r.send(&bind_execute_sync("s1", &[])).await;
+        let msgs = r.until_ready().await;
+        let control = dump(&msgs);
+        assert!(leaked(&control).is_none(), "control leaked: {control}");
+        // The same name parsed again with a harmless text: the server
+        // refuses it (42P05) and keeps the COPY.
+        r.send(&parse_sync("s1", "SELECT 1")).await;
+        let msgs = r.until_ready().await;
+        assert!(
+            errors(&msgs).iter().any(|(_, c, _)| c == "42P05"),
+            "{}",
+            dump(&msgs)
+        );
+        r.send(&bind_execute_sync("s1", &[])).await;
+        let msgs = r.until_ready().await;
+        let all = dump(&msgs);
+        assert!(
+            leaked(&all).is_none(),
+            "COPY through a re-pointed statement name leaked: {:?}\n{all}",
+            leaked(&all)
+        );
+        assert!(p.any_panic().is_none());
+    });
+}
+
+/// Sends `b` and reports whether Warden asked an approver (the request is
+/// then denied) or let it run without asking; the messages either way.
+async fn asked(p: &Proxy, r: &mut Raw, b: &[u8]) -> (bool, Vec<Msg>) {
+    r.send(b).await;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        if let Some(v) = p.approvals.list().pending.pop() {
+            p.decide(&v.id, false, None).await;
+            return (true, r.until_ready().await);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (false, r.until_ready().await)
+}
+
+#[test]
+fn a1_statement_name_redefined_by_a_failed_parse_runs_a_held_delete_without_approval() {
+    run(|pg| async move {
+        let p = Proxy::start(
+            pg,
+            Spec {
+                role: pg::ORDERS_RW,
+                policy: r#"default = "allow"
+rules = [ { action = "approve", tables = ["orders"], classes = ["write"], name = "order-writes" } ]"#,
+                approvals: APPROVERS,
+                ..Spec::default()
+            },
+        )
+        .await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        // A write inside a transaction that is rolled back at the end: the
+        // proof is the row count the DELETE reports.
+        let _ = r.query("BEGIN").await;
+        r.send(&parse_sync("del", "DELETE FROM orders WHERE id = $1")).await;
+        let msgs = r.until_ready().await;
+        assert!(errors(&msgs).is_empty(), "{}", dump(&msgs));
+        // Control: executing it is asked.
+        let (was_asked, msgs) = asked(&p, &mut r, &bind_execute_sync("del", &[Some(b"1")])).await;
+        assert!(was_asked, "control: not asked: {}", dump(&msgs));
+        let _ = r.query("ROLLBACK").await;
+        let _ = r.query("BEGIN").await;
+        // Re-point the name in Warden's books.
+        r.send(&parse_sync("del", "SELECT $1::int")).await;
+        let msgs = r.until_ready().await;
+        assert!(
+            errors(&msgs).iter().any(|(_, c, _)| c == "42P05"),
+            "{}",
+            dump(&msgs)
+        );
+        let _ = r.query("ROLLBACK").await;
+        let _ = r.query("BEGIN").await;
+        let (was_asked, msgs) = asked(&p, &mut r, &bind_execute_sync("del", &[Some(b"1")])).await;
+        let all = dump(&msgs);
+        let _ = r.query("ROLLBACK").await;
+        assert!(
+            was_asked,
+            "the held DELETE ran without an approval: {all}"
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// A2: a `--for` grant of a write covers every statement of the same shape,
+// and the shape turns every literal into `?`, also literals that name the
+// object the write goes to: a NOTIFY channel, a sequence.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a2_grant_for_a_write_covers_other_channels_and_sequences() {
+    run(|pg| async move {
+        let p = Proxy::start(
+            pg,
+            Spec {
+                role: pg::ORDERS_RW,
+                policy: r#"default = "allow"
+rules = [ { action = "approve", classes = ["write"], name = "writes" } ]"#,
+                approvals: APPROVERS,
+                ..Spec::default()
+            },
+        )
+        .await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        for (shown, other) in [
+            (
+                "SELECT pg_notify('orders_audit', 'order 7 viewed')",
+                "SELECT pg_notify('payments', '{\"refund\": \"all\"}')",
+            ),
+            (
+                "SELECT nextval('orders_id_seq')",
+                "SELECT nextval('customers_id_seq')",
+            ),
+        ] {
+            // The approver sees `shown` and grants it for a minute.
+            let mut b = BytesMut::new();
+            frontend::query(&mut b, shown).unwrap();
+            r.send(&b).await;
+            let req = p.pending().await;
+            assert!(req.statement.contains(shown), "{req:#?}");
+            p.decide(&req.id, true, Some(60)).await;
+            let _ = r.until_ready().await;
+            // Another channel / sequence.
+            let mut b = BytesMut::new();
+            frontend::query(&mut b, other).unwrap();
+            let (was_asked, msgs) = asked(&p, &mut r, &b).await;
+            assert!(
+                was_asked,
+                "a grant for {shown:?} let {other:?} through unasked: {}",
+                dump(&msgs)
+            );
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// M5 / M6: the catalog marks a column masked by a rule naming it, by
+// inheritance, or by a view's rewrite dependencies. A column computed from
+// a masked column in other ways keeps its value unmasked: a STORED
+// generated column (`name_key GENERATED ALWAYS AS (lower(name))`, the usual
+// case-insensitive lookup key) and a view whose column calls a function
+// that reads the masked column (the view depends on the function, not on
+// the column).
+// ---------------------------------------------------------------------------
+
+#[test]
+fn m6_generated_column_of_a_masked_column_is_returned_unmasked() {
+    run(|pg| async move {
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "ALTER TABLE public.customers DROP COLUMN IF EXISTS name_key; \
+             ALTER TABLE public.customers ADD COLUMN name_key text \
+               GENERATED ALWAYS AS (lower(name)) STORED",
+        );
+        let p = masked_proxy(pg, "equality", READ_ONLY, pg::ORDERS_RO).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let mut out = String::new();
+        for sql in [
+            "SELECT id, name_key FROM customers ORDER BY id",
+            "SELECT * FROM customers ORDER BY id",
+            "COPY customers TO STDOUT",
+        ] {
+            let msgs = r.query(sql).await;
+            out.push_str(&format!("{sql}:\n{}\n", dump(&msgs)));
+        }
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "ALTER TABLE public.customers DROP COLUMN name_key",
+        );
+        let lower: Vec<String> = pg::CUSTOMERS.iter().map(|c| c.name.to_lowercase()).collect();
+        let hit = lower.iter().find(|n| out.contains(n.as_str()));
+        assert!(
+            hit.is_none(),
+            "a generated column of customers.name leaked {hit:?}:\n{out}"
+        );
+    });
+}
+
+#[test]
+fn m5_view_column_computed_by_a_function_over_a_masked_column_is_unmasked() {
+    run(|pg| async move {
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP VIEW IF EXISTS public.order_summary; \
+             DROP FUNCTION IF EXISTS public.customer_name(int); \
+             CREATE FUNCTION public.customer_name(int) RETURNS text LANGUAGE sql STABLE \
+               AS 'SELECT name FROM public.customers WHERE id = $1'; \
+             CREATE VIEW public.order_summary AS \
+               SELECT o.id, o.amount, public.customer_name(o.customer_id) AS customer \
+               FROM public.orders o; \
+             GRANT SELECT ON public.order_summary TO orders_ro",
+        );
+        let p = masked_proxy(pg, "equality", READ_ONLY, pg::ORDERS_RO).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let msgs = r.query("SELECT id, customer FROM order_summary ORDER BY id").await;
+        let all = dump(&msgs);
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP VIEW public.order_summary; DROP FUNCTION public.customer_name(int)",
+        );
+        assert!(
+            leaked(&all).is_none(),
+            "a view over a function leaked {:?}:\n{all}",
+            leaked(&all)
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Probes that are expected to hold (what held is recorded too).
+// ---------------------------------------------------------------------------
+
+/// Statements that must be refused (42501): each would return a masked
+/// value or one bit of it.
+#[test]
+fn held_probes_masked_columns_in_other_positions() {
+    run(|pg| async move {
+        let p = masked_proxy(pg, "equality", READ_ONLY, pg::ORDERS_RO).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let mut bad = Vec::new();
+        for sql in [
+            // ORDER BY an output alias that names another input column.
+            "SELECT name AS id, id AS x FROM customers ORDER BY id",
+            "SELECT id FROM customers GROUP BY ROLLUP (name)",
+            "SELECT id FROM customers c WHERE c.name = c.email",
+            "SELECT id FROM customers WHERE name = ANY (SELECT note FROM orders)",
+            "SELECT id FROM customers WHERE (name, id) = ('Bob Brown', 2)",
+            "SELECT id FROM customers WHERE (name = 'x') IS NOT TRUE",
+            "SELECT id FROM customers WHERE name = 'Bob Brown' COLLATE \"C\"",
+            "SELECT count(*) FILTER (WHERE name LIKE 'A%') FROM customers",
+            "SELECT (c).name FROM customers c",
+            "SELECT (ROW(name, 1)).f1 FROM customers",
+            "SELECT id FROM customers, LATERAL generate_series(1, length(name)) g",
+            "SELECT histogram_bounds FROM pg_stats WHERE tablename = 'customers'",
+            "SELECT most_common_vals FROM pg_catalog.pg_stats WHERE attname = 'name'",
+            "SELECT id FROM customers WHERE name IS NOT NULL ORDER BY 1 LIMIT (SELECT length(name) FROM customers LIMIT 1)",
+            "SELECT 1 FROM customers HAVING max(name) > 'B'",
+            "SELECT id, row_number() OVER (ORDER BY name) FROM customers",
+            "SELECT json_agg(c) FROM customers c",
+            "SELECT to_jsonb(c.*) FROM customers c",
+            "SELECT c.*::text FROM customers c",
+            "TABLE customers UNION ALL TABLE customers",
+            "VALUES ((SELECT name FROM customers LIMIT 1))",
+            "SELECT * FROM (VALUES (1)) v(x) WHERE EXISTS (SELECT 1 FROM customers WHERE name > 'B')",
+            "COPY (SELECT name FROM customers) TO STDOUT (FORMAT binary)",
+            "COPY (SELECT * FROM customers c JOIN orders o ON o.customer_id = c.id) TO STDOUT",
+            "COPY (SELECT name FROM customers) TO STDOUT (ENCODING 'SJIS')",
+            "EXPLAIN (ANALYZE, VERBOSE) SELECT id FROM customers WHERE name > 'B'",
+            "SELECT pg_notify('x', name) FROM customers",
+        ] {
+            let msgs = r.query(sql).await;
+            let all = dump(&msgs);
+            if !refused_42501(&msgs) {
+                bad.push(format!("{sql}: {all}"));
+            }
+        }
+        assert!(bad.is_empty(), "{bad:#?}");
+        assert!(p.any_panic().is_none());
+    });
+}
+
+/// Rows of a WITH HOLD cursor fetched after its transaction committed are
+/// still masked (the portal keeps its statement's column origins).
+#[test]
+fn held_probe_with_hold_cursor_rows_stay_masked_after_commit() {
+    run(|pg| async move {
+        let p = masked_proxy(pg, "equality", READ_ONLY, pg::ORDERS_RO).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let msgs = r
+            .query("BEGIN; DECLARE k CURSOR WITH HOLD FOR SELECT id, name, card FROM customers ORDER BY id; COMMIT")
+            .await;
+        assert!(errors(&msgs).is_empty(), "{}", dump(&msgs));
+        let msgs = r.query("FETCH ALL FROM k").await;
+        let all = dump(&msgs);
+        assert_eq!(rows(&msgs).len(), pg::CUSTOMERS.len(), "{all}");
+        assert!(leaked(&all).is_none(), "{all}");
+        let _ = r.query("CLOSE k").await;
+    });
+}
+
+// ---------------------------------------------------------------------------
+// A3: an approver asked about `EXECUTE name(...)` of a SQL-level prepared
+// statement must see what the statement is.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a3_approver_of_an_execute_sees_the_prepared_statement() {
+    run(|pg| async move {
+        let p = Proxy::start(
+            pg,
+            Spec {
+                role: pg::ORDERS_RW,
+                policy: r#"default = "allow"
+rules = [ { action = "approve", tables = ["orders"], classes = ["write"], name = "order-writes" } ]"#,
+                approvals: APPROVERS,
+                ..Spec::default()
+            },
+        )
+        .await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let _ = r.query("BEGIN").await;
+        let mut b = BytesMut::new();
+        frontend::query(&mut b, "PREPARE d(int) AS DELETE FROM orders WHERE id > $1").unwrap();
+        let (prepare_asked, msgs) = asked_approve(&p, &mut r, &b).await;
+        assert!(errors(&msgs).is_empty(), "{}", dump(&msgs));
+        let mut b = BytesMut::new();
+        frontend::query(&mut b, "EXECUTE d(0)").unwrap();
+        r.send(&b).await;
+        let view = p.pending().await;
+        p.decide(&view.id, false, None).await;
+        let _ = r.until_ready().await;
+        let _ = r.query("ROLLBACK").await;
+        assert!(
+            view.statement.contains("DELETE FROM orders WHERE id > $1"),
+            "PREPARE asked: {prepare_asked}; the approver of the EXECUTE sees only: {:?}",
+            view.statement
+        );
+    });
+}
+
+/// As [`asked`], but approving (once) when asked.
+async fn asked_approve(p: &Proxy, r: &mut Raw, b: &[u8]) -> (bool, Vec<Msg>) {
+    r.send(b).await;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        if let Some(v) = p.approvals.list().pending.pop() {
+            p.decide(&v.id, true, None).await;
+            return (true, r.until_ready().await);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (false, r.until_ready().await)
 }
