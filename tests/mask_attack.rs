@@ -850,7 +850,7 @@ fn m2_copy_field_positions_shifted_by_row_expansion_and_a_backslash_null() {
         // Analysis: 4 fields, the 2nd masked. Server: 5 fields
         // ('a', 'b', name, NULL, 'x'). Masker: `\<TAB>x` is one escaped
         // field, so it sees 4: 'a' | 'b' | name | '\\\tx', and masks 'b'.
-        let sql = "COPY (SELECT (ROW('a', 'b')).*, name, NULL::text, 'x' FROM customers ORDER BY id) \
+        let sql = "COPY (SELECT (ROW('a'::text, 'b'::text)).*, name, NULL::text, 'x' FROM customers ORDER BY id) \
                    TO STDOUT (NULL '\\')";
         let msgs = r.query(sql).await;
         let all = dump(&msgs);
@@ -1055,6 +1055,7 @@ rules = [ { action = "approve", classes = ["write"], name = "writes" } ]"#,
         )
         .await;
         let (mut r, _, _) = Raw::session(p.addr()).await;
+        let mut through = Vec::new();
         for (shown, other) in [
             (
                 "SELECT pg_notify('orders_audit', 'order 7 viewed')",
@@ -1064,7 +1065,13 @@ rules = [ { action = "approve", classes = ["write"], name = "writes" } ]"#,
                 "SELECT nextval('orders_id_seq')",
                 "SELECT nextval('customers_id_seq')",
             ),
+            (
+                "DELETE FROM orders WHERE note LIKE 'gift wrap'",
+                "DELETE FROM orders WHERE note LIKE '%'",
+            ),
         ] {
+            // Each pair in a transaction rolled back (the DELETEs).
+            let _ = r.query("BEGIN").await;
             // The approver sees `shown` and grants it for a minute.
             let mut b = BytesMut::new();
             frontend::query(&mut b, shown).unwrap();
@@ -1077,12 +1084,15 @@ rules = [ { action = "approve", classes = ["write"], name = "writes" } ]"#,
             let mut b = BytesMut::new();
             frontend::query(&mut b, other).unwrap();
             let (was_asked, msgs) = asked(&p, &mut r, &b).await;
-            assert!(
-                was_asked,
-                "a grant for {shown:?} let {other:?} through unasked: {}",
-                dump(&msgs)
-            );
+            let _ = r.query("ROLLBACK").await;
+            if !was_asked {
+                through.push(format!(
+                    "a grant for {shown:?} let {other:?} through unasked: {}",
+                    dump(&msgs)
+                ));
+            }
         }
+        assert!(through.is_empty(), "{through:#?}");
     });
 }
 
@@ -1200,7 +1210,6 @@ fn held_probes_masked_columns_in_other_positions() {
             "VALUES ((SELECT name FROM customers LIMIT 1))",
             "SELECT * FROM (VALUES (1)) v(x) WHERE EXISTS (SELECT 1 FROM customers WHERE name > 'B')",
             "COPY (SELECT name FROM customers) TO STDOUT (FORMAT binary)",
-            "COPY (SELECT * FROM customers c JOIN orders o ON o.customer_id = c.id) TO STDOUT",
             "COPY (SELECT name FROM customers) TO STDOUT (ENCODING 'SJIS')",
             "EXPLAIN (ANALYZE, VERBOSE) SELECT id FROM customers WHERE name > 'B'",
             "SELECT pg_notify('x', name) FROM customers",
