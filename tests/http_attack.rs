@@ -548,3 +548,104 @@ rules = [
         );
     });
 }
+
+// ---------------------------------------------------------------------------
+// H5: a block rule on a path is matched against the path as written, while
+// common frameworks route a format suffix to the same action: Rails'
+// `(.:format)` on every route, Spring MVC's suffix pattern matching (the
+// default before 5.3), Express/Django apps with `.:format` routes.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn h5_block_rule_on_a_path_dodged_by_a_format_suffix() {
+    run(|| async {
+        let r = rig(
+            BEARER,
+            r#"default = "allow"
+rules = [ { action = "block", paths = ["/admin/**"], name = "no-admin" } ]"#,
+            "patterns = [\"email\"]",
+        )
+        .await;
+        let got = r.get("/admin", "").await;
+        assert_eq!(got.status, 403, "control: {got:?}");
+        let got = r.get("/admin/users", "").await;
+        assert_eq!(got.status, 403, "control: {got:?}");
+        let mut through = Vec::new();
+        for path in ["/admin.json", "/admin.", "/admin/users.json", "/admin.html/"] {
+            let got = r.get(path, "").await;
+            if got.status != 403 {
+                through.push(format!("{path} -> {}", got.status));
+            }
+        }
+        assert!(
+            through.is_empty(),
+            "block rule dodged by a format suffix: {through:#?}"
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Probes that held: ambiguous framing, other hosts, overrides, folding.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn held_probes_requests_read_differently_upstream_are_refused() {
+    run(|| async {
+        let r = rig(
+            BEARER,
+            r#"default = "allow"
+rules = [
+  { action = "block", paths = ["/admin/**"], name = "no-admin" },
+  { action = "block", methods = ["DELETE"], name = "no-delete" },
+]"#,
+            "patterns = [\"email\"]",
+        )
+        .await;
+        let h = r.host();
+        let cases: Vec<(String, &[u16])> = vec![
+            (format!("POST /x HTTP/1.1\r\nHost: {h}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), &[400]),
+            (format!("POST /x HTTP/1.1\r\nHost: {h}\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd"), &[400]),
+            (format!("POST /x HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n"), &[400, 501]),
+            (format!("POST /x HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"), &[400, 501]),
+            (format!("GET /x HTTP/1.1\r\nHost: {h}\r\nX-Foo: a\r\n b\r\n\r\n"), &[400]),
+            (format!("GET /x HTTP/1.1\r\nHost: {h}\r\nHost: other.example\r\n\r\n"), &[400, 421]),
+            (format!("GET http://other.example/x HTTP/1.1\r\nHost: {h}\r\n\r\n"), &[400, 421]),
+            (format!("GET /x HTTP/1.1\r\nHost: {h}\r\nX-Forwarded-Host: other.example\r\n\r\n"), &[421]),
+            (format!("GET /x HTTP/1.1\r\nHost: {h}\r\nForwarded: host=other.example\r\n\r\n"), &[421]),
+            (format!("POST /orders/7 HTTP/1.1\r\nHost: {h}\r\nX-HTTP-Method-Override: DELETE\r\nContent-Length: 0\r\n\r\n"), &[403]),
+            (format!("POST /orders/7 HTTP/1.1\r\nHost: {h}\r\nX_HTTP_Method_Override: DELETE\r\nContent-Length: 0\r\n\r\n"), &[400, 403]),
+            (format!("POST /orders/7?_method=DELETE HTTP/1.1\r\nHost: {h}\r\nContent-Length: 0\r\n\r\n"), &[403]),
+            (format!("POST /orders/7 HTTP/1.1\r\nHost: {h}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 14\r\n\r\n_method=DELETE"), &[403]),
+            (format!("delete /orders/7 HTTP/1.1\r\nHost: {h}\r\n\r\n"), &[400, 403, 405, 501]),
+            (format!("GET /public/..%2fadmin HTTP/1.1\r\nHost: {h}\r\n\r\n"), &[400]),
+            (format!("GET /public/..;/admin HTTP/1.1\r\nHost: {h}\r\n\r\n"), &[400, 403]),
+            (format!("GET /%61dmin HTTP/1.1\r\nHost: {h}\r\n\r\n"), &[403]),
+            (format!("GET /admin;x=1 HTTP/1.1\r\nHost: {h}\r\n\r\n"), &[403]),
+            (format!("GET /public/\u{ff0e}\u{ff0e}/admin HTTP/1.1\r\nHost: {h}\r\n\r\n"), &[400]),
+            (format!("GET /public\\..\\admin HTTP/1.1\r\nHost: {h}\r\n\r\n"), &[400]),
+            (format!("GET /x HTTP/1.1\r\nHost: {h}\r\nX-Original-URL: /admin\r\n\r\n"), &[403]),
+            (format!("GET /x HTTP/1.1\r\nHost: {h}\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"), &[400, 403]),
+            (format!("GET /x HTTP/1.1\r\nHost: {h}\r\n\r\nGET /admin HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n"), &[]),
+        ];
+        let mut bad = Vec::new();
+        for (req, want) in cases {
+            let before = r.seen.lock().unwrap().len();
+            let got = r.ask(req.as_bytes()).await;
+            let seen: Vec<String> = r.seen.lock().unwrap()[before..]
+                .iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect();
+            if want.is_empty() {
+                // Pipelined: the second (blocked) request never goes up.
+                if seen.iter().any(|s| s.contains("/admin")) {
+                    bad.push(format!("{req:?}: forwarded {seen:?}"));
+                }
+                continue;
+            }
+            if !want.contains(&got.status) || !seen.is_empty() {
+                bad.push(format!("{req:?}: status {} forwarded {seen:?}", got.status));
+            }
+        }
+        assert!(bad.is_empty(), "{bad:#?}");
+    });
+}
