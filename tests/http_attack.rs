@@ -104,6 +104,13 @@ fn answer(target: &str, auth: &str, _body: &[u8]) -> Vec<u8> {
             }
             reply("200 OK", &[json], inner.as_bytes())
         }
+        // A login that turns the injected credential into a session: the
+        // cookie (and the token in the body) are credentials of their own.
+        "/session" => reply(
+            "200 OK",
+            &[json, ("Set-Cookie", "sid=derived-session-7f3a; Domain=.example.com; Path=/")],
+            b"{\"access_token\": \"derived-token-9c1e\"}",
+        ),
         _ => reply("200 OK", &[json], b"{\"ok\": true}"),
     }
 }
@@ -647,5 +654,26 @@ rules = [
             }
         }
         assert!(bad.is_empty(), "{bad:#?}");
+    });
+}
+
+// ---------------------------------------------------------------------------
+// H6: the echo check looks for the grant's secret only; a session the
+// upstream derives from it (Set-Cookie, an OAuth token in the body) reaches
+// the workload, which can use it wherever that upstream's sessions are
+// accepted without Warden (another host of the cookie's domain).
+// ---------------------------------------------------------------------------
+
+#[test]
+fn h6_session_cookie_derived_from_the_injected_credential_reaches_the_workload() {
+    run(|| async {
+        let r = rig(BEARER, ALLOW_ALL, "patterns = [\"email\"]").await;
+        let got = r.get("/session", "").await;
+        assert_eq!(got.status, 200, "{got:?}");
+        assert!(
+            !got.head.to_ascii_lowercase().contains("set-cookie"),
+            "a session cookie issued for the grant's credential reached the workload:\n{}",
+            got.head
+        );
     });
 }
