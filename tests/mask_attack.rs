@@ -1297,3 +1297,91 @@ async fn asked_approve(p: &Proxy, r: &mut Raw, b: &[u8]) -> (bool, Vec<Msg>) {
     }
     (false, r.until_ready().await)
 }
+
+// ---------------------------------------------------------------------------
+// M7: ORDER BY a masked column is refused under "equality", but an index on
+// it returns rows in its order when the planner is told to use it.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn m7_index_order_on_a_masked_column_is_an_ordering_oracle() {
+    run(|pg| async move {
+        // Descending, so that index order differs from the table's (whose
+        // ids happen to follow the names).
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "CREATE INDEX IF NOT EXISTS customers_name_idx ON public.customers (name DESC)",
+        );
+        let p = masked_proxy(pg, "equality", READ_ONLY, pg::ORDERS_RO).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let mut log = String::new();
+        for sql in ["SET enable_seqscan = off", "SET enable_bitmapscan = off"] {
+            let msgs = r.query(sql).await;
+            log.push_str(&format!("{sql}: {}\n", dump(&msgs)));
+        }
+        // Ids in the order of the (masked) names, if the index is used.
+        let msgs = r.query("SELECT id FROM customers WHERE name IS NOT NULL").await;
+        log.push_str(&dump(&msgs));
+        let ids: Vec<String> = rows(&msgs).iter().map(|row| text(&row[0])).collect();
+        pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP INDEX public.customers_name_idx");
+        let mut by_name: Vec<(&str, usize)> = pg::CUSTOMERS
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name, i + 1))
+            .collect();
+        by_name.sort();
+        by_name.reverse();
+        let name_order: Vec<String> = by_name.iter().map(|(_, id)| id.to_string()).collect();
+        assert!(
+            ids != name_order,
+            "rows come back in the order of the masked column (its index): {ids:?}\n{log}"
+        );
+    });
+}
+
+/// A1, second road: SQL `DEALLOCATE`/`PREPARE` act on the protocol-level
+/// statement of the same name, which Warden's books keep.
+#[test]
+fn a1b_sql_prepare_over_a_protocol_statement_name_runs_unasked() {
+    run(|pg| async move {
+        let p = Proxy::start(
+            pg,
+            Spec {
+                role: pg::ORDERS_RW,
+                policy: r#"default = "allow"
+rules = [ { action = "approve", tables = ["orders"], classes = ["write"], name = "order-writes" } ]"#,
+                approvals: APPROVERS,
+                ..Spec::default()
+            },
+        )
+        .await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        r.send(&parse_sync("s2", "SELECT $1::int")).await;
+        let msgs = r.until_ready().await;
+        assert!(errors(&msgs).is_empty(), "{}", dump(&msgs));
+        let _ = r.query("BEGIN").await;
+        let msgs = r.query("DEALLOCATE s2").await;
+        assert!(errors(&msgs).is_empty(), "{}", dump(&msgs));
+        // The approver approves a PREPARE (nothing runs yet; each EXECUTE
+        // of it is asked again).
+        let mut b = BytesMut::new();
+        frontend::query(&mut b, "PREPARE s2(int) AS DELETE FROM orders WHERE id = $1").unwrap();
+        let (prepare_asked, msgs) = asked_approve(&p, &mut r, &b).await;
+        assert!(errors(&msgs).is_empty(), "{}", dump(&msgs));
+        // Control: EXECUTE is asked.
+        let mut b = BytesMut::new();
+        frontend::query(&mut b, "EXECUTE s2(1)").unwrap();
+        let (execute_asked, _) = asked(&p, &mut r, &b).await;
+        let _ = r.query("ROLLBACK").await;
+        let _ = r.query("BEGIN").await;
+        let (was_asked, msgs) = asked(&p, &mut r, &bind_execute_sync("s2", &[Some(b"1")])).await;
+        let all = dump(&msgs);
+        let _ = r.query("ROLLBACK").await;
+        assert!(
+            was_asked,
+            "PREPARE asked: {prepare_asked}, EXECUTE asked: {execute_asked}; \
+             Bind/Execute of the SQL-prepared DELETE ran unasked: {all}"
+        );
+    });
+}
