@@ -601,7 +601,12 @@ fn to_msg(frame: &Frame) -> Msg {
     match BackendMessage::parse(frame).unwrap() {
         BackendMessage::ErrorResponse(f) => Msg::Error {
             code: f.get(b'C').unwrap_or("").to_owned(),
-            message: f.get(b'M').unwrap_or("").to_owned(),
+            // Every text field: message, detail, hint, context (where).
+            message: [b'M', b'D', b'H', b'W']
+                .iter()
+                .filter_map(|k| f.get(*k))
+                .collect::<Vec<_>>()
+                .join(" | "),
             severity: f.get(b'S').unwrap_or("").to_owned(),
         },
         BackendMessage::DataRow { values } => {
@@ -623,7 +628,11 @@ fn to_msg(frame: &Frame) -> Msg {
         },
         BackendMessage::CopyData(d) => Msg::CopyData(d.to_vec()),
         BackendMessage::NoticeResponse(f) => Msg::Notice {
-            message: f.get(b'M').unwrap_or("").to_owned(),
+            message: [b'M', b'D', b'H', b'W']
+                .iter()
+                .filter_map(|k| f.get(*k))
+                .collect::<Vec<_>>()
+                .join(" | "),
         },
         BackendMessage::FunctionCallResponse { value } => {
             Msg::FunctionResult(value.map(<[u8]>::to_vec))
@@ -1383,5 +1392,35 @@ rules = [ { action = "approve", tables = ["orders"], classes = ["write"], name =
             "PREPARE asked: {prepare_asked}, EXECUTE asked: {execute_asked}; \
              Bind/Execute of the SQL-prepared DELETE ran unasked: {all}"
         );
+    });
+}
+
+/// Writes (read+write policy, orders_rw, rolled back): RETURNING masks by
+/// column, errors of writes to a masked table are withheld, masked values
+/// never reach another table.
+#[test]
+fn held_probes_writes_return_and_report_masked_values_masked() {
+    run(|pg| async move {
+        let p = masked_proxy(pg, "equality", READ_WRITE, pg::ORDERS_RW).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let mut bad = Vec::new();
+        for sql in [
+            "UPDATE customers SET id = id WHERE id = 1 RETURNING id, name, email, card",
+            "DELETE FROM customers WHERE id = 99 RETURNING *",
+            "UPDATE customers SET name = NULL WHERE id = 1",
+            "INSERT INTO customers (id, name) VALUES (1, 'x')",
+            "UPDATE orders o SET note = c.name FROM customers c WHERE c.id = o.customer_id",
+            "INSERT INTO orders (customer_id, note) SELECT id, name FROM customers",
+            "INSERT INTO orders (customer_id, note) VALUES (1, 'x') RETURNING (SELECT name FROM customers LIMIT 1)",
+        ] {
+            let _ = r.query("BEGIN").await;
+            let msgs = r.query(sql).await;
+            let _ = r.query("ROLLBACK").await;
+            let all = dump(&msgs);
+            if let Some(v) = leaked(&all) {
+                bad.push(format!("{sql}: {v}: {all}"));
+            }
+        }
+        assert!(bad.is_empty(), "{bad:#?}");
     });
 }
