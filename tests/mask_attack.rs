@@ -789,6 +789,7 @@ fn refused_42501(msgs: &[Msg]) -> bool {
 /// and the error text is not withheld (the statement "reads" no masked
 /// column as far as the analysis records).
 #[test]
+#[ignore = "finding M1: EXISTS select list is not judged; cast errors quote masked values"]
 fn m1_exists_select_list_error_quotes_masked_values() {
     run(|pg| async move {
         let p = masked_proxy(pg, "equality", READ_ONLY, pg::ORDERS_RO).await;
@@ -818,6 +819,7 @@ fn m1_exists_select_list_error_quotes_masked_values() {
 /// decides whether the sub-query has a row, one bit of any function of a
 /// masked column per row (here: the first letter of each name).
 #[test]
+#[ignore = "finding M1: EXISTS select list is not judged; SRF bit oracle"]
 fn m1_exists_select_list_set_returning_function_is_a_bit_oracle() {
     run(|pg| async move {
         let p = masked_proxy(pg, "equality", READ_ONLY, pg::ORDERS_RO).await;
@@ -852,6 +854,7 @@ fn m1_exists_select_list_set_returning_function_is_a_bit_oracle() {
 // ---------------------------------------------------------------------------
 
 #[test]
+#[ignore = "finding M2: COPY field positions shifted by (row).* and a backslash NULL marker"]
 fn m2_copy_field_positions_shifted_by_row_expansion_and_a_backslash_null() {
     run(|pg| async move {
         let p = masked_proxy(pg, "equality", READ_ONLY, pg::ORDERS_RO).await;
@@ -891,6 +894,7 @@ fn m2_copy_field_positions_shifted_by_row_expansion_and_a_backslash_null() {
 // ---------------------------------------------------------------------------
 
 #[test]
+#[ignore = "finding M3: WITH HOLD cursor errors at COMMIT are not withheld"]
 fn m3_with_hold_cursor_errors_at_commit_are_not_withheld() {
     run(|pg| async move {
         let p = masked_proxy(pg, "any", READ_ONLY, pg::ORDERS_RO).await;
@@ -948,13 +952,17 @@ fn bind_execute_sync(statement: &str, params: &[Option<&[u8]>]) -> BytesMut {
 }
 
 #[test]
+#[ignore = "finding M4: statement name re-pointed by a failed Parse; COPY unmasked"]
 fn m4_statement_name_redefined_by_a_failed_parse_copies_masked_columns_unmasked() {
     run(|pg| async move {
         let p = masked_proxy(pg, "equality", READ_ONLY, pg::ORDERS_RO).await;
         let (mut r, _, _) = Raw::session(p.addr()).await;
         // Control: the COPY through the statement is masked.
-        r.send(&parse_sync("s1", "COPY (SELECT id, name FROM customers ORDER BY id) TO STDOUT"))
-            .await;
+        r.send(&parse_sync(
+            "s1",
+            "COPY (SELECT id, name FROM customers ORDER BY id) TO STDOUT",
+        ))
+        .await;
         let msgs = r.until_ready().await;
         assert!(errors(&msgs).is_empty(), "{}", dump(&msgs));
         r.send(&bind_execute_sync("s1", &[])).await;
@@ -998,6 +1006,7 @@ async fn asked(p: &Proxy, r: &mut Raw, b: &[u8]) -> (bool, Vec<Msg>) {
 }
 
 #[test]
+#[ignore = "finding A1: statement name re-pointed by a failed Parse; held DELETE runs unasked"]
 fn a1_statement_name_redefined_by_a_failed_parse_runs_a_held_delete_without_approval() {
     run(|pg| async move {
         let p = Proxy::start(
@@ -1015,7 +1024,8 @@ rules = [ { action = "approve", tables = ["orders"], classes = ["write"], name =
         // A write inside a transaction that is rolled back at the end: the
         // proof is the row count the DELETE reports.
         let _ = r.query("BEGIN").await;
-        r.send(&parse_sync("del", "DELETE FROM orders WHERE id = $1")).await;
+        r.send(&parse_sync("del", "DELETE FROM orders WHERE id = $1"))
+            .await;
         let msgs = r.until_ready().await;
         assert!(errors(&msgs).is_empty(), "{}", dump(&msgs));
         // Control: executing it is asked.
@@ -1036,10 +1046,7 @@ rules = [ { action = "approve", tables = ["orders"], classes = ["write"], name =
         let (was_asked, msgs) = asked(&p, &mut r, &bind_execute_sync("del", &[Some(b"1")])).await;
         let all = dump(&msgs);
         let _ = r.query("ROLLBACK").await;
-        assert!(
-            was_asked,
-            "the held DELETE ran without an approval: {all}"
-        );
+        assert!(was_asked, "the held DELETE ran without an approval: {all}");
     });
 }
 
@@ -1050,6 +1057,7 @@ rules = [ { action = "approve", tables = ["orders"], classes = ["write"], name =
 // ---------------------------------------------------------------------------
 
 #[test]
+#[ignore = "finding A2: --for grants generalise object-name and pattern literals"]
 fn a2_grant_for_a_write_covers_other_channels_and_sequences() {
     run(|pg| async move {
         let p = Proxy::start(
@@ -1116,6 +1124,7 @@ rules = [ { action = "approve", classes = ["write"], name = "writes" } ]"#,
 // ---------------------------------------------------------------------------
 
 #[test]
+#[ignore = "finding M6: generated column of a masked column is unmasked"]
 fn m6_generated_column_of_a_masked_column_is_returned_unmasked() {
     run(|pg| async move {
         pg.psql_ok(
@@ -1141,7 +1150,10 @@ fn m6_generated_column_of_a_masked_column_is_returned_unmasked() {
             pg::DB,
             "ALTER TABLE public.customers DROP COLUMN name_key",
         );
-        let lower: Vec<String> = pg::CUSTOMERS.iter().map(|c| c.name.to_lowercase()).collect();
+        let lower: Vec<String> = pg::CUSTOMERS
+            .iter()
+            .map(|c| c.name.to_lowercase())
+            .collect();
         let hit = lower.iter().find(|n| out.contains(n.as_str()));
         assert!(
             hit.is_none(),
@@ -1151,6 +1163,7 @@ fn m6_generated_column_of_a_masked_column_is_returned_unmasked() {
 }
 
 #[test]
+#[ignore = "finding M5: view column computed by a function over a masked column"]
 fn m5_view_column_computed_by_a_function_over_a_masked_column_is_unmasked() {
     run(|pg| async move {
         pg.psql_ok(
@@ -1167,7 +1180,9 @@ fn m5_view_column_computed_by_a_function_over_a_masked_column_is_unmasked() {
         );
         let p = masked_proxy(pg, "equality", READ_ONLY, pg::ORDERS_RO).await;
         let (mut r, _, _) = Raw::session(p.addr()).await;
-        let msgs = r.query("SELECT id, customer FROM order_summary ORDER BY id").await;
+        let msgs = r
+            .query("SELECT id, customer FROM order_summary ORDER BY id")
+            .await;
         let all = dump(&msgs);
         pg.psql_ok(
             pg::SUPERUSER,
@@ -1259,6 +1274,7 @@ fn held_probe_with_hold_cursor_rows_stay_masked_after_commit() {
 // ---------------------------------------------------------------------------
 
 #[test]
+#[ignore = "finding A3: approver of EXECUTE does not see the prepared statement"]
 fn a3_approver_of_an_execute_sees_the_prepared_statement() {
     run(|pg| async move {
         let p = Proxy::start(
@@ -1313,6 +1329,7 @@ async fn asked_approve(p: &Proxy, r: &mut Raw, b: &[u8]) -> (bool, Vec<Msg>) {
 // ---------------------------------------------------------------------------
 
 #[test]
+#[ignore = "finding M7: index order on a masked column is an ordering oracle"]
 fn m7_index_order_on_a_masked_column_is_an_ordering_oracle() {
     run(|pg| async move {
         // Descending, so that index order differs from the table's (whose
@@ -1330,10 +1347,16 @@ fn m7_index_order_on_a_masked_column_is_an_ordering_oracle() {
             log.push_str(&format!("{sql}: {}\n", dump(&msgs)));
         }
         // Ids in the order of the (masked) names, if the index is used.
-        let msgs = r.query("SELECT id FROM customers WHERE name IS NOT NULL").await;
+        let msgs = r
+            .query("SELECT id FROM customers WHERE name IS NOT NULL")
+            .await;
         log.push_str(&dump(&msgs));
         let ids: Vec<String> = rows(&msgs).iter().map(|row| text(&row[0])).collect();
-        pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP INDEX public.customers_name_idx");
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP INDEX public.customers_name_idx",
+        );
         let mut by_name: Vec<(&str, usize)> = pg::CUSTOMERS
             .iter()
             .enumerate()
@@ -1352,6 +1375,7 @@ fn m7_index_order_on_a_masked_column_is_an_ordering_oracle() {
 /// A1, second road: SQL `DEALLOCATE`/`PREPARE` act on the protocol-level
 /// statement of the same name, which Warden's books keep.
 #[test]
+#[ignore = "finding A1: SQL PREPARE over a protocol statement name runs unasked"]
 fn a1b_sql_prepare_over_a_protocol_statement_name_runs_unasked() {
     run(|pg| async move {
         let p = Proxy::start(
@@ -1375,7 +1399,11 @@ rules = [ { action = "approve", tables = ["orders"], classes = ["write"], name =
         // The approver approves a PREPARE (nothing runs yet; each EXECUTE
         // of it is asked again).
         let mut b = BytesMut::new();
-        frontend::query(&mut b, "PREPARE s2(int) AS DELETE FROM orders WHERE id = $1").unwrap();
+        frontend::query(
+            &mut b,
+            "PREPARE s2(int) AS DELETE FROM orders WHERE id = $1",
+        )
+        .unwrap();
         let (prepare_asked, msgs) = asked_approve(&p, &mut r, &b).await;
         assert!(errors(&msgs).is_empty(), "{}", dump(&msgs));
         // Control: EXECUTE is asked.
@@ -1422,5 +1450,37 @@ fn held_probes_writes_return_and_report_masked_values_masked() {
             }
         }
         assert!(bad.is_empty(), "{bad:#?}");
+    });
+}
+
+/// M1, third road: `pg_notify` is refused with a masked argument
+/// (`CHANNEL_FUNCTIONS`) except in the ignored EXISTS select list.
+#[test]
+#[ignore = "finding M1: EXISTS select list is not judged; pg_notify sends masked values"]
+fn m1_exists_select_list_pg_notify_sends_masked_values() {
+    run(|pg| async move {
+        let p = masked_proxy(pg, "equality", ALLOW_ALL, pg::ORDERS_RO).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let msgs = r.query("LISTEN leak").await;
+        assert!(errors(&msgs).is_empty(), "{}", dump(&msgs));
+        // Control: refused outside EXISTS.
+        let msgs = r
+            .query("SELECT pg_notify('leak', string_agg(name, ',')) FROM customers")
+            .await;
+        assert!(refused_42501(&msgs), "control: {}", dump(&msgs));
+        let msgs = r
+            .query(
+                "SELECT 1 WHERE EXISTS (SELECT pg_notify('leak', string_agg(name, ',')) FROM customers)",
+            )
+            .await;
+        let mut all = dump(&msgs);
+        // The notification may come with the answer or just after it.
+        let more = r.query("SELECT 1").await;
+        all.push_str(&dump(&more));
+        assert!(
+            leaked(&all).is_none(),
+            "masked values sent by NOTIFY: {:?}\n{all}",
+            leaked(&all)
+        );
     });
 }
