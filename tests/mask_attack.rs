@@ -1484,3 +1484,50 @@ fn m1_exists_select_list_pg_notify_sends_masked_values() {
         );
     });
 }
+
+// ---------------------------------------------------------------------------
+// M8: result columns are masked by (table OID, attnum) from a catalog that is
+// cached for 60 s per target/database/masking, and an origin the cached map
+// does not know is passed. A relation replaced in that window (the usual
+// migration: create the new table, copy, rename) is returned unmasked,
+// while the analysis, which goes by name, lets the bare column through.
+// ---------------------------------------------------------------------------
+
+#[test]
+#[ignore = "finding M8: origin OIDs missing from the cached catalog pass unmasked"]
+fn m8_table_recreated_within_the_catalog_ttl_is_returned_unmasked() {
+    run(|pg| async move {
+        let p = masked_proxy(pg, "equality", READ_ONLY, pg::ORDERS_RO).await;
+        // A first session loads (and caches) the catalog.
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let msgs = r.query("SELECT id, name FROM customers ORDER BY id").await;
+        let control = dump(&msgs);
+        assert!(leaked(&control).is_none(), "control: {control}");
+        drop(r);
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "BEGIN; \
+             ALTER TABLE public.customers RENAME TO customers_orig; \
+             CREATE TABLE public.customers (LIKE public.customers_orig INCLUDING ALL); \
+             INSERT INTO public.customers SELECT * FROM public.customers_orig; \
+             GRANT SELECT ON public.customers TO orders_ro; \
+             COMMIT",
+        );
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let msgs = r.query("SELECT id, name FROM customers ORDER BY id").await;
+        let all = dump(&msgs);
+        drop(r);
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "BEGIN; DROP TABLE public.customers; \
+             ALTER TABLE public.customers_orig RENAME TO customers; COMMIT",
+        );
+        assert!(
+            leaked(&all).is_none(),
+            "a replaced table's masked column came back unmasked: {:?}\n{all}",
+            leaked(&all)
+        );
+    });
+}
