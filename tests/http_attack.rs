@@ -1,0 +1,787 @@
+//! Attacks on the HTTP proxy's masking, credential and approvals (branch
+//! `attack2`): every test here asserts the SECURE behaviour, so a test
+//! FAILS while the bypass it describes works. Findings are written up in
+//! `ATTACK2-FINDINGS.md`.
+//!
+//! In process: `warden::proxy::http::serve` behind a loopback listener, a
+//! scripted upstream that records what it receives and answers by path,
+//! raw HTTP/1.1 on the client side.
+//!
+//! `cargo test -p warden --test http_attack -- --test-threads=1`
+
+#![allow(dead_code)]
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use warden::approval::peer::{Peer, Place};
+use warden::approval::{Approvals, Decision, RequestView};
+use warden::audit::event::{ProcessInfo, SessionId};
+use warden::audit::{AuditHandle, WriterOptions, WriterTask};
+use warden::config::Config;
+use warden::proxy::Caller;
+use warden::proxy::http::{HttpRuntime, serve};
+
+const SECRET: &str = "s3cret-0123456789abcdef";
+const NAME: &str = "Alice Anderson";
+
+/// What the scripted upstream received: each request's raw bytes.
+type Seen = Arc<Mutex<Vec<Vec<u8>>>>;
+
+fn reply(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\n");
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+/// Every member of a (multi-member) gzip body, as curl, Go, urllib3 and
+/// browsers decode it.
+fn gunzip_all(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = flate2::read::MultiGzDecoder::new(b).read_to_end(&mut out);
+    out
+}
+
+fn query_value(target: &str, key: &str) -> Option<String> {
+    let q = target.split_once('?')?.1;
+    q.split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// A JSON string literal of `s`.
+fn jstr(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+/// The scripted answers, by path.
+fn answer(target: &str, auth: &str, _body: &[u8]) -> Vec<u8> {
+    let path = target.split('?').next().unwrap_or("");
+    let json = ("Content-Type", "application/json");
+    match path {
+        // An endpoint that says who the caller is, in two gzip members
+        // (a server that compresses as it flushes, or a cache that joins
+        // stored pieces): the credential is in the second.
+        "/whoami" => {
+            let mut body = gzip(b"{\"ok\": true, ");
+            body.extend(gzip(format!("\"auth\": {}}}", jstr(auth)).as_bytes()));
+            reply("200 OK", &[json, ("Content-Encoding", "gzip")], &body)
+        }
+        // An API whose client names the output members (PostgREST
+        // `select=alias:column`, GraphQL aliases, OData/`fields=`): here
+        // `?select=ALIAS:name`.
+        "/customers" => {
+            let sel = query_value(target, "select").unwrap_or_else(|| "name".into());
+            let alias = sel.split(':').next().unwrap_or("name").to_owned();
+            let body = format!("[{{{}: {}, \"id\": 1}}]", jstr(&alias), jstr(NAME));
+            reply("200 OK", &[json], body.as_bytes())
+        }
+        // A document that carries documents in strings, 5 deep.
+        "/deep" => {
+            let mut inner = format!("{{\"name\": {}}}", jstr(NAME));
+            for _ in 0..5 {
+                inner = format!("{{\"payload\": {}}}", jstr(&inner));
+            }
+            reply("200 OK", &[json], inner.as_bytes())
+        }
+        // A login that turns the injected credential into a session: the
+        // cookie (and the token in the body) are credentials of their own.
+        "/session" => reply(
+            "200 OK",
+            &[
+                json,
+                (
+                    "Set-Cookie",
+                    "sid=derived-session-7f3a; Domain=.example.com; Path=/",
+                ),
+            ],
+            b"{\"access_token\": \"derived-token-9c1e\"}",
+        ),
+        _ => reply("200 OK", &[json], b"{\"ok\": true}"),
+    }
+}
+
+async fn scripted() -> (std::net::SocketAddr, Seen) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let seen2 = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let seen = Arc::clone(&seen2);
+            tokio::spawn(async move {
+                let mut buf: Vec<u8> = Vec::new();
+                loop {
+                    // Head.
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut b = [0u8; 65536];
+                        match s.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&b[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < end + len {
+                        let mut b = [0u8; 65536];
+                        match s.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    let raw: Vec<u8> = buf.drain(..end + len).collect();
+                    seen.lock().unwrap().push(raw.clone());
+                    let target = head
+                        .lines()
+                        .next()
+                        .and_then(|l| l.split(' ').nth(1))
+                        .unwrap_or("/")
+                        .to_owned();
+                    let auth = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("authorization")
+                                .then(|| v.trim().to_owned())
+                        })
+                        .unwrap_or_default();
+                    let out = answer(&target, &auth, &raw[end..]);
+                    if s.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+struct Rig {
+    addr: std::net::SocketAddr,
+    seen: Seen,
+    approvals: Arc<Approvals>,
+    _dir: tempfile::TempDir,
+    _audit: AuditHandle,
+    _writer: WriterTask,
+}
+
+const BEARER: &str = "credential = { kind = \"bearer\", file = \"{secret}\" }";
+const MASKED: &str = "masking = \"m\"\ncredential = { kind = \"bearer\", file = \"{secret}\" }";
+/// Field rules on `name` (which no detector matches) and the e-mail
+/// detector.
+const FIELDS: &str =
+    "patterns = [\"email\"]\nfields = [{ field = \"name\", strategy = \"redact\" }]";
+const ALLOW_ALL: &str = "default = \"allow\"";
+const APPROVERS: &str = "approvers = { groups = [], uids = [5001] }\napproval_timeout_secs = 30";
+
+async fn rig(grant_lines: &str, policy: &str, masking: &str) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, seen) = scripted().await;
+    let secret = dir.path().join("token");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = format!(
+        r#"[agent]
+state_dir = "{state}"
+
+[[target]]
+name = "api"
+protocol = "http"
+address = "{up}"
+max_message_bytes = 1048576
+
+[[account]]
+name = "svc"
+uids = [1001]
+
+[[grant]]
+account = "svc"
+target = "api"
+policy = "p"
+{grant}
+
+[policy.p]
+{policy}
+
+[masking.m]
+{masking}
+
+[approvals]
+{APPROVERS}
+"#,
+        state = dir.path().join("state").display(),
+        grant = grant_lines.replace("{secret}", &secret.display().to_string()),
+    );
+    let cfg = Arc::new(
+        Config::parse(&text, &dir.path().join("warden.toml"))
+            .unwrap_or_else(|e| panic!("config: {e}\n{text}")),
+    );
+    let opts = WriterOptions {
+        sync: warden::audit::SyncMode::Normal,
+        ..WriterOptions::default()
+    };
+    let (audit, writer) = warden::audit::spawn_writer(&dir.path().join("a.db"), opts).unwrap();
+    let approvals = Approvals::new(
+        cfg.approvals.clone(),
+        audit.clone(),
+        "warden approvals".into(),
+    );
+    let rt = Arc::new(
+        HttpRuntime::build(&cfg)
+            .unwrap_or_else(|e| panic!("runtime: {e}"))
+            .with_approvals(Arc::clone(&approvals)),
+    );
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = audit.clone();
+    tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            n += 1;
+            let (cfg, rt, h) = (Arc::clone(&cfg), Arc::clone(&rt), h.clone());
+            tokio::spawn(async move {
+                let caller = Caller {
+                    session: SessionId(n),
+                    account: "svc".into(),
+                    process: ProcessInfo::default(),
+                    identity: None,
+                };
+                serve(&rt, &cfg, &h, &cfg.targets[0], caller, s).await;
+            });
+        }
+    });
+    Rig {
+        addr,
+        seen,
+        approvals,
+        _dir: dir,
+        _audit: audit,
+        _writer: writer,
+    }
+}
+
+/// One answer as the client got it.
+#[derive(Debug)]
+struct Got {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Got {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Rig {
+    fn host(&self) -> String {
+        self.addr_of_upstream()
+    }
+
+    fn addr_of_upstream(&self) -> String {
+        // The target has no server_name: its IP is its host.
+        "127.0.0.1".into()
+    }
+
+    /// Sends `request` on a new connection; reads until the close or 3 s.
+    async fn ask(&self, request: &[u8]) -> Got {
+        let mut s = TcpStream::connect(self.addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut all = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let mut b = [0u8; 65536];
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, s.read(&mut b)).await {
+                Ok(Ok(n)) if n > 0 => all.extend_from_slice(&b[..n]),
+                _ => break,
+            }
+        }
+        let end = all
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(all.len(), |i| i + 4);
+        let head = String::from_utf8_lossy(&all[..end]).into_owned();
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        Got {
+            status,
+            head,
+            body: all[end..].to_vec(),
+        }
+    }
+
+    async fn get(&self, path: &str, extra: &str) -> Got {
+        self.ask(
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{extra}\r\n",
+                self.host()
+            )
+            .as_bytes(),
+        )
+        .await
+    }
+
+    /// The one pending approval request, once there is one (5 s limit).
+    async fn pending(&self) -> Option<RequestView> {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Some(v) = self.approvals.list().pending.pop() {
+                return Some(v);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    async fn decide(&self, id: &str, approve: bool, grant_secs: Option<u64>) {
+        let approver = Peer {
+            uid: 5001,
+            gid: 5001,
+            pid: None,
+            gids: vec![5001],
+            uids: vec![5001],
+            place: Place::Known {
+                cgroups: vec!["/user.slice/approver".into()],
+                cgroup_ids: vec![77],
+                accounts: vec![],
+            },
+        };
+        let d = Decision {
+            approve,
+            reason: Some("test".into()),
+            grant_secs,
+        };
+        self.approvals.decide(id, &approver, d).await.unwrap();
+    }
+}
+
+fn run<F: std::future::Future<Output = ()>>(f: impl FnOnce() -> F) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), f()).await })
+        .expect("test timed out");
+}
+
+/// Whether the grant's secret is in `b`, as it is or gzip-ed (every
+/// member decoded, as clients do).
+fn holds_secret(b: &[u8]) -> bool {
+    let s = String::from_utf8_lossy(b);
+    s.contains(SECRET) || String::from_utf8_lossy(&gunzip_all(b)).contains(SECRET)
+}
+
+// ---------------------------------------------------------------------------
+// H1: the credential-echo search decodes only the first member of a gzip
+// body, and the body is sent on as it came.
+// ---------------------------------------------------------------------------
+
+#[test]
+#[ignore = "finding H1: echo search decodes only the first gzip member"]
+fn h1_credential_echoed_in_a_second_gzip_member_reaches_the_workload() {
+    run(|| async {
+        let r = rig(BEARER, ALLOW_ALL, "patterns = [\"email\"]").await;
+        let got = r.get("/whoami", "").await;
+        let plain = gunzip_all(&got.body);
+        assert!(
+            !holds_secret(&got.body),
+            "status {}: the grant's credential reached the workload: {}",
+            got.status,
+            String::from_utf8_lossy(&plain)
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// H2: JSON field rules are matched by member name, and the client names the
+// members in many APIs (PostgREST `select=alias:column`, GraphQL aliases).
+// ---------------------------------------------------------------------------
+
+#[test]
+#[ignore = "finding H2: field rules dodged by client-chosen member names"]
+fn h2_field_rule_dodged_by_a_member_name_the_client_chooses() {
+    run(|| async {
+        let r = rig(MASKED, ALLOW_ALL, FIELDS).await;
+        // Control: the member named `name` is masked.
+        let got = r.get("/customers?select=name:name", "").await;
+        assert_eq!(got.status, 200, "{got:?}");
+        assert!(!got.text().contains(NAME), "control: {}", got.text());
+        // The same column under a name the client chose.
+        let got = r.get("/customers?select=n:name", "").await;
+        assert!(
+            !got.text().contains(NAME),
+            "status {}: field rule dodged by an alias: {}",
+            got.status,
+            got.text()
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// H3: documents in strings are opened only 4 deep; below that a field rule
+// does not apply and the body passes (not refused).
+// ---------------------------------------------------------------------------
+
+#[test]
+#[ignore = "finding H3: field rules stop 4 documents deep and the body passes"]
+fn h3_field_rule_does_not_apply_below_four_nested_documents() {
+    run(|| async {
+        let r = rig(MASKED, ALLOW_ALL, FIELDS).await;
+        let got = r.get("/deep", "").await;
+        // What a client that opens each payload reads.
+        let mut v: serde_json::Value = serde_json::from_slice(&got.body).unwrap_or_default();
+        while let Some(p) = v.get("payload").and_then(|p| p.as_str()) {
+            v = serde_json::from_str(p).unwrap_or_default();
+        }
+        assert!(
+            v.get("name").and_then(|n| n.as_str()) != Some(NAME),
+            "status {}: a field rule's value passed 5 documents deep: {}",
+            got.status,
+            got.text()
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// HA1: a held request's body is never shown to the approver (nor kept in
+// the approval's fingerprint): approving `POST /payments` approves any
+// payment.
+// ---------------------------------------------------------------------------
+
+#[test]
+#[ignore = "finding HA1: HTTP approver never sees the body or headers"]
+fn ha1_approver_of_a_post_never_sees_its_body() {
+    run(|| async {
+        let r = rig(
+            BEARER,
+            r#"default = "allow"
+rules = [ { action = "approve", methods = ["POST"], paths = ["/payments"], name = "payments" } ]"#,
+            "patterns = [\"email\"]",
+        )
+        .await;
+        let body = r#"{"amount": 9999999, "to": "DE00-attacker-account"}"#;
+        let req = format!(
+            "POST /payments HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            r.host(),
+            body.len()
+        );
+        let addr = r.addr;
+        let client = tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut all = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all)).await;
+            all
+        });
+        let view = r.pending().await.expect("the POST was not held");
+        let shown = format!("{view:?}");
+        r.decide(&view.id, false, None).await;
+        let _ = client.await;
+        assert!(
+            shown.contains("9999999") && shown.contains("attacker"),
+            "the approver decides on a payment without seeing it: {shown}"
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// H4: block matchers compare values case-sensitively and as text, while
+// the frameworks behind the upstream read `TRUE`, `True`, `1`, `on` as the
+// boolean the rule blocks (Java's Boolean.parseBoolean, Rails' and
+// Django's boolean casts) and header values case-insensitively.
+// ---------------------------------------------------------------------------
+
+#[test]
+#[ignore = "finding H4: block matcher values compared case-sensitively as text"]
+fn h4_block_rule_values_dodged_by_spellings_the_upstream_reads_alike() {
+    run(|| async {
+        let r = rig(
+            BEARER,
+            r#"default = "allow"
+rules = [
+  { action = "block", paths = ["/orders/**"], query = { force = "true" }, name = "no-force" },
+  { action = "block", paths = ["/deploy"], headers = { "X-Env" = "prod*" }, name = "no-prod" },
+]"#,
+            "patterns = [\"email\"]",
+        )
+        .await;
+        // Control: blocked as written.
+        let got = r.get("/orders/7?force=true", "").await;
+        assert_eq!(got.status, 403, "control: {got:?}");
+        let got = r.get("/deploy", "X-Env: prod-eu\r\n").await;
+        assert_eq!(got.status, 403, "control: {got:?}");
+        let mut through = Vec::new();
+        for (path, extra) in [
+            ("/orders/7?force=TRUE", ""),
+            ("/orders/7?force=True", ""),
+            ("/orders/7?force=1", ""),
+            ("/orders/7?force=on", ""),
+            ("/deploy", "X-Env: PROD-eu\r\n"),
+            ("/deploy", "X-Env: Prod\r\n"),
+        ] {
+            let got = r.get(path, extra).await;
+            if got.status != 403 {
+                through.push(format!("{path} {extra:?} -> {}", got.status));
+            }
+        }
+        assert!(
+            through.is_empty(),
+            "block rules dodged (forwarded upstream): {through:#?}"
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// H5: a block rule on a path is matched against the path as written, while
+// common frameworks route a format suffix to the same action: Rails'
+// `(.:format)` on every route, Spring MVC's suffix pattern matching (the
+// default before 5.3), Express/Django apps with `.:format` routes.
+// ---------------------------------------------------------------------------
+
+#[test]
+#[ignore = "finding H5: path block dodged by a format suffix"]
+fn h5_block_rule_on_a_path_dodged_by_a_format_suffix() {
+    run(|| async {
+        let r = rig(
+            BEARER,
+            r#"default = "allow"
+rules = [ { action = "block", paths = ["/admin/**"], name = "no-admin" } ]"#,
+            "patterns = [\"email\"]",
+        )
+        .await;
+        let got = r.get("/admin", "").await;
+        assert_eq!(got.status, 403, "control: {got:?}");
+        let got = r.get("/admin/users", "").await;
+        assert_eq!(got.status, 403, "control: {got:?}");
+        let mut through = Vec::new();
+        for path in [
+            "/admin.json",
+            "/admin.",
+            "/admin/users.json",
+            "/admin.html/",
+        ] {
+            let got = r.get(path, "").await;
+            if got.status != 403 {
+                through.push(format!("{path} -> {}", got.status));
+            }
+        }
+        assert!(
+            through.is_empty(),
+            "block rule dodged by a format suffix: {through:#?}"
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Probes that held: ambiguous framing, other hosts, overrides, folding.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn held_probes_requests_read_differently_upstream_are_refused() {
+    run(|| async {
+        let r = rig(
+            BEARER,
+            r#"default = "allow"
+rules = [
+  { action = "block", paths = ["/admin/**"], name = "no-admin" },
+  { action = "block", methods = ["DELETE"], name = "no-delete" },
+]"#,
+            "patterns = [\"email\"]",
+        )
+        .await;
+        let h = r.host();
+        let cases: Vec<(String, &[u16])> = vec![
+            (
+                format!(
+                    "POST /x HTTP/1.1\r\nHost: {h}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                ),
+                &[400],
+            ),
+            (
+                format!(
+                    "POST /x HTTP/1.1\r\nHost: {h}\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd"
+                ),
+                &[400],
+            ),
+            (
+                format!(
+                    "POST /x HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n"
+                ),
+                &[400, 501],
+            ),
+            (
+                format!(
+                    "POST /x HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"
+                ),
+                &[400, 501],
+            ),
+            (
+                format!("GET /x HTTP/1.1\r\nHost: {h}\r\nX-Foo: a\r\n b\r\n\r\n"),
+                &[400],
+            ),
+            (
+                format!("GET /x HTTP/1.1\r\nHost: {h}\r\nHost: other.example\r\n\r\n"),
+                &[400, 421],
+            ),
+            (
+                format!("GET http://other.example/x HTTP/1.1\r\nHost: {h}\r\n\r\n"),
+                &[400, 421],
+            ),
+            (
+                format!("GET /x HTTP/1.1\r\nHost: {h}\r\nX-Forwarded-Host: other.example\r\n\r\n"),
+                &[421],
+            ),
+            (
+                format!("GET /x HTTP/1.1\r\nHost: {h}\r\nForwarded: host=other.example\r\n\r\n"),
+                &[421],
+            ),
+            (
+                format!(
+                    "POST /orders/7 HTTP/1.1\r\nHost: {h}\r\nX-HTTP-Method-Override: DELETE\r\nContent-Length: 0\r\n\r\n"
+                ),
+                &[403],
+            ),
+            (
+                format!(
+                    "POST /orders/7 HTTP/1.1\r\nHost: {h}\r\nX_HTTP_Method_Override: DELETE\r\nContent-Length: 0\r\n\r\n"
+                ),
+                &[400, 403],
+            ),
+            (
+                format!(
+                    "POST /orders/7?_method=DELETE HTTP/1.1\r\nHost: {h}\r\nContent-Length: 0\r\n\r\n"
+                ),
+                &[403],
+            ),
+            (
+                format!(
+                    "POST /orders/7 HTTP/1.1\r\nHost: {h}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 14\r\n\r\n_method=DELETE"
+                ),
+                &[403],
+            ),
+            (
+                format!("delete /orders/7 HTTP/1.1\r\nHost: {h}\r\n\r\n"),
+                &[400, 403, 405, 501],
+            ),
+            (
+                format!("GET /public/..%2fadmin HTTP/1.1\r\nHost: {h}\r\n\r\n"),
+                &[400],
+            ),
+            (
+                format!("GET /public/..;/admin HTTP/1.1\r\nHost: {h}\r\n\r\n"),
+                &[400, 403],
+            ),
+            (
+                format!("GET /%61dmin HTTP/1.1\r\nHost: {h}\r\n\r\n"),
+                &[403],
+            ),
+            (
+                format!("GET /admin;x=1 HTTP/1.1\r\nHost: {h}\r\n\r\n"),
+                &[403],
+            ),
+            (
+                format!("GET /public/\u{ff0e}\u{ff0e}/admin HTTP/1.1\r\nHost: {h}\r\n\r\n"),
+                &[400],
+            ),
+            (
+                format!("GET /public\\..\\admin HTTP/1.1\r\nHost: {h}\r\n\r\n"),
+                &[400],
+            ),
+            (
+                format!("GET /x HTTP/1.1\r\nHost: {h}\r\nX-Original-URL: /admin\r\n\r\n"),
+                &[403],
+            ),
+            (
+                format!(
+                    "GET /x HTTP/1.1\r\nHost: {h}\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+                ),
+                &[400, 403],
+            ),
+            (
+                format!(
+                    "GET /x HTTP/1.1\r\nHost: {h}\r\n\r\nGET /admin HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n"
+                ),
+                &[],
+            ),
+        ];
+        let mut bad = Vec::new();
+        for (req, want) in cases {
+            let before = r.seen.lock().unwrap().len();
+            let got = r.ask(req.as_bytes()).await;
+            let seen: Vec<String> = r.seen.lock().unwrap()[before..]
+                .iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect();
+            if want.is_empty() {
+                // Pipelined: the second (blocked) request never goes up.
+                if seen.iter().any(|s| s.contains("/admin")) {
+                    bad.push(format!("{req:?}: forwarded {seen:?}"));
+                }
+                continue;
+            }
+            if !want.contains(&got.status) || !seen.is_empty() {
+                bad.push(format!("{req:?}: status {} forwarded {seen:?}", got.status));
+            }
+        }
+        assert!(bad.is_empty(), "{bad:#?}");
+    });
+}
+
+// ---------------------------------------------------------------------------
+// H6: the echo check looks for the grant's secret only; a session the
+// upstream derives from it (Set-Cookie, an OAuth token in the body) reaches
+// the workload, which can use it wherever that upstream's sessions are
+// accepted without Warden (another host of the cookie's domain).
+// ---------------------------------------------------------------------------
+
+#[test]
+#[ignore = "finding H6: derived session cookie reaches the workload"]
+fn h6_session_cookie_derived_from_the_injected_credential_reaches_the_workload() {
+    run(|| async {
+        let r = rig(BEARER, ALLOW_ALL, "patterns = [\"email\"]").await;
+        let got = r.get("/session", "").await;
+        assert_eq!(got.status, 200, "{got:?}");
+        assert!(
+            !got.head.to_ascii_lowercase().contains("set-cookie"),
+            "a session cookie issued for the grant's credential reached the workload:\n{}",
+            got.head
+        );
+    });
+}
