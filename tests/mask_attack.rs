@@ -789,7 +789,6 @@ fn refused_42501(msgs: &[Msg]) -> bool {
 /// and the error text is not withheld (the statement "reads" no masked
 /// column as far as the analysis records).
 #[test]
-#[ignore = "finding M1: EXISTS select list is not judged; cast errors quote masked values"]
 fn m1_exists_select_list_error_quotes_masked_values() {
     run(|pg| async move {
         let p = masked_proxy(pg, "equality", READ_ONLY, pg::ORDERS_RO).await;
@@ -819,7 +818,6 @@ fn m1_exists_select_list_error_quotes_masked_values() {
 /// decides whether the sub-query has a row, one bit of any function of a
 /// masked column per row (here: the first letter of each name).
 #[test]
-#[ignore = "finding M1: EXISTS select list is not judged; SRF bit oracle"]
 fn m1_exists_select_list_set_returning_function_is_a_bit_oracle() {
     run(|pg| async move {
         let p = masked_proxy(pg, "equality", READ_ONLY, pg::ORDERS_RO).await;
@@ -854,7 +852,6 @@ fn m1_exists_select_list_set_returning_function_is_a_bit_oracle() {
 // ---------------------------------------------------------------------------
 
 #[test]
-#[ignore = "finding M2: COPY field positions shifted by (row).* and a backslash NULL marker"]
 fn m2_copy_field_positions_shifted_by_row_expansion_and_a_backslash_null() {
     run(|pg| async move {
         let p = masked_proxy(pg, "equality", READ_ONLY, pg::ORDERS_RO).await;
@@ -1456,7 +1453,6 @@ fn held_probes_writes_return_and_report_masked_values_masked() {
 /// M1, third road: `pg_notify` is refused with a masked argument
 /// (`CHANNEL_FUNCTIONS`) except in the ignored EXISTS select list.
 #[test]
-#[ignore = "finding M1: EXISTS select list is not judged; pg_notify sends masked values"]
 fn m1_exists_select_list_pg_notify_sends_masked_values() {
     run(|pg| async move {
         let p = masked_proxy(pg, "equality", ALLOW_ALL, pg::ORDERS_RO).await;
