@@ -29,6 +29,9 @@ pub enum Answer {
     /// `EXECUTE` of a prepared statement the session does not have:
     /// SQLSTATE 26000, as the server answers.
     UndefinedPrepared { name: String },
+    /// A Parse of a statement name the session already has: SQLSTATE
+    /// 42P05, as the server answers (and keeps the old statement).
+    DuplicatePrepared { name: String },
 }
 
 impl Answer {
@@ -38,6 +41,7 @@ impl Answer {
             Answer::Policy => "42501",
             Answer::Syntax { .. } => "42601",
             Answer::UndefinedPrepared { .. } => "26000",
+            Answer::DuplicatePrepared { .. } => "42P05",
         }
     }
 }
@@ -88,6 +92,9 @@ impl Decided {
             Answer::Syntax { .. } => return why.to_owned(),
             Answer::UndefinedPrepared { name } => {
                 return format!("prepared statement \"{name}\" does not exist");
+            }
+            Answer::DuplicatePrepared { name } => {
+                return format!("prepared statement \"{name}\" already exists");
             }
             Answer::Policy => {}
         }
@@ -398,6 +405,32 @@ impl Decider {
             analysis: None,
             columns: None,
         }
+    }
+
+    /// A Parse of a statement name the session already has (by Parse or by
+    /// SQL `PREPARE`): the server would refuse it and keep the old
+    /// statement, so Warden answers for it and its books stay the server's.
+    pub fn duplicate_prepared(&self, name: &str, statement: &str) -> Arc<Decided> {
+        let mut d = self.rejected(
+            statement.to_owned(),
+            format!("prepared statement \"{name}\" already exists"),
+        );
+        d.answer = Answer::DuplicatePrepared {
+            name: name.to_owned(),
+        };
+        Arc::new(d)
+    }
+
+    /// Whether SQL `PREPARE` made a statement of this name in the session.
+    pub fn knows_prepared(&self, name: &str) -> bool {
+        self.ctx.prepared.get(name).is_some()
+    }
+
+    /// A protocol Close of a statement: the server's one namespace of
+    /// prepared statements loses the name, whoever made it.
+    pub fn forget_prepared(&mut self, name: &str) {
+        self.ctx.prepared.remove(name);
+        self.masked_prepared.remove(name);
     }
 
     /// An Execute of a portal Warden has no decision for.

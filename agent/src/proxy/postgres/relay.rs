@@ -159,7 +159,10 @@ type Columns = Arc<Vec<Column>>;
 
 /// What the upstream owes the client next, queued by the client half.
 enum Expect {
-    ParseComplete,
+    /// The ParseComplete of the statement Warden numbered `id`.
+    ParseComplete {
+        id: u64,
+    },
     BindComplete,
     CloseComplete,
     /// A Describe; `portal` names the portal described (for its columns);
@@ -263,6 +266,12 @@ struct Ask {
 /// by both halves; an entry exists only while the statement does.
 type ParamTypes = Arc<std::sync::Mutex<HashMap<u64, Vec<u32>>>>;
 
+/// Ids of parsed statements the server refused (an ErrorResponse where
+/// their ParseComplete was due): the server does not have them, so neither
+/// do Warden's books. Filled by the upstream → client half, emptied by the
+/// other before it next reads a statement name.
+type RefusedParses = Arc<std::sync::Mutex<Vec<u64>>>;
+
 fn lock_types(t: &ParamTypes) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<u32>>> {
     // A panic while holding the lock leaves a map of plain values: still
     // consistent.
@@ -296,8 +305,10 @@ where
     let (ur, uw) = tokio::io::split(upstream);
     let (tx, rx) = mpsc::unbounded_channel();
     let param_types = ParamTypes::default();
+    let refused_parses = RefusedParses::default();
     let down = Downstream {
         param_types: Arc::clone(&param_types),
+        refused_parses: Arc::clone(&refused_parses),
         info: Arc::clone(&info),
         upstream: ur,
         buf: upstream_rest,
@@ -322,6 +333,7 @@ where
         statements: HashMap::new(),
         portals: HashMap::new(),
         param_types,
+        refused_parses,
         next_statement: 0,
         described: None,
         skipping: false,
@@ -359,6 +371,7 @@ struct Upstream<R, W> {
     /// Bound portals by name and the statement each runs.
     portals: HashMap<String, Option<Portal>>,
     param_types: ParamTypes,
+    refused_parses: RefusedParses,
     /// Ids given to parsed statements so far.
     next_statement: u64,
     /// The portal the client described since it was bound.
@@ -468,6 +481,7 @@ where
 
     /// Handles one client message; `Ok(false)` ends the session.
     async fn message(&mut self, frame: Frame) -> Result<bool, String> {
+        self.reap_refused_parses();
         let msg = match FrontendMessage::parse(&frame) {
             Ok(m) => m,
             Err(e) => {
@@ -489,6 +503,17 @@ where
                     return Ok(true);
                 }
                 let (name, query) = (name.to_owned(), query.to_owned());
+                if !name.is_empty()
+                    && (self.statements.contains_key(&name) || self.decider.knows_prepared(&name))
+                {
+                    // The server would refuse it (42P05) and keep the old
+                    // statement: Warden's books must not take the new one.
+                    self.seq += 1;
+                    let d = self.decider.duplicate_prepared(&name, &query);
+                    self.refuse(&d, "extended", false).await?;
+                    self.skipping = true;
+                    return Ok(true);
+                }
                 let d = self.decider.decide(&query);
                 // A statement of an `approve` rule is parsed (which runs
                 // nothing) and asked about at each execution, with the
@@ -496,6 +521,7 @@ where
                 let ask = d.decision == StatementDecision::ApprovalRequired
                     && self.info.approvals.is_some();
                 if d.allowed() || ask {
+                    self.forget_statements_named_by(&d);
                     self.next_statement += 1;
                     let id = self.next_statement;
                     let approval = ask.then(|| {
@@ -519,7 +545,7 @@ where
                     }
                     drop(types);
                     self.forward(&frame);
-                    self.queue(Expect::ParseComplete);
+                    self.queue(Expect::ParseComplete { id });
                 } else {
                     self.seq += 1;
                     self.refuse(&d, "extended", false).await?;
@@ -646,6 +672,7 @@ where
                         if let Some(p) = self.statements.remove(name) {
                             lock_types(&self.param_types).remove(&p.id);
                         }
+                        self.decider.forget_prepared(name);
                     }
                     DescribeTarget::Portal => {
                         self.portals.remove(name);
@@ -709,6 +736,7 @@ where
         self.seq += 1;
         if let Some(stmt) = self.audit_request(&d, "simple").await? {
             self.decider.after_allowed(&d);
+            self.forget_statements_named_by(&d);
             self.forward(frame);
             self.queue(Expect::Query { stmt });
         }
@@ -802,6 +830,49 @@ where
 
     /// Records a refusal and queues the client's error. `ready`: follow it
     /// with ReadyForQuery (simple query and function call).
+    /// Forgets the statements whose Parse the server refused.
+    fn reap_refused_parses(&mut self) {
+        let refused: Vec<u64> = std::mem::take(
+            &mut *self
+                .refused_parses
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if refused.is_empty() {
+            return;
+        }
+        let mut types = lock_types(&self.param_types);
+        self.statements.retain(|_, p| !refused.contains(&p.id));
+        for id in refused {
+            types.remove(&id);
+        }
+    }
+
+    /// SQL `PREPARE name`, `DEALLOCATE name|ALL` and `DISCARD ALL` act on
+    /// the same namespace as protocol Parse and Close: the statements
+    /// Warden knows by those names are forgotten when such a statement is
+    /// sent (a later Bind of the name is then refused at Execute — fail
+    /// closed — rather than decided on what Warden saw parsed before).
+    fn forget_statements_named_by(&mut self, d: &Decided) {
+        let Some(a) = &d.analysis else { return };
+        let mut types = lock_types(&self.param_types);
+        for s in &a.statements {
+            match (&s.prepare, &s.deallocate) {
+                (Some((name, _)), _) | (_, Some(Some(name))) => {
+                    if let Some(p) = self.statements.remove(name) {
+                        types.remove(&p.id);
+                    }
+                }
+                (_, Some(None)) => {
+                    for (_, p) in self.statements.drain() {
+                        types.remove(&p.id);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     async fn refuse(&mut self, d: &Decided, via: &'static str, ready: bool) -> Result<(), String> {
         self.refuse_with(d, via, ready, d.answer.sqlstate()).await
     }
@@ -956,7 +1027,7 @@ where
                     Err(_) => super::error_bytes("ERROR", code, "syntax error", None, None),
                 }
             }
-            Answer::UndefinedPrepared { .. } => {
+            Answer::UndefinedPrepared { .. } | Answer::DuplicatePrepared { .. } => {
                 super::error_bytes("ERROR", code, &d.client_message(), None, None)
             }
             Answer::Policy => {
@@ -1044,6 +1115,7 @@ struct Downstream<R, W> {
     out: BytesMut,
     expect: mpsc::UnboundedReceiver<Expect>,
     queue: VecDeque<Expect>,
+    refused_parses: RefusedParses,
     /// Transaction status of the last ReadyForQuery.
     status: u8,
     /// An error since the last ReadyForQuery: the server skips extended
@@ -1363,7 +1435,9 @@ where
             | BackendMessage::CloseComplete => {
                 if matches!(
                     self.queue.front(),
-                    Some(Expect::ParseComplete | Expect::BindComplete | Expect::CloseComplete)
+                    Some(
+                        Expect::ParseComplete { .. } | Expect::BindComplete | Expect::CloseComplete
+                    )
                 ) {
                     self.queue.pop_front();
                 }
@@ -1681,6 +1755,12 @@ where
     /// extended mode; drop what it will not answer. A simple query's error
     /// is followed by its ReadyForQuery.
     fn after_error(&mut self) {
+        if let Some(Expect::ParseComplete { id }) = self.queue.front() {
+            self.refused_parses
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(*id);
+        }
         match self.queue.front() {
             Some(Expect::Query { .. } | Expect::FunctionCall { .. }) => {}
             Some(Expect::Sync) | None => self.failed = true,
