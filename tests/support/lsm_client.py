@@ -14,6 +14,8 @@ Runs the attempts of GROUP and prints one JSON object: attempt -> errno
   agent PID                     ptrace attach, /proc/PID/environ, SIGCONT
   files PATH...                 open each PATH for reading (a directory: list it)
   change DIR                    rename, link and unlink a file in DIR
+  markconnect HOST PORT MARK    set SO_MARK = MARK (when allowed), connect,
+                                echo 16 bytes: so_mark, ok, local_port
 """
 import ctypes
 import ctypes.util
@@ -165,6 +167,30 @@ def group_change(d):
     return out
 
 
+def group_markconnect(host, port, mark):
+    out = {}
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    out["so_mark"] = attempt(lambda: s.setsockopt(socket.SOL_SOCKET, 36, int(mark)))
+    try:
+        s.settimeout(5)
+        s.connect((host, int(port)))
+        out["local_port"] = s.getsockname()[1]
+        s.sendall(b"0123456789abcdef")
+        got = b""
+        while len(got) < 16:
+            chunk = s.recv(16 - len(got))
+            if not chunk:
+                break
+            got += chunk
+        out["ok"] = got == b"0123456789abcdef"
+    except OSError as e:
+        out["ok"] = False
+        out["error"] = e.errno
+    finally:
+        s.close()
+    return out
+
+
 def main():
     group, args = sys.argv[1], sys.argv[2:]
     f = {
@@ -174,6 +200,7 @@ def main():
         "agent": lambda: group_agent(*args),
         "files": lambda: group_files(args),
         "change": lambda: group_change(*args),
+        "markconnect": lambda: group_markconnect(*args),
     }[group]
     print(json.dumps(f()))
 

@@ -139,6 +139,8 @@ pub struct Datapath {
     protected: Vec<PathBuf>,
     /// Whether the BPF LSM programs are attached (self-protection).
     lsm_attached: bool,
+    /// Why they are not, when they are not.
+    lsm_error: Option<String>,
     /// Whether the `sched_process_exec` program is attached (else an exec
     /// after connect cannot be seen).
     exec_tracked: bool,
@@ -255,6 +257,7 @@ impl Datapath {
             agent_cgroup_id: opts.agent_cgroup_id,
             protected: opts.protected.clone(),
             lsm_attached: false,
+            lsm_error: None,
             exec_tracked: false,
             mkdir_unadopted: Mutex::new(Vec::new()),
         })
@@ -336,8 +339,10 @@ impl Datapath {
             Ok(attached) => {
                 fresh.extend(attached);
                 self.lsm_attached = true;
+                self.lsm_error = None;
             }
             Err(e) => {
+                self.lsm_error = Some(format!("BPF LSM programs: {e}"));
                 tracing::warn!(error = %e, "BPF LSM programs not attached: a root workload in an enrolled cgroup is not contained (see ARCHITECTURE.md, threat model)")
             }
         }
@@ -490,6 +495,11 @@ impl Datapath {
     /// Whether the BPF LSM programs are attached.
     pub fn lsm_attached(&self) -> bool {
         self.lsm_attached
+    }
+
+    /// Why the BPF LSM programs are not attached (`None` when they are).
+    pub fn lsm_error(&self) -> Option<&str> {
+        self.lsm_error.as_deref()
     }
 
     /// The ring buffer of LSM denials (once; `None` afterwards).
