@@ -361,6 +361,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         CgroupRoot::Path(p) => p.clone(),
     };
     let listen6 = config.listen6_addr();
+    crate::proxy::budget::set_limit(config.agent.max_buffered_bytes);
     let mut datapath = Datapath::load(&DatapathOptions {
         pin_base: config.agent.bpf_pin_dir.clone(),
         cgroup_mount: mount.clone(),
