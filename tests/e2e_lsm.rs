@@ -140,7 +140,7 @@ fn root_workload_in_an_enrolled_cgroup_is_denied_every_way_out() {
         .collect();
     assert_eq!(
         lsm.len(),
-        10,
+        11,
         "LSM programs attached: {st:#}\n{}",
         env.log()
     );
@@ -314,9 +314,10 @@ fn root_workload_in_an_enrolled_cgroup_is_denied_every_way_out() {
     assert_eq!(r["map_get_next_id"], 0, "{r}");
 }
 
-/// A process enrolled by uid (here an unprivileged user given CAP_NET_RAW
-/// and CAP_NET_ADMIN as ambient capabilities) is denied raw sockets and
-/// SO_MARK wherever it runs; without the LSM both would succeed.
+/// A process enrolled by uid (here an unprivileged user given CAP_NET_RAW,
+/// CAP_NET_ADMIN and CAP_SETUID as ambient capabilities) is denied raw
+/// sockets, SO_MARK and a change to a uid that is not enrolled, wherever it
+/// runs; without the LSM all three would succeed.
 #[test]
 fn uid_enrolled_process_with_capabilities_is_denied_raw_sockets_and_marks() {
     let user = User::create("warden-lsm-e2e");
@@ -342,14 +343,17 @@ fn uid_enrolled_process_with_capabilities_is_denied_raw_sockets_and_marks() {
         &uid,
         "--clear-groups",
         "--inh-caps",
-        "+net_raw,+net_admin",
+        "+net_raw,+net_admin,+setuid",
         "--ambient-caps",
-        "+net_raw,+net_admin",
+        "+net_raw,+net_admin,+setuid",
     ];
     let r = attempts(&env, &elsewhere, &setpriv, &["net", &MARK.to_string()]);
     assert_all(&r, &[EPERM], "net as enrolled uid", &|| env.log());
     assert_eq!(r["tcp"], 0, "{r}");
-    let evs = kernel_events(&env, 4);
+    // Nor can it become a uid that is not enrolled (65534, nobody).
+    let r = attempts(&env, &elsewhere, &setpriv, &["setuid", "65534"]);
+    assert_eq!(r["setresuid"], EPERM, "{r}");
+    let evs = kernel_events(&env, 5);
     assert!(
         evs.iter().all(|e| {
             let k = &e["unmapped"]["warden"]["kernel"];
@@ -357,7 +361,7 @@ fn uid_enrolled_process_with_capabilities_is_denied_raw_sockets_and_marks() {
         }),
         "{evs:#?}"
     );
-    assert_eq!(evs.len(), 4, "{evs:#?}");
+    assert_eq!(evs.len(), 5, "{evs:#?}");
 }
 
 /// Where BPF LSM programs cannot run (not in the kernel's LSM list, or the

@@ -575,7 +575,7 @@ fn uninstall_leaves_no_program_attached() {
         .map(|p| p["program_id"].as_u64().unwrap())
         .collect();
     // The redirect programs, and the BPF LSM programs where BPF LSM is active.
-    assert!(ids.len() == 5 || ids.len() == 15, "{ids:?}");
+    assert!(ids.len() == 5 || ids.len() == 16, "{ids:?}");
     let cg_dir = env.cg_dir(&env.cg_root.clone());
     assert_eq!(programs_attached_at(&cg_dir).len(), 3);
 

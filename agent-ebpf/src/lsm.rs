@@ -19,6 +19,8 @@
 //! * `ptrace_access_check`, `task_kill`: ptrace of, and signals to, the agent.
 //! * `inode_unlink`, `inode_rename`, `inode_link`: protected files cannot be
 //!   removed, moved out from under their directory, or linked elsewhere.
+//! * `task_fix_setuid`: a process enrolled by uid cannot change its (real)
+//!   uid to one that is not enrolled.
 //!
 //! Kernel struct fields are read with `bpf_probe_read_kernel` at offsets the
 //! agent takes from the running kernel's BTF (`LsmConfig::off`).
@@ -389,4 +391,23 @@ pub fn warden_lsm_inode_link(ctx: LsmContext) -> i32 {
     };
     let old: *const u8 = ctx.arg(0);
     protect_dentry(&s, cfg, old).unwrap_or(ALLOW)
+}
+
+#[lsm(hook = "task_fix_setuid")]
+pub fn warden_lsm_setuid(ctx: LsmContext) -> i32 {
+    let Some((s, cfg)) = subject() else {
+        return ALLOW;
+    };
+    if s.match_kind != MATCH_UID {
+        return ALLOW;
+    }
+    let new: *const u8 = ctx.arg(0);
+    let Some(uid) = read::<u32>(new, cfg.off.cred_uid) else {
+        return ALLOW;
+    };
+    // SAFETY: presence only.
+    if unsafe { ENROLLED_UIDS.get(uid) }.is_some() {
+        return ALLOW;
+    }
+    deny(&s, lsm_kind::SETUID, u64::from(uid), 0)
 }

@@ -58,7 +58,7 @@ pub mod programs {
     pub const CGROUP_MKDIR: &str = "warden_cgroup_mkdir";
     pub const SCHED_EXEC: &str = "warden_sched_exec";
     /// BPF LSM programs and the hook each attaches to.
-    pub const LSM: [(&str, &str); 10] = [
+    pub const LSM: [(&str, &str); 11] = [
         ("warden_lsm_bpf", "bpf"),
         ("warden_lsm_file_open", "file_open"),
         ("warden_lsm_setsockopt", "socket_setsockopt"),
@@ -69,6 +69,7 @@ pub mod programs {
         ("warden_lsm_inode_unlink", "inode_unlink"),
         ("warden_lsm_inode_rename", "inode_rename"),
         ("warden_lsm_inode_link", "inode_link"),
+        ("warden_lsm_setuid", "task_fix_setuid"),
     ];
 }
 
@@ -159,6 +160,8 @@ pub struct KernelOffsets {
     pub dentry_d_parent: u32,
     pub dentry_d_inode: u32,
     pub task_tgid: u32,
+    /// `cred.uid` (a `kuid_t`, its `val`).
+    pub cred_uid: u32,
 }
 
 /// Single slot of the LSM programs' settings (array map, index 0).
@@ -173,6 +176,7 @@ pub struct LsmConfig {
     /// Non-zero once userspace filled this slot; until then nothing is denied.
     pub ready: u32,
     pub off: KernelOffsets,
+    pub _pad: u32,
 }
 
 /// Key of the protected-inodes map: an inode as the kernel names it
@@ -207,6 +211,9 @@ pub mod lsm_kind {
     pub const SIGNAL: u32 = 8;
     /// Unlinking, renaming or linking a protected file; as `PROTECTED_FILE`.
     pub const PROTECTED_CHANGE: u32 = 9;
+    /// A uid-enrolled process changing its uid to one that is not enrolled;
+    /// `arg0` = the new uid.
+    pub const SETUID: u32 = 10;
 
     /// The name audit events give a kind.
     pub const fn name(kind: u32) -> &'static str {
@@ -220,6 +227,7 @@ pub mod lsm_kind {
             PROTECTED_FILE => "protected_file",
             SIGNAL => "signal",
             PROTECTED_CHANGE => "protected_change",
+            SETUID => "setuid",
             _ => "unknown",
         }
     }
@@ -354,8 +362,8 @@ const _: () = assert!(core::mem::size_of::<TupleKey>() == 40);
 const _: () = assert!(core::mem::size_of::<ConnMeta>() == 88);
 const _: () = assert!(core::mem::size_of::<UnitPathKey>() == UNIT_PATH_LEN);
 const _: () = assert!(core::mem::size_of::<MkdirFormat>() == 16);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 40);
-const _: () = assert!(core::mem::size_of::<LsmConfig>() == 56);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 44);
+const _: () = assert!(core::mem::size_of::<LsmConfig>() == 64);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 const _: () = assert!(core::mem::size_of::<LsmEvent>() == 80);
 

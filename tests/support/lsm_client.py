@@ -14,6 +14,7 @@ Runs the attempts of GROUP and prints one JSON object: attempt -> errno
   agent PID                     ptrace attach, /proc/PID/environ, SIGCONT
   files PATH...                 open each PATH for reading (a directory: list it)
   change DIR                    rename, link and unlink a file in DIR
+  setuid UID                    setresuid(UID, UID, UID) (needs CAP_SETUID)
   markconnect HOST PORT MARK    set SO_MARK = MARK (when allowed), connect,
                                 echo 16 bytes: so_mark, ok, local_port
 """
@@ -201,6 +202,8 @@ def main():
         "files": lambda: group_files(args),
         "change": lambda: group_change(*args),
         "markconnect": lambda: group_markconnect(*args),
+        "setuid": lambda: {"setresuid": attempt(
+            lambda: os.setresuid(int(args[0]), int(args[0]), int(args[0])))},
     }[group]
     print(json.dumps(f()))
 

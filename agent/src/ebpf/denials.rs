@@ -180,6 +180,7 @@ fn describe(shared: &Shared, files: &HashMap<(u32, u64), String>, ev: &LsmEvent)
         lsm_kind::SIGNAL => format!("signal {} to the agent (pid {})", ev.arg1, ev.arg0),
         lsm_kind::PROTECTED_FILE => format!("open {}", file(ev.arg0, ev.arg1)),
         lsm_kind::PROTECTED_CHANGE => format!("unlink, rename or link {}", file(ev.arg0, ev.arg1)),
+        lsm_kind::SETUID => format!("change of uid to {} (not enrolled)", ev.arg0),
         _ => format!("kind {} ({:#x}, {:#x})", ev.kind, ev.arg0, ev.arg1),
     };
     KernelDenial {

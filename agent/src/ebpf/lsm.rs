@@ -41,6 +41,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, LsmError> {
         dentry_d_parent: get("dentry", &["d_parent"], "dentry.d_parent")?,
         dentry_d_inode: get("dentry", &["d_inode"], "dentry.d_inode")?,
         task_tgid: get("task_struct", &["tgid"], "task_struct.tgid")?,
+        cred_uid: get("cred", &["uid"], "cred.uid")?,
     })
 }
 

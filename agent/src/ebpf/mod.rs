@@ -448,6 +448,7 @@ impl Datapath {
                     agent_tgid: std::process::id(),
                     ready: 1,
                     off,
+                    _pad: 0,
                 },
                 0,
             )
