@@ -387,6 +387,10 @@ mod tests {
         assert_eq!(offset_of!(ConnMeta, cgroup_id) % 8, 0);
         assert_eq!(offset_of!(AgentConfig, agent_cgroup_id) % 8, 0);
         assert_eq!(align_of::<ConnMeta>(), 8);
+        // agent/src/ebpf/denials.rs reads LsmEvent field by field.
+        assert_eq!(offset_of!(LsmEvent, pid), 40);
+        assert_eq!(offset_of!(LsmEvent, match_kind), 56);
+        assert_eq!(offset_of!(LsmEvent, comm), 64);
     }
 
     #[test]

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
-use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 use warden_common::{ConnMeta, InodeKey, LsmEvent, MATCH_CGROUP, lsm_kind};
 
@@ -25,38 +24,21 @@ pub async fn serve(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     if !shared.datapath.lsm_attached() {
         return;
     }
-    let Some(ring) = shared.datapath.take_lsm_events() else {
+    let Some(mut ring) = shared.datapath.take_lsm_events() else {
         return;
-    };
-    // SAFETY: the ring buffer owns its map fd (MapData) and is moved into
-    // the AsyncFd, which owns it until it is dropped: the fd stays open and
-    // the same for the AsyncFd's whole life.
-    let registered =
-        unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) };
-    let mut fd = match registered {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot poll the LSM ring buffer: kernel denials are enforced but not audited");
-            return;
-        }
     };
     let files = protected_names(&shared);
     let limiter = RefusalLimiter::default();
     let mut suppressed: Option<KernelDenial> = None;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Polled (no epoll registration, which would need `unsafe`): a denial
+    // reaches the trail within POLL.
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut window = Instant::now();
     loop {
         tokio::select! {
-            ready = fd.readable_mut() => {
-                let mut guard = match ready {
-                    Ok(g) => g,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "LSM ring buffer failed: kernel denials are no longer audited");
-                        return;
-                    }
-                };
-                let batch = drain(guard.get_inner_mut());
-                guard.clear_ready();
-                for ev in batch {
+            _ = poll.tick() => {
+                for ev in drain(&mut ring) {
                     let denial = describe(&shared, &files, &ev);
                     let admit = limiter.admit(Instant::now());
                     if let Some(n) = admit.summary {
@@ -76,10 +58,11 @@ pub async fn serve(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                         suppressed = Some(denial);
                     }
                 }
-            }
-            _ = tick.tick() => {
-                if let Some(n) = limiter.flush(Instant::now()) {
-                    record_summary(&shared, suppressed.take(), n).await;
+                if window.elapsed() >= RefusalLimiter::WINDOW {
+                    window = Instant::now();
+                    if let Some(n) = limiter.flush(window) {
+                        record_summary(&shared, suppressed.take(), n).await;
+                    }
                 }
             }
             _ = shutdown.changed() => if *shutdown.borrow() { break },
@@ -87,17 +70,51 @@ pub async fn serve(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// How often the ring buffer is read.
+const POLL: Duration = Duration::from_millis(100);
+
 fn drain(ring: &mut RingBuf<MapData>) -> Vec<LsmEvent> {
     let mut out = Vec::new();
     while let Some(item) = ring.next() {
-        if item.len() >= std::mem::size_of::<LsmEvent>() {
-            // SAFETY: the item holds at least one LsmEvent written by the
-            // program (plain integers: any bit pattern is valid); read
-            // unaligned, the ring gives no alignment guarantee to Rust.
-            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<LsmEvent>()) });
+        if let Some(ev) = parse_event(&item) {
+            out.push(ev);
         }
     }
     out
+}
+
+/// An [`LsmEvent`] from its bytes (`#[repr(C)]`, native endian), read
+/// field by field.
+fn parse_event(b: &[u8]) -> Option<LsmEvent> {
+    if b.len() < std::mem::size_of::<LsmEvent>() {
+        return None;
+    }
+    let u64_at = |o: usize| {
+        b.get(o..o + 8)
+            .and_then(|s| s.try_into().ok())
+            .map(u64::from_ne_bytes)
+    };
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .and_then(|s| s.try_into().ok())
+            .map(u32::from_ne_bytes)
+    };
+    let mut comm = [0u8; warden_common::COMM_LEN];
+    comm.copy_from_slice(b.get(64..64 + warden_common::COMM_LEN)?);
+    Some(LsmEvent {
+        ts_ns: u64_at(0)?,
+        cgroup_id: u64_at(8)?,
+        matched_id: u64_at(16)?,
+        arg0: u64_at(24)?,
+        arg1: u64_at(32)?,
+        pid: u32_at(40)?,
+        tgid: u32_at(44)?,
+        uid: u32_at(48)?,
+        kind: u32_at(52)?,
+        match_kind: u32_at(56)?,
+        _pad: 0,
+        comm,
+    })
 }
 
 async fn record(shared: &Shared, denial: KernelDenial) {
@@ -320,6 +337,35 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_parse_from_their_bytes() {
+        let ev = LsmEvent {
+            ts_ns: 1,
+            cgroup_id: 2,
+            matched_id: 3,
+            arg0: 4,
+            arg1: 5,
+            pid: 6,
+            tgid: 7,
+            uid: 8,
+            kind: lsm_kind::BPF,
+            match_kind: MATCH_CGROUP,
+            _pad: 0,
+            comm: *b"python3\0\0\0\0\0\0\0\0\0",
+        };
+        let mut bytes = Vec::new();
+        for v in [ev.ts_ns, ev.cgroup_id, ev.matched_id, ev.arg0, ev.arg1] {
+            bytes.extend_from_slice(&v.to_ne_bytes());
+        }
+        for v in [ev.pid, ev.tgid, ev.uid, ev.kind, ev.match_kind, 0] {
+            bytes.extend_from_slice(&v.to_ne_bytes());
+        }
+        bytes.extend_from_slice(&ev.comm);
+        assert_eq!(bytes.len(), std::mem::size_of::<LsmEvent>());
+        assert_eq!(parse_event(&bytes), Some(ev));
+        assert_eq!(parse_event(&bytes[..79]), None);
+    }
 
     #[test]
     fn names_of_what_was_denied() {
