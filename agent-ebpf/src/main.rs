@@ -12,11 +12,16 @@
 //!   from the cookie to the connection's 4-tuple, where the proxy finds it on
 //!   `accept()`; stale tuple entries are dropped.
 //!
-//! Loop avoidance: sockets of the agent's cgroup, sockets carrying the agent's
-//! SO_MARK, and connections already aimed at the proxy are never touched.
-//! Nothing is ever skipped because of the caller's uid.
+//! * `lsm/*` ([`lsm`]): self-protection against enrolled root workloads.
+//!
+//! Loop avoidance: sockets of the agent's cgroup and connections already
+//! aimed at the proxy are never touched. Nothing is ever skipped because of
+//! the caller's uid, nor because of a socket's mark (an enrolled root
+//! workload could set the agent's).
 #![no_std]
 #![no_main]
+
+mod lsm;
 
 use core::ptr::read_volatile;
 
@@ -60,7 +65,7 @@ static CONFIG: Array<AgentConfig> = Array::pinned(1, 0);
 static ENROLLED_CGROUPS: HashMap<u64, u32> = HashMap::pinned(capacity::ENROLLED_CGROUPS, 0);
 
 #[map(name = "WARDEN_ENR_UIDS")]
-static ENROLLED_UIDS: HashMap<u32, u32> = HashMap::pinned(capacity::ENROLLED_UIDS, 0);
+pub(crate) static ENROLLED_UIDS: HashMap<u32, u32> = HashMap::pinned(capacity::ENROLLED_UIDS, 0);
 
 #[map(name = "WARDEN_TARGETS")]
 static TARGETS: HashMap<TargetKey, TargetValue> = HashMap::pinned(capacity::TARGETS, 0);
@@ -314,13 +319,6 @@ fn decide(ctx: &SockAddrContext, dst: Addr, port: u16, family: u16) -> Verdict {
     if cgroup_id == cfg.agent_cgroup_id {
         return Verdict::Pass;
     }
-    let sk = sock(ctx);
-    // SAFETY: `sk` is the caller's socket (PTR_TO_SOCKET); `mark` is readable.
-    let mark = unsafe { read_volatile(&(*sk).mark) };
-    if cfg.mark != 0 && mark == cfg.mark {
-        return Verdict::Pass;
-    }
-
     // The unspecified address (0.0.0.0, ::, ::ffff:0.0.0.0) is not where the
     // connection goes: the kernel turns it into the socket's bound address or
     // loopback after this program ran. For enrolled callers, decide on the
@@ -564,7 +562,7 @@ fn agent_serving(
 /// `MAX_ENROLLED_LEVEL` is seen however deep below it the caller sits;
 /// enrolled cgroups deeper than that are refused by the agent.
 #[inline(always)]
-fn enrolled_cgroup(cgroup_id: u64) -> Option<u64> {
+pub(crate) fn enrolled_cgroup(cgroup_id: u64) -> Option<u64> {
     // SAFETY: value unused, presence only.
     if unsafe { ENROLLED_CGROUPS.get(cgroup_id) }.is_some() {
         return Some(cgroup_id);

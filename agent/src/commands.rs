@@ -405,13 +405,18 @@ fn print_status(st: &crate::control::StatusReport) {
     println!(
         "  bpf lsm:  {}",
         match st.bpf_lsm {
-            Some(true) => "active",
+            Some(true) if st.lsm_attached => "active, Warden's LSM programs attached",
+            Some(true) =>
+                "active in the kernel, but Warden's LSM programs are NOT attached: a root workload in an enrolled cgroup can bypass Warden (detach its programs, leave its cgroup, set the agent's mark)",
             Some(false) =>
                 "NOT ACTIVE: a root workload in an enrolled cgroup can bypass Warden (detach its programs, leave its cgroup, set the agent's mark)",
             None =>
                 "unknown (no /sys/kernel/security/lsm): a root workload in an enrolled cgroup may bypass Warden",
         }
     );
+    if let Some(e) = &st.lsm_error {
+        println!("            {e}");
+    }
     println!("  fail mode: {}", st.fail_mode);
     println!(
         "  audit:    {} ({})",

@@ -361,6 +361,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         CgroupRoot::Path(p) => p.clone(),
     };
     let listen6 = config.listen6_addr();
+    crate::proxy::budget::set_limit(config.agent.max_buffered_bytes);
     let mut datapath = Datapath::load(&DatapathOptions {
         pin_base: config.agent.bpf_pin_dir.clone(),
         cgroup_mount: mount.clone(),
@@ -369,6 +370,7 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         proxy_addr6: listen6,
         mark: config.agent.upstream_mark,
         agent_cgroup_id,
+        protected: ebpf::lsm::protected_paths(config),
     })?;
     datapath.sync_targets(&target_entries(config))?;
     datapath.sync_unit_paths(&enrollments.unit_path_entries())?;
@@ -451,6 +453,11 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
     )));
     tasks.push(tokio::spawn(control::server::serve(
         control,
+        Arc::clone(&shared),
+        shutdown_rx.clone(),
+    )));
+    // BPF LSM denials into the audit trail (issue 16, item 5).
+    tasks.push(tokio::spawn(ebpf::denials::serve(
         Arc::clone(&shared),
         shutdown_rx.clone(),
     )));

@@ -214,6 +214,7 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     field!(agent.cgroup_root);
     field!(agent.agent_cgroup);
     field!(agent.upstream_mark);
+    field!(agent.max_buffered_bytes);
     field!(audit.path);
     field!(audit.synchronous);
     field!(audit.batch_max);

@@ -45,6 +45,9 @@ pub mod maps {
     pub const UNIT_PATHS: &str = "WARDEN_UNIT_PATHS";
     pub const MKDIR_FORMAT: &str = "WARDEN_MKDIR_FMT";
     pub const EXEC_TIMES: &str = "WARDEN_EXEC_TIMES";
+    pub const LSM_CONFIG: &str = "WARDEN_LSM_CFG";
+    pub const PROTECTED: &str = "WARDEN_PROTECTED";
+    pub const LSM_EVENTS: &str = "WARDEN_LSM_EVENTS";
 }
 
 /// Program names (the Rust function names in `agent-ebpf`).
@@ -54,6 +57,20 @@ pub mod programs {
     pub const SOCK_OPS: &str = "warden_sock_ops";
     pub const CGROUP_MKDIR: &str = "warden_cgroup_mkdir";
     pub const SCHED_EXEC: &str = "warden_sched_exec";
+    /// BPF LSM programs and the hook each attaches to.
+    pub const LSM: [(&str, &str); 11] = [
+        ("warden_lsm_bpf", "bpf"),
+        ("warden_lsm_file_open", "file_open"),
+        ("warden_lsm_setsockopt", "socket_setsockopt"),
+        ("warden_lsm_socket_create", "socket_create"),
+        ("warden_lsm_ptrace", "ptrace_access_check"),
+        ("warden_lsm_task_alloc", "task_alloc"),
+        ("warden_lsm_task_kill", "task_kill"),
+        ("warden_lsm_inode_unlink", "inode_unlink"),
+        ("warden_lsm_inode_rename", "inode_rename"),
+        ("warden_lsm_inode_link", "inode_link"),
+        ("warden_lsm_setuid", "task_fix_setuid"),
+    ];
 }
 
 /// Capacity of the maps; the LRU maps evict their oldest entries when full.
@@ -65,6 +82,9 @@ pub mod capacity {
     pub const ORIG_DST: u32 = 65536;
     pub const UNIT_PATHS: u32 = 1024;
     pub const EXEC_TIMES: u32 = 65536;
+    pub const PROTECTED: u32 = 1024;
+    /// Bytes of the LSM denial ring buffer (a power of two, page multiple).
+    pub const LSM_EVENTS_BYTES: u32 = 256 * 1024;
 }
 
 /// Longest cgroup2 path (with its NUL) of an enrolled unit that the
@@ -121,6 +141,118 @@ pub struct AgentConfig {
     /// Non-zero once userspace filled this slot; until then nothing is redirected.
     pub ready: u32,
     pub _pad1: u32,
+}
+
+/// Offsets (bytes) of the kernel struct fields the LSM programs read, taken
+/// by the agent from the running kernel's BTF (`/sys/kernel/btf/vmlinux`),
+/// so no struct layout is compiled in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub file_f_inode: u32,
+    pub file_f_mode: u32,
+    /// `file.f_path.dentry`.
+    pub file_f_dentry: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub sb_s_dev: u32,
+    pub sb_s_magic: u32,
+    pub dentry_d_parent: u32,
+    pub dentry_d_inode: u32,
+    pub task_tgid: u32,
+    /// `cred.uid` (a `kuid_t`, its `val`).
+    pub cred_uid: u32,
+}
+
+/// Single slot of the LSM programs' settings (array map, index 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LsmConfig {
+    /// cgroup id of the agent: its processes are never subjects, and
+    /// enrolled workloads may not write to its cgroup files.
+    pub agent_cgroup_id: u64,
+    /// Process id of the agent (ptrace and signals to it are denied).
+    pub agent_tgid: u32,
+    /// Non-zero once userspace filled this slot; until then nothing is denied.
+    pub ready: u32,
+    pub off: KernelOffsets,
+    pub _pad: u32,
+}
+
+/// Key of the protected-inodes map: an inode as the kernel names it
+/// (`sb->s_dev`, in the kernel's `MKDEV` encoding, and `i_ino`). Opening it
+/// or anything below it (a directory) is denied to enrolled workloads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InodeKey {
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad: u32,
+}
+
+/// What an enrolled workload was denied (`LsmEvent::kind`).
+pub mod lsm_kind {
+    /// The `bpf()` syscall; `arg0` = command.
+    pub const BPF: u32 = 1;
+    /// Opening a cgroup2 file for write outside the caller's enrolled
+    /// subtree (or in the agent's cgroup); `arg0` = the file's cgroup id.
+    pub const CGROUP_WRITE: u32 = 2;
+    /// `clone3(CLONE_INTO_CGROUP)`; `arg0` = clone flags.
+    pub const CLONE_INTO_CGROUP: u32 = 3;
+    /// `setsockopt(SOL_SOCKET, SO_MARK)`; `arg0` = level, `arg1` = option.
+    pub const SO_MARK: u32 = 4;
+    /// A raw or packet socket; `arg0` = family, `arg1` = type.
+    pub const RAW_SOCKET: u32 = 5;
+    /// ptrace access to the agent; `arg0` = its pid, `arg1` = mode.
+    pub const PTRACE: u32 = 6;
+    /// Opening a protected file; `arg0` = dev, `arg1` = ino of the match.
+    pub const PROTECTED_FILE: u32 = 7;
+    /// A signal to the agent; `arg0` = its pid, `arg1` = signal.
+    pub const SIGNAL: u32 = 8;
+    /// Unlinking, renaming or linking a protected file; as `PROTECTED_FILE`.
+    pub const PROTECTED_CHANGE: u32 = 9;
+    /// A uid-enrolled process changing its uid to one that is not enrolled;
+    /// `arg0` = the new uid.
+    pub const SETUID: u32 = 10;
+
+    /// The name audit events give a kind.
+    pub const fn name(kind: u32) -> &'static str {
+        match kind {
+            BPF => "bpf",
+            CGROUP_WRITE => "cgroup_write",
+            CLONE_INTO_CGROUP => "clone_into_cgroup",
+            SO_MARK => "so_mark",
+            RAW_SOCKET => "raw_socket",
+            PTRACE => "ptrace",
+            PROTECTED_FILE => "protected_file",
+            SIGNAL => "signal",
+            PROTECTED_CHANGE => "protected_change",
+            SETUID => "setuid",
+            _ => "unknown",
+        }
+    }
+}
+
+/// One denial by an LSM program, sent to the agent through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LsmEvent {
+    /// `bpf_ktime_get_boot_ns()` at the denial.
+    pub ts_ns: u64,
+    pub cgroup_id: u64,
+    /// The enrolled cgroup id (the caller's or an ancestor's) or the uid.
+    pub matched_id: u64,
+    pub arg0: u64,
+    pub arg1: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub uid: u32,
+    /// One of [`lsm_kind`].
+    pub kind: u32,
+    /// `MATCH_CGROUP` or `MATCH_UID`.
+    pub match_kind: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
 }
 
 /// Key of the protected-targets map.
@@ -218,6 +350,9 @@ mod pod {
     unsafe impl aya::Pod for ConnMeta {}
     unsafe impl aya::Pod for UnitPathKey {}
     unsafe impl aya::Pod for MkdirFormat {}
+    unsafe impl aya::Pod for LsmConfig {}
+    unsafe impl aya::Pod for InodeKey {}
+    unsafe impl aya::Pod for LsmEvent {}
 }
 
 const _: () = assert!(core::mem::size_of::<AgentConfig>() == 64);
@@ -227,6 +362,10 @@ const _: () = assert!(core::mem::size_of::<TupleKey>() == 40);
 const _: () = assert!(core::mem::size_of::<ConnMeta>() == 88);
 const _: () = assert!(core::mem::size_of::<UnitPathKey>() == UNIT_PATH_LEN);
 const _: () = assert!(core::mem::size_of::<MkdirFormat>() == 16);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 44);
+const _: () = assert!(core::mem::size_of::<LsmConfig>() == 64);
+const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
+const _: () = assert!(core::mem::size_of::<LsmEvent>() == 80);
 
 #[cfg(test)]
 mod tests {
@@ -248,6 +387,10 @@ mod tests {
         assert_eq!(offset_of!(ConnMeta, cgroup_id) % 8, 0);
         assert_eq!(offset_of!(AgentConfig, agent_cgroup_id) % 8, 0);
         assert_eq!(align_of::<ConnMeta>(), 8);
+        // agent/src/ebpf/denials.rs reads LsmEvent field by field.
+        assert_eq!(offset_of!(LsmEvent, pid), 40);
+        assert_eq!(offset_of!(LsmEvent, match_kind), 56);
+        assert_eq!(offset_of!(LsmEvent, comm), 64);
     }
 
     #[test]

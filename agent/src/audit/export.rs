@@ -567,7 +567,7 @@ pub fn export(
                 Some(EventKind::Config) => configs.line(out_dir, data)?,
                 Some(EventKind::Approval) => approvals.line(out_dir, data)?,
                 Some(EventKind::Checkpoint) => checkpoints.line(out_dir, data)?,
-                Some(EventKind::Prune) | None => others.line(out_dir, data)?,
+                Some(EventKind::Prune | EventKind::Kernel) | None => others.line(out_dir, data)?,
             }
         }
         // Checkpoints after the range vouch for it too.
@@ -1103,9 +1103,11 @@ impl<'a> ContentCheck<'a> {
             ));
         }
         let in_place = match kind {
+            // other.jsonl: prunes and kernel denials.
             EventKind::Prune => {
-                p.class_uid == CLASS_UID_APPLICATION_LIFECYCLE
-                    && p.kind() != Some(EventKind::Checkpoint)
+                (p.class_uid == CLASS_UID_APPLICATION_LIFECYCLE
+                    && p.kind() != Some(EventKind::Checkpoint))
+                    || p.kind() == Some(EventKind::Kernel)
             }
             // events.jsonl: connections and statements.
             EventKind::Connection | EventKind::Statement | EventKind::Api => {

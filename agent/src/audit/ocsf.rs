@@ -146,10 +146,16 @@ use serde::{Deserialize, Serialize};
 
 use super::AuditError;
 use super::checkpoint::Checkpoint;
+
+mod kernel;
 use super::event::{
     ApprovalEvent, ApprovalStatus, ConfigAction, ConfigChange, ConfigOutcome, ConnActivity,
     ConnectionEvent, Decision, ProcessInfo, PruneRecord, ResultSummary, SessionId,
     StatementDecision, StatementEvent, StatementPhase, TokenIdentity,
+};
+pub use kernel::{
+    CLASS_UID_PROCESS_ACTIVITY, KERNEL_ACTIVITY, KERNEL_DECISION, KernelDenial, decode_kernel,
+    kernel_template, kernel_text,
 };
 
 /// OCSF schema version written into `metadata.version`.
@@ -1875,6 +1881,8 @@ pub enum EventKind {
     Approval,
     /// API Activity (6003): an HTTP request's decision or result.
     Api,
+    /// Process Activity (1007): a BPF LSM denial ([`KernelDenial`]).
+    Kernel,
 }
 
 impl EventKind {
@@ -1889,6 +1897,7 @@ impl EventKind {
             (CLASS_UID_DATASTORE_ACTIVITY, _) => Some(EventKind::Statement),
             (CLASS_UID_USER_ACCESS_MANAGEMENT, _) => Some(EventKind::Approval),
             (CLASS_UID_API_ACTIVITY, _) => Some(EventKind::Api),
+            (CLASS_UID_PROCESS_ACTIVITY, _) => Some(EventKind::Kernel),
             _ => None,
         }
     }
@@ -1978,6 +1987,7 @@ impl Probe<'_> {
             (CLASS_UID_DATASTORE_ACTIVITY, _) => Some(EventKind::Statement),
             (CLASS_UID_USER_ACCESS_MANAGEMENT, _) => Some(EventKind::Approval),
             (CLASS_UID_API_ACTIVITY, _) => Some(EventKind::Api),
+            (CLASS_UID_PROCESS_ACTIVITY, _) => Some(EventKind::Kernel),
             _ => None,
         }
     }

@@ -389,6 +389,12 @@ pub fn format_text(ev: &StoredEvent) -> String {
         statement_text(&mut line, &d.event);
         return line;
     }
+    if kind == Some(EventKind::Kernel)
+        && let Ok(d) = super::ocsf::decode_kernel(&ev.data)
+    {
+        line.push_str(&super::ocsf::kernel_text(&d));
+        return line;
+    }
     if kind == Some(EventKind::Api)
         && let Some(text) = api_text(ev)
     {

@@ -460,6 +460,24 @@ impl Prepared {
         })
     }
 
+    fn kernel(
+        ev: &super::ocsf::KernelDenial,
+        chain_id: &str,
+        host: &str,
+    ) -> Result<Self, AuditError> {
+        Ok(Self {
+            class_uid: super::ocsf::CLASS_UID_PROCESS_ACTIVITY,
+            time_ms: ev.time_ms,
+            activity: super::ocsf::KERNEL_ACTIVITY,
+            decision: super::ocsf::KERNEL_DECISION,
+            account: ev.account.clone(),
+            target: None,
+            session: String::new(),
+            reason: Some(ev.kind.clone()),
+            template: super::ocsf::kernel_template(ev, chain_id, host)?,
+        })
+    }
+
     fn config(change: &ConfigChange, chain_id: &str, host: &str) -> Result<Self, AuditError> {
         Ok(Self {
             class_uid: CLASS_UID_DEVICE_CONFIG_STATE_CHANGE,
@@ -636,6 +654,14 @@ impl AuditHandle {
             rec: Box::new(rec),
             reply: None,
         });
+    }
+
+    /// Record a kernel (BPF LSM) denial; committed like
+    /// [`record`](Self::record). The denial already happened: this only
+    /// reports it.
+    pub async fn record_kernel(&self, ev: super::ocsf::KernelDenial) -> Result<u64, AuditError> {
+        let rec = Prepared::kernel(&ev, &self.shared.chain_id, &self.shared.host)?;
+        self.submit(rec).await
     }
 
     fn lost(&self, n: u64, what: &str, error: &str) {

@@ -1368,6 +1368,14 @@ fn column_mismatch(
             session: w.session.as_deref(),
             reason: w.reason.as_deref(),
         },
+        EventKind::Kernel => Derived {
+            activity: Some(super::ocsf::KERNEL_ACTIVITY),
+            decision: w.decision.as_deref(),
+            account: w.account.as_deref(),
+            target: None,
+            session: Some(""),
+            reason: w.reason.as_deref(),
+        },
         EventKind::Config => lifecycle(
             CONFIG_ACTIVITY,
             w.config.as_ref().map(|c| c.action.as_str()),

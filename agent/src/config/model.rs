@@ -84,6 +84,10 @@ pub struct AgentSection {
     /// audited.
     #[serde(default = "defaults::max_connections_per_account")]
     pub max_connections_per_account: usize,
+    /// Agent-wide budget for buffered client messages beyond 64 KiB per
+    /// session (`proxy::budget`); what would exceed it is refused (53200).
+    #[serde(default = "defaults::max_buffered_bytes")]
+    pub max_buffered_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -446,6 +450,7 @@ impl Default for AgentSection {
             relay_buffer_bytes: defaults::relay_buffer_bytes(),
             max_connections: defaults::max_connections(),
             max_connections_per_account: defaults::max_connections_per_account(),
+            max_buffered_bytes: defaults::max_buffered_bytes(),
         }
     }
 }
@@ -810,6 +815,9 @@ pub mod defaults {
     }
     pub fn max_connections_per_account() -> usize {
         1_000
+    }
+    pub fn max_buffered_bytes() -> usize {
+        crate::proxy::budget::DEFAULT_LIMIT
     }
     pub fn checkpoint_every() -> u64 {
         1000

@@ -135,6 +135,12 @@ pub struct StatusReport {
     /// (see the threat model in ARCHITECTURE.md).
     #[serde(default)]
     pub bpf_lsm: Option<bool>,
+    /// Whether Warden's BPF LSM programs (self-protection against root
+    /// workloads) are attached, and why not when they are not.
+    #[serde(default)]
+    pub lsm_attached: bool,
+    #[serde(default)]
+    pub lsm_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

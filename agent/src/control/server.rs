@@ -283,6 +283,8 @@ fn status(shared: &Shared) -> StatusReport {
         audit_path: cfg.audit_path(),
         audit_healthy: shared.audit.is_healthy(),
         bpf_lsm: crate::ebpf::bpf_lsm_active(),
+        lsm_attached: shared.datapath.lsm_attached(),
+        lsm_error: shared.datapath.lsm_error().map(str::to_owned),
         forwarders: shared.forward.status(Some(shared.audit.stats().last_seq)),
     }
 }

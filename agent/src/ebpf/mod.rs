@@ -4,8 +4,11 @@
 //! accesses the rest of the agent needs (targets, enrollments, original
 //! destinations, the agent-config slot). No other module touches aya.
 
+pub mod btf;
 pub mod cgroup;
+pub mod denials;
 pub mod keys;
+pub mod lsm;
 
 use std::fs::{self, File};
 use std::io;
@@ -13,15 +16,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, RingBuf};
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps, TracePoint};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, Lsm, ProgramError, SockOps, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 use serde::Serialize;
 use warden_common::{
-    AgentConfig, ConnMeta, LAYOUT_VERSION, MkdirFormat, TAG_FROM_MKDIR, TargetKey, TargetValue,
-    TupleKey, UNIT_PATH_LEN, UnitPathKey, maps, programs,
+    AgentConfig, ConnMeta, InodeKey, LAYOUT_VERSION, LsmConfig, MkdirFormat, TAG_FROM_MKDIR,
+    TargetKey, TargetValue, TupleKey, UNIT_PATH_LEN, UnitPathKey, maps, programs,
 };
 
 /// The eBPF object built from `agent-ebpf` by `build.rs`.
@@ -98,6 +101,9 @@ pub struct DatapathOptions {
     pub proxy_addr6: Option<SocketAddr>,
     pub mark: u32,
     pub agent_cgroup_id: u64,
+    /// Files and directories enrolled workloads may not open, move or remove
+    /// (see [`lsm::protected_paths`]); recorded by device and inode at attach.
+    pub protected: Vec<PathBuf>,
 }
 
 /// One attached program, for `warden status`.
@@ -125,6 +131,16 @@ pub struct Datapath {
     unit_paths: Mutex<BpfHashMap<MapData, UnitPathKey, u32>>,
     mkdir_format: Mutex<Array<MapData, MkdirFormat>>,
     exec_times: Mutex<BpfHashMap<MapData, u32, u64>>,
+    lsm_config: Mutex<Array<MapData, LsmConfig>>,
+    protected_inodes: Mutex<BpfHashMap<MapData, InodeKey, u32>>,
+    /// Denials of the LSM programs, until [`Datapath::take_lsm_events`].
+    lsm_events: Mutex<Option<RingBuf<MapData>>>,
+    agent_cgroup_id: u64,
+    protected: Vec<PathBuf>,
+    /// Whether the BPF LSM programs are attached (self-protection).
+    lsm_attached: bool,
+    /// Why they are not, when they are not.
+    lsm_error: Option<String>,
     /// Whether the `sched_process_exec` program is attached (else an exec
     /// after connect cannot be seen).
     exec_tracked: bool,
@@ -203,6 +219,9 @@ impl Datapath {
         let unit_paths = take_map(&mut ebpf, maps::UNIT_PATHS)?;
         let mkdir_format = take_map(&mut ebpf, maps::MKDIR_FORMAT)?;
         let exec_times = take_map(&mut ebpf, maps::EXEC_TIMES)?;
+        let lsm_config = take_map(&mut ebpf, maps::LSM_CONFIG)?;
+        let protected_inodes = take_map(&mut ebpf, maps::PROTECTED)?;
+        let lsm_events = take_map(&mut ebpf, maps::LSM_EVENTS)?;
 
         let cfg = AgentConfig {
             proxy_addr4: keys::addr_bytes(opts.proxy_addr4.ip()),
@@ -232,6 +251,13 @@ impl Datapath {
             unit_paths: Mutex::new(unit_paths),
             mkdir_format: Mutex::new(mkdir_format),
             exec_times: Mutex::new(exec_times),
+            lsm_config: Mutex::new(lsm_config),
+            protected_inodes: Mutex::new(protected_inodes),
+            lsm_events: Mutex::new(Some(lsm_events)),
+            agent_cgroup_id: opts.agent_cgroup_id,
+            protected: opts.protected.clone(),
+            lsm_attached: false,
+            lsm_error: None,
             exec_tracked: false,
             mkdir_unadopted: Mutex::new(Vec::new()),
         })
@@ -309,6 +335,18 @@ impl Datapath {
             }
         }
 
+        match self.attach_lsm() {
+            Ok(attached) => {
+                fresh.extend(attached);
+                self.lsm_attached = true;
+                self.lsm_error = None;
+            }
+            Err(e) => {
+                self.lsm_error = Some(format!("BPF LSM programs: {e}"));
+                tracing::warn!(error = %e, "BPF LSM programs not attached: a root workload in an enrolled cgroup is not contained (see ARCHITECTURE.md, threat model)")
+            }
+        }
+
         for (name, link, program_id) in fresh {
             let pin = self.pin_dir.join(format!("{LINK_PREFIX}{name}"));
             if pin.exists() {
@@ -375,6 +413,99 @@ impl Datapath {
             })?;
         Ok(Some(load_and_attach!(self, TracePoint, name, |p| p
             .attach("cgroup", "cgroup_mkdir"))))
+    }
+
+    /// Fills the LSM settings (kernel offsets from BTF, the agent's pid and
+    /// cgroup, the protected inodes) and loads and attaches every LSM
+    /// program. Fails (and attaches nothing) when BPF LSM is not active or
+    /// the kernel's BTF lacks a field the programs read.
+    fn attach_lsm(&mut self) -> Result<Vec<(&'static str, FdLink, u32)>, DatapathError> {
+        let lsm_err = |e: lsm::LsmError| DatapathError::Pin {
+            what: "BPF LSM".into(),
+            detail: e.to_string(),
+        };
+        if bpf_lsm_active() != Some(true) {
+            return Err(lsm_err(lsm::LsmError::Inactive));
+        }
+        let off = lsm::kernel_offsets(&lsm::kernel_btf().map_err(lsm_err)?).map_err(lsm_err)?;
+        let keys: Vec<(InodeKey, u32)> = self
+            .protected
+            .iter()
+            .filter_map(|p| {
+                let key = lsm::inode_key(p);
+                if key.is_none() {
+                    tracing::debug!(path = %p.display(), "protected path does not exist (yet)");
+                }
+                key.map(|k| (k, 1))
+            })
+            .collect();
+        sync_map(&self.protected_inodes, maps::PROTECTED, &keys)?;
+        lock(&self.lsm_config)
+            .set(
+                0,
+                LsmConfig {
+                    agent_cgroup_id: self.agent_cgroup_id,
+                    agent_tgid: std::process::id(),
+                    ready: 1,
+                    off,
+                    _pad: 0,
+                },
+                0,
+            )
+            .map_err(|source| DatapathError::Map {
+                name: maps::LSM_CONFIG,
+                source,
+            })?;
+        let btf = aya::Btf::from_sys_fs().map_err(|e| DatapathError::Pin {
+            what: "BPF LSM".into(),
+            detail: format!("reading the kernel's BTF: {e}"),
+        })?;
+        let mut out = Vec::new();
+        for (name, hook) in programs::LSM {
+            let prog: &mut Lsm = self
+                ._ebpf
+                .program_mut(name)
+                .ok_or(DatapathError::Missing {
+                    what: "program",
+                    name,
+                })?
+                .try_into()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            prog.load(hook, &btf)
+                .map_err(|source| DatapathError::Program { name, source })?;
+            let prog_id = prog
+                .info()
+                .map_err(|source| DatapathError::Program { name, source })?
+                .id();
+            let id = prog
+                .attach()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            let link = prog
+                .take_link(id)
+                .map_err(|source| DatapathError::Program { name, source })?;
+            out.push((name, FdLink::from(link), prog_id));
+        }
+        Ok(out)
+    }
+
+    /// What the LSM programs protect (as configured at start).
+    pub fn protected_paths(&self) -> &[PathBuf] {
+        &self.protected
+    }
+
+    /// Whether the BPF LSM programs are attached.
+    pub fn lsm_attached(&self) -> bool {
+        self.lsm_attached
+    }
+
+    /// Why the BPF LSM programs are not attached (`None` when they are).
+    pub fn lsm_error(&self) -> Option<&str> {
+        self.lsm_error.as_deref()
+    }
+
+    /// The ring buffer of LSM denials (once; `None` afterwards).
+    pub fn take_lsm_events(&self) -> Option<RingBuf<MapData>> {
+        lock(&self.lsm_events).take()
     }
 
     /// Loads and attaches the `sched:sched_process_exec` program.
@@ -643,9 +774,8 @@ fn ensure_bpffs(pin_base: &Path) -> Result<(), DatapathError> {
 
 /// Whether `bpf` is among the kernel's active LSMs (securityfs's `lsm`,
 /// mounted at /sys/kernel/security once if nothing is); `None` when that
-/// cannot be read. Warden's own LSM programs are not built yet (issue 16,
-/// item 5): this tells whether they could run, and `warden status` warns
-/// when not.
+/// cannot be read. Warden's LSM programs are attached only when it is, and
+/// `warden status` warns when not.
 pub fn bpf_lsm_active() -> Option<bool> {
     static MOUNT: std::sync::Once = std::sync::Once::new();
     let lsm = Path::new("/sys/kernel/security/lsm");

@@ -3,6 +3,7 @@
 //! the relay. Protocol handlers (PostgreSQL, MySQL, HTTP) plug in where the
 //! `tcp` relay is chosen today.
 
+pub mod budget;
 pub mod http;
 pub mod postgres;
 pub mod refusals;

@@ -340,6 +340,7 @@ where
         seq: 0,
         counters,
         functions: HashMap::new(),
+        budget: Default::default(),
     };
     let up = up.run();
     let down = down.run();
@@ -384,6 +385,8 @@ struct Upstream<R, W> {
     /// FunctionCall oids resolved to (schema, name), kept apart: either
     /// may contain a dot.
     functions: HashMap<u32, (String, String)>,
+    /// This session's share of the agent-wide buffer budget.
+    budget: crate::proxy::budget::Charge,
 }
 
 impl<R, W> Upstream<R, W>
@@ -443,6 +446,12 @@ where
             }
             if let Err(e) = self.flush().await {
                 return End::Error(format!("writing to upstream: {e}"));
+            }
+            let need =
+                crate::proxy::budget::need(&self.buf, self.buf.capacity(), self.info.max_message);
+            if let Err(e) = self.budget.cover(need) {
+                self.fatal("53200", &e.to_string());
+                return End::Error(format!("frame budget: {e}"));
             }
             match self.client.read_buf(&mut self.buf).await {
                 Ok(0) => return End::ClientClosed,
