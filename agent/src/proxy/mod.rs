@@ -7,6 +7,7 @@ pub mod http;
 pub mod postgres;
 pub mod refusals;
 pub mod relay;
+pub mod session;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -375,7 +376,13 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         crate::config::Protocol::Postgres | crate::config::Protocol::Http
     ) {
         return serve_protocol(
-            &shared, &live, target, &p, account, meta.tgid, stream, started,
+            &shared,
+            &live,
+            target,
+            &p,
+            account,
+            meta.tgid,
+            (stream, started),
         )
         .await;
     }
@@ -433,7 +440,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
 
 /// A connection to a protocol target (PostgreSQL or HTTP): served by its
 /// handler between the open event (already committed) and the close event.
-#[allow(clippy::too_many_arguments)]
+/// `accepted`: the workload's connection and when it was accepted.
 async fn serve_protocol(
     shared: &Arc<Shared>,
     live: &crate::reload::Live,
@@ -441,8 +448,7 @@ async fn serve_protocol(
     p: &Pending,
     account: String,
     pid: u32,
-    stream: TcpStream,
-    started: Instant,
+    (stream, started): (TcpStream, Instant),
 ) {
     let client = p.client;
     shared.conns_insert(
@@ -515,11 +521,7 @@ fn process_info(f: &facts::ProcessFacts) -> ProcessInfo {
     }
 }
 
-/// Every built-in masking detector, compiled once.
-fn builtin_masker() -> &'static crate::masking::Masker {
-    static M: std::sync::OnceLock<crate::masking::Masker> = std::sync::OnceLock::new();
-    M.get_or_init(crate::masking::builtin)
-}
+use session::builtin_masker;
 
 /// The systemd unit a cgroup path belongs to: its deepest `.service` or
 /// `.scope` segment.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::audit::event::StatementDecision;
 use crate::policy::columns::{self, ColumnError, ColumnFacts};
 use crate::policy::sql::{Analysis, AnalyzeError, analyze};
-use crate::policy::{Action, SessionContext, Verdict};
+use crate::policy::{SessionContext, Verdict};
 
 use super::SessionInfo;
 
@@ -471,14 +471,8 @@ impl Decider {
 
 /// The session decision for a policy verdict.
 fn decided_from(v: Verdict, statement: String, analysis: Analysis) -> Decided {
-    let decision = match v.action {
-        Action::Allow => StatementDecision::Allowed,
-        Action::Block => StatementDecision::Blocked,
-        Action::Approve => StatementDecision::ApprovalRequired,
-        Action::Deny => StatementDecision::Denied,
-    };
     Decided {
-        decision,
+        decision: crate::proxy::session::decision_of(v.action),
         answer: Answer::Policy,
         class: v.class.as_str().to_owned(),
         tables: v.tables,

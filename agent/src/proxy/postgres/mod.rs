@@ -46,6 +46,7 @@ use crate::protocol::postgres::startup::{
     CancelRequest, StartupMessage, StartupPacket, decode_startup,
 };
 
+use super::session::{ApprovalContext, GrantTable, Maskers, builtin_masker};
 use decide::Decided;
 use stream::Stream;
 
@@ -56,25 +57,8 @@ const MAX_STARTUP: usize = 10_000;
 /// How long a database's catalog map of masked columns is reused.
 const CATALOG_TTL: Duration = Duration::from_secs(60);
 
-#[derive(Debug, thiserror::Error)]
-pub enum PgSetupError {
-    #[error("target {target}: {source}")]
-    Tls {
-        target: String,
-        #[source]
-        source: stream::TlsSetupError,
-    },
-    #[error("policy {name}: {problems}")]
-    Policy { name: String, problems: String },
-    #[error("masking {name}: {problems}")]
-    Masking { name: String, problems: String },
-    #[error("masking {name}: {source}")]
-    HmacKey {
-        name: String,
-        #[source]
-        source: crate::masking::MaskingError,
-    },
-}
+/// Why the PostgreSQL runtime could not be built.
+pub type PgSetupError = super::session::SetupError;
 
 /// One `[[grant]]` on a PostgreSQL target, ready to serve.
 pub struct PgGrant {
@@ -108,20 +92,7 @@ struct CancelEntry {
     hold: Arc<HoldSlot>,
 }
 
-/// The approval request a session's statement is held on (its id), so a
-/// CancelRequest can withdraw it.
-#[derive(Debug, Default)]
-pub struct HoldSlot(Mutex<Option<String>>);
-
-impl HoldSlot {
-    pub fn set(&self, id: Option<String>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = id;
-    }
-
-    pub fn get(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
+pub use super::session::HoldSlot;
 
 type CatalogKey = (String, String, String);
 /// (table oid, attribute number) → column strategy.
@@ -138,7 +109,7 @@ pub struct MaskedCatalog {
 
 /// Everything PostgreSQL sessions share, built once at start.
 pub struct PgRuntime {
-    grants: HashMap<(String, String), Arc<PgGrant>>,
+    grants: GrantTable<PgGrant>,
     targets: HashMap<String, PgTarget>,
     /// Statement text in the audit trail is masked with every built-in
     /// detector when the grant has no masking of its own.
@@ -148,46 +119,23 @@ pub struct PgRuntime {
     /// meets.
     cancels: Arc<CancelKeys>,
     catalog: Mutex<HashMap<CatalogKey, (Instant, Arc<MaskedCatalog>)>>,
-    /// Holds statements of `approve` rules; without it they are refused.
-    approvals: Option<Arc<crate::approval::Approvals>>,
-    /// Enrolled uids of each account (they can never approve its requests).
-    account_uids: HashMap<String, Vec<u32>>,
+    /// Holds statements of `approve` rules (without a service they are
+    /// refused), and who may never approve them.
+    approvals: ApprovalContext,
 }
 
 impl PgRuntime {
     pub fn build(config: &Config) -> Result<Self, PgSetupError> {
+        Self::build_with(config, &Maskers::compile(config)?)
+    }
+
+    /// [`build`](Self::build) with the configuration's maskings compiled
+    /// already.
+    pub fn build_with(config: &Config, maskers: &Maskers) -> Result<Self, PgSetupError> {
         let mut policies = HashMap::new();
         for (name, cfg) in &config.policies {
-            let p = Policy::compile(name, cfg).map_err(|problems| PgSetupError::Policy {
-                name: name.clone(),
-                problems: problems
-                    .iter()
-                    .map(|p| format!("{}: {}", p.key, p.message))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            })?;
+            let p = Policy::compile(name, cfg).map_err(|p| PgSetupError::policy(name, &p))?;
             policies.insert(name.clone(), Arc::new(p));
-        }
-        let mut maskers = HashMap::new();
-        for (name, cfg) in &config.maskings {
-            let key = match &cfg.hmac_key_file {
-                Some(path) => Some(crate::masking::read_hmac_key(path).map_err(|source| {
-                    PgSetupError::HmacKey {
-                        name: name.clone(),
-                        source,
-                    }
-                })?),
-                None => None,
-            };
-            let m = Masker::compile(cfg, key).map_err(|problems| PgSetupError::Masking {
-                name: name.clone(),
-                problems: problems
-                    .iter()
-                    .map(|p| format!("{}: {}", p.key, p.message))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            })?;
-            maskers.insert(name.clone(), Arc::new(m));
         }
         let mut targets = HashMap::new();
         for t in config
@@ -215,43 +163,34 @@ impl PgRuntime {
                 },
             );
         }
-        let mut grants = HashMap::new();
-        for g in &config.grants {
-            if !targets.contains_key(&g.target) {
-                continue;
-            }
-            // Validation guarantees the policy exists for protocol grants.
-            let Some(policy) = g.policy.as_ref().and_then(|p| policies.get(p)) else {
-                continue;
-            };
-            let masker = g
-                .masking
-                .as_ref()
-                .and_then(|m| maskers.get(m))
-                .map(Arc::clone);
-            grants.insert(
-                (g.account.clone(), g.target.clone()),
-                Arc::new(PgGrant {
-                    grant: g.clone(),
-                    policy: Arc::clone(policy),
-                    masker,
-                }),
-            );
-        }
+        let grants = GrantTable::build(
+            config,
+            |t| targets.contains_key(t),
+            |g| {
+                // Validation guarantees the policy exists for protocol grants.
+                Ok(g.policy
+                    .as_ref()
+                    .and_then(|p| policies.get(p))
+                    .map(|policy| PgGrant {
+                        grant: g.clone(),
+                        policy: Arc::clone(policy),
+                        masker: maskers.of(g),
+                    }))
+            },
+        )?;
         Ok(Self {
             grants,
             targets,
-            builtin: Arc::new(Masker::all_builtin()),
+            builtin: builtin_masker(),
             cancels: Arc::default(),
             catalog: Mutex::new(HashMap::new()),
-            approvals: None,
-            account_uids: config.account_uids(),
+            approvals: ApprovalContext::new(config),
         })
     }
 
     /// Statements of `approve` rules are held for a decision.
     pub fn with_approvals(mut self, approvals: Arc<crate::approval::Approvals>) -> Self {
-        self.approvals = Some(approvals);
+        self.approvals.approvals = Some(approvals);
         self
     }
 
@@ -262,9 +201,7 @@ impl PgRuntime {
     }
 
     pub fn grant(&self, account: &str, target: &str) -> Option<Arc<PgGrant>> {
-        self.grants
-            .get(&(account.to_owned(), target.to_owned()))
-            .cloned()
+        self.grants.get(account, target)
     }
 }
 
@@ -324,6 +261,8 @@ impl SessionInfo {
         via: &str,
         phase: StatementPhase,
     ) -> StatementEvent {
+        let (process, identity) =
+            super::session::caller_facts(phase, &self.process, self.identity.as_ref());
         StatementEvent {
             time_ms: now_ms(),
             phase,
@@ -336,14 +275,8 @@ impl SessionInfo {
             database: self.database.clone(),
             upstream_user: self.upstream_user.clone(),
             // Stored with the request only (see `ocsf::statement_template`).
-            process: match phase {
-                StatementPhase::Request => self.process.clone(),
-                StatementPhase::Result => Default::default(),
-            },
-            identity: match phase {
-                StatementPhase::Request => self.identity.clone(),
-                StatementPhase::Result => None,
-            },
+            process,
+            identity,
             via: via.to_owned(),
             statement: d.statement.clone(),
             class: d.class.clone(),
@@ -368,7 +301,6 @@ use super::now_ms;
 pub use super::{Caller, Outcome};
 
 /// Serves one accepted connection to a PostgreSQL target.
-#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     rt: &PgRuntime,
     config: &Config,
@@ -664,12 +596,8 @@ pub async fn serve(
         read_only: g.read_only,
         shadowed,
         startup_search_path: checked.search_path,
-        approvals: rt.approvals.clone(),
-        account_uids: rt
-            .account_uids
-            .get(&caller.account)
-            .cloned()
-            .unwrap_or_default(),
+        approvals: rt.approvals.approvals.clone(),
+        account_uids: rt.approvals.uids_of(&caller.account),
         hold,
     });
     let counters = Arc::new(relay::Counters::default());
@@ -875,7 +803,7 @@ async fn cancel(
     };
     // A statement held for approval never reached the upstream: the cancel
     // withdraws the request (the client gets 57014, as from the server).
-    if let (Some(id), Some(approvals)) = (hold.get(), &rt.approvals)
+    if let (Some(id), Some(approvals)) = (hold.get(), &rt.approvals.approvals)
         && approvals
             .withdraw(&id, "cancel request from the client")
             .await
