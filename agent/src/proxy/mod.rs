@@ -23,6 +23,7 @@ use tracing::{Instrument, debug, info, warn};
 use crate::audit::event::{
     ConnActivity, ConnectionEvent, Decision, ProcessInfo, SessionId, TokenIdentity,
 };
+use crate::audit::reason::RefuseReason;
 use crate::config::ExePin;
 use crate::daemon::{OpenConn, Shared, SlotRefusal};
 use crate::ebpf::keys;
@@ -126,6 +127,15 @@ pub struct Outcome {
     pub detail: Option<String>,
 }
 
+impl Outcome {
+    /// The outcome with why the connection ended early.
+    pub fn ended(mut self, reason: RefuseReason, detail: Option<String>) -> Self {
+        self.reason = Some(reason.into());
+        self.detail = detail;
+        self
+    }
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -184,7 +194,14 @@ impl Pending {
 
 /// Refuses a connection: audit first, then reset the client so it sees the
 /// refusal at once (plain TCP has no error message to carry).
-async fn refuse(shared: &Shared, stream: TcpStream, p: &Pending, reason: &str, detail: String) {
+async fn refuse(
+    shared: &Shared,
+    stream: TcpStream,
+    p: &Pending,
+    reason: RefuseReason,
+    detail: String,
+) {
+    let reason = reason.as_str();
     let mut ev = p.event(ConnActivity::Refuse, Decision::Refused);
     ev.reason = Some(reason.to_owned());
     ev.detail = Some(detail.clone());
@@ -201,7 +218,7 @@ async fn refuse(shared: &Shared, stream: TcpStream, p: &Pending, reason: &str, d
 /// (see [`refusals`]); `p` is the connection that closed the window, or any.
 async fn record_unredirected_summary(shared: &Shared, p: &Pending, n: u64) {
     let mut ev = p.event(ConnActivity::Refuse, Decision::Refused);
-    ev.reason = Some("unredirected".into());
+    ev.reason = Some(RefuseReason::Unredirected.into());
     ev.detail = Some(format!(
         "{n} more connections without a kernel record were refused in the last {} s without an event each (at most {} a second are recorded individually)",
         refusals::RefusalLimiter::WINDOW.as_secs(),
@@ -266,7 +283,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
                 reset_on_close(&stream);
                 return;
             }
-            return refuse(&shared, stream, &p, "unredirected", detail).await;
+            return refuse(&shared, stream, &p, RefuseReason::Unredirected, detail).await;
         }
     };
     let orig = OrigDst(keys::orig_dst(&meta));
@@ -303,7 +320,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
             &shared,
             stream,
             &p,
-            "unknown_target",
+            RefuseReason::UnknownTarget,
             format!("{orig} is not a configured target"),
         )
         .await;
@@ -315,7 +332,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
             &shared,
             stream,
             &p,
-            "unknown_account",
+            RefuseReason::UnknownAccount,
             "the caller's enrollment was removed before the connection was accepted".into(),
         )
         .await;
@@ -327,7 +344,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
             &shared,
             stream,
             &p,
-            "target_not_granted",
+            RefuseReason::TargetNotGranted,
             format!("account {account} is not granted target {}", target.name),
         )
         .await;
@@ -335,13 +352,20 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
     if let Some(pin) = live.config.account(&account).and_then(|a| a.exe.as_ref())
         && let Err(why) = exe_matches(pin, &facts)
     {
-        return refuse(&shared, stream, &p, "identity_mismatch", why).await;
+        return refuse(&shared, stream, &p, RefuseReason::IdentityMismatch, why).await;
     }
     match live.identities.identify(&account, &facts).await {
         Ok(id) => p.identity = id,
         Err(e) => {
             let reason = e.reason();
-            return refuse(&shared, stream, &p, reason, e.to_string()).await;
+            return refuse(
+                &shared,
+                stream,
+                &p,
+                RefuseReason::Identity(reason),
+                e.to_string(),
+            )
+            .await;
         }
     }
     let agent = &live.config.agent;
@@ -358,7 +382,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
                     format!("max_connections_per_account ({n}) reached by account {account}")
                 }
             };
-            return refuse(&shared, stream, &p, "connection_limit", detail).await;
+            return refuse(&shared, stream, &p, RefuseReason::ConnectionLimit, detail).await;
         }
     };
     // Audit before effect: the upstream is not even contacted before the
@@ -369,7 +393,14 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         .await
     {
         tracing::error!(error = %e, "audit store unavailable; refusing connection");
-        return refuse(&shared, stream, &p, "audit_unavailable", e.to_string()).await;
+        return refuse(
+            &shared,
+            stream,
+            &p,
+            RefuseReason::AuditUnavailable,
+            e.to_string(),
+        )
+        .await;
     }
     if matches!(
         target.protocol,
@@ -400,7 +431,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
             reset_on_close(&stream);
             drop(stream);
             let mut ev = p.event(ConnActivity::Close, Decision::Allowed);
-            ev.reason = Some("upstream_connect_failed".into());
+            ev.reason = Some(RefuseReason::UpstreamConnectFailed.into());
             ev.detail = Some(e.to_string());
             ev.duration_ms = started.elapsed().as_millis() as u64;
             if let Err(e) = shared.audit.record(ev).await {
@@ -429,7 +460,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
     ev.bytes_down = counts.down;
     ev.duration_ms = started.elapsed().as_millis() as u64;
     if let Some(err) = counts.error {
-        ev.reason = Some("relay_error".into());
+        ev.reason = Some(RefuseReason::RelayError.into());
         ev.detail = Some(err);
     }
     if let Err(e) = shared.audit.record(ev).await {
@@ -479,7 +510,7 @@ async fn serve_protocol(
         }
         // Validation refuses these for protocol handling; fail closed.
         other => Outcome {
-            reason: Some("unsupported_protocol".into()),
+            reason: Some(RefuseReason::UnsupportedProtocol.into()),
             detail: Some(format!("no handler for protocol {}", other.as_str())),
             ..Outcome::default()
         },

@@ -68,6 +68,7 @@ use tracing::{debug, info, warn};
 use crate::approval::{Approvals, RequestSpec};
 use crate::audit::AuditHandle;
 use crate::audit::event::{ApiEvent, StatementDecision, StatementPhase};
+use crate::audit::reason::RefuseReason;
 use crate::config::{Config, CredentialKind, HttpCredential, Protocol, Target};
 use crate::masking::Masker;
 use crate::masking::json::{FieldRules, is_json_type, mask_form, mask_json, parse_strict};
@@ -419,39 +420,21 @@ pub async fn serve(
     client: TcpStream,
 ) -> Outcome {
     let _ = client.set_nodelay(true);
+    let served = Served {
+        rt,
+        config,
+        audit,
+        target,
+    };
     let Some(server) = rt
         .targets
         .get(&target.name)
         .and_then(|t| t.intercept.clone())
     else {
-        return serve_on(
-            Served {
-                rt,
-                config,
-                audit,
-                target,
-            },
-            caller,
-            client,
-            None,
-        )
-        .await;
+        return serve_on(served, caller, client, None).await;
     };
     match accept_tls(server, client).await {
-        Ok((tls, sni)) => {
-            serve_on(
-                Served {
-                    rt,
-                    config,
-                    audit,
-                    target,
-                },
-                caller,
-                tls,
-                sni,
-            )
-            .await
-        }
+        Ok((tls, sni)) => serve_on(served, caller, tls, sni).await,
         Err(outcome) => outcome,
     }
 }
@@ -462,13 +445,9 @@ async fn accept_tls(
     (server, fallback): (Arc<rustls::ServerConfig>, bool),
     client: TcpStream,
 ) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Option<String>), Outcome> {
-    let failed = |reason: &str, detail: String| {
-        info!(reason, detail = %detail, "tls handshake refused");
-        Outcome {
-            reason: Some(reason.into()),
-            detail: Some(detail),
-            ..Outcome::default()
-        }
+    let failed = |reason: RefuseReason, detail: String| {
+        info!(reason = reason.as_str(), detail = %detail, "tls handshake refused");
+        Outcome::default().ended(reason, Some(detail))
     };
     let handshake = async {
         let start =
@@ -476,7 +455,7 @@ async fn accept_tls(
                 .await
                 .map_err(|e| {
                     (
-                        "tls_handshake_failed",
+                        RefuseReason::TlsHandshakeFailed,
                         format!("reading the ClientHello: {e}"),
                     )
                 })?;
@@ -490,7 +469,7 @@ async fn accept_tls(
         let tls = start.into_stream(server).await.map_err(|e| {
             if no_name {
                 return (
-                    "tls_no_sni",
+                    RefuseReason::TlsNoSni,
                     format!("the client sent no SNI and the target has no tls.server_name: {e}"),
                 );
             }
@@ -508,17 +487,17 @@ async fn accept_tls(
                 ""
             };
             (
-                "tls_handshake_failed",
+                RefuseReason::TlsHandshakeFailed,
                 format!("sni {}: {e}{hint}", sni.as_deref().unwrap_or("none")),
             )
         })?;
-        Ok::<_, (&str, String)>((tls, sni))
+        Ok::<_, (RefuseReason, String)>((tls, sni))
     };
     match tokio::time::timeout(HANDSHAKE, handshake).await {
         Ok(Ok(x)) => Ok(x),
         Ok(Err((reason, detail))) => Err(failed(reason, detail)),
         Err(_) => Err(failed(
-            "tls_handshake_failed",
+            RefuseReason::TlsHandshakeFailed,
             format!("no complete handshake within {HANDSHAKE:?}"),
         )),
     }
@@ -561,8 +540,7 @@ async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(
                 true,
             ))
             .await;
-        outcome.reason = Some("no_grant".into());
-        return outcome;
+        return outcome.ended(RefuseReason::NoGrant, None);
     };
     let conn = Conn {
         rt,
@@ -592,9 +570,9 @@ async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(
         debug!(error = %e, "http connection ended");
         outcome.reason = Some(
             match e {
-                Stop::Client(_) => "client_error",
-                Stop::Upstream(_) => "upstream_error",
-                Stop::Protocol(_) => "protocol_error",
+                Stop::Client(_) => RefuseReason::ClientError,
+                Stop::Upstream(_) => RefuseReason::UpstreamError,
+                Stop::Protocol(_) => RefuseReason::ProtocolError,
             }
             .into(),
         );
@@ -1015,40 +993,9 @@ impl Conn<'_> {
             return Ok(keep);
         }
         // 4. Forward.
-        let mut out_headers = head.headers.clone();
-        strip_hop_by_hop(&mut out_headers);
-        for h in STRIPPED {
-            remove_header(&mut out_headers, h);
-        }
-        remove_header(&mut out_headers, "expect");
-        remove_header(&mut out_headers, "content-length");
-        // The upstream is addressed as the target's host, whatever the
-        // workload wrote (it was checked to name the same one).
-        set_header(&mut out_headers, "Host", self.names.authority());
-        // An allowed upgrade keeps its hop-by-hop pair.
         let upgrade = upgrade.ok().flatten();
-        if let Some(u) = &upgrade {
-            set_header(&mut out_headers, "connection", "upgrade");
-            set_header(&mut out_headers, "upgrade", u.as_bytes());
-        }
-        match (&body, kind) {
-            (Some(b), _) => set_header(&mut out_headers, "Content-Length", b.len().to_string()),
-            (None, BodyKind::Length(n)) => {
-                set_header(&mut out_headers, "Content-Length", n.to_string())
-            }
-            (None, BodyKind::Chunked) => {
-                set_header(&mut out_headers, "Transfer-Encoding", "chunked")
-            }
-            _ => {}
-        }
-        // Responses must be readable to be masked and searched for the
-        // credential; a masked one is judged whole, never in ranges.
-        if self.grant.masker.is_some() || self.grant.credential.is_some() {
-            remove_header(&mut out_headers, "accept-encoding");
-        }
-        if self.grant.masker.is_some() {
-            response::strip_range(&mut out_headers);
-        }
+        let mut out_headers =
+            self.upstream_headers(&head, upgrade.as_deref(), body.as_ref().map(Vec::len), kind);
         let mut echo = None;
         if let Some(cred) = &self.grant.credential {
             match cred.header(Instant::now()) {
@@ -1259,6 +1206,53 @@ impl Conn<'_> {
             return Ok(false);
         }
         Ok(!close)
+    }
+
+    /// The headers forwarded upstream: hop-by-hop headers and the
+    /// workload's own credentials removed, the target's `Host`, the allowed
+    /// upgrade, the body's framing (`body_len`: a body read whole), and
+    /// what masking and credential search need of the response.
+    fn upstream_headers(
+        &self,
+        head: &RequestHead,
+        upgrade: Option<&str>,
+        body_len: Option<usize>,
+        kind: BodyKind,
+    ) -> Vec<Header> {
+        let mut out_headers = head.headers.clone();
+        strip_hop_by_hop(&mut out_headers);
+        for h in STRIPPED {
+            remove_header(&mut out_headers, h);
+        }
+        remove_header(&mut out_headers, "expect");
+        remove_header(&mut out_headers, "content-length");
+        // The upstream is addressed as the target's host, whatever the
+        // workload wrote (it was checked to name the same one).
+        set_header(&mut out_headers, "Host", self.names.authority());
+        // An allowed upgrade keeps its hop-by-hop pair.
+        if let Some(u) = upgrade {
+            set_header(&mut out_headers, "connection", "upgrade");
+            set_header(&mut out_headers, "upgrade", u.as_bytes());
+        }
+        match (body_len, kind) {
+            (Some(n), _) => set_header(&mut out_headers, "Content-Length", n.to_string()),
+            (None, BodyKind::Length(n)) => {
+                set_header(&mut out_headers, "Content-Length", n.to_string())
+            }
+            (None, BodyKind::Chunked) => {
+                set_header(&mut out_headers, "Transfer-Encoding", "chunked")
+            }
+            _ => {}
+        }
+        // Responses must be readable to be masked and searched for the
+        // credential; a masked one is judged whole, never in ranges.
+        if self.grant.masker.is_some() || self.grant.credential.is_some() {
+            remove_header(&mut out_headers, "accept-encoding");
+        }
+        if self.grant.masker.is_some() {
+            response::strip_range(&mut out_headers);
+        }
+        out_headers
     }
 
     /// A request of an `approve` rule: asks the approval service and waits
