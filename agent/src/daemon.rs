@@ -40,12 +40,8 @@ pub enum DaemonError {
     Control(#[from] control::ControlError),
     #[error("identity source: {0}")]
     Identity(#[from] crate::identity::token::TokenError),
-    #[error("PostgreSQL targets: {0}")]
-    Postgres(#[from] crate::proxy::postgres::PgSetupError),
     #[error(transparent)]
     Forward(#[from] crate::forward::ForwardError),
-    #[error("HTTP targets: {0}")]
-    Http(#[from] crate::proxy::http::HttpSetupError),
     #[error(transparent)]
     Reload(#[from] crate::reload::ReloadError),
     #[error("{what}: {source}")]

@@ -3,6 +3,10 @@
 //! over [`commands::dispatch`]; fuzz targets and benches use the modules
 //! directly.
 
+// `agent/src` holds no `unsafe`; keep it so (what needs it belongs in a
+// crate of its own, reviewed as such).
+#![forbid(unsafe_code)]
+
 pub mod approval;
 pub mod audit;
 pub mod bootorder;

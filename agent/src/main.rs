@@ -1,5 +1,7 @@
 //! `warden`: the daemon and its command-line tools.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {

@@ -40,9 +40,9 @@ pub enum ReloadError {
     #[error("identity source: {0}")]
     Identity(#[from] crate::identity::token::TokenError),
     #[error("PostgreSQL targets: {0}")]
-    Postgres(#[from] crate::proxy::postgres::PgSetupError),
+    Postgres(#[source] crate::proxy::session::SetupError),
     #[error("HTTP targets: {0}")]
-    Http(#[from] crate::proxy::http::HttpSetupError),
+    Http(#[source] crate::proxy::session::SetupError),
     #[error("enrollments: {0}")]
     Enroll(#[from] crate::identity::EnrollError),
     /// Audit before effect: an unrecorded reload does not happen.
@@ -75,8 +75,16 @@ impl Live {
         action: ConfigAction,
     ) -> Result<Self, ReloadError> {
         let identities = crate::identity::sources::IdentitySources::from_config(&config, host)?;
-        let pg = PgRuntime::build(&config)?.with_approvals(Arc::clone(approvals));
-        let http = HttpRuntime::build(&config)?.with_approvals(Arc::clone(approvals));
+        // Every masking compiled once, for both runtimes; a failure is
+        // reported as the PostgreSQL runtime's, which compiles first.
+        let maskers =
+            crate::proxy::session::Maskers::compile(&config).map_err(ReloadError::Postgres)?;
+        let pg = PgRuntime::build_with(&config, &maskers)
+            .map_err(ReloadError::Postgres)?
+            .with_approvals(Arc::clone(approvals));
+        let http = HttpRuntime::build_with(&config, &maskers)
+            .map_err(ReloadError::Http)?
+            .with_approvals(Arc::clone(approvals));
         let targets_by_key = target_entries(&config)
             .into_iter()
             .map(|(k, v)| (k, v.target_id as usize))

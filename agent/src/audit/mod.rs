@@ -47,6 +47,7 @@ pub mod event;
 pub mod export;
 pub mod ocsf;
 pub mod reader;
+pub mod reason;
 pub mod replay;
 pub mod store;
 #[cfg(test)]

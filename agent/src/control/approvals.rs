@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::{ControlError, Request, Response};
 use crate::approval::Approvals;
@@ -37,44 +37,21 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
         std::fs::create_dir_all(dir).map_err(io)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
     }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another warden daemon is answering on this socket",
-            )));
-        }
-        std::fs::remove_file(path).map_err(io)?;
-    }
+    super::clear_stale_socket(path).map_err(io)?;
     let listener = UnixListener::bind(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(io)?;
     Ok(listener)
 }
 
-pub async fn serve(
-    listener: UnixListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => if *shutdown.borrow() { break },
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    // Placed here, in the accept loop, as close to the
-                    // connect as the agent gets (a few reads of /proc).
-                    let peer = peer_of(&stream, &shared);
-                    let shared = Arc::clone(&shared);
-                    tokio::spawn(async move {
-                        if let Err(e) = handle(stream, peer, &shared).await {
-                            warn!(error = %e, "approvals request failed");
-                        }
-                    });
-                }
-                Err(e) => warn!(error = %e, "approvals accept failed"),
-            }
-        }
-    }
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+    super::accept_loop(
+        listener,
+        shared,
+        shutdown,
+        "approvals",
+        |stream, peer, shared| async move { handle(stream, peer, &shared).await },
+    )
+    .await
 }
 
 /// The peer of a just-accepted connection to either socket, with the

@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tracing::warn;
 
 use crate::daemon::OpenConn;
 use crate::ebpf::AttachedProgram;
@@ -157,4 +160,58 @@ pub struct OpenConnView {
     pub session: String,
     #[serde(flatten)]
     pub conn: OpenConn,
+}
+
+/// Removes a socket left by a killed daemon; one a live daemon still
+/// answers on is refused (`AddrInUse`).
+fn clear_stale_socket(path: &std::path::Path) -> std::io::Result<()> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another warden daemon is answering on this socket",
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    Ok(())
+}
+
+/// The accept loop of both sockets, until `shutdown` turns true: each
+/// peer is placed in the loop itself, as close to its connect as the agent
+/// gets (a few reads of /proc), then served in its own task.
+async fn accept_loop<F, Fut>(
+    listener: UnixListener,
+    shared: std::sync::Arc<crate::daemon::Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    what: &'static str,
+    handle: F,
+) where
+    F: Fn(
+            UnixStream,
+            std::io::Result<crate::approval::peer::Peer>,
+            std::sync::Arc<crate::daemon::Shared>,
+        ) -> Fut
+        + Copy
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = Result<(), ControlError>> + Send + 'static,
+{
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => if *shutdown.borrow() { break },
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let peer = approvals::peer_of(&stream, &shared);
+                    let shared = std::sync::Arc::clone(&shared);
+                    tokio::spawn(async move {
+                        if let Err(e) = handle(stream, peer, shared).await {
+                            warn!(error = %e, "{what} request failed");
+                        }
+                    });
+                }
+                Err(e) => warn!(error = %e, "{what} accept failed"),
+            }
+        }
+    }
 }

@@ -34,15 +34,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     // A stale socket from a killed daemon; a live daemon would still answer.
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another warden daemon is answering on this socket",
-            )));
-        }
-        std::fs::remove_file(path).map_err(io)?;
-    }
+    super::clear_stale_socket(path).map_err(io)?;
     // Bind with a restrictive umask so the socket is never briefly open to others.
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
     let listener = UnixListener::bind(path);
@@ -52,29 +44,15 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
-pub async fn serve(
-    listener: UnixListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => if *shutdown.borrow() { break },
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    // Placed in the accept loop, like on the approvals socket.
-                    let peer = super::approvals::peer_of(&stream, &shared);
-                    let shared = Arc::clone(&shared);
-                    tokio::spawn(async move {
-                        if let Err(e) = handle(stream, peer, &shared).await {
-                            warn!(error = %e, "control request failed");
-                        }
-                    });
-                }
-                Err(e) => warn!(error = %e, "control accept failed"),
-            }
-        }
-    }
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+    super::accept_loop(
+        listener,
+        shared,
+        shutdown,
+        "control",
+        |stream, peer, shared| async move { handle(stream, peer, &shared).await },
+    )
+    .await
 }
 
 async fn handle(

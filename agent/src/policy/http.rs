@@ -28,8 +28,9 @@
 
 use std::collections::HashMap;
 
+use super::glob::glob_match;
 use super::model::{DefaultAction, PathCase, PolicyConfig, RuleAction};
-use super::rules::{Action, PolicyProblem, RuleRef, glob_match};
+use super::rules::{Action, PolicyProblem, RuleRef};
 use crate::protocol::http::params::{Param, fold_header, fold_name};
 use crate::protocol::http::path::path_glob;
 

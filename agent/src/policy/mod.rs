@@ -27,6 +27,7 @@
 
 pub mod cache;
 pub mod columns;
+pub mod glob;
 pub mod http;
 pub mod model;
 pub mod rules;

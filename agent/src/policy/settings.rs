@@ -152,6 +152,29 @@ pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
+/// Whether a setting change can make a read-only session writable:
+/// `transaction_read_only` / `default_transaction_read_only` set to
+/// anything but true (RESET and DEFAULT included: the server's default is
+/// off), or a `set_config` whose name or value is computed. `RESET ALL`
+/// returns `default_transaction_read_only` to the startup value, which
+/// Warden set to on.
+/// (`name` `?`: named at run time; `computed`: the value is.)
+pub fn leaves_read_only(name: &str, value: Option<&str>, computed: bool) -> bool {
+    match name {
+        "?" => true,
+        "transaction_read_only" | "default_transaction_read_only" => computed || !is_on(value),
+        _ => false,
+    }
+}
+
+fn is_on(v: Option<&str>) -> bool {
+    matches!(
+        v.map(|s| s.trim().trim_matches('\'').to_ascii_lowercase())
+            .as_deref(),
+        Some("on" | "true" | "yes" | "1")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

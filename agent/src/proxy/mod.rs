@@ -8,6 +8,7 @@ pub mod http;
 pub mod postgres;
 pub mod refusals;
 pub mod relay;
+pub mod session;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use tracing::{Instrument, debug, info, warn};
 use crate::audit::event::{
     ConnActivity, ConnectionEvent, Decision, ProcessInfo, SessionId, TokenIdentity,
 };
+use crate::audit::reason::RefuseReason;
 use crate::config::ExePin;
 use crate::daemon::{OpenConn, Shared, SlotRefusal};
 use crate::ebpf::keys;
@@ -126,6 +128,15 @@ pub struct Outcome {
     pub detail: Option<String>,
 }
 
+impl Outcome {
+    /// The outcome with why the connection ended early.
+    pub fn ended(mut self, reason: RefuseReason, detail: Option<String>) -> Self {
+        self.reason = Some(reason.into());
+        self.detail = detail;
+        self
+    }
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -184,7 +195,14 @@ impl Pending {
 
 /// Refuses a connection: audit first, then reset the client so it sees the
 /// refusal at once (plain TCP has no error message to carry).
-async fn refuse(shared: &Shared, stream: TcpStream, p: &Pending, reason: &str, detail: String) {
+async fn refuse(
+    shared: &Shared,
+    stream: TcpStream,
+    p: &Pending,
+    reason: RefuseReason,
+    detail: String,
+) {
+    let reason = reason.as_str();
     let mut ev = p.event(ConnActivity::Refuse, Decision::Refused);
     ev.reason = Some(reason.to_owned());
     ev.detail = Some(detail.clone());
@@ -201,7 +219,7 @@ async fn refuse(shared: &Shared, stream: TcpStream, p: &Pending, reason: &str, d
 /// (see [`refusals`]); `p` is the connection that closed the window, or any.
 async fn record_unredirected_summary(shared: &Shared, p: &Pending, n: u64) {
     let mut ev = p.event(ConnActivity::Refuse, Decision::Refused);
-    ev.reason = Some("unredirected".into());
+    ev.reason = Some(RefuseReason::Unredirected.into());
     ev.detail = Some(format!(
         "{n} more connections without a kernel record were refused in the last {} s without an event each (at most {} a second are recorded individually)",
         refusals::RefusalLimiter::WINDOW.as_secs(),
@@ -266,7 +284,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
                 reset_on_close(&stream);
                 return;
             }
-            return refuse(&shared, stream, &p, "unredirected", detail).await;
+            return refuse(&shared, stream, &p, RefuseReason::Unredirected, detail).await;
         }
     };
     let orig = OrigDst(keys::orig_dst(&meta));
@@ -303,7 +321,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
             &shared,
             stream,
             &p,
-            "unknown_target",
+            RefuseReason::UnknownTarget,
             format!("{orig} is not a configured target"),
         )
         .await;
@@ -315,7 +333,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
             &shared,
             stream,
             &p,
-            "unknown_account",
+            RefuseReason::UnknownAccount,
             "the caller's enrollment was removed before the connection was accepted".into(),
         )
         .await;
@@ -327,7 +345,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
             &shared,
             stream,
             &p,
-            "target_not_granted",
+            RefuseReason::TargetNotGranted,
             format!("account {account} is not granted target {}", target.name),
         )
         .await;
@@ -335,13 +353,20 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
     if let Some(pin) = live.config.account(&account).and_then(|a| a.exe.as_ref())
         && let Err(why) = exe_matches(pin, &facts)
     {
-        return refuse(&shared, stream, &p, "identity_mismatch", why).await;
+        return refuse(&shared, stream, &p, RefuseReason::IdentityMismatch, why).await;
     }
     match live.identities.identify(&account, &facts).await {
         Ok(id) => p.identity = id,
         Err(e) => {
             let reason = e.reason();
-            return refuse(&shared, stream, &p, reason, e.to_string()).await;
+            return refuse(
+                &shared,
+                stream,
+                &p,
+                RefuseReason::Identity(reason),
+                e.to_string(),
+            )
+            .await;
         }
     }
     let agent = &live.config.agent;
@@ -358,7 +383,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
                     format!("max_connections_per_account ({n}) reached by account {account}")
                 }
             };
-            return refuse(&shared, stream, &p, "connection_limit", detail).await;
+            return refuse(&shared, stream, &p, RefuseReason::ConnectionLimit, detail).await;
         }
     };
     // Audit before effect: the upstream is not even contacted before the
@@ -369,14 +394,27 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         .await
     {
         tracing::error!(error = %e, "audit store unavailable; refusing connection");
-        return refuse(&shared, stream, &p, "audit_unavailable", e.to_string()).await;
+        return refuse(
+            &shared,
+            stream,
+            &p,
+            RefuseReason::AuditUnavailable,
+            e.to_string(),
+        )
+        .await;
     }
     if matches!(
         target.protocol,
         crate::config::Protocol::Postgres | crate::config::Protocol::Http
     ) {
         return serve_protocol(
-            &shared, &live, target, &p, account, meta.tgid, stream, started,
+            &shared,
+            &live,
+            target,
+            &p,
+            account,
+            meta.tgid,
+            (stream, started),
         )
         .await;
     }
@@ -394,7 +432,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
             reset_on_close(&stream);
             drop(stream);
             let mut ev = p.event(ConnActivity::Close, Decision::Allowed);
-            ev.reason = Some("upstream_connect_failed".into());
+            ev.reason = Some(RefuseReason::UpstreamConnectFailed.into());
             ev.detail = Some(e.to_string());
             ev.duration_ms = started.elapsed().as_millis() as u64;
             if let Err(e) = shared.audit.record(ev).await {
@@ -423,7 +461,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
     ev.bytes_down = counts.down;
     ev.duration_ms = started.elapsed().as_millis() as u64;
     if let Some(err) = counts.error {
-        ev.reason = Some("relay_error".into());
+        ev.reason = Some(RefuseReason::RelayError.into());
         ev.detail = Some(err);
     }
     if let Err(e) = shared.audit.record(ev).await {
@@ -434,7 +472,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
 
 /// A connection to a protocol target (PostgreSQL or HTTP): served by its
 /// handler between the open event (already committed) and the close event.
-#[allow(clippy::too_many_arguments)]
+/// `accepted`: the workload's connection and when it was accepted.
 async fn serve_protocol(
     shared: &Arc<Shared>,
     live: &crate::reload::Live,
@@ -442,8 +480,7 @@ async fn serve_protocol(
     p: &Pending,
     account: String,
     pid: u32,
-    stream: TcpStream,
-    started: Instant,
+    (stream, started): (TcpStream, Instant),
 ) {
     let client = p.client;
     shared.conns_insert(
@@ -474,7 +511,7 @@ async fn serve_protocol(
         }
         // Validation refuses these for protocol handling; fail closed.
         other => Outcome {
-            reason: Some("unsupported_protocol".into()),
+            reason: Some(RefuseReason::UnsupportedProtocol.into()),
             detail: Some(format!("no handler for protocol {}", other.as_str())),
             ..Outcome::default()
         },
@@ -516,11 +553,7 @@ fn process_info(f: &facts::ProcessFacts) -> ProcessInfo {
     }
 }
 
-/// Every built-in masking detector, compiled once.
-fn builtin_masker() -> &'static crate::masking::Masker {
-    static M: std::sync::OnceLock<crate::masking::Masker> = std::sync::OnceLock::new();
-    M.get_or_init(crate::masking::builtin)
-}
+use session::builtin_masker;
 
 /// The systemd unit a cgroup path belongs to: its deepest `.service` or
 /// `.scope` segment.

@@ -279,7 +279,7 @@ fn segs_match(p: &[&str], t: &[&str]) -> bool {
         Some((&"**", rest)) => (0..=t.len()).any(|i| segs_match(rest, &t[i..])),
         Some((seg, rest)) => match t.split_first() {
             Some((ts, trest)) => {
-                crate::policy::rules::glob_match(seg, ts) && segs_match(rest, trest)
+                crate::policy::glob::glob_match(seg, ts) && segs_match(rest, trest)
             }
             None => false,
         },

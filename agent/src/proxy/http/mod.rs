@@ -65,9 +65,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use crate::approval::{Approvals, Gate, RequestSpec};
+use crate::approval::{Approvals, RequestSpec};
 use crate::audit::AuditHandle;
 use crate::audit::event::{ApiEvent, StatementDecision, StatementPhase};
+use crate::audit::reason::RefuseReason;
 use crate::config::{Config, CredentialKind, HttpCredential, Protocol, Target};
 use crate::masking::Masker;
 use crate::masking::json::{FieldRules, is_json_type, mask_form, mask_json, parse_strict};
@@ -79,6 +80,7 @@ use crate::protocol::http::{
     request_body, response_body, set_header, strip_hop_by_hop, write_request, write_response,
 };
 use crate::proxy::postgres::stream::{self, Stream};
+use crate::proxy::session::{self, ApprovalContext, GrantTable, Maskers, builtin_masker};
 use echo::Echo;
 use response::{BodyClass, Coding, Plan};
 
@@ -111,31 +113,8 @@ const AUDIT_RESPONSE_HEADERS: &[&str] = &[
 /// Request headers that carry the workload's own credentials: removed.
 const STRIPPED: &[&str] = &["authorization", "proxy-authorization", "cookie"];
 
-#[derive(Debug, thiserror::Error)]
-pub enum HttpSetupError {
-    #[error("target {target}: {source}")]
-    Tls {
-        target: String,
-        #[source]
-        source: stream::TlsSetupError,
-    },
-    #[error("target {target}: local CA: {source}")]
-    Ca {
-        target: String,
-        #[source]
-        source: ca::CaError,
-    },
-    #[error("policy {name}: {problems}")]
-    Policy { name: String, problems: String },
-    #[error("masking {name}: {problems}")]
-    Masking { name: String, problems: String },
-    #[error("masking {name}: {source}")]
-    HmacKey {
-        name: String,
-        #[source]
-        source: crate::masking::MaskingError,
-    },
-}
+/// Why the HTTP runtime could not be built.
+pub type HttpSetupError = super::session::SetupError;
 
 /// One `[[grant]]` on an HTTP target, ready to serve.
 pub struct HttpGrant {
@@ -207,25 +186,22 @@ struct HttpTarget {
 
 /// Everything HTTP connections share, built once at start.
 pub struct HttpRuntime {
-    grants: HashMap<(String, String), Arc<HttpGrant>>,
+    grants: GrantTable<HttpGrant>,
     targets: HashMap<String, HttpTarget>,
     builtin: Arc<Masker>,
-    /// Requests of `approve` rules are held here; without it they are refused.
-    approvals: Option<Arc<Approvals>>,
-    /// Enrolled uids per account: they can never approve their own requests.
-    account_uids: HashMap<String, Vec<u32>>,
-}
-
-fn joined<P: std::fmt::Display>(problems: &[P]) -> String {
-    problems
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    /// Requests of `approve` rules are held here (without a service they
+    /// are refused), and who may never approve them.
+    approvals: ApprovalContext,
 }
 
 impl HttpRuntime {
     pub fn build(config: &Config) -> Result<Self, HttpSetupError> {
+        Self::build_with(config, &Maskers::compile(config)?)
+    }
+
+    /// [`build`](Self::build) with the configuration's maskings compiled
+    /// already.
+    pub fn build_with(config: &Config, maskers: &Maskers) -> Result<Self, HttpSetupError> {
         let mut targets = HashMap::new();
         let mut local_ca: Option<Arc<ca::LocalCa>> = None;
         for t in config
@@ -285,86 +261,59 @@ impl HttpRuntime {
                 },
             );
         }
-        let mut grants = HashMap::new();
-        for g in &config.grants {
-            if !targets.contains_key(&g.target) {
-                continue;
-            }
-            // Validation guarantees the policy exists for HTTP grants.
-            let Some((pname, pcfg)) = g
-                .policy
-                .as_ref()
-                .and_then(|p| config.policies.get_key_value(p))
-            else {
-                continue;
-            };
-            let policy = HttpPolicy::compile(pname, pcfg).map_err(|p| HttpSetupError::Policy {
-                name: pname.clone(),
-                problems: joined(&p),
-            })?;
-            let (masker, fields) = match g
-                .masking
-                .as_ref()
-                .and_then(|m| config.maskings.get_key_value(m))
-            {
-                Some((name, cfg)) => {
-                    let key = match &cfg.hmac_key_file {
-                        Some(path) => {
-                            Some(crate::masking::read_hmac_key(path).map_err(|source| {
-                                HttpSetupError::HmacKey {
-                                    name: name.clone(),
-                                    source,
-                                }
-                            })?)
-                        }
-                        None => None,
-                    };
-                    let m = Masker::compile(cfg, key).map_err(|p| HttpSetupError::Masking {
-                        name: name.clone(),
-                        problems: joined(&p),
-                    })?;
-                    let f = FieldRules::compile(cfg).map_err(|p| HttpSetupError::Masking {
-                        name: name.clone(),
-                        problems: joined(&p),
-                    })?;
-                    (Some(Arc::new(m)), f)
-                }
-                None => (None, FieldRules::default()),
-            };
-            grants.insert(
-                (g.account.clone(), g.target.clone()),
-                Arc::new(HttpGrant {
+        let grants = GrantTable::build(
+            config,
+            |t| targets.contains_key(t),
+            |g| {
+                // Validation guarantees the policy exists for HTTP grants.
+                let Some((pname, pcfg)) = g
+                    .policy
+                    .as_ref()
+                    .and_then(|p| config.policies.get_key_value(p))
+                else {
+                    return Ok(None);
+                };
+                let policy = HttpPolicy::compile(pname, pcfg)
+                    .map_err(|p| HttpSetupError::policy(pname, &p))?;
+                let fields = match g
+                    .masking
+                    .as_ref()
+                    .and_then(|m| config.maskings.get_key_value(m))
+                {
+                    Some((name, cfg)) => {
+                        FieldRules::compile(cfg).map_err(|p| HttpSetupError::masking(name, &p))?
+                    }
+                    None => FieldRules::default(),
+                };
+                Ok(Some(HttpGrant {
                     policy: Arc::new(policy),
-                    masker,
+                    masker: maskers.of(g),
                     fields: Arc::new(fields),
                     credential: config
                         .credentials
                         .get(&(g.account.clone(), g.target.clone()))
                         .cloned()
                         .map(Credential::new),
-                }),
-            );
-        }
+                }))
+            },
+        )?;
         Ok(Self {
             grants,
             targets,
-            builtin: Arc::new(crate::masking::builtin()),
-            approvals: None,
-            account_uids: config.account_uids(),
+            builtin: builtin_masker(),
+            approvals: ApprovalContext::new(config),
         })
     }
 
     /// Requests of `approve` rules are held for a decision.
     pub fn with_approvals(mut self, approvals: Arc<Approvals>) -> Self {
-        self.approvals = Some(approvals);
+        self.approvals.approvals = Some(approvals);
         self
     }
 
     /// The grant of `account` on `target`, if any.
     pub fn grant(&self, account: &str, target: &str) -> Option<Arc<HttpGrant>> {
-        self.grants
-            .get(&(account.to_owned(), target.to_owned()))
-            .cloned()
+        self.grants.get(account, target)
     }
 }
 
@@ -432,6 +381,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin> session::HeldClient for Client<S> {
+    fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    async fn read_more(&mut self) -> bool {
+        matches!(self.fill().await, Ok(n) if n > 0)
+    }
+}
+
 /// A JSON error response; `close` adds `Connection: close`.
 fn error_response(status: u16, reason: &str, body: &serde_json::Value, close: bool) -> Vec<u8> {
     let body = body.to_string();
@@ -461,15 +420,21 @@ pub async fn serve(
     client: TcpStream,
 ) -> Outcome {
     let _ = client.set_nodelay(true);
+    let served = Served {
+        rt,
+        config,
+        audit,
+        target,
+    };
     let Some(server) = rt
         .targets
         .get(&target.name)
         .and_then(|t| t.intercept.clone())
     else {
-        return serve_on(rt, config, audit, target, caller, client, None).await;
+        return serve_on(served, caller, client, None).await;
     };
     match accept_tls(server, client).await {
-        Ok((tls, sni)) => serve_on(rt, config, audit, target, caller, tls, sni).await,
+        Ok((tls, sni)) => serve_on(served, caller, tls, sni).await,
         Err(outcome) => outcome,
     }
 }
@@ -480,13 +445,9 @@ async fn accept_tls(
     (server, fallback): (Arc<rustls::ServerConfig>, bool),
     client: TcpStream,
 ) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Option<String>), Outcome> {
-    let failed = |reason: &str, detail: String| {
-        info!(reason, detail = %detail, "tls handshake refused");
-        Outcome {
-            reason: Some(reason.into()),
-            detail: Some(detail),
-            ..Outcome::default()
-        }
+    let failed = |reason: RefuseReason, detail: String| {
+        info!(reason = reason.as_str(), detail = %detail, "tls handshake refused");
+        Outcome::default().ended(reason, Some(detail))
     };
     let handshake = async {
         let start =
@@ -494,7 +455,7 @@ async fn accept_tls(
                 .await
                 .map_err(|e| {
                     (
-                        "tls_handshake_failed",
+                        RefuseReason::TlsHandshakeFailed,
                         format!("reading the ClientHello: {e}"),
                     )
                 })?;
@@ -508,7 +469,7 @@ async fn accept_tls(
         let tls = start.into_stream(server).await.map_err(|e| {
             if no_name {
                 return (
-                    "tls_no_sni",
+                    RefuseReason::TlsNoSni,
                     format!("the client sent no SNI and the target has no tls.server_name: {e}"),
                 );
             }
@@ -526,29 +487,38 @@ async fn accept_tls(
                 ""
             };
             (
-                "tls_handshake_failed",
+                RefuseReason::TlsHandshakeFailed,
                 format!("sni {}: {e}{hint}", sni.as_deref().unwrap_or("none")),
             )
         })?;
-        Ok::<_, (&str, String)>((tls, sni))
+        Ok::<_, (RefuseReason, String)>((tls, sni))
     };
     match tokio::time::timeout(HANDSHAKE, handshake).await {
         Ok(Ok(x)) => Ok(x),
         Ok(Err((reason, detail))) => Err(failed(reason, detail)),
         Err(_) => Err(failed(
-            "tls_handshake_failed",
+            RefuseReason::TlsHandshakeFailed,
             format!("no complete handshake within {HANDSHAKE:?}"),
         )),
     }
 }
 
+/// What one HTTP connection is served with.
+struct Served<'a> {
+    rt: &'a HttpRuntime,
+    config: &'a Config,
+    audit: &'a AuditHandle,
+    target: &'a Target,
+}
+
 /// Serves the request loop over the workload's (plain or TLS) stream.
-#[allow(clippy::too_many_arguments)]
 async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(
-    rt: &HttpRuntime,
-    config: &Config,
-    audit: &AuditHandle,
-    target: &Target,
+    Served {
+        rt,
+        config,
+        audit,
+        target,
+    }: Served<'_>,
     caller: Caller,
     client: S,
     sni: Option<String>,
@@ -570,8 +540,7 @@ async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(
                 true,
             ))
             .await;
-        outcome.reason = Some("no_grant".into());
-        return outcome;
+        return outcome.ended(RefuseReason::NoGrant, None);
     };
     let conn = Conn {
         rt,
@@ -601,9 +570,9 @@ async fn serve_on<S: AsyncRead + AsyncWrite + Unpin>(
         debug!(error = %e, "http connection ended");
         outcome.reason = Some(
             match e {
-                Stop::Client(_) => "client_error",
-                Stop::Upstream(_) => "upstream_error",
-                Stop::Protocol(_) => "protocol_error",
+                Stop::Client(_) => RefuseReason::ClientError,
+                Stop::Upstream(_) => RefuseReason::UpstreamError,
+                Stop::Protocol(_) => RefuseReason::ProtocolError,
             }
             .into(),
         );
@@ -638,12 +607,64 @@ struct Req {
     written_before: u64,
 }
 
+/// What a request's result event records.
+struct Finished {
+    /// The status the client got.
+    status: u16,
+    /// Values masked in the response.
+    masked: u64,
+    /// The response headers kept for the record (values masked).
+    resp_headers: Vec<(String, String)>,
+    /// Why the response could not be delivered as received.
+    error: Option<String>,
+    /// What the masking let through by configuration.
+    note: Option<String>,
+}
+
+impl Finished {
+    fn status(status: u16) -> Self {
+        Self {
+            status,
+            masked: 0,
+            resp_headers: Vec::new(),
+            error: None,
+            note: None,
+        }
+    }
+
+    fn failed(status: u16, error: impl Into<String>) -> Self {
+        Self {
+            error: Some(error.into()),
+            ..Self::status(status)
+        }
+    }
+}
+
+/// An upstream response head, its body framing and how it is to be sent.
+struct Response {
+    head: ResponseHead,
+    kind: BodyKind,
+    plan: Plan,
+}
+
+/// What the client's request said about the response it takes.
+struct ClientWants {
+    /// The connection closes after this response.
+    close: bool,
+    /// The client's HTTP minor version.
+    version: u8,
+    /// It accepts gzip.
+    gzip: bool,
+}
+
 impl Conn<'_> {
     fn masker(&self) -> &Masker {
         self.grant.masker.as_deref().unwrap_or(&self.rt.builtin)
     }
 
     fn event(&self, r: &Req, phase: StatementPhase, decision: StatementDecision) -> ApiEvent {
+        let (process, identity) =
+            session::caller_facts(phase, &self.caller.process, self.caller.identity.as_ref());
         ApiEvent {
             time_ms: now_ms(),
             phase,
@@ -656,20 +677,11 @@ impl Conn<'_> {
             // session and request_seq. A minted token's attestation belongs
             // to the connection (its open event carries it), not to every
             // request.
-            process: if phase == StatementPhase::Request {
-                self.caller.process.clone()
-            } else {
-                crate::audit::event::ProcessInfo::default()
-            },
-            identity: self
-                .caller
-                .identity
-                .as_ref()
-                .filter(|_| phase == StatementPhase::Request)
-                .map(|i| crate::audit::event::TokenIdentity {
-                    attestation: None,
-                    ..i.clone()
-                }),
+            process,
+            identity: identity.map(|i| crate::audit::event::TokenIdentity {
+                attestation: None,
+                ..i
+            }),
             method: r.method.clone(),
             path: r.path.clone(),
             query: r.query.as_deref().map(|q| mask_query(self.masker(), q)),
@@ -938,12 +950,7 @@ impl Conn<'_> {
         } else {
             (verdict, None)
         };
-        let decision = match verdict.action {
-            Action::Allow => StatementDecision::Allowed,
-            Action::Block => StatementDecision::Blocked,
-            Action::Deny => StatementDecision::Denied,
-            Action::Approve => StatementDecision::ApprovalRequired,
-        };
+        let decision = session::decision_of(verdict.action);
         let mut ev = self.event(&req, StatementPhase::Request, decision);
         ev.rule = verdict.rule.as_ref().map(|r| r.label.clone());
         ev.reason = Some(verdict.reason.clone());
@@ -982,44 +989,13 @@ impl Conn<'_> {
             };
             c.send(&error_response(403, "Forbidden", &reply, !keep))
                 .await?;
-            self.result(&req, c, decision, 403, 0, &[], None, None);
+            self.result(&req, c, decision, Finished::status(403));
             return Ok(keep);
         }
         // 4. Forward.
-        let mut out_headers = head.headers.clone();
-        strip_hop_by_hop(&mut out_headers);
-        for h in STRIPPED {
-            remove_header(&mut out_headers, h);
-        }
-        remove_header(&mut out_headers, "expect");
-        remove_header(&mut out_headers, "content-length");
-        // The upstream is addressed as the target's host, whatever the
-        // workload wrote (it was checked to name the same one).
-        set_header(&mut out_headers, "Host", self.names.authority());
-        // An allowed upgrade keeps its hop-by-hop pair.
         let upgrade = upgrade.ok().flatten();
-        if let Some(u) = &upgrade {
-            set_header(&mut out_headers, "connection", "upgrade");
-            set_header(&mut out_headers, "upgrade", u.as_bytes());
-        }
-        match (&body, kind) {
-            (Some(b), _) => set_header(&mut out_headers, "Content-Length", b.len().to_string()),
-            (None, BodyKind::Length(n)) => {
-                set_header(&mut out_headers, "Content-Length", n.to_string())
-            }
-            (None, BodyKind::Chunked) => {
-                set_header(&mut out_headers, "Transfer-Encoding", "chunked")
-            }
-            _ => {}
-        }
-        // Responses must be readable to be masked and searched for the
-        // credential; a masked one is judged whole, never in ranges.
-        if self.grant.masker.is_some() || self.grant.credential.is_some() {
-            remove_header(&mut out_headers, "accept-encoding");
-        }
-        if self.grant.masker.is_some() {
-            response::strip_range(&mut out_headers);
-        }
+        let mut out_headers =
+            self.upstream_headers(&head, upgrade.as_deref(), body.as_ref().map(Vec::len), kind);
         let mut echo = None;
         if let Some(cred) = &self.grant.credential {
             match cred.header(Instant::now()) {
@@ -1036,7 +1012,7 @@ impl Conn<'_> {
                         true,
                     ))
                     .await?;
-                    self.result(&req, c, decision, 502, 0, &[], Some(why), None);
+                    self.result(&req, c, decision, Finished::failed(502, why));
                     return Ok(false);
                 }
             }
@@ -1059,7 +1035,7 @@ impl Conn<'_> {
                         true,
                     ))
                     .await?;
-                    self.result(&req, c, decision, 502, 0, &[], Some(e.clone()), None);
+                    self.result(&req, c, decision, Finished::failed(502, e.clone()));
                     return Err(Stop::Upstream(e));
                 }
             }
@@ -1117,16 +1093,7 @@ impl Conn<'_> {
                             true,
                         ))
                         .await?;
-                        self.result(
-                            &req,
-                            c,
-                            decision,
-                            502,
-                            0,
-                            &[],
-                            Some("no response".into()),
-                            None,
-                        );
+                        self.result(&req, c, decision, Finished::failed(502, "no response"));
                         return Ok(false);
                     }
                 }
@@ -1139,7 +1106,7 @@ impl Conn<'_> {
                         true,
                     ))
                     .await?;
-                    self.result(&req, c, decision, 502, 0, &[], Some(e.to_string()), None);
+                    self.result(&req, c, decision, Finished::failed(502, e.to_string()));
                     return Ok(false);
                 }
             }
@@ -1160,11 +1127,19 @@ impl Conn<'_> {
             *upstream = None;
             let why = format!("the upstream echoed the grant's credential in {place}");
             let ((status, _), err) = self.fail(c, why).await?;
-            self.result(&req, c, decision, status, 0, &[], err, None);
+            self.result(
+                &req,
+                c,
+                decision,
+                Finished {
+                    error: err,
+                    ..Finished::status(status)
+                },
+            );
             return Ok(false);
         }
         if resp.status == 101 {
-            let Some((up, ubuf)) = upstream.take() else {
+            let Some(up) = upstream.take() else {
                 return Err(Stop::Upstream("no upstream".into()));
             };
             if upgrade.is_none() {
@@ -1173,7 +1148,7 @@ impl Conn<'_> {
                     .await;
             }
             return self
-                .tunnel(c, up, ubuf, &req, decision, &resp, echo.as_deref())
+                .tunnel(c, up, &req, decision, &resp, echo.as_deref())
                 .await;
         }
         let rkind = match response_body(&head.method, &resp) {
@@ -1198,19 +1173,18 @@ impl Conn<'_> {
             Plan::Refuse(_) => None,
         };
         let client_gzip = accepts_gzip(&head);
+        let wants = ClientWants {
+            close,
+            version: head.version,
+            gzip: client_gzip,
+        };
+        let response = Response {
+            head: resp,
+            kind: rkind,
+            plan,
+        };
         let (masked, err) = self
-            .respond(
-                c,
-                up,
-                ubuf,
-                resp,
-                rkind,
-                close,
-                head.version,
-                plan,
-                client_gzip,
-                echo.as_deref(),
-            )
+            .respond(c, (up, ubuf), response, wants, echo.as_deref())
             .await?;
         if upstream_close {
             *upstream = None;
@@ -1219,21 +1193,66 @@ impl Conn<'_> {
         if let Some(n) = &note {
             info!(method = %req.method, path = %req.path, note = %n, "response not fully masked, by configuration");
         }
-        self.result(
-            &req,
-            c,
-            decision,
-            status_sent,
-            masked.1 + head_masked as u64,
-            &resp_audit,
-            err.clone(),
+        let finished = Finished {
+            status: status_sent,
+            masked: masked.1 + head_masked as u64,
+            resp_headers: resp_audit,
+            error: err.clone(),
             note,
-        );
+        };
+        self.result(&req, c, decision, finished);
         if err.is_some() {
             *upstream = None;
             return Ok(false);
         }
         Ok(!close)
+    }
+
+    /// The headers forwarded upstream: hop-by-hop headers and the
+    /// workload's own credentials removed, the target's `Host`, the allowed
+    /// upgrade, the body's framing (`body_len`: a body read whole), and
+    /// what masking and credential search need of the response.
+    fn upstream_headers(
+        &self,
+        head: &RequestHead,
+        upgrade: Option<&str>,
+        body_len: Option<usize>,
+        kind: BodyKind,
+    ) -> Vec<Header> {
+        let mut out_headers = head.headers.clone();
+        strip_hop_by_hop(&mut out_headers);
+        for h in STRIPPED {
+            remove_header(&mut out_headers, h);
+        }
+        remove_header(&mut out_headers, "expect");
+        remove_header(&mut out_headers, "content-length");
+        // The upstream is addressed as the target's host, whatever the
+        // workload wrote (it was checked to name the same one).
+        set_header(&mut out_headers, "Host", self.names.authority());
+        // An allowed upgrade keeps its hop-by-hop pair.
+        if let Some(u) = upgrade {
+            set_header(&mut out_headers, "connection", "upgrade");
+            set_header(&mut out_headers, "upgrade", u.as_bytes());
+        }
+        match (body_len, kind) {
+            (Some(n), _) => set_header(&mut out_headers, "Content-Length", n.to_string()),
+            (None, BodyKind::Length(n)) => {
+                set_header(&mut out_headers, "Content-Length", n.to_string())
+            }
+            (None, BodyKind::Chunked) => {
+                set_header(&mut out_headers, "Transfer-Encoding", "chunked")
+            }
+            _ => {}
+        }
+        // Responses must be readable to be masked and searched for the
+        // credential; a masked one is judged whole, never in ranges.
+        if self.grant.masker.is_some() || self.grant.credential.is_some() {
+            remove_header(&mut out_headers, "accept-encoding");
+        }
+        if self.grant.masker.is_some() {
+            response::strip_range(&mut out_headers);
+        }
+        out_headers
     }
 
     /// A request of an `approve` rule: asks the approval service and waits
@@ -1254,7 +1273,7 @@ impl Conn<'_> {
             request,
             gone: false,
         };
-        let Some(approvals) = self.rt.approvals.clone() else {
+        let Some(approvals) = self.rt.approvals.approvals.clone() else {
             return not_gone(verdict, None);
         };
         let statement = match &req.query {
@@ -1287,54 +1306,31 @@ impl Conn<'_> {
             } else {
                 "write".into()
             },
-            account_uids: self
-                .rt
-                .account_uids
-                .get(&self.caller.account)
-                .cloned()
-                .unwrap_or_default(),
+            account_uids: self.rt.approvals.uids_of(&self.caller.account),
         };
-        let mut hold = match approvals.request(spec).await {
-            Ok(Gate::Granted { grant_id }) => {
+        let hold = match session::ask(&approvals, spec).await {
+            session::Asked::Granted(why) => {
                 verdict.action = Action::Allow;
-                verdict.reason = format!("approved by grant {grant_id}");
+                verdict.reason = why;
                 return not_gone(verdict, None);
             }
-            Ok(Gate::Held(h)) => h,
-            Err(e) => {
-                tracing::error!(error = %e, "approval request could not be recorded");
-                verdict.reason = "the approval request could not be recorded".into();
+            session::Asked::Unrecorded(why) => {
+                verdict.reason = why;
                 return not_gone(verdict, None);
             }
+            session::Asked::Held(h) => h,
         };
-        let id = hold.id.clone();
-        info!(request = %id, method = %req.method, path = %req.path, "http request held for approval");
+        info!(request = %hold.id, method = %req.method, path = %req.path, "http request held for approval");
         let cap = self.target.max_message_bytes.saturating_mul(2);
-        let mut gone = false;
-        let res = {
-            let wait = hold.wait();
-            tokio::pin!(wait);
-            loop {
-                if gone || c.buf.len() >= cap {
-                    break (&mut wait).await;
-                }
-                tokio::select! {
-                    r = &mut wait => break r,
-                    read = c.fill() => if !matches!(read, Ok(n) if n > 0) {
-                        gone = true;
-                        approvals.withdraw(&id, "the client closed its connection").await;
-                    },
-                }
-            }
-        };
-        if res.approved() {
+        let waited = session::wait(&approvals, hold, c, cap, None).await;
+        if waited.resolution.approved() {
             verdict.action = Action::Allow;
         }
-        verdict.reason = res.describe(&id, approvals.config().approval_timeout_secs);
+        verdict.reason = waited.why;
         Held {
             verdict,
-            request: Some(id),
-            gone,
+            request: Some(waited.id),
+            gone: waited.gone,
         }
     }
 
@@ -1344,12 +1340,10 @@ impl Conn<'_> {
     /// upgraded exchange. The connection ends with the tunnel. With a
     /// credential, what the upstream sends is searched for it and the
     /// tunnel cut before the bytes that would carry it.
-    #[allow(clippy::too_many_arguments)]
     async fn tunnel<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         c: &mut Client<S>,
-        mut up: Stream,
-        mut ubuf: BytesMut,
+        (mut up, mut ubuf): (Stream, BytesMut),
         req: &Req,
         decision: StatementDecision,
         resp: &ResponseHead,
@@ -1462,31 +1456,36 @@ impl Conn<'_> {
             warn!(method = %req.method, path = %req.path, "tunnel cut: the upstream echoed the credential");
         }
         info!(method = %req.method, path = %req.path, bytes.up = to_up, bytes.down = to_client, "upgraded connection ended");
-        self.result(req, c, decision, 101, 0, &resp_audit, error, None);
+        self.result(
+            req,
+            c,
+            decision,
+            Finished {
+                resp_headers: resp_audit,
+                error,
+                ..Finished::status(101)
+            },
+        );
         Ok(false)
     }
 
     /// Queues the result event of an answered request; `note` says what
     /// else the auditor must know (e.g. a body passed unmasked).
-    #[allow(clippy::too_many_arguments)]
-    fn result<S>(
-        &self,
-        r: &Req,
-        c: &Client<S>,
-        decision: StatementDecision,
-        status: u16,
-        masked: u64,
-        resp_headers: &[(String, String)],
-        error: Option<String>,
-        note: Option<String>,
-    ) {
+    fn result<S>(&self, r: &Req, c: &Client<S>, decision: StatementDecision, f: Finished) {
+        let Finished {
+            status,
+            masked,
+            resp_headers,
+            error,
+            note,
+        } = f;
         let mut ev = self.event(r, StatementPhase::Result, decision);
         ev.status = Some(status);
         ev.bytes_in = c.read - c.buf.len() as u64 - r.read_before;
         ev.bytes_out = c.written - r.written_before;
         ev.duration_us = Some(r.started.elapsed().as_micros() as u64);
         ev.values_masked = Some(masked);
-        ev.response_headers = resp_headers.to_vec();
+        ev.response_headers = resp_headers;
         ev.error = error.map(|e| self.masker().mask_str(&e).0.into_owned());
         if note.is_some() {
             ev.reason = note;
@@ -1669,18 +1668,20 @@ impl Conn<'_> {
     /// it for the credential when `echo` is given. Returns (status sent,
     /// values masked) and an error text when the response could not be
     /// delivered as received.
-    #[allow(clippy::too_many_arguments)]
     async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         c: &mut Client<S>,
-        up: &mut Stream,
-        ubuf: &mut BytesMut,
-        mut resp: ResponseHead,
-        kind: BodyKind,
-        close: bool,
-        client_version: u8,
-        plan: Plan,
-        client_gzip: bool,
+        (up, ubuf): (&mut Stream, &mut BytesMut),
+        Response {
+            head: mut resp,
+            kind,
+            plan,
+        }: Response,
+        ClientWants {
+            close,
+            version: client_version,
+            gzip: client_gzip,
+        }: ClientWants,
         echo: Option<&Echo>,
     ) -> Result<((u16, u64), Option<String>), Stop> {
         let status = resp.status;

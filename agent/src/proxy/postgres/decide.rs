@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 use crate::audit::event::StatementDecision;
 use crate::policy::columns::{self, ColumnError, ColumnFacts};
-use crate::policy::sql::{Analysis, AnalyzeError, analyze};
-use crate::policy::{Action, SessionContext, Verdict};
+use crate::policy::sql::{
+    Analysis, AnalyzeError, analyze, quote_ident_always, resolve_search_path,
+};
+use crate::policy::{SessionContext, Verdict};
 
 use super::SessionInfo;
 
@@ -354,7 +356,13 @@ impl Decider {
                 {
                     return self.rejected(statement, why);
                 }
-                if self.info.read_only && leaves_read_only(set) {
+                if self.info.read_only
+                    && crate::policy::settings::leaves_read_only(
+                        &set.name,
+                        set.value.as_deref(),
+                        set.computed,
+                    )
+                {
                     return self.rejected(
                         statement,
                         format!(
@@ -451,7 +459,11 @@ impl Decider {
         };
         // Schema and name quoted apart: a name with a dot in it
         // (`public."pg_catalog.lower"`) is not the built-in it spells.
-        let qualified = format!("{}.{}", quote_ident(schema), quote_ident(name));
+        let qualified = format!(
+            "{}.{}",
+            quote_ident_always(schema),
+            quote_ident_always(name)
+        );
         let sql = format!("SELECT {qualified}()");
         let statement = format!("FunctionCall {qualified} (oid {oid})");
         Arc::new(match analyze(&sql) {
@@ -475,7 +487,7 @@ impl Decider {
             for set in &s.settings {
                 if set.name == "search_path" {
                     self.ctx.search_path = match &set.value {
-                        Some(v) => parse_search_path(v, &self.info.upstream_user),
+                        Some(v) => resolve_search_path(v, &self.info.upstream_user),
                         None => self.info.initial_search_path(),
                     };
                     self.cache.clear();
@@ -504,14 +516,8 @@ impl Decider {
 
 /// The session decision for a policy verdict.
 fn decided_from(v: Verdict, statement: String, analysis: Analysis) -> Decided {
-    let decision = match v.action {
-        Action::Allow => StatementDecision::Allowed,
-        Action::Block => StatementDecision::Blocked,
-        Action::Approve => StatementDecision::ApprovalRequired,
-        Action::Deny => StatementDecision::Denied,
-    };
     Decided {
-        decision,
+        decision: crate::proxy::session::decision_of(v.action),
         answer: Answer::Policy,
         class: v.class.as_str().to_owned(),
         tables: v.tables,
@@ -521,74 +527,5 @@ fn decided_from(v: Verdict, statement: String, analysis: Analysis) -> Decided {
         statement,
         analysis: Some(analysis),
         columns: None,
-    }
-}
-
-/// Whether a setting change can make a read-only session writable:
-/// `transaction_read_only` / `default_transaction_read_only` set to
-/// anything but true (RESET and DEFAULT included: the server's default is
-/// off), or a `set_config` whose name or value is computed. `RESET ALL`
-/// returns `default_transaction_read_only` to the startup value, which
-/// Warden set to on.
-fn leaves_read_only(set: &crate::policy::SettingChange) -> bool {
-    match set.name.as_str() {
-        "?" => true,
-        "transaction_read_only" | "default_transaction_read_only" => {
-            set.computed || !is_on(set.value.as_deref())
-        }
-        _ => false,
-    }
-}
-
-fn is_on(v: Option<&str>) -> bool {
-    matches!(
-        v.map(|s| s.trim().trim_matches('\'').to_ascii_lowercase())
-            .as_deref(),
-        Some("on" | "true" | "yes" | "1")
-    )
-}
-
-/// `"$user", public` → lower-cased names with `$user` resolved.
-pub fn parse_search_path(v: &str, user: &str) -> Vec<String> {
-    v.split(',')
-        .map(|p| {
-            let p = p.trim().trim_matches('\'');
-            if p.starts_with('"') && p.ends_with('"') && p.len() >= 2 {
-                p[1..p.len() - 1].replace("\"\"", "\"")
-            } else {
-                p.to_ascii_lowercase()
-            }
-        })
-        .filter(|p| !p.is_empty())
-        .map(|p| if p == "$user" { user.to_owned() } else { p })
-        .collect()
-}
-
-/// A quoted identifier.
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn search_paths_are_normalised() {
-        assert_eq!(
-            parse_search_path("\"$user\", public", "orders_ro"),
-            vec!["orders_ro", "public"]
-        );
-        assert_eq!(
-            parse_search_path("Sales, \"Mixed Case\"", "u"),
-            vec!["sales", "Mixed Case"]
-        );
-        assert_eq!(parse_search_path("''", "u"), Vec::<String>::new());
-    }
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_ident("lo_open"), "\"lo_open\"");
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }
 }

@@ -46,6 +46,8 @@ use crate::protocol::postgres::startup::{
     CancelRequest, StartupMessage, StartupPacket, decode_startup,
 };
 
+use super::session::{ApprovalContext, GrantTable, Maskers, builtin_masker};
+use crate::audit::reason::RefuseReason;
 use decide::Decided;
 use stream::Stream;
 
@@ -56,25 +58,8 @@ const MAX_STARTUP: usize = 10_000;
 /// How long a database's catalog map of masked columns is reused.
 const CATALOG_TTL: Duration = Duration::from_secs(60);
 
-#[derive(Debug, thiserror::Error)]
-pub enum PgSetupError {
-    #[error("target {target}: {source}")]
-    Tls {
-        target: String,
-        #[source]
-        source: stream::TlsSetupError,
-    },
-    #[error("policy {name}: {problems}")]
-    Policy { name: String, problems: String },
-    #[error("masking {name}: {problems}")]
-    Masking { name: String, problems: String },
-    #[error("masking {name}: {source}")]
-    HmacKey {
-        name: String,
-        #[source]
-        source: crate::masking::MaskingError,
-    },
-}
+/// Why the PostgreSQL runtime could not be built.
+pub type PgSetupError = super::session::SetupError;
 
 /// One `[[grant]]` on a PostgreSQL target, ready to serve.
 pub struct PgGrant {
@@ -108,20 +93,7 @@ struct CancelEntry {
     hold: Arc<HoldSlot>,
 }
 
-/// The approval request a session's statement is held on (its id), so a
-/// CancelRequest can withdraw it.
-#[derive(Debug, Default)]
-pub struct HoldSlot(Mutex<Option<String>>);
-
-impl HoldSlot {
-    pub fn set(&self, id: Option<String>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = id;
-    }
-
-    pub fn get(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
+pub use super::session::HoldSlot;
 
 type CatalogKey = (String, String, String);
 /// (table oid, attribute number) → column strategy.
@@ -138,7 +110,7 @@ pub struct MaskedCatalog {
 
 /// Everything PostgreSQL sessions share, built once at start.
 pub struct PgRuntime {
-    grants: HashMap<(String, String), Arc<PgGrant>>,
+    grants: GrantTable<PgGrant>,
     targets: HashMap<String, PgTarget>,
     /// Statement text in the audit trail is masked with every built-in
     /// detector when the grant has no masking of its own.
@@ -148,46 +120,23 @@ pub struct PgRuntime {
     /// meets.
     cancels: Arc<CancelKeys>,
     catalog: Mutex<HashMap<CatalogKey, (Instant, Arc<MaskedCatalog>)>>,
-    /// Holds statements of `approve` rules; without it they are refused.
-    approvals: Option<Arc<crate::approval::Approvals>>,
-    /// Enrolled uids of each account (they can never approve its requests).
-    account_uids: HashMap<String, Vec<u32>>,
+    /// Holds statements of `approve` rules (without a service they are
+    /// refused), and who may never approve them.
+    approvals: ApprovalContext,
 }
 
 impl PgRuntime {
     pub fn build(config: &Config) -> Result<Self, PgSetupError> {
+        Self::build_with(config, &Maskers::compile(config)?)
+    }
+
+    /// [`build`](Self::build) with the configuration's maskings compiled
+    /// already.
+    pub fn build_with(config: &Config, maskers: &Maskers) -> Result<Self, PgSetupError> {
         let mut policies = HashMap::new();
         for (name, cfg) in &config.policies {
-            let p = Policy::compile(name, cfg).map_err(|problems| PgSetupError::Policy {
-                name: name.clone(),
-                problems: problems
-                    .iter()
-                    .map(|p| format!("{}: {}", p.key, p.message))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            })?;
+            let p = Policy::compile(name, cfg).map_err(|p| PgSetupError::policy(name, &p))?;
             policies.insert(name.clone(), Arc::new(p));
-        }
-        let mut maskers = HashMap::new();
-        for (name, cfg) in &config.maskings {
-            let key = match &cfg.hmac_key_file {
-                Some(path) => Some(crate::masking::read_hmac_key(path).map_err(|source| {
-                    PgSetupError::HmacKey {
-                        name: name.clone(),
-                        source,
-                    }
-                })?),
-                None => None,
-            };
-            let m = Masker::compile(cfg, key).map_err(|problems| PgSetupError::Masking {
-                name: name.clone(),
-                problems: problems
-                    .iter()
-                    .map(|p| format!("{}: {}", p.key, p.message))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            })?;
-            maskers.insert(name.clone(), Arc::new(m));
         }
         let mut targets = HashMap::new();
         for t in config
@@ -215,43 +164,34 @@ impl PgRuntime {
                 },
             );
         }
-        let mut grants = HashMap::new();
-        for g in &config.grants {
-            if !targets.contains_key(&g.target) {
-                continue;
-            }
-            // Validation guarantees the policy exists for protocol grants.
-            let Some(policy) = g.policy.as_ref().and_then(|p| policies.get(p)) else {
-                continue;
-            };
-            let masker = g
-                .masking
-                .as_ref()
-                .and_then(|m| maskers.get(m))
-                .map(Arc::clone);
-            grants.insert(
-                (g.account.clone(), g.target.clone()),
-                Arc::new(PgGrant {
-                    grant: g.clone(),
-                    policy: Arc::clone(policy),
-                    masker,
-                }),
-            );
-        }
+        let grants = GrantTable::build(
+            config,
+            |t| targets.contains_key(t),
+            |g| {
+                // Validation guarantees the policy exists for protocol grants.
+                Ok(g.policy
+                    .as_ref()
+                    .and_then(|p| policies.get(p))
+                    .map(|policy| PgGrant {
+                        grant: g.clone(),
+                        policy: Arc::clone(policy),
+                        masker: maskers.of(g),
+                    }))
+            },
+        )?;
         Ok(Self {
             grants,
             targets,
-            builtin: Arc::new(Masker::all_builtin()),
+            builtin: builtin_masker(),
             cancels: Arc::default(),
             catalog: Mutex::new(HashMap::new()),
-            approvals: None,
-            account_uids: config.account_uids(),
+            approvals: ApprovalContext::new(config),
         })
     }
 
     /// Statements of `approve` rules are held for a decision.
     pub fn with_approvals(mut self, approvals: Arc<crate::approval::Approvals>) -> Self {
-        self.approvals = Some(approvals);
+        self.approvals.approvals = Some(approvals);
         self
     }
 
@@ -262,9 +202,7 @@ impl PgRuntime {
     }
 
     pub fn grant(&self, account: &str, target: &str) -> Option<Arc<PgGrant>> {
-        self.grants
-            .get(&(account.to_owned(), target.to_owned()))
-            .cloned()
+        self.grants.get(account, target)
     }
 }
 
@@ -305,7 +243,7 @@ pub struct SessionInfo {
 
 impl SessionInfo {
     pub fn initial_search_path(&self) -> Vec<String> {
-        decide::parse_search_path(
+        crate::policy::sql::resolve_search_path(
             self.startup_search_path
                 .as_deref()
                 .unwrap_or("\"$user\", public"),
@@ -324,6 +262,8 @@ impl SessionInfo {
         via: &str,
         phase: StatementPhase,
     ) -> StatementEvent {
+        let (process, identity) =
+            super::session::caller_facts(phase, &self.process, self.identity.as_ref());
         StatementEvent {
             time_ms: now_ms(),
             phase,
@@ -336,14 +276,8 @@ impl SessionInfo {
             database: self.database.clone(),
             upstream_user: self.upstream_user.clone(),
             // Stored with the request only (see `ocsf::statement_template`).
-            process: match phase {
-                StatementPhase::Request => self.process.clone(),
-                StatementPhase::Result => Default::default(),
-            },
-            identity: match phase {
-                StatementPhase::Request => self.identity.clone(),
-                StatementPhase::Result => None,
-            },
+            process,
+            identity,
             via: via.to_owned(),
             statement: d.statement.clone(),
             class: d.class.clone(),
@@ -368,7 +302,6 @@ use super::now_ms;
 pub use super::{Caller, Outcome};
 
 /// Serves one accepted connection to a PostgreSQL target.
-#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     rt: &PgRuntime,
     config: &Config,
@@ -379,83 +312,34 @@ pub async fn serve(
 ) -> Outcome {
     let mut out = Outcome::default();
     let Some(grant) = rt.grant(&caller.account, &target.name) else {
-        out.reason = Some("target_not_granted".into());
-        out.detail = Some(format!(
-            "no [[grant]] of {} on {}",
-            caller.account, target.name
-        ));
-        return out;
+        return out.ended(
+            RefuseReason::TargetNotGranted,
+            Some(format!(
+                "no [[grant]] of {} on {}",
+                caller.account, target.name
+            )),
+        );
     };
     let Some(pg_target) = rt.targets.get(&target.name) else {
-        out.reason = Some("unknown_target".into());
-        return out;
+        return out.ended(RefuseReason::UnknownTarget, None);
     };
     let _ = tcp.set_nodelay(true);
-    let mut client = Stream::Plain(tcp);
     let mut buf = BytesMut::with_capacity(1024);
-    // Startup: at most one SSLRequest and one GSSENCRequest before the
-    // StartupMessage or CancelRequest.
-    let first = tokio::time::timeout(STARTUP_TIMEOUT, async {
-        let mut negotiated = 0;
-        loop {
-            let packet = loop {
-                match decode_startup(&mut buf, MAX_STARTUP) {
-                    Ok(Some(p)) => break Ok(p),
-                    Ok(None) => {}
-                    Err(e) => break Err(format!("malformed startup packet: {e}")),
-                }
-                match client.read_buf(&mut buf).await {
-                    Ok(0) => break Err("client closed during startup".to_owned()),
-                    Ok(_) => {}
-                    Err(e) => break Err(format!("reading startup: {e}")),
-                }
-            }?;
-            negotiated += 1;
-            if negotiated > 3 {
-                return Err("too many negotiation requests".to_owned());
-            }
-            match packet {
-                StartupPacket::SslRequest => {
-                    if !buf.is_empty() {
-                        // Bytes after SSLRequest before the handshake: a
-                        // buffer-stuffing attack (CVE-2021-23214 class).
-                        return Err("data after SSLRequest before the TLS handshake".into());
-                    }
-                    match (&pg_target.client_tls, client) {
-                        (Some(cfg), Stream::Plain(mut tcp)) => {
-                            tcp.write_all(b"S").await.map_err(|e| e.to_string())?;
-                            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(cfg));
-                            let tls = acceptor
-                                .accept(tcp)
-                                .await
-                                .map_err(|e| format!("client TLS handshake: {e}"))?;
-                            client = Stream::ServerTls(Box::new(tls));
-                        }
-                        (_, mut c) => {
-                            c.write_all(b"N").await.map_err(|e| e.to_string())?;
-                            client = c;
-                        }
-                    }
-                }
-                StartupPacket::GssEncRequest => {
-                    client.write_all(b"N").await.map_err(|e| e.to_string())?;
-                }
-                other => return Ok((client, other)),
-            }
-        }
-    })
+    let first = tokio::time::timeout(
+        STARTUP_TIMEOUT,
+        negotiate(Stream::Plain(tcp), &mut buf, pg_target.client_tls.as_ref()),
+    )
     .await;
     let (mut client, packet) = match first {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {
-            out.reason = Some("protocol_error".into());
-            out.detail = Some(e);
-            return out;
+            return out.ended(RefuseReason::ProtocolError, Some(e));
         }
         Err(_) => {
-            out.reason = Some("startup_timeout".into());
-            out.detail = Some(format!("no startup packet within {STARTUP_TIMEOUT:?}"));
-            return out;
+            return out.ended(
+                RefuseReason::StartupTimeout,
+                Some(format!("no startup packet within {STARTUP_TIMEOUT:?}")),
+            );
         }
     };
     let startup = match packet {
@@ -465,8 +349,7 @@ pub async fn serve(
         }
         StartupPacket::Startup(m) => m,
         StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
-            out.reason = Some("protocol_error".into());
-            return out;
+            return out.ended(RefuseReason::ProtocolError, None);
         }
     };
 
@@ -475,9 +358,7 @@ pub async fn serve(
         Ok(c) => c,
         Err(why) => {
             refuse_startup(&mut client, "42501", &why).await;
-            out.reason = Some("startup_refused".into());
-            out.detail = Some(why);
-            return out;
+            return out.ended(RefuseReason::StartupRefused, Some(why));
         }
     };
     let g = &grant.grant;
@@ -485,8 +366,7 @@ pub async fn serve(
     let (Some(user), Some(database), Some(password_file)) =
         (&g.upstream_user, &g.database, &g.password_file)
     else {
-        out.reason = Some("grant_incomplete".into());
-        return out;
+        return out.ended(RefuseReason::GrantIncomplete, None);
     };
     let password = match upstream::read_password(password_file) {
         Ok(p) => p,
@@ -498,9 +378,7 @@ pub async fn serve(
                 "Warden cannot use the upstream credential for this grant (see the agent's log)",
             )
             .await;
-            out.reason = Some("credential_unusable".into());
-            out.detail = Some(why);
-            return out;
+            return out.ended(RefuseReason::CredentialUnusable, Some(why));
         }
     };
     let params = upstream::UpstreamParams {
@@ -525,9 +403,7 @@ pub async fn serve(
                 _ => "Warden could not open the upstream session".to_owned(),
             };
             refuse_startup(&mut client, "08004", &msg).await;
-            out.reason = Some("upstream_connect_failed".into());
-            out.detail = Some(e.to_string());
-            return out;
+            return out.ended(RefuseReason::UpstreamConnectFailed, Some(e.to_string()));
         }
     };
     drop(password);
@@ -541,9 +417,7 @@ pub async fn serve(
             "the upstream's settings would make Warden misread statements (see the agent's log)",
         )
         .await;
-        out.reason = Some("upstream_unsafe_settings".into());
-        out.detail = Some(why);
-        return out;
+        return out.ended(RefuseReason::UpstreamUnsafeSettings, Some(why));
     }
 
     let catalog = match &grant.masker {
@@ -556,9 +430,7 @@ pub async fn serve(
                     "Warden could not resolve the masked columns of this database",
                 )
                 .await;
-                out.reason = Some("catalog_lookup_failed".into());
-                out.detail = Some(why);
-                return out;
+                return out.ended(RefuseReason::CatalogLookupFailed, Some(why));
             }
         },
         None => Arc::new(MaskedCatalog {
@@ -576,64 +448,30 @@ pub async fn serve(
                 "Warden could not read which built-in names this database overloads",
             )
             .await;
-            out.reason = Some("catalog_lookup_failed".into());
-            out.detail = Some(why);
-            return out;
+            return out.ended(RefuseReason::CatalogLookupFailed, Some(why));
         }
     };
 
     // Our own cancel key for the client, mapped to the upstream's.
     let hold = Arc::new(HoldSlot::default());
-    let (pid, key) = loop {
-        let pid = (rand::random::<u32>() >> 1) as i32;
-        let key = rand::random::<[u8; 4]>().to_vec();
-        let mut map = rt.cancels.lock().unwrap_or_else(|p| p.into_inner());
-        if pid != 0 && !map.contains_key(&(pid, key.clone())) {
-            map.insert(
-                (pid, key.clone()),
-                CancelEntry {
-                    account: caller.account.clone(),
-                    target: target.name.clone(),
-                    upstream: target.address,
-                    process_id: up.process_id,
-                    secret_key: up.secret_key.clone(),
-                    hold: Arc::clone(&hold),
-                },
-            );
-            break (pid, key);
-        }
+    let entry = CancelEntry {
+        account: caller.account.clone(),
+        target: target.name.clone(),
+        upstream: target.address,
+        process_id: up.process_id,
+        secret_key: up.secret_key.clone(),
+        hold: Arc::clone(&hold),
     };
-    let _cancel_guard = CancelGuard {
-        rt,
-        key: (pid, key.clone()),
-    };
-
-    let hello = (|| {
-        let mut hello = BytesMut::new();
-        if checked.negotiate {
-            let names: Vec<&str> = checked.unrecognised.iter().map(String::as_str).collect();
-            backend::negotiate_protocol_version(&mut hello, 0, &names)?;
-        }
-        backend::authentication_ok(&mut hello);
-        for (name, value) in &up.parameters {
-            backend::parameter_status(&mut hello, name, value)?;
-        }
-        backend::backend_key_data(&mut hello, pid, &key)?;
-        backend::ready_for_query(&mut hello, up.status);
-        Ok::<_, crate::protocol::postgres::CodecError>(hello)
-    })();
-    let hello = match hello {
+    let cancel_guard = rt.register_cancel(entry);
+    let (pid, key) = &cancel_guard.key;
+    let hello = match hello(&checked, &up, *pid, key) {
         Ok(h) => h,
         Err(e) => {
-            out.reason = Some("protocol_error".into());
-            out.detail = Some(e.to_string());
-            return out;
+            return out.ended(RefuseReason::ProtocolError, Some(e.to_string()));
         }
     };
     if let Err(e) = client.write_all(&hello).await {
-        out.reason = Some("client_gone".into());
-        out.detail = Some(e.to_string());
-        return out;
+        return out.ended(RefuseReason::ClientGone, Some(e.to_string()));
     }
 
     let text_masker = grant
@@ -664,12 +502,8 @@ pub async fn serve(
         read_only: g.read_only,
         shadowed,
         startup_search_path: checked.search_path,
-        approvals: rt.approvals.clone(),
-        account_uids: rt
-            .account_uids
-            .get(&caller.account)
-            .cloned()
-            .unwrap_or_default(),
+        approvals: rt.approvals.approvals.clone(),
+        account_uids: rt.approvals.uids_of(&caller.account),
         hold,
     });
     let counters = Arc::new(relay::Counters::default());
@@ -687,10 +521,113 @@ pub async fn serve(
     out.bytes_up = counters.up.load(std::sync::atomic::Ordering::Relaxed);
     out.bytes_down = counters.down.load(std::sync::atomic::Ordering::Relaxed);
     if let relay::End::Error(e) = end {
-        out.reason = Some("session_error".into());
+        out.reason = Some(RefuseReason::SessionError.into());
         out.detail = Some(e);
     }
     out
+}
+
+/// The client's side of startup: at most one SSLRequest and one
+/// GSSENCRequest (TLS terminated with `client_tls` when the target has it,
+/// else `N`) before the StartupMessage or CancelRequest.
+async fn negotiate(
+    mut client: Stream,
+    buf: &mut BytesMut,
+    client_tls: Option<&Arc<rustls::ServerConfig>>,
+) -> Result<(Stream, StartupPacket), String> {
+    let mut negotiated = 0;
+    loop {
+        let packet = loop {
+            match decode_startup(buf, MAX_STARTUP) {
+                Ok(Some(p)) => break Ok(p),
+                Ok(None) => {}
+                Err(e) => break Err(format!("malformed startup packet: {e}")),
+            }
+            match client.read_buf(&mut *buf).await {
+                Ok(0) => break Err("client closed during startup".to_owned()),
+                Ok(_) => {}
+                Err(e) => break Err(format!("reading startup: {e}")),
+            }
+        }?;
+        negotiated += 1;
+        if negotiated > 3 {
+            return Err("too many negotiation requests".to_owned());
+        }
+        match packet {
+            StartupPacket::SslRequest => {
+                if !buf.is_empty() {
+                    // Bytes after SSLRequest before the handshake: a
+                    // buffer-stuffing attack (CVE-2021-23214 class).
+                    return Err("data after SSLRequest before the TLS handshake".into());
+                }
+                match (client_tls, client) {
+                    (Some(cfg), Stream::Plain(mut tcp)) => {
+                        tcp.write_all(b"S").await.map_err(|e| e.to_string())?;
+                        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(cfg));
+                        let tls = acceptor
+                            .accept(tcp)
+                            .await
+                            .map_err(|e| format!("client TLS handshake: {e}"))?;
+                        client = Stream::ServerTls(Box::new(tls));
+                    }
+                    (_, mut c) => {
+                        c.write_all(b"N").await.map_err(|e| e.to_string())?;
+                        client = c;
+                    }
+                }
+            }
+            StartupPacket::GssEncRequest => {
+                client.write_all(b"N").await.map_err(|e| e.to_string())?;
+            }
+            other => return Ok((client, other)),
+        }
+    }
+}
+
+/// What the client gets once the upstream session is open: protocol
+/// negotiation when it asked for more, AuthenticationOk, the server's
+/// ParameterStatus values, our cancel key and ReadyForQuery.
+fn hello(
+    checked: &Checked,
+    up: &upstream::Upstream,
+    pid: i32,
+    key: &[u8],
+) -> Result<BytesMut, crate::protocol::postgres::CodecError> {
+    let mut hello = BytesMut::new();
+    if checked.negotiate {
+        let names: Vec<&str> = checked.unrecognised.iter().map(String::as_str).collect();
+        backend::negotiate_protocol_version(&mut hello, 0, &names)?;
+    }
+    backend::authentication_ok(&mut hello);
+    for (name, value) in &up.parameters {
+        backend::parameter_status(&mut hello, name, value)?;
+    }
+    backend::backend_key_data(&mut hello, pid, key)?;
+    backend::ready_for_query(&mut hello, up.status);
+    Ok(hello)
+}
+
+impl PgRuntime {
+    /// A fresh cancel key for a session, leading to `entry`; forgotten
+    /// when the guard drops.
+    fn register_cancel(&self, entry: CancelEntry) -> CancelGuard<'_> {
+        let mut entry = Some(entry);
+        loop {
+            let pid = (rand::random::<u32>() >> 1) as i32;
+            let key = rand::random::<[u8; 4]>().to_vec();
+            let mut map = self.cancels.lock().unwrap_or_else(|p| p.into_inner());
+            if pid != 0
+                && !map.contains_key(&(pid, key.clone()))
+                && let Some(e) = entry.take()
+            {
+                map.insert((pid, key.clone()), e);
+                return CancelGuard {
+                    rt: self,
+                    key: (pid, key),
+                };
+            }
+        }
+    }
 }
 
 struct CancelGuard<'a> {
@@ -808,7 +745,10 @@ fn check_startup(
     }
     if let Some(path) = forced_search_path {
         // The server resolves names through the same path the policy does.
-        let v: Vec<String> = path.iter().map(|p| decide::quote_ident(p)).collect();
+        let v: Vec<String> = path
+            .iter()
+            .map(|p| crate::policy::sql::quote_ident_always(p))
+            .collect();
         c.search_path = Some(v.join(", "));
         c.forward.push(("search_path".into(), v.join(", ")));
     }
@@ -869,18 +809,18 @@ async fn cancel(
     };
     let Some((upstream_addr, process_id, secret_key, hold)) = entry else {
         // As PostgreSQL does: no answer either way.
-        out.reason = Some("cancel_unknown".into());
+        out.reason = Some(RefuseReason::CancelUnknown.into());
         out.detail = Some("cancel request with a key of no session of this account".into());
         return;
     };
     // A statement held for approval never reached the upstream: the cancel
     // withdraws the request (the client gets 57014, as from the server).
-    if let (Some(id), Some(approvals)) = (hold.get(), &rt.approvals)
+    if let (Some(id), Some(approvals)) = (hold.get(), &rt.approvals.approvals)
         && approvals
             .withdraw(&id, "cancel request from the client")
             .await
     {
-        out.reason = Some("cancel_request".into());
+        out.reason = Some(RefuseReason::CancelRequest.into());
         out.detail = Some(format!("cancel request withdrew approval request {id}"));
         return;
     }
@@ -905,7 +845,7 @@ async fn cancel(
         Ok::<(), String>(())
     }
     .await;
-    out.reason = Some("cancel_request".into());
+    out.reason = Some(RefuseReason::CancelRequest.into());
     out.detail = Some(match sent {
         Ok(()) => "cancel request forwarded to the upstream".into(),
         Err(e) => format!("cancel request could not be forwarded: {e}"),

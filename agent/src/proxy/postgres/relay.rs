@@ -287,7 +287,6 @@ pub(super) struct Running {
 }
 
 /// Entry point: runs both halves until either side ends.
-#[allow(clippy::too_many_arguments)]
 pub async fn run<C, U>(
     info: Arc<SessionInfo>,
     client: C,
@@ -355,6 +354,23 @@ where
             end
         }
         end = &mut down => end,
+    }
+}
+
+/// The client's read half while a statement is held: what it sends waits
+/// in the session's buffer.
+struct HeldReader<'a, R> {
+    io: &'a mut R,
+    buf: &'a mut BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> super::super::session::HeldClient for HeldReader<'_, R> {
+    fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    async fn read_more(&mut self) -> bool {
+        matches!(self.io.read_buf(self.buf).await, Ok(n) if n > 0)
     }
 }
 
@@ -900,7 +916,8 @@ where
         shown: String,
         fingerprint: String,
     ) -> Result<Held, String> {
-        use crate::approval::{Gate, RequestSpec, Resolution};
+        use super::super::session::{Asked, wait};
+        use crate::approval::{RequestSpec, Resolution};
         if d.decision != StatementDecision::ApprovalRequired {
             return Ok(Held::Go(d));
         }
@@ -931,29 +948,17 @@ where
             a.statement.clone_from(&shown);
             Arc::new(a)
         };
-        let mut hold = match approvals.request(spec).await {
-            Ok(Gate::Granted { grant_id }) => {
-                return Ok(Held::Go(after(
-                    true,
-                    format!("approved by grant {grant_id}"),
-                )));
-            }
-            Ok(Gate::Held(h)) => h,
-            Err(e) => {
-                tracing::error!(error = %e, "approval request could not be recorded");
-                return Ok(Held::Refuse(
-                    after(false, "the approval request could not be recorded".into()),
-                    "42501",
-                ));
-            }
+        let hold = match super::super::session::ask(&approvals, spec).await {
+            Asked::Granted(why) => return Ok(Held::Go(after(true, why))),
+            Asked::Unrecorded(why) => return Ok(Held::Refuse(after(false, why), "42501")),
+            Asked::Held(h) => h,
         };
-        let id = hold.id.clone();
         let mut notice = BytesMut::new();
         backend::notice_response(
             &mut notice,
             "NOTICE",
             "01000",
-            &format!("Warden: statement held for approval (request {id})"),
+            &format!("Warden: statement held for approval (request {})", hold.id),
             Some(&format!(
                 "{}; waiting up to {}s",
                 d.detail().unwrap_or_else(|| "policy".into()),
@@ -966,30 +971,15 @@ where
             error: notice.freeze(),
             ready: false,
         });
-        self.info.hold.set(Some(id.clone()));
-        let res = {
-            let wait = hold.wait();
-            tokio::pin!(wait);
-            let cap = self.info.max_message.saturating_mul(2);
-            loop {
-                if self.buf.len() >= cap {
-                    break (&mut wait).await;
-                }
-                tokio::select! {
-                    r = &mut wait => break r,
-                    read = self.client.read_buf(&mut self.buf) => match read {
-                        Ok(0) | Err(_) => {
-                            approvals.withdraw(&id, "the client closed its connection").await;
-                            break (&mut wait).await;
-                        }
-                        Ok(_) => {}
-                    },
-                }
-            }
+        let cap = self.info.max_message.saturating_mul(2);
+        let hold_slot = Arc::clone(&self.info.hold);
+        let mut client = HeldReader {
+            io: &mut self.client,
+            buf: &mut self.buf,
         };
-        self.info.hold.set(None);
-        let why = res.describe(&id, approvals.config().approval_timeout_secs);
-        Ok(match res {
+        let waited = wait(&approvals, hold, &mut client, cap, Some(&hold_slot)).await;
+        let why = waited.why;
+        Ok(match waited.resolution {
             Resolution::Approved { .. } => Held::Go(after(true, why)),
             // A withdrawal (cancel, the client gone) reads like a cancel.
             Resolution::Withdrawn { .. } => Held::Refuse(after(false, why), "57014"),

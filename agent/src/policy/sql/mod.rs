@@ -64,6 +64,11 @@ use super::model::StatementClass;
 /// PostgreSQL's identifier length limit (NAMEDATALEN - 1).
 const MAX_IDENT_BYTES: usize = 63;
 
+mod names;
+#[cfg(test)]
+use names::truncate_ident;
+pub use names::{parse_search_path, quote_ident, quote_ident_always, resolve_search_path};
+
 /// Deepest tree walked (PostgreSQL's own parser stops far earlier on
 /// expressions; this bounds the walker's recursion whatever the input).
 pub(crate) const MAX_DEPTH: usize = 2000;
@@ -1565,11 +1570,11 @@ fn utility_class(ty: &str) -> Option<(&'static str, StatementClass)> {
 /// to superusers by default. Generated from the server's `pg_proc` by
 /// `safe_functions.sql` (a test checks the list against the server).
 static SAFE_FUNCTIONS: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
-    std::sync::LazyLock::new(|| list_file(include_str!("safe_functions.txt")));
+    std::sync::LazyLock::new(|| list_file(include_str!("../safe_functions.txt")));
 
 /// Operators of PostgreSQL 15's `pg_catalog` (`safe_operators.sql`).
 static SAFE_OPERATORS: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
-    std::sync::LazyLock::new(|| list_file(include_str!("safe_operators.txt")));
+    std::sync::LazyLock::new(|| list_file(include_str!("../safe_operators.txt")));
 
 fn list_file(text: &'static str) -> std::collections::HashSet<&'static str> {
     text.lines()
@@ -1626,76 +1631,6 @@ fn is_statistics_relation(name: &str) -> bool {
 
 /// Functions that change data though called from a SELECT.
 const WRITING_FUNCTIONS: &[&str] = &["nextval", "setval", "pg_notify"];
-
-/// Read a `search_path` value as PostgreSQL stores it (`a, "B", public`):
-/// bare items lower-cased, quoted items exact. `$user` is returned as is
-/// for the caller to resolve.
-pub fn parse_search_path(value: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut chars = value.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
-            chars.next();
-        }
-        let Some(&c) = chars.peek() else { break };
-        let mut item = String::new();
-        if c == '"' {
-            chars.next();
-            while let Some(c) = chars.next() {
-                if c == '"' {
-                    if chars.peek() == Some(&'"') {
-                        chars.next();
-                        item.push('"');
-                    } else {
-                        break;
-                    }
-                } else {
-                    item.push(c);
-                }
-            }
-            while chars.peek().is_some_and(|c| *c != ',') {
-                chars.next();
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c == ',' {
-                    break;
-                }
-                item.push(c);
-                chars.next();
-            }
-            item = item.trim().to_ascii_lowercase();
-        }
-        out.push(truncate_ident(item));
-    }
-    out
-}
-
-/// Quote an identifier when PostgreSQL would need quotes to read it back.
-pub fn quote_ident(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
-    if plain {
-        s.to_string()
-    } else {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    }
-}
-
-fn truncate_ident(mut v: String) -> String {
-    if v.len() > MAX_IDENT_BYTES {
-        let mut cut = MAX_IDENT_BYTES;
-        while !v.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        v.truncate(cut);
-    }
-    v
-}
 
 #[cfg(test)]
 mod tests {
