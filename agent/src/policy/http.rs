@@ -279,10 +279,11 @@ impl HttpPolicy {
         let every = r.action == RuleAction::Allow;
         let holds = |name: &str, glob: &str, first: &[Param], more: &[Param]| {
             let mut all = first.iter().chain(more).filter(|p| p.name == name);
-            let fits = |p: &Param| p.value.as_deref().is_some_and(|v| glob_match(glob, v));
             if every {
+                let fits = |p: &Param| p.value.as_deref().is_some_and(|v| glob_match(glob, v));
                 first.iter().any(|p| p.name == name) && all.all(fits)
             } else {
+                let fits = |p: &Param| p.value.as_deref().is_some_and(|v| loose_match(glob, v));
                 all.any(|p| p.value.is_none() || fits(p))
             }
         };
@@ -306,6 +307,28 @@ impl HttpPolicy {
             return false;
         }
         true
+    }
+}
+
+/// How a `block` or `approve` matcher reads a value: as loosely as an
+/// upstream may. Frameworks read header values without regard to case and
+/// booleans in many spellings (`TRUE`, `1`, `on`, `yes`, `t`...), often
+/// after trimming blanks, so a value that some reading takes for the one a
+/// matcher looks for matches it. (`allow` matchers stay exact.)
+fn loose_match(glob: &str, value: &str) -> bool {
+    let (g, v) = (glob.to_lowercase(), value.trim().to_lowercase());
+    if glob_match(&g, &v) {
+        return true;
+    }
+    matches!((boolean(&g), boolean(&v)), (Some(a), Some(b)) if a == b)
+}
+
+/// The truth value a framework may read from a spelling.
+fn boolean(s: &str) -> Option<bool> {
+    match s {
+        "true" | "t" | "1" | "yes" | "y" | "on" => Some(true),
+        "false" | "f" | "0" | "no" | "n" | "off" => Some(false),
+        _ => None,
     }
 }
 
@@ -526,5 +549,22 @@ rules = [
         assert_eq!(h(&[("x-sudo", "0")]), Action::Allow);
         assert_eq!(h(&[("x-sudo", "0"), ("X-Sudo", "1")]), Action::Approve);
         assert_eq!(h(&[("x_sudo", "0, 1")]), Action::Approve);
+    }
+
+    #[test]
+    fn block_and_approve_matchers_read_values_as_loosely_as_an_upstream_may() {
+        use super::loose_match;
+        for v in [
+            "true", "TRUE", "True", "1", "on", "ON", "yes", "t", " true ",
+        ] {
+            assert!(loose_match("true", v), "{v}");
+        }
+        for v in ["false", "0", "off", "no", "truex", ""] {
+            assert!(!loose_match("true", v), "{v}");
+        }
+        assert!(loose_match("prod*", "PROD-eu"));
+        assert!(loose_match("prod*", "Prod"));
+        assert!(!loose_match("prod*", "staging"));
+        assert!(loose_match("0", "false"));
     }
 }

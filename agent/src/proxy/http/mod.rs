@@ -2011,27 +2011,28 @@ fn accepts_gzip(head: &RequestHead) -> bool {
         })
 }
 
-/// A gzip (`gzip`) or deflate (zlib, else raw deflate) body decoded, at
-/// most `limit` bytes; `None` when it does not decode or is larger.
+/// A gzip (`gzip`, every member, as clients decode it) or deflate (zlib,
+/// else raw deflate) body decoded, at most `limit` bytes; `None` when it
+/// does not decode, is larger, or has bytes after a deflate stream (read
+/// by some clients, not by others: nothing is left unread).
 fn decode_body(body: &[u8], gzip: bool, limit: usize) -> Option<Vec<u8>> {
     let cap = limit as u64 + 1;
     let mut plain = Vec::new();
     let ok = if gzip {
-        flate2::read::GzDecoder::new(body)
+        flate2::read::MultiGzDecoder::new(body)
             .take(cap)
             .read_to_end(&mut plain)
             .is_ok()
     } else {
-        let zlib = flate2::read::ZlibDecoder::new(body)
-            .take(cap)
-            .read_to_end(&mut plain)
-            .is_ok();
-        zlib || {
+        let mut zlib = flate2::read::ZlibDecoder::new(body);
+        let whole = |n: u64| n == body.len() as u64;
+        let zlib_ok = (&mut zlib).take(cap).read_to_end(&mut plain).is_ok()
+            && (plain.len() > limit || whole(zlib.total_in()));
+        zlib_ok || {
             plain.clear();
-            flate2::read::DeflateDecoder::new(body)
-                .take(cap)
-                .read_to_end(&mut plain)
-                .is_ok()
+            let mut raw = flate2::read::DeflateDecoder::new(body);
+            (&mut raw).take(cap).read_to_end(&mut plain).is_ok()
+                && (plain.len() > limit || whole(raw.total_in()))
         }
     };
     (ok && plain.len() <= limit).then_some(plain)
