@@ -574,7 +574,6 @@ rules = [
 // ---------------------------------------------------------------------------
 
 #[test]
-#[ignore = "finding H5: path block dodged by a format suffix"]
 fn h5_block_rule_on_a_path_dodged_by_a_format_suffix() {
     run(|| async {
         let r = rig(

@@ -891,7 +891,6 @@ fn m2_copy_field_positions_shifted_by_row_expansion_and_a_backslash_null() {
 // ---------------------------------------------------------------------------
 
 #[test]
-#[ignore = "finding M3: WITH HOLD cursor errors at COMMIT are not withheld"]
 fn m3_with_hold_cursor_errors_at_commit_are_not_withheld() {
     run(|pg| async move {
         let p = masked_proxy(pg, "any", READ_ONLY, pg::ORDERS_RO).await;

@@ -272,11 +272,21 @@ impl HttpPolicy {
         if !r.methods.is_empty() && !r.methods.iter().any(|m| m == req.method) {
             return false;
         }
-        if !r.paths.is_empty() && !r.paths.iter().any(|p| path_glob(p, path)) {
-            return false;
-        }
         // See the module docs: every occurrence for allow, any for the rest.
         let every = r.action == RuleAction::Allow;
+        let readings = if every {
+            vec![path.to_owned()]
+        } else {
+            format_readings(path)
+        };
+        if !r.paths.is_empty()
+            && !r
+                .paths
+                .iter()
+                .any(|p| readings.iter().any(|path| path_glob(p, path)))
+        {
+            return false;
+        }
         let holds = |name: &str, glob: &str, first: &[Param], more: &[Param]| {
             let mut all = first.iter().chain(more).filter(|p| p.name == name);
             if every {
@@ -308,6 +318,26 @@ impl HttpPolicy {
         }
         true
     }
+}
+
+/// The paths a `block` or `approve` rule matches a request path as: as
+/// written, and with a format suffix cut from its last segment (`.json`,
+/// `.tar.gz`, a trailing `.`), which routers read as the same action (Rails'
+/// `(.:format)`, Spring's suffix patterns, IIS's trailing dots).
+fn format_readings(path: &str) -> Vec<String> {
+    let mut out = vec![path.to_owned()];
+    let trimmed = path.trim_end_matches('/');
+    let start = trimmed.rfind('/').map_or(0, |i| i + 1);
+    let last = &trimmed[start..];
+    for cut in [last.find('.'), last.rfind('.')].into_iter().flatten() {
+        if cut > 0 {
+            let reading = format!("{}{}", &trimmed[..start], &last[..cut]);
+            if !out.contains(&reading) {
+                out.push(reading);
+            }
+        }
+    }
+    out
 }
 
 /// How a `block` or `approve` matcher reads a value: as loosely as an
@@ -566,5 +596,19 @@ rules = [
         assert!(loose_match("prod*", "Prod"));
         assert!(!loose_match("prod*", "staging"));
         assert!(loose_match("0", "false"));
+    }
+
+    #[test]
+    fn block_paths_match_with_a_format_suffix_cut() {
+        use super::format_readings;
+        assert_eq!(format_readings("/admin.json"), ["/admin.json", "/admin"]);
+        assert_eq!(format_readings("/admin."), ["/admin.", "/admin"]);
+        assert_eq!(format_readings("/admin.html/"), ["/admin.html/", "/admin"]);
+        assert_eq!(
+            format_readings("/a/b.tar.gz"),
+            ["/a/b.tar.gz", "/a/b", "/a/b.tar"]
+        );
+        assert_eq!(format_readings("/a/.well-known"), ["/a/.well-known"]);
+        assert_eq!(format_readings("/"), ["/"]);
     }
 }

@@ -182,8 +182,9 @@ impl Decider {
 
     /// A cursor declared over masked columns: its rows come back through
     /// FETCH/MOVE, whose errors may then quote them too. Once such a
-    /// cursor was declared in the session, every FETCH and MOVE counts as
-    /// reading masked columns.
+    /// cursor was declared in the session, every FETCH and MOVE, and every
+    /// transaction control statement (a WITH HOLD cursor is run to its end
+    /// at COMMIT), counts as reading masked columns.
     fn through_cursors(&mut self, d: Arc<Decided>) -> Arc<Decided> {
         let statements = || d.analysis.iter().flat_map(|a| &a.statements);
         if d.allowed() && d.reads_masked() {
@@ -201,7 +202,9 @@ impl Decider {
         }
         if !self.masked_cursors
             || d.reads_masked()
-            || !statements().any(|s| matches!(s.command.as_str(), "FETCH" | "MOVE"))
+            // A WITH HOLD cursor runs to completion at COMMIT: transaction
+            // control reads through the cursor too.
+            || !statements().any(|s| s.transaction || matches!(s.command.as_str(), "FETCH" | "MOVE"))
         {
             return d;
         }
