@@ -617,7 +617,7 @@ impl Verifier {
         &mut self,
         conn: &Connection,
         first: u64,
-        tick: Progress<'_>,
+        tick: &dyn Fn(u64),
     ) -> rusqlite::Result<bool> {
         let Some((expected, prev)) = self.walk_start(first) else {
             return Ok(false);
