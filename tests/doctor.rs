@@ -133,11 +133,12 @@ fn broken_config_gets_each_finding_with_its_fix() {
     let missing = env.tmp.path().join("secrets/absent").display().to_string();
     let open = secret(env.tmp.path(), "bearer-open", 0o644);
     let closed = free_port("127.0.0.1");
+    let closed2 = free_port("127.0.0.2");
     let gone = format!("{}/does-not-exist", env.cg_root);
     let mut cfg = config(&env, &format!("127.0.0.1:{closed}"), &gone, &missing);
     // A second grant whose credential anyone can read.
     cfg.push_str(&format!(
-        "\n[[target]]\nname = \"api2\"\nprotocol = \"http\"\naddress = \"127.0.0.1:{closed}\"\n\n[[grant]]\naccount = \"app\"\ntarget = \"api2\"\npolicy = \"api\"\ncredential = {{ kind = \"bearer\", file = \"{open}\" }}\n"
+        "\n[[target]]\nname = \"api2\"\nprotocol = \"http\"\naddress = \"127.0.0.2:{closed2}\"\n\n[[grant]]\naccount = \"app\"\ntarget = \"api2\"\npolicy = \"api\"\ncredential = {{ kind = \"bearer\", file = \"{open}\" }}\n"
     ));
     env.write_config(&cfg);
     // The configuration itself is valid: check-config cannot see any of it.

@@ -556,7 +556,7 @@ pub fn export_with_progress(
         let in_range = last.saturating_sub(first) + 1;
         while let Some(row) = rows.next().map_err(q("select range"))? {
             let seq: u64 = row.get(0).map_err(q("select range"))?;
-            if (seq - first) % 4096 == 0 {
+            if (seq - first).is_multiple_of(4096) {
                 writing(seq - first, in_range);
             }
             let data = row

@@ -136,12 +136,13 @@ fn check_one(path: &Path, kind: Kind, by: &str, agent_uid: u32) -> Finding {
     let shown = path.display();
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
-        // The agent creates its state directory at start.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && by == "agent.state_dir" => {
+        // The agent creates its state directory and a file forwarder's
+        // directory (0700) at start.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && kind == Kind::Directory => {
             return Finding::ok(
                 Area::Files,
                 check,
-                format!("{by}: created at the agent's start"),
+                format!("{by}: created (0700) when the agent starts"),
             );
         }
         Err(e) => {
