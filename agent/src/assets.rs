@@ -37,7 +37,8 @@ pub fn generate(out: &Path) -> Result<Vec<PathBuf>, AssetsError> {
     clap_mangen::generate_to(crate::cli::Cli::command(), &man).map_err(io(&man))?;
     let mut written = Vec::new();
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-        let mut cmd = crate::cli::Cli::command();
+        // clap_complete offers hidden subcommands too: leave them out.
+        let mut cmd = visible(crate::cli::Cli::command());
         let path = clap_complete::generate_to(shell, &mut cmd, "warden", &completions)
             .map_err(io(&completions))?;
         written.push(path);
@@ -50,6 +51,26 @@ pub fn generate(out: &Path) -> Result<Vec<PathBuf>, AssetsError> {
     pages.sort();
     written.extend(pages);
     Ok(written)
+}
+
+/// `cmd` without its hidden subcommands (at any depth): the same name,
+/// texts, arguments and visible subcommands.
+fn visible(cmd: clap::Command) -> clap::Command {
+    let mut out = clap::Command::new(cmd.get_name().to_owned())
+        .args(cmd.get_arguments().cloned())
+        .subcommands(
+            cmd.get_subcommands()
+                .filter(|s| !s.is_hide_set())
+                .cloned()
+                .map(visible),
+        );
+    if let Some(about) = cmd.get_about() {
+        out = out.about(about.clone());
+    }
+    if let Some(version) = cmd.get_version() {
+        out = out.version(version.to_owned());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -83,5 +104,7 @@ mod tests {
         );
         let bash = std::fs::read_to_string(dir.path().join("completions/warden.bash")).unwrap();
         assert!(bash.contains("check-config") && !bash.contains("generate-assets"));
+        let zsh = std::fs::read_to_string(dir.path().join("completions/_warden")).unwrap();
+        assert!(zsh.contains("from-checkpoint") && !zsh.contains("generate-assets"));
     }
 }
