@@ -22,6 +22,7 @@ impl Bar {
             return Bar(None);
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(spinner_style());
         bar.set_message(what);
         bar.enable_steady_tick(Duration::from_millis(200));
         Bar(Some(bar))
@@ -36,28 +37,19 @@ impl Bar {
     pub fn update(&self, done: u64, total: u64) {
         let Some(bar) = &self.0 else { return };
         if total > 0 && bar.length() != Some(total) {
+            bar.set_style(bar_style());
             bar.set_length(total);
-            // A fixed template: the style cannot fail to parse.
-            if let Ok(style) = ProgressStyle::with_template(
-                "{msg:>10} [{bar:40}] {pos}/{len} events ({per_sec}, {eta} left)",
-            ) {
-                bar.set_style(style.progress_chars("=> "));
-            }
-        } else if total == 0
-            && bar.length().is_none()
-            && let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {pos} events")
-        {
-            bar.set_style(style);
         }
         bar.set_position(done);
     }
 
-    /// The next phase, with a new label.
+    /// The next phase, with a new label (a spinner until its total is known).
     pub fn phase(&self, what: &'static str) {
         if let Some(bar) = &self.0 {
-            bar.set_message(what);
-            bar.set_length(0);
+            bar.set_style(spinner_style());
+            bar.unset_length();
             bar.set_position(0);
+            bar.set_message(what);
         }
     }
 
@@ -67,6 +59,19 @@ impl Bar {
             bar.finish_and_clear();
         }
     }
+}
+
+/// Fixed templates: they cannot fail to parse, but fall back to the
+/// default style rather than panic.
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {msg} {pos} events")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} events ({per_sec}, {eta} left)")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
 impl Drop for Bar {
