@@ -246,6 +246,17 @@ fn agent_status(cfg: &Config, out: &mut Vec<Finding>) -> Option<StatusReport> {
             ));
             None
         }
+        Err(crate::control::ControlError::Connect { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            out.push(Finding::problem(
+                Area::Agent,
+                "running",
+                format!("{} is root's only: {source}", sock.display()),
+                "run `warden doctor` as root, which it needs for the agent's status and the pins anyway",
+            ));
+            None
+        }
         Err(e) => {
             out.push(Finding::problem(
                 Area::Agent,
