@@ -114,14 +114,15 @@ fn healthy_host_has_no_problem() {
         ("targets", "target api"),
         ("forwarders", "disk"),
         ("clock", "wall clock"),
-        ("disk", "store"),
     ] {
         let f = only(&v, area, check);
         assert_eq!(f["severity"], "ok", "{f:#}");
     }
-    // BPF LSM may be off on a test kernel: a warning, never a problem.
+    // BPF LSM may be off on a test kernel, and a shared test machine's
+    // disk may be nearly full (under 10% free): warnings, never problems.
     assert_ne!(only(&v, "kernel", "BPF LSM")["severity"], "problem");
-    assert!(text.contains("0 problems"), "{text}");
+    assert_ne!(only(&v, "disk", "store")["severity"], "problem");
+    assert!(text.contains("0 problems,"), "{text}");
     // Saved for NOTES-21.md.
     let _ = std::fs::write("/tmp/warden-doctor-healthy.txt", &text);
     env.stop();
