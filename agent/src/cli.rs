@@ -70,6 +70,22 @@ pub enum Command {
     /// The local CA of intercept_tls HTTP targets.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Tell what is wrong on this host and how to fix it: kernel features,
+    /// programs and pins, enrollments that match nothing, the files the
+    /// configuration names, targets, forwarders, clock and disk. Exit 1 on
+    /// any problem (warnings alone exit 0).
+    Doctor {
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Internal (packaging): write man pages and shell completions generated
+    /// from this CLI's definitions into DIR.
+    #[command(hide = true)]
+    GenerateAssets {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

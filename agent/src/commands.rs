@@ -114,6 +114,25 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Approvals(args) => approvals(&cli.config, args),
+        Command::Doctor { json } => {
+            let report = crate::doctor::run(&cli.config);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::GenerateAssets { out } => {
+            for path in crate::assets::generate(&out)? {
+                println!("{}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Uninstall => {
             let cfg = Config::load(&cli.config)?;
             let sock = &cfg.agent.control_socket;
@@ -191,7 +210,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = Config::load(&cli.config)?;
             let id = crate::audit::replay::parse_session(&session)?;
             let path = cfg.audit_path();
-            match crate::audit::replay::load(&path, id)? {
+            let bar = crate::progress::Bar::new("reading", json);
+            let loaded =
+                crate::audit::replay::load_with_progress(&path, id, &|n, t| bar.update(n, t));
+            bar.finish();
+            match loaded? {
                 Some(replay) if json => {
                     println!("{}", serde_json::to_string_pretty(&replay)?);
                     Ok(ExitCode::SUCCESS)
@@ -215,7 +238,22 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let now = now_ms();
             let from = parse_time(&from, now)?;
             let to = parse_time(&to, now)?;
-            let report = crate::audit::export(&cfg.audit_path(), from, to, &out)?;
+            let bar = crate::progress::Bar::new("verifying", false);
+            let report = crate::audit::export_with_progress(
+                &cfg.audit_path(),
+                from,
+                to,
+                &out,
+                &|n, t| bar.update(n, t),
+                &|n, t| {
+                    if n == 0 {
+                        bar.phase("exporting");
+                    }
+                    bar.update(n, t);
+                },
+            );
+            bar.finish();
+            let report = report?;
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
@@ -254,7 +292,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .as_deref()
                 .map(crate::audit::Checkpoint::from_json_file)
                 .transpose()?;
-            let report = crate::audit::verify(&cfg.audit_path(), anchor.as_ref())?;
+            let bar = crate::progress::Bar::new("verifying", json);
+            let report =
+                crate::audit::verify_with_progress(&cfg.audit_path(), anchor.as_ref(), &|n, t| {
+                    bar.update(n, t)
+                });
+            bar.finish();
+            let report = report?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

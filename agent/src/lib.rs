@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod approval;
+pub mod assets;
 pub mod audit;
 pub mod bootorder;
 pub mod cli;
@@ -15,12 +16,14 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod doctor;
 pub mod ebpf;
 pub mod forward;
 pub mod fsutil;
 pub mod identity;
 pub mod masking;
 pub mod policy;
+pub mod progress;
 pub mod protocol;
 pub mod proxy;
 pub mod reload;

@@ -1,8 +1,9 @@
-//! Developer tasks: `cargo xtask setup | build | test | lint | demo | bench`.
+//! Developer tasks: `cargo xtask setup | build | test | lint | demo | bench | package`.
 
 mod bench;
 mod demo;
 mod nginx;
+mod package;
 mod pg;
 mod setup;
 
@@ -39,6 +40,18 @@ enum Cmd {
         #[arg(value_name = "NAME")]
         which: Option<String>,
     },
+    /// Build target/debian/warden_<version>_amd64.deb and run lintian on it.
+    Package {
+        /// Package this binary instead of building target/release/warden.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        /// Directory for the .deb (default: target/debian).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Skip lintian.
+        #[arg(long)]
+        no_lintian: bool,
+    },
     /// Internal: the bench's client, run inside a bench cgroup.
     #[command(hide = true)]
     BenchClient { mode: String, addr: String },
@@ -63,6 +76,22 @@ fn main() -> Result<()> {
             setup::run()?;
             build_release(&root)?;
             demo::run(&root)
+        }
+        Cmd::Package {
+            binary,
+            out,
+            no_lintian,
+        } => {
+            setup::run()?;
+            package::run_package(
+                &root,
+                &package::Options {
+                    binary,
+                    out,
+                    lintian: !no_lintian,
+                },
+            )
+            .map(drop)
         }
         Cmd::BenchClient { mode, addr } => bench::client_main(&mode, &addr),
         Cmd::Bench { which } => {
@@ -93,7 +122,7 @@ pub fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-fn build_release(root: &Path) -> Result<()> {
+pub(crate) fn build_release(root: &Path) -> Result<()> {
     run(cargo()
         .current_dir(root)
         .args(["build", "--release", "-p", "warden", "--bin", "warden"]))

@@ -30,6 +30,12 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     // pg_query (PostgreSQL's own parser, libpg_query) generates its bindings
     // with bindgen, which needs libclang.
     ("libclang-dev", "/usr/lib/llvm-14/lib/libclang.so"),
+    // `cargo xtask package` and its test: strip, lintian, and
+    // deb-systemd-helper for the maintainer scripts (dpkg-shlibdeps comes
+    // with dpkg-dev, in pgkit::REGRESS_PACKAGES).
+    ("binutils", "/usr/bin/strip"),
+    ("lintian", "/usr/bin/lintian"),
+    ("init-system-helpers", "/usr/bin/deb-systemd-helper"),
 ];
 
 /// The bpf-linker release known to build against the nightly's LLVM 22.

@@ -56,7 +56,6 @@ use super::ocsf::{
 };
 use super::reader::{AuditReader, format_time};
 use super::store::now_ms;
-use super::verify::verify;
 
 /// `format` of `manifest.json`.
 pub const MANIFEST_FORMAT: &str = "warden-evidence-v1";
@@ -468,6 +467,19 @@ pub fn export(
     to_ms: i64,
     out_dir: &Path,
 ) -> Result<ExportReport, AuditError> {
+    export_with_progress(store, from_ms, to_ms, out_dir, &|_, _| {}, &|_, _| {})
+}
+
+/// [`export`], reporting the full-chain check to `verifying` and the
+/// writing of the range's events to `writing` (done, total).
+pub fn export_with_progress(
+    store: &Path,
+    from_ms: i64,
+    to_ms: i64,
+    out_dir: &Path,
+    verifying: super::Progress<'_>,
+    writing: super::Progress<'_>,
+) -> Result<ExportReport, AuditError> {
     let err = |detail: String| AuditError::Export {
         dir: out_dir.to_owned(),
         detail,
@@ -489,7 +501,7 @@ pub fn export(
         });
     }
     // The full-chain check, in its own snapshot.
-    let report = verify(store, None)?;
+    let report = super::verify_with_progress(store, None, verifying)?;
     prepare_dir(out_dir)?;
 
     let conn = reader.conn();
@@ -541,8 +553,12 @@ pub fn export(
             .map_err(q("select range"))?;
         let mut rows = stmt.query([first, last]).map_err(q("select range"))?;
         let mut expected = first;
+        let in_range = last.saturating_sub(first) + 1;
         while let Some(row) = rows.next().map_err(q("select range"))? {
             let seq: u64 = row.get(0).map_err(q("select range"))?;
+            if (seq - first).is_multiple_of(4096) {
+                writing(seq - first, in_range);
+            }
             let data = row
                 .get_ref(1)
                 .and_then(|v| Ok(v.as_bytes()?))

@@ -64,7 +64,7 @@ pub use event::{
     ResultSummary, SessionId, StatementDecision, StatementEvent, StatementPhase,
 };
 #[allow(unused_imports)]
-pub use export::{ExportReport, ExportVerification, export, verify_export};
+pub use export::{ExportReport, ExportVerification, export, export_with_progress, verify_export};
 #[allow(unused_imports)]
 pub use ocsf::{encode_connection, encode_statement};
 #[allow(unused_imports)]
@@ -77,7 +77,7 @@ pub use store::{
 #[allow(unused_imports)]
 pub use timespec::parse_time;
 #[allow(unused_imports)]
-pub use verify::{Damage, Problem, VerifyReport, verify};
+pub use verify::{Damage, Problem, Progress, VerifyReport, verify, verify_with_progress};
 
 /// Open (creating, or migrating from an older schema, if needed) the store
 /// at `path`, load or create its checkpoint key (`checkpoint.key`, 0600,

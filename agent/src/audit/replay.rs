@@ -146,6 +146,16 @@ impl Replay {
 /// Read the events of `session` from the store at `store` (read-only) and
 /// build its replay; `None` when the store has no event of that session.
 pub fn load(store: &Path, session: SessionId) -> Result<Option<Replay>, AuditError> {
+    load_with_progress(store, session, &|_, _| {})
+}
+
+/// [`load`], reporting the events read so far to `progress` (the total is
+/// not known ahead: 0).
+pub fn load_with_progress(
+    store: &Path,
+    session: SessionId,
+    progress: super::Progress<'_>,
+) -> Result<Option<Replay>, AuditError> {
     let reader = AuditReader::open(store)?;
     let filter = TailFilter {
         session: Some(session.to_string()),
@@ -160,6 +170,7 @@ pub fn load(store: &Path, session: SessionId) -> Result<Option<Replay>, AuditErr
             after = last.seq;
         }
         events.extend(page);
+        progress(events.len() as u64, 0);
         if !full {
             break;
         }

@@ -197,6 +197,19 @@ impl fmt::Display for VerifyReport {
 /// store, not a v2 store, an anchor of another chain or with a bad
 /// signature. Damage is reported in [`VerifyReport::problem`].
 pub fn verify(path: &Path, anchor: Option<&Checkpoint>) -> Result<VerifyReport, AuditError> {
+    verify_with_progress(path, anchor, &|_, _| {})
+}
+
+/// Called now and then with (events checked, events in the store) while a
+/// long audit command runs (`warden audit verify` draws a bar from it).
+pub type Progress<'a> = &'a dyn Fn(u64, u64);
+
+/// [`verify`], reporting its progress through the chain to `progress`.
+pub fn verify_with_progress(
+    path: &Path,
+    anchor: Option<&Checkpoint>,
+    progress: Progress<'_>,
+) -> Result<VerifyReport, AuditError> {
     let reader = AuditReader::open(path)?;
     if reader.schema_version() < 2 {
         return Err(AuditError::Schema {
@@ -249,7 +262,9 @@ pub fn verify(path: &Path, anchor: Option<&Checkpoint>) -> Result<VerifyReport, 
     v.vouchers.sort_by_key(|x| x.size);
     let first_seq = u64::try_from(first).unwrap_or(0);
     let last_seq = u64::try_from(last).unwrap_or(0);
-    let walked = v.walk(conn, first_seq).map_err(q("read events"))?;
+    let total = u64::try_from(events).unwrap_or(0);
+    let tick = |through: u64| progress(through.saturating_sub(first_seq.saturating_sub(1)), total);
+    let walked = v.walk(conn, first_seq, &tick).map_err(q("read events"))?;
     if walked {
         v.check_truncation(last_seq);
         v.check_prunes(first_seq);
@@ -598,7 +613,12 @@ impl Verifier {
     /// needs only the row and the previous row's stored hash, so it runs on
     /// worker threads over chunks of rows; this thread reads the rows and
     /// applies the results in seq order.
-    fn walk(&mut self, conn: &Connection, first: u64) -> rusqlite::Result<bool> {
+    fn walk(
+        &mut self,
+        conn: &Connection,
+        first: u64,
+        tick: &dyn Fn(u64),
+    ) -> rusqlite::Result<bool> {
         let Some((expected, prev)) = self.walk_start(first) else {
             return Ok(false);
         };
@@ -728,6 +748,7 @@ impl Verifier {
                         if stopped {
                             break;
                         }
+                        tick(w.expected.saturating_sub(1));
                         rows_done.buf.clear();
                         rows_done.rows.clear();
                         spare.push(rows_done);
