@@ -484,7 +484,6 @@ fn h3_field_rule_does_not_apply_below_four_nested_documents() {
 // ---------------------------------------------------------------------------
 
 #[test]
-#[ignore = "finding HA1: HTTP approver never sees the body or headers"]
 fn ha1_approver_of_a_post_never_sees_its_body() {
     run(|| async {
         let r = rig(

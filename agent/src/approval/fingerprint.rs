@@ -30,7 +30,15 @@ pub fn exact_fingerprint(protocol: &str, text: &str) -> String {
 /// Hex SHA-256 of an HTTP request's shape: method, normalised path and the
 /// sorted, de-duplicated query parameter names (values do not matter, path
 /// segments do: `/orders/7` and `/orders/8` differ).
-pub fn http_fingerprint(method: &str, path: &str, query_names: &[&str]) -> String {
+///
+/// A request with a body is fingerprinted with the body's exact bytes: a
+/// grant covers the body the approver saw, never another one.
+pub fn http_fingerprint(
+    method: &str,
+    path: &str,
+    query_names: &[&str],
+    body: Option<&[u8]>,
+) -> String {
     let mut names: Vec<&str> = query_names.to_vec();
     names.sort_unstable();
     names.dedup();
@@ -39,7 +47,13 @@ pub fn http_fingerprint(method: &str, path: &str, query_names: &[&str]) -> Strin
         method.to_ascii_uppercase(),
         names.join("&")
     );
-    hex::encode(Sha256::digest(normal.as_bytes()))
+    let mut h = Sha256::new();
+    h.update(normal.as_bytes());
+    if let Some(b) = body.filter(|b| !b.is_empty()) {
+        h.update(b"\0body\0");
+        h.update(Sha256::digest(b));
+    }
+    hex::encode(h.finalize())
 }
 
 #[cfg(test)]
@@ -53,17 +67,20 @@ mod tests {
 
     #[test]
     fn http_shapes_share_a_fingerprint_only_when_method_path_and_names_match() {
-        let a = http_fingerprint("delete", "/orders/7", &["force", "why"]);
+        let a = http_fingerprint("delete", "/orders/7", &["force", "why"], None);
         assert_eq!(
             a,
-            http_fingerprint("DELETE", "/orders/7", &["why", "force", "why"])
+            http_fingerprint("DELETE", "/orders/7", &["why", "force", "why"], None)
         );
         assert_ne!(
             a,
-            http_fingerprint("DELETE", "/orders/8", &["force", "why"])
+            http_fingerprint("DELETE", "/orders/8", &["force", "why"], None)
         );
-        assert_ne!(a, http_fingerprint("POST", "/orders/7", &["force", "why"]));
-        assert_ne!(a, http_fingerprint("DELETE", "/orders/7", &["force"]));
+        assert_ne!(
+            a,
+            http_fingerprint("POST", "/orders/7", &["force", "why"], None)
+        );
+        assert_ne!(a, http_fingerprint("DELETE", "/orders/7", &["force"], None));
     }
 
     #[test]
@@ -103,5 +120,23 @@ mod tests {
         );
         assert_ne!(fp("SELECT \"A\""), fp("SELECT a"));
         assert_ne!(fp("SELECT $1"), fp("SELECT 1"));
+    }
+
+    #[test]
+    fn http_bodies_are_fingerprinted_exactly() {
+        let a = http_fingerprint("POST", "/payments", &[], Some(b"{\"amount\": 1}"));
+        assert_eq!(
+            a,
+            http_fingerprint("POST", "/payments", &[], Some(b"{\"amount\": 1}"))
+        );
+        assert_ne!(
+            a,
+            http_fingerprint("POST", "/payments", &[], Some(b"{\"amount\": 9}"))
+        );
+        assert_ne!(a, http_fingerprint("POST", "/payments", &[], None));
+        assert_eq!(
+            http_fingerprint("POST", "/payments", &[], Some(b"")),
+            http_fingerprint("POST", "/payments", &[], None)
+        );
     }
 }

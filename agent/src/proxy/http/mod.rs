@@ -924,15 +924,31 @@ impl Conn<'_> {
             verdict = again;
             body = Some(bytes);
         }
-        // An `approve` rule holds the request (its body unread) for a
-        // human decision; the final decision is what gets recorded.
+        // An `approve` rule holds the request (its body read and shown) for
+        // a human decision; the final decision is what gets recorded.
         let query_pairs: Vec<(String, String)> = target
             .query
             .as_deref()
             .map(path::query_pairs)
             .unwrap_or_default();
+        // What an approver approves is what is forwarded: the body too, read
+        // whole (bounded by max_message_bytes) before asking.
+        if verdict.action == Action::Approve && body.is_none() && kind != BodyKind::Empty {
+            if expect_continue {
+                c.send(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+            }
+            body = match self.read_body(c, kind).await? {
+                Ok(b) => Some(b),
+                Err((status, why)) => return self.bad(c, status, why, Some(&req)).await,
+            };
+        }
         let (verdict, approval) = if verdict.action == Action::Approve {
-            let held = self.hold(c, &req, verdict, &query_pairs).await;
+            let content_type = head
+                .all("content-type")
+                .next()
+                .map(|v| String::from_utf8_lossy(v).into_owned());
+            let shown_body = body.as_deref().map(|b| (b, content_type.as_deref()));
+            let held = self.hold(c, &req, verdict, &query_pairs, shown_body).await;
             if held.gone {
                 let mut ev = self.event(
                     &req,
@@ -1257,16 +1273,18 @@ impl Conn<'_> {
 
     /// A request of an `approve` rule: asks the approval service and waits
     /// until it is approved (the verdict becomes `allow`), denied, timed out
-    /// or withdrawn because the client went away. Nothing is forwarded and
-    /// the body stays unread meanwhile (what the client sends anyway waits
-    /// in the buffer, up to twice `max_message_bytes`). Without an approval
-    /// service the request stays refused.
+    /// or withdrawn because the client went away. Nothing is forwarded
+    /// meanwhile. The approver sees the body (read before, whole) and a
+    /// grant covers that exact body only (what the client sends after it
+    /// waits in the buffer, up to twice `max_message_bytes`). Without an
+    /// approval service the request stays refused.
     async fn hold<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         c: &mut Client<S>,
         req: &Req,
         mut verdict: HttpVerdict,
         query: &[(String, String)],
+        body: Option<(&[u8], Option<&str>)>,
     ) -> Held {
         let not_gone = |verdict, request| Held {
             verdict,
@@ -1285,6 +1303,12 @@ impl Conn<'_> {
             ),
             None => format!("{} {}", req.method, req.path),
         };
+        let statement = match body {
+            Some((b, content_type)) if !b.is_empty() => {
+                format!("{statement}\n{}", self.shown_body(b, content_type))
+            }
+            _ => statement,
+        };
         let names: Vec<&str> = query.iter().map(|(k, _)| k.as_str()).collect();
         let spec = RequestSpec {
             account: self.caller.account.clone(),
@@ -1298,6 +1322,7 @@ impl Conn<'_> {
                 &req.method,
                 &req.path,
                 &names,
+                body.map(|(b, _)| b),
             ),
             policy: Some(self.grant.policy.name().to_owned()),
             rule: verdict.rule.as_ref().map(|r| r.label.clone()),
@@ -1332,6 +1357,33 @@ impl Conn<'_> {
             request: Some(waited.id),
             gone: waited.gone,
         }
+    }
+
+    /// A held request's body as the approver sees it: its type, size and
+    /// digest (what a grant for it covers, exactly), and its text with the
+    /// detectors' values masked, cut at [`SHOWN_BODY_MAX`] characters.
+    fn shown_body(&self, body: &[u8], content_type: Option<&str>) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = hex::encode(Sha256::digest(body));
+        let mut out = format!(
+            "body: {} bytes, {}, sha256 {}",
+            body.len(),
+            content_type.unwrap_or("no content-type"),
+            &digest[..16]
+        );
+        match std::str::from_utf8(body) {
+            Ok(text) => {
+                let (masked, _) = self.masker().mask_str(text);
+                let mut shown: String = masked.chars().take(SHOWN_BODY_MAX).collect();
+                if masked.chars().count() > SHOWN_BODY_MAX {
+                    shown.push_str(" …");
+                }
+                out.push('\n');
+                out.push_str(&shown);
+            }
+            Err(_) => out.push_str(" (binary, not shown)"),
+        }
+        out
     }
 
     /// An allowed upgrade the upstream accepted (101): the response goes to
@@ -2076,6 +2128,9 @@ fn upgrade_of(head: &RequestHead, allowed: &[String]) -> Result<Option<String>, 
 /// A query string for the audit trail: each value is masked decoded (so
 /// `bob%40example.com` is seen as the email it is), then the whole text
 /// once more as it was sent.
+/// How much of a held request's body text an approver is shown.
+const SHOWN_BODY_MAX: usize = 4096;
+
 fn mask_query(m: &Masker, q: &str) -> String {
     let pairs: Vec<String> = q
         .split('&')
