@@ -1051,7 +1051,6 @@ rules = [ { action = "approve", tables = ["orders"], classes = ["write"], name =
 // ---------------------------------------------------------------------------
 
 #[test]
-#[ignore = "finding A2: --for grants generalise object-name and pattern literals"]
 fn a2_grant_for_a_write_covers_other_channels_and_sequences() {
     run(|pg| async move {
         let p = Proxy::start(

@@ -105,6 +105,36 @@ mod tests {
     }
 
     #[test]
+    fn literals_that_name_or_steer_keep_their_text() {
+        for (a, b) in [
+            (
+                "SELECT pg_notify('orders_audit', 'x')",
+                "SELECT pg_notify('payments', 'x')",
+            ),
+            (
+                "INSERT INTO orders (id) VALUES (nextval('orders_id_seq'))",
+                "INSERT INTO orders (id) VALUES (nextval('payments_id_seq'))",
+            ),
+            (
+                "DELETE FROM orders WHERE note LIKE 'gift wrap'",
+                "DELETE FROM orders WHERE note LIKE '%'",
+            ),
+            (
+                "DELETE FROM orders WHERE note ~ '^gift'",
+                "DELETE FROM orders WHERE note ~ '.*'",
+            ),
+            ("SELECT 'orders'::regclass", "SELECT 'payments'::regclass"),
+        ] {
+            assert_ne!(fp(a), fp(b), "{a} / {b}");
+        }
+        // Data literals still generalise.
+        assert_eq!(
+            fp("UPDATE orders SET note = 'a' WHERE note LIKE 'x%'"),
+            fp("UPDATE orders SET note = 'b' WHERE note LIKE 'x%'")
+        );
+    }
+
+    #[test]
     fn structure_matters() {
         assert_ne!(
             fp("DELETE FROM orders WHERE id = 7"),

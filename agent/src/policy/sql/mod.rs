@@ -353,14 +353,28 @@ fn error_position(sql: &str, message: &str) -> Option<u32> {
 /// does not scan. Callers that must not generalise over literals (code,
 /// paths, setting and object names in DDL and privileged statements) use
 /// the exact text instead.
+///
+/// String constants that name or steer something rather than carry data
+/// keep their text: arguments of function calls (`pg_notify('channel', …)`,
+/// `nextval('orders_id_seq')`, `set_config('name', …)`), operands of casts
+/// (`'orders'::regclass`) and patterns (`LIKE`, `ILIKE`, `SIMILAR TO`, the
+/// regular expression operators): a grant for `LIKE 'gift wrap'` does not
+/// cover `LIKE '%'`.
 pub fn statement_shape(sql: &str) -> Option<String> {
     use pg_query::protobuf::Token as T;
     let scan = pg_query::scan(sql).ok()?;
+    let mut kept = std::collections::HashSet::new();
+    if let Ok(tree) = parse_tree(sql) {
+        kept_literals(&tree, false, &mut kept);
+    }
     let mut out: Vec<String> = Vec::with_capacity(scan.tokens.len());
     for t in &scan.tokens {
         let text = sql.get(usize::try_from(t.start).ok()?..usize::try_from(t.end).ok()?)?;
         match T::try_from(t.token).ok() {
             Some(T::SqlComment | T::CComment | T::Ascii59) => {}
+            Some(T::Sconst | T::Usconst) if kept.contains(&i64::from(t.start)) => {
+                out.push(text.to_owned())
+            }
             Some(T::Sconst | T::Usconst | T::Iconst | T::Fconst | T::Bconst | T::Xconst) => {
                 out.push("?".into())
             }
@@ -371,6 +385,57 @@ pub fn statement_shape(sql: &str) -> Option<String> {
         }
     }
     Some(out.join(" "))
+}
+
+/// Locations of the string constants [`statement_shape`] keeps: under a
+/// function call's arguments, a cast's operand or a pattern operand.
+fn kept_literals(v: &Value, keep: bool, out: &mut std::collections::HashSet<i64>) {
+    use pg_query::protobuf::AExprKind as K;
+    match v {
+        Value::Array(items) => {
+            for i in items {
+                kept_literals(i, keep, out);
+            }
+        }
+        Value::Object(o) => {
+            if let Some((ty, f)) = as_node(v) {
+                let keep_in = |key: &str| -> bool {
+                    match ty {
+                        "FuncCall" => key == "args",
+                        "TypeCast" => key == "arg",
+                        "AExpr" => {
+                            let op = name_list(list_field(f, "name"))
+                                .and_then(|n| n.last().cloned())
+                                .unwrap_or_default();
+                            key == "rexpr"
+                                && (enum_is(f, "kind", K::AexprLike)
+                                    || enum_is(f, "kind", K::AexprIlike)
+                                    || enum_is(f, "kind", K::AexprSimilar)
+                                    || op.contains('~'))
+                        }
+                        _ => false,
+                    }
+                };
+                if ty == "AConst" {
+                    if keep
+                        && f.get("val").and_then(|v| v.get("Sval")).is_some()
+                        && let Some(at) = f.get("location").and_then(Value::as_i64)
+                    {
+                        out.insert(at);
+                    }
+                    return;
+                }
+                for (k, child) in f {
+                    kept_literals(child, keep || keep_in(k), out);
+                }
+                return;
+            }
+            for child in o.values() {
+                kept_literals(child, keep, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 // ---------------------------------------------------------------------------
