@@ -1,7 +1,8 @@
-//! Developer tasks: `cargo xtask setup | build | test | lint | demo | bench`.
+//! Developer tasks: `cargo xtask setup | build | test | lint | demo | bench | fuzz`.
 
 mod bench;
 mod demo;
+mod fuzz;
 mod nginx;
 mod pg;
 mod setup;
@@ -39,6 +40,16 @@ enum Cmd {
         #[arg(value_name = "NAME")]
         which: Option<String>,
     },
+    /// Fuzz targets (fuzz/), one after the other, TARGET alone when given:
+    /// a table of executions, exec/s, coverage, corpus and crashes; fails on
+    /// any crash.
+    Fuzz {
+        #[arg(value_name = "TARGET")]
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 300)]
+        secs: u64,
+    },
     /// Internal: the bench's client, run inside a bench cgroup.
     #[command(hide = true)]
     BenchClient { mode: String, addr: String },
@@ -63,6 +74,10 @@ fn main() -> Result<()> {
             setup::run()?;
             build_release(&root)?;
             demo::run(&root)
+        }
+        Cmd::Fuzz { target, secs } => {
+            setup::run()?;
+            fuzz::main(&root, target.as_deref(), secs)
         }
         Cmd::BenchClient { mode, addr } => bench::client_main(&mode, &addr),
         Cmd::Bench { which } => {
@@ -154,7 +169,9 @@ fn test(root: &Path) -> Result<()> {
         "*",
         "--",
         "--test-threads=1",
-    ]))
+    ]))?;
+    // Last: every fuzz target builds and survives a short run.
+    fuzz::smoke(root)
 }
 
 fn nix_is_root() -> bool {

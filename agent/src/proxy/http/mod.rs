@@ -51,8 +51,8 @@
 
 pub mod ca;
 mod echo;
-mod request;
-mod response;
+pub mod request;
+pub mod response;
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -83,9 +83,9 @@ use echo::Echo;
 use response::{BodyClass, Coding, Plan};
 
 /// Largest request or response head.
-const MAX_HEAD: usize = 64 * 1024;
+pub const MAX_HEAD: usize = 64 * 1024;
 /// Most bytes handed on per body piece.
-const PIECE: usize = 64 * 1024;
+pub const PIECE: usize = 64 * 1024;
 /// How long an idle keep-alive connection is kept.
 const IDLE: Duration = Duration::from_secs(300);
 /// How long a stream searched for the credential may hold back the few
@@ -1990,7 +1990,7 @@ fn json_echo(e: &Echo, v: &serde_json::Value) -> Option<&'static str> {
 }
 
 /// Whether the request's `Accept-Encoding` takes gzip (not `gzip;q=0`).
-fn accepts_gzip(head: &RequestHead) -> bool {
+pub fn accepts_gzip(head: &RequestHead) -> bool {
     head.all("accept-encoding")
         .flat_map(|v| {
             String::from_utf8_lossy(v)
@@ -2012,7 +2012,7 @@ fn accepts_gzip(head: &RequestHead) -> bool {
 
 /// A gzip (`gzip`) or deflate (zlib, else raw deflate) body decoded, at
 /// most `limit` bytes; `None` when it does not decode or is larger.
-fn decode_body(body: &[u8], gzip: bool, limit: usize) -> Option<Vec<u8>> {
+pub fn decode_body(body: &[u8], gzip: bool, limit: usize) -> Option<Vec<u8>> {
     let cap = limit as u64 + 1;
     let mut plain = Vec::new();
     let ok = if gzip {
@@ -2039,7 +2039,7 @@ fn decode_body(body: &[u8], gzip: bool, limit: usize) -> Option<Vec<u8>> {
 /// The request's protocol upgrade: `Ok(None)` without `Upgrade`,
 /// `Ok(Some(value))` when every offered protocol is in the target's
 /// `allow_upgrade` and `Connection` lists `upgrade`, else why it is refused.
-fn upgrade_of(head: &RequestHead, allowed: &[String]) -> Result<Option<String>, String> {
+pub fn upgrade_of(head: &RequestHead, allowed: &[String]) -> Result<Option<String>, String> {
     let values: Vec<String> = head
         .all("upgrade")
         .map(|v| String::from_utf8_lossy(v).into_owned())
