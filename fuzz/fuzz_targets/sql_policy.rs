@@ -129,7 +129,7 @@ fuzz_target!(|data: &[u8]| {
         if !d.allowed() {
             continue;
         }
-        if let Err(e) = pg_query::parse(sql) {
+        if let Err(e) = pg_query::parse(sql, 0) {
             panic!("allowed a statement PostgreSQL's grammar rejects ({e}): {sql:?}");
         }
         assert!(d.analysis.is_some(), "allowed without an analysis: {sql:?}");
