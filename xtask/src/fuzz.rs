@@ -75,7 +75,11 @@ pub fn main(root: &Path, which: Option<&str>, secs: u64) -> Result<()> {
             Some(t) => vec![t],
             None => bail!(
                 "no fuzz target {name:?}; targets: {}",
-                TARGETS.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+                TARGETS
+                    .iter()
+                    .map(|t| t.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         },
     };
@@ -124,8 +128,8 @@ pub fn smoke(root: &Path) -> Result<()> {
 
 /// The names in [`TARGETS`] are exactly the `[[bin]]`s of fuzz/Cargo.toml.
 fn check_list(root: &Path) -> Result<()> {
-    let manifest = std::fs::read_to_string(root.join("fuzz/Cargo.toml"))
-        .context("reading fuzz/Cargo.toml")?;
+    let manifest =
+        std::fs::read_to_string(root.join("fuzz/Cargo.toml")).context("reading fuzz/Cargo.toml")?;
     let mut bins: Vec<&str> = manifest
         .lines()
         .filter_map(|l| l.trim().strip_prefix("name = \""))
@@ -159,6 +163,16 @@ fn build(root: &Path, which: Option<&str>) -> Result<()> {
     if let Some(w) = which {
         cmd.arg(w);
     }
+    // `cargo run` (the xtask alias) exports the xtask package's CARGO_*
+    // variables; build scripts that rerun when CARGO_PKG_NAME and the like
+    // change (ring) would then rebuild at every run.
+    for (k, _) in std::env::vars_os() {
+        if let Some(k) = k.to_str()
+            && (k == "CARGO" || k == "OUT_DIR" || k.starts_with("CARGO_") && k != "CARGO_HOME")
+        {
+            cmd.env_remove(k);
+        }
+    }
     sh(&mut cmd)
 }
 
@@ -180,7 +194,11 @@ fn run_target(root: &Path, t: &Target, secs: u64) -> Result<Figures> {
     // Regression inputs first: each must pass.
     let regressions = root.join("fuzz/regressions").join(t.name);
     let inputs: Vec<PathBuf> = match std::fs::read_dir(&regressions) {
-        Ok(rd) => rd.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect(),
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect(),
         Err(_) => Vec::new(),
     };
     if !inputs.is_empty() {
@@ -214,7 +232,10 @@ fn run_target(root: &Path, t: &Target, secs: u64) -> Result<Figures> {
         .arg(format!("-artifact_prefix={}/", artifacts.display()))
         .stdin(Stdio::null());
     if let Some(d) = t.dict {
-        cmd.arg(format!("-dict={}", root.join("fuzz/dicts").join(d).display()));
+        cmd.arg(format!(
+            "-dict={}",
+            root.join("fuzz/dicts").join(d).display()
+        ));
     }
     eprintln!("+ {} ({secs} s)", t.name);
     let started = Instant::now();
@@ -249,9 +270,11 @@ fn crash_files(dir: &Path) -> Vec<PathBuf> {
             rd.flatten()
                 .map(|e| e.path())
                 .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| ["crash-", "oom-", "timeout-", "leak-"].iter().any(|k| n.starts_with(k)))
+                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                        ["crash-", "oom-", "timeout-", "leak-"]
+                            .iter()
+                            .any(|k| n.starts_with(k))
+                    })
                 })
                 .collect()
         })
@@ -271,7 +294,10 @@ fn parse_log(log: &str, f: &mut Figures) {
                 match w {
                     "cov:" => f.cov = words.next().and_then(|n| n.parse().ok()).unwrap_or(f.cov),
                     "ft:" => {
-                        f.features = words.next().and_then(|n| n.parse().ok()).unwrap_or(f.features)
+                        f.features = words
+                            .next()
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(f.features)
                     }
                     _ => {}
                 }
