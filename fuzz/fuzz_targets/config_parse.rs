@@ -48,8 +48,14 @@ fuzz_target!(|data: &[u8]| {
             }
             for g in &cfg.grants {
                 assert!(cfg.is_granted(&g.account, &g.target), "grant {g:?}");
-                assert!(cfg.target(&g.target).is_some(), "grant of an unknown target");
-                assert!(cfg.account(&g.account).is_some(), "grant of an unknown account");
+                assert!(
+                    cfg.target(&g.target).is_some(),
+                    "grant of an unknown target"
+                );
+                assert!(
+                    cfg.account(&g.account).is_some(),
+                    "grant of an unknown account"
+                );
             }
             let _ = warden::config::warnings::port_warnings(&cfg, Some(1024));
         }

@@ -115,7 +115,13 @@ fuzz_target!(|data: &[u8]| {
     // The forwarded head.
     let mut fwd = head.headers.clone();
     strip_hop_by_hop(&mut fwd);
-    for h in ["authorization", "proxy-authorization", "cookie", "expect", "content-length"] {
+    for h in [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "expect",
+        "content-length",
+    ] {
         remove_header(&mut fwd, h);
     }
     set_header(&mut fwd, "Host", NAMES.authority());
@@ -140,7 +146,10 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(up.all("host").count(), 1, "one Host forwarded");
     if !matches!(upgrade, Ok(Some(_))) {
-        assert!(up.get("upgrade").is_none(), "an upgrade not allowed is forwarded");
+        assert!(
+            up.get("upgrade").is_none(),
+            "an upgrade not allowed is forwarded"
+        );
     }
     let mut bytes = Vec::new();
     write_request(&up, &mut bytes);

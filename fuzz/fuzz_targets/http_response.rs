@@ -28,7 +28,9 @@ use warden::proxy::http::{MAX_HEAD, PIECE, decode_body};
 static WEB: LazyLock<(std::sync::Arc<Masker>, std::sync::Arc<FieldRules>)> =
     LazyLock::new(|| warden_fuzz::masking("web"));
 
-const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "CONNECT", "PATCH"];
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "CONNECT", "PATCH",
+];
 
 fuzz_target!(|data: &[u8]| {
     let Some((sel, stream)) = warden_fuzz::selector(data) else {
@@ -106,12 +108,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let plain = match coding {
-        Coding::Gzip | Coding::Deflate => {
-            match decode_body(&body, coding == Coding::Gzip, limit) {
-                Some(p) => p,
-                None => return,
-            }
-        }
+        Coding::Gzip | Coding::Deflate => match decode_body(&body, coding == Coding::Gzip, limit) {
+            Some(p) => p,
+            None => return,
+        },
         Coding::Identity => body,
         Coding::Other(_) => return,
     };

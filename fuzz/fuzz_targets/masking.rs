@@ -86,7 +86,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(n == 0, out == s);
         assert_eq!(m.mask_str(&out).1, 0, "mask_str leaves a match in {out:?}");
     }
-    for s in [Strategy::Redact, Strategy::Last4, Strategy::Hmac, Strategy::Null] {
+    for s in [
+        Strategy::Redact,
+        Strategy::Last4,
+        Strategy::Hmac,
+        Strategy::Null,
+    ] {
         let _ = m.apply(s, value);
     }
 });

@@ -29,7 +29,11 @@ use warden::policy::columns::{CatalogColumn, CatalogRelation, ColumnCatalog, Col
 use warden::proxy::postgres::decide::Decider;
 use warden::proxy::postgres::{HoldSlot, SessionInfo};
 
-fn relation(schema: &str, name: &str, cols: &[(&str, Option<(&str, Strategy)>)]) -> CatalogRelation {
+fn relation(
+    schema: &str,
+    name: &str,
+    cols: &[(&str, Option<(&str, Strategy)>)],
+) -> CatalogRelation {
     CatalogRelation {
         schema: schema.into(),
         name: name.into(),

@@ -120,7 +120,10 @@ pub fn mask_body(
 /// JSON strings, member names and numbers; form names and values
 /// (percent-decoded); the whole text otherwise. `None` when the body no
 /// longer parses as its class (then the whole bytes are the place).
-pub fn decoded_values(class: warden::proxy::http::response::BodyClass, body: &[u8]) -> Vec<Vec<u8>> {
+pub fn decoded_values(
+    class: warden::proxy::http::response::BodyClass,
+    body: &[u8],
+) -> Vec<Vec<u8>> {
     use warden::proxy::http::response::BodyClass;
     fn walk(v: &serde_json::Value, out: &mut Vec<Vec<u8>>) {
         match v {

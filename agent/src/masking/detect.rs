@@ -524,7 +524,7 @@ impl TokenDetector {
 /// Whether the secret `v[start..end]` is what masking wrote in place of
 /// one: a marker (`[MASKED]`, `[MASKED:name]`; an unquoted value stops
 /// before its `]`), an HMAC token (`tok_` + 16 hex digits) or a `last4`
-/// rendering (only `*`, spaces and dashes before at most four letters or
+/// rendering (only `*`, spaces, dashes and at most four letters or
 /// digits). Found again, it would be masked again: `token=tok_…` would get
 /// a token of the token, breaking the equality HMAC tokens promise, and a
 /// marker would grow a `]` at each pass. None of them holds a secret.
@@ -551,13 +551,13 @@ fn is_mask_output(v: &[u8], start: usize, end: usize) -> bool {
                 .iter()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
     }
-    let kept = m
-        .iter()
-        .rev()
-        .take_while(|b| b.is_ascii_alphanumeric())
-        .count();
-    let hidden = &m[..m.len() - kept];
-    kept <= 4 && hidden.contains(&b'*') && hidden.iter().all(|b| matches!(b, b'*' | b' ' | b'-'))
+    // last4 keeps four letters or digits wherever they stood (other
+    // characters, also after them, became `*`).
+    let kept = m.iter().filter(|b| b.is_ascii_alphanumeric()).count();
+    kept <= 4
+        && m.contains(&b'*')
+        && m.iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'*' | b' ' | b'-'))
 }
 
 // ---------------------------------------------------------------- custom
@@ -615,6 +615,7 @@ mod tests {
             "token=************************************B4a",
             "pwd=****-****-ab12",
             "pwd=********",
+            "token=******E***6***C7*",
         ] {
             assert_eq!(tok(v), Vec::<&str>::new(), "{v}");
         }
@@ -625,7 +626,8 @@ mod tests {
             ("token=[MASKED:Token]", "[MASKED:Token"),
             ("token=[MASKEDx]", "[MASKEDx"),
             ("token=**12345", "**12345"),
-            ("token=*a*bcd", "*a*bcd"),
+            ("token=*a*bcde", "*a*bcde"),
+            ("token=*ab_cd", "*ab_cd"),
         ] {
             assert_eq!(tok(v), vec![secret], "{v}");
         }
