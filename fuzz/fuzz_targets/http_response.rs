@@ -56,12 +56,6 @@ fuzz_target!(|data: &[u8]| {
 
     resp.reason = response::reason_phrase(resp.status).to_owned();
     response::mask_head(m, &mut resp.headers);
-    for h in &resp.headers {
-        // Masked as a whole header value: nothing a detector finds is left.
-        if let Ok(v) = std::str::from_utf8(&h.value) {
-            assert_eq!(m.mask_str(v).1, 0, "header {} keeps {v:?}", h.name);
-        }
-    }
     if resp.status == 101 || (100..200).contains(&resp.status) {
         return;
     }
@@ -71,6 +65,17 @@ fuzz_target!(|data: &[u8]| {
     let plan = response::plan(&resp, kind, Some(fields));
     let coding = Coding::of(&resp);
     strip_hop_by_hop(&mut resp.headers);
+    for h in &resp.headers {
+        // Masked as a whole header value: nothing a detector finds is left
+        // (hop-by-hop ones are gone; the framing ones are not data:
+        // `response_body` accepted them).
+        if ["content-length", "transfer-encoding"].contains(&h.name.to_ascii_lowercase().as_str()) {
+            continue;
+        }
+        if let Ok(v) = std::str::from_utf8(&h.value) {
+            assert_eq!(m.mask_str(v).1, 0, "header {} keeps {v:?}", h.name);
+        }
+    }
 
     // The body, from the rest of the stream in small pieces.
     let mut dec = BodyDecoder::new(kind);
