@@ -1,7 +1,8 @@
-//! Developer tasks: `cargo xtask setup | build | test | lint | demo | bench | package`.
+//! Developer tasks: `cargo xtask setup | build | test | lint | demo | bench | package | fuzz`.
 
 mod bench;
 mod demo;
+mod fuzz;
 mod nginx;
 mod package;
 mod pg;
@@ -52,6 +53,16 @@ enum Cmd {
         #[arg(long)]
         no_lintian: bool,
     },
+    /// Fuzz targets (fuzz/), one after the other, TARGET alone when given:
+    /// a table of executions, exec/s, coverage, corpus and crashes; fails on
+    /// any crash.
+    Fuzz {
+        #[arg(value_name = "TARGET")]
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 300)]
+        secs: u64,
+    },
     /// Internal: the bench's client, run inside a bench cgroup.
     #[command(hide = true)]
     BenchClient { mode: String, addr: String },
@@ -92,6 +103,10 @@ fn main() -> Result<()> {
                 },
             )
             .map(drop)
+        }
+        Cmd::Fuzz { target, secs } => {
+            setup::run()?;
+            fuzz::main(&root, target.as_deref(), secs)
         }
         Cmd::BenchClient { mode, addr } => bench::client_main(&mode, &addr),
         Cmd::Bench { which } => {
@@ -186,6 +201,8 @@ fn test(root: &Path) -> Result<()> {
         "--",
         "--test-threads=1",
     ]))
+    // The fuzz smoke run (`cargo xtask fuzz --secs 20`) joins here once the
+    // open findings of NOTES-22.md are fixed: it would fail CI today.
 }
 
 fn nix_is_root() -> bool {

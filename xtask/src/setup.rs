@@ -45,7 +45,31 @@ pub fn run() -> Result<()> {
     apt()?;
     rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     Ok(())
+}
+
+/// The cargo-fuzz release the fuzz targets (fuzz/, `cargo xtask fuzz`) are
+/// built with (on the nightly toolchain, which the eBPF build needs anyway).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+fn cargo_fuzz() -> Result<()> {
+    let have = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)
+        });
+    if have {
+        return Ok(());
+    }
+    sh(Command::new("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]))
 }
 
 fn apt() -> Result<()> {

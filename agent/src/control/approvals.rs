@@ -21,7 +21,7 @@ use crate::approval::Approvals;
 use crate::approval::peer::Peer;
 use crate::daemon::{Shared, lock};
 
-const MAX_REQUEST: u64 = 64 * 1024;
+pub const MAX_REQUEST: u64 = 64 * 1024;
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Binds the approvals socket, replacing a stale one, mode 0666 (the

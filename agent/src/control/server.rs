@@ -21,7 +21,7 @@ use crate::approval::peer::{Peer, Place};
 use crate::daemon::{Shared, lock};
 
 /// Largest request accepted (a request is a few hundred bytes).
-const MAX_REQUEST: u64 = 64 * 1024;
+pub const MAX_REQUEST: u64 = 64 * 1024;
 /// A client that sends no complete request within this time is dropped.
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 

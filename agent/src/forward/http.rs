@@ -466,12 +466,7 @@ impl HecSink {
                 MAX_RESPONSE,
             ) {
                 Ok(a) => {
-                    classify("splunk ack", &a)?;
-                    let v: Value = serde_json::from_slice(&a.body).map_err(|e| Failure::Retry {
-                        error: format!("splunk ack: answer is not JSON: {e}"),
-                        after: None,
-                    })?;
-                    if v["acks"][ack_id.to_string()].as_bool() == Some(true) {
+                    if hec_acked(&a, ack_id)? {
                         return Ok(());
                     }
                 }
@@ -508,28 +503,49 @@ impl Sink for HecSink {
             &headers,
             MAX_RESPONSE,
         )?;
-        classify("splunk", &a)?;
-        let v: Value = serde_json::from_slice(&a.body).map_err(|e| Failure::Retry {
-            error: format!("splunk: answer is not JSON: {e}"),
-            after: None,
-        })?;
-        if v["code"].as_i64() != Some(0) {
-            return Err(Failure::Park {
-                error: format!("splunk: HTTP {} but{}", a.status, detail(&a.body)),
-            });
-        }
-        if let Some(channel) = &channel {
-            let Some(ack_id) = v["ackId"].as_u64() else {
-                return Err(Failure::Park {
-                    error: "splunk: ack = true but the answer has no ackId (is indexer \
-                            acknowledgment enabled on the token?)"
-                        .into(),
-                });
-            };
+        let ack_id = hec_answer(&a, channel.is_some())?;
+        if let (Some(channel), Some(ack_id)) = (&channel, ack_id) {
             self.wait_for_ack(channel, ack_id, stop)?;
         }
         Ok(())
     }
+}
+
+/// The HEC event endpoint's answer: stored (`code` 0), with its `ackId`
+/// when acknowledgment was asked for (`acked`: the answer must carry one).
+pub fn hec_answer(a: &Answer, acked: bool) -> Result<Option<u64>, Failure> {
+    classify("splunk", a)?;
+    let v: Value = serde_json::from_slice(&a.body).map_err(|e| Failure::Retry {
+        error: format!("splunk: answer is not JSON: {e}"),
+        after: None,
+    })?;
+    if v["code"].as_i64() != Some(0) {
+        return Err(Failure::Park {
+            error: format!("splunk: HTTP {} but{}", a.status, detail(&a.body)),
+        });
+    }
+    if !acked {
+        return Ok(None);
+    }
+    match v["ackId"].as_u64() {
+        Some(id) => Ok(Some(id)),
+        None => Err(Failure::Park {
+            error: "splunk: ack = true but the answer has no ackId (is indexer \
+                    acknowledgment enabled on the token?)"
+                .into(),
+        }),
+    }
+}
+
+/// The HEC ack endpoint's answer: whether `ack_id` is indexed (`{"acks":
+/// {"<id>": true}}`; anything else is not yet).
+pub fn hec_acked(a: &Answer, ack_id: u64) -> Result<bool, Failure> {
+    classify("splunk ack", a)?;
+    let v: Value = serde_json::from_slice(&a.body).map_err(|e| Failure::Retry {
+        error: format!("splunk ack: answer is not JSON: {e}"),
+        after: None,
+    })?;
+    Ok(v["acks"][ack_id.to_string()].as_bool() == Some(true))
 }
 
 /// A random RFC 4122 version 4 UUID (HEC channel ids must be GUIDs).

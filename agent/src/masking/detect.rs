@@ -509,6 +509,7 @@ impl TokenDetector {
         for caps in self.regex.captures_iter(v) {
             if let Some(m) = caps.iter().skip(1).flatten().next()
                 && !m.is_empty()
+                && !is_mask_output(v, m.start(), m.end())
             {
                 out.push(Hit {
                     start: m.start(),
@@ -518,6 +519,45 @@ impl TokenDetector {
             }
         }
     }
+}
+
+/// Whether the secret `v[start..end]` is what masking wrote in place of
+/// one: a marker (`[MASKED]`, `[MASKED:name]`; an unquoted value stops
+/// before its `]`), an HMAC token (`tok_` + 16 hex digits) or a `last4`
+/// rendering (only `*`, spaces, dashes and at most four letters or
+/// digits). Found again, it would be masked again: `token=tok_…` would get
+/// a token of the token, breaking the equality HMAC tokens promise, and a
+/// marker would grow a `]` at each pass. None of them holds a secret.
+fn is_mask_output(v: &[u8], start: usize, end: usize) -> bool {
+    let m = &v[start..end];
+    if let Some(rest) = m.strip_prefix(b"[MASKED") {
+        let closed = rest
+            .strip_suffix(b"]")
+            .or_else(|| (v.get(end) == Some(&b']')).then_some(rest));
+        return closed.is_some_and(|inner| {
+            inner.is_empty()
+                || inner.strip_prefix(b":").is_some_and(|name| {
+                    !name.is_empty()
+                        && name.len() <= 64
+                        && name
+                            .iter()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+                })
+        });
+    }
+    if let Some(hex) = m.strip_prefix(super::TOKEN_PREFIX.as_bytes()) {
+        return hex.len() == super::TOKEN_HEX_LEN
+            && hex
+                .iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+    }
+    // last4 keeps four letters or digits wherever they stood (other
+    // characters, also after them, became `*`).
+    let kept = m.iter().filter(|b| b.is_ascii_alphanumeric()).count();
+    kept <= 4
+        && m.contains(&b'*')
+        && m.iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'*' | b' ' | b'-'))
 }
 
 // ---------------------------------------------------------------- custom
@@ -559,6 +599,38 @@ mod tests {
         let mut out = Vec::new();
         tokens().find(v.as_bytes(), &mut out);
         out.iter().map(|h| &v[h.start..h.end]).collect()
+    }
+
+    /// Regression (fuzz/regressions/masking): what masking writes for a
+    /// secret (`token=tok_…`, `token=[MASKED:token]`, `token=****…B4a`) was
+    /// found as a secret again, so a second pass changed it.
+    #[test]
+    fn mask_outputs_are_not_secrets_again() {
+        for v in [
+            "token=tok_f520687bcbbc0908",
+            "token=[MASKED:token]",
+            "password=[MASKED]",
+            r#"{"api_key": "[MASKED:token]"}"#,
+            "secret: [MASKED:my_rule]",
+            "token=************************************B4a",
+            "pwd=****-****-ab12",
+            "pwd=********",
+            "token=******E***6***C7*",
+        ] {
+            assert_eq!(tok(v), Vec::<&str>::new(), "{v}");
+        }
+        // Near misses stay secrets.
+        for (v, secret) in [
+            ("token=tok_f520687bcbbc090", "tok_f520687bcbbc090"),
+            ("token=tok_F520687BCBBC0908", "tok_F520687BCBBC0908"),
+            ("token=[MASKED:Token]", "[MASKED:Token"),
+            ("token=[MASKEDx]", "[MASKEDx"),
+            ("token=**12345", "**12345"),
+            ("token=*a*bcde", "*a*bcde"),
+            ("token=*ab_cd", "*ab_cd"),
+        ] {
+            assert_eq!(tok(v), vec![secret], "{v}");
+        }
     }
 
     /// Append the Luhn check digit to `body` (computed here, so the test

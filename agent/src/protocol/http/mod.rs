@@ -175,10 +175,16 @@ pub fn parse_response(
             if n > limit {
                 return Err(HttpError::HeadTooLarge { limit });
             }
+            // httparse takes any three digits; `050` would be forwarded as
+            // `50`, a head no client parses. Statuses are 100..=999.
+            let status = res.code.unwrap_or(0);
+            if status < 100 {
+                return Err(HttpError::Head("invalid response status".into()));
+            }
             Ok(Some((
                 ResponseHead {
                     version: res.version.unwrap_or(1),
-                    status: res.code.unwrap_or(0),
+                    status,
                     reason: res.reason.unwrap_or_default().to_owned(),
                     headers: collect(res.headers),
                 },
@@ -690,6 +696,38 @@ mod tests {
         assert!(request_body(&plus).is_err());
         let ch = req("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n");
         assert_eq!(request_body(&ch).unwrap(), BodyKind::Chunked);
+    }
+
+    /// Regression (fuzz/regressions/http_response): `HTTP/1.1 050` parsed
+    /// as status 50 and was written on as `HTTP/1.1 50`.
+    #[test]
+    fn response_statuses_below_100_are_refused() {
+        for head in [
+            "HTTP/1.1 050 x\r\n\r\n",
+            "HTTP/1.1 000 x\r\n\r\n",
+            "HTTP/1.0 099 \r\n\r\n",
+        ] {
+            assert!(
+                matches!(
+                    parse_response(head.as_bytes(), 1024),
+                    Err(HttpError::Head(_))
+                ),
+                "{head:?}"
+            );
+        }
+        for (head, status) in [
+            ("HTTP/1.1 100 Continue\r\n\r\n", 100),
+            ("HTTP/1.1 999 x\r\n\r\n", 999),
+        ] {
+            let (h, _) = parse_response(head.as_bytes(), 1024).unwrap().unwrap();
+            assert_eq!(h.status, status);
+            let mut out = Vec::new();
+            write_response(&h, &mut out);
+            assert_eq!(
+                parse_response(&out, 1024).unwrap().unwrap().0.status,
+                status
+            );
+        }
     }
 
     #[test]

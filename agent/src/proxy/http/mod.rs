@@ -51,8 +51,8 @@
 
 pub mod ca;
 mod echo;
-mod request;
-mod response;
+pub mod request;
+pub mod response;
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -85,9 +85,9 @@ use echo::Echo;
 use response::{BodyClass, Coding, Plan};
 
 /// Largest request or response head.
-const MAX_HEAD: usize = 64 * 1024;
+pub const MAX_HEAD: usize = 64 * 1024;
 /// Most bytes handed on per body piece.
-const PIECE: usize = 64 * 1024;
+pub const PIECE: usize = 64 * 1024;
 /// How long an idle keep-alive connection is kept.
 const IDLE: Duration = Duration::from_secs(300);
 /// How long a stream searched for the credential may hold back the few
@@ -2043,7 +2043,7 @@ fn json_echo(e: &Echo, v: &serde_json::Value) -> Option<&'static str> {
 }
 
 /// Whether the request's `Accept-Encoding` takes gzip (not `gzip;q=0`).
-fn accepts_gzip(head: &RequestHead) -> bool {
+pub fn accepts_gzip(head: &RequestHead) -> bool {
     head.all("accept-encoding")
         .flat_map(|v| {
             String::from_utf8_lossy(v)
@@ -2067,7 +2067,7 @@ fn accepts_gzip(head: &RequestHead) -> bool {
 /// else raw deflate) body decoded, at most `limit` bytes; `None` when it
 /// does not decode, is larger, or has bytes after a deflate stream (read
 /// by some clients, not by others: nothing is left unread).
-fn decode_body(body: &[u8], gzip: bool, limit: usize) -> Option<Vec<u8>> {
+pub fn decode_body(body: &[u8], gzip: bool, limit: usize) -> Option<Vec<u8>> {
     let cap = limit as u64 + 1;
     let mut plain = Vec::new();
     let ok = if gzip {
@@ -2093,7 +2093,7 @@ fn decode_body(body: &[u8], gzip: bool, limit: usize) -> Option<Vec<u8>> {
 /// The request's protocol upgrade: `Ok(None)` without `Upgrade`,
 /// `Ok(Some(value))` when every offered protocol is in the target's
 /// `allow_upgrade` and `Connection` lists `upgrade`, else why it is refused.
-fn upgrade_of(head: &RequestHead, allowed: &[String]) -> Result<Option<String>, String> {
+pub fn upgrade_of(head: &RequestHead, allowed: &[String]) -> Result<Option<String>, String> {
     let values: Vec<String> = head
         .all("upgrade")
         .map(|v| String::from_utf8_lossy(v).into_owned())
