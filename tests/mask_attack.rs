@@ -1267,7 +1267,6 @@ fn held_probe_with_hold_cursor_rows_stay_masked_after_commit() {
 // ---------------------------------------------------------------------------
 
 #[test]
-#[ignore = "finding A3: approver of EXECUTE does not see the prepared statement"]
 fn a3_approver_of_an_execute_sees_the_prepared_statement() {
     run(|pg| async move {
         let p = Proxy::start(

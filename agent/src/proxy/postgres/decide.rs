@@ -158,6 +158,9 @@ pub struct Decider {
     /// SQL-level prepared statements that read masked columns: their
     /// EXECUTEs do too.
     masked_prepared: std::collections::HashSet<String>,
+    /// The (masked) text that prepared each SQL-prepared statement, shown
+    /// to an approver of its `EXECUTE`.
+    prepared_texts: HashMap<String, String>,
     /// A cursor over masked columns was declared (see `through_cursors`).
     masked_cursors: bool,
 }
@@ -170,6 +173,7 @@ impl Decider {
             ctx,
             cache: HashMap::new(),
             masked_prepared: Default::default(),
+            prepared_texts: HashMap::new(),
             masked_cursors: false,
         }
     }
@@ -442,6 +446,24 @@ impl Decider {
     pub fn forget_prepared(&mut self, name: &str) {
         self.ctx.prepared.remove(name);
         self.masked_prepared.remove(name);
+        self.prepared_texts.remove(name);
+    }
+
+    /// What an approver of `d` must see besides its text: for each
+    /// `EXECUTE name`, the statement that prepared `name`.
+    pub fn executed_texts(&self, d: &Decided) -> Option<String> {
+        let a = d.analysis.as_ref()?;
+        let lines: Vec<String> = a
+            .statements
+            .iter()
+            .filter_map(|s| s.execute.as_ref())
+            .filter_map(|name| {
+                self.prepared_texts
+                    .get(name)
+                    .map(|text| format!("-- {name} was prepared by: {text}"))
+            })
+            .collect();
+        (!lines.is_empty()).then(|| lines.join("\n"))
     }
 
     /// An Execute of a portal Warden has no decision for.
@@ -499,6 +521,17 @@ impl Decider {
                     self.ctx.search_path = self.info.initial_search_path();
                     self.cache.clear();
                 }
+            }
+            if let Some((name, _)) = &s.prepare {
+                self.prepared_texts
+                    .insert(name.clone(), d.statement.clone());
+            }
+            match &s.deallocate {
+                Some(Some(name)) => {
+                    self.prepared_texts.remove(name);
+                }
+                Some(None) => self.prepared_texts.clear(),
+                None => {}
             }
             if let Some((name, verdict)) = self.info.policy.decide_prepared(s, &self.ctx) {
                 // Over the limit: EXECUTE of it is then refused as unknown.

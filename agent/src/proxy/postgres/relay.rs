@@ -545,13 +545,26 @@ where
                 // values bound to it.
                 let ask = d.decision == StatementDecision::ApprovalRequired
                     && self.info.approvals.is_some();
+                // An EXECUTE is shown, and granted, with the statement it runs.
+                let executed = self.decider.executed_texts(&d).filter(|_| ask);
+                let d = match &executed {
+                    Some(prepared) => Arc::new(Decided {
+                        statement: format!("{}\n{prepared}", d.statement),
+                        ..(*d).clone()
+                    }),
+                    None => d,
+                };
                 if d.allowed() || ask {
                     self.forget_statements_named_by(&d);
                     self.next_statement += 1;
                     let id = self.next_statement;
                     let approval = ask.then(|| {
                         let exact = !matches!(d.class.as_str(), "read" | "write");
-                        (statement_fingerprint(&d.class, &query), exact)
+                        let text = match &executed {
+                            Some(prepared) => format!("{query}\n{prepared}"),
+                            None => query.clone(),
+                        };
+                        (statement_fingerprint(&d.class, &text), exact)
                     });
                     let mut types = lock_types(&self.param_types);
                     if ask {
@@ -744,7 +757,14 @@ where
 
     async fn query(&mut self, frame: &Frame, sql: &str) -> Result<(), String> {
         let d = self.decider.decide(sql);
-        let (shown, fingerprint) = (d.statement.clone(), statement_fingerprint(&d.class, sql));
+        // An EXECUTE is shown, and granted, with the statement it runs.
+        let (shown, fingerprint) = match self.decider.executed_texts(&d) {
+            Some(prepared) => (
+                format!("{}\n{prepared}", d.statement),
+                statement_fingerprint(&d.class, &format!("{sql}\n{prepared}")),
+            ),
+            None => (d.statement.clone(), statement_fingerprint(&d.class, sql)),
+        };
         let d = match self.approval(d, shown, fingerprint).await? {
             Held::Go(d) => d,
             Held::Refuse(d, code) => {
