@@ -458,7 +458,6 @@ fn h2_field_rule_dodged_by_a_member_name_the_client_chooses() {
 // ---------------------------------------------------------------------------
 
 #[test]
-#[ignore = "finding H3: field rules stop 4 documents deep and the body passes"]
 fn h3_field_rule_does_not_apply_below_four_nested_documents() {
     run(|| async {
         let r = rig(MASKED, ALLOW_ALL, FIELDS).await;

@@ -59,6 +59,11 @@ fn is_token(t: &str) -> bool {
 impl FieldRules {
     /// Validate and compile `cfg.fields`, `cfg.unmasked_encodings` and
     /// `cfg.unmasked_types`.
+    /// Whether any rule names a member or a pointer (structure matters).
+    pub fn has_field_rules(&self) -> bool {
+        !self.names.is_empty() || !self.pointers.is_empty()
+    }
+
     pub fn compile(cfg: &MaskingConfig) -> Result<FieldRules, Vec<MaskingProblem>> {
         let mut problems = Vec::new();
         let mut out = FieldRules::default();
@@ -350,18 +355,35 @@ fn walk(
         Value::String(s) => {
             // A document inside a string (`"payload": "{\"email\": …}"`):
             // its members get the field rules too.
+            // So is a JSON string literal that holds one (`"\"{…}\""`).
             let t = s.trim_start();
-            if nested < MAX_NESTED
-                && (t.starts_with('{') || t.starts_with('['))
-                && let Ok(mut inner) = serde_json::from_str::<Value>(s)
-            {
-                parse_strict(s.as_bytes())?;
-                let mut inner_path = Vec::new();
-                let n = walk(masker, rules, &mut inner, &mut inner_path, nested + 1)?;
-                if n > 0 {
-                    *s = inner.to_string();
+            let opens = |t: &str| t.starts_with('{') || t.starts_with('[');
+            let document = (opens(t) || t.starts_with('"'))
+                .then(|| serde_json::from_str::<Value>(s).ok())
+                .flatten()
+                .filter(|inner| match inner {
+                    Value::String(x) => opens(x.trim_start()),
+                    _ => true,
+                });
+            if let Some(mut inner) = document {
+                if nested >= MAX_NESTED {
+                    if rules.has_field_rules() {
+                        // Fail closed: field rules cannot be applied below.
+                        return Err(format!(
+                            "a JSON document nested more than {MAX_NESTED} deep in strings cannot be masked"
+                        ));
+                    }
+                } else {
+                    if !inner.is_string() {
+                        parse_strict(s.as_bytes())?;
+                    }
+                    let mut inner_path = Vec::new();
+                    let n = walk(masker, rules, &mut inner, &mut inner_path, nested + 1)?;
+                    if n > 0 {
+                        *s = inner.to_string();
+                    }
+                    return Ok(n);
                 }
-                return Ok(n);
             }
             Ok(match masker.mask_str(s) {
                 (std::borrow::Cow::Owned(m), n) if n > 0 => {
@@ -504,6 +526,33 @@ fields = [{ field = "SSN", strategy = "redact" }, { pointer = "/items/*/secret",
         assert_eq!(v["items"][0]["secret"], Value::Null);
         assert_eq!(v["ok"], "plain");
         assert_eq!(v["user"]["ssn"], "[MASKED]");
+    }
+
+    #[test]
+    fn documents_in_strings_are_opened_or_refused_past_the_depth() {
+        let (m, r) = setup(r#"fields = [{ field = "name", strategy = "redact" }]"#);
+        // A document held in a string, and one held in a JSON string
+        // literal inside a string: both opened.
+        let mut v: Value = serde_json::from_str(
+            r#"{"a":"{\"name\":\"Ana\"}","b":"\"{\\\"name\\\":\\\"Bo\\\"}\""}"#,
+        )
+        .unwrap();
+        assert_eq!(mask_json(&m, &r, &mut v).unwrap(), 2);
+        let s = v.to_string();
+        assert!(!s.contains("Ana") && !s.contains("Bo\\"), "{s}");
+        // Nested one level more than Warden opens: refused, not passed.
+        let mut doc = serde_json::json!({"name": "Ana"});
+        for _ in 0..=MAX_NESTED {
+            doc = serde_json::json!({ "payload": doc.to_string() });
+        }
+        assert!(mask_json(&m, &r, &mut doc).is_err());
+        // Without field rules the patterns scan the text at any depth.
+        let (m, r) = setup(r#"patterns = ["email"]"#);
+        let mut doc = serde_json::json!({"mail": "a@b.example"});
+        for _ in 0..=MAX_NESTED {
+            doc = serde_json::json!({ "payload": doc.to_string() });
+        }
+        assert!(mask_json(&m, &r, &mut doc).is_ok());
     }
 
     #[test]
