@@ -210,9 +210,12 @@ impl HttpPolicy {
         } else {
             req.path
         };
+        // The path as written first; `block` and `approve` rules also read it
+        // with a format suffix cut. Computed once per request.
+        let readings = format_readings(path);
         let mut best: Option<(&HttpRule, Action)> = None;
         for r in &self.rules {
-            if !Self::matches(r, req, path) {
+            if !Self::matches(r, req, &readings) {
                 continue;
             }
             let action = match r.action {
@@ -268,17 +271,13 @@ impl HttpPolicy {
         }
     }
 
-    fn matches(r: &HttpRule, req: &HttpRequestFacts<'_>, path: &str) -> bool {
+    fn matches(r: &HttpRule, req: &HttpRequestFacts<'_>, readings: &[String]) -> bool {
         if !r.methods.is_empty() && !r.methods.iter().any(|m| m == req.method) {
             return false;
         }
         // See the module docs: every occurrence for allow, any for the rest.
         let every = r.action == RuleAction::Allow;
-        let readings = if every {
-            vec![path.to_owned()]
-        } else {
-            format_readings(path)
-        };
+        let readings = if every { &readings[..1] } else { readings };
         if !r.paths.is_empty()
             && !r
                 .paths
