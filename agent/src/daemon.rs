@@ -44,6 +44,8 @@ pub enum DaemonError {
     Forward(#[from] crate::forward::ForwardError),
     #[error(transparent)]
     Reload(#[from] crate::reload::ReloadError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::server::MetricsError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -452,6 +454,16 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         Arc::clone(&shared),
         shutdown_rx.clone(),
     )));
+    // Prometheus metrics (`[metrics] listen`), when configured.
+    if let Some(addr) = shared.live().config.metrics.listen {
+        let listener = crate::metrics::server::bind(addr).await?;
+        info!(metrics.listen = %addr, "serving Prometheus metrics");
+        tasks.push(tokio::spawn(crate::metrics::server::serve(
+            listener,
+            control::metrics::collector(Arc::clone(&shared)),
+            shutdown_rx.clone(),
+        )));
+    }
     // BPF LSM denials into the audit trail (issue 16, item 5).
     tasks.push(tokio::spawn(ebpf::denials::serve(
         Arc::clone(&shared),
