@@ -672,3 +672,93 @@ fn leaving_the_cgroup_after_connecting_handing_the_socket_on_or_an_enrolled_uid_
     assert_eq!(refused, 3);
     let _ = std::fs::remove_dir_all(e.socket.parent().unwrap());
 }
+
+/// Issue 21, item 5: a `--for` grant survives a restart with its expiry
+/// and keeps letting its statement shape through; a request that was held
+/// when the agent died is recorded as withdrawn by the next start.
+#[test]
+fn grants_survive_a_restart_and_requests_held_across_it_are_withdrawn() {
+    let approver = User::create("wdn-restorer");
+    let mut e = Env::start(approver.uid);
+    let t = e.table.clone();
+
+    let c = e.psql(&format!("DELETE FROM {t} WHERE id = 1"));
+    let id = e.wait_pending(1).remove(0);
+    let g = e.approvals_as(
+        approver.uid,
+        &["approve", &id, "--for", "10m", "--reason", "migration"],
+    );
+    assert!(g.status.success(), "{}", text(&g));
+    assert!(finish(c, Duration::from_secs(10)).status.success());
+    let before: Value =
+        serde_json::from_slice(&e.approvals_as(0, &["--json", "list"]).stdout).unwrap();
+    let grant = before["grants"][0].clone();
+    assert!(grant["id"].is_string(), "{before:#}");
+
+    // Another shape is held when the agent is killed.
+    let held = e.psql(&format!("UPDATE {t} SET note = 'x' WHERE id = 2"));
+    let held_id = e.wait_pending(1).remove(0);
+    e.env.kill9();
+    let _ = finish(held, Duration::from_secs(10));
+    e.env.start();
+    let t0 = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&e.socket).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{}", e.env.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The grant is back, same id, same expiry, its use counted.
+    let after: Value =
+        serde_json::from_slice(&e.approvals_as(0, &["--json", "list"]).stdout).unwrap();
+    assert_eq!(
+        after["pending"].as_array().map(Vec::len),
+        Some(0),
+        "{after:#}"
+    );
+    let restored = &after["grants"][0];
+    for k in [
+        "id",
+        "fingerprint",
+        "until_ms",
+        "request_id",
+        "account",
+        "target",
+    ] {
+        assert_eq!(restored[k], grant[k], "{k}: {after:#} vs {before:#}");
+    }
+    // ... and lets the same shape (another literal) through without a hold.
+    let quick = Instant::now();
+    let out = finish(
+        e.psql(&format!("DELETE FROM {t} WHERE id = 3")),
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(quick.elapsed() < Duration::from_secs(3));
+    assert!(!e.exists(3));
+    // The held request's end is in the trail, recorded by the new agent.
+    let events: Vec<String> = e
+        .env
+        .audit_events()
+        .iter()
+        .map(|v| v.to_string())
+        .filter(|s| s.contains(&held_id))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|s| s.contains("\"Withdrawn\"") && s.contains("agent stopped")),
+        "{events:#?}"
+    );
+    let used: Vec<String> = e
+        .env
+        .audit_events()
+        .iter()
+        .map(|v| v.to_string())
+        .filter(|s| s.contains("Grant Used") && s.contains(grant["id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(used.len(), 1, "{used:#?}");
+    // Revoking it after the restart works as before.
+    let r = e.approvals_as(approver.uid, &["revoke", grant["id"].as_str().unwrap()]);
+    assert!(r.status.success(), "{}", text(&r));
+    let _ = std::fs::remove_dir_all(e.socket.parent().unwrap());
+}

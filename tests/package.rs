@@ -7,7 +7,15 @@
 //! removes the configuration and keeps the state unless
 //! WARDEN_PURGE_STATE=yes.
 //!
+//! Upgrade and downgrade (issue 21, item 2): with the agent installed from
+//! the package running and an enrolled client connecting in a tight loop,
+//! `dpkg -i` of a newer version and then of the older one, each followed by
+//! the restart the unit does: no connection goes direct, every answered one
+//! is in the audit trail, and the store's chain verifies across both.
+//!
 //! Run as root: `cargo test -p warden --test package -- --test-threads=1`.
+
+mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -81,24 +89,35 @@ fn new_root(tmp: &Path) -> PathBuf {
     root
 }
 
+/// The package of this build, built (and lintian-checked) once for all
+/// the tests of this file.
+fn built_package() -> &'static Path {
+    static DEB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DEB.get_or_init(|| {
+        let out_dir = std::env::temp_dir().join(format!("warden-package-{}", std::process::id()));
+        let built = ok(
+            xtask()
+                .args(["package", "--binary", WARDEN, "--out"])
+                .arg(&out_dir)
+                .output()
+                .unwrap(),
+            "cargo xtask package",
+        );
+        let version = env!("CARGO_PKG_VERSION");
+        let deb = out_dir.join(format!("warden_{version}_amd64.deb"));
+        assert!(deb.exists(), "{built}");
+        deb
+    })
+}
+
 #[test]
 fn package_is_lintian_clean_installs_and_purges_in_a_throwaway_root() {
     let tmp = tempfile::Builder::new()
         .prefix("warden-package-")
         .tempdir()
         .unwrap();
-    let out_dir = tmp.path().join("out");
-    let built = ok(
-        xtask()
-            .args(["package", "--binary", WARDEN, "--out"])
-            .arg(&out_dir)
-            .output()
-            .unwrap(),
-        "cargo xtask package",
-    );
     let version = env!("CARGO_PKG_VERSION");
-    let deb = out_dir.join(format!("warden_{version}_amd64.deb"));
-    assert!(deb.exists(), "{built}");
+    let deb = built_package().to_path_buf();
 
     // The control data.
     let fields = ok(
@@ -232,4 +251,137 @@ fn package_is_lintian_clean_installs_and_purges_in_a_throwaway_root() {
     }
     let status = std::fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap();
     assert!(!status.contains("Package: warden"), "{status}");
+}
+
+/// `deb` repacked as version `version` (same files and scripts).
+fn repack(deb: &Path, version: &str, out: &Path) -> PathBuf {
+    let tree = out.join(format!("tree-{version}"));
+    ok(
+        Command::new("dpkg-deb")
+            .arg("-R")
+            .arg(deb)
+            .arg(&tree)
+            .output()
+            .unwrap(),
+        "dpkg-deb -R",
+    );
+    let control = tree.join("DEBIAN/control");
+    let text = std::fs::read_to_string(&control).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("Version: ") {
+                format!("Version: {version}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&control, text).unwrap();
+    let new = out.join(format!("warden_{version}_amd64.deb"));
+    ok(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-b"])
+            .arg(&tree)
+            .arg(&new)
+            .output()
+            .unwrap(),
+        "dpkg-deb -b",
+    );
+    new
+}
+
+#[test]
+fn upgrade_and_downgrade_under_load_send_nothing_direct_and_audit_every_connection() {
+    let mut env = common::TestEnv::new();
+    let db = common::EchoServer::start("127.0.0.1:0");
+    let app = env.cgroup("app");
+    let out_dir = env.tmp.path().join("debs");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let old = out_dir.join(format!("warden_{version}_amd64.deb"));
+    std::fs::copy(built_package(), &old).unwrap();
+    let newer = repack(&old, &format!("{version}+up1"), &out_dir);
+    let root = new_root(env.tmp.path());
+    dpkg(&root, &["--install", old.to_str().unwrap()], &[]);
+    env.agent_binary = root.join("usr/bin/warden");
+    env.write_config(&format!(
+        "{}[[target]]\nname = \"db\"\nprotocol = \"tcp\"\naddress = \"{}\"\n\n\
+         [[account]]\nname = \"app\"\ncgroups = [\"{app}\"]\ntargets = [\"db\"]\n",
+        env.agent_table(false, ""),
+        db.addr
+    ));
+    env.start();
+
+    // The enrolled client loops for the whole upgrade and downgrade.
+    let procs = env.cg_dir(&app).join("cgroup.procs");
+    let client = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > '{}' && exec /usr/bin/python3 \"$0\" \"$@\"",
+            procs.display()
+        ))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/loop_client.py"))
+        .args(["127.0.0.1", &db.addr.port().to_string(), "14", "127.0.0.2"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(1500));
+    pause();
+    for (deb, what) in [(&newer, "upgrade"), (&old, "downgrade")] {
+        let text = dpkg(&root, &["--install", deb.to_str().unwrap()], &[]);
+        assert!(!text.contains("programs detached"), "{what}: {text}");
+        // What the unit does after the package's postinst: restart.
+        env.stop();
+        env.start();
+        pause();
+        let st = env.status_json();
+        assert!(
+            st["programs"].as_array().is_some_and(|p| p.len() >= 2),
+            "{what}: {st:#}"
+        );
+    }
+    let out = client.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let answered: Vec<u16> = text.lines().filter_map(|l| l.parse().ok()).collect();
+    assert!(answered.len() > 20, "{text}");
+
+    // Nothing went direct: the client connects from 127.0.0.2, Warden from
+    // 127.0.0.1, and the echo server saw only the latter.
+    assert_eq!(
+        db.connections_from("127.0.0.2".parse().unwrap()),
+        0,
+        "direct connections"
+    );
+    assert!(db.connections() >= answered.len());
+    // Every answered connection has its open event.
+    let opened: std::collections::HashSet<u64> = env
+        .audit_events()
+        .iter()
+        .filter(|e| e["activity_id"] == 1)
+        .filter_map(|e| e["src_endpoint"]["port"].as_u64())
+        .collect();
+    let missing: Vec<u16> = answered
+        .iter()
+        .copied()
+        .filter(|p| !opened.contains(&u64::from(*p)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "answered without an open event: {missing:?}"
+    );
+    // The chain continues across both versions.
+    let verify = env.warden(&["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    // dpkg knows the downgraded version.
+    let status = std::fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap();
+    assert!(
+        status.contains(&format!("Version: {version}\n")),
+        "{status}"
+    );
 }

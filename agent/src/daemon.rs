@@ -44,6 +44,10 @@ pub enum DaemonError {
     Forward(#[from] crate::forward::ForwardError),
     #[error(transparent)]
     Reload(#[from] crate::reload::ReloadError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::server::MetricsError),
+    #[error("restoring approvals: {0}")]
+    Approvals(#[from] crate::approval::ApprovalError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -346,6 +350,20 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
     approvals_cfg.socket = Some(config.approvals.socket_path(&config.agent.control_socket));
     let approvals =
         crate::approval::Approvals::new(approvals_cfg, audit.clone(), approver_cli(&config));
+    // Grants and held requests from before this start (issue 21, item 5).
+    let horizon_ms = 1000
+        * i64::try_from(config.approvals.max_grant_secs + config.approvals.approval_timeout_secs)
+            .unwrap_or(i64::MAX / 2000);
+    let open = crate::approval::restore::read(&config.audit_path(), now_ms() - horizon_ms)?;
+    let open = crate::approval::restore::fold(open, now_ms());
+    let (grants, withdrawn) = approvals.restore(open).await?;
+    if grants + withdrawn > 0 {
+        info!(
+            approvals.grants_restored = grants,
+            approvals.requests_withdrawn = withdrawn,
+            "approvals restored from the audit trail"
+        );
+    }
     let live = Live::build(config, &approvals, &host_name(), ConfigAction::Load)?;
     let config = &live.config;
     let mut enrollments =
@@ -452,6 +470,16 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
         Arc::clone(&shared),
         shutdown_rx.clone(),
     )));
+    // Prometheus metrics (`[metrics] listen`), when configured.
+    if let Some(addr) = shared.live().config.metrics.listen {
+        let listener = crate::metrics::server::bind(addr).await?;
+        info!(metrics.listen = %addr, "serving Prometheus metrics");
+        tasks.push(tokio::spawn(crate::metrics::server::serve(
+            listener,
+            control::metrics::collector(Arc::clone(&shared)),
+            shutdown_rx.clone(),
+        )));
+    }
     // BPF LSM denials into the audit trail (issue 16, item 5).
     tasks.push(tokio::spawn(ebpf::denials::serve(
         Arc::clone(&shared),

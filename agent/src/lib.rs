@@ -22,6 +22,7 @@ pub mod forward;
 pub mod fsutil;
 pub mod identity;
 pub mod masking;
+pub mod metrics;
 pub mod policy;
 pub mod progress;
 pub mod protocol;

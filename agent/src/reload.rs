@@ -243,6 +243,8 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     field!(approvals.max_grant_secs);
     field!(approvals.socket);
     field!(opaque approvals.webhooks);
+    field!(metrics.listen);
+    field!(metrics.allow_remote);
     out
 }
 

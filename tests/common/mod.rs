@@ -96,6 +96,17 @@ impl EchoServer {
         self.peers.lock().unwrap().iter().any(|p| p.port() == port)
     }
 
+    /// Connections the server saw from `ip` (a client with a source
+    /// address of its own: Warden connects from 127.0.0.1).
+    pub fn connections_from(&self, ip: std::net::IpAddr) -> usize {
+        self.peers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.ip() == ip)
+            .count()
+    }
+
     pub fn connections(&self) -> usize {
         self.peers.lock().unwrap().len()
     }
@@ -144,6 +155,9 @@ pub struct TestEnv {
     pub config_path: PathBuf,
     pub listen_port: u16,
     pub daemon: Option<Child>,
+    /// The agent binary `start` runs (this build's, unless a test installs
+    /// another, e.g. from a package).
+    pub agent_binary: PathBuf,
 }
 
 impl TestEnv {
@@ -176,6 +190,7 @@ impl TestEnv {
             cg_root,
             tmp,
             daemon: None,
+            agent_binary: PathBuf::from(WARDEN),
         }
     }
 
@@ -233,7 +248,7 @@ impl TestEnv {
             .append(true)
             .open(self.tmp.path().join("warden.log"))
             .unwrap();
-        let child = Command::new(WARDEN)
+        let child = Command::new(&self.agent_binary)
             .arg("--config")
             .arg(&self.config_path)
             .arg("run")

@@ -27,6 +27,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "/usr/lib/python3/dist-packages/requests/__init__.py",
     ),
     ("wrk", "/usr/bin/wrk"),
+    // The metrics test scrapes Warden with a real Prometheus.
+    ("prometheus", "/usr/bin/prometheus"),
     // pg_query (PostgreSQL's own parser, libpg_query) generates its bindings
     // with bindgen, which needs libclang.
     ("libclang-dev", "/usr/lib/llvm-14/lib/libclang.so"),

@@ -23,6 +23,7 @@
 
 pub mod fingerprint;
 pub mod peer;
+pub mod restore;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -606,6 +607,63 @@ impl Approvals {
             .get(id)
             .map(|p| p.view.clone())
             .or_else(|| st.history.iter().rev().find(|h| h.id == id).cloned())
+    }
+
+    /// Puts back what the audit chain says was open when the agent last
+    /// stopped ([`restore`]): grants in force again; each request that was
+    /// still held is recorded as withdrawn (its client's connection ended
+    /// with the agent). Returns (grants restored, requests withdrawn).
+    pub async fn restore(&self, open: restore::Restored) -> Result<(usize, usize), ApprovalError> {
+        let grants = open.grants.len();
+        {
+            let mut st = self.lock();
+            for g in open.grants {
+                st.grants.insert(g.id.clone(), g);
+            }
+        }
+        let withdrawn = open.orphaned.len();
+        for req in open.orphaned {
+            let now = now_ms();
+            let reason = "the agent stopped while the request was held; its client's \
+                          connection ended with it"
+                .to_owned();
+            let mut ev = req.clone();
+            ev.status = ApprovalStatus::Withdrawn;
+            ev.time_ms = now;
+            ev.approver = None;
+            ev.reason = Some(reason.clone());
+            self.audit.record_approval(ev).await?;
+            let view = RequestView {
+                id: req.request_id.clone().unwrap_or_default(),
+                status: "pending".into(),
+                account: req.account,
+                target: req.target,
+                protocol: req.protocol,
+                session: req.session.map(|s| s.to_string()),
+                process: req.process,
+                identity_sub: req.identity.map(|i| i.sub),
+                statement: req.statement,
+                fingerprint: req.fingerprint,
+                policy: req.policy,
+                rule: req.rule,
+                risk: req.risk,
+                requested_ms: req.requested_ms,
+                expires_ms: req.expires_ms.unwrap_or(req.requested_ms),
+                decided_ms: None,
+                approver: None,
+                reason: None,
+                grant_id: None,
+            };
+            self.remember(
+                view,
+                ApprovalStatus::Withdrawn,
+                now,
+                None,
+                Some(reason),
+                None,
+            );
+        }
+        Ok((grants, withdrawn))
     }
 
     fn remember(

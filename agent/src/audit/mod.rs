@@ -43,6 +43,7 @@ use std::sync::Arc;
 
 pub mod chain;
 pub mod checkpoint;
+mod counted;
 pub mod event;
 pub mod export;
 pub mod ocsf;

@@ -577,6 +577,7 @@ impl AuditHandle {
     /// Cancel safety: if this future is dropped after the event was queued,
     /// the event is still committed; only the answer is lost.
     pub async fn record(&self, ev: ConnectionEvent) -> Result<u64, AuditError> {
+        super::counted::connection(&ev);
         let rec = Prepared::connection(ev, &self.shared.chain_id, &self.shared.host)?;
         self.submit(rec).await
     }
@@ -592,6 +593,7 @@ impl AuditHandle {
     /// like [`record`](Self::record). Used for the request phase: the
     /// statement must not reach the database unless this returned `Ok`.
     pub async fn record_statement(&self, ev: StatementEvent) -> Result<u64, AuditError> {
+        super::counted::statement(&ev);
         let rec = Prepared::statement(&ev, &self.shared.chain_id, &self.shared.host)?;
         self.submit(rec).await
     }
@@ -600,6 +602,7 @@ impl AuditHandle {
     /// committed like [`record`](Self::record): an approval takes effect
     /// only once its record is in the store.
     pub async fn record_approval(&self, ev: ApprovalEvent) -> Result<u64, AuditError> {
+        super::counted::approval(&ev);
         let rec = Prepared::approval(&ev, &self.shared.chain_id, &self.shared.host)?;
         self.submit(rec).await
     }
@@ -618,6 +621,7 @@ impl AuditHandle {
     ///
     /// Outside a Tokio runtime the drainer is a short-lived thread.
     pub fn record_statement_detached(&self, ev: StatementEvent) {
+        super::counted::statement(&ev);
         let rec = match Prepared::statement(&ev, &self.shared.chain_id, &self.shared.host) {
             Ok(rec) => rec,
             Err(e) => {
@@ -635,6 +639,7 @@ impl AuditHandle {
     /// [`record`](Self::record). The request phase is awaited: the request
     /// must not reach the upstream unless this returned `Ok`.
     pub async fn record_api(&self, ev: super::event::ApiEvent) -> Result<u64, AuditError> {
+        super::counted::api(&ev);
         let rec = Prepared::api(&ev, &self.shared.chain_id, &self.shared.host)?;
         self.submit(rec).await
     }
@@ -643,6 +648,7 @@ impl AuditHandle {
     /// phase, and rejections that forward nothing); as
     /// [`record_statement_detached`](Self::record_statement_detached).
     pub fn record_api_detached(&self, ev: super::event::ApiEvent) {
+        super::counted::api(&ev);
         let rec = match Prepared::api(&ev, &self.shared.chain_id, &self.shared.host) {
             Ok(rec) => rec,
             Err(e) => {
@@ -665,6 +671,7 @@ impl AuditHandle {
     }
 
     fn lost(&self, n: u64, what: &str, error: &str) {
+        super::counted::lost(n);
         self.shared.detached_lost.fetch_add(n, Ordering::AcqRel);
         tracing::error!(
             audit.events = n,
@@ -787,6 +794,13 @@ impl AuditHandle {
     }
 
     async fn submit(&self, rec: Prepared) -> Result<u64, AuditError> {
+        let started = std::time::Instant::now();
+        let committed = self.submit_inner(rec).await;
+        super::counted::committed(started.elapsed(), committed.is_ok());
+        committed
+    }
+
+    async fn submit_inner(&self, rec: Prepared) -> Result<u64, AuditError> {
         let (reply, answer) = oneshot::channel();
         let msg = Msg::Record {
             rec: Box::new(rec),

@@ -28,7 +28,7 @@ const GRANT_REQUIRED: &[&str] = &["account", "target"];
 /// Keys every `[[forward]]` must have.
 const FORWARD_REQUIRED: &[&str] = &["name", "kind"];
 const TOP_LEVEL: &str = "[agent], [audit], [[target]], [[account]], [[grant]], [[forward]], \
-     [policy.NAME], [masking.NAME] or [approvals]";
+     [policy.NAME], [masking.NAME], [approvals] or [metrics]";
 
 /// The sections as far as they could be deserialised. Problems are in `Diags`.
 pub(crate) struct Decoded {
@@ -57,6 +57,8 @@ pub(crate) struct Decoded {
     pub forwards: Vec<Option<Forward>>,
     /// `[approvals]`; defaults when absent or broken.
     pub approvals: super::approvals::ApprovalsSection,
+    /// `[metrics]`; off when absent or broken.
+    pub metrics: super::metrics::MetricsSection,
 }
 
 /// Parses TOML syntax. On syntax errors returns all of them (and nothing else:
@@ -120,6 +122,7 @@ pub(crate) fn decode(root: DeTable<'_>, diags: &mut Diags<'_>) -> Decoded {
         maskings: Vec::new(),
         forwards: Vec::new(),
         approvals: Default::default(),
+        metrics: Default::default(),
     };
     for (key, value) in root {
         match key.get_ref().as_ref() {
@@ -175,6 +178,11 @@ pub(crate) fn decode(root: DeTable<'_>, diags: &mut Diags<'_>) -> Decoded {
             "approvals" => {
                 if let Some(a) = decode_table("approvals", value, &[], diags) {
                     out.approvals = a;
+                }
+            }
+            "metrics" => {
+                if let Some(m) = decode_table("metrics", value, &[], diags) {
+                    out.metrics = m;
                 }
             }
             "policy" => out.policies = named_tables("policy", value, diags),

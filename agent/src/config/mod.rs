@@ -15,6 +15,7 @@
 pub mod approvals;
 mod error;
 mod load;
+pub mod metrics;
 pub mod model;
 pub mod validate;
 pub mod warnings;
@@ -96,6 +97,7 @@ impl Config {
                 .collect(),
             forwards: decoded.forwards.into_iter().flatten().collect(),
             approvals: decoded.approvals,
+            metrics: decoded.metrics,
             source: path.to_owned(),
             sha256: hex::encode(Sha256::digest(src.as_bytes())),
         })
@@ -477,11 +479,12 @@ targets = ["cache"]
 
     #[test]
     fn reference_config_mentions_every_key() {
-        let tables: [(&str, &[&str]); 9] = [
+        let tables: [(&str, &[&str]); 10] = [
             (
                 "[approvals]",
                 load::field_names::<approvals::ApprovalsSection>(),
             ),
+            ("[metrics]", load::field_names::<metrics::MetricsSection>()),
             ("[agent]", load::field_names::<AgentSection>()),
             ("[audit]", load::field_names::<AuditSection>()),
             ("[[target]]", load::field_names::<Target>()),

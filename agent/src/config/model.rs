@@ -27,6 +27,8 @@ pub struct Config {
     pub forwards: Vec<Forward>,
     /// `[approvals]`: approvers, hold timeout, webhooks.
     pub approvals: super::approvals::ApprovalsSection,
+    /// `[metrics]`: the Prometheus endpoint (off unless `listen` is set).
+    pub metrics: super::metrics::MetricsSection,
     /// HTTP grants' `credential`s, by (account, target).
     pub credentials: std::collections::BTreeMap<(String, String), HttpCredential>,
     /// File the configuration was read from (for messages and audit).

@@ -31,6 +31,13 @@ pub(crate) fn validate(d: &Decoded, diags: &mut Diags<'_>) {
     check_policies(d, diags);
     check_forwards(d, diags);
     super::approvals::check(&d.approvals, &d.agent.control_socket, diags);
+    let proxy: Vec<SocketAddr> = std::iter::once(d.agent.listen)
+        .chain(match d.agent.listen6 {
+            Listen6::Addr(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    super::metrics::check(&d.metrics, &proxy, diags);
 }
 
 /// True for an IPv6 address that is not an IPv4-mapped one (`::ffff:a.b.c.d`

@@ -5,6 +5,7 @@
 
 pub mod approvals;
 pub mod client;
+pub mod metrics;
 pub mod server;
 
 use std::net::SocketAddr;

@@ -612,6 +612,51 @@ impl Datapath {
     pub fn attach_dir(&self) -> &Path {
         &self.attach_dir
     }
+
+    /// Entries and capacity of each hash map the agent holds (for the
+    /// `warden_bpf_map_entries` metric). Walks the keys: a few thousand
+    /// syscalls for a full map, meant for a scrape every few seconds.
+    pub fn map_fill(&self) -> Vec<MapFill> {
+        use warden_common::capacity as cap;
+        fn count<K: aya::Pod, V: aya::Pod>(m: &Mutex<BpfHashMap<MapData, K, V>>) -> u64 {
+            lock(m).keys().filter(Result::is_ok).count() as u64
+        }
+        vec![
+            MapFill::new(
+                "enrolled_cgroups",
+                count(&self.cgroups),
+                cap::ENROLLED_CGROUPS,
+            ),
+            MapFill::new("enrolled_uids", count(&self.uids), cap::ENROLLED_UIDS),
+            MapFill::new("targets", count(&self.targets), cap::TARGETS),
+            MapFill::new("orig_dst", count(&self.orig_dst), cap::ORIG_DST),
+            MapFill::new("unit_paths", count(&self.unit_paths), cap::UNIT_PATHS),
+            MapFill::new("exec_times", count(&self.exec_times), cap::EXEC_TIMES),
+            MapFill::new(
+                "protected_inodes",
+                count(&self.protected_inodes),
+                cap::PROTECTED,
+            ),
+        ]
+    }
+}
+
+/// One map's fill level ([`Datapath::map_fill`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapFill {
+    pub name: &'static str,
+    pub entries: u64,
+    pub capacity: u64,
+}
+
+impl MapFill {
+    fn new(name: &'static str, entries: u64, capacity: u32) -> Self {
+        MapFill {
+            name,
+            entries,
+            capacity: u64::from(capacity),
+        }
+    }
 }
 
 /// What `uninstall` removed.

@@ -884,14 +884,21 @@ impl Conn<'_> {
                     body_limit: None,
                 };
             }
-            self.grant.policy.decide(&HttpRequestFacts {
+            let started = std::time::Instant::now();
+            let verdict = self.grant.policy.decide(&HttpRequestFacts {
                 method: &req.method,
                 path: &target.match_path,
                 query: &query,
                 body,
                 headers: &headers,
                 body_len,
-            })
+            });
+            crate::metrics::global().observe(
+                crate::metrics::Family::DecisionSeconds,
+                &[("protocol", "http")],
+                started.elapsed(),
+            );
+            verdict
         };
         let declared = match kind {
             BodyKind::Empty => Some(0),

@@ -180,8 +180,15 @@ impl Decider {
 
     /// The decision for `sql` as sent by the client.
     pub fn decide(&mut self, sql: &str) -> Arc<Decided> {
+        let started = std::time::Instant::now();
         let d = self.decide_text(sql);
-        self.through_cursors(d)
+        let d = self.through_cursors(d);
+        crate::metrics::global().observe(
+            crate::metrics::Family::DecisionSeconds,
+            &[("protocol", "postgres")],
+            started.elapsed(),
+        );
+        d
     }
 
     /// A cursor declared over masked columns: its rows come back through
