@@ -906,7 +906,6 @@ fn m1_exists_select_list_pg_notify_sends_masked_values() {
 // ---------------------------------------------------------------------------
 
 #[test]
-#[ignore = "finding M8: origin OIDs missing from the cached catalog pass unmasked"]
 fn m8_table_recreated_within_the_catalog_ttl_is_returned_unmasked() {
     run(|pg| async move {
         let p = masked_proxy(pg, "equality", READ_ONLY, pg::ORDERS_RO).await;
@@ -928,7 +927,15 @@ fn m8_table_recreated_within_the_catalog_ttl_is_returned_unmasked() {
         );
         let (mut r, _, _) = Raw::session(p.addr()).await;
         let msgs = r.query("SELECT id, name FROM customers ORDER BY id").await;
-        let all = dump(&msgs);
+        let mut all = dump(&msgs);
+        // The replaced table is known now: masked by its rule, and an
+        // expression over it refused.
+        let msgs = r.query("SELECT id, name FROM customers ORDER BY id").await;
+        let again = dump(&msgs);
+        all.push_str(&again);
+        let msgs = r.query("SELECT id, lower(name) FROM customers").await;
+        all.push_str(&dump(&msgs));
+        let lower_refused = refused_42501(&msgs);
         drop(r);
         pg.psql_ok(
             pg::SUPERUSER,
@@ -936,6 +943,11 @@ fn m8_table_recreated_within_the_catalog_ttl_is_returned_unmasked() {
             "BEGIN; DROP TABLE public.customers; \
              ALTER TABLE public.customers_orig RENAME TO customers; COMMIT",
         );
+        assert!(
+            again.contains("[MASKED]"),
+            "the second statement should be masked by the rule: {again}"
+        );
+        assert!(lower_refused, "{all}");
         assert!(
             leaked(&all).is_none(),
             "a replaced table's masked column came back unmasked: {:?}\n{all}",
@@ -990,3 +1002,146 @@ fn statement_names_follow_the_server_after_a_refused_parse() {
         assert!(leaked(&all).is_none(), "{all}");
     });
 }
+
+/// M8, other roads: DDL by someone else while a session is open (its
+/// snapshot is older than the database) and DDL the session sends itself.
+/// A result column whose origin the snapshot cannot place is never passed
+/// unmasked, and a relation it does not know is looked up before the
+/// statement is decided.
+#[test]
+fn m8_ddl_by_others_during_a_session_never_passes_unplaced_columns() {
+    run(|pg| async move {
+        let masking = format!(
+            "{}\nmasked_in_predicates = \"equality\"",
+            COLUMN_RULES.replace(
+                "columns = [",
+                "columns = [\n  { column = \"m8_scratch.secret\", strategy = \"redact\" },"
+            )
+        );
+        let masking: &'static str = Box::leak(masking.into_boxed_str());
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP VIEW IF EXISTS public.m8_view; DROP TABLE IF EXISTS public.m8_scratch; \
+             CREATE TABLE public.m8_scratch (id int); \
+             INSERT INTO public.m8_scratch VALUES (1), (2); \
+             GRANT SELECT ON public.m8_scratch TO orders_ro",
+        );
+        let p = Proxy::start(
+            pg,
+            Spec {
+                role: pg::ORDERS_RO,
+                policy: READ_ONLY,
+                masking: Some(masking),
+                ..Spec::default()
+            },
+        )
+        .await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let msgs = r.query("SELECT id FROM m8_scratch ORDER BY id").await;
+        assert_eq!(rows(&msgs).len(), 2, "{}", dump(&msgs));
+        let mut out = String::new();
+        let mut refusals = Vec::new();
+        // 1. A column named by a rule, added after the snapshot.
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "ALTER TABLE public.m8_scratch ADD COLUMN secret text; \
+             UPDATE public.m8_scratch SET secret = 'Alice Anderson'",
+        );
+        for sql in [
+            "SELECT id, secret FROM m8_scratch ORDER BY id",
+            "SELECT * FROM m8_scratch ORDER BY id",
+        ] {
+            out.push_str(&format!("{sql}: {}\n", dump(&r.query(sql).await)));
+        }
+        // 2. The masked table replaced by a copy (new OID), in this session.
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "BEGIN; \
+             ALTER TABLE public.customers RENAME TO customers_orig; \
+             CREATE TABLE public.customers (LIKE public.customers_orig INCLUDING ALL); \
+             INSERT INTO public.customers SELECT * FROM public.customers_orig; \
+             GRANT SELECT ON public.customers TO orders_ro; \
+             COMMIT",
+        );
+        for sql in [
+            "SELECT id, name, email FROM customers ORDER BY id",
+            "SELECT c.* FROM customers c ORDER BY id",
+        ] {
+            out.push_str(&format!("{sql}: {}\n", dump(&r.query(sql).await)));
+        }
+        // The extended protocol too (a fresh Parse after Sync).
+        r.send(&parse_sync(
+            "m8s",
+            "SELECT id, card FROM customers ORDER BY id",
+        ))
+        .await;
+        out.push_str(&dump(&r.until_ready().await));
+        r.send(&bind_execute_sync("m8s", &[])).await;
+        out.push_str(&dump(&r.until_ready().await));
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "BEGIN; DROP TABLE public.customers; \
+             ALTER TABLE public.customers_orig RENAME TO customers; COMMIT",
+        );
+        // 3. A view over a masked column, created after the snapshot: a
+        // statement naming it is decided on a refreshed catalog.
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "CREATE VIEW public.m8_view AS SELECT id, name AS who FROM public.customers; \
+             GRANT SELECT ON public.m8_view TO orders_ro",
+        );
+        for sql in [
+            "SELECT id, lower(who) FROM m8_view ORDER BY id",
+            "SELECT id FROM m8_view WHERE who LIKE 'A%'",
+        ] {
+            let msgs = r.query(sql).await;
+            refusals.push((sql, refused_42501(&msgs)));
+            out.push_str(&format!("{sql}: {}\n", dump(&msgs)));
+        }
+        let msgs = r.query("SELECT id, who FROM m8_view ORDER BY id").await;
+        out.push_str(&dump(&msgs));
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP VIEW public.m8_view; DROP TABLE public.m8_scratch",
+        );
+        assert!(leaked(&out).is_none(), "leaked {:?}:\n{out}", leaked(&out));
+        for (sql, refused) in refusals {
+            assert!(refused, "{sql} was not refused:\n{out}");
+        }
+    });
+}
+
+/// M8, DDL the session sends itself: the snapshot is refreshed after
+/// it, so the session's own new relations are placed (not withheld) and a
+/// view over a masked column is refused as before.
+#[test]
+fn m8_ddl_in_the_session_refreshes_its_catalog() {
+    run(|pg| async move {
+        let p = masked_proxy(pg, "equality", READ_WRITE_DDL, pg::ORDERS_RW).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let msgs = r
+            .query("CREATE TEMP VIEW m8_tv AS SELECT id, email AS contact FROM customers")
+            .await;
+        assert!(refused_42501(&msgs), "{}", dump(&msgs));
+        for sql in [
+            "CREATE TEMP TABLE m8_tt (id int, note text)",
+            "INSERT INTO m8_tt VALUES (1, 'kept')",
+        ] {
+            let msgs = r.query(sql).await;
+            assert!(errors(&msgs).is_empty(), "{sql}: {}", dump(&msgs));
+        }
+        let msgs = r.query("SELECT id, note FROM m8_tt").await;
+        let got: Vec<String> = rows(&msgs).iter().map(|row| text(&row[1])).collect();
+        assert_eq!(got, vec!["kept".to_owned()], "{}", dump(&msgs));
+    });
+}
+
+/// Reads, writes and DDL (the session's own DDL).
+const READ_WRITE_DDL: &str = r#"default = "deny"
+rules = [ { action = "allow", classes = ["read", "write", "ddl"] } ]"#;

@@ -124,6 +124,8 @@ pub struct ColumnCatalog {
     rules: Option<Arc<Masker>>,
     /// The masking's name (`[masking.NAME]`), for refusals.
     masking: String,
+    /// Names of the system relations (`pg_catalog`, `information_schema`).
+    system: std::collections::HashSet<String>,
 }
 
 impl ColumnCatalog {
@@ -138,6 +140,24 @@ impl ColumnCatalog {
             relations: by_name,
             rules,
             masking: masking.to_owned(),
+            system: Default::default(),
+        }
+    }
+
+    /// The names of the system relations, which statements may name
+    /// without naming a relation the catalog is missing.
+    pub fn with_system_names(mut self, names: std::collections::HashSet<String>) -> Self {
+        self.system = names;
+        self
+    }
+
+    /// Whether `schema.name` is (or, unqualified, may be) a system
+    /// relation.
+    fn is_system(&self, schema: Option<&str>, name: &str) -> bool {
+        match schema {
+            Some("pg_catalog" | "information_schema") => true,
+            Some(_) => false,
+            None => self.system.contains(name),
         }
     }
 
@@ -438,6 +458,10 @@ pub struct ColumnFacts {
     pub masked: Vec<String>,
     /// A COPY TO STDOUT that copies masked columns.
     pub copy: Option<CopyMasking>,
+    /// The statement names a relation the catalog does not know (created
+    /// after the catalog was read, or not existing): the decision holds
+    /// only for a current catalog.
+    pub unknown_relations: bool,
 }
 
 impl ColumnFacts {
@@ -466,6 +490,7 @@ pub fn check(
         ctes: Vec::new(),
         copy: None,
         copy_fields: None,
+        unknown: std::cell::Cell::new(false),
     };
     for raw in stmts {
         if let Some(stmt) = raw.get("stmt") {
@@ -478,6 +503,7 @@ pub fn check(
         ));
     }
     Ok(ColumnFacts {
+        unknown_relations: a.unknown.get(),
         masked: a.masked,
         copy: a.copy,
     })
@@ -633,6 +659,9 @@ struct Analyzer<'a> {
     copy: Option<CopyMasking>,
     /// The field strategies of the select list of a COPY's query.
     copy_fields: Option<Vec<Option<Strategy>>>,
+    /// A relation name that is neither in the catalog nor a system
+    /// relation was resolved (see [`ColumnFacts::unknown_relations`]).
+    unknown: std::cell::Cell<bool>,
 }
 
 type R<T> = Result<T, ColumnError>;
@@ -1467,6 +1496,9 @@ impl Analyzer<'_> {
     fn relation_cols(&self, schema: Option<&str>, name: &str, colnames: &[Value]) -> (Cols, bool) {
         let cands = self.catalog.candidates(schema, name);
         if cands.is_empty() {
+            if !self.catalog.is_system(schema, name) {
+                self.unknown.set(true);
+            }
             let table = Some((schema.map(str::to_owned), name.to_owned()));
             return (Cols::Unknown { table }, false);
         }
