@@ -99,6 +99,9 @@ pub struct ColumnMask {
 pub struct CatalogColumn {
     pub name: String,
     pub mask: Option<ColumnMask>,
+    /// A stored generated column (left out of `COPY table TO`, as the
+    /// server does).
+    pub generated: bool,
 }
 
 /// A relation (table, view, materialized view, foreign or partitioned
@@ -1424,11 +1427,30 @@ impl Analyzer<'_> {
             .map(str::to_owned)
             .collect();
         if attlist.is_empty() {
+            // The server leaves stored generated columns out of a COPY of
+            // the whole relation.
+            let generated: Vec<&str> = match &entry.cols {
+                Cols::Known(_) => {
+                    let schema = Some(str_field(rv, "schemaname")).filter(|s| !s.is_empty());
+                    self.catalog
+                        .candidates(schema, str_field(rv, "relname"))
+                        .iter()
+                        .flat_map(|r| r.columns.iter())
+                        .filter(|c| c.generated)
+                        .map(|c| c.name.as_str())
+                        .collect()
+                }
+                Cols::Unknown { .. } => Vec::new(),
+            };
             let (cols, exact) = self.star(
                 &[entry.refname.clone().unwrap_or_default()],
                 &[vec![entry]],
                 "COPY of all its columns",
             )?;
+            let cols: Vec<Col> = cols
+                .into_iter()
+                .filter(|c| !generated.contains(&c.name.as_str()))
+                .collect();
             if !exact {
                 if cols.iter().any(|c| !c.taint.is_empty()) {
                     return Err(ColumnError::Unsupported(

@@ -36,6 +36,7 @@ fn rel(schema: &str, name: &str, cols: &[&str], m: &Masker) -> CatalogRelation {
                         rule: rule.into(),
                         strategy,
                     }),
+                generated: false,
             })
             .collect(),
     }

@@ -52,6 +52,20 @@ const VIEWS: &str = "SELECT DISTINCT r.ev_class, d.refobjid, d.refobjsubid \
 
 const INHERITS: &str = "SELECT inhrelid, inhparent FROM pg_catalog.pg_inherits";
 
+/// Every stored generated column, with what its expression reads: a
+/// column of its relation (`refobjsubid`), or a function or operator
+/// outside `pg_catalog` (`true`: Warden cannot see what it reads).
+/// Dependencies on PostgreSQL's own objects are not recorded.
+const GENERATED: &str = "SELECT ad.adrelid, ad.adnum, d.refobjsubid, \
+     d.refclassid <> 'pg_catalog.pg_class'::pg_catalog.regclass \
+     FROM pg_catalog.pg_attrdef ad \
+     JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum \
+     LEFT JOIN pg_catalog.pg_depend d \
+     ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid \
+     AND d.refclassid IN ('pg_catalog.pg_class'::pg_catalog.regclass, \
+     'pg_catalog.pg_proc'::pg_catalog.regclass, 'pg_catalog.pg_operator'::pg_catalog.regclass) \
+     WHERE a.attgenerated <> ''";
+
 /// Names of the system relations: a statement naming one does not name a
 /// relation the snapshot is missing.
 const SYSTEM_NAMES: &str = "SELECT DISTINCT c.relname FROM pg_catalog.pg_class c \
@@ -59,7 +73,7 @@ const SYSTEM_NAMES: &str = "SELECT DISTINCT c.relname FROM pg_catalog.pg_class c
      WHERE n.nspname IN ('pg_catalog', 'information_schema')";
 
 /// Every query a snapshot is built from, in [`CatalogRows`] order.
-const QUERIES: [&str; 4] = [COLUMNS, VIEWS, INHERITS, SYSTEM_NAMES];
+const QUERIES: [&str; 5] = [COLUMNS, VIEWS, INHERITS, SYSTEM_NAMES, GENERATED];
 
 /// One query's rows, as text.
 pub(super) type Rows = Vec<Vec<Option<String>>>;
@@ -70,6 +84,7 @@ pub(super) struct CatalogRows {
     pub views: Rows,
     pub inherits: Rows,
     pub system: Rows,
+    pub generated: Rows,
 }
 
 /// Runs Warden's own catalog queries on an upstream session.
@@ -135,6 +150,7 @@ pub(super) async fn load<S: CatalogSource>(
         views: next(),
         inherits: next(),
         system: next(),
+        generated: next(),
     };
     let mut built = build_catalog(masking, masker, &rows);
     built.digest = digest;
@@ -244,6 +260,8 @@ pub(super) fn build_catalog(name: &str, masker: &Arc<Masker>, rows: &CatalogRows
         name: String,
         /// (attnum, attname, mask)
         cols: Vec<(i16, String, Option<ColumnMask>)>,
+        /// Stored generated columns (attnums).
+        generated: HashSet<i16>,
     }
     let mut rels: BTreeMap<u32, Rel> = BTreeMap::new();
     for row in &rows.columns {
@@ -271,6 +289,7 @@ pub(super) fn build_catalog(name: &str, masker: &Arc<Masker>, rows: &CatalogRows
                 schema: schema.clone(),
                 name: table.clone(),
                 cols: Vec::new(),
+                generated: HashSet::new(),
             })
             .cols
             .push((attnum, column.clone(), mask));
@@ -289,6 +308,41 @@ pub(super) fn build_catalog(name: &str, masker: &Arc<Masker>, rows: &CatalogRows
             .collect()
     };
     let (views, inherits) = (pairs(&rows.views), pairs(&rows.inherits));
+    // (relation, generated attnum, source attnum or None for a function
+    // Warden cannot see into).
+    let mut generated: Vec<(u32, i16, Option<i16>)> = Vec::new();
+    for r in &rows.generated {
+        let (Some(Ok(rel)), Some(Ok(attnum))) = (
+            r.first().cloned().flatten().map(|v| v.parse::<u32>()),
+            r.get(1).cloned().flatten().map(|v| v.parse::<i16>()),
+        ) else {
+            continue;
+        };
+        if let Some(rel) = rels.get_mut(&rel) {
+            rel.generated.insert(attnum);
+        }
+        let opaque = r.get(3).cloned().flatten().as_deref() == Some("t");
+        let source = r
+            .get(2)
+            .cloned()
+            .flatten()
+            .and_then(|v| v.parse::<i16>().ok());
+        match (opaque, source) {
+            (true, _) => generated.push((rel, attnum, None)),
+            (false, Some(s)) if s > 0 => generated.push((rel, attnum, Some(s))),
+            _ => {}
+        }
+    }
+    // What a value computed by code Warden cannot see into may hold: any
+    // masked column of the database (the strictest mask there is).
+    let opaque = rels
+        .values()
+        .flat_map(|r| r.cols.iter().filter_map(|(_, _, m)| m.clone()))
+        .max_by_key(|m| strictness(m.strategy))
+        .map(|m| ColumnMask {
+            rule: format!("{} (computed by a function Warden cannot see into)", m.rule),
+            strategy: m.strategy,
+        });
     // Propagate to a fixpoint (each round masks at least one more column
     // or stops; bounded by the number of columns).
     loop {
@@ -314,6 +368,29 @@ pub(super) fn build_catalog(name: &str, masker: &Arc<Masker>, rows: &CatalogRows
                         changed = true;
                     }
                 }
+            }
+        }
+        // A stored generated column holds a value the server derived from
+        // the columns its expression reads.
+        for &(rel, attnum, source) in &generated {
+            let Some(r) = rels.get_mut(&rel) else {
+                continue;
+            };
+            let mask = match source {
+                Some(s) => r
+                    .cols
+                    .iter()
+                    .find(|(a, _, _)| *a == s)
+                    .and_then(|(_, _, m)| m.clone()),
+                None => opaque.clone(),
+            };
+            let Some(mask) = mask else { continue };
+            if let Some((_, _, m)) = r.cols.iter_mut().find(|(a, _, _)| *a == attnum)
+                && m.as_ref()
+                    .is_none_or(|m| strictness(m.strategy) < strictness(mask.strategy))
+            {
+                *m = Some(mask);
+                changed = true;
             }
         }
         for &(view, refobj, sub) in &views {
@@ -349,7 +426,11 @@ pub(super) fn build_catalog(name: &str, masker: &Arc<Masker>, rows: &CatalogRows
             columns: r
                 .cols
                 .into_iter()
-                .map(|(_, name, mask)| CatalogColumn { name, mask })
+                .map(|(attnum, name, mask)| CatalogColumn {
+                    name,
+                    mask,
+                    generated: r.generated.contains(&attnum),
+                })
                 .collect(),
         });
     }
@@ -435,6 +516,7 @@ mod tests {
             views,
             inherits,
             system: vec![],
+            generated: vec![],
         };
         let c = build_catalog("pii", &masker, &rows);
         let mut masked: Vec<_> = c.rules.iter().map(|(k, s)| (*k, *s)).collect();
@@ -457,6 +539,73 @@ mod tests {
     }
 
     #[test]
+    fn generated_columns_carry_the_masks_of_what_they_are_computed_from() {
+        let masker = masker(
+            r#"columns = [ { column = "customers.name", strategy = "redact" },
+                          { column = "customers.ssn", strategy = "null" } ]"#,
+        );
+        let rows = CatalogRows {
+            columns: vec![
+                row(&["16400", "public", "customers", "1", "id"]),
+                row(&["16400", "public", "customers", "2", "name"]),
+                row(&["16400", "public", "customers", "3", "ssn"]),
+                row(&["16400", "public", "customers", "4", "name_key"]),
+                row(&["16400", "public", "customers", "5", "id_text"]),
+                row(&["16400", "public", "customers", "6", "digest"]),
+                row(&["16400", "public", "customers", "7", "constant"]),
+            ],
+            views: vec![],
+            inherits: vec![],
+            system: vec![],
+            generated: vec![
+                // name_key = lower(name); id_text = id::text; digest =
+                // app.hash(id) (a user function); constant = 1 (no deps).
+                vec![
+                    Some("16400".into()),
+                    Some("4".into()),
+                    Some("2".into()),
+                    Some("f".into()),
+                ],
+                vec![
+                    Some("16400".into()),
+                    Some("5".into()),
+                    Some("1".into()),
+                    Some("f".into()),
+                ],
+                vec![
+                    Some("16400".into()),
+                    Some("6".into()),
+                    Some("1".into()),
+                    Some("f".into()),
+                ],
+                vec![
+                    Some("16400".into()),
+                    Some("6".into()),
+                    Some("0".into()),
+                    Some("t".into()),
+                ],
+                vec![Some("16400".into()), Some("7".into()), None, None],
+            ],
+        };
+        let c = build_catalog("pii", &masker, &rows);
+        assert_eq!(c.origin(16400, 4), Origin::Masked(Strategy::Redact));
+        assert_eq!(c.origin(16400, 5), Origin::Unmasked);
+        assert_eq!(c.origin(16400, 6), Origin::Masked(Strategy::Null));
+        assert_eq!(c.origin(16400, 7), Origin::Unmasked);
+        let generated: Vec<_> = c
+            .columns
+            .relations()
+            .flat_map(|r| {
+                r.columns
+                    .iter()
+                    .filter(|c| c.generated)
+                    .map(|c| c.name.clone())
+            })
+            .collect();
+        assert_eq!(generated, ["name_key", "id_text", "digest", "constant"]);
+    }
+
+    #[test]
     fn origins_the_snapshot_does_not_know_are_unplaced() {
         let masker = masker(r#"columns = [ { column = "customers.name", strategy = "redact" } ]"#);
         let rows = CatalogRows {
@@ -467,6 +616,7 @@ mod tests {
             views: vec![],
             inherits: vec![],
             system: vec![row(&["pg_class"])],
+            generated: vec![],
         };
         let c = build_catalog("pii", &masker, &rows);
         assert_eq!(c.origin(16400, 1), Origin::Unmasked);
