@@ -72,8 +72,38 @@ const SYSTEM_NAMES: &str = "SELECT DISTINCT c.relname FROM pg_catalog.pg_class c
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname IN ('pg_catalog', 'information_schema')";
 
+/// Views and materialized views whose definition calls a function or
+/// operator outside `pg_catalog` (dependencies on PostgreSQL's own
+/// objects are not recorded): what such code reads is recorded nowhere.
+const VIEW_FUNCTIONS: &str = "SELECT DISTINCT r.ev_class FROM pg_catalog.pg_rewrite r \
+     JOIN pg_catalog.pg_depend d ON d.objid = r.oid \
+     AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
+     LEFT JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid \
+     AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
+     LEFT JOIN pg_catalog.pg_operator o ON o.oid = d.refobjid \
+     AND d.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass \
+     WHERE p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace \
+     OR o.oprnamespace <> 'pg_catalog'::pg_catalog.regnamespace";
+
+/// The definition of every user view and materialized view, for the
+/// built-in functions it calls (a built-in off the safe list, such as
+/// `query_to_xml`, can read any table by SQL text).
+const VIEW_DEFS: &str = "SELECT c.oid, pg_catalog.pg_get_viewdef(c.oid) \
+     FROM pg_catalog.pg_class c \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relkind IN ('v', 'm') \
+     AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
+
 /// Every query a snapshot is built from, in [`CatalogRows`] order.
-const QUERIES: [&str; 5] = [COLUMNS, VIEWS, INHERITS, SYSTEM_NAMES, GENERATED];
+const QUERIES: [&str; 7] = [
+    COLUMNS,
+    VIEWS,
+    INHERITS,
+    SYSTEM_NAMES,
+    GENERATED,
+    VIEW_FUNCTIONS,
+    VIEW_DEFS,
+];
 
 /// One query's rows, as text.
 pub(super) type Rows = Vec<Vec<Option<String>>>;
@@ -85,6 +115,8 @@ pub(super) struct CatalogRows {
     pub inherits: Rows,
     pub system: Rows,
     pub generated: Rows,
+    pub view_functions: Rows,
+    pub view_defs: Rows,
 }
 
 /// Runs Warden's own catalog queries on an upstream session.
@@ -151,6 +183,8 @@ pub(super) async fn load<S: CatalogSource>(
         inherits: next(),
         system: next(),
         generated: next(),
+        view_functions: next(),
+        view_defs: next(),
     };
     let mut built = build_catalog(masking, masker, &rows);
     built.digest = digest;
@@ -343,6 +377,33 @@ pub(super) fn build_catalog(name: &str, masker: &Arc<Masker>, rows: &CatalogRows
             rule: format!("{} (computed by a function Warden cannot see into)", m.rule),
             strategy: m.strategy,
         });
+    // A view whose definition calls code Warden cannot see into (a
+    // function or operator outside `pg_catalog`, a built-in off the safe
+    // list, or a definition Warden cannot analyse): every column is masked
+    // as if it read any masked column (M5). Views over it follow below.
+    if let Some(opaque) = &opaque {
+        let by_function = rows
+            .view_functions
+            .iter()
+            .filter_map(|r| r.first()?.as_deref()?.parse::<u32>().ok());
+        let by_definition = rows.view_defs.iter().filter_map(|r| {
+            let oid = r.first()?.as_deref()?.parse::<u32>().ok()?;
+            let calls_unsafe = match r.get(1).cloned().flatten() {
+                Some(def) => crate::policy::sql::analyze(&def).map_or(true, |a| {
+                    a.statements
+                        .iter()
+                        .any(|s| s.functions.iter().any(|f| !f.safe))
+                }),
+                None => true,
+            };
+            calls_unsafe.then_some(oid)
+        });
+        for view in by_function.chain(by_definition).collect::<Vec<_>>() {
+            if let Some(v) = rels.get_mut(&view) {
+                mask_all(&mut v.cols, opaque);
+            }
+        }
+    }
     // Propagate to a fixpoint (each round masks at least one more column
     // or stops; bounded by the number of columns).
     loop {
@@ -517,6 +578,8 @@ mod tests {
             inherits,
             system: vec![],
             generated: vec![],
+            view_functions: vec![],
+            view_defs: vec![],
         };
         let c = build_catalog("pii", &masker, &rows);
         let mut masked: Vec<_> = c.rules.iter().map(|(k, s)| (*k, *s)).collect();
@@ -586,6 +649,8 @@ mod tests {
                 ],
                 vec![Some("16400".into()), Some("7".into()), None, None],
             ],
+            view_functions: vec![],
+            view_defs: vec![],
         };
         let c = build_catalog("pii", &masker, &rows);
         assert_eq!(c.origin(16400, 4), Origin::Masked(Strategy::Redact));
@@ -606,6 +671,68 @@ mod tests {
     }
 
     #[test]
+    fn views_calling_code_warden_cannot_see_into_are_masked() {
+        let pii = masker(r#"columns = [ { column = "customers.name", strategy = "redact" } ]"#);
+        let view = |oid: &str, name: &str| {
+            vec![
+                row(&[oid, "public", name, "1", "id"]),
+                row(&[oid, "public", name, "2", "x"]),
+            ]
+        };
+        let mut columns = vec![
+            row(&["16400", "public", "customers", "1", "id"]),
+            row(&["16400", "public", "customers", "2", "name"]),
+            row(&["16410", "public", "orders", "1", "id"]),
+        ];
+        // 16420 calls a user function (pg_depend); 16421 query_to_xml;
+        // 16422 only safe built-ins; 16423 cannot be parsed; 16424 reads
+        // 16420.
+        for (oid, name) in [
+            ("16420", "by_function"),
+            ("16421", "by_xml"),
+            ("16422", "plain"),
+            ("16423", "garbled"),
+            ("16424", "over_view"),
+        ] {
+            columns.extend(view(oid, name));
+        }
+        let rows = CatalogRows {
+            columns,
+            views: vec![row(&["16424", "16420", "2"])],
+            inherits: vec![],
+            system: vec![],
+            generated: vec![],
+            view_functions: vec![row(&["16420"])],
+            view_defs: vec![
+                row(&[
+                    "16420",
+                    " SELECT o.id, customer_name(o.id) AS x FROM orders o;",
+                ]),
+                row(&[
+                    "16421",
+                    " SELECT o.id, query_to_xml('select name from customers', true, true, '') AS x FROM orders o;",
+                ]),
+                row(&[
+                    "16422",
+                    " SELECT o.id, lower(o.id::text) AS x FROM orders o;",
+                ]),
+                row(&["16423", "SELECT (("]),
+                row(&["16424", " SELECT v.id, v.x FROM by_function v;"]),
+            ],
+        };
+        let c = build_catalog("pii", &pii, &rows);
+        for oid in [16420, 16421, 16423, 16424] {
+            assert_eq!(c.origin(oid, 2), Origin::Masked(Strategy::Redact), "{oid}");
+            assert_eq!(c.origin(oid, 1), Origin::Masked(Strategy::Redact), "{oid}");
+        }
+        assert_eq!(c.origin(16422, 2), Origin::Unmasked);
+        // Without any masked column in the database nothing is masked.
+        let none = masker(r#"columns = [ { column = "nosuch.name", strategy = "redact" } ]"#);
+        let c = build_catalog("pii", &none, &rows);
+        assert_eq!(c.origin(16420, 2), Origin::Unmasked);
+    }
+
+    #[test]
     fn origins_the_snapshot_does_not_know_are_unplaced() {
         let masker = masker(r#"columns = [ { column = "customers.name", strategy = "redact" } ]"#);
         let rows = CatalogRows {
@@ -617,6 +744,8 @@ mod tests {
             inherits: vec![],
             system: vec![row(&["pg_class"])],
             generated: vec![],
+            view_functions: vec![],
+            view_defs: vec![],
         };
         let c = build_catalog("pii", &masker, &rows);
         assert_eq!(c.origin(16400, 1), Origin::Unmasked);
