@@ -23,7 +23,9 @@
 //! Where a masked column may appear *outside* the select list (conditions,
 //! ordering, grouping) is the masking's [`MaskedInPredicates`]:
 //! `refuse`, `equality` (default: `=`, `<>`, `IN`, `IS [NOT] DISTINCT
-//! FROM`, `= ANY`, `IS [NOT] NULL` against literals or parameters, in
+//! FROM`, `= ANY` against literals or parameters, `IS NULL` — not `IS NOT
+//! NULL` in any spelling, whose rows an index on the column would return
+//! in the column's order —, in
 //! WHERE / ON / HAVING conditions combined by AND/OR/NOT), or `any`.
 //!
 //! Names are resolved as PostgreSQL resolves them, conservatively where
@@ -42,7 +44,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use pg_query::protobuf::{AExprKind, BoolExprType, SetOperation, SubLinkType};
+use pg_query::protobuf::{AExprKind, BoolExprType, NullTestType, SetOperation, SubLinkType};
 use serde_json::Value;
 
 use super::sql::{
@@ -494,6 +496,7 @@ pub fn check(
         copy: None,
         copy_fields: None,
         unknown: std::cell::Cell::new(false),
+        negated: 0,
     };
     for raw in stmts {
         if let Some(stmt) = raw.get("stmt") {
@@ -665,6 +668,9 @@ struct Analyzer<'a> {
     /// A relation name that is neither in the catalog nor a system
     /// relation was resolved (see [`ColumnFacts::unknown_relations`]).
     unknown: std::cell::Cell<bool>,
+    /// Conditions being walked under this many `NOT`s (a negated `IS
+    /// NULL` is an `IS NOT NULL` to the planner).
+    negated: usize,
 }
 
 type R<T> = Result<T, ColumnError>;
@@ -740,7 +746,7 @@ impl Analyzer<'_> {
                         match self.mode {
                             MaskedInPredicates::Refuse => "allows no condition on it",
                             _ =>
-                                "allows only =, <>, IN, IS [NOT] DISTINCT FROM or IS [NOT] NULL against literals or parameters",
+                                "allows only =, <>, IN, IS [NOT] DISTINCT FROM against literals or parameters, or IS NULL",
                         }
                     ));
                 }
@@ -1878,18 +1884,35 @@ impl Analyzer<'_> {
                     };
                     pos.inside(format!("operator {op}"))
                 };
-                let t = self.expr_list(list_field(f, "args"), scope, &inner, depth)?;
-                Ok(derive(&t))
+                let not = enum_is(f, "boolop", BoolExprType::NotExpr);
+                self.negated += usize::from(not);
+                let t = self.expr_list(list_field(f, "args"), scope, &inner, depth);
+                self.negated -= usize::from(not);
+                Ok(derive(&t?))
             }
             "AExpr" => self.a_expr(f, scope, pos, depth),
             "NullTest" => {
-                let inner = if pos.region == Region::Filter && pos.shape == Shape::Bare {
+                // Under `equality`, only `IS NULL` is a lookup: every row it
+                // selects has the same value. `IS NOT NULL` (also as a
+                // negated `IS NULL`) selects distinct unknown values, which
+                // an index scan on the column returns in the column's
+                // order (M7): judged as a use of the value.
+                let not_null =
+                    enum_is(f, "nulltesttype", NullTestType::IsNotNull) != (self.negated % 2 == 1);
+                let inner = if pos.region == Region::Filter
+                    && pos.shape == Shape::Bare
+                    && !(not_null && self.mode == MaskedInPredicates::Equality)
+                {
                     Pos {
                         region: pos.region,
                         shape: Shape::Compared,
                     }
                 } else {
-                    pos.inside("IS NULL")
+                    pos.inside(if not_null {
+                        "IS NOT NULL (an index scan would return rows in the column's order)"
+                    } else {
+                        "IS NULL"
+                    })
                 };
                 let t = match f.get("arg") {
                     Some(a) => self.expr(a, scope, &inner, depth + 1)?,
@@ -1980,8 +2003,18 @@ impl Analyzer<'_> {
             || kind(K::AexprDistinct)
             || kind(K::AexprNotDistinct)
             || ((kind(K::AexprIn) || kind(K::AexprOpAny) || kind(K::AexprOpAll)) && equality_op);
-        let at_root = pos.region == Region::Filter && pos.shape == Shape::Bare;
         let (l, r) = (f.get("lexpr"), f.get("rexpr"));
+        // `IS [NOT] DISTINCT FROM NULL` is the server's `IS [NOT] NULL`
+        // (see NullTest).
+        let null_const = |x: Option<&Value>| {
+            x.and_then(|v| fields_of(v, "AConst"))
+                .is_some_and(|c| bool_field(c, "isnull"))
+        };
+        let not_null =
+            (null_const(l) || null_const(r)) && (kind(K::AexprDistinct) != (self.negated % 2 == 1));
+        let at_root = pos.region == Region::Filter
+            && pos.shape == Shape::Bare
+            && !(not_null && self.mode == MaskedInPredicates::Equality);
         let what = match () {
             _ if kind(K::AexprLike) => "LIKE".to_owned(),
             _ if kind(K::AexprIlike) => "ILIKE".to_owned(),

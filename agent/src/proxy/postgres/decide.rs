@@ -384,6 +384,24 @@ impl Decider {
                 {
                     return self.rejected(statement, why);
                 }
+                if self
+                    .info
+                    .masker
+                    .as_deref()
+                    .is_some_and(crate::policy::settings::masking_fixes_planner)
+                    && crate::policy::settings::is_planner_setting(&set.name)
+                    // RESET returns to the startup value, checked there.
+                    && (set.value.is_some() || set.name == "?")
+                {
+                    return self.rejected(
+                        statement,
+                        crate::policy::settings::planner_fixed(if set.name == "?" {
+                            "a setting named at run time"
+                        } else {
+                            set.name.as_str()
+                        }),
+                    );
+                }
                 if self.info.read_only
                     && crate::policy::settings::leaves_read_only(
                         &set.name,

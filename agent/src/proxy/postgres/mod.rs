@@ -343,7 +343,9 @@ pub async fn serve(
     };
 
     let forced_path = grant.policy.forced_search_path();
-    let checked = match check_startup(&startup, &grant.grant, forced_path.as_deref()) {
+    let checked = match check_startup(&startup, &grant.grant, forced_path.as_deref())
+        .and_then(|c| check_planner_settings(&c.forward, grant.masker.as_deref()).map(|()| c))
+    {
         Ok(c) => c,
         Err(why) => {
             refuse_startup(&mut client, "42501", &why).await;
@@ -639,6 +641,25 @@ struct Checked {
     /// The client asked for a newer minor version or `_pq_.` options.
     negotiate: bool,
     unrecognised: Vec<String>,
+}
+
+/// Planner settings are fixed on a grant whose column masking judges how
+/// masked columns are used (`refuse`, `equality`): a planner forced onto
+/// an index of a masked column returns rows in the column's order (M7).
+fn check_planner_settings(
+    settings: &[(String, String)],
+    masker: Option<&Masker>,
+) -> Result<(), String> {
+    if !masker.is_some_and(crate::policy::settings::masking_fixes_planner) {
+        return Ok(());
+    }
+    match settings
+        .iter()
+        .find(|(n, _)| crate::policy::settings::is_planner_setting(n))
+    {
+        Some((n, _)) => Err(crate::policy::settings::planner_fixed(n)),
+        None => Ok(()),
+    }
 }
 
 /// Checks the client's StartupMessage against the grant: the database, and
