@@ -66,8 +66,9 @@ impl ColumnRule {
     }
 }
 
-/// Strictness order used to break ties between equally specific rules.
-fn strictness(s: Strategy) -> u8 {
+/// Strictness order used to break ties between equally specific rules
+/// (and to pick the strictest of several masks a value derives from).
+pub(crate) fn strictness(s: Strategy) -> u8 {
     match s {
         Strategy::Last4 => 0,
         Strategy::Hmac => 1,

@@ -127,6 +127,10 @@ pub mod json;
 mod model;
 mod strategy;
 
+// The order of strictness of column strategies (masksound: the catalog
+// picks the strictest mask a derived column inherits).
+pub(crate) use column::strictness;
+
 use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};

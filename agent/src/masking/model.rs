@@ -76,7 +76,8 @@ pub enum MaskedInPredicates {
     /// inferred beyond what the masked value itself shows.
     Refuse,
     /// Compared with `=`, `<>`, `IN`, `NOT IN`, `IS [NOT] DISTINCT FROM`,
-    /// `= ANY(...)` or `IS [NOT] NULL` against literals or parameters, in
+    /// `= ANY(...)` against literals or parameters, or `IS NULL` (not `IS
+    /// NOT NULL`, nor planner settings: row order, M7), in
     /// WHERE / JOIN ON / HAVING conditions (joined by AND, OR, NOT): a
     /// workload can confirm a value it already guesses (look a row up by
     /// e-mail; a dictionary attack on low-entropy values), never learn

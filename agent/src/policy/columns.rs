@@ -23,7 +23,9 @@
 //! Where a masked column may appear *outside* the select list (conditions,
 //! ordering, grouping) is the masking's [`MaskedInPredicates`]:
 //! `refuse`, `equality` (default: `=`, `<>`, `IN`, `IS [NOT] DISTINCT
-//! FROM`, `= ANY`, `IS [NOT] NULL` against literals or parameters, in
+//! FROM`, `= ANY` against literals or parameters, `IS NULL` — not `IS NOT
+//! NULL` in any spelling, whose rows an index on the column would return
+//! in the column's order —, in
 //! WHERE / ON / HAVING conditions combined by AND/OR/NOT), or `any`.
 //!
 //! Names are resolved as PostgreSQL resolves them, conservatively where
@@ -42,7 +44,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use pg_query::protobuf::{AExprKind, BoolExprType, SetOperation, SubLinkType};
+use pg_query::protobuf::{AExprKind, BoolExprType, NullTestType, SetOperation, SubLinkType};
 use serde_json::Value;
 
 use super::sql::{
@@ -99,6 +101,9 @@ pub struct ColumnMask {
 pub struct CatalogColumn {
     pub name: String,
     pub mask: Option<ColumnMask>,
+    /// A stored generated column (left out of `COPY table TO`, as the
+    /// server does).
+    pub generated: bool,
 }
 
 /// A relation (table, view, materialized view, foreign or partitioned
@@ -124,6 +129,8 @@ pub struct ColumnCatalog {
     rules: Option<Arc<Masker>>,
     /// The masking's name (`[masking.NAME]`), for refusals.
     masking: String,
+    /// Names of the system relations (`pg_catalog`, `information_schema`).
+    system: std::collections::HashSet<String>,
 }
 
 impl ColumnCatalog {
@@ -138,6 +145,24 @@ impl ColumnCatalog {
             relations: by_name,
             rules,
             masking: masking.to_owned(),
+            system: Default::default(),
+        }
+    }
+
+    /// The names of the system relations, which statements may name
+    /// without naming a relation the catalog is missing.
+    pub fn with_system_names(mut self, names: std::collections::HashSet<String>) -> Self {
+        self.system = names;
+        self
+    }
+
+    /// Whether `schema.name` is (or, unqualified, may be) a system
+    /// relation.
+    fn is_system(&self, schema: Option<&str>, name: &str) -> bool {
+        match schema {
+            Some("pg_catalog" | "information_schema") => true,
+            Some(_) => false,
+            None => self.system.contains(name),
         }
     }
 
@@ -438,6 +463,10 @@ pub struct ColumnFacts {
     pub masked: Vec<String>,
     /// A COPY TO STDOUT that copies masked columns.
     pub copy: Option<CopyMasking>,
+    /// The statement names a relation the catalog does not know (created
+    /// after the catalog was read, or not existing): the decision holds
+    /// only for a current catalog.
+    pub unknown_relations: bool,
 }
 
 impl ColumnFacts {
@@ -466,6 +495,8 @@ pub fn check(
         ctes: Vec::new(),
         copy: None,
         copy_fields: None,
+        unknown: std::cell::Cell::new(false),
+        negated: 0,
     };
     for raw in stmts {
         if let Some(stmt) = raw.get("stmt") {
@@ -478,6 +509,7 @@ pub fn check(
         ));
     }
     Ok(ColumnFacts {
+        unknown_relations: a.unknown.get(),
         masked: a.masked,
         copy: a.copy,
     })
@@ -633,6 +665,12 @@ struct Analyzer<'a> {
     copy: Option<CopyMasking>,
     /// The field strategies of the select list of a COPY's query.
     copy_fields: Option<Vec<Option<Strategy>>>,
+    /// A relation name that is neither in the catalog nor a system
+    /// relation was resolved (see [`ColumnFacts::unknown_relations`]).
+    unknown: std::cell::Cell<bool>,
+    /// Conditions being walked under this many `NOT`s (a negated `IS
+    /// NULL` is an `IS NOT NULL` to the planner).
+    negated: usize,
 }
 
 type R<T> = Result<T, ColumnError>;
@@ -708,7 +746,7 @@ impl Analyzer<'_> {
                         match self.mode {
                             MaskedInPredicates::Refuse => "allows no condition on it",
                             _ =>
-                                "allows only =, <>, IN, IS [NOT] DISTINCT FROM or IS [NOT] NULL against literals or parameters",
+                                "allows only =, <>, IN, IS [NOT] DISTINCT FROM against literals or parameters, or IS NULL",
                         }
                     ));
                 }
@@ -1395,11 +1433,30 @@ impl Analyzer<'_> {
             .map(str::to_owned)
             .collect();
         if attlist.is_empty() {
+            // The server leaves stored generated columns out of a COPY of
+            // the whole relation.
+            let generated: Vec<&str> = match &entry.cols {
+                Cols::Known(_) => {
+                    let schema = Some(str_field(rv, "schemaname")).filter(|s| !s.is_empty());
+                    self.catalog
+                        .candidates(schema, str_field(rv, "relname"))
+                        .iter()
+                        .flat_map(|r| r.columns.iter())
+                        .filter(|c| c.generated)
+                        .map(|c| c.name.as_str())
+                        .collect()
+                }
+                Cols::Unknown { .. } => Vec::new(),
+            };
             let (cols, exact) = self.star(
                 &[entry.refname.clone().unwrap_or_default()],
                 &[vec![entry]],
                 "COPY of all its columns",
             )?;
+            let cols: Vec<Col> = cols
+                .into_iter()
+                .filter(|c| !generated.contains(&c.name.as_str()))
+                .collect();
             if !exact {
                 if cols.iter().any(|c| !c.taint.is_empty()) {
                     return Err(ColumnError::Unsupported(
@@ -1467,6 +1524,9 @@ impl Analyzer<'_> {
     fn relation_cols(&self, schema: Option<&str>, name: &str, colnames: &[Value]) -> (Cols, bool) {
         let cands = self.catalog.candidates(schema, name);
         if cands.is_empty() {
+            if !self.catalog.is_system(schema, name) {
+                self.unknown.set(true);
+            }
             let table = Some((schema.map(str::to_owned), name.to_owned()));
             return (Cols::Unknown { table }, false);
         }
@@ -1824,18 +1884,35 @@ impl Analyzer<'_> {
                     };
                     pos.inside(format!("operator {op}"))
                 };
-                let t = self.expr_list(list_field(f, "args"), scope, &inner, depth)?;
-                Ok(derive(&t))
+                let not = enum_is(f, "boolop", BoolExprType::NotExpr);
+                self.negated += usize::from(not);
+                let t = self.expr_list(list_field(f, "args"), scope, &inner, depth);
+                self.negated -= usize::from(not);
+                Ok(derive(&t?))
             }
             "AExpr" => self.a_expr(f, scope, pos, depth),
             "NullTest" => {
-                let inner = if pos.region == Region::Filter && pos.shape == Shape::Bare {
+                // Under `equality`, only `IS NULL` is a lookup: every row it
+                // selects has the same value. `IS NOT NULL` (also as a
+                // negated `IS NULL`) selects distinct unknown values, which
+                // an index scan on the column returns in the column's
+                // order (M7): judged as a use of the value.
+                let not_null =
+                    enum_is(f, "nulltesttype", NullTestType::IsNotNull) != (self.negated % 2 == 1);
+                let inner = if pos.region == Region::Filter
+                    && pos.shape == Shape::Bare
+                    && !(not_null && self.mode == MaskedInPredicates::Equality)
+                {
                     Pos {
                         region: pos.region,
                         shape: Shape::Compared,
                     }
                 } else {
-                    pos.inside("IS NULL")
+                    pos.inside(if not_null {
+                        "IS NOT NULL (an index scan would return rows in the column's order)"
+                    } else {
+                        "IS NULL"
+                    })
                 };
                 let t = match f.get("arg") {
                     Some(a) => self.expr(a, scope, &inner, depth + 1)?,
@@ -1926,8 +2003,18 @@ impl Analyzer<'_> {
             || kind(K::AexprDistinct)
             || kind(K::AexprNotDistinct)
             || ((kind(K::AexprIn) || kind(K::AexprOpAny) || kind(K::AexprOpAll)) && equality_op);
-        let at_root = pos.region == Region::Filter && pos.shape == Shape::Bare;
         let (l, r) = (f.get("lexpr"), f.get("rexpr"));
+        // `IS [NOT] DISTINCT FROM NULL` is the server's `IS [NOT] NULL`
+        // (see NullTest).
+        let null_const = |x: Option<&Value>| {
+            x.and_then(|v| fields_of(v, "AConst"))
+                .is_some_and(|c| bool_field(c, "isnull"))
+        };
+        let not_null =
+            (null_const(l) || null_const(r)) && (kind(K::AexprDistinct) != (self.negated % 2 == 1));
+        let at_root = pos.region == Region::Filter
+            && pos.shape == Shape::Bare
+            && !(not_null && self.mode == MaskedInPredicates::Equality);
         let what = match () {
             _ if kind(K::AexprLike) => "LIKE".to_owned(),
             _ if kind(K::AexprIlike) => "ILIKE".to_owned(),

@@ -16,6 +16,40 @@
 //! `None` (RESET, `DEFAULT`) returns to the value the session started with,
 //! which the proxy checks at startup, so it is always accepted.
 
+/// Whether parameter `name` (any case; `?` for a name computed at run
+/// time) steers the planner: its choice of plan decides the order rows
+/// come back in, so on a grant whose masking judges masked columns it
+/// could make an index on a masked column an ordering oracle (M7).
+pub fn is_planner_setting(name: &str) -> bool {
+    let n = name.trim().to_ascii_lowercase();
+    n == "?"
+        || n.starts_with("enable_")
+        || n.starts_with("geqo")
+        || n.ends_with("_cost")
+        || matches!(
+            n.as_str(),
+            "effective_cache_size"
+                | "cursor_tuple_fraction"
+                | "from_collapse_limit"
+                | "join_collapse_limit"
+                | "constraint_exclusion"
+        )
+}
+
+/// Whether a masking fixes the planner settings: it has column rules and
+/// judges where masked columns are used (`refuse`, `equality`; under
+/// `any` every inference is allowed already).
+pub fn masking_fixes_planner(m: &crate::masking::Masker) -> bool {
+    m.has_columns() && m.masked_in_predicates() != crate::masking::MaskedInPredicates::Any
+}
+
+/// The refusal of a planner setting on such a grant.
+pub fn planner_fixed(name: &str) -> String {
+    format!(
+        "{name} is fixed on a grant with column masking: the plan decides the order rows come back in, which could follow an index on a masked column"
+    )
+}
+
 /// Whether `value` of parameter `name` (any case) may be set. `Err` carries
 /// the reason, naming the parameter (never a secret: parameter values are
 /// not secrets, but only the parameter name and the expected values are

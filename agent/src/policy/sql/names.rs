@@ -76,20 +76,13 @@ pub(super) fn truncate_ident(mut v: String) -> String {
 
 /// A session's `search_path` as the proxy tracks it (`"$user", public` →
 /// lower-cased names with `$user` resolved to `user`): the value of a
-/// `SET` as [`super::analyze`] reports it, or the client's startup
-/// parameter. Items are split at every comma and single quotes trimmed;
-/// unlike [`parse_search_path`] (the stored form) it resolves `$user` and
-/// does not truncate.
+/// `SET` as [`super::analyze`] reports it (the stored form), the text of
+/// `set_config`, or the client's startup parameter. Read as the server
+/// reads the list ([`parse_search_path`]: a quoted item keeps its commas
+/// and quotes), with `$user` resolved and empty items dropped.
 pub fn resolve_search_path(v: &str, user: &str) -> Vec<String> {
-    v.split(',')
-        .map(|p| {
-            let p = p.trim().trim_matches('\'');
-            if p.starts_with('"') && p.ends_with('"') && p.len() >= 2 {
-                p[1..p.len() - 1].replace("\"\"", "\"")
-            } else {
-                p.to_ascii_lowercase()
-            }
-        })
+    parse_search_path(v)
+        .into_iter()
         .filter(|p| !p.is_empty())
         .map(|p| if p == "$user" { user.to_owned() } else { p })
         .collect()
@@ -116,7 +109,27 @@ mod tests {
             resolve_search_path("Sales, \"Mixed Case\"", "u"),
             vec!["sales", "Mixed Case"]
         );
-        assert_eq!(resolve_search_path("''", "u"), Vec::<String>::new());
+        // Single quotes are not list syntax: a schema named `''`.
+        assert_eq!(resolve_search_path("''", "u"), vec!["''"]);
+    }
+
+    /// `SET search_path TO "a,b"` names one schema, `a,b`, as the server
+    /// reads it (NOTES-18): the tracked path must not split it.
+    #[test]
+    fn quoted_commas_and_quotes_stay_inside_one_schema_name() {
+        assert_eq!(resolve_search_path("\"a,b\"", "u"), vec!["a,b"]);
+        assert_eq!(
+            resolve_search_path("\"x,public,y\", audit", "u"),
+            vec!["x,public,y", "audit"]
+        );
+        assert_eq!(
+            resolve_search_path("\"say \"\"hi\"\", $x\", \"$user\"", "u"),
+            vec!["say \"hi\", $x", "u"]
+        );
+        // The stored form of `SET search_path = ''`, and set_config's raw
+        // text.
+        assert_eq!(resolve_search_path("\"\"", "u"), Vec::<String>::new());
+        assert_eq!(resolve_search_path("a,B , \"C\"", "u"), vec!["a", "b", "C"]);
     }
 
     #[test]

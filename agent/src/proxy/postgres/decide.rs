@@ -130,6 +130,20 @@ impl Decided {
         self.columns.as_ref().is_some_and(|c| c.reads_masked())
     }
 
+    /// Whether the statement names a relation the session's catalog
+    /// snapshot does not know: decided again on a current one.
+    pub fn names_unknown_relations(&self) -> bool {
+        self.columns.as_ref().is_some_and(|c| c.unknown_relations)
+    }
+
+    /// Whether the statement may change the catalog (DDL or more): the
+    /// session's snapshot is refreshed after it.
+    pub fn may_change_catalog(&self) -> bool {
+        self.analysis
+            .as_ref()
+            .is_some_and(|a| a.class() >= crate::policy::model::StatementClass::Ddl)
+    }
+
     /// The ErrorResponse detail: the rule.
     pub fn detail(&self) -> Option<String> {
         self.rule.as_ref().map(|r| format!("policy rule: {r}"))
@@ -176,6 +190,12 @@ impl Decider {
             prepared_texts: HashMap::new(),
             masked_cursors: false,
         }
+    }
+
+    /// Forgets cached decisions (they were made with an older catalog
+    /// snapshot).
+    pub fn catalog_changed(&mut self) {
+        self.cache.clear();
     }
 
     /// The decision for `sql` as sent by the client.
@@ -284,7 +304,8 @@ impl Decider {
         let Some(masker) = &self.info.masker else {
             return d;
         };
-        let catalog = &self.info.columns;
+        let snapshot = self.info.catalog.get();
+        let catalog = &snapshot.columns;
         if !catalog.masks_anything() {
             return d;
         }
@@ -335,7 +356,7 @@ impl Decider {
             }
             facts.masked.push(format!("prepared statement {name}"));
         }
-        if facts.reads_masked() || facts.copy.is_some() {
+        if facts.reads_masked() || facts.copy.is_some() || facts.unknown_relations {
             d.columns = Some(Arc::new(facts));
         }
         d
@@ -369,6 +390,24 @@ impl Decider {
                     crate::policy::settings::check_setting(&set.name, set.value.as_deref())
                 {
                     return self.rejected(statement, why);
+                }
+                if self
+                    .info
+                    .masker
+                    .as_deref()
+                    .is_some_and(crate::policy::settings::masking_fixes_planner)
+                    && crate::policy::settings::is_planner_setting(&set.name)
+                    // RESET returns to the startup value, checked there.
+                    && (set.value.is_some() || set.name == "?")
+                {
+                    return self.rejected(
+                        statement,
+                        crate::policy::settings::planner_fixed(if set.name == "?" {
+                            "a setting named at run time"
+                        } else {
+                            set.name.as_str()
+                        }),
+                    );
                 }
                 if self.info.read_only
                     && crate::policy::settings::leaves_read_only(

@@ -16,6 +16,7 @@
 //!   database (cached), the cancel-key registry;
 //! - the query loop ([`relay`]) and statement decisions ([`decide`]).
 
+pub mod catalog;
 pub mod decide;
 mod params;
 pub mod relay;
@@ -25,7 +26,7 @@ pub mod upstream;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,9 +38,8 @@ use crate::audit::event::{
     ProcessInfo, SessionId, StatementDecision, StatementEvent, StatementPhase, TokenIdentity,
 };
 use crate::config::{Config, Grant, Protocol, Target};
-use crate::masking::{Masker, Strategy};
+use crate::masking::Masker;
 use crate::policy::Policy;
-use crate::policy::columns::{CatalogColumn, CatalogRelation, ColumnCatalog, ColumnMask};
 use crate::protocol::postgres::backend;
 use crate::protocol::postgres::frame::decode_frame;
 use crate::protocol::postgres::startup::{
@@ -48,6 +48,7 @@ use crate::protocol::postgres::startup::{
 
 use super::session::{ApprovalContext, GrantTable, Maskers, builtin_masker};
 use crate::audit::reason::RefuseReason;
+use catalog::{CatalogSlot, MaskedCatalog};
 use decide::Decided;
 use stream::Stream;
 
@@ -55,8 +56,6 @@ use stream::Stream;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest startup packet accepted (PostgreSQL's own limit is 10,000).
 const MAX_STARTUP: usize = 10_000;
-/// How long a database's catalog map of masked columns is reused.
-const CATALOG_TTL: Duration = Duration::from_secs(60);
 
 /// Why the PostgreSQL runtime could not be built.
 pub type PgSetupError = super::session::SetupError;
@@ -96,17 +95,6 @@ struct CancelEntry {
 pub use super::session::HoldSlot;
 
 type CatalogKey = (String, String, String);
-/// (table oid, attribute number) → column strategy.
-pub type ColumnRules = Arc<HashMap<(u32, i16), Strategy>>;
-
-/// What a database's catalog says about a masking: the result columns to
-/// mask (by table OID and attribute number, as RowDescription names
-/// them) and the relations with their columns, for the statement
-/// analysis ([`crate::policy::columns`]).
-pub struct MaskedCatalog {
-    pub rules: ColumnRules,
-    pub columns: Arc<ColumnCatalog>,
-}
 
 /// Everything PostgreSQL sessions share, built once at start.
 pub struct PgRuntime {
@@ -119,7 +107,9 @@ pub struct PgRuntime {
     /// can cancel its query whichever configuration its CancelRequest
     /// meets.
     cancels: Arc<CancelKeys>,
-    catalog: Mutex<HashMap<CatalogKey, (Instant, Arc<MaskedCatalog>)>>,
+    /// The last snapshot per target, database and masking: reused by a
+    /// new session while the server's digest of it is unchanged.
+    catalog: Mutex<HashMap<CatalogKey, Arc<MaskedCatalog>>>,
     /// Holds statements of `approve` rules (without a service they are
     /// refused), and who may never approve them.
     approvals: ApprovalContext,
@@ -219,11 +209,10 @@ pub struct SessionInfo {
     pub masker: Option<Arc<Masker>>,
     /// Masks statement text and error messages for the audit trail.
     pub text_masker: Arc<Masker>,
-    /// (table oid, attribute number) → column strategy.
-    pub column_rules: Arc<HashMap<(u32, i16), Strategy>>,
-    /// The relations and masked columns the statement analysis resolves
-    /// names against (empty without column rules).
-    pub columns: Arc<ColumnCatalog>,
+    /// The snapshot of the catalog result columns are masked by and the
+    /// statement analysis resolves names against (empty without column
+    /// rules); refreshed when it proves older than the database.
+    pub catalog: CatalogSlot,
     pub audit: AuditHandle,
     pub max_message: usize,
     pub read_only: bool,
@@ -354,7 +343,9 @@ pub async fn serve(
     };
 
     let forced_path = grant.policy.forced_search_path();
-    let checked = match check_startup(&startup, &grant.grant, forced_path.as_deref()) {
+    let checked = match check_startup(&startup, &grant.grant, forced_path.as_deref())
+        .and_then(|c| check_planner_settings(&c.forward, grant.masker.as_deref()).map(|()| c))
+    {
         Ok(c) => c,
         Err(why) => {
             refuse_startup(&mut client, "42501", &why).await;
@@ -433,10 +424,7 @@ pub async fn serve(
                 return out.ended(RefuseReason::CatalogLookupFailed, Some(why));
             }
         },
-        None => Arc::new(MaskedCatalog {
-            rules: Arc::new(HashMap::new()),
-            columns: Arc::new(ColumnCatalog::default()),
-        }),
+        None => Arc::new(MaskedCatalog::empty()),
     };
 
     let shadowed = match shadowed_names(&mut up, target.max_message_bytes).await {
@@ -495,8 +483,7 @@ pub async fn serve(
         policy: Arc::clone(&grant.policy),
         masker: grant.masker.clone(),
         text_masker,
-        column_rules: Arc::clone(&catalog.rules),
-        columns: Arc::clone(&catalog.columns),
+        catalog: CatalogSlot::new(catalog),
         audit: audit.clone(),
         max_message: target.max_message_bytes,
         read_only: g.read_only,
@@ -654,6 +641,25 @@ struct Checked {
     /// The client asked for a newer minor version or `_pq_.` options.
     negotiate: bool,
     unrecognised: Vec<String>,
+}
+
+/// Planner settings are fixed on a grant whose column masking judges how
+/// masked columns are used (`refuse`, `equality`): a planner forced onto
+/// an index of a masked column returns rows in the column's order (M7).
+fn check_planner_settings(
+    settings: &[(String, String)],
+    masker: Option<&Masker>,
+) -> Result<(), String> {
+    if !masker.is_some_and(crate::policy::settings::masking_fixes_planner) {
+        return Ok(());
+    }
+    match settings
+        .iter()
+        .find(|(n, _)| crate::policy::settings::is_planner_setting(n))
+    {
+        Some((n, _)) => Err(crate::policy::settings::planner_fixed(n)),
+        None => Ok(()),
+    }
 }
 
 /// Checks the client's StartupMessage against the grant: the database, and
@@ -852,16 +858,10 @@ async fn cancel(
     });
 }
 
-/// The catalog of masked columns for this grant's database: every
-/// relation of the user schemas with its columns, masked by the rules
-/// that name them; a child table (inheritance, partitions) and its parent
-/// share their masks by column name (rows of one are read through the
-/// other), and every column of a view or
-/// materialized view whose definition reads a masked column (directly or
-/// through other views) is masked with the strictest of them, as Warden
-/// cannot see which output column derives from which. Looked up on the
-/// fresh upstream session before the client gets it, cached per target,
-/// database and masking for [`CATALOG_TTL`].
+/// The catalog snapshot for this grant's database ([`catalog`]), read on
+/// the fresh upstream session before the client gets it: the shared
+/// snapshot of the same target, database and masking when the server's
+/// digest says it is current, else a new one (which is then shared).
 async fn column_map(
     rt: &PgRuntime,
     target_name: &str,
@@ -876,64 +876,41 @@ async fn column_map(
         database.to_owned(),
         g.masking.clone().unwrap_or_default(),
     );
-    if let Some((at, map)) = rt
+    let previous = rt
         .catalog
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(&key)
-        && at.elapsed() < CATALOG_TTL
-    {
-        return Ok(Arc::clone(map));
-    }
-    if !masker.has_columns() {
-        return Ok(Arc::new(MaskedCatalog {
-            rules: Arc::new(HashMap::new()),
-            columns: Arc::new(ColumnCatalog::default()),
-        }));
-    }
-    let max = target.max_message_bytes;
-    let columns = simple_query(
+        .cloned();
+    let mut src = StartupSource {
         up,
-        "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname \
-         FROM pg_catalog.pg_attribute a \
-         JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE a.attnum > 0 AND NOT a.attisdropped \
-         AND c.relkind IN ('r', 'v', 'm', 'p', 'f') \
-         AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
-         ORDER BY c.oid, a.attnum",
-        max,
-    )
-    .await?;
-    let views = simple_query(
-        up,
-        "SELECT DISTINCT r.ev_class, d.refobjid, d.refobjsubid \
-         FROM pg_catalog.pg_rewrite r \
-         JOIN pg_catalog.pg_depend d ON d.objid = r.oid \
-         AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
-         WHERE d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
-         AND d.refobjid <> r.ev_class",
-        max,
-    )
-    .await?;
-    let inherits = simple_query(
-        up,
-        "SELECT inhrelid, inhparent FROM pg_catalog.pg_inherits",
-        max,
-    )
-    .await?;
-    let map = Arc::new(build_catalog(
+        max: target.max_message_bytes,
+    };
+    let map = catalog::load(
+        &mut src,
         g.masking.as_deref().unwrap_or_default(),
         masker,
-        &columns,
-        &views,
-        &inherits,
-    ));
+        previous.as_ref(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     rt.catalog
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(key, (Instant::now(), Arc::clone(&map)));
+        .insert(key, Arc::clone(&map));
     Ok(map)
+}
+
+/// The fresh upstream session, before the relay starts.
+struct StartupSource<'a> {
+    up: &'a mut upstream::Upstream,
+    max: usize,
+}
+
+impl catalog::CatalogSource for StartupSource<'_> {
+    async fn rows(&mut self, sql: &str) -> Result<catalog::Rows, String> {
+        simple_query(self.up, sql, self.max).await
+    }
 }
 
 /// The names of functions and operators outside `pg_catalog` that are
@@ -961,151 +938,6 @@ async fn shadowed_names(
             crate::policy::sql::is_safe_builtin(n) || crate::policy::sql::is_safe_operator(n)
         })
         .collect())
-}
-
-type Rows = [Vec<Option<String>>];
-
-/// [`column_map`] from the rows of its three catalog queries.
-fn build_catalog(
-    name: &str,
-    masker: &Arc<Masker>,
-    columns: &Rows,
-    views: &Rows,
-    inherits: &Rows,
-) -> MaskedCatalog {
-    struct Rel {
-        schema: String,
-        name: String,
-        /// (attnum, attname, mask)
-        cols: Vec<(i16, String, Option<ColumnMask>)>,
-    }
-    let mut rels: std::collections::BTreeMap<u32, Rel> = std::collections::BTreeMap::new();
-    for row in columns {
-        let [
-            Some(oid),
-            Some(schema),
-            Some(table),
-            Some(attnum),
-            Some(column),
-        ] = &row[..]
-        else {
-            continue;
-        };
-        let (Ok(oid), Ok(attnum)) = (oid.parse::<u32>(), attnum.parse::<i16>()) else {
-            continue;
-        };
-        let mask = masker
-            .column_rule(schema, table, column)
-            .map(|(rule, strategy)| ColumnMask {
-                rule: rule.to_owned(),
-                strategy,
-            });
-        rels.entry(oid)
-            .or_insert_with(|| Rel {
-                schema: schema.clone(),
-                name: table.clone(),
-                cols: Vec::new(),
-            })
-            .cols
-            .push((attnum, column.clone(), mask));
-    }
-    let pairs = |rows: &Rows| -> Vec<(u32, u32, i16)> {
-        rows.iter()
-            .filter_map(|r| {
-                let a = r.first()?.as_deref()?.parse().ok()?;
-                let b = r.get(1)?.as_deref()?.parse().ok()?;
-                let sub = match r.get(2) {
-                    Some(Some(s)) => s.parse().ok()?,
-                    _ => 0,
-                };
-                Some((a, b, sub))
-            })
-            .collect()
-    };
-    let (views, inherits) = (pairs(views), pairs(inherits));
-    let strictness = |s: Strategy| match s {
-        Strategy::Last4 => 0,
-        Strategy::Hmac => 1,
-        Strategy::Redact => 2,
-        Strategy::Null => 3,
-    };
-    // Propagate to a fixpoint (each round masks at least one more column
-    // or stops; bounded by the number of columns).
-    loop {
-        let mut changed = false;
-        // Both ways: a child's rows are read through its parent too.
-        let both_ways = inherits
-            .iter()
-            .flat_map(|&(child, parent, _)| [(child, parent), (parent, child)]);
-        for (child, parent) in both_ways {
-            let masked: Vec<(String, ColumnMask)> = rels
-                .get(&parent)
-                .map(|p| {
-                    p.cols
-                        .iter()
-                        .filter_map(|(_, n, m)| Some((n.clone(), m.clone()?)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if let Some(c) = rels.get_mut(&child) {
-                for (_, n, m) in c.cols.iter_mut().filter(|(_, _, m)| m.is_none()) {
-                    if let Some((_, pm)) = masked.iter().find(|(pn, _)| pn == n) {
-                        *m = Some(pm.clone());
-                        changed = true;
-                    }
-                }
-            }
-        }
-        for &(view, refobj, sub) in &views {
-            let source = rels.get(&refobj).and_then(|r| {
-                r.cols
-                    .iter()
-                    .filter(|(a, _, _)| sub == 0 || *a == sub)
-                    .filter_map(|(_, _, m)| m.clone())
-                    .max_by_key(|m| strictness(m.strategy))
-            });
-            let (Some(source), Some(v)) = (source, rels.get_mut(&view)) else {
-                continue;
-            };
-            for (_, _, m) in v.cols.iter_mut() {
-                if m.as_ref()
-                    .is_none_or(|m| strictness(m.strategy) < strictness(source.strategy))
-                {
-                    *m = Some(source.clone());
-                    changed = true;
-                }
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    let mut rules = HashMap::new();
-    let mut relations = Vec::with_capacity(rels.len());
-    for (oid, r) in rels {
-        for (attnum, _, m) in &r.cols {
-            if let Some(m) = m {
-                rules.insert((oid, *attnum), m.strategy);
-            }
-        }
-        relations.push(CatalogRelation {
-            schema: r.schema,
-            name: r.name,
-            columns: r
-                .cols
-                .into_iter()
-                .map(|(_, name, mask)| CatalogColumn { name, mask })
-                .collect(),
-        });
-    }
-    MaskedCatalog {
-        rules: Arc::new(rules),
-        columns: Arc::new(ColumnCatalog::new(
-            name,
-            relations,
-            Some(Arc::clone(masker)),
-        )),
-    }
 }
 
 /// Runs one query of Warden's own on an idle upstream session and returns
@@ -1348,63 +1180,6 @@ hmac_key_file = "{key}"
             err.contains("masking m") && err.contains("at least"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn views_and_child_tables_inherit_column_masks_from_the_catalog() {
-        let cfg: crate::masking::MaskingConfig = toml::from_str(
-            r#"columns = [ { column = "customers.email", strategy = "redact" },
-                          { column = "customers.ssn", strategy = "null" } ]"#,
-        )
-        .unwrap();
-        let masker = Arc::new(Masker::compile(&cfg, None).unwrap());
-        let row = |v: &[&str]| v.iter().map(|s| Some((*s).to_owned())).collect::<Vec<_>>();
-        let columns = [
-            // customers (10): id, email, ssn
-            row(&["10", "public", "customers", "1", "id"]),
-            row(&["10", "public", "customers", "2", "email"]),
-            row(&["10", "public", "customers", "3", "ssn"]),
-            // a partition of customers (11)
-            row(&["11", "public", "customers_2024", "1", "id"]),
-            row(&["11", "public", "customers_2024", "2", "email"]),
-            // v1 (20) reads customers.email; v2 (21) reads v1; v3 (22)
-            // reads only customers.id.
-            row(&["20", "public", "v1", "1", "id"]),
-            row(&["20", "public", "v1", "2", "contact"]),
-            row(&["21", "public", "v2", "1", "x"]),
-            row(&["22", "public", "v3", "1", "id"]),
-            row(&["30", "public", "orders", "1", "id"]),
-            row(&["40", "public", "people", "1", "ssn"]),
-            row(&["41", "hr", "customers", "1", "ssn"]),
-        ];
-        let views = [
-            row(&["20", "10", "1"]),
-            row(&["20", "10", "2"]),
-            row(&["21", "20", "2"]),
-            row(&["22", "10", "1"]),
-            row(&["22", "30", "1"]),
-        ];
-        // customers_2024 (11) is a partition of customers (10); hr.customers (41)
-        // a child of people (40), masked by its own rule.
-        let inherits = [row(&["11", "10"]), row(&["41", "40"])];
-        let c = build_catalog("pii", &masker, &columns, &views, &inherits);
-        let mut masked: Vec<_> = c.rules.iter().map(|(k, s)| (*k, *s)).collect();
-        masked.sort_by_key(|(k, _)| *k);
-        assert_eq!(
-            masked,
-            vec![
-                ((10, 2), Strategy::Redact),
-                ((10, 3), Strategy::Null),
-                ((11, 2), Strategy::Redact),
-                ((20, 1), Strategy::Redact),
-                ((20, 2), Strategy::Redact),
-                ((21, 1), Strategy::Redact),
-                ((40, 1), Strategy::Null),
-                ((41, 1), Strategy::Null),
-            ]
-        );
-        assert_eq!(c.columns.masking(), "pii");
-        assert!(c.columns.masks_anything());
     }
 
     #[test]

@@ -42,7 +42,10 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
+use tracing::warn;
+
 use super::SessionInfo;
+use super::catalog::Origin;
 use super::decide::{Answer, Decided, Decider};
 use crate::audit::event::{ResultSummary, StatementDecision, StatementPhase};
 use crate::masking::{Masked, Masker, Strategy};
@@ -340,6 +343,7 @@ where
         counters,
         functions: HashMap::new(),
         budget: Default::default(),
+        batch_open: false,
     };
     let up = up.run();
     let down = down.run();
@@ -403,6 +407,18 @@ struct Upstream<R, W> {
     functions: HashMap<u32, (String, String)>,
     /// This session's share of the agent-wide buffer budget.
     budget: crate::proxy::budget::Charge,
+    /// Extended-protocol messages were forwarded since the last Sync.
+    batch_open: bool,
+}
+
+impl<R, W> super::catalog::CatalogSource for Upstream<R, W>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    async fn rows(&mut self, sql: &str) -> Result<super::catalog::Rows, String> {
+        self.internal_query(sql).await
+    }
 }
 
 impl<R, W> Upstream<R, W>
@@ -514,10 +530,34 @@ where
                 return Err(format!("client sent a malformed message: {e}"));
             }
         };
+        // Extended-protocol messages since the last Sync: Warden's own
+        // queries would run inside the client's batch.
+        let batch = match &msg {
+            FrontendMessage::Sync => Some(false),
+            FrontendMessage::Parse { .. }
+            | FrontendMessage::Bind { .. }
+            | FrontendMessage::Describe { .. }
+            | FrontendMessage::Execute { .. }
+            | FrontendMessage::Close { .. }
+            | FrontendMessage::Flush => Some(true),
+            _ => None,
+        };
+        let go_on = self.message_of(&frame, msg).await;
+        if let Some(open) = batch {
+            self.batch_open = open;
+        }
+        go_on
+    }
+
+    async fn message_of(
+        &mut self,
+        frame: &Frame,
+        msg: FrontendMessage<'_>,
+    ) -> Result<bool, String> {
         match msg {
             FrontendMessage::Query { sql } => {
                 let sql = sql.to_owned();
-                self.query(&frame, &sql).await?;
+                self.query(frame, &sql).await?;
             }
             FrontendMessage::Parse {
                 name,
@@ -539,7 +579,7 @@ where
                     self.skipping = true;
                     return Ok(true);
                 }
-                let d = self.decider.decide(&query);
+                let d = self.decide(&query).await;
                 // A statement of an `approve` rule is parsed (which runs
                 // nothing) and asked about at each execution, with the
                 // values bound to it.
@@ -582,7 +622,7 @@ where
                         types.remove(&old.id);
                     }
                     drop(types);
-                    self.forward(&frame);
+                    self.forward(frame);
                     self.queue(Expect::ParseComplete { id });
                 } else {
                     self.seq += 1;
@@ -608,7 +648,7 @@ where
                 if self.described.as_deref() == Some(portal) {
                     self.described = None;
                 }
-                self.forward(&frame);
+                self.forward(frame);
                 self.queue(Expect::BindComplete);
             }
             FrontendMessage::Describe { kind, name } => {
@@ -628,7 +668,7 @@ where
                             .map(|p| p.id),
                     ),
                 };
-                self.forward(&frame);
+                self.forward(frame);
                 self.queue(Expect::Describe {
                     portal,
                     statement,
@@ -686,6 +726,9 @@ where
                     self.skipping = true;
                     return Ok(true);
                 };
+                if d.may_change_catalog() {
+                    self.info.catalog.mark_stale();
+                }
                 if self.info.masker.is_some() && self.described.as_deref() != Some(&portal) {
                     // Learn the portal's columns so its rows can be masked
                     // by column even when the client did not ask.
@@ -698,7 +741,7 @@ where
                     });
                     self.described = Some(portal.clone());
                 }
-                self.forward(&frame);
+                self.forward(frame);
                 self.queue(Expect::Execute { stmt, portal });
             }
             FrontendMessage::Close { kind, name } => {
@@ -716,7 +759,7 @@ where
                         self.portals.remove(name);
                     }
                 }
-                self.forward(&frame);
+                self.forward(frame);
                 self.queue(Expect::CloseComplete);
             }
             FrontendMessage::Sync => {
@@ -724,12 +767,12 @@ where
                 // The unnamed portal does not survive the transaction's end
                 // in every case; forget what was described.
                 self.described = None;
-                self.forward(&frame);
+                self.forward(frame);
                 self.queue(Expect::Sync);
             }
             FrontendMessage::Flush => {
                 if !self.skipping {
-                    self.forward(&frame);
+                    self.forward(frame);
                 }
             }
             FrontendMessage::CopyData(_)
@@ -738,13 +781,13 @@ where
                 // Only meaningful after the server's CopyInResponse to a
                 // statement already decided and audited (COPY … FROM STDIN);
                 // elsewhere the server ignores them.
-                self.forward(&frame);
+                self.forward(frame);
             }
             FrontendMessage::FunctionCall { oid, .. } => {
-                self.function_call(&frame, oid).await?;
+                self.function_call(frame, oid).await?;
             }
             FrontendMessage::Terminate => {
-                self.forward(&frame);
+                self.forward(frame);
                 return Ok(false);
             }
             FrontendMessage::Password(_) => {
@@ -755,8 +798,81 @@ where
         Ok(true)
     }
 
-    async fn query(&mut self, frame: &Frame, sql: &str) -> Result<(), String> {
+    /// The decision for `sql`, on a current catalog snapshot: a snapshot
+    /// marked stale is refreshed first, and a statement naming a relation
+    /// the snapshot does not know is decided again on a refreshed one
+    /// (refused if that cannot be done). Warden's own queries are not
+    /// sent inside an extended-protocol batch: there a stale snapshot
+    /// waits for the next Sync (result origins it cannot place are
+    /// withheld meanwhile) and an unknown relation is refused.
+    async fn decide(&mut self, sql: &str) -> Arc<Decided> {
+        let mut refreshed = false;
+        if self.info.catalog.take_stale() {
+            if self.batch_open {
+                self.info.catalog.mark_stale();
+            } else {
+                match self.refresh_catalog().await {
+                    Ok(()) => refreshed = true,
+                    Err(e) => {
+                        // Kept stale: origins it cannot place stay withheld.
+                        self.info.catalog.mark_stale();
+                        warn!(error = %e, "catalog snapshot could not be refreshed");
+                    }
+                }
+            }
+        }
         let d = self.decider.decide(sql);
+        if !d.allowed() || !d.names_unknown_relations() || refreshed {
+            return d;
+        }
+        let why = if self.batch_open {
+            "a relation not in Warden's catalog snapshot is named inside an extended-protocol \
+             batch (send Sync first so that Warden can refresh it)"
+                .to_owned()
+        } else {
+            match self.refresh_catalog().await {
+                Ok(()) => return self.decider.decide(sql),
+                Err(e) => {
+                    warn!(error = %e, "catalog snapshot could not be refreshed");
+                    "a relation not in Warden's catalog snapshot is named and the catalog could \
+                     not be read again"
+                        .to_owned()
+                }
+            }
+        };
+        let masking = self.info.catalog.get().columns.masking().to_owned();
+        Arc::new(Decided {
+            decision: StatementDecision::Denied,
+            answer: Answer::Policy,
+            rule: Some(format!("[masking.{masking}]")),
+            reason: Some(why),
+            columns: None,
+            ..(*d).clone()
+        })
+    }
+
+    /// Reads the catalog snapshot again on this session's connection (the
+    /// same one if the server's digest is unchanged) and forgets decisions
+    /// made with the old one.
+    async fn refresh_catalog(&mut self) -> Result<(), String> {
+        let Some(masker) = self.info.masker.clone() else {
+            return Ok(());
+        };
+        let previous = self.info.catalog.get();
+        let masking = previous.columns.masking().to_owned();
+        let fresh = super::catalog::load(self, &masking, &masker, Some(&previous))
+            .await
+            .map_err(|e| e.to_string())?;
+        if !Arc::ptr_eq(&fresh, &previous) {
+            tracing::info!(masking = %masking, "catalog snapshot refreshed");
+            self.info.catalog.set(fresh);
+            self.decider.catalog_changed();
+        }
+        Ok(())
+    }
+
+    async fn query(&mut self, frame: &Frame, sql: &str) -> Result<(), String> {
+        let d = self.decide(sql).await;
         // An EXECUTE is shown, and granted, with the statement it runs.
         let (shown, fingerprint) = match self.decider.executed_texts(&d) {
             Some(prepared) => (
@@ -780,6 +896,9 @@ where
         }
         self.seq += 1;
         if let Some(stmt) = self.audit_request(&d, "simple").await? {
+            if d.may_change_catalog() {
+                self.info.catalog.mark_stale();
+            }
             self.decider.after_allowed(&d);
             self.forget_statements_named_by(&d);
             self.forward(frame);
@@ -1115,7 +1234,7 @@ where
     }
 
     /// Runs a query of Warden's own on the upstream connection; its answers
-    /// never reach the client.
+    /// never reach the client. Not inside an extended-protocol batch.
     async fn internal_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
         let (reply, answer) = oneshot::channel();
         frontend::query(&mut self.out, sql).map_err(|e| e.to_string())?;
@@ -1840,17 +1959,29 @@ where
     }
 
     /// Resolves a RowDescription's columns for masking.
+    /// A column whose origin the session's catalog snapshot cannot place
+    /// (a relation or column created after it) is withheld (NULL), and
+    /// the snapshot is marked stale.
     fn columns(&self, fields: &[FieldDescription<'_>]) -> Columns {
+        let catalog = self.info.catalog.get();
         Arc::new(
             fields
                 .iter()
                 .map(|f| Column {
                     name: f.name.to_owned(),
-                    strategy: self
-                        .info
-                        .column_rules
-                        .get(&(f.table_oid, f.column_attr))
-                        .copied(),
+                    strategy: match catalog.origin(f.table_oid, f.column_attr) {
+                        Origin::Unmasked => None,
+                        Origin::Masked(s) => Some(s),
+                        Origin::Unplaced => {
+                            warn!(
+                                column.table_oid = f.table_oid,
+                                column.attnum = f.column_attr,
+                                "result column from a relation the catalog snapshot does not know: withheld"
+                            );
+                            self.info.catalog.mark_stale();
+                            Some(Strategy::Null)
+                        }
+                    },
                     textual: f.format == 0 || textual_type(f.type_oid),
                     marker_fits: f.format == 0 || (textual_type(f.type_oid) && f.type_oid != 18),
                 })
