@@ -16,6 +16,8 @@
 //! file lock so parallel test binaries do not race); `cargo xtask setup`
 //! installs the same list (`PG_PACKAGES`) up front.
 
+pub mod mariadb;
+
 use std::collections::HashMap;
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
