@@ -13,7 +13,12 @@ use super::model::{
 };
 
 /// Protocols this build can relay.
-const SUPPORTED_PROTOCOLS: &[Protocol] = &[Protocol::Tcp, Protocol::Postgres, Protocol::Http];
+const SUPPORTED_PROTOCOLS: &[Protocol] = &[
+    Protocol::Tcp,
+    Protocol::Postgres,
+    Protocol::Http,
+    Protocol::Mysql,
+];
 const MIN_MESSAGE_BYTES: usize = 1024;
 const MAX_MESSAGE_BYTES: usize = 1 << 30;
 const MAX_CONNECT_TIMEOUT_MS: u64 = 600_000;
@@ -442,6 +447,21 @@ fn protocol_of(d: &Decoded, name: &str) -> Option<Protocol> {
 /// Options that only protocol targets have, and their values.
 fn check_protocol_options(at: &str, t: &Target, diags: &mut Diags<'_>) {
     let plain = t.protocol == Protocol::Tcp;
+    // MySQL (issue 20): TLS on either side is not spoken yet; refused
+    // rather than silently ignored.
+    if t.protocol == Protocol::Mysql {
+        for (key, set) in [
+            ("tls", t.tls.is_some()),
+            ("client_tls", t.client_tls.is_some()),
+        ] {
+            if set {
+                diags.at(
+                    &join(at, key),
+                    "mysql targets do not support TLS yet (remove it; see issue 20)",
+                );
+            }
+        }
+    }
     if let Some(tls) = &t.tls {
         let key = join(at, "tls");
         if plain {
