@@ -51,7 +51,7 @@ pub const CUSTOMERS: &[Customer] = &[
         id: 2,
         name: "Bob",
         email: "bob@example.org",
-        ssn: "987-65-4321",
+        ssn: "234-56-7890",
         card: "5500005555555559",
     },
 ];

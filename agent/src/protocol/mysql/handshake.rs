@@ -119,15 +119,36 @@ pub fn parse_client_hello(p: &[u8], offered: u32) -> Result<ClientHello, Handsha
             what: "compression",
         });
     }
-    let h: HandshakeResponse<'_> = ParseBuf(p).parse(()).map_err(|_| mal)?;
+    // Read by hand up to the database (what Warden uses): the rest
+    // (plugin name, connection attributes) is the client's business.
+    let mut r = p.get(32..).ok_or(mal.clone())?;
+    let user = take_nul(&mut r).ok_or(mal.clone())?;
+    if flags & caps::PLUGIN_AUTH_LENENC_DATA != 0 {
+        let n = super::message::lenenc_int(&mut r).ok_or(mal.clone())?;
+        let n = usize::try_from(n).map_err(|_| mal.clone())?;
+        r = r.get(n..).ok_or(mal.clone())?;
+    } else {
+        let (&n, rest) = r.split_first().ok_or(mal.clone())?;
+        r = rest.get(usize::from(n)..).ok_or(mal.clone())?;
+    }
+    let database = if flags & caps::CONNECT_WITH_DB != 0 {
+        take_nul(&mut r).ok_or(mal)?
+    } else {
+        &[]
+    };
     Ok(ClientHello {
         capabilities: flags & offered,
-        user: String::from_utf8_lossy(h.user()).into_owned(),
-        database: h
-            .db_name()
-            .filter(|d| !d.is_empty())
-            .map(|d| String::from_utf8_lossy(d).into_owned()),
+        user: String::from_utf8_lossy(user).into_owned(),
+        database: (!database.is_empty()).then(|| String::from_utf8_lossy(database).into_owned()),
     })
+}
+
+/// A NUL-terminated string off the front of `r` (without the NUL).
+fn take_nul<'a>(r: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let end = r.iter().position(|&b| b == 0)?;
+    let (s, rest) = r.split_at(end);
+    *r = &rest[1..];
+    Some(s)
 }
 
 /// The scrambled password for `plugin` and `nonce`.
