@@ -318,6 +318,11 @@ with c.cursor() as cur:
         print("NOT REFUSED")
     except pymysql.err.OperationalError as err:
         print("refused", err.args[0])
+    try:
+        cur.execute(b"SELECT 'caf\xe9' FROM secrets")
+        print("NOT REFUSED")
+    except pymysql.err.OperationalError as err:
+        print("latin1 refused", err.args[0], "UTF-8" in err.args[1])
     cur.execute("SELECT count(*) FROM orders")
     print(cur.fetchone()[0])
 c.ping()
@@ -335,6 +340,7 @@ c.close()
     assert!(!so.contains("4111111111111111"), "{so}");
     assert!(so.contains("1111"), "{so}");
     assert!(so.contains("refused 1142"), "{so}");
+    assert!(so.contains("latin1 refused 1142 True"), "{so}");
     assert!(so.trim_end().ends_with('2'), "{so}");
 }
 
@@ -402,4 +408,76 @@ s.sendall(struct.pack("<I", len(q))[:3] + b"\x05" + q); print("sequence", answer
     // Warden is still serving.
     assert_eq!(e.mariadb_ok("SELECT 41 + 1"), "42");
     assert!(!e.env.log().contains("panicked"), "{}", tail(&e.env.log()));
+}
+
+#[test]
+fn a_server_whose_sql_mode_changes_quoting_is_refused() {
+    let e = MyEnv::start();
+    let set = |mode: &str| {
+        let out = e.db.root_sql(&format!("SET GLOBAL sql_mode = '{mode}'"));
+        assert!(out.status.success(), "{out:?}");
+    };
+    let before = text(&e.db.root_sql("SELECT @@GLOBAL.sql_mode").stdout)
+        .trim()
+        .to_owned();
+    set("ANSI_QUOTES");
+    let out = e.mariadb("SELECT 1");
+    set(&before);
+    assert!(
+        !out.status.success(),
+        "a session on an ANSI_QUOTES server was served"
+    );
+    let err = text(&out.stderr);
+    assert!(err.contains("ANSI_QUOTES"), "{err}");
+    // With the mode restored, sessions are served again.
+    assert_eq!(e.mariadb_ok("SELECT 1"), "1");
+}
+
+#[test]
+fn sysbench_oltp_read_only_runs_through_warden_without_errors() {
+    let e = MyEnv::start();
+    let socket = format!("--mysql-socket={}", e.db.socket().display());
+    let common = ["--tables=1", "--table-size=1000", "--mysql-db=shop"];
+    let out = Command::new("/usr/bin/sysbench")
+        .arg("oltp_read_only")
+        .arg(&socket)
+        .arg("--mysql-user=root")
+        .args(common)
+        .arg("prepare")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sysbench prepare: {out:?}");
+    let port = format!("--mysql-port={}", e.db.port());
+    let mut args = vec![
+        "oltp_read_only",
+        "--mysql-host=127.0.0.1",
+        &port,
+        "--mysql-user=workload",
+        "--mysql-password=",
+        // Text protocol: prepared statements are not served yet.
+        "--db-ps-mode=disable",
+        "--threads=2",
+        "--time=4",
+    ];
+    args.extend(common);
+    args.push("run");
+    let out = e.in_app("/usr/bin/sysbench", &args);
+    let _ = e.db.root_sql("DROP TABLE shop.sbtest1");
+    let so = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{so}\n{}\nwarden log:\n{}",
+        text(&out.stderr),
+        tail(&e.env.log())
+    );
+    assert!(
+        so.contains("ignored errors:                      0"),
+        "{so}"
+    );
+    let queries: u64 = so
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("total:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(queries > 100, "{so}");
 }

@@ -6,7 +6,6 @@
 
 use std::fs;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -73,9 +72,9 @@ impl MariaDb {
             .prefix("warden-mariadb-")
             .tempdir_in(crate::base_dir())
             .unwrap();
-        chown(dir.path(), owner, 0o700);
+        crate::give_to_postgres(dir.path(), owner, 0o700);
         let data = dir.path().join("data");
-        let out = as_mysql(Command::new("mariadb-install-db"), owner, dir.path())
+        let out = crate::as_owner(Command::new("mariadb-install-db"), owner, dir.path())
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .args(["--auth-root-authentication-method=socket", "--skip-test-db"])
@@ -114,7 +113,7 @@ impl MariaDb {
     fn launch(&self, owner: Option<(u32, u32)>) -> bool {
         let d = self.dir.path();
         let _ = fs::remove_file(self.log_path());
-        let child = as_mysql(Command::new("/usr/sbin/mariadbd"), owner, d)
+        let child = crate::as_owner(Command::new("/usr/sbin/mariadbd"), owner, d)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", d.join("data").display()))
             .arg(format!("--socket={}", self.socket().display()))
@@ -234,28 +233,7 @@ fn show(o: &Output) -> String {
 /// The `mysql` user (made by the mariadb-server package) when running as
 /// root: the server refuses to run as root.
 fn mysql_owner() -> Option<(u32, u32)> {
-    if !nix::unistd::geteuid().is_root() {
-        return None;
-    }
-    let u = nix::unistd::User::from_name("mysql")
-        .unwrap()
-        .expect("the mysql user (created by the mariadb-server package)");
-    Some((u.uid.as_raw(), u.gid.as_raw()))
-}
-
-fn as_mysql(mut c: Command, owner: Option<(u32, u32)>, cwd: &Path) -> Command {
-    if let Some((uid, gid)) = owner {
-        c.uid(uid).gid(gid);
-    }
-    c.current_dir(cwd).env("HOME", cwd);
-    c
-}
-
-fn chown(path: &Path, owner: Option<(u32, u32)>, mode: u32) {
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
-    }
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    crate::system_owner("mysql")
 }
 
 /// Stops the server (by its pid file, checking the process is mariadbd)
@@ -270,7 +248,7 @@ fn watchdog(dir: &Path, owner: Option<(u32, u32)>) -> Child {
         fi
         rm -rf "$2"
     "#;
-    as_mysql(Command::new("sh"), owner, Path::new("/"))
+    crate::as_owner(Command::new("sh"), owner, Path::new("/"))
         .arg("-c")
         .arg(script)
         .arg("warden-mariadb-watchdog")

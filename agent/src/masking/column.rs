@@ -67,7 +67,7 @@ impl ColumnRule {
 }
 
 /// Strictness order used to break ties between equally specific rules.
-fn strictness(s: Strategy) -> u8 {
+pub(crate) fn strictness(s: Strategy) -> u8 {
     match s {
         Strategy::Last4 => 0,
         Strategy::Hmac => 1,

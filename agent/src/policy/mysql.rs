@@ -211,20 +211,10 @@ fn executable_comment(text: &str) -> Option<usize> {
 }
 
 fn facts(class: StatementClass, command: &str) -> StatementFacts {
-    StatementFacts {
-        class,
-        command: command.to_owned(),
-        tables: Vec::new(),
-        functions: Vec::new(),
-        operators: Vec::new(),
-        settings: Vec::new(),
-        prepare: None,
-        execute: None,
-        deallocate: None,
-        transaction: false,
-        read_write: false,
-        note: None,
-    }
+    let mut f = StatementFacts::new();
+    f.class = class;
+    f.command = command.to_owned();
+    f
 }
 
 fn unsupported(reason: String) -> AnalyzeError {

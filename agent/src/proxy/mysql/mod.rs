@@ -124,6 +124,8 @@ enum SessionError {
     Login(String),
     #[error("the upstream sent {0}")]
     Upstream(&'static str),
+    #[error("{0}")]
+    UnsafeServer(String),
 }
 
 /// One side of the session: a socket and what was read but not used.
@@ -244,6 +246,10 @@ pub async fn serve(
                     "Warden could not log in to the upstream server".to_owned(),
                 ),
                 SessionError::Handshake(h) => (RefuseReason::StartupRefused, h.to_string()),
+                SessionError::UnsafeServer(why) => (
+                    RefuseReason::UpstreamUnsafeSettings,
+                    format!("Warden refused the session: {why}"),
+                ),
                 _ => (RefuseReason::ProtocolError, e.to_string()),
             };
             // The client may be waiting for its greeting or for the answer
@@ -342,10 +348,53 @@ async fn connect(
         greeting.seq,
     )
     .await?;
+    // The classifier reads statements as MySQL does by default; a server
+    // whose sql_mode changes how quotes and backslashes are read is
+    // refused (fail closed), as `SET sql_mode` is.
+    let mode = sql_mode(upstream, session_caps & caps::DEPRECATE_EOF != 0).await?;
+    if let Some(bad) = unsafe_sql_mode(&mode) {
+        return Err(SessionError::UnsafeServer(format!(
+            "the server's sql_mode has {bad}, which changes how Warden would read statements"
+        )));
+    }
     client
         .send(resp.seq.wrapping_add(1), &message::ok_packet(0, 0, 0x0002))
         .await?;
     Ok(session_caps)
+}
+
+/// The session's `sql_mode`, asked of the upstream right after login.
+async fn sql_mode(upstream: &mut Peer, deprecate_eof: bool) -> Result<String, SessionError> {
+    let bad = SessionError::Upstream("an unexpected answer to SELECT @@SESSION.sql_mode");
+    upstream.send(0, b"\x03SELECT @@SESSION.sql_mode").await?;
+    if message::response(&upstream.read().await?.payload)? != Response::ResultSet(1) {
+        return Err(bad);
+    }
+    upstream.read().await?; // the column definition
+    if !deprecate_eof {
+        upstream.read().await?;
+    }
+    let row = upstream.read().await?;
+    let mode = match message::text_row(&row.payload, 1)?.first() {
+        Some(Some(v)) => String::from_utf8_lossy(v).into_owned(),
+        _ => String::new(),
+    };
+    if !message::is_eof(&upstream.read().await?.payload, deprecate_eof) {
+        return Err(bad);
+    }
+    Ok(mode)
+}
+
+/// The first `sql_mode` flag that changes tokenisation, if any.
+fn unsafe_sql_mode(mode: &str) -> Option<&'static str> {
+    let flags: Vec<String> = mode
+        .split(',')
+        .map(|f| f.trim().to_ascii_uppercase())
+        .collect();
+    // ANSI (and the combination modes holding it) turn on ANSI_QUOTES.
+    ["ANSI_QUOTES", "NO_BACKSLASH_ESCAPES", "ANSI"]
+        .into_iter()
+        .find(|b| flags.iter().any(|f| f == b))
 }
 
 /// Logs in upstream as the grant's user.
@@ -487,8 +536,11 @@ impl Session {
                     }
                 }
                 com::QUERY => {
+                    // The session's character set is utf8mb4 (Warden logs in
+                    // with it): text that is not UTF-8 is not read at all.
+                    let utf8 = std::str::from_utf8(&p.payload[1..]).is_ok();
                     let text = String::from_utf8_lossy(&p.payload[1..]).into_owned();
-                    self.query(&text, &p.payload).await
+                    self.query(&text, utf8, &p.payload).await
                 }
                 other => {
                     debug!(command = other, "mysql command refused");
@@ -520,7 +572,12 @@ impl Session {
         self.client.send(1, &r.payload).await
     }
 
-    fn decide(&self, text: &str) -> Verdict {
+    fn decide(&self, text: &str, utf8: bool) -> Verdict {
+        if !utf8 {
+            return Verdict::unparsable(&crate::policy::AnalyzeError::Unsupported {
+                reason: "the statement text is not valid UTF-8".into(),
+            });
+        }
         match crate::policy::mysql::analyze(text, &self.database) {
             Ok(a) => self.policy.decide(&a, &self.ctx),
             Err(e) => Verdict::unparsable(&e),
@@ -569,9 +626,9 @@ impl Session {
         }
     }
 
-    async fn query(&mut self, text: &str, payload: &[u8]) -> Result<(), SessionError> {
+    async fn query(&mut self, text: &str, utf8: bool, payload: &[u8]) -> Result<(), SessionError> {
         self.seq += 1;
-        let verdict = self.decide(text);
+        let verdict = self.decide(text, utf8);
         let statement = self.text_masker.mask_str(text).0.into_owned();
         let request = self.event(&verdict, &statement, StatementPhase::Request);
         // Audit before effect: an unrecorded statement is not forwarded.
@@ -745,7 +802,7 @@ impl Session {
                 let t = t.rsplit('.').next().unwrap_or(t);
                 m.column_rule_loose(None, t, None).map(|(_, s)| s)
             })
-            .max_by_key(|s| strictness(*s))
+            .max_by_key(|s| crate::masking::column::strictness(*s))
     }
 
     fn mask_row(
@@ -796,16 +853,5 @@ impl Session {
             out.clear();
         }
         Ok(())
-    }
-}
-
-/// Orders strategies from the one that reveals most to the one that
-/// reveals least.
-fn strictness(s: Strategy) -> u8 {
-    match s {
-        Strategy::Last4 => 0,
-        Strategy::Hmac => 1,
-        Strategy::Redact => 2,
-        Strategy::Null => 3,
     }
 }
