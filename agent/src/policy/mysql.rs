@@ -485,6 +485,84 @@ fn collect_names(st: &Statement, f: &mut StatementFacts) {
     f.functions = functions;
 }
 
+/// Where a masked column is used other than as a bare output column
+/// (`SELECT card`, `SELECT c.card AS x`): in a condition, an expression,
+/// an ORDER BY or GROUP BY, a join. Such a use could reveal the value
+/// (`WHERE card LIKE '4%'`) or carry it out of reach of the column mask, so
+/// the statement is refused. `masked(column)` says whether a column of that
+/// name is masked in any table the statement reads; qualifiers are not
+/// resolved (a name that is masked anywhere counts). `None`: no such use
+/// (or the text does not parse: the classifier refuses it anyway).
+pub fn masked_column_misuse(text: &str, masked: impl Fn(&str) -> bool) -> Option<String> {
+    let statements = Parser::parse_sql(&MySqlDialect {}, text).ok()?;
+    let name_of = |e: &Expr| -> Option<String> {
+        match e {
+            Expr::Identifier(i) => Some(i.value.clone()),
+            Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
+            _ => None,
+        }
+    };
+    // Every reference to a masked name, anywhere.
+    let mut used: Vec<String> = Vec::new();
+    let _ = sqlparser::ast::visit_expressions(&statements, |e: &Expr| {
+        if let Some(n) = name_of(e).filter(|n| masked(n)) {
+            used.push(n);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    // The references that are bare output columns.
+    struct Bare<'a, F: Fn(&Expr) -> Option<String>> {
+        name_of: &'a F,
+        names: Vec<String>,
+    }
+    impl<F: Fn(&Expr) -> Option<String>> Visitor for Bare<'_, F> {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            fn selects<'q>(s: &'q SetExpr, out: &mut Vec<&'q sqlparser::ast::Select>) {
+                match s {
+                    SetExpr::Select(sel) => out.push(sel),
+                    SetExpr::Query(q) => selects(&q.body, out),
+                    SetExpr::SetOperation { left, right, .. } => {
+                        selects(left, out);
+                        selects(right, out);
+                    }
+                    _ => {}
+                }
+            }
+            let mut found = Vec::new();
+            selects(&q.body, &mut found);
+            for sel in found {
+                for item in &sel.projection {
+                    let e = match item {
+                        sqlparser::ast::SelectItem::UnnamedExpr(e) => e,
+                        sqlparser::ast::SelectItem::ExprWithAlias { expr, .. } => expr,
+                        _ => continue,
+                    };
+                    if let Some(n) = (self.name_of)(e) {
+                        self.names.push(n);
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut bare = Bare {
+        name_of: &name_of,
+        names: Vec::new(),
+    };
+    let _ = statements.visit(&mut bare);
+    for n in &used {
+        let uses = used.iter().filter(|u| *u == n).count();
+        let bare_uses = bare.names.iter().filter(|b| *b == n).count();
+        if uses > bare_uses {
+            return Some(format!(
+                "masked column {n} is used other than as a bare output column"
+            ));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,5 +695,28 @@ mod tests {
                 one("HANDLER customers OPEN").class == StatementClass::Unknown
             }
         );
+    }
+
+    #[test]
+    fn masked_columns_only_as_bare_output_columns() {
+        let masked = |c: &str| c.eq_ignore_ascii_case("card");
+        for ok in [
+            "SELECT card FROM customers",
+            "SELECT c.card AS x, name FROM customers c WHERE id = 1",
+            "SELECT * FROM customers",
+            "SELECT name FROM customers ORDER BY id",
+        ] {
+            assert_eq!(masked_column_misuse(ok, masked), None, "{ok}");
+        }
+        for bad in [
+            "SELECT name FROM customers WHERE card LIKE '4111%'",
+            "SELECT upper(card) FROM customers",
+            "SELECT concat(c.card, '') FROM customers c",
+            "SELECT name FROM customers ORDER BY card",
+            "SELECT card FROM customers WHERE card = '1'",
+            "SELECT name FROM customers WHERE id IN (SELECT id FROM customers WHERE card > '4')",
+        ] {
+            assert!(masked_column_misuse(bad, masked).is_some(), "{bad}");
+        }
     }
 }

@@ -578,10 +578,31 @@ impl Session {
                 reason: "the statement text is not valid UTF-8".into(),
             });
         }
-        match crate::policy::mysql::analyze(text, &self.database) {
+        let verdict = match crate::policy::mysql::analyze(text, &self.database) {
             Ok(a) => self.policy.decide(&a, &self.ctx),
-            Err(e) => Verdict::unparsable(&e),
+            Err(e) => return Verdict::unparsable(&e),
+        };
+        // Masked columns only as bare output columns (fail closed: a name
+        // masked in any table the statement reads counts).
+        if let Some(m) = self.masker.as_ref().filter(|m| m.has_columns())
+            && verdict.is_allowed()
+        {
+            let masked = |column: &str| {
+                verdict.tables.iter().any(|t| {
+                    let t = t.rsplit('.').next().unwrap_or(t);
+                    m.column_rule_loose(None, t, Some(column)).is_some()
+                })
+            };
+            if let Some(why) = crate::policy::mysql::masked_column_misuse(text, masked) {
+                return Verdict {
+                    action: Action::Block,
+                    rule: None,
+                    reason: why,
+                    ..verdict
+                };
+            }
         }
+        verdict
     }
 
     fn event(&self, v: &Verdict, statement: &str, phase: StatementPhase) -> StatementEvent {
