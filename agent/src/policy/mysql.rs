@@ -510,50 +510,30 @@ pub fn masked_column_misuse(text: &str, masked: impl Fn(&str) -> bool) -> Option
         }
         ControlFlow::<()>::Continue(())
     });
-    // The references that are bare output columns.
-    struct Bare<'a, F: Fn(&Expr) -> Option<String>> {
-        name_of: &'a F,
-        names: Vec<String>,
-    }
-    impl<F: Fn(&Expr) -> Option<String>> Visitor for Bare<'_, F> {
-        type Break = ();
-        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
-            fn selects<'q>(s: &'q SetExpr, out: &mut Vec<&'q sqlparser::ast::Select>) {
-                match s {
-                    SetExpr::Select(sel) => out.push(sel),
-                    SetExpr::Query(q) => selects(&q.body, out),
-                    SetExpr::SetOperation { left, right, .. } => {
-                        selects(left, out);
-                        selects(right, out);
-                    }
-                    _ => {}
+    // The references that are bare output columns of a statement's own
+    // SELECT: not in a sub-query, derived table, CTE or set operation,
+    // whose outputs the result's column definitions do not tie to the
+    // masked column.
+    let mut bare: Vec<String> = Vec::new();
+    for st in &statements {
+        if let Statement::Query(q) = st
+            && let SetExpr::Select(sel) = &*q.body
+        {
+            for item in &sel.projection {
+                let e = match item {
+                    sqlparser::ast::SelectItem::UnnamedExpr(e) => e,
+                    sqlparser::ast::SelectItem::ExprWithAlias { expr, .. } => expr,
+                    _ => continue,
+                };
+                if let Some(n) = name_of(e) {
+                    bare.push(n);
                 }
             }
-            let mut found = Vec::new();
-            selects(&q.body, &mut found);
-            for sel in found {
-                for item in &sel.projection {
-                    let e = match item {
-                        sqlparser::ast::SelectItem::UnnamedExpr(e) => e,
-                        sqlparser::ast::SelectItem::ExprWithAlias { expr, .. } => expr,
-                        _ => continue,
-                    };
-                    if let Some(n) = (self.name_of)(e) {
-                        self.names.push(n);
-                    }
-                }
-            }
-            ControlFlow::Continue(())
         }
     }
-    let mut bare = Bare {
-        name_of: &name_of,
-        names: Vec::new(),
-    };
-    let _ = statements.visit(&mut bare);
     for n in &used {
         let uses = used.iter().filter(|u| *u == n).count();
-        let bare_uses = bare.names.iter().filter(|b| *b == n).count();
+        let bare_uses = bare.iter().filter(|b| *b == n).count();
         if uses > bare_uses {
             return Some(format!(
                 "masked column {n} is used other than as a bare output column"
@@ -715,6 +695,10 @@ mod tests {
             "SELECT name FROM customers ORDER BY card",
             "SELECT card FROM customers WHERE card = '1'",
             "SELECT name FROM customers WHERE id IN (SELECT id FROM customers WHERE card > '4')",
+            "SELECT name FROM customers UNION SELECT card FROM customers",
+            "SELECT x FROM (SELECT card AS x FROM customers) t",
+            "WITH c AS (SELECT card FROM customers) SELECT card FROM c",
+            "SELECT (SELECT card FROM customers LIMIT 1) AS x",
         ] {
             assert!(masked_column_misuse(bad, masked).is_some(), "{bad}");
         }
