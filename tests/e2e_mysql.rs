@@ -19,7 +19,12 @@ default = "deny"
 rules = [
   { action = "allow", classes = ["read"] },
   { action = "block", tables = ["secrets"], name = "no-secrets" },
+  { action = "approve", classes = ["write"], tables = ["orders"], name = "orders-writes" },
 ]
+
+# Nobody approves in these tests: `approve` statements are refused after 1 s.
+[approvals]
+approval_timeout_secs = 1
 
 [masking.pii]
 columns = [ { column = "customers.card", strategy = "last4" } ]
@@ -273,7 +278,9 @@ fn blocked_tables_and_bypass_attempts_are_refused_with_1142_and_audited() {
             1142,
             "no-secrets",
         ),
-        ("DELETE FROM orders", 1142, "default deny"),
+        ("DELETE FROM customers", 1142, "default deny"),
+        // Held for approval, nobody approves: refused after the timeout.
+        ("DELETE FROM orders", 1142, "not approved"),
         ("SELECT LOAD_FILE('/etc/passwd')", 1142, "load_file"),
         ("SET sql_mode = 'ANSI_QUOTES'", 1142, "sql_mode"),
         ("SET NAMES gbk", 1142, "SET NAMES"),
@@ -313,6 +320,14 @@ fn blocked_tables_and_bypass_attempts_are_refused_with_1142_and_audited() {
         .collect();
     assert!(decisions.contains(&"denied"), "{decisions:?}");
     assert!(decisions.contains(&"rejected"), "{decisions:?}");
+    assert!(decisions.contains(&"approval_required"), "{decisions:?}");
+    // The held statement is on record as an approval request.
+    let requested = e
+        .env
+        .audit_events()
+        .into_iter()
+        .any(|ev| ev.to_string().contains("DELETE FROM orders") && ev["class_uid"] != 6005);
+    assert!(requested, "no approval request event");
     // Warden still serves (a refusal inside one session is in the pymysql
     // test).
     assert_eq!(e.mariadb_ok("SELECT 1"), "1");

@@ -99,8 +99,7 @@ impl MysqlRuntime {
         })
     }
 
-    /// Statements of `approve` rules are held for a decision (not yet for
-    /// MySQL: they are refused).
+    /// Statements of `approve` rules are held for a decision.
     pub fn with_approvals(mut self, approvals: Arc<crate::approval::Approvals>) -> Self {
         self.approvals.approvals = Some(approvals);
         self
@@ -165,6 +164,22 @@ impl Peer {
         packet::encode(&mut s, payload, &mut out);
         self.tcp.write_all(&out).await?;
         Ok(())
+    }
+}
+
+impl super::session::HeldClient for Peer {
+    fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    async fn read_more(&mut self) -> bool {
+        match self.tcp.read_buf(&mut self.buf).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.bytes_read += n as u64;
+                true
+            }
+        }
     }
 }
 
@@ -279,11 +294,13 @@ pub async fn serve(
         text_masker,
         audit: audit.clone(),
         ctx: SessionContext::new(vec![database.clone()]),
+        approvals: rt.approvals.approvals.clone(),
+        account_uids: Vec::new(),
         deprecate_eof: session_caps & caps::DEPRECATE_EOF != 0,
         seq: 0,
         bytes_down: 0,
     };
-    let _ = &rt.approvals;
+    s.account_uids = rt.approvals.uids_of(&s.caller.account);
     let res = s.run().await;
     let mut out = Outcome {
         bytes_up: s.client.bytes_read,
@@ -469,6 +486,10 @@ struct Session {
     text_masker: Arc<Masker>,
     audit: AuditHandle,
     ctx: SessionContext,
+    /// Holds statements of `approve` rules (`None`: they are refused).
+    approvals: Option<Arc<crate::approval::Approvals>>,
+    /// The account's enrolled uids (never approvers of its requests).
+    account_uids: Vec<u32>,
     deprecate_eof: bool,
     /// Statements so far (request and result events share the number).
     seq: u64,
@@ -651,6 +672,9 @@ impl Session {
         self.seq += 1;
         let verdict = self.decide(text, utf8);
         let statement = self.text_masker.mask_str(text).0.into_owned();
+        // A statement of an `approve` rule is held (nothing forwarded) until
+        // decided; its request event records how it ended.
+        let verdict = self.approval(verdict, &statement).await;
         let request = self.event(&verdict, &statement, StatementPhase::Request);
         // Audit before effect: an unrecorded statement is not forwarded.
         let recorded = self.audit.record_statement(request).await;
@@ -661,7 +685,7 @@ impl Session {
             info!(statement.seq = self.seq, rule = ?verdict.rule.as_ref().map(|r| &r.label), "mysql statement refused");
             let why = match (verdict.action, &verdict.rule) {
                 (Action::Approve, _) => format!(
-                    "statement requires approval, which Warden does not offer for MySQL yet: {}",
+                    "statement requires approval and was not approved: {}",
                     verdict.reason
                 ),
                 (_, Some(r)) => {
@@ -695,6 +719,57 @@ impl Session {
         }
         self.audit.record_statement_detached(ev);
         Ok(())
+    }
+
+    /// Asks the approval service about a statement of an `approve` rule and
+    /// waits for the decision (what the client sends meanwhile is buffered,
+    /// up to twice its largest packet; a client that leaves withdraws the
+    /// request). Other verdicts pass unchanged; without an approval service
+    /// the statement stays refused.
+    async fn approval(&mut self, verdict: Verdict, statement: &str) -> Verdict {
+        use super::session::{Asked, ask, wait};
+        use crate::approval::{RequestSpec, Resolution, fingerprint};
+        if verdict.action != Action::Approve {
+            return verdict;
+        }
+        let Some(approvals) = self.approvals.clone() else {
+            return verdict;
+        };
+        let spec = RequestSpec {
+            account: self.caller.account.clone(),
+            target: self.target.clone(),
+            protocol: "mysql".into(),
+            session: Some(self.caller.session),
+            process: self.caller.process.clone(),
+            identity: self.caller.identity.clone(),
+            statement: statement.to_owned(),
+            fingerprint: fingerprint::exact_fingerprint("mysql", statement),
+            policy: Some(self.policy.name().to_owned()),
+            rule: verdict.rule.as_ref().map(|r| r.label.clone()),
+            risk: verdict.class.as_str().to_owned(),
+            account_uids: self.account_uids.clone(),
+        };
+        let decided = |allow: bool, why: String| Verdict {
+            action: if allow {
+                Action::Allow
+            } else {
+                Action::Approve
+            },
+            reason: why,
+            ..verdict.clone()
+        };
+        let hold = match ask(&approvals, spec).await {
+            Asked::Granted(why) => return decided(true, why),
+            Asked::Unrecorded(why) => return decided(false, why),
+            Asked::Held(h) => h,
+        };
+        info!(approval.id = %hold.id, "mysql statement held for approval");
+        let cap = self.client.max.saturating_mul(2);
+        let waited = wait(&approvals, hold, &mut self.client, cap, None).await;
+        match waited.resolution {
+            Resolution::Approved { .. } => decided(true, waited.why),
+            _ => decided(false, waited.why),
+        }
     }
 
     /// Relays the server's answer to a forwarded query (every result set of
