@@ -43,6 +43,8 @@ pub enum ReloadError {
     Postgres(#[source] crate::proxy::session::SetupError),
     #[error("HTTP targets: {0}")]
     Http(#[source] crate::proxy::session::SetupError),
+    #[error("MySQL targets: {0}")]
+    Mysql(#[source] crate::proxy::session::SetupError),
     #[error("enrollments: {0}")]
     Enroll(#[from] crate::identity::EnrollError),
     /// Audit before effect: an unrecorded reload does not happen.
@@ -57,6 +59,8 @@ pub struct Live {
     /// PostgreSQL targets: grants, compiled policies and masking, TLS.
     pub pg: PgRuntime,
     pub http: HttpRuntime,
+    /// MySQL targets: grants, compiled policies and masking.
+    pub mysql: crate::proxy::mysql::MysqlRuntime,
     pub identities: crate::identity::sources::IdentitySources,
     targets_by_key: HashMap<TargetKey, usize>,
     /// When this configuration took effect (ms since the Unix epoch).
@@ -85,6 +89,9 @@ impl Live {
         let http = HttpRuntime::build_with(&config, &maskers)
             .map_err(ReloadError::Http)?
             .with_approvals(Arc::clone(approvals));
+        let mysql = crate::proxy::mysql::MysqlRuntime::build_with(&config, &maskers)
+            .map_err(ReloadError::Mysql)?
+            .with_approvals(Arc::clone(approvals));
         let targets_by_key = target_entries(&config)
             .into_iter()
             .map(|(k, v)| (k, v.target_id as usize))
@@ -93,6 +100,7 @@ impl Live {
             config,
             pg,
             http,
+            mysql,
             identities,
             targets_by_key,
             loaded_ms: crate::proxy::now_ms(),

@@ -16,6 +16,8 @@
 //! file lock so parallel test binaries do not race); `cargo xtask setup`
 //! installs the same list (`PG_PACKAGES`) up front.
 
+pub mod mariadb;
+
 use std::collections::HashMap;
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
@@ -859,7 +861,7 @@ impl Drop for PgBouncer {
 }
 
 /// A free TCP port on `ip` (bound then released).
-fn free_port(ip: &str) -> u16 {
+pub(crate) fn free_port(ip: &str) -> u16 {
     std::net::TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -1145,18 +1147,25 @@ pub fn process_running(pid: i32) -> bool {
 
 /// (uid, gid) of `postgres` when we are root; `None` runs everything as us.
 fn postgres_owner() -> Option<(u32, u32)> {
+    system_owner("postgres")
+}
+
+/// The uid and gid of the system user `name` (made by a server package)
+/// when running as root, which the servers refuse to run as; `None` when
+/// not root (the servers run as the caller).
+pub(crate) fn system_owner(name: &str) -> Option<(u32, u32)> {
     if !nix::unistd::geteuid().is_root() {
         return None;
     }
-    let u = nix::unistd::User::from_name("postgres")
+    let u = nix::unistd::User::from_name(name)
         .unwrap()
-        .expect("the postgres user (created by the postgresql package)");
+        .unwrap_or_else(|| panic!("the {name} user (created by its server package)"));
     Some((u.uid.as_raw(), u.gid.as_raw()))
 }
 
 /// Runs `c` as the postgres user (like `runuser -u postgres`, without PAM)
 /// from `cwd`, which that user can enter.
-fn as_owner(mut c: Command, owner: Option<(u32, u32)>, cwd: &Path) -> Command {
+pub(crate) fn as_owner(mut c: Command, owner: Option<(u32, u32)>, cwd: &Path) -> Command {
     if let Some((uid, gid)) = owner {
         // std drops supplementary groups when it changes the uid as root.
         c.uid(uid).gid(gid);
@@ -1165,7 +1174,7 @@ fn as_owner(mut c: Command, owner: Option<(u32, u32)>, cwd: &Path) -> Command {
     c
 }
 
-fn give_to_postgres(path: &Path, owner: Option<(u32, u32)>, mode: u32) {
+pub(crate) fn give_to_postgres(path: &Path, owner: Option<(u32, u32)>, mode: u32) {
     if let Some((uid, gid)) = owner {
         std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
     }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod forward;
+pub mod mariadb;
 pub mod nginx;
 pub mod pg;
 pub mod regress;

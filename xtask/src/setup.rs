@@ -11,7 +11,9 @@ use crate::run as sh;
 /// Debian packages the build, the tests and the demo use, besides
 /// `pgkit::PG_PACKAGES` (PostgreSQL, PgBouncer, psycopg2) and
 /// `pgkit::REGRESS_PACKAGES` (what PostgreSQL's regression suite needs:
-/// dpkg-dev, the server headers, a C toolchain).
+/// dpkg-dev, the server headers, a C toolchain) and
+/// `pgkit::mariadb::MARIADB_PACKAGES` (MariaDB, its client, pymysql,
+/// sysbench).
 const APT_PACKAGES: &[(&str, &str)] = &[
     // (package, a file it provides that tells us it is installed)
     ("bpftool", "/usr/sbin/bpftool"),
@@ -79,6 +81,7 @@ fn apt() -> Result<()> {
         .iter()
         .chain(pgkit::PG_PACKAGES)
         .chain(pgkit::REGRESS_PACKAGES)
+        .chain(pgkit::mariadb::MARIADB_PACKAGES)
         .filter(|(_, probe)| !std::path::Path::new(probe).exists())
         .map(|(p, _)| *p)
         .collect();

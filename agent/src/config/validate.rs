@@ -13,7 +13,12 @@ use super::model::{
 };
 
 /// Protocols this build can relay.
-const SUPPORTED_PROTOCOLS: &[Protocol] = &[Protocol::Tcp, Protocol::Postgres, Protocol::Http];
+const SUPPORTED_PROTOCOLS: &[Protocol] = &[
+    Protocol::Tcp,
+    Protocol::Postgres,
+    Protocol::Http,
+    Protocol::Mysql,
+];
 const MIN_MESSAGE_BYTES: usize = 1024;
 const MAX_MESSAGE_BYTES: usize = 1 << 30;
 const MAX_CONNECT_TIMEOUT_MS: u64 = 600_000;
@@ -449,6 +454,21 @@ fn protocol_of(d: &Decoded, name: &str) -> Option<Protocol> {
 /// Options that only protocol targets have, and their values.
 fn check_protocol_options(at: &str, t: &Target, diags: &mut Diags<'_>) {
     let plain = t.protocol == Protocol::Tcp;
+    // MySQL (issue 20): TLS on either side is not spoken yet; refused
+    // rather than silently ignored.
+    if t.protocol == Protocol::Mysql {
+        for (key, set) in [
+            ("tls", t.tls.is_some()),
+            ("client_tls", t.client_tls.is_some()),
+        ] {
+            if set {
+                diags.at(
+                    &join(at, key),
+                    "mysql targets do not support TLS yet (remove it; see issue 20)",
+                );
+            }
+        }
+    }
     if let Some(tls) = &t.tls {
         let key = join(at, "tls");
         if plain {
@@ -2224,12 +2244,31 @@ rules = [{ action = "allow", methods = ["GET"], paths = ["/**"] }]
     }
 
     #[test]
-    fn unsupported_protocols_are_rejected() {
-        only(
-            &BASE.replace("protocol = \"tcp\"", "protocol = \"mysql\""),
-            "target[0].protocol",
-            6,
-            "protocol \"mysql\" is not supported yet by this build (supported: tcp, postgres, http)",
+    fn mysql_targets_are_protocol_targets_without_tls_yet() {
+        // Issue 20: mysql is served now; like postgres it needs a grant,
+        // and TLS on either side is refused until it is spoken.
+        let src = BASE.replace(
+            "protocol = \"tcp\"",
+            "protocol = \"mysql\"\ntls = { mode = \"require\" }",
+        );
+        let list = diagnostics(&src);
+        let messages: Vec<&str> = list.iter().map(|d| d.message.as_str()).collect();
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("mysql targets do not support TLS yet")),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("is a mysql target: it needs a [[grant]]")),
+            "{messages:?}"
+        );
+        assert!(
+            !messages
+                .iter()
+                .any(|m| m.contains("not supported yet by this build"))
         );
     }
 

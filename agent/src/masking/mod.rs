@@ -121,7 +121,7 @@
 //!   masked column in binary is sent as its marker, or NULL where no
 //!   marker fits the type).
 
-mod column;
+pub(crate) mod column;
 mod detect;
 pub mod json;
 mod model;

@@ -30,6 +30,7 @@ pub mod columns;
 pub mod glob;
 pub mod http;
 pub mod model;
+pub mod mysql;
 pub mod rules;
 pub mod settings;
 pub mod sql;

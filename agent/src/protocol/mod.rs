@@ -2,4 +2,5 @@
 //! typed messages out, and back. Pure code: no I/O, no policy.
 
 pub mod http;
+pub mod mysql;
 pub mod postgres;

@@ -5,6 +5,7 @@
 
 pub mod budget;
 pub mod http;
+pub mod mysql;
 pub mod postgres;
 pub mod refusals;
 pub mod relay;
@@ -405,7 +406,9 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
     }
     if matches!(
         target.protocol,
-        crate::config::Protocol::Postgres | crate::config::Protocol::Http
+        crate::config::Protocol::Postgres
+            | crate::config::Protocol::Http
+            | crate::config::Protocol::Mysql
     ) {
         return serve_protocol(
             &shared,
@@ -508,6 +511,19 @@ async fn serve_protocol(
         }
         crate::config::Protocol::Http => {
             http::serve(&live.http, config, audit, target, caller, stream).await
+        }
+        crate::config::Protocol::Mysql => {
+            let agent = &config.agent;
+            let timeout = Duration::from_millis(agent.connect_timeout_ms);
+            mysql::serve(
+                &live.mysql,
+                audit,
+                target,
+                caller,
+                stream,
+                (agent.upstream_mark, timeout),
+            )
+            .await
         }
         // Validation refuses these for protocol handling; fail closed.
         other => Outcome {

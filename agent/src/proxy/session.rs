@@ -296,3 +296,19 @@ pub async fn wait(
         gone,
     }
 }
+
+// --- MySQL (issue 20): shared by the MySQL runtime; PostgreSQL compiles
+// its own copy today and can move onto this (issue 18). ---
+
+/// Every `[policy.NAME]` of a configuration, compiled once.
+pub fn compile_policies(
+    config: &Config,
+) -> Result<HashMap<String, Arc<crate::policy::Policy>>, SetupError> {
+    let mut policies = HashMap::new();
+    for (name, cfg) in &config.policies {
+        let p =
+            crate::policy::Policy::compile(name, cfg).map_err(|p| SetupError::policy(name, &p))?;
+        policies.insert(name.clone(), Arc::new(p));
+    }
+    Ok(policies)
+}

@@ -201,7 +201,7 @@ pub struct StatementFacts {
 }
 
 impl StatementFacts {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         StatementFacts {
             class: StatementClass::Read,
             command: String::new(),

@@ -1,0 +1,706 @@
+//! Classification of MySQL/MariaDB query texts into the same [`Analysis`]
+//! the PostgreSQL classifier produces, so one [`super::Policy`] decides
+//! both. Read with sqlparser's MySQL dialect (backtick identifiers, `#`
+//! comments, `--` comments only when followed by whitespace, backslash
+//! escapes in strings, double quotes as strings).
+//!
+//! Fail closed, before and after the parse:
+//! - executable comments (`/*! … */`, `/*!50000 … */`, MariaDB's `/*M! … */`)
+//!   are code to the server and a comment to the parser: any text holding
+//!   one is refused;
+//! - what the parser rejects is refused;
+//! - settings that change how the server tokenises (`sql_mode`, with
+//!   `ANSI_QUOTES` and `NO_BACKSLASH_ESCAPES`; `SET NAMES`, `SET CHARACTER
+//!   SET`, `character_set_*`, `collation_connection`) are refused: the
+//!   session is pinned to what Warden logged in with;
+//! - `USE` of another database than the grant's is refused;
+//! - statements the classifier does not know are class `unknown`.
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    ContextModifier, Expr, FunctionArguments, ObjectName, Query, SetExpr, Statement, Visit, Visitor,
+};
+use sqlparser::dialect::MySqlDialect;
+use sqlparser::parser::Parser;
+
+use super::model::StatementClass;
+use super::sql::{Analysis, AnalyzeError, FuncRef, StatementFacts, TableRef};
+
+/// Functions any policy may let a statement call: they read nothing but
+/// their arguments (and session facts), write nothing, and do not sleep or
+/// lock. Anything else raises the statement to `privileged` unless an
+/// allow rule names it (`LOAD_FILE`, `SLEEP`, `BENCHMARK`, `GET_LOCK`,
+/// user-defined functions…).
+const SAFE_FUNCTIONS: &[&str] = &[
+    "abs",
+    "avg",
+    "bit_length",
+    "cast",
+    "ceil",
+    "ceiling",
+    "char_length",
+    "character_length",
+    "coalesce",
+    "concat",
+    "concat_ws",
+    "connection_id",
+    "convert",
+    "count",
+    "curdate",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "curtime",
+    "database",
+    "date",
+    "date_add",
+    "date_format",
+    "date_sub",
+    "datediff",
+    "day",
+    "dayofmonth",
+    "dayofweek",
+    "dayofyear",
+    "floor",
+    "found_rows",
+    "from_unixtime",
+    "greatest",
+    "group_concat",
+    "hex",
+    "hour",
+    "if",
+    "ifnull",
+    "instr",
+    "isnull",
+    "json_array",
+    "json_extract",
+    "json_object",
+    "json_unquote",
+    "last_insert_id",
+    "lcase",
+    "least",
+    "left",
+    "length",
+    "locate",
+    "lower",
+    "lpad",
+    "ltrim",
+    "max",
+    "md5",
+    "min",
+    "minute",
+    "mod",
+    "month",
+    "now",
+    "nullif",
+    "position",
+    "power",
+    "rand",
+    "replace",
+    "reverse",
+    "right",
+    "round",
+    "row_count",
+    "rpad",
+    "rtrim",
+    "schema",
+    "second",
+    "session_user",
+    "sha1",
+    "sha2",
+    "sign",
+    "sqrt",
+    "str_to_date",
+    "strcmp",
+    "substr",
+    "substring",
+    "substring_index",
+    "sum",
+    "system_user",
+    "time",
+    "timestamp",
+    "timestampdiff",
+    "trim",
+    "truncate",
+    "ucase",
+    "unhex",
+    "unix_timestamp",
+    "upper",
+    "user",
+    "utc_timestamp",
+    "uuid",
+    "version",
+    "week",
+    "year",
+];
+
+/// Session variables a workload may set: none of them changes how the
+/// server reads statements, which account runs them or what they can reach.
+const SAFE_SETTINGS: &[&str] = &[
+    "autocommit",
+    "time_zone",
+    "transaction_isolation",
+    "tx_isolation",
+    "transaction_read_only",
+    "tx_read_only",
+    "sql_select_limit",
+    "max_execution_time",
+    "max_statement_time",
+    "wait_timeout",
+    "interactive_timeout",
+    "net_read_timeout",
+    "net_write_timeout",
+    "group_concat_max_len",
+    "lock_wait_timeout",
+    "innodb_lock_wait_timeout",
+    "sql_safe_updates",
+    "unique_checks",
+    "foreign_key_checks",
+];
+
+/// Settings that change tokenisation or the character set the server reads
+/// statements in: refused (the session is pinned).
+const PINNED_SETTINGS: &[&str] = &[
+    "sql_mode",
+    "names",
+    "character_set_client",
+    "character_set_connection",
+    "character_set_results",
+    "collation_connection",
+    "charset",
+    "character set",
+];
+
+/// Classifies a MySQL query text; `database` is the grant's (the only one a
+/// `USE` may name).
+pub fn analyze(text: &str, database: &str) -> Result<Analysis, AnalyzeError> {
+    if let Some(at) = executable_comment(text) {
+        return Err(AnalyzeError::Unsupported {
+            reason: format!(
+                "executable comment at byte {at}: MySQL runs the text of /*! ... */ as \
+                 part of the statement"
+            ),
+        });
+    }
+    let statements =
+        Parser::parse_sql(&MySqlDialect {}, text).map_err(|e| AnalyzeError::Syntax {
+            message: e.to_string(),
+            position: None,
+        })?;
+    let mut out = Analysis {
+        statements: Vec::with_capacity(statements.len()),
+    };
+    for st in &statements {
+        out.statements.push(classify(st, database)?);
+    }
+    Ok(out)
+}
+
+/// Where the first executable comment starts, if any. Conservative: the
+/// marker counts anywhere, even inside a string literal (such a statement
+/// is refused rather than read wrongly).
+fn executable_comment(text: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    (0..b.len().saturating_sub(2)).find(|&i| {
+        b[i] == b'/'
+            && b[i + 1] == b'*'
+            && (b[i + 2] == b'!' || (b[i + 2] | 0x20 == b'm' && b.get(i + 3) == Some(&b'!')))
+    })
+}
+
+fn facts(class: StatementClass, command: &str) -> StatementFacts {
+    let mut f = StatementFacts::new();
+    f.class = class;
+    f.command = command.to_owned();
+    f
+}
+
+fn unsupported(reason: String) -> AnalyzeError {
+    AnalyzeError::Unsupported { reason }
+}
+
+fn classify(st: &Statement, database: &str) -> Result<StatementFacts, AnalyzeError> {
+    use StatementClass::*;
+    let mut f = match st {
+        Statement::Query(q) => {
+            let mut f = facts(Read, "SELECT");
+            if select_into(q) {
+                f.bump(
+                    Privileged,
+                    Some("SELECT ... INTO writes a file or variables".into()),
+                );
+            }
+            f
+        }
+        Statement::Insert(_) => facts(Write, "INSERT"),
+        Statement::Update(_) => facts(Write, "UPDATE"),
+        Statement::Delete(_) => facts(Write, "DELETE"),
+        Statement::LoadData { .. } => {
+            let mut f = facts(Write, "LOAD DATA");
+            f.bump(
+                Privileged,
+                Some("LOAD DATA reads a file of the server or the client".into()),
+            );
+            f
+        }
+        Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Savepoint { .. }
+        | Statement::ReleaseSavepoint { .. } => {
+            let mut f = facts(Read, "TRANSACTION");
+            f.transaction = true;
+            f
+        }
+        Statement::ShowTables { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::ShowVariables { .. }
+        | Statement::ShowVariable { .. }
+        | Statement::ShowStatus { .. }
+        | Statement::ShowCreate { .. }
+        | Statement::ShowDatabases { .. }
+        | Statement::ShowSchemas { .. }
+        | Statement::ShowCollation { .. }
+        | Statement::ShowCharset { .. }
+        | Statement::ShowViews { .. }
+        | Statement::ExplainTable { .. } => facts(Read, "SHOW"),
+        Statement::Explain {
+            statement, analyze, ..
+        } => {
+            let inner = classify(statement, database)?;
+            let mut f = facts(Read, "EXPLAIN");
+            // EXPLAIN ANALYZE runs the statement.
+            if *analyze {
+                f.bump(inner.class, inner.note.clone());
+            }
+            f
+        }
+        Statement::Use(u) => {
+            let name = u.to_string();
+            let named = name
+                .rsplit(' ')
+                .next()
+                .unwrap_or_default()
+                .trim_matches('`');
+            if named != database {
+                return Err(unsupported(format!(
+                    "USE {named}: the grant's database is {database}"
+                )));
+            }
+            facts(Read, "USE")
+        }
+        Statement::Set(s) => set(s)?,
+        Statement::CreateTable(_)
+        | Statement::CreateIndex(_)
+        | Statement::CreateView { .. }
+        | Statement::AlterTable { .. }
+        | Statement::Drop { .. }
+        | Statement::Truncate { .. }
+        | Statement::RenameTable { .. }
+        | Statement::CreateDatabase { .. } => facts(Ddl, "DDL"),
+        Statement::Grant { .. }
+        | Statement::Revoke { .. }
+        | Statement::CreateUser(_)
+        | Statement::AlterUser(_)
+        | Statement::CreateRole { .. }
+        | Statement::Kill { .. }
+        | Statement::Flush { .. }
+        | Statement::Install { .. }
+        | Statement::Call(_)
+        | Statement::CreateProcedure { .. }
+        | Statement::CreateFunction(_)
+        | Statement::CreateTrigger(_)
+        | Statement::LockTables { .. }
+        | Statement::UnlockTables => {
+            let mut f = facts(Privileged, "PRIVILEGED");
+            f.note = Some(format!(
+                "{} escapes the grant",
+                st.to_string()
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+            f
+        }
+        // PREPARE/EXECUTE/DEALLOCATE and everything else: not understood.
+        _ => facts(Unknown, "UNKNOWN"),
+    };
+    collect_names(st, &mut f);
+    if f.class == StatementClass::Write || f.class == StatementClass::Ddl {
+        for t in &mut f.tables {
+            t.write = true;
+        }
+    }
+    Ok(f)
+}
+
+/// Any `SELECT ... INTO` (OUTFILE, DUMPFILE, variables) in the query.
+fn select_into(q: &Query) -> bool {
+    struct Into(bool);
+    impl Visitor for Into {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            fn body(s: &SetExpr) -> bool {
+                match s {
+                    SetExpr::Select(sel) => sel.into.is_some(),
+                    SetExpr::Query(q) => body(&q.body),
+                    SetExpr::SetOperation { left, right, .. } => body(left) || body(right),
+                    _ => false,
+                }
+            }
+            if body(&q.body) {
+                self.0 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = Into(false);
+    let _ = q.visit(&mut v);
+    // The parser keeps INTO OUTFILE / DUMPFILE text it does not model as
+    // part of the query; look for them in the rendering too.
+    let text = q.to_string().to_ascii_uppercase();
+    v.0 || text.contains(" OUTFILE ") || text.contains(" DUMPFILE ")
+}
+
+fn set(s: &sqlparser::ast::Set) -> Result<StatementFacts, AnalyzeError> {
+    use sqlparser::ast::Set as S;
+    let check = |scope: Option<&ContextModifier>, name: &ObjectName| {
+        let n = name.to_string().to_ascii_lowercase();
+        if n.starts_with('@') && !n.starts_with("@@") {
+            // A user variable.
+            return Ok(StatementClass::Read);
+        }
+        let global = matches!(scope, Some(ContextModifier::Global))
+            || n.starts_with("@@global.")
+            || n.starts_with("global.");
+        let bare = n
+            .trim_start_matches("@@")
+            .trim_start_matches("session.")
+            .trim_start_matches("local.")
+            .to_owned();
+        if global {
+            return Ok(StatementClass::Privileged);
+        }
+        if PINNED_SETTINGS.contains(&bare.as_str()) {
+            return Err(unsupported(format!(
+                "changing {bare} is refused: it changes how the server reads statements"
+            )));
+        }
+        if SAFE_SETTINGS.contains(&bare.as_str()) {
+            Ok(StatementClass::Read)
+        } else {
+            Ok(StatementClass::Privileged)
+        }
+    };
+    let mut f = facts(StatementClass::Read, "SET");
+    let mut raise = |c: StatementClass, what: &str| {
+        if c > StatementClass::Read {
+            f.bump(c, Some(format!("SET {what}")));
+        }
+    };
+    match s {
+        S::SingleAssignment {
+            scope, variable, ..
+        } => raise(check(scope.as_ref(), variable)?, &variable.to_string()),
+        S::MultipleAssignments { assignments } => {
+            for a in assignments {
+                raise(check(a.scope.as_ref(), &a.name)?, &a.name.to_string());
+            }
+        }
+        S::SetTransaction { .. } => {}
+        S::SetNames { .. } | S::SetNamesDefault { .. } => {
+            return Err(unsupported(
+                "SET NAMES is refused: it changes how the server reads statements".into(),
+            ));
+        }
+        other => {
+            return Err(unsupported(format!(
+                "{other} is not understood by the MySQL classifier"
+            )));
+        }
+    }
+    Ok(f)
+}
+
+/// Tables and functions named anywhere in the statement.
+fn collect_names(st: &Statement, f: &mut StatementFacts) {
+    let mut tables: Vec<TableRef> = Vec::new();
+    let _ = sqlparser::ast::visit_relations(st, |name: &ObjectName| {
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .map(|p| {
+                p.as_ident()
+                    .map_or_else(|| p.to_string(), |i| i.value.clone())
+            })
+            .collect();
+        let t = match parts.as_slice() {
+            [schema, table] => TableRef {
+                schema: Some(schema.clone()),
+                name: table.clone(),
+                write: false,
+            },
+            _ => TableRef {
+                schema: None,
+                name: parts.join("."),
+                write: false,
+            },
+        };
+        if !tables.contains(&t) {
+            tables.push(t);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    let mut functions: Vec<FuncRef> = Vec::new();
+    let _ = sqlparser::ast::visit_expressions(st, |e: &Expr| {
+        if let Expr::Function(func) = e {
+            let parts: Vec<String> = func
+                .name
+                .0
+                .iter()
+                .map(|p| {
+                    p.as_ident()
+                        .map_or_else(|| p.to_string(), |i| i.value.to_ascii_lowercase())
+                })
+                .collect();
+            let (schema, name) = match parts.as_slice() {
+                [s, n] => (Some(s.clone()), n.clone()),
+                _ => (None, parts.join(".")),
+            };
+            // Calls without parentheses (CURRENT_TIMESTAMP) count as well.
+            let _ = matches!(func.args, FunctionArguments::None);
+            let safe = schema.is_none() && SAFE_FUNCTIONS.contains(&name.as_str());
+            let r = FuncRef { schema, name, safe };
+            if !functions.contains(&r) {
+                functions.push(r);
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    f.tables = tables;
+    f.functions = functions;
+}
+
+/// Where a masked column is used other than as a bare output column
+/// (`SELECT card`, `SELECT c.card AS x`): in a condition, an expression,
+/// an ORDER BY or GROUP BY, a join. Such a use could reveal the value
+/// (`WHERE card LIKE '4%'`) or carry it out of reach of the column mask, so
+/// the statement is refused. `masked(column)` says whether a column of that
+/// name is masked in any table the statement reads; qualifiers are not
+/// resolved (a name that is masked anywhere counts). `None`: no such use
+/// (or the text does not parse: the classifier refuses it anyway).
+pub fn masked_column_misuse(text: &str, masked: impl Fn(&str) -> bool) -> Option<String> {
+    let statements = Parser::parse_sql(&MySqlDialect {}, text).ok()?;
+    let name_of = |e: &Expr| -> Option<String> {
+        match e {
+            Expr::Identifier(i) => Some(i.value.clone()),
+            Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
+            _ => None,
+        }
+    };
+    // Every reference to a masked name, anywhere.
+    let mut used: Vec<String> = Vec::new();
+    let _ = sqlparser::ast::visit_expressions(&statements, |e: &Expr| {
+        if let Some(n) = name_of(e).filter(|n| masked(n)) {
+            used.push(n);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    // The references that are bare output columns of a statement's own
+    // SELECT: not in a sub-query, derived table, CTE or set operation,
+    // whose outputs the result's column definitions do not tie to the
+    // masked column.
+    let mut bare: Vec<String> = Vec::new();
+    for st in &statements {
+        if let Statement::Query(q) = st
+            && let SetExpr::Select(sel) = &*q.body
+        {
+            for item in &sel.projection {
+                let e = match item {
+                    sqlparser::ast::SelectItem::UnnamedExpr(e) => e,
+                    sqlparser::ast::SelectItem::ExprWithAlias { expr, .. } => expr,
+                    _ => continue,
+                };
+                if let Some(n) = name_of(e) {
+                    bare.push(n);
+                }
+            }
+        }
+    }
+    for n in &used {
+        let uses = used.iter().filter(|u| *u == n).count();
+        let bare_uses = bare.iter().filter(|b| *b == n).count();
+        if uses > bare_uses {
+            return Some(format!(
+                "masked column {n} is used other than as a bare output column"
+            ));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> StatementFacts {
+        let a = analyze(sql, "shop").unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(a.statements.len(), 1, "{sql}");
+        a.statements.into_iter().next().unwrap()
+    }
+
+    fn refused(sql: &str) -> String {
+        match analyze(sql, "shop") {
+            Err(e) => e.to_string(),
+            Ok(a) => panic!("{sql} was accepted: {a:?}"),
+        }
+    }
+
+    #[test]
+    fn selects_are_reads_with_their_tables_backticks_and_databases() {
+        let f = one("SELECT `name`, email FROM `customers` c JOIN shop.orders o ON o.id = c.id");
+        assert_eq!(f.class, StatementClass::Read);
+        let names: Vec<String> = f.tables.iter().map(TableRef::display).collect();
+        assert_eq!(names, vec!["customers", "shop.orders"]);
+        assert_eq!(
+            one("SELECT @@version_comment LIMIT 1").class,
+            StatementClass::Read
+        );
+    }
+
+    #[test]
+    fn hash_and_dash_comments_hide_nothing_from_the_classifier() {
+        // `--x` is not a comment in MySQL: the subquery is real.
+        let f = one("SELECT 1 --x, (SELECT token FROM secrets)");
+        assert!(f.tables.iter().any(|t| t.name == "secrets"), "{f:?}");
+        let f = one("SELECT 1 # a comment\n, (SELECT token FROM secrets)");
+        assert!(f.tables.iter().any(|t| t.name == "secrets"), "{f:?}");
+    }
+
+    #[test]
+    fn executable_comments_are_refused_wherever_they_are() {
+        for sql in [
+            "SELECT 1 /*! , (SELECT token FROM secrets) */",
+            "SELECT 1 /*!50000 UNION SELECT token FROM secrets */",
+            "SELECT 1 /*M!100000 UNION SELECT token FROM secrets */",
+            "/*!*/SELECT 1",
+        ] {
+            assert!(refused(sql).contains("executable comment"), "{sql}");
+        }
+        // Optimizer hints and ordinary comments are comments.
+        assert_eq!(
+            one("SELECT /*+ MAX_EXECUTION_TIME(1) */ 1").class,
+            StatementClass::Read
+        );
+    }
+
+    #[test]
+    fn file_access_and_escapes_are_privileged() {
+        for sql in [
+            "SELECT LOAD_FILE('/etc/passwd')",
+            "SELECT * FROM customers INTO OUTFILE '/tmp/x'",
+            "SELECT * FROM customers INTO DUMPFILE '/tmp/x'",
+            "SET GLOBAL general_log = 1",
+            "SET @@global.read_only = 0",
+            "GRANT ALL ON *.* TO 'x'@'%'",
+            "CREATE USER 'x'@'%' IDENTIFIED BY 'y'",
+            "CALL shop.proc()",
+            "SELECT SLEEP(10)",
+            "SELECT BENCHMARK(100000000, MD5('x'))",
+        ] {
+            // Not parsed is refused too; parsed must be privileged or call
+            // a function off the safe list (which the policy raises to
+            // privileged unless an allow rule names it).
+            if let Ok(a) = analyze(sql, "shop") {
+                let st = &a.statements[0];
+                assert!(
+                    st.class == StatementClass::Privileged || st.functions.iter().any(|f| !f.safe),
+                    "{sql}: {st:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn functions_outside_the_safe_list_are_marked_unsafe() {
+        let f = one("SELECT LOAD_FILE('/etc/passwd'), upper(name) FROM customers");
+        let load = f.functions.iter().find(|x| x.name == "load_file").unwrap();
+        assert!(!load.safe);
+        assert!(f.functions.iter().any(|x| x.name == "upper" && x.safe));
+    }
+
+    #[test]
+    fn tokenisation_settings_are_refused_and_safe_settings_read() {
+        for sql in [
+            "SET sql_mode = 'ANSI_QUOTES'",
+            "SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'",
+            "SET @@sql_mode = ''",
+            "SET NAMES gbk",
+            "SET character_set_client = sjis",
+        ] {
+            let e = refused(sql);
+            assert!(
+                e.contains("refused") || e.contains("not understood"),
+                "{sql}: {e}"
+            );
+        }
+        assert_eq!(one("SET autocommit = 1").class, StatementClass::Read);
+        assert_eq!(one("SET @x = 1").class, StatementClass::Read);
+        assert_eq!(
+            one("SET max_heap_table_size = 1").class,
+            StatementClass::Privileged
+        );
+    }
+
+    #[test]
+    fn writes_ddl_and_unknowns_are_classified() {
+        let f = one("INSERT INTO orders VALUES (3, 1, 1.0)");
+        assert_eq!(f.class, StatementClass::Write);
+        assert!(f.tables[0].write);
+        assert_eq!(
+            one("DELETE FROM orders WHERE id = 3").class,
+            StatementClass::Write
+        );
+        assert_eq!(one("DROP TABLE orders").class, StatementClass::Ddl);
+        assert!(refused("USE mysql").contains("grant's database"));
+        assert_eq!(one("USE shop").class, StatementClass::Read);
+        // Garbage and half statements do not parse.
+        assert!(analyze("SELEC 1", "shop").is_err());
+        assert!(
+            analyze("HANDLER customers OPEN", "shop").is_err() || {
+                one("HANDLER customers OPEN").class == StatementClass::Unknown
+            }
+        );
+    }
+
+    #[test]
+    fn masked_columns_only_as_bare_output_columns() {
+        let masked = |c: &str| c.eq_ignore_ascii_case("card");
+        for ok in [
+            "SELECT card FROM customers",
+            "SELECT c.card AS x, name FROM customers c WHERE id = 1",
+            "SELECT * FROM customers",
+            "SELECT name FROM customers ORDER BY id",
+        ] {
+            assert_eq!(masked_column_misuse(ok, masked), None, "{ok}");
+        }
+        for bad in [
+            "SELECT name FROM customers WHERE card LIKE '4111%'",
+            "SELECT upper(card) FROM customers",
+            "SELECT concat(c.card, '') FROM customers c",
+            "SELECT name FROM customers ORDER BY card",
+            "SELECT card FROM customers WHERE card = '1'",
+            "SELECT name FROM customers WHERE id IN (SELECT id FROM customers WHERE card > '4')",
+            "SELECT name FROM customers UNION SELECT card FROM customers",
+            "SELECT x FROM (SELECT card AS x FROM customers) t",
+            "WITH c AS (SELECT card FROM customers) SELECT card FROM c",
+            "SELECT (SELECT card FROM customers LIMIT 1) AS x",
+        ] {
+            assert!(masked_column_misuse(bad, masked).is_some(), "{bad}");
+        }
+    }
+}
