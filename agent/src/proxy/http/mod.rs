@@ -949,20 +949,24 @@ impl Conn<'_> {
         // too (`?select=n:name`, GraphQL aliases): its words are read, the
         // body's as well (whole, bounded, never in a coding Warden does not
         // read).
+        // Bodies read for words: text types an upstream parses for names
+        // (GraphQL documents, XML, SQL...; larger than max_message_bytes
+        // refused, 413) and any body of a known length within that limit;
+        // a large upload of another type or none streams unread.
         let names_matter = self.grant.masker.is_some() && self.grant.fields.has_field_rules();
-        if names_matter
+        let wordy = names_matter
+            && verdict.is_allowed()
             && kind != BodyKind::Empty
             && body.is_none()
-            && let Some(why) = request::coded_params(&head)
-        {
+            && (request::textual_body(&head)
+                || matches!(kind, BodyKind::Length(n) if n <= self.target.max_message_bytes as u64));
+        if wordy && let Some(why) = request::coded_params(&head) {
             let why = format!("{why} (field rules apply to the response)");
             return self.bad(c, 415, why, Some(&req)).await;
         }
         // What an approver approves is what is forwarded: the body too, read
         // whole (bounded by max_message_bytes) before asking.
-        if (verdict.action == Action::Approve || names_matter && verdict.is_allowed())
-            && body.is_none()
-            && kind != BodyKind::Empty
+        if (verdict.action == Action::Approve || wordy) && body.is_none() && kind != BodyKind::Empty
         {
             if expect_continue {
                 c.send(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
