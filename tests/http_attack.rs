@@ -164,6 +164,18 @@ fn answer(target: &str, auth: &str, body: &[u8]) -> Vec<u8> {
             ],
             b"{\"token\": {\"expires_at\": \"2030-01-01\"}, \"credentials\": {\"SessionToken\": \"derived-sts-77\"}}",
         ),
+        // An OAuth implicit grant: the token in the redirect's fragment.
+        "/oauth/authorize" => reply(
+            "302 Found",
+            &[
+                json,
+                (
+                    "Location",
+                    "https://app.example/cb?state=s1#access_token=derived-implicit-1&token_type=bearer",
+                ),
+            ],
+            b"{}",
+        ),
         // GitHub's token endpoint answers in a form by default.
         "/login/oauth/access_token" => reply(
             "200 OK",
@@ -911,6 +923,13 @@ fn h6_session_cookie_derived_from_the_injected_credential_reaches_the_workload()
             assert!(
                 !all.contains("derived-"),
                 "a credential issued for the grant's reached the workload:\n{all}"
+            );
+            let got = r.get("/oauth/authorize", "").await;
+            assert_eq!(got.status, 302, "{got:?}");
+            assert!(
+                !got.head.contains("derived-") && got.head.contains("state=s1"),
+                "a token issued in a redirect reached the workload:\n{}",
+                got.head
             );
             let got = r.get("/login/oauth/access_token", "").await;
             assert_eq!(got.status, 200, "{got:?}");

@@ -8,6 +8,8 @@
 //!   (the default) Warden keeps them in one [`Jar`] per grant and sends
 //!   them back (`Cookie`) on the grant's later requests, so upstream
 //!   sessions keep working through Warden; with `drop` they are dropped;
+//! - query and fragment parameters named so in URL headers (`Location:
+//!   /cb#access_token=…`) are redacted;
 //! - response headers whose names say they carry a credential
 //!   ([`is_issued_header`]: `X-Subject-Token`, `X-Auth-Token`,
 //!   `Authentication-Info`, `Authorization`, `X-Session-Id`…) are removed;
@@ -134,6 +136,57 @@ pub fn mask_issued_form(body: &[u8]) -> Option<(Vec<u8>, usize)> {
         })
         .collect();
     (n > 0).then(|| (parts.join("&").into_bytes(), n))
+}
+
+/// Headers that carry a URL (a login's redirect can carry the session:
+/// `Location: /cb#access_token=…`).
+const URL_HEADERS: &[&str] = &["location", "content-location", "refresh", "link"];
+
+/// Redacts, in the URL headers of `headers`, the values of query and
+/// fragment parameters whose names say credential; how many.
+pub fn mask_issued_urls(headers: &mut [Header]) -> usize {
+    let mut n = 0;
+    for h in headers
+        .iter_mut()
+        .filter(|h| URL_HEADERS.iter().any(|u| h.name.eq_ignore_ascii_case(u)))
+    {
+        let text = String::from_utf8_lossy(&h.value).into_owned();
+        let Some(start) = text.find(['?', '#']) else {
+            continue;
+        };
+        // `name=value` pieces after the first `?` or `#`, each with the
+        // separator before it (`?`, `#`, `&`, `;`).
+        let mut out = String::with_capacity(text.len());
+        out.push_str(&text[..start]);
+        let mut k = 0;
+        let rest = &text[start..];
+        let mut piece_start = 0;
+        let cuts: Vec<usize> = rest
+            .char_indices()
+            .filter(|(_, c)| matches!(c, '?' | '#' | '&' | ';'))
+            .map(|(i, _)| i)
+            .chain(std::iter::once(rest.len()))
+            .collect();
+        for &cut in cuts.iter().skip(1) {
+            let piece = &rest[piece_start..cut];
+            let (sep, pair) = piece.split_at(1);
+            match pair.split_once('=') {
+                Some((name, _)) if is_issued_member(&decode(name)) => {
+                    k += 1;
+                    out.push_str(sep);
+                    out.push_str(name);
+                    out.push_str("=%5BMASKED%5D");
+                }
+                _ => out.push_str(piece),
+            }
+            piece_start = cut;
+        }
+        if k > 0 {
+            n += k;
+            h.value = out.into_bytes();
+        }
+    }
+    n
 }
 
 /// The most cookies, and bytes of one cookie, a jar keeps.
@@ -308,5 +361,27 @@ mod tests {
             "access_token=%5BMASKED%5D&scope=repo&token_type=%5BMASKED%5D&Refresh%5Ftoken=%5BMASKED%5D"
         );
         assert!(mask_issued_form(b"a=1&b=2").is_none());
+    }
+
+    #[test]
+    fn tokens_in_redirect_urls_are_redacted() {
+        let mut headers = vec![
+            h(
+                "Location",
+                "https://app.example/cb?state=x#access_token=gho_1&token_type=bearer&expires_in=3600",
+            ),
+            h("Content-Location", "/s?sessionid=abc"),
+            h("X-Other", "/s?sessionid=abc"),
+            h("Location", "/plain?page=2"),
+        ];
+        assert_eq!(mask_issued_urls(&mut headers), 3);
+        let v = |i: usize| String::from_utf8_lossy(&headers[i].value).into_owned();
+        assert_eq!(
+            v(0),
+            "https://app.example/cb?state=x#access_token=%5BMASKED%5D&token_type=%5BMASKED%5D&expires_in=3600"
+        );
+        assert_eq!(v(1), "/s?sessionid=%5BMASKED%5D");
+        assert_eq!(v(2), "/s?sessionid=abc");
+        assert_eq!(v(3), "/plain?page=2");
     }
 }

@@ -1183,7 +1183,7 @@ impl Conn<'_> {
             let cookies = cred.jar.take(&mut resp.headers, keep);
             let before = resp.headers.len();
             resp.headers.retain(|h| !issued::is_issued_header(&h.name));
-            let removed = before - resp.headers.len();
+            let removed = before - resp.headers.len() + issued::mask_issued_urls(&mut resp.headers);
             if cookies + removed > 0 {
                 info!(
                     http.cookies = cookies,
