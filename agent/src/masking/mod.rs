@@ -529,7 +529,8 @@ impl Masker {
             return None;
         }
         if self.pattern_strategy == Strategy::Null {
-            let n = merge(hits).len();
+            // Counted as mask_patterns counts (its passes included).
+            let (_, n) = self.rewrite(value, hits);
             return Some((Masked::Null, n));
         }
         let (bytes, n) = self.rewrite(value, hits);
