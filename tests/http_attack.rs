@@ -71,7 +71,19 @@ fn jstr(s: &str) -> String {
 }
 
 /// The scripted answers, by path.
-fn answer(target: &str, auth: &str, _body: &[u8]) -> Vec<u8> {
+/// Member names a client binds to `name` (raw JSON text).
+const NAME_SPELLINGS: &[&str] = &[
+    "Name",
+    "NAME",
+    "n\\u0061me",
+    "\\uff4e\\uff41\\uff4d\\uff45",
+    "na\\u200bme",
+    "\\u004eAME",
+    " name",
+    "na_me",
+];
+
+fn answer(target: &str, auth: &str, body: &[u8]) -> Vec<u8> {
     let path = target.split('?').next().unwrap_or("");
     let json = ("Content-Type", "application/json");
     match path {
@@ -90,6 +102,35 @@ fn answer(target: &str, auth: &str, _body: &[u8]) -> Vec<u8> {
             let sel = query_value(target, "select").unwrap_or_else(|| "name".into());
             let alias = sel.split(':').next().unwrap_or("name").to_owned();
             let body = format!("[{{{}: {}, \"id\": 1}}]", jstr(&alias), jstr(NAME));
+            reply("200 OK", &[json], body.as_bytes())
+        }
+        // GraphQL: `{ customers { ALIAS: name } }` in a JSON body.
+        "/graphql" => {
+            // `application/graphql`: the document is the body.
+            let q = serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v["query"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+            let alias = q
+                .rsplit('{')
+                .next()
+                .and_then(|i| i.split(':').next())
+                .unwrap_or("name")
+                .trim()
+                .to_owned();
+            let body = format!(
+                "{{\"data\": {{\"customers\": [{{{}: {}}}]}}}}",
+                jstr(&alias),
+                jstr(NAME)
+            );
+            reply("200 OK", &[json], body.as_bytes())
+        }
+        // The `name` member spelled as `?k=` says (raw JSON text).
+        "/keyed" => {
+            let k: usize = query_value(target, "k")
+                .and_then(|k| k.parse().ok())
+                .unwrap_or(0);
+            let body = format!("{{\"{}\": {}}}", NAME_SPELLINGS[k], jstr(NAME));
             reply("200 OK", &[json], body.as_bytes())
         }
         // A document that carries documents in strings, 5 deep.
@@ -112,6 +153,34 @@ fn answer(target: &str, auth: &str, _body: &[u8]) -> Vec<u8> {
                 ),
             ],
             b"{\"access_token\": \"derived-token-9c1e\"}",
+        ),
+        // A token service that answers in a header (OpenStack Keystone).
+        "/v3/auth/tokens" => reply(
+            "201 Created",
+            &[
+                json,
+                ("X-Subject-Token", "derived-token-5b2d"),
+                ("set-cookie2", "legacy=derived-legacy-11aa"),
+            ],
+            b"{\"token\": {\"expires_at\": \"2030-01-01\"}, \"credentials\": {\"SessionToken\": \"derived-sts-77\"}}",
+        ),
+        // An OAuth implicit grant: the token in the redirect's fragment.
+        "/oauth/authorize" => reply(
+            "302 Found",
+            &[
+                json,
+                (
+                    "Location",
+                    "https://app.example/cb?state=s1#access_token=derived-implicit-1&token_type=bearer",
+                ),
+            ],
+            b"{}",
+        ),
+        // GitHub's token endpoint answers in a form by default.
+        "/login/oauth/access_token" => reply(
+            "200 OK",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            b"access_token=derived-gho-3e3e&scope=repo&token_type=bearer",
         ),
         _ => reply("200 OK", &[json], b"{\"ok\": true}"),
     }
@@ -433,7 +502,6 @@ fn h1_credential_echoed_in_a_second_gzip_member_reaches_the_workload() {
 // ---------------------------------------------------------------------------
 
 #[test]
-#[ignore = "finding H2: field rules dodged by client-chosen member names"]
 fn h2_field_rule_dodged_by_a_member_name_the_client_chooses() {
     run(|| async {
         let r = rig(MASKED, ALLOW_ALL, FIELDS).await;
@@ -442,13 +510,78 @@ fn h2_field_rule_dodged_by_a_member_name_the_client_chooses() {
         assert_eq!(got.status, 200, "{got:?}");
         assert!(!got.text().contains(NAME), "control: {}", got.text());
         // The same column under a name the client chose.
-        let got = r.get("/customers?select=n:name", "").await;
+        for target in [
+            "/customers?select=n:name",
+            "/customers?select=n:NAME",
+            "/customers?select=n:na%6De",
+            "/customers?select=n:na%256De",
+            "/customers?select=n:%22name%22",
+            "/customers?select=ident:name",
+            "/customers?select=Name:name",
+        ] {
+            let got = r.get(target, "").await;
+            assert_eq!(got.status, 200, "{target}: {got:?}");
+            assert!(
+                !got.text().contains(NAME),
+                "{target}: field rule dodged by an alias: {}",
+                got.text()
+            );
+        }
+        // A GraphQL alias in the body, as written or escaped.
+        for query in [
+            "{ customers { n: name } }",
+            "{ customers { n: NAME } }",
+            "{ customers { n: \u{ff4e}ame } }",
+        ] {
+            let body = serde_json::json!({ "query": query }).to_string();
+            let got = r
+                .ask(
+                    format!(
+                        "POST /graphql HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+                         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        r.host(),
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
+            assert_eq!(got.status, 200, "{query}: {got:?}");
+            assert!(
+                !got.text().contains(NAME),
+                "{query}: field rule dodged by a GraphQL alias: {}",
+                got.text()
+            );
+        }
+        // A GraphQL document as the body, sent chunked.
+        let doc = "{ customers { n: name } }";
+        let got = r
+            .ask(
+                format!(
+                    "POST /graphql HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+                     Content-Type: application/graphql\r\nTransfer-Encoding: chunked\r\n\r\n\
+                     {:x}\r\n{doc}\r\n0\r\n\r\n",
+                    r.host(),
+                    doc.len()
+                )
+                .as_bytes(),
+            )
+            .await;
+        assert_eq!(got.status, 200, "{got:?}");
         assert!(
             !got.text().contains(NAME),
-            "status {}: field rule dodged by an alias: {}",
-            got.status,
+            "field rule dodged by a GraphQL alias in a chunked document: {}",
             got.text()
         );
+        // The same field in spellings a client binds to it.
+        for (k, spelling) in NAME_SPELLINGS.iter().enumerate() {
+            let got = r.get(&format!("/keyed?k={k}"), "").await;
+            assert_eq!(got.status, 200, "{spelling}: {got:?}");
+            assert!(
+                !got.text().contains(NAME),
+                "{spelling}: field rule dodged by a spelling of the name: {}",
+                got.text()
+            );
+        }
     });
 }
 
@@ -767,16 +900,79 @@ rules = [
 // ---------------------------------------------------------------------------
 
 #[test]
-#[ignore = "finding H6: derived session cookie reaches the workload"]
 fn h6_session_cookie_derived_from_the_injected_credential_reaches_the_workload() {
     run(|| async {
-        let r = rig(BEARER, ALLOW_ALL, "patterns = [\"email\"]").await;
+        for grant in [BEARER, MASKED] {
+            let r = rig(grant, ALLOW_ALL, "patterns = [\"email\"]").await;
+            let got = r.get("/session", "").await;
+            assert_eq!(got.status, 200, "{got:?}");
+            assert!(
+                !got.head.to_ascii_lowercase().contains("set-cookie"),
+                "a session cookie issued for the grant's credential reached the workload:\n{}",
+                got.head
+            );
+            assert!(
+                !got.text().contains("derived-token-9c1e"),
+                "a token issued for the grant's credential reached the workload: {}",
+                got.text()
+            );
+            // Tokens in headers and nested members of a token service.
+            let got = r.get("/v3/auth/tokens", "").await;
+            assert_eq!(got.status, 201, "{got:?}");
+            let all = format!("{}{}", got.head, got.text());
+            assert!(
+                !all.contains("derived-"),
+                "a credential issued for the grant's reached the workload:\n{all}"
+            );
+            let got = r.get("/oauth/authorize", "").await;
+            assert_eq!(got.status, 302, "{got:?}");
+            assert!(
+                !got.head.contains("derived-") && got.head.contains("state=s1"),
+                "a token issued in a redirect reached the workload:\n{}",
+                got.head
+            );
+            let got = r.get("/login/oauth/access_token", "").await;
+            assert_eq!(got.status, 200, "{got:?}");
+            assert!(
+                !got.text().contains("derived-") && got.text().contains("scope=repo"),
+                "a token issued in a form body reached the workload: {}",
+                got.text()
+            );
+            // The upstream session still works through Warden: the jar sends
+            // the cookie back (the workload's own Cookie is replaced).
+            let got = r.get("/next", "Cookie: sid=forged\r\n").await;
+            assert_eq!(got.status, 200, "{got:?}");
+            let seen = r.seen.lock().unwrap();
+            let last = String::from_utf8_lossy(seen.last().unwrap()).to_ascii_lowercase();
+            assert!(
+                last.contains("cookie: sid=derived-session-7f3a")
+                    && last.contains("legacy=derived-legacy-11aa")
+                    && !last.contains("forged"),
+                "the grant's cookie jar was not sent upstream:\n{last}"
+            );
+        }
+    });
+}
+
+/// `issued = "pass"`: the documented knob gives the workload what the
+/// upstream issued (as before H6).
+#[test]
+fn h6_issued_pass_gives_the_workload_the_cookie() {
+    run(|| async {
+        let grant = BEARER.replace(
+            "file = \"{secret}\" }",
+            "file = \"{secret}\", issued = \"pass\" }",
+        );
+        let r = rig(&grant, ALLOW_ALL, "patterns = [\"email\"]").await;
         let got = r.get("/session", "").await;
         assert_eq!(got.status, 200, "{got:?}");
         assert!(
-            !got.head.to_ascii_lowercase().contains("set-cookie"),
-            "a session cookie issued for the grant's credential reached the workload:\n{}",
+            got.head
+                .to_ascii_lowercase()
+                .contains("set-cookie: sid=derived"),
+            "{}",
             got.head
         );
+        assert!(got.text().contains("derived-token-9c1e"), "{}", got.text());
     });
 }

@@ -190,7 +190,7 @@ fn test(root: &Path) -> Result<()> {
         "--lib",
         "--bins",
     ]))?;
-    run(cargo().current_dir(root).args([
+    let suites = run(cargo().current_dir(root).args([
         "test",
         "-p",
         "warden",
@@ -200,9 +200,14 @@ fn test(root: &Path) -> Result<()> {
         "--no-fail-fast",
         "--",
         "--test-threads=1",
-    ]))
-    // The fuzz smoke run (`cargo xtask fuzz --secs 20`) joins here once the
-    // open findings of NOTES-22.md are fixed: it would fail CI today.
+    ]));
+    // The fuzz smoke run: every target builds, replays its regression
+    // inputs and survives a short run (fails on any crash).
+    let smoke = fuzz::smoke(root);
+    match (suites, smoke) {
+        (Err(a), Err(b)) => Err(a.context(format!("and the fuzz smoke run failed: {b:#}"))),
+        (a, b) => a.and(b),
+    }
 }
 
 fn nix_is_root() -> bool {

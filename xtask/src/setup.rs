@@ -47,6 +47,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn run() -> Result<()> {
     apt()?;
+    nightly()?;
     rust_src()?;
     bpf_linker()?;
     cargo_fuzz()?;
@@ -96,6 +97,31 @@ fn apt() -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&names))
+}
+
+/// The nightly toolchain: the eBPF build (`-Z build-std`) and the fuzz
+/// targets (cargo-fuzz's sanitizer-coverage flags) need it; a fresh
+/// machine has stable only.
+fn nightly() -> Result<()> {
+    let out = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .context("running rustup (install it from https://rustup.rs)")?;
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.starts_with("nightly"))
+    {
+        return Ok(());
+    }
+    sh(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
 }
 
 fn rust_src() -> Result<()> {

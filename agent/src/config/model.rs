@@ -273,6 +273,30 @@ pub struct HttpCredential {
     /// `header` only: the header's name.
     #[serde(default)]
     pub header: Option<String>,
+    /// What becomes of the credentials the upstream issues in exchange for
+    /// this one (session cookies, tokens). Default `hold`.
+    #[serde(default)]
+    pub issued: IssuedCredentials,
+}
+
+/// `issued = "hold" | "drop" | "pass"` in a `credential`: a session cookie
+/// or token the upstream derives from the injected credential is a
+/// credential of its own, usable without Warden (on other hosts of the
+/// cookie's domain, or after the workload leaves its cgroup).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IssuedCredentials {
+    /// `Set-Cookie` is kept by Warden (one jar per grant) and sent back on
+    /// the grant's later requests, so upstream sessions still work;
+    /// token-bearing response headers are removed and token members of
+    /// JSON bodies redacted: the workload never holds them.
+    #[default]
+    Hold,
+    /// As `hold`, but cookies are dropped instead of kept.
+    Drop,
+    /// Passed to the workload as the upstream sent them (it can then talk
+    /// to the upstream without Warden).
+    Pass,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -270,14 +270,16 @@ fn is_domain(b: u8) -> bool {
 /// two letters too, as in `o'brien`), `@`, and a domain of at least two
 /// dot-separated labels whose last label is at least two characters and
 /// holds a letter. Quoted local parts and `[IP]` domains are not matched.
+///
+/// Addresses that share characters (`a@b.cd@e.fg`: the second local part
+/// is the first one's domain) are one hit: masking the first alone would
+/// leave the rest (`@e.fg`) to make a new address with whatever the mask
+/// puts before it (`tok_…@e.fg`).
 pub(crate) fn find_emails(v: &[u8], out: &mut Vec<Hit>) {
-    let mut floor = 0;
+    let first = out.len();
     for at in memchr::memchr_iter(b'@', v) {
-        if at < floor {
-            continue;
-        }
         let mut s = at;
-        while s > floor {
+        while s > 0 {
             let b = v[s - 1];
             let apostrophe = b == b'\''
                 && s >= 2
@@ -298,12 +300,14 @@ pub(crate) fn find_emails(v: &[u8], out: &mut Vec<Hit>) {
         let Some(end) = domain_end(v, at + 1) else {
             continue;
         };
-        out.push(Hit {
-            start: s,
-            end,
-            kind: Kind::Email,
-        });
-        floor = end;
+        match out[first..].last_mut() {
+            Some(prev) if s <= prev.end => prev.end = prev.end.max(end),
+            _ => out.push(Hit {
+                start: s,
+                end,
+                kind: Kind::Email,
+            }),
+        }
     }
 }
 
@@ -774,6 +778,16 @@ mod tests {
             assert_eq!(found(find_emails, text), [want], "{text}");
         }
         assert_eq!(found(find_emails, "a@b.cd, c@d.ef"), ["a@b.cd", "c@d.ef"]);
+        // Addresses that share characters are one hit (fuzz finding
+        // masking/crash-a3f7…: masking the first alone left `@æcole.fr`).
+        for text in [
+            "élève@æcole.élève@æcole.fr",
+            "a@b.cd@e.fg",
+            "a@b.cd.@e.fg",
+            "x@y.zz@w.vv@u.tt",
+        ] {
+            assert_eq!(found(find_emails, text), [text], "{text}");
+        }
         for text in [
             "@example.com",
             "user@",

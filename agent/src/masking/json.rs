@@ -10,10 +10,51 @@
 //! than guessed: a JSON document with a member name twice in one object
 //! (parsers disagree on which one wins) and a form body that is not UTF-8.
 //! A string member that holds a JSON object or array is masked inside too.
+//!
+//! Member names are compared as the most lenient reader would bind them
+//! ([`fold_member`]): Unicode compatibility forms (`ｎａｍｅ`), any case
+//! (Go's `encoding/json`, Jackson and System.Text.Json options bind `Name`
+//! and `NAME` to `name`; Go folds `ſ` to `s` and the Kelvin sign to `k`),
+//! without `_`, `-`, spaces and invisible format characters (`first_name`,
+//! `firstName`, `first-name` are one field to naming strategies). Escapes
+//! (`"n\u0061me"`) are decoded by the parser before any comparison.
+//!
+//! Names the *request* chose: many APIs let the caller name response
+//! members (PostgREST `select=n:name`, GraphQL aliases `{ n: name }`,
+//! OData `compute … as n`). A [`Projection`] holds the (folded) words of
+//! the request; when it mentions a field rule's name, every response
+//! member whose name is also one of those words may be that field under a
+//! name the caller chose, and its scalar values get the rule's strategy
+//! (the strictest, `redact`, when several rules with different strategies
+//! are mentioned). Members the request does not name keep their values.
+
+use std::collections::HashSet;
 
 use serde_json::Value;
+use unicode_normalization::UnicodeNormalization;
 
 use super::{Masked, Masker, MaskingConfig, MaskingProblem, Strategy};
+
+/// Invisible format characters a reader may drop from a name (soft hyphen,
+/// zero-width spaces and joiners, bidi marks, word joiner, BOM...).
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// A member (or form field) name as the most lenient reader binds it:
+/// NFKC, lower case (Unicode), without `_`, `-`, whitespace and invisible
+/// format characters. Two names with the same fold are one field to some
+/// client or upstream.
+pub fn fold_member(name: &str) -> String {
+    let lower: String = name.nfkc().collect::<String>().to_lowercase();
+    lower
+        .nfkc()
+        .filter(|c| !(matches!(c, '_' | '-') || c.is_whitespace() || is_invisible(*c)))
+        .collect()
+}
 
 /// Content codings the proxy decodes itself (never passed unmasked).
 const DECODED_ENCODINGS: &[&str] = &["gzip", "x-gzip", "deflate"];
@@ -38,15 +79,17 @@ pub const FORM_TYPE: &str = "application/x-www-form-urlencoded";
 /// `unmasked_encodings` and `unmasked_types`.
 #[derive(Debug, Clone, Default)]
 pub struct FieldRules {
-    /// Lower-case member names.
+    /// Member names, folded ([`fold_member`]).
     names: Vec<(String, Strategy)>,
-    /// Pointer segments (unescaped; `*` matches any array index).
+    /// Pointer segments (unescaped, folded; `*` matches any array index).
     pointers: Vec<(Vec<String>, Strategy)>,
     /// Lower-case content codings that pass through unmasked.
     unmasked_encodings: Vec<String>,
     /// Lower-case media types (`type/subtype` or `type/*`) that pass
     /// through unmasked.
     unmasked_types: Vec<String>,
+    /// `request_named_fields = "trust"`: no [`Projection`].
+    trust_names: bool,
 }
 
 /// Whether `t` is a media-type token (RFC 9110 `token`).
@@ -66,17 +109,23 @@ impl FieldRules {
 
     pub fn compile(cfg: &MaskingConfig) -> Result<FieldRules, Vec<MaskingProblem>> {
         let mut problems = Vec::new();
-        let mut out = FieldRules::default();
+        let mut out = FieldRules {
+            trust_names: cfg.request_named_fields == super::model::RequestNamedFields::Trust,
+            ..FieldRules::default()
+        };
         for (i, f) in cfg.fields.iter().enumerate() {
             let key = format!("fields[{i}]");
             match (&f.field, &f.pointer) {
-                (Some(name), None) if !name.is_empty() => {
-                    out.names.push((name.to_lowercase(), f.strategy))
+                (Some(name), None) if !fold_member(name).is_empty() => {
+                    out.names.push((fold_member(name), f.strategy))
                 }
                 (None, Some(p)) if p.starts_with('/') => out.pointers.push((
                     p[1..]
                         .split('/')
-                        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+                        .map(|s| match s {
+                            "*" => "*".to_owned(),
+                            s => fold_member(&s.replace("~1", "/").replace("~0", "~")),
+                        })
                         .collect(),
                     f.strategy,
                 )),
@@ -180,10 +229,10 @@ impl FieldRules {
     }
 
     fn by_name(&self, name: &str) -> Option<Strategy> {
-        let lower = name.to_lowercase();
+        let folded = fold_member(name);
         self.names
             .iter()
-            .find(|(n, _)| *n == lower)
+            .find(|(n, _)| *n == folded)
             .map(|(_, s)| *s)
     }
 
@@ -192,11 +241,112 @@ impl FieldRules {
             .iter()
             .find(|(p, _)| {
                 p.len() == path.len()
-                    && p.iter()
-                        .zip(path)
-                        .all(|(a, b)| a == b || (a == "*" && b.bytes().all(|c| c.is_ascii_digit())))
+                    && p.iter().zip(path).all(|(a, b)| {
+                        (a == "*" && b.bytes().all(|c| c.is_ascii_digit())) || *a == fold_member(b)
+                    })
             })
             .map(|(_, s)| *s)
+    }
+
+    /// The words of a request (its target, header names and values, body)
+    /// and the strategy for members whose names the request may have
+    /// chosen: see [`Projection`].
+    pub fn projection<'a>(&self, texts: impl IntoIterator<Item = &'a [u8]>) -> Projection {
+        let mut words = HashSet::new();
+        if !self.has_field_rules() || self.trust_names {
+            return Projection::default();
+        }
+        for t in texts {
+            request_words(&String::from_utf8_lossy(t), &mut words, 0);
+        }
+        let mut mentioned: Vec<Strategy> = self
+            .names
+            .iter()
+            .filter(|(n, _)| words.contains(n))
+            .map(|(_, s)| *s)
+            .chain(
+                self.pointers
+                    .iter()
+                    .filter(|(p, _)| p.iter().any(|seg| seg != "*" && words.contains(seg)))
+                    .map(|(_, s)| *s),
+            )
+            .collect();
+        mentioned.dedup();
+        let strategy = match mentioned.as_slice() {
+            [] => None,
+            [one] => Some(*one),
+            more if more.iter().all(|s| *s == more[0]) => Some(more[0]),
+            _ => Some(Strategy::Redact),
+        };
+        Projection { words, strategy }
+    }
+}
+
+/// What a request said about the names of its response's members: its
+/// words (folded) and, when it mentions a field rule, the strategy for
+/// members it may have named (see the module docs).
+#[derive(Debug, Clone, Default)]
+pub struct Projection {
+    words: HashSet<String>,
+    strategy: Option<Strategy>,
+}
+
+impl Projection {
+    /// The strategy for a member named `name` that no rule names: the
+    /// request mentions a masked field and also `name`.
+    fn chosen(&self, name: &str) -> Option<Strategy> {
+        self.strategy
+            .filter(|_| self.words.contains(&fold_member(name)))
+    }
+}
+
+/// How many times a request text is percent-decoded and its JSON strings
+/// opened, looking for words (an upstream may decode twice).
+const MAX_WORD_DEPTH: usize = 4;
+
+/// Adds the folded words of `text` to `words`: as written, percent-decoded
+/// (`+` a space), and the strings and member names of the JSON it holds.
+fn request_words(text: &str, words: &mut HashSet<String>, depth: usize) {
+    let norm: String = text.nfkc().collect();
+    for w in norm.split(|c: char| {
+        !(c.is_alphanumeric()
+            || matches!(c, '_' | '-')
+            || is_invisible(c)
+            || ('\u{0300}'..='\u{036F}').contains(&c))
+    }) {
+        let f = fold_member(w);
+        if !f.is_empty() {
+            words.insert(f);
+        }
+    }
+    if depth >= MAX_WORD_DEPTH {
+        return;
+    }
+    let decoded = percent_encoding::percent_decode_str(&text.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned();
+    if decoded != text {
+        request_words(&decoded, words, depth + 1);
+    }
+    let t = text.trim_start();
+    if (t.starts_with('{') || t.starts_with('[') || t.starts_with('"'))
+        && let Ok(v) = serde_json::from_str::<Value>(text)
+    {
+        json_words(&v, words, depth + 1);
+    }
+}
+
+fn json_words(v: &Value, words: &mut HashSet<String>, depth: usize) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                request_words(k, words, depth);
+                json_words(child, words, depth);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|c| json_words(c, words, depth)),
+        Value::String(s) => request_words(s, words, depth),
+        _ => {}
     }
 }
 
@@ -283,127 +433,156 @@ const MAX_NESTED: usize = 4;
 /// Masks `v` in place; returns how many values (and member names) were
 /// masked, or why the document cannot be masked.
 pub fn mask_json(masker: &Masker, rules: &FieldRules, v: &mut Value) -> Result<usize, String> {
-    let mut path = Vec::new();
-    walk(masker, rules, v, &mut path, 0)
+    mask_json_for(masker, rules, &Projection::default(), v)
 }
 
-fn walk(
+/// [`mask_json`] of the response to a request that said `proj` about the
+/// names of its members.
+pub fn mask_json_for(
     masker: &Masker,
     rules: &FieldRules,
+    proj: &Projection,
     v: &mut Value,
-    path: &mut Vec<String>,
-    nested: usize,
 ) -> Result<usize, String> {
-    if !path.is_empty() {
-        let strategy = rules
-            .by_pointer(path)
-            .or_else(|| path.last().and_then(|k| rules.by_name(k)));
-        if let Some(s) = strategy
-            && !v.is_null()
-        {
-            let text = match &*v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            *v = match masker.apply(s, text.as_bytes()) {
-                Masked::Null => Value::Null,
-                Masked::Value(b) => Value::String(String::from_utf8_lossy(&b).into_owned()),
-            };
-            return Ok(1);
+    let mut path = Vec::new();
+    let w = Walk {
+        masker,
+        rules,
+        proj,
+    };
+    w.walk(v, &mut path, 0, None)
+}
+
+/// What a walk over one document applies.
+struct Walk<'a> {
+    masker: &'a Masker,
+    rules: &'a FieldRules,
+    proj: &'a Projection,
+}
+
+impl Walk<'_> {
+    fn walk(
+        &self,
+        v: &mut Value,
+        path: &mut Vec<String>,
+        nested: usize,
+        chosen: Option<Strategy>,
+    ) -> Result<usize, String> {
+        let (masker, rules) = (self.masker, self.rules);
+        // `chosen`: a member the request may have named (see [`Projection`]):
+        // its scalars, also inside arrays, get the mentioned rule's strategy.
+        if !path.is_empty() {
+            let strategy = rules
+                .by_pointer(path)
+                .or_else(|| path.last().and_then(|k| rules.by_name(k)))
+                .or(chosen.filter(|_| !v.is_array() && !v.is_object()));
+            if let Some(s) = strategy
+                && !v.is_null()
+            {
+                let text = match &*v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                *v = match masker.apply(s, text.as_bytes()) {
+                    Masked::Null => Value::Null,
+                    Masked::Value(b) => Value::String(String::from_utf8_lossy(&b).into_owned()),
+                };
+                return Ok(1);
+            }
         }
-    }
-    match v {
-        Value::Object(map) => {
-            let mut n = 0;
-            // Member names carry data too (maps keyed by e-mail): masked
-            // like values; a masked name that collides gets a suffix.
-            let renamed: Vec<(String, String)> = map
-                .keys()
-                .filter_map(|k| match masker.mask_str(k) {
-                    (std::borrow::Cow::Owned(m), c) if c > 0 => Some((k.clone(), m)),
-                    _ => None,
+        match v {
+            Value::Object(map) => {
+                let mut n = 0;
+                // Member names carry data too (maps keyed by e-mail): masked
+                // like values; a masked name that collides gets a suffix.
+                let renamed: Vec<(String, String)> = map
+                    .keys()
+                    .filter_map(|k| match masker.mask_str(k) {
+                        (std::borrow::Cow::Owned(m), c) if c > 0 => Some((k.clone(), m)),
+                        _ => None,
+                    })
+                    .collect();
+                for (old, new) in renamed {
+                    if let Some(child) = map.remove(&old) {
+                        let mut name = new.clone();
+                        let mut i = 2;
+                        while map.contains_key(&name) {
+                            name = format!("{new}~{i}");
+                            i += 1;
+                        }
+                        map.insert(name, child);
+                        n += 1;
+                    }
+                }
+                for (k, child) in map.iter_mut() {
+                    path.push(k.clone());
+                    n += self.walk(child, path, nested, self.proj.chosen(k))?;
+                    path.pop();
+                }
+                Ok(n)
+            }
+            Value::Array(items) => {
+                let mut n = 0;
+                for (i, child) in items.iter_mut().enumerate() {
+                    path.push(i.to_string());
+                    n += self.walk(child, path, nested, chosen)?;
+                    path.pop();
+                }
+                Ok(n)
+            }
+            Value::String(s) => {
+                // A document inside a string (`"payload": "{\"email\": …}"`):
+                // its members get the field rules too.
+                // So is a JSON string literal that holds one (`"\"{…}\""`).
+                let t = s.trim_start();
+                let opens = |t: &str| t.starts_with('{') || t.starts_with('[');
+                let document = (opens(t) || t.starts_with('"'))
+                    .then(|| serde_json::from_str::<Value>(s).ok())
+                    .flatten()
+                    .filter(|inner| match inner {
+                        Value::String(x) => opens(x.trim_start()),
+                        _ => true,
+                    });
+                if let Some(mut inner) = document {
+                    if nested >= MAX_NESTED {
+                        if rules.has_field_rules() {
+                            // Fail closed: field rules cannot be applied below.
+                            return Err(format!(
+                                "a JSON document nested more than {MAX_NESTED} deep in strings cannot be masked"
+                            ));
+                        }
+                    } else {
+                        if !inner.is_string() {
+                            parse_strict(s.as_bytes())?;
+                        }
+                        let mut inner_path = Vec::new();
+                        let n = self.walk(&mut inner, &mut inner_path, nested + 1, None)?;
+                        if n > 0 {
+                            *s = inner.to_string();
+                        }
+                        return Ok(n);
+                    }
+                }
+                Ok(match masker.mask_str(s) {
+                    (std::borrow::Cow::Owned(m), n) if n > 0 => {
+                        *s = m;
+                        n
+                    }
+                    _ => 0,
                 })
-                .collect();
-            for (old, new) in renamed {
-                if let Some(child) = map.remove(&old) {
-                    let mut name = new.clone();
-                    let mut i = 2;
-                    while map.contains_key(&name) {
-                        name = format!("{new}~{i}");
-                        i += 1;
-                    }
-                    map.insert(name, child);
-                    n += 1;
-                }
             }
-            for (k, child) in map.iter_mut() {
-                path.push(k.clone());
-                n += walk(masker, rules, child, path, nested)?;
-                path.pop();
-            }
-            Ok(n)
-        }
-        Value::Array(items) => {
-            let mut n = 0;
-            for (i, child) in items.iter_mut().enumerate() {
-                path.push(i.to_string());
-                n += walk(masker, rules, child, path, nested)?;
-                path.pop();
-            }
-            Ok(n)
-        }
-        Value::String(s) => {
-            // A document inside a string (`"payload": "{\"email\": …}"`):
-            // its members get the field rules too.
-            // So is a JSON string literal that holds one (`"\"{…}\""`).
-            let t = s.trim_start();
-            let opens = |t: &str| t.starts_with('{') || t.starts_with('[');
-            let document = (opens(t) || t.starts_with('"'))
-                .then(|| serde_json::from_str::<Value>(s).ok())
-                .flatten()
-                .filter(|inner| match inner {
-                    Value::String(x) => opens(x.trim_start()),
-                    _ => true,
-                });
-            if let Some(mut inner) = document {
-                if nested >= MAX_NESTED {
-                    if rules.has_field_rules() {
-                        // Fail closed: field rules cannot be applied below.
-                        return Err(format!(
-                            "a JSON document nested more than {MAX_NESTED} deep in strings cannot be masked"
-                        ));
+            Value::Number(num) => {
+                let text = num.to_string();
+                Ok(match masker.mask_str(&text) {
+                    (std::borrow::Cow::Owned(m), n) if n > 0 => {
+                        *v = Value::String(m);
+                        n
                     }
-                } else {
-                    if !inner.is_string() {
-                        parse_strict(s.as_bytes())?;
-                    }
-                    let mut inner_path = Vec::new();
-                    let n = walk(masker, rules, &mut inner, &mut inner_path, nested + 1)?;
-                    if n > 0 {
-                        *s = inner.to_string();
-                    }
-                    return Ok(n);
-                }
+                    _ => 0,
+                })
             }
-            Ok(match masker.mask_str(s) {
-                (std::borrow::Cow::Owned(m), n) if n > 0 => {
-                    *s = m;
-                    n
-                }
-                _ => 0,
-            })
+            _ => Ok(0),
         }
-        Value::Number(num) => {
-            let text = num.to_string();
-            Ok(match masker.mask_str(&text) {
-                (std::borrow::Cow::Owned(m), n) if n > 0 => {
-                    *v = Value::String(m);
-                    n
-                }
-                _ => 0,
-            })
-        }
-        _ => Ok(0),
     }
 }
 
@@ -413,6 +592,17 @@ fn walk(
 pub fn mask_form(
     masker: &Masker,
     rules: &FieldRules,
+    body: &[u8],
+) -> Result<Option<(Vec<u8>, usize)>, String> {
+    mask_form_for(masker, rules, &Projection::default(), body)
+}
+
+/// [`mask_form`] of the response to a request that said `proj` about the
+/// names of its fields.
+pub fn mask_form_for(
+    masker: &Masker,
+    rules: &FieldRules,
+    proj: &Projection,
     body: &[u8],
 ) -> Result<Option<(Vec<u8>, usize)>, String> {
     let text = std::str::from_utf8(body)
@@ -428,7 +618,7 @@ pub fn mask_form(
             _ => (k.to_owned(), 0),
         };
         n += name_hits;
-        let masked = if let Some(s) = rules.by_name(&name) {
+        let masked = if let Some(s) = rules.by_name(&name).or_else(|| proj.chosen(&name)) {
             n += 1;
             match masker.apply(s, value.as_bytes()) {
                 Masked::Null => String::new(),
@@ -455,7 +645,8 @@ pub fn mask_form(
     Ok((n > 0).then(|| (parts.join("&").into_bytes(), n)))
 }
 
-fn decode(s: &str) -> String {
+/// A form name or value as a client reads it: `+` a space, percent-decoded.
+pub(crate) fn decode(s: &str) -> String {
     percent_encoding::percent_decode_str(&s.replace('+', " "))
         .decode_utf8_lossy()
         .into_owned()
@@ -649,6 +840,116 @@ fields = [{ field = "name", strategy = "redact" }]"#,
         // A nested document with a duplicate name cannot be masked either.
         let mut v = parse_strict(br#"{"p":"{\"name\":\"x\",\"name\":\"Ann\"}"}"#).unwrap();
         assert!(mask_json(&m, &r, &mut v).is_err());
+    }
+
+    #[test]
+    fn member_names_are_compared_as_lenient_readers_bind_them() {
+        let (m, r) = setup(
+            r#"fields = [{ field = "name", strategy = "redact" }, { field = "first_name", strategy = "redact" },
+                         { pointer = "/customer/card", strategy = "null" }]"#,
+        );
+        for doc in [
+            r#"{"Name":"Ann"}"#,
+            r#"{"NAME":"Ann"}"#,
+            r#"{"n\u0061me":"Ann"}"#,
+            r#"{"\uff4e\uff41\uff4d\uff45":"Ann"}"#,
+            r#"{"na\u200bme":"Ann"}"#,
+            r#"{"na\u00adme":"Ann"}"#,
+            r#"{" name":"Ann"}"#,
+            r#"{"firstName":"Ann"}"#,
+            r#"{"first-name":"Ann"}"#,
+            r#"{"FIRST_NAME":"Ann"}"#,
+            r#"{"x":[{"nAmE":["Ann"]}]}"#,
+            r#"{"CUSTOMER":{"Card":"Ann"}}"#,
+            r#"{"p":"{\"NAME\":\"Ann\"}"}"#,
+        ] {
+            let mut v = parse_strict(doc.as_bytes()).unwrap();
+            mask_json(&m, &r, &mut v).unwrap();
+            assert!(!v.to_string().contains("Ann"), "{doc} -> {v}");
+        }
+        // The Kelvin sign and the long s fold like Go's encoding/json.
+        let (m, r) = setup(r#"fields = [{ field = "ssn_key", strategy = "redact" }]"#);
+        let mut v = parse_strict("{\"\u{17f}sn_\u{212a}ey\":\"Ann\"}".as_bytes()).unwrap();
+        mask_json(&m, &r, &mut v).unwrap();
+        assert!(!v.to_string().contains("Ann"), "{v}");
+        // Other names stay.
+        let (m, r) = setup(r#"fields = [{ field = "name", strategy = "redact" }]"#);
+        let mut v = parse_strict(br#"{"names":"Ann","nom":"Bo"}"#).unwrap();
+        assert_eq!(mask_json(&m, &r, &mut v).unwrap(), 0);
+        let (out, _) = mask_form(&m, &r, b"NA%E2%80%8BME=Ann&x=1")
+            .unwrap()
+            .unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains("Ann"));
+    }
+
+    #[test]
+    fn members_a_request_names_get_the_rule_it_mentions() {
+        let (m, r) = setup(
+            r#"fields = [{ field = "name", strategy = "redact" }, { field = "card", strategy = "last4" }]"#,
+        );
+        let masked = |texts: &[&str], doc: &str| {
+            let p = r.projection(texts.iter().map(|t| t.as_bytes()));
+            let mut v = parse_strict(doc.as_bytes()).unwrap();
+            mask_json_for(&m, &r, &p, &mut v).unwrap();
+            v.to_string()
+        };
+        let row = r#"[{"n":["Alice Anderson"],"id":7,"o":{"k":"v"}}]"#;
+        for target in [
+            "/customers?select=n:name",
+            "/customers?select=n:NAME",
+            "/customers?select=n:na%6De",
+            "/customers?select=n:na%256De",
+            "/customers?select=n:%22name%22",
+            "/customers?select=n:name::text",
+            "/customers?select=n:ｎａｍｅ",
+            "/customers?select=x:customers(n:name)",
+            "/customers?$select=name&$compute=name%20as%20n",
+        ] {
+            let s = masked(&[target], row);
+            assert!(!s.contains("Alice"), "{target} -> {s}");
+            assert!(s.contains("\"id\":7"), "{target} -> {s}");
+        }
+        // GraphQL: the alias in a JSON body, escaped or not, or in a
+        // header; a card alias keeps its rule's strategy.
+        for body in [
+            r#"{"query":"{ customers { n: name id } }"}"#,
+            r#"{"query":"{ customers { n: \u006eame } }"}"#,
+            r#"{"query":"query($v: String) { customers { n: Name } }","variables":{}}"#,
+        ] {
+            let s = masked(
+                &["/graphql", body],
+                r#"{"data":{"customers":[{"n":"Alice Anderson"}]}}"#,
+            );
+            assert!(!s.contains("Alice"), "{body} -> {s}");
+        }
+        let s = masked(&["/c", "x-fields: n:name"], r#"{"n":"Alice Anderson"}"#);
+        assert!(!s.contains("Alice"), "{s}");
+        let s = masked(&["/c?select=c:card"], r#"{"c":"4111111111111111"}"#);
+        assert!(s.contains("1111") && !s.contains("4111"), "{s}");
+        // Two rules of different strategies: the strictest.
+        let s = masked(&["/c?select=c:card,m:name"], r#"{"c":"4111111111111111"}"#);
+        assert!(!s.contains("1111"), "{s}");
+        // A request that mentions no masked field changes nothing.
+        let s = masked(
+            &["/customers?select=n:email"],
+            r#"[{"n":"Alice Anderson"}]"#,
+        );
+        assert!(s.contains("Alice"), "{s}");
+        // Forms too.
+        let p = r.projection([&b"/c?select=n:name"[..]]);
+        let (out, _) = mask_form_for(&m, &r, &p, b"n=Alice&id=1").unwrap().unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "n=%5BMASKED%5D&id=1");
+        // `request_named_fields = "trust"`: names only.
+        let (m, r) = setup(
+            r#"request_named_fields = "trust"
+fields = [{ field = "name", strategy = "redact" }]"#,
+        );
+        let p = r.projection([&b"/c?select=n:name"[..]]);
+        assert!(
+            mask_form_for(&m, &r, &p, b"n=Alice&id=1")
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -140,7 +140,7 @@ use regex::bytes::RegexBuilder;
 
 pub use model::{
     ColumnRuleConfig, CustomPattern, FieldRuleConfig, Masked, MaskedInPredicates, MaskingConfig,
-    MaskingProblem, Strategy,
+    MaskingProblem, RequestNamedFields, Strategy,
 };
 pub use strategy::{LAST4_MIN_ALNUM, REDACTED, TOKEN_HEX_LEN, TOKEN_PREFIX};
 
@@ -533,7 +533,8 @@ impl Masker {
             return None;
         }
         if self.pattern_strategy == Strategy::Null {
-            let n = merge(hits).len();
+            // Counted as mask_patterns counts (its passes included).
+            let (_, n) = self.rewrite(value, hits);
             return Some((Masked::Null, n));
         }
         let (bytes, n) = self.rewrite(value, hits);
@@ -586,7 +587,32 @@ impl Masker {
         out
     }
 
+    /// Rewrites every match, then again while the result still holds one:
+    /// a rendering can join its neighbours into a new match (last4's kept
+    /// digits beside other digits make a card; an HMAC token is a local
+    /// part before an `@` left over). Masking is a fixed point: the result
+    /// never matches a detector. Past [`MAX_PASSES`] (never seen: every
+    /// pass leaves fewer letters and digits) the whole value is redacted.
     fn rewrite(&self, v: &[u8], hits: Vec<Hit>) -> (Vec<u8>, usize) {
+        let first = merge(hits.clone()).first().map(|h| h.kind);
+        let (mut out, mut n) = self.rewrite_once(v, hits);
+        for _ in 1..MAX_PASSES {
+            let again = self.hits(&out);
+            if again.is_empty() {
+                return (out, n);
+            }
+            let (next, k) = self.rewrite_once(&out, again);
+            out = next;
+            n += k;
+        }
+        if self.hits(&out).is_empty() {
+            return (out, n);
+        }
+        let kind = first.unwrap_or(Kind::Token);
+        (self.marker(kind).to_vec(), n)
+    }
+
+    fn rewrite_once(&self, v: &[u8], hits: Vec<Hit>) -> (Vec<u8>, usize) {
         let ranges = merge(hits);
         let mut out = Vec::with_capacity(v.len() + 16);
         let mut at = 0;
@@ -617,6 +643,10 @@ impl Masker {
         }
     }
 }
+
+/// How many times [`Masker::rewrite`] masks its own result before it
+/// redacts the whole value.
+const MAX_PASSES: usize = 4;
 
 /// Sort by start and merge overlapping ranges; a merged range keeps the
 /// kind of the match that starts first (the longer one on a tie, then the

@@ -64,6 +64,28 @@ pub struct MaskingConfig {
     /// [`MaskedInPredicates`]). Default `equality`.
     #[serde(default)]
     pub masked_in_predicates: MaskedInPredicates,
+    /// HTTP bodies: what field rules assume about response member names
+    /// (see [`RequestNamedFields`]). Default `mask`.
+    #[serde(default)]
+    pub request_named_fields: RequestNamedFields,
+}
+
+/// Whether a response member named by the request may hold a field of
+/// `fields` under a name the caller chose (PostgREST `select=n:name`,
+/// GraphQL aliases).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestNamedFields {
+    /// When a request mentions a field rule's name, every response member
+    /// whose name is also a word of the request gets that rule (masks
+    /// more than needed on APIs that project on request: a GraphQL query
+    /// for `{ id name }` masks `id` too).
+    #[default]
+    Mask,
+    /// The upstream's member names are fixed by its schema, whatever the
+    /// request says (an API without projection or aliases): rules match
+    /// names only. Wrong for PostgREST, GraphQL, OData, Hasura.
+    Trust,
 }
 
 /// Where a masked column may appear outside the select list of a

@@ -370,3 +370,37 @@ fn masked_values_do_not_match_again() {
         }
     }
 }
+
+/// fuzz/regressions/masking/crash-a3f7…: with hmac, addresses that share
+/// characters (`élève@æcole.élève@æcole.fr`) masked to `tok_…@æcole.fr`,
+/// the domain of the second still readable and a match again.
+#[test]
+fn addresses_sharing_characters_mask_whole() {
+    let input = include_bytes!(
+        "../../../fuzz/regressions/masking/crash-a3f733bebe6d9ddc6a3d11418ed6de2e5f2b13ea"
+    );
+    for strategy in ["redact", "last4", "hmac", "null"] {
+        let m = masker(&format!(
+            "patterns = [\"card\", \"email\", \"ssn\", \"iban\", \"token\"]\n\
+             pattern_strategy = \"{strategy}\"\nhmac_key_file = \"/k\""
+        ));
+        for v in [
+            &input[1..],
+            b"a@b.cd@e.fg",
+            "x élève@æcole.élève@æcole.fr y".as_bytes(),
+        ] {
+            let (once, _) = m.mask_patterns(v).expect("an address");
+            let text = String::from_utf8_lossy(&once);
+            assert!(
+                !text.contains("cole.fr") && !text.contains("e.fg"),
+                "{strategy}: {text}"
+            );
+            assert_eq!(
+                m.mask_patterns(&once)
+                    .map(|(b, _)| String::from_utf8_lossy(&b).into_owned()),
+                None,
+                "{strategy}: {text}"
+            );
+        }
+    }
+}

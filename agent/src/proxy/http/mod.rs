@@ -51,6 +51,7 @@
 
 pub mod ca;
 mod echo;
+mod issued;
 pub mod request;
 pub mod response;
 
@@ -69,9 +70,11 @@ use crate::approval::{Approvals, RequestSpec};
 use crate::audit::AuditHandle;
 use crate::audit::event::{ApiEvent, StatementDecision, StatementPhase};
 use crate::audit::reason::RefuseReason;
-use crate::config::{Config, CredentialKind, HttpCredential, Protocol, Target};
+use crate::config::{Config, CredentialKind, HttpCredential, IssuedCredentials, Protocol, Target};
 use crate::masking::Masker;
-use crate::masking::json::{FieldRules, is_json_type, mask_form, mask_json, parse_strict};
+use crate::masking::json::{
+    FORM_TYPE, FieldRules, Projection, is_json_type, mask_form_for, mask_json_for, parse_strict,
+};
 use crate::policy::{Action, HttpPolicy, HttpRequestFacts, HttpVerdict};
 use crate::protocol::http::params::{self, Param};
 use crate::protocol::http::{
@@ -133,6 +136,8 @@ const CREDENTIAL_TTL: Duration = Duration::from_secs(1);
 /// A grant's credential and the header it last produced.
 pub struct Credential {
     config: HttpCredential,
+    /// Cookies the upstream set for this grant (`issued = "hold"`).
+    jar: issued::Jar,
     /// When the file was last read, and what it gave (errors too: a
     /// broken file refuses requests until it is fixed, then within the TTL).
     last: std::sync::Mutex<Option<(Instant, HeaderOrWhy)>>,
@@ -153,8 +158,15 @@ impl Credential {
     pub fn new(config: HttpCredential) -> Self {
         Self {
             config,
+            jar: issued::Jar::default(),
             last: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Whether credentials the upstream issues in exchange for this one
+    /// are kept from the workload (see [`issued`]).
+    fn withholds_issued(&self) -> bool {
+        self.config.issued != IssuedCredentials::Pass
     }
 
     /// The header to set, from the file at most [`CREDENTIAL_TTL`] ago.
@@ -655,6 +667,8 @@ struct ClientWants {
     version: u8,
     /// It accepts gzip.
     gzip: bool,
+    /// What it said about the names of the response's members.
+    names: Projection,
 }
 
 impl Conn<'_> {
@@ -938,9 +952,29 @@ impl Conn<'_> {
             .as_deref()
             .map(path::query_pairs)
             .unwrap_or_default();
+        // Field rules name response members, and the request may name them
+        // too (`?select=n:name`, GraphQL aliases): its words are read, the
+        // body's as well (whole, bounded, never in a coding Warden does not
+        // read).
+        // Bodies read for words: text types an upstream parses for names
+        // (GraphQL documents, XML, SQL...; larger than max_message_bytes
+        // refused, 413) and any body of a known length within that limit;
+        // a large upload of another type or none streams unread.
+        let names_matter = self.grant.masker.is_some() && self.grant.fields.has_field_rules();
+        let wordy = names_matter
+            && verdict.is_allowed()
+            && kind != BodyKind::Empty
+            && body.is_none()
+            && (request::textual_body(&head)
+                || matches!(kind, BodyKind::Length(n) if n <= self.target.max_message_bytes as u64));
+        if wordy && let Some(why) = request::coded_params(&head) {
+            let why = format!("{why} (field rules apply to the response)");
+            return self.bad(c, 415, why, Some(&req)).await;
+        }
         // What an approver approves is what is forwarded: the body too, read
         // whole (bounded by max_message_bytes) before asking.
-        if verdict.action == Action::Approve && body.is_none() && kind != BodyKind::Empty {
+        if (verdict.action == Action::Approve || wordy) && body.is_none() && kind != BodyKind::Empty
+        {
             if expect_continue {
                 c.send(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
             }
@@ -1025,6 +1059,12 @@ impl Conn<'_> {
                 Ok(h) => {
                     set_header(&mut out_headers, &h.name, h.value);
                     echo = Some(h.echo);
+                    // The upstream's session for this grant, kept by Warden.
+                    if cred.config.issued == IssuedCredentials::Hold
+                        && let Some(cookies) = cred.jar.header()
+                    {
+                        set_header(&mut out_headers, "Cookie", cookies);
+                    }
                 }
                 Err(why) => {
                     warn!(error = %why, "credential unavailable");
@@ -1141,6 +1181,25 @@ impl Conn<'_> {
         if scrub {
             resp.reason = response::reason_phrase(resp.status).to_owned();
         }
+        // Credentials issued in exchange for the grant's: never the
+        // workload's (cookies kept in the grant's jar or dropped).
+        if let Some(cred) = &self.grant.credential
+            && cred.withholds_issued()
+        {
+            let keep = cred.config.issued == IssuedCredentials::Hold;
+            let cookies = cred.jar.take(&mut resp.headers, keep);
+            let before = resp.headers.len();
+            resp.headers.retain(|h| !issued::is_issued_header(&h.name));
+            let removed = before - resp.headers.len() + issued::mask_issued_urls(&mut resp.headers);
+            if cookies + removed > 0 {
+                info!(
+                    http.cookies = cookies,
+                    http.headers = removed,
+                    kept = keep,
+                    "credentials issued by the upstream withheld from the workload"
+                );
+            }
+        }
         if let Some(m) = &self.grant.masker {
             head_masked = response::mask_head(m, &mut resp.headers);
         }
@@ -1196,10 +1255,23 @@ impl Conn<'_> {
             Plan::Refuse(_) => None,
         };
         let client_gzip = accepts_gzip(&head);
+        let names = if names_matter {
+            let texts = std::iter::once(head.target.as_bytes())
+                .chain(
+                    head.headers
+                        .iter()
+                        .flat_map(|h| [h.name.as_bytes(), h.value.as_slice()]),
+                )
+                .chain(body.as_deref());
+            self.grant.fields.projection(texts)
+        } else {
+            Projection::default()
+        };
         let wants = ClientWants {
             close,
             version: head.version,
             gzip: client_gzip,
+            names,
         };
         let response = Response {
             head: resp,
@@ -1740,6 +1812,7 @@ impl Conn<'_> {
             close,
             version: client_version,
             gzip: client_gzip,
+            names,
         }: ClientWants,
         echo: Option<&Echo>,
     ) -> Result<((u16, u64), Option<String>), Stop> {
@@ -1748,6 +1821,18 @@ impl Conn<'_> {
         let json = resp
             .get("content-type")
             .is_some_and(|t| is_json_type(&crate::protocol::http::media_type(t).essence));
+        // Tokens issued in a JSON or form body are redacted: such bodies
+        // are read whole (see [`issued`]).
+        let withholds = self
+            .grant
+            .credential
+            .as_ref()
+            .is_some_and(Credential::withholds_issued);
+        let form = resp
+            .get("content-type")
+            .is_some_and(|t| crate::protocol::http::media_type(t).essence == FORM_TYPE);
+        let issued_json = json && withholds;
+        let issued_form = form && withholds;
         // Whole bodies: masked ones, and those that must be searched and
         // can be read whole (coded ones, small ones: refused with a 502
         // rather than cut).
@@ -1758,6 +1843,7 @@ impl Conn<'_> {
                 Coding::Identity if matches!(kind, BodyKind::Length(n) if n <= PIECE as u64) => {
                     Some(None)
                 }
+                Coding::Identity if issued_json || issued_form => Some(None),
                 Coding::Identity => None,
                 Coding::Gzip | Coding::Deflate => Some(None),
                 Coding::Other(other) => {
@@ -1842,18 +1928,41 @@ impl Conn<'_> {
                         )
                         .await;
                 }
+                let mut withheld = 0;
+                let text = plain.as_deref().unwrap_or(&body);
+                if issued_json && !text.iter().all(u8::is_ascii_whitespace) {
+                    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(text) else {
+                        return self
+                            .fail(
+                                c,
+                                "a JSON body that does not parse cannot be searched for issued \
+                                 credentials"
+                                    .into(),
+                            )
+                            .await;
+                    };
+                    withheld = issued::mask_issued(&mut v);
+                    if withheld > 0 {
+                        body = serde_json::to_vec(&v).map_err(|e| Stop::Protocol(e.to_string()))?;
+                        remove_header(&mut resp.headers, "content-encoding");
+                    }
+                } else if issued_form && let Some((out, k)) = issued::mask_issued_form(text) {
+                    withheld = k;
+                    body = out;
+                    remove_header(&mut resp.headers, "content-encoding");
+                }
                 set_header(&mut resp.headers, "Content-Length", body.len().to_string());
                 let mut out = Vec::with_capacity(body.len() + 512);
                 write_response(&resp, &mut out);
                 out.extend_from_slice(&body);
                 c.send(&out).await?;
-                return Ok(((status, 0), None));
+                return Ok(((status, withheld as u64), None));
             };
             if let Some(p) = plain {
                 body = p;
                 remove_header(&mut resp.headers, "content-encoding");
             }
-            let (mut body, n) = match self.mask_body(class, &body, echo) {
+            let (mut body, n) = match self.mask_body(class, &body, echo, &names) {
                 Ok(x) => x,
                 Err(why) => return self.fail(c, why).await,
             };
@@ -1982,6 +2091,7 @@ impl Conn<'_> {
         class: BodyClass,
         body: &[u8],
         echo: Option<&Echo>,
+        names: &Projection,
     ) -> Result<(Vec<u8>, usize), String> {
         let m = self.masker();
         let echoed =
@@ -1992,7 +2102,12 @@ impl Conn<'_> {
                     return Ok((body.to_vec(), 0));
                 }
                 let mut v = parse_strict(body)?;
-                let n = mask_json(m, &self.grant.fields, &mut v)?;
+                let mut n = mask_json_for(m, &self.grant.fields, names, &mut v)?;
+                if let Some(cred) = &self.grant.credential
+                    && cred.withholds_issued()
+                {
+                    n += issued::mask_issued(&mut v);
+                }
                 // Strings and names as a client decodes them (`\u0041`).
                 if let Some(e) = echo
                     && let Some(form) = json_echo(e, &v)
@@ -2010,11 +2125,20 @@ impl Conn<'_> {
                     return Err(format!("a text or form body with {what} cannot be masked"));
                 }
                 let masked = if class == BodyClass::Form {
-                    mask_form(m, &self.grant.fields, body)?
+                    mask_form_for(m, &self.grant.fields, names, body)?
                 } else {
                     m.mask_patterns(body)
                 };
-                masked.unwrap_or_else(|| (body.to_vec(), 0))
+                let (out, n) = masked.unwrap_or_else(|| (body.to_vec(), 0));
+                match self.grant.credential.as_ref() {
+                    Some(cred) if class == BodyClass::Form && cred.withholds_issued() => {
+                        match issued::mask_issued_form(&out) {
+                            Some((o, k)) => (o, n + k),
+                            None => (out, n),
+                        }
+                    }
+                    _ => (out, n),
+                }
             }
         };
         if let Some(e) = echo
@@ -2143,9 +2267,7 @@ fn mask_query(m: &Masker, q: &str) -> String {
         .split('&')
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decoded = percent_encoding::percent_decode_str(&v.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned();
+            let decoded = crate::masking::json::decode(v);
             match m.mask_str(&decoded) {
                 (std::borrow::Cow::Owned(masked), n) if n > 0 => format!(
                     "{k}={}",

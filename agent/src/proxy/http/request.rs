@@ -250,6 +250,36 @@ pub fn coded_params(head: &RequestHead) -> Option<String> {
     })
 }
 
+/// Whether the request body is of a text type an upstream may parse for
+/// names (`text/*`, GraphQL, XML, SQL, YAML, JSON, forms, JavaScript);
+/// several or unreadable Content-Types count as text.
+pub fn textual_body(head: &RequestHead) -> bool {
+    let types: Vec<String> = head
+        .all("content-type")
+        .map(|v| crate::protocol::http::media_type(&String::from_utf8_lossy(v)).essence)
+        .collect();
+    match types.as_slice() {
+        [] => false,
+        [one] => {
+            one.starts_with("text/")
+                || one.is_empty()
+                || [
+                    "graphql",
+                    "xml",
+                    "sql",
+                    "yaml",
+                    "json",
+                    "form",
+                    "javascript",
+                    "query",
+                ]
+                .iter()
+                .any(|w| one.contains(w))
+        }
+        _ => true,
+    }
+}
+
 /// A `_method` parameter (query or body): why the request is refused.
 pub fn param_override(params: &[Param], place: &str) -> Option<String> {
     let method = fold_name("_method").0;
@@ -263,6 +293,36 @@ pub fn param_override(params: &[Param], place: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_bodies_are_told_from_binary_ones() {
+        let head = |ct: &str| {
+            crate::protocol::http::parse_request(
+                format!("POST / HTTP/1.1\r\nHost: a\r\n{ct}\r\n").as_bytes(),
+                1 << 16,
+            )
+            .unwrap()
+            .unwrap()
+            .0
+        };
+        for ct in [
+            "Content-Type: application/graphql\r\n",
+            "Content-Type: text/plain; charset=utf-8\r\n",
+            "Content-Type: application/soap+xml\r\n",
+            "Content-Type: application/sql\r\n",
+            "Content-Type: nonsense\r\n",
+            "Content-Type: a/b\r\nContent-Type: c/d\r\n",
+        ] {
+            assert!(textual_body(&head(ct)), "{ct}");
+        }
+        for ct in [
+            "",
+            "Content-Type: application/octet-stream\r\n",
+            "Content-Type: image/png\r\n",
+        ] {
+            assert!(!textual_body(&head(ct)), "{ct}");
+        }
+    }
     use crate::protocol::http::params::query_params;
     use crate::protocol::http::parse_request;
 

@@ -467,4 +467,57 @@ unmasked_types = ["text/csv"]"#,
         assert_eq!(unreadable_text(b"b\0o\0b\0"), Some("NUL bytes"));
         assert_eq!(unreadable_text(b"plain"), None);
     }
+
+    /// The masking of fuzz/fuzz.toml's `[masking.web]` (every detector,
+    /// last4), as the http_response and http_body targets use it.
+    fn web_masker() -> Masker {
+        let cfg: MaskingConfig = toml::from_str(
+            r#"patterns = ["card", "email", "ssn", "iban", "token"]
+pattern_strategy = "last4""#,
+        )
+        .unwrap();
+        Masker::compile(&cfg, None).unwrap()
+    }
+
+    /// fuzz/regressions/http_response/crash-1ec1…: a masked header value
+    /// still held a detector's match.
+    #[test]
+    fn masked_header_values_hold_no_match() {
+        let m = web_masker();
+        let input = include_bytes!(
+            "../../../../fuzz/regressions/http_response/crash-1ec102f5a3799bc5003df561bb83051d34f69ee3"
+        );
+        let (mut h, _) = parse_response(&input[1..], 1 << 16).unwrap().unwrap();
+        mask_head(&m, &mut h.headers);
+        for h in &h.headers {
+            if FRAMING.iter().any(|f| h.name.eq_ignore_ascii_case(f)) {
+                continue;
+            }
+            let v = String::from_utf8_lossy(&h.value);
+            assert_eq!(
+                m.mask_str(&v).1,
+                0,
+                "header {} keeps a match: {v:?}",
+                h.name
+            );
+        }
+    }
+
+    /// fuzz/regressions/http_body/crash-c97c…: a text body masked with
+    /// last4 still held a detector's match.
+    #[test]
+    fn masked_text_bodies_hold_no_match() {
+        let m = web_masker();
+        let input = include_bytes!(
+            "../../../../fuzz/regressions/http_body/crash-c97c3f1e9efeb3aa14401a4ff25e4c014d8a03cd"
+        );
+        let (masked, _) = m.mask_patterns(&input[1..]).unwrap();
+        assert_eq!(
+            m.mask_patterns(&masked)
+                .map(|(b, _)| String::from_utf8_lossy(&b).into_owned()),
+            None,
+            "{}",
+            String::from_utf8_lossy(&masked)
+        );
+    }
 }

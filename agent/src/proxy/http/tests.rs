@@ -423,6 +423,7 @@ fn credentials() {
         file: f.clone(),
         username: Some("u".into()),
         header: None,
+        issued: Default::default(),
     };
     let h = credential_header(&basic).unwrap();
     assert_eq!(
@@ -434,6 +435,7 @@ fn credentials() {
         file: f.clone(),
         username: None,
         header: Some("X-Api-Key".into()),
+        issued: Default::default(),
     };
     let h = credential_header(&hdr).unwrap();
     assert_eq!((h.name.as_str(), &h.value[..]), ("X-Api-Key", &b"pw"[..]));
@@ -456,6 +458,7 @@ fn a_credential_is_read_again_once_its_ttl_passed() {
         file: f.clone(),
         username: None,
         header: Some("X-Api-Key".into()),
+        issued: Default::default(),
     });
     let t0 = Instant::now();
     assert_eq!(cred.header(t0).unwrap().value, b"one");
