@@ -138,8 +138,8 @@ pub struct TcpCounters {
     /// plus one for a FIN received.
     pub received: u64,
     /// Sequence space the peer acknowledged (`tcpi_bytes_acked`): data
-    /// bytes delivered to the peer's kernel (plus one once a FIN sent is
-    /// acknowledged).
+    /// bytes delivered to the peer's kernel, plus one for the SYN of a
+    /// connecting socket and one once a FIN sent is acknowledged.
     pub acked: u64,
     /// `tcpi_state`.
     pub state: u8,
@@ -177,10 +177,17 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (mut b, _) = l.accept().unwrap();
+        // The connecting side's peer acknowledged its SYN.
+        assert_eq!(tcp_counters(&a).unwrap().acked, 1);
+        assert_eq!(tcp_counters(&b).unwrap().acked, 0);
         a.write_all(&[7u8; 100_000]).unwrap();
         let mut got = vec![0u8; 100_000];
         b.read_exact(&mut got).unwrap();
-        assert_eq!(tcp_counters(&a).unwrap().acked, 100_000);
+        let start = std::time::Instant::now();
+        while tcp_counters(&a).unwrap().acked < 100_001 && start.elapsed().as_secs() < 5 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(tcp_counters(&a).unwrap().acked, 100_001);
         assert_eq!(tcp_counters(&b).unwrap().received, 100_000);
         a.shutdown(Shutdown::Write).unwrap();
         assert_eq!(b.read(&mut got).unwrap(), 0);

@@ -50,6 +50,11 @@ pub async fn relay(
     pipe_size: usize,
     kernel: Option<&KernelRelay>,
 ) -> RelayCounts {
+    // What each destination's peer had acknowledged before any relayed
+    // byte (the SYN, for the upstream socket the agent connected): the
+    // baseline of the drain check.
+    let acked_before = |s: &TcpStream| tcp_counters(s).map(|c| c.acked).unwrap_or(0);
+    let (client_acked, upstream_acked) = (acked_before(&client), acked_before(&upstream));
     let entered = match kernel.map(|k| k.enter(client.as_fd(), upstream.as_fd())) {
         Some(Ok(e)) => e,
         Some(Err(e)) => {
@@ -64,18 +69,16 @@ pub async fn relay(
     let (mut up_eof, mut down_eof) = (false, false);
     {
         let up_fut = direction(
-            &client,
-            &upstream,
+            (&client, &upstream),
             pipe_size,
-            entered.up,
+            entered.up.then_some(upstream_acked),
             &mut up,
             &mut up_eof,
         );
         let down_fut = direction(
-            &upstream,
-            &client,
+            (&upstream, &client),
             pipe_size,
-            entered.down,
+            entered.down.then_some(client_acked),
             &mut down,
             &mut down_eof,
         );
@@ -110,19 +113,18 @@ pub async fn relay(
     }
 }
 
-/// One direction, in the kernel or with splice.
+/// One direction `(src, dst)`: in the kernel when `kernel_from` is the
+/// acknowledged count of `dst` before the relay, else with splice.
 async fn direction(
-    src: &TcpStream,
-    dst: &TcpStream,
+    (src, dst): (&TcpStream, &TcpStream),
     pipe_size: usize,
-    in_kernel: bool,
+    kernel_from: Option<u64>,
     count: &mut u64,
     eof: &mut bool,
 ) -> io::Result<()> {
-    if in_kernel {
-        kernel_direction(src, dst, eof).await
-    } else {
-        pump(src, dst, pipe_size, count).await
+    match kernel_from {
+        Some(acked_before) => kernel_direction(src, dst, acked_before, eof).await,
+        None => pump(src, dst, pipe_size, count).await,
     }
 }
 
@@ -137,7 +139,12 @@ fn kernel_count(src: &TcpStream, fin: bool) -> u64 {
 /// `src` received to be acknowledged by `dst`'s peer (so none is still in
 /// the kernel's redirect queue, where a shutdown would lose it), then shuts
 /// `dst` down for writing (half-close passed through).
-async fn kernel_direction(src: &TcpStream, dst: &TcpStream, eof: &mut bool) -> io::Result<()> {
+async fn kernel_direction(
+    src: &TcpStream,
+    dst: &TcpStream,
+    acked_before: u64,
+    eof: &mut bool,
+) -> io::Result<()> {
     let mut probe = [0u8; 1];
     loop {
         src.readable().await?;
@@ -162,7 +169,7 @@ async fn kernel_direction(src: &TcpStream, dst: &TcpStream, eof: &mut bool) -> i
         }
     }
     *eof = true;
-    let want = tcp_counters(src)?.received.saturating_sub(1);
+    let want = acked_before + tcp_counters(src)?.received.saturating_sub(1);
     let mut pause = Duration::from_millis(1);
     loop {
         let d = tcp_counters(dst)?;
