@@ -1134,3 +1134,185 @@ fn per_account_connection_cap() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A server that speaks first: sends `banner`, reads until the client's
+/// EOF (counting), then sends `after` bytes and closes. Returns its address
+/// and a channel of the byte counts it read, one per connection.
+fn server_first(
+    bind: &str,
+    banner: &'static [u8],
+    after: usize,
+) -> (std::net::SocketAddr, std::sync::mpsc::Receiver<usize>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind(bind).unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let _ = conn.write_all(banner);
+                let mut buf = vec![0u8; 1 << 16];
+                let mut n = 0;
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => n += k,
+                    }
+                }
+                let chunk = vec![0xa5u8; 1 << 16];
+                let mut left = after;
+                while left > 0 {
+                    let k = left.min(chunk.len());
+                    if conn.write_all(&chunk[..k]).is_err() {
+                        break;
+                    }
+                    left -= k;
+                }
+                let _ = tx.send(n);
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Runs inline Python in `cgroup`, returning its one JSON line.
+fn python_in(env: &TestEnv, cgroup: &str, code: &str, args: &[String]) -> Value {
+    let procs = env.cg_dir(cgroup).join("cgroup.procs");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > '{}' && exec /usr/bin/python3 -c \"$0\" \"$@\"",
+            procs.display()
+        ))
+        .arg(code)
+        .args(args)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} / {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Connects, reads the banner, sends N bytes, half-closes, reads to EOF.
+const SERVER_FIRST_CLIENT: &str = r#"
+import json, socket, sys
+host, port, banner, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+s = socket.create_connection((host, port), timeout=30)
+got = b""
+while len(got) < banner:
+    b = s.recv(banner - len(got))
+    if not b: break
+    got += b
+s.sendall(b"q" * n)
+s.shutdown(socket.SHUT_WR)
+rest = 0
+while True:
+    b = s.recv(1 << 16)
+    if not b: break
+    rest += len(b)
+print(json.dumps({"local_port": s.getsockname()[1], "banner": got.decode(), "rest": rest}))
+"#;
+
+/// Issue 17: a `tcp` target's bytes move in the kernel (sockmap) once the
+/// open event is recorded; the close event still has exact byte counts each
+/// way, half-close passes both ways, bytes sent before the relay was set up
+/// (server speaks first) and after a half-close arrive, many connections at
+/// once stay separate. `agent.tcp_relay = "splice"` keeps the splice relay,
+/// and `warden status` says which relay is used.
+#[test]
+fn tcp_targets_are_relayed_in_the_kernel_with_exact_byte_counts() {
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let db = EchoServer::start("127.0.0.2:0");
+    let (banner_addr, server_read) = server_first("127.0.0.2:0", b"HELLO", 2 * MIB + 3);
+    let targets = format!(
+        "{}{}{}",
+        tcp_target("db", &db.addr.to_string()),
+        tcp_target("banner", &banner_addr.to_string()),
+        account("app", &[&app], &[], &["db", "banner"]),
+    );
+    env.write_config(&format!("{}{targets}", env.agent_table(false, "")));
+    env.start();
+    let st = env.status_json();
+    assert_eq!(st["tcp_relay"], "sockmap", "{st:#}\n{}", env.log());
+    assert_eq!(st["connections_kernel_relayed"], 0);
+
+    // Large echo, both ways at once.
+    let r = env.client(&app, "127.0.0.2", db.addr.port(), 32 * MIB + 7, None);
+    assert!(r.same_bytes_back(), "{:?}\n{}", r.json, env.log());
+    let evs = env.events_for_client_port(r.local_port().unwrap(), 2);
+    assert_eq!(activity_ids(&evs), vec![1, 2], "{evs:#?}");
+    assert_eq!(evs[1]["traffic"]["bytes_out"], (32 * MIB + 7) as u64);
+    assert_eq!(evs[1]["traffic"]["bytes_in"], (32 * MIB + 7) as u64);
+    assert!(evs[1]["unmapped"]["warden"]["reason"].is_null(), "{evs:#?}");
+    assert_eq!(env.status_json()["connections_kernel_relayed"], 1);
+
+    // The server speaks first (its banner can be in the upstream socket
+    // before the relay is set up), the client half-closes, the server sends
+    // more after the client's FIN.
+    let v = python_in(
+        &env,
+        &app,
+        SERVER_FIRST_CLIENT,
+        &[
+            "127.0.0.2".into(),
+            banner_addr.port().to_string(),
+            "5".into(),
+            (3 * MIB).to_string(),
+        ],
+    );
+    assert_eq!(v["banner"], "HELLO", "{v}\n{}", env.log());
+    assert_eq!(v["rest"], (2 * MIB + 3) as u64, "{v}");
+    assert_eq!(
+        server_read.recv_timeout(Duration::from_secs(10)).unwrap(),
+        3 * MIB
+    );
+    let port = u16::try_from(v["local_port"].as_u64().unwrap()).unwrap();
+    let evs = env.events_for_client_port(port, 2);
+    assert_eq!(evs[1]["traffic"]["bytes_out"], (3 * MIB) as u64, "{evs:#?}");
+    assert_eq!(evs[1]["traffic"]["bytes_in"], (2 * MIB + 8) as u64);
+
+    // Many connections at once, each with its own size: nothing crosses.
+    let sizes: Vec<usize> = (0..40).map(|i| 100_000 + i * 7919).collect();
+    let results: Vec<ClientResult> = std::thread::scope(|s| {
+        let handles: Vec<_> = sizes
+            .iter()
+            .map(|&n| {
+                let (env, app) = (&env, &app);
+                s.spawn(move || env.client(app, "127.0.0.2", db.addr.port(), n, None))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (r, &n) in results.iter().zip(&sizes) {
+        assert!(r.same_bytes_back(), "{:?}", r.json);
+        let evs = env.events_for_client_port(r.local_port().unwrap(), 2);
+        assert_eq!(evs[1]["traffic"]["bytes_out"], n as u64, "{evs:#?}");
+        assert_eq!(evs[1]["traffic"]["bytes_in"], n as u64, "{evs:#?}");
+    }
+    // (A small client may have sent everything and its FIN before the
+    // relay was set up: its upload then goes through splice.)
+    assert!(env.status_json()["connections_kernel_relayed"].as_u64() >= Some(2));
+
+    // The splice relay, by configuration: same results, nothing in the kernel.
+    env.stop();
+    env.write_config(&format!(
+        "{}{targets}",
+        env.agent_table(false, "tcp_relay = \"splice\"")
+    ));
+    env.start();
+    let st = env.status_json();
+    assert_eq!(st["tcp_relay"], "splice", "{st:#}");
+    let r = env.client(&app, "127.0.0.2", db.addr.port(), 4 * MIB + 1, None);
+    assert!(r.same_bytes_back(), "{:?}", r.json);
+    let evs = env.events_for_client_port(r.local_port().unwrap(), 2);
+    assert_eq!(evs[1]["traffic"]["bytes_out"], (4 * MIB + 1) as u64);
+    assert_eq!(evs[1]["traffic"]["bytes_in"], (4 * MIB + 1) as u64);
+    assert_eq!(env.status_json()["connections_kernel_relayed"], 0);
+}

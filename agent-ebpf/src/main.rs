@@ -13,6 +13,11 @@
 //!   `accept()`; stale tuple entries are dropped.
 //!
 //! * `lsm/*` ([`lsm`]): self-protection against enrolled root workloads.
+//! * `sk_skb/stream_verdict` (`warden_relay_verdict`): the in-kernel relay of
+//!   `tcp` targets. Once the proxy has recorded a connection's open event it
+//!   puts the accepted socket and its upstream socket in the relay's sockhash
+//!   maps; from then on each socket's received bytes are redirected to the
+//!   other socket's send side without reaching userspace.
 //!
 //! Loop avoidance: sockets of the agent's cgroup and connections already
 //! aimed at the proxy are never touched. Nothing is ever skipped because of
@@ -37,9 +42,9 @@ use aya_ebpf::{
         bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
         bpf_probe_read_kernel_str_bytes, bpf_sk_lookup_tcp, bpf_sk_release,
     },
-    macros::{cgroup_sock_addr, map, sock_ops, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
-    programs::{SockAddrContext, SockOpsContext, TracePointContext},
+    macros::{cgroup_sock_addr, map, sock_ops, stream_verdict, tracepoint},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, SockHash},
+    programs::{SkBuffContext, SockAddrContext, SockOpsContext, TracePointContext},
 };
 use warden_common::{
     AgentConfig, COMM_LEN, ConnMeta, MATCH_CGROUP, MATCH_UID, MAX_ENROLLED_LEVEL, MkdirFormat,
@@ -94,6 +99,33 @@ static EXEC_TIMES: LruHashMap<u32, u64> = LruHashMap::pinned(capacity::EXEC_TIME
 /// One path buffer per CPU for the `cgroup_mkdir` program (scratch only).
 #[map]
 static PATH_SCRATCH: PerCpuArray<UnitPathKey> = PerCpuArray::with_max_entries(1, 0);
+
+/// The in-kernel relay's redirect targets: each relayed socket stored under
+/// the cookie of its *peer*, so that data received by a socket goes to the
+/// socket stored under the receiver's own cookie. No program is attached to
+/// this map: the agent fills it before [`RELAY_SOCKS`], so a socket's peer
+/// is always present by the time the verdict program sees its data.
+#[map(name = "WARDEN_RELAY_PEERS")]
+static RELAY_PEERS: SockHash<u64> = SockHash::with_max_entries(capacity::RELAY_SOCKETS, 0);
+
+/// The same sockets under their own cookie: membership of this map (which
+/// `warden_relay_verdict` is attached to) is what moves a socket's received
+/// bytes in the kernel. Not pinned: relayed sockets belong to the running
+/// agent and leave both maps when they close.
+#[map(name = "WARDEN_RELAY_SOCKS")]
+static RELAY_SOCKS: SockHash<u64> = SockHash::with_max_entries(capacity::RELAY_SOCKETS, 0);
+
+/// Redirects the bytes a relayed socket received to its peer's send side.
+/// A socket whose peer is gone (closed) has its bytes dropped: the relay of
+/// that connection is ending and the agent closes both sockets.
+#[stream_verdict]
+pub fn warden_relay_verdict(ctx: SkBuffContext) -> u32 {
+    // SAFETY: the context pointer of this invocation is valid for the helper.
+    let mut cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SK_PASS (1) when the redirect is set up, SK_DROP (0) when the peer is
+    // not in the map.
+    RELAY_PEERS.redirect_skb(&ctx, &mut cookie, 0) as u32
+}
 
 #[cgroup_sock_addr(connect4)]
 pub fn warden_connect4(ctx: SockAddrContext) -> i32 {

@@ -461,6 +461,17 @@ fn print_status(st: &crate::control::StatusReport) {
     if let Some(e) = &st.lsm_error {
         println!("            {e}");
     }
+    println!(
+        "  tcp relay: {}",
+        match (st.tcp_relay.as_str(), &st.tcp_relay_error) {
+            ("sockmap", _) => format!(
+                "sockmap (in the kernel; {} connections relayed there both ways)",
+                st.connections_kernel_relayed
+            ),
+            (_, Some(e)) => format!("splice (not in the kernel: {e})"),
+            (other, None) => other.to_owned(),
+        }
+    );
     println!("  fail mode: {}", st.fail_mode);
     println!(
         "  audit:    {} ({})",

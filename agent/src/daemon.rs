@@ -75,6 +75,8 @@ pub struct Metrics {
     pub accepted: AtomicU64,
     pub refused: AtomicU64,
     pub closed: AtomicU64,
+    /// `tcp` connections relayed in the kernel both ways (sockmap).
+    pub kernel_relayed: AtomicU64,
 }
 
 /// State shared by the accept loop, the control socket and the heartbeat.

@@ -48,6 +48,9 @@ pub mod maps {
     pub const LSM_CONFIG: &str = "WARDEN_LSM_CFG";
     pub const PROTECTED: &str = "WARDEN_PROTECTED";
     pub const LSM_EVENTS: &str = "WARDEN_LSM_EVENTS";
+    /// The in-kernel relay of `tcp` targets (not pinned).
+    pub const RELAY_PEERS: &str = "WARDEN_RELAY_PEERS";
+    pub const RELAY_SOCKS: &str = "WARDEN_RELAY_SOCKS";
 }
 
 /// Program names (the Rust function names in `agent-ebpf`).
@@ -57,6 +60,8 @@ pub mod programs {
     pub const SOCK_OPS: &str = "warden_sock_ops";
     pub const CGROUP_MKDIR: &str = "warden_cgroup_mkdir";
     pub const SCHED_EXEC: &str = "warden_sched_exec";
+    /// `sk_skb/stream_verdict` of the in-kernel `tcp` relay.
+    pub const RELAY_VERDICT: &str = "warden_relay_verdict";
     /// BPF LSM programs and the hook each attaches to.
     pub const LSM: [(&str, &str); 11] = [
         ("warden_lsm_bpf", "bpf"),
@@ -83,6 +88,8 @@ pub mod capacity {
     pub const UNIT_PATHS: u32 = 1024;
     pub const EXEC_TIMES: u32 = 65536;
     pub const PROTECTED: u32 = 1024;
+    /// Sockets in the in-kernel relay (two per relayed connection).
+    pub const RELAY_SOCKETS: u32 = 65536;
     /// Bytes of the LSM denial ring buffer (a power of two, page multiple).
     pub const LSM_EVENTS_BYTES: u32 = 256 * 1024;
 }

@@ -90,6 +90,12 @@ pub struct AgentSection {
     /// session (`proxy::budget`); what would exceed it is refused (53200).
     #[serde(default = "defaults::max_buffered_bytes")]
     pub max_buffered_bytes: usize,
+    // --- sockmap (issue 17): how `tcp` targets are relayed.
+    /// `"sockmap"` (default): in the kernel, falling back to splice(2) when
+    /// the relay's eBPF program cannot be attached; `"splice"`: always
+    /// splice(2) through a pipe. Read when a connection opens.
+    #[serde(default)]
+    pub tcp_relay: TcpRelay,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -417,6 +423,15 @@ pub enum FailMode {
     Open,
 }
 
+/// `agent.tcp_relay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcpRelay {
+    #[default]
+    Sockmap,
+    Splice,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
@@ -477,6 +492,7 @@ impl Default for AgentSection {
             max_connections: defaults::max_connections(),
             max_connections_per_account: defaults::max_connections_per_account(),
             max_buffered_bytes: defaults::max_buffered_bytes(),
+            tcp_relay: TcpRelay::default(),
         }
     }
 }

@@ -145,6 +145,16 @@ pub struct StatusReport {
     pub lsm_attached: bool,
     #[serde(default)]
     pub lsm_error: Option<String>,
+    /// How `tcp` targets are relayed: `sockmap` (in the kernel) or `splice`
+    /// (the in-kernel relay's program could not be attached: why in
+    /// `tcp_relay_error`).
+    #[serde(default)]
+    pub tcp_relay: String,
+    #[serde(default)]
+    pub tcp_relay_error: Option<String>,
+    /// `tcp` connections relayed in the kernel both ways since start.
+    #[serde(default)]
+    pub connections_kernel_relayed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

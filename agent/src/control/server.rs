@@ -263,6 +263,20 @@ fn status(shared: &Shared) -> StatusReport {
         bpf_lsm: crate::ebpf::bpf_lsm_active(),
         lsm_attached: shared.datapath.lsm_attached(),
         lsm_error: shared.datapath.lsm_error().map(str::to_owned),
+        tcp_relay: if shared.datapath.kernel_relay().is_some()
+            && cfg.agent.tcp_relay == crate::config::TcpRelay::Sockmap
+        {
+            "sockmap"
+        } else {
+            "splice"
+        }
+        .to_owned(),
+        tcp_relay_error: if cfg.agent.tcp_relay == crate::config::TcpRelay::Splice {
+            Some("agent.tcp_relay = \"splice\" in the configuration".to_owned())
+        } else {
+            shared.datapath.relay_error().map(str::to_owned)
+        },
+        connections_kernel_relayed: shared.metrics.kernel_relayed.load(Ordering::Relaxed),
         forwarders: shared.forward.status(Some(shared.audit.stats().last_seq)),
     }
 }

@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod denials;
 pub mod keys;
 pub mod lsm;
+pub mod relay;
 
 use std::fs::{self, File};
 use std::io;
@@ -16,9 +17,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, RingBuf, SockHash};
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, Lsm, ProgramError, SockOps, TracePoint};
+use aya::programs::{
+    CgroupAttachMode, CgroupSockAddr, Lsm, ProgramError, SkSkb, SockOps, TracePoint,
+};
 use aya::{Ebpf, EbpfLoader};
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 use serde::Serialize;
@@ -148,6 +151,13 @@ pub struct Datapath {
     /// did not include at the last sync (removed at the next one if still
     /// not included: the cgroup was created and removed in between).
     mkdir_unadopted: Mutex<Vec<u64>>,
+    /// The in-kernel relay's maps until [`Datapath::attach`] attaches the
+    /// verdict program to them.
+    relay_maps: Option<(SockHash<MapData, u64>, SockHash<MapData, u64>)>,
+    /// The in-kernel relay of `tcp` targets, when its program is attached.
+    relay: Option<relay::KernelRelay>,
+    /// Why it is not (the splice relay is used instead).
+    relay_error: Option<String>,
 }
 
 /// Loads program `$name` of type `$ty` from `$dp`'s object, attaches it with
@@ -222,6 +232,10 @@ impl Datapath {
         let lsm_config = take_map(&mut ebpf, maps::LSM_CONFIG)?;
         let protected_inodes = take_map(&mut ebpf, maps::PROTECTED)?;
         let lsm_events = take_map(&mut ebpf, maps::LSM_EVENTS)?;
+        let relay_maps = (
+            take_map(&mut ebpf, maps::RELAY_PEERS)?,
+            take_map(&mut ebpf, maps::RELAY_SOCKS)?,
+        );
 
         let cfg = AgentConfig {
             proxy_addr4: keys::addr_bytes(opts.proxy_addr4.ip()),
@@ -260,6 +274,9 @@ impl Datapath {
             lsm_error: None,
             exec_tracked: false,
             mkdir_unadopted: Mutex::new(Vec::new()),
+            relay_maps: Some(relay_maps),
+            relay: None,
+            relay_error: None,
         })
     }
 
@@ -344,6 +361,17 @@ impl Datapath {
             Err(e) => {
                 self.lsm_error = Some(format!("BPF LSM programs: {e}"));
                 tracing::warn!(error = %e, "BPF LSM programs not attached: a root workload in an enrolled cgroup is not contained (see ARCHITECTURE.md, threat model)")
+            }
+        }
+
+        match self.attach_relay() {
+            Ok(r) => {
+                self.relay = Some(r);
+                self.relay_error = None;
+            }
+            Err(e) => {
+                self.relay_error = Some(e.to_string());
+                tracing::warn!(error = %e, "in-kernel relay not attached: tcp targets are relayed with splice(2)");
             }
         }
 
@@ -486,6 +514,41 @@ impl Datapath {
             out.push((name, FdLink::from(link), prog_id));
         }
         Ok(out)
+    }
+
+    /// Loads `warden_relay_verdict` and attaches it to the relay's sockets
+    /// map (a program attachment to a map: not a link, not pinned; it lasts
+    /// as long as the agent's handle on the object).
+    fn attach_relay(&mut self) -> Result<relay::KernelRelay, DatapathError> {
+        let name = programs::RELAY_VERDICT;
+        let (peers, socks) = self.relay_maps.take().ok_or(DatapathError::Missing {
+            what: "map",
+            name: maps::RELAY_SOCKS,
+        })?;
+        let prog: &mut SkSkb = self
+            ._ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::Missing {
+                what: "program",
+                name,
+            })?
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        prog.load()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        prog.attach(socks.fd())
+            .map_err(|source| DatapathError::Program { name, source })?;
+        Ok(relay::KernelRelay::new(peers, socks))
+    }
+
+    /// The in-kernel relay of `tcp` targets, when attached.
+    pub fn kernel_relay(&self) -> Option<&relay::KernelRelay> {
+        self.relay.as_ref()
+    }
+
+    /// Why the in-kernel relay is not attached (`None` when it is).
+    pub fn relay_error(&self) -> Option<&str> {
+        self.relay_error.as_deref()
     }
 
     /// What the LSM programs protect (as configured at start).

@@ -203,6 +203,13 @@ async fn refuse(
     reason: RefuseReason,
     detail: String,
 ) {
+    record_refusal(shared, p, reason, detail).await;
+    reset_on_close(&stream);
+    drop(stream);
+}
+
+/// Counts, logs and audits a refused connection.
+async fn record_refusal(shared: &Shared, p: &Pending, reason: RefuseReason, detail: String) {
     let reason = reason.as_str();
     let mut ev = p.event(ConnActivity::Refuse, Decision::Refused);
     ev.reason = Some(reason.to_owned());
@@ -212,8 +219,6 @@ async fn refuse(
     if let Err(e) = shared.audit.record(ev).await {
         tracing::error!(error = %e, reason, "could not audit a refused connection");
     }
-    reset_on_close(&stream);
-    drop(stream);
 }
 
 /// One event for `n` unredirected connections refused without their own
@@ -384,11 +389,18 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
                     format!("max_connections_per_account ({n}) reached by account {account}")
                 }
             };
+            if target.protocol == crate::config::Protocol::Postgres {
+                // In the protocol: SQLSTATE 53300 too_many_connections.
+                record_refusal(&shared, &p, RefuseReason::ConnectionLimit, detail.clone()).await;
+                postgres::refuse_connection(&live.pg, target, stream, "53300", &detail).await;
+                return;
+            }
             return refuse(&shared, stream, &p, RefuseReason::ConnectionLimit, detail).await;
         }
     };
     // Audit before effect: the upstream is not even contacted before the
     // open event is committed.
+    let audit_start = Instant::now();
     if let Err(e) = shared
         .audit
         .record(p.event(ConnActivity::Open, Decision::Allowed))
@@ -421,6 +433,8 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         )
         .await;
     }
+    let open_audit_us = audit_start.elapsed().as_micros() as u64;
+    let connect_start = Instant::now();
     let upstream = match upstream::connect(
         target.address,
         live.config.agent.upstream_mark,
@@ -455,9 +469,35 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
             since_ms: now_ms(),
         },
     );
-    info!(account = %account, target = %target.name, dst.addr = %orig, pid = meta.tgid, "relaying");
+    // Where a connection's set-up time goes (accept to relay), for the
+    // relay benchmark's latency breakdown.
+    info!(
+        account = %account,
+        target = %target.name,
+        dst.addr = %orig,
+        pid = meta.tgid,
+        setup.accept_us = started.elapsed().as_micros() as u64,
+        setup.open_audit_us = open_audit_us,
+        setup.connect_us = connect_start.elapsed().as_micros() as u64,
+        "relaying"
+    );
     let _ = stream.set_nodelay(true);
-    let counts = relay::relay(stream, upstream, live.config.agent.relay_buffer_bytes).await;
+    let counts = relay::relay(
+        stream,
+        upstream,
+        live.config.agent.relay_buffer_bytes,
+        match live.config.agent.tcp_relay {
+            crate::config::TcpRelay::Sockmap => shared.datapath.kernel_relay(),
+            crate::config::TcpRelay::Splice => None,
+        },
+    )
+    .await;
+    if counts.kernel.up && counts.kernel.down {
+        shared
+            .metrics
+            .kernel_relayed
+            .fetch_add(1, Ordering::Relaxed);
+    }
     shared.conns_remove(session);
     let mut ev = p.event(ConnActivity::Close, Decision::Allowed);
     ev.bytes_up = counts.up;

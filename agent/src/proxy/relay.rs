@@ -1,16 +1,34 @@
-//! The byte relay for `protocol = "tcp"`: both directions at once, with
-//! splice(2) through a pipe so payload bytes never enter userspace; half-close
-//! passed through (EOF on one side shuts down writing on the other); bounded
-//! by the pipe size; byte counts kept even when a side fails. Pipes are
-//! created on a direction's first data, so idle connections hold none.
+//! The byte relay for `protocol = "tcp"`: both directions at once; half-close
+//! passed through (EOF on one side shuts down writing on the other); byte
+//! counts kept even when a side fails.
+//!
+//! Each direction is relayed one of two ways:
+//! * in the kernel ([`crate::ebpf::relay`]): once both sockets are in the
+//!   relay's sockhash maps, the `sk_skb` verdict program moves a socket's
+//!   received bytes to the other socket's send side; the agent only waits
+//!   for the source's EOF, waits until the destination's peer acknowledged
+//!   every byte the source received, then shuts down the destination's
+//!   write side. Byte counts come from the kernel (`TCP_INFO`).
+//! * with splice(2) through a pipe (payload bytes never enter userspace
+//!   either, but each chunk costs two system calls and a wake-up), when the
+//!   in-kernel relay is not attached or the kernel did not accept the source
+//!   socket (it was no longer established: its peer had already closed).
+//!   Bounded by the pipe size; pipes are created on a direction's first
+//!   data, so idle connections hold none.
 
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
 
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Duration;
+
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
+use nix::sys::socket::{MsgFlags, recv};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+
+use crate::ebpf::relay::{Entered, KernelRelay, tcp_counters};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RelayCounts {
@@ -20,15 +38,50 @@ pub struct RelayCounts {
     pub down: u64,
     /// First error that ended the relay, if it did not end by both sides closing.
     pub error: Option<String>,
+    /// The directions the kernel relayed.
+    pub kernel: Entered,
 }
 
-pub async fn relay(client: TcpStream, upstream: TcpStream, pipe_size: usize) -> RelayCounts {
+/// Relays until both sides closed or one failed; `kernel`: the in-kernel
+/// relay, when attached.
+pub async fn relay(
+    client: TcpStream,
+    upstream: TcpStream,
+    pipe_size: usize,
+    kernel: Option<&KernelRelay>,
+) -> RelayCounts {
+    // What each destination's peer had acknowledged before any relayed
+    // byte (the SYN, for the upstream socket the agent connected): the
+    // baseline of the drain check.
+    let acked_before = |s: &TcpStream| tcp_counters(s).map(|c| c.acked).unwrap_or(0);
+    let (client_acked, upstream_acked) = (acked_before(&client), acked_before(&upstream));
+    let entered = match kernel.map(|k| k.enter(client.as_fd(), upstream.as_fd())) {
+        Some(Ok(e)) => e,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "in-kernel relay refused the connection; relaying with splice(2)");
+            Entered::default()
+        }
+        None => Entered::default(),
+    };
     let mut up = 0u64;
     let mut down = 0u64;
     let mut error = None;
+    let (mut up_eof, mut down_eof) = (false, false);
     {
-        let up_fut = pump(&client, &upstream, pipe_size, &mut up);
-        let down_fut = pump(&upstream, &client, pipe_size, &mut down);
+        let up_fut = direction(
+            (&client, &upstream),
+            pipe_size,
+            entered.up.then_some(upstream_acked),
+            &mut up,
+            &mut up_eof,
+        );
+        let down_fut = direction(
+            (&upstream, &client),
+            pipe_size,
+            entered.down.then_some(client_acked),
+            &mut down,
+            &mut down_eof,
+        );
         tokio::pin!(up_fut, down_fut);
         let (mut up_done, mut down_done) = (false, false);
         while !(up_done && down_done) {
@@ -44,8 +97,104 @@ pub async fn relay(client: TcpStream, upstream: TcpStream, pipe_size: usize) -> 
             }
         }
     }
-    RelayCounts { up, down, error }
+    // Directions relayed in the kernel: what the source received, less the
+    // FIN when it came (counted whether or not the relay ended cleanly).
+    if entered.up {
+        up = kernel_count(&client, up_eof);
+    }
+    if entered.down {
+        down = kernel_count(&upstream, down_eof);
+    }
+    RelayCounts {
+        up,
+        down,
+        error,
+        kernel: entered,
+    }
 }
+
+/// One direction `(src, dst)`: in the kernel when `kernel_from` is the
+/// acknowledged count of `dst` before the relay, else with splice.
+async fn direction(
+    (src, dst): (&TcpStream, &TcpStream),
+    pipe_size: usize,
+    kernel_from: Option<u64>,
+    count: &mut u64,
+    eof: &mut bool,
+) -> io::Result<()> {
+    match kernel_from {
+        Some(acked_before) => kernel_direction(src, dst, acked_before, eof).await,
+        None => pump(src, dst, pipe_size, count).await,
+    }
+}
+
+/// Data bytes `src` received: its in-order sequence space less the FIN.
+fn kernel_count(src: &TcpStream, fin: bool) -> u64 {
+    tcp_counters(src)
+        .map(|c| c.received.saturating_sub(u64::from(fin)))
+        .unwrap_or(0)
+}
+
+/// A direction the kernel relays: waits for `src`'s EOF, then for every byte
+/// `src` received to be acknowledged by `dst`'s peer (so none is still in
+/// the kernel's redirect queue, where a shutdown would lose it), then shuts
+/// `dst` down for writing (half-close passed through).
+async fn kernel_direction(
+    src: &TcpStream,
+    dst: &TcpStream,
+    acked_before: u64,
+    eof: &mut bool,
+) -> io::Result<()> {
+    let mut probe = [0u8; 1];
+    loop {
+        src.readable().await?;
+        // PEEK: a byte seen here would be one the verdict program left in
+        // the socket; taking it would lose it.
+        match src.try_io(Interest::READABLE, || {
+            recv(
+                src.as_raw_fd(),
+                &mut probe,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+            )
+            .map_err(io::Error::from)
+        }) {
+            Ok(0) => break,
+            Ok(_) => {
+                return Err(io::Error::other(
+                    "bytes of an in-kernel relayed connection reached userspace",
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    *eof = true;
+    let want = acked_before + tcp_counters(src)?.received.saturating_sub(1);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let d = tcp_counters(dst)?;
+        if d.acked >= want {
+            break;
+        }
+        // Established, or the destination's peer half-closed (CLOSE_WAIT):
+        // the bytes can still go out; otherwise they never will.
+        if !matches!(d.state, TCP_ESTABLISHED | TCP_CLOSE_WAIT) {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                format!(
+                    "the destination closed with {} of {want} relayed bytes delivered",
+                    d.acked
+                ),
+            ));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    socket2::SockRef::from(dst).shutdown(Shutdown::Write)
+}
+
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_CLOSE_WAIT: u8 = 8;
 
 const SPLICE_FLAGS: SpliceFFlags =
     SpliceFFlags::SPLICE_F_NONBLOCK.union(SpliceFFlags::SPLICE_F_MOVE);
@@ -127,7 +276,7 @@ mod tests {
         // client_app <-> (client_side | relay | upstream_side) <-> server_app
         let (mut client_app, client_side) = pair().await;
         let (upstream_side, mut server_app) = pair().await;
-        let relay_task = tokio::spawn(relay(client_side, upstream_side, 4096));
+        let relay_task = tokio::spawn(relay(client_side, upstream_side, 4096, None));
 
         let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
         client_app.write_all(&payload).await.unwrap();

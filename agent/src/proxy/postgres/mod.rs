@@ -783,6 +783,38 @@ pub(crate) fn error_bytes(
     b.freeze()
 }
 
+// --- sockmap (issue 16 item 4): refusals decided at accept, answered in
+// the protocol.
+
+/// How long a connection refused at accept may take to send its startup
+/// packet before it is just closed.
+const REFUSAL_STARTUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Answers a connection refused before any session (a connection cap) with
+/// FATAL `code` to its startup packet (after TLS, when the target terminates
+/// it), so the client sees a PostgreSQL error instead of a reset. The caller
+/// has audited the refusal.
+pub async fn refuse_connection(
+    rt: &PgRuntime,
+    target: &Target,
+    tcp: TcpStream,
+    code: &str,
+    message: &str,
+) {
+    let Some(pg_target) = rt.targets.get(&target.name) else {
+        return;
+    };
+    let mut buf = BytesMut::with_capacity(1024);
+    let first = tokio::time::timeout(
+        REFUSAL_STARTUP_TIMEOUT,
+        negotiate(Stream::Plain(tcp), &mut buf, pg_target.client_tls.as_ref()),
+    )
+    .await;
+    if let Ok(Ok((mut client, StartupPacket::Startup(_)))) = first {
+        refuse_startup(&mut client, code, message).await;
+    }
+}
+
 async fn refuse_startup(client: &mut Stream, code: &str, message: &str) {
     let b = error_bytes("FATAL", code, &format!("Warden: {message}"), None, None);
     let _ = client.write_all(&b).await;
