@@ -497,7 +497,9 @@ pub async fn serve(
         text_masker,
         column_rules: Arc::clone(&catalog.rules),
         columns: Arc::clone(&catalog.columns),
-        audit: audit.clone(),
+        // One audit scope per session: its answers wait for its own
+        // pipelined records only.
+        audit: audit.session_scope(),
         max_message: target.max_message_bytes,
         read_only: g.read_only,
         shadowed,
