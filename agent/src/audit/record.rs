@@ -457,9 +457,14 @@ mod tests {
         let mut ev = sample_statement(StatementPhase::Request, StatementDecision::Allowed, 3);
         ev.statement = "SELECT abalance FROM pgbench_accounts WHERE aid = $1;".into();
         let req = encode_statement(&ev, "host");
-        let json = crate::audit::ocsf::encode_statement(&ev, 12345, &"ab".repeat(16), "host")
-            .unwrap();
-        assert!(req.len() * 5 < json.len(), "{} vs {}", req.len(), json.len());
+        let json =
+            crate::audit::ocsf::encode_statement(&ev, 12345, &"ab".repeat(16), "host").unwrap();
+        assert!(
+            req.len() * 5 < json.len(),
+            "{} vs {}",
+            req.len(),
+            json.len()
+        );
         assert!(req.len() < 300, "{}", req.len());
     }
 
@@ -501,9 +506,11 @@ mod tests {
             assert_eq!(canonical_of_line(&json, 77, &chain).unwrap(), bytes);
             // Edited rendering: refused, even where the record would not
             // change (the message is derived).
-            let edited = String::from_utf8(json.clone())
-                .unwrap()
-                .replacen("\"message\":\"", "\"message\":\"x", 1);
+            let edited = String::from_utf8(json.clone()).unwrap().replacen(
+                "\"message\":\"",
+                "\"message\":\"x",
+                1,
+            );
             assert!(canonical_of_line(edited.as_bytes(), 77, &chain).is_err());
             // Under another seq the rendering differs.
             assert!(canonical_of_line(&json, 78, &chain).is_err());

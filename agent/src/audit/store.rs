@@ -497,7 +497,9 @@ impl Prepared {
         // Tests: write a statement as the OCSF JSON stores of schema 4 hold.
         #[cfg(test)]
         let body = if tests::LEGACY_JSON.with(std::cell::Cell::get) {
-            Body::Template(super::ocsf::statement_template(ev, &session, chain_id, host)?)
+            Body::Template(super::ocsf::statement_template(
+                ev, &session, chain_id, host,
+            )?)
         } else {
             body
         };
@@ -1675,7 +1677,7 @@ fn open_store(
         .map_err(open_err("read schema"))?;
     let version = if has_meta {
         let version = read_schema_version(&tx).map_err(open_err("read schema_version"))?;
-        if !matches!(version, Some(1..=3)) {
+        if !matches!(version, Some(1..=4)) {
             check_schema_version(path, version)?;
         }
         version
@@ -2861,13 +2863,13 @@ mod tests {
         rx.await.unwrap();
     }
 
-    /// Checkpoints only at shutdown, so seqs of recorded events are 1, 2, ...
     thread_local! {
         /// This thread's statements are written as OCSF JSON (stores of
         /// schema 4 and before).
         pub(crate) static LEGACY_JSON: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
 
+    /// Checkpoints only at shutdown, so seqs of recorded events are 1, 2, ...
     fn opts(sync: SyncMode, batch_max: usize, host: &str) -> WriterOptions {
         WriterOptions {
             sync,
@@ -3452,12 +3454,12 @@ mod tests {
         Connection::open(&path)
             .unwrap()
             .execute(
-                "UPDATE meta SET value = '5' WHERE key = 'schema_version'",
+                "UPDATE meta SET value = '6' WHERE key = 'schema_version'",
                 [],
             )
             .unwrap();
         let err = spawn(&path, opts(SyncMode::Full, 1, "")).err().unwrap();
-        assert!(err.to_string().contains("schema version 5"), "{err}");
+        assert!(err.to_string().contains("schema version 6"), "{err}");
         let err = crate::audit::AuditReader::open(&path).err().unwrap();
         assert!(matches!(err, AuditError::Schema { .. }), "{err}");
     }
@@ -3945,7 +3947,7 @@ mod tests {
         h.shutdown().await;
         task.join().unwrap();
         let c = Connection::open(&path).unwrap();
-        assert_eq!(read_schema_version(&c).unwrap(), Some(4));
+        assert_eq!(read_schema_version(&c).unwrap(), Some(SCHEMA_VERSION));
         assert_eq!(
             index_names(&c),
             ["events_decision", "events_session", "events_time_ms"]
@@ -4006,7 +4008,7 @@ mod tests {
         h.shutdown().await;
         task.join().unwrap();
         let c = Connection::open(&path).unwrap();
-        assert_eq!(read_schema_version(&c).unwrap(), Some(4));
+        assert_eq!(read_schema_version(&c).unwrap(), Some(SCHEMA_VERSION));
         assert_eq!(
             index_names(&c),
             ["events_decision", "events_session", "events_time_ms"]
@@ -4112,9 +4114,19 @@ mod tests {
                         r.get(0)
                     })
                     .unwrap();
+                let chain: String = c
+                    .query_row("SELECT value FROM meta WHERE key = 'chain_id'", [], |r| {
+                        r.get(0)
+                    })
+                    .unwrap();
+                let data = crate::audit::record::render(&data, seq, &chain).unwrap();
                 let d = decode_statement(&data).unwrap();
-                let want = &crate::audit::ocsf::tests::as_stored(want);
-                assert_eq!((&d.event, d.seq), (want, seq));
+                // The caller's facts are in the session's open event, not
+                // in each statement's record.
+                let mut want = crate::audit::ocsf::tests::as_stored(want);
+                want.process = Default::default();
+                want.identity = None;
+                assert_eq!((&d.event, d.seq), (&want, seq));
             }
             drop(c);
             // The chain covers statement events, and their columns are
@@ -4249,6 +4261,12 @@ mod tests {
                 .unwrap();
             assert_eq!(rows.len() as u64, n + 1);
             for (seq, data) in rows {
+                let chain: String = c
+                    .query_row("SELECT value FROM meta WHERE key = 'chain_id'", [], |r| {
+                        r.get(0)
+                    })
+                    .unwrap();
+                let data = crate::audit::record::render(&data, seq, &chain).unwrap();
                 let d = decode_statement(&data).unwrap();
                 assert_eq!(d.event.statement_seq, seq, "recorded in the order queued");
             }
@@ -4382,7 +4400,8 @@ mod tests {
                 .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
                 .unwrap();
             assert_eq!(n, seq);
-            let deadline = Instant::now() + MAX_TICK + RELAXED_SYNC_INTERVAL + Duration::from_secs(2);
+            let deadline =
+                Instant::now() + MAX_TICK + RELAXED_SYNC_INTERVAL + Duration::from_secs(2);
             while h.stats().durable_seq < seq {
                 assert!(Instant::now() < deadline, "never fsynced: {:?}", h.stats());
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -4410,15 +4429,22 @@ mod tests {
             LEGACY_JSON.with(|c| c.set(true));
             let (h, task) = spawn(&path, opts(SyncMode::Full, 64, "host1")).unwrap();
             h.record(ev(1)).await.unwrap();
-            h.record_statement(stmt(StatementPhase::Request, 1)).await.unwrap();
-            h.record_statement(stmt(StatementPhase::Result, 1)).await.unwrap();
+            h.record_statement(stmt(StatementPhase::Request, 1))
+                .await
+                .unwrap();
+            h.record_statement(stmt(StatementPhase::Result, 1))
+                .await
+                .unwrap();
             h.shutdown().await;
             task.join().unwrap();
             LEGACY_JSON.with(|c| c.set(false));
             {
                 let c = Connection::open(&path).unwrap();
-                c.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'", [])
-                    .unwrap();
+                c.execute(
+                    "UPDATE meta SET value = '4' WHERE key = 'schema_version'",
+                    [],
+                )
+                .unwrap();
                 let json: Vec<u8> = c
                     .query_row("SELECT data FROM events WHERE seq = 2", [], |r| r.get(0))
                     .unwrap();
@@ -4427,18 +4453,28 @@ mod tests {
             // This build opens it (schema 5), keeps the old rows as they
             // are and stores new statements compactly.
             let (h, task) = spawn(&path, opts(SyncMode::Full, 64, "host1")).unwrap();
-            let req = h.record_statement(stmt(StatementPhase::Request, 2)).await.unwrap();
-            let res = h.record_statement(stmt(StatementPhase::Result, 2)).await.unwrap();
+            let req = h
+                .record_statement(stmt(StatementPhase::Request, 2))
+                .await
+                .unwrap();
+            let res = h
+                .record_statement(stmt(StatementPhase::Result, 2))
+                .await
+                .unwrap();
             h.shutdown().await;
             task.join().unwrap();
             let c = Connection::open(&path).unwrap();
             assert_eq!(read_schema_version(&c).unwrap(), Some(SCHEMA_VERSION));
             let old_len: usize = c
-                .query_row("SELECT length(data) FROM events WHERE seq = 2", [], |r| r.get(0))
+                .query_row("SELECT length(data) FROM events WHERE seq = 2", [], |r| {
+                    r.get(0)
+                })
                 .unwrap();
             for seq in [req, res] {
                 let data: Vec<u8> = c
-                    .query_row("SELECT data FROM events WHERE seq = ?1", [seq], |r| r.get(0))
+                    .query_row("SELECT data FROM events WHERE seq = ?1", [seq], |r| {
+                        r.get(0)
+                    })
                     .unwrap();
                 assert!(crate::audit::record::is_record(&data));
                 assert!(data.len() * 4 < old_len, "{} vs {old_len}", data.len());
