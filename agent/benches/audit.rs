@@ -105,6 +105,8 @@ fn opts(sync: SyncMode) -> WriterOptions {
 fn sync_name(sync: SyncMode) -> &'static str {
     match sync {
         SyncMode::Full => "full",
+        SyncMode::Pipelined => "pipelined",
+        SyncMode::Relaxed => "relaxed",
         SyncMode::Normal => "normal",
     }
 }

@@ -311,7 +311,9 @@ pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonE
 
     create_private_dir(&config.agent.state_dir)?;
     let sync = match config.audit.synchronous {
-        Synchronous::Full => SyncMode::Full,
+        Synchronous::Strict => SyncMode::Full,
+        Synchronous::Pipelined => SyncMode::Pipelined,
+        Synchronous::Relaxed => SyncMode::Relaxed,
         Synchronous::Normal => SyncMode::Normal,
     };
     let host = host_name();

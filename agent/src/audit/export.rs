@@ -563,6 +563,14 @@ pub fn export_with_progress(
                 .get_ref(1)
                 .and_then(|v| Ok(v.as_bytes()?))
                 .map_err(q("select range"))?;
+            // A compact statement record leaves as its OCSF rendering;
+            // verify-export recomputes the record from it.
+            let data = super::record::render(data, seq, &chain_id).map_err(|e| {
+                err(format!(
+                    "event {seq}: {e}: the store is damaged (run `warden audit verify`)"
+                ))
+            })?;
+            let data = data.as_ref();
             if seq > expected {
                 gaps.push((expected, seq - 1));
             }
@@ -1173,6 +1181,19 @@ impl<'a> ContentCheck<'a> {
                 .add_event(&data)
                 .map_err(|e| bundle_err(dir, rd.name, format!("line {at}: {e}")))?;
         }
+        // The chain covers what the store holds: for the rendering of a
+        // compact statement record, that record (the line must be exactly
+        // its rendering).
+        let record = if p.kind() == Some(EventKind::Statement) {
+            match super::record::canonical_of_line(&data, seq, chain_id) {
+                Ok(std::borrow::Cow::Owned(record)) => Some(record),
+                Ok(std::borrow::Cow::Borrowed(_)) => None,
+                Err(e) => return Err(bundle_err(dir, rd.name, format!("line {at}: {e}"))),
+            }
+        } else {
+            None
+        };
+        let data = record.unwrap_or(data);
         rd.last_seq = Some(seq);
         rd.peeked = Some(Line { seq, data });
         Ok(())

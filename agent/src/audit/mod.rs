@@ -49,6 +49,7 @@ pub mod export;
 pub mod ocsf;
 pub mod reader;
 pub mod reason;
+pub mod record;
 pub mod replay;
 pub mod store;
 #[cfg(test)]

@@ -1549,6 +1549,11 @@ struct StmtDocSer<'a> {
     error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<&'a ResultSummary>,
+    /// Version of the compact canonical record this rendering was made
+    /// from (see [`super::record`]); absent when the stored bytes are this
+    /// JSON itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record: Option<u8>,
 }
 
 /// `message` of a statement event, e.g. "write statement blocked" or
@@ -1572,6 +1577,20 @@ pub fn statement_template(
     session: &str,
     chain_id: &str,
     host: &str,
+) -> Result<SeqTemplate, AuditError> {
+    statement_template_of(ev, session, chain_id, host, None)
+}
+
+/// [`statement_template`] of a statement rendered from its compact
+/// canonical record (`record`: the record's version, written into
+/// `unmapped.warden.statement.record` so that `verify-export` knows to
+/// recompute the chain over the record rather than over the JSON).
+pub(crate) fn statement_template_of(
+    ev: &StatementEvent,
+    session: &str,
+    chain_id: &str,
+    host: &str,
+    record: Option<u8>,
 ) -> Result<SeqTemplate, AuditError> {
     let allowed = ev.decision == StatementDecision::Allowed;
     let failed = !allowed || ev.sqlstate.is_some() || ev.error.is_some();
@@ -1683,6 +1702,7 @@ pub fn statement_template(
             sqlstate: ev.sqlstate.as_deref(),
             error: ev.error.as_deref(),
             result: ev.result.as_ref(),
+            record,
         },
     })
 }
@@ -1786,6 +1806,8 @@ struct StmtDoc {
     error: Option<String>,
     #[serde(default)]
     result: Option<ResultSummary>,
+    #[serde(default)]
+    record: Option<u8>,
 }
 
 /// A statement event decoded back from stored OCSF bytes.
@@ -1797,6 +1819,9 @@ pub struct DecodedStatement {
     pub uid: String,
     /// `device.hostname`, when it was recorded.
     pub host: Option<String>,
+    /// The JSON is a rendering of a compact canonical record of this
+    /// version (see [`super::record`]); `None`: the JSON was stored as is.
+    pub record: Option<u8>,
 }
 
 /// Decode stored Datastore Activity bytes back into the event model (the
@@ -1860,6 +1885,7 @@ pub fn decode_statement(data: &[u8]) -> Result<DecodedStatement, AuditError> {
         seq: w.seq,
         uid: doc.metadata.uid,
         host: doc.device.map(|d| d.hostname),
+        record: s.record,
     })
 }
 

@@ -48,7 +48,8 @@ pub struct StoredEvent {
     pub target: Option<String>,
     pub session: String,
     pub reason: Option<String>,
-    /// The exact stored OCSF JSON bytes.
+    /// The event's OCSF JSON: the exact stored bytes, or the rendering of
+    /// a compact statement record (see [`super::record`]).
     pub data: Vec<u8>,
 }
 
@@ -57,6 +58,8 @@ pub struct AuditReader {
     conn: Connection,
     path: PathBuf,
     schema_version: i64,
+    /// For rendering compact records (empty if meta has none).
+    chain_id: String,
 }
 
 const SELECT_EVENTS: &str = "SELECT seq, time_ms, class_uid, activity, decision, account, \
@@ -125,10 +128,12 @@ impl AuditReader {
                 SCHEMA_VERSION
             }
         };
+        let chain_id = read_chain_id(&conn).ok().flatten().unwrap_or_default();
         Ok(Self {
             conn,
             path: path.to_owned(),
             schema_version,
+            chain_id,
         })
     }
 
@@ -184,8 +189,15 @@ impl AuditReader {
         let params: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
         let rows = stmt
             .query_map(params.as_slice(), |row| {
+                let seq = row.get(0)?;
+                let data: Vec<u8> = row.get(9)?;
+                let data = if super::record::is_record(&data) {
+                    super::record::render_lossy(&data, seq, &self.chain_id).into_owned()
+                } else {
+                    data
+                };
                 Ok(StoredEvent {
-                    seq: row.get(0)?,
+                    seq,
                     time_ms: row.get(1)?,
                     class_uid: row.get(2)?,
                     activity: row.get(3)?,
@@ -194,7 +206,7 @@ impl AuditReader {
                     target: row.get(6)?,
                     session: row.get(7)?,
                     reason: row.get(8)?,
-                    data: row.get(9)?,
+                    data,
                 })
             })
             .map_err(query_err)?;

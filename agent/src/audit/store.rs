@@ -93,17 +93,20 @@ use tokio::sync::{mpsc, oneshot};
 use super::AuditError;
 use super::chain::{ChainKey, GENESIS, Hash, as_hash, event_hash, sha256};
 use super::checkpoint::{Checkpoint, CheckpointBody, CheckpointSigner, ORIGIN_PREFIX, known_keys};
-use super::event::{ApprovalEvent, ConfigChange, ConnectionEvent, PruneRecord, StatementEvent};
+use super::event::{
+    ApprovalEvent, ConfigChange, ConnectionEvent, PruneRecord, StatementDecision, StatementEvent,
+    StatementPhase,
+};
 use super::ocsf::{APPROVAL_ACTIVITY, CLASS_UID_USER_ACCESS_MANAGEMENT, approval_template};
 use super::ocsf::{
     CHECKPOINT_ACTIVITY, CLASS_UID_APPLICATION_LIFECYCLE, CLASS_UID_DATASTORE_ACTIVITY,
     CLASS_UID_DEVICE_CONFIG_STATE_CHANGE, CLASS_UID_NETWORK_ACTIVITY, CONFIG_ACTIVITY, NO_DECISION,
     PRUNE_ACTIVITY, SeqTemplate, activity_str, config_template, connection_template,
-    encode_checkpoint, encode_prune, statement_activity_str, statement_template,
+    encode_checkpoint, encode_prune, statement_activity_str,
 };
 
 /// Version of the store layout written by this build.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 /// Capacity of the channel between producers and the writer.
 pub const CHANNEL_CAPACITY: usize = 8192;
 /// How long SQLite waits on a lock held by another connection.
@@ -205,6 +208,13 @@ CREATE INDEX events_decision ON events(decision, seq) WHERE decision <> 'allowed
 /// --account` scans from the end instead.
 const SCHEMA_V3_TO_V4: &str = "DROP INDEX IF EXISTS events_account;";
 
+/// Version 5: `data` of a statement event may be a compact canonical
+/// record (see [`super::record`]) instead of OCSF JSON. The layout does not
+/// change and stored rows are left as they are (their bytes are chained
+/// and signed): the version only keeps builds that would misread the
+/// records away from the store.
+const SCHEMA_V4_TO_V5: &str = "-- data may hold compact statement records";
+
 const INSERT_EVENT: &str = "INSERT INTO events \
     (seq, time_ms, class_uid, activity, decision, account, target, session, reason, data, hash) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
@@ -213,21 +223,54 @@ const INSERT_CHECKPOINT: &str = "INSERT INTO checkpoints \
     (size, head_hash, time_ms, prev_hash, key_id, body, signature) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
-/// SQLite `synchronous` setting of the writer connection.
+/// Durability of the records, named by what each promises
+/// (`[audit] synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncMode {
-    /// fsync on every commit: a committed event survives power loss.
+    /// `strict` (formerly `full`): a record is on stable storage (its WAL
+    /// commit fsynced) before [`AuditHandle::record`] answers, so before
+    /// the audited effect: survives power loss.
     #[default]
     Full,
-    /// fsync at checkpoints only: survives a crash of Warden, not of the host.
+    /// `pipelined`: a read statement's request record
+    /// ([`AuditHandle::record_statement`] of class `read`) is answered once
+    /// it is committed to the WAL (it survives a crash of Warden), so the
+    /// statement goes to the database while the fsync runs; its answer is
+    /// released to the client only after the fsync
+    /// ([`AuditHandle::release_ready`]). A read's only effect is its
+    /// answer, so nothing reaches anyone without its record on disk. Every
+    /// other record is answered as with `strict`.
+    Pipelined,
+    /// `relaxed`: answered once committed to the WAL (survives a crash of
+    /// Warden); fsynced at least every [`RELAXED_SYNC_INTERVAL`] while
+    /// records arrive: power loss can take the last interval's records.
+    Relaxed,
+    /// `normal` (kept for existing configurations): answered once committed;
+    /// fsynced only when SQLite checkpoints the WAL.
     Normal,
 }
 
+/// Longest a committed record waits for its fsync with
+/// [`SyncMode::Relaxed`].
+pub const RELAXED_SYNC_INTERVAL: Duration = Duration::from_millis(200);
+
 impl SyncMode {
+    /// SQLite `synchronous` of the store's connections (the writer's
+    /// commits are made durable by the [`WalSyncer`] where it runs).
     fn pragma_value(self) -> &'static str {
         match self {
-            SyncMode::Full => "FULL",
-            SyncMode::Normal => "NORMAL",
+            SyncMode::Full | SyncMode::Pipelined => "FULL",
+            SyncMode::Relaxed | SyncMode::Normal => "NORMAL",
+        }
+    }
+
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Full => "strict",
+            SyncMode::Pipelined => "pipelined",
+            SyncMode::Relaxed => "relaxed",
+            SyncMode::Normal => "normal",
         }
     }
 }
@@ -368,6 +411,9 @@ struct Shared {
     /// Tests: this many next WAL fsyncs fail.
     #[cfg(test)]
     fail_syncs: std::sync::atomic::AtomicU32,
+    /// Tests: every WAL fsync first sleeps this many ms.
+    #[cfg(test)]
+    sync_delay_ms: AtomicU64,
     commits: AtomicU64,
     failed_commits: AtomicU64,
     events: AtomicU64,
@@ -379,6 +425,14 @@ struct Shared {
     chain_id: String,
     key_id: String,
     host: String,
+    /// The durability mode the writer runs with.
+    mode: SyncMode,
+    /// Woken whenever `durable_seq` advances or an fsync fails
+    /// ([`AuditHandle::release_ready`] waits on it).
+    durable_wake: tokio::sync::Notify,
+    /// Seq ranges whose fsync failed (pipelined records answered early are
+    /// then never released); only the most recent few are kept.
+    sync_failures: std::sync::Mutex<Vec<(u64, u64)>>,
 }
 
 /// An event ready for the writer: its store columns and its encoding with
@@ -392,7 +446,29 @@ struct Prepared {
     target: Option<String>,
     session: String,
     reason: Option<String>,
-    template: SeqTemplate,
+    body: Body,
+    /// [`SyncMode::Pipelined`]: answer the producer once the record is
+    /// committed (in the WAL), before its fsync; the producer then holds
+    /// its answer back with [`AuditHandle::release_ready`].
+    early: bool,
+}
+
+/// The stored bytes of a prepared event.
+enum Body {
+    /// OCSF JSON with the seq left open (spliced in by the writer).
+    Template(SeqTemplate),
+    /// A compact canonical record (see [`super::record`]): it holds no
+    /// seq, so its bytes are final.
+    Record(Vec<u8>),
+}
+
+impl Body {
+    fn fill_into(&self, seq: u64, out: &mut Vec<u8>) {
+        match self {
+            Body::Template(t) => t.fill_into(seq, out),
+            Body::Record(bytes) => out.extend_from_slice(bytes),
+        }
+    }
 }
 
 impl Prepared {
@@ -408,13 +484,26 @@ impl Prepared {
             target: ev.target,
             session,
             reason: ev.reason,
-            template,
+            body: Body::Template(template),
+            early: false,
         })
     }
 
+    /// A statement is stored as its compact record (the caller's facts are
+    /// in its session's open event); `chain_id` is not part of it.
     fn statement(ev: &StatementEvent, chain_id: &str, host: &str) -> Result<Self, AuditError> {
         let session = ev.session.to_string();
-        let template = statement_template(ev, &session, chain_id, host)?;
+        let body = Body::Record(super::record::encode_statement(ev, host));
+        // Tests: write a statement as the OCSF JSON stores of schema 4 hold.
+        #[cfg(test)]
+        let body = if tests::LEGACY_JSON.with(std::cell::Cell::get) {
+            Body::Template(super::ocsf::statement_template(
+                ev, &session, chain_id, host,
+            )?)
+        } else {
+            body
+        };
+        let _ = chain_id;
         Ok(Self {
             class_uid: CLASS_UID_DATASTORE_ACTIVITY,
             time_ms: ev.time_ms,
@@ -424,7 +513,8 @@ impl Prepared {
             target: Some(ev.target.clone()),
             session,
             reason: ev.reason.clone(),
-            template,
+            body,
+            early: false,
         })
     }
 
@@ -440,7 +530,8 @@ impl Prepared {
             target: Some(ev.target.clone()),
             session,
             reason: ev.reason.clone(),
-            template,
+            body: Body::Template(template),
+            early: false,
         })
     }
 
@@ -456,7 +547,8 @@ impl Prepared {
             target: Some(ev.target.clone()),
             session,
             reason: ev.reason.clone(),
-            template,
+            body: Body::Template(template),
+            early: false,
         })
     }
 
@@ -474,7 +566,8 @@ impl Prepared {
             target: None,
             session: String::new(),
             reason: Some(ev.kind.clone()),
-            template: super::ocsf::kernel_template(ev, chain_id, host)?,
+            body: Body::Template(super::ocsf::kernel_template(ev, chain_id, host)?),
+            early: false,
         })
     }
 
@@ -488,7 +581,8 @@ impl Prepared {
             target: None,
             session: String::new(),
             reason: Some(change.action.as_str().to_owned()),
-            template: config_template(change, chain_id, host)?,
+            body: Body::Template(config_template(change, chain_id, host)?),
+            early: false,
         })
     }
 }
@@ -526,6 +620,10 @@ pub struct AuditHandle {
     tx: mpsc::Sender<Msg>,
     shared: Arc<Shared>,
     overflow: Arc<Overflow>,
+    /// Highest seq of a record answered before its fsync
+    /// ([`SyncMode::Pipelined`]) through this handle's scope (see
+    /// [`AuditHandle::session_scope`]): answers wait for it.
+    owed: Arc<AtomicU64>,
 }
 
 /// Records that found the channel full while being queued detached
@@ -592,10 +690,88 @@ impl AuditHandle {
     /// Record one database statement (OCSF Datastore Activity); committed
     /// like [`record`](Self::record). Used for the request phase: the
     /// statement must not reach the database unless this returned `Ok`.
+    ///
+    /// With [`SyncMode::Pipelined`], an allowed read is answered once its
+    /// record is in the WAL (before the fsync): the caller forwards it and
+    /// must hold the answer back until [`release_ready`](Self::release_ready)
+    /// succeeds.
     pub async fn record_statement(&self, ev: StatementEvent) -> Result<u64, AuditError> {
         super::counted::statement(&ev);
-        let rec = Prepared::statement(&ev, &self.shared.chain_id, &self.shared.host)?;
-        self.submit(rec).await
+        let mut rec = Prepared::statement(&ev, &self.shared.chain_id, &self.shared.host)?;
+        rec.early = self.shared.mode == SyncMode::Pipelined
+            && ev.phase == StatementPhase::Request
+            && ev.decision == StatementDecision::Allowed
+            && ev.class == "read";
+        let early = rec.early;
+        let seq = self.submit(rec).await?;
+        if early {
+            self.owed.fetch_max(seq, Ordering::AcqRel);
+        }
+        Ok(seq)
+    }
+
+    /// A handle for one session: records made through it that were
+    /// answered before their fsync ([`SyncMode::Pipelined`]) are what its
+    /// [`release_ready`](Self::release_ready) waits for. Other clones feed
+    /// the same writer.
+    pub fn session_scope(&self) -> Self {
+        Self {
+            owed: Arc::new(AtomicU64::new(0)),
+            ..self.clone()
+        }
+    }
+
+    /// Resolves once every record made through this scope is on stable
+    /// storage; call it before releasing an answer to the client. Immediate
+    /// unless a pipelined record's fsync is still running. `Err` (the fsync
+    /// covering it failed, or the writer stopped): the answer must not be
+    /// released.
+    pub async fn release_ready(&self) -> Result<(), AuditError> {
+        let owed = self.owed.load(Ordering::Acquire);
+        if owed == 0 {
+            return Ok(());
+        }
+        // Fast path: durable, and no commit or fsync ever failed.
+        if self.shared.durable_seq.load(Ordering::Acquire) >= owed
+            && self.shared.failed_commits.load(Ordering::Acquire) == 0
+        {
+            return Ok(());
+        }
+        loop {
+            let woken = self.shared.durable_wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            // durable_seq first: a failure recorded before a later fsync
+            // advanced it is then visible.
+            let durable = self.shared.durable_seq.load(Ordering::Acquire);
+            if let Some(e) = self.sync_failure_covering(owed) {
+                return Err(e);
+            }
+            if durable >= owed {
+                return Ok(());
+            }
+            if self.tx.is_closed() && self.shared.durable_seq.load(Ordering::Acquire) < owed {
+                return Err(AuditError::Closed);
+            }
+            woken.await;
+        }
+    }
+
+    fn sync_failure_covering(&self, seq: u64) -> Option<AuditError> {
+        let failures = self
+            .shared
+            .sync_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        failures
+            .iter()
+            .any(|&(from, through)| (from..=through).contains(&seq))
+            .then(|| AuditError::Sync {
+                path: PathBuf::from("audit WAL"),
+                source: Arc::new(std::io::Error::other(format!(
+                    "the fsync covering record {seq} failed"
+                ))),
+            })
     }
 
     /// Record one approval transition (OCSF User Access Management);
@@ -853,6 +1029,12 @@ impl AuditHandle {
         self.shared.fail_syncs.store(n, Ordering::Release);
     }
 
+    /// Tests: make every WAL fsync take at least `ms` longer.
+    #[cfg(test)]
+    pub(crate) fn delay_syncs(&self, ms: u64) {
+        self.shared.sync_delay_ms.store(ms, Ordering::Release);
+    }
+
     /// How far the store is durable, for readers that must not pass it
     /// (forwarders: an event sent off the host before it is on this host's
     /// disk could be lost here by a power cut and its seq reused).
@@ -999,7 +1181,7 @@ fn spawn_inner(
         audit.chain_id = %chain_id,
         audit.last_seq = state.next_seq - 1,
         audit.key_id = %signer.key_id(),
-        audit.synchronous = opts.sync.pragma_value(),
+        audit.durability = opts.sync.as_str(),
         "audit store open"
     );
     let shared = Arc::new(Shared {
@@ -1008,6 +1190,8 @@ fn spawn_inner(
         durable_seq: AtomicU64::new(state.next_seq - 1),
         #[cfg(test)]
         fail_syncs: Default::default(),
+        #[cfg(test)]
+        sync_delay_ms: AtomicU64::new(0),
         commits: AtomicU64::new(0),
         failed_commits: AtomicU64::new(0),
         events: AtomicU64::new(0),
@@ -1019,9 +1203,12 @@ fn spawn_inner(
         chain_id: chain_id.clone(),
         key_id: signer.key_id().to_owned(),
         host: opts.host.clone(),
+        mode: opts.sync,
+        durable_wake: tokio::sync::Notify::new(),
+        sync_failures: std::sync::Mutex::new(Vec::new()),
     });
     let syncer = match opts.sync {
-        SyncMode::Full => {
+        SyncMode::Full | SyncMode::Pipelined | SyncMode::Relaxed => {
             // What a previous run committed may still be only in the page
             // cache (it was killed before its fsync).
             sync_wal(path).map_err(|source| AuditError::Io {
@@ -1039,6 +1226,13 @@ fn spawn_inner(
         (Some(i), _) => Some((i / 4).clamp(Duration::from_millis(10), MAX_TICK)),
         (None, Some(_)) => Some(MAX_TICK),
         (None, None) => None,
+    };
+    // Relaxed: the ticker also bounds how long a commit waits for its
+    // fsync when no further commit comes.
+    let tick = match (opts.sync, tick) {
+        (SyncMode::Relaxed, Some(t)) => Some(t.min(RELAXED_SYNC_INTERVAL)),
+        (SyncMode::Relaxed, None) => Some(RELAXED_SYNC_INTERVAL),
+        (_, t) => t,
     };
     let ticker_stop = match tick {
         Some(period) => Some(spawn_ticker(path, tx.downgrade(), period)?),
@@ -1064,6 +1258,7 @@ fn spawn_inner(
         checkpointer,
         syncer,
         sync_inline: false,
+        last_sync_at: Instant::now(),
         wal_bytes: 0,
         wal_poked: false,
         buf: Vec::with_capacity(4096),
@@ -1089,6 +1284,7 @@ fn spawn_inner(
             tx,
             shared,
             overflow: Arc::default(),
+            owed: Arc::default(),
         },
         WriterTask { thread },
     ))
@@ -1127,6 +1323,9 @@ fn spawn_ticker(
 
 /// An answer owed to a producer: its channel and its event's seq.
 type Reply = (oneshot::Sender<Result<u64, AuditError>>, u64);
+/// A [`Reply`] and whether it may be answered before the fsync
+/// ([`Prepared::early`]).
+type EarlyReply = (oneshot::Sender<Result<u64, AuditError>>, u64, bool);
 
 /// A commit waiting for its fsync.
 struct SyncJob {
@@ -1232,6 +1431,10 @@ fn sync_wal_of(shared: &Shared, db: &Path) -> std::io::Result<()> {
     {
         return Err(std::io::Error::other("injected fsync failure"));
     }
+    #[cfg(test)]
+    std::thread::sleep(Duration::from_millis(
+        shared.sync_delay_ms.load(Ordering::Acquire),
+    ));
     let _ = shared;
     sync_wal(db)
 }
@@ -1255,6 +1458,7 @@ fn answer(shared: &Shared, db: &Path, result: std::io::Result<()>, jobs: &mut Ve
             if let Some(through) = jobs.iter().map(|j| j.through).max() {
                 shared.durable_seq.fetch_max(through, Ordering::AcqRel);
             }
+            shared.durable_wake.notify_waiters();
             if shared.sync_failed.swap(false, Ordering::AcqRel) {
                 tracing::info!(audit.path = %db.display(), "audit WAL fsync works again");
             }
@@ -1265,6 +1469,18 @@ fn answer(shared: &Shared, db: &Path, result: std::io::Result<()>, jobs: &mut Ve
         Err(e) => {
             let n: usize = jobs.iter().map(|j| j.replies.len()).sum();
             shared.failed_commits.fetch_add(1, Ordering::AcqRel);
+            if let Some(through) = jobs.iter().map(|j| j.through).max() {
+                let from = shared.durable_seq.load(Ordering::Acquire) + 1;
+                let mut failures = shared
+                    .sync_failures
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if failures.len() >= 16 {
+                    failures.remove(0);
+                }
+                failures.push((from, through));
+            }
+            shared.durable_wake.notify_waiters();
             if shared.sync_failed.swap(true, Ordering::AcqRel) {
                 tracing::debug!(audit.error = %e, "audit WAL fsync failed again");
             } else {
@@ -1475,7 +1691,7 @@ fn open_store(
         .map_err(open_err("read schema"))?;
     let version = if has_meta {
         let version = read_schema_version(&tx).map_err(open_err("read schema_version"))?;
-        if !matches!(version, Some(1..=3)) {
+        if !matches!(version, Some(1..=4)) {
             check_schema_version(path, version)?;
         }
         version
@@ -1494,7 +1710,13 @@ fn open_store(
             });
         }
         let chain_id = hex::encode(rand::random::<[u8; 16]>());
-        for step in [SCHEMA_V1, SCHEMA_V1_TO_V2, SCHEMA_V2_TO_V3, SCHEMA_V3_TO_V4] {
+        for step in [
+            SCHEMA_V1,
+            SCHEMA_V1_TO_V2,
+            SCHEMA_V2_TO_V3,
+            SCHEMA_V3_TO_V4,
+            SCHEMA_V4_TO_V5,
+        ] {
             tx.execute_batch(step).map_err(open_err("create schema"))?;
         }
         tx.execute(
@@ -1541,6 +1763,13 @@ fn open_store(
         tracing::info!(
             audit.path = %path.display(),
             "audit store migrated from schema 3 to 4 (no account index)"
+        );
+    }
+    if matches!(version, Some(1..=4)) {
+        migrate_step(&tx, SCHEMA_V4_TO_V5, 5).map_err(open_err("migrate schema 4 to 5"))?;
+        tracing::info!(
+            audit.path = %path.display(),
+            "audit store migrated from schema 4 to 5 (new statements stored as compact records)"
         );
     }
     let state = load_chain_state(&tx).map_err(open_err("read chain head"))?;
@@ -1764,6 +1993,8 @@ struct Writer {
     /// Set by the run loop while it commits a batch with nothing queued
     /// behind it: the writer fsyncs that commit itself.
     sync_inline: bool,
+    /// [`SyncMode::Relaxed`]: when the last fsync was handed to the syncer.
+    last_sync_at: Instant,
     /// Event bytes committed since the WAL was last fully checkpointed.
     wal_bytes: usize,
     /// The background checkpointer was asked to run and has not been
@@ -1844,7 +2075,7 @@ impl Writer {
                         rx.close();
                         shutdown_acks.push(done);
                     }
-                    Msg::Tick => {}
+                    Msg::Tick => self.relaxed_sync(true),
                     #[cfg(test)]
                     Msg::TestSql { sql, done } => {
                         self.commit(&mut batch);
@@ -2007,7 +2238,10 @@ impl Writer {
                 let replies = batch
                     .drain(..)
                     .zip(seqs)
-                    .filter_map(|(p, seq)| p.reply.map(|r| (r, seq)))
+                    .filter_map(|(p, seq)| {
+                        let early = p.rec.early;
+                        p.reply.map(|r| (r, seq, early))
+                    })
                     .collect();
                 self.committed(n as u64, checkpoints, replies);
             }
@@ -2062,7 +2296,7 @@ impl Writer {
     /// After a commit: counters, health, and the answers to its producers
     /// (now, or with [`SyncMode::Full`] once the syncer fsynced it). A
     /// producer may have gone away; its event is stored all the same.
-    fn committed(&mut self, events: u64, checkpoints: u64, replies: Vec<Reply>) {
+    fn committed(&mut self, events: u64, checkpoints: u64, replies: Vec<EarlyReply>) {
         let last = self.state.next_seq - 1;
         self.shared.commits.fetch_add(1, Ordering::AcqRel);
         self.shared.events.fetch_add(events, Ordering::AcqRel);
@@ -2078,20 +2312,77 @@ impl Writer {
                 "audit store writable again"
             );
         }
-        match &self.syncer {
-            Some(s) => s.submit(
-                SyncJob {
-                    through: last,
-                    replies,
-                },
-                self.sync_inline,
-            ),
-            None => {
-                self.shared.durable_seq.store(last, Ordering::Release);
-                for (reply, seq) in replies {
+        let Some(s) = &self.syncer else {
+            self.shared.durable_seq.store(last, Ordering::Release);
+            for (reply, seq, _) in replies {
+                let _ = reply.send(Ok(seq));
+            }
+            return;
+        };
+        match self.shared.mode {
+            SyncMode::Full | SyncMode::Normal => {
+                let replies = replies.into_iter().map(|(r, seq, _)| (r, seq)).collect();
+                s.submit(
+                    SyncJob {
+                        through: last,
+                        replies,
+                    },
+                    self.sync_inline,
+                );
+            }
+            SyncMode::Pipelined => {
+                // Early records are in the WAL now: their producers go on
+                // (the statement travels to the database while the fsync
+                // runs) and hold their answers back until it is done.
+                let mut late = Vec::with_capacity(replies.len());
+                for (reply, seq, early) in replies {
+                    if early {
+                        let _ = reply.send(Ok(seq));
+                    } else {
+                        late.push((reply, seq));
+                    }
+                }
+                s.submit(
+                    SyncJob {
+                        through: last,
+                        replies: late,
+                    },
+                    self.sync_inline,
+                );
+            }
+            SyncMode::Relaxed => {
+                for (reply, seq, _) in replies {
                     let _ = reply.send(Ok(seq));
                 }
+                self.relaxed_sync(false);
             }
+        }
+    }
+
+    /// [`SyncMode::Relaxed`]: hand the fsync of everything committed to
+    /// the syncer when the last one is [`RELAXED_SYNC_INTERVAL`] old (or,
+    /// with `idle`, whenever something is not yet durable: the writer has
+    /// nothing else to do).
+    fn relaxed_sync(&mut self, idle: bool) {
+        let Some(s) = &self.syncer else {
+            return;
+        };
+        if self.shared.mode != SyncMode::Relaxed {
+            return;
+        }
+        let last = self.state.next_seq - 1;
+        if self.shared.durable_seq.load(Ordering::Acquire) >= last {
+            return;
+        }
+        if idle || self.last_sync_at.elapsed() >= RELAXED_SYNC_INTERVAL {
+            self.last_sync_at = Instant::now();
+            s.submit(
+                SyncJob {
+                    through: last,
+                    replies: Vec::new(),
+                },
+                false,
+            );
         }
     }
 
@@ -2140,7 +2431,7 @@ impl Writer {
                 let rec = &p.rec;
                 let seq = st.next_seq;
                 buf.clear();
-                rec.template.fill_into(seq, buf);
+                rec.body.fill_into(seq, buf);
                 let hash = event_hash(&ctx.key, seq, &st.head, buf);
                 insert
                     .execute(params![
@@ -2584,6 +2875,12 @@ mod tests {
         .await
         .unwrap();
         rx.await.unwrap();
+    }
+
+    thread_local! {
+        /// This thread's statements are written as OCSF JSON (stores of
+        /// schema 4 and before).
+        pub(crate) static LEGACY_JSON: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
 
     /// Checkpoints only at shutdown, so seqs of recorded events are 1, 2, ...
@@ -3171,12 +3468,12 @@ mod tests {
         Connection::open(&path)
             .unwrap()
             .execute(
-                "UPDATE meta SET value = '5' WHERE key = 'schema_version'",
+                "UPDATE meta SET value = '6' WHERE key = 'schema_version'",
                 [],
             )
             .unwrap();
         let err = spawn(&path, opts(SyncMode::Full, 1, "")).err().unwrap();
-        assert!(err.to_string().contains("schema version 5"), "{err}");
+        assert!(err.to_string().contains("schema version 6"), "{err}");
         let err = crate::audit::AuditReader::open(&path).err().unwrap();
         assert!(matches!(err, AuditError::Schema { .. }), "{err}");
     }
@@ -3664,7 +3961,7 @@ mod tests {
         h.shutdown().await;
         task.join().unwrap();
         let c = Connection::open(&path).unwrap();
-        assert_eq!(read_schema_version(&c).unwrap(), Some(4));
+        assert_eq!(read_schema_version(&c).unwrap(), Some(SCHEMA_VERSION));
         assert_eq!(
             index_names(&c),
             ["events_decision", "events_session", "events_time_ms"]
@@ -3725,7 +4022,7 @@ mod tests {
         h.shutdown().await;
         task.join().unwrap();
         let c = Connection::open(&path).unwrap();
-        assert_eq!(read_schema_version(&c).unwrap(), Some(4));
+        assert_eq!(read_schema_version(&c).unwrap(), Some(SCHEMA_VERSION));
         assert_eq!(
             index_names(&c),
             ["events_decision", "events_session", "events_time_ms"]
@@ -3831,9 +4128,19 @@ mod tests {
                         r.get(0)
                     })
                     .unwrap();
+                let chain: String = c
+                    .query_row("SELECT value FROM meta WHERE key = 'chain_id'", [], |r| {
+                        r.get(0)
+                    })
+                    .unwrap();
+                let data = crate::audit::record::render(&data, seq, &chain).unwrap();
                 let d = decode_statement(&data).unwrap();
-                let want = &crate::audit::ocsf::tests::as_stored(want);
-                assert_eq!((&d.event, d.seq), (want, seq));
+                // The caller's facts are in the session's open event, not
+                // in each statement's record.
+                let mut want = crate::audit::ocsf::tests::as_stored(want);
+                want.process = Default::default();
+                want.identity = None;
+                assert_eq!((&d.event, d.seq), (&want, seq));
             }
             drop(c);
             // The chain covers statement events, and their columns are
@@ -3968,6 +4275,12 @@ mod tests {
                 .unwrap();
             assert_eq!(rows.len() as u64, n + 1);
             for (seq, data) in rows {
+                let chain: String = c
+                    .query_row("SELECT value FROM meta WHERE key = 'chain_id'", [], |r| {
+                        r.get(0)
+                    })
+                    .unwrap();
+                let data = crate::audit::record::render(&data, seq, &chain).unwrap();
                 let d = decode_statement(&data).unwrap();
                 assert_eq!(d.event.statement_seq, seq, "recorded in the order queued");
             }
@@ -4005,6 +4318,203 @@ mod tests {
                 2,
             ));
             assert_eq!(h2.stats().detached_lost, 2);
+        }
+    }
+    mod durability {
+        //! Each durability mode's promise (issue 17 lever 2).
+        use super::*;
+        use crate::audit::event::{StatementDecision, StatementPhase};
+        use crate::audit::ocsf::tests::sample_statement;
+
+        fn read(n: u64) -> StatementEvent {
+            sample_statement(StatementPhase::Request, StatementDecision::Allowed, n)
+        }
+
+        fn write(n: u64) -> StatementEvent {
+            let mut ev = read(n);
+            ev.class = "write".into();
+            ev
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn pipelined_reads_go_on_before_the_fsync_and_their_answers_wait_for_it() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.db");
+            let (h, task) = spawn(&path, opts(SyncMode::Pipelined, 64, "")).unwrap();
+            assert_eq!(h.record(ev(1)).await.unwrap(), 1);
+            h.delay_syncs(300);
+            let s = h.session_scope();
+            // Nothing owed yet: released at once.
+            s.release_ready().await.unwrap();
+            let started = Instant::now();
+            let seq = s.record_statement(read(1)).await.unwrap();
+            // Answered from the WAL, before its fsync ended...
+            assert!(started.elapsed() < Duration::from_millis(250));
+            assert!(h.stats().durable_seq < seq, "{:?}", h.stats());
+            assert_eq!(h.stats().last_seq, seq);
+            // ...and the answer is held until it did.
+            s.release_ready().await.unwrap();
+            assert!(h.stats().durable_seq >= seq);
+            // Another session owes nothing.
+            h.session_scope().release_ready().await.unwrap();
+            // A write is answered only once durable, as with strict.
+            let w = s.record_statement(write(2)).await.unwrap();
+            assert!(h.stats().durable_seq >= w);
+            h.delay_syncs(0);
+            h.shutdown().await;
+            task.join().unwrap();
+            assert!(crate::audit::verify(&path, None).unwrap().is_intact());
+        }
+
+        #[tokio::test]
+        async fn a_pipelined_answer_is_never_released_when_its_fsync_failed() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.db");
+            let (h, task) = spawn(&path, opts(SyncMode::Pipelined, 64, "")).unwrap();
+            let s = h.session_scope();
+            h.fail_next_syncs(1);
+            let seq = s.record_statement(read(1)).await.unwrap();
+            let err = s.release_ready().await.unwrap_err();
+            assert!(matches!(err, AuditError::Sync { .. }), "{err}");
+            assert!(h.stats().durable_seq < seq);
+            // Still refused after a later fsync succeeded.
+            let other = h.session_scope();
+            let next = other.record_statement(read(2)).await.unwrap();
+            other.release_ready().await.unwrap();
+            assert!(h.stats().durable_seq >= next);
+            assert!(s.release_ready().await.is_err());
+            h.shutdown().await;
+            task.join().unwrap();
+        }
+
+        #[tokio::test]
+        async fn strict_answers_only_durable_records_and_owes_nothing() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.db");
+            let (h, task) = spawn(&path, opts(SyncMode::Full, 64, "")).unwrap();
+            let s = h.session_scope();
+            let seq = s.record_statement(read(1)).await.unwrap();
+            assert!(h.stats().durable_seq >= seq);
+            s.release_ready().await.unwrap();
+            h.shutdown().await;
+            task.join().unwrap();
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn relaxed_answers_from_the_wal_and_fsyncs_within_the_interval() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.db");
+            let (h, task) = spawn(&path, opts(SyncMode::Relaxed, 64, "")).unwrap();
+            h.delay_syncs(100);
+            let seq = h.record_statement(write(1)).await.unwrap();
+            // Answered before any fsync covered it (in the WAL already).
+            assert!(h.stats().durable_seq < seq);
+            let c = Connection::open(&path).unwrap();
+            let n: u64 = c
+                .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, seq);
+            let deadline =
+                Instant::now() + MAX_TICK + RELAXED_SYNC_INTERVAL + Duration::from_secs(2);
+            while h.stats().durable_seq < seq {
+                assert!(Instant::now() < deadline, "never fsynced: {:?}", h.stats());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            h.shutdown().await;
+            task.join().unwrap();
+        }
+    }
+    mod compact_records {
+        //! Statements stored as compact records (issue 17 lever 1), and a
+        //! store written before them.
+        use super::*;
+        use crate::audit::event::{StatementDecision, StatementPhase};
+        use crate::audit::ocsf::{decode_statement, tests::sample_statement};
+
+        fn stmt(phase: StatementPhase, n: u64) -> StatementEvent {
+            sample_statement(phase, StatementDecision::Allowed, n)
+        }
+
+        #[tokio::test]
+        async fn a_schema_4_store_with_json_statements_migrates_and_reads_as_one_trail() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.db");
+            // A store as schema 4 wrote it: statements in OCSF JSON.
+            LEGACY_JSON.with(|c| c.set(true));
+            let (h, task) = spawn(&path, opts(SyncMode::Full, 64, "host1")).unwrap();
+            h.record(ev(1)).await.unwrap();
+            h.record_statement(stmt(StatementPhase::Request, 1))
+                .await
+                .unwrap();
+            h.record_statement(stmt(StatementPhase::Result, 1))
+                .await
+                .unwrap();
+            h.shutdown().await;
+            task.join().unwrap();
+            LEGACY_JSON.with(|c| c.set(false));
+            {
+                let c = Connection::open(&path).unwrap();
+                c.execute(
+                    "UPDATE meta SET value = '4' WHERE key = 'schema_version'",
+                    [],
+                )
+                .unwrap();
+                let json: Vec<u8> = c
+                    .query_row("SELECT data FROM events WHERE seq = 2", [], |r| r.get(0))
+                    .unwrap();
+                assert_eq!(json.first(), Some(&b'{'));
+            }
+            // This build opens it (schema 5), keeps the old rows as they
+            // are and stores new statements compactly.
+            let (h, task) = spawn(&path, opts(SyncMode::Full, 64, "host1")).unwrap();
+            let req = h
+                .record_statement(stmt(StatementPhase::Request, 2))
+                .await
+                .unwrap();
+            let res = h
+                .record_statement(stmt(StatementPhase::Result, 2))
+                .await
+                .unwrap();
+            h.shutdown().await;
+            task.join().unwrap();
+            let c = Connection::open(&path).unwrap();
+            assert_eq!(read_schema_version(&c).unwrap(), Some(SCHEMA_VERSION));
+            let old_len: usize = c
+                .query_row("SELECT length(data) FROM events WHERE seq = 2", [], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            for seq in [req, res] {
+                let data: Vec<u8> = c
+                    .query_row("SELECT data FROM events WHERE seq = ?1", [seq], |r| {
+                        r.get(0)
+                    })
+                    .unwrap();
+                assert!(crate::audit::record::is_record(&data));
+                assert!(data.len() * 4 < old_len, "{} vs {old_len}", data.len());
+            }
+            // verify checks both kinds (hash and columns)...
+            let report = crate::audit::verify(&path, None).unwrap();
+            assert!(report.is_intact(), "{report:?}");
+            // ...the reader shows both as OCSF...
+            let r = crate::audit::AuditReader::open(&path).unwrap();
+            let all = r.query(&Default::default(), 0, 100).unwrap();
+            let stmts: Vec<_> = all
+                .iter()
+                .filter(|e| e.class_uid == CLASS_UID_DATASTORE_ACTIVITY)
+                .map(|e| decode_statement(&e.data).unwrap())
+                .collect();
+            assert_eq!(stmts.len(), 4);
+            assert_eq!(stmts[0].record, None);
+            assert_eq!(stmts[2].record, Some(crate::audit::record::RECORD_VERSION));
+            assert_eq!(stmts[2].seq, req);
+            assert_eq!(stmts[2].host.as_deref(), Some("host1"));
+            assert_eq!(stmts[2].event.statement, stmts[0].event.statement);
+            assert_eq!(stmts[3].event.result, stmts[1].event.result);
+            // ...and an export of both verifies offline.
+            let out = dir.path().join("bundle");
+            crate::audit::export(&path, 0, i64::MAX / 2, &out).unwrap();
+            crate::audit::verify_export(&out).unwrap();
         }
     }
 }

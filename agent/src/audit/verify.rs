@@ -1238,7 +1238,18 @@ fn inspect(
     r: &RowAt,
     seq: u64,
 ) -> (Option<String>, Option<String>, Option<u64>) {
-    let data = chunk.get(r.data);
+    let stored = chunk.get(r.data);
+    // A compact statement record is checked through its OCSF rendering
+    // (the same columns derive from it).
+    let rendered = match super::record::render(stored, seq, &ctx.chain_id) {
+        Ok(std::borrow::Cow::Owned(json)) => Some(json),
+        Ok(std::borrow::Cow::Borrowed(_)) => None,
+        Err(e) => {
+            let why = format!("event {seq} is an unreadable statement record: {e}");
+            return (Some(why), None, None);
+        }
+    };
+    let data = rendered.as_deref().unwrap_or(stored);
     let probed = probe_fast(data).ok();
     let kind = probed.as_ref().and_then(Probe::kind);
     let column = probed

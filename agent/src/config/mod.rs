@@ -245,7 +245,7 @@ targets = ["orders-db"]
         assert_eq!(c.agent.relay_buffer_bytes, 65_536);
         assert_eq!(c.agent.max_connections, 10_000);
         assert_eq!(c.audit.path, None);
-        assert_eq!(c.audit.synchronous, Synchronous::Full);
+        assert_eq!(c.audit.synchronous, Synchronous::Pipelined);
         assert_eq!(c.audit.batch_max, 256);
         assert!(c.targets.is_empty() && c.accounts.is_empty());
         // The well-known digest of the empty input.

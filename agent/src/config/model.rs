@@ -104,7 +104,8 @@ pub struct AuditSection {
     /// SQLite file; default `<state_dir>/audit.db`.
     #[serde(default)]
     pub path: Option<PathBuf>,
-    /// `"full"` (default, fsync per commit) or `"normal"`.
+    /// `"pipelined"` (default), `"strict"` (`"full"`), `"relaxed"` or
+    /// `"normal"`.
     #[serde(default)]
     pub synchronous: Synchronous,
     /// Most events in one commit.
@@ -441,11 +442,21 @@ pub enum Protocol {
     Http,
 }
 
+/// `[audit] synchronous`: the durability of audit records, named by what
+/// each promises (see `audit::store::SyncMode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Synchronous {
+    /// Every record on disk before its effect (`full` is the old name).
+    #[serde(alias = "full")]
+    Strict,
+    /// Reads: recorded in the WAL before forwarding, on disk before the
+    /// answer is released; everything else as `strict`.
     #[default]
-    Full,
+    Pipelined,
+    /// Recorded in the WAL before the effect, fsynced on an interval.
+    Relaxed,
+    /// Recorded in the WAL; fsynced at SQLite's WAL checkpoints.
     Normal,
 }
 

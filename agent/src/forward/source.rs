@@ -116,14 +116,22 @@ impl EventSource {
         let mut bytes = 0usize;
         let mut full = false;
         while let Some(row) = rows.next().map_err(q)? {
+            let seq: u64 = row.get(0).map_err(q)?;
             let data: Vec<u8> = row.get(3).map_err(q)?;
+            // Forwarders ship OCSF (or ECS/CEF made from it): a compact
+            // statement record is rendered here.
+            let data = if crate::audit::record::is_record(&data) {
+                crate::audit::record::render_lossy(&data, seq, &self.chain_id).into_owned()
+            } else {
+                data
+            };
             if !out.is_empty() && bytes + data.len() > max_bytes {
                 full = true;
                 break;
             }
             bytes += data.len();
             out.push(StoredRow {
-                seq: row.get(0).map_err(q)?,
+                seq,
                 time_ms: row.get(1).map_err(q)?,
                 decision: row.get(2).map_err(q)?,
                 data,

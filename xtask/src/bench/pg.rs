@@ -70,7 +70,8 @@ pub fn run(root: &Path) -> Result<()> {
     let version = pg.psql_ok(pgkit::SUPERUSER, pgkit::DB, "SHOW server_version");
 
     let listen_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let config = guard.agent_toml(listen_port, "full")
+    let sync = std::env::var("WARDEN_BENCH_PG_SYNC").unwrap_or_else(|_| "pipelined".into());
+    let config = guard.agent_toml(listen_port, &sync)
         + &crate::pg::sections(&pg, "bench", &guard.enrolled_cgroup(), &guard.tmp, false)?;
     std::fs::write(&guard.config, config)?;
     let agent = guard.start()?;
@@ -87,14 +88,14 @@ pub fn run(root: &Path) -> Result<()> {
     );
     println!(
         "warden: release build, read-only grant, policy (default deny, allow reads), masking \
-         (3 column rules + all 5 patterns), audit synchronous=full (state on {}), client in an \
+         (3 column rules + all 5 patterns), audit synchronous={sync} (state on {}), client in an \
          enrolled cgroup with no password",
         fs_type(&guard.tmp)
     );
     println!("pgbouncer: Debian package, session mode, SCRAM towards clients\n");
     println!(
-        "{:<10} {:<10} {:>10} {:>11} {:>10} {:>14} {:>7}",
-        "protocol", "path", "TPS", "avg lat", "vs direct", "proxy CPU/tx", "load1"
+        "{:<10} {:<10} {:>10} {:>11} {:>10} {:>14} {:>9} {:>7}",
+        "protocol", "path", "TPS", "avg lat", "vs direct", "proxy CPU/tx", "cswch/tx", "load1"
     );
     let pgbench = pg.bin("pgbench");
     let mut summary = Vec::new();
@@ -188,23 +189,27 @@ pub fn run(root: &Path) -> Result<()> {
         store / audited.max(1.0)
     );
 
-    // The cost of the fsync per audit commit: the same Warden runs with
-    // synchronous=normal.
-    guard.stop();
-    let config = guard.agent_toml(listen_port, "normal")
-        + &crate::pg::sections(&pg, "bench", &guard.enrolled_cgroup(), &guard.tmp, false)?;
-    std::fs::write(&guard.config, config)?;
-    let agent = guard.start()?;
-    println!("\nfor comparison, Warden with audit synchronous=normal (no fsync per commit):");
-    for (mode, d, _, _) in &summary {
-        let args = pgbench_args(mode, clients, threads, secs);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let warden = crate::pg::workload(&pg, &guard.enrolled, &pgbench, &args);
-        Figures::measure(warden, Some(agent))?.print(mode, "warden", Some(d));
+    // The other durability modes, same runs: what each promise costs.
+    for other in ["strict", "relaxed", "normal"] {
+        if other == sync {
+            continue;
+        }
+        guard.stop();
+        let config = guard.agent_toml(listen_port, other)
+            + &crate::pg::sections(&pg, "bench", &guard.enrolled_cgroup(), &guard.tmp, false)?;
+        std::fs::write(&guard.config, config)?;
+        let agent = guard.start()?;
+        println!("\nfor comparison, Warden with audit synchronous={other}:");
+        for (mode, d, _, _) in &summary {
+            let args = pgbench_args(mode, clients, threads, secs);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let warden = crate::pg::workload(&pg, &guard.enrolled, &pgbench, &args);
+            Figures::measure(warden, Some(agent))?.print(mode, "warden", Some(d));
+        }
     }
     if let Some(profile) = profile {
         println!(
-            "\nagent CPU profile during the simple-protocol Warden run (synchronous=full; its \
+            "\nagent CPU profile during the simple-protocol Warden run (synchronous={sync}; its \
              figures include perf's overhead):\n{profile}"
         );
     }
@@ -222,6 +227,9 @@ struct Figures {
     failed: u64,
     /// CPU time of the watched proxy process per transaction, µs.
     cpu_us_per_tx: Option<f64>,
+    /// Context switches (voluntary + involuntary, all threads) of the
+    /// watched process per transaction.
+    switches_per_tx: Option<f64>,
     load1: f64,
 }
 
@@ -229,9 +237,11 @@ impl Figures {
     /// Runs pgbench (`cmd`) and reads its summary; with `watch`, also the
     /// CPU time that process used during the run.
     fn measure(mut cmd: Command, watch: Option<u32>) -> Result<Self> {
+        let switched_before = watch.map(context_switches);
         let before = watch.map(cpu_ticks).transpose()?;
         let out = cmd.output()?;
         let after = watch.map(cpu_ticks).transpose()?;
+        let switched_after = watch.map(context_switches);
         let text = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
             bail!("pgbench failed: {}", pgkit::show(&out));
@@ -251,8 +261,13 @@ impl Figures {
             }
             _ => None,
         };
+        let switches_per_tx = match (switched_before, switched_after) {
+            (Some(b), Some(a)) if tx > 0.0 => Some(a.saturating_sub(b) as f64 / tx),
+            _ => None,
+        };
         Ok(Self {
             tx,
+            switches_per_tx,
             tps: field("tps = ")?,
             lat_ms: field("latency average = ")?,
             failed: field("number of failed transactions: ").unwrap_or(0.0) as u64,
@@ -266,16 +281,37 @@ impl Figures {
         let cpu = self
             .cpu_us_per_tx
             .map_or_else(String::new, |c| format!("{c:.0} µs"));
+        let switches = self
+            .switches_per_tx
+            .map_or_else(String::new, |c| format!("{c:.1}"));
         let failed = if self.failed > 0 {
             format!("   ({} failed transactions)", self.failed)
         } else {
             String::new()
         };
         println!(
-            "{mode:<10} {path:<10} {:>10.0} {:>8.3} ms {vs:>10} {cpu:>14} {:>7.2}{failed}",
+            "{mode:<10} {path:<10} {:>10.0} {:>8.3} ms {vs:>10} {cpu:>14} {switches:>9} {:>7.2}{failed}",
             self.tps, self.lat_ms, self.load1
         );
     }
+}
+
+/// Context switches so far of every thread of `pid` (voluntary and not),
+/// from /proc; 0 when unreadable.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|st| {
+            st.lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
 
 /// The agent's VmRSS and VmHWM at one moment.

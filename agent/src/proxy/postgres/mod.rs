@@ -484,7 +484,9 @@ pub async fn serve(
         masker: grant.masker.clone(),
         text_masker,
         catalog: CatalogSlot::new(catalog),
-        audit: audit.clone(),
+        // One audit scope per session: its answers wait for its own
+        // pipelined records only.
+        audit: audit.session_scope(),
         max_message: target.max_message_bytes,
         read_only: g.read_only,
         shadowed,

@@ -1524,6 +1524,13 @@ where
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
+        // Audit (pipelined durability): nothing goes to the client before
+        // the records of the statements forwarded so far are on disk.
+        self.info
+            .audit
+            .release_ready()
+            .await
+            .map_err(std::io::Error::other)?;
         if !self.out.is_empty() {
             self.counters
                 .down
