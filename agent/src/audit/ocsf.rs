@@ -1482,6 +1482,9 @@ struct StmtExtSer<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     identity: Option<StmtIdentitySer<'a>>,
     statement: StmtDocSer<'a>,
+    // --- allow-lists (issue 19) ---
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowlist: Option<&'a crate::policy::allowlist::AllowlistFacts>,
 }
 
 /// The identity token's claims in a statement request event: a
@@ -1684,6 +1687,7 @@ pub fn statement_template(
             error: ev.error.as_deref(),
             result: ev.result.as_ref(),
         },
+        allowlist: ev.allowlist.as_ref(),
     })
 }
 
@@ -1730,6 +1734,9 @@ struct StmtUnmapped {
 
 #[derive(Debug, Deserialize)]
 struct StmtExt {
+    // --- allow-lists (issue 19) ---
+    #[serde(default)]
+    allowlist: Option<crate::policy::allowlist::AllowlistFacts>,
     account: String,
     target: String,
     decision: StatementDecision,
@@ -1856,6 +1863,7 @@ pub fn decode_statement(data: &[u8]) -> Result<DecodedStatement, AuditError> {
             sqlstate: s.sqlstate,
             error: s.error,
             result: s.result,
+            allowlist: w.allowlist,
         },
         seq: w.seq,
         uid: doc.metadata.uid,
@@ -2605,6 +2613,7 @@ pub(crate) mod tests {
             sqlstate: None,
             error: None,
             result: None,
+            allowlist: None,
         };
         if decision != StatementDecision::Allowed {
             ev.statement = "DELETE FROM public.orders".into();
@@ -3460,6 +3469,9 @@ struct ApiExtSer<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     identity: Option<&'a TokenIdentity>,
     api: ApiDocSer<'a>,
+    // --- allow-lists (issue 19) ---
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowlist: Option<&'a crate::policy::allowlist::AllowlistFacts>,
 }
 
 /// `unmapped.warden.api`. No key here may be named like a member of
@@ -3602,6 +3614,7 @@ pub fn api_template(
             response_headers: &ev.response_headers,
             error: ev.error.as_deref(),
         },
+        allowlist: ev.allowlist.as_ref(),
     })
 }
 

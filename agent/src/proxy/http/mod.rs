@@ -704,6 +704,7 @@ impl Conn<'_> {
             values_masked: None,
             response_headers: Vec::new(),
             error: None,
+            allowlist: None,
         }
     }
 
