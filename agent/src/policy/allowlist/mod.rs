@@ -24,6 +24,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+pub mod commands;
 pub mod file;
 pub mod fingerprint;
 pub mod learned;
