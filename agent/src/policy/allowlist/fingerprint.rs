@@ -106,6 +106,15 @@ struct Tok {
     kind: Kind,
 }
 
+/// Which literal tokens of a scan are data ([`SqlScan::data_mask`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiteralMask {
+    /// Per literal, in order: a data value.
+    pub data: Vec<bool>,
+    /// Per literal: a data value whose `-` sign PostgreSQL folded into it.
+    pub signed: Vec<bool>,
+}
+
 /// One statement text as PostgreSQL's scanner split it.
 #[derive(Debug)]
 pub struct SqlScan<'a> {
@@ -193,14 +202,15 @@ impl<'a> SqlScan<'a> {
 
     /// For each literal token in order, whether it is data (its start, or
     /// the start of the `-` sign PostgreSQL folds into a negative number,
-    /// is in `data`).
-    pub fn data_mask(&self, data: &HashSet<usize>) -> Vec<bool> {
-        let mut mask = Vec::new();
+    /// is in `data`), and whether such a sign was folded.
+    pub fn data_mask(&self, data: &HashSet<usize>) -> LiteralMask {
+        let mut mask = LiteralMask::default();
         let mut prev: Option<&Tok> = None;
         for t in self.toks.iter().filter(|t| t.kind != Kind::Comment) {
             if matches!(t.kind, Kind::Literal(_)) {
                 let signed = prev.is_some_and(|p| self.text(p) == "-" && data.contains(&p.start));
-                mask.push(data.contains(&t.start) || signed);
+                mask.data.push(data.contains(&t.start) || signed);
+                mask.signed.push(signed);
             }
             prev = Some(t);
         }
@@ -210,10 +220,10 @@ impl<'a> SqlScan<'a> {
     /// The literals that are not data, as (ordinal, text): a cached
     /// decision applies to another text of the same key only if these
     /// agree.
-    pub fn kept_literals(&self, mask: &[bool]) -> Vec<(usize, Box<str>)> {
+    pub fn kept_literals(&self, mask: &LiteralMask) -> Vec<(usize, Box<str>)> {
         self.literals()
             .enumerate()
-            .filter(|(i, _)| !mask.get(*i).copied().unwrap_or(false))
+            .filter(|(i, _)| !mask.data.get(*i).copied().unwrap_or(false))
             .map(|(i, t)| (i, self.text(t).into()))
             .collect()
     }
@@ -227,14 +237,18 @@ impl<'a> SqlScan<'a> {
 
     /// The normalised text (see the module docs), data literals (by
     /// `mask`) and parameters replaced.
-    pub fn normalised(&self, mask: &[bool]) -> String {
+    pub fn normalised(&self, mask: &LiteralMask) -> String {
         let mut words: Vec<String> = Vec::with_capacity(self.toks.len());
         let mut lit = 0usize;
         for t in &self.toks {
             let w = match t.kind {
                 Kind::Comment => continue,
                 Kind::Literal(_) => {
-                    let data = mask.get(lit).copied().unwrap_or(false);
+                    let data = mask.data.get(lit).copied().unwrap_or(false);
+                    // `- 5` is one constant, -5: a value like any other.
+                    if mask.signed.get(lit).copied().unwrap_or(false) {
+                        words.pop();
+                    }
                     lit += 1;
                     if data {
                         PLACEHOLDER.to_owned()
@@ -257,7 +271,7 @@ impl<'a> SqlScan<'a> {
     }
 
     /// The fingerprint (protocol `postgres`).
-    pub fn fingerprint(&self, mask: &[bool]) -> Fingerprint {
+    pub fn fingerprint(&self, mask: &LiteralMask) -> Fingerprint {
         Fingerprint::new("postgres", self.normalised(mask))
     }
 

@@ -31,7 +31,9 @@ pub mod learned;
 pub mod shape_cache;
 
 pub use file::{AllowlistFile, AllowlistFileError};
-pub use fingerprint::{Fingerprint, SqlScan, data_literals, http_fingerprint, sql_fingerprint};
+pub use fingerprint::{
+    Fingerprint, LiteralMask, SqlScan, data_literals, http_fingerprint, sql_fingerprint,
+};
 pub use learned::{LearnStore, LearnedFile, learned_path};
 pub use shape_cache::ShapeCache;
 

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::fingerprint::{Fingerprint, SqlScan};
+use super::fingerprint::{Fingerprint, LiteralMask, SqlScan};
 
 /// Entries per key (the same tokens with different kept literals).
 pub const MAX_VARIANTS: usize = 8;
@@ -66,7 +66,7 @@ impl<V> ShapeCache<V> {
         &mut self,
         key: String,
         scan: &SqlScan<'_>,
-        mask: &[bool],
+        mask: &LiteralMask,
         value: Arc<V>,
         fingerprint: Arc<Fingerprint>,
     ) {
