@@ -80,22 +80,8 @@ policy = \"rw\"
     }
 
     fn in_app(&self, program: &Path, args: &[&str]) -> Output {
-        let procs = self.env.cg_dir(&self.app).join("cgroup.procs");
-        let mut quoted = String::new();
-        for a in args {
-            quoted.push_str(" '");
-            quoted.push_str(&a.replace('\'', "'\\''"));
-            quoted.push('\'');
-        }
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "echo $$ > '{}' && exec '{}'{quoted}",
-                procs.display(),
-                program.display()
-            ))
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
+        self.env
+            .in_cgroup_cmd(&self.app, program, args)
             .env("PGHOST", "127.0.0.1")
             .env("PGPORT", self.pg.port().to_string())
             .env("PGUSER", "workload")
