@@ -10,7 +10,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::pg::{self, PgServer};
 use common::*;
@@ -35,7 +35,7 @@ struct Env {
 impl Env {
     fn start(grant_extra: &str) -> Self {
         let pg = PgServer::shared();
-        let mut env = TestEnv::new();
+        let env = TestEnv::new();
         let app = env.cgroup("app");
         let pw = env.tmp.path().join("orders_rw.pw");
         std::fs::write(&pw, format!("{}\n", pg.password(pg::ORDERS_RW))).unwrap();

@@ -578,10 +578,12 @@ impl Decider {
         );
         let sql = format!("SELECT {qualified}()");
         let statement = format!("FunctionCall {qualified} (oid {oid})");
-        Arc::new(match analyze(&sql) {
+        // No statement text, so no fingerprint: an enforcing allow-list
+        // refuses it (fail closed).
+        self.allowlist_gate(Arc::new(match analyze(&sql) {
             Ok(a) => self.decide_analysis(a, statement),
             Err(e) => self.rejected(statement, format!("it could not be analysed ({e})")),
-        })
+        }))
     }
 
     /// Applies what an allowed statement changes in the session.
