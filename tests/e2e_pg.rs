@@ -93,23 +93,8 @@ masking = \"pii\"
 
     /// [`in_app`](Self::in_app) as a command, to add variables or spawn.
     fn in_app_cmd(&self, program: &std::path::Path, args: &[&str]) -> Command {
-        let procs = self.env.cg_dir(&self.app).join("cgroup.procs");
-        let mut quoted = String::new();
-        for a in args {
-            quoted.push_str(" '");
-            quoted.push_str(&a.replace('\'', "'\\''"));
-            quoted.push('\'');
-        }
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(format!(
-                "echo $$ > '{}' && exec '{}'{quoted}",
-                procs.display(),
-                program.display()
-            ))
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("PGHOST", "127.0.0.1")
+        let mut cmd = self.env.in_cgroup_cmd(&self.app, program, args);
+        cmd.env("PGHOST", "127.0.0.1")
             .env("PGPORT", self.pg.port().to_string())
             .env("PGUSER", "workload")
             .env("PGDATABASE", pg::DB)

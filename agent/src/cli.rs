@@ -67,6 +67,10 @@ pub enum Command {
     Identity(IdentityCommand),
     /// Just-in-time approvals of held statements (for approvers).
     Approvals(ApprovalsArgs),
+    /// Statement allow-lists learned from traffic: what a grant in
+    /// `mode = "learn"` has seen, and freezing it into an allow-list file.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// The local CA of intercept_tls HTTP targets.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -84,6 +88,33 @@ pub enum Command {
     #[command(hide = true)]
     GenerateAssets {
         #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+/// `warden policy ...` (allow-lists, issue 19).
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// The fingerprints a grant in `mode = "learn"` has recorded: id,
+    /// count, first and last seen, the rule decision, normalised text and
+    /// one masked example.
+    Learned {
+        /// The grant, as ACCOUNT/TARGET (e.g. orders-api/orders-pg).
+        #[arg(long, value_name = "ACCOUNT/TARGET")]
+        grant: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a grant's learned fingerprints to an allow-list file (id,
+    /// normalised text, example) for review; name it in the grant as
+    /// `allowlist = FILE` with `mode = "enforce"`.
+    Freeze {
+        /// The grant, as ACCOUNT/TARGET.
+        #[arg(long, value_name = "ACCOUNT/TARGET")]
+        grant: String,
+        /// The allow-list file to write.
+        #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
 }
@@ -202,6 +233,10 @@ pub enum AuditCommand {
         /// Only this session's events (the id as printed; shorter hex works).
         #[arg(long, value_name = "ID")]
         session: Option<String>,
+        /// Only statement/API events of this fingerprint id (as `warden
+        /// policy learned` and refusals print it); prints every such event.
+        #[arg(long, value_name = "ID")]
+        fingerprint: Option<String>,
         /// How many past events to show first (default 20; with --since, all).
         #[arg(short = 'n', long)]
         lines: Option<usize>,

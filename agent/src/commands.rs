@@ -114,6 +114,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Approvals(args) => approvals(&cli.config, args),
+        Command::Policy(cmd) => crate::policy::allowlist::commands::run(&cli.config, cmd),
         Command::Doctor { json } => {
             let report = crate::doctor::run(&cli.config);
             if json {
@@ -165,6 +166,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             decision,
             since,
             session,
+            fingerprint,
             lines,
             format,
             json,
@@ -183,13 +185,22 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let ocsf = json || format == TailFormat::Ocsf;
             let mut after = match (lines, since_ms) {
+                // A fingerprint is not an indexed column: every event is read.
+                _ if fingerprint.is_some() => 0,
                 (Some(n), _) => reader.tail_start(&filter, n)?,
                 (None, Some(_)) => 0,
                 (None, None) => reader.tail_start(&filter, DEFAULT_TAIL_LINES)?,
             };
+            let wanted = fingerprint.map(|id| format!("\"fingerprint\":\"{id}\""));
             loop {
                 let events = reader.query(&filter, after, 1000)?;
                 for ev in &events {
+                    after = ev.seq;
+                    if let Some(w) = &wanted
+                        && !String::from_utf8_lossy(&ev.data).contains(w.as_str())
+                    {
+                        continue;
+                    }
                     if ocsf {
                         println!("{}", String::from_utf8_lossy(&ev.data));
                     } else {

@@ -206,6 +206,28 @@ impl TestEnv {
         self.mount.join(cg.trim_start_matches('/'))
     }
 
+    /// `program args` run inside cgroup `cg` (the shell joins it, then
+    /// execs the program), with an empty environment but `PATH`.
+    pub fn in_cgroup_cmd(&self, cg: &str, program: &Path, args: &[&str]) -> Command {
+        let procs = self.cg_dir(cg).join("cgroup.procs");
+        let mut quoted = String::new();
+        for a in args {
+            quoted.push_str(" '");
+            quoted.push_str(&a.replace('\'', "'\\''"));
+            quoted.push('\'');
+        }
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "echo $$ > '{}' && exec '{}'{quoted}",
+                procs.display(),
+                program.display()
+            ))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin");
+        cmd
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.tmp.path().join("state")
     }

@@ -95,7 +95,7 @@ mod tests {
         );
         assert_eq!(
             statement_shape("DELETE FROM orders WHERE id = 7").unwrap(),
-            "delete from orders where id = ?"
+            "delete from orders where id = $?"
         );
         // The exact text is another fingerprint than any shape.
         assert_ne!(

@@ -360,6 +360,10 @@ pub struct StatementEvent {
     /// Result phase: columns and first rows, masked.
     #[serde(default)]
     pub result: Option<ResultSummary>,
+    // --- allow-lists (issue 19) ---
+    /// Fingerprint id, the grant's allow-list mode and verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowlist: Option<crate::policy::allowlist::AllowlistFacts>,
 }
 
 /// One step in the life of an approval request or grant.
@@ -533,4 +537,8 @@ pub struct ApiEvent {
     /// What went wrong upstream, if anything (masked).
     #[serde(default)]
     pub error: Option<String>,
+    // --- allow-lists (issue 19) ---
+    /// Fingerprint id, the grant's allow-list mode and verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowlist: Option<crate::policy::allowlist::AllowlistFacts>,
 }

@@ -1482,6 +1482,9 @@ struct StmtExtSer<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     identity: Option<StmtIdentitySer<'a>>,
     statement: StmtDocSer<'a>,
+    // --- allow-lists (issue 19) ---
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowlist: Option<&'a crate::policy::allowlist::AllowlistFacts>,
 }
 
 /// The identity token's claims in a statement request event: a
@@ -1704,6 +1707,7 @@ pub(crate) fn statement_template_of(
             result: ev.result.as_ref(),
             record,
         },
+        allowlist: ev.allowlist.as_ref(),
     })
 }
 
@@ -1750,6 +1754,9 @@ struct StmtUnmapped {
 
 #[derive(Debug, Deserialize)]
 struct StmtExt {
+    // --- allow-lists (issue 19) ---
+    #[serde(default)]
+    allowlist: Option<crate::policy::allowlist::AllowlistFacts>,
     account: String,
     target: String,
     decision: StatementDecision,
@@ -1881,6 +1888,7 @@ pub fn decode_statement(data: &[u8]) -> Result<DecodedStatement, AuditError> {
             sqlstate: s.sqlstate,
             error: s.error,
             result: s.result,
+            allowlist: w.allowlist,
         },
         seq: w.seq,
         uid: doc.metadata.uid,
@@ -2631,6 +2639,7 @@ pub(crate) mod tests {
             sqlstate: None,
             error: None,
             result: None,
+            allowlist: None,
         };
         if decision != StatementDecision::Allowed {
             ev.statement = "DELETE FROM public.orders".into();
@@ -3486,6 +3495,9 @@ struct ApiExtSer<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     identity: Option<&'a TokenIdentity>,
     api: ApiDocSer<'a>,
+    // --- allow-lists (issue 19) ---
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowlist: Option<&'a crate::policy::allowlist::AllowlistFacts>,
 }
 
 /// `unmapped.warden.api`. No key here may be named like a member of
@@ -3628,6 +3640,7 @@ pub fn api_template(
             response_headers: &ev.response_headers,
             error: ev.error.as_deref(),
         },
+        allowlist: ev.allowlist.as_ref(),
     })
 }
 

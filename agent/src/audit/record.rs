@@ -25,6 +25,7 @@
 //! rows values_masked duration_us                                        (opt int)
 //! command_tag sqlstate error                                            (opt str)
 //! result                 (opt: columns (count, str...), rows (count, each: count, opt str...))
+//! allowlist              (opt: fingerprint (opt str), mode (opt byte), verdict (opt byte))
 //! host                   (str)
 //! ```
 //!
@@ -41,6 +42,7 @@ use super::event::{
     ProcessInfo, ResultSummary, SessionId, StatementDecision, StatementEvent, StatementPhase,
 };
 use super::ocsf::{decode_statement as decode_statement_json, statement_template_of};
+use crate::policy::allowlist::{AllowlistFacts, ListVerdict, Mode};
 
 /// Version of the record layout written by this build.
 pub const RECORD_VERSION: u8 = 1;
@@ -106,8 +108,74 @@ pub fn encode_statement(ev: &StatementEvent, host: &str) -> Vec<u8> {
             }
         }
     }
+    match &ev.allowlist {
+        None => w.push(0),
+        Some(a) => {
+            w.push(1);
+            opt_string(&mut w, a.fingerprint.as_deref());
+            opt_byte(&mut w, a.mode.map(mode_id));
+            opt_byte(&mut w, a.verdict.map(verdict_id));
+        }
+    }
     string(&mut w, host);
     w
+}
+
+// --- allow-lists (issue 19) ---
+fn mode_id(m: Mode) -> u8 {
+    match m {
+        Mode::Learn => 0,
+        Mode::Enforce => 1,
+    }
+}
+
+fn verdict_id(v: ListVerdict) -> u8 {
+    match v {
+        ListVerdict::Learned => 0,
+        ListVerdict::Listed => 1,
+        ListVerdict::NotListed => 2,
+    }
+}
+
+fn opt_byte(w: &mut Vec<u8>, b: Option<u8>) {
+    match b {
+        None => w.push(0),
+        Some(b) => {
+            w.push(1);
+            w.push(b);
+        }
+    }
+}
+
+fn read_allowlist(r: &mut Reader<'_>) -> Result<Option<AllowlistFacts>, AuditError> {
+    if !r.flag()? {
+        return Ok(None);
+    }
+    let fingerprint = r.opt_string()?;
+    let mode = if r.flag()? {
+        Some(match r.byte()? {
+            0 => Mode::Learn,
+            1 => Mode::Enforce,
+            other => return Err(err(format!("unknown allow-list mode {other}"))),
+        })
+    } else {
+        None
+    };
+    let verdict = if r.flag()? {
+        Some(match r.byte()? {
+            0 => ListVerdict::Learned,
+            1 => ListVerdict::Listed,
+            2 => ListVerdict::NotListed,
+            other => return Err(err(format!("unknown allow-list verdict {other}"))),
+        })
+    } else {
+        None
+    };
+    Ok(Some(AllowlistFacts {
+        fingerprint,
+        mode,
+        verdict,
+    }))
 }
 
 /// A statement record read back: the event (process and identity empty)
@@ -175,6 +243,7 @@ pub fn decode_statement(data: &[u8]) -> Result<DecodedRecord, AuditError> {
     } else {
         None
     };
+    let allowlist = read_allowlist(&mut r)?;
     let host = r.string()?;
     if r.at != data.len() {
         return Err(err("bytes left after the record"));
@@ -208,6 +277,7 @@ pub fn decode_statement(data: &[u8]) -> Result<DecodedRecord, AuditError> {
             sqlstate,
             error,
             result,
+            allowlist,
         },
         host,
     })

@@ -48,6 +48,10 @@ pub(crate) struct Decoded {
     /// The `credential` of each `[[grant]]` (same order), decoded apart
     /// from the grant itself.
     pub credentials: Vec<Option<HttpCredential>>,
+    // --- allow-lists (issue 19) ---
+    /// The `mode`/`allowlist`/`on_new` keys of each `[[grant]]` (same
+    /// order), decoded apart from the grant itself.
+    pub allowlists: Vec<Option<crate::policy::allowlist::AllowlistSettings>>,
     /// `[policy.NAME]` tables in file order; `None` where one did not
     /// deserialise (its name still counts as defined).
     pub policies: Vec<(String, Option<PolicyConfig>)>,
@@ -118,6 +122,7 @@ pub(crate) fn decode(root: DeTable<'_>, diags: &mut Diags<'_>) -> Decoded {
         accounts: Vec::new(),
         grants: Vec::new(),
         credentials: Vec::new(),
+        allowlists: Vec::new(),
         policies: Vec::new(),
         maskings: Vec::new(),
         forwards: Vec::new(),
@@ -161,6 +166,9 @@ pub(crate) fn decode(root: DeTable<'_>, diags: &mut Diags<'_>) -> Decoded {
                 for (i, element) in array_of_tables("grant", value, diags) {
                     let path = index("grant", i);
                     let (element, credential) = take_key(element, "credential");
+                    let (element, allowlist) = take_allowlist_keys(element);
+                    out.allowlists
+                        .push(allowlist.and_then(|a| decode_table(&path, a, &[], diags)));
                     out.credentials.push(credential.and_then(|c| {
                         decode_table(&join(&path, "credential"), c, &["kind", "file"], diags)
                     }));
@@ -210,6 +218,27 @@ fn take_key<'i>(
         }
     }
     (value, taken)
+}
+
+/// Moves the allow-list keys of a `[[grant]]` (`mode`, `allowlist`,
+/// `on_new`) into a table of their own (`None` when it has none).
+fn take_allowlist_keys<'i>(
+    mut value: Spanned<DeValue<'i>>,
+) -> (Spanned<DeValue<'i>>, Option<Spanned<DeValue<'i>>>) {
+    let span = value.span();
+    let mut own = DeTable::new();
+    if let DeValue::Table(t) = value.get_mut() {
+        for key in ["mode", "allowlist", "on_new"] {
+            let found = t.keys().find(|k| k.get_ref().as_ref() == key).cloned();
+            if let Some(k) = found
+                && let Some(v) = t.remove(&k)
+            {
+                own.insert(k, v);
+            }
+        }
+    }
+    let own = (!own.is_empty()).then(|| Spanned::new(span, DeValue::Table(own)));
+    (value, own)
 }
 
 /// The tables of `[name.NAME]`, each deserialised on its own, in file order.

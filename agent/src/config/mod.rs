@@ -84,6 +84,15 @@ impl Config {
                     Some(((g.account.clone(), g.target.clone()), c.clone()?))
                 })
                 .collect(),
+            allowlists: decoded
+                .grants
+                .iter()
+                .zip(&decoded.allowlists)
+                .filter_map(|(g, a)| {
+                    let g = g.as_ref()?;
+                    Some(((g.account.clone(), g.target.clone()), a.clone()?))
+                })
+                .collect(),
             grants: decoded.grants.into_iter().flatten().collect(),
             policies: decoded
                 .policies
@@ -101,6 +110,17 @@ impl Config {
             source: path.to_owned(),
             sha256: hex::encode(Sha256::digest(src.as_bytes())),
         })
+    }
+
+    // --- allow-lists (issue 19) ---
+    /// The allow-list settings of the grant of `account` on `target`.
+    pub fn allowlist_of(
+        &self,
+        account: &str,
+        target: &str,
+    ) -> Option<&crate::policy::allowlist::AllowlistSettings> {
+        self.allowlists
+            .get(&(account.to_owned(), target.to_owned()))
     }
 
     /// The audit database: `audit.path`, or `<state_dir>/audit.db`.

@@ -31,6 +31,10 @@ pub struct Config {
     pub metrics: super::metrics::MetricsSection,
     /// HTTP grants' `credential`s, by (account, target).
     pub credentials: std::collections::BTreeMap<(String, String), HttpCredential>,
+    // --- allow-lists (issue 19) ---
+    /// Grants' `mode`/`allowlist`/`on_new`, by (account, target).
+    pub allowlists:
+        std::collections::BTreeMap<(String, String), crate::policy::allowlist::AllowlistSettings>,
     /// File the configuration was read from (for messages and audit).
     pub source: PathBuf,
     /// Hex SHA-256 of the file's exact bytes.

@@ -33,6 +33,7 @@ pub(crate) fn validate(d: &Decoded, diags: &mut Diags<'_>) {
     check_targets(d, diags);
     check_accounts(d, diags);
     check_grants(d, diags);
+    check_allowlists(d, diags);
     check_policies(d, diags);
     check_forwards(d, diags);
     super::approvals::check(&d.approvals, &d.agent.control_socket, diags);
@@ -774,6 +775,65 @@ fn check_grants(d: &Decoded, diags: &mut Diags<'_>) {
 
 /// A grant on an HTTP target: a policy (with no SQL rules), an optional
 /// credential, and none of the database keys.
+// --- allow-lists (issue 19) ---
+/// `mode`, `allowlist` and `on_new` of each `[[grant]]`: enforce needs an
+/// allow-list file that parses (its problems are reported as
+/// `file:line`), `on_new` is for enforce mode, tcp targets have none.
+fn check_allowlists(d: &Decoded, diags: &mut Diags<'_>) {
+    use crate::policy::allowlist::{AllowlistFile, Mode};
+    for (i, (g, a)) in d.grants.iter().zip(&d.allowlists).enumerate() {
+        let (Some(g), Some(a)) = (g, a) else { continue };
+        let at = index("grant", i);
+        if protocol_of(d, &g.target) == Some(Protocol::Tcp) {
+            diags.at(
+                &join(&at, "mode"),
+                format!(
+                    "{:?} is a tcp target: Warden does not see its requests, so \
+                     there is nothing to learn or enforce",
+                    g.target
+                ),
+            );
+            continue;
+        }
+        if protocol_of(d, &g.target) == Some(Protocol::Mysql) {
+            diags.at(
+                &join(&at, "mode"),
+                format!(
+                    "{:?} is a mysql target: allow-lists are not built for MySQL yet \
+                     (PostgreSQL and HTTP only); remove mode/allowlist/on_new",
+                    g.target
+                ),
+            );
+            continue;
+        }
+        match a.mode {
+            None => diags.at(
+                &at,
+                "`allowlist` and `on_new` need `mode = \"learn\"` or `mode = \"enforce\"`",
+            ),
+            Some(Mode::Enforce) if a.allowlist.is_none() => diags.at(
+                &join(&at, "mode"),
+                "mode = \"enforce\" needs `allowlist = FILE` (write one with \
+                 `warden policy freeze`)",
+            ),
+            Some(Mode::Learn) if a.on_new.is_some() => diags.at(
+                &join(&at, "on_new"),
+                "`on_new` applies in mode = \"enforce\"",
+            ),
+            _ => {}
+        }
+        if let Some(path) = &a.allowlist {
+            check_absolute(&join(&at, "allowlist"), path, diags);
+            if a.mode == Some(Mode::Enforce)
+                && path.is_absolute()
+                && let Err(e) = AllowlistFile::load(path)
+            {
+                diags.at(&join(&at, "allowlist"), e.to_string());
+            }
+        }
+    }
+}
+
 fn check_http_grant(
     at: &str,
     g: &crate::config::Grant,

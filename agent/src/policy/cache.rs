@@ -1,8 +1,13 @@
-//! The decision cache: analysis and verdict by (statement text, policy
+//! The decision cache: analysis and verdict by (statement shape, policy
 //! version, effective search path), bounded, sharded, shared by sessions.
 //!
-//! Lookups hash the key once and compare the stored text, so a hit costs a
-//! hash of the text, a mutex and a string compare (see `benches/policy.rs`).
+//! The shape is the statement's tokens as PostgreSQL's scanner splits them
+//! with literal values left out ([`SqlScan::cache_key`]), plus the texts
+//! of the literals that are not data
+//! ([`crate::policy::allowlist::fingerprint`]): a statement that differs
+//! from a decided one only in data literals, comments, spacing or letter
+//! case is neither parsed nor analysed again. A hit costs one scan, a hash
+//! of the shape, a mutex and a compare (see `benches/policy.rs`).
 //! A verdict that depends on the session's prepared statements (the text
 //! runs `EXECUTE`) is recomputed from the cached analysis on every hit.
 //! Texts longer than [`MAX_CACHED_TEXT`] are analysed every time. When a
@@ -14,8 +19,9 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::allowlist::{SqlScan, data_literals};
 use super::rules::{Policy, SessionContext, Verdict};
-use super::sql::{Analysis, AnalyzeError, analyze};
+use super::sql::{Analysis, AnalyzeError, analyze, analyze_tree, parse_tree};
 
 /// Longest statement text kept in the cache.
 pub const MAX_CACHED_TEXT: usize = 16 * 1024;
@@ -31,7 +37,8 @@ pub struct Decision {
 }
 
 struct Entry {
-    text: Box<str>,
+    shape: Box<str>,
+    kept: Vec<(usize, Box<str>)>,
     version: u64,
     search_path: Box<[String]>,
     decision: Arc<Decision>,
@@ -79,13 +86,22 @@ impl DecisionCache {
     /// cache when possible.
     pub fn decide(&self, sql: &str, policy: &Policy, ctx: &SessionContext) -> Arc<Decision> {
         let path = policy.effective_search_path(ctx);
-        let key = self.key(sql, policy.version(), path);
+        let Some(scan) = SqlScan::new(sql) else {
+            // The scanner rejects it, so does the parser: nothing to cache.
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return Arc::new(Self::analysed(analyze(sql), policy, ctx));
+        };
+        let shape = scan.cache_key();
+        let key = self.key(&shape, policy.version(), path);
         let shard_ix = (key % self.shards.len() as u64) as usize;
         let cached = {
             let shard = self.lock(shard_ix);
             shard.map.get(&key).and_then(|e| {
-                (e.version == policy.version() && *e.text == *sql && *e.search_path == *path)
-                    .then(|| e.decision.clone())
+                (e.version == policy.version()
+                    && *e.shape == *shape
+                    && *e.search_path == *path
+                    && scan.keeps(&e.kept))
+                .then(|| e.decision.clone())
             })
         };
         if let Some(d) = cached {
@@ -99,23 +115,17 @@ impl DecisionCache {
             };
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let decision = Arc::new(match analyze(sql) {
-            Ok(a) => {
-                let verdict = policy.decide(&a, ctx);
-                Decision {
-                    analysis: Ok(Arc::new(a)),
-                    verdict,
-                }
-            }
-            Err(e) => Decision {
-                verdict: Verdict::unparsable(&e),
-                analysis: Err(e),
-            },
+        let mut data = Default::default();
+        let analysis = parse_tree(sql).and_then(|tree| {
+            data = data_literals(&tree);
+            analyze_tree(&tree)
         });
+        let decision = Arc::new(Self::analysed(analysis, policy, ctx));
         if sql.len() <= MAX_CACHED_TEXT {
             let mut shard = self.lock(shard_ix);
             let entry = Entry {
-                text: sql.into(),
+                kept: scan.kept_literals(&scan.data_mask(&data)),
+                shape: shape.into(),
                 version: policy.version(),
                 search_path: path.into(),
                 decision: decision.clone(),
@@ -130,6 +140,26 @@ impl DecisionCache {
             }
         }
         decision
+    }
+
+    fn analysed(
+        analysis: Result<Analysis, AnalyzeError>,
+        policy: &Policy,
+        ctx: &SessionContext,
+    ) -> Decision {
+        match analysis {
+            Ok(a) => {
+                let verdict = policy.decide(&a, ctx);
+                Decision {
+                    analysis: Ok(Arc::new(a)),
+                    verdict,
+                }
+            }
+            Err(e) => Decision {
+                verdict: Verdict::unparsable(&e),
+                analysis: Err(e),
+            },
+        }
     }
 
     /// Number of cached decisions.
@@ -160,9 +190,9 @@ impl DecisionCache {
         )
     }
 
-    fn key(&self, sql: &str, version: u64, path: &[String]) -> u64 {
+    fn key(&self, shape: &str, version: u64, path: &[String]) -> u64 {
         let mut h = self.hasher.build_hasher();
-        sql.hash(&mut h);
+        shape.hash(&mut h);
         version.hash(&mut h);
         path.hash(&mut h);
         h.finish()
@@ -219,12 +249,27 @@ mod tests {
     }
 
     #[test]
+    fn data_literals_share_an_entry_kept_literals_do_not() {
+        let p = policy(r#"rules = [{ action = "allow", classes = ["read"] }]"#);
+        let cache = DecisionCache::new(64);
+        let ctx = SessionContext::default();
+        let a = cache.decide("SELECT a FROM t WHERE id = 1", &p, &ctx);
+        let b = cache.decide("select a from t where id = 2 -- again", &p, &ctx);
+        assert!(Arc::ptr_eq(&a, &b));
+        // A function argument is not data: another decision.
+        let c = cache.decide("SELECT pg_read_file('/tmp/x')", &p, &ctx);
+        let d = cache.decide("SELECT pg_read_file('/etc/shadow')", &p, &ctx);
+        assert!(!Arc::ptr_eq(&c, &d));
+        assert_eq!(cache.stats(), (1, 3));
+    }
+
+    #[test]
     fn bounded() {
         let p = policy(r#"default = "allow""#);
         let cache = DecisionCache::new(32);
         let ctx = SessionContext::default();
         for i in 0..1000 {
-            cache.decide(&format!("SELECT {i}"), &p, &ctx);
+            cache.decide(&format!("SELECT c{i} FROM t"), &p, &ctx);
         }
         assert!(cache.len() <= 32, "{}", cache.len());
         assert!(cache.len() >= 16);

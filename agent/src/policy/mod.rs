@@ -9,6 +9,8 @@
 //!   however the column is used.
 //! - [`rules`]: the compiled [`Policy`] and its [`Verdict`]s.
 //! - [`settings`]: which session settings may change (tokenisation safety).
+//! - [`allowlist`]: request fingerprints and allow-lists learned from
+//!   traffic.
 //! - [`cache`]: the [`DecisionCache`].
 //! - [`http`]: HTTP rules (methods, paths, query, headers, body size) of the
 //!   same tables, compiled into an [`HttpPolicy`].
@@ -25,6 +27,7 @@
 //! Close forget it. Everything is fail-closed: see [`sql`] and [`rules`]
 //! for the exact semantics.
 
+pub mod allowlist;
 pub mod cache;
 pub mod columns;
 pub mod glob;

@@ -46,6 +46,12 @@ pub enum SetupError {
     Policy { name: String, problems: String },
     #[error("masking {name}: {problems}")]
     Masking { name: String, problems: String },
+    #[error("grant {grant}: {source}")]
+    Allowlist {
+        grant: String,
+        #[source]
+        source: crate::policy::allowlist::AllowlistFileError,
+    },
     #[error("masking {name}: {source}")]
     HmacKey {
         name: String,
@@ -311,4 +317,51 @@ pub fn compile_policies(
         policies.insert(name.clone(), Arc::new(p));
     }
     Ok(policies)
+}
+
+// --- allow-lists (issue 19) ---
+
+/// The allow-list runtime of a grant (`None` without a `mode`), its file
+/// read once per configuration load.
+pub fn grant_allowlist(
+    config: &Config,
+    g: &Grant,
+) -> Result<Option<Arc<crate::policy::allowlist::GrantAllowlist>>, SetupError> {
+    let Some(settings) = config.allowlist_of(&g.account, &g.target) else {
+        return Ok(None);
+    };
+    crate::policy::allowlist::GrantAllowlist::build(
+        settings,
+        &config.agent.state_dir,
+        &g.account,
+        &g.target,
+    )
+    .map(|o| o.map(Arc::new))
+    .map_err(|source| SetupError::Allowlist {
+        grant: format!("{}/{}", g.account, g.target),
+        source,
+    })
+}
+
+/// A grant's allow-list on one request, whatever the protocol: the facts
+/// for its audit event and what to do (pass, refuse, hold).
+pub fn judge_allowlist(
+    gate: &crate::policy::allowlist::GrantAllowlist,
+    fingerprint: Option<&crate::policy::allowlist::Fingerprint>,
+    protocol: &str,
+    example: &str,
+    decision: StatementDecision,
+) -> (
+    crate::policy::allowlist::AllowlistFacts,
+    crate::policy::allowlist::Judged,
+) {
+    let (verdict, judged) = gate.judge(fingerprint, protocol, example, decision.as_str());
+    (
+        crate::policy::allowlist::AllowlistFacts {
+            fingerprint: fingerprint.map(|f| f.id.clone()),
+            mode: Some(gate.mode),
+            verdict: Some(verdict),
+        },
+        judged,
+    )
 }

@@ -296,7 +296,12 @@ pub struct SettingChange {
 
 /// Analyse a query text (one or more statements).
 pub fn analyze(sql: &str) -> Result<Analysis, AnalyzeError> {
-    let tree = parse_tree(sql)?;
+    analyze_tree(&parse_tree(sql)?)
+}
+
+/// Analyse a parse tree ([`parse_tree`]), for callers that read the tree
+/// for something else too (the fingerprint's data literals).
+pub(crate) fn analyze_tree(tree: &Value) -> Result<Analysis, AnalyzeError> {
     let mut out = Analysis::default();
     let stmts = tree
         .get("stmts")
@@ -346,96 +351,18 @@ fn error_position(sql: &str, message: &str) -> Option<u32> {
     (e.message == message).then_some(e.position).flatten()
 }
 
-/// The statement's shape, for approval grants: PostgreSQL's own tokens
-/// with every constant (string, number, bit string) replaced by `?`,
-/// comments and `;` dropped, keywords and unquoted identifiers lower-case,
-/// quoted identifiers and parameters (`$1`) kept. `None` when the text
-/// does not scan. Callers that must not generalise over literals (code,
-/// paths, setting and object names in DDL and privileged statements) use
-/// the exact text instead.
-///
-/// String constants that name or steer something rather than carry data
-/// keep their text: arguments of function calls (`pg_notify('channel', …)`,
-/// `nextval('orders_id_seq')`, `set_config('name', …)`), operands of casts
-/// (`'orders'::regclass`) and patterns (`LIKE`, `ILIKE`, `SIMILAR TO`, the
-/// regular expression operators): a grant for `LIKE 'gift wrap'` does not
-/// cover `LIKE '%'`.
+/// The statement's shape, for approval grants: its normalised text
+/// ([`crate::policy::allowlist::fingerprint`], the one implementation the
+/// decision cache and allow-lists share): PostgreSQL's own tokens with
+/// data literals and parameters replaced by `$?`, comments and trailing
+/// `;` dropped, keywords and unquoted identifiers folded as PostgreSQL
+/// folds them, quoted identifiers kept. `None` when the text does not
+/// scan. Literals that name or steer something (function arguments, cast
+/// operands, patterns, JSON keys, `ORDER BY` positions, every literal of a
+/// statement other than SELECT/INSERT/UPDATE/DELETE/MERGE) keep their
+/// text: a grant for `LIKE 'gift wrap'` does not cover `LIKE '%'`.
 pub fn statement_shape(sql: &str) -> Option<String> {
-    use pg_query::protobuf::Token as T;
-    let scan = pg_query::scan(sql).ok()?;
-    let mut kept = std::collections::HashSet::new();
-    if let Ok(tree) = parse_tree(sql) {
-        kept_literals(&tree, false, &mut kept);
-    }
-    let mut out: Vec<String> = Vec::with_capacity(scan.tokens.len());
-    for t in &scan.tokens {
-        let text = sql.get(usize::try_from(t.start).ok()?..usize::try_from(t.end).ok()?)?;
-        match T::try_from(t.token).ok() {
-            Some(T::SqlComment | T::CComment | T::Ascii59) => {}
-            Some(T::Sconst | T::Usconst) if kept.contains(&i64::from(t.start)) => {
-                out.push(text.to_owned())
-            }
-            Some(T::Sconst | T::Usconst | T::Iconst | T::Fconst | T::Bconst | T::Xconst) => {
-                out.push("?".into())
-            }
-            _ if text.starts_with('"') || text.starts_with("U&") || text.starts_with("u&") => {
-                out.push(text.to_owned())
-            }
-            _ => out.push(text.to_lowercase()),
-        }
-    }
-    Some(out.join(" "))
-}
-
-/// Locations of the string constants [`statement_shape`] keeps: under a
-/// function call's arguments, a cast's operand or a pattern operand.
-fn kept_literals(v: &Value, keep: bool, out: &mut std::collections::HashSet<i64>) {
-    use pg_query::protobuf::AExprKind as K;
-    match v {
-        Value::Array(items) => {
-            for i in items {
-                kept_literals(i, keep, out);
-            }
-        }
-        Value::Object(o) => {
-            if let Some((ty, f)) = as_node(v) {
-                let keep_in = |key: &str| -> bool {
-                    match ty {
-                        "FuncCall" => key == "args",
-                        "TypeCast" => key == "arg",
-                        "AExpr" => {
-                            let op = name_list(list_field(f, "name"))
-                                .and_then(|n| n.last().cloned())
-                                .unwrap_or_default();
-                            key == "rexpr"
-                                && (enum_is(f, "kind", K::AexprLike)
-                                    || enum_is(f, "kind", K::AexprIlike)
-                                    || enum_is(f, "kind", K::AexprSimilar)
-                                    || op.contains('~'))
-                        }
-                        _ => false,
-                    }
-                };
-                if ty == "AConst" {
-                    if keep
-                        && f.get("val").and_then(|v| v.get("Sval")).is_some()
-                        && let Some(at) = f.get("location").and_then(Value::as_i64)
-                    {
-                        out.insert(at);
-                    }
-                    return;
-                }
-                for (k, child) in f {
-                    kept_literals(child, keep || keep_in(k), out);
-                }
-                return;
-            }
-            for child in o.values() {
-                kept_literals(child, keep, out);
-            }
-        }
-        _ => {}
-    }
+    crate::policy::allowlist::sql_fingerprint(sql).map(|f| f.text)
 }
 
 // ---------------------------------------------------------------------------

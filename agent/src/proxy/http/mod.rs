@@ -125,6 +125,8 @@ pub struct HttpGrant {
     pub masker: Option<Arc<Masker>>,
     pub fields: Arc<FieldRules>,
     pub credential: Option<Credential>,
+    /// The grant's allow-list (issue 19), `None` without a `mode`.
+    pub allowlist: Option<Arc<crate::policy::allowlist::GrantAllowlist>>,
 }
 
 /// How long a credential read from its file is reused: a rotated secret
@@ -297,7 +299,9 @@ impl HttpRuntime {
                     }
                     None => FieldRules::default(),
                 };
+                let allowlist = session::grant_allowlist(config, g)?;
                 Ok(Some(HttpGrant {
+                    allowlist,
                     policy: Arc::new(policy),
                     masker: maskers.of(g),
                     fields: Arc::new(fields),
@@ -718,7 +722,50 @@ impl Conn<'_> {
             values_masked: None,
             response_headers: Vec::new(),
             error: None,
+            allowlist: None,
         }
+    }
+
+    // --- allow-lists (issue 19) ---
+    /// The request's fingerprint and the grant's allow-list verdict: an
+    /// unlisted request of an enforcing grant is refused (or held, with
+    /// `on_new = "approve"`) whatever the rules allow; block still wins.
+    fn allowlist_gate(
+        &self,
+        req: &Req,
+        query: &[crate::protocol::http::params::Param],
+        verdict: &mut HttpVerdict,
+    ) -> Option<crate::policy::allowlist::AllowlistFacts> {
+        use crate::policy::allowlist::{AllowlistFacts, Judged, http_fingerprint};
+        let names: Vec<&str> = query.iter().map(|p| p.name.as_str()).collect();
+        let fp = http_fingerprint(&req.method, &req.path, &names);
+        let Some(gate) = self.grant.allowlist.as_deref() else {
+            return Some(AllowlistFacts {
+                fingerprint: Some(fp.id),
+                ..Default::default()
+            });
+        };
+        let example = format!("{} {}", req.method, self.masker().mask_str(&req.path).0);
+        let (facts, judged) = session::judge_allowlist(
+            gate,
+            Some(&fp),
+            "http",
+            &example,
+            session::decision_of(verdict.action),
+        );
+        match judged {
+            Judged::Refuse(why) if matches!(verdict.action, Action::Allow | Action::Approve) => {
+                verdict.action = Action::Block;
+                verdict.rule = None;
+                verdict.reason = why;
+            }
+            Judged::Hold(why) if verdict.action == Action::Allow => {
+                verdict.action = Action::Approve;
+                verdict.reason = why;
+            }
+            _ => {}
+        }
+        Some(facts)
     }
 
     fn audit_headers(&self, headers: &[Header], allow: &[&str]) -> Vec<(String, String)> {
@@ -945,6 +992,8 @@ impl Conn<'_> {
             verdict = again;
             body = Some(bytes);
         }
+        // The grant's allow-list over the rule decision (issue 19).
+        let allowlist = self.allowlist_gate(&req, &query, &mut verdict);
         // An `approve` rule holds the request (its body read and shown) for
         // a human decision; the final decision is what gets recorded.
         let query_pairs: Vec<(String, String)> = target
@@ -1009,6 +1058,7 @@ impl Conn<'_> {
         };
         let decision = session::decision_of(verdict.action);
         let mut ev = self.event(&req, StatementPhase::Request, decision);
+        ev.allowlist = allowlist;
         ev.rule = verdict.rule.as_ref().map(|r| r.label.clone());
         ev.reason = Some(verdict.reason.clone());
         ev.bytes_in = c.read - c.buf.len() as u64 - read_before;

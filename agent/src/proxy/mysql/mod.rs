@@ -665,6 +665,9 @@ impl Session {
             sqlstate: (!v.is_allowed()).then(|| "42000".to_owned()),
             error: None,
             result: None,
+            // MySQL grants have no allow-list yet (issue 19 covers
+            // PostgreSQL and HTTP).
+            allowlist: None,
         }
     }
 

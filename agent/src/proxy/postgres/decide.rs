@@ -8,15 +8,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::audit::event::StatementDecision;
+use crate::policy::allowlist::{AllowlistFacts, Fingerprint, ShapeCache, SqlScan, data_literals};
 use crate::policy::columns::{self, ColumnError, ColumnFacts};
 use crate::policy::sql::{
     Analysis, AnalyzeError, analyze, quote_ident_always, resolve_search_path,
 };
+use crate::policy::sql::{analyze_tree, parse_tree};
 use crate::policy::{SessionContext, Verdict};
 
 use super::SessionInfo;
 
-/// Most decisions cached per session (statement text → decision).
+/// Most decisions cached per session (statement shape → decision).
 const CACHE_MAX: usize = 512;
 
 /// How a refused statement is answered: as the server itself would have
@@ -70,6 +72,13 @@ pub struct Decided {
     /// Masked columns the statement reads and how a COPY of them is
     /// masked (`None` without column rules or masked columns).
     pub columns: Option<Arc<ColumnFacts>>,
+    // --- allow-lists (issue 19) ---
+    /// The statement's fingerprint (`None` when the text does not scan or
+    /// the decision was not made on a text).
+    pub fingerprint: Option<Arc<Fingerprint>>,
+    /// Fingerprint id, the grant's allow-list mode and verdict, for the
+    /// audit trail.
+    pub allowlist: AllowlistFacts,
 }
 
 impl Decided {
@@ -168,7 +177,10 @@ pub struct Decider {
     /// Tracked search_path and SQL-level prepared statements (PREPARE name
     /// AS …) with their verdicts, for EXECUTE.
     ctx: SessionContext,
-    cache: HashMap<String, Arc<Decided>>,
+    /// Decisions by statement shape: a statement that differs from a
+    /// decided one only in data literals is not parsed again
+    /// ([`crate::policy::allowlist::shape_cache`]).
+    cache: ShapeCache<Decided>,
     /// SQL-level prepared statements that read masked columns: their
     /// EXECUTEs do too.
     masked_prepared: std::collections::HashSet<String>,
@@ -185,7 +197,7 @@ impl Decider {
         Self {
             info,
             ctx,
-            cache: HashMap::new(),
+            cache: ShapeCache::new(CACHE_MAX),
             masked_prepared: Default::default(),
             prepared_texts: HashMap::new(),
             masked_cursors: false,
@@ -203,12 +215,52 @@ impl Decider {
         let started = std::time::Instant::now();
         let d = self.decide_text(sql);
         let d = self.through_cursors(d);
+        let d = self.allowlist_gate(d);
         crate::metrics::global().observe(
             crate::metrics::Family::DecisionSeconds,
             &[("protocol", "postgres")],
             started.elapsed(),
         );
         d
+    }
+
+    // --- allow-lists (issue 19) ---
+    /// The grant's allow-list over the rule decision (learn: record;
+    /// enforce: an unlisted fingerprint is refused, or held for approval,
+    /// whatever the rules say; block and deny still win).
+    fn allowlist_gate(&self, d: Arc<Decided>) -> Arc<Decided> {
+        let Some(gate) = self.info.allowlist.as_deref() else {
+            return d;
+        };
+        let (facts, judged) = crate::proxy::session::judge_allowlist(
+            gate,
+            d.fingerprint.as_deref(),
+            "postgres",
+            &d.statement,
+            d.decision,
+        );
+        let mut out = (*d).clone();
+        out.allowlist = AllowlistFacts {
+            fingerprint: d.allowlist.fingerprint.clone(),
+            ..facts
+        };
+        let (decision, why) = match judged {
+            crate::policy::allowlist::Judged::Pass => return Arc::new(out),
+            crate::policy::allowlist::Judged::Refuse(why) => (StatementDecision::Denied, why),
+            crate::policy::allowlist::Judged::Hold(why) => {
+                (StatementDecision::ApprovalRequired, why)
+            }
+        };
+        if matches!(
+            d.decision,
+            StatementDecision::Allowed | StatementDecision::ApprovalRequired
+        ) {
+            out.decision = decision;
+            out.answer = Answer::Policy;
+            out.rule = Some(format!("allowlist of grant {}", gate.grant));
+            out.reason = Some(why);
+        }
+        Arc::new(out)
     }
 
     /// A cursor declared over masked columns: its rows come back through
@@ -248,21 +300,41 @@ impl Decider {
     }
 
     fn decide_text(&mut self, sql: &str) -> Arc<Decided> {
-        if let Some(d) = self.cache.get(sql) {
-            return Arc::clone(d);
+        // One scan by PostgreSQL's own scanner: the cache key, the
+        // fingerprint and the audit text's literal positions.
+        let Some(scan) = SqlScan::new(sql) else {
+            // The scanner rejects it: so does the parser (nothing cached).
+            return Arc::new(self.decide_uncached(sql, None, &mut Default::default()));
+        };
+        let key = scan.cache_key();
+        if let Some((d, _)) = self.cache.get(&key, &scan) {
+            return Arc::new(Decided {
+                statement: self.masked(&scan),
+                ..(*d).clone()
+            });
         }
-        let d = Arc::new(self.decide_uncached(sql));
+        let mut data = Default::default();
+        let mut d = self.decide_uncached(sql, Some(&scan), &mut data);
+        let mask = scan.data_mask(&data);
+        let fingerprint = Arc::new(scan.fingerprint(&mask));
+        d.allowlist.fingerprint = Some(fingerprint.id.clone());
+        d.fingerprint = Some(Arc::clone(&fingerprint));
+        let d = Arc::new(d);
         // Only decisions that depend on nothing but the text (and the search
         // path, which empties the cache when it changes) are cached, and
         // only for short texts: a session's memory stays bounded by one
         // message, not by CACHE_MAX of them.
         if sql.len() <= crate::policy::cache::MAX_CACHED_TEXT && self.cacheable(&d) {
-            if self.cache.len() >= CACHE_MAX {
-                self.cache.clear();
-            }
-            self.cache.insert(sql.to_owned(), Arc::clone(&d));
+            self.cache
+                .insert(key, &scan, &mask, Arc::clone(&d), fingerprint);
         }
         d
+    }
+
+    /// The audit trail's text of a scanned statement: literals, comments
+    /// and quoted identifiers through the grant's text masker.
+    fn masked(&self, scan: &SqlScan<'_>) -> String {
+        scan.masked_text(|t| self.info.text_masker.mask_str(t).0.into_owned())
     }
 
     fn cacheable(&self, d: &Decided) -> bool {
@@ -276,9 +348,22 @@ impl Decider {
         })
     }
 
-    fn decide_uncached(&self, sql: &str) -> Decided {
-        let statement = self.info.mask_statement(sql);
-        let analysis = match analyze(sql) {
+    /// Parses and decides `sql`; `data` receives the byte offsets of its
+    /// data literals (for the fingerprint and the cache).
+    fn decide_uncached(
+        &self,
+        sql: &str,
+        scan: Option<&SqlScan<'_>>,
+        data: &mut std::collections::HashSet<usize>,
+    ) -> Decided {
+        let statement = match scan {
+            Some(s) => self.masked(s),
+            None => self.info.mask_statement(sql),
+        };
+        let analysis = match parse_tree(sql).and_then(|tree| {
+            *data = data_literals(&tree);
+            analyze_tree(&tree)
+        }) {
             Ok(a) => a,
             Err(AnalyzeError::Syntax { message, position }) => {
                 let mut d = self.rejected(statement, message);
@@ -465,6 +550,8 @@ impl Decider {
             statement,
             analysis: None,
             columns: None,
+            fingerprint: None,
+            allowlist: AllowlistFacts::default(),
         }
     }
 
@@ -537,10 +624,12 @@ impl Decider {
         );
         let sql = format!("SELECT {qualified}()");
         let statement = format!("FunctionCall {qualified} (oid {oid})");
-        Arc::new(match analyze(&sql) {
+        // No statement text, so no fingerprint: an enforcing allow-list
+        // refuses it (fail closed).
+        self.allowlist_gate(Arc::new(match analyze(&sql) {
             Ok(a) => self.decide_analysis(a, statement),
             Err(e) => self.rejected(statement, format!("it could not be analysed ({e})")),
-        })
+        }))
     }
 
     /// Applies what an allowed statement changes in the session.
@@ -609,5 +698,7 @@ fn decided_from(v: Verdict, statement: String, analysis: Analysis) -> Decided {
         statement,
         analysis: Some(analysis),
         columns: None,
+        fingerprint: None,
+        allowlist: AllowlistFacts::default(),
     }
 }

@@ -65,6 +65,8 @@ pub struct PgGrant {
     pub grant: Grant,
     pub policy: Arc<Policy>,
     pub masker: Option<Arc<Masker>>,
+    /// The grant's allow-list (issue 19), `None` without a `mode`.
+    pub allowlist: Option<Arc<crate::policy::allowlist::GrantAllowlist>>,
 }
 
 /// TLS of one PostgreSQL target.
@@ -158,6 +160,7 @@ impl PgRuntime {
             config,
             |t| targets.contains_key(t),
             |g| {
+                let allowlist = super::session::grant_allowlist(config, g)?;
                 // Validation guarantees the policy exists for protocol grants.
                 Ok(g.policy
                     .as_ref()
@@ -166,6 +169,7 @@ impl PgRuntime {
                         grant: g.clone(),
                         policy: Arc::clone(policy),
                         masker: maskers.of(g),
+                        allowlist,
                     }))
             },
         )?;
@@ -228,6 +232,8 @@ pub struct SessionInfo {
     pub account_uids: Vec<u32>,
     /// The request this session's statement is held on.
     pub hold: Arc<HoldSlot>,
+    /// The grant's allow-list (issue 19).
+    pub allowlist: Option<Arc<crate::policy::allowlist::GrantAllowlist>>,
 }
 
 impl SessionInfo {
@@ -283,6 +289,7 @@ impl SessionInfo {
                 .then(|| d.answer.sqlstate().to_owned()),
             error: None,
             result: None,
+            allowlist: (d.allowlist != Default::default()).then(|| d.allowlist.clone()),
         }
     }
 }
@@ -494,6 +501,7 @@ pub async fn serve(
         approvals: rt.approvals.approvals.clone(),
         account_uids: rt.approvals.uids_of(&caller.account),
         hold,
+        allowlist: grant.allowlist.clone(),
     });
     let counters = Arc::new(relay::Counters::default());
     let end = relay::run(
