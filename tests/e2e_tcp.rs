@@ -1237,7 +1237,10 @@ fn tcp_targets_are_relayed_in_the_kernel_with_exact_byte_counts() {
         tcp_target("banner", &banner_addr.to_string()),
         account("app", &[&app], &[], &["db", "banner"]),
     );
-    env.write_config(&format!("{}{targets}", env.agent_table(false, "")));
+    env.write_config(&format!(
+        "{}{targets}",
+        env.agent_table(false, "tcp_relay = \"sockmap\"")
+    ));
     env.start();
     let st = env.status_json();
     assert_eq!(st["tcp_relay"], "sockmap", "{st:#}\n{}", env.log());

@@ -27,6 +27,7 @@ use warden::masking::Strategy;
 use warden::policy::Policy;
 use warden::policy::columns::{CatalogColumn, CatalogRelation, ColumnCatalog, ColumnMask};
 use warden::proxy::postgres::decide::Decider;
+use warden::proxy::postgres::catalog::{CatalogSlot, MaskedCatalog};
 use warden::proxy::postgres::{HoldSlot, SessionInfo};
 
 fn relation(
@@ -45,6 +46,7 @@ fn relation(
                     rule: rule.into(),
                     strategy,
                 }),
+                generated: false,
             })
             .collect(),
     }
@@ -97,8 +99,7 @@ fn session(policy: &str, masked: bool, read_only: bool) -> Arc<SessionInfo> {
         policy,
         masker: masked.then(|| Arc::clone(&pii)),
         text_masker: pii,
-        column_rules: Arc::default(),
-        columns: Arc::new(columns),
+        catalog: CatalogSlot::new(Arc::new(MaskedCatalog::from_columns(columns))),
         audit: warden_fuzz::audit(),
         max_message: 1 << 24,
         read_only,

@@ -228,6 +228,16 @@ impl MaskedCatalog {
         }
     }
 
+    /// A catalog of the given relations (masks by name for the analysis)
+    /// and no column rules by origin: for in-process harnesses and the
+    /// policy fuzz target, which decide statements without a server.
+    pub fn from_columns(columns: ColumnCatalog) -> Self {
+        Self {
+            columns: Arc::new(columns),
+            ..Self::empty()
+        }
+    }
+
     /// Where a RowDescription field's origin is, and its mask.
     pub fn origin(&self, table_oid: u32, attnum: i16) -> Origin {
         if let Some(s) = self.rules.get(&(table_oid, attnum)) {
