@@ -108,6 +108,7 @@ fn session(policy: &str, masked: bool, read_only: bool) -> Arc<SessionInfo> {
         approvals: None,
         account_uids: Vec::new(),
         hold: Arc::new(HoldSlot::default()),
+        allowlist: None,
     })
 }
 
