@@ -129,9 +129,19 @@ impl<'a> SqlScan<'a> {
         if sql.as_bytes().contains(&0) {
             return None;
         }
-        let raw = pg_query::scan_tokens(sql).ok()?;
+        // pg_query 18.1's `scan_tokens` builds a slice from a null pointer
+        // when the text has no token (empty or blank), which is undefined
+        // behaviour (the fuzz target's debug assertions caught it). A
+        // sentinel `;` on a line of its own always scans as a token (a
+        // `--` comment ends at the newline; an unterminated string or
+        // block comment is a scan error either way) and is dropped below.
+        let padded = format!("{sql}\n;");
+        let raw = pg_query::scan_tokens(&padded).ok()?;
         let mut toks = Vec::with_capacity(raw.len());
-        for t in raw {
+        for t in raw
+            .into_iter()
+            .filter(|t| usize::try_from(t.start).is_ok_and(|s| s < sql.len()))
+        {
             let start = usize::try_from(t.start).ok()?;
             let end = usize::try_from(t.end).ok()?;
             let text = sql.get(start..end)?;

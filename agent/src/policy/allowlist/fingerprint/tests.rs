@@ -214,3 +214,19 @@ fn http_shapes() {
         "GET /v1/deadbeef"
     );
 }
+
+/// The fuzz target's crash (sql_policy, 2026-12-07): a text with no token
+/// made pg_query build a slice from a null pointer. Blank and comment
+/// texts scan (to nothing, or a comment) and a trailing `--` comment still
+/// ends the statement's tokens where the text ends.
+#[test]
+fn texts_without_tokens_scan_safely() {
+    for sql in ["", " ", "\n\t ", "-- only a comment", "/* c */"] {
+        let scan = SqlScan::new(sql).expect(sql);
+        assert!(scan.toks.iter().all(|t| t.kind == Kind::Comment), "{sql:?}");
+    }
+    let scan = SqlScan::new("SELECT 1 -- tail").unwrap();
+    assert_eq!(scan.toks.len(), 3);
+    assert!(SqlScan::new("SELECT '1").is_none());
+    assert!(SqlScan::new("SELECT 1 /* open").is_none());
+}
