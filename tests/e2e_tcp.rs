@@ -1271,7 +1271,15 @@ fn tcp_targets_are_relayed_in_the_kernel_with_exact_byte_counts() {
         ],
     );
     assert_eq!(v["banner"], "HELLO", "{v}\n{}", env.log());
-    assert_eq!(v["rest"], (2 * MIB + 3) as u64, "{v}");
+    assert_eq!(
+        v["rest"],
+        (2 * MIB + 3) as u64,
+        "{v}\n{:#?}\n{}",
+        v["local_port"]
+            .as_u64()
+            .map(|p| env.events_for_client_port(p as u16, 2)),
+        env.log()
+    );
     assert_eq!(
         server_read.recv_timeout(Duration::from_secs(10)).unwrap(),
         3 * MIB
