@@ -40,11 +40,10 @@ sys.stdin.read()
 
 pub fn run(root: &Path) -> Result<()> {
     let secs = env_num("WARDEN_BENCH_PG_SECS", 20)?;
-    let clients = env_num("WARDEN_BENCH_PG_CLIENTS", 8)?;
+    let client_counts = env_list("WARDEN_BENCH_PG_CLIENTS", &[8, 64])?;
     let scale = env_num("WARDEN_BENCH_PG_SCALE", 10)?;
     let sessions = env_num("WARDEN_BENCH_PG_SESSIONS", 500)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = clients.min(cpus as u64).max(1);
     machine_facts(cpus)?;
 
     let mut guard = Guard::new(root)?;
@@ -79,8 +78,8 @@ pub fn run(root: &Path) -> Result<()> {
     let bouncer = PgBouncer::start(&pg, PoolMode::Session);
 
     println!(
-        "\npgbench -S (select only), {clients} clients, {threads} threads, {secs} s per run, \
-         scale {scale}, one run each, interleaved"
+        "\npgbench -S (select only), {client_counts:?} clients (as many threads as CPUs), \
+         {secs} s per run, scale {scale}, one run each, interleaved"
     );
     println!(
         "PostgreSQL {version} on loopback (fsync, synchronous_commit, full_page_writes off: \
@@ -94,43 +93,57 @@ pub fn run(root: &Path) -> Result<()> {
     );
     println!("pgbouncer: Debian package, session mode, SCRAM towards clients\n");
     println!(
-        "{:<10} {:<10} {:>10} {:>11} {:>10} {:>14} {:>9} {:>7}",
+        "{:<14} {:<10} {:>10} {:>11} {:>10} {:>14} {:>9} {:>7}",
         "protocol", "path", "TPS", "avg lat", "vs direct", "proxy CPU/tx", "cswch/tx", "load1"
     );
     let pgbench = pg.bin("pgbench");
     let mut summary = Vec::new();
     let perf_wanted = std::env::var_os("WARDEN_BENCH_PG_PERF").is_some();
     let mut profile = None;
-    for mode in MODES {
-        let args = pgbench_args(mode, clients, threads, secs);
+    let runs = client_counts
+        .iter()
+        .flat_map(|&c| MODES.map(|m| Run::new(m, c, cpus)));
+    for mode in runs {
+        let args = mode.args(secs);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut direct = crate::pg::in_cgroup(&guard.direct, &pgbench, &args);
         pg.client_env(&mut direct, pgkit::ORDERS_RO, pgkit::DB, "disable");
         let d = Figures::measure(direct, None)?;
-        d.print(mode, "direct", None);
+        d.print(&mode, "direct", None);
 
         let warden = crate::pg::workload(&pg, &guard.enrolled, &pgbench, &args);
-        let perf = (mode == "simple" && perf_wanted).then(|| Perf::start(agent));
+        let perf =
+            (profile.is_none() && mode.mode == "simple" && perf_wanted).then(|| Perf::start(agent));
         let w = Figures::measure(warden, Some(agent))?;
         if let Some(p) = perf {
             profile = Some(p?.report()?);
         }
-        w.print(mode, "warden", Some(&d));
+        w.print(&mode, "warden", Some(&d));
 
         let mut via = crate::pg::in_cgroup(&guard.direct, &pgbench, &args);
         pg.client_env(&mut via, pgkit::ORDERS_RO, pgkit::DB, "disable");
         via.env("PGPORT", bouncer.port().to_string());
         let b = Figures::measure(via, bouncer.pid())?;
-        b.print(mode, "pgbouncer", Some(&d));
+        b.print(&mode, "pgbouncer", Some(&d));
         summary.push((mode, d, w, b));
     }
     println!();
+    println!("goals (issue 17): Warden TPS >= PgBouncer TPS; Warden CPU/tx <= 2x PgBouncer's");
     for (mode, d, w, b) in &summary {
+        let cpu = match (w.cpu_us_per_tx, b.cpu_us_per_tx) {
+            (Some(w), Some(b)) if b > 0.0 => format!(
+                "CPU/tx {:.1}x pgbouncer's (goal <= 2x: {})",
+                w / b,
+                met(w <= 2.0 * b)
+            ),
+            _ => "CPU/tx not measured".into(),
+        };
         println!(
-            "{mode:<9} warden = {:.1}% of direct TPS (goal >= 85%), {:+.1}% vs pgbouncer \
-             (goal: ahead); latency {:+.3} ms vs direct",
+            "{mode:<14} TPS {:.1}% of pgbouncer's (goal >= 100%: {}), {cpu}; {:.1}% of direct; \
+             latency {:+.3} ms vs direct",
+            100.0 * w.tps / b.tps,
+            met(w.tps >= b.tps),
             100.0 * w.tps / d.tps,
-            100.0 * (w.tps / b.tps - 1.0),
             w.lat_ms - d.lat_ms,
         );
     }
@@ -201,7 +214,7 @@ pub fn run(root: &Path) -> Result<()> {
         let agent = guard.start()?;
         println!("\nfor comparison, Warden with audit synchronous={other}:");
         for (mode, d, _, _) in &summary {
-            let args = pgbench_args(mode, clients, threads, secs);
+            let args = mode.args(secs);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let warden = crate::pg::workload(&pg, &guard.enrolled, &pgbench, &args);
             Figures::measure(warden, Some(agent))?.print(mode, "warden", Some(d));
@@ -276,7 +289,7 @@ impl Figures {
         })
     }
 
-    fn print(&self, mode: &str, path: &str, direct: Option<&Figures>) {
+    fn print(&self, mode: &Run, path: &str, direct: Option<&Figures>) {
         let vs = direct.map_or_else(String::new, |d| format!("{:.1}%", 100.0 * self.tps / d.tps));
         let cpu = self
             .cpu_us_per_tx
@@ -290,7 +303,7 @@ impl Figures {
             String::new()
         };
         println!(
-            "{mode:<10} {path:<10} {:>10.0} {:>8.3} ms {vs:>10} {cpu:>14} {switches:>9} {:>7.2}{failed}",
+            "{mode:<14} {path:<10} {:>10.0} {:>8.3} ms {vs:>10} {cpu:>14} {switches:>9} {:>7.2}{failed}",
             self.tps, self.lat_ms, self.load1
         );
     }
@@ -339,13 +352,57 @@ impl Mem {
 
 const MODES: [&str; 2] = ["simple", "prepared"];
 
-fn pgbench_args(mode: &str, clients: u64, threads: u64, secs: u64) -> Vec<String> {
-    let mut args: Vec<String> = ["-n", "-S", "-M", mode].map(str::to_owned).into();
-    for (flag, v) in [("-c", clients), ("-j", threads), ("-T", secs)] {
-        args.push(flag.to_owned());
-        args.push(v.to_string());
+/// One pgbench workload: protocol and client count.
+#[derive(Clone, Copy)]
+struct Run {
+    mode: &'static str,
+    clients: u64,
+    threads: u64,
+}
+
+impl Run {
+    fn new(mode: &'static str, clients: u64, cpus: usize) -> Self {
+        Self {
+            mode,
+            clients,
+            threads: clients.min(cpus as u64).max(1),
+        }
     }
-    args
+
+    fn args(&self, secs: u64) -> Vec<String> {
+        let mut args: Vec<String> = ["-n", "-S", "-M", self.mode].map(str::to_owned).into();
+        for (flag, v) in [("-c", self.clients), ("-j", self.threads), ("-T", secs)] {
+            args.push(flag.to_owned());
+            args.push(v.to_string());
+        }
+        args
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Padded by the caller's width.
+        f.pad(&format!("{} c={}", self.mode, self.clients))
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+/// A comma-separated list of numbers from the environment, or `default`.
+fn env_list(name: &str, default: &[u64]) -> Result<Vec<u64>> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .with_context(|| format!("{name}: {n:?} is not a number"))
+            })
+            .collect(),
+        Err(_) => Ok(default.to_vec()),
+    }
 }
 
 /// `perf record` of one process while a run lasts (WARDEN_BENCH_PG_PERF).

@@ -699,10 +699,9 @@ where
                         return Ok(true);
                     }
                     Some(ask) => {
-                        match self
-                            .approval(bound.decided, ask.statement, ask.fingerprint)
-                            .await?
-                        {
+                        let held = (bound.decided.decision == StatementDecision::ApprovalRequired)
+                            .then_some((ask.statement, ask.fingerprint));
+                        match self.approval(bound.decided, held).await? {
                             Held::Go(d) => {
                                 let approved = Portal {
                                     decided: Arc::clone(&d),
@@ -874,14 +873,17 @@ where
     async fn query(&mut self, frame: &Frame, sql: &str) -> Result<(), String> {
         let d = self.decide(sql).await;
         // An EXECUTE is shown, and granted, with the statement it runs.
-        let (shown, fingerprint) = match self.decider.executed_texts(&d) {
-            Some(prepared) => (
-                format!("{}\n{prepared}", d.statement),
-                statement_fingerprint(&d.class, &format!("{sql}\n{prepared}")),
-            ),
-            None => (d.statement.clone(), statement_fingerprint(&d.class, sql)),
-        };
-        let d = match self.approval(d, shown, fingerprint).await? {
+        // Only a held statement needs them (the shape costs a parse).
+        let held = (d.decision == StatementDecision::ApprovalRequired).then(|| {
+            match self.decider.executed_texts(&d) {
+                Some(prepared) => (
+                    format!("{}\n{prepared}", d.statement),
+                    statement_fingerprint(&d.class, &format!("{sql}\n{prepared}")),
+                ),
+                None => (d.statement.clone(), statement_fingerprint(&d.class, sql)),
+            }
+        });
+        let d = match self.approval(d, held).await? {
             Held::Go(d) => d,
             Held::Refuse(d, code) => {
                 self.seq += 1;
@@ -1049,17 +1051,18 @@ where
     /// for this execution): the masked statement, with its bound values in
     /// the extended protocol; a grant matching `fingerprint` answers
     /// without asking.
+    /// `held`: what the approver sees and the grant's fingerprint, present
+    /// exactly when `d` asks for an approval.
     async fn approval(
         &mut self,
         d: Arc<Decided>,
-        shown: String,
-        fingerprint: String,
+        held: Option<(String, String)>,
     ) -> Result<Held, String> {
         use super::super::session::{Asked, wait};
         use crate::approval::{RequestSpec, Resolution};
-        if d.decision != StatementDecision::ApprovalRequired {
+        let Some((shown, fingerprint)) = held else {
             return Ok(Held::Go(d));
-        }
+        };
         let Some(approvals) = self.info.approvals.clone() else {
             return Ok(Held::Go(d));
         };
