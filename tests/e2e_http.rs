@@ -37,6 +37,11 @@ impl HttpEnv {
     /// [`start`](Self::start), with `before` run on the environment just
     /// before the daemon starts (e.g. to mount the state dir).
     fn start_with(before: impl FnOnce(&TestEnv)) -> Self {
+        Self::start_full("", before)
+    }
+
+    /// [`start_with`](Self::start_with), with `agent_extra` in `[agent]`.
+    fn start_full(agent_extra: &str, before: impl FnOnce(&TestEnv)) -> Self {
         let mut env = TestEnv::new();
         let app = env.cgroup("app");
         let dir = env.tmp.path().to_owned();
@@ -125,7 +130,7 @@ approval_timeout_secs = 30
 approvers = {{ groups = [], uids = [{approver}] }}
 socket = "{socket}"
 "#,
-            agent = env.agent_table(false, ""),
+            agent = env.agent_table(false, agent_extra),
             port = nginx.port,
             tls_port = nginx.tls_port,
             tls_port2 = nginx.tls_port2,
@@ -1095,3 +1100,82 @@ fn requests_read_differently_upstream_and_unmaskable_responses_are_refused() {
         .count();
     assert!(refused >= 1, "the 502 is audited: {events:#?}");
 }
+
+/// Issue 16 item 4: an account at `max_connections_per_account` gets an
+/// HTTP answer (503, `Retry-After`, the limit named), not a reset; the
+/// refusal is audited; the slot comes back when the held connection closes.
+#[test]
+fn per_account_cap_is_answered_503_with_retry_after() {
+    let e = HttpEnv::start_full("max_connections_per_account = 1", |_| {});
+    // One keep-alive connection holds the account's only slot.
+    let mut holder = e
+        .in_app(
+            "/usr/bin/python3",
+            &["-c", HOLD_ONE, &e.nginx.port.to_string()],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(holder.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(
+        line.contains("\"held\": 200"),
+        "{line}\n{}",
+        tail(&e.env.log())
+    );
+    let before = e.nginx.requests_to("/small").len();
+    let r = e.run(
+        "curl",
+        &["-sS", "-i", "-o", "-", "--max-time", "10", &e.url("/small")],
+    );
+    let shown = String::from_utf8_lossy(&r.stdout).into_owned();
+    assert!(shown.starts_with("HTTP/1.1 503"), "{}", text(&r));
+    assert!(shown.contains("Retry-After: 1"), "{shown}");
+    assert!(
+        shown.contains("max_connections_per_account (1) reached by account app"),
+        "{shown}"
+    );
+    assert_eq!(
+        e.nginx.requests_to("/small").len(),
+        before,
+        "the refused request reached nginx"
+    );
+    let refused: Vec<Value> = e
+        .env
+        .audit_events()
+        .into_iter()
+        .filter(|ev| ev["unmapped"]["warden"]["reason"] == "connection_limit")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    // The held connection closes: the account is served again.
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    let t = Instant::now();
+    loop {
+        let ok = e.run("curl", &["-sS", "-f", "-o", "/dev/null", &e.url("/small")]);
+        if ok.status.success() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "slot not released: {}",
+            text(&ok)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends one keep-alive GET, prints its status, holds the connection until
+/// stdin closes.
+const HOLD_ONE: &str = r#"
+import http.client, json, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=30)
+c.request("GET", "/small")
+r = c.getresponse()
+r.read()
+print(json.dumps({"held": r.status}), flush=True)
+sys.stdin.read()
+c.close()
+"#;

@@ -389,11 +389,22 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
                     format!("max_connections_per_account ({n}) reached by account {account}")
                 }
             };
-            if target.protocol == crate::config::Protocol::Postgres {
-                // In the protocol: SQLSTATE 53300 too_many_connections.
-                record_refusal(&shared, &p, RefuseReason::ConnectionLimit, detail.clone()).await;
-                postgres::refuse_connection(&live.pg, target, stream, "53300", &detail).await;
-                return;
+            // In the protocol: PostgreSQL SQLSTATE 53300
+            // too_many_connections; HTTP 503 with Retry-After.
+            match target.protocol {
+                crate::config::Protocol::Postgres => {
+                    record_refusal(&shared, &p, RefuseReason::ConnectionLimit, detail.clone())
+                        .await;
+                    postgres::refuse_connection(&live.pg, target, stream, "53300", &detail).await;
+                    return;
+                }
+                crate::config::Protocol::Http => {
+                    record_refusal(&shared, &p, RefuseReason::ConnectionLimit, detail.clone())
+                        .await;
+                    http::refuse_connection(&live.http, target, stream, &detail).await;
+                    return;
+                }
+                _ => {}
             }
             return refuse(&shared, stream, &p, RefuseReason::ConnectionLimit, detail).await;
         }

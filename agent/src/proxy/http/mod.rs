@@ -425,6 +425,60 @@ fn error_response(status: u16, reason: &str, body: &serde_json::Value, close: bo
 /// Longest a workload may take to complete the TLS handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
 
+/// Longest a refused connection is kept to read its first request head.
+const REFUSAL_READ: Duration = Duration::from_secs(5);
+
+/// A connection refused before it is served (a connection limit): its
+/// first request head is read (bounded, after the workload's TLS when the
+/// target intercepts it) so that closing does not reset the connection
+/// under an unread request, then answered `503` with `Retry-After` and
+/// closed. The caller records the refusal.
+pub async fn refuse_connection(rt: &HttpRuntime, target: &Target, client: TcpStream, detail: &str) {
+    let body = serde_json::json!({ "error": format!("Warden: {detail}") });
+    let mut answer = error_response(503, "Service Unavailable", &body, true);
+    // `Retry-After` goes with the other headers, before the blank line.
+    let head_end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(answer.len(), |i| i + 2);
+    answer.splice(head_end..head_end, b"Retry-After: 1\r\n".iter().copied());
+    let intercept = rt
+        .targets
+        .get(&target.name)
+        .and_then(|t| t.intercept.clone());
+    let _ = tokio::time::timeout(REFUSAL_READ + HANDSHAKE, async {
+        match intercept {
+            None => refuse_on(client, &answer).await,
+            Some(server) => {
+                if let Ok((tls, _)) = accept_tls(server, client).await {
+                    refuse_on(tls, &answer).await;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+async fn refuse_on<S: AsyncRead + AsyncWrite + Unpin>(io: S, answer: &[u8]) {
+    let mut c = Client {
+        io,
+        buf: BytesMut::with_capacity(4096),
+        read: 0,
+        written: 0,
+    };
+    let _ = tokio::time::timeout(REFUSAL_READ, async {
+        while !c.buf.windows(4).any(|w| w == b"\r\n\r\n") && c.buf.len() < MAX_HEAD {
+            if !matches!(c.fill().await, Ok(n) if n > 0) {
+                break;
+            }
+        }
+    })
+    .await;
+    if c.send(answer).await.is_ok() {
+        let _ = c.io.shutdown().await;
+    }
+}
+
 /// Serves one HTTP connection until it closes (after terminating the
 /// workload's TLS when the target intercepts it).
 pub async fn serve(
