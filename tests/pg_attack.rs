@@ -1337,7 +1337,8 @@ rules = [
 /// A text PostgreSQL lexes differently with `standard_conforming_strings`
 /// off: Warden (on) sees two string constants; the server (off) reads the
 /// second one as a sub-query of the blocked table.
-const SCS_OFF_READS_SECRETS: &str = "SELECT '\\' AS a, ' AS b, (SELECT string_agg(value, $$,$$) FROM secrets) AS c --'";
+const SCS_OFF_READS_SECRETS: &str =
+    "SELECT '\\' AS a, ' AS b, (SELECT string_agg(value, $$,$$) FROM secrets) AS c --'";
 
 /// Parse/Bind/Execute of each statement (unnamed), then one Sync: one
 /// batch, as a pipelining driver sends it.
@@ -1501,11 +1502,17 @@ fn attack_trusted_function_changes_tokenisation_within_a_batch() {
              LANGUAGE sql AS $$ SELECT set_config(n, v, false) $$; \
              GRANT EXECUTE ON FUNCTION public.s3_tenant(text, text) TO PUBLIC",
         );
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP TABLE IF EXISTS public.s3_blocked; CREATE TABLE public.s3_blocked (id int); \
+             GRANT INSERT, SELECT ON public.s3_blocked TO orders_rw",
+        );
         let policy = r#"default = "deny"
 rules = [
   { action = "allow", classes = ["read", "write"] },
   { action = "allow", functions = ["public.s3_tenant"], name = "tenant" },
-  { action = "block", tables = ["secrets", "public.payroll"], name = "no-secrets" },
+  { action = "block", tables = ["secrets", "public.payroll", "s3_blocked"], name = "no-secrets" },
 ]"#;
         let p = Proxy::start(
             pg,
@@ -1528,6 +1535,30 @@ rules = [
         let msgs = r.until_ready().await;
         let all = all_text(&msgs);
         assert!(leaks(&all).is_none(), "secrets leaked: {all}");
+        // Simple queries sent without waiting for the first one's answer:
+        // the server lexes the second with the setting the first changed,
+        // before Warden sees the change reported.
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let mut b = BytesMut::new();
+        frontend::query(
+            &mut b,
+            "SELECT public.s3_tenant('standard_conforming_strings', 'off')",
+        )
+        .unwrap();
+        frontend::query(
+            &mut b,
+            "SELECT 'a\\', ' ; INSERT INTO s3_blocked VALUES (1) ; --'",
+        )
+        .unwrap();
+        r.send(&b).await;
+        let _ = r.until_closed().await;
+        let inserted = pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "SELECT count(*) FROM public.s3_blocked",
+        );
+        pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP TABLE public.s3_blocked");
+        assert_eq!(inserted.trim(), "0", "the blocked table was written");
         // A batch of tokenisation-neutral texts still runs.
         let (mut r, _, _) = Raw::session(p.addr()).await;
         r.send(&pipeline(&[
@@ -1557,8 +1588,16 @@ fn attack_newer_syntax_calls_a_user_function_on_postgresql_15() {
              GRANT EXECUTE ON FUNCTION public.json_scalar(text) TO PUBLIC",
         );
         let (_p, c) = block_secrets(pg).await;
-        let through = let_through(&c, &["SELECT json_scalar('x')", "SELECT json_scalar(NULL::text)"]).await;
-        pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP FUNCTION public.json_scalar(text)");
+        let through = let_through(
+            &c,
+            &["SELECT json_scalar('x')", "SELECT json_scalar(NULL::text)"],
+        )
+        .await;
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP FUNCTION public.json_scalar(text)",
+        );
         assert!(through.is_empty(), "ran: {through:#?}");
     });
 }

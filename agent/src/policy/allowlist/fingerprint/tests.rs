@@ -307,8 +307,8 @@ fn data_literal_values_never_change_the_analysis() {
         let Ok(vtree) = crate::policy::sql::parse_tree(&variant) else {
             continue;
         };
-        let after = crate::policy::sql::analyze_tree(&vtree)
-            .unwrap_or_else(|e| panic!("{variant}: {e}"));
+        let after =
+            crate::policy::sql::analyze_tree(&vtree).unwrap_or_else(|e| panic!("{variant}: {e}"));
         assert_eq!(before, after, "{sql}\n{variant}");
         let vmask = vscan.data_mask(&data_literals(&vtree));
         assert_eq!(mask, vmask, "{sql}\n{variant}");
