@@ -1353,6 +1353,21 @@ fn pipeline(stmts: &[(&str, &[Option<&[u8]>])]) -> BytesMut {
     b
 }
 
+/// A proxy granting `policy` to the read-write role, and a raw session.
+async fn rw_session(pg: &PgServer, policy: &'static str) -> (Proxy, Raw) {
+    let p = Proxy::start(
+        pg,
+        Spec {
+            role: pg::ORDERS_RW,
+            policy,
+            ..Spec::default()
+        },
+    )
+    .await;
+    let (r, _, _) = Raw::session(p.addr()).await;
+    (p, r)
+}
+
 /// Every row value and error text of `msgs`, as one string.
 fn all_text(msgs: &[Msg]) -> String {
     msgs.iter()
@@ -1396,16 +1411,7 @@ fn unit_writes_to_system_catalogs_are_privileged() {
 #[test]
 fn attack_pg_settings_update_changes_tokenisation_within_a_batch() {
     run(|pg| async move {
-        let p = Proxy::start(
-            pg,
-            Spec {
-                role: pg::ORDERS_RW,
-                policy: READ_WRITE_BLOCK,
-                ..Spec::default()
-            },
-        )
-        .await;
-        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let (_p, mut r) = rw_session(pg, READ_WRITE_BLOCK).await;
         // Control: the blocked table is refused when named.
         assert!(
             errors(&r.query("SELECT value FROM secrets").await)
@@ -1439,16 +1445,7 @@ fn attack_pg_settings_update_changes_tokenisation_within_a_batch() {
 #[test]
 fn attack_set_config_with_a_computed_value_is_checked() {
     run(|pg| async move {
-        let p = Proxy::start(
-            pg,
-            Spec {
-                role: pg::ORDERS_RW,
-                policy: SET_CONFIG_TRUSTED,
-                ..Spec::default()
-            },
-        )
-        .await;
-        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let (p, mut r) = rw_session(pg, SET_CONFIG_TRUSTED).await;
         // Control: what the trust is for.
         let ok = r
             .query("SELECT set_config('app.tenant', (SELECT '42'), false)")
@@ -1508,22 +1505,13 @@ fn attack_trusted_function_changes_tokenisation_within_a_batch() {
             "DROP TABLE IF EXISTS public.s3_blocked; CREATE TABLE public.s3_blocked (id int); \
              GRANT INSERT, SELECT ON public.s3_blocked TO orders_rw",
         );
-        let policy = r#"default = "deny"
+        let policy: &'static str = r#"default = "deny"
 rules = [
   { action = "allow", classes = ["read", "write"] },
   { action = "allow", functions = ["public.s3_tenant"], name = "tenant" },
   { action = "block", tables = ["secrets", "public.payroll", "s3_blocked"], name = "no-secrets" },
 ]"#;
-        let p = Proxy::start(
-            pg,
-            Spec {
-                role: pg::ORDERS_RW,
-                policy,
-                ..Spec::default()
-            },
-        )
-        .await;
-        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let (p, mut r) = rw_session(pg, policy).await;
         r.send(&pipeline(&[
             (
                 "SELECT public.s3_tenant('standard_conforming_strings', 'off')",
