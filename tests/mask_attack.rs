@@ -1300,3 +1300,118 @@ fn m8_ddl_in_the_session_refreshes_its_catalog() {
 /// Reads, writes and DDL (the session's own DDL).
 const READ_WRITE_DDL: &str = r#"default = "deny"
 rules = [ { action = "allow", classes = ["read", "write", "ddl"] } ]"#;
+
+/// Session 3 probe (held): masked values through expressions, whole rows,
+/// joins, ordering, RETURNING, LATERAL, COPY options and errors; every
+/// text either is refused or returns no masked value.
+#[test]
+fn s3_masked_values_do_not_leak_through_expressions_or_side_channels() {
+    run(|pg| async move {
+        let p = masked_proxy(pg, "equality", READ_WRITE, pg::ORDERS_RW).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let mut out = String::new();
+        for sql in [
+            "SELECT email COLLATE \"C\" FROM customers",
+            "SELECT DISTINCT email FROM customers",
+            "SELECT DISTINCT ON (email) id FROM customers",
+            "SELECT customers FROM customers",
+            "SELECT (customers).email FROM customers",
+            "SELECT (c).* FROM customers c",
+            "SELECT id FROM customers a JOIN customers b USING (email)",
+            "SELECT a.id FROM customers a NATURAL JOIN customers b",
+            "SELECT id FROM customers WHERE email = name",
+            "SELECT id FROM customers WHERE (email, name) = ('a', 'b')",
+            "SELECT id FROM customers WHERE ROW(email) = ROW(name)",
+            "SELECT id FROM customers WHERE email = ANY(SELECT name FROM customers)",
+            "SELECT id FROM customers WHERE email IN (SELECT name FROM customers)",
+            "SELECT * FROM customers WHERE email = 'x' COLLATE \"C\"",
+            "SELECT email FROM customers WHERE email IS NOT DISTINCT FROM email",
+            "SELECT count(*) FROM customers GROUP BY email",
+            "SELECT email FROM customers ORDER BY 1",
+            "SELECT email FROM customers c ORDER BY c",
+            "SELECT id FROM customers ORDER BY customers",
+            "SELECT id FROM customers c ORDER BY c.*",
+            "SELECT id FROM customers WHERE customers = customers",
+            "SELECT id FROM customers c WHERE c > ROW(1, 'a', 'b', 'c', 'd')::customers",
+            "SELECT id FROM customers c WHERE c IS NOT NULL",
+            "SELECT id, email FROM customers FOR SHARE",
+            "UPDATE customers SET id = id WHERE id = 1 RETURNING email || ''",
+            "UPDATE customers SET id = id WHERE id = 1 RETURNING customers",
+            "UPDATE customers SET id = id WHERE id = 1 RETURNING *",
+            "DELETE FROM orders WHERE false RETURNING (SELECT email FROM customers LIMIT 1)",
+            "INSERT INTO orders (customer_id, note) SELECT id, 'n' FROM customers WHERE false RETURNING note",
+            "SELECT id FROM customers, LATERAL (SELECT email) s",
+            "SELECT s.e FROM customers, LATERAL (SELECT email AS e) s",
+            "SELECT * FROM customers c, LATERAL (SELECT c.email) s(x)",
+            "SELECT x FROM (SELECT email FROM customers) s(x)",
+            "WITH s AS MATERIALIZED (SELECT email FROM customers) SELECT * FROM s",
+            "SELECT * FROM (TABLE customers) s",
+            "SELECT * FROM ROWS FROM (unnest(ARRAY[1])) , customers",
+            "SELECT email FROM customers LIMIT 1 OFFSET (SELECT 1)",
+            "SELECT to_jsonb(c) FROM customers c",
+            "SELECT jsonb_agg(c) FROM customers c",
+            "SELECT row_to_json(ROW(c.*)) FROM customers c",
+            "SELECT * FROM customers WHERE id = 1 \\x",
+            "SELECT email FROM ONLY customers",
+            "SELECT email FROM public.customers AS customers",
+            "SELECT customers.email FROM orders customers",
+            "SELECT email FROM customers WHERE id = 2 UNION ALL SELECT 'x'",
+            "SELECT GREATEST(email) FROM customers",
+            "SELECT email FROM customers TABLESAMPLE SYSTEM (100)",
+            "SELECT count(DISTINCT email) FROM customers",
+            "SELECT count(email) FROM customers",
+            "SELECT count(*) FROM customers WHERE email IS NULL",
+            "SELECT id FROM customers WHERE email = 'alice@example.com'",
+            "EXPLAIN (VERBOSE, COSTS OFF) SELECT email FROM customers WHERE email = 'zz'",
+            "EXPLAIN ANALYZE SELECT email FROM customers",
+            "SELECT pg_typeof(email) FROM customers",
+            "SELECT email FROM customers WHERE id = 1 FETCH FIRST 1 ROWS WITH TIES",
+            "PREPARE s3 AS SELECT email FROM customers",
+            "EXECUTE s3",
+            "CREATE TEMP VIEW s3v AS SELECT email FROM customers",
+            "SELECT * FROM s3v",
+            "DECLARE s3c CURSOR WITH HOLD FOR SELECT email::int FROM customers",
+            "COPY customers (email) TO STDOUT",
+            "COPY (SELECT email FROM customers) TO STDOUT (FORMAT csv, FORCE_QUOTE *)",
+            "COPY (SELECT * FROM customers) TO STDOUT WITH (FORMAT text, ENCODING 'LATIN1')",
+            "COPY customers TO STDOUT WITH (FORMAT csv, QUOTE '@')",
+            "SELECT id FROM customers WHERE email = 'x' OR email LIKE '%'",
+            "SELECT id FROM customers WHERE NOT (email <> 'x')",
+            "SELECT id FROM customers WHERE email = 'x' IS NOT TRUE",
+            "SELECT id FROM customers WHERE (email = 'x') = false",
+            "SELECT id FROM customers WHERE CASE WHEN email = 'x' THEN true END",
+            "SELECT CASE WHEN email = 'x' THEN 1 END FROM customers",
+            "SELECT email = 'x' FROM customers",
+            "SELECT id FROM customers WHERE email = ANY('{a,b}')",
+            "SELECT id FROM customers WHERE email <> ALL('{a,b}')",
+            "SELECT id FROM customers WHERE email != 'a'",
+            "SELECT id FROM customers WHERE email IS DISTINCT FROM 'a'",
+            "SELECT id FROM customers WHERE email NOT IN ('a')",
+            "SELECT id FROM customers WHERE email IS NOT NULL",
+            "SELECT id FROM customers WHERE email = '' || 'x'",
+            "SELECT id FROM customers WHERE email = (SELECT 'x')",
+            "SELECT id FROM customers WHERE email = current_user",
+            "SELECT id FROM customers WHERE email = $$x$$::varchar",
+            "SELECT id FROM customers WHERE email::varchar = 'x'",
+            "SELECT id FROM customers WHERE email = 'x'::name",
+            "SELECT id FROM customers WHERE email = 'x'::bpchar",
+            "SELECT id FROM customers WHERE email = 'x'::citext",
+        ] {
+            let msgs = r.query(sql).await;
+            let all = dump(&msgs);
+            let refused = refused_42501(&msgs);
+            out.push_str(&format!(
+                "{} {sql}\n    {}\n",
+                match (refused, leaked(&all)) {
+                    (true, _) => "REFUSED".to_owned(),
+                    (false, Some(v)) => format!("LEAK[{v}]"),
+                    (false, None) => "passed".to_owned(),
+                },
+                all.replace('\n', "\n    ")
+            ));
+        }
+        println!("{out}");
+        assert!(!out.contains("LEAK["), "{out}");
+        assert!(p.any_panic().is_none());
+    });
+}

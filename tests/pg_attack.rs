@@ -1312,3 +1312,280 @@ fn attack_xml_external_entities_do_not_read_files() {
         }
     });
 }
+
+// ---------------------------------------------------------------------------
+// Session 3 attacks (branch s3-attack): settings changed where the analysis
+// does not look, and what the server lexes before it reports them.
+// ---------------------------------------------------------------------------
+
+/// Reads and writes, with the blocked tables of `BLOCK_SECRETS`.
+const READ_WRITE_BLOCK: &str = r#"default = "deny"
+rules = [
+  { action = "allow", classes = ["read", "write"] },
+  { action = "block", tables = ["secrets", "public.payroll"], name = "no-secrets" },
+]"#;
+
+/// As `READ_WRITE_BLOCK`, trusting `set_config` (services set
+/// `app.tenant` for row security this way).
+const SET_CONFIG_TRUSTED: &str = r#"default = "deny"
+rules = [
+  { action = "allow", classes = ["read", "write"] },
+  { action = "allow", functions = ["set_config"], name = "tenant" },
+  { action = "block", tables = ["secrets", "public.payroll"], name = "no-secrets" },
+]"#;
+
+/// A text PostgreSQL lexes differently with `standard_conforming_strings`
+/// off: Warden (on) sees two string constants; the server (off) reads the
+/// second one as a sub-query of the blocked table.
+const SCS_OFF_READS_SECRETS: &str =
+    "SELECT '\\' AS a, ' AS b, (SELECT string_agg(value, $$,$$) FROM secrets) AS c --'";
+
+/// Parse/Bind/Execute of each statement (unnamed), then one Sync: one
+/// batch, as a pipelining driver sends it.
+fn pipeline(stmts: &[(&str, &[Option<&[u8]>])]) -> BytesMut {
+    let mut b = BytesMut::new();
+    for (sql, params) in stmts {
+        frontend::parse(&mut b, "", sql, &[]).unwrap();
+        frontend::bind(&mut b, "", "", &[], params, &[]).unwrap();
+        frontend::execute(&mut b, "", 0).unwrap();
+    }
+    frontend::sync(&mut b);
+    b
+}
+
+/// A proxy granting `policy` to the read-write role, and a raw session.
+async fn rw_session(pg: &PgServer, policy: &'static str) -> (Proxy, Raw) {
+    let p = Proxy::start(
+        pg,
+        Spec {
+            role: pg::ORDERS_RW,
+            policy,
+            ..Spec::default()
+        },
+    )
+    .await;
+    let (r, _, _) = Raw::session(p.addr()).await;
+    (p, r)
+}
+
+/// Every row value and error text of `msgs`, as one string.
+fn all_text(msgs: &[Msg]) -> String {
+    msgs.iter()
+        .map(|m| match m {
+            Msg::Row(r) => r.iter().map(text).collect::<Vec<_>>().join("|"),
+            Msg::Error { message, .. } | Msg::Notice { message } => message.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// FINDING S3-1: `pg_settings` is a view with an UPDATE rule that calls
+/// `set_config`, and PUBLIC may update it. Warden saw an UPDATE of a table
+/// (class `write`), so any grant that allows writes changed any setting:
+/// the tokenisation settings, search_path, planner settings under masking.
+#[test]
+fn unit_writes_to_system_catalogs_are_privileged() {
+    let mut wrong = Vec::new();
+    for sql in [
+        "UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'",
+        "UPDATE pg_catalog.pg_settings SET setting = 'nosuch' WHERE name = 'search_path'",
+        "UPDATE ONLY \"pg_settings\" SET setting = 'off' WHERE name = 'enable_seqscan'",
+        "WITH u AS (UPDATE pg_settings SET setting = 'LATIN1' WHERE name = 'client_encoding' RETURNING 1) SELECT 1",
+        "EXPLAIN ANALYZE UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'",
+        "INSERT INTO pg_catalog.pg_settings (name, setting) VALUES ('search_path', 'x')",
+        "DELETE FROM information_schema.sql_features",
+    ] {
+        let c = class(sql);
+        if c < StatementClass::Privileged {
+            wrong.push(format!("{sql} ({c})"));
+        }
+    }
+    assert!(wrong.is_empty(), "not privileged: {wrong:#?}");
+}
+
+/// FINDING S3-1, end to end: in one batch, `UPDATE pg_settings` turns
+/// `standard_conforming_strings` off and the next Parse is lexed by the
+/// server with it off; the server reports the change (ParameterStatus)
+/// only at ReadyForQuery, after the rows of the blocked table were sent.
+#[test]
+fn attack_pg_settings_update_changes_tokenisation_within_a_batch() {
+    run(|pg| async move {
+        let (_p, mut r) = rw_session(pg, READ_WRITE_BLOCK).await;
+        // Control: the blocked table is refused when named.
+        assert!(
+            errors(&r.query("SELECT value FROM secrets").await)
+                .iter()
+                .any(|e| e.1 == "42501")
+        );
+        r.send(&pipeline(&[
+            (
+                "UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'",
+                &[],
+            ),
+            (SCS_OFF_READS_SECRETS, &[]),
+        ]))
+        .await;
+        let msgs = r.until_ready().await;
+        let all = all_text(&msgs);
+        assert!(leaks(&all).is_none(), "secrets leaked: {all}");
+        let errs = errors(&msgs);
+        assert!(
+            errs.first().is_some_and(|e| e.1 == "42501"),
+            "UPDATE pg_settings not refused: {msgs:?}"
+        );
+    });
+}
+
+/// FINDING S3-2: a `set_config` whose name is a literal but whose value is
+/// computed (a parameter, a sub-query, an expression) was checked as if it
+/// were `RESET`: a tokenisation setting, the role, or a planner setting
+/// under masking could be set to anything by a grant that trusts
+/// `set_config` (services set `app.tenant` with it).
+#[test]
+fn attack_set_config_with_a_computed_value_is_checked() {
+    run(|pg| async move {
+        let (p, mut r) = rw_session(pg, SET_CONFIG_TRUSTED).await;
+        // Control: what the trust is for.
+        let ok = r
+            .query("SELECT set_config('app.tenant', (SELECT '42'), false)")
+            .await;
+        assert!(errors(&ok).is_empty(), "{ok:?}");
+        let mut through = Vec::new();
+        for sql in [
+            "SELECT set_config('standard_conforming_strings', (SELECT 'off'), false)",
+            "SELECT set_config('client_encoding', 'LATIN' || '1', false)",
+            "SELECT set_config('backslash_quote', lower('ON'), false)",
+            "SELECT set_config('role', (SELECT 'orders_rw'), false)",
+            "SELECT set_config('session_authorization', current_user::text, false)",
+            "SELECT set_config(lower('STANDARD_CONFORMING_STRINGS'), 'off', false)",
+        ] {
+            let msgs = r.query(sql).await;
+            if !errors(&msgs).iter().any(|e| e.1 == "42501") {
+                through.push(format!("{sql}: {msgs:?}"));
+                // A FATAL for the tokenisation change ends the session.
+                r = Raw::session(p.addr()).await.0;
+            }
+        }
+        // Bound as a parameter, in a batch with the statement it breaks.
+        r.send(&pipeline(&[
+            (
+                "SELECT set_config('standard_conforming_strings', $1, false)",
+                &[Some(b"off".as_slice())],
+            ),
+            (SCS_OFF_READS_SECRETS, &[]),
+        ]))
+        .await;
+        let msgs = r.until_ready().await;
+        let all = all_text(&msgs);
+        assert!(leaks(&all).is_none(), "secrets leaked: {all}");
+        assert!(through.is_empty(), "not refused: {through:#?}");
+    });
+}
+
+/// FINDING S3-3: a setting changed by code Warden trusts but cannot see
+/// into (a function an allow rule names, a trigger) is reported by the
+/// server only at ReadyForQuery; a later Parse of the same batch was lexed
+/// by the server with the new setting but decided by Warden with the old
+/// one. After an Execute in an open batch, a text whose tokens depend on
+/// those settings (a backslash, a non-ASCII byte) must wait for Sync.
+#[test]
+fn attack_trusted_function_changes_tokenisation_within_a_batch() {
+    run(|pg| async move {
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "CREATE OR REPLACE FUNCTION public.s3_tenant(n text, v text) RETURNS text \
+             LANGUAGE sql AS $$ SELECT set_config(n, v, false) $$; \
+             GRANT EXECUTE ON FUNCTION public.s3_tenant(text, text) TO PUBLIC",
+        );
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP TABLE IF EXISTS public.s3_blocked; CREATE TABLE public.s3_blocked (id int); \
+             GRANT INSERT, SELECT ON public.s3_blocked TO orders_rw",
+        );
+        let policy: &'static str = r#"default = "deny"
+rules = [
+  { action = "allow", classes = ["read", "write"] },
+  { action = "allow", functions = ["public.s3_tenant"], name = "tenant" },
+  { action = "block", tables = ["secrets", "public.payroll", "s3_blocked"], name = "no-secrets" },
+]"#;
+        let (p, mut r) = rw_session(pg, policy).await;
+        r.send(&pipeline(&[
+            (
+                "SELECT public.s3_tenant('standard_conforming_strings', 'off')",
+                &[],
+            ),
+            (SCS_OFF_READS_SECRETS, &[]),
+        ]))
+        .await;
+        let msgs = r.until_ready().await;
+        let all = all_text(&msgs);
+        assert!(leaks(&all).is_none(), "secrets leaked: {all}");
+        // Simple queries sent without waiting for the first one's answer:
+        // the server lexes the second with the setting the first changed,
+        // before Warden sees the change reported.
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let mut b = BytesMut::new();
+        frontend::query(
+            &mut b,
+            "SELECT public.s3_tenant('standard_conforming_strings', 'off')",
+        )
+        .unwrap();
+        frontend::query(
+            &mut b,
+            "SELECT 'a\\', ' ; INSERT INTO s3_blocked VALUES (1) ; --'",
+        )
+        .unwrap();
+        r.send(&b).await;
+        let _ = r.until_closed().await;
+        let inserted = pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "SELECT count(*) FROM public.s3_blocked",
+        );
+        pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP TABLE public.s3_blocked");
+        assert_eq!(inserted.trim(), "0", "the blocked table was written");
+        // A batch of tokenisation-neutral texts still runs.
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        r.send(&pipeline(&[
+            ("SELECT public.s3_tenant('app.tenant', '7')", &[]),
+            ("SELECT current_setting('app.tenant')", &[]),
+        ]))
+        .await;
+        let msgs = r.until_ready().await;
+        assert!(errors(&msgs).is_empty(), "{msgs:?}");
+        assert_eq!(text(&rows(&msgs)[1][0]), "7", "{msgs:?}");
+    });
+}
+
+/// FINDING S3-4: the parser is PostgreSQL 18's; the server is 15. Syntax
+/// added after 15 (SQL/JSON constructors and functions, MERGE_ACTION) was
+/// not a function call to the analysis, but PostgreSQL 15 reads
+/// `json_scalar(x)` as a call of whatever function of that name the path
+/// finds: a user's function ran without the policy seeing a call.
+#[test]
+fn attack_newer_syntax_calls_a_user_function_on_postgresql_15() {
+    run(|pg| async move {
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "CREATE OR REPLACE FUNCTION public.json_scalar(text) RETURNS text LANGUAGE sql \
+             SECURITY DEFINER AS $$ SELECT string_agg(value, ',') FROM public.secrets $$; \
+             GRANT EXECUTE ON FUNCTION public.json_scalar(text) TO PUBLIC",
+        );
+        let (_p, c) = block_secrets(pg).await;
+        let through = let_through(
+            &c,
+            &["SELECT json_scalar('x')", "SELECT json_scalar(NULL::text)"],
+        )
+        .await;
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "DROP FUNCTION public.json_scalar(text)",
+        );
+        assert!(through.is_empty(), "ran: {through:#?}");
+    });
+}

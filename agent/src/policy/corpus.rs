@@ -8,7 +8,7 @@ use super::{PolicyConfig, StatementClass};
 
 /// Expected outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum E {
+pub(crate) enum E {
     /// Allowed.
     A,
     /// Refused by default (no rule allows it).
@@ -41,7 +41,7 @@ rules = [
 "#;
 
 /// (SQL, read-only, write-on-orders)
-const CORPUS: &[(&str, E, E)] = &[
+pub(crate) const CORPUS: &[(&str, E, E)] = &[
     // The issue's examples.
     ("SELECT 1; DROP TABLE t", D, D),
     (

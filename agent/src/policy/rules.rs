@@ -5,7 +5,7 @@
 //! session's state into a [`Verdict`].
 //!
 //! Per statement, in order:
-//! 1. Settings: a change [`check_setting`] refuses, or any `search_path`
+//! 1. Settings: a change [`check_change`] refuses, or any `search_path`
 //!    change when the policy forces one, is `Block` (no rule can allow it).
 //! 2. `EXECUTE name`: the verdict remembered for `name` when it was
 //!    prepared (unknown name: `Deny`), combined with the EXECUTE's own
@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 
 use super::glob::glob_match;
 use super::model::{DefaultAction, PolicyConfig, RuleAction, StatementClass};
-use super::settings::check_setting;
+use super::settings::check_change;
 use super::sql::{Analysis, AnalyzeError, FuncRef, StatementFacts, TableRef};
 
 /// A configuration problem, keyed relative to the `[policy.NAME]` table.
@@ -569,7 +569,7 @@ impl Policy {
         path: &[String],
     ) -> Decision {
         for s in &st.settings {
-            if let Err(reason) = check_setting(&s.name, s.value.as_deref()) {
+            if let Err(reason) = check_change(&s.name, s.value.as_deref(), s.computed) {
                 return Decision::block(format!("setting refused: {reason}"));
             }
             // RESET ALL and DISCARD ALL return to the startup value, which
@@ -579,7 +579,7 @@ impl Policy {
                 "search_path" | "?" => true,
                 // RESET ROLE returns to the session's own role, which SET
                 // ROLE (refused) is the only way to leave.
-                "role" | "session_authorization" => s.value.is_some(),
+                "role" | "session_authorization" => s.value.is_some() || s.computed,
                 _ => false,
             };
             if self.search_path != SearchPathRule::Managed && changes_path {

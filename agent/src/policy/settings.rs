@@ -97,6 +97,45 @@ pub fn check_setting(name: &str, value: Option<&str>) -> Result<(), String> {
     }
 }
 
+/// Parameters [`check_setting`] refuses some values of: a value computed
+/// at run time (a `set_config` argument that is not a literal) of one of
+/// these could be any of them.
+const GUARDED: &[&str] = &[
+    "standard_conforming_strings",
+    "client_encoding",
+    "names",
+    "backslash_quote",
+    "role",
+    "session_authorization",
+    "session_preload_libraries",
+    "local_preload_libraries",
+    "shared_preload_libraries",
+    "dynamic_library_path",
+    "session_replication_role",
+];
+
+/// Whether a change of parameter `name` (`?`: named at run time) to
+/// `value` (`None`: RESET / DEFAULT, or computed when `computed`) may be
+/// made. A value computed at run time is not a RESET: for a parameter
+/// Warden fixes some values of, it is refused, and so is any change of a
+/// parameter named at run time (it could be any of them).
+pub fn check_change(name: &str, value: Option<&str>, computed: bool) -> Result<(), String> {
+    let n = name.trim().to_ascii_lowercase();
+    if n == "?" {
+        return Err(
+            "a setting named at run time is refused: it could be one that changes how SQL is \
+             tokenised or the role"
+                .into(),
+        );
+    }
+    if computed && GUARDED.contains(&n.as_str()) {
+        return Err(format!(
+            "{n} cannot be set to a value computed at run time (Warden checks its value)"
+        ));
+    }
+    check_setting(&n, value)
+}
+
 /// PostgreSQL's boolean spellings (`parse_bool`): unique prefixes of
 /// `true`/`false`/`yes`/`no`, `on`/`off` (at least `of`), `1`/`0`.
 pub fn parse_bool(value: &str) -> Option<bool> {
@@ -212,6 +251,26 @@ fn is_on(v: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn computed_values_of_guarded_settings_and_computed_names_are_refused() {
+        // Every guarded name refuses some literal value: the list follows
+        // check_setting.
+        for n in GUARDED {
+            assert!(
+                check_setting(n, Some("\u{1}not a value")).is_err()
+                    || check_setting(n, Some("off")).is_err(),
+                "{n}"
+            );
+            assert!(check_change(n, None, true).is_err(), "{n}");
+            assert!(check_change(n, None, false).is_ok(), "RESET {n}");
+        }
+        assert!(check_change("?", Some("x"), false).is_err());
+        assert!(check_change("?", None, true).is_err());
+        assert!(check_change("app.tenant", None, true).is_ok());
+        assert!(check_change(" Standard_Conforming_Strings", None, true).is_err());
+        assert!(check_change("standard_conforming_strings", Some("on"), false).is_ok());
+    }
 
     #[test]
     fn standard_conforming_strings_must_stay_on() {

@@ -579,6 +579,19 @@ impl Walker {
 
     fn add_table(&mut self, schema: Option<String>, name: String, write: bool) {
         let write = write && !self.plan_only();
+        if write && is_system_relation(schema.as_deref(), &name) {
+            // `pg_settings` has an UPDATE rule that calls set_config and
+            // PUBLIC may update it: a write to a system relation runs
+            // what the catalog's rules say, outside this analysis.
+            self.bump(
+                StatementClass::Privileged,
+                Some(format!(
+                    "writes the system relation {}, whose rules run outside the analysis \
+                     (pg_settings changes settings)",
+                    quote_ident(&name)
+                )),
+            );
+        }
         let e = self.tables.entry((schema, name)).or_insert(false);
         *e |= write;
     }
@@ -898,6 +911,33 @@ impl Walker {
                     );
                 }
             }
+            "JsonObjectConstructor"
+            | "JsonArrayConstructor"
+            | "JsonArrayQueryConstructor"
+            | "JsonObjectAgg"
+            | "JsonArrayAgg"
+            | "JsonParseExpr"
+            | "JsonScalarExpr"
+            | "JsonSerializeExpr"
+            | "JsonFuncExpr"
+            | "JsonTable"
+            | "MergeSupportFunc" => {
+                // Syntax of PostgreSQL 16 and later (the parser is newer
+                // than the server): PostgreSQL 15 reads `json_array(x)`,
+                // `json_scalar(x)`, `merge_action()`... as calls of
+                // functions of those names, resolved through the path (a
+                // user's function, when one exists). A call of a function
+                // off the safe list, as the server would make it.
+                self.push_function(FuncRef {
+                    schema: None,
+                    name: pg16_function_name(ty, f).to_owned(),
+                    safe: false,
+                });
+            }
+            "JsonIsPredicate" => self.bump(
+                Unknown,
+                Some("IS JSON is syntax PostgreSQL 15 does not read".into()),
+            ),
             "SortBy" => {
                 // ORDER BY x USING op.
                 self.add_operator(list_field(f, "use_op"));
@@ -1621,6 +1661,37 @@ fn is_statistics_relation(name: &str) -> bool {
         || STATISTICS_RELATIONS.contains(&name)
 }
 
+/// The function PostgreSQL 15 calls for a node of SQL/JSON (or MERGE)
+/// syntax it does not have.
+fn pg16_function_name(ty: &str, f: &Obj) -> &'static str {
+    use pg_query::protobuf::JsonExprOp as Op;
+    match ty {
+        "JsonObjectConstructor" => "json_object",
+        "JsonArrayConstructor" | "JsonArrayQueryConstructor" => "json_array",
+        "JsonObjectAgg" => "json_objectagg",
+        "JsonArrayAgg" => "json_arrayagg",
+        "JsonParseExpr" => "json",
+        "JsonScalarExpr" => "json_scalar",
+        "JsonSerializeExpr" => "json_serialize",
+        "JsonFuncExpr" if enum_is(f, "op", Op::JsonExistsOp) => "json_exists",
+        "JsonFuncExpr" if enum_is(f, "op", Op::JsonValueOp) => "json_value",
+        "JsonFuncExpr" => "json_query",
+        "JsonTable" => "json_table",
+        _ => "merge_action",
+    }
+}
+
+/// A system relation: one in `pg_catalog` or `information_schema`, or an
+/// unqualified `pg_*` name (`pg_catalog` is searched before the path
+/// unless the path names it later, so such a name is the catalog's when
+/// the catalog has it; a user table of that name is taken for one too).
+fn is_system_relation(schema: Option<&str>, name: &str) -> bool {
+    match schema {
+        Some(s) => s == "pg_catalog" || s == "information_schema",
+        None => name.starts_with("pg_"),
+    }
+}
+
 /// Functions that change data though called from a SELECT.
 const WRITING_FUNCTIONS: &[&str] = &["nextval", "setval", "pg_notify"];
 
@@ -1628,6 +1699,32 @@ const WRITING_FUNCTIONS: &[&str] = &["nextval", "setval", "pg_notify"];
 mod tests {
     use super::*;
     use StatementClass::*;
+
+    /// The parser reads PostgreSQL 16+ SQL/JSON and MERGE syntax that
+    /// PostgreSQL 15 reads as calls of functions of those names: each is
+    /// a call off the safe list (or not understood).
+    #[test]
+    fn newer_syntax_is_the_function_call_postgresql_15_makes() {
+        for (sql, name) in [
+            ("SELECT json_array(1)", "json_array"),
+            ("SELECT json_array()", "json_array"),
+            ("SELECT json_object()", "json_object"),
+            ("SELECT json_scalar('x')", "json_scalar"),
+            ("SELECT json_serialize('x')", "json_serialize"),
+            ("SELECT json('{}')", "json"),
+            ("SELECT json_query('{}', '$')", "json_query"),
+            ("SELECT json_value('{}', '$')", "json_value"),
+            ("SELECT json_exists('{}', '$')", "json_exists"),
+            ("SELECT json_arrayagg(id) FROM t", "json_arrayagg"),
+        ] {
+            let st = one(sql);
+            assert!(
+                st.functions.iter().any(|f| f.name == name && !f.safe),
+                "{sql}: {st:?}"
+            );
+        }
+        assert_eq!(class("SELECT '{}' IS JSON"), Unknown);
+    }
 
     fn one(sql: &str) -> StatementFacts {
         let a = analyze(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));

@@ -471,9 +471,11 @@ impl Decider {
         // Session rules that no policy can waive.
         for s in &analysis.statements {
             for set in &s.settings {
-                if let Err(why) =
-                    crate::policy::settings::check_setting(&set.name, set.value.as_deref())
-                {
+                if let Err(why) = crate::policy::settings::check_change(
+                    &set.name,
+                    set.value.as_deref(),
+                    set.computed,
+                ) {
                     return self.rejected(statement, why);
                 }
                 if self
@@ -483,7 +485,7 @@ impl Decider {
                     .is_some_and(crate::policy::settings::masking_fixes_planner)
                     && crate::policy::settings::is_planner_setting(&set.name)
                     // RESET returns to the startup value, checked there.
-                    && (set.value.is_some() || set.name == "?")
+                    && (set.value.is_some() || set.computed || set.name == "?")
                 {
                     return self.rejected(
                         statement,
@@ -599,6 +601,24 @@ impl Decider {
         (!lines.is_empty()).then(|| lines.join("\n"))
     }
 
+    /// A text that is not [`tokenisation_neutral`] and arrived while a
+    /// statement Warden forwarded is still unanswered: refused, because
+    /// that statement may have changed how the server lexes it (a trusted
+    /// function, a trigger), which the server reports only at its
+    /// ReadyForQuery (for the extended protocol, at the batch's Sync).
+    pub fn lexed_while_running(&self, sql: &str) -> Arc<Decided> {
+        Arc::new(
+            self.rejected(
+                self.info.mask_statement(sql),
+                "a statement text with a backslash or a non-ASCII character was sent before the \
+             statements ahead of it were answered: a setting they changed (reported by the \
+             server only at ReadyForQuery) could make the server read it otherwise; send it \
+             after the answer (after Sync in a batch)"
+                    .into(),
+            ),
+        )
+    }
+
     /// An Execute of a portal Warden has no decision for.
     pub fn unknown_portal(&self, portal: &str) -> Arc<Decided> {
         Arc::new(self.rejected(
@@ -683,6 +703,16 @@ impl Decider {
             }
         }
     }
+}
+
+/// Whether `sql` is lexed alike under every setting a statement may
+/// change without Warden seeing it before the server reads the next text:
+/// ASCII without a backslash. `standard_conforming_strings` and
+/// `backslash_quote` change only what a backslash means, and every client
+/// encoding PostgreSQL accepts reads ASCII bytes as ASCII characters unless
+/// they follow a non-ASCII lead byte.
+pub fn tokenisation_neutral(sql: &str) -> bool {
+    sql.bytes().all(|b| b.is_ascii() && b != b'\\')
 }
 
 /// The session decision for a policy verdict.

@@ -185,13 +185,18 @@ enum Expect {
     /// A simple Query, answered up to and including ReadyForQuery.
     Query {
         stmt: Arc<Running>,
+        /// [`Upstream::runs`] once it was forwarded (see [`Settled`]).
+        runs: u64,
     },
     /// A FunctionCall, answered up to and including ReadyForQuery.
     FunctionCall {
         stmt: Arc<Running>,
+        runs: u64,
     },
     /// ReadyForQuery for a Sync.
-    Sync,
+    Sync {
+        runs: u64,
+    },
     /// Warden's own query (catalog lookups): rows go to `reply`, nothing to
     /// the client.
     Internal {
@@ -225,6 +230,14 @@ impl Expect {
         matches!(self, Expect::Refusal { .. } | Expect::Barrier { .. })
     }
 }
+
+/// How many statement runs (Query, Execute, FunctionCall messages
+/// forwarded) the server has answered with a ReadyForQuery that the
+/// downstream half has passed: every ParameterStatus they caused has been
+/// checked by then, because the server sends it just before that
+/// ReadyForQuery. Until then a setting they changed is unknown to Warden,
+/// while the server already lexes the next texts with it.
+type Settled = Arc<std::sync::atomic::AtomicU64>;
 
 /// What became of a statement after the approval step.
 enum Held {
@@ -308,7 +321,9 @@ where
     let (tx, rx) = mpsc::unbounded_channel();
     let param_types = ParamTypes::default();
     let refused_parses = RefusedParses::default();
+    let settled = Settled::default();
     let down = Downstream {
+        settled: Arc::clone(&settled),
         param_types: Arc::clone(&param_types),
         refused_parses: Arc::clone(&refused_parses),
         info: Arc::clone(&info),
@@ -344,6 +359,8 @@ where
         functions: HashMap::new(),
         budget: Default::default(),
         batch_open: false,
+        runs: 0,
+        settled,
     };
     let up = up.run();
     let down = down.run();
@@ -409,6 +426,14 @@ struct Upstream<R, W> {
     budget: crate::proxy::budget::Charge,
     /// Extended-protocol messages were forwarded since the last Sync.
     batch_open: bool,
+    /// Statement runs forwarded (Query, Execute, FunctionCall).
+    runs: u64,
+    /// Runs whose ReadyForQuery the downstream half has passed: while it
+    /// is below `runs`, a setting changed by a run in flight (the server
+    /// reports it only at that ReadyForQuery, at the end of a batch) may
+    /// make the server lex the next text otherwise than Warden (see
+    /// [`super::decide::tokenisation_neutral`]).
+    settled: Settled,
 }
 
 impl<R, W> super::catalog::CatalogSource for Upstream<R, W>
@@ -741,6 +766,7 @@ where
                     self.described = Some(portal.clone());
                 }
                 self.forward(frame);
+                self.runs += 1;
                 self.queue(Expect::Execute { stmt, portal });
             }
             FrontendMessage::Close { kind, name } => {
@@ -767,7 +793,7 @@ where
                 // in every case; forget what was described.
                 self.described = None;
                 self.forward(frame);
-                self.queue(Expect::Sync);
+                self.queue(Expect::Sync { runs: self.runs });
             }
             FrontendMessage::Flush => {
                 if !self.skipping {
@@ -805,6 +831,11 @@ where
     /// waits for the next Sync (result origins it cannot place are
     /// withheld meanwhile) and an unknown relation is refused.
     async fn decide(&mut self, sql: &str) -> Arc<Decided> {
+        if self.runs > self.settled.load(Ordering::Acquire)
+            && !super::decide::tokenisation_neutral(sql)
+        {
+            return self.decider.lexed_while_running(sql);
+        }
         let mut refreshed = false;
         if self.info.catalog.take_stale() {
             if self.batch_open {
@@ -893,7 +924,7 @@ where
         if d.is_empty() {
             // An empty query string: the server answers EmptyQueryResponse.
             self.forward(frame);
-            self.queue(Expect::Sync);
+            self.queue(Expect::Sync { runs: self.runs });
             return Ok(());
         }
         self.seq += 1;
@@ -904,7 +935,11 @@ where
             self.decider.after_allowed(&d);
             self.forget_statements_named_by(&d);
             self.forward(frame);
-            self.queue(Expect::Query { stmt });
+            self.runs += 1;
+            self.queue(Expect::Query {
+                stmt,
+                runs: self.runs,
+            });
         }
         Ok(())
     }
@@ -1215,7 +1250,11 @@ where
         }
         if let Some(stmt) = self.audit_request(&d, "function_call").await? {
             self.forward(frame);
-            self.queue(Expect::FunctionCall { stmt });
+            self.runs += 1;
+            self.queue(Expect::FunctionCall {
+                stmt,
+                runs: self.runs,
+            });
         }
         Ok(())
     }
@@ -1259,6 +1298,8 @@ struct Downstream<R, W> {
     refused_parses: RefusedParses,
     /// Transaction status of the last ReadyForQuery.
     status: u8,
+    /// See [`Upstream::settled`].
+    settled: Settled,
     /// An error since the last ReadyForQuery: the server skips extended
     /// protocol messages up to the next Sync.
     failed: bool,
@@ -1784,12 +1825,14 @@ where
                 // Everything before the Sync/Query that this answers is done.
                 while let Some(front) = self.queue.front() {
                     match front {
-                        Expect::Sync => {
+                        Expect::Sync { runs } => {
+                            self.settled.fetch_max(*runs, Ordering::AcqRel);
                             self.queue.pop_front();
                             self.pass(&frame);
                             return Ok(());
                         }
-                        Expect::Query { .. } | Expect::FunctionCall { .. } => {
+                        Expect::Query { runs, .. } | Expect::FunctionCall { runs, .. } => {
+                            self.settled.fetch_max(*runs, Ordering::AcqRel);
                             self.finish_front();
                             self.pass(&frame);
                             return Ok(());
@@ -1831,8 +1874,8 @@ where
     fn front_statement(&self) -> Option<&Arc<Running>> {
         match self.queue.front()? {
             Expect::Execute { stmt, .. }
-            | Expect::Query { stmt }
-            | Expect::FunctionCall { stmt } => Some(stmt),
+            | Expect::Query { stmt, .. }
+            | Expect::FunctionCall { stmt, .. } => Some(stmt),
             _ => None,
         }
     }
@@ -1911,11 +1954,11 @@ where
         }
         match self.queue.front() {
             Some(Expect::Query { .. } | Expect::FunctionCall { .. }) => {}
-            Some(Expect::Sync) | None => self.failed = true,
+            Some(Expect::Sync { .. }) | None => self.failed = true,
             Some(_) => {
                 self.failed = true;
                 while let Some(front) = self.queue.front() {
-                    if matches!(front, Expect::Sync) {
+                    if matches!(front, Expect::Sync { .. }) {
                         break;
                     }
                     // Refusals queued after the failing message would not
@@ -1940,8 +1983,8 @@ where
         let summary = self.current.take().unwrap_or_default();
         let stmt = match front {
             Expect::Execute { stmt, .. }
-            | Expect::Query { stmt }
-            | Expect::FunctionCall { stmt } => stmt,
+            | Expect::Query { stmt, .. }
+            | Expect::FunctionCall { stmt, .. } => stmt,
             Expect::Internal { reply } => {
                 let _ = reply.send(Err("interrupted".into()));
                 return;

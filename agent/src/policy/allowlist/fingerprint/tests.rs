@@ -230,3 +230,94 @@ fn texts_without_tokens_scan_safely() {
     assert!(SqlScan::new("SELECT '1").is_none());
     assert!(SqlScan::new("SELECT 1 /* open").is_none());
 }
+
+/// The decision cache's premise, checked over the bypass corpus and the
+/// attack texts of session 3: replacing the value of every data literal
+/// (by another of the same cache-key kind) changes neither the analysis
+/// nor which literals are data. A text the variant makes unparsable is
+/// skipped: a cache hit on it is forwarded and rejected by the server.
+#[test]
+fn data_literal_values_never_change_the_analysis() {
+    let extra = [
+        "SELECT set_config('search_path', 'x', false) FROM t WHERE a = 1",
+        "SELECT * FROM t WHERE a = 'secrets' AND b = 'secrets'::regclass",
+        "SELECT to_regclass('secrets'), format('%s', 1), 'pg_read_file'",
+        "SELECT * FROM t ORDER BY 1 LIMIT 2 OFFSET 3",
+        "SELECT a FROM t GROUP BY 1 HAVING count(*) > 1",
+        "SELECT DISTINCT ON (1) a FROM t",
+        "SELECT a, -5, - 5.5, +3 FROM t WHERE b = -1",
+        "SELECT U&'\\0041', E'\\x41', $$x$$, $q$y$q$, B'101', X'1F' FROM t",
+        "SELECT ARRAY['a', 'b'], ROW(1, 'x'), '{1,2}'::int[] FROM t",
+        "INSERT INTO t VALUES (1, 'a'), (2, 'b') RETURNING 3",
+        "UPDATE t SET a[1] = 5, b = 'x' WHERE c IN (1, 2, 3)",
+        "SELECT * FROM t WHERE a LIKE 'x%' AND b ~ 'y' AND c->>'k' = 'v'",
+        "SELECT * FROM t TABLESAMPLE SYSTEM (10) REPEATABLE (1)",
+        "SELECT * FROM generate_series(1, 10) g WHERE g = 5",
+        "SELECT CASE WHEN a = 1 THEN 'x' ELSE 'y' END FROM t",
+        "SELECT a FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.b = 'z' OFFSET 0)",
+        "SELECT a FROM t FETCH FIRST 5 ROWS WITH TIES",
+        "SELECT a FROM t WINDOW w AS (ORDER BY 1)",
+        "MERGE INTO t USING u ON t.a = u.a WHEN MATCHED AND u.b = 1 THEN UPDATE SET c = 'x' \
+         WHEN NOT MATCHED THEN INSERT VALUES (1, 'y')",
+        "SELECT 1 FROM t WHERE a = ANY('{a,b}') AND b BETWEEN 1 AND 2 AND c IS DISTINCT FROM 'q'",
+    ];
+    let texts = crate::policy::corpus::CORPUS
+        .iter()
+        .map(|(sql, _, _)| *sql)
+        .chain(extra);
+    let mut checked = 0;
+    for sql in texts {
+        let Some(scan) = SqlScan::new(sql) else {
+            continue;
+        };
+        let Ok(tree) = crate::policy::sql::parse_tree(sql) else {
+            continue;
+        };
+        let Ok(before) = crate::policy::sql::analyze_tree(&tree) else {
+            continue;
+        };
+        let mask = scan.data_mask(&data_literals(&tree));
+        if !mask.data.iter().any(|d| *d) {
+            continue;
+        }
+        // Every data literal replaced, by kind.
+        let mut variant = String::new();
+        let mut at = 0;
+        let mut lit = 0;
+        for t in &scan.toks {
+            let Kind::Literal(k) = t.kind else { continue };
+            let data = mask.data[lit];
+            lit += 1;
+            if !data {
+                continue;
+            }
+            variant.push_str(&sql[at..t.start]);
+            variant.push_str(match k {
+                's' => "'zz\\'",
+                'i' => "7",
+                'f' => "7.25",
+                'b' => "B'1'",
+                _ => "X'1F'",
+            });
+            at = t.end;
+        }
+        variant.push_str(&sql[at..]);
+        let vscan = SqlScan::new(&variant).expect("variant scans");
+        assert_eq!(scan.cache_key(), vscan.cache_key(), "{sql} / {variant}");
+        let Ok(vtree) = crate::policy::sql::parse_tree(&variant) else {
+            continue;
+        };
+        let after =
+            crate::policy::sql::analyze_tree(&vtree).unwrap_or_else(|e| panic!("{variant}: {e}"));
+        assert_eq!(before, after, "{sql}\n{variant}");
+        let vmask = vscan.data_mask(&data_literals(&vtree));
+        assert_eq!(mask, vmask, "{sql}\n{variant}");
+        assert_eq!(
+            scan.fingerprint(&mask),
+            vscan.fingerprint(&vmask),
+            "{sql}\n{variant}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 40, "only {checked} texts had data literals");
+}
