@@ -1,4 +1,4 @@
-//! `cargo xtask bench pg`: pgbench `-S` (8 clients, simple and prepared
+//! `cargo xtask bench pg`: pgbench `-S` (8 and 64 clients, simple and prepared
 //! protocol) against a throwaway PostgreSQL 15 directly, through the real
 //! `warden` binary (policy + masking + audit, the client in an enrolled
 //! cgroup holding no password) and through PgBouncer (session mode), in one
@@ -6,8 +6,10 @@
 //! open through it. Prints figures, asserts nothing.
 //!
 //! Settings (environment): `WARDEN_BENCH_PG_SECS` (per run, default 20),
-//! `WARDEN_BENCH_PG_CLIENTS` (8), `WARDEN_BENCH_PG_SCALE` (10),
-//! `WARDEN_BENCH_PG_SESSIONS` (500); `WARDEN_BENCH_PG_PERF` (set: `perf
+//! `WARDEN_BENCH_PG_CLIENTS` (`8,64`), `WARDEN_BENCH_PG_SCALE` (10),
+//! `WARDEN_BENCH_PG_SESSIONS` (500); `WARDEN_BENCH_PG_SYNC` (the main run's
+//! durability, `pipelined`); `WARDEN_BENCH_PG_COMPARE` (the durability modes
+//! run after it, `strict,relaxed,normal`; empty: none); `WARDEN_BENCH_PG_PERF` (set: `perf
 //! record` the agent during the simple-protocol Warden run and print its
 //! hottest symbols; that run's figures then include perf's overhead).
 
@@ -203,7 +205,9 @@ pub fn run(root: &Path) -> Result<()> {
     );
 
     // The other durability modes, same runs: what each promise costs.
-    for other in ["strict", "relaxed", "normal"] {
+    let compare =
+        std::env::var("WARDEN_BENCH_PG_COMPARE").unwrap_or_else(|_| "strict,relaxed,normal".into());
+    for other in compare.split(',').map(str::trim).filter(|m| !m.is_empty()) {
         if other == sync {
             continue;
         }
