@@ -229,7 +229,17 @@ pub enum Asked {
 
 /// Asks the approval service about a request of an `approve` rule.
 pub async fn ask(approvals: &Arc<Approvals>, spec: RequestSpec) -> Asked {
-    match approvals.request(spec).await {
+    ask_learnable(approvals, spec, None).await
+}
+
+/// [`ask`], for a request an allow-list may have held: `learn` is what
+/// `approve --learn` adds to it (issue 19).
+pub async fn ask_learnable(
+    approvals: &Arc<Approvals>,
+    spec: RequestSpec,
+    learn: Option<crate::approval::learn::LearnCandidate>,
+) -> Asked {
+    match approvals.request_learnable(spec, learn).await {
         Ok(Gate::Granted { grant_id }) => Asked::Granted(format!("approved by grant {grant_id}")),
         Ok(Gate::Held(h)) => Asked::Held(h),
         Err(e) => {

@@ -202,6 +202,13 @@ impl GrantAllowlist {
         }
     }
 
+    // --- `approve --learn` (learn area: approval/learn.rs writes the file) ---
+    /// Lists what `list` lists from now on (the file as `approve --learn`
+    /// left it).
+    pub fn install(&self, list: AllowlistFile) {
+        *self.list.write().unwrap_or_else(|p| p.into_inner()) = list;
+    }
+
     /// Adds a fingerprint to the allow-list file and to this runtime
     /// (`approve --learn`).
     pub fn add(
