@@ -790,9 +790,11 @@ impl Env {
         }
         let out = cmd.output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
+        // The harness prints the test's name on the same line.
         let json = text
-            .lines()
-            .find_map(|l| l.strip_prefix("@@"))
+            .split_once("@@{")
+            .and_then(|(_, r)| r.lines().next())
+            .map(|l| format!("{{{l}"))
             .unwrap_or_else(|| {
                 panic!(
                     "no result: {text}\n{}\nwarden log:\n{}",
@@ -800,7 +802,7 @@ impl Env {
                     tail(&self.env.log())
                 )
             });
-        serde_json::from_str(json).unwrap()
+        serde_json::from_str(&json).unwrap()
     }
 }
 
