@@ -11,7 +11,8 @@
 //! replaces the file atomically (a reader sees the old or the new file).
 //! The approval's audit event names the fingerprint added; if it cannot be
 //! recorded, the file is put back as it was. Only then does the running
-//! grant list the fingerprint (no reload or restart needed).
+//! grant list the fingerprint (no reload or restart needed; other edits of
+//! the file still wait for `warden reload`).
 //!
 //! Who may learn is who may approve ([`super::Approvals::decide`]): the
 //! same checks, so the workload can never widen its own allow-list.
@@ -21,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::audit::event::ApproverIdentity;
+use crate::policy::allowlist::file::Entry;
 use crate::policy::allowlist::{AllowlistFile, AllowlistFileError, Fingerprint, GrantAllowlist};
 
 /// Why `--learn` changed nothing.
@@ -87,7 +89,7 @@ pub(super) struct Staged {
     /// was written).
     old: Option<String>,
     mode: u32,
-    list: AllowlistFile,
+    entry: Entry,
 }
 
 impl Staged {
@@ -105,9 +107,9 @@ impl Staged {
         }
     }
 
-    /// The running grant lists what the file now lists.
+    /// The running grant lists the fingerprint.
     pub(super) fn commit(self, c: &LearnCandidate) {
-        c.allowlist.install(self.list);
+        c.allowlist.list_also(self.entry);
     }
 }
 
@@ -130,15 +132,21 @@ pub(super) fn write(
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(0o644);
     let current = AllowlistFile::parse(&old, &path)?;
-    if current.contains(&c.fingerprint.id) {
+    let entry = Entry {
+        id: c.fingerprint.id.clone(),
+        protocol: c.protocol.to_owned(),
+        text: c.fingerprint.text.clone(),
+        example: Some(c.example.clone()),
+    };
+    if current.contains(&entry.id) {
         return Ok(Staged {
             path,
             old: None,
             mode,
-            list: current,
+            entry,
         });
     }
-    let text = appended(&old, c, request_id, approver, now_ms);
+    let text = appended(&old, &entry, request_id, approver, now_ms);
     let list = AllowlistFile::parse(&text, &path)?;
     if !list.contains(&c.fingerprint.id) {
         // The entry's id is computed from its protocol and text, as the
@@ -163,31 +171,25 @@ pub(super) fn write(
         path,
         old: Some(old),
         mode,
-        list,
+        entry,
     })
 }
 
 /// `old` with one `[[fingerprint]]` table appended under a comment.
 fn appended(
     old: &str,
-    c: &LearnCandidate,
+    entry: &Entry,
     request_id: &str,
     approver: &ApproverIdentity,
     now_ms: i64,
 ) -> String {
     #[derive(serde::Serialize)]
     struct One<'a> {
-        fingerprint: [&'a crate::policy::allowlist::file::Entry; 1],
+        fingerprint: [&'a Entry; 1],
     }
-    let entry = crate::policy::allowlist::file::Entry {
-        id: c.fingerprint.id.clone(),
-        protocol: c.protocol.to_owned(),
-        text: c.fingerprint.text.clone(),
-        example: Some(c.example.clone()),
-    };
     // A table of strings always serialises.
     let table = toml::to_string_pretty(&One {
-        fingerprint: [&entry],
+        fingerprint: [entry],
     })
     .unwrap_or_default();
     let who = approver

@@ -519,7 +519,19 @@ impl Approvals {
         let mut staged = None;
         if let (true, Some(c)) = (learn, &candidate) {
             _learning = self.learning.lock().await;
-            staged = Some(learn::write(c, id, &who, now_ms())?);
+            match learn::write(c, id, &who, now_ms()) {
+                Ok(s) => staged = Some(s),
+                Err(err) => {
+                    let now = now_ms();
+                    let mut ev = event(&spec, ApprovalStatus::DecisionRefused, now, now);
+                    ev.request_id = Some(id.to_owned());
+                    ev.approver = Some(who);
+                    ev.reason = Some(format!("approval --learn refused: {err}"));
+                    self.audit.record_approval(ev).await?;
+                    tracing::warn!(request = id, error = %err, "approve --learn: the allow-list file was not changed");
+                    return Err(err.into());
+                }
+            }
         }
         // First come, first served: whoever removes it decides.
         let Some(mut p) = self.lock().pending.remove(id) else {

@@ -242,14 +242,14 @@ fn enforce_rows(
 ) -> Result<()> {
     let pgbench = pg.bin("pgbench");
     let sections = crate::pg::sections(pg, "bench", &guard.enrolled_cgroup(), &guard.tmp, false)?;
+    let agent_toml = guard.agent_toml(listen_port, sync);
     let with_grant_keys = |keys: &str| -> Result<String> {
         let at = sections
             .find("[[grant]]\n")
             .context("no [[grant]] in the bench configuration")?
             + "[[grant]]\n".len();
         Ok(format!(
-            "{}{}{keys}\n{}",
-            guard.agent_toml(listen_port, sync),
+            "{agent_toml}{}{keys}\n{}",
             &sections[..at],
             &sections[at..]
         ))

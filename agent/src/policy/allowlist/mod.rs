@@ -203,10 +203,14 @@ impl GrantAllowlist {
     }
 
     // --- `approve --learn` (learn area: approval/learn.rs writes the file) ---
-    /// Lists what `list` lists from now on (the file as `approve --learn`
-    /// left it).
-    pub fn install(&self, list: AllowlistFile) {
-        *self.list.write().unwrap_or_else(|p| p.into_inner()) = list;
+    /// Lists `entry` from now on (it is in the file: `approve --learn`
+    /// wrote it); the rest of the file waits for a reload.
+    pub fn list_also(&self, entry: file::Entry) {
+        self.list
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries
+            .insert(entry.id.clone(), entry);
     }
 
     /// Adds a fingerprint to the allow-list file and to this runtime
