@@ -12,14 +12,16 @@
 //! The approval's audit event names the fingerprint added; if it cannot be
 //! recorded, the file is put back as it was. Only then does the running
 //! grant list the fingerprint (no reload or restart needed; other edits of
-//! the file still wait for `warden reload`).
+//! the file still wait for `warden reload`): every allow-list runtime that
+//! reads that file ([`register`]ed when built), so a reload between the
+//! hold and the approval does not lose it.
 //!
 //! Who may learn is who may approve ([`super::Approvals::decide`]): the
 //! same checks, so the workload can never widen its own allow-list.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::audit::event::ApproverIdentity;
 use crate::policy::allowlist::file::Entry;
@@ -107,10 +109,35 @@ impl Staged {
         }
     }
 
-    /// The running grant lists the fingerprint.
+    /// The running grants of the file list the fingerprint.
     pub(super) fn commit(self, c: &LearnCandidate) {
-        c.allowlist.list_also(self.entry);
+        c.allowlist.list_also(self.entry.clone());
+        for live in live_of(&self.path) {
+            if !Arc::ptr_eq(&live, &c.allowlist) {
+                live.list_also(self.entry.clone());
+            }
+        }
     }
+}
+
+/// Allow-list runtimes built in this process (weakly held).
+static LIVE: Mutex<Vec<Weak<GrantAllowlist>>> = Mutex::new(Vec::new());
+
+/// Makes `a` one of the runtimes `approve --learn` updates.
+pub fn register(a: &Arc<GrantAllowlist>) {
+    let mut live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+    live.retain(|w| w.strong_count() > 0);
+    live.push(Arc::downgrade(a));
+}
+
+/// The live runtimes that read `path`.
+fn live_of(path: &std::path::Path) -> Vec<Arc<GrantAllowlist>> {
+    LIVE.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .filter(|a| a.file.as_deref() == Some(path))
+        .collect()
 }
 
 /// Appends `c`'s fingerprint to its grant's allow-list file (see the
@@ -295,6 +322,27 @@ mod tests {
         let again = write(&c, "k3x9m2pr", &ann(), 0).unwrap();
         assert!(!again.written());
         assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    }
+
+    #[test]
+    fn a_runtime_built_since_the_hold_lists_it_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, file) = candidate(dir.path(), OnNew::Approve);
+        // A reload after the hold: a new runtime of the same file.
+        let settings = AllowlistSettings {
+            mode: Some(Mode::Enforce),
+            allowlist: Some(file.clone()),
+            on_new: Some(OnNew::Approve),
+        };
+        let reloaded = Arc::new(
+            GrantAllowlist::build(&settings, dir.path(), "app", "pg")
+                .unwrap()
+                .unwrap(),
+        );
+        register(&reloaded);
+        write(&c, "k3x9m2pq", &ann(), 0).unwrap().commit(&c);
+        let (verdict, _) = reloaded.judge(Some(&c.fingerprint), "postgres", "", "allowed");
+        assert_eq!(verdict, crate::policy::allowlist::ListVerdict::Listed);
     }
 
     #[test]

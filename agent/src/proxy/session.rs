@@ -346,7 +346,14 @@ pub fn grant_allowlist(
         &g.account,
         &g.target,
     )
-    .map(|o| o.map(Arc::new))
+    .map(|o| {
+        o.map(|a| {
+            let a = Arc::new(a);
+            // `approve --learn` lists what it adds in every runtime of the file.
+            crate::approval::learn::register(&a);
+            a
+        })
+    })
     .map_err(|source| SetupError::Allowlist {
         grant: format!("{}/{}", g.account, g.target),
         source,
