@@ -543,5 +543,5 @@ async fn approve_learn_adds_the_held_shape_only_for_allowlist_holds_and_by_an_ap
                 .learned
         })
         .collect();
-    assert_eq!(learned, [fp.id.clone()]);
+    assert_eq!(learned, vec![fp.id]);
 }
