@@ -4,7 +4,14 @@
 //! `mode = "enforce"` lets the same workloads through with other literal
 //! values and refuses every new shape with 42501 naming its fingerprint;
 //! an edited allow-list is picked up by `warden reload`; a malformed one
-//! is a `check-config` error with file:line.
+//! is a `check-config` error with file:line. The same for HTTP against a
+//! real nginx (id-like path segments collapse, query names are sorted);
+//! a tokio-postgres program (extended protocol, binary parameters) learns
+//! the fingerprints that text-format and simple-protocol clients are then
+//! held to; with `on_new = "approve"` a new shape is held, and an
+//! approver's `warden approvals approve ID --learn` lets it through and
+//! adds it to the allow-list file, so the next one passes without asking
+//! (the workload itself cannot).
 
 mod common;
 
@@ -296,6 +303,44 @@ fn learn_freeze_enforce_reload_and_malformed_allowlists() {
 
 // --- HTTP against a real nginx, and `approve --learn` (issue 19) ---
 
+/// `warden approvals --socket SOCKET ARGS` as `uid` (setpriv).
+fn approvals_as(socket: &Path, uid: u32, args: &[&str]) -> Output {
+    std::process::Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg("--clear-groups")
+        .arg(WARDEN)
+        .args([
+            "--config",
+            "/nonexistent/warden.toml",
+            "approvals",
+            "--socket",
+        ])
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The first pending request (waits up to 15 s).
+fn first_pending(socket: &Path, approver: u32, log: &dyn Fn() -> String) -> Value {
+    let t = std::time::Instant::now();
+    loop {
+        let v: Value =
+            serde_json::from_str(&ok(&approvals_as(socket, approver, &["--json", "list"])))
+                .unwrap();
+        if let Some(p) = v["pending"].as_array().and_then(|p| p.first()) {
+            return p.clone();
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(15),
+            "nothing pending\n{}",
+            tail(&log())
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// An HTTP grant on a real nginx in learn, then enforce mode.
 struct HttpLearn {
     env: TestEnv,
@@ -405,21 +450,7 @@ socket = "{socket}"
 
     /// `warden approvals ARGS` as `uid` (setpriv).
     fn approvals_as(&self, uid: u32, args: &[&str]) -> Output {
-        std::process::Command::new("setpriv")
-            .arg(format!("--reuid={uid}"))
-            .arg(format!("--regid={uid}"))
-            .arg("--clear-groups")
-            .arg(WARDEN)
-            .args([
-                "--config",
-                "/nonexistent/warden.toml",
-                "approvals",
-                "--socket",
-            ])
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .unwrap()
+        approvals_as(&self.socket, uid, args)
     }
 
     /// `warden approvals ARGS` as root from inside the workload's cgroup.
@@ -453,18 +484,7 @@ socket = "{socket}"
     }
 
     fn wait_pending(&self) -> Value {
-        let t = std::time::Instant::now();
-        loop {
-            if let Some(p) = self.pending().into_iter().next() {
-                return p;
-            }
-            assert!(
-                t.elapsed() < std::time::Duration::from_secs(15),
-                "nothing pending\n{}",
-                tail(&self.env.log())
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        first_pending(&self.socket, self.approver.uid, &|| self.env.log())
     }
 }
 
@@ -901,5 +921,87 @@ fn binary_parameters_learn_and_enforce_the_same_fingerprints() {
         })
         .collect();
     assert_eq!(refused.len(), 1, "{refused:#?}");
+    e.env.stop();
+}
+
+#[test]
+fn postgres_on_new_approve_holds_a_new_shape_and_approve_learn_lists_it() {
+    pgbench_tables();
+    let approver = User::create(&format!("wdn-p{}", std::process::id() % 100_000));
+    let pg = PgServer::shared();
+    // The allow-list: one pasted shape.
+    let dir = tempfile::Builder::new()
+        .prefix("warden-learn-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let list = dir.path().join("app-pg.toml");
+    let reviewed =
+        "# reviewed by ann\n[[fingerprint]]\nprotocol = \"postgres\"\ntext = \"select $?\"\n";
+    std::fs::write(&list, reviewed).unwrap();
+    let socket = dir.path().join("approvals.sock");
+    let mut e = Env::start(&format!(
+        "mode = \"enforce\"\nallowlist = \"{}\"\non_new = \"approve\"\n\n\
+         [approvals]\napproval_timeout_secs = 30\n\
+         approvers = {{ groups = [], uids = [{}] }}\nsocket = \"{}\"\n",
+        list.display(),
+        approver.uid,
+        socket.display()
+    ));
+    assert_eq!(ok(&e.psql("SELECT 7")).trim(), "7");
+    // A new shape is held.
+    let held = e
+        .env
+        .in_cgroup_cmd(
+            &e.app,
+            &pg.bin("psql"),
+            &[
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                "SELECT abalance FROM pgbench_accounts WHERE aid = 5",
+            ],
+        )
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", pg.port().to_string())
+        .env("PGUSER", "workload")
+        .env("PGDATABASE", pg::DB)
+        .env("PGPASSFILE", "/dev/null")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pending = first_pending(&socket, approver.uid, &|| e.env.log());
+    let id = pending["id"].as_str().unwrap().to_owned();
+    let said = ok(&approvals_as(
+        &socket,
+        approver.uid,
+        &["approve", &id, "--learn", "--reason", "new report"],
+    ));
+    assert!(said.contains("added to the grant's allow-list"), "{said}");
+    let out = held.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = std::fs::read_to_string(&list).unwrap();
+    assert!(after.starts_with(reviewed), "{after}");
+    assert!(
+        after.contains("text = \"select abalance from pgbench_accounts where aid = $?\""),
+        "{after}"
+    );
+    // The next one, other value, passes without asking.
+    let t = std::time::Instant::now();
+    assert!(
+        ok(&e.psql("SELECT abalance FROM pgbench_accounts WHERE aid = 6"))
+            .trim()
+            .parse::<i64>()
+            .is_ok()
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
     e.env.stop();
 }
