@@ -11,7 +11,11 @@
 //! the package running and an enrolled client connecting in a tight loop,
 //! `dpkg -i` of a newer version and then of the older one, each followed by
 //! the restart the unit does: no connection goes direct, every answered one
-//! is in the audit trail, and the store's chain verifies across both.
+//! is in the audit trail, and the store's chain verifies across both. The
+//! same with a newer package whose agent has the next eBPF layout version
+//! (a second build with `warden-common/layout-next`): the new agent pins
+//! fresh maps under another version directory, replaces the programs, and
+//! only then releases the old version's pins.
 //!
 //! Run as root: `cargo test -p warden --test package -- --test-threads=1`.
 
@@ -293,15 +297,31 @@ fn repack(deb: &Path, version: &str, out: &Path) -> PathBuf {
 
 #[test]
 fn upgrade_and_downgrade_under_load_send_nothing_direct_and_audit_every_connection() {
-    let mut env = common::TestEnv::new();
-    let db = common::EchoServer::start("127.0.0.1:0");
-    let app = env.cgroup("app");
+    let env = common::TestEnv::new();
     let out_dir = env.tmp.path().join("debs");
     std::fs::create_dir_all(&out_dir).unwrap();
     let version = env!("CARGO_PKG_VERSION");
     let old = out_dir.join(format!("warden_{version}_amd64.deb"));
     std::fs::copy(built_package(), &old).unwrap();
     let newer = repack(&old, &format!("{version}+up1"), &out_dir);
+    under_load(env, &old, &newer, |_, _| {});
+}
+
+/// With the agent installed from `old` running and an enrolled client
+/// connecting in a tight loop, `dpkg -i` of `newer`, then of `old`, each
+/// followed by the restart the unit does (`after` looks at the agent after
+/// each, told `upgrade` or `downgrade`): no connection goes direct, every
+/// answered one is in the audit trail, and the store's chain verifies
+/// across both.
+fn under_load(
+    mut env: common::TestEnv,
+    old: &Path,
+    newer: &Path,
+    mut after: impl FnMut(&common::TestEnv, &str),
+) {
+    let db = common::EchoServer::start("127.0.0.1:0");
+    let app = env.cgroup("app");
+    let version = env!("CARGO_PKG_VERSION");
     let root = new_root(env.tmp.path());
     dpkg(&root, &["--install", old.to_str().unwrap()], &[]);
     env.agent_binary = root.join("usr/bin/warden");
@@ -312,6 +332,7 @@ fn upgrade_and_downgrade_under_load_send_nothing_direct_and_audit_every_connecti
         db.addr
     ));
     env.start();
+    after(&env, "install");
 
     // The enrolled client loops for the whole upgrade and downgrade.
     let procs = env.cg_dir(&app).join("cgroup.procs");
@@ -328,7 +349,7 @@ fn upgrade_and_downgrade_under_load_send_nothing_direct_and_audit_every_connecti
         .unwrap();
     let pause = || std::thread::sleep(std::time::Duration::from_millis(1500));
     pause();
-    for (deb, what) in [(&newer, "upgrade"), (&old, "downgrade")] {
+    for (deb, what) in [(newer, "upgrade"), (old, "downgrade")] {
         let text = dpkg(&root, &["--install", deb.to_str().unwrap()], &[]);
         assert!(!text.contains("programs detached"), "{what}: {text}");
         // What the unit does after the package's postinst: restart.
@@ -340,6 +361,7 @@ fn upgrade_and_downgrade_under_load_send_nothing_direct_and_audit_every_connecti
             st["programs"].as_array().is_some_and(|p| p.len() >= 2),
             "{what}: {st:#}"
         );
+        after(&env, what);
     }
     let out = client.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -351,7 +373,8 @@ fn upgrade_and_downgrade_under_load_send_nothing_direct_and_audit_every_connecti
     assert_eq!(
         db.connections_from("127.0.0.2".parse().unwrap()),
         0,
-        "direct connections"
+        "direct connections\n{}",
+        env.log()
     );
     assert!(db.connections() >= answered.len());
     // Every answered connection has its open event.
@@ -384,4 +407,92 @@ fn upgrade_and_downgrade_under_load_send_nothing_direct_and_audit_every_connecti
         status.contains(&format!("Version: {version}\n")),
         "{status}"
     );
+}
+
+// --- a layout version change (issue 21, item 2) ---
+
+/// This build's agent with the next layout version (feature
+/// `warden-common/layout-next`, which changes that constant and nothing
+/// else), built by cargo into this target directory. Cargo leaves the new
+/// binary at this build's path: it is copied out and this build's binary
+/// put back in its place.
+fn next_layout_binary(out: &Path) -> PathBuf {
+    let here = Path::new(WARDEN);
+    let saved = out.join("warden.this-build");
+    std::fs::copy(here, &saved).unwrap();
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(workspace()).args([
+        "build",
+        "--quiet",
+        "--package",
+        "warden",
+        "--bin",
+        "warden",
+        "--features",
+        "warden-common/layout-next",
+    ]);
+    if here.components().any(|c| c.as_os_str() == "release") {
+        cmd.arg("--release");
+    }
+    let built = cmd.output().unwrap();
+    let next = out.join("warden.layout-next");
+    let copied = std::fs::copy(here, &next);
+    // This build's binary back (a new file: the one cargo left is a hard
+    // link of its own artifact).
+    let back = here.with_extension("restoring");
+    std::fs::copy(&saved, &back).unwrap();
+    std::fs::rename(&back, here).unwrap();
+    ok(built, "cargo build --features warden-common/layout-next");
+    copied.unwrap();
+    next
+}
+
+#[test]
+fn a_layout_version_change_under_load_sends_nothing_direct_and_audits_every_connection() {
+    let env = common::TestEnv::new();
+    let out_dir = env.tmp.path().join("debs");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let old = out_dir.join(format!("warden_{version}_amd64.deb"));
+    std::fs::copy(built_package(), &old).unwrap();
+    // The newer package carries the next layout version's binary.
+    let next_bin = next_layout_binary(&out_dir);
+    let next_dir = out_dir.join("next");
+    let built = ok(
+        xtask()
+            .args(["package", "--binary"])
+            .arg(&next_bin)
+            .arg("--out")
+            .arg(&next_dir)
+            .output()
+            .unwrap(),
+        "cargo xtask package (layout-next)",
+    );
+    let next = next_dir.join(format!("warden_{version}_amd64.deb"));
+    assert!(next.exists(), "{built}");
+    let newer = repack(&next, &format!("{version}+layout1"), &out_dir);
+
+    // The layout version directories under the pin base after each step:
+    // one, the running agent's (the other's pins go once its programs
+    // are replaced).
+    let mut seen: Vec<(String, Vec<String>)> = Vec::new();
+    under_load(env, &old, &newer, |env, what| {
+        let mut dirs: Vec<String> = std::fs::read_dir(&env.pin_dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with('v'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        dirs.sort();
+        assert_eq!(dirs.len(), 1, "{what}: {dirs:?}\n{}", env.log());
+        seen.push((what.to_owned(), dirs));
+    });
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_ne!(
+        seen[0].1, seen[1].1,
+        "the upgrade changed the layout version"
+    );
+    assert_eq!(seen[0].1, seen[2].1, "the downgrade went back to it");
 }

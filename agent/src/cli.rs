@@ -153,6 +153,11 @@ pub enum ApprovalsCommand {
         /// on the same target through for this long, e.g. 30m, 2h, 90s.
         #[arg(long = "for")]
         duration: Option<String>,
+        /// Also add the request's fingerprint to its grant's allow-list file
+        /// (a request held by a grant in mode = "enforce" with
+        /// on_new = "approve"): the same shape passes from then on.
+        #[arg(long)]
+        learn: bool,
     },
     /// Refuse a held statement.
     Deny {

@@ -751,6 +751,7 @@ fn approvals(config: &std::path::Path, args: ApprovalsArgs) -> anyhow::Result<Ex
             id,
             reason,
             duration,
+            learn,
         } => Request::ApprovalsDecide {
             id,
             decision: crate::approval::Decision {
@@ -758,6 +759,7 @@ fn approvals(config: &std::path::Path, args: ApprovalsArgs) -> anyhow::Result<Ex
                 reason,
                 grant_secs: duration.as_deref().map(parse_duration).transpose()?,
             },
+            learn,
         },
         ApprovalsCommand::Deny { id, reason } => Request::ApprovalsDecide {
             id,
@@ -766,6 +768,7 @@ fn approvals(config: &std::path::Path, args: ApprovalsArgs) -> anyhow::Result<Ex
                 reason,
                 grant_secs: None,
             },
+            learn: false,
         },
         ApprovalsCommand::Revoke { grant_id, reason } => {
             Request::ApprovalsRevoke { grant_id, reason }

@@ -12,8 +12,9 @@ pub mod pg_parse_error;
 
 /// Version of the map and program layout. It is part of the pin path
 /// (`<bpf_pin_dir>/v<LAYOUT_VERSION>`), so an agent never adopts maps whose
-/// layout it does not understand.
-pub const LAYOUT_VERSION: u32 = 1;
+/// layout it does not understand. (The `layout-next` feature, for the
+/// package upgrade test only, makes it one more.)
+pub const LAYOUT_VERSION: u32 = 1 + cfg!(feature = "layout-next") as u32;
 
 /// Deepest cgroup level (the root is level 0, `/a` level 1) at which a cgroup
 /// can be enrolled. The kernel side checks every ancestor of the caller from

@@ -22,6 +22,7 @@
 //! the caller.
 
 pub mod fingerprint;
+pub mod learn;
 pub mod peer;
 pub mod restore;
 pub mod webhook;
@@ -78,6 +79,9 @@ pub enum ApprovalError {
     GrantTooLong { secs: u64, max: u64 },
     #[error("the audit trail cannot be written, so nothing was changed: {0}")]
     Audit(#[from] crate::audit::AuditError),
+    /// `approve --learn` could not add the fingerprint (nothing changed).
+    #[error("{0}")]
+    Learn(#[from] learn::LearnError),
 }
 
 /// What a protocol handler asks approval for.
@@ -209,6 +213,9 @@ pub struct RequestView {
     pub reason: Option<String>,
     #[serde(default)]
     pub grant_id: Option<String>,
+    /// The fingerprint `approve --learn` added to the grant's allow-list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned: Option<String>,
 }
 
 /// A grant as listed.
@@ -236,6 +243,8 @@ pub struct Listing {
 struct Pending {
     view: RequestView,
     spec: RequestSpec,
+    /// What `approve --learn` would add to an allow-list.
+    learn: Option<learn::LearnCandidate>,
     tx: Option<oneshot::Sender<Resolution>>,
 }
 
@@ -256,6 +265,8 @@ pub struct Approvals {
     /// How an approver runs the approvals CLI (`warden approvals`, with
     /// `--socket` when it is not the default).
     cli: String,
+    /// One `approve --learn` at a time writes allow-list files.
+    learning: tokio::sync::Mutex<()>,
 }
 
 impl Approvals {
@@ -268,6 +279,7 @@ impl Approvals {
             state: Mutex::new(State::default()),
             notifier,
             cli,
+            learning: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -295,6 +307,16 @@ impl Approvals {
     /// Asks for approval: through a live grant, or held. `Err` (the audit
     /// trail failed): refuse.
     pub async fn request(self: &Arc<Self>, spec: RequestSpec) -> Result<Gate, ApprovalError> {
+        self.request_learnable(spec, None).await
+    }
+
+    /// [`Approvals::request`] of a request an allow-list held: `learn` is
+    /// what `approve --learn` adds to it.
+    pub async fn request_learnable(
+        self: &Arc<Self>,
+        spec: RequestSpec,
+        learn: Option<learn::LearnCandidate>,
+    ) -> Result<Gate, ApprovalError> {
         let now = now_ms();
         let grant = {
             let mut st = self.lock();
@@ -335,6 +357,7 @@ impl Approvals {
                 Pending {
                     view: view(&id, &spec, now, expires),
                     spec: spec.clone(),
+                    learn,
                     tx: Some(tx),
                 },
             );
@@ -423,11 +446,24 @@ impl Approvals {
         peer: &Peer,
         d: Decision,
     ) -> Result<Resolution, ApprovalError> {
+        self.decide_learning(id, peer, d, false).await
+    }
+
+    /// [`Approvals::decide`]; with `learn` (`approve --learn`), an approval
+    /// also adds the request's fingerprint to its grant's allow-list
+    /// ([`learn`]).
+    pub async fn decide_learning(
+        &self,
+        id: &str,
+        peer: &Peer,
+        d: Decision,
+        learn: bool,
+    ) -> Result<Resolution, ApprovalError> {
         let who = peer.identity();
-        let spec = {
+        let (spec, candidate) = {
             let st = self.lock();
             match st.pending.get(id) {
-                Some(p) => p.spec.clone(),
+                Some(p) => (p.spec.clone(), p.learn.clone()),
                 None => {
                     return Err(ApprovalError::UnknownRequest { id: id.to_owned() });
                 }
@@ -449,6 +485,10 @@ impl Approvals {
             Some(err)
         } else if self.cfg.require_reason && reason.is_none() {
             Some(ApprovalError::ReasonRequired)
+        } else if learn && !d.approve {
+            Some(learn::LearnError::NotApproving.into())
+        } else if learn && candidate.is_none() {
+            Some(learn::LearnError::NotLearnable { id: id.to_owned() }.into())
         } else {
             match d.grant_secs {
                 Some(s) if s == 0 || s > self.cfg.max_grant_secs => {
@@ -473,8 +513,31 @@ impl Approvals {
             tracing::warn!(request = id, peer.uid = peer.uid, error = %err, "approval decision refused");
             return Err(err);
         }
+        // `--learn`: the allow-list file is written first (nothing else
+        // changes if it cannot be), one learner at a time.
+        let _learning;
+        let mut staged = None;
+        if let (true, Some(c)) = (learn, &candidate) {
+            _learning = self.learning.lock().await;
+            match learn::write(c, id, &who, now_ms()) {
+                Ok(s) => staged = Some(s),
+                Err(err) => {
+                    let now = now_ms();
+                    let mut ev = event(&spec, ApprovalStatus::DecisionRefused, now, now);
+                    ev.request_id = Some(id.to_owned());
+                    ev.approver = Some(who);
+                    ev.reason = Some(format!("approval --learn refused: {err}"));
+                    self.audit.record_approval(ev).await?;
+                    tracing::warn!(request = id, error = %err, "approve --learn: the allow-list file was not changed");
+                    return Err(err.into());
+                }
+            }
+        }
         // First come, first served: whoever removes it decides.
         let Some(mut p) = self.lock().pending.remove(id) else {
+            if let Some(s) = staged {
+                s.revert();
+            }
             return Err(ApprovalError::UnknownRequest { id: id.to_owned() });
         };
         let now = now_ms();
@@ -504,8 +567,17 @@ impl Approvals {
         ev.reason = reason.clone();
         ev.grant_id = grant.as_ref().map(|g| g.id.clone());
         ev.expires_ms = grant.as_ref().map(|g| g.until_ms);
+        let learned = staged
+            .as_ref()
+            .filter(|s| s.written())
+            .and(candidate.as_ref())
+            .map(|c| c.fingerprint.id.clone());
+        ev.learned.clone_from(&learned);
         if let Err(e) = self.audit.record_approval(ev).await {
             // Not on record: not in effect. The statement is refused.
+            if let Some(s) = staged {
+                s.revert();
+            }
             if let Some(tx) = p.tx.take() {
                 let _ = tx.send(Resolution::Failed {
                     why: "the decision could not be recorded".into(),
@@ -517,8 +589,14 @@ impl Approvals {
         if let Some(g) = grant {
             self.lock().grants.insert(g.id.clone(), g);
         }
+        if let (Some(s), Some(c)) = (staged, &candidate) {
+            tracing::info!(request = id, fingerprint = %c.fingerprint.id, grant = %c.allowlist.grant, written = s.written(), "approve --learn: fingerprint added to the allow-list");
+            s.commit(c);
+        }
+        let mut view = p.view.clone();
+        view.learned = learned;
         self.remember(
-            p.view.clone(),
+            view,
             status,
             now,
             Some(who.clone()),
@@ -579,6 +657,7 @@ impl Approvals {
             expires_ms: Some(g.until_ms),
             approver: Some(peer.identity()),
             reason,
+            learned: None,
         };
         if let Err(e) = self.audit.record_approval(ev).await {
             // Keep the grant: the revocation is not on record.
@@ -653,6 +732,7 @@ impl Approvals {
                 approver: None,
                 reason: None,
                 grant_id: None,
+                learned: None,
             };
             self.remember(
                 view,
@@ -771,6 +851,7 @@ fn event(spec: &RequestSpec, status: ApprovalStatus, requested: i64, now: i64) -
         expires_ms: None,
         approver: None,
         reason: None,
+        learned: None,
     }
 }
 
@@ -795,6 +876,7 @@ fn view(id: &str, spec: &RequestSpec, now: i64, expires: i64) -> RequestView {
         approver: None,
         reason: None,
         grant_id: None,
+        learned: None,
     }
 }
 

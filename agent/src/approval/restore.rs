@@ -147,6 +147,7 @@ mod tests {
             expires_ms: None,
             approver: None,
             reason: None,
+            learned: None,
         }
     }
 

@@ -425,3 +425,123 @@ async fn a_decider_holding_an_account_uid_or_below_the_requesters_cgroup_cannot_
         ]
     );
 }
+
+// --- `approve --learn` (issue 19) ---
+
+#[tokio::test]
+async fn approve_learn_adds_the_held_shape_only_for_allowlist_holds_and_by_an_approver() {
+    use crate::policy::allowlist::{
+        AllowlistFile, AllowlistSettings, GrantAllowlist, ListVerdict, Mode, OnNew, sql_fingerprint,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let (audit, task) = crate::audit::spawn_writer(&path, opts()).unwrap();
+    let svc = Approvals::new(cfg(30), audit.clone(), "warden approvals".into());
+    let list = dir.path().join("list.toml");
+    std::fs::write(&list, "# reviewed\n").unwrap();
+    let gate = Arc::new(
+        GrantAllowlist::build(
+            &AllowlistSettings {
+                mode: Some(Mode::Enforce),
+                allowlist: Some(list.clone()),
+                on_new: Some(OnNew::Approve),
+            },
+            dir.path(),
+            "orders-api",
+            "orders-pg",
+        )
+        .unwrap()
+        .unwrap(),
+    );
+    let stmt = "DELETE FROM orders WHERE id = 3";
+    let fp = sql_fingerprint(stmt).unwrap();
+    let listed = || gate.judge(Some(&fp), "postgres", "", "allowed").0 == ListVerdict::Listed;
+
+    // Held by an approve rule (no candidate): --learn is refused, the
+    // request stays pending.
+    let mut plain = held(&svc, stmt).await;
+    let e = svc
+        .decide_learning(&plain.id, &peer(5001), approve("x", None), true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ApprovalError::Learn(learn::LearnError::NotLearnable { .. })
+        ),
+        "{e}"
+    );
+    assert_eq!(svc.list().pending.len(), 1);
+    svc.decide(&plain.id, &peer(5001), approve("x", None))
+        .await
+        .unwrap();
+    assert!(plain.wait().await.approved());
+
+    // Held by the allow-list.
+    let candidate = learn::LearnCandidate::of(
+        Some(&gate),
+        Some(&fp),
+        "postgres",
+        "DELETE FROM orders WHERE id = ?",
+    );
+    assert!(candidate.is_some());
+    let mut h = match svc.request_learnable(spec(stmt), candidate).await.unwrap() {
+        Gate::Held(h) => h,
+        Gate::Granted { .. } => panic!("expected a hold"),
+    };
+    // The requester cannot learn it, nor deny with --learn.
+    let own = svc
+        .decide_learning(&h.id, &peer(1000), approve("mine", None), true)
+        .await
+        .unwrap_err();
+    assert!(matches!(own, ApprovalError::OwnRequest { .. }), "{own}");
+    let deny = Decision {
+        approve: false,
+        reason: Some("no".into()),
+        grant_secs: None,
+    };
+    let e = svc
+        .decide_learning(&h.id, &peer(5001), deny, true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ApprovalError::Learn(learn::LearnError::NotApproving)),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_to_string(&list).unwrap(), "# reviewed\n");
+    assert!(!listed());
+
+    // An approver learns it: approved, in the file, listed, on record.
+    svc.decide_learning(&h.id, &peer(5001), approve("ticket 5", None), true)
+        .await
+        .unwrap();
+    assert!(h.wait().await.approved());
+    assert!(listed());
+    let text = std::fs::read_to_string(&list).unwrap();
+    assert!(text.starts_with("# reviewed\n"), "{text}");
+    assert!(AllowlistFile::load(&list).unwrap().contains(&fp.id));
+    assert_eq!(
+        svc.show(&h.id).unwrap().learned.as_deref(),
+        Some(fp.id.as_str())
+    );
+    let statuses = stop(audit, task, &path).await;
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "decision_refused").count(),
+        3,
+        "{statuses:?}"
+    );
+    let r = AuditReader::open(&path).unwrap();
+    let learned: Vec<String> = r
+        .query(&TailFilter::default(), 0, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.activity == "approval")
+        .filter_map(|e| {
+            crate::audit::ocsf::decode_approval(&e.data)
+                .ok()?
+                .event
+                .learned
+        })
+        .collect();
+    assert_eq!(learned, vec![fp.id]);
+}

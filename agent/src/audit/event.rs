@@ -480,6 +480,10 @@ pub struct ApprovalEvent {
     /// refusal of a decision).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// `approve --learn`: the fingerprint id added to the grant's
+    /// allow-list file with this approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned: Option<String>,
 }
 
 // --- HTTP API activity -------------------------------------------------------

@@ -807,6 +807,7 @@ mod tests {
             expires_ms: None,
             approver: None,
             reason: Some(reason.into()),
+            learned: None,
         };
         let row = |seq: u64, e: &ApprovalEvent| StoredEvent {
             seq,

@@ -116,21 +116,34 @@ pub async fn dispatch(req: Request, approvals: &Approvals, peer: &Peer) -> Respo
                 message: format!("no approval request {id}"),
             },
         },
-        Request::ApprovalsDecide { id, decision } => {
+        Request::ApprovalsDecide {
+            id,
+            decision,
+            learn,
+        } => {
             let approve = decision.approve;
             let grant = decision.grant_secs;
-            match approvals.decide(&id, peer, decision).await {
+            match approvals.decide_learning(&id, peer, decision, learn).await {
                 Ok(_) => {
                     info!(request = %id, approve, peer.uid = peer.uid, "approval decided");
-                    Response::Done {
-                        message: match (approve, grant) {
-                            (true, Some(s)) => {
-                                format!("approved {id}; the same statement is granted for {s}s")
+                    let mut message = match (approve, grant) {
+                        (true, Some(s)) => {
+                            format!("approved {id}; the same statement is granted for {s}s")
+                        }
+                        (true, None) => format!("approved {id}"),
+                        (false, _) => format!("denied {id}"),
+                    };
+                    if learn {
+                        message.push_str(&match approvals.show(&id).and_then(|v| v.learned) {
+                            Some(fp) => {
+                                format!("; fingerprint {fp} added to the grant's allow-list")
                             }
-                            (true, None) => format!("approved {id}"),
-                            (false, _) => format!("denied {id}"),
-                        },
+                            None => {
+                                "; its fingerprint was already in the grant's allow-list".to_owned()
+                            }
+                        });
                     }
+                    Response::Done { message }
                 }
                 Err(e) => Response::Error {
                     message: e.to_string(),

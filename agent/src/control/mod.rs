@@ -68,6 +68,9 @@ pub enum Request {
         id: String,
         #[serde(flatten)]
         decision: crate::approval::Decision,
+        /// `approve --learn` (issue 19).
+        #[serde(default)]
+        learn: bool,
     },
     ApprovalsRevoke {
         grant_id: String,

@@ -229,7 +229,17 @@ pub enum Asked {
 
 /// Asks the approval service about a request of an `approve` rule.
 pub async fn ask(approvals: &Arc<Approvals>, spec: RequestSpec) -> Asked {
-    match approvals.request(spec).await {
+    ask_learnable(approvals, spec, None).await
+}
+
+/// [`ask`], for a request an allow-list may have held: `learn` is what
+/// `approve --learn` adds to it (issue 19).
+pub async fn ask_learnable(
+    approvals: &Arc<Approvals>,
+    spec: RequestSpec,
+    learn: Option<crate::approval::learn::LearnCandidate>,
+) -> Asked {
+    match approvals.request_learnable(spec, learn).await {
         Ok(Gate::Granted { grant_id }) => Asked::Granted(format!("approved by grant {grant_id}")),
         Ok(Gate::Held(h)) => Asked::Held(h),
         Err(e) => {
@@ -336,7 +346,14 @@ pub fn grant_allowlist(
         &g.account,
         &g.target,
     )
-    .map(|o| o.map(Arc::new))
+    .map(|o| {
+        o.map(|a| {
+            let a = Arc::new(a);
+            // `approve --learn` lists what it adds in every runtime of the file.
+            crate::approval::learn::register(&a);
+            a
+        })
+    })
     .map_err(|source| SetupError::Allowlist {
         grant: format!("{}/{}", g.account, g.target),
         source,

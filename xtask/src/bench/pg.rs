@@ -224,6 +224,14 @@ pub fn run(root: &Path) -> Result<()> {
             Figures::measure(warden, Some(agent))?.print(mode, "warden", Some(d));
         }
     }
+    enforce_rows(
+        &mut guard,
+        &pg,
+        listen_port,
+        &sync,
+        &summary,
+        (clients, threads, secs),
+    )?;
     if let Some(profile) = profile {
         println!(
             "\nagent CPU profile during the simple-protocol Warden run (synchronous={sync}; its \
@@ -232,6 +240,87 @@ pub fn run(root: &Path) -> Result<()> {
     }
     warn_if_busy(cpus)?;
     guard.stop();
+    Ok(())
+}
+
+// --- the enforce row (issue 19; learn area) ---
+
+/// Warden with the pgbench shapes frozen into an allow-list and the grant
+/// in `mode = "enforce"`: a short run of each protocol in `mode = "learn"`,
+/// `warden policy freeze`, then the same runs as above, beside the rule
+/// policy alone (the allow-list check must cost no more than it).
+fn enforce_rows(
+    guard: &mut Guard,
+    pg: &PgServer,
+    listen_port: u16,
+    sync: &str,
+    summary: &[(&str, Figures, Figures, Figures)],
+    (clients, threads, secs): (u64, u64, u64),
+) -> Result<()> {
+    let pgbench = pg.bin("pgbench");
+    let sections = crate::pg::sections(pg, "bench", &guard.enrolled_cgroup(), &guard.tmp, false)?;
+    let agent_toml = guard.agent_toml(listen_port, sync);
+    let with_grant_keys = |keys: &str| -> Result<String> {
+        let at = sections
+            .find("[[grant]]\n")
+            .context("no [[grant]] in the bench configuration")?
+            + "[[grant]]\n".len();
+        Ok(format!(
+            "{agent_toml}{}{keys}\n{}",
+            &sections[..at],
+            &sections[at..]
+        ))
+    };
+    guard.stop();
+    std::fs::write(&guard.config, with_grant_keys("mode = \"learn\"")?)?;
+    guard.start()?;
+    for mode in MODES {
+        let args = pgbench_args(mode, clients.min(2), 1, 2);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = crate::pg::workload(pg, &guard.enrolled, &pgbench, &args).output()?;
+        if !out.status.success() {
+            bail!("pgbench in learn mode failed: {}", pgkit::show(&out));
+        }
+    }
+    let list = guard.tmp.join("bench.allowlist.toml");
+    let frozen = Command::new(&guard.warden)
+        .arg("--config")
+        .arg(&guard.config)
+        .args(["policy", "freeze", "--grant", "bench/orders-pg", "--out"])
+        .arg(&list)
+        .output()?;
+    if !frozen.status.success() {
+        bail!("warden policy freeze failed: {}", pgkit::show(&frozen));
+    }
+    guard.stop();
+    std::fs::write(
+        &guard.config,
+        with_grant_keys(&format!(
+            "mode = \"enforce\"\nallowlist = \"{}\"",
+            list.display()
+        ))?,
+    )?;
+    let agent = guard.start()?;
+    println!(
+        "\nWarden in mode = \"enforce\" (the pgbench shapes frozen into an allow-list, {}; \
+         audit synchronous={sync}), beside the rule policy alone:",
+        String::from_utf8_lossy(&frozen.stdout).trim()
+    );
+    for (mode, d, w, _) in summary {
+        let args = pgbench_args(mode, clients, threads, secs);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let warden = crate::pg::workload(pg, &guard.enrolled, &pgbench, &args);
+        let e = Figures::measure(warden, Some(agent))?;
+        e.print(mode, "enforce", Some(d));
+        println!(
+            "{:<10} {:<10} {:>10} {:+.3} ms latency, {:+.1}% TPS vs the rule policy alone",
+            "",
+            "",
+            "",
+            e.lat_ms - w.lat_ms,
+            100.0 * (e.tps / w.tps - 1.0)
+        );
+    }
     Ok(())
 }
 

@@ -202,6 +202,17 @@ impl GrantAllowlist {
         }
     }
 
+    // --- `approve --learn` (learn area: approval/learn.rs writes the file) ---
+    /// Lists `entry` from now on (it is in the file: `approve --learn`
+    /// wrote it); the rest of the file waits for a reload.
+    pub fn list_also(&self, entry: file::Entry) {
+        self.list
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries
+            .insert(entry.id.clone(), entry);
+    }
+
     /// Adds a fingerprint to the allow-list file and to this runtime
     /// (`approve --learn`).
     pub fn add(

@@ -784,20 +784,27 @@ impl Conn<'_> {
     /// The request's fingerprint and the grant's allow-list verdict: an
     /// unlisted request of an enforcing grant is refused (or held, with
     /// `on_new = "approve"`) whatever the rules allow; block still wins.
+    /// Also what `approve --learn` would add when the request is held.
     fn allowlist_gate(
         &self,
         req: &Req,
         query: &[crate::protocol::http::params::Param],
         verdict: &mut HttpVerdict,
-    ) -> Option<crate::policy::allowlist::AllowlistFacts> {
+    ) -> (
+        Option<crate::policy::allowlist::AllowlistFacts>,
+        Option<crate::approval::learn::LearnCandidate>,
+    ) {
         use crate::policy::allowlist::{AllowlistFacts, Judged, http_fingerprint};
         let names: Vec<&str> = query.iter().map(|p| p.name.as_str()).collect();
         let fp = http_fingerprint(&req.method, &req.path, &names);
         let Some(gate) = self.grant.allowlist.as_deref() else {
-            return Some(AllowlistFacts {
-                fingerprint: Some(fp.id),
-                ..Default::default()
-            });
+            return (
+                Some(AllowlistFacts {
+                    fingerprint: Some(fp.id),
+                    ..Default::default()
+                }),
+                None,
+            );
         };
         let example = format!("{} {}", req.method, self.masker().mask_str(&req.path).0);
         let (facts, judged) = session::judge_allowlist(
@@ -807,6 +814,7 @@ impl Conn<'_> {
             &example,
             session::decision_of(verdict.action),
         );
+        let held = matches!(judged, Judged::Hold(_));
         match judged {
             Judged::Refuse(why) if matches!(verdict.action, Action::Allow | Action::Approve) => {
                 verdict.action = Action::Block;
@@ -819,7 +827,17 @@ impl Conn<'_> {
             }
             _ => {}
         }
-        Some(facts)
+        let learn = held
+            .then(|| {
+                crate::approval::learn::LearnCandidate::of(
+                    self.grant.allowlist.as_ref(),
+                    Some(&fp),
+                    "http",
+                    &example,
+                )
+            })
+            .flatten();
+        (Some(facts), learn)
     }
 
     fn audit_headers(&self, headers: &[Header], allow: &[&str]) -> Vec<(String, String)> {
@@ -1047,7 +1065,7 @@ impl Conn<'_> {
             body = Some(bytes);
         }
         // The grant's allow-list over the rule decision (issue 19).
-        let allowlist = self.allowlist_gate(&req, &query, &mut verdict);
+        let (allowlist, learn) = self.allowlist_gate(&req, &query, &mut verdict);
         // An `approve` rule holds the request (its body read and shown) for
         // a human decision; the final decision is what gets recorded.
         let query_pairs: Vec<(String, String)> = target
@@ -1092,7 +1110,9 @@ impl Conn<'_> {
                 .next()
                 .map(|v| String::from_utf8_lossy(v).into_owned());
             let shown_body = body.as_deref().map(|b| (b, content_type.as_deref()));
-            let held = self.hold(c, &req, verdict, &query_pairs, shown_body).await;
+            let held = self
+                .hold(c, &req, verdict, &query_pairs, shown_body, learn)
+                .await;
             if held.gone {
                 let mut ev = self.event(
                     &req,
@@ -1468,6 +1488,7 @@ impl Conn<'_> {
         mut verdict: HttpVerdict,
         query: &[(String, String)],
         body: Option<(&[u8], Option<&str>)>,
+        learn: Option<crate::approval::learn::LearnCandidate>,
     ) -> Held {
         let not_gone = |verdict, request| Held {
             verdict,
@@ -1516,7 +1537,7 @@ impl Conn<'_> {
             },
             account_uids: self.rt.approvals.uids_of(&self.caller.account),
         };
-        let hold = match session::ask(&approvals, spec).await {
+        let hold = match session::ask_learnable(&approvals, spec, learn).await {
             session::Asked::Granted(why) => {
                 verdict.action = Action::Allow;
                 verdict.reason = why;

@@ -1125,7 +1125,18 @@ where
             a.statement.clone_from(&shown);
             Arc::new(a)
         };
-        let hold = match super::super::session::ask(&approvals, spec).await {
+        // Held by the grant's allow-list: what `approve --learn` adds to it.
+        let learn = (d.allowlist.verdict == Some(crate::policy::allowlist::ListVerdict::NotListed))
+            .then(|| {
+                crate::approval::learn::LearnCandidate::of(
+                    self.info.allowlist.as_ref(),
+                    d.fingerprint.as_deref(),
+                    "postgres",
+                    &d.statement,
+                )
+            })
+            .flatten();
+        let hold = match super::super::session::ask_learnable(&approvals, spec, learn).await {
             Asked::Granted(why) => return Ok(Held::Go(after(true, why))),
             Asked::Unrecorded(why) => return Ok(Held::Refuse(after(false, why), "42501")),
             Asked::Held(h) => h,
