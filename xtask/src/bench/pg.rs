@@ -224,14 +224,7 @@ pub fn run(root: &Path) -> Result<()> {
             Figures::measure(warden, Some(agent))?.print(mode, "warden", Some(d));
         }
     }
-    enforce_rows(
-        &mut guard,
-        &pg,
-        listen_port,
-        &sync,
-        &summary,
-        (clients, threads, secs),
-    )?;
+    enforce_rows(&mut guard, &pg, listen_port, &sync, &summary, secs)?;
     if let Some(profile) = profile {
         println!(
             "\nagent CPU profile during the simple-protocol Warden run (synchronous={sync}; its \
@@ -254,8 +247,8 @@ fn enforce_rows(
     pg: &PgServer,
     listen_port: u16,
     sync: &str,
-    summary: &[(&str, Figures, Figures, Figures)],
-    (clients, threads, secs): (u64, u64, u64),
+    summary: &[(Run, Figures, Figures, Figures)],
+    secs: u64,
 ) -> Result<()> {
     let pgbench = pg.bin("pgbench");
     let sections = crate::pg::sections(pg, "bench", &guard.enrolled_cgroup(), &guard.tmp, false)?;
@@ -275,7 +268,7 @@ fn enforce_rows(
     std::fs::write(&guard.config, with_grant_keys("mode = \"learn\"")?)?;
     guard.start()?;
     for mode in MODES {
-        let args = pgbench_args(mode, clients.min(2), 1, 2);
+        let args = Run::new(mode, 2, 1).args(2);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = crate::pg::workload(pg, &guard.enrolled, &pgbench, &args).output()?;
         if !out.status.success() {
@@ -307,13 +300,13 @@ fn enforce_rows(
         String::from_utf8_lossy(&frozen.stdout).trim()
     );
     for (mode, d, w, _) in summary {
-        let args = pgbench_args(mode, clients, threads, secs);
+        let args = mode.args(secs);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let warden = crate::pg::workload(pg, &guard.enrolled, &pgbench, &args);
         let e = Figures::measure(warden, Some(agent))?;
         e.print(mode, "enforce", Some(d));
         println!(
-            "{:<10} {:<10} {:>10} {:+.3} ms latency, {:+.1}% TPS vs the rule policy alone",
+            "{:<14} {:<10} {:>10} {:+.3} ms latency, {:+.1}% TPS vs the rule policy alone",
             "",
             "",
             "",
