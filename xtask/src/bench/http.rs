@@ -1,7 +1,8 @@
 //! `cargo xtask bench http`: wrk (Debian's package) against a throwaway
 //! nginx on loopback, small keep-alive GETs, directly and through the real
 //! `warden` binary (client in an enrolled cgroup; policy, credential
-//! injection, masking of the text body and audit with synchronous=full all
+//! injection, masking of the text body and audit with the shipped
+//! durability (`pipelined`, which for HTTP answers after the fsync) all
 //! on), interleaved in one run, with nginx itself as a keep-alive reverse
 //! proxy (no policy, no audit) as a reference for what an optimised proxy
 //! costs on the same machine. Prints requests/s, latency p50/p99, the
@@ -9,7 +10,8 @@
 //!
 //! Settings (environment): `WARDEN_BENCH_HTTP_SECS` (per run, default 10),
 //! `WARDEN_BENCH_HTTP_CONNS` (keep-alive connections, 16),
-//! `WARDEN_BENCH_HTTP_ROUNDS` (direct/warden pairs, 2).
+//! `WARDEN_BENCH_HTTP_ROUNDS` (direct/warden pairs, 2),
+//! `WARDEN_BENCH_HTTP_SYNC` (audit durability, `pipelined`).
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -27,6 +29,7 @@ pub fn run(root: &Path) -> Result<()> {
     let secs = env_num("WARDEN_BENCH_HTTP_SECS", 10)?;
     let conns = env_num("WARDEN_BENCH_HTTP_CONNS", 16)?;
     let rounds = env_num("WARDEN_BENCH_HTTP_ROUNDS", 2)?;
+    let sync = std::env::var("WARDEN_BENCH_HTTP_SYNC").unwrap_or_else(|_| "pipelined".into());
     for (what, path) in [("wrk", WRK), ("nginx", NGINX)] {
         if !Path::new(path).exists() {
             bail!("{what} is missing ({path}): run `cargo xtask setup`");
@@ -57,7 +60,7 @@ pub fn run(root: &Path) -> Result<()> {
     let secret = guard.tmp.join("api.token");
     std::fs::write(&secret, "bench-token\n")?;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
-    let config = guard.agent_toml(listen_port, "full")
+    let config = guard.agent_toml(listen_port, &sync)
         + &format!(
             r#"
 [[target]]
@@ -104,7 +107,7 @@ patterns = ["card", "email", "ssn", "iban", "token"]
     println!(
         "warden: release build, policy (allow GET /v1/**), bearer credential injected, masking \
          (5 patterns on the text body), one audit request + result event per request, \
-         synchronous=full (state on {}), client in an enrolled cgroup",
+         synchronous={sync} (state on {}), client in an enrolled cgroup",
         fs_type(&guard.tmp)
     );
     println!(
@@ -134,11 +137,36 @@ patterns = ["card", "email", "ssn", "iban", "token"]
     }
     let mean = |v: &[Wrk]| v.iter().map(|w| w.rps).sum::<f64>() / v.len() as f64;
     let (d, w, p) = (mean(&direct), mean(&warden), mean(&proxied));
+    let cpu = |v: &[Wrk]| {
+        let c: Vec<f64> = v.iter().filter_map(|w| w.cpu_us_per_req).collect();
+        (!c.is_empty()).then(|| c.iter().sum::<f64>() / c.len() as f64)
+    };
+    let p99 = |v: &[Wrk]| v.iter().map(|w| w.p99_ms).fold(0.0, f64::max);
     println!(
-        "\nmean: direct {d:.0} req/s, warden {w:.0} req/s = {:.1}% of direct (goal >= 80%); \
-         nginx as a reverse proxy (no policy, no audit) {p:.0} req/s = {:.1}% of direct",
+        "\nmean: direct {d:.0} req/s, warden {w:.0} req/s ({:.1}% of direct), nginx as a \
+         reverse proxy (no policy, no audit) {p:.0} req/s ({:.1}% of direct)",
         100.0 * w / d,
         100.0 * p / d
+    );
+    println!(
+        "goals (issue 17): Warden req/s >= nginx's; Warden CPU/req <= 2x nginx's; p99 reported"
+    );
+    let cpu_line = match (cpu(&warden), cpu(&proxied)) {
+        (Some(wc), Some(pc)) if pc > 0.0 => format!(
+            "CPU/req {wc:.1} µs = {:.1}x nginx's {pc:.1} µs (goal <= 2x: {})",
+            wc / pc,
+            if wc <= 2.0 * pc { "met" } else { "MISSED" }
+        ),
+        _ => "CPU/req not measured".into(),
+    };
+    println!(
+        "keep-alive GET  req/s {:.1}% of nginx's (goal >= 100%: {}), {cpu_line}; worst p99 \
+         warden {:.3} ms, nginx {:.3} ms, direct {:.3} ms",
+        100.0 * w / p,
+        if w >= p { "met" } else { "MISSED" },
+        p99(&warden),
+        p99(&proxied),
+        p99(&direct),
     );
     let busy_kib = super::status_kib(agent, "VmRSS")?;
     let hwm_kib = super::status_kib(agent, "VmHWM")?;
