@@ -1340,8 +1340,20 @@ impl Conn<'_> {
         let rkind = match response_body(&head.method, &resp) {
             Ok(k) => k,
             Err(e) => {
+                // Refused with a result event naming why (a transfer coding
+                // other than chunked, conflicting lengths).
                 *upstream = None;
-                return self.bad(c, 502, e.to_string(), None).await;
+                let ((status, _), err) = self.fail(c, e.to_string()).await?;
+                self.result(
+                    &req,
+                    c,
+                    decision,
+                    Finished {
+                        error: err,
+                        ..Finished::status(status)
+                    },
+                );
+                return Ok(false);
             }
         };
         let upstream_close = resp.version == 0 && !resp.has_token("connection", "keep-alive")
