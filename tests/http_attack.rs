@@ -84,6 +84,11 @@ const NAME_SPELLINGS: &[&str] = &[
 ];
 
 fn answer(target: &str, auth: &str, body: &[u8]) -> Vec<u8> {
+    answer_range(target, auth, body, None)
+}
+
+/// [`answer`] to a request with `Range: bytes=A-B`.
+fn answer_range(target: &str, auth: &str, body: &[u8], range: Option<(usize, usize)>) -> Vec<u8> {
     let path = target.split('?').next().unwrap_or("");
     let json = ("Content-Type", "application/json");
     match path {
@@ -210,6 +215,28 @@ fn answer(target: &str, auth: &str, body: &[u8]) -> Vec<u8> {
             out.extend(gzip(format!("{{\"auth\": {}}}", jstr(auth)).as_bytes()));
             out
         }
+        // Session 3: an echo that honours `Range` (Go's ServeContent,
+        // nginx with proxy_force_ranges, static-file servers).
+        "/echo-range" => {
+            let full = format!("{{\"auth\": {}}}", jstr(auth)).into_bytes();
+            match range {
+                Some((a, b)) if a < full.len() => {
+                    let b = b.min(full.len() - 1);
+                    reply(
+                        "206 Partial Content",
+                        &[
+                            ("Content-Type", "text/plain"),
+                            (
+                                "Content-Range",
+                                &format!("bytes {a}-{b}/{}", full.len()),
+                            ),
+                        ],
+                        &full[a..=b],
+                    )
+                }
+                _ => reply("200 OK", &[("Content-Type", "text/plain")], &full),
+            }
+        }
         _ => reply("200 OK", &[json], b"{\"ok\": true}"),
     }
 }
@@ -271,7 +298,15 @@ async fn scripted() -> (std::net::SocketAddr, Seen) {
                                 .then(|| v.trim().to_owned())
                         })
                         .unwrap_or_default();
-                    let out = answer(&target, &auth, &raw[end..]);
+                    let range = head.lines().find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        let (a, b) = k
+                            .eq_ignore_ascii_case("range")
+                            .then(|| v.trim().strip_prefix("bytes="))??
+                            .split_once('-')?;
+                        Some((a.parse().ok()?, b.parse().unwrap_or(usize::MAX)))
+                    });
+                    let out = answer_range(&target, &auth, &raw[end..], range);
                     if s.write_all(&out).await.is_err() {
                         return;
                     }
@@ -1087,5 +1122,34 @@ fn s3_h3_credential_echoed_in_a_transfer_coding_reaches_the_workload() {
             "the credential reached the workload in a transfer coding: {got:?}"
         );
         assert_eq!(got.status, 502, "{got:?}");
+    });
+}
+
+// S3-H4: on a grant with a credential (no masking), `Range` goes upstream:
+// an echo that honours it hands the workload the credential in pieces,
+// each shorter than any form the search looks for.
+#[test]
+fn s3_h4_credential_echoed_in_ranges_reaches_the_workload() {
+    run(|| async {
+        let r = rig(BEARER, ALLOW_ALL, "patterns = [\"email\"]").await;
+        let got = r.get("/echo-range", "").await;
+        assert_eq!(
+            got.status, 502,
+            "control: the whole echo is refused: {got:?}"
+        );
+        let mut joined = Vec::new();
+        for (a, b) in [(0, 20), (21, 29), (30, 200)] {
+            let got = r
+                .get("/echo-range", &format!("Range: bytes={a}-{b}\r\n"))
+                .await;
+            if got.status == 206 {
+                joined.extend_from_slice(&got.body);
+            }
+        }
+        assert!(
+            !holds_secret(&joined),
+            "the credential reached the workload in ranges: {}",
+            String::from_utf8_lossy(&joined)
+        );
     });
 }
