@@ -84,6 +84,11 @@ const NAME_SPELLINGS: &[&str] = &[
 ];
 
 fn answer(target: &str, auth: &str, body: &[u8]) -> Vec<u8> {
+    answer_range(target, auth, body, None)
+}
+
+/// [`answer`] to a request with `Range: bytes=A-B`.
+fn answer_range(target: &str, auth: &str, body: &[u8], range: Option<(usize, usize)>) -> Vec<u8> {
     let path = target.split('?').next().unwrap_or("");
     let json = ("Content-Type", "application/json");
     match path {
@@ -182,6 +187,56 @@ fn answer(target: &str, auth: &str, body: &[u8]) -> Vec<u8> {
             &[("Content-Type", "application/x-www-form-urlencoded")],
             b"access_token=derived-gho-3e3e&scope=repo&token_type=bearer",
         ),
+        // Session 3: a form answer whose field names nest (`qs`, Rack, PHP
+        // read `customer[name]` as `customer.name`), and JSON with
+        // flattened dotted or bracketed member names.
+        "/form-nested" => reply(
+            "200 OK",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            format!(
+                "customer[name]={n}&id=1&name[]={n}&name%5B0%5D={n}",
+                n = NAME.replace(' ', "+")
+            )
+            .as_bytes(),
+        ),
+        "/flat" => reply(
+            "200 OK",
+            &[json],
+            format!(
+                "{{\"customer.name\": {n}, \"customer[name]\": {n}, \"id\": 1}}",
+                n = jstr(NAME)
+            )
+            .as_bytes(),
+        ),
+        // Session 3: the echo in a transfer coding other than chunked
+        // (framed by the close).
+        "/te-gzip" => {
+            let mut out = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\n".to_vec();
+            out.extend(gzip(format!("{{\"auth\": {}}}", jstr(auth)).as_bytes()));
+            out
+        }
+        // Session 3: an echo that honours `Range` (Go's ServeContent,
+        // nginx with proxy_force_ranges, static-file servers).
+        "/echo-range" => {
+            let full = format!("{{\"auth\": {}}}", jstr(auth)).into_bytes();
+            match range {
+                Some((a, b)) if a < full.len() => {
+                    let b = b.min(full.len() - 1);
+                    reply(
+                        "206 Partial Content",
+                        &[
+                            ("Content-Type", "text/plain"),
+                            (
+                                "Content-Range",
+                                &format!("bytes {a}-{b}/{}", full.len()),
+                            ),
+                        ],
+                        &full[a..=b],
+                    )
+                }
+                _ => reply("200 OK", &[("Content-Type", "text/plain")], &full),
+            }
+        }
         _ => reply("200 OK", &[json], b"{\"ok\": true}"),
     }
 }
@@ -243,8 +298,20 @@ async fn scripted() -> (std::net::SocketAddr, Seen) {
                                 .then(|| v.trim().to_owned())
                         })
                         .unwrap_or_default();
-                    let out = answer(&target, &auth, &raw[end..]);
+                    let range = head.lines().find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        let (a, b) = k
+                            .eq_ignore_ascii_case("range")
+                            .then(|| v.trim().strip_prefix("bytes="))??
+                            .split_once('-')?;
+                        Some((a.parse().ok()?, b.parse().unwrap_or(usize::MAX)))
+                    });
+                    let out = answer_range(&target, &auth, &raw[end..], range);
                     if s.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    // An answer framed by the close.
+                    if out.windows(19).any(|w| w == b"Connection: close\r\n") {
                         return;
                     }
                 }
@@ -974,5 +1041,115 @@ fn h6_issued_pass_gives_the_workload_the_cookie() {
             got.head
         );
         assert!(got.text().contains("derived-token-9c1e"), "{}", got.text());
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Session 3 (s3-httpattack).
+// ---------------------------------------------------------------------------
+
+// S3-H1: a block rule on GET does not hold HEAD, which every common server
+// and framework routes to the GET handler (nginx, Rails, Flask, Express,
+// Django, Spring): the handler runs (its side effects happen) and the
+// response head (Content-Length, ETag, Location, cookies) reaches the
+// workload.
+#[test]
+fn s3_h1_block_rule_on_get_dodged_by_head() {
+    run(|| async {
+        let r = rig(
+            BEARER,
+            r#"default = "allow"
+rules = [ { action = "block", methods = ["GET"], paths = ["/admin/**"], name = "no-admin-read" } ]"#,
+            "patterns = [\"email\"]",
+        )
+        .await;
+        let got = r.get("/admin/export", "").await;
+        assert_eq!(got.status, 403, "control: {got:?}");
+        let got = r
+            .ask(
+                format!(
+                    "HEAD /admin/export HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                    r.host()
+                )
+                .as_bytes(),
+            )
+            .await;
+        let reached = r
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|q| q.starts_with(b"HEAD /admin"));
+        assert!(
+            got.status == 403 && !reached,
+            "HEAD ran the GET handler a block rule refuses: {got:?}"
+        );
+    });
+}
+
+// S3-H2: a field rule on `name` misses a form field or JSON member whose
+// name nests it (`customer[name]`, `name[]`, `customer.name`), which `qs`,
+// Rack, PHP and Spring's binder read as the member `name`.
+#[test]
+fn s3_h2_field_rule_dodged_by_nested_parameter_names() {
+    run(|| async {
+        let r = rig(MASKED, ALLOW_ALL, FIELDS).await;
+        for path in ["/form-nested", "/flat"] {
+            let got = r.get(path, "").await;
+            let text = got.text();
+            assert!(
+                !text.contains("Alice") && (got.status == 200 || got.status == 502),
+                "{path}: a field masked by name reached the workload under a nested name: {got:?}"
+            );
+        }
+        // The other fields stay as they were.
+        let got = r.get("/form-nested", "").await;
+        assert!(got.text().contains("id=1"), "{got:?}");
+    });
+}
+
+// S3-H3: a response in a transfer coding other than chunked
+// (`Transfer-Encoding: gzip`, framed by the close) is passed with its
+// coding unnamed and unread: the credential echoed in it reaches the
+// workload, gzip-ed.
+#[test]
+fn s3_h3_credential_echoed_in_a_transfer_coding_reaches_the_workload() {
+    run(|| async {
+        let r = rig(BEARER, ALLOW_ALL, "patterns = [\"email\"]").await;
+        let got = r.get("/te-gzip", "").await;
+        assert!(
+            !holds_secret(&got.body),
+            "the credential reached the workload in a transfer coding: {got:?}"
+        );
+        assert_eq!(got.status, 502, "{got:?}");
+    });
+}
+
+// S3-H4: on a grant with a credential (no masking), `Range` goes upstream:
+// an echo that honours it hands the workload the credential in pieces,
+// each shorter than any form the search looks for.
+#[test]
+fn s3_h4_credential_echoed_in_ranges_reaches_the_workload() {
+    run(|| async {
+        let r = rig(BEARER, ALLOW_ALL, "patterns = [\"email\"]").await;
+        let got = r.get("/echo-range", "").await;
+        assert_eq!(
+            got.status, 502,
+            "control: the whole echo is refused: {got:?}"
+        );
+        let mut joined = Vec::new();
+        for (a, b) in [(0, 20), (21, 29), (30, 200)] {
+            let got = r
+                .get("/echo-range", &format!("Range: bytes={a}-{b}\r\n"))
+                .await;
+            if got.status == 206 {
+                joined.extend_from_slice(&got.body);
+            }
+        }
+        assert!(
+            !holds_secret(&joined),
+            "the credential reached the workload in ranges: {}",
+            String::from_utf8_lossy(&joined)
+        );
     });
 }

@@ -18,6 +18,10 @@
 //! without `_`, `-`, spaces and invisible format characters (`first_name`,
 //! `firstName`, `first-name` are one field to naming strategies). Escapes
 //! (`"n\u0061me"`) are decoded by the parser before any comparison.
+//! Names that nest (`customer[name]`, `name[]`, `customer.name`: `qs`,
+//! Rack, PHP, Spring's binder and flattened documents read them as the
+//! member `name` of `customer`) get the rule of their last named
+//! component, and pointer rules see them split.
 //!
 //! Names the *request* chose: many APIs let the caller name response
 //! members (PostgREST `select=n:name`, GraphQL aliases `{ n: name }`,
@@ -54,6 +58,24 @@ pub fn fold_member(name: &str) -> String {
         .nfkc()
         .filter(|c| !(matches!(c, '_' | '-') || c.is_whitespace() || is_invisible(*c)))
         .collect()
+}
+
+/// The components of a name that nested-parameter readers split
+/// (`customer[name]`, `name[]`, `items[0][name]` in `qs`, Rack, PHP;
+/// `customer.name` in Spring's binder and in flattened JSON documents):
+/// `None` for a name with no `[`, `]` or `.`. A field rule on `name`
+/// applies to such a member too (over-masking `file.name` is the safe
+/// side).
+fn nested_components(name: &str) -> Option<Vec<String>> {
+    if !name.contains(['[', ']', '.']) {
+        return None;
+    }
+    let parts: Vec<String> = name
+        .split(['[', ']', '.'])
+        .filter(|p| !p.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    (!parts.is_empty()).then_some(parts)
 }
 
 /// Content codings the proxy decodes itself (never passed unmasked).
@@ -228,24 +250,51 @@ impl FieldRules {
         self.names.is_empty() && self.pointers.is_empty()
     }
 
+    /// The rule for a member or field named `name`: as it is, else as a
+    /// nested-parameter reader binds it (its last named component, see
+    /// [`nested_components`]).
     fn by_name(&self, name: &str) -> Option<Strategy> {
-        let folded = fold_member(name);
-        self.names
-            .iter()
-            .find(|(n, _)| *n == folded)
-            .map(|(_, s)| *s)
+        let find = |n: &str| {
+            let folded = fold_member(n);
+            self.names
+                .iter()
+                .find(|(n, _)| *n == folded)
+                .map(|(_, s)| *s)
+        };
+        find(name).or_else(|| {
+            nested_components(name)?
+                .iter()
+                .rev()
+                .find(|c| !c.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|leaf| find(leaf))
+        })
     }
 
     fn by_pointer(&self, path: &[String]) -> Option<Strategy> {
-        self.pointers
-            .iter()
-            .find(|(p, _)| {
-                p.len() == path.len()
-                    && p.iter().zip(path).all(|(a, b)| {
-                        (a == "*" && b.bytes().all(|c| c.is_ascii_digit())) || *a == fold_member(b)
-                    })
-            })
-            .map(|(_, s)| *s)
+        let matches = |path: &[String]| {
+            self.pointers
+                .iter()
+                .find(|(p, _)| {
+                    p.len() == path.len()
+                        && p.iter().zip(path).all(|(a, b)| {
+                            (a == "*" && b.bytes().all(|c| c.is_ascii_digit()))
+                                || *a == fold_member(b)
+                        })
+                })
+                .map(|(_, s)| *s)
+        };
+        matches(path).or_else(|| {
+            // `{"customer.name": …}` is `/customer/name` to a reader that
+            // unflattens names.
+            if !path.iter().any(|seg| nested_components(seg).is_some()) {
+                return None;
+            }
+            let split: Vec<String> = path
+                .iter()
+                .flat_map(|seg| nested_components(seg).unwrap_or_else(|| vec![seg.clone()]))
+                .collect();
+            matches(&split)
+        })
     }
 
     /// The words of a request (its target, header names and values, body)

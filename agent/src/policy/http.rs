@@ -12,6 +12,11 @@
 //! the policy's default (deny unless `default = "allow"`). SQL rules in the
 //! table are ignored here.
 //!
+//! `HEAD` is `GET` to a `block` or `approve` rule: nginx, Rails, Flask,
+//! Express, Django and Spring run the GET handler for it (its effects
+//! happen, its head reaches the client). An `allow` rule names the methods
+//! it lets through exactly.
+//!
 //! Parameters and headers are read as every framework may read them (see
 //! [`crate::protocol::http::params`]: folded names, `&`/`;` splitting,
 //! parameters in form, multipart and JSON bodies, header values whole and
@@ -272,11 +277,15 @@ impl HttpPolicy {
     }
 
     fn matches(r: &HttpRule, req: &HttpRequestFacts<'_>, readings: &[String]) -> bool {
-        if !r.methods.is_empty() && !r.methods.iter().any(|m| m == req.method) {
-            return false;
-        }
         // See the module docs: every occurrence for allow, any for the rest.
         let every = r.action == RuleAction::Allow;
+        // A `block` or `approve` rule on GET holds HEAD too: servers and
+        // frameworks run the GET handler for it (see the module docs).
+        let method_is =
+            |m: &String| m == req.method || (!every && m == "GET" && req.method == "HEAD");
+        if !r.methods.is_empty() && !r.methods.iter().any(method_is) {
+            return false;
+        }
         let readings = if every { &readings[..1] } else { readings };
         if !r.paths.is_empty()
             && !r
@@ -407,6 +416,24 @@ rules = [
         assert!(v.rule.is_none());
         assert_eq!(decide(&p, "DELETE", "/tmp/x").action, Action::Deny);
         assert!(decide(&p, "POST", "/x").is_allowed());
+    }
+
+    #[test]
+    fn head_is_get_to_block_and_approve_rules_only() {
+        let p = policy(
+            r#"
+default = "allow"
+rules = [
+  { action = "block", methods = ["GET"], paths = ["/admin/**"] },
+  { action = "approve", methods = ["GET"], paths = ["/export"] },
+]
+"#,
+        );
+        assert_eq!(decide(&p, "HEAD", "/admin/x").action, Action::Block);
+        assert_eq!(decide(&p, "HEAD", "/export").action, Action::Approve);
+        assert!(decide(&p, "HEAD", "/other").is_allowed());
+        let p = policy(r#"rules = [{ action = "allow", methods = ["GET"], paths = ["/**"] }]"#);
+        assert_eq!(decide(&p, "HEAD", "/x").action, Action::Deny);
     }
 
     #[test]

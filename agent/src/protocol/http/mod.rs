@@ -316,18 +316,18 @@ pub fn response_body(method: &str, head: &ResponseHead) -> Result<BodyKind, Http
     if has_te {
         let te = transfer_codings(head);
         // A response with both is framed by Transfer-Encoding (§6.3 3).
-        return Ok(
-            if te.last().map(String::as_str) == Some("chunked") && te.len() == 1 {
-                BodyKind::Chunked
-            } else if te.last().map(String::as_str) == Some("chunked") {
-                return Err(HttpError::Framing(format!(
-                    "response Transfer-Encoding {:?} (only \"chunked\" is relayed)",
-                    te.join(", ")
-                )));
-            } else {
-                BodyKind::UntilClose
-            },
-        );
+        // Any other transfer coding (`gzip`, `chunked` after another one,
+        // or one that is not `chunked` and framed by the close) is refused:
+        // Transfer-Encoding is hop-by-hop, so its bytes would reach the
+        // client with the coding unnamed, and unread by masking and the
+        // credential search.
+        if te != ["chunked"] {
+            return Err(HttpError::Framing(format!(
+                "response Transfer-Encoding {:?} (only \"chunked\" is relayed)",
+                te.join(", ")
+            )));
+        }
+        return Ok(BodyKind::Chunked);
     }
     Ok(match content_length(head)? {
         Some(0) => BodyKind::Empty,
@@ -742,6 +742,12 @@ mod tests {
         assert_eq!(response_body("GET", &h).unwrap(), BodyKind::UntilClose);
         let h = r("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n");
         assert_eq!(response_body("GET", &h).unwrap(), BodyKind::Chunked);
+        for te in ["gzip", "gzip, chunked", "chunked, identity", "identity", ""] {
+            let h = r(&format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n"
+            ));
+            assert!(response_body("GET", &h).is_err(), "{te}");
+        }
     }
 
     fn decode_all(kind: BodyKind, input: &[u8], step: usize) -> Result<Vec<u8>, HttpError> {

@@ -24,8 +24,10 @@
 //!    `Authorization`, `Proxy-Authorization` and `Cookie` removed, and the
 //!    grant's credential set; `Expect: 100-continue` is answered by Warden
 //!    once the request is allowed; bodies stream in bounded pieces (chunked
-//!    bodies are re-chunked). `Accept-Encoding` is removed on a grant with
-//!    masking or a credential, `Range` and `If-Range` on one with masking;
+//!    bodies are re-chunked). `Accept-Encoding`, `Range` and `If-Range`
+//!    are removed on a grant with masking or a credential (a `206` is then
+//!    refused on a grant with a credential: its piece cannot be searched
+//!    whole);
 //! 6. the response: on a grant with masking, what [`response::plan`]
 //!    says: JSON, form and text bodies are read whole up to
 //!    `max_message_bytes` (larger: `502`), gzip and deflate decoded, the
@@ -1344,6 +1346,26 @@ impl Conn<'_> {
             );
             return Ok(false);
         }
+        // Ranges were not asked for (see `upstream_headers`): a partial
+        // response on a grant with a credential is a piece the search
+        // cannot judge whole.
+        if echo.is_some() && resp.status == 206 {
+            *upstream = None;
+            let why = "a partial response (206) cannot be searched whole for the grant's \
+                       credential"
+                .to_owned();
+            let ((status, _), err) = self.fail(c, why).await?;
+            self.result(
+                &req,
+                c,
+                decision,
+                Finished {
+                    error: err,
+                    ..Finished::status(status)
+                },
+            );
+            return Ok(false);
+        }
         if resp.status == 101 {
             let Some(up) = upstream.take() else {
                 return Err(Stop::Upstream("no upstream".into()));
@@ -1360,8 +1382,20 @@ impl Conn<'_> {
         let rkind = match response_body(&head.method, &resp) {
             Ok(k) => k,
             Err(e) => {
+                // Refused with a result event naming why (a transfer coding
+                // other than chunked, conflicting lengths).
                 *upstream = None;
-                return self.bad(c, 502, e.to_string(), None).await;
+                let ((status, _), err) = self.fail(c, e.to_string()).await?;
+                self.result(
+                    &req,
+                    c,
+                    decision,
+                    Finished {
+                        error: err,
+                        ..Finished::status(status)
+                    },
+                );
+                return Ok(false);
             }
         };
         let upstream_close = resp.version == 0 && !resp.has_token("connection", "keep-alive")
@@ -1468,7 +1502,10 @@ impl Conn<'_> {
         if self.grant.masker.is_some() || self.grant.credential.is_some() {
             remove_header(&mut out_headers, "accept-encoding");
         }
-        if self.grant.masker.is_some() {
+        // A range of an echo is a piece of the credential shorter than any
+        // form the search looks for: bodies are searched whole, never in
+        // ranges (a 206 is then refused, see `one`).
+        if self.grant.masker.is_some() || self.grant.credential.is_some() {
             response::strip_range(&mut out_headers);
         }
         out_headers
