@@ -17,6 +17,11 @@ use crate::config::Config;
 use crate::control::{Request, Response, client};
 use crate::identity::Selector;
 
+/// `agent.worker_threads` not set: half the CPUs, at least one.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
 /// Events `warden audit tail` shows first without `-n` or `--since`.
 const DEFAULT_TAIL_LINES: usize = 20;
 
@@ -24,7 +29,15 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { detach_on_exit } => {
             init_tracing();
+            // Sized before the daemon loads the configuration (which
+            // reports an invalid file itself).
+            let workers = Config::load(&cli.config)
+                .ok()
+                .and_then(|c| c.agent.worker_threads)
+                .unwrap_or_else(default_workers);
+            tracing::info!(runtime.workers = workers, "starting the async runtime");
             let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
                 .enable_all()
                 .thread_name("warden")
                 .build()

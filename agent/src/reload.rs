@@ -231,6 +231,7 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     field!(agent.agent_cgroup);
     field!(agent.upstream_mark);
     field!(agent.max_buffered_bytes);
+    field!(agent.worker_threads);
     field!(audit.path);
     field!(audit.synchronous);
     field!(audit.batch_max);

@@ -146,6 +146,12 @@ fn check_agent(d: &Decoded, diags: &mut Diags<'_>) {
     if a.max_connections == 0 {
         diags.at("agent.max_connections", "must be at least 1");
     }
+    if a.worker_threads == Some(0) {
+        diags.at(
+            "agent.worker_threads",
+            "must be at least 1 (or not set: half the CPUs)",
+        );
+    }
 }
 
 fn check_audit(d: &Decoded, diags: &mut Diags<'_>) {
@@ -2227,6 +2233,13 @@ rules = [{ action = "allow", methods = ["GET"], paths = ["/**"] }]
             2,
             "at least 1",
         );
+        only(
+            &agent("worker_threads = 0"),
+            "agent.worker_threads",
+            2,
+            "at least 1",
+        );
+        assert_eq!(diagnostics(&agent("worker_threads = 1")), Vec::new());
         only(
             &with("[audit]\nbatch_max = 0\n"),
             "audit.batch_max",
