@@ -8,7 +8,12 @@
 //!   received bytes to the other socket's send side; the agent only waits
 //!   for the source's EOF, waits until the destination's peer acknowledged
 //!   every byte the source received, then shuts down the destination's
-//!   write side. Byte counts come from the kernel (`TCP_INFO`).
+//!   write side. Byte counts come from the kernel (`TCP_INFO`). When the
+//!   relay ends with an error instead, no socket is closed (which would
+//!   free the bytes the kernel still queues for it) before the
+//!   destination's peer acknowledged every byte its source handed over, as
+//!   long as it can and keeps acknowledging; the count is then what was
+//!   delivered.
 //! * with splice(2) through a pipe (payload bytes never enter userspace
 //!   either, but each chunk costs two system calls and a wake-up), when the
 //!   in-kernel relay is not attached or the kernel did not accept the source
