@@ -166,11 +166,15 @@ fn peek_eof(src: &TcpStream) -> bool {
 const DRAIN_STALL: Duration = Duration::from_secs(10);
 
 /// A kernel direction that did not end cleanly: waits until `dst`'s peer
-/// acknowledged every data byte `src` received (`fin`: whether `src`'s FIN
-/// is known to have arrived; unknown, a peek tells), while `dst` can still
-/// send and its peer keeps acknowledging. Returns the data bytes delivered.
+/// acknowledged every data byte `src` had received when the relay ended
+/// (`fin`: whether `src`'s FIN is known to have arrived; unknown, a peek
+/// tells), while `dst` can still send and its peer keeps acknowledging.
+/// Returns the data bytes delivered (`dst` sends nothing else: its write
+/// side is only shut down when its direction ends cleanly).
 async fn drain(src: &TcpStream, dst: &TcpStream, acked_before: u64, fin: Option<bool>) -> u64 {
-    let fin = u64::from(fin.unwrap_or_else(|| peek_eof(src)));
+    let Some(target) = handed_over(src, fin) else {
+        return 0;
+    };
     let mut pause = Duration::from_millis(1);
     let mut last = None;
     let mut since = tokio::time::Instant::now();
@@ -178,10 +182,9 @@ async fn drain(src: &TcpStream, dst: &TcpStream, acked_before: u64, fin: Option<
         let (Ok(s), Ok(d)) = (tcp_counters(src), tcp_counters(dst)) else {
             return 0;
         };
-        let handed = s.received.saturating_sub(fin);
-        let delivered = d.acked.saturating_sub(acked_before);
-        if delivered >= handed || !can_send(d.state) {
-            return delivered.min(handed);
+        let delivered = d.acked.saturating_sub(acked_before).min(s.received);
+        if delivered >= target || !can_send(d.state) {
+            return delivered;
         }
         if last != Some(d.acked) {
             last = Some(d.acked);
@@ -189,7 +192,7 @@ async fn drain(src: &TcpStream, dst: &TcpStream, acked_before: u64, fin: Option<
         } else if since.elapsed() >= DRAIN_STALL {
             tracing::warn!(
                 relay.delivered = delivered,
-                relay.handed = handed,
+                relay.handed = target,
                 "in-kernel relay: the destination's peer stopped acknowledging; closing with bytes undelivered"
             );
             return delivered;
@@ -197,6 +200,23 @@ async fn drain(src: &TcpStream, dst: &TcpStream, acked_before: u64, fin: Option<
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(50));
     }
+}
+
+/// The data bytes `src` has received: its sequence space less its FIN
+/// (`fin`, or when unknown a peek, taken between two equal readings of the
+/// counter so that a FIN arriving in between is not miscounted; a source
+/// still streaming bytes has no FIN yet).
+fn handed_over(src: &TcpStream, fin: Option<bool>) -> Option<u64> {
+    let mut before = tcp_counters(src).ok()?.received;
+    for _ in 0..16 {
+        let fin = fin.unwrap_or_else(|| peek_eof(src));
+        let after = tcp_counters(src).ok()?.received;
+        if after == before {
+            return Some(before.saturating_sub(u64::from(fin)));
+        }
+        before = after;
+    }
+    Some(before)
 }
 
 /// Established, or the peer half-closed (CLOSE_WAIT): bytes queued for the
