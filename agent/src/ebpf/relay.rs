@@ -9,7 +9,10 @@
 //! then on the bytes that socket receives are redirected to the send side of
 //! the socket stored under its own cookie in the peers map, which is already
 //! there. Bytes that arrived before the socket entered are moved once the
-//! socket's `data_ready` runs, which [`kick`] triggers at once.
+//! socket's `data_ready` runs, which [`kick`] triggers at once. A bare FIN
+//! is dropped by the program, never redirected (the kernel would take the
+//! empty buffer for a send error on the peer socket); the agent passes the
+//! half-close on itself once every byte before it was acknowledged.
 //!
 //! The kernel only accepts established sockets: a side that already sent its
 //! FIN (or was reset) stays out, and its direction is relayed by userspace
