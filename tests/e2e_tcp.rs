@@ -1288,6 +1288,7 @@ fn tcp_targets_are_relayed_in_the_kernel_with_exact_byte_counts() {
     let evs = env.events_for_client_port(port, 2);
     assert_eq!(evs[1]["traffic"]["bytes_out"], (3 * MIB) as u64, "{evs:#?}");
     assert_eq!(evs[1]["traffic"]["bytes_in"], (2 * MIB + 8) as u64);
+    assert!(evs[1]["unmapped"]["warden"]["reason"].is_null(), "{evs:#?}");
 
     // Many connections at once, each with its own size: nothing crosses.
     let sizes: Vec<usize> = (0..40).map(|i| 100_000 + i * 7919).collect();
@@ -1306,6 +1307,7 @@ fn tcp_targets_are_relayed_in_the_kernel_with_exact_byte_counts() {
         let evs = env.events_for_client_port(r.local_port().unwrap(), 2);
         assert_eq!(evs[1]["traffic"]["bytes_out"], n as u64, "{evs:#?}");
         assert_eq!(evs[1]["traffic"]["bytes_in"], n as u64, "{evs:#?}");
+        assert!(evs[1]["unmapped"]["warden"]["reason"].is_null(), "{evs:#?}");
     }
     // (A small client may have sent everything and its FIN before the
     // relay was set up: its upload then goes through splice.)

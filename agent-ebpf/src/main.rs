@@ -59,6 +59,8 @@ const SOCK_STREAM: u32 = 1;
 const ALLOW: i32 = 1;
 /// Return value that fails the call with EPERM.
 const DENY: i32 = 0;
+/// `sk_skb` verdict: free the buffer (`sk_action::SK_DROP`).
+const SK_DROP: u32 = aya_ebpf::bindings::sk_action::SK_DROP;
 /// `sizeof(bpf_sock_tuple.ipv4)` and `sizeof(bpf_sock_tuple.ipv6)`.
 const TUPLE4_LEN: u32 = 12;
 const TUPLE6_LEN: u32 = 36;
@@ -118,8 +120,20 @@ static RELAY_SOCKS: SockHash<u64> = SockHash::with_max_entries(capacity::RELAY_S
 /// Redirects the bytes a relayed socket received to its peer's send side.
 /// A socket whose peer is gone (closed) has its bytes dropped: the relay of
 /// that connection is ending and the agent closes both sockets.
+///
+/// An empty buffer is a bare FIN (TCP queues it for its sequence number):
+/// it is dropped here, never redirected. TCP has already recorded the FIN
+/// (the agent reads EOF and passes the half-close on itself), and a
+/// redirected empty buffer makes the peer's send queue worker
+/// (`sk_psock_backlog`) see `skb_send_sock` return 0, which it takes for a
+/// hard error: it sets `EPIPE` on the peer socket and stops its relay, so
+/// the agent's next read of that socket (the other direction, still
+/// running) fails and the bytes still queued for it are lost.
 #[stream_verdict]
 pub fn warden_relay_verdict(ctx: SkBuffContext) -> u32 {
+    if ctx.len() == 0 {
+        return SK_DROP;
+    }
     // SAFETY: the context pointer of this invocation is valid for the helper.
     let mut cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SK_PASS (1) when the redirect is set up, SK_DROP (0) when the peer is

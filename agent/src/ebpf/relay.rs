@@ -9,7 +9,10 @@
 //! then on the bytes that socket receives are redirected to the send side of
 //! the socket stored under its own cookie in the peers map, which is already
 //! there. Bytes that arrived before the socket entered are moved once the
-//! socket's `data_ready` runs, which [`kick`] triggers at once.
+//! socket's `data_ready` runs, which [`kick`] triggers at once. A bare FIN
+//! is dropped by the program, never redirected (the kernel would take the
+//! empty buffer for a send error on the peer socket); the agent passes the
+//! half-close on itself once every byte before it was acknowledged.
 //!
 //! The kernel only accepts established sockets: a side that already sent its
 //! FIN (or was reset) stays out, and its direction is relayed by userspace
@@ -164,6 +167,62 @@ pub fn tcp_counters(fd: impl AsFd) -> io::Result<TcpCounters> {
         acked: u64_at(TCPI_BYTES_ACKED),
         state: info[0],
     })
+}
+
+/// The verdict program attached to fresh relay maps, for tests that run
+/// the relay in the kernel (root only). Pinned maps of the object go to a
+/// directory of their own, removed on drop.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use aya::maps::SockHash;
+    use aya::programs::SkSkb;
+    use aya::{Ebpf, EbpfLoader};
+    use warden_common::{maps, programs};
+
+    use super::KernelRelay;
+
+    pub(crate) struct TestRelay {
+        pub(crate) relay: KernelRelay,
+        _ebpf: Ebpf,
+        pins: PathBuf,
+    }
+
+    impl Drop for TestRelay {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.pins);
+        }
+    }
+
+    pub(crate) fn load() -> TestRelay {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let pins = PathBuf::from(format!(
+            "/sys/fs/bpf/warden-relay-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&pins).unwrap();
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&pins)
+            .load(super::super::EBPF_OBJECT)
+            .unwrap();
+        let peers = SockHash::try_from(ebpf.take_map(maps::RELAY_PEERS).unwrap()).unwrap();
+        let socks = SockHash::try_from(ebpf.take_map(maps::RELAY_SOCKS).unwrap()).unwrap();
+        let prog: &mut SkSkb = ebpf
+            .program_mut(programs::RELAY_VERDICT)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        prog.load().unwrap();
+        prog.attach(socks.fd()).unwrap();
+        TestRelay {
+            relay: KernelRelay::new(peers, socks),
+            _ebpf: ebpf,
+            pins,
+        }
+    }
 }
 
 #[cfg(test)]

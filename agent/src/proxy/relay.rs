@@ -8,7 +8,12 @@
 //!   received bytes to the other socket's send side; the agent only waits
 //!   for the source's EOF, waits until the destination's peer acknowledged
 //!   every byte the source received, then shuts down the destination's
-//!   write side. Byte counts come from the kernel (`TCP_INFO`).
+//!   write side. Byte counts come from the kernel (`TCP_INFO`). When the
+//!   relay ends with an error instead, no socket is closed (which would
+//!   free the bytes the kernel still queues for it) before the
+//!   destination's peer acknowledged every byte its source handed over, as
+//!   long as it can and keeps acknowledging; the count is then what was
+//!   delivered.
 //! * with splice(2) through a pipe (payload bytes never enter userspace
 //!   either, but each chunk costs two system calls and a wake-up), when the
 //!   in-kernel relay is not attached or the kernel did not accept the source
@@ -63,24 +68,21 @@ pub async fn relay(
         }
         None => Entered::default(),
     };
-    let mut up = 0u64;
-    let mut down = 0u64;
+    let mut up = Progress::default();
+    let mut down = Progress::default();
     let mut error = None;
-    let (mut up_eof, mut down_eof) = (false, false);
     {
         let up_fut = direction(
             (&client, &upstream),
             pipe_size,
             entered.up.then_some(upstream_acked),
             &mut up,
-            &mut up_eof,
         );
         let down_fut = direction(
             (&upstream, &client),
             pipe_size,
             entered.down.then_some(client_acked),
             &mut down,
-            &mut down_eof,
         );
         tokio::pin!(up_fut, down_fut);
         let (mut up_done, mut down_done) = (false, false);
@@ -97,20 +99,36 @@ pub async fn relay(
             }
         }
     }
-    // Directions relayed in the kernel: what the source received, less the
-    // FIN when it came (counted whether or not the relay ended cleanly).
-    if entered.up {
-        up = kernel_count(&client, up_eof);
+    // A kernel direction that did not end cleanly (the relay ended with an
+    // error): closing a socket frees the bytes still queued for it in the
+    // kernel relay, so first wait until the destination's peer acknowledged
+    // every data byte the source handed over (or they can no longer reach
+    // it); the count is then what was delivered. A direction that ended
+    // cleanly has already waited, and counted.
+    if entered.up && !up.done {
+        up.count = drain(&client, &upstream, upstream_acked, up.fin).await;
     }
-    if entered.down {
-        down = kernel_count(&upstream, down_eof);
+    if entered.down && !down.done {
+        down.count = drain(&upstream, &client, client_acked, down.fin).await;
     }
     RelayCounts {
-        up,
-        down,
+        up: up.count,
+        down: down.count,
         error,
         kernel: entered,
     }
+}
+
+/// Where one direction stands.
+#[derive(Default)]
+struct Progress {
+    /// Bytes relayed so far (a kernel direction: set when it ends).
+    count: u64,
+    /// Whether the source's FIN arrived, once a read of the source told
+    /// (EOF, or an error such as a reset).
+    fin: Option<bool>,
+    /// Ended cleanly: every byte delivered, half-close passed on.
+    done: bool,
 }
 
 /// One direction `(src, dst)`: in the kernel when `kernel_from` is the
@@ -119,20 +137,92 @@ async fn direction(
     (src, dst): (&TcpStream, &TcpStream),
     pipe_size: usize,
     kernel_from: Option<u64>,
-    count: &mut u64,
-    eof: &mut bool,
+    progress: &mut Progress,
 ) -> io::Result<()> {
     match kernel_from {
-        Some(acked_before) => kernel_direction(src, dst, acked_before, eof).await,
-        None => pump(src, dst, pipe_size, count).await,
+        Some(acked_before) => kernel_direction(src, dst, acked_before, progress).await,
+        None => pump(src, dst, pipe_size, &mut progress.count).await,
+    }?;
+    progress.done = true;
+    Ok(())
+}
+
+/// True when a peek at `src` sees EOF: its peer's FIN arrived and nothing
+/// is left to read.
+fn peek_eof(src: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(
+        recv(
+            src.as_raw_fd(),
+            &mut probe,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        ),
+        Ok(0)
+    )
+}
+
+/// How long [`drain`] waits without the destination's peer acknowledging
+/// anything before it gives up (a peer that stopped reading).
+const DRAIN_STALL: Duration = Duration::from_secs(10);
+
+/// A kernel direction that did not end cleanly: waits until `dst`'s peer
+/// acknowledged every data byte `src` had received when the relay ended
+/// (`fin`: whether `src`'s FIN is known to have arrived; unknown, a peek
+/// tells), while `dst` can still send and its peer keeps acknowledging.
+/// Returns the data bytes delivered (`dst` sends nothing else: its write
+/// side is only shut down when its direction ends cleanly).
+async fn drain(src: &TcpStream, dst: &TcpStream, acked_before: u64, fin: Option<bool>) -> u64 {
+    let Some(target) = handed_over(src, fin) else {
+        return 0;
+    };
+    let mut pause = Duration::from_millis(1);
+    let mut last = None;
+    let mut since = tokio::time::Instant::now();
+    loop {
+        let (Ok(s), Ok(d)) = (tcp_counters(src), tcp_counters(dst)) else {
+            return 0;
+        };
+        let delivered = d.acked.saturating_sub(acked_before).min(s.received);
+        if delivered >= target || !can_send(d.state) {
+            return delivered;
+        }
+        if last != Some(d.acked) {
+            last = Some(d.acked);
+            since = tokio::time::Instant::now();
+        } else if since.elapsed() >= DRAIN_STALL {
+            tracing::warn!(
+                relay.delivered = delivered,
+                relay.handed = target,
+                "in-kernel relay: the destination's peer stopped acknowledging; closing with bytes undelivered"
+            );
+            return delivered;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 
-/// Data bytes `src` received: its in-order sequence space less the FIN.
-fn kernel_count(src: &TcpStream, fin: bool) -> u64 {
-    tcp_counters(src)
-        .map(|c| c.received.saturating_sub(u64::from(fin)))
-        .unwrap_or(0)
+/// The data bytes `src` has received: its sequence space less its FIN
+/// (`fin`, or when unknown a peek, taken between two equal readings of the
+/// counter so that a FIN arriving in between is not miscounted; a source
+/// still streaming bytes has no FIN yet).
+fn handed_over(src: &TcpStream, fin: Option<bool>) -> Option<u64> {
+    let mut before = tcp_counters(src).ok()?.received;
+    for _ in 0..16 {
+        let fin = fin.unwrap_or_else(|| peek_eof(src));
+        let after = tcp_counters(src).ok()?.received;
+        if after == before {
+            return Some(before.saturating_sub(u64::from(fin)));
+        }
+        before = after;
+    }
+    Some(before)
+}
+
+/// Established, or the peer half-closed (CLOSE_WAIT): bytes queued for the
+/// socket can still go out; in any other state they never will.
+fn can_send(state: u8) -> bool {
+    matches!(state, TCP_ESTABLISHED | TCP_CLOSE_WAIT)
 }
 
 /// A direction the kernel relays: waits for `src`'s EOF, then for every byte
@@ -143,7 +233,7 @@ async fn kernel_direction(
     src: &TcpStream,
     dst: &TcpStream,
     acked_before: u64,
-    eof: &mut bool,
+    progress: &mut Progress,
 ) -> io::Result<()> {
     let mut probe = [0u8; 1];
     loop {
@@ -165,31 +255,35 @@ async fn kernel_direction(
                 ));
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+            Err(e) => {
+                progress.fin = Some(false);
+                return Err(e);
+            }
         }
     }
-    *eof = true;
-    let want = acked_before + tcp_counters(src)?.received.saturating_sub(1);
+    progress.fin = Some(true);
+    // The source's sequence space less its FIN: the data it handed over.
+    let data = tcp_counters(src)?.received.saturating_sub(1);
+    let want = acked_before + data;
     let mut pause = Duration::from_millis(1);
     loop {
         let d = tcp_counters(dst)?;
         if d.acked >= want {
             break;
         }
-        // Established, or the destination's peer half-closed (CLOSE_WAIT):
-        // the bytes can still go out; otherwise they never will.
-        if !matches!(d.state, TCP_ESTABLISHED | TCP_CLOSE_WAIT) {
+        if !can_send(d.state) {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 format!(
-                    "the destination closed with {} of {want} relayed bytes delivered",
-                    d.acked
+                    "the destination closed with {} of {data} relayed bytes delivered",
+                    d.acked.saturating_sub(acked_before)
                 ),
             ));
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(50));
     }
+    progress.count = data;
     socket2::SockRef::from(dst).shutdown(Shutdown::Write)
 }
 
@@ -299,5 +393,122 @@ mod tests {
         assert_eq!(counts.up, payload.len() as u64);
         assert_eq!(counts.down, 22);
         assert_eq!(counts.error, None);
+    }
+
+    /// The in-kernel relay (verdict program on fresh maps) needs root.
+    fn kernel_relay() -> Option<crate::ebpf::relay::testing::TestRelay> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: loading the relay's eBPF program needs root");
+            return None;
+        }
+        Some(crate::ebpf::relay::testing::load())
+    }
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    /// Issue 17: a half-close relayed in the kernel (the client's bare FIN)
+    /// leaves the other socket healthy. A redirected bare FIN made the
+    /// kernel set EPIPE on the upstream socket, which the agent's read of
+    /// that socket (the other direction, still running) then hit at a
+    /// random moment, ending the relay and dropping the bytes still queued.
+    #[tokio::test]
+    async fn in_kernel_half_close_leaves_the_other_socket_healthy() {
+        let Some(k) = kernel_relay() else { return };
+        let (mut client_app, client_side) = pair().await;
+        let (upstream_side, mut server_app) = pair().await;
+        // A second handle on the agent's upstream socket, to read its error.
+        let probe = socket2::SockRef::from(&upstream_side).try_clone().unwrap();
+        let relaying = relay(client_side, upstream_side, 4096, Some(&k.relay));
+        let reply = pattern(300_000);
+        let apps = async {
+            client_app.write_all(b"request").await.unwrap();
+            client_app.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            server_app.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"request");
+            // The kernel handles the FIN after the bytes before it.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let err = probe.take_error().unwrap();
+            assert!(err.is_none(), "upstream socket error: {err:?}");
+            server_app.write_all(&reply).await.unwrap();
+            server_app.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            client_app.read_to_end(&mut back).await.unwrap();
+            assert!(back == reply, "{} of {} bytes", back.len(), reply.len());
+        };
+        let (counts, ()) = tokio::join!(relaying, apps);
+        assert_eq!(counts.error, None);
+        assert_eq!(
+            counts.kernel,
+            Entered {
+                up: true,
+                down: true
+            }
+        );
+        assert_eq!((counts.up, counts.down), (7, reply.len() as u64));
+    }
+
+    /// Issue 17: when the relay ends with an error (here the server resets
+    /// the connection) the bytes the kernel already took from the source
+    /// still reach the destination: the relay does not close the client's
+    /// socket (which would free its queue) before they are acknowledged.
+    #[tokio::test]
+    async fn in_kernel_bytes_queued_at_an_error_are_delivered_before_close() {
+        let Some(k) = kernel_relay() else { return };
+        let (mut client_app, client_side) = pair().await;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // A large receive buffer on the agent's upstream socket: the server's
+        // bytes are all taken (and acknowledged) while the client reads
+        // nothing, so most of them wait in the kernel relay's queue.
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_recv_buffer_size(4 << 20).unwrap();
+        s.connect(&l.local_addr().unwrap().into()).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let upstream_side = TcpStream::from_std(s.into()).unwrap();
+        let (server_app, _) = l.accept().await.unwrap();
+        // Small buffers on the client's path: what the client does not read
+        // stays in the relay's queue for the client's socket.
+        socket2::SockRef::from(&client_side)
+            .set_send_buffer_size(64 << 10)
+            .unwrap();
+        socket2::SockRef::from(&client_app)
+            .set_recv_buffer_size(64 << 10)
+            .unwrap();
+        let relaying = relay(client_side, upstream_side, 4096, Some(&k.relay));
+        let payload = pattern(2 << 20);
+        let apps = async {
+            let mut server_app = server_app;
+            server_app.write_all(&payload).await.unwrap();
+            let start = std::time::Instant::now();
+            let mut acked = 0;
+            while start.elapsed() < Duration::from_secs(5) {
+                acked = tcp_counters(&server_app).unwrap().acked;
+                if acked >= payload.len() as u64 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Reset: what the server sent and was not acknowledged is gone.
+            socket2::SockRef::from(&server_app)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(server_app);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut got = Vec::new();
+            client_app.read_to_end(&mut got).await.unwrap();
+            (acked, got)
+        };
+        let (counts, (acked, got)) = tokio::join!(relaying, apps);
+        // (The setup: every byte was taken by the agent's upstream socket.)
+        assert_eq!(acked, payload.len() as u64);
+        assert!(counts.error.is_some(), "{counts:?}");
+        assert!(
+            got == payload,
+            "the client got {} of the {acked} bytes the agent acknowledged",
+            got.len()
+        );
+        assert_eq!(counts.down, acked);
     }
 }
