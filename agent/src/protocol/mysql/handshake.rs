@@ -7,7 +7,10 @@ use mysql_common::auth::plugins::caching_sha2_password::scramble_sha256;
 use mysql_common::auth::plugins::mysql_native_password::scramble_native;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use mysql_common::io::ParseBuf;
-use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse};
+use mysql_common::packets::{
+    AuthPlugin, AuthSwitchRequest, ComChangeUser, ComChangeUserMoreData, HandshakePacket,
+    HandshakeResponse,
+};
 use mysql_common::proto::MySerialize;
 
 use super::message::caps;
@@ -200,6 +203,44 @@ pub fn client_hello_for_server(
     Ok(out)
 }
 
+/// The `COM_CHANGE_USER` Warden sends upstream when the workload asks
+/// for one: the grant's user and database again (whatever the workload
+/// named), scrambled with the server's greeting nonce.
+pub fn change_user_for_server(
+    server: &ServerHello,
+    user: &str,
+    database: &str,
+    password: &[u8],
+) -> Result<Vec<u8>, HandshakeError> {
+    let data = auth_data(&server.plugin, &server.nonce, password)?;
+    let p = ComChangeUser::new()
+        .with_user(Some(user.as_bytes()))
+        .with_auth_plugin_data(Some(data))
+        .with_database(Some(database.as_bytes()))
+        .with_more_data(Some(
+            // utf8mb4_general_ci, as at login.
+            ComChangeUserMoreData::new(45)
+                .with_auth_plugin(Some(AuthPlugin::from_bytes(&server.plugin))),
+        ));
+    let mut out = Vec::new();
+    p.serialize(&mut out);
+    Ok(out)
+}
+
+/// The database a workload's `COM_CHANGE_USER` names (`None`: none), read
+/// by hand (user, auth data, database); the rest is ignored.
+pub fn change_user_database(p: &[u8]) -> Result<Option<String>, HandshakeError> {
+    let mal = HandshakeError::Malformed {
+        what: "COM_CHANGE_USER",
+    };
+    let mut r = p.get(1..).ok_or(mal.clone())?;
+    take_nul(&mut r).ok_or(mal.clone())?;
+    let (&n, rest) = r.split_first().ok_or(mal.clone())?;
+    r = rest.get(usize::from(n)..).ok_or(mal.clone())?;
+    let db = take_nul(&mut r).ok_or(mal)?;
+    Ok((!db.is_empty()).then(|| String::from_utf8_lossy(db).into_owned()))
+}
+
 /// The capabilities a session runs with, once both hellos are known.
 pub fn session_caps(server: &ServerHello, client: &ClientHello) -> u32 {
     client.capabilities & server.capabilities & caps::SUPPORTED
@@ -257,7 +298,7 @@ mod tests {
         assert_eq!(back.nonce, vec![7; 20]);
         assert_eq!(back.plugin, b"mysql_native_password");
         assert_eq!(back.capabilities & (caps::SSL | caps::COMPRESS), 0);
-        assert_eq!(back.capabilities & caps::MULTI_STATEMENTS, 0);
+        assert_ne!(back.capabilities & caps::MULTI_STATEMENTS, 0);
     }
 
     #[test]
@@ -279,6 +320,32 @@ mod tests {
             auth_data(b"dialog", &s.nonce, b"pw"),
             Err(HandshakeError::Plugin(_))
         ));
+    }
+
+    #[test]
+    fn change_user_carries_the_grant_and_the_workload_database_is_read() {
+        let s = server();
+        let p = change_user_for_server(&s, "app", "shop", b"pw").unwrap();
+        assert_eq!(p[0], 0x11);
+        assert_eq!(change_user_database(&p).unwrap().as_deref(), Some("shop"));
+        let cu: ComChangeUser<'_> = ParseBuf(&p)
+            .parse(CapabilityFlags::CLIENT_PLUGIN_AUTH)
+            .unwrap();
+        assert_eq!(
+            cu,
+            ComChangeUser::new()
+                .with_user(Some(&b"app"[..]))
+                .with_auth_plugin_data(Some(scramble_native(&s.nonce, b"pw").unwrap().to_vec()))
+                .with_database(Some(&b"shop"[..]))
+                .with_more_data(Some(
+                    ComChangeUserMoreData::new(45)
+                        .with_auth_plugin(Some(AuthPlugin::MysqlNativePassword))
+                ))
+        );
+        for cut in 0..p.len() {
+            let _ = change_user_database(&p[..cut]);
+        }
+        assert!(change_user_database(&[0x11, b'x']).is_err());
     }
 
     #[test]
