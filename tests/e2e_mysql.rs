@@ -40,6 +40,11 @@ struct MyEnv {
 
 impl MyEnv {
     fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// An agent whose target has `target_extra` (TOML lines) added.
+    fn start_with(target_extra: &str) -> Self {
         let db = MariaDb::shared();
         let mut env = TestEnv::new();
         let app = env.cgroup("app");
@@ -53,6 +58,7 @@ name = \"shop\"
 protocol = \"mysql\"
 address = \"{addr}\"
 max_message_bytes = 1048576
+{target_extra}
 
 [[account]]
 name = \"app\"
@@ -893,4 +899,38 @@ print("still", query(s, "SELECT 41 + 1"))
             "{what} not audited: {refused:?}"
         );
     }
+}
+
+#[test]
+fn tls_upstream_is_spoken_and_verified_when_the_target_asks() {
+    let db = MariaDb::shared();
+    let ca = db.ca_pem_path();
+    let e = MyEnv::start_with(&format!(
+        "tls = {{ mode = \"verify-full\", ca_file = \"{}\", server_name = \"localhost\" }}",
+        ca.display()
+    ));
+    let out = e.mariadb_ok("SHOW SESSION STATUS LIKE 'Ssl_version'");
+    assert!(out.starts_with("Ssl_version\tTLSv1."), "{out}");
+    let out = e.mariadb_ok("SELECT name, card FROM customers WHERE id = 1");
+    assert!(out.starts_with("Alice\t") && out.ends_with("1111"), "{out}");
+    assert!(!out.contains("4111111111111111"), "{out}");
+    drop(e);
+    // A certificate that does not carry the name: no session, not a
+    // session in clear.
+    let e = MyEnv::start_with(&format!(
+        "tls = {{ mode = \"verify-full\", ca_file = \"{}\", server_name = \"db.example\" }}",
+        ca.display()
+    ));
+    let out = e.mariadb("SELECT 1");
+    assert!(!out.status.success(), "served over an unverified upstream");
+    assert!(
+        text(&out.stderr).contains("could not log in"),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(e);
+    // Without tls the same server is used in clear, as before.
+    let e = MyEnv::start();
+    let out = e.mariadb_ok("SHOW SESSION STATUS LIKE 'Ssl_version'");
+    assert_eq!(out.trim_end(), "Ssl_version", "no TLS: {out}");
 }

@@ -9,7 +9,7 @@ use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{
     AuthPlugin, AuthSwitchRequest, ComChangeUser, ComChangeUserMoreData, HandshakePacket,
-    HandshakeResponse,
+    HandshakeResponse, SslRequest,
 };
 use mysql_common::proto::MySerialize;
 
@@ -28,6 +28,8 @@ pub enum HandshakeError {
     Plugin(String),
     #[error("the server's RSA public key could not be used: {0}")]
     RsaKey(String),
+    #[error("the server does not offer TLS, which the target's tls mode requires")]
+    NoTls,
 }
 
 /// The server's greeting, as Warden needs it.
@@ -173,7 +175,30 @@ pub fn auth_data(plugin: &[u8], nonce: &[u8], password: &[u8]) -> Result<Vec<u8>
     }
 }
 
-/// The HandshakeResponse41 Warden sends upstream as the grant's user.
+/// The SSLRequest Warden sends upstream before its TLS handshake: the
+/// capabilities of the response that follows it, `CLIENT_SSL` among them.
+/// `Err` when the server does not offer TLS (Warden then refuses the
+/// session rather than log in in clear).
+pub fn ssl_request(server: &ServerHello, session_caps: u32) -> Result<Vec<u8>, HandshakeError> {
+    if server.capabilities & caps::SSL == 0 {
+        return Err(HandshakeError::NoTls);
+    }
+    let capabilities = CapabilityFlags::from_bits_truncate(
+        (session_caps
+            | caps::PROTOCOL_41
+            | caps::SECURE_CONNECTION
+            | caps::PLUGIN_AUTH
+            | caps::SSL)
+            & server.capabilities
+            & (caps::SUPPORTED | caps::SSL),
+    );
+    let mut out = Vec::new();
+    SslRequest::new(capabilities, 16 * 1024 * 1024, 45).serialize(&mut out);
+    Ok(out)
+}
+
+/// The HandshakeResponse41 Warden sends upstream as the grant's user
+/// (`client_caps` holds `CLIENT_SSL` after an SSLRequest).
 pub fn client_hello_for_server(
     server: &ServerHello,
     client_caps: u32,
@@ -185,7 +210,7 @@ pub fn client_hello_for_server(
     let capabilities = CapabilityFlags::from_bits_truncate(
         (client_caps | caps::PROTOCOL_41 | caps::SECURE_CONNECTION | caps::PLUGIN_AUTH)
             & server.capabilities
-            & caps::SUPPORTED,
+            & (caps::SUPPORTED | caps::SSL),
     );
     let r = HandshakeResponse::new(
         Some(data),
@@ -346,6 +371,25 @@ mod tests {
             let _ = change_user_database(&p[..cut]);
         }
         assert!(change_user_database(&[0x11, b'x']).is_err());
+    }
+
+    #[test]
+    fn the_ssl_request_asks_for_tls_only_of_a_server_that_offers_it() {
+        let s = server();
+        let r = ssl_request(&s, caps::DEPRECATE_EOF).unwrap();
+        assert_eq!(r.len(), 32);
+        let flags = u32::from_le_bytes(r[..4].try_into().unwrap());
+        assert_ne!(flags & caps::SSL, 0);
+        assert_ne!(flags & caps::DEPRECATE_EOF, 0);
+        assert_eq!(flags & caps::COMPRESS, 0);
+        let resp = client_hello_for_server(&s, caps::SSL, "app", "shop", b"pw").unwrap();
+        let flags = u32::from_le_bytes(resp[..4].try_into().unwrap());
+        assert_ne!(flags & caps::SSL, 0, "the response repeats CLIENT_SSL");
+        let plain = ServerHello {
+            capabilities: caps::SUPPORTED,
+            ..server()
+        };
+        assert_eq!(ssl_request(&plain, 0), Err(HandshakeError::NoTls));
     }
 
     #[test]

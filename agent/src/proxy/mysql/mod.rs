@@ -42,6 +42,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
+use super::postgres::stream::Stream;
 use crate::audit::AuditHandle;
 use crate::audit::event::{StatementDecision, StatementEvent, StatementPhase};
 use crate::audit::reason::RefuseReason;
@@ -114,6 +115,9 @@ impl Connections {
 /// Everything MySQL sessions share, built once at start.
 pub struct MysqlRuntime {
     grants: GrantTable<MysqlGrant>,
+    /// TLS towards the upstream, by target (targets with `tls.mode`
+    /// `require` or `verify-full`).
+    tls: HashMap<String, UpstreamTls>,
     connections: Arc<Connections>,
     builtin: Arc<Masker>,
     approvals: ApprovalContext,
@@ -145,8 +149,27 @@ impl MysqlRuntime {
                     }))
             },
         )?;
+        let mut tls = HashMap::new();
+        for t in config
+            .targets
+            .iter()
+            .filter(|t| t.protocol == Protocol::Mysql)
+        {
+            let Some(cfg) = &t.tls else { continue };
+            let made =
+                super::postgres::stream::client_config(cfg, t.address).map_err(|source| {
+                    SetupError::Tls {
+                        target: t.name.clone(),
+                        source,
+                    }
+                })?;
+            if let Some(c) = made {
+                tls.insert(t.name.clone(), c);
+            }
+        }
         Ok(Self {
             grants,
+            tls,
             connections: Arc::default(),
             builtin: builtin_masker(),
             approvals: ApprovalContext::new(config),
@@ -179,11 +202,20 @@ enum SessionError {
     Upstream(&'static str),
     #[error("{0}")]
     UnsafeServer(String),
+    #[error("TLS with the upstream: {0}")]
+    Tls(String),
 }
+
+/// The TLS client configuration of a target and the name its certificate
+/// must carry.
+type UpstreamTls = (
+    Arc<rustls::ClientConfig>,
+    rustls::pki_types::ServerName<'static>,
+);
 
 /// One side of the session: a socket and what was read but not used.
 struct Peer {
-    tcp: TcpStream,
+    tcp: Stream,
     buf: BytesMut,
     max: usize,
     bytes_read: u64,
@@ -192,7 +224,7 @@ struct Peer {
 impl Peer {
     fn new(tcp: TcpStream, max: usize) -> Self {
         Self {
-            tcp,
+            tcp: Stream::Plain(tcp),
             buf: BytesMut::with_capacity(16 << 10),
             max,
             bytes_read: 0,
@@ -210,6 +242,26 @@ impl Peer {
             }
             self.bytes_read += n as u64;
         }
+    }
+
+    /// TLS over this (plain, drained) connection, as a client.
+    async fn start_tls(self, tls: &UpstreamTls) -> Result<Self, SessionError> {
+        let (cfg, name) = tls;
+        let Stream::Plain(tcp) = self.tcp else {
+            return Err(SessionError::Upstream("TLS asked for twice"));
+        };
+        if !self.buf.is_empty() {
+            return Err(SessionError::Upstream("bytes before the TLS handshake"));
+        }
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(cfg));
+        let tls = connector
+            .connect(name.clone(), tcp)
+            .await
+            .map_err(|e| SessionError::Tls(e.to_string()))?;
+        Ok(Self {
+            tcp: Stream::ClientTls(Box::new(tls)),
+            ..self
+        })
     }
 
     async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<(), SessionError> {
@@ -299,37 +351,40 @@ pub async fn serve(
         }
     };
     let _ = up.set_nodelay(true);
-    let mut upstream = Peer::new(up, MAX_SERVER_PACKET);
-    let (session_caps, server_hello) = match tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        connect(&mut client, &mut upstream, user, database, &password),
-    )
-    .await
-    {
-        Ok(Ok((c, hello))) => (c, hello),
-        Ok(Err(e)) => {
-            info!(error = %e, "mysql connection phase failed");
-            let (reason, msg) = match &e {
-                SessionError::Login(_) => (
-                    RefuseReason::UpstreamConnectFailed,
-                    "Warden could not log in to the upstream server".to_owned(),
-                ),
-                SessionError::Handshake(h) => (RefuseReason::StartupRefused, h.to_string()),
-                SessionError::UnsafeServer(why) => (
-                    RefuseReason::UpstreamUnsafeSettings,
-                    format!("Warden refused the session: {why}"),
-                ),
-                _ => (RefuseReason::ProtocolError, e.to_string()),
-            };
-            // The client may be waiting for its greeting or for the answer
-            // to its response; an ERR packet ends either.
-            let _ = client
-                .send(2, &message::err_packet(code::HANDSHAKE, "08S01", &msg))
-                .await;
-            return out.ended(reason, Some(e.to_string()));
-        }
-        Err(_) => return out.ended(RefuseReason::StartupTimeout, None),
+    let upstream = Peer::new(up, MAX_SERVER_PACKET);
+    let login = Login {
+        user,
+        database,
+        password: &password,
+        tls: rt.tls.get(&target.name),
     };
+    let (session_caps, server_hello, upstream) =
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, connect(&mut client, upstream, &login)).await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                info!(error = %e, "mysql connection phase failed");
+                let (reason, msg) = match &e {
+                    SessionError::Login(_) | SessionError::Tls(_) => (
+                        RefuseReason::UpstreamConnectFailed,
+                        "Warden could not log in to the upstream server".to_owned(),
+                    ),
+                    SessionError::Handshake(h) => (RefuseReason::StartupRefused, h.to_string()),
+                    SessionError::UnsafeServer(why) => (
+                        RefuseReason::UpstreamUnsafeSettings,
+                        format!("Warden refused the session: {why}"),
+                    ),
+                    _ => (RefuseReason::ProtocolError, e.to_string()),
+                };
+                // The client may be waiting for its greeting or for the answer
+                // to its response; an ERR packet ends either.
+                let _ = client
+                    .send(2, &message::err_packet(code::HANDSHAKE, "08S01", &msg))
+                    .await;
+                return out.ended(reason, Some(e.to_string()));
+            }
+            Err(_) => return out.ended(RefuseReason::StartupTimeout, None),
+        };
     drop(password);
     info!(upstream.user = %user, database = %database, "mysql session open");
     let text_masker = grant
@@ -375,15 +430,29 @@ pub async fn serve(
     out
 }
 
+/// Who Warden logs in upstream as, and how.
+struct Login<'a> {
+    user: &'a str,
+    database: &'a str,
+    password: &'a [u8],
+    /// TLS towards the upstream (`tls.mode` other than `disable`).
+    tls: Option<&'a UpstreamTls>,
+}
+
 /// The connection phase (see the module documentation); returns the
-/// session's capabilities and the server's greeting.
+/// session's capabilities, the server's greeting and the upstream
+/// connection (over TLS when the target says so).
 async fn connect(
     client: &mut Peer,
-    upstream: &mut Peer,
-    user: &str,
-    database: &str,
-    password: &[u8],
-) -> Result<(u32, ServerHello), SessionError> {
+    mut upstream: Peer,
+    who: &Login<'_>,
+) -> Result<(u32, ServerHello, Peer), SessionError> {
+    let Login {
+        user,
+        database,
+        password,
+        tls,
+    } = *who;
     let greeting = upstream.read().await?;
     if greeting.payload.first() == Some(&0xff) {
         let e = message::parse_err(&greeting.payload)?;
@@ -417,21 +486,32 @@ async fn connect(
         ));
     }
     let session_caps = handshake::session_caps(&server, &hello);
+    let mut seq = greeting.seq;
+    let mut up_caps = session_caps;
+    if let Some(tls) = tls {
+        // SSLRequest, the TLS handshake, then the response over TLS.
+        seq = seq.wrapping_add(1);
+        upstream
+            .send(seq, &handshake::ssl_request(&server, session_caps)?)
+            .await?;
+        upstream = upstream.start_tls(tls).await?;
+        up_caps |= caps::SSL;
+    }
     login(
-        upstream,
+        &mut upstream,
         &server,
-        session_caps,
+        up_caps,
         user,
         database,
         password,
-        greeting.seq,
+        seq,
     )
     .await?;
-    check_sql_mode(upstream, session_caps & caps::DEPRECATE_EOF != 0).await?;
+    check_sql_mode(&mut upstream, session_caps & caps::DEPRECATE_EOF != 0).await?;
     client
         .send(resp.seq.wrapping_add(1), &message::ok_packet(0, 0, 0x0002))
         .await?;
-    Ok((session_caps, server))
+    Ok((session_caps, server, upstream))
 }
 
 /// The classifier reads statements as MySQL does by default; a session
@@ -533,7 +613,13 @@ async fn authenticate(
             Some(0x01) if plugin == b"caching_sha2_password" => match p.payload.get(1) {
                 // Fast authentication succeeded: OK follows.
                 Some(3) => {}
-                // Full authentication: ask for the server's RSA key.
+                // Full authentication over TLS: the password itself.
+                Some(4) if upstream.tcp.is_tls() => {
+                    let mut clear = password.to_vec();
+                    clear.push(0);
+                    upstream.send(next, &clear).await?;
+                }
+                // Full authentication in clear: ask for the server's RSA key.
                 Some(4) => upstream.send(next, &[0x02]).await?,
                 // The key itself.
                 _ => {
