@@ -622,6 +622,11 @@ mod tests {
         assert_eq!(a.statements.len(), 2);
         assert_eq!(a.statements[1].class, StatementClass::Write);
         assert!(analyze("SELECT 1; SELEC 2", "shop").is_err());
+        // A backslash-escaped quote does not end the string (MySQL's
+        // default): what follows it is text, not a second statement.
+        let a = analyze(r"SELECT 'a\'; DELETE FROM customers; -- '", "shop").unwrap();
+        assert_eq!(a.statements.len(), 1, "{a:?}");
+        assert_eq!(a.statements[0].class, StatementClass::Read);
     }
 
     #[test]

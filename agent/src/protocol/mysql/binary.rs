@@ -223,6 +223,46 @@ mod tests {
     }
 
     #[test]
+    fn garbage_binary_rows_are_errors_not_panics() {
+        use ColumnType::*;
+        let layouts: &[&[(ColumnType, ColumnFlags)]] = &[
+            &[(MYSQL_TYPE_VAR_STRING, ColumnFlags::empty())],
+            &[
+                (MYSQL_TYPE_DATETIME, ColumnFlags::empty()),
+                (MYSQL_TYPE_TIME, ColumnFlags::empty()),
+                (MYSQL_TYPE_DOUBLE, ColumnFlags::empty()),
+                (MYSQL_TYPE_TINY, ColumnFlags::UNSIGNED_FLAG),
+                (MYSQL_TYPE_NEWDECIMAL, ColumnFlags::empty()),
+                (MYSQL_TYPE_LONGLONG, ColumnFlags::empty()),
+                (MYSQL_TYPE_DATE, ColumnFlags::empty()),
+                (MYSQL_TYPE_FLOAT, ColumnFlags::empty()),
+                (MYSQL_TYPE_YEAR, ColumnFlags::empty()),
+            ],
+        ];
+        let mut x: u32 = 0x2545_f491;
+        for len in 0..400usize {
+            let mut junk: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            if let Some(first) = junk.first_mut() {
+                *first = 0;
+            }
+            for layout in layouts {
+                if let Ok(cells) = binary_row(&junk, layout) {
+                    for v in cells.iter().filter_map(|c| c.value.as_ref()) {
+                        let _ = text_of(v);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn prepare_ok_and_statement_ids_are_read_and_truncation_is_an_error() {
         let ok = [0, 5, 0, 0, 0, 2, 0, 1, 0, 0, 0, 0];
         assert_eq!(

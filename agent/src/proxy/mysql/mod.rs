@@ -78,14 +78,15 @@ pub struct MysqlGrant {
     pub masker: Option<Arc<Masker>>,
 }
 
-/// The upstream connection ids of live sessions and their accounts: what
+/// The upstream connection ids of live sessions, by target (ids are the
+/// server's: two targets may use the same), and their accounts: what
 /// `KILL` and `COM_PROCESS_KILL` may name (an account's own connections
-/// only, like PostgreSQL cancel keys).
+/// on the same target only, like PostgreSQL cancel keys).
 #[derive(Default)]
-pub struct Connections(std::sync::Mutex<HashMap<u32, String>>);
+pub struct Connections(std::sync::Mutex<HashMap<(String, u32), String>>);
 
 /// Removes a session's connection id when the session ends.
-struct Registered<'a>(&'a Connections, u32);
+struct Registered<'a>(&'a Connections, (String, u32));
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
@@ -94,21 +95,25 @@ impl Drop for Registered<'_> {
 }
 
 impl Connections {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), String>> {
         // A poisoned map is still a map of ids: keep using it.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn register(&self, id: u32, account: &str) -> Registered<'_> {
-        self.lock().insert(id, account.to_owned());
-        Registered(self, id)
+    fn register(&self, target: &str, id: u32, account: &str) -> Registered<'_> {
+        let key = (target.to_owned(), id);
+        self.lock().insert(key.clone(), account.to_owned());
+        Registered(self, key)
     }
 
-    /// True when connection `id` is a live session of `account`.
-    fn owned_by(&self, id: u64, account: &str) -> bool {
-        u32::try_from(id)
-            .ok()
-            .is_some_and(|id| self.lock().get(&id).is_some_and(|a| a == account))
+    /// True when connection `id` of `target` is a live session of
+    /// `account`.
+    fn owned_by(&self, target: &str, id: u64, account: &str) -> bool {
+        u32::try_from(id).ok().is_some_and(|id| {
+            self.lock()
+                .get(&(target.to_owned(), id))
+                .is_some_and(|a| a == account)
+        })
     }
 }
 
@@ -415,9 +420,9 @@ pub async fn serve(
         bytes_down: 0,
     };
     s.account_uids = rt.approvals.uids_of(&s.caller.account);
-    let _registered = rt
-        .connections
-        .register(s.server.connection_id, &s.caller.account);
+    let _registered =
+        rt.connections
+            .register(&target.name, s.server.connection_id, &s.caller.account);
     let res = s.run().await;
     let mut out = Outcome {
         bytes_up: s.client.bytes_read,
@@ -943,7 +948,9 @@ impl Session {
         payload: &[u8],
     ) -> Result<(), SessionError> {
         let statement = text.map_or_else(|| format!("COM_PROCESS_KILL {id}"), str::to_owned);
-        let own = self.connections.owned_by(id, &self.caller.account);
+        let own = self
+            .connections
+            .owned_by(&self.target, id, &self.caller.account);
         self.seq += 1;
         let verdict = Verdict {
             action: if own { Action::Allow } else { Action::Block },
@@ -1755,5 +1762,23 @@ impl Session {
             out.clear();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Connections;
+
+    #[test]
+    fn a_kill_may_name_only_the_same_account_s_sessions_on_the_same_target() {
+        let c = Connections::default();
+        {
+            let _a = c.register("shop", 5, "app");
+            assert!(c.owned_by("shop", 5, "app"));
+            assert!(!c.owned_by("shop", 5, "other"), "another account");
+            assert!(!c.owned_by("billing", 5, "app"), "the same id elsewhere");
+            assert!(!c.owned_by("shop", 5 + (1 << 32), "app"), "past u32");
+        }
+        assert!(!c.owned_by("shop", 5, "app"), "gone with its session");
     }
 }
