@@ -853,6 +853,17 @@ print("kill-user", query(s, "KILL USER shop_app"))
 print("process-kill-foreign", simple(s, b"\x0c" + struct.pack("<I", 1)))
 print("process-kill-own", simple(s, b"\x0c" + struct.pack("<I", oid)))
 print("unknown-command", simple(s, b"\x1e"))
+# COM_FIELD_LIST: decided as SHOW COLUMNS FROM the table.
+send(s, 0, b"\x04customers\x00")
+names = []
+while True:
+    _, p = packet(s)
+    if p[0] in (0xfe, 0xff): break
+    names.append(column(p)["name"].decode())
+print("fields", names, p[0])
+print("fields-secrets", simple(s, b"\x04secrets\x00"))
+send(s, 0, b"\x09")
+print("statistics", packet(s)[1][:7])
 print("still", query(s, "SELECT 41 + 1"))
 "#,
     );
@@ -880,6 +891,12 @@ print("still", query(s, "SELECT 41 + 1"))
     assert!(line("process-kill-foreign").contains("'err', 1095"), "{so}");
     assert_eq!(line("process-kill-own"), "process-kill-own ('ok',)");
     assert!(line("unknown-command").contains("'err', 1047"), "{so}");
+    assert_eq!(
+        line("fields"),
+        "fields ['id', 'name', 'email', 'ssn', 'card'] 254"
+    );
+    assert!(line("fields-secrets").contains("'err', 1142"), "{so}");
+    assert_eq!(line("statistics"), "statistics b'Uptime:'");
     assert_eq!(line("still"), "still ('rows', [['42']])");
     let stmts = e.statements();
     let refused: Vec<String> = stmts

@@ -22,9 +22,10 @@
 //!    names), `COM_RESET_CONNECTION` is relayed (both forget prepared
 //!    statements and check the sql_mode again); `KILL` and
 //!    `COM_PROCESS_KILL` reach only the account's own sessions (1095);
-//!    `COM_PING`, `COM_QUIT`, `COM_SET_OPTION` and `COM_INIT_DB` (the
-//!    grant's database only) are relayed; every other command is refused
-//!    (1047) and audited.
+//!    `COM_FIELD_LIST` is decided as `SHOW COLUMNS FROM` its table;
+//!    `COM_PING`, `COM_QUIT`, `COM_STATISTICS`, `COM_SET_OPTION` and
+//!    `COM_INIT_DB` (the grant's database only) are relayed; every other
+//!    command is refused (1047) and audited.
 //!
 //! A server's request for a local file (`LOAD DATA LOCAL INFILE`) is never
 //! passed to the workload: Warden answers it with an empty file. Malformed
@@ -783,6 +784,8 @@ impl Session {
                     }
                 }
                 com::CHANGE_USER => self.change_user(&p.payload).await,
+                com::STATISTICS => self.relay_simple(&p.payload).await,
+                com::FIELD_LIST => self.field_list(&p.payload).await,
                 com::RESET_CONNECTION => self.reset_connection(&p.payload).await,
                 com::PROCESS_KILL => {
                     match p
@@ -918,6 +921,59 @@ impl Session {
         self.client.send(1, &message::ok_packet(0, 0, 0x0002)).await
     }
 
+    /// `COM_FIELD_LIST` (the columns of a table, for the client's name
+    /// completion): decided as `SHOW COLUMNS FROM` the table, then relayed
+    /// up to its EOF.
+    async fn field_list(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        let table = payload[1..].split(|&b| b == 0).next().unwrap_or_default();
+        let table = std::str::from_utf8(table).ok().filter(|t| !t.is_empty());
+        let text = table.map(|t| format!("SHOW COLUMNS FROM `{}`", t.replace('`', "``")));
+        let Some(text) = text else {
+            self.refused_command("COM_FIELD_LIST", "names no table in UTF-8")
+                .await;
+            return self
+                .client_err(
+                    1,
+                    code::TABLE_ACCESS_DENIED,
+                    "42000",
+                    "COM_FIELD_LIST refused",
+                )
+                .await;
+        };
+        let Some(Admitted {
+            verdict, statement, ..
+        }) = self.admit(&text, true, "field_list").await?
+        else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        self.upstream.send(0, payload).await?;
+        let mut out = BytesMut::with_capacity(FLUSH_AT);
+        let mut seq: u8 = 1;
+        let mut relayed = Relayed::default();
+        loop {
+            let p = self.upstream.read().await?;
+            if p.payload.first() == Some(&0xff) {
+                let e = message::parse_err(&p.payload)?;
+                let masked = self.masked_err(&e);
+                self.put(&mut out, &mut seq, &masked);
+                relayed.error = Some(e);
+                break;
+            }
+            self.put(&mut out, &mut seq, &p.payload);
+            if message::is_eof(&p.payload, self.deprecate_eof) {
+                break;
+            }
+            relayed.rows += 1;
+            if relayed.rows > MAX_COLUMNS {
+                return Err(SessionError::Upstream("a field list of too many columns"));
+            }
+        }
+        self.flush(&mut out).await?;
+        self.record_result(&verdict, &statement, "field_list", &relayed, started);
+        Ok(())
+    }
+
     /// `COM_RESET_CONNECTION`: relayed; prepared statements are gone and
     /// the sql_mode is checked again.
     async fn reset_connection(&mut self, payload: &[u8]) -> Result<(), SessionError> {
@@ -979,6 +1035,13 @@ impl Session {
         let relayed = self.relay_result(&verdict, false, &[]).await?;
         self.record_result(&verdict, &statement, "simple", &relayed, started);
         Ok(())
+    }
+
+    /// A server's ERR packet with its message masked (it may quote a
+    /// value).
+    fn masked_err(&self, e: &message::ErrInfo) -> Vec<u8> {
+        let msg = self.text_masker.mask_str(&e.message).0;
+        message::err_packet(e.code, &e.sqlstate, &msg)
     }
 
     /// A command answered by an EOF packet (`COM_SET_OPTION`) or an ERR.
@@ -1212,12 +1275,8 @@ impl Session {
         let mut relayed = Relayed::default();
         if p.payload.first() == Some(&0xff) {
             let e = message::parse_err(&p.payload)?;
-            let msg = self.text_masker.mask_str(&e.message).0.into_owned();
-            self.put(
-                &mut out,
-                &mut seq,
-                &message::err_packet(e.code, &e.sqlstate, &msg),
-            );
+            let masked = self.masked_err(&e);
+            self.put(&mut out, &mut seq, &masked);
             relayed.error = Some(e);
         } else {
             let ok = binary::parse_prepare_ok(&p.payload)?;
@@ -1500,8 +1559,7 @@ impl Session {
                     }
                 }
                 Response::Err(e) => {
-                    let msg = self.text_masker.mask_str(&e.message).0.into_owned();
-                    let masked = message::err_packet(e.code, &e.sqlstate, &msg);
+                    let masked = self.masked_err(&e);
                     self.put(&mut out, &mut seq, &masked);
                     r.error = Some(e);
                     break;
@@ -1614,8 +1672,8 @@ impl Session {
             let p = self.upstream.read().await?;
             if p.payload.first() == Some(&0xff) {
                 let e = message::parse_err(&p.payload)?;
-                let msg = self.text_masker.mask_str(&e.message).0.into_owned();
-                self.put(out, seq, &message::err_packet(e.code, &e.sqlstate, &msg));
+                let masked = self.masked_err(&e);
+                self.put(out, seq, &masked);
                 r.error = Some(e);
                 return Ok(None);
             }
