@@ -161,6 +161,14 @@ fn tail(s: &str) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
+/// The first line of `out` that starts with `prefix`.
+fn line_of(out: &str, prefix: &str) -> String {
+    out.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line: {out}"))
+        .to_owned()
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -555,9 +563,11 @@ def lenstr(p, i):
     return p[i:i+n], i + n
 def err(p):
     return ("err", struct.unpack_from("<H", p, 1)[0], p[9:].decode(errors="replace"))
+DEPRECATE_EOF = False
 def connect(db=b"shop"):
     s = socket.create_connection(("127.0.0.1", port)); packet(s)
     caps = 0x1 | 0x8 | 0x0200 | 0x8000 | 0x10000 | 0x20000 | 0x40000 | 0x80000
+    if DEPRECATE_EOF: caps |= 0x1000000
     body = struct.pack("<IIB23x", caps, 1 << 24, 45) + b"x\x00" + b"\x00" + db + b"\x00" + b"mysql_native_password\x00"
     send(s, 1, body)
     _, p = packet(s)
@@ -570,8 +580,12 @@ def column(p):
         v, i = lenstr(p, i); parts.append(v)
     charset, length, typ, flags = struct.unpack_from("<HIBH", p, i + 1)
     return {"table": parts[2], "name": parts[4], "type": typ, "flags": flags}
+def ok_status(p):
+    i = lenenc(p, 1)[1]
+    return struct.unpack_from("<H", p, lenenc(p, i)[1])[0]
 def columns(s, n):
     cols = [column(packet(s)[1]) for _ in range(n)]
+    if DEPRECATE_EOF: return cols, 0
     _, eof = packet(s)
     assert eof[0] == 0xfe, eof
     return cols, struct.unpack_from("<H", eof, 3)[0]
@@ -597,7 +611,9 @@ def rows(s, cols):
     while True:
         _, p = packet(s)
         if p[0] == 0xff: return err(p)
-        if p[0] == 0xfe and len(p) < 9: return out
+        if p[0] == 0xfe and (len(p) < 9 or DEPRECATE_EOF and len(p) < 0xffffff):
+            if DEPRECATE_EOF and ok_status(p) & 0x40: return ("cursor", cols)
+            return out
         nb = (len(cols) + 9) // 8
         i = 1 + nb
         row = []
@@ -621,7 +637,9 @@ def execute(s, sid, params=(), cursor=0):
     n, _ = lenenc(p, 0)
     cols, status = columns(s, n)
     if status & 0x40: return ("cursor", cols)
-    return ("rows", cols, rows(s, cols))
+    r = rows(s, cols)
+    if isinstance(r, tuple) and r[0] == "cursor": return r
+    return ("rows", cols, r)
 def fetch(s, sid, cols, n=100):
     send(s, 0, b"\x1c" + struct.pack("<II", sid, n))
     return rows(s, cols)
@@ -694,9 +712,26 @@ print("reset", simple(s, b"\x1a" + struct.pack("<I", sid)))
 send(s, 0, b"\x19" + struct.pack("<I", sid))
 print("closed", execute(s, sid, [1]))
 print("still", query(s, "SELECT 41 + 1"))
+# The same with CLIENT_DEPRECATE_EOF (OK packets end rows, no EOF after
+# column definitions).
+DEPRECATE_EOF = True
+s = connect()
+ok, sid, cols = prepare(s, "SELECT id, card FROM customers WHERE id = ?")
+r = execute(s, sid, [1])
+print("deprecate-eof", r[0], r[2])
+r = execute(s, sid, [2], cursor=1)
+print("deprecate-eof-cursor", r[0], fetch(s, sid, r[1]))
 "#,
     );
     println!("{so}");
+    assert_eq!(
+        line_of(&so, "deprecate-eof "),
+        "deprecate-eof rows [[1, '************1111']]"
+    );
+    assert_eq!(
+        line_of(&so, "deprecate-eof-cursor "),
+        "deprecate-eof-cursor cursor [[2, '************5559']]"
+    );
     for c in mariadb::CUSTOMERS {
         assert!(!so.contains(c.email), "email leaked: {so}");
         assert!(!so.contains(c.ssn), "ssn leaked: {so}");
@@ -706,12 +741,7 @@ print("still", query(s, "SELECT 41 + 1"))
         so.contains("prepared ok [b'id', b'name', b'email', b'ssn', b'card']"),
         "{so}"
     );
-    let line = |p: &str| {
-        so.lines()
-            .find(|l| l.starts_with(p))
-            .unwrap_or_else(|| panic!("no {p} line: {so}"))
-            .to_owned()
-    };
+    let line = |p: &str| line_of(&so, p);
     let ex = line("execute rows [[1, 'Alice', ");
     assert!(ex.contains("1111'"), "card keeps its last four: {ex}");
     assert_eq!(line("cursor"), "cursor cursor");
@@ -868,12 +898,7 @@ print("still", query(s, "SELECT 41 + 1"))
 "#,
     );
     println!("{so}");
-    let line = |p: &str| {
-        so.lines()
-            .find(|l| l.starts_with(&format!("{p} ")))
-            .unwrap_or_else(|| panic!("no {p} line: {so}"))
-            .to_owned()
-    };
+    let line = |p: &str| line_of(&so, &format!("{p} "));
     assert_eq!(line("change"), "change ('ok',)");
     assert!(
         line("user").contains(&format!("'{}@", mariadb::APP_USER)),
