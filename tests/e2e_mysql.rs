@@ -712,6 +712,17 @@ print("reset", simple(s, b"\x1a" + struct.pack("<I", sid)))
 send(s, 0, b"\x19" + struct.pack("<I", sid))
 print("closed", execute(s, sid, [1]))
 print("still", query(s, "SELECT 41 + 1"))
+# A parameter sent in pieces (COM_STMT_SEND_LONG_DATA, no answer); pieces
+# for a statement Warden did not prepare are dropped.
+ok, sid3, cols3 = prepare(s, "SELECT concat('<', ?, '>') AS v")
+send(s, 0, b"\x18" + struct.pack("<IH", sid3 + 100, 0) + b"dropped")
+send(s, 0, b"\x18" + struct.pack("<IH", sid3, 0) + b"hel")
+send(s, 0, b"\x18" + struct.pack("<IH", sid3, 0) + b"lo")
+send(s, 0, b"\x17" + struct.pack("<IBI", sid3, 0, 1) + b"\x00\x01\xfc\x00")
+_, p = packet(s)
+n, _ = lenenc(p, 0)
+c3, _ = columns(s, n)
+print("long-data", rows(s, c3))
 # The same with CLIENT_DEPRECATE_EOF (OK packets end rows, no EOF after
 # column definitions).
 DEPRECATE_EOF = True
@@ -763,6 +774,7 @@ print("deprecate-eof-cursor", r[0], fetch(s, sid, r[1]))
     assert!(!computed.contains("Alice"), "{computed}");
     assert_eq!(line("reset ("), "reset ('ok',)");
     assert_eq!(line("still"), "still ('rows', [['42']])");
+    assert_eq!(line("long-data"), "long-data [['<hello>']]");
     // Audited: the refused PREPARE, each execution and the fetch.
     let stmts = e.statements();
     let via = |v: &str, phase: &str| {
