@@ -4,7 +4,7 @@
 //! command response, OK, ERR, text row, binary row (under a few column
 //! layouts chosen by the first input byte), prepare OK, column definition
 //! and statement id. Nothing may panic; a decoded packet re-encodes to the
-//! bytes it came from; rows that parse rebuild to the same bytes.
+//! bytes it came from; rows that parse rebuild to the same values.
 #![no_main]
 
 use bytes::BytesMut;
@@ -62,7 +62,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = message::eof_status(b, selector & 1 == 0);
         for n in [1usize, 2, 3] {
             if let Ok(values) = message::text_row(b, n) {
-                assert_eq!(message::encode_text_row(values.iter().copied()), b);
+                // Lengths are re-encoded in their shortest form (a peer may
+                // send longer ones): the values survive, not the bytes.
+                let again = message::encode_text_row(values.iter().copied());
+                assert_eq!(message::text_row(&again, n).as_ref(), Ok(&values));
             }
         }
         if let Ok(cells) = binary::binary_row(b, layout) {

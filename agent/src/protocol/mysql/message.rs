@@ -371,6 +371,12 @@ mod tests {
         assert!(text_row(&row, 2).is_err(), "bytes left over");
         assert!(text_row(&row, 4).is_err(), "a column missing");
         assert!(text_row(&[5, b'a'], 1).is_err(), "value past the end");
+        // A length in a longer form than needed (fuzz/regressions/
+        // mysql_packet): read, and written back in the shortest form.
+        let long = [0xfd, 1, 0, 0, b'x'];
+        let v = text_row(&long, 1).unwrap();
+        assert_eq!(v, vec![Some(&b"x"[..])]);
+        assert_eq!(encode_text_row(v), vec![1, b'x']);
     }
 
     #[test]
