@@ -183,8 +183,24 @@ pub fn text_of(v: &Value) -> Vec<u8> {
         Value::UInt(u) => u.to_string().into_bytes(),
         Value::Float(f) => f.to_string().into_bytes(),
         Value::Double(d) => d.to_string().into_bytes(),
-        // Dates and times: the SQL literal without its quotes.
-        other => other.as_sql(false).trim_matches('\'').as_bytes().to_vec(),
+        Value::Date(y, m, d, 0, 0, 0, 0) => format!("{y:04}-{m:02}-{d:02}").into_bytes(),
+        Value::Date(y, m, d, h, i, sec, 0) => {
+            format!("{y:04}-{m:02}-{d:02} {h:02}:{i:02}:{sec:02}").into_bytes()
+        }
+        Value::Date(y, m, d, h, i, sec, us) => {
+            format!("{y:04}-{m:02}-{d:02} {h:02}:{i:02}:{sec:02}.{us:06}").into_bytes()
+        }
+        // Hours in u64: a server may send any day count (mysql_common's
+        // `as_sql` multiplies in u32 and overflows; found by fuzzing).
+        Value::Time(neg, days, h, i, sec, us) => {
+            let sign = if *neg { "-" } else { "" };
+            let hours = u64::from(*days) * 24 + u64::from(*h);
+            if *us == 0 {
+                format!("{sign}{hours:03}:{i:02}:{sec:02}").into_bytes()
+            } else {
+                format!("{sign}{hours:03}:{i:02}:{sec:02}.{us:06}").into_bytes()
+            }
+        }
     }
 }
 
@@ -260,6 +276,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn times_of_any_day_count_are_rendered_without_overflow() {
+        // fuzz/regressions/mysql_packet/time-day-overflow
+        assert_eq!(
+            text_of(&Value::Time(true, u32::MAX, 23, 59, 58, 7)),
+            b"-103079215103:59:58.000007"
+        );
+        assert_eq!(text_of(&Value::Time(false, 1, 2, 3, 4, 0)), b"026:03:04");
+        assert_eq!(
+            text_of(&Value::Date(2024, 12, 7, 21, 30, 5, 0)),
+            b"2024-12-07 21:30:05"
+        );
     }
 
     #[test]
