@@ -22,6 +22,8 @@ pub enum HandshakeError {
     Malformed { what: &'static str },
     #[error("the client does not speak protocol 4.1 with plugin authentication")]
     OldClient,
+    #[error("the server does not speak protocol 4.1 with a 20-byte scramble")]
+    OldServer,
     #[error("the client asked for {what}, which Warden did not offer")]
     NotOffered { what: &'static str },
     #[error("authentication plugin {0} is not supported")]
@@ -53,6 +55,13 @@ pub fn parse_server_hello(p: &[u8]) -> Result<ServerHello, HandshakeError> {
         return Err(mal);
     }
     let h: HandshakePacket<'_> = ParseBuf(p).parse(()).map_err(|_| mal.clone())?;
+    // Warden logs in with protocol 4.1 and a 20-byte scramble: a server
+    // without them is refused (found by fuzzing: such a greeting lost
+    // half of Warden's nonce on the way to the client).
+    let needed = caps::PROTOCOL_41 | caps::SECURE_CONNECTION;
+    if h.capabilities().bits() & needed != needed {
+        return Err(HandshakeError::OldServer);
+    }
     let mut nonce = h.nonce();
     // The second part is NUL-terminated on the wire by most servers.
     if nonce.len() > 20 {
@@ -432,5 +441,12 @@ mod tests {
             let _ = parse_auth_switch(&junk);
         }
         assert!(parse_server_hello(&[]).is_err());
+        // fuzz/regressions/mysql_handshake/old-server
+        let old = ServerHello {
+            capabilities: caps::SUPPORTED & !caps::SECURE_CONNECTION,
+            ..server()
+        };
+        let hello = server_hello_for_client(&old, &[1; 20]);
+        assert_eq!(parse_server_hello(&hello), Err(HandshakeError::OldServer));
     }
 }
