@@ -40,6 +40,11 @@ struct MyEnv {
 
 impl MyEnv {
     fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// An agent whose target has `target_extra` (TOML lines) added.
+    fn start_with(target_extra: &str) -> Self {
         let db = MariaDb::shared();
         let mut env = TestEnv::new();
         let app = env.cgroup("app");
@@ -53,6 +58,7 @@ name = \"shop\"
 protocol = \"mysql\"
 address = \"{addr}\"
 max_message_bytes = 1048576
+{target_extra}
 
 [[account]]
 name = \"app\"
@@ -153,6 +159,14 @@ masking = \"pii\"
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// The first line of `out` that starts with `prefix`.
+fn line_of(out: &str, prefix: &str) -> String {
+    out.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line: {out}"))
+        .to_owned()
 }
 
 fn text(b: &[u8]) -> String {
@@ -463,9 +477,10 @@ fn a_server_whose_sql_mode_changes_quoting_is_refused() {
     assert_eq!(e.mariadb_ok("SELECT 1"), "1");
 }
 
-#[test]
-fn sysbench_oltp_read_only_runs_through_warden_without_errors() {
-    let e = MyEnv::start();
+/// `sysbench oltp_read_only` through Warden (`ps_mode`: `disable` for the
+/// text protocol, `auto` for prepared statements), checked for errors and
+/// a reasonable number of queries.
+fn sysbench_read_only(e: &MyEnv, ps_mode: &str) {
     let socket = format!("--mysql-socket={}", e.db.socket().display());
     let common = ["--tables=1", "--table-size=1000", "--mysql-db=shop"];
     let out = Command::new("/usr/bin/sysbench")
@@ -478,14 +493,14 @@ fn sysbench_oltp_read_only_runs_through_warden_without_errors() {
         .unwrap();
     assert!(out.status.success(), "sysbench prepare: {out:?}");
     let port = format!("--mysql-port={}", e.db.port());
+    let ps = format!("--db-ps-mode={ps_mode}");
     let mut args = vec![
         "oltp_read_only",
         "--mysql-host=127.0.0.1",
         &port,
         "--mysql-user=workload",
         "--mysql-password=",
-        // Text protocol: prepared statements are not served yet.
-        "--db-ps-mode=disable",
+        &ps,
         "--threads=2",
         "--time=4",
     ];
@@ -510,4 +525,466 @@ fn sysbench_oltp_read_only_runs_through_warden_without_errors() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
     assert!(queries > 100, "{so}");
+}
+
+#[test]
+fn sysbench_oltp_read_only_runs_through_warden_without_errors() {
+    let e = MyEnv::start();
+    sysbench_read_only(&e, "disable");
+}
+
+/// A minimal MySQL client in Python over a raw socket: the binary
+/// protocol (prepare, execute, fetch, close), `COM_CHANGE_USER`,
+/// `COM_RESET_CONNECTION` and statement ids of its own choosing, which no
+/// driver lets a test send. Loaded before each test's script.
+const RAW_CLIENT: &str = r#"
+import socket, struct, sys
+port = int(sys.argv[1])
+def recv_exact(s, n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c: raise EOFError
+        b += c
+    return b
+def packet(s):
+    h = recv_exact(s, 4)
+    return h[3], recv_exact(s, h[0] | h[1] << 8 | h[2] << 16)
+def send(s, seq, body):
+    s.sendall(struct.pack("<I", len(body))[:3] + bytes([seq]) + body)
+def lenenc(p, i):
+    f = p[i]
+    if f < 0xfb: return f, i + 1
+    if f == 0xfc: return struct.unpack_from("<H", p, i + 1)[0], i + 3
+    if f == 0xfd: return int.from_bytes(p[i+1:i+4], "little"), i + 4
+    return struct.unpack_from("<Q", p, i + 1)[0], i + 9
+def lenstr(p, i):
+    n, i = lenenc(p, i)
+    return p[i:i+n], i + n
+def err(p):
+    return ("err", struct.unpack_from("<H", p, 1)[0], p[9:].decode(errors="replace"))
+DEPRECATE_EOF = False
+def connect(db=b"shop"):
+    s = socket.create_connection(("127.0.0.1", port)); packet(s)
+    caps = 0x1 | 0x8 | 0x0200 | 0x8000 | 0x10000 | 0x20000 | 0x40000 | 0x80000
+    if DEPRECATE_EOF: caps |= 0x1000000
+    body = struct.pack("<IIB23x", caps, 1 << 24, 45) + b"x\x00" + b"\x00" + db + b"\x00" + b"mysql_native_password\x00"
+    send(s, 1, body)
+    _, p = packet(s)
+    assert p[0] == 0, p
+    return s
+def column(p):
+    i = 0
+    parts = []
+    for _ in range(6):
+        v, i = lenstr(p, i); parts.append(v)
+    charset, length, typ, flags = struct.unpack_from("<HIBH", p, i + 1)
+    return {"table": parts[2], "name": parts[4], "type": typ, "flags": flags}
+def ok_status(p):
+    i = lenenc(p, 1)[1]
+    return struct.unpack_from("<H", p, lenenc(p, i)[1])[0]
+def columns(s, n):
+    cols = [column(packet(s)[1]) for _ in range(n)]
+    if DEPRECATE_EOF: return cols, 0
+    _, eof = packet(s)
+    assert eof[0] == 0xfe, eof
+    return cols, struct.unpack_from("<H", eof, 3)[0]
+def prepare(s, sql):
+    send(s, 0, b"\x16" + sql.encode())
+    _, p = packet(s)
+    if p[0] == 0xff: return err(p)
+    sid, ncols, nparams = struct.unpack_from("<IHH", p, 1)
+    if nparams: columns(s, nparams)
+    cols = columns(s, ncols)[0] if ncols else []
+    return ("ok", sid, cols)
+def value(p, i, t, flags):
+    if t in (1,): return struct.unpack_from("<B" if flags & 32 else "<b", p, i)[0], i + 1
+    if t in (2, 13): return struct.unpack_from("<h", p, i)[0], i + 2
+    if t in (3, 9): return struct.unpack_from("<I" if flags & 32 else "<i", p, i)[0], i + 4
+    if t == 8: return struct.unpack_from("<Q" if flags & 32 else "<q", p, i)[0], i + 8
+    if t == 5: return struct.unpack_from("<d", p, i)[0], i + 8
+    if t in (7, 10, 12): n = p[i]; return ("date", p[i+1:i+1+n]), i + 1 + n
+    v, i = lenstr(p, i)
+    return v.decode(errors="replace"), i
+def rows(s, cols):
+    out = []
+    while True:
+        _, p = packet(s)
+        if p[0] == 0xff: return err(p)
+        if p[0] == 0xfe and (len(p) < 9 or DEPRECATE_EOF and len(p) < 0xffffff):
+            if DEPRECATE_EOF and ok_status(p) & 0x40: return ("cursor", cols)
+            return out
+        nb = (len(cols) + 9) // 8
+        i = 1 + nb
+        row = []
+        for k, c in enumerate(cols):
+            if p[1 + (k + 2) // 8] & (1 << ((k + 2) % 8)):
+                row.append(None); continue
+            v, i = value(p, i, c["type"], c["flags"])
+            row.append(v)
+        assert i == len(p), (p, cols)
+        out.append(row)
+def execute(s, sid, params=(), cursor=0):
+    body = b"\x17" + struct.pack("<IBI", sid, cursor, 1)
+    if params:
+        body += bytes((len(params) + 7) // 8) + b"\x01" + b"\xfd\x00" * len(params)
+        for v in params:
+            v = str(v).encode(); body += bytes([len(v)]) + v
+    send(s, 0, body)
+    _, p = packet(s)
+    if p[0] == 0xff: return err(p)
+    if p[0] == 0x00: return ("ok", [])
+    n, _ = lenenc(p, 0)
+    cols, status = columns(s, n)
+    if status & 0x40: return ("cursor", cols)
+    r = rows(s, cols)
+    if isinstance(r, tuple) and r[0] == "cursor": return r
+    return ("rows", cols, r)
+def fetch(s, sid, cols, n=100):
+    send(s, 0, b"\x1c" + struct.pack("<II", sid, n))
+    return rows(s, cols)
+def query(s, sql):
+    send(s, 0, b"\x03" + sql.encode())
+    _, p = packet(s)
+    if p[0] == 0xff: return err(p)
+    if p[0] == 0x00: return ("ok",)
+    n, _ = lenenc(p, 0)
+    cols, _ = columns(s, n)
+    out = []
+    while True:
+        _, p = packet(s)
+        if p[0] == 0xff: return err(p)
+        if p[0] == 0xfe and len(p) < 9: return ("rows", out)
+        i, row = 0, []
+        for _ in cols:
+            if p[i] == 0xfb: row.append(None); i += 1; continue
+            v, i = lenstr(p, i); row.append(v.decode(errors="replace"))
+        out.append(row)
+def simple(s, body):
+    send(s, 0, body)
+    _, p = packet(s)
+    return err(p) if p[0] == 0xff else ("ok",)
+"#;
+
+impl MyEnv {
+    /// `script` after [`RAW_CLIENT`]; its stdout.
+    fn raw(&self, script: &str) -> String {
+        let out = self.python(&format!("{RAW_CLIENT}\n{script}"));
+        let so = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{so}\n{}\nwarden log:\n{}",
+            text(&out.stderr),
+            tail(&self.env.log())
+        );
+        so
+    }
+}
+
+#[test]
+fn prepared_statements_are_decided_at_prepare_and_binary_rows_are_masked() {
+    let e = MyEnv::start();
+    let so = e.raw(
+        r#"
+s = connect()
+ok, sid, cols = prepare(s, "SELECT id, name, email, ssn, card FROM customers WHERE id = ? ORDER BY id")
+print("prepared", ok, [c["name"] for c in cols])
+r = execute(s, sid, [1])
+print("execute", r[0], r[2])
+# The same statement with a cursor: rows come with COM_STMT_FETCH, masked.
+r = execute(s, sid, [2], cursor=1)
+print("cursor", r[0])
+print("fetched", fetch(s, sid, r[1]))
+# Refused at PREPARE: nothing reaches the server, no id exists.
+print("secrets", prepare(s, "SELECT token FROM secrets WHERE id = ?"))
+print("misuse", prepare(s, "SELECT name FROM customers WHERE card LIKE ?"))
+print("write", prepare(s, "DELETE FROM customers WHERE id = ?"))
+# MariaDB's "the statement just prepared" after a refused PREPARE, and
+# ids Warden never prepared.
+print("last", execute(s, 0xffffffff, [1]))
+print("unknown", execute(s, sid + 100, [1]))
+print("reset-unknown", simple(s, b"\x1a" + struct.pack("<I", sid + 100)))
+# A computed number of a table with masked columns: shown as a string.
+ok, sid2, cols2 = prepare(s, "SELECT id * 1 AS n, concat(name, '') AS c FROM customers WHERE id = ?")
+r = execute(s, sid2, [1])
+print("computed", [c["type"] for c in r[1]], r[2])
+print("reset", simple(s, b"\x1a" + struct.pack("<I", sid)))
+send(s, 0, b"\x19" + struct.pack("<I", sid))
+print("closed", execute(s, sid, [1]))
+print("still", query(s, "SELECT 41 + 1"))
+# A parameter sent in pieces (COM_STMT_SEND_LONG_DATA, no answer); pieces
+# for a statement Warden did not prepare are dropped.
+ok, sid3, cols3 = prepare(s, "SELECT concat('<', ?, '>') AS v")
+send(s, 0, b"\x18" + struct.pack("<IH", sid3 + 100, 0) + b"dropped")
+send(s, 0, b"\x18" + struct.pack("<IH", sid3, 0) + b"hel")
+send(s, 0, b"\x18" + struct.pack("<IH", sid3, 0) + b"lo")
+send(s, 0, b"\x17" + struct.pack("<IBI", sid3, 0, 1) + b"\x00\x01\xfc\x00")
+_, p = packet(s)
+n, _ = lenenc(p, 0)
+c3, _ = columns(s, n)
+print("long-data", rows(s, c3))
+# The same with CLIENT_DEPRECATE_EOF (OK packets end rows, no EOF after
+# column definitions).
+DEPRECATE_EOF = True
+s = connect()
+ok, sid, cols = prepare(s, "SELECT id, card FROM customers WHERE id = ?")
+r = execute(s, sid, [1])
+print("deprecate-eof", r[0], r[2])
+r = execute(s, sid, [2], cursor=1)
+print("deprecate-eof-cursor", r[0], fetch(s, sid, r[1]))
+"#,
+    );
+    println!("{so}");
+    assert_eq!(
+        line_of(&so, "deprecate-eof "),
+        "deprecate-eof rows [[1, '************1111']]"
+    );
+    assert_eq!(
+        line_of(&so, "deprecate-eof-cursor "),
+        "deprecate-eof-cursor cursor [[2, '************5559']]"
+    );
+    for c in mariadb::CUSTOMERS {
+        assert!(!so.contains(c.email), "email leaked: {so}");
+        assert!(!so.contains(c.ssn), "ssn leaked: {so}");
+        assert!(!so.contains(c.card), "card leaked: {so}");
+    }
+    assert!(
+        so.contains("prepared ok [b'id', b'name', b'email', b'ssn', b'card']"),
+        "{so}"
+    );
+    let line = |p: &str| line_of(&so, p);
+    let ex = line("execute rows [[1, 'Alice', ");
+    assert!(ex.contains("1111'"), "card keeps its last four: {ex}");
+    assert_eq!(line("cursor"), "cursor cursor");
+    let f = line("fetched [[2, 'Bob', ");
+    assert!(f.contains("5559'"), "{f}");
+    for (p, why) in [
+        ("secrets", "no-secrets"),
+        ("misuse", "masked column card"),
+        ("write", "default deny"),
+    ] {
+        let l = line(p);
+        assert!(l.contains("'err', 1142") && l.contains(why), "{l}");
+    }
+    for p in ["last", "unknown", "reset-unknown", "closed"] {
+        assert!(line(p).contains("'err', 1243"), "{so}");
+    }
+    let computed = line("computed");
+    assert!(computed.starts_with("computed [253, 253]"), "{computed}");
+    assert!(!computed.contains("Alice"), "{computed}");
+    assert_eq!(line("reset ("), "reset ('ok',)");
+    assert_eq!(line("still"), "still ('rows', [['42']])");
+    assert_eq!(line("long-data"), "long-data [['<hello>']]");
+    // Audited: the refused PREPARE, each execution and the fetch.
+    let stmts = e.statements();
+    let via = |v: &str, phase: &str| {
+        stmts
+            .iter()
+            .filter(|s| {
+                s["unmapped"]["warden"]["statement"]["via"] == v
+                    && s["unmapped"]["warden"]["statement"]["phase"] == phase
+            })
+            .count()
+    };
+    assert!(via("execute", "request") >= 2, "{stmts:#?}");
+    assert!(via("fetch", "result") >= 1, "{stmts:#?}");
+    let refused = stmts
+        .iter()
+        .find(|s| {
+            s["unmapped"]["warden"]["statement"]["via"] == "prepare"
+                && s["query_info"]["query_string"]
+                    .as_str()
+                    .is_some_and(|q| q.contains("FROM secrets"))
+        })
+        .unwrap_or_else(|| panic!("no event for the refused PREPARE: {stmts:#?}"));
+    assert_eq!(refused["unmapped"]["warden"]["decision"], "blocked");
+    assert!(
+        stmts
+            .iter()
+            .any(|s| s["unmapped"]["warden"]["statement"]["via"] == "command"),
+        "unknown statement ids are audited: {stmts:#?}"
+    );
+    for s in &stmts {
+        let dump = serde_json::to_string(s).unwrap();
+        for c in mariadb::CUSTOMERS {
+            assert!(!dump.contains(c.card), "audit holds a card: {s:#}");
+        }
+    }
+}
+
+#[test]
+fn sysbench_oltp_read_only_with_prepared_statements_runs_through_warden() {
+    let e = MyEnv::start();
+    // Server-side prepared statements, binary rows.
+    sysbench_read_only(&e, "auto");
+    let executions = e
+        .statements()
+        .iter()
+        .filter(|s| s["unmapped"]["warden"]["statement"]["via"] == "execute")
+        .count();
+    assert!(executions > 100, "sysbench did not use prepared statements");
+}
+
+#[test]
+fn multi_statements_are_decided_statement_by_statement_and_refused_whole() {
+    let e = MyEnv::start();
+    let script = r#"
+import sys, pymysql
+from pymysql.constants import CLIENT
+c = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="anyone",
+                    password="", database="shop", client_flag=CLIENT.MULTI_STATEMENTS)
+with c.cursor() as cur:
+    cur.execute("SELECT 1; SELECT name FROM customers WHERE id = 2")
+    first = cur.fetchall()
+    cur.nextset()
+    print("both", first, cur.fetchall())
+    for sql in ["SELECT 1; DELETE FROM customers",
+                "SELECT name FROM customers; SELECT token FROM secrets",
+                "SELECT 1; SELEC 2",
+                "SELECT 1; KILL 1"]:
+        try:
+            cur.execute(sql)
+            print("NOT REFUSED", sql)
+        except pymysql.err.OperationalError as err:
+            print("refused", err.args[0], err.args[1][:60])
+    cur.execute("SELECT count(*) FROM orders")
+    print("count", cur.fetchone()[0])
+"#;
+    let out = e.python(script);
+    let so = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{so}\n{}\nwarden log:\n{}",
+        text(&out.stderr),
+        tail(&e.env.log())
+    );
+    assert!(so.contains("both ((1,),) (('Bob',),)"), "{so}");
+    assert!(!so.contains("NOT REFUSED"), "{so}");
+    assert_eq!(so.matches("refused 1142").count(), 4, "{so}");
+    assert!(so.contains("count 2"), "{so}");
+    let out = e.db.root_sql("SELECT count(*) FROM shop.customers");
+    assert_eq!(text(&out.stdout), "2\n");
+}
+
+#[test]
+fn change_user_reset_kill_and_init_db_stay_within_the_grant() {
+    let e = MyEnv::start();
+    let so = e.raw(
+        r#"
+s = connect()
+ok, sid, cols = prepare(s, "SELECT name FROM customers WHERE id = ?")
+# COM_CHANGE_USER to root with a made-up password: re-authenticated as
+# the grant's user, whatever the workload names.
+cu = b"\x11" + b"root\x00" + b"\x14" + b"x" * 20 + b"shop\x00" + struct.pack("<H", 45) + b"mysql_native_password\x00"
+print("change", simple(s, cu))
+print("user", query(s, "SELECT current_user()"))
+print("after-change", execute(s, sid, [1]))
+cu = b"\x11" + b"root\x00" + b"\x00" + b"mysql\x00" + struct.pack("<H", 45)
+print("change-db", simple(s, cu))
+print("initdb", simple(s, b"\x02mysql"))
+print("initdb-own", simple(s, b"\x02shop"))
+ok, sid, cols = prepare(s, "SELECT name FROM customers WHERE id = ?")
+print("reset-conn", simple(s, b"\x1f"))
+print("after-reset", execute(s, sid, [1]))
+# KILL: only the account's own sessions through Warden.
+other = connect()
+oid = int(query(other, "SELECT connection_id()")[1][0][0])
+print("kill-own", query(s, "KILL QUERY %d" % oid))
+print("kill-foreign", query(s, "KILL 1"))
+print("kill-user", query(s, "KILL USER shop_app"))
+print("process-kill-foreign", simple(s, b"\x0c" + struct.pack("<I", 1)))
+print("process-kill-own", simple(s, b"\x0c" + struct.pack("<I", oid)))
+print("unknown-command", simple(s, b"\x1e"))
+# COM_FIELD_LIST: decided as SHOW COLUMNS FROM the table.
+send(s, 0, b"\x04customers\x00")
+names = []
+while True:
+    _, p = packet(s)
+    if p[0] in (0xfe, 0xff): break
+    names.append(column(p)["name"].decode())
+print("fields", names, p[0])
+print("fields-secrets", simple(s, b"\x04secrets\x00"))
+send(s, 0, b"\x09")
+print("statistics", packet(s)[1][:7])
+print("still", query(s, "SELECT 41 + 1"))
+"#,
+    );
+    println!("{so}");
+    let line = |p: &str| line_of(&so, &format!("{p} "));
+    assert_eq!(line("change"), "change ('ok',)");
+    assert!(
+        line("user").contains(&format!("'{}@", mariadb::APP_USER)),
+        "{so}"
+    );
+    assert!(line("after-change").contains("'err', 1243"), "{so}");
+    assert!(line("change-db").contains("'err', 1044"), "{so}");
+    assert!(line("initdb").contains("'err', 1044"), "{so}");
+    assert_eq!(line("initdb-own"), "initdb-own ('ok',)");
+    assert_eq!(line("reset-conn"), "reset-conn ('ok',)");
+    assert!(line("after-reset").contains("'err', 1243"), "{so}");
+    assert_eq!(line("kill-own"), "kill-own ('ok',)");
+    assert!(line("kill-foreign").contains("'err', 1095"), "{so}");
+    assert!(line("kill-user").contains("'err', 1142"), "{so}");
+    assert!(line("process-kill-foreign").contains("'err', 1095"), "{so}");
+    assert_eq!(line("process-kill-own"), "process-kill-own ('ok',)");
+    assert!(line("unknown-command").contains("'err', 1047"), "{so}");
+    assert_eq!(
+        line("fields"),
+        "fields ['id', 'name', 'email', 'ssn', 'card'] 254"
+    );
+    assert!(line("fields-secrets").contains("'err', 1142"), "{so}");
+    assert_eq!(line("statistics"), "statistics b'Uptime:'");
+    assert_eq!(line("still"), "still ('rows', [['42']])");
+    let stmts = e.statements();
+    let refused: Vec<String> = stmts
+        .iter()
+        .filter(|s| s["unmapped"]["warden"]["decision"] == "rejected")
+        .filter_map(|s| s["query_info"]["query_string"].as_str().map(str::to_owned))
+        .collect();
+    for what in [
+        "COM_CHANGE_USER",
+        "COM_INIT_DB",
+        "KILL 1",
+        "COM_PROCESS_KILL 1",
+        "command 0x1e",
+    ] {
+        assert!(
+            refused.iter().any(|q| q.contains(what)),
+            "{what} not audited: {refused:?}"
+        );
+    }
+}
+
+#[test]
+fn tls_upstream_is_spoken_and_verified_when_the_target_asks() {
+    let db = MariaDb::shared();
+    let ca = db.ca_pem_path();
+    let e = MyEnv::start_with(&format!(
+        "tls = {{ mode = \"verify-full\", ca_file = \"{}\", server_name = \"localhost\" }}",
+        ca.display()
+    ));
+    let out = e.mariadb_ok("SHOW SESSION STATUS LIKE 'Ssl_version'");
+    assert!(out.starts_with("Ssl_version\tTLSv1."), "{out}");
+    let out = e.mariadb_ok("SELECT name, card FROM customers WHERE id = 1");
+    assert!(out.starts_with("Alice\t") && out.ends_with("1111"), "{out}");
+    assert!(!out.contains("4111111111111111"), "{out}");
+    drop(e);
+    // A certificate that does not carry the name: no session, not a
+    // session in clear.
+    let e = MyEnv::start_with(&format!(
+        "tls = {{ mode = \"verify-full\", ca_file = \"{}\", server_name = \"db.example\" }}",
+        ca.display()
+    ));
+    let out = e.mariadb("SELECT 1");
+    assert!(!out.status.success(), "served over an unverified upstream");
+    assert!(
+        text(&out.stderr).contains("could not log in"),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(e);
+    // Without tls the same server is used in clear, as before.
+    let e = MyEnv::start();
+    let out = e.mariadb_ok("SHOW SESSION STATUS LIKE 'Ssl_version'");
+    assert_eq!(out.trim_end(), "Ssl_version", "no TLS: {out}");
 }

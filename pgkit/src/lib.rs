@@ -1182,7 +1182,7 @@ pub(crate) fn give_to_postgres(path: &Path, owner: Option<(u32, u32)>, mode: u32
 }
 
 /// CA (ca.pem, world-readable) and server certificate/key signed by it.
-fn write_tls(dir: &Path, owner: Option<(u32, u32)>) -> PathBuf {
+pub(crate) fn write_tls(dir: &Path, owner: Option<(u32, u32)>) -> PathBuf {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();

@@ -1,6 +1,7 @@
 //! MariaDB for tests: a throwaway Debian MariaDB 10.11 server on loopback
 //! (run as the `mysql` user: the server refuses root), with an application
-//! user that logs in with `mysql_native_password` and a small data set.
+//! user that logs in with `mysql_native_password`, TLS on (a CA of its own)
+//! and a small data set.
 //! Its watchdog stops the server and removes its directory once the test
 //! process has exited.
 
@@ -73,6 +74,8 @@ impl MariaDb {
             .tempdir_in(crate::base_dir())
             .unwrap();
         crate::give_to_postgres(dir.path(), owner, 0o700);
+        // TLS on: ca.pem signs server.crt (SAN 127.0.0.1, localhost).
+        crate::write_tls(dir.path(), owner);
         let data = dir.path().join("data");
         let out = crate::as_owner(Command::new("mariadb-install-db"), owner, dir.path())
             .arg("--no-defaults")
@@ -120,6 +123,9 @@ impl MariaDb {
             .arg(format!("--pid-file={}", d.join("mariadbd.pid").display()))
             .arg(format!("--log-error={}", self.log_path().display()))
             .arg(format!("--port={}", self.port))
+            .arg(format!("--ssl-cert={}", d.join("server.crt").display()))
+            .arg(format!("--ssl-key={}", d.join("server.key").display()))
+            .arg(format!("--ssl-ca={}", self.ca_pem_path().display()))
             .args([
                 "--bind-address=127.0.0.1",
                 "--skip-log-bin",
@@ -196,6 +202,12 @@ impl MariaDb {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The CA that signed the server's certificate (SAN 127.0.0.1,
+    /// localhost).
+    pub fn ca_pem_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     /// The application user's password (what Warden's password_file holds).

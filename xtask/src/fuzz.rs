@@ -50,6 +50,8 @@ const TARGETS: &[Target] = &[
     t("jwt", None, 8192),
     t("control_request", None, 4096),
     t("forward_answer", None, 8192),
+    t("mysql_packet", None, 4096),
+    t("mysql_handshake", None, 4096),
 ];
 
 /// Figures of one target's run.

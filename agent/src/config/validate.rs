@@ -461,20 +461,14 @@ fn protocol_of(d: &Decoded, name: &str) -> Option<Protocol> {
 /// Options that only protocol targets have, and their values.
 fn check_protocol_options(at: &str, t: &Target, diags: &mut Diags<'_>) {
     let plain = t.protocol == Protocol::Tcp;
-    // MySQL (issue 20): TLS on either side is not spoken yet; refused
-    // rather than silently ignored.
-    if t.protocol == Protocol::Mysql {
-        for (key, set) in [
-            ("tls", t.tls.is_some()),
-            ("client_tls", t.client_tls.is_some()),
-        ] {
-            if set {
-                diags.at(
-                    &join(at, key),
-                    "mysql targets do not support TLS yet (remove it; see issue 20)",
-                );
-            }
-        }
+    // MySQL (issue 20): TLS towards the upstream (`tls`) is spoken; the
+    // workload's side (`client_tls`) is not yet: refused rather than
+    // silently ignored.
+    if t.protocol == Protocol::Mysql && t.client_tls.is_some() {
+        diags.at(
+            &join(at, "client_tls"),
+            "mysql targets do not support client_tls yet (remove it; see issue 20)",
+        );
     }
     if let Some(tls) = &t.tls {
         let key = join(at, "tls");
@@ -2317,19 +2311,25 @@ rules = [{ action = "allow", methods = ["GET"], paths = ["/**"] }]
     }
 
     #[test]
-    fn mysql_targets_are_protocol_targets_without_tls_yet() {
-        // Issue 20: mysql is served now; like postgres it needs a grant,
-        // and TLS on either side is refused until it is spoken.
+    fn mysql_targets_are_protocol_targets_with_upstream_tls_only() {
+        // Issue 20: mysql is served now; like postgres it needs a grant;
+        // upstream TLS is spoken, the workload's side is refused until it
+        // is.
         let src = BASE.replace(
             "protocol = \"tcp\"",
-            "protocol = \"mysql\"\ntls = { mode = \"require\" }",
+            "protocol = \"mysql\"\ntls = { mode = \"require\" }\n\
+             client_tls = { cert_file = \"/c.pem\", key_file = \"/k.pem\" }",
         );
         let list = diagnostics(&src);
         let messages: Vec<&str> = list.iter().map(|d| d.message.as_str()).collect();
         assert!(
             messages
                 .iter()
-                .any(|m| m.contains("mysql targets do not support TLS yet")),
+                .any(|m| m.contains("mysql targets do not support client_tls yet")),
+            "{messages:?}"
+        );
+        assert!(
+            !messages.iter().any(|m| m.contains("support TLS")),
             "{messages:?}"
         );
         assert!(

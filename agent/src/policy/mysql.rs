@@ -198,6 +198,25 @@ pub fn analyze(text: &str, database: &str) -> Result<Analysis, AnalyzeError> {
     Ok(out)
 }
 
+/// The connection id a text that is exactly one `KILL [CONNECTION |
+/// QUERY] id` names (the proxy lets it through only for the account's own
+/// connections); `None` for anything else, which the policy decides
+/// (`KILL USER …`, `KILL QUERY ID …` and executable comments included).
+pub fn kill_target(text: &str) -> Option<u64> {
+    if executable_comment(text).is_some() {
+        return None;
+    }
+    let statements = Parser::parse_sql(&MySqlDialect {}, text).ok()?;
+    match statements.as_slice() {
+        [Statement::Kill { modifier, id }]
+            if !matches!(modifier, Some(sqlparser::ast::KillType::Mutation)) =>
+        {
+            Some(*id)
+        }
+        _ => None,
+    }
+}
+
 /// Where the first executable comment starts, if any. Conservative: the
 /// marker counts anywhere, even inside a string literal (such a statement
 /// is refused rather than read wrongly).
@@ -579,6 +598,35 @@ mod tests {
         assert!(f.tables.iter().any(|t| t.name == "secrets"), "{f:?}");
         let f = one("SELECT 1 # a comment\n, (SELECT token FROM secrets)");
         assert!(f.tables.iter().any(|t| t.name == "secrets"), "{f:?}");
+    }
+
+    #[test]
+    fn only_a_lone_kill_of_a_connection_id_names_a_kill_target() {
+        assert_eq!(kill_target("KILL 42"), Some(42));
+        assert_eq!(kill_target("kill query 7"), Some(7));
+        assert_eq!(kill_target("KILL CONNECTION 9"), Some(9));
+        for sql in [
+            "KILL USER shop_app",
+            "KILL QUERY ID 3",
+            "KILL 4; DROP TABLE customers",
+            "KILL 4 /*! ; DROP TABLE customers */",
+            "SELECT 1",
+        ] {
+            assert_eq!(kill_target(sql), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn every_statement_of_a_multi_statement_text_is_classified() {
+        let a = analyze("SELECT 1; DELETE FROM customers", "shop").unwrap();
+        assert_eq!(a.statements.len(), 2);
+        assert_eq!(a.statements[1].class, StatementClass::Write);
+        assert!(analyze("SELECT 1; SELEC 2", "shop").is_err());
+        // A backslash-escaped quote does not end the string (MySQL's
+        // default): what follows it is text, not a second statement.
+        let a = analyze(r"SELECT 'a\'; DELETE FROM customers; -- '", "shop").unwrap();
+        assert_eq!(a.statements.len(), 1, "{a:?}");
+        assert_eq!(a.statements[0].class, StatementClass::Read);
     }
 
     #[test]

@@ -7,7 +7,10 @@ use mysql_common::auth::plugins::caching_sha2_password::scramble_sha256;
 use mysql_common::auth::plugins::mysql_native_password::scramble_native;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use mysql_common::io::ParseBuf;
-use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse};
+use mysql_common::packets::{
+    AuthPlugin, AuthSwitchRequest, ComChangeUser, ComChangeUserMoreData, HandshakePacket,
+    HandshakeResponse, SslRequest,
+};
 use mysql_common::proto::MySerialize;
 
 use super::message::caps;
@@ -19,12 +22,16 @@ pub enum HandshakeError {
     Malformed { what: &'static str },
     #[error("the client does not speak protocol 4.1 with plugin authentication")]
     OldClient,
+    #[error("the server does not speak protocol 4.1 with a 20-byte scramble")]
+    OldServer,
     #[error("the client asked for {what}, which Warden did not offer")]
     NotOffered { what: &'static str },
     #[error("authentication plugin {0} is not supported")]
     Plugin(String),
     #[error("the server's RSA public key could not be used: {0}")]
     RsaKey(String),
+    #[error("the server does not offer TLS, which the target's tls mode requires")]
+    NoTls,
 }
 
 /// The server's greeting, as Warden needs it.
@@ -48,6 +55,13 @@ pub fn parse_server_hello(p: &[u8]) -> Result<ServerHello, HandshakeError> {
         return Err(mal);
     }
     let h: HandshakePacket<'_> = ParseBuf(p).parse(()).map_err(|_| mal.clone())?;
+    // Warden logs in with protocol 4.1 and a 20-byte scramble: a server
+    // without them is refused (found by fuzzing: such a greeting lost
+    // half of Warden's nonce on the way to the client).
+    let needed = caps::PROTOCOL_41 | caps::SECURE_CONNECTION;
+    if h.capabilities().bits() & needed != needed {
+        return Err(HandshakeError::OldServer);
+    }
     let mut nonce = h.nonce();
     // The second part is NUL-terminated on the wire by most servers.
     if nonce.len() > 20 {
@@ -170,7 +184,30 @@ pub fn auth_data(plugin: &[u8], nonce: &[u8], password: &[u8]) -> Result<Vec<u8>
     }
 }
 
-/// The HandshakeResponse41 Warden sends upstream as the grant's user.
+/// The SSLRequest Warden sends upstream before its TLS handshake: the
+/// capabilities of the response that follows it, `CLIENT_SSL` among them.
+/// `Err` when the server does not offer TLS (Warden then refuses the
+/// session rather than log in in clear).
+pub fn ssl_request(server: &ServerHello, session_caps: u32) -> Result<Vec<u8>, HandshakeError> {
+    if server.capabilities & caps::SSL == 0 {
+        return Err(HandshakeError::NoTls);
+    }
+    let capabilities = CapabilityFlags::from_bits_truncate(
+        (session_caps
+            | caps::PROTOCOL_41
+            | caps::SECURE_CONNECTION
+            | caps::PLUGIN_AUTH
+            | caps::SSL)
+            & server.capabilities
+            & (caps::SUPPORTED | caps::SSL),
+    );
+    let mut out = Vec::new();
+    SslRequest::new(capabilities, 16 * 1024 * 1024, 45).serialize(&mut out);
+    Ok(out)
+}
+
+/// The HandshakeResponse41 Warden sends upstream as the grant's user
+/// (`client_caps` holds `CLIENT_SSL` after an SSLRequest).
 pub fn client_hello_for_server(
     server: &ServerHello,
     client_caps: u32,
@@ -182,7 +219,7 @@ pub fn client_hello_for_server(
     let capabilities = CapabilityFlags::from_bits_truncate(
         (client_caps | caps::PROTOCOL_41 | caps::SECURE_CONNECTION | caps::PLUGIN_AUTH)
             & server.capabilities
-            & caps::SUPPORTED,
+            & (caps::SUPPORTED | caps::SSL),
     );
     let r = HandshakeResponse::new(
         Some(data),
@@ -198,6 +235,44 @@ pub fn client_hello_for_server(
     let mut out = Vec::new();
     r.serialize(&mut out);
     Ok(out)
+}
+
+/// The `COM_CHANGE_USER` Warden sends upstream when the workload asks
+/// for one: the grant's user and database again (whatever the workload
+/// named), scrambled with the server's greeting nonce.
+pub fn change_user_for_server(
+    server: &ServerHello,
+    user: &str,
+    database: &str,
+    password: &[u8],
+) -> Result<Vec<u8>, HandshakeError> {
+    let data = auth_data(&server.plugin, &server.nonce, password)?;
+    let p = ComChangeUser::new()
+        .with_user(Some(user.as_bytes()))
+        .with_auth_plugin_data(Some(data))
+        .with_database(Some(database.as_bytes()))
+        .with_more_data(Some(
+            // utf8mb4_general_ci, as at login.
+            ComChangeUserMoreData::new(45)
+                .with_auth_plugin(Some(AuthPlugin::from_bytes(&server.plugin))),
+        ));
+    let mut out = Vec::new();
+    p.serialize(&mut out);
+    Ok(out)
+}
+
+/// The database a workload's `COM_CHANGE_USER` names (`None`: none), read
+/// by hand (user, auth data, database); the rest is ignored.
+pub fn change_user_database(p: &[u8]) -> Result<Option<String>, HandshakeError> {
+    let mal = HandshakeError::Malformed {
+        what: "COM_CHANGE_USER",
+    };
+    let mut r = p.get(1..).ok_or(mal.clone())?;
+    take_nul(&mut r).ok_or(mal.clone())?;
+    let (&n, rest) = r.split_first().ok_or(mal.clone())?;
+    r = rest.get(usize::from(n)..).ok_or(mal.clone())?;
+    let db = take_nul(&mut r).ok_or(mal)?;
+    Ok((!db.is_empty()).then(|| String::from_utf8_lossy(db).into_owned()))
 }
 
 /// The capabilities a session runs with, once both hellos are known.
@@ -257,7 +332,7 @@ mod tests {
         assert_eq!(back.nonce, vec![7; 20]);
         assert_eq!(back.plugin, b"mysql_native_password");
         assert_eq!(back.capabilities & (caps::SSL | caps::COMPRESS), 0);
-        assert_eq!(back.capabilities & caps::MULTI_STATEMENTS, 0);
+        assert_ne!(back.capabilities & caps::MULTI_STATEMENTS, 0);
     }
 
     #[test]
@@ -279,6 +354,51 @@ mod tests {
             auth_data(b"dialog", &s.nonce, b"pw"),
             Err(HandshakeError::Plugin(_))
         ));
+    }
+
+    #[test]
+    fn change_user_carries_the_grant_and_the_workload_database_is_read() {
+        let s = server();
+        let p = change_user_for_server(&s, "app", "shop", b"pw").unwrap();
+        assert_eq!(p[0], 0x11);
+        assert_eq!(change_user_database(&p).unwrap().as_deref(), Some("shop"));
+        let cu: ComChangeUser<'_> = ParseBuf(&p)
+            .parse(CapabilityFlags::CLIENT_PLUGIN_AUTH)
+            .unwrap();
+        assert_eq!(
+            cu,
+            ComChangeUser::new()
+                .with_user(Some(&b"app"[..]))
+                .with_auth_plugin_data(Some(scramble_native(&s.nonce, b"pw").unwrap().to_vec()))
+                .with_database(Some(&b"shop"[..]))
+                .with_more_data(Some(
+                    ComChangeUserMoreData::new(45)
+                        .with_auth_plugin(Some(AuthPlugin::MysqlNativePassword))
+                ))
+        );
+        for cut in 0..p.len() {
+            let _ = change_user_database(&p[..cut]);
+        }
+        assert!(change_user_database(&[0x11, b'x']).is_err());
+    }
+
+    #[test]
+    fn the_ssl_request_asks_for_tls_only_of_a_server_that_offers_it() {
+        let s = server();
+        let r = ssl_request(&s, caps::DEPRECATE_EOF).unwrap();
+        assert_eq!(r.len(), 32);
+        let flags = u32::from_le_bytes(r[..4].try_into().unwrap());
+        assert_ne!(flags & caps::SSL, 0);
+        assert_ne!(flags & caps::DEPRECATE_EOF, 0);
+        assert_eq!(flags & caps::COMPRESS, 0);
+        let resp = client_hello_for_server(&s, caps::SSL, "app", "shop", b"pw").unwrap();
+        let flags = u32::from_le_bytes(resp[..4].try_into().unwrap());
+        assert_ne!(flags & caps::SSL, 0, "the response repeats CLIENT_SSL");
+        let plain = ServerHello {
+            capabilities: caps::SUPPORTED,
+            ..server()
+        };
+        assert_eq!(ssl_request(&plain, 0), Err(HandshakeError::NoTls));
     }
 
     #[test]
@@ -321,5 +441,12 @@ mod tests {
             let _ = parse_auth_switch(&junk);
         }
         assert!(parse_server_hello(&[]).is_err());
+        // fuzz/regressions/mysql_handshake/old-server
+        let old = ServerHello {
+            capabilities: caps::SUPPORTED & !caps::SECURE_CONNECTION,
+            ..server()
+        };
+        let hello = server_hello_for_client(&old, &[1; 20]);
+        assert_eq!(parse_server_hello(&hello), Err(HandshakeError::OldServer));
     }
 }

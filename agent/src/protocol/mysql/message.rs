@@ -39,9 +39,10 @@ pub mod caps {
     pub const QUERY_ATTRIBUTES: u32 = 1 << 27;
 
     /// What Warden lets a session negotiate: everything else (compression,
-    /// TLS, local files, multi-statements, query attributes, session
-    /// tracking, IGNORE_SPACE which changes how names are read) is never
-    /// offered, so neither side can turn it on.
+    /// TLS, local files, query attributes, session tracking, IGNORE_SPACE
+    /// which changes how names are read) is never offered, so neither side
+    /// can turn it on. Multi-statements are offered: every statement of a
+    /// text is decided, and the text refused whole when one is.
     pub const SUPPORTED: u32 = LONG_PASSWORD
         | FOUND_ROWS
         | LONG_FLAG
@@ -50,6 +51,7 @@ pub mod caps {
         | INTERACTIVE
         | TRANSACTIONS
         | SECURE_CONNECTION
+        | MULTI_STATEMENTS
         | MULTI_RESULTS
         | PS_MULTI_RESULTS
         | PLUGIN_AUTH
@@ -66,8 +68,18 @@ pub mod com {
     pub const INIT_DB: u8 = 0x02;
     pub const QUERY: u8 = 0x03;
     pub const FIELD_LIST: u8 = 0x04;
+    pub const STATISTICS: u8 = 0x09;
+    pub const PROCESS_KILL: u8 = 0x0c;
     pub const PING: u8 = 0x0e;
+    pub const CHANGE_USER: u8 = 0x11;
     pub const STMT_PREPARE: u8 = 0x16;
+    pub const STMT_EXECUTE: u8 = 0x17;
+    pub const STMT_SEND_LONG_DATA: u8 = 0x18;
+    pub const STMT_CLOSE: u8 = 0x19;
+    pub const STMT_RESET: u8 = 0x1a;
+    pub const SET_OPTION: u8 = 0x1b;
+    pub const STMT_FETCH: u8 = 0x1c;
+    pub const RESET_CONNECTION: u8 = 0x1f;
 }
 
 /// Error codes Warden speaks.
@@ -86,6 +98,10 @@ pub mod code {
     pub const HANDSHAKE: u16 = 1043;
     /// `ER_ACCESS_DENIED_ERROR`.
     pub const ACCESS_DENIED: u16 = 1045;
+    /// `ER_KILL_DENIED_ERROR`.
+    pub const KILL_DENIED: u16 = 1095;
+    /// `ER_UNKNOWN_STMT_HANDLER`.
+    pub const UNKNOWN_STMT_HANDLER: u16 = 1243;
 }
 
 /// An ERR packet payload.
@@ -355,6 +371,12 @@ mod tests {
         assert!(text_row(&row, 2).is_err(), "bytes left over");
         assert!(text_row(&row, 4).is_err(), "a column missing");
         assert!(text_row(&[5, b'a'], 1).is_err(), "value past the end");
+        // A length in a longer form than needed (fuzz/regressions/
+        // mysql_packet): read, and written back in the shortest form.
+        let long = [0xfd, 1, 0, 0, b'x'];
+        let v = text_row(&long, 1).unwrap();
+        assert_eq!(v, vec![Some(&b"x"[..])]);
+        assert_eq!(encode_text_row(v), vec![1, b'x']);
     }
 
     #[test]

@@ -8,11 +8,13 @@
 //!   `caching_sha2_password` fast path and RSA full path) — packet layouts
 //!   and scrambles from `mysql_common`;
 //! - [`message`]: commands, OK / ERR / EOF, result-set headers and text
-//!   rows.
+//!   rows;
+//! - [`binary`]: the prepared-statement protocol's fields and binary rows.
 //!
 //! Malformed input is an error value, never a panic: the proxy answers it
 //! with an ERR packet or closes the connection.
 
+pub mod binary;
 pub mod handshake;
 pub mod message;
 pub mod packet;

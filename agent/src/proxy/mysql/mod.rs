@@ -11,30 +11,46 @@
 //!    of `password_file` (`mysql_native_password`, `caching_sha2_password`
 //!    fast path and RSA full path, auth switches) and the grant's database;
 //! 4. commands: `COM_QUERY` is decided by the grant's policy (refusals are
-//!    ERR 1142, SQLSTATE 42000, naming the rule) and its text result rows
-//!    are masked; `COM_PING`, `COM_QUIT` and `COM_INIT_DB` (the grant's
-//!    database only) are relayed; every other command is refused (1047).
+//!    ERR 1142, SQLSTATE 42000, naming the rule; every statement of a
+//!    multi-statement text is decided and the text refused whole when one
+//!    is) and its text result rows are masked; `COM_STMT_PREPARE` is
+//!    decided the same way (a refused text never reaches the server),
+//!    `COM_STMT_EXECUTE` / `FETCH` / `CLOSE` / `RESET` / `SEND_LONG_DATA`
+//!    are relayed only for statements Warden prepared (1243 otherwise), and
+//!    binary result rows are masked like text ones; `COM_CHANGE_USER`
+//!    re-authenticates upstream as the grant (whatever user the workload
+//!    names), `COM_RESET_CONNECTION` is relayed (both forget prepared
+//!    statements and check the sql_mode again); `KILL` and
+//!    `COM_PROCESS_KILL` reach only the account's own sessions (1095);
+//!    `COM_FIELD_LIST` is decided as `SHOW COLUMNS FROM` its table;
+//!    `COM_PING`, `COM_QUIT`, `COM_STATISTICS`, `COM_SET_OPTION` and
+//!    `COM_INIT_DB` (the grant's database only) are relayed; every other
+//!    command is refused (1047) and audited.
 //!
 //! A server's request for a local file (`LOAD DATA LOCAL INFILE`) is never
 //! passed to the workload: Warden answers it with an empty file. Malformed
 //! or oversized packets end in an ERR packet and a close, never a panic.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use mysql_common::constants::{ColumnFlags, ColumnType};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::Column;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
+use super::postgres::stream::Stream;
 use crate::audit::AuditHandle;
 use crate::audit::event::{StatementDecision, StatementEvent, StatementPhase};
 use crate::audit::reason::RefuseReason;
 use crate::config::{Config, Grant, Protocol, Target};
 use crate::masking::{Masked, Masker, Strategy};
 use crate::policy::{Action, Policy, SessionContext, Verdict};
+use crate::protocol::mysql::binary;
 use crate::protocol::mysql::handshake::{self, ServerHello};
 use crate::protocol::mysql::message::{self, Response, caps, code, com};
 use crate::protocol::mysql::packet::{self, FrameError, Packet};
@@ -49,6 +65,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_SERVER_PACKET: usize = 64 << 20;
 /// Most columns of a result set Warden relays.
 const MAX_COLUMNS: u64 = 4096;
+/// Most parameters of a prepared statement Warden relays.
+const MAX_PARAMS: u64 = 65535;
+/// Most statements a session may hold prepared at once.
+const MAX_STATEMENTS: usize = 16 * 1024;
 /// Write to the client once this much is buffered.
 const FLUSH_AT: usize = 64 << 10;
 
@@ -59,9 +79,52 @@ pub struct MysqlGrant {
     pub masker: Option<Arc<Masker>>,
 }
 
+/// The upstream connection ids of live sessions, by target (ids are the
+/// server's: two targets may use the same), and their accounts: what
+/// `KILL` and `COM_PROCESS_KILL` may name (an account's own connections
+/// on the same target only, like PostgreSQL cancel keys).
+#[derive(Default)]
+pub struct Connections(std::sync::Mutex<HashMap<(String, u32), String>>);
+
+/// Removes a session's connection id when the session ends.
+struct Registered<'a>(&'a Connections, (String, u32));
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.lock().remove(&self.1);
+    }
+}
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), String>> {
+        // A poisoned map is still a map of ids: keep using it.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn register(&self, target: &str, id: u32, account: &str) -> Registered<'_> {
+        let key = (target.to_owned(), id);
+        self.lock().insert(key.clone(), account.to_owned());
+        Registered(self, key)
+    }
+
+    /// True when connection `id` of `target` is a live session of
+    /// `account`.
+    fn owned_by(&self, target: &str, id: u64, account: &str) -> bool {
+        u32::try_from(id).ok().is_some_and(|id| {
+            self.lock()
+                .get(&(target.to_owned(), id))
+                .is_some_and(|a| a == account)
+        })
+    }
+}
+
 /// Everything MySQL sessions share, built once at start.
 pub struct MysqlRuntime {
     grants: GrantTable<MysqlGrant>,
+    /// TLS towards the upstream, by target (targets with `tls.mode`
+    /// `require` or `verify-full`).
+    tls: HashMap<String, UpstreamTls>,
+    connections: Arc<Connections>,
     builtin: Arc<Masker>,
     approvals: ApprovalContext,
 }
@@ -92,8 +155,28 @@ impl MysqlRuntime {
                     }))
             },
         )?;
+        let mut tls = HashMap::new();
+        for t in config
+            .targets
+            .iter()
+            .filter(|t| t.protocol == Protocol::Mysql)
+        {
+            let Some(cfg) = &t.tls else { continue };
+            let made =
+                super::postgres::stream::client_config(cfg, t.address).map_err(|source| {
+                    SetupError::Tls {
+                        target: t.name.clone(),
+                        source,
+                    }
+                })?;
+            if let Some(c) = made {
+                tls.insert(t.name.clone(), c);
+            }
+        }
         Ok(Self {
             grants,
+            tls,
+            connections: Arc::default(),
             builtin: builtin_masker(),
             approvals: ApprovalContext::new(config),
         })
@@ -125,11 +208,20 @@ enum SessionError {
     Upstream(&'static str),
     #[error("{0}")]
     UnsafeServer(String),
+    #[error("TLS with the upstream: {0}")]
+    Tls(String),
 }
+
+/// The TLS client configuration of a target and the name its certificate
+/// must carry.
+type UpstreamTls = (
+    Arc<rustls::ClientConfig>,
+    rustls::pki_types::ServerName<'static>,
+);
 
 /// One side of the session: a socket and what was read but not used.
 struct Peer {
-    tcp: TcpStream,
+    tcp: Stream,
     buf: BytesMut,
     max: usize,
     bytes_read: u64,
@@ -138,7 +230,7 @@ struct Peer {
 impl Peer {
     fn new(tcp: TcpStream, max: usize) -> Self {
         Self {
-            tcp,
+            tcp: Stream::Plain(tcp),
             buf: BytesMut::with_capacity(16 << 10),
             max,
             bytes_read: 0,
@@ -156,6 +248,26 @@ impl Peer {
             }
             self.bytes_read += n as u64;
         }
+    }
+
+    /// TLS over this (plain, drained) connection, as a client.
+    async fn start_tls(self, tls: &UpstreamTls) -> Result<Self, SessionError> {
+        let (cfg, name) = tls;
+        let Stream::Plain(tcp) = self.tcp else {
+            return Err(SessionError::Upstream("TLS asked for twice"));
+        };
+        if !self.buf.is_empty() {
+            return Err(SessionError::Upstream("bytes before the TLS handshake"));
+        }
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(cfg));
+        let tls = connector
+            .connect(name.clone(), tcp)
+            .await
+            .map_err(|e| SessionError::Tls(e.to_string()))?;
+        Ok(Self {
+            tcp: Stream::ClientTls(Box::new(tls)),
+            ..self
+        })
     }
 
     async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<(), SessionError> {
@@ -245,37 +357,40 @@ pub async fn serve(
         }
     };
     let _ = up.set_nodelay(true);
-    let mut upstream = Peer::new(up, MAX_SERVER_PACKET);
-    let session_caps = match tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        connect(&mut client, &mut upstream, user, database, &password),
-    )
-    .await
-    {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            info!(error = %e, "mysql connection phase failed");
-            let (reason, msg) = match &e {
-                SessionError::Login(_) => (
-                    RefuseReason::UpstreamConnectFailed,
-                    "Warden could not log in to the upstream server".to_owned(),
-                ),
-                SessionError::Handshake(h) => (RefuseReason::StartupRefused, h.to_string()),
-                SessionError::UnsafeServer(why) => (
-                    RefuseReason::UpstreamUnsafeSettings,
-                    format!("Warden refused the session: {why}"),
-                ),
-                _ => (RefuseReason::ProtocolError, e.to_string()),
-            };
-            // The client may be waiting for its greeting or for the answer
-            // to its response; an ERR packet ends either.
-            let _ = client
-                .send(2, &message::err_packet(code::HANDSHAKE, "08S01", &msg))
-                .await;
-            return out.ended(reason, Some(e.to_string()));
-        }
-        Err(_) => return out.ended(RefuseReason::StartupTimeout, None),
+    let upstream = Peer::new(up, MAX_SERVER_PACKET);
+    let login = Login {
+        user,
+        database,
+        password: &password,
+        tls: rt.tls.get(&target.name),
     };
+    let (session_caps, server_hello, upstream) =
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, connect(&mut client, upstream, &login)).await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                info!(error = %e, "mysql connection phase failed");
+                let (reason, msg) = match &e {
+                    SessionError::Login(_) | SessionError::Tls(_) => (
+                        RefuseReason::UpstreamConnectFailed,
+                        "Warden could not log in to the upstream server".to_owned(),
+                    ),
+                    SessionError::Handshake(h) => (RefuseReason::StartupRefused, h.to_string()),
+                    SessionError::UnsafeServer(why) => (
+                        RefuseReason::UpstreamUnsafeSettings,
+                        format!("Warden refused the session: {why}"),
+                    ),
+                    _ => (RefuseReason::ProtocolError, e.to_string()),
+                };
+                // The client may be waiting for its greeting or for the answer
+                // to its response; an ERR packet ends either.
+                let _ = client
+                    .send(2, &message::err_packet(code::HANDSHAKE, "08S01", &msg))
+                    .await;
+                return out.ended(reason, Some(e.to_string()));
+            }
+            Err(_) => return out.ended(RefuseReason::StartupTimeout, None),
+        };
     drop(password);
     info!(upstream.user = %user, database = %database, "mysql session open");
     let text_masker = grant
@@ -297,10 +412,18 @@ pub async fn serve(
         approvals: rt.approvals.approvals.clone(),
         account_uids: Vec::new(),
         deprecate_eof: session_caps & caps::DEPRECATE_EOF != 0,
+        stmts: HashMap::new(),
+        last_prepared: None,
+        server: server_hello,
+        password_file: password_file.clone(),
+        connections: Arc::clone(&rt.connections),
         seq: 0,
         bytes_down: 0,
     };
     s.account_uids = rt.approvals.uids_of(&s.caller.account);
+    let _registered =
+        rt.connections
+            .register(&target.name, s.server.connection_id, &s.caller.account);
     let res = s.run().await;
     let mut out = Outcome {
         bytes_up: s.client.bytes_read,
@@ -313,15 +436,29 @@ pub async fn serve(
     out
 }
 
+/// Who Warden logs in upstream as, and how.
+struct Login<'a> {
+    user: &'a str,
+    database: &'a str,
+    password: &'a [u8],
+    /// TLS towards the upstream (`tls.mode` other than `disable`).
+    tls: Option<&'a UpstreamTls>,
+}
+
 /// The connection phase (see the module documentation); returns the
-/// session's capabilities.
+/// session's capabilities, the server's greeting and the upstream
+/// connection (over TLS when the target says so).
 async fn connect(
     client: &mut Peer,
-    upstream: &mut Peer,
-    user: &str,
-    database: &str,
-    password: &[u8],
-) -> Result<u32, SessionError> {
+    mut upstream: Peer,
+    who: &Login<'_>,
+) -> Result<(u32, ServerHello, Peer), SessionError> {
+    let Login {
+        user,
+        database,
+        password,
+        tls,
+    } = *who;
     let greeting = upstream.read().await?;
     if greeting.payload.first() == Some(&0xff) {
         let e = message::parse_err(&greeting.payload)?;
@@ -355,29 +492,46 @@ async fn connect(
         ));
     }
     let session_caps = handshake::session_caps(&server, &hello);
+    let mut seq = greeting.seq;
+    let mut up_caps = session_caps;
+    if let Some(tls) = tls {
+        // SSLRequest, the TLS handshake, then the response over TLS.
+        seq = seq.wrapping_add(1);
+        upstream
+            .send(seq, &handshake::ssl_request(&server, session_caps)?)
+            .await?;
+        upstream = upstream.start_tls(tls).await?;
+        up_caps |= caps::SSL;
+    }
     login(
-        upstream,
+        &mut upstream,
         &server,
-        session_caps,
+        up_caps,
         user,
         database,
         password,
-        greeting.seq,
+        seq,
     )
     .await?;
-    // The classifier reads statements as MySQL does by default; a server
-    // whose sql_mode changes how quotes and backslashes are read is
-    // refused (fail closed), as `SET sql_mode` is.
-    let mode = sql_mode(upstream, session_caps & caps::DEPRECATE_EOF != 0).await?;
+    check_sql_mode(&mut upstream, session_caps & caps::DEPRECATE_EOF != 0).await?;
+    client
+        .send(resp.seq.wrapping_add(1), &message::ok_packet(0, 0, 0x0002))
+        .await?;
+    Ok((session_caps, server, upstream))
+}
+
+/// The classifier reads statements as MySQL does by default; a session
+/// whose sql_mode changes how quotes and backslashes are read is refused
+/// (fail closed), as `SET sql_mode` is. Asked after login and after every
+/// reset of the session (which takes the server's global mode again).
+async fn check_sql_mode(upstream: &mut Peer, deprecate_eof: bool) -> Result<(), SessionError> {
+    let mode = sql_mode(upstream, deprecate_eof).await?;
     if let Some(bad) = unsafe_sql_mode(&mode) {
         return Err(SessionError::UnsafeServer(format!(
             "the server's sql_mode has {bad}, which changes how Warden would read statements"
         )));
     }
-    client
-        .send(resp.seq.wrapping_add(1), &message::ok_packet(0, 0, 0x0002))
-        .await?;
-    Ok(session_caps)
+    Ok(())
 }
 
 /// The session's `sql_mode`, asked of the upstream right after login.
@@ -429,6 +583,17 @@ async fn login(
     upstream
         .send(greeting_seq.wrapping_add(1), &response)
         .await?;
+    authenticate(upstream, server, password).await
+}
+
+/// The authentication exchange after Warden's response (or its
+/// `COM_CHANGE_USER`): auth switches, `caching_sha2_password` fast and
+/// full paths, up to the server's OK or ERR.
+async fn authenticate(
+    upstream: &mut Peer,
+    server: &ServerHello,
+    password: &[u8],
+) -> Result<(), SessionError> {
     let mut nonce = server.nonce.clone();
     let mut plugin = server.plugin.clone();
     for _ in 0..8 {
@@ -454,7 +619,13 @@ async fn login(
             Some(0x01) if plugin == b"caching_sha2_password" => match p.payload.get(1) {
                 // Fast authentication succeeded: OK follows.
                 Some(3) => {}
-                // Full authentication: ask for the server's RSA key.
+                // Full authentication over TLS: the password itself.
+                Some(4) if upstream.tcp.is_tls() => {
+                    let mut clear = password.to_vec();
+                    clear.push(0);
+                    upstream.send(next, &clear).await?;
+                }
+                // Full authentication in clear: ask for the server's RSA key.
                 Some(4) => upstream.send(next, &[0x02]).await?,
                 // The key itself.
                 _ => {
@@ -491,6 +662,19 @@ struct Session {
     /// The account's enrolled uids (never approvers of its requests).
     account_uids: Vec<u32>,
     deprecate_eof: bool,
+    /// Statements prepared through Warden, by the server's id.
+    stmts: HashMap<u32, Prepared>,
+    /// The statement the last `COM_STMT_PREPARE` made (what MariaDB's id
+    /// 0xffffffff names); `None` after a refused or failed one.
+    last_prepared: Option<u32>,
+    /// The server's greeting (its nonce and plugin re-authenticate a
+    /// `COM_CHANGE_USER`).
+    server: ServerHello,
+    /// The grant's credential, read again for a `COM_CHANGE_USER`.
+    password_file: std::path::PathBuf,
+    /// Upstream connection ids of live sessions (a `KILL` may name only
+    /// the account's own).
+    connections: Arc<Connections>,
     /// Statements so far (request and result events share the number).
     seq: u64,
     bytes_down: u64,
@@ -502,6 +686,54 @@ struct Relayed {
     rows: u64,
     masked: u64,
     error: Option<message::ErrInfo>,
+    /// The columns of a binary result set (kept for `COM_STMT_FETCH`).
+    columns: Option<Arc<ResultColumns>>,
+}
+
+/// A prepared statement a command names (see `Session::named_statement`).
+struct Named {
+    id: u32,
+    verdict: Verdict,
+    statement: String,
+    columns: Option<Arc<ResultColumns>>,
+    /// The command, with the server's statement id.
+    payload: Vec<u8>,
+}
+
+/// A statement the policy let through, as audited.
+struct Admitted {
+    verdict: Verdict,
+    /// The text masked for the audit trail.
+    statement: String,
+    /// The tables of each statement of a multi-statement text, by result.
+    per_statement: Vec<Vec<String>>,
+}
+
+/// How one result column's values are masked.
+#[derive(Debug, Clone)]
+struct ResultColumn {
+    strategy: Option<Strategy>,
+    ty: ColumnType,
+    flags: ColumnFlags,
+    /// A non-string column of binary rows shown to the client as a string
+    /// (its values are masked text).
+    as_string: bool,
+}
+
+/// The columns of one result set.
+#[derive(Debug)]
+struct ResultColumns {
+    columns: Vec<ResultColumn>,
+    binary: bool,
+}
+
+/// A statement Warden prepared: the verdict its executions run under.
+struct Prepared {
+    verdict: Verdict,
+    /// The statement text as audited (masked).
+    statement: String,
+    /// The columns of its last execution's result (for `COM_STMT_FETCH`).
+    columns: Option<Arc<ResultColumns>>,
 }
 
 impl Session {
@@ -548,12 +780,31 @@ impl Session {
                     if db == self.database {
                         self.relay_simple(&p.payload).await
                     } else {
-                        let msg = format!(
-                            "Access denied to database '{db}' (Warden: the grant's database is '{}')",
-                            self.database
-                        );
-                        self.client_err(1, code::DB_ACCESS_DENIED, "42000", &msg)
+                        self.other_database("COM_INIT_DB", &db).await
+                    }
+                }
+                com::CHANGE_USER => self.change_user(&p.payload).await,
+                com::STATISTICS => self.relay_simple(&p.payload).await,
+                com::FIELD_LIST => self.field_list(&p.payload).await,
+                com::RESET_CONNECTION => self.reset_connection(&p.payload).await,
+                com::PROCESS_KILL => {
+                    match p
+                        .payload
+                        .get(1..5)
+                        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    {
+                        Some(id) => self.kill(u64::from(id), None, &p.payload).await,
+                        None => {
+                            self.refused_command("COM_PROCESS_KILL", "is truncated")
+                                .await;
+                            self.client_err(
+                                1,
+                                code::UNKNOWN_COM,
+                                "08S01",
+                                "truncated COM_PROCESS_KILL",
+                            )
                             .await
+                        }
                     }
                 }
                 com::QUERY => {
@@ -561,11 +812,30 @@ impl Session {
                     // with it): text that is not UTF-8 is not read at all.
                     let utf8 = std::str::from_utf8(&p.payload[1..]).is_ok();
                     let text = String::from_utf8_lossy(&p.payload[1..]).into_owned();
-                    self.query(&text, utf8, &p.payload).await
+                    match crate::policy::mysql::kill_target(&text).filter(|_| utf8) {
+                        Some(id) => self.kill(id, Some(&text), &p.payload).await,
+                        None => self.query(&text, utf8, &p.payload).await,
+                    }
                 }
+                com::STMT_PREPARE => {
+                    let utf8 = std::str::from_utf8(&p.payload[1..]).is_ok();
+                    let text = String::from_utf8_lossy(&p.payload[1..]).into_owned();
+                    self.prepare(&text, utf8, &p.payload).await
+                }
+                com::STMT_EXECUTE => self.execute(&p.payload).await,
+                com::STMT_FETCH => self.fetch(&p.payload).await,
+                com::STMT_CLOSE | com::STMT_RESET | com::STMT_SEND_LONG_DATA => {
+                    self.statement_command(command, &p.payload).await
+                }
+                // Multi-statements on or off: every statement of a text is
+                // decided either way.
+                com::SET_OPTION => self.relay_eof_answer(&p.payload).await,
                 other => {
                     debug!(command = other, "mysql command refused");
-                    let msg = format!("command 0x{other:02x} is not supported by Warden");
+                    let name = format!("command 0x{other:02x}");
+                    self.refused_command(&name, "is not supported by Warden")
+                        .await;
+                    let msg = format!("{name} is not supported by Warden");
                     self.client_err(1, code::UNKNOWN_COM, "08S01", &msg).await
                 }
             };
@@ -593,16 +863,228 @@ impl Session {
         self.client.send(1, &r.payload).await
     }
 
-    fn decide(&self, text: &str, utf8: bool) -> Verdict {
+    /// Refuses a database other than the grant's (1044), audited.
+    async fn other_database(&mut self, command: &str, db: &str) -> Result<(), SessionError> {
+        let msg = format!(
+            "Access denied to database '{db}' (Warden: the grant's database is '{}')",
+            self.database
+        );
+        self.refused_command(command, &format!("names database {db}"))
+            .await;
+        self.client_err(1, code::DB_ACCESS_DENIED, "42000", &msg)
+            .await
+    }
+
+    /// `COM_CHANGE_USER`: the upstream session is re-authenticated as the
+    /// grant's user on the grant's database, whatever user the workload
+    /// names (its credentials are ignored, another database is refused);
+    /// prepared statements are gone, the sql_mode is checked again.
+    async fn change_user(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        let db = match handshake::change_user_database(payload) {
+            Ok(db) => db,
+            Err(e) => {
+                self.refused_command("COM_CHANGE_USER", "is malformed")
+                    .await;
+                return self
+                    .client_err(1, code::HANDSHAKE, "08S01", &e.to_string())
+                    .await;
+            }
+        };
+        if let Some(db) = db.filter(|d| *d != self.database) {
+            return self.other_database("COM_CHANGE_USER", &db).await;
+        }
+        let password = match super::postgres::upstream::read_password(&self.password_file) {
+            Ok(p) => p,
+            Err(why) => {
+                warn!(error = %why, "mysql change user: the grant's credential is unreadable");
+                return self
+                    .client_err(
+                        1,
+                        code::ACCESS_DENIED,
+                        "28000",
+                        "Warden could not read the grant's credential",
+                    )
+                    .await;
+            }
+        };
+        let packet = handshake::change_user_for_server(
+            &self.server,
+            &self.upstream_user,
+            &self.database,
+            &password,
+        )?;
+        self.upstream.send(0, &packet).await?;
+        authenticate(&mut self.upstream, &self.server, &password).await?;
+        drop(password);
+        self.session_reset().await?;
+        info!(upstream.user = %self.upstream_user, "mysql session re-authenticated as the grant");
+        self.client.send(1, &message::ok_packet(0, 0, 0x0002)).await
+    }
+
+    /// `COM_FIELD_LIST` (the columns of a table, for the client's name
+    /// completion): decided as `SHOW COLUMNS FROM` the table, then relayed
+    /// up to its EOF.
+    async fn field_list(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        let table = payload[1..].split(|&b| b == 0).next().unwrap_or_default();
+        let table = std::str::from_utf8(table).ok().filter(|t| !t.is_empty());
+        let text = table.map(|t| format!("SHOW COLUMNS FROM `{}`", t.replace('`', "``")));
+        let Some(text) = text else {
+            self.refused_command("COM_FIELD_LIST", "names no table in UTF-8")
+                .await;
+            return self
+                .client_err(
+                    1,
+                    code::TABLE_ACCESS_DENIED,
+                    "42000",
+                    "COM_FIELD_LIST refused",
+                )
+                .await;
+        };
+        let Some(Admitted {
+            verdict, statement, ..
+        }) = self.admit(&text, true, "field_list").await?
+        else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        self.upstream.send(0, payload).await?;
+        let mut out = BytesMut::with_capacity(FLUSH_AT);
+        let mut seq: u8 = 1;
+        let mut relayed = Relayed::default();
+        loop {
+            let p = self.upstream.read().await?;
+            if p.payload.first() == Some(&0xff) {
+                let e = message::parse_err(&p.payload)?;
+                let masked = self.masked_err(&e);
+                self.put(&mut out, &mut seq, &masked);
+                relayed.error = Some(e);
+                break;
+            }
+            self.put(&mut out, &mut seq, &p.payload);
+            if message::is_eof(&p.payload, self.deprecate_eof) {
+                break;
+            }
+            relayed.rows += 1;
+            if relayed.rows > MAX_COLUMNS {
+                return Err(SessionError::Upstream("a field list of too many columns"));
+            }
+        }
+        self.flush(&mut out).await?;
+        self.record_result(&verdict, &statement, "field_list", &relayed, started);
+        Ok(())
+    }
+
+    /// `COM_RESET_CONNECTION`: relayed; prepared statements are gone and
+    /// the sql_mode is checked again.
+    async fn reset_connection(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        self.upstream.send(0, payload).await?;
+        let r = self.upstream.read().await?;
+        if r.payload.first() == Some(&0x00) {
+            self.session_reset().await?;
+        }
+        self.bytes_down += r.payload.len() as u64 + 4;
+        self.client.send(1, &r.payload).await
+    }
+
+    /// After the server reset the session: no prepared statements, and the
+    /// session's sql_mode is the global one again.
+    async fn session_reset(&mut self) -> Result<(), SessionError> {
+        self.stmts.clear();
+        self.last_prepared = None;
+        check_sql_mode(&mut self.upstream, self.deprecate_eof).await
+    }
+
+    /// `KILL [CONNECTION | QUERY] id` and `COM_PROCESS_KILL`: forwarded
+    /// only when `id` is a live session of the same account through
+    /// Warden; otherwise refused (1095) and audited.
+    async fn kill(
+        &mut self,
+        id: u64,
+        text: Option<&str>,
+        payload: &[u8],
+    ) -> Result<(), SessionError> {
+        let statement = text.map_or_else(|| format!("COM_PROCESS_KILL {id}"), str::to_owned);
+        let own = self
+            .connections
+            .owned_by(&self.target, id, &self.caller.account);
+        self.seq += 1;
+        let verdict = Verdict {
+            action: if own { Action::Allow } else { Action::Block },
+            rule: None,
+            reason: if own {
+                format!("KILL of connection {id}, the account's own")
+            } else {
+                format!("KILL of connection {id}, which is not a session of this account")
+            },
+            class: crate::policy::model::StatementClass::Privileged,
+            tables: Vec::new(),
+            functions: Vec::new(),
+        };
+        let request = self.event(&verdict, &statement, StatementPhase::Request, "simple");
+        let recorded = self.audit.record_statement(request).await;
+        if !own || recorded.is_err() {
+            let msg = if recorded.is_err() {
+                "statement refused: the audit trail is unavailable".to_owned()
+            } else {
+                format!("You are not owner of thread {id} (Warden: not a session of this account)")
+            };
+            return self.client_err(1, code::KILL_DENIED, "HY000", &msg).await;
+        }
+        let started = Instant::now();
+        self.upstream.send(0, payload).await?;
+        let relayed = self.relay_result(&verdict, false, &[]).await?;
+        self.record_result(&verdict, &statement, "simple", &relayed, started);
+        Ok(())
+    }
+
+    /// A server's ERR packet with its message masked (it may quote a
+    /// value).
+    fn masked_err(&self, e: &message::ErrInfo) -> Vec<u8> {
+        let msg = self.text_masker.mask_str(&e.message).0;
+        message::err_packet(e.code, &e.sqlstate, &msg)
+    }
+
+    /// A command answered by an EOF packet (`COM_SET_OPTION`) or an ERR.
+    async fn relay_eof_answer(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        self.relay_simple(payload).await
+    }
+
+    /// The verdict on a text, and for a multi-statement text whose
+    /// statements each answer with exactly one result, the tables of each
+    /// statement (what the computed columns of its result are masked by;
+    /// empty otherwise: every result is masked by all the text's tables).
+    fn decide(&self, text: &str, utf8: bool) -> (Verdict, Vec<Vec<String>>) {
         if !utf8 {
-            return Verdict::unparsable(&crate::policy::AnalyzeError::Unsupported {
+            let v = Verdict::unparsable(&crate::policy::AnalyzeError::Unsupported {
                 reason: "the statement text is not valid UTF-8".into(),
             });
+            return (v, Vec::new());
         }
-        let verdict = match crate::policy::mysql::analyze(text, &self.database) {
-            Ok(a) => self.policy.decide(&a, &self.ctx),
-            Err(e) => return Verdict::unparsable(&e),
+        let (verdict, per_statement) = match crate::policy::mysql::analyze(text, &self.database) {
+            Ok(a) => {
+                // CALL and unknown statements may answer with several
+                // results: no per-statement mapping then.
+                let one_result_each = a
+                    .statements
+                    .iter()
+                    .all(|st| !matches!(st.command.as_str(), "PRIVILEGED" | "UNKNOWN"));
+                let per: Vec<Vec<String>> = if a.statements.len() > 1 && one_result_each {
+                    a.statements
+                        .iter()
+                        .map(|st| st.tables.iter().map(|t| t.display()).collect())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                (self.policy.decide(&a, &self.ctx), per)
+            }
+            Err(e) => return (Verdict::unparsable(&e), Vec::new()),
         };
+        (self.vet_masked_columns(text, verdict), per_statement)
+    }
+
+    /// Masked columns only as bare output columns.
+    fn vet_masked_columns(&self, text: &str, verdict: Verdict) -> Verdict {
         // Masked columns only as bare output columns (fail closed: a name
         // masked in any table the statement reads counts).
         if let Some(m) = self.masker.as_ref().filter(|m| m.has_columns())
@@ -626,7 +1108,13 @@ impl Session {
         verdict
     }
 
-    fn event(&self, v: &Verdict, statement: &str, phase: StatementPhase) -> StatementEvent {
+    fn event(
+        &self,
+        v: &Verdict,
+        statement: &str,
+        phase: StatementPhase,
+        via: &str,
+    ) -> StatementEvent {
         let (process, identity) = super::session::caller_facts(
             phase,
             &self.caller.process,
@@ -650,7 +1138,7 @@ impl Session {
             upstream_user: self.upstream_user.clone(),
             process,
             identity,
-            via: "simple".into(),
+            via: via.to_owned(),
             statement: statement.to_owned(),
             class: v.class.as_str().to_owned(),
             tables: v.tables.clone(),
@@ -671,44 +1159,63 @@ impl Session {
         }
     }
 
-    async fn query(&mut self, text: &str, utf8: bool, payload: &[u8]) -> Result<(), SessionError> {
+    /// Decides, holds (approval) and audits a statement before it is
+    /// forwarded; a refused one is answered with ERR 1142 here. `Some`
+    /// with the verdict and the masked text when the statement may go.
+    async fn admit(
+        &mut self,
+        text: &str,
+        utf8: bool,
+        via: &str,
+    ) -> Result<Option<Admitted>, SessionError> {
         self.seq += 1;
-        let verdict = self.decide(text, utf8);
+        let (verdict, per_statement) = self.decide(text, utf8);
         let statement = self.text_masker.mask_str(text).0.into_owned();
         // A statement of an `approve` rule is held (nothing forwarded) until
         // decided; its request event records how it ended.
         let verdict = self.approval(verdict, &statement).await;
-        let request = self.event(&verdict, &statement, StatementPhase::Request);
+        let request = self.event(&verdict, &statement, StatementPhase::Request, via);
         // Audit before effect: an unrecorded statement is not forwarded.
         let recorded = self.audit.record_statement(request).await;
         if let Err(e) = &recorded {
             tracing::error!(error = %e, "could not audit a statement; refused");
         }
-        if !verdict.is_allowed() || recorded.is_err() {
-            info!(statement.seq = self.seq, rule = ?verdict.rule.as_ref().map(|r| &r.label), "mysql statement refused");
-            let why = match (verdict.action, &verdict.rule) {
-                (Action::Approve, _) => format!(
-                    "statement requires approval and was not approved: {}",
-                    verdict.reason
-                ),
-                (_, Some(r)) => {
-                    format!("statement refused by rule {}: {}", r.label, verdict.reason)
-                }
-                (_, None) => format!("statement refused: {}", verdict.reason),
-            };
-            let why = if recorded.is_err() {
-                "statement refused: the audit trail is unavailable".to_owned()
-            } else {
-                why
-            };
-            return self
-                .client_err(1, code::TABLE_ACCESS_DENIED, "42000", &why)
-                .await;
+        if verdict.is_allowed() && recorded.is_ok() {
+            return Ok(Some(Admitted {
+                verdict,
+                statement,
+                per_statement,
+            }));
         }
-        let started = Instant::now();
-        self.upstream.send(0, payload).await?;
-        let relayed = self.relay_result(&verdict).await?;
-        let mut ev = self.event(&verdict, &statement, StatementPhase::Result);
+        info!(statement.seq = self.seq, rule = ?verdict.rule.as_ref().map(|r| &r.label), "mysql statement refused");
+        let why = match (verdict.action, &verdict.rule) {
+            _ if recorded.is_err() => {
+                "statement refused: the audit trail is unavailable".to_owned()
+            }
+            (Action::Approve, _) => format!(
+                "statement requires approval and was not approved: {}",
+                verdict.reason
+            ),
+            (_, Some(r)) => {
+                format!("statement refused by rule {}: {}", r.label, verdict.reason)
+            }
+            (_, None) => format!("statement refused: {}", verdict.reason),
+        };
+        self.client_err(1, code::TABLE_ACCESS_DENIED, "42000", &why)
+            .await?;
+        Ok(None)
+    }
+
+    /// The result event of a forwarded statement.
+    fn record_result(
+        &self,
+        verdict: &Verdict,
+        statement: &str,
+        via: &str,
+        relayed: &Relayed,
+        started: Instant,
+    ) {
+        let mut ev = self.event(verdict, statement, StatementPhase::Result, via);
         ev.rows = Some(relayed.rows);
         ev.values_masked = Some(relayed.masked);
         ev.duration_us = Some(started.elapsed().as_micros() as u64);
@@ -721,7 +1228,256 @@ impl Session {
             ));
         }
         self.audit.record_statement_detached(ev);
+    }
+
+    /// `COM_QUERY`: every statement of the text decided (a multi-statement
+    /// text is refused whole when any of its statements is), then relayed
+    /// with its text result rows masked.
+    async fn query(&mut self, text: &str, utf8: bool, payload: &[u8]) -> Result<(), SessionError> {
+        let Some(Admitted {
+            verdict,
+            statement,
+            per_statement,
+        }) = self.admit(text, utf8, "simple").await?
+        else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        self.upstream.send(0, payload).await?;
+        let relayed = self.relay_result(&verdict, false, &per_statement).await?;
+        self.record_result(&verdict, &statement, "simple", &relayed, started);
         Ok(())
+    }
+
+    /// `COM_STMT_PREPARE`: the statement text is decided like a query's
+    /// (refused at PREPARE, never forwarded); the server's answer is
+    /// relayed with the result columns' definitions as executions will
+    /// send them (masked non-string columns become strings), and the
+    /// statement is remembered with its verdict.
+    async fn prepare(
+        &mut self,
+        text: &str,
+        utf8: bool,
+        payload: &[u8],
+    ) -> Result<(), SessionError> {
+        self.last_prepared = None;
+        let Some(Admitted {
+            verdict, statement, ..
+        }) = self.admit(text, utf8, "prepare").await?
+        else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        self.upstream.send(0, payload).await?;
+        let p = self.upstream.read().await?;
+        let mut out = BytesMut::with_capacity(FLUSH_AT);
+        let mut seq: u8 = 1;
+        let mut relayed = Relayed::default();
+        if p.payload.first() == Some(&0xff) {
+            let e = message::parse_err(&p.payload)?;
+            let masked = self.masked_err(&e);
+            self.put(&mut out, &mut seq, &masked);
+            relayed.error = Some(e);
+        } else {
+            let ok = binary::parse_prepare_ok(&p.payload)?;
+            if u64::from(ok.columns) > MAX_COLUMNS || u64::from(ok.params) > MAX_PARAMS {
+                return Err(SessionError::Upstream("a statement of too many columns"));
+            }
+            self.put(&mut out, &mut seq, &p.payload);
+            for _ in 0..ok.params {
+                let c = self.upstream.read().await?;
+                self.put(&mut out, &mut seq, &c.payload);
+            }
+            if ok.params > 0 && !self.deprecate_eof {
+                self.relay_eof(&mut out, &mut seq).await?;
+            }
+            for _ in 0..ok.columns {
+                let c = self.upstream.read().await?;
+                let (_, shown) = self.result_column(&c.payload, &verdict.tables, true)?;
+                self.put(&mut out, &mut seq, &shown);
+            }
+            if ok.columns > 0 && !self.deprecate_eof {
+                self.relay_eof(&mut out, &mut seq).await?;
+            }
+            if self.stmts.len() >= MAX_STATEMENTS {
+                return Err(SessionError::Upstream("too many prepared statements"));
+            }
+            self.stmts.insert(
+                ok.statement_id,
+                Prepared {
+                    verdict: verdict.clone(),
+                    statement: statement.clone(),
+                    columns: None,
+                },
+            );
+            self.last_prepared = Some(ok.statement_id);
+        }
+        self.flush(&mut out).await?;
+        self.record_result(&verdict, &statement, "prepare", &relayed, started);
+        Ok(())
+    }
+
+    /// Relays the EOF packet that ends parameter or column definitions.
+    async fn relay_eof(&mut self, out: &mut BytesMut, seq: &mut u8) -> Result<(), SessionError> {
+        let p = self.upstream.read().await?;
+        if !message::is_eof(&p.payload, false) {
+            return Err(SessionError::Upstream("no EOF after column definitions"));
+        }
+        self.put(out, seq, &p.payload);
+        Ok(())
+    }
+
+    /// The statement a `COM_STMT_*` command names, as Warden prepared it
+    /// (id 0xffffffff is MariaDB's "the statement just prepared"); `None`
+    /// when Warden did not prepare it.
+    fn known_statement(&self, payload: &[u8]) -> Option<u32> {
+        let id = binary::statement_id(payload).ok()?;
+        let id = if id == u32::MAX {
+            self.last_prepared?
+        } else {
+            id
+        };
+        self.stmts.contains_key(&id).then_some(id)
+    }
+
+    /// The statement a `COM_STMT_*` command names, with what Warden knows
+    /// of it and the command carrying the server's own id.
+    fn named_statement(&self, payload: &[u8]) -> Option<Named> {
+        let id = self.known_statement(payload)?;
+        let st = self.stmts.get(&id)?;
+        let mut payload = payload.to_vec();
+        payload[1..5].copy_from_slice(&id.to_le_bytes());
+        Some(Named {
+            id,
+            verdict: st.verdict.clone(),
+            statement: st.statement.clone(),
+            columns: st.columns.clone(),
+            payload,
+        })
+    }
+
+    /// Refuses a `COM_STMT_*` command for a statement Warden did not
+    /// prepare (audited: it could only be an attempt to run something
+    /// undecided).
+    async fn unknown_statement(&mut self, command: &str) -> Result<(), SessionError> {
+        self.refused_command(command, "names a statement Warden did not prepare")
+            .await;
+        self.client_err(
+            1,
+            code::UNKNOWN_STMT_HANDLER,
+            "HY000",
+            &format!("Unknown prepared statement handler given to {command}"),
+        )
+        .await
+    }
+
+    /// `COM_STMT_EXECUTE` of a statement Warden prepared (and so decided):
+    /// audited per execution, its binary rows masked.
+    async fn execute(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        let Some(Named {
+            id,
+            verdict,
+            statement,
+            payload,
+            ..
+        }) = self.named_statement(payload)
+        else {
+            return self.unknown_statement("COM_STMT_EXECUTE").await;
+        };
+        self.seq += 1;
+        let request = self.event(&verdict, &statement, StatementPhase::Request, "execute");
+        if let Err(e) = self.audit.record_statement(request).await {
+            tracing::error!(error = %e, "could not audit a statement; refused");
+            return self
+                .client_err(
+                    1,
+                    code::TABLE_ACCESS_DENIED,
+                    "42000",
+                    "statement refused: the audit trail is unavailable",
+                )
+                .await;
+        }
+        let started = Instant::now();
+        self.upstream.send(0, &payload).await?;
+        let mut relayed = self.relay_result(&verdict, true, &[]).await?;
+        if let (Some(cols), Some(st)) = (relayed.columns.take(), self.stmts.get_mut(&id)) {
+            st.columns = Some(cols);
+        }
+        self.record_result(&verdict, &statement, "execute", &relayed, started);
+        Ok(())
+    }
+
+    /// `COM_STMT_FETCH`: more binary rows of an execution's cursor, masked
+    /// as the execution's were.
+    async fn fetch(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        let Some(Named {
+            verdict,
+            statement,
+            columns,
+            payload,
+            ..
+        }) = self.named_statement(payload)
+        else {
+            return self.unknown_statement("COM_STMT_FETCH").await;
+        };
+        let Some(cols) = columns else {
+            // No result set to fetch from: the server says so.
+            return self.relay_simple(&payload).await;
+        };
+        let started = Instant::now();
+        self.upstream.send(0, &payload).await?;
+        let mut out = BytesMut::with_capacity(FLUSH_AT);
+        let mut seq: u8 = 1;
+        let mut relayed = Relayed::default();
+        self.relay_row_stream(&cols, &mut out, &mut seq, &mut relayed)
+            .await?;
+        self.flush(&mut out).await?;
+        self.record_result(&verdict, &statement, "fetch", &relayed, started);
+        Ok(())
+    }
+
+    /// `COM_STMT_CLOSE`, `COM_STMT_RESET` and `COM_STMT_SEND_LONG_DATA` of
+    /// a statement Warden prepared (the id rewritten when it was MariaDB's
+    /// "last statement").
+    async fn statement_command(&mut self, command: u8, payload: &[u8]) -> Result<(), SessionError> {
+        let Some(id) = self.known_statement(payload) else {
+            return match command {
+                // No answer is expected to these; a statement Warden does
+                // not know is not forwarded.
+                com::STMT_CLOSE | com::STMT_SEND_LONG_DATA => Ok(()),
+                _ => self.unknown_statement("COM_STMT_RESET").await,
+            };
+        };
+        let mut payload = payload.to_vec();
+        payload[1..5].copy_from_slice(&id.to_le_bytes());
+        match command {
+            com::STMT_CLOSE => {
+                self.stmts.remove(&id);
+                if self.last_prepared == Some(id) {
+                    self.last_prepared = None;
+                }
+                self.upstream.send(0, &payload).await
+            }
+            com::STMT_SEND_LONG_DATA => self.upstream.send(0, &payload).await,
+            _ => self.relay_simple(&payload).await,
+        }
+    }
+
+    /// Audits a command Warden refused outside the statement policy.
+    async fn refused_command(&mut self, command: &str, why: &str) {
+        self.seq += 1;
+        let v = Verdict {
+            action: Action::Block,
+            rule: None,
+            reason: format!("{command} {why}"),
+            class: crate::policy::model::StatementClass::Unknown,
+            tables: Vec::new(),
+            functions: Vec::new(),
+        };
+        let ev = self.event(&v, command, StatementPhase::Request, "command");
+        if let Err(e) = self.audit.record_statement(ev).await {
+            tracing::error!(error = %e, "could not audit a refused command");
+        }
     }
 
     /// Asks the approval service about a statement of an `approve` rule and
@@ -775,14 +1531,25 @@ impl Session {
         }
     }
 
-    /// Relays the server's answer to a forwarded query (every result set of
-    /// it), masking text rows.
-    async fn relay_result(&mut self, verdict: &Verdict) -> Result<Relayed, SessionError> {
+    /// Relays the server's answer to a forwarded query or execution (every
+    /// result set of it), masking text or binary rows.
+    async fn relay_result(
+        &mut self,
+        verdict: &Verdict,
+        binary: bool,
+        per_statement: &[Vec<String>],
+    ) -> Result<Relayed, SessionError> {
         let mut out = BytesMut::with_capacity(FLUSH_AT);
         let mut seq: u8 = 1;
         let mut r = Relayed::default();
+        let mut result = 0usize;
         loop {
             let p = self.upstream.read().await?;
+            let tables = per_statement.get(result).unwrap_or(&verdict.tables);
+            // A file request is part of its statement's answer.
+            if p.payload.first() != Some(&0xfb) {
+                result += 1;
+            }
             match message::response(&p.payload)? {
                 Response::Ok(ok) => {
                     r.rows += ok.affected;
@@ -792,8 +1559,7 @@ impl Session {
                     }
                 }
                 Response::Err(e) => {
-                    let msg = self.text_masker.mask_str(&e.message).0.into_owned();
-                    let masked = message::err_packet(e.code, &e.sqlstate, &msg);
+                    let masked = self.masked_err(&e);
                     self.put(&mut out, &mut seq, &masked);
                     r.error = Some(e);
                     break;
@@ -810,7 +1576,7 @@ impl Session {
                     }
                     self.put(&mut out, &mut seq, &p.payload);
                     let more = self
-                        .relay_rows(n as usize, verdict, &mut out, &mut seq, &mut r)
+                        .relay_rows(n as usize, tables, binary, &mut out, &mut seq, &mut r)
                         .await?;
                     if !more {
                         break;
@@ -825,24 +1591,58 @@ impl Session {
         Ok(r)
     }
 
+    /// A result column's definition: how its values are masked, and the
+    /// definition the client is shown (a masked non-string column of
+    /// binary rows is shown as a string: its masked value is text).
+    fn result_column(
+        &self,
+        payload: &[u8],
+        tables: &[String],
+        binary: bool,
+    ) -> Result<(ResultColumn, Vec<u8>), SessionError> {
+        let col: Column = ParseBuf(payload)
+            .parse(())
+            .map_err(|_| SessionError::Upstream("a malformed column definition"))?;
+        let strategy = self.column_strategy(&col, tables);
+        let (ty, flags) = (col.column_type(), col.flags());
+        let as_string = binary && strategy.is_some() && !binary::is_string_type(ty);
+        let shown = if as_string {
+            binary::as_string_column(&col)
+        } else {
+            payload.to_vec()
+        };
+        Ok((
+            ResultColumn {
+                strategy,
+                ty,
+                flags,
+                as_string,
+            },
+            shown,
+        ))
+    }
+
     /// Column definitions and rows of one result set; `true` when another
     /// result follows.
     async fn relay_rows(
         &mut self,
         n: usize,
-        verdict: &Verdict,
+        tables: &[String],
+        binary: bool,
         out: &mut BytesMut,
         seq: &mut u8,
         r: &mut Relayed,
     ) -> Result<bool, SessionError> {
-        let mut strategies: Vec<Option<Strategy>> = Vec::with_capacity(n);
+        let mut columns = Vec::with_capacity(n);
         for _ in 0..n {
             let p = self.upstream.read().await?;
-            let col: Column = ParseBuf(&p.payload)
-                .parse(())
-                .map_err(|_| SessionError::Upstream("a malformed column definition"))?;
-            strategies.push(self.column_strategy(&col, verdict));
-            self.put(out, seq, &p.payload);
+            let (c, shown) = self.result_column(&p.payload, tables, binary)?;
+            columns.push(c);
+            self.put(out, seq, &shown);
+        }
+        let cols = Arc::new(ResultColumns { columns, binary });
+        if binary {
+            r.columns = Some(Arc::clone(&cols));
         }
         if !self.deprecate_eof {
             let p = self.upstream.read().await?;
@@ -850,25 +1650,44 @@ impl Session {
                 return Err(SessionError::Upstream("no EOF after column definitions"));
             }
             self.put(out, seq, &p.payload);
+            // An execution that opened a cursor: rows come with FETCH.
+            if message::eof_status(&p.payload, false) & binary::CURSOR_EXISTS != 0 {
+                return Ok(false);
+            }
         }
+        let status = self.relay_row_stream(&cols, out, seq, r).await?;
+        Ok(status.is_some_and(|s| s & message::MORE_RESULTS != 0))
+    }
+
+    /// Rows up to the EOF (its status) or an ERR (`None`), masked.
+    async fn relay_row_stream(
+        &mut self,
+        cols: &ResultColumns,
+        out: &mut BytesMut,
+        seq: &mut u8,
+        r: &mut Relayed,
+    ) -> Result<Option<u16>, SessionError> {
         let masking = self.masker.is_some();
         loop {
             let p = self.upstream.read().await?;
             if p.payload.first() == Some(&0xff) {
                 let e = message::parse_err(&p.payload)?;
-                let msg = self.text_masker.mask_str(&e.message).0.into_owned();
-                self.put(out, seq, &message::err_packet(e.code, &e.sqlstate, &msg));
+                let masked = self.masked_err(&e);
+                self.put(out, seq, &masked);
                 r.error = Some(e);
-                return Ok(false);
+                return Ok(None);
             }
             if message::is_eof(&p.payload, self.deprecate_eof) {
                 self.put(out, seq, &p.payload);
-                let status = message::eof_status(&p.payload, self.deprecate_eof);
-                return Ok(status & message::MORE_RESULTS != 0);
+                return Ok(Some(message::eof_status(&p.payload, self.deprecate_eof)));
             }
             r.rows += 1;
             if masking {
-                let masked = self.mask_row(&p.payload, &strategies, r)?;
+                let masked = if cols.binary {
+                    self.mask_binary_row(&p.payload, &cols.columns, r)?
+                } else {
+                    self.mask_row(&p.payload, &cols.columns, r)?
+                };
                 self.put(out, seq, &masked);
             } else {
                 self.put(out, seq, &p.payload);
@@ -883,7 +1702,7 @@ impl Session {
     /// database); a computed column (no table) of a statement that reads a
     /// table with masked columns gets that table's strictest rule, so an
     /// expression cannot carry a masked value out unmasked.
-    fn column_strategy(&self, col: &Column, verdict: &Verdict) -> Option<Strategy> {
+    fn column_strategy(&self, col: &Column, tables: &[String]) -> Option<Strategy> {
         let m = self.masker.as_ref()?;
         if !m.has_columns() {
             return None;
@@ -894,8 +1713,7 @@ impl Session {
             let name = String::from_utf8_lossy(col.org_name_ref());
             return m.column_strategy(&schema, &org_table, &name);
         }
-        verdict
-            .tables
+        tables
             .iter()
             .filter_map(|t| {
                 let t = t.rsplit('.').next().unwrap_or(t);
@@ -907,15 +1725,16 @@ impl Session {
     fn mask_row(
         &self,
         payload: &[u8],
-        strategies: &[Option<Strategy>],
+        columns: &[ResultColumn],
         r: &mut Relayed,
     ) -> Result<Vec<u8>, SessionError> {
         let Some(m) = self.masker.as_ref() else {
             return Ok(payload.to_vec());
         };
-        let values = message::text_row(payload, strategies.len())?;
+        let values = message::text_row(payload, columns.len())?;
         let mut owned: Vec<Option<Vec<u8>>> = Vec::with_capacity(values.len());
-        for (v, s) in values.iter().zip(strategies) {
+        for (v, c) in values.iter().zip(columns) {
+            let s = &c.strategy;
             let Some(v) = v else {
                 owned.push(None);
                 continue;
@@ -941,6 +1760,55 @@ impl Session {
         Ok(message::encode_text_row(owned.iter().map(|v| v.as_deref())))
     }
 
+    /// A binary row with its values masked: a column rule's value (as
+    /// text, then length-encoded: string columns, and non-string columns
+    /// shown as strings); pattern detectors over the text of every value —
+    /// a hit in a string column is replaced, a hit in a number or a date
+    /// (which cannot carry text) becomes NULL.
+    fn mask_binary_row(
+        &self,
+        payload: &[u8],
+        columns: &[ResultColumn],
+        r: &mut Relayed,
+    ) -> Result<Vec<u8>, SessionError> {
+        let Some(m) = self.masker.as_ref() else {
+            return Ok(payload.to_vec());
+        };
+        let types: Vec<_> = columns.iter().map(|c| (c.ty, c.flags)).collect();
+        let cells = binary::binary_row(payload, &types)?;
+        let mut owned: Vec<Option<Vec<u8>>> = Vec::with_capacity(cells.len());
+        for (cell, c) in cells.iter().zip(columns) {
+            let Some(v) = &cell.value else {
+                owned.push(None);
+                continue;
+            };
+            let text = binary::text_of(v);
+            let string = c.as_string || binary::is_string_type(c.ty);
+            let masked = match c.strategy {
+                Some(s) => {
+                    r.masked += 1;
+                    match m.apply(s, &text) {
+                        Masked::Null => None,
+                        Masked::Value(b) => Some(binary::lenenc_bytes(&b)),
+                    }
+                }
+                None => match m.mask_value(&text) {
+                    Some((masked, n)) => {
+                        r.masked += n as u64;
+                        match masked {
+                            Masked::Value(b) if string => Some(binary::lenenc_bytes(&b)),
+                            _ => None,
+                        }
+                    }
+                    None => Some(cell.raw.to_vec()),
+                },
+            };
+            owned.push(masked);
+        }
+        let values: Vec<Option<&[u8]>> = owned.iter().map(|v| v.as_deref()).collect();
+        Ok(binary::encode_binary_row(&values))
+    }
+
     fn put(&mut self, out: &mut BytesMut, seq: &mut u8, payload: &[u8]) {
         packet::encode(seq, payload, out);
     }
@@ -952,5 +1820,23 @@ impl Session {
             out.clear();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Connections;
+
+    #[test]
+    fn a_kill_may_name_only_the_same_account_s_sessions_on_the_same_target() {
+        let c = Connections::default();
+        {
+            let _a = c.register("shop", 5, "app");
+            assert!(c.owned_by("shop", 5, "app"));
+            assert!(!c.owned_by("shop", 5, "other"), "another account");
+            assert!(!c.owned_by("billing", 5, "app"), "the same id elsewhere");
+            assert!(!c.owned_by("shop", 5 + (1 << 32), "app"), "past u32");
+        }
+        assert!(!c.owned_by("shop", 5, "app"), "gone with its session");
     }
 }
