@@ -35,7 +35,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .ok()
                 .and_then(|c| c.agent.worker_threads)
                 .unwrap_or_else(default_workers);
-            tracing::info!(runtime.workers = workers, "starting the async runtime");
+            tracing::debug!(runtime.workers = workers, "starting the async runtime");
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(workers)
                 .enable_all()

@@ -609,7 +609,18 @@ impl Walk<'_> {
                         if n > 0 {
                             *s = inner.to_string();
                         }
-                        return Ok(n);
+                        // A client may read the string as text: what a
+                        // detector still finds in the whole of it (a value
+                        // the document's walk did not reach as one piece)
+                        // masks it as text (fuzz/regressions/http_body/
+                        // json-in-string-card).
+                        return Ok(match masker.mask_str(s) {
+                            (std::borrow::Cow::Owned(m), k) if k > 0 => {
+                                *s = m;
+                                n + k
+                            }
+                            _ => n,
+                        });
                     }
                 }
                 Ok(match masker.mask_str(s) {
@@ -725,6 +736,38 @@ mod tests {
             .into_iter()
             .map(|p| p.key)
             .collect()
+    }
+
+    /// fuzz/regressions/http_body/json-in-string-card: a document inside
+    /// a string was masked member by member, yet its text still held a
+    /// card number a detector finds; every string of the masked body now
+    /// holds no match.
+    #[test]
+    fn documents_in_strings_hold_no_match_as_text() {
+        let (m, r) = setup(
+            r#"patterns = ["card", "email", "ssn", "iban", "token"]
+pattern_strategy = "last4"
+fields = [{ field = "password", strategy = "redact" }, { pointer = "/user/ssn", strategy = "null" }]"#,
+        );
+        let input = include_bytes!("../../../fuzz/regressions/http_body/json-in-string-card");
+        let mut v = parse_strict(&input[1..]).unwrap();
+        mask_json(&m, &r, &mut v).unwrap();
+        fn strings(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::String(s) => out.push(s.clone()),
+                Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+                Value::Object(o) => o.iter().for_each(|(k, x)| {
+                    out.push(k.clone());
+                    strings(x, out)
+                }),
+                other => out.push(other.to_string()),
+            }
+        }
+        let mut all = Vec::new();
+        strings(&v, &mut all);
+        for s in all {
+            assert_eq!(m.mask_str(&s).1, 0, "still a match in {s:?} of {v}");
+        }
     }
 
     #[test]

@@ -54,6 +54,16 @@ pub fn parse_server_hello(p: &[u8]) -> Result<ServerHello, HandshakeError> {
     if p.first() != Some(&10) {
         return Err(mal);
     }
+    // The auth-plugin-data length (after the NUL-terminated version, at
+    // byte 20 of the fixed part) is at most 21 on the wire; mysql_common
+    // reads it as an i8 and subtracts 8, which overflows for 0x80..=0x87
+    // (found by fuzzing): anything above 127 is refused here.
+    let version_end = p[1..].iter().position(|&b| b == 0).ok_or(mal.clone())?;
+    if p.get(1 + version_end + 1 + 20)
+        .is_some_and(|&len| len > 127)
+    {
+        return Err(mal);
+    }
     let h: HandshakePacket<'_> = ParseBuf(p).parse(()).map_err(|_| mal.clone())?;
     // Warden logs in with protocol 4.1 and a 20-byte scramble: a server
     // without them is refused (found by fuzzing: such a greeting lost
@@ -448,5 +458,18 @@ mod tests {
         };
         let hello = server_hello_for_client(&old, &[1; 20]);
         assert_eq!(parse_server_hello(&hello), Err(HandshakeError::OldServer));
+    }
+
+    /// fuzz/regressions/mysql_handshake/plugin-data-len-overflow: an
+    /// auth-plugin-data length of 0x81 overflowed mysql_common's i8
+    /// arithmetic (a panic with overflow checks); it is malformed.
+    #[test]
+    fn an_auth_plugin_data_length_above_127_is_malformed() {
+        let input =
+            include_bytes!("../../../../fuzz/regressions/mysql_handshake/plugin-data-len-overflow");
+        assert!(matches!(
+            parse_server_hello(input),
+            Err(HandshakeError::Malformed { .. })
+        ));
     }
 }
