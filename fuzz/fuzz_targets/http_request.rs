@@ -15,8 +15,9 @@ use std::sync::LazyLock;
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use warden::protocol::http::{
-    BodyDecoder, BodyEvent, BodyKind, Headers, RequestHead, params, parse_request, path,
-    remove_header, request_body, set_header, strip_hop_by_hop, write_request,
+    BodyDecoder, BodyEvent, BodyKind, Headers, RequestHead, params, parse_request,
+    parse_workload_request, path, remove_header, request_body, set_header, strip_hop_by_hop,
+    write_request,
 };
 use warden::proxy::http::{MAX_HEAD, PIECE, request, upgrade_of};
 
@@ -29,7 +30,7 @@ static NAMES: LazyLock<request::HostNames> = LazyLock::new(|| {
 });
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(Some((head, n))) = parse_request(data, MAX_HEAD) else {
+    let Ok(Some((head, n))) = parse_workload_request(data, MAX_HEAD) else {
         return;
     };
     let mut out = Vec::new();

@@ -906,7 +906,7 @@ impl Conn<'_> {
                     )
                     .await;
             }
-            match parse_request(&c.buf, MAX_HEAD) {
+            match crate::protocol::http::parse_workload_request(&c.buf, MAX_HEAD) {
                 Ok(Some(h)) => break h,
                 Ok(None) => {
                     let got = match tokio::time::timeout(IDLE, c.fill()).await {
