@@ -81,8 +81,9 @@ use crate::policy::{Action, HttpPolicy, HttpRequestFacts, HttpVerdict};
 use crate::protocol::http::params::{self, Param};
 use crate::protocol::http::{
     BodyDecoder, BodyEvent, BodyKind, Header, Headers, HttpError, LAST_CHUNK, RequestHead,
-    ResponseHead, encode_chunk, looks_like_h2, parse_request, parse_response, path, remove_header,
-    request_body, response_body, set_header, strip_hop_by_hop, write_request, write_response,
+    ResponseHead, encode_chunk, looks_like_h2, parse_response, parse_workload_request, path,
+    remove_header, request_body, response_body, set_header, strip_hop_by_hop, write_request,
+    write_response,
 };
 use crate::proxy::postgres::stream::{self, Stream};
 use crate::proxy::session::{self, ApprovalContext, GrantTable, Maskers, builtin_masker};
@@ -906,7 +907,7 @@ impl Conn<'_> {
                     )
                     .await;
             }
-            match crate::protocol::http::parse_workload_request(&c.buf, MAX_HEAD) {
+            match parse_workload_request(&c.buf, MAX_HEAD) {
                 Ok(Some(h)) => break h,
                 Ok(None) => {
                     let got = match tokio::time::timeout(IDLE, c.fill()).await {

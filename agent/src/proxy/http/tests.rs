@@ -20,7 +20,7 @@ pub(super) async fn read_head<S: AsyncRead + Unpin>(
     buf: &mut BytesMut,
 ) -> Option<RequestHead> {
     loop {
-        if let Ok(Some((h, n))) = parse_request(buf, 1 << 16) {
+        if let Ok(Some((h, n))) = crate::protocol::http::parse_request(buf, 1 << 16) {
             bytes::Buf::advance(buf, n);
             return Some(h);
         }
