@@ -1330,31 +1330,22 @@ impl Conn<'_> {
         if let Some(m) = &self.grant.masker {
             head_masked = response::mask_head(m, &mut resp.headers);
         }
-        if let Some(e) = &echo
-            && let Some(place) = response::echo_in_head(e, &resp)
-        {
-            *upstream = None;
-            let why = format!("the upstream echoed the grant's credential in {place}");
-            let ((status, _), err) = self.fail(c, why).await?;
-            self.result(
-                &req,
-                c,
-                decision,
-                Finished {
-                    error: err,
-                    ..Finished::status(status)
-                },
-            );
-            return Ok(false);
-        }
         // Ranges were not asked for (see `upstream_headers`): a partial
         // response on a grant with a credential is a piece the search
         // cannot judge whole.
-        if echo.is_some() && resp.status == 206 {
+        let unsearchable = echo
+            .as_ref()
+            .and_then(|e| match response::echo_in_head(e, &resp) {
+                Some(place) => Some(format!(
+                    "the upstream echoed the grant's credential in {place}"
+                )),
+                None => (resp.status == 206).then(|| {
+                    "a partial response (206) cannot be searched whole for the grant's credential"
+                        .to_owned()
+                }),
+            });
+        if let Some(why) = unsearchable {
             *upstream = None;
-            let why = "a partial response (206) cannot be searched whole for the grant's \
-                       credential"
-                .to_owned();
             let ((status, _), err) = self.fail(c, why).await?;
             self.result(
                 &req,
