@@ -939,6 +939,10 @@ fn postgres_on_new_approve_holds_a_new_shape_and_approve_learn_lists_it() {
     let reviewed =
         "# reviewed by ann\n[[fingerprint]]\nprotocol = \"postgres\"\ntext = \"select $?\"\n";
     std::fs::write(&list, reviewed).unwrap();
+    // The file belongs to whoever reviews it: the agent's rewrite keeps
+    // its owner, group and mode.
+    std::os::unix::fs::chown(&list, Some(approver.uid), Some(approver.uid)).unwrap();
+    std::fs::set_permissions(&list, std::fs::Permissions::from_mode(0o664)).unwrap();
     let socket = dir.path().join("approvals.sock");
     let mut e = Env::start(&format!(
         "mode = \"enforce\"\nallowlist = \"{}\"\non_new = \"approve\"\n\n\
@@ -990,6 +994,18 @@ fn postgres_on_new_approve_holds_a_new_shape_and_approve_learn_lists_it() {
     );
     let after = std::fs::read_to_string(&list).unwrap();
     assert!(after.starts_with(reviewed), "{after}");
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&list).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o7777),
+            (approver.uid, approver.uid, 0o664),
+            "the rewritten allow-list changed hands"
+        );
+    }
+    // The text tail names the shape the approval added.
+    let text = ok(&e.env.warden(&["audit", "tail", "-n", "50"]));
+    assert!(text.lines().any(|l| l.contains(" learned=")), "{text}");
     assert!(
         after.contains("text = \"select abalance from pgbench_accounts where aid = $?\""),
         "{after}"

@@ -29,12 +29,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { detach_on_exit } => {
             init_tracing();
-            // Sized before the daemon loads the configuration (which
-            // reports an invalid file itself).
-            let workers = Config::load(&cli.config)
-                .ok()
-                .and_then(|c| c.agent.worker_threads)
-                .unwrap_or_else(default_workers);
+            // Loaded once: it sizes the runtime, then the daemon runs on it.
+            let config = Config::load(&cli.config).map_err(crate::daemon::DaemonError::from)?;
+            let workers = config.agent.worker_threads.unwrap_or_else(default_workers);
             tracing::debug!(runtime.workers = workers, "starting the async runtime");
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(workers)
@@ -42,7 +39,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .thread_name("warden")
                 .build()
                 .context("starting the async runtime")?;
-            rt.block_on(crate::daemon::run(&cli.config, detach_on_exit))?;
+            rt.block_on(crate::daemon::run(config, detach_on_exit))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig => match Config::load(&cli.config) {

@@ -291,8 +291,9 @@ pub(crate) fn target_entries(config: &Config) -> Vec<(TargetKey, TargetValue)> {
         .collect()
 }
 
-pub async fn run(config_path: &Path, detach_on_exit: bool) -> Result<(), DaemonError> {
-    let config = Config::load(config_path)?;
+/// Runs the agent on a configuration already loaded and validated (the
+/// caller sized the runtime from it; it is loaded once).
+pub async fn run(config: Config, detach_on_exit: bool) -> Result<(), DaemonError> {
     let mount = cgroup::cgroup2_mount()?;
 
     let agent_cg = agent_cgroup_path(&config.agent.agent_cgroup);

@@ -103,7 +103,8 @@ impl Staged {
     /// Puts the file back as it was (the approval could not be recorded).
     pub(super) fn revert(self) {
         if let Some(old) = &self.old
-            && let Err(e) = crate::fsutil::replace_atomic(&self.path, old.as_bytes(), self.mode)
+            && let Err(e) =
+                crate::fsutil::replace_keeping_owner(&self.path, old.as_bytes(), self.mode)
         {
             tracing::error!(path = %self.path.display(), error = %e, "could not put the allow-list file back after an unrecorded approval");
         }
@@ -188,7 +189,7 @@ pub(super) fn write(
         }
         .into());
     }
-    crate::fsutil::replace_atomic(&path, text.as_bytes(), mode).map_err(|source| {
+    crate::fsutil::replace_keeping_owner(&path, text.as_bytes(), mode).map_err(|source| {
         LearnError::Write {
             path: path.clone(),
             source,

@@ -503,6 +503,9 @@ fn approval_text(line: &mut String, e: &super::event::ApprovalEvent) {
     if let Some(r) = &e.reason {
         let _ = write!(line, " reason={}", val(r));
     }
+    if let Some(fp) = &e.learned {
+        let _ = write!(line, " learned={}", val(fp));
+    }
     let _ = write!(line, " statement={}", val(&e.statement));
 }
 
@@ -639,6 +642,39 @@ mod tests {
             e.reason = Some("target_not_granted".into());
         }
         e
+    }
+
+    #[test]
+    fn approval_text_names_the_shape_an_approval_learned() {
+        let mut e = crate::audit::event::ApprovalEvent {
+            time_ms: 0,
+            status: crate::audit::event::ApprovalStatus::Approved,
+            request_id: Some("r1".into()),
+            grant_id: None,
+            account: "orders-api".into(),
+            target: "orders-pg".into(),
+            protocol: "postgres".into(),
+            session: None,
+            process: crate::audit::event::ProcessInfo::default(),
+            identity: None,
+            statement: "DELETE FROM t WHERE id = ?".into(),
+            fingerprint: "f".into(),
+            policy: None,
+            rule: None,
+            risk: "write".into(),
+            requested_ms: 0,
+            expires_ms: None,
+            approver: None,
+            reason: None,
+            learned: None,
+        };
+        let mut line = String::new();
+        approval_text(&mut line, &e);
+        assert!(!line.contains("learned="), "{line}");
+        e.learned = Some("9f3a0c1d".into());
+        let mut line = String::new();
+        approval_text(&mut line, &e);
+        assert!(line.contains(" learned=9f3a0c1d statement="), "{line}");
     }
 
     #[test]

@@ -168,15 +168,15 @@ impl AllowlistFile {
         out
     }
 
-    /// Writes the file atomically (temporary file, then rename).
+    /// Writes the file atomically (an exclusive temporary file, then
+    /// rename), keeping an existing file's owner, group and mode.
     pub fn write(&self, path: &Path, header: &str) -> Result<(), AllowlistFileError> {
-        let werr = |source| AllowlistFileError::Write {
-            path: path.to_owned(),
-            source,
-        };
-        let tmp = path.with_extension("tmp-warden");
-        std::fs::write(&tmp, self.render(header)).map_err(werr)?;
-        std::fs::rename(&tmp, path).map_err(werr)
+        crate::fsutil::replace_keeping_owner(path, self.render(header).as_bytes(), 0o644).map_err(
+            |source| AllowlistFileError::Write {
+                path: path.to_owned(),
+                source,
+            },
+        )
     }
 }
 

@@ -116,9 +116,7 @@ impl LearnedFile {
             path: path.to_owned(),
             source,
         })?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, bytes).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        crate::fsutil::replace_atomic(path, &bytes, 0o600).map_err(io)
     }
 }
 
