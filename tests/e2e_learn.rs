@@ -249,6 +249,27 @@ fn learn_freeze_enforce_reload_and_malformed_allowlists() {
         "SELECT abalance FROM pgbench_accounts /* x */ WHERE aid = 1 -- x\n OR aid = 2",
         "SELECT abalance FROM \"pgbench_accounts\" WHERE aid = $$1$$::int OR 1=1",
         "SELECT 1",
+        // The soundness issue's list (issue 15), each a shape never learned.
+        "SET LOCAL search_path = nosuch",
+        "RESET search_path",
+        "SET ROLE postgres",
+        "SET SESSION AUTHORIZATION DEFAULT",
+        "SELECT ts_rewrite('a'::tsquery, 'SELECT filler FROM pgbench_accounts')",
+        "SELECT query_to_xml('SELECT * FROM pgbench_accounts', true, true, '')",
+        "SELECT table_to_xml('pgbench_accounts', true, true, '')",
+        "SELECT histogram_bounds FROM pg_stats WHERE tablename = 'pgbench_accounts'",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+        "BEGIN READ WRITE",
+        "START TRANSACTION READ WRITE",
+        "SET transaction_read_only = off",
+        "SELECT set_config('transaction_read_only', 'off', false)",
+        "DO $$ BEGIN EXECUTE 'DROP TABLE pgbench_history'; END $$",
+        "COPY pgbench_accounts TO PROGRAM 'gzip'",
+        "SELECT abalance || '' FROM pgbench_accounts WHERE aid = 1",
+        "SELECT abalance::text FROM pgbench_accounts WHERE aid = 1",
+        "SELECT row_to_json(a) FROM pgbench_accounts a WHERE aid = 1",
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 1 ORDER BY abalance",
+        "COPY pgbench_accounts (aid, abalance) TO STDOUT",
     ] {
         let out = e.psql(sql);
         let err = String::from_utf8_lossy(&out.stderr);
