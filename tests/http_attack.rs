@@ -791,6 +791,13 @@ rules = [ { action = "block", paths = ["/admin/**"], name = "no-admin" } ]"#,
             "/admin.",
             "/admin/users.json",
             "/admin.html/",
+            // S4-H2 (session 4): case. Express's router (caseSensitive:
+            // false), ASP.NET Core and IIS route `/ADMIN` to the `/admin`
+            // handler by default; block and approve rules now read paths
+            // without regard to case, as they read values (H4).
+            "/ADMIN/users",
+            "/Admin",
+            "/aDmin/users.json",
         ] {
             let got = r.get(path, "").await;
             if got.status != 403 {
@@ -799,8 +806,10 @@ rules = [ { action = "block", paths = ["/admin/**"], name = "no-admin" } ]"#,
         }
         assert!(
             through.is_empty(),
-            "block rule dodged by a format suffix: {through:#?}"
+            "block rule dodged by a format suffix or case: {through:#?}"
         );
+        // Allowed paths are untouched.
+        assert_eq!(r.get("/public/Admin", "").await.status, 200);
     });
 }
 
@@ -1151,5 +1160,114 @@ fn s3_h4_credential_echoed_in_ranges_reaches_the_workload() {
             "the credential reached the workload in ranges: {}",
             String::from_utf8_lossy(&joined)
         );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Session 4 attacks (round 4 of issue 15).
+// ---------------------------------------------------------------------------
+
+/// A POST on a new connection: `content_type` (when some) and `body`.
+fn post(host: &str, path: &str, content_type: Option<&str>, body: &str) -> Vec<u8> {
+    let ct = content_type
+        .map(|t| format!("Content-Type: {t}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn reached(r: &Rig, prefix: &str) -> bool {
+    r.seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|q| q.starts_with(prefix.as_bytes()))
+}
+
+/// Sends each `(path, content type, body)` POST on a new connection and
+/// lists those whose status is not `want`.
+async fn posts_not(r: &Rig, want: u16, cases: &[(&str, Option<&str>, &str)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, ct, body) in cases {
+        let got = r.ask(&post(&r.host(), path, *ct, body)).await;
+        if got.status != want {
+            out.push(format!("{path} {ct:?} {body} -> {}", got.status));
+        }
+    }
+    out
+}
+
+// S4-H1: parameters in a body whose Content-Type names no parameter format
+// (none at all, text/plain, application/octet-stream) are parameters to
+// the application all the same: FastAPI reads an untyped body as JSON, Go
+// handlers decode JSON whatever the type, Flask's get_json(force=True) and
+// Express's json({type: '*/*'}) too, and Rack (Rails, Sinatra) parses an
+// untyped POST body as a form. Warden read body parameters only by type:
+// a block rule on a parameter was dodged, and an allow rule that requires
+// a value was met while the body said otherwise.
+#[test]
+fn s4_h1_body_parameters_under_a_type_that_names_no_format() {
+    run(|| async {
+        let r = rig(
+            BEARER,
+            r#"default = "deny"
+rules = [
+  { action = "allow", methods = ["POST"], paths = ["/deploy"], name = "deploy" },
+  { action = "block", methods = ["POST"], paths = ["/deploy"], query = { force = "true" }, name = "no-force" },
+  { action = "allow", methods = ["POST"], paths = ["/charge"], query = { dry_run = "true" }, name = "dry-only" },
+]"#,
+            "patterns = [\"email\"]",
+        )
+        .await;
+        let dry = "/charge?dry_run=true";
+        let through = posts_not(
+            &r,
+            403,
+            &[
+                // Controls: a JSON body is read.
+                ("/deploy", Some("application/json"), "{\"force\": true}"),
+                (dry, Some("application/json"), "{\"dry_run\": false}"),
+                ("/deploy", None, "{\"force\": true}"),
+                ("/deploy", Some("text/plain"), "{\"force\": \"true\"}"),
+                (
+                    "/deploy",
+                    Some("application/octet-stream"),
+                    "{\"force\": 1}",
+                ),
+                (
+                    "/deploy",
+                    Some("text/plain; charset=utf-8"),
+                    " {\"Force\": true}",
+                ),
+                ("/deploy", None, "force=true"),
+                ("/deploy", Some("application/x-unknown"), "a=1&force=on"),
+                (dry, None, "{\"dry_run\": false}"),
+                (dry, Some("text/plain"), "dry_run=false"),
+            ],
+        )
+        .await;
+        assert!(
+            through.is_empty() && !reached(&r, "POST /deploy"),
+            "a parameter rule dodged by a body of another type: {through:#?}"
+        );
+        // Benign: untyped bodies without the parameter still go through.
+        let refused = posts_not(
+            &r,
+            200,
+            &[
+                ("/deploy", None, "{\"force\": false}"),
+                (
+                    "/deploy",
+                    Some("application/octet-stream"),
+                    "\u{1}\u{2}binary",
+                ),
+                (dry, None, "{\"amount\": 5}"),
+            ],
+        )
+        .await;
+        assert!(refused.is_empty(), "{refused:#?}");
     });
 }

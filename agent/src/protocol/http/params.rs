@@ -11,7 +11,10 @@
 //!   readings are kept;
 //! - a body of a form, multipart or JSON type holds parameters too (PHP's
 //!   `$_REQUEST`, Rails' and Laravel's `params`): its top-level fields are
-//!   parameters like the query's ([`body_format`], [`body_params`]);
+//!   parameters like the query's ([`body_format`], [`body_params`]); so
+//!   does a body of another type or none when a rule looks at parameters
+//!   (FastAPI, Go handlers, Rack read them whatever the type says:
+//!   [`untyped_body_params`]);
 //! - a header's name is folded (`X_Env` is `X-Env` to CGI-style servers)
 //!   and its value is read whole and as a comma-separated list.
 //!
@@ -204,6 +207,26 @@ pub fn body_params(format: &BodyFormat, body: &[u8]) -> Result<Vec<Param>, Param
         BodyFormat::Multipart(b) => multipart(body, b),
         BodyFormat::Json => json_members(body),
     }
+}
+
+/// The parameters an application may read from a body whose type names no
+/// parameter format (none at all, `text/plain`,
+/// `application/octet-stream`…): FastAPI reads an untyped body as JSON, Go
+/// handlers decode JSON whatever the type, as do Flask's
+/// `get_json(force=True)` and Express's `json({type: '*/*'})`, and Rack
+/// (Rails, Sinatra) parses an untyped POST body as a form. Every reading
+/// is kept: the body as a form, and, when it is a JSON document (its
+/// first character, after blanks and a byte-order mark, is `{`), its
+/// members; a document that does not parse is an error, as it is under a
+/// JSON type.
+pub fn untyped_body_params(body: &[u8]) -> Result<Vec<Param>, ParamError> {
+    let mut out = query_params(&String::from_utf8_lossy(body));
+    let text = body.trim_ascii_start();
+    let text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text);
+    if text.starts_with(b"{") {
+        out.extend(json_members(text)?);
+    }
+    Ok(out)
 }
 
 /// The top-level members of a JSON object body, each occurrence of a name
@@ -539,6 +562,24 @@ mod tests {
             f(&["text/plain", "text/plain"]),
             Err(ParamError::SeveralTypes)
         );
+    }
+
+    #[test]
+    fn untyped_bodies_are_read_as_forms_and_as_json() {
+        let ps = untyped_body_params(b" {\"Force\": true}").unwrap();
+        assert!(ps.contains(&Param {
+            name: "force".into(),
+            value: Some("true".into())
+        }));
+        let ps = untyped_body_params(b"\xef\xbb\xbf{\"a\": 1}").unwrap();
+        assert!(ps.iter().any(|p| p.name == "a"));
+        let ps = untyped_body_params(b"a=1&force=on").unwrap();
+        assert!(ps.contains(&Param {
+            name: "force".into(),
+            value: Some("on".into())
+        }));
+        assert!(untyped_body_params(b"{\"force\": true,}").is_err());
+        assert!(untyped_body_params(b"\x01\x02 binary").is_ok());
     }
 
     #[test]

@@ -991,9 +991,18 @@ impl Conn<'_> {
             Ok(f) => f.filter(|_| kind != BodyKind::Empty),
             Err(e) => return self.bad(c, 400, e.to_string(), Some(&req)).await,
         };
+        // A body of another type (or none) holds parameters too for many
+        // applications (FastAPI, Go handlers, Rack): read as every one of
+        // them may when a rule looks at parameters of this request.
+        let untyped_params = body_format.is_none()
+            && kind != BodyKind::Empty
+            && self
+                .grant
+                .policy
+                .reads_body_parameters(&req.method, &target.match_path);
         // Parameters in a coded body: frameworks that decompress requests
         // would read what Warden cannot judge.
-        if body_format.is_some()
+        if (body_format.is_some() || untyped_params)
             && let Some(why) = request::coded_params(&head)
         {
             return self.bad(c, 415, why, Some(&req)).await;
@@ -1044,7 +1053,7 @@ impl Conn<'_> {
         let mut verdict = decide(&[], declared);
         // The body, read whole when its parameters must be judged.
         let mut body: Option<Vec<u8>> = None;
-        if let Some(format) = &body_format
+        if (body_format.is_some() || untyped_params)
             && matches!(verdict.action, Action::Allow | Action::Approve)
         {
             if expect_continue {
@@ -1054,7 +1063,11 @@ impl Conn<'_> {
                 Ok(b) => b,
                 Err((status, why)) => return self.bad(c, status, why, Some(&req)).await,
             };
-            let found = match params::body_params(format, &bytes) {
+            let read = match &body_format {
+                Some(format) => params::body_params(format, &bytes),
+                None => params::untyped_body_params(&bytes),
+            };
+            let found = match read {
                 Ok(p) => p,
                 Err(e) => return self.bad(c, 400, e.to_string(), Some(&req)).await,
             };
@@ -1818,7 +1831,7 @@ impl Conn<'_> {
             Ok(Err((
                 413,
                 format!(
-                    "a request body with parameters (form, multipart, JSON) is judged whole: \
+                    "a request body whose parameters a rule looks at is judged whole: \
                      larger than {limit} bytes (max_message_bytes) is refused"
                 ),
             )))
