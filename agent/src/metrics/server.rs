@@ -192,14 +192,20 @@ mod tests {
         assert_eq!(parse(b"\x00\x01 junk\r\n\r\n"), Some(Ask::Bad));
     }
 
-    #[tokio::test]
-    async fn a_scrape_gets_the_exposition_and_a_slow_peer_is_dropped() {
+    /// An endpoint serving one test gauge: its address, its shutdown
+    /// switch and its task.
+    async fn start() -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = watch::channel(false);
         let collect: Collector =
             Arc::new(|| vec![Reading::gauge("warden_test_gauge", "A test gauge.", 7.0)]);
-        let server = tokio::spawn(serve(listener, collect, rx));
+        (addr, tx, tokio::spawn(serve(listener, collect, rx)))
+    }
+
+    #[tokio::test]
+    async fn a_scrape_gets_the_exposition_and_a_slow_peer_is_dropped() {
+        let (addr, tx, server) = start().await;
 
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -235,12 +241,7 @@ mod tests {
     /// the scraper out (session 4 attack S4-M1).
     #[tokio::test]
     async fn peers_trickling_heads_into_every_slot_do_not_keep_the_scraper_out() {
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = watch::channel(false);
-        let collect: Collector =
-            Arc::new(|| vec![Reading::gauge("warden_test_gauge", "A test gauge.", 7.0)]);
-        let server = tokio::spawn(serve(listener, collect, rx));
+        let (addr, tx, server) = start().await;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tricklers = Vec::new();
         for _ in 0..MAX_CONCURRENT {
