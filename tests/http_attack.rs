@@ -241,6 +241,37 @@ fn answer_range(target: &str, auth: &str, body: &[u8], range: Option<(usize, usi
     }
 }
 
+/// A WebSocket handshake answered with one text message that echoes the
+/// request's Authorization header: compressed (permessage-deflate, RSV1)
+/// when the request offered that extension, as servers do, or `always`.
+fn websocket_echo(head: &str, auth: &str, always: bool) -> Vec<u8> {
+    let deflate = always || head.to_ascii_lowercase().contains("permessage-deflate");
+    let mut out =
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                    Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+            .to_vec();
+    // Long enough, and repetitive enough, that deflate codes it (a short
+    // text would go in a stored block, as it is).
+    let text = format!(
+        "{{\"you_sent\": \"{auth}\", \"pad\": \"{}\"}}",
+        "ab".repeat(200)
+    );
+    let (first, payload) = if deflate {
+        out.extend_from_slice(b"Sec-WebSocket-Extensions: permessage-deflate\r\n");
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(text.as_bytes()).unwrap();
+        (0xC1u8, e.finish().unwrap())
+    } else {
+        (0x81u8, text.into_bytes())
+    };
+    out.extend_from_slice(b"\r\n");
+    out.push(first);
+    out.push(126);
+    out.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
 async fn scripted() -> (std::net::SocketAddr, Seen) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -306,7 +337,11 @@ async fn scripted() -> (std::net::SocketAddr, Seen) {
                             .split_once('-')?;
                         Some((a.parse().ok()?, b.parse().unwrap_or(usize::MAX)))
                     });
-                    let out = answer_range(&target, &auth, &raw[end..], range);
+                    let out = if target.starts_with("/ws") {
+                        websocket_echo(&head, &auth, target == "/ws-always")
+                    } else {
+                        answer_range(&target, &auth, &raw[end..], range)
+                    };
                     if s.write_all(&out).await.is_err() {
                         return;
                     }
@@ -340,6 +375,16 @@ const ALLOW_ALL: &str = "default = \"allow\"";
 const APPROVERS: &str = "approvers = { groups = [], uids = [5001] }\napproval_timeout_secs = 30";
 
 async fn rig(grant_lines: &str, policy: &str, masking: &str) -> Rig {
+    rig_with_target(grant_lines, policy, masking, "").await
+}
+
+/// [`rig`] with extra keys of the `[[target]]` table.
+async fn rig_with_target(
+    grant_lines: &str,
+    policy: &str,
+    masking: &str,
+    target_extra: &str,
+) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let (up, seen) = scripted().await;
     let secret = dir.path().join("token");
@@ -354,6 +399,7 @@ name = "api"
 protocol = "http"
 address = "{up}"
 max_message_bytes = 1048576
+{target_extra}
 
 [[account]]
 name = "svc"
@@ -1269,5 +1315,57 @@ rules = [
         )
         .await;
         assert!(refused.is_empty(), "{refused:#?}");
+    });
+}
+
+// S4-H3: on a credential grant that allows WebSocket upgrades, the tunnel
+// is searched for the credential in the bytes as they come, but the
+// workload chooses their encoding: offered `permessage-deflate`, the
+// upstream compresses its messages and the echoed credential passed the
+// search (the Accept-Encoding of upgraded connections).
+#[test]
+fn s4_h3_credential_echoed_in_a_compressed_websocket_message() {
+    run(|| async {
+        let r = rig_with_target(
+            BEARER,
+            ALLOW_ALL,
+            "patterns = [\"email\"]",
+            "allow_upgrade = [\"websocket\"]",
+        )
+        .await;
+        let ask = |ext: &str| {
+            format!(
+                "GET /ws{} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n",
+                if ext.is_empty() { "-always" } else { "" },
+                r.host()
+            )
+        };
+        // An upstream that compresses unasked: its 101 is refused.
+        let got = r.ask(ask("").as_bytes()).await;
+        assert_eq!(got.status, 502, "compressed unasked: {got:?}");
+        let got = r
+            .ask(
+                ask("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n")
+                    .as_bytes(),
+            )
+            .await;
+        // What the workload's WebSocket library reads: each frame's
+        // payload, inflated when RSV1 says so.
+        let mut seen = got.body.clone();
+        let mut b = &got.body[..];
+        while b.len() >= 4 {
+            let len = usize::from(u16::from_be_bytes([b[2], b[3]])).min(b.len() - 4);
+            let payload = &b[4..4 + len];
+            if b[0] & 0x40 != 0 {
+                let mut d = flate2::read::DeflateDecoder::new(payload);
+                let _ = d.read_to_end(&mut seen);
+            }
+            b = &b[4 + len..];
+        }
+        assert!(
+            !holds_secret(&seen),
+            "the credential reached the workload in a compressed WebSocket message: {got:?}"
+        );
     });
 }

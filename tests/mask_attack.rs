@@ -1527,3 +1527,62 @@ fn s4_p2_errors_of_portals_read_through_the_other_protocol_are_withheld() {
         assert!(p.any_panic().is_none());
     });
 }
+
+// S4-P3: a write moves a masked value into another masked column whose
+// strategy shows more of it: `card` keeps its last four characters, so
+// `UPDATE customers SET card = name` and a read of `card` returned the
+// last four letters of each name (and the same for email, ssn); through
+// INSERT … SELECT, UPDATE … FROM and ON CONFLICT too.
+#[test]
+fn s4_p3_writes_move_masked_values_into_a_column_that_shows_more() {
+    run(|pg| async move {
+        let p = masked_proxy(pg, "equality", READ_WRITE, pg::ORDERS_RW).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let tails: Vec<String> = pg::CUSTOMERS
+            .iter()
+            .flat_map(|c| [c.name, c.email, c.ssn])
+            .map(|v| {
+                v.chars()
+                    .rev()
+                    .take(4)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect()
+            })
+            .collect();
+        let mut out = Vec::new();
+        for write in [
+            "UPDATE customers SET card = name",
+            "UPDATE customers SET card = email WHERE id = 1",
+            "UPDATE customers SET (card) = (ssn)",
+            "UPDATE customers SET (card, id) = (SELECT name, id FROM customers c2 WHERE c2.id = customers.id)",
+            "UPDATE customers c SET card = d.name FROM customers d WHERE d.id = c.id",
+            "INSERT INTO customers (name, card) SELECT 'x', name FROM customers",
+            "WITH m AS (SELECT name FROM customers) INSERT INTO customers (name, card) SELECT 'y', name FROM m",
+            "INSERT INTO customers (id, name) VALUES (1, 'z') ON CONFLICT (id) DO UPDATE SET card = customers.name",
+            "INSERT INTO customers (id, name) VALUES (1, 'z') ON CONFLICT (id) DO UPDATE SET card = EXCLUDED.name || ''",
+        ] {
+            let _ = r.query("BEGIN").await;
+            let w = r.query(write).await;
+            let read = r.query("SELECT card FROM customers ORDER BY id").await;
+            let _ = r.query("ROLLBACK").await;
+            let shown = dump(&read);
+            let hit = tails.iter().find(|t| shown.contains(t.as_str()));
+            out.push(format!(
+                "{} {write}\n    {}\n    {}",
+                match (refused_42501(&w), hit) {
+                    (true, _) => "REFUSED".to_owned(),
+                    (false, Some(t)) => format!("LEAK[{t}]"),
+                    (false, None) => "passed".to_owned(),
+                },
+                dump(&w).replace('\n', " "),
+                shown.replace('\n', " ")
+            ));
+        }
+        let out = out.join("\n");
+        println!("{out}");
+        assert!(!out.contains("LEAK["), "{out}");
+        assert!(p.any_panic().is_none());
+    });
+}

@@ -1352,10 +1352,22 @@ impl Conn<'_> {
                 Some(place) => Some(format!(
                     "the upstream echoed the grant's credential in {place}"
                 )),
-                None => (resp.status == 206).then(|| {
+                None if resp.status == 206 => Some(
                     "a partial response (206) cannot be searched whole for the grant's credential"
-                        .to_owned()
-                }),
+                        .to_owned(),
+                ),
+                // Extensions were not offered (see `upstream_headers`): a
+                // compressed upgraded stream cannot be searched.
+                None if resp.status == 101
+                    && resp.all("sec-websocket-extensions").next().is_some() =>
+                {
+                    Some(
+                        "an upgraded connection with an extension (Sec-WebSocket-Extensions: \
+                         compressed messages) cannot be searched for the grant's credential"
+                            .to_owned(),
+                    )
+                }
+                None => None,
             });
         if let Some(why) = unsearchable {
             *upstream = None;
@@ -1506,6 +1518,10 @@ impl Conn<'_> {
         // credential; a masked one is judged whole, never in ranges.
         if self.grant.masker.is_some() || self.grant.credential.is_some() {
             remove_header(&mut out_headers, "accept-encoding");
+            // The same for an upgraded connection: WebSocket extensions
+            // (permessage-deflate) would compress what the tunnel's search
+            // reads; a 101 that names one anyway is refused.
+            remove_header(&mut out_headers, "sec-websocket-extensions");
         }
         // A range of an echo is a piece of the credential shorter than any
         // form the search looks for: bodies are searched whole, never in
