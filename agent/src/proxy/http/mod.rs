@@ -993,13 +993,16 @@ impl Conn<'_> {
         };
         // A body of another type (or none) holds parameters too for many
         // applications (FastAPI, Go handlers, Rack): read as every one of
-        // them may when a rule looks at parameters of this request.
+        // them may when a rule looks at parameters of this request, and
+        // for an untyped POST, which Rack parses as a form before routing
+        // (its MethodOverride reads `_method` there).
         let untyped_params = body_format.is_none()
             && kind != BodyKind::Empty
-            && self
+            && (self
                 .grant
                 .policy
-                .reads_body_parameters(&req.method, &target.match_path);
+                .reads_body_parameters(&req.method, &target.match_path)
+                || (req.method == "POST" && head.all("content-type").next().is_none()));
         // Parameters in a coded body: frameworks that decompress requests
         // would read what Warden cannot judge.
         if (body_format.is_some() || untyped_params)
