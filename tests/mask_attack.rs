@@ -1586,3 +1586,48 @@ fn s4_p3_writes_move_masked_values_into_a_column_that_shows_more() {
         assert!(p.any_panic().is_none());
     });
 }
+
+// Session 4 probes that held: other places a masked value could stand or
+// surface (EXPLAIN estimates, ordinals, simple CASE, window frames, row
+// comparisons, cursors and portals across protocols).
+#[test]
+fn s4_held_probes_masked_columns_elsewhere() {
+    run(|pg| async move {
+        let p = masked_proxy(pg, "equality", READ_ONLY, pg::ORDERS_RO).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let mut bad = Vec::new();
+        for sql in [
+            "EXPLAIN SELECT id FROM customers WHERE name < 'M'",
+            "EXPLAIN (FORMAT JSON) SELECT id FROM customers WHERE name LIKE 'A%'",
+            "SELECT name, count(*) FROM customers GROUP BY 1",
+            "SELECT DISTINCT ON (1) name FROM customers",
+            "SELECT name FROM customers ORDER BY 1 DESC",
+            "SELECT name AS n FROM customers ORDER BY n",
+            "SELECT CASE name WHEN 'Alice Anderson' THEN 1 END FROM customers",
+            "SELECT id FROM customers WHERE CASE name WHEN 'x' THEN true END",
+            "SELECT NULLIF(name, 'zz') FROM customers",
+            "SELECT id FROM customers WHERE NULLIF(name, 'Alice Anderson') IS NULL",
+            "SELECT id FROM customers WHERE (name, id) > ('M', 0)",
+            "SELECT id FROM customers WHERE ROW(name) IN (ROW('x'))",
+            "SELECT id FROM customers WHERE name IN (SELECT 'a' UNION SELECT 'b')",
+            "SELECT id, sum(id) OVER (PARTITION BY name) FROM customers",
+            "SELECT id, lag(id) OVER (ORDER BY id RANGE BETWEEN CURRENT ROW AND CURRENT ROW) FROM customers WHERE name > ''",
+            "SELECT id FROM customers c, LATERAL (SELECT c.name WHERE c.name > 'M') s",
+            "SELECT id FROM customers WHERE name = ANY (SELECT unnest('{a}'::text[]))",
+            "SELECT id FROM customers WHERE name = 'x' OR name ~ '^A'",
+            "SELECT id FROM customers WHERE name IS DOCUMENT",
+            "SELECT id FROM customers WHERE name IS NORMALIZED",
+            "SELECT id FROM customers WHERE name::text IS NOT NULL",
+            "SELECT id FROM customers GROUP BY id HAVING bool_and(name = 'x')",
+            "SELECT id FROM customers WHERE xmlexists('//a' PASSING BY VALUE name)",
+            "DECLARE s4c SCROLL CURSOR FOR SELECT id FROM customers ORDER BY name",
+        ] {
+            let msgs = r.query(sql).await;
+            if !refused_42501(&msgs) {
+                bad.push(format!("{sql}: {}", dump(&msgs)));
+            }
+        }
+        assert!(bad.is_empty(), "{bad:#?}");
+        assert!(p.any_panic().is_none());
+    });
+}

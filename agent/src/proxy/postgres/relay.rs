@@ -1104,8 +1104,14 @@ where
                 ("FETCH" | "MOVE", _) | (_, None) => {}
                 (_, Some(Some(name))) => {
                     self.portals.remove(name);
+                    if self.described.as_deref() == Some(name) {
+                        self.described = None;
+                    }
                 }
-                (_, Some(None)) => self.portals.clear(),
+                (_, Some(None)) => {
+                    self.portals.clear();
+                    self.described = None;
+                }
             }
         }
         let mut types = lock_types(&self.param_types);
