@@ -1296,6 +1296,33 @@ rules = [
             ],
         )
         .await;
+        // S4-H4: a body in a charset other than UTF-8 is read otherwise by
+        // the upstream: Tomcat (Spring) percent-decodes form bytes and then
+        // decodes them in the declared charset, so `%00f%00o…` is `force`
+        // in UTF-16BE; Jackson reads a UTF-16 JSON document by its bytes.
+        for (ct, body) in [
+            (
+                Some("application/x-www-form-urlencoded; charset=UTF-16BE"),
+                "%00f%00o%00r%00c%00e=%00t%00r%00u%00e",
+            ),
+            (
+                Some("application/x-www-form-urlencoded;charset=\"utf-16\""),
+                "%FE%FF%00f%00o%00r%00c%00e=%FE%FF%00t%00r%00u%00e",
+            ),
+            (
+                Some("application/json; charset=utf-7"),
+                "{\"+AGY-orce\": true}",
+            ),
+            (
+                Some("text/plain"),
+                "\u{0}{\u{0}\"\u{0}f\u{0}o\u{0}r\u{0}c\u{0}e\u{0}\"\u{0}:\u{0}1\u{0}}",
+            ),
+        ] {
+            let got = r.ask(&post(&r.host(), "/deploy", ct, body)).await;
+            if ![400, 403, 415].contains(&got.status) {
+                through.push(format!("{ct:?} {body:?} -> {}", got.status));
+            }
+        }
         // Rack parses an untyped POST body as a form and its MethodOverride
         // turns `_method=DELETE` into a DELETE before routing.
         through.extend(posts_not(&r, 403, &[("/items/7", None, "_method=DELETE")]).await);
