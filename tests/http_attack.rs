@@ -856,6 +856,13 @@ rules = [ { action = "block", paths = ["/admin/**"], name = "no-admin" } ]"#,
         );
         // Allowed paths are untouched.
         assert_eq!(r.get("/public/Admin", "").await.status, 200);
+        // S4-H5: an encoded '%' that makes another escape reaches an
+        // upstream that decodes twice (nginx with variables in proxy_pass,
+        // IIS) as `..` or `/`: refused.
+        for path in ["/x/%252e%252e/admin/users", "/admin%252fusers"] {
+            let got = r.get(path, "").await;
+            assert_eq!(got.status, 400, "{path}: {got:?}");
+        }
     });
 }
 
