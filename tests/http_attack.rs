@@ -856,6 +856,7 @@ rules = [ { action = "block", paths = ["/admin/**"], name = "no-admin" } ]"#,
         );
         // Allowed paths are untouched.
         assert_eq!(r.get("/public/Admin", "").await.status, 200);
+
         // S4-H5: an encoded '%' that makes another escape reaches an
         // upstream that decodes twice (nginx with variables in proxy_pass,
         // IIS) as `..` or `/`: refused.
@@ -1405,5 +1406,35 @@ fn s4_h3_credential_echoed_in_a_compressed_websocket_message() {
             !holds_secret(&seen),
             "the credential reached the workload in a compressed WebSocket message: {got:?}"
         );
+    });
+}
+
+// S4-H6: a cookie is a parameter to ASP.NET's `Request[name]` and PHP's
+// `$_REQUEST` (its built-in request order): `Cookie: force=true` dodged a
+// block rule on the parameter (a grant without a credential passes the
+// workload's cookies on).
+#[test]
+fn s4_h6_block_rule_on_a_parameter_dodged_by_a_cookie() {
+    run(|| async {
+        let r = rig(
+            "",
+            r#"default = "allow"
+rules = [ { action = "block", paths = ["/orders/*"], query = { force = "true" }, name = "no-force" } ]"#,
+            "patterns = [\"email\"]",
+        )
+        .await;
+        assert_eq!(
+            r.get("/orders/7?force=true", "").await.status,
+            403,
+            "control"
+        );
+        for cookie in ["sid=1; force=true", "FORCE=\"TRUE\"", "force=%74rue"] {
+            let got = r.get("/orders/7", &format!("Cookie: {cookie}\r\n")).await;
+            assert_eq!(
+                got.status, 403,
+                "a parameter in a cookie: {cookie}: {got:?}"
+            );
+        }
+        assert_eq!(r.get("/orders/7", "Cookie: sid=1\r\n").await.status, 200);
     });
 }

@@ -239,6 +239,30 @@ pub fn body_params(format: &BodyFormat, body: &[u8]) -> Result<Vec<Param>, Param
     }
 }
 
+/// The pairs of `Cookie` headers as parameters: ASP.NET's `Request[name]`
+/// and PHP's `$_REQUEST` (its built-in request order) read cookies with
+/// the query and the form. Each value as sent and percent-decoded (PHP
+/// decodes it), quotes removed.
+pub fn cookie_params<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Vec<Param> {
+    let mut out: Vec<Param> = Vec::new();
+    for v in values {
+        let text = String::from_utf8_lossy(v);
+        for pair in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = v.trim().trim_matches('"');
+            for p in [
+                param(k.trim(), Some(v.to_owned())),
+                param(&decode_component(k.trim()), Some(decode_component(v))),
+            ] {
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The parameters an application may read from a body whose type names no
 /// parameter format (none at all, `text/plain`,
 /// `application/octet-stream`…): FastAPI reads an untyped body as JSON, Go
@@ -636,6 +660,16 @@ mod tests {
             f(&["text/plain", "text/plain"]),
             Err(ParamError::SeveralTypes)
         );
+    }
+
+    #[test]
+    fn cookies_are_parameters() {
+        let ps = cookie_params([&b"a=1; Force=\"%74rue\""[..], &b"sid=x"[..]]);
+        assert!(ps.contains(&Param {
+            name: "force".into(),
+            value: Some("true".into())
+        }));
+        assert!(ps.iter().any(|p| p.name == "sid"));
     }
 
     #[test]

@@ -1053,7 +1053,11 @@ impl Conn<'_> {
             BodyKind::Length(n) => Some(n),
             _ => None,
         };
-        let mut verdict = decide(&[], declared);
+        // Cookies are parameters too to ASP.NET's `Request[name]` and PHP's
+        // `$_REQUEST` (with its built-in request order): judged with the
+        // body's.
+        let cookies = params::cookie_params(head.all("cookie"));
+        let mut verdict = decide(&cookies, declared);
         // The body, read whole when its parameters must be judged.
         let mut body: Option<Vec<u8>> = None;
         if (body_format.is_some() || untyped_params)
@@ -1077,6 +1081,8 @@ impl Conn<'_> {
             if let Some(why) = request::param_override(&found, "body") {
                 return self.bad(c, 403, why, Some(&req)).await;
             }
+            let mut found = found;
+            found.extend(cookies.iter().cloned());
             let again = decide(&found, Some(bytes.len() as u64));
             // The body's parameters can only make the decision stricter
             // (see policy::http); take it as it is.
