@@ -15,6 +15,8 @@
 //!   does a body of another type or none when a rule looks at parameters
 //!   (FastAPI, Go handlers, Rack read them whatever the type says:
 //!   [`untyped_body_params`]);
+//! - cookies are parameters too (ASP.NET's `Request[name]`, PHP's
+//!   `$_REQUEST`): [`cookie_params`];
 //! - a header's name is folded (`X_Env` is `X-Env` to CGI-style servers)
 //!   and its value is read whole and as a comma-separated list.
 //!
