@@ -1461,6 +1461,27 @@ fn s4_p1_sql_fetch_of_a_bound_portal_runs_a_held_write_unasked() {
             }
             let _ = r.query("ROLLBACK").await;
         }
+        // The FETCH parsed before the portal it names is bound, executed
+        // after: one batch.
+        let _ = r.query("BEGIN").await;
+        let mut b = BytesMut::new();
+        frontend::parse(&mut b, "f", "FETCH ALL FROM p2", &[]).unwrap();
+        frontend::parse(
+            &mut b,
+            "d",
+            "DELETE FROM orders WHERE id > 0 RETURNING id",
+            &[],
+        )
+        .unwrap();
+        frontend::bind(&mut b, "p2", "d", &[], &[], &[]).unwrap();
+        frontend::bind(&mut b, "", "f", &[], &[], &[]).unwrap();
+        frontend::execute(&mut b, "", 0).unwrap();
+        frontend::sync(&mut b);
+        let (was_asked, msgs) = asked(&p, &mut r, &b).await;
+        if !was_asked && !refused_42501(&msgs) {
+            ran.push(format!("FETCH parsed first: {}", dump(&msgs)));
+        }
+        let _ = r.query("ROLLBACK").await;
         assert_eq!(orders_count(pg).await, before);
         assert!(
             ran.is_empty(),

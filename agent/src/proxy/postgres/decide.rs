@@ -309,7 +309,8 @@ impl Decider {
             answer: Answer::Policy,
             rule,
             reason: Some(format!(
-                "{} of portal {portal:?} would run the statement bound to it, which is asked                  about (or was never decided) at its protocol Execute: send the Execute",
+                "{} of portal {portal:?} would run the statement bound to it, which is asked \
+                 about (or was never decided) at its protocol Execute: send the Execute",
                 d.analysis
                     .iter()
                     .flat_map(|a| &a.statements)

@@ -744,6 +744,15 @@ where
                         }
                     }
                 };
+                // A FETCH parsed before the portal it names was bound:
+                // judged on the portals as they are now.
+                let d = self.through_portals(d);
+                if !d.allowed() {
+                    self.seq += 1;
+                    self.refuse(&d, "extended", false).await?;
+                    self.skipping = true;
+                    return Ok(true);
+                }
                 self.seq += 1;
                 let stmt = self.audit_request(&d, "extended").await?;
                 let Some(stmt) = stmt else {
