@@ -241,6 +241,37 @@ fn answer_range(target: &str, auth: &str, body: &[u8], range: Option<(usize, usi
     }
 }
 
+/// A WebSocket handshake answered with one text message that echoes the
+/// request's Authorization header: compressed (permessage-deflate, RSV1)
+/// when the request offered that extension, as servers do, or `always`.
+fn websocket_echo(head: &str, auth: &str, always: bool) -> Vec<u8> {
+    let deflate = always || head.to_ascii_lowercase().contains("permessage-deflate");
+    let mut out =
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                    Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+            .to_vec();
+    // Long enough, and repetitive enough, that deflate codes it (a short
+    // text would go in a stored block, as it is).
+    let text = format!(
+        "{{\"you_sent\": \"{auth}\", \"pad\": \"{}\"}}",
+        "ab".repeat(200)
+    );
+    let (first, payload) = if deflate {
+        out.extend_from_slice(b"Sec-WebSocket-Extensions: permessage-deflate\r\n");
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(text.as_bytes()).unwrap();
+        (0xC1u8, e.finish().unwrap())
+    } else {
+        (0x81u8, text.into_bytes())
+    };
+    out.extend_from_slice(b"\r\n");
+    out.push(first);
+    out.push(126);
+    out.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
 async fn scripted() -> (std::net::SocketAddr, Seen) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -306,7 +337,11 @@ async fn scripted() -> (std::net::SocketAddr, Seen) {
                             .split_once('-')?;
                         Some((a.parse().ok()?, b.parse().unwrap_or(usize::MAX)))
                     });
-                    let out = answer_range(&target, &auth, &raw[end..], range);
+                    let out = if target.starts_with("/ws") {
+                        websocket_echo(&head, &auth, target == "/ws-always")
+                    } else {
+                        answer_range(&target, &auth, &raw[end..], range)
+                    };
                     if s.write_all(&out).await.is_err() {
                         return;
                     }
@@ -340,6 +375,16 @@ const ALLOW_ALL: &str = "default = \"allow\"";
 const APPROVERS: &str = "approvers = { groups = [], uids = [5001] }\napproval_timeout_secs = 30";
 
 async fn rig(grant_lines: &str, policy: &str, masking: &str) -> Rig {
+    rig_with_target(grant_lines, policy, masking, "").await
+}
+
+/// [`rig`] with extra keys of the `[[target]]` table.
+async fn rig_with_target(
+    grant_lines: &str,
+    policy: &str,
+    masking: &str,
+    target_extra: &str,
+) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let (up, seen) = scripted().await;
     let secret = dir.path().join("token");
@@ -354,6 +399,7 @@ name = "api"
 protocol = "http"
 address = "{up}"
 max_message_bytes = 1048576
+{target_extra}
 
 [[account]]
 name = "svc"
@@ -791,6 +837,13 @@ rules = [ { action = "block", paths = ["/admin/**"], name = "no-admin" } ]"#,
             "/admin.",
             "/admin/users.json",
             "/admin.html/",
+            // S4-H2 (session 4): case. Express's router (caseSensitive:
+            // false), ASP.NET Core and IIS route `/ADMIN` to the `/admin`
+            // handler by default; block and approve rules now read paths
+            // without regard to case, as they read values (H4).
+            "/ADMIN/users",
+            "/Admin",
+            "/aDmin/users.json",
         ] {
             let got = r.get(path, "").await;
             if got.status != 403 {
@@ -799,8 +852,18 @@ rules = [ { action = "block", paths = ["/admin/**"], name = "no-admin" } ]"#,
         }
         assert!(
             through.is_empty(),
-            "block rule dodged by a format suffix: {through:#?}"
+            "block rule dodged by a format suffix or case: {through:#?}"
         );
+        // Allowed paths are untouched.
+        assert_eq!(r.get("/public/Admin", "").await.status, 200);
+
+        // S4-H5: an encoded '%' that makes another escape reaches an
+        // upstream that decodes twice (nginx with variables in proxy_pass,
+        // IIS) as `..` or `/`: refused.
+        for path in ["/x/%252e%252e/admin/users", "/admin%252fusers"] {
+            let got = r.get(path, "").await;
+            assert_eq!(got.status, 400, "{path}: {got:?}");
+        }
     });
 }
 
@@ -1151,5 +1214,227 @@ fn s3_h4_credential_echoed_in_ranges_reaches_the_workload() {
             "the credential reached the workload in ranges: {}",
             String::from_utf8_lossy(&joined)
         );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Session 4 attacks (round 4 of issue 15).
+// ---------------------------------------------------------------------------
+
+/// A POST on a new connection: `content_type` (when some) and `body`.
+fn post(host: &str, path: &str, content_type: Option<&str>, body: &str) -> Vec<u8> {
+    let ct = content_type
+        .map(|t| format!("Content-Type: {t}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn reached(r: &Rig, prefix: &str) -> bool {
+    r.seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|q| q.starts_with(prefix.as_bytes()))
+}
+
+/// Sends each `(path, content type, body)` POST on a new connection and
+/// lists those whose status is not `want`.
+async fn posts_not(r: &Rig, want: u16, cases: &[(&str, Option<&str>, &str)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, ct, body) in cases {
+        let got = r.ask(&post(&r.host(), path, *ct, body)).await;
+        if got.status != want {
+            out.push(format!("{path} {ct:?} {body} -> {}", got.status));
+        }
+    }
+    out
+}
+
+// S4-H1: parameters in a body whose Content-Type names no parameter format
+// (none at all, text/plain, application/octet-stream) are parameters to
+// the application all the same: FastAPI reads an untyped body as JSON, Go
+// handlers decode JSON whatever the type, Flask's get_json(force=True) and
+// Express's json({type: '*/*'}) too, and Rack (Rails, Sinatra) parses an
+// untyped POST body as a form. Warden read body parameters only by type:
+// a block rule on a parameter was dodged, and an allow rule that requires
+// a value was met while the body said otherwise.
+#[test]
+fn s4_h1_body_parameters_under_a_type_that_names_no_format() {
+    run(|| async {
+        let r = rig(
+            BEARER,
+            r#"default = "deny"
+rules = [
+  { action = "allow", methods = ["POST"], paths = ["/deploy"], name = "deploy" },
+  { action = "block", methods = ["POST"], paths = ["/deploy"], query = { force = "true" }, name = "no-force" },
+  { action = "allow", methods = ["POST"], paths = ["/charge"], query = { dry_run = "true" }, name = "dry-only" },
+  { action = "allow", methods = ["POST"], paths = ["/items/*"], name = "items-post" },
+]"#,
+            "patterns = [\"email\"]",
+        )
+        .await;
+        let dry = "/charge?dry_run=true";
+        let mut through = posts_not(
+            &r,
+            403,
+            &[
+                // Controls: a JSON body is read.
+                ("/deploy", Some("application/json"), "{\"force\": true}"),
+                (dry, Some("application/json"), "{\"dry_run\": false}"),
+                ("/deploy", None, "{\"force\": true}"),
+                ("/deploy", Some("text/plain"), "{\"force\": \"true\"}"),
+                (
+                    "/deploy",
+                    Some("application/octet-stream"),
+                    "{\"force\": 1}",
+                ),
+                (
+                    "/deploy",
+                    Some("text/plain; charset=utf-8"),
+                    " {\"Force\": true}",
+                ),
+                ("/deploy", None, "force=true"),
+                ("/deploy", Some("application/x-unknown"), "a=1&force=on"),
+                (dry, None, "{\"dry_run\": false}"),
+                (dry, Some("text/plain"), "dry_run=false"),
+            ],
+        )
+        .await;
+        // S4-H4: a body in a charset other than UTF-8 is read otherwise by
+        // the upstream: Tomcat (Spring) percent-decodes form bytes and then
+        // decodes them in the declared charset, so `%00f%00o…` is `force`
+        // in UTF-16BE; Jackson reads a UTF-16 JSON document by its bytes.
+        for (ct, body) in [
+            (
+                Some("application/x-www-form-urlencoded; charset=UTF-16BE"),
+                "%00f%00o%00r%00c%00e=%00t%00r%00u%00e",
+            ),
+            (
+                Some("application/x-www-form-urlencoded;charset=\"utf-16\""),
+                "%FE%FF%00f%00o%00r%00c%00e=%FE%FF%00t%00r%00u%00e",
+            ),
+            (
+                Some("application/json; charset=utf-7"),
+                "{\"+AGY-orce\": true}",
+            ),
+            (
+                Some("text/plain"),
+                "\u{0}{\u{0}\"\u{0}f\u{0}o\u{0}r\u{0}c\u{0}e\u{0}\"\u{0}:\u{0}1\u{0}}",
+            ),
+        ] {
+            let got = r.ask(&post(&r.host(), "/deploy", ct, body)).await;
+            if ![400, 403, 415].contains(&got.status) {
+                through.push(format!("{ct:?} {body:?} -> {}", got.status));
+            }
+        }
+        // Rack parses an untyped POST body as a form and its MethodOverride
+        // turns `_method=DELETE` into a DELETE before routing.
+        through.extend(posts_not(&r, 403, &[("/items/7", None, "_method=DELETE")]).await);
+        assert!(
+            through.is_empty() && !reached(&r, "POST /deploy") && !reached(&r, "POST /items"),
+            "a parameter rule dodged by a body of another type: {through:#?}"
+        );
+        // Benign: untyped bodies without the parameter still go through.
+        let refused = posts_not(
+            &r,
+            200,
+            &[
+                ("/deploy", None, "{\"force\": false}"),
+                (
+                    "/deploy",
+                    Some("application/octet-stream"),
+                    "\u{1}\u{2}binary",
+                ),
+                (dry, None, "{\"amount\": 5}"),
+            ],
+        )
+        .await;
+        assert!(refused.is_empty(), "{refused:#?}");
+    });
+}
+
+// S4-H3: on a credential grant that allows WebSocket upgrades, the tunnel
+// is searched for the credential in the bytes as they come, but the
+// workload chooses their encoding: offered `permessage-deflate`, the
+// upstream compresses its messages and the echoed credential passed the
+// search (the Accept-Encoding of upgraded connections).
+#[test]
+fn s4_h3_credential_echoed_in_a_compressed_websocket_message() {
+    run(|| async {
+        let r = rig_with_target(
+            BEARER,
+            ALLOW_ALL,
+            "patterns = [\"email\"]",
+            "allow_upgrade = [\"websocket\"]",
+        )
+        .await;
+        let ask = |ext: &str| {
+            format!(
+                "GET /ws{} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n",
+                if ext.is_empty() { "-always" } else { "" },
+                r.host()
+            )
+        };
+        // An upstream that compresses unasked: its 101 is refused.
+        let got = r.ask(ask("").as_bytes()).await;
+        assert_eq!(got.status, 502, "compressed unasked: {got:?}");
+        let got = r
+            .ask(
+                ask("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n")
+                    .as_bytes(),
+            )
+            .await;
+        // What the workload's WebSocket library reads: each frame's
+        // payload, inflated when RSV1 says so.
+        let mut seen = got.body.clone();
+        let mut b = &got.body[..];
+        while b.len() >= 4 {
+            let len = usize::from(u16::from_be_bytes([b[2], b[3]])).min(b.len() - 4);
+            let payload = &b[4..4 + len];
+            if b[0] & 0x40 != 0 {
+                let mut d = flate2::read::DeflateDecoder::new(payload);
+                let _ = d.read_to_end(&mut seen);
+            }
+            b = &b[4 + len..];
+        }
+        assert!(
+            !holds_secret(&seen),
+            "the credential reached the workload in a compressed WebSocket message: {got:?}"
+        );
+    });
+}
+
+// S4-H6: a cookie is a parameter to ASP.NET's `Request[name]` and PHP's
+// `$_REQUEST` (its built-in request order): `Cookie: force=true` dodged a
+// block rule on the parameter (a grant without a credential passes the
+// workload's cookies on).
+#[test]
+fn s4_h6_block_rule_on_a_parameter_dodged_by_a_cookie() {
+    run(|| async {
+        let r = rig(
+            "",
+            r#"default = "allow"
+rules = [ { action = "block", paths = ["/orders/*"], query = { force = "true" }, name = "no-force" } ]"#,
+            "patterns = [\"email\"]",
+        )
+        .await;
+        assert_eq!(
+            r.get("/orders/7?force=true", "").await.status,
+            403,
+            "control"
+        );
+        for cookie in ["sid=1; force=true", "FORCE=\"TRUE\"", "force=%74rue"] {
+            let got = r.get("/orders/7", &format!("Cookie: {cookie}\r\n")).await;
+            assert_eq!(
+                got.status, 403,
+                "a parameter in a cookie: {cookie}: {got:?}"
+            );
+        }
+        assert_eq!(r.get("/orders/7", "Cookie: sid=1\r\n").await.status, 200);
     });
 }

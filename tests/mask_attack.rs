@@ -133,6 +133,22 @@ impl Proxy {
 
 const APPROVERS: &str = "approvers = { groups = [], uids = [5001] }\napproval_timeout_secs = 30";
 
+/// Role `orders_rw`, everything allowed but writes to `orders`, which an
+/// approver must approve (rule `order-writes`).
+async fn order_writes_proxy(pg: &PgServer) -> Proxy {
+    Proxy::start(
+        pg,
+        Spec {
+            role: pg::ORDERS_RW,
+            policy: r#"default = "allow"
+rules = [ { action = "approve", tables = ["orders"], classes = ["write"], name = "order-writes" } ]"#,
+            approvals: APPROVERS,
+            ..Spec::default()
+        },
+    )
+    .await
+}
+
 /// Whether the client was told its statement is held for approval.
 fn held_notice(msgs: &[Msg]) -> bool {
     msgs.iter()
@@ -445,17 +461,7 @@ async fn asked(p: &Proxy, r: &mut Raw, b: &[u8]) -> (bool, Vec<Msg>) {
 #[test]
 fn a1_statement_name_redefined_by_a_failed_parse_runs_a_held_delete_without_approval() {
     run(|pg| async move {
-        let p = Proxy::start(
-            pg,
-            Spec {
-                role: pg::ORDERS_RW,
-                policy: r#"default = "allow"
-rules = [ { action = "approve", tables = ["orders"], classes = ["write"], name = "order-writes" } ]"#,
-                approvals: APPROVERS,
-                ..Spec::default()
-            },
-        )
-        .await;
+        let p = order_writes_proxy(pg).await;
         let (mut r, _, _) = Raw::session(p.addr()).await;
         // A write inside a transaction that is rolled back at the end: the
         // proof is the row count the DELETE reports.
@@ -791,17 +797,7 @@ fn held_probe_with_hold_cursor_rows_stay_masked_after_commit() {
 #[test]
 fn a3_approver_of_an_execute_sees_the_prepared_statement() {
     run(|pg| async move {
-        let p = Proxy::start(
-            pg,
-            Spec {
-                role: pg::ORDERS_RW,
-                policy: r#"default = "allow"
-rules = [ { action = "approve", tables = ["orders"], classes = ["write"], name = "order-writes" } ]"#,
-                approvals: APPROVERS,
-                ..Spec::default()
-            },
-        )
-        .await;
+        let p = order_writes_proxy(pg).await;
         let (mut r, _, _) = Raw::session(p.addr()).await;
         let _ = r.query("BEGIN").await;
         let mut b = BytesMut::new();
@@ -941,17 +937,7 @@ fn m7_planner_settings_stay_free_under_any() {
 #[test]
 fn a1b_sql_prepare_over_a_protocol_statement_name_runs_unasked() {
     run(|pg| async move {
-        let p = Proxy::start(
-            pg,
-            Spec {
-                role: pg::ORDERS_RW,
-                policy: r#"default = "allow"
-rules = [ { action = "approve", tables = ["orders"], classes = ["write"], name = "order-writes" } ]"#,
-                approvals: APPROVERS,
-                ..Spec::default()
-            },
-        )
-        .await;
+        let p = order_writes_proxy(pg).await;
         let (mut r, _, _) = Raw::session(p.addr()).await;
         r.send(&parse_sync("s2", "SELECT $1::int")).await;
         let msgs = r.until_ready().await;
@@ -1412,6 +1398,257 @@ fn s3_masked_values_do_not_leak_through_expressions_or_side_channels() {
         }
         println!("{out}");
         assert!(!out.contains("LEAK["), "{out}");
+        assert!(p.any_panic().is_none());
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Session 4 attacks (round 4 of issue 15).
+// ---------------------------------------------------------------------------
+
+/// Parse `sql` as `statement`, Bind it to `portal`, Sync (inside the
+/// client's open transaction the portal outlives the Sync).
+fn parse_bind_sync(statement: &str, portal: &str, sql: &str) -> BytesMut {
+    let mut b = BytesMut::new();
+    frontend::parse(&mut b, statement, sql, &[]).unwrap();
+    frontend::bind(&mut b, portal, statement, &[], &[], &[]).unwrap();
+    frontend::sync(&mut b);
+    b
+}
+
+/// Rows of `orders` now, read directly (not through Warden).
+async fn orders_count(pg: &PgServer) -> i64 {
+    let c = connect(&direct_conn(pg, pg::ORDERS_RW)).await;
+    c.query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+// S4-P1: protocol portals and SQL cursors are one namespace on the server.
+// A statement of an `approve` rule is parsed and bound without asking
+// (asked at its Execute), and SQL `FETCH`/`MOVE` runs a named portal too:
+// for `DELETE … RETURNING` (strategy PORTAL_ONE_RETURNING) the first FETCH
+// runs the whole DELETE. Warden decided the FETCH as a read.
+#[test]
+fn s4_p1_sql_fetch_of_a_bound_portal_runs_a_held_write_unasked() {
+    run(|pg| async move {
+        let p = order_writes_proxy(pg).await;
+        let before = orders_count(pg).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let mut ran = Vec::new();
+        for fetch in ["FETCH ALL FROM p", "MOVE ALL IN p", "FETCH 1 p"] {
+            let _ = r.query("BEGIN").await;
+            r.send(&parse_bind_sync(
+                "",
+                "p",
+                "DELETE FROM orders WHERE id > 0 RETURNING id",
+            ))
+            .await;
+            let msgs = r.until_ready().await;
+            assert!(errors(&msgs).is_empty(), "{}", dump(&msgs));
+            let (was_asked, msgs) = asked(&p, &mut r, &{
+                let mut b = BytesMut::new();
+                frontend::query(&mut b, fetch).unwrap();
+                b
+            })
+            .await;
+            let all = dump(&msgs);
+            // Deleted inside the open transaction: the command tag or the
+            // rows say so; the ROLLBACK puts the rows back.
+            if !was_asked && !refused_42501(&msgs) {
+                ran.push(format!("{fetch}: {all}"));
+            }
+            let _ = r.query("ROLLBACK").await;
+        }
+        // The FETCH parsed before the portal it names is bound, executed
+        // after: one batch.
+        let _ = r.query("BEGIN").await;
+        let mut b = BytesMut::new();
+        frontend::parse(&mut b, "f", "FETCH ALL FROM p2", &[]).unwrap();
+        frontend::parse(
+            &mut b,
+            "d",
+            "DELETE FROM orders WHERE id > 0 RETURNING id",
+            &[],
+        )
+        .unwrap();
+        frontend::bind(&mut b, "p2", "d", &[], &[], &[]).unwrap();
+        frontend::bind(&mut b, "", "f", &[], &[], &[]).unwrap();
+        frontend::execute(&mut b, "", 0).unwrap();
+        frontend::sync(&mut b);
+        let (was_asked, msgs) = asked(&p, &mut r, &b).await;
+        if !was_asked && !refused_42501(&msgs) {
+            ran.push(format!("FETCH parsed first: {}", dump(&msgs)));
+        }
+        let _ = r.query("ROLLBACK").await;
+        assert_eq!(orders_count(pg).await, before);
+        assert!(
+            ran.is_empty(),
+            "a held DELETE ran through SQL FETCH/MOVE of its portal: {ran:#?}"
+        );
+        // Benign: FETCH of a portal of an allowed statement still works.
+        let _ = r.query("BEGIN").await;
+        r.send(&parse_bind_sync(
+            "",
+            "q",
+            "SELECT id FROM orders ORDER BY id",
+        ))
+        .await;
+        let _ = r.until_ready().await;
+        let msgs = r.query("FETCH 2 FROM q").await;
+        assert!(no_error(&msgs) && rows(&msgs).len() == 2, "{}", dump(&msgs));
+        let _ = r.query("ROLLBACK").await;
+        assert!(p.any_panic().is_none());
+    });
+}
+
+// S4-P2: errors of a protocol portal over masked columns surface through
+// SQL FETCH (and a SQL cursor through a protocol Execute of a portal name
+// Warden still had from an earlier Bind): the texts quoted the masked
+// values (`masked_in_predicates = "any"`, where predicates may cast them).
+#[test]
+fn s4_p2_errors_of_portals_read_through_the_other_protocol_are_withheld() {
+    run(|pg| async move {
+        let p = masked_proxy(pg, "any", READ_ONLY, pg::ORDERS_RO).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let mut out = Vec::new();
+        // A protocol portal, fetched by SQL.
+        let _ = r.query("BEGIN").await;
+        r.send(&parse_bind_sync(
+            "",
+            "p",
+            "SELECT id FROM customers WHERE name::int = 1",
+        ))
+        .await;
+        let msgs = r.until_ready().await;
+        assert!(errors(&msgs).is_empty(), "{}", dump(&msgs));
+        let msgs = r.query("FETCH ALL FROM p").await;
+        out.push(format!("FETCH of a protocol portal: {}", dump(&msgs)));
+        let _ = r.query("ROLLBACK").await;
+        // A SQL cursor, executed by a protocol Execute of a name Warden
+        // kept from an earlier Bind.
+        let _ = r.query("BEGIN").await;
+        r.send(&parse_bind_sync("", "c", "SELECT 1")).await;
+        let _ = r.until_ready().await;
+        let _ = r.query("CLOSE c").await;
+        let msgs = r
+            .query("DECLARE c CURSOR FOR SELECT id FROM customers WHERE name::int = 1")
+            .await;
+        out.push(format!("DECLARE: {}", dump(&msgs)));
+        let mut b = BytesMut::new();
+        frontend::execute(&mut b, "c", 0).unwrap();
+        frontend::sync(&mut b);
+        r.send(&b).await;
+        let msgs = r.until_ready().await;
+        out.push(format!("Execute of a SQL cursor: {}", dump(&msgs)));
+        let _ = r.query("ROLLBACK").await;
+        let all = out.join("\n");
+        assert!(leaked(&all).is_none(), "masked values in errors:\n{all}");
+        assert!(p.any_panic().is_none());
+    });
+}
+
+// S4-P3: a write moves a masked value into another masked column whose
+// strategy shows more of it: `card` keeps its last four characters, so
+// `UPDATE customers SET card = name` and a read of `card` returned the
+// last four letters of each name (and the same for email, ssn); through
+// INSERT … SELECT, UPDATE … FROM and ON CONFLICT too.
+#[test]
+fn s4_p3_writes_move_masked_values_into_a_column_that_shows_more() {
+    run(|pg| async move {
+        let p = masked_proxy(pg, "equality", READ_WRITE, pg::ORDERS_RW).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let tails: Vec<String> = pg::CUSTOMERS
+            .iter()
+            .flat_map(|c| [c.name, c.email, c.ssn])
+            .map(|v| {
+                v.chars()
+                    .rev()
+                    .take(4)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect()
+            })
+            .collect();
+        let mut out = Vec::new();
+        for write in [
+            "UPDATE customers SET card = name",
+            "UPDATE customers SET card = email WHERE id = 1",
+            "UPDATE customers SET (card) = (ssn)",
+            "UPDATE customers SET (card, id) = (SELECT name, id FROM customers c2 WHERE c2.id = customers.id)",
+            "UPDATE customers c SET card = d.name FROM customers d WHERE d.id = c.id",
+            "INSERT INTO customers (name, card) SELECT 'x', name FROM customers",
+            "WITH m AS (SELECT name FROM customers) INSERT INTO customers (name, card) SELECT 'y', name FROM m",
+            "INSERT INTO customers (id, name) VALUES (1, 'z') ON CONFLICT (id) DO UPDATE SET card = customers.name",
+            "INSERT INTO customers (id, name) VALUES (1, 'z') ON CONFLICT (id) DO UPDATE SET card = EXCLUDED.name || ''",
+        ] {
+            let _ = r.query("BEGIN").await;
+            let w = r.query(write).await;
+            let read = r.query("SELECT card FROM customers ORDER BY id").await;
+            let _ = r.query("ROLLBACK").await;
+            let shown = dump(&read);
+            let hit = tails.iter().find(|t| shown.contains(t.as_str()));
+            out.push(format!(
+                "{} {write}\n    {}\n    {}",
+                match (refused_42501(&w), hit) {
+                    (true, _) => "REFUSED".to_owned(),
+                    (false, Some(t)) => format!("LEAK[{t}]"),
+                    (false, None) => "passed".to_owned(),
+                },
+                dump(&w).replace('\n', " "),
+                shown.replace('\n', " ")
+            ));
+        }
+        let out = out.join("\n");
+        println!("{out}");
+        assert!(!out.contains("LEAK["), "{out}");
+        assert!(p.any_panic().is_none());
+    });
+}
+
+// Session 4 probes that held: other places a masked value could stand or
+// surface (EXPLAIN estimates, ordinals, simple CASE, window frames, row
+// comparisons, cursors and portals across protocols).
+#[test]
+fn s4_held_probes_masked_columns_elsewhere() {
+    run(|pg| async move {
+        let p = masked_proxy(pg, "equality", READ_ONLY, pg::ORDERS_RO).await;
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let mut bad = Vec::new();
+        for sql in [
+            "EXPLAIN SELECT id FROM customers WHERE name < 'M'",
+            "EXPLAIN (FORMAT JSON) SELECT id FROM customers WHERE name LIKE 'A%'",
+            "SELECT name, count(*) FROM customers GROUP BY 1",
+            "SELECT DISTINCT ON (1) name FROM customers",
+            "SELECT name FROM customers ORDER BY 1 DESC",
+            "SELECT name AS n FROM customers ORDER BY n",
+            "SELECT CASE name WHEN 'Alice Anderson' THEN 1 END FROM customers",
+            "SELECT id FROM customers WHERE CASE name WHEN 'x' THEN true END",
+            "SELECT NULLIF(name, 'zz') FROM customers",
+            "SELECT id FROM customers WHERE NULLIF(name, 'Alice Anderson') IS NULL",
+            "SELECT id FROM customers WHERE (name, id) > ('M', 0)",
+            "SELECT id FROM customers WHERE ROW(name) IN (ROW('x'))",
+            "SELECT id FROM customers WHERE name IN (SELECT 'a' UNION SELECT 'b')",
+            "SELECT id, sum(id) OVER (PARTITION BY name) FROM customers",
+            "SELECT id, lag(id) OVER (ORDER BY id RANGE BETWEEN CURRENT ROW AND CURRENT ROW) FROM customers WHERE name > ''",
+            "SELECT id FROM customers c, LATERAL (SELECT c.name WHERE c.name > 'M') s",
+            "SELECT id FROM customers WHERE name = ANY (SELECT unnest('{a}'::text[]))",
+            "SELECT id FROM customers WHERE name = 'x' OR name ~ '^A'",
+            "SELECT id FROM customers WHERE name IS DOCUMENT",
+            "SELECT id FROM customers WHERE name IS NORMALIZED",
+            "SELECT id FROM customers WHERE name::text IS NOT NULL",
+            "SELECT id FROM customers GROUP BY id HAVING bool_and(name = 'x')",
+            "SELECT id FROM customers WHERE xmlexists('//a' PASSING BY VALUE name)",
+            "DECLARE s4c SCROLL CURSOR FOR SELECT id FROM customers ORDER BY name",
+        ] {
+            let msgs = r.query(sql).await;
+            if !refused_42501(&msgs) {
+                bad.push(format!("{sql}: {}", dump(&msgs)));
+            }
+        }
+        assert!(bad.is_empty(), "{bad:#?}");
         assert!(p.any_panic().is_none());
     });
 }

@@ -1,7 +1,9 @@
 //! The `/metrics` endpoint: a minimal HTTP/1.1 server for Prometheus
-//! scrapes. One request per connection, a bounded request head, a read
-//! timeout and a cap on concurrent scrapes, so a local peer cannot tie the
-//! agent up through it. Only `GET`/`HEAD /metrics` is answered with data.
+//! scrapes. One request per connection, a bounded request head, a deadline
+//! for the whole head and one for the answer, and a cap on concurrent
+//! scrapes, so a local peer cannot tie the agent up through it (nor, by
+//! trickling bytes into every slot, keep the scraper out). Only
+//! `GET`/`HEAD /metrics` is answered with data.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,8 +18,15 @@ use super::{Reading, exposition, global};
 
 /// Largest request head read.
 const MAX_HEAD: usize = 8 * 1024;
-/// A scraper that sends no complete head within this time is dropped.
+/// A scraper that has not sent a complete head this long after it
+/// connected is dropped: a deadline for the whole head, not for each read,
+/// or a peer trickling a byte at a time would hold a slot for hours.
+#[cfg(not(test))]
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+#[cfg(test)]
+const READ_TIMEOUT: Duration = Duration::from_millis(500);
+/// A scraper that does not take the answer within this time is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Scrapes served at once; more wait for a slot.
 const MAX_CONCURRENT: usize = 4;
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -102,8 +111,9 @@ fn parse(head: &[u8]) -> Option<Ask> {
 async fn answer(mut stream: TcpStream, collect: Collector) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + READ_TIMEOUT;
     let ask = loop {
-        let n = match tokio::time::timeout(READ_TIMEOUT, stream.read(&mut buf)).await {
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
             Ok(r) => r?,
             Err(_) => return Ok(()),
         };
@@ -146,8 +156,17 @@ async fn answer(mut stream: TcpStream, collect: Collector) -> std::io::Result<()
     if !head_only {
         out.extend_from_slice(body.as_bytes());
     }
-    stream.write_all(&out).await?;
-    stream.shutdown().await
+    let write = async {
+        stream.write_all(&out).await?;
+        stream.shutdown().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the scraper did not take the answer",
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -173,14 +192,20 @@ mod tests {
         assert_eq!(parse(b"\x00\x01 junk\r\n\r\n"), Some(Ask::Bad));
     }
 
-    #[tokio::test]
-    async fn a_scrape_gets_the_exposition_and_a_slow_peer_is_dropped() {
+    /// An endpoint serving one test gauge: its address, its shutdown
+    /// switch and its task.
+    async fn start() -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = watch::channel(false);
         let collect: Collector =
             Arc::new(|| vec![Reading::gauge("warden_test_gauge", "A test gauge.", 7.0)]);
-        let server = tokio::spawn(serve(listener, collect, rx));
+        (addr, tx, tokio::spawn(serve(listener, collect, rx)))
+    }
+
+    #[tokio::test]
+    async fn a_scrape_gets_the_exposition_and_a_slow_peer_is_dropped() {
+        let (addr, tx, server) = start().await;
 
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -207,6 +232,47 @@ mod tests {
         let _ = s.read_to_string(&mut text).await;
         assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
 
+        tx.send(true).unwrap();
+        server.await.unwrap();
+    }
+
+    /// A local peer that fills every slot with a head trickled a byte at a
+    /// time, each byte well within the old per-read timeout, does not keep
+    /// the scraper out (session 4 attack S4-M1).
+    #[tokio::test]
+    async fn peers_trickling_heads_into_every_slot_do_not_keep_the_scraper_out() {
+        let (addr, tx, server) = start().await;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tricklers = Vec::new();
+        for _ in 0..MAX_CONCURRENT {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let stop = Arc::clone(&stop);
+            tricklers.push(tokio::spawn(async move {
+                for b in b"GET /metrics HTTP/1.1\r\nX-Slow: ".iter().cycle() {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed)
+                        || s.write_all(&[*b]).await.is_err()
+                    {
+                        return;
+                    }
+                    tokio::time::sleep(READ_TIMEOUT / 5).await;
+                }
+            }));
+        }
+        tokio::time::sleep(READ_TIMEOUT / 5).await;
+        let scrape = async {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).await.unwrap();
+            text
+        };
+        let got = tokio::time::timeout(READ_TIMEOUT * 6, scrape).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let text = got.expect("the scrape was kept out by peers trickling heads");
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        for t in tricklers {
+            t.await.unwrap();
+        }
         tx.send(true).unwrap();
         server.await.unwrap();
     }

@@ -5,7 +5,9 @@
 //! A rule matches when every criterion it has matches: the method is
 //! listed, a path glob matches the normalised path (see
 //! [`crate::protocol::http::path`]; lower-cased on both sides with
-//! `path_case = "insensitive"`), its `query` and `headers` matchers match,
+//! `path_case = "insensitive"`, and always for `block` and `approve`
+//! rules, since Express, ASP.NET Core and IIS route paths without regard
+//! to case), its `query` and `headers` matchers match,
 //! and the body is at most `max_body_bytes` (a body of unknown size
 //! matches, with the bound enforced while it streams). The most
 //! restrictive match wins (block > approve > allow); nothing matching means
@@ -159,7 +161,9 @@ impl HttpPolicy {
                         format!("{p:?}: no '.'/'..' segments; '**' must be a whole segment"),
                     );
                 }
-                paths.push(if insensitive {
+                // Block and approve rules compare paths without regard to
+                // case whatever `path_case` says (see [`HttpPolicy::decide`]).
+                paths.push(if insensitive || rc.action != RuleAction::Allow {
                     p.to_lowercase()
                 } else {
                     p.clone()
@@ -206,21 +210,35 @@ impl HttpPolicy {
         &self.name
     }
 
+    /// The readings of a request path (see [`Readings`]).
+    fn readings(&self, path: &str) -> Readings {
+        Readings {
+            exact: [if self.insensitive {
+                path.to_lowercase()
+            } else {
+                path.to_owned()
+            }],
+            loose: format_readings(&path.to_lowercase()),
+        }
+    }
+
+    /// Whether a rule with parameter matchers (`query = {…}`) applies to
+    /// this method and path: then the parameters of the request's body
+    /// matter, whatever its type says (see
+    /// [`crate::protocol::http::params::untyped_body_params`]).
+    pub fn reads_body_parameters(&self, method: &str, path: &str) -> bool {
+        let readings = self.readings(path);
+        self.rules
+            .iter()
+            .any(|r| !r.query.is_empty() && Self::applies(r, method, readings.of(r.action)))
+    }
+
     /// Decide on one request.
     pub fn decide(&self, req: &HttpRequestFacts<'_>) -> HttpVerdict {
-        let lowered;
-        let path = if self.insensitive {
-            lowered = req.path.to_lowercase();
-            lowered.as_str()
-        } else {
-            req.path
-        };
-        // The path as written first; `block` and `approve` rules also read it
-        // with a format suffix cut. Computed once per request.
-        let readings = format_readings(path);
+        let readings = self.readings(req.path);
         let mut best: Option<(&HttpRule, Action)> = None;
         for r in &self.rules {
-            if !Self::matches(r, req, &readings) {
+            if !Self::matches(r, req, readings.of(r.action)) {
                 continue;
             }
             let action = match r.action {
@@ -276,23 +294,25 @@ impl HttpPolicy {
         }
     }
 
-    fn matches(r: &HttpRule, req: &HttpRequestFacts<'_>, readings: &[String]) -> bool {
-        // See the module docs: every occurrence for allow, any for the rest.
+    /// Whether `r`'s method and path criteria match.
+    fn applies(r: &HttpRule, method: &str, readings: &[String]) -> bool {
         let every = r.action == RuleAction::Allow;
         // A `block` or `approve` rule on GET holds HEAD too: servers and
         // frameworks run the GET handler for it (see the module docs).
-        let method_is =
-            |m: &String| m == req.method || (!every && m == "GET" && req.method == "HEAD");
+        let method_is = |m: &String| m == method || (!every && m == "GET" && method == "HEAD");
         if !r.methods.is_empty() && !r.methods.iter().any(method_is) {
             return false;
         }
-        let readings = if every { &readings[..1] } else { readings };
-        if !r.paths.is_empty()
-            && !r
-                .paths
+        r.paths.is_empty()
+            || r.paths
                 .iter()
                 .any(|p| readings.iter().any(|path| path_glob(p, path)))
-        {
+    }
+
+    fn matches(r: &HttpRule, req: &HttpRequestFacts<'_>, readings: &[String]) -> bool {
+        // See the module docs: every occurrence for allow, any for the rest.
+        let every = r.action == RuleAction::Allow;
+        if !Self::applies(r, req.method, readings) {
             return false;
         }
         let holds = |name: &str, glob: &str, first: &[Param], more: &[Param]| {
@@ -325,6 +345,26 @@ impl HttpPolicy {
             return false;
         }
         true
+    }
+}
+
+/// How rules read one request path. An `allow` rule reads it as written
+/// (lower-cased with `path_case = "insensitive"`); `block` and `approve`
+/// rules read it as loosely as an upstream may: without regard to case
+/// (Express's router, ASP.NET Core and IIS route `/ADMIN` to `/admin` by
+/// default) and with a format suffix cut ([`format_readings`]).
+struct Readings {
+    exact: [String; 1],
+    loose: Vec<String>,
+}
+
+impl Readings {
+    fn of(&self, action: RuleAction) -> &[String] {
+        if action == RuleAction::Allow {
+            &self.exact
+        } else {
+            &self.loose
+        }
     }
 }
 
@@ -486,8 +526,15 @@ rules = [
         let p = policy(text);
         assert_eq!(decide(&p, "GET", "/ADMIN").action, Action::Block);
         assert_eq!(decide(&p, "GET", "/aDmIn/x").action, Action::Block);
+        // A block rule reads paths without regard to case whatever
+        // path_case says (Express, ASP.NET Core, IIS route them alike);
+        // an allow rule compares them as written unless told otherwise.
         let s = policy(&text.replace("path_case = \"insensitive\"", ""));
-        assert!(decide(&s, "GET", "/ADMIN").is_allowed());
+        assert_eq!(decide(&s, "GET", "/ADMIN").action, Action::Block);
+        assert_eq!(decide(&s, "GET", "/aDmIn/x.json").action, Action::Block);
+        let a = policy("rules = [{ action = \"allow\", paths = [\"/Public/**\"] }]");
+        assert!(decide(&a, "GET", "/Public/x").is_allowed());
+        assert_eq!(decide(&a, "GET", "/public/x").action, Action::Deny);
     }
 
     #[test]

@@ -188,6 +188,11 @@ pub struct StatementFacts {
     /// `DEALLOCATE name` (`Some(Some(name))`) or `DEALLOCATE ALL` /
     /// `DISCARD ALL` (`Some(None)`).
     pub deallocate: Option<Option<String>>,
+    /// The portal a cursor statement names: `DECLARE name`, `FETCH`/`MOVE
+    /// … name`, `CLOSE name` (`Some(Some(name))`); `CLOSE ALL` and
+    /// `DISCARD ALL` close every portal (`Some(None)`). SQL cursors and
+    /// the extended protocol's portals are one namespace on the server.
+    pub cursor: Option<Option<String>>,
     /// Transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT...).
     pub transaction: bool,
     /// The statement asks for a read-write transaction or session
@@ -212,6 +217,7 @@ impl StatementFacts {
             prepare: None,
             execute: None,
             deallocate: None,
+            cursor: None,
             transaction: false,
             read_write: false,
             note: None,
@@ -1017,6 +1023,7 @@ impl Walker {
                 if enum_is(f, "target", DiscardMode::DiscardAll) {
                     let facts = self.facts();
                     facts.deallocate = Some(None);
+                    facts.cursor = Some(None);
                     facts.settings.push(SettingChange {
                         name: "all".into(),
                         value: None,
@@ -1065,7 +1072,10 @@ impl Walker {
                 self.set_command("LOCK");
                 self.bump(Write, None);
             }
-            "DeclareCursorStmt" => self.set_command("DECLARE"),
+            "DeclareCursorStmt" => {
+                self.set_command("DECLARE");
+                self.facts().cursor = Some(Some(str_field(f, "portalname").to_owned()));
+            }
             "FetchStmt" => {
                 let cmd = if bool_field(f, "ismove") {
                     "MOVE"
@@ -1073,8 +1083,13 @@ impl Walker {
                     "FETCH"
                 };
                 self.set_command(cmd);
+                self.facts().cursor = Some(Some(str_field(f, "portalname").to_owned()));
             }
-            "ClosePortalStmt" => self.set_command("CLOSE"),
+            "ClosePortalStmt" => {
+                self.set_command("CLOSE");
+                let name = str_field(f, "portalname");
+                self.facts().cursor = Some((!name.is_empty()).then(|| name.to_owned()));
+            }
             "CreateTableAsStmt" => {
                 let cmd = match object_type(f, "objtype") {
                     Some(ObjectType::ObjectMatview) => "CREATE MATERIALIZED VIEW",
@@ -2020,6 +2035,15 @@ mod tests {
             Some("p")
         );
         assert_eq!(one("DEALLOCATE ALL").deallocate, Some(None));
+        assert_eq!(one("DISCARD ALL").cursor, Some(None));
+        assert_eq!(one("CLOSE ALL").cursor, Some(None));
+        assert_eq!(one("CLOSE \"P\"").cursor, Some(Some("P".into())));
+        assert_eq!(one("FETCH 2 FROM p").cursor, Some(Some("p".into())));
+        assert_eq!(one("MOVE ALL IN p").cursor, Some(Some("p".into())));
+        assert_eq!(
+            one("DECLARE c CURSOR WITH HOLD FOR SELECT 1").cursor,
+            Some(Some("c".into()))
+        );
         assert_eq!(
             one("DEALLOCATE PREPARE \"Q\"").deallocate,
             Some(Some("Q".into()))

@@ -11,7 +11,12 @@
 //!   readings are kept;
 //! - a body of a form, multipart or JSON type holds parameters too (PHP's
 //!   `$_REQUEST`, Rails' and Laravel's `params`): its top-level fields are
-//!   parameters like the query's ([`body_format`], [`body_params`]);
+//!   parameters like the query's ([`body_format`], [`body_params`]); so
+//!   does a body of another type or none when a rule looks at parameters
+//!   (FastAPI, Go handlers, Rack read them whatever the type says:
+//!   [`untyped_body_params`]);
+//! - cookies are parameters too (ASP.NET's `Request[name]`, PHP's
+//!   `$_REQUEST`): [`cookie_params`];
 //! - a header's name is folded (`X_Env` is `X-Env` to CGI-style servers)
 //!   and its value is read whole and as a comma-separated list.
 //!
@@ -45,7 +50,29 @@ pub enum ParamError {
     Multipart(String),
     #[error("JSON request body does not parse: {0}")]
     Json(String),
+    #[error(
+        "request body in charset {0:?} cannot be judged (an upstream reads its parameters in \
+         that charset; UTF-8, US-ASCII and ISO-8859-1 are read)"
+    )]
+    Charset(String),
 }
+
+/// Charsets in which every parameter name and value Warden reads as UTF-8
+/// reads the same where it matters: ASCII bytes are ASCII characters and
+/// no other byte makes one. Any other declared charset (UTF-16, UTF-7,
+/// EBCDIC…) is refused on a body whose parameters are read: Tomcat and
+/// Spring percent-decode form bytes and then decode them in it.
+const READ_CHARSETS: &[&str] = &[
+    "utf-8",
+    "utf8",
+    "us-ascii",
+    "ascii",
+    "iso-8859-1",
+    "iso_8859-1",
+    "latin1",
+    "windows-1252",
+    "cp1252",
+];
 
 /// The name a framework may read for `raw`, and whether `raw` names an
 /// array or map member (`a[]`, `a[k]`).
@@ -144,6 +171,14 @@ pub fn body_format<'a>(
         [one] => String::from_utf8_lossy(one).into_owned(),
         _ => return Err(ParamError::SeveralTypes),
     };
+    if let Some(cs) = crate::protocol::http::media_type(&value).charset
+        && !READ_CHARSETS.contains(&cs.as_str())
+        && ["form", "json", "multipart", "urlencoded"]
+            .iter()
+            .any(|w| value.to_ascii_lowercase().contains(w))
+    {
+        return Err(ParamError::Charset(cs));
+    }
     // PHP ends the type at ';', ',' or a space: so does this.
     let essence = value
         .split([';', ',', ' ', '\t'])
@@ -204,6 +239,94 @@ pub fn body_params(format: &BodyFormat, body: &[u8]) -> Result<Vec<Param>, Param
         BodyFormat::Multipart(b) => multipart(body, b),
         BodyFormat::Json => json_members(body),
     }
+}
+
+/// The pairs of `Cookie` headers as parameters: ASP.NET's `Request[name]`
+/// and PHP's `$_REQUEST` (its built-in request order) read cookies with
+/// the query and the form. Each value as sent and percent-decoded (PHP
+/// decodes it), quotes removed.
+pub fn cookie_params<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Vec<Param> {
+    let mut out: Vec<Param> = Vec::new();
+    for v in values {
+        let text = String::from_utf8_lossy(v);
+        for pair in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = v.trim().trim_matches('"');
+            for p in [
+                param(k.trim(), Some(v.to_owned())),
+                param(&decode_component(k.trim()), Some(decode_component(v))),
+            ] {
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The parameters an application may read from a body whose type names no
+/// parameter format (none at all, `text/plain`,
+/// `application/octet-stream`…): FastAPI reads an untyped body as JSON, Go
+/// handlers decode JSON whatever the type, as do Flask's
+/// `get_json(force=True)` and Express's `json({type: '*/*'})`, and Rack
+/// (Rails, Sinatra) parses an untyped POST body as a form. Every reading
+/// is kept: the body as a form, and, when it is a JSON document (its
+/// first character, after blanks and a byte-order mark, is `{`), its
+/// members; a document that does not parse is an error, as it is under a
+/// JSON type.
+pub fn untyped_body_params(body: &[u8]) -> Result<Vec<Param>, ParamError> {
+    let mut out = query_params(&String::from_utf8_lossy(body));
+    // Jackson tells UTF-16 and UTF-32 documents by their first bytes,
+    // whatever the type says.
+    let wide = wide_text(body);
+    let text = match &wide {
+        Some(w) => w.trim_start().as_bytes(),
+        None => body.trim_ascii_start(),
+    };
+    let text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text);
+    if text.starts_with(b"{") {
+        out.extend(json_members(text)?);
+    }
+    Ok(out)
+}
+
+/// `body` decoded as UTF-16 or UTF-32 when its first bytes say so as
+/// Jackson reads them (a byte-order mark, or the zero bytes around an
+/// ASCII first character); `None` otherwise or when it does not decode.
+fn wide_text(body: &[u8]) -> Option<String> {
+    let b = body.get(..4)?;
+    let units = |n: usize, be: bool| -> Vec<u32> {
+        body.chunks_exact(n)
+            .map(|c| {
+                c.iter().enumerate().fold(0u32, |acc, (i, x)| {
+                    let shift = if be { 8 * (n - 1 - i) } else { 8 * i };
+                    acc | (u32::from(*x) << shift)
+                })
+            })
+            .collect()
+    };
+    let utf16 = |be: bool| -> Option<String> {
+        let u: Vec<u16> = units(2, be)
+            .into_iter()
+            .map(|x| u16::try_from(x).unwrap_or(0xFFFD))
+            .collect();
+        String::from_utf16(&u).ok()
+    };
+    let utf32 =
+        |be: bool| -> Option<String> { units(4, be).into_iter().map(char::from_u32).collect() };
+    let text = match b {
+        [0, 0, 0xFE, 0xFF] => utf32(true)?,
+        [0xFF, 0xFE, 0, 0] => utf32(false)?,
+        [0, 0, 0, x] if *x != 0 => utf32(true)?,
+        [x, 0, 0, 0] if *x != 0 => utf32(false)?,
+        [0xFE, 0xFF, ..] => utf16(true)?,
+        [0xFF, 0xFE, ..] => utf16(false)?,
+        [0, x, ..] if *x != 0 => utf16(true)?,
+        [x, 0, ..] if *x != 0 => utf16(false)?,
+        _ => return None,
+    };
+    Some(text.trim_start_matches('\u{feff}').to_owned())
 }
 
 /// The top-level members of a JSON object body, each occurrence of a name
@@ -539,6 +662,61 @@ mod tests {
             f(&["text/plain", "text/plain"]),
             Err(ParamError::SeveralTypes)
         );
+    }
+
+    #[test]
+    fn cookies_are_parameters() {
+        let ps = cookie_params([&b"a=1; Force=\"%74rue\""[..], &b"sid=x"[..]]);
+        assert!(ps.contains(&Param {
+            name: "force".into(),
+            value: Some("true".into())
+        }));
+        assert!(ps.iter().any(|p| p.name == "sid"));
+    }
+
+    #[test]
+    fn untyped_bodies_are_read_as_forms_and_as_json() {
+        let ps = untyped_body_params(b" {\"Force\": true}").unwrap();
+        assert!(ps.contains(&Param {
+            name: "force".into(),
+            value: Some("true".into())
+        }));
+        let ps = untyped_body_params(b"\xef\xbb\xbf{\"a\": 1}").unwrap();
+        assert!(ps.iter().any(|p| p.name == "a"));
+        let ps = untyped_body_params(b"a=1&force=on").unwrap();
+        assert!(ps.contains(&Param {
+            name: "force".into(),
+            value: Some("on".into())
+        }));
+        assert!(untyped_body_params(b"{\"force\": true,}").is_err());
+        // UTF-16 and UTF-32 documents, as Jackson detects them.
+        for doc in [
+            "{\"force\": true}"
+                .encode_utf16()
+                .flat_map(u16::to_be_bytes)
+                .collect::<Vec<u8>>(),
+            "{\"force\": true}"
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect(),
+            "{\"force\": true}"
+                .chars()
+                .flat_map(|c| u32::from(c).to_be_bytes())
+                .collect(),
+        ] {
+            let ps = untyped_body_params(&doc).unwrap();
+            assert!(ps.iter().any(|p| p.name == "force"), "{doc:?}");
+        }
+        assert!(matches!(
+            body_format([&b"application/x-www-form-urlencoded; charset=UTF-16BE"[..]]),
+            Err(ParamError::Charset(_))
+        ));
+        assert!(matches!(
+            body_format([&b"application/json; charset=\"utf-8\""[..]]),
+            Ok(Some(BodyFormat::Json))
+        ));
+        assert_eq!(body_format([&b"text/plain; charset=utf-16"[..]]), Ok(None));
+        assert!(untyped_body_params(b"\x01\x02 binary").is_ok());
     }
 
     #[test]

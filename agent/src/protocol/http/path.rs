@@ -11,7 +11,8 @@
 //! when the policy says so, the path is lower-cased.
 //!
 //! Refused outright (fail closed, `400`): encoded `/` or `\` (`%2F`,
-//! `%5C`), a literal `\`, NUL, invalid `%` escapes, decoded bytes that are
+//! `%5C`), an encoded `%` that makes another escape (`%252e`: read as `.`
+//! by an upstream that decodes twice), a literal `\`, NUL, invalid `%` escapes, decoded bytes that are
 //! not UTF-8, a fragment, dot segments carrying parameters (`..;x`), which
 //! servers disagree about, userinfo in an absolute-form target, and
 //! characters outside ASCII that servers or frameworks may fold into
@@ -30,6 +31,11 @@ pub enum PathError {
     BadEscape,
     #[error("encoded '/' or '\\' in the path (refused: servers disagree about them)")]
     EncodedSeparator,
+    #[error(
+        "an encoded '%' that makes another escape in the path (refused: an upstream that decodes \
+         twice would read another path)"
+    )]
+    DoubleEncoded,
     #[error("'\\' or NUL in the path")]
     ForbiddenByte,
     #[error("the path is not UTF-8 once decoded")]
@@ -239,6 +245,16 @@ fn check_escapes(raw: &str) -> Result<(), PathError> {
             if v == b'/' || v == b'\\' {
                 return Err(PathError::EncodedSeparator);
             }
+            // `%25` followed by two hex digits decodes to an escape: a
+            // second decoding (nginx with variables in proxy_pass, IIS,
+            // applications that unescape again) reads `%252e%252e` as `..`
+            // and `%252f` as `/`.
+            if v == b'%'
+                && b.get(i + 3..i + 5)
+                    .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+            {
+                return Err(PathError::DoubleEncoded);
+            }
             i += 3;
         } else {
             i += 1;
@@ -350,6 +366,13 @@ mod tests {
         assert_eq!(normalize("/%2fadmin"), Err(PathError::EncodedSeparator));
         assert_eq!(normalize("/admin%2F.."), Err(PathError::EncodedSeparator));
         assert_eq!(normalize("/a%5cb"), Err(PathError::EncodedSeparator));
+        assert_eq!(
+            normalize("/x/%252e%252e/admin"),
+            Err(PathError::DoubleEncoded)
+        );
+        assert_eq!(normalize("/admin%252Fx"), Err(PathError::DoubleEncoded));
+        assert_eq!(normalize("/100%25"), Ok(normalize("/100%25").unwrap()));
+        assert!(normalize("/100%25off").is_ok());
         assert_eq!(normalize("/a\\b"), Err(PathError::ForbiddenByte));
         assert_eq!(normalize("/a%00"), Err(PathError::ForbiddenByte));
         assert_eq!(normalize("/a%zz"), Err(PathError::BadEscape));

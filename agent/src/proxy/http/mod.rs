@@ -991,9 +991,21 @@ impl Conn<'_> {
             Ok(f) => f.filter(|_| kind != BodyKind::Empty),
             Err(e) => return self.bad(c, 400, e.to_string(), Some(&req)).await,
         };
+        // A body of another type (or none) holds parameters too for many
+        // applications (FastAPI, Go handlers, Rack): read as every one of
+        // them may when a rule looks at parameters of this request, and
+        // for an untyped POST, which Rack parses as a form before routing
+        // (its MethodOverride reads `_method` there).
+        let untyped_params = body_format.is_none()
+            && kind != BodyKind::Empty
+            && (self
+                .grant
+                .policy
+                .reads_body_parameters(&req.method, &target.match_path)
+                || (req.method == "POST" && head.all("content-type").next().is_none()));
         // Parameters in a coded body: frameworks that decompress requests
         // would read what Warden cannot judge.
-        if body_format.is_some()
+        if (body_format.is_some() || untyped_params)
             && let Some(why) = request::coded_params(&head)
         {
             return self.bad(c, 415, why, Some(&req)).await;
@@ -1041,10 +1053,14 @@ impl Conn<'_> {
             BodyKind::Length(n) => Some(n),
             _ => None,
         };
-        let mut verdict = decide(&[], declared);
+        // Cookies are parameters too to ASP.NET's `Request[name]` and PHP's
+        // `$_REQUEST` (with its built-in request order): judged with the
+        // body's.
+        let cookies = params::cookie_params(head.all("cookie"));
+        let mut verdict = decide(&cookies, declared);
         // The body, read whole when its parameters must be judged.
         let mut body: Option<Vec<u8>> = None;
-        if let Some(format) = &body_format
+        if (body_format.is_some() || untyped_params)
             && matches!(verdict.action, Action::Allow | Action::Approve)
         {
             if expect_continue {
@@ -1054,13 +1070,19 @@ impl Conn<'_> {
                 Ok(b) => b,
                 Err((status, why)) => return self.bad(c, status, why, Some(&req)).await,
             };
-            let found = match params::body_params(format, &bytes) {
+            let read = match &body_format {
+                Some(format) => params::body_params(format, &bytes),
+                None => params::untyped_body_params(&bytes),
+            };
+            let found = match read {
                 Ok(p) => p,
                 Err(e) => return self.bad(c, 400, e.to_string(), Some(&req)).await,
             };
             if let Some(why) = request::param_override(&found, "body") {
                 return self.bad(c, 403, why, Some(&req)).await;
             }
+            let mut found = found;
+            found.extend(cookies.iter().cloned());
             let again = decide(&found, Some(bytes.len() as u64));
             // The body's parameters can only make the decision stricter
             // (see policy::http); take it as it is.
@@ -1339,10 +1361,22 @@ impl Conn<'_> {
                 Some(place) => Some(format!(
                     "the upstream echoed the grant's credential in {place}"
                 )),
-                None => (resp.status == 206).then(|| {
+                None if resp.status == 206 => Some(
                     "a partial response (206) cannot be searched whole for the grant's credential"
-                        .to_owned()
-                }),
+                        .to_owned(),
+                ),
+                // Extensions were not offered (see `upstream_headers`): a
+                // compressed upgraded stream cannot be searched.
+                None if resp.status == 101
+                    && resp.all("sec-websocket-extensions").next().is_some() =>
+                {
+                    Some(
+                        "an upgraded connection with an extension (Sec-WebSocket-Extensions: \
+                         compressed messages) cannot be searched for the grant's credential"
+                            .to_owned(),
+                    )
+                }
+                None => None,
             });
         if let Some(why) = unsearchable {
             *upstream = None;
@@ -1493,6 +1527,10 @@ impl Conn<'_> {
         // credential; a masked one is judged whole, never in ranges.
         if self.grant.masker.is_some() || self.grant.credential.is_some() {
             remove_header(&mut out_headers, "accept-encoding");
+            // The same for an upgraded connection: WebSocket extensions
+            // (permessage-deflate) would compress what the tunnel's search
+            // reads; a 101 that names one anyway is refused.
+            remove_header(&mut out_headers, "sec-websocket-extensions");
         }
         // A range of an echo is a piece of the credential shorter than any
         // form the search looks for: bodies are searched whole, never in
@@ -1818,7 +1856,7 @@ impl Conn<'_> {
             Ok(Err((
                 413,
                 format!(
-                    "a request body with parameters (form, multipart, JSON) is judged whole: \
+                    "a request body whose parameters a rule looks at is judged whole: \
                      larger than {limit} bytes (max_message_bytes) is refused"
                 ),
             )))

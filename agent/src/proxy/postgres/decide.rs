@@ -291,11 +291,35 @@ impl Decider {
         {
             return d;
         }
-        let mut facts = d.columns.as_deref().cloned().unwrap_or_default();
-        facts.masked.push("a cursor over masked columns".into());
+        reading_masked_through(&d, "a cursor over masked columns".into())
+    }
+
+    /// A SQL `FETCH`/`MOVE` of `portal`, a protocol portal whose statement
+    /// Warden may not let the server run that way: one of an `approve`
+    /// rule not yet approved (asked at its Execute, with its values), or
+    /// one Warden never decided.
+    pub fn portal_run_by_sql(
+        &self,
+        d: &Decided,
+        portal: &str,
+        rule: Option<String>,
+    ) -> Arc<Decided> {
         Arc::new(Decided {
-            columns: Some(Arc::new(facts)),
-            ..(*d).clone()
+            decision: StatementDecision::Denied,
+            answer: Answer::Policy,
+            rule,
+            reason: Some(format!(
+                "{} of portal {portal:?} would run the statement bound to it, which is asked \
+                 about (or was never decided) at its protocol Execute: send the Execute",
+                d.analysis
+                    .iter()
+                    .flat_map(|a| &a.statements)
+                    .map(|s| s.command.as_str())
+                    .find(|c| matches!(*c, "FETCH" | "MOVE"))
+                    .unwrap_or("FETCH")
+            )),
+            columns: None,
+            ..d.clone()
         })
     }
 
@@ -713,6 +737,17 @@ impl Decider {
 /// they follow a non-ASCII lead byte.
 pub fn tokenisation_neutral(sql: &str) -> bool {
     sql.bytes().all(|b| b.is_ascii() && b != b'\\')
+}
+
+/// `d`, which also reads masked columns through `what` (a cursor, a
+/// portal): the server's texts about it are withheld.
+pub fn reading_masked_through(d: &Decided, what: String) -> Arc<Decided> {
+    let mut facts = d.columns.as_deref().cloned().unwrap_or_default();
+    facts.masked.push(what);
+    Arc::new(Decided {
+        columns: Some(Arc::new(facts)),
+        ..d.clone()
+    })
 }
 
 /// The session decision for a policy verdict.

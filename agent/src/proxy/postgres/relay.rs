@@ -744,6 +744,15 @@ where
                         }
                     }
                 };
+                // A FETCH parsed before the portal it names was bound:
+                // judged on the portals as they are now.
+                let d = self.through_portals(d);
+                if !d.allowed() {
+                    self.seq += 1;
+                    self.refuse(&d, "extended", false).await?;
+                    self.skipping = true;
+                    return Ok(true);
+                }
                 self.seq += 1;
                 let stmt = self.audit_request(&d, "extended").await?;
                 let Some(stmt) = stmt else {
@@ -831,6 +840,45 @@ where
     /// waits for the next Sync (result origins it cannot place are
     /// withheld meanwhile) and an unknown relation is refused.
     async fn decide(&mut self, sql: &str) -> Arc<Decided> {
+        let d = self.decide_text(sql).await;
+        self.through_portals(d)
+    }
+
+    /// SQL `FETCH` and `MOVE` run protocol portals too (SQL cursors and
+    /// portals are one namespace on the server; for `DELETE … RETURNING`
+    /// the first FETCH runs the whole statement). Fetching a portal Warden
+    /// knows from a Bind is deciding to run its statement: refused unless
+    /// that statement is allowed as it stands (one of an `approve` rule is
+    /// asked at its Execute, with its values), and reading masked columns
+    /// when it does. A name Warden has no Bind for is a SQL cursor, decided
+    /// at its DECLARE.
+    fn through_portals(&self, d: Arc<Decided>) -> Arc<Decided> {
+        if !(d.allowed() || d.decision == StatementDecision::ApprovalRequired) {
+            return d;
+        }
+        let mut out = Arc::clone(&d);
+        for s in d.analysis.iter().flat_map(|a| &a.statements) {
+            let (true, Some(Some(name))) =
+                (matches!(s.command.as_str(), "FETCH" | "MOVE"), &s.cursor)
+            else {
+                continue;
+            };
+            let bound = match self.portals.get(name) {
+                None => continue,
+                Some(Some(p)) if p.ask.is_none() && p.decided.allowed() => p,
+                Some(p) => {
+                    let rule = p.as_ref().and_then(|p| p.decided.rule.clone());
+                    return self.decider.portal_run_by_sql(&d, name, rule);
+                }
+            };
+            if bound.decided.reads_masked() {
+                out = super::decide::reading_masked_through(&out, format!("portal {name}"));
+            }
+        }
+        out
+    }
+
+    async fn decide_text(&mut self, sql: &str) -> Arc<Decided> {
         if self.runs > self.settled.load(Ordering::Acquire)
             && !super::decide::tokenisation_neutral(sql)
         {
@@ -1054,8 +1102,27 @@ where
     /// Warden knows by those names are forgotten when such a statement is
     /// sent (a later Bind of the name is then refused at Execute — fail
     /// closed — rather than decided on what Warden saw parsed before).
+    /// Likewise SQL `DECLARE name`, `CLOSE name|ALL` and `DISCARD ALL` act
+    /// on the protocol's portals: a later Execute of such a name (a SQL
+    /// cursor now, or nothing) is refused rather than decided on an
+    /// earlier Bind.
     fn forget_statements_named_by(&mut self, d: &Decided) {
         let Some(a) = &d.analysis else { return };
+        for s in &a.statements {
+            match (s.command.as_str(), &s.cursor) {
+                ("FETCH" | "MOVE", _) | (_, None) => {}
+                (_, Some(Some(name))) => {
+                    self.portals.remove(name);
+                    if self.described.as_deref() == Some(name) {
+                        self.described = None;
+                    }
+                }
+                (_, Some(None)) => {
+                    self.portals.clear();
+                    self.described = None;
+                }
+            }
+        }
         let mut types = lock_types(&self.param_types);
         for s in &a.statements {
             match (&s.prepare, &s.deallocate) {
