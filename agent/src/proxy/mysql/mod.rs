@@ -1090,13 +1090,17 @@ impl Session {
         if let Some(m) = self.masker.as_ref().filter(|m| m.has_columns())
             && verdict.is_allowed()
         {
-            let masked = |column: &str| {
+            let masked_in = |column: Option<&str>| {
                 verdict.tables.iter().any(|t| {
                     let t = t.rsplit('.').next().unwrap_or(t);
-                    m.column_rule_loose(None, t, Some(column)).is_some()
+                    m.column_rule_loose(None, t, column).is_some()
                 })
             };
-            if let Some(why) = crate::policy::mysql::masked_column_misuse(text, masked) {
+            let reads_masked = masked_in(None);
+            let masked = |column: &str| masked_in(Some(column));
+            if let Some(why) =
+                crate::policy::mysql::masked_column_misuse(text, masked, reads_masked)
+            {
                 return Verdict {
                     action: Action::Block,
                     rule: None,
