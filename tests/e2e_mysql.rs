@@ -10,6 +10,7 @@ use std::process::Command;
 
 use common::mariadb::{self, MariaDb};
 use common::mysql::*;
+use common::{User, WARDEN};
 
 #[test]
 fn the_harness_starts_mariadb_with_the_data_set() {
@@ -664,4 +665,114 @@ fn tls_upstream_is_spoken_and_verified_when_the_target_asks() {
     let e = MyEnv::start();
     let out = e.mariadb_ok("SHOW SESSION STATUS LIKE 'Ssl_version'");
     assert_eq!(out.trim_end(), "Ssl_version", "no TLS: {out}");
+}
+
+/// `warden approvals ARGS` on `socket` as `uid` (0: root, directly).
+fn approvals(socket: &std::path::Path, uid: u32, args: &[&str]) -> std::process::Output {
+    let mut cmd = if uid == 0 {
+        Command::new(WARDEN)
+    } else {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"))
+            .arg("--clear-groups")
+            .arg(WARDEN);
+        c
+    };
+    cmd.args([
+        "--config",
+        "/nonexistent/warden.toml",
+        "approvals",
+        "--socket",
+    ])
+    .arg(socket)
+    .args(args)
+    .output()
+    .unwrap()
+}
+
+/// The pending request whose statement contains `needle`, waited for.
+fn pending_with(socket: &std::path::Path, needle: &str) -> serde_json::Value {
+    let t = std::time::Instant::now();
+    loop {
+        let out = approvals(socket, 0, &["--json", "list"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(r) = v["pending"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r.to_string().contains(needle))
+        {
+            return r.clone();
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(15),
+            "no pending request with {needle:?}: {v:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_approve_rule_holds_every_execution_of_a_prepared_statement_showing_its_values() {
+    let approver = User::create("wdn-my-approver");
+    let socket = std::env::temp_dir().join(format!(
+        "warden-mysql-approvals-{}.sock",
+        std::process::id()
+    ));
+    let policy = POLICY.replace(
+        "approval_timeout_secs = 1",
+        &format!(
+            "approval_timeout_secs = 20\napprovers = {{ groups = [], uids = [{}] }}\nsocket = \"{}\"",
+            approver.uid,
+            socket.display()
+        ),
+    );
+    let e = MyEnv::start_custom("", "", &policy);
+    let script = format!(
+        "{RAW_CLIENT}\n{}",
+        r#"
+s = connect()
+r = prepare(s, "UPDATE orders SET total = ? WHERE id = ?")
+print("prepare", r[0], flush=True)
+sid = r[1]
+print("first", execute(s, sid, ["12.5", 1]), flush=True)
+print("second", execute(s, sid, ["77.7", 2]), flush=True)
+"#
+    );
+    let port = e.db.port().to_string();
+    let child = e.spawn_in_app("/usr/bin/python3", &["-c", &script, &port]);
+    // The first execution is held with its values shown; approved, it runs.
+    let first = pending_with(&socket, "12.5");
+    let shown = first.to_string();
+    assert!(
+        shown.contains("UPDATE orders SET total = ? WHERE id = ?"),
+        "{first:#}"
+    );
+    assert!(shown.contains("parameters"), "{first:#}");
+    let id = first["id"].as_str().unwrap().to_owned();
+    let ok = approvals(
+        &socket,
+        approver.uid,
+        &["approve", &id, "--reason", "ticket 1"],
+    );
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    // The second, with other values, is held again: denied, it does not run.
+    let second = pending_with(&socket, "77.7");
+    let id = second["id"].as_str().unwrap().to_owned();
+    let no = approvals(&socket, approver.uid, &["deny", &id, "--reason", "no"]);
+    assert!(no.status.success(), "{}", text(&no.stderr));
+    let out = child.wait_with_output().unwrap();
+    let so = text(&out.stdout);
+    let totals = text(
+        &e.db
+            .root_sql("SELECT total FROM shop.orders ORDER BY id")
+            .stdout,
+    );
+    let _ =
+        e.db.root_sql("UPDATE shop.orders SET total = IF(id = 1, 10.50, 99.99)");
+    assert!(so.contains("prepare ok"), "{so}\n{}", text(&out.stderr));
+    assert!(line_of(&so, "first").contains("'ok'"), "{so}");
+    assert!(line_of(&so, "second").contains("'err', 1142"), "{so}");
+    assert_eq!(totals, "12.50\n99.99\n");
 }

@@ -91,6 +91,19 @@ masking = \"pii\"
     /// A command run inside the enrolled cgroup, with no MySQL password
     /// anywhere in its environment.
     pub fn in_app(&self, program: &str, args: &[&str]) -> Output {
+        self.app_command(program, args).output().unwrap()
+    }
+
+    /// [`Self::in_app`] started in the background, its stdout piped.
+    pub fn spawn_in_app(&self, program: &str, args: &[&str]) -> std::process::Child {
+        self.app_command(program, args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn app_command(&self, program: &str, args: &[&str]) -> Command {
         let procs = self.env.cg_dir(&self.app).join("cgroup.procs");
         let mut quoted = String::new();
         for a in args {
@@ -98,17 +111,16 @@ masking = \"pii\"
             quoted.push_str(&a.replace('\'', "'\\''"));
             quoted.push('\'');
         }
-        Command::new("sh")
-            .arg("-c")
+        let mut c = Command::new("sh");
+        c.arg("-c")
             .arg(format!(
                 "echo $$ > '{}' && exec '{program}'{quoted}",
                 procs.display()
             ))
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
-            .env("HOME", "/nonexistent")
-            .output()
-            .unwrap()
+            .env("HOME", "/nonexistent");
+        c
     }
 
     /// The `mariadb` client as user `workload`, no password.

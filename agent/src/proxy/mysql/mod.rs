@@ -71,6 +71,9 @@ const MAX_PARAMS: u64 = 65535;
 const MAX_STATEMENTS: usize = 16 * 1024;
 /// Write to the client once this much is buffered.
 const FLUSH_AT: usize = 64 << 10;
+/// Bytes of a parameter sent as long data kept to show an approver (the
+/// rest is counted).
+const LONG_DATA_SHOWN: usize = 4096;
 
 /// One `[[grant]]` on a MySQL target, ready to serve.
 pub struct MysqlGrant {
@@ -727,13 +730,22 @@ struct ResultColumns {
     binary: bool,
 }
 
-/// A statement Warden prepared: the verdict its executions run under.
+/// A statement Warden prepared: the verdict its executions run under
+/// (`Approve`: each execution is held, showing its parameters).
 struct Prepared {
     verdict: Verdict,
     /// The statement text as audited (masked).
     statement: String,
     /// The columns of its last execution's result (for `COM_STMT_FETCH`).
     columns: Option<Arc<ResultColumns>>,
+    /// How many parameters it has.
+    params: u16,
+    /// The parameter types of its last execution (a client sends them
+    /// once).
+    types: Vec<(ColumnType, ColumnFlags)>,
+    /// Per parameter, the long data sent since the last execution (the
+    /// first [`LONG_DATA_SHOWN`] bytes) and its full length.
+    long_data: Vec<Option<(Vec<u8>, usize)>>,
 }
 
 impl Session {
@@ -1165,7 +1177,9 @@ impl Session {
 
     /// Decides, holds (approval) and audits a statement before it is
     /// forwarded; a refused one is answered with ERR 1142 here. `Some`
-    /// with the verdict and the masked text when the statement may go.
+    /// with the verdict and the masked text when the statement may go. A
+    /// `COM_STMT_PREPARE` of an `approve` rule is not held: it runs nothing,
+    /// each of its executions is held with its values (see `execute`).
     async fn admit(
         &mut self,
         text: &str,
@@ -1175,21 +1189,44 @@ impl Session {
         self.seq += 1;
         let (verdict, per_statement) = self.decide(text, utf8);
         let statement = self.text_masker.mask_str(text).0.into_owned();
+        let deferred = via == "prepare" && verdict.action == Action::Approve;
         // A statement of an `approve` rule is held (nothing forwarded) until
         // decided; its request event records how it ended.
-        let verdict = self.approval(verdict, &statement).await;
-        let request = self.event(&verdict, &statement, StatementPhase::Request, via);
+        let verdict = if deferred {
+            verdict
+        } else {
+            let fingerprint = crate::approval::fingerprint::exact_fingerprint("mysql", &statement);
+            self.approval(verdict, &statement, fingerprint).await
+        };
+        Ok(self
+            .gate(verdict, &statement, via, deferred)
+            .await?
+            .map(|verdict| Admitted {
+                verdict,
+                statement,
+                per_statement,
+            }))
+    }
+
+    /// Audits the request phase of a decided statement and answers a
+    /// refused one with ERR 1142; `Some(verdict)` when it may be forwarded
+    /// (`approve_later`: an `Approve` verdict may, for a PREPARE).
+    async fn gate(
+        &mut self,
+        verdict: Verdict,
+        statement: &str,
+        via: &str,
+        approve_later: bool,
+    ) -> Result<Option<Verdict>, SessionError> {
+        let request = self.event(&verdict, statement, StatementPhase::Request, via);
         // Audit before effect: an unrecorded statement is not forwarded.
         let recorded = self.audit.record_statement(request).await;
         if let Err(e) = &recorded {
             tracing::error!(error = %e, "could not audit a statement; refused");
         }
-        if verdict.is_allowed() && recorded.is_ok() {
-            return Ok(Some(Admitted {
-                verdict,
-                statement,
-                per_statement,
-            }));
+        let may = verdict.is_allowed() || (approve_later && verdict.action == Action::Approve);
+        if may && recorded.is_ok() {
+            return Ok(Some(verdict));
         }
         info!(statement.seq = self.seq, rule = ?verdict.rule.as_ref().map(|r| &r.label), "mysql statement refused");
         let why = match (verdict.action, &verdict.rule) {
@@ -1312,6 +1349,9 @@ impl Session {
                     verdict: verdict.clone(),
                     statement: statement.clone(),
                     columns: None,
+                    params: ok.params,
+                    types: Vec::new(),
+                    long_data: Vec::new(),
                 },
             );
             self.last_prepared = Some(ok.statement_id);
@@ -1376,7 +1416,9 @@ impl Session {
     }
 
     /// `COM_STMT_EXECUTE` of a statement Warden prepared (and so decided):
-    /// audited per execution, its binary rows masked.
+    /// audited per execution, its binary rows masked. A statement of an
+    /// `approve` rule is held at every execution, the approver shown its
+    /// parameters (masked); parameters that cannot be read refuse it.
     async fn execute(&mut self, payload: &[u8]) -> Result<(), SessionError> {
         let Some(Named {
             id,
@@ -1388,19 +1430,53 @@ impl Session {
         else {
             return self.unknown_statement("COM_STMT_EXECUTE").await;
         };
+        let shown = self.bound_parameters(id, &payload);
         self.seq += 1;
-        let request = self.event(&verdict, &statement, StatementPhase::Request, "execute");
-        if let Err(e) = self.audit.record_statement(request).await {
-            tracing::error!(error = %e, "could not audit a statement; refused");
-            return self
-                .client_err(
-                    1,
-                    code::TABLE_ACCESS_DENIED,
-                    "42000",
-                    "statement refused: the audit trail is unavailable",
-                )
-                .await;
+        let (verdict, statement) = if verdict.action == Action::Approve {
+            match shown {
+                Ok(shown) => {
+                    let text = if shown.text.is_empty() {
+                        statement
+                    } else {
+                        format!("{statement}\n-- parameters: {}", shown.text)
+                    };
+                    let exact = !matches!(
+                        verdict.class,
+                        crate::policy::model::StatementClass::Read
+                            | crate::policy::model::StatementClass::Write
+                    );
+                    let key = if exact {
+                        format!("{text}\0parameters\0{}", shown.digest)
+                    } else {
+                        self.stmts
+                            .get(&id)
+                            .map(|p| p.statement.clone())
+                            .unwrap_or_default()
+                    };
+                    let fingerprint =
+                        crate::approval::fingerprint::exact_fingerprint("mysql", &key);
+                    (self.approval(verdict, &text, fingerprint).await, text)
+                }
+                Err(e) => {
+                    let v = Verdict {
+                        action: Action::Block,
+                        rule: None,
+                        reason: format!("the parameters of an execution to approve: {e}"),
+                        ..verdict
+                    };
+                    (v, statement)
+                }
+            }
+        } else {
+            (verdict, statement)
+        };
+        if let Some(st) = self.stmts.get_mut(&id) {
+            // The server forgets long data at an execution.
+            st.long_data.clear();
         }
+        let Some(verdict) = self.gate(verdict, &statement, "execute", false).await? else {
+            return Ok(());
+        };
         let started = Instant::now();
         self.upstream.send(0, &payload).await?;
         let mut relayed = self.relay_result(&verdict, true, &[]).await?;
@@ -1409,6 +1485,50 @@ impl Session {
         }
         self.record_result(&verdict, &statement, "execute", &relayed, started);
         Ok(())
+    }
+
+    /// The parameters of an execution of statement `id` as an approver sees
+    /// them (remembering the types it binds).
+    fn bound_parameters(
+        &mut self,
+        id: u32,
+        payload: &[u8],
+    ) -> Result<super::postgres::params::Shown, message::MessageError> {
+        let Some(st) = self.stmts.get_mut(&id) else {
+            return Err(message::MessageError::Empty);
+        };
+        let n = usize::from(st.params);
+        let long: Vec<bool> = (0..n)
+            .map(|i| st.long_data.get(i).is_some_and(Option::is_some))
+            .collect();
+        let (params, types) = binary::execute_params(payload, n, &st.types, &long)?;
+        st.types = types;
+        let values: Vec<Option<Vec<u8>>> = params
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| match p {
+                binary::Param::Null => None,
+                binary::Param::Value(v) => Some(v),
+                binary::Param::LongData => {
+                    let (kept, len) = st.long_data[i].clone().unwrap_or_default();
+                    let mut v = kept;
+                    if len > v.len() {
+                        v.extend_from_slice(
+                            format!(" (… {} more bytes sent as long data)", len - v.len())
+                                .as_bytes(),
+                        );
+                    }
+                    Some(v)
+                }
+            })
+            .collect();
+        let refs: Vec<Option<&[u8]>> = values.iter().map(|v| v.as_deref()).collect();
+        Ok(super::postgres::params::show(
+            &refs,
+            &[],
+            &[],
+            &self.text_masker,
+        ))
     }
 
     /// `COM_STMT_FETCH`: more binary rows of an execution's cursor, masked
@@ -1462,9 +1582,41 @@ impl Session {
                 }
                 self.upstream.send(0, &payload).await
             }
-            com::STMT_SEND_LONG_DATA => self.upstream.send(0, &payload).await,
+            com::STMT_SEND_LONG_DATA => {
+                self.keep_long_data(id, &payload);
+                self.upstream.send(0, &payload).await
+            }
+            com::STMT_RESET => {
+                if let Some(st) = self.stmts.get_mut(&id) {
+                    st.long_data.clear();
+                }
+                self.relay_simple(&payload).await
+            }
             _ => self.relay_simple(&payload).await,
         }
+    }
+
+    /// Keeps (the start of) a piece of long data of a statement Warden
+    /// prepared: an approver of its execution is shown it.
+    fn keep_long_data(&mut self, id: u32, payload: &[u8]) {
+        let Some(st) = self.stmts.get_mut(&id) else {
+            return;
+        };
+        let Some(param) = payload
+            .get(5..7)
+            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+            .filter(|&p| p < usize::from(st.params))
+        else {
+            return;
+        };
+        let data = &payload[7..];
+        if st.long_data.len() <= param {
+            st.long_data.resize(param + 1, None);
+        }
+        let (kept, len) = st.long_data[param].get_or_insert_with(Default::default);
+        let room = LONG_DATA_SHOWN.saturating_sub(kept.len());
+        kept.extend_from_slice(&data[..room.min(data.len())]);
+        *len += data.len();
     }
 
     /// Audits a command Warden refused outside the statement policy.
@@ -1489,9 +1641,14 @@ impl Session {
     /// up to twice its largest packet; a client that leaves withdraws the
     /// request). Other verdicts pass unchanged; without an approval service
     /// the statement stays refused.
-    async fn approval(&mut self, verdict: Verdict, statement: &str) -> Verdict {
+    async fn approval(
+        &mut self,
+        verdict: Verdict,
+        statement: &str,
+        fingerprint: String,
+    ) -> Verdict {
         use super::session::{Asked, ask, wait};
-        use crate::approval::{RequestSpec, Resolution, fingerprint};
+        use crate::approval::{RequestSpec, Resolution};
         if verdict.action != Action::Approve {
             return verdict;
         }
@@ -1506,7 +1663,7 @@ impl Session {
             process: self.caller.process.clone(),
             identity: self.caller.identity.clone(),
             statement: statement.to_owned(),
-            fingerprint: fingerprint::exact_fingerprint("mysql", statement),
+            fingerprint,
             policy: Some(self.policy.name().to_owned()),
             rule: verdict.rule.as_ref().map(|r| r.label.clone()),
             risk: verdict.class.as_str().to_owned(),
