@@ -11,6 +11,7 @@ use std::process::Command;
 use common::mariadb::{self, MariaDb};
 use common::mysql::*;
 use common::{User, WARDEN};
+use serde_json::Value;
 
 #[test]
 fn the_harness_starts_mariadb_with_the_data_set() {
@@ -775,4 +776,94 @@ print("second", execute(s, sid, ["77.7", 2]), flush=True)
     assert!(line_of(&so, "first").contains("'ok'"), "{so}");
     assert!(line_of(&so, "second").contains("'err', 1142"), "{so}");
     assert_eq!(totals, "12.50\n99.99\n");
+}
+
+#[test]
+fn allowlists_learn_freeze_and_enforce_mysql_statement_shapes() {
+    let e = MyEnv::start_custom("", "mode = \"learn\"", POLICY);
+    // A workload's shapes: the text protocol with literals, a prepared
+    // statement with parameters, an IN list.
+    let workload = |id: u32, other: u32| {
+        let so = e.raw(&format!(
+            r#"
+s = connect()
+print("a", query(s, "SELECT name FROM customers WHERE id = {id}"))
+print("b", query(s, "SELECT id, total FROM orders WHERE id IN ({id}, {other}) ORDER BY id"))
+ok, sid, cols = prepare(s, "SELECT name FROM customers WHERE id = ?")
+print("c", execute(s, sid, [{id}]))
+"#
+        ));
+        assert!(!so.contains("'err'"), "{so}");
+        so
+    };
+    workload(1, 2);
+    workload(2, 1);
+    let learned: Value = serde_json::from_slice(
+        &e.env
+            .warden(&["policy", "learned", "--grant", "app/shop", "--json"])
+            .stdout,
+    )
+    .unwrap();
+    let fps = learned["fingerprints"].as_object().unwrap();
+    let texts: Vec<&str> = fps.values().map(|f| f["text"].as_str().unwrap()).collect();
+    for want in [
+        "select `name` from `customers` where `id` = $?",
+        "select `id` , `total` from `orders` where `id` in ( $? ) order by `id`",
+        "select `name` from `customers` where `id` = $n",
+    ] {
+        assert!(texts.contains(&want), "{want}: {texts:#?}");
+    }
+    let ev = e
+        .statements()
+        .into_iter()
+        .find(|s| s["unmapped"]["warden"]["allowlist"]["mode"] == "learn")
+        .unwrap_or_else(|| panic!("no learn-mode statement event"));
+    assert_eq!(
+        ev["unmapped"]["warden"]["allowlist"]["verdict"], "learned",
+        "{ev:#}"
+    );
+
+    // Freeze, then enforce (reload): the same shapes with other values pass.
+    let list = e.env.tmp.path().join("app-shop.allowlist.toml");
+    let out = e.env.warden(&[
+        "policy",
+        "freeze",
+        "--grant",
+        "app/shop",
+        "--out",
+        list.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let frozen = std::fs::read_to_string(&list).unwrap();
+    assert!(frozen.contains("protocol = \"mysql\""), "{frozen}");
+    e.configure(
+        "",
+        &format!("mode = \"enforce\"\nallowlist = \"{}\"", list.display()),
+        POLICY,
+    );
+    let out = e.env.warden(&["reload"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    workload(2, 2);
+    // New shapes are refused whatever the rules say, naming the fingerprint.
+    for sql in [
+        "SELECT name FROM customers WHERE id = 1 OR 1 = 1",
+        "SELECT name FROM customers WHERE id = 1; SELECT 1",
+        "SELECT * FROM customers",
+        "SELECT 1",
+        "SELECT name FROM customers WHERE id = (SELECT 1)",
+    ] {
+        let out = e.mariadb(sql);
+        assert!(!out.status.success(), "{sql}: must be refused");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("ERROR 1142") && err.contains("not in the allow-list"),
+            "{sql}: {err}"
+        );
+    }
+    let refused = e
+        .statements()
+        .into_iter()
+        .filter(|s| s["unmapped"]["warden"]["allowlist"]["verdict"] == "not_listed")
+        .count();
+    assert!(refused >= 5, "refusals are audited as not listed");
 }

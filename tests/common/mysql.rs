@@ -50,12 +50,22 @@ impl MyEnv {
     /// `[approvals]` and `[masking.pii]` tables) instead of [`POLICY`].
     pub fn start_custom(target_extra: &str, grant_extra: &str, policy: &str) -> Self {
         let db = MariaDb::shared();
-        let mut env = TestEnv::new();
+        let env = TestEnv::new();
         let app = env.cgroup("app");
         let pw = env.tmp.path().join("shop_app.pw");
         std::fs::write(&pw, format!("{}\n", db.password())).unwrap();
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
-        env.write_config(&format!(
+        let mut e = Self { env, db, app };
+        e.configure(target_extra, grant_extra, policy);
+        e.env.start();
+        e
+    }
+
+    /// Writes the agent's configuration (see [`Self::start_custom`]); a
+    /// running agent reads it at `warden reload`.
+    pub fn configure(&self, target_extra: &str, grant_extra: &str, policy: &str) {
+        let pw = self.env.tmp.path().join("shop_app.pw");
+        self.env.write_config(&format!(
             "{agent}
 [[target]]
 name = \"shop\"
@@ -78,14 +88,13 @@ policy = \"ro\"
 masking = \"pii\"
 {grant_extra}
 {policy}",
-            agent = env.agent_table(false, ""),
-            addr = db.addr(),
+            agent = self.env.agent_table(false, ""),
+            addr = self.db.addr(),
+            app = self.app,
             dbname = mariadb::DB,
             user = mariadb::APP_USER,
             pw = pw.display(),
         ));
-        env.start();
-        Self { env, db, app }
     }
 
     /// A command run inside the enrolled cgroup, with no MySQL password

@@ -49,6 +49,7 @@ use crate::audit::event::{StatementDecision, StatementEvent, StatementPhase};
 use crate::audit::reason::RefuseReason;
 use crate::config::{Config, Grant, Protocol, Target};
 use crate::masking::{Masked, Masker, Strategy};
+use crate::policy::allowlist::{AllowlistFacts, Fingerprint, GrantAllowlist, Judged, ListVerdict};
 use crate::policy::{Action, Policy, SessionContext, Verdict};
 use crate::protocol::mysql::binary;
 use crate::protocol::mysql::handshake::{self, ServerHello};
@@ -80,6 +81,8 @@ pub struct MysqlGrant {
     pub grant: Grant,
     pub policy: Arc<Policy>,
     pub masker: Option<Arc<Masker>>,
+    /// The grant's allow-list (issue 19), `None` without a `mode`.
+    pub allowlist: Option<Arc<GrantAllowlist>>,
 }
 
 /// The upstream connection ids of live sessions, by target (ids are the
@@ -148,14 +151,15 @@ impl MysqlRuntime {
             |t| mysql_targets.contains(&t),
             |g| {
                 // Validation guarantees the policy exists for protocol grants.
-                Ok(g.policy
-                    .as_ref()
-                    .and_then(|p| policies.get(p))
-                    .map(|policy| MysqlGrant {
-                        grant: g.clone(),
-                        policy: Arc::clone(policy),
-                        masker: maskers.of(g),
-                    }))
+                let Some(policy) = g.policy.as_ref().and_then(|p| policies.get(p)) else {
+                    return Ok(None);
+                };
+                Ok(Some(MysqlGrant {
+                    grant: g.clone(),
+                    policy: Arc::clone(policy),
+                    masker: maskers.of(g),
+                    allowlist: super::session::grant_allowlist(config, g)?,
+                }))
             },
         )?;
         let mut tls = HashMap::new();
@@ -413,6 +417,8 @@ pub async fn serve(
         audit: audit.clone(),
         ctx: SessionContext::new(vec![database.clone()]),
         approvals: rt.approvals.approvals.clone(),
+        allowlist: grant.allowlist.clone(),
+        listed: None,
         account_uids: Vec::new(),
         deprecate_eof: session_caps & caps::DEPRECATE_EOF != 0,
         stmts: HashMap::new(),
@@ -662,6 +668,11 @@ struct Session {
     ctx: SessionContext,
     /// Holds statements of `approve` rules (`None`: they are refused).
     approvals: Option<Arc<crate::approval::Approvals>>,
+    /// The grant's allow-list (`None` without a `mode`).
+    allowlist: Option<Arc<GrantAllowlist>>,
+    /// The allow-list's facts on the statement being handled (and its
+    /// fingerprint), for its audit events and an `approve --learn`.
+    listed: Option<(AllowlistFacts, Option<Fingerprint>)>,
     /// The account's enrolled uids (never approvers of its requests).
     account_uids: Vec<u32>,
     deprecate_eof: bool,
@@ -746,6 +757,8 @@ struct Prepared {
     /// Per parameter, the long data sent since the last execution (the
     /// first [`LONG_DATA_SHOWN`] bytes) and its full length.
     long_data: Vec<Option<(Vec<u8>, usize)>>,
+    /// The allow-list's facts on its text (its executions carry them).
+    listed: Option<(AllowlistFacts, Option<Fingerprint>)>,
 }
 
 impl Session {
@@ -1136,11 +1149,7 @@ impl Session {
             &self.caller.process,
             self.caller.identity.as_ref(),
         );
-        let decision = if v.rule.is_none() && v.action == Action::Block {
-            StatementDecision::Rejected
-        } else {
-            super::session::decision_of(v.action)
-        };
+        let decision = decision_of(v);
         StatementEvent {
             time_ms: now_ms(),
             phase,
@@ -1169,9 +1178,7 @@ impl Session {
             sqlstate: (!v.is_allowed()).then(|| "42000".to_owned()),
             error: None,
             result: None,
-            // MySQL grants have no allow-list yet (issue 19 covers
-            // PostgreSQL and HTTP).
-            allowlist: None,
+            allowlist: self.listed.as_ref().map(|(facts, _)| facts.clone()),
         }
     }
 
@@ -1189,6 +1196,7 @@ impl Session {
         self.seq += 1;
         let (verdict, per_statement) = self.decide(text, utf8);
         let statement = self.text_masker.mask_str(text).0.into_owned();
+        let verdict = self.allowlist_gate(text, utf8, &statement, verdict);
         let deferred = via == "prepare" && verdict.action == Action::Approve;
         // A statement of an `approve` rule is held (nothing forwarded) until
         // decided; its request event records how it ended.
@@ -1206,6 +1214,51 @@ impl Session {
                 statement,
                 per_statement,
             }))
+    }
+
+    /// The grant's allow-list over the rule verdict (learn: record;
+    /// enforce: an unlisted fingerprint is refused, or held for approval
+    /// with `on_new = "approve"`, whatever the rules say; block and deny
+    /// still win). Remembers the facts for the statement's audit events.
+    fn allowlist_gate(
+        &mut self,
+        text: &str,
+        utf8: bool,
+        statement: &str,
+        verdict: Verdict,
+    ) -> Verdict {
+        self.listed = None;
+        let Some(gate) = self.allowlist.clone() else {
+            return verdict;
+        };
+        let fp = utf8
+            .then(|| crate::policy::allowlist::mysql_fingerprint(text))
+            .flatten();
+        let (facts, judged) = super::session::judge_allowlist(
+            &gate,
+            fp.as_ref(),
+            "mysql",
+            statement,
+            decision_of(&verdict),
+        );
+        self.listed = Some((facts, fp));
+        let (action, why) = match judged {
+            Judged::Pass => return verdict,
+            Judged::Refuse(why) => (Action::Deny, why),
+            Judged::Hold(why) => (Action::Approve, why),
+        };
+        if !matches!(verdict.action, Action::Allow | Action::Approve) {
+            return verdict;
+        }
+        Verdict {
+            action,
+            rule: Some(crate::policy::RuleRef {
+                index: usize::MAX,
+                label: format!("allowlist of grant {}", gate.grant),
+            }),
+            reason: why,
+            ..verdict
+        }
     }
 
     /// Audits the request phase of a decided statement and answers a
@@ -1352,6 +1405,7 @@ impl Session {
                     params: ok.params,
                     types: Vec::new(),
                     long_data: Vec::new(),
+                    listed: self.listed.clone(),
                 },
             );
             self.last_prepared = Some(ok.statement_id);
@@ -1432,6 +1486,7 @@ impl Session {
         };
         let shown = self.bound_parameters(id, &payload);
         self.seq += 1;
+        self.listed = self.stmts.get(&id).and_then(|p| p.listed.clone());
         let (verdict, statement) = if verdict.action == Action::Approve {
             match shown {
                 Ok(shown) => {
@@ -1622,6 +1677,7 @@ impl Session {
     /// Audits a command Warden refused outside the statement policy.
     async fn refused_command(&mut self, command: &str, why: &str) {
         self.seq += 1;
+        self.listed = None;
         let v = Verdict {
             action: Action::Block,
             rule: None,
@@ -1647,7 +1703,7 @@ impl Session {
         statement: &str,
         fingerprint: String,
     ) -> Verdict {
-        use super::session::{Asked, ask, wait};
+        use super::session::{Asked, ask_learnable, wait};
         use crate::approval::{RequestSpec, Resolution};
         if verdict.action != Action::Approve {
             return verdict;
@@ -1678,7 +1734,20 @@ impl Session {
             reason: why,
             ..verdict.clone()
         };
-        let hold = match ask(&approvals, spec).await {
+        // Held by the grant's allow-list: what `approve --learn` adds to it.
+        let learn = self
+            .listed
+            .as_ref()
+            .filter(|(facts, _)| facts.verdict == Some(ListVerdict::NotListed))
+            .and_then(|(_, fp)| {
+                crate::approval::learn::LearnCandidate::of(
+                    self.allowlist.as_ref(),
+                    fp.as_ref(),
+                    "mysql",
+                    statement,
+                )
+            });
+        let hold = match ask_learnable(&approvals, spec, learn).await {
             Asked::Granted(why) => return decided(true, why),
             Asked::Unrecorded(why) => return decided(false, why),
             Asked::Held(h) => h,
@@ -1981,6 +2050,15 @@ impl Session {
             out.clear();
         }
         Ok(())
+    }
+}
+
+/// The audit decision of a verdict (a refusal by no rule is `rejected`).
+fn decision_of(v: &Verdict) -> StatementDecision {
+    if v.rule.is_none() && v.action == Action::Block {
+        StatementDecision::Rejected
+    } else {
+        super::session::decision_of(v.action)
     }
 }
 
