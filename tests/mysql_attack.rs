@@ -46,7 +46,9 @@
 //!   them name the masked column or are refused; ERR texts pass through the
 //!   detectors).
 //! - binary protocol: parameter values and COM_STMT_SEND_LONG_DATA are data,
-//!   never statement text: held.
+//!   never statement text: held. MariaDB's COM_STMT_BULK_EXECUTE: refused.
+//! - the client's character set (handshake, COM_CHANGE_USER): ignored,
+//!   the session stays utf8mb4 and non-UTF-8 texts are refused: held.
 
 mod common;
 
@@ -436,4 +438,31 @@ print("bulk", simple(s, b"\xfa" + struct.pack("<IH", sid, 0)))
     assert!(line_of(&so, "positional ").contains("'err', 1142"), "{so}");
     assert!(line_of(&so, "alias ").contains("'err', 1142"), "{so}");
     assert!(line_of(&so, "bulk ").contains("'err', 1047"), "{so}");
+}
+
+#[test]
+fn the_client_s_character_set_is_never_the_session_s() {
+    let e = MyEnv::start();
+    let so = e.raw(
+        r#"
+# A handshake asking for gbk (28), where 0xbf5c is one character holding
+# the byte of a backslash.
+s = socket.create_connection(("127.0.0.1", port)); packet(s)
+caps = 0x1 | 0x8 | 0x0200 | 0x8000 | 0x10000 | 0x20000 | 0x80000
+body = struct.pack("<IIB23x", caps, 1 << 24, 28) + b"x\x00" + b"\x00" + b"shop\x00" + b"mysql_native_password\x00"
+send(s, 1, body)
+_, p = packet(s)
+print("login", p[0])
+print("charset", query(s, "SELECT @@character_set_client, @@collation_connection"))
+print("gbk", query(s, "SELECT '\xbf' UNION SELECT token FROM secrets -- '"))
+# COM_CHANGE_USER naming gbk as its character set.
+cu = b"\x11" + b"root\x00" + b"\x00" + b"shop\x00" + struct.pack("<H", 28) + b"mysql_native_password\x00"
+print("change", simple(s, cu))
+print("charset-after", query(s, "SELECT @@character_set_client"))
+"#,
+    );
+    assert!(!so.contains(SECRET), "{so}");
+    assert_eq!(line_of(&so, "login "), "login 0", "{so}");
+    assert!(line_of(&so, "charset ").contains("utf8mb4"), "{so}");
+    assert!(line_of(&so, "charset-after ").contains("utf8mb4"), "{so}");
 }

@@ -14,8 +14,9 @@
 //!   arithmetic operator, `LIMIT`/`OFFSET`, `BETWEEN … AND`, `WHEN`/`THEN`/
 //!   `ELSE`, or an element of an `IN (…)` or `VALUES (…)` list. Every other
 //!   literal keeps its text: function arguments (`LOAD_FILE('/etc/passwd')`,
-//!   `SLEEP(1)`), patterns (`LIKE '4%'`), setting values, `ORDER BY 2`
-//!   positions, select-list constants;
+//!   `SLEEP(1)`), patterns (`LIKE '4%'`), `ORDER BY 2` positions,
+//!   select-list constants, and every literal of a `SET` statement (setting
+//!   values, user variables that may hold code);
 //! - `IN ($?, $?)` and `VALUES ($?), ($?)` lists collapsed to one element.
 //!
 //! Protocol `mysql` in the id.
@@ -142,8 +143,8 @@ pub fn mysql_fingerprint(sql: &str) -> Option<Fingerprint> {
                 if after_between {
                     between -= 1;
                 }
-                let data =
-                    in_list || after_between || prev.is_some_and(|p| DATA_AFTER.contains(&p));
+                let data = words.first().is_none_or(|w| w != "set")
+                    && (in_list || after_between || prev.is_some_and(|p| DATA_AFTER.contains(&p)));
                 if data {
                     PLACEHOLDER.to_owned()
                 } else {
@@ -251,6 +252,11 @@ mod tests {
                 "SELECT id FROM orders WHERE id = 1; SELECT 1",
             ),
             ("SELECT 1", "SELECT 2"),
+            (
+                "SET @q = 'SELECT 1'",
+                "SET @q = 'SELECT token FROM secrets'",
+            ),
+            ("SET time_zone = '+00:00'", "SET time_zone = 'UTC'"),
         ] {
             assert_ne!(text(a), text(b), "{a} / {b}");
         }
