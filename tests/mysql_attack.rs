@@ -28,7 +28,15 @@
 //! - dynamic SQL (`PREPARE … FROM @v`, `EXECUTE IMMEDIATE`): held.
 //! - stored programs: `CALL`, stored functions, `CREATE VIEW/TRIGGER`:
 //!   held (privileged or DDL). A view the DBA made over `secrets` is read
-//!   as its own name: a policy limit, noted in the report.
+//!   as its own name: a policy limit (its definition is not visible to the
+//!   upstream user without SHOW VIEW), noted in the report.
+//! - a view the DBA made over a masked table (`SELECT card FROM
+//!   v_customers`, a computed `concat(card, '')` column, conditions on its
+//!   columns): FIXED. Result columns carry the view as their origin, so the
+//!   column rule never matched and cards came back in clear. Under a grant
+//!   with column rules Warden reads the list of visible views at login and
+//!   after DDL, refuses statements that read one, and masks any view
+//!   column by the strictest column rule (defence in depth).
 //! - catalogs: `information_schema.PROCESSLIST` (other sessions' statement
 //!   texts with their literals), `SHOW ENGINE … STATUS`, `SHOW BINLOG
 //!   EVENTS`, performance_schema, sys, mysql: FIXED (were reads; now
@@ -465,4 +473,25 @@ print("charset-after", query(s, "SELECT @@character_set_client"))
     assert_eq!(line_of(&so, "login "), "login 0", "{so}");
     assert!(line_of(&so, "charset ").contains("utf8mb4"), "{so}");
     assert!(line_of(&so, "charset-after ").contains("utf8mb4"), "{so}");
+}
+
+#[test]
+fn a_view_over_a_masked_table_does_not_unmask_it() {
+    let e = MyEnv::start();
+    let out = e.db.root_sql(
+        "CREATE OR REPLACE VIEW shop.v_customers AS SELECT * FROM shop.customers;
+         CREATE OR REPLACE VIEW shop.v_cards AS SELECT id, concat(card, '') AS c FROM shop.customers;",
+    );
+    assert!(out.status.success(), "{out:?}");
+    all_refused(
+        &e,
+        &[
+            "SELECT card FROM v_customers",
+            "SELECT * FROM v_customers",
+            "SELECT c FROM v_cards",
+            "SELECT id FROM v_cards WHERE c LIKE '4111%'",
+            "SELECT id FROM shop.v_customers WHERE card LIKE '4111%'",
+            "SELECT name FROM customers WHERE id IN (SELECT id FROM v_cards WHERE c > '4')",
+        ],
+    );
 }

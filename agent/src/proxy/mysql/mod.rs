@@ -83,6 +83,10 @@ pub struct MysqlGrant {
     pub masker: Option<Arc<Masker>>,
     /// The grant's allow-list (issue 19), `None` without a `mode`.
     pub allowlist: Option<Arc<GrantAllowlist>>,
+    /// The column names of its masking's column rules (lower case) and the
+    /// strictest of their strategies: what a view's columns get.
+    pub masked_names: Vec<String>,
+    pub strictest: Option<Strategy>,
 }
 
 /// The upstream connection ids of live sessions, by target (ids are the
@@ -154,11 +158,28 @@ impl MysqlRuntime {
                 let Some(policy) = g.policy.as_ref().and_then(|p| policies.get(p)) else {
                     return Ok(None);
                 };
+                let rules = g
+                    .masking
+                    .as_ref()
+                    .and_then(|m| config.maskings.get(m))
+                    .map(|m| m.columns.as_slice())
+                    .unwrap_or_default();
+                let masked_names = rules
+                    .iter()
+                    .filter_map(|r| r.column.rsplit('.').next())
+                    .map(|c| c.trim_matches(|q| q == '"' || q == '`').to_lowercase())
+                    .collect();
+                let strictest = rules
+                    .iter()
+                    .map(|r| r.strategy)
+                    .max_by_key(|s| crate::masking::column::strictness(*s));
                 Ok(Some(MysqlGrant {
                     grant: g.clone(),
                     policy: Arc::clone(policy),
                     masker: maskers.of(g),
                     allowlist: super::session::grant_allowlist(config, g)?,
+                    masked_names,
+                    strictest,
                 }))
             },
         )?;
@@ -419,6 +440,9 @@ pub async fn serve(
         approvals: rt.approvals.approvals.clone(),
         allowlist: grant.allowlist.clone(),
         listed: None,
+        views: Vec::new(),
+        masked_names: grant.masked_names.clone(),
+        strictest: grant.strictest,
         account_uids: Vec::new(),
         deprecate_eof: session_caps & caps::DEPRECATE_EOF != 0,
         stmts: HashMap::new(),
@@ -545,24 +569,83 @@ async fn check_sql_mode(upstream: &mut Peer, deprecate_eof: bool) -> Result<(), 
 
 /// The session's `sql_mode`, asked of the upstream right after login.
 async fn sql_mode(upstream: &mut Peer, deprecate_eof: bool) -> Result<String, SessionError> {
-    let bad = SessionError::Upstream("an unexpected answer to SELECT @@SESSION.sql_mode");
-    upstream.send(0, b"\x03SELECT @@SESSION.sql_mode").await?;
-    if message::response(&upstream.read().await?.payload)? != Response::ResultSet(1) {
+    let rows = internal_query(upstream, deprecate_eof, "SELECT @@SESSION.sql_mode", 1).await?;
+    Ok(rows
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+        .unwrap_or_default())
+}
+
+/// Most rows Warden reads of its own queries.
+const MAX_INTERNAL_ROWS: usize = 100_000;
+
+/// Runs one of Warden's own queries (answered with `columns` text columns)
+/// on the upstream; its rows (NULL as empty).
+async fn internal_query(
+    upstream: &mut Peer,
+    deprecate_eof: bool,
+    sql: &str,
+    columns: u64,
+) -> Result<Vec<Vec<String>>, SessionError> {
+    let bad = SessionError::Upstream("an unexpected answer to one of Warden's own queries");
+    let mut cmd = Vec::with_capacity(sql.len() + 1);
+    cmd.push(com::QUERY);
+    cmd.extend_from_slice(sql.as_bytes());
+    upstream.send(0, &cmd).await?;
+    if message::response(&upstream.read().await?.payload)? != Response::ResultSet(columns) {
         return Err(bad);
     }
-    upstream.read().await?; // the column definition
+    for _ in 0..columns {
+        upstream.read().await?; // the column definitions
+    }
     if !deprecate_eof {
         upstream.read().await?;
     }
-    let row = upstream.read().await?;
-    let mode = match message::text_row(&row.payload, 1)?.first() {
-        Some(Some(v)) => String::from_utf8_lossy(v).into_owned(),
-        _ => String::new(),
-    };
-    if !message::is_eof(&upstream.read().await?.payload, deprecate_eof) {
-        return Err(bad);
+    let n = usize::try_from(columns).unwrap_or(usize::MAX);
+    let mut rows = Vec::new();
+    loop {
+        let p = upstream.read().await?;
+        if message::is_eof(&p.payload, deprecate_eof) {
+            return Ok(rows);
+        }
+        if p.payload.first() == Some(&0xff) || rows.len() >= MAX_INTERNAL_ROWS {
+            return Err(bad);
+        }
+        rows.push(
+            message::text_row(&p.payload, n)?
+                .into_iter()
+                .map(|v| {
+                    v.map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_default()
+                })
+                .collect(),
+        );
     }
-    Ok(mode)
+}
+
+/// The views the upstream user can see, as `schema.name` in lower case
+/// (the server's own `SYSTEM VIEW`s of `information_schema` are not: the
+/// classifier decides which of them are reads):
+/// the origin Warden can read of their columns is the view, not the table
+/// it reads, so their columns are masked by the strictest column rule
+/// (see `Session::column_strategy`).
+async fn visible_views(
+    upstream: &mut Peer,
+    deprecate_eof: bool,
+) -> Result<Vec<String>, SessionError> {
+    let rows = internal_query(
+        upstream,
+        deprecate_eof,
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+         WHERE TABLE_TYPE = 'VIEW'",
+        2,
+    )
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| r.join(".").to_lowercase())
+        .collect())
 }
 
 /// The first `sql_mode` flag that changes tokenisation, if any.
@@ -673,6 +756,13 @@ struct Session {
     /// The allow-list's facts on the statement being handled (and its
     /// fingerprint), for its audit events and an `approve --learn`.
     listed: Option<(AllowlistFacts, Option<Fingerprint>)>,
+    /// Views the upstream user sees (`schema.name`, lower case), read at
+    /// login and after every forwarded DDL statement.
+    views: Vec<String>,
+    /// See [`MysqlGrant::masked_names`] (non-empty: the grant masks
+    /// columns, views are read).
+    masked_names: Vec<String>,
+    strictest: Option<Strategy>,
     /// The account's enrolled uids (never approvers of its requests).
     account_uids: Vec<u32>,
     deprecate_eof: bool,
@@ -763,6 +853,9 @@ struct Prepared {
 
 impl Session {
     async fn run(&mut self) -> Result<(), (RefuseReason, SessionError)> {
+        self.refresh_views()
+            .await
+            .map_err(|e| (RefuseReason::SessionError, e))?;
         loop {
             let p = match self.client.read().await {
                 Ok(p) => p,
@@ -1108,6 +1201,29 @@ impl Session {
         (self.vet_masked_columns(text, verdict), per_statement)
     }
 
+    /// Reads the views the upstream user sees again (only for a grant
+    /// with column masking rules: what they are for).
+    async fn refresh_views(&mut self) -> Result<(), SessionError> {
+        if !self.masked_names.is_empty() {
+            self.views = visible_views(&mut self.upstream, self.deprecate_eof).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether one of `tables` (as the classifier names them) is a view.
+    fn reads_view(&self, tables: &[String]) -> bool {
+        !self.views.is_empty()
+            && tables.iter().any(|t| {
+                let t = t.to_lowercase();
+                let full = if t.contains('.') {
+                    t
+                } else {
+                    format!("{}.{t}", self.database.to_lowercase())
+                };
+                self.views.contains(&full)
+            })
+    }
+
     /// Masked columns only as bare output columns.
     fn vet_masked_columns(&self, text: &str, verdict: Verdict) -> Verdict {
         // Masked columns only as bare output columns (fail closed: a name
@@ -1121,6 +1237,20 @@ impl Session {
                     m.column_rule_loose(None, t, column).is_some()
                 })
             };
+            // A view may read a masked table under any column name it
+            // likes, and conditions on its columns could probe the values:
+            // what cannot be analysed is refused (its columns would also
+            // be masked by the strictest rule, see `column_strategy`).
+            if self.reads_view(&verdict.tables) {
+                return Verdict {
+                    action: Action::Block,
+                    rule: None,
+                    reason: "the statement reads a view: Warden cannot tie a view's columns \
+                             to the masked columns it may read"
+                        .into(),
+                    ..verdict
+                };
+            }
             let reads_masked = masked_in(None);
             let masked = |column: &str| masked_in(Some(column));
             if let Some(why) =
@@ -1340,6 +1470,14 @@ impl Session {
         self.upstream.send(0, payload).await?;
         let relayed = self.relay_result(&verdict, false, &per_statement).await?;
         self.record_result(&verdict, &statement, "simple", &relayed, started);
+        // DDL (or what the classifier does not know) may have made a view.
+        if !matches!(
+            verdict.class,
+            crate::policy::model::StatementClass::Read
+                | crate::policy::model::StatementClass::Write
+        ) {
+            self.refresh_views().await?;
+        }
         Ok(())
     }
 
@@ -1940,8 +2078,24 @@ impl Session {
         let org_table = String::from_utf8_lossy(col.org_table_ref());
         if !org_table.is_empty() {
             let schema = String::from_utf8_lossy(col.schema_ref());
+            // A view's column: what it reads is not known here (a computed
+            // column of a view comes without its schema).
+            let in_schema = if schema.is_empty() {
+                &self.database
+            } else {
+                schema.as_ref()
+            };
+            if self
+                .views
+                .contains(&format!("{in_schema}.{org_table}").to_lowercase())
+            {
+                return self.strictest;
+            }
             let name = String::from_utf8_lossy(col.org_name_ref());
             return m.column_strategy(&schema, &org_table, &name);
+        }
+        if self.reads_view(tables) {
+            return self.strictest;
         }
         tables
             .iter()
