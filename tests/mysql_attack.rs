@@ -27,9 +27,11 @@
 //!   privileged; a server's local-file request is answered empty).
 //! - dynamic SQL (`PREPARE … FROM @v`, `EXECUTE IMMEDIATE`): held.
 //! - stored programs: `CALL`, stored functions, `CREATE VIEW/TRIGGER`:
-//!   held (privileged or DDL). A view the DBA made over `secrets` is read
-//!   as its own name: a policy limit (its definition is not visible to the
-//!   upstream user without SHOW VIEW), noted in the report.
+//!   held (privileged or DDL). A view the DBA made over `secrets`: FIXED
+//!   (it was read under its own name, the block rule never saw `secrets`;
+//!   its definition is not visible to the upstream user without SHOW VIEW,
+//!   so under a policy whose block/approve rules name tables a statement
+//!   reading a view is refused).
 //! - a view the DBA made over a masked table (`SELECT card FROM
 //!   v_customers`, a computed `concat(card, '')` column, conditions on its
 //!   columns): FIXED. Result columns carry the view as their origin, so the
@@ -494,4 +496,30 @@ fn a_view_over_a_masked_table_does_not_unmask_it() {
             "SELECT name FROM customers WHERE id IN (SELECT id FROM v_cards WHERE c > '4')",
         ],
     );
+}
+
+#[test]
+fn a_view_over_a_blocked_table_does_not_unblock_it() {
+    // Without column rules: the refusal comes from the block rule alone.
+    let policy = POLICY.replace(
+        "columns = [ { column = \"customers.card\", strategy = \"last4\" } ]\n",
+        "",
+    );
+    assert_ne!(policy, POLICY);
+    let e = MyEnv::start_custom("", "", &policy);
+    let out = e
+        .db
+        .root_sql("CREATE OR REPLACE VIEW shop.v_tokens AS SELECT token AS t FROM shop.secrets;");
+    assert!(out.status.success(), "{out:?}");
+    all_refused(
+        &e,
+        &[
+            "SELECT t FROM v_tokens",
+            "SELECT * FROM `shop`.`v_tokens`",
+            "SELECT name FROM customers WHERE EXISTS (SELECT 1 FROM v_tokens WHERE t LIKE 'top%')",
+        ],
+    );
+    // Tables stay readable.
+    let got = run(&e, &["SELECT count(*) FROM orders"]);
+    assert_eq!(got[0], "rows [['2']]");
 }

@@ -50,7 +50,7 @@ use crate::audit::reason::RefuseReason;
 use crate::config::{Config, Grant, Protocol, Target};
 use crate::masking::{Masked, Masker, Strategy};
 use crate::policy::allowlist::{AllowlistFacts, Fingerprint, GrantAllowlist, Judged, ListVerdict};
-use crate::policy::{Action, Policy, SessionContext, Verdict};
+use crate::policy::{Action, Policy, RuleAction, SessionContext, Verdict};
 use crate::protocol::mysql::binary;
 use crate::protocol::mysql::handshake::{self, ServerHello};
 use crate::protocol::mysql::message::{self, Response, caps, code, com};
@@ -87,6 +87,9 @@ pub struct MysqlGrant {
     /// strictest of their strategies: what a view's columns get.
     pub masked_names: Vec<String>,
     pub strictest: Option<Strategy>,
+    /// Its policy has `block` or `approve` rules naming tables (which a
+    /// view could read under its own name).
+    pub table_rules: bool,
 }
 
 /// The upstream connection ids of live sessions, by target (ids are the
@@ -173,6 +176,15 @@ impl MysqlRuntime {
                     .iter()
                     .map(|r| r.strategy)
                     .max_by_key(|s| crate::masking::column::strictness(*s));
+                let table_rules = g
+                    .policy
+                    .as_ref()
+                    .and_then(|p| config.policies.get(p))
+                    .is_some_and(|p| {
+                        p.rules
+                            .iter()
+                            .any(|r| r.action != RuleAction::Allow && !r.tables.is_empty())
+                    });
                 Ok(Some(MysqlGrant {
                     grant: g.clone(),
                     policy: Arc::clone(policy),
@@ -180,6 +192,7 @@ impl MysqlRuntime {
                     allowlist: super::session::grant_allowlist(config, g)?,
                     masked_names,
                     strictest,
+                    table_rules,
                 }))
             },
         )?;
@@ -443,6 +456,7 @@ pub async fn serve(
         views: Vec::new(),
         masked_names: grant.masked_names.clone(),
         strictest: grant.strictest,
+        table_rules: grant.table_rules,
         account_uids: Vec::new(),
         deprecate_eof: session_caps & caps::DEPRECATE_EOF != 0,
         stmts: HashMap::new(),
@@ -763,6 +777,8 @@ struct Session {
     /// columns, views are read).
     masked_names: Vec<String>,
     strictest: Option<Strategy>,
+    /// See [`MysqlGrant::table_rules`] (views are read too).
+    table_rules: bool,
     /// The account's enrolled uids (never approvers of its requests).
     account_uids: Vec<u32>,
     deprecate_eof: bool,
@@ -1198,13 +1214,34 @@ impl Session {
             }
             Err(e) => return (Verdict::unparsable(&e), Vec::new()),
         };
-        (self.vet_masked_columns(text, verdict), per_statement)
+        (
+            self.vet_masked_columns(text, self.vet_views(verdict)),
+            per_statement,
+        )
+    }
+
+    /// A view reads tables Warden cannot see (its definition is not shown
+    /// to the upstream user without SHOW VIEW): under a policy whose block
+    /// or approve rules name tables, a statement reading one is refused.
+    fn vet_views(&self, verdict: Verdict) -> Verdict {
+        if self.table_rules && verdict.is_allowed() && self.reads_view(&verdict.tables) {
+            return Verdict {
+                action: Action::Block,
+                rule: None,
+                reason: "the statement reads a view: Warden cannot see which tables it reads, \
+                         and the policy blocks or holds tables"
+                    .into(),
+                ..verdict
+            };
+        }
+        verdict
     }
 
     /// Reads the views the upstream user sees again (only for a grant
-    /// with column masking rules: what they are for).
+    /// with column masking rules or table-naming block/approve rules: what
+    /// they are for).
     async fn refresh_views(&mut self) -> Result<(), SessionError> {
-        if !self.masked_names.is_empty() {
+        if !self.masked_names.is_empty() || self.table_rules {
             self.views = visible_views(&mut self.upstream, self.deprecate_eof).await?;
         }
         Ok(())
