@@ -6,172 +6,12 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::mariadb::{self, MariaDb};
-use common::*;
+use common::mysql::*;
+use common::{User, WARDEN};
 use serde_json::Value;
-
-const POLICY: &str = r#"
-[policy.ro]
-default = "deny"
-rules = [
-  { action = "allow", classes = ["read"] },
-  { action = "block", tables = ["secrets"], name = "no-secrets" },
-  { action = "approve", classes = ["write"], tables = ["orders"], name = "orders-writes" },
-]
-
-# Nobody approves in these tests: `approve` statements are refused after 1 s.
-[approvals]
-approval_timeout_secs = 1
-
-[masking.pii]
-columns = [ { column = "customers.card", strategy = "last4" } ]
-patterns = ["email", "ssn"]
-"#;
-
-/// A running agent in front of the shared MariaDB.
-struct MyEnv {
-    env: TestEnv,
-    db: &'static MariaDb,
-    app: String,
-}
-
-impl MyEnv {
-    fn start() -> Self {
-        Self::start_with("")
-    }
-
-    /// An agent whose target has `target_extra` (TOML lines) added.
-    fn start_with(target_extra: &str) -> Self {
-        let db = MariaDb::shared();
-        let mut env = TestEnv::new();
-        let app = env.cgroup("app");
-        let pw = env.tmp.path().join("shop_app.pw");
-        std::fs::write(&pw, format!("{}\n", db.password())).unwrap();
-        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
-        env.write_config(&format!(
-            "{agent}
-[[target]]
-name = \"shop\"
-protocol = \"mysql\"
-address = \"{addr}\"
-max_message_bytes = 1048576
-{target_extra}
-
-[[account]]
-name = \"app\"
-cgroups = [\"{app}\"]
-
-[[grant]]
-account = \"app\"
-target = \"shop\"
-database = \"{dbname}\"
-upstream_user = \"{user}\"
-password_file = \"{pw}\"
-policy = \"ro\"
-masking = \"pii\"
-{POLICY}",
-            agent = env.agent_table(false, ""),
-            addr = db.addr(),
-            dbname = mariadb::DB,
-            user = mariadb::APP_USER,
-            pw = pw.display(),
-        ));
-        env.start();
-        Self { env, db, app }
-    }
-
-    /// A command run inside the enrolled cgroup, with no MySQL password
-    /// anywhere in its environment.
-    fn in_app(&self, program: &str, args: &[&str]) -> Output {
-        let procs = self.env.cg_dir(&self.app).join("cgroup.procs");
-        let mut quoted = String::new();
-        for a in args {
-            quoted.push_str(" '");
-            quoted.push_str(&a.replace('\'', "'\\''"));
-            quoted.push('\'');
-        }
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "echo $$ > '{}' && exec '{program}'{quoted}",
-                procs.display()
-            ))
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", "/nonexistent")
-            .output()
-            .unwrap()
-    }
-
-    /// The `mariadb` client as user `workload`, no password.
-    fn mariadb(&self, sql: &str) -> Output {
-        let port = self.db.port().to_string();
-        self.in_app(
-            "/usr/bin/mariadb",
-            &[
-                "--no-defaults",
-                "-h",
-                "127.0.0.1",
-                "-P",
-                &port,
-                "-u",
-                "workload",
-                "--skip-password",
-                mariadb::DB,
-                "-N",
-                "-B",
-                "-e",
-                sql,
-            ],
-        )
-    }
-
-    fn mariadb_ok(&self, sql: &str) -> String {
-        let out = self.mariadb(sql);
-        assert!(
-            out.status.success(),
-            "mariadb through Warden failed for {sql:?}: {}\n{}\nwarden log:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            tail(&self.env.log())
-        );
-        String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
-    }
-
-    /// `script` run by Debian's python3 (pymysql) with `PORT` set.
-    fn python(&self, script: &str) -> Output {
-        let port = self.db.port().to_string();
-        self.in_app("/usr/bin/python3", &["-c", script, &port])
-    }
-
-    fn statements(&self) -> Vec<Value> {
-        self.env
-            .audit_events()
-            .into_iter()
-            .filter(|e| e["class_uid"] == 6005)
-            .collect()
-    }
-}
-
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-/// The first line of `out` that starts with `prefix`.
-fn line_of(out: &str, prefix: &str) -> String {
-    out.lines()
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no {prefix:?} line: {out}"))
-        .to_owned()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 #[test]
 fn the_harness_starts_mariadb_with_the_data_set() {
@@ -180,20 +20,7 @@ fn the_harness_starts_mariadb_with_the_data_set() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(text(&out.stdout), "Alice\nBob\n");
     // The application user logs in over TCP with its password.
-    let out = Command::new("/usr/bin/mariadb")
-        .args(["--no-defaults", "-h", "127.0.0.1", "-P"])
-        .arg(db.port().to_string())
-        .args(["-u", mariadb::APP_USER])
-        .arg(format!("-p{}", db.password()))
-        .args([
-            mariadb::DB,
-            "-N",
-            "-B",
-            "-e",
-            "SELECT count(*) FROM secrets",
-        ])
-        .output()
-        .unwrap();
+    let out = app_direct(db, "SELECT count(*) FROM secrets");
     assert!(out.status.success(), "{out:?}");
     assert_eq!(text(&out.stdout), "1\n");
 }
@@ -533,154 +360,6 @@ fn sysbench_oltp_read_only_runs_through_warden_without_errors() {
     sysbench_read_only(&e, "disable");
 }
 
-/// A minimal MySQL client in Python over a raw socket: the binary
-/// protocol (prepare, execute, fetch, close), `COM_CHANGE_USER`,
-/// `COM_RESET_CONNECTION` and statement ids of its own choosing, which no
-/// driver lets a test send. Loaded before each test's script.
-const RAW_CLIENT: &str = r#"
-import socket, struct, sys
-port = int(sys.argv[1])
-def recv_exact(s, n):
-    b = b""
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c: raise EOFError
-        b += c
-    return b
-def packet(s):
-    h = recv_exact(s, 4)
-    return h[3], recv_exact(s, h[0] | h[1] << 8 | h[2] << 16)
-def send(s, seq, body):
-    s.sendall(struct.pack("<I", len(body))[:3] + bytes([seq]) + body)
-def lenenc(p, i):
-    f = p[i]
-    if f < 0xfb: return f, i + 1
-    if f == 0xfc: return struct.unpack_from("<H", p, i + 1)[0], i + 3
-    if f == 0xfd: return int.from_bytes(p[i+1:i+4], "little"), i + 4
-    return struct.unpack_from("<Q", p, i + 1)[0], i + 9
-def lenstr(p, i):
-    n, i = lenenc(p, i)
-    return p[i:i+n], i + n
-def err(p):
-    return ("err", struct.unpack_from("<H", p, 1)[0], p[9:].decode(errors="replace"))
-DEPRECATE_EOF = False
-def connect(db=b"shop"):
-    s = socket.create_connection(("127.0.0.1", port)); packet(s)
-    caps = 0x1 | 0x8 | 0x0200 | 0x8000 | 0x10000 | 0x20000 | 0x40000 | 0x80000
-    if DEPRECATE_EOF: caps |= 0x1000000
-    body = struct.pack("<IIB23x", caps, 1 << 24, 45) + b"x\x00" + b"\x00" + db + b"\x00" + b"mysql_native_password\x00"
-    send(s, 1, body)
-    _, p = packet(s)
-    assert p[0] == 0, p
-    return s
-def column(p):
-    i = 0
-    parts = []
-    for _ in range(6):
-        v, i = lenstr(p, i); parts.append(v)
-    charset, length, typ, flags = struct.unpack_from("<HIBH", p, i + 1)
-    return {"table": parts[2], "name": parts[4], "type": typ, "flags": flags}
-def ok_status(p):
-    i = lenenc(p, 1)[1]
-    return struct.unpack_from("<H", p, lenenc(p, i)[1])[0]
-def columns(s, n):
-    cols = [column(packet(s)[1]) for _ in range(n)]
-    if DEPRECATE_EOF: return cols, 0
-    _, eof = packet(s)
-    assert eof[0] == 0xfe, eof
-    return cols, struct.unpack_from("<H", eof, 3)[0]
-def prepare(s, sql):
-    send(s, 0, b"\x16" + sql.encode())
-    _, p = packet(s)
-    if p[0] == 0xff: return err(p)
-    sid, ncols, nparams = struct.unpack_from("<IHH", p, 1)
-    if nparams: columns(s, nparams)
-    cols = columns(s, ncols)[0] if ncols else []
-    return ("ok", sid, cols)
-def value(p, i, t, flags):
-    if t in (1,): return struct.unpack_from("<B" if flags & 32 else "<b", p, i)[0], i + 1
-    if t in (2, 13): return struct.unpack_from("<h", p, i)[0], i + 2
-    if t in (3, 9): return struct.unpack_from("<I" if flags & 32 else "<i", p, i)[0], i + 4
-    if t == 8: return struct.unpack_from("<Q" if flags & 32 else "<q", p, i)[0], i + 8
-    if t == 5: return struct.unpack_from("<d", p, i)[0], i + 8
-    if t in (7, 10, 12): n = p[i]; return ("date", p[i+1:i+1+n]), i + 1 + n
-    v, i = lenstr(p, i)
-    return v.decode(errors="replace"), i
-def rows(s, cols):
-    out = []
-    while True:
-        _, p = packet(s)
-        if p[0] == 0xff: return err(p)
-        if p[0] == 0xfe and (len(p) < 9 or DEPRECATE_EOF and len(p) < 0xffffff):
-            if DEPRECATE_EOF and ok_status(p) & 0x40: return ("cursor", cols)
-            return out
-        nb = (len(cols) + 9) // 8
-        i = 1 + nb
-        row = []
-        for k, c in enumerate(cols):
-            if p[1 + (k + 2) // 8] & (1 << ((k + 2) % 8)):
-                row.append(None); continue
-            v, i = value(p, i, c["type"], c["flags"])
-            row.append(v)
-        assert i == len(p), (p, cols)
-        out.append(row)
-def execute(s, sid, params=(), cursor=0):
-    body = b"\x17" + struct.pack("<IBI", sid, cursor, 1)
-    if params:
-        body += bytes((len(params) + 7) // 8) + b"\x01" + b"\xfd\x00" * len(params)
-        for v in params:
-            v = str(v).encode(); body += bytes([len(v)]) + v
-    send(s, 0, body)
-    _, p = packet(s)
-    if p[0] == 0xff: return err(p)
-    if p[0] == 0x00: return ("ok", [])
-    n, _ = lenenc(p, 0)
-    cols, status = columns(s, n)
-    if status & 0x40: return ("cursor", cols)
-    r = rows(s, cols)
-    if isinstance(r, tuple) and r[0] == "cursor": return r
-    return ("rows", cols, r)
-def fetch(s, sid, cols, n=100):
-    send(s, 0, b"\x1c" + struct.pack("<II", sid, n))
-    return rows(s, cols)
-def query(s, sql):
-    send(s, 0, b"\x03" + sql.encode())
-    _, p = packet(s)
-    if p[0] == 0xff: return err(p)
-    if p[0] == 0x00: return ("ok",)
-    n, _ = lenenc(p, 0)
-    cols, _ = columns(s, n)
-    out = []
-    while True:
-        _, p = packet(s)
-        if p[0] == 0xff: return err(p)
-        if p[0] == 0xfe and len(p) < 9: return ("rows", out)
-        i, row = 0, []
-        for _ in cols:
-            if p[i] == 0xfb: row.append(None); i += 1; continue
-            v, i = lenstr(p, i); row.append(v.decode(errors="replace"))
-        out.append(row)
-def simple(s, body):
-    send(s, 0, body)
-    _, p = packet(s)
-    return err(p) if p[0] == 0xff else ("ok",)
-"#;
-
-impl MyEnv {
-    /// `script` after [`RAW_CLIENT`]; its stdout.
-    fn raw(&self, script: &str) -> String {
-        let out = self.python(&format!("{RAW_CLIENT}\n{script}"));
-        let so = text(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{so}\n{}\nwarden log:\n{}",
-            text(&out.stderr),
-            tail(&self.env.log())
-        );
-        so
-    }
-}
-
 #[test]
 fn prepared_statements_are_decided_at_prepare_and_binary_rows_are_masked() {
     let e = MyEnv::start();
@@ -987,4 +666,204 @@ fn tls_upstream_is_spoken_and_verified_when_the_target_asks() {
     let e = MyEnv::start();
     let out = e.mariadb_ok("SHOW SESSION STATUS LIKE 'Ssl_version'");
     assert_eq!(out.trim_end(), "Ssl_version", "no TLS: {out}");
+}
+
+/// `warden approvals ARGS` on `socket` as `uid` (0: root, directly).
+fn approvals(socket: &std::path::Path, uid: u32, args: &[&str]) -> std::process::Output {
+    let mut cmd = if uid == 0 {
+        Command::new(WARDEN)
+    } else {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"))
+            .arg("--clear-groups")
+            .arg(WARDEN);
+        c
+    };
+    cmd.args([
+        "--config",
+        "/nonexistent/warden.toml",
+        "approvals",
+        "--socket",
+    ])
+    .arg(socket)
+    .args(args)
+    .output()
+    .unwrap()
+}
+
+/// The pending request whose statement contains `needle`, waited for.
+fn pending_with(socket: &std::path::Path, needle: &str) -> serde_json::Value {
+    let t = std::time::Instant::now();
+    loop {
+        let out = approvals(socket, 0, &["--json", "list"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(r) = v["pending"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r.to_string().contains(needle))
+        {
+            return r.clone();
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(15),
+            "no pending request with {needle:?}: {v:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_approve_rule_holds_every_execution_of_a_prepared_statement_showing_its_values() {
+    let approver = User::create("wdn-my-approver");
+    let socket = std::env::temp_dir().join(format!(
+        "warden-mysql-approvals-{}.sock",
+        std::process::id()
+    ));
+    let policy = POLICY.replace(
+        "approval_timeout_secs = 1",
+        &format!(
+            "approval_timeout_secs = 20\napprovers = {{ groups = [], uids = [{}] }}\nsocket = \"{}\"",
+            approver.uid,
+            socket.display()
+        ),
+    );
+    let e = MyEnv::start_custom("", "", &policy);
+    let script = format!(
+        "{RAW_CLIENT}\n{}",
+        r#"
+s = connect()
+r = prepare(s, "UPDATE orders SET total = ? WHERE id = ?")
+print("prepare", r[0], flush=True)
+sid = r[1]
+print("first", execute(s, sid, ["12.5", 1]), flush=True)
+print("second", execute(s, sid, ["77.7", 2]), flush=True)
+"#
+    );
+    let port = e.db.port().to_string();
+    let child = e.spawn_in_app("/usr/bin/python3", &["-c", &script, &port]);
+    // The first execution is held with its values shown; approved, it runs.
+    let first = pending_with(&socket, "12.5");
+    let shown = first.to_string();
+    assert!(
+        shown.contains("UPDATE orders SET total = ? WHERE id = ?"),
+        "{first:#}"
+    );
+    assert!(shown.contains("parameters"), "{first:#}");
+    let id = first["id"].as_str().unwrap().to_owned();
+    let ok = approvals(
+        &socket,
+        approver.uid,
+        &["approve", &id, "--reason", "ticket 1"],
+    );
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    // The second, with other values, is held again: denied, it does not run.
+    let second = pending_with(&socket, "77.7");
+    let id = second["id"].as_str().unwrap().to_owned();
+    let no = approvals(&socket, approver.uid, &["deny", &id, "--reason", "no"]);
+    assert!(no.status.success(), "{}", text(&no.stderr));
+    let out = child.wait_with_output().unwrap();
+    let so = text(&out.stdout);
+    let totals = text(
+        &e.db
+            .root_sql("SELECT total FROM shop.orders ORDER BY id")
+            .stdout,
+    );
+    let _ =
+        e.db.root_sql("UPDATE shop.orders SET total = IF(id = 1, 10.50, 99.99)");
+    assert!(so.contains("prepare ok"), "{so}\n{}", text(&out.stderr));
+    assert!(line_of(&so, "first").contains("'ok'"), "{so}");
+    assert!(line_of(&so, "second").contains("'err', 1142"), "{so}");
+    assert_eq!(totals, "12.50\n99.99\n");
+}
+
+#[test]
+fn allowlists_learn_freeze_and_enforce_mysql_statement_shapes() {
+    let e = MyEnv::start_custom("", "mode = \"learn\"", POLICY);
+    // A workload's shapes: the text protocol with literals, a prepared
+    // statement with parameters, an IN list.
+    let workload = |id: u32, other: u32| {
+        let so = e.raw(&format!(
+            r#"
+s = connect()
+print("a", query(s, "SELECT name FROM customers WHERE id = {id}"))
+print("b", query(s, "SELECT id, total FROM orders WHERE id IN ({id}, {other}) ORDER BY id"))
+ok, sid, cols = prepare(s, "SELECT name FROM customers WHERE id = ?")
+print("c", execute(s, sid, [{id}]))
+"#
+        ));
+        assert!(!so.contains("'err'"), "{so}");
+        so
+    };
+    workload(1, 2);
+    workload(2, 1);
+    let learned: Value = serde_json::from_slice(
+        &e.env
+            .warden(&["policy", "learned", "--grant", "app/shop", "--json"])
+            .stdout,
+    )
+    .unwrap();
+    let fps = learned["fingerprints"].as_object().unwrap();
+    let texts: Vec<&str> = fps.values().map(|f| f["text"].as_str().unwrap()).collect();
+    for want in [
+        "select `name` from `customers` where `id` = $?",
+        "select `id` , `total` from `orders` where `id` in ( $? ) order by `id`",
+        "select `name` from `customers` where `id` = $n",
+    ] {
+        assert!(texts.contains(&want), "{want}: {texts:#?}");
+    }
+    let ev = e
+        .statements()
+        .into_iter()
+        .find(|s| s["unmapped"]["warden"]["allowlist"]["mode"] == "learn")
+        .unwrap_or_else(|| panic!("no learn-mode statement event"));
+    assert_eq!(
+        ev["unmapped"]["warden"]["allowlist"]["verdict"], "learned",
+        "{ev:#}"
+    );
+
+    // Freeze, then enforce (reload): the same shapes with other values pass.
+    let list = e.env.tmp.path().join("app-shop.allowlist.toml");
+    let out = e.env.warden(&[
+        "policy",
+        "freeze",
+        "--grant",
+        "app/shop",
+        "--out",
+        list.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let frozen = std::fs::read_to_string(&list).unwrap();
+    assert!(frozen.contains("protocol = \"mysql\""), "{frozen}");
+    e.configure(
+        "",
+        &format!("mode = \"enforce\"\nallowlist = \"{}\"", list.display()),
+        POLICY,
+    );
+    let out = e.env.warden(&["reload"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    workload(2, 2);
+    // New shapes are refused whatever the rules say, naming the fingerprint.
+    for sql in [
+        "SELECT name FROM customers WHERE id = 1 OR 1 = 1",
+        "SELECT name FROM customers WHERE id = 1; SELECT 1",
+        "SELECT * FROM customers",
+        "SELECT 1",
+        "SELECT name FROM customers WHERE id = (SELECT 1)",
+    ] {
+        let out = e.mariadb(sql);
+        assert!(!out.status.success(), "{sql}: must be refused");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("ERROR 1142") && err.contains("not in the allow-list"),
+            "{sql}: {err}"
+        );
+    }
+    let refused = e
+        .statements()
+        .into_iter()
+        .filter(|s| s["unmapped"]["warden"]["allowlist"]["verdict"] == "not_listed")
+        .count();
+    assert!(refused >= 5, "refusals are audited as not listed");
 }

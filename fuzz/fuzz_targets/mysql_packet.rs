@@ -2,8 +2,8 @@
 //! any byte stream is split into packets with `packet::decode` (a small
 //! maximum, so the length checks are reached); each payload is read as a
 //! command response, OK, ERR, text row, binary row (under a few column
-//! layouts chosen by the first input byte), prepare OK, column definition
-//! and statement id. Nothing may panic; a decoded packet re-encodes to the
+//! layouts chosen by the first input byte), COM_STMT_EXECUTE parameters,
+//! prepare OK, column definition and statement id. Nothing may panic; a decoded packet re-encodes to the
 //! bytes it came from; rows that parse rebuild to the same values.
 #![no_main]
 
@@ -81,6 +81,15 @@ fuzz_target!(|data: &[u8]| {
             );
             for c in cells.iter().filter_map(|c| c.value.as_ref()) {
                 let _ = binary::text_of(c);
+            }
+        }
+        // A COM_STMT_EXECUTE's parameters, types bound or remembered, one
+        // of them sent before as long data.
+        for n in [1usize, 3] {
+            let known = &layout[..n.min(layout.len())];
+            if let Ok((params, types)) = binary::execute_params(b, n, known, &[false, true]) {
+                assert_eq!(params.len(), n);
+                assert_eq!(types.len(), n);
             }
         }
         let _ = binary::parse_prepare_ok(b);

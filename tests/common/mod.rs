@@ -6,6 +6,7 @@
 
 pub mod forward;
 pub mod mariadb;
+pub mod mysql;
 pub mod nginx;
 pub mod pg;
 pub mod regress;

@@ -795,17 +795,6 @@ fn check_allowlists(d: &Decoded, diags: &mut Diags<'_>) {
             );
             continue;
         }
-        if protocol_of(d, &g.target) == Some(Protocol::Mysql) {
-            diags.at(
-                &join(&at, "mode"),
-                format!(
-                    "{:?} is a mysql target: allow-lists are not built for MySQL yet \
-                     (PostgreSQL and HTTP only); remove mode/allowlist/on_new",
-                    g.target
-                ),
-            );
-            continue;
-        }
         match a.mode {
             None => diags.at(
                 &at,

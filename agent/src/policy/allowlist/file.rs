@@ -111,10 +111,12 @@ impl AllowlistFile {
             let at = item.span().start;
             let e = item.into_inner();
             let protocol = e.protocol.get_ref().as_str();
-            if !matches!(protocol, "postgres" | "http") {
+            if !matches!(protocol, "postgres" | "http" | "mysql") {
                 return Err(invalid(
                     e.protocol.span().start,
-                    format!("protocol must be \"postgres\" or \"http\", not {protocol:?}"),
+                    format!(
+                        "protocol must be \"postgres\", \"http\" or \"mysql\", not {protocol:?}"
+                    ),
                 ));
             }
             if e.text.trim().is_empty() {
@@ -214,7 +216,7 @@ mod tests {
                 4,
             ),
             (
-                "\n\n[[fingerprint]]\nprotocol = \"mysql\"\ntext = \"x\"\n",
+                "\n\n[[fingerprint]]\nprotocol = \"oracle\"\ntext = \"x\"\n",
                 4,
             ),
             (

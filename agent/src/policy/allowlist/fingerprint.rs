@@ -315,7 +315,7 @@ impl<'a> SqlScan<'a> {
 
 /// `in ( $? , $? , ... )` → `in ( $? )`; `values ( … ) , ( … )` with
 /// identical groups → one group.
-fn collapse_lists(words: &mut Vec<String>) {
+pub(crate) fn collapse_lists(words: &mut Vec<String>) {
     let mut out: Vec<String> = Vec::with_capacity(words.len());
     let mut i = 0;
     while i < words.len() {

@@ -28,6 +28,8 @@ pub mod commands;
 pub mod file;
 pub mod fingerprint;
 pub mod learned;
+// MySQL (issue 20): its normaliser, on sqlparser's MySQL tokenizer.
+pub mod mysql_fingerprint;
 pub mod shape_cache;
 
 pub use file::{AllowlistFile, AllowlistFileError};
@@ -35,6 +37,7 @@ pub use fingerprint::{
     Fingerprint, LiteralMask, SqlScan, data_literals, http_fingerprint, sql_fingerprint,
 };
 pub use learned::{LearnStore, LearnedFile, learned_path};
+pub use mysql_fingerprint::mysql_fingerprint;
 pub use shape_cache::ShapeCache;
 
 /// `mode` of a `[[grant]]`.

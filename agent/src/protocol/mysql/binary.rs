@@ -118,6 +118,80 @@ pub fn binary_row<'a>(
     Ok(out)
 }
 
+/// One parameter of a `COM_STMT_EXECUTE`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Null,
+    /// Sent before with `COM_STMT_SEND_LONG_DATA` (not in the packet).
+    LongData,
+    /// The value in its text form ([`text_of`]).
+    Value(Vec<u8>),
+}
+
+/// The parameters of a `COM_STMT_EXECUTE` of a statement with `n`
+/// parameters: after the id, flags and iteration count, a NULL bitmap, the
+/// new-types flag, the types (two bytes each: type, 0x80 for unsigned)
+/// when set, else `known` (the types of the statement's previous
+/// execution), then each value that is neither NULL nor in `long_data`.
+/// Also returns the types used. Nothing may be left over.
+#[allow(clippy::type_complexity)]
+pub fn execute_params(
+    p: &[u8],
+    n: usize,
+    known: &[(ColumnType, ColumnFlags)],
+    long_data: &[bool],
+) -> Result<(Vec<Param>, Vec<(ColumnType, ColumnFlags)>), MessageError> {
+    let t = MessageError::Truncated {
+        what: "COM_STMT_EXECUTE parameters",
+    };
+    if n == 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let bitmap = p.get(10..10 + n.div_ceil(8)).ok_or(t.clone())?;
+    let mut at = 10 + n.div_ceil(8);
+    let bound = *p.get(at).ok_or(t.clone())?;
+    at += 1;
+    let types: Vec<(ColumnType, ColumnFlags)> = if bound == 1 {
+        let raw = p.get(at..at + 2 * n).ok_or(t.clone())?;
+        at += 2 * n;
+        raw.chunks_exact(2)
+            .map(|c| {
+                let ty = ColumnType::try_from(c[0]).map_err(|_| t.clone())?;
+                let flags = if c[1] & 0x80 != 0 {
+                    ColumnFlags::UNSIGNED_FLAG
+                } else {
+                    ColumnFlags::empty()
+                };
+                Ok((ty, flags))
+            })
+            .collect::<Result<_, MessageError>>()?
+    } else if known.len() == n {
+        known.to_vec()
+    } else {
+        return Err(t);
+    };
+    let mut rest = p.get(at..).ok_or(t.clone())?;
+    let mut out = Vec::with_capacity(n);
+    for (i, &(ty, flags)) in types.iter().enumerate() {
+        if bitmap[i / 8] & (1 << (i % 8)) != 0 {
+            out.push(Param::Null);
+            continue;
+        }
+        if long_data.get(i).copied().unwrap_or(false) {
+            out.push(Param::LongData);
+            continue;
+        }
+        let mut buf = ParseBuf(rest);
+        let v: ValueDeserializer<BinValue> = buf.parse((ty, flags)).map_err(|_| t.clone())?;
+        rest = buf.0;
+        out.push(Param::Value(text_of(&v.0)));
+    }
+    if !rest.is_empty() {
+        return Err(t);
+    }
+    Ok((out, types))
+}
+
 /// A binary row from each value's bytes as they go on the wire (`None` =
 /// SQL NULL).
 pub fn encode_binary_row(values: &[Option<&[u8]>]) -> Vec<u8> {
@@ -306,5 +380,39 @@ mod tests {
         assert!(parse_prepare_ok(&ok[..11]).is_err());
         assert_eq!(statement_id(&[0x17, 9, 0, 0, 0, 1]).unwrap(), 9);
         assert!(statement_id(&[0x17, 9]).is_err());
+    }
+
+    #[test]
+    fn execute_parameters_are_read_with_their_types_nulls_and_long_data() {
+        // id 7, no cursor, 1 iteration; 3 parameters: a string, NULL, an
+        // unsigned long long; types bound.
+        let mut p = vec![0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0];
+        p.push(0b010);
+        p.push(1);
+        p.extend_from_slice(&[0xfd, 0, 0x08, 0, 0x08, 0x80]);
+        p.extend_from_slice(&[3, b'a', b'\'', b'b']);
+        p.extend_from_slice(&42u64.to_le_bytes());
+        let (params, types) = execute_params(&p, 3, &[], &[]).unwrap();
+        assert_eq!(
+            params,
+            vec![
+                Param::Value(b"a'b".to_vec()),
+                Param::Null,
+                Param::Value(b"42".to_vec())
+            ]
+        );
+        // Types not sent again: the previous ones; a long-data parameter is
+        // not in the packet.
+        let mut q = vec![0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0b010, 0];
+        q.extend_from_slice(&5u64.to_le_bytes());
+        let (params, _) = execute_params(&q, 3, &types, &[true, false, false]).unwrap();
+        assert_eq!(params[0], Param::LongData);
+        assert_eq!(params[2], Param::Value(b"5".to_vec()));
+        // Truncated, left over, or no types known: an error.
+        assert!(execute_params(&p[..p.len() - 1], 3, &[], &[]).is_err());
+        let mut long = p.clone();
+        long.push(0);
+        assert!(execute_params(&long, 3, &[], &[]).is_err());
+        assert!(execute_params(&q, 3, &[], &[]).is_err());
     }
 }

@@ -49,7 +49,8 @@ use crate::audit::event::{StatementDecision, StatementEvent, StatementPhase};
 use crate::audit::reason::RefuseReason;
 use crate::config::{Config, Grant, Protocol, Target};
 use crate::masking::{Masked, Masker, Strategy};
-use crate::policy::{Action, Policy, SessionContext, Verdict};
+use crate::policy::allowlist::{AllowlistFacts, Fingerprint, GrantAllowlist, Judged, ListVerdict};
+use crate::policy::{Action, Policy, RuleAction, SessionContext, Verdict};
 use crate::protocol::mysql::binary;
 use crate::protocol::mysql::handshake::{self, ServerHello};
 use crate::protocol::mysql::message::{self, Response, caps, code, com};
@@ -71,12 +72,24 @@ const MAX_PARAMS: u64 = 65535;
 const MAX_STATEMENTS: usize = 16 * 1024;
 /// Write to the client once this much is buffered.
 const FLUSH_AT: usize = 64 << 10;
+/// Bytes of a parameter sent as long data kept to show an approver (the
+/// rest is counted).
+const LONG_DATA_SHOWN: usize = 4096;
 
 /// One `[[grant]]` on a MySQL target, ready to serve.
 pub struct MysqlGrant {
     pub grant: Grant,
     pub policy: Arc<Policy>,
     pub masker: Option<Arc<Masker>>,
+    /// The grant's allow-list (issue 19), `None` without a `mode`.
+    pub allowlist: Option<Arc<GrantAllowlist>>,
+    /// The column names of its masking's column rules (lower case) and the
+    /// strictest of their strategies: what a view's columns get.
+    pub masked_names: Vec<String>,
+    pub strictest: Option<Strategy>,
+    /// Its policy has `block` or `approve` rules naming tables (which a
+    /// view could read under its own name).
+    pub table_rules: bool,
 }
 
 /// The upstream connection ids of live sessions, by target (ids are the
@@ -145,14 +158,42 @@ impl MysqlRuntime {
             |t| mysql_targets.contains(&t),
             |g| {
                 // Validation guarantees the policy exists for protocol grants.
-                Ok(g.policy
+                let Some(policy) = g.policy.as_ref().and_then(|p| policies.get(p)) else {
+                    return Ok(None);
+                };
+                let rules = g
+                    .masking
                     .as_ref()
-                    .and_then(|p| policies.get(p))
-                    .map(|policy| MysqlGrant {
-                        grant: g.clone(),
-                        policy: Arc::clone(policy),
-                        masker: maskers.of(g),
-                    }))
+                    .and_then(|m| config.maskings.get(m))
+                    .map(|m| m.columns.as_slice())
+                    .unwrap_or_default();
+                let masked_names = rules
+                    .iter()
+                    .filter_map(|r| r.column.rsplit('.').next())
+                    .map(|c| c.trim_matches(|q| q == '"' || q == '`').to_lowercase())
+                    .collect();
+                let strictest = rules
+                    .iter()
+                    .map(|r| r.strategy)
+                    .max_by_key(|s| crate::masking::column::strictness(*s));
+                let table_rules = g
+                    .policy
+                    .as_ref()
+                    .and_then(|p| config.policies.get(p))
+                    .is_some_and(|p| {
+                        p.rules
+                            .iter()
+                            .any(|r| r.action != RuleAction::Allow && !r.tables.is_empty())
+                    });
+                Ok(Some(MysqlGrant {
+                    grant: g.clone(),
+                    policy: Arc::clone(policy),
+                    masker: maskers.of(g),
+                    allowlist: super::session::grant_allowlist(config, g)?,
+                    masked_names,
+                    strictest,
+                    table_rules,
+                }))
             },
         )?;
         let mut tls = HashMap::new();
@@ -410,6 +451,12 @@ pub async fn serve(
         audit: audit.clone(),
         ctx: SessionContext::new(vec![database.clone()]),
         approvals: rt.approvals.approvals.clone(),
+        allowlist: grant.allowlist.clone(),
+        listed: None,
+        views: Vec::new(),
+        masked_names: grant.masked_names.clone(),
+        strictest: grant.strictest,
+        table_rules: grant.table_rules,
         account_uids: Vec::new(),
         deprecate_eof: session_caps & caps::DEPRECATE_EOF != 0,
         stmts: HashMap::new(),
@@ -536,24 +583,83 @@ async fn check_sql_mode(upstream: &mut Peer, deprecate_eof: bool) -> Result<(), 
 
 /// The session's `sql_mode`, asked of the upstream right after login.
 async fn sql_mode(upstream: &mut Peer, deprecate_eof: bool) -> Result<String, SessionError> {
-    let bad = SessionError::Upstream("an unexpected answer to SELECT @@SESSION.sql_mode");
-    upstream.send(0, b"\x03SELECT @@SESSION.sql_mode").await?;
-    if message::response(&upstream.read().await?.payload)? != Response::ResultSet(1) {
+    let rows = internal_query(upstream, deprecate_eof, "SELECT @@SESSION.sql_mode", 1).await?;
+    Ok(rows
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+        .unwrap_or_default())
+}
+
+/// Most rows Warden reads of its own queries.
+const MAX_INTERNAL_ROWS: usize = 100_000;
+
+/// Runs one of Warden's own queries (answered with `columns` text columns)
+/// on the upstream; its rows (NULL as empty).
+async fn internal_query(
+    upstream: &mut Peer,
+    deprecate_eof: bool,
+    sql: &str,
+    columns: u64,
+) -> Result<Vec<Vec<String>>, SessionError> {
+    let bad = SessionError::Upstream("an unexpected answer to one of Warden's own queries");
+    let mut cmd = Vec::with_capacity(sql.len() + 1);
+    cmd.push(com::QUERY);
+    cmd.extend_from_slice(sql.as_bytes());
+    upstream.send(0, &cmd).await?;
+    if message::response(&upstream.read().await?.payload)? != Response::ResultSet(columns) {
         return Err(bad);
     }
-    upstream.read().await?; // the column definition
+    for _ in 0..columns {
+        upstream.read().await?; // the column definitions
+    }
     if !deprecate_eof {
         upstream.read().await?;
     }
-    let row = upstream.read().await?;
-    let mode = match message::text_row(&row.payload, 1)?.first() {
-        Some(Some(v)) => String::from_utf8_lossy(v).into_owned(),
-        _ => String::new(),
-    };
-    if !message::is_eof(&upstream.read().await?.payload, deprecate_eof) {
-        return Err(bad);
+    let n = usize::try_from(columns).unwrap_or(usize::MAX);
+    let mut rows = Vec::new();
+    loop {
+        let p = upstream.read().await?;
+        if message::is_eof(&p.payload, deprecate_eof) {
+            return Ok(rows);
+        }
+        if p.payload.first() == Some(&0xff) || rows.len() >= MAX_INTERNAL_ROWS {
+            return Err(bad);
+        }
+        rows.push(
+            message::text_row(&p.payload, n)?
+                .into_iter()
+                .map(|v| {
+                    v.map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_default()
+                })
+                .collect(),
+        );
     }
-    Ok(mode)
+}
+
+/// The views the upstream user can see, as `schema.name` in lower case
+/// (the server's own `SYSTEM VIEW`s of `information_schema` are not: the
+/// classifier decides which of them are reads):
+/// the origin Warden can read of their columns is the view, not the table
+/// it reads, so their columns are masked by the strictest column rule
+/// (see `Session::column_strategy`).
+async fn visible_views(
+    upstream: &mut Peer,
+    deprecate_eof: bool,
+) -> Result<Vec<String>, SessionError> {
+    let rows = internal_query(
+        upstream,
+        deprecate_eof,
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+         WHERE TABLE_TYPE = 'VIEW'",
+        2,
+    )
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| r.join(".").to_lowercase())
+        .collect())
 }
 
 /// The first `sql_mode` flag that changes tokenisation, if any.
@@ -659,6 +765,20 @@ struct Session {
     ctx: SessionContext,
     /// Holds statements of `approve` rules (`None`: they are refused).
     approvals: Option<Arc<crate::approval::Approvals>>,
+    /// The grant's allow-list (`None` without a `mode`).
+    allowlist: Option<Arc<GrantAllowlist>>,
+    /// The allow-list's facts on the statement being handled (and its
+    /// fingerprint), for its audit events and an `approve --learn`.
+    listed: Option<(AllowlistFacts, Option<Fingerprint>)>,
+    /// Views the upstream user sees (`schema.name`, lower case), read at
+    /// login and after every forwarded DDL statement.
+    views: Vec<String>,
+    /// See [`MysqlGrant::masked_names`] (non-empty: the grant masks
+    /// columns, views are read).
+    masked_names: Vec<String>,
+    strictest: Option<Strategy>,
+    /// See [`MysqlGrant::table_rules`] (views are read too).
+    table_rules: bool,
     /// The account's enrolled uids (never approvers of its requests).
     account_uids: Vec<u32>,
     deprecate_eof: bool,
@@ -727,17 +847,31 @@ struct ResultColumns {
     binary: bool,
 }
 
-/// A statement Warden prepared: the verdict its executions run under.
+/// A statement Warden prepared: the verdict its executions run under
+/// (`Approve`: each execution is held, showing its parameters).
 struct Prepared {
     verdict: Verdict,
     /// The statement text as audited (masked).
     statement: String,
     /// The columns of its last execution's result (for `COM_STMT_FETCH`).
     columns: Option<Arc<ResultColumns>>,
+    /// How many parameters it has.
+    params: u16,
+    /// The parameter types of its last execution (a client sends them
+    /// once).
+    types: Vec<(ColumnType, ColumnFlags)>,
+    /// Per parameter, the long data sent since the last execution (the
+    /// first [`LONG_DATA_SHOWN`] bytes) and its full length.
+    long_data: Vec<Option<(Vec<u8>, usize)>>,
+    /// The allow-list's facts on its text (its executions carry them).
+    listed: Option<(AllowlistFacts, Option<Fingerprint>)>,
 }
 
 impl Session {
     async fn run(&mut self) -> Result<(), (RefuseReason, SessionError)> {
+        self.refresh_views()
+            .await
+            .map_err(|e| (RefuseReason::SessionError, e))?;
         loop {
             let p = match self.client.read().await {
                 Ok(p) => p,
@@ -1080,7 +1214,51 @@ impl Session {
             }
             Err(e) => return (Verdict::unparsable(&e), Vec::new()),
         };
-        (self.vet_masked_columns(text, verdict), per_statement)
+        (
+            self.vet_masked_columns(text, self.vet_views(verdict)),
+            per_statement,
+        )
+    }
+
+    /// A view reads tables Warden cannot see (its definition is not shown
+    /// to the upstream user without SHOW VIEW): under a policy whose block
+    /// or approve rules name tables, a statement reading one is refused.
+    fn vet_views(&self, verdict: Verdict) -> Verdict {
+        if self.table_rules && verdict.is_allowed() && self.reads_view(&verdict.tables) {
+            return Verdict {
+                action: Action::Block,
+                rule: None,
+                reason: "the statement reads a view: Warden cannot see which tables it reads, \
+                         and the policy blocks or holds tables"
+                    .into(),
+                ..verdict
+            };
+        }
+        verdict
+    }
+
+    /// Reads the views the upstream user sees again (only for a grant
+    /// with column masking rules or table-naming block/approve rules: what
+    /// they are for).
+    async fn refresh_views(&mut self) -> Result<(), SessionError> {
+        if !self.masked_names.is_empty() || self.table_rules {
+            self.views = visible_views(&mut self.upstream, self.deprecate_eof).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether one of `tables` (as the classifier names them) is a view.
+    fn reads_view(&self, tables: &[String]) -> bool {
+        !self.views.is_empty()
+            && tables.iter().any(|t| {
+                let t = t.to_lowercase();
+                let full = if t.contains('.') {
+                    t
+                } else {
+                    format!("{}.{t}", self.database.to_lowercase())
+                };
+                self.views.contains(&full)
+            })
     }
 
     /// Masked columns only as bare output columns.
@@ -1090,13 +1268,31 @@ impl Session {
         if let Some(m) = self.masker.as_ref().filter(|m| m.has_columns())
             && verdict.is_allowed()
         {
-            let masked = |column: &str| {
+            let masked_in = |column: Option<&str>| {
                 verdict.tables.iter().any(|t| {
                     let t = t.rsplit('.').next().unwrap_or(t);
-                    m.column_rule_loose(None, t, Some(column)).is_some()
+                    m.column_rule_loose(None, t, column).is_some()
                 })
             };
-            if let Some(why) = crate::policy::mysql::masked_column_misuse(text, masked) {
+            // A view may read a masked table under any column name it
+            // likes, and conditions on its columns could probe the values:
+            // what cannot be analysed is refused (its columns would also
+            // be masked by the strictest rule, see `column_strategy`).
+            if self.reads_view(&verdict.tables) {
+                return Verdict {
+                    action: Action::Block,
+                    rule: None,
+                    reason: "the statement reads a view: Warden cannot tie a view's columns \
+                             to the masked columns it may read"
+                        .into(),
+                    ..verdict
+                };
+            }
+            let reads_masked = masked_in(None);
+            let masked = |column: &str| masked_in(Some(column));
+            if let Some(why) =
+                crate::policy::mysql::masked_column_misuse(text, masked, reads_masked)
+            {
                 return Verdict {
                     action: Action::Block,
                     rule: None,
@@ -1120,11 +1316,7 @@ impl Session {
             &self.caller.process,
             self.caller.identity.as_ref(),
         );
-        let decision = if v.rule.is_none() && v.action == Action::Block {
-            StatementDecision::Rejected
-        } else {
-            super::session::decision_of(v.action)
-        };
+        let decision = decision_of(v);
         StatementEvent {
             time_ms: now_ms(),
             phase,
@@ -1153,15 +1345,15 @@ impl Session {
             sqlstate: (!v.is_allowed()).then(|| "42000".to_owned()),
             error: None,
             result: None,
-            // MySQL grants have no allow-list yet (issue 19 covers
-            // PostgreSQL and HTTP).
-            allowlist: None,
+            allowlist: self.listed.as_ref().map(|(facts, _)| facts.clone()),
         }
     }
 
     /// Decides, holds (approval) and audits a statement before it is
     /// forwarded; a refused one is answered with ERR 1142 here. `Some`
-    /// with the verdict and the masked text when the statement may go.
+    /// with the verdict and the masked text when the statement may go. A
+    /// `COM_STMT_PREPARE` of an `approve` rule is not held: it runs nothing,
+    /// each of its executions is held with its values (see `execute`).
     async fn admit(
         &mut self,
         text: &str,
@@ -1171,21 +1363,90 @@ impl Session {
         self.seq += 1;
         let (verdict, per_statement) = self.decide(text, utf8);
         let statement = self.text_masker.mask_str(text).0.into_owned();
+        let verdict = self.allowlist_gate(text, utf8, &statement, verdict);
+        let deferred = via == "prepare" && verdict.action == Action::Approve;
         // A statement of an `approve` rule is held (nothing forwarded) until
         // decided; its request event records how it ended.
-        let verdict = self.approval(verdict, &statement).await;
-        let request = self.event(&verdict, &statement, StatementPhase::Request, via);
+        let verdict = if deferred {
+            verdict
+        } else {
+            let fingerprint = crate::approval::fingerprint::exact_fingerprint("mysql", &statement);
+            self.approval(verdict, &statement, fingerprint).await
+        };
+        Ok(self
+            .gate(verdict, &statement, via, deferred)
+            .await?
+            .map(|verdict| Admitted {
+                verdict,
+                statement,
+                per_statement,
+            }))
+    }
+
+    /// The grant's allow-list over the rule verdict (learn: record;
+    /// enforce: an unlisted fingerprint is refused, or held for approval
+    /// with `on_new = "approve"`, whatever the rules say; block and deny
+    /// still win). Remembers the facts for the statement's audit events.
+    fn allowlist_gate(
+        &mut self,
+        text: &str,
+        utf8: bool,
+        statement: &str,
+        verdict: Verdict,
+    ) -> Verdict {
+        self.listed = None;
+        let Some(gate) = self.allowlist.clone() else {
+            return verdict;
+        };
+        let fp = utf8
+            .then(|| crate::policy::allowlist::mysql_fingerprint(text))
+            .flatten();
+        let (facts, judged) = super::session::judge_allowlist(
+            &gate,
+            fp.as_ref(),
+            "mysql",
+            statement,
+            decision_of(&verdict),
+        );
+        self.listed = Some((facts, fp));
+        let (action, why) = match judged {
+            Judged::Pass => return verdict,
+            Judged::Refuse(why) => (Action::Deny, why),
+            Judged::Hold(why) => (Action::Approve, why),
+        };
+        if !matches!(verdict.action, Action::Allow | Action::Approve) {
+            return verdict;
+        }
+        Verdict {
+            action,
+            rule: Some(crate::policy::RuleRef {
+                index: usize::MAX,
+                label: format!("allowlist of grant {}", gate.grant),
+            }),
+            reason: why,
+            ..verdict
+        }
+    }
+
+    /// Audits the request phase of a decided statement and answers a
+    /// refused one with ERR 1142; `Some(verdict)` when it may be forwarded
+    /// (`approve_later`: an `Approve` verdict may, for a PREPARE).
+    async fn gate(
+        &mut self,
+        verdict: Verdict,
+        statement: &str,
+        via: &str,
+        approve_later: bool,
+    ) -> Result<Option<Verdict>, SessionError> {
+        let request = self.event(&verdict, statement, StatementPhase::Request, via);
         // Audit before effect: an unrecorded statement is not forwarded.
         let recorded = self.audit.record_statement(request).await;
         if let Err(e) = &recorded {
             tracing::error!(error = %e, "could not audit a statement; refused");
         }
-        if verdict.is_allowed() && recorded.is_ok() {
-            return Ok(Some(Admitted {
-                verdict,
-                statement,
-                per_statement,
-            }));
+        let may = verdict.is_allowed() || (approve_later && verdict.action == Action::Approve);
+        if may && recorded.is_ok() {
+            return Ok(Some(verdict));
         }
         info!(statement.seq = self.seq, rule = ?verdict.rule.as_ref().map(|r| &r.label), "mysql statement refused");
         let why = match (verdict.action, &verdict.rule) {
@@ -1246,6 +1507,14 @@ impl Session {
         self.upstream.send(0, payload).await?;
         let relayed = self.relay_result(&verdict, false, &per_statement).await?;
         self.record_result(&verdict, &statement, "simple", &relayed, started);
+        // DDL (or what the classifier does not know) may have made a view.
+        if !matches!(
+            verdict.class,
+            crate::policy::model::StatementClass::Read
+                | crate::policy::model::StatementClass::Write
+        ) {
+            self.refresh_views().await?;
+        }
         Ok(())
     }
 
@@ -1308,6 +1577,10 @@ impl Session {
                     verdict: verdict.clone(),
                     statement: statement.clone(),
                     columns: None,
+                    params: ok.params,
+                    types: Vec::new(),
+                    long_data: Vec::new(),
+                    listed: self.listed.clone(),
                 },
             );
             self.last_prepared = Some(ok.statement_id);
@@ -1372,7 +1645,9 @@ impl Session {
     }
 
     /// `COM_STMT_EXECUTE` of a statement Warden prepared (and so decided):
-    /// audited per execution, its binary rows masked.
+    /// audited per execution, its binary rows masked. A statement of an
+    /// `approve` rule is held at every execution, the approver shown its
+    /// parameters (masked); parameters that cannot be read refuse it.
     async fn execute(&mut self, payload: &[u8]) -> Result<(), SessionError> {
         let Some(Named {
             id,
@@ -1384,19 +1659,54 @@ impl Session {
         else {
             return self.unknown_statement("COM_STMT_EXECUTE").await;
         };
+        let shown = self.bound_parameters(id, &payload);
         self.seq += 1;
-        let request = self.event(&verdict, &statement, StatementPhase::Request, "execute");
-        if let Err(e) = self.audit.record_statement(request).await {
-            tracing::error!(error = %e, "could not audit a statement; refused");
-            return self
-                .client_err(
-                    1,
-                    code::TABLE_ACCESS_DENIED,
-                    "42000",
-                    "statement refused: the audit trail is unavailable",
-                )
-                .await;
+        self.listed = self.stmts.get(&id).and_then(|p| p.listed.clone());
+        let (verdict, statement) = if verdict.action == Action::Approve {
+            match shown {
+                Ok(shown) => {
+                    let text = if shown.text.is_empty() {
+                        statement
+                    } else {
+                        format!("{statement}\n-- parameters: {}", shown.text)
+                    };
+                    let exact = !matches!(
+                        verdict.class,
+                        crate::policy::model::StatementClass::Read
+                            | crate::policy::model::StatementClass::Write
+                    );
+                    let key = if exact {
+                        format!("{text}\0parameters\0{}", shown.digest)
+                    } else {
+                        self.stmts
+                            .get(&id)
+                            .map(|p| p.statement.clone())
+                            .unwrap_or_default()
+                    };
+                    let fingerprint =
+                        crate::approval::fingerprint::exact_fingerprint("mysql", &key);
+                    (self.approval(verdict, &text, fingerprint).await, text)
+                }
+                Err(e) => {
+                    let v = Verdict {
+                        action: Action::Block,
+                        rule: None,
+                        reason: format!("the parameters of an execution to approve: {e}"),
+                        ..verdict
+                    };
+                    (v, statement)
+                }
+            }
+        } else {
+            (verdict, statement)
+        };
+        if let Some(st) = self.stmts.get_mut(&id) {
+            // The server forgets long data at an execution.
+            st.long_data.clear();
         }
+        let Some(verdict) = self.gate(verdict, &statement, "execute", false).await? else {
+            return Ok(());
+        };
         let started = Instant::now();
         self.upstream.send(0, &payload).await?;
         let mut relayed = self.relay_result(&verdict, true, &[]).await?;
@@ -1405,6 +1715,50 @@ impl Session {
         }
         self.record_result(&verdict, &statement, "execute", &relayed, started);
         Ok(())
+    }
+
+    /// The parameters of an execution of statement `id` as an approver sees
+    /// them (remembering the types it binds).
+    fn bound_parameters(
+        &mut self,
+        id: u32,
+        payload: &[u8],
+    ) -> Result<super::postgres::params::Shown, message::MessageError> {
+        let Some(st) = self.stmts.get_mut(&id) else {
+            return Err(message::MessageError::Empty);
+        };
+        let n = usize::from(st.params);
+        let long: Vec<bool> = (0..n)
+            .map(|i| st.long_data.get(i).is_some_and(Option::is_some))
+            .collect();
+        let (params, types) = binary::execute_params(payload, n, &st.types, &long)?;
+        st.types = types;
+        let values: Vec<Option<Vec<u8>>> = params
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| match p {
+                binary::Param::Null => None,
+                binary::Param::Value(v) => Some(v),
+                binary::Param::LongData => {
+                    let (kept, len) = st.long_data[i].clone().unwrap_or_default();
+                    let mut v = kept;
+                    if len > v.len() {
+                        v.extend_from_slice(
+                            format!(" (… {} more bytes sent as long data)", len - v.len())
+                                .as_bytes(),
+                        );
+                    }
+                    Some(v)
+                }
+            })
+            .collect();
+        let refs: Vec<Option<&[u8]>> = values.iter().map(|v| v.as_deref()).collect();
+        Ok(super::postgres::params::show(
+            &refs,
+            &[],
+            &[],
+            &self.text_masker,
+        ))
     }
 
     /// `COM_STMT_FETCH`: more binary rows of an execution's cursor, masked
@@ -1458,14 +1812,47 @@ impl Session {
                 }
                 self.upstream.send(0, &payload).await
             }
-            com::STMT_SEND_LONG_DATA => self.upstream.send(0, &payload).await,
+            com::STMT_SEND_LONG_DATA => {
+                self.keep_long_data(id, &payload);
+                self.upstream.send(0, &payload).await
+            }
+            com::STMT_RESET => {
+                if let Some(st) = self.stmts.get_mut(&id) {
+                    st.long_data.clear();
+                }
+                self.relay_simple(&payload).await
+            }
             _ => self.relay_simple(&payload).await,
         }
+    }
+
+    /// Keeps (the start of) a piece of long data of a statement Warden
+    /// prepared: an approver of its execution is shown it.
+    fn keep_long_data(&mut self, id: u32, payload: &[u8]) {
+        let Some(st) = self.stmts.get_mut(&id) else {
+            return;
+        };
+        let Some(param) = payload
+            .get(5..7)
+            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+            .filter(|&p| p < usize::from(st.params))
+        else {
+            return;
+        };
+        let data = &payload[7..];
+        if st.long_data.len() <= param {
+            st.long_data.resize(param + 1, None);
+        }
+        let (kept, len) = st.long_data[param].get_or_insert_with(Default::default);
+        let room = LONG_DATA_SHOWN.saturating_sub(kept.len());
+        kept.extend_from_slice(&data[..room.min(data.len())]);
+        *len += data.len();
     }
 
     /// Audits a command Warden refused outside the statement policy.
     async fn refused_command(&mut self, command: &str, why: &str) {
         self.seq += 1;
+        self.listed = None;
         let v = Verdict {
             action: Action::Block,
             rule: None,
@@ -1485,9 +1872,14 @@ impl Session {
     /// up to twice its largest packet; a client that leaves withdraws the
     /// request). Other verdicts pass unchanged; without an approval service
     /// the statement stays refused.
-    async fn approval(&mut self, verdict: Verdict, statement: &str) -> Verdict {
-        use super::session::{Asked, ask, wait};
-        use crate::approval::{RequestSpec, Resolution, fingerprint};
+    async fn approval(
+        &mut self,
+        verdict: Verdict,
+        statement: &str,
+        fingerprint: String,
+    ) -> Verdict {
+        use super::session::{Asked, ask_learnable, wait};
+        use crate::approval::{RequestSpec, Resolution};
         if verdict.action != Action::Approve {
             return verdict;
         }
@@ -1502,7 +1894,7 @@ impl Session {
             process: self.caller.process.clone(),
             identity: self.caller.identity.clone(),
             statement: statement.to_owned(),
-            fingerprint: fingerprint::exact_fingerprint("mysql", statement),
+            fingerprint,
             policy: Some(self.policy.name().to_owned()),
             rule: verdict.rule.as_ref().map(|r| r.label.clone()),
             risk: verdict.class.as_str().to_owned(),
@@ -1517,7 +1909,20 @@ impl Session {
             reason: why,
             ..verdict.clone()
         };
-        let hold = match ask(&approvals, spec).await {
+        // Held by the grant's allow-list: what `approve --learn` adds to it.
+        let learn = self
+            .listed
+            .as_ref()
+            .filter(|(facts, _)| facts.verdict == Some(ListVerdict::NotListed))
+            .and_then(|(_, fp)| {
+                crate::approval::learn::LearnCandidate::of(
+                    self.allowlist.as_ref(),
+                    fp.as_ref(),
+                    "mysql",
+                    statement,
+                )
+            });
+        let hold = match ask_learnable(&approvals, spec, learn).await {
             Asked::Granted(why) => return decided(true, why),
             Asked::Unrecorded(why) => return decided(false, why),
             Asked::Held(h) => h,
@@ -1710,8 +2115,24 @@ impl Session {
         let org_table = String::from_utf8_lossy(col.org_table_ref());
         if !org_table.is_empty() {
             let schema = String::from_utf8_lossy(col.schema_ref());
+            // A view's column: what it reads is not known here (a computed
+            // column of a view comes without its schema).
+            let in_schema = if schema.is_empty() {
+                &self.database
+            } else {
+                schema.as_ref()
+            };
+            if self
+                .views
+                .contains(&format!("{in_schema}.{org_table}").to_lowercase())
+            {
+                return self.strictest;
+            }
             let name = String::from_utf8_lossy(col.org_name_ref());
             return m.column_strategy(&schema, &org_table, &name);
+        }
+        if self.reads_view(tables) {
+            return self.strictest;
         }
         tables
             .iter()
@@ -1820,6 +2241,15 @@ impl Session {
             out.clear();
         }
         Ok(())
+    }
+}
+
+/// The audit decision of a verdict (a refusal by no rule is `rejected`).
+fn decision_of(v: &Verdict) -> StatementDecision {
+    if v.rule.is_none() && v.action == Action::Block {
+        StatementDecision::Rejected
+    } else {
+        super::session::decision_of(v.action)
     }
 }
 

@@ -18,7 +18,7 @@
 
 pub mod catalog;
 pub mod decide;
-mod params;
+pub(crate) mod params;
 pub mod relay;
 pub mod stream;
 pub mod upstream;
