@@ -412,6 +412,11 @@ pub async fn run(config: Config, detach_on_exit: bool) -> Result<(), DaemonError
         .collect();
     datapath.publish_config()?;
     datapath.attach()?;
+    // Attaching (the LSM programs above all) can take longer than the
+    // heartbeat's grace: the deadline is pushed forward now, and the
+    // heartbeat thread starts as soon as `shared` exists, before anything
+    // is served; otherwise enrolled connections fail with EPERM in between.
+    datapath.heartbeat()?;
     info!(
         pin_dir = %datapath.pin_dir().display(),
         cgroup = %datapath.attach_dir().display(),
@@ -444,6 +449,7 @@ pub async fn run(config: Config, detach_on_exit: bool) -> Result<(), DaemonError
         active: AtomicUsize::new(0),
         active_per_account: Mutex::new(HashMap::new()),
     });
+    let beat = Heartbeat::start(Arc::clone(&shared))?;
     // Restart-only settings: a reload never changes them.
     let fixed = shared.live().config.agent.clone();
     // SIGHUP is caught from here on (its default action would end the daemon).
@@ -490,7 +496,6 @@ pub async fn run(config: Config, detach_on_exit: bool) -> Result<(), DaemonError
         Arc::clone(&shared),
         shutdown_rx.clone(),
     )));
-    let beat = Heartbeat::start(Arc::clone(&shared))?;
     tasks.push(tokio::spawn(resync_enrollments(
         Arc::clone(&shared),
         shutdown_rx.clone(),
