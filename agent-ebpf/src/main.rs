@@ -49,7 +49,7 @@ use aya_ebpf::{
 use warden_common::{
     AgentConfig, COMM_LEN, ConnMeta, MATCH_CGROUP, MATCH_UID, MAX_ENROLLED_LEVEL, MkdirFormat,
     TAG_FROM_MKDIR, TARGET_FAIL_OPEN, TargetKey, TargetValue, TupleKey, UNIT_PATH_LEN, UnitPathKey,
-    capacity, v4_mapped,
+    capacity, lsm_kind, v4_mapped,
 };
 
 const AF_INET: u16 = 2;
@@ -147,10 +147,10 @@ pub fn warden_connect4(ctx: SockAddrContext) -> i32 {
     // SAFETY: `sa` is the context pointer the kernel hands to this program; the
     // verifier checks every field access below.
     let (ty, ip4, port) = unsafe { ((*sa).type_, (*sa).user_ip4, (*sa).user_port) };
-    if ty != SOCK_STREAM {
-        return ALLOW;
-    }
     let port = u16::from_be(port as u16);
+    if ty != SOCK_STREAM {
+        return datagram_verdict(&ctx, mapped4(ip4), port, AF_INET, ty);
+    }
     match decide(&ctx, mapped4(ip4), port, AF_INET) {
         Verdict::Pass => ALLOW,
         Verdict::Deny => DENY,
@@ -170,10 +170,10 @@ pub fn warden_connect6(ctx: SockAddrContext) -> i32 {
     let sa = ctx.sock_addr;
     // SAFETY: see warden_connect4.
     let (ty, ip6, port) = unsafe { ((*sa).type_, (*sa).user_ip6, (*sa).user_port) };
-    if ty != SOCK_STREAM {
-        return ALLOW;
-    }
     let port = u16::from_be(port as u16);
+    if ty != SOCK_STREAM {
+        return datagram_verdict(&ctx, ip6, port, AF_INET6, ty);
+    }
     match decide(&ctx, ip6, port, AF_INET6) {
         Verdict::Pass => ALLOW,
         Verdict::Deny => DENY,
@@ -190,6 +190,73 @@ pub fn warden_connect6(ctx: SockAddrContext) -> i32 {
             ALLOW
         }
     }
+}
+
+/// `sendto()`/`sendmsg()` with a destination on an unconnected UDP socket
+/// (the connect programs cover connected ones): a datagram from an enrolled
+/// workload to a protected target's address and port is refused. Warden
+/// relays TCP only, so a target's UDP port (HTTP/3, a server's UDP side)
+/// would otherwise be reached directly, with no audit event.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn warden_sendmsg4(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: `sa` is this invocation's context; the verifier checks the reads.
+    let (ty, ip4, port) = unsafe { ((*sa).type_, (*sa).user_ip4, (*sa).user_port) };
+    datagram_verdict(&ctx, mapped4(ip4), u16::from_be(port as u16), AF_INET, ty)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn warden_sendmsg6(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: as in warden_sendmsg4.
+    let (ty, ip6, port) = unsafe { ((*sa).type_, (*sa).user_ip6, (*sa).user_port) };
+    datagram_verdict(&ctx, ip6, u16::from_be(port as u16), AF_INET6, ty)
+}
+
+/// The verdict on a non-stream socket's `connect()` or addressed `sendmsg()`
+/// to `dst`:`port`: EPERM for an enrolled caller when the destination (the
+/// unspecified address resolved as the kernel resolves it) is a protected
+/// target, reported to the agent through the denial ring buffer; everything
+/// else passes. Nothing is redirected: the proxy speaks TCP only.
+#[inline(always)]
+fn datagram_verdict(ctx: &SockAddrContext, dst: Addr, port: u16, family: u16, ty: u32) -> i32 {
+    let Some(cfg) = CONFIG.get(0) else {
+        return ALLOW;
+    };
+    if cfg.ready == 0 {
+        return ALLOW;
+    }
+    // SAFETY: no preconditions.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if cgroup_id == cfg.agent_cgroup_id {
+        return ALLOW;
+    }
+    let dst = if is_unspecified(&dst) {
+        resolve_unspecified(ctx, &dst, family)
+    } else {
+        dst
+    };
+    let tkey = TargetKey {
+        addr: bytes(dst),
+        port,
+        _pad: [0; 6],
+    };
+    // SAFETY: copied out at once; TARGETS is only written by userspace.
+    let Some(target) = (unsafe { TARGETS.get(tkey) }).copied() else {
+        return ALLOW;
+    };
+    let Some((match_kind, matched_id)) = enrolled(ctx, cgroup_id) else {
+        return ALLOW;
+    };
+    lsm::report(
+        match_kind,
+        matched_id,
+        cgroup_id,
+        lsm_kind::DATAGRAM_TO_TARGET,
+        u64::from(target.target_id),
+        (u64::from(ty) << 32) | (u64::from(family) << 16) | u64::from(port),
+    );
+    DENY
 }
 
 #[sock_ops]

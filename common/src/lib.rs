@@ -61,6 +61,9 @@ pub mod programs {
     pub const SOCK_OPS: &str = "warden_sock_ops";
     pub const CGROUP_MKDIR: &str = "warden_cgroup_mkdir";
     pub const SCHED_EXEC: &str = "warden_sched_exec";
+    /// `cgroup/sendmsg4` and `cgroup/sendmsg6`: datagrams to targets.
+    pub const SENDMSG4: &str = "warden_sendmsg4";
+    pub const SENDMSG6: &str = "warden_sendmsg6";
     /// `sk_skb/stream_verdict` of the in-kernel `tcp` relay.
     pub const RELAY_VERDICT: &str = "warden_relay_verdict";
     /// BPF LSM programs and the hook each attaches to.
@@ -222,6 +225,10 @@ pub mod lsm_kind {
     /// A uid-enrolled process changing its uid to one that is not enrolled;
     /// `arg0` = the new uid.
     pub const SETUID: u32 = 10;
+    /// Not an LSM denial: a datagram (`connect()` or addressed `sendmsg()` on
+    /// a non-stream socket) from an enrolled workload to a protected target;
+    /// `arg0` = target id, `arg1` = socket type << 32 | family << 16 | port.
+    pub const DATAGRAM_TO_TARGET: u32 = 11;
 
     /// The name audit events give a kind.
     pub const fn name(kind: u32) -> &'static str {
@@ -236,6 +243,7 @@ pub mod lsm_kind {
             SIGNAL => "signal",
             PROTECTED_CHANGE => "protected_change",
             SETUID => "setuid",
+            DATAGRAM_TO_TARGET => "datagram_to_target",
             _ => "unknown",
         }
     }

@@ -626,3 +626,28 @@ pub fn mount_tmpfs(dir: &Path, size: &str) -> Unmount {
     assert!(ok, "mounting a {size} tmpfs on {}", dir.display());
     Unmount(dir.to_owned())
 }
+
+/// A `[[target]]` table of protocol `tcp`.
+pub fn tcp_target(name: &str, addr: &str) -> String {
+    format!("[[target]]\nname = \"{name}\"\nprotocol = \"tcp\"\naddress = \"{addr}\"\n")
+}
+
+/// An `[[account]]` table enrolling `cgroups` and `uids`, granted `targets`.
+pub fn account(name: &str, cgroups: &[&str], uids: &[u32], targets: &[&str]) -> String {
+    let q = |v: &[&str]| {
+        v.iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let u = uids
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "[[account]]\nname = \"{name}\"\ncgroups = [{}]\nuids = [{u}]\ntargets = [{}]\n",
+        q(cgroups),
+        q(targets)
+    )
+}

@@ -325,7 +325,12 @@ impl Datapath {
         remove_matching(&self.pin_dir, |n| n.ends_with(".new"));
 
         let mut fresh: Vec<(&'static str, FdLink, u32)> = Vec::new();
-        for name in [programs::CONNECT4, programs::CONNECT6] {
+        for name in [
+            programs::CONNECT4,
+            programs::CONNECT6,
+            programs::SENDMSG4,
+            programs::SENDMSG6,
+        ] {
             fresh.push(load_and_attach!(self, CgroupSockAddr, name, |p| p
                 .attach(&cgroup, LINK_ATTACH_MODE)));
         }
