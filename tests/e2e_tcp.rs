@@ -348,7 +348,7 @@ fn agent_killed_fails_closed_and_restart_readopts_pins() {
     ));
     env.start();
     let st = env.status_json();
-    assert_eq!(redirect_programs(&st), 7, "{st:#}");
+    assert_eq!(redirect_programs(&st), 9, "{st:#}");
     assert_eq!(
         st["attach_cgroup"].as_str().unwrap(),
         env.mount.to_str().unwrap()
@@ -380,7 +380,7 @@ fn agent_killed_fails_closed_and_restart_readopts_pins() {
 
     env.start();
     let st = env.status_json();
-    assert_eq!(redirect_programs(&st), 7);
+    assert_eq!(redirect_programs(&st), 9);
     let r = env.client(&app, "127.0.0.2", db.addr.port(), MIB, None);
     assert!(
         r.same_bytes_back(),
@@ -552,7 +552,7 @@ fn uninstall_leaves_no_program_attached() {
         .map(|p| p["program_id"].as_u64().unwrap())
         .collect();
     // The redirect programs, and the BPF LSM programs where BPF LSM is active.
-    assert!(ids.len() == 7 || ids.len() == 18, "{ids:?}");
+    assert!(ids.len() == 9 || ids.len() == 20, "{ids:?}");
     let cg_dir = env.cg_dir(&env.cg_root.clone());
     // connect4/6, sendmsg4/6, sock_ops.
     assert_eq!(programs_attached_at(&cg_dir).len(), 5);
@@ -695,7 +695,7 @@ fn daemon_notifies_systemd_when_ready() {
     assert!(msg.contains("READY=1"), "{msg}");
     // By the time READY=1 is sent, the programs are attached.
     let st = env.status_json();
-    assert_eq!(redirect_programs(&st), 7);
+    assert_eq!(redirect_programs(&st), 9);
     // Whether BPF LSM is active is reported, as this kernel says (issue 16,
     // item 5: without it a root workload is not contained).
     let lsm = std::fs::read_to_string("/sys/kernel/security/lsm")

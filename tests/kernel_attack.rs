@@ -204,3 +204,72 @@ fn stream_connect_variants_are_redirected() {
         }
     }
 }
+
+/// Bypass (closed): an exe pin checked `/proc/<pid>/exe`, which an
+/// unprivileged process can point at any file it may execute without an
+/// exec: in a new user namespace it has CAP_CHECKPOINT_RESTORE, unmaps its
+/// own executable and calls `prctl(PR_SET_MM, PR_SET_MM_MAP)` with `exe_fd`
+/// (tests/support/forge_exe.c, preloaded into `/usr/bin/true` as `nobody`).
+/// Its connection then passed the pin to `/usr/bin/sleep`. Now the kernel
+/// records the file each process exec'ed (raw `sched_process_exec`,
+/// inherited at `sched_process_fork`) and the proxy refuses a caller whose
+/// `/proc/<pid>/exe` is another file, as `identity_mismatch`, naming no
+/// executable in the audit.
+#[test]
+fn exe_forged_without_exec_is_refused_as_identity_mismatch() {
+    let so = std::env::temp_dir().join(format!("warden-forge-{}.so", std::process::id()));
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/forge_exe.c");
+    let built = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-Wl,-z,now", "-o"])
+        .arg(&so)
+        .arg(&src)
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        eprintln!("SKIP: no C compiler to build {}", src.display());
+        return;
+    }
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _so = Remove(so.clone());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&so, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let mut env = TestEnv::new();
+    let app = env.cgroup("app");
+    let db = EchoServer::start("127.0.0.2:0");
+    env.write_config(&format!(
+        "{}{}[[account]]\nname = \"pinned\"\ncgroups = [\"{app}\"]\ntargets = [\"db\"]\nexe = {{ path = \"/usr/bin/sleep\" }}\n",
+        env.agent_table(false, ""),
+        tcp_target("db", &db.addr.to_string()),
+    ));
+    env.start();
+    let procs = env.cg_dir(&app).join("cgroup.procs");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > '{}' && exec runuser -u nobody -- env LD_PRELOAD='{}' FORGE_EXE=/usr/bin/sleep FORGE_HOST=127.0.0.2 FORGE_PORT={} /usr/bin/true",
+            procs.display(),
+            so.display(),
+            db.addr.port()
+        ))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "forge output not JSON ({e}): {stdout} / {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    // The attack itself worked: /proc/<pid>/exe named the pinned binary.
+    assert_eq!(r["prctl"], 0, "{r}");
+    assert_eq!(r["exe"], "/usr/bin/sleep", "{r}");
+    let lp = r["local_port"].as_u64().unwrap() as u16;
+    assert!(lp != 0 && !db.saw_direct_from(lp), "not redirected: {r}");
+    assert_eq!(r["ok"], false, "the forged caller was served: {r}");
+    env.assert_unconfirmed_exe(lp, "did not exec");
+}

@@ -165,7 +165,7 @@ pub(crate) fn report(
 
 /// Reads a `T` at `base + off` in kernel memory.
 #[inline(always)]
-fn read<T>(base: *const u8, off: u32) -> Option<T> {
+pub(crate) fn read<T>(base: *const u8, off: u32) -> Option<T> {
     if base.is_null() {
         return None;
     }

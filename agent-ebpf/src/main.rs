@@ -42,14 +42,16 @@ use aya_ebpf::{
         bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
         bpf_probe_read_kernel_str_bytes, bpf_sk_lookup_tcp, bpf_sk_release,
     },
-    macros::{cgroup_sock_addr, map, sock_ops, stream_verdict, tracepoint},
+    macros::{cgroup_sock_addr, map, raw_tracepoint, sock_ops, stream_verdict, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, SockHash},
-    programs::{SkBuffContext, SockAddrContext, SockOpsContext, TracePointContext},
+    programs::{
+        RawTracePointContext, SkBuffContext, SockAddrContext, SockOpsContext, TracePointContext,
+    },
 };
 use warden_common::{
-    AgentConfig, COMM_LEN, ConnMeta, MATCH_CGROUP, MATCH_UID, MAX_ENROLLED_LEVEL, MkdirFormat,
-    TAG_FROM_MKDIR, TARGET_FAIL_OPEN, TargetKey, TargetValue, TupleKey, UNIT_PATH_LEN, UnitPathKey,
-    capacity, lsm_kind, v4_mapped,
+    AgentConfig, COMM_LEN, ConnMeta, ExecOffsets, InodeKey, MATCH_CGROUP, MATCH_UID,
+    MAX_ENROLLED_LEVEL, MkdirFormat, TAG_FROM_MKDIR, TARGET_FAIL_OPEN, TargetKey, TargetValue,
+    TupleKey, UNIT_PATH_LEN, UnitPathKey, capacity, lsm_kind, v4_mapped,
 };
 
 const AF_INET: u16 = 2;
@@ -97,6 +99,17 @@ static MKDIR_FMT: Array<MkdirFormat> = Array::pinned(1, 0);
 /// tell that a caller ran another program after its connect.
 #[map(name = "WARDEN_EXEC_TIMES")]
 static EXEC_TIMES: LruHashMap<u32, u64> = LruHashMap::pinned(capacity::EXEC_TIMES, 0);
+
+/// The file each process last exec'ed (tgid → device and inode, the
+/// kernel's encoding), inherited at fork: the proxy compares it with what
+/// `/proc/<pid>/exe` shows, which `prctl(PR_SET_MM, PR_SET_MM_MAP)` can point
+/// at another file without an exec (allowed in an unprivileged user
+/// namespace).
+#[map(name = "WARDEN_EXEC_FILES")]
+static EXEC_FILES: LruHashMap<u32, InodeKey> = LruHashMap::pinned(capacity::EXEC_TIMES, 0);
+
+#[map(name = "WARDEN_EXEC_OFF")]
+static EXEC_OFF: Array<ExecOffsets> = Array::pinned(1, 0);
 
 /// One path buffer per CPU for the `cgroup_mkdir` program (scratch only).
 #[map]
@@ -401,6 +414,68 @@ pub fn warden_sched_exec(_ctx: TracePointContext) -> u32 {
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let _ = EXEC_TIMES.insert(tgid, now, 0);
     0
+}
+
+/// Raw `sched_process_exec` (`task, old_pid, bprm`): record the file the
+/// process now runs (`bprm->file`, also what `/proc/<pid>/exe` names right
+/// after the exec).
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn warden_exec_file(ctx: RawTracePointContext) -> i32 {
+    let _ = record_exec_file(&ctx);
+    0
+}
+
+#[inline(always)]
+fn record_exec_file(ctx: &RawTracePointContext) -> Option<()> {
+    let off = EXEC_OFF.get(0)?;
+    if off.ready == 0 {
+        return None;
+    }
+    let bprm: u64 = ctx.arg(2);
+    let file: *const u8 = lsm::read(bprm as *const u8, off.bprm_file)?;
+    let key = file_key(file, off)?;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    EXEC_FILES.insert(tgid, key, 0).ok()
+}
+
+/// Raw `sched_process_fork` (`parent, child`): a new process runs its
+/// parent's file; its pid may have been another process's, so a parent
+/// without a record removes the child's stale one. Threads are skipped.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn warden_fork_file(ctx: RawTracePointContext) -> i32 {
+    let _ = inherit_exec_file(&ctx);
+    0
+}
+
+#[inline(always)]
+fn inherit_exec_file(ctx: &RawTracePointContext) -> Option<()> {
+    let off = EXEC_OFF.get(0)?;
+    if off.ready == 0 {
+        return None;
+    }
+    let child: u64 = ctx.arg(1);
+    let child = child as *const u8;
+    let pid: i32 = lsm::read(child, off.task_pid)?;
+    let tgid: i32 = lsm::read(child, off.task_tgid)?;
+    if pid != tgid {
+        return None;
+    }
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: copied out at once.
+    match unsafe { EXEC_FILES.get(parent) }.copied() {
+        Some(key) => EXEC_FILES.insert(tgid as u32, key, 0).ok(),
+        None => EXEC_FILES.remove(tgid as u32).ok(),
+    }
+}
+
+/// Device (kernel encoding) and inode of `file`.
+#[inline(always)]
+fn file_key(file: *const u8, off: &ExecOffsets) -> Option<InodeKey> {
+    let inode: *const u8 = lsm::read(file, off.file_f_inode)?;
+    let ino: u64 = lsm::read(inode, off.inode_i_ino)?;
+    let sb: *const u8 = lsm::read(inode, off.inode_i_sb)?;
+    let dev: u32 = lsm::read(sb, off.sb_s_dev)?;
+    Some(InodeKey { ino, dev, _pad: 0 })
 }
 
 /// What a connect program does with the call.

@@ -46,6 +46,10 @@ pub mod maps {
     pub const UNIT_PATHS: &str = "WARDEN_UNIT_PATHS";
     pub const MKDIR_FORMAT: &str = "WARDEN_MKDIR_FMT";
     pub const EXEC_TIMES: &str = "WARDEN_EXEC_TIMES";
+    /// The file each process last exec'ed (tgid → `InodeKey`), inherited at fork.
+    pub const EXEC_FILES: &str = "WARDEN_EXEC_FILES";
+    /// The struct offsets the exec and fork programs read ([`ExecOffsets`]).
+    pub const EXEC_OFFSETS: &str = "WARDEN_EXEC_OFF";
     pub const LSM_CONFIG: &str = "WARDEN_LSM_CFG";
     pub const PROTECTED: &str = "WARDEN_PROTECTED";
     pub const LSM_EVENTS: &str = "WARDEN_LSM_EVENTS";
@@ -61,6 +65,11 @@ pub mod programs {
     pub const SOCK_OPS: &str = "warden_sock_ops";
     pub const CGROUP_MKDIR: &str = "warden_cgroup_mkdir";
     pub const SCHED_EXEC: &str = "warden_sched_exec";
+    /// Raw tracepoints `sched_process_exec` and `sched_process_fork`: the
+    /// file each process runs, as exec'ed (not as `/proc/<pid>/exe` says
+    /// later: `prctl(PR_SET_MM)` can change that without an exec).
+    pub const EXEC_FILE: &str = "warden_exec_file";
+    pub const FORK_FILE: &str = "warden_fork_file";
     /// `cgroup/sendmsg4` and `cgroup/sendmsg6`: datagrams to targets.
     pub const SENDMSG4: &str = "warden_sendmsg4";
     pub const SENDMSG6: &str = "warden_sendmsg6";
@@ -173,6 +182,23 @@ pub struct KernelOffsets {
     pub task_tgid: u32,
     /// `cred.uid` (a `kuid_t`, its `val`).
     pub cred_uid: u32,
+}
+
+/// Offsets (bytes, from the running kernel's BTF) read by the raw
+/// tracepoint programs that record the file each process exec'ed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecOffsets {
+    /// `linux_binprm.file`.
+    pub bprm_file: u32,
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub file_f_inode: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub sb_s_dev: u32,
+    /// Non-zero once filled.
+    pub ready: u32,
 }
 
 /// Single slot of the LSM programs' settings (array map, index 0).
@@ -367,6 +393,7 @@ mod pod {
     unsafe impl aya::Pod for UnitPathKey {}
     unsafe impl aya::Pod for MkdirFormat {}
     unsafe impl aya::Pod for LsmConfig {}
+    unsafe impl aya::Pod for ExecOffsets {}
     unsafe impl aya::Pod for InodeKey {}
     unsafe impl aya::Pod for LsmEvent {}
 }
@@ -381,6 +408,7 @@ const _: () = assert!(core::mem::size_of::<MkdirFormat>() == 16);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 44);
 const _: () = assert!(core::mem::size_of::<LsmConfig>() == 64);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
+const _: () = assert!(core::mem::size_of::<ExecOffsets>() == 32);
 const _: () = assert!(core::mem::size_of::<LsmEvent>() == 80);
 
 #[cfg(test)]
