@@ -273,3 +273,70 @@ fn exe_forged_without_exec_is_refused_as_identity_mismatch() {
     assert_eq!(r["ok"], false, "the forged caller was served: {r}");
     env.assert_unconfirmed_exe(lp, "did not exec");
 }
+
+/// Bypass (closed): uid enrollment matched the caller's uid as the initial
+/// namespace sees it, and a user with subordinate uids (`/etc/subuid`, mapped
+/// by the setuid `newuidmap` into a user namespace it creates) becomes one of
+/// those by `setuid(0)` inside: not enrolled, so it connected directly. The
+/// test writes the map itself, as `newuidmap` would. Now a process in a user
+/// namespace created (at any depth) by an enrolled uid is enrolled as that
+/// uid.
+#[test]
+fn user_namespace_uid_of_an_enrolled_user_is_enrolled() {
+    use std::io::{BufRead, Write};
+    let mut env = TestEnv::new();
+    let other = env.cgroup("other");
+    let db = EchoServer::start("127.0.0.2:0");
+    let uid = 64_000 + (std::process::id() % 1000);
+    let sub = 200_000 + (std::process::id() % 1000) * 100;
+    env.write_config(&format!(
+        "{}{}{}",
+        env.agent_table(false, ""),
+        tcp_target("db", &db.addr.to_string()),
+        account("batch", &[], &[uid], &["db"]),
+    ));
+    env.start();
+    let procs = env.cg_dir(&other).join("cgroup.procs");
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > '{}' && exec /usr/bin/python3 -u \"$0\" \"$@\"",
+            procs.display()
+        ))
+        .arg(kernel_script())
+        .args([
+            "userns-connect",
+            "127.0.0.2",
+            &db.addr.port().to_string(),
+            "--uid",
+            &uid.to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let pid: u32 = line
+        .strip_prefix("unshared ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no namespace: {line}"));
+    // What newuidmap does for a user's subordinate range.
+    std::fs::write(format!("/proc/{pid}/uid_map"), format!("0 {sub} 1\n")).unwrap();
+    std::fs::write(format!("/proc/{pid}/setgroups"), "deny").unwrap();
+    std::fs::write(format!("/proc/{pid}/gid_map"), format!("0 {sub} 1\n")).unwrap();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let _ = child.wait();
+    let r: Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(r["ok"], true, "{r}");
+    let lp = r["local_port"].as_u64().unwrap() as u16;
+    assert!(
+        !db.saw_direct_from(lp),
+        "uid {sub} (uid 0 in a namespace of enrolled uid {uid}) connected directly: {r}"
+    );
+    let evs = env.events_for_client_port(lp, 1);
+    assert!(!evs.is_empty(), "no audit event: {r}\n{}", env.log());
+}

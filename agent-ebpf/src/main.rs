@@ -39,7 +39,7 @@ use aya_ebpf::{
     },
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
-        bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
+        bpf_get_current_task, bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
         bpf_probe_read_kernel_str_bytes, bpf_sk_lookup_tcp, bpf_sk_release,
     },
     macros::{cgroup_sock_addr, map, raw_tracepoint, sock_ops, stream_verdict, tracepoint},
@@ -49,9 +49,9 @@ use aya_ebpf::{
     },
 };
 use warden_common::{
-    AgentConfig, COMM_LEN, ConnMeta, ExecOffsets, InodeKey, MATCH_CGROUP, MATCH_UID,
-    MAX_ENROLLED_LEVEL, MkdirFormat, TAG_FROM_MKDIR, TARGET_FAIL_OPEN, TargetKey, TargetValue,
-    TupleKey, UNIT_PATH_LEN, UnitPathKey, capacity, lsm_kind, v4_mapped,
+    AgentConfig, COMM_LEN, ConnMeta, InodeKey, MATCH_CGROUP, MATCH_UID, MAX_ENROLLED_LEVEL,
+    MkdirFormat, TAG_FROM_MKDIR, TARGET_FAIL_OPEN, TargetKey, TargetValue, TaskOffsets, TupleKey,
+    UNIT_PATH_LEN, UnitPathKey, capacity, lsm_kind, v4_mapped,
 };
 
 const AF_INET: u16 = 2;
@@ -108,8 +108,8 @@ static EXEC_TIMES: LruHashMap<u32, u64> = LruHashMap::pinned(capacity::EXEC_TIME
 #[map(name = "WARDEN_EXEC_FILES")]
 static EXEC_FILES: LruHashMap<u32, InodeKey> = LruHashMap::pinned(capacity::EXEC_TIMES, 0);
 
-#[map(name = "WARDEN_EXEC_OFF")]
-static EXEC_OFF: Array<ExecOffsets> = Array::pinned(1, 0);
+#[map(name = "WARDEN_TASK_OFF")]
+static TASK_OFF: Array<TaskOffsets> = Array::pinned(1, 0);
 
 /// One path buffer per CPU for the `cgroup_mkdir` program (scratch only).
 #[map]
@@ -427,7 +427,7 @@ pub fn warden_exec_file(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn record_exec_file(ctx: &RawTracePointContext) -> Option<()> {
-    let off = EXEC_OFF.get(0)?;
+    let off = TASK_OFF.get(0)?;
     if off.ready == 0 {
         return None;
     }
@@ -449,7 +449,7 @@ pub fn warden_fork_file(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn inherit_exec_file(ctx: &RawTracePointContext) -> Option<()> {
-    let off = EXEC_OFF.get(0)?;
+    let off = TASK_OFF.get(0)?;
     if off.ready == 0 {
         return None;
     }
@@ -470,7 +470,7 @@ fn inherit_exec_file(ctx: &RawTracePointContext) -> Option<()> {
 
 /// Device (kernel encoding) and inode of `file`.
 #[inline(always)]
-fn file_key(file: *const u8, off: &ExecOffsets) -> Option<InodeKey> {
+fn file_key(file: *const u8, off: &TaskOffsets) -> Option<InodeKey> {
     let inode: *const u8 = lsm::read(file, off.file_f_inode)?;
     let ino: u64 = lsm::read(inode, off.inode_i_ino)?;
     let sb: *const u8 = lsm::read(inode, off.inode_i_sb)?;
@@ -618,6 +618,41 @@ fn enrolled(ctx: &SockAddrContext, cgroup_id: u64) -> Option<Enrolled> {
     // SAFETY: the value is not used, only its presence.
     if unsafe { ENROLLED_UIDS.get(uid) }.is_some() {
         return Some((MATCH_UID, u64::from(uid)));
+    }
+    userns_owner_enrolled().map(|owner| (MATCH_UID, u64::from(owner)))
+}
+
+/// Deepest user namespaces are at level 32 (`MAX_USER_NS_LEVEL`).
+const MAX_USERNS_WALK: u32 = 33;
+
+/// The enrolled uid that created the caller's user namespace or one of its
+/// ancestors. A user with subordinate uids (`/etc/subuid`, mapped by the
+/// setuid `newuidmap`) can become one of them in a namespace it created: it
+/// stays enrolled as the uid that created the namespace.
+#[inline(always)]
+fn userns_owner_enrolled() -> Option<u32> {
+    let off = TASK_OFF.get(0)?;
+    if off.ready == 0 {
+        return None;
+    }
+    // SAFETY: no preconditions; the result is only read through
+    // bpf_probe_read_kernel.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let cred: *const u8 = lsm::read(task, off.task_cred)?;
+    let mut ns: *const u8 = lsm::read(cred, off.cred_user_ns)?;
+    let mut i = 0;
+    while i < MAX_USERNS_WALK {
+        let level: i32 = lsm::read(ns, off.userns_level)?;
+        if level <= 0 {
+            return None;
+        }
+        let owner: u32 = lsm::read(ns, off.userns_owner)?;
+        // SAFETY: presence only.
+        if unsafe { ENROLLED_UIDS.get(owner) }.is_some() {
+            return Some(owner);
+        }
+        ns = lsm::read(ns, off.userns_parent)?;
+        i += 1;
     }
     None
 }

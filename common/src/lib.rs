@@ -48,8 +48,8 @@ pub mod maps {
     pub const EXEC_TIMES: &str = "WARDEN_EXEC_TIMES";
     /// The file each process last exec'ed (tgid → `InodeKey`), inherited at fork.
     pub const EXEC_FILES: &str = "WARDEN_EXEC_FILES";
-    /// The struct offsets the exec and fork programs read ([`ExecOffsets`]).
-    pub const EXEC_OFFSETS: &str = "WARDEN_EXEC_OFF";
+    /// The struct offsets the exec and fork programs read ([`TaskOffsets`]).
+    pub const TASK_OFFSETS: &str = "WARDEN_TASK_OFF";
     pub const LSM_CONFIG: &str = "WARDEN_LSM_CFG";
     pub const PROTECTED: &str = "WARDEN_PROTECTED";
     pub const LSM_EVENTS: &str = "WARDEN_LSM_EVENTS";
@@ -185,10 +185,11 @@ pub struct KernelOffsets {
 }
 
 /// Offsets (bytes, from the running kernel's BTF) read by the raw
-/// tracepoint programs that record the file each process exec'ed.
+/// tracepoint programs that record the file each process exec'ed, and by
+/// the connect programs' walk up the caller's user namespaces.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ExecOffsets {
+pub struct TaskOffsets {
     /// `linux_binprm.file`.
     pub bprm_file: u32,
     pub task_pid: u32,
@@ -197,8 +198,16 @@ pub struct ExecOffsets {
     pub inode_i_ino: u32,
     pub inode_i_sb: u32,
     pub sb_s_dev: u32,
+    /// `task_struct.cred` (the credentials `bpf_get_current_uid_gid` reads).
+    pub task_cred: u32,
+    pub cred_user_ns: u32,
+    pub userns_level: u32,
+    /// `user_namespace.owner` (a `kuid_t`: the uid that created it).
+    pub userns_owner: u32,
+    pub userns_parent: u32,
     /// Non-zero once filled.
     pub ready: u32,
+    pub _pad: u32,
 }
 
 /// Single slot of the LSM programs' settings (array map, index 0).
@@ -393,7 +402,7 @@ mod pod {
     unsafe impl aya::Pod for UnitPathKey {}
     unsafe impl aya::Pod for MkdirFormat {}
     unsafe impl aya::Pod for LsmConfig {}
-    unsafe impl aya::Pod for ExecOffsets {}
+    unsafe impl aya::Pod for TaskOffsets {}
     unsafe impl aya::Pod for InodeKey {}
     unsafe impl aya::Pod for LsmEvent {}
 }
@@ -408,7 +417,7 @@ const _: () = assert!(core::mem::size_of::<MkdirFormat>() == 16);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 44);
 const _: () = assert!(core::mem::size_of::<LsmConfig>() == 64);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
-const _: () = assert!(core::mem::size_of::<ExecOffsets>() == 32);
+const _: () = assert!(core::mem::size_of::<TaskOffsets>() == 56);
 const _: () = assert!(core::mem::size_of::<LsmEvent>() == 80);
 
 #[cfg(test)]

@@ -41,6 +41,12 @@ usage:
   kernel_client.py long-sockaddr HOST PORT [--uid UID]
       connect() with a sockaddr_in padded to 128 bytes, talk.
   (these five print local_port, ok, errno and error)
+  kernel_client.py userns-connect HOST PORT --uid UID
+      As UID: unshare(CLONE_NEWUSER), print "unshared PID" and wait for a line
+      on stdin (the test, as root, writes the new namespace's uid_map and
+      gid_map meanwhile, as newuidmap does for a user's /etc/subuid range),
+      then setresuid(0)/setresgid(0) inside and do what `connect` does
+      (JSON with "kuid": the uid the kernel now sees outside).
 
 Every mode that connects uses an IPv6 socket when HOST contains ':'.
 """
@@ -214,7 +220,23 @@ def main():
     if connected:
         args.remove("--connected")
     mode = args[0]
-    if mode in ("udp", "mptcp", "tfo-sendto", "unspec-reconnect", "long-sockaddr"):
+    if mode == "userns-connect":
+        import ctypes
+
+        drop(uid)
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+            print(json.dumps({"ok": False, "error": f"unshare errno {ctypes.get_errno()}"}), flush=True)
+            return
+        print(f"unshared {os.getpid()}", flush=True)
+        sys.stdin.readline()
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        res = connect(args[1], int(args[2]), bind)
+        with open("/proc/self/status") as f:
+            res["kuid_inside"] = [l.split()[1] for l in f if l.startswith("Uid:")][0]
+        print(json.dumps(res), flush=True)
+    elif mode in ("udp", "mptcp", "tfo-sendto", "unspec-reconnect", "long-sockaddr"):
         drop(uid)
         attack(mode, args, connected)
     elif mode == "connect":

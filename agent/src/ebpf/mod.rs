@@ -26,8 +26,8 @@ use aya::{Ebpf, EbpfLoader};
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 use serde::Serialize;
 use warden_common::{
-    AgentConfig, ConnMeta, ExecOffsets, InodeKey, LAYOUT_VERSION, LsmConfig, MkdirFormat,
-    TAG_FROM_MKDIR, TargetKey, TargetValue, TupleKey, UNIT_PATH_LEN, UnitPathKey, maps, programs,
+    AgentConfig, ConnMeta, InodeKey, LAYOUT_VERSION, LsmConfig, MkdirFormat, TAG_FROM_MKDIR,
+    TargetKey, TargetValue, TaskOffsets, TupleKey, UNIT_PATH_LEN, UnitPathKey, maps, programs,
 };
 
 /// The eBPF object built from `agent-ebpf` by `build.rs`.
@@ -136,7 +136,7 @@ pub struct Datapath {
     exec_times: Mutex<BpfHashMap<MapData, u32, u64>>,
     /// The file each process exec'ed (raw tracepoints), see [`Datapath::exec_file`].
     exec_files: Mutex<BpfHashMap<MapData, u32, InodeKey>>,
-    exec_offsets: Mutex<Array<MapData, ExecOffsets>>,
+    task_offsets: Mutex<Array<MapData, TaskOffsets>>,
     /// Whether the exec'ed files are recorded.
     exec_files_tracked: bool,
     lsm_config: Mutex<Array<MapData, LsmConfig>>,
@@ -235,7 +235,7 @@ impl Datapath {
         let mkdir_format = take_map(&mut ebpf, maps::MKDIR_FORMAT)?;
         let exec_times = take_map(&mut ebpf, maps::EXEC_TIMES)?;
         let exec_files = take_map(&mut ebpf, maps::EXEC_FILES)?;
-        let exec_offsets = take_map(&mut ebpf, maps::EXEC_OFFSETS)?;
+        let task_offsets = take_map(&mut ebpf, maps::TASK_OFFSETS)?;
         let lsm_config = take_map(&mut ebpf, maps::LSM_CONFIG)?;
         let protected_inodes = take_map(&mut ebpf, maps::PROTECTED)?;
         let lsm_events = take_map(&mut ebpf, maps::LSM_EVENTS)?;
@@ -273,7 +273,7 @@ impl Datapath {
             mkdir_format: Mutex::new(mkdir_format),
             exec_times: Mutex::new(exec_times),
             exec_files: Mutex::new(exec_files),
-            exec_offsets: Mutex::new(exec_offsets),
+            task_offsets: Mutex::new(task_offsets),
             exec_files_tracked: false,
             lsm_config: Mutex::new(lsm_config),
             protected_inodes: Mutex::new(protected_inodes),
@@ -614,11 +614,11 @@ impl Datapath {
             what: "exec'ed files".into(),
             detail: e.to_string(),
         };
-        let off = lsm::exec_offsets(&lsm::kernel_btf().map_err(err)?).map_err(err)?;
-        lock(&self.exec_offsets)
+        let off = lsm::task_offsets(&lsm::kernel_btf().map_err(err)?).map_err(err)?;
+        lock(&self.task_offsets)
             .set(0, off, 0)
             .map_err(|source| DatapathError::Map {
-                name: maps::EXEC_OFFSETS,
+                name: maps::TASK_OFFSETS,
                 source,
             })?;
         Ok(vec![
