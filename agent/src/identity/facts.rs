@@ -49,6 +49,27 @@ pub struct ProcessFacts {
     pub exe_replaced: bool,
 }
 
+/// Whether a file with `st_dev` `dev` and inode `ino` is `want`, the file the
+/// kernel recorded at exec (its superblock's device). On btrfs (per-subvolume
+/// devices) and overlayfs (the underlying layer's device) `stat` reports
+/// another device than the superblock's: there only the inode number is
+/// compared (`devices_differ` says whether the file lives on one of those).
+fn is_exec_file(want: InodeKey, dev: u64, ino: u64, devices_differ: impl Fn() -> bool) -> bool {
+    ino == want.ino && (crate::ebpf::lsm::kernel_dev(dev) == want.dev || devices_differ())
+}
+
+/// The file behind `path` is on btrfs or overlayfs.
+fn subvolume_devices(path: &Path) -> bool {
+    const BTRFS_SUPER_MAGIC: i64 = 0x9123_683e;
+    const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+    nix::sys::statfs::statfs(path).is_ok_and(|s| {
+        // `__fsword_t` is i64 here, narrower on some targets.
+        #[allow(clippy::unnecessary_cast)]
+        let t = s.filesystem_type().0 as i64;
+        t == BTRFS_SUPER_MAGIC || t == OVERLAYFS_SUPER_MAGIC
+    })
+}
+
 /// A file's identity: device, inode, size, mtime seconds and nanoseconds.
 type FileIdentity = (u64, u64, u64, i64, i64);
 
@@ -166,7 +187,9 @@ pub fn read_facts(
     // What was hashed must be the file the process exec'ed: a process can
     // point /proc/<pid>/exe at another file without an exec.
     if let (Some(want), Some((_, (dev, ino)))) = (exec_file(tgid), hashed)
-        && (crate::ebpf::lsm::kernel_dev(dev), ino) != (want.dev, want.ino)
+        && !is_exec_file(want, dev, ino, || {
+            subvolume_devices(Path::new(&format!("{proc_dir}/exe")))
+        })
     {
         return ProcessFacts {
             exe_replaced: true,
@@ -473,6 +496,21 @@ mod tests {
         });
         assert!(f.exe_replaced);
         assert_eq!((f.exe, f.exe_sha256, f.cmdline), (None, None, None));
+    }
+
+    #[test]
+    fn exec_file_devices_are_compared_except_where_stat_reports_another() {
+        let want = InodeKey {
+            ino: 42,
+            dev: (8 << 20) | 1,
+            _pad: 0,
+        };
+        let sda1 = nix::sys::stat::makedev(8, 1);
+        assert!(is_exec_file(want, sda1, 42, || false));
+        assert!(!is_exec_file(want, sda1, 43, || true));
+        let anon = nix::sys::stat::makedev(0, 51);
+        assert!(!is_exec_file(want, anon, 42, || false));
+        assert!(is_exec_file(want, anon, 42, || true));
     }
 
     #[test]
