@@ -15,29 +15,6 @@ use serde_json::Value;
 
 const MIB: usize = 1 << 20;
 
-fn tcp_target(name: &str, addr: &str) -> String {
-    format!("[[target]]\nname = \"{name}\"\nprotocol = \"tcp\"\naddress = \"{addr}\"\n")
-}
-
-fn account(name: &str, cgroups: &[&str], uids: &[u32], targets: &[&str]) -> String {
-    let q = |v: &[&str]| {
-        v.iter()
-            .map(|s| format!("\"{s}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let u = uids
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "[[account]]\nname = \"{name}\"\ncgroups = [{}]\nuids = [{u}]\ntargets = [{}]\n",
-        q(cgroups),
-        q(targets)
-    )
-}
-
 /// Programs in `warden status` other than the BPF LSM ones (tests/e2e_lsm.rs).
 fn redirect_programs(st: &Value) -> usize {
     st["programs"]
@@ -371,7 +348,7 @@ fn agent_killed_fails_closed_and_restart_readopts_pins() {
     ));
     env.start();
     let st = env.status_json();
-    assert_eq!(redirect_programs(&st), 5, "{st:#}");
+    assert_eq!(redirect_programs(&st), 9, "{st:#}");
     assert_eq!(
         st["attach_cgroup"].as_str().unwrap(),
         env.mount.to_str().unwrap()
@@ -403,7 +380,7 @@ fn agent_killed_fails_closed_and_restart_readopts_pins() {
 
     env.start();
     let st = env.status_json();
-    assert_eq!(redirect_programs(&st), 5);
+    assert_eq!(redirect_programs(&st), 9);
     let r = env.client(&app, "127.0.0.2", db.addr.port(), MIB, None);
     assert!(
         r.same_bytes_back(),
@@ -575,9 +552,10 @@ fn uninstall_leaves_no_program_attached() {
         .map(|p| p["program_id"].as_u64().unwrap())
         .collect();
     // The redirect programs, and the BPF LSM programs where BPF LSM is active.
-    assert!(ids.len() == 5 || ids.len() == 16, "{ids:?}");
+    assert!(ids.len() == 9 || ids.len() == 20, "{ids:?}");
     let cg_dir = env.cg_dir(&env.cg_root.clone());
-    assert_eq!(programs_attached_at(&cg_dir).len(), 3);
+    // connect4/6, sendmsg4/6, sock_ops.
+    assert_eq!(programs_attached_at(&cg_dir).len(), 5);
 
     let out = env.warden(&["uninstall"]);
     assert!(
@@ -717,7 +695,7 @@ fn daemon_notifies_systemd_when_ready() {
     assert!(msg.contains("READY=1"), "{msg}");
     // By the time READY=1 is sent, the programs are attached.
     let st = env.status_json();
-    assert_eq!(redirect_programs(&st), 5);
+    assert_eq!(redirect_programs(&st), 9);
     // Whether BPF LSM is active is reported, as this kernel says (issue 16,
     // item 5: without it a root workload is not contained).
     let lsm = std::fs::read_to_string("/sys/kernel/security/lsm")

@@ -125,32 +125,47 @@ fn subject() -> Option<(Subject, &'static LsmConfig)> {
 /// buffer is full the denial stands; only its report is lost.
 #[inline(always)]
 fn deny(s: &Subject, kind: u32, arg0: u64, arg1: u64) -> i32 {
+    report(s.match_kind, s.matched_id, s.cgroup_id, kind, arg0, arg1);
+    DENY
+}
+
+/// Puts one denial of the current task in the ring buffer (also used by the
+/// connect and sendmsg programs, which are not LSM programs). When the ring
+/// buffer is full only the report is lost.
+#[inline(always)]
+pub(crate) fn report(
+    match_kind: u32,
+    matched_id: u64,
+    cgroup_id: u64,
+    kind: u32,
+    arg0: u64,
+    arg1: u64,
+) {
     if let Some(mut entry) = EVENTS.reserve::<LsmEvent>(0) {
         let pid_tgid = bpf_get_current_pid_tgid();
         // SAFETY: no preconditions.
         let ts_ns = unsafe { bpf_ktime_get_boot_ns() };
         entry.write(LsmEvent {
             ts_ns,
-            cgroup_id: s.cgroup_id,
-            matched_id: s.matched_id,
+            cgroup_id,
+            matched_id,
             arg0,
             arg1,
             pid: pid_tgid as u32,
             tgid: (pid_tgid >> 32) as u32,
             uid: bpf_get_current_uid_gid() as u32,
             kind,
-            match_kind: s.match_kind,
+            match_kind,
             _pad: 0,
             comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
         });
         entry.submit(0);
     }
-    DENY
 }
 
 /// Reads a `T` at `base + off` in kernel memory.
 #[inline(always)]
-fn read<T>(base: *const u8, off: u32) -> Option<T> {
+pub(crate) fn read<T>(base: *const u8, off: u32) -> Option<T> {
     if base.is_null() {
         return None;
     }

@@ -39,17 +39,19 @@ use aya_ebpf::{
     },
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
-        bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
+        bpf_get_current_task, bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
         bpf_probe_read_kernel_str_bytes, bpf_sk_lookup_tcp, bpf_sk_release,
     },
-    macros::{cgroup_sock_addr, map, sock_ops, stream_verdict, tracepoint},
+    macros::{cgroup_sock_addr, map, raw_tracepoint, sock_ops, stream_verdict, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, SockHash},
-    programs::{SkBuffContext, SockAddrContext, SockOpsContext, TracePointContext},
+    programs::{
+        RawTracePointContext, SkBuffContext, SockAddrContext, SockOpsContext, TracePointContext,
+    },
 };
 use warden_common::{
-    AgentConfig, COMM_LEN, ConnMeta, MATCH_CGROUP, MATCH_UID, MAX_ENROLLED_LEVEL, MkdirFormat,
-    TAG_FROM_MKDIR, TARGET_FAIL_OPEN, TargetKey, TargetValue, TupleKey, UNIT_PATH_LEN, UnitPathKey,
-    capacity, v4_mapped,
+    AgentConfig, COMM_LEN, ConnMeta, InodeKey, MATCH_CGROUP, MATCH_UID, MAX_ENROLLED_LEVEL,
+    MkdirFormat, TAG_FROM_MKDIR, TARGET_FAIL_OPEN, TargetKey, TargetValue, TaskOffsets, TupleKey,
+    UNIT_PATH_LEN, UnitPathKey, capacity, lsm_kind, v4_mapped,
 };
 
 const AF_INET: u16 = 2;
@@ -97,6 +99,17 @@ static MKDIR_FMT: Array<MkdirFormat> = Array::pinned(1, 0);
 /// tell that a caller ran another program after its connect.
 #[map(name = "WARDEN_EXEC_TIMES")]
 static EXEC_TIMES: LruHashMap<u32, u64> = LruHashMap::pinned(capacity::EXEC_TIMES, 0);
+
+/// The file each process last exec'ed (tgid → device and inode, the
+/// kernel's encoding), inherited at fork: the proxy compares it with what
+/// `/proc/<pid>/exe` shows, which `prctl(PR_SET_MM, PR_SET_MM_MAP)` can point
+/// at another file without an exec (allowed in an unprivileged user
+/// namespace).
+#[map(name = "WARDEN_EXEC_FILES")]
+static EXEC_FILES: LruHashMap<u32, InodeKey> = LruHashMap::pinned(capacity::EXEC_TIMES, 0);
+
+#[map(name = "WARDEN_TASK_OFF")]
+static TASK_OFF: Array<TaskOffsets> = Array::pinned(1, 0);
 
 /// One path buffer per CPU for the `cgroup_mkdir` program (scratch only).
 #[map]
@@ -147,10 +160,10 @@ pub fn warden_connect4(ctx: SockAddrContext) -> i32 {
     // SAFETY: `sa` is the context pointer the kernel hands to this program; the
     // verifier checks every field access below.
     let (ty, ip4, port) = unsafe { ((*sa).type_, (*sa).user_ip4, (*sa).user_port) };
-    if ty != SOCK_STREAM {
-        return ALLOW;
-    }
     let port = u16::from_be(port as u16);
+    if ty != SOCK_STREAM {
+        return datagram_verdict(&ctx, mapped4(ip4), port, AF_INET, ty);
+    }
     match decide(&ctx, mapped4(ip4), port, AF_INET) {
         Verdict::Pass => ALLOW,
         Verdict::Deny => DENY,
@@ -170,10 +183,10 @@ pub fn warden_connect6(ctx: SockAddrContext) -> i32 {
     let sa = ctx.sock_addr;
     // SAFETY: see warden_connect4.
     let (ty, ip6, port) = unsafe { ((*sa).type_, (*sa).user_ip6, (*sa).user_port) };
-    if ty != SOCK_STREAM {
-        return ALLOW;
-    }
     let port = u16::from_be(port as u16);
+    if ty != SOCK_STREAM {
+        return datagram_verdict(&ctx, ip6, port, AF_INET6, ty);
+    }
     match decide(&ctx, ip6, port, AF_INET6) {
         Verdict::Pass => ALLOW,
         Verdict::Deny => DENY,
@@ -190,6 +203,73 @@ pub fn warden_connect6(ctx: SockAddrContext) -> i32 {
             ALLOW
         }
     }
+}
+
+/// `sendto()`/`sendmsg()` with a destination on an unconnected UDP socket
+/// (the connect programs cover connected ones): a datagram from an enrolled
+/// workload to a protected target's address and port is refused. Warden
+/// relays TCP only, so a target's UDP port (HTTP/3, a server's UDP side)
+/// would otherwise be reached directly, with no audit event.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn warden_sendmsg4(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: `sa` is this invocation's context; the verifier checks the reads.
+    let (ty, ip4, port) = unsafe { ((*sa).type_, (*sa).user_ip4, (*sa).user_port) };
+    datagram_verdict(&ctx, mapped4(ip4), u16::from_be(port as u16), AF_INET, ty)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn warden_sendmsg6(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: as in warden_sendmsg4.
+    let (ty, ip6, port) = unsafe { ((*sa).type_, (*sa).user_ip6, (*sa).user_port) };
+    datagram_verdict(&ctx, ip6, u16::from_be(port as u16), AF_INET6, ty)
+}
+
+/// The verdict on a non-stream socket's `connect()` or addressed `sendmsg()`
+/// to `dst`:`port`: EPERM for an enrolled caller when the destination (the
+/// unspecified address resolved as the kernel resolves it) is a protected
+/// target, reported to the agent through the denial ring buffer; everything
+/// else passes. Nothing is redirected: the proxy speaks TCP only.
+#[inline(always)]
+fn datagram_verdict(ctx: &SockAddrContext, dst: Addr, port: u16, family: u16, ty: u32) -> i32 {
+    let Some(cfg) = CONFIG.get(0) else {
+        return ALLOW;
+    };
+    if cfg.ready == 0 {
+        return ALLOW;
+    }
+    // SAFETY: no preconditions.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if cgroup_id == cfg.agent_cgroup_id {
+        return ALLOW;
+    }
+    let dst = if is_unspecified(&dst) {
+        resolve_unspecified(ctx, &dst, family)
+    } else {
+        dst
+    };
+    let tkey = TargetKey {
+        addr: bytes(dst),
+        port,
+        _pad: [0; 6],
+    };
+    // SAFETY: copied out at once; TARGETS is only written by userspace.
+    let Some(target) = (unsafe { TARGETS.get(tkey) }).copied() else {
+        return ALLOW;
+    };
+    let Some((match_kind, matched_id)) = enrolled(ctx, cgroup_id) else {
+        return ALLOW;
+    };
+    lsm::report(
+        match_kind,
+        matched_id,
+        cgroup_id,
+        lsm_kind::DATAGRAM_TO_TARGET,
+        u64::from(target.target_id),
+        (u64::from(ty) << 32) | (u64::from(family) << 16) | u64::from(port),
+    );
+    DENY
 }
 
 #[sock_ops]
@@ -336,6 +416,68 @@ pub fn warden_sched_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Raw `sched_process_exec` (`task, old_pid, bprm`): record the file the
+/// process now runs (`bprm->file`, also what `/proc/<pid>/exe` names right
+/// after the exec).
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn warden_exec_file(ctx: RawTracePointContext) -> i32 {
+    let _ = record_exec_file(&ctx);
+    0
+}
+
+#[inline(always)]
+fn record_exec_file(ctx: &RawTracePointContext) -> Option<()> {
+    let off = TASK_OFF.get(0)?;
+    if off.ready == 0 {
+        return None;
+    }
+    let bprm: u64 = ctx.arg(2);
+    let file: *const u8 = lsm::read(bprm as *const u8, off.bprm_file)?;
+    let key = file_key(file, off)?;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    EXEC_FILES.insert(tgid, key, 0).ok()
+}
+
+/// Raw `sched_process_fork` (`parent, child`): a new process runs its
+/// parent's file; its pid may have been another process's, so a parent
+/// without a record removes the child's stale one. Threads are skipped.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn warden_fork_file(ctx: RawTracePointContext) -> i32 {
+    let _ = inherit_exec_file(&ctx);
+    0
+}
+
+#[inline(always)]
+fn inherit_exec_file(ctx: &RawTracePointContext) -> Option<()> {
+    let off = TASK_OFF.get(0)?;
+    if off.ready == 0 {
+        return None;
+    }
+    let child: u64 = ctx.arg(1);
+    let child = child as *const u8;
+    let pid: i32 = lsm::read(child, off.task_pid)?;
+    let tgid: i32 = lsm::read(child, off.task_tgid)?;
+    if pid != tgid {
+        return None;
+    }
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: copied out at once.
+    match unsafe { EXEC_FILES.get(parent) }.copied() {
+        Some(key) => EXEC_FILES.insert(tgid as u32, key, 0).ok(),
+        None => EXEC_FILES.remove(tgid as u32).ok(),
+    }
+}
+
+/// Device (kernel encoding) and inode of `file`.
+#[inline(always)]
+fn file_key(file: *const u8, off: &TaskOffsets) -> Option<InodeKey> {
+    let inode: *const u8 = lsm::read(file, off.file_f_inode)?;
+    let ino: u64 = lsm::read(inode, off.inode_i_ino)?;
+    let sb: *const u8 = lsm::read(inode, off.inode_i_sb)?;
+    let dev: u32 = lsm::read(sb, off.sb_s_dev)?;
+    Some(InodeKey { ino, dev, _pad: 0 })
+}
+
 /// What a connect program does with the call.
 enum Verdict {
     /// Leave the call as it is.
@@ -476,6 +618,41 @@ fn enrolled(ctx: &SockAddrContext, cgroup_id: u64) -> Option<Enrolled> {
     // SAFETY: the value is not used, only its presence.
     if unsafe { ENROLLED_UIDS.get(uid) }.is_some() {
         return Some((MATCH_UID, u64::from(uid)));
+    }
+    userns_owner_enrolled().map(|owner| (MATCH_UID, u64::from(owner)))
+}
+
+/// Deepest user namespaces are at level 32 (`MAX_USER_NS_LEVEL`).
+const MAX_USERNS_WALK: u32 = 33;
+
+/// The enrolled uid that created the caller's user namespace or one of its
+/// ancestors. A user with subordinate uids (`/etc/subuid`, mapped by the
+/// setuid `newuidmap`) can become one of them in a namespace it created: it
+/// stays enrolled as the uid that created the namespace.
+#[inline(always)]
+fn userns_owner_enrolled() -> Option<u32> {
+    let off = TASK_OFF.get(0)?;
+    if off.ready == 0 {
+        return None;
+    }
+    // SAFETY: no preconditions; the result is only read through
+    // bpf_probe_read_kernel.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let cred: *const u8 = lsm::read(task, off.task_cred)?;
+    let mut ns: *const u8 = lsm::read(cred, off.cred_user_ns)?;
+    let mut i = 0;
+    while i < MAX_USERNS_WALK {
+        let level: i32 = lsm::read(ns, off.userns_level)?;
+        if level <= 0 {
+            return None;
+        }
+        let owner: u32 = lsm::read(ns, off.userns_owner)?;
+        // SAFETY: presence only.
+        if unsafe { ENROLLED_UIDS.get(owner) }.is_some() {
+            return Some(owner);
+        }
+        ns = lsm::read(ns, off.userns_parent)?;
+        i += 1;
     }
     None
 }

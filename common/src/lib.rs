@@ -46,6 +46,10 @@ pub mod maps {
     pub const UNIT_PATHS: &str = "WARDEN_UNIT_PATHS";
     pub const MKDIR_FORMAT: &str = "WARDEN_MKDIR_FMT";
     pub const EXEC_TIMES: &str = "WARDEN_EXEC_TIMES";
+    /// The file each process last exec'ed (tgid → `InodeKey`), inherited at fork.
+    pub const EXEC_FILES: &str = "WARDEN_EXEC_FILES";
+    /// The struct offsets the exec and fork programs read ([`TaskOffsets`]).
+    pub const TASK_OFFSETS: &str = "WARDEN_TASK_OFF";
     pub const LSM_CONFIG: &str = "WARDEN_LSM_CFG";
     pub const PROTECTED: &str = "WARDEN_PROTECTED";
     pub const LSM_EVENTS: &str = "WARDEN_LSM_EVENTS";
@@ -61,6 +65,14 @@ pub mod programs {
     pub const SOCK_OPS: &str = "warden_sock_ops";
     pub const CGROUP_MKDIR: &str = "warden_cgroup_mkdir";
     pub const SCHED_EXEC: &str = "warden_sched_exec";
+    /// Raw tracepoints `sched_process_exec` and `sched_process_fork`: the
+    /// file each process runs, as exec'ed (not as `/proc/<pid>/exe` says
+    /// later: `prctl(PR_SET_MM)` can change that without an exec).
+    pub const EXEC_FILE: &str = "warden_exec_file";
+    pub const FORK_FILE: &str = "warden_fork_file";
+    /// `cgroup/sendmsg4` and `cgroup/sendmsg6`: datagrams to targets.
+    pub const SENDMSG4: &str = "warden_sendmsg4";
+    pub const SENDMSG6: &str = "warden_sendmsg6";
     /// `sk_skb/stream_verdict` of the in-kernel `tcp` relay.
     pub const RELAY_VERDICT: &str = "warden_relay_verdict";
     /// BPF LSM programs and the hook each attaches to.
@@ -172,6 +184,32 @@ pub struct KernelOffsets {
     pub cred_uid: u32,
 }
 
+/// Offsets (bytes, from the running kernel's BTF) read by the raw
+/// tracepoint programs that record the file each process exec'ed, and by
+/// the connect programs' walk up the caller's user namespaces.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskOffsets {
+    /// `linux_binprm.file`.
+    pub bprm_file: u32,
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub file_f_inode: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub sb_s_dev: u32,
+    /// `task_struct.cred` (the credentials `bpf_get_current_uid_gid` reads).
+    pub task_cred: u32,
+    pub cred_user_ns: u32,
+    pub userns_level: u32,
+    /// `user_namespace.owner` (a `kuid_t`: the uid that created it).
+    pub userns_owner: u32,
+    pub userns_parent: u32,
+    /// Non-zero once filled.
+    pub ready: u32,
+    pub _pad: u32,
+}
+
 /// Single slot of the LSM programs' settings (array map, index 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -222,6 +260,10 @@ pub mod lsm_kind {
     /// A uid-enrolled process changing its uid to one that is not enrolled;
     /// `arg0` = the new uid.
     pub const SETUID: u32 = 10;
+    /// Not an LSM denial: a datagram (`connect()` or addressed `sendmsg()` on
+    /// a non-stream socket) from an enrolled workload to a protected target;
+    /// `arg0` = target id, `arg1` = socket type << 32 | family << 16 | port.
+    pub const DATAGRAM_TO_TARGET: u32 = 11;
 
     /// The name audit events give a kind.
     pub const fn name(kind: u32) -> &'static str {
@@ -236,6 +278,7 @@ pub mod lsm_kind {
             SIGNAL => "signal",
             PROTECTED_CHANGE => "protected_change",
             SETUID => "setuid",
+            DATAGRAM_TO_TARGET => "datagram_to_target",
             _ => "unknown",
         }
     }
@@ -359,6 +402,7 @@ mod pod {
     unsafe impl aya::Pod for UnitPathKey {}
     unsafe impl aya::Pod for MkdirFormat {}
     unsafe impl aya::Pod for LsmConfig {}
+    unsafe impl aya::Pod for TaskOffsets {}
     unsafe impl aya::Pod for InodeKey {}
     unsafe impl aya::Pod for LsmEvent {}
 }
@@ -373,6 +417,7 @@ const _: () = assert!(core::mem::size_of::<MkdirFormat>() == 16);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 44);
 const _: () = assert!(core::mem::size_of::<LsmConfig>() == 64);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
+const _: () = assert!(core::mem::size_of::<TaskOffsets>() == 56);
 const _: () = assert!(core::mem::size_of::<LsmEvent>() == 80);
 
 #[cfg(test)]

@@ -423,6 +423,26 @@ impl TestEnv {
         }
     }
 
+    /// The connection from client port `port` was refused as
+    /// `identity_mismatch` with `needle` in the detail, and its audit event
+    /// names no executable (what /proc showed could not be trusted).
+    pub fn assert_unconfirmed_exe(&self, port: u16, needle: &str) {
+        let evs = self.events_for_client_port(port, 1);
+        assert!(!evs.is_empty(), "no audit event\n{}", self.log());
+        let w = &evs[0]["unmapped"]["warden"];
+        assert_eq!(w["reason"], "identity_mismatch", "{:#}", evs[0]);
+        assert!(
+            w["detail"].as_str().unwrap().contains(needle),
+            "{:#}",
+            evs[0]
+        );
+        assert!(
+            evs[0]["actor"]["process"]["file"]["path"].is_null(),
+            "the audit names an executable it could not confirm: {:#}",
+            evs[0]
+        );
+    }
+
     pub fn status_json(&self) -> Value {
         let out = self.warden(&["status", "--json"]);
         assert!(
@@ -626,4 +646,29 @@ pub fn mount_tmpfs(dir: &Path, size: &str) -> Unmount {
         .success();
     assert!(ok, "mounting a {size} tmpfs on {}", dir.display());
     Unmount(dir.to_owned())
+}
+
+/// A `[[target]]` table of protocol `tcp`.
+pub fn tcp_target(name: &str, addr: &str) -> String {
+    format!("[[target]]\nname = \"{name}\"\nprotocol = \"tcp\"\naddress = \"{addr}\"\n")
+}
+
+/// An `[[account]]` table enrolling `cgroups` and `uids`, granted `targets`.
+pub fn account(name: &str, cgroups: &[&str], uids: &[u32], targets: &[&str]) -> String {
+    let q = |v: &[&str]| {
+        v.iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let u = uids
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "[[account]]\nname = \"{name}\"\ncgroups = [{}]\nuids = [{u}]\ntargets = [{}]\n",
+        q(cgroups),
+        q(targets)
+    )
 }

@@ -27,6 +27,27 @@ usage:
       Opens and at once resets (SO_LINGER 0) N connections; prints
       {"opened": n, "failed": m, "seconds": s}.
 
+  kernel_client.py udp HOST PORT [--connected] [--uid UID]
+      Sends one datagram (sendto, or connect then send) and waits 2 s for the
+      echo: {"ok": echoed, "errno": n or null}.
+  kernel_client.py mptcp HOST PORT [--uid UID]
+      connect() on an IPPROTO_MPTCP stream socket, then talks as `connect`.
+  kernel_client.py tfo-sendto HOST PORT [--uid UID]
+      sendto(MSG_FASTOPEN) with the destination (no connect()), then reads the
+      16 bytes back.
+  kernel_client.py unspec-reconnect HOST1 PORT1 HOST2 PORT2 [--uid UID]
+      connect() to HOST1, AF_UNSPEC disconnect, connect() the same socket to
+      HOST2, talk.
+  kernel_client.py long-sockaddr HOST PORT [--uid UID]
+      connect() with a sockaddr_in padded to 128 bytes, talk.
+  (these five print local_port, ok, errno and error)
+  kernel_client.py userns-connect HOST PORT --uid UID
+      As UID: unshare(CLONE_NEWUSER), print "unshared PID" and wait for a line
+      on stdin (the test, as root, writes the new namespace's uid_map and
+      gid_map meanwhile, as newuidmap does for a user's /etc/subuid range),
+      then setresuid(0)/setresgid(0) inside and do what `connect` does
+      (JSON with "kuid": the uid the kernel now sees outside).
+
 Every mode that connects uses an IPv6 socket when HOST contains ':'.
 """
 import json
@@ -55,10 +76,11 @@ def family_of(host):
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def talk(s, res):
-    """Sends 16 bytes on the connected socket `s`, reads them back, and sets
-    res["ok"] (and res["error"] when short)."""
-    s.sendall(b"0123456789abcdef")
+def talk(s, res, send=True):
+    """Sends 16 bytes on the connected socket `s` (unless already sent),
+    reads them back, and sets res["ok"] (and res["error"] when short)."""
+    if send:
+        s.sendall(b"0123456789abcdef")
     got = b""
     while len(got) < 16:
         b = s.recv(64)
@@ -90,6 +112,89 @@ def connect(host, port, bind=None):
     return res
 
 
+def guarded(fn):
+    """Runs fn(res) and gives res with ok, errno and error set."""
+    res = {"ok": False, "errno": None}
+    try:
+        fn(res)
+    except OSError as e:
+        res["ok"] = False
+        res["errno"] = e.errno
+        res["error"] = f"{type(e).__name__}: {e}"
+    except Exception as e:
+        res["ok"] = False
+        res["error"] = f"{type(e).__name__}: {e}"
+    return res
+
+
+def libc_connect(s, sa):
+    """connect(2) with raw sockaddr bytes."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.connect(s.fileno(), sa, len(sa)) != 0:
+        n = ctypes.get_errno()
+        raise OSError(n, os.strerror(n))
+
+
+def attack(mode, args, connected):
+    """The ways around connect() of kernel_attack.rs (see the docstring)."""
+    import struct
+
+    host, port = args[1], int(args[2])
+
+    def udp(res):
+        s = socket.socket(family_of(host), socket.SOCK_DGRAM)
+        s.settimeout(2)
+        if connected:
+            s.connect((host, port))
+            s.send(b"0123456789abcdef")
+        else:
+            s.sendto(b"0123456789abcdef", (host, port))
+        try:
+            res["ok"] = s.recv(64) == b"0123456789abcdef"
+        except socket.timeout:
+            res["error"] = "no echo"
+
+    def mptcp(res):
+        s = socket.socket(family_of(host), socket.SOCK_STREAM, 262)  # IPPROTO_MPTCP
+        s.settimeout(10)
+        s.connect((host, port))
+        res["local_port"] = s.getsockname()[1]
+        talk(s, res)
+
+    def tfo(res):
+        # Blocking: without a Fast Open cookie the call waits for the
+        # handshake and sends the data after it.
+        s = socket.socket(family_of(host), socket.SOCK_STREAM)
+        s.sendto(b"0123456789abcdef", socket.MSG_FASTOPEN, (host, port))
+        s.settimeout(10)
+        res["local_port"] = s.getsockname()[1]
+        talk(s, res, send=False)
+
+    def unspec(res):
+        s = socket.socket(family_of(host), socket.SOCK_STREAM)
+        s.connect((host, port))
+        libc_connect(s, struct.pack("H", socket.AF_UNSPEC) + b"\0" * 14)
+        s.connect((args[3], int(args[4])))
+        s.settimeout(10)
+        res["local_port"] = s.getsockname()[1]
+        talk(s, res)
+
+    def long_sockaddr(res):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sa = struct.pack("H", socket.AF_INET) + struct.pack("!H", port)
+        libc_connect(s, sa + socket.inet_aton(host) + b"\0" * 120)
+        s.settimeout(10)
+        res["local_port"] = s.getsockname()[1]
+        talk(s, res)
+
+    modes = {"udp": udp, "mptcp": mptcp, "tfo-sendto": tfo,
+             "unspec-reconnect": unspec, "long-sockaddr": long_sockaddr}
+    print(json.dumps(guarded(modes[mode])), flush=True)
+
+
 def own_cgroup():
     with open("/proc/self/cgroup") as f:
         for line in f:
@@ -111,8 +216,30 @@ def main():
     args = sys.argv[1:]
     uid = opt(args, "--uid", int)
     bind = opt(args, "--bind")
+    connected = "--connected" in args
+    if connected:
+        args.remove("--connected")
     mode = args[0]
-    if mode == "connect":
+    if mode == "userns-connect":
+        import ctypes
+
+        drop(uid)
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+            print(json.dumps({"ok": False, "error": f"unshare errno {ctypes.get_errno()}"}), flush=True)
+            return
+        print(f"unshared {os.getpid()}", flush=True)
+        sys.stdin.readline()
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        res = connect(args[1], int(args[2]), bind)
+        with open("/proc/self/status") as f:
+            res["kuid_inside"] = [l.split()[1] for l in f if l.startswith("Uid:")][0]
+        print(json.dumps(res), flush=True)
+    elif mode in ("udp", "mptcp", "tfo-sendto", "unspec-reconnect", "long-sockaddr"):
+        drop(uid)
+        attack(mode, args, connected)
+    elif mode == "connect":
         drop(uid)
         print(json.dumps(connect(args[1], int(args[2]), bind)), flush=True)
     elif mode == "squat":

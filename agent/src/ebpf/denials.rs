@@ -21,9 +21,8 @@ use crate::proxy::refusals::RefusalLimiter;
 
 /// Reads denials until shutdown, recording each as an audit event.
 pub async fn serve(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    if !shared.datapath.lsm_attached() {
-        return;
-    }
+    // Read even without the LSM programs: the datagram refusals of the
+    // connect and sendmsg programs come through the same ring buffer.
     let Some(mut ring) = shared.datapath.take_lsm_events() else {
         return;
     };
@@ -198,6 +197,7 @@ fn describe(shared: &Shared, files: &HashMap<(u32, u64), String>, ev: &LsmEvent)
         lsm_kind::PROTECTED_FILE => format!("open {}", file(ev.arg0, ev.arg1)),
         lsm_kind::PROTECTED_CHANGE => format!("unlink, rename or link {}", file(ev.arg0, ev.arg1)),
         lsm_kind::SETUID => format!("change of uid to {} (not enrolled)", ev.arg0),
+        lsm_kind::DATAGRAM_TO_TARGET => datagram_detail(shared, ev.arg0, ev.arg1),
         _ => format!("kind {} ({:#x}, {:#x})", ev.kind, ev.arg0, ev.arg1),
     };
     KernelDenial {
@@ -220,6 +220,24 @@ fn describe(shared: &Shared, files: &HashMap<(u32, u64), String>, ev: &LsmEvent)
         enrolled_id: ev.matched_id,
         count: 1,
     }
+}
+
+/// What a refused datagram was: socket type, family and port (`arg1`) and
+/// the protected target it was aimed at (`arg0`, its id).
+fn datagram_detail(shared: &Shared, target_id: u64, packed: u64) -> String {
+    let ty = packed >> 32;
+    let port = packed & 0xffff;
+    let target = shared
+        .live()
+        .config
+        .targets
+        .get(target_id as usize)
+        .map(|t| format!("target {} ({})", t.name, t.address))
+        .unwrap_or_else(|| format!("target id {target_id}"));
+    format!(
+        "{} datagram to port {port} of {target}: Warden relays TCP only",
+        sock_type(ty)
+    )
 }
 
 fn comm(raw: &[u8]) -> String {

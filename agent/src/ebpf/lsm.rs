@@ -7,7 +7,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use warden_common::{InodeKey, KernelOffsets};
+use warden_common::{InodeKey, KernelOffsets, TaskOffsets};
 
 use super::btf::Btf;
 use crate::config::Config;
@@ -42,6 +42,29 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, LsmError> {
         dentry_d_inode: get("dentry", &["d_inode"], "dentry.d_inode")?,
         task_tgid: get("task_struct", &["tgid"], "task_struct.tgid")?,
         cred_uid: get("cred", &["uid"], "cred.uid")?,
+    })
+}
+
+/// The offsets the exec and fork programs read.
+pub fn task_offsets(btf: &Btf) -> Result<TaskOffsets, LsmError> {
+    let get = |s: &str, path: &[&str], what: &'static str| {
+        btf.offset(s, path).ok_or(LsmError::Field(what))
+    };
+    Ok(TaskOffsets {
+        bprm_file: get("linux_binprm", &["file"], "linux_binprm.file")?,
+        task_pid: get("task_struct", &["pid"], "task_struct.pid")?,
+        task_tgid: get("task_struct", &["tgid"], "task_struct.tgid")?,
+        file_f_inode: get("file", &["f_inode"], "file.f_inode")?,
+        inode_i_ino: get("inode", &["i_ino"], "inode.i_ino")?,
+        inode_i_sb: get("inode", &["i_sb"], "inode.i_sb")?,
+        sb_s_dev: get("super_block", &["s_dev"], "super_block.s_dev")?,
+        task_cred: get("task_struct", &["cred"], "task_struct.cred")?,
+        cred_user_ns: get("cred", &["user_ns"], "cred.user_ns")?,
+        userns_level: get("user_namespace", &["level"], "user_namespace.level")?,
+        userns_owner: get("user_namespace", &["owner"], "user_namespace.owner")?,
+        userns_parent: get("user_namespace", &["parent"], "user_namespace.parent")?,
+        ready: 1,
+        _pad: 0,
     })
 }
 

@@ -20,14 +20,14 @@ use std::sync::Mutex;
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, RingBuf, SockHash};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{
-    CgroupAttachMode, CgroupSockAddr, Lsm, ProgramError, SkSkb, SockOps, TracePoint,
+    CgroupAttachMode, CgroupSockAddr, Lsm, ProgramError, RawTracePoint, SkSkb, SockOps, TracePoint,
 };
 use aya::{Ebpf, EbpfLoader};
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 use serde::Serialize;
 use warden_common::{
     AgentConfig, ConnMeta, InodeKey, LAYOUT_VERSION, LsmConfig, MkdirFormat, TAG_FROM_MKDIR,
-    TargetKey, TargetValue, TupleKey, UNIT_PATH_LEN, UnitPathKey, maps, programs,
+    TargetKey, TargetValue, TaskOffsets, TupleKey, UNIT_PATH_LEN, UnitPathKey, maps, programs,
 };
 
 /// The eBPF object built from `agent-ebpf` by `build.rs`.
@@ -134,6 +134,11 @@ pub struct Datapath {
     unit_paths: Mutex<BpfHashMap<MapData, UnitPathKey, u32>>,
     mkdir_format: Mutex<Array<MapData, MkdirFormat>>,
     exec_times: Mutex<BpfHashMap<MapData, u32, u64>>,
+    /// The file each process exec'ed (raw tracepoints), see [`Datapath::exec_file`].
+    exec_files: Mutex<BpfHashMap<MapData, u32, InodeKey>>,
+    task_offsets: Mutex<Array<MapData, TaskOffsets>>,
+    /// Whether the exec'ed files are recorded.
+    exec_files_tracked: bool,
     lsm_config: Mutex<Array<MapData, LsmConfig>>,
     protected_inodes: Mutex<BpfHashMap<MapData, InodeKey, u32>>,
     /// Denials of the LSM programs, until [`Datapath::take_lsm_events`].
@@ -229,6 +234,8 @@ impl Datapath {
         let unit_paths = take_map(&mut ebpf, maps::UNIT_PATHS)?;
         let mkdir_format = take_map(&mut ebpf, maps::MKDIR_FORMAT)?;
         let exec_times = take_map(&mut ebpf, maps::EXEC_TIMES)?;
+        let exec_files = take_map(&mut ebpf, maps::EXEC_FILES)?;
+        let task_offsets = take_map(&mut ebpf, maps::TASK_OFFSETS)?;
         let lsm_config = take_map(&mut ebpf, maps::LSM_CONFIG)?;
         let protected_inodes = take_map(&mut ebpf, maps::PROTECTED)?;
         let lsm_events = take_map(&mut ebpf, maps::LSM_EVENTS)?;
@@ -265,6 +272,9 @@ impl Datapath {
             unit_paths: Mutex::new(unit_paths),
             mkdir_format: Mutex::new(mkdir_format),
             exec_times: Mutex::new(exec_times),
+            exec_files: Mutex::new(exec_files),
+            task_offsets: Mutex::new(task_offsets),
+            exec_files_tracked: false,
             lsm_config: Mutex::new(lsm_config),
             protected_inodes: Mutex::new(protected_inodes),
             lsm_events: Mutex::new(Some(lsm_events)),
@@ -325,7 +335,12 @@ impl Datapath {
         remove_matching(&self.pin_dir, |n| n.ends_with(".new"));
 
         let mut fresh: Vec<(&'static str, FdLink, u32)> = Vec::new();
-        for name in [programs::CONNECT4, programs::CONNECT6] {
+        for name in [
+            programs::CONNECT4,
+            programs::CONNECT6,
+            programs::SENDMSG4,
+            programs::SENDMSG6,
+        ] {
             fresh.push(load_and_attach!(self, CgroupSockAddr, name, |p| p
                 .attach(&cgroup, LINK_ATTACH_MODE)));
         }
@@ -349,6 +364,16 @@ impl Datapath {
                 Err(e) => {
                     tracing::warn!(error = %e, "sched_process_exec tracepoint not attached: a caller that execs another program after its connect is not detected")
                 }
+            }
+        }
+
+        match self.attach_exec_files() {
+            Ok(attached) => {
+                fresh.extend(attached);
+                self.exec_files_tracked = true;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "exec'ed files not recorded: a workload that points /proc/<pid>/exe at another file (prctl PR_SET_MM in a user namespace) passes an exe pin")
             }
         }
 
@@ -579,6 +604,39 @@ impl Datapath {
             programs::SCHED_EXEC,
             |p| p.attach("sched", "sched_process_exec")
         ))
+    }
+
+    /// Fills the offsets the exec and fork programs read (from the kernel's
+    /// BTF), then loads and attaches the raw `sched_process_exec` and
+    /// `sched_process_fork` programs.
+    fn attach_exec_files(&mut self) -> Result<Vec<(&'static str, FdLink, u32)>, DatapathError> {
+        let err = |e: lsm::LsmError| DatapathError::Pin {
+            what: "exec'ed files".into(),
+            detail: e.to_string(),
+        };
+        let off = lsm::task_offsets(&lsm::kernel_btf().map_err(err)?).map_err(err)?;
+        lock(&self.task_offsets)
+            .set(0, off, 0)
+            .map_err(|source| DatapathError::Map {
+                name: maps::TASK_OFFSETS,
+                source,
+            })?;
+        Ok(vec![
+            load_and_attach!(self, RawTracePoint, programs::EXEC_FILE, |p| p
+                .attach("sched_process_exec")),
+            load_and_attach!(self, RawTracePoint, programs::FORK_FILE, |p| p
+                .attach("sched_process_fork")),
+        ])
+    }
+
+    /// The file process `tgid` runs as it exec'ed it (or inherited it at
+    /// fork): device (kernel encoding) and inode. `None` when not recorded
+    /// (the process predates the agent, evicted, or not tracked).
+    pub fn exec_file(&self, tgid: u32) -> Option<InodeKey> {
+        if !self.exec_files_tracked {
+            return None;
+        }
+        lock(&self.exec_files).get(&tgid, 0).ok()
     }
 
     /// When process `tgid` last exec'ed (CLOCK_BOOTTIME ns, the clock of

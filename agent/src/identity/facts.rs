@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
-use warden_common::{ConnMeta, MATCH_CGROUP};
+use warden_common::{ConnMeta, InodeKey, MATCH_CGROUP};
 
 use crate::ebpf::{cgroup, keys};
 
@@ -43,6 +43,31 @@ pub struct ProcessFacts {
     /// recorded the exec): exe, digest and command line read now are not
     /// what connected, and were discarded.
     pub exec_after_connect: bool,
+    /// `/proc/<pid>/exe` is not the file the process exec'ed (recorded by
+    /// the kernel at exec, inherited at fork): it was pointed elsewhere
+    /// with `prctl(PR_SET_MM)`. Exe, digest and command line were discarded.
+    pub exe_replaced: bool,
+}
+
+/// Whether a file with `st_dev` `dev` and inode `ino` is `want`, the file the
+/// kernel recorded at exec (its superblock's device). On btrfs (per-subvolume
+/// devices) and overlayfs (the underlying layer's device) `stat` reports
+/// another device than the superblock's: there only the inode number is
+/// compared (`devices_differ` says whether the file lives on one of those).
+fn is_exec_file(want: InodeKey, dev: u64, ino: u64, devices_differ: impl Fn() -> bool) -> bool {
+    ino == want.ino && (crate::ebpf::lsm::kernel_dev(dev) == want.dev || devices_differ())
+}
+
+/// The file behind `path` is on btrfs or overlayfs.
+fn subvolume_devices(path: &Path) -> bool {
+    const BTRFS_SUPER_MAGIC: i64 = 0x9123_683e;
+    const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+    nix::sys::statfs::statfs(path).is_ok_and(|s| {
+        // `__fsword_t` is i64 here, narrower on some targets.
+        #[allow(clippy::unnecessary_cast)]
+        let t = s.filesystem_type().0 as i64;
+        t == BTRFS_SUPER_MAGIC || t == OVERLAYFS_SUPER_MAGIC
+    })
 }
 
 /// A file's identity: device, inode, size, mtime seconds and nanoseconds.
@@ -57,11 +82,18 @@ pub struct ExeHashCache {
 impl ExeHashCache {
     /// SHA-256 of the file behind `path` (opened once; identity from fstat).
     pub fn hash(&self, path: &Path) -> io::Result<String> {
+        self.hash_with_identity(path).map(|(h, _)| h)
+    }
+
+    /// [`ExeHashCache::hash`], and the device (`st_dev`) and inode of the
+    /// very file that was hashed.
+    pub fn hash_with_identity(&self, path: &Path) -> io::Result<(String, (u64, u64))> {
         let mut f = File::open(path)?;
         let m = f.metadata()?;
         let key = (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec());
+        let id = (m.dev(), m.ino());
         if let Some(h) = lock(&self.map).get(&key) {
-            return Ok(h.clone());
+            return Ok((h.clone(), id));
         }
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
@@ -78,7 +110,7 @@ impl ExeHashCache {
             map.clear();
         }
         map.insert(key, h.clone());
-        Ok(h)
+        Ok((h, id))
     }
 }
 
@@ -95,6 +127,7 @@ pub fn read_facts(
     enrolled_path: Option<&str>,
     cache: &ExeHashCache,
     last_exec_ns: impl Fn(u32) -> Option<u64>,
+    exec_file: impl Fn(u32) -> Option<InodeKey>,
 ) -> ProcessFacts {
     let tgid = meta.tgid;
     let comm = keys::comm(meta);
@@ -128,7 +161,10 @@ pub fn read_facts(
     f.exe = fs::read_link(format!("{proc_dir}/exe"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned());
-    f.exe_sha256 = cache.hash(Path::new(&format!("{proc_dir}/exe"))).ok();
+    let hashed = cache
+        .hash_with_identity(Path::new(&format!("{proc_dir}/exe")))
+        .ok();
+    f.exe_sha256 = hashed.as_ref().map(|(h, _)| h.clone());
     f.cmdline = read_cmdline(&proc_dir);
     f.cgroup_path = cgroup::process_cgroup_path(tgid)
         .ok()
@@ -142,6 +178,21 @@ pub fn read_facts(
     if last_exec_ns(tgid).is_some_and(|t| t > meta.ts_ns) {
         return ProcessFacts {
             exec_after_connect: true,
+            exe: None,
+            exe_sha256: None,
+            cmdline: None,
+            ..f
+        };
+    }
+    // What was hashed must be the file the process exec'ed: a process can
+    // point /proc/<pid>/exe at another file without an exec.
+    if let (Some(want), Some((_, (dev, ino)))) = (exec_file(tgid), hashed)
+        && !is_exec_file(want, dev, ino, || {
+            subvolume_devices(Path::new(&format!("{proc_dir}/exe")))
+        })
+    {
+        return ProcessFacts {
+            exe_replaced: true,
             exe: None,
             exe_sha256: None,
             cmdline: None,
@@ -349,6 +400,7 @@ mod tests {
             None,
             &cache,
             |_| None,
+            |_| None,
         );
         assert!(!f.pid_reused);
         assert!(!f.exec_after_connect);
@@ -380,6 +432,7 @@ mod tests {
             Some("/app.slice/x"),
             &ExeHashCache::default(),
             |_| None,
+            |_| None,
         );
         assert!(f.pid_reused);
         assert_eq!(f.exe, None);
@@ -400,6 +453,7 @@ mod tests {
             None,
             &ExeHashCache::default(),
             |tgid| (tgid == me).then_some(connected + 1),
+            |_| None,
         );
         assert!(f.exec_after_connect && !f.pid_reused);
         assert_eq!((f.exe, f.exe_sha256, f.cmdline), (None, None, None));
@@ -411,9 +465,52 @@ mod tests {
             None,
             &ExeHashCache::default(),
             |_| Some(connected - 1),
+            |_| None,
         );
         assert!(!f.exec_after_connect);
         assert!(f.exe.is_some());
+    }
+
+    #[test]
+    fn an_exe_other_than_the_exec_ed_file_is_not_trusted() {
+        let me = std::process::id();
+        let exe = std::env::current_exe().unwrap();
+        let real = crate::ebpf::lsm::inode_key(&exe).unwrap();
+        let read = |recorded: InodeKey| {
+            read_facts(
+                &own_meta(boot_ns_now()),
+                Path::new("/nonexistent"),
+                None,
+                &ExeHashCache::default(),
+                |_| None,
+                move |tgid| (tgid == me).then_some(recorded),
+            )
+        };
+        // The kernel recorded this very file at exec: trusted.
+        let f = read(real);
+        assert!(!f.exe_replaced && f.exe.is_some());
+        // It recorded another file: /proc/<pid>/exe was pointed elsewhere.
+        let f = read(InodeKey {
+            ino: real.ino + 1,
+            ..real
+        });
+        assert!(f.exe_replaced);
+        assert_eq!((f.exe, f.exe_sha256, f.cmdline), (None, None, None));
+    }
+
+    #[test]
+    fn exec_file_devices_are_compared_except_where_stat_reports_another() {
+        let want = InodeKey {
+            ino: 42,
+            dev: (8 << 20) | 1,
+            _pad: 0,
+        };
+        let sda1 = nix::sys::stat::makedev(8, 1);
+        assert!(is_exec_file(want, sda1, 42, || false));
+        assert!(!is_exec_file(want, sda1, 43, || true));
+        let anon = nix::sys::stat::makedev(0, 51);
+        assert!(!is_exec_file(want, anon, 42, || false));
+        assert!(is_exec_file(want, anon, 42, || true));
     }
 
     #[test]
@@ -430,6 +527,7 @@ mod tests {
             Path::new("/sys/fs/cgroup"),
             None,
             &ExeHashCache::default(),
+            |_| None,
             |_| None,
         );
         assert_eq!(f.exe, None);

@@ -307,6 +307,8 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
                 enrolled.as_deref(),
                 &shared.exe_hashes,
                 |tgid| shared.datapath.last_exec_ns(tgid),
+                // kernel (issue 16): the file each process exec'ed.
+                |tgid| shared.datapath.exec_file(tgid),
             )
         })
         .await
@@ -637,6 +639,13 @@ fn exe_matches(pin: &ExePin, f: &facts::ProcessFacts) -> Result<(), String> {
     if f.exec_after_connect {
         return Err(format!(
             "pid {} executed another program after its connect; the executable that connected cannot be confirmed",
+            f.tgid
+        ));
+    }
+    // kernel (issue 16): /proc/<pid>/exe pointed away from what was exec'ed.
+    if f.exe_replaced {
+        return Err(format!(
+            "pid {} shows an executable it did not exec (prctl PR_SET_MM); the executable that connected cannot be confirmed",
             f.tgid
         ));
     }
