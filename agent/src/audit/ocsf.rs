@@ -1831,6 +1831,13 @@ pub struct DecodedStatement {
     pub record: Option<u8>,
 }
 
+/// `unmapped.warden.session` (16 hex digits) of a statement or API event.
+fn session_of(hex: &str) -> Result<SessionId, AuditError> {
+    u64::from_str_radix(hex, 16)
+        .map(SessionId)
+        .map_err(|_| decode_err("unmapped.warden.session is not hex"))
+}
+
 /// Decode stored Datastore Activity bytes back into the event model (the
 /// inverse of [`encode_statement`]).
 pub fn decode_statement(data: &[u8]) -> Result<DecodedStatement, AuditError> {
@@ -1843,8 +1850,7 @@ pub fn decode_statement(data: &[u8]) -> Result<DecodedStatement, AuditError> {
         )));
     }
     let w = doc.unmapped.warden;
-    let session = u64::from_str_radix(&w.session, 16)
-        .map_err(|_| decode_err("unmapped.warden.session is not hex"))?;
+    let session = session_of(&w.session)?;
     let process = decode_process(
         doc.actor,
         ProcessInfo {
@@ -1864,7 +1870,7 @@ pub fn decode_statement(data: &[u8]) -> Result<DecodedStatement, AuditError> {
             time_ms: doc.time,
             phase: s.phase,
             decision: w.decision,
-            session: SessionId(session),
+            session,
             statement_seq: s.statement_seq,
             account: w.account,
             target: w.target,
@@ -3522,6 +3528,10 @@ struct ApiDocSer<'a> {
     response_headers: &'a [(String, String)],
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
+    /// Version of the compact record this rendering was made from (see
+    /// [`super::record::encode_api`]); absent when the JSON was stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record: Option<u8>,
 }
 
 /// Encode an HTTP request event as OCSF 1.8 API Activity JSON with the seq
@@ -3531,6 +3541,20 @@ pub fn api_template(
     session: &str,
     chain_id: &str,
     host: &str,
+) -> Result<SeqTemplate, AuditError> {
+    api_template_of(ev, session, chain_id, host, None)
+}
+
+/// [`api_template`] of an HTTP request rendered from its compact record
+/// (`record`: the record's version, written into
+/// `unmapped.warden.api.record` so that `verify-export` recomputes the
+/// chain over the record).
+pub(crate) fn api_template_of(
+    ev: &crate::audit::event::ApiEvent,
+    session: &str,
+    chain_id: &str,
+    host: &str,
+    record: Option<u8>,
 ) -> Result<SeqTemplate, AuditError> {
     let allowed = ev.decision == StatementDecision::Allowed;
     let failed = !allowed || ev.error.is_some() || ev.status.is_some_and(|s| s >= 500);
@@ -3639,8 +3663,176 @@ pub fn api_template(
             request_headers: &ev.request_headers,
             response_headers: &ev.response_headers,
             error: ev.error.as_deref(),
+            record,
         },
         allowlist: ev.allowlist.as_ref(),
+    })
+}
+
+// --- reading API Activity back (issue 17: compact HTTP records) ---
+
+#[derive(Debug, Deserialize)]
+struct ApiActivity {
+    class_uid: u32,
+    time: i64,
+    metadata: Metadata,
+    #[serde(default)]
+    device: Option<Device>,
+    #[serde(default)]
+    actor: Option<Actor>,
+    api: ApiDoc,
+    http_request: HttpRequestDoc,
+    #[serde(default)]
+    http_response: Option<HttpResponseDoc>,
+    unmapped: ApiUnmapped,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiDoc {
+    operation: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct HttpRequestDoc {
+    url: UrlDoc,
+}
+
+#[derive(Debug, Deserialize)]
+struct UrlDoc {
+    path: String,
+    #[serde(default)]
+    query_string: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HttpResponseDoc {
+    code: u16,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiUnmapped {
+    warden: ApiExt,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiExt {
+    #[serde(default)]
+    allowlist: Option<crate::policy::allowlist::AllowlistFacts>,
+    account: String,
+    target: String,
+    decision: StatementDecision,
+    #[serde(default)]
+    reason: Option<String>,
+    session: String,
+    #[serde(default)]
+    cgroup_id: Option<u64>,
+    #[serde(default)]
+    cgroup_path: Option<String>,
+    #[serde(default)]
+    tgid: Option<u32>,
+    #[serde(default)]
+    gid: Option<u32>,
+    #[serde(default)]
+    unit: Option<String>,
+    #[serde(default)]
+    identity: Option<TokenIdentity>,
+    api: ApiExtDoc,
+    seq: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiExtDoc {
+    phase: StatementPhase,
+    request_seq: u64,
+    #[serde(default)]
+    policy: Option<String>,
+    #[serde(default)]
+    rule: Option<String>,
+    bytes_in: u64,
+    bytes_out: u64,
+    #[serde(default)]
+    duration_us: Option<u64>,
+    #[serde(default)]
+    values_masked: Option<u64>,
+    #[serde(default)]
+    request_headers: Vec<(String, String)>,
+    #[serde(default)]
+    response_headers: Vec<(String, String)>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    record: Option<u8>,
+}
+
+/// An HTTP request event decoded back from its OCSF JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedApi {
+    pub event: crate::audit::event::ApiEvent,
+    pub seq: u64,
+    /// `metadata.uid`, i.e. `"<chain_id>:<seq>"`.
+    pub uid: String,
+    /// `device.hostname`, when it was recorded.
+    pub host: Option<String>,
+    /// The JSON is a rendering of a compact record of this version;
+    /// `None`: the JSON was stored as is.
+    pub record: Option<u8>,
+}
+
+/// Decode API Activity JSON back into the event model (the inverse of
+/// [`api_template`]; `verify-export` uses it to find a rendered record).
+pub fn decode_api(data: &[u8]) -> Result<DecodedApi, AuditError> {
+    let doc: ApiActivity =
+        serde_json::from_slice(data).map_err(|e| decode_err(format!("not an API event: {e}")))?;
+    if doc.class_uid != CLASS_UID_API_ACTIVITY {
+        return Err(decode_err(format!(
+            "class_uid {} is not API Activity",
+            doc.class_uid
+        )));
+    }
+    let w = doc.unmapped.warden;
+    let session = session_of(&w.session)?;
+    // The API JSON has no process start or pid reuse (see api_template).
+    let process = ProcessInfo {
+        tgid: w.tgid,
+        gid: w.gid,
+        cgroup_id: w.cgroup_id,
+        cgroup_path: w.cgroup_path,
+        unit: w.unit,
+        ..ProcessInfo::default()
+    };
+    let process = decode_process(doc.actor, process)?;
+    let a = w.api;
+    Ok(DecodedApi {
+        event: crate::audit::event::ApiEvent {
+            time_ms: doc.time,
+            phase: a.phase,
+            decision: w.decision,
+            session,
+            request_seq: a.request_seq,
+            account: w.account,
+            target: w.target,
+            process,
+            identity: w.identity,
+            method: doc.api.operation,
+            path: doc.http_request.url.path,
+            query: doc.http_request.url.query_string,
+            request_headers: a.request_headers,
+            policy: a.policy,
+            rule: a.rule,
+            reason: w.reason,
+            status: doc.http_response.map(|r| r.code),
+            bytes_in: a.bytes_in,
+            bytes_out: a.bytes_out,
+            duration_us: a.duration_us,
+            values_masked: a.values_masked,
+            response_headers: a.response_headers,
+            error: a.error,
+            allowlist: w.allowlist,
+        },
+        seq: w.seq,
+        uid: doc.metadata.uid,
+        host: doc.device.map(|d| d.hostname),
+        record: a.record,
     })
 }
 

@@ -26,6 +26,15 @@
 //! A bounded `try_send` that drops on a full channel was rejected: it would
 //! lose evidence exactly under load.
 //!
+//! Detached records do not wake the writer (issue 17, lever 4): they are
+//! left in a [`LazyQueue`] that the writer empties into each batch before
+//! the channel's records (a producer's detached record is queued before
+//! its next awaited one, so its order is kept). While records come the
+//! writer sleeps at most [`DETACHED_LINGER`] at a time, so a detached
+//! record waits no longer than before; only once the writer sleeps with no
+//! deadline does a detached record wake it. Under load a statement then
+//! costs one writer wake-up (its request) instead of two.
+//!
 //! If a commit fails, every event of that batch gets an error, their
 //! sequence numbers are reused by the next batch (no gaps), the in-memory
 //! chain state is left as it was before the batch, the handle reports
@@ -433,6 +442,41 @@ struct Shared {
     /// Seq ranges whose fsync failed (pipelined records answered early are
     /// then never released); only the most recent few are kept.
     sync_failures: std::sync::Mutex<Vec<(u64, u64)>>,
+    // --- issue 17 lever 4: detached records do not wake the writer ---
+    /// Detached records waiting for the writer's next batch.
+    lazy: std::sync::Mutex<LazyQueue>,
+    /// The writer sleeps with no deadline: a detached record must wake it
+    /// (otherwise it finds them within [`DETACHED_LINGER`]).
+    writer_parked: AtomicBool,
+}
+
+/// Detached records (statement and HTTP results nobody awaits) left for
+/// the writer without a wake-up: it takes them at its next batch, before
+/// the channel's records (so each producer's order is kept), and while
+/// records come it never sleeps longer than [`DETACHED_LINGER`]. Only
+/// when it sleeps with no deadline does a detached record wake it. At most
+/// [`LAZY_MAX`] records; beyond, the channel (and its overflow queue) as
+/// before.
+#[derive(Default)]
+struct LazyQueue {
+    // Boxed as in `Msg` and `Pending`: records move between them unmoved.
+    #[allow(clippy::vec_box)]
+    records: Vec<Box<Prepared>>,
+    /// The writer has stopped: nothing here will be committed any more.
+    closed: bool,
+}
+
+/// Most detached records left in the [`LazyQueue`].
+const LAZY_MAX: usize = CHANNEL_CAPACITY;
+
+impl Shared {
+    fn lazy(&self) -> std::sync::MutexGuard<'_, LazyQueue> {
+        // Held for plain vector operations only; a poisoned lock still
+        // holds a consistent queue.
+        self.lazy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// An event ready for the writer: its store columns and its encoding with
@@ -535,9 +579,11 @@ impl Prepared {
         })
     }
 
+    /// An HTTP request is stored as its compact record (issue 17), as a
+    /// statement is; `chain_id` is not part of it.
     fn api(ev: &super::event::ApiEvent, chain_id: &str, host: &str) -> Result<Self, AuditError> {
         let session = ev.session.to_string();
-        let template = super::ocsf::api_template(ev, &session, chain_id, host)?;
+        let _ = chain_id;
         Ok(Self {
             class_uid: super::ocsf::CLASS_UID_API_ACTIVITY,
             time_ms: ev.time_ms,
@@ -547,7 +593,7 @@ impl Prepared {
             target: Some(ev.target.clone()),
             session,
             reason: ev.reason.clone(),
-            body: Body::Template(template),
+            body: Body::Record(super::record::encode_api(ev, host)),
             early: false,
         })
     }
@@ -604,6 +650,9 @@ enum Msg {
     },
     /// Wakes the writer to check whether a checkpoint or prune is due.
     Tick,
+    /// Wakes a writer that sleeps with no deadline: a detached record
+    /// waits in the [`LazyQueue`].
+    Wake,
     /// Runs SQL on the writer connection, in order with the records (tests
     /// use it to make the store fail, e.g. `PRAGMA query_only=ON`).
     #[cfg(test)]
@@ -857,6 +906,9 @@ impl AuditHandle {
     }
 
     fn enqueue_detached(&self, msg: Msg) {
+        let Some(msg) = self.leave_lazy(msg) else {
+            return;
+        };
         let mut st = self.overflow.lock();
         let msg = if st.queue.is_empty() && !st.draining {
             match self.tx.try_send(msg) {
@@ -882,6 +934,42 @@ impl AuditHandle {
             tracing::warn!("audit writer queue full; statement results wait in memory");
             self.spawn_drainer();
         }
+    }
+
+    /// Leave a detached record in the [`LazyQueue`] (waking the writer only
+    /// if it sleeps with no deadline); give it back when it must go through
+    /// the channel: the queue is full, or records wait in the overflow
+    /// queue (it goes behind them).
+    fn leave_lazy(&self, msg: Msg) -> Option<Msg> {
+        let Msg::Record { rec, reply: None } = msg else {
+            return Some(msg);
+        };
+        {
+            let overflow = self.overflow.lock();
+            if overflow.draining || !overflow.queue.is_empty() {
+                return Some(Msg::Record { rec, reply: None });
+            }
+            let mut lazy = self.shared.lazy();
+            if lazy.closed || self.tx.is_closed() {
+                drop(lazy);
+                drop(overflow);
+                self.lost(1, "the audit writer is not running", "closed");
+                return None;
+            }
+            if lazy.records.len() >= LAZY_MAX {
+                return Some(Msg::Record { rec, reply: None });
+            }
+            lazy.records.push(rec);
+        }
+        // After the push (see Writer::sleep_without_deadline): either the
+        // writer sees the record before it sleeps, or this sees it asleep.
+        if self.shared.writer_parked.load(Ordering::SeqCst)
+            && self.shared.writer_parked.swap(false, Ordering::SeqCst)
+        {
+            // Full: the writer has work and takes the record with it.
+            let _ = self.tx.try_send(Msg::Wake);
+        }
+        None
     }
 
     /// Start the task that feeds the overflow queue to the writer in order.
@@ -1206,6 +1294,8 @@ fn spawn_inner(
         mode: opts.sync,
         durable_wake: tokio::sync::Notify::new(),
         sync_failures: std::sync::Mutex::new(Vec::new()),
+        lazy: std::sync::Mutex::default(),
+        writer_parked: AtomicBool::new(false),
     });
     let syncer = match opts.sync {
         SyncMode::Full | SyncMode::Pipelined | SyncMode::Relaxed => {
@@ -2027,7 +2117,13 @@ impl Writer {
         self.scheduled_prune();
         // When the first record of the current batch arrived.
         let mut linger_start = Instant::now();
+        // Nothing arrived during the last DETACHED_LINGER: the next wait
+        // has no deadline (and detached records wake the writer).
+        let mut idle = true;
         loop {
+            // Detached records left since the last batch go first: they
+            // were queued before anything the channel holds now.
+            self.take_lazy(&mut batch, &mut linger_start);
             // Blocks for the first message, then takes what is queued, up to
             // batch_max; 0 once the channel is closed and drained. While the
             // batch holds only detached records (statement results), waits
@@ -2044,20 +2140,42 @@ impl Writer {
                     })
                     .ok()
                 }
-                Some(rt) => Some(rt.block_on(rx.recv_many(&mut msgs, room))),
-                None => Some(rx.blocking_recv_many(&mut msgs, room)),
+                // Records came lately: sleep at most DETACHED_LINGER, so
+                // detached ones left meanwhile need no wake-up.
+                Some(rt) if batch.is_empty() && !idle && shutdown_acks.is_empty() => rt
+                    .block_on(async {
+                        tokio::time::timeout(DETACHED_LINGER, rx.recv_many(&mut msgs, room)).await
+                    })
+                    .ok(),
+                Some(rt) => {
+                    if self.sleep_without_deadline(&mut batch, &mut linger_start) {
+                        continue;
+                    }
+                    Some(rt.block_on(rx.recv_many(&mut msgs, room)))
+                }
+                // No timer: detached records always wake the writer.
+                None => {
+                    if self.sleep_without_deadline(&mut batch, &mut linger_start) {
+                        continue;
+                    }
+                    Some(rx.blocking_recv_many(&mut msgs, room))
+                }
             };
+            self.shared.writer_parked.store(false, Ordering::SeqCst);
             match received {
                 // Closed and drained.
                 Some(0) => break,
-                Some(_) => {}
+                Some(_) => idle = false,
                 // Lingered long enough: commit what waits.
                 None => {
+                    self.take_lazy(&mut batch, &mut linger_start);
+                    idle = batch.is_empty();
                     self.commit(&mut batch);
                     self.after_batch();
                     continue;
                 }
             }
+            self.take_lazy(&mut batch, &mut linger_start);
             for msg in msgs.drain(..) {
                 match msg {
                     Msg::Record { rec, reply } => {
@@ -2076,6 +2194,7 @@ impl Writer {
                         shutdown_acks.push(done);
                     }
                     Msg::Tick => self.relaxed_sync(true),
+                    Msg::Wake => {}
                     #[cfg(test)]
                     Msg::TestSql { sql, done } => {
                         self.commit(&mut batch);
@@ -2104,6 +2223,18 @@ impl Writer {
             self.after_batch();
         }
         self.commit(&mut batch);
+        // Detached records left until now are committed; later ones are
+        // refused (and counted) by their producers.
+        {
+            let mut lazy = self.shared.lazy();
+            lazy.closed = true;
+            batch.extend(
+                lazy.records
+                    .drain(..)
+                    .map(|rec| Pending { rec, reply: None }),
+            );
+        }
+        self.commit(&mut batch);
         if self.state.since_checkpoint > 0 {
             self.checkpoint("shutdown");
         }
@@ -2111,6 +2242,40 @@ impl Writer {
         for done in shutdown_acks {
             let _ = done.send(());
         }
+    }
+
+    /// Move the detached records left in the [`LazyQueue`] to `batch`
+    /// (`linger_start`: when the batch got its first record).
+    fn take_lazy(&self, batch: &mut Vec<Pending>, linger_start: &mut Instant) {
+        let mut lazy = self.shared.lazy();
+        if lazy.records.is_empty() {
+            return;
+        }
+        if batch.is_empty() {
+            *linger_start = Instant::now();
+        }
+        batch.extend(
+            lazy.records
+                .drain(..)
+                .map(|rec| Pending { rec, reply: None }),
+        );
+    }
+
+    /// About to sleep with no deadline: from now on a detached record
+    /// wakes the writer. `true` when one was left meanwhile (it is in
+    /// `batch` now and the writer must not sleep).
+    fn sleep_without_deadline(&self, batch: &mut Vec<Pending>, linger_start: &mut Instant) -> bool {
+        if !batch.is_empty() {
+            // Held records, and a shutdown on its way: it ends the wait.
+            return false;
+        }
+        self.shared.writer_parked.store(true, Ordering::SeqCst);
+        self.take_lazy(batch, linger_start);
+        if batch.is_empty() {
+            return false;
+        }
+        self.shared.writer_parked.store(false, Ordering::SeqCst);
+        true
     }
 
     /// Time-based checkpoint, retention and WAL upkeep, after each batch.
@@ -4227,9 +4392,10 @@ mod tests {
             let (gate_tx, gate) = std::sync::mpsc::channel();
             let (h, task) =
                 spawn_inner(&path, opts(SyncMode::Normal, 256, ""), None, Some(gate)).unwrap();
-            // The writer is held at its gate: the channel fills, then the
-            // overflow queue takes the rest without blocking this task.
-            let n = CHANNEL_CAPACITY as u64 + 50;
+            // The writer is held at its gate: the lazy queue fills, then
+            // the channel, then the overflow queue takes the rest without
+            // blocking this task.
+            let n = (LAZY_MAX + CHANNEL_CAPACITY) as u64 + 50;
             for i in 1..=n {
                 h.record_statement_detached(stmt(
                     StatementPhase::Result,

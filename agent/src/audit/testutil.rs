@@ -128,3 +128,39 @@ pub(crate) fn renumber_from(c: &Connection, from: u64, delta: i64) {
     )
     .unwrap();
 }
+
+/// The API Activity events of the store at `db` (activity, decision, OCSF
+/// JSON rendered from the stored record), in seq order (issue 17: HTTP
+/// requests are stored as compact records).
+pub(crate) fn api_rows(db: &Path) -> Vec<(String, String, String)> {
+    let c = Connection::open(db).unwrap();
+    let chain: String = c
+        .query_row("SELECT value FROM meta WHERE key = 'chain_id'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let mut st = c
+        .prepare(
+            "SELECT seq, activity, decision, data FROM events WHERE class_uid = 6003 ORDER BY seq",
+        )
+        .unwrap();
+    st.query_map([], |r| {
+        Ok((
+            r.get::<_, u64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Vec<u8>>(3)?,
+        ))
+    })
+    .unwrap()
+    .map(|row| {
+        let (seq, activity, decision, data) = row.unwrap();
+        let json = super::record::render(&data, seq, &chain).unwrap();
+        (
+            activity,
+            decision,
+            String::from_utf8(json.into_owned()).unwrap(),
+        )
+    })
+    .collect()
+}

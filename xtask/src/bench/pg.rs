@@ -11,7 +11,11 @@
 //! durability, `pipelined`); `WARDEN_BENCH_PG_COMPARE` (the durability modes
 //! run after it, `strict,relaxed,normal`; empty: none); `WARDEN_BENCH_PG_PERF` (set: `perf
 //! record` the agent during the simple-protocol Warden run and print its
-//! hottest symbols; that run's figures then include perf's overhead).
+//! hottest symbols; that run's figures then include perf's overhead);
+//! `WARDEN_BENCH_PG_ENFORCE` (`0`: skip the enforce rows);
+//! `WARDEN_BENCH_PG_TPCB` (`0`: skip the TPC-B-like rows: `pgbench -b
+//! tpcb-like`, simple protocol, the same client counts, direct / Warden with
+//! a grant that allows the writes / PgBouncer).
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -224,7 +228,13 @@ pub fn run(root: &Path) -> Result<()> {
             Figures::measure(warden, Some(agent))?.print(mode, "warden", Some(d));
         }
     }
-    enforce_rows(&mut guard, &pg, listen_port, &sync, &summary, secs)?;
+    if std::env::var("WARDEN_BENCH_PG_ENFORCE").as_deref() != Ok("0") {
+        enforce_rows(&mut guard, &pg, listen_port, &sync, &summary, secs)?;
+    }
+    if std::env::var("WARDEN_BENCH_PG_TPCB").as_deref() != Ok("0") {
+        let runs: Vec<Run> = client_counts.iter().map(|&c| Run::tpcb(c, cpus)).collect();
+        tpcb_rows(&mut guard, &pg, listen_port, &sync, &runs, secs)?;
+    }
     if let Some(profile) = profile {
         println!(
             "\nagent CPU profile during the simple-protocol Warden run (synchronous={sync}; its \
@@ -233,6 +243,78 @@ pub fn run(root: &Path) -> Result<()> {
     }
     warn_if_busy(cpus)?;
     guard.stop();
+    Ok(())
+}
+
+// --- the TPC-B-like rows (issue 17) ---
+
+/// The bench configuration with a grant that allows pgbench's writes
+/// (policy `rw`: reads and writes allowed, everything else denied; not
+/// read-only), same masking and audit.
+fn writes_config(guard: &Guard, pg: &PgServer, listen_port: u16, sync: &str) -> Result<String> {
+    let sections = crate::pg::sections(pg, "bench", &guard.enrolled_cgroup(), &guard.tmp, false)?;
+    let sections = sections
+        .replacen("policy = \"ro\"", "policy = \"rw\"", 1)
+        .replacen("read_only = true", "read_only = false", 1);
+    Ok(format!(
+        "{}{sections}\n[policy.rw]\ndefault = \"deny\"\nrules = [\n  {{ action = \"allow\", \
+         classes = [\"read\", \"write\"] }},\n]\n",
+        guard.agent_toml(listen_port, sync)
+    ))
+}
+
+/// pgbench TPC-B-like (BEGIN; 3 UPDATEs, a SELECT, an INSERT; END) directly,
+/// through Warden with a grant that allows the writes, and through
+/// PgBouncer, one run each per client count.
+fn tpcb_rows(
+    guard: &mut Guard,
+    pg: &PgServer,
+    listen_port: u16,
+    sync: &str,
+    runs: &[Run],
+    secs: u64,
+) -> Result<()> {
+    pg.psql_ok(
+        pgkit::SUPERUSER,
+        pgkit::DB,
+        "GRANT UPDATE ON pgbench_accounts, pgbench_tellers, pgbench_branches TO orders_ro; \
+         GRANT INSERT ON pgbench_history TO orders_ro",
+    );
+    guard.stop();
+    std::fs::write(&guard.config, writes_config(guard, pg, listen_port, sync)?)?;
+    let agent = guard.start()?;
+    let bouncer = PgBouncer::start(pg, PoolMode::Session);
+    let pgbench = pg.bin("pgbench");
+    println!(
+        "\npgbench -b tpcb-like (BEGIN, 3 UPDATEs, SELECT, INSERT, END per transaction), simple \
+         protocol; Warden grant: reads and writes allowed (not read-only), audit \
+         synchronous={sync} (a write is forwarded only once its record is on disk)"
+    );
+    for run in runs {
+        let args = run.args(secs);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut direct = crate::pg::in_cgroup(&guard.direct, &pgbench, &args);
+        pg.client_env(&mut direct, pgkit::ORDERS_RO, pgkit::DB, "disable");
+        let d = Figures::measure(direct, None)?;
+        d.print(run, "direct", None);
+        let warden = crate::pg::workload(pg, &guard.enrolled, &pgbench, &args);
+        let w = Figures::measure(warden, Some(agent))?;
+        w.print(run, "warden", Some(&d));
+        let mut via = crate::pg::in_cgroup(&guard.direct, &pgbench, &args);
+        pg.client_env(&mut via, pgkit::ORDERS_RO, pgkit::DB, "disable");
+        via.env("PGPORT", bouncer.port().to_string());
+        let b = Figures::measure(via, bouncer.pid())?;
+        b.print(run, "pgbouncer", Some(&d));
+        let cpu = match (w.cpu_us_per_tx, b.cpu_us_per_tx) {
+            (Some(w), Some(b)) if b > 0.0 => format!("CPU/tx {:.1}x pgbouncer's", w / b),
+            _ => "CPU/tx not measured".into(),
+        };
+        println!(
+            "{run:<14} TPS {:.1}% of pgbouncer's, {cpu}; {:.1}% of direct",
+            100.0 * w.tps / b.tps,
+            100.0 * w.tps / d.tps,
+        );
+    }
     Ok(())
 }
 
@@ -444,6 +526,8 @@ struct Run {
     mode: &'static str,
     clients: u64,
     threads: u64,
+    /// A pgbench built-in script (`-b`) instead of `-S`.
+    builtin: Option<&'static str>,
 }
 
 impl Run {
@@ -452,11 +536,23 @@ impl Run {
             mode,
             clients,
             threads: clients.min(cpus as u64).max(1),
+            builtin: None,
+        }
+    }
+
+    /// TPC-B-like, simple protocol.
+    fn tpcb(clients: u64, cpus: usize) -> Self {
+        Self {
+            builtin: Some("tpcb-like"),
+            ..Self::new("simple", clients, cpus)
         }
     }
 
     fn args(&self, secs: u64) -> Vec<String> {
-        let mut args: Vec<String> = ["-n", "-S", "-M", self.mode].map(str::to_owned).into();
+        let mut args: Vec<String> = match self.builtin {
+            Some(b) => ["-n", "-b", b, "-M", self.mode].map(str::to_owned).into(),
+            None => ["-n", "-S", "-M", self.mode].map(str::to_owned).into(),
+        };
         for (flag, v) in [("-c", self.clients), ("-j", self.threads), ("-T", secs)] {
             args.push(flag.to_owned());
             args.push(v.to_string());
@@ -468,7 +564,10 @@ impl Run {
 impl std::fmt::Display for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Padded by the caller's width.
-        f.pad(&format!("{} c={}", self.mode, self.clients))
+        match self.builtin {
+            Some(_) => f.pad(&format!("tpcb c={}", self.clients)),
+            None => f.pad(&format!("{} c={}", self.mode, self.clients)),
+        }
     }
 }
 

@@ -425,17 +425,10 @@ impl Rig {
         let db = self.dir.path().join("a.db");
         let mut rows = Vec::new();
         for _ in 0..100 {
-            let c = rusqlite::Connection::open(&db).unwrap();
-            let mut st = c
-                .prepare(
-                    "SELECT CAST(data AS TEXT) FROM events WHERE class_uid = 6003 ORDER BY seq",
-                )
-                .unwrap();
-            rows = st
-                .query_map([], |r| r.get::<_, String>(0))
-                .unwrap()
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap();
+            rows = crate::audit::testutil::api_rows(&db)
+                .into_iter()
+                .map(|(_, _, json)| json)
+                .collect();
             if rows.len() >= n {
                 break;
             }

@@ -582,21 +582,7 @@ async fn api_rows(r: &Rig, want: usize) -> Vec<(String, String, String)> {
     let db = r._dir.path().join("a.db");
     let mut rows = Vec::new();
     for _ in 0..100 {
-        let c = rusqlite::Connection::open(&db).unwrap();
-        let mut st = c
-            .prepare("SELECT activity, decision, CAST(data AS TEXT) FROM events WHERE class_uid = 6003 ORDER BY seq")
-            .unwrap();
-        rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
+        rows = crate::audit::testutil::api_rows(&db);
         if rows.len() >= want {
             break;
         }

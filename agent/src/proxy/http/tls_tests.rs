@@ -170,17 +170,10 @@ impl Rig {
     async fn api_events(&self, n: usize) -> Vec<serde_json::Value> {
         let db = self.dir.path().join("a.db");
         for _ in 0..200 {
-            let c = rusqlite::Connection::open(&db).unwrap();
-            let mut st = c
-                .prepare(
-                    "SELECT CAST(data AS TEXT) FROM events WHERE class_uid = 6003 ORDER BY seq",
-                )
-                .unwrap();
-            let rows: Vec<String> = st
-                .query_map([], |r| r.get(0))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
+            let rows: Vec<String> = crate::audit::testutil::api_rows(&db)
+                .into_iter()
+                .map(|(_, _, json)| json)
+                .collect();
             if rows.len() >= n {
                 return rows
                     .iter()
