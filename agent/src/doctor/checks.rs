@@ -139,7 +139,13 @@ pub(super) fn pins(cfg: &Config, status: Option<&StatusReport>) -> Vec<Finding> 
         ];
     };
     let mut out = Vec::new();
-    for needed in [program::CONNECT4, program::CONNECT6, program::SOCK_OPS] {
+    for needed in [
+        program::CONNECT4,
+        program::CONNECT6,
+        program::SENDMSG4,
+        program::SENDMSG6,
+        program::SOCK_OPS,
+    ] {
         if !st.programs.iter().any(|p| p.program == needed) {
             out.push(Finding::problem(
                 Area::Pins,
