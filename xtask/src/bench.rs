@@ -8,6 +8,9 @@
 //! `pg` (`bench/pg.rs`): pgbench against PostgreSQL directly, through
 //! Warden and through PgBouncer, and the agent's memory with 500 sessions.
 //!
+//! `mysql` (`bench/mysql.rs`): sysbench against MariaDB directly and
+//! through Warden (`protocol = "mysql"`), with the agent's CPU per query.
+//!
 //! `http` (`bench/http.rs`): wrk keep-alive GETs against nginx directly and
 //! through Warden (policy, credential, masking, audit on).
 //!
@@ -21,6 +24,7 @@
 //! attached at the bench's own cgroup, so nothing else on the host is touched.
 
 mod http;
+mod mysql;
 mod pg;
 
 use std::io::{Read, Write};
@@ -38,7 +42,7 @@ const IDLE_CONNS: usize = 1000;
 
 /// The system benches (release binary, root, eBPF); the others are the
 /// agent crate's `[[bench]]` targets.
-const SYSTEM: &[&str] = &["relay", "pg", "http"];
+const SYSTEM: &[&str] = &["relay", "pg", "http", "mysql"];
 
 /// The agent crate's `[[bench]]` targets, from agent/Cargo.toml.
 pub fn micro_benches(root: &Path) -> Result<Vec<String>> {
@@ -95,6 +99,7 @@ pub fn main(root: &Path, which: Option<&str>, build: impl Fn() -> Result<()>) ->
             "relay" => relay(root)?,
             "pg" => pg::run(root)?,
             "http" => http::run(root)?,
+            "mysql" => mysql::run(root)?,
             other => bail!("no runner for {other}"),
         }
     }
