@@ -65,9 +65,11 @@ pub fn run(root: &Path) -> Result<()> {
 
     let mut guard = Guard::new(root)?;
     eprintln!("bench mysql: starting MariaDB, sysbench prepare ({TABLES} x {table_size} rows)");
-    // Its watchdog stops the server and removes its directory once this
+    // Never dropped: dropping it would remove its directory (and the pid
+    // file its watchdog kills the server by) while the server runs. The
+    // watchdog stops the server and removes the directory once this
     // process has exited, whatever happens here.
-    let db = MariaDb::start();
+    let db: &'static MariaDb = Box::leak(Box::new(MariaDb::start()));
     let common = [
         format!("--tables={TABLES}"),
         format!("--table-size={table_size}"),
@@ -143,7 +145,7 @@ masking = \"pii\"
     );
     println!(
         "{:<18} {:<7} {:>9} {:>10} {:>10} {:>10} {:>15} {:>7}",
-        "workload", "path", "TPS", "QPS", "p95 lat", "vs direct", "warden CPU/q", "load1"
+        "workload", "path", "TPS", "QPS", "p95 lat", "vs direct", "proxy CPU/q", "load1"
     );
     let port = db.port().to_string();
     let mut workloads = vec![("oltp_point_select", "ro"), ("oltp_read_only", "ro")];
@@ -152,6 +154,7 @@ masking = \"pii\"
     }
     let mut summary = Vec::new();
     let mut policy = "ro";
+    let socat = super::start_socat(db.addr())?.map(Killed);
     for (workload, wants) in workloads {
         if wants != policy {
             guard.stop();
@@ -159,56 +162,91 @@ masking = \"pii\"
             agent = guard.start()?;
             policy = wants;
         }
-        let mut args: Vec<String> = vec![
-            workload.into(),
-            "--mysql-host=127.0.0.1".into(),
-            format!("--mysql-port={port}"),
-            format!("--db-ps-mode={ps}"),
-            format!("--threads={threads}"),
-            format!("--time={secs}"),
-            "--report-interval=0".into(),
-            "--histogram=off".into(),
-        ];
-        args.extend(common.iter().cloned());
-        let mut direct_args = args.clone();
-        direct_args.push(format!("--mysql-user={}", mariadb::APP_USER));
-        direct_args.push(format!("--mysql-password={}", db.password()));
-        direct_args.push("run".into());
-        let direct_args: Vec<&str> = direct_args.iter().map(String::as_str).collect();
-        let direct = crate::pg::in_cgroup(&guard.direct, Path::new(SYSBENCH), &direct_args);
-        let d = Figures::measure(direct, None)?;
+        let run = |host: &str, port: &str, user: &str, password: &str| {
+            let mut args = vec![
+                workload.to_owned(),
+                format!("--mysql-host={host}"),
+                format!("--mysql-port={port}"),
+                format!("--mysql-user={user}"),
+                format!("--mysql-password={password}"),
+                format!("--db-ps-mode={ps}"),
+                format!("--threads={threads}"),
+                format!("--time={secs}"),
+                "--histogram=off".into(),
+            ];
+            args.extend(common.iter().cloned());
+            args.push("run".into());
+            args
+        };
+        let in_cgroup = |cgroup: &Path, args: &[String]| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::pg::in_cgroup(cgroup, Path::new(SYSBENCH), &args)
+        };
+        let direct = in_cgroup(
+            &guard.direct,
+            &run("127.0.0.1", &port, mariadb::APP_USER, db.password()),
+        );
+        let d = Figures::measure(direct, Watch::None)?;
         d.print(workload, "direct", None);
 
         // No password anywhere: Warden answers the handshake itself.
-        args.push("--mysql-user=workload".into());
-        args.push("--mysql-password=".into());
-        args.push("run".into());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut warden = crate::pg::in_cgroup(&guard.enrolled, Path::new(SYSBENCH), &args);
+        let mut warden = in_cgroup(&guard.enrolled, &run("127.0.0.1", &port, "workload", ""));
         warden
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .env("HOME", "/nonexistent");
-        let w = Figures::measure(warden, Some(agent)).with_context(|| {
+        let w = Figures::measure(warden, Watch::Process(agent)).with_context(|| {
             let log = std::fs::read_to_string(guard.tmp.join("warden.log")).unwrap_or_default();
-            format!("through Warden; its log ends:\n{}", &log[log.len().saturating_sub(4000)..])
+            format!(
+                "through Warden; its log ends:\n{}",
+                &log[log.len().saturating_sub(4000)..]
+            )
         })?;
         w.print(workload, "warden", Some(&d));
-        summary.push((workload, d, w));
+
+        // The non-parsing reference: socat, forking a process per
+        // connection (their CPU time is the parent's once reaped).
+        let s = match &socat {
+            Some(socat) => {
+                let (host, port) = super::SOCAT_ADDR
+                    .split_once(':')
+                    .context("SOCAT_ADDR is host:port")?;
+                let relay = in_cgroup(
+                    &guard.direct,
+                    &run(host, port, mariadb::APP_USER, db.password()),
+                );
+                let s = Figures::measure(relay, Watch::Reaped(socat.0.id()))?;
+                s.print(workload, "socat", Some(&d));
+                Some(s)
+            }
+            None => None,
+        };
+        summary.push((workload, d, w, s));
     }
     println!(
-        "\ngoals (issue 20): >= 60% of direct throughput; agent CPU/query within 2x a \
-         non-parsing relay's (see `cargo xtask bench pg` for PgBouncer's CPU/tx on this host)"
+        "\ngoals (issue 20): Warden >= 60% of direct throughput; Warden CPU/query <= 2x a \
+         non-parsing relay's (socat here; socat: {})",
+        if socat.is_some() {
+            "installed"
+        } else {
+            "not installed, no reference"
+        }
     );
-    for (workload, d, w) in &summary {
-        let cpu = w
-            .cpu_us_per_q
-            .map_or_else(|| "not measured".into(), |c| format!("{c:.1} µs"));
+    for (workload, d, w, s) in &summary {
+        let cpu = match (w.cpu_us_per_q, s.as_ref().and_then(|s| s.cpu_us_per_q)) {
+            (Some(w), Some(s)) if s > 0.0 => format!(
+                "CPU/query {w:.1} µs, {:.1}x socat's (goal <= 2x: {})",
+                w / s,
+                met(w <= 2.0 * s)
+            ),
+            (Some(w), _) => format!("CPU/query {w:.1} µs"),
+            _ => "CPU/query not measured".into(),
+        };
         println!(
             "{workload:<18} Warden/direct: TPS {:.1}% (goal >= 60%: {}), QPS {:.1}%, p95 {:+.2} ms; \
-             agent CPU/query {cpu}; errors {} direct, {} warden",
+             {cpu}; errors {} direct, {} warden",
             100.0 * w.tps / d.tps,
-            if w.tps >= 0.6 * d.tps { "met" } else { "MISSED" },
+            met(w.tps >= 0.6 * d.tps),
             100.0 * w.qps / d.qps,
             w.p95_ms - d.p95_ms,
             d.errors,
@@ -218,6 +256,52 @@ masking = \"pii\"
     warn_if_busy(cpus)?;
     guard.stop();
     Ok(())
+}
+
+/// Whose CPU time a run is charged: nobody, a process (all its threads), or
+/// a process and its children once reaped (socat's per-connection forks).
+#[derive(Clone, Copy)]
+enum Watch {
+    None,
+    Process(u32),
+    Reaped(u32),
+}
+
+impl Watch {
+    /// utime + stime so far (with cutime + cstime for `Reaped`), in ticks.
+    fn ticks(self) -> Result<Option<u64>> {
+        match self {
+            Watch::None => Ok(None),
+            Watch::Process(pid) => cpu_ticks(pid).map(Some),
+            Watch::Reaped(pid) => {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+                // cutime and cstime: fields 16 and 17, the 14th and 15th
+                // after the parenthesised command name.
+                let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+                let children: u64 = rest
+                    .split_whitespace()
+                    .skip(13)
+                    .take(2)
+                    .filter_map(|v| v.parse::<u64>().ok())
+                    .sum();
+                Ok(Some(cpu_ticks(pid)? + children))
+            }
+        }
+    }
+}
+
+/// A helper process killed (and waited for) when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
 }
 
 /// One sysbench run's figures.
@@ -235,10 +319,14 @@ struct Figures {
 impl Figures {
     /// Runs sysbench (`cmd`) and reads its summary; with `watch`, also the
     /// CPU time that process used during the run.
-    fn measure(mut cmd: Command, watch: Option<u32>) -> Result<Self> {
-        let before = watch.map(cpu_ticks).transpose()?;
+    fn measure(mut cmd: Command, watch: Watch) -> Result<Self> {
+        let before = watch.ticks()?;
         let out = cmd.output()?;
-        let after = watch.map(cpu_ticks).transpose()?;
+        if let Watch::Reaped(_) = watch {
+            // Let the relay reap its per-connection children.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        let after = watch.ticks()?;
         if !out.status.success() {
             bail!("sysbench failed: {}", pgkit::show(&out));
         }
