@@ -132,7 +132,7 @@ fn relay(root: &Path) -> Result<()> {
     // Reference: the same transfer through socat, a plain userspace copy
     // relay, shows what relaying through any local proxy costs on this host.
     let mut bulk_s = Vec::new();
-    if let Some(mut socat) = start_socat(sink_addr)? {
+    if let Some(mut socat) = start_socat(sink_addr, "")? {
         for _ in 0..BULK_RUNS {
             bulk_s.push(client(&direct, "bulk", SOCAT_ADDR.parse()?)?.value("mib_s")?);
         }
@@ -285,11 +285,14 @@ pub fn client_main(mode: &str, addr: &str) -> Result<()> {
 
 const SOCAT_ADDR: &str = "127.0.0.4:17099";
 
-/// socat relaying SOCAT_ADDR → `to`, when socat is installed.
-fn start_socat(to: SocketAddr) -> Result<Option<Child>> {
+/// socat relaying SOCAT_ADDR → `to`, when socat is installed; `options`
+/// (e.g. `,nodelay`) are added to both addresses.
+fn start_socat(to: SocketAddr, options: &str) -> Result<Option<Child>> {
     let Ok(child) = Command::new("socat")
-        .arg("TCP-LISTEN:17099,bind=127.0.0.4,reuseaddr,fork")
-        .arg(format!("TCP:{to}"))
+        .arg(format!(
+            "TCP-LISTEN:17099,bind=127.0.0.4,reuseaddr,fork{options}"
+        ))
+        .arg(format!("TCP:{to}{options}"))
         .stderr(Stdio::null())
         .spawn()
     else {

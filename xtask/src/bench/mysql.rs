@@ -154,7 +154,7 @@ masking = \"pii\"
     }
     let mut summary = Vec::new();
     let mut policy = "ro";
-    let socat = super::start_socat(db.addr())?.map(Killed);
+    let socat = super::start_socat(db.addr(), ",nodelay")?.map(Killed);
     for (workload, wants) in workloads {
         if wants != policy {
             guard.stop();
@@ -204,8 +204,9 @@ masking = \"pii\"
         })?;
         w.print(workload, "warden", Some(&d));
 
-        // The non-parsing reference: socat, forking a process per
-        // connection (their CPU time is the parent's once reaped).
+        // The non-parsing reference: socat (TCP_NODELAY both ways, as
+        // Warden), forking a process per connection (their CPU time is
+        // the parent's once reaped).
         let s = match &socat {
             Some(socat) => {
                 let (host, port) = super::SOCAT_ADDR
