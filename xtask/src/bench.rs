@@ -9,7 +9,7 @@
 //! Warden and through PgBouncer, and the agent's memory with 500 sessions.
 //!
 //! `mysql` (`bench/mysql.rs`): sysbench against MariaDB directly and
-//! through Warden (`protocol = "mysql"`), with the agent's CPU per query.
+//! through Warden (`protocol = "mysql"`) and socat, with CPU per query.
 //!
 //! `http` (`bench/http.rs`): wrk keep-alive GETs against nginx directly and
 //! through Warden (policy, credential, masking, audit on).

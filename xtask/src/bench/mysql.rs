@@ -2,10 +2,11 @@
 //! `oltp_read_only` and `oltp_read_write` against a throwaway MariaDB
 //! (`pgkit::mariadb`) directly and through the real `warden` binary
 //! (`protocol = "mysql"`, policy + masking + audit, sysbench in an enrolled
-//! cgroup holding no password), in one run on this host. Prints TPS, QPS,
-//! latency p95 and the agent's CPU time per query (utime + stime of the
-//! agent during the run / queries), with the Warden / direct ratios.
-//! Asserts nothing.
+//! cgroup holding no password) and through socat (the non-parsing
+//! reference), in one run on this host. Prints TPS, QPS, latency p95 and
+//! each proxy's CPU time per query (utime + stime during the run /
+//! queries), with the Warden / direct and Warden / socat ratios. Asserts
+//! nothing.
 //!
 //! Settings (environment): `WARDEN_BENCH_MYSQL_SECS` (per run, default 10),
 //! `WARDEN_BENCH_MYSQL_THREADS` (sysbench client threads, 8),
