@@ -8,6 +8,9 @@
 //! `pg` (`bench/pg.rs`): pgbench against PostgreSQL directly, through
 //! Warden and through PgBouncer, and the agent's memory with 500 sessions.
 //!
+//! `mysql` (`bench/mysql.rs`): sysbench against MariaDB directly and
+//! through Warden (`protocol = "mysql"`) and socat, with CPU per query.
+//!
 //! `http` (`bench/http.rs`): wrk keep-alive GETs against nginx directly and
 //! through Warden (policy, credential, masking, audit on).
 //!
@@ -21,6 +24,7 @@
 //! attached at the bench's own cgroup, so nothing else on the host is touched.
 
 mod http;
+mod mysql;
 mod pg;
 
 use std::io::{Read, Write};
@@ -38,7 +42,7 @@ const IDLE_CONNS: usize = 1000;
 
 /// The system benches (release binary, root, eBPF); the others are the
 /// agent crate's `[[bench]]` targets.
-const SYSTEM: &[&str] = &["relay", "pg", "http"];
+const SYSTEM: &[&str] = &["relay", "pg", "http", "mysql"];
 
 /// The agent crate's `[[bench]]` targets, from agent/Cargo.toml.
 pub fn micro_benches(root: &Path) -> Result<Vec<String>> {
@@ -95,6 +99,7 @@ pub fn main(root: &Path, which: Option<&str>, build: impl Fn() -> Result<()>) ->
             "relay" => relay(root)?,
             "pg" => pg::run(root)?,
             "http" => http::run(root)?,
+            "mysql" => mysql::run(root)?,
             other => bail!("no runner for {other}"),
         }
     }
@@ -127,7 +132,7 @@ fn relay(root: &Path) -> Result<()> {
     // Reference: the same transfer through socat, a plain userspace copy
     // relay, shows what relaying through any local proxy costs on this host.
     let mut bulk_s = Vec::new();
-    if let Some(mut socat) = start_socat(sink_addr)? {
+    if let Some(mut socat) = start_socat(sink_addr, "")? {
         for _ in 0..BULK_RUNS {
             bulk_s.push(client(&direct, "bulk", SOCAT_ADDR.parse()?)?.value("mib_s")?);
         }
@@ -280,11 +285,14 @@ pub fn client_main(mode: &str, addr: &str) -> Result<()> {
 
 const SOCAT_ADDR: &str = "127.0.0.4:17099";
 
-/// socat relaying SOCAT_ADDR → `to`, when socat is installed.
-fn start_socat(to: SocketAddr) -> Result<Option<Child>> {
+/// socat relaying SOCAT_ADDR → `to`, when socat is installed; `options`
+/// (e.g. `,nodelay`) are added to both addresses.
+fn start_socat(to: SocketAddr, options: &str) -> Result<Option<Child>> {
     let Ok(child) = Command::new("socat")
-        .arg("TCP-LISTEN:17099,bind=127.0.0.4,reuseaddr,fork")
-        .arg(format!("TCP:{to}"))
+        .arg(format!(
+            "TCP-LISTEN:17099,bind=127.0.0.4,reuseaddr,fork{options}"
+        ))
+        .arg(format!("TCP:{to}{options}"))
         .stderr(Stdio::null())
         .spawn()
     else {
