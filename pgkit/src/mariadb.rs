@@ -248,6 +248,47 @@ fn mysql_owner() -> Option<(u32, u32)> {
     crate::system_owner("mysql")
 }
 
+/// A server that is dropped (not the shared one) stops at once, as its
+/// watchdog would stop it when the process exits: otherwise removing its
+/// directory would leave `mariadbd` running with no pid file to find it by.
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        let pid_file = self.dir.path().join("mariadbd.pid");
+        if let Some(pid) = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.lines().next().map(|l| l.trim().to_owned()))
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "mariadbd" {
+                let _ = Command::new("kill")
+                    .args(["-9", &pid])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+                // Gone, or a zombie of this process (it started the server).
+                let alive = || {
+                    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+                        st.rsplit_once(')')
+                            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+                    })
+                };
+                let gone = std::time::Instant::now();
+                // The leader turns zombie before its other threads have
+                // exited and closed the listener: wait for both.
+                let listening = || std::net::TcpStream::connect(self.addr()).is_ok();
+                while (alive() || listening())
+                    && gone.elapsed() < std::time::Duration::from_secs(10)
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        }
+        let _ = self._watchdog.kill();
+        let _ = self._watchdog.wait();
+    }
+}
+
 /// Stops the server (by its pid file, checking the process is mariadbd)
 /// and removes its directory once the test process `std::process::id()`
 /// has exited.
@@ -272,4 +313,33 @@ fn watchdog(dir: &Path, owner: Option<(u32, u32)>) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_server_stops_and_its_directory_goes() {
+        let db = MariaDb::start();
+        let dir = db.dir.path().to_owned();
+        let pid = fs::read_to_string(dir.join("mariadbd.pid")).unwrap();
+        let pid = pid.trim().to_owned();
+        assert!(std::net::TcpStream::connect(db.addr()).is_ok());
+        let addr = db.addr();
+        drop(db);
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty()
+                || stat
+                    .rsplit_once(')')
+                    .unwrap()
+                    .1
+                    .trim_start()
+                    .starts_with('Z'),
+            "mariadbd {pid} still runs: {stat}"
+        );
+        assert!(std::net::TcpStream::connect(addr).is_err());
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
 }
