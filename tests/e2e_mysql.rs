@@ -867,3 +867,96 @@ print("c", execute(s, sid, [{id}]))
         .count();
     assert!(refused >= 5, "refusals are audited as not listed");
 }
+
+#[test]
+fn on_new_approve_holds_a_new_shape_and_approve_learn_lists_it() {
+    let approver = User::create("wdn-my-learner");
+    let socket =
+        std::env::temp_dir().join(format!("warden-mysql-learn-{}.sock", std::process::id()));
+    let policy = POLICY.replace(
+        "approval_timeout_secs = 1",
+        &format!(
+            "approval_timeout_secs = 20\napprovers = {{ groups = [], uids = [{}] }}\nsocket = \"{}\"",
+            approver.uid,
+            socket.display()
+        ),
+    );
+    // The reviewed allow-list: one shape.
+    let dir = tempfile::Builder::new()
+        .prefix("warden-mysql-learn-")
+        .tempdir()
+        .unwrap();
+    let list = dir.path().join("app-shop.toml");
+    let reviewed = "# reviewed\n[[fingerprint]]\nprotocol = \"mysql\"\n\
+                    text = \"select `name` from `customers` where `id` = $?\"\n";
+    std::fs::write(&list, reviewed).unwrap();
+    let e = MyEnv::start_custom(
+        "",
+        &format!(
+            "mode = \"enforce\"\nallowlist = \"{}\"\non_new = \"approve\"",
+            list.display()
+        ),
+        &policy,
+    );
+    assert_eq!(
+        e.mariadb_ok("SELECT name FROM customers WHERE id = 1")
+            .trim(),
+        "Alice"
+    );
+    // A new shape is held; the approver approves it with --learn.
+    let script = format!(
+        "{RAW_CLIENT}\n{}",
+        r#"
+s = connect()
+print("held", query(s, "SELECT id, total FROM orders WHERE id = 1"), flush=True)
+"#
+    );
+    let port = e.db.port().to_string();
+    let child = e.spawn_in_app("/usr/bin/python3", &["-c", &script, &port]);
+    let pending = pending_with(&socket, "orders");
+    let id = pending["id"].as_str().unwrap().to_owned();
+    let said = approvals(
+        &socket,
+        approver.uid,
+        &["approve", &id, "--learn", "--reason", "new report"],
+    );
+    assert!(said.status.success(), "{}", text(&said.stderr));
+    assert!(
+        text(&said.stdout).contains("added to the grant's allow-list"),
+        "{}",
+        text(&said.stdout)
+    );
+    let out = child.wait_with_output().unwrap();
+    let so = text(&out.stdout);
+    assert!(
+        line_of(&so, "held").contains("('rows', [['1', '10.50']])"),
+        "{so}\n{}",
+        text(&out.stderr)
+    );
+    let after = std::fs::read_to_string(&list).unwrap();
+    assert!(after.starts_with(reviewed), "{after}");
+    assert!(after.contains("protocol = \"mysql\""), "{after}");
+    assert!(after.contains("`orders`"), "{after}");
+    // The same shape with another value now passes without asking.
+    let t = std::time::Instant::now();
+    let out = e.mariadb_ok("SELECT id, total FROM orders WHERE id = 2");
+    assert!(out.starts_with("2\t"), "{out}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    // A shape still not listed is held again (and times out unanswered
+    // only after the test: it is denied here).
+    let script = format!(
+        "{RAW_CLIENT}\n{}",
+        r#"
+s = connect()
+print("other", query(s, "SELECT count(*) FROM orders"), flush=True)
+"#
+    );
+    let child = e.spawn_in_app("/usr/bin/python3", &["-c", &script, &port]);
+    let pending = pending_with(&socket, "count");
+    let id = pending["id"].as_str().unwrap().to_owned();
+    let no = approvals(&socket, approver.uid, &["deny", &id, "--reason", "no"]);
+    assert!(no.status.success(), "{}", text(&no.stderr));
+    let out = child.wait_with_output().unwrap();
+    let so = text(&out.stdout);
+    assert!(line_of(&so, "other").contains("'err', 1142"), "{so}");
+}

@@ -366,15 +366,47 @@ where
     let down = down.run();
     tokio::pin!(up, down);
     tokio::select! {
-        end = &mut up => {
+        (end, mut reader) = &mut up => {
             if matches!(end, End::Error(_)) {
                 // The client half queued a FATAL error for the client; the
-                // upstream half sends it (after any answer still owed).
-                let _ = tokio::time::timeout(FATAL_GRACE, down).await;
+                // upstream half sends it (after any answer still owed) and
+                // ends the stream. What the client is still sending (the
+                // rest of a message over the limit) is read and dropped
+                // meanwhile: closing on unread bytes would reset the
+                // connection and lose the error on its way.
+                let sent = async {
+                    let _ = tokio::time::timeout(FATAL_GRACE, down).await;
+                };
+                tokio::join!(sent, linger(&mut reader, LINGER_TIME, LINGER_BYTES));
             }
             end
         }
         end = &mut down => end,
+    }
+}
+
+/// How long, and how many bytes of a client's input, Warden reads and
+/// drops after ending a session with an error (see [`linger`]); it stops
+/// sooner once the client has sent nothing for [`LINGER_IDLE`].
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+const LINGER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 << 20;
+
+/// Reads and drops the client's input until it ends, pauses for
+/// [`LINGER_IDLE`], `time` has passed or `max` bytes were read (a
+/// lingering close, as HTTP servers do after an error answer).
+async fn linger<R: AsyncRead + Unpin>(reader: &mut R, time: std::time::Duration, max: usize) {
+    let until = tokio::time::Instant::now() + time;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut read = 0usize;
+    while read < max {
+        let wait = until
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(LINGER_IDLE);
+        match tokio::time::timeout(wait, reader.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => read += n,
+            _ => return,
+        }
     }
 }
 
@@ -451,11 +483,13 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    async fn run(mut self) -> End {
+    /// Runs until the client or the session ends; gives the client's read
+    /// half back (for [`linger`]).
+    async fn run(mut self) -> (End, R) {
         let end = self.pump().await;
         let _ = self.flush().await;
         let _ = self.upstream.shutdown().await;
-        end
+        (end, self.client)
     }
 
     async fn pump(&mut self) -> End {
@@ -1413,6 +1447,9 @@ where
     async fn run(mut self) -> End {
         let end = self.pump().await;
         let _ = self.flush().await;
+        // The session is over either way: the client reads what was sent
+        // (a FATAL error included), then the end of the stream.
+        let _ = self.client.shutdown().await;
         end
     }
 
