@@ -690,7 +690,7 @@ mod tests {
             (StatementPhase::Result, StatementDecision::Allowed, 1),
             (StatementPhase::Request, StatementDecision::Blocked, 2),
         ] {
-            h.record_statement(sample_statement(phase, decision, n))
+            h.record(sample_statement(phase, decision, n))
                 .await
                 .unwrap();
         }

@@ -331,7 +331,7 @@ pub async fn run(config: Config, detach_on_exit: bool) -> Result<(), DaemonError
 
     // The configuration being enforced is on record before anything is.
     audit
-        .record_config(crate::audit::event::ConfigChange {
+        .record(crate::audit::event::ConfigChange {
             time_ms: now_ms(),
             path: config.source.display().to_string(),
             sha256: config.sha256.clone(),

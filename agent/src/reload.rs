@@ -308,7 +308,7 @@ pub async fn reload(shared: &Shared, trigger: Trigger) -> Result<Reloaded, Reloa
         outcome: ConfigOutcome::Applied,
         reason: None,
     };
-    if let Err(e) = shared.audit.record_config(change).await {
+    if let Err(e) = shared.audit.record(change).await {
         error!(error = %e, "reload refused: it could not be recorded");
         let e = ReloadError::Audit(e);
         note_failure(shared, sha256, &e);
@@ -373,7 +373,7 @@ async fn fail(
         outcome: ConfigOutcome::Failed,
         reason: Some(lines.join("\n")),
     };
-    if let Err(ae) = shared.audit.record_config(change).await {
+    if let Err(ae) = shared.audit.record(change).await {
         error!(error = %ae, "could not record the failed reload");
     }
     note_failure(shared, sha256, &e);

@@ -338,7 +338,7 @@ impl Approvals {
             ev.grant_id = Some(grant_id.clone());
             ev.request_id = Some(request_id);
             ev.expires_ms = Some(until);
-            self.audit.record_approval(ev).await?;
+            self.audit.record(ev).await?;
             return Ok(Gate::Granted { grant_id });
         }
         let timeout = Duration::from_secs(self.cfg.approval_timeout_secs);
@@ -366,7 +366,7 @@ impl Approvals {
         let mut ev = event(&spec, ApprovalStatus::Requested, now, now);
         ev.request_id = Some(id.clone());
         ev.expires_ms = Some(expires);
-        if let Err(e) = self.audit.record_approval(ev).await {
+        if let Err(e) = self.audit.record(ev).await {
             self.lock().pending.remove(&id);
             return Err(e.into());
         }
@@ -418,7 +418,7 @@ impl Approvals {
         let mut ev = event(&p.spec, status, p.view.requested_ms, now);
         ev.request_id = Some(id.to_owned());
         ev.reason = reason.clone();
-        if let Err(e) = self.audit.record_approval(ev).await {
+        if let Err(e) = self.audit.record(ev).await {
             tracing::error!(request = id, error = %e, "could not record the end of an approval request");
         }
         self.remember(p.view.clone(), status, now, None, reason, None);
@@ -509,7 +509,7 @@ impl Approvals {
                 "{} refused: {err}",
                 if d.approve { "approval" } else { "denial" }
             ));
-            self.audit.record_approval(ev).await?;
+            self.audit.record(ev).await?;
             tracing::warn!(request = id, peer.uid = peer.uid, error = %err, "approval decision refused");
             return Err(err);
         }
@@ -527,7 +527,7 @@ impl Approvals {
                     ev.request_id = Some(id.to_owned());
                     ev.approver = Some(who);
                     ev.reason = Some(format!("approval --learn refused: {err}"));
-                    self.audit.record_approval(ev).await?;
+                    self.audit.record(ev).await?;
                     tracing::warn!(request = id, error = %err, "approve --learn: the allow-list file was not changed");
                     return Err(err.into());
                 }
@@ -573,7 +573,7 @@ impl Approvals {
             .and(candidate.as_ref())
             .map(|c| c.fingerprint.id.clone());
         ev.learned.clone_from(&learned);
-        if let Err(e) = self.audit.record_approval(ev).await {
+        if let Err(e) = self.audit.record(ev).await {
             // Not on record: not in effect. The statement is refused.
             if let Some(s) = staged {
                 s.revert();
@@ -659,7 +659,7 @@ impl Approvals {
             reason,
             learned: None,
         };
-        if let Err(e) = self.audit.record_approval(ev).await {
+        if let Err(e) = self.audit.record(ev).await {
             // Keep the grant: the revocation is not on record.
             self.lock().grants.insert(g.id.clone(), g);
             return Err(e.into());
@@ -711,7 +711,7 @@ impl Approvals {
             ev.time_ms = now;
             ev.approver = None;
             ev.reason = Some(reason.clone());
-            self.audit.record_approval(ev).await?;
+            self.audit.record(ev).await?;
             let view = RequestView {
                 id: req.request_id.clone().unwrap_or_default(),
                 status: "pending".into(),

@@ -39,12 +39,10 @@ use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use rand::TryRngCore as _;
-use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::AuditError;
 use super::chain::{Hash, sha256};
-use super::reader::AuditReader;
 
 /// File name of the signing key, in the store's directory.
 pub const KEY_FILE: &str = "checkpoint.key";
@@ -156,6 +154,15 @@ fn hex32(s: &str) -> Option<Hash> {
 }
 
 impl Checkpoint {
+    /// This checkpoint with the public key that verified it attached (ready
+    /// for [`Checkpoint::to_json`]).
+    pub(crate) fn with_public_key(self, public_key: [u8; 32]) -> Self {
+        Self {
+            public_key: Some(public_key),
+            ..self
+        }
+    }
+
     /// Build from stored parts; fails (with a reason) when the body is not
     /// canonical.
     pub(crate) fn from_parts(
@@ -308,63 +315,15 @@ impl Checkpoint {
     }
 }
 
-/// The latest checkpoint of the store at `path` (read-only; usable while
-/// the daemon writes), with its public key, ready for
-/// [`Checkpoint::to_json`]. `None` when the store has no checkpoint yet.
-/// Fails when that checkpoint does not verify under its key (run
-/// `verify` to see why).
-pub fn latest_checkpoint(path: &Path) -> Result<Option<Checkpoint>, AuditError> {
-    let reader = AuditReader::open(path)?;
-    if reader.schema_version() < 2 {
-        return Ok(None);
-    }
-    let conn = reader.conn();
-    let query_err = |source| AuditError::Query {
-        op: "read latest checkpoint",
-        source,
-    };
-    let row: Option<(Vec<u8>, Vec<u8>)> = conn
-        .query_row(
-            "SELECT body, signature FROM checkpoints ORDER BY id DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(query_err)?;
-    let Some((body, signature)) = row else {
-        return Ok(None);
-    };
-    let bad = |detail: String| AuditError::Checkpoint {
-        detail: format!("latest checkpoint of {}: {detail}", path.display()),
-    };
-    let cp = Checkpoint::from_parts(body, signature, None).map_err(bad)?;
-    let keys = known_keys(conn, path).map_err(query_err)?;
-    let Some(key) = keys.get(cp.key_id()) else {
-        return Err(bad(format!("signing key {} is unknown", cp.key_id())));
-    };
-    if !cp.signature_valid(key) {
-        return Err(bad("signature does not verify".into()));
-    }
-    Ok(Some(Checkpoint {
-        public_key: Some(key.to_bytes()),
-        ..cp
-    }))
-}
-
-/// Public keys known for the store at `store_path`, by key id: the `keys`
-/// table plus `checkpoint.pub`. Entries whose id is not the hash of their
+/// Public keys known for the store at `store_path`, by key id: `stored`
+/// (its `keys` table, [`crate::audit::store::stored_keys`]) plus `checkpoint.pub`. Entries whose id is not the hash of their
 /// key are ignored (ids are self-certifying).
 pub(crate) fn known_keys(
-    conn: &Connection,
+    stored: Vec<(String, Vec<u8>)>,
     store_path: &Path,
-) -> rusqlite::Result<HashMap<String, VerifyingKey>> {
+) -> HashMap<String, VerifyingKey> {
     let mut out = HashMap::new();
-    let mut stmt = conn.prepare("SELECT key_id, public_key FROM keys")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-    })?;
-    for row in rows {
-        let (id, pk) = row?;
+    for (id, pk) in stored {
         if let Some(pk) = <[u8; 32]>::try_from(pk.as_slice()).ok()
             && key_id(&pk) == id
             && let Ok(vk) = VerifyingKey::from_bytes(&pk)
@@ -378,7 +337,7 @@ pub(crate) fn known_keys(
     {
         out.entry(key_id(&vk.to_bytes())).or_insert(vk);
     }
-    Ok(out)
+    out
 }
 
 /// The checkpoint signing key of a store.

@@ -1362,9 +1362,7 @@ mod tests {
             outcome: Default::default(),
             reason: None,
         };
-        h.record_config(change(T0, ConfigAction::Load))
-            .await
-            .unwrap();
+        h.record(change(T0, ConfigAction::Load)).await.unwrap();
         for i in 1..=12u64 {
             let mut e = ev(i);
             e.time_ms = T0 + i as i64 * 1000;
@@ -1375,7 +1373,7 @@ mod tests {
             }
             h.record(e).await.unwrap();
         }
-        h.record_config(change(T0 + 13_000, ConfigAction::Reload))
+        h.record(change(T0 + 13_000, ConfigAction::Reload))
             .await
             .unwrap();
         h.shutdown().await;
@@ -1757,16 +1755,16 @@ mod tests {
         h.record(open).await.unwrap();
         let allowed = |n| sample_statement(StatementPhase::Request, StatementDecision::Allowed, n);
         let result = |n| sample_statement(StatementPhase::Result, StatementDecision::Allowed, n);
-        h.record_statement(at(allowed(1), 1)).await.unwrap();
-        h.record_statement(at(result(1), 2)).await.unwrap();
+        h.record(at(allowed(1), 1)).await.unwrap();
+        h.record(at(result(1), 2)).await.unwrap();
         let mut ddl = allowed(2);
         ddl.class = "ddl".into();
         ddl.account = "migrations".into();
-        h.record_statement(at(ddl, 3)).await.unwrap();
+        h.record(at(ddl, 3)).await.unwrap();
         let blocked = sample_statement(StatementPhase::Request, StatementDecision::Blocked, 3);
-        h.record_statement(at(blocked, 4)).await.unwrap();
+        h.record(at(blocked, 4)).await.unwrap();
         let denied = sample_statement(StatementPhase::Request, StatementDecision::Denied, 4);
-        h.record_statement(at(denied, 5)).await.unwrap();
+        h.record(at(denied, 5)).await.unwrap();
         h.shutdown().await;
         task.join().unwrap();
 

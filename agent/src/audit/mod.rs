@@ -20,7 +20,7 @@
 //! - database statements ([`event::StatementEvent`], OCSF Datastore
 //!   Activity): a request event committed before the statement is
 //!   forwarded, and a result event queued without waiting
-//!   ([`AuditHandle::record_statement_detached`]);
+//!   ([`AuditHandle::record_detached`]);
 //! - read-only access for the CLI ([`reader`]): `warden audit tail`, usable
 //!   while the daemon writes;
 //! - session replay ([`replay`]): `warden audit replay`, one connection's
@@ -59,7 +59,7 @@ pub mod verify;
 
 // Convenience paths (`audit::AuditHandle`); a binary need not use them all.
 #[allow(unused_imports)]
-pub use checkpoint::{Checkpoint, CheckpointBody, latest_checkpoint};
+pub use checkpoint::{Checkpoint, CheckpointBody};
 #[allow(unused_imports)]
 pub use event::{
     ConfigAction, ConfigChange, ConnActivity, ConnectionEvent, Decision, ProcessInfo, PruneRecord,
@@ -70,11 +70,11 @@ pub use export::{ExportReport, ExportVerification, export, export_with_progress,
 #[allow(unused_imports)]
 pub use ocsf::{encode_connection, encode_statement};
 #[allow(unused_imports)]
-pub use reader::{AuditReader, StoredEvent, TailFilter, format_text};
+pub use reader::{AuditReader, StoredEvent, TailFilter, format_text, latest_checkpoint};
 #[allow(unused_imports)]
 pub use store::{
-    AuditHandle, DurableSeq, PruneReport, Retention, SyncMode, WriterOptions, WriterStats,
-    WriterTask,
+    AuditHandle, AuditRecord, DurableSeq, PruneReport, Retention, SyncMode, WriterOptions,
+    WriterStats, WriterTask,
 };
 #[allow(unused_imports)]
 pub use timespec::parse_time;

@@ -12,13 +12,15 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, ToSql};
 
 use super::AuditError;
+use super::checkpoint::{Checkpoint, known_keys};
 use super::event::{StatementEvent, StatementPhase};
 use super::ocsf::{
     CLASS_UID_NETWORK_ACTIVITY, EventKind, decode_approval, decode_checkpoint, decode_config,
     decode_connection, decode_prune, decode_statement,
 };
 use super::store::{
-    BUSY_TIMEOUT, SCHEMA_VERSION, check_schema_version, max_seq, read_chain_id, read_schema_version,
+    BUSY_TIMEOUT, SCHEMA_VERSION, check_schema_version, latest_checkpoint_row, max_seq,
+    read_chain_id, read_schema_version, stored_keys,
 };
 
 /// Which events to show; `None` matches everything.
@@ -613,6 +615,39 @@ pub(crate) fn api_text(ev: &StoredEvent) -> Option<String> {
     Some(out)
 }
 
+/// The latest checkpoint of the store at `path` (read-only; usable while
+/// the daemon writes), with its public key, ready for
+/// [`Checkpoint::to_json`]. `None` when the store has no checkpoint yet.
+/// Fails when that checkpoint does not verify under its key (run
+/// `verify` to see why).
+pub fn latest_checkpoint(path: &Path) -> Result<Option<Checkpoint>, AuditError> {
+    let reader = AuditReader::open(path)?;
+    if reader.schema_version() < 2 {
+        return Ok(None);
+    }
+    let conn = reader.conn();
+    let query_err = |source| AuditError::Query {
+        op: "read latest checkpoint",
+        source,
+    };
+    let row = latest_checkpoint_row(conn).map_err(query_err)?;
+    let Some((body, signature)) = row else {
+        return Ok(None);
+    };
+    let bad = |detail: String| AuditError::Checkpoint {
+        detail: format!("latest checkpoint of {}: {detail}", path.display()),
+    };
+    let cp = Checkpoint::from_parts(body, signature, None).map_err(bad)?;
+    let keys = known_keys(stored_keys(conn).map_err(query_err)?, path);
+    let Some(key) = keys.get(cp.key_id()) else {
+        return Err(bad(format!("signing key {} is unknown", cp.key_id())));
+    };
+    if !cp.signature_valid(key) {
+        return Err(bad("signature does not verify".into()));
+    }
+    Ok(Some(cp.with_public_key(key.to_bytes())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -931,18 +966,18 @@ mod tests {
             .await
             .unwrap();
         let req = sample_statement(StatementPhase::Request, StatementDecision::Allowed, 1);
-        h.record_statement(req).await.unwrap();
+        h.record(req).await.unwrap();
         let mut res = sample_statement(StatementPhase::Result, StatementDecision::Allowed, 1);
         res.statement = "SELECT\n1".into();
-        h.record_statement(res).await.unwrap();
+        h.record(res).await.unwrap();
         let blocked = sample_statement(StatementPhase::Request, StatementDecision::Blocked, 2);
-        h.record_statement(blocked).await.unwrap();
+        h.record(blocked).await.unwrap();
         let mut other = sample_statement(StatementPhase::Request, StatementDecision::Denied, 1);
         other.session = SessionId(7);
         other.account = "billing".into();
         other.reason = Some("no rule allows it".into());
         other.sqlstate = None;
-        h.record_statement(other).await.unwrap();
+        h.record(other).await.unwrap();
         h.shutdown().await;
         task.join().unwrap();
 

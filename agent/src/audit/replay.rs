@@ -613,14 +613,14 @@ mod tests {
         open.protocol = "postgres".into();
         h.record(open.clone()).await.unwrap();
         let req1 = sample_statement(StatementPhase::Request, StatementDecision::Allowed, 1);
-        h.record_statement(req1).await.unwrap();
+        h.record(req1).await.unwrap();
         let mut elsewhere = sample_statement(StatementPhase::Request, StatementDecision::Denied, 1);
         elsewhere.session = SessionId(99);
-        h.record_statement(elsewhere).await.unwrap();
+        h.record(elsewhere).await.unwrap();
         let req2 = sample_statement(StatementPhase::Request, StatementDecision::Blocked, 2);
-        h.record_statement(req2).await.unwrap();
+        h.record(req2).await.unwrap();
         let res1 = sample_statement(StatementPhase::Result, StatementDecision::Allowed, 1);
-        h.record_statement_detached(res1);
+        h.record_detached(res1);
         let mut close = open;
         close.activity = ConnActivity::Close;
         close.time_ms += 5_000;

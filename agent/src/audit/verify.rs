@@ -56,6 +56,7 @@ use super::ocsf::{
     decode_checkpoint, probe_fast, statement_activity_str,
 };
 use super::reader::AuditReader;
+use super::store::stored_keys;
 
 /// How many rows after a broken link are examined to classify it.
 const CLASSIFY_WINDOW: usize = 1024;
@@ -240,7 +241,7 @@ pub fn verify_with_progress(
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .map_err(q("count events"))?;
-    let keys = known_keys(conn, path).map_err(q("read keys"))?;
+    let keys = known_keys(stored_keys(conn).map_err(q("read keys"))?, path);
     let rows = read_checkpoint_rows(conn).map_err(q("read checkpoints"))?;
 
     let mut v = Verifier {

@@ -117,7 +117,7 @@ fn parse_event(b: &[u8]) -> Option<LsmEvent> {
 }
 
 async fn record(shared: &Shared, denial: KernelDenial) {
-    if let Err(e) = shared.audit.record_kernel(denial).await {
+    if let Err(e) = shared.audit.record(denial).await {
         tracing::error!(error = %e, "kernel denial NOT recorded in the audit store");
     }
 }

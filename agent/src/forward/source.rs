@@ -19,12 +19,12 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags};
 
 use super::ForwardError;
 use crate::audit::DurableSeq;
 use crate::audit::reader::AuditReader;
-use crate::audit::store::BUSY_TIMEOUT;
+use crate::audit::store::{self, BUSY_TIMEOUT};
 
 /// One stored event, as an output needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,26 +98,17 @@ impl EventSource {
         max_bytes: usize,
     ) -> Result<(Vec<StoredRow>, bool), ForwardError> {
         let q = |source| ForwardError::Read { source };
-        let mut stmt = self
-            .reader
-            .conn()
-            .prepare_cached(
-                "SELECT seq, time_ms, decision, data FROM events WHERE seq > ?1 \
-                 AND seq <= ?3 ORDER BY seq LIMIT ?2",
-            )
-            .map_err(q)?;
         let limit = i64::try_from(max_events).unwrap_or(i64::MAX);
         let through = self
             .horizon
             .as_ref()
             .map_or(i64::MAX, |d| i64::try_from(d.get()).unwrap_or(i64::MAX));
-        let mut rows = stmt.query(params![after, limit, through]).map_err(q)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut full = false;
-        while let Some(row) = rows.next().map_err(q)? {
-            let seq: u64 = row.get(0).map_err(q)?;
-            let data: Vec<u8> = row.get(3).map_err(q)?;
+        store::events_after(self.reader.conn(), after, limit, through, |row| {
+            let seq = row.seq()?;
+            let data = row.data()?;
             // Forwarders ship OCSF (or ECS/CEF made from it): a compact
             // statement record is rendered here.
             let data = if crate::audit::record::is_record(&data) {
@@ -127,37 +118,28 @@ impl EventSource {
             };
             if !out.is_empty() && bytes + data.len() > max_bytes {
                 full = true;
-                break;
+                return Ok(false);
             }
             bytes += data.len();
             out.push(StoredRow {
                 seq,
-                time_ms: row.get(1).map_err(q)?,
-                decision: row.get(2).map_err(q)?,
+                time_ms: row.time_ms()?,
+                decision: row.decision()?,
                 data,
             });
             if bytes >= max_bytes {
                 full = true;
-                break;
+                return Ok(false);
             }
-        }
+            Ok(true)
+        })
+        .map_err(q)?;
         Ok((out, full))
     }
 
     /// Names of every output with a cursor in the store.
     pub fn cursor_names(&self) -> Result<Vec<String>, ForwardError> {
-        let q = |source| ForwardError::Read { source };
-        let mut stmt = self
-            .reader
-            .conn()
-            .prepare("SELECT name FROM forward_cursors ORDER BY name")
-            .map_err(q)?;
-        let names = stmt
-            .query_map([], |r| r.get(0))
-            .map_err(q)?
-            .collect::<Result<Vec<String>, _>>()
-            .map_err(q)?;
-        Ok(names)
+        store::cursor_names(self.reader.conn()).map_err(|source| ForwardError::Read { source })
     }
 
     /// Highest stored seq (0 when empty).
@@ -199,12 +181,7 @@ impl Cursor {
             .map_err(open_err("set busy_timeout"))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err("set synchronous"))?;
-        conn.execute(
-            "INSERT OR IGNORE INTO forward_cursors (name, acked_seq, updated_ms) \
-             VALUES (?1, NULL, ?2)",
-            params![name, now_ms()],
-        )
-        .map_err(open_err("create the cursor"))?;
+        store::cursor_create(&conn, name, now_ms()).map_err(open_err("create the cursor"))?;
         Ok(Self {
             conn,
             name: name.to_owned(),
@@ -214,14 +191,7 @@ impl Cursor {
 
     /// The acknowledged seq (0: nothing yet).
     pub fn load(&self) -> Result<u64, ForwardError> {
-        let v: Option<Option<i64>> = self
-            .conn
-            .query_row(
-                "SELECT acked_seq FROM forward_cursors WHERE name = ?1",
-                [&self.name],
-                |r| r.get(0),
-            )
-            .optional()
+        let v = store::cursor_acked(&self.conn, &self.name)
             .map_err(|source| self.err("read", source))?;
         Ok(v.flatten().and_then(|s| u64::try_from(s).ok()).unwrap_or(0))
     }
@@ -229,14 +199,7 @@ impl Cursor {
     /// Record that every event up to `seq` was acknowledged. Never moves
     /// the cursor back.
     pub fn advance(&self, seq: u64) -> Result<(), ForwardError> {
-        self.conn
-            .execute(
-                "INSERT INTO forward_cursors (name, acked_seq, updated_ms) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT(name) DO UPDATE SET \
-                 acked_seq = max(COALESCE(acked_seq, 0), excluded.acked_seq), \
-                 updated_ms = excluded.updated_ms",
-                params![self.name, seq, now_ms()],
-            )
+        store::cursor_advance(&self.conn, &self.name, seq, now_ms())
             .map_err(|source| self.err("advance", source))?;
         Ok(())
     }

@@ -239,11 +239,11 @@ mod tests {
         let path = dir.path().join("audit.db");
         let (h, task) = crate::audit::spawn_writer(&path, crate::audit::testutil::opts(0)).unwrap();
         let mut ev = sample();
-        h.record_kernel(ev.clone()).await.unwrap();
+        h.record(ev.clone()).await.unwrap();
         ev.kind = "suppressed".into();
         ev.count = 42;
         ev.account = None;
-        h.record_kernel(ev).await.unwrap();
+        h.record(ev).await.unwrap();
         h.shutdown().await;
         tokio::task::spawn_blocking(move || task.join())
             .await

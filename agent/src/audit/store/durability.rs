@@ -23,7 +23,7 @@ pub enum SyncMode {
     #[default]
     Full,
     /// `pipelined`: a read statement's request record
-    /// ([`AuditHandle::record_statement`] of class `read`) is answered once
+    /// ([`AuditHandle::record`] of class `read`) is answered once
     /// it is committed to the WAL (it survives a crash of Warden), so the
     /// statement goes to the database while the fsync runs; its answer is
     /// released to the client only after the fsync

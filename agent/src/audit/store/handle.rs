@@ -38,7 +38,7 @@ impl Shared {
 
 /// An event ready for the writer: its store columns and its encoding with
 /// the seq left open.
-pub(super) struct Prepared {
+pub struct Prepared {
     pub(super) class_uid: u32,
     pub(super) time_ms: i64,
     pub(super) activity: &'static str,
@@ -69,144 +69,6 @@ impl Body {
             Body::Template(t) => t.fill_into(seq, out),
             Body::Record(bytes) => out.extend_from_slice(bytes),
         }
-    }
-}
-
-impl Prepared {
-    pub(super) fn connection(
-        ev: ConnectionEvent,
-        chain_id: &str,
-        host: &str,
-    ) -> Result<Self, AuditError> {
-        let session = ev.session.to_string();
-        let template = connection_template(&ev, &session, chain_id, host)?;
-        Ok(Self {
-            class_uid: CLASS_UID_NETWORK_ACTIVITY,
-            time_ms: ev.time_ms,
-            activity: activity_str(ev.activity),
-            decision: ev.decision.as_str(),
-            account: ev.account,
-            target: ev.target,
-            session,
-            reason: ev.reason,
-            body: Body::Template(template),
-            early: false,
-        })
-    }
-
-    /// A statement is stored as its compact record (the caller's facts are
-    /// in its session's open event); `chain_id` is not part of it.
-    pub(super) fn statement(
-        ev: &StatementEvent,
-        chain_id: &str,
-        host: &str,
-    ) -> Result<Self, AuditError> {
-        let session = ev.session.to_string();
-        let body = Body::Record(crate::audit::record::encode_statement(ev, host));
-        // Tests: write a statement as the OCSF JSON stores of schema 4 hold.
-        #[cfg(test)]
-        let body = if super::tests::LEGACY_JSON.with(std::cell::Cell::get) {
-            Body::Template(crate::audit::ocsf::statement_template(
-                ev, &session, chain_id, host,
-            )?)
-        } else {
-            body
-        };
-        let _ = chain_id;
-        Ok(Self {
-            class_uid: CLASS_UID_DATASTORE_ACTIVITY,
-            time_ms: ev.time_ms,
-            activity: statement_activity_str(ev.phase),
-            decision: ev.decision.as_str(),
-            account: Some(ev.account.clone()),
-            target: Some(ev.target.clone()),
-            session,
-            reason: ev.reason.clone(),
-            body,
-            early: false,
-        })
-    }
-
-    pub(super) fn approval(
-        ev: &ApprovalEvent,
-        chain_id: &str,
-        host: &str,
-    ) -> Result<Self, AuditError> {
-        let session = ev.session.map(|s| s.to_string()).unwrap_or_default();
-        let template = approval_template(ev, &session, chain_id, host)?;
-        Ok(Self {
-            class_uid: CLASS_UID_USER_ACCESS_MANAGEMENT,
-            time_ms: ev.time_ms,
-            activity: APPROVAL_ACTIVITY,
-            decision: ev.status.as_str(),
-            account: Some(ev.account.clone()),
-            target: Some(ev.target.clone()),
-            session,
-            reason: ev.reason.clone(),
-            body: Body::Template(template),
-            early: false,
-        })
-    }
-
-    /// An HTTP request is stored as its compact record (issue 17), as a
-    /// statement is; `chain_id` is not part of it.
-    pub(super) fn api(
-        ev: &crate::audit::event::ApiEvent,
-        chain_id: &str,
-        host: &str,
-    ) -> Result<Self, AuditError> {
-        let session = ev.session.to_string();
-        let _ = chain_id;
-        Ok(Self {
-            class_uid: crate::audit::ocsf::CLASS_UID_API_ACTIVITY,
-            time_ms: ev.time_ms,
-            activity: crate::audit::ocsf::api_activity_str(ev.phase),
-            decision: ev.decision.as_str(),
-            account: Some(ev.account.clone()),
-            target: Some(ev.target.clone()),
-            session,
-            reason: ev.reason.clone(),
-            body: Body::Record(crate::audit::record::encode_api(ev, host)),
-            early: false,
-        })
-    }
-
-    pub(super) fn kernel(
-        ev: &crate::audit::ocsf::KernelDenial,
-        chain_id: &str,
-        host: &str,
-    ) -> Result<Self, AuditError> {
-        Ok(Self {
-            class_uid: crate::audit::ocsf::CLASS_UID_PROCESS_ACTIVITY,
-            time_ms: ev.time_ms,
-            activity: crate::audit::ocsf::KERNEL_ACTIVITY,
-            decision: crate::audit::ocsf::KERNEL_DECISION,
-            account: ev.account.clone(),
-            target: None,
-            session: String::new(),
-            reason: Some(ev.kind.clone()),
-            body: Body::Template(crate::audit::ocsf::kernel_template(ev, chain_id, host)?),
-            early: false,
-        })
-    }
-
-    pub(super) fn config(
-        change: &ConfigChange,
-        chain_id: &str,
-        host: &str,
-    ) -> Result<Self, AuditError> {
-        Ok(Self {
-            class_uid: CLASS_UID_DEVICE_CONFIG_STATE_CHANGE,
-            time_ms: change.time_ms,
-            activity: CONFIG_ACTIVITY,
-            decision: NO_DECISION,
-            account: None,
-            target: None,
-            session: String::new(),
-            reason: Some(change.action.as_str().to_owned()),
-            body: Body::Template(config_template(change, chain_id, host)?),
-            early: false,
-        })
     }
 }
 
@@ -253,7 +115,7 @@ pub struct AuditHandle {
 }
 
 /// Records that found the channel full while being queued detached
-/// ([`AuditHandle::record_statement_detached`]), and every record queued
+/// ([`AuditHandle::record_detached`]), and every record queued
 /// after them while they wait: a single drainer task feeds them to the
 /// channel in order, so records keep the order they were queued in.
 ///
@@ -293,47 +155,71 @@ pub struct WriterTask {
 impl AuditHandle {
     /// Record `ev`; resolves with its `seq` once the transaction holding it
     /// has committed. An `Err` means the event is NOT in the store: the
-    /// caller must not let the audited effect happen.
+    /// caller must not let the audited effect happen (a statement must not
+    /// reach the database, an HTTP request the upstream, an approval must not
+    /// take effect). Used for connection events, configuration loads,
+    /// statements' and HTTP requests' request phases, approval transitions
+    /// and kernel denials (which already happened: this only reports them);
+    /// see [`AuditRecord`].
     ///
     /// The event is encoded here, on the caller's task; only the seq is
     /// filled in by the writer.
     ///
+    /// With [`SyncMode::Pipelined`], an allowed read statement is answered
+    /// once its record is in the WAL (before the fsync): the caller forwards
+    /// it and must hold the answer back until
+    /// [`release_ready`](Self::release_ready) succeeds.
+    ///
     /// Cancel safety: if this future is dropped after the event was queued,
     /// the event is still committed; only the answer is lost.
-    pub async fn record(&self, ev: ConnectionEvent) -> Result<u64, AuditError> {
-        crate::audit::counted::connection(&ev);
-        let rec = Prepared::connection(ev, &self.shared.chain_id, &self.shared.host)?;
-        self.submit(rec).await
-    }
-
-    /// Record a configuration load or reload (OCSF Device Config State
-    /// Change); committed like [`record`](Self::record).
-    pub async fn record_config(&self, change: ConfigChange) -> Result<u64, AuditError> {
-        let rec = Prepared::config(&change, &self.shared.chain_id, &self.shared.host)?;
-        self.submit(rec).await
-    }
-
-    /// Record one database statement (OCSF Datastore Activity); committed
-    /// like [`record`](Self::record). Used for the request phase: the
-    /// statement must not reach the database unless this returned `Ok`.
-    ///
-    /// With [`SyncMode::Pipelined`], an allowed read is answered once its
-    /// record is in the WAL (before the fsync): the caller forwards it and
-    /// must hold the answer back until [`release_ready`](Self::release_ready)
-    /// succeeds.
-    pub async fn record_statement(&self, ev: StatementEvent) -> Result<u64, AuditError> {
-        crate::audit::counted::statement(&ev);
-        let mut rec = Prepared::statement(&ev, &self.shared.chain_id, &self.shared.host)?;
-        rec.early = self.shared.mode == SyncMode::Pipelined
-            && ev.phase == StatementPhase::Request
-            && ev.decision == StatementDecision::Allowed
-            && ev.class == "read";
+    pub async fn record<E: AuditRecord>(&self, ev: E) -> Result<u64, AuditError> {
+        ev.count();
+        let rec = ev.prepare(&self.prepare_ctx())?;
         let early = rec.early;
         let seq = self.submit(rec).await?;
         if early {
             self.owed.fetch_max(seq, Ordering::AcqRel);
         }
         Ok(seq)
+    }
+
+    /// Queue one event without waiting for its commit (a statement's or
+    /// HTTP request's result phase: the answer is already on its way to the
+    /// client; HTTP rejections that forward nothing).
+    ///
+    /// Never blocks and never drops: the event is encoded here and queued
+    /// in order with every record queued after it. When the writer's
+    /// channel is full it waits in an in-memory overflow queue that a
+    /// single task drains in order (see [`WriterStats::detached_backlog`]).
+    /// An event that cannot be stored (encoding failed, writer stopped,
+    /// commit failed) is logged as an error and counted in
+    /// [`WriterStats::detached_lost`], and a failed commit marks the handle
+    /// unhealthy as for any record.
+    ///
+    /// Outside a Tokio runtime the drainer is a short-lived thread.
+    pub fn record_detached<E: AuditRecord>(&self, ev: E) {
+        ev.count();
+        let mut rec = match ev.prepare(&self.prepare_ctx()) {
+            Ok(rec) => rec,
+            Err(e) => {
+                self.lost(1, &format!("cannot encode the {}", E::WHAT), &e.to_string());
+                return;
+            }
+        };
+        // Nobody awaits a detached record: nothing to answer early.
+        rec.early = false;
+        self.enqueue_detached(Msg::Record {
+            rec: Box::new(rec),
+            reply: None,
+        });
+    }
+
+    pub(super) fn prepare_ctx(&self) -> PrepareCtx<'_> {
+        PrepareCtx {
+            chain_id: &self.shared.chain_id,
+            host: &self.shared.host,
+            mode: self.shared.mode,
+        }
     }
 
     /// A handle for one session: records made through it that were
@@ -398,81 +284,6 @@ impl AuditHandle {
                     "the fsync covering record {seq} failed"
                 ))),
             })
-    }
-
-    /// Record one approval transition (OCSF User Access Management);
-    /// committed like [`record`](Self::record): an approval takes effect
-    /// only once its record is in the store.
-    pub async fn record_approval(&self, ev: ApprovalEvent) -> Result<u64, AuditError> {
-        crate::audit::counted::approval(&ev);
-        let rec = Prepared::approval(&ev, &self.shared.chain_id, &self.shared.host)?;
-        self.submit(rec).await
-    }
-
-    /// Queue one database statement event without waiting for its commit
-    /// (the result phase: the answer is already on its way to the client).
-    ///
-    /// Never blocks and never drops: the event is encoded here and queued
-    /// in order with every record queued after it. When the writer's
-    /// channel is full it waits in an in-memory overflow queue that a
-    /// single task drains in order (see [`WriterStats::detached_backlog`]).
-    /// An event that cannot be stored (encoding failed, writer stopped,
-    /// commit failed) is logged as an error and counted in
-    /// [`WriterStats::detached_lost`], and a failed commit marks the handle
-    /// unhealthy as for any record.
-    ///
-    /// Outside a Tokio runtime the drainer is a short-lived thread.
-    pub fn record_statement_detached(&self, ev: StatementEvent) {
-        crate::audit::counted::statement(&ev);
-        let rec = match Prepared::statement(&ev, &self.shared.chain_id, &self.shared.host) {
-            Ok(rec) => rec,
-            Err(e) => {
-                self.lost(1, "cannot encode the statement event", &e.to_string());
-                return;
-            }
-        };
-        self.enqueue_detached(Msg::Record {
-            rec: Box::new(rec),
-            reply: None,
-        });
-    }
-
-    /// Record one HTTP request event (OCSF API Activity); committed like
-    /// [`record`](Self::record). The request phase is awaited: the request
-    /// must not reach the upstream unless this returned `Ok`.
-    pub async fn record_api(&self, ev: crate::audit::event::ApiEvent) -> Result<u64, AuditError> {
-        crate::audit::counted::api(&ev);
-        let rec = Prepared::api(&ev, &self.shared.chain_id, &self.shared.host)?;
-        self.submit(rec).await
-    }
-
-    /// Queue one HTTP request event without waiting for its commit (result
-    /// phase, and rejections that forward nothing); as
-    /// [`record_statement_detached`](Self::record_statement_detached).
-    pub fn record_api_detached(&self, ev: crate::audit::event::ApiEvent) {
-        crate::audit::counted::api(&ev);
-        let rec = match Prepared::api(&ev, &self.shared.chain_id, &self.shared.host) {
-            Ok(rec) => rec,
-            Err(e) => {
-                self.lost(1, "cannot encode the API event", &e.to_string());
-                return;
-            }
-        };
-        self.enqueue_detached(Msg::Record {
-            rec: Box::new(rec),
-            reply: None,
-        });
-    }
-
-    /// Record a kernel (BPF LSM) denial; committed like
-    /// [`record`](Self::record). The denial already happened: this only
-    /// reports it.
-    pub async fn record_kernel(
-        &self,
-        ev: crate::audit::ocsf::KernelDenial,
-    ) -> Result<u64, AuditError> {
-        let rec = Prepared::kernel(&ev, &self.shared.chain_id, &self.shared.host)?;
-        self.submit(rec).await
     }
 
     pub(super) fn lost(&self, n: u64, what: &str, error: &str) {

@@ -5,8 +5,7 @@
 //! blocking). Producers encode their event into a [`SeqTemplate`] (OCSF
 //! JSON with the seq left open; the costly part, done in parallel on the
 //! producers' threads) and hand it over a bounded channel through
-//! [`AuditHandle::record`] / [`AuditHandle::record_config`] /
-//! [`AuditHandle::record_statement`]; the writer takes everything queued
+//! [`AuditHandle::record`] (any [`AuditRecord`]); the writer takes everything queued
 //! (up to `batch_max`), assigns gap-free sequence numbers, splices each seq
 //! into its template, hashes the resulting bytes into the chain, inserts
 //! the batch in ONE transaction (group commit) and only then answers each
@@ -16,7 +15,7 @@
 //! WAL and answers the producers of every commit it covers while the
 //! writer goes on with the next batch (pipelined group commit).
 //!
-//! [`AuditHandle::record_statement_detached`] (a statement's result phase)
+//! [`AuditHandle::record_detached`] (a statement's result phase)
 //! queues without waiting for the commit and never blocks: when the channel
 //! is full the event waits in an in-memory overflow queue drained in order
 //! by one task (records queued meanwhile, awaited or not, go behind it, so
@@ -68,11 +67,14 @@
 //! Files: [`schema`] (layout, migrations, the SQL every module runs against
 //! the store), [`handle`] (the producers' side: [`AuditHandle`], the overflow
 //! and lazy queues), [`writer`] (the writer thread: batches, chain, checkpoints),
-//! [`durability`] (sync modes, the WAL syncer and checkpointer) and
+//! [`forward`] (the forwarders' reads and cursors), [`prepare`] (the [`AuditRecord`] trait: what each event kind is stored
+//! as), [`durability`] (sync modes, the WAL syncer and checkpointer) and
 //! [`retention`] (prune planning and steps).
 
 mod durability;
+mod forward;
 mod handle;
+mod prepare;
 mod retention;
 mod schema;
 #[cfg(test)]
@@ -110,10 +112,13 @@ use super::ocsf::{
 use self::{durability::*, handle::*, schema::*, writer::*};
 
 pub use durability::{RELAXED_SYNC_INTERVAL, SyncMode};
-pub use handle::{AuditHandle, DurableSeq, WriterTask};
+pub(crate) use forward::{cursor_acked, cursor_advance, cursor_create, cursor_names, events_after};
+pub use handle::{AuditHandle, DurableSeq, Prepared, WriterTask};
+pub use prepare::{AuditRecord, PrepareCtx};
 pub use retention::{PruneReport, Retention};
 pub(crate) use schema::{
-    acked_through, check_schema_version, max_seq, read_chain_id, read_schema_version,
+    acked_through, check_schema_version, latest_checkpoint_row, max_seq, read_chain_id,
+    read_schema_version, stored_keys,
 };
 
 /// Version of the store layout written by this build.
@@ -179,7 +184,7 @@ pub struct WriterStats {
     /// with [`SyncMode::Normal`], the same as `last_seq`.
     pub durable_seq: u64,
     /// Records waiting in the in-memory overflow queue now (see
-    /// [`AuditHandle::record_statement_detached`]).
+    /// [`AuditHandle::record_detached`]).
     pub detached_backlog: u64,
     /// Detached records that found the writer's channel full (total).
     pub detached_overflowed: u64,

@@ -157,7 +157,7 @@ pub(super) fn plan_prune(
     )?;
     let refused = |why: String| Ok(PrunePlan::Refused(why));
     // The checkpoint must be genuine, and its event must stay.
-    let keys = known_keys(conn, store)?;
+    let keys = known_keys(stored_keys(conn)?, store);
     let cp = match Checkpoint::from_parts(body, signature, None) {
         Ok(cp) => cp,
         Err(e) => return refused(format!("checkpoint of seq {through} is unreadable: {e}")),

@@ -448,3 +448,26 @@ pub(super) fn load_chain_state(conn: &Connection) -> rusqlite::Result<ChainState
         last_checkpoint: checkpoint.map(|(_, body)| sha256(&body)),
     })
 }
+
+/// Every (key id, public key) of the `keys` table: the keys that signed
+/// checkpoints of this store (ids not yet checked against their keys; see
+/// [`crate::audit::checkpoint::known_keys`]).
+pub(crate) fn stored_keys(conn: &Connection) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
+    let mut stmt = conn.prepare("SELECT key_id, public_key FROM keys")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+    })?;
+    rows.collect()
+}
+
+/// The signed body and signature of the store's latest checkpoint, if any.
+pub(crate) fn latest_checkpoint_row(
+    conn: &Connection,
+) -> rusqlite::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    conn.query_row(
+        "SELECT body, signature FROM checkpoints ORDER BY id DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+}

@@ -1,3 +1,4 @@
+use super::prepare::LEGACY_JSON;
 use super::*;
 use crate::audit::event::{ConnActivity, Decision, SessionId};
 use crate::audit::ocsf::{decode_connection, encode_connection, tests::sample};
@@ -19,12 +20,6 @@ async fn test_sql(h: &AuditHandle, sql: &str) {
     .await
     .unwrap();
     rx.await.unwrap();
-}
-
-thread_local! {
-    /// This thread's statements are written as OCSF JSON (stores of
-    /// schema 4 and before).
-    pub(crate) static LEGACY_JSON: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Checkpoints only at shutdown, so seqs of recorded events are 1, 2, ...
@@ -723,7 +718,7 @@ async fn config_changes_are_queryable_chain_events() {
         outcome: Default::default(),
         reason: None,
     };
-    assert_eq!(h.record_config(load.clone()).await.unwrap(), 1);
+    assert_eq!(h.record(load.clone()).await.unwrap(), 1);
     assert_eq!(h.record(ev(2)).await.unwrap(), 2);
     let reload = ConfigChange {
         action: ConfigAction::Reload,
@@ -731,7 +726,7 @@ async fn config_changes_are_queryable_chain_events() {
         detail: Some("SIGHUP by uid 0".into()),
         ..load.clone()
     };
-    assert_eq!(h.record_config(reload.clone()).await.unwrap(), 3);
+    assert_eq!(h.record(reload.clone()).await.unwrap(), 3);
     assert_eq!(h.stats().events, 3);
     let chain_id = h.chain_id().to_owned();
     h.shutdown().await;
@@ -1226,12 +1221,12 @@ mod statements {
         open.protocol = "postgres".into();
         assert_eq!(h.record(open).await.unwrap(), 1);
         let req = stmt(StatementPhase::Request, StatementDecision::Allowed, 1);
-        assert_eq!(h.record_statement(req.clone()).await.unwrap(), 2);
+        assert_eq!(h.record(req.clone()).await.unwrap(), 2);
         let res = stmt(StatementPhase::Result, StatementDecision::Allowed, 1);
-        h.record_statement_detached(res.clone());
+        h.record_detached(res.clone());
         let blocked = stmt(StatementPhase::Request, StatementDecision::Blocked, 2);
         // In order behind the detached result.
-        assert_eq!(h.record_statement(blocked.clone()).await.unwrap(), 4);
+        assert_eq!(h.record(blocked.clone()).await.unwrap(), 4);
         let stats = h.stats();
         assert_eq!((stats.events, stats.detached_lost), (4, 0));
         h.shutdown().await;
@@ -1306,7 +1301,7 @@ mod statements {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
         let (h, task) = spawn(&path, opts(SyncMode::Normal, 256, "")).unwrap();
-        h.record_statement_detached(stmt(StatementPhase::Result, StatementDecision::Allowed, 1));
+        h.record_detached(stmt(StatementPhase::Result, StatementDecision::Allowed, 1));
         // Nothing else comes: the result is committed on its own.
         let start = Instant::now();
         while h.stats().events < 1 {
@@ -1337,14 +1332,10 @@ mod statements {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("audit.db");
             let (h, task) = spawn(&path, opts(SyncMode::Normal, 256, "")).unwrap();
-            h.record_statement_detached(stmt(
-                StatementPhase::Result,
-                StatementDecision::Allowed,
-                1,
-            ));
+            h.record_detached(stmt(StatementPhase::Result, StatementDecision::Allowed, 1));
             tokio::time::sleep(Duration::from_millis(1)).await;
             let seq = h
-                .record_statement(stmt(StatementPhase::Request, StatementDecision::Allowed, 2))
+                .record(stmt(StatementPhase::Request, StatementDecision::Allowed, 2))
                 .await
                 .unwrap();
             assert_eq!(seq, 2, "recorded in the order queued");
@@ -1372,11 +1363,7 @@ mod statements {
         // blocking this task.
         let n = (LAZY_MAX + CHANNEL_CAPACITY) as u64 + 50;
         for i in 1..=n {
-            h.record_statement_detached(stmt(
-                StatementPhase::Result,
-                StatementDecision::Allowed,
-                i,
-            ));
+            h.record_detached(stmt(StatementPhase::Result, StatementDecision::Allowed, i));
         }
         let st = h.stats();
         assert_eq!(
@@ -1387,7 +1374,7 @@ mod statements {
         // An awaited record queues behind them.
         let h2 = h.clone();
         let awaited = tokio::spawn(async move {
-            h2.record_statement(stmt(
+            h2.record(stmt(
                 StatementPhase::Request,
                 StatementDecision::Allowed,
                 n + 1,
@@ -1434,14 +1421,14 @@ mod statements {
         let (h, task) = spawn(&path, opts(SyncMode::Full, 16, "")).unwrap();
         // A failing commit.
         test_sql(&h, "PRAGMA query_only = ON").await;
-        h.record_statement_detached(stmt(StatementPhase::Result, StatementDecision::Allowed, 1));
+        h.record_detached(stmt(StatementPhase::Result, StatementDecision::Allowed, 1));
         // In order: the detached event's batch is committed (and fails)
         // before this runs.
         test_sql(&h, "PRAGMA query_only = OFF").await;
         assert_eq!(h.stats().detached_lost, 1);
         assert!(!h.is_healthy());
         let seq = h
-            .record_statement(stmt(StatementPhase::Request, StatementDecision::Denied, 2))
+            .record(stmt(StatementPhase::Request, StatementDecision::Denied, 2))
             .await
             .unwrap();
         assert_eq!(seq, 1, "no gap");
@@ -1449,7 +1436,7 @@ mod statements {
         let h2 = h.clone();
         h.shutdown().await;
         task.join().unwrap();
-        h2.record_statement_detached(stmt(StatementPhase::Result, StatementDecision::Allowed, 2));
+        h2.record_detached(stmt(StatementPhase::Result, StatementDecision::Allowed, 2));
         assert_eq!(h2.stats().detached_lost, 2);
     }
 }
@@ -1480,7 +1467,7 @@ mod durability {
         // Nothing owed yet: released at once.
         s.release_ready().await.unwrap();
         let started = Instant::now();
-        let seq = s.record_statement(read(1)).await.unwrap();
+        let seq = s.record(read(1)).await.unwrap();
         // Answered from the WAL, before its fsync ended...
         assert!(started.elapsed() < Duration::from_millis(250));
         assert!(h.stats().durable_seq < seq, "{:?}", h.stats());
@@ -1491,7 +1478,7 @@ mod durability {
         // Another session owes nothing.
         h.session_scope().release_ready().await.unwrap();
         // A write is answered only once durable, as with strict.
-        let w = s.record_statement(write(2)).await.unwrap();
+        let w = s.record(write(2)).await.unwrap();
         assert!(h.stats().durable_seq >= w);
         h.delay_syncs(0);
         h.shutdown().await;
@@ -1506,13 +1493,13 @@ mod durability {
         let (h, task) = spawn(&path, opts(SyncMode::Pipelined, 64, "")).unwrap();
         let s = h.session_scope();
         h.fail_next_syncs(1);
-        let seq = s.record_statement(read(1)).await.unwrap();
+        let seq = s.record(read(1)).await.unwrap();
         let err = s.release_ready().await.unwrap_err();
         assert!(matches!(err, AuditError::Sync { .. }), "{err}");
         assert!(h.stats().durable_seq < seq);
         // Still refused after a later fsync succeeded.
         let other = h.session_scope();
-        let next = other.record_statement(read(2)).await.unwrap();
+        let next = other.record(read(2)).await.unwrap();
         other.release_ready().await.unwrap();
         assert!(h.stats().durable_seq >= next);
         assert!(s.release_ready().await.is_err());
@@ -1526,7 +1513,7 @@ mod durability {
         let path = dir.path().join("audit.db");
         let (h, task) = spawn(&path, opts(SyncMode::Full, 64, "")).unwrap();
         let s = h.session_scope();
-        let seq = s.record_statement(read(1)).await.unwrap();
+        let seq = s.record(read(1)).await.unwrap();
         assert!(h.stats().durable_seq >= seq);
         s.release_ready().await.unwrap();
         h.shutdown().await;
@@ -1539,7 +1526,7 @@ mod durability {
         let path = dir.path().join("audit.db");
         let (h, task) = spawn(&path, opts(SyncMode::Relaxed, 64, "")).unwrap();
         h.delay_syncs(100);
-        let seq = h.record_statement(write(1)).await.unwrap();
+        let seq = h.record(write(1)).await.unwrap();
         // Answered before any fsync covered it (in the WAL already).
         assert!(h.stats().durable_seq < seq);
         let c = Connection::open(&path).unwrap();
@@ -1575,12 +1562,8 @@ mod compact_records {
         LEGACY_JSON.with(|c| c.set(true));
         let (h, task) = spawn(&path, opts(SyncMode::Full, 64, "host1")).unwrap();
         h.record(ev(1)).await.unwrap();
-        h.record_statement(stmt(StatementPhase::Request, 1))
-            .await
-            .unwrap();
-        h.record_statement(stmt(StatementPhase::Result, 1))
-            .await
-            .unwrap();
+        h.record(stmt(StatementPhase::Request, 1)).await.unwrap();
+        h.record(stmt(StatementPhase::Result, 1)).await.unwrap();
         h.shutdown().await;
         task.join().unwrap();
         LEGACY_JSON.with(|c| c.set(false));
@@ -1599,14 +1582,8 @@ mod compact_records {
         // This build opens it (schema 5), keeps the old rows as they
         // are and stores new statements compactly.
         let (h, task) = spawn(&path, opts(SyncMode::Full, 64, "host1")).unwrap();
-        let req = h
-            .record_statement(stmt(StatementPhase::Request, 2))
-            .await
-            .unwrap();
-        let res = h
-            .record_statement(stmt(StatementPhase::Result, 2))
-            .await
-            .unwrap();
+        let req = h.record(stmt(StatementPhase::Request, 2)).await.unwrap();
+        let res = h.record(stmt(StatementPhase::Result, 2)).await.unwrap();
         h.shutdown().await;
         task.join().unwrap();
         let c = Connection::open(&path).unwrap();

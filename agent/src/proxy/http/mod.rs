@@ -873,7 +873,7 @@ impl Conn<'_> {
             ev.bytes_in = c.read - r.read_before;
             ev.policy = None;
             // Nothing is forwarded: the event may trail the answer.
-            self.audit.record_api_detached(ev);
+            self.audit.record_detached(ev);
         }
         info!(status, reason = %message, "http request rejected");
         c.send(&error_response(
@@ -1146,7 +1146,7 @@ impl Conn<'_> {
                 );
                 ev.rule = held.verdict.rule.as_ref().map(|r| r.label.clone());
                 ev.reason = Some(held.verdict.reason.clone());
-                if let Err(e) = self.audit.record_api(ev).await {
+                if let Err(e) = self.audit.record(ev).await {
                     warn!(error = %e, "could not audit a withdrawn request");
                 }
                 return Ok(false);
@@ -1162,7 +1162,7 @@ impl Conn<'_> {
         ev.reason = Some(verdict.reason.clone());
         ev.bytes_in = c.read - c.buf.len() as u64 - read_before;
         // Audit before effect, refusals included: the record is the proof.
-        if let Err(e) = self.audit.record_api(ev).await {
+        if let Err(e) = self.audit.record(ev).await {
             warn!(error = %e, "audit store unavailable; refusing the request");
             c.send(&error_response(
                 503,
@@ -1813,7 +1813,7 @@ impl Conn<'_> {
         if note.is_some() {
             ev.reason = note;
         }
-        self.audit.record_api_detached(ev);
+        self.audit.record_detached(ev);
     }
 
     async fn connect(&self) -> Result<Stream, String> {

@@ -1155,7 +1155,7 @@ impl Session {
             functions: Vec::new(),
         };
         let request = self.event(&verdict, &statement, StatementPhase::Request, "simple");
-        let recorded = self.audit.record_statement(request).await;
+        let recorded = self.audit.record(request).await;
         if !own || recorded.is_err() {
             let msg = if recorded.is_err() {
                 "statement refused: the audit trail is unavailable".to_owned()
@@ -1440,7 +1440,7 @@ impl Session {
     ) -> Result<Option<Verdict>, SessionError> {
         let request = self.event(&verdict, statement, StatementPhase::Request, via);
         // Audit before effect: an unrecorded statement is not forwarded.
-        let recorded = self.audit.record_statement(request).await;
+        let recorded = self.audit.record(request).await;
         if let Err(e) = &recorded {
             tracing::error!(error = %e, "could not audit a statement; refused");
         }
@@ -1488,7 +1488,7 @@ impl Session {
                 self.text_masker.mask_str(&e.message).0
             ));
         }
-        self.audit.record_statement_detached(ev);
+        self.audit.record_detached(ev);
     }
 
     /// `COM_QUERY`: every statement of the text decided (a multi-statement
@@ -1862,7 +1862,7 @@ impl Session {
             functions: Vec::new(),
         };
         let ev = self.event(&v, command, StatementPhase::Request, "command");
-        if let Err(e) = self.audit.record_statement(ev).await {
+        if let Err(e) = self.audit.record(ev).await {
             tracing::error!(error = %e, "could not audit a refused command");
         }
     }

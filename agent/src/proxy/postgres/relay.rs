@@ -1089,7 +1089,7 @@ where
         let ev = self
             .info
             .statement_event(self.seq, d, via, StatementPhase::Request);
-        if let Err(e) = self.info.audit.record_statement(ev).await {
+        if let Err(e) = self.info.audit.record(ev).await {
             tracing::error!(error = %e, "audit store unavailable; refusing statement");
             let error = super::error_bytes(
                 "ERROR",
@@ -1289,7 +1289,7 @@ where
         let ev = self
             .info
             .statement_event(self.seq, d, via, StatementPhase::Request);
-        if let Err(e) = self.info.audit.record_statement(ev).await {
+        if let Err(e) = self.info.audit.record(ev).await {
             tracing::error!(error = %e, "could not audit a refused statement");
         }
         let message = if code == "57014" {
@@ -2119,7 +2119,7 @@ where
             columns: cols.iter().map(|c| c.name.clone()).collect(),
             sample: summary.sample,
         });
-        self.info.audit.record_statement_detached(ev);
+        self.info.audit.record_detached(ev);
     }
 
     fn summary(&mut self) -> &mut Summary {
