@@ -42,7 +42,6 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, VerifyingKey};
-use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -55,7 +54,7 @@ use super::ocsf::{
     probe_fast,
 };
 use super::reader::{AuditReader, format_time};
-use super::store::now_ms;
+use super::store::{self, now_ms};
 
 /// `format` of `manifest.json`.
 pub const MANIFEST_FORMAT: &str = "warden-evidence-v1";
@@ -508,36 +507,11 @@ pub fn export_with_progress(
     let q = |op: &'static str| move |source| AuditError::Query { op, source };
     let snapshot = conn.unchecked_transaction().map_err(q("begin read"))?;
     let chain_id = reader.chain_id()?;
-    let (first, last): (Option<u64>, Option<u64>) = conn
-        .query_row(
-            "SELECT MIN(seq), MAX(seq) FROM events WHERE time_ms >= ?1 AND time_ms < ?2",
-            [from_ms, to_ms],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .map_err(q("find range"))?;
+    let (first, last) = store::seq_range_in_time(conn, from_ms, to_ms)?;
     let prev_hash: Option<Vec<u8>> = match first {
         None => None,
         Some(1) => Some(GENESIS.to_vec()),
-        Some(f) => {
-            let stored: Option<Vec<u8>> = conn
-                .query_row("SELECT hash FROM events WHERE seq = ?1", [f - 1], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .map_err(q("read previous hash"))?;
-            match stored {
-                Some(h) => Some(h),
-                // Pruned: the kept checkpoint of that seq signed its hash.
-                None => conn
-                    .query_row(
-                        "SELECT head_hash FROM checkpoints WHERE size = ?1 LIMIT 1",
-                        [f - 1],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(q("read previous hash"))?,
-            }
-        }
+        Some(f) => store::hash_through(conn, f - 1)?,
     };
 
     let mut events = Out::create(out_dir, EVENTS_FILE)?;
@@ -548,21 +522,12 @@ pub fn export_with_progress(
     let mut summary = SummaryBuilder::default();
     let mut gaps = Vec::new();
     if let (Some(first), Some(last)) = (first, last) {
-        let mut stmt = conn
-            .prepare("SELECT seq, data FROM events WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq")
-            .map_err(q("select range"))?;
-        let mut rows = stmt.query([first, last]).map_err(q("select range"))?;
         let mut expected = first;
         let in_range = last.saturating_sub(first) + 1;
-        while let Some(row) = rows.next().map_err(q("select range"))? {
-            let seq: u64 = row.get(0).map_err(q("select range"))?;
+        store::each_event_in(conn, first, last, |seq, data| {
             if (seq - first).is_multiple_of(4096) {
                 writing(seq - first, in_range);
             }
-            let data = row
-                .get_ref(1)
-                .and_then(|v| Ok(v.as_bytes()?))
-                .map_err(q("select range"))?;
             // A compact statement record leaves as its OCSF rendering;
             // verify-export recomputes the record from it.
             let data = super::record::render(data, seq, &chain_id).map_err(|e| {
@@ -593,34 +558,17 @@ pub fn export_with_progress(
                 Some(EventKind::Checkpoint) => checkpoints.line(out_dir, data)?,
                 Some(EventKind::Prune | EventKind::Kernel) | None => others.line(out_dir, data)?,
             }
-        }
+            Ok(())
+        })?;
         // Checkpoints after the range vouch for it too.
-        let mut stmt = conn
-            .prepare(
-                "SELECT e.data FROM checkpoints c JOIN events e ON e.seq = c.size + 1 \
-                 WHERE e.seq > ?1 ORDER BY e.seq",
-            )
-            .map_err(q("select later checkpoints"))?;
-        let mut rows = stmt.query([last]).map_err(q("select later checkpoints"))?;
-        while let Some(row) = rows.next().map_err(q("select later checkpoints"))? {
-            let data = row
-                .get_ref(0)
-                .and_then(|v| Ok(v.as_bytes()?))
-                .map_err(q("select later checkpoints"))?;
+        store::each_checkpoint_event_after(conn, last, |data| {
             if !data.contains(&b'\n') {
                 checkpoints.line(out_dir, data)?;
             }
-        }
+            Ok(())
+        })?;
     }
-    let keys: Vec<(String, Vec<u8>)> = {
-        let mut stmt = conn
-            .prepare("SELECT key_id, public_key FROM keys ORDER BY added_ms, key_id")
-            .map_err(q("read keys"))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(q("read keys"))?;
-        rows.collect::<Result<_, _>>().map_err(q("read keys"))?
-    };
+    let keys = store::stored_keys(conn).map_err(q("read keys"))?;
     drop(snapshot);
 
     let counts = Counts {

@@ -104,18 +104,8 @@ pub(super) struct ApiExtSer<'a> {
     pub(super) reason: Option<&'a str>,
     pub(super) session: &'a str,
     pub(super) protocol: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) cgroup_id: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) cgroup_path: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) tgid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) gid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) unit: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) identity: Option<&'a TokenIdentity>,
+    #[serde(flatten)]
+    pub(super) caller: CallerSer<'a, &'a TokenIdentity>,
     pub(super) api: ApiDocSer<'a>,
     // --- allow-lists (issue 19) ---
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -261,12 +251,7 @@ pub(crate) fn api_template_of(
         reason: ev.reason.as_deref(),
         session,
         protocol: "http",
-        cgroup_id: p.cgroup_id,
-        cgroup_path: p.cgroup_path.as_deref(),
-        tgid: p.tgid,
-        gid: p.gid,
-        unit: p.unit.as_deref(),
-        identity: ev.identity.as_ref(),
+        caller: caller_ser(p, ev.identity.as_ref()).without_start(),
         api: ApiDocSer {
             phase: ev.phase,
             request_seq: ev.request_seq,

@@ -147,22 +147,8 @@ pub(super) struct StmtExtSer<'a> {
     pub(super) reason: Option<&'a str>,
     pub(super) session: &'a str,
     pub(super) protocol: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) cgroup_id: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) cgroup_path: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) tgid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) gid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) unit: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) process_start_boot_ns: Option<u64>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub(super) pid_reused: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) identity: Option<StmtIdentitySer<'a>>,
+    #[serde(flatten)]
+    pub(super) caller: CallerSer<'a, StmtIdentitySer<'a>>,
     pub(super) statement: StmtDocSer<'a>,
     // --- allow-lists (issue 19) ---
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -358,18 +344,13 @@ pub(crate) fn statement_template_of(
         reason: ev.reason.as_deref(),
         session,
         protocol: &ev.protocol,
-        cgroup_id: p.cgroup_id,
-        cgroup_path: p.cgroup_path.as_deref(),
-        tgid: p.tgid,
-        gid: p.gid,
-        unit: p.unit.as_deref(),
-        process_start_boot_ns: p.start_boot_ns,
-        pid_reused: p.pid_reused,
-        identity: ev
-            .identity
-            .as_ref()
-            .filter(|_| request)
-            .map(StmtIdentitySer::of),
+        caller: caller_ser(
+            p,
+            ev.identity
+                .as_ref()
+                .filter(|_| request)
+                .map(StmtIdentitySer::of),
+        ),
         statement: StmtDocSer {
             phase: ev.phase,
             statement_seq: ev.statement_seq,

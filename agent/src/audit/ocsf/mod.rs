@@ -468,6 +468,57 @@ fn actor_ser(p: &ProcessInfo) -> Option<ActorSer<'_>> {
     })
 }
 
+/// The caller's process facts and identity under `unmapped.warden`, written
+/// alike by every class that has a caller (connections, statements, HTTP
+/// requests; flattened into each class's extension right after its
+/// `protocol`). `I` is how the class writes the identity token (statements
+/// leave out the minted attestation).
+#[derive(Serialize)]
+struct CallerSer<'a, I> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tgid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process_start_boot_ns: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pid_reused: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<I>,
+}
+
+/// The one builder of the caller block ([`actor_ser`] is its OCSF `actor`).
+fn caller_ser<I>(p: &ProcessInfo, identity: Option<I>) -> CallerSer<'_, I> {
+    CallerSer {
+        cgroup_id: p.cgroup_id,
+        cgroup_path: p.cgroup_path.as_deref(),
+        tgid: p.tgid,
+        gid: p.gid,
+        unit: p.unit.as_deref(),
+        process_start_boot_ns: p.start_boot_ns,
+        pid_reused: p.pid_reused,
+        identity,
+    }
+}
+
+impl<I> CallerSer<'_, I> {
+    /// Without the process start and pid reuse (API Activity does not
+    /// carry them).
+    fn without_start(self) -> Self {
+        Self {
+            process_start_boot_ns: None,
+            pid_reused: false,
+            ..self
+        }
+    }
+}
+
 /// `unmapped.warden.session` (16 hex digits) of a statement or API event.
 fn session_of(hex: &str) -> Result<SessionId, AuditError> {
     u64::from_str_radix(hex, 16)

@@ -224,22 +224,8 @@ pub(super) struct WardenExtSer<'a> {
     pub(super) detail: Option<&'a str>,
     pub(super) session: &'a str,
     pub(super) protocol: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) cgroup_id: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) cgroup_path: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) tgid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) gid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) unit: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) process_start_boot_ns: Option<u64>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub(super) pid_reused: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) identity: Option<&'a TokenIdentity>,
+    #[serde(flatten)]
+    pub(super) caller: CallerSer<'a, &'a TokenIdentity>,
 }
 
 pub(super) fn type_name(activity: ConnActivity) -> &'static str {
@@ -338,14 +324,7 @@ pub fn connection_template(
         detail: ev.detail.as_deref(),
         session,
         protocol: &ev.protocol,
-        cgroup_id: p.cgroup_id,
-        cgroup_path: p.cgroup_path.as_deref(),
-        tgid: p.tgid,
-        gid: p.gid,
-        unit: p.unit.as_deref(),
-        process_start_boot_ns: p.start_boot_ns,
-        pid_reused: p.pid_reused,
-        identity: ev.identity.as_ref(),
+        caller: caller_ser(p, ev.identity.as_ref()),
     })
 }
 

@@ -67,11 +67,12 @@
 //! Files: [`schema`] (layout, migrations, the SQL every module runs against
 //! the store), [`handle`] (the producers' side: [`AuditHandle`], the overflow
 //! and lazy queues), [`writer`] (the writer thread: batches, chain, checkpoints),
-//! [`forward`] (the forwarders' reads and cursors), [`prepare`] (the [`AuditRecord`] trait: what each event kind is stored
+//! [`export`] (the exporter's reads), [`forward`] (the forwarders' reads and cursors), [`prepare`] (the [`AuditRecord`] trait: what each event kind is stored
 //! as), [`durability`] (sync modes, the WAL syncer and checkpointer) and
 //! [`retention`] (prune planning and steps).
 
 mod durability;
+mod export;
 mod forward;
 mod handle;
 mod prepare;
@@ -112,6 +113,9 @@ use super::ocsf::{
 use self::{durability::*, handle::*, schema::*, writer::*};
 
 pub use durability::{RELAXED_SYNC_INTERVAL, SyncMode};
+pub(crate) use export::{
+    each_checkpoint_event_after, each_event_in, hash_through, seq_range_in_time,
+};
 pub(crate) use forward::{cursor_acked, cursor_advance, cursor_create, cursor_names, events_after};
 pub use handle::{AuditHandle, DurableSeq, Prepared, WriterTask};
 pub use prepare::{AuditRecord, PrepareCtx};

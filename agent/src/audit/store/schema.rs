@@ -449,11 +449,11 @@ pub(super) fn load_chain_state(conn: &Connection) -> rusqlite::Result<ChainState
     })
 }
 
-/// Every (key id, public key) of the `keys` table: the keys that signed
-/// checkpoints of this store (ids not yet checked against their keys; see
-/// [`crate::audit::checkpoint::known_keys`]).
+/// Every (key id, public key) of the `keys` table, in the order they were
+/// added: the keys that signed checkpoints of this store (ids not yet
+/// checked against their keys; see [`crate::audit::checkpoint::known_keys`]).
 pub(crate) fn stored_keys(conn: &Connection) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
-    let mut stmt = conn.prepare("SELECT key_id, public_key FROM keys")?;
+    let mut stmt = conn.prepare("SELECT key_id, public_key FROM keys ORDER BY added_ms, key_id")?;
     let rows = stmt.query_map([], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
     })?;
