@@ -29,6 +29,14 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
+/// The class as its events name it.
+pub(super) const USER_ACCESS_MANAGEMENT: OcsfClass = OcsfClass {
+    uid: CLASS_UID_USER_ACCESS_MANAGEMENT,
+    name: "User Access Management",
+    category_uid: 3,
+    category_name: "Identity & Access Management",
+};
+
 /// OCSF User Access Management class (approval transitions).
 pub const CLASS_UID_USER_ACCESS_MANAGEMENT: u32 = 3005;
 /// Store `activity` column of approval events.
@@ -37,19 +45,8 @@ pub const APPROVAL_ACTIVITY: &str = "approval";
 /// The members of a User Access Management event before `metadata`.
 #[derive(Serialize)]
 pub(super) struct ApprovalHead<'a> {
-    pub(super) activity_id: u8,
-    pub(super) activity_name: &'static str,
-    pub(super) category_uid: u32,
-    pub(super) category_name: &'static str,
-    pub(super) class_uid: u32,
-    pub(super) class_name: &'static str,
-    pub(super) type_uid: u32,
-    pub(super) type_name: String,
-    pub(super) time: i64,
-    pub(super) severity_id: u8,
-    pub(super) severity: &'static str,
-    pub(super) status_id: u8,
-    pub(super) status: &'static str,
+    #[serde(flatten)]
+    pub(super) head: ClassHead<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) status_detail: Option<&'a str>,
     pub(super) message: &'a str,
@@ -145,19 +142,14 @@ pub fn approval_template(
     b.raw("{");
     b.members(
         &ApprovalHead {
-            activity_id,
-            activity_name,
-            category_uid: 3,
-            category_name: "Identity & Access Management",
-            class_uid: CLASS_UID_USER_ACCESS_MANAGEMENT,
-            class_name: "User Access Management",
-            type_uid: CLASS_UID_USER_ACCESS_MANAGEMENT * 100 + u32::from(activity_id),
-            type_name: format!("User Access Management: {activity_name}"),
-            time: ev.time_ms,
-            severity_id,
-            severity,
-            status_id,
-            status,
+            head: ClassHead::new(
+                &USER_ACCESS_MANAGEMENT,
+                (activity_id, activity_name),
+                format!("User Access Management: {activity_name}"),
+                ev.time_ms,
+                (severity_id, severity),
+                (status_id, status),
+            ),
             status_detail: ev.reason.as_deref(),
             message: &message,
         },

@@ -22,6 +22,14 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
+/// The class as its events name it.
+pub(super) const API_ACTIVITY: OcsfClass = OcsfClass {
+    uid: CLASS_UID_API_ACTIVITY,
+    name: "API Activity",
+    category_uid: CATEGORY_UID_APPLICATION,
+    category_name: "Application Activity",
+};
+
 /// OCSF class of HTTP requests.
 pub const CLASS_UID_API_ACTIVITY: u32 = 6003;
 /// Store `activity` of an API event's request phase.
@@ -180,35 +188,27 @@ pub(crate) fn api_template_of(
     b.raw("{");
     b.members(
         &StmtHead {
-            activity_id,
-            activity_name,
-            category_uid: CATEGORY_UID_APPLICATION,
-            category_name: "Application Activity",
-            class_uid: CLASS_UID_API_ACTIVITY,
-            class_name: "API Activity",
-            type_uid: CLASS_UID_API_ACTIVITY * 100 + u32::from(activity_id),
-            type_name: match activity_id {
-                1 => "API Activity: Create",
-                2 => "API Activity: Read",
-                3 => "API Activity: Update",
-                4 => "API Activity: Delete",
-                _ => "API Activity: Other",
-            },
-            time: ev.time_ms,
-            severity_id: if allowed { 1 } else { 3 },
-            severity: if allowed { "Informational" } else { "Medium" },
-            status_id: if failed { 2 } else { 1 },
-            status: if failed { "Failure" } else { "Success" },
+            head: ClassHead::new(
+                &API_ACTIVITY,
+                (activity_id, activity_name),
+                match activity_id {
+                    1 => "API Activity: Create",
+                    2 => "API Activity: Read",
+                    3 => "API Activity: Update",
+                    4 => "API Activity: Delete",
+                    _ => "API Activity: Other",
+                },
+                ev.time_ms,
+                severity(allowed),
+                status(!failed),
+            ),
             status_code: status_code.as_deref(),
             status_detail: ev.error.as_deref().or(if allowed {
                 None
             } else {
                 ev.reason.as_deref()
             }),
-            action_id: if allowed { 1 } else { 2 },
-            action: if allowed { "Allowed" } else { "Denied" },
-            disposition_id: if allowed { 1 } else { 2 },
-            disposition: if allowed { "Allowed" } else { "Blocked" },
+            verdict: verdict(allowed),
             message: &message,
         },
         true,

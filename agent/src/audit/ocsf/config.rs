@@ -17,6 +17,14 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
+/// The class as its events name it.
+pub(super) const DEVICE_CONFIG_STATE_CHANGE: OcsfClass = OcsfClass {
+    uid: CLASS_UID_DEVICE_CONFIG_STATE_CHANGE,
+    name: "Device Config State Change",
+    category_uid: CATEGORY_UID_DISCOVERY,
+    category_name: "Discovery",
+};
+
 /// OCSF Device Config State Change class (configuration loads/reloads).
 pub const CLASS_UID_DEVICE_CONFIG_STATE_CHANGE: u32 = 5019;
 /// OCSF Discovery category.
@@ -26,19 +34,8 @@ pub const CONFIG_ACTIVITY: &str = "config";
 /// The members of a Device Config State Change event before `metadata`.
 #[derive(Serialize)]
 pub(super) struct ConfigHead<'a> {
-    pub(super) activity_id: u8,
-    pub(super) activity_name: &'static str,
-    pub(super) category_uid: u32,
-    pub(super) category_name: &'static str,
-    pub(super) class_uid: u32,
-    pub(super) class_name: &'static str,
-    pub(super) type_uid: u32,
-    pub(super) type_name: &'static str,
-    pub(super) time: i64,
-    pub(super) severity_id: u8,
-    pub(super) severity: &'static str,
-    pub(super) status_id: u8,
-    pub(super) status: &'static str,
+    #[serde(flatten)]
+    pub(super) head: ClassHead<'a>,
     pub(super) message: &'a str,
 }
 
@@ -97,19 +94,14 @@ pub fn config_template(
     b.raw("{");
     b.members(
         &ConfigHead {
-            activity_id: ACTIVITY_ID_OTHER,
-            activity_name: config_activity_name(change.action),
-            category_uid: CATEGORY_UID_DISCOVERY,
-            category_name: "Discovery",
-            class_uid: CLASS_UID_DEVICE_CONFIG_STATE_CHANGE,
-            class_name: "Device Config State Change",
-            type_uid: CLASS_UID_DEVICE_CONFIG_STATE_CHANGE * 100 + u32::from(ACTIVITY_ID_OTHER),
-            type_name: "Device Config State Change: Other",
-            time: change.time_ms,
-            severity_id: 1,
-            severity: "Informational",
-            status_id,
-            status,
+            head: ClassHead::new(
+                &DEVICE_CONFIG_STATE_CHANGE,
+                (ACTIVITY_ID_OTHER, config_activity_name(change.action)),
+                "Device Config State Change: Other",
+                change.time_ms,
+                (1, "Informational"),
+                (status_id, status),
+            ),
             message: &message,
         },
         true,

@@ -38,6 +38,14 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
+/// The class as its events name it.
+pub(super) const DATASTORE_ACTIVITY: OcsfClass = OcsfClass {
+    uid: CLASS_UID_DATASTORE_ACTIVITY,
+    name: "Datastore Activity",
+    category_uid: CATEGORY_UID_APPLICATION,
+    category_name: "Application Activity",
+};
+
 /// OCSF Datastore Activity class (database statements).
 pub const CLASS_UID_DATASTORE_ACTIVITY: u32 = 6005;
 /// OCSF `activity_id` Query of Datastore Activity (both phases of a
@@ -59,27 +67,14 @@ pub fn statement_activity_str(phase: StatementPhase) -> &'static str {
 /// The members of a Datastore Activity event before `metadata`.
 #[derive(Serialize)]
 pub(super) struct StmtHead<'a> {
-    pub(super) activity_id: u8,
-    pub(super) activity_name: &'static str,
-    pub(super) category_uid: u32,
-    pub(super) category_name: &'static str,
-    pub(super) class_uid: u32,
-    pub(super) class_name: &'static str,
-    pub(super) type_uid: u32,
-    pub(super) type_name: &'static str,
-    pub(super) time: i64,
-    pub(super) severity_id: u8,
-    pub(super) severity: &'static str,
-    pub(super) status_id: u8,
-    pub(super) status: &'static str,
+    #[serde(flatten)]
+    pub(super) head: ClassHead<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) status_code: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) status_detail: Option<&'a str>,
-    pub(super) action_id: u8,
-    pub(super) action: &'static str,
-    pub(super) disposition_id: u8,
-    pub(super) disposition: &'static str,
+    #[serde(flatten)]
+    pub(super) verdict: VerdictSer,
     pub(super) message: &'a str,
 }
 
@@ -278,29 +273,21 @@ pub(crate) fn statement_template_of(
     b.raw("{");
     b.members(
         &StmtHead {
-            activity_id: ACTIVITY_ID_QUERY,
-            activity_name: "Query",
-            category_uid: CATEGORY_UID_APPLICATION,
-            category_name: "Application Activity",
-            class_uid: CLASS_UID_DATASTORE_ACTIVITY,
-            class_name: "Datastore Activity",
-            type_uid: CLASS_UID_DATASTORE_ACTIVITY * 100 + u32::from(ACTIVITY_ID_QUERY),
-            type_name: "Datastore Activity: Query",
-            time: ev.time_ms,
-            severity_id: if allowed { 1 } else { 3 },
-            severity: if allowed { "Informational" } else { "Medium" },
-            status_id: if failed { 2 } else { 1 },
-            status: if failed { "Failure" } else { "Success" },
+            head: ClassHead::new(
+                &DATASTORE_ACTIVITY,
+                (ACTIVITY_ID_QUERY, "Query"),
+                "Datastore Activity: Query",
+                ev.time_ms,
+                severity(allowed),
+                status(!failed),
+            ),
             status_code: ev.sqlstate.as_deref(),
             status_detail: ev.error.as_deref().or(if allowed {
                 None
             } else {
                 ev.reason.as_deref()
             }),
-            action_id: if allowed { 1 } else { 2 },
-            action: if allowed { "Allowed" } else { "Denied" },
-            disposition_id: if allowed { 1 } else { 2 },
-            disposition: if allowed { "Allowed" } else { "Blocked" },
+            verdict: verdict(allowed),
             message: &message,
         },
         true,

@@ -468,6 +468,109 @@ fn actor_ser(p: &ProcessInfo) -> Option<ActorSer<'_>> {
     })
 }
 
+/// An OCSF class as its events name it (each class file has its constant).
+struct OcsfClass {
+    uid: u32,
+    name: &'static str,
+    category_uid: u32,
+    category_name: &'static str,
+}
+
+/// The members every class's event starts with, in this order: activity,
+/// category, class, type (`type_uid = class_uid * 100 + activity_id`),
+/// time, severity and status. The one builder of that head for Network,
+/// Datastore, API, Device Config State Change and User Access Management
+/// (the kernel class writes its action before its status).
+#[derive(Serialize)]
+struct ClassHead<'a> {
+    activity_id: u8,
+    activity_name: &'a str,
+    category_uid: u32,
+    category_name: &'static str,
+    class_uid: u32,
+    class_name: &'static str,
+    type_uid: u32,
+    type_name: Cow<'a, str>,
+    time: i64,
+    severity_id: u8,
+    severity: &'static str,
+    status_id: u8,
+    status: &'static str,
+}
+
+impl<'a> ClassHead<'a> {
+    fn new(
+        class: &OcsfClass,
+        (activity_id, activity_name): (u8, &'a str),
+        type_name: impl Into<Cow<'a, str>>,
+        time: i64,
+        (severity_id, severity): (u8, &'static str),
+        (status_id, status): (u8, &'static str),
+    ) -> Self {
+        Self {
+            activity_id,
+            activity_name,
+            category_uid: class.category_uid,
+            category_name: class.category_name,
+            class_uid: class.uid,
+            class_name: class.name,
+            type_uid: class.uid * 100 + u32::from(activity_id),
+            type_name: type_name.into(),
+            time,
+            severity_id,
+            severity,
+            status_id,
+            status,
+        }
+    }
+}
+
+/// Severity of a decision: 1 Informational when allowed, else 3 Medium.
+fn severity(allowed: bool) -> (u8, &'static str) {
+    if allowed {
+        (1, "Informational")
+    } else {
+        (3, "Medium")
+    }
+}
+
+/// 1 Success, or 2 Failure.
+fn status(success: bool) -> (u8, &'static str) {
+    if success {
+        (1, "Success")
+    } else {
+        (2, "Failure")
+    }
+}
+
+/// Action and disposition of a decision (security-control profile):
+/// Allowed/Allowed, or Denied/Blocked.
+#[derive(Serialize)]
+struct VerdictSer {
+    action_id: u8,
+    action: &'static str,
+    disposition_id: u8,
+    disposition: &'static str,
+}
+
+fn verdict(allowed: bool) -> VerdictSer {
+    if allowed {
+        VerdictSer {
+            action_id: 1,
+            action: "Allowed",
+            disposition_id: 1,
+            disposition: "Allowed",
+        }
+    } else {
+        VerdictSer {
+            action_id: 2,
+            action: "Denied",
+            disposition_id: 2,
+            disposition: "Blocked",
+        }
+    }
+}
+
 /// The caller's process facts and identity under `unmapped.warden`, written
 /// alike by every class that has a caller (connections, statements, HTTP
 /// requests; flattened into each class's extension right after its

@@ -22,6 +22,14 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
+/// The class as its events name it.
+pub(super) const NETWORK_ACTIVITY: OcsfClass = OcsfClass {
+    uid: CLASS_UID_NETWORK_ACTIVITY,
+    name: "Network Activity",
+    category_uid: CATEGORY_UID_NETWORK,
+    category_name: "Network Activity",
+};
+
 /// OCSF Network Activity class.
 pub const CLASS_UID_NETWORK_ACTIVITY: u32 = 4001;
 /// OCSF Network Activity category.
@@ -159,27 +167,14 @@ pub(super) struct WardenExt {
 /// The members of a Network Activity event before `metadata`.
 #[derive(Serialize)]
 pub(super) struct ConnHead<'a> {
-    pub(super) activity_id: u8,
-    pub(super) activity_name: &'static str,
-    pub(super) category_uid: u32,
-    pub(super) category_name: &'static str,
-    pub(super) class_uid: u32,
-    pub(super) class_name: &'static str,
-    pub(super) type_uid: u32,
-    pub(super) type_name: &'static str,
-    pub(super) time: i64,
-    pub(super) severity_id: u8,
-    pub(super) severity: &'static str,
-    pub(super) status_id: u8,
-    pub(super) status: &'static str,
+    #[serde(flatten)]
+    pub(super) head: ClassHead<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) status_code: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) status_detail: Option<&'a str>,
-    pub(super) action_id: u8,
-    pub(super) action: &'static str,
-    pub(super) disposition_id: u8,
-    pub(super) disposition: &'static str,
+    #[serde(flatten)]
+    pub(super) verdict: VerdictSer,
 }
 
 /// The members of a Network Activity event between `metadata` and
@@ -268,25 +263,17 @@ pub fn connection_template(
     b.raw("{");
     b.members(
         &ConnHead {
-            activity_id: id,
-            activity_name: activity_name(ev.activity),
-            category_uid: CATEGORY_UID_NETWORK,
-            category_name: "Network Activity",
-            class_uid: CLASS_UID_NETWORK_ACTIVITY,
-            class_name: "Network Activity",
-            type_uid: CLASS_UID_NETWORK_ACTIVITY * 100 + u32::from(id),
-            type_name: type_name(ev.activity),
-            time: ev.time_ms,
-            severity_id: if allowed { 1 } else { 3 },
-            severity: if allowed { "Informational" } else { "Medium" },
-            status_id: if allowed { 1 } else { 2 },
-            status: if allowed { "Success" } else { "Failure" },
+            head: ClassHead::new(
+                &NETWORK_ACTIVITY,
+                (id, activity_name(ev.activity)),
+                type_name(ev.activity),
+                ev.time_ms,
+                severity(allowed),
+                status(allowed),
+            ),
             status_code: ev.reason.as_deref(),
             status_detail: ev.detail.as_deref(),
-            action_id: if allowed { 1 } else { 2 },
-            action: if allowed { "Allowed" } else { "Denied" },
-            disposition_id: if allowed { 1 } else { 2 },
-            disposition: if allowed { "Allowed" } else { "Blocked" },
+            verdict: verdict(allowed),
         },
         true,
     )?;
