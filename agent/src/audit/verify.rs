@@ -56,7 +56,7 @@ use super::ocsf::{
     decode_checkpoint, probe_fast, statement_activity_str,
 };
 use super::reader::AuditReader;
-use super::store::stored_keys;
+use super::store::{self, CheckpointRow, Raw, int_at, stored_keys};
 
 /// How many rows after a broken link are examined to classify it.
 const CLASSIFY_WINDOW: usize = 1024;
@@ -234,15 +234,9 @@ pub fn verify_with_progress(
         path: path.to_owned(),
         detail: e.to_string(),
     })?;
-    let (events, first, last): (i64, i64, i64) = conn
-        .query_row(
-            "SELECT count(*), COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM events",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .map_err(q("count events"))?;
+    let (events, first, last) = store::event_span(conn).map_err(q("count events"))?;
     let keys = known_keys(stored_keys(conn).map_err(q("read keys"))?, path);
-    let rows = read_checkpoint_rows(conn).map_err(q("read checkpoints"))?;
+    let rows = store::checkpoint_rows(conn).map_err(q("read checkpoints"))?;
 
     let mut v = Verifier {
         key,
@@ -297,54 +291,6 @@ pub fn verify_with_progress(
     })
 }
 
-/// A `checkpoints` row as stored (leniently read: tampering must be
-/// reported, not fail the query).
-struct CheckpointRow {
-    id: i64,
-    size: Option<i64>,
-    head_hash: Vec<u8>,
-    time_ms: Option<i64>,
-    prev_hash: Vec<u8>,
-    key_id: Vec<u8>,
-    body: Vec<u8>,
-    signature: Vec<u8>,
-}
-
-/// Bytes of a TEXT or BLOB value; empty for anything else.
-fn bytes_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Vec<u8>> {
-    Ok(match row.get_ref(idx)? {
-        ValueRef::Text(b) | ValueRef::Blob(b) => b.to_vec(),
-        _ => Vec::new(),
-    })
-}
-
-fn int_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<i64>> {
-    Ok(match row.get_ref(idx)? {
-        ValueRef::Integer(i) => Some(i),
-        _ => None,
-    })
-}
-
-fn read_checkpoint_rows(conn: &Connection) -> rusqlite::Result<Vec<CheckpointRow>> {
-    let mut stmt = conn.prepare(
-        "SELECT id, size, head_hash, time_ms, prev_hash, key_id, body, signature \
-         FROM checkpoints ORDER BY id",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(CheckpointRow {
-            id: r.get(0)?,
-            size: int_at(r, 1)?,
-            head_hash: bytes_at(r, 2)?,
-            time_ms: int_at(r, 3)?,
-            prev_hash: bytes_at(r, 4)?,
-            key_id: bytes_at(r, 5)?,
-            body: bytes_at(r, 6)?,
-            signature: bytes_at(r, 7)?,
-        })
-    })?;
-    rows.collect()
-}
-
 /// Where a value lies in [`RowChunk::buf`].
 #[derive(Debug, Clone, Copy)]
 struct Span {
@@ -376,9 +322,6 @@ struct RowChunk {
     buf: Vec<u8>,
     rows: Vec<RowAt>,
 }
-
-const SELECT_ROWS: &str = "SELECT seq, time_ms, class_uid, activity, decision, account, target, \
-    session, reason, data, hash FROM events";
 
 impl RowChunk {
     fn with_capacity(rows: usize) -> Self {
@@ -640,7 +583,7 @@ impl Verifier {
             .map_or(1, |n| n.get().saturating_sub(1))
             .clamp(1, MAX_WORKERS);
         let in_flight = (workers * 2).max(4);
-        let mut stmt = conn.prepare(&format!("{SELECT_ROWS} ORDER BY seq"))?;
+        let mut stmt = store::event_walk(conn)?;
         let mut rows = stmt.query([])?;
         let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(workers * 2);
         let job_rx = std::sync::Mutex::new(job_rx);
@@ -853,7 +796,7 @@ impl Verifier {
             return Ok(false);
         }
         if !c.hash_ok {
-            let next = window(conn, seq)?;
+            let next = store::chain_window(conn, CLASSIFY_WINDOW, seq)?;
             let p = classify(
                 &self.key,
                 &w.prev,
@@ -986,27 +929,6 @@ impl Verifier {
             self.note(last_seq + 1, Damage::Truncated, detail);
         }
     }
-}
-
-/// Rows after `seq`, for classification.
-fn window(conn: &Connection, seq: u64) -> rusqlite::Result<Vec<Raw>> {
-    let mut stmt =
-        conn.prepare("SELECT seq, data, hash FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
-    let rows = stmt.query_map(rusqlite::params![seq, CLASSIFY_WINDOW], |r| {
-        Ok(Raw {
-            seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-            data: bytes_at(r, 1)?,
-            hash: bytes_at(r, 2)?,
-        })
-    })?;
-    rows.collect()
-}
-
-/// The parts of a row the chain covers.
-struct Raw {
-    seq: u64,
-    data: Vec<u8>,
-    hash: Vec<u8>,
 }
 
 fn chains(key: &ChainKey, seq: u64, prev: &[u8], row: &Raw) -> bool {

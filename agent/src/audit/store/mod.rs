@@ -67,7 +67,7 @@
 //! Files: [`schema`] (layout, migrations, the SQL every module runs against
 //! the store), [`handle`] (the producers' side: [`AuditHandle`], the overflow
 //! and lazy queues), [`writer`] (the writer thread: batches, chain, checkpoints),
-//! [`export`] (the exporter's reads), [`forward`] (the forwarders' reads and cursors), [`prepare`] (the [`AuditRecord`] trait: what each event kind is stored
+//! [`export`] (the exporter's reads), [`verify`] (the verifier's reads), [`forward`] (the forwarders' reads and cursors), [`prepare`] (the [`AuditRecord`] trait: what each event kind is stored
 //! as), [`durability`] (sync modes, the WAL syncer and checkpointer) and
 //! [`retention`] (prune planning and steps).
 
@@ -80,6 +80,7 @@ mod retention;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod verify;
 mod writer;
 
 use std::fs::{DirBuilder, OpenOptions};
@@ -123,6 +124,9 @@ pub use retention::{PruneReport, Retention};
 pub(crate) use schema::{
     acked_through, check_schema_version, latest_checkpoint_row, max_seq, read_chain_id,
     read_schema_version, stored_keys,
+};
+pub(crate) use verify::{
+    CheckpointRow, Raw, chain_window, checkpoint_rows, event_span, event_walk, int_at,
 };
 
 /// Version of the store layout written by this build.
