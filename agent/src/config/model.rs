@@ -35,6 +35,8 @@ pub struct Config {
     /// Grants' `mode`/`allowlist`/`on_new`, by (account, target).
     pub allowlists:
         std::collections::BTreeMap<(String, String), crate::policy::allowlist::AllowlistSettings>,
+    /// `policies` and `maskings` compiled at load, for the runtimes.
+    pub compiled: super::Compiled,
     /// File the configuration was read from (for messages and audit).
     pub source: PathBuf,
     /// Hex SHA-256 of the file's exact bytes.

@@ -27,14 +27,17 @@ const MAX_RELAY_BUFFER: usize = 16 * 1024 * 1024;
 const MAX_BATCH: usize = 10_000;
 const MAX_RETENTION_DAYS: u32 = 36_500;
 
-pub(crate) fn validate(d: &Decoded, diags: &mut Diags<'_>) {
+/// Checks every section; the policies and maskings are compiled on the way
+/// and returned for the runtimes.
+pub(crate) fn validate(d: &Decoded, diags: &mut Diags<'_>) -> super::Compiled {
     check_agent(d, diags);
     check_audit(d, diags);
     check_targets(d, diags);
     check_accounts(d, diags);
     check_grants(d, diags);
     check_allowlists(d, diags);
-    check_policies(d, diags);
+    let policies = super::policy::check(d, diags);
+    let maskings = super::masking::check(d, diags);
     check_forwards(d, diags);
     super::approvals::check(&d.approvals, &d.agent.control_socket, diags);
     let proxy: Vec<SocketAddr> = std::iter::once(d.agent.listen)
@@ -44,6 +47,7 @@ pub(crate) fn validate(d: &Decoded, diags: &mut Diags<'_>) {
         })
         .collect();
     super::metrics::check(&d.metrics, &proxy, diags);
+    super::Compiled { policies, maskings }
 }
 
 /// True for an IPv6 address that is not an IPv4-mapped one (`::ffff:a.b.c.d`
@@ -914,45 +918,6 @@ fn check_http_grant(
     }
 }
 
-/// Each `[policy.NAME]` and `[masking.NAME]` compiles; every problem of
-/// each is reported at its key.
-fn check_policies(d: &Decoded, diags: &mut Diags<'_>) {
-    for (name, cfg) in &d.policies {
-        let Some(cfg) = cfg else { continue };
-        if let Err(problems) = crate::policy::Policy::compile(name, cfg) {
-            let at = join("policy", name);
-            for p in problems {
-                diags.at(&sub_key(&at, &p.key), p.message);
-            }
-        }
-        if let Err(problems) = crate::policy::HttpPolicy::compile(name, cfg) {
-            let at = join("policy", name);
-            for p in problems {
-                diags.at(&sub_key(&at, &p.key), p.message);
-            }
-        }
-    }
-    for (name, cfg) in &d.maskings {
-        let Some(cfg) = cfg else { continue };
-        let at = join("masking", name);
-        if let Some(f) = &cfg.hmac_key_file {
-            check_absolute(&join(&at, "hmac_key_file"), f, diags);
-        }
-        // The key itself is read at start; a stand-in lets the rest be checked.
-        let key = cfg.hmac_key_file.as_ref().map(|_| vec![0u8; 32]);
-        if let Err(problems) = crate::masking::Masker::compile(cfg, key) {
-            for p in problems {
-                diags.at(&sub_key(&at, &p.key), p.message);
-            }
-        }
-        if let Err(problems) = crate::masking::json::FieldRules::compile(cfg) {
-            for p in problems {
-                diags.at(&sub_key(&at, &p.key), p.message);
-            }
-        }
-    }
-}
-
 /// Syslog facility names, in code order (`kern` = 0 .. `local7` = 23).
 pub const SYSLOG_FACILITIES: &[&str] = &[
     "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
@@ -1319,15 +1284,6 @@ fn es_index_problem(ix: &str) -> Option<&'static str> {
     }
 }
 
-/// `parent.key` for a key path relative to `parent` (`rules[2].tables[0]`).
-fn sub_key(parent: &str, key: &str) -> String {
-    if key.is_empty() {
-        parent.to_owned()
-    } else {
-        format!("{parent}.{key}")
-    }
-}
-
 fn check_identity(key: &str, id: &IdentityConfig, diags: &mut Diags<'_>) {
     let field = |name: &str| join(key, name);
     match id.kind {
@@ -1418,7 +1374,7 @@ fn check_identity(key: &str, id: &IdentityConfig, diags: &mut Diags<'_>) {
     }
 }
 
-fn check_absolute(key: &str, path: &Path, diags: &mut Diags<'_>) {
+pub(super) fn check_absolute(key: &str, path: &Path, diags: &mut Diags<'_>) {
     if !path.is_absolute() {
         diags.at(
             key,
