@@ -12,15 +12,21 @@
 //! The defaults of every key are written out in `config/warden.toml`, which a
 //! test below keeps valid and complete.
 
+pub mod account;
+pub mod agent;
 pub mod approvals;
+pub mod audit;
 mod error;
 pub mod files;
+pub mod forward;
+pub mod grant;
 mod load;
 pub mod masking;
 pub mod metrics;
 pub mod model;
 pub mod policy;
-pub mod validate;
+pub mod target;
+mod validate;
 pub mod warnings;
 
 use std::collections::BTreeMap;
@@ -31,8 +37,14 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+pub use account::*;
+pub use agent::*;
+pub use audit::*;
 pub use error::{ConfigError, Diagnostic};
+pub use forward::*;
+pub use grant::*;
 pub use model::*;
+pub use target::*;
 
 use error::{Diags, LineIndex};
 
@@ -204,7 +216,7 @@ impl Config {
     /// address; for `"auto"`, `[::1]` with the port of `listen` when some
     /// target has an IPv6 (not IPv4-mapped) address; `None` for `"off"`.
     pub fn listen6_addr(&self) -> Option<SocketAddr> {
-        validate::effective_listen6(self.agent.listen, &self.agent.listen6, self.targets.iter())
+        agent::effective_listen6(self.agent.listen, &self.agent.listen6, self.targets.iter())
     }
 
     /// The fail mode in effect for `t`: its own, else `agent.fail_mode`.

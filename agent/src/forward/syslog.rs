@@ -31,7 +31,7 @@ use std::time::Duration;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 
 use super::{Batch, Failure, ForwardError, Sink, Stop};
-use crate::config::validate::SYSLOG_FACILITIES;
+use crate::config::forward::SYSLOG_FACILITIES;
 use crate::config::{Forward, SyslogTransport};
 
 /// SD-ID of Warden's structured data element.
