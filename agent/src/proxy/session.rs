@@ -42,8 +42,6 @@ pub enum SetupError {
         #[source]
         source: super::http::ca::CaError,
     },
-    #[error("policy {name}: {problems}")]
-    Policy { name: String, problems: String },
     #[error("masking {name}: {problems}")]
     Masking { name: String, problems: String },
     #[error("grant {grant}: {source}")]
@@ -61,15 +59,9 @@ pub enum SetupError {
 }
 
 impl SetupError {
-    /// A policy that does not compile, its problems joined.
-    pub fn policy<P: std::fmt::Display>(name: &str, problems: &[P]) -> Self {
-        Self::Policy {
-            name: name.to_owned(),
-            problems: joined(problems),
-        }
-    }
-
-    /// A masking that does not compile, its problems joined.
+    /// A masking whose HMAC key is unusable, its problems joined (the
+    /// policies and the rest of each masking were compiled, and their
+    /// problems reported, by [`Config::load`]).
     pub fn masking<P: std::fmt::Display>(name: &str, problems: &[P]) -> Self {
         Self::Masking {
             name: name.to_owned(),
