@@ -95,6 +95,9 @@ impl Fwd {
     fn token(&self, name: &str, value: &str) -> std::path::PathBuf {
         let p = self.env.tmp.path().join(name);
         std::fs::write(&p, format!("{value}\n")).unwrap();
+        // A secret: the agent's own, mode 0600 (fsutil::read_secret).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         p
     }
 }

@@ -625,6 +625,68 @@ fn invalid_config_reports_every_error() {
     }
 }
 
+/// `check-config` opens every file the configuration names as the agent
+/// will (secrets refused when others can read them or when they are
+/// symlinks) and reports each problem at the configuration line naming the
+/// file; the text itself is valid, so it still exits 0.
+#[test]
+fn check_config_opens_every_named_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let dir = env.tmp.path();
+    let missing = dir.join("absent-pw");
+    let key = dir.join("mask.key");
+    std::fs::write(&key, "0123456789abcdef-key\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = |pw: &std::path::Path| {
+        format!(
+            "[agent]\nstate_dir = \"{state}\"\n\n[[target]]\nname = \"db\"\nprotocol = \"postgres\"\naddress = \"127.0.0.1:5432\"\n\n[[account]]\nname = \"app\"\nuids = [4242]\n\n[[grant]]\naccount = \"app\"\ntarget = \"db\"\ndatabase = \"orders\"\nupstream_user = \"ro\"\npassword_file = \"{pw}\"\npolicy = \"p\"\nmasking = \"m\"\n\n[policy.p]\nrules = [{{ action = \"allow\", classes = [\"read\"] }}]\n\n[masking.m]\npatterns = [\"email\"]\npattern_strategy = \"hmac\"\nhmac_key_file = \"{key}\"\n",
+            state = dir.join("state").display(),
+            pw = pw.display(),
+            key = key.display(),
+        )
+    };
+    env.write_config(&config(&missing));
+    let out = env.warden(&["check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let path = env.config_path.display().to_string();
+    // password_file is on line 18, hmac_key_file on line 28.
+    let line_of = |n: usize| {
+        err.lines()
+            .find(|l| l.contains(&format!("{path}:{n}:")))
+            .unwrap_or_else(|| panic!("nothing at line {n}: {err}"))
+            .to_owned()
+    };
+    let pw = line_of(18);
+    assert!(
+        pw.contains("grant[0].password_file") && pw.contains("No such file"),
+        "{pw}"
+    );
+    let k = line_of(28);
+    assert!(
+        k.contains("masking.m.hmac_key_file") && k.contains("mode 0644"),
+        "{k}"
+    );
+
+    // Put right (the password a symlink to a good file is still refused).
+    let real = dir.join("real-pw");
+    std::fs::write(&real, "pw\n").unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let link = dir.join("pw-link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    env.write_config(&config(&link));
+    let err = String::from_utf8_lossy(&env.warden(&["check-config"]).stderr).into_owned();
+    assert!(err.contains(&format!("{path}:18:")), "{err}");
+    assert!(!err.contains(&format!("{path}:28:")), "{err}");
+    env.write_config(&config(&real));
+    let out = env.warden(&["check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains(&format!("{path}:")), "{err}");
+}
+
 /// Without root the daemon says, in one sentence, what is missing.
 #[test]
 fn not_root_is_one_clear_sentence() {

@@ -118,7 +118,7 @@ pub fn remove(systemd_dir: &Path, unit: &str) -> Result<bool, BootOrderError> {
 }
 
 fn check_unit(unit: &str) -> Result<(), BootOrderError> {
-    if let Some(reason) = crate::config::validate::unit_name_problem(unit) {
+    if let Some(reason) = crate::config::account::unit_name_problem(unit) {
         return Err(BootOrderError::InvalidUnit {
             unit: unit.to_owned(),
             reason,

@@ -29,7 +29,10 @@ pub enum Command {
         #[arg(long)]
         detach_on_exit: bool,
     },
-    /// Validate the configuration and report every error with file:line.
+    /// Validate the configuration and report every error with file:line;
+    /// then open every file it names as the agent would (run it as the
+    /// agent's user) and warn, at the line naming each, about those that
+    /// are missing, unreadable or unsafe.
     CheckConfig,
     /// Show the running daemon's state.
     Status {

@@ -55,6 +55,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 for w in crate::config::warnings::host_warnings(&cfg) {
                     eprintln!("warning: {w}");
                 }
+                // The files it names, opened as the agent will: host state
+                // (a secret may be provisioned after the file is written),
+                // so said at the line naming each, not refused.
+                for d in cfg.check_files()? {
+                    eprintln!("warning: {}:{d}", cfg.source.display());
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {

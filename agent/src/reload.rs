@@ -79,10 +79,10 @@ impl Live {
         action: ConfigAction,
     ) -> Result<Self, ReloadError> {
         let identities = crate::identity::sources::IdentitySources::from_config(&config, host)?;
-        // Every masking compiled once, for both runtimes; a failure is
-        // reported as the PostgreSQL runtime's, which compiles first.
+        // Every masking (compiled at load) keyed once, for every runtime;
+        // an unusable key is reported as the PostgreSQL runtime's.
         let maskers =
-            crate::proxy::session::Maskers::compile(&config).map_err(ReloadError::Postgres)?;
+            crate::proxy::session::Maskers::build(&config).map_err(ReloadError::Postgres)?;
         let pg = PgRuntime::build_with(&config, &maskers)
             .map_err(ReloadError::Postgres)?
             .with_approvals(Arc::clone(approvals));

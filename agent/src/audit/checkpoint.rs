@@ -31,8 +31,8 @@
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
-use std::io::{Read as _, Write as _};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
@@ -446,27 +446,19 @@ fn key_err(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> Audi
 
 /// The key at `path`, `None` when there is no file.
 fn read_key(path: &Path) -> Result<Option<SigningKey>, AuditError> {
-    let mut file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(key_err(path, "open")(e)),
+    // fsutil::read_secret: no symlink, a regular file, the agent's own, 0600
+    // (a key others can read is refused, not just reported).
+    let Some(bytes) = crate::fsutil::read_secret_optional(path).map_err(|e| AuditError::Key {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })?
+    else {
+        return Ok(None);
     };
-    if let Ok(meta) = file.metadata()
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(
-            audit.key = %path.display(),
-            audit.mode = format_args!("{:o}", meta.permissions().mode() & 0o7777),
-            "audit checkpoint key is accessible to group/others"
-        );
-    }
-    let mut pem = String::new();
-    file.read_to_string(&mut pem)
-        .map_err(key_err(path, "read"))?;
+    let pem = String::from_utf8(bytes).map_err(|_| AuditError::Key {
+        path: path.to_owned(),
+        detail: "not UTF-8 text".into(),
+    })?;
     SigningKey::from_pkcs8_pem(&pem)
         .map(Some)
         .map_err(|e| AuditError::Key {
@@ -577,6 +569,7 @@ fn write_public_key(path: &Path, vk: &VerifyingKey) -> Result<(), AuditError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn body(size: u64) -> CheckpointBody {
         CheckpointBody {

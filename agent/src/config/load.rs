@@ -15,7 +15,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::Diagnostic;
 use super::error::{Diags, LineIndex, index, join};
-use super::model::{Account, AgentSection, AuditSection, Forward, Grant, HttpCredential, Target};
+use super::{Account, AgentSection, AuditSection, Forward, Grant, HttpCredential, Target};
 use crate::masking::MaskingConfig;
 use crate::policy::PolicyConfig;
 
@@ -628,7 +628,7 @@ mod tests {
 
     #[test]
     fn special_values_deserialise() {
-        use super::super::model::{AgentCgroup, CgroupRoot, Listen6};
+        use super::super::{AgentCgroup, CgroupRoot, Listen6};
         let (d, list) = decode_src(
             "[agent]\nlisten6 = \"[::1]:15002\"\ncgroup_root = \"/warden\"\nagent_cgroup = \"auto\"\n",
         );

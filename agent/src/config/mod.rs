@@ -12,24 +12,83 @@
 //! The defaults of every key are written out in `config/warden.toml`, which a
 //! test below keeps valid and complete.
 
+pub mod account;
+pub mod agent;
 pub mod approvals;
+pub mod audit;
 mod error;
+pub mod files;
+pub mod forward;
+pub mod grant;
 mod load;
+pub mod masking;
 pub mod metrics;
 pub mod model;
-pub mod validate;
+pub mod policy;
+pub mod target;
+mod validate;
 pub mod warnings;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+pub use account::*;
+pub use agent::*;
+pub use audit::*;
 pub use error::{ConfigError, Diagnostic};
+pub use forward::*;
+pub use grant::*;
 pub use model::*;
+pub use target::*;
 
 use error::{Diags, LineIndex};
+
+/// The `[policy.NAME]` and `[masking.NAME]` tables as validation compiled
+/// them: the protocol runtimes take these and compile nothing again, so a
+/// policy problem is reported once, at load, as `file:line`.
+#[derive(Debug, Clone, Default)]
+pub struct Compiled {
+    policies: policy::CompiledPolicies,
+    maskings: BTreeMap<String, masking::CompiledMasking>,
+}
+
+/// The compiled forms are a function of the `policies` and `maskings`
+/// tables a [`Config`] compares beside them: equal when they name the same
+/// tables.
+impl PartialEq for Compiled {
+    fn eq(&self, other: &Self) -> bool {
+        self.policies.sql.keys().eq(other.policies.sql.keys())
+            && self.policies.http.keys().eq(other.policies.http.keys())
+            && self.maskings.keys().eq(other.maskings.keys())
+    }
+}
+
+impl Compiled {
+    /// The SQL form of `[policy.NAME]` (PostgreSQL, MySQL).
+    pub fn sql_policy(&self, name: &str) -> Option<&Arc<crate::policy::Policy>> {
+        self.policies.sql.get(name)
+    }
+
+    /// The HTTP form of `[policy.NAME]`.
+    pub fn http_policy(&self, name: &str) -> Option<&Arc<crate::policy::HttpPolicy>> {
+        self.policies.http.get(name)
+    }
+
+    /// `[masking.NAME]` compiled (its masker still without the HMAC key).
+    pub fn masking(&self, name: &str) -> Option<&masking::CompiledMasking> {
+        self.maskings.get(name)
+    }
+
+    /// Every compiled masking, by name.
+    pub fn maskings(&self) -> impl Iterator<Item = (&String, &masking::CompiledMasking)> {
+        self.maskings.iter()
+    }
+}
 
 impl Config {
     /// Reads and validates the configuration file at `path`.
@@ -65,7 +124,7 @@ impl Config {
         let root = load::parse_document(src).map_err(invalid)?;
         let mut diags = Diags::new(src, load::value_spans(&root));
         let decoded = load::decode(root, &mut diags);
-        validate::validate(&decoded, &mut diags);
+        let compiled = validate::validate(&decoded, &mut diags);
         if !diags.is_empty() {
             return Err(invalid(diags.finish()));
         }
@@ -107,9 +166,31 @@ impl Config {
             forwards: decoded.forwards.into_iter().flatten().collect(),
             approvals: decoded.approvals,
             metrics: decoded.metrics,
+            compiled,
             source: path.to_owned(),
             sha256: hex::encode(Sha256::digest(src.as_bytes())),
         })
+    }
+
+    /// Opens every file the configuration names (secrets, certificates,
+    /// JWKS, allow-lists, executables...) as the agent will and returns
+    /// each problem at the line of the key naming the file (see
+    /// [`files`]). The file is read again for its lines; one that changed
+    /// since the load is reported as such.
+    pub fn check_files(&self) -> Result<Vec<Diagnostic>, ConfigError> {
+        let bytes = fs::read(&self.source).map_err(|source| ConfigError::Read {
+            path: self.source.clone(),
+            source,
+        })?;
+        if hex::encode(Sha256::digest(&bytes)) != self.sha256 {
+            return Ok(vec![Diagnostic {
+                line: 1,
+                column: 1,
+                key: "file".into(),
+                message: "the file changed while it was being checked; check it again".into(),
+            }]);
+        }
+        Ok(files::check(self, &String::from_utf8_lossy(&bytes)))
     }
 
     // --- allow-lists (issue 19) ---
@@ -135,7 +216,7 @@ impl Config {
     /// address; for `"auto"`, `[::1]` with the port of `listen` when some
     /// target has an IPv6 (not IPv4-mapped) address; `None` for `"off"`.
     pub fn listen6_addr(&self) -> Option<SocketAddr> {
-        validate::effective_listen6(self.agent.listen, &self.agent.listen6, self.targets.iter())
+        agent::effective_listen6(self.agent.listen, &self.agent.listen6, self.targets.iter())
     }
 
     /// The fail mode in effect for `t`: its own, else `agent.fail_mode`.
@@ -495,6 +576,24 @@ targets = ["cache"]
             *f
         );
         assert_eq!(c.approvals, approvals::ApprovalsSection::default());
+    }
+
+    #[test]
+    fn load_carries_every_policy_and_masking_compiled() {
+        let c = match parse(REFERENCE) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        for name in c.policies.keys() {
+            assert!(c.compiled.sql_policy(name).is_some(), "{name}");
+            assert!(c.compiled.http_policy(name).is_some(), "{name}");
+        }
+        assert!(c.compiled.sql_policy("nope").is_none());
+        let names: Vec<&String> = c.compiled.maskings().map(|(n, _)| n).collect();
+        assert_eq!(names, c.maskings.keys().collect::<Vec<_>>());
+        assert!(c.compiled.masking("pii").is_some());
+        // Two loads of one text are equal configurations.
+        assert_eq!(parse(REFERENCE).ok(), Some(c));
     }
 
     #[test]

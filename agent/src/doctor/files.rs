@@ -1,133 +1,19 @@
-//! Every file the configuration names: it exists, has the right kind,
-//! owner and mode, and the agent can read it.
+//! Every file the configuration names (the list is
+//! [`crate::config::files::named`]): it exists, has the right kind, owner
+//! and mode, and the agent can read it.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{Area, Finding};
 use crate::config::Config;
-
-/// What a named file is, which decides what it must look like.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// A password, key or token: the agent's own, no group/other access
-    /// (the agent refuses it otherwise, at every use).
-    Secret,
-    /// A certificate, CA bundle, JWKS or token the agent reads: readable,
-    /// and nobody but its owner may rewrite it.
-    Public,
-    /// An account's pinned executable.
-    Executable,
-    /// A directory the agent writes into (state, a file forwarder's).
-    Directory,
-}
-
-/// Every path the configuration names, with what it is and who names it.
-fn named_files(cfg: &Config) -> Vec<(PathBuf, Kind, String)> {
-    let mut out: Vec<(PathBuf, Kind, String)> = vec![(
-        cfg.agent.state_dir.clone(),
-        Kind::Directory,
-        "agent.state_dir".into(),
-    )];
-    let mut add = |p: &Option<PathBuf>, kind, by: String| {
-        if let Some(p) = p {
-            out.push((p.clone(), kind, by));
-        }
-    };
-    for t in &cfg.targets {
-        let by = format!("target {}", t.name);
-        if let Some(tls) = &t.tls {
-            add(&tls.ca_file, Kind::Public, format!("{by} tls.ca_file"));
-        }
-        if let Some(c) = &t.client_tls {
-            add(
-                &Some(c.cert_file.clone()),
-                Kind::Public,
-                format!("{by} client_tls.cert_file"),
-            );
-            add(
-                &Some(c.key_file.clone()),
-                Kind::Secret,
-                format!("{by} client_tls.key_file"),
-            );
-        }
-    }
-    for g in &cfg.grants {
-        add(
-            &g.password_file,
-            Kind::Secret,
-            format!("grant {}→{} password_file", g.account, g.target),
-        );
-    }
-    for ((account, target), c) in &cfg.credentials {
-        add(
-            &Some(c.file.clone()),
-            Kind::Secret,
-            format!("grant {account}→{target} credential.file"),
-        );
-    }
-    for a in &cfg.accounts {
-        let by = format!("account {}", a.name);
-        if let Some(exe) = &a.exe {
-            add(
-                &Some(exe.path.clone()),
-                Kind::Executable,
-                format!("{by} exe.path"),
-            );
-        }
-        if let Some(id) = &a.identity {
-            add(
-                &id.token_file,
-                Kind::Public,
-                format!("{by} identity.token_file"),
-            );
-            add(
-                &id.jwks_file,
-                Kind::Public,
-                format!("{by} identity.jwks_file"),
-            );
-            add(
-                &id.jwks_ca_file,
-                Kind::Public,
-                format!("{by} identity.jwks_ca_file"),
-            );
-        }
-    }
-    for f in &cfg.forwards {
-        let by = format!("forward {}", f.name);
-        add(&f.ca_file, Kind::Public, format!("{by} ca_file"));
-        add(
-            &f.client_cert_file,
-            Kind::Public,
-            format!("{by} client_cert_file"),
-        );
-        add(
-            &f.client_key_file,
-            Kind::Secret,
-            format!("{by} client_key_file"),
-        );
-        add(&f.token_file, Kind::Secret, format!("{by} token_file"));
-        add(
-            &f.credentials_file,
-            Kind::Secret,
-            format!("{by} credentials_file"),
-        );
-        if let Some(p) = &f.path {
-            add(
-                &p.parent().map(Path::to_path_buf),
-                Kind::Directory,
-                format!("{by} path's directory"),
-            );
-        }
-    }
-    out
-}
+use crate::config::files::FileKind as Kind;
 
 /// Checks every named file as the agent (`agent_uid`) will use it.
 pub(super) fn check(cfg: &Config, agent_uid: u32) -> Vec<Finding> {
-    named_files(cfg)
+    crate::config::files::named(cfg)
         .into_iter()
-        .map(|(path, kind, by)| check_one(&path, kind, &by, agent_uid))
+        .map(|f| check_one(&f.path, f.kind, &f.by, agent_uid))
         .collect()
 }
 
@@ -268,6 +154,7 @@ fn unreadable(path: &Path, meta: &std::fs::Metadata, kind: Kind, agent_uid: u32)
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
 
     use super::*;
     use crate::doctor::Severity;

@@ -129,7 +129,12 @@ impl Client {
                         "holds no certificate".into(),
                     ));
                 }
-                let key = pem_items("client key", key)?
+                // The private key is a secret (fsutil::read_secret).
+                let pem = crate::fsutil::read_secret(key)
+                    .map_err(|e| file_err("client key", key, e.to_string()))?;
+                let key = ureq::tls::parse_pem(&pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| file_err("client key", key, e.to_string()))?
                     .into_iter()
                     .find_map(|i| match i {
                         ureq::tls::PemItem::PrivateKey(k) => Some(k),
@@ -195,10 +200,11 @@ impl Client {
     /// The `Authorization` value, read from its file now.
     fn authorization(&self) -> Result<Option<String>, Failure> {
         let first_line = |file: &PathBuf| -> Result<String, Failure> {
-            let text = std::fs::read_to_string(file).map_err(|e| Failure::Retry {
-                error: format!("cannot read credentials {}: {e}", file.display()),
+            let bytes = crate::fsutil::read_secret(file).map_err(|e| Failure::Retry {
+                error: format!("cannot read credentials: {e}"),
                 after: None,
             })?;
+            let text = String::from_utf8_lossy(&bytes);
             let line = text.lines().next().unwrap_or("").trim().to_owned();
             if line.is_empty() {
                 return Err(Failure::Retry {

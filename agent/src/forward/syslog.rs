@@ -31,7 +31,7 @@ use std::time::Duration;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 
 use super::{Batch, Failure, ForwardError, Sink, Stop};
-use crate::config::validate::SYSLOG_FACILITIES;
+use crate::config::forward::SYSLOG_FACILITIES;
 use crate::config::{Forward, SyslogTransport};
 
 /// SD-ID of Warden's structured data element.
@@ -316,7 +316,10 @@ fn client_config(
             let chain = CertificateDer::pem_file_iter(cert)
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| file_err("client certificate", cert, e.to_string()))?;
-            let key = PrivateKeyDer::from_pem_file(key)
+            // The private key is a secret (fsutil::read_secret).
+            let pem = crate::fsutil::read_secret(key)
+                .map_err(|e| file_err("client key", key, e.to_string()))?;
+            let key = PrivateKeyDer::from_pem_slice(&pem)
                 .map_err(|e| file_err("client key", key, e.to_string()))?;
             builder
                 .with_client_auth_cert(chain, key)

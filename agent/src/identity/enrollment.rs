@@ -205,7 +205,7 @@ impl Enrollments {
         match selector {
             Selector::Cgroup(p) => validate_cgroup_path(p)?,
             Selector::Unit(u) => {
-                if let Some(reason) = crate::config::validate::unit_name_problem(u) {
+                if let Some(reason) = crate::config::account::unit_name_problem(u) {
                     return Err(EnrollError::InvalidUnit {
                         unit: u.clone(),
                         reason,
@@ -480,7 +480,7 @@ fn cgroup_within(path: &str, ancestor: &str) -> bool {
 /// The root cannot be enrolled: it would cover every process; nor can a
 /// cgroup deeper than the kernel side's ancestor walk reaches.
 pub fn validate_cgroup_path(p: &str) -> Result<(), EnrollError> {
-    match crate::config::validate::enrolled_cgroup_problem(p) {
+    match crate::config::account::enrolled_cgroup_problem(p) {
         Some(reason) => Err(EnrollError::InvalidCgroup {
             path: p.to_owned(),
             reason,

@@ -157,11 +157,11 @@ pub const HMAC_KEY_MIN_LEN: usize = 16;
 /// Errors of the masking module's own I/O (reading the HMAC key).
 #[derive(Debug, thiserror::Error)]
 pub enum MaskingError {
-    #[error("cannot read masking HMAC key {path}: {source}", path = path.display())]
+    #[error("cannot read masking HMAC key: {source}")]
     KeyRead {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: crate::fsutil::SecretError,
     },
     #[error(
         "masking HMAC key {path} holds {len} bytes (after trailing whitespace); at least {HMAC_KEY_MIN_LEN} are needed",
@@ -172,10 +172,10 @@ pub enum MaskingError {
 
 /// Read an HMAC key file: its bytes with trailing ASCII whitespace removed
 /// (so a key written by `head -c 32 /dev/urandom | base64 > F` works as the
-/// text it looks like); at least [`HMAC_KEY_MIN_LEN`] bytes. File mode and
-/// ownership checks are the config loader's business.
+/// text it looks like); at least [`HMAC_KEY_MIN_LEN`] bytes. Read through
+/// [`crate::fsutil::read_secret`] (the agent's own file, mode 0600).
 pub fn read_hmac_key(path: &Path) -> Result<Vec<u8>, MaskingError> {
-    let mut key = std::fs::read(path).map_err(|source| MaskingError::KeyRead {
+    let mut key = crate::fsutil::read_secret(path).map_err(|source| MaskingError::KeyRead {
         path: path.to_path_buf(),
         source,
     })?;
@@ -193,6 +193,7 @@ pub fn read_hmac_key(path: &Path) -> Result<Vec<u8>, MaskingError> {
 
 /// A compiled `[masking.NAME]`: column rules, active detectors, the pattern
 /// strategy and the HMAC key. `Send + Sync`; share it in an `Arc`.
+#[derive(Clone)]
 pub struct Masker {
     columns: Vec<ColumnRule>,
     card: bool,
@@ -221,6 +222,30 @@ impl fmt::Debug for Masker {
             .field("hmac_key", &self.hmac.as_ref().map(|_| "<set>"))
             .finish()
     }
+}
+
+/// When a masking's HMAC key is given: at compile time, or later
+/// ([`Masker::keyed`]).
+enum KeyAt {
+    Now(Option<Vec<u8>>),
+    Later,
+}
+
+/// The HMAC of a key read from `hmac_key_file`: at least
+/// [`HMAC_KEY_MIN_LEN`] bytes.
+fn hmac_mac(key: Vec<u8>) -> Result<HmacSha256, Vec<MaskingProblem>> {
+    if key.len() < HMAC_KEY_MIN_LEN {
+        return Err(vec![MaskingProblem::new(
+            "hmac_key_file",
+            format!(
+                "the key holds {} bytes; at least {HMAC_KEY_MIN_LEN} are needed",
+                key.len()
+            ),
+        )]);
+    }
+    // HMAC takes keys of any length; kept for completeness.
+    HmacSha256::new_from_slice(&key)
+        .map_err(|e| vec![MaskingProblem::new("hmac_key_file", e.to_string())])
 }
 
 /// Every built-in detector, pattern strategy `redact`, no column rules, no
@@ -260,6 +285,25 @@ impl Masker {
         cfg: &MaskingConfig,
         hmac_key: Option<Vec<u8>>,
     ) -> Result<Masker, Vec<MaskingProblem>> {
+        Self::compile_inner(cfg, KeyAt::Now(hmac_key))
+    }
+
+    /// Compile `cfg` before its key is read (configuration load): every
+    /// problem but the key's own. The result has no key (strategy `hmac`
+    /// redacts, fail closed) until [`keyed`](Self::keyed) gives it one.
+    pub fn compile_unkeyed(cfg: &MaskingConfig) -> Result<Masker, Vec<MaskingProblem>> {
+        Self::compile_inner(cfg, KeyAt::Later)
+    }
+
+    /// This masker with the HMAC key read from `hmac_key_file` (see
+    /// [`read_hmac_key`]); the rules are not compiled again.
+    pub fn keyed(&self, hmac_key: Vec<u8>) -> Result<Masker, Vec<MaskingProblem>> {
+        let mut m = self.clone();
+        m.hmac = Some(hmac_mac(hmac_key)?);
+        Ok(m)
+    }
+
+    fn compile_inner(cfg: &MaskingConfig, key: KeyAt) -> Result<Masker, Vec<MaskingProblem>> {
         let mut problems = Vec::new();
         let mut hmac_users: Vec<String> = Vec::new();
 
@@ -408,20 +452,14 @@ impl Masker {
         }
 
         // Key.
-        match hmac_key {
-            Some(key) if key.len() < HMAC_KEY_MIN_LEN => problems.push(MaskingProblem::new(
-                "hmac_key_file",
-                format!(
-                    "the key holds {} bytes; at least {HMAC_KEY_MIN_LEN} are needed",
-                    key.len()
-                ),
-            )),
-            Some(key) => match HmacSha256::new_from_slice(&key) {
+        match key {
+            KeyAt::Now(Some(key)) => match hmac_mac(key) {
                 Ok(mac) => m.hmac = Some(mac),
-                // HMAC takes keys of any length; kept for completeness.
-                Err(e) => problems.push(MaskingProblem::new("hmac_key_file", e.to_string())),
+                Err(p) => problems.extend(p),
             },
-            None if !hmac_users.is_empty() => {
+            // `hmac_key_file` is read when the runtime is built.
+            KeyAt::Later if cfg.hmac_key_file.is_some() => {}
+            KeyAt::Now(None) | KeyAt::Later if !hmac_users.is_empty() => {
                 let msg = if cfg.hmac_key_file.is_some() {
                     "is set but no key was loaded"
                 } else {
@@ -432,7 +470,7 @@ impl Masker {
                     format!("{msg} (used by {})", hmac_users.join(", ")),
                 ));
             }
-            None => {}
+            KeyAt::Now(None) | KeyAt::Later => {}
         }
 
         if problems.is_empty() {

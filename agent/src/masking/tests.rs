@@ -101,6 +101,16 @@ fn read_hmac_key_trims_and_checks_length() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("k");
     std::fs::write(&p, b"0123456789abcdefXYZ\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // A key others can read is refused (fsutil::read_secret).
+    match read_hmac_key(&p) {
+        Err(e @ MaskingError::KeyRead { .. }) => {
+            assert!(e.to_string().contains("mode 0644"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(read_hmac_key(&p).unwrap(), b"0123456789abcdefXYZ");
     std::fs::write(&p, b"short\n\n").unwrap();
     assert!(matches!(
@@ -403,4 +413,40 @@ fn addresses_sharing_characters_mask_whole() {
             );
         }
     }
+}
+
+#[test]
+fn an_unkeyed_masker_redacts_until_keyed_without_compiling_again() {
+    let c = cfg(r#"
+patterns = ["email"]
+pattern_strategy = "hmac"
+columns = [{ column = "customers.tax_id", strategy = "hmac" }]
+hmac_key_file = "/etc/warden/mask.key"
+"#);
+    // At load the key is not read: no key problem, and no key.
+    let unkeyed = Masker::compile_unkeyed(&c).unwrap();
+    let v = "mail ana@example.com";
+    assert!(!s(&unkeyed, v).contains("tok_"), "{}", s(&unkeyed, v));
+    let t = unkeyed
+        .column_strategy("public", "customers", "tax_id")
+        .unwrap();
+    assert_eq!(unkeyed.apply(t, b"123"), Masked::Value(REDACTED.to_vec()));
+    // Keyed, it tokenises exactly as a masker compiled with the key.
+    let keyed = unkeyed.keyed(KEY.to_vec()).unwrap();
+    let direct = Masker::compile(&c, Some(KEY.to_vec())).unwrap();
+    assert_eq!(s(&keyed, v), s(&direct, v));
+    assert_eq!(
+        keyed.apply(t, b"123"),
+        Masked::Value(expected_token(b"123").into_bytes())
+    );
+    // The unkeyed one is left as it was; a short key is refused.
+    assert!(!s(&unkeyed, v).contains("tok_"));
+    let p = unkeyed.keyed(b"short".to_vec()).unwrap_err();
+    assert_eq!(p[0].key, "hmac_key_file");
+    assert!(p[0].message.contains("at least"), "{}", p[0].message);
+    // hmac without a key file is still a problem at load.
+    let p = Masker::compile_unkeyed(&cfg(r#"patterns = ["email"]
+pattern_strategy = "hmac""#))
+    .unwrap_err();
+    assert!(p[0].message.contains("is required by strategy"), "{p:?}");
 }

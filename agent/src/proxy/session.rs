@@ -3,9 +3,9 @@
 //!
 //! What a handler gets from here instead of writing it again:
 //! - the grant-runtime builder: [`GrantTable`] (one entry per `[[grant]]`
-//!   on a target the handler serves) and [`Maskers`] (every `[masking.NAME]`
-//!   compiled once, its HMAC key read once), failing with one
-//!   [`SetupError`];
+//!   on a target the handler serves, with the policy [`Config::load`]
+//!   compiled) and [`Maskers`] (every `[masking.NAME]` as the load compiled
+//!   it, its HMAC key read once), failing with one [`SetupError`];
 //! - [`ApprovalContext`]: the approval service and the uids that can never
 //!   approve an account's requests;
 //! - [`decision_of`]: the one mapping from a policy [`Action`] to the
@@ -42,8 +42,6 @@ pub enum SetupError {
         #[source]
         source: super::http::ca::CaError,
     },
-    #[error("policy {name}: {problems}")]
-    Policy { name: String, problems: String },
     #[error("masking {name}: {problems}")]
     Masking { name: String, problems: String },
     #[error("grant {grant}: {source}")]
@@ -61,15 +59,9 @@ pub enum SetupError {
 }
 
 impl SetupError {
-    /// A policy that does not compile, its problems joined.
-    pub fn policy<P: std::fmt::Display>(name: &str, problems: &[P]) -> Self {
-        Self::Policy {
-            name: name.to_owned(),
-            problems: joined(problems),
-        }
-    }
-
-    /// A masking that does not compile, its problems joined.
+    /// A masking whose HMAC key is unusable, its problems joined (the
+    /// policies and the rest of each masking were compiled, and their
+    /// problems reported, by [`Config::load`]).
     pub fn masking<P: std::fmt::Display>(name: &str, problems: &[P]) -> Self {
         Self::Masking {
             name: name.to_owned(),
@@ -86,26 +78,40 @@ fn joined<P: std::fmt::Display>(problems: &[P]) -> String {
         .join("; ")
 }
 
-/// Every `[masking.NAME]` of a configuration, compiled once (HMAC keys
-/// read once).
+/// Every `[masking.NAME]` of a configuration as [`Config::load`] compiled
+/// it, given its HMAC key (read once per configuration, through
+/// [`crate::masking::read_hmac_key`]).
 #[derive(Default)]
 pub struct Maskers(HashMap<String, Arc<Masker>>);
 
 impl Maskers {
-    pub fn compile(config: &Config) -> Result<Self, SetupError> {
+    /// The configuration's compiled maskings, each keyed from its
+    /// `hmac_key_file` (read now); nothing is compiled again.
+    pub fn build(config: &Config) -> Result<Self, SetupError> {
         let mut maskers = HashMap::new();
-        for (name, cfg) in &config.maskings {
-            let key = match &cfg.hmac_key_file {
-                Some(path) => Some(crate::masking::read_hmac_key(path).map_err(|source| {
-                    SetupError::HmacKey {
-                        name: name.clone(),
-                        source,
-                    }
-                })?),
-                None => None,
+        for (name, compiled) in config.compiled.maskings() {
+            let key_file = config
+                .maskings
+                .get(name)
+                .and_then(|m| m.hmac_key_file.as_ref());
+            let m = match key_file {
+                Some(path) => {
+                    let key = crate::masking::read_hmac_key(path).map_err(|source| {
+                        SetupError::HmacKey {
+                            name: name.clone(),
+                            source,
+                        }
+                    })?;
+                    Arc::new(
+                        compiled
+                            .unkeyed
+                            .keyed(key)
+                            .map_err(|p| SetupError::masking(name, &p))?,
+                    )
+                }
+                None => Arc::clone(&compiled.unkeyed),
             };
-            let m = Masker::compile(cfg, key).map_err(|p| SetupError::masking(name, &p))?;
-            maskers.insert(name.clone(), Arc::new(m));
+            maskers.insert(name.clone(), m);
         }
         Ok(Self(maskers))
     }
@@ -311,22 +317,6 @@ pub async fn wait(
         why,
         gone,
     }
-}
-
-// --- MySQL (issue 20): shared by the MySQL runtime; PostgreSQL compiles
-// its own copy today and can move onto this (issue 18). ---
-
-/// Every `[policy.NAME]` of a configuration, compiled once.
-pub fn compile_policies(
-    config: &Config,
-) -> Result<HashMap<String, Arc<crate::policy::Policy>>, SetupError> {
-    let mut policies = HashMap::new();
-    for (name, cfg) in &config.policies {
-        let p =
-            crate::policy::Policy::compile(name, cfg).map_err(|p| SetupError::policy(name, &p))?;
-        policies.insert(name.clone(), Arc::new(p));
-    }
-    Ok(policies)
 }
 
 // --- allow-lists (issue 19) ---

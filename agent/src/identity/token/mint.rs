@@ -6,9 +6,8 @@
 //! starting agents agree on one key). [`Minter::jwks`] publishes the public
 //! key, with an RFC 7638 thumbprint as kid, for collectors.
 
-use std::fs::{DirBuilder, OpenOptions};
-use std::io::Read;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -215,29 +214,16 @@ fn read_key(path: &Path) -> Result<Option<SigningKey>, TokenError> {
         path: path.to_owned(),
         detail,
     };
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(key_err(format!("opening: {e}"))),
+    // fsutil::read_secret: no symlink, a regular file, the agent's own, 0600.
+    let Some(bytes) =
+        crate::fsutil::read_secret_optional(path).map_err(|e| key_err(e.to_string()))?
+    else {
+        return Ok(None);
     };
-    let meta = file.metadata().map_err(|e| key_err(format!("stat: {e}")))?;
-    if !meta.is_file() {
-        return Err(key_err("not a regular file".into()));
+    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(key_err(format!("larger than {MAX_KEY_FILE_BYTES} bytes")));
     }
-    if meta.mode() & 0o077 != 0 {
-        return Err(key_err(format!(
-            "mode {:04o} lets others read it; expected 0600",
-            meta.mode() & 0o7777
-        )));
-    }
-    let mut pem = String::new();
-    file.take(MAX_KEY_FILE_BYTES)
-        .read_to_string(&mut pem)
-        .map_err(|e| key_err(format!("reading: {e}")))?;
+    let pem = String::from_utf8(bytes).map_err(|_| key_err("not UTF-8 text".into()))?;
     SigningKey::from_pkcs8_pem(&pem)
         .map(Some)
         .map_err(|e| key_err(format!("not an Ed25519 PKCS#8 PEM key: {e}")))

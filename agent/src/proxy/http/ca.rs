@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -151,6 +151,33 @@ fn system_time(t: SystemTime) -> time::OffsetDateTime {
     time::OffsetDateTime::from(t)
 }
 
+/// Reads the CA key through [`crate::fsutil::read_secret`] (no symlink, a
+/// regular file, the agent's own, 0600); `None` when it does not exist.
+fn read_key(path: &Path) -> Result<Option<String>, CaError> {
+    use crate::fsutil::SecretError;
+    match crate::fsutil::read_secret_optional(path) {
+        Ok(Some(b)) => String::from_utf8(b)
+            .map(Some)
+            .map_err(|_| CaError::Corrupt {
+                path: path.to_owned(),
+                detail: "not UTF-8 text".into(),
+            }),
+        Ok(None) => Ok(None),
+        Err(SecretError::Mode { path, mode }) => Err(CaError::KeyMode { key: path, mode }),
+        Err(SecretError::Open { path, source } | SecretError::Read { path, source }) => {
+            Err(CaError::Io {
+                what: "reading",
+                path,
+                source,
+            })
+        }
+        Err(e) => Err(CaError::Corrupt {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
 /// Reads a file; `None` when it does not exist.
 fn read_optional(path: &Path) -> Result<Option<String>, CaError> {
     match std::fs::read_to_string(path) {
@@ -201,7 +228,7 @@ impl LocalCa {
             .map_err(io_err("creating", state_dir))?;
         let key_path = state_dir.join(KEY_FILE);
         let cert_path = state_dir.join(CERT_FILE);
-        let key_pem = match read_optional(&key_path)? {
+        let key_pem = match read_key(&key_path)? {
             Some(pem) => pem,
             None => {
                 if cert_path.exists() {
@@ -224,23 +251,13 @@ impl LocalCa {
                     pem
                 } else {
                     // Another agent got there first: its key wins.
-                    read_optional(&key_path)?.ok_or_else(|| CaError::Corrupt {
+                    read_key(&key_path)?.ok_or_else(|| CaError::Corrupt {
                         path: key_path.clone(),
                         detail: "vanished while being created".into(),
                     })?
                 }
             }
         };
-        let mode = std::fs::metadata(&key_path)
-            .map_err(io_err("reading", &key_path))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(CaError::KeyMode {
-                key: key_path,
-                mode: mode & 0o7777,
-            });
-        }
         let key = KeyPair::from_pem(&key_pem).map_err(|e| CaError::Corrupt {
             path: key_path.clone(),
             detail: format!("not a PEM private key: {e}"),
@@ -537,6 +554,7 @@ impl ResolvesServerCert for LeafResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777

@@ -213,7 +213,7 @@ pub struct HttpRuntime {
 
 impl HttpRuntime {
     pub fn build(config: &Config) -> Result<Self, HttpSetupError> {
-        Self::build_with(config, &Maskers::compile(config)?)
+        Self::build_with(config, &Maskers::build(config)?)
     }
 
     /// [`build`](Self::build) with the configuration's maskings compiled
@@ -282,32 +282,29 @@ impl HttpRuntime {
             config,
             |t| targets.contains_key(t),
             |g| {
-                // Validation guarantees the policy exists for HTTP grants.
-                let Some((pname, pcfg)) = g
+                // Validation compiled the policy (it exists for HTTP grants)
+                // and the masking's field rules.
+                let Some(policy) = g
                     .policy
                     .as_ref()
-                    .and_then(|p| config.policies.get_key_value(p))
+                    .and_then(|p| config.compiled.http_policy(p))
                 else {
                     return Ok(None);
                 };
-                let policy = HttpPolicy::compile(pname, pcfg)
-                    .map_err(|p| HttpSetupError::policy(pname, &p))?;
-                let fields = match g
+                let fields = g
                     .masking
                     .as_ref()
-                    .and_then(|m| config.maskings.get_key_value(m))
-                {
-                    Some((name, cfg)) => {
-                        FieldRules::compile(cfg).map_err(|p| HttpSetupError::masking(name, &p))?
-                    }
-                    None => FieldRules::default(),
-                };
+                    .and_then(|m| config.compiled.masking(m))
+                    .map_or_else(
+                        || Arc::new(FieldRules::default()),
+                        |m| Arc::clone(&m.fields),
+                    );
                 let allowlist = session::grant_allowlist(config, g)?;
                 Ok(Some(HttpGrant {
                     allowlist,
-                    policy: Arc::new(policy),
+                    policy: Arc::clone(policy),
                     masker: maskers.of(g),
-                    fields: Arc::new(fields),
+                    fields,
                     credential: config
                         .credentials
                         .get(&(g.account.clone(), g.target.clone()))

@@ -146,7 +146,6 @@ impl MysqlRuntime {
     /// The runtime of `config`'s MySQL targets, its maskings compiled
     /// already.
     pub fn build_with(config: &Config, maskers: &Maskers) -> Result<Self, SetupError> {
-        let policies = super::session::compile_policies(config)?;
         let mysql_targets: Vec<&str> = config
             .targets
             .iter()
@@ -157,8 +156,12 @@ impl MysqlRuntime {
             config,
             |t| mysql_targets.contains(&t),
             |g| {
-                // Validation guarantees the policy exists for protocol grants.
-                let Some(policy) = g.policy.as_ref().and_then(|p| policies.get(p)) else {
+                // Validation compiled the policy (it exists for protocol grants).
+                let Some(policy) = g
+                    .policy
+                    .as_ref()
+                    .and_then(|p| config.compiled.sql_policy(p))
+                else {
                     return Ok(None);
                 };
                 let rules = g

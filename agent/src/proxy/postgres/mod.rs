@@ -119,17 +119,12 @@ pub struct PgRuntime {
 
 impl PgRuntime {
     pub fn build(config: &Config) -> Result<Self, PgSetupError> {
-        Self::build_with(config, &Maskers::compile(config)?)
+        Self::build_with(config, &Maskers::build(config)?)
     }
 
     /// [`build`](Self::build) with the configuration's maskings compiled
     /// already.
     pub fn build_with(config: &Config, maskers: &Maskers) -> Result<Self, PgSetupError> {
-        let mut policies = HashMap::new();
-        for (name, cfg) in &config.policies {
-            let p = Policy::compile(name, cfg).map_err(|p| PgSetupError::policy(name, &p))?;
-            policies.insert(name.clone(), Arc::new(p));
-        }
         let mut targets = HashMap::new();
         for t in config
             .targets
@@ -161,10 +156,10 @@ impl PgRuntime {
             |t| targets.contains_key(t),
             |g| {
                 let allowlist = super::session::grant_allowlist(config, g)?;
-                // Validation guarantees the policy exists for protocol grants.
+                // Validation compiled the policy (it exists for protocol grants).
                 Ok(g.policy
                     .as_ref()
-                    .and_then(|p| policies.get(p))
+                    .and_then(|p| config.compiled.sql_policy(p))
                     .map(|policy| PgGrant {
                         grant: g.clone(),
                         policy: Arc::clone(policy),
@@ -1203,7 +1198,16 @@ hmac_key_file = "{key}"
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("mask.key");
         std::fs::write(&key, "0123456789abcdef-key\n").unwrap();
-        let rt = PgRuntime::build(&hmac_config(dir.path(), &key)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = hmac_config(dir.path(), &key);
+        let rt = PgRuntime::build(&config).unwrap();
+        // The policy is the one the load compiled, not a second compile.
+        let g = rt.grant("app", "db").unwrap();
+        assert!(Arc::ptr_eq(
+            &g.policy,
+            config.compiled.sql_policy("p").unwrap()
+        ));
         let masker = rt.grant("app", "db").unwrap().masker.clone().unwrap();
         // The same token as the key's text without the newline gives.
         let cfg = hmac_config(dir.path(), &key).maskings["m"].clone();
@@ -1229,6 +1233,8 @@ hmac_key_file = "{key}"
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("mask.key");
         std::fs::write(&key, "0123456789abcdef-key").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let first = PgRuntime::build(&hmac_config(dir.path(), &key)).unwrap();
         first.cancels.lock().unwrap().insert(
             (7, vec![1, 2, 3, 4]),

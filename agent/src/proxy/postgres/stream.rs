@@ -30,6 +30,8 @@ pub enum TlsSetupError {
     },
     #[error("{path} holds no {what}")]
     Empty { what: &'static str, path: String },
+    #[error("reading the private key: {0}")]
+    Secret(#[from] crate::fsutil::SecretError),
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
     #[error("invalid server name {0:?}")]
@@ -126,7 +128,9 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError
 /// The server side: terminates workloads' TLS with the target's certificate.
 pub fn server_config(c: &ClientTls) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
     let certs = read_certs(&c.cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(&c.key_file).map_err(|source| TlsSetupError::Pem {
+    // The private key is a secret (fsutil::read_secret).
+    let pem = crate::fsutil::read_secret(&c.key_file)?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|source| TlsSetupError::Pem {
         what: "private key",
         path: c.key_file.display().to_string(),
         source,

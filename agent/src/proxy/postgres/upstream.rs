@@ -235,28 +235,10 @@ fn tag_name(m: &BackendMessage<'_>) -> &'static str {
     }
 }
 
-/// Reads the first line of a credential file. Refuses files that group or
-/// others can read or write, or that another user owns: the secret must be
-/// the agent's alone.
+/// Reads the first line of a credential file through
+/// [`crate::fsutil::read_secret`] (the secret must be the agent's alone).
 pub fn read_password(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.mode() & 0o077 != 0 {
-        return Err(format!(
-            "{} is accessible to group or others (mode {:o}); chmod 600 it",
-            path.display(),
-            meta.mode() & 0o7777
-        ));
-    }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(format!(
-            "{} is owned by uid {}, not by the agent (uid {me})",
-            path.display(),
-            meta.uid()
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = crate::fsutil::read_secret(path).map_err(|e| e.to_string())?;
     let line = bytes.split(|&b| b == b'\n').next().unwrap_or(&[]);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.is_empty() {
