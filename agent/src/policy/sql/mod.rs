@@ -65,6 +65,7 @@ use super::model::StatementClass;
 const MAX_IDENT_BYTES: usize = 63;
 
 mod names;
+pub mod session;
 #[cfg(test)]
 use names::truncate_ident;
 pub use names::{parse_search_path, quote_ident, quote_ident_always, resolve_search_path};
