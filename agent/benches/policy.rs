@@ -2,8 +2,9 @@
 //! this host, printed, never asserted:
 //!
 //! - analyze + decide of typical statements, uncached (parse, walk, rules);
-//! - a decision cache hit for the same statements (hash, lock, compare),
-//!   single-threaded and from 4 threads sharing one cache.
+//! - a decision cache hit for the same statements (scan, shape lookup,
+//!   compare) in one session's [`SqlSession`], single-threaded and from 4
+//!   threads each with a session of its own (a session is one connection).
 //!
 //! Each figure is the median of 5 rounds. The issue's goal for a cached
 //! decision is at most 5 µs.
@@ -12,7 +13,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use warden::policy::{DecisionCache, Policy, PolicyConfig, SessionContext, analyze};
+use warden::policy::sql::session::SqlSession;
+use warden::policy::{Policy, PolicyConfig, SessionContext, Verdict, analyze};
 
 const POLICY: &str = r#"
 rules = [
@@ -49,6 +51,11 @@ const STATEMENTS: &[(&str, &str)] = &[
 
 const ROUNDS: usize = 5;
 
+/// A session whose search path is `app, public` (as `ctx` below).
+fn new_session() -> SqlSession<Verdict> {
+    SqlSession::new("bench", Some("app, public"))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -82,13 +89,12 @@ fn main() {
             let a = analyze(black_box(sql)).expect("bench statement parses");
             black_box(policy.decide(&a, &ctx));
         });
-        let cache = Arc::new(DecisionCache::new(4096));
-        cache.decide(sql, &policy, &ctx);
+        let mut session = new_session();
+        let _ = session.verdict(sql, &policy);
         let cached = time_ns(200_000, || {
-            black_box(cache.decide(black_box(sql), &policy, &ctx));
+            let _ = black_box(session.verdict(black_box(sql), &policy));
         });
-        // 4 threads hitting the same cache (same entry: worst case for the
-        // shard lock).
+        // 4 threads, each its own session, deciding the same text.
         let threaded = {
             let mut per_call = Vec::new();
             for _ in 0..ROUNDS {
@@ -96,12 +102,11 @@ fn main() {
                 let start = Instant::now();
                 std::thread::scope(|s| {
                     for _ in 0..4 {
-                        let cache = cache.clone();
                         let policy = policy.clone();
-                        let ctx = ctx.clone();
                         s.spawn(move || {
+                            let mut session = new_session();
                             for _ in 0..iters {
-                                black_box(cache.decide(black_box(sql), &policy, &ctx));
+                                let _ = black_box(session.verdict(black_box(sql), &policy));
                             }
                         });
                     }
@@ -129,29 +134,29 @@ fn main() {
                 )
             })
             .collect();
-        let cache = DecisionCache::new(4096);
+        let mut session = new_session();
         let mut i = 0usize;
         let varying = time_ns(200_000, || {
             i = (i + 1) % texts.len();
-            black_box(cache.decide(black_box(&texts[i]), &policy, &ctx));
+            let _ = black_box(session.verdict(black_box(&texts[i]), &policy));
         });
-        let (h, m) = cache.stats();
+        let n = session.cached_decisions();
         println!(
-            "{:<18} {:>14} {:>14.3}   (new literal each call; {h} hits, {m} misses)",
+            "{:<18} {:>14} {:>14.3}   (new literal each call; {n} cached decision(s))",
             "point sel. varying",
             "",
             varying / 1000.0
         );
     }
-    let (hits, misses) = {
-        let cache = DecisionCache::new(4096);
+    let cached = {
+        let mut session = new_session();
         for _ in 0..10 {
             for (_, sql) in STATEMENTS {
-                cache.decide(sql, &policy, &ctx);
+                let _ = session.verdict(sql, &policy);
             }
         }
-        cache.stats()
+        session.cached_decisions()
     };
-    println!("cache check: {hits} hits, {misses} misses over 40 lookups of 4 statements");
+    println!("cache check: {cached} decisions cached over 40 lookups of 4 statements");
     println!("goal: cached decision <= 5 µs");
 }

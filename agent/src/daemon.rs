@@ -2,27 +2,23 @@
 //! config, agent cgroup, audit writer, enrollments, datapath, listeners,
 //! control socket, heartbeat — and tears them down in order on shutdown.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
-use warden_common::{ConnMeta, TARGET_FAIL_OPEN, TargetKey, TargetValue};
 
 use crate::audit::event::ConfigAction;
-use crate::audit::event::SessionId;
-use crate::audit::store::{AuditHandle, SyncMode};
-use crate::config::{AgentCgroup, CgroupRoot, Config, FailMode, Synchronous};
+use crate::audit::store::SyncMode;
+use crate::config::{AgentCgroup, CgroupRoot, Config, Synchronous};
 use crate::control;
 use crate::ebpf::{self, Datapath, DatapathOptions, cgroup, keys};
-use crate::identity::Enrollments;
+use crate::identity::{Enrolled, Enrollments};
 use crate::proxy;
-use crate::reload::{Live, Snapshot};
+use crate::reload::{Live, Reloader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -59,194 +55,6 @@ pub enum DaemonError {
 /// How long forwarders may keep sending at shutdown.
 const FORWARD_GRACE: Duration = Duration::from_secs(3);
 
-/// One relayed connection, for `warden status`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct OpenConn {
-    pub account: String,
-    pub target: String,
-    pub client: SocketAddr,
-    pub orig_dst: SocketAddr,
-    pub pid: u32,
-    pub since_ms: i64,
-}
-
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub accepted: AtomicU64,
-    pub refused: AtomicU64,
-    pub closed: AtomicU64,
-    /// `tcp` connections relayed in the kernel both ways (sockmap).
-    pub kernel_relayed: AtomicU64,
-}
-
-/// State shared by the accept loop, the control socket and the heartbeat.
-/// What a reload replaces lives in [`Live`], read once per connection.
-pub struct Shared {
-    live: Snapshot<Live>,
-    /// Serialises reloads (SIGHUP and `warden reload`).
-    pub reload_lock: tokio::sync::Mutex<()>,
-    pub reload_state: Mutex<crate::reload::ReloadState>,
-    pub cgroup_mount: PathBuf,
-    pub datapath: Datapath,
-    pub enrollments: Mutex<Enrollments>,
-    pub audit: AuditHandle,
-    pub listen: Vec<SocketAddr>,
-    pub exe_hashes: crate::identity::facts::ExeHashCache,
-    /// Bounds the audit events of connections without a kernel record.
-    pub unredirected: crate::proxy::refusals::RefusalLimiter,
-    pub metrics: Metrics,
-    /// `[[forward]]` outputs shipping the audit trail off the host.
-    pub forward: crate::forward::Forwarders,
-    /// Held statements, decisions and grants (`[approvals]`).
-    pub approvals: Arc<crate::approval::Approvals>,
-    pub started_ms: i64,
-    pub detach_on_exit: AtomicBool,
-    shutdown: watch::Sender<bool>,
-    conns: Mutex<HashMap<SessionId, OpenConn>>,
-    session_base: u64,
-    session_ctr: AtomicU64,
-    active: AtomicUsize,
-    /// Relayed connections per account (absent: none).
-    active_per_account: Mutex<HashMap<String, usize>>,
-}
-
-/// Releases a connection slot (global and the account's) when the relay ends.
-pub struct Slot<'a> {
-    shared: &'a Shared,
-    account: String,
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.shared.active.fetch_sub(1, Ordering::AcqRel);
-        let mut per = lock(&self.shared.active_per_account);
-        if let Some(n) = per.get_mut(&self.account) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                per.remove(&self.account);
-            }
-        }
-    }
-}
-
-/// Why no connection slot was given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlotRefusal {
-    /// `max_connections` connections are relayed already.
-    Global(usize),
-    /// The account has `max_connections_per_account` already.
-    Account(usize),
-}
-
-impl Shared {
-    pub fn next_session(&self) -> SessionId {
-        SessionId(
-            self.session_base
-                .wrapping_add(self.session_ctr.fetch_add(1, Ordering::Relaxed)),
-        )
-    }
-
-    /// The configuration in force now; a connection takes it once and keeps
-    /// it until it closes.
-    pub fn live(&self) -> Arc<Live> {
-        self.live.load()
-    }
-
-    /// Puts a new configuration in force for new connections (see
-    /// [`crate::reload`]); returns the one it replaced.
-    pub fn swap_live(&self, live: Arc<Live>) -> Arc<Live> {
-        self.live.swap(live)
-    }
-
-    /// The account the kernel matched for this connection. A cgroup the
-    /// kernel enrolled on its own (an enrolled unit's cgroup, recreated since
-    /// the last resolution) is resolved now rather than refused.
-    pub fn account_for(&self, meta: &ConnMeta) -> Option<(String, Option<String>)> {
-        if let Some(found) = lock(&self.enrollments).account_for(meta) {
-            return Some(found);
-        }
-        if meta.match_kind != warden_common::MATCH_CGROUP {
-            return None;
-        }
-        if let Err(e) = self.sync_enrollments() {
-            warn!(error = %e, "syncing enrollments failed");
-        }
-        lock(&self.enrollments).account_for(meta)
-    }
-
-    /// A connection slot for `account`, unless `max` connections are
-    /// relayed already or the account has `max_per_account`.
-    pub fn try_acquire_slot(
-        &self,
-        account: &str,
-        max: usize,
-        max_per_account: usize,
-    ) -> Result<Slot<'_>, SlotRefusal> {
-        let prev = self.active.fetch_add(1, Ordering::AcqRel);
-        if prev >= max {
-            self.active.fetch_sub(1, Ordering::AcqRel);
-            return Err(SlotRefusal::Global(max));
-        }
-        let mut per = lock(&self.active_per_account);
-        let n = per.entry(account.to_owned()).or_insert(0);
-        if *n >= max_per_account {
-            if *n == 0 {
-                per.remove(account);
-            }
-            self.active.fetch_sub(1, Ordering::AcqRel);
-            return Err(SlotRefusal::Account(max_per_account));
-        }
-        *n += 1;
-        Ok(Slot {
-            shared: self,
-            account: account.to_owned(),
-        })
-    }
-
-    pub fn conns_insert(&self, s: SessionId, c: OpenConn) {
-        lock(&self.conns).insert(s, c);
-        self.metrics.accepted.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn conns_remove(&self, s: SessionId) {
-        lock(&self.conns).remove(&s);
-    }
-
-    pub fn open_conns(&self) -> Vec<(SessionId, OpenConn)> {
-        let mut v: Vec<_> = lock(&self.conns)
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
-        v.sort_by_key(|(_, c)| c.since_ms);
-        v
-    }
-
-    /// Re-resolves enrolled cgroups and pushes enrollments to the kernel.
-    pub fn sync_enrollments(&self) -> Result<(), ebpf::DatapathError> {
-        let (cg, uids, units) = {
-            let mut e = lock(&self.enrollments);
-            e.resolve(&self.cgroup_mount);
-            (e.cgroup_entries(), e.uid_entries(), e.unit_path_entries())
-        };
-        self.datapath.sync_unit_paths(&units)?;
-        self.datapath.sync_cgroups(&cg)?;
-        self.datapath.sync_uids(&uids)
-    }
-
-    pub fn request_shutdown(&self, detach: bool) {
-        if detach {
-            self.detach_on_exit.store(true, Ordering::SeqCst);
-        }
-        let _ = self.shutdown.send(true);
-    }
-}
-
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The guarded values stay consistent across a panic (each update is a
-    // single assignment or a map call), so a poisoned lock is still usable.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -268,27 +76,6 @@ fn agent_cgroup_path(cfg: &AgentCgroup) -> String {
             }
         }
     }
-}
-
-pub(crate) fn target_entries(config: &Config) -> Vec<(TargetKey, TargetValue)> {
-    config
-        .targets
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let flags = match config.fail_mode_of(t) {
-                FailMode::Open => TARGET_FAIL_OPEN,
-                FailMode::Closed => 0,
-            };
-            (
-                keys::target_key(t.address),
-                TargetValue {
-                    flags,
-                    target_id: i as u32,
-                },
-            )
-        })
-        .collect()
 }
 
 /// Runs the agent on a configuration already loaded and validated (the
@@ -391,7 +178,7 @@ pub async fn run(config: Config, detach_on_exit: bool) -> Result<(), DaemonError
         agent_cgroup_id,
         protected: ebpf::lsm::protected_paths(config),
     })?;
-    datapath.sync_targets(&target_entries(config))?;
+    datapath.sync_targets(&keys::target_entries(config))?;
     datapath.sync_unit_paths(&enrollments.unit_path_entries())?;
     datapath.sync_cgroups(&enrollments.cgroup_entries())?;
     datapath.sync_uids(&enrollments.uid_entries())?;
@@ -414,7 +201,7 @@ pub async fn run(config: Config, detach_on_exit: bool) -> Result<(), DaemonError
     datapath.attach()?;
     // Attaching (the LSM programs above all) can take longer than the
     // heartbeat's grace: the deadline is pushed forward now, and the
-    // heartbeat thread starts as soon as `shared` exists, before anything
+    // heartbeat thread starts as soon as the datapath is shared, before anything
     // is served; otherwise enrolled connections fail with EPERM in between.
     datapath.heartbeat()?;
     info!(
@@ -424,34 +211,46 @@ pub async fn run(config: Config, detach_on_exit: bool) -> Result<(), DaemonError
         "eBPF programs attached"
     );
 
+    // Each subsystem gets the part it works with: the accept loop its
+    // `proxy::Context`, the reload its `Reloader`, the control sockets
+    // their `control::Context`.
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let session_base = rand::random::<u64>() & 0xffff_ffff_0000_0000;
-    let shared = Arc::new(Shared {
-        live: Snapshot::new(Arc::new(live)),
-        reload_lock: tokio::sync::Mutex::new(()),
-        reload_state: Mutex::new(Default::default()),
-        cgroup_mount: mount,
-        datapath,
-        enrollments: Mutex::new(enrollments),
-        audit,
+    let datapath = Arc::new(datapath);
+    let enrolled = Arc::new(Enrolled::new(enrollments, mount, Arc::clone(&datapath)));
+    let approvals_socket = approvals.config().socket_path(&config.agent.control_socket);
+    let reloader = Arc::new(Reloader::new(
+        live,
+        Arc::clone(&approvals),
+        audit.clone(),
+        Arc::clone(&enrolled),
+        Arc::clone(&datapath),
+        host_name(),
+    ));
+    let proxy = Arc::new(proxy::Context {
+        live: Arc::clone(&reloader) as Arc<dyn proxy::LiveSource>,
+        enrolled: Arc::clone(&enrolled),
+        datapath: Arc::clone(&datapath),
+        audit: audit.clone(),
         listen: listen.clone(),
         exe_hashes: Default::default(),
         unredirected: Default::default(),
-        metrics: Metrics::default(),
-        forward,
-        approvals,
-        started_ms: now_ms(),
-        detach_on_exit: AtomicBool::new(detach_on_exit),
-        shutdown: shutdown_tx,
-        conns: Mutex::new(HashMap::new()),
-        session_base,
-        session_ctr: AtomicU64::new(1),
-        active: AtomicUsize::new(0),
-        active_per_account: Mutex::new(HashMap::new()),
+        conns: proxy::Connections::new(session_base),
     });
-    let beat = Heartbeat::start(Arc::clone(&shared))?;
+    let stop = Arc::new(control::Stop::new(detach_on_exit, shutdown_tx));
+    let forward = Arc::new(forward);
+    let ctl = Arc::new(control::Context {
+        reloader: Arc::clone(&reloader),
+        proxy: Arc::clone(&proxy),
+        enrolled: Arc::clone(&enrolled),
+        approvals,
+        forward: Arc::clone(&forward),
+        started_ms: now_ms(),
+        stop: Arc::clone(&stop),
+    });
+    let beat = Heartbeat::start(Arc::clone(&datapath))?;
     // Restart-only settings: a reload never changes them.
-    let fixed = shared.live().config.agent.clone();
+    let fixed = reloader.live().config.agent.clone();
     // SIGHUP is caught from here on (its default action would end the daemon).
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(
         |source| DaemonError::Io {
@@ -465,55 +264,66 @@ pub async fn run(config: Config, detach_on_exit: bool) -> Result<(), DaemonError
     for l in listeners {
         tasks.push(tokio::spawn(proxy::serve(
             l,
-            Arc::clone(&shared),
+            Arc::clone(&proxy),
             shutdown_rx.clone(),
         )));
     }
-    let approvals_socket = shared.approvals.config().socket_path(&fixed.control_socket);
     let approvals_listener = control::approvals::bind(&approvals_socket)?;
     tasks.push(tokio::spawn(control::approvals::serve(
         approvals_listener,
-        Arc::clone(&shared),
+        Arc::clone(&ctl),
         shutdown_rx.clone(),
     )));
     tasks.push(tokio::spawn(control::server::serve(
         control,
-        Arc::clone(&shared),
+        Arc::clone(&ctl),
         shutdown_rx.clone(),
     )));
     // Prometheus metrics (`[metrics] listen`), when configured.
-    if let Some(addr) = shared.live().config.metrics.listen {
+    if let Some(addr) = reloader.live().config.metrics.listen {
         let listener = crate::metrics::server::bind(addr).await?;
         info!(metrics.listen = %addr, "serving Prometheus metrics");
         tasks.push(tokio::spawn(crate::metrics::server::serve(
             listener,
-            control::metrics::collector(Arc::clone(&shared)),
+            control::metrics::collector(Arc::clone(&ctl)),
             shutdown_rx.clone(),
         )));
     }
     // BPF LSM denials into the audit trail (issue 16, item 5).
+    let targets_of = Arc::clone(&reloader);
+    let denials = ebpf::denials::Context {
+        datapath: Arc::clone(&datapath),
+        audit: audit.clone(),
+        enrolled: Arc::clone(&enrolled),
+        target: Box::new(move |id| {
+            let live = targets_of.live();
+            let t = live.config.targets.get(usize::try_from(id).ok()?)?;
+            Some((t.name.clone(), t.address))
+        }),
+    };
     tasks.push(tokio::spawn(ebpf::denials::serve(
-        Arc::clone(&shared),
+        Arc::new(denials),
         shutdown_rx.clone(),
     )));
     tasks.push(tokio::spawn(resync_enrollments(
-        Arc::clone(&shared),
+        Arc::clone(&enrolled),
+        Arc::clone(&proxy),
         shutdown_rx.clone(),
     )));
     tasks.push(tokio::spawn(reload_on_hangup(
         hangup,
-        Arc::clone(&shared),
+        Arc::clone(&reloader),
         shutdown_rx.clone(),
     )));
 
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     info!(listen = ?listen, "warden is running");
 
-    wait_for_stop(Arc::clone(&shared), shutdown_rx.clone()).await;
+    wait_for_stop(shutdown_rx.clone()).await;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    shared.request_shutdown(false);
+    stop.request(false);
     beat.stop();
-    if let Err(e) = shared.datapath.mark_down() {
+    if let Err(e) = datapath.mark_down() {
         warn!(error = %e, "could not mark the agent down in the kernel");
     }
     for t in tasks {
@@ -521,12 +331,12 @@ pub async fn run(config: Config, detach_on_exit: bool) -> Result<(), DaemonError
     }
     // Let relays finish for a moment; the process exit closes the rest.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !shared.open_conns().is_empty() && tokio::time::Instant::now() < deadline {
+    while !proxy.conns.open().is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let control_socket = fixed.control_socket.clone();
     let _ = std::fs::remove_file(&approvals_socket);
-    if shared.detach_on_exit.load(Ordering::SeqCst) {
+    if stop.detach_on_exit() {
         // Unpinning releases the kernel's references; ours close at exit.
         let report = ebpf::uninstall(&fixed.bpf_pin_dir)?;
         info!(
@@ -536,12 +346,11 @@ pub async fn run(config: Config, detach_on_exit: bool) -> Result<(), DaemonError
         );
     }
     // Commit what is queued, refuse anything later, then wait for the writer.
-    shared.audit.clone().shutdown().await;
+    audit.clone().shutdown().await;
     // The writer signed its final checkpoint; give the forwarders a moment
     // to ship it and whatever else is left (the rest goes at next start).
-    let fwd = Arc::clone(&shared);
-    let _ = tokio::task::spawn_blocking(move || fwd.forward.shutdown(FORWARD_GRACE)).await;
-    drop(shared);
+    let _ = tokio::task::spawn_blocking(move || forward.shutdown(FORWARD_GRACE)).await;
+    drop((ctl, proxy, reloader, enrolled, datapath));
     match tokio::task::spawn_blocking(move || writer.join()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "audit writer ended with an error"),
@@ -563,7 +372,7 @@ fn approver_cli(config: &Config) -> String {
     }
 }
 
-async fn wait_for_stop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn wait_for_stop(mut shutdown: watch::Receiver<bool>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
@@ -584,14 +393,13 @@ async fn wait_for_stop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
         _ = int.recv() => info!("SIGINT: stopping"),
         _ = async { while shutdown.changed().await.is_ok() { if *shutdown.borrow() { break; } } } => info!("stop requested over the control socket"),
     }
-    drop(shared);
 }
 
 /// SIGHUP: reload the configuration (see [`crate::reload`]); the outcome is
 /// logged and recorded there.
 async fn reload_on_hangup(
     mut hangup: tokio::signal::unix::Signal,
-    shared: Arc<Shared>,
+    reloader: Arc<Reloader>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -599,7 +407,7 @@ async fn reload_on_hangup(
             got = hangup.recv() => {
                 if got.is_none() { break }
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-                let _ = crate::reload::reload(&shared, crate::reload::Trigger::Signal).await;
+                let _ = reloader.reload(crate::reload::Trigger::Signal).await;
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
             }
             _ = shutdown.changed() => if *shutdown.borrow() { break },
@@ -617,14 +425,14 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
-    fn start(shared: Arc<Shared>) -> Result<Self, DaemonError> {
+    fn start(datapath: Arc<Datapath>) -> Result<Self, DaemonError> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("warden-heartbeat".into())
             .spawn(move || {
                 while !flag.load(Ordering::Acquire) {
-                    if let Err(e) = shared.datapath.heartbeat() {
+                    if let Err(e) = datapath.heartbeat() {
                         warn!(error = %e, "heartbeat failed");
                     }
                     std::thread::park_timeout(ebpf::HEARTBEAT_INTERVAL);
@@ -648,15 +456,19 @@ impl Heartbeat {
 /// Every second: re-resolve enrolled cgroups (systemd recreates them on unit
 /// restart) and push them to the kernel, and record the summary of
 /// unredirected connections refused without an event each.
-async fn resync_enrollments(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn resync_enrollments(
+    enrolled: Arc<Enrolled>,
+    proxy: Arc<proxy::Context>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Err(e) = shared.sync_enrollments() {
+                if let Err(e) = enrolled.sync() {
                     warn!(error = %e, "syncing enrollments failed");
                 }
-                crate::proxy::flush_unredirected(&shared).await;
+                crate::proxy::flush_unredirected(&proxy).await;
             }
             _ = shutdown.changed() => if *shutdown.borrow() { break },
         }

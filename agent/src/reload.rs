@@ -1,7 +1,8 @@
-//! Configuration reload: the live snapshot ([`Live`]: config, PostgreSQL and
-//! HTTP runtimes, identity sources, target lookup) that the accept path
-//! reads once per connection, and [`reload`], which `SIGHUP` and
-//! `warden reload` run to replace it.
+//! Configuration reload: the live snapshot ([`Live`]: config, protocol
+//! handlers, identity sources, target lookup) that the accept path reads
+//! once per connection (as [`crate::proxy::InForce`]), and [`Reloader`],
+//! which the daemon builds once and `SIGHUP` and `warden reload` run to
+//! replace it.
 //!
 //! A reload re-reads the file through [`Config::load`] (every problem at
 //! once), refuses changes to settings that need a restart
@@ -14,21 +15,23 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 use warden_common::TargetKey;
 
+use crate::approval::Approvals;
 use crate::audit::event::{ConfigAction, ConfigChange, ConfigOutcome};
+use crate::audit::store::AuditHandle;
 use crate::config::{Config, ConfigError, Target};
-use crate::daemon::{Shared, lock, target_entries};
-use crate::ebpf::keys;
-use crate::identity::Enrollments;
-use crate::proxy::OrigDst;
+use crate::ebpf::{Datapath, keys};
+use crate::identity::{Enrolled, Enrollments};
 use crate::proxy::http::HttpRuntime;
+use crate::proxy::mysql::MysqlRuntime;
 use crate::proxy::postgres::PgRuntime;
+use crate::proxy::{Handlers, InForce, LiveSource, OrigDst};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -56,11 +59,9 @@ pub enum ReloadError {
 /// and swapped as one.
 pub struct Live {
     pub config: Config,
-    /// PostgreSQL targets: grants, compiled policies and masking, TLS.
-    pub pg: PgRuntime,
-    pub http: HttpRuntime,
-    /// MySQL targets: grants, compiled policies and masking.
-    pub mysql: crate::proxy::mysql::MysqlRuntime,
+    /// One handler per protocol (PostgreSQL, HTTP, MySQL): grants,
+    /// compiled policies and masking, TLS.
+    pub handlers: Handlers,
     pub identities: crate::identity::sources::IdentitySources,
     targets_by_key: HashMap<TargetKey, usize>,
     /// When this configuration took effect (ms since the Unix epoch).
@@ -89,18 +90,17 @@ impl Live {
         let http = HttpRuntime::build_with(&config, &maskers)
             .map_err(ReloadError::Http)?
             .with_approvals(Arc::clone(approvals));
-        let mysql = crate::proxy::mysql::MysqlRuntime::build_with(&config, &maskers)
+        let mysql = MysqlRuntime::build_with(&config, &maskers)
             .map_err(ReloadError::Mysql)?
             .with_approvals(Arc::clone(approvals));
-        let targets_by_key = target_entries(&config)
+        let handlers = Handlers::default().with(pg).with(http).with(mysql);
+        let targets_by_key = keys::target_entries(&config)
             .into_iter()
             .map(|(k, v)| (k, v.target_id as usize))
             .collect();
         Ok(Self {
             config,
-            pg,
-            http,
-            mysql,
+            handlers,
             identities,
             targets_by_key,
             loaded_ms: crate::proxy::now_ms(),
@@ -113,6 +113,24 @@ impl Live {
         self.targets_by_key
             .get(&keys::target_key(orig.0))
             .and_then(|&i| self.config.targets.get(i))
+    }
+}
+
+impl InForce for Live {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn target_for(&self, orig: OrigDst) -> Option<&Target> {
+        Live::target_for(self, orig)
+    }
+
+    fn identities(&self) -> &crate::identity::sources::IdentitySources {
+        &self.identities
+    }
+
+    fn handlers(&self) -> &Handlers {
+        &self.handlers
     }
 }
 
@@ -180,6 +198,71 @@ pub struct Reloaded {
     /// Kernel map syncs that failed after the switch (the new configuration
     /// is in force in the proxy; enrollments are re-synced every second).
     pub warnings: Vec<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Reload bookkeeping is a pair of assignments: still whole after a panic.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The configuration in force and what replacing it touches, built once by
+/// the daemon: the snapshot connections read, the audit trail a reload is
+/// recorded in, the enrollments and kernel maps it re-syncs.
+pub struct Reloader {
+    live: Snapshot<Live>,
+    /// Serialises reloads (SIGHUP and `warden reload`).
+    one_at_a_time: tokio::sync::Mutex<()>,
+    state: Mutex<ReloadState>,
+    approvals: Arc<Approvals>,
+    audit: AuditHandle,
+    enrolled: Arc<Enrolled>,
+    datapath: Arc<Datapath>,
+    host: String,
+}
+
+impl Reloader {
+    pub fn new(
+        live: Live,
+        approvals: Arc<Approvals>,
+        audit: AuditHandle,
+        enrolled: Arc<Enrolled>,
+        datapath: Arc<Datapath>,
+        host: String,
+    ) -> Self {
+        Self {
+            live: Snapshot::new(Arc::new(live)),
+            one_at_a_time: tokio::sync::Mutex::new(()),
+            state: Mutex::new(ReloadState::default()),
+            approvals,
+            audit,
+            enrolled,
+            datapath,
+            host,
+        }
+    }
+
+    /// The configuration in force now; a connection takes it once and keeps
+    /// it until it closes.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load()
+    }
+
+    /// Reloads so far and the last failure, for `warden status`.
+    pub fn state(&self) -> (u64, Option<ReloadFailure>) {
+        let s = lock(&self.state);
+        (s.reloads, s.last_failure.clone())
+    }
+
+    /// See [`reload`].
+    pub async fn reload(&self, trigger: Trigger) -> Result<Reloaded, ReloadError> {
+        reload(self, trigger).await
+    }
+}
+
+impl LiveSource for Reloader {
+    fn current(&self) -> Arc<dyn InForce> {
+        self.live.load()
+    }
 }
 
 /// Settings read only at start. Each changed one is named, with its old and
@@ -282,8 +365,8 @@ pub fn error_lines(e: &ReloadError) -> Vec<String> {
 /// and its runtimes build, records the change and puts it in force. Reloads
 /// run one at a time. On any error nothing changes and the failed attempt is
 /// recorded (best effort: a failing audit store is logged).
-pub async fn reload(shared: &Shared, trigger: Trigger) -> Result<Reloaded, ReloadError> {
-    let _one_at_a_time = shared.reload_lock.lock().await;
+async fn reload(shared: &Reloader, trigger: Trigger) -> Result<Reloaded, ReloadError> {
+    let _one_at_a_time = shared.one_at_a_time.lock().await;
     let current = shared.live();
     let path = current.config.source.clone();
     let previous_sha256 = current.config.sha256.clone();
@@ -315,7 +398,7 @@ pub async fn reload(shared: &Shared, trigger: Trigger) -> Result<Reloaded, Reloa
         return Err(e);
     }
     let warnings = apply(shared, live, enrollments);
-    lock(&shared.reload_state).reloads += 1;
+    lock(&shared.state).reloads += 1;
     info!(sha256 = %sha256, previous_sha256 = %previous_sha256, by = %trigger, "configuration reloaded");
     Ok(Reloaded {
         sha256,
@@ -327,7 +410,7 @@ pub async fn reload(shared: &Shared, trigger: Trigger) -> Result<Reloaded, Reloa
 /// Loads, checks and builds everything the new configuration needs, without
 /// touching what is running.
 fn prepare(
-    shared: &Shared,
+    shared: &Reloader,
     current: &Live,
     path: &Path,
 ) -> Result<(Live, Enrollments), ReloadError> {
@@ -340,11 +423,11 @@ fn prepare(
     let mut live = Live::build(
         config,
         &shared.approvals,
-        &crate::daemon::host_name(),
+        &shared.host,
         ConfigAction::Reload,
     )?;
-    // Sessions opened before the reload stay cancellable.
-    live.pg.keep_cancels_of(&current.pg);
+    // What must outlive a reload (PostgreSQL: cancel keys of open sessions).
+    live.handlers.take_over(&current.handlers);
     Ok((live, enrollments))
 }
 
@@ -354,7 +437,7 @@ fn enrollments_path(config: &Config) -> std::path::PathBuf {
 
 /// Logs and records a refused reload; returns the error for the caller.
 async fn fail(
-    shared: &Shared,
+    shared: &Reloader,
     path: &Path,
     sha256: String,
     previous_sha256: String,
@@ -380,8 +463,8 @@ async fn fail(
     e
 }
 
-fn note_failure(shared: &Shared, sha256: String, e: &ReloadError) {
-    lock(&shared.reload_state).last_failure = Some(ReloadFailure {
+fn note_failure(shared: &Reloader, sha256: String, e: &ReloadError) {
+    lock(&shared.state).last_failure = Some(ReloadFailure {
         time_ms: crate::proxy::now_ms(),
         sha256,
         errors: error_lines(e),
@@ -391,31 +474,26 @@ fn note_failure(shared: &Shared, sha256: String, e: &ReloadError) {
 /// Puts a recorded configuration in force: the snapshot first (new
 /// connections see it at once), then enrollments and the kernel maps.
 /// Returns the kernel syncs that failed.
-fn apply(shared: &Shared, live: Live, enrollments: Enrollments) -> Vec<String> {
-    let targets = target_entries(&live.config);
-    shared.swap_live(Arc::new(live));
+fn apply(shared: &Reloader, live: Live, enrollments: Enrollments) -> Vec<String> {
+    let targets = keys::target_entries(&live.config);
+    shared.live.swap(Arc::new(live));
     let mut warnings = Vec::new();
-    {
-        // Re-read under the lock so a live enroll since `prepare` is kept.
-        let mut guard = lock(&shared.enrollments);
-        let config = &shared.live().config;
-        let mut fresh = match Enrollments::load(config, enrollments_path(config)) {
+    // Re-read under the lock so a live enroll since `prepare` is kept.
+    let config = &shared.live().config;
+    shared.enrolled.replace_with(
+        || match Enrollments::load(config, enrollments_path(config)) {
             Ok(e) => e,
             Err(e) => {
                 warn!(error = %e, "re-reading live enrollments failed; using those read before");
                 enrollments
             }
-        };
-        // Resolved before it replaces the old set, so no accept in between
-        // finds an enrolled caller unknown.
-        fresh.resolve(&shared.cgroup_mount);
-        *guard = fresh;
-    }
+        },
+    );
     if let Err(e) = shared.datapath.sync_targets(&targets) {
         error!(error = %e, "syncing targets to the kernel failed after a reload");
         warnings.push(format!("syncing targets to the kernel failed: {e}"));
     }
-    if let Err(e) = shared.sync_enrollments() {
+    if let Err(e) = shared.enrolled.sync() {
         // The heartbeat retries every second.
         warn!(error = %e, "syncing enrollments to the kernel failed after a reload");
         warnings.push(format!(

@@ -16,10 +16,10 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tracing::info;
 
+use super::Context;
 use super::{ControlError, Request, Response};
 use crate::approval::Approvals;
 use crate::approval::peer::Peer;
-use crate::daemon::{Shared, lock};
 
 pub const MAX_REQUEST: u64 = 64 * 1024;
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -43,7 +43,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
-pub async fn serve(listener: UnixListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: UnixListener, shared: Arc<Context>, shutdown: watch::Receiver<bool>) {
     super::accept_loop(
         listener,
         shared,
@@ -56,16 +56,19 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, shutdown: watch:
 
 /// The peer of a just-accepted connection to either socket, with the
 /// accounts its cgroups (or their ancestors) or its uids are enrolled for.
-pub fn peer_of(stream: &UnixStream, shared: &Shared) -> std::io::Result<Peer> {
-    Peer::of_stream(stream, &shared.cgroup_mount, |l| {
-        lock(&shared.enrollments).accounts_of(&l.cgroup_ids, &l.cgroups, &l.uids)
+pub fn peer_of(stream: &UnixStream, shared: &Context) -> std::io::Result<Peer> {
+    Peer::of_stream(stream, shared.enrolled.cgroup_mount(), |l| {
+        shared
+            .enrolled
+            .lock()
+            .accounts_of(&l.cgroup_ids, &l.cgroups, &l.uids)
     })
 }
 
 async fn handle(
     stream: UnixStream,
     peer: std::io::Result<Peer>,
-    shared: &Shared,
+    shared: &Context,
 ) -> Result<(), ControlError> {
     let approvals: &Approvals = &shared.approvals;
     let path = approvals.config().socket.clone().unwrap_or_default();

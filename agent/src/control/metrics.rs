@@ -6,12 +6,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::daemon::Shared;
+use super::Context;
 use crate::metrics::Reading;
 use crate::metrics::server::Collector;
 
 /// The collector the metrics endpoint calls at each scrape.
-pub fn collector(shared: Arc<Shared>) -> Collector {
+pub fn collector(shared: Arc<Context>) -> Collector {
     Arc::new(move || readings(&shared))
 }
 
@@ -28,7 +28,7 @@ fn bool_f(b: bool) -> f64 {
     if b { 1.0 } else { 0.0 }
 }
 
-pub fn readings(shared: &Shared) -> Vec<Reading> {
+pub fn readings(shared: &Context) -> Vec<Reading> {
     let mut out = vec![labelled(
         "warden_build_info",
         "The running agent's version.",
@@ -38,7 +38,7 @@ pub fn readings(shared: &Shared) -> Vec<Reading> {
 
     // Connections open now, by account and target.
     let mut open: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for (_, c) in shared.open_conns() {
+    for (_, c) in shared.proxy.conns.open() {
         *open.entry((c.account, c.target)).or_default() += 1;
     }
     out.push(labelled(
@@ -50,11 +50,11 @@ pub fn readings(shared: &Shared) -> Vec<Reading> {
     ));
 
     // The audit store.
-    let stats = shared.audit.stats();
+    let stats = shared.proxy.audit.stats();
     out.push(Reading::gauge(
         "warden_audit_healthy",
         "1 while the last audit commit and fsync succeeded.",
-        bool_f(shared.audit.is_healthy()),
+        bool_f(shared.proxy.audit.is_healthy()),
     ));
     out.push(Reading::gauge(
         "warden_audit_last_seq",
@@ -134,14 +134,14 @@ pub fn readings(shared: &Shared) -> Vec<Reading> {
     out.push(Reading::gauge(
         "warden_bpf_programs_attached",
         "eBPF programs the agent attached (redirect and, where possible, LSM).",
-        shared.datapath.attached().len() as f64,
+        shared.proxy.datapath.attached().len() as f64,
     ));
     out.push(Reading::gauge(
         "warden_bpf_lsm_attached",
         "1 when the BPF LSM self-protection programs are attached.",
-        bool_f(shared.datapath.lsm_attached()),
+        bool_f(shared.proxy.datapath.lsm_attached()),
     ));
-    let fill = shared.datapath.map_fill();
+    let fill = shared.proxy.datapath.map_fill();
     out.push(labelled(
         "warden_bpf_map_entries",
         "Entries in each of the agent's kernel maps.",

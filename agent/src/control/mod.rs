@@ -10,16 +10,76 @@ pub mod server;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tracing::warn;
 
-use crate::daemon::OpenConn;
+use crate::approval::Approvals;
 use crate::ebpf::AttachedProgram;
+use crate::forward::Forwarders;
+use crate::identity::Enrolled;
 use crate::identity::Selector;
 use crate::identity::enrollment::EnrollmentView;
+use crate::proxy::OpenConn;
+use crate::reload::{Live, Reloader};
+
+/// What the control and approvals sockets and the metrics collector read
+/// and change, built once by the daemon.
+pub struct Context {
+    pub reloader: Arc<Reloader>,
+    /// The accept loop's state: open connections, counters, audit handle,
+    /// datapath, listeners.
+    pub proxy: Arc<crate::proxy::Context>,
+    pub enrolled: Arc<Enrolled>,
+    /// Held statements, decisions and grants (`[approvals]`).
+    pub approvals: Arc<Approvals>,
+    /// `[[forward]]` outputs shipping the audit trail off the host.
+    pub forward: Arc<Forwarders>,
+    pub started_ms: i64,
+    pub stop: Arc<Stop>,
+}
+
+impl Context {
+    /// The configuration in force now.
+    pub fn live(&self) -> Arc<Live> {
+        self.reloader.live()
+    }
+}
+
+/// How a stop of the daemon is requested (the daemon waits on the
+/// receiving end of the channel).
+pub struct Stop {
+    detach_on_exit: AtomicBool,
+    tx: watch::Sender<bool>,
+}
+
+impl Stop {
+    /// `detach_on_exit`: whether the stop detaches the programs already.
+    pub fn new(detach_on_exit: bool, tx: watch::Sender<bool>) -> Self {
+        Self {
+            detach_on_exit: AtomicBool::new(detach_on_exit),
+            tx,
+        }
+    }
+
+    /// Asks the daemon to stop; with `detach`, to detach its programs and
+    /// remove its pins too.
+    pub fn request(&self, detach: bool) {
+        if detach {
+            self.detach_on_exit.store(true, Ordering::SeqCst);
+        }
+        let _ = self.tx.send(true);
+    }
+
+    /// Whether the stop should detach the programs.
+    pub fn detach_on_exit(&self) -> bool {
+        self.detach_on_exit.load(Ordering::SeqCst)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -196,16 +256,12 @@ fn clear_stale_socket(path: &std::path::Path) -> std::io::Result<()> {
 /// gets (a few reads of /proc), then served in its own task.
 async fn accept_loop<F, Fut>(
     listener: UnixListener,
-    shared: std::sync::Arc<crate::daemon::Shared>,
+    shared: Arc<Context>,
     mut shutdown: watch::Receiver<bool>,
     what: &'static str,
     handle: F,
 ) where
-    F: Fn(
-            UnixStream,
-            std::io::Result<crate::approval::peer::Peer>,
-            std::sync::Arc<crate::daemon::Shared>,
-        ) -> Fut
+    F: Fn(UnixStream, std::io::Result<crate::approval::peer::Peer>, Arc<Context>) -> Fut
         + Copy
         + Send
         + 'static,
@@ -217,7 +273,7 @@ async fn accept_loop<F, Fut>(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let peer = approvals::peer_of(&stream, &shared);
-                    let shared = std::sync::Arc::clone(&shared);
+                    let shared = Arc::clone(&shared);
                     tokio::spawn(async move {
                         if let Err(e) = handle(stream, peer, shared).await {
                             warn!(error = %e, "{what} request failed");

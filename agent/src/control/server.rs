@@ -16,9 +16,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::Context;
 use super::{ControlError, OpenConnView, Request, Response, StatusReport, TargetStatus};
 use crate::approval::peer::{Peer, Place};
-use crate::daemon::{Shared, lock};
 
 /// Largest request accepted (a request is a few hundred bytes).
 pub const MAX_REQUEST: u64 = 64 * 1024;
@@ -44,7 +44,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
-pub async fn serve(listener: UnixListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: UnixListener, shared: Arc<Context>, shutdown: watch::Receiver<bool>) {
     super::accept_loop(
         listener,
         shared,
@@ -58,7 +58,7 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, shutdown: watch:
 async fn handle(
     stream: UnixStream,
     peer: std::io::Result<Peer>,
-    shared: &Shared,
+    shared: &Context,
 ) -> Result<(), ControlError> {
     let socket = shared.live().config.agent.control_socket.clone();
     let io = |source| ControlError::Io {
@@ -129,14 +129,14 @@ fn enrolled_refusal(peer: &Peer, req: &Request) -> Option<String> {
     }
 }
 
-fn dispatch(req: Request, shared: &Shared, peer_pid: Option<i32>) -> Response {
+fn dispatch(req: Request, shared: &Context, peer_pid: Option<i32>) -> Response {
     match req {
         Request::Status => Response::Status(Box::new(status(shared))),
         Request::Enroll { account, selector } => {
-            let r = lock(&shared.enrollments).enroll(&account, selector.clone());
+            let r = shared.enrolled.lock().enroll(&account, selector.clone());
             match r
                 .map_err(|e| e.to_string())
-                .and_then(|()| shared.sync_enrollments().map_err(|e| e.to_string()))
+                .and_then(|()| shared.enrolled.sync().map_err(|e| e.to_string()))
             {
                 Ok(()) => {
                     info!(account = %account, selector = %selector, peer.pid = ?peer_pid, "enrolled");
@@ -148,10 +148,10 @@ fn dispatch(req: Request, shared: &Shared, peer_pid: Option<i32>) -> Response {
             }
         }
         Request::Unenroll { account, selector } => {
-            let r = lock(&shared.enrollments).unenroll(&account, &selector);
+            let r = shared.enrolled.lock().unenroll(&account, &selector);
             match r
                 .map_err(|e| e.to_string())
-                .and_then(|()| shared.sync_enrollments().map_err(|e| e.to_string()))
+                .and_then(|()| shared.enrolled.sync().map_err(|e| e.to_string()))
             {
                 Ok(()) => {
                     info!(account = %account, selector = %selector, peer.pid = ?peer_pid, "unenrolled");
@@ -173,7 +173,7 @@ fn dispatch(req: Request, shared: &Shared, peer_pid: Option<i32>) -> Response {
         },
         Request::Shutdown { detach } => {
             info!(detach, peer.pid = ?peer_pid, "shutdown requested");
-            shared.request_shutdown(detach);
+            shared.stop.request(detach);
             Response::Done {
                 message: if detach {
                     "stopping; programs will be detached and pins removed".into()
@@ -186,9 +186,9 @@ fn dispatch(req: Request, shared: &Shared, peer_pid: Option<i32>) -> Response {
 }
 
 /// `warden reload`: every problem of a refused reload goes back to the CLI.
-async fn reload(shared: &Shared, peer_pid: Option<i32>) -> Response {
+async fn reload(shared: &Context, peer_pid: Option<i32>) -> Response {
     let trigger = crate::reload::Trigger::Control { pid: peer_pid };
-    match crate::reload::reload(shared, trigger).await {
+    match shared.reloader.reload(trigger).await {
         Ok(r) => {
             let mut message = format!(
                 "reloaded {}: sha256 {} (was {})",
@@ -211,10 +211,10 @@ async fn reload(shared: &Shared, peer_pid: Option<i32>) -> Response {
     }
 }
 
-fn status(shared: &Shared) -> StatusReport {
+fn status(shared: &Context) -> StatusReport {
     let live = shared.live();
     let cfg = &live.config;
-    let reload = lock(&shared.reload_state);
+    let (reloads, last_reload_failure) = shared.reloader.state();
     StatusReport {
         version: env!("CARGO_PKG_VERSION").into(),
         pid: std::process::id(),
@@ -223,12 +223,12 @@ fn status(shared: &Shared) -> StatusReport {
         config_sha256: cfg.sha256.clone(),
         config_loaded_ms: live.loaded_ms,
         config_action: live.action.as_str().to_owned(),
-        config_reloads: reload.reloads,
-        last_reload_failure: reload.last_failure.clone(),
-        listen: shared.listen.clone(),
-        pin_dir: shared.datapath.pin_dir().to_path_buf(),
-        attach_cgroup: shared.datapath.attach_dir().to_path_buf(),
-        programs: shared.datapath.attached().to_vec(),
+        config_reloads: reloads,
+        last_reload_failure,
+        listen: shared.proxy.listen.clone(),
+        pin_dir: shared.proxy.datapath.pin_dir().to_path_buf(),
+        attach_cgroup: shared.proxy.datapath.attach_dir().to_path_buf(),
+        programs: shared.proxy.datapath.attached().to_vec(),
         fail_mode: cfg.agent.fail_mode.as_str().to_owned(),
         targets: cfg
             .targets
@@ -246,24 +246,26 @@ fn status(shared: &Shared) -> StatusReport {
                     .collect(),
             })
             .collect(),
-        enrollments: lock(&shared.enrollments).list(),
+        enrollments: shared.enrolled.lock().list(),
         open_connections: shared
-            .open_conns()
+            .proxy
+            .conns
+            .open()
             .into_iter()
             .map(|(s, conn)| OpenConnView {
                 session: s.to_string(),
                 conn,
             })
             .collect(),
-        connections_relayed: shared.metrics.accepted.load(Ordering::Relaxed),
-        connections_closed: shared.metrics.closed.load(Ordering::Relaxed),
-        connections_refused: shared.metrics.refused.load(Ordering::Relaxed),
+        connections_relayed: shared.proxy.conns.metrics.accepted.load(Ordering::Relaxed),
+        connections_closed: shared.proxy.conns.metrics.closed.load(Ordering::Relaxed),
+        connections_refused: shared.proxy.conns.metrics.refused.load(Ordering::Relaxed),
         audit_path: cfg.audit_path(),
-        audit_healthy: shared.audit.is_healthy(),
+        audit_healthy: shared.proxy.audit.is_healthy(),
         bpf_lsm: crate::ebpf::bpf_lsm_active(),
-        lsm_attached: shared.datapath.lsm_attached(),
-        lsm_error: shared.datapath.lsm_error().map(str::to_owned),
-        tcp_relay: if shared.datapath.kernel_relay().is_some()
+        lsm_attached: shared.proxy.datapath.lsm_attached(),
+        lsm_error: shared.proxy.datapath.lsm_error().map(str::to_owned),
+        tcp_relay: if shared.proxy.datapath.kernel_relay().is_some()
             && cfg.agent.tcp_relay == crate::config::TcpRelay::Sockmap
         {
             "sockmap"
@@ -274,10 +276,17 @@ fn status(shared: &Shared) -> StatusReport {
         tcp_relay_error: if cfg.agent.tcp_relay == crate::config::TcpRelay::Splice {
             Some("agent.tcp_relay = \"splice\" in the configuration".to_owned())
         } else {
-            shared.datapath.relay_error().map(str::to_owned)
+            shared.proxy.datapath.relay_error().map(str::to_owned)
         },
-        connections_kernel_relayed: shared.metrics.kernel_relayed.load(Ordering::Relaxed),
-        forwarders: shared.forward.status(Some(shared.audit.stats().last_seq)),
+        connections_kernel_relayed: shared
+            .proxy
+            .conns
+            .metrics
+            .kernel_relayed
+            .load(Ordering::Relaxed),
+        forwarders: shared
+            .forward
+            .status(Some(shared.proxy.audit.stats().last_seq)),
     }
 }
 

@@ -16,11 +16,22 @@ use tokio::sync::watch;
 use warden_common::{ConnMeta, InodeKey, LsmEvent, MATCH_CGROUP, lsm_kind};
 
 use crate::audit::ocsf::KernelDenial;
-use crate::daemon::Shared;
+use crate::audit::store::AuditHandle;
+use crate::identity::Enrolled;
 use crate::proxy::refusals::RefusalLimiter;
 
+/// What the denial reader needs, built by the daemon.
+pub struct Context {
+    pub datapath: Arc<super::Datapath>,
+    pub audit: AuditHandle,
+    pub enrolled: Arc<Enrolled>,
+    /// A target's name and address by its id in the kernel maps, in the
+    /// configuration in force.
+    pub target: Box<dyn Fn(u64) -> Option<(String, std::net::SocketAddr)> + Send + Sync>,
+}
+
 /// Reads denials until shutdown, recording each as an audit event.
-pub async fn serve(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(shared: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
     // Read even without the LSM programs: the datagram refusals of the
     // connect and sendmsg programs come through the same ring buffer.
     let Some(mut ring) = shared.datapath.take_lsm_events() else {
@@ -116,7 +127,7 @@ fn parse_event(b: &[u8]) -> Option<LsmEvent> {
     })
 }
 
-async fn record(shared: &Shared, denial: KernelDenial) {
+async fn record(shared: &Context, denial: KernelDenial) {
     if let Err(e) = shared.audit.record(denial).await {
         tracing::error!(error = %e, "kernel denial NOT recorded in the audit store");
     }
@@ -124,7 +135,7 @@ async fn record(shared: &Shared, denial: KernelDenial) {
 
 /// One event for `n` denials recorded without an event each; `first` is
 /// the first of them (who and what), when it was kept.
-async fn record_summary(shared: &Shared, first: Option<KernelDenial>, n: u64) {
+async fn record_summary(shared: &Context, first: Option<KernelDenial>, n: u64) {
     let mut ev = first.unwrap_or_default();
     ev.detail = format!(
         "{n} denials not recorded one by one (more than {} a second); the first: {} {}",
@@ -141,7 +152,7 @@ async fn record_summary(shared: &Shared, first: Option<KernelDenial>, n: u64) {
 }
 
 /// Protected inodes and the paths they were recorded from.
-fn protected_names(shared: &Shared) -> HashMap<(u32, u64), String> {
+fn protected_names(shared: &Context) -> HashMap<(u32, u64), String> {
     shared
         .datapath
         .protected_paths()
@@ -154,7 +165,7 @@ fn protected_names(shared: &Shared) -> HashMap<(u32, u64), String> {
 }
 
 /// The audit event of one denial.
-fn describe(shared: &Shared, files: &HashMap<(u32, u64), String>, ev: &LsmEvent) -> KernelDenial {
+fn describe(shared: &Context, files: &HashMap<(u32, u64), String>, ev: &LsmEvent) -> KernelDenial {
     let comm = comm(&ev.comm);
     let meta = ConnMeta {
         match_kind: ev.match_kind,
@@ -165,16 +176,18 @@ fn describe(shared: &Shared, files: &HashMap<(u32, u64), String>, ev: &LsmEvent)
         pid: ev.pid,
         ..Default::default()
     };
-    let account = crate::daemon::lock(&shared.enrollments)
-        .account_for(&meta)
-        .map(|(a, _)| a);
+    let account = shared.enrolled.lock().account_for(&meta).map(|(a, _)| a);
     let cgroup_path = super::cgroup::process_cgroup_path(ev.tgid)
         .ok()
         .filter(|p| {
-            super::cgroup::cgroup_id(&super::cgroup::cgroup_dir(&shared.cgroup_mount, p)).ok()
+            super::cgroup::cgroup_id(&super::cgroup::cgroup_dir(
+                shared.enrolled.cgroup_mount(),
+                p,
+            ))
+            .ok()
                 == Some(ev.cgroup_id)
         })
-        .or_else(|| cgroup_path_of(&shared.cgroup_mount, ev.cgroup_id));
+        .or_else(|| cgroup_path_of(shared.enrolled.cgroup_mount(), ev.cgroup_id));
     let file = |dev: u64, ino: u64| {
         let dev = dev as u32;
         let name = files
@@ -187,7 +200,8 @@ fn describe(shared: &Shared, files: &HashMap<(u32, u64), String>, ev: &LsmEvent)
         lsm_kind::BPF => format!("bpf({})", bpf_cmd(ev.arg0)),
         lsm_kind::CGROUP_WRITE => format!(
             "write to the files of cgroup {} (outside its enrolled subtree)",
-            cgroup_path_of(&shared.cgroup_mount, ev.arg0).unwrap_or_else(|| ev.arg0.to_string())
+            cgroup_path_of(shared.enrolled.cgroup_mount(), ev.arg0)
+                .unwrap_or_else(|| ev.arg0.to_string())
         ),
         lsm_kind::CLONE_INTO_CGROUP => format!("clone3(CLONE_INTO_CGROUP), flags {:#x}", ev.arg0),
         lsm_kind::SO_MARK => "setsockopt(SOL_SOCKET, SO_MARK)".to_owned(),
@@ -224,15 +238,11 @@ fn describe(shared: &Shared, files: &HashMap<(u32, u64), String>, ev: &LsmEvent)
 
 /// What a refused datagram was: socket type, family and port (`arg1`) and
 /// the protected target it was aimed at (`arg0`, its id).
-fn datagram_detail(shared: &Shared, target_id: u64, packed: u64) -> String {
+fn datagram_detail(shared: &Context, target_id: u64, packed: u64) -> String {
     let ty = packed >> 32;
     let port = packed & 0xffff;
-    let target = shared
-        .live()
-        .config
-        .targets
-        .get(target_id as usize)
-        .map(|t| format!("target {} ({})", t.name, t.address))
+    let target = (shared.target)(target_id)
+        .map(|(name, address)| format!("target {name} ({address})"))
         .unwrap_or_else(|| format!("target id {target_id}"));
     format!(
         "{} datagram to port {port} of {target}: Warden relays TCP only",

@@ -6,7 +6,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use warden_common::{ConnMeta, TargetKey, TupleKey, is_v4_mapped, v4_mapped};
+use warden_common::{
+    ConnMeta, TARGET_FAIL_OPEN, TargetKey, TargetValue, TupleKey, is_v4_mapped, v4_mapped,
+};
+
+use crate::config::{Config, FailMode};
 
 /// IPv6-form octets of an address; IPv4 and IPv4-mapped IPv6 give the same bytes.
 pub fn addr_bytes(ip: IpAddr) -> [u8; 16] {
@@ -36,6 +40,29 @@ pub fn target_key(addr: SocketAddr) -> TargetKey {
 
 /// Key of the original-destination map for an accepted connection: `peer` is
 /// the client's address, `local` the proxy listener address it reached.
+/// The kernel's target map for `config`: each target's address with its
+/// index and fail mode.
+pub fn target_entries(config: &Config) -> Vec<(TargetKey, TargetValue)> {
+    config
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let flags = match config.fail_mode_of(t) {
+                FailMode::Open => TARGET_FAIL_OPEN,
+                FailMode::Closed => 0,
+            };
+            (
+                target_key(t.address),
+                TargetValue {
+                    flags,
+                    target_id: i as u32,
+                },
+            )
+        })
+        .collect()
+}
+
 pub fn tuple_key(peer: SocketAddr, local: SocketAddr) -> TupleKey {
     TupleKey {
         src_addr: addr_bytes(peer.ip()),

@@ -11,16 +11,18 @@
 //! - [`settings`]: which session settings may change (tokenisation safety).
 //! - [`allowlist`]: request fingerprints and allow-lists learned from
 //!   traffic.
-//! - [`cache`]: the [`DecisionCache`].
 //! - [`http`]: HTTP rules (methods, paths, query, headers, body size) of the
 //!   same tables, compiled into an [`HttpPolicy`].
 //!
-//! The proxy's flow for a Query (or Parse) message: `cache.decide(text,
-//! &policy, &ctx)`; an `Err` analysis or a non-`Allow` verdict is refused
+//! The proxy's flow for a Query (or Parse) message: the session's
+//! [`sql::session::SqlSession`] answers from its cache by statement shape,
+//! or the text is analysed and decided with `policy.decide(&analysis,
+//! session.context())`; an `Err` analysis or a non-`Allow` verdict is refused
 //! with SQLSTATE 42501 and the verdict's reason (`Approve`: "requires
 //! approval", naming the rule) and never forwarded; an empty analysis gets
 //! EmptyQueryResponse. After the server accepted the statements the proxy
-//! applies their effects to the [`SessionContext`]: `search_path` changes
+//! applies their effects to the session ([`sql::session::SqlSession::apply`],
+//! which keeps the [`SessionContext`]): `search_path` changes
 //! (see [`sql::parse_search_path`]), PREPARE (with
 //! [`Policy::decide_prepared`]) and Parse of a named statement record the
 //! verdict in [`SessionContext::prepared`], DEALLOCATE / DISCARD ALL /
@@ -28,7 +30,6 @@
 //! for the exact semantics.
 
 pub mod allowlist;
-pub mod cache;
 pub mod columns;
 pub mod glob;
 pub mod http;
@@ -38,7 +39,6 @@ pub mod rules;
 pub mod settings;
 pub mod sql;
 
-pub use cache::{Decision, DecisionCache};
 pub use http::{HttpPolicy, HttpRequestFacts, HttpVerdict};
 pub use model::{DefaultAction, PathCase, PolicyConfig, RuleAction, RuleConfig, StatementClass};
 pub use rules::{

@@ -1128,7 +1128,7 @@ rules = [{ action = "block", tables = ["hr.payroll"] }]
         fn shareable<T: Send + Sync + 'static>() {}
         shareable::<Policy>();
         shareable::<Verdict>();
-        shareable::<crate::policy::DecisionCache>();
+        shareable::<crate::policy::sql::session::SqlSession<Verdict>>();
     }
 
     #[test]

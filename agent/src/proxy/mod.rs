@@ -4,6 +4,8 @@
 //! `tcp` relay is chosen today.
 
 pub mod budget;
+pub mod context;
+mod handlers;
 pub mod http;
 pub mod mysql;
 pub mod postgres;
@@ -27,9 +29,11 @@ use crate::audit::event::{
 };
 use crate::audit::reason::RefuseReason;
 use crate::config::ExePin;
-use crate::daemon::{OpenConn, Shared, SlotRefusal};
 use crate::ebpf::keys;
 use crate::identity::facts;
+pub use context::{
+    Connections, Context, Handler, Handlers, InForce, LiveSource, OpenConn, SlotRefusal,
+};
 
 /// The destination the workload asked for, as recorded by the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -85,7 +89,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
 /// Accepts until `shutdown` turns true; each connection runs in its own task.
 pub async fn serve(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<Context>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -96,7 +100,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let shared = Arc::clone(&shared);
-                    let session = shared.next_session();
+                    let session = shared.conns.next_session();
                     let span = tracing::info_span!("conn", session = %session, src.addr = %peer);
                     tokio::spawn(handle(stream, ClientAddr(peer), session, shared).instrument(span));
                 }
@@ -197,7 +201,7 @@ impl Pending {
 /// Refuses a connection: audit first, then reset the client so it sees the
 /// refusal at once (plain TCP has no error message to carry).
 async fn refuse(
-    shared: &Shared,
+    shared: &Context,
     stream: TcpStream,
     p: &Pending,
     reason: RefuseReason,
@@ -209,12 +213,12 @@ async fn refuse(
 }
 
 /// Counts, logs and audits a refused connection.
-async fn record_refusal(shared: &Shared, p: &Pending, reason: RefuseReason, detail: String) {
+async fn record_refusal(shared: &Context, p: &Pending, reason: RefuseReason, detail: String) {
     let reason = reason.as_str();
     let mut ev = p.event(ConnActivity::Refuse, Decision::Refused);
     ev.reason = Some(reason.to_owned());
     ev.detail = Some(detail.clone());
-    shared.metrics.refused.fetch_add(1, Ordering::Relaxed);
+    shared.conns.metrics.refused.fetch_add(1, Ordering::Relaxed);
     info!(reason, detail = %detail, account = p.account.as_deref().unwrap_or("-"), "connection refused");
     if let Err(e) = shared.audit.record(ev).await {
         tracing::error!(error = %e, reason, "could not audit a refused connection");
@@ -223,7 +227,7 @@ async fn record_refusal(shared: &Shared, p: &Pending, reason: RefuseReason, deta
 
 /// One event for `n` unredirected connections refused without their own
 /// (see [`refusals`]); `p` is the connection that closed the window, or any.
-async fn record_unredirected_summary(shared: &Shared, p: &Pending, n: u64) {
+async fn record_unredirected_summary(shared: &Context, p: &Pending, n: u64) {
     let mut ev = p.event(ConnActivity::Refuse, Decision::Refused);
     ev.reason = Some(RefuseReason::Unredirected.into());
     ev.detail = Some(format!(
@@ -242,7 +246,7 @@ async fn record_unredirected_summary(shared: &Shared, p: &Pending, n: u64) {
 
 /// Records the summary of a finished window of unredirected connections
 /// when no connection arrived to close it (called once a second).
-pub async fn flush_unredirected(shared: &Shared) {
+pub async fn flush_unredirected(shared: &Context) {
     if let Some(n) = shared.unredirected.flush(Instant::now()) {
         let p = Pending::new(
             SessionId(0),
@@ -258,11 +262,11 @@ pub async fn flush_unredirected(shared: &Shared) {
     }
 }
 
-async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, shared: Arc<Shared>) {
+async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, shared: Arc<Context>) {
     let started = Instant::now();
     // One configuration for the whole connection: a reload while it is open
     // applies to later connections only.
-    let live = shared.live();
+    let live = shared.live.current();
     let local = match stream.local_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -286,7 +290,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
                 record_unredirected_summary(&shared, &p, n).await;
             }
             if !admission.record {
-                shared.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                shared.conns.metrics.refused.fetch_add(1, Ordering::Relaxed);
                 reset_on_close(&stream);
                 return;
             }
@@ -295,7 +299,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
     };
     let orig = OrigDst(keys::orig_dst(&meta));
     p.orig_dst = Some(orig);
-    let resolved = shared.account_for(&meta);
+    let resolved = shared.enrolled.account_for(&meta);
     let facts = {
         let shared = Arc::clone(&shared);
         let enrolled = resolved.as_ref().and_then(|(_, path)| path.clone());
@@ -303,7 +307,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         tokio::task::spawn_blocking(move || {
             facts::read_facts(
                 &meta,
-                &shared.cgroup_mount,
+                shared.enrolled.cgroup_mount(),
                 enrolled.as_deref(),
                 &shared.exe_hashes,
                 |tgid| shared.datapath.last_exec_ns(tgid),
@@ -347,7 +351,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         .await;
     };
     p.account = Some(account.clone());
-    let granted = live.config.is_granted(&account, &target.name);
+    let granted = live.config().is_granted(&account, &target.name);
     if !granted {
         return refuse(
             &shared,
@@ -358,12 +362,12 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         )
         .await;
     }
-    if let Some(pin) = live.config.account(&account).and_then(|a| a.exe.as_ref())
+    if let Some(pin) = live.config().account(&account).and_then(|a| a.exe.as_ref())
         && let Err(why) = exe_matches(pin, &facts)
     {
         return refuse(&shared, stream, &p, RefuseReason::IdentityMismatch, why).await;
     }
-    match live.identities.identify(&account, &facts).await {
+    match live.identities().identify(&account, &facts).await {
         Ok(id) => p.identity = id,
         Err(e) => {
             let reason = e.reason();
@@ -377,8 +381,8 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
             .await;
         }
     }
-    let agent = &live.config.agent;
-    let _slot = match shared.try_acquire_slot(
+    let agent = &live.config().agent;
+    let _slot = match shared.conns.try_acquire_slot(
         &account,
         agent.max_connections,
         agent.max_connections_per_account,
@@ -391,24 +395,15 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
                     format!("max_connections_per_account ({n}) reached by account {account}")
                 }
             };
-            // In the protocol: PostgreSQL SQLSTATE 53300
-            // too_many_connections; HTTP 503 with Retry-After.
-            match target.protocol {
-                crate::config::Protocol::Postgres => {
-                    record_refusal(&shared, &p, RefuseReason::ConnectionLimit, detail.clone())
-                        .await;
-                    postgres::refuse_connection(&live.pg, target, stream, "53300", &detail).await;
-                    return;
-                }
-                crate::config::Protocol::Http => {
-                    record_refusal(&shared, &p, RefuseReason::ConnectionLimit, detail.clone())
-                        .await;
-                    http::refuse_connection(&live.http, target, stream, &detail).await;
-                    return;
-                }
-                _ => {}
+            // In the protocol (PostgreSQL SQLSTATE 53300
+            // too_many_connections, HTTP 503 with Retry-After); a reset
+            // for plain TCP and protocols without their own refusal.
+            record_refusal(&shared, &p, RefuseReason::ConnectionLimit, detail.clone()).await;
+            match live.handlers().get(target.protocol) {
+                Some(h) => h.refuse_connection(target, stream, &detail).await,
+                None => reset_on_close(&stream),
             }
-            return refuse(&shared, stream, &p, RefuseReason::ConnectionLimit, detail).await;
+            return;
         }
     };
     // Audit before effect: the upstream is not even contacted before the
@@ -429,15 +424,10 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
         )
         .await;
     }
-    if matches!(
-        target.protocol,
-        crate::config::Protocol::Postgres
-            | crate::config::Protocol::Http
-            | crate::config::Protocol::Mysql
-    ) {
+    if let Some(handler) = live.handlers().get(target.protocol) {
         return serve_protocol(
             &shared,
-            &live,
+            (live.config(), handler),
             target,
             &p,
             account,
@@ -450,8 +440,8 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
     let connect_start = Instant::now();
     let upstream = match upstream::connect(
         target.address,
-        live.config.agent.upstream_mark,
-        Duration::from_millis(live.config.agent.connect_timeout_ms),
+        live.config().agent.upstream_mark,
+        Duration::from_millis(live.config().agent.connect_timeout_ms),
     )
     .await
     {
@@ -471,7 +461,7 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
             return;
         }
     };
-    shared.conns_insert(
+    shared.conns.insert(
         session,
         OpenConn {
             account: account.clone(),
@@ -498,8 +488,8 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
     let counts = relay::relay(
         stream,
         upstream,
-        live.config.agent.relay_buffer_bytes,
-        match live.config.agent.tcp_relay {
+        live.config().agent.relay_buffer_bytes,
+        match live.config().agent.tcp_relay {
             crate::config::TcpRelay::Sockmap => shared.datapath.kernel_relay(),
             crate::config::TcpRelay::Splice => None,
         },
@@ -507,11 +497,12 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
     .await;
     if counts.kernel.up && counts.kernel.down {
         shared
+            .conns
             .metrics
             .kernel_relayed
             .fetch_add(1, Ordering::Relaxed);
     }
-    shared.conns_remove(session);
+    shared.conns.remove(session);
     let mut ev = p.event(ConnActivity::Close, Decision::Allowed);
     ev.bytes_up = counts.up;
     ev.bytes_down = counts.down;
@@ -523,15 +514,16 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
     if let Err(e) = shared.audit.record(ev).await {
         tracing::error!(error = %e, "could not audit a connection close");
     }
-    shared.metrics.closed.fetch_add(1, Ordering::Relaxed);
+    shared.conns.metrics.closed.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A connection to a protocol target (PostgreSQL or HTTP): served by its
+/// A connection to a protocol target (PostgreSQL, HTTP, MySQL): served by its
 /// handler between the open event (already committed) and the close event.
-/// `accepted`: the workload's connection and when it was accepted.
+/// The configuration in force and the target protocol's handler; the
+/// workload's connection and when it was accepted.
 async fn serve_protocol(
-    shared: &Arc<Shared>,
-    live: &crate::reload::Live,
+    shared: &Context,
+    (config, handler): (&crate::config::Config, &dyn Handler),
     target: &crate::config::Target,
     p: &Pending,
     account: String,
@@ -539,7 +531,7 @@ async fn serve_protocol(
     (stream, started): (TcpStream, Instant),
 ) {
     let client = p.client;
-    shared.conns_insert(
+    shared.conns.insert(
         p.session,
         OpenConn {
             account: account.clone(),
@@ -557,35 +549,10 @@ async fn serve_protocol(
         process: p.process.clone(),
         identity: p.identity.clone(),
     };
-    let (config, audit) = (&live.config, &shared.audit);
-    let outcome = match target.protocol {
-        crate::config::Protocol::Postgres => {
-            postgres::serve(&live.pg, config, audit, target, caller, stream).await
-        }
-        crate::config::Protocol::Http => {
-            http::serve(&live.http, config, audit, target, caller, stream).await
-        }
-        crate::config::Protocol::Mysql => {
-            let agent = &config.agent;
-            let timeout = Duration::from_millis(agent.connect_timeout_ms);
-            mysql::serve(
-                &live.mysql,
-                audit,
-                target,
-                caller,
-                stream,
-                (agent.upstream_mark, timeout),
-            )
-            .await
-        }
-        // Validation refuses these for protocol handling; fail closed.
-        other => Outcome {
-            reason: Some(RefuseReason::UnsupportedProtocol.into()),
-            detail: Some(format!("no handler for protocol {}", other.as_str())),
-            ..Outcome::default()
-        },
-    };
-    shared.conns_remove(p.session);
+    let outcome = handler
+        .serve(config, &shared.audit, target, caller, stream)
+        .await;
+    shared.conns.remove(p.session);
     let mut ev = p.event(ConnActivity::Close, Decision::Allowed);
     ev.bytes_up = outcome.bytes_up;
     ev.bytes_down = outcome.bytes_down;
@@ -595,7 +562,7 @@ async fn serve_protocol(
     if let Err(e) = shared.audit.record(ev).await {
         tracing::error!(error = %e, "could not audit a connection close");
     }
-    shared.metrics.closed.fetch_add(1, Ordering::Relaxed);
+    shared.conns.metrics.closed.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The audit view of the caller.

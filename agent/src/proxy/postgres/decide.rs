@@ -1,25 +1,22 @@
 //! Statement decisions for one session: parse (PostgreSQL's own grammar,
-//! through `policy::sql`), check session settings, apply the grant's policy, and
-//! remember what later messages depend on (the tracked `search_path`, SQL
-//! `PREPARE`d statements for their `EXECUTE`s). Fail closed: anything that
-//! cannot be parsed, resolved or classified is refused.
+//! through `policy::sql`), check session settings, apply the grant's policy,
+//! column masking and allow-list, and say how a refusal is answered. What
+//! later messages depend on (the tracked `search_path`, SQL `PREPARE`d
+//! statements for their `EXECUTE`s, the decision cache) is the policy's
+//! [`SqlSession`]. Fail closed: anything that cannot be parsed, resolved or
+//! classified is refused.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::audit::event::StatementDecision;
-use crate::policy::allowlist::{AllowlistFacts, Fingerprint, ShapeCache, SqlScan, data_literals};
+use crate::policy::Verdict;
+use crate::policy::allowlist::{AllowlistFacts, Fingerprint, SqlScan, data_literals};
 use crate::policy::columns::{self, ColumnError, ColumnFacts};
-use crate::policy::sql::{
-    Analysis, AnalyzeError, analyze, quote_ident_always, resolve_search_path,
-};
+use crate::policy::sql::session::{SqlSession, check_settings};
+use crate::policy::sql::{Analysis, AnalyzeError, analyze, quote_ident_always};
 use crate::policy::sql::{analyze_tree, parse_tree};
-use crate::policy::{SessionContext, Verdict};
 
 use super::SessionInfo;
-
-/// Most decisions cached per session (statement shape → decision).
-const CACHE_MAX: usize = 512;
 
 /// How a refused statement is answered: as the server itself would have
 /// answered a statement it rejects anyway, or as a policy refusal.
@@ -174,40 +171,21 @@ impl Decided {
 /// Decides statements for one session.
 pub struct Decider {
     info: Arc<SessionInfo>,
-    /// Tracked search_path and SQL-level prepared statements (PREPARE name
-    /// AS …) with their verdicts, for EXECUTE.
-    ctx: SessionContext,
-    /// Decisions by statement shape: a statement that differs from a
-    /// decided one only in data literals is not parsed again
-    /// ([`crate::policy::allowlist::shape_cache`]).
-    cache: ShapeCache<Decided>,
-    /// SQL-level prepared statements that read masked columns: their
-    /// EXECUTEs do too.
-    masked_prepared: std::collections::HashSet<String>,
-    /// The (masked) text that prepared each SQL-prepared statement, shown
-    /// to an approver of its `EXECUTE`.
-    prepared_texts: HashMap<String, String>,
-    /// A cursor over masked columns was declared (see `through_cursors`).
-    masked_cursors: bool,
+    /// The session's SQL state (search_path, prepared statements, masked
+    /// cursors) and its decisions by statement shape.
+    sql: SqlSession<Decided>,
 }
 
 impl Decider {
     pub fn new(info: Arc<SessionInfo>) -> Self {
-        let ctx = SessionContext::new(info.initial_search_path());
-        Self {
-            info,
-            ctx,
-            cache: ShapeCache::new(CACHE_MAX),
-            masked_prepared: Default::default(),
-            prepared_texts: HashMap::new(),
-            masked_cursors: false,
-        }
+        let sql = SqlSession::new(&info.upstream_user, info.startup_search_path.as_deref());
+        Self { info, sql }
     }
 
     /// Forgets cached decisions (they were made with an older catalog
     /// snapshot).
     pub fn catalog_changed(&mut self) {
-        self.cache.clear();
+        self.sql.forget_decisions();
     }
 
     /// The decision for `sql` as sent by the client.
@@ -269,26 +247,13 @@ impl Decider {
     /// transaction control statement (a WITH HOLD cursor is run to its end
     /// at COMMIT), counts as reading masked columns.
     fn through_cursors(&mut self, d: Arc<Decided>) -> Arc<Decided> {
-        let statements = || d.analysis.iter().flat_map(|a| &a.statements);
-        if d.allowed() && d.reads_masked() {
-            // Registered when decided (by Query or Parse), so EXECUTE and
-            // FETCH through either protocol know; forgetting is
-            // `after_allowed`'s (a name kept too long only withholds more).
-            for s in statements() {
-                if s.command == "DECLARE" {
-                    self.masked_cursors = true;
-                }
-                if let Some((name, _)) = &s.prepare {
-                    self.masked_prepared.insert(name.clone());
-                }
-            }
-        }
-        if !self.masked_cursors
-            || d.reads_masked()
-            // A WITH HOLD cursor runs to completion at COMMIT: transaction
-            // control reads through the cursor too.
-            || !statements().any(|s| s.transaction || matches!(s.command.as_str(), "FETCH" | "MOVE"))
+        if d.allowed()
+            && d.reads_masked()
+            && let Some(a) = &d.analysis
         {
+            self.sql.note_masked_reads(a);
+        }
+        if d.reads_masked() || !self.sql.reads_through_masked_cursor(d.analysis.as_ref()) {
             return d;
         }
         reading_masked_through(&d, "a cursor over masked columns".into())
@@ -331,7 +296,7 @@ impl Decider {
             return Arc::new(self.decide_uncached(sql, None, &mut Default::default()));
         };
         let key = scan.cache_key();
-        if let Some((d, _)) = self.cache.get(&key, &scan) {
+        if let Some((d, _)) = self.sql.cached(&key, &scan) {
             return Arc::new(Decided {
                 statement: self.masked(&scan),
                 ..(*d).clone()
@@ -344,14 +309,14 @@ impl Decider {
         d.allowlist.fingerprint = Some(fingerprint.id.clone());
         d.fingerprint = Some(Arc::clone(&fingerprint));
         let d = Arc::new(d);
-        // Only decisions that depend on nothing but the text (and the search
-        // path, which empties the cache when it changes) are cached, and
-        // only for short texts: a session's memory stays bounded by one
-        // message, not by CACHE_MAX of them.
-        if sql.len() <= crate::policy::cache::MAX_CACHED_TEXT && self.cacheable(&d) {
-            self.cache
-                .insert(key, &scan, &mask, Arc::clone(&d), fingerprint);
-        }
+        let analysis = d.analysis.as_ref();
+        self.sql.cache(
+            sql,
+            analysis,
+            (key, &scan, &mask),
+            Arc::clone(&d),
+            fingerprint,
+        );
         d
     }
 
@@ -359,17 +324,6 @@ impl Decider {
     /// and quoted identifiers through the grant's text masker.
     fn masked(&self, scan: &SqlScan<'_>) -> String {
         scan.masked_text(|t| self.info.text_masker.mask_str(t).0.into_owned())
-    }
-
-    fn cacheable(&self, d: &Decided) -> bool {
-        d.analysis.as_ref().is_some_and(|a| {
-            a.statements.iter().all(|s| {
-                s.settings.is_empty()
-                    && s.prepare.is_none()
-                    && s.execute.is_none()
-                    && s.deallocate.is_none()
-            })
-        })
     }
 
     /// Parses and decides `sql`; `data` receives the byte offsets of its
@@ -444,7 +398,7 @@ impl Decider {
             let Some(name) = s
                 .execute
                 .as_ref()
-                .filter(|n| self.masked_prepared.contains(*n))
+                .filter(|n| self.sql.prepared_reads_masked(n))
             else {
                 continue;
             };
@@ -475,79 +429,25 @@ impl Decider {
         analysis.distrust_shadowed(&self.info.shadowed);
         // EXECUTE of a statement the session never prepared: the server's
         // own error (a PREPARE earlier in the same text counts).
-        let mut prepared_here: Vec<&str> = Vec::new();
-        for s in &analysis.statements {
-            if let Some((name, _)) = &s.prepare {
-                prepared_here.push(name);
-            }
-            if let Some(name) = &s.execute
-                && self.ctx.prepared.get(name).is_none()
-                && !prepared_here.contains(&name.as_str())
-            {
-                let mut d = self.rejected(
-                    statement,
-                    format!("prepared statement \"{name}\" does not exist"),
-                );
-                d.answer = Answer::UndefinedPrepared { name: name.clone() };
-                return d;
-            }
+        if let Some(name) = self.sql.undefined_execute(&analysis) {
+            let name = name.to_owned();
+            let mut d = self.rejected(
+                statement,
+                format!("prepared statement \"{name}\" does not exist"),
+            );
+            d.answer = Answer::UndefinedPrepared { name };
+            return d;
         }
         // Session rules that no policy can waive.
-        for s in &analysis.statements {
-            for set in &s.settings {
-                if let Err(why) = crate::policy::settings::check_change(
-                    &set.name,
-                    set.value.as_deref(),
-                    set.computed,
-                ) {
-                    return self.rejected(statement, why);
-                }
-                if self
-                    .info
-                    .masker
-                    .as_deref()
-                    .is_some_and(crate::policy::settings::masking_fixes_planner)
-                    && crate::policy::settings::is_planner_setting(&set.name)
-                    // RESET returns to the startup value, checked there.
-                    && (set.value.is_some() || set.computed || set.name == "?")
-                {
-                    return self.rejected(
-                        statement,
-                        crate::policy::settings::planner_fixed(if set.name == "?" {
-                            "a setting named at run time"
-                        } else {
-                            set.name.as_str()
-                        }),
-                    );
-                }
-                if self.info.read_only
-                    && crate::policy::settings::leaves_read_only(
-                        &set.name,
-                        set.value.as_deref(),
-                        set.computed,
-                    )
-                {
-                    return self.rejected(
-                        statement,
-                        format!(
-                            "the grant is read-only: {} cannot be turned off",
-                            if set.name == "?" {
-                                "a setting named at run time"
-                            } else {
-                                set.name.as_str()
-                            }
-                        ),
-                    );
-                }
-            }
-            if self.info.read_only && s.read_write {
-                return self.rejected(
-                    statement,
-                    "the grant is read-only: a read-write transaction cannot be started".into(),
-                );
-            }
+        let fixes_planner = self
+            .info
+            .masker
+            .as_deref()
+            .is_some_and(crate::policy::settings::masking_fixes_planner);
+        if let Err(why) = check_settings(&analysis, fixes_planner, self.info.read_only) {
+            return self.rejected(statement, why);
         }
-        let verdict = self.info.policy.decide(&analysis, &self.ctx);
+        let verdict = self.info.policy.decide(&analysis, self.sql.context());
         // A read-only grant reads, whatever its policy allows: PostgreSQL
         // itself lets a read-only transaction LOCK, NOTIFY, summarise
         // indexes or run functions with effects, so nothing above `read`
@@ -597,32 +497,19 @@ impl Decider {
 
     /// Whether SQL `PREPARE` made a statement of this name in the session.
     pub fn knows_prepared(&self, name: &str) -> bool {
-        self.ctx.prepared.get(name).is_some()
+        self.sql.knows_prepared(name)
     }
 
     /// A protocol Close of a statement: the server's one namespace of
     /// prepared statements loses the name, whoever made it.
     pub fn forget_prepared(&mut self, name: &str) {
-        self.ctx.prepared.remove(name);
-        self.masked_prepared.remove(name);
-        self.prepared_texts.remove(name);
+        self.sql.forget_prepared(name);
     }
 
     /// What an approver of `d` must see besides its text: for each
     /// `EXECUTE name`, the statement that prepared `name`.
     pub fn executed_texts(&self, d: &Decided) -> Option<String> {
-        let a = d.analysis.as_ref()?;
-        let lines: Vec<String> = a
-            .statements
-            .iter()
-            .filter_map(|s| s.execute.as_ref())
-            .filter_map(|name| {
-                self.prepared_texts
-                    .get(name)
-                    .map(|text| format!("-- {name} was prepared by: {text}"))
-            })
-            .collect();
-        (!lines.is_empty()).then(|| lines.join("\n"))
+        self.sql.executed_texts(d.analysis.as_ref()?)
     }
 
     /// A text that is not [`tokenisation_neutral`] and arrived while a
@@ -679,53 +566,8 @@ impl Decider {
     /// Applies what an allowed statement changes in the session.
     pub fn after_allowed(&mut self, d: &Decided) {
         let Some(a) = &d.analysis else { return };
-        for s in &a.statements {
-            match (&s.prepare, &s.deallocate) {
-                (Some(_), _) if d.reads_masked() => {}
-                (Some((name, _)), _) | (_, Some(Some(name))) => {
-                    self.masked_prepared.remove(name);
-                }
-                (_, Some(None)) => self.masked_prepared.clear(),
-                _ => {}
-            }
-            for set in &s.settings {
-                if set.name == "search_path" {
-                    self.ctx.search_path = match &set.value {
-                        Some(v) => resolve_search_path(v, &self.info.upstream_user),
-                        None => self.info.initial_search_path(),
-                    };
-                    self.cache.clear();
-                } else if set.name == "all" && set.value.is_none() {
-                    // RESET ALL
-                    self.ctx.search_path = self.info.initial_search_path();
-                    self.cache.clear();
-                }
-            }
-            if let Some((name, _)) = &s.prepare {
-                self.prepared_texts
-                    .insert(name.clone(), d.statement.clone());
-            }
-            match &s.deallocate {
-                Some(Some(name)) => {
-                    self.prepared_texts.remove(name);
-                }
-                Some(None) => self.prepared_texts.clear(),
-                None => {}
-            }
-            if let Some((name, verdict)) = self.info.policy.decide_prepared(s, &self.ctx) {
-                // Over the limit: EXECUTE of it is then refused as unknown.
-                if let Err(e) = self.ctx.prepared.insert(&name, verdict) {
-                    tracing::warn!(error = %e, "prepared statement not remembered");
-                }
-            }
-            match &s.deallocate {
-                Some(Some(name)) => {
-                    self.ctx.prepared.remove(name);
-                }
-                Some(None) => self.ctx.prepared.clear(),
-                None => {}
-            }
-        }
+        self.sql
+            .apply(a, d.reads_masked(), &d.statement, &self.info.policy);
     }
 }
 

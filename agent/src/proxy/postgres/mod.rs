@@ -232,15 +232,6 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
-    pub fn initial_search_path(&self) -> Vec<String> {
-        crate::policy::sql::resolve_search_path(
-            self.startup_search_path
-                .as_deref()
-                .unwrap_or("\"$user\", public"),
-            &self.upstream_user,
-        )
-    }
-
     pub fn mask_statement(&self, sql: &str) -> String {
         self.text_masker.mask_str(sql).0.into_owned()
     }
