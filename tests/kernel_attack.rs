@@ -217,28 +217,26 @@ fn stream_connect_variants_are_redirected() {
 /// executable in the audit.
 #[test]
 fn exe_forged_without_exec_is_refused_as_identity_mismatch() {
-    let so = std::env::temp_dir().join(format!("warden-forge-{}.so", std::process::id()));
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/forge_exe.c");
-    let built = std::process::Command::new("cc")
-        .args(["-shared", "-fPIC", "-Wl,-z,now", "-o"])
-        .arg(&so)
-        .arg(&src)
-        .status();
-    if !built.is_ok_and(|s| s.success()) {
-        eprintln!("SKIP: no C compiler to build {}", src.display());
+    let Some(so) = build_forge() else {
         return;
-    }
-    struct Remove(std::path::PathBuf);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _so = Remove(so.clone());
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&so, std::fs::Permissions::from_mode(0o755)).unwrap();
-
+    };
     let mut env = TestEnv::new();
+    let (db, app) = pinned_to_sleep(&mut env);
+    let r = forge(&env, &app, &so, &db, "", &[]);
+    let lp = r["local_port"].as_u64().unwrap() as u16;
+    assert!(lp != 0 && !db.saw_direct_from(lp), "not redirected: {r}");
+    assert_eq!(r["ok"], false, "the forged caller was served: {r}");
+    env.assert_unconfirmed_exe(lp, "did not exec");
+}
+
+/// `tests/support/forge_exe.c` as a shared object to preload.
+fn build_forge() -> Option<TempBin> {
+    build_c("forge_exe.c", &["-shared", "-fPIC", "-Wl,-z,now"])
+}
+
+/// A target `db` and an account `pinned` (a new cgroup) pinned to
+/// `/usr/bin/sleep`; the agent started.
+fn pinned_to_sleep(env: &mut TestEnv) -> (EchoServer, String) {
     let app = env.cgroup("app");
     let db = EchoServer::start("127.0.0.2:0");
     env.write_config(&format!(
@@ -247,13 +245,29 @@ fn exe_forged_without_exec_is_refused_as_identity_mismatch() {
         tcp_target("db", &db.addr.to_string()),
     ));
     env.start();
-    let procs = env.cg_dir(&app).join("cgroup.procs");
+    (db, app)
+}
+
+/// Runs `/usr/bin/true` as `nobody` in cgroup `app` with the forge preloaded
+/// (its `/proc/self/exe` pointed at `/usr/bin/sleep`, then a connection to
+/// `db`), with `extra` environment variables; gives its JSON, after checking
+/// that the forgery itself worked.
+fn forge(
+    env: &TestEnv,
+    app: &str,
+    so: &TempBin,
+    db: &EchoServer,
+    before: &str,
+    extra: &[(&str, &str)],
+) -> Value {
+    let procs = env.cg_dir(app).join("cgroup.procs");
+    let extra: String = extra.iter().map(|(k, v)| format!("{k}='{v}' ")).collect();
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "echo $$ > '{}' && exec runuser -u nobody -- env LD_PRELOAD='{}' FORGE_EXE=/usr/bin/sleep FORGE_HOST=127.0.0.2 FORGE_PORT={} /usr/bin/true",
+            "echo $$ > '{}' || exit 1; {before} exec runuser -u nobody -- env LD_PRELOAD='{}' FORGE_EXE=/usr/bin/sleep FORGE_HOST=127.0.0.2 FORGE_PORT={} {extra}/usr/bin/true",
             procs.display(),
-            so.display(),
+            so.path(),
             db.addr.port()
         ))
         .output()
@@ -268,10 +282,7 @@ fn exe_forged_without_exec_is_refused_as_identity_mismatch() {
     // The attack itself worked: /proc/<pid>/exe named the pinned binary.
     assert_eq!(r["prctl"], 0, "{r}");
     assert_eq!(r["exe"], "/usr/bin/sleep", "{r}");
-    let lp = r["local_port"].as_u64().unwrap() as u16;
-    assert!(lp != 0 && !db.saw_direct_from(lp), "not redirected: {r}");
-    assert_eq!(r["ok"], false, "the forged caller was served: {r}");
-    env.assert_unconfirmed_exe(lp, "did not exec");
+    r
 }
 
 /// Bypass (closed): uid enrollment matched the caller's uid as the initial
@@ -339,4 +350,120 @@ fn user_namespace_uid_of_an_enrolled_user_is_enrolled() {
     );
     let evs = env.events_for_client_port(lp, 1);
     assert!(!evs.is_empty(), "no audit event: {r}\n{}", env.log());
+}
+
+/// Sets `kernel.pid_max` for the test and restores the value it found when
+/// dropped (also when the test fails).
+struct PidMax(String);
+
+impl PidMax {
+    const PATH: &'static str = "/proc/sys/kernel/pid_max";
+
+    fn raise_to(v: u64) -> PidMax {
+        let old = std::fs::read_to_string(Self::PATH)
+            .unwrap()
+            .trim()
+            .to_owned();
+        std::fs::write(Self::PATH, v.to_string()).unwrap();
+        PidMax(old)
+    }
+}
+
+impl Drop for PidMax {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(Self::PATH, &self.0) {
+            eprintln!("could not restore kernel.pid_max to {}: {e}", self.0);
+        }
+    }
+}
+
+/// Builds `tests/support/<src>` with `cc ARGS` into a temporary file removed
+/// on drop; `None` (the test skips) without a C compiler.
+fn build_c(src: &str, args: &[&str]) -> Option<TempBin> {
+    use std::os::unix::fs::PermissionsExt;
+    let out = std::env::temp_dir().join(format!(
+        "warden-{}-{}",
+        src.trim_end_matches(".c"),
+        std::process::id()
+    ));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/support")
+        .join(src);
+    let built = std::process::Command::new("cc")
+        .args(args)
+        .arg("-o")
+        .arg(&out)
+        .arg(&path)
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        eprintln!("SKIP: no C compiler to build {}", path.display());
+        return None;
+    }
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some(TempBin(out))
+}
+
+struct TempBin(std::path::PathBuf);
+
+impl TempBin {
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempBin {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Processes the workload spawns before it connects: more than the 65,536
+/// the kernel's per-process maps used to hold.
+const CHURN: u64 = 120_000;
+
+/// Bypass (closed): the exec'ed-file check (and the exec-after-connect
+/// check) kept each process's record in an LRU map of 65,536 processes.
+/// With `kernel.pid_max` above that (systemd sets 4,194,304; the test raises
+/// it and restores it after), the forging process of
+/// [`exe_forged_without_exec_is_refused_as_identity_mismatch`] — a fork
+/// that never exec'ed, so its record was inserted once and never marked
+/// recently used — waits while a sibling runs 120,000 short-lived processes
+/// that each fork and exec twice, then forges its exe and connects: their
+/// records evicted its own, the check found nothing to compare, and
+/// `/usr/bin/true` passed the pin to `/usr/bin/sleep` (measured 2026-12-08
+/// before the fix: served). Now a process's record is kept in a hash map
+/// that never evicts (sized to the most processes the kernel allows,
+/// deleted when the process exits), and a live caller without a record is
+/// refused.
+#[test]
+fn exec_file_record_cannot_be_evicted_by_spawning_processes() {
+    let (Some(so), Some(churn), Some(exit0)) = (
+        build_forge(),
+        build_c("churn.c", &["-O2"]),
+        build_c("exit0.c", &["-O2", "-static", "-nostdlib"]),
+    ) else {
+        return;
+    };
+    let _pid_max = PidMax::raise_to(4_194_304);
+    let mut env = TestEnv::new();
+    let (db, app) = pinned_to_sleep(&mut env);
+    let done = std::env::temp_dir().join(format!("warden-churned-{}", std::process::id()));
+    let _done = TempBin(done.clone());
+    let _ = std::fs::remove_file(&done);
+    let done = done.to_str().unwrap();
+    // A sibling runs the churn once the forging process has connected.
+    let before = format!(
+        "{{ sleep 2; {} {CHURN} {} > '{done}.tmp'; mv '{done}.tmp' '{done}'; }} &",
+        churn.path(),
+        exit0.path()
+    );
+    let r = forge(&env, &app, &so, &db, &before, &[("FORGE_WAIT", done)]);
+    assert_eq!(r["churned"], CHURN, "the churn did not run: {r}");
+    let lp = r["local_port"].as_u64().unwrap() as u16;
+    assert!(lp != 0 && !db.saw_direct_from(lp), "not redirected: {r}");
+    assert_eq!(
+        r["ok"], false,
+        "the forged caller evicted its exec record and was served: {r}"
+    );
+    env.assert_unconfirmed_exe(lp, "did not exec");
 }
