@@ -551,3 +551,69 @@ fn connection_record_flood_by_one_account_is_measured() {
     );
     assert!(flooded["opened"].as_u64().unwrap_or(0) > 0, "{flooded}");
 }
+
+/// Bound (issue 16, kernel side): the connection records the kernel keeps
+/// until the proxy's accept (`WARDEN_PENDING`, `WARDEN_ORIG_DST`, LRU maps
+/// of 65,536) were written at every redirected connect with no limit, so
+/// one account could push another account's records out and have its
+/// connections refused as unredirected. Now each account may make at most
+/// `max_connects_per_account_per_sec` redirected connects a second
+/// (counted in the connect programs); beyond it `connect()` fails with
+/// EPERM and the refusal is audited as `connect_rate`, while another
+/// account's connections are untouched. Here the limit is 100 and one
+/// account opens 1,500 connections as fast as it can.
+#[test]
+fn connect_rate_of_one_account_is_bounded_and_audited() {
+    use std::sync::atomic::AtomicBool;
+    let mut env = TestEnv::new();
+    let flood = env.cgroup("flood");
+    let victim = env.cgroup("victim");
+    let db = EchoServer::start("127.0.0.2:0");
+    env.write_config(&format!(
+        "{}{}{}{}",
+        env.agent_table(false, "max_connects_per_account_per_sec = 100\n"),
+        tcp_target("db", &db.addr.to_string()),
+        account("flood", &[&flood], &[], &["db"]),
+        account("victim", &[&victim], &[], &["db"]),
+    ));
+    env.start();
+    let port = db.addr.port().to_string();
+    let done = AtomicBool::new(false);
+    let (flooded, victims) = std::thread::scope(|s| {
+        let victims = s.spawn(|| {
+            let mut results = Vec::new();
+            while !done.load(Ordering::SeqCst) || results.is_empty() {
+                results.push(env.kernel_client(&victim, &["connect", "127.0.0.2", &port]));
+            }
+            results
+        });
+        let r = env.kernel_client(&flood, &["flood", "127.0.0.2", &port, "1500"]);
+        done.store(true, Ordering::SeqCst);
+        (r, victims.join().unwrap())
+    });
+    let (opened, failed) = (
+        flooded["opened"].as_u64().unwrap(),
+        flooded["failed"].as_u64().unwrap(),
+    );
+    let per_sec = (opened + failed) as f64 / flooded["seconds"].as_f64().unwrap();
+    assert!(
+        failed > 0,
+        "1,500 connects at {per_sec:.0}/s under a limit of 100/s were never refused: {flooded}"
+    );
+    // At most the limit per started second (and a few over: the count is
+    // not atomic across CPUs).
+    let seconds = flooded["seconds"].as_f64().unwrap().ceil() as u64 + 1;
+    assert!(
+        opened <= seconds * 100 + 20,
+        "{opened} connects passed in {seconds} s under a limit of 100/s: {flooded}"
+    );
+    for r in &victims {
+        assert_eq!(r["ok"], true, "another account's connection failed: {r}");
+    }
+    let evs = kernel_events(&env, "connect_rate", 1);
+    assert!(
+        !evs.is_empty(),
+        "the refusals are not audited\n{}",
+        env.log()
+    );
+}

@@ -49,9 +49,10 @@ use aya_ebpf::{
     },
 };
 use warden_common::{
-    AgentConfig, COMM_LEN, ConnMeta, MATCH_CGROUP, MATCH_UID, MAX_ENROLLED_LEVEL, MkdirFormat,
-    PROC_FILE, PROC_PREEXISTING, ProcRecord, TAG_FROM_MKDIR, TARGET_FAIL_OPEN, TargetKey,
-    TargetValue, TaskOffsets, TupleKey, UNIT_PATH_LEN, UnitPathKey, capacity, lsm_kind, v4_mapped,
+    AgentConfig, COMM_LEN, CONNECTS_PER_ACCOUNT_PER_SEC, ConnMeta, MATCH_CGROUP, MATCH_UID,
+    MAX_ENROLLED_LEVEL, MkdirFormat, PROC_FILE, PROC_PREEXISTING, ProcRecord, RateWindow,
+    TAG_FROM_MKDIR, TARGET_FAIL_OPEN, TargetKey, TargetValue, TaskOffsets, TupleKey, UNIT_PATH_LEN,
+    UnitPathKey, capacity, lsm_kind, v4_mapped,
 };
 
 const AF_INET: u16 = 2;
@@ -88,6 +89,11 @@ static SCRATCH: PerCpuArray<ConnMeta> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "WARDEN_ORIG_DST")]
 static ORIG_DST: LruHashMap<TupleKey, ConnMeta> = LruHashMap::pinned(capacity::ORIG_DST, 0);
+
+/// Each enrolled account's current one-second window of redirected
+/// connects (see [`within_connect_rate`]).
+#[map(name = "WARDEN_CONNECT_RATE")]
+static CONNECT_RATE: LruHashMap<u64, RateWindow> = LruHashMap::pinned(capacity::CONNECT_RATE, 0);
 
 #[map(name = "WARDEN_UNIT_PATHS")]
 static UNIT_PATHS: HashMap<UnitPathKey, u32> = HashMap::pinned(capacity::UNIT_PATHS, 0);
@@ -611,6 +617,27 @@ fn decide(ctx: &SockAddrContext, dst: Addr, port: u16, family: u16) -> Verdict {
         return Verdict::Deny;
     }
 
+    // One account may not write the connection records faster than its
+    // limit (default CONNECTS_PER_ACCOUNT_PER_SEC): beyond it the connect fails (EPERM) and
+    // the agent audits it, so no account can push another's records out of
+    // PENDING / ORIG_DST while they wait for the proxy's accept.
+    let limit = if cfg.connects_per_sec != 0 {
+        cfg.connects_per_sec
+    } else {
+        CONNECTS_PER_ACCOUNT_PER_SEC
+    };
+    if !within_connect_rate(match_kind, matched_id, limit) {
+        lsm::report(
+            match_kind,
+            matched_id,
+            cgroup_id,
+            lsm_kind::CONNECT_RATE,
+            u64::from(target.target_id),
+            u64::from(limit),
+        );
+        return Verdict::Deny;
+    }
+
     // The record is built in a per-CPU scratch slot: the BPF stack (512
     // bytes) cannot hold it next to everything else this program keeps.
     let Some(meta) = SCRATCH.get_ptr_mut(0) else {
@@ -645,6 +672,46 @@ fn decide(ctx: &SockAddrContext, dst: Addr, port: u16, family: u16) -> Verdict {
     let meta: &_ = unsafe { &*meta };
     let _ = PENDING.insert(cookie, meta, 0);
     Verdict::Rewrite(proxy_addr, cfg.proxy_port)
+}
+
+/// Counts one redirected connect of the account (`match_kind`,
+/// `matched_id`) in its current one-second window; false once the window
+/// already holds `limit`. The count is not atomic
+/// across CPUs (a few connects over the limit at most); an account whose
+/// window cannot be stored is not limited.
+#[inline(always)]
+fn within_connect_rate(match_kind: u32, matched_id: u64, limit: u32) -> bool {
+    const WINDOW_NS: u64 = 1_000_000_000;
+    let key = (u64::from(match_kind) << 32) ^ matched_id;
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match CONNECT_RATE.get_ptr_mut(key) {
+        Some(w) => {
+            // SAFETY: a pointer to this key's value in the map, valid for
+            // this program run; concurrent updates can only lose counts.
+            unsafe {
+                if now.wrapping_sub((*w).start_ns) >= WINDOW_NS {
+                    (*w).start_ns = now;
+                    (*w).count = 1;
+                    return true;
+                }
+                if (*w).count >= limit {
+                    return false;
+                }
+                (*w).count += 1;
+            }
+            true
+        }
+        None => {
+            let w = RateWindow {
+                start_ns: now,
+                count: 1,
+                _pad: 0,
+            };
+            let _ = CONNECT_RATE.insert(key, w, 0);
+            true
+        }
+    }
 }
 
 /// The caller's socket.

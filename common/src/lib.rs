@@ -23,6 +23,28 @@ pub const LAYOUT_VERSION: u32 = 2 + cfg!(feature = "layout-next") as u32;
 /// cannot be this deep (a unit name, slices included, has at most 255 bytes).
 pub const MAX_ENROLLED_LEVEL: i32 = 127;
 
+/// Redirected connects one enrolled account (an enrolled cgroup or uid) may
+/// make per second by default (`[agent] max_connects_per_account_per_sec`,
+/// `AgentConfig::connects_per_sec`); beyond it `connect()` fails with EPERM, reported as
+/// [`lsm_kind::CONNECT_RATE`]. It bounds how fast one account can write
+/// the kernel's connection records (`WARDEN_PENDING`, `WARDEN_ORIG_DST`,
+/// LRU maps of 65,536): pushing another account's record out takes 65,536
+/// inserts while that record waits for the proxy's accept, i.e. a wait of
+/// more than 65,536 / this many seconds.
+pub const CONNECTS_PER_ACCOUNT_PER_SEC: u32 = 10_000;
+
+/// Value of `WARDEN_CONNECT_RATE` (key: `match_kind << 32 ^ matched_id`,
+/// see the connect programs): the current one-second window of an
+/// account's redirected connects.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateWindow {
+    /// `bpf_ktime_get_ns()` at the window's start.
+    pub start_ns: u64,
+    pub count: u32,
+    pub _pad: u32,
+}
+
 /// `TargetValue::flags`: when the agent is down, let connections to this target
 /// through untouched instead of refusing them.
 pub const TARGET_FAIL_OPEN: u32 = 1;
@@ -44,6 +66,8 @@ pub mod maps {
     pub const PENDING: &str = "WARDEN_PENDING";
     pub const ORIG_DST: &str = "WARDEN_ORIG_DST";
     pub const UNIT_PATHS: &str = "WARDEN_UNIT_PATHS";
+    /// Per-account windows of redirected connects ([`super::RateWindow`]).
+    pub const CONNECT_RATE: &str = "WARDEN_CONNECT_RATE";
     pub const MKDIR_FORMAT: &str = "WARDEN_MKDIR_FMT";
     /// One [`ProcRecord`] per live process (tgid): the file it exec'ed and
     /// when. A hash map that never evicts, sized by the agent to the most
@@ -104,6 +128,8 @@ pub mod capacity {
     pub const PENDING: u32 = 65536;
     pub const ORIG_DST: u32 = 65536;
     pub const UNIT_PATHS: u32 = 1024;
+    /// Accounts with a connect window (LRU: an idle account's window may go).
+    pub const CONNECT_RATE: u32 = 8192;
     pub const PROTECTED: u32 = 1024;
     /// Sockets in the in-kernel relay (two per relayed connection).
     pub const RELAY_SOCKETS: u32 = 65536;
@@ -164,7 +190,9 @@ pub struct AgentConfig {
     pub alive_until_ns: u64,
     /// Non-zero once userspace filled this slot; until then nothing is redirected.
     pub ready: u32,
-    pub _pad1: u32,
+    /// Redirected connects one account may make per second (0: the
+    /// default, [`CONNECTS_PER_ACCOUNT_PER_SEC`]).
+    pub connects_per_sec: u32,
 }
 
 /// Offsets (bytes) of the kernel struct fields the LSM programs read, taken
@@ -299,6 +327,11 @@ pub mod lsm_kind {
     /// a non-stream socket) from an enrolled workload to a protected target;
     /// `arg0` = target id, `arg1` = socket type << 32 | family << 16 | port.
     pub const DATAGRAM_TO_TARGET: u32 = 11;
+    /// Not an LSM denial: a redirected connect refused because the caller's
+    /// account already made its limit of connects this second
+    /// (`AgentConfig::connects_per_sec`); `arg0` = target id, `arg1` = the
+    /// limit.
+    pub const CONNECT_RATE: u32 = 12;
 
     /// The name audit events give a kind.
     pub const fn name(kind: u32) -> &'static str {
@@ -314,6 +347,7 @@ pub mod lsm_kind {
             PROTECTED_CHANGE => "protected_change",
             SETUID => "setuid",
             DATAGRAM_TO_TARGET => "datagram_to_target",
+            CONNECT_RATE => "connect_rate",
             _ => "unknown",
         }
     }
@@ -441,6 +475,7 @@ mod pod {
     unsafe impl aya::Pod for InodeKey {}
     unsafe impl aya::Pod for LsmEvent {}
     unsafe impl aya::Pod for ProcRecord {}
+    unsafe impl aya::Pod for RateWindow {}
 }
 
 const _: () = assert!(core::mem::size_of::<AgentConfig>() == 64);
@@ -455,6 +490,7 @@ const _: () = assert!(core::mem::size_of::<LsmConfig>() == 64);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 const _: () = assert!(core::mem::size_of::<TaskOffsets>() == 64);
 const _: () = assert!(core::mem::size_of::<ProcRecord>() == 24);
+const _: () = assert!(core::mem::size_of::<RateWindow>() == 16);
 const _: () = assert!(core::mem::size_of::<LsmEvent>() == 80);
 
 #[cfg(test)]

@@ -143,6 +143,12 @@ fn check_agent(d: &Decoded, diags: &mut Diags<'_>) {
     if a.max_connections_per_account == 0 {
         diags.at("agent.max_connections_per_account", "must be at least 1");
     }
+    if a.max_connects_per_account_per_sec == 0 {
+        diags.at(
+            "agent.max_connects_per_account_per_sec",
+            "must be at least 1",
+        );
+    }
     if a.max_connections == 0 {
         diags.at("agent.max_connections", "must be at least 1");
     }

@@ -198,6 +198,11 @@ fn describe(shared: &Shared, files: &HashMap<(u32, u64), String>, ev: &LsmEvent)
         lsm_kind::PROTECTED_CHANGE => format!("unlink, rename or link {}", file(ev.arg0, ev.arg1)),
         lsm_kind::SETUID => format!("change of uid to {} (not enrolled)", ev.arg0),
         lsm_kind::DATAGRAM_TO_TARGET => datagram_detail(shared, ev.arg0, ev.arg1),
+        lsm_kind::CONNECT_RATE => format!(
+            "connect to {} refused: the account made {} redirected connects this second",
+            target_name(shared, ev.arg0),
+            ev.arg1
+        ),
         _ => format!("kind {} ({:#x}, {:#x})", ev.kind, ev.arg0, ev.arg1),
     };
     KernelDenial {
@@ -224,16 +229,21 @@ fn describe(shared: &Shared, files: &HashMap<(u32, u64), String>, ev: &LsmEvent)
 
 /// What a refused datagram was: socket type, family and port (`arg1`) and
 /// the protected target it was aimed at (`arg0`, its id).
-fn datagram_detail(shared: &Shared, target_id: u64, packed: u64) -> String {
-    let ty = packed >> 32;
-    let port = packed & 0xffff;
-    let target = shared
+/// "target NAME (ADDRESS)" of a target id in the kernel's record.
+fn target_name(shared: &Shared, target_id: u64) -> String {
+    shared
         .live()
         .config
         .targets
         .get(target_id as usize)
         .map(|t| format!("target {} ({})", t.name, t.address))
-        .unwrap_or_else(|| format!("target id {target_id}"));
+        .unwrap_or_else(|| format!("target id {target_id}"))
+}
+
+fn datagram_detail(shared: &Shared, target_id: u64, packed: u64) -> String {
+    let ty = packed >> 32;
+    let port = packed & 0xffff;
+    let target = target_name(shared, target_id);
     format!(
         "{} datagram to port {port} of {target}: Warden relays TCP only",
         sock_type(ty)

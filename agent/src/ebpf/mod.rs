@@ -108,6 +108,8 @@ pub struct DatapathOptions {
     /// Files and directories enrolled workloads may not open, move or remove
     /// (see [`lsm::protected_paths`]); recorded by device and inode at attach.
     pub protected: Vec<PathBuf>,
+    /// `[agent] max_connects_per_account_per_sec`.
+    pub connects_per_sec: u32,
 }
 
 /// One attached program, for `warden status`.
@@ -269,7 +271,7 @@ impl Datapath {
             agent_cgroup_id: opts.agent_cgroup_id,
             alive_until_ns: 0,
             ready: 0,
-            _pad1: 0,
+            connects_per_sec: opts.connects_per_sec,
         };
         Ok(Self {
             _ebpf: ebpf,
