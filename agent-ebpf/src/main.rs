@@ -6,12 +6,17 @@
 //!   destination to the local proxy — if the agent is serving (heartbeat
 //!   current and the listener on the proxy port carries the agent's mark).
 //!   Otherwise the connect fails with EPERM (fail-closed targets) or passes
-//!   (fail-open ones). IPv4-mapped IPv6 destinations are treated as IPv4; the
+//!   (fail-open ones). Each account's redirected connects are limited per
+//!   second (EPERM beyond, reported), so no account can push another's
+//!   records out of the LRU maps they wait in. IPv4-mapped IPv6 destinations are treated as IPv4; the
 //!   unspecified address is resolved as the kernel would resolve it.
 //! * `sockops` (`TCP_CONNECT_CB`): once the source port exists, move that record
 //!   from the cookie to the connection's 4-tuple, where the proxy finds it on
 //!   `accept()`; stale tuple entries are dropped.
 //!
+//! * raw tracepoints `sched_process_exec` / `_fork` / `_exit`: one record per
+//!   live process (the file it exec'ed, when), which the proxy checks the
+//!   caller's `/proc/<pid>/exe` against.
 //! * `lsm/*` ([`lsm`]): self-protection against enrolled root workloads.
 //! * `sk_skb/stream_verdict` (`warden_relay_verdict`): the in-kernel relay of
 //!   `tcp` targets. Once the proxy has recorded a connection's open event it

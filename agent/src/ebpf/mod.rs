@@ -2,7 +2,8 @@
 //! pinning maps and links under `<bpf_pin_dir>/v<layout>`, attaching at the
 //! configured cgroup, re-adopting pins left by a previous run, and the map
 //! accesses the rest of the agent needs (targets, enrollments, original
-//! destinations, the agent-config slot). No other module touches aya.
+//! destinations, process records, the agent-config slot). No other module
+//! touches aya.
 
 pub mod btf;
 pub mod cgroup;
@@ -25,10 +26,10 @@ use aya::programs::{
 use aya::{Ebpf, EbpfLoader};
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 use serde::Serialize;
-use warden_common::ProcRecord;
 use warden_common::{
-    AgentConfig, ConnMeta, InodeKey, LAYOUT_VERSION, LsmConfig, MkdirFormat, TAG_FROM_MKDIR,
-    TargetKey, TargetValue, TaskOffsets, TupleKey, UNIT_PATH_LEN, UnitPathKey, maps, programs,
+    AgentConfig, ConnMeta, InodeKey, LAYOUT_VERSION, LsmConfig, MkdirFormat, ProcRecord,
+    TAG_FROM_MKDIR, TargetKey, TargetValue, TaskOffsets, TupleKey, UNIT_PATH_LEN, UnitPathKey,
+    maps, programs,
 };
 
 /// The eBPF object built from `agent-ebpf` by `build.rs`.
