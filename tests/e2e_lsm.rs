@@ -153,7 +153,8 @@ fn root_workload_in_an_enrolled_cgroup_is_denied_every_way_out() {
         state.join("checkpoint.key"),
         state.clone(),
         env.config_path.clone(),
-        env.pin_dir.join("v1"),
+        env.pin_dir
+            .join(format!("v{}", warden_common::LAYOUT_VERSION)),
     ];
     let files: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
     let log = || env.log();

@@ -357,7 +357,12 @@ fn agent_killed_fails_closed_and_restart_readopts_pins() {
     assert!(r.same_bytes_back(), "{:?}", r.json);
 
     env.kill9();
-    assert!(env.pin_dir.join("v1").exists(), "pins must survive SIGKILL");
+    assert!(
+        env.pin_dir
+            .join(format!("v{}", warden_common::LAYOUT_VERSION))
+            .exists(),
+        "pins must survive SIGKILL"
+    );
     let attached = programs_attached_at(&env.mount);
     assert!(
         attached.iter().any(|n| n == "warden_connect4"),

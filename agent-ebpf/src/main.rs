@@ -6,12 +6,17 @@
 //!   destination to the local proxy — if the agent is serving (heartbeat
 //!   current and the listener on the proxy port carries the agent's mark).
 //!   Otherwise the connect fails with EPERM (fail-closed targets) or passes
-//!   (fail-open ones). IPv4-mapped IPv6 destinations are treated as IPv4; the
+//!   (fail-open ones). Each account's redirected connects are limited per
+//!   second (EPERM beyond, reported), so no account can push another's
+//!   records out of the LRU maps they wait in. IPv4-mapped IPv6 destinations are treated as IPv4; the
 //!   unspecified address is resolved as the kernel would resolve it.
 //! * `sockops` (`TCP_CONNECT_CB`): once the source port exists, move that record
 //!   from the cookie to the connection's 4-tuple, where the proxy finds it on
 //!   `accept()`; stale tuple entries are dropped.
 //!
+//! * raw tracepoints `sched_process_exec` / `_fork` / `_exit`: one record per
+//!   live process (the file it exec'ed, when), which the proxy checks the
+//!   caller's `/proc/<pid>/exe` against.
 //! * `lsm/*` ([`lsm`]): self-protection against enrolled root workloads.
 //! * `sk_skb/stream_verdict` (`warden_relay_verdict`): the in-kernel relay of
 //!   `tcp` targets. Once the proxy has recorded a connection's open event it
@@ -49,9 +54,10 @@ use aya_ebpf::{
     },
 };
 use warden_common::{
-    AgentConfig, COMM_LEN, ConnMeta, InodeKey, MATCH_CGROUP, MATCH_UID, MAX_ENROLLED_LEVEL,
-    MkdirFormat, TAG_FROM_MKDIR, TARGET_FAIL_OPEN, TargetKey, TargetValue, TaskOffsets, TupleKey,
-    UNIT_PATH_LEN, UnitPathKey, capacity, lsm_kind, v4_mapped,
+    AgentConfig, COMM_LEN, CONNECTS_PER_ACCOUNT_PER_SEC, ConnMeta, MATCH_CGROUP, MATCH_UID,
+    MAX_ENROLLED_LEVEL, MkdirFormat, PROC_FILE, PROC_PREEXISTING, ProcRecord, RateWindow,
+    TAG_FROM_MKDIR, TARGET_FAIL_OPEN, TargetKey, TargetValue, TaskOffsets, TupleKey, UNIT_PATH_LEN,
+    UnitPathKey, capacity, lsm_kind, v4_mapped,
 };
 
 const AF_INET: u16 = 2;
@@ -89,24 +95,35 @@ static SCRATCH: PerCpuArray<ConnMeta> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "WARDEN_ORIG_DST")]
 static ORIG_DST: LruHashMap<TupleKey, ConnMeta> = LruHashMap::pinned(capacity::ORIG_DST, 0);
 
+/// Each enrolled account's current one-second window of redirected
+/// connects (see [`within_connect_rate`]).
+#[map(name = "WARDEN_CONNECT_RATE")]
+static CONNECT_RATE: LruHashMap<u64, RateWindow> = LruHashMap::pinned(capacity::CONNECT_RATE, 0);
+
 #[map(name = "WARDEN_UNIT_PATHS")]
 static UNIT_PATHS: HashMap<UnitPathKey, u32> = HashMap::pinned(capacity::UNIT_PATHS, 0);
 
 #[map(name = "WARDEN_MKDIR_FMT")]
 static MKDIR_FMT: Array<MkdirFormat> = Array::pinned(1, 0);
 
-/// Last `execve` of each process (tgid → CLOCK_BOOTTIME ns), so the proxy can
-/// tell that a caller ran another program after its connect.
-#[map(name = "WARDEN_EXEC_TIMES")]
-static EXEC_TIMES: LruHashMap<u32, u64> = LruHashMap::pinned(capacity::EXEC_TIMES, 0);
+/// `BPF_F_NO_PREALLOC`: entries are allocated as they are inserted.
+const BPF_F_NO_PREALLOC: u32 = 1;
 
-/// The file each process last exec'ed (tgid → device and inode, the
-/// kernel's encoding), inherited at fork: the proxy compares it with what
-/// `/proc/<pid>/exe` shows, which `prctl(PR_SET_MM, PR_SET_MM_MAP)` can point
-/// at another file without an exec (allowed in an unprivileged user
-/// namespace).
-#[map(name = "WARDEN_EXEC_FILES")]
-static EXEC_FILES: LruHashMap<u32, InodeKey> = LruHashMap::pinned(capacity::EXEC_TIMES, 0);
+/// What each live process runs (tgid → [`ProcRecord`]): the file it
+/// exec'ed (device and inode, the kernel's encoding) and when, inherited at
+/// fork, removed when the process exits. The proxy compares it with what
+/// `/proc/<pid>/exe` shows at accept (`prctl(PR_SET_MM, PR_SET_MM_MAP)` can
+/// point that at another file without an exec, allowed in an unprivileged
+/// user namespace) and with the connect time (an exec after the connect).
+///
+/// A plain hash map, not an LRU one: a workload spawning processes must
+/// never push its own record out (with an LRU map of 65,536 it could, where
+/// `kernel.pid_max` is larger). The agent sizes it at load to the most
+/// processes the kernel allows (`kernel.pid_max`, `kernel.threads-max`), so
+/// it holds every live process; a record that still cannot be stored is
+/// missing, and the proxy refuses a pinned caller without one.
+#[map(name = "WARDEN_PROCS")]
+static PROCS: HashMap<u32, ProcRecord> = HashMap::pinned(capacity::PROCS, BPF_F_NO_PREALLOC);
 
 #[map(name = "WARDEN_TASK_OFF")]
 static TASK_OFF: Array<TaskOffsets> = Array::pinned(1, 0);
@@ -402,53 +419,59 @@ fn enroll_new_unit_cgroup(ctx: &TracePointContext) -> Option<()> {
     ENROLLED_CGROUPS.insert(id, tag | TAG_FROM_MKDIR, 0).ok()
 }
 
-/// `sched:sched_process_exec`: remember when each process last exec'ed (on
-/// the clock of `ConnMeta::ts_ns`). The executable the proxy reads from
-/// /proc at accept is the one that connected only if this is older than the
-/// connect.
-#[tracepoint]
-pub fn warden_sched_exec(_ctx: TracePointContext) -> u32 {
+/// Raw `sched_process_exec` (`task, old_pid, bprm`): record the file the
+/// process now runs (`bprm->file`, also what `/proc/<pid>/exe` names right
+/// after the exec) and when. A record that cannot be replaced is removed:
+/// a stale one (the program before this exec) must never remain.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn warden_exec_file(ctx: RawTracePointContext) -> i32 {
+    record_exec(&ctx);
+    0
+}
+
+#[inline(always)]
+fn record_exec(ctx: &RawTracePointContext) {
     // After exec the caller is its process's leader: pid_tgid >> 32 is the tgid.
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: no preconditions.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    let _ = EXEC_TIMES.insert(tgid, now, 0);
-    0
-}
-
-/// Raw `sched_process_exec` (`task, old_pid, bprm`): record the file the
-/// process now runs (`bprm->file`, also what `/proc/<pid>/exe` names right
-/// after the exec).
-#[raw_tracepoint(tracepoint = "sched_process_exec")]
-pub fn warden_exec_file(ctx: RawTracePointContext) -> i32 {
-    let _ = record_exec_file(&ctx);
-    0
-}
-
-#[inline(always)]
-fn record_exec_file(ctx: &RawTracePointContext) -> Option<()> {
-    let off = TASK_OFF.get(0)?;
-    if off.ready == 0 {
-        return None;
+    let exec_ns = unsafe { bpf_ktime_get_boot_ns() };
+    let mut rec = ProcRecord {
+        exec_ns,
+        ino: 0,
+        dev: 0,
+        flags: 0,
+    };
+    if let Some(off) = TASK_OFF.get(0)
+        && off.ready != 0
+    {
+        let bprm: u64 = ctx.arg(2);
+        if let Some(key) =
+            lsm::read::<*const u8>(bprm as *const u8, off.bprm_file).and_then(|f| file_key(f, off))
+        {
+            rec.ino = key.ino;
+            rec.dev = key.dev;
+            rec.flags = PROC_FILE;
+        }
     }
-    let bprm: u64 = ctx.arg(2);
-    let file: *const u8 = lsm::read(bprm as *const u8, off.bprm_file)?;
-    let key = file_key(file, off)?;
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    EXEC_FILES.insert(tgid, key, 0).ok()
+    if PROCS.insert(tgid, rec, 0).is_err() {
+        let _ = PROCS.remove(tgid);
+    }
 }
 
 /// Raw `sched_process_fork` (`parent, child`): a new process runs its
-/// parent's file; its pid may have been another process's, so a parent
-/// without a record removes the child's stale one. Threads are skipped.
+/// parent's file. Its pid may have been another process's, so its record
+/// is always replaced or removed. A parent without a record gives the child
+/// none — except before the agent has recorded the processes that predate
+/// it (`seeded`), when the parent may simply not be recorded yet. Threads
+/// are skipped.
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn warden_fork_file(ctx: RawTracePointContext) -> i32 {
-    let _ = inherit_exec_file(&ctx);
+    let _ = inherit_record(&ctx);
     0
 }
 
 #[inline(always)]
-fn inherit_exec_file(ctx: &RawTracePointContext) -> Option<()> {
+fn inherit_record(ctx: &RawTracePointContext) -> Option<()> {
     let off = TASK_OFF.get(0)?;
     if off.ready == 0 {
         return None;
@@ -462,20 +485,56 @@ fn inherit_exec_file(ctx: &RawTracePointContext) -> Option<()> {
     }
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: copied out at once.
-    match unsafe { EXEC_FILES.get(parent) }.copied() {
-        Some(key) => EXEC_FILES.insert(tgid as u32, key, 0).ok(),
-        None => EXEC_FILES.remove(tgid as u32).ok(),
+    let rec = match unsafe { PROCS.get(parent) }.copied() {
+        Some(rec) => rec,
+        None if off.seeded == 0 => ProcRecord {
+            exec_ns: 0,
+            ino: 0,
+            dev: 0,
+            flags: PROC_PREEXISTING,
+        },
+        None => return PROCS.remove(tgid as u32).ok(),
+    };
+    if PROCS.insert(tgid as u32, rec, 0).is_err() {
+        let _ = PROCS.remove(tgid as u32);
     }
+    Some(())
+}
+
+/// Raw `sched_process_exit` (`task, …`): when the last thread of a process
+/// exits (`signal->live` has dropped to 0), its record goes, so the map
+/// holds live processes only and never fills with the dead.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn warden_proc_exit(_ctx: RawTracePointContext) -> i32 {
+    let _ = forget_exited();
+    0
+}
+
+#[inline(always)]
+fn forget_exited() -> Option<()> {
+    let off = TASK_OFF.get(0)?;
+    if off.ready == 0 {
+        return None;
+    }
+    // SAFETY: no preconditions; read only through bpf_probe_read_kernel.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let signal: *const u8 = lsm::read(task, off.task_signal)?;
+    let live: i32 = lsm::read(signal, off.signal_live)?;
+    if live != 0 {
+        return None;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    PROCS.remove(tgid).ok()
 }
 
 /// Device (kernel encoding) and inode of `file`.
 #[inline(always)]
-fn file_key(file: *const u8, off: &TaskOffsets) -> Option<InodeKey> {
+fn file_key(file: *const u8, off: &TaskOffsets) -> Option<warden_common::InodeKey> {
     let inode: *const u8 = lsm::read(file, off.file_f_inode)?;
     let ino: u64 = lsm::read(inode, off.inode_i_ino)?;
     let sb: *const u8 = lsm::read(inode, off.inode_i_sb)?;
     let dev: u32 = lsm::read(sb, off.sb_s_dev)?;
-    Some(InodeKey { ino, dev, _pad: 0 })
+    Some(warden_common::InodeKey { ino, dev, _pad: 0 })
 }
 
 /// What a connect program does with the call.
@@ -563,6 +622,27 @@ fn decide(ctx: &SockAddrContext, dst: Addr, port: u16, family: u16) -> Verdict {
         return Verdict::Deny;
     }
 
+    // One account may not write the connection records faster than its
+    // limit (default CONNECTS_PER_ACCOUNT_PER_SEC): beyond it the connect fails (EPERM) and
+    // the agent audits it, so no account can push another's records out of
+    // PENDING / ORIG_DST while they wait for the proxy's accept.
+    let limit = if cfg.connects_per_sec != 0 {
+        cfg.connects_per_sec
+    } else {
+        CONNECTS_PER_ACCOUNT_PER_SEC
+    };
+    if !within_connect_rate(match_kind, matched_id, limit) {
+        lsm::report(
+            match_kind,
+            matched_id,
+            cgroup_id,
+            lsm_kind::CONNECT_RATE,
+            u64::from(target.target_id),
+            u64::from(limit),
+        );
+        return Verdict::Deny;
+    }
+
     // The record is built in a per-CPU scratch slot: the BPF stack (512
     // bytes) cannot hold it next to everything else this program keeps.
     let Some(meta) = SCRATCH.get_ptr_mut(0) else {
@@ -597,6 +677,46 @@ fn decide(ctx: &SockAddrContext, dst: Addr, port: u16, family: u16) -> Verdict {
     let meta: &_ = unsafe { &*meta };
     let _ = PENDING.insert(cookie, meta, 0);
     Verdict::Rewrite(proxy_addr, cfg.proxy_port)
+}
+
+/// Counts one redirected connect of the account (`match_kind`,
+/// `matched_id`) in its current one-second window; false once the window
+/// already holds `limit`. The count is not atomic
+/// across CPUs (a few connects over the limit at most); an account whose
+/// window cannot be stored is not limited.
+#[inline(always)]
+fn within_connect_rate(match_kind: u32, matched_id: u64, limit: u32) -> bool {
+    const WINDOW_NS: u64 = 1_000_000_000;
+    let key = (u64::from(match_kind) << 32) ^ matched_id;
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match CONNECT_RATE.get_ptr_mut(key) {
+        Some(w) => {
+            // SAFETY: a pointer to this key's value in the map, valid for
+            // this program run; concurrent updates can only lose counts.
+            unsafe {
+                if now.wrapping_sub((*w).start_ns) >= WINDOW_NS {
+                    (*w).start_ns = now;
+                    (*w).count = 1;
+                    return true;
+                }
+                if (*w).count >= limit {
+                    return false;
+                }
+                (*w).count += 1;
+            }
+            true
+        }
+        None => {
+            let w = RateWindow {
+                start_ns: now,
+                count: 1,
+                _pad: 0,
+            };
+            let _ = CONNECT_RATE.insert(key, w, 0);
+            true
+        }
+    }
 }
 
 /// The caller's socket.

@@ -177,6 +177,7 @@ pub async fn run(config: Config, detach_on_exit: bool) -> Result<(), DaemonError
         mark: config.agent.upstream_mark,
         agent_cgroup_id,
         protected: ebpf::lsm::protected_paths(config),
+        connects_per_sec: config.agent.max_connects_per_account_per_sec,
     })?;
     datapath.sync_targets(&keys::target_entries(config))?;
     datapath.sync_unit_paths(&enrollments.unit_path_entries())?;

@@ -14,7 +14,7 @@ pub mod pg_parse_error;
 /// (`<bpf_pin_dir>/v<LAYOUT_VERSION>`), so an agent never adopts maps whose
 /// layout it does not understand. (The `layout-next` feature, for the
 /// package upgrade test only, makes it one more.)
-pub const LAYOUT_VERSION: u32 = 1 + cfg!(feature = "layout-next") as u32;
+pub const LAYOUT_VERSION: u32 = 2 + cfg!(feature = "layout-next") as u32;
 
 /// Deepest cgroup level (the root is level 0, `/a` level 1) at which a cgroup
 /// can be enrolled. The kernel side checks every ancestor of the caller from
@@ -22,6 +22,28 @@ pub const LAYOUT_VERSION: u32 = 1 + cfg!(feature = "layout-next") as u32;
 /// is covered; deeper enrolled cgroups are refused by the agent. systemd units
 /// cannot be this deep (a unit name, slices included, has at most 255 bytes).
 pub const MAX_ENROLLED_LEVEL: i32 = 127;
+
+/// Redirected connects one enrolled account (an enrolled cgroup or uid) may
+/// make per second by default (`[agent] max_connects_per_account_per_sec`,
+/// `AgentConfig::connects_per_sec`); beyond it `connect()` fails with EPERM, reported as
+/// [`lsm_kind::CONNECT_RATE`]. It bounds how fast one account can write
+/// the kernel's connection records (`WARDEN_PENDING`, `WARDEN_ORIG_DST`,
+/// LRU maps of 65,536): pushing another account's record out takes 65,536
+/// inserts while that record waits for the proxy's accept, i.e. a wait of
+/// more than 65,536 / this many seconds.
+pub const CONNECTS_PER_ACCOUNT_PER_SEC: u32 = 10_000;
+
+/// Value of `WARDEN_CONNECT_RATE` (key: `match_kind << 32 ^ matched_id`,
+/// see the connect programs): the current one-second window of an
+/// account's redirected connects.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateWindow {
+    /// `bpf_ktime_get_ns()` at the window's start.
+    pub start_ns: u64,
+    pub count: u32,
+    pub _pad: u32,
+}
 
 /// `TargetValue::flags`: when the agent is down, let connections to this target
 /// through untouched instead of refusing them.
@@ -44,11 +66,14 @@ pub mod maps {
     pub const PENDING: &str = "WARDEN_PENDING";
     pub const ORIG_DST: &str = "WARDEN_ORIG_DST";
     pub const UNIT_PATHS: &str = "WARDEN_UNIT_PATHS";
+    /// Per-account windows of redirected connects ([`super::RateWindow`]).
+    pub const CONNECT_RATE: &str = "WARDEN_CONNECT_RATE";
     pub const MKDIR_FORMAT: &str = "WARDEN_MKDIR_FMT";
-    pub const EXEC_TIMES: &str = "WARDEN_EXEC_TIMES";
-    /// The file each process last exec'ed (tgid → `InodeKey`), inherited at fork.
-    pub const EXEC_FILES: &str = "WARDEN_EXEC_FILES";
-    /// The struct offsets the exec and fork programs read ([`TaskOffsets`]).
+    /// One [`ProcRecord`] per live process (tgid): the file it exec'ed and
+    /// when. A hash map that never evicts, sized by the agent to the most
+    /// processes the kernel allows; entries go when their process exits.
+    pub const PROCS: &str = "WARDEN_PROCS";
+    /// The struct offsets the exec, fork and exit programs read ([`TaskOffsets`]).
     pub const TASK_OFFSETS: &str = "WARDEN_TASK_OFF";
     pub const LSM_CONFIG: &str = "WARDEN_LSM_CFG";
     pub const PROTECTED: &str = "WARDEN_PROTECTED";
@@ -64,12 +89,13 @@ pub mod programs {
     pub const CONNECT6: &str = "warden_connect6";
     pub const SOCK_OPS: &str = "warden_sock_ops";
     pub const CGROUP_MKDIR: &str = "warden_cgroup_mkdir";
-    pub const SCHED_EXEC: &str = "warden_sched_exec";
-    /// Raw tracepoints `sched_process_exec` and `sched_process_fork`: the
-    /// file each process runs, as exec'ed (not as `/proc/<pid>/exe` says
-    /// later: `prctl(PR_SET_MM)` can change that without an exec).
+    /// Raw tracepoints `sched_process_exec`, `sched_process_fork` and
+    /// `sched_process_exit`: each process's [`super::ProcRecord`] (the file it
+    /// runs as exec'ed, not as `/proc/<pid>/exe` says later:
+    /// `prctl(PR_SET_MM)` can change that without an exec).
     pub const EXEC_FILE: &str = "warden_exec_file";
     pub const FORK_FILE: &str = "warden_fork_file";
+    pub const PROC_EXIT: &str = "warden_proc_exit";
     /// `cgroup/sendmsg4` and `cgroup/sendmsg6`: datagrams to targets.
     pub const SENDMSG4: &str = "warden_sendmsg4";
     pub const SENDMSG6: &str = "warden_sendmsg6";
@@ -93,13 +119,17 @@ pub mod programs {
 
 /// Capacity of the maps; the LRU maps evict their oldest entries when full.
 pub mod capacity {
+    /// `WARDEN_PROCS` as compiled; the agent sets it at load to the most
+    /// processes the kernel allows (`kernel.pid_max`, `kernel.threads-max`).
+    pub const PROCS: u32 = 65536;
     pub const ENROLLED_CGROUPS: u32 = 4096;
     pub const ENROLLED_UIDS: u32 = 4096;
     pub const TARGETS: u32 = 4096;
     pub const PENDING: u32 = 65536;
     pub const ORIG_DST: u32 = 65536;
     pub const UNIT_PATHS: u32 = 1024;
-    pub const EXEC_TIMES: u32 = 65536;
+    /// Accounts with a connect window (LRU: an idle account's window may go).
+    pub const CONNECT_RATE: u32 = 8192;
     pub const PROTECTED: u32 = 1024;
     /// Sockets in the in-kernel relay (two per relayed connection).
     pub const RELAY_SOCKETS: u32 = 65536;
@@ -160,7 +190,9 @@ pub struct AgentConfig {
     pub alive_until_ns: u64,
     /// Non-zero once userspace filled this slot; until then nothing is redirected.
     pub ready: u32,
-    pub _pad1: u32,
+    /// Redirected connects one account may make per second (0: the
+    /// default, [`CONNECTS_PER_ACCOUNT_PER_SEC`]).
+    pub connects_per_sec: u32,
 }
 
 /// Offsets (bytes) of the kernel struct fields the LSM programs read, taken
@@ -207,7 +239,38 @@ pub struct TaskOffsets {
     pub userns_parent: u32,
     /// Non-zero once filled.
     pub ready: u32,
-    pub _pad: u32,
+    /// Non-zero once the agent has recorded every process that existed
+    /// before the programs were attached ([`PROC_PREEXISTING`]); from then
+    /// on a process forked by one without a record gets none either (the
+    /// proxy refuses pinned callers without a record).
+    pub seeded: u32,
+    /// `task_struct.signal` and `signal_struct.live` (an `atomic_t`: live
+    /// threads of the process; 0 once its last thread is exiting).
+    pub task_signal: u32,
+    pub signal_live: u32,
+}
+
+/// `ProcRecord::flags`: `ino`/`dev` are the file the process exec'ed (or
+/// its parent's, inherited at fork).
+pub const PROC_FILE: u32 = 1;
+/// `ProcRecord::flags`: the process existed before Warden first recorded
+/// processes (recorded from /proc at that time): what it exec'ed is not
+/// known, and it is checked as before.
+pub const PROC_PREEXISTING: u32 = 2;
+
+/// Value of `WARDEN_PROCS` (key: tgid): what the kernel saw the process
+/// run.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcRecord {
+    /// `bpf_ktime_get_boot_ns()` at its last exec (the clock of
+    /// `ConnMeta::ts_ns`); inherited at fork; 0 when unknown.
+    pub exec_ns: u64,
+    pub ino: u64,
+    /// Device in the kernel's encoding (`sb->s_dev`).
+    pub dev: u32,
+    /// [`PROC_FILE`], [`PROC_PREEXISTING`].
+    pub flags: u32,
 }
 
 /// Single slot of the LSM programs' settings (array map, index 0).
@@ -264,6 +327,11 @@ pub mod lsm_kind {
     /// a non-stream socket) from an enrolled workload to a protected target;
     /// `arg0` = target id, `arg1` = socket type << 32 | family << 16 | port.
     pub const DATAGRAM_TO_TARGET: u32 = 11;
+    /// Not an LSM denial: a redirected connect refused because the caller's
+    /// account already made its limit of connects this second
+    /// (`AgentConfig::connects_per_sec`); `arg0` = target id, `arg1` = the
+    /// limit.
+    pub const CONNECT_RATE: u32 = 12;
 
     /// The name audit events give a kind.
     pub const fn name(kind: u32) -> &'static str {
@@ -279,6 +347,7 @@ pub mod lsm_kind {
             PROTECTED_CHANGE => "protected_change",
             SETUID => "setuid",
             DATAGRAM_TO_TARGET => "datagram_to_target",
+            CONNECT_RATE => "connect_rate",
             _ => "unknown",
         }
     }
@@ -405,6 +474,8 @@ mod pod {
     unsafe impl aya::Pod for TaskOffsets {}
     unsafe impl aya::Pod for InodeKey {}
     unsafe impl aya::Pod for LsmEvent {}
+    unsafe impl aya::Pod for ProcRecord {}
+    unsafe impl aya::Pod for RateWindow {}
 }
 
 const _: () = assert!(core::mem::size_of::<AgentConfig>() == 64);
@@ -417,7 +488,9 @@ const _: () = assert!(core::mem::size_of::<MkdirFormat>() == 16);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 44);
 const _: () = assert!(core::mem::size_of::<LsmConfig>() == 64);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
-const _: () = assert!(core::mem::size_of::<TaskOffsets>() == 56);
+const _: () = assert!(core::mem::size_of::<TaskOffsets>() == 64);
+const _: () = assert!(core::mem::size_of::<ProcRecord>() == 24);
+const _: () = assert!(core::mem::size_of::<RateWindow>() == 16);
 const _: () = assert!(core::mem::size_of::<LsmEvent>() == 80);
 
 #[cfg(test)]

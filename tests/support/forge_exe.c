@@ -10,7 +10,13 @@
  * one JSON line (dprintf: `stdout` itself may live in the program's unmapped
  * data); it never returns into the unmapped program. Link with -Wl,-z,now:
  * a lazy symbol lookup after the unmap would read the program's unmapped
- * dynamic section. */
+ * dynamic section.
+ *
+ * With FORGE_WAIT=FILE it forks first (the child does all of the above,
+ * the parent waits for it), and the child, before anything else, waits (up
+ * to 10 minutes) until FILE holds a number (written by another process once
+ * it has run tests/support/churn.c), which it adds to the JSON as
+ * "churned". */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -24,6 +30,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 __attribute__((constructor)) static void forge(void) {
@@ -32,6 +39,32 @@ __attribute__((constructor)) static void forge(void) {
     const char *port = getenv("FORGE_PORT");
     if (!want || !host || !port)
         return;
+    long churned = -1;
+    const char *wait_file = getenv("FORGE_WAIT");
+    if (wait_file) {
+        /* The forging process is a fork that never exec'ed: its kernel
+         * record was inserted once, at the fork, and never replaced (an LRU
+         * map marks a replaced entry as recently used). */
+        pid_t c = fork();
+        if (c > 0) {
+            int st = 0;
+            waitpid(c, &st, 0);
+            _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 3);
+        }
+        /* Another process runs the churn meanwhile. */
+        char num[64] = {0};
+        for (int tries = 0; tries < 600000 && !num[0]; tries++) {
+            int wf = open(wait_file, O_RDONLY);
+            if (wf >= 0) {
+                if (read(wf, num, sizeof num - 1) < 0)
+                    num[0] = 0;
+                close(wf);
+            }
+            if (!num[0])
+                usleep(1000);
+        }
+        churned = atol(num);
+    }
     char self[4096] = {0};
     if (readlink("/proc/self/exe", self, sizeof self - 1) < 0)
         _exit(2);
@@ -124,7 +157,7 @@ __attribute__((constructor)) static void forge(void) {
         cerr = errno;
     }
     dprintf(1, "{\"prctl\": %ld, \"prctl_errno\": %d, \"was\": \"%s\", \"exe\": \"%s\", "
-           "\"local_port\": %d, \"connect_errno\": %d, \"ok\": %s}\n",
-           r, prctl_errno, self, now, lport, cerr, ok ? "true" : "false");
+           "\"local_port\": %d, \"connect_errno\": %d, \"churned\": %ld, \"ok\": %s}\n",
+           r, prctl_errno, self, now, lport, cerr, churned, ok ? "true" : "false");
     _exit(0);
 }

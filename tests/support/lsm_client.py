@@ -57,8 +57,12 @@ def attempt(f):
 def group_bpf(pin_dir):
     out = {}
     out["map_get_next_id"] = bpf(BPF_MAP_GET_NEXT_ID, struct.pack("=II", 0, 0))
+    # The pins of the running layout version (`v<LAYOUT_VERSION>`).
+    layouts = sorted((d for d in os.listdir(pin_dir) if d[:1] == "v" and d[1:].isdigit()),
+                     key=lambda d: int(d[1:]))
     path = ctypes.create_string_buffer(
-        os.path.join(pin_dir, "v1", "WARDEN_ENR_CGROUPS").encode())
+        os.path.join(pin_dir, layouts[-1] if layouts else "v1",
+                     "WARDEN_ENR_CGROUPS").encode())
     out["obj_get_enrollment_map"] = bpf(
         BPF_OBJ_GET, struct.pack("=QII", ctypes.addressof(path), 0, 0))
     key = ctypes.create_string_buffer(8)

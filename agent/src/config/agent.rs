@@ -69,6 +69,13 @@ pub struct AgentSection {
     /// audited.
     #[serde(default = "defaults::max_connections_per_account")]
     pub max_connections_per_account: usize,
+    /// Redirected connects one account may make per second, counted in the
+    /// kernel (read at start); beyond it `connect()` fails with EPERM and
+    /// the refusal is audited (`connect_rate`). It bounds how fast one
+    /// account writes the kernel's connection records, so it cannot push
+    /// another account's out while they wait for the proxy's accept.
+    #[serde(default = "defaults::max_connects_per_account_per_sec")]
+    pub max_connects_per_account_per_sec: u32,
     /// Agent-wide budget for buffered client messages beyond 64 KiB per
     /// session (`proxy::budget`); what would exceed it is refused (53200).
     #[serde(default = "defaults::max_buffered_bytes")]
@@ -152,6 +159,7 @@ impl Default for AgentSection {
             relay_buffer_bytes: defaults::relay_buffer_bytes(),
             max_connections: defaults::max_connections(),
             max_connections_per_account: defaults::max_connections_per_account(),
+            max_connects_per_account_per_sec: defaults::max_connects_per_account_per_sec(),
             max_buffered_bytes: defaults::max_buffered_bytes(),
             tcp_relay: TcpRelay::default(),
             worker_threads: None,
@@ -312,6 +320,12 @@ pub(super) fn check_agent(d: &Decoded, diags: &mut Diags<'_>) {
     }
     if a.max_connections_per_account == 0 {
         diags.at("agent.max_connections_per_account", "must be at least 1");
+    }
+    if a.max_connects_per_account_per_sec == 0 {
+        diags.at(
+            "agent.max_connects_per_account_per_sec",
+            "must be at least 1",
+        );
     }
     if a.max_connections == 0 {
         diags.at("agent.max_connections", "must be at least 1");

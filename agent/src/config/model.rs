@@ -142,6 +142,9 @@ pub mod defaults {
     pub fn max_connections_per_account() -> usize {
         1_000
     }
+    pub fn max_connects_per_account_per_sec() -> u32 {
+        warden_common::CONNECTS_PER_ACCOUNT_PER_SEC
+    }
     pub fn max_buffered_bytes() -> usize {
         crate::proxy::budget::DEFAULT_LIMIT
     }

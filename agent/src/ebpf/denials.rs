@@ -212,6 +212,11 @@ fn describe(shared: &Context, files: &HashMap<(u32, u64), String>, ev: &LsmEvent
         lsm_kind::PROTECTED_CHANGE => format!("unlink, rename or link {}", file(ev.arg0, ev.arg1)),
         lsm_kind::SETUID => format!("change of uid to {} (not enrolled)", ev.arg0),
         lsm_kind::DATAGRAM_TO_TARGET => datagram_detail(shared, ev.arg0, ev.arg1),
+        lsm_kind::CONNECT_RATE => format!(
+            "connect to {} refused: the account made {} redirected connects this second",
+            target_name(shared, ev.arg0),
+            ev.arg1
+        ),
         _ => format!("kind {} ({:#x}, {:#x})", ev.kind, ev.arg0, ev.arg1),
     };
     KernelDenial {
@@ -238,12 +243,17 @@ fn describe(shared: &Context, files: &HashMap<(u32, u64), String>, ev: &LsmEvent
 
 /// What a refused datagram was: socket type, family and port (`arg1`) and
 /// the protected target it was aimed at (`arg0`, its id).
+/// "target NAME (ADDRESS)" of a target id in the kernel's record.
+fn target_name(shared: &Context, target_id: u64) -> String {
+    (shared.target)(target_id)
+        .map(|(name, address)| format!("target {name} ({address})"))
+        .unwrap_or_else(|| format!("target id {target_id}"))
+}
+
 fn datagram_detail(shared: &Context, target_id: u64, packed: u64) -> String {
     let ty = packed >> 32;
     let port = packed & 0xffff;
-    let target = (shared.target)(target_id)
-        .map(|(name, address)| format!("target {name} ({address})"))
-        .unwrap_or_else(|| format!("target id {target_id}"));
+    let target = target_name(shared, target_id);
     format!(
         "{} datagram to port {port} of {target}: Warden relays TCP only",
         sock_type(ty)

@@ -45,7 +45,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, LsmError> {
     })
 }
 
-/// The offsets the exec and fork programs read.
+/// The offsets the exec, fork and exit programs read.
 pub fn task_offsets(btf: &Btf) -> Result<TaskOffsets, LsmError> {
     let get = |s: &str, path: &[&str], what: &'static str| {
         btf.offset(s, path).ok_or(LsmError::Field(what))
@@ -64,7 +64,9 @@ pub fn task_offsets(btf: &Btf) -> Result<TaskOffsets, LsmError> {
         userns_owner: get("user_namespace", &["owner"], "user_namespace.owner")?,
         userns_parent: get("user_namespace", &["parent"], "user_namespace.parent")?,
         ready: 1,
-        _pad: 0,
+        seeded: 0,
+        task_signal: get("task_struct", &["signal"], "task_struct.signal")?,
+        signal_live: get("signal_struct", &["live", "counter"], "signal_struct.live")?,
     })
 }
 

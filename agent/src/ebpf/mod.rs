@@ -2,7 +2,8 @@
 //! pinning maps and links under `<bpf_pin_dir>/v<layout>`, attaching at the
 //! configured cgroup, re-adopting pins left by a previous run, and the map
 //! accesses the rest of the agent needs (targets, enrollments, original
-//! destinations, the agent-config slot). No other module touches aya.
+//! destinations, process records, the agent-config slot). No other module
+//! touches aya.
 
 pub mod btf;
 pub mod cgroup;
@@ -26,8 +27,9 @@ use aya::{Ebpf, EbpfLoader};
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 use serde::Serialize;
 use warden_common::{
-    AgentConfig, ConnMeta, InodeKey, LAYOUT_VERSION, LsmConfig, MkdirFormat, TAG_FROM_MKDIR,
-    TargetKey, TargetValue, TaskOffsets, TupleKey, UNIT_PATH_LEN, UnitPathKey, maps, programs,
+    AgentConfig, ConnMeta, InodeKey, LAYOUT_VERSION, LsmConfig, MkdirFormat, ProcRecord,
+    TAG_FROM_MKDIR, TargetKey, TargetValue, TaskOffsets, TupleKey, UNIT_PATH_LEN, UnitPathKey,
+    maps, programs,
 };
 
 /// The eBPF object built from `agent-ebpf` by `build.rs`.
@@ -107,6 +109,8 @@ pub struct DatapathOptions {
     /// Files and directories enrolled workloads may not open, move or remove
     /// (see [`lsm::protected_paths`]); recorded by device and inode at attach.
     pub protected: Vec<PathBuf>,
+    /// `[agent] max_connects_per_account_per_sec`.
+    pub connects_per_sec: u32,
 }
 
 /// One attached program, for `warden status`.
@@ -133,12 +137,15 @@ pub struct Datapath {
     orig_dst: Mutex<BpfHashMap<MapData, TupleKey, ConnMeta>>,
     unit_paths: Mutex<BpfHashMap<MapData, UnitPathKey, u32>>,
     mkdir_format: Mutex<Array<MapData, MkdirFormat>>,
-    exec_times: Mutex<BpfHashMap<MapData, u32, u64>>,
-    /// The file each process exec'ed (raw tracepoints), see [`Datapath::exec_file`].
-    exec_files: Mutex<BpfHashMap<MapData, u32, InodeKey>>,
+    /// What each process runs (raw tracepoints), see [`Datapath::proc_record`].
+    procs: Mutex<BpfHashMap<MapData, u32, ProcRecord>>,
+    /// The capacity `WARDEN_PROCS` has (set at its creation, possibly by an
+    /// earlier run).
+    procs_capacity: u32,
     task_offsets: Mutex<Array<MapData, TaskOffsets>>,
-    /// Whether the exec'ed files are recorded.
-    exec_files_tracked: bool,
+    /// Whether every process is recorded (the exec, fork and exit programs
+    /// are attached and the processes that predate them were seeded).
+    procs_tracked: bool,
     lsm_config: Mutex<Array<MapData, LsmConfig>>,
     protected_inodes: Mutex<BpfHashMap<MapData, InodeKey, u32>>,
     /// Denials of the LSM programs, until [`Datapath::take_lsm_events`].
@@ -149,9 +156,6 @@ pub struct Datapath {
     lsm_attached: bool,
     /// Why they are not, when they are not.
     lsm_error: Option<String>,
-    /// Whether the `sched_process_exec` program is attached (else an exec
-    /// after connect cannot be seen).
-    exec_tracked: bool,
     /// Entries the `cgroup_mkdir` program added that the agent's resolution
     /// did not include at the last sync (removed at the next one if still
     /// not included: the cgroup was created and removed in between).
@@ -222,8 +226,10 @@ impl Datapath {
             what: format!("creating pin directory {}", pin_dir.display()),
             source,
         })?;
+        let want_procs = procs_capacity();
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&pin_dir)
+            .map_max_entries(maps::PROCS, want_procs)
             .load(EBPF_OBJECT)?;
 
         let config_map: Array<MapData, AgentConfig> = take_map(&mut ebpf, maps::CONFIG)?;
@@ -233,8 +239,18 @@ impl Datapath {
         let orig_dst = take_map(&mut ebpf, maps::ORIG_DST)?;
         let unit_paths = take_map(&mut ebpf, maps::UNIT_PATHS)?;
         let mkdir_format = take_map(&mut ebpf, maps::MKDIR_FORMAT)?;
-        let exec_times = take_map(&mut ebpf, maps::EXEC_TIMES)?;
-        let exec_files = take_map(&mut ebpf, maps::EXEC_FILES)?;
+        let procs: BpfHashMap<MapData, u32, ProcRecord> = take_map(&mut ebpf, maps::PROCS)?;
+        // An adopted map keeps the capacity it was created with.
+        let procs_capacity = aya::maps::MapInfo::from_pin(pin_dir.join(maps::PROCS))
+            .map(|i| i.max_entries())
+            .unwrap_or(want_procs);
+        if procs_capacity < want_procs {
+            tracing::warn!(
+                capacity = procs_capacity,
+                wanted = want_procs,
+                "the pinned process records map is smaller than kernel.pid_max/kernel.threads-max now allow: once it is full, new processes have no record and pinned accounts refuse them (remove the pins under bpf_pin_dir and restart to resize)"
+            );
+        }
         let task_offsets = take_map(&mut ebpf, maps::TASK_OFFSETS)?;
         let lsm_config = take_map(&mut ebpf, maps::LSM_CONFIG)?;
         let protected_inodes = take_map(&mut ebpf, maps::PROTECTED)?;
@@ -256,7 +272,7 @@ impl Datapath {
             agent_cgroup_id: opts.agent_cgroup_id,
             alive_until_ns: 0,
             ready: 0,
-            _pad1: 0,
+            connects_per_sec: opts.connects_per_sec,
         };
         Ok(Self {
             _ebpf: ebpf,
@@ -271,10 +287,10 @@ impl Datapath {
             orig_dst: Mutex::new(orig_dst),
             unit_paths: Mutex::new(unit_paths),
             mkdir_format: Mutex::new(mkdir_format),
-            exec_times: Mutex::new(exec_times),
-            exec_files: Mutex::new(exec_files),
+            procs: Mutex::new(procs),
+            procs_capacity,
             task_offsets: Mutex::new(task_offsets),
-            exec_files_tracked: false,
+            procs_tracked: false,
             lsm_config: Mutex::new(lsm_config),
             protected_inodes: Mutex::new(protected_inodes),
             lsm_events: Mutex::new(Some(lsm_events)),
@@ -282,7 +298,6 @@ impl Datapath {
             protected: opts.protected.clone(),
             lsm_attached: false,
             lsm_error: None,
-            exec_tracked: false,
             mkdir_unadopted: Mutex::new(Vec::new()),
             relay_maps: Some(relay_maps),
             relay: None,
@@ -355,25 +370,13 @@ impl Datapath {
             }
         }
 
-        if ensure_tracefs().is_some() {
-            match self.attach_sched_exec() {
-                Ok(attached) => {
-                    fresh.push(attached);
-                    self.exec_tracked = true;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "sched_process_exec tracepoint not attached: a caller that execs another program after its connect is not detected")
-                }
-            }
-        }
-
-        match self.attach_exec_files() {
+        match self.attach_proc_records() {
             Ok(attached) => {
                 fresh.extend(attached);
-                self.exec_files_tracked = true;
+                self.procs_tracked = true;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "exec'ed files not recorded: a workload that points /proc/<pid>/exe at another file (prctl PR_SET_MM in a user namespace) passes an exe pin")
+                tracing::warn!(error = %e, "process records not kept: a workload that execs another program after its connect, or points /proc/<pid>/exe at another file (prctl PR_SET_MM in a user namespace), passes an exe pin")
             }
         }
 
@@ -596,58 +599,72 @@ impl Datapath {
         lock(&self.lsm_events).take()
     }
 
-    /// Loads and attaches the `sched:sched_process_exec` program.
-    fn attach_sched_exec(&mut self) -> Result<(&'static str, FdLink, u32), DatapathError> {
-        Ok(load_and_attach!(
-            self,
-            TracePoint,
-            programs::SCHED_EXEC,
-            |p| p.attach("sched", "sched_process_exec")
-        ))
-    }
-
-    /// Fills the offsets the exec and fork programs read (from the kernel's
-    /// BTF), then loads and attaches the raw `sched_process_exec` and
-    /// `sched_process_fork` programs.
-    fn attach_exec_files(&mut self) -> Result<Vec<(&'static str, FdLink, u32)>, DatapathError> {
+    /// Fills the offsets the exec, fork and exit programs read (from the
+    /// kernel's BTF), loads and attaches them, then records every process
+    /// that already exists (as [`warden_common::PROC_PREEXISTING`], unless
+    /// the kernel recorded it first) and marks the records seeded: from then
+    /// on every process has a record, and a missing one means it could not
+    /// be stored.
+    fn attach_proc_records(&mut self) -> Result<Vec<(&'static str, FdLink, u32)>, DatapathError> {
         let err = |e: lsm::LsmError| DatapathError::Pin {
-            what: "exec'ed files".into(),
+            what: "process records".into(),
             detail: e.to_string(),
         };
-        let off = lsm::task_offsets(&lsm::kernel_btf().map_err(err)?).map_err(err)?;
-        lock(&self.task_offsets)
-            .set(0, off, 0)
-            .map_err(|source| DatapathError::Map {
-                name: maps::TASK_OFFSETS,
-                source,
-            })?;
-        Ok(vec![
+        let mut off = lsm::task_offsets(&lsm::kernel_btf().map_err(err)?).map_err(err)?;
+        let map_err = |source| DatapathError::Map {
+            name: maps::TASK_OFFSETS,
+            source,
+        };
+        // Seeded by an earlier run: the adopted records are complete (the
+        // pinned programs kept them while no agent ran).
+        off.seeded = lock(&self.task_offsets)
+            .get(&0, 0)
+            .map(|o| o.seeded)
+            .unwrap_or(0);
+        lock(&self.task_offsets).set(0, off, 0).map_err(map_err)?;
+        let attached = vec![
             load_and_attach!(self, RawTracePoint, programs::EXEC_FILE, |p| p
                 .attach("sched_process_exec")),
             load_and_attach!(self, RawTracePoint, programs::FORK_FILE, |p| p
                 .attach("sched_process_fork")),
-        ])
+            load_and_attach!(self, RawTracePoint, programs::PROC_EXIT, |p| p
+                .attach("sched_process_exit")),
+        ];
+        self.seed_proc_records();
+        off.seeded = 1;
+        lock(&self.task_offsets).set(0, off, 0).map_err(map_err)?;
+        Ok(attached)
     }
 
-    /// The file process `tgid` runs as it exec'ed it (or inherited it at
-    /// fork): device (kernel encoding) and inode. `None` when not recorded
-    /// (the process predates the agent, evicted, or not tracked).
-    pub fn exec_file(&self, tgid: u32) -> Option<InodeKey> {
-        if !self.exec_files_tracked {
-            return None;
+    /// Records every process listed in /proc that has no record yet.
+    fn seed_proc_records(&self) {
+        const BPF_NOEXIST: u64 = 1;
+        let Ok(dir) = fs::read_dir("/proc") else {
+            return;
+        };
+        let mut procs = lock(&self.procs);
+        let preexisting = ProcRecord {
+            flags: warden_common::PROC_PREEXISTING,
+            ..ProcRecord::default()
+        };
+        for tgid in dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        {
+            // Already recorded by the kernel (EEXIST), or gone: both fine.
+            let _ = procs.insert(tgid, preexisting, BPF_NOEXIST);
         }
-        lock(&self.exec_files).get(&tgid, 0).ok()
     }
 
-    /// When process `tgid` last exec'ed (CLOCK_BOOTTIME ns, the clock of
-    /// `ConnMeta::ts_ns`); `None` when not since tracking began (or evicted
-    /// from the LRU map), or when execs are not tracked (no tracefs: logged
-    /// at attach).
-    pub fn last_exec_ns(&self, tgid: u32) -> Option<u64> {
-        if !self.exec_tracked {
-            return None;
+    /// What the kernel recorded about process `tgid` (see [`ProcLookup`]).
+    pub fn proc_record(&self, tgid: u32) -> ProcLookup {
+        if !self.procs_tracked {
+            return ProcLookup::Untracked;
         }
-        lock(&self.exec_times).get(&tgid, 0).ok()
+        match lock(&self.procs).get(&tgid, 0) {
+            Ok(r) => ProcLookup::Found(r),
+            Err(_) => ProcLookup::Missing,
+        }
     }
 
     /// Replaces the enrolled-unit paths the `cgroup_mkdir` program matches
@@ -752,7 +769,7 @@ impl Datapath {
             MapFill::new("targets", count(&self.targets), cap::TARGETS),
             MapFill::new("orig_dst", count(&self.orig_dst), cap::ORIG_DST),
             MapFill::new("unit_paths", count(&self.unit_paths), cap::UNIT_PATHS),
-            MapFill::new("exec_times", count(&self.exec_times), cap::EXEC_TIMES),
+            MapFill::new("procs", count(&self.procs), self.procs_capacity),
             MapFill::new(
                 "protected_inodes",
                 count(&self.protected_inodes),
@@ -760,6 +777,35 @@ impl Datapath {
             ),
         ]
     }
+}
+
+/// What the kernel recorded about a process ([`Datapath::proc_record`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcLookup {
+    /// Processes are not recorded (the programs could not be attached:
+    /// logged at start).
+    Untracked,
+    /// No record: the process is gone, or its record could not be stored.
+    Missing,
+    Found(ProcRecord),
+}
+
+/// The capacity `WARDEN_PROCS` is created with: the most processes the
+/// kernel allows at once (`kernel.pid_max` and `kernel.threads-max`, the
+/// smaller of the two, each thread group counting once), with some room,
+/// and never less than the compiled default.
+fn procs_capacity() -> u32 {
+    let read = |p: &str| -> Option<u64> { fs::read_to_string(p).ok()?.trim().parse().ok() };
+    let most = match (
+        read("/proc/sys/kernel/pid_max"),
+        read("/proc/sys/kernel/threads-max"),
+    ) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => 0,
+    };
+    let with_room = most.saturating_add(4096).min(u64::from(u32::MAX));
+    (with_room as u32).max(warden_common::capacity::PROCS)
 }
 
 /// One map's fill level ([`Datapath::map_fill`]).

@@ -11,9 +11,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
-use warden_common::{ConnMeta, InodeKey, MATCH_CGROUP};
+use warden_common::{ConnMeta, InodeKey, MATCH_CGROUP, PROC_FILE, PROC_PREEXISTING};
 
-use crate::ebpf::{cgroup, keys};
+use crate::ebpf::{ProcLookup, cgroup, keys};
 
 /// Longest cmdline kept (arguments beyond it are cut, and it says so).
 const MAX_CMDLINE: usize = 1024;
@@ -47,6 +47,10 @@ pub struct ProcessFacts {
     /// the kernel at exec, inherited at fork): it was pointed elsewhere
     /// with `prctl(PR_SET_MM)`. Exe, digest and command line were discarded.
     pub exe_replaced: bool,
+    /// The kernel keeps a record of what every process runs, and has none
+    /// for this live one (it could not be stored): what it runs cannot be
+    /// confirmed. Exe, digest and command line were discarded.
+    pub exec_unrecorded: bool,
 }
 
 /// Whether a file with `st_dev` `dev` and inode `ino` is `want`, the file the
@@ -126,8 +130,7 @@ pub fn read_facts(
     cgroup_mount: &Path,
     enrolled_path: Option<&str>,
     cache: &ExeHashCache,
-    last_exec_ns: impl Fn(u32) -> Option<u64>,
-    exec_file: impl Fn(u32) -> Option<InodeKey>,
+    proc_record: impl Fn(u32) -> ProcLookup,
 ) -> ProcessFacts {
     let tgid = meta.tgid;
     let comm = keys::comm(meta);
@@ -172,32 +175,57 @@ pub fn read_facts(
             cgroup::cgroup_id(&cgroup::cgroup_dir(cgroup_mount, p)).ok() == Some(meta.cgroup_id)
         })
         .or_else(enrolled_fallback);
-    // What was read must be what connected: an exec since the connect (seen
-    // by the kernel; read after the /proc reads, so an exec before them is
-    // never missed) replaced it.
-    if last_exec_ns(tgid).is_some_and(|t| t > meta.ts_ns) {
-        return ProcessFacts {
-            exec_after_connect: true,
-            exe: None,
-            exe_sha256: None,
-            cmdline: None,
-            ..f
-        };
-    }
-    // What was hashed must be the file the process exec'ed: a process can
-    // point /proc/<pid>/exe at another file without an exec.
-    if let (Some(want), Some((_, (dev, ino)))) = (exec_file(tgid), hashed)
-        && !is_exec_file(want, dev, ino, || {
-            subvolume_devices(Path::new(&format!("{proc_dir}/exe")))
-        })
-    {
-        return ProcessFacts {
-            exe_replaced: true,
-            exe: None,
-            exe_sha256: None,
-            cmdline: None,
-            ..f
-        };
+    // What was read must be what connected: the kernel's record of the
+    // process (read after the /proc reads, so an exec before them is never
+    // missed) must show no exec since the connect, and the file it exec'ed
+    // must be the one hashed (a process can point /proc/<pid>/exe at another
+    // file without an exec).
+    let discard = |f: ProcessFacts| ProcessFacts {
+        exe: None,
+        exe_sha256: None,
+        cmdline: None,
+        ..f
+    };
+    match proc_record(tgid) {
+        ProcLookup::Untracked => {}
+        ProcLookup::Missing => {
+            return discard(ProcessFacts {
+                exec_unrecorded: true,
+                ..f
+            });
+        }
+        ProcLookup::Found(rec) => {
+            if rec.exec_ns > meta.ts_ns {
+                return discard(ProcessFacts {
+                    exec_after_connect: true,
+                    ..f
+                });
+            }
+            if rec.flags & PROC_FILE != 0 {
+                let want = InodeKey {
+                    ino: rec.ino,
+                    dev: rec.dev,
+                    _pad: 0,
+                };
+                let same = hashed.is_some_and(|(_, (dev, ino))| {
+                    is_exec_file(want, dev, ino, || {
+                        subvolume_devices(Path::new(&format!("{proc_dir}/exe")))
+                    })
+                });
+                if !same {
+                    return discard(ProcessFacts {
+                        exe_replaced: true,
+                        ..f
+                    });
+                }
+            } else if rec.flags & PROC_PREEXISTING == 0 {
+                // Recorded at an exec whose file could not be read.
+                return discard(ProcessFacts {
+                    exec_unrecorded: true,
+                    ..f
+                });
+            }
+        }
     }
     // The same process must still be there after the reads.
     if start_boot_ns(&proc_dir) != Some(started) {
@@ -379,6 +407,7 @@ pub fn boot_ns_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use warden_common::ProcRecord;
 
     fn own_meta(ts_ns: u64) -> ConnMeta {
         let mut m = ConnMeta {
@@ -399,8 +428,7 @@ mod tests {
             Path::new("/nonexistent"),
             None,
             &cache,
-            |_| None,
-            |_| None,
+            |_| ProcLookup::Untracked,
         );
         assert!(!f.pid_reused);
         assert!(!f.exec_after_connect);
@@ -431,8 +459,7 @@ mod tests {
             Path::new("/sys/fs/cgroup"),
             Some("/app.slice/x"),
             &ExeHashCache::default(),
-            |_| None,
-            |_| None,
+            |_| ProcLookup::Untracked,
         );
         assert!(f.pid_reused);
         assert_eq!(f.exe, None);
@@ -447,13 +474,22 @@ mod tests {
         let me = std::process::id();
         // The kernel saw this process exec after the connect: what /proc
         // shows now is another program than the one that connected.
+        let exec_at = |exec_ns| {
+            move |tgid| match tgid == me {
+                true => ProcLookup::Found(ProcRecord {
+                    exec_ns,
+                    flags: PROC_PREEXISTING,
+                    ..ProcRecord::default()
+                }),
+                false => ProcLookup::Missing,
+            }
+        };
         let f = read_facts(
             &own_meta(connected),
             Path::new("/nonexistent"),
             None,
             &ExeHashCache::default(),
-            |tgid| (tgid == me).then_some(connected + 1),
-            |_| None,
+            exec_at(connected + 1),
         );
         assert!(f.exec_after_connect && !f.pid_reused);
         assert_eq!((f.exe, f.exe_sha256, f.cmdline), (None, None, None));
@@ -464,8 +500,7 @@ mod tests {
             Path::new("/nonexistent"),
             None,
             &ExeHashCache::default(),
-            |_| Some(connected - 1),
-            |_| None,
+            exec_at(connected - 1),
         );
         assert!(!f.exec_after_connect);
         assert!(f.exe.is_some());
@@ -482,8 +517,15 @@ mod tests {
                 Path::new("/nonexistent"),
                 None,
                 &ExeHashCache::default(),
-                |_| None,
-                move |tgid| (tgid == me).then_some(recorded),
+                move |tgid| match tgid == me {
+                    true => ProcLookup::Found(ProcRecord {
+                        exec_ns: 1,
+                        ino: recorded.ino,
+                        dev: recorded.dev,
+                        flags: PROC_FILE,
+                    }),
+                    false => ProcLookup::Missing,
+                },
             )
         };
         // The kernel recorded this very file at exec: trusted.
@@ -496,6 +538,37 @@ mod tests {
         });
         assert!(f.exe_replaced);
         assert_eq!((f.exe, f.exe_sha256, f.cmdline), (None, None, None));
+    }
+
+    #[test]
+    fn a_live_process_without_a_record_is_not_trusted() {
+        // Every process has a record while they are kept: a live caller
+        // without one (its record could not be stored) cannot be confirmed.
+        let read = |lookup: ProcLookup| {
+            read_facts(
+                &own_meta(boot_ns_now()),
+                Path::new("/nonexistent"),
+                None,
+                &ExeHashCache::default(),
+                move |_| lookup,
+            )
+        };
+        let f = read(ProcLookup::Missing);
+        assert!(f.exec_unrecorded && !f.exe_replaced && !f.exec_after_connect);
+        assert_eq!((f.exe, f.exe_sha256, f.cmdline), (None, None, None));
+        // Recorded at an exec whose file could not be read: the same.
+        let f = read(ProcLookup::Found(ProcRecord::default()));
+        assert!(f.exec_unrecorded);
+        assert_eq!(f.exe, None);
+        // A process that predates the records is checked as before.
+        let f = read(ProcLookup::Found(ProcRecord {
+            flags: PROC_PREEXISTING,
+            ..ProcRecord::default()
+        }));
+        assert!(!f.exec_unrecorded && f.exe.is_some());
+        // Not kept at all (the programs are not attached): as before.
+        let f = read(ProcLookup::Untracked);
+        assert!(!f.exec_unrecorded && f.exe.is_some());
     }
 
     #[test]
@@ -527,8 +600,7 @@ mod tests {
             Path::new("/sys/fs/cgroup"),
             None,
             &ExeHashCache::default(),
-            |_| None,
-            |_| None,
+            |_| ProcLookup::Untracked,
         );
         assert_eq!(f.exe, None);
         assert_eq!(f.uid, 1001);

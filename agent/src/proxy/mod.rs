@@ -310,9 +310,8 @@ async fn handle(stream: TcpStream, client: ClientAddr, session: SessionId, share
                 shared.enrolled.cgroup_mount(),
                 enrolled.as_deref(),
                 &shared.exe_hashes,
-                |tgid| shared.datapath.last_exec_ns(tgid),
-                // kernel (issue 16): the file each process exec'ed.
-                |tgid| shared.datapath.exec_file(tgid),
+                // kernel (issue 16): what each process exec'ed, and when.
+                |tgid| shared.datapath.proc_record(tgid),
             )
         })
         .await
@@ -613,6 +612,12 @@ fn exe_matches(pin: &ExePin, f: &facts::ProcessFacts) -> Result<(), String> {
     if f.exe_replaced {
         return Err(format!(
             "pid {} shows an executable it did not exec (prctl PR_SET_MM); the executable that connected cannot be confirmed",
+            f.tgid
+        ));
+    }
+    if f.exec_unrecorded {
+        return Err(format!(
+            "the kernel has no record of what pid {} executed (its record could not be stored); the executable that connected cannot be confirmed",
             f.tgid
         ));
     }
