@@ -18,6 +18,10 @@
 //!   A statement of an `approve` rule is held until an approver decides:
 //!   a simple Query as a whole, an extended-protocol statement at the
 //!   first Execute of each bound portal, showing the values bound to it.
+//!   Portals and SQL cursors are run (Execute, FETCH, MOVE) only under a
+//!   name Warden saw bound or declared in the transaction still open (see
+//!   [`Ends`]): a cursor opened by code Warden trusts is never read.
+//!   FunctionCall and simple Query are refused inside an unfinished batch.
 //! - **upstream → client** masks and summarises. For each forwarded message
 //!   that the server answers, the client half first queues an [`Expect`];
 //!   the upstream half pops them as the answers arrive, so it always knows
