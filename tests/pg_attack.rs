@@ -1658,6 +1658,18 @@ fn s5_attack_fetch_of_a_cursor_opened_by_trusted_code() {
             got.push(format!("reused c2 => {:?}", simple_summary(Ok(r))));
         }
         c.simple_query("ROLLBACK").await.unwrap();
+        // A cursor WITH HOLD whose implicit transaction failed (the server
+        // reports idle, not failed), its name reopened.
+        let c = p.connect().await;
+        let _ = c
+            .simple_query("DECLARE h2 CURSOR WITH HOLD FOR SELECT 1; SELECT 1/0")
+            .await;
+        c.simple_query("BEGIN").await.unwrap();
+        c.simple_query("SELECT public.s5_open('h2')").await.unwrap();
+        if let Ok(r) = c.simple_query("FETCH ALL FROM h2").await {
+            got.push(format!("reused h2 => {:?}", simple_summary(Ok(r))));
+        }
+        c.simple_query("ROLLBACK").await.unwrap();
         // The same through a protocol portal bound earlier, now dead.
         let (mut r, _, _) = Raw::session(p.addr()).await;
         let mut b = BytesMut::new();

@@ -253,7 +253,8 @@ impl Expect {
 /// counts them as it passes them. `idle` is the number of the last one
 /// reporting no transaction (every portal, and every cursor not declared
 /// WITH HOLD, is gone by then), `failed` of the last one reporting a failed
-/// transaction (its rollback may take a holdable cursor declared in it).
+/// transaction or following an error (its rollback may take a holdable
+/// cursor declared in it; an implicit transaction that fails reports idle).
 /// A portal or cursor Warden recorded when `n` such messages had been sent
 /// is gone once either passes `n`: a name its code did not see opened
 /// since (a refcursor a trusted function opens under it) is not its.
@@ -2059,6 +2060,12 @@ where
                 }
             }
             BackendMessage::ErrorResponse(fields) => {
+                // The transaction the error ends (an implicit one reports
+                // idle, not failed) may take a cursor WITH HOLD declared
+                // in it: its ReadyForQuery is the next one.
+                self.ends
+                    .failed
+                    .fetch_max(self.readies.saturating_add(1), Ordering::AcqRel);
                 if let Some(Expect::Abort { sync }) = self.queue.front() {
                     // Warden's own abort: the client already has (or will
                     // get, in order) the refusal instead.
