@@ -1658,6 +1658,21 @@ fn s5_attack_fetch_of_a_cursor_opened_by_trusted_code() {
             got.push(format!("reused c2 => {:?}", simple_summary(Ok(r))));
         }
         c.simple_query("ROLLBACK").await.unwrap();
+        // A cursor declared after a savepoint rolled back to, reopened.
+        let c = p.connect().await;
+        for sql in [
+            "BEGIN",
+            "SAVEPOINT s",
+            "DECLARE c4 CURSOR FOR SELECT 1",
+            "ROLLBACK TO SAVEPOINT s",
+            "SELECT public.s5_open('c4')",
+        ] {
+            c.simple_query(sql).await.unwrap();
+        }
+        if let Ok(r) = c.simple_query("FETCH ALL FROM c4").await {
+            got.push(format!("reused c4 => {:?}", simple_summary(Ok(r))));
+        }
+        c.simple_query("ROLLBACK").await.unwrap();
         // A cursor WITH HOLD whose implicit transaction failed (the server
         // reports idle, not failed), its name reopened.
         let c = p.connect().await;
@@ -1713,6 +1728,19 @@ fn s5_attack_fetch_of_a_cursor_opened_by_trusted_code() {
             .unwrap();
         let r = c.simple_query("FETCH ALL FROM h").await;
         assert!(format!("{:?}", simple_summary(r)).contains('8'));
+        // One declared before a savepoint outlives a rollback to it.
+        for sql in [
+            "BEGIN",
+            "DECLARE k CURSOR FOR SELECT g FROM generate_series(1, 30) g",
+            "SAVEPOINT one",
+            "FETCH 10 FROM k",
+            "ROLLBACK TO SAVEPOINT one",
+        ] {
+            c.simple_query(sql).await.unwrap();
+        }
+        let r = c.simple_query("FETCH 10 FROM k").await;
+        assert!(format!("{:?}", simple_summary(r)).contains("11"));
+        c.simple_query("COMMIT").await.unwrap();
     });
 }
 

@@ -270,6 +270,9 @@ struct Cursor {
     hold: bool,
     /// [`Upstream::readies`] when it was declared.
     born: u64,
+    /// Its place among the DECLAREs and SAVEPOINTs Warden forwarded
+    /// ([`Upstream::marks`]).
+    mark: u64,
 }
 
 /// How many statement runs (Query, Execute, FunctionCall messages
@@ -437,6 +440,8 @@ where
         ends,
         portal_born: HashMap::new(),
         cursors: HashMap::new(),
+        marks: 0,
+        first_savepoint: None,
     };
     let up = up.run();
     let down = down.run();
@@ -549,6 +554,12 @@ struct Upstream<R, W> {
     portal_born: HashMap<String, u64>,
     /// SQL cursors declared through this session.
     cursors: HashMap<String, Cursor>,
+    /// DECLAREs and SAVEPOINTs forwarded, in order.
+    marks: u64,
+    /// The mark of the first SAVEPOINT of the open transaction: a ROLLBACK
+    /// TO SAVEPOINT takes the cursors declared after the savepoint it
+    /// names, so at most those after the first.
+    first_savepoint: Option<u64>,
 }
 
 impl<R, W> super::catalog::CatalogSource for Upstream<R, W>
@@ -1320,13 +1331,28 @@ where
                 self.portals.clear();
                 self.portal_born.clear();
                 self.described = None;
-                self.cursors.retain(|_, c| c.hold && !all);
+                if s.command == "ROLLBACK TO SAVEPOINT" {
+                    let first = self.first_savepoint;
+                    self.cursors
+                        .retain(|_, c| first.is_some_and(|f| c.mark < f));
+                } else {
+                    self.cursors.retain(|_, c| c.hold && !all);
+                    self.first_savepoint = None;
+                }
+                continue;
+            }
+            if s.command == "SAVEPOINT" {
+                self.first_savepoint.get_or_insert(self.marks);
+                self.marks += 1;
                 continue;
             }
             match (s.command.as_str(), &s.cursor) {
                 ("DECLARE", Some(Some(name))) => {
                     let hold = s.cursor_hold;
-                    self.cursors.insert(name.clone(), Cursor { hold, born });
+                    let mark = self.marks;
+                    self.marks += 1;
+                    self.cursors
+                        .insert(name.clone(), Cursor { hold, born, mark });
                 }
                 ("FETCH" | "MOVE", _) | (_, None) => {}
                 (_, Some(Some(name))) => {
