@@ -140,9 +140,9 @@ const EXCEPTIONS: &[(&[&str], &str)] = &[
     (
         &["plpgsql", "portals", "transactions"],
         "FETCH of a cursor Warden did not see declared in the open transaction refused by \
-         design: refcursors PL/pgSQL functions open (plpgsql, portals), a cursor after \
-         ROLLBACK TO SAVEPOINT (Warden forgets every cursor then), a name the server \
-         itself no longer has (answered with Warden's words, not the server's)",
+         design: refcursors PL/pgSQL functions open (plpgsql, portals), a name the \
+         server itself no longer has after ROLLBACK TO SAVEPOINT (answered with \
+         Warden's words, not the server's)",
     ),
     (
         &["errors", "strings"],
