@@ -498,8 +498,14 @@ impl Rig {
 
     /// Sends `request` on a new connection; reads until the close or 3 s.
     async fn ask(&self, request: &[u8]) -> Got {
-        let mut s = TcpStream::connect(self.addr).await.unwrap();
-        s.write_all(request).await.unwrap();
+        let (mut s, mut w) = TcpStream::connect(self.addr).await.unwrap().into_split();
+        // Written beside the reading: a refusal may come (and the
+        // connection close) before a large request is all sent.
+        let request = request.to_vec();
+        let writer = tokio::spawn(async move {
+            let _ = w.write_all(&request).await;
+            w
+        });
         let mut all = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
@@ -510,6 +516,7 @@ impl Rig {
                 _ => break,
             }
         }
+        writer.abort();
         let end = all
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
@@ -1436,5 +1443,54 @@ rules = [ { action = "block", paths = ["/orders/*"], query = { force = "true" },
             );
         }
         assert_eq!(r.get("/orders/7", "Cookie: sid=1\r\n").await.status, 200);
+    });
+}
+
+// S5-H1: an untyped POST body was read whole (Rack parses it as a form and
+// its MethodOverride reads `_method` there) even where no method an
+// override could choose is judged otherwise: a body larger than
+// max_message_bytes was refused 413 although nothing in it could change
+// the decision. A body Warden must inspect (a rule reads parameters of
+// the request, or a method `_method` could name is decided otherwise on
+// this path) and cannot is still refused; one it need not inspect streams.
+#[test]
+fn s5_h1_large_untyped_body_streams_when_nothing_in_it_can_matter() {
+    run(|| async {
+        let r = rig(
+            BEARER,
+            r#"default = "deny"
+rules = [
+  { action = "allow", paths = ["/upload/*"], name = "uploads" },
+  { action = "allow", methods = ["POST"], paths = ["/items/*"], name = "items-post" },
+  { action = "allow", methods = ["POST"], paths = ["/deploy"], name = "deploy" },
+  { action = "block", methods = ["POST"], paths = ["/deploy"], query = { force = "true" }, name = "no-force" },
+]"#,
+            "",
+        )
+        .await;
+        let big = "x".repeat(2 << 20);
+        // Every method is decided alike on /upload: nothing to read.
+        let got = r.ask(&post(&r.host(), "/upload/a", None, &big)).await;
+        assert_eq!(got.status, 200, "a large untyped upload was refused");
+        let forwarded = r
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|q| q.starts_with(b"POST /upload/a"))
+            .map(Vec::len)
+            .unwrap_or(0);
+        assert!(forwarded > big.len(), "the body did not reach the upstream");
+        // `_method=DELETE` would make it a DELETE, denied there: read, and
+        // too large to read.
+        let got = r.ask(&post(&r.host(), "/items/7", None, &big)).await;
+        assert_eq!(got.status, 413);
+        // A parameter rule applies: too large to read.
+        let got = r.ask(&post(&r.host(), "/deploy", None, &big)).await;
+        assert_eq!(got.status, 413);
+        assert!(!reached(&r, "POST /items") && !reached(&r, "POST /deploy"));
+        // Small bodies are still read where they can matter.
+        let through = posts_not(&r, 403, &[("/items/7", None, "_method=DELETE")]).await;
+        assert!(through.is_empty(), "{through:#?}");
     });
 }

@@ -88,10 +88,17 @@ fn http_in(env: &TestEnv, cgroup: &str, method: &str, url: &str) -> u16 {
         })
 }
 
+/// The bearer token of the metrics endpoint in the tests' configuration.
+const METRICS_TOKEN: &str = "scrape-token-0123";
+
 fn scrape(port: u16) -> (String, String) {
+    scrape_with(port, &format!("Authorization: Bearer {METRICS_TOKEN}\r\n"))
+}
+
+fn scrape_with(port: u16, headers: &str) -> (String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\n{headers}\r\n").as_bytes())
         .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
@@ -150,6 +157,9 @@ fn prometheus_scrapes_counters_gauges_and_histograms_without_workload_data() {
     std::fs::write(&token, "metrics-test-token\n").unwrap();
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
     let metrics_port = free_port("127.0.0.1");
+    let metrics_token = env.tmp.path().join("metrics.token");
+    std::fs::write(&metrics_token, format!("{METRICS_TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&metrics_token, std::fs::Permissions::from_mode(0o640)).unwrap();
     env.write_config(&format!(
         r#"{agent}
 [[target]]
@@ -184,11 +194,13 @@ rules = [ {{ action = "allow", methods = ["GET"], paths = ["/hello.txt"] }} ]
 
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
+token_file = "{metrics_token}"
 "#,
         agent = env.agent_table(false, ""),
         db = db.addr,
         billing = billing.addr,
         token = token.display(),
+        metrics_token = metrics_token.display(),
     ));
     env.start();
 
@@ -217,6 +229,13 @@ listen = "127.0.0.1:{metrics_port}"
         403
     );
 
+    // Without the token (any local user, enrolled workloads included):
+    // nothing but 401.
+    for headers in ["", "Authorization: Bearer wrong\r\n"] {
+        let (head, body) = scrape_with(metrics_port, headers);
+        assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+        assert!(!body.contains("warden_"), "{body}");
+    }
     // The exposition, read directly.
     let (head, body) = scrape(metrics_port);
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
@@ -315,7 +334,9 @@ listen = "127.0.0.1:{metrics_port}"
         prom_dir.join("prometheus.yml"),
         format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: warden\n    \
-             static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
+             authorization:\n      credentials_file: {}\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n",
+            metrics_token.display()
         ),
     )
     .unwrap();
@@ -397,8 +418,20 @@ listen = "127.0.0.1:{metrics_port}"
 #[test]
 fn a_non_loopback_metrics_address_needs_allow_remote() {
     let env = TestEnv::new();
+    // Without a token, or saying none is wanted: refused.
     env.write_config(&format!(
-        "{}\n[metrics]\nlisten = \"0.0.0.0:9464\"\n",
+        "{}\n[metrics]\nlisten = \"127.0.0.1:9464\"\n",
+        env.agent_table(false, "")
+    ));
+    let out = env.warden(&["check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("metrics.listen") && err.contains("token_file"),
+        "{err}"
+    );
+    env.write_config(&format!(
+        "{}\n[metrics]\nlisten = \"0.0.0.0:9464\"\nallow_unauthenticated = true\n",
         env.agent_table(false, "")
     ));
     let out = env.warden(&["check-config"]);
@@ -409,7 +442,7 @@ fn a_non_loopback_metrics_address_needs_allow_remote() {
         "{err}"
     );
     env.write_config(&format!(
-        "{}\n[metrics]\nlisten = \"0.0.0.0:9464\"\nallow_remote = true\n",
+        "{}\n[metrics]\nlisten = \"0.0.0.0:9464\"\nallow_remote = true\nallow_unauthenticated = true\n",
         env.agent_table(false, "")
     ));
     let out = env.warden(&["check-config"]);

@@ -1589,3 +1589,212 @@ fn attack_newer_syntax_calls_a_user_function_on_postgresql_15() {
         assert!(through.is_empty(), "ran: {through:#?}");
     });
 }
+
+// ---------------------------------------------------------------------------
+// Session 5 attacks
+// ---------------------------------------------------------------------------
+
+/// The policy under attack, trusting one function that returns a cursor.
+const S5_CURSOR_POLICY: &str = r#"default = "deny"
+rules = [
+  { action = "allow", classes = ["read"] },
+  { action = "allow", functions = ["public.s5_open"], name = "opener" },
+  { action = "block", tables = ["secrets", "public.payroll"], name = "no-secrets" },
+]"#;
+
+/// FINDING S5-P1: a portal opened by code Warden trusts (a refcursor that
+/// a function an allow rule names opens over a blocked table) was unknown
+/// to Warden's books, and SQL `FETCH`/`MOVE` of a name Warden had no Bind
+/// for was taken for a SQL cursor decided at its DECLARE: `FETCH ALL FROM
+/// c` returned the blocked table. A cursor name Warden did not see
+/// declared (and decided) in the same transaction is refused, and so is a
+/// name Warden saw declared or bound in an earlier transaction (a cursor
+/// the function reopened under that name since).
+#[test]
+fn s5_attack_fetch_of_a_cursor_opened_by_trusted_code() {
+    run(|pg| async move {
+        pg.psql_ok(
+            pg::SUPERUSER,
+            pg::DB,
+            "CREATE OR REPLACE FUNCTION public.s5_open(n text) RETURNS refcursor \
+             LANGUAGE plpgsql SECURITY DEFINER AS $$ DECLARE c refcursor := n; \
+             BEGIN OPEN c FOR SELECT value FROM public.secrets; RETURN c; END $$; \
+             GRANT EXECUTE ON FUNCTION public.s5_open(text) TO PUBLIC",
+        );
+        let p = Proxy::start(
+            pg,
+            Spec {
+                policy: S5_CURSOR_POLICY,
+                ..Spec::default()
+            },
+        )
+        .await;
+        let mut got = Vec::new();
+        // Fresh names, the function opening them in the same transaction.
+        for (k, fetch) in [
+            "FETCH ALL FROM c1",
+            "FETCH ALL IN c1",
+            "FETCH FORWARD 10 c1",
+            "MOVE ABSOLUTE 0 IN c1; FETCH ALL c1",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let c = p.connect().await;
+            c.simple_query("BEGIN").await.unwrap();
+            c.simple_query("SELECT public.s5_open('c1')").await.unwrap();
+            if let Ok(r) = c.simple_query(fetch).await {
+                got.push(format!("{k} {fetch} => {:?}", simple_summary(Ok(r))));
+            }
+        }
+        // A name Warden saw declared in an earlier transaction, reopened.
+        let c = p.connect().await;
+        c.simple_query("BEGIN; DECLARE c2 CURSOR FOR SELECT 1; COMMIT")
+            .await
+            .unwrap();
+        c.simple_query("BEGIN").await.unwrap();
+        c.simple_query("SELECT public.s5_open('c2')").await.unwrap();
+        if let Ok(r) = c.simple_query("FETCH ALL FROM c2").await {
+            got.push(format!("reused c2 => {:?}", simple_summary(Ok(r))));
+        }
+        c.simple_query("ROLLBACK").await.unwrap();
+        // A cursor declared after a savepoint rolled back to, reopened.
+        let c = p.connect().await;
+        for sql in [
+            "BEGIN",
+            "SAVEPOINT s",
+            "DECLARE c4 CURSOR FOR SELECT 1",
+            "ROLLBACK TO SAVEPOINT s",
+            "SELECT public.s5_open('c4')",
+        ] {
+            c.simple_query(sql).await.unwrap();
+        }
+        if let Ok(r) = c.simple_query("FETCH ALL FROM c4").await {
+            got.push(format!("reused c4 => {:?}", simple_summary(Ok(r))));
+        }
+        c.simple_query("ROLLBACK").await.unwrap();
+        // A cursor WITH HOLD whose implicit transaction failed (the server
+        // reports idle, not failed), its name reopened.
+        let c = p.connect().await;
+        let _ = c
+            .simple_query("DECLARE h2 CURSOR WITH HOLD FOR SELECT 1; SELECT 1/0")
+            .await;
+        c.simple_query("BEGIN").await.unwrap();
+        c.simple_query("SELECT public.s5_open('h2')").await.unwrap();
+        if let Ok(r) = c.simple_query("FETCH ALL FROM h2").await {
+            got.push(format!("reused h2 => {:?}", simple_summary(Ok(r))));
+        }
+        c.simple_query("ROLLBACK").await.unwrap();
+        // The same through a protocol portal bound earlier, now dead.
+        let (mut r, _, _) = Raw::session(p.addr()).await;
+        let mut b = BytesMut::new();
+        frontend::parse(&mut b, "", "SELECT 1", &[]).unwrap();
+        frontend::bind(&mut b, "c3", "", &[], &[], &[]).unwrap();
+        frontend::sync(&mut b);
+        r.send(&b).await;
+        let _ = r.until_ready().await;
+        let _ = r.query("BEGIN").await;
+        let _ = r.query("SELECT public.s5_open('c3')").await;
+        let mut b = BytesMut::new();
+        frontend::execute(&mut b, "c3", 0).unwrap();
+        frontend::sync(&mut b);
+        r.send(&b).await;
+        let msgs = r.until_ready().await;
+        got.push(format!("portal c3 => {}", all_text(&msgs)));
+        let msgs = r.query("FETCH ALL FROM c3").await;
+        got.push(format!("fetch c3 => {}", all_text(&msgs)));
+        pg.psql_ok(pg::SUPERUSER, pg::DB, "DROP FUNCTION public.s5_open(text)");
+        let all = got.join("\n");
+        assert!(
+            leaks(&all).is_none(),
+            "secrets read through a cursor:\n{all}"
+        );
+        // Cursors declared through Warden still work, in one text or apart.
+        let c = p.connect().await;
+        let r = c
+            .simple_query("BEGIN; DECLARE d CURSOR FOR SELECT 41 + 1; FETCH ALL FROM d; COMMIT")
+            .await;
+        assert!(format!("{:?}", simple_summary(r)).contains("42"));
+        c.simple_query("BEGIN").await.unwrap();
+        c.simple_query("DECLARE e CURSOR FOR SELECT 7 AS x")
+            .await
+            .unwrap();
+        let r = c.simple_query("FETCH ALL FROM e").await;
+        assert!(format!("{:?}", simple_summary(r)).contains('7'));
+        c.simple_query("CLOSE e").await.unwrap();
+        c.simple_query("COMMIT").await.unwrap();
+        c.simple_query("DECLARE h CURSOR WITH HOLD FOR SELECT 8 AS x")
+            .await
+            .unwrap();
+        let r = c.simple_query("FETCH ALL FROM h").await;
+        assert!(format!("{:?}", simple_summary(r)).contains('8'));
+        // One declared before a savepoint outlives a rollback to it.
+        for sql in [
+            "BEGIN",
+            "DECLARE k CURSOR FOR SELECT g FROM generate_series(1, 30) g",
+            "SAVEPOINT one",
+            "FETCH 10 FROM k",
+            "ROLLBACK TO SAVEPOINT one",
+        ] {
+            c.simple_query(sql).await.unwrap();
+        }
+        let r = c.simple_query("FETCH 10 FROM k").await;
+        assert!(format!("{:?}", simple_summary(r)).contains("11"));
+        c.simple_query("COMMIT").await.unwrap();
+    });
+}
+
+/// FINDING S5-P2: a FunctionCall sent inside an unfinished extended-protocol
+/// batch made Warden look its oid up with a query of its own inside the
+/// client's batch; a server skipping to Sync after an error ignores it, and
+/// Warden waited for the answer while holding the client's Sync: the
+/// session stalled. A FunctionCall (or a simple Query) inside an unfinished
+/// batch is now refused as an error of the batch, and the session goes on.
+#[test]
+fn s5_attack_function_call_inside_an_unfinished_batch() {
+    run(|pg| async move {
+        let (p, _c) = block_secrets(pg).await;
+        let direct = connect(&direct_conn(pg, pg::ORDERS_RO)).await;
+        let textcat: u32 = direct
+            .query_one("SELECT 'pg_catalog.textcat'::regproc::oid", &[])
+            .await
+            .unwrap()
+            .get(0);
+        for failing in [true, false] {
+            let (mut r, _, _) = Raw::session(p.addr()).await;
+            let sql = if failing { "SELECT 1/0" } else { "SELECT 1" };
+            let mut b = BytesMut::new();
+            frontend::parse(&mut b, "", sql, &[]).unwrap();
+            frontend::bind(&mut b, "", "", &[], &[], &[]).unwrap();
+            frontend::execute(&mut b, "", 0).unwrap();
+            let args: Vec<Option<&[u8]>> = vec![Some(b"a"), Some(b"b")];
+            frontend::function_call(&mut b, textcat, &[], &args, 0).unwrap();
+            frontend::query(&mut b, "SELECT 2").unwrap();
+            frontend::sync(&mut b);
+            r.send(&b).await;
+            let msgs = r.until_ready().await;
+            // After the server's own error it skips the rest as the
+            // server would; otherwise the FunctionCall is refused.
+            let code = if failing { "22012" } else { "42501" };
+            let errs = errors(&msgs);
+            assert!(
+                errs.iter().any(|(_, c, _)| c == code),
+                "failing={failing}: {msgs:?}"
+            );
+            assert!(
+                !msgs.iter().any(|m| matches!(m, Msg::FunctionResult(_))),
+                "{msgs:?}"
+            );
+            // Nothing is owed: the session answers the next query.
+            let msgs = r.query("SELECT 'still here'").await;
+            assert!(all_text(&msgs).contains("still here"), "{msgs:?}");
+            // And a FunctionCall outside a batch still runs.
+            let msgs = function_call(&mut r, textcat, &["a", "b"]).await;
+            assert!(
+                msgs.iter()
+                    .any(|m| matches!(m, Msg::FunctionResult(Some(v)) if v == b"ab")),
+                "{msgs:?}"
+            );
+        }
+    });
+}

@@ -281,12 +281,18 @@ pub async fn run(config: Config, detach_on_exit: bool) -> Result<(), DaemonError
         shutdown_rx.clone(),
     )));
     // Prometheus metrics (`[metrics] listen`), when configured.
-    if let Some(addr) = reloader.live().config.metrics.listen {
+    let metrics = reloader.live().config.metrics.clone();
+    if let Some(addr) = metrics.listen {
+        let token = match &metrics.token_file {
+            Some(path) => Some(crate::metrics::server::Token::read(path)?),
+            None => None,
+        };
         let listener = crate::metrics::server::bind(addr).await?;
-        info!(metrics.listen = %addr, "serving Prometheus metrics");
+        info!(metrics.listen = %addr, token = token.is_some(), "serving Prometheus metrics");
         tasks.push(tokio::spawn(crate::metrics::server::serve(
             listener,
             control::metrics::collector(Arc::clone(&ctl)),
+            token,
             shutdown_rx.clone(),
         )));
     }

@@ -337,6 +337,8 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     field!(opaque approvals.webhooks);
     field!(metrics.listen);
     field!(metrics.allow_remote);
+    field!(metrics.token_file);
+    field!(metrics.allow_unauthenticated);
     out
 }
 

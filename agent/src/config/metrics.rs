@@ -3,9 +3,12 @@
 //!
 //! Off unless `listen` is set. Labels name accounts, targets and outputs, so
 //! the endpoint is loopback-only unless `allow_remote = true` says an
-//! operator chose to expose it.
+//! operator chose to expose it, and every scrape must carry the bearer
+//! token of `token_file` unless `allow_unauthenticated = true` says that
+//! every local user (enrolled workloads included) may read them.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -22,6 +25,15 @@ pub struct MetricsSection {
     /// Permit a non-loopback `listen`. Default: false.
     #[serde(default)]
     pub allow_remote: bool,
+    /// A file holding the bearer token every scrape must send
+    /// (`Authorization: Bearer …`; Prometheus: `authorization:
+    /// credentials_file`). Not readable by every user (read at start).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Serve without a token: any local user, enrolled workloads included,
+    /// reads the metrics. Default: false.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
 }
 
 pub(crate) fn check(m: &MetricsSection, proxy: &[SocketAddr], diags: &mut Diags<'_>) {
@@ -34,6 +46,24 @@ pub(crate) fn check(m: &MetricsSection, proxy: &[SocketAddr], diags: &mut Diags<
         }
         return;
     };
+    match (&m.token_file, m.allow_unauthenticated) {
+        (None, false) => diags.at(
+            "metrics.listen",
+            "needs metrics.token_file: the metrics name accounts and targets and count what \
+             they do, and without a token every local user (enrolled workloads included) reads \
+             them; set metrics.allow_unauthenticated = true to serve them to anyone who can \
+             connect",
+        ),
+        (Some(_), true) => diags.at(
+            "metrics.allow_unauthenticated",
+            "contradicts metrics.token_file",
+        ),
+        (Some(path), false) if !path.is_absolute() => diags.at(
+            "metrics.token_file",
+            format!("must be an absolute path, got {}", path.display()),
+        ),
+        _ => {}
+    }
     if addr.port() == 0 {
         diags.at(
             "metrics.listen",

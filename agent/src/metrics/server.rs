@@ -3,12 +3,18 @@
 //! for the whole head and one for the answer, and a cap on concurrent
 //! scrapes, so a local peer cannot tie the agent up through it (nor, by
 //! trickling bytes into every slot, keep the scraper out). Only
-//! `GET`/`HEAD /metrics` is answered with data.
+//! `GET`/`HEAD /metrics` is answered with data, and, with a token
+//! (`[metrics] token_file`), only to a request carrying it as a bearer
+//! credential: a loopback listener is open to every local user, enrolled
+//! workloads included (401 otherwise).
 
 use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -43,6 +49,62 @@ pub enum MetricsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("reading the metrics token {path}: {source}")]
+    Token {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the metrics token {path} {why}")]
+    TokenUnfit { path: PathBuf, why: &'static str },
+}
+
+/// The bearer token scrapes must send, as its SHA-256 (compared digest to
+/// digest, so the comparison's time says nothing about the token).
+#[derive(Clone)]
+pub struct Token([u8; 32]);
+
+impl Token {
+    /// Reads `path`: one line, not empty, not readable by every user.
+    pub fn read(path: &Path) -> Result<Token, MetricsError> {
+        let err = |source| MetricsError::Token {
+            path: path.to_owned(),
+            source,
+        };
+        let unfit = |why| MetricsError::TokenUnfit {
+            path: path.to_owned(),
+            why,
+        };
+        let meta = std::fs::metadata(path).map_err(err)?;
+        if meta.mode() & 0o004 != 0 {
+            return Err(unfit("is readable by every user (chmod o-r)"));
+        }
+        let text = std::fs::read_to_string(path).map_err(err)?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(unfit("is empty"));
+        }
+        Ok(Token::of(token))
+    }
+
+    fn of(token: &str) -> Token {
+        Token(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Whether `Authorization` values carry this token as a bearer credential.
+    fn admits<'a>(&self, mut values: impl Iterator<Item = &'a [u8]>) -> bool {
+        let Some(v) = values.next() else { return false };
+        if values.next().is_some() {
+            return false;
+        }
+        let Ok(v) = std::str::from_utf8(v) else {
+            return false;
+        };
+        let Some((scheme, cred)) = v.trim().split_once(' ') else {
+            return false;
+        };
+        scheme.eq_ignore_ascii_case("bearer") && Token::of(cred.trim()).0 == self.0
+    }
 }
 
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
@@ -52,7 +114,14 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
 }
 
 /// Serves scrapes until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, collect: Collector, mut shutdown: watch::Receiver<bool>) {
+/// Serves scrapes until `shutdown` turns true; with `token`, only to
+/// requests that carry it.
+pub async fn serve(
+    listener: TcpListener,
+    collect: Collector,
+    token: Option<Token>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT));
     loop {
         let accepted = tokio::select! {
@@ -71,8 +140,9 @@ pub async fn serve(listener: TcpListener, collect: Collector, mut shutdown: watc
             return;
         };
         let collect = Arc::clone(&collect);
+        let token = token.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, collect).await {
+            if let Err(e) = answer(stream, collect, token.as_ref()).await {
                 debug!(metrics.peer = %peer, error = %e, "metrics scrape ended early");
             }
             drop(permit);
@@ -83,13 +153,17 @@ pub async fn serve(listener: TcpListener, collect: Collector, mut shutdown: watc
 /// What the request line asked for.
 #[derive(Debug, PartialEq, Eq)]
 enum Ask {
-    Metrics { head_only: bool },
+    Metrics {
+        head_only: bool,
+    },
+    /// `/metrics` without the token.
+    Unauthorized,
     NotFound,
     BadMethod,
     Bad,
 }
 
-fn parse(head: &[u8]) -> Option<Ask> {
+fn parse(head: &[u8], token: Option<&Token>) -> Option<Ask> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
@@ -99,7 +173,18 @@ fn parse(head: &[u8]) -> Option<Ask> {
     }
     let path = req.path.unwrap_or("");
     let path = path.split('?').next().unwrap_or("");
+    let admitted = || {
+        token.is_none_or(|t| {
+            t.admits(
+                req.headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case("authorization"))
+                    .map(|h| h.value),
+            )
+        })
+    };
     Some(match req.method {
+        Some("GET" | "HEAD") if path == "/metrics" && !admitted() => Ask::Unauthorized,
         Some(m @ ("GET" | "HEAD")) if path == "/metrics" => Ask::Metrics {
             head_only: m == "HEAD",
         },
@@ -108,7 +193,11 @@ fn parse(head: &[u8]) -> Option<Ask> {
     })
 }
 
-async fn answer(mut stream: TcpStream, collect: Collector) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    collect: Collector,
+    token: Option<&Token>,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     let deadline = tokio::time::Instant::now() + READ_TIMEOUT;
@@ -121,7 +210,7 @@ async fn answer(mut stream: TcpStream, collect: Collector) -> std::io::Result<()
             return Ok(());
         }
         head.extend_from_slice(&buf[..n]);
-        if let Some(ask) = parse(&head) {
+        if let Some(ask) = parse(&head, token) {
             break ask;
         }
         if head.len() > MAX_HEAD {
@@ -135,6 +224,11 @@ async fn answer(mut stream: TcpStream, collect: Collector) -> std::io::Result<()
                 .unwrap_or_default();
             ("200 OK", exposition(global(), &readings), head_only)
         }
+        Ask::Unauthorized => (
+            "401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"warden\"",
+            "a bearer token is required\n".to_owned(),
+            false,
+        ),
         Ask::NotFound => (
             "404 Not Found",
             "only /metrics is served\n".to_owned(),
@@ -176,31 +270,102 @@ mod tests {
     #[test]
     fn only_get_and_head_of_metrics_are_answered() {
         assert_eq!(
-            parse(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            parse(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", None),
             Some(Ask::Metrics { head_only: false })
         );
         assert_eq!(
-            parse(b"HEAD /metrics?x=1 HTTP/1.1\r\n\r\n"),
+            parse(b"HEAD /metrics?x=1 HTTP/1.1\r\n\r\n", None),
             Some(Ask::Metrics { head_only: true })
         );
-        assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n"), Some(Ask::NotFound));
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n", None), Some(Ask::NotFound));
         assert_eq!(
-            parse(b"POST /metrics HTTP/1.1\r\n\r\n"),
+            parse(b"POST /metrics HTTP/1.1\r\n\r\n", None),
             Some(Ask::BadMethod)
         );
-        assert_eq!(parse(b"GET /metrics HTTP/1.1\r\n"), None);
-        assert_eq!(parse(b"\x00\x01 junk\r\n\r\n"), Some(Ask::Bad));
+        assert_eq!(parse(b"GET /metrics HTTP/1.1\r\n", None), None);
+        assert_eq!(parse(b"\x00\x01 junk\r\n\r\n", None), Some(Ask::Bad));
     }
 
     /// An endpoint serving one test gauge: its address, its shutdown
     /// switch and its task.
     async fn start() -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        start_with(None).await
+    }
+
+    async fn start_with(
+        token: Option<Token>,
+    ) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = watch::channel(false);
         let collect: Collector =
             Arc::new(|| vec![Reading::gauge("warden_test_gauge", "A test gauge.", 7.0)]);
-        (addr, tx, tokio::spawn(serve(listener, collect, rx)))
+        (addr, tx, tokio::spawn(serve(listener, collect, token, rx)))
+    }
+
+    #[test]
+    fn with_a_token_only_a_request_carrying_it_is_answered() {
+        let t = Token::of("s3cret");
+        let ask = |h: &str| {
+            parse(
+                format!("GET /metrics HTTP/1.1\r\n{h}\r\n").as_bytes(),
+                Some(&t),
+            )
+        };
+        let ok = Some(Ask::Metrics { head_only: false });
+        assert_eq!(ask("Authorization: Bearer s3cret\r\n"), ok);
+        assert_eq!(ask("authorization: bearer  s3cret \r\n"), ok);
+        for h in [
+            "",
+            "Authorization: Bearer s3cre\r\n",
+            "Authorization: Bearer s3cret2\r\n",
+            "Authorization: Basic s3cret\r\n",
+            "Authorization: s3cret\r\n",
+            "Authorization: Bearer s3cret\r\nAuthorization: Bearer x\r\n",
+            "X-Authorization: Bearer s3cret\r\n",
+        ] {
+            assert_eq!(ask(h), Some(Ask::Unauthorized), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn a_token_file_readable_by_everyone_or_empty_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "abc\n").unwrap();
+        let mode = |m| {
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(m))
+                .unwrap()
+        };
+        mode(0o644);
+        assert!(matches!(
+            Token::read(&path),
+            Err(MetricsError::TokenUnfit { .. })
+        ));
+        mode(0o640);
+        assert_eq!(Token::read(&path).unwrap().0, Token::of("abc").0);
+        std::fs::write(&path, " \n").unwrap();
+        assert!(Token::read(&path).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_scrape_without_the_token_gets_401() {
+        let (addr, tx, server) = start_with(Some(Token::of("tok"))).await;
+        for (head, want) in [
+            ("", "HTTP/1.1 401 "),
+            ("Authorization: Bearer tok\r\n", "HTTP/1.1 200 "),
+        ] {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET /metrics HTTP/1.1\r\n{head}\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).await.unwrap();
+            assert!(text.starts_with(want), "{text}");
+            assert_eq!(text.contains("warden_test_gauge"), want.contains("200"));
+        }
+        tx.send(true).unwrap();
+        server.await.unwrap();
     }
 
     #[tokio::test]

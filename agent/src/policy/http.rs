@@ -233,6 +233,25 @@ impl HttpPolicy {
             .any(|r| !r.query.is_empty() && Self::applies(r, method, readings.of(r.action)))
     }
 
+    /// Whether a method override (`_method` in an untyped POST body, which
+    /// Rack's MethodOverride and Symfony honour for POST) could change how
+    /// `req` is judged: some method is decided otherwise here, or has
+    /// rules that read parameters. Methods no rule names are all judged
+    /// alike, so the methods the rules name and one they do not are every
+    /// case.
+    pub fn method_override_matters(&self, req: &HttpRequestFacts<'_>) -> bool {
+        let judged = |method: &str| {
+            let v = self.decide(&HttpRequestFacts { method, ..*req });
+            (v.action, v.body_limit)
+        };
+        let as_sent = judged(req.method);
+        self.rules
+            .iter()
+            .flat_map(|r| r.methods.iter().map(String::as_str))
+            .chain(["WARDEN-UNNAMED"])
+            .any(|m| judged(m) != as_sent || self.reads_body_parameters(m, req.path))
+    }
+
     /// Decide on one request.
     pub fn decide(&self, req: &HttpRequestFacts<'_>) -> HttpVerdict {
         let readings = self.readings(req.path);
@@ -429,6 +448,39 @@ mod tests {
             headers: &[],
             body_len: Some(0),
         })
+    }
+
+    #[test]
+    fn a_method_override_matters_where_another_method_is_judged_otherwise() {
+        let p = policy(
+            r#"
+rules = [
+  { action = "allow", paths = ["/upload/*"] },
+  { action = "allow", methods = ["POST"], paths = ["/items/*"] },
+  { action = "allow", paths = ["/limits/*"] },
+  { action = "approve", methods = ["PUT"], paths = ["/limits/*"] },
+  { action = "allow", methods = ["GET", "POST"], paths = ["/q/*"] },
+  { action = "block", methods = ["GET"], paths = ["/q/*"], query = { a = "1" } },
+]
+"#,
+        );
+        let matters = |path: &str| {
+            p.method_override_matters(&HttpRequestFacts {
+                method: "POST",
+                path,
+                query: &[],
+                body: &[],
+                headers: &[],
+                body_len: Some(1 << 30),
+            })
+        };
+        assert!(!matters("/upload/a"));
+        // DELETE (and any method no rule names) is denied there.
+        assert!(matters("/items/7"));
+        // PUT is held for approval there.
+        assert!(matters("/limits/x"));
+        // GET has a rule that reads parameters.
+        assert!(matters("/q/x"));
     }
 
     const POLICY: &str = r#"

@@ -689,6 +689,20 @@ pub fn masked_column_misuse(
                 masked_at.push(k + 1);
             }
         }
+        // DISTINCT groups by every output column: over a masked one it
+        // tells how many distinct values there are, and the server may
+        // return them in their order (a sort or an index scan).
+        if matches!(
+            sel.distinct,
+            Some(sqlparser::ast::Distinct::Distinct | sqlparser::ast::Distinct::On(_))
+        ) && (!masked_at.is_empty() || (reads_masked && star_from.is_some()))
+        {
+            return Some(
+                "SELECT DISTINCT over a masked column groups by it: it reveals how many \
+                 distinct values it holds and their order"
+                    .to_owned(),
+            );
+        }
         let mut positions: Vec<&Expr> = Vec::new();
         if let Some(OrderBy {
             kind: OrderByKind::Expressions(list),
@@ -723,6 +737,12 @@ pub fn masked_column_misuse(
             continue;
         }
         let name = w.value.to_ascii_lowercase();
+        if reads_masked && w.quote_style.is_none() && name == "distinctrow" {
+            // MySQL's DISTINCTROW is DISTINCT (the parser reads a name).
+            return Some(
+                "DISTINCTROW in a statement reading masked columns groups by them".to_owned(),
+            );
+        }
         if reads_masked && w.quote_style.is_none() && name == "natural" {
             return Some(
                 "a NATURAL join of a table with masked columns compares them unseen".to_owned(),
@@ -1044,6 +1064,8 @@ mod tests {
             "SELECT name, card FROM customers ORDER BY 1",
             "SELECT name FROM customers WHERE EXISTS (SELECT * FROM orders)",
             "SELECT 'card', \"card\" FROM customers",
+            "SELECT DISTINCT name FROM customers",
+            "SELECT ALL card FROM customers",
         ] {
             assert_eq!(masked_column_misuse(ok, masked, true), None, "{ok}");
         }
@@ -1069,6 +1091,11 @@ mod tests {
             "WITH t (a, x) AS (SELECT * FROM customers) SELECT a FROM t WHERE x > '4'",
             "SELECT name FROM customers WHERE (1, 'a') IN (SELECT * FROM customers)",
             "SELECT * FROM customers UNION SELECT * FROM customers",
+            "SELECT DISTINCT card FROM customers",
+            "SELECT DISTINCT c.card AS k FROM customers c",
+            "SELECT DISTINCT * FROM customers",
+            "SELECT SQL_BIG_RESULT DISTINCT card FROM customers",
+            "SELECT DISTINCTROW card FROM customers",
         ] {
             assert!(masked_column_misuse(bad, masked, true).is_some(), "{bad}");
         }

@@ -609,6 +609,8 @@ impl Walker {
             "DeclareCursorStmt" => {
                 self.set_command("DECLARE");
                 self.facts().cursor = Some(Some(str_field(f, "portalname").to_owned()));
+                // CURSOR_OPT_HOLD of PostgreSQL's parsenodes.h.
+                self.facts().cursor_hold = int_field(f, "options") & 0x0020 != 0;
             }
             "FetchStmt" => {
                 let cmd = if bool_field(f, "ismove") {

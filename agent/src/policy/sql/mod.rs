@@ -205,6 +205,8 @@ pub struct StatementFacts {
     /// `DISCARD ALL` close every portal (`Some(None)`). SQL cursors and
     /// the extended protocol's portals are one namespace on the server.
     pub cursor: Option<Option<String>>,
+    /// `DECLARE … WITH HOLD`: the cursor outlives its transaction.
+    pub cursor_hold: bool,
     /// Transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT...).
     pub transaction: bool,
     /// The statement asks for a read-write transaction or session
@@ -230,6 +232,7 @@ impl StatementFacts {
             execute: None,
             deallocate: None,
             cursor: None,
+            cursor_hold: false,
             transaction: false,
             read_write: false,
             note: None,
@@ -822,6 +825,9 @@ mod tests {
         );
         assert_eq!(one("DEALLOCATE ALL").deallocate, Some(None));
         assert_eq!(one("DISCARD ALL").cursor, Some(None));
+        assert!(one("DECLARE c CURSOR WITH HOLD FOR SELECT 1").cursor_hold);
+        assert!(!one("DECLARE c CURSOR WITHOUT HOLD FOR SELECT 1").cursor_hold);
+        assert!(!one("DECLARE c SCROLL CURSOR FOR SELECT 1").cursor_hold);
         assert_eq!(one("CLOSE ALL").cursor, Some(None));
         assert_eq!(one("CLOSE \"P\"").cursor, Some(Some("P".into())));
         assert_eq!(one("FETCH 2 FROM p").cursor, Some(Some("p".into())));

@@ -988,25 +988,6 @@ impl Conn<'_> {
             Ok(f) => f.filter(|_| kind != BodyKind::Empty),
             Err(e) => return self.bad(c, 400, e.to_string(), Some(&req)).await,
         };
-        // A body of another type (or none) holds parameters too for many
-        // applications (FastAPI, Go handlers, Rack): read as every one of
-        // them may when a rule looks at parameters of this request, and
-        // for an untyped POST, which Rack parses as a form before routing
-        // (its MethodOverride reads `_method` there).
-        let untyped_params = body_format.is_none()
-            && kind != BodyKind::Empty
-            && (self
-                .grant
-                .policy
-                .reads_body_parameters(&req.method, &target.match_path)
-                || (req.method == "POST" && head.all("content-type").next().is_none()));
-        // Parameters in a coded body: frameworks that decompress requests
-        // would read what Warden cannot judge.
-        if (body_format.is_some() || untyped_params)
-            && let Some(why) = request::coded_params(&head)
-        {
-            return self.bad(c, 415, why, Some(&req)).await;
-        }
         let headers = params::header_params(
             head.headers
                 .iter()
@@ -1054,6 +1035,39 @@ impl Conn<'_> {
         // `$_REQUEST` (with its built-in request order): judged with the
         // body's.
         let cookies = params::cookie_params(head.all("cookie"));
+        // A body of another type (or none) holds parameters too for many
+        // applications (FastAPI, Go handlers, Rack): read as every one of
+        // them may when a rule looks at parameters of this request, and
+        // for an untyped POST, which Rack parses as a form before routing
+        // (its MethodOverride reads `_method` there), when a method it
+        // could name is judged otherwise here. A body nothing in which can
+        // change the decision streams unread, whatever its size.
+        let untyped_params = body_format.is_none()
+            && kind != BodyKind::Empty
+            && (self
+                .grant
+                .policy
+                .reads_body_parameters(&req.method, &target.match_path)
+                || (req.method == "POST"
+                    && head.all("content-type").next().is_none()
+                    && self
+                        .grant
+                        .policy
+                        .method_override_matters(&HttpRequestFacts {
+                            method: &req.method,
+                            path: &target.match_path,
+                            query: &query,
+                            body: &cookies,
+                            headers: &headers,
+                            body_len: declared,
+                        })));
+        // Parameters in a coded body: frameworks that decompress requests
+        // would read what Warden cannot judge.
+        if (body_format.is_some() || untyped_params)
+            && let Some(why) = request::coded_params(&head)
+        {
+            return self.bad(c, 415, why, Some(&req)).await;
+        }
         let mut verdict = decide(&cookies, declared);
         // The body, read whole when its parameters must be judged.
         let mut body: Option<Vec<u8>> = None;

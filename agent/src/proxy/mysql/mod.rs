@@ -457,6 +457,7 @@ pub async fn serve(
         allowlist: grant.allowlist.clone(),
         listed: None,
         views: Vec::new(),
+        generated: Vec::new(),
         masked_names: grant.masked_names.clone(),
         strictest: grant.strictest,
         table_rules: grant.table_rules,
@@ -665,6 +666,30 @@ async fn visible_views(
         .collect())
 }
 
+/// The generated columns the upstream user can see, as (table, column) in
+/// lower case (see `Session::generated`). MariaDB reports NULL, MySQL an
+/// empty text, for a column that is not generated.
+async fn generated_columns(
+    upstream: &mut Peer,
+    deprecate_eof: bool,
+) -> Result<Vec<(String, String)>, SessionError> {
+    let rows = internal_query(
+        upstream,
+        deprecate_eof,
+        "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS \
+         WHERE GENERATION_EXPRESSION IS NOT NULL AND GENERATION_EXPRESSION <> ''",
+        2,
+    )
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| match r.as_slice() {
+            [t, c] => Some((t.to_lowercase(), c.to_lowercase())),
+            _ => None,
+        })
+        .collect())
+}
+
 /// The first `sql_mode` flag that changes tokenisation, if any.
 fn unsafe_sql_mode(mode: &str) -> Option<&'static str> {
     let flags: Vec<String> = mode
@@ -776,6 +801,13 @@ struct Session {
     /// Views the upstream user sees (`schema.name`, lower case), read at
     /// login and after every forwarded DDL statement.
     views: Vec<String>,
+    /// Generated columns the upstream user sees (table name and column
+    /// name, lower case), read with the views on a grant that masks
+    /// columns: one of a table with column rules may compute a masked
+    /// value (`AS (concat(card, ''))`), so it is redacted whole (NULL
+    /// under a `null` rule) and, like a masked column, only ever a bare
+    /// output column.
+    generated: Vec<(String, String)>,
     /// See [`MysqlGrant::masked_names`] (non-empty: the grant masks
     /// columns, views are read).
     masked_names: Vec<String>,
@@ -1247,7 +1279,24 @@ impl Session {
         if !self.masked_names.is_empty() || self.table_rules {
             self.views = visible_views(&mut self.upstream, self.deprecate_eof).await?;
         }
+        if !self.masked_names.is_empty() {
+            self.generated = generated_columns(&mut self.upstream, self.deprecate_eof).await?;
+        }
         Ok(())
+    }
+
+    /// Whether `column` of `table` (either spelling) is a generated
+    /// column of a table with column rules.
+    fn masked_generated(&self, table: &str, column: &str) -> bool {
+        let Some(m) = self.masker.as_ref() else {
+            return false;
+        };
+        let table = table.rsplit('.').next().unwrap_or(table).to_lowercase();
+        let column = column.to_lowercase();
+        self.generated
+            .iter()
+            .any(|(t, c)| *t == table && *c == column)
+            && m.column_rule_loose(None, &table, None).is_some()
     }
 
     /// Whether one of `tables` (as the classifier names them) is a view.
@@ -1292,7 +1341,13 @@ impl Session {
                 };
             }
             let reads_masked = masked_in(None);
-            let masked = |column: &str| masked_in(Some(column));
+            let masked = |column: &str| {
+                masked_in(Some(column))
+                    || verdict
+                        .tables
+                        .iter()
+                        .any(|t| self.masked_generated(t, column))
+            };
             if let Some(why) =
                 crate::policy::mysql::masked_column_misuse(text, masked, reads_masked)
             {
@@ -2132,7 +2187,16 @@ impl Session {
                 return self.strictest;
             }
             let name = String::from_utf8_lossy(col.org_name_ref());
-            return m.column_strategy(&schema, &org_table, &name);
+            return m.column_strategy(&schema, &org_table, &name).or_else(|| {
+                // Computed from masked values in ways Warden does not read
+                // (`reverse(card)` kept to its last four shows the first
+                // four): nothing of it is shown.
+                self.masked_generated(&org_table, &name)
+                    .then_some(match self.strictest {
+                        Some(Strategy::Null) => Strategy::Null,
+                        _ => Strategy::Redact,
+                    })
+            });
         }
         if self.reads_view(tables) {
             return self.strictest;

@@ -18,6 +18,10 @@
 //!   A statement of an `approve` rule is held until an approver decides:
 //!   a simple Query as a whole, an extended-protocol statement at the
 //!   first Execute of each bound portal, showing the values bound to it.
+//!   Portals and SQL cursors are run (Execute, FETCH, MOVE) only under a
+//!   name Warden saw bound or declared in the transaction still open (see
+//!   [`Ends`]): a cursor opened by code Warden trusts is never read.
+//!   FunctionCall and simple Query are refused inside an unfinished batch.
 //! - **upstream → client** masks and summarises. For each forwarded message
 //!   that the server answers, the client half first queues an [`Expect`];
 //!   the upstream half pops them as the answers arrive, so it always knows
@@ -229,6 +233,46 @@ impl Expect {
     fn is_local(&self) -> bool {
         matches!(self, Expect::Refusal { .. } | Expect::Barrier { .. })
     }
+
+    /// Answered by one ReadyForQuery of the server (see [`Ends`]).
+    fn awaits_ready(&self) -> bool {
+        matches!(
+            self,
+            Expect::Sync { .. }
+                | Expect::Query { .. }
+                | Expect::FunctionCall { .. }
+                | Expect::Internal { .. }
+                | Expect::Abort { sync: true }
+        )
+    }
+}
+
+/// Where transactions ended, counted in the server's ReadyForQuery
+/// messages: the upstream half numbers each message it sends that the
+/// server answers with one ([`Expect::awaits_ready`]), the downstream half
+/// counts them as it passes them. `idle` is the number of the last one
+/// reporting no transaction (every portal, and every cursor not declared
+/// WITH HOLD, is gone by then), `failed` of the last one reporting a failed
+/// transaction or following an error (its rollback may take a holdable
+/// cursor declared in it; an implicit transaction that fails reports idle).
+/// A portal or cursor Warden recorded when `n` such messages had been sent
+/// is gone once either passes `n`: a name its code did not see opened
+/// since (a refcursor a trusted function opens under it) is not its.
+#[derive(Default)]
+struct Ends {
+    idle: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A SQL cursor Warden saw declared (and decided) through this session.
+#[derive(Clone, Copy)]
+struct Cursor {
+    hold: bool,
+    /// [`Upstream::readies`] when it was declared.
+    born: u64,
+    /// Its place among the DECLAREs and SAVEPOINTs Warden forwarded
+    /// ([`Upstream::marks`]).
+    mark: u64,
 }
 
 /// How many statement runs (Query, Execute, FunctionCall messages
@@ -238,6 +282,34 @@ impl Expect {
 /// ReadyForQuery. Until then a setting they changed is unknown to Warden,
 /// while the server already lexes the next texts with it.
 type Settled = Arc<std::sync::atomic::AtomicU64>;
+
+/// Whether `command` ends the transaction (or rolls back to a savepoint),
+/// and whether it may roll back (then cursors WITH HOLD declared in it go
+/// too): `Some(rolls_back)`.
+fn transaction_end(command: &str) -> Option<bool> {
+    match command {
+        "COMMIT" | "PREPARE TRANSACTION" => Some(false),
+        "ROLLBACK" | "ROLLBACK TO SAVEPOINT" => Some(true),
+        _ => None,
+    }
+}
+
+/// A FETCH or MOVE of a cursor Warden did not see declared in this
+/// transaction (a portal opened by code Warden trusts, or a name reused
+/// since): what it runs was never decided.
+fn undeclared_cursor(d: &Arc<Decided>, name: &str) -> Arc<Decided> {
+    Arc::new(Decided {
+        decision: StatementDecision::Denied,
+        answer: Answer::Policy,
+        rule: Some("cursors".to_owned()),
+        reason: Some(format!(
+            "cursor {name:?} was not declared through Warden in this transaction: what it \
+             reads was never decided"
+        )),
+        columns: None,
+        ..(**d).clone()
+    })
+}
 
 /// What became of a statement after the approval step.
 enum Held {
@@ -322,8 +394,11 @@ where
     let param_types = ParamTypes::default();
     let refused_parses = RefusedParses::default();
     let settled = Settled::default();
+    let ends = Arc::new(Ends::default());
     let down = Downstream {
         settled: Arc::clone(&settled),
+        readies: 0,
+        ends: Arc::clone(&ends),
         param_types: Arc::clone(&param_types),
         refused_parses: Arc::clone(&refused_parses),
         info: Arc::clone(&info),
@@ -361,6 +436,12 @@ where
         batch_open: false,
         runs: 0,
         settled,
+        readies: AtomicU64::new(0),
+        ends,
+        portal_born: HashMap::new(),
+        cursors: HashMap::new(),
+        marks: 0,
+        first_savepoint: None,
     };
     let up = up.run();
     let down = down.run();
@@ -466,6 +547,19 @@ struct Upstream<R, W> {
     /// make the server lex the next text otherwise than Warden (see
     /// [`super::decide::tokenisation_neutral`]).
     settled: Settled,
+    /// Messages sent upstream that a ReadyForQuery answers (see [`Ends`]).
+    readies: AtomicU64,
+    ends: Arc<Ends>,
+    /// When each portal in `portals` was bound (a [`Upstream::readies`]).
+    portal_born: HashMap<String, u64>,
+    /// SQL cursors declared through this session.
+    cursors: HashMap<String, Cursor>,
+    /// DECLAREs and SAVEPOINTs forwarded, in order.
+    marks: u64,
+    /// The mark of the first SAVEPOINT of the open transaction: a ROLLBACK
+    /// TO SAVEPOINT takes the cursors declared after the savepoint it
+    /// names, so at most those after the first.
+    first_savepoint: Option<u64>,
 }
 
 impl<R, W> super::catalog::CatalogSource for Upstream<R, W>
@@ -565,6 +659,9 @@ where
     }
 
     fn queue(&self, e: Expect) {
+        if e.awaits_ready() {
+            self.readies.fetch_add(1, Ordering::Relaxed);
+        }
         // The receiver lives as long as the session: a send error means the
         // other half ended and the session is closing anyway.
         let _ = self.expect.send(e);
@@ -615,6 +712,15 @@ where
     ) -> Result<bool, String> {
         match msg {
             FrontendMessage::Query { sql } => {
+                if self.skipping {
+                    // The server skips it too, up to the Sync.
+                    return Ok(true);
+                }
+                if self.batch_open {
+                    self.refuse_in_batch("a simple Query", sql.to_owned())
+                        .await?;
+                    return Ok(true);
+                }
                 let sql = sql.to_owned();
                 self.query(frame, &sql).await?;
             }
@@ -704,6 +810,8 @@ where
                     .get(statement)
                     .map(|p| self.bound(p, &param_formats, &params));
                 self.portals.insert(portal.to_owned(), bound);
+                self.portal_born
+                    .insert(portal.to_owned(), self.readies.load(Ordering::Relaxed));
                 if self.described.as_deref() == Some(portal) {
                     self.described = None;
                 }
@@ -739,7 +847,7 @@ where
                     return Ok(true);
                 }
                 let portal = portal.to_owned();
-                let Some(Some(bound)) = self.portals.get(&portal).cloned() else {
+                let Some(Some(bound)) = self.live_portal(&portal).cloned() else {
                     // A portal bound to a statement Warden never saw parsed
                     // (or none at all): nothing to decide on, so refuse.
                     self.seq += 1;
@@ -808,6 +916,8 @@ where
                     });
                     self.described = Some(portal.clone());
                 }
+                let born = self.readies.load(Ordering::Relaxed);
+                self.note_cursors(&d, born);
                 self.forward(frame);
                 self.runs += 1;
                 self.queue(Expect::Execute { stmt, portal });
@@ -825,6 +935,7 @@ where
                     }
                     DescribeTarget::Portal => {
                         self.portals.remove(name);
+                        self.portal_born.remove(name);
                     }
                 }
                 self.forward(frame);
@@ -852,6 +963,15 @@ where
                 self.forward(frame);
             }
             FrontendMessage::FunctionCall { oid, .. } => {
+                if self.skipping {
+                    // The server skips it too, up to the Sync.
+                    return Ok(true);
+                }
+                if self.batch_open {
+                    self.refuse_in_batch("FunctionCall", format!("FunctionCall oid {oid}"))
+                        .await?;
+                    return Ok(true);
+                }
                 self.function_call(frame, oid).await?;
             }
             FrontendMessage::Terminate => {
@@ -891,14 +1011,50 @@ where
             return d;
         }
         let mut out = Arc::clone(&d);
+        // Cursors declared (true) or closed (false) earlier in the same
+        // text, and whether a transaction ended earlier in it (then what
+        // Warden recorded before the text is gone).
+        let mut declared: HashMap<&str, (bool, bool)> = HashMap::new();
+        let mut ended = false;
         for s in d.analysis.iter().flat_map(|a| &a.statements) {
-            let (true, Some(Some(name))) =
-                (matches!(s.command.as_str(), "FETCH" | "MOVE"), &s.cursor)
-            else {
+            if let Some(all) = transaction_end(&s.command) {
+                ended = true;
+                for (open, hold) in declared.values_mut() {
+                    *open &= *hold && !all;
+                }
+                continue;
+            }
+            match (s.command.as_str(), &s.cursor) {
+                ("DECLARE", Some(Some(name))) => {
+                    declared.insert(name, (true, s.cursor_hold));
+                    continue;
+                }
+                ("FETCH" | "MOVE", Some(Some(_))) => {}
+                (_, Some(Some(name))) => {
+                    declared.insert(name, (false, false));
+                    continue;
+                }
+                (_, Some(None)) => {
+                    for (open, _) in declared.values_mut() {
+                        *open = false;
+                    }
+                    continue;
+                }
+                _ => continue,
+            }
+            let Some(Some(name)) = &s.cursor else {
                 continue;
             };
-            let bound = match self.portals.get(name) {
-                None => continue,
+            let known = declared.get(name.as_str()).map(|(open, _)| *open);
+            let bound = match known {
+                Some(true) => continue,
+                Some(false) => None,
+                None if ended => None,
+                None => self.live_portal(name),
+            };
+            let bound = match bound {
+                None if known.is_none() && !ended && self.live_cursor(name) => continue,
+                None => return undeclared_cursor(&d, name),
                 Some(Some(p)) if p.ask.is_none() && p.decided.allowed() => p,
                 Some(p) => {
                     let rule = p.as_ref().and_then(|p| p.decided.rule.clone());
@@ -1016,6 +1172,8 @@ where
             }
             self.decider.after_allowed(&d);
             self.forget_statements_named_by(&d);
+            let born = self.readies.load(Ordering::Relaxed);
+            self.note_cursors(&d, born);
             self.forward(frame);
             self.runs += 1;
             self.queue(Expect::Query {
@@ -1140,6 +1298,93 @@ where
     /// on the protocol's portals: a later Execute of such a name (a SQL
     /// cursor now, or nothing) is refused rather than decided on an
     /// earlier Bind.
+    /// The portal of that name Warden recorded a Bind for, if the server
+    /// still has it (no transaction ended since: see [`Ends`]).
+    fn live_portal(&self, name: &str) -> Option<&Option<Portal>> {
+        let born = self.portal_born.get(name)?;
+        (self.ends.idle.load(Ordering::Acquire) <= *born)
+            .then(|| self.portals.get(name))
+            .flatten()
+    }
+
+    /// Whether Warden saw the SQL cursor `name` declared and the server
+    /// still has it: a cursor is gone at the end of its transaction, one
+    /// WITH HOLD when a transaction may have rolled back since.
+    fn live_cursor(&self, name: &str) -> bool {
+        self.cursors.get(name).is_some_and(|c| {
+            let gone_at = if c.hold {
+                &self.ends.failed
+            } else {
+                &self.ends.idle
+            };
+            gone_at.load(Ordering::Acquire) <= c.born
+        })
+    }
+
+    /// Records the cursors an allowed statement declares or closes, and
+    /// forgets every portal and cursor a transaction end in it takes,
+    /// as it is forwarded (`born`: [`Upstream::readies`] before it).
+    fn note_cursors(&mut self, d: &Decided, born: u64) {
+        let Some(a) = &d.analysis else { return };
+        for s in &a.statements {
+            if let Some(all) = transaction_end(&s.command) {
+                self.portals.clear();
+                self.portal_born.clear();
+                self.described = None;
+                if s.command == "ROLLBACK TO SAVEPOINT" {
+                    let first = self.first_savepoint;
+                    self.cursors
+                        .retain(|_, c| first.is_some_and(|f| c.mark < f));
+                } else {
+                    self.cursors.retain(|_, c| c.hold && !all);
+                    self.first_savepoint = None;
+                }
+                continue;
+            }
+            if s.command == "SAVEPOINT" {
+                self.first_savepoint.get_or_insert(self.marks);
+                self.marks += 1;
+                continue;
+            }
+            match (s.command.as_str(), &s.cursor) {
+                ("DECLARE", Some(Some(name))) => {
+                    let hold = s.cursor_hold;
+                    let mark = self.marks;
+                    self.marks += 1;
+                    self.cursors
+                        .insert(name.clone(), Cursor { hold, born, mark });
+                }
+                ("FETCH" | "MOVE", _) | (_, None) => {}
+                (_, Some(Some(name))) => {
+                    self.cursors.remove(name);
+                }
+                (_, Some(None)) => self.cursors.clear(),
+            }
+        }
+    }
+
+    /// A FunctionCall or simple Query inside an unfinished extended-protocol
+    /// batch: refused as an error of the batch (the rest is discarded up to
+    /// the Sync). Warden cannot look a function up there (a server skipping
+    /// to Sync ignores its query), and each is answered with a
+    /// ReadyForQuery of its own, which ends the batch's implicit
+    /// transaction behind Warden's books.
+    async fn refuse_in_batch(&mut self, what: &str, statement: String) -> Result<(), String> {
+        self.seq += 1;
+        let d = self.decider.unknown_portal("");
+        let d = Decided {
+            statement,
+            reason: Some(format!(
+                "{what} inside an unfinished extended-protocol batch (send Sync first)"
+            )),
+            rule: Some("protocol".to_owned()),
+            ..(*d).clone()
+        };
+        self.refuse(&d, "extended", false).await?;
+        self.skipping = true;
+        Ok(())
+    }
+
     fn forget_statements_named_by(&mut self, d: &Decided) {
         let Some(a) = &d.analysis else { return };
         for s in &a.statements {
@@ -1412,6 +1657,9 @@ struct Downstream<R, W> {
     status: u8,
     /// See [`Upstream::settled`].
     settled: Settled,
+    /// ReadyForQuery messages passed that answer an [`Expect::awaits_ready`].
+    readies: u64,
+    ends: Arc<Ends>,
     /// An error since the last ReadyForQuery: the server skips extended
     /// protocol messages up to the next Sync.
     failed: bool,
@@ -1838,6 +2086,12 @@ where
                 }
             }
             BackendMessage::ErrorResponse(fields) => {
+                // The transaction the error ends (an implicit one reports
+                // idle, not failed) may take a cursor WITH HOLD declared
+                // in it: its ReadyForQuery is the next one.
+                self.ends
+                    .failed
+                    .fetch_max(self.readies.saturating_add(1), Ordering::AcqRel);
                 if let Some(Expect::Abort { sync }) = self.queue.front() {
                     // Warden's own abort: the client already has (or will
                     // get, in order) the refusal instead.
@@ -1937,6 +2191,17 @@ where
             BackendMessage::ReadyForQuery { status } => {
                 self.status = status;
                 self.failed = false;
+                if self.queue.iter().any(Expect::awaits_ready) {
+                    self.readies += 1;
+                    let at = match status {
+                        b'I' => Some(&self.ends.idle),
+                        b'E' => Some(&self.ends.failed),
+                        _ => None,
+                    };
+                    if let Some(at) = at {
+                        at.fetch_max(self.readies, Ordering::AcqRel);
+                    }
+                }
                 // Everything before the Sync/Query that this answers is done.
                 while let Some(front) = self.queue.front() {
                     match front {
