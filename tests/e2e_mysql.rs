@@ -960,3 +960,75 @@ print("other", query(s, "SELECT count(*) FROM orders"), flush=True)
     let so = text(&out.stdout);
     assert!(line_of(&so, "other").contains("'err', 1142"), "{so}");
 }
+
+/// `warden audit replay` of a MySQL session: its statements in order, each
+/// with its decision and rule, the masked-value count and no unmasked value.
+#[test]
+fn a_mysql_session_replays_in_order_with_decisions_and_nothing_unmasked() {
+    let e = MyEnv::start();
+    // The refused statement last: `mariadb -e` stops at the first error.
+    let statements = [
+        "SELECT name, email FROM customers WHERE id = 1",
+        "SELECT count(*) FROM orders",
+        "SELECT * FROM secrets",
+    ];
+    let script: String = statements.iter().map(|s| format!("{s};\n")).collect();
+    let port = e.db.port().to_string();
+    let out = e.in_app(
+        "/usr/bin/mariadb",
+        &[
+            "--no-defaults",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &port,
+            "-u",
+            "workload",
+            "--skip-password",
+            mariadb::DB,
+            "-N",
+            "-B",
+            "-e",
+            &script,
+        ],
+    );
+    assert!(text(&out.stderr).contains("ERROR 1142"), "{out:?}");
+    let session = e
+        .statements()
+        .iter()
+        .find(|s| s["query_info"]["query_string"] == "SELECT * FROM secrets")
+        .and_then(|s| s["unmapped"]["warden"]["session"].as_str())
+        .unwrap_or_else(|| panic!("no statement event: {:#?}", e.statements()))
+        .to_owned();
+    let start = std::time::Instant::now();
+    let replay = loop {
+        let r = e.env.warden(&["audit", "replay", &session]);
+        assert!(r.status.success(), "{}", text(&r.stderr));
+        let t = text(&r.stdout);
+        if t.contains("close") || start.elapsed() > std::time::Duration::from_secs(5) {
+            break t;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let at: Vec<usize> = statements
+        .iter()
+        .map(|s| {
+            replay
+                .find(s)
+                .unwrap_or_else(|| panic!("{s} missing: {replay}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{replay}");
+    assert!(replay.contains(" allowed "), "{replay}");
+    assert!(replay.contains(" blocked "), "{replay}");
+    assert!(replay.contains("rule=no-secrets"), "{replay}");
+    let c = &mariadb::CUSTOMERS[0];
+    assert!(!replay.contains(c.email), "unmasked sample: {replay}");
+    assert!(replay.contains("masked=1"), "{replay}");
+    // The same session's JSON form names the protocol's account and target.
+    let r = e.env.warden(&["audit", "replay", &session, "--json"]);
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    let j = text(&r.stdout);
+    assert!(j.contains("\"shop\""), "{j}");
+    assert!(!j.contains(c.email), "{j}");
+}

@@ -1110,7 +1110,14 @@ fn unredirected_flood_is_audited_in_bounded_events() {
         unredirected.len()
     );
     assert!(summarized > 0, "nothing summarized");
-    assert!(individual + summarized <= opened);
+    // Never more than were attempted. A connect the client saw fail (a
+    // timeout under load) may still have been accepted by the agent, so
+    // the attempts, not only the opened, bound what is audited.
+    let failed = flood["failed"].as_u64().unwrap();
+    assert!(
+        individual + summarized <= opened + failed,
+        "{individual} + {summarized} for {opened} opened and {failed} failed"
+    );
     assert!(
         individual + summarized >= opened * 9 / 10,
         "{individual} + {summarized} of {opened} accounted for"

@@ -50,6 +50,7 @@ usage:
 
 Every mode that connects uses an IPv6 socket when HOST contains ':'.
 """
+import errno
 import json
 import os
 import socket
@@ -296,6 +297,7 @@ def main():
 
         drop(uid)
         opened = failed = 0
+        errors = {}
         t0 = time.monotonic()
         linger = struct.pack("ii", 1, 0)
         for _ in range(int(args[3])):
@@ -304,10 +306,12 @@ def main():
             try:
                 s.connect((args[1], int(args[2])))
                 opened += 1
-            except OSError:
+            except OSError as e:
                 failed += 1
+                name = errno.errorcode.get(e.errno, str(e.errno))
+                errors[name] = errors.get(name, 0) + 1
             s.close()
-        print(json.dumps({"opened": opened, "failed": failed,
+        print(json.dumps({"opened": opened, "failed": failed, "errors": errors,
                           "seconds": time.monotonic() - t0}), flush=True)
     elif mode == "exec-after-connect":
         import time

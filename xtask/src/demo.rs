@@ -8,6 +8,8 @@
 //! password, an allowed query, a masked e-mail, a refused DELETE and their
 //! audit trail. Then an HTTP act (`demo/http.rs`): nginx as a payments API,
 //! the credential injected by Warden, masked JSON, a refused `/admin`.
+//! Then a MySQL act (`demo/mysql.rs`): a throwaway MariaDB, the `mariadb`
+//! client with no password, masked rows, a refused read and DELETE.
 //! Everything it created is removed, also when a step fails.
 
 use std::io::{BufRead, BufReader, Write};
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 mod http;
+mod mysql;
 mod pg;
 
 const STATE: &str = "/tmp/warden-demo";
@@ -77,6 +80,7 @@ pub fn run(root: &Path) -> Result<()> {
 
     pg::act(root, &mut guard, &mount)?;
     http::act(root, &mut guard, &mount)?;
+    mysql::act(&mut guard, &mount)?;
     println!("\nDemo finished; Warden's log was {STATE}/warden.log (removed with the demo state).");
     Ok(())
 }
@@ -224,6 +228,7 @@ impl Cleanup {
             self.mount.join(DEMO_CGROUP).join("reporting"),
             self.mount.join(DEMO_CGROUP).join(pg::CGROUP),
             self.mount.join(DEMO_CGROUP).join(http::CGROUP),
+            self.mount.join(DEMO_CGROUP).join(mysql::CGROUP),
             self.mount.join(DEMO_CGROUP),
         ] {
             let _ = std::fs::remove_dir(dir);

@@ -72,6 +72,62 @@ pub fn is_string_type(t: ColumnType) -> bool {
     )
 }
 
+/// One value in its column type's binary form. The types are those
+/// `mysql_common`'s binary decoder reads; any other type code a peer
+/// names (`MYSQL_TYPE_TIMESTAMP2`, `DATETIME2`, `TIME2` are server-internal
+/// and never on the wire; others are unassigned) is refused here, since
+/// the decoder panics on it.
+fn bin_value(
+    buf: &mut ParseBuf<'_>,
+    ty: ColumnType,
+    flags: ColumnFlags,
+    what: &'static str,
+) -> Result<Value, MessageError> {
+    use ColumnType::*;
+    let decodable = matches!(
+        ty,
+        MYSQL_TYPE_STRING
+            | MYSQL_TYPE_VAR_STRING
+            | MYSQL_TYPE_VARCHAR
+            | MYSQL_TYPE_BLOB
+            | MYSQL_TYPE_TINY_BLOB
+            | MYSQL_TYPE_MEDIUM_BLOB
+            | MYSQL_TYPE_LONG_BLOB
+            | MYSQL_TYPE_SET
+            | MYSQL_TYPE_ENUM
+            | MYSQL_TYPE_DECIMAL
+            | MYSQL_TYPE_NEWDECIMAL
+            | MYSQL_TYPE_BIT
+            | MYSQL_TYPE_GEOMETRY
+            | MYSQL_TYPE_VECTOR
+            | MYSQL_TYPE_JSON
+            | MYSQL_TYPE_TINY
+            | MYSQL_TYPE_SHORT
+            | MYSQL_TYPE_YEAR
+            | MYSQL_TYPE_LONG
+            | MYSQL_TYPE_INT24
+            | MYSQL_TYPE_LONGLONG
+            | MYSQL_TYPE_FLOAT
+            | MYSQL_TYPE_DOUBLE
+            | MYSQL_TYPE_TIMESTAMP
+            | MYSQL_TYPE_DATE
+            | MYSQL_TYPE_NEWDATE
+            | MYSQL_TYPE_DATETIME
+            | MYSQL_TYPE_TIME
+            | MYSQL_TYPE_NULL
+    );
+    if !decodable {
+        return Err(MessageError::UnsupportedType {
+            what,
+            code: ty as u8,
+        });
+    }
+    let v: ValueDeserializer<BinValue> = buf
+        .parse((ty, flags))
+        .map_err(|_| MessageError::Truncated { what })?;
+    Ok(v.0)
+}
+
 /// One value of a binary row: its bytes as sent and what they decode to
 /// (`None` for SQL NULL).
 #[derive(Debug, Clone, PartialEq)]
@@ -104,11 +160,11 @@ pub fn binary_row<'a>(
             continue;
         }
         let mut buf = ParseBuf(rest);
-        let v: ValueDeserializer<BinValue> = buf.parse((ty, flags)).map_err(|_| t.clone())?;
+        let v = bin_value(&mut buf, ty, flags, "binary row")?;
         let used = rest.len() - buf.0.len();
         out.push(Cell {
             raw: &rest[..used],
-            value: Some(v.0),
+            value: Some(v),
         });
         rest = buf.0;
     }
@@ -182,9 +238,9 @@ pub fn execute_params(
             continue;
         }
         let mut buf = ParseBuf(rest);
-        let v: ValueDeserializer<BinValue> = buf.parse((ty, flags)).map_err(|_| t.clone())?;
+        let v = bin_value(&mut buf, ty, flags, "COM_STMT_EXECUTE parameters")?;
         rest = buf.0;
-        out.push(Param::Value(text_of(&v.0)));
+        out.push(Param::Value(text_of(&v)));
     }
     if !rest.is_empty() {
         return Err(t);
@@ -281,6 +337,42 @@ pub fn text_of(v: &Value) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fuzz find (fuzz/regressions/mysql_packet/timestamp2-param): a
+    /// COM_STMT_EXECUTE naming a type code the binary decoder does not
+    /// read (`MYSQL_TYPE_TIMESTAMP2`, server-internal) made it panic; such
+    /// a value is refused, in parameters and in rows alike.
+    #[test]
+    fn type_codes_without_a_binary_form_are_refused_not_decoded() {
+        // id, flags, iteration count, NULL bitmap, new-types, one type.
+        let mut p = vec![0u8; 10];
+        p.push(0); // bitmap: not NULL
+        p.push(1); // types follow
+        p.extend([ColumnType::MYSQL_TYPE_TIMESTAMP2 as u8, 0]);
+        p.extend([4, 0xe8, 0x07, 12, 7]);
+        assert_eq!(
+            execute_params(&p, 1, &[], &[false]),
+            Err(MessageError::UnsupportedType {
+                what: "COM_STMT_EXECUTE parameters",
+                code: 0x11
+            })
+        );
+        let row = encode_binary_row(&[Some(&[4u8, 0xe8, 0x07, 12, 7][..])]);
+        for ty in [
+            ColumnType::MYSQL_TYPE_TIMESTAMP2,
+            ColumnType::MYSQL_TYPE_DATETIME2,
+            ColumnType::MYSQL_TYPE_TIME2,
+            ColumnType::MYSQL_TYPE_TYPED_ARRAY,
+        ] {
+            assert!(
+                matches!(
+                    binary_row(&row, &[(ty, ColumnFlags::empty())]),
+                    Err(MessageError::UnsupportedType { .. })
+                ),
+                "{ty:?}"
+            );
+        }
+    }
 
     #[test]
     fn binary_rows_round_trip_with_nulls_numbers_and_strings() {

@@ -11,6 +11,8 @@ pub enum MessageError {
     Empty,
     #[error("truncated {what}")]
     Truncated { what: &'static str },
+    #[error("{what}: column type {code:#04x} has no binary value form")]
+    UnsupportedType { what: &'static str, code: u8 },
 }
 
 /// `CLIENT_*` capability bits Warden relies on by number.
