@@ -106,7 +106,7 @@ masking = \"shop-pii\"
         super::DEMO_CGROUP
     ));
     let port = db.port().to_string();
-    let mut args = vec![
+    let args = vec![
         "--no-defaults",
         "-h",
         "127.0.0.1",
