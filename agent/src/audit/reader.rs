@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags, ToSql};
+use rusqlite::{Connection, OpenFlags};
 
 use super::AuditError;
 use super::checkpoint::{Checkpoint, known_keys};
@@ -19,41 +19,10 @@ use super::ocsf::{
     decode_connection, decode_prune, decode_statement,
 };
 use super::store::{
-    BUSY_TIMEOUT, SCHEMA_VERSION, check_schema_version, latest_checkpoint_row, max_seq,
+    self, BUSY_TIMEOUT, SCHEMA_VERSION, check_schema_version, latest_checkpoint_row, max_seq,
     read_chain_id, read_schema_version, stored_keys,
 };
-
-/// Which events to show; `None` matches everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TailFilter {
-    pub account: Option<String>,
-    /// `allowed` or `refused` for connections; `allowed`, `blocked`,
-    /// `denied`, `approval_required` or `rejected` for statements
-    /// (case-insensitive).
-    pub decision: Option<String>,
-    /// Session id as printed (16 hex digits); shorter hex is accepted too.
-    pub session: Option<String>,
-    /// Only events at or after this time (ms since the Unix epoch).
-    pub since_ms: Option<i64>,
-}
-
-/// One stored row: the indexed columns plus the exact OCSF bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredEvent {
-    pub seq: u64,
-    pub time_ms: i64,
-    /// OCSF class of `data` (4001 for connection events).
-    pub class_uid: u32,
-    pub activity: String,
-    pub decision: String,
-    pub account: Option<String>,
-    pub target: Option<String>,
-    pub session: String,
-    pub reason: Option<String>,
-    /// The event's OCSF JSON: the exact stored bytes, or the rendering of
-    /// a compact statement record (see [`super::record`]).
-    pub data: Vec<u8>,
-}
+pub use super::store::{StoredEvent, TailFilter};
 
 /// A read-only connection to an audit store.
 pub struct AuditReader {
@@ -63,9 +32,6 @@ pub struct AuditReader {
     /// For rendering compact records (empty if meta has none).
     chain_id: String,
 }
-
-const SELECT_EVENTS: &str = "SELECT seq, time_ms, class_uid, activity, decision, account, \
-    target, session, reason, data FROM events";
 
 impl AuditReader {
     /// Open the store at `path` read-only. Fails with
@@ -106,13 +72,7 @@ impl AuditReader {
         .map_err(open_err("open read-only"))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(open_err("set busy_timeout"))?;
-        let has_meta: bool = conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(open_err("read schema"))?;
+        let has_meta = store::has_meta_table(&conn).map_err(open_err("read schema"))?;
         if !has_meta {
             return Err(AuditError::Schema {
                 path: path.to_owned(),
@@ -178,41 +138,7 @@ impl AuditReader {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, AuditError> {
-        let (where_sql, mut args) = filter_sql(filter);
-        let sql = format!("{SELECT_EVENTS} WHERE seq > ? {where_sql} ORDER BY seq LIMIT ?");
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        args.insert(0, Box::new(after_seq));
-        args.push(Box::new(limit));
-        let query_err = |source| AuditError::Query {
-            op: "select events",
-            source,
-        };
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(query_err)?;
-        let params: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
-        let rows = stmt
-            .query_map(params.as_slice(), |row| {
-                let seq = row.get(0)?;
-                let data: Vec<u8> = row.get(9)?;
-                let data = if super::record::is_record(&data) {
-                    super::record::render_lossy(&data, seq, &self.chain_id).into_owned()
-                } else {
-                    data
-                };
-                Ok(StoredEvent {
-                    seq,
-                    time_ms: row.get(1)?,
-                    class_uid: row.get(2)?,
-                    activity: row.get(3)?,
-                    decision: row.get(4)?,
-                    account: row.get(5)?,
-                    target: row.get(6)?,
-                    session: row.get(7)?,
-                    reason: row.get(8)?,
-                    data,
-                })
-            })
-            .map_err(query_err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(query_err)
+        store::tail_events(&self.conn, filter, after_seq, limit, &self.chain_id)
     }
 
     /// The `after_seq` to start a tail from so that the first
@@ -223,69 +149,7 @@ impl AuditReader {
         if last_n == 0 {
             return self.last_seq();
         }
-        let (where_sql, mut args) = filter_sql(filter);
-        let sql = format!(
-            "SELECT seq FROM events WHERE 1 = 1 {where_sql} ORDER BY seq DESC LIMIT 1 OFFSET ?"
-        );
-        let offset = i64::try_from(last_n - 1).unwrap_or(i64::MAX);
-        args.push(Box::new(offset));
-        let query_err = |source| AuditError::Query {
-            op: "find tail start",
-            source,
-        };
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(query_err)?;
-        let params: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
-        let mut rows = stmt.query(params.as_slice()).map_err(query_err)?;
-        match rows.next().map_err(query_err)? {
-            Some(row) => {
-                let seq: u64 = row.get(0).map_err(query_err)?;
-                Ok(seq.saturating_sub(1))
-            }
-            // Fewer than last_n matches: show them all.
-            None => Ok(0),
-        }
-    }
-}
-
-/// `AND ...` clauses and their parameters for `filter`.
-fn filter_sql(filter: &TailFilter) -> (String, Vec<Box<dyn ToSql>>) {
-    let mut sql = String::new();
-    let mut args: Vec<Box<dyn ToSql>> = Vec::new();
-    if let Some(account) = &filter.account {
-        sql.push_str(" AND account = ?");
-        args.push(Box::new(account.clone()));
-    }
-    if let Some(decision) = &filter.decision {
-        let decision = decision.to_ascii_lowercase();
-        // The decision index holds only decisions other than `allowed`;
-        // saying so lets SQLite use it.
-        if decision != "allowed" {
-            sql.push_str(" AND decision <> 'allowed'");
-        }
-        sql.push_str(" AND decision = ?");
-        args.push(Box::new(decision));
-    }
-    if let Some(session) = &filter.session {
-        sql.push_str(" AND session = ?");
-        args.push(Box::new(normalize_session(session)));
-    }
-    if let Some(since) = filter.since_ms {
-        sql.push_str(" AND time_ms >= ?");
-        args.push(Box::new(since));
-    }
-    (sql, args)
-}
-
-/// Accept `4d2`, `0x4d2` or `00000000000004d2` for the stored form.
-fn normalize_session(s: &str) -> String {
-    let t = s.trim();
-    let t = t
-        .strip_prefix("0x")
-        .or_else(|| t.strip_prefix("0X"))
-        .unwrap_or(t);
-    match u64::from_str_radix(t, 16) {
-        Ok(v) if t.len() <= 16 => format!("{v:016x}"),
-        _ => s.to_owned(),
+        store::tail_start_seq(&self.conn, filter, last_n)
     }
 }
 

@@ -67,7 +67,7 @@
 //! Files: [`schema`] (layout, migrations, the SQL every module runs against
 //! the store), [`handle`] (the producers' side: [`AuditHandle`], the overflow
 //! and lazy queues), [`writer`] (the writer thread: batches, chain, checkpoints),
-//! [`export`] (the exporter's reads), [`verify`] (the verifier's reads), [`forward`] (the forwarders' reads and cursors), [`prepare`] (the [`AuditRecord`] trait: what each event kind is stored
+//! [`tail`] (the queries of `audit tail`), [`export`] (the exporter's reads), [`verify`] (the verifier's reads), [`forward`] (the forwarders' reads and cursors), [`prepare`] (the [`AuditRecord`] trait: what each event kind is stored
 //! as), [`durability`] (sync modes, the WAL syncer and checkpointer) and
 //! [`retention`] (prune planning and steps).
 
@@ -78,6 +78,7 @@ mod handle;
 mod prepare;
 mod retention;
 mod schema;
+mod tail;
 #[cfg(test)]
 mod tests;
 mod verify;
@@ -125,6 +126,8 @@ pub(crate) use schema::{
     acked_through, check_schema_version, latest_checkpoint_row, max_seq, read_chain_id,
     read_schema_version, stored_keys,
 };
+pub use tail::{StoredEvent, TailFilter};
+pub(crate) use tail::{has_meta_table, tail_events, tail_start_seq};
 pub(crate) use verify::{
     CheckpointRow, Raw, chain_window, checkpoint_rows, event_span, event_walk, int_at,
 };
