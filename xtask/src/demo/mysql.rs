@@ -118,6 +118,9 @@ masking = \"shop-pii\"
         "--table",
         "--force",
         "-v",
+        // Flushed after each statement, so each error shows where it
+        // happened in the combined output.
+        "--unbuffered",
         mariadb::DB,
     ];
     // stdout and stderr into one file, so each error shows where it happened.
