@@ -200,6 +200,26 @@ impl Cleanup {
         show(Command::new(&self.warden).arg("-c").arg(config).args(args))
     }
 
+    /// `warden -c CONFIG audit tail --account ACCOUNT`, shown; returns the
+    /// session of its first statement event (for `audit replay`).
+    fn tail_session(&self, config: &Path, account: &str) -> Result<String> {
+        let tail = Command::new(&self.warden)
+            .arg("-c")
+            .arg(config)
+            .args(["audit", "tail", "--account", account, "-n", "20"])
+            .output()?;
+        let text = String::from_utf8_lossy(&tail.stdout);
+        print!("{text}");
+        text.lines()
+            .filter(|l| l.contains(" statement "))
+            .find_map(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix("session="))
+            })
+            .map(str::to_owned)
+            .context("no statement event in the audit tail")
+    }
+
     /// `warden uninstall` (stops the daemon, detaches the programs, removes
     /// the pins), then reaps the daemon.
     fn uninstall(&mut self, config: &Path) -> Result<()> {

@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::{Context, Result};
 use pgkit::mariadb::{self, MariaDb};
@@ -166,23 +166,9 @@ masking = \"shop-pii\"
 
     std::thread::sleep(std::time::Duration::from_millis(500));
     step(&format!("warden audit tail --account {ACCOUNT}"));
-    let tail = Command::new(&guard.warden)
-        .arg("-c")
-        .arg(&config)
-        .args(["audit", "tail", "--account", ACCOUNT, "-n", "20"])
-        .output()?;
-    let text = String::from_utf8_lossy(&tail.stdout);
-    print!("{text}");
-    let session = text
-        .lines()
-        .filter(|l| l.contains(" statement "))
-        .find_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("session="))
-        })
-        .context("no statement event in the audit tail")?;
+    let session = guard.tail_session(&config, ACCOUNT)?;
     step(&format!("warden audit replay {session}"));
-    guard.warden(&config, &["audit", "replay", session])?;
+    guard.warden(&config, &["audit", "replay", &session])?;
 
     step("warden uninstall; the MariaDB server is stopped and removed");
     guard.uninstall(&config)?;
